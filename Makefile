@@ -1,0 +1,77 @@
+# octavia-dsr build / test / bench entry points.  See README.md.
+#
+#   make            == make build
+#   make deps       Debian packages, .venv, bpffs (tools/install-deps.sh)
+#   make build      BPF objects + libmaglev.so
+#   make test       deps + build + unit and functional tests
+#   make bench      deps + build + every bench/*.py -> bench/results.json
+#   make demo       deps + build + tools/demo.sh
+#   make clean
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+VENV     ?= .venv
+PYTHON   ?= $(VENV)/bin/python
+PYTEST   ?= $(PYTHON) -m pytest
+PYTEST_ARGS ?=
+
+CLANG    ?= clang
+ARCH_INC ?= /usr/include/$(shell uname -m)-linux-gnu
+BPF_CFLAGS ?= -O2 -g -Wall -Werror -target bpf -I$(ARCH_INC)
+
+BPF_DIR  := amphora_agent/dataplane/bpf
+OBJ_DIR  := amphora_agent/dataplane/obj
+
+# Programs: *_xdp.c, *_tc.c, bench_*.c.  Any other .c in bpf/ is not built on
+# its own; every header is a dependency of every program.
+BPF_SRCS := $(sort $(wildcard $(BPF_DIR)/*_xdp.c $(BPF_DIR)/*_tc.c $(BPF_DIR)/bench_*.c))
+BPF_HDRS := $(wildcard $(BPF_DIR)/*.h)
+BPF_OBJS := $(patsubst $(BPF_DIR)/%.c,$(OBJ_DIR)/%.o,$(BPF_SRCS))
+
+# Userspace Maglev library: mk/maglev.mk defines MAGLEV_LIB and its rule.
+-include mk/maglev.mk
+
+.PHONY: all build bpf deps test test-unit test-functional bench demo clean
+
+all: build
+
+build: bpf $(MAGLEV_LIB)
+
+bpf: $(BPF_OBJS)
+
+$(OBJ_DIR):
+	mkdir -p $@
+
+$(OBJ_DIR)/%.o: $(BPF_DIR)/%.c $(BPF_HDRS) | $(OBJ_DIR)
+	$(CLANG) $(BPF_CFLAGS) -c $< -o $@
+
+deps:
+	./tools/install-deps.sh
+
+# pytest exits 5 when it collected no test: not a failure of the plumbing.
+define run_pytest
+	$(PYTEST) -v $(PYTEST_ARGS) $(1); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected in $(1)"; rc=0; fi; \
+	exit $$rc
+endef
+
+test: deps build
+	$(call run_pytest,tests/unit tests/functional)
+
+test-unit: deps build
+	$(call run_pytest,tests/unit)
+
+test-functional: deps build
+	$(call run_pytest,tests/functional)
+
+bench: deps build
+	$(PYTHON) tools/run-benches.py --out bench/results.json bench
+
+demo: deps build
+	@if [ ! -f tools/demo.sh ]; then echo "tools/demo.sh does not exist yet" >&2; exit 1; fi
+	bash tools/demo.sh
+
+clean:
+	rm -rf $(OBJ_DIR) build dist *.egg-info
+	find . -path ./$(VENV) -prune -o -name __pycache__ -type d -prune -exec rm -rf {} +

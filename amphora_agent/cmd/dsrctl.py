@@ -1,0 +1,356 @@
+"""dsrctl: operate an SE dataplane by hand (and from the agent's tests).
+
+Runs in the SE's network namespace; --netns NAME enters one first (setns,
+unlike `ip netns exec`, keeps /sys/fs/bpf visible).  Every change is applied
+through the same idempotent Dataplane.apply() the agent uses: the command
+reads the live state from the pinned maps, changes it, validates the whole
+result and only then writes, so bad input changes nothing.
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+
+from amphora_agent.dataplane import dataplane as dp_mod
+from amphora_agent.dataplane import decap as decap_mod
+from amphora_agent.dataplane import model
+
+
+class CommandError(Exception):
+    pass
+
+
+def _endpoint(text):
+    """'203.0.113.5:40000' or '[2001:db8::5]:40000'."""
+    host, sep, port = text.rpartition(':')
+    if not sep:
+        raise model.InvalidConfig(f'source {text!r} is not IP:PORT')
+    return model.parse_address(host, 'source'), model.parse_port(port)
+
+
+def _limits(args):
+    if not any(getattr(args, n, None) for n in (
+            'max_listeners', 'ring_size', 'max_members', 'conn_table_size')):
+        return None
+    base = dp_mod.Limits()
+    return dp_mod.Limits(
+        max_listeners=args.max_listeners or base.max_listeners,
+        ring_size=args.ring_size or base.ring_size,
+        max_reals=(args.max_members + 1) if args.max_members
+        else base.max_reals,
+        conn_table_size=args.conn_table_size or base.conn_table_size)
+
+
+def _open(args, **kwargs):
+    kwargs.setdefault('create', False)
+    return dp_mod.Dataplane.open(args.pin_dir, **kwargs)
+
+
+def _change(args, mutate):
+    with _open(args) as dp:
+        state = dp.read_state()
+        mutate(state)
+        changes = dp.apply(state)
+    _print(args, changes, lambda c: ', '.join(
+        f'{k}={v}' for k, v in c.items() if v) or 'no change')
+
+
+def _print(args, data, text):
+    if getattr(args, 'json', False):
+        print(json.dumps(data, indent=2, sort_keys=True))
+    else:
+        print(text(data))
+
+
+def cmd_attach(args):
+    with _open(args, limits=_limits(args), reload=args.reload,
+               create=True) as dp:
+        mode = dp.attach(args.interface, args.mode)
+    print(f'attached to {args.interface} ({mode})')
+
+
+def cmd_detach(args):
+    detached = dp_mod.Dataplane.detach(args.interface)
+    print(f'detached from {args.interface}' if detached
+          else f'nothing attached to {args.interface}')
+
+
+def cmd_reset(args):
+    if dp_mod.Dataplane.is_pinned(args.pin_dir):
+        dp_mod.Dataplane.open(args.pin_dir).destroy()
+    print(f'removed pins under {args.pin_dir}')
+
+
+def cmd_listener(args):
+    key = model.ListenerKey.parse(args.listener)
+
+    def mutate(state):
+        if args.action == 'add':
+            if key in state.listeners:
+                raise CommandError(f'listener {key} already exists')
+            state.listeners[key] = model.ListenerSpec(
+                key, model.parse_algorithm(args.algorithm or
+                                           'SOURCE_IP_PORT'),
+                model.parse_encap(args.encap or 'ipip'))
+            return
+        if key not in state.listeners:
+            raise CommandError(f'listener {key} does not exist')
+        if args.action == 'del':
+            del state.listeners[key]
+            return
+        spec = state.listeners[key]
+        if args.algorithm:
+            spec.algorithm = model.parse_algorithm(args.algorithm)
+        if args.encap:
+            spec.encap = model.parse_encap(args.encap)
+    _change(args, mutate)
+
+
+def cmd_member(args):
+    key = model.ListenerKey.parse(args.listener)
+    address = model.parse_address(args.address, 'member address')
+
+    def mutate(state):
+        spec = state.listeners.get(key)
+        if spec is None:
+            raise CommandError(f'listener {key} does not exist')
+        if args.action == 'add':
+            if address in spec.members:
+                raise CommandError(f'member {address} already in {key}')
+            spec.members[address] = model.Member(
+                address, model.parse_weight(
+                    1 if args.weight is None else args.weight),
+                args.backup)
+            return
+        if address not in spec.members:
+            raise CommandError(f'member {address} is not in {key}')
+        if args.action == 'del':
+            del spec.members[address]
+        elif args.weight is not None:
+            spec.members[address].weight = model.parse_weight(args.weight)
+    _change(args, mutate)
+
+
+def cmd_tunnel_source(args):
+    if not args.ipv4 and not args.ipv6:
+        raise CommandError('give --ipv4 and/or --ipv6')
+
+    def mutate(state):
+        if args.ipv4:
+            address = model.parse_address(args.ipv4, 'IPv4 tunnel source')
+            if address.version != 4:
+                raise model.InvalidConfig(
+                    f'--ipv4 {args.ipv4} is not an IPv4 address')
+            state.tunnel_source4 = address
+        if args.ipv6:
+            address = model.parse_address(args.ipv6, 'IPv6 tunnel source')
+            if address.version != 6:
+                raise model.InvalidConfig(
+                    f'--ipv6 {args.ipv6} is not an IPv6 address')
+            state.tunnel_source6 = address
+    _change(args, mutate)
+
+
+def cmd_apply(args):
+    try:
+        with open(args.file) as f:
+            data = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise CommandError(f'cannot read {args.file}: {exc}')
+    desired = model.DesiredState.from_dict(data)
+    with _open(args) as dp:
+        changes = dp.apply(desired)
+    _print(args, changes, lambda c: ', '.join(
+        f'{k}={v}' for k, v in c.items() if v) or 'no change')
+
+
+def cmd_show(args):
+    with _open(args) as dp:
+        state = dp.read_state().to_dict()
+        state['limits'] = dataclasses.asdict(dp.limits)
+
+    def text(s):
+        lines = [f"tunnel source: ipv4={s['tunnel_source']['ipv4']} "
+                 f"ipv6={s['tunnel_source']['ipv6']}"]
+        for lst in s['listeners']:
+            lines.append(f"listener {lst['listener']} "
+                         f"algorithm={lst['algorithm']} "
+                         f"encap={lst['encap']}")
+            for m in lst['members']:
+                lines.append(f"  member {m['address']} weight={m['weight']}")
+        return '\n'.join(lines)
+    _print(args, state, text)
+
+
+def cmd_stats(args):
+    with _open(args) as dp:
+        stats = dp.stats()
+
+    def text(s):
+        lines = ['se: ' + ' '.join(f'{k}={v}' for k, v in s['se'].items()
+                                   if v)]
+        for lst in s['listeners']:
+            lines.append('listener ' + ' '.join(
+                f'{k}={v}' for k, v in lst.items()))
+        for m in s['members']:
+            lines.append('member ' + ' '.join(f'{k}={v}'
+                                              for k, v in m.items()))
+        lines.append(f"conn_table_entries={s['conn_table_entries']}")
+        return '\n'.join(lines)
+    _print(args, stats, text)
+
+
+def cmd_lookup(args):
+    key = model.ListenerKey.parse(args.listener)
+    source, port = _endpoint(args.src)
+    with _open(args) as dp:
+        answer = dp_mod.lookup(dp, key, source, port)
+    _print(args, answer, lambda a: ' '.join(f'{k}={v}'
+                                            for k, v in a.items()))
+
+
+def cmd_nexthop_refresh(args):
+    with _open(args) as dp:
+        count = dp.refresh_nexthops()
+    print(f'{count} next hop(s) resolved')
+
+
+def cmd_decap(args):
+    if args.action == 'detach':
+        detached = decap_mod.Decap.detach(args.interface)
+        print(f'detached from {args.interface}' if detached
+              else f'nothing attached to {args.interface}')
+        if args.purge:
+            decap_mod.Decap.open(args.decap_pin_dir).destroy()
+        return
+    with decap_mod.Decap.open(args.decap_pin_dir,
+                              reload=getattr(args, 'reload', False)) as d:
+        if args.action == 'attach':
+            addresses = [model.parse_address(a, 'tunnel address')
+                         for a in args.address]
+            d.set_addresses(addresses)
+            d.attach(args.interface)
+            print(f'decap attached to {args.interface} for '
+                  + ', '.join(map(str, addresses)))
+        elif args.action == 'show':
+            _print(args, {'addresses': d.addresses()},
+                   lambda s: ' '.join(s['addresses']))
+        else:
+            _print(args, d.stats(), lambda s: ' '.join(
+                f'{k}={v}' for k, v in s.items()))
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog='dsrctl', description='Operate an octavia-dsr SE dataplane.')
+    parser.add_argument('--netns', help='network namespace to enter first')
+    parser.add_argument('--pin-dir', default=dp_mod.DEFAULT_PIN_DIR,
+                        help='bpffs directory of the SE (default %(default)s)')
+    parser.add_argument('--decap-pin-dir', default=decap_mod.DEFAULT_PIN_DIR,
+                        help='bpffs directory of the member decap program')
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    p = sub.add_parser('attach', help='load (if needed) and attach the SE '
+                       'program to an interface')
+    p.add_argument('interface')
+    p.add_argument('--mode', default='auto',
+                   choices=['auto', 'native', 'generic'])
+    p.add_argument('--reload', action='store_true',
+                   help='load the program again (upgrade), keeping the maps')
+    p.add_argument('--max-listeners', type=int)
+    p.add_argument('--ring-size', type=int)
+    p.add_argument('--max-members', type=int)
+    p.add_argument('--conn-table-size', type=int)
+    p.set_defaults(func=cmd_attach)
+
+    p = sub.add_parser('detach', help='detach the SE program')
+    p.add_argument('interface')
+    p.set_defaults(func=cmd_detach)
+
+    p = sub.add_parser('reset', help='remove the pinned program and maps')
+    p.set_defaults(func=cmd_reset)
+
+    p = sub.add_parser('listener', help='add, change or delete a listener')
+    p.add_argument('action', choices=['add', 'set', 'del'])
+    p.add_argument('listener', help='VIP:PORT/PROTO, e.g. '
+                   '198.51.100.10:80/tcp or [2001:db8::10]:53/udp')
+    p.add_argument('--algorithm', help='SOURCE_IP_PORT (default) or '
+                   'SOURCE_IP')
+    p.add_argument('--encap', help='ipip (default) or gre')
+    p.set_defaults(func=cmd_listener)
+
+    p = sub.add_parser('member', help='add, change or delete a member')
+    p.add_argument('action', choices=['add', 'set', 'del'])
+    p.add_argument('listener')
+    p.add_argument('address')
+    p.add_argument('--weight', help='0..65535 (0: no new flows)')
+    p.add_argument('--backup', action='store_true')
+    p.set_defaults(func=cmd_member)
+
+    p = sub.add_parser('tunnel-source', help='outer source addresses')
+    p.add_argument('action', choices=['set'])
+    p.add_argument('--ipv4')
+    p.add_argument('--ipv6')
+    p.set_defaults(func=cmd_tunnel_source)
+
+    p = sub.add_parser('apply', help='make the dataplane match a JSON '
+                       'desired state (the format of "show --json")')
+    p.add_argument('file')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_apply)
+
+    for name, func in (('show', cmd_show), ('stats', cmd_stats)):
+        p = sub.add_parser(name)
+        p.add_argument('--json', action='store_true')
+        p.set_defaults(func=func)
+
+    p = sub.add_parser('lookup', help='which member a flow goes to, '
+                       'answered by the loaded program (BPF_PROG_TEST_RUN)')
+    p.add_argument('--listener', required=True)
+    p.add_argument('--src', required=True, help='client IP:PORT')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_lookup)
+
+    p = sub.add_parser('nexthop', help='re-resolve next hops')
+    p.add_argument('action', choices=['refresh'])
+    p.set_defaults(func=cmd_nexthop_refresh)
+
+    p = sub.add_parser('decap', help='member-side decapsulation program')
+    p.add_argument('action', choices=['attach', 'detach', 'show', 'stats'])
+    p.add_argument('interface', nargs='?')
+    p.add_argument('--address', action='append', default=[],
+                   help='tunnel address to decapsulate for (repeatable)')
+    p.add_argument('--purge', action='store_true',
+                   help='with detach: remove the pins too')
+    p.add_argument('--reload', action='store_true')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_decap)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == 'decap':
+        if args.action in ('attach', 'detach') and not args.interface:
+            parser.error(f'decap {args.action} needs an interface')
+        if args.action == 'attach' and not args.address:
+            parser.error('decap attach needs at least one --address')
+    if args.netns:
+        from pyroute2 import netns
+        try:
+            netns.setns(args.netns)
+        except OSError as exc:
+            parser.exit(2, f'dsrctl: error: cannot enter network namespace '
+                           f'{args.netns!r}: {exc}\n')
+    try:
+        args.func(args)
+    except (CommandError, model.InvalidConfig, dp_mod.DataplaneError,
+            decap_mod.DecapError) as exc:
+        parser.exit(2, f'dsrctl: error: {exc}\n')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,99 @@
+/* Maps of the service-engine program.  Sizes here are compile-time defaults:
+ * the loader sets max_entries from the agent's configuration before load and
+ * pins every map under the SE's pin directory, so a restarted loader reuses
+ * the live state. */
+#ifndef DSR_MAPS_H
+#define DSR_MAPS_H
+
+#include "common.h"
+
+#define DEFAULT_MAX_LISTENERS 64
+#define DEFAULT_RING_SIZE 65537
+#define DEFAULT_MAX_REALS 65536
+#define DEFAULT_MAX_NEXTHOPS 4096
+#define DEFAULT_CONN_TABLE 262144
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct vip_key);
+	__type(value, struct listener);
+	__uint(max_entries, DEFAULT_MAX_LISTENERS);
+} listeners SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct vip_addr_key);
+	__type(value, struct vip_addr);
+	__uint(max_entries, DEFAULT_MAX_LISTENERS);
+} vip_addrs SEC(".maps");
+
+/* All Maglev rings, flat: slot s of listener l is at l * ring_size + s.
+ * A value is an index into reals; 0 means "no member". */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, DEFAULT_MAX_LISTENERS * DEFAULT_RING_SIZE);
+} rings SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct real);
+	__uint(max_entries, DEFAULT_MAX_REALS);
+} reals SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+	__uint(max_entries, DEFAULT_MAX_NEXTHOPS);
+} nexthops SEC(".maps");
+
+/* Established flows keep their member across ring changes.  Per-CPU LRU
+ * lists avoid a global lock; the hash itself is shared by all CPUs. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__type(key, struct flow_key);
+	__type(value, struct conn);
+	__uint(max_entries, DEFAULT_CONN_TABLE);
+	__uint(map_flags, BPF_F_NO_COMMON_LRU);
+} conn_table SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__type(key, __u32);
+	__type(value, struct se_config);
+	__uint(max_entries, 1);
+} se_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct listener_stats);
+	__uint(max_entries, DEFAULT_MAX_LISTENERS);
+} listener_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct real_stats);
+	__uint(max_entries, DEFAULT_MAX_REALS);
+} real_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(max_entries, STAT_MAX);
+} se_stats SEC(".maps");
+
+static __always_inline void count(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&se_stats, &stat);
+
+	if (v)
+		*v += 1;
+}
+
+#endif

@@ -1,0 +1,99 @@
+/* Member-side tc (clsact ingress) program: removes the IPIP / IPv6-in-IP /
+ * GRE header the SE added and hands the inner packet to the stack, for
+ * members whose kernel has no tunnel drivers.  Only packets addressed to one
+ * of the member's tunnel addresses (decap_addrs) are touched. */
+#include "common.h"
+#include "decap.h"
+
+#define TC_ACT_OK 0
+#define TC_ACT_SHOT 2
+
+static __always_inline int is_tunnel_addr(const void *addr, __u8 family)
+{
+	struct decap_key k = {};
+
+	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
+	k.family = family;
+	return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
+}
+
+static __always_inline int shot(__u32 stat)
+{
+	decap_count(stat);
+	return TC_ACT_SHOT;
+}
+
+SEC("tc")
+int dsr_decap(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *data_end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct tunnel t = {};
+	__u64 flags;
+	__u32 err;
+	__u8 proto;
+	void *payload;
+
+	if ((void *)(eth + 1) > data_end)
+		return TC_ACT_OK;
+	if (eth->h_proto == bpf_htons(ETH_P_IP)) {
+		struct iphdr *iph = (void *)(eth + 1);
+
+		if ((void *)(iph + 1) > data_end)
+			return TC_ACT_OK;
+		if (iph->protocol != IPPROTO_IPIP && iph->protocol != IPPROTO_IPV6 &&
+		    iph->protocol != IPPROTO_GRE)
+			return TC_ACT_OK;
+		if (!is_tunnel_addr(&iph->daddr, DSR_FAMILY_V4))
+			return TC_ACT_OK;
+		if (iph->ihl < 5 || (iph->frag_off & bpf_htons(IP_MF_ | IP_OFFMASK_)))
+			return shot(DECAP_STAT_DROP_MALFORMED);
+		t.outer_len = iph->ihl * 4;
+		proto = iph->protocol;
+	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
+		struct ipv6hdr *ip6h = (void *)(eth + 1);
+
+		if ((void *)(ip6h + 1) > data_end)
+			return TC_ACT_OK;
+		if (ip6h->nexthdr != IPPROTO_IPIP && ip6h->nexthdr != IPPROTO_IPV6 &&
+		    ip6h->nexthdr != IPPROTO_GRE)
+			return TC_ACT_OK;
+		if (!is_tunnel_addr(&ip6h->daddr, DSR_FAMILY_V6))
+			return TC_ACT_OK;
+		t.outer_len = sizeof(*ip6h);
+		proto = ip6h->nexthdr;
+	} else {
+		return TC_ACT_OK;
+	}
+
+	if (t.outer_len > 60)
+		return shot(DECAP_STAT_DROP_MALFORMED);
+	payload = data + sizeof(*eth) + t.outer_len;
+	if (payload > data_end)
+		return shot(DECAP_STAT_DROP_MALFORMED);
+	err = parse_tunnel_payload(payload, data_end, proto, &t);
+	if (err)
+		return shot(err);
+
+	flags = t.inner_family == DSR_FAMILY_V4 ? BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+						: BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+	if (bpf_skb_adjust_room(skb, -(int)t.outer_len, BPF_ADJ_ROOM_MAC, flags))
+		return shot(DECAP_STAT_DROP_INTERNAL);
+
+	data = (void *)(long)skb->data;
+	data_end = (void *)(long)skb->data_end;
+	eth = data;
+	if ((void *)(eth + 1) > data_end)
+		return shot(DECAP_STAT_DROP_INTERNAL);
+	eth->h_proto = t.inner_family == DSR_FAMILY_V4 ? bpf_htons(ETH_P_IP)
+						       : bpf_htons(ETH_P_IPV6);
+	if (proto == IPPROTO_GRE)
+		decap_count(DECAP_STAT_GRE);
+	else
+		decap_count(t.inner_family == DSR_FAMILY_V4 ? DECAP_STAT_IPIP
+							    : DECAP_STAT_IP6IP);
+	return TC_ACT_OK;
+}
+
+char _license[] SEC("license") = "GPL";

@@ -1,0 +1,170 @@
+/* Packet parsing for the SE program.
+ *
+ * parse_packet() classifies a frame: not for a VIP (pass it), a VIP packet
+ * to steer (flow filled in), an ICMP message to a VIP, or a VIP packet to
+ * drop with a reason.  Only after the destination is known to be a VIP is a
+ * packet ever dropped: the SE must never hand VIP traffic to its stack, which
+ * would route it back to the router and loop. */
+#ifndef DSR_PARSE_H
+#define DSR_PARSE_H
+
+#include "common.h"
+#include "maps.h"
+
+enum verdict {
+	V_PASS = 0,  /* not ours */
+	V_STEER,     /* TCP/UDP/SCTP to a VIP */
+	V_ICMP,      /* ICMP/ICMPv6 to a VIP: handled by icmp.h */
+	V_DROP,      /* counted under pkt.drop_stat */
+};
+
+struct pkt {
+	struct flow_key flow;
+	__u32 l3_off;     /* offset of the IP header in the frame */
+	__u32 l4_off;     /* offset of the L4 header */
+	__u16 l3_len;     /* IP total length (IPv6: 40 + payload length) */
+	__u8 tos;         /* DSCP + ECN, copied to the outer header */
+	__u8 df;          /* IPv4 DF set (IPv6: always 1, routers never fragment) */
+	__u32 drop_stat;
+};
+
+static __always_inline int is_vip_addr(const __u32 *addr, __u8 family)
+{
+	struct vip_addr_key k = {};
+
+	k.addr[0] = addr[0];
+	k.addr[1] = addr[1];
+	k.addr[2] = addr[2];
+	k.addr[3] = addr[3];
+	k.family = family;
+	return bpf_map_lookup_elem(&vip_addrs, &k) != NULL;
+}
+
+static __always_inline int drop(struct pkt *p, __u32 stat)
+{
+	p->drop_stat = stat;
+	return V_DROP;
+}
+
+/* Ports of TCP/UDP/SCTP: all three start with source and destination port.
+ * min_len is the fixed header size that must be present. */
+static __always_inline int parse_ports(void *data, void *data_end, struct pkt *p)
+{
+	void *l4 = data + p->l4_off;
+	__u32 min_len;
+
+	switch (p->flow.proto) {
+	case IPPROTO_TCP:
+		min_len = sizeof(struct tcphdr);
+		break;
+	case IPPROTO_UDP:
+		min_len = sizeof(struct udphdr);
+		break;
+	case IPPROTO_SCTP_:
+		min_len = 12;
+		break;
+	default:
+		return drop(p, STAT_DROP_UNSUPPORTED_PROTO);
+	}
+	if (l4 + min_len > data_end)
+		return drop(p, STAT_DROP_MALFORMED);
+	p->flow.sport = ((__u16 *)l4)[0];
+	p->flow.dport = ((__u16 *)l4)[1];
+	return V_STEER;
+}
+
+static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
+{
+	struct iphdr *iph = data + sizeof(struct ethhdr);
+	__u16 frag;
+
+	/* Too short to carry a destination: the stack would drop it too. */
+	if ((void *)(iph + 1) > data_end)
+		return drop(p, STAT_DROP_MALFORMED);
+	p->flow.dst[0] = iph->daddr;
+	if (!is_vip_addr(p->flow.dst, DSR_FAMILY_V4))
+		return V_PASS;
+
+	p->flow.family = DSR_FAMILY_V4;
+	p->flow.src[0] = iph->saddr;
+	p->flow.proto = iph->protocol;
+	p->l3_off = sizeof(struct ethhdr);
+	p->tos = iph->tos;
+	if (iph->version != 4 || iph->ihl < 5)
+		return drop(p, STAT_DROP_MALFORMED);
+	if (iph->ihl != 5)
+		return drop(p, STAT_DROP_IP_OPTIONS);
+	p->l3_len = bpf_ntohs(iph->tot_len);
+	if (p->l3_len < sizeof(*iph) || (void *)iph + p->l3_len > data_end)
+		return drop(p, STAT_DROP_MALFORMED);
+	frag = bpf_ntohs(iph->frag_off);
+	if (frag & (IP_MF_ | IP_OFFMASK_))
+		return drop(p, STAT_DROP_FRAGMENT);
+	p->df = !!(frag & IP_DF_);
+	p->l4_off = p->l3_off + sizeof(*iph);
+	if (p->flow.proto == IPPROTO_ICMP)
+		return V_ICMP;
+	return parse_ports(data, data_end, p);
+}
+
+static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
+{
+	struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
+
+	if ((void *)(ip6h + 1) > data_end)
+		return drop(p, STAT_DROP_MALFORMED);
+	__builtin_memcpy(p->flow.dst, &ip6h->daddr, 16);
+	if (!is_vip_addr(p->flow.dst, DSR_FAMILY_V6))
+		return V_PASS;
+
+	p->flow.family = DSR_FAMILY_V6;
+	__builtin_memcpy(p->flow.src, &ip6h->saddr, 16);
+	p->flow.proto = ip6h->nexthdr;
+	p->l3_off = sizeof(struct ethhdr);
+	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);
+	p->df = 1;
+	if (ip6h->version != 6)
+		return drop(p, STAT_DROP_MALFORMED);
+	p->l3_len = bpf_ntohs(ip6h->payload_len);
+	/* payload_len 0 is a jumbogram (hop-by-hop option): unsupported. */
+	if (p->l3_len == 0)
+		return drop(p, STAT_DROP_IPV6_EXT);
+	p->l3_len += sizeof(*ip6h);
+	if ((void *)ip6h + p->l3_len > data_end)
+		return drop(p, STAT_DROP_MALFORMED);
+	p->l4_off = p->l3_off + sizeof(*ip6h);
+
+	switch (p->flow.proto) {
+	case IPPROTO_ICMPV6:
+		return V_ICMP;
+	case IPPROTO_FRAGMENT:
+		return drop(p, STAT_DROP_FRAGMENT);
+	case IPPROTO_HOPOPTS:
+	case IPPROTO_ROUTING:
+	case IPPROTO_DSTOPTS:
+	case IPPROTO_AH:
+	case IPPROTO_ESP:
+	case 135: /* mobility */
+	case 139: /* HIP */
+	case 140: /* shim6 */
+		return drop(p, STAT_DROP_IPV6_EXT);
+	}
+	return parse_ports(data, data_end, p);
+}
+
+static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
+{
+	void *data = (void *)(long)ctx->data;
+	void *data_end = (void *)(long)ctx->data_end;
+	struct ethhdr *eth = data;
+
+	if ((void *)(eth + 1) > data_end)
+		return V_PASS;
+	if (eth->h_proto == bpf_htons(ETH_P_IP))
+		return parse_ipv4(data, data_end, p);
+	if (eth->h_proto == bpf_htons(ETH_P_IPV6))
+		return parse_ipv6(data, data_end, p);
+	return V_PASS;
+}
+
+#endif

@@ -1,0 +1,225 @@
+"""The desired state of an SE's dataplane: listeners, members, tunnel sources.
+
+Validation lives here so that bad input is refused before anything is
+written to the kernel: every error names the bad value and what is allowed.
+"""
+
+import dataclasses
+import ipaddress
+import re
+from typing import Optional
+
+from amphora_agent.dataplane import structs
+
+
+class InvalidConfig(ValueError):
+    """Raised for input the dataplane cannot accept; nothing was changed."""
+
+
+MAX_WEIGHT = 65535
+_LISTENER_RE = re.compile(r'^\[?(?P<vip>[0-9a-fA-F.:]+?)\]?:(?P<port>\d+)'
+                          r'(?:/(?P<proto>[a-zA-Z]+))?$')
+
+
+def parse_address(text, what='address'):
+    try:
+        return ipaddress.ip_address(str(text).strip('[]'))
+    except ValueError:
+        raise InvalidConfig(f'{what} {text!r} is not an IPv4 or IPv6 address')
+
+
+def parse_protocol(text):
+    proto = str(text).lower()
+    if proto not in structs.PROTOCOLS:
+        raise InvalidConfig(
+            f'protocol {text!r} is not supported; allowed: '
+            f'{", ".join(sorted(p.upper() for p in structs.PROTOCOLS))}')
+    return proto
+
+
+def parse_port(text):
+    try:
+        port = int(text)
+    except (TypeError, ValueError):
+        port = None
+    if port is None or not 1 <= port <= 65535:
+        raise InvalidConfig(f'port {text!r} is not an integer in 1..65535')
+    return port
+
+
+def parse_algorithm(text):
+    try:
+        return structs.HashAlgorithm[str(text).upper()]
+    except KeyError:
+        raise InvalidConfig(
+            f'algorithm {text!r} is not supported; allowed: '
+            f'{", ".join(a.name for a in structs.HashAlgorithm)} '
+            '(DSR steers by consistent hash of the client address)')
+
+
+def parse_encap(text):
+    try:
+        return structs.Encap[str(text).upper()]
+    except KeyError:
+        raise InvalidConfig(
+            f'encapsulation {text!r} is not supported; allowed: '
+            f'{", ".join(e.name.lower() for e in structs.Encap)}')
+
+
+def parse_weight(text):
+    try:
+        weight = int(text)
+    except (TypeError, ValueError):
+        weight = None
+    if weight is None or not 0 <= weight <= MAX_WEIGHT:
+        raise InvalidConfig(
+            f'weight {text!r} is not an integer in 0..{MAX_WEIGHT}')
+    return weight
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class ListenerKey:
+    vip: ipaddress._BaseAddress
+    port: int
+    protocol: str = 'tcp'
+
+    @classmethod
+    def parse(cls, text):
+        """'198.51.100.10:80/tcp' or '[2001:db8::10]:53/udp'."""
+        match = _LISTENER_RE.match(str(text).strip())
+        if not match:
+            raise InvalidConfig(
+                f'listener {text!r} is not VIP:PORT[/PROTOCOL], e.g. '
+                '198.51.100.10:80/tcp or [2001:db8::10]:53/udp')
+        return cls(parse_address(match['vip'], 'VIP'),
+                   parse_port(match['port']),
+                   parse_protocol(match['proto'] or 'tcp'))
+
+    def __str__(self):
+        vip = f'[{self.vip}]' if self.vip.version == 6 else str(self.vip)
+        return f'{vip}:{self.port}/{self.protocol}'
+
+
+@dataclasses.dataclass
+class Member:
+    address: ipaddress._BaseAddress
+    weight: int = 1
+    backup: bool = False
+
+
+@dataclasses.dataclass
+class ListenerSpec:
+    key: ListenerKey
+    algorithm: structs.HashAlgorithm = structs.HashAlgorithm.SOURCE_IP_PORT
+    encap: structs.Encap = structs.Encap.IPIP
+    members: dict = dataclasses.field(default_factory=dict)
+
+    def to_dict(self):
+        return {
+            'listener': str(self.key), 'vip': str(self.key.vip),
+            'port': self.key.port, 'protocol': self.key.protocol,
+            'algorithm': self.algorithm.name,
+            'encap': self.encap.name.lower(),
+            'members': [{'address': str(m.address), 'weight': m.weight}
+                        for m in sorted(self.members.values(),
+                                        key=lambda m: m.address.packed)],
+        }
+
+
+@dataclasses.dataclass
+class DesiredState:
+    listeners: dict = dataclasses.field(default_factory=dict)
+    tunnel_source4: Optional[ipaddress.IPv4Address] = None
+    tunnel_source6: Optional[ipaddress.IPv6Address] = None
+    icmp_echo: bool = True
+
+    def copy(self):
+        return DesiredState(
+            listeners={k: dataclasses.replace(
+                v, members={a: dataclasses.replace(m)
+                            for a, m in v.members.items()})
+                for k, v in self.listeners.items()},
+            tunnel_source4=self.tunnel_source4,
+            tunnel_source6=self.tunnel_source6,
+            icmp_echo=self.icmp_echo)
+
+    def validate(self):
+        """Cross-object checks the parsers cannot make on their own."""
+        if (self.tunnel_source4 is not None
+                and self.tunnel_source4.version != 4):
+            raise InvalidConfig(
+                f'IPv4 tunnel source {self.tunnel_source4} is not IPv4')
+        if (self.tunnel_source6 is not None
+                and self.tunnel_source6.version != 6):
+            raise InvalidConfig(
+                f'IPv6 tunnel source {self.tunnel_source6} is not IPv6')
+        for key, spec in self.listeners.items():
+            for address in spec.members:
+                source = (self.tunnel_source4 if address.version == 4
+                          else self.tunnel_source6)
+                if source is None:
+                    raise InvalidConfig(
+                        f'member {address} of listener {key} needs an '
+                        f'IPv{address.version} tunnel source; set one with '
+                        f'"tunnel-source set --ipv{address.version}"')
+
+    def to_dict(self):
+        return {
+            'tunnel_source': {
+                'ipv4': str(self.tunnel_source4) if self.tunnel_source4
+                else None,
+                'ipv6': str(self.tunnel_source6) if self.tunnel_source6
+                else None},
+            'icmp_echo': self.icmp_echo,
+            'listeners': [self.listeners[k].to_dict()
+                          for k in sorted(self.listeners,
+                                          key=lambda k: (k.vip.version,
+                                                         k.vip.packed,
+                                                         k.protocol, k.port))],
+        }
+
+    @classmethod
+    def from_dict(cls, data):
+        """Build from the JSON form of to_dict(); unknown keys are errors."""
+        if not isinstance(data, dict):
+            raise InvalidConfig('state must be a JSON object')
+        unknown = set(data) - {'tunnel_source', 'icmp_echo', 'listeners'}
+        if unknown:
+            raise InvalidConfig(f'unknown state field(s): {sorted(unknown)}')
+        state = cls(icmp_echo=bool(data.get('icmp_echo', True)))
+        sources = data.get('tunnel_source') or {}
+        if sources.get('ipv4'):
+            state.tunnel_source4 = parse_address(sources['ipv4'],
+                                                 'IPv4 tunnel source')
+        if sources.get('ipv6'):
+            state.tunnel_source6 = parse_address(sources['ipv6'],
+                                                 'IPv6 tunnel source')
+        for item in data.get('listeners') or []:
+            unknown = set(item) - {'listener', 'vip', 'port', 'protocol',
+                                   'algorithm', 'encap', 'members'}
+            if unknown:
+                raise InvalidConfig(
+                    f'unknown listener field(s): {sorted(unknown)}')
+            if 'listener' in item:
+                key = ListenerKey.parse(item['listener'])
+            else:
+                key = ListenerKey(parse_address(item.get('vip'), 'VIP'),
+                                  parse_port(item.get('port')),
+                                  parse_protocol(item.get('protocol', 'tcp')))
+            if key in state.listeners:
+                raise InvalidConfig(f'listener {key} is listed twice')
+            spec = ListenerSpec(
+                key, parse_algorithm(item.get('algorithm', 'SOURCE_IP_PORT')),
+                parse_encap(item.get('encap', 'ipip')))
+            for member in item.get('members') or []:
+                address = parse_address(member.get('address'),
+                                        'member address')
+                if address in spec.members:
+                    raise InvalidConfig(
+                        f'member {address} is listed twice in {key}')
+                spec.members[address] = Member(
+                    address, parse_weight(member.get('weight', 1)),
+                    bool(member.get('backup', False)))
+            state.listeners[key] = spec
+        state.validate()
+        return state

@@ -1,0 +1,141 @@
+"""ctypes mirrors of bpf/structs.h.  Change both files together."""
+
+import ctypes
+import enum
+import ipaddress
+import socket
+
+FAMILY_V4 = 4
+FAMILY_V6 = 6
+
+PROTOCOLS = {'tcp': socket.IPPROTO_TCP, 'udp': socket.IPPROTO_UDP,
+             'sctp': 132}
+PROTOCOL_NAMES = {v: k for k, v in PROTOCOLS.items()}
+
+
+class HashAlgorithm(enum.IntEnum):
+    SOURCE_IP_PORT = 0
+    SOURCE_IP = 1
+
+
+class Encap(enum.IntEnum):
+    IPIP = 0
+    GRE = 1
+
+
+REAL_F_IN_USE = 1
+REAL_F_BACKUP = 2
+SE_F_ICMP_ECHO = 1
+
+# Order of enum se_stat in structs.h.
+SE_STATS = (
+    'pass', 'steered', 'icmp_echo_reply', 'icmp_too_big_sent',
+    'icmp_error_steered', 'drop_malformed', 'drop_ip_options',
+    'drop_fragment', 'drop_ipv6_ext', 'drop_unsupported_proto',
+    'drop_no_listener', 'drop_no_member', 'drop_no_tunnel_source',
+    'drop_no_route', 'drop_too_big', 'drop_icmp', 'drop_internal',
+)
+
+# Order of enum decap_stat in structs.h.
+DECAP_STATS = (
+    'ipip', 'ip6ip', 'gre', 'drop_malformed', 'drop_gre_unsupported',
+    'drop_internal',
+)
+
+U32x4 = ctypes.c_uint32 * 4
+
+
+def family_of(address):
+    return FAMILY_V4 if address.version == 4 else FAMILY_V6
+
+
+def pack_addr(address):
+    """An ip_address as the four network-order words BPF compares."""
+    raw = address.packed.ljust(16, b'\0')
+    words = U32x4()
+    ctypes.memmove(words, raw, 16)
+    return words
+
+
+def unpack_addr(words, family):
+    raw = bytes(words)
+    return ipaddress.ip_address(raw[:4] if family == FAMILY_V4 else raw)
+
+
+class _Struct(ctypes.Structure):
+    def __bytes__(self):
+        return ctypes.string_at(ctypes.addressof(self), ctypes.sizeof(self))
+
+    @classmethod
+    def from_bytes(cls, raw):
+        return cls.from_buffer_copy(raw[:ctypes.sizeof(cls)])
+
+
+class VipKey(_Struct):
+    _fields_ = [('addr', U32x4), ('port', ctypes.c_uint16),
+                ('proto', ctypes.c_uint8), ('family', ctypes.c_uint8)]
+
+
+class Listener(_Struct):
+    _fields_ = [('id', ctypes.c_uint32), ('hash_alg', ctypes.c_uint8),
+                ('encap', ctypes.c_uint8), ('flags', ctypes.c_uint16)]
+
+
+class VipAddrKey(_Struct):
+    _fields_ = [('addr', U32x4), ('family', ctypes.c_uint8),
+                ('pad', ctypes.c_uint8 * 3)]
+
+
+class VipAddr(_Struct):
+    _fields_ = [('listeners', ctypes.c_uint32), ('flags', ctypes.c_uint32)]
+
+
+class Real(_Struct):
+    _fields_ = [('addr', U32x4), ('family', ctypes.c_uint8),
+                ('flags', ctypes.c_uint8), ('pad', ctypes.c_uint16),
+                ('gen', ctypes.c_uint32), ('nh', ctypes.c_uint32),
+                ('listener_id', ctypes.c_uint32),
+                ('weight', ctypes.c_uint32)]
+
+
+class Nexthop(_Struct):
+    _fields_ = [('ifindex', ctypes.c_uint32), ('mtu', ctypes.c_uint16),
+                ('smac', ctypes.c_uint8 * 6), ('dmac', ctypes.c_uint8 * 6),
+                ('pad', ctypes.c_uint16)]
+
+
+class FlowKey(_Struct):
+    _fields_ = [('src', U32x4), ('dst', U32x4), ('sport', ctypes.c_uint16),
+                ('dport', ctypes.c_uint16), ('proto', ctypes.c_uint8),
+                ('family', ctypes.c_uint8), ('pad', ctypes.c_uint8 * 2)]
+
+
+class Conn(_Struct):
+    _fields_ = [('real', ctypes.c_uint32), ('gen', ctypes.c_uint32)]
+
+
+class SeConfig(_Struct):
+    _fields_ = [('tunnel_src4', ctypes.c_uint32), ('tunnel_src6', U32x4),
+                ('ring_size', ctypes.c_uint32), ('flags', ctypes.c_uint32),
+                ('ttl', ctypes.c_uint8), ('pad', ctypes.c_uint8 * 3)]
+
+
+class ListenerStats(_Struct):
+    _fields_ = [('packets', ctypes.c_uint64), ('bytes', ctypes.c_uint64),
+                ('new_flows', ctypes.c_uint64), ('conn_hits', ctypes.c_uint64),
+                ('conn_misses', ctypes.c_uint64), ('drops', ctypes.c_uint64)]
+
+
+class RealStats(_Struct):
+    _fields_ = [('packets', ctypes.c_uint64), ('bytes', ctypes.c_uint64),
+                ('new_flows', ctypes.c_uint64), ('pad', ctypes.c_uint64)]
+
+
+class DecapKey(_Struct):
+    _fields_ = [('addr', U32x4), ('family', ctypes.c_uint8),
+                ('pad', ctypes.c_uint8 * 3)]
+
+
+def stats_dict(struct):
+    return {name: getattr(struct, name) for name, _ in struct._fields_
+            if name != 'pad'}

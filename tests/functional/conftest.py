@@ -1,0 +1,80 @@
+"""Fixtures for the functional tests (network namespaces; needs root).
+
+    def test_x(topo):                      # 1 SE, 2 members, built and torn down
+        topo.setup_member("m1")
+        ...
+
+    def test_y(make_topology):             # other shapes
+        topo = make_topology(n_se=2, n_members=3)
+
+See netns.py for the Topology API and the address plan.
+"""
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+from tests.functional import netns
+
+_HERE = Path(__file__).resolve().parent
+
+
+def _is_root():
+    return os.geteuid() == 0
+
+
+def pytest_collection_modifyitems(config, items):
+    if _is_root():
+        return
+    skip = pytest.mark.skip(reason="functional tests need root (netns, BPF)")
+    for item in items:
+        if _HERE in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(skip)
+
+
+def _sigterm_to_interrupt(signum, frame):
+    # Unwind (running every `with Topology()` exit and fixture teardown)
+    # instead of dying with namespaces and servers left behind.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _netns_session():
+    if not _is_root():
+        yield
+        return
+    if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    netns.sweep_stale()
+    yield
+
+
+@pytest.fixture
+def make_topology():
+    """Factory: make_topology(**Topology kwargs) -> built Topology; every
+    topology made is closed at teardown, whatever the test's outcome."""
+    made = []
+
+    def factory(**kwargs):
+        topo = netns.Topology(**kwargs)
+        made.append(topo)
+        topo.__enter__()
+        return topo
+
+    yield factory
+    errors = []
+    for topo in reversed(made):
+        try:
+            topo.close()
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+    if errors:
+        raise errors[0]
+
+
+@pytest.fixture
+def topo(make_topology):
+    """The standard topology: client, router, se1, m1, m2."""
+    return make_topology()

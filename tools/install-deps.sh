@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Install everything octavia-dsr needs to build, test, benchmark and demo on
+# a Debian 12 machine, as root.  Idempotent and fast when nothing changed:
+#   * Debian packages: installed only when `dpkg -s` says they are missing;
+#   * .venv: created if missing; pip runs only when requirements.txt,
+#     test-requirements.txt, setup.cfg or setup.py are newer than the stamp
+#     file .venv/.deps-stamp;
+#   * bpffs mounted on /sys/fs/bpf if it is not;
+#   * start_services: hook for the services later tests need (see below).
+#
+# Environment knobs:
+#   PYTHON=python3        interpreter used to create .venv
+#   DSR_SKIP_APT=1        do not touch Debian packages
+#   DSR_FORCE_PIP=1       run pip even when the stamp is fresh
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+VENV="$ROOT/.venv"
+STAMP="$VENV/.deps-stamp"
+PYTHON=${PYTHON:-python3}
+
+APT_PACKAGES=(
+    clang llvm libbpf-dev bpftool bird2 ethtool iproute2 nftables tcpdump
+    python3-venv curl
+)
+
+log() { printf '[install-deps] %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        log "need root for: $*"
+        return 1
+    fi
+}
+
+install_apt_packages() {
+    if [ "${DSR_SKIP_APT:-0}" = 1 ]; then
+        log "DSR_SKIP_APT=1: not checking Debian packages"
+        return 0
+    fi
+    local missing=() pkg
+    for pkg in "${APT_PACKAGES[@]}"; do
+        # dpkg -s succeeds for removed-but-configured packages too; check
+        # the status line says "install ok installed".
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null \
+                | grep -q 'install ok installed'; then
+            missing+=("$pkg")
+        fi
+    done
+    if [ ${#missing[@]} -eq 0 ]; then
+        return 0
+    fi
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -q
+    as_root apt-get install -y -q --no-install-recommends \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
+        "${missing[@]}"
+}
+
+setup_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        log "creating $VENV with $PYTHON"
+        "$PYTHON" -m venv "$VENV"
+        rm -f "$STAMP"
+    fi
+    local need=0 f
+    if [ "${DSR_FORCE_PIP:-0}" = 1 ] || [ ! -e "$STAMP" ]; then
+        need=1
+    else
+        for f in requirements.txt test-requirements.txt setup.cfg setup.py; do
+            if [ -e "$f" ] && [ "$f" -nt "$STAMP" ]; then
+                need=1
+            fi
+        done
+    fi
+    # A venv whose editable install vanished (e.g. the work tree moved)
+    # needs pip again too.
+    if [ $need = 0 ] && ! "$VENV/bin/python" -c 'import amphora_agent, dsr_provider' \
+            >/dev/null 2>&1; then
+        need=1
+    fi
+    if [ $need = 0 ]; then
+        return 0
+    fi
+    log "installing Python requirements into $VENV"
+    export PIP_DISABLE_PIP_VERSION_CHECK=1
+    # pip's and setuptools' chatter goes to a log, shown only on failure.
+    local pip_log="$VENV/.deps-pip.log"
+    if ! { "$VENV/bin/python" -m pip install -r requirements.txt -r test-requirements.txt &&
+           "$VENV/bin/python" -m pip install -e . ; } >"$pip_log" 2>&1; then
+        cat "$pip_log" >&2
+        log "pip install failed (log: $pip_log)"
+        return 1
+    fi
+    touch "$STAMP"
+}
+
+mount_bpffs() {
+    if [ ! -d /sys/fs/bpf ]; then
+        log "/sys/fs/bpf does not exist; kernel without bpffs?"
+        return 0
+    fi
+    if ! mountpoint -q /sys/fs/bpf; then
+        log "mounting bpffs on /sys/fs/bpf"
+        as_root mount -t bpf bpf /sys/fs/bpf
+    fi
+}
+
+# Hook for services the test suite needs (RabbitMQ, Redis, MariaDB, ...).
+# Debian's policy-rc.d keeps apt from starting daemons, so start them here,
+# each idempotently (check first, then start, then wait with a deadline).
+# Nothing needs a service yet.
+start_services() {
+    :
+}
+
+install_apt_packages
+setup_venv
+mount_bpffs
+start_services

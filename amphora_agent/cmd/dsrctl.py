@@ -10,6 +10,7 @@ result and only then writes, so bad input changes nothing.
 import argparse
 import dataclasses
 import json
+import signal
 import sys
 
 from amphora_agent.dataplane import dataplane as dp_mod
@@ -330,6 +331,8 @@ def build_parser():
 
 
 def main(argv=None):
+    # Behave like a Unix tool in a pipeline (dsrctl stats | head).
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == 'decap':

@@ -316,7 +316,9 @@ class Dataplane:
 
     # ------------------------------------------------------------ applying
     def _write_config(self, desired):
+        """Write tunnel sources and flags; True if anything changed."""
         cfg = self.config()
+        before = bytes(cfg)
         cfg.tunnel_src4 = (int.from_bytes(desired.tunnel_source4.packed,
                                           'little')
                            if desired.tunnel_source4 else 0)
@@ -327,7 +329,10 @@ class Dataplane:
                              else 0)
         cfg.ring_size = cfg.ring_size or self.limits.ring_size
         cfg.ttl = cfg.ttl or DEFAULT_TTL
+        if bytes(cfg) == before:
+            return False
         self.maps['se_config'].update(_u32(0), bytes(cfg))
+        return True
 
     def _resolver_get(self):
         if self._resolver is None:
@@ -375,7 +380,7 @@ class Dataplane:
         live_listeners = self._live_listeners()
         reals, free = self._live_reals()
         self._check_capacity(desired, live_listeners, reals, free)
-        changes = {'listeners_added': 0, 'listeners_removed': 0,
+        changes = {'config_updated': 0, 'listeners_added': 0, 'listeners_removed': 0,
                    'listeners_updated': 0, 'members_added': 0,
                    'members_removed': 0, 'rings_written': 0}
 
@@ -387,7 +392,7 @@ class Dataplane:
         free_reals = sorted(set(range(1, self.limits.max_reals)) - in_use,
                             reverse=True)
 
-        self._write_config(desired)
+        changes['config_updated'] = int(self._write_config(desired))
         nexthops = {}
         to_free = []
         listener_writes = []

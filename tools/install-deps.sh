@@ -22,6 +22,7 @@ PYTHON=${PYTHON:-python3}
 
 APT_PACKAGES=(
     clang llvm libbpf-dev bpftool bird2 ethtool iproute2 nftables tcpdump
+    iputils-ping
     python3-venv curl
 )
 
@@ -79,10 +80,12 @@ setup_venv() {
             fi
         done
     fi
-    # A venv whose editable install vanished (e.g. the work tree moved)
-    # needs pip again too.
-    if [ $need = 0 ] && ! "$VENV/bin/python" -c 'import amphora_agent, dsr_provider' \
-            >/dev/null 2>&1; then
+    # A venv whose editable install is missing or points at another work
+    # tree needs pip again too (checked from / so the cwd doesn't count).
+    if [ $need = 0 ] && ! (cd / && "$VENV/bin/python" -c '
+import sys, amphora_agent, dsr_provider
+sys.exit(0 if amphora_agent.__file__.startswith(sys.argv[1] + "/") else 1)
+' "$ROOT") >/dev/null 2>&1; then
         need=1
     fi
     if [ $need = 0 ]; then

@@ -40,17 +40,28 @@ def run_one(path, timeout):
     elapsed = time.monotonic() - t0
     print(f"=== bench {name}: exit {proc.returncode} in {elapsed:.1f}s",
           flush=True)
-    if proc.returncode != 0:
-        return {"bench": name, "error": f"exit status {proc.returncode}"}
     lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
-    if not lines:
-        return {"bench": name, "error": "no output"}
-    try:
-        result = json.loads(lines[-1])
-    except ValueError as exc:
-        return {"bench": name, "error": f"last line is not JSON: {exc}"}
-    if not isinstance(result, dict):
-        return {"bench": name, "error": "last line is not a JSON object"}
+    result = None
+    if lines:
+        try:
+            result = json.loads(lines[-1])
+        except ValueError as exc:
+            parse_error = f"last line is not JSON: {exc}"
+        else:
+            if not isinstance(result, dict):
+                result, parse_error = None, "last line is not a JSON object"
+    else:
+        parse_error = "no output"
+    if proc.returncode != 0:
+        # Keep what the script said about its failure, if anything.
+        result = dict(result or {})
+        result.setdefault("bench", name)
+        result["error"] = result.get("error") or \
+            f"exit status {proc.returncode}"
+        result["exit_status"] = proc.returncode
+        return result
+    if result is None:
+        return {"bench": name, "error": parse_error}
     result.setdefault("bench", name)
     return result
 

@@ -384,10 +384,17 @@ class Dataplane:
                    'listeners_updated': 0, 'members_added': 0,
                    'members_removed': 0, 'rings_written': 0}
 
-        used_ids = {v.id for k, v in live_listeners.items()
+        # New listeners take ids no live listener holds, so a listener being
+        # removed keeps its ring until its map entry is gone; only when the
+        # table is full do they take over a removed listener's id.
+        kept_ids = {v.id for k, v in live_listeners.items()
                     if k in desired.listeners}
+        leaving_ids = {v.id for k, v in live_listeners.items()
+                       if k not in desired.listeners}
         free_ids = iter(sorted(set(range(self.limits.max_listeners))
-                               - used_ids))
+                               - kept_ids - leaving_ids)
+                        + sorted(leaving_ids))
+        taken_ids = set()
         in_use = {r.index for lst in reals.values() for r in lst}
         free_reals = sorted(set(range(1, self.limits.max_reals)) - in_use,
                             reverse=True)
@@ -399,6 +406,7 @@ class Dataplane:
         for key, spec in desired.listeners.items():
             current = live_listeners.get(key)
             lid = current.id if current else next(free_ids)
+            taken_ids.add(lid)
             live = {r.address: r for r in reals.get(lid, [])} \
                 if current else {}
             members_changed = current is None
@@ -451,8 +459,10 @@ class Dataplane:
                 continue
             self.maps['listeners'].delete(bytes(_vip_key(key)))
             changes['listeners_removed'] += 1
-            # Zero the ring so a later listener with this id starts clean.
-            self._write_ring(current.id, {})
+            # Zero the ring so no stale slot outlives the listener, unless a
+            # new listener has just taken the id over.
+            if current.id not in taken_ids:
+                self._write_ring(current.id, {})
             gone = reals.get(current.id, [])
             to_free.extend(gone)
             changes['members_removed'] += len(gone)
@@ -506,12 +516,15 @@ class Dataplane:
         return len(table)
 
     # --------------------------------------------------------------- stats
+    def se_counters(self):
+        """SE-wide counters (verdicts, drops by reason) summed over CPUs."""
+        return {name: sum(int.from_bytes(v[:8], 'little') for v in
+                          self.maps['se_stats'].lookup_percpu(_u32(index)))
+                for index, name in enumerate(structs.SE_STATS)}
+
     def stats(self):
         """Counters summed over CPUs: SE-wide, per listener, per member."""
-        se = {}
-        for index, name in enumerate(structs.SE_STATS):
-            se[name] = sum(int.from_bytes(v[:8], 'little') for v in
-                           self.maps['se_stats'].lookup_percpu(_u32(index)))
+        se = self.se_counters()
         listeners, members = [], []
         reals, _ = self._live_reals()
         for key, val in sorted(self._live_listeners().items(),
@@ -582,7 +595,7 @@ XDP_VERDICTS = {0: 'XDP_ABORTED', 1: 'XDP_DROP', 2: 'XDP_PASS', 3: 'XDP_TX',
                 4: 'XDP_REDIRECT'}
 
 
-def lookup(dp, key, source, source_port):
+def lookup(dp, key, source, source_port, program=None):
     """Which member the program sends a flow to, by running it on a packet.
 
     BPF_PROG_TEST_RUN executes the attached program's code on a crafted first
@@ -597,10 +610,13 @@ def lookup(dp, key, source, source_port):
             f'source {source} and VIP {key.vip} are of different families')
     frame = packets.flow_packet(source, source_port, key.vip, key.port,
                                 key.protocol)
-    before = dp.stats()['se']
-    with dp.program() as prog:
-        result = libbpf.prog_test_run(prog.fd, frame, repeat=1)
-    after = dp.stats()['se']
+    before = dp.se_counters()
+    if program is None:
+        with dp.program() as prog:
+            result = libbpf.prog_test_run(prog.fd, frame, repeat=1)
+    else:
+        result = libbpf.prog_test_run(program.fd, frame, repeat=1)
+    after = dp.se_counters()
     answer = {'listener': str(key), 'source': f'{source}:{source_port}',
               'verdict': XDP_VERDICTS.get(result.retval, result.retval)}
     if result.retval in (3, 4):

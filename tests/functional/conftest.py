@@ -34,9 +34,16 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+_MAIN_PID = os.getpid()
+
+
 def _sigterm_to_interrupt(signum, frame):
     # Unwind (running every `with Topology()` exit and fixture teardown)
-    # instead of dying with namespaces and servers left behind.
+    # instead of dying with namespaces and servers left behind.  Only in
+    # pytest's own process: a fork()ed helper (pyroute2 forks children and
+    # stops them with SIGTERM) must just die, never unwind into pytest.
+    if os.getpid() != _MAIN_PID:
+        os._exit(128 + signum)
     raise KeyboardInterrupt(f"signal {signum}")
 
 

@@ -30,7 +30,21 @@ Address plan (only documentation / benchmarking ranges)::
 
 ``<i>``/``<j>`` are written in hex in the v6 addresses (identical up to 9).
 Host side of every link is ``eth0`` in the host's namespace; the router side
-is ``r-<host>`` (``r-client``, ``r-se1``, ``r-m1``).
+is ``r-<host>`` (``r-client``, ``r-se1``, ``r-m1``).  MTU 1600 on SE and
+member links, 1500 on the client link; tx/tso/gso/gro off on every veth; an
+XDP_PASS program on the router side of each SE link (so XDP_TX works).
+
+Module-level helpers (``ns`` is a full namespace name):
+    wait_for(predicate, timeout, what)      poll with a deadline
+    run(ns, cmd, check=True) -> CompletedProcess
+    spawn(ns, cmd, ready=REGEX) -> Proc      (a Popen; tracked; stop())
+    sysctl(ns, key, value) / sysctls(ns, {key: value}) / read_sysctl
+    ethtool_offloads_off(ns, ifname)
+    link_stats(ns, ifname) -> {rx_packets, tx_packets, ..., tx_dropped}
+    nft_counter_add(ns, ifname, saddr=..) -> NftCounter (.packets())
+    compile_bpf(src, name), attach_xdp(ns, ifname, obj), detach_xdp
+    sweep_stale(), list_namespaces(prefix)
+Topology methods take logical host names ('client', 'router', 'se1', 'm1').
 """
 
 import atexit
@@ -54,6 +68,8 @@ NETNS_RUN_DIR = "/run/netns"
 OWNER_DIR = "/run/dsr-functional"  # <prefix> -> PID of the owning process
 SERVERS_DIR = Path(__file__).resolve().parent / "servers"
 PYTHON = sys.executable
+# The helper scripts are stdlib-only: -S skips site-packages, ~15 ms/start.
+SCRIPT_PYTHON = [PYTHON, "-S"]
 
 PREFIX_RE = re.compile(r"^dsr[0-9a-f]{4}-")
 
@@ -312,6 +328,71 @@ def ethtool_offloads_off(ns, ifname):
     generic XDP sees GSO super-packets otherwise."""
     run(ns, ["ethtool", "-K", ifname, "tx", "off", "tso", "off", "gso",
              "off", "gro", "off"])
+
+
+# --------------------------------------------------------------------------
+# Tiny BPF helpers (compiled on demand with clang, cached in /tmp)
+
+XDP_PASS_C = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp") int xdp_pass(struct xdp_md *ctx) { return XDP_PASS; }
+char _license[] SEC("license") = "GPL";
+"""
+
+XDP_TX_C = """
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+SEC("xdp") int xdp_tx(struct xdp_md *ctx) { return XDP_TX; }
+char _license[] SEC("license") = "GPL";
+"""
+
+_bpf_lock = threading.Lock()
+
+
+def compile_bpf(source, name):
+    """Compile BPF C ``source`` into an object cached by content hash under
+    the temp dir; return its path."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / f"dsr-functional-{name}-{digest}.o"
+    with _bpf_lock:
+        if out.exists():
+            return out
+        tmp_c = out.with_suffix(f".{os.getpid()}.c")
+        tmp_o = out.with_suffix(f".{os.getpid()}.o")
+        tmp_c.write_text(source)
+        try:
+            arch_inc = f"/usr/include/{os.uname().machine}-linux-gnu"
+            subprocess.run(["clang", "-O2", "-g", "-Wall", "-target", "bpf",
+                            f"-I{arch_inc}", "-c", str(tmp_c), "-o",
+                            str(tmp_o)], check=True, capture_output=True,
+                           text=True)
+            os.replace(tmp_o, out)
+        finally:
+            for f in (tmp_c, tmp_o):
+                try:
+                    f.unlink()
+                except FileNotFoundError:
+                    pass
+    return out
+
+
+def attach_xdp(ns, ifname, obj, section="xdp", mode="xdpdrv"):
+    """Attach the program in ``section`` of ``obj`` to ``ifname`` (native
+    by default; mode xdpgeneric for generic) with iproute2."""
+    run(ns, ["ip", "link", "set", "dev", ifname, mode, "obj", str(obj),
+             "sec", section])
+
+
+def detach_xdp(ns, ifname, mode="xdpdrv"):
+    run(ns, ["ip", "link", "set", "dev", ifname, mode, "off"])
+
+
+def attach_xdp_pass(ns, ifname):
+    attach_xdp(ns, ifname, compile_bpf(XDP_PASS_C, "xdp_pass"))
 
 
 # --------------------------------------------------------------------------
@@ -633,13 +714,18 @@ class Topology:
     on exit: it stops every process started through this topology, closes
     its netlink sockets and removes its namespaces.
 
+    ``router_xdp_pass`` (default True) attaches an XDP_PASS program to the
+    router side of every SE link so that XDP_TX on the SE's eth0 works
+    (veth needs NAPI on the receiving peer); pass False to attach your own.
+
     Attributes: ``prefix``, ``router`` (Router), ``client``, ``ses``,
     ``members`` (Host lists), ``hosts`` (name -> Host, without the router),
     ``namespaces`` (every namespace name made).
     """
 
     def __init__(self, n_se=1, n_members=2, mtu=DEFAULT_LINK_MTU,
-                 client_mtu=CLIENT_MTU, offloads_off=True, link_timeout=10.0):
+                 client_mtu=CLIENT_MTU, offloads_off=True, link_timeout=10.0,
+                 router_xdp_pass=True):
         if not 1 <= n_se <= 250 or not 0 <= n_members <= 250:
             raise ValueError("1..250 SEs and 0..250 members")
         self.n_se = n_se
@@ -648,6 +734,7 @@ class Topology:
         self.client_mtu = client_mtu
         self.offloads_off = offloads_off
         self.link_timeout = link_timeout
+        self.router_xdp_pass = router_xdp_pass
         self.prefix = None
         self.router = None
         self.client = None
@@ -671,8 +758,14 @@ class Topology:
             raise
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.close()
+        except Exception as cleanup_exc:  # noqa: BLE001
+            if exc_type is None:
+                raise
+            # Don't mask the test's own failure with a cleanup error.
+            print(f"netns: {cleanup_exc}", file=sys.stderr)
         return False
 
     def build(self):
@@ -746,10 +839,18 @@ class Topology:
             for h in self.hosts.values():
                 ethtool_offloads_off(h.ns, h.ifname)
                 ethtool_offloads_off(self.router.ns, h.router_ifname)
+        # XDP_TX / XDP_REDIRECT out of a veth only works when the peer runs
+        # NAPI: an XDP program on the peer (or GRO, which is off).  Without
+        # this, frames an SE's XDP program transmits are dropped silently
+        # (tx_dropped on the SE's eth0).
+        if self.router_xdp_pass:
+            for h in self.ses:
+                attach_xdp_pass(self.router.ns, h.router_ifname)
 
         # Links up (carrier on both ends), then default routes.
+        wait_for(lambda: all(self.link_up(h) for h in self.hosts.values()),
+                 self.link_timeout, "every link to be up")
         for h in self.hosts.values():
-            self.wait_link_up(h.name, self.link_timeout)
             hi = self._ipr_for(h.ns)
             hi.route("replace", dst="0.0.0.0/0", gateway=h.gw4)
             hi.route("replace", dst="::/0", gateway=h.gw6)
@@ -967,7 +1068,7 @@ class Topology:
                           timeout=10.0):
         """HTTP server in host ``name`` on every address of ``binds``;
         GET / answers ``member=<name>``.  Returns the Proc once READY."""
-        cmd = [PYTHON, SERVERS_DIR / "http_server.py", "--name", name,
+        cmd = SCRIPT_PYTHON + [SERVERS_DIR / "http_server.py", "--name", name,
                "--port", port]
         for b in binds:
             cmd += ["--bind", b]
@@ -976,14 +1077,14 @@ class Topology:
     def start_udp_echo(self, name, binds=(VIP4, VIP6), port=5353,
                        timeout=10.0):
         """UDP echo in host ``name``: answers ``member=<name> <payload>``."""
-        cmd = [PYTHON, SERVERS_DIR / "udp_echo.py", "--name", name,
+        cmd = SCRIPT_PYTHON + [SERVERS_DIR / "udp_echo.py", "--name", name,
                "--port", port]
         for b in binds:
             cmd += ["--bind", b]
         return self.spawn(name, cmd, ready=r"^READY", ready_timeout=timeout)
 
     def _client_cmd(self, *args):
-        return [PYTHON, SERVERS_DIR / "client.py"] + [str(a) for a in args
+        return SCRIPT_PYTHON + [SERVERS_DIR / "client.py"] + [str(a) for a in args
                                                       if a is not None]
 
     @staticmethod

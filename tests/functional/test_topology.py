@@ -175,3 +175,23 @@ def test_servers_importable_and_documented():
     from tests.functional.servers import client
     assert json.dumps(client._percentile([1, 2, 3], 0.5)) == "2"
     assert hashlib.sha256(b"").hexdigest()
+
+
+def test_xdp_tx_on_se_reaches_router():
+    """XDP_TX out of an SE's veth needs NAPI on the router side (the
+    XDP_PASS program Topology attaches there): prove frames come back."""
+    with netns.Topology(n_se=1, n_members=0) as topo:
+        se = topo.hosts["se1"]
+        mac = topo.ipr("se1").get_links(ifname="eth0")[0].get("IFLA_ADDRESS")
+        topo.run("router", ["ip", "neigh", "replace", se.ipv4, "lladdr", mac,
+                            "dev", se.router_ifname, "nud", "permanent"])
+        bounced = topo.nft_counter("router", se.router_ifname,
+                                   saddr=se.gw4)
+        netns.attach_xdp(se.ns, se.ifname,
+                         netns.compile_bpf(netns.XDP_TX_C, "xdp_tx"))
+        before = topo.link_stats("se1")
+        topo.run("router", ["ping", "-c", "10", "-i", "0.01", "-W", "0.2",
+                            se.ipv4], check=False)
+        netns.wait_for(lambda: bounced.packets() >= 10, 5,
+                       "XDP_TX'ed echo requests at the router")
+        assert topo.link_stats("se1")["tx_dropped"] == before["tx_dropped"]

@@ -148,7 +148,7 @@ def udp_probe(vip, port, duration, interval=0.01, source_port=None,
 
     while True:
         now = time.monotonic()
-        if now >= deadline:
+        if now >= deadline or (now >= end_send and len(replies) >= seq):
             break
         if now >= next_send and now < end_send:
             try:
@@ -166,8 +166,6 @@ def udp_probe(vip, port, duration, interval=0.01, source_port=None,
         r, _, _ = select.select([s], [], [], max(0.0, wake - now))
         if r:
             drain()
-        if now >= end_send and len(replies) >= seq:
-            break
     drain()
     s.close()
 

@@ -17,6 +17,7 @@ import http.server
 import ipaddress
 import signal
 import socket
+import socketserver
 import sys
 import threading
 
@@ -82,14 +83,21 @@ class Server4(http.server.ThreadingHTTPServer):
     address_family = socket.AF_INET
     allow_reuse_address = True
     daemon_threads = True
+    request_queue_size = 128
+
+    def server_bind(self):
+        # HTTPServer.server_bind() calls socket.getfqdn(), a DNS lookup that
+        # hangs for seconds in a namespace without a resolver: skip it.
+        if self.address_family == socket.AF_INET6:
+            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = host
+        self.server_port = port
 
 
 class Server6(Server4):
     address_family = socket.AF_INET6
-
-    def server_bind(self):
-        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        super().server_bind()
 
 
 def main():

@@ -1,0 +1,121 @@
+/* The service-engine packet logic, se_process(), shared by the SE program
+ * (se_xdp.c, a thin SEC("xdp") entry) and the benchmark wrappers
+ * (bench_se_xdp.c), so that what is benchmarked is exactly what runs.
+ * See se_xdp.c for what the program does. */
+#ifndef DSR_SE_H
+#define DSR_SE_H
+
+#include "common.h"
+#include "maps.h"
+#include "parse.h"
+#include "steer.h"
+#include "encap.h"
+#include "icmp.h"
+
+static __always_inline int drop_vip(struct pkt *p, struct listener_stats *ls, __u32 stat)
+{
+	count(stat);
+	if (ls)
+		ls->drops++;
+	return XDP_DROP;
+}
+
+static __always_inline int too_big(struct xdp_md *ctx, struct pkt *p, struct listener_stats *ls,
+				   __u32 mtu, __u32 overhead)
+{
+	__u32 err;
+
+	if (!p->df || p->flow.proto == IPPROTO_ICMP || p->flow.proto == IPPROTO_ICMPV6)
+		return drop_vip(p, ls, STAT_DROP_TOO_BIG);
+	mtu = mtu > overhead ? mtu - overhead : 0;
+	if (p->flow.family == DSR_FAMILY_V4)
+		err = send_too_big4(ctx, mtu);
+	else
+		err = send_too_big6(ctx, mtu);
+	if (err)
+		return drop_vip(p, ls, err);
+	count(STAT_ICMP_TOO_BIG_SENT);
+	return XDP_TX;
+}
+
+static __always_inline int se_process(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+	struct vip_key vk = {};
+	struct listener *l;
+	struct listener_stats *ls = NULL;
+	struct real_stats *rs;
+	struct se_config *cfg;
+	struct nexthop nh = {};
+	struct choice c = {};
+	__u32 zero = 0, err, overhead;
+	int verdict, icmp_err = 0;
+
+	verdict = parse_packet(ctx, &p);
+	if (verdict == V_PASS) {
+		count(STAT_PASS);
+		return XDP_PASS;
+	}
+	if (verdict == V_DROP)
+		return drop_vip(&p, NULL, p.drop_stat);
+	if (verdict == V_ICMP) {
+		verdict = p.flow.family == DSR_FAMILY_V4 ? handle_icmp4(ctx, &p)
+							 : handle_icmp6(ctx, &p);
+		if (verdict == ICMP_ECHO_REPLIED) {
+			count(STAT_ICMP_ECHO_REPLY);
+			return XDP_TX;
+		}
+		if (verdict == ICMP_DROP)
+			return drop_vip(&p, NULL, p.drop_stat);
+		icmp_err = 1;
+	}
+
+	__builtin_memcpy(vk.addr, p.flow.dst, 16);
+	vk.port = p.flow.dport;
+	vk.proto = p.flow.proto;
+	vk.family = p.flow.family;
+	l = bpf_map_lookup_elem(&listeners, &vk);
+	if (!l)
+		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
+	ls = bpf_map_lookup_elem(&listener_stats, &l->id);
+	cfg = bpf_map_lookup_elem(&se_config, &zero);
+	if (!cfg)
+		return drop_vip(&p, ls, STAT_DROP_INTERNAL);
+
+	err = choose_member(&p, l, cfg, &c);
+	if (err)
+		return drop_vip(&p, ls, err);
+	if (tunnel_src_missing(cfg, c.real->family))
+		return drop_vip(&p, ls, STAT_DROP_NO_TUNNEL_SRC);
+
+	overhead = encap_overhead(c.real->family, l->encap);
+	err = resolve_nexthop(ctx, c.real, p.l3_len + overhead, &nh);
+	if (err)
+		return drop_vip(&p, ls, err);
+	if (p.l3_len + overhead > nh.mtu && !icmp_err)
+		return too_big(ctx, &p, ls, nh.mtu, overhead);
+	if (p.l3_len + overhead > nh.mtu)
+		return drop_vip(&p, ls, STAT_DROP_TOO_BIG);
+
+	err = encapsulate(ctx, &p, c.real, &nh, cfg, l->encap, c.hash);
+	if (err)
+		return drop_vip(&p, ls, err);
+
+	if (ls) {
+		ls->packets++;
+		ls->bytes += p.l3_len;
+		ls->new_flows += c.new_flow;
+	}
+	rs = bpf_map_lookup_elem(&real_stats, &c.real_idx);
+	if (rs) {
+		rs->packets++;
+		rs->bytes += p.l3_len;
+		rs->new_flows += c.new_flow;
+	}
+	count(icmp_err ? STAT_ICMP_ERR_STEERED : STAT_STEERED);
+	if (nh.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(nh.ifindex, 0);
+}
+
+#endif

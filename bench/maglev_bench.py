@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Benchmark the Maglev ring builder.
+
+Run from the repository root after building the library:
+
+    make -f mk/maglev.mk amphora_agent/dataplane/obj/libmaglev.so
+    .venv/bin/python bench/maglev_bench.py
+
+For M=65537 and N=10/100/1000 equal-weight backends it measures the build
+time (median of several runs), the balance (max/mean slots per backend) and
+the disruption when one backend is removed (slots that change, as a multiple
+of the minimum M/N, worst of several removals).  The pure-Python builder at
+N=100 is timed in the same run as a baseline.  The last line printed is one
+JSON object with every figure.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+
+from amphora_agent.dataplane import maglev  # noqa: E402
+from amphora_agent.dataplane.maglev import Backend  # noqa: E402
+
+TARGET_BUILD_MS_N100 = 10.0
+TARGET_MAX_MEAN = 1.01  # for N <= 100
+TARGET_MOVED = 1.2  # slots moved per removal, in units of M/N
+
+
+def members(n):
+    return [Backend(f"member-{i:04d}", 1, i + 1) for i in range(n)]
+
+
+def median_ms(fn, runs):
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def worst_removal(backends, ring, ring_size, removals):
+    n = len(backends)
+    step = max(1, n // removals)
+    worst = 0.0
+    for idx in range(0, n, step)[:removals]:
+        after = maglev.build_ring(backends[:idx] + backends[idx + 1:],
+                                  ring_size)
+        changed = sum(1 for a, b in zip(ring, after) if a != b)
+        worst = max(worst, changed / (ring_size / n))
+    return worst
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--ring-size", type=int, default=maglev.DEFAULT_RING_SIZE)
+    ap.add_argument("--runs", type=int, default=21,
+                    help="builds per timing (median)")
+    ap.add_argument("--removals", type=int, default=5,
+                    help="backends removed one at a time per N")
+    ap.add_argument("--python-runs", type=int, default=3)
+    args = ap.parse_args()
+    m = args.ring_size
+
+    native = maglev.native_available()
+    print(f"maglev bench: M={m}, library={maglev.library_path()} "
+          f"({'loaded' if native else 'MISSING: timing pure Python'})")
+    print(f"python {platform.python_version()} on {platform.machine()}, "
+          f"{os.cpu_count()} CPUs")
+
+    results = []
+    for n in (10, 100, 1000):
+        backends = members(n)
+        build_ms = median_ms(lambda: maglev.build_ring(backends, m),
+                             args.runs)
+        ring = maglev.build_ring(backends, m)
+        counts = maglev.ring_stats(ring)
+        max_mean = max(counts.values()) / (m / n)
+        moved = worst_removal(backends, ring, m, args.removals)
+        checks = {"max_mean": max_mean <= TARGET_MAX_MEAN if n <= 100
+                  else None,
+                  "moved": moved <= TARGET_MOVED,
+                  "build_ms": build_ms <= TARGET_BUILD_MS_N100 if n == 100
+                  else None}
+        results.append({"n": n, "build_ms": round(build_ms, 3),
+                        "max_mean": round(max_mean, 5),
+                        "moved_x_min": round(moved, 3),
+                        "removals": min(args.removals, n),
+                        "targets": checks})
+
+        def mark(ok):
+            return "" if ok is None else (" ok" if ok else " MISSED")
+        build_t = (f" (target <= {TARGET_BUILD_MS_N100:.0f})" if n == 100
+                   else "")
+        balance_t = f" (target <= {TARGET_MAX_MEAN})" if n <= 100 else ""
+        print(f"N={n:5d}: build {build_ms:7.3f} ms{build_t}"
+              f"{mark(checks['build_ms'])}; "
+              f"max/mean {max_mean:.4f}{balance_t}"
+              f"{mark(checks['max_mean'])}; "
+              f"moved on removal {moved:.3f} x M/N (worst of "
+              f"{min(args.removals, n)}, target <= {TARGET_MOVED})"
+              f"{mark(checks['moved'])}")
+
+    backends = members(100)
+    py_ms = median_ms(lambda: maglev.build_ring_reference(backends, m),
+                      args.python_runs)
+    c_ms = results[1]["build_ms"]
+    ratio = py_ms / c_ms if c_ms else None
+    print(f"pure-Python reference at N=100: {py_ms:.1f} ms "
+          f"({ratio:.1f}x the build_ring time)")
+
+    targets_met = all(ok for r in results for ok in r["targets"].values()
+                      if ok is not None)
+    print(f"targets met: {targets_met}")
+    print(json.dumps({
+        "bench": "maglev",
+        "ring_size": m,
+        "native": native,
+        "results": results,
+        "python_reference_n100_ms": round(py_ms, 3),
+        "python_over_native_n100": round(ratio, 1) if ratio else None,
+        "targets": {"build_ms_n100": TARGET_BUILD_MS_N100,
+                    "max_mean_n_le_100": TARGET_MAX_MEAN,
+                    "moved_x_min": TARGET_MOVED},
+        "targets_met": targets_met,
+    }, sort_keys=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,365 @@
+#!/usr/bin/env python3
+"""Wire rate through veth: generator -> SE namespace -> sink, in one run.
+
+    [gen ns] g0 ==veth== s0 [se ns] s1 ==veth== k0 [sink ns]
+             ^ live-frames            ^ XDP under test   ^ bench_sink
+               generator (XDP_TX)       (native mode)      (count + XDP_DROP)
+
+Generator: bench_gen run with BPF_PROG_TEST_RUN + BPF_F_TEST_XDP_LIVE_FRAMES
+on g0; it rewrites the headers of every frame (the kernel recycles the pages
+without resetting them), varies the TCP source port and returns XDP_TX, which
+the kernel turns into a transmit on g0, i.e. a receive on s0.
+
+On s0, in native XDP mode:
+  baseline  bench_fwd: rewrite the MACs, redirect to s1 (no encap, no lookup)
+  se        the real SE program (dsr_se, loaded and pinned by
+            Dataplane.open, configured with dp.apply(), attached with
+            dp.attach(mode='native')): IPIP-encapsulates to a member whose
+            cached next hop is k0 (static neighbour), redirect to s1
+  se_miss   the same, the generator making every frame a new flow
+  se_opt    for information: bench_se_opt, a profiling copy of the SE logic
+            with candidate optimisations (see dataplane_bench.py), on the
+            same maps
+
+bench_sink on k0 counts what arrives (and whether it is encapsulated).
+
+Everything downstream of the generator runs inline in its thread (the
+softirq raised by the veth transmit runs when the test run re-enables
+bottom halves), so one core does gen + SE + sink: SE/baseline compares the
+whole per-packet pipeline cost.  Figures:
+  delivered_mpps      packets counted at the sink / wall-clock seconds
+  per_core_mpps       packets counted at the sink / CPU seconds of the
+                      generator thread (which is charged for the inline
+                      softirq work: no IRQ time accounting on this kernel);
+                      immune to other tasks time-slicing the core
+The target (SE/baseline >= 0.75) is judged on per_core_mpps; both ratios are
+printed.
+"""
+
+import ipaddress
+import json
+import os
+import socket
+import struct
+import sys
+import time
+import traceback
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _common as C  # noqa: E402
+
+from amphora_agent.dataplane import dataplane as dpmod  # noqa: E402
+from amphora_agent.dataplane import libbpf  # noqa: E402
+from amphora_agent.dataplane import model  # noqa: E402
+from amphora_agent.dataplane import packets  # noqa: E402
+from amphora_agent.dataplane import structs  # noqa: E402
+
+DURATION = float(os.environ.get('DSR_BENCH_DURATION', 2.0))  # s per sample
+SAMPLES = int(os.environ.get('DSR_BENCH_SAMPLES', 3))  # alternations
+CALL_REPEAT = 200_000          # frames per BPF_PROG_TEST_RUN call
+CPU = int(os.environ.get('DSR_BENCH_CPU', -1))  # -1: no pinning
+FLOWS = 1024                   # flows the generator cycles over (hit case)
+TARGET_RATIO = 0.75
+
+VIP = '198.51.100.10'
+LISTENER = VIP + ':80/tcp'
+MEMBERS = ['198.19.1.2', '198.19.2.2']
+TUN4 = ipaddress.ip_address('198.18.0.2')
+CLIENT = '10.1.0.1'
+GEN_FRAME = 64
+GEN_CFG = struct.Struct('<64sIIHHHH')
+SINK_TOTAL, SINK_ENCAP, SINK_PLAIN = 0, 1, 2
+FWD_CFG = struct.Struct('<I6s6s')
+MODES = ('baseline', 'se', 'se_miss', 'se_opt')
+# se_opt: NOT the SE program but bench_se_opt, the profiling copy of
+# se_process() with the candidate optimisations of dataplane_bench.py
+# (no vip_addrs lookup before the listener lookup, lazy flow hash, 16-byte
+# IPv4 conn key), on the same configured maps: what they would buy.
+LIMITS = dpmod.Limits(max_listeners=4)
+
+
+def topology(sb):
+    gen, se, sink = sb.ns('gen'), sb.ns('se'), sb.ns('sink')
+    for ns in (gen, se, sink):
+        # No IPv6 ND/MLD chatter reaching the sink: it counts every frame.
+        sb.sysctl(ns, 'net.ipv6.conf.all.disable_ipv6=1',
+                  'net.ipv6.conf.default.disable_ipv6=1')
+    C.veth('g0', gen, 's0', se)
+    C.veth('s1', se, 'k0', sink)
+    C.sh('ip', '-n', se, 'addr', 'add', '198.18.0.2/24', 'dev', 's0')
+    C.sh('ip', '-n', se, 'addr', 'add', '198.19.0.2/24', 'dev', 's1')
+    _, k0_mac = C.link_info(sink, 'k0')
+    C.sh('ip', '-n', se, 'neigh', 'add', '198.19.0.1', 'lladdr', k0_mac,
+         'nud', 'permanent', 'dev', 's1')
+    C.sh('ip', '-n', se, 'route', 'add', '198.19.0.0/16', 'via', '198.19.0.1',
+         'dev', 's1')
+    sb.sysctl(se, 'net.ipv4.ip_forward=1')
+    return gen, se, sink
+
+
+def gen_frame(dst_mac, src_mac):
+    frame = packets.flow_packet(CLIENT, 1024, VIP, 80, 'tcp')
+    frame = dst_mac + src_mac + frame[12:]
+    return frame.ljust(GEN_FRAME, b'\0')
+
+
+# ------------------------------------------------------------- in the SE ns
+def se_setup(pin_dir):
+    dp = dpmod.Dataplane.open(pin_dir, limits=LIMITS, create=True)
+    state = model.DesiredState(tunnel_source4=TUN4)
+    key = model.ListenerKey.parse(LISTENER)
+    spec = model.ListenerSpec(key, encap=structs.Encap.IPIP)
+    for m in MEMBERS:
+        spec.members[ipaddress.ip_address(m)] = model.Member(
+            ipaddress.ip_address(m), 1)
+    state.listeners[key] = spec
+    dp.apply(state)
+    # Every member must have a cached next hop (the fast path measured).
+    cached = [structs.Real.from_bytes(v).nh for _, v in dp.maps['reals'].items()
+              if structs.Real.from_bytes(v).flags & structs.REAL_F_IN_USE]
+    dp.close()
+    if len(cached) != len(MEMBERS) or not all(cached):
+        raise RuntimeError('members without a cached next hop: %s' % cached)
+    return len(cached)
+
+
+def attach(pin_dir, what, fd):
+    ifindex = socket.if_nametoindex('s0')
+    if what != 'se':
+        libbpf.xdp_attach(ifindex, fd, libbpf.XDP_FLAGS_DRV_MODE)
+    else:
+        dp = dpmod.Dataplane.open(pin_dir, create=False)
+        mode = dp.attach('s0', mode='native')
+        dp.close()
+        if mode != 'native':
+            raise RuntimeError('SE attached in %s mode' % mode)
+    q = libbpf.xdp_query(ifindex)
+    if q.attach_mode != libbpf.XDP_ATTACHED_DRV:
+        raise RuntimeError('s0: XDP attach mode %d, not native'
+                           % q.attach_mode)
+    return q.prog_id
+
+
+def attach_sink(fd):
+    libbpf.xdp_attach(socket.if_nametoindex('k0'), fd,
+                      libbpf.XDP_FLAGS_DRV_MODE)
+
+
+# ------------------------------------------------------------ in the gen ns
+def generate(gen_fd, frame, duration, max_frames=None):
+    """Run the live-frames generator for `duration` s (or max_frames)."""
+    cpu = C.pin_cpu(CPU) if CPU >= 0 else None
+    ctx = C.xdp_md(socket.if_nametoindex('g0'), len(frame))
+    sent = kernel_ns = 0
+    t_cpu, t_wall = time.thread_time_ns(), time.perf_counter_ns()
+    deadline = time.monotonic() + duration
+    while True:
+        n = CALL_REPEAT if max_frames is None else min(
+            CALL_REPEAT, max_frames - sent)
+        res = libbpf.prog_test_run(gen_fd, frame, repeat=n, ctx_in=ctx,
+                                   data_size_out=0, ctx_size_out=0,
+                                   flags=libbpf.BPF_F_TEST_XDP_LIVE_FRAMES)
+        sent += n
+        kernel_ns += res.duration_ns * n
+        if max_frames is not None and sent >= max_frames:
+            break
+        if max_frames is None and time.monotonic() >= deadline:
+            break
+    return {'sent': sent, 'cpu_ns': time.thread_time_ns() - t_cpu,
+            'wall_ns': time.perf_counter_ns() - t_wall,
+            'kernel_ns': kernel_ns, 'cpu': cpu}
+
+
+class Rig:
+    def __init__(self, sb):
+        self.sb = sb
+        self.gen, self.se, self.sink = topology(sb)
+        # The SE first: the real dsr_se of se_xdp.o, loaded and pinned by
+        # Dataplane.open and configured by dp.apply() in the SE namespace.
+        C.run_in_netns(self.se, se_setup, sb.pin_dir)
+        self.dp = dpmod.Dataplane.open(sb.pin_dir, create=False)
+
+        obj = libbpf.BpfObject.open(C.BENCH_OBJ)
+        keep = ('bench_gen', 'bench_fwd', 'bench_sink', 'bench_se_opt')
+        for name in obj.program_names():
+            if name not in keep:
+                obj.set_autoload(name, False)
+        sizes = LIMITS.map_sizes()
+        for name in dpmod.MAP_NAMES:  # bench_se_opt uses the SE's maps
+            handle = obj.find_map(name)
+            handle.set_pin_path(os.path.join(sb.pin_dir, name))
+            if name in sizes:
+                handle.set_max_entries(sizes[name])
+        obj.load()
+        self.obj = obj
+        self.fds = {'gen': obj.find_program('bench_gen').fd,
+                    'baseline': obj.find_program('bench_fwd').fd,
+                    'se_opt': obj.find_program('bench_se_opt').fd}
+        self.gen_fd = self.fds['gen']
+        self.sink_map = obj.find_map('sink_count').map()
+        self.gen_cfg = obj.find_map('gen_cfg').map()
+        C.run_in_netns(self.sink, attach_sink,
+                       obj.find_program('bench_sink').fd)
+
+        s0_idx, s0_mac = C.link_info(self.se, 's0')
+        s1_idx, s1_mac = C.link_info(self.se, 's1')
+        _, g0_mac = C.link_info(self.gen, 'g0')
+        _, k0_mac = C.link_info(self.sink, 'k0')
+        self.frame = gen_frame(C.mac_bytes(s0_mac), C.mac_bytes(g0_mac))
+        self.fwd_cfg = obj.find_map('fwd_cfg').map()
+        self.fwd_cfg.update(C.u32(0), FWD_CFG.pack(
+            s1_idx, C.mac_bytes(k0_mac), C.mac_bytes(s1_mac)))
+        self.counter = 0
+
+    def set_gen(self, flows):
+        self.gen_cfg.update(C.u32(0), GEN_CFG.pack(
+            self.frame, self.counter, flows, 14 + 20, 1024, 14 + 12 + 2, 0))
+
+    def sink_counts(self):
+        return [C.percpu_sum(self.sink_map, C.u32(i))
+                for i in (SINK_TOTAL, SINK_ENCAP, SINK_PLAIN)]
+
+    def se_stats(self):
+        return self.dp.stats()['se']
+
+    def run(self, mode, duration=None, frames=None):
+        what = 'se' if mode in ('se', 'se_miss') else mode
+        C.run_in_netns(self.se, attach, self.sb.pin_dir, what,
+                       self.fds.get(what))
+        self.set_gen(0 if mode == 'se_miss' else FLOWS)
+        s0, st0 = self.sink_counts(), self.se_stats()
+        g = C.run_in_netns(self.gen, generate, self.gen_fd, self.frame,
+                           duration or 0, frames)
+        s1, st1 = self.sink_counts(), self.se_stats()
+        self.counter = struct.unpack_from('<I', self.gen_cfg.lookup(
+            C.u32(0)), GEN_FRAME)[0]
+        d = [b - a for a, b in zip(s0, s1)]
+        dst = {k: st1[k] - st0[k] for k in st1}
+        return g, d, dst
+
+    def verify(self):
+        """Small runs first: every frame arrives, in the expected shape."""
+        n = 10_000
+        # The SE learns the flows on the first pass: warm the conn table.
+        for mode in MODES:
+            g, d, dst = self.run(mode, frames=n)
+            encap_ok = (d[SINK_ENCAP] == n) if mode != 'baseline' else (
+                d[SINK_PLAIN] == n)
+            se_ok = mode == 'baseline' or (
+                dst['steered'] == n and not any(
+                    v for k, v in dst.items() if k.startswith('drop_')))
+            if d[SINK_TOTAL] != n or not encap_ok or not se_ok:
+                raise RuntimeError(
+                    '%s: sent %d, sink got %d (encapsulated %d, plain %d), '
+                    'SE steered %d, drops %s' % (
+                        mode, n, d[SINK_TOTAL], d[SINK_ENCAP], d[SINK_PLAIN],
+                        dst['steered'], {k: v for k, v in dst.items()
+                                         if k.startswith('drop_') and v}))
+            C.log('  %-8s %d frames sent, %d at the sink (%s), OK'
+                  % (mode, n, d[SINK_TOTAL], 'plain' if mode == 'baseline'
+                     else 'IPIP-encapsulated, all steered by the SE'))
+
+
+def main():
+    t0 = time.monotonic()
+    sb = C.Sandbox()
+    try:
+        with sb:
+            rig = Rig(sb)
+            C.log('namespaces %s-{gen,se,sink}, pins %s; %d-byte frames, '
+                  '%d flows (hit) / a new flow per frame (miss)'
+                  % (sb.tag, sb.pin_dir, GEN_FRAME, FLOWS))
+            C.log('verifying the paths (LIVE_FRAMES generator -> s0 -> k0):')
+            rig.verify()
+            results = {m: [] for m in MODES}
+            C.log('measuring %d x %.1f s per mode, alternating'
+                  % (SAMPLES, DURATION))
+            for i in range(SAMPLES):
+                for mode in MODES:
+                    g, d, dst = rig.run(mode, duration=DURATION)
+                    drops = sum(v for k, v in dst.items()
+                                if k.startswith('drop_'))
+                    r = {'sent': g['sent'], 'delivered': d[SINK_TOTAL],
+                         'encap': d[SINK_ENCAP], 'wall_s': g['wall_ns'] / 1e9,
+                         'cpu_s': g['cpu_ns'] / 1e9,
+                         'kernel_s': g['kernel_ns'] / 1e9, 'se_drops': drops,
+                         'se_new_flows': dst['steered'] if mode == 'se_miss'
+                         else None}
+                    r['delivered_mpps'] = r['delivered'] / r['wall_s'] / 1e6
+                    r['per_core_mpps'] = r['delivered'] / r['cpu_s'] / 1e6
+                    results[mode].append(r)
+                    C.log('  %-8s sent %9d delivered %9d in %.2f s wall / '
+                          '%.2f s CPU: %.2f Mpps wall, %.2f Mpps per core'
+                          % (mode, r['sent'], r['delivered'], r['wall_s'],
+                             r['cpu_s'], r['delivered_mpps'],
+                             r['per_core_mpps']))
+            out = report(results)
+            out['elapsed_s'] = round(time.monotonic() - t0, 1)
+            rig.dp.close()
+    except Exception as exc:  # noqa: BLE001 - reported as the JSON line
+        traceback.print_exc()
+        C.log('FAILED: %s' % exc)
+        out = {'bench': 'veth_rate_bench',
+               'error': (str(exc).splitlines() or [repr(exc)])[0],
+               'detail': str(exc)[-4000:]}
+        C.log(json.dumps(out))
+        return 1
+    C.log(json.dumps(out))
+    return 0
+
+
+def report(results):
+    med = C.median
+    out = {'bench': 'veth_rate_bench', 'frame_bytes': GEN_FRAME,
+           'method': 'LIVE_FRAMES generator (XDP_TX on g0) -> native XDP on '
+                     's0 -> redirect -> k0 XDP count+drop; all inline on the '
+                     'generator\'s core; median of %d alternating %.1f s '
+                     'samples' % (SAMPLES, DURATION),
+           'modes': {}}
+    for mode, rs in results.items():
+        sent = sum(r['sent'] for r in rs)
+        lost = sent - sum(r['delivered'] for r in rs)
+        out['modes'][mode] = {
+            'delivered_mpps': round(med([r['delivered_mpps'] for r in rs]), 3),
+            'per_core_mpps': round(med([r['per_core_mpps'] for r in rs]), 3),
+            'ns_per_packet_pipeline': round(1e3 / med(
+                [r['per_core_mpps'] for r in rs]), 1),
+            'frames_sent': sent, 'frames_lost': lost,
+            'se_drops': sum(r['se_drops'] for r in rs),
+        }
+    b, s, m, o = (out['modes'][k] for k in MODES)
+    ratio_core = s['per_core_mpps'] / b['per_core_mpps']
+    ratio_wall = s['delivered_mpps'] / b['delivered_mpps']
+    out['ratio_se_vs_baseline_per_core'] = round(ratio_core, 3)
+    out['ratio_se_vs_baseline_wall'] = round(ratio_wall, 3)
+    out['ratio_se_miss_vs_baseline_per_core'] = round(
+        m['per_core_mpps'] / b['per_core_mpps'], 3)
+    out['ratio_se_opt_vs_baseline_per_core'] = round(
+        o['per_core_mpps'] / b['per_core_mpps'], 3)
+    out['se_cost_over_baseline_ns'] = round(
+        s['ns_per_packet_pipeline'] - b['ns_per_packet_pipeline'], 1)
+    out['target'] = {'name': 'SE/baseline packets/s >= %.2f' % TARGET_RATIO,
+                     'value': round(ratio_core, 3), 'met':
+                     ratio_core >= TARGET_RATIO}
+    C.log('')
+    C.log('%-9s %14s %14s %12s %8s' % ('mode', 'Mpps (wall)', 'Mpps/core',
+                                       'ns/pkt/core', 'lost'))
+    for mode in MODES:
+        x = out['modes'][mode]
+        C.log('%-9s %14.3f %14.3f %12.1f %8d' % (
+            mode, x['delivered_mpps'], x['per_core_mpps'],
+            x['ns_per_packet_pipeline'], x['frames_lost']))
+    C.log('SE / baseline: %.3f per core (%.3f wall); SE with a new flow per '
+          'packet / baseline: %.3f per core'
+          % (ratio_core, ratio_wall, out['ratio_se_miss_vs_baseline_per_core']))
+    C.log('(se_opt, the profiling copy with the candidate optimisations, '
+          'NOT the SE program: %.3f per core)'
+          % out['ratio_se_opt_vs_baseline_per_core'])
+    C.log('target %s: %.3f -> %s' % (out['target']['name'], ratio_core,
+                                     'MET' if out['target']['met']
+                                     else 'MISSED'))
+    return out
+
+
+if __name__ == '__main__':
+    sys.exit(main())

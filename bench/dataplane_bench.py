@@ -108,6 +108,9 @@ VARIANTS = {
     'bench_opt_conn16': 'IPv4 flows in a conn table keyed by 16 bytes '
                         '(not the 40-byte dual-stack key)',
     'bench_opt_all': 'all three',
+    'bench_opt_connfirst': 'all three + conn table first: on a valid hit '
+                           'skip the listeners lookup too (struct real '
+                           'carries listener id + encap)',
     'bench_opt_noinsert': 'NOT a candidate: no conn-table insert on a miss '
                           '(shows what the LRU insert costs)',
 }
@@ -503,6 +506,7 @@ def report(samples, kernel):
                      'integer-ns duration); net LB = (restore+LB) - '
                      '(restore+pass) + pass' % (REPEAT, ROUNDS),
            'xdp_pass_ns': round(pass_ns, 2),
+           'xdp_pass_kernel_duration_ns_median': med(kernel['pass']),
            'adjust_head_pair_ns': round(adjust_ns, 2),
            'scenarios': {}}
     C.log('')

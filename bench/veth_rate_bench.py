@@ -17,9 +17,10 @@ On s0, in native XDP mode:
             dp.attach(mode='native')): IPIP-encapsulates to a member whose
             cached next hop is k0 (static neighbour), redirect to s1
   se_miss   the same, the generator making every frame a new flow
-  se_opt    for information: bench_se_opt, a profiling copy of the SE logic
-            with candidate optimisations (see dataplane_bench.py), on the
-            same maps
+  se_opt, se_connfirst
+            for information: bench_se_opt / bench_se_connfirst, profiling
+            copies of the SE logic with candidate optimisations (see
+            dataplane_bench.py), on the same maps
 
 bench_sink on k0 counts what arrives (and whether it is encapsulated).
 
@@ -70,7 +71,7 @@ GEN_FRAME = 64
 GEN_CFG = struct.Struct('<64sIIHHHH')
 SINK_TOTAL, SINK_ENCAP, SINK_PLAIN = 0, 1, 2
 FWD_CFG = struct.Struct('<I6s6s')
-MODES = ('baseline', 'se', 'se_miss', 'se_opt')
+MODES = ('baseline', 'se', 'se_miss', 'se_opt', 'se_connfirst')
 # se_opt: NOT the SE program but bench_se_opt, the profiling copy of
 # se_process() with the candidate optimisations of dataplane_bench.py
 # (no vip_addrs lookup before the listener lookup, lazy flow hash, 16-byte
@@ -180,7 +181,8 @@ class Rig:
         self.dp = dpmod.Dataplane.open(sb.pin_dir, create=False)
 
         obj = libbpf.BpfObject.open(C.BENCH_OBJ)
-        keep = ('bench_gen', 'bench_fwd', 'bench_sink', 'bench_se_opt')
+        keep = ('bench_gen', 'bench_fwd', 'bench_sink', 'bench_se_opt',
+                'bench_se_connfirst')
         for name in obj.program_names():
             if name not in keep:
                 obj.set_autoload(name, False)
@@ -194,7 +196,9 @@ class Rig:
         self.obj = obj
         self.fds = {'gen': obj.find_program('bench_gen').fd,
                     'baseline': obj.find_program('bench_fwd').fd,
-                    'se_opt': obj.find_program('bench_se_opt').fd}
+                    'se_opt': obj.find_program('bench_se_opt').fd,
+                    'se_connfirst': obj.find_program(
+                        'bench_se_connfirst').fd}
         self.gen_fd = self.fds['gen']
         self.sink_map = obj.find_map('sink_count').map()
         self.gen_cfg = obj.find_map('gen_cfg').map()
@@ -255,7 +259,7 @@ class Rig:
                         mode, n, d[SINK_TOTAL], d[SINK_ENCAP], d[SINK_PLAIN],
                         dst['steered'], {k: v for k, v in dst.items()
                                          if k.startswith('drop_') and v}))
-            C.log('  %-8s %d frames sent, %d at the sink (%s), OK'
+            C.log('  %-12s %d frames sent, %d at the sink (%s), OK'
                   % (mode, n, d[SINK_TOTAL], 'plain' if mode == 'baseline'
                      else 'IPIP-encapsulated, all steered by the SE'))
 
@@ -288,7 +292,7 @@ def main():
                     r['delivered_mpps'] = r['delivered'] / r['wall_s'] / 1e6
                     r['per_core_mpps'] = r['delivered'] / r['cpu_s'] / 1e6
                     results[mode].append(r)
-                    C.log('  %-8s sent %9d delivered %9d in %.2f s wall / '
+                    C.log('  %-12s sent %9d delivered %9d in %.2f s wall / '
                           '%.2f s CPU: %.2f Mpps wall, %.2f Mpps per core'
                           % (mode, r['sent'], r['delivered'], r['wall_s'],
                              r['cpu_s'], r['delivered_mpps'],
@@ -327,7 +331,7 @@ def report(results):
             'frames_sent': sent, 'frames_lost': lost,
             'se_drops': sum(r['se_drops'] for r in rs),
         }
-    b, s, m, o = (out['modes'][k] for k in MODES)
+    b, s, m, o, cf = (out['modes'][k] for k in MODES)
     ratio_core = s['per_core_mpps'] / b['per_core_mpps']
     ratio_wall = s['delivered_mpps'] / b['delivered_mpps']
     out['ratio_se_vs_baseline_per_core'] = round(ratio_core, 3)
@@ -336,25 +340,28 @@ def report(results):
         m['per_core_mpps'] / b['per_core_mpps'], 3)
     out['ratio_se_opt_vs_baseline_per_core'] = round(
         o['per_core_mpps'] / b['per_core_mpps'], 3)
+    out['ratio_se_connfirst_vs_baseline_per_core'] = round(
+        cf['per_core_mpps'] / b['per_core_mpps'], 3)
     out['se_cost_over_baseline_ns'] = round(
         s['ns_per_packet_pipeline'] - b['ns_per_packet_pipeline'], 1)
     out['target'] = {'name': 'SE/baseline packets/s >= %.2f' % TARGET_RATIO,
                      'value': round(ratio_core, 3), 'met':
                      ratio_core >= TARGET_RATIO}
     C.log('')
-    C.log('%-9s %14s %14s %12s %8s' % ('mode', 'Mpps (wall)', 'Mpps/core',
+    C.log('%-13s %12s %10s %12s %6s' % ('mode', 'Mpps (wall)', 'Mpps/core',
                                        'ns/pkt/core', 'lost'))
     for mode in MODES:
         x = out['modes'][mode]
-        C.log('%-9s %14.3f %14.3f %12.1f %8d' % (
+        C.log('%-13s %12.3f %10.3f %12.1f %6d' % (
             mode, x['delivered_mpps'], x['per_core_mpps'],
             x['ns_per_packet_pipeline'], x['frames_lost']))
     C.log('SE / baseline: %.3f per core (%.3f wall); SE with a new flow per '
           'packet / baseline: %.3f per core'
           % (ratio_core, ratio_wall, out['ratio_se_miss_vs_baseline_per_core']))
-    C.log('(se_opt, the profiling copy with the candidate optimisations, '
-          'NOT the SE program: %.3f per core)'
-          % out['ratio_se_opt_vs_baseline_per_core'])
+    C.log('(profiling copies with candidate optimisations, NOT the SE '
+          'program: se_opt %.3f, se_connfirst %.3f per core)'
+          % (out['ratio_se_opt_vs_baseline_per_core'],
+             out['ratio_se_connfirst_vs_baseline_per_core']))
     C.log('target %s: %.3f -> %s' % (out['target']['name'], ratio_core,
                                      'MET' if out['target']['met']
                                      else 'MISSED'))

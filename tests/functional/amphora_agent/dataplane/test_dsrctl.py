@@ -1,0 +1,76 @@
+"""dsrctl: bad input is refused with a message naming the bad value, and
+changes nothing."""
+
+import json
+
+from tests.functional import netns
+from tests.functional.amphora_agent.dataplane.conftest import listener
+
+VIP = netns.VIP4
+L = f'{VIP}:80/tcp'
+
+
+BAD_COMMANDS = [
+    (['listener', 'add', '198.51.100.300:80/tcp'], "'198.51.100.300'"),
+    (['listener', 'add', f'{VIP}:70000/tcp'], "'70000'"),
+    (['listener', 'add', f'{VIP}:80/icmp'], 'allowed: SCTP, TCP, UDP'),
+    (['listener', 'add', f'{VIP}:81/tcp', '--algorithm', 'ROUND_ROBIN'],
+     'allowed: SOURCE_IP_PORT, SOURCE_IP'),
+    (['listener', 'add', f'{VIP}:81/tcp', '--encap', 'vxlan'],
+     'allowed: ipip, gre'),
+    (['listener', 'add', L], 'already exists'),
+    (['listener', 'del', f'{VIP}:99/tcp'], 'does not exist'),
+    (['member', 'add', L, '198.19.9.2', '--weight', '70000'], "'70000'"),
+    (['member', 'add', L, '198.19.1.999'], "'198.19.1.999'"),
+    (['member', 'add', f'{VIP}:99/tcp', '198.19.1.2'], 'does not exist'),
+    (['member', 'del', L, '198.19.9.9'], 'is not in'),
+    (['tunnel-source', 'set', '--ipv4', '2001:db8::1'], 'not an IPv4'),
+    (['attach', 'nosuchif0'], "'nosuchif0'"),
+    (['lookup', '--listener', L, '--src', '2001:db8:c::2:1000'],
+     'different families'),
+]
+
+BAD_DOCUMENTS = [
+    ({'listeners': [listener(VIP), listener(VIP)]}, 'listed twice'),
+    ({'listeners': [dict(listener(VIP), colour='red')]}, "['colour']"),
+    ({'listeners': [listener(VIP, members=['2001:db8:2:1::2'])],
+      'tunnel_source': {'ipv4': '198.18.1.2'}}, 'IPv6 tunnel source'),
+    ({'listeners': [listener(VIP, members=['198.19.1.2', '198.19.1.2'])]},
+     'listed twice'),
+]
+
+
+def test_bad_input_is_refused_and_changes_nothing(dsr, tmp_path):
+    # One topology for every case: each case must leave the state as is.
+    dsr.apply(listener(VIP, members=dsr.member_addrs(4)))
+    before = dsr.dsrctl_json('se1', 'show')
+    for args, named in BAD_COMMANDS:
+        proc = dsr.dsrctl('se1', *args, check=False)
+        assert proc.returncode == 2, (args, proc.stdout + proc.stderr)
+        assert named in proc.stderr, (args, proc.stderr)
+        assert 'Traceback' not in proc.stderr, args
+        assert dsr.dsrctl_json('se1', 'show') == before, args
+    for document, named in BAD_DOCUMENTS:
+        path = tmp_path / 'state.json'
+        path.write_text(json.dumps(document))
+        proc = dsr.dsrctl('se1', 'apply', str(path), check=False)
+        assert proc.returncode == 2, (document, proc.stderr)
+        assert named in proc.stderr, (document, proc.stderr)
+        assert dsr.dsrctl_json('se1', 'show') == before, document
+
+
+def test_commands_without_a_loaded_dataplane_say_so(dsr):
+    proc = dsr.dsrctl('se1', '--pin-dir', '/sys/fs/bpf/nothing-here', 'show',
+                      check=False)
+    # The second --pin-dir wins (argparse), pointing at nothing.
+    assert proc.returncode == 2 and 'no SE dataplane' in proc.stderr
+
+
+def test_lookup_names_the_member_and_show_lists_members(dsr):
+    dsr.apply(listener(VIP, members=dsr.member_addrs(4)))
+    answer = dsr.dsrctl_json('se1', 'lookup', '--listener', L, '--src',
+                             '203.0.113.2:40000')
+    assert answer['member'] in dsr.member_addrs(4)
+    assert answer['verdict'] in ('XDP_TX', 'XDP_REDIRECT')
+    served = dsr.topo.http_get(VIP, source_port=40000)
+    assert f"member={dsr.member_by_addr()[answer['member']]}" in served

@@ -5,7 +5,7 @@
 #   make build      BPF objects + libmaglev.so
 #   make test       deps + build + unit and functional tests
 #   make bench      deps + build + every bench/*.py -> bench/results.json
-#   make demo       deps + build + tools/demo.sh
+#   make demo       deps + build + tools/demo.py
 #   make clean
 
 SHELL := /bin/bash
@@ -69,8 +69,7 @@ bench: deps build
 	$(PYTHON) tools/run-benches.py --out bench/results.json bench
 
 demo: deps build
-	@if [ ! -f tools/demo.sh ]; then echo "tools/demo.sh does not exist yet" >&2; exit 1; fi
-	bash tools/demo.sh
+	$(PYTHON) tools/demo.py
 
 clean:
 	rm -rf $(OBJ_DIR) build dist *.egg-info

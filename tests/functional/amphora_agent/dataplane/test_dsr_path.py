@@ -101,3 +101,20 @@ def test_ping_vip_answered_by_se(dsr):
         dsr.topo.run('client', ['ping', '-c', '2', '-i', '0.2', '-W', '2',
                                 address])
     assert dsr.stats()['se']['icmp_echo_reply'] >= 4
+
+
+@pytest.mark.parametrize('family', [4, 6])
+def test_native_xdp_mode(make_dsr, family):
+    """Driver-mode XDP (veth supports it); the router end of the SE link
+    carries an XDP_PASS program, which native XDP_TX on veth needs."""
+    dsr = make_dsr(xdp_mode='native')
+    topo = dsr.topo
+    shown = topo.run('se1', ['ip', '-d', 'link', 'show', 'eth0']).stdout
+    assert 'xdpdrv' in shown or 'prog/xdp' in shown and 'xdpgeneric' \
+        not in shown, shown
+    dsr.apply(listener(vip(family), members=dsr.member_addrs(family)))
+    served = {member_of(topo.http_get(vip(family), source_port=p))
+              for p in range(42000, 42000 + FLOWS)}
+    assert served == {m.name for m in topo.members}
+    response, sha = topo.http_upload(vip(family), nbytes=2 << 20)
+    assert f'sha256={sha}' in response

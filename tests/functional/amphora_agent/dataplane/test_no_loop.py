@@ -34,7 +34,8 @@ from scapy.layers.inet import IP, TCP
 from scapy.layers.l2 import Ether
 
 from amphora_agent.dataplane import dataplane, model, structs
-from tests.functional.amphora_agent.dataplane import test_packet_corpus as corpus
+from tests.functional.amphora_agent.dataplane import (
+    test_packet_corpus as corpus)
 
 pytestmark = corpus.pytestmark
 
@@ -149,8 +150,6 @@ class Net:
                      "net.ipv6.conf.default.accept_dad": 0,
                      "net.ipv6.conf.all.accept_ra": 0,
                      "net.ipv6.conf.default.accept_ra": 0,
-                     "net.ipv6.conf.default.mldv1_unsolicited_report_interval": 0,
-                     "net.ipv6.conf.default.mldv2_unsolicited_report_interval": 0,
                      "net.ipv4.conf.all.rp_filter": 0,
                      "net.ipv4.conf.default.rp_filter": 0,
                      "net.ipv4.conf.all.send_redirects": 0,

@@ -175,7 +175,8 @@ def jhash_5words(w, extra):
     return c
 
 
-def flow_hash(src, sport, proto, algorithm=structs.HashAlgorithm.SOURCE_IP_PORT):
+def flow_hash(src, sport, proto,
+              algorithm=structs.HashAlgorithm.SOURCE_IP_PORT):
     """The program's flow_hash(): words as the CPU loads them (LE host)."""
     raw = ipaddress.ip_address(src).packed.ljust(16, b"\0")
     words = struct.unpack("<4I", raw)
@@ -634,9 +635,15 @@ BUG_V6_LEN_WRAP = (
 L4_80, L4_53 = f"{VIP4}:80/tcp", f"{VIP4}:53/udp"
 L6_80, L6_53 = f"[{VIP6}]:80/tcp", f"[{VIP6}]:53/udp"
 
-# Quoted headers of packets the VIP sent to the client (ICMP errors).
-Q4_TCP = lambda **kw: quote4(TCP(sport=80, dport=40001, flags="SA"), **kw)  # noqa: E731
-Q6_TCP = lambda **kw: quote6(TCP(sport=80, dport=40003, flags="SA"), **kw)  # noqa: E731
+
+def Q4_TCP(**kw):
+    """Quote of VIP:80 -> client:40001 (what an ICMP error carries)."""
+    return quote4(TCP(sport=80, dport=40001, flags="SA"), **kw)
+
+
+def Q6_TCP(**kw):
+    return quote6(TCP(sport=80, dport=40003, flags="SA"), **kw)
+
 
 CASES = [
     # -- steered to a member ----------------------------------------------
@@ -1341,8 +1348,11 @@ _ROW = re.compile(r"^\|\s*`(?P<id>[a-z0-9-]+)`\s*\|(?P<cells>.*)\|\s*$")
 
 
 def _doc_rows():
+    """id -> (verdict, counter) of the rows of the "Verdict table" section."""
+    text = DOC.read_text()
+    section = text.split("\n## Verdict table\n", 1)[1].split("\n## ", 1)[0]
     rows = {}
-    for line in DOC.read_text().splitlines():
+    for line in section.splitlines():
         m = _ROW.match(line)
         if not m:
             continue

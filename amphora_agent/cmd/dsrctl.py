@@ -242,14 +242,43 @@ def cmd_decap(args):
                 f'{k}={v}' for k, v in s.items()))
 
 
+def _apply_config_defaults(args, parser):
+    """Fill options not given on the command line from oslo.config."""
+    from oslo_config import cfg
+
+    from amphora_agent import opts
+
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    try:
+        conf([], project='octavia-dsr', default_config_files=(
+            [args.config_file] if args.config_file else []))
+    except cfg.Error as exc:
+        parser.exit(2, f'dsrctl: error: {exc}\n')
+    dataplane = conf.dataplane
+    args.pin_dir = args.pin_dir or dataplane.pin_dir
+    args.decap_pin_dir = args.decap_pin_dir or dataplane.decap_pin_dir
+    if args.command == 'attach' and args.config_file:
+        args.max_listeners = args.max_listeners or dataplane.max_listeners
+        args.ring_size = args.ring_size or dataplane.ring_size
+        args.max_members = args.max_members or dataplane.max_members
+        args.conn_table_size = (args.conn_table_size
+                                or dataplane.conn_table_size)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog='dsrctl', description='Operate an octavia-dsr SE dataplane.')
     parser.add_argument('--netns', help='network namespace to enter first')
-    parser.add_argument('--pin-dir', default=dp_mod.DEFAULT_PIN_DIR,
-                        help='bpffs directory of the SE (default %(default)s)')
-    parser.add_argument('--decap-pin-dir', default=decap_mod.DEFAULT_PIN_DIR,
-                        help='bpffs directory of the member decap program')
+    parser.add_argument('--config-file',
+                        help='agent configuration; its [dataplane] options '
+                        'are the defaults of the options below')
+    parser.add_argument('--pin-dir',
+                        help='bpffs directory of the SE (default: '
+                        f'[dataplane] pin_dir, {dp_mod.DEFAULT_PIN_DIR})')
+    parser.add_argument('--decap-pin-dir',
+                        help='bpffs directory of the member decap program '
+                        f'(default {decap_mod.DEFAULT_PIN_DIR})')
     sub = parser.add_subparsers(dest='command', required=True)
 
     p = sub.add_parser('attach', help='load (if needed) and attach the SE '
@@ -335,6 +364,7 @@ def main(argv=None):
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
+    _apply_config_defaults(args, parser)
     if args.command == 'decap':
         if args.action in ('attach', 'detach') and not args.interface:
             parser.error(f'decap {args.action} needs an interface')

@@ -32,9 +32,56 @@ dataplane_opts = [
 ]
 
 
+agent_opts = [
+    cfg.StrOpt('se_id', required=True,
+               help='Unique id of this service engine.'),
+    cfg.StrOpt('se_group', default='default',
+               help='SE group this engine serves; every SE of a group gets '
+                    'the same configuration and builds the same rings.'),
+    cfg.IPOpt('tunnel_source4', version=4,
+              help='IPv4 source of tunnels to IPv4 members (this SE\'s '
+                   'address on the member-facing network); also the BGP '
+                   'IPv4 next hop.'),
+    cfg.IPOpt('tunnel_source6', version=6,
+              help='IPv6 source of tunnels to IPv6 members; also the BGP '
+                   'IPv6 next hop.'),
+    cfg.StrOpt('role', default='tier1', choices=['tier1', 'tier2'],
+               help='tier1: members are application servers; tier2: '
+                    'members are L7 proxy SEs sharing the VIP.'),
+    cfg.FloatOpt('stats_interval', default=10.0, min=0.5,
+                 help='Seconds between statistics reports.'),
+    cfg.FloatOpt('resync_interval', default=60.0, min=1.0,
+                 help='Seconds between unsolicited get_config calls, in '
+                      'case a config_changed cast was lost.'),
+    cfg.FloatOpt('nexthop_refresh_interval', default=30.0, min=1.0,
+                 help='Seconds between re-resolutions of member next hops '
+                      '(neighbour MACs change).'),
+    cfg.FloatOpt('drain_wait', default=2.0, min=0.0,
+                 help='Seconds to keep forwarding after withdrawing the '
+                      'VIPs on a drain, so routers converge first.'),
+    cfg.StrOpt('state_dir', default='/run/octavia-dsr',
+               help='Directory for runtime state (BGP speaker, pid files).'),
+]
+
+coordination_opts = [
+    cfg.StrOpt('backend_url', default='redis://127.0.0.1:6379',
+               help='tooz backend URL for SE group membership, e.g. '
+                    'redis://HOST:6379?membership_timeout=1&lock_timeout=1 '
+                    'or file:///var/lib/octavia-dsr/coordination for a '
+                    'single host.'),
+]
+
+
 def register_opts(conf):
     conf.register_opts(dataplane_opts, group='dataplane')
 
 
+def register_agent_opts(conf):
+    register_opts(conf)
+    conf.register_opts(agent_opts, group='agent')
+    conf.register_opts(coordination_opts, group='coordination')
+
+
 def list_opts():
-    return [('dataplane', dataplane_opts)]
+    return [('dataplane', dataplane_opts), ('agent', agent_opts),
+            ('coordination', coordination_opts)]

@@ -32,6 +32,15 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def exit_on_sigterm():
+    """SIGTERM -> SystemExit, so the Sandbox still cleans up."""
+    import signal
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def log(*args):
     print(*args, flush=True)
 
@@ -89,8 +98,14 @@ def run_in_netns(name, fn, *args, **kwargs):
         sys.stderr.flush()
         os._exit(code)
     os.close(wfd)
-    with os.fdopen(rfd, 'rb') as inp:
-        data = inp.read()
+    try:
+        with os.fdopen(rfd, 'rb') as inp:
+            data = inp.read()
+    except BaseException:
+        # Interrupted (SIGTERM, ^C): stop our child before cleaning up.
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
     os.waitpid(pid, 0)
     if not data:
         raise RuntimeError('child in netns %s died without a result' % name)
@@ -159,6 +174,13 @@ def link_info(ns, dev):
 
 def mac_bytes(mac):
     return bytes(int(x, 16) for x in mac.split(':'))
+
+
+def error_summary(exc):
+    """One line for the JSON 'error' field: the last line of a (child)
+    traceback, else the message."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1] if lines else repr(exc)
 
 
 def median(values):

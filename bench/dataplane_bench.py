@@ -45,7 +45,7 @@ from amphora_agent.dataplane import packets  # noqa: E402
 from amphora_agent.dataplane import structs  # noqa: E402
 
 REPEAT = int(os.environ.get('DSR_BENCH_REPEAT', 1_000_000))
-ROUNDS = int(os.environ.get('DSR_BENCH_ROUNDS', 5))
+ROUNDS = int(os.environ.get('DSR_BENCH_ROUNDS', 7))
 CPU = int(os.environ.get('DSR_BENCH_CPU', -1))  # -1: no pinning
 MANY_FLOWS = 65536
 
@@ -98,7 +98,8 @@ STAGE_NAMES = ('parse + vip_addrs hash lookup',
                'encapsulate: adjust_head + outer headers (+ IPv4 csum)',
                'counters (listener, real, SE) + verdict')
 PROFILE_SCENARIOS = ('4in4_hit', '6in6_hit', '4in4_miss')
-PROFILE_REPEAT = int(os.environ.get('DSR_BENCH_PROFILE_REPEAT', 500_000))
+PROFILE_REPEAT = int(os.environ.get('DSR_BENCH_PROFILE_REPEAT', 300_000))
+PROFILE = os.environ.get('DSR_BENCH_PROFILE', '1') != '0'
 # Whole-path variants of the profiling copy (candidate optimisations).
 VARIANTS = {
     'bench_opt_novip': 'no vip_addrs hash lookup before the listener lookup '
@@ -299,7 +300,7 @@ class Bench:
               'pinned maps (%d listeners applied)' % len(LISTENERS))
         self.verify_all()
         samples, kernel = self.measure()
-        return samples, kernel, self.profile()
+        return samples, kernel, self.profile() if PROFILE else None
 
     # ------------------------------------------------------------- setup
     def set_cfg(self, frame, mode):
@@ -506,6 +507,7 @@ def report(samples, kernel):
                      'integer-ns duration); net LB = (restore+LB) - '
                      '(restore+pass) + pass' % (REPEAT, ROUNDS),
            'xdp_pass_ns': round(pass_ns, 2),
+           'xdp_pass_ns_min': round(min(samples['pass']), 2),
            'xdp_pass_kernel_duration_ns_median': med(kernel['pass']),
            'adjust_head_pair_ns': round(adjust_ns, 2),
            'scenarios': {}}
@@ -531,6 +533,9 @@ def report(samples, kernel):
             'net_lb_ns': round(net, 2),
             'x_pass': round(net / pass_ns, 2),
             'restore_plus_lb_spread_ns': round(spread, 2),
+            'net_lb_ns_from_minima': round(
+                min(samples[scen]['rst_se']) - min(samples[scen]['rst_pass'])
+                + min(samples['pass']), 2),
             'kernel_duration_ns_median': med(kernel[scen]),
         }
         C.log('%-14s %9.1f %9.1f %9.1f %7.2f  %s'
@@ -562,13 +567,14 @@ def main():
             ns = topology(sb)
             samples, kernel, prof = C.run_in_netns(ns, Bench(sb, ns).run)
         out = report(samples, kernel)
-        report_profile(prof, out)
+        if prof:
+            report_profile(prof, out)
         out['elapsed_s'] = round(time.monotonic() - t0, 1)
     except Exception as exc:  # noqa: BLE001 - reported as the JSON line
         traceback.print_exc()
         C.log('FAILED: %s' % exc)
-        out = {'bench': 'dataplane_bench', 'error': str(exc).splitlines()[0]
-               if str(exc) else repr(exc), 'detail': str(exc)[-4000:]}
+        out = {'bench': 'dataplane_bench', 'error': C.error_summary(exc),
+               'detail': str(exc)[-4000:]}
         C.log(json.dumps(out))
         return 1
     C.log(json.dumps(out))
@@ -576,4 +582,5 @@ def main():
 
 
 if __name__ == '__main__':
+    C.exit_on_sigterm()
     sys.exit(main())

@@ -76,6 +76,8 @@ MODES = ('baseline', 'se', 'se_miss', 'se_opt', 'se_connfirst')
 # se_process() with the candidate optimisations of dataplane_bench.py
 # (no vip_addrs lookup before the listener lookup, lazy flow hash, 16-byte
 # IPv4 conn key), on the same configured maps: what they would buy.
+# se_connfirst: bench_se_connfirst, the same plus "conn table first" (a
+# valid conn-table hit needs no listeners lookup).  Information only.
 LIMITS = dpmod.Limits(max_listeners=4)
 
 
@@ -304,7 +306,7 @@ def main():
         traceback.print_exc()
         C.log('FAILED: %s' % exc)
         out = {'bench': 'veth_rate_bench',
-               'error': (str(exc).splitlines() or [repr(exc)])[0],
+               'error': C.error_summary(exc),
                'detail': str(exc)[-4000:]}
         C.log(json.dumps(out))
         return 1
@@ -369,4 +371,5 @@ def report(results):
 
 
 if __name__ == '__main__':
+    C.exit_on_sigterm()
     sys.exit(main())

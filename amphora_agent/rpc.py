@@ -1,0 +1,93 @@
+"""RPC between the controller and the agents (oslo.messaging, RabbitMQ).
+
+Agent API 1.0 (controller -> agents, fanout per SE group):
+    config_changed(se_group, generation)
+Controller API 1.0 (agents -> controller, topic CONTROLLER_TOPIC):
+    get_config(se_group, se_id) -> snapshot document      (call)
+    report_state(se_id, se_group, state)                  (cast)
+    report_member_status(se_id, se_group, generation, statuses)  (cast)
+    report_stats(se_id, se_group, stats)                  (cast)
+"""
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+CONTROLLER_TOPIC = 'octavia-dsr-controller'
+AGENT_TOPIC_PREFIX = 'octavia-dsr-agent'
+AGENT_NAMESPACE = 'octavia_dsr_agent'
+CONTROLLER_NAMESPACE = 'octavia_dsr_controller'
+API_VERSION = '1.0'
+
+
+def agent_topic(se_group):
+    return f'{AGENT_TOPIC_PREFIX}.{se_group}'
+
+
+def get_transport(conf=None, url=None):
+    return messaging.get_rpc_transport(conf or cfg.CONF, url=url)
+
+
+class ControllerClient:
+    """What an agent calls on the controller."""
+
+    def __init__(self, transport, timeout=10):
+        target = messaging.Target(topic=CONTROLLER_TOPIC,
+                                  namespace=CONTROLLER_NAMESPACE,
+                                  version=API_VERSION)
+        self._client = messaging.get_rpc_client(transport, target,
+                                                timeout=timeout)
+
+    def get_config(self, se_group, se_id):
+        return self._client.call({}, 'get_config', se_group=se_group,
+                                  se_id=se_id)
+
+    def report_state(self, se_id, se_group, state):
+        self._client.cast({}, 'report_state', se_id=se_id,
+                          se_group=se_group, state=state)
+
+    def report_member_status(self, se_id, se_group, generation, statuses):
+        self._client.cast({}, 'report_member_status', se_id=se_id,
+                          se_group=se_group, generation=generation,
+                          statuses=statuses)
+
+    def report_stats(self, se_id, se_group, stats):
+        self._client.cast({}, 'report_stats', se_id=se_id,
+                          se_group=se_group, stats=stats)
+
+
+class AgentNotifier:
+    """What the controller casts to every agent of an SE group."""
+
+    def __init__(self, transport):
+        self._transport = transport
+
+    def config_changed(self, se_group, generation):
+        target = messaging.Target(topic=agent_topic(se_group),
+                                  namespace=AGENT_NAMESPACE,
+                                  version=API_VERSION, fanout=True)
+        client = messaging.get_rpc_client(self._transport, target)
+        client.cast({}, 'config_changed', se_group=se_group,
+                    generation=generation)
+
+
+class AgentEndpoint:
+    target = messaging.Target(namespace=AGENT_NAMESPACE,
+                              version=API_VERSION)
+
+    def __init__(self, on_config_changed):
+        self._on_config_changed = on_config_changed
+
+    def config_changed(self, ctxt, se_group, generation):
+        self._on_config_changed(se_group, generation)
+
+
+def agent_server(transport, se_group, se_id, endpoint):
+    target = messaging.Target(topic=agent_topic(se_group), server=se_id)
+    return messaging.get_rpc_server(transport, target, [endpoint],
+                                    executor='threading')
+
+
+def controller_server(transport, server_id, endpoints):
+    target = messaging.Target(topic=CONTROLLER_TOPIC, server=server_id)
+    return messaging.get_rpc_server(transport, target, endpoints,
+                                    executor='threading')

@@ -418,10 +418,14 @@ class Dataplane:
                 if existing is not None:
                     real = existing.real
                     index = existing.index
-                    if real.weight == member.weight and real.flags == flags:
+                    if (real.weight, real.flags, real.encap) == (
+                            member.weight, flags, spec.encap):
                         slots[address] = (index, member.weight)
                         continue
-                    members_changed = True
+                    # An encap change alone keeps the ring and the flows.
+                    members_changed = members_changed or (
+                        real.weight != member.weight
+                        or real.flags != flags)
                 else:
                     index = free_reals.pop()
                     real = structs.Real.from_bytes(
@@ -434,6 +438,7 @@ class Dataplane:
                     members_changed = True
                 real.weight = member.weight
                 real.flags = flags
+                real.encap = spec.encap
                 self.maps['reals'].update(_u32(index), bytes(real))
                 slots[address] = (index, member.weight)
             if live:

@@ -92,8 +92,8 @@ class VipAddr(_Struct):
 
 class Real(_Struct):
     _fields_ = [('addr', U32x4), ('family', ctypes.c_uint8),
-                ('flags', ctypes.c_uint8), ('pad', ctypes.c_uint16),
-                ('gen', ctypes.c_uint32), ('nh', ctypes.c_uint32),
+                ('flags', ctypes.c_uint8), ('encap', ctypes.c_uint8),
+                ('pad', ctypes.c_uint8), ('gen', ctypes.c_uint32), ('nh', ctypes.c_uint32),
                 ('listener_id', ctypes.c_uint32),
                 ('weight', ctypes.c_uint32)]
 
@@ -111,7 +111,11 @@ class FlowKey(_Struct):
 
 
 class Conn(_Struct):
-    _fields_ = [('real', ctypes.c_uint32), ('gen', ctypes.c_uint32)]
+    _fields_ = [('real', ctypes.c_uint32), ('gen', ctypes.c_uint32),
+                ('hash', ctypes.c_uint32), ('atime', ctypes.c_uint32)]
+
+
+CONN_ATIME_SHIFT = 30  # conn.atime unit: 2**30 ns
 
 
 class SeConfig(_Struct):

@@ -52,11 +52,14 @@ static __always_inline int handle_icmp4(struct xdp_md *ctx, struct pkt *p)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct iphdr *iph = data + sizeof(*eth);
-	struct icmphdr *icmp = data + p->l4_off;
+	/* Option-less header (parse checked): a constant offset keeps the
+	 * verifier's packet range. */
+	struct icmphdr *icmp = (void *)(iph + 1);
 	struct iphdr *quoted;
 	__u16 *ports;
 
-	if ((void *)(icmp + 1) > data_end)
+	if ((void *)(icmp + 1) > data_end ||
+	    p->l3_len < sizeof(*iph) + sizeof(*icmp))
 		goto malformed;
 
 	if (icmp->type == ICMP_ECHO && icmp->code == 0) {
@@ -86,7 +89,8 @@ static __always_inline int handle_icmp4(struct xdp_md *ctx, struct pkt *p)
 		return ICMP_DROP;
 	}
 	quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) + 4 > data_end || quoted->ihl != 5)
+	if ((void *)(quoted + 1) + 4 > data_end || quoted->ihl != 5 ||
+	    p->l3_len < sizeof(*iph) + sizeof(*icmp) + sizeof(*quoted) + 4)
 		goto malformed;
 	/* Only errors about what this VIP sent are ours to steer. */
 	if (quoted->saddr != p->flow.dst[0])
@@ -105,11 +109,12 @@ static __always_inline int handle_icmp6(struct xdp_md *ctx, struct pkt *p)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct ethhdr *eth = data;
 	struct ipv6hdr *ip6h = data + sizeof(*eth);
-	struct icmp6hdr *icmp = data + p->l4_off;
+	struct icmp6hdr *icmp = (void *)(ip6h + 1);
 	struct ipv6hdr *quoted;
 	__u16 *ports;
 
-	if ((void *)(icmp + 1) > data_end)
+	if ((void *)(icmp + 1) > data_end ||
+	    p->l3_len < sizeof(*ip6h) + sizeof(*icmp))
 		goto malformed;
 
 	if (icmp->icmp6_type == ICMPV6_ECHO_REQUEST && icmp->icmp6_code == 0) {
@@ -143,7 +148,8 @@ static __always_inline int handle_icmp6(struct xdp_md *ctx, struct pkt *p)
 		return ICMP_DROP;
 	}
 	quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) + 4 > data_end)
+	if ((void *)(quoted + 1) + 4 > data_end ||
+	    p->l3_len < sizeof(*ip6h) + sizeof(*icmp) + sizeof(*quoted) + 4)
 		goto malformed;
 	if (quoted->saddr.in6_u.u6_addr32[0] != p->flow.dst[0] ||
 	    quoted->saddr.in6_u.u6_addr32[1] != p->flow.dst[1] ||

@@ -1,10 +1,12 @@
 /* Packet parsing for the SE program.
  *
- * parse_packet() classifies a frame: not for a VIP (pass it), a VIP packet
- * to steer (flow filled in), an ICMP message to a VIP, or a VIP packet to
- * drop with a reason.  Only after the destination is known to be a VIP is a
- * packet ever dropped: the SE must never hand VIP traffic to its stack, which
- * would route it back to the router and loop. */
+ * parse_packet() classifies a frame without any map lookup: not IP (pass),
+ * a well-formed TCP/UDP/SCTP flow (V_STEER, flow filled in), ICMP (V_ICMP),
+ * or a packet the SE could not steer (V_DROP with a reason).  Whether the
+ * destination is a VIP is decided afterwards (se.h): a V_DROP packet that is
+ * not for a VIP is passed untouched, one for a VIP is dropped -- the SE must
+ * never hand VIP traffic to its stack, which would route it back to the
+ * router and loop. */
 #ifndef DSR_PARSE_H
 #define DSR_PARSE_H
 
@@ -22,10 +24,11 @@ struct pkt {
 	struct flow_key flow;
 	__u32 l3_off;     /* offset of the IP header in the frame */
 	__u32 l4_off;     /* offset of the L4 header */
-	__u16 l3_len;     /* IP total length (IPv6: 40 + payload length) */
+	__u32 l3_len;     /* IP total length (IPv6: 40 + payload length) */
 	__u8 tos;         /* DSCP + ECN, copied to the outer header */
 	__u8 df;          /* IPv4 DF set (IPv6: always 1, routers never fragment) */
 	__u32 drop_stat;
+	__u8 dst_known;   /* the IP header was long enough to read addresses */
 };
 
 static __always_inline int is_vip_addr(const __u32 *addr, __u8 family)
@@ -66,7 +69,9 @@ static __always_inline int parse_ports(void *data, void *data_end, struct pkt *p
 	default:
 		return drop(p, STAT_DROP_UNSUPPORTED_PROTO);
 	}
-	if (l4 + min_len > data_end)
+	/* Within the frame and within the IP packet: Ethernet padding after
+	 * a short packet is not a header. */
+	if (l4 + min_len > data_end || p->l4_off + min_len > p->l3_off + p->l3_len)
 		return drop(p, STAT_DROP_MALFORMED);
 	p->flow.sport = ((__u16 *)l4)[0];
 	p->flow.dport = ((__u16 *)l4)[1];
@@ -82,9 +87,7 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 	if ((void *)(iph + 1) > data_end)
 		return drop(p, STAT_DROP_MALFORMED);
 	p->flow.dst[0] = iph->daddr;
-	if (!is_vip_addr(p->flow.dst, DSR_FAMILY_V4))
-		return V_PASS;
-
+	p->dst_known = 1;
 	p->flow.family = DSR_FAMILY_V4;
 	p->flow.src[0] = iph->saddr;
 	p->flow.proto = iph->protocol;
@@ -114,9 +117,7 @@ static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 	if ((void *)(ip6h + 1) > data_end)
 		return drop(p, STAT_DROP_MALFORMED);
 	__builtin_memcpy(p->flow.dst, &ip6h->daddr, 16);
-	if (!is_vip_addr(p->flow.dst, DSR_FAMILY_V6))
-		return V_PASS;
-
+	p->dst_known = 1;
 	p->flow.family = DSR_FAMILY_V6;
 	__builtin_memcpy(p->flow.src, &ip6h->saddr, 16);
 	p->flow.proto = ip6h->nexthdr;

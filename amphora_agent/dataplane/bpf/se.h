@@ -38,66 +38,103 @@ static __always_inline int too_big(struct xdp_md *ctx, struct pkt *p, struct lis
 	return XDP_TX;
 }
 
+static __always_inline struct listener *find_listener(const struct pkt *p)
+{
+	struct vip_key vk = {};
+
+	__builtin_memcpy(vk.addr, p->flow.dst, 16);
+	vk.port = p->flow.dport;
+	vk.proto = p->flow.proto;
+	vk.family = p->flow.family;
+	return bpf_map_lookup_elem(&listeners, &vk);
+}
+
 static __always_inline int se_process(struct xdp_md *ctx)
 {
 	struct pkt p = {};
-	struct vip_key vk = {};
-	struct listener *l;
-	struct listener_stats *ls = NULL;
+	struct listener *l = NULL;
+	struct listener_stats *ls;
 	struct real_stats *rs;
 	struct se_config *cfg;
 	struct nexthop nh = {};
 	struct choice c = {};
-	__u32 zero = 0, err, overhead;
+	__u32 zero = 0, err, overhead, lid;
 	int verdict, icmp_err = 0;
+	__u8 encap;
+
+	cfg = bpf_map_lookup_elem(&se_config, &zero);
+	if (!cfg)
+		return XDP_PASS; /* not configured yet: nothing is a VIP */
 
 	verdict = parse_packet(ctx, &p);
 	if (verdict == V_PASS) {
 		count(STAT_PASS);
 		return XDP_PASS;
 	}
+	/* Fast path: an established flow needs one lookup. */
+	if (verdict == V_STEER && conn_lookup(&p, &c))
+		goto steer;
+	if (verdict == V_DROP && !p.dst_known)
+		return drop_vip(&p, NULL, p.drop_stat);
+	if (verdict == V_STEER) {
+		l = find_listener(&p);
+		if (l)
+			goto new_flow;
+	}
+	/* No listener matched: only a VIP address's packets are ours. */
+	if (!is_vip_addr(p.flow.dst, p.flow.family)) {
+		count(STAT_PASS);
+		return XDP_PASS;
+	}
 	if (verdict == V_DROP)
 		return drop_vip(&p, NULL, p.drop_stat);
-	if (verdict == V_ICMP) {
-		verdict = p.flow.family == DSR_FAMILY_V4 ? handle_icmp4(ctx, &p)
-							 : handle_icmp6(ctx, &p);
-		if (verdict == ICMP_ECHO_REPLIED) {
-			count(STAT_ICMP_ECHO_REPLY);
-			return XDP_TX;
-		}
-		if (verdict == ICMP_DROP)
-			return drop_vip(&p, NULL, p.drop_stat);
-		icmp_err = 1;
-	}
+	if (verdict == V_STEER)
+		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
 
-	__builtin_memcpy(vk.addr, p.flow.dst, 16);
-	vk.port = p.flow.dport;
-	vk.proto = p.flow.proto;
-	vk.family = p.flow.family;
-	l = bpf_map_lookup_elem(&listeners, &vk);
+	verdict = p.flow.family == DSR_FAMILY_V4 ? handle_icmp4(ctx, &p)
+						 : handle_icmp6(ctx, &p);
+	if (verdict == ICMP_ECHO_REPLIED) {
+		count(STAT_ICMP_ECHO_REPLY);
+		return XDP_TX;
+	}
+	if (verdict == ICMP_DROP)
+		return drop_vip(&p, NULL, p.drop_stat);
+	/* An error about a VIP flow: p now holds that flow; follow it. */
+	icmp_err = 1;
+	if (conn_lookup(&p, &c))
+		goto steer;
+	l = find_listener(&p);
 	if (!l)
 		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
-	ls = bpf_map_lookup_elem(&listener_stats, &l->id);
-	cfg = bpf_map_lookup_elem(&se_config, &zero);
-	if (!cfg)
-		return drop_vip(&p, ls, STAT_DROP_INTERNAL);
 
-	err = choose_member(&p, l, cfg, &c);
+new_flow:
+	err = ring_choose(&p, l, cfg, &c);
 	if (err)
-		return drop_vip(&p, ls, err);
+		return drop_vip(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
+steer:
+	lid = c.real->listener_id;
+	encap = c.real->encap;
+	ls = bpf_map_lookup_elem(&listener_stats, &lid);
+	if (ls) {
+		if (c.new_flow)
+			ls->conn_misses++;
+		else
+			ls->conn_hits++;
+	}
 	if (tunnel_src_missing(cfg, c.real->family))
 		return drop_vip(&p, ls, STAT_DROP_NO_TUNNEL_SRC);
 
-	overhead = encap_overhead(c.real->family, l->encap);
+	overhead = encap_overhead(c.real->family, encap);
 	err = resolve_nexthop(ctx, c.real, p.l3_len + overhead, &nh);
 	if (err)
 		return drop_vip(&p, ls, err);
-	if (p.l3_len + overhead > nh.mtu && !icmp_err)
+	if (p.l3_len + overhead > nh.mtu) {
+		if (icmp_err)
+			return drop_vip(&p, ls, STAT_DROP_TOO_BIG);
 		return too_big(ctx, &p, ls, nh.mtu, overhead);
-	if (p.l3_len + overhead > nh.mtu)
-		return drop_vip(&p, ls, STAT_DROP_TOO_BIG);
+	}
 
-	err = encapsulate(ctx, &p, c.real, &nh, cfg, l->encap, c.hash);
+	err = encapsulate(ctx, &p, c.real, &nh, cfg, encap, c.hash);
 	if (err)
 		return drop_vip(&p, ls, err);
 

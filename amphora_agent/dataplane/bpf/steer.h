@@ -1,4 +1,9 @@
-/* Member selection: connection table first, then the listener's Maglev ring. */
+/* Member selection: the connection table first, then the listener's ring.
+ *
+ * An established flow is resolved by the conn-table lookup alone: the entry
+ * names the member slot, and the slot carries its listener id and encap, so
+ * the fast path needs no listener lookup.  A member removed since (its gen
+ * changed) sends the flow back through the ring. */
 #ifndef DSR_STEER_H
 #define DSR_STEER_H
 
@@ -14,44 +19,53 @@ struct choice {
 	__u8 new_flow;
 };
 
-static __always_inline __u32 flow_hash(const struct pkt *p, const struct listener *l)
+static __always_inline __u32 flow_hash(const struct pkt *p, __u8 hash_alg)
 {
-	if (l->hash_alg == DSR_HASH_SOURCE_IP)
+	if (hash_alg == DSR_HASH_SOURCE_IP)
 		return jhash_5words(p->flow.src, 0);
 	return jhash_5words(p->flow.src,
 			    ((__u32)p->flow.sport << 16) | p->flow.proto);
 }
 
-/* Returns 0 and fills *c, or a STAT_DROP_* reason. */
-static __always_inline __u32 choose_member(struct pkt *p, const struct listener *l,
-					   const struct se_config *cfg, struct choice *c)
+static __always_inline __u32 coarse_time(void)
 {
-	struct listener_stats *ls;
-	struct conn *conn;
-	struct conn fresh;
+	return (__u32)(bpf_ktime_get_coarse_ns() >> 30);
+}
+
+/* 1 and *c filled when the flow has a live entry. */
+static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
+{
+	struct conn *conn = bpf_map_lookup_elem(&conn_table, &p->flow);
+	struct real *r;
+	__u32 now;
+
+	if (!conn)
+		return 0;
+	r = bpf_map_lookup_elem(&reals, &conn->real);
+	if (!r || r->gen != conn->gen || !(r->flags & REAL_F_IN_USE))
+		return 0;
+	/* Refresh the idle clock at most once a unit: no store per packet. */
+	now = coarse_time();
+	if (conn->atime != now)
+		conn->atime = now;
+	c->real_idx = conn->real;
+	c->real = r;
+	c->hash = conn->hash;
+	c->new_flow = 0;
+	return 1;
+}
+
+/* A new flow: hash into the listener's ring and remember the choice.
+ * Returns 0 with *c filled, or a STAT_DROP_* reason. */
+static __always_inline __u32 ring_choose(const struct pkt *p, const struct listener *l,
+					 const struct se_config *cfg, struct choice *c)
+{
+	struct conn fresh = {};
 	__u32 slot, *idx;
-
-	c->hash = flow_hash(p, l);
-	ls = bpf_map_lookup_elem(&listener_stats, &l->id);
-
-	conn = bpf_map_lookup_elem(&conn_table, &p->flow);
-	if (conn) {
-		c->real = bpf_map_lookup_elem(&reals, &conn->real);
-		/* A removed member bumped its gen: the flow is re-steered. */
-		if (c->real && c->real->gen == conn->gen &&
-		    (c->real->flags & REAL_F_IN_USE)) {
-			c->real_idx = conn->real;
-			c->new_flow = 0;
-			if (ls)
-				ls->conn_hits++;
-			return 0;
-		}
-	}
-	if (ls)
-		ls->conn_misses++;
 
 	if (!cfg->ring_size)
 		return STAT_DROP_NO_MEMBER;
+	c->hash = flow_hash(p, l->hash_alg);
 	slot = l->id * cfg->ring_size + c->hash % cfg->ring_size;
 	idx = bpf_map_lookup_elem(&rings, &slot);
 	if (!idx || !*idx)
@@ -63,6 +77,8 @@ static __always_inline __u32 choose_member(struct pkt *p, const struct listener 
 
 	fresh.real = c->real_idx;
 	fresh.gen = c->real->gen;
+	fresh.hash = c->hash;
+	fresh.atime = coarse_time();
 	bpf_map_update_elem(&conn_table, &p->flow, &fresh, BPF_ANY);
 	c->new_flow = 1;
 	return 0;

@@ -54,10 +54,12 @@ struct real {
 	__u32 addr[4];
 	__u8 family;
 	__u8 flags;   /* REAL_F_* */
-	__u16 pad;
+	__u8 encap;   /* the listener's DSR_ENCAP_*, so a conn-table hit needs
+		       * no listener lookup */
+	__u8 pad;
 	__u32 gen;    /* bumped on removal: conn entries with another gen re-steer */
 	__u32 nh;     /* index into nexthops; 0 = not cached, use bpf_fib_lookup */
-	__u32 listener_id; /* owner; userspace bookkeeping */
+	__u32 listener_id; /* owner: listener_stats index on a conn-table hit */
 	__u32 weight;      /* userspace bookkeeping (the ring carries the weight) */
 };
 
@@ -83,6 +85,8 @@ struct flow_key {
 struct conn {
 	__u32 real;
 	__u32 gen;
+	__u32 hash;  /* flow hash, reused for the IPv6 outer flow label */
+	__u32 atime; /* last use, in 2^30 ns (~1.07 s) units */
 };
 
 #define SE_F_ICMP_ECHO 1 /* answer ICMP echo to VIP addresses */

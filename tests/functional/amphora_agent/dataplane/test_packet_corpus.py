@@ -620,18 +620,6 @@ def C(id_, build, verdict, counter, check=None, xfail=None):
     return Case(id_, build, verdict, counter, check, xfail)
 
 
-# Known program bugs (reported to the lead).  The cases assert the correct
-# behaviour and are strict xfails: fixing the bug turns them into XPASS
-# failures, the signal to drop the mark.
-BUG_L4_BEYOND_L3 = (
-    "BUG: the L4 / ICMP header is bounds-checked against the frame end, "
-    "not the end of the IP packet (tot_len / payload_len): bytes past it "
-    "(Ethernet padding) are parsed as ports and the frame is steered")
-BUG_V6_LEN_WRAP = (
-    "BUG: struct pkt.l3_len is __u16; 40 + payload_len >= 65536 wraps, the "
-    "payload-vs-frame check passes, and the frame is steered with a bogus "
-    "outer length (or echo-replied)")
-
 L4_80, L4_53 = f"{VIP4}:80/tcp", f"{VIP4}:53/udp"
 L6_80, L6_53 = f"[{VIP6}]:80/tcp", f"[{VIP6}]:53/udp"
 
@@ -811,19 +799,16 @@ CASES = [
         bytes(UDP(sport=40041, dport=53))[:4]), DROP, "drop_malformed"),
     C("v4-tcp-beyond-tot-len", lambda: ip4(proto=6, len=24) / Raw(
         bytes(TCP(sport=40042, dport=80, flags="S"))), DROP,
-      "drop_malformed", xfail=BUG_L4_BEYOND_L3),
+      "drop_malformed"),
     C("v4-icmp-error-beyond-tot-len", lambda: ip4(proto=1, len=28) / ICMP(
-        type=3, code=4) / Raw(Q4_TCP()), DROP, "drop_malformed",
-      xfail=BUG_L4_BEYOND_L3),
+        type=3, code=4) / Raw(Q4_TCP()), DROP, "drop_malformed"),
     C("v6-tcp-beyond-payload-len", lambda: ip6(nh=6, plen=4) / Raw(
         bytes(TCP(sport=40045, dport=80, flags="S"))), DROP,
-      "drop_malformed", xfail=BUG_L4_BEYOND_L3),
+      "drop_malformed"),
     C("v6-payload-len-wraps", lambda: ip6(plen=65535) / TCP(
-        sport=40046, dport=80, flags="S"), DROP, "drop_malformed",
-      xfail=BUG_V6_LEN_WRAP),
+        sport=40046, dport=80, flags="S"), DROP, "drop_malformed"),
     C("v6-payload-len-wraps-echo", lambda: ip6(plen=65496)
-      / ICMPv6EchoRequest(), DROP, "drop_malformed",
-      xfail=BUG_V6_LEN_WRAP),
+      / ICMPv6EchoRequest(), DROP, "drop_malformed"),
     C("v4-icmp-truncated", lambda: ip4(proto=1) / Raw(b"\x08\x00\xf7\xff"),
       DROP, "drop_malformed"),
     C("v4-icmp-error-quote-truncated", lambda: icmp_err4(Q4_TCP(n=22)),
@@ -1307,8 +1292,6 @@ def test_fuzz_never_aborts_never_passes_vip(se):
 _L4_MIN = {6: 20, 17: 8, 132: 12, 1: 8 + 20 + 4, 58: 8 + 40 + 4}
 
 
-@pytest.mark.xfail(strict=True, reason=BUG_L4_BEYOND_L3 + "; "
-                   + BUG_V6_LEN_WRAP)
 def test_fuzz_steers_only_on_bytes_of_the_packet(se):
     """Whatever is steered or answered was judged on bytes inside its IP
     packet: the IP length fits the frame, the L4 (or ICMP + quoted) header

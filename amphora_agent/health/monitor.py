@@ -1,0 +1,488 @@
+"""Health checking of pool members with Octavia semantics.
+
+API::
+
+    checker = HealthChecker(on_change=cb, source4='198.18.1.2', source6=None)
+    checker.set_targets({member_id: Target(address, port, monitor, admin)})
+    checker.start()
+    checker.status(member_id)   # ONLINE | ERROR | OFFLINE | NO_MONITOR
+    checker.usable(member_id)   # ONLINE or NO_MONITOR: keep in the rings
+    checker.stop()
+
+``on_change(key, old_status, new_status)`` runs in the checker's notifier
+thread (never in the caller's, never in the probing loop), in the order the
+changes happened; a slow callback delays later notifications, not probes.
+It is called for every status change of a known target, including the
+first status of a target that set_targets() added (old_status None); a
+removed target gets no call.
+
+Statuses (Octavia operating statuses of a member):
+
+* OFFLINE     the member (or its pool) is admin-down: not probed, not usable.
+* NO_MONITOR  the pool has no health monitor (or an admin-down one): not
+              probed, usable.
+* ONLINE      monitored and usable.
+* ERROR       monitored and failed: not usable.
+
+State machine of a monitored member (Octavia's ``max_retries`` is the rise
+threshold, ``max_retries_down`` the fall threshold): an ONLINE member goes
+to ERROR after ``max_retries_down`` consecutive failed probes; an ERROR
+member goes back ONLINE after ``max_retries`` consecutive successful ones;
+any other result resets the opposite count.  A change takes effect the
+moment the deciding probe completes, so a failing member leaves the usable
+set at most ``max_retries_down x delay + timeout`` after it started failing
+(plus the first probe's phase), and comes back at most
+``max_retries x delay + timeout`` after it recovered.
+
+Initial status (``init_state``, HAProxy's server ``init-state`` names):
+
+* ``'up'`` (default): a newly monitored member starts ONLINE -- usable, so
+  a new pool never starts empty -- and its *first* probe decides: a failure
+  takes it to ERROR at once, a success settles it ONLINE (then the usual
+  ``max_retries_down`` rule applies).  This is HAProxy's default, i.e. what
+  Octavia's amphora driver does: members are UP when HAProxy (re)loads and
+  a member that is dead from the start is dropped after one probe (<=
+  delay + timeout) instead of ``max_retries_down`` probes.
+* ``'fully-up'``: starts ONLINE and needs ``max_retries_down`` failures.
+* ``'down'``: starts ERROR; the first success brings it ONLINE.
+* ``'fully-down'``: starts ERROR and needs ``max_retries`` successes.
+
+The same initial state applies when a member comes back from OFFLINE or
+NO_MONITOR (its monitor is new).  Changing only the monitor's parameters
+(delay, thresholds, type, path, ...) of a probed member keeps its current
+status and restarts its counts; changing its address or port makes it a
+new member.
+
+Scheduling: one asyncio loop in a background thread probes every member on
+its own fixed-rate schedule (start times phase + k x delay, phase drawn in
+[0, jitter x delay) so probes spread over the interval); all probes run
+concurrently, so a probe waiting for its timeout delays no other member.
+A probe never overlaps the previous one of the same member: one that ran
+into the next slot (timeout == delay) is followed at once by the next; if
+whole slots went by (a stalled loop) they are skipped and counted.
+"""
+
+import asyncio
+import logging
+import queue
+import random
+import threading
+import time
+from typing import Callable, Hashable, Mapping, Optional
+
+from amphora_agent.health import probes
+from amphora_agent.health.spec import DEFAULT_EXPECTED_CODES  # noqa: F401
+from amphora_agent.health.spec import HTTP  # noqa: F401
+from amphora_agent.health.spec import HTTP_METHODS  # noqa: F401
+from amphora_agent.health.spec import HTTPS  # noqa: F401
+from amphora_agent.health.spec import InvalidMonitor
+from amphora_agent.health.spec import MONITOR_TYPES  # noqa: F401
+from amphora_agent.health.spec import MonitorSpec  # noqa: F401
+from amphora_agent.health.spec import parse_expected_codes  # noqa: F401
+from amphora_agent.health.spec import PING  # noqa: F401
+from amphora_agent.health.spec import Target
+from amphora_agent.health.spec import TCP  # noqa: F401
+from amphora_agent.health.spec import TLS_HELLO  # noqa: F401
+from amphora_agent.health.spec import UDP_CONNECT  # noqa: F401
+
+LOG = logging.getLogger(__name__)
+
+ONLINE = 'ONLINE'
+ERROR = 'ERROR'
+OFFLINE = 'OFFLINE'
+NO_MONITOR = 'NO_MONITOR'
+STATUSES = (ONLINE, ERROR, OFFLINE, NO_MONITOR)
+USABLE = frozenset((ONLINE, NO_MONITOR))
+
+INIT_STATES = ('up', 'fully-up', 'down', 'fully-down')
+
+_STOP = object()
+
+
+class HealthState:
+    """Rise/fall state machine of one monitored member (no clock, no I/O).
+
+    ``record(ok)`` feeds one probe result and returns ``(old, new)`` when
+    the status changed, else None.
+    """
+
+    __slots__ = ('max_retries', 'max_retries_down', 'status', 'successes',
+                 'failures', 'results', 'last_ok', 'last_reason')
+
+    def __init__(self, max_retries, max_retries_down, init_state='up',
+                 status=None):
+        if init_state not in INIT_STATES:
+            raise InvalidMonitor(f'init_state {init_state!r} is invalid: '
+                                 f'one of {", ".join(INIT_STATES)}')
+        self.max_retries = max_retries
+        self.max_retries_down = max_retries_down
+        self.successes = 0
+        self.failures = 0
+        self.results = 0
+        self.last_ok = None
+        self.last_reason = None
+        if status is not None:
+            # Carried over from a previous monitor: settled, counts reset.
+            if status not in (ONLINE, ERROR):
+                raise ValueError(f'status {status!r}: ONLINE or ERROR')
+            self.status = status
+        elif init_state in ('up', 'fully-up'):
+            self.status = ONLINE
+            if init_state == 'up':
+                self.failures = max_retries_down - 1
+        else:
+            self.status = ERROR
+            if init_state == 'down':
+                self.successes = max_retries - 1
+
+    def record(self, ok, reason=None):
+        self.results += 1
+        self.last_ok = bool(ok)
+        self.last_reason = reason
+        old = self.status
+        if ok:
+            self.failures = 0
+            if old == ERROR:
+                self.successes += 1
+                if self.successes >= self.max_retries:
+                    self.status = ONLINE
+                    self.successes = 0
+        else:
+            self.successes = 0
+            if old == ONLINE:
+                self.failures += 1
+                if self.failures >= self.max_retries_down:
+                    self.status = ERROR
+                    self.failures = 0
+        if self.status != old:
+            return old, self.status
+        return None
+
+
+class _Entry:
+    __slots__ = ('key', 'target', 'state', 'task', 'removed')
+
+    def __init__(self, key, target, state):
+        self.key = key
+        self.target = target
+        self.state = state
+        self.task = None
+        self.removed = False
+
+    @property
+    def status(self):
+        if not self.target.admin_state_up:
+            return OFFLINE
+        if self.target.monitor is None:
+            return NO_MONITOR
+        return self.state.status
+
+
+class HealthChecker:
+    """Probes targets and keeps their Octavia operating status.
+
+    ``on_change(key, old, new)``: see the module doc.
+    ``source4`` / ``source6``: source addresses of the probes (None: the
+    kernel picks by route).
+    ``init_state``: status of a newly monitored target (module doc).
+    ``jitter``: a target's first probe is at a random phase in
+    [0, jitter x delay) after it is added (or after start()).
+    ``on_probe(key, scheduled, started, finished, ok)``: optional, called in
+    the probing loop after each probe with loop.time() values (monotonic
+    clock) -- for metrics; it must be quick.
+    ``prober``: an object with ``async probe(target) -> (ok, reason)`` and
+    ``close()`` (tests); default :class:`probes.Prober`.
+    """
+
+    def __init__(self, on_change: Optional[Callable] = None,
+                 source4=None, source6=None, *, init_state='up',
+                 jitter=1.0, on_probe=None, prober=None, seed=None):
+        if init_state not in INIT_STATES:
+            raise InvalidMonitor(f'init_state {init_state!r} is invalid: '
+                                 f'one of {", ".join(INIT_STATES)}')
+        if not 0 <= jitter <= 1:
+            raise InvalidMonitor(f'jitter {jitter!r} is invalid: a fraction '
+                                 'of the delay in 0..1')
+        self.on_change = on_change
+        self.init_state = init_state
+        self.jitter = jitter
+        self.on_probe = on_probe
+        self._prober = prober or probes.Prober(source4 or None,
+                                               source6 or None)
+        self._rng = random.Random(seed)
+        self._lock = threading.RLock()
+        self._entries = {}
+        self._removed = []
+        self._events = queue.SimpleQueue()
+        self._loop = None
+        self._thread = None
+        self._notifier = None
+        self._running = False
+        self._counters = {'probes': 0, 'failures': 0, 'skipped_slots': 0,
+                          'max_lag': 0.0, 'callback_errors': 0}
+
+    # -- targets -------------------------------------------------------------
+
+    def set_targets(self, targets: Mapping[Hashable, Target]):
+        """Make ``targets`` the complete set of targets.
+
+        Idempotent: an unchanged target keeps its status, counts and
+        schedule; new targets start in their initial status; removed ones
+        stop being probed and are forgotten.  Everything is validated first:
+        on an error nothing changes.
+        """
+        for key, target in targets.items():
+            if not isinstance(target, Target):
+                raise InvalidMonitor(f'target {key!r}: {target!r} is not a '
+                                     'Target')
+        with self._lock:
+            for key in [k for k in self._entries if k not in targets]:
+                entry = self._entries.pop(key)
+                self._retire(entry)
+            for key, target in targets.items():
+                old = self._entries.get(key)
+                if old is not None and old.target == target:
+                    continue
+                self._install(key, target, old)
+        self._wake()
+
+    def _install(self, key, target, old):
+        state = None
+        if target.probed:
+            mon = target.monitor
+            carried = None
+            if (old is not None and old.target.probed and
+                    old.target.address == target.address and
+                    old.target.port == target.port):
+                carried = old.state.status
+            state = HealthState(mon.max_retries, mon.max_retries_down,
+                                self.init_state, status=carried)
+        entry = _Entry(key, target, state)
+        old_status = None
+        if old is not None:
+            old_status = old.status
+            self._retire(old)
+        self._entries[key] = entry
+        if entry.status != old_status:
+            self._events.put((key, old_status, entry.status))
+
+    def _retire(self, entry):
+        entry.removed = True
+        if entry.task is not None:
+            self._removed.append(entry)
+
+    # -- queries -------------------------------------------------------------
+
+    def status(self, key, default=None):
+        """The target's status, or ``default`` for an unknown key."""
+        entry = self._entries.get(key)
+        return default if entry is None else entry.status
+
+    def statuses(self):
+        with self._lock:
+            return {k: e.status for k, e in self._entries.items()}
+
+    def usable(self, key):
+        """True when the target may take traffic (ONLINE or NO_MONITOR);
+        False for unknown keys."""
+        entry = self._entries.get(key)
+        return entry is not None and entry.status in USABLE
+
+    def details(self, key):
+        """Status plus probe counters of one target (for debugging)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None:
+                return None
+            d = {'status': entry.status, 'target': entry.target}
+            if entry.state is not None:
+                s = entry.state
+                d.update(results=s.results, last_ok=s.last_ok,
+                         last_reason=s.last_reason, successes=s.successes,
+                         failures=s.failures)
+            return d
+
+    def stats(self):
+        with self._lock:
+            out = dict(self._counters)
+            out['targets'] = len(self._entries)
+            out['probed'] = sum(1 for e in self._entries.values()
+                                if e.target.probed)
+            out['running'] = self._running
+            return out
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self):
+        """Start probing (a loop thread and a notifier thread).  Sockets
+        are opened in the network namespace of the thread calling start()."""
+        with self._lock:
+            if self._running:
+                return
+            self._running = True
+            self._loop = asyncio.new_event_loop()
+            ready = threading.Event()
+            self._thread = threading.Thread(
+                target=self._run_loop, args=(self._loop, ready),
+                name='health-checker', daemon=True)
+            self._notifier = threading.Thread(
+                target=self._notify, name='health-notify', daemon=True)
+            self._notifier.start()
+            self._thread.start()
+        ready.wait()
+        self._wake()
+
+    def stop(self, timeout=10.0):
+        """Stop probing, close every socket, deliver pending notifications
+        and join both threads.  Statuses are kept; start() resumes."""
+        with self._lock:
+            if not self._running:
+                return
+            self._running = False
+            loop, thread, notifier = self._loop, self._thread, self._notifier
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout)
+        self._events.put(_STOP)
+        notifier.join(timeout)
+        with self._lock:
+            for entry in self._entries.values():
+                entry.task = None
+            self._removed.clear()
+            self._loop = self._thread = self._notifier = None
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+        return False
+
+    # -- notifier thread -------------------------------------------------------
+
+    def _notify(self):
+        while True:
+            event = self._events.get()
+            if event is _STOP:
+                return
+            if self.on_change is None:
+                continue
+            try:
+                self.on_change(*event)
+            except Exception:  # noqa: BLE001 - a callback bug must not stop us
+                self._counters['callback_errors'] += 1
+                LOG.exception('health on_change%r failed', event)
+
+    # -- loop thread -------------------------------------------------------------
+
+    def _wake(self):
+        loop = self._loop
+        if loop is not None and self._running:
+            try:
+                loop.call_soon_threadsafe(self._reconcile_tasks)
+            except RuntimeError:  # loop closed by a concurrent stop()
+                pass
+
+    def _run_loop(self, loop, ready):
+        asyncio.set_event_loop(loop)
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                tasks = asyncio.all_tasks(loop)
+                for task in tasks:
+                    task.cancel()
+                if tasks:
+                    loop.run_until_complete(
+                        asyncio.gather(*tasks, return_exceptions=True))
+            finally:
+                try:
+                    self._prober.close()
+                finally:
+                    loop.close()
+
+    def _reconcile_tasks(self):
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            if not self._running:
+                return
+            for entry in self._removed:
+                if entry.task is not None:
+                    entry.task.cancel()
+                    entry.task = None
+            self._removed.clear()
+            now = loop.time()
+            for entry in self._entries.values():
+                if entry.target.probed and entry.task is None:
+                    phase = self._rng.uniform(
+                        0, self.jitter * entry.target.monitor.delay)
+                    entry.task = loop.create_task(
+                        self._probe_loop(entry, now + phase),
+                        name=f'health-{entry.key}')
+
+    async def _probe_loop(self, entry, first):
+        loop = asyncio.get_running_loop()
+        target = entry.target
+        delay = target.monitor.delay
+        probe = self._prober.probe
+        counters = self._counters
+        scheduled = first
+        while True:
+            wait = scheduled - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            started = loop.time()
+            try:
+                ok, reason = await probe(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a probe bug: failure
+                LOG.exception('health probe of %s failed', entry.key)
+                ok, reason = False, f'probe error: {exc!r}'
+            finished = loop.time()
+            self._record(entry, ok, reason)
+            lag = started - scheduled
+            if lag > counters['max_lag']:
+                counters['max_lag'] = lag
+            if self.on_probe is not None:
+                try:
+                    self.on_probe(entry.key, scheduled, started, finished, ok)
+                except Exception:  # noqa: BLE001
+                    LOG.exception('health on_probe failed')
+            scheduled += delay
+            behind = finished - scheduled
+            if behind >= delay:
+                # Whole slots went by (a stalled loop): skip them rather
+                # than fire a burst.  A probe that merely ran into the next
+                # slot (timeout == delay) is followed by the next one at
+                # once, which keeps the member's cadence.
+                missed = int(behind // delay)
+                scheduled += missed * delay
+                counters['skipped_slots'] += missed
+
+    def _record(self, entry, ok, reason):
+        with self._lock:
+            self._counters['probes'] += 1
+            if not ok:
+                self._counters['failures'] += 1
+            if entry.removed:
+                return
+            change = entry.state.record(ok, reason)
+            if change is not None:
+                LOG.info('member %s (%s %s:%s): %s -> %s (%s)', entry.key,
+                         entry.target.monitor.type, entry.target.address,
+                         entry.target.port, change[0], change[1], reason)
+                self._events.put((entry.key,) + change)
+
+
+def wait_for_status(checker, key, status, timeout, interval=0.01):
+    """Poll until ``checker.status(key) == status``; True, or False when
+    ``timeout`` seconds passed first (a test and tooling helper)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if checker.status(key) == status:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)

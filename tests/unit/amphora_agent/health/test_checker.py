@@ -1,0 +1,384 @@
+"""HealthChecker: targets, statuses, notifications and the scheduler.
+
+Timing tests use short delays and poll with deadlines; the bounds are the
+documented ones plus a slack for a loaded machine.
+"""
+
+import asyncio
+import collections
+import threading
+import time
+
+import pytest
+
+from amphora_agent.health import monitor as hm
+from amphora_agent.health.monitor import ERROR, NO_MONITOR, OFFLINE, ONLINE
+from tests.unit.amphora_agent.health import servers
+
+SLACK = 0.5  # seconds of scheduling slack allowed on a busy machine
+
+
+def wait_until(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f'timed out after {timeout}s: {what}')
+        time.sleep(0.005)
+
+
+class FakeProber:
+    """Answers from a table; counts probes per (address, port)."""
+
+    def __init__(self):
+        self.healthy = {}
+        self.latency = {}
+        self.count = collections.Counter()
+        self.closed = 0
+
+    async def probe(self, target):
+        key = (target.address, target.port)
+        self.count[key] += 1
+        latency = self.latency.get(key)
+        if latency:
+            await asyncio.sleep(latency)
+        return self.healthy.get(key, True), 'fake'
+
+    def close(self):
+        self.closed += 1
+
+
+class Events:
+    def __init__(self):
+        self.items = []
+        self.cond = threading.Condition()
+
+    def __call__(self, key, old, new):
+        with self.cond:
+            self.items.append((key, old, new, time.monotonic()))
+            self.cond.notify_all()
+
+    def of(self, key):
+        with self.cond:
+            return [(o, n) for k, o, n, _ in self.items if k == key]
+
+    def wait(self, key, old, new, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for k, o, n, t in self.items:
+                    if (k, o, n) == (key, old, new):
+                        return t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f'no {key}: {old} -> {new} within {timeout}s; '
+                        f'got {self.items}')
+                self.cond.wait(left)
+
+
+def mon(kind='TCP', delay=0.1, timeout=0.05, rise=2, fall=3, **kw):
+    return hm.MonitorSpec(type=kind, delay=delay, timeout=timeout,
+                          max_retries=rise, max_retries_down=fall, **kw)
+
+
+@pytest.fixture
+def fake():
+    return FakeProber()
+
+
+@pytest.fixture
+def make_checker():
+    made = []
+
+    def factory(**kw):
+        events = Events()
+        c = hm.HealthChecker(on_change=events, **kw)
+        made.append(c)
+        return c, events
+    yield factory
+    for c in made:
+        c.stop()
+
+
+# -- statuses ------------------------------------------------------------------
+
+def test_initial_statuses(make_checker, fake):
+    c, events = make_checker(prober=fake)
+    c.set_targets({
+        'mon': hm.Target('192.0.2.1', 80, mon()),
+        'nomon': hm.Target('192.0.2.2', 80),
+        'admin': hm.Target('192.0.2.3', 80, mon(), admin_state_up=False),
+        'nomon-admin': hm.Target('192.0.2.4', 80, admin_state_up=False),
+    })
+    assert c.statuses() == {'mon': ONLINE, 'nomon': NO_MONITOR,
+                            'admin': OFFLINE, 'nomon-admin': OFFLINE}
+    assert c.usable('mon') and c.usable('nomon')
+    assert not c.usable('admin') and not c.usable('nomon-admin')
+    assert not c.usable('unknown')
+    assert c.status('unknown') is None
+    assert c.status('unknown', 'X') == 'X'
+    # notifications of the first statuses come once the checker runs
+    c.start()
+    events.wait('mon', None, ONLINE, 5)
+    events.wait('nomon', None, NO_MONITOR, 5)
+    events.wait('admin', None, OFFLINE, 5)
+    # only monitored, admin-up targets are probed
+    wait_until(lambda: fake.count[('192.0.2.1', 80)] >= 2, 5, 'probes')
+    assert set(fake.count) == {('192.0.2.1', 80)}
+
+
+def test_first_failure_decides_new_member(make_checker, fake):
+    c, events = make_checker(prober=fake)
+    fake.healthy[('192.0.2.1', 80)] = False
+    c.set_targets({'m': hm.Target('192.0.2.1', 80, mon(fall=3))})
+    t0 = time.monotonic()
+    c.start()
+    t = events.wait('m', ONLINE, ERROR, 5)
+    # one probe (phase < delay), not max_retries_down of them
+    assert t - t0 < 0.1 + 0.05 + SLACK
+    assert fake.count[('192.0.2.1', 80)] == 1
+
+
+def test_fully_up_init_state(make_checker, fake):
+    c, events = make_checker(prober=fake, init_state='fully-up')
+    fake.healthy[('192.0.2.1', 80)] = False
+    c.set_targets({'m': hm.Target('192.0.2.1', 80, mon(fall=3))})
+    c.start()
+    events.wait('m', ONLINE, ERROR, 5)
+    assert fake.count[('192.0.2.1', 80)] == 3
+
+
+def test_detection_and_recovery_times(make_checker, fake):
+    delay, timeout, rise, fall = 0.1, 0.05, 2, 3
+    c, events = make_checker(prober=fake)
+    key = ('192.0.2.1', 80)
+    c.set_targets({'m': hm.Target(*key, mon(delay=delay, timeout=timeout,
+                                             rise=rise, fall=fall))})
+    c.start()
+    wait_until(lambda: fake.count[key] >= 2, 5, 'settled')
+    fake.healthy[key] = False
+    t_fail = time.monotonic()
+    t = events.wait('m', ONLINE, ERROR, 5)
+    assert (fall - 1) * delay - 0.02 <= t - t_fail \
+        <= fall * delay + timeout + SLACK
+    assert not c.usable('m')
+    fake.healthy[key] = True
+    t_ok = time.monotonic()
+    t = events.wait('m', ERROR, ONLINE, 5)
+    assert (rise - 1) * delay - 0.02 <= t - t_ok \
+        <= rise * delay + timeout + SLACK
+    assert c.usable('m')
+    d = c.details('m')
+    assert d['status'] == ONLINE and d['last_ok'] is True
+
+
+def test_real_tcp_member_fails_and_recovers(make_checker):
+    c, events = make_checker()
+    srv = servers.TcpAcceptor()
+    port = srv.port
+    try:
+        c.set_targets({'m': hm.Target('127.0.0.1', port,
+                                      mon(delay=0.1, timeout=0.1, fall=2))})
+        c.start()
+        wait_until(lambda: c.details('m')['results'] >= 1, 5, 'a probe')
+        assert c.status('m') == ONLINE
+        srv.close()
+        t_kill = time.monotonic()
+        t = events.wait('m', ONLINE, ERROR, 5)
+        assert t - t_kill <= 2 * 0.1 + 0.1 + SLACK
+        assert c.details('m')['last_reason'] == 'connection refused'
+        srv = servers.TcpAcceptor(port=port)
+        t_up = time.monotonic()
+        t = events.wait('m', ERROR, ONLINE, 5)
+        assert t - t_up <= 2 * 0.1 + 0.1 + SLACK
+    finally:
+        srv.close()
+    assert events.of('m') == [(None, ONLINE), (ONLINE, ERROR),
+                              (ERROR, ONLINE)]
+
+
+# -- set_targets ---------------------------------------------------------------
+
+def test_set_targets_is_idempotent(make_checker, fake):
+    c, events = make_checker(prober=fake)
+    a = ('192.0.2.1', 80)
+    b = ('192.0.2.2', 80)
+    fake.healthy[a] = False
+    targets = {'a': hm.Target(*a, mon()), 'b': hm.Target(*b, mon())}
+    c.set_targets(targets)
+    c.start()
+    events.wait('a', ONLINE, ERROR, 5)
+    n = len(events.items)
+    # same targets, new objects: nothing changes, nothing restarts
+    c.set_targets({'a': hm.Target(*a, mon()), 'b': hm.Target(*b, mon())})
+    assert c.status('a') == ERROR
+    count_b = fake.count[b]
+    wait_until(lambda: fake.count[b] >= count_b + 3, 5, 'b probed')
+    assert len(events.items) == n
+    # a monitor parameter change keeps the status (no flap)...
+    c.set_targets({'a': hm.Target(*a, mon(delay=0.05)),
+                   'b': hm.Target(*b, mon())})
+    assert c.status('a') == ERROR
+    # ...an address change is a new member: initial status again
+    c.set_targets({'a': hm.Target('192.0.2.9', 80, mon()),
+                   'b': hm.Target(*b, mon())})
+    assert c.status('a') == ONLINE
+    events.wait('a', ERROR, ONLINE, 5)
+
+
+def test_removed_target_stops_being_probed(make_checker, fake):
+    c, events = make_checker(prober=fake)
+    a = ('192.0.2.1', 80)
+    b = ('192.0.2.2', 80)
+    c.set_targets({'a': hm.Target(*a, mon()), 'b': hm.Target(*b, mon())})
+    c.start()
+    wait_until(lambda: fake.count[a] >= 2, 5, 'a probed')
+    c.set_targets({'b': hm.Target(*b, mon())})
+    assert c.status('a') is None
+    count_a, count_b = fake.count[a], fake.count[b]
+    wait_until(lambda: fake.count[b] >= count_b + 3, 5, 'b probed')
+    assert fake.count[a] <= count_a + 1  # at most one in flight
+    assert c.statuses() == {'b': ONLINE}
+
+
+def test_admin_down_and_monitor_removal(make_checker, fake):
+    c, events = make_checker(prober=fake)
+    a = ('192.0.2.1', 80)
+    fake.healthy[a] = False
+    c.set_targets({'a': hm.Target(*a, mon())})
+    c.start()
+    events.wait('a', ONLINE, ERROR, 5)
+    c.set_targets({'a': hm.Target(*a, mon(), admin_state_up=False)})
+    assert c.status('a') == OFFLINE
+    events.wait('a', ERROR, OFFLINE, 5)
+    count = fake.count[a]
+    c.set_targets({'a': hm.Target(*a)})  # pool lost its monitor
+    assert c.status('a') == NO_MONITOR and c.usable('a')
+    events.wait('a', OFFLINE, NO_MONITOR, 5)
+    assert fake.count[a] <= count + 1
+    fake.healthy[a] = True
+    c.set_targets({'a': hm.Target(*a, mon())})  # monitored again: initial
+    assert c.status('a') == ONLINE
+    events.wait('a', NO_MONITOR, ONLINE, 5)
+    wait_until(lambda: fake.count[a] >= count + 3, 5, 'probed again')
+
+
+def test_invalid_targets_change_nothing(make_checker, fake):
+    c, _ = make_checker(prober=fake)
+    c.set_targets({'a': hm.Target('192.0.2.1', 80, mon())})
+    with pytest.raises(hm.InvalidMonitor) as exc:
+        c.set_targets({'b': hm.Target('192.0.2.2', 80, mon()),
+                       'c': ('192.0.2.3', 80)})
+    assert "'c'" in str(exc.value)
+    assert c.statuses() == {'a': ONLINE}
+
+
+def test_checker_parameter_validation():
+    with pytest.raises(hm.InvalidMonitor, match='init_state'):
+        hm.HealthChecker(init_state='unknown')
+    with pytest.raises(hm.InvalidMonitor, match='jitter'):
+        hm.HealthChecker(jitter=2)
+
+
+# -- scheduler ---------------------------------------------------------------
+
+def test_slow_member_does_not_delay_others(make_checker):
+    """A member that never answers (each probe runs to its timeout) next to
+    50 healthy ones: the healthy ones keep their schedule."""
+    lags = collections.defaultdict(list)
+
+    def on_probe(key, scheduled, started, finished, ok):
+        lags[key].append(started - scheduled)
+
+    c, events = make_checker(on_probe=on_probe)
+    with servers.HangServer() as hang, servers.TcpAcceptor() as tcp:
+        targets = {'hang': hm.Target('127.0.0.1', hang.port, mon(
+            'HTTP', delay=0.2, timeout=0.2, fall=1))}
+        for i in range(50):
+            targets[f'tcp{i}'] = hm.Target('127.0.0.1', tcp.port,
+                                           mon(delay=0.1, timeout=0.1))
+        c.set_targets(targets)
+        c.start()
+        events.wait('hang', ONLINE, ERROR, 5)
+        wait_until(lambda: all(len(lags[f'tcp{i}']) >= 6
+                               for i in range(50)), 10, 'probes')
+        c.stop()
+    assert all(c.status(f'tcp{i}') == ONLINE for i in range(50))
+    others = [lag for k, v in lags.items() if k != 'hang' for lag in v]
+    assert max(others) < 0.1, max(others)
+    assert c.stats()['skipped_slots'] == 0
+
+
+def test_probes_spread_over_the_interval(make_checker, fake):
+    firsts = {}
+
+    def on_probe(key, scheduled, started, finished, ok):
+        firsts.setdefault(key, scheduled)
+
+    c, _ = make_checker(prober=fake, on_probe=on_probe, seed=7)
+    c.set_targets({i: hm.Target(f'192.0.2.{i}', 80, mon(delay=0.5))
+                   for i in range(1, 101)})
+    c.start()
+    wait_until(lambda: len(firsts) == 100, 5, 'every first probe')
+    spread = max(firsts.values()) - min(firsts.values())
+    assert 0.3 < spread < 0.5
+
+
+def test_callback_errors_do_not_stop_notifications(fake):
+    seen = []
+
+    def on_change(key, old, new):
+        seen.append((key, old, new))
+        if key == 'bad':
+            raise RuntimeError('boom')
+
+    c = hm.HealthChecker(on_change=on_change, prober=fake)
+    c.set_targets({'bad': hm.Target('192.0.2.1', 80, mon()),
+                   'good': hm.Target('192.0.2.2', 80, mon())})
+    with c:
+        wait_until(lambda: len(seen) == 2, 5, 'both notifications')
+    assert c.stats()['callback_errors'] == 1
+
+
+def test_stop_start_and_context_manager(fake):
+    events = Events()
+    c = hm.HealthChecker(on_change=events, prober=fake)
+    key = ('192.0.2.1', 80)
+    c.set_targets({'a': hm.Target(*key, mon())})
+    c.stop()  # not started: no-op
+    with c:
+        wait_until(lambda: fake.count[key] >= 2, 5, 'probes')
+        c.start()  # already started: no-op
+    assert not c.stats()['running']
+    assert fake.closed == 1
+    fake.healthy[key] = False
+    count = fake.count[key]
+    c.start()
+    try:
+        events.wait('a', ONLINE, ERROR, 5)
+        assert fake.count[key] > count
+    finally:
+        c.stop()
+        c.stop()
+    assert c.status('a') == ERROR  # statuses survive a stop
+
+
+def test_on_change_may_call_back_into_the_checker(fake):
+    seen = []
+    holder = {}
+
+    def on_change(key, old, new):
+        checker = holder['c']
+        seen.append((key, new, checker.status(key), checker.usable(key)))
+        checker.set_targets(dict(holder['targets']))
+
+    c = hm.HealthChecker(on_change=on_change, prober=fake)
+    holder['c'] = c
+    holder['targets'] = {'a': hm.Target('192.0.2.1', 80, mon())}
+    c.set_targets(holder['targets'])
+    with c:
+        wait_until(lambda: seen, 5, 'a notification')
+    assert seen[0][:3] == ('a', ONLINE, ONLINE)

@@ -63,4 +63,5 @@ def _members(pool, usable):
     primary = [m for m in up if not m.backup]
     if any(m.weight > 0 for m in primary):
         return primary
-    return [m for m in up if m.backup] or primary
+    # Backups take the new flows; draining primaries keep their old ones.
+    return [m for m in up if m.backup] + primary

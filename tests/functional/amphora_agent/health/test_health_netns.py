@@ -1,0 +1,169 @@
+"""The health checker in an SE namespace probing real member servers across
+the router: HTTP (v4 and v6), TCP, PING (v4 and v6) and UDP-CONNECT.
+
+Kill a server -> its targets go ERROR within
+max_retries_down x delay + timeout + delay; restart it -> back ONLINE within
+max_retries x delay + timeout + delay; pull a member's link -> PING goes
+ERROR (timeouts), plug it back -> ONLINE.  The checker runs in its own
+process in the SE namespace (checker_process.py) and reports changes with
+CLOCK_MONOTONIC timestamps, which are comparable across processes.
+"""
+
+import json
+import os
+import time
+
+import pytest
+
+from tests.functional import netns
+
+pytestmark = pytest.mark.root
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.abspath(os.path.join(HERE, '..', '..', '..', '..'))
+SCRIPT = os.path.join(HERE, 'checker_process.py')
+
+DELAY, TIMEOUT, RISE, FALL = 0.5, 0.4, 2, 2
+FAIL_BOUND = FALL * DELAY + TIMEOUT + DELAY
+RISE_BOUND = RISE * DELAY + TIMEOUT + DELAY
+SLACK = 1.0  # process start-up, pipes and a loaded CI machine
+HTTP_PORT = 8080
+UDP_PORT = 5353
+
+
+def monitor(kind, **kw):
+    m = dict(type=kind, delay=DELAY, timeout=TIMEOUT, max_retries=RISE,
+             max_retries_down=FALL)
+    m.update(kw)
+    return m
+
+
+class Checker:
+    """Follows the CHANGE lines of a checker_process.py."""
+
+    def __init__(self, proc):
+        self.proc = proc
+
+    def changes(self):
+        out = []
+        for line in list(self.proc.lines):
+            if line.startswith('CHANGE '):
+                out.append(json.loads(line[len('CHANGE '):]))
+        return out
+
+    def status(self, key):
+        last = None
+        for c in self.changes():
+            if c['key'] == key:
+                last = c['new']
+        return last
+
+    def wait_change(self, key, new, after, timeout):
+        """The first change of ``key`` to ``new`` stamped after ``after``."""
+        def find():
+            for c in self.changes():
+                if c['key'] == key and c['new'] == new and c['t'] >= after:
+                    return c
+            return None
+        try:
+            return netns.wait_for(find, timeout, f'{key} -> {new}')
+        except TimeoutError as exc:
+            raise AssertionError(
+                f'{exc}; changes: {self.changes()}\n'
+                f'output: {self.proc.output_tail()}') from None
+
+
+@pytest.mark.timeout(120)
+def test_member_failure_and_recovery(make_topology):
+    topo = make_topology(n_se=1, n_members=2)
+    se = topo.ses[0]
+    m1, m2 = topo.members
+    # Members answer ICMP errors without the 1/s per-destination limit, so
+    # UDP-CONNECT sees every port unreachable at a 0.5 s delay (Octavia
+    # itself refuses UDP-CONNECT delays under 3 s by default).
+    topo.sysctl('m2', 'net.ipv4.icmp_ratelimit', 0)
+    http1 = topo.start_http_server('m1', binds=[m1.ipv4, m1.ipv6],
+                                   port=HTTP_PORT)
+    topo.start_http_server('m2', binds=[m2.ipv4], port=HTTP_PORT)
+    udp2 = topo.start_udp_echo('m2', binds=[m2.ipv4], port=UDP_PORT)
+
+    targets = {
+        'm1-http4': dict(address=m1.ipv4, port=HTTP_PORT,
+                         monitor=monitor('HTTP', url_path='/')),
+        'm1-http6': dict(address=m1.ipv6, port=HTTP_PORT,
+                         monitor=monitor('HTTP')),
+        'm1-tcp': dict(address=m1.ipv4, port=HTTP_PORT,
+                       monitor=monitor('TCP')),
+        'm2-ping4': dict(address=m2.ipv4, monitor=monitor('PING')),
+        'm2-ping6': dict(address=m2.ipv6, monitor=monitor('PING')),
+        'm2-udp': dict(address=m2.ipv4, port=UDP_PORT,
+                       monitor=monitor('UDP-CONNECT')),
+        'm2-missing': dict(address=m2.ipv4, port=HTTP_PORT,
+                           monitor=monitor('HTTP', url_path='/missing')),
+        'm2-404-ok': dict(address=m2.ipv4, port=HTTP_PORT,
+                          monitor=monitor('HTTP', url_path='/missing',
+                                          expected_codes='404')),
+        'm2-nomon': dict(address=m2.ipv4, port=HTTP_PORT, monitor=None),
+        'm2-admin': dict(address=m2.ipv4, port=HTTP_PORT,
+                         monitor=monitor('TCP'), admin_state_up=False),
+    }
+    config = {'source4': se.ipv4, 'source6': se.ipv6, 'targets': targets}
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = topo.spawn('se1', [netns.PYTHON, SCRIPT, json.dumps(config)],
+                      ready=r'^READY', ready_timeout=20, env=env, cwd=REPO)
+    chk = Checker(proc)
+
+    # Initial statuses, then the 404 target fails its first probe.
+    t0 = time.monotonic()
+    chk.wait_change('m2-missing', 'ERROR', 0, DELAY + TIMEOUT + SLACK)
+    assert chk.status('m2-nomon') == 'NO_MONITOR'
+    assert chk.status('m2-admin') == 'OFFLINE'
+    # Let every monitored target get a few probes: nothing else changes.
+    netns.wait_for(lambda: time.monotonic() - t0 > 3 * DELAY, 5, 'probes')
+    bad = [c for c in chk.changes()
+           if c['new'] == 'ERROR' and c['key'] != 'm2-missing']
+    assert not bad, chk.changes()
+
+    # Kill m1's HTTP server: its HTTP and TCP targets go ERROR.
+    http1.stop()
+    t_kill = time.monotonic()
+    for key in ('m1-http4', 'm1-http6', 'm1-tcp'):
+        c = chk.wait_change(key, 'ERROR', t_kill, FAIL_BOUND + SLACK)
+        assert c['t'] - t_kill <= FAIL_BOUND + SLACK / 2, c
+        assert c['reason'] == 'connection refused', c
+    # Restart it: back ONLINE.
+    topo.start_http_server('m1', binds=[m1.ipv4, m1.ipv6], port=HTTP_PORT)
+    t_up = time.monotonic()
+    for key in ('m1-http4', 'm1-http6', 'm1-tcp'):
+        c = chk.wait_change(key, 'ONLINE', t_up, RISE_BOUND + SLACK)
+        assert c['t'] - t_up <= RISE_BOUND + SLACK / 2, c
+
+    # Kill m2's UDP server: the ICMP port unreachable marks it ERROR.
+    udp2.stop()
+    t_kill = time.monotonic()
+    c = chk.wait_change('m2-udp', 'ERROR', t_kill, FAIL_BOUND + SLACK)
+    assert c['reason'] == 'connection refused', c
+    topo.start_udp_echo('m2', binds=[m2.ipv4], port=UDP_PORT)
+    chk.wait_change('m2-udp', 'ONLINE', time.monotonic(),
+                    RISE_BOUND + SLACK)
+
+    # Pull m2's cable at the router: pings time out.
+    topo.set_link('m2', False)
+    t_down = time.monotonic()
+    for key in ('m2-ping4', 'm2-ping6', 'm2-404-ok'):
+        c = chk.wait_change(key, 'ERROR', t_down, FAIL_BOUND + SLACK)
+        assert c['t'] - t_down <= FAIL_BOUND + SLACK / 2, c
+    assert chk.changes()[-1]['reason'] is not None
+    topo.set_link('m2', True)
+    topo.wait_link_up('m2')
+    t_up = time.monotonic()
+    for key in ('m2-ping4', 'm2-ping6', 'm2-404-ok'):
+        chk.wait_change(key, 'ONLINE', t_up, RISE_BOUND + SLACK + 2)
+
+    # Unaffected targets never left ONLINE.
+    assert chk.status('m1-http4') == 'ONLINE'
+    assert [c for c in chk.changes() if c['key'] == 'm2-missing'] == [
+        {**c, 'key': 'm2-missing'} for c in chk.changes()
+        if c['key'] == 'm2-missing']
+    rc = proc.stop()
+    assert rc == 0, proc.output_tail()

@@ -45,6 +45,11 @@ agent_opts = [
     cfg.IPOpt('tunnel_source6', version=6,
               help='IPv6 source of tunnels to IPv6 members; also the BGP '
                    'IPv6 next hop.'),
+    cfg.StrOpt('netns',
+               help='Network namespace of the SE\'s data interfaces, if not '
+                    'the one the agent starts in. The dataplane, health '
+                    'probes and BGP speaker run there; RPC and coordination '
+                    'connections stay in the starting namespace.'),
     cfg.StrOpt('role', default='tier1', choices=['tier1', 'tier2'],
                help='tier1: members are application servers; tier2: '
                     'members are L7 proxy SEs sharing the VIP.'),

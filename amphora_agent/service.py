@@ -60,7 +60,37 @@ class Agent:
         self._reported_statuses = {}
 
     # ------------------------------------------------------------ lifecycle
-    def start(self):
+    def start(self, timeout=60):
+        """Start; the SE-side work runs in the SE's network namespace.
+
+        With [agent] netns set, the worker thread enters that namespace
+        before touching anything: the dataplane, next hops, the health
+        probes (threads it starts inherit the namespace) and ExaBGP (forked
+        from it) live there, while RPC and coordination connections made by
+        the calling thread stay where the agent was started.
+        """
+        self._started = threading.Event()
+        self._start_error = None
+        self._thread = threading.Thread(target=self._run, name='reconciler',
+                                        daemon=True)
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise RuntimeError('agent start timed out')
+        if self._start_error is not None:
+            raise self._start_error
+        if self.membership is not None:
+            self.membership.start()
+        self._rpc_server = rpc.agent_server(
+            self.transport, self.se_group, self.se_id,
+            rpc.AgentEndpoint(self.config_changed))
+        self._rpc_server.start()
+        self._wake.set()
+
+    def _start_se_side(self):
+        netns_name = getattr(self.conf.agent, 'netns', None)
+        if netns_name:
+            from pyroute2 import netns
+            netns.setns(netns_name)
         dpc = self.conf.dataplane
         limits = dp_mod.Limits(max_listeners=dpc.max_listeners,
                                ring_size=dpc.ring_size,
@@ -75,15 +105,6 @@ class Agent:
             self.announced = set(self.bgp.announced())
         if self.health is not None:
             self.health.start()
-        if self.membership is not None:
-            self.membership.start()
-        self._rpc_server = rpc.agent_server(
-            self.transport, self.se_group, self.se_id,
-            rpc.AgentEndpoint(self.config_changed))
-        self._rpc_server.start()
-        self._thread = threading.Thread(target=self._run, name='reconciler',
-                                        daemon=True)
-        self._thread.start()
 
     def stop(self, drain=True):
         """Drain (withdraw, wait) and stop; drain=False leaves routes."""
@@ -121,6 +142,13 @@ class Agent:
 
     # ------------------------------------------------------------- worker
     def _run(self):
+        try:
+            self._start_se_side()
+        except Exception as exc:  # noqa: BLE001 -- reported by start()
+            self._start_error = exc
+            self._started.set()
+            return
+        self._started.set()
         conf = self.conf.agent
         next_stats = time.monotonic() + conf.stats_interval
         next_resync = time.monotonic() + conf.resync_interval

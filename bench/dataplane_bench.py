@@ -250,10 +250,12 @@ class Bench:
                 drop_nexthop_cache(dp, members)
         self.dp = dp
         self.ifindex, self.se_mac = C.link_info(self.ns, 'se0')
-        self.ids = {n: v.id for n, v in (
-            (n, dp._live_listeners()[model.ListenerKey.parse(t)])
-            for n, (t, *_rest) in LISTENERS.items())}
+        live = dp._live_listeners()
+        self.ids = {n: live[model.ListenerKey.parse(text)].id
+                    for n, (text, *_rest) in LISTENERS.items()}
 
+        # The bench object's SE maps are the configured Dataplane's pinned
+        # maps, so se_process() in it sees exactly what dp.apply() wrote.
         obj = libbpf.BpfObject.open(C.BENCH_OBJ)
         sizes = limits.map_sizes()
         for name in dpmod.MAP_NAMES:
@@ -270,8 +272,7 @@ class Bench:
         self.rst_cfg = obj.find_map('rst_cfg').map()
         self.progs = {n: obj.find_program(n) for n in (
             'bench_pass', 'bench_rst_pass', 'bench_rst_se', 'bench_se',
-            'bench_adjust_pair', 'bench_op_jhash') + STAGES
-            + tuple(VARIANTS)}
+            'bench_adjust_pair')}
         self.counter = 0
 
         C.log('SE netns %s, pins %s, CPU %s, repeat %d x %d rounds'
@@ -279,16 +280,14 @@ class Bench:
         C.log('maps of the bench object reuse the configured Dataplane\'s '
               'pinned maps (%d listeners applied)' % len(LISTENERS))
         self.verify_all()
-        samples, kernel = self.measure()
-        return samples, kernel, self.profile() if PROFILE else None
+        return self.measure()
 
     # ------------------------------------------------------------- setup
     def set_cfg(self, frame, mode):
         sport_off, saddr_off = flow_offsets(frame)
-        vary = mode in ('miss', 'many')
-        flows = MANY_FLOWS if mode == 'many' else 0
+        # vary=1, flows=0: a new flow on every run (the miss case).
         self.rst_cfg.update(C.u32(0), RST_CFG.pack(
-            len(frame), int(vary), flows, self.counter, sport_off,
+            len(frame), int(mode == 'miss'), 0, self.counter, sport_off,
             saddr_off, frame[:14]))
 
     def save_counter(self):
@@ -296,13 +295,14 @@ class Bench:
         self.counter = RST_CFG.unpack(raw)[3]
 
     def test_run(self, prog, frame, repeat):
+        """-> (result, thread CPU ns, wall ns) of one BPF_PROG_TEST_RUN."""
         ctx = C.xdp_md(self.ifindex, len(frame))
         t0 = time.thread_time_ns()
         w0 = time.perf_counter_ns()
         res = libbpf.prog_test_run(self.progs[prog].fd, frame, repeat=repeat,
                                    ctx_in=ctx)
-        self.last_wall = time.perf_counter_ns() - w0
-        return res, time.thread_time_ns() - t0
+        wall = time.perf_counter_ns() - w0
+        return res, time.thread_time_ns() - t0, wall
 
     def se_counters(self, lname):
         stats = self.dp.maps['se_stats']
@@ -321,7 +321,7 @@ class Bench:
         for scen, (lname, mode, _) in SCENARIOS.items():
             frame = template(LISTENERS[lname][0])
             # The real entry on the pristine template.
-            res, _ = self.test_run('bench_se', frame, 1)
+            res, _, _ = self.test_run('bench_se', frame, 1)
             if res.retval != libbpf.XDP_TX:
                 raise RuntimeError('%s: bench_se verdict %d, not XDP_TX'
                                    % (scen, res.retval))
@@ -329,34 +329,33 @@ class Bench:
                                   False)
             # The wrapper, 3 runs: restore works on an encapsulated frame.
             self.set_cfg(frame, mode)
-            res, _ = self.test_run('bench_rst_se', frame, 3)
+            res, _, _ = self.test_run('bench_rst_se', frame, 3)
             self.save_counter()
             if res.retval != libbpf.XDP_TX:
                 raise RuntimeError('%s: bench_rst_se verdict %d, not XDP_TX'
                                    % (scen, res.retval))
             check_output(frame, res.data_out, lname, self.se_mac,
-                         mode != 'hit')
-            res, _ = self.test_run('bench_rst_pass', frame, 3)
+                         mode == 'miss')
+            res, _, _ = self.test_run('bench_rst_pass', frame, 3)
             self.save_counter()
             if res.retval != libbpf.XDP_PASS:
                 raise RuntimeError('%s: bench_rst_pass verdict %d'
                                    % (scen, res.retval))
-            C.log('  %-14s XDP_TX -> member %s, outer headers + inner packet '
+            C.log('  %-13s XDP_TX -> member %s, outer headers + inner packet '
                   'OK' % (scen, member))
 
     # -------------------------------------------------------- measuring
     def timed(self, prog, frame, scen=None, mode='hit', lname=None):
+        """-> {'cpu', 'wall', 'kernel'} ns per run of REPEAT runs of prog."""
         if scen is not None:
             self.set_cfg(frame, mode)
-            if prog == 'bench_rst_se' and mode != 'miss':
-                # (Re)insert the flows: the MISS bench's new flows evict
-                # them from the LRU conn table.
-                self.test_run(prog, frame, MANY_FLOWS if mode == 'many'
-                              else 1)
-                self.save_counter()
+            if prog == 'bench_rst_se' and mode == 'hit':
+                # (Re)insert the flow: the miss bench's new flows may have
+                # evicted it from the LRU conn table.
+                self.test_run(prog, frame, 1)
                 self.set_cfg(frame, mode)
         before = self.se_counters(lname) if prog == 'bench_rst_se' else None
-        res, cpu_ns = self.test_run(prog, frame, REPEAT)
+        res, cpu_ns, wall_ns = self.test_run(prog, frame, REPEAT)
         if scen is not None:
             self.save_counter()
         want = libbpf.XDP_TX if prog == 'bench_rst_se' else libbpf.XDP_PASS
@@ -375,167 +374,110 @@ class Bench:
                     '%s: of %d runs %d steered, %d dropped, %s=%d: not the '
                     'path meant to be measured (%s)'
                     % (scen, REPEAT, steered, drops, key, d[key], d))
-        return cpu_ns / REPEAT, res.duration_ns
+        return {'cpu': cpu_ns / REPEAT, 'wall': wall_ns / REPEAT,
+                'kernel': res.duration_ns}
 
     def measure(self):
+        """Alternate every program ROUNDS times: samples[name] = [sample]."""
         frame4 = template(LISTENERS['v4'][0])
         samples = {'pass': [], 'adjust_pair': []}
         for scen in SCENARIOS:
             samples[scen] = {'rst_se': [], 'rst_pass': []}
-        kernel = {}
         t_start = time.monotonic()
         for rnd in range(ROUNDS):
-            w, k = self.timed('bench_pass', frame4)
-            samples['pass'].append(w)
-            kernel.setdefault('pass', []).append(k)
-            w, k = self.timed('bench_adjust_pair', frame4)
-            samples['adjust_pair'].append(w)
+            samples['pass'].append(self.timed('bench_pass', frame4))
+            samples['adjust_pair'].append(
+                self.timed('bench_adjust_pair', frame4))
             for scen, (lname, mode, _) in SCENARIOS.items():
                 frame = template(LISTENERS[lname][0])
-                w, k = self.timed('bench_rst_se', frame, scen, mode, lname)
-                samples[scen]['rst_se'].append(w)
-                kernel.setdefault(scen, []).append(k)
-                w, _ = self.timed('bench_rst_pass', frame, scen, mode, lname)
-                samples[scen]['rst_pass'].append(w)
+                samples[scen]['rst_se'].append(
+                    self.timed('bench_rst_se', frame, scen, mode, lname))
+                samples[scen]['rst_pass'].append(
+                    self.timed('bench_rst_pass', frame, scen, mode, lname))
             C.log('  round %d/%d done (%.1f s)'
                   % (rnd + 1, ROUNDS, time.monotonic() - t_start))
-        return samples, kernel
+        return samples
 
 
-    def profile(self):
-        """Cumulative cost of se_process() stage by stage (hit paths)."""
-        C.log('profiling se_process() stage by stage (%s)'
-              % ', '.join(PROFILE_SCENARIOS))
-        res = {scen: {p: [] for p in ('bench_rst_pass', 'bench_rst_se',
-                                      'bench_op_jhash') + STAGES
-                      + tuple(VARIANTS)} for scen in PROFILE_SCENARIOS}
-        for _ in range(ROUNDS):
-            for scen in PROFILE_SCENARIOS:
-                lname, mode, _ = SCENARIOS[scen]
-                frame = template(LISTENERS[lname][0])
-                self.set_cfg(frame, mode)
-                for prog in res[scen]:
-                    if mode == 'hit':  # re-insert a flow the miss evicted
-                        self.test_run('bench_rst_se', frame, 1)
-                    r, cpu_ns = self.test_run(prog, frame, PROFILE_REPEAT)
-                    want = libbpf.XDP_TX if prog in (
-                        (STAGES[-1], 'bench_rst_se') + tuple(VARIANTS)) \
-                        else libbpf.XDP_PASS
-                    if r.retval != want:
-                        raise RuntimeError('%s %s: verdict %d'
-                                           % (scen, prog, r.retval))
-                    res[scen][prog].append(cpu_ns / PROFILE_REPEAT)
-        return {scen: {p: C.median(v) for p, v in d.items()}
-                for scen, d in res.items()}
+CLOCKS = ('cpu', 'wall')  # per core (thread CPU time), wall clock
 
 
-def report_profile(prof, out):
-    C.log('')
-    C.log('se_process() cost by stage, ns/pkt (profiling copy that stops '
-          'after each stage; cumulative minus previous):')
-    C.log('%-58s %s' % ('stage', '  '.join('%10s' % s for s in prof)))
-    table = {}
-    prev = {scen: prof[scen]['bench_rst_pass'] for scen in prof}
-    for prog, name in zip(STAGES, STAGE_NAMES):
-        row = {}
-        for scen in prof:
-            row[scen] = round(prof[scen][prog] - prev[scen], 1)
-            prev[scen] = prof[scen][prog]
-        table[name] = row
-        C.log('%-58s %s' % (name, '  '.join('%10.1f' % row[s]
-                                             for s in prof)))
-    total = {scen: round(prof[scen][STAGES[-1]]
-                         - prof[scen]['bench_rst_pass'], 1) for scen in prof}
-    C.log('%-58s %s' % ('total above restore', '  '.join(
-        '%10.1f' % total[s] for s in prof)))
-    jh = {scen: round(prof[scen]['bench_op_jhash'] - prof[scen][STAGES[0]],
-                      1) for scen in prof}
-    C.log('%-58s %s' % ('(flow_hash alone, computed on hits too)',
-                        '  '.join('%10.1f' % jh[s] for s in prof)))
-    full = {scen: prof[scen]['bench_rst_se'] - prof[scen]['bench_rst_pass']
-            for scen in prof}
-    C.log('%-58s %s' % ('(real se_process, same runs, for comparison)',
-                        '  '.join('%10.1f' % full[s] for s in prof)))
-    C.log('')
-    C.log('candidate optimisations, whole path above restore, ns/pkt '
-          '(change vs the profiling copy\'s total):')
-    variants = {}
-    for prog, desc in VARIANTS.items():
-        row = {}
-        for scen in prof:
-            v = prof[scen][prog] - prof[scen]['bench_rst_pass']
-            row[scen] = {'ns': round(v, 1),
-                         'saving_ns': round(total[scen] - v, 1)}
-        variants[prog[len('bench_opt_'):]] = dict(description=desc, **row)
-        C.log('  %-12s %s  %s' % (prog[len('bench_opt_'):], '  '.join(
-            '%s %6.1f (%+6.1f)' % (s, row[s]['ns'], -row[s]['saving_ns'])
-            for s in prof), desc))
-    out['profile_ns'] = {'stages': table, 'total_above_restore': total,
-                         'real_se_above_restore': {
-                             s: round(v, 1) for s, v in full.items()},
-                         'flow_hash_alone': jh, 'variants': variants}
+def med(samples, clock):
+    return C.median([s[clock] for s in samples])
 
 
-def report(samples, kernel):
-    med = C.median
-    pass_ns = med(samples['pass'])
-    adjust_ns = med(samples['adjust_pair']) - pass_ns
+def report(samples):
+    pass_ns = {c: med(samples['pass'], c) for c in CLOCKS}
+    adjust_ns = {c: med(samples['adjust_pair'], c) - pass_ns[c]
+                 for c in CLOCKS}
     out = {'bench': 'dataplane_bench', 'unit': 'ns/packet',
-           'method': 'BPF_PROG_TEST_RUN repeat=%d, median of %d rounds, '
-                     'CPU time of the calling thread / repeat (excludes time '
-                     'other tasks run on the core; agrees with the kernel\'s '
-                     'integer-ns duration); net LB = (restore+LB) - '
-                     '(restore+pass) + pass' % (REPEAT, ROUNDS),
-           'xdp_pass_ns': round(pass_ns, 2),
-           'xdp_pass_ns_min': round(min(samples['pass']), 2),
-           'xdp_pass_kernel_duration_ns_median': med(kernel['pass']),
-           'adjust_head_pair_ns': round(adjust_ns, 2),
+           'method': 'BPF_PROG_TEST_RUN repeat=%d, median of %d alternating '
+                     'rounds; per_core = CPU time of the calling thread / '
+                     'repeat (time other tasks run on the core excluded), '
+                     'wall = wall-clock time / repeat; net LB = '
+                     '(restore+LB) - (restore+pass) + pass; targets judged '
+                     'per core' % (REPEAT, ROUNDS),
+           'xdp_pass_ns': round(pass_ns['cpu'], 2),
+           'xdp_pass_ns_wall': round(pass_ns['wall'], 2),
+           'xdp_pass_kernel_duration_ns': med(samples['pass'], 'kernel'),
+           'adjust_head_pair_ns': round(adjust_ns['cpu'], 2),
            'scenarios': {}}
     C.log('')
-    C.log('XDP_PASS baseline (empty program, test-run loop floor): '
-          '%.1f ns/pkt' % pass_ns)
-    C.log('two bpf_xdp_adjust_head calls cost %.1f ns (the restore of an '
-          'encapsulated frame does one; restore+pass does none, so net LB '
-          'below includes ~%.1f ns of restore: slightly pessimistic)'
-          % (adjust_ns, adjust_ns / 2))
+    C.log('XDP_PASS (empty program, the test-run loop floor): %.1f ns/pkt '
+          'per core, %.1f ns wall' % (pass_ns['cpu'], pass_ns['wall']))
+    C.log('two bpf_xdp_adjust_head calls: %.1f ns per core (net LB includes '
+          'one, done by the restore: ~%.1f ns pessimistic)'
+          % (adjust_ns['cpu'], adjust_ns['cpu'] / 2))
     C.log('')
-    C.log('%-14s %9s %9s %9s %7s  %s' % ('path', 'rst+LB', 'rst+pass',
-                                         'net LB', 'xPASS', 'what'))
-    for scen, (lname, mode, desc) in SCENARIOS.items():
-        se = med(samples[scen]['rst_se'])
-        rp = med(samples[scen]['rst_pass'])
-        net = se - rp + pass_ns
-        spread = max(samples[scen]['rst_se']) - min(samples[scen]['rst_se'])
+    C.log('ns/packet         ------- per core -------   ------ wall -----')
+    C.log('%-14s %9s %9s %7s %9s %7s  %s' % (
+        'path', 'rst+LB', 'net LB', 'xPASS', 'net LB', 'xPASS', 'what'))
+    for scen, (_, _, desc) in SCENARIOS.items():
+        r = {}
+        for c in CLOCKS:
+            se = med(samples[scen]['rst_se'], c)
+            rp = med(samples[scen]['rst_pass'], c)
+            r[c] = (se, rp, se - rp + pass_ns[c])
+        net, net_w = r['cpu'][2], r['wall'][2]
         out['scenarios'][scen] = {
             'description': desc,
-            'restore_plus_lb_ns': round(se, 2),
-            'restore_plus_pass_ns': round(rp, 2),
             'net_lb_ns': round(net, 2),
-            'x_pass': round(net / pass_ns, 2),
-            'restore_plus_lb_spread_ns': round(spread, 2),
-            'net_lb_ns_from_minima': round(
-                min(samples[scen]['rst_se']) - min(samples[scen]['rst_pass'])
-                + min(samples['pass']), 2),
-            'kernel_duration_ns_median': med(kernel[scen]),
+            'x_pass': round(net / pass_ns['cpu'], 2),
+            'net_lb_ns_wall': round(net_w, 2),
+            'x_pass_wall': round(net_w / pass_ns['wall'], 2),
+            'restore_plus_lb_ns': round(r['cpu'][0], 2),
+            'restore_plus_pass_ns': round(r['cpu'][1], 2),
+            'restore_plus_lb_spread_ns': round(
+                max(s['cpu'] for s in samples[scen]['rst_se'])
+                - min(s['cpu'] for s in samples[scen]['rst_se']), 2),
+            'restore_plus_lb_kernel_duration_ns': med(
+                samples[scen]['rst_se'], 'kernel'),
         }
-        C.log('%-14s %9.1f %9.1f %9.1f %7.2f  %s'
-              % (scen, se, rp, net, net / pass_ns, desc))
-    v4 = out['scenarios']['4in4_hit']['net_lb_ns']
-    v6 = out['scenarios']['6in6_hit']['net_lb_ns']
-    t1 = {'name': '4in4 conn-hit <= 5 x XDP_PASS', 'value': round(v4, 2),
-          'limit': round(TARGET_V4_X_PASS * pass_ns, 2),
-          'ratio': round(v4 / pass_ns, 2),
-          'met': v4 <= TARGET_V4_X_PASS * pass_ns}
-    t2 = {'name': '6in6 conn-hit <= 2 x 4in4 conn-hit', 'value': round(v6, 2),
-          'limit': round(TARGET_V6_X_V4 * v4, 2), 'ratio': round(v6 / v4, 2),
+        C.log('%-14s %9.1f %9.1f %7.2f %9.1f %7.2f  %s' % (
+            scen, r['cpu'][0], net, net / pass_ns['cpu'], net_w,
+            net_w / pass_ns['wall'], desc))
+
+    sc = out['scenarios']
+    v4, v6 = sc['4in4_hit']['net_lb_ns'], sc['6in6_hit']['net_lb_ns']
+    t1 = {'name': '4in4 conn-hit <= %g x XDP_PASS' % TARGET_V4_X_PASS,
+          'value': v4, 'limit': round(TARGET_V4_X_PASS * pass_ns['cpu'], 2),
+          'ratio': round(v4 / pass_ns['cpu'], 2),
+          'ratio_wall': sc['4in4_hit']['x_pass_wall'],
+          'met': v4 <= TARGET_V4_X_PASS * pass_ns['cpu']}
+    t2 = {'name': '6in6 conn-hit <= %g x 4in4 conn-hit' % TARGET_V6_X_V4,
+          'value': v6, 'limit': round(TARGET_V6_X_V4 * v4, 2),
+          'ratio': round(v6 / v4, 2),
+          'ratio_wall': round(sc['6in6_hit']['net_lb_ns_wall']
+                              / sc['4in4_hit']['net_lb_ns_wall'], 2),
           'met': v6 <= TARGET_V6_X_V4 * v4}
     out['targets'] = {'v4_hit_vs_pass': t1, 'v6_vs_v4': t2}
     out['all_targets_met'] = t1['met'] and t2['met']
     C.log('')
     for t in (t1, t2):
-        C.log('target %-38s %7.1f ns vs limit %7.1f ns (ratio %.2f): %s'
-              % (t['name'], t['value'], t['limit'], t['ratio'],
-                 'MET' if t['met'] else 'MISSED'))
+        C.log('target %-36s %6.1f ns vs limit %6.1f ns per core (ratio %.2f; '
+              'wall ratio %.2f): %s' % (
+                  t['name'], t['value'], t['limit'], t['ratio'],
+                  t['ratio_wall'], 'MET' if t['met'] else 'MISSED'))
     return out
 
 
@@ -545,10 +487,8 @@ def main():
     try:
         with sb:
             ns = topology(sb)
-            samples, kernel, prof = C.run_in_netns(ns, Bench(sb, ns).run)
-        out = report(samples, kernel)
-        if prof:
-            report_profile(prof, out)
+            samples = C.run_in_netns(ns, Bench(sb, ns).run)
+        out = report(samples)
         out['elapsed_s'] = round(time.monotonic() - t0, 1)
     except Exception as exc:  # noqa: BLE001 - reported as the JSON line
         traceback.print_exc()

@@ -58,6 +58,7 @@ from amphora_agent.dataplane import structs  # noqa: E402
 REPEAT = int(os.environ.get('DSR_BENCH_REPEAT', 1_000_000))
 ROUNDS = int(os.environ.get('DSR_BENCH_ROUNDS', 7))
 CPU = int(os.environ.get('DSR_BENCH_CPU', -1))  # -1: no pinning
+LIMITS = dpmod.Limits(max_listeners=16)
 
 TARGET_V4_X_PASS = 5.0   # 4in4 conn-hit <= 5 x XDP_PASS
 TARGET_V6_X_V4 = 2.0     # 6in6 <= 2 x 4in4
@@ -85,7 +86,9 @@ LISTENERS = {
 SCENARIOS = {
     '4in4_hit': ('v4', 'hit', 'IPv4 in IPv4 (IPIP), conn-table hit'),
     '4in4_miss': ('v4', 'miss', 'IPv4 in IPv4, conn-table MISS: a new flow '
-                  'every run (listener lookup, Maglev ring, LRU insert)'),
+                  'every run (listener lookup, Maglev ring, LRU insert; the '
+                  '%d-entry conn table fills up in the first round, so '
+                  'mostly insert + evict)' % LIMITS.conn_table_size),
     '6in6_hit': ('v6', 'hit', 'IPv6 in IPv6 (proto 41), conn-table hit'),
     'gre4in4_hit': ('gre4', 'hit', 'IPv4 in GRE in IPv4, conn-table hit'),
     'gre6in6_hit': ('gre6', 'hit', 'IPv6 in GRE in IPv6 (v6 outer), '
@@ -242,8 +245,8 @@ class Bench:
     # Everything below runs in the SE namespace (forked child).
     def run(self):
         cpu = C.pin_cpu(CPU) if CPU >= 0 else 'any (not pinned)'
-        limits = dpmod.Limits(max_listeners=16)
-        dp = dpmod.Dataplane.open(self.sb.pin_dir, limits=limits, create=True)
+        dp = dpmod.Dataplane.open(self.sb.pin_dir, limits=LIMITS,
+                                  create=True)
         dp.apply(desired_state())
         for name, (_, _, members, cached) in LISTENERS.items():
             if not cached:
@@ -257,7 +260,7 @@ class Bench:
         # The bench object's SE maps are the configured Dataplane's pinned
         # maps, so se_process() in it sees exactly what dp.apply() wrote.
         obj = libbpf.BpfObject.open(C.BENCH_OBJ)
-        sizes = limits.map_sizes()
+        sizes = LIMITS.map_sizes()
         for name in dpmod.MAP_NAMES:
             handle = obj.find_map(name)
             handle.set_pin_path(os.path.join(self.sb.pin_dir, name))

@@ -8,6 +8,7 @@ restarts, the API helper socket, stop versus drain).
 from amphora_agent.bgp.exabgp_config import ConfigError
 from amphora_agent.bgp.exabgp_config import Peer
 from amphora_agent.bgp.exabgp_config import SpeakerConfig
+from amphora_agent.bgp.exabgp_config import config_from_options
 from amphora_agent.bgp.exabgp_config import parse_peer
 from amphora_agent.bgp.speaker import BgpError
 from amphora_agent.bgp.speaker import BgpNotRunning
@@ -15,4 +16,5 @@ from amphora_agent.bgp.speaker import BgpSpeaker
 from amphora_agent.bgp.speaker import PeerStatus
 
 __all__ = ['BgpError', 'BgpNotRunning', 'BgpSpeaker', 'ConfigError', 'Peer',
-           'PeerStatus', 'SpeakerConfig', 'parse_peer']
+           'PeerStatus', 'SpeakerConfig', 'config_from_options',
+           'parse_peer']

@@ -32,6 +32,7 @@ import re
 API_PROCESS = 'octavia-dsr-api'
 MAX_MD5_PASSWORD = 80          # RFC 2385 / TCP_MD5SIG_MAXKEYLEN
 DEFAULT_HOLD_TIME = 9
+LOG_LEVELS = ('DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL')
 _SAFE_PATH = re.compile(r'^/[A-Za-z0-9_./+@%=:-]*$')
 
 
@@ -194,6 +195,28 @@ class SpeakerConfig:
         return peer.local_address or self.nexthop(peer.family)
 
 
+def config_from_options(opts, nexthop4=None, nexthop6=None):
+    """SpeakerConfig from an oslo.config group (or any object) with the
+    attributes ``local_asn``, ``router_id``, ``peers`` (list of
+    :func:`parse_peer` specs), ``md5_password``, ``hold_time``,
+    ``nexthop_ipv4``, ``nexthop_ipv6``.  ``nexthop4``/``nexthop6``: the
+    SE's own addresses, used when the options leave the next hops unset;
+    the router id defaults to the IPv4 next hop."""
+    nh4 = getattr(opts, 'nexthop_ipv4', None) or nexthop4
+    nh6 = getattr(opts, 'nexthop_ipv6', None) or nexthop6
+    router_id = getattr(opts, 'router_id', None) or nh4
+    if not router_id:
+        raise ConfigError('bgp router_id is needed when the SE has no IPv4 '
+                          'address')
+    hold = getattr(opts, 'hold_time', None)
+    peers = [parse_peer(spec, getattr(opts, 'md5_password', None),
+                        DEFAULT_HOLD_TIME if hold is None else hold)
+             for spec in (getattr(opts, 'peers', None) or [])]
+    return SpeakerConfig(local_asn=getattr(opts, 'local_asn', None),
+                         router_id=router_id, peers=tuple(peers),
+                         nexthop4=nh4, nexthop6=nh6)
+
+
 def _check_path(path, what):
     path = str(path)
     if not _SAFE_PATH.match(path):
@@ -256,6 +279,10 @@ def render_env(log_level='INFO', user=None):
     pipe CLI, no daemonising (the speaker detaches it), no privilege drop
     (the API helper must reach its socket in the state dir), no listening
     socket (ExaBGP connects out), logs to stdout (the speaker's log file)."""
+    if str(log_level).upper() not in LOG_LEVELS:
+        raise ConfigError(f'ExaBGP log level {log_level!r}: one of '
+                          f'{", ".join(LOG_LEVELS)}')
+    log_level = str(log_level).upper()
     if user is None:
         user = pwd.getpwuid(os.getuid()).pw_name
     sections = {

@@ -72,6 +72,7 @@ import ipaddress
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -267,6 +268,26 @@ class BgpSpeaker:
     file.  The object holds no resources: dropping it leaves ExaBGP
     running (that is what an agent restart does)."""
 
+    @classmethod
+    def from_options(cls, opts, nexthop4=None, nexthop6=None,
+                     state_dir=None, netns=None):
+        """A speaker from the agent's ``[bgp]`` options (see
+        exabgp_config.config_from_options for the config part; here also
+        ``state_dir``, ``exabgp_command``, ``exabgp_log_level``,
+        ``start_timeout``, ``command_timeout``, ``restart_drain_time``)."""
+        config = exabgp_config.config_from_options(opts, nexthop4, nexthop6)
+        command = getattr(opts, 'exabgp_command', None)
+        kwargs = {}
+        for name in ('start_timeout', 'command_timeout',
+                     'restart_drain_time'):
+            value = getattr(opts, name, None)
+            if value is not None:
+                kwargs[name] = value
+        return cls(config, state_dir or opts.state_dir, netns=netns,
+                   exabgp_argv=shlex.split(command) if command else None,
+                   log_level=getattr(opts, 'exabgp_log_level', None) or
+                   'INFO', **kwargs)
+
     def __init__(self, config, state_dir, netns=None, exabgp_argv=None,
                  log_level='INFO', start_timeout=15.0, command_timeout=10.0,
                  restart_drain_time=1.0, stop_timeout=5.0):
@@ -281,7 +302,11 @@ class BgpSpeaker:
         self.state_dir = os.path.abspath(state_dir)
         self.netns = netns_path(netns)
         self.exabgp_argv = list(exabgp_argv or default_exabgp_argv())
-        self.log_level = log_level
+        if str(log_level).upper() not in exabgp_config.LOG_LEVELS:
+            raise exabgp_config.ConfigError(
+                f'ExaBGP log level {log_level!r}: one of '
+                f'{", ".join(exabgp_config.LOG_LEVELS)}')
+        self.log_level = str(log_level).upper()
         self.start_timeout = start_timeout
         self.command_timeout = command_timeout
         self.restart_drain_time = restart_drain_time

@@ -108,7 +108,9 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
 
 new_flow:
-	err = ring_choose(&p, l, cfg, &c);
+	/* An ICMP error about an unknown flow is not a flow: a spoofed one
+	 * must not fill the connection table. */
+	err = ring_choose(&p, l, cfg, &c, !icmp_err);
 	if (err)
 		return drop_vip(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
 steer:
@@ -116,10 +118,10 @@ steer:
 	encap = c.real->encap;
 	ls = bpf_map_lookup_elem(&listener_stats, &lid);
 	if (ls) {
-		if (c.new_flow)
-			ls->conn_misses++;
-		else
+		if (c.from_conn)
 			ls->conn_hits++;
+		else
+			ls->conn_misses++;
 	}
 	if (tunnel_src_missing(cfg, c.real->family))
 		return drop_vip(&p, ls, STAT_DROP_NO_TUNNEL_SRC);

@@ -16,7 +16,8 @@ struct choice {
 	__u32 real_idx;
 	struct real *real;
 	__u32 hash;
-	__u8 new_flow;
+	__u8 new_flow; /* a conn-table entry was created */
+	__u8 from_conn;
 };
 
 static __always_inline __u32 flow_hash(const struct pkt *p, __u8 hash_alg)
@@ -52,13 +53,15 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
 	c->real = r;
 	c->hash = conn->hash;
 	c->new_flow = 0;
+	c->from_conn = 1;
 	return 1;
 }
 
 /* A new flow: hash into the listener's ring and remember the choice.
  * Returns 0 with *c filled, or a STAT_DROP_* reason. */
 static __always_inline __u32 ring_choose(const struct pkt *p, const struct listener *l,
-					 const struct se_config *cfg, struct choice *c)
+					 const struct se_config *cfg, struct choice *c,
+					 int remember)
 {
 	struct conn fresh = {};
 	__u32 slot, *idx;
@@ -75,12 +78,14 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 	if (!c->real || !(c->real->flags & REAL_F_IN_USE))
 		return STAT_DROP_NO_MEMBER;
 
+	c->new_flow = remember;
+	if (!remember)
+		return 0;
 	fresh.real = c->real_idx;
 	fresh.gen = c->real->gen;
 	fresh.hash = c->hash;
 	fresh.atime = coarse_time();
 	bpf_map_update_elem(&conn_table, &p->flow, &fresh, BPF_ANY);
-	c->new_flow = 1;
 	return 0;
 }
 

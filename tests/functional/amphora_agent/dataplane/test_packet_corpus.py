@@ -611,7 +611,9 @@ class Case:
     verdict: int
     counter: str
     check: Optional[Callable] = None
-    xfail: Optional[str] = None  # a known program bug: reported, strict
+    # A known program bug: the case states the correct behaviour and is a
+    # strict xfail until the bug is fixed.
+    xfail: Optional[str] = None
 
 
 def C(id_, build, verdict, counter, check=None, xfail=None):
@@ -1186,11 +1188,8 @@ _SENT_BY = {
 }
 
 
-def _fuzz_frames(rng, known_bug_seeds=False):
-    # Frames of known bugs (strict xfail cases) are seeds only for the
-    # xfail property test: the others would re-find exactly them.
-    seeds = [bytes(c.build()) for c in CASES
-             if known_bug_seeds or not c.xfail]
+def _fuzz_frames(rng):
+    seeds = [bytes(c.build()) for c in CASES]
     vip4 = ipaddress.ip_address(VIP4).packed
     vip6 = ipaddress.ip_address(VIP6).packed
     for i in range(FUZZ_FRAMES):
@@ -1240,14 +1239,14 @@ def _fuzz_frames(rng, known_bug_seeds=False):
             yield bytes(pkt / Raw(l4 + rng.randbytes(rng.randint(0, 1600))))
 
 
-def _fuzz_run(se, known_bug_seeds=False):
+def _fuzz_run(se):
     """Yield (where, frame, result) for every fuzz frame, after checking
     what must hold for any frame: a real verdict, exactly one counter moved
     by one and it fits the verdict."""
     rng = random.Random(FUZZ_SEED)
     with se.inside():
         # Counters are read per frame; the whole loop stays in the netns.
-        for n, frame in enumerate(_fuzz_frames(rng, known_bug_seeds)):
+        for n, frame in enumerate(_fuzz_frames(rng)):
             before = se.counters()
             res = libbpf.prog_test_run(se.prog.fd, frame)
             after = se.counters()
@@ -1298,7 +1297,7 @@ def test_fuzz_steers_only_on_bytes_of_the_packet(se):
     fits the IP length, and the outer length is the inner length plus the
     encapsulation."""
     bad = []
-    for where, frame, res in _fuzz_run(se, known_bug_seeds=True):
+    for where, frame, res in _fuzz_run(se):
         (counter,) = res.delta
         if counter not in ("steered", "icmp_error_steered",
                            "icmp_echo_reply"):

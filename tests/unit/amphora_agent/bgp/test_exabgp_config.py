@@ -290,3 +290,46 @@ def test_plan_reports_vips_no_peer_can_carry():
 def test_plan_refuses_non_host_prefixes():
     with pytest.raises(ValueError):
         xc.plan_changes(make_config(), {'192.0.2.0/24'}, {})
+
+
+# -- options ---------------------------------------------------------------
+
+
+class Opts:
+    local_asn = 65001
+    router_id = None
+    peers = ['198.18.1.1 65000', '2001:db8:1:1::1 65000 hold_time=30']
+    md5_password = 'pw'
+    hold_time = 12
+    nexthop_ipv4 = None
+    nexthop_ipv6 = None
+
+
+def test_config_from_options_defaults_to_the_se_addresses():
+    c = xc.config_from_options(Opts, '198.18.1.2', '2001:db8:1:1::2')
+    assert c.router_id == '198.18.1.2' == c.nexthop4
+    assert c.nexthop6 == '2001:db8:1:1::2'
+    assert [(p.address, p.hold_time, p.password) for p in c.peers] == [
+        ('198.18.1.1', 12, 'pw'), ('2001:db8:1:1::1', 30, 'pw')]
+
+
+def test_config_from_options_overrides():
+    class O(Opts):
+        router_id = '10.9.9.9'
+        nexthop_ipv4 = '198.18.1.7'
+        peers = ['198.18.1.1 65000']
+        md5_password = None
+    c = xc.config_from_options(O, '198.18.1.2', None)
+    assert c.router_id == '10.9.9.9' and c.nexthop4 == '198.18.1.7'
+    assert c.peers[0].password is None
+    with pytest.raises(ConfigError):
+        xc.config_from_options(Opts, None, '2001:db8:1:1::2')   # no rid
+    class NoPeers(Opts):
+        peers = []
+    with pytest.raises(ConfigError):
+        xc.config_from_options(NoPeers, '198.18.1.2', '2001:db8:1:1::2')
+
+
+def test_render_env_refuses_unknown_log_level():
+    with pytest.raises(ConfigError):
+        xc.render_env('CHATTY', user='root')

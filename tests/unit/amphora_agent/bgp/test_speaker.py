@@ -321,3 +321,29 @@ def test_failed_start_reports_and_leaves_nothing(env):
         s.start()
     assert not s.running()
     assert not os.path.exists(os.path.join(env.state_dir, sp.PID_FILE))
+
+
+def test_from_options(env):
+    class Opts:
+        local_asn = 65001
+        router_id = None
+        peers = ['198.18.1.1 65000']
+        md5_password = None
+        hold_time = 9
+        nexthop_ipv4 = nexthop_ipv6 = None
+        state_dir = env.state_dir
+        exabgp_command = f'{sys.executable} {FAKE}'
+        exabgp_log_level = 'warning'
+        start_timeout = 7.0
+        command_timeout = None
+        restart_drain_time = 0.0
+    s = sp.BgpSpeaker.from_options(Opts, nexthop4='198.18.1.2')
+    env.speakers.append(s)
+    assert s.exabgp_argv == [sys.executable, FAKE]
+    assert s.log_level == 'WARNING' and s.start_timeout == 7.0
+    assert s.command_timeout == 10.0 and s.restart_drain_time == 0.0
+    assert s.start() == 'started'
+    s.announce('192.0.2.10')
+    assert s.announced() == {V4}
+    with pytest.raises(ValueError):
+        sp.BgpSpeaker(make_config(), env.state_dir, log_level='LOUD')

@@ -77,6 +77,49 @@ coordination_opts = [
 ]
 
 
+bgp_opts = [
+    cfg.BoolOpt('enabled', default=True,
+                help='Advertise VIPs by BGP (next hop = this SE).'),
+    cfg.IntOpt('local_asn', min=1, max=4294967295,
+               help='AS number of the SE; the SEs of a group may share it.'),
+    cfg.StrOpt('router_id',
+               help='BGP router id; default: the SE\'s IPv4 next hop.'),
+    cfg.MultiStrOpt('peers', default=[],
+                    help='One per router: "ADDRESS ASN [hold_time=N] '
+                         '[password=P] [local_address=A]". IPv4 peers carry '
+                         'IPv4 VIPs, IPv6 peers (native IPv6 sessions) IPv6 '
+                         'VIPs.'),
+    cfg.StrOpt('md5_password', secret=True,
+               help='TCP MD5 key for peers without their own password=.'),
+    cfg.IntOpt('hold_time', default=9, min=0, max=65535,
+               help='BGP hold time (0, or 3 and up) for peers without '
+                    'hold_time=.'),
+    cfg.StrOpt('nexthop_ipv4',
+               help='Next hop of IPv4 VIPs; default: [agent] '
+                    'tunnel_source4.'),
+    cfg.StrOpt('nexthop_ipv6',
+               help='Next hop of IPv6 VIPs; default: [agent] '
+                    'tunnel_source6.'),
+    cfg.StrOpt('state_dir', default='/run/octavia-dsr/bgp',
+               help='ExaBGP config, pid, announced set and API socket (one '
+                    'directory per SE; the socket path must stay <= 107 '
+                    'bytes).'),
+    cfg.StrOpt('exabgp_command',
+               help='Command running ExaBGP 5 (split like a shell command); '
+                    'default: the exabgp next to the agent\'s Python.'),
+    cfg.StrOpt('exabgp_log_level', default='INFO',
+               choices=['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'],
+               help='ExaBGP log level (<state_dir>/exabgp.log).'),
+    cfg.FloatOpt('restart_drain_time', default=1.0, min=0,
+                 help='Pause between withdrawing everything and stopping '
+                      'ExaBGP when a peer change forces a restart.'),
+    cfg.FloatOpt('start_timeout', default=15.0, min=1,
+                 help='Seconds for the ExaBGP API to come up.'),
+    cfg.FloatOpt('command_timeout', default=10.0, min=0.1,
+                 help='Seconds per ExaBGP API command.'),
+]
+
+
 def register_opts(conf):
     conf.register_opts(dataplane_opts, group='dataplane')
 
@@ -85,8 +128,9 @@ def register_agent_opts(conf):
     register_opts(conf)
     conf.register_opts(agent_opts, group='agent')
     conf.register_opts(coordination_opts, group='coordination')
+    conf.register_opts(bgp_opts, group='bgp')
 
 
 def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
-            ('coordination', coordination_opts)]
+            ('coordination', coordination_opts), ('bgp', bgp_opts)]

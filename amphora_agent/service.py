@@ -361,7 +361,11 @@ def main(argv=None):
 
     from amphora_agent.bgp import speaker as bgp_speaker
     from amphora_agent.health import monitor as hm
-    bgp = bgp_speaker.from_conf(conf)
+    bgp = None
+    if conf.bgp.enabled:
+        bgp = bgp_speaker.BgpSpeaker.from_options(
+            conf.bgp, nexthop4=conf.agent.tunnel_source4,
+            nexthop6=conf.agent.tunnel_source6)
     agent = None
     health = hm.HealthChecker(
         on_change=lambda *a: agent and agent.health_changed(*a),

@@ -88,7 +88,8 @@ class Relay:
         while self._fill(0):
             pass
         if self.buf:
-            log(f'discarding unsolicited output: {self.buf[:200]!r}')
+            if not self.buf.startswith(b'shutdown'):   # ExaBGP stopping
+                log(f'discarding unsolicited output: {self.buf[:200]!r}')
             self.buf = b''
 
     def execute(self, command):
@@ -190,10 +191,41 @@ class Relay:
             self.listener = None
 
 
+def send(sock_path, command, timeout=10.0):
+    """Client side: send ``command``, return ExaBGP's answer lines (the
+    last one is 'done', 'error' or 'timeout')."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(sock_path)
+        s.sendall(command.encode() + b'\n')
+        data = b''
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    return data.decode(errors='replace').splitlines()
+
+
+USAGE = '''usage: exabgp_api.py SOCKET_PATH          (run by ExaBGP)
+       exabgp_api.py --send SOCKET_PATH COMMAND...   (operator: e.g.
+           exabgp_api.py --send /run/octavia-dsr/se1/bgp/api.sock \\
+               show neighbor summary)
+'''
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        sys.stderr.write('usage: exabgp_api.py SOCKET_PATH\n')
+    if len(argv) >= 3 and argv[0] == '--send':
+        lines = send(argv[1], ' '.join(argv[2:]))
+        for line in lines:
+            print(line)
+        return 0 if lines and lines[-1] == 'done' else 1
+    if len(argv) != 1 or argv[0].startswith('-'):
+        sys.stderr.write(USAGE)
         return 2
     # ExaBGP signals its helpers with SIGTERM when it stops; leave quietly.
     signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))

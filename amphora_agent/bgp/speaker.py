@@ -59,9 +59,25 @@ the routers (and whatever they propagate to) converge while this SE still
 forwards the flows in flight, then stops ExaBGP; the intent becomes empty.
 Use drain for a planned shutdown, stop for "leave it to the routers".
 
+Both withdraw with ``clear adj-rib out`` (every route, to every peer the
+running ExaBGP has: right also when a config change replaced the peers).
+
 Routes: VIPs only (/32 and /128), each announced to the peers of its family
 with next hop = the SE's own address of that family.  No graceful-restart
 capability is negotiated (a dead SE's routes must go at once).
+
+Deployment notes
+----------------
+- systemd: the agent unit needs ``KillMode=process`` (or run ExaBGP in its
+  own unit/scope): the double fork escapes the agent's process tree, not
+  its cgroup, and the default ``KillMode=control-group`` would kill ExaBGP
+  on every agent restart.
+- ExaBGP respawns a dead API helper, but gives up and EXITS after 5 deaths
+  within ~64 s (its ``Too many death`` rule); the helper only exits when
+  ExaBGP does, so this takes someone killing it.  start() heals either way.
+- Operators can talk to a running speaker with
+  ``python -S exabgp_api.py --send <state_dir>/api.sock show neighbor
+  summary``.
 """
 
 import contextlib
@@ -300,6 +316,10 @@ class BgpSpeaker:
             raise TypeError('config must be a SpeakerConfig')
         self.config = config
         self.state_dir = os.path.abspath(state_dir)
+        if len(os.path.join(self.state_dir, SOCKET_FILE).encode()) > 107:
+            raise exabgp_config.ConfigError(
+                f'state dir {self.state_dir!r} too long for a unix socket '
+                'path')
         self.netns = netns_path(netns)
         self.exabgp_argv = list(exabgp_argv or default_exabgp_argv())
         if str(log_level).upper() not in exabgp_config.LOG_LEVELS:
@@ -541,8 +561,11 @@ class BgpSpeaker:
             if self.config_path in argv and any('exabgp' in a
                                                 for a in argv):
                 pid = int(d)
+                start_time = process_start_time(pid)
+                if start_time is None:
+                    continue            # gone meanwhile
                 LOG.warning('BGP: stopping stray ExaBGP pid %d', pid)
-                self._terminate_tree(pid, process_start_time(pid))
+                self._terminate_tree(pid, start_time)
 
     def _launch(self, conf, env, argv, digest):
         os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
@@ -602,7 +625,10 @@ class BgpSpeaker:
     def _stop_locked(self, rec, drain=None):
         if drain is not None:
             try:
-                self._sync(frozenset(), persist=False)
+                # Withdraws everything ExaBGP announced, to every peer it
+                # has: right even when the running ExaBGP has another peer
+                # list than self.config (a restart for a config change).
+                self.command('clear adj-rib out')
                 self._wait_rib_empty(min(drain, 5.0) + 1.0)
                 if drain > 0:
                     time.sleep(drain)   # let the routers converge
@@ -616,7 +642,8 @@ class BgpSpeaker:
 
     def _wait_rib_empty(self, timeout):
         deadline = time.monotonic() + timeout
-        while any(self.rib().values()):
+        while exabgp_config.parse_adj_rib_out(
+                self.command('show adj-rib out')):
             if time.monotonic() >= deadline:
                 raise BgpError('routes still in adj-rib-out')
             time.sleep(0.01)

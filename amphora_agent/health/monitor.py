@@ -29,10 +29,11 @@ threshold, ``max_retries_down`` the fall threshold): an ONLINE member goes
 to ERROR after ``max_retries_down`` consecutive failed probes; an ERROR
 member goes back ONLINE after ``max_retries`` consecutive successful ones;
 any other result resets the opposite count.  A change takes effect the
-moment the deciding probe completes, so a failing member leaves the usable
-set at most ``max_retries_down x delay + timeout`` after it started failing
-(plus the first probe's phase), and comes back at most
-``max_retries x delay + timeout`` after it recovered.
+moment the deciding probe completes (on_change follows within
+milliseconds), so a member that starts failing leaves the usable set at
+most ``max_retries_down x delay + timeout`` later -- within one interval
+after its last allowed failure -- and one that recovers comes back at most
+``max_retries x delay + timeout`` later.
 
 Initial status (``init_state``, HAProxy's server ``init-state`` names):
 
@@ -63,11 +64,11 @@ whole slots went by (a stalled loop) they are skipped and counted.
 """
 
 import asyncio
+import ipaddress
 import logging
 import queue
 import random
 import threading
-import time
 from typing import Callable, Hashable, Mapping, Optional
 
 from amphora_agent.health import probes
@@ -182,8 +183,8 @@ class HealthChecker:
     """Probes targets and keeps their Octavia operating status.
 
     ``on_change(key, old, new)``: see the module doc.
-    ``source4`` / ``source6``: source addresses of the probes (None: the
-    kernel picks by route).
+    ``source4`` / ``source6``: source addresses of the probes (None or '':
+    the kernel picks by route); a probe that cannot bind its source fails.
     ``init_state``: status of a newly monitored target (module doc).
     ``jitter``: a target's first probe is at a random phase in
     [0, jitter x delay) after it is added (or after start()).
@@ -203,12 +204,13 @@ class HealthChecker:
         if not 0 <= jitter <= 1:
             raise InvalidMonitor(f'jitter {jitter!r} is invalid: a fraction '
                                  'of the delay in 0..1')
+        source4 = _source(source4, 4, 'source4')
+        source6 = _source(source6, 6, 'source6')
         self.on_change = on_change
         self.init_state = init_state
         self.jitter = jitter
         self.on_probe = on_probe
-        self._prober = prober or probes.Prober(source4 or None,
-                                               source6 or None)
+        self._prober = prober or probes.Prober(source4, source6)
         self._rng = random.Random(seed)
         self._lock = threading.RLock()
         self._entries = {}
@@ -319,6 +321,7 @@ class HealthChecker:
         with self._lock:
             if self._running:
                 return
+            _raise_nofile_limit()
             self._running = True
             self._loop = asyncio.new_event_loop()
             ready = threading.Event()
@@ -341,9 +344,12 @@ class HealthChecker:
             self._running = False
             loop, thread, notifier = self._loop, self._thread, self._notifier
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout)
+        me = threading.current_thread()
+        if me is not thread:  # stop() from on_probe: the loop ends after it
+            thread.join(timeout)
         self._events.put(_STOP)
-        notifier.join(timeout)
+        if me is not notifier:  # stop() from on_change: ends after it
+            notifier.join(timeout)
         with self._lock:
             for entry in self._entries.values():
                 entry.task = None
@@ -476,13 +482,34 @@ class HealthChecker:
                 self._events.put((entry.key,) + change)
 
 
-def wait_for_status(checker, key, status, timeout, interval=0.01):
-    """Poll until ``checker.status(key) == status``; True, or False when
-    ``timeout`` seconds passed first (a test and tooling helper)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if checker.status(key) == status:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
+def _source(value, family, field):
+    if not value:
+        return None
+    try:
+        addr = ipaddress.ip_address(str(value))
+    except ValueError:
+        addr = None
+    if addr is None or addr.version != family:
+        raise InvalidMonitor(f'{field} {value!r} is invalid: an IPv{family} '
+                             'address of this SE, or None')
+    return str(addr)
+
+
+NOFILE_WANTED = 65536
+
+
+def _raise_nofile_limit():
+    """Every probe holds a socket until it ends: with many members timing
+    out at once, 1,024 descriptors (a common soft limit) would make probes
+    of healthy members fail with EMFILE.  Raise the soft limit towards the
+    hard one (never lower it)."""
+    try:
+        import resource
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = NOFILE_WANTED if hard == resource.RLIM_INFINITY else \
+            min(hard, NOFILE_WANTED)
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            LOG.debug('RLIMIT_NOFILE soft limit %s -> %s', soft, want)
+    except (ImportError, OSError, ValueError) as exc:  # pragma: no cover
+        LOG.debug('RLIMIT_NOFILE not raised: %s', exc)

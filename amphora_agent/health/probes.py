@@ -22,6 +22,11 @@ UDP-CONNECT send one datagram on a connected UDP socket; the member is down
             when an ICMP error (port / host unreachable) comes back within
             the timeout -- ECONNREFUSED on the socket -- and up otherwise,
             answer or not (Octavia's ``nc -uz`` / keepalived semantics).
+            Linux members rate-limit ICMP errors per destination
+            (net.ipv4.icmp_ratelimit: 1/s after a burst of 6): with a delay
+            under ~1 s some probes of a closed port see no error.  Octavia
+            refuses UDP-CONNECT delays under 3 s by default
+            (udp_connect_min_interval_health_monitor).
 """
 
 import asyncio
@@ -49,6 +54,8 @@ _LINGER_RST = struct.pack('ii', 1, 0)
 _STATUS_RE = re.compile(rb'^HTTP/\d(?:\.\d)?\s+(\d{3})(?:\s|$)')
 MAX_STATUS_LINE = 8192
 UDP_PAYLOAD = b'X'  # what `nc -uz` (Octavia's UDP-CONNECT check) sends
+# asyncio.timeout (3.11+) is cheaper than wait_for (a task per probe).
+_timeout = getattr(asyncio, 'timeout', None)
 
 
 class ProbeFailed(Exception):
@@ -182,10 +189,12 @@ class Pinger:
         fut = self.loop.create_future()
         self.waiters[key] = fut
         try:
-            try:
-                self.sock.sendto(packet, (address, 0))
-            except BlockingIOError:
-                await self.loop.sock_sendto(self.sock, packet, (address, 0))
+            while True:
+                try:
+                    self.sock.sendto(packet, (address, 0))
+                    break
+                except BlockingIOError:  # send buffer full: try again soon
+                    await asyncio.sleep(0.001)
             await fut
         finally:
             self.waiters.pop(key, None)
@@ -253,24 +262,31 @@ class Prober:
         mon = target.monitor
         kind = mon.type
         try:
-            async with asyncio.timeout(mon.timeout):
-                if kind == hs.TCP:
-                    return await self._tcp(target)
-                if kind in hs.HTTP_TYPES:
-                    return await self._http(target, tls=kind == hs.HTTPS)
-                if kind == hs.TLS_HELLO:
-                    return await self._tls_hello(target)
-                if kind == hs.PING:
-                    return await self._ping(target)
-                if kind == hs.UDP_CONNECT:
-                    return await self._udp(target)
-                return False, f'unsupported monitor type {kind}'
-        except TimeoutError:
+            if _timeout is not None:
+                async with _timeout(mon.timeout):
+                    return await self._dispatch(target)
+            return await asyncio.wait_for(self._dispatch(target),
+                                          mon.timeout)
+        except asyncio.TimeoutError:
             if kind == hs.UDP_CONNECT:
                 return True, 'no ICMP error'
             return False, f'timeout after {mon.timeout:g}s'
         except (OSError, ProbeFailed, ssl.SSLError, EOFError) as exc:
             return False, _reason(exc)
+
+    def _dispatch(self, target):
+        kind = target.monitor.type
+        if kind == hs.TCP:
+            return self._tcp(target)
+        if kind in hs.HTTP_TYPES:
+            return self._http(target, tls=kind == hs.HTTPS)
+        if kind == hs.TLS_HELLO:
+            return self._tls_hello(target)
+        if kind == hs.PING:
+            return self._ping(target)
+        if kind == hs.UDP_CONNECT:
+            return self._udp(target)
+        raise ProbeFailed(f'unsupported monitor type {kind}')
 
     @staticmethod
     def _family(target):

@@ -74,7 +74,7 @@ class _BirdProcess:
         return [
             f'log "{self.log_path}" all;',
             f"router id {self.router_id};",
-            "timeformat protocol iso long;",
+            "timeformat protocol iso long ms;",
             "protocol device { scan time 10; }",
         ]
 

@@ -123,6 +123,7 @@ def test_member_failure_and_recovery(make_topology):
     proc = topo.spawn('se1', [netns.PYTHON, SCRIPT, json.dumps(config)],
                       ready=r'^READY', ready_timeout=20, env=env, cwd=REPO)
     chk = Checker(proc)
+    figures = {}
 
     # Initial statuses, then the 404 target fails its first probe.
     t0 = time.monotonic()
@@ -141,17 +142,20 @@ def test_member_failure_and_recovery(make_topology):
         c = chk.wait_change(key, 'ERROR', t_kill, FAIL_BOUND + SLACK)
         assert c['t'] - t_kill <= FAIL_BOUND + SLACK / 2, c
         assert c['reason'] == 'connection refused', c
+        figures[f'{key} down'] = c['t'] - t_kill
     # Restart it: back ONLINE.
     topo.start_http_server('m1', binds=[m1.ipv4, m1.ipv6], port=HTTP_PORT)
     t_up = time.monotonic()
     for key in ('m1-http4', 'm1-http6', 'm1-tcp'):
         c = chk.wait_change(key, 'ONLINE', t_up, RISE_BOUND + SLACK)
         assert c['t'] - t_up <= RISE_BOUND + SLACK / 2, c
+        figures[f'{key} up'] = c['t'] - t_up
 
     # Kill m2's UDP server: the ICMP port unreachable marks it ERROR.
     t_kill = kill(udp2)
     c = chk.wait_change('m2-udp', 'ERROR', t_kill, FAIL_BOUND + SLACK)
     assert c['reason'] == 'connection refused', c
+    figures['m2-udp down'] = c['t'] - t_kill
     topo.start_udp_echo('m2', binds=[m2.ipv4], port=UDP_PORT)
     chk.wait_change('m2-udp', 'ONLINE', time.monotonic(),
                     RISE_BOUND + SLACK)
@@ -167,11 +171,13 @@ def test_member_failure_and_recovery(make_topology):
         c = chk.wait_change(key, 'ERROR', t_down, FAIL_BOUND + SLACK)
         assert c['t'] - t_down <= FAIL_BOUND + SLACK / 2, c
         assert c['reason'] == f'timeout after {TIMEOUT:g}s', c
+        figures[f'{key} down'] = c['t'] - t_down
     topo.run('m2', ['nft', 'delete', 'table', 'inet', 'hcdrop'])
     t_up = time.monotonic()
     for key in ('m2-ping4', 'm2-ping6', 'm2-404-ok'):
         c = chk.wait_change(key, 'ONLINE', t_up, RISE_BOUND + SLACK)
         assert c['t'] - t_up <= RISE_BOUND + SLACK / 2, c
+        figures[f'{key} up'] = c['t'] - t_up
 
     # The 404 target never changed again; the untouched ones never failed.
     assert [(c['old'], c['new']) for c in chk.changes()
@@ -179,5 +185,8 @@ def test_member_failure_and_recovery(make_topology):
                                              ('ONLINE', 'ERROR')]
     for key in ('m2-nomon', 'm2-admin'):
         assert len([c for c in chk.changes() if c['key'] == key]) == 1
+    print(f'bounds: down <= {FAIL_BOUND:g}s, up <= {RISE_BOUND:g}s; '
+          'measured: ' + ', '.join(f'{k} {v:.2f}s'
+                                   for k, v in figures.items()))
     rc = proc.stop()
     assert rc == 0, proc.output_tail()

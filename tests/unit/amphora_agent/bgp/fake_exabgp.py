@@ -4,7 +4,7 @@ Run like ExaBGP (``fake_exabgp.py CONFIG``): it starts the API process of
 the config (the real exabgp_api.py helper) and answers the few commands the
 speaker sends, keeping an adj-rib-out per neighbor:
 
-    show neighbor json | show adj-rib out
+    show neighbor json | show adj-rib out | clear adj-rib out
     neighbor <ip> announce route <prefix> next-hop <nh>
     neighbor <ip> withdraw route <prefix>
 
@@ -61,6 +61,11 @@ def main():
                     afi = 'ipv6' if ':' in prefix else 'ipv4'
                     out.append(f'{p} {afi} unicast {prefix} next-hop {nh}')
             answer(out)
+            continue
+        if cmd == 'clear adj-rib out':
+            for routes in rib.values():
+                routes.clear()
+            answer([])
             continue
         m = re.match(r'neighbor (\S+) announce route (\S+) next-hop (\S+)$',
                      cmd)

@@ -382,3 +382,42 @@ def test_on_change_may_call_back_into_the_checker(fake):
     with c:
         wait_until(lambda: seen, 5, 'a notification')
     assert seen[0][:3] == ('a', ONLINE, ONLINE)
+
+
+def test_source_address_validation():
+    with pytest.raises(hm.InvalidMonitor, match='source4'):
+        hm.HealthChecker(source4='::1')
+    with pytest.raises(hm.InvalidMonitor, match='source6'):
+        hm.HealthChecker(source6='127.0.0.1')
+    with pytest.raises(hm.InvalidMonitor, match='source4'):
+        hm.HealthChecker(source4='se1')
+    hm.HealthChecker(source4='', source6=None)  # unset
+    hm.HealthChecker(source4='127.0.0.1', source6='::1')
+
+
+def test_real_probes_use_the_source_address(make_checker):
+    with servers.TcpAcceptor('0.0.0.0') as srv:
+        c, events = make_checker(source4='127.0.0.5')
+        c.set_targets({'m': hm.Target('127.0.0.1', srv.port,
+                                      mon(delay=0.05, timeout=0.05))})
+        c.start()
+        wait_until(lambda: srv.peers, 5, 'a connection')
+        c.stop()
+    assert set(srv.peers) == {'127.0.0.5'}
+
+
+def test_stop_from_the_callback(fake):
+    done = threading.Event()
+    holder = {}
+
+    def on_change(key, old, new):
+        holder['c'].stop()
+        done.set()
+
+    c = hm.HealthChecker(on_change=on_change, prober=fake)
+    holder['c'] = c
+    c.set_targets({'a': hm.Target('192.0.2.1', 80, mon())})
+    c.start()
+    assert done.wait(5)
+    wait_until(lambda: not c.stats()['running'], 5, 'stopped')
+    wait_until(lambda: fake.closed == 1, 5, 'prober closed')

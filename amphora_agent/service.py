@@ -390,3 +390,8 @@ def main(argv=None):
     LOG.info('draining')
     agent.stop(drain=True)
     return 0
+
+
+if __name__ == '__main__':
+    import sys
+    sys.exit(main())

@@ -28,6 +28,58 @@ def _prefix(vip):
     return f'{vip}/{32 if vip.version == 4 else 128}'
 
 
+class _ControlThread:
+    """Runs callables in a thread started in the agent's own namespace.
+
+    Sockets belong to the network namespace of the thread that opens them;
+    the reconciler lives in the SE's namespace, so every RPC (which may open
+    a new broker connection) is made from here instead.
+    """
+
+    def __init__(self):
+        import concurrent.futures
+        import queue
+        self._futures = concurrent.futures
+        self._queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name='control',
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            future, func, args, kwargs = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(func(*args, **kwargs))
+            except BaseException as exc:  # noqa: BLE001 -- to the caller
+                future.set_exception(exc)
+
+    def call(self, func, *args, **kwargs):
+        future = self._futures.Future()
+        self._queue.put((future, func, args, kwargs))
+        return future.result()
+
+    def stop(self):
+        self._queue.put(None)
+        self._thread.join(timeout=10)
+
+
+class _ControllerProxy:
+    """ControllerClient whose calls run on the control thread."""
+
+    def __init__(self, client, control):
+        self._client = client
+        self._control = control
+
+    def __getattr__(self, name):
+        method = getattr(self._client, name)
+        return lambda *a, **kw: self._control.call(method, *a, **kw)
+
+
 class Agent:
     def __init__(self, conf, bgp=None, health=None, transport=None,
                  membership=None):
@@ -42,7 +94,9 @@ class Agent:
         self.health = health
         self.transport = transport or rpc.get_transport(conf)
         self.membership = membership
-        self.controller = rpc.ControllerClient(self.transport)
+        self._control = _ControlThread()
+        self.controller = _ControllerProxy(
+            rpc.ControllerClient(self.transport), self._control)
         self.dp = None
         self.snapshot = None
         self.applied_generation = None
@@ -123,6 +177,7 @@ class Agent:
             self.membership.stop()
         if self.dp:
             self.dp.close()
+        self._control.stop()
 
     # ----------------------------------------------------------- triggers
     def config_changed(self, se_group, generation):
@@ -198,6 +253,10 @@ class Agent:
     def _fetch(self):
         """Get and validate the snapshot; True when it is new."""
         document = self.controller.get_config(self.se_group, self.se_id)
+        if document is None:
+            LOG.info('the controller has no configuration for group %s yet',
+                     self.se_group)
+            return False
         try:
             snap = snapshot_mod.parse(document)
             if snap.se_group != self.se_group:

@@ -1,0 +1,304 @@
+"""A lab for dsr-agent: SEs running the real agent process against real
+RabbitMQ (private vhost), Redis (private SE group) and a BIRD router.
+
+The controller is a test double built on the same oslo.messaging API as the
+real one will be: it serves get_config from a snapshot the test sets, casts
+config_changed, and records every report.
+"""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import oslo_messaging as messaging
+from oslo_config import cfg
+
+from amphora_agent import rpc
+from tests.functional import bird as bird_mod
+from tests.functional import netns
+
+RABBIT = 'rabbit://guest:guest@127.0.0.1:5672/'
+REDIS = 'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1'
+ROUTER_ASN = 65000
+SE_ASN = 65001
+PIN_ROOT = '/sys/fs/bpf'
+
+
+def rabbitmqctl(*args):
+    return subprocess.run(['rabbitmqctl', '-q'] + list(args),
+                          capture_output=True, text=True, timeout=60)
+
+
+class FakeController:
+    """The controller's RPC surface, recording what agents send."""
+
+    def __init__(self, transport, server_id):
+        self.snapshot = None
+        self.states = {}      # se_id -> last report_state
+        self.statuses = {}    # se_id -> last member statuses
+        self.stats = {}       # se_id -> last stats
+        self.get_config_calls = 0
+        self.lock = threading.Lock()
+        self._server = rpc.controller_server(transport, server_id, [self])
+        self._notifier = rpc.AgentNotifier(transport)
+        self.target = messaging.Target(namespace=rpc.CONTROLLER_NAMESPACE,
+                                       version=rpc.API_VERSION)
+
+    def start(self):
+        self._server.start()
+
+    def stop(self):
+        self._server.stop()
+        self._server.wait()
+
+    # RPC endpoints
+    def get_config(self, ctxt, se_group, se_id):
+        with self.lock:
+            self.get_config_calls += 1
+            return self.snapshot
+
+    def report_state(self, ctxt, se_id, se_group, state):
+        with self.lock:
+            self.states[se_id] = state
+
+    def report_member_status(self, ctxt, se_id, se_group, generation,
+                             statuses):
+        with self.lock:
+            self.statuses[se_id] = statuses
+
+    def report_stats(self, ctxt, se_id, se_group, stats):
+        with self.lock:
+            self.stats[se_id] = stats
+
+    def publish(self, snapshot, se_group):
+        with self.lock:
+            self.snapshot = snapshot
+        self._notifier.config_changed(se_group, snapshot['generation'])
+
+
+class AgentLab:
+    def __init__(self, topo, bfd=False):
+        self.topo = topo
+        self.tag = topo.prefix.rstrip('-')
+        self.se_group = f'g-{self.tag}'
+        self.vhost = f'dsr-{self.tag}'
+        self.root = tempfile.mkdtemp(prefix=f'agent-{self.tag}-')
+        self.pin_root = os.path.join(PIN_ROOT, f'octavia-dsr-test-{self.tag}')
+        self.agents = {}
+        self.bird = None
+        self.controller = None
+        self.transport = None
+        self.generation = 0
+
+    # ------------------------------------------------------------ set-up
+    def start(self):
+        for args in (('add_vhost', self.vhost),
+                     ('set_permissions', '-p', self.vhost, 'guest',
+                      '.*', '.*', '.*')):
+            out = rabbitmqctl(*args)
+            assert out.returncode == 0, out.stderr
+        self.transport = messaging.get_rpc_transport(
+            cfg.CONF, url=RABBIT + self.vhost)
+        self.controller = FakeController(self.transport, f'ctl-{self.tag}')
+        self.controller.start()
+        self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN)
+        self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=3)
+        self.bird.start()
+        for member in self.topo.members:
+            self.topo.setup_member(member.name)
+            self.dsrctl(member.name, 'decap', 'attach', member.ifname,
+                        '--address', member.ipv4, '--address', member.ipv6)
+            # Health probes go to the member's own address: serve there too.
+            binds = (netns.VIP4, netns.VIP6, member.ipv4, member.ipv6)
+            self.topo.start_http_server(member.name, binds=binds)
+            self.topo.start_udp_echo(member.name, binds=binds)
+
+    def dsrctl(self, host, *args, check=True):
+        cmd = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl',
+               '--netns', self.topo.ns(host),
+               '--pin-dir', os.path.join(self.pin_root, host),
+               '--decap-pin-dir', os.path.join(self.pin_root,
+                                               host + '-decap')]
+        out = subprocess.run(cmd + list(args), capture_output=True,
+                             text=True, timeout=60)
+        if check:
+            assert out.returncode == 0, out.stdout + out.stderr
+        return out
+
+    def show(self, se):
+        return json.loads(self.dsrctl(se, 'show', '--json').stdout)
+
+    def config_file(self, se):
+        host = self.topo.host(se)
+        path = os.path.join(self.root, f'{se}.conf')
+        bgp_dir = os.path.join(self.root, se, 'bgp')
+        with open(path, 'w') as f:
+            f.write(f"""[DEFAULT]
+transport_url = {RABBIT}{self.vhost}
+debug = false
+log_file = {os.path.join(self.root, se + '.log')}
+
+[agent]
+se_id = {se}-{self.tag}
+se_group = {self.se_group}
+netns = {host.ns}
+tunnel_source4 = {host.ipv4}
+tunnel_source6 = {host.ipv6}
+stats_interval = 1
+resync_interval = 5
+nexthop_refresh_interval = 5
+drain_wait = 0.5
+
+[dataplane]
+pin_dir = {os.path.join(self.pin_root, se)}
+interface = {host.ifname}
+xdp_mode = generic
+max_listeners = 8
+
+[coordination]
+backend_url = {REDIS}
+
+[bgp]
+local_asn = {SE_ASN}
+peers = {host.gw4} {ROUTER_ASN}
+peers = {host.gw6} {ROUTER_ASN}
+hold_time = 3
+state_dir = {bgp_dir}
+""")
+        return path
+
+    def start_agent(self, se):
+        proc = netns.Proc([sys.executable, '-m', 'amphora_agent.service',
+                           '--config-file', self.config_file(se)])
+        try:
+            proc.wait_for_line(r'^READY', 30)
+        except BaseException:
+            netns.kill_proc(proc)
+            raise
+        self.agents[se] = proc
+        return proc
+
+    def start_agents(self):
+        for se in self.topo.ses:
+            self.start_agent(se.name)
+
+    def kill_agent(self, se, sig=signal.SIGKILL):
+        proc = self.agents.pop(se)
+        os.kill(proc.pid, sig)
+        proc.wait(timeout=30)
+
+    # ---------------------------------------------------------- snapshots
+    def publish(self, load_balancers):
+        self.generation += 1
+        snap = {'schema_version': 1, 'se_group': self.se_group,
+                'generation': self.generation,
+                'load_balancers': load_balancers}
+        self.controller.publish(snap, self.se_group)
+        return self.generation
+
+    def publish_raw(self, document):
+        self.controller.publish(document, self.se_group)
+
+    def wait_applied(self, generation, ses=None, timeout=20):
+        ses = ses or [s.name for s in self.topo.ses]
+
+        def applied():
+            return all((self.controller.states.get(f'{se}-{self.tag}') or
+                        {}).get('applied_generation') == generation
+                       for se in ses)
+        netns.wait_for(applied, timeout,
+                       f'generation {generation} applied on {ses}')
+
+    def state(self, se):
+        return self.controller.states.get(f'{se}-{self.tag}') or {}
+
+    def statuses(self, se):
+        return self.controller.statuses.get(f'{se}-{self.tag}') or {}
+
+    def wait_route(self, prefix, ses, timeout=15):
+        expected = sorted(self.topo.host(s).addr(6 if ':' in prefix else 4)
+                          for s in ses)
+
+        def ok():
+            return sorted(self.bird.kernel_nexthops(prefix)) == expected
+        netns.wait_for(ok, timeout, f'{prefix} via {ses}')
+
+    # ---------------------------------------------------------- teardown
+    def close(self):
+        for se in list(self.agents):
+            try:
+                self.kill_agent(se)
+            except Exception:  # noqa: BLE001
+                pass
+        _kill_processes_mentioning(self.root)
+        if self.bird is not None:
+            self.bird.stop()
+        if self.controller is not None:
+            self.controller.stop()
+        if self.transport is not None:
+            self.transport.cleanup()
+        rabbitmqctl('delete_vhost', self.vhost)
+        shutil.rmtree(self.pin_root, ignore_errors=True)
+        # Keep the agents' logs of the last run for post-mortems.
+        keep = os.path.join(tempfile.gettempdir(), 'dsr-agent-logs')
+        shutil.rmtree(keep, ignore_errors=True)
+        os.makedirs(keep, exist_ok=True)
+        for name in os.listdir(self.root):
+            if name.endswith('.log'):
+                shutil.copy(os.path.join(self.root, name), keep)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _kill_processes_mentioning(text):
+    """ExaBGP runs detached: find it (and its relay) by its state dir."""
+    me = os.getpid()
+    deadline = time.monotonic() + 5
+    while True:
+        found = []
+        for pid in os.listdir('/proc'):
+            if not pid.isdigit() or int(pid) == me:
+                continue
+            try:
+                with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                    if text.encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                continue
+        if not found or time.monotonic() > deadline:
+            return
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        time.sleep(0.05)  # reaping; bounded by the deadline above
+
+
+def member(id_, address, port=80, **kw):
+    return dict(id=id_, address=address, protocol_port=port, **kw)
+
+
+def load_balancer(vips, listeners, id_='lb1'):
+    return {'id': id_, 'vips': [{'address': v} for v in vips],
+            'listeners': listeners}
+
+
+def listener(id_, protocol, port, members, monitor=None, algorithm=None,
+             pool_id=None):
+    pool = {'id': pool_id or f'pool-{id_}',
+            'algorithm': algorithm or 'SOURCE_IP_PORT',
+            'members': members}
+    if monitor:
+        pool['health_monitor'] = monitor
+    return {'id': id_, 'protocol': protocol, 'port': port, 'pool': pool}
+
+
+def tcp_monitor(delay=1, timeout=1, max_retries=1, max_retries_down=1):
+    return {'id': 'hm1', 'type': 'TCP', 'delay': delay, 'timeout': timeout,
+            'max_retries': max_retries, 'max_retries_down': max_retries_down}

@@ -1,0 +1,18 @@
+import pytest
+
+from tests.functional.amphora_agent import agent_lab
+
+
+@pytest.fixture
+def make_lab(make_topology):
+    labs = []
+
+    def factory(n_se=3, n_members=2, **kwargs):
+        lab = agent_lab.AgentLab(make_topology(n_se=n_se,
+                                               n_members=n_members, **kwargs))
+        labs.append(lab)
+        lab.start()
+        return lab
+    yield factory
+    for lab in labs:
+        lab.close()

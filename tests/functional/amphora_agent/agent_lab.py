@@ -95,6 +95,8 @@ class AgentLab:
         self.controller = None
         self.transport = None
         self.generation = 0
+        self.bfd = bfd
+        self.responders = {}
 
     # ------------------------------------------------------------ set-up
     def start(self):
@@ -107,9 +109,16 @@ class AgentLab:
             cfg.CONF, url=RABBIT + self.vhost)
         self.controller = FakeController(self.transport, f'ctl-{self.tag}')
         self.controller.start()
-        self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN)
+        self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN,
+                                        bfd=self.bfd)
         self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=3)
         self.bird.start()
+        if self.bfd:
+            # ExaBGP has no BFD: a BFD-only BIRD on each SE answers it.
+            for se in self.topo.ses:
+                responder = bird_mod.BfdResponder(self.topo, se.name)
+                responder.start()
+                self.responders[se.name] = responder
         for member in self.topo.members:
             self.topo.setup_member(member.name)
             self.dsrctl(member.name, 'decap', 'attach', member.ifname,
@@ -153,7 +162,7 @@ tunnel_source6 = {host.ipv6}
 stats_interval = 1
 resync_interval = 5
 nexthop_refresh_interval = 5
-drain_wait = 0.5
+drain_wait = 1.0
 
 [dataplane]
 pin_dir = {os.path.join(self.pin_root, se)}
@@ -237,6 +246,8 @@ state_dir = {bgp_dir}
             except Exception:  # noqa: BLE001
                 pass
         _kill_processes_mentioning(self.root)
+        for responder in self.responders.values():
+            responder.stop()
         if self.bird is not None:
             self.bird.stop()
         if self.controller is not None:

@@ -61,3 +61,194 @@ def test_three_ses_announce_and_serve_with_dsr(make_lab):
         for se in ses) >= 24, 10, 'stats reported')
     assert all(lab.controller.stats[f'{se}-{lab.tag}']['listeners'][
         'l-tcp']['bytes_out'] == 0 for se in ses)
+
+
+def _route_stays(lab, prefix, ses, stop):
+    """Poll the router's route until stop is set; returns the deviations."""
+    import threading
+    bad = []
+    ip = netns.ipr(lab.topo.router.ns)
+    expected = sorted(lab.topo.host(s).addr(4) for s in ses)
+
+    def poll():
+        from tests.functional.bird import kernel_nexthops
+        while not stop.is_set():
+            hops = kernel_nexthops(ip, prefix)
+            if hops != expected:
+                bad.append(hops)
+            stop.wait(0.005)
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    return bad, t
+
+
+def test_agent_kill9_and_restart_lose_nothing(make_lab):
+    import threading
+    lab = make_lab(n_se=1)
+    lab.start_agents()
+    lab.wait_applied(lab.publish(basic_lb(lab)))
+    lab.wait_route(P4, ['se1'])
+    prober = lab.topo.start_udp_probe(VIP4, 5353, duration=4.0)
+    stop = threading.Event()
+    deviations, poller = _route_stays(lab, P4, ['se1'], stop)
+
+    lab.kill_agent('se1')          # SIGKILL: no drain, ExaBGP stays
+    lab.start_agent('se1')
+    gen = lab.publish(basic_lb(lab))   # the restarted agent reconfigures
+    lab.wait_applied(gen, ['se1'])
+    assert prober.poll() is None, 'probe ended before the restart'
+    summary = netns.probe_result(prober)
+    stop.set()
+    poller.join()
+    assert summary['lost'] == 0, summary
+    assert summary['switches'] == 0, summary
+    assert deviations == [], deviations[:5]
+
+
+def test_member_failure_and_recovery(make_lab):
+    lab = make_lab(n_se=2)
+    lab.start_agents()
+    lab.wait_applied(lab.publish(basic_lb(lab)))
+    lab.wait_route(P4, ['se1', 'se2'])
+    netns.wait_for(lambda: lab.statuses('se1').get('m1') == 'ONLINE', 10,
+                   'm1 ONLINE')
+
+    # m1's application stops listening: health marks it, the rings drop it.
+    lab.topo.run('m1', ['nft', 'add', 'table', 'inet', 'hmtest'])
+    lab.topo.run('m1', ['nft', 'add', 'chain', 'inet', 'hmtest', 'in',
+                        '{ type filter hook input priority 0; }'])
+    lab.topo.run('m1', ['nft', 'add', 'rule', 'inet', 'hmtest', 'in',
+                        'tcp', 'dport', '80', 'reject', 'with', 'tcp',
+                        'reset'])
+    netns.wait_for(lambda: all(lab.statuses(se).get('m1') == 'ERROR'
+                               for se in ('se1', 'se2')), 10, 'm1 ERROR')
+    for se in ('se1', 'se2'):
+        netns.wait_for(lambda: [m['address'] for m in lab.show(se)[
+            'listeners'][0]['members']] == [lab.topo.members[1].ipv4], 10,
+            f'm1 out of the ring on {se}')
+    assert {member_of(lab.topo.http_get(VIP4, source_port=p))
+            for p in range(41000, 41012)} == {'m2'}
+
+    lab.topo.run('m1', ['nft', 'delete', 'table', 'inet', 'hmtest'])
+    netns.wait_for(lambda: all(lab.statuses(se).get('m1') == 'ONLINE'
+                               for se in ('se1', 'se2')), 10, 'm1 ONLINE')
+    netns.wait_for(lambda: 'm1' in {
+        member_of(lab.topo.http_get(VIP4, source_port=p))
+        for p in range(41100, 41112)}, 10, 'm1 serving again')
+
+
+def test_last_member_down_withdraws_the_vip(make_lab):
+    lab = make_lab(n_se=2, n_members=1)
+    lab.start_agents()
+    lab.wait_applied(lab.publish(basic_lb(lab)))
+    lab.wait_route(P4, ['se1', 'se2'])
+    lab.wait_route(P6, ['se1', 'se2'])
+    for table in ('block',):
+        lab.topo.run('m1', ['nft', 'add', 'table', 'inet', table])
+        lab.topo.run('m1', ['nft', 'add', 'chain', 'inet', table, 'in',
+                            '{ type filter hook input priority 0; }'])
+        lab.topo.run('m1', ['nft', 'add', 'rule', 'inet', table, 'in',
+                            'tcp', 'dport', '80', 'reject', 'with', 'tcp',
+                            'reset'])
+    # VIP4 also has a UDP listener whose members have no monitor: it stays
+    # announced; VIP6 has only the monitored TCP listener: withdrawn.
+    lab.wait_route(P6, [])
+    lab.wait_route(P4, ['se1', 'se2'])
+    lab.topo.run('m1', ['nft', 'delete', 'table', 'inet', 'block'])
+    lab.wait_route(P6, ['se1', 'se2'])
+
+
+def test_bad_snapshots_are_rejected_and_change_nothing(make_lab):
+    lab = make_lab(n_se=1)
+    lab.start_agents()
+    good = lab.publish(basic_lb(lab))
+    lab.wait_applied(good)
+    before = lab.show('se1')
+    lbs = basic_lb(lab)
+    bad_documents = []
+    unknown = [dict(lbs[0], colour='red')] + lbs[1:]
+    bad_documents.append(('unknown field', unknown))
+    bad_addr = [dict(lbs[0], vips=[{'address': '192.0.2.300'}])] + lbs[1:]
+    bad_documents.append(('bad address', bad_addr))
+    dup = [dict(lbs[0], listeners=lbs[0]['listeners']
+                + [lbs[0]['listeners'][0]])] + lbs[1:]
+    bad_documents.append(('duplicate listener', dup))
+    for what, document in bad_documents:
+        gen = lab.publish(document)
+        netns.wait_for(lambda: lab.state('se1').get(
+            'rejected_generation') == gen, 10, f'{what} rejected')
+        assert lab.state('se1')['error'], what
+        assert lab.state('se1')['applied_generation'] == good
+        assert lab.show('se1') == before, what
+    lab.generation += 1
+    lab.publish_raw({'schema_version': 2, 'se_group': lab.se_group,
+                     'generation': lab.generation, 'load_balancers': []})
+    netns.wait_for(lambda: 'schema_version' in (lab.state('se1').get(
+        'error') or ''), 10, 'newer schema rejected')
+    assert lab.show('se1') == before
+    assert member_of(lab.topo.http_get(VIP4))
+
+
+def test_sigterm_drains_withdraw_first(make_lab):
+    import signal
+    lab = make_lab(n_se=2)
+    lab.start_agents()
+    lab.wait_applied(lab.publish(basic_lb(lab)))
+    lab.wait_route(P4, ['se1', 'se2'])
+    proc = lab.agents['se1']
+    import os
+    os.kill(proc.pid, signal.SIGTERM)
+    lab.wait_route(P4, ['se2'], timeout=5)
+    assert proc.poll() is None, 'the agent exited before its VIPs were gone'
+    proc.wait(timeout=30)
+    lab.agents.pop('se1')
+
+
+def test_se_vanishes_flows_keep_their_members(make_lab):
+    """An SE disappears (its traffic black-holed, every process killed):
+    BFD removes its path within half a second, and the flows the router
+    moves to the surviving SEs still reach the member they had."""
+    import time
+    lab = make_lab(n_se=3, bfd=True)
+    lab.start_agents()
+    lab.wait_applied(lab.publish(basic_lb(lab)))
+    ses = ['se1', 'se2', 'se3']
+    lab.wait_route(P4, ses)
+    netns.wait_for(lambda: all(r.sessions_up() >= 2
+                               for r in lab.responders.values()), 15,
+                   'BFD sessions up')
+    probers = [lab.topo.start_udp_probe(VIP4, 5353, duration=5.0,
+                                        source_port=port)
+               for port in range(46000, 46012)]
+    # Some of the flows must be going through se1 before it fails.
+    netns.wait_for(lambda: (lab.controller.stats.get(f'se1-{lab.tag}') or {})
+                   .get('listeners', {}).get('l-udp', {}).get('packets', 0)
+                   > 50, 5, 'probe flows through se1')
+
+    se1 = lab.topo.host('se1')
+    # Black-hole the SE: drop everything in and out, then take away the
+    # XDP program (which would run before the drop), then kill everything.
+    for rule in (['add', 'table', 'netdev', 'vanish'],
+                 ['add', 'chain', 'netdev', 'vanish', 'in',
+                  f'{{ type filter hook ingress device {se1.ifname} '
+                  'priority -500; policy drop; }'],
+                 ['add', 'table', 'inet', 'vanish'],
+                 ['add', 'chain', 'inet', 'vanish', 'out',
+                  '{ type filter hook output priority -500; policy drop; }']):
+        lab.topo.run('se1', ['nft'] + rule)
+    start = time.monotonic()
+    lab.dsrctl('se1', 'detach', se1.ifname)
+    lab.kill_agent('se1')
+    lab.responders.pop('se1').stop()
+    lab.wait_route(P4, ['se2', 'se3'], timeout=5)
+    removed_after = time.monotonic() - start
+
+    results = [netns.probe_result(p) for p in probers]
+    for summary in results:
+        assert summary['switches'] == 0, summary
+        assert summary['received'] > 0, summary
+    # Only flows that were on se1 lose packets, and only until BFD acts.
+    assert max(s['max_gap_ms'] for s in results) < 800, results
+    assert removed_after < 0.8, removed_after
+    print(f'SE-LOSS route removed after {removed_after:.3f} s; '
+          f'max gap {max(s["max_gap_ms"] for s in results)} ms')

@@ -14,6 +14,7 @@ import array
 import dataclasses
 import ipaddress
 import logging
+import mmap
 import os
 import socket
 
@@ -65,7 +66,8 @@ class Limits:
         return {
             'listeners': self.max_listeners,
             'vip_addrs': self.max_listeners,
-            'rings': self.max_listeners * self.ring_size,
+            # Two u32 slots per 8-byte element (see maps.h).
+            'rings': (self.max_listeners * self.ring_size + 1) // 2,
             'listener_stats': self.max_listeners,
             'reals': self.max_reals,
             'real_stats': self.max_reals,
@@ -110,6 +112,13 @@ class Dataplane:
         self.maps = maps
         self.limits = limits
         self._resolver = None
+        self._resolved = {}
+        rings = maps['rings']
+        length = rings.max_entries * rings.value_size  # = u32 slots * 4
+        length += -length % mmap.PAGESIZE
+        # The rings map is BPF_F_MMAPABLE: rings are written as memory.
+        self._rings_mem = mmap.mmap(rings.fd, length, mmap.MAP_SHARED,
+                                    mmap.PROT_READ | mmap.PROT_WRITE)
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -196,6 +205,9 @@ class Dataplane:
                 m.update(_u32(0), bytes(cfg))
 
     def close(self):
+        if getattr(self, '_rings_mem', None) is not None:
+            self._rings_mem.close()
+            self._rings_mem = None
         for m in self.maps.values():
             m.close()
         self.maps = {}
@@ -339,14 +351,37 @@ class Dataplane:
             self._resolver = nexthop_mod.NexthopResolver()
         return self._resolver
 
+    def _live_nexthops(self):
+        """{ResolvedNexthop: index} of the entries the map holds."""
+        table = {}
+        for raw_key, raw in self.maps['nexthops'].items():
+            nh = structs.Nexthop.from_bytes(raw)
+            if not nh.ifindex:
+                continue
+            key = nexthop_mod.ResolvedNexthop(
+                nh.ifindex, ':'.join(f'{b:02x}' for b in nh.smac),
+                ':'.join(f'{b:02x}' for b in nh.dmac), nh.mtu)
+            table[key] = int.from_bytes(raw_key, 'little')
+        return table
+
     def _nexthop_index(self, address, table):
-        """Index of the cached next hop for address (0 = use the FIB)."""
-        resolved = self._resolver_get().resolve(address)
+        """Index of the cached next hop for address (0 = use the FIB).
+
+        `table` holds the live entries: an entry in use is never rewritten
+        with another next hop, new ones take free indexes."""
+        if address not in self._resolved:
+            self._resolved[address] = self._resolver_get().resolve(address)
+        resolved = self._resolved[address]
         if resolved is None:
             return 0
+        resolved = dataclasses.replace(
+            resolved, smac=resolved.smac.lower(), dmac=resolved.dmac.lower(),
+            mtu=min(resolved.mtu, 0xffff))
         if resolved in table:
             return table[resolved]
-        index = len(table) + 1
+        used = set(table.values())
+        index = next((i for i in range(1, self.limits.max_nexthops)
+                      if i not in used), self.limits.max_nexthops)
         if index >= self.limits.max_nexthops:
             LOG.warning('next-hop cache full; %s uses bpf_fib_lookup',
                         address)
@@ -400,7 +435,8 @@ class Dataplane:
                             reverse=True)
 
         changes['config_updated'] = int(self._write_config(desired))
-        nexthops = {}
+        nexthops = self._live_nexthops()
+        self._resolved = {}
         to_free = []
         listener_writes = []
         for key, spec in desired.listeners.items():
@@ -485,8 +521,8 @@ class Dataplane:
         backends = [maglev.Backend(str(address), weight, index)
                     for address, (index, weight) in slots.items()]
         ring = maglev.build_ring(backends, size)
-        self.maps['rings'].update_batch(
-            _u32_keys(listener_id * size, size), ring.tobytes(), size)
+        start = listener_id * size * 4  # byte offset of a u32 slot array
+        self._rings_mem[start:start + size * 4] = ring.tobytes()
 
     def _sync_vip_addrs(self, desired):
         wanted = {}
@@ -510,15 +546,23 @@ class Dataplane:
     def refresh_nexthops(self):
         """Re-resolve every member's next hop (neighbour MACs change)."""
         reals, _ = self._live_reals()
-        table = {}
+        table = self._live_nexthops()
+        self._resolved = {}
+        referenced = set()
         for lst in reals.values():
             for live in lst:
                 index = self._nexthop_index(live.address, table)
+                referenced.add(index)
                 if index != live.real.nh:
                     live.real.nh = index
                     self.maps['reals'].update(_u32(live.index),
                                               bytes(live.real))
-        return len(table)
+        # Entries no member points at any more are cleared for reuse.
+        for key, index in table.items():
+            if index not in referenced:
+                self.maps['nexthops'].update(_u32(index),
+                                             bytes(structs.Nexthop()))
+        return len(referenced - {0})
 
     # --------------------------------------------------------------- stats
     def se_counters(self):

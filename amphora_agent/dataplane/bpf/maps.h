@@ -27,14 +27,29 @@ struct {
 	__uint(max_entries, DEFAULT_MAX_LISTENERS);
 } vip_addrs SEC(".maps");
 
-/* All Maglev rings, flat: slot s of listener l is at l * ring_size + s.
- * A value is an index into reals; 0 means "no member". */
+/* All Maglev rings, flat: slot s of listener l is global slot
+ * l * ring_size + s, a u32 index into reals (0 = "no member").  Two slots
+ * share one 8-byte element (array elements are 8-byte aligned, so u32
+ * elements would waste half the memory); as memory the map is a plain u32
+ * array, and it is memory-mappable so the agent writes whole rings with a
+ * memcpy instead of a syscall per slot. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__type(key, __u32);
-	__type(value, __u32);
-	__uint(max_entries, DEFAULT_MAX_LISTENERS * DEFAULT_RING_SIZE);
+	__type(value, __u64);
+	__uint(max_entries, (DEFAULT_MAX_LISTENERS * DEFAULT_RING_SIZE + 1) / 2);
+	__uint(map_flags, BPF_F_MMAPABLE);
 } rings SEC(".maps");
+
+static __always_inline __u32 ring_slot(__u32 global_slot)
+{
+	__u32 key = global_slot >> 1;
+	__u32 *pair = bpf_map_lookup_elem(&rings, &key);
+
+	if (!pair)
+		return 0;
+	return pair[global_slot & 1];
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -64,16 +64,15 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 					 int remember)
 {
 	struct conn fresh = {};
-	__u32 slot, *idx;
+	__u32 slot;
 
 	if (!cfg->ring_size)
 		return STAT_DROP_NO_MEMBER;
 	c->hash = flow_hash(p, l->hash_alg);
 	slot = l->id * cfg->ring_size + c->hash % cfg->ring_size;
-	idx = bpf_map_lookup_elem(&rings, &slot);
-	if (!idx || !*idx)
+	c->real_idx = ring_slot(slot);
+	if (!c->real_idx)
 		return STAT_DROP_NO_MEMBER;
-	c->real_idx = *idx;
 	c->real = bpf_map_lookup_elem(&reals, &c->real_idx);
 	if (!c->real || !(c->real->flags & REAL_F_IN_USE))
 		return STAT_DROP_NO_MEMBER;

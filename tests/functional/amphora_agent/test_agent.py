@@ -252,3 +252,27 @@ def test_se_vanishes_flows_keep_their_members(make_lab):
     assert removed_after < 0.8, removed_after
     print(f'SE-LOSS route removed after {removed_after:.3f} s; '
           f'max gap {max(s["max_gap_ms"] for s in results)} ms')
+
+
+def test_agents_join_their_group_and_leave_it(make_lab):
+    from amphora_agent import membership
+    lab = make_lab(n_se=2)
+    lab.start_agents()
+    watcher = membership.Membership(
+        'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1',
+        f'watcher-{lab.tag}', lab.se_group, {'role': 'test'})
+    watcher.start()
+    try:
+        def members():
+            return {k: v for k, v in watcher.members().items()
+                    if not k.startswith('watcher')}
+        netns.wait_for(lambda: set(members()) == {
+            f'se1-{lab.tag}', f'se2-{lab.tag}'}, 10, 'both SEs joined')
+        caps = members()[f'se1-{lab.tag}']
+        assert caps['tunnel_source4'] == lab.topo.host('se1').ipv4
+        assert caps['role'] == 'tier1'
+        lab.kill_agent('se2')     # no goodbye: the heartbeat expires
+        netns.wait_for(lambda: set(members()) == {f'se1-{lab.tag}'}, 10,
+                       'se2 expired from the group')
+    finally:
+        watcher.stop()

@@ -330,7 +330,9 @@ class SeHarness:
         listener = self.listener(key)
         h = flow_hash(src, sport, proto, listener.hash_alg)
         slot = listener.id * LIMITS.ring_size + h % LIMITS.ring_size
-        idx = struct.unpack("<I", self.dp.maps["rings"].lookup(_u32(slot)))[0]
+        # Two u32 slots per 8-byte element (maps.h).
+        pair = self.dp.maps["rings"].lookup(_u32(slot >> 1))
+        idx = struct.unpack("<II", pair)[slot & 1]
         assert idx, f"ring slot {slot} of {key} is empty"
         real = structs.Real.from_bytes(self.dp.maps["reals"].lookup(_u32(idx)))
         return structs.unpack_addr(real.addr, real.family), h

@@ -24,13 +24,50 @@ class Plan:
 def plan(snapshot, usable, tunnel_source4=None, tunnel_source6=None,
          icmp_echo=True):
     """usable(member_id) -> bool says whether health allows the member."""
-    state = model.DesiredState(tunnel_source4=tunnel_source4,
-                               tunnel_source6=tunnel_source6,
-                               icmp_echo=icmp_echo)
-    result = Plan(state, set(), {}, {})
-    for lb in snapshot.load_balancers:
-        if not lb.admin_state_up:
-            continue
+    return Planner().plan(snapshot, usable, tunnel_source4, tunnel_source6,
+                          icmp_echo)
+
+
+class Planner:
+    """plan() reusing the result for load balancers that did not change.
+
+    A load balancer's part of the plan depends only on its (immutable)
+    parsed object and on which of its members are usable; with snapshot
+    .Parser handing back the same object for an unchanged load balancer,
+    thousands of them cost a dictionary merge instead of a rebuild.
+    """
+
+    def __init__(self):
+        self._memo = {}
+
+    def plan(self, snapshot, usable, tunnel_source4=None,
+             tunnel_source6=None, icmp_echo=True):
+        state = model.DesiredState(tunnel_source4=tunnel_source4,
+                                   tunnel_source6=tunnel_source6,
+                                   icmp_echo=icmp_echo)
+        result = Plan(state, set(), {}, {})
+        memo, fresh = self._memo, {}
+        for lb in snapshot.load_balancers:
+            health = tuple(usable(m.id) for lst in lb.listeners
+                           if lst.pool for m in lst.pool.members)
+            hit = memo.get(lb.id)
+            if hit is None or hit[0] is not lb or hit[1] != health:
+                part = Plan(model.DesiredState(), set(), {}, {})
+                _plan_lb(lb, usable, part)
+                hit = (lb, health, part)
+            fresh[lb.id] = hit
+            part = hit[2]
+            state.listeners.update(part.state.listeners)
+            result.ready_vips |= part.ready_vips
+            result.listener_ids.update(part.listener_ids)
+            result.member_ids.update(part.member_ids)
+        self._memo = fresh
+        return result
+
+
+def _plan_lb(lb, usable, result):
+    state = result.state
+    if lb.admin_state_up:
         for listener in lb.listeners:
             if not listener.admin_state_up:
                 continue
@@ -53,7 +90,6 @@ def plan(snapshot, usable, tunnel_source4=None, tunnel_source6=None,
                 result.listener_ids[key] = listener.id
                 if any(m.weight > 0 for m in members):
                     result.ready_vips.add(vip)
-    return result
 
 
 def _members(pool, usable):

@@ -112,6 +112,8 @@ class Agent:
         self._rpc_server = None
         self._thread = None
         self._reported_statuses = {}
+        self._parser = snapshot_mod.Parser()
+        self._planner = desired.Planner()
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout=60):
@@ -258,7 +260,7 @@ class Agent:
                      self.se_group)
             return False
         try:
-            snap = snapshot_mod.parse(document)
+            snap = self._parser.parse(document)
             if snap.se_group != self.se_group:
                 raise snapshot_mod.InvalidSnapshot(
                     f'snapshot.se_group: {snap.se_group!r} is not this '
@@ -308,8 +310,8 @@ class Agent:
     def _reconcile(self):
         if self.snapshot is None:
             return
-        plan = desired.plan(self.snapshot, self._usable, self.tunnel4,
-                            self.tunnel6)
+        plan = self._planner.plan(self.snapshot, self._usable, self.tunnel4,
+                                  self.tunnel6)
         changes = self.dp.apply(plan.state)
         self._plan = plan
         if any(changes.values()):

@@ -269,8 +269,37 @@ def _load_balancer(obj, path):
         vips=tuple(vips), listeners=listeners)
 
 
-def parse(document):
+class Parser:
+    """parse() that reuses the validated form of unchanged load balancers.
+
+    A new generation usually changes one object among thousands; comparing
+    a load balancer's document with the previous one is far cheaper than
+    validating it again.
+    """
+
+    def __init__(self):
+        self._memo = {}
+
+    def parse(self, document):
+        memo, fresh = self._memo, {}
+
+        def load_balancer(obj, path):
+            key = obj.get('id') if isinstance(obj, dict) else None
+            hit = memo.get(key)
+            if hit is not None and hit[0] == obj:
+                fresh[key] = hit
+                return hit[1]
+            parsed = _load_balancer(obj, path)
+            fresh[key] = (obj, parsed)
+            return parsed
+        result = parse(document, _lb=load_balancer)
+        self._memo = fresh
+        return result
+
+
+def parse(document, _lb=None):
     """Validate a snapshot document (dict); returns a Snapshot."""
+    _lb = _lb or _load_balancer
     _fields(document, 'snapshot',
             ('schema_version', 'se_group', 'generation', 'load_balancers'))
     version = document['schema_version']
@@ -281,7 +310,7 @@ def parse(document):
     lbs = document['load_balancers']
     if not isinstance(lbs, list):
         _fail('snapshot.load_balancers', 'must be a list')
-    parsed = tuple(_load_balancer(lb, f'load_balancers[{i}]')
+    parsed = tuple(_lb(lb, f'load_balancers[{i}]')
                    for i, lb in enumerate(lbs))
     owners = {}
     for i, lb in enumerate(parsed):

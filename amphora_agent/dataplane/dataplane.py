@@ -94,14 +94,21 @@ def _u32_keys(start, count):
     return array.array('I', range(start, start + count)).tobytes()
 
 
+_REAL_FLAGS_OFFSET = structs.Real.flags.offset
+
+
 @dataclasses.dataclass
 class _LiveReal:
     index: int
     real: structs.Real
+    _address: object = None
 
     @property
     def address(self):
-        return structs.unpack_addr(self.real.addr, self.real.family)
+        if self._address is None:
+            self._address = structs.unpack_addr(self.real.addr,
+                                                self.real.family)
+        return self._address
 
 
 class Dataplane:
@@ -113,12 +120,11 @@ class Dataplane:
         self.limits = limits
         self._resolver = None
         self._resolved = {}
-        rings = maps['rings']
-        length = rings.max_entries * rings.value_size  # = u32 slots * 4
-        length += -length % mmap.PAGESIZE
-        # The rings map is BPF_F_MMAPABLE: rings are written as memory.
-        self._rings_mem = mmap.mmap(rings.fd, length, mmap.MAP_SHARED,
-                                    mmap.PROT_READ | mmap.PROT_WRITE)
+        self._real_cache = {}
+        # What the last successful apply wrote, per listener: the spec
+        # object and its member slots.  A planner that hands back the same
+        # spec object for an unchanged listener lets apply skip it.
+        self._applied = {}
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -204,10 +210,20 @@ class Dataplane:
                 cfg.ttl = DEFAULT_TTL
                 m.update(_u32(0), bytes(cfg))
 
+    def _write_ring_memory(self, byte_offset, data):
+        """Write into the rings map as memory (BPF_F_MMAPABLE).
+
+        Only the pages of this ring are mapped, and only while writing:
+        the pages are the kernel's, but mapped they count in our RSS."""
+        first = byte_offset - byte_offset % mmap.PAGESIZE
+        end = byte_offset + len(data)
+        length = end - first + (-(end - first) % mmap.PAGESIZE)
+        with mmap.mmap(self.maps['rings'].fd, length, mmap.MAP_SHARED,
+                       mmap.PROT_READ | mmap.PROT_WRITE,
+                       offset=first) as mem:
+            mem[byte_offset - first:end - first] = data
+
     def close(self):
-        if getattr(self, '_rings_mem', None) is not None:
-            self._rings_mem.close()
-            self._rings_mem = None
         for m in self.maps.values():
             m.close()
         self.maps = {}
@@ -292,16 +308,27 @@ class Dataplane:
     def _live_reals(self):
         """In-use member slots by listener id, and the free slots."""
         by_listener, free = {}, []
+        cache, fresh = self._real_cache, {}
         for index, raw in self.maps['reals'].items():
             index = int.from_bytes(index, 'little')
             if index == 0:
                 continue
-            real = structs.Real.from_bytes(raw)
-            if real.flags & structs.REAL_F_IN_USE:
-                by_listener.setdefault(real.listener_id, []).append(
-                    _LiveReal(index, real))
-            else:
+            if not raw[_REAL_FLAGS_OFFSET] & structs.REAL_F_IN_USE:
                 free.append(index)
+                continue
+            # Parsing 16k slots (ctypes + ipaddress) dominates a small
+            # change: reuse the parsed slot while its bytes are unchanged.
+            hit = cache.get(index)
+            if hit is None or hit[0] != raw:
+                real = structs.Real.from_bytes(raw)
+                live = _LiveReal(index, real)
+                live.address  # parse now, cached on the object
+                hit = (bytes(raw), live)
+            fresh[index] = hit
+            live = hit[1]
+            # Shared with the cache: callers copy before changing a slot.
+            by_listener.setdefault(live.real.listener_id, []).append(live)
+        self._real_cache = fresh
         return by_listener, free
 
     def read_state(self):
@@ -411,6 +438,21 @@ class Dataplane:
         Raises model.InvalidConfig, before writing anything, for input the
         dataplane cannot take.
         """
+        try:
+            return self._apply(desired)
+        except BaseException:
+            self._applied = {}
+            raise
+        finally:
+            if self._resolver is not None:
+                self._resolver.forget()
+
+    def _apply(self, desired):
+        """apply() without the clean-up.
+
+        Raises model.InvalidConfig, before writing anything, for input the
+        dataplane cannot take.
+        """
         desired.validate()
         live_listeners = self._live_listeners()
         reals, free = self._live_reals()
@@ -437,10 +479,21 @@ class Dataplane:
         changes['config_updated'] = int(self._write_config(desired))
         nexthops = self._live_nexthops()
         self._resolved = {}
+        self._resolver_get().snapshot()
         to_free = []
         listener_writes = []
+        applied, self._applied = self._applied, {}
         for key, spec in desired.listeners.items():
             current = live_listeners.get(key)
+            if current is not None:
+                last = applied.get(key)
+                slots_now = tuple(sorted(r.index for r in
+                                         reals.get(current.id, [])))
+                if last is not None and last[0] is spec \
+                        and last[1] == slots_now:
+                    self._applied[key] = last
+                    taken_ids.add(current.id)
+                    continue
             lid = current.id if current else next(free_ids)
             taken_ids.add(lid)
             live = {r.address: r for r in reals.get(lid, [])} \
@@ -452,7 +505,7 @@ class Dataplane:
                     structs.REAL_F_BACKUP if member.backup else 0)
                 existing = live.pop(address, None)
                 if existing is not None:
-                    real = existing.real
+                    real = structs.Real.from_bytes(bytes(existing.real))
                     index = existing.index
                     if (real.weight, real.flags, real.encap) == (
                             member.weight, flags, spec.encap):
@@ -484,6 +537,8 @@ class Dataplane:
             if members_changed:
                 self._write_ring(lid, slots)
                 changes['rings_written'] += 1
+            self._applied[key] = (spec, tuple(sorted(
+                index for index, _ in slots.values())))
             listener = structs.Listener(id=lid, hash_alg=spec.algorithm,
                                         encap=spec.encap)
             if current is None:
@@ -510,7 +565,7 @@ class Dataplane:
         self._sync_vip_addrs(desired)
         for live in to_free:
             # A new gen makes established flows to this member re-steer.
-            real = live.real
+            real = structs.Real.from_bytes(bytes(live.real))
             real.flags = 0
             real.gen = (real.gen + 1) & 0xffffffff
             self.maps['reals'].update(_u32(live.index), bytes(real))
@@ -521,8 +576,8 @@ class Dataplane:
         backends = [maglev.Backend(str(address), weight, index)
                     for address, (index, weight) in slots.items()]
         ring = maglev.build_ring(backends, size)
-        start = listener_id * size * 4  # byte offset of a u32 slot array
-        self._rings_mem[start:start + size * 4] = ring.tobytes()
+        # The map is a u32 slot array in memory (see maps.h).
+        self._write_ring_memory(listener_id * size * 4, ring.tobytes())
 
     def _sync_vip_addrs(self, desired):
         wanted = {}
@@ -548,15 +603,16 @@ class Dataplane:
         reals, _ = self._live_reals()
         table = self._live_nexthops()
         self._resolved = {}
+        self._resolver_get().snapshot()
         referenced = set()
         for lst in reals.values():
             for live in lst:
                 index = self._nexthop_index(live.address, table)
                 referenced.add(index)
                 if index != live.real.nh:
-                    live.real.nh = index
-                    self.maps['reals'].update(_u32(live.index),
-                                              bytes(live.real))
+                    real = structs.Real.from_bytes(bytes(live.real))
+                    real.nh = index
+                    self.maps['reals'].update(_u32(live.index), bytes(real))
         # Entries no member points at any more are cleared for reuse.
         for key, index in table.items():
             if index not in referenced:

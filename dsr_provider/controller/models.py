@@ -1,0 +1,101 @@
+"""The controller's desired state, in its own SQL database.
+
+Octavia objects are stored as the documents the provider driver sent
+(octavia-lib's dict form), keyed by id with their parent links, so the
+snapshot builder needs no mapping of every Octavia field.
+"""
+
+import json
+
+import sqlalchemy as sa
+from sqlalchemy import orm
+
+
+class Base(orm.DeclarativeBase):
+    pass
+
+
+class JSONText(sa.types.TypeDecorator):
+    """JSON in a TEXT column: portable across MariaDB and SQLite."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        return None if value is None else json.dumps(value, sort_keys=True)
+
+    def process_result_value(self, value, dialect):
+        return None if value is None else json.loads(value)
+
+
+class SEGroup(Base):
+    __tablename__ = 'se_groups'
+    name = sa.Column(sa.String(64), primary_key=True)
+    # Bumped by every change of a load balancer of the group.
+    generation = sa.Column(sa.BigInteger, nullable=False, default=0)
+    # The last generation announced to the agents (config_changed).
+    published_generation = sa.Column(sa.BigInteger, nullable=False,
+                                     default=0)
+
+
+class LoadBalancer(Base):
+    __tablename__ = 'load_balancers'
+    id = sa.Column(sa.String(36), primary_key=True)
+    se_group = sa.Column(sa.String(64), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+
+
+class Listener(Base):
+    __tablename__ = 'listeners'
+    id = sa.Column(sa.String(36), primary_key=True)
+    loadbalancer_id = sa.Column(sa.String(36), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+
+
+class Pool(Base):
+    __tablename__ = 'pools'
+    id = sa.Column(sa.String(36), primary_key=True)
+    loadbalancer_id = sa.Column(sa.String(36), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+
+
+class Member(Base):
+    __tablename__ = 'members'
+    id = sa.Column(sa.String(36), primary_key=True)
+    pool_id = sa.Column(sa.String(36), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+
+
+class HealthMonitor(Base):
+    __tablename__ = 'health_monitors'
+    id = sa.Column(sa.String(36), primary_key=True)
+    pool_id = sa.Column(sa.String(36), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+
+
+class PendingStatus(Base):
+    """A provisioning status owed to Octavia once the agents applied
+    `generation` (or rejected it)."""
+
+    __tablename__ = 'pending_statuses'
+    id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
+    se_group = sa.Column(sa.String(64), nullable=False, index=True)
+    generation = sa.Column(sa.BigInteger, nullable=False)
+    # Octavia's status document (octavia-lib update_loadbalancer_status).
+    status = sa.Column(JSONText, nullable=False)
+    # Object whose existence in Octavia's DB must be visible first (the API
+    # calls the driver before it commits): [resource, id] or null.
+    wait_for = sa.Column(JSONText)
+    created_at = sa.Column(sa.Float, nullable=False)
+
+
+class AgentState(Base):
+    __tablename__ = 'agent_states'
+    se_id = sa.Column(sa.String(128), primary_key=True)
+    se_group = sa.Column(sa.String(64), nullable=False, index=True)
+    applied_generation = sa.Column(sa.BigInteger)
+    rejected_generation = sa.Column(sa.BigInteger)
+    error = sa.Column(sa.Text)
+    member_statuses = sa.Column(JSONText)
+    stats = sa.Column(JSONText)
+    updated_at = sa.Column(sa.Float, nullable=False)

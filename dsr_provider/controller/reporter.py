@@ -1,0 +1,220 @@
+"""The leader's loop: tell agents about new generations, and tell Octavia
+what the agents did (provisioning, operating status, statistics).
+
+Only the elected controller runs it; everything it needs is in the
+database, so a new leader picks up exactly where a dead one stopped and
+nothing stays PENDING_*.
+"""
+
+import collections
+import logging
+import time
+
+from dsr_provider.controller import models
+from dsr_provider.controller import store as store_mod
+
+LOG = logging.getLogger(__name__)
+
+ONLINE, ERROR, OFFLINE, DEGRADED, NO_MONITOR = (
+    'ONLINE', 'ERROR', 'OFFLINE', 'DEGRADED', 'NO_MONITOR')
+
+
+class Reporter:
+    def __init__(self, store, notifier, driver_lib, live_agents,
+                 apply_timeout=30.0, agent_ttl=30.0):
+        """live_agents(se_group) -> set of SE ids alive in the group."""
+        self.store = store
+        self.notifier = notifier
+        self.driver_lib = driver_lib
+        self.live_agents = live_agents
+        self.apply_timeout = apply_timeout
+        self.agent_ttl = agent_ttl
+        self._sent_operating = {}
+        self._last_stats = 0.0
+
+    def run_once(self, stats_interval=5.0):
+        self.publish_generations()
+        self.report_provisioning()
+        self.report_operating_status()
+        if time.monotonic() - self._last_stats >= stats_interval:
+            self._last_stats = time.monotonic()
+            self.report_statistics()
+
+    # ---------------------------------------------------------- agents
+    def publish_generations(self):
+        with self.store.db.session() as s:
+            todo = [(g.name, g.generation) for g in s.query(models.SEGroup)
+                    if g.generation > g.published_generation]
+        for name, generation in todo:
+            self.notifier.config_changed(name, generation)
+            with self.store.db.session() as s:
+                group = s.get(models.SEGroup, name)
+                group.published_generation = max(
+                    group.published_generation, generation)
+
+    def _agents(self, session, se_group):
+        """States of the live agents (a new agent has not reported yet)."""
+        alive = self.live_agents(se_group)
+        rows = {r.se_id: r for r in session.query(
+            models.AgentState).filter_by(se_group=se_group)}
+        return [rows.get(se_id) or models.AgentState(
+            se_id=se_id, se_group=se_group, updated_at=0.0)
+            for se_id in sorted(alive)]
+
+    # ---------------------------------------------------- provisioning
+    def _visible(self, wait_for):
+        """Octavia calls the driver before it commits: report only once
+        the object can be read back."""
+        if not wait_for:
+            return True
+        kind, obj_id = wait_for
+        getter = getattr(self.driver_lib,
+                         f'get_{store_mod._GET_RESOURCE[kind]}')
+        try:
+            return getter(obj_id) is not None
+        except Exception:  # noqa: BLE001 -- not there yet
+            return False
+
+    def report_provisioning(self):
+        with self.store.db.session() as s:
+            pending = s.query(models.PendingStatus).order_by(
+                models.PendingStatus.id).all()
+            agents = {}
+            for p in pending:
+                if p.se_group not in agents:
+                    agents[p.se_group] = self._agents(s, p.se_group)
+        for p in pending:
+            verdict = self._verdict(p, agents[p.se_group])
+            if verdict is None:
+                continue
+            if not self._visible(p.wait_for):
+                if time.time() - p.created_at < self.apply_timeout:
+                    continue
+            status = store_mod.octavia_status(p.status,
+                                              failed=verdict == ERROR)
+            try:
+                self.driver_lib.update_loadbalancer_status(status)
+            except Exception:  # noqa: BLE001 -- retried next round
+                LOG.exception('status update for generation %s failed',
+                              p.generation)
+                continue
+            with self.store.db.session() as s:
+                row = s.get(models.PendingStatus, p.id)
+                if row is not None:
+                    s.delete(row)
+
+    def _verdict(self, pending, agents):
+        """ACTIVE, ERROR, or None (not yet)."""
+        if not agents:
+            # No SE serves the group: the desired state is stored and will
+            # be applied when one joins.
+            return store_mod.ACTIVE
+        if any(a.rejected_generation is not None and
+               a.rejected_generation >= pending.generation and
+               (a.applied_generation or 0) < pending.generation
+               for a in agents):
+            return ERROR
+        if all((a.applied_generation or 0) >= pending.generation
+               for a in agents):
+            return store_mod.ACTIVE
+        if time.time() - pending.created_at > self.apply_timeout:
+            LOG.error('generation %s of %s not applied by every SE within '
+                      '%s s', pending.generation, pending.se_group,
+                      self.apply_timeout)
+            return ERROR
+        return None
+
+    # --------------------------------------------------- operating status
+    def report_operating_status(self):
+        with self.store.db.session() as s:
+            member_votes = collections.defaultdict(list)
+            groups = {g.name for g in s.query(models.SEGroup)}
+            for group in groups:
+                for agent in self._agents(s, group):
+                    for mid, st in (agent.member_statuses or {}).items():
+                        member_votes[mid].append(st)
+            members = {m.id: m for m in s.query(models.Member)}
+            pools = {p.id: p for p in s.query(models.Pool)}
+            listeners = list(s.query(models.Listener))
+            lbs = list(s.query(models.LoadBalancer))
+        status = {'members': [], 'pools': [], 'listeners': [],
+                  'loadbalancers': []}
+        member_status = {}
+        for mid, member in members.items():
+            votes = member_votes.get(mid)
+            if not member.doc.get('admin_state_up', True):
+                st = OFFLINE
+            elif not votes:
+                continue
+            else:
+                # Members are reached from every SE: a member is ERROR only
+                # when most SEs see it failing.
+                st = collections.Counter(votes).most_common(1)[0][0]
+            member_status[mid] = st
+            self._add(status, 'members', mid, st)
+        pool_status = {}
+        for pid, pool in pools.items():
+            sts = [member_status[m] for m, row in members.items()
+                   if row.pool_id == pid and m in member_status]
+            if not sts:
+                continue
+            pool_status[pid] = _aggregate(sts)
+            self._add(status, 'pools', pid, pool_status[pid])
+        lb_status = collections.defaultdict(list)
+        for lst in listeners:
+            st = pool_status.get(lst.doc.get('default_pool_id'))
+            if st is None:
+                continue
+            self._add(status, 'listeners', lst.id, st)
+            lb_status[lst.loadbalancer_id].append(st)
+        for lb in lbs:
+            if lb.id in lb_status:
+                self._add(status, 'loadbalancers', lb.id,
+                          _aggregate(lb_status[lb.id]))
+        status = {k: v for k, v in status.items() if v}
+        if status:
+            try:
+                self.driver_lib.update_loadbalancer_status(status)
+            except Exception:  # noqa: BLE001
+                LOG.exception('operating status update failed')
+                for kind, items in status.items():
+                    for item in items:
+                        self._sent_operating.pop((kind, item['id']), None)
+
+    def _add(self, status, kind, obj_id, st):
+        if self._sent_operating.get((kind, obj_id)) == st:
+            return
+        self._sent_operating[(kind, obj_id)] = st
+        status[kind].append({'id': obj_id, 'operating_status': st})
+
+    # ------------------------------------------------------------ stats
+    def report_statistics(self):
+        totals = collections.defaultdict(collections.Counter)
+        with self.store.db.session() as s:
+            known = {lst.id for lst in s.query(models.Listener)}
+            for agent in s.query(models.AgentState):
+                for lid, counters in ((agent.stats or {}).get(
+                        'listeners') or {}).items():
+                    if lid in known:
+                        totals[lid].update(counters)
+        if not totals:
+            return
+        stats = {'listeners': [
+            {'id': lid, 'active_connections': c['active_connections'],
+             'bytes_in': c['bytes_in'], 'bytes_out': c['bytes_out'],
+             'request_errors': c['request_errors'],
+             'total_connections': c['total_connections']}
+            for lid, c in totals.items()]}
+        try:
+            self.driver_lib.update_listener_statistics(stats)
+        except Exception:  # noqa: BLE001
+            LOG.exception('statistics update failed')
+
+
+def _aggregate(statuses):
+    usable = [s for s in statuses if s in (ONLINE, NO_MONITOR)]
+    if len(usable) == len(statuses):
+        return ONLINE
+    if not usable:
+        return ERROR
+    return DEGRADED

@@ -1,0 +1,140 @@
+"""dsr-controller: the provider driver's RPC in, desired state in SQL,
+snapshots out to the agents, statuses back to Octavia.
+
+Every controller serves RPC (writes go to the shared database); tooz
+leader election picks the one that runs the Reporter.  When the leader
+dies, another is elected within the coordination timeout and resumes from
+the database.
+"""
+
+import logging
+import signal
+import socket
+import sys
+import threading
+
+from oslo_config import cfg
+from oslo_log import log as oslo_log
+from tooz import coordination
+
+from amphora_agent import membership
+from amphora_agent import rpc as agent_rpc
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import endpoints
+from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
+
+LOG = logging.getLogger(__name__)
+LEADER_GROUP = b'octavia-dsr-controllers'
+
+
+class Controller:
+    def __init__(self, conf, driver_lib=None):
+        self.conf = conf
+        c = conf.dsr_controller
+        self.controller_id = c.controller_id or \
+            f'{socket.gethostname()}-{id(self):x}'
+        db_mod.upgrade(c.database_connection)
+        self.database = db_mod.Database(c.database_connection)
+        self.store = store_mod.Store(self.database, c.default_se_group)
+        self.transport = agent_rpc.get_transport(conf)
+        self.coordinator = coordination.get_coordinator(
+            c.coordination_url, self.controller_id.encode())
+        self.driver_lib = driver_lib
+        self.leader = threading.Event()
+        self._stop = threading.Event()
+        self._server = None
+        self._thread = None
+
+    def _driver_lib(self):
+        if self.driver_lib is None:
+            from octavia_lib.api.drivers import driver_lib
+            c = self.conf.dsr_controller
+            self.driver_lib = driver_lib.DriverLibrary(
+                status_socket=c.octavia_status_socket,
+                stats_socket=c.octavia_stats_socket,
+                get_socket=c.octavia_get_socket)
+        return self.driver_lib
+
+    def live_agents(self, se_group):
+        try:
+            members = self.coordinator.get_members(
+                membership.group_id(se_group)).get()
+        except coordination.GroupNotCreated:
+            return set()
+        return {m.decode() for m in members}
+
+    def _elected(self, event):
+        LOG.info('controller %s is the leader', self.controller_id)
+        self.leader.set()
+
+    def start(self):
+        self.coordinator.start(start_heart=True)
+        try:
+            self.coordinator.create_group(LEADER_GROUP).get()
+        except coordination.GroupAlreadyExist:
+            pass
+        self.coordinator.join_group(LEADER_GROUP).get()
+        self.coordinator.watch_elected_as_leader(LEADER_GROUP,
+                                                 self._elected)
+        self._server = agent_rpc.controller_server(
+            self.transport, self.controller_id,
+            [endpoints.ProviderEndpoint(self.store),
+             endpoints.AgentEndpoint(self.store)])
+        self._server.start()
+        self._thread = threading.Thread(target=self._run, name='reporter',
+                                        daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        c = self.conf.dsr_controller
+        reporter = None
+        while not self._stop.is_set():
+            try:
+                self.coordinator.run_watchers()
+                if self.leader.is_set():
+                    if reporter is None:
+                        reporter = reporter_mod.Reporter(
+                            self.store, agent_rpc.AgentNotifier(
+                                self.transport), self._driver_lib(),
+                            self.live_agents, apply_timeout=c.apply_timeout)
+                    reporter.run_once(stats_interval=c.stats_interval)
+            except Exception:  # noqa: BLE001 -- keep the loop alive
+                LOG.exception('controller loop failed; retrying')
+            self._stop.wait(c.loop_interval)
+
+    def stop(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        if self._server:
+            self._server.stop()
+            self._server.wait()
+        try:
+            self.coordinator.leave_group(LEADER_GROUP).get()
+        except coordination.ToozError:
+            pass
+        self.coordinator.stop()
+
+
+def main(argv=None):
+    from dsr_provider import opts
+    conf = cfg.CONF
+    opts.register_controller_opts(conf)
+    oslo_log.register_options(conf)
+    conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
+         prog='dsr-controller')
+    oslo_log.setup(conf, 'octavia-dsr')
+    controller = Controller(conf)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stopping.set())
+    signal.signal(signal.SIGINT, lambda *a: stopping.set())
+    controller.start()
+    print('READY', flush=True)
+    stopping.wait()
+    controller.stop()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

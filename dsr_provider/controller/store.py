@@ -1,0 +1,423 @@
+"""Desired state operations, snapshot building and owed statuses.
+
+Every change runs in one transaction that also bumps the SE group's
+generation and records the provisioning statuses owed to Octavia once the
+agents have applied that generation.  Octavia locks an object's parents
+(PENDING_UPDATE) while it changes, so a status names the object and every
+parent; siblings are left alone.
+"""
+
+import time
+
+from dsr_provider.controller import models
+
+ACTIVE = 'ACTIVE'
+DELETED = 'DELETED'
+ERROR = 'ERROR'
+
+_ID_KEYS = {'loadbalancers': 'loadbalancer_id', 'listeners': 'listener_id',
+            'pools': 'pool_id', 'members': 'member_id',
+            'healthmonitors': 'healthmonitor_id'}
+_MODELS = {'loadbalancers': models.LoadBalancer,
+           'listeners': models.Listener, 'pools': models.Pool,
+           'members': models.Member, 'healthmonitors': models.HealthMonitor}
+_GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
+                 'pools': 'pool', 'members': 'member',
+                 'healthmonitors': 'healthmonitor'}
+
+
+def object_id(kind, doc):
+    return doc.get(_ID_KEYS[kind]) or doc.get('id')
+
+
+def _clean(doc):
+    """Drop None values and nested object lists (stored on their own)."""
+    return {k: v for k, v in doc.items()
+            if v is not None and k not in ('listeners', 'pools', 'members',
+                                           'healthmonitor', 'l7policies')}
+
+
+class Status:
+    """An Octavia status document under construction."""
+
+    def __init__(self):
+        self.doc = {}
+
+    def add(self, kind, obj_id, provisioning=ACTIVE, changed=True):
+        """The object itself (changed) or a parent Octavia locked."""
+        items = self.doc.setdefault(kind, [])
+        for item in items:
+            if item['id'] == obj_id:
+                # The object's own status beats ACTIVE as somebody's parent.
+                if changed:
+                    item['provisioning_status'] = provisioning
+                    item['changed'] = True
+                return
+        items.append({'id': obj_id, 'provisioning_status': provisioning,
+                      'changed': changed})
+
+    def parent(self, kind, obj_id):
+        self.add(kind, obj_id, ACTIVE, changed=False)
+
+
+def octavia_status(doc, failed=False):
+    """The status for Octavia: changed objects ERROR when the SEs failed."""
+    result = {}
+    for kind, items in doc.items():
+        result[kind] = []
+        for item in items:
+            st = item['provisioning_status']
+            if failed and item.get('changed') and st != DELETED:
+                st = 'ERROR'
+            result[kind].append({'id': item['id'],
+                                 'provisioning_status': st})
+    return result
+
+
+class Store:
+    def __init__(self, database, default_se_group='default'):
+        self.db = database
+        self.default_se_group = default_se_group
+
+    # ------------------------------------------------------------ helpers
+    def se_group_of(self, lb_doc):
+        for key in ('flavor', 'availability_zone_metadata'):
+            meta = lb_doc.get(key)
+            if isinstance(meta, dict) and meta.get('se_group'):
+                return meta['se_group']
+        return lb_doc.get('se_group') or self.default_se_group
+
+    def _bump(self, session, se_group, status, wait_for=None):
+        group = session.get(models.SEGroup, se_group)
+        if group is None:
+            group = models.SEGroup(name=se_group, generation=0,
+                                   published_generation=0)
+            session.add(group)
+        group.generation += 1
+        session.add(models.PendingStatus(
+            se_group=se_group, generation=group.generation,
+            status=status.doc, wait_for=wait_for, created_at=time.time()))
+        return group.generation
+
+    def _lb(self, session, lb_id):
+        row = session.get(models.LoadBalancer, lb_id)
+        if row is None:
+            raise LookupError(f'load balancer {lb_id} is unknown')
+        return row
+
+    def _pool_parents(self, session, pool_row, status):
+        status.parent('loadbalancers', pool_row.loadbalancer_id)
+        for lst in session.query(models.Listener).filter_by(
+                loadbalancer_id=pool_row.loadbalancer_id):
+            if lst.doc.get('default_pool_id') == pool_row.id or \
+                    pool_row.doc.get('listener_id') == lst.id:
+                status.parent('listeners', lst.id)
+
+    def _put(self, session, kind, doc, **links):
+        model = _MODELS[kind]
+        obj_id = object_id(kind, doc)
+        row = session.get(model, obj_id)
+        if row is None:
+            row = model(id=obj_id, **links)
+            session.add(row)
+        else:
+            for k, v in links.items():
+                setattr(row, k, v)
+        row.doc = _clean(doc)
+        return row
+
+    def _put_pool_graph(self, session, lb_id, pool, status):
+        row = self._put(session, 'pools', pool, loadbalancer_id=lb_id)
+        status.add('pools', row.id)
+        for member in pool.get('members') or []:
+            m = self._put(session, 'members', member, pool_id=row.id)
+            status.add('members', m.id)
+        hm = pool.get('healthmonitor')
+        if hm:
+            h = self._put(session, 'healthmonitors', hm, pool_id=row.id)
+            status.add('healthmonitors', h.id)
+        return row
+
+    # --------------------------------------------------- load balancers
+    def create_loadbalancer(self, lb):
+        """Full graph: listeners, pools, members, health monitors."""
+        status = Status()
+        with self.db.session() as s:
+            group = self.se_group_of(lb)
+            row = self._put(s, 'loadbalancers', lb, se_group=group)
+            status.add('loadbalancers', row.id)
+            for pool in lb.get('pools') or []:
+                self._put_pool_graph(s, row.id, pool, status)
+            for listener in lb.get('listeners') or []:
+                lst = self._put(s, 'listeners', listener,
+                                loadbalancer_id=row.id)
+                status.add('listeners', lst.id)
+                default_pool = listener.get('default_pool')
+                if isinstance(default_pool, dict):
+                    self._put_pool_graph(s, row.id, default_pool, status)
+            return self._bump(s, group, status, ['loadbalancers', row.id])
+
+    def update_loadbalancer(self, lb):
+        status = Status()
+        with self.db.session() as s:
+            row = self._lb(s, object_id('loadbalancers', lb))
+            merged = dict(row.doc)
+            merged.update(_clean(lb))
+            row.doc = merged
+            status.add('loadbalancers', row.id)
+            return self._bump(s, row.se_group, status)
+
+    def delete_loadbalancer(self, lb_id, cascade=True):
+        status = Status()
+        with self.db.session() as s:
+            row = self._lb(s, lb_id)
+            group = row.se_group
+            pools = s.query(models.Pool).filter_by(loadbalancer_id=lb_id)
+            for pool in pools:
+                for m in s.query(models.Member).filter_by(pool_id=pool.id):
+                    status.add('members', m.id, DELETED)
+                    s.delete(m)
+                for h in s.query(models.HealthMonitor).filter_by(
+                        pool_id=pool.id):
+                    status.add('healthmonitors', h.id, DELETED)
+                    s.delete(h)
+                status.add('pools', pool.id, DELETED)
+                s.delete(pool)
+            for lst in s.query(models.Listener).filter_by(
+                    loadbalancer_id=lb_id):
+                status.add('listeners', lst.id, DELETED)
+                s.delete(lst)
+            status.add('loadbalancers', lb_id, DELETED)
+            s.delete(row)
+            return self._bump(s, group, status)
+
+    # --------------------------------------------------------- listeners
+    def put_listener(self, listener):
+        status = Status()
+        with self.db.session() as s:
+            lb = self._lb(s, listener['loadbalancer_id'])
+            row = self._put(s, 'listeners', listener,
+                            loadbalancer_id=lb.id)
+            status.add('listeners', row.id)
+            status.parent('loadbalancers', lb.id)
+            return self._bump(s, lb.se_group, status,
+                              ['listeners', row.id])
+
+    def delete_listener(self, listener_id):
+        status = Status()
+        with self.db.session() as s:
+            row = s.get(models.Listener, listener_id)
+            if row is None:
+                raise LookupError(f'listener {listener_id} is unknown')
+            lb = self._lb(s, row.loadbalancer_id)
+            status.add('listeners', row.id, DELETED)
+            status.parent('loadbalancers', lb.id)
+            s.delete(row)
+            return self._bump(s, lb.se_group, status)
+
+    # ------------------------------------------------------------- pools
+    def put_pool(self, pool):
+        status = Status()
+        with self.db.session() as s:
+            lb = self._lb(s, pool['loadbalancer_id'])
+            row = self._put_pool_graph(s, lb.id, pool, status)
+            listener_id = pool.get('listener_id')
+            if listener_id:
+                lst = s.get(models.Listener, listener_id)
+                if lst is not None and not lst.doc.get('default_pool_id'):
+                    doc = dict(lst.doc)
+                    doc['default_pool_id'] = row.id
+                    lst.doc = doc
+            self._pool_parents(s, row, status)
+            return self._bump(s, lb.se_group, status, ['pools', row.id])
+
+    def delete_pool(self, pool_id):
+        status = Status()
+        with self.db.session() as s:
+            row = s.get(models.Pool, pool_id)
+            if row is None:
+                raise LookupError(f'pool {pool_id} is unknown')
+            lb = self._lb(s, row.loadbalancer_id)
+            self._pool_parents(s, row, status)
+            for m in s.query(models.Member).filter_by(pool_id=pool_id):
+                status.add('members', m.id, DELETED)
+                s.delete(m)
+            for h in s.query(models.HealthMonitor).filter_by(
+                    pool_id=pool_id):
+                status.add('healthmonitors', h.id, DELETED)
+                s.delete(h)
+            status.add('pools', pool_id, DELETED)
+            for lst in s.query(models.Listener).filter_by(
+                    loadbalancer_id=lb.id):
+                if lst.doc.get('default_pool_id') == pool_id:
+                    doc = dict(lst.doc)
+                    doc.pop('default_pool_id')
+                    lst.doc = doc
+            s.delete(row)
+            return self._bump(s, lb.se_group, status)
+
+    # ----------------------------------------------------------- members
+    def put_member(self, member):
+        status = Status()
+        with self.db.session() as s:
+            pool = s.get(models.Pool, member['pool_id'])
+            if pool is None:
+                raise LookupError(f"pool {member['pool_id']} is unknown")
+            lb = self._lb(s, pool.loadbalancer_id)
+            row = self._put(s, 'members', member, pool_id=pool.id)
+            status.add('members', row.id)
+            status.parent('pools', pool.id)
+            self._pool_parents(s, pool, status)
+            return self._bump(s, lb.se_group, status, ['members', row.id])
+
+    def delete_member(self, member_id):
+        status = Status()
+        with self.db.session() as s:
+            row = s.get(models.Member, member_id)
+            if row is None:
+                raise LookupError(f'member {member_id} is unknown')
+            pool = s.get(models.Pool, row.pool_id)
+            lb = self._lb(s, pool.loadbalancer_id)
+            status.add('members', row.id, DELETED)
+            status.parent('pools', pool.id)
+            self._pool_parents(s, pool, status)
+            s.delete(row)
+            return self._bump(s, lb.se_group, status)
+
+    def batch_update_members(self, pool_id, members):
+        """Make the pool's members exactly `members` (Octavia batch)."""
+        status = Status()
+        with self.db.session() as s:
+            pool = s.get(models.Pool, pool_id)
+            if pool is None:
+                raise LookupError(f'pool {pool_id} is unknown')
+            lb = self._lb(s, pool.loadbalancer_id)
+            wanted = {object_id('members', m): m for m in members}
+            for row in s.query(models.Member).filter_by(pool_id=pool_id):
+                if row.id not in wanted:
+                    status.add('members', row.id, DELETED)
+                    s.delete(row)
+            for member_id, doc in wanted.items():
+                self._put(s, 'members', doc, pool_id=pool_id)
+                status.add('members', member_id)
+            status.parent('pools', pool_id)
+            self._pool_parents(s, pool, status)
+            return self._bump(s, lb.se_group, status)
+
+    # --------------------------------------------------- health monitors
+    def put_healthmonitor(self, hm):
+        status = Status()
+        with self.db.session() as s:
+            pool = s.get(models.Pool, hm['pool_id'])
+            if pool is None:
+                raise LookupError(f"pool {hm['pool_id']} is unknown")
+            lb = self._lb(s, pool.loadbalancer_id)
+            row = self._put(s, 'healthmonitors', hm, pool_id=pool.id)
+            status.add('healthmonitors', row.id)
+            status.parent('pools', pool.id)
+            self._pool_parents(s, pool, status)
+            return self._bump(s, lb.se_group, status,
+                              ['healthmonitors', row.id])
+
+    def delete_healthmonitor(self, hm_id):
+        status = Status()
+        with self.db.session() as s:
+            row = s.get(models.HealthMonitor, hm_id)
+            if row is None:
+                raise LookupError(f'health monitor {hm_id} is unknown')
+            pool = s.get(models.Pool, row.pool_id)
+            lb = self._lb(s, pool.loadbalancer_id)
+            status.add('healthmonitors', row.id, DELETED)
+            status.parent('pools', pool.id)
+            self._pool_parents(s, pool, status)
+            s.delete(row)
+            return self._bump(s, lb.se_group, status)
+
+    # ---------------------------------------------------------- snapshot
+    def snapshot(self, se_group):
+        """The agent contract's document for an SE group (schema v1)."""
+        with self.db.session() as s:
+            group = s.get(models.SEGroup, se_group)
+            lbs = []
+            for lb in s.query(models.LoadBalancer).filter_by(
+                    se_group=se_group).order_by(models.LoadBalancer.id):
+                lbs.append(self._lb_snapshot(s, lb))
+            return {'schema_version': 1, 'se_group': se_group,
+                    'generation': group.generation if group else 0,
+                    'load_balancers': lbs}
+
+    def _lb_snapshot(self, s, lb):
+        doc = lb.doc
+        vips = [{'address': doc['vip_address']}] if doc.get(
+            'vip_address') else []
+        for extra in doc.get('additional_vips') or []:
+            if extra.get('ip_address'):
+                vips.append({'address': extra['ip_address']})
+        meta = doc.get('flavor') if isinstance(doc.get('flavor'),
+                                               dict) else {}
+        encap = (meta or {}).get('encapsulation', 'ipip')
+        pools = {p.id: p for p in s.query(models.Pool).filter_by(
+            loadbalancer_id=lb.id)}
+        listeners = []
+        for lst in s.query(models.Listener).filter_by(
+                loadbalancer_id=lb.id).order_by(models.Listener.id):
+            ldoc = lst.doc
+            item = {'id': lst.id, 'protocol': ldoc['protocol'],
+                    'port': ldoc['protocol_port'],
+                    'admin_state_up': ldoc.get('admin_state_up', True),
+                    'allowed_cidrs': ldoc.get('allowed_cidrs') or []}
+            pool = pools.get(ldoc.get('default_pool_id'))
+            if pool is not None:
+                item['pool'] = self._pool_snapshot(s, pool, encap)
+            listeners.append(item)
+        return {'id': lb.id, 'admin_state_up': doc.get('admin_state_up',
+                                                       True),
+                'vips': vips, 'listeners': listeners}
+
+    def _pool_snapshot(self, s, pool, encap):
+        pdoc = pool.doc
+        members = []
+        for m in s.query(models.Member).filter_by(pool_id=pool.id).order_by(
+                models.Member.id):
+            d = m.doc
+            item = {'id': m.id, 'address': d['address'],
+                    'protocol_port': d['protocol_port'],
+                    'weight': d.get('weight', 1),
+                    'admin_state_up': d.get('admin_state_up', True),
+                    'backup': bool(d.get('backup', False))}
+            if d.get('monitor_port'):
+                item['monitor_port'] = d['monitor_port']
+            if d.get('monitor_address'):
+                item['monitor_address'] = d['monitor_address']
+            members.append(item)
+        result = {'id': pool.id, 'algorithm': pdoc['lb_algorithm'],
+                  'encap': encap,
+                  'admin_state_up': pdoc.get('admin_state_up', True),
+                  'members': members}
+        hm = s.query(models.HealthMonitor).filter_by(
+            pool_id=pool.id).first()
+        if hm is not None:
+            h = hm.doc
+            monitor = {'id': hm.id, 'type': h['type'], 'delay': h['delay'],
+                       'timeout': h['timeout'],
+                       'max_retries': h['max_retries'],
+                       'max_retries_down': h.get('max_retries_down', 3),
+                       'admin_state_up': h.get('admin_state_up', True)}
+            for key in ('http_method', 'url_path', 'expected_codes'):
+                if h.get(key):
+                    monitor[key] = h[key]
+            result['health_monitor'] = monitor
+        return result
+
+    # ------------------------------------------------------------ agents
+    def record_agent(self, se_id, se_group, **fields):
+        with self.db.session() as s:
+            row = s.get(models.AgentState, se_id)
+            if row is None:
+                row = models.AgentState(se_id=se_id, se_group=se_group,
+                                        updated_at=time.time())
+                s.add(row)
+            row.se_group = se_group
+            for key, value in fields.items():
+                setattr(row, key, value)
+            row.updated_at = time.time()

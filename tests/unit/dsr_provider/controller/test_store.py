@@ -1,0 +1,211 @@
+import time
+
+import pytest
+
+from amphora_agent import snapshot as snapshot_mod
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import models
+from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
+
+
+@pytest.fixture
+def store(tmp_path):
+    url = f'sqlite:///{tmp_path}/controller.db'
+    db_mod.upgrade(url)
+    return store_mod.Store(db_mod.Database(url), 'g1')
+
+
+def graph():
+    return {
+        'loadbalancer_id': 'lb1', 'vip_address': '192.0.2.10',
+        'additional_vips': [{'ip_address': '2001:db8:f::10'}],
+        'admin_state_up': True, 'flavor': {'encapsulation': 'gre'},
+        'listeners': [{
+            'listener_id': 'l1', 'loadbalancer_id': 'lb1', 'protocol': 'TCP',
+            'protocol_port': 80, 'default_pool_id': 'p1',
+            'admin_state_up': True}],
+        'pools': [{
+            'pool_id': 'p1', 'loadbalancer_id': 'lb1', 'listener_id': 'l1',
+            'lb_algorithm': 'SOURCE_IP_PORT', 'protocol': 'TCP',
+            'admin_state_up': True,
+            'healthmonitor': {'healthmonitor_id': 'hm1', 'pool_id': 'p1',
+                              'type': 'HTTP', 'delay': 5, 'timeout': 3,
+                              'max_retries': 2, 'max_retries_down': 3,
+                              'http_method': 'GET', 'url_path': '/',
+                              'expected_codes': '200'},
+            'members': [{'member_id': 'm1', 'pool_id': 'p1',
+                         'address': '198.19.1.2', 'protocol_port': 80,
+                         'weight': 1, 'admin_state_up': True},
+                        {'member_id': 'm2', 'pool_id': 'p1',
+                         'address': '198.19.2.2', 'protocol_port': 80,
+                         'weight': 2, 'admin_state_up': True,
+                         'monitor_port': 8080}]}]}
+
+
+def pending(store):
+    with store.db.session() as s:
+        return [(p.generation, p.status)
+                for p in s.query(models.PendingStatus).order_by(
+                    models.PendingStatus.id)]
+
+
+def test_full_graph_snapshot_is_a_valid_agent_snapshot(store):
+    generation = store.create_loadbalancer(graph())
+    doc = store.snapshot('g1')
+    snap = snapshot_mod.parse(doc)  # the agent's own validation
+    assert snap.generation == generation == 1
+    (lb,) = snap.load_balancers
+    assert [str(v) for v in lb.vips] == ['192.0.2.10', '2001:db8:f::10']
+    pool = lb.listeners[0].pool
+    assert pool.encap == 'gre' and pool.health_monitor.type == 'HTTP'
+    assert [(m.id, m.weight, m.monitor_port) for m in pool.members] == [
+        ('m1', 1, None), ('m2', 2, 8080)]
+    ((_, status),) = pending(store)
+    assert {k: sorted(i['id'] for i in v) for k, v in status.items()} == {
+        'loadbalancers': ['lb1'], 'listeners': ['l1'], 'pools': ['p1'],
+        'members': ['m1', 'm2'], 'healthmonitors': ['hm1']}
+
+
+def test_member_changes_report_object_and_parents(store):
+    store.create_loadbalancer(graph())
+    store.put_member({'member_id': 'm3', 'pool_id': 'p1',
+                      'address': '198.19.3.2', 'protocol_port': 80})
+    store.delete_member('m1')
+    status = pending(store)[-1][1]
+    assert store_mod.octavia_status(status) == {
+        'members': [{'id': 'm1', 'provisioning_status': 'DELETED'}],
+        'pools': [{'id': 'p1', 'provisioning_status': 'ACTIVE'}],
+        'loadbalancers': [{'id': 'lb1', 'provisioning_status': 'ACTIVE'}],
+        'listeners': [{'id': 'l1', 'provisioning_status': 'ACTIVE'}]}
+    failed = store_mod.octavia_status(pending(store)[-2][1], failed=True)
+    assert failed['members'] == [{'id': 'm3',
+                                  'provisioning_status': 'ERROR'}]
+    assert failed['pools'] == [{'id': 'p1', 'provisioning_status': 'ACTIVE'}]
+    members = snapshot_mod.parse(store.snapshot('g1')).load_balancers[0] \
+        .listeners[0].pool.members
+    assert [m.id for m in members] == ['m2', 'm3']
+
+
+def test_batch_update_and_cascade_delete(store):
+    store.create_loadbalancer(graph())
+    store.batch_update_members('p1', [
+        {'member_id': 'm2', 'pool_id': 'p1', 'address': '198.19.2.2',
+         'protocol_port': 80, 'weight': 5},
+        {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+         'protocol_port': 80}])
+    members = snapshot_mod.parse(store.snapshot('g1')).load_balancers[0] \
+        .listeners[0].pool.members
+    assert [(m.id, m.weight) for m in members] == [('m2', 5), ('m9', 1)]
+    store.delete_loadbalancer('lb1', cascade=True)
+    assert store.snapshot('g1')['load_balancers'] == []
+    status = store_mod.octavia_status(pending(store)[-1][1])
+    assert all(item['provisioning_status'] == 'DELETED'
+               for items in status.values() for item in items)
+    assert sum(len(v) for v in status.values()) == 6
+
+
+class FakeDriverLib:
+    """Octavia's driver-agent sockets, at the boundary of a unit test."""
+
+    def __init__(self, visible=True):
+        self.statuses = []
+        self.stats = []
+        self.visible = visible
+
+    def update_loadbalancer_status(self, status):
+        self.statuses.append(status)
+
+    def update_listener_statistics(self, stats):
+        self.stats.append(stats)
+
+    def get_loadbalancer(self, lb_id):
+        return {'id': lb_id} if self.visible else None
+
+    get_member = get_listener = get_pool = get_healthmonitor = \
+        get_loadbalancer
+
+
+class FakeNotifier:
+    def __init__(self):
+        self.casts = []
+
+    def config_changed(self, se_group, generation):
+        self.casts.append((se_group, generation))
+
+
+def test_reporter_waits_for_every_live_agent(store):
+    lib, notifier = FakeDriverLib(), FakeNotifier()
+    live = {'se1', 'se2'}
+    reporter = reporter_mod.Reporter(store, notifier, lib,
+                                     lambda group: live)
+    gen = store.create_loadbalancer(graph())
+    reporter.run_once()
+    assert notifier.casts == [('g1', gen)]
+    assert lib.statuses == []                      # nobody applied yet
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    assert lib.statuses == []                      # se2 has not
+    store.record_agent('se2', 'g1', applied_generation=gen)
+    store.record_agent('se3-dead', 'g1', applied_generation=0)
+    reporter.run_once()
+    (status,) = lib.statuses
+    assert status['loadbalancers'] == [{'id': 'lb1',
+                                        'provisioning_status': 'ACTIVE'}]
+    assert pending(store) == []
+
+
+def test_reporter_reports_error_when_an_agent_rejects(store):
+    lib = FakeDriverLib()
+    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+                                     lambda group: {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=0,
+                       rejected_generation=gen, error='bad')
+    reporter.run_once()
+    assert lib.statuses[0]['loadbalancers'][0]['provisioning_status'] == \
+        'ERROR'
+
+
+def test_reporter_waits_for_octavia_to_commit(store):
+    lib = FakeDriverLib(visible=False)
+    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+                                     lambda group: set())
+    store.create_loadbalancer(graph())
+    reporter.run_once()
+    assert lib.statuses == []
+    lib.visible = True
+    reporter.run_once()
+    assert len(lib.statuses) == 1
+
+
+def test_operating_status_and_stats_aggregate_over_ses(store):
+    lib = FakeDriverLib()
+    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+                                     lambda group: {'se1', 'se2'})
+    store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=1,
+                       member_statuses={'m1': 'ONLINE', 'm2': 'ERROR'},
+                       stats={'listeners': {'l1': {
+                           'bytes_in': 10, 'bytes_out': 0, 'packets': 1,
+                           'total_connections': 2, 'active_connections': 1,
+                           'request_errors': 0}}})
+    store.record_agent('se2', 'g1', applied_generation=1,
+                       member_statuses={'m1': 'ONLINE', 'm2': 'ERROR'},
+                       stats={'listeners': {'l1': {
+                           'bytes_in': 5, 'bytes_out': 0, 'packets': 1,
+                           'total_connections': 3, 'active_connections': 0,
+                           'request_errors': 1}}})
+    reporter.run_once(stats_interval=0)
+    operating = [s for s in lib.statuses if 'members' in s and
+                 'operating_status' in s['members'][0]][0]
+    assert {m['id']: m['operating_status'] for m in operating['members']} \
+        == {'m1': 'ONLINE', 'm2': 'ERROR'}
+    assert operating['pools'] == [{'id': 'p1', 'operating_status':
+                                   'DEGRADED'}]
+    assert lib.stats[-1]['listeners'] == [{
+        'id': 'l1', 'active_connections': 1, 'bytes_in': 15,
+        'bytes_out': 0, 'request_errors': 1, 'total_connections': 5}]
+    count = len(lib.statuses)
+    reporter.run_once(stats_interval=0)
+    assert len(lib.statuses) == count  # unchanged statuses are not resent

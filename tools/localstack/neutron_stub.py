@@ -78,10 +78,12 @@ class NeutronStub:
         ip_version = ip_version or net.version
         if ip_version != net.version:
             raise ValueError(f"{cidr} is not an IPv{ip_version} prefix")
-        hosts = net.hosts() if net.num_addresses > 2 else iter(net)
-        first = next(iter(hosts), net.network_address)
+        hosts = list(_first_hosts(net, 2))
         if gateway_ip is None:
-            gateway_ip = str(first)
+            gateway_ip = str(hosts[0])
+        pool_start = hosts[-1]
+        pool_end = (net.broadcast_address - 1 if net.version == 4
+                    and net.num_addresses > 2 else net[-1])
         network_id = network_id or str(uuid.uuid4())
         with self._lock:
             known = network_id in self._data["networks"]
@@ -92,8 +94,8 @@ class NeutronStub:
                "ip_version": ip_version, "gateway_ip": gateway_ip,
                "enable_dhcp": False, "tenant_id": self.project_id,
                "project_id": self.project_id,
-               "allocation_pools": [{"start": str(net[2] if net.num_addresses > 4 else net[0]),
-                                     "end": str(net[-2] if net.num_addresses > 4 else net[-1])}],
+               "allocation_pools": [{"start": str(pool_start),
+                                     "end": str(max(pool_end, pool_start))}],
                "host_routes": [], "dns_nameservers": [], "tags": [],
                "description": "", "subnetpool_id": None,
                "ipv6_address_mode": None, "ipv6_ra_mode": None,
@@ -148,7 +150,7 @@ class NeutronStub:
         path = environ.get("PATH_INFO", "/").rstrip("/")
         parts = [p for p in path.split("/") if p]
         base = f"http://{environ.get('HTTP_HOST') or environ['SERVER_NAME']}"
-        if method not in ("GET", "HEAD"):
+        if method != "GET":
             return _reply(start_response, 405, _err(
                 "HTTPMethodNotAllowed", "the Neutron stub is read-only"))
         if not parts:
@@ -215,6 +217,16 @@ class NeutronStub:
         self._server.server_close()
         self._thread.join(timeout=5)
         self._server = self._thread = None
+
+
+def _first_hosts(net, n):
+    """The first n usable addresses (fewer only for tiny prefixes)."""
+    out = []
+    for addr in (net.hosts() if net.num_addresses > 2 else iter(net)):
+        out.append(addr)
+        if len(out) == n:
+            break
+    return out or [net.network_address]
 
 
 def _matches(value, wanted):

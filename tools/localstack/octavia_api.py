@@ -15,7 +15,8 @@ single-threaded wsgiref server on a fixed port; the latter parses sys.argv
   to create objects without a project).  A client's own X-Project-Id wins.
 
 Run as a script (``python .../octavia_api.py --config-file ...``); it imports
-nothing from this repository, so it needs no sys.path set-up.
+nothing from this repository.  Its own folder is taken off sys.path first:
+tools/localstack/octavia.py would otherwise shadow the `octavia` package.
 """
 
 import argparse
@@ -26,6 +27,10 @@ import sys
 import threading
 from socketserver import ThreadingMixIn
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path
+               if os.path.abspath(p or os.curdir) != _HERE]
 
 ENV_CONF = "OCTAVIA_LOCALSTACK_CONF"
 ENV_PROJECT = "OCTAVIA_LOCALSTACK_PROJECT_ID"
@@ -90,13 +95,13 @@ def exec_gunicorn(args, fd):
     os.environ[ENV_CONF] = os.path.abspath(args.config_file)
     if args.default_project_id:
         os.environ[ENV_PROJECT] = args.default_project_id
-    here = os.path.dirname(os.path.abspath(__file__))
+    repo_root = os.path.dirname(os.path.dirname(_HERE))
     argv = [sys.executable, "-m", "gunicorn",
             "--bind", f"fd://{fd}", "--workers", "1",
             "--worker-class", "gthread", "--threads", str(args.threads),
             "--graceful-timeout", "5", "--timeout", "120",
-            "--pythonpath", here, "--access-logfile", "-",
-            "octavia_api:application"]
+            "--pythonpath", repo_root, "--access-logfile", "-",
+            "tools.localstack.octavia_api:application"]
     os.execv(sys.executable, argv)
 
 

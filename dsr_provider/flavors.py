@@ -1,0 +1,116 @@
+"""Flavor and availability zone metadata of the DSR provider.
+
+Flavor metadata (an operator's flavor profile):
+    encapsulation   'ipip' or 'gre' (default [dsr_provider] default_encapsulation)
+    se_group        SE group serving the load balancer
+    tier            1: members are servers (tier 2, L7 SEs, is not supported yet)
+Availability zone metadata:
+    se_group        SE group serving load balancers of the zone
+
+resolve() turns the two into the settings the controller applies.
+"""
+
+import re
+
+from octavia_lib.api.drivers import exceptions
+
+from dsr_provider import opts
+
+FLAVOR_METADATA = {
+    'encapsulation': 'ipip or gre (default ipip)',
+    'se_group': 'SE group serving the load balancer',
+    'tier': '1 (members are servers) — tier 2 not yet supported',
+}
+
+AVAILABILITY_ZONE_METADATA = {
+    'se_group': 'SE group serving the load balancers of this availability '
+                'zone',
+}
+
+# An SE group names an oslo.messaging topic (octavia-dsr-agent.<se_group>).
+_SE_GROUP_RE = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$')
+
+
+def _refuse(message):
+    raise exceptions.UnsupportedOptionError(user_fault_string=message,
+                                            operator_fault_string=message)
+
+
+def _check_keys(metadata, allowed, what):
+    if not isinstance(metadata, dict):
+        _refuse(f'{what} metadata must be a JSON object; allowed keys: '
+                f'{", ".join(sorted(allowed))}.')
+    unknown = sorted(set(metadata) - set(allowed))
+    if unknown:
+        _refuse(f'{what} metadata key(s) {", ".join(map(repr, unknown))} '
+                f'are not supported by the DSR provider; allowed keys: '
+                f'{", ".join(sorted(allowed))}.')
+
+
+def _check_se_group(value, what, conf):
+    if not isinstance(value, str) or not _SE_GROUP_RE.match(value):
+        _refuse(f'{what} se_group {value!r} is not a valid SE group name: '
+                'allowed: 1 to 63 letters, digits, "_", "." or "-", '
+                'starting with a letter or digit.')
+    known = conf.dsr_provider.se_groups
+    if known and value not in known:
+        _refuse(f'{what} se_group {value!r} is not a configured SE group; '
+                f'allowed: {", ".join(known)}.')
+
+
+def validate_flavor(metadata, conf=None):
+    """Raise UnsupportedOptionError naming any key or value not supported."""
+    conf = opts.register_opts(conf)
+    _check_keys(metadata, FLAVOR_METADATA, 'flavor')
+    if 'encapsulation' in metadata:
+        value = metadata['encapsulation']
+        if value not in opts.ENCAPSULATIONS:
+            _refuse(f'flavor encapsulation {value!r} is not supported; '
+                    f'allowed: {", ".join(opts.ENCAPSULATIONS)}.')
+    if 'se_group' in metadata:
+        _check_se_group(metadata['se_group'], 'flavor', conf)
+    if 'tier' in metadata:
+        value = metadata['tier']
+        if value in (2, '2'):
+            _refuse('flavor tier 2 (L7 service engines in front of the '
+                    'members) is not yet supported by the DSR provider; '
+                    'allowed: 1.')
+        if isinstance(value, bool) or value not in (1, '1'):
+            _refuse(f'flavor tier {value!r} is not supported; allowed: 1.')
+
+
+def validate_availability_zone(metadata, conf=None):
+    """Raise UnsupportedOptionError naming any key or value not supported."""
+    conf = opts.register_opts(conf)
+    _check_keys(metadata, AVAILABILITY_ZONE_METADATA, 'availability zone')
+    if 'se_group' in metadata:
+        _check_se_group(metadata['se_group'], 'availability zone', conf)
+
+
+def resolve(flavor, availability_zone, conf=None):
+    """The DSR settings of a new load balancer.
+
+    flavor and availability_zone are the metadata dicts Octavia passes in
+    loadbalancer_create (empty, None or Unset when there is none). Returns
+    {'se_group': str, 'encapsulation': 'ipip'|'gre', 'tier': 1}.
+    """
+    conf = opts.register_opts(conf)
+    flavor = flavor if isinstance(flavor, dict) else {}
+    # Octavia passes the zone's metadata at create time; elsewhere the
+    # field may hold the zone's name, which carries no settings.
+    zone = availability_zone if isinstance(availability_zone, dict) else {}
+    validate_flavor(flavor, conf)
+    validate_availability_zone(zone, conf)
+    flavor_group, zone_group = flavor.get('se_group'), zone.get('se_group')
+    if flavor_group and zone_group and flavor_group != zone_group:
+        _refuse(f'flavor se_group {flavor_group!r} and availability zone '
+                f'se_group {zone_group!r} disagree; a load balancer is '
+                'served by one SE group: use a flavor without se_group or '
+                'the zone of that group.')
+    return {
+        'se_group': (flavor_group or zone_group or
+                     conf.dsr_provider.default_se_group),
+        'encapsulation': flavor.get(
+            'encapsulation', conf.dsr_provider.default_encapsulation),
+        'tier': 1,
+    }

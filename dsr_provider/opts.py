@@ -1,0 +1,65 @@
+"""oslo.config options of the Octavia provider driver, declared in one place.
+
+The driver runs inside octavia-api, so its options live in that process's
+global ``cfg.CONF`` under ``[dsr_provider]`` (a private ConfigOpts breaks
+oslo.messaging, which looks up its own options on the object it is given).
+"""
+
+from oslo_config import cfg
+
+GROUP = 'dsr_provider'
+
+ENCAPSULATIONS = ('ipip', 'gre')
+
+dsr_provider_opts = [
+    cfg.StrOpt('transport_url', secret=True,
+               help='oslo.messaging URL of the broker the dsr-controller '
+                    'listens on (topic octavia-dsr-controller). Unset: '
+                    '[DEFAULT] transport_url of the octavia-api '
+                    'configuration.'),
+    cfg.StrOpt('default_se_group', default='default',
+               help='SE group serving a load balancer whose flavor and '
+                    'availability zone name none.'),
+    cfg.ListOpt('se_groups', default=[],
+                help='SE groups a flavor or availability zone may name. '
+                     'Empty: any well-formed name is accepted (the '
+                     'controller reports an unknown group as an error).'),
+    cfg.StrOpt('default_encapsulation', default='ipip',
+               choices=ENCAPSULATIONS,
+               help='Encapsulation from SE to member when the flavor '
+                    'does not choose one: ipip (IPIP / IPv6-in-IP by inner '
+                    'family) or gre.'),
+    cfg.StrOpt('octavia_get_socket',
+               help='Unix socket of octavia-driver-agent\'s "get" service, '
+                    'used to look up a pool\'s listener port when a member '
+                    'is created (DSR members must listen on the VIP '
+                    'port). Unset: [driver_agent] get_socket_path of the '
+                    'octavia-api configuration, else '
+                    '/var/run/octavia/get.sock. When the socket is '
+                    'missing the check is left to the controller.'),
+    cfg.BoolOpt('neutron_enabled', default=False,
+                help='Allocate VIP ports in Neutron from the driver '
+                     '(create_vip_port, through openstacksdk). False: the '
+                     'driver declines and Octavia\'s own network driver '
+                     'allocates the VIP.'),
+    cfg.StrOpt('neutron_cloud',
+               help='clouds.yaml entry openstacksdk uses for Neutron when '
+                    'neutron_enabled is set. Unset: openstacksdk\'s '
+                    'default (OS_CLOUD / OS_* environment).'),
+    cfg.ListOpt('se_addresses', default=[],
+                help='Addresses of the service engines, put in the '
+                     'allowed_address_pairs of the VIP ports the driver '
+                     'creates (neutron_enabled).'),
+]
+
+
+def register_opts(conf=None):
+    """Register the options on conf (default: the global cfg.CONF)."""
+    conf = cfg.CONF if conf is None else conf
+    conf.register_opts(dsr_provider_opts, group=GROUP)
+    return conf
+
+
+def list_opts():
+    """Entry point of oslo-config-generator (octavia_dsr.dsr_provider)."""
+    return [(GROUP, dsr_provider_opts)]

@@ -1,0 +1,363 @@
+"""What the DSR dataplane can honour, checked before anything is cast.
+
+Every refusal raises octavia-lib's UnsupportedOptionError (Octavia answers
+HTTP 501 with its text), and the text names the object, the field, the
+value, the allowed values and why.
+
+The checks take octavia-lib data models as Octavia passes them: a field
+the user did not give is Unset, and an update's "new" object carries only
+the fields being changed. Values Octavia fills in on its own (default
+timeouts, connection_limit -1, client_authentication NONE, ...) are
+accepted; only a value DSR would have to ignore is refused.
+"""
+
+import ipaddress
+
+from octavia_lib.api.drivers import data_models
+from octavia_lib.api.drivers import exceptions
+from octavia_lib.common import constants as lib_consts
+from oslo_config import cfg
+
+LISTENER_PROTOCOLS = (lib_consts.PROTOCOL_TCP, lib_consts.PROTOCOL_UDP,
+                      lib_consts.PROTOCOL_SCTP)
+POOL_PROTOCOLS = LISTENER_PROTOCOLS
+LB_ALGORITHMS = (lib_consts.LB_ALGORITHM_SOURCE_IP_PORT,
+                 lib_consts.LB_ALGORITHM_SOURCE_IP)
+SESSION_PERSISTENCE_TYPES = (lib_consts.SESSION_PERSISTENCE_SOURCE_IP,)
+HEALTH_MONITOR_TYPES = (lib_consts.HEALTH_MONITOR_TCP,
+                        lib_consts.HEALTH_MONITOR_HTTP,
+                        lib_consts.HEALTH_MONITOR_HTTPS,
+                        lib_consts.HEALTH_MONITOR_PING,
+                        lib_consts.HEALTH_MONITOR_UDP_CONNECT)
+MAX_DELAY = 86400       # seconds; what the agent accepts
+UNRESTRICTED_CIDRS = (ipaddress.ip_network('0.0.0.0/0'),
+                      ipaddress.ip_network('::/0'))
+
+L4_ONLY = ('DSR is Layer 4: the service engine forwards packets by '
+           'consistent hash and never reads or answers the application '
+           'stream (replies go from the member straight to the client)')
+
+# Octavia's own defaults, used when octavia-api's [haproxy_amphora]
+# options are not registered (unit tests, other hosts).
+_TIMEOUT_DEFAULTS = {
+    'timeout_client_data': 50000,
+    'timeout_member_connect': 5000,
+    'timeout_member_data': 50000,
+    'timeout_tcp_inspect': 0,
+}
+
+_LISTENER_TLS_FIELDS = ('default_tls_container_ref',
+                        'default_tls_container_data',
+                        'sni_container_refs', 'sni_container_data',
+                        'client_ca_tls_container_ref',
+                        'client_ca_tls_container_data',
+                        'client_crl_container_ref',
+                        'client_crl_container_data')
+_POOL_TLS_FIELDS = ('tls_container_ref', 'tls_container_data',
+                    'ca_tls_container_ref', 'ca_tls_container_data',
+                    'crl_container_ref', 'crl_container_data')
+
+
+def refuse(message):
+    raise exceptions.UnsupportedOptionError(user_fault_string=message,
+                                            operator_fault_string=message)
+
+
+def given(obj, name):
+    """obj.name, or None when it is Unset / absent (dicts accepted too)."""
+    if isinstance(obj, dict):
+        value = obj.get(name)
+    else:
+        value = getattr(obj, name, None)
+    return None if isinstance(value, data_models.UnsetType) else value
+
+
+def is_given(obj, name):
+    """True when the object carries the field (None included)."""
+    if isinstance(obj, dict):
+        return name in obj
+    value = getattr(obj, name, data_models.Unset)
+    return not isinstance(value, data_models.UnsetType)
+
+
+def _join(values):
+    return ', '.join(str(v) for v in values)
+
+
+# --- load balancer ---------------------------------------------------------
+
+def check_loadbalancer(lb):
+    """VIP port options that have no effect on a DSR VIP."""
+    if given(lb, 'vip_qos_policy_id'):
+        refuse(f'load balancer vip_qos_policy_id '
+               f'{given(lb, "vip_qos_policy_id")!r} is not supported by the '
+               'DSR provider (allowed: none): the service engines announce '
+               'the VIP by BGP and no traffic crosses the VIP port, so a '
+               'QoS policy on it would be silently ignored.')
+    if given(lb, 'vip_sg_ids'):
+        refuse(f'load balancer vip_sg_ids {given(lb, "vip_sg_ids")!r} are '
+               'not supported by the DSR provider (allowed: none): no '
+               'traffic crosses the VIP port, so security groups on it '
+               'would be silently ignored.')
+
+
+# --- listener --------------------------------------------------------------
+
+def _octavia_timeout_default(name):
+    try:
+        return getattr(cfg.CONF.haproxy_amphora, name)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
+        return _TIMEOUT_DEFAULTS[name]
+
+
+def check_listener_protocol(protocol):
+    if protocol in LISTENER_PROTOCOLS:
+        return
+    allowed = _join(LISTENER_PROTOCOLS)
+    if protocol == lib_consts.PROTOCOL_TERMINATED_HTTPS:
+        refuse(f'listener protocol TERMINATED_HTTPS is not supported by the '
+               f'DSR provider (allowed: {allowed}): no TLS termination — '
+               'replies bypass the service engine, which never sees the '
+               'server side of a TLS session.')
+    if protocol in (lib_consts.PROTOCOL_HTTP, lib_consts.PROTOCOL_HTTPS):
+        refuse(f'listener protocol {protocol} is not supported by the DSR '
+               f'provider (allowed: {allowed}): {L4_ONLY}. HTTP and HTTPS '
+               'listeners need a tier-2 (L7 service engine) flavor, which '
+               'is not available yet; use TCP.')
+    refuse(f'listener protocol {protocol} is not supported by the DSR '
+           f'provider (allowed: {allowed}): {L4_ONLY}.')
+
+
+def check_allowed_cidrs(cidrs):
+    for cidr in cidrs or ():
+        try:
+            net = ipaddress.ip_network(cidr, strict=False)
+        except (TypeError, ValueError):
+            net = None
+        if net not in UNRESTRICTED_CIDRS:
+            refuse(f'listener allowed_cidrs {list(cidrs)!r} are not '
+                   'supported by the DSR provider yet (allowed: none, '
+                   '0.0.0.0/0 or ::/0): the dataplane does not enforce '
+                   'source restrictions, and the provider will not accept '
+                   'a restriction it would silently ignore.')
+
+
+def check_listener(listener):
+    """A new listener, or the changed fields of an updated one."""
+    if is_given(listener, 'protocol'):
+        check_listener_protocol(given(listener, 'protocol'))
+
+    limit = given(listener, 'connection_limit')
+    if limit is not None and limit != -1:
+        refuse(f'listener connection_limit {limit} is not supported by the '
+               'DSR provider (allowed: -1, unlimited): the service engine '
+               'sees only the client-to-member half of each connection and '
+               'cannot count or cap connections.')
+
+    for name in _TIMEOUT_DEFAULTS:
+        value = given(listener, name)
+        accepted = {_TIMEOUT_DEFAULTS[name], _octavia_timeout_default(name)}
+        if value is not None and value not in accepted:
+            refuse(f'listener {name} {value} is not supported by the DSR '
+                   f'provider (allowed: unset or {_join(sorted(accepted))}):'
+                   ' the service engine proxies nothing, so there is no '
+                   'client or member connection whose timeout it could '
+                   'apply.')
+
+    headers = given(listener, 'insert_headers')
+    if headers:
+        refuse(f'listener insert_headers {sorted(headers)!r} are not '
+               f'supported by the DSR provider (allowed: none): {L4_ONLY}.')
+
+    for name in _LISTENER_TLS_FIELDS:
+        if given(listener, name):
+            refuse(f'listener {name} is not supported by the DSR provider '
+                   '(allowed: none): no TLS termination — replies bypass '
+                   'the service engine.')
+    auth = given(listener, 'client_authentication')
+    if auth not in (None, lib_consts.CLIENT_AUTH_NONE):
+        refuse(f'listener client_authentication {auth} is not supported by '
+               'the DSR provider (allowed: NONE): no TLS termination.')
+    for name in ('hsts_max_age', 'hsts_include_subdomains', 'hsts_preload'):
+        if given(listener, name):
+            refuse(f'listener {name} is not supported by the DSR provider '
+                   f'(allowed: unset): {L4_ONLY}.')
+
+    if is_given(listener, 'allowed_cidrs'):
+        check_allowed_cidrs(given(listener, 'allowed_cidrs'))
+
+    if given(listener, 'l7policies'):
+        refuse_l7('L7 policies')
+
+
+def refuse_l7(what):
+    refuse(f'{what} are not supported by the DSR provider: {L4_ONLY}, so it '
+           'cannot match, redirect or reject requests. Use one listener '
+           'with a default pool per port.')
+
+
+# --- pool ------------------------------------------------------------------
+
+def check_pool(pool, old_pool=None, listener_protocol=None):
+    """A new pool (old_pool None) or the changed fields of an updated one.
+
+    listener_protocol, when known, is the protocol of the listener the
+    pool serves.
+    """
+    protocol = given(pool, 'protocol')
+    if is_given(pool, 'protocol') and protocol not in POOL_PROTOCOLS:
+        refuse(f'pool protocol {protocol} is not supported by the DSR '
+               f'provider (allowed: {_join(POOL_PROTOCOLS)}): {L4_ONLY}, so '
+               'it cannot add a PROXY header or speak HTTP to members.')
+    if protocol and listener_protocol and protocol != listener_protocol:
+        refuse(f'pool protocol {protocol} does not match its listener\'s '
+               f'protocol {listener_protocol} (allowed: '
+               f'{listener_protocol}): the service engine forwards the '
+               'client\'s packets to members unchanged.')
+
+    algorithm = given(pool, 'lb_algorithm')
+    if is_given(pool, 'lb_algorithm') and algorithm not in LB_ALGORITHMS:
+        refuse(f'pool lb_algorithm {algorithm} is not supported by the DSR '
+               f'provider (allowed: {_join(LB_ALGORITHMS)}): DSR steers '
+               'every packet by consistent (Maglev) hash of the client '
+               'address and port (SOURCE_IP_PORT) or address (SOURCE_IP); '
+               'there is no per-connection scheduler.')
+
+    if is_given(pool, 'session_persistence') or (
+            old_pool is not None and is_given(pool, 'lb_algorithm')):
+        persistence = (given(pool, 'session_persistence')
+                       if is_given(pool, 'session_persistence')
+                       else given(old_pool, 'session_persistence'))
+        effective = algorithm or given(old_pool, 'lb_algorithm')
+        check_session_persistence(persistence, effective)
+
+    if given(pool, 'tls_enabled'):
+        refuse('pool tls_enabled true is not supported by the DSR provider '
+               '(allowed: false): the service engine forwards the client\'s '
+               'packets and cannot re-encrypt them towards members.')
+    for name in _POOL_TLS_FIELDS:
+        if given(pool, name):
+            refuse(f'pool {name} is not supported by the DSR provider '
+                   '(allowed: none): no TLS towards members.')
+
+
+def check_session_persistence(persistence, algorithm):
+    if not persistence:
+        return
+    kind = given(persistence, 'type')
+    if kind not in SESSION_PERSISTENCE_TYPES:
+        refuse(f'pool session_persistence type {kind} is not supported by '
+               'the DSR provider (allowed: SOURCE_IP, with lb_algorithm '
+               f'SOURCE_IP): {L4_ONLY}, so it cannot read or set cookies.')
+    if algorithm != lib_consts.LB_ALGORITHM_SOURCE_IP:
+        refuse(f'pool session_persistence SOURCE_IP with lb_algorithm '
+               f'{algorithm} is not supported by the DSR provider (allowed: '
+               'lb_algorithm SOURCE_IP): source-IP persistence is what the '
+               'SOURCE_IP hash gives; with SOURCE_IP_PORT one client\'s '
+               'connections spread over members.')
+    for name in ('persistence_timeout', 'persistence_granularity',
+                 'cookie_name'):
+        if given(persistence, name):
+            refuse(f'pool session_persistence {name} '
+                   f'{given(persistence, name)!r} is not supported by the '
+                   'DSR provider (allowed: unset): the consistent hash keeps '
+                   'a client on its member for as long as the member set '
+                   'is unchanged, with no timeout or netmask to apply.')
+
+
+# --- member ----------------------------------------------------------------
+
+def check_member_port(member, listener_port):
+    """listener_port: port of the listener the member's pool serves, or
+    None when the pool serves no listener yet (then anything goes)."""
+    port = given(member, 'protocol_port')
+    if listener_port is None or port is None or port == listener_port:
+        return
+    address = given(member, 'address')
+    refuse(f'member {address} protocol_port {port} differs from the port '
+           f'of its pool\'s listener (allowed: {listener_port}): DSR cannot '
+           'translate ports — the member receives the client\'s packet '
+           'unchanged, addressed to the VIP and its port.')
+
+
+def check_pool_ports(pool_id, listener_ports, members):
+    """listener_ports: ports of every listener whose default pool this is."""
+    ports = sorted(set(listener_ports))
+    if len(ports) > 1:
+        refuse(f'pool {pool_id} would serve listeners on ports '
+               f'{_join(ports)}: a DSR pool serves one port (allowed: one '
+               'listener port per pool), because members receive the VIP\'s '
+               'own port. Use one pool per listener.')
+    for member in members or ():
+        check_member_port(member, ports[0] if ports else None)
+
+
+# --- health monitor --------------------------------------------------------
+
+def check_health_monitor(hm, old_hm=None):
+    """A new health monitor (old_hm None) or the changed fields of one."""
+    if is_given(hm, 'type'):
+        kind = given(hm, 'type')
+        if kind not in HEALTH_MONITOR_TYPES:
+            refuse(f'health monitor type {kind} is not supported by the DSR '
+                   f'provider (allowed: {_join(HEALTH_MONITOR_TYPES)}).')
+
+    def effective(name):
+        if is_given(hm, name) or old_hm is None:
+            return given(hm, name)
+        return given(old_hm, name)
+
+    delay, timeout = effective('delay'), effective('timeout')
+    if delay is not None and not 1 <= delay <= MAX_DELAY:
+        refuse(f'health monitor delay {delay} is not supported by the DSR '
+               f'provider (allowed: 1 to {MAX_DELAY} seconds).')
+    if timeout is not None and not 1 <= timeout <= MAX_DELAY:
+        refuse(f'health monitor timeout {timeout} is not supported by the '
+               f'DSR provider (allowed: 1 to {MAX_DELAY} seconds, at most '
+               'the delay).')
+    if timeout is not None and delay is not None and timeout > delay:
+        refuse(f'health monitor timeout {timeout} exceeds its delay {delay} '
+               f'(allowed: timeout <= delay): a probe must end before the '
+               'next one starts.')
+    version = given(hm, 'http_version')
+    if version is not None and version != 1.0:
+        refuse(f'health monitor http_version {version} is not supported by '
+               'the DSR provider yet (allowed: unset or 1.0): service '
+               'engines send HTTP/1.0 probes.')
+    if given(hm, 'domain_name'):
+        refuse(f'health monitor domain_name {given(hm, "domain_name")!r} is '
+               'not supported by the DSR provider yet (allowed: unset): '
+               'service engines send HTTP/1.0 probes without a Host header.')
+
+
+# --- a whole load balancer -------------------------------------------------
+
+def _items(value):
+    return [] if not value else list(value)
+
+
+def check_graph(lb):
+    """A load balancer created with its listeners, pools, members and
+    health monitors in one call."""
+    check_loadbalancer(lb)
+    pools = {given(p, 'pool_id'): p for p in _items(given(lb, 'pools'))}
+    listeners = _items(given(lb, 'listeners'))
+    ports_of_pool, protocol_of_pool = {}, {}
+    for listener in listeners:
+        check_listener(listener)
+        pool = given(listener, 'default_pool')
+        pool_id = given(listener, 'default_pool_id') or given(pool,
+                                                              'pool_id')
+        if pool_id and pool_id not in pools and pool is not None:
+            pools[pool_id] = pool
+        if pool_id:
+            ports_of_pool.setdefault(pool_id, []).append(
+                given(listener, 'protocol_port'))
+            protocol_of_pool[pool_id] = given(listener, 'protocol')
+    for pool_id, pool in pools.items():
+        check_pool(pool, listener_protocol=protocol_of_pool.get(pool_id))
+        monitor = given(pool, 'healthmonitor')
+        if monitor:
+            check_health_monitor(monitor)
+        check_pool_ports(pool_id, ports_of_pool.get(pool_id, ()),
+                         _items(given(pool, 'members')))

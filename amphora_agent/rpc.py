@@ -83,11 +83,10 @@ class AgentEndpoint:
 
 def agent_server(transport, se_group, se_id, endpoint):
     target = messaging.Target(topic=agent_topic(se_group), server=se_id)
-    return messaging.get_rpc_server(transport, target, [endpoint],
-                                    executor='threading')
+    # The threading executor is oslo.messaging's default (and only) one.
+    return messaging.get_rpc_server(transport, target, [endpoint])
 
 
 def controller_server(transport, server_id, endpoints):
     target = messaging.Target(topic=CONTROLLER_TOPIC, server=server_id)
-    return messaging.get_rpc_server(transport, target, endpoints,
-                                    executor='threading')
+    return messaging.get_rpc_server(transport, target, endpoints)

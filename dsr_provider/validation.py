@@ -191,7 +191,8 @@ def check_listener(listener):
 
 
 def refuse_l7(what):
-    refuse(f'{what} are not supported by the DSR provider: {L4_ONLY}, so it '
+    refuse(f'{what} are not supported by the DSR provider (allowed: '
+           f'none): {L4_ONLY}, so it '
            'cannot match, redirect or reject requests. Use one listener '
            'with a default pool per port.')
 

@@ -101,6 +101,50 @@ def registered_providers():
         group="octavia.api.drivers")})
 
 
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sql(statement, database=None):
+    import pymysql   # installed with octavia (oslo.db's MySQL driver)
+    conn = pymysql.connect(host=DB_HOST, port=DB_PORT, user=DB_USER,
+                           database=database, connect_timeout=10,
+                           autocommit=True)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(statement)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def sweep_stale_databases():
+    """Drop octavia_ls_<pid>_<hex> databases whose creating process is gone.
+
+    A stack whose Python process was killed (SIGKILL, OOM) cannot drop its
+    database; its processes die with it (parent-death signal).  Databases of
+    live processes (another session's stack) are left alone.  Returns the
+    names dropped.
+    """
+    dropped = []
+    for (name,) in _sql("SHOW DATABASES"):
+        if not name.startswith(DB_PREFIX):
+            continue
+        parts = name[len(DB_PREFIX):].split("_")
+        if len(parts) != 2 or not parts[0].isdigit():
+            continue
+        if not _pid_alive(int(parts[0])):
+            _sql(f"DROP DATABASE IF EXISTS `{name}`")
+            dropped.append(name)
+    return dropped
+
+
 class _Proc:
     """A subprocess we started in its own process group, with a log file."""
 
@@ -221,7 +265,7 @@ class OctaviaStack:
         }
         self.db_url = (f"mysql+pymysql://{DB_USER}@{DB_HOST}:{DB_PORT}/"
                        f"{self.db_name}")
-        self.neutron = NeutronStub(project_id=self.project_id)
+        self.neutron = NeutronStub(project_id=self.project_id or "")
         self.api_url = None
         self.neutron_url = None
         self.start_seconds = None
@@ -233,16 +277,7 @@ class OctaviaStack:
 
     # -- database -----------------------------------------------------------
     def _sql(self, statement, database=None):
-        import pymysql   # installed with octavia (oslo.db's MySQL driver)
-        conn = pymysql.connect(host=DB_HOST, port=DB_PORT, user=DB_USER,
-                               database=database, connect_timeout=10,
-                               autocommit=True)
-        try:
-            with conn.cursor() as cur:
-                cur.execute(statement)
-                return cur.fetchall()
-        finally:
-            conn.close()
+        return _sql(statement, database)
 
     def database_exists(self):
         return bool(self._sql("SELECT 1 FROM information_schema.SCHEMATA "
@@ -346,10 +381,12 @@ class OctaviaStack:
         }
 
     def _write_openrc(self):
+        note = (f"gives requests without X-Project-Id the project "
+                f"{self.project_id}" if self.project_id else
+                "refuses to create objects for requests without X-Project-Id")
         lines = ["# Source me: . openrc   (written by tools/localstack/"
                  "octavia.py)",
-                 "# noauth: the API gives requests without X-Project-Id the "
-                 f"project {self.project_id}.",
+                 f"# noauth: the API {note}.",
                  "unset OS_CLOUD OS_AUTH_URL OS_TOKEN OS_USERNAME OS_PASSWORD "
                  "OS_PROJECT_NAME OS_PROJECT_ID"]
         lines += [f"export {k}={v}" for k, v in self._os_vars().items()]
@@ -395,6 +432,7 @@ class OctaviaStack:
             if (self.transport_url or "").startswith("rabbit"):
                 names.append("rabbitmq")
             services.ensure(*names)
+        sweep_stale_databases()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "lock").mkdir(exist_ok=True)
         rundir = Path(self.driver_agent_sockets["get"]).parent
@@ -419,8 +457,9 @@ class OctaviaStack:
             api_argv = [self.python, str(API_RUNNER),
                         "--config-file", str(self.conf_path),
                         "--fd", str(listener.fileno()),
-                        "--server", self.server,
-                        "--default-project-id", self.project_id]
+                        "--server", self.server]
+            if self.project_id:
+                api_argv += ["--default-project-id", self.project_id]
             try:
                 self._api = _Proc("octavia-api", api_argv,
                                   self.workdir / "octavia-api.log", env,

@@ -12,7 +12,9 @@ single-threaded wsgiref server on a fixed port; the latter parses sys.argv
   1 gthread worker), which imports ``application`` from this module;
 * with ``--default-project-id P`` adds ``X-Project-Id: P`` to requests that
   carry no project (noauth has no token to take it from, and Octavia refuses
-  to create objects without a project).  A client's own X-Project-Id wins.
+  to create objects without a project).  A client's own X-Project-Id wins;
+* answers GET /projects[/<id>] (Keystone v3 shape) so that the CLI's
+  ``--project X`` options work without Keystone (see with_project_lookup).
 
 Run as a script (``python .../octavia_api.py --config-file ...``); it imports
 nothing from this repository.  Its own folder is taken off sys.path first:
@@ -50,11 +52,47 @@ def with_default_project(app, project_id):
     return wrapped
 
 
+def with_project_lookup(app):
+    """Answer the CLI's Keystone project look-ups: any id/name exists.
+
+    `openstack loadbalancer ... --project X` makes python-keystoneclient GET
+    <OS_ENDPOINT>/projects/X (then /projects?name=X) before it calls Octavia.
+    Octavia has no /projects path, so answering here collides with nothing,
+    and the CLI then sends project_id X in the body (noauth is admin).
+    """
+    import json
+    from urllib.parse import parse_qs
+
+    def wrapped(environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if environ["REQUEST_METHOD"] != "GET" or not (
+                path == "/projects" or path.startswith("/projects/")):
+            return app(environ, start_response)
+        pid = path[len("/projects/"):].strip("/")
+        if pid:
+            body = {"project": _project(pid)}
+        else:
+            names = parse_qs(environ.get("QUERY_STRING", "")).get("name", [])
+            body = {"projects": [_project(n) for n in names]}
+        data = json.dumps(body).encode()
+        start_response("200 OK", [("Content-Type", "application/json"),
+                                  ("Content-Length", str(len(data)))])
+        return [data]
+
+    return wrapped
+
+
+def _project(pid):
+    return {"id": pid, "name": pid, "domain_id": "default", "enabled": True,
+            "description": "", "is_domain": False, "parent_id": "default",
+            "links": {}}
+
+
 def build_app(conf_path, default_project_id=None):
     from octavia.api import app as octavia_app
     app = octavia_app.setup_app(
         argv=["octavia-api", "--config-file", conf_path])
-    return with_default_project(app, default_project_id)
+    return with_project_lookup(with_default_project(app, default_project_id))
 
 
 class _Handler(WSGIRequestHandler):

@@ -120,9 +120,11 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
         assert shown["vip_subnet_id"] == subnet_id
         assert shown["project_id"] == stack.project_id
 
-        # --- openstacksdk (no Neutron look-up on this path).
-        lb_sdk = conn.load_balancer.create_load_balancer(
-            name="lb-sdk", vip_subnet_id=subnet_id, provider="noop_driver")
+        # --- openstacksdk (no Neutron look-up on this path), another project.
+        lb_sdk = stack.sdk(project_id="tenant-b").load_balancer \
+            .create_load_balancer(name="lb-sdk", vip_subnet_id=subnet_id,
+                                  provider="noop_driver")
+        assert lb_sdk.project_id == "tenant-b"
         stack.report_loadbalancer_status(lb_sdk.id, "ACTIVE", "ONLINE")
         lb_sdk = conn.load_balancer.wait_for_load_balancer(
             lb_sdk.id, status="ACTIVE", interval=0.1, wait=10)
@@ -133,6 +135,10 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
         assert {lb["provisioning_status"] for lb in listed} == {"ACTIVE"}
         assert sorted(lb.name for lb in conn.load_balancer.load_balancers()) \
             == ["lb-cli", "lb-sdk"]
+        # --project goes through the API's Keystone look-up shim.
+        only_b = stack.openstack("loadbalancer", "list", "--project",
+                                 "tenant-b", json_output=True)
+        assert [lb["name"] for lb in only_b] == ["lb-sdk"]
 
         # --- delete both; the provider (us) reports DELETED.
         delete = _cli(stack, "loadbalancer", "delete", "--wait", "lb-cli")

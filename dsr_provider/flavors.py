@@ -1,9 +1,11 @@
 """Flavor and availability zone metadata of the DSR provider.
 
 Flavor metadata (an operator's flavor profile):
-    encapsulation   'ipip' or 'gre' (default [dsr_provider] default_encapsulation)
+    encapsulation   'ipip' or 'gre'
+                    (default: [dsr_provider] default_encapsulation)
     se_group        SE group serving the load balancer
-    tier            1: members are servers (tier 2, L7 SEs, is not supported yet)
+    tier            1: members are servers
+                    (tier 2, L7 SEs in front of them, is not supported yet)
 Availability zone metadata:
     se_group        SE group serving load balancers of the zone
 

@@ -26,7 +26,8 @@ UNKNOWN = object()      # the lookup could not be made
 class _GetClient(driver_lib.DriverLibrary):
     """DriverLibrary's get requests, without its socket wait at init."""
 
-    def __init__(self, get_socket):   # noqa: no super().__init__: no waits
+    def __init__(self, get_socket):
+        # DriverLibrary.__init__ waits up to minutes for all three sockets.
         self.get_socket = get_socket
 
 

@@ -53,6 +53,51 @@ dsr_provider_opts = [
 ]
 
 
+CONTROLLER_GROUP = 'dsr_controller'
+
+controller_opts = [
+    cfg.StrOpt('controller_id',
+               help='Unique id of this controller (tooz member, RPC '
+                    'server). Default: hostname plus a process token.'),
+    cfg.StrOpt('database_connection', secret=True,
+               default='sqlite:////var/lib/octavia-dsr/controller.db',
+               help='SQLAlchemy URL of the controller\'s own database '
+                    '(desired state); e.g. mysql+pymysql://user:pw@host/'
+                    'octavia_dsr. Migrated to the latest schema at start. '
+                    'A SQLite file suits a single controller only.'),
+    cfg.StrOpt('default_se_group', default='default',
+               help='SE group of load balancers whose flavor and '
+                    'availability zone name none.'),
+    cfg.StrOpt('coordination_url',
+               default='redis://127.0.0.1:6379?membership_timeout=1&'
+                       'lock_timeout=1',
+               help='tooz backend: leader election among controllers and '
+                    'the SE groups\' membership (which agents are alive).'),
+    cfg.FloatOpt('apply_timeout', default=30.0, min=1.0,
+                 help='Seconds the live SEs of a group have to apply a '
+                      'generation before its objects are reported ERROR.'),
+    cfg.FloatOpt('stats_interval', default=5.0, min=0.5,
+                 help='Seconds between listener statistics updates sent to '
+                      'Octavia.'),
+    cfg.FloatOpt('loop_interval', default=0.1, min=0.01,
+                 help='Seconds between rounds of the leader\'s reporting '
+                      'loop.'),
+    cfg.StrOpt('octavia_status_socket',
+               default='/var/run/octavia/status.sock',
+               help='octavia-driver-agent status socket (DriverLibrary).'),
+    cfg.StrOpt('octavia_stats_socket', default='/var/run/octavia/stats.sock',
+               help='octavia-driver-agent statistics socket.'),
+    cfg.StrOpt('octavia_get_socket', default='/var/run/octavia/get.sock',
+               help='octavia-driver-agent get socket.'),
+]
+
+
+def register_controller_opts(conf=None):
+    conf = cfg.CONF if conf is None else conf
+    conf.register_opts(controller_opts, group=CONTROLLER_GROUP)
+    return conf
+
+
 def register_opts(conf=None):
     """Register the options on conf (default: the global cfg.CONF)."""
     conf = cfg.CONF if conf is None else conf
@@ -62,4 +107,5 @@ def register_opts(conf=None):
 
 def list_opts():
     """Entry point of oslo-config-generator (octavia_dsr.dsr_provider)."""
-    return [(GROUP, dsr_provider_opts)]
+    return [(GROUP, dsr_provider_opts),
+            (CONTROLLER_GROUP, controller_opts)]

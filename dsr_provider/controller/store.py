@@ -81,7 +81,11 @@ class Store:
 
     # ------------------------------------------------------------ helpers
     def se_group_of(self, lb_doc):
-        for key in ('flavor', 'availability_zone_metadata'):
+        # The driver resolves flavor / availability zone into lb['dsr'].
+        dsr = lb_doc.get('dsr')
+        if isinstance(dsr, dict) and dsr.get('se_group'):
+            return dsr['se_group']
+        for key in ('flavor', 'availability_zone'):
             meta = lb_doc.get(key)
             if isinstance(meta, dict) and meta.get('se_group'):
                 return meta['se_group']
@@ -353,9 +357,12 @@ class Store:
         for extra in doc.get('additional_vips') or []:
             if extra.get('ip_address'):
                 vips.append({'address': extra['ip_address']})
+        dsr = doc.get('dsr') if isinstance(doc.get('dsr'), dict) else {}
         meta = doc.get('flavor') if isinstance(doc.get('flavor'),
                                                dict) else {}
-        encap = (meta or {}).get('encapsulation', 'ipip')
+        encap = dsr.get('encapsulation') or meta.get('encapsulation') \
+            or 'ipip'
+
         pools = {p.id: p for p in s.query(models.Pool).filter_by(
             loadbalancer_id=lb.id)}
         listeners = []
@@ -406,6 +413,11 @@ class Store:
             for key in ('http_method', 'url_path', 'expected_codes'):
                 if h.get(key):
                     monitor[key] = h[key]
+            if 'expected_codes' in monitor:
+                # Octavia accepts "200, 202"; the agent's schema has no
+                # spaces.
+                monitor['expected_codes'] = monitor[
+                    'expected_codes'].replace(' ', '')
             result['health_monitor'] = monitor
         return result
 

@@ -1,0 +1,238 @@
+"""Octavia provider driver "dsr" (entry point octavia.api.drivers: dsr).
+
+octavia-api builds one driver object per request and calls it before it
+commits. The driver only validates (validation.py, flavors.py) and casts
+the request to dsr-controller (rpc_api.py); it never waits for the
+controller, which stores the desired state and reports provisioning and
+operating status back through octavia-lib's DriverLibrary. The one thing
+it asks on the way is local: a member's listener port, from
+octavia-driver-agent's get socket (octavia_lookup.py).
+"""
+
+import logging
+
+from octavia_lib.api.drivers import exceptions
+from octavia_lib.api.drivers import provider_base as driver_base
+
+from dsr_provider import flavors
+from dsr_provider import octavia_lookup
+from dsr_provider import opts
+from dsr_provider import payloads
+from dsr_provider import rpc_api
+from dsr_provider import validation
+from dsr_provider import vip_port
+from dsr_provider.validation import given
+
+LOG = logging.getLogger(__name__)
+
+
+class DSRProviderDriver(driver_base.ProviderDriver):
+
+    def __init__(self, rpc=None, lookup=None, neutron=None, conf=None):
+        """rpc: ControllerAPI; lookup: OctaviaLookup; neutron: an
+        openstacksdk connection (default: created on first use)."""
+        super().__init__()
+        self._conf = opts.register_opts(conf)
+        self._rpc = rpc or rpc_api.ControllerAPI(conf=self._conf)
+        self._lookup = lookup or octavia_lookup.OctaviaLookup()
+        self._neutron = neutron
+
+    # --- load balancer -----------------------------------------------------
+
+    def create_vip_port(self, loadbalancer_id, project_id, vip_dictionary,
+                        additional_vip_dicts):
+        if not self._conf.dsr_provider.neutron_enabled:
+            raise exceptions.NotImplementedError(
+                user_fault_string='The DSR provider does not create VIP '
+                                  'ports; Octavia allocates them.',
+                operator_fault_string='[dsr_provider] neutron_enabled is '
+                                      'off: Octavia\'s network driver '
+                                      'allocates the VIP port.')
+        connection = self._neutron or vip_port.get_connection(self._conf)
+        return vip_port.create_vip_port(
+            connection, loadbalancer_id, project_id, vip_dictionary,
+            additional_vip_dicts,
+            se_addresses=self._conf.dsr_provider.se_addresses)
+
+    def loadbalancer_create(self, loadbalancer):
+        settings = flavors.resolve(given(loadbalancer, 'flavor'),
+                                   given(loadbalancer, 'availability_zone'),
+                                   self._conf)
+        validation.check_graph(loadbalancer)
+        self._rpc.loadbalancer_create(
+            payloads.loadbalancer(loadbalancer, settings))
+
+    def loadbalancer_update(self, old_loadbalancer, new_loadbalancer):
+        validation.check_loadbalancer(new_loadbalancer)
+        self._rpc.loadbalancer_update(
+            payloads.loadbalancer(old_loadbalancer),
+            payloads.loadbalancer(new_loadbalancer))
+
+    def loadbalancer_delete(self, loadbalancer, cascade=False):
+        self._rpc.loadbalancer_delete(payloads.loadbalancer(loadbalancer),
+                                      cascade)
+
+    def loadbalancer_failover(self, loadbalancer_id):
+        raise exceptions.NotImplementedError(
+            user_fault_string='A DSR load balancer has no amphora to fail '
+                              'over: the service engines of its SE group '
+                              'share the VIP (BGP ECMP) and a failed one is '
+                              'withdrawn automatically.',
+            operator_fault_string='loadbalancer failover is not applicable '
+                                  'to the DSR provider.')
+
+    # --- listener ----------------------------------------------------------
+
+    def listener_create(self, listener):
+        validation.check_listener(listener)
+        pool_id = given(listener, 'default_pool_id')
+        if pool_id:
+            pool = given(listener, 'default_pool')
+            if pool is not None:
+                validation.check_pool(
+                    pool, listener_protocol=given(listener, 'protocol'))
+            members = (given(pool, 'members') if pool is not None
+                       else self._lookup.pool_members(pool_id))
+            self._check_pool_for_listener(
+                pool_id, given(listener, 'listener_id'),
+                given(listener, 'protocol_port'), members)
+        self._rpc.listener_create(payloads.to_payload(listener))
+
+    def listener_update(self, old_listener, new_listener):
+        validation.check_listener(new_listener)
+        pool_id = given(new_listener, 'default_pool_id')
+        if pool_id and pool_id != given(old_listener, 'default_pool_id'):
+            self._check_pool_for_listener(
+                pool_id, given(old_listener, 'listener_id'),
+                given(old_listener, 'protocol_port'),
+                self._lookup.pool_members(pool_id))
+        self._rpc.listener_update(payloads.to_payload(old_listener),
+                                  payloads.to_payload(new_listener))
+
+    def listener_delete(self, listener):
+        self._rpc.listener_delete(payloads.to_payload(listener))
+
+    def _check_pool_for_listener(self, pool_id, listener_id, port, members):
+        """The pool becomes the default pool of a listener on port."""
+        ports = [port]
+        other = self._lookup.pool_listener_port(
+            pool_id, ignore_listener_id=listener_id)
+        if other not in (None, octavia_lookup.UNKNOWN):
+            ports.append(other)
+        if members is octavia_lookup.UNKNOWN:
+            LOG.warning('members of pool %s unknown: their ports are left '
+                        'to the controller to check', pool_id)
+            members = ()
+        validation.check_pool_ports(pool_id, ports, members)
+
+    # --- pool --------------------------------------------------------------
+
+    def pool_create(self, pool):
+        validation.check_pool(pool)
+        monitor = given(pool, 'healthmonitor')
+        if monitor:
+            validation.check_health_monitor(monitor)
+        members = given(pool, 'members')
+        if members:
+            port = self._listener_port(pool)
+            for member in members:
+                validation.check_member_port(member, port)
+        self._rpc.pool_create(payloads.to_payload(pool))
+
+    def pool_update(self, old_pool, new_pool):
+        validation.check_pool(new_pool, old_pool=old_pool)
+        self._rpc.pool_update(payloads.to_payload(old_pool),
+                              payloads.to_payload(new_pool))
+
+    def pool_delete(self, pool):
+        self._rpc.pool_delete(payloads.to_payload(pool))
+
+    def _listener_port(self, pool):
+        listener_id = given(pool, 'listener_id')
+        if not listener_id:
+            return None
+        listener = self._lookup.listener(listener_id)
+        if listener is octavia_lookup.UNKNOWN:
+            return None
+        return listener.get('protocol_port')
+
+    # --- member ------------------------------------------------------------
+
+    def _pool_port(self, pool_id):
+        port = self._lookup.pool_listener_port(pool_id)
+        if port is octavia_lookup.UNKNOWN:
+            LOG.warning('listener port of pool %s unknown: member ports are '
+                        'left to the controller to check', pool_id)
+            return None
+        return port
+
+    def member_create(self, member):
+        validation.check_member_port(
+            member, self._pool_port(given(member, 'pool_id')))
+        self._rpc.member_create(payloads.to_payload(member))
+
+    def member_update(self, old_member, new_member):
+        # Octavia does not change a member's address or port on update.
+        self._rpc.member_update(payloads.to_payload(old_member),
+                                payloads.to_payload(new_member))
+
+    def member_delete(self, member):
+        self._rpc.member_delete(payloads.to_payload(member))
+
+    def member_batch_update(self, pool_id, members):
+        port = self._pool_port(pool_id)
+        for member in members:
+            validation.check_member_port(member, port)
+        self._rpc.member_batch_update(
+            pool_id, [payloads.to_payload(m) for m in members])
+
+    # --- health monitor ----------------------------------------------------
+
+    def health_monitor_create(self, healthmonitor):
+        validation.check_health_monitor(healthmonitor)
+        self._rpc.health_monitor_create(payloads.to_payload(healthmonitor))
+
+    def health_monitor_update(self, old_healthmonitor, new_healthmonitor):
+        validation.check_health_monitor(new_healthmonitor,
+                                        old_hm=old_healthmonitor)
+        self._rpc.health_monitor_update(
+            payloads.to_payload(old_healthmonitor),
+            payloads.to_payload(new_healthmonitor))
+
+    def health_monitor_delete(self, healthmonitor):
+        self._rpc.health_monitor_delete(payloads.to_payload(healthmonitor))
+
+    # --- L7: not for a Layer 4 dataplane -----------------------------------
+
+    def l7policy_create(self, l7policy):
+        validation.refuse_l7('L7 policies')
+
+    def l7policy_update(self, old_l7policy, new_l7policy):
+        validation.refuse_l7('L7 policies')
+
+    def l7policy_delete(self, l7policy):
+        validation.refuse_l7('L7 policies')
+
+    def l7rule_create(self, l7rule):
+        validation.refuse_l7('L7 rules')
+
+    def l7rule_update(self, old_l7rule, new_l7rule):
+        validation.refuse_l7('L7 rules')
+
+    def l7rule_delete(self, l7rule):
+        validation.refuse_l7('L7 rules')
+
+    # --- flavors and availability zones ------------------------------------
+
+    def get_supported_flavor_metadata(self):
+        return dict(flavors.FLAVOR_METADATA)
+
+    def validate_flavor(self, flavor_metadata):
+        flavors.validate_flavor(flavor_metadata, self._conf)
+
+    def get_supported_availability_zone_metadata(self):
+        return dict(flavors.AVAILABILITY_ZONE_METADATA)
+
+    def validate_availability_zone(self, availability_zone_metadata):
+        flavors.validate_availability_zone(availability_zone_metadata,
+                                           self._conf)

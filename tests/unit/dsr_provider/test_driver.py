@@ -1,0 +1,441 @@
+"""DSRProviderDriver end to end, with only the RPC client replaced.
+
+Lookups go to a fake octavia-driver-agent get socket (the real protocol);
+create_vip_port gets a fake openstacksdk connection.
+"""
+
+import os
+import shutil
+import tempfile
+
+import pytest
+from octavia_lib.api.drivers import data_models as dm
+from octavia_lib.api.drivers import exceptions
+from oslo_config import cfg
+
+from dsr_provider import driver
+from dsr_provider import octavia_lookup
+from dsr_provider import opts
+from dsr_provider import rpc_api
+from tests.unit.dsr_provider import fakes
+
+POOL_LISTENING = {
+    ('pools', fakes.POOL_ID): {'pool_id': fakes.POOL_ID,
+                               'listener_id': fakes.LISTENER_ID,
+                               'members': []},
+    ('listeners', fakes.LISTENER_ID): {'listener_id': fakes.LISTENER_ID,
+                                       'protocol': 'TCP',
+                                       'protocol_port': 80},
+}
+
+
+@pytest.fixture
+def sockdir():
+    path = tempfile.mkdtemp(prefix='dsr')
+    yield path
+    shutil.rmtree(path)
+
+
+@pytest.fixture
+def agent(sockdir):
+    fake = fakes.FakeDriverAgent(os.path.join(sockdir, 'get.sock'),
+                                 dict(POOL_LISTENING))
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def client():
+    return fakes.FakeRPCClient()
+
+
+@pytest.fixture
+def dsr(client, agent):
+    opts.register_opts()
+    yield driver.DSRProviderDriver(
+        rpc=rpc_api.ControllerAPI(client=client),
+        lookup=octavia_lookup.OctaviaLookup(agent.path))
+    cfg.CONF.clear_override('neutron_enabled', group='dsr_provider')
+    cfg.CONF.clear_override('se_addresses', group='dsr_provider')
+
+
+def refused(func, *args):
+    with pytest.raises(exceptions.UnsupportedOptionError) as info:
+        func(*args)
+    return info.value.user_fault_string
+
+
+def unset_free(value):
+    if isinstance(value, dict):
+        return all(unset_free(v) for v in value.values())
+    if isinstance(value, list):
+        return all(unset_free(v) for v in value)
+    return not isinstance(value, dm.UnsetType)
+
+
+# --- load balancers --------------------------------------------------------
+
+def test_full_graph_create_is_one_cast_with_the_whole_graph(dsr, client):
+    lb = fakes.full_graph(flavor={'encapsulation': 'gre'},
+                          availability_zone={'se_group': 'edge'})
+    dsr.loadbalancer_create(lb)
+
+    assert len(client.casts) == 1
+    method, kwargs = client.casts[0]
+    assert method == 'loadbalancer_create'
+    doc = kwargs['loadbalancer']
+    assert unset_free(doc)
+    assert doc['loadbalancer_id'] == fakes.LB_ID
+    assert doc['vip_address'] == '192.0.2.10'
+    assert doc['dsr'] == {'se_group': 'edge', 'encapsulation': 'gre',
+                          'tier': 1}
+    assert doc['flavor'] == {'encapsulation': 'gre'}
+    assert doc['availability_zone'] == {'se_group': 'edge'}
+    (listener,) = doc['listeners']
+    assert listener['protocol'] == 'TCP' and listener['protocol_port'] == 80
+    assert listener['default_pool_id'] == fakes.POOL_ID
+    assert 'default_pool' not in listener
+    (pool,) = doc['pools']
+    assert pool['lb_algorithm'] == 'SOURCE_IP_PORT'
+    assert [m['address'] for m in pool['members']] == [
+        '198.19.1.2', '2001:db8:1::2']
+    assert pool['healthmonitor']['type'] == 'HTTP'
+    assert 'additional_vips' not in doc         # Unset: left out
+
+
+def test_bare_lb_create_gets_default_settings(dsr, client):
+    dsr.loadbalancer_create(fakes.loadbalancer(
+        additional_vips=[{'ip_address': '2001:db8::10',
+                          'subnet_id': 'subnet-6'}]))
+    (method, kwargs), = client.casts
+    doc = kwargs['loadbalancer']
+    assert doc['dsr'] == {'se_group': 'default', 'encapsulation': 'ipip',
+                          'tier': 1}
+    assert doc['additional_vips'] == [{'ip_address': '2001:db8::10',
+                                       'subnet_id': 'subnet-6'}]
+    assert 'listeners' not in doc and 'pools' not in doc
+
+
+def test_refused_graph_casts_nothing(dsr, client):
+    lb = fakes.full_graph()
+    lb.pools[0].lb_algorithm = 'ROUND_ROBIN'
+    text = refused(dsr.loadbalancer_create, lb)
+    assert 'lb_algorithm ROUND_ROBIN' in text
+    refused(dsr.loadbalancer_create,
+            fakes.loadbalancer(flavor={'tier': 2}))
+    assert client.casts == []
+
+
+def test_lb_update_and_delete(dsr, client):
+    old = fakes.loadbalancer(flavor={}, availability_zone='az1')
+    dsr.loadbalancer_update(old, dm.LoadBalancer(loadbalancer_id=fakes.LB_ID,
+                                                 admin_state_up=False))
+    dsr.loadbalancer_delete(old, cascade=True)
+    (m1, k1), (m2, k2) = client.casts
+    assert m1 == 'loadbalancer_update'
+    assert k1['new_loadbalancer'] == {'loadbalancer_id': fakes.LB_ID,
+                                      'admin_state_up': False}
+    assert k1['old_loadbalancer']['availability_zone'] == 'az1'
+    assert m2 == 'loadbalancer_delete' and k2['cascade'] is True
+    assert k2['loadbalancer']['loadbalancer_id'] == fakes.LB_ID
+
+
+def test_lb_update_refuses_qos(dsr, client):
+    refused(dsr.loadbalancer_update, fakes.loadbalancer(),
+            dm.LoadBalancer(loadbalancer_id=fakes.LB_ID,
+                            vip_qos_policy_id='q'))
+    assert client.casts == []
+
+
+def test_failover_is_not_implemented(dsr):
+    with pytest.raises(exceptions.NotImplementedError):
+        dsr.loadbalancer_failover(fakes.LB_ID)
+
+
+# --- listeners -------------------------------------------------------------
+
+def test_listener_create_and_update(dsr, client):
+    dsr.listener_create(fakes.listener(protocol='UDP', port=53))
+    # PUT with "timeout_client_data": null: Octavia substitutes its default.
+    dsr.listener_update(fakes.listener(),
+                        dm.Listener(listener_id=fakes.LISTENER_ID,
+                                    name='renamed',
+                                    timeout_client_data=50000))
+    (m1, k1), (m2, k2) = client.casts
+    assert m1 == 'listener_create' and k1['listener']['protocol'] == 'UDP'
+    assert m2 == 'listener_update'
+    assert k2['new_listener'] == {'listener_id': fakes.LISTENER_ID,
+                                  'name': 'renamed',
+                                  'timeout_client_data': 50000}
+    assert k2['old_listener']['protocol_port'] == 80
+
+
+def test_listener_refusals_cast_nothing(dsr, client):
+    assert 'HTTP' in refused(dsr.listener_create,
+                             fakes.listener(protocol='HTTP'))
+    refused(dsr.listener_update, fakes.listener(),
+            dm.Listener(listener_id=fakes.LISTENER_ID,
+                        allowed_cidrs=['203.0.113.0/24']))
+    assert client.casts == []
+
+
+def test_listener_on_existing_pool_checks_member_ports(dsr, client, agent):
+    pool = fakes.pool('p2', members=[fakes.member(port=8080, pool_id='p2')])
+    text = refused(dsr.listener_create,
+                   fakes.listener('l2', port=80, default_pool=pool))
+    assert 'protocol_port 8080' in text and 'allowed: 80' in text
+    dsr.listener_create(fakes.listener('l2', port=8080, default_pool=pool))
+    assert [m for m, _ in client.casts] == ['listener_create']
+
+
+def test_listener_on_pool_of_another_listener_port(dsr, agent):
+    # POOL_ID already serves listener TCP/80 (per the driver agent).
+    text = refused(dsr.listener_create, fakes.listener(
+        'l2', port=81, default_pool=fakes.pool(members=[])))
+    assert 'ports 80, 81' in text
+
+
+def test_listener_update_to_a_pool_with_other_ports(dsr, agent):
+    agent.objects[('pools', 'p3')] = {
+        'pool_id': 'p3', 'listener_id': None,
+        'members': [{'member_id': 'm', 'address': '198.19.9.9',
+                     'protocol_port': 443}]}
+    text = refused(dsr.listener_update, fakes.listener(),
+                   dm.Listener(listener_id=fakes.LISTENER_ID,
+                               default_pool_id='p3'))
+    assert 'protocol_port 443' in text
+
+
+# --- pools -----------------------------------------------------------------
+
+def test_pool_create_update_delete(dsr, client):
+    dsr.pool_create(fakes.pool(listener_id=fakes.LISTENER_ID))
+    dsr.pool_update(fakes.pool(), dm.Pool(pool_id=fakes.POOL_ID,
+                                          lb_algorithm='SOURCE_IP'))
+    dsr.pool_delete(fakes.pool())
+    assert [m for m, _ in client.casts] == ['pool_create', 'pool_update',
+                                            'pool_delete']
+    assert client.casts[0][1]['pool']['listener_id'] == fakes.LISTENER_ID
+    assert client.casts[1][1]['new_pool'] == {'pool_id': fakes.POOL_ID,
+                                              'lb_algorithm': 'SOURCE_IP'}
+
+
+def test_pool_refusals(dsr, client):
+    refused(dsr.pool_create, fakes.pool(lb_algorithm='LEAST_CONNECTIONS'))
+    refused(dsr.pool_update, fakes.pool(),
+            dm.Pool(pool_id=fakes.POOL_ID,
+                    session_persistence={'type': 'HTTP_COOKIE'}))
+    assert client.casts == []
+
+
+# --- members ---------------------------------------------------------------
+
+def test_member_create_on_the_listener_port(dsr, client, agent):
+    dsr.member_create(fakes.member(port=80))
+    (method, kwargs), = client.casts
+    assert method == 'member_create'
+    assert kwargs['member']['address'] == '198.19.1.2'
+    assert {'object': 'pools', 'id': fakes.POOL_ID} in agent.requests
+
+
+def test_member_create_on_another_port_is_refused(dsr, client):
+    text = refused(dsr.member_create, fakes.member(port=8080))
+    assert 'member 198.19.1.2 protocol_port 8080' in text
+    assert 'allowed: 80' in text
+    assert client.casts == []
+
+
+def test_member_of_pool_without_listener_is_accepted(dsr, client, agent):
+    agent.objects[('pools', fakes.POOL_ID)] = {'pool_id': fakes.POOL_ID,
+                                               'listener_id': None}
+    dsr.member_create(fakes.member(port=8080))
+    assert len(client.casts) == 1
+
+
+def test_member_check_left_to_controller_without_driver_agent(
+        client, sockdir):
+    dsr = driver.DSRProviderDriver(
+        rpc=rpc_api.ControllerAPI(client=client),
+        lookup=octavia_lookup.OctaviaLookup(os.path.join(sockdir, 'none')))
+    dsr.member_create(fakes.member(port=8080))
+    assert len(client.casts) == 1
+
+
+def test_member_update_and_delete(dsr, client):
+    dsr.member_update(fakes.member(), dm.Member(member_id=fakes.MEMBER_ID,
+                                                weight=0))
+    dsr.member_delete(fakes.member())
+    (m1, k1), (m2, k2) = client.casts
+    assert k1['new_member'] == {'member_id': fakes.MEMBER_ID, 'weight': 0}
+    assert k1['old_member']['weight'] == 1
+    assert m2 == 'member_delete'
+    assert k2['member']['member_id'] == fakes.MEMBER_ID
+
+
+def test_member_batch_update_is_one_cast(dsr, client):
+    members = [fakes.member(), fakes.member(fakes.MEMBER2_ID,
+                                            address='2001:db8:1::2')]
+    dsr.member_batch_update(fakes.POOL_ID, members)
+    (method, kwargs), = client.casts
+    assert method == 'member_batch_update'
+    assert kwargs['pool_id'] == fakes.POOL_ID
+    assert [m['member_id'] for m in kwargs['members']] == [
+        fakes.MEMBER_ID, fakes.MEMBER2_ID]
+    assert all(unset_free(m) for m in kwargs['members'])
+
+
+def test_member_batch_update_empty_and_refused(dsr, client):
+    dsr.member_batch_update(fakes.POOL_ID, [])
+    assert client.casts[-1] == ('member_batch_update',
+                                {'pool_id': fakes.POOL_ID, 'members': []})
+    text = refused(dsr.member_batch_update, fakes.POOL_ID,
+                   [fakes.member(), fakes.member(fakes.MEMBER2_ID,
+                                                 address='198.19.1.3',
+                                                 port=81)])
+    assert 'member 198.19.1.3 protocol_port 81' in text
+    assert len(client.casts) == 1
+
+
+# --- health monitors -------------------------------------------------------
+
+def test_health_monitor_operations(dsr, client):
+    dsr.health_monitor_create(fakes.health_monitor(type='UDP-CONNECT'))
+    dsr.health_monitor_update(
+        fakes.health_monitor(),
+        dm.HealthMonitor(healthmonitor_id=fakes.POOL_ID, delay=10))
+    dsr.health_monitor_delete(fakes.health_monitor())
+    assert [m for m, _ in client.casts] == [
+        'health_monitor_create', 'health_monitor_update',
+        'health_monitor_delete']
+    assert client.casts[1][1]['new_healthmonitor'] == {
+        'healthmonitor_id': fakes.POOL_ID, 'delay': 10}
+
+
+def test_health_monitor_refusals(dsr, client):
+    refused(dsr.health_monitor_create, fakes.health_monitor(type='TLS-HELLO'))
+    refused(dsr.health_monitor_update, fakes.health_monitor(delay=5),
+            dm.HealthMonitor(timeout=6))
+    assert client.casts == []
+
+
+# --- L7 --------------------------------------------------------------------
+
+@pytest.mark.parametrize('method,args,what', [
+    ('l7policy_create', (dm.L7Policy(),), 'L7 policies'),
+    ('l7policy_update', (dm.L7Policy(), dm.L7Policy()), 'L7 policies'),
+    ('l7policy_delete', (dm.L7Policy(),), 'L7 policies'),
+    ('l7rule_create', (dm.L7Rule(),), 'L7 rules'),
+    ('l7rule_update', (dm.L7Rule(), dm.L7Rule()), 'L7 rules'),
+    ('l7rule_delete', (dm.L7Rule(),), 'L7 rules'),
+])
+def test_l7_is_refused(dsr, client, method, args, what):
+    text = refused(getattr(dsr, method), *args)
+    assert text.startswith(f'{what} are not supported')
+    assert 'Layer 4' in text
+    assert client.casts == []
+
+
+# --- VIP ports -------------------------------------------------------------
+
+class FakeNetwork:
+    def __init__(self):
+        self.created = []
+        self.ports = {}
+
+    def get_subnet(self, subnet_id):
+        return {'id': subnet_id, 'network_id': 'net-from-subnet'}
+
+    def get_port(self, port_id):
+        return self.ports[port_id]
+
+    def create_port(self, **attrs):
+        self.created.append(attrs)
+        fixed, n = [], 0
+        for ip in attrs.get('fixed_ips', [{'subnet_id': 'auto'}]):
+            n += 1
+            v6 = ip['subnet_id'].endswith('6')
+            fixed.append({'subnet_id': ip['subnet_id'], 'ip_address':
+                          ip.get('ip_address') or
+                          ('2001:db8::%x' % n if v6 else '192.0.2.%d' % n)})
+        port = {'id': 'vip-port', 'network_id': attrs['network_id'],
+                'fixed_ips': fixed}
+        self.ports['vip-port'] = port
+        return port
+
+
+class FakeConnection:
+    def __init__(self):
+        self.network = FakeNetwork()
+
+
+def test_create_vip_port_declines_when_neutron_is_off(dsr):
+    with pytest.raises(exceptions.NotImplementedError):
+        dsr.create_vip_port(fakes.LB_ID, fakes.PROJECT_ID,
+                            {'vip_subnet_id': 'subnet-4'}, [])
+
+
+def neutron_driver(client, conf_addresses=()):
+    cfg.CONF.set_override('neutron_enabled', True, group='dsr_provider')
+    cfg.CONF.set_override('se_addresses', list(conf_addresses),
+                          group='dsr_provider')
+    conn = FakeConnection()
+    return conn, driver.DSRProviderDriver(
+        rpc=rpc_api.ControllerAPI(client=client), neutron=conn)
+
+
+def test_create_vip_port_ipv4_with_ipv6_additional_vip(dsr, client):
+    conn, neutron_dsr = neutron_driver(client, ['198.18.1.2', '198.18.1.3'])
+    vip, extra = neutron_dsr.create_vip_port(
+        fakes.LB_ID, fakes.PROJECT_ID,
+        {'vip_address': '192.0.2.10', 'vip_network_id': 'net-1',
+         'vip_subnet_id': 'subnet-4', 'vip_port_id': None},
+        [{'subnet_id': 'subnet-6'}])
+    (attrs,) = conn.network.created
+    assert attrs['network_id'] == 'net-1'
+    assert attrs['device_owner'] == 'Octavia'
+    assert attrs['project_id'] == fakes.PROJECT_ID
+    assert attrs['fixed_ips'] == [
+        {'subnet_id': 'subnet-4', 'ip_address': '192.0.2.10'},
+        {'subnet_id': 'subnet-6'}]
+    assert attrs['allowed_address_pairs'] == [{'ip_address': '198.18.1.2'},
+                                              {'ip_address': '198.18.1.3'}]
+    assert vip == {'vip_address': '192.0.2.10', 'vip_network_id': 'net-1',
+                   'vip_subnet_id': 'subnet-4', 'vip_port_id': 'vip-port',
+                   'octavia_owned': True}
+    assert extra == [{'ip_address': '2001:db8::2', 'subnet_id': 'subnet-6',
+                      'network_id': 'net-1', 'port_id': 'vip-port'}]
+
+
+def test_create_vip_port_ipv6_from_subnet_only(dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+    vip, extra = neutron_dsr.create_vip_port(
+        fakes.LB_ID, fakes.PROJECT_ID, {'vip_subnet_id': 'subnet-6'}, [])
+    (attrs,) = conn.network.created
+    assert attrs['network_id'] == 'net-from-subnet'
+    assert 'allowed_address_pairs' not in attrs
+    assert vip['vip_address'] == '2001:db8::1'
+    assert vip['vip_port_id'] == 'vip-port' and extra == []
+
+
+def test_create_vip_port_with_the_users_port(dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+    conn.network.ports['user-port'] = {
+        'id': 'user-port', 'network_id': 'net-9',
+        'fixed_ips': [{'subnet_id': 'subnet-9', 'ip_address': '192.0.2.99'}]}
+    vip, extra = neutron_dsr.create_vip_port(
+        fakes.LB_ID, fakes.PROJECT_ID, {'vip_port_id': 'user-port'}, [])
+    assert conn.network.created == []
+    assert vip['vip_address'] == '192.0.2.99'
+    assert 'octavia_owned' not in vip      # the user's port stays theirs
+
+
+def test_create_vip_port_neutron_failure_is_a_driver_error(dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+
+    def fail(**attrs):
+        raise RuntimeError('quota exceeded')
+    conn.network.create_port = fail
+    with pytest.raises(exceptions.DriverError) as info:
+        neutron_dsr.create_vip_port(fakes.LB_ID, fakes.PROJECT_ID,
+                                    {'vip_subnet_id': 'subnet-4'}, [])
+    assert 'quota exceeded' in info.value.operator_fault_string

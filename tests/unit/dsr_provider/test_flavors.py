@@ -1,0 +1,113 @@
+import pytest
+from octavia_lib.api.drivers import exceptions
+from oslo_config import cfg
+
+from dsr_provider import driver
+from dsr_provider import flavors
+from dsr_provider import opts
+
+
+@pytest.fixture
+def conf():
+    opts.register_opts()
+    yield cfg.CONF
+    cfg.CONF.clear_override('se_groups', group='dsr_provider')
+    cfg.CONF.clear_override('default_se_group', group='dsr_provider')
+    cfg.CONF.clear_override('default_encapsulation', group='dsr_provider')
+
+
+@pytest.fixture
+def dsr(conf):
+    return driver.DSRProviderDriver(rpc=object(), lookup=object())
+
+
+def refused(func, *args):
+    with pytest.raises(exceptions.UnsupportedOptionError) as info:
+        func(*args)
+    return info.value.user_fault_string
+
+
+def test_supported_flavor_metadata(dsr):
+    assert dsr.get_supported_flavor_metadata() == {
+        'encapsulation': 'ipip or gre (default ipip)',
+        'se_group': 'SE group serving the load balancer',
+        'tier': '1 (members are servers) — tier 2 not yet supported',
+    }
+
+
+def test_supported_availability_zone_metadata(dsr):
+    assert set(dsr.get_supported_availability_zone_metadata()) == {
+        'se_group'}
+
+
+@pytest.mark.parametrize('metadata', [
+    {}, {'encapsulation': 'ipip'}, {'encapsulation': 'gre'},
+    {'se_group': 'edge-1'}, {'tier': 1}, {'tier': '1'},
+    {'encapsulation': 'gre', 'se_group': 'g.2', 'tier': 1}])
+def test_valid_flavors(dsr, metadata):
+    dsr.validate_flavor(metadata)
+
+
+def test_unknown_flavor_key_is_named(dsr):
+    text = refused(dsr.validate_flavor, {'encapsulation': 'ipip',
+                                         'loadbalancer_topology': 'SINGLE'})
+    assert "'loadbalancer_topology'" in text
+    assert 'encapsulation, se_group, tier' in text
+
+
+def test_bad_encapsulation_is_named(dsr):
+    text = refused(dsr.validate_flavor, {'encapsulation': 'vxlan'})
+    assert "encapsulation 'vxlan'" in text and 'ipip, gre' in text
+
+
+def test_tier_2_is_not_yet_supported(dsr):
+    text = refused(dsr.validate_flavor, {'tier': 2})
+    assert 'tier 2' in text and 'not yet supported' in text
+    assert 'allowed: 1' in text
+    assert 'allowed: 1' in refused(dsr.validate_flavor, {'tier': 'gold'})
+    refused(dsr.validate_flavor, {'tier': True})
+
+
+@pytest.mark.parametrize('group', ['', 'a b', '-x', 'x' * 64, 7, None])
+def test_bad_se_group_names(dsr, group):
+    text = refused(dsr.validate_flavor, {'se_group': group})
+    assert 'se_group' in text and 'allowed' in text
+
+
+def test_se_group_must_be_configured_when_groups_are_listed(dsr, conf):
+    conf.set_override('se_groups', ['edge', 'core'], group='dsr_provider')
+    dsr.validate_flavor({'se_group': 'core'})
+    text = refused(dsr.validate_flavor, {'se_group': 'other'})
+    assert "'other'" in text and 'edge, core' in text
+    text = refused(dsr.validate_availability_zone, {'se_group': 'other'})
+    assert 'availability zone se_group' in text
+
+
+def test_flavor_metadata_must_be_an_object(dsr):
+    assert 'JSON object' in refused(dsr.validate_flavor, ['ipip'])
+
+
+def test_availability_zone_metadata(dsr):
+    dsr.validate_availability_zone({'se_group': 'az1-group'})
+    text = refused(dsr.validate_availability_zone,
+                   {'compute_zone': 'nova'})
+    assert "'compute_zone'" in text and 'allowed keys: se_group' in text
+
+
+def test_resolve_defaults(conf):
+    assert flavors.resolve({}, {}) == {
+        'se_group': 'default', 'encapsulation': 'ipip', 'tier': 1}
+    conf.set_override('default_se_group', 'main', group='dsr_provider')
+    conf.set_override('default_encapsulation', 'gre', group='dsr_provider')
+    assert flavors.resolve(None, 'az-name') == {
+        'se_group': 'main', 'encapsulation': 'gre', 'tier': 1}
+
+
+def test_resolve_flavor_and_zone(conf):
+    assert flavors.resolve({'encapsulation': 'gre'}, {'se_group': 'z'}) == {
+        'se_group': 'z', 'encapsulation': 'gre', 'tier': 1}
+    assert flavors.resolve({'se_group': 'f'}, {})['se_group'] == 'f'
+    assert flavors.resolve({'se_group': 'f'},
+                           {'se_group': 'f'})['se_group'] == 'f'
+    text = refused(flavors.resolve, {'se_group': 'f'}, {'se_group': 'z'})
+    assert "'f'" in text and "'z'" in text and 'disagree' in text

@@ -1,0 +1,134 @@
+"""ControllerAPI over a real oslo.messaging transport (fake:// driver, one
+process): the target, namespace, version, method names and keyword
+arguments the controller's endpoint receives."""
+
+import threading
+import time
+
+import oslo_messaging as messaging
+import pytest
+from oslo_config import cfg
+
+from dsr_provider import opts
+from dsr_provider import rpc_api
+
+
+class Endpoint:
+    """Accepts any method of namespace octavia_dsr_provider, version 1.0."""
+    target = messaging.Target(namespace='octavia_dsr_provider',
+                              version='1.0')
+
+    def __init__(self):
+        self.calls = []
+        self.arrived = threading.Event()
+
+    def __getattr__(self, method):
+        if method.startswith('_'):
+            raise AttributeError(method)
+
+        def record(ctxt, **kwargs):
+            self.calls.append((method, kwargs))
+            self.arrived.set()
+        return record
+
+
+@pytest.fixture
+def transport_url():
+    opts.register_opts()
+    rpc_api.reset_transport()
+    cfg.CONF.set_override('transport_url', 'fake:/', group='dsr_provider')
+    yield
+    rpc_api.reset_transport()
+    cfg.CONF.clear_override('transport_url', group='dsr_provider')
+
+
+@pytest.fixture
+def endpoint(transport_url):
+    ep = Endpoint()
+    server = messaging.get_rpc_server(
+        rpc_api.get_transport(),
+        messaging.Target(topic='octavia-dsr-controller', server='c1'),
+        [ep], executor='threading')
+    server.start()
+    yield ep
+    server.stop()
+    server.wait()
+
+
+def wait_for(endpoint, count):
+    deadline = time.monotonic() + 10
+    while len(endpoint.calls) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return endpoint.calls
+
+
+CASES = [
+    ('loadbalancer_create', {'loadbalancer': {'loadbalancer_id': 'lb'}}),
+    ('loadbalancer_update', {'old_loadbalancer': {'loadbalancer_id': 'lb'},
+                             'new_loadbalancer': {'name': 'x'}}),
+    ('loadbalancer_delete', {'loadbalancer': {'loadbalancer_id': 'lb'},
+                             'cascade': True}),
+    ('listener_create', {'listener': {'listener_id': 'l'}}),
+    ('listener_update', {'old_listener': {'listener_id': 'l'},
+                         'new_listener': {'listener_id': 'l'}}),
+    ('listener_delete', {'listener': {'listener_id': 'l'}}),
+    ('pool_create', {'pool': {'pool_id': 'p'}}),
+    ('pool_update', {'old_pool': {'pool_id': 'p'},
+                     'new_pool': {'pool_id': 'p'}}),
+    ('pool_delete', {'pool': {'pool_id': 'p'}}),
+    ('member_create', {'member': {'member_id': 'm'}}),
+    ('member_update', {'old_member': {'member_id': 'm'},
+                       'new_member': {'member_id': 'm', 'weight': 0}}),
+    ('member_delete', {'member': {'member_id': 'm'}}),
+    ('member_batch_update', {'pool_id': 'p',
+                             'members': [{'member_id': 'm'}]}),
+    ('health_monitor_create', {'healthmonitor': {'healthmonitor_id': 'h'}}),
+    ('health_monitor_update', {'old_healthmonitor': {'healthmonitor_id': 'h'},
+                               'new_healthmonitor': {'delay': 9}}),
+    ('health_monitor_delete', {'healthmonitor': {'healthmonitor_id': 'h'}}),
+]
+
+
+def test_every_method_reaches_the_controller_endpoint(endpoint):
+    api = rpc_api.ControllerAPI()
+    for method, kwargs in CASES:
+        getattr(api, method)(**kwargs)
+    assert wait_for(endpoint, len(CASES)) == CASES
+
+
+def test_transport_is_lazy_and_shared(transport_url):
+    api = rpc_api.ControllerAPI()
+    assert rpc_api._transport is None          # nothing until the first cast
+    api.member_delete({'member_id': 'm'})      # no server: a cast is fine
+    transport = rpc_api._transport
+    assert transport is not None
+    rpc_api.ControllerAPI().member_delete({'member_id': 'm'})
+    assert rpc_api.get_transport() is transport
+
+
+def test_transport_url_falls_back_to_default_section():
+    opts.register_opts()
+    rpc_api.reset_transport()
+    messaging.get_rpc_transport(cfg.CONF, url='fake:/').cleanup()  # opts
+    cfg.CONF.set_override('transport_url', 'fake://fallback/')
+    try:
+        assert cfg.CONF.dsr_provider.transport_url is None
+        assert str(rpc_api.get_transport()._driver._url) == \
+            'fake://fallback/'
+    finally:
+        rpc_api.reset_transport()
+        cfg.CONF.clear_override('transport_url')
+
+
+def test_own_transport_url_wins(transport_url):
+    cfg.CONF.set_override('transport_url', 'fake://default/')
+    try:
+        assert str(rpc_api.get_transport()._driver._url) == 'fake:///'
+    finally:
+        cfg.CONF.clear_override('transport_url')
+
+
+def test_the_target():
+    target = rpc_api.target()
+    assert (target.topic, target.namespace, target.version) == (
+        'octavia-dsr-controller', 'octavia_dsr_provider', '1.0')

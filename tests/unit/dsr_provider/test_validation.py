@@ -1,0 +1,347 @@
+"""The validation matrix: what DSR accepts, and refusals that say why.
+
+Every refusal must be octavia-lib's UnsupportedOptionError (HTTP 501)
+whose text names the field and the allowed values.
+"""
+
+import pytest
+from octavia_lib.api.drivers import data_models as dm
+from octavia_lib.api.drivers import exceptions
+from oslo_config import cfg
+
+from dsr_provider import validation
+from tests.unit.dsr_provider import fakes
+
+
+def refused(func, *args, **kwargs):
+    with pytest.raises(exceptions.UnsupportedOptionError) as info:
+        func(*args, **kwargs)
+    text = info.value.user_fault_string
+    assert text == info.value.operator_fault_string
+    assert 'allowed' in text, text
+    return text
+
+
+# --- listener --------------------------------------------------------------
+
+@pytest.mark.parametrize('protocol', ['TCP', 'UDP', 'SCTP'])
+def test_listener_as_octavia_creates_it_is_accepted(protocol):
+    validation.check_listener(fakes.listener(protocol=protocol))
+
+
+def test_listener_with_only_required_fields_is_accepted():
+    validation.check_listener(dm.Listener(
+        listener_id='l', protocol='TCP', protocol_port=80))
+
+
+@pytest.mark.parametrize('protocol', ['HTTP', 'HTTPS'])
+def test_http_listeners_are_refused_until_tier2(protocol):
+    text = refused(validation.check_listener,
+                   fakes.listener(protocol=protocol))
+    assert f'listener protocol {protocol}' in text
+    assert 'TCP, UDP, SCTP' in text
+    assert 'tier-2' in text and 'not available yet' in text
+
+
+def test_tls_termination_is_refused():
+    text = refused(validation.check_listener,
+                   fakes.listener(protocol='TERMINATED_HTTPS'))
+    assert 'listener protocol TERMINATED_HTTPS' in text
+    assert 'TCP, UDP, SCTP' in text
+    assert 'TLS termination' in text
+
+
+def test_prometheus_listener_is_refused():
+    text = refused(validation.check_listener,
+                   fakes.listener(protocol='PROMETHEUS'))
+    assert 'listener protocol PROMETHEUS' in text
+
+
+@pytest.mark.parametrize('cidrs', [None, [], ['0.0.0.0/0'], ['::/0'],
+                                   ['0.0.0.0/0', '::/0']])
+def test_unrestricted_allowed_cidrs_are_accepted(cidrs):
+    validation.check_listener(fakes.listener(allowed_cidrs=cidrs))
+
+
+@pytest.mark.parametrize('cidrs', [['10.0.0.0/8'],
+                                   ['0.0.0.0/0', '10.1.0.0/16'],
+                                   ['2001:db8::/32']])
+def test_restricting_allowed_cidrs_are_refused_not_ignored(cidrs):
+    text = refused(validation.check_listener,
+                   fakes.listener(allowed_cidrs=cidrs))
+    assert 'allowed_cidrs' in text
+    assert '0.0.0.0/0 or ::/0' in text
+    assert 'does not enforce' in text
+
+
+def test_connection_limit():
+    validation.check_listener(fakes.listener(connection_limit=-1))
+    validation.check_listener(fakes.listener(connection_limit=None))
+    text = refused(validation.check_listener,
+                   fakes.listener(connection_limit=1000))
+    assert 'connection_limit 1000' in text and '-1' in text
+
+
+@pytest.mark.parametrize('name,default', [
+    ('timeout_client_data', 50000), ('timeout_member_connect', 5000),
+    ('timeout_member_data', 50000), ('timeout_tcp_inspect', 0)])
+def test_listener_timeouts(name, default):
+    validation.check_listener(fakes.listener(**{name: default}))
+    validation.check_listener(fakes.listener(**{name: None}))
+    text = refused(validation.check_listener,
+                   fakes.listener(**{name: default + 1000}))
+    assert f'listener {name} {default + 1000}' in text
+    assert str(default) in text
+
+
+def test_listener_timeouts_follow_octavias_configured_defaults():
+    # Inside octavia-api the defaults come from [haproxy_amphora].
+    opt = cfg.IntOpt('timeout_client_data', default=50000)
+    try:
+        cfg.CONF.register_opt(opt, group='haproxy_amphora')
+    except cfg.DuplicateOptError:     # octavia itself was imported
+        opt = None
+    cfg.CONF.set_override('timeout_client_data', 30000,
+                          group='haproxy_amphora')
+    try:
+        validation.check_listener(fakes.listener(timeout_client_data=30000))
+        validation.check_listener(fakes.listener(timeout_client_data=50000))
+        refused(validation.check_listener,
+                fakes.listener(timeout_client_data=60000))
+    finally:
+        cfg.CONF.clear_override('timeout_client_data',
+                                group='haproxy_amphora')
+        if opt is not None:
+            cfg.CONF.unregister_opt(opt, group='haproxy_amphora')
+
+
+@pytest.mark.parametrize('field,value', [
+    ('insert_headers', {'X-Forwarded-For': 'true'}),
+    ('default_tls_container_ref', 'barbican://cert'),
+    ('sni_container_refs', ['barbican://sni']),
+    ('client_ca_tls_container_ref', 'barbican://ca'),
+    ('client_crl_container_ref', 'barbican://crl'),
+    ('client_authentication', 'MANDATORY'),
+    ('hsts_max_age', 3600),
+    ('hsts_preload', True),
+])
+def test_listener_options_dsr_cannot_honour(field, value):
+    text = refused(validation.check_listener,
+                   fakes.listener(**{field: value}))
+    assert f'listener {field}' in text
+
+
+def test_listener_update_with_only_some_fields():
+    # An update object carries only what changes, the rest is Unset.
+    validation.check_listener(dm.Listener(listener_id='l', name='new'))
+    validation.check_listener(dm.Listener(listener_id='l',
+                                          timeout_client_data=50000))
+    refused(validation.check_listener,
+            dm.Listener(listener_id='l', allowed_cidrs=['192.0.2.0/24']))
+
+
+def test_l7_policies_in_a_listener_are_refused():
+    text = refused(validation.check_listener,
+                   fakes.listener(l7policies=[dm.L7Policy(action='REJECT')]))
+    assert 'L7 policies' in text and 'Layer 4' in text
+
+
+# --- pool ------------------------------------------------------------------
+
+@pytest.mark.parametrize('algorithm', ['SOURCE_IP_PORT', 'SOURCE_IP'])
+def test_hash_algorithms_are_accepted(algorithm):
+    validation.check_pool(fakes.pool(lb_algorithm=algorithm))
+
+
+@pytest.mark.parametrize('algorithm', ['ROUND_ROBIN', 'LEAST_CONNECTIONS'])
+def test_other_algorithms_are_refused(algorithm):
+    text = refused(validation.check_pool,
+                   fakes.pool(lb_algorithm=algorithm))
+    assert f'pool lb_algorithm {algorithm}' in text
+    assert 'SOURCE_IP_PORT, SOURCE_IP' in text
+    assert 'consistent' in text and 'hash' in text
+
+
+@pytest.mark.parametrize('protocol', ['HTTP', 'HTTPS', 'PROXY', 'PROXYV2'])
+def test_pool_protocols_other_than_l4_are_refused(protocol):
+    text = refused(validation.check_pool, fakes.pool(protocol=protocol))
+    assert f'pool protocol {protocol}' in text
+    assert 'TCP, UDP, SCTP' in text
+
+
+def test_pool_protocol_must_match_the_listener():
+    validation.check_pool(fakes.pool(protocol='UDP'),
+                          listener_protocol='UDP')
+    text = refused(validation.check_pool, fakes.pool(protocol='TCP'),
+                   listener_protocol='UDP')
+    assert 'pool protocol TCP' in text and 'UDP' in text
+
+
+def test_source_ip_persistence_with_source_ip_hash_is_accepted():
+    validation.check_pool(fakes.pool(
+        lb_algorithm='SOURCE_IP',
+        session_persistence={'type': 'SOURCE_IP', 'cookie_name': None,
+                             'persistence_timeout': None,
+                             'persistence_granularity': None}))
+
+
+def test_source_ip_persistence_with_source_ip_port_hash_is_refused():
+    text = refused(validation.check_pool, fakes.pool(
+        lb_algorithm='SOURCE_IP_PORT',
+        session_persistence={'type': 'SOURCE_IP'}))
+    assert 'session_persistence' in text
+    assert 'lb_algorithm SOURCE_IP' in text
+
+
+@pytest.mark.parametrize('kind', ['HTTP_COOKIE', 'APP_COOKIE'])
+def test_cookie_persistence_is_refused(kind):
+    text = refused(validation.check_pool, fakes.pool(
+        lb_algorithm='SOURCE_IP',
+        session_persistence={'type': kind, 'cookie_name': 'c'}))
+    assert f'session_persistence type {kind}' in text
+    assert 'SOURCE_IP' in text
+
+
+def test_persistence_timeout_is_refused():
+    text = refused(validation.check_pool, fakes.pool(
+        lb_algorithm='SOURCE_IP',
+        session_persistence={'type': 'SOURCE_IP',
+                             'persistence_timeout': 360}))
+    assert 'persistence_timeout 360' in text
+
+
+def test_pool_update_checks_algorithm_against_kept_persistence():
+    old = fakes.pool(lb_algorithm='SOURCE_IP',
+                     session_persistence={'type': 'SOURCE_IP'})
+    refused(validation.check_pool,
+            dm.Pool(pool_id='p', lb_algorithm='SOURCE_IP_PORT'), old_pool=old)
+    # Dropping persistence along with the hash change is fine.
+    validation.check_pool(dm.Pool(pool_id='p', lb_algorithm='SOURCE_IP_PORT',
+                                  session_persistence=None), old_pool=old)
+    # Adding persistence to a SOURCE_IP pool is fine.
+    validation.check_pool(
+        dm.Pool(pool_id='p', session_persistence={'type': 'SOURCE_IP'}),
+        old_pool=fakes.pool(lb_algorithm='SOURCE_IP'))
+    validation.check_pool(dm.Pool(pool_id='p', name='x'), old_pool=old)
+
+
+def test_pool_tls_is_refused():
+    text = refused(validation.check_pool, fakes.pool(tls_enabled=True))
+    assert 'pool tls_enabled' in text and 'false' in text
+    text = refused(validation.check_pool,
+                   fakes.pool(ca_tls_container_ref='barbican://ca'))
+    assert 'pool ca_tls_container_ref' in text
+
+
+# --- member ports ----------------------------------------------------------
+
+def test_member_port_must_be_the_listener_port():
+    validation.check_member_port(fakes.member(port=80), 80)
+    text = refused(validation.check_member_port, fakes.member(port=8080), 80)
+    assert 'protocol_port 8080' in text
+    assert 'allowed: 80' in text
+    assert 'cannot translate ports' in text
+
+
+def test_member_of_a_pool_without_listener_is_accepted():
+    validation.check_member_port(fakes.member(port=8080), None)
+
+
+def test_a_pool_serves_one_port():
+    validation.check_pool_ports('p', [80, 80], [fakes.member(port=80)])
+    text = refused(validation.check_pool_ports, 'p', [80, 443], [])
+    assert 'ports 80, 443' in text and 'one listener port per pool' in text
+
+
+# --- health monitor --------------------------------------------------------
+
+@pytest.mark.parametrize('kind', ['TCP', 'HTTP', 'HTTPS', 'PING',
+                                  'UDP-CONNECT'])
+def test_monitor_types_the_agent_runs(kind):
+    validation.check_health_monitor(fakes.health_monitor(type=kind))
+
+
+@pytest.mark.parametrize('kind', ['SCTP', 'TLS-HELLO'])
+def test_other_monitor_types_are_refused(kind):
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(type=kind))
+    assert f'health monitor type {kind}' in text
+    assert 'TCP, HTTP, HTTPS, PING, UDP-CONNECT' in text
+
+
+def test_monitor_timeout_at_most_delay():
+    validation.check_health_monitor(fakes.health_monitor(delay=3, timeout=3))
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(delay=3, timeout=5))
+    assert 'timeout 5 exceeds its delay 3' in text
+    assert 'timeout <= delay' in text
+
+
+def test_monitor_delay_and_timeout_ranges():
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(delay=0, timeout=0))
+    assert 'delay 0' in text and '1 to 86400' in text
+
+
+def test_monitor_update_checks_the_merged_values():
+    old = fakes.health_monitor(delay=10, timeout=5)
+    validation.check_health_monitor(dm.HealthMonitor(delay=6), old_hm=old)
+    text = refused(validation.check_health_monitor,
+                   dm.HealthMonitor(delay=4), old_hm=old)
+    assert 'timeout 5 exceeds its delay 4' in text
+
+
+def test_monitor_http_options_agents_do_not_send():
+    validation.check_health_monitor(fakes.health_monitor(http_version=1.0))
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(http_version=1.1,
+                                        domain_name='example.com'))
+    assert 'http_version 1.1' in text and '1.0' in text
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(domain_name='example.com'))
+    assert 'domain_name' in text
+
+
+# --- load balancer ---------------------------------------------------------
+
+def test_vip_port_options_without_effect_are_refused():
+    text = refused(validation.check_loadbalancer,
+                   fakes.loadbalancer(vip_qos_policy_id='qos-1'))
+    assert 'vip_qos_policy_id' in text
+    text = refused(validation.check_loadbalancer,
+                   fakes.loadbalancer(vip_sg_ids=['sg-1']))
+    assert 'vip_sg_ids' in text
+
+
+def test_full_graph_is_accepted():
+    validation.check_graph(fakes.full_graph())
+
+
+def test_graph_member_on_another_port_is_refused():
+    lb = fakes.full_graph(members=[fakes.member(port=80),
+                                   fakes.member(fakes.MEMBER2_ID,
+                                                address='198.19.1.3',
+                                                port=81)])
+    text = refused(validation.check_graph, lb)
+    assert 'protocol_port 81' in text and 'allowed: 80' in text
+
+
+def test_graph_pool_shared_by_listeners_on_two_ports_is_refused():
+    pool = fakes.pool()
+    lb = fakes.loadbalancer(
+        listeners=[fakes.listener(default_pool=pool),
+                   fakes.listener('l2', port=81, default_pool=pool)],
+        pools=[pool])
+    text = refused(validation.check_graph, lb)
+    assert 'ports 80, 81' in text
+
+
+def test_graph_refusals_reach_nested_objects():
+    bad_monitor = fakes.pool(healthmonitor=fakes.health_monitor(type='SCTP'))
+    refused(validation.check_graph,
+            fakes.loadbalancer(pools=[bad_monitor], listeners=[]))
+    refused(validation.check_graph, fakes.loadbalancer(
+        pools=[fakes.pool(lb_algorithm='ROUND_ROBIN')]))
+    udp_pool = fakes.pool(protocol='UDP')
+    refused(validation.check_graph, fakes.loadbalancer(
+        listeners=[fakes.listener(default_pool=udp_pool)], pools=[udp_pool]))

@@ -38,17 +38,12 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
 {
 	struct conn *conn = bpf_map_lookup_elem(&conn_table, &p->flow);
 	struct real *r;
-	__u32 now;
 
 	if (!conn)
 		return 0;
 	r = bpf_map_lookup_elem(&reals, &conn->real);
 	if (!r || r->gen != conn->gen || !(r->flags & REAL_F_IN_USE))
 		return 0;
-	/* Refresh the idle clock at most once a unit: no store per packet. */
-	now = coarse_time();
-	if (conn->atime != now)
-		conn->atime = now;
 	c->real_idx = conn->real;
 	c->real = r;
 	c->hash = conn->hash;

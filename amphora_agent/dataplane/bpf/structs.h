@@ -86,7 +86,9 @@ struct conn {
 	__u32 real;
 	__u32 gen;
 	__u32 hash;  /* flow hash, reused for the IPv6 outer flow label */
-	__u32 atime; /* last use, in 2^30 ns (~1.07 s) units */
+	__u32 atime; /* creation, in 2^30 ns (~1.07 s) units; not refreshed
+		      * on hits: a clock read and a store per packet cost
+		      * ~10 ns of the ~100 ns fast path */
 };
 
 #define SE_F_ICMP_ECHO 1 /* answer ICMP echo to VIP addresses */

@@ -12,6 +12,7 @@
 #   PYTHON=python3        interpreter used to create .venv
 #   DSR_SKIP_APT=1        do not touch Debian packages
 #   DSR_FORCE_PIP=1       run pip even when the stamp is fresh
+#   DSR_SKIP_SERVICES=1   do not check/start MariaDB, Redis, RabbitMQ
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ PYTHON=${PYTHON:-python3}
 
 APT_PACKAGES=(
     clang llvm libbpf-dev bpftool bird2 ethtool iproute2 nftables tcpdump
-    iputils-ping
+    iputils-ping mariadb-server redis-server rabbitmq-server
     python3-venv curl
 )
 
@@ -115,12 +116,20 @@ mount_bpffs() {
     fi
 }
 
-# Hook for services the test suite needs (RabbitMQ, Redis, MariaDB, ...).
-# Debian's policy-rc.d keeps apt from starting daemons, so start them here,
-# each idempotently (check first, then start, then wait with a deadline).
-# Nothing needs a service yet.
+# Services the test suite needs: MariaDB (the local Octavia stack's
+# database), Redis and RabbitMQ.  Debian's policy-rc.d keeps apt from
+# starting daemons, so start them here, each idempotently: a real protocol
+# check first (MariaDB handshake, Redis PING, AMQP header), start only what
+# does not answer, then poll with a deadline (RabbitMQ: 60 s).  A service that
+# already answers is never touched; nothing here stops one.  The logic lives
+# in tools/localstack/services.py (standard library only), which the tests
+# call too.  DSR_SKIP_SERVICES=1 skips this.
 start_services() {
-    :
+    if [ "${DSR_SKIP_SERVICES:-0}" = 1 ]; then
+        log "DSR_SKIP_SERVICES=1: not checking MariaDB/Redis/RabbitMQ"
+        return 0
+    fi
+    "$VENV/bin/python" -m tools.localstack.services mariadb redis rabbitmq
 }
 
 install_apt_packages

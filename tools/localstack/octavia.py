@@ -217,7 +217,8 @@ class OctaviaStack:
                  db_name=None, project_id=DEFAULT_PROJECT_ID,
                  server="wsgiref", extra_config=None, env=None,
                  python=None, debug=False, ensure_services=True,
-                 check_providers=True, start_timeout=60.0):
+                 check_providers=True, start_timeout=60.0,
+                 kill_with_parent=True):
         """
         workdir: folder for octavia.conf, openrc, logs and the driver-agent
             sockets (created if missing; must be short enough for sun_path).
@@ -234,6 +235,11 @@ class OctaviaStack:
         env: extra environment for the API and the driver agent (the
             provider driver runs inside the API process).
         python: interpreter of the venv holding octavia (default: this one).
+        kill_with_parent: start the API and the agent under
+            `setpriv --pdeathsig TERM`, so they die with this process even
+            when stop() never runs (SIGKILL).  Linux ties that signal to the
+            THREAD that started them: call start() from a thread that lives
+            as long as the stack (the main thread), or pass False.
         """
         self.workdir = Path(workdir).resolve()
         self.provider_drivers = dict(provider_drivers or DEFAULT_PROVIDERS)
@@ -253,6 +259,7 @@ class OctaviaStack:
         self.ensure_services = ensure_services
         self.check_providers = check_providers
         self.start_timeout = start_timeout
+        self.kill_with_parent = kill_with_parent
 
         self.conf_path = self.workdir / "octavia.conf"
         self.openrc_path = self.workdir / "openrc"
@@ -463,14 +470,16 @@ class OctaviaStack:
             try:
                 self._api = _Proc("octavia-api", api_argv,
                                   self.workdir / "octavia-api.log", env,
-                                  self.workdir, pass_fds=(listener.fileno(),))
+                                  self.workdir, pass_fds=(listener.fileno(),),
+                                  pdeathsig=self.kill_with_parent)
             finally:
                 listener.close()     # the child has its own copy
             self._agent = _Proc(
                 "octavia-driver-agent",
                 [self._tool("octavia-driver-agent"),
                  "--config-file", str(self.conf_path)],
-                self.workdir / "octavia-driver-agent.log", env, self.workdir)
+                self.workdir / "octavia-driver-agent.log", env, self.workdir,
+                pdeathsig=self.kill_with_parent)
             self._migrate(env, deadline)
             self.timings["migrated"] = time.monotonic() - t0
             self._write_openrc()

@@ -83,7 +83,7 @@ class FakeController:
 
 
 class AgentLab:
-    def __init__(self, topo, bfd=False):
+    def __init__(self, topo, bfd=False, fake_controller=True):
         self.topo = topo
         self.tag = topo.prefix.rstrip('-')
         self.se_group = f'g-{self.tag}'
@@ -96,6 +96,7 @@ class AgentLab:
         self.transport = None
         self.generation = 0
         self.bfd = bfd
+        self.fake_controller = fake_controller
         self.responders = {}
 
     # ------------------------------------------------------------ set-up
@@ -107,8 +108,10 @@ class AgentLab:
             assert out.returncode == 0, out.stderr
         self.transport = messaging.get_rpc_transport(
             cfg.CONF, url=RABBIT + self.vhost)
-        self.controller = FakeController(self.transport, f'ctl-{self.tag}')
-        self.controller.start()
+        if self.fake_controller:
+            self.controller = FakeController(self.transport,
+                                             f'ctl-{self.tag}')
+            self.controller.start()
         self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN,
                                         bfd=self.bfd)
         self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=3)
@@ -142,6 +145,10 @@ class AgentLab:
 
     def show(self, se):
         return json.loads(self.dsrctl(se, 'show', '--json').stdout)
+
+    @property
+    def transport_url(self):
+        return RABBIT + self.vhost
 
     def config_file(self, se):
         host = self.topo.host(se)

@@ -8,6 +8,7 @@ which is also what makes `--wait` return.
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -21,6 +22,10 @@ from tools.localstack.octavia import (OctaviaStack, StackError,
                                       registered_providers)
 
 NOOP = {"noop_driver": "The No-Op driver"}
+
+# openstacksdk 4.22 warns about its own internals on every call.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::PendingDeprecationWarning:openstack")
 
 
 def _gone(pid):
@@ -184,6 +189,32 @@ def test_services_answer():
     assert set(states.values()) <= {"running", "started"}
     assert services.mariadb_answers() and services.redis_answers() \
         and services.rabbitmq_answers()
+
+
+@pytest.mark.skipif(not shutil.which("redis-server"),
+                    reason="redis-server not installed")
+def test_services_start_what_does_not_answer(tmp_path, monkeypatch):
+    # The start-and-poll path, on a private Redis on a free port (the
+    # machine's services are never stopped to test this).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    pidfile = tmp_path / "redis.pid"
+    monkeypatch.setitem(services.PORTS, "redis", port)
+    monkeypatch.setitem(services.STARTERS, "redis", (lambda: [
+        "redis-server", "--daemonize", "yes", "--bind", "127.0.0.1",
+        "--port", str(port), "--save", "", "--appendonly", "no",
+        "--dir", str(tmp_path), "--pidfile", str(pidfile),
+        "--logfile", str(tmp_path / "redis.log")], "redis-server"))
+    assert not services.redis_answers()
+    try:
+        assert services.ensure_one("redis", timeout=10) == "started"
+        assert services.ensure_one("redis") == "running"
+    finally:
+        pid = int(_poll("redis pid file", lambda: pidfile.exists()
+                        and pidfile.read_text().strip() or None))
+        os.kill(pid, 15)
+        _poll("private redis exit", lambda: _gone(pid))
 
 
 def test_neutron_stub_lookups():

@@ -1,0 +1,114 @@
+"""The whole product on one machine: a real octavia-api with the `dsr`
+provider and octavia-driver-agent (tools/localstack), a real dsr-controller
+process, dsr-agents on the SEs, a BIRD router, members and a client in
+network namespaces; users drive it with the real `openstack` CLI."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+from tests.functional import netns
+from tests.functional.amphora_agent import agent_lab
+from tools.localstack import octavia as octavia_stack
+
+VIP_SUBNET = 'vip-subnet-v4'
+VIP6_SUBNET = 'vip-subnet-v6'
+MEMBER_SUBNET = 'member-subnet-v4'
+MEMBER6_SUBNET = 'member-subnet-v6'
+
+
+def mysql(statement):
+    return subprocess.run(['mariadb', '-uroot', '-h', '127.0.0.1', '-e',
+                           statement], capture_output=True, text=True,
+                          timeout=60)
+
+
+class ProductLab:
+    def __init__(self, topo):
+        self.topo = topo
+        self.agents = agent_lab.AgentLab(topo, fake_controller=False)
+        self.tag = self.agents.tag
+        self.workdir = os.path.join(self.agents.root, 'os')
+        self.controller_db = f'dsrctl_{self.tag}'
+        self.controllers = {}
+        self.stack = None
+
+    def start(self):
+        self.agents.start()
+        out = mysql(f'CREATE DATABASE {self.controller_db}')
+        assert out.returncode == 0, out.stderr
+        self.stack = octavia_stack.OctaviaStack(
+            self.workdir, provider_drivers={'dsr': 'DSR'},
+            default_provider='dsr', transport_url=self.agents.transport_url,
+            extra_config={'dsr_provider': {
+                'default_se_group': self.agents.se_group,
+                'transport_url': self.agents.transport_url}})
+        self.stack.add_subnet(VIP_SUBNET, cidr='192.0.2.0/24')
+        self.stack.add_subnet(VIP6_SUBNET, cidr='2001:db8:f::/64')
+        self.stack.add_subnet(MEMBER_SUBNET, cidr='198.19.0.0/16')
+        self.stack.add_subnet(MEMBER6_SUBNET, cidr='2001:db8:2::/48')
+        self.stack.start()
+        self.start_controller('ctl1')
+        self.agents.start_agents()
+
+    # -------------------------------------------------------- controller
+    def controller_conf(self, name):
+        path = os.path.join(self.agents.root, f'{name}.conf')
+        sockets = self.stack.driver_agent_sockets
+        with open(path, 'w') as f:
+            f.write(f"""[DEFAULT]
+transport_url = {self.agents.transport_url}
+log_file = {os.path.join(self.agents.root, name + '.log')}
+
+[dsr_controller]
+controller_id = {name}-{self.tag}
+database_connection = mysql+pymysql://root@127.0.0.1:3306/{self.controller_db}
+default_se_group = {self.agents.se_group}
+coordination_url = {agent_lab.REDIS}
+apply_timeout = 20
+stats_interval = 1
+octavia_status_socket = {sockets['status']}
+octavia_stats_socket = {sockets['stats']}
+octavia_get_socket = {sockets['get']}
+""")
+        return path
+
+    def start_controller(self, name):
+        proc = netns.Proc([sys.executable, '-m',
+                           'dsr_provider.controller.service',
+                           '--config-file', self.controller_conf(name)])
+        try:
+            proc.wait_for_line(r'^READY', 60)
+        except BaseException:
+            netns.kill_proc(proc)
+            raise
+        self.controllers[name] = proc
+        return proc
+
+    # --------------------------------------------------------------- CLI
+    def openstack(self, *args, check=True, timeout=90):
+        return self.stack.openstack(*args, check=check, timeout=timeout)
+
+    def openstack_json(self, *args, timeout=90):
+        return self.stack.openstack(*args, json_output=True,
+                                    timeout=timeout)
+
+    # ---------------------------------------------------------- teardown
+    def close(self):
+        for proc in self.controllers.values():
+            netns.kill_proc(proc)
+        if self.stack is not None:
+            try:
+                self.stack.stop()
+            except Exception:  # noqa: BLE001
+                pass
+        mysql(f'DROP DATABASE IF EXISTS {self.controller_db}')
+        keep = '/tmp/dsr-e2e-logs'
+        shutil.rmtree(keep, ignore_errors=True)
+        os.makedirs(keep, exist_ok=True)
+        for root, _dirs, files in os.walk(self.agents.root):
+            for name in files:
+                if name.endswith('.log'):
+                    shutil.copy(os.path.join(root, name), keep)
+        self.agents.close()

@@ -12,6 +12,9 @@ Controller API 1.0 (agents -> controller, topic CONTROLLER_TOPIC):
 import oslo_messaging as messaging
 from oslo_config import cfg
 
+# An explicit exchange: the default follows [DEFAULT] control_exchange,
+# which octavia-api (where the provider driver runs) sets to 'octavia'.
+EXCHANGE = 'octavia_dsr'
 CONTROLLER_TOPIC = 'octavia-dsr-controller'
 AGENT_TOPIC_PREFIX = 'octavia-dsr-agent'
 AGENT_NAMESPACE = 'octavia_dsr_agent'
@@ -31,7 +34,7 @@ class ControllerClient:
     """What an agent calls on the controller."""
 
     def __init__(self, transport, timeout=10):
-        target = messaging.Target(topic=CONTROLLER_TOPIC,
+        target = messaging.Target(exchange=EXCHANGE, topic=CONTROLLER_TOPIC,
                                   namespace=CONTROLLER_NAMESPACE,
                                   version=API_VERSION)
         self._client = messaging.get_rpc_client(transport, target,
@@ -62,7 +65,8 @@ class AgentNotifier:
         self._transport = transport
 
     def config_changed(self, se_group, generation):
-        target = messaging.Target(topic=agent_topic(se_group),
+        target = messaging.Target(exchange=EXCHANGE,
+                                  topic=agent_topic(se_group),
                                   namespace=AGENT_NAMESPACE,
                                   version=API_VERSION, fanout=True)
         client = messaging.get_rpc_client(self._transport, target)
@@ -82,11 +86,13 @@ class AgentEndpoint:
 
 
 def agent_server(transport, se_group, se_id, endpoint):
-    target = messaging.Target(topic=agent_topic(se_group), server=se_id)
+    target = messaging.Target(exchange=EXCHANGE, topic=agent_topic(se_group),
+                              server=se_id)
     # The threading executor is oslo.messaging's default (and only) one.
     return messaging.get_rpc_server(transport, target, [endpoint])
 
 
 def controller_server(transport, server_id, endpoints):
-    target = messaging.Target(topic=CONTROLLER_TOPIC, server=server_id)
+    target = messaging.Target(exchange=EXCHANGE, topic=CONTROLLER_TOPIC,
+                              server=server_id)
     return messaging.get_rpc_server(transport, target, endpoints)

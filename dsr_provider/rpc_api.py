@@ -61,9 +61,14 @@ def reset_transport():
         _transport = None
 
 
+# The same exchange as the controller's server (amphora_agent.rpc): the
+# default would follow octavia-api's control_exchange ('octavia').
+EXCHANGE = 'octavia_dsr'
+
+
 def target():
-    return messaging.Target(topic=TOPIC, namespace=NAMESPACE,
-                            version=API_VERSION)
+    return messaging.Target(exchange=EXCHANGE, topic=TOPIC,
+                            namespace=NAMESPACE, version=API_VERSION)
 
 
 class ControllerAPI:

@@ -12,10 +12,11 @@ from tests.functional import netns
 from tests.functional.amphora_agent import agent_lab
 from tools.localstack import octavia as octavia_stack
 
-VIP_SUBNET = 'vip-subnet-v4'
-VIP6_SUBNET = 'vip-subnet-v6'
-MEMBER_SUBNET = 'member-subnet-v4'
-MEMBER6_SUBNET = 'member-subnet-v6'
+# The CLI finds subnets by id (a UUID) or name.
+VIP_SUBNET = '5e0a1c52-0000-4000-8000-000000000004'
+VIP6_SUBNET = '5e0a1c52-0000-4000-8000-000000000006'
+MEMBER_SUBNET = '5e0a1c52-0000-4000-8000-000000000104'
+MEMBER6_SUBNET = '5e0a1c52-0000-4000-8000-000000000106'
 
 
 def mysql(statement):
@@ -44,10 +45,14 @@ class ProductLab:
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
                 'transport_url': self.agents.transport_url}})
-        self.stack.add_subnet(VIP_SUBNET, cidr='192.0.2.0/24')
-        self.stack.add_subnet(VIP6_SUBNET, cidr='2001:db8:f::/64')
-        self.stack.add_subnet(MEMBER_SUBNET, cidr='198.19.0.0/16')
-        self.stack.add_subnet(MEMBER6_SUBNET, cidr='2001:db8:2::/48')
+        self.stack.add_subnet(VIP_SUBNET, cidr='192.0.2.0/24',
+                              name='vip-v4')
+        self.stack.add_subnet(VIP6_SUBNET, cidr='2001:db8:f::/64',
+                              name='vip-v6')
+        self.stack.add_subnet(MEMBER_SUBNET, cidr='198.19.0.0/16',
+                              name='members-v4')
+        self.stack.add_subnet(MEMBER6_SUBNET, cidr='2001:db8:2::/48',
+                              name='members-v6')
         self.stack.start()
         self.start_controller('ctl1')
         self.agents.start_agents()

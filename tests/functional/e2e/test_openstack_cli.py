@@ -20,7 +20,7 @@ def test_create_tcp_load_balancer_and_serve_with_dsr(make_product):
     lb = lab.openstack_json(
         'loadbalancer', 'create', '--name', 'lb1', '--provider', 'dsr',
         '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP4, '--wait')
-    assert lb['provisioning_status'] == 'ACTIVE', lb
+    assert lb.get('provisioning_status') == 'ACTIVE', lb
     lab.openstack('loadbalancer', 'listener', 'create', '--name', 'l1',
                   '--protocol', 'TCP', '--protocol-port', '80', '--wait',
                   'lb1')
@@ -40,10 +40,14 @@ def test_create_tcp_load_balancer_and_serve_with_dsr(make_product):
     netns.wait_for(lambda: {m['operating_status'] for m in lab.openstack_json(
         'loadbalancer', 'member', 'list', 'p1')} == {'ONLINE'}, 30,
         'members ONLINE in Octavia')
-    for kind in ('loadbalancer', 'loadbalancer listener',
-                 'loadbalancer pool'):
-        items = lab.openstack_json(*kind.split(), 'list')
-        assert {i['provisioning_status'] for i in items} == {'ACTIVE'}, items
+    for kind, name in (('loadbalancer', 'lb1'),
+                       ('loadbalancer listener', 'l1'),
+                       ('loadbalancer pool', 'p1'),
+                       ('loadbalancer healthmonitor', 'hm1')):
+        shown = lab.openstack_json(*kind.split(), 'show', name)
+        assert shown['provisioning_status'] == 'ACTIVE', shown
+    assert lab.openstack_json('loadbalancer', 'show', 'lb1')[
+        'operating_status'] == 'ONLINE'
 
     replies_at_ses = [topo.nft_counter(se.name, saddr=VIP4)
                       for se in topo.ses]

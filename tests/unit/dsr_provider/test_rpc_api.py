@@ -47,7 +47,8 @@ def endpoint(transport_url):
     ep = Endpoint()
     server = messaging.get_rpc_server(
         rpc_api.get_transport(),
-        messaging.Target(topic='octavia-dsr-controller', server='c1'),
+        messaging.Target(exchange='octavia_dsr', topic='octavia-dsr-controller',
+                         server='c1'),
         [ep], executor='threading')
     server.start()
     yield ep

@@ -32,7 +32,7 @@ BPF_OBJS := $(patsubst $(BPF_DIR)/%.c,$(OBJ_DIR)/%.o,$(BPF_SRCS))
 # Userspace Maglev library: mk/maglev.mk defines MAGLEV_LIB and its rule.
 -include mk/maglev.mk
 
-.PHONY: all build bpf deps test test-unit test-functional bench demo clean
+.PHONY: all build bpf deps test test-unit test-functional bench demo demo-dataplane clean
 
 all: build
 
@@ -70,6 +70,9 @@ bench: deps build
 
 demo: deps build
 	$(PYTHON) tools/demo.py
+
+demo-dataplane: deps build
+	$(PYTHON) tools/dataplane_demo.py
 
 clean:
 	rm -rf $(OBJ_DIR) build dist *.egg-info

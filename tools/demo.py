@@ -1,90 +1,116 @@
-"""The dataplane demo: one SE in front of two members, driven by dsrctl.
+"""The product demo: `openstack loadbalancer create --provider dsr` to
+packets, on this machine.
 
-    make demo            (or: .venv/bin/python tools/demo.py)
+    make demo        (or: .venv/bin/python tools/demo.py)
 
-Builds client - router - SE - members in network namespaces, programs a VIP
-through dsrctl exactly as an operator would, fetches a page through the VIP
-a few times, shows which member answered and that no reply crossed the SE,
-then removes everything it made.
+Brings up the local stack (real octavia-api and driver agent, dsr-controller,
+two SEs with dsr-agent + ExaBGP, a BIRD router, two members, a client),
+creates a load balancer through the `openstack` CLI, sends traffic from the
+client, prints the member spread, the ECMP route at the router and
+`openstack loadbalancer stats show`, and tears everything down.  To keep a
+stack up and use the CLI by hand: `python -m tools.stack up` (README).
 """
 
 import os
+import re
 import shlex
-import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.functional import netns  # noqa: E402  (the project's topology kit)
+from tests.functional import netns  # noqa: E402
+from tests.functional.e2e import product_lab as pl  # noqa: E402
+
+VIP = netns.VIP4
 
 
 def say(text):
     print(f'\n\033[1m== {text}\033[0m', flush=True)
 
 
-def dsrctl(topo, host, pin_root, *args):
-    cmd = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl',
-           '--netns', topo.ns(host),
-           '--pin-dir', os.path.join(pin_root, host),
-           '--decap-pin-dir', os.path.join(pin_root, host + '-decap')]
-    print('$ dsrctl --netns', host, ' '.join(shlex.quote(a) for a in args),
+def cli(lab, *args):
+    print('$ openstack ' + ' '.join(shlex.quote(a) for a in args),
           flush=True)
-    out = subprocess.run(cmd + list(args), capture_output=True, text=True)
-    print(out.stdout + out.stderr, end='', flush=True)
-    if out.returncode:
-        raise SystemExit(f'dsrctl failed ({out.returncode})')
+    if 'show' in args or 'list' in args:
+        args = args + ('-f', 'table')
+    elif 'create' in args:
+        args = args + ('-f', 'value')
+    out = lab.openstack(*args, timeout=120)
+    print(out.stdout.rstrip(), flush=True)
     return out.stdout
 
 
 def main():
-    vip = netns.VIP4
-    listener = f'{vip}:80/tcp'
-    with netns.Topology(n_se=1, n_members=2) as topo:
-        pin_root = f'/sys/fs/bpf/octavia-dsr-demo-{topo.prefix}'
+    say('Bringing up: octavia-api + driver agent (provider dsr), '
+        'dsr-controller, 2 SEs (dsr-agent, ExaBGP), BIRD router, 2 members, '
+        'client')
+    with netns.Topology(n_se=2, n_members=2) as topo:
+        lab = pl.ProductLab(topo)
         try:
-            se = topo.ses[0]
-            say('Topology: client 203.0.113.2 -- router -- SE 198.18.1.2; '
-                'members 198.19.1.2, 198.19.2.2 (a routed hop away)')
-            say('Members: VIP on lo, tc decap program, HTTP server')
+            lab.start()
+            say('Create a load balancer with the openstack CLI')
+            cli(lab, 'loadbalancer', 'create', '--name', 'demo-lb',
+                '--provider', 'dsr', '--vip-subnet-id', pl.VIP_SUBNET,
+                '--vip-address', VIP, '--wait', '-c', 'id', '-c',
+                'provisioning_status')
+            cli(lab, 'loadbalancer', 'listener', 'create', '--name', 'web',
+                '--protocol', 'TCP', '--protocol-port', '80', '--wait',
+                '-c', 'id', 'demo-lb')
+            cli(lab, 'loadbalancer', 'pool', 'create', '--name', 'web-pool',
+                '--listener', 'web', '--protocol', 'TCP', '--lb-algorithm',
+                'SOURCE_IP_PORT', '--wait', '-c', 'id')
             for m in topo.members:
-                topo.setup_member(m.name)
-                dsrctl(topo, m.name, pin_root, 'decap', 'attach', m.ifname,
-                       '--address', m.ipv4)
-                topo.start_http_server(m.name)
-            say('SE: XDP program, tunnel source, listener, two members')
-            dsrctl(topo, 'se1', pin_root, 'attach', se.ifname,
-                   '--max-listeners', '8')
-            dsrctl(topo, 'se1', pin_root, 'tunnel-source', 'set',
-                   '--ipv4', se.ipv4, '--ipv6', se.ipv6)
-            dsrctl(topo, 'se1', pin_root, 'listener', 'add', listener,
-                   '--algorithm', 'SOURCE_IP_PORT', '--encap', 'ipip')
-            for m in topo.members:
-                dsrctl(topo, 'se1', pin_root, 'member', 'add', listener,
-                       m.ipv4)
-            dsrctl(topo, 'se1', pin_root, 'show')
-            topo.route_vip(vip, via='se1')
-            replies_at_se = topo.nft_counter('se1', saddr=vip)
+                cli(lab, 'loadbalancer', 'member', 'create', '--name',
+                    m.name, '--address', m.ipv4, '--protocol-port', '80',
+                    '--subnet-id', pl.MEMBER_SUBNET, '--wait', '-c', 'id',
+                    'web-pool')
+            cli(lab, 'loadbalancer', 'healthmonitor', 'create', '--delay',
+                '2', '--timeout', '1', '--max-retries', '2', '--type', 'TCP',
+                '--wait', '-c', 'id', 'web-pool')
+            lab.agents.wait_route(f'{VIP}/32', [s.name for s in topo.ses],
+                                  timeout=30)
+            netns.wait_for(lambda: {m['operating_status'] for m in
+                                    lab.openstack_json(
+                                        'loadbalancer', 'member', 'list',
+                                        'web-pool')} == {'ONLINE'},
+                           30, 'members ONLINE')
+            cli(lab, 'loadbalancer', 'member', 'list', 'web-pool', '-c',
+                'name', '-c', 'address', '-c', 'provisioning_status', '-c',
+                'operating_status')
 
-            say(f'Client: GET http://{vip}/ from six source ports')
-            for port in range(40001, 40007):
-                answer = dsrctl(topo, 'se1', pin_root, 'lookup',
-                                '--listener', listener,
-                                '--src', f'{topo.client.ipv4}:{port}')
-                body = topo.http_get(vip, source_port=port)
-                print(f'   source port {port}: answered by {body}   '
-                      f'(the SE program said: '
-                      f'{answer.split("member=")[1].split()[0]})')
-            say('SE counters')
-            dsrctl(topo, 'se1', pin_root, 'stats')
-            say('Replies that crossed the SE (packets from the VIP seen on '
-                f'its interface): {replies_at_se.packets()}')
-            if replies_at_se.packets():
-                raise SystemExit('a reply crossed the SE: not DSR')
-            print('Replies went member -> router -> client directly.')
+            say(f'The router learned {VIP} by BGP from both SEs (ECMP)')
+            print(topo.run('router', ['ip', 'route', 'show', VIP]).stdout)
+
+            say(f'Client: 20 connections to http://{VIP}/')
+            replies_at_ses = [topo.nft_counter(s.name, saddr=VIP)
+                              for s in topo.ses]
+            spread = {}
+            for port in range(40000, 40020):
+                body = topo.http_get(VIP, source_port=port)
+                member = re.search(r'member=(\S+)', body).group(1)
+                spread[member] = spread.get(member, 0) + 1
+            for member, count in sorted(spread.items()):
+                print(f'   {member}: {count} connections')
+            crossed = sum(c.packets() for c in replies_at_ses)
+            print(f'   replies seen on the SEs: {crossed} '
+                  '(members answer the client directly)')
+
+            say('Statistics reported by the SEs')
+            netns.wait_for(lambda: lab.openstack_json(
+                'loadbalancer', 'stats', 'show', 'demo-lb')[
+                    'total_connections'] >= 20, 30, 'stats')
+            cli(lab, 'loadbalancer', 'stats', 'show', 'demo-lb')
+
+            say('Delete (cascade): the VIP is withdrawn at the router')
+            cli(lab, 'loadbalancer', 'delete', '--cascade', '--wait',
+                'demo-lb')
+            lab.agents.wait_route(f'{VIP}/32', [], timeout=30)
+            print(topo.run('router', ['ip', 'route', 'show', VIP]).stdout
+                  or '   (no route)')
         finally:
-            subprocess.run(['rm', '-rf', pin_root])
-    say('Cleaned up: namespaces, processes and pins removed')
+            lab.close()
+    say('Torn down: namespaces, processes, databases, vhost removed')
 
 
 if __name__ == '__main__':

@@ -1,0 +1,187 @@
+"""Helpers shared by the end-to-end tests: a product lab that several tests
+of one module share, the Octavia API read back (fast polling; the CLI's
+`--wait` polls every 3 s), traffic and statistics.
+
+Users' actions go through the real `openstack` CLI (lab.openstack); only
+waiting for statuses reads the API directly.
+"""
+
+import contextlib
+import json
+import re
+import urllib.request
+
+import pytest
+
+from tests.functional import netns
+from tests.functional.e2e import product_lab as pl
+from tools.localstack import octavia as octavia_stack
+
+PENDING = ('PENDING_CREATE', 'PENDING_UPDATE', 'PENDING_DELETE')
+# Plural API collection -> the CLI's object name.
+KINDS = ('loadbalancers', 'listeners', 'pools', 'healthmonitors',
+         'l7policies')
+
+
+# ------------------------------------------------------------------ labs
+
+@contextlib.contextmanager
+def product(n_se=2, n_members=2, octavia_config=None):
+    """A started ProductLab (and its topology) for a `with` block.
+
+    octavia_config: {section: {option: value}} added to octavia.conf.
+    """
+    topo = netns.Topology(n_se=n_se, n_members=n_members)
+    topo.__enter__()
+    lab = None
+    try:
+        lab = pl.ProductLab(topo)
+        with _octavia_config(octavia_config):
+            lab.start()
+        yield lab
+    finally:
+        try:
+            if lab is not None:
+                lab.close()
+        finally:
+            topo.close()
+
+
+@contextlib.contextmanager
+def _octavia_config(extra):
+    """ProductLab builds octavia.conf itself: add sections while it does."""
+    if not extra:
+        yield
+        return
+    original = octavia_stack.OctaviaStack.config
+
+    def config(stack):
+        cfg = original(stack)
+        for section, options in extra.items():
+            cfg.setdefault(section, {}).update(
+                {k: str(v) for k, v in options.items()})
+        return cfg
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(octavia_stack.OctaviaStack, 'config', config)
+        yield
+
+
+# ------------------------------------------------------ the Octavia API
+
+def api(lab, path):
+    """GET /v2/lbaas/<path> from octavia-api; the decoded JSON."""
+    req = urllib.request.Request(f'{lab.stack.api_url}/v2/lbaas/{path}',
+                                 headers={'Accept': 'application/json'})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        return json.load(resp)
+
+
+def objects(lab):
+    """Every Octavia object: [(kind, name or id, provisioning, operating)]
+    with members as kind 'members'."""
+    found = []
+    for kind in KINDS:
+        for obj in api(lab, kind)[kind]:
+            found.append((kind, obj.get('name') or obj['id'],
+                          obj['provisioning_status'],
+                          obj.get('operating_status')))
+            if kind == 'pools':
+                for m in api(lab, f'pools/{obj["id"]}/members')['members']:
+                    found.append(('members', m.get('name') or m['id'],
+                                  m['provisioning_status'],
+                                  m['operating_status']))
+    return found
+
+
+def not_active(lab):
+    return [o for o in objects(lab) if o[2] != 'ACTIVE']
+
+
+def wait_all_active(lab, timeout=30, what='every object ACTIVE'):
+    """Wait until every object is ACTIVE (nothing PENDING_*, no ERROR)."""
+    last = []
+
+    def ok():
+        last[:] = not_active(lab)
+        return not last
+    try:
+        netns.wait_for(ok, timeout, what, interval=0.1)
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; not ACTIVE: {last}') from None
+
+
+def find(lab, kind, name):
+    """The API object of a kind ('loadbalancers', ...) named `name`."""
+    matches = [o for o in api(lab, kind)[kind] if o.get('name') == name]
+    assert len(matches) == 1, f'{kind} named {name}: {matches}'
+    return matches[0]
+
+
+def members(lab, pool):
+    """{member name: (provisioning, operating)} of a pool, from the API."""
+    pool_id = find(lab, 'pools', pool)['id']
+    return {m['name']: (m['provisioning_status'], m['operating_status'])
+            for m in api(lab, f'pools/{pool_id}/members')['members']}
+
+
+def cli_members(lab, pool):
+    """{member name: operating_status} from `openstack loadbalancer member
+    list`."""
+    return {m['name']: m['operating_status'] for m in lab.openstack_json(
+        'loadbalancer', 'member', 'list', pool)}
+
+
+def wait_members(lab, pool, expected, timeout=30):
+    """Wait until the pool's members are exactly {name: operating_status}
+    (all ACTIVE), then check what the CLI shows."""
+    last = {}
+
+    def ok():
+        last.clear()
+        last.update(members(lab, pool))
+        return last == {n: ('ACTIVE', st) for n, st in expected.items()}
+    try:
+        netns.wait_for(ok, timeout, f'members of {pool}: {expected}',
+                       interval=0.1)
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; last: {last}') from None
+    assert cli_members(lab, pool) == expected
+
+
+def refused(lab, *args):
+    """Run a CLI command that must fail; return its error output."""
+    out = lab.openstack(*args, check=False)
+    assert out.returncode != 0, (
+        f'`openstack {" ".join(args)}` succeeded:\n{out.stdout}')
+    return ' '.join((out.stderr + out.stdout).split())
+
+
+# --------------------------------------------------------------- traffic
+
+def member_of(body):
+    return re.search(r'member=(\S+)', body).group(1)
+
+
+def http_served(topo, vip, ports):
+    """{member name: requests} for one GET per client source port."""
+    served = {}
+    for port in ports:
+        m = member_of(topo.http_get(vip, source_port=port))
+        served[m] = served.get(m, 0) + 1
+    return served
+
+
+def decap_stats(lab, member):
+    """The member's decapsulation counters (ipip, ip6ip, gre, drops)."""
+    return json.loads(lab.agents.dsrctl(member, 'decap', 'stats',
+                                        '--json').stdout)
+
+
+def tunnelled(lab, member):
+    """Packets the member received through any tunnel so far."""
+    s = decap_stats(lab, member)
+    return s['ipip'] + s['ip6ip'] + s['gre']
+
+
+def se_names(lab):
+    return [s.name for s in lab.topo.ses]

@@ -1,0 +1,146 @@
+"""The whole product on this machine, for trying it by hand.
+
+    .venv/bin/python -m tools.stack up [--ses 2] [--members 2]
+    . /run/octavia-dsr-stack/openrc && openstack loadbalancer list
+    .venv/bin/python -m tools.stack down
+
+`up` brings up a real octavia-api (noauth, noop compute/network/amphora
+drivers, provider `dsr` enabled and default) and octavia-driver-agent on a
+private MariaDB database, a dsr-controller, RabbitMQ/Redis (started if they
+are not running), and in network namespaces a BIRD router, the SEs (each
+with dsr-agent and ExaBGP), members running HTTP (port 80) and UDP echo
+(port 5353) servers, and a client.  It returns once everything answers; a
+keeper process holds the stack until `down`.
+"""
+
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+STATE_DIR = '/run/octavia-dsr-stack'
+STATE = os.path.join(STATE_DIR, 'state.json')
+
+
+def describe(lab):
+    topo = lab.topo
+    from tests.functional.e2e import product_lab as pl
+    return {
+        'keeper_pid': os.getpid(),
+        'openrc': os.path.join(STATE_DIR, 'openrc'),
+        'api_url': lab.stack.api_url,
+        'namespaces': {h: topo.ns(h) for h in
+                       ['client', 'router'] + [s.name for s in topo.ses]
+                       + [m.name for m in topo.members]},
+        'members': {m.name: {'ipv4': m.ipv4, 'ipv6': m.ipv6}
+                    for m in topo.members},
+        'vip_subnets': {'ipv4': pl.VIP_SUBNET, 'ipv6': pl.VIP6_SUBNET},
+        'member_subnets': {'ipv4': pl.MEMBER_SUBNET,
+                           'ipv6': pl.MEMBER6_SUBNET},
+        'vips_served_by_members': ['192.0.2.10', '2001:db8:f::10'],
+    }
+
+
+def keeper(args, ready_fd):
+    """Build the stack, report, then hold it until SIGTERM."""
+    from tests.functional import netns
+    from tests.functional.e2e import product_lab
+    stop = {'now': False}
+    signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
+    with netns.Topology(n_se=args.ses, n_members=args.members) as topo:
+        lab = product_lab.ProductLab(topo)
+        try:
+            lab.start()
+            os.makedirs(STATE_DIR, exist_ok=True)
+            with open(lab.stack.openrc_path) as src, \
+                    open(os.path.join(STATE_DIR, 'openrc'), 'w') as dst:
+                dst.write(src.read())
+            info = describe(lab)
+            with open(STATE, 'w') as f:
+                json.dump(info, f, indent=2)
+            os.write(ready_fd, b'READY\n')
+            os.close(ready_fd)
+            while not stop['now']:
+                signal.pause()
+        finally:
+            lab.close()
+            for path in (STATE, os.path.join(STATE_DIR, 'openrc')):
+                if os.path.exists(path):
+                    os.unlink(path)
+
+
+def up(args):
+    if os.path.exists(STATE):
+        sys.exit(f'a stack is already up (see {STATE}); run "down" first')
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        log = os.open('/tmp/octavia-dsr-stack.log',
+                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        try:
+            keeper(args, write_fd)
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as pipe:
+        line = pipe.readline()
+    if line.strip() != 'READY':
+        sys.exit('the stack did not come up; see /tmp/octavia-dsr-stack.log')
+    with open(STATE) as f:
+        info = json.load(f)
+    print(json.dumps(info, indent=2))
+    print(f'\nready: . {info["openrc"]} && openstack loadbalancer list\n'
+          f'client shell: nsenter --net=/run/netns/'
+          f'{info["namespaces"]["client"]} bash\n'
+          'tear down: .venv/bin/python -m tools.stack down')
+
+
+def down(args):
+    if not os.path.exists(STATE):
+        print('no stack is up')
+        return
+    with open(STATE) as f:
+        pid = json.load(f)['keeper_pid']
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        os.unlink(STATE)
+        print('the keeper was gone; removed its state file')
+        return
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            print('stack torn down')
+            return
+        time.sleep(0.2)  # waiting for another process to exit
+    sys.exit(f'keeper {pid} did not exit; kill it by hand')
+
+
+def main():
+    parser = argparse.ArgumentParser(prog='tools.stack')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p = sub.add_parser('up')
+    p.add_argument('--ses', type=int, default=2)
+    p.add_argument('--members', type=int, default=2)
+    p.set_defaults(func=up)
+    p = sub.add_parser('down')
+    p.set_defaults(func=down)
+    args = parser.parse_args()
+    args.func(args)
+
+
+if __name__ == '__main__':
+    main()

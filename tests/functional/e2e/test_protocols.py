@@ -54,7 +54,7 @@ def test_udp_listener_serves_both_members_without_loss(lab):
                   '--listener', 'udp-l', '--protocol', 'UDP',
                   '--lb-algorithm', 'SOURCE_IP_PORT', '--wait')
     lab.openstack('loadbalancer', 'healthmonitor', 'create', '--name',
-                  'udp-hm', '--delay', '1', '--timeout', '1',
+                  'udp-hm', '--delay', '3', '--timeout', '2',
                   '--max-retries', '1', '--type', 'UDP-CONNECT', '--wait',
                   'udp-p')
     for m in topo.members:

@@ -73,6 +73,9 @@ controller_opts = [
                        'lock_timeout=1',
                help='tooz backend: leader election among controllers and '
                     'the SE groups\' membership (which agents are alive).'),
+    cfg.StrOpt('leader_group', default='octavia-dsr-controllers',
+               help='tooz group in which the controllers of one deployment '
+                    'elect the leader that reports to Octavia.'),
     cfg.FloatOpt('apply_timeout', default=30.0, min=1.0,
                  help='Seconds the live SEs of a group have to apply a '
                       'generation before its objects are reported ERROR.'),

@@ -25,7 +25,6 @@ from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 
 LOG = logging.getLogger(__name__)
-LEADER_GROUP = b'octavia-dsr-controllers'
 
 
 class Controller:
@@ -41,6 +40,8 @@ class Controller:
         self.coordinator = coordination.get_coordinator(
             c.coordination_url, self.controller_id.encode())
         self.driver_lib = driver_lib
+        # Controllers of one deployment elect their leader in this group.
+        self.leader_group = c.leader_group.encode()
         self.leader = threading.Event()
         self._stop = threading.Event()
         self._server = None
@@ -71,11 +72,18 @@ class Controller:
     def start(self):
         self.coordinator.start(start_heart=True)
         try:
-            self.coordinator.create_group(LEADER_GROUP).get()
+            self.coordinator.create_group(self.leader_group).get()
         except coordination.GroupAlreadyExist:
             pass
-        self.coordinator.join_group(LEADER_GROUP).get()
-        self.coordinator.watch_elected_as_leader(LEADER_GROUP,
+        try:
+            self.coordinator.join_group(self.leader_group).get()
+        except coordination.MemberAlreadyExist:
+            # A previous process with this controller_id died without
+            # leaving (kill -9, crash): nobody removes its entry, which is
+            # ours again (tooz has re-written it).
+            LOG.info('controller %s rejoins %s', self.controller_id,
+                     self.leader_group.decode())
+        self.coordinator.watch_elected_as_leader(self.leader_group,
                                                  self._elected)
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
@@ -111,7 +119,7 @@ class Controller:
             self._server.stop()
             self._server.wait()
         try:
-            self.coordinator.leave_group(LEADER_GROUP).get()
+            self.coordinator.leave_group(self.leader_group).get()
         except coordination.ToozError:
             pass
         self.coordinator.stop()

@@ -71,6 +71,7 @@ controller_id = {name}-{self.tag}
 database_connection = mysql+pymysql://root@127.0.0.1:3306/{self.controller_db}
 default_se_group = {self.agents.se_group}
 coordination_url = {agent_lab.REDIS}
+leader_group = controllers-{self.tag}
 apply_timeout = 20
 stats_interval = 1
 octavia_status_socket = {sockets['status']}

@@ -14,17 +14,22 @@ all in private network namespaces, and drives it with openstacksdk.
    reaches m3 (AF_PACKET socket in m3's namespace, kernel receive
    timestamps), wait for ACTIVE, delete m3 and wait until it is gone.
    Also reported: create -> member ACTIVE in the API, create -> m3 fed by
-   every SE, delete -> API 404, delete -> last packet at m3.
+   every SE, delete -> API 404, delete -> last packet at m3, the split of
+   each create from the product's own logs (controller stored the change /
+   each agent applied it), and octavia-driver-agent round-trip times.
 2. LOAD_BALANCERS load balancers created concurrently (one thread and one
    openstacksdk connection each, VIPs 192.0.2.100...) -> all ACTIVE; any
    still PENDING_* or ERROR after the deadline count as stuck.  Then they
    are deleted concurrently (cascade) and must disappear.
 
-    .venv/bin/python bench/api_bench.py      (root; about 1.5 minutes)
+    .venv/bin/python bench/api_bench.py      (root; about 2.5-3 minutes)
 
 Targets: member create -> first packet p95 <= 1 s; no load balancer stuck.
 Last line: one JSON object.  Everything (namespaces, processes, databases,
-RabbitMQ vhost, pins) is removed on exit, also on failure or SIGTERM.
+RabbitMQ vhost, pins, the run's Redis keys) is removed on exit, also on
+failure or SIGTERM.  The lab's controller and agents use a private tooz
+namespace in Redis, so labs of other test runs on this machine cannot take
+its controller's leadership (see main()).
 """
 
 import concurrent.futures
@@ -310,6 +315,8 @@ def member_to_packet(lab, conn, created_lbs, pl, netns):
     finally:
         flows.stop()
         sniffer.stop()
+    breakdown = timeline(lab, rows)
+    diag = roundtrips(lab, pool.id)
     first = [r['first_packet_s'] for r in rows
              if r['first_packet_s'] is not None]
     missed = sum(1 for r in rows if r['first_packet_s'] is None)
@@ -333,7 +340,9 @@ def member_to_packet(lab, conn, created_lbs, pl, netns):
         'kernel_timestamps': sniffer.kernel_ts,
         'user_timestamps': sniffer.user_ts,
         'decapsulated_vip_packets': {k: final[k] - base[k] for k in final},
-        'rows': rows,
+        'breakdown_from_product_logs': breakdown,
+        'driver_agent_roundtrips': diag,
+        'rows': [{k: v for k, v in r.items() if k != 't0'} for r in rows],
     }
     met = missed == 0 and p95 is not None and p95 <= TARGET_P95_S
     return result, met
@@ -379,13 +388,13 @@ def one_iteration(i, conn, pool_id, m3, pl, sniffer, se_tunnels, lb_active):
         f'member delete {i}')
     gone = time.time() - t1
     lb_active(f'member delete {i}')
-    time.sleep(0.2)     # in-flight packets (RSTs of flows sent to m3)
+    time.sleep(0.15)    # in-flight packets (RSTs of flows sent to m3)
     t_quiet = time.time()
-    time.sleep(0.3)
+    time.sleep(0.15)
     after = sniffer.since(t1)
     last_packet = max(ts for ts, _ in after) - t1 if after else None
     stray = len(sniffer.since(t_quiet))
-    row = {'i': i, 'api_call_s': round(api_call, 4),
+    row = {'i': i, 't0': t0, 'api_call_s': round(api_call, 4),
            'first_packet_s': (round(first_packet, 4)
                               if first_packet is not None else None),
            'first_packet_by_se': {se_tunnels.get(k, k): round(v, 4)
@@ -405,7 +414,110 @@ def one_iteration(i, conn, pool_id, m3, pl, sniffer, se_tunnels, lb_active):
     return row
 
 
+# ------------------------------------------------- where the time goes
+def _log_events(path, pattern):
+    """(epoch seconds, match) of every line of an oslo.log file matching
+    pattern; oslo.log stamps local time with milliseconds."""
+    import datetime
+    import re
+    rx = re.compile(pattern)
+    events = []
+    try:
+        with open(path, errors='replace') as f:
+            for line in f:
+                m = rx.search(line)
+                if not m:
+                    continue
+                try:
+                    ts = datetime.datetime.strptime(
+                        line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
+                except ValueError:
+                    continue
+                events.append((ts, m))
+    except OSError:
+        pass
+    return events
+
+
+def timeline(lab, rows):
+    """Split each member create with the product's own logs: the
+    controller stores the change ('member_create -> generation N'), each
+    agent applies it ('generation N applied')."""
+    root = lab.agents.root
+    stored = [(ts, int(m.group(1))) for ts, m in _log_events(
+        os.path.join(root, 'ctl1.log'), r'member_create -> generation (\d+)')]
+    applied = {}
+    for se in lab.topo.ses:
+        for ts, m in _log_events(os.path.join(root, f'{se.name}.log'),
+                                 r'generation (\d+) applied'):
+            applied.setdefault(int(m.group(1)), {})[se.name] = ts
+    parts = {'create_to_stored': [], 'stored_to_first_se_applied': [],
+             'stored_to_every_se_applied': [],
+             'first_applied_to_first_packet': [],
+             'every_se_applied_to_active': []}
+    for r in rows:
+        t0 = r['t0']
+        after = [(ts, g) for ts, g in stored if ts >= t0 - 0.01]
+        if not after:
+            continue
+        ts_stored, gen = after[0]
+        ses = applied.get(gen, {})
+        r['generation'] = gen
+        r['stored_s'] = round(ts_stored - t0, 4)
+        r['applied_s'] = {k: round(v - t0, 4) for k, v in sorted(ses.items())}
+        parts['create_to_stored'].append(ts_stored - t0)
+        if not ses:
+            continue
+        first_applied = min(ses.values()) - t0
+        parts['stored_to_first_se_applied'].append(
+            first_applied - (ts_stored - t0))
+        if r['first_packet_s'] is not None:
+            parts['first_applied_to_first_packet'].append(
+                r['first_packet_s'] - first_applied)
+        if len(ses) == len(lab.topo.ses):
+            every = max(ses.values()) - t0
+            parts['stored_to_every_se_applied'].append(
+                every - (ts_stored - t0))
+            parts['every_se_applied_to_active'].append(r['active_s'] - every)
+    return {k: summary_ms(v) for k, v in parts.items()}
+
+
+def roundtrips(lab, pool_id, n=5):
+    """octavia-driver-agent round trips as the provider makes them.  Its
+    unix sockets fork a child per request (socketserver.ForkingMixIn) that
+    opens a fresh DB session; octavia-lib's client reads the length
+    prefix one byte at a time with a 10 ms sleep after each byte."""
+    import uuid
+
+    from dsr_provider import octavia_lookup
+    lib = lab.stack.driver_library()
+    lookup = octavia_lookup.OctaviaLookup(
+        lab.stack.driver_agent_sockets['get'])
+    calls = {
+        'get_missing_lb': lambda: lib.get_loadbalancer(str(uuid.uuid4())),
+        'get_pool': lambda: lib.get_pool(pool_id),
+        'status_update_empty': lambda: lib.update_loadbalancer_status({}),
+        'provider_member_check_lookup': lambda:
+            lookup.pool_listener_port(pool_id),
+    }
+    out = {}
+    for name, call in calls.items():
+        times = []
+        for _ in range(n):
+            t = time.monotonic()
+            call()
+            times.append(time.monotonic() - t)
+        out[name] = summary_ms(times)
+    return out
+
+
 # ------------------------------------------------- part 2: concurrent creates
+def _spacing_ms(times):
+    t = sorted(times)
+    gaps = [b - a for a, b in zip(t, t[1:])]
+    return round(percentile(gaps, 0.5) * 1000, 1) if gaps else None
+
+
 def concurrent_lbs(lab, created_lbs, pl):
     n = LOAD_BALANCERS
     vips = [str(ipaddress.ip_address('192.0.2.100') + k) for k in range(n)]
@@ -481,18 +593,25 @@ def concurrent_lbs(lab, created_lbs, pl):
         for f in [pool.submit(delete, lb_id, k)
                   for lb_id, k in mine.items()]:
             f.result()
-    left = dict(states)
+    gone_at = {}
     while True:
+        now = time.monotonic()
         left = {lb.id: lb.provisioning_status
                 for lb in watcher.load_balancer.load_balancers()
                 if lb.id in mine}
-        if not left or time.monotonic() - t1 > DELETE_DEADLINE:
+        for lb_id in mine:
+            if lb_id not in left:
+                gone_at.setdefault(lb_id, now - t1)
+        if not left or now - t1 > DELETE_DEADLINE:
             break
         time.sleep(0.1)
     gone = time.monotonic() - t1 if not left else None
     for lb_id in mine:
         if lb_id not in left and lb_id in created_lbs:
             created_lbs.remove(lb_id)
+    log(f'  ACTIVE one after the other: median spacing '
+        f'{_spacing_ms(active_at.values())} ms; gone: median spacing '
+        f'{_spacing_ms(gone_at.values())} ms')
     log(f'  cascade delete: {len(del_errors)} API errors; '
         + (f'all gone after {gone:.2f} s' if gone is not None else
            f'{len(left)} left after {DELETE_DEADLINE:.0f} s: '
@@ -509,11 +628,16 @@ def concurrent_lbs(lab, created_lbs, pl):
         'create_to_active_each': summary_ms(list(active_at.values())),
         'all_active_s': round(all_active, 3) if all_active is not None
         else None,
+        # One after the other, this far apart: the controller's reporter
+        # reports each pending status in turn, each with two round trips
+        # to octavia-driver-agent.
+        'active_spacing_ms_median': _spacing_ms(active_at.values()),
         'stuck_after_deadline': len(stuck) + len(missing),
         'stuck_states': sorted(set(stuck.values())),
         'deadline_s': LB_DEADLINE,
         'delete_api_errors': len(del_errors),
         'delete_all_gone_s': round(gone, 3) if gone is not None else None,
+        'gone_spacing_ms_median': _spacing_ms(gone_at.values()),
         'left_after_delete': len(left),
     }
     met = (not api_errors and not stuck and not missing and
@@ -546,8 +670,27 @@ def delete_leftovers(lab, created_lbs):
         log(f'  cleanup through the API failed: {exc}')
 
 
+def drop_redis_namespace(namespace):
+    """Remove the tooz keys (groups, heartbeats) of this run."""
+    try:
+        import redis
+        client = redis.Redis(host='127.0.0.1', port=6379,
+                             socket_timeout=5)
+        for key in list(client.scan_iter(f'{namespace}*')):
+            client.delete(key)
+        client.close()
+    except Exception as exc:  # noqa: BLE001
+        log(f'  could not remove Redis keys {namespace}*: {exc}')
+
+
 def main():
+    main_pid = os.getpid()
+
     def on_term(signum, frame):
+        # pyroute2 forks helpers and stops them with SIGTERM: they must just
+        # die; only this process unwinds (running every cleanup).
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, on_term)
     sys.setswitchinterval(0.001)
@@ -556,11 +699,21 @@ def main():
         return 1
 
     from tests.functional import netns
+    from tests.functional.amphora_agent import agent_lab
     from tests.functional.e2e import product_lab as pl
+
+    # dsr-controller elects its leader in the tooz group
+    # 'octavia-dsr-controllers', the same name for every deployment: on a
+    # Redis shared with other labs (a test session running meanwhile) the
+    # leader may be another lab's controller, and then nothing of ours is
+    # ever published.  A private tooz namespace isolates this run.
+    redis_ns = f'dsr_api_bench_{os.urandom(3).hex()}'
+    agent_lab.REDIS = f'{agent_lab.REDIS}&namespace={redis_ns}'
 
     out = {'bench': 'api', 'targets': {
         'member_create_to_first_packet_p95_s<=1': None,
         'lbs_concurrent_none_stuck': None}}
+    out['loadavg_at_start'] = os.getloadavg()[0]
     created_lbs = []
     t_start = time.monotonic()
     rc = 0
@@ -592,6 +745,14 @@ def main():
                 log(f'   create -> every SE feeds m3: p50 {e.get("p50_ms")} '
                     f'ms, p95 {e.get("p95_ms")} ms; create -> ACTIVE: p50 '
                     f'{a.get("p50_ms")} ms, p95 {a.get("p95_ms")} ms')
+                b = res1['breakdown_from_product_logs']
+                log('   where it goes (p50 ms, from the product logs): '
+                    + ', '.join(f'{k} {v.get("p50_ms")}'
+                                for k, v in b.items()))
+                d = res1['driver_agent_roundtrips']
+                log('   octavia-driver-agent round trips (p50 ms): '
+                    + ', '.join(f'{k} {v.get("p50_ms")}'
+                                for k, v in d.items()))
                 delete_leftovers(lab, created_lbs)
 
                 log(f'2. {LOAD_BALANCERS} load balancers created '
@@ -605,7 +766,9 @@ def main():
                     f'{"met" if met2 else "NOT met"}')
             finally:
                 delete_leftovers(lab, created_lbs)
+                out['loadavg_at_end'] = os.getloadavg()[0]
                 lab.close()
+                drop_redis_namespace(redis_ns)
     except BaseException as exc:  # noqa: BLE001 -- reported in the JSON
         traceback.print_exc()
         out['error'] = (str(exc).strip().splitlines() or [repr(exc)])[-1]

@@ -702,13 +702,9 @@ def main():
     from tests.functional.amphora_agent import agent_lab
     from tests.functional.e2e import product_lab as pl
 
-    # dsr-controller elects its leader in the tooz group
-    # 'octavia-dsr-controllers', the same name for every deployment: on a
-    # Redis shared with other labs (a test session running meanwhile) the
-    # leader may be another lab's controller, and then nothing of ours is
-    # ever published.  A private tooz namespace isolates this run.
-    redis_ns = f'dsr_api_bench_{os.urandom(3).hex()}'
-    agent_lab.REDIS = f'{agent_lab.REDIS}&namespace={redis_ns}'
+    # The lab's agents and controller use a tooz namespace and leader group
+    # private to the lab (agent_lab.AgentLab.redis_url, product_lab), so
+    # other labs on the same Redis do not interfere.
 
     out = {'bench': 'api', 'targets': {
         'member_create_to_first_packet_p95_s<=1': None,
@@ -768,7 +764,6 @@ def main():
                 delete_leftovers(lab, created_lbs)
                 out['loadavg_at_end'] = os.getloadavg()[0]
                 lab.close()
-                drop_redis_namespace(redis_ns)
     except BaseException as exc:  # noqa: BLE001 -- reported in the JSON
         traceback.print_exc()
         out['error'] = (str(exc).strip().splitlines() or [repr(exc)])[-1]

@@ -150,6 +150,12 @@ class AgentLab:
     def transport_url(self):
         return RABBIT + self.vhost
 
+    @property
+    def redis_url(self):
+        """Coordination URL with a key namespace private to this lab, so
+        labs sharing the Redis server never see each other's groups."""
+        return f'{REDIS}&namespace=dsrlab-{self.tag}'
+
     def config_file(self, se):
         host = self.topo.host(se)
         path = os.path.join(self.root, f'{se}.conf')
@@ -178,7 +184,7 @@ xdp_mode = generic
 max_listeners = 8
 
 [coordination]
-backend_url = {REDIS}
+backend_url = {self.redis_url}
 
 [bgp]
 local_asn = {SE_ASN}
@@ -262,6 +268,7 @@ state_dir = {bgp_dir}
         if self.transport is not None:
             self.transport.cleanup()
         rabbitmqctl('delete_vhost', self.vhost)
+        _delete_redis_keys(f'dsrlab-{self.tag}')
         shutil.rmtree(self.pin_root, ignore_errors=True)
         # Keep the agents' logs of the last run for post-mortems.
         keep = os.path.join(tempfile.gettempdir(), 'dsr-agent-logs')
@@ -271,6 +278,17 @@ state_dir = {bgp_dir}
             if name.endswith('.log'):
                 shutil.copy(os.path.join(self.root, name), keep)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _delete_redis_keys(prefix):
+    import redis
+    try:
+        client = redis.Redis(host='127.0.0.1', port=6379)
+        keys = list(client.scan_iter(match=f'{prefix}*'))
+        if keys:
+            client.delete(*keys)
+    except redis.RedisError:
+        pass
 
 
 def _kill_processes_mentioning(text):

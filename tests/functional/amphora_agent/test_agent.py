@@ -259,7 +259,7 @@ def test_agents_join_their_group_and_leave_it(make_lab):
     lab = make_lab(n_se=2)
     lab.start_agents()
     watcher = membership.Membership(
-        'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1',
+        lab.redis_url,
         f'watcher-{lab.tag}', lab.se_group, {'role': 'test'})
     watcher.start()
     try:

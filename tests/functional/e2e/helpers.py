@@ -110,6 +110,33 @@ def wait_all_active(lab, timeout=30, what='every object ACTIVE'):
         raise AssertionError(f'{exc}; not ACTIVE: {last}') from None
 
 
+def act(lab, *args, timeout=30):
+    """Run an `openstack loadbalancer ...` change and wait (reading the API
+    every 0.1 s, where `--wait` sleeps 3 s) until everything is ACTIVE."""
+    lab.openstack('loadbalancer', *args)
+    wait_all_active(lab, timeout, f'ACTIVE after `{" ".join(args[:2])}`')
+
+
+def agents_converged(lab):
+    """True when every SE of the lab reported applying the SE group's
+    latest generation (read from the controller's database)."""
+    out = pl.mysql(
+        f'SELECT g.generation, a.se_id, a.applied_generation '
+        f'FROM {lab.controller_db}.se_groups g JOIN {lab.controller_db}.'
+        f'agent_states a ON a.se_group = g.name '
+        f"WHERE g.name = '{lab.agents.se_group}'")
+    assert out.returncode == 0, out.stderr
+    rows = [line.split('\t') for line in out.stdout.splitlines()[1:]]
+    applied = {se_id: int(gen) for want, se_id, gen in rows
+               if gen != 'NULL' and int(gen) >= int(want)}
+    return set(applied) >= {f'{se}-{lab.tag}' for se in se_names(lab)}
+
+
+def wait_agents_converged(lab, timeout=20):
+    netns.wait_for(lambda: agents_converged(lab), timeout,
+                   'every SE applying the latest generation', interval=0.1)
+
+
 def find(lab, kind, name):
     """The API object of a kind ('loadbalancers', ...) named `name`."""
     matches = [o for o in api(lab, kind)[kind] if o.get('name') == name]

@@ -23,48 +23,41 @@ def create_tcp_lb(lab, name, vip, vip_subnet, addresses, member_subnet,
                   *lb_args):
     """LB, TCP listener on 80, SOURCE_IP_PORT pool, TCP monitor, members
     named after the member hosts."""
-    lab.openstack('loadbalancer', 'create', '--name', name, '--provider',
-                  'dsr', '--vip-subnet-id', vip_subnet, '--vip-address', vip,
-                  *lb_args, '--wait')
-    lab.openstack('loadbalancer', 'listener', 'create', '--name', f'{name}-l',
-                  '--protocol', 'TCP', '--protocol-port', '80', '--wait',
-                  name)
-    lab.openstack('loadbalancer', 'pool', 'create', '--name', f'{name}-p',
-                  '--listener', f'{name}-l', '--protocol', 'TCP',
-                  '--lb-algorithm', 'SOURCE_IP_PORT', '--wait')
-    lab.openstack('loadbalancer', 'healthmonitor', 'create', '--name',
-                  f'{name}-hm', '--delay', '1', '--timeout', '1',
-                  '--max-retries', '1', '--type', 'TCP', '--wait',
-                  f'{name}-p')
+    h.act(lab, 'create', '--name', name, '--provider', 'dsr',
+          '--vip-subnet-id', vip_subnet, '--vip-address', vip, *lb_args)
+    h.act(lab, 'listener', 'create', '--name', f'{name}-l', '--protocol',
+          'TCP', '--protocol-port', '80', name)
+    h.act(lab, 'pool', 'create', '--name', f'{name}-p', '--listener',
+          f'{name}-l', '--protocol', 'TCP', '--lb-algorithm',
+          'SOURCE_IP_PORT')
+    h.act(lab, 'healthmonitor', 'create', '--name', f'{name}-hm', '--delay',
+          '1', '--timeout', '1', '--max-retries', '1', '--type', 'TCP',
+          f'{name}-p')
     for member, address in addresses.items():
-        lab.openstack('loadbalancer', 'member', 'create', '--name', member,
-                      '--address', address, '--protocol-port', '80',
-                      '--subnet-id', member_subnet, '--wait', f'{name}-p')
+        h.act(lab, 'member', 'create', '--name', member, '--address',
+              address, '--protocol-port', '80', '--subnet-id',
+              member_subnet, f'{name}-p')
 
 
 def test_udp_listener_serves_both_members_without_loss(lab):
     topo = lab.topo
-    lab.openstack('loadbalancer', 'create', '--name', 'lb-udp', '--provider',
-                  'dsr', '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address',
-                  VIP4, '--wait')
-    lab.openstack('loadbalancer', 'listener', 'create', '--name', 'udp-l',
-                  '--protocol', 'UDP', '--protocol-port', '5353', '--wait',
-                  'lb-udp')
-    lab.openstack('loadbalancer', 'pool', 'create', '--name', 'udp-p',
-                  '--listener', 'udp-l', '--protocol', 'UDP',
-                  '--lb-algorithm', 'SOURCE_IP_PORT', '--wait')
-    lab.openstack('loadbalancer', 'healthmonitor', 'create', '--name',
-                  'udp-hm', '--delay', '3', '--timeout', '2',
-                  '--max-retries', '1', '--type', 'UDP-CONNECT', '--wait',
-                  'udp-p')
+    h.act(lab, 'create', '--name', 'lb-udp', '--provider', 'dsr',
+          '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP4)
+    h.act(lab, 'listener', 'create', '--name', 'udp-l', '--protocol', 'UDP',
+          '--protocol-port', '5353', 'lb-udp')
+    h.act(lab, 'pool', 'create', '--name', 'udp-p', '--listener', 'udp-l',
+          '--protocol', 'UDP', '--lb-algorithm', 'SOURCE_IP_PORT')
+    # Octavia's minimum delay for UDP-CONNECT is 3 s.
+    h.act(lab, 'healthmonitor', 'create', '--name', 'udp-hm', '--delay', '3',
+          '--timeout', '2', '--max-retries', '1', '--type', 'UDP-CONNECT',
+          'udp-p')
     for m in topo.members:
-        lab.openstack('loadbalancer', 'member', 'create', '--name', m.name,
-                      '--address', m.ipv4, '--protocol-port', '5353',
-                      '--subnet-id', pl.MEMBER_SUBNET, '--wait', 'udp-p')
+        h.act(lab, 'member', 'create', '--name', m.name, '--address',
+              m.ipv4, '--protocol-port', '5353', '--subnet-id',
+              pl.MEMBER_SUBNET, 'udp-p')
 
     h.wait_members(lab, 'udp-p', {m.name: 'ONLINE' for m in topo.members})
     lab.agents.wait_route(f'{VIP4}/32', h.se_names(lab), timeout=30)
-    h.wait_all_active(lab)
     assert h.find(lab, 'listeners', 'udp-l')['protocol'] == 'UDP'
 
     # One flow per client source port: every flow answered, by one member.
@@ -92,7 +85,6 @@ def test_ipv6_vip_with_ipv6_members(lab):
     assert lb['vip_address'] == VIP6, lb
     h.wait_members(lab, 'lb6-p', {m.name: 'ONLINE' for m in topo.members})
     lab.agents.wait_route(f'{VIP6}/128', ses, timeout=30)
-    h.wait_all_active(lab)
 
     served = h.http_served(topo, VIP6, range(43000, 43020))
     assert set(served) == {m.name for m in topo.members}, served
@@ -119,7 +111,9 @@ def test_gre_flavor_encapsulates_in_gre(lab):
 
     h.wait_members(lab, 'lb-gre-p', {m.name: 'ONLINE' for m in topo.members})
     lab.agents.wait_route(f'{VIP_GRE}/32', h.se_names(lab), timeout=30)
-    h.wait_all_active(lab)
+    for se in h.se_names(lab):
+        encaps = {lst['encap'] for lst in lab.agents.show(se)['listeners']}
+        assert 'gre' in encaps, (se, encaps)
     before = {m.name: h.decap_stats(lab, m.name) for m in topo.members}
     served = h.http_served(topo, VIP_GRE, range(44000, 44020))
     assert set(served) == {m.name for m in topo.members}, served

@@ -7,8 +7,10 @@ database: the elected leader's Reporter does the rest.
 """
 
 import logging
+import time
 
 import oslo_messaging as messaging
+from sqlalchemy import exc as sa_exc
 
 from amphora_agent import rpc as agent_rpc
 
@@ -29,13 +31,23 @@ class ProviderEndpoint:
     def __init__(self, store):
         self.store = store
 
-    def _do(self, what, func, *args):
-        try:
-            generation = func(*args)
-            LOG.info('%s -> generation %s', what, generation)
-        except LookupError as exc:
-            # The parent vanished (deleted meanwhile): nothing to apply.
-            LOG.warning('%s ignored: %s', what, exc)
+    def _do(self, what, func, *args, attempts=10):
+        # The cast is already acknowledged: a transient database error must
+        # not lose it, so retry (the store's writes are idempotent).
+        for attempt in range(1, attempts + 1):
+            try:
+                generation = func(*args)
+                LOG.info('%s -> generation %s', what, generation)
+                return
+            except LookupError as exc:
+                # The parent vanished (deleted meanwhile): nothing to apply.
+                LOG.warning('%s ignored: %s', what, exc)
+                return
+            except sa_exc.OperationalError as exc:
+                LOG.warning('%s: database error (attempt %d/%d): %s', what,
+                            attempt, attempts, exc)
+                time.sleep(min(0.1 * 2 ** attempt, 5.0))
+        LOG.error('%s lost after %d attempts', what, attempts)
 
     # load balancers
     def loadbalancer_create(self, ctxt, loadbalancer):

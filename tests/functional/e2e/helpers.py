@@ -17,8 +17,7 @@ from tests.functional import netns
 from tests.functional.e2e import product_lab as pl
 from tools.localstack import octavia as octavia_stack
 
-PENDING = ('PENDING_CREATE', 'PENDING_UPDATE', 'PENDING_DELETE')
-# Plural API collection -> the CLI's object name.
+# Octavia API collections read by objects() (members: per pool).
 KINDS = ('loadbalancers', 'listeners', 'pools', 'healthmonitors',
          'l7policies')
 

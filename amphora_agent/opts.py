@@ -50,11 +50,6 @@ agent_opts = [
                     'the one the agent starts in. The dataplane, health '
                     'probes and BGP speaker run there; RPC and coordination '
                     'connections stay in the starting namespace.'),
-    cfg.BoolOpt('manage_sysctls', default=True,
-                help='Set the SE\'s sysctls at start: IPv4/IPv6 forwarding '
-                     '(bpf_fib_lookup, the fallback when a member\'s next '
-                     'hop is not cached, needs it) and rp_filter 2 on the '
-                     'SE interface.'),
     cfg.StrOpt('role', default='tier1', choices=['tier1', 'tier2'],
                help='tier1: members are application servers; tier2: '
                     'members are L7 proxy SEs sharing the VIP.'),

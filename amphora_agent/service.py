@@ -28,21 +28,6 @@ def _prefix(vip):
     return f'{vip}/{32 if vip.version == 4 else 128}'
 
 
-def _set_sysctls(interface):
-    """SE sysctls, in the calling thread's network namespace (/proc/sys/net
-    follows the namespace of the task that opens it)."""
-    values = {'net/ipv4/conf/all/forwarding': '1',
-              'net/ipv6/conf/all/forwarding': '1'}
-    if interface:
-        values[f'net/ipv4/conf/{interface}/rp_filter'] = '2'
-    for key, value in values.items():
-        try:
-            with open(f'/proc/sys/{key}', 'w') as f:
-                f.write(value)
-        except OSError as exc:
-            LOG.warning('cannot set %s=%s: %s', key, value, exc)
-
-
 class _ControlThread:
     """Runs callables in a thread started in the agent's own namespace.
 
@@ -163,8 +148,6 @@ class Agent:
             from pyroute2 import netns
             netns.setns(netns_name)
         dpc = self.conf.dataplane
-        if self.conf.agent.manage_sysctls:
-            _set_sysctls(dpc.interface)
         limits = dp_mod.Limits(max_listeners=dpc.max_listeners,
                                ring_size=dpc.ring_size,
                                max_reals=dpc.max_members + 1,

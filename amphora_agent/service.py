@@ -146,7 +146,8 @@ class Agent:
         netns_name = getattr(self.conf.agent, 'netns', None)
         if netns_name:
             from pyroute2 import netns
-            netns.setns(netns_name)
+            # flags=0: never create a namespace that is not there.
+            netns.setns(netns_name, flags=0)
         dpc = self.conf.dataplane
         limits = dp_mod.Limits(max_listeners=dpc.max_listeners,
                                ring_size=dpc.ring_size,
@@ -265,10 +266,8 @@ class Agent:
                 raise snapshot_mod.InvalidSnapshot(
                     f'snapshot.se_group: {snap.se_group!r} is not this '
                     f'SE\'s group {self.se_group!r}')
-            # Dry run: everything the dataplane would refuse is refused now.
-            desired.plan(snap, lambda _: True, self.tunnel4,
-                         self.tunnel6).state.validate()
-        except (snapshot_mod.InvalidSnapshot, model.InvalidConfig) as exc:
+            self._check_tunnel_sources(snap)
+        except snapshot_mod.InvalidSnapshot as exc:
             generation = document.get('generation') \
                 if isinstance(document, dict) else None
             self.last_error = str(exc)
@@ -283,6 +282,18 @@ class Agent:
         if self.health is not None:
             self.health.set_targets(self._health_targets(snap))
         return True
+
+    def _check_tunnel_sources(self, snap):
+        """A member of a family this SE has no tunnel source for cannot be
+        reached: refuse the snapshot now rather than fail the apply."""
+        sources = {4: self.tunnel4, 6: self.tunnel6}
+        for member, pool, _lb in snap.members():
+            version = member.address.version
+            if sources[version] is None:
+                raise snapshot_mod.InvalidSnapshot(
+                    f'pool {pool.id} member {member.id}: {member.address} '
+                    f'needs an IPv{version} tunnel source, which SE '
+                    f'{self.se_id} does not have')
 
     def _health_targets(self, snap):
         from amphora_agent.health import monitor as hm
@@ -363,7 +374,9 @@ class Agent:
         """
         if self._plan is None:
             return {'listeners': {}, 'members': {}}
-        raw = self.dp.stats()
+        # flows_by_member() walks the connection table once; stats() need
+        # not walk it again for its total.
+        raw = self.dp.stats(conn_table_entries=False)
         active = self.dp.flows_by_member()
         listeners, members = {}, {}
         for item in raw['listeners']:

@@ -9,7 +9,6 @@ device) runs in a forked child that entered the namespace with setns(2) --
 not ``ip netns exec``, which remounts /sys and hides /sys/fs/bpf.
 """
 
-import ctypes
 import json
 import os
 import pickle
@@ -25,12 +24,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from amphora_agent.dataplane import libbpf  # noqa: E402
+from pyroute2 import netns as pr_netns  # noqa: E402
 
 OBJ_DIR = os.path.join(ROOT, 'amphora_agent', 'dataplane', 'obj')
 BENCH_OBJ = os.path.join(OBJ_DIR, 'bench_se_xdp.o')
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
 
 def exit_on_sigterm():
     """SIGTERM -> SystemExit, so the Sandbox still cleans up."""
@@ -40,31 +37,21 @@ def exit_on_sigterm():
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, handler)
 
-
 def log(*args):
     print(*args, flush=True)
 
-
-def sh(*cmd, check=True):
+def sh(*cmd, check=True, input=None):
     proc = subprocess.run([str(c) for c in cmd], capture_output=True,
-                          text=True)
+                          text=True, input=input)
     if check and proc.returncode:
         raise RuntimeError('%s failed (%d): %s' % (
             ' '.join(map(str, cmd)), proc.returncode,
             (proc.stderr or proc.stdout).strip()))
     return proc.stdout
 
-
 def setns(name):
-    """Move the calling (single-threaded, forked) process into netns name."""
-    fd = os.open('/run/netns/' + name, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, 'setns(%s): %s' % (name, os.strerror(err)))
-    finally:
-        os.close(fd)
-
+    """Move the calling thread into netns ``name`` (never creating it)."""
+    pr_netns.setns(name, flags=0)
 
 def run_in_netns(name, fn, *args, **kwargs):
     """fn(*args, **kwargs) in a forked child inside netns ``name``.
@@ -114,7 +101,6 @@ def run_in_netns(name, fn, *args, **kwargs):
         raise RuntimeError('in netns %s:\n%s' % (name, value))
     return value
 
-
 class Sandbox:
     """Namespaces and a pin directory owned by one benchmark run."""
 
@@ -157,7 +143,6 @@ class Sandbox:
                     pass
             shutil.rmtree(self.pin_dir, ignore_errors=True)
 
-
 def veth(name, ns, peer, peer_ns, mtu=None):
     sh('ip', 'link', 'add', name, 'netns', ns, 'type', 'veth', 'peer',
        'name', peer, 'netns', peer_ns)
@@ -166,15 +151,12 @@ def veth(name, ns, peer, peer_ns, mtu=None):
             sh('ip', '-n', n, 'link', 'set', dev, 'mtu', mtu)
         sh('ip', '-n', n, 'link', 'set', dev, 'up')
 
-
 def link_info(ns, dev):
     info = json.loads(sh('ip', '-n', ns, '-j', 'link', 'show', dev))[0]
     return info['ifindex'], info['address']
 
-
 def mac_bytes(mac):
     return bytes(int(x, 16) for x in mac.split(':'))
-
 
 def error_summary(exc):
     """One line for the JSON 'error' field: the last line of a (child)
@@ -182,10 +164,8 @@ def error_summary(exc):
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else repr(exc)
 
-
 def median(values):
     return statistics.median(values)
-
 
 def pin_cpu(cpu):
     try:
@@ -194,15 +174,12 @@ def pin_cpu(cpu):
     except OSError:
         return None
 
-
 def percpu_sum(m, key, off=0, size=8):
     return sum(int.from_bytes(v[off:off + size], 'little')
                for v in m.lookup_percpu(key))
 
-
 def u32(v):
     return int(v).to_bytes(4, 'little')
-
 
 def xdp_md(ingress_ifindex, data_len):
     """struct xdp_md for BPF_PROG_TEST_RUN ctx_in: data=0, data_end=len."""

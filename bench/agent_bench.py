@@ -24,12 +24,10 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from _common import sh  # noqa: E402
+
 LISTENERS = int(os.environ.get('DSR_BENCH_LISTENERS', 1000))
 MEMBERS = int(os.environ.get('DSR_BENCH_MEMBERS', 16))
-
-
-def sh(*cmd):
-    subprocess.run(cmd, check=True, capture_output=True)
 
 
 def rss_mb():
@@ -65,7 +63,7 @@ def main():
            f'ac{tag}')
         sh('ip', 'link', 'set', f'ab{tag}', 'netns', ns)
         from pyroute2 import netns as pr_netns
-        pr_netns.setns(ns)
+        pr_netns.setns(ns, flags=0)
         sh('ip', 'link', 'set', 'lo', 'up')
         sh('ip', 'link', 'set', f'ab{tag}', 'up')
         sh('ip', 'addr', 'add', '198.19.0.2/16', 'dev', f'ab{tag}')

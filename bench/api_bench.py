@@ -33,7 +33,6 @@ its controller's leadership (see main()).
 """
 
 import concurrent.futures
-import ctypes
 import ipaddress
 import json
 import os
@@ -49,6 +48,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from _common import log, setns  # noqa: E402
+
 ITERATIONS = int(os.environ.get('DSR_BENCH_ITERATIONS', 10))
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LBS', 50))
 CONN_INTERVAL = 0.002        # one new TCP connection every 2 ms
@@ -59,27 +60,10 @@ LB_DEADLINE = 60.0           # concurrent creates -> all ACTIVE
 DELETE_DEADLINE = 60.0
 TARGET_P95_S = 1.0
 
-CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 SO_TIMESTAMPNS = 35
 PACKET_OUTGOING = 4
 TUNNEL_PROTOS = (4, 41, 47)  # IPIP, IPv6-in-IP, GRE
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def log(*args):
-    print(*args, flush=True)
-
-
-def enter_netns(ns):
-    """Move the CALLING THREAD into netns ``ns`` (setns is per thread)."""
-    fd = os.open(f'/run/netns/{ns}', os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f'setns({ns}): {os.strerror(err)}')
-    finally:
-        os.close(fd)
 
 
 def percentile(values, q):
@@ -119,7 +103,7 @@ class NewFlows(threading.Thread):
 
     def run(self):
         try:
-            enter_netns(self.ns)
+            setns(self.ns)
             for src in self.sources:
                 for sport in range(1024, 65536):
                     if self.stop_event.is_set():
@@ -168,7 +152,7 @@ class TunnelSniffer(threading.Thread):
 
     def run(self):
         try:
-            enter_netns(self.ns)
+            setns(self.ns)
             s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                               socket.htons(ETH_P_ALL))
             s.bind((self.ifname, 0))
@@ -699,7 +683,6 @@ def main():
         return 1
 
     from tests.functional import netns
-    from tests.functional.amphora_agent import agent_lab
     from tests.functional.e2e import product_lab as pl
 
     # The lab's agents and controller use a tooz namespace and leader group

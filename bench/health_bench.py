@@ -31,7 +31,6 @@ The last line printed is one JSON object with every figure.
 """
 
 import argparse
-import ctypes
 import json
 import os
 import secrets
@@ -40,7 +39,6 @@ import shutil
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import time
 
@@ -49,6 +47,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from amphora_agent.health import monitor as hm  # noqa: E402
+from _common import log, setns, sh  # noqa: E402
 
 DELAY = 1.0
 TIMEOUT = 0.5
@@ -69,34 +68,6 @@ UDP_OPEN_PORTS = range(25000, 25050)
 UDP_CLOSED_PORTS = range(26000, 26050)
 BLACKHOLE_NET = '198.18.0'
 BLACKHOLE_GW_NET = '198.18.1'
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def log(*args):
-    print(*args, flush=True)
-
-
-def sh(*cmd, check=True, input=None):
-    proc = subprocess.run([str(c) for c in cmd], capture_output=True,
-                          text=True, input=input)
-    if check and proc.returncode:
-        raise RuntimeError('%s failed (%d): %s' % (
-            ' '.join(map(str, cmd)), proc.returncode,
-            (proc.stderr or proc.stdout).strip()))
-    return proc.stdout
-
-
-def setns(name):
-    fd = os.open('/run/netns/' + name, os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f'setns({name}): {os.strerror(err)}')
-    finally:
-        os.close(fd)
-
 
 def pct(values, q):
     if not values:

@@ -97,6 +97,7 @@ import sys
 import threading
 import time
 
+from amphora_agent.bgp import exabgp_api
 from amphora_agent.bgp import exabgp_config
 from amphora_agent.bgp.exabgp_config import ConfigError  # noqa: F401
 from amphora_agent.bgp.exabgp_config import Peer  # noqa: F401
@@ -461,21 +462,11 @@ class BgpSpeaker:
         (without the final 'done').  Raises BgpNotRunning when the API is
         unreachable, BgpError when ExaBGP answers 'error'."""
         timeout = self.command_timeout if timeout is None else timeout
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        s.settimeout(timeout)
         try:
-            try:
-                s.connect(self.socket_path)
-            except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise BgpNotRunning(f'ExaBGP API {self.socket_path}: '
-                                    f'{exc.strerror}') from None
-            s.sendall(line.encode() + b'\n')
-            data = b''
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
+            lines = exabgp_api.send(self.socket_path, line, timeout)
+        except (FileNotFoundError, ConnectionRefusedError) as exc:
+            raise BgpNotRunning(f'ExaBGP API {self.socket_path}: '
+                                f'{exc.strerror}') from None
         except socket.timeout:
             raise BgpError(f'ExaBGP API: no answer to {line!r} within '
                            f'{timeout}s') from None
@@ -483,9 +474,6 @@ class BgpSpeaker:
             if exc.errno in (errno.ECONNRESET, errno.EPIPE):
                 raise BgpNotRunning(f'ExaBGP API: {exc}') from None
             raise
-        finally:
-            s.close()
-        lines = data.decode(errors='replace').splitlines()
         if not lines:
             raise BgpNotRunning(f'ExaBGP API closed without answering '
                                 f'{line!r}')

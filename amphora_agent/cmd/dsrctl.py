@@ -373,7 +373,8 @@ def main(argv=None):
     if args.netns:
         from pyroute2 import netns
         try:
-            netns.setns(args.netns)
+            # flags=0: pyroute2 would otherwise create a missing namespace.
+            netns.setns(args.netns, flags=0)
         except OSError as exc:
             parser.exit(2, f'dsrctl: error: cannot enter network namespace '
                            f'{args.netns!r}: {exc}\n')

@@ -10,7 +10,6 @@ order that never lets the program see a half-built listener:
   and, for removals, listeners -> VIP addresses -> rings -> members.
 """
 
-import array
 import dataclasses
 import ipaddress
 import logging
@@ -22,6 +21,7 @@ from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import nexthop as nexthop_mod
+from amphora_agent.dataplane import pins
 from amphora_agent.dataplane import structs
 
 LOG = logging.getLogger(__name__)
@@ -29,7 +29,6 @@ LOG = logging.getLogger(__name__)
 DEFAULT_PIN_DIR = '/sys/fs/bpf/octavia-dsr'
 SE_OBJECT = 'se_xdp.o'
 SE_PROGRAM = 'dsr_se'
-PROG_PIN = 'prog_' + SE_PROGRAM
 DEFAULT_TTL = 64
 
 MAP_NAMES = ('listeners', 'vip_addrs', 'rings', 'reals', 'nexthops',
@@ -76,10 +75,7 @@ class Limits:
         }
 
 
-def object_dir():
-    return os.environ.get(
-        'OCTAVIA_DSR_OBJ_DIR',
-        os.path.join(os.path.dirname(os.path.abspath(__file__)), 'obj'))
+object_dir = pins.object_dir
 
 
 def _ifindex(ifname):
@@ -88,10 +84,6 @@ def _ifindex(ifname):
     except OSError:
         raise DataplaneError(f'interface {ifname!r} does not exist in this '
                              'network namespace')
-
-
-def _u32_keys(start, count):
-    return array.array('I', range(start, start + count)).tobytes()
 
 
 _REAL_FLAGS_OFFSET = structs.Real.flags.offset
@@ -142,73 +134,54 @@ class Dataplane:
             raise DataplaneError(
                 f'no SE dataplane is pinned in {pin_dir}; load one with '
                 '"dsrctl attach IFACE" (or check --pin-dir)')
-        if pinned:
-            live = cls._pinned_limits(pin_dir)
-            if limits is not None and limits != live:
+        maps = pins.open_maps(pin_dir, MAP_NAMES) if pinned else None
+        try:
+            if pinned:
+                live = cls._limits_of(maps)
+                if limits is not None and limits != live:
+                    raise DataplaneError(
+                        f'requested limits {limits} differ from the live '
+                        f'dataplane in {pin_dir} ({live}); run "dsrctl '
+                        'reset" to start over')
+                limits = live
+            limits = limits or Limits()
+            if not maglev._is_prime(limits.ring_size):
                 raise DataplaneError(
-                    f'requested limits {limits} differ from the live '
-                    f'dataplane in {pin_dir} ({live}); run "dsrctl reset" '
-                    'to start over')
-            limits = live
-        limits = limits or Limits()
-        if not maglev._is_prime(limits.ring_size):
-            raise DataplaneError(
-                f'ring size {limits.ring_size} is not a prime number')
-        if reload or not pinned:
-            cls._load(pin_dir, limits, obj_dir or object_dir())
-        maps = {name: libbpf.Map.from_pin(os.path.join(pin_dir, name))
-                for name in MAP_NAMES}
+                    f'ring size {limits.ring_size} is not a prime number')
+            if reload or not pinned:
+                # Pinned maps are reused: open handles stay valid.
+                cls._load(pin_dir, limits, obj_dir or object_dir())
+            maps = maps or pins.open_maps(pin_dir, MAP_NAMES)
+        except BaseException:
+            for m in (maps or {}).values():
+                m.close()
+            raise
         dp = cls(pin_dir, maps, limits)
         if not pinned:
+            # Ring size, TTL and flags of a fresh dataplane.
             dp._write_config(model.DesiredState())
         return dp
 
     @staticmethod
     def is_pinned(pin_dir):
-        return all(os.path.exists(os.path.join(pin_dir, name))
-                   for name in MAP_NAMES + (PROG_PIN,))
+        return pins.pinned(pin_dir, MAP_NAMES, SE_PROGRAM)
 
     @staticmethod
-    def _pinned_limits(pin_dir):
-        def entries(name):
-            with libbpf.Map.from_pin(os.path.join(pin_dir, name)) as m:
-                return m.max_entries
-        cfg_map = libbpf.Map.from_pin(os.path.join(pin_dir, 'se_config'))
-        with cfg_map:
-            cfg = structs.SeConfig.from_bytes(cfg_map.lookup(_u32(0)))
-        return Limits(max_listeners=entries('listeners'),
+    def _limits_of(maps):
+        cfg = structs.SeConfig.from_bytes(maps['se_config'].lookup(_u32(0)))
+        return Limits(max_listeners=maps['listeners'].max_entries,
                       ring_size=cfg.ring_size,
-                      max_reals=entries('reals'),
-                      max_nexthops=entries('nexthops'),
-                      conn_table_size=entries('conn_table'))
+                      max_reals=maps['reals'].max_entries,
+                      max_nexthops=maps['nexthops'].max_entries,
+                      conn_table_size=maps['conn_table'].max_entries)
 
     @staticmethod
     def _load(pin_dir, limits, obj_dir):
-        path = os.path.join(obj_dir, SE_OBJECT)
-        if not os.path.exists(path):
-            raise DataplaneError(f'BPF object {path} is missing: run "make"')
-        os.makedirs(pin_dir, exist_ok=True)
-        sizes = limits.map_sizes()
-        with libbpf.BpfObject.open(path) as obj:
-            for name in MAP_NAMES:
-                handle = obj.find_map(name)
-                handle.set_pin_path(os.path.join(pin_dir, name))
-                if name in sizes:
-                    handle.set_max_entries(sizes[name])
-            obj.load()
-            prog = obj.find_program(SE_PROGRAM)
-            prog_pin = os.path.join(pin_dir, PROG_PIN)
-            # Replace the pin, not the attachment: attach() swaps programs.
-            if os.path.exists(prog_pin):
-                os.unlink(prog_pin)
-            prog.pin(prog_pin)
-        with libbpf.Map.from_pin(os.path.join(pin_dir, 'se_config')) as m:
-            raw = m.lookup(_u32(0))
-            cfg = structs.SeConfig.from_bytes(raw)
-            if cfg.ring_size == 0:
-                cfg.ring_size = limits.ring_size
-                cfg.ttl = DEFAULT_TTL
-                m.update(_u32(0), bytes(cfg))
+        try:
+            pins.load(os.path.join(obj_dir, SE_OBJECT), pin_dir, MAP_NAMES,
+                      SE_PROGRAM, limits.map_sizes())
+        except FileNotFoundError as exc:
+            raise DataplaneError(str(exc))
 
     def _write_ring_memory(self, byte_offset, data):
         """Write into the rings map as memory (BPF_F_MMAPABLE).
@@ -240,18 +213,11 @@ class Dataplane:
     def destroy(self):
         """Remove every pin (the program must be detached first)."""
         self.close()
-        for name in MAP_NAMES + (PROG_PIN,):
-            path = os.path.join(self.pin_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        try:
-            os.rmdir(self.pin_dir)
-        except OSError:
-            pass
+        pins.remove(self.pin_dir, MAP_NAMES, SE_PROGRAM)
 
     # ------------------------------------------------------------ attach
     def program(self):
-        return libbpf.Program.from_pin(os.path.join(self.pin_dir, PROG_PIN))
+        return pins.open_program(self.pin_dir, SE_PROGRAM)
 
     def attach(self, ifname, mode='auto'):
         """Attach (or atomically replace) the SE program on an interface.
@@ -627,8 +593,10 @@ class Dataplane:
                           self.maps['se_stats'].lookup_percpu(_u32(index)))
                 for index, name in enumerate(structs.SE_STATS)}
 
-    def stats(self):
-        """Counters summed over CPUs: SE-wide, per listener, per member."""
+    def stats(self, conn_table_entries=True):
+        """Counters summed over CPUs: SE-wide, per listener, per member;
+        with conn_table_entries, the size of the connection table (a walk
+        of the whole table)."""
         se = self.se_counters()
         listeners, members = [], []
         reals, _ = self._live_reals()
@@ -645,9 +613,11 @@ class Dataplane:
                                      _u32(live.index)))
                 members.append(dict(listener=str(key),
                                     address=str(live.address), **rs))
-        return {'se': se, 'listeners': listeners, 'members': members,
-                'conn_table_entries': sum(
-                    1 for _ in self.maps['conn_table'].items())}
+        result = {'se': se, 'listeners': listeners, 'members': members}
+        if conn_table_entries:
+            result['conn_table_entries'] = sum(
+                1 for _ in self.maps['conn_table'].items())
+        return result
 
     def flows_by_member(self):
         """Established flows per (listener, member address) in the LRU."""
@@ -691,9 +661,6 @@ def _vip_addr_key(vip):
     return structs.VipAddrKey(addr=structs.pack_addr(vip),
                               family=structs.family_of(vip))
 
-
-__all__ = ['Dataplane', 'DataplaneError', 'Limits', 'DEFAULT_PIN_DIR',
-           'ipaddress']
 
 
 XDP_VERDICTS = {0: 'XDP_ABORTED', 1: 'XDP_DROP', 2: 'XDP_PASS', 3: 'XDP_TX',

@@ -10,12 +10,12 @@ import os
 import socket
 
 from amphora_agent.dataplane import libbpf
+from amphora_agent.dataplane import pins
 from amphora_agent.dataplane import structs
 
 DEFAULT_PIN_DIR = '/sys/fs/bpf/octavia-dsr/decap'
 OBJECT = 'member_tc.o'
 PROGRAM = 'dsr_decap'
-PROG_PIN = 'prog_' + PROGRAM
 MAP_NAMES = ('decap_addrs', 'decap_stats')
 TC_HANDLE = 0xd5
 TC_PRIORITY = 1
@@ -38,26 +38,14 @@ class Decap:
 
     @classmethod
     def open(cls, pin_dir=DEFAULT_PIN_DIR, obj_dir=None, reload=False):
-        from amphora_agent.dataplane.dataplane import object_dir
         libbpf.ensure_bpffs()
-        pinned = all(os.path.exists(os.path.join(pin_dir, n))
-                     for n in MAP_NAMES + (PROG_PIN,))
-        if reload or not pinned:
-            path = os.path.join(obj_dir or object_dir(), OBJECT)
-            if not os.path.exists(path):
-                raise DecapError(f'BPF object {path} is missing: run "make"')
-            os.makedirs(pin_dir, exist_ok=True)
-            with libbpf.BpfObject.open(path) as obj:
-                for name in MAP_NAMES:
-                    obj.find_map(name).set_pin_path(
-                        os.path.join(pin_dir, name))
-                obj.load()
-                prog_pin = os.path.join(pin_dir, PROG_PIN)
-                if os.path.exists(prog_pin):
-                    os.unlink(prog_pin)
-                obj.find_program(PROGRAM).pin(prog_pin)
-        return cls(pin_dir, {n: libbpf.Map.from_pin(os.path.join(pin_dir, n))
-                             for n in MAP_NAMES})
+        if reload or not pins.pinned(pin_dir, MAP_NAMES, PROGRAM):
+            try:
+                pins.load(os.path.join(obj_dir or pins.object_dir(), OBJECT),
+                          pin_dir, MAP_NAMES, PROGRAM)
+            except FileNotFoundError as exc:
+                raise DecapError(str(exc))
+        return cls(pin_dir, pins.open_maps(pin_dir, MAP_NAMES))
 
     def close(self):
         for m in self.maps.values():
@@ -76,8 +64,7 @@ class Decap:
         except OSError:
             raise DecapError(f'interface {ifname!r} does not exist in this '
                              'network namespace')
-        with libbpf.Program.from_pin(os.path.join(self.pin_dir,
-                                                  PROG_PIN)) as prog:
+        with pins.open_program(self.pin_dir, PROGRAM) as prog:
             libbpf.tc_hook_create(ifindex, libbpf.BPF_TC_INGRESS)
             libbpf.tc_attach(ifindex, prog.fd, libbpf.BPF_TC_INGRESS,
                              handle=TC_HANDLE, priority=TC_PRIORITY,
@@ -120,11 +107,4 @@ class Decap:
 
     def destroy(self):
         self.close()
-        for name in MAP_NAMES + (PROG_PIN,):
-            path = os.path.join(self.pin_dir, name)
-            if os.path.exists(path):
-                os.unlink(path)
-        try:
-            os.rmdir(self.pin_dir)
-        except OSError:
-            pass
+        pins.remove(self.pin_dir, MAP_NAMES, PROGRAM)

@@ -30,7 +30,7 @@ class ResolvedNexthop:
     mtu: int
 
 
-def _mac_bytes(mac):
+def mac_bytes(mac):
     return bytes(int(part, 16) for part in mac.split(':'))
 
 
@@ -194,6 +194,3 @@ class NexthopResolver:
             mtu = min(mtu, metrics.get('RTAX_MTU'))
         return ResolvedNexthop(ifindex, link.get('IFLA_ADDRESS'), mac, mtu)
 
-
-def mac_bytes(mac):
-    return _mac_bytes(mac)

@@ -10,13 +10,13 @@ import collections
 import logging
 import time
 
+from octavia_lib.common.constants import (
+    ACTIVE, DEGRADED, ERROR, NO_MONITOR, OFFLINE, ONLINE)
+
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
 
 LOG = logging.getLogger(__name__)
-
-ONLINE, ERROR, OFFLINE, DEGRADED, NO_MONITOR = (
-    'ONLINE', 'ERROR', 'OFFLINE', 'DEGRADED', 'NO_MONITOR')
 
 
 class Reporter:
@@ -108,7 +108,7 @@ class Reporter:
         if not agents:
             # No SE serves the group: the desired state is stored and will
             # be applied when one joins.
-            return store_mod.ACTIVE
+            return ACTIVE
         if any(a.rejected_generation is not None and
                a.rejected_generation >= pending.generation and
                (a.applied_generation or 0) < pending.generation
@@ -116,7 +116,7 @@ class Reporter:
             return ERROR
         if all((a.applied_generation or 0) >= pending.generation
                for a in agents):
-            return store_mod.ACTIVE
+            return ACTIVE
         if time.time() - pending.created_at > self.apply_timeout:
             LOG.error('generation %s of %s not applied by every SE within '
                       '%s s', pending.generation, pending.se_group,

@@ -9,11 +9,9 @@ parent; siblings are left alone.
 
 import time
 
-from dsr_provider.controller import models
+from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
 
-ACTIVE = 'ACTIVE'
-DELETED = 'DELETED'
-ERROR = 'ERROR'
+from dsr_provider.controller import models
 
 _ID_KEYS = {'loadbalancers': 'loadbalancer_id', 'listeners': 'listener_id',
             'pools': 'pool_id', 'members': 'member_id',
@@ -68,7 +66,7 @@ def octavia_status(doc, failed=False):
         for item in items:
             st = item['provisioning_status']
             if failed and item.get('changed') and st != DELETED:
-                st = 'ERROR'
+                st = ERROR
             result[kind].append({'id': item['id'],
                                  'provisioning_status': st})
     return result
@@ -103,11 +101,15 @@ class Store:
             status=status.doc, wait_for=wait_for, created_at=time.time()))
         return group.generation
 
-    def _lb(self, session, lb_id):
-        row = session.get(models.LoadBalancer, lb_id)
+    @staticmethod
+    def _get(session, kind, obj_id):
+        row = session.get(_MODELS[kind], obj_id)
         if row is None:
-            raise LookupError(f'load balancer {lb_id} is unknown')
+            raise LookupError(f'{_GET_RESOURCE[kind]} {obj_id} is unknown')
         return row
+
+    def _lb(self, session, lb_id):
+        return self._get(session, 'loadbalancers', lb_id)
 
     def _pool_parents(self, session, pool_row, status):
         status.parent('loadbalancers', pool_row.loadbalancer_id)
@@ -176,17 +178,8 @@ class Store:
         with self.db.session() as s:
             row = self._lb(s, lb_id)
             group = row.se_group
-            pools = s.query(models.Pool).filter_by(loadbalancer_id=lb_id)
-            for pool in pools:
-                for m in s.query(models.Member).filter_by(pool_id=pool.id):
-                    status.add('members', m.id, DELETED)
-                    s.delete(m)
-                for h in s.query(models.HealthMonitor).filter_by(
-                        pool_id=pool.id):
-                    status.add('healthmonitors', h.id, DELETED)
-                    s.delete(h)
-                status.add('pools', pool.id, DELETED)
-                s.delete(pool)
+            for pool in s.query(models.Pool).filter_by(loadbalancer_id=lb_id):
+                self._delete_pool_rows(s, pool, status)
             for lst in s.query(models.Listener).filter_by(
                     loadbalancer_id=lb_id):
                 status.add('listeners', lst.id, DELETED)
@@ -210,9 +203,7 @@ class Store:
     def delete_listener(self, listener_id):
         status = Status()
         with self.db.session() as s:
-            row = s.get(models.Listener, listener_id)
-            if row is None:
-                raise LookupError(f'listener {listener_id} is unknown')
+            row = self._get(s, 'listeners', listener_id)
             lb = self._lb(s, row.loadbalancer_id)
             status.add('listeners', row.id, DELETED)
             status.parent('loadbalancers', lb.id)
@@ -238,64 +229,72 @@ class Store:
     def delete_pool(self, pool_id):
         status = Status()
         with self.db.session() as s:
-            row = s.get(models.Pool, pool_id)
-            if row is None:
-                raise LookupError(f'pool {pool_id} is unknown')
+            row = self._get(s, 'pools', pool_id)
             lb = self._lb(s, row.loadbalancer_id)
             self._pool_parents(s, row, status)
-            for m in s.query(models.Member).filter_by(pool_id=pool_id):
-                status.add('members', m.id, DELETED)
-                s.delete(m)
-            for h in s.query(models.HealthMonitor).filter_by(
-                    pool_id=pool_id):
-                status.add('healthmonitors', h.id, DELETED)
-                s.delete(h)
-            status.add('pools', pool_id, DELETED)
             for lst in s.query(models.Listener).filter_by(
                     loadbalancer_id=lb.id):
                 if lst.doc.get('default_pool_id') == pool_id:
                     doc = dict(lst.doc)
                     doc.pop('default_pool_id')
                     lst.doc = doc
-            s.delete(row)
+            self._delete_pool_rows(s, row, status)
             return self._bump(s, lb.se_group, status)
 
-    # ----------------------------------------------------------- members
-    def put_member(self, member):
+    @staticmethod
+    def _delete_pool_rows(session, pool, status):
+        """The pool, its members and its health monitor."""
+        for kind in ('members', 'healthmonitors'):
+            for row in session.query(_MODELS[kind]).filter_by(
+                    pool_id=pool.id):
+                status.add(kind, row.id, DELETED)
+                session.delete(row)
+        status.add('pools', pool.id, DELETED)
+        session.delete(pool)
+
+    # ------------------------------------- members and health monitors
+    def _bump_pool(self, session, pool, status, wait_for=None):
+        """A change below a pool: the pool, its listeners and its load
+        balancer are the parents Octavia locked."""
+        status.parent('pools', pool.id)
+        self._pool_parents(session, pool, status)
+        lb = self._lb(session, pool.loadbalancer_id)
+        return self._bump(session, lb.se_group, status, wait_for)
+
+    def _put_pool_child(self, kind, doc):
         status = Status()
         with self.db.session() as s:
-            pool = s.get(models.Pool, member['pool_id'])
-            if pool is None:
-                raise LookupError(f"pool {member['pool_id']} is unknown")
-            lb = self._lb(s, pool.loadbalancer_id)
-            row = self._put(s, 'members', member, pool_id=pool.id)
-            status.add('members', row.id)
-            status.parent('pools', pool.id)
-            self._pool_parents(s, pool, status)
-            return self._bump(s, lb.se_group, status, ['members', row.id])
+            pool = self._get(s, 'pools', doc['pool_id'])
+            row = self._put(s, kind, doc, pool_id=pool.id)
+            status.add(kind, row.id)
+            return self._bump_pool(s, pool, status, [kind, row.id])
+
+    def _delete_pool_child(self, kind, obj_id):
+        status = Status()
+        with self.db.session() as s:
+            row = self._get(s, kind, obj_id)
+            pool = self._get(s, 'pools', row.pool_id)
+            status.add(kind, row.id, DELETED)
+            s.delete(row)
+            return self._bump_pool(s, pool, status)
+
+    def put_member(self, member):
+        return self._put_pool_child('members', member)
 
     def delete_member(self, member_id):
-        status = Status()
-        with self.db.session() as s:
-            row = s.get(models.Member, member_id)
-            if row is None:
-                raise LookupError(f'member {member_id} is unknown')
-            pool = s.get(models.Pool, row.pool_id)
-            lb = self._lb(s, pool.loadbalancer_id)
-            status.add('members', row.id, DELETED)
-            status.parent('pools', pool.id)
-            self._pool_parents(s, pool, status)
-            s.delete(row)
-            return self._bump(s, lb.se_group, status)
+        return self._delete_pool_child('members', member_id)
+
+    def put_healthmonitor(self, hm):
+        return self._put_pool_child('healthmonitors', hm)
+
+    def delete_healthmonitor(self, hm_id):
+        return self._delete_pool_child('healthmonitors', hm_id)
 
     def batch_update_members(self, pool_id, members):
         """Make the pool's members exactly `members` (Octavia batch)."""
         status = Status()
         with self.db.session() as s:
-            pool = s.get(models.Pool, pool_id)
-            if pool is None:
-                raise LookupError(f'pool {pool_id} is unknown')
-            lb = self._lb(s, pool.loadbalancer_id)
+            pool = self._get(s, 'pools', pool_id)
             wanted = {object_id('members', m): m for m in members}
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:
@@ -304,38 +303,7 @@ class Store:
             for member_id, doc in wanted.items():
                 self._put(s, 'members', doc, pool_id=pool_id)
                 status.add('members', member_id)
-            status.parent('pools', pool_id)
-            self._pool_parents(s, pool, status)
-            return self._bump(s, lb.se_group, status)
-
-    # --------------------------------------------------- health monitors
-    def put_healthmonitor(self, hm):
-        status = Status()
-        with self.db.session() as s:
-            pool = s.get(models.Pool, hm['pool_id'])
-            if pool is None:
-                raise LookupError(f"pool {hm['pool_id']} is unknown")
-            lb = self._lb(s, pool.loadbalancer_id)
-            row = self._put(s, 'healthmonitors', hm, pool_id=pool.id)
-            status.add('healthmonitors', row.id)
-            status.parent('pools', pool.id)
-            self._pool_parents(s, pool, status)
-            return self._bump(s, lb.se_group, status,
-                              ['healthmonitors', row.id])
-
-    def delete_healthmonitor(self, hm_id):
-        status = Status()
-        with self.db.session() as s:
-            row = s.get(models.HealthMonitor, hm_id)
-            if row is None:
-                raise LookupError(f'health monitor {hm_id} is unknown')
-            pool = s.get(models.Pool, row.pool_id)
-            lb = self._lb(s, pool.loadbalancer_id)
-            status.add('healthmonitors', row.id, DELETED)
-            status.parent('pools', pool.id)
-            self._pool_parents(s, pool, status)
-            s.delete(row)
-            return self._bump(s, lb.se_group, status)
+            return self._bump_pool(s, pool, status)
 
     # ---------------------------------------------------------- snapshot
     def snapshot(self, se_group):

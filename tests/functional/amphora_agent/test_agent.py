@@ -8,7 +8,7 @@ from tests.functional.amphora_agent.agent_lab import (
     listener, load_balancer, member, tcp_monitor)
 
 VIP4, VIP6 = netns.VIP4, netns.VIP6
-P4, P6 = f'{VIP4}/32', f'2001:db8:f::10/128'
+P4, P6 = f'{VIP4}/32', f'{VIP6}/128'
 
 
 def basic_lb(lab, monitor=True):

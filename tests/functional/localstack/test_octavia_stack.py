@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 
+from tests.functional import netns
 from tools.localstack import services
 from tools.localstack.neutron_stub import NeutronStub
 from tools.localstack.octavia import (OctaviaStack, StackError,
@@ -51,17 +52,6 @@ def _refused(url):
     except ConnectionRefusedError:
         return True
     return False
-
-
-def _poll(what, fn, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _cli(stack, *args):
@@ -113,7 +103,8 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
         create = _cli(stack, "loadbalancer", "create", "--name", "lb-cli",
                       "--provider", "noop_driver", "--vip-subnet-id",
                       subnet_id, "--wait", "-f", "json")
-        lb_cli = _poll("lb-cli in the API", lambda: _lb_by_name(conn, "lb-cli"))
+        lb_cli = netns.wait_for(lambda: _lb_by_name(conn, "lb-cli"), 20,
+                                "lb-cli in the API")
         assert lb_cli.provisioning_status == "PENDING_CREATE"
         stack.report_loadbalancer_status(lb_cli.id, "ACTIVE", "ONLINE")
         _finish(create)
@@ -147,9 +138,9 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
 
         # --- delete both; the provider (us) reports DELETED.
         delete = _cli(stack, "loadbalancer", "delete", "--wait", "lb-cli")
-        _poll("lb-cli PENDING_DELETE", lambda: conn.load_balancer
-              .get_load_balancer(lb_cli.id).provisioning_status
-              == "PENDING_DELETE")
+        netns.wait_for(lambda: conn.load_balancer.get_load_balancer(
+            lb_cli.id).provisioning_status == "PENDING_DELETE", 20,
+            "lb-cli PENDING_DELETE")
         stack.report_loadbalancer_status(lb_cli.id, "DELETED")
         _finish(delete)
         conn.load_balancer.delete_load_balancer(lb_sdk.id)
@@ -211,10 +202,11 @@ def test_services_start_what_does_not_answer(tmp_path, monkeypatch):
         assert services.ensure_one("redis", timeout=10) == "started"
         assert services.ensure_one("redis") == "running"
     finally:
-        pid = int(_poll("redis pid file", lambda: pidfile.exists()
-                        and pidfile.read_text().strip() or None))
+        pid = int(netns.wait_for(lambda: pidfile.exists()
+                                 and pidfile.read_text().strip() or None,
+                                 20, "redis pid file"))
         os.kill(pid, 15)
-        _poll("private redis exit", lambda: _gone(pid))
+        netns.wait_for(lambda: _gone(pid), 20, "private redis exit")
 
 
 def test_neutron_stub_lookups():

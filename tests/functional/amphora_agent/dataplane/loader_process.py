@@ -22,7 +22,7 @@ def main():
     args = ap.parse_args()
 
     from pyroute2 import netns
-    netns.setns(args.netns)
+    netns.setns(args.netns, flags=0)
     from amphora_agent.dataplane import dataplane, model
 
     with open(args.state) as f:

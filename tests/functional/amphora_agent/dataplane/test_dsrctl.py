@@ -59,6 +59,17 @@ def test_bad_input_is_refused_and_changes_nothing(dsr, tmp_path):
         assert dsr.dsrctl_json('se1', 'show') == before, document
 
 
+def test_unknown_network_namespace_is_refused_not_created(dsr):
+    import subprocess
+    import sys
+    name = f'{dsr.topo.prefix}nosuch'
+    proc = subprocess.run(
+        [sys.executable, '-m', 'amphora_agent.cmd.dsrctl', '--netns', name,
+         'show'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and repr(name) in proc.stderr, proc.stderr
+    assert name not in netns.list_namespaces(dsr.topo.prefix)
+
+
 def test_commands_without_a_loaded_dataplane_say_so(dsr):
     proc = dsr.dsrctl('se1', '--pin-dir', '/sys/fs/bpf/nothing-here', 'show',
                       check=False)

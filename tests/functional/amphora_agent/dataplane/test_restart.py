@@ -49,7 +49,7 @@ def test_kill9_and_reload_lose_no_probe(dsr, tmp_path):
     # Traffic keeps flowing with nobody holding the program or the maps.
     assert _prog_id(topo, se) == prog_before
 
-    second = start_loader(state({members[0]: 3}))
+    start_loader(state({members[0]: 3}))  # tracked by the topology
     prog_after = _prog_id(topo, se)
     assert prog_after and prog_after != prog_before, 'program not replaced'
     assert prober.poll() is None, 'the probe ended before the restart'

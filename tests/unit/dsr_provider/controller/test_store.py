@@ -1,5 +1,3 @@
-import time
-
 import pytest
 
 from amphora_agent import snapshot as snapshot_mod

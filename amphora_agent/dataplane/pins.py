@@ -1,0 +1,69 @@
+"""Loading a BPF object with its maps and program pinned in a directory.
+
+Maps are reused when already pinned (libbpf checks they are compatible), so
+loading again upgrades the program while the live state stays; the program
+pin is replaced, never the attachment (attaching swaps programs).
+"""
+
+import os
+
+from amphora_agent.dataplane import libbpf
+
+
+def object_dir():
+    return os.environ.get(
+        'OCTAVIA_DSR_OBJ_DIR',
+        os.path.join(os.path.dirname(os.path.abspath(__file__)), 'obj'))
+
+
+def prog_pin_name(program):
+    return 'prog_' + program
+
+
+def pinned(pin_dir, map_names, program):
+    return all(os.path.exists(os.path.join(pin_dir, name))
+               for name in tuple(map_names) + (prog_pin_name(program),))
+
+
+def load(obj_path, pin_dir, map_names, program, max_entries=None):
+    """Load obj_path; returns nothing, everything is pinned in pin_dir.
+
+    Raises FileNotFoundError naming the object when it was not built."""
+    if not os.path.exists(obj_path):
+        raise FileNotFoundError(f'BPF object {obj_path} is missing: run '
+                                '"make"')
+    max_entries = max_entries or {}
+    os.makedirs(pin_dir, exist_ok=True)
+    with libbpf.BpfObject.open(obj_path) as obj:
+        for name in map_names:
+            handle = obj.find_map(name)
+            handle.set_pin_path(os.path.join(pin_dir, name))
+            if name in max_entries:
+                handle.set_max_entries(max_entries[name])
+        obj.load()
+        prog_pin = os.path.join(pin_dir, prog_pin_name(program))
+        if os.path.exists(prog_pin):
+            os.unlink(prog_pin)
+        obj.find_program(program).pin(prog_pin)
+
+
+def open_maps(pin_dir, map_names):
+    return {name: libbpf.Map.from_pin(os.path.join(pin_dir, name))
+            for name in map_names}
+
+
+def open_program(pin_dir, program):
+    return libbpf.Program.from_pin(
+        os.path.join(pin_dir, prog_pin_name(program)))
+
+
+def remove(pin_dir, map_names, program):
+    """Remove the pins (and the directory when it is left empty)."""
+    for name in tuple(map_names) + (prog_pin_name(program),):
+        path = os.path.join(pin_dir, name)
+        if os.path.exists(path):
+            os.unlink(path)
+    try:
+        os.rmdir(pin_dir)
+    except OSError:
+        pass

@@ -56,12 +56,8 @@ define run_pytest
 	exit $$rc
 endef
 
-# The Octavia end-to-end suite (tests/functional/e2e) passed on a fresh
-# clone once and then failed in later runs on the same machine (agents
-# stopped fetching new generations); until that is understood it runs
-# separately: make test-e2e.
 test: deps build
-	$(call run_pytest,tests/unit tests/functional --ignore=tests/functional/e2e)
+	$(call run_pytest,tests/unit tests/functional)
 
 test-e2e: deps build
 	$(call run_pytest,tests/functional/e2e)

@@ -86,7 +86,9 @@ class PendingStatus(Base):
     # Object whose existence in Octavia's DB must be visible first (the API
     # calls the driver before it commits): [resource, id] or null.
     wait_for = sa.Column(JSONText)
-    created_at = sa.Column(sa.Float, nullable=False)
+    # Epoch seconds: DOUBLE, never FLOAT (MySQL FLOAT is 4 bytes, 128 s
+    # granularity at today's epoch).
+    created_at = sa.Column(sa.Double, nullable=False)
 
 
 class AgentState(Base):
@@ -98,4 +100,4 @@ class AgentState(Base):
     error = sa.Column(sa.Text)
     member_statuses = sa.Column(JSONText)
     stats = sa.Column(JSONText)
-    updated_at = sa.Column(sa.Float, nullable=False)
+    updated_at = sa.Column(sa.Double, nullable=False)

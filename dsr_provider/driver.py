@@ -61,6 +61,11 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         validation.check_graph(loadbalancer)
         self._rpc.loadbalancer_create(
             payloads.loadbalancer(loadbalancer, settings))
+        for listener in given(loadbalancer, 'listeners') or ():
+            self._remember_listener(listener)
+        for pool in given(loadbalancer, 'pools') or ():
+            self._lookup.cache.remember_pool(given(pool, 'pool_id'),
+                                             given(pool, 'listener_id'))
 
     def loadbalancer_update(self, old_loadbalancer, new_loadbalancer):
         validation.check_loadbalancer(new_loadbalancer)
@@ -97,6 +102,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
                 pool_id, given(listener, 'listener_id'),
                 given(listener, 'protocol_port'), members)
         self._rpc.listener_create(payloads.to_payload(listener))
+        self._remember_listener(listener)
 
     def listener_update(self, old_listener, new_listener):
         validation.check_listener(new_listener)
@@ -108,9 +114,22 @@ class DSRProviderDriver(driver_base.ProviderDriver):
                 self._lookup.pool_members(pool_id))
         self._rpc.listener_update(payloads.to_payload(old_listener),
                                   payloads.to_payload(new_listener))
+        if pool_id != given(old_listener, 'default_pool_id'):
+            cache = self._lookup.cache
+            cache.forget_pool(given(old_listener, 'default_pool_id'))
+            cache.remember_pool(pool_id, given(old_listener, 'listener_id'))
 
     def listener_delete(self, listener):
         self._rpc.listener_delete(payloads.to_payload(listener))
+        self._lookup.cache.forget_listener(given(listener, 'listener_id'))
+
+    def _remember_listener(self, listener):
+        """Learn the listener's port and its default pool's binding, so
+        that member creates skip the driver-agent round trips."""
+        listener_id = given(listener, 'listener_id')
+        cache = self._lookup.cache
+        cache.remember_listener(listener_id, given(listener, 'protocol_port'))
+        cache.remember_pool(given(listener, 'default_pool_id'), listener_id)
 
     def _check_pool_for_listener(self, pool_id, listener_id, port, members):
         """The pool becomes the default pool of a listener on port."""
@@ -138,6 +157,8 @@ class DSRProviderDriver(driver_base.ProviderDriver):
             for member in members:
                 validation.check_member_port(member, port)
         self._rpc.pool_create(payloads.to_payload(pool))
+        self._lookup.cache.remember_pool(given(pool, 'pool_id'),
+                                         given(pool, 'listener_id'))
 
     def pool_update(self, old_pool, new_pool):
         validation.check_pool(new_pool, old_pool=old_pool)
@@ -146,15 +167,14 @@ class DSRProviderDriver(driver_base.ProviderDriver):
 
     def pool_delete(self, pool):
         self._rpc.pool_delete(payloads.to_payload(pool))
+        self._lookup.cache.forget_pool(given(pool, 'pool_id'))
 
     def _listener_port(self, pool):
         listener_id = given(pool, 'listener_id')
         if not listener_id:
             return None
-        listener = self._lookup.listener(listener_id)
-        if listener is octavia_lookup.UNKNOWN:
-            return None
-        return listener.get('protocol_port')
+        port = self._lookup.listener_port(listener_id)
+        return None if port is octavia_lookup.UNKNOWN else port
 
     # --- member ------------------------------------------------------------
 

@@ -8,8 +8,11 @@ retries when the socket is missing: a lookup that cannot be made returns
 UNKNOWN and the caller leaves the check to the controller.
 """
 
+import collections
 import logging
 import os
+import threading
+import time
 
 from octavia_lib.api.drivers import driver_lib
 from octavia_lib.api.drivers import exceptions as driver_exceptions
@@ -41,10 +44,86 @@ def default_get_socket(conf=None):
         return driver_lib.DEFAULT_GET_SOCKET
 
 
+class PortCache:
+    """What this process learnt of listener ports and pool bindings.
+
+    Every get over the driver-agent socket costs 150-500 ms (it forks a
+    child per request), and a member create needs the pool's listener
+    port.  The driver sees the listener and pool creates that establish
+    it, so it remembers them.  A listener's protocol_port never changes in
+    Octavia; a pool's listener can (another listener's default pool, and
+    possibly through another octavia-api worker process), so a binding is
+    trusted for `ttl` seconds only.  Only positive facts are kept.
+    """
+
+    def __init__(self, ttl=300.0, size=4096):
+        self.ttl = ttl
+        self.size = size
+        self._lock = threading.Lock()
+        self._listener_port = collections.OrderedDict()
+        self._pool_listener = collections.OrderedDict()  # id -> (lid, t)
+
+    def _trim(self, table):
+        while len(table) > self.size:
+            table.popitem(last=False)
+
+    def remember_listener(self, listener_id, port):
+        if listener_id and port is not None:
+            with self._lock:
+                self._listener_port[listener_id] = port
+                self._trim(self._listener_port)
+
+    def remember_pool(self, pool_id, listener_id):
+        if pool_id and listener_id:
+            with self._lock:
+                self._pool_listener[pool_id] = (listener_id,
+                                                time.monotonic())
+                self._trim(self._pool_listener)
+
+    def forget_listener(self, listener_id):
+        with self._lock:
+            self._listener_port.pop(listener_id, None)
+            for pool_id in [p for p, (lid, _t) in self._pool_listener.items()
+                            if lid == listener_id]:
+                del self._pool_listener[pool_id]
+
+    def forget_pool(self, pool_id):
+        with self._lock:
+            self._pool_listener.pop(pool_id, None)
+
+    def listener_port(self, listener_id):
+        with self._lock:
+            return self._listener_port.get(listener_id)
+
+    def pool_listener(self, pool_id):
+        """(listener_id, port) when both are known and fresh, else None."""
+        with self._lock:
+            entry = self._pool_listener.get(pool_id)
+            if entry is None:
+                return None
+            listener_id, learnt = entry
+            if time.monotonic() - learnt > self.ttl:
+                del self._pool_listener[pool_id]
+                return None
+            port = self._listener_port.get(listener_id)
+        return None if port is None else (listener_id, port)
+
+    def clear(self):
+        with self._lock:
+            self._listener_port.clear()
+            self._pool_listener.clear()
+
+
+# Shared by every driver instance of the process (octavia-api builds a new
+# driver object per request).
+PORTS = PortCache()
+
+
 class OctaviaLookup:
 
-    def __init__(self, get_socket=None):
+    def __init__(self, get_socket=None, cache=None):
         self._get_socket = get_socket
+        self.cache = PORTS if cache is None else cache
 
     def _get(self, kind, object_id):
         """The object as a dict, {} when Octavia has none, or UNKNOWN."""
@@ -68,22 +147,38 @@ class OctaviaLookup:
     def listener(self, listener_id):
         return self._get(lib_consts.LISTENERS, listener_id)
 
+    def listener_port(self, listener_id):
+        """The listener's protocol_port, None if it has none, or UNKNOWN."""
+        port = self.cache.listener_port(listener_id)
+        if port is not None:
+            return port
+        listener = self.listener(listener_id)
+        if listener is UNKNOWN:
+            return UNKNOWN
+        port = listener.get('protocol_port')
+        self.cache.remember_listener(listener_id, port)
+        return port
+
     def pool_listener_port(self, pool_id, ignore_listener_id=None):
         """Port of the listener whose default pool pool_id is.
 
         None when the pool serves no listener (or only ignore_listener_id),
         UNKNOWN when it cannot be told.
         """
+        known = self.cache.pool_listener(pool_id)
+        if known is not None:
+            listener_id, port = known
+            return None if listener_id == ignore_listener_id else port
         pool = self.pool(pool_id)
         if pool is UNKNOWN:
             return UNKNOWN
         listener_id = pool.get('listener_id')
-        if not listener_id or listener_id == ignore_listener_id:
+        if not listener_id:
             return None
-        listener = self.listener(listener_id)
-        if listener is UNKNOWN:
-            return UNKNOWN
-        return listener.get('protocol_port')
+        self.cache.remember_pool(pool_id, listener_id)
+        if listener_id == ignore_listener_id:
+            return None
+        return self.listener_port(listener_id)
 
     def pool_members(self, pool_id):
         """The pool's members (dicts), or UNKNOWN."""

@@ -14,7 +14,8 @@ ENCAPSULATIONS = ('ipip', 'gre')
 dsr_provider_opts = [
     cfg.StrOpt('transport_url', secret=True,
                help='oslo.messaging URL of the broker the dsr-controller '
-                    'listens on (topic octavia-dsr-controller). Unset: '
+                    'listens on (notification topic octavia-dsr-changes). '
+                    'Unset: '
                     '[DEFAULT] transport_url of the octavia-api '
                     'configuration.'),
     cfg.StrOpt('default_se_group', default='default',
@@ -65,6 +66,10 @@ controller_opts = [
                     '(desired state); e.g. mysql+pymysql://user:pw@host/'
                     'octavia_dsr. Migrated to the latest schema at start. '
                     'A SQLite file suits a single controller only.'),
+    cfg.StrOpt('provider_exchange', default='octavia',
+               help='Exchange the provider driver publishes its changes on: '
+                    'octavia-api\'s [DEFAULT] control_exchange (Octavia '
+                    'sets "octavia").'),
     cfg.StrOpt('default_se_group', default='default',
                help='SE group of load balancers whose flavor and '
                     'availability zone name none.'),

@@ -1,9 +1,20 @@
-"""Provider driver -> dsr-controller RPC API 1.0 (oslo.messaging casts).
+"""Provider driver -> dsr-controller change API 1.0 (oslo.messaging).
 
-Target: topic "octavia-dsr-controller", namespace "octavia_dsr_provider",
-version "1.0". Every method is a cast (the driver never waits for the
-controller); the context is an empty dict; arguments are keyword
-arguments holding plain dicts (see payloads.py):
+Every change is published as an oslo.messaging notification, not an RPC
+cast: RPC servers acknowledge a message *before* dispatching it (at most
+once), so a controller killed between taking a change off the queue and
+committing it would lose it and Octavia would keep the objects PENDING_*.
+A notification listener acknowledges only after its endpoint returns, i.e.
+after the change is committed; a controller that dies first leaves the
+message unacknowledged and RabbitMQ redelivers it to another (or the
+restarted) controller.  The controller's writes are idempotent, so a
+redelivery after the commit is harmless.
+
+Wire format: topic "octavia-dsr-changes", priority info, on octavia-api's
+control exchange (Octavia sets "octavia"; the controller's
+[dsr_controller] provider_exchange must match).  event_type is the method
+name, the payload {"version": "1.0", "args": {<keyword arguments>}} with
+plain dicts (see payloads.py).  The driver never waits for the controller:
 
     loadbalancer_create(loadbalancer)
     loadbalancer_update(old_loadbalancer, new_loadbalancer)
@@ -33,8 +44,9 @@ from oslo_config import cfg
 
 from dsr_provider import opts
 
-TOPIC = 'octavia-dsr-controller'
-NAMESPACE = 'octavia_dsr_provider'
+TOPIC = 'octavia-dsr-changes'
+PRIORITY = 'info'
+PUBLISHER_ID = 'octavia-dsr-provider'
 API_VERSION = '1.0'
 
 _transport = None
@@ -42,12 +54,12 @@ _transport_lock = threading.Lock()
 
 
 def get_transport(conf=None):
-    """The process-wide RPC transport, created on first use."""
+    """The process-wide notification transport, created on first use."""
     global _transport
     with _transport_lock:
         if _transport is None:
             conf = opts.register_opts(conf)
-            _transport = messaging.get_rpc_transport(
+            _transport = messaging.get_notification_transport(
                 conf, url=conf.dsr_provider.transport_url or None)
         return _transport
 
@@ -61,18 +73,26 @@ def reset_transport():
         _transport = None
 
 
-# The same exchange as the controller's server (amphora_agent.rpc): the
-# default would follow octavia-api's control_exchange ('octavia').
-EXCHANGE = 'octavia_dsr'
+def payload(**kwargs):
+    return {'version': API_VERSION, 'args': kwargs}
 
 
-def target():
-    return messaging.Target(exchange=EXCHANGE, topic=TOPIC,
-                            namespace=NAMESPACE, version=API_VERSION)
+class ChangeClient:
+    """Publishes changes; cast() mirrors an RPC client's signature."""
+
+    def __init__(self, transport):
+        # retry=None: like an RPC cast, wait for the broker rather than
+        # drop a change Octavia has already accepted.
+        self._notifier = messaging.Notifier(
+            transport, publisher_id=PUBLISHER_ID, driver='messagingv2',
+            topics=[TOPIC], retry=None)
+
+    def cast(self, ctxt, method, **kwargs):
+        self._notifier.info(ctxt, method, payload(**kwargs))
 
 
 class ControllerAPI:
-    """Client side of the controller's provider API (all casts)."""
+    """Client side of the controller's change API (fire and forget)."""
 
     def __init__(self, client=None, conf=None):
         self._client = client
@@ -81,8 +101,8 @@ class ControllerAPI:
     @property
     def client(self):
         if self._client is None:
-            self._client = messaging.get_rpc_client(
-                get_transport(self._conf or cfg.CONF), target())
+            self._client = ChangeClient(
+                get_transport(self._conf or cfg.CONF))
         return self._client
 
     def _cast(self, method, **kwargs):

@@ -1,9 +1,11 @@
-"""RPC endpoints of dsr-controller.
+"""Endpoints of dsr-controller.
 
-ProviderEndpoint serves the provider driver's casts (namespace
-octavia_dsr_provider); AgentEndpoint serves the agents (namespace
-octavia_dsr_controller, see docs/agent-protocol.md).  Both only write the
-database: the elected leader's Reporter does the rest.
+ChangeEndpoint is the notification endpoint that receives the provider
+driver's changes (dsr_provider/rpc_api.py: at-least-once, acknowledged
+after the commit) and hands them to ProviderEndpoint; AgentEndpoint serves
+the agents' RPC (namespace octavia_dsr_controller, see
+docs/agent-protocol.md).  They only write the database: the elected
+leader's Reporter does the rest.
 """
 
 import logging
@@ -13,10 +15,10 @@ import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
 from amphora_agent import rpc as agent_rpc
+from dsr_provider.controller import reporter as reporter_mod
 
 LOG = logging.getLogger(__name__)
 
-PROVIDER_NAMESPACE = 'octavia_dsr_provider'
 API_VERSION = '1.0'
 
 
@@ -24,20 +26,54 @@ def _id(doc, key):
     return doc.get(key) or doc.get('id')
 
 
+def _compatible(version):
+    """RPC versioning rules: same major, minor not newer than ours."""
+    try:
+        major, minor = (int(x) for x in str(version).split('.'))
+    except ValueError:
+        return False
+    ours_major, ours_minor = (int(x) for x in API_VERSION.split('.'))
+    return major == ours_major and minor <= ours_minor
+
+
+class TransientError(Exception):
+    """The change could not be stored now; deliver it again later."""
+
+
 class ProviderEndpoint:
-    target = messaging.Target(namespace=PROVIDER_NAMESPACE,
-                              version=API_VERSION)
+    """The provider driver's changes, one method per API call."""
 
-    def __init__(self, store):
+    METHODS = frozenset((
+        'loadbalancer_create', 'loadbalancer_update', 'loadbalancer_delete',
+        'listener_create', 'listener_update', 'listener_delete',
+        'pool_create', 'pool_update', 'pool_delete',
+        'member_create', 'member_update', 'member_delete',
+        'member_batch_update',
+        'health_monitor_create', 'health_monitor_update',
+        'health_monitor_delete'))
+
+    def __init__(self, store, notifier=None):
+        """notifier: AgentNotifier; tells the agents right after a commit
+        instead of waiting for the leader's loop."""
         self.store = store
+        self.notifier = notifier
 
-    def _do(self, what, func, *args, attempts=10):
-        # The cast is already acknowledged: a transient database error must
-        # not lose it, so retry (the store's writes are idempotent).
+    def _published(self):
+        if self.notifier is None:
+            return
+        try:
+            reporter_mod.publish_generations(self.store, self.notifier)
+        except Exception:  # noqa: BLE001 -- the leader's loop retries
+            LOG.exception('telling the agents failed; the leader retries')
+
+    def _do(self, what, func, *args, attempts=5):
+        # Retry transient database errors here first (the store's writes
+        # are idempotent); after that the message goes back to the queue.
         for attempt in range(1, attempts + 1):
             try:
                 generation = func(*args)
                 LOG.info('%s -> generation %s', what, generation)
+                self._published()
                 return
             except LookupError as exc:
                 # The parent vanished (deleted meanwhile): nothing to apply.
@@ -47,7 +83,8 @@ class ProviderEndpoint:
                 LOG.warning('%s: database error (attempt %d/%d): %s', what,
                             attempt, attempts, exc)
                 time.sleep(min(0.1 * 2 ** attempt, 5.0))
-        LOG.error('%s lost after %d attempts', what, attempts)
+        raise TransientError(f'{what}: database unavailable after '
+                             f'{attempts} attempts')
 
     # load balancers
     def loadbalancer_create(self, ctxt, loadbalancer):
@@ -123,6 +160,40 @@ class ProviderEndpoint:
     def health_monitor_delete(self, ctxt, healthmonitor):
         self._do('health_monitor_delete', self.store.delete_healthmonitor,
                  _id(healthmonitor, 'healthmonitor_id'))
+
+
+class ChangeEndpoint:
+    """Notification endpoint: dispatches a change to ProviderEndpoint.
+
+    Returning (HANDLED) acknowledges the message; REQUEUE puts it back for
+    another try.  A change that can never apply (unknown method,
+    incompatible version, malformed arguments) is logged and dropped:
+    redelivering it would fail the same way forever.
+    """
+
+    filter_rule = messaging.NotificationFilter(
+        publisher_id='^octavia-dsr-provider$')
+
+    def __init__(self, provider_endpoint):
+        self.provider = provider_endpoint
+
+    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+        if event_type not in ProviderEndpoint.METHODS:
+            LOG.error('change %r dropped: unknown method', event_type)
+            return messaging.NotificationResult.HANDLED
+        version = (payload or {}).get('version', '')
+        if not _compatible(version):
+            LOG.error('change %s dropped: API version %r, this controller '
+                      'serves %s', event_type, version, API_VERSION)
+            return messaging.NotificationResult.HANDLED
+        try:
+            getattr(self.provider, event_type)(ctxt, **payload['args'])
+        except TransientError as exc:
+            LOG.warning('%s; requeued', exc)
+            return messaging.NotificationResult.REQUEUE
+        except (TypeError, KeyError, ValueError, AttributeError):
+            LOG.exception('change %s dropped: malformed', event_type)
+        return messaging.NotificationResult.HANDLED
 
 
 class AgentEndpoint:

@@ -19,6 +19,25 @@ from dsr_provider.controller import store as store_mod
 LOG = logging.getLogger(__name__)
 
 
+def publish_generations(store, notifier):
+    """Tell the agents of every group with an unpublished generation.
+
+    The endpoint that stored a change calls it at once (the fast path); the
+    leader's loop calls it too, so a controller dying in between delays the
+    news by one loop round at most.  A duplicate is harmless: agents fetch
+    once per generation they have not seen.
+    """
+    with store.db.session() as s:
+        todo = [(g.name, g.generation) for g in s.query(models.SEGroup)
+                if g.generation > g.published_generation]
+    for name, generation in todo:
+        notifier.config_changed(name, generation)
+        with store.db.session() as s:
+            group = s.get(models.SEGroup, name)
+            group.published_generation = max(
+                group.published_generation, generation)
+
+
 class Reporter:
     def __init__(self, store, notifier, driver_lib, live_agents,
                  apply_timeout=30.0, agent_ttl=30.0):
@@ -42,15 +61,7 @@ class Reporter:
 
     # ---------------------------------------------------------- agents
     def publish_generations(self):
-        with self.store.db.session() as s:
-            todo = [(g.name, g.generation) for g in s.query(models.SEGroup)
-                    if g.generation > g.published_generation]
-        for name, generation in todo:
-            self.notifier.config_changed(name, generation)
-            with self.store.db.session() as s:
-                group = s.get(models.SEGroup, name)
-                group.published_generation = max(
-                    group.published_generation, generation)
+        publish_generations(self.store, self.notifier)
 
     def _agents(self, session, se_group):
         """States of the live agents (a new agent has not reported yet)."""

@@ -1,7 +1,9 @@
-"""dsr-controller: the provider driver's RPC in, desired state in SQL,
+"""dsr-controller: the provider driver's changes in, desired state in SQL,
 snapshots out to the agents, statuses back to Octavia.
 
-Every controller serves RPC (writes go to the shared database); tooz
+Every controller consumes the driver's changes from one shared queue
+(acknowledged after the commit, see dsr_provider/rpc_api.py) and serves the
+agents' RPC; writes go to the shared database.  tooz
 leader election picks the one that runs the Reporter.  When the leader
 dies, another is elected within the coordination timeout and resumes from
 the database.
@@ -15,6 +17,7 @@ import threading
 
 from oslo_config import cfg
 from oslo_log import log as oslo_log
+import oslo_messaging as messaging
 from tooz import coordination
 
 from amphora_agent import membership
@@ -23,6 +26,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_provider import rpc_api
 
 LOG = logging.getLogger(__name__)
 
@@ -45,6 +49,7 @@ class Controller:
         self.leader = threading.Event()
         self._stop = threading.Event()
         self._server = None
+        self._listener = None
         self._thread = None
 
     def _driver_lib(self):
@@ -87,12 +92,26 @@ class Controller:
                                                  self._elected)
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
-            [endpoints.ProviderEndpoint(self.store),
-             endpoints.AgentEndpoint(self.store)])
+            [endpoints.AgentEndpoint(self.store)])
         self._server.start()
+        self._listener = self._change_listener()
+        self._listener.start()
         self._thread = threading.Thread(target=self._run, name='reporter',
                                         daemon=True)
         self._thread.start()
+
+    def _change_listener(self):
+        """Consumer of the driver's changes; no pool, so every controller
+        competes for the messages of one queue."""
+        c = self.conf.dsr_controller
+        transport = messaging.get_notification_transport(self.conf)
+        target = messaging.Target(exchange=c.provider_exchange,
+                                  topic=rpc_api.TOPIC)
+        return messaging.get_notification_listener(
+            transport, [target],
+            [endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(
+                self.store, agent_rpc.AgentNotifier(self.transport)))],
+            executor='threading', allow_requeue=True)
 
     def _run(self):
         c = self.conf.dsr_controller
@@ -115,9 +134,10 @@ class Controller:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
-        if self._server:
-            self._server.stop()
-            self._server.wait()
+        for server in (self._listener, self._server):
+            if server:
+                server.stop()
+                server.wait()
         try:
             self.coordinator.leave_group(self.leader_group).get()
         except coordination.ToozError:

@@ -54,7 +54,8 @@ def dsr(client, agent):
     opts.register_opts()
     yield driver.DSRProviderDriver(
         rpc=rpc_api.ControllerAPI(client=client),
-        lookup=octavia_lookup.OctaviaLookup(agent.path))
+        lookup=octavia_lookup.OctaviaLookup(
+            agent.path, cache=octavia_lookup.PortCache()))
     cfg.CONF.clear_override('neutron_enabled', group='dsr_provider')
     cfg.CONF.clear_override('se_addresses', group='dsr_provider')
 
@@ -235,6 +236,47 @@ def test_member_create_on_the_listener_port(dsr, client, agent):
     (method, kwargs), = client.casts
     assert method == 'member_create'
     assert kwargs['member']['address'] == '198.19.1.2'
+    assert {'object': 'pools', 'id': fakes.POOL_ID} in agent.requests
+
+
+def test_member_create_after_a_seen_listener_and_pool_asks_nobody(
+        dsr, client, agent):
+    """The driver saw the listener and pool creates: the member's port
+    check needs no driver-agent round trip (150-500 ms each)."""
+    dsr.listener_create(fakes.listener(port=80))
+    dsr.pool_create(fakes.pool(listener_id=fakes.LISTENER_ID))
+    agent.requests.clear()
+    dsr.member_create(fakes.member(port=80))
+    assert 'allowed: 80' in refused(dsr.member_create,
+                                    fakes.member(port=8080))
+    assert agent.requests == []
+
+
+def test_a_looked_up_port_is_remembered(dsr, agent):
+    dsr.member_create(fakes.member(port=80))
+    asked = len(agent.requests)
+    dsr.member_create(fakes.member(port=80))
+    assert asked == 2 and len(agent.requests) == asked
+
+
+def test_a_deleted_listener_is_forgotten(dsr, agent):
+    dsr.listener_create(fakes.listener(port=81))
+    dsr.pool_create(fakes.pool(listener_id=fakes.LISTENER_ID))
+    dsr.listener_delete(fakes.listener(port=81))
+    agent.requests.clear()
+    dsr.member_create(fakes.member(port=80))      # the driver agent's view
+    assert {'object': 'pools', 'id': fakes.POOL_ID} in agent.requests
+
+
+def test_a_pool_binding_expires(dsr, agent):
+    """Another octavia-api worker may have moved the pool to another
+    listener: after the TTL the driver agent is asked again."""
+    other = 'a5b1c3d1-0000-4000-8000-0000000000ff'
+    dsr._lookup.cache.ttl = 0.0
+    dsr.listener_create(fakes.listener(listener_id=other, port=81))
+    dsr.pool_create(fakes.pool(listener_id=other))
+    agent.requests.clear()
+    dsr.member_create(fakes.member(port=80))      # now on the :80 listener
     assert {'object': 'pools', 'id': fakes.POOL_ID} in agent.requests
 
 

@@ -9,14 +9,13 @@ import oslo_messaging as messaging
 import pytest
 from oslo_config import cfg
 
+from dsr_provider.controller import endpoints
 from dsr_provider import opts
 from dsr_provider import rpc_api
 
 
-class Endpoint:
-    """Accepts any method of namespace octavia_dsr_provider, version 1.0."""
-    target = messaging.Target(namespace='octavia_dsr_provider',
-                              version='1.0')
+class RecordingProvider:
+    """Stands in for the controller's ProviderEndpoint: records calls."""
 
     def __init__(self):
         self.calls = []
@@ -44,16 +43,20 @@ def transport_url():
 
 @pytest.fixture
 def endpoint(transport_url):
-    ep = Endpoint()
-    server = messaging.get_rpc_server(
-        rpc_api.get_transport(),
-        messaging.Target(exchange='octavia_dsr', topic='octavia-dsr-controller',
-                         server='c1'),
-        [ep], executor='threading')
-    server.start()
-    yield ep
-    server.stop()
-    server.wait()
+    """The controller's real ChangeEndpoint behind a notification listener
+    on the exchange the driver publishes to."""
+    provider = RecordingProvider()
+    transport = rpc_api.get_transport()
+    listener = messaging.get_notification_listener(
+        transport,
+        [messaging.Target(exchange=transport.conf.control_exchange,
+                          topic=rpc_api.TOPIC)],
+        [endpoints.ChangeEndpoint(provider)], executor='threading',
+        allow_requeue=True)
+    listener.start()
+    yield provider
+    listener.stop()
+    listener.wait()
 
 
 def wait_for(endpoint, count):
@@ -129,7 +132,6 @@ def test_own_transport_url_wins(transport_url):
         cfg.CONF.clear_override('transport_url')
 
 
-def test_the_target():
-    target = rpc_api.target()
-    assert (target.topic, target.namespace, target.version) == (
-        'octavia-dsr-controller', 'octavia_dsr_provider', '1.0')
+def test_the_payload_carries_the_api_version():
+    assert rpc_api.payload(member={'member_id': 'm'}) == {
+        'version': '1.0', 'args': {'member': {'member_id': 'm'}}}

@@ -1,0 +1,105 @@
+"""ChangeEndpoint: which changes are applied, dropped or requeued."""
+
+import oslo_messaging as messaging
+import pytest
+from sqlalchemy import exc as sa_exc
+
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import endpoints
+from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
+
+HANDLED = messaging.NotificationResult.HANDLED
+REQUEUE = messaging.NotificationResult.REQUEUE
+
+
+class FakeStore:
+    def __init__(self, failures=0):
+        self.failures = failures
+        self.members = []
+
+    def put_member(self, member):
+        if self.failures:
+            self.failures -= 1
+            raise sa_exc.OperationalError('INSERT', {}, Exception('gone'))
+        self.members.append(member)
+        return 7
+
+
+def deliver(endpoint, event_type, payload):
+    return endpoint.info({}, 'octavia-dsr-provider', event_type, payload, {})
+
+
+@pytest.fixture(autouse=True)
+def no_backoff(monkeypatch):
+    monkeypatch.setattr(endpoints.time, 'sleep', lambda s: None)
+
+
+def test_a_change_is_applied_and_acknowledged():
+    store = FakeStore()
+    ep = endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(store))
+    member = {'member_id': 'm', 'pool_id': 'p'}
+    assert deliver(ep, 'member_create',
+                   {'version': '1.0', 'args': {'member': member}}) == HANDLED
+    assert store.members == [member]
+
+
+def test_a_transient_database_error_is_retried_in_process():
+    store = FakeStore(failures=2)
+    ep = endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(store))
+    assert deliver(ep, 'member_create', {
+        'version': '1.0', 'args': {'member': {'member_id': 'm'}}}) == HANDLED
+    assert len(store.members) == 1
+
+
+def test_a_lasting_database_outage_requeues_the_change():
+    store = FakeStore(failures=100)
+    ep = endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(store))
+    assert deliver(ep, 'member_create', {
+        'version': '1.0', 'args': {'member': {'member_id': 'm'}}}) == REQUEUE
+    assert store.members == []
+
+
+@pytest.mark.parametrize('event_type,payload', [
+    ('member_explode', {'version': '1.0', 'args': {}}),
+    ('__init__', {'version': '1.0', 'args': {}}),
+    ('member_create', {'version': '2.0', 'args': {'member': {}}}),
+    ('member_create', {'version': '1.1', 'args': {'member': {}}}),
+    ('member_create', {'version': 'one', 'args': {'member': {}}}),
+    ('member_create', {'args': {'member': {}}}),
+    ('member_create', {'version': '1.0', 'args': {'bogus': 1}}),
+    ('member_create', {'version': '1.0'}),
+    ('member_create', None),
+])
+def test_a_change_that_can_never_apply_is_dropped_not_requeued(
+        event_type, payload):
+    store = FakeStore()
+    ep = endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(store))
+    assert deliver(ep, event_type, payload) == HANDLED
+    assert store.members == []
+
+
+class RecordingNotifier:
+    def __init__(self):
+        self.sent = []
+
+    def config_changed(self, se_group, generation):
+        self.sent.append((se_group, generation))
+
+
+def test_the_agents_are_told_right_after_the_commit(tmp_path):
+    """Not on the leader's next loop round: any controller that stored a
+    change publishes the new generation at once, and only once."""
+    url = f'sqlite:///{tmp_path}/controller.db'
+    db_mod.upgrade(url)
+    store = store_mod.Store(db_mod.Database(url), 'g1')
+    notifier = RecordingNotifier()
+    ep = endpoints.ChangeEndpoint(
+        endpoints.ProviderEndpoint(store, notifier))
+    lb = {'loadbalancer_id': 'lb1', 'vip_address': '192.0.2.10',
+          'admin_state_up': True}
+    assert deliver(ep, 'loadbalancer_create', {
+        'version': '1.0', 'args': {'loadbalancer': lb}}) == HANDLED
+    assert notifier.sent == [('g1', 1)]
+    reporter_mod.publish_generations(store, notifier)   # the leader's turn
+    assert notifier.sent == [('g1', 1)]

@@ -33,7 +33,7 @@ def publish_generations(store, notifier):
     for name, generation in todo:
         notifier.config_changed(name, generation)
         with store.db.session() as s:
-            group = s.get(models.SEGroup, name)
+            group = s.get(models.SEGroup, name, with_for_update=True)
             group.published_generation = max(
                 group.published_generation, generation)
 

@@ -10,6 +10,7 @@ parent; siblings are left alone.
 import time
 
 from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
+from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import models
 
@@ -89,12 +90,27 @@ class Store:
                 return meta['se_group']
         return lb_doc.get('se_group') or self.default_se_group
 
+    @staticmethod
+    def _locked_group(session, se_group):
+        """The group's row, locked until the transaction ends: concurrent
+        changes (the controllers' listener threads) must not both read
+        generation N and write N+1 -- an agent could then report a
+        generation that lacks a change, or the counter could go back."""
+        group = session.get(models.SEGroup, se_group, with_for_update=True,
+                            populate_existing=True)
+        if group is not None:
+            return group
+        try:
+            with session.begin_nested():
+                session.add(models.SEGroup(name=se_group, generation=0,
+                                           published_generation=0))
+        except sa_exc.IntegrityError:
+            pass    # created by a concurrent transaction meanwhile
+        return session.get(models.SEGroup, se_group, with_for_update=True,
+                           populate_existing=True)
+
     def _bump(self, session, se_group, status, wait_for=None):
-        group = session.get(models.SEGroup, se_group)
-        if group is None:
-            group = models.SEGroup(name=se_group, generation=0,
-                                   published_generation=0)
-            session.add(group)
+        group = self._locked_group(session, se_group)
         group.generation += 1
         session.add(models.PendingStatus(
             se_group=se_group, generation=group.generation,

@@ -4,15 +4,19 @@ default).  Migrations must produce exactly the models' schema, and epoch
 timestamps must survive a round trip to sub-millisecond precision -- the
 reporter's apply timeout compares them with time.time()."""
 
+import concurrent.futures
+import threading
 import time
 import uuid
 
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 import pytest
+from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import db
 from dsr_provider.controller import models
+from dsr_provider.controller import store as store_mod
 from tools.localstack import octavia as localstack
 
 
@@ -70,3 +74,39 @@ def test_upgrade_from_0001_converts_float_timestamps(database_url):
     db.upgrade(database_url)
     for error in _round_trip_timestamps(database_url):
         assert abs(error) < 1e-3
+
+
+def test_concurrent_changes_get_distinct_generations(database_url):
+    """Many changes committed at once (50 load balancers created together
+    through the API): every change gets its own generation and the group's
+    generation ends at the highest -- a lost update would let an agent
+    report a generation that lacks a change, or never reach a pending one."""
+    db.upgrade(database_url)
+    store = store_mod.Store(db.Database(database_url), 'g1')
+    count = 24
+    barrier = threading.Barrier(count)
+
+    def create(i):
+        barrier.wait()
+        for attempt in range(20):
+            try:
+                return store.create_loadbalancer(
+                    {'loadbalancer_id': f'lb{i}',
+                     'vip_address': f'192.0.2.{i + 1}',
+                     'admin_state_up': True})
+            except sa_exc.OperationalError:   # deadlock / SQLite busy
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError('gave up')
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            generations = list(pool.map(create, range(count)))
+        with store.db.session() as s:
+            final = s.get(models.SEGroup, 'g1').generation
+            pending = sorted(p.generation for p in
+                             s.query(models.PendingStatus))
+    finally:
+        store.db.engine.dispose()
+    assert sorted(generations) == list(range(1, count + 1))
+    assert pending == list(range(1, count + 1))
+    assert final == count

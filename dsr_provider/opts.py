@@ -84,6 +84,11 @@ controller_opts = [
     cfg.FloatOpt('apply_timeout', default=30.0, min=1.0,
                  help='Seconds the live SEs of a group have to apply a '
                       'generation before its objects are reported ERROR.'),
+    cfg.IntOpt('report_workers', default=4, min=1,
+               help='Load balancers whose statuses the leader reports to '
+                    'Octavia at the same time (each report waits for '
+                    'octavia-driver-agent round trips; one load '
+                    'balancer\'s statuses stay in order).'),
     cfg.FloatOpt('stats_interval', default=5.0, min=0.5,
                  help='Seconds between listener statistics updates sent to '
                       'Octavia.'),

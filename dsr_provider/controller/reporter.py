@@ -7,6 +7,7 @@ nothing stays PENDING_*.
 """
 
 import collections
+import concurrent.futures
 import logging
 import time
 
@@ -38,9 +39,16 @@ def publish_generations(store, notifier):
                 group.published_generation, generation)
 
 
+def _loadbalancer_of(status_doc):
+    """The load balancer a status document is about (None if none)."""
+    for lb in (status_doc or {}).get('loadbalancers') or ():
+        return lb.get('id')
+    return None
+
+
 class Reporter:
     def __init__(self, store, notifier, driver_lib, live_agents,
-                 apply_timeout=30.0, agent_ttl=30.0):
+                 apply_timeout=30.0, agent_ttl=30.0, report_workers=4):
         """live_agents(se_group) -> set of SE ids alive in the group."""
         self.store = store
         self.notifier = notifier
@@ -48,6 +56,7 @@ class Reporter:
         self.live_agents = live_agents
         self.apply_timeout = apply_timeout
         self.agent_ttl = agent_ttl
+        self.report_workers = report_workers
         self._sent_operating = {}
         self._last_stats = 0.0
 
@@ -94,25 +103,46 @@ class Reporter:
             for p in pending:
                 if p.se_group not in agents:
                     agents[p.se_group] = self._agents(s, p.se_group)
+        # Each report waits for octavia-driver-agent (a get to see the
+        # object committed, then the status update: 0.1-0.6 s each), so load
+        # balancers are reported in parallel; one load balancer's statuses
+        # stay in order.
+        by_lb = collections.OrderedDict()
         for p in pending:
             verdict = self._verdict(p, agents[p.se_group])
-            if verdict is None:
-                continue
-            if not self._visible(p.wait_for):
-                if time.time() - p.created_at < self.apply_timeout:
-                    continue
-            status = store_mod.octavia_status(p.status,
-                                              failed=verdict == ERROR)
-            try:
-                self.driver_lib.update_loadbalancer_status(status)
-            except Exception:  # noqa: BLE001 -- retried next round
-                LOG.exception('status update for generation %s failed',
-                              p.generation)
-                continue
-            with self.store.db.session() as s:
-                row = s.get(models.PendingStatus, p.id)
-                if row is not None:
-                    s.delete(row)
+            if verdict is not None:
+                by_lb.setdefault(_loadbalancer_of(p.status), []).append(
+                    (p, verdict))
+        if len(by_lb) <= 1:
+            for todo in by_lb.values():
+                self._report_in_order(todo)
+            return
+        with concurrent.futures.ThreadPoolExecutor(
+                max_workers=min(self.report_workers, len(by_lb))) as pool:
+            list(pool.map(self._report_in_order, by_lb.values()))
+
+    def _report_in_order(self, todo):
+        for p, verdict in todo:
+            if not self._report_one(p, verdict):
+                return      # keep the order: later ones wait a round
+
+    def _report_one(self, p, verdict):
+        """True when reported (or given up waiting for visibility)."""
+        if not self._visible(p.wait_for):
+            if time.time() - p.created_at < self.apply_timeout:
+                return False
+        status = store_mod.octavia_status(p.status, failed=verdict == ERROR)
+        try:
+            self.driver_lib.update_loadbalancer_status(status)
+        except Exception:  # noqa: BLE001 -- retried next round
+            LOG.exception('status update for generation %s failed',
+                          p.generation)
+            return False
+        with self.store.db.session() as s:
+            row = s.get(models.PendingStatus, p.id)
+            if row is not None:
+                s.delete(row)
+        return True
 
     def _verdict(self, pending, agents):
         """ACTIVE, ERROR, or None (not yet)."""

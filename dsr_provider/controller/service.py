@@ -124,7 +124,8 @@ class Controller:
                         reporter = reporter_mod.Reporter(
                             self.store, agent_rpc.AgentNotifier(
                                 self.transport), self._driver_lib(),
-                            self.live_agents, apply_timeout=c.apply_timeout)
+                            self.live_agents, apply_timeout=c.apply_timeout,
+                            report_workers=c.report_workers)
                     reporter.run_once(stats_interval=c.stats_interval)
             except Exception:  # noqa: BLE001 -- keep the loop alive
                 LOG.exception('controller loop failed; retrying')

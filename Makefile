@@ -14,7 +14,7 @@ SHELL := /bin/bash
 VENV     ?= .venv
 PYTHON   ?= $(VENV)/bin/python
 PYTEST   ?= $(PYTHON) -m pytest
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=30
 
 CLANG    ?= clang
 ARCH_INC ?= /usr/include/$(shell uname -m)-linux-gnu

@@ -213,6 +213,8 @@ class TunnelSniffer(threading.Thread):
 
 # ---------------------------------------------------------------- API helpers
 def wait_until(predicate, timeout, what, interval=POLL):
+    # Not tests.functional.netns.wait_for: that one keeps polling through a
+    # predicate's exception, and an object in ERROR must end the wait.
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

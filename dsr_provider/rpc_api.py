@@ -45,7 +45,6 @@ from oslo_config import cfg
 from dsr_provider import opts
 
 TOPIC = 'octavia-dsr-changes'
-PRIORITY = 'info'
 PUBLISHER_ID = 'octavia-dsr-provider'
 API_VERSION = '1.0'
 

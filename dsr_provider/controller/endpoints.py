@@ -16,10 +16,12 @@ from sqlalchemy import exc as sa_exc
 
 from amphora_agent import rpc as agent_rpc
 from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider import rpc_api
 
 LOG = logging.getLogger(__name__)
 
-API_VERSION = '1.0'
+# The change API this controller serves: the driver's side of the contract.
+API_VERSION = rpc_api.API_VERSION
 
 
 def _id(doc, key):
@@ -41,16 +43,8 @@ class TransientError(Exception):
 
 
 class ProviderEndpoint:
-    """The provider driver's changes, one method per API call."""
-
-    METHODS = frozenset((
-        'loadbalancer_create', 'loadbalancer_update', 'loadbalancer_delete',
-        'listener_create', 'listener_update', 'listener_delete',
-        'pool_create', 'pool_update', 'pool_delete',
-        'member_create', 'member_update', 'member_delete',
-        'member_batch_update',
-        'health_monitor_create', 'health_monitor_update',
-        'health_monitor_delete'))
+    """The provider driver's changes, one method per API call (every
+    public method is one: see CHANGE_METHODS)."""
 
     def __init__(self, store, notifier=None):
         """notifier: AgentNotifier; tells the agents right after a commit
@@ -162,6 +156,12 @@ class ProviderEndpoint:
                  _id(healthmonitor, 'healthmonitor_id'))
 
 
+# What a change's event_type may name.
+CHANGE_METHODS = frozenset(name for name, value in vars(ProviderEndpoint)
+                           .items()
+                           if callable(value) and not name.startswith('_'))
+
+
 class ChangeEndpoint:
     """Notification endpoint: dispatches a change to ProviderEndpoint.
 
@@ -172,13 +172,13 @@ class ChangeEndpoint:
     """
 
     filter_rule = messaging.NotificationFilter(
-        publisher_id='^octavia-dsr-provider$')
+        publisher_id=f'^{rpc_api.PUBLISHER_ID}$')
 
     def __init__(self, provider_endpoint):
         self.provider = provider_endpoint
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
-        if event_type not in ProviderEndpoint.METHODS:
+        if event_type not in CHANGE_METHODS:
             LOG.error('change %r dropped: unknown method', event_type)
             return messaging.NotificationResult.HANDLED
         version = (payload or {}).get('version', '')

@@ -113,9 +113,7 @@ class Reporter:
             if verdict is not None:
                 by_lb.setdefault(_loadbalancer_of(p.status), []).append(
                     (p, verdict))
-        if len(by_lb) <= 1:
-            for todo in by_lb.values():
-                self._report_in_order(todo)
+        if not by_lb:
             return
         with concurrent.futures.ThreadPoolExecutor(
                 max_workers=min(self.report_workers, len(by_lb))) as pool:

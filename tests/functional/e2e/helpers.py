@@ -116,6 +116,31 @@ def act(lab, *args, timeout=30):
     wait_all_active(lab, timeout, f'ACTIVE after `{" ".join(args[:2])}`')
 
 
+def member_args(name, address, pool, port=80, subnet=pl.MEMBER_SUBNET):
+    """`openstack loadbalancer` arguments that create one member."""
+    return ('member', 'create', '--name', name, '--address', address,
+            '--protocol-port', str(port), '--subnet-id', subnet, pool)
+
+
+def create_lb(lab, lb, listener, pool, vip, *lb_args,
+              vip_subnet=pl.VIP_SUBNET, protocol='TCP', port=80,
+              monitor=None, members=None, member_subnet=pl.MEMBER_SUBNET):
+    """A load balancer, one listener, a SOURCE_IP_PORT pool, optionally a
+    health monitor (monitor = (name, *its CLI options)) and members
+    ({name: address}), each change waited for until ACTIVE."""
+    act(lab, 'create', '--name', lb, '--provider', 'dsr', '--vip-subnet-id',
+        vip_subnet, '--vip-address', vip, *lb_args)
+    act(lab, 'listener', 'create', '--name', listener, '--protocol',
+        protocol, '--protocol-port', str(port), lb)
+    act(lab, 'pool', 'create', '--name', pool, '--listener', listener,
+        '--protocol', protocol, '--lb-algorithm', 'SOURCE_IP_PORT')
+    if monitor:
+        name, *options = monitor
+        act(lab, 'healthmonitor', 'create', '--name', name, *options, pool)
+    for name, address in (members or {}).items():
+        act(lab, *member_args(name, address, pool, port, member_subnet))
+
+
 def agents_converged(lab):
     """True when every SE of the lab reported applying the SE group's
     latest generation (read from the controller's database)."""

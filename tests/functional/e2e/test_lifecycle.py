@@ -10,10 +10,10 @@ import time
 import pymysql
 import pytest
 
+from dsr_provider import rpc_api
 from tests.functional import netns
 from tests.functional.amphora_agent import agent_lab
 from tests.functional.e2e import helpers as h
-from tests.functional.e2e import product_lab as pl
 
 VIP4 = netns.VIP4
 P4 = f'{VIP4}/32'
@@ -37,19 +37,13 @@ def is_leader(lab, name):
 
 
 def member_args(m, pool='p1'):
-    return ('member', 'create', '--name', m.name, '--address', m.ipv4,
-            '--protocol-port', '80', '--subnet-id', pl.MEMBER_SUBNET, pool)
+    return h.member_args(m.name, m.ipv4, pool)
 
 
 def create_lb(lab):
     """lb1 / l1 / p1 with the first member."""
-    h.act(lab, 'create', '--name', 'lb1', '--provider', 'dsr',
-          '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP4)
-    h.act(lab, 'listener', 'create', '--name', 'l1', '--protocol', 'TCP',
-          '--protocol-port', '80', 'lb1')
-    h.act(lab, 'pool', 'create', '--name', 'p1', '--listener', 'l1',
-          '--protocol', 'TCP', '--lb-algorithm', 'SOURCE_IP_PORT')
-    h.act(lab, *member_args(lab.topo.members[0]))
+    first = lab.topo.members[0]
+    h.create_lb(lab, 'lb1', 'l1', 'p1', VIP4, members={first.name: first.ipv4})
 
 
 def serves_both(lab, ports):
@@ -131,7 +125,7 @@ def test_leader_killed_the_other_controller_takes_over(make_product):
           f'create, {active - killed:.2f} s after the kill')
 
 
-def change_taken_not_acknowledged(lab, queue='octavia-dsr-changes.info'):
+def change_taken_not_acknowledged(lab, queue=f'{rpc_api.TOPIC}.info'):
     """A controller holds the driver's change: delivered to it, not yet
     acknowledged (none waiting, one unacknowledged)."""
     out = agent_lab.rabbitmqctl('list_queues', '-p', lab.agents.vhost,

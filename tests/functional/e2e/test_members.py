@@ -4,7 +4,6 @@ CLI: a failing health check, admin-down and delete each take a member out
 
 from tests.functional import netns
 from tests.functional.e2e import helpers as h
-from tests.functional.e2e import product_lab as pl
 
 VIP4 = netns.VIP4
 
@@ -48,19 +47,11 @@ def test_member_health_failure_admin_down_and_delete(make_product):
     lab = make_product(n_se=2, n_members=2)
     topo = lab.topo
     ses = h.se_names(lab)
-    h.act(lab, 'create', '--name', 'lb1', '--provider', 'dsr',
-          '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP4)
-    h.act(lab, 'listener', 'create', '--name', 'l1', '--protocol', 'TCP',
-          '--protocol-port', '80', 'lb1')
-    h.act(lab, 'pool', 'create', '--name', 'p1', '--listener', 'l1',
-          '--protocol', 'TCP', '--lb-algorithm', 'SOURCE_IP_PORT')
-    h.act(lab, 'healthmonitor', 'create', '--name', 'hm1', '--delay', '1',
-          '--timeout', '1', '--max-retries', '1', '--max-retries-down', '1',
-          '--type', 'TCP', 'p1')
-    for m in topo.members:
-        h.act(lab, 'member', 'create', '--name', m.name, '--address',
-              m.ipv4, '--protocol-port', '80', '--subnet-id',
-              pl.MEMBER_SUBNET, 'p1')
+    h.create_lb(lab, 'lb1', 'l1', 'p1', VIP4,
+                monitor=('hm1', '--delay', '1', '--timeout', '1',
+                         '--max-retries', '1', '--max-retries-down', '1',
+                         '--type', 'TCP'),
+                members={m.name: m.ipv4 for m in topo.members})
     h.wait_members(lab, 'p1', {'m1': 'ONLINE', 'm2': 'ONLINE'})
     lab.agents.wait_route(f'{VIP4}/32', ses, timeout=30)
     assert set(h.http_served(topo, VIP4, range(40000, 40020))) == {'m1',

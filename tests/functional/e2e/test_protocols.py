@@ -23,38 +23,21 @@ def create_tcp_lb(lab, name, vip, vip_subnet, addresses, member_subnet,
                   *lb_args):
     """LB, TCP listener on 80, SOURCE_IP_PORT pool, TCP monitor, members
     named after the member hosts."""
-    h.act(lab, 'create', '--name', name, '--provider', 'dsr',
-          '--vip-subnet-id', vip_subnet, '--vip-address', vip, *lb_args)
-    h.act(lab, 'listener', 'create', '--name', f'{name}-l', '--protocol',
-          'TCP', '--protocol-port', '80', name)
-    h.act(lab, 'pool', 'create', '--name', f'{name}-p', '--listener',
-          f'{name}-l', '--protocol', 'TCP', '--lb-algorithm',
-          'SOURCE_IP_PORT')
-    h.act(lab, 'healthmonitor', 'create', '--name', f'{name}-hm', '--delay',
-          '1', '--timeout', '1', '--max-retries', '1', '--type', 'TCP',
-          f'{name}-p')
-    for member, address in addresses.items():
-        h.act(lab, 'member', 'create', '--name', member, '--address',
-              address, '--protocol-port', '80', '--subnet-id',
-              member_subnet, f'{name}-p')
+    h.create_lb(lab, name, f'{name}-l', f'{name}-p', vip, *lb_args,
+                vip_subnet=vip_subnet, members=addresses,
+                member_subnet=member_subnet,
+                monitor=(f'{name}-hm', '--delay', '1', '--timeout', '1',
+                         '--max-retries', '1', '--type', 'TCP'))
 
 
 def test_udp_listener_serves_both_members_without_loss(lab):
     topo = lab.topo
-    h.act(lab, 'create', '--name', 'lb-udp', '--provider', 'dsr',
-          '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP4)
-    h.act(lab, 'listener', 'create', '--name', 'udp-l', '--protocol', 'UDP',
-          '--protocol-port', '5353', 'lb-udp')
-    h.act(lab, 'pool', 'create', '--name', 'udp-p', '--listener', 'udp-l',
-          '--protocol', 'UDP', '--lb-algorithm', 'SOURCE_IP_PORT')
     # Octavia's minimum delay for UDP-CONNECT is 3 s.
-    h.act(lab, 'healthmonitor', 'create', '--name', 'udp-hm', '--delay', '3',
-          '--timeout', '2', '--max-retries', '1', '--type', 'UDP-CONNECT',
-          'udp-p')
-    for m in topo.members:
-        h.act(lab, 'member', 'create', '--name', m.name, '--address',
-              m.ipv4, '--protocol-port', '5353', '--subnet-id',
-              pl.MEMBER_SUBNET, 'udp-p')
+    h.create_lb(lab, 'lb-udp', 'udp-l', 'udp-p', VIP4, protocol='UDP',
+                port=5353,
+                monitor=('udp-hm', '--delay', '3', '--timeout', '2',
+                         '--max-retries', '1', '--type', 'UDP-CONNECT'),
+                members={m.name: m.ipv4 for m in topo.members})
 
     h.wait_members(lab, 'udp-p', {m.name: 'ONLINE' for m in topo.members})
     lab.agents.wait_route(f'{VIP4}/32', h.se_names(lab), timeout=30)

@@ -124,6 +124,16 @@ class FakeRPCClient:
         self.casts.append((method, kwargs))
 
 
+class FakeNotifier:
+    """Stands in for the controller's AgentNotifier: records the casts."""
+
+    def __init__(self):
+        self.casts = []
+
+    def config_changed(self, se_group, generation):
+        self.casts.append((se_group, generation))
+
+
 class FakeDriverAgent:
     """octavia-driver-agent's get socket: length line, then JSON."""
 

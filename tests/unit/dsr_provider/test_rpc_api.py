@@ -135,3 +135,9 @@ def test_own_transport_url_wins(transport_url):
 def test_the_payload_carries_the_api_version():
     assert rpc_api.payload(member={'member_id': 'm'}) == {
         'version': '1.0', 'args': {'member': {'member_id': 'm'}}}
+
+
+def test_the_controller_serves_every_method_the_driver_sends():
+    sent = {name for name, value in vars(rpc_api.ControllerAPI).items()
+            if callable(value) and not name.startswith('_')}
+    assert sent == endpoints.CHANGE_METHODS == {m for m, _ in CASES}

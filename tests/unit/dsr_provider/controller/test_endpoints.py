@@ -4,10 +4,9 @@ import oslo_messaging as messaging
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import reporter as reporter_mod
-from dsr_provider.controller import store as store_mod
+from tests.unit.dsr_provider import fakes
 
 HANDLED = messaging.NotificationResult.HANDLED
 REQUEUE = messaging.NotificationResult.REQUEUE
@@ -79,27 +78,16 @@ def test_a_change_that_can_never_apply_is_dropped_not_requeued(
     assert store.members == []
 
 
-class RecordingNotifier:
-    def __init__(self):
-        self.sent = []
-
-    def config_changed(self, se_group, generation):
-        self.sent.append((se_group, generation))
-
-
-def test_the_agents_are_told_right_after_the_commit(tmp_path):
+def test_the_agents_are_told_right_after_the_commit(store):
     """Not on the leader's next loop round: any controller that stored a
     change publishes the new generation at once, and only once."""
-    url = f'sqlite:///{tmp_path}/controller.db'
-    db_mod.upgrade(url)
-    store = store_mod.Store(db_mod.Database(url), 'g1')
-    notifier = RecordingNotifier()
+    notifier = fakes.FakeNotifier()
     ep = endpoints.ChangeEndpoint(
         endpoints.ProviderEndpoint(store, notifier))
     lb = {'loadbalancer_id': 'lb1', 'vip_address': '192.0.2.10',
           'admin_state_up': True}
     assert deliver(ep, 'loadbalancer_create', {
         'version': '1.0', 'args': {'loadbalancer': lb}}) == HANDLED
-    assert notifier.sent == [('g1', 1)]
+    assert notifier.casts == [('g1', 1)]
     reporter_mod.publish_generations(store, notifier)   # the leader's turn
-    assert notifier.sent == [('g1', 1)]
+    assert notifier.casts == [('g1', 1)]

@@ -1,19 +1,10 @@
 import threading
 
-import pytest
-
 from amphora_agent import snapshot as snapshot_mod
-from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
-
-
-@pytest.fixture
-def store(tmp_path):
-    url = f'sqlite:///{tmp_path}/controller.db'
-    db_mod.upgrade(url)
-    return store_mod.Store(db_mod.Database(url), 'g1')
+from tests.unit.dsr_provider import fakes
 
 
 def graph():
@@ -126,16 +117,8 @@ class FakeDriverLib:
         get_loadbalancer
 
 
-class FakeNotifier:
-    def __init__(self):
-        self.casts = []
-
-    def config_changed(self, se_group, generation):
-        self.casts.append((se_group, generation))
-
-
 def test_reporter_waits_for_every_live_agent(store):
-    lib, notifier = FakeDriverLib(), FakeNotifier()
+    lib, notifier = FakeDriverLib(), fakes.FakeNotifier()
     live = {'se1', 'se2'}
     reporter = reporter_mod.Reporter(store, notifier, lib,
                                      lambda group: live)
@@ -157,7 +140,7 @@ def test_reporter_waits_for_every_live_agent(store):
 
 def test_reporter_reports_error_when_an_agent_rejects(store):
     lib = FakeDriverLib()
-    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                      lambda group: {'se1'})
     gen = store.create_loadbalancer(graph())
     store.record_agent('se1', 'g1', applied_generation=0,
@@ -169,7 +152,7 @@ def test_reporter_reports_error_when_an_agent_rejects(store):
 
 def test_reporter_waits_for_octavia_to_commit(store):
     lib = FakeDriverLib(visible=False)
-    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                      lambda group: set())
     store.create_loadbalancer(graph())
     reporter.run_once()
@@ -202,7 +185,7 @@ def small_lb(i):
 
 def test_reporter_reports_load_balancers_in_parallel(store):
     lib = RendezvousDriverLib(parties=4)
-    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                      lambda group: set(), report_workers=4)
     for i in range(1, 5):
         store.create_loadbalancer(small_lb(i))
@@ -216,7 +199,7 @@ def test_one_load_balancers_statuses_stay_in_order(store):
     """The second change of a load balancer is not reported while the
     first still waits for Octavia's commit."""
     lib = FakeDriverLib()
-    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                      lambda group: set())
     store.create_loadbalancer(small_lb(1))
     store.update_loadbalancer({'loadbalancer_id': 'lb1', 'name': 'x'})
@@ -234,7 +217,7 @@ def test_one_load_balancers_statuses_stay_in_order(store):
 
 def test_operating_status_and_stats_aggregate_over_ses(store):
     lib = FakeDriverLib()
-    reporter = reporter_mod.Reporter(store, FakeNotifier(), lib,
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                      lambda group: {'se1', 'se2'})
     store.create_loadbalancer(graph())
     store.record_agent('se1', 'g1', applied_generation=1,

@@ -1,0 +1,12 @@
+import pytest
+
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import store as store_mod
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A Store on a migrated SQLite file; default SE group g1."""
+    url = f'sqlite:///{tmp_path}/controller.db'
+    db_mod.upgrade(url)
+    return store_mod.Store(db_mod.Database(url), 'g1')

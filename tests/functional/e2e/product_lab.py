@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 
 from tests.functional import netns
 from tests.functional.amphora_agent import agent_lab
@@ -102,13 +103,19 @@ octavia_get_socket = {sockets['get']}
 
     # ---------------------------------------------------------- teardown
     def close(self):
-        for proc in self.controllers.values():
-            netns.kill_proc(proc)
+        # Controllers take a few seconds to stop gracefully: meanwhile stop
+        # Octavia.
+        stopping = [threading.Thread(target=netns.kill_proc, args=(proc,))
+                    for proc in self.controllers.values()]
+        for t in stopping:
+            t.start()
         if self.stack is not None:
             try:
                 self.stack.stop()
             except Exception:  # noqa: BLE001
                 pass
+        for t in stopping:
+            t.join()
         mysql(f'DROP DATABASE IF EXISTS {self.controller_db}')
         keep = '/tmp/dsr-e2e-logs'
         shutil.rmtree(keep, ignore_errors=True)

@@ -19,9 +19,12 @@ dataplane_opts = [
                help='Listener capacity. Memory for the rings is '
                     'max_listeners x ring_size x 4 bytes.'),
     cfg.IntOpt('ring_size', default=maglev.DEFAULT_RING_SIZE, min=3,
-               help='Maglev ring slots per listener; must be prime and '
-                    'comfortably larger than 100 x the largest member '
-                    'count for even balance.'),
+               help='Maglev ring slots per listener; must be prime. A '
+                    'member holds at most its share plus 1% or 6.5 slots, '
+                    'whichever is more: at least 655 x the largest member '
+                    'count keeps members within 1% of each other; smaller '
+                    'rings trade balance for fewer moved flows. Every SE '
+                    'of a group must use the same value.'),
     cfg.IntOpt('max_members', default=65535, min=1,
                help='Member capacity over all listeners.'),
     cfg.IntOpt('conn_table_size', default=262144, min=1024,

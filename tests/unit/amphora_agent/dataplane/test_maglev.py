@@ -137,8 +137,8 @@ def test_permutation_is_pinned():
 
 FIXED_INPUT = [Backend(f"member-{i:04d}", 1 + i % 3, 100 + i)
                for i in range(10)]
-FIXED_DIGEST = ("7a1ba0f2ccf1114f4f9a9481e1467966"
-                "76cf78b94b954d53bf13ed3ca17775dc")
+FIXED_DIGEST = ("79d8f40ddf42f6971f4eb3d0f9192293"
+                "9b2f91b9b7f79f96507407a081abbd63")
 
 
 @pytest.mark.parametrize("build", [maglev.build_ring,
@@ -149,6 +149,12 @@ def test_fixed_digest(build):
 
 # --- balance and weights ---------------------------------------------------
 
+def share_and_cap(backends, backend, size=M):
+    """A backend's share M * w / W and its cap (maglev.c compute_caps)."""
+    share = size * backend.weight / sum(b.weight for b in backends)
+    return share, int(share + max(share / 100, 6.5))
+
+
 @pytest.mark.parametrize("n", [10, 100])
 def test_balance(n):
     backends = members(n)
@@ -156,7 +162,27 @@ def test_balance(n):
     assert set(stats) == {b.value for b in backends}  # no 0: all filled
     assert sum(stats.values()) == M
     assert max(stats.values()) / (M / n) <= 1.01
-    assert min(stats.values()) / (M / n) >= 0.99
+    # Below the cap a backend's count varies like rendezvous hashing
+    # (first visitor wins): N=100 measured 0.928.
+    assert min(stats.values()) / (M / n) >= 0.9
+
+
+def test_no_backend_above_its_cap():
+    rnd = random.Random(5)
+    for n in (3, 10, 100, 300, 1000):
+        backends = [Backend(f"m{i}", rnd.choice([1, 1, 2, 10, 256]), i + 1)
+                    for i in range(n)]
+        stats = maglev.ring_stats(maglev.build_ring(backends))
+        for b in backends:
+            assert stats.get(b.value, 0) <= share_and_cap(backends, b)[1]
+
+
+def test_headroom_when_shares_are_small():
+    # N=1000: a 65.5-slot share; 1% would be a cap of 66 and nearly every
+    # backend at it (a removal then moved 2.7 x M/N); 6.5 slots instead.
+    backends = members(1000)
+    stats = maglev.ring_stats(maglev.build_ring(backends))
+    assert max(stats.values()) == 72  # floor(65.537 + 6.5)
 
 
 def test_weight_two_gets_twice_the_slots():
@@ -165,19 +191,22 @@ def test_weight_two_gets_twice_the_slots():
     stats = maglev.ring_stats(maglev.build_ring(backends))
     ones = [stats[b.value] for b in backends if b.weight == 1]
     twos = [stats[b.value] for b in backends if b.weight == 2]
-    mean_one = sum(ones) / len(ones)
-    for c in twos:
-        assert c / mean_one == pytest.approx(2.0, rel=0.03)
+    assert (sum(twos) / len(twos)) / (sum(ones) / len(ones)) == \
+        pytest.approx(2.0, rel=0.05)
 
 
-def test_slots_proportional_to_weight():
+def test_slots_follow_weights():
+    # Heavy backends fill up to their cap first, so light ones end up a bit
+    # under their share (weight 1 of 680 here: 75 slots for a 96-slot
+    # share) but never above it, and more weight never means fewer slots.
     weights = [1, 2, 5, 10, 50, 100, 256, 256]
     backends = [Backend(f"w{i}", w, i + 1) for i, w in enumerate(weights)]
     stats = maglev.ring_stats(maglev.build_ring(backends))
-    total = sum(weights)
+    counts = [stats[b.value] for b in backends]
+    assert counts == sorted(counts)
     for b in backends:
-        assert stats[b.value] == pytest.approx(M * b.weight / total,
-                                               rel=0.03, abs=3)
+        share, cap = share_and_cap(backends, b)
+        assert 0.7 * share <= stats[b.value] <= cap
 
 
 def test_weight_zero_takes_no_slots():
@@ -201,19 +230,21 @@ def test_no_weighted_backend_gives_zero_ring(build, backends):
 # --- disruption ------------------------------------------------------------
 
 # Slots that change, as a multiple of the minimum M/N, when one of N equal
-# backends leaves or joins.  Standard Maglev at M=65537 meets 1.2 for N=10
-# (measured 1.02) but not for N=100 (measured 1.52..1.65 over 20 removals):
-# the later backends' claims cascade.  Meeting 1.2 at N=100 takes a ring of
-# about 500k slots (524287: 1.16), so N=100 is held to what the algorithm
-# does, to catch regressions.
-MAX_MOVED = {10: 1.2, 100: 1.75}
+# backends leaves or joins.  The issue's target is 1.2.  Over all 100
+# removals at N=100 the mean is 1.17 and the worst 1.21; at N=1000 (every
+# tenth removal) 1.13 and 1.30, and a join there moves 3.3 x because the
+# cap, floor(share + 6.5), steps from 72 to 71 between 1000 and 1001
+# backends.  Standard Maglev: 1.58 (N=100) and 7 (N=1000).
+MAX_MOVED = {10: 1.05, 100: 1.22, 1000: 1.35}
+MAX_JOIN_MOVED = {10: 1.05, 100: 1.2, 1000: 3.5}
 
 
-@pytest.mark.parametrize("n", [10, 100])
+@pytest.mark.parametrize("n", [10, 100, 1000])
 def test_remove_one_moves_little(n):
     backends = members(n)
     before = maglev.build_ring(backends)
-    for idx in (0, n // 2, n - 1):
+    ratios = []
+    for idx in range(0, n, max(1, n // 20)):
         gone = backends[idx]
         after = maglev.build_ring(backends[:idx] + backends[idx + 1:])
         assert gone.value not in after
@@ -221,11 +252,13 @@ def test_remove_one_moves_little(n):
         changed = moved(before, after)
         # Every slot of the removed member moves, others mostly stay.
         assert changed >= own
-        assert own == pytest.approx(M / n, rel=0.01)
-        assert changed <= MAX_MOVED[n] * M / n, (idx, own, changed)
+        assert own <= 1.1 * M / n
+        ratios.append(changed / (M / n))
+    assert sum(ratios) / len(ratios) <= 1.2, ratios
+    assert max(ratios) <= MAX_MOVED[n], ratios
 
 
-@pytest.mark.parametrize("n", [10, 100])
+@pytest.mark.parametrize("n", [10, 100, 1000])
 def test_add_one_moves_about_one_share(n):
     backends = members(n)
     before = maglev.build_ring(backends)
@@ -233,9 +266,10 @@ def test_add_one_moves_about_one_share(n):
     after = maglev.build_ring(backends + [new])
     share = M / (n + 1)
     taken = sum(1 for v in after if v == new.value)
-    assert taken == pytest.approx(share, rel=0.01)
+    # Under its cap a newcomer's count varies like rendezvous hashing.
+    assert 0.8 * share <= taken <= share_and_cap(backends + [new], new)[1]
     changed = moved(before, after)
-    assert 0.95 * share <= changed <= MAX_MOVED[n] * share
+    assert taken <= changed <= MAX_JOIN_MOVED[n] * share
 
 
 # --- validation ------------------------------------------------------------

@@ -75,7 +75,7 @@ static inline uint32_t advance(uint32_t pos, uint32_t skip, uint32_t m)
  * balance target (max/mean <= 1.01) and is 6.5 slots at M/N = 655
  * (N = 100, M = 65537); at smaller shares (N = 1000: 65.5 slots) 1% is under
  * one slot, nearly every backend sits at its cap and one removal moved
- * 2.7 x M/N, so the headroom stays at 6.5 slots there (1.19 x M/N, max/mean
+ * 2.7 x M/N, so the headroom stays at 6.5 slots there (1.12 x M/N, max/mean
  * 1.10).  A pool that wants both at that size needs a larger ring_size
  * (M >= 655 x N keeps the 1% rule in force).
  *

@@ -13,7 +13,7 @@ fill, so that member changes move few flows:
 * each backend stops at a cap, its share plus max(1 %, 6.5 slots), which
   keeps max/mean within 1.01 while shares are >= 655 slots (N <= 100 at
   M = 65537); below that the 6.5-slot headroom keeps removals cheap
-  (N = 1000: 1.19 x M/N) and balance loosens (max/mean 1.10).
+  (N = 1000: 1.12 x M/N on average) and balance loosens (max/mean 1.10).
 
 Weights follow Katran: in each round a backend makes ``weight`` visits, so a
 weight-2 member gets about twice the slots of a weight-1 member and a

@@ -165,7 +165,7 @@ EXPORT int maglev_fill(uint32_t ring_size, uint32_t n, const uint32_t *offset,
 	memcpy(pos, offset, (size_t)n * sizeof(*pos));
 	compute_caps(m, n, weight, total_weight, cap);
 	for (i = 0; i < n; i++)
-		if (weight[i] && cap[i])
+		if (cap[i]) /* 0 exactly for weight 0 */
 			active[n_active++] = i;
 
 	/* Terminates: the caps add up to at least m, so while a slot is

@@ -185,7 +185,7 @@ def build_ring_reference(backends: Iterable[Backend],
     pos = [offset for offset, _skip in params]
     skips = [skip for _offset, skip in params]
     load = [0] * len(order)
-    active = [i for i, b in enumerate(order) if b.weight and caps[i]]
+    active = [i for i, cap in enumerate(caps) if cap]
     filled = 0
     while filled < m:
         kept = []

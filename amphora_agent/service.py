@@ -328,14 +328,23 @@ class Agent:
         if any(changes.values()):
             LOG.info('generation %s applied: %s', self.snapshot.generation,
                      {k: v for k, v in changes.items() if v})
-        wanted = {_prefix(v) for v in plan.ready_vips}
-        if self.bgp is not None and wanted != self.announced:
-            self.bgp.set_announced(wanted)
-            self.announced = wanted
+        self._announce(plan.ready_vips)
         self.applied_generation = self.snapshot.generation
         self.last_error = None
         self._report_state()
         self._report_member_status()
+
+    def _announce(self, ready_vips):
+        """Make BGP announce exactly the VIPs this SE can serve."""
+        wanted = {_prefix(v) for v in ready_vips}
+        if self.bgp is not None and wanted != self.announced:
+            self.bgp.set_announced(wanted)
+            self.announced = wanted
+
+    def _runtime_state(self):
+        """The SE's own condition for report_state: its helpers (BGP
+        speaker, health checker) and whether it can serve at all."""
+        return {}
 
     # ------------------------------------------------------------ reports
     def member_statuses(self):
@@ -364,6 +373,7 @@ class Agent:
                  'error': self.last_error,
                  'rejected_generation': rejected_generation,
                  'announced': sorted(self.announced)}
+        state.update(self._runtime_state())
         self.controller.report_state(self.se_id, self.se_group, state)
 
     def collect_stats(self):

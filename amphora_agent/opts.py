@@ -69,6 +69,20 @@ agent_opts = [
                       'VIPs on a drain, so routers converge first.'),
     cfg.StrOpt('state_dir', default='/run/octavia-dsr',
                help='Directory for runtime state (BGP speaker, pid files).'),
+    cfg.FloatOpt('helper_restart_max_delay', default=30.0, min=0.0,
+                 help='Longest wait between restarts of a helper that keeps '
+                      'dying (ExaBGP, the health checker). The first restart '
+                      'after a healthy period is immediate, the next ones '
+                      'wait 1, 2, 4... seconds up to this.'),
+    cfg.FloatOpt('helper_healthy_after', default=60.0, min=0.0,
+                 help='Seconds a restarted helper must run before its '
+                      'back-off starts again from an immediate restart.'),
+    cfg.BoolOpt('check_serviceability', default=True,
+                help='Announce a VIP only while this SE can forward to its '
+                     'members: uplink ([dataplane] interface) up, tunnel '
+                     'sources configured and usable (IPv6: not tentative or '
+                     'dadfailed), routes to the members; watched with '
+                     'netlink events.'),
 ]
 
 coordination_opts = [

@@ -75,6 +75,9 @@ Deployment notes
 - ExaBGP respawns a dead API helper, but gives up and EXITS after 5 deaths
   within ~64 s (its ``Too many death`` rule); the helper only exits when
   ExaBGP does, so this takes someone killing it.  start() heals either way.
+- Supervision: the agent watches the running ExaBGP (supervisor.py: a
+  pidfd of the recorded PID) and calls start() again, with back-off, when
+  it dies; start() then announces the persisted intent.
 - Operators can talk to a running speaker with
   ``python -S exabgp_api.py --send <state_dir>/api.sock show neighbor
   summary``.
@@ -421,6 +424,11 @@ class BgpSpeaker:
         if rec and process_alive(rec['pid'], rec['start_time']):
             return rec
         return None
+
+    def process(self):
+        """(pid, start time) of the running ExaBGP, or None."""
+        rec = self._live_record()
+        return (rec['pid'], rec['start_time']) if rec else None
 
     @property
     def pid(self):

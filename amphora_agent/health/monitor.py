@@ -61,6 +61,13 @@ concurrently, so a probe waiting for its timeout delays no other member.
 A probe never overlaps the previous one of the same member: one that ran
 into the next slot (timeout == delay) is followed at once by the next; if
 whole slots went by (a stalled loop) they are skipped and counted.
+
+Supervision: if the loop thread (or the notifier thread) dies of an
+exception while the checker runs, ``supervise()`` -- called by the agent's
+worker thread on every loop iteration, so the new thread inherits the SE's
+network namespace -- logs it once, restarts it with back-off
+(supervision.HelperRecord) and every member's schedule starts again with
+its status kept.  ``report()`` gives {'state', 'restarts', 'last_error'}.
 """
 
 import asyncio
@@ -69,8 +76,10 @@ import logging
 import queue
 import random
 import threading
+import time
 from typing import Callable, Hashable, Mapping, Optional
 
+from amphora_agent import supervision
 from amphora_agent.health import probes
 from amphora_agent.health.spec import DEFAULT_EXPECTED_CODES  # noqa: F401
 from amphora_agent.health.spec import HTTP  # noqa: F401
@@ -222,6 +231,8 @@ class HealthChecker:
         self._running = False
         self._counters = {'probes': 0, 'failures': 0, 'skipped_slots': 0,
                           'max_lag': 0.0, 'callback_errors': 0}
+        self.record = supervision.HelperRecord('health')
+        self._crash = {}    # 'loop' / 'notifier' -> the exception
 
     # -- targets -------------------------------------------------------------
 
@@ -323,17 +334,75 @@ class HealthChecker:
                 return
             _raise_nofile_limit()
             self._running = True
-            self._loop = asyncio.new_event_loop()
-            ready = threading.Event()
-            self._thread = threading.Thread(
-                target=self._run_loop, args=(self._loop, ready),
-                name='health-checker', daemon=True)
-            self._notifier = threading.Thread(
-                target=self._notify, name='health-notify', daemon=True)
-            self._notifier.start()
-            self._thread.start()
+            self._notifier = self._start_notifier()
+            ready = self._start_loop()
         ready.wait()
         self._wake()
+
+    def _start_loop(self):
+        self._crash.pop('loop', None)
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(self._loop, ready),
+            name='health-checker', daemon=True)
+        self._thread.start()
+        return ready
+
+    def _start_notifier(self):
+        self._crash.pop('notifier', None)
+        notifier = threading.Thread(target=self._notify,
+                                    name='health-notify', daemon=True)
+        notifier.start()
+        return notifier
+
+    def set_backoff(self, max_delay, reset_after):
+        """Back-off of restarts after a crash (see supervision)."""
+        self.record = supervision.HelperRecord(
+            'health', max_delay=max_delay, reset_after=reset_after)
+
+    def supervise(self, now=None):
+        """Restart a crashed loop or notifier thread (with back-off);
+        returns True when one was restarted.  Call it from a thread of the
+        network namespace the probes must run in."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            if not self._running:
+                return False
+            loop_dead = self._thread is not None and \
+                not self._thread.is_alive()
+            notifier_dead = self._notifier is not None and \
+                not self._notifier.is_alive()
+            rec = self.record
+            if (loop_dead or notifier_dead) and \
+                    rec.state == supervision.RUNNING:
+                what = 'probing loop' if loop_dead else 'notifier'
+                exc = self._crash.get('loop' if loop_dead else 'notifier')
+                error = f'health {what} thread died: ' + (
+                    f'{type(exc).__name__}: {exc}' if exc is not None
+                    else 'stopped without stop()')
+                LOG.error('%s; restarting it', error)
+                rec.died(error, now)
+            if rec.state != supervision.RESTARTING or not rec.due(now):
+                return False
+            if loop_dead:
+                for entry in self._entries.values():
+                    entry.task = None   # died with the loop
+                self._removed.clear()
+                ready = self._start_loop()
+            else:
+                ready = None
+            if notifier_dead:
+                self._notifier = self._start_notifier()
+            rec.started(now)
+        if ready is not None:
+            ready.wait()
+            self._wake()
+        LOG.warning('health checker restarted (restart %d)', rec.restarts)
+        return True
+
+    def report(self):
+        return self.record.report()
 
     def stop(self, timeout=10.0):
         """Stop probing, close every socket, deliver pending notifications
@@ -378,6 +447,11 @@ class HealthChecker:
             except Exception:  # noqa: BLE001 - a callback bug must not stop us
                 self._counters['callback_errors'] += 1
                 LOG.exception('health on_change%r failed', event)
+            except BaseException as exc:
+                # Ends this thread; supervise() starts a new notifier.
+                self._crash['notifier'] = exc
+                LOG.exception('health notifier died')
+                return
 
     # -- loop thread -------------------------------------------------------------
 
@@ -394,6 +468,11 @@ class HealthChecker:
         ready.set()
         try:
             loop.run_forever()
+        except BaseException as exc:
+            # SystemExit / KeyboardInterrupt (asyncio handles the rest) or a
+            # broken selector: the thread ends; supervise() restarts it.
+            self._crash['loop'] = exc
+            LOG.exception('health probing loop died')
         finally:
             try:
                 tasks = asyncio.all_tasks(loop)

@@ -14,8 +14,10 @@ import signal
 import threading
 import time
 
+from amphora_agent import capacity
 from amphora_agent import desired
 from amphora_agent import membership as membership_mod
+from amphora_agent import netwatch
 from amphora_agent import rpc
 from amphora_agent import snapshot as snapshot_mod
 from amphora_agent.dataplane import dataplane as dp_mod
@@ -114,6 +116,13 @@ class Agent:
         self._reported_statuses = {}
         self._parser = snapshot_mod.Parser()
         self._planner = desired.Planner()
+        # Supervision and serviceability (set up in _start_se_side).
+        self._bgp_sup = None
+        self._netwatch = None
+        self._verdict = None
+        self._ready_vips = None
+        self._intent = None
+        self._draining = False
 
     # ------------------------------------------------------------ lifecycle
     def start(self, timeout=60):
@@ -157,20 +166,45 @@ class Agent:
         if dpc.interface:
             mode = self.dp.attach(dpc.interface, dpc.xdp_mode)
             LOG.info('SE program on %s (%s XDP)', dpc.interface, mode)
+        conf = self.conf.agent
+        backoff = dict(max_delay=conf.helper_restart_max_delay,
+                       reset_after=conf.helper_healthy_after)
+        if conf.check_serviceability:
+            # Opened here, after setns: its sockets see the SE's links.
+            self._netwatch = netwatch.NetWatch(
+                uplink=dpc.interface, sources=[self.tunnel4, self.tunnel6],
+                on_change=self._wake.set)
+            self._netwatch.start()
         if self.bgp is not None:
-            self.bgp.start()
-            self.announced = set(self.bgp.announced())
+            from amphora_agent.bgp import supervisor as bgp_supervisor
+            self._bgp_sup = bgp_supervisor.BgpSupervisor(
+                self.bgp, on_event=self._wake.set, **backoff)
+            self._bgp_sup.start()
+            self._read_announced()
+            # Until the first snapshot, what the previous agent announced
+            # is what this SE serves (still filtered by serviceability).
+            self._ready_vips = {ipaddress.ip_interface(p).ip
+                                for p in self.announced}
         if self.health is not None:
+            if hasattr(self.health, 'set_backoff'):
+                self.health.set_backoff(**backoff)
             self.health.start()
 
     def stop(self, drain=True):
-        """Drain (withdraw, wait) and stop; drain=False leaves routes."""
-        if drain and self.bgp is not None:
-            self.bgp.drain(wait=self.conf.agent.drain_wait)
+        """Drain (withdraw, wait) and stop; drain=False leaves routes.
+
+        The worker stops first, so neither a reconcile nor the ExaBGP
+        supervisor can announce again (or restart ExaBGP) during the drain;
+        the pinned dataplane keeps forwarding meanwhile."""
+        self._draining = True
         self._stop.set()
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=30)
+        if self._bgp_sup is not None:
+            self._bgp_sup.close()
+        if drain and self.bgp is not None:
+            self.bgp.drain(wait=self.conf.agent.drain_wait)
         if self._rpc_server:
             self._rpc_server.stop()
             self._rpc_server.wait()
@@ -207,7 +241,18 @@ class Agent:
             self._started.set()
             return
         self._started.set()
+        try:
+            self._loop()
+        finally:
+            if self._netwatch is not None:
+                self._netwatch.stop()   # its query socket is this thread's
+
+    def _loop(self):
         conf = self.conf.agent
+        if self._netwatch is not None:
+            # Filter what a previous agent left announced before anything
+            # else: the SE may have lost its uplink meanwhile.
+            self._safe(self._net_check)
         next_stats = time.monotonic() + conf.stats_interval
         next_resync = time.monotonic() + conf.resync_interval
         next_nexthops = time.monotonic() + conf.nexthop_refresh_interval
@@ -237,14 +282,62 @@ class Agent:
             if now >= next_nexthops:
                 next_nexthops = now + conf.nexthop_refresh_interval
                 self._safe(self.dp.refresh_nexthops)
+                if self._netwatch is not None:
+                    # A safety net only: events drive the checks.
+                    self._netwatch.invalidate()
+                    self._safe(self._net_check)
+            elif self._netwatch is not None and self._netwatch.changed():
+                self._safe(self._net_check)
+            self._safe(self._supervise)
             if self.membership is not None:
                 self._safe(self.membership.run_watchers)
             with self._lock:
                 pending = self._fetch_wanted or self._reconcile_wanted
             if not pending:
-                self._wake.wait(timeout=min(
-                    1.0, max(0.05, next_stats - time.monotonic())))
+                timeout = min(1.0, max(0.05, next_stats - time.monotonic()))
+                if self._bgp_sup is not None:
+                    due = self._bgp_sup.next_check_in()
+                    if due is not None:
+                        timeout = max(0.01, min(timeout, due))
+                self._wake.wait(timeout=timeout)
             self._wake.clear()
+
+    # ------------------------------------------------------ supervision
+    def _read_announced(self):
+        """What ExaBGP announces now (empty when it is not running)."""
+        from amphora_agent.bgp import speaker as bgp_speaker
+        try:
+            self.announced = set(self.bgp.announced())
+        except bgp_speaker.BgpError as exc:
+            LOG.warning('BGP: cannot read the announced routes: %s', exc)
+            self.announced = set()
+
+    def _supervise(self):
+        """Restart dead helpers (ExaBGP, the health checker's threads) and
+        report any change of their state at once."""
+        if self._draining:
+            return
+        before = self._runtime_state().get('helpers')
+        if self._bgp_sup is not None and self._bgp_sup.check():
+            # The new ExaBGP announced the persisted intent.
+            self._read_announced()
+        if self.health is not None and hasattr(self.health, 'supervise'):
+            self.health.supervise()
+        if self._runtime_state().get('helpers') != before:
+            self._report_state()
+
+    def _net_check(self):
+        """Links, addresses or routes changed: re-assess what this SE can
+        serve, refresh the next hops before announcing, withdraw at once
+        what it cannot serve any more."""
+        before = self._verdict
+        ready = self._ready_vips or set()
+        verdict = self._assess(ready)
+        if verdict.serviceable and self.dp is not None:
+            self._safe(self.dp.refresh_nexthops)
+        self._announce(ready)
+        if before is None or before.serviceable != verdict.serviceable:
+            self._report_state()
 
     @staticmethod
     def _safe(func):
@@ -254,7 +347,15 @@ class Agent:
             LOG.exception('%s failed', getattr(func, '__name__', func))
 
     def _fetch(self):
-        """Get and validate the snapshot; True when it is new."""
+        """Get and validate the snapshot; True when it is new.
+
+        Objects the SE cannot run (invalid, no tunnel source for their
+        family, beyond its capacity) are left out alone and named in the
+        snapshot's rejected map; only a document-level problem rejects the
+        snapshot.  self.snapshot changes only once every step for the new
+        generation (health targets included) succeeded, so a failure is
+        retried instead of leaving a half-taken generation behind.
+        """
         document = self.controller.get_config(self.se_group, self.se_id)
         if document is None:
             LOG.info('the controller has no configuration for group %s yet',
@@ -266,7 +367,6 @@ class Agent:
                 raise snapshot_mod.InvalidSnapshot(
                     f'snapshot.se_group: {snap.se_group!r} is not this '
                     f'SE\'s group {self.se_group!r}')
-            self._check_tunnel_sources(snap)
         except snapshot_mod.InvalidSnapshot as exc:
             generation = document.get('generation') \
                 if isinstance(document, dict) else None
@@ -278,73 +378,197 @@ class Agent:
             return False
         if self.snapshot and snap.generation == self.snapshot.generation:
             return False
-        self.snapshot = snap
+        snap = self._check_tunnel_sources(snap)
+        snap = capacity.enforce(snap, self._limits(), self.se_id)
+        targets, rejected = self._health_targets(snap)
+        snap = snapshot_mod.without(snap, rejected)
         if self.health is not None:
-            self.health.set_targets(self._health_targets(snap))
+            self.health.set_targets(targets)
+        self.snapshot = snap
+        self._log_rejections(snap)
         return True
+
+    # Rejections already logged: (kind, id, reason).  Reassigned, never
+    # mutated, so the class default is safe.
+    _logged_rejections = frozenset()
+    # {kind: {id: reason}} of the applied generation.
+    _applied_rejected = {}
+
+    def _log_rejections(self, snap):
+        """Log each rejection once per (object, reason), not every round."""
+        current = frozenset((kind, obj_id, reason)
+                            for kind, items in snap.rejected.items()
+                            for obj_id, reason in items.items())
+        for _kind, _obj_id, reason in sorted(current -
+                                             self._logged_rejections):
+            LOG.warning('generation %s: rejected %s', snap.generation,
+                        reason)
+        self._logged_rejections = current
+
+    def _limits(self):
+        """What this SE's dataplane holds (the live maps once open)."""
+        if self.dp is not None:
+            return capacity.Limits.of_dataplane(self.dp.limits)
+        dpc = self.conf.dataplane
+        return capacity.Limits(max_listeners=dpc.max_listeners,
+                               max_members=dpc.max_members,
+                               ring_size=dpc.ring_size,
+                               conn_table_size=dpc.conn_table_size)
 
     def _check_tunnel_sources(self, snap):
         """A member of a family this SE has no tunnel source for cannot be
-        reached: refuse the snapshot now rather than fail the apply."""
+        reached: reject that member alone."""
         sources = {4: self.tunnel4, 6: self.tunnel6}
+        rejected = {}
         for member, pool, _lb in snap.members():
             version = member.address.version
             if sources[version] is None:
-                raise snapshot_mod.InvalidSnapshot(
-                    f'pool {pool.id} member {member.id}: {member.address} '
-                    f'needs an IPv{version} tunnel source, which SE '
-                    f'{self.se_id} does not have')
+                rejected.setdefault('members', {})[member.id] = (
+                    f'member {member.id} of pool {pool.id}: '
+                    f'{member.address} needs an IPv{version} tunnel source, '
+                    f'which SE {self.se_id} does not have')
+        return snapshot_mod.without(snap, rejected)
 
     def _health_targets(self, snap):
+        """(targets, rejected): probe targets built from validated objects
+        only; a monitor or member the checker refuses anyway is rejected
+        alone (its pool unmonitored, the member left out)."""
         from amphora_agent.health import monitor as hm
-        targets = {}
+        targets, rejected, specs = {}, {}, {}
         for member, pool, _lb in snap.members():
-            spec = None
             mon = pool.health_monitor
+            spec = None
             if mon is not None and mon.admin_state_up:
-                spec = hm.MonitorSpec(
-                    type=mon.type, delay=mon.delay, timeout=mon.timeout,
-                    max_retries=mon.max_retries,
-                    max_retries_down=mon.max_retries_down,
-                    http_method=mon.http_method, url_path=mon.url_path,
-                    expected_codes=mon.expected_codes)
-            targets[member.id] = hm.Target(
-                address=str(member.monitor_address or member.address),
-                port=member.monitor_port or member.protocol_port,
-                monitor=spec,
-                admin_state_up=member.admin_state_up and pool.admin_state_up)
-        return targets
+                if mon.id not in specs:
+                    try:
+                        specs[mon.id] = hm.MonitorSpec(
+                            type=mon.type, delay=mon.delay,
+                            timeout=mon.timeout, max_retries=mon.max_retries,
+                            max_retries_down=mon.max_retries_down,
+                            http_method=mon.http_method,
+                            url_path=mon.url_path,
+                            expected_codes=mon.expected_codes)
+                    except hm.InvalidMonitor as exc:
+                        specs[mon.id] = None
+                        rejected.setdefault('healthmonitors', {})[mon.id] = (
+                            f'health monitor {mon.id}: {exc}')
+                spec = specs[mon.id]
+            try:
+                targets[member.id] = hm.Target(
+                    address=str(member.monitor_address or member.address),
+                    port=member.monitor_port or member.protocol_port,
+                    monitor=spec,
+                    admin_state_up=(member.admin_state_up
+                                    and pool.admin_state_up))
+            except hm.InvalidMonitor as exc:
+                rejected.setdefault('members', {})[member.id] = (
+                    f'member {member.id}: {exc}')
+        for member_id in rejected.get('members', ()):
+            targets.pop(member_id, None)
+        return targets, rejected
 
     def _usable(self, member_id):
         return self.health is None or self.health.usable(member_id)
 
     def _reconcile(self):
+        """Apply self.snapshot; only a complete apply (dataplane and BGP)
+        moves applied_generation, anything else sets error and is
+        retried by the worker loop."""
         if self.snapshot is None:
             return
-        plan = self._planner.plan(self.snapshot, self._usable, self.tunnel4,
-                                  self.tunnel6)
-        changes = self.dp.apply(plan.state)
-        self._plan = plan
-        if any(changes.values()):
-            LOG.info('generation %s applied: %s', self.snapshot.generation,
-                     {k: v for k, v in changes.items() if v})
-        self._announce(plan.ready_vips)
-        self.applied_generation = self.snapshot.generation
+        snap = self.snapshot
+        try:
+            plan = self._planner.plan(snap, self._usable, self.tunnel4,
+                                      self.tunnel6)
+            changes = self.dp.apply(plan.state)
+            self._plan = plan
+            if any(changes.values()):
+                LOG.info('generation %s applied: %s', snap.generation,
+                         {k: v for k, v in changes.items() if v})
+            self._announce(plan.ready_vips)
+        except Exception as exc:
+            self.last_error = (f'generation {snap.generation} not applied: '
+                               f'{exc}')
+            self._safe(self._report_state)
+            raise
+        self.applied_generation = snap.generation
+        self._applied_rejected = snap.rejected
         self.last_error = None
         self._report_state()
         self._report_member_status()
 
     def _announce(self, ready_vips):
-        """Make BGP announce exactly the VIPs this SE can serve."""
-        wanted = {_prefix(v) for v in ready_vips}
-        if self.bgp is not None and wanted != self.announced:
+        """Make BGP announce exactly the VIPs this SE can serve: the ready
+        ones (members usable) that the SE can forward to (netwatch)."""
+        self._ready_vips = set(ready_vips)
+        if self.bgp is None or self._draining:
+            return
+        wanted = {_prefix(v) for v in self._assess(self._ready_vips).vips}
+        if wanted == self._intent and wanted == self.announced:
+            return
+        from amphora_agent.bgp import speaker as bgp_speaker
+        self._intent = wanted
+        try:
+            # Persists the intent first: a restarted ExaBGP announces it.
             self.bgp.set_announced(wanted)
             self.announced = wanted
+        except bgp_speaker.BgpError as exc:
+            LOG.warning('BGP: cannot announce now (%s); the intent is kept '
+                        'for the restarted ExaBGP', exc)
+            self.announced = set()
+            if self._bgp_sup is not None:
+                self._bgp_sup.suspect()
+
+    def _vip_members(self, vips):
+        """{vip: member addresses in its rings} from the applied plan."""
+        result = {v: set() for v in vips}
+        plan = self._plan
+        if plan is not None:
+            for key, spec in plan.state.listeners.items():
+                if key.vip in result:
+                    result[key.vip].update(spec.members)
+        return result
+
+    def _assess(self, ready_vips):
+        """netwatch's verdict on ``ready_vips`` (all of them, serviceable,
+        when the check is off); logs when it changes."""
+        if self._netwatch is None:
+            self._verdict = netwatch.Verdict(True, set(ready_vips), [])
+            return self._verdict
+        verdict = self._netwatch.assess(self._vip_members(ready_vips))
+        before = self._verdict
+        if before is None or (before.serviceable, before.problems) != (
+                verdict.serviceable, verdict.problems):
+            if verdict.serviceable and not verdict.problems:
+                LOG.info('SE serviceable: announcing %d of %d ready VIPs',
+                         len(verdict.vips), len(ready_vips))
+            elif verdict.serviceable:
+                LOG.warning('SE serviceable; not announcing: %s',
+                            '; '.join(verdict.problems))
+            else:
+                LOG.warning('SE cannot forward, announcing nothing: %s',
+                            '; '.join(verdict.problems))
+        self._verdict = verdict
+        return verdict
 
     def _runtime_state(self):
         """The SE's own condition for report_state: its helpers (BGP
         speaker, health checker) and whether it can serve at all."""
-        return {}
+        helpers = {}
+        if self._bgp_sup is not None:
+            helpers['bgp'] = self._bgp_sup.report()
+        else:
+            helpers['bgp'] = {'state': 'disabled', 'restarts': 0,
+                              'last_error': None}
+        if self.health is not None and hasattr(self.health, 'report'):
+            helpers['health'] = self.health.report()
+        verdict = self._verdict
+        if verdict is None and self._netwatch is not None and \
+                threading.current_thread() is self._thread:
+            verdict = self._assess(self._ready_vips or set())
+        return {'helpers': helpers,
+                'serviceable': True if verdict is None
+                else verdict.serviceable}
 
     # ------------------------------------------------------------ reports
     def member_statuses(self):
@@ -372,7 +596,9 @@ class Agent:
         state = {'applied_generation': self.applied_generation,
                  'error': self.last_error,
                  'rejected_generation': rejected_generation,
-                 'announced': sorted(self.announced)}
+                 'announced': sorted(self.announced),
+                 'rejected_objects': self._applied_rejected,
+                 'limits': self._limits().to_dict()}
         state.update(self._runtime_state())
         self.controller.report_state(self.se_id, self.se_group, state)
 

@@ -1,24 +1,34 @@
 """The controller's configuration snapshot for one SE group (schema v1).
 
-docs/agent-protocol.md describes the format.  parse() validates a snapshot
-as a whole: anything malformed or inconsistent raises InvalidSnapshot naming
-the field, and the agent keeps running what it had.
+docs/agent-protocol.md describes the format; amphora_agent/schema.py
+defines every object.  parse() validates object by object: an object the
+SE cannot run is left out alone and named in Snapshot.rejected
+({kind: {id: reason}}, kinds as Octavia's status document has them) while
+everything else is kept.  Only a problem with the document itself
+(not an object, schema_version, se_group, generation, load_balancers not a
+list) raises InvalidSnapshot, and the agent keeps running what it had.
+
+What a rejection means: a rejected load balancer is left out whole; a
+rejected listener is left out; a rejected pool leaves its listener without
+a pool; a rejected health monitor leaves its pool unmonitored; a rejected
+member is left out of its pool.  An object without a usable id cannot be
+named, so its closest parent with an id is rejected instead.
 """
 
 import dataclasses
 import ipaddress
-import re
 from typing import Optional
 
-SCHEMA_VERSION = 1
+from amphora_agent import schema
 
-PROTOCOLS = ('TCP', 'UDP', 'SCTP')
-ALGORITHMS = ('SOURCE_IP_PORT', 'SOURCE_IP')
-ENCAPS = ('ipip', 'gre')
-MONITOR_TYPES = ('TCP', 'HTTP', 'HTTPS', 'PING', 'UDP-CONNECT')
-HTTP_METHODS = ('GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'OPTIONS', 'PATCH',
-                'TRACE', 'CONNECT')
-_CODES_RE = re.compile(r'^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$')
+SCHEMA_VERSION = schema.SCHEMA_VERSION
+PROTOCOLS = schema.PROTOCOLS
+ALGORITHMS = schema.ALGORITHMS
+ENCAPS = schema.ENCAPS
+MONITOR_TYPES = schema.MONITOR_TYPES
+HTTP_METHODS = schema.HTTP_METHODS
+
+KINDS = ('loadbalancers', 'listeners', 'pools', 'members', 'healthmonitors')
 
 
 class InvalidSnapshot(ValueError):
@@ -79,11 +89,13 @@ class LoadBalancer:
     listeners: tuple
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Snapshot:
     se_group: str
     generation: int
     load_balancers: tuple
+    # {kind: {object id: reason}} of the objects left out.
+    rejected: dict = dataclasses.field(default_factory=dict)
 
     def members(self):
         """Every member with its pool and monitor: (member, pool, lb)."""
@@ -93,180 +105,272 @@ class Snapshot:
                     for member in listener.pool.members:
                         yield member, listener.pool, lb
 
-
-def _fail(path, message):
-    raise InvalidSnapshot(f'{path}: {message}')
-
-
-def _fields(obj, path, required, optional=()):
-    if not isinstance(obj, dict):
-        _fail(path, 'must be an object')
-    unknown = set(obj) - set(required) - set(optional)
-    if unknown:
-        _fail(path, f'unknown field(s) {sorted(unknown)}')
-    missing = [f for f in required if f not in obj]
-    if missing:
-        _fail(path, f'missing field(s) {missing}')
-    return obj
+    def rejected_count(self):
+        return sum(len(v) for v in self.rejected.values())
 
 
-def _str(value, path):
-    if not isinstance(value, str) or not value:
-        _fail(path, f'{value!r} is not a non-empty string')
-    return value
+class _Rejected(dict):
+    """{kind: {id: reason}}; the first reason for an object wins."""
+
+    def add(self, kind, obj_id, reason):
+        self.setdefault(kind, {}).setdefault(obj_id, reason)
+
+    def merge(self, other):
+        for kind, items in other.items():
+            for obj_id, reason in items.items():
+                self.add(kind, obj_id, reason)
 
 
-def _int(value, path, low, high):
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not low <= value <= high:
-        _fail(path, f'{value!r} is not an integer in {low}..{high}')
-    return value
+class _Unnamed(schema.Invalid):
+    """A child without a usable id: its parent is rejected."""
 
 
-def _bool(value, path):
-    if not isinstance(value, bool):
-        _fail(path, f'{value!r} is not true or false')
-    return value
+def _usable_id(obj):
+    if isinstance(obj, dict):
+        value = obj.get('id')
+        if isinstance(value, str) and 0 < len(value) <= 255:
+            return value
+    return None
 
 
-def _choice(value, path, allowed):
-    if value not in allowed:
-        _fail(path, f'{value!r} is not one of {", ".join(allowed)}')
-    return value
+def _require_id(obj, where):
+    obj_id = _usable_id(obj)
+    if obj_id is None:
+        value = obj.get('id') if isinstance(obj, dict) else obj
+        raise _Unnamed(where, message=(
+            f'{where} has no usable id ({value!r}; allowed: '
+            f'{schema.ID["description"]}), so it is rejected with it'))
+    return obj_id
 
 
-def _address(value, path):
-    try:
-        return ipaddress.ip_address(value)
-    except (TypeError, ValueError):
-        _fail(path, f'{value!r} is not an IP address')
-
-
-def _monitor(obj, path):
-    _fields(obj, path, ('id', 'type', 'delay', 'timeout', 'max_retries'),
-            ('max_retries_down', 'http_method', 'url_path',
-             'expected_codes', 'admin_state_up'))
-    kind = _choice(obj['type'], f'{path}.type', MONITOR_TYPES)
-    delay = _int(obj['delay'], f'{path}.delay', 1, 86400)
-    timeout = _int(obj['timeout'], f'{path}.timeout', 1, 86400)
-    if timeout > delay:
-        _fail(f'{path}.timeout', f'{timeout} exceeds delay {delay}')
-    codes = obj.get('expected_codes', '200')
-    if kind in ('HTTP', 'HTTPS') and not _CODES_RE.match(str(codes)):
-        _fail(f'{path}.expected_codes',
-              f'{codes!r} is not a code, list or range like 200,202-204')
-    url = obj.get('url_path', '/')
-    if not isinstance(url, str) or not url.startswith('/'):
-        _fail(f'{path}.url_path', f'{url!r} does not start with /')
+def _monitor(obj):
+    schema.check_health_monitor(obj)
     return HealthMonitor(
-        id=_str(obj['id'], f'{path}.id'), type=kind, delay=delay,
-        timeout=timeout,
-        max_retries=_int(obj['max_retries'], f'{path}.max_retries', 1, 10),
-        max_retries_down=_int(obj.get('max_retries_down', 3),
-                              f'{path}.max_retries_down', 1, 10),
-        http_method=_choice(obj.get('http_method', 'GET'),
-                            f'{path}.http_method', HTTP_METHODS),
-        url_path=url, expected_codes=str(codes),
-        admin_state_up=_bool(obj.get('admin_state_up', True),
-                             f'{path}.admin_state_up'))
+        id=obj['id'], type=obj['type'], delay=obj['delay'],
+        timeout=obj['timeout'], max_retries=obj['max_retries'],
+        max_retries_down=obj.get('max_retries_down',
+                                 schema.DEFAULT_MAX_RETRIES_DOWN),
+        http_method=obj.get('http_method', schema.DEFAULT_HTTP_METHOD),
+        url_path=obj.get('url_path', schema.DEFAULT_URL_PATH),
+        expected_codes=obj.get('expected_codes',
+                               schema.DEFAULT_EXPECTED_CODES),
+        admin_state_up=obj.get('admin_state_up', True))
 
 
-def _member(obj, path):
-    _fields(obj, path, ('id', 'address', 'protocol_port'),
-            ('weight', 'admin_state_up', 'backup', 'monitor_port',
-             'monitor_address'))
-    monitor_port = obj.get('monitor_port')
+def _member(obj, vips):
+    schema.check_member(obj, vips=vips)
     monitor_address = obj.get('monitor_address')
     return Member(
-        id=_str(obj['id'], f'{path}.id'),
-        address=_address(obj['address'], f'{path}.address'),
-        protocol_port=_int(obj['protocol_port'], f'{path}.protocol_port',
-                           1, 65535),
-        weight=_int(obj.get('weight', 1), f'{path}.weight', 0, 256),
-        admin_state_up=_bool(obj.get('admin_state_up', True),
-                             f'{path}.admin_state_up'),
-        backup=_bool(obj.get('backup', False), f'{path}.backup'),
-        monitor_port=None if monitor_port is None else _int(
-            monitor_port, f'{path}.monitor_port', 1, 65535),
-        monitor_address=None if monitor_address is None else _address(
-            monitor_address, f'{path}.monitor_address'))
+        id=obj['id'], address=ipaddress.ip_address(obj['address']),
+        protocol_port=obj['protocol_port'], weight=obj.get('weight', 1),
+        admin_state_up=obj.get('admin_state_up', True),
+        backup=obj.get('backup', False),
+        monitor_port=obj.get('monitor_port'),
+        monitor_address=None if monitor_address is None
+        else ipaddress.ip_address(monitor_address))
 
 
-def _pool(obj, path):
-    _fields(obj, path, ('id', 'algorithm', 'members'),
-            ('encap', 'admin_state_up', 'health_monitor'))
-    members = obj['members']
-    if not isinstance(members, list):
-        _fail(f'{path}.members', 'must be a list')
-    parsed = tuple(_member(m, f'{path}.members[{i}]')
-                   for i, m in enumerate(members))
-    seen = {}
-    for i, m in enumerate(parsed):
-        if m.address in seen:
-            _fail(f'{path}.members[{i}].address',
-                  f'{m.address} is also members[{seen[m.address]}] '
-                  '(DSR members are addresses: the port cannot differ)')
-        seen[m.address] = i
-    monitor = obj.get('health_monitor')
-    return Pool(
-        id=_str(obj['id'], f'{path}.id'),
-        algorithm=_choice(obj['algorithm'], f'{path}.algorithm', ALGORITHMS),
-        encap=_choice(obj.get('encap', 'ipip'), f'{path}.encap', ENCAPS),
-        admin_state_up=_bool(obj.get('admin_state_up', True),
-                             f'{path}.admin_state_up'),
-        members=parsed,
-        health_monitor=None if monitor is None else _monitor(
-            monitor, f'{path}.health_monitor'))
-
-
-def _listener(obj, path):
-    _fields(obj, path, ('id', 'protocol', 'port'),
-            ('admin_state_up', 'allowed_cidrs', 'pool'))
-    cidrs = obj.get('allowed_cidrs') or []
-    if not isinstance(cidrs, list):
-        _fail(f'{path}.allowed_cidrs', 'must be a list')
-    parsed_cidrs = []
-    for i, cidr in enumerate(cidrs):
+def _pool(obj, vips, rejected):
+    schema.check_pool(obj)
+    monitor = None
+    if obj.get('health_monitor') is not None:
+        hm_id = _require_id(obj['health_monitor'], 'health_monitor')
         try:
-            parsed_cidrs.append(ipaddress.ip_network(cidr))
-        except (TypeError, ValueError):
-            _fail(f'{path}.allowed_cidrs[{i}]', f'{cidr!r} is not a CIDR')
-    pool = obj.get('pool')
+            monitor = _monitor(obj['health_monitor'])
+        except schema.Invalid as exc:
+            rejected.add('healthmonitors', hm_id,
+                         f'health monitor {hm_id}: {exc}')
+    members, by_address = [], {}
+    for i, mobj in enumerate(obj['members']):
+        member_id = _require_id(mobj, f'members[{i}]')
+        try:
+            member = _member(mobj, vips)
+        except schema.Invalid as exc:
+            rejected.add('members', member_id, f'member {member_id}: {exc}')
+            continue
+        other = by_address.get(member.address)
+        if other is not None:
+            rejected.add('members', member_id, (
+                f'member {member_id}: address {member.address} is also '
+                f'member {other} of pool {obj["id"]} (DSR members are '
+                'addresses: the port cannot differ)'))
+            continue
+        by_address[member.address] = member_id
+        members.append(member)
+    return Pool(id=obj['id'], algorithm=obj['algorithm'],
+                encap=obj.get('encap', 'ipip'),
+                admin_state_up=obj.get('admin_state_up', True),
+                members=tuple(members), health_monitor=monitor)
+
+
+def _listener(obj, vips, rejected):
+    schema.check_listener(obj)
+    pool = None
+    if obj.get('pool') is not None:
+        pool_id = _require_id(obj['pool'], 'pool')
+        local = _Rejected()
+        try:
+            pool = _pool(obj['pool'], vips, local)
+        except schema.Invalid as exc:
+            rejected.add('pools', pool_id, f'pool {pool_id}: {exc}')
+        else:
+            rejected.merge(local)
     return Listener(
-        id=_str(obj['id'], f'{path}.id'),
-        protocol=_choice(obj['protocol'], f'{path}.protocol', PROTOCOLS),
-        port=_int(obj['port'], f'{path}.port', 1, 65535),
-        admin_state_up=_bool(obj.get('admin_state_up', True),
-                             f'{path}.admin_state_up'),
-        allowed_cidrs=tuple(parsed_cidrs),
-        pool=None if pool is None else _pool(pool, f'{path}.pool'))
+        id=obj['id'], protocol=obj['protocol'], port=obj['port'],
+        admin_state_up=obj.get('admin_state_up', True),
+        allowed_cidrs=tuple(ipaddress.ip_network(c)
+                            for c in obj.get('allowed_cidrs') or ()),
+        pool=pool)
 
 
-def _load_balancer(obj, path):
-    _fields(obj, path, ('id', 'vips', 'listeners'), ('admin_state_up',))
-    if not isinstance(obj['vips'], list) or not obj['vips']:
-        _fail(f'{path}.vips', 'must be a non-empty list')
-    vips = []
-    for i, vip in enumerate(obj['vips']):
-        _fields(vip, f'{path}.vips[{i}]', ('address',))
-        vips.append(_address(vip['address'], f'{path}.vips[{i}].address'))
-    if not isinstance(obj['listeners'], list):
-        _fail(f'{path}.listeners', 'must be a list')
-    listeners = tuple(_listener(x, f'{path}.listeners[{i}]')
-                      for i, x in enumerate(obj['listeners']))
-    seen = {}
-    for i, lst in enumerate(listeners):
-        key = (lst.protocol, lst.port)
-        if key in seen:
-            _fail(f'{path}.listeners[{i}]',
-                  f'{lst.protocol} port {lst.port} is also listeners'
-                  f'[{seen[key]}]')
-        seen[key] = i
-    return LoadBalancer(
-        id=_str(obj['id'], f'{path}.id'),
-        admin_state_up=_bool(obj.get('admin_state_up', True),
-                             f'{path}.admin_state_up'),
-        vips=tuple(vips), listeners=listeners)
+def _load_balancer(obj):
+    """(LoadBalancer, rejected); raises schema.Invalid when the load
+    balancer itself is rejected."""
+    rejected = _Rejected()
+    vips = schema.check_load_balancer(obj)
+    listeners, by_port = [], {}
+    for i, lobj in enumerate(obj['listeners']):
+        listener_id = _require_id(lobj, f'listeners[{i}]')
+        local = _Rejected()
+        try:
+            listener = _listener(lobj, vips, local)
+        except schema.Invalid as exc:
+            rejected.add('listeners', listener_id,
+                         f'listener {listener_id}: {exc}')
+            continue
+        rejected.merge(local)
+        key = (listener.protocol, listener.port)
+        if key in by_port:
+            rejected.add('listeners', listener_id, (
+                f'listener {listener_id}: {listener.protocol} port '
+                f'{listener.port} is also listener {by_port[key]} of load '
+                f'balancer {obj["id"]}'))
+            continue
+        by_port[key] = listener_id
+        listeners.append(listener)
+    lb = LoadBalancer(id=obj['id'],
+                      admin_state_up=obj.get('admin_state_up', True),
+                      vips=vips, listeners=tuple(listeners))
+    return lb, rejected
+
+
+def _checked_load_balancer(obj, index):
+    """(LoadBalancer or None, rejected) -- never raises."""
+    lb_id = _usable_id(obj)
+    try:
+        if lb_id is None:
+            _require_id(obj, f'load_balancers[{index}]')
+        return _load_balancer(obj)
+    except schema.Invalid as exc:
+        rejected = _Rejected()
+        name = lb_id or f'load_balancers[{index}]'
+        rejected.add('loadbalancers', name, f'load balancer {name}: {exc}')
+        return None, rejected
+
+
+def without(snap, rejections, _drop=None):
+    """The snapshot with the objects of rejections ({kind: {id: reason}})
+    left out and named in its rejected map.  Unchanged load balancers keep
+    their identity (the planner's memo relies on it).  _drop: the parsed
+    objects to leave out instead of matching ids (for duplicate ids)."""
+    if not any(rejections.values()):
+        return snap
+    if _drop is None:
+        rej = {kind: rejections.get(kind, {}) for kind in KINDS}
+
+        def gone(kind, obj):
+            return obj.id in rej[kind]
+    else:
+        def gone(kind, obj):
+            return id(obj) in _drop
+    lbs = []
+    for lb in snap.load_balancers:
+        if gone('loadbalancers', lb):
+            continue
+        listeners = []
+        for lst in lb.listeners:
+            if gone('listeners', lst):
+                continue
+            pool = lst.pool
+            if pool is not None and gone('pools', pool):
+                pool = None
+            if pool is not None:
+                members = tuple(m for m in pool.members
+                                if not gone('members', m))
+                monitor = pool.health_monitor
+                if monitor is not None and gone('healthmonitors', monitor):
+                    monitor = None
+                if len(members) != len(pool.members) or monitor is not \
+                        pool.health_monitor:
+                    pool = dataclasses.replace(pool, members=members,
+                                               health_monitor=monitor)
+            listeners.append(lst if pool is lst.pool
+                             else dataclasses.replace(lst, pool=pool))
+        listeners = tuple(listeners)
+        same = len(listeners) == len(lb.listeners) and all(
+            a is b for a, b in zip(listeners, lb.listeners))
+        lbs.append(lb if same
+                   else dataclasses.replace(lb, listeners=listeners))
+    merged = _Rejected()
+    merged.merge(snap.rejected)
+    merged.merge(rejections)
+    return Snapshot(se_group=snap.se_group, generation=snap.generation,
+                    load_balancers=tuple(lbs), rejected=dict(merged))
+
+
+def _cross_checks(lbs):
+    """Conflicts between load balancers and duplicate ids: the later
+    object (in snapshot order) is rejected."""
+    rejected, drop = _Rejected(), set()
+    owners, seen = {}, {kind: set() for kind in KINDS}
+
+    def reject(kind, obj, reason):
+        rejected.add(kind, obj.id, reason)
+        drop.add(id(obj))
+    for lb in lbs:
+        if lb.id in seen['loadbalancers']:
+            reject('loadbalancers', lb,
+                   f'load balancer {lb.id}: the id is used twice')
+            continue
+        seen['loadbalancers'].add(lb.id)
+        for lst in lb.listeners:
+            if lst.id in seen['listeners']:
+                reject('listeners', lst,
+                       f'listener {lst.id}: the id is used twice')
+                continue
+            clash = next(((vip, owners[(vip, lst.protocol, lst.port)])
+                          for vip in lb.vips
+                          if (vip, lst.protocol, lst.port) in owners), None)
+            if clash:
+                vip, (other, other_lb) = clash
+                reject('listeners', lst, (
+                    f'listener {lst.id}: {lst.protocol} {vip} port '
+                    f'{lst.port} is also served by listener {other} of '
+                    f'load balancer {other_lb}'))
+                continue
+            seen['listeners'].add(lst.id)
+            for vip in lb.vips:
+                owners[(vip, lst.protocol, lst.port)] = (lst.id, lb.id)
+            pool = lst.pool
+            if pool is None:
+                continue
+            if pool.id in seen['pools']:
+                reject('pools', pool, f'pool {pool.id}: the id is used twice')
+                continue
+            seen['pools'].add(pool.id)
+            monitor = pool.health_monitor
+            if monitor is not None:
+                if monitor.id in seen['healthmonitors']:
+                    reject('healthmonitors', monitor,
+                           f'health monitor {monitor.id}: the id is used '
+                           'twice')
+                seen['healthmonitors'].add(monitor.id)
+            for member in pool.members:
+                if member.id in seen['members']:
+                    reject('members', member,
+                           f'member {member.id}: the id is used twice')
+                seen['members'].add(member.id)
+    return rejected, drop
 
 
 class Parser:
@@ -283,14 +387,15 @@ class Parser:
     def parse(self, document):
         memo, fresh = self._memo, {}
 
-        def load_balancer(obj, path):
-            key = obj.get('id') if isinstance(obj, dict) else None
+        def load_balancer(obj, index):
+            key = _usable_id(obj)
             hit = memo.get(key)
-            if hit is not None and hit[0] == obj:
+            if key is not None and hit is not None and hit[0] == obj:
                 fresh[key] = hit
                 return hit[1]
-            parsed = _load_balancer(obj, path)
-            fresh[key] = (obj, parsed)
+            parsed = _checked_load_balancer(obj, index)
+            if key is not None:
+                fresh[key] = (obj, parsed)
             return parsed
         result = parse(document, _lb=load_balancer)
         self._memo = fresh
@@ -298,32 +403,23 @@ class Parser:
 
 
 def parse(document, _lb=None):
-    """Validate a snapshot document (dict); returns a Snapshot."""
-    _lb = _lb or _load_balancer
-    _fields(document, 'snapshot',
-            ('schema_version', 'se_group', 'generation', 'load_balancers'))
-    version = document['schema_version']
-    if version != SCHEMA_VERSION:
-        _fail('snapshot.schema_version',
-              f'{version!r} is not supported (this agent speaks '
-              f'{SCHEMA_VERSION})')
-    lbs = document['load_balancers']
-    if not isinstance(lbs, list):
-        _fail('snapshot.load_balancers', 'must be a list')
-    parsed = tuple(_lb(lb, f'load_balancers[{i}]')
-                   for i, lb in enumerate(lbs))
-    owners = {}
-    for i, lb in enumerate(parsed):
-        for lst in lb.listeners:
-            for vip in lb.vips:
-                key = (vip, lst.protocol, lst.port)
-                if key in owners:
-                    _fail(f'load_balancers[{i}]',
-                          f'{lst.protocol} {vip} port {lst.port} is also '
-                          f'served by load balancer {owners[key]}')
-                owners[key] = lb.id
-    return Snapshot(
-        se_group=_str(document['se_group'], 'snapshot.se_group'),
-        generation=_int(document['generation'], 'snapshot.generation', 0,
-                        2 ** 63 - 1),
-        load_balancers=parsed)
+    """Validate a snapshot document (dict); returns a Snapshot whose
+    rejected map names what was left out.  InvalidSnapshot only for the
+    document's own fields."""
+    _lb = _lb or _checked_load_balancer
+    try:
+        schema.check_document(document)
+    except schema.Invalid as exc:
+        raise InvalidSnapshot(str(exc)) from None
+    rejected = _Rejected()
+    lbs = []
+    for i, obj in enumerate(document['load_balancers']):
+        lb, local = _lb(obj, i)
+        rejected.merge(local)
+        if lb is not None:
+            lbs.append(lb)
+    snap = Snapshot(se_group=document['se_group'],
+                    generation=document['generation'],
+                    load_balancers=tuple(lbs), rejected=dict(rejected))
+    rejected, drop = _cross_checks(snap.load_balancers)
+    return without(snap, rejected, _drop=drop)

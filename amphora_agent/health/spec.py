@@ -1,15 +1,16 @@
 """What to probe: health monitor specifications and probe targets.
 
-Validation follows the Octavia API (octavia/api/v2/types/health_monitor.py)
-and the agent protocol (docs/agent-protocol.md): every error is an
-:class:`InvalidMonitor` naming the bad field, the bad value and what is
-allowed.  Nothing here does I/O.
+A monitor is validated by amphora_agent.schema, the definition the provider
+and the snapshot parser use too; every error is an :class:`InvalidMonitor`
+naming the bad field, the bad value and what is allowed.  Nothing here does
+I/O.
 """
 
 import dataclasses
 import ipaddress
-import re
 from typing import Optional
+
+from amphora_agent import schema
 
 # Monitor types (octavia.common.constants HEALTH_MONITOR_*).
 TCP = 'TCP'
@@ -18,26 +19,18 @@ HTTPS = 'HTTPS'
 PING = 'PING'
 TLS_HELLO = 'TLS-HELLO'
 UDP_CONNECT = 'UDP-CONNECT'
-MONITOR_TYPES = (HTTP, HTTPS, PING, TCP, TLS_HELLO, UDP_CONNECT)
-HTTP_TYPES = (HTTP, HTTPS)
-
-# octavia.common.constants.SUPPORTED_HEALTH_MONITOR_HTTP_METHODS
-HTTP_METHODS = ('CONNECT', 'DELETE', 'GET', 'HEAD', 'OPTIONS', 'PATCH',
-                'POST', 'PUT', 'TRACE')
-HTTP_VERSIONS = (1.0, 1.1)
-# octavia.common.constants MIN_HM_RETRIES / MAX_HM_RETRIES
-MIN_RETRIES = 1
-MAX_RETRIES = 10
-DEFAULT_MAX_RETRIES_DOWN = 3
-DEFAULT_HTTP_METHOD = 'GET'
-DEFAULT_URL_PATH = '/'
-DEFAULT_EXPECTED_CODES = '200'
-MAX_DELAY = 86400
-
-_CODE_ITEM_RE = re.compile(r'^(\d{3})(?:-(\d{3}))?$')
-_DOMAIN_RE = re.compile(
-    r'^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)'
-    r'(?:\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$')
+# One definition, shared with the provider and the snapshot parser.
+MONITOR_TYPES = schema.MONITOR_TYPES
+HTTP_TYPES = schema.HTTP_MONITOR_TYPES
+HTTP_METHODS = schema.HTTP_METHODS
+HTTP_VERSIONS = schema.HTTP_VERSIONS
+MIN_RETRIES = schema.MIN_RETRIES
+MAX_RETRIES = schema.MAX_RETRIES
+DEFAULT_MAX_RETRIES_DOWN = schema.DEFAULT_MAX_RETRIES_DOWN
+DEFAULT_HTTP_METHOD = schema.DEFAULT_HTTP_METHOD
+DEFAULT_URL_PATH = schema.DEFAULT_URL_PATH
+DEFAULT_EXPECTED_CODES = schema.DEFAULT_EXPECTED_CODES
+MAX_DELAY = schema.MAX_DELAY
 
 
 class InvalidMonitor(ValueError):
@@ -51,43 +44,13 @@ def _fail(field, value, allowed):
 
 def parse_expected_codes(text):
     """``"200"``, ``"200,202"``, ``"200-204"`` (and mixes such as
-    ``"200,202-204"``) -> frozenset of HTTP status codes.
-
-    Octavia's API accepts a comma list of codes or one range; the agent
-    protocol also allows ranges inside a list, so both are accepted here.
-    Codes must be in 100..599 and a range must not be reversed.
-    """
-    allowed = ('a status code, a comma list or a range of codes in '
-               '100..599, e.g. "200", "200,202", "200-204"')
-    if not isinstance(text, str) or not text.strip():
-        _fail('expected_codes', text, allowed)
-    codes = set()
-    for item in text.split(','):
-        m = _CODE_ITEM_RE.match(item.strip())
-        if not m:
-            _fail('expected_codes', text, allowed)
-        low = int(m.group(1))
-        high = int(m.group(2) or low)
-        if not (100 <= low <= 599 and 100 <= high <= 599) or high < low:
-            _fail('expected_codes', text, allowed)
-        codes.update(range(low, high + 1))
-    return frozenset(codes)
-
-
-def _number(field, value, low_exclusive, high):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or value != value or not low_exclusive < value <= high:
-        _fail(field, value, f'a number of seconds > {low_exclusive} and '
-                            f'<= {high}')
-    return value
-
-
-def _retries(field, value):
-    if isinstance(value, bool) or not isinstance(value, int) \
-            or not MIN_RETRIES <= value <= MAX_RETRIES:
-        _fail(field, value,
-              f'an integer in {MIN_RETRIES}..{MAX_RETRIES}')
-    return value
+    ``"200,202-204"``; spaces around commas as Octavia allows them) ->
+    frozenset of HTTP status codes in 100..599 (amphora_agent.schema)."""
+    try:
+        return schema.parse_expected_codes(
+            schema.normalize_expected_codes(text))
+    except schema.Invalid as exc:
+        raise InvalidMonitor(str(exc)) from None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,48 +83,29 @@ class MonitorSpec:
 
     def __post_init__(self):
         set_ = object.__setattr__
-        kind = self.type.upper() if isinstance(self.type, str) else self.type
-        if kind not in MONITOR_TYPES:
-            _fail('type', self.type,
-                  f'one of {", ".join(MONITOR_TYPES)}')
-        set_(self, 'type', kind)
-        _number('delay', self.delay, 0, MAX_DELAY)
-        _number('timeout', self.timeout, 0, MAX_DELAY)
-        if self.timeout > self.delay:
-            _fail('timeout', self.timeout,
-                  f'must not exceed delay ({self.delay})')
-        _retries('max_retries', self.max_retries)
-        _retries('max_retries_down', self.max_retries_down)
 
-        method = self.http_method or DEFAULT_HTTP_METHOD
-        if not isinstance(method, str) or method.upper() not in HTTP_METHODS:
-            _fail('http_method', self.http_method,
-                  f'one of {", ".join(HTTP_METHODS)}')
-        set_(self, 'http_method', method.upper())
-
-        path = self.url_path or DEFAULT_URL_PATH
-        if not isinstance(path, str) or not path.startswith('/') or \
-                any(c.isspace() or ord(c) < 0x21 or ord(c) == 0x7f
-                    for c in path):
-            _fail('url_path', self.url_path,
-                  'a path starting with "/" without spaces or control '
-                  'characters')
-        set_(self, 'url_path', path)
-
-        codes = self.expected_codes or DEFAULT_EXPECTED_CODES
-        set_(self, 'codes', parse_expected_codes(codes))
-        set_(self, 'expected_codes', codes)
-
+        def upper(value):
+            return value.upper() if isinstance(value, str) else value
+        set_(self, 'type', upper(self.type))
+        set_(self, 'http_method', upper(self.http_method
+                                        or DEFAULT_HTTP_METHOD))
+        set_(self, 'url_path', self.url_path or DEFAULT_URL_PATH)
+        set_(self, 'expected_codes', schema.normalize_expected_codes(
+            self.expected_codes or DEFAULT_EXPECTED_CODES))
+        values = {name: getattr(self, name) for name in (
+            'type', 'delay', 'timeout', 'max_retries', 'max_retries_down',
+            'http_method', 'url_path', 'expected_codes', 'http_version',
+            'domain_name')}
+        for optional in ('http_version', 'domain_name'):
+            if values[optional] is None:
+                del values[optional]
+        try:
+            schema.check_monitor_spec(values)
+        except schema.Invalid as exc:
+            raise InvalidMonitor(str(exc)) from None
+        set_(self, 'codes', schema.parse_expected_codes(self.expected_codes))
         if self.http_version is not None:
-            if isinstance(self.http_version, bool) or \
-                    self.http_version not in HTTP_VERSIONS:
-                _fail('http_version', self.http_version,
-                      'one of 1.0, 1.1 or None (1.0)')
             set_(self, 'http_version', float(self.http_version))
-        if self.domain_name is not None and (
-                not isinstance(self.domain_name, str) or
-                not _DOMAIN_RE.match(self.domain_name)):
-            _fail('domain_name', self.domain_name, 'a DNS host name')
 
     @classmethod
     def from_octavia(cls, monitor):

@@ -1,0 +1,253 @@
+"""Agent._fetch / _reconcile / _report_state with the controller, the
+dataplane and the health checker faked at their boundaries (the real agent
+and BPF dataplane run in tests/functional/amphora_agent/test_agent.py)."""
+
+import copy
+import logging
+
+import oslo_messaging as messaging
+import pytest
+from oslo_config import cfg
+
+from amphora_agent import opts
+from amphora_agent import service
+from amphora_agent.dataplane import dataplane as dp_mod
+
+
+class FakeController:
+    def __init__(self):
+        self.document = None
+        self.states = []
+        self.statuses = []
+
+    def get_config(self, se_group, se_id):
+        return copy.deepcopy(self.document)
+
+    def report_state(self, se_id, se_group, state):
+        self.states.append(copy.deepcopy(state))
+
+    def report_member_status(self, se_id, se_group, generation, statuses):
+        self.statuses.append(statuses)
+
+
+class FakeDataplane:
+    def __init__(self, limits):
+        self.limits = limits
+        self.applied = None
+        self.fail = None
+
+    def apply(self, state):
+        if self.fail:
+            raise self.fail
+        self.applied = state
+        return {'listeners_added': len(state.listeners)}
+
+
+class FakeHealth:
+    def __init__(self):
+        self.targets = None
+        self.fail = None
+
+    def set_targets(self, targets):
+        if self.fail:
+            raise self.fail
+        self.targets = targets
+
+    def usable(self, member_id):
+        return True
+
+    def status(self, member_id):
+        return 'ONLINE'
+
+
+@pytest.fixture
+def make_agent():
+    agents = []
+
+    def factory(tunnel6='2001:db8:1::2', max_listeners=16, max_members=64):
+        conf = cfg.ConfigOpts()
+        opts.register_agent_opts(conf)
+        conf.set_override('se_id', 'se-1', 'agent')
+        conf.set_override('se_group', 'g1', 'agent')
+        conf.set_override('tunnel_source4', '198.18.1.2', 'agent')
+        conf.set_override('tunnel_source6', tunnel6, 'agent')
+        conf([], project='octavia-dsr-test')
+        transport = messaging.get_rpc_transport(cfg.CONF, url='fake:/')
+        agent = service.Agent(conf, health=FakeHealth(), transport=transport)
+        agents.append(agent)
+        agent.controller = FakeController()
+        agent.dp = FakeDataplane(dp_mod.Limits(
+            max_listeners=max_listeners, ring_size=251,
+            max_reals=max_members + 1, conn_table_size=4096))
+        return agent
+    yield factory
+    for agent in agents:
+        agent._control.stop()
+
+
+def member(id_, address, **kw):
+    return dict(id=id_, address=address, protocol_port=80, **kw)
+
+
+def lb(index, members, monitor=None, vips=None):
+    pool = {'id': f'p{index}', 'algorithm': 'SOURCE_IP_PORT',
+            'members': members}
+    if monitor:
+        pool['health_monitor'] = monitor
+    return {'id': f'lb{index}',
+            'vips': [{'address': a}
+                     for a in vips or [f'192.0.2.{10 + index}']],
+            'listeners': [{'id': f'l{index}', 'protocol': 'TCP', 'port': 80,
+                           'pool': pool}]}
+
+
+def http_monitor(id_, codes='200'):
+    return {'id': id_, 'type': 'HTTP', 'delay': 2, 'timeout': 1,
+            'max_retries': 1, 'expected_codes': codes}
+
+
+def document(generation, lbs):
+    return {'schema_version': 1, 'se_group': 'g1', 'generation': generation,
+            'load_balancers': lbs}
+
+
+def programmed(agent):
+    return {str(a) for spec in agent.dp.applied.listeners.values()
+            for a in spec.members}
+
+
+def step(agent):
+    if agent._fetch():
+        agent._reconcile()
+
+
+def test_a_bad_monitor_is_rejected_alone_and_everything_else_applies(
+        make_agent):
+    agent = make_agent()
+    agent.controller.document = document(3, [
+        lb(1, [member('a1', '198.19.1.2'), member('a2', '198.19.2.2')],
+           monitor=http_monitor('hm-bad', '999')),
+        lb(2, [member('b1', '198.19.3.2')], monitor=http_monitor('hm-ok')),
+        lb(3, [member('c1', '127.0.0.1'), member('c2', '198.19.4.2')])])
+    step(agent)
+    assert programmed(agent) == {'198.19.1.2', '198.19.2.2', '198.19.3.2',
+                                 '198.19.4.2'}
+    state = agent.controller.states[-1]
+    assert state['applied_generation'] == 3 and state['error'] is None
+    rejected = state['rejected_objects']
+    assert set(rejected) == {'healthmonitors', 'members'}
+    assert "expected_codes '999'" in rejected['healthmonitors']['hm-bad']
+    assert 'loopback' in rejected['members']['c1']
+    assert state['limits'] == {'max_listeners': 16, 'max_members': 64,
+                               'ring_size': 251, 'conn_table_size': 4096}
+    # The pool of the rejected monitor runs unmonitored; the other one is
+    # probed; targets come from validated objects only.
+    targets = agent.health.targets
+    assert set(targets) == {'a1', 'a2', 'b1', 'c2'}
+    assert targets['a1'].monitor is None
+    assert targets['b1'].monitor.codes == {200}
+    assert agent.member_statuses() == {'a1': 'NO_MONITOR',
+                                       'a2': 'NO_MONITOR', 'b1': 'ONLINE',
+                                       'c2': 'NO_MONITOR'}
+
+
+def test_set_targets_failure_never_reports_the_generation_applied(
+        make_agent):
+    agent = make_agent()
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    agent.controller.document = document(2, [lb(1, [
+        member('a1', '198.19.1.2'), member('a2', '198.19.2.2')])])
+    agent.health.fail = RuntimeError('checker gone')
+    with pytest.raises(RuntimeError):
+        step(agent)
+    assert agent.applied_generation == 1
+    assert agent.snapshot.generation == 1
+    assert all(s['applied_generation'] == 1 for s in agent.controller.states)
+    # The worker retries the fetch: once the checker takes the targets,
+    # the generation is applied.
+    agent.health.fail = None
+    step(agent)
+    assert agent.applied_generation == 2
+    assert set(agent.health.targets) == {'a1', 'a2'}
+    assert programmed(agent) == {'198.19.1.2', '198.19.2.2'}
+
+
+def test_a_failed_apply_sets_error_and_keeps_the_applied_generation(
+        make_agent):
+    agent = make_agent()
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    agent.controller.document = document(2, [lb(2, [member('b1',
+                                                           '198.19.3.2')])])
+    agent.dp.fail = dp_mod.DataplaneError('map update failed')
+    with pytest.raises(dp_mod.DataplaneError):
+        step(agent)
+    state = agent.controller.states[-1]
+    assert state['applied_generation'] == 1
+    assert 'generation 2 not applied: map update failed' in state['error']
+    agent.dp.fail = None
+    agent._reconcile()      # the worker's retry
+    state = agent.controller.states[-1]
+    assert (state['applied_generation'], state['error']) == (2, None)
+
+
+def test_capacity_rejects_what_does_not_fit_in_snapshot_order(make_agent):
+    agent = make_agent(max_listeners=3, max_members=3)
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2')],
+           vips=['192.0.2.11', '2001:db8:f::11']),
+        lb(2, [member('b1', '198.19.3.2'), member('b2', '198.19.3.3')],
+           vips=['192.0.2.12', '2001:db8:f::12']),
+        lb(3, [member('c1', '198.19.4.2'), member('c2', '198.19.4.3')])])
+    step(agent)
+    rejected = agent.controller.states[-1]['rejected_objects']
+    assert rejected['listeners'] == {'l2': (
+        'listener l2: 4 dataplane listeners (VIP addresses x listeners) '
+        'exceed max_listeners 3 of SE se-1')}
+    assert rejected['members'] == {'c2': (
+        'member c2: 4 dataplane members exceed max_members 3 of SE se-1')}
+    assert len(agent.dp.applied.listeners) == 3
+    assert programmed(agent) == {'198.19.1.2', '198.19.4.2'}
+
+
+def test_members_without_a_tunnel_source_are_rejected_alone(make_agent):
+    agent = make_agent(tunnel6=None)
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2'), member('a6', '2001:db8:2::2')])])
+    step(agent)
+    state = agent.controller.states[-1]
+    assert state['applied_generation'] == 1
+    assert list(state['rejected_objects']['members']) == ['a6']
+    assert 'needs an IPv6 tunnel source, which SE se-1 does not have' in \
+        state['rejected_objects']['members']['a6']
+    assert programmed(agent) == {'198.19.1.2'}
+
+
+def test_document_problems_still_reject_the_snapshot(make_agent):
+    agent = make_agent()
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    agent.controller.document = dict(document(2, []), schema_version=2)
+    step(agent)
+    state = agent.controller.states[-1]
+    assert state['rejected_generation'] == 2
+    assert state['applied_generation'] == 1
+    assert 'schema_version' in state['error']
+    assert programmed(agent) == {'198.19.1.2'}
+
+
+def test_each_rejection_is_logged_once(make_agent, caplog):
+    agent = make_agent()
+    caplog.set_level(logging.WARNING, logger='amphora_agent.service')
+    for generation in (1, 2, 3):
+        agent.controller.document = document(generation, [
+            lb(1, [member('a1', '224.0.0.5'), member('a2', '198.19.1.2')])])
+        step(agent)
+    assert agent.applied_generation == 3
+    logged = [r for r in caplog.records if 'a1' in r.getMessage()]
+    assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert 'multicast' in logged[0].getMessage()

@@ -16,6 +16,7 @@ from sqlalchemy import exc as sa_exc
 
 from amphora_agent import rpc as agent_rpc
 from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
 from dsr_provider import rpc_api
 
 LOG = logging.getLogger(__name__)
@@ -196,6 +197,28 @@ class ChangeEndpoint:
         return messaging.NotificationResult.HANDLED
 
 
+def _rejected_objects(value):
+    """{kind: {object_id: reason}} with known kinds only (a malformed report
+    must not break the reporter)."""
+    if not isinstance(value, dict):
+        return None
+    result = {}
+    for kind, objects in value.items():
+        if kind in store_mod.KINDS and isinstance(objects, dict):
+            result[kind] = {str(k): str(v) for k, v in objects.items()}
+    return {k: v for k, v in result.items() if v} or None
+
+
+def _limits(value):
+    """The agent's capacity: positive integers under known keys."""
+    if not isinstance(value, dict):
+        return None
+    result = {k: v for k, v in value.items()
+              if k in store_mod.LIMIT_KEYS and isinstance(v, int)
+              and not isinstance(v, bool) and v > 0}
+    return result or None
+
+
 class AgentEndpoint:
     target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
                               version=agent_rpc.API_VERSION)
@@ -207,11 +230,17 @@ class AgentEndpoint:
         return self.store.snapshot(se_group)
 
     def report_state(self, ctxt, se_id, se_group, state):
+        # Older agents send none of the isolation keys: None is "nothing
+        # rejected, limits unknown" for them.
         self.store.record_agent(
             se_id, se_group,
             applied_generation=state.get('applied_generation'),
             rejected_generation=state.get('rejected_generation'),
-            error=state.get('error'))
+            error=state.get('error'),
+            rejected_objects=_rejected_objects(state.get('rejected_objects')),
+            limits=_limits(state.get('limits')),
+            helpers=state.get('helpers') or None,
+            serviceable=state.get('serviceable'))
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):

@@ -43,6 +43,8 @@ class LoadBalancer(Base):
     id = sa.Column(sa.String(36), primary_key=True)
     se_group = sa.Column(sa.String(64), nullable=False, index=True)
     doc = sa.Column(JSONText, nullable=False)
+    # Why the controller left it out of the snapshot (capacity), or null.
+    rejected = sa.Column(sa.Text)
 
 
 class Listener(Base):
@@ -50,6 +52,8 @@ class Listener(Base):
     id = sa.Column(sa.String(36), primary_key=True)
     loadbalancer_id = sa.Column(sa.String(36), nullable=False, index=True)
     doc = sa.Column(JSONText, nullable=False)
+    # Why the controller left it out of the snapshot (capacity), or null.
+    rejected = sa.Column(sa.Text)
 
 
 class Pool(Base):
@@ -57,6 +61,8 @@ class Pool(Base):
     id = sa.Column(sa.String(36), primary_key=True)
     loadbalancer_id = sa.Column(sa.String(36), nullable=False, index=True)
     doc = sa.Column(JSONText, nullable=False)
+    # Why the controller left it out of the snapshot (capacity), or null.
+    rejected = sa.Column(sa.Text)
 
 
 class Member(Base):
@@ -64,6 +70,8 @@ class Member(Base):
     id = sa.Column(sa.String(36), primary_key=True)
     pool_id = sa.Column(sa.String(36), nullable=False, index=True)
     doc = sa.Column(JSONText, nullable=False)
+    # Why the controller left it out of the snapshot (capacity), or null.
+    rejected = sa.Column(sa.Text)
 
 
 class HealthMonitor(Base):
@@ -71,6 +79,8 @@ class HealthMonitor(Base):
     id = sa.Column(sa.String(36), primary_key=True)
     pool_id = sa.Column(sa.String(36), nullable=False, index=True)
     doc = sa.Column(JSONText, nullable=False)
+    # Why the controller left it out of the snapshot (capacity), or null.
+    rejected = sa.Column(sa.Text)
 
 
 class PendingStatus(Base):
@@ -100,4 +110,14 @@ class AgentState(Base):
     error = sa.Column(sa.Text)
     member_statuses = sa.Column(JSONText)
     stats = sa.Column(JSONText)
+    # {kind: {object_id: reason}} for applied_generation: objects the agent
+    # left out of its dataplane alone.
+    rejected_objects = sa.Column(JSONText)
+    # {'max_listeners': n, 'max_members': n, 'ring_size': n,
+    #  'conn_table_size': n}
+    limits = sa.Column(JSONText)
+    # {'bgp': {...}, 'health': {...}}: the agent's supervised helpers.
+    helpers = sa.Column(JSONText)
+    # False: the SE cannot forward and announces nothing; null: not said.
+    serviceable = sa.Column(sa.Boolean)
     updated_at = sa.Column(sa.Double, nullable=False)

@@ -11,10 +11,10 @@ import concurrent.futures
 import logging
 import time
 
-from octavia_lib.common.constants import (
-    ACTIVE, DEGRADED, ERROR, NO_MONITOR, OFFLINE, ONLINE)
+from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
 
 from dsr_provider.controller import models
+from dsr_provider.controller import operating as operating_mod
 from dsr_provider.controller import store as store_mod
 
 LOG = logging.getLogger(__name__)
@@ -115,32 +115,61 @@ class Reporter:
                     (p, verdict))
         if not by_lb:
             return
+        # What is rejected now and every known operating status go in the
+        # same update as the provisioning status (an admin-down member is
+        # ACTIVE and OFFLINE at once, never NO_MONITOR in between).
+        view = self._view()
         with concurrent.futures.ThreadPoolExecutor(
                 max_workers=min(self.report_workers, len(by_lb))) as pool:
-            list(pool.map(self._report_in_order, by_lb.values()))
+            list(pool.map(lambda todo: self._report_in_order(todo, view),
+                          by_lb.values()))
 
-    def _report_in_order(self, todo):
+    def _report_in_order(self, todo, view):
         for p, verdict in todo:
-            if not self._report_one(p, verdict):
+            if not self._report_one(p, verdict, view):
                 return      # keep the order: later ones wait a round
 
-    def _report_one(self, p, verdict):
+    def _report_one(self, p, verdict, view):
         """True when reported (or given up waiting for visibility)."""
         if not self._visible(p.wait_for):
             if time.time() - p.created_at < self.apply_timeout:
                 return False
-        status = store_mod.octavia_status(p.status, failed=verdict == ERROR)
+        status = store_mod.octavia_status(
+            p.status, failed=verdict == ERROR, rejected=view.rejected,
+            operating=view.operating)
         try:
             self.driver_lib.update_loadbalancer_status(status)
         except Exception:  # noqa: BLE001 -- retried next round
             LOG.exception('status update for generation %s failed',
                           p.generation)
             return False
+        for kind, items in status.items():
+            for item in items:
+                if 'operating_status' in item:
+                    self._sent_operating[(kind, item['id'])] = \
+                        item['operating_status']
+        if verdict != ERROR:
+            self._log_rejections(p, view)
         with self.store.db.session() as s:
             row = s.get(models.PendingStatus, p.id)
             if row is not None:
                 s.delete(row)
         return True
+
+    @staticmethod
+    def _log_rejections(p, view):
+        """Once per change: which changed object an SE left out, and why
+        (the controller logged its own refusals when it stored them)."""
+        for kind, items in p.status.items():
+            for item in items:
+                if not item.get('changed') or item.get('rejected') or \
+                        item['provisioning_status'] == DELETED:
+                    continue
+                for se_id, reason in view.agent_rejections.get(
+                        (kind, item['id']), ()):
+                    LOG.error('%s %s rejected by SE %s of group %s: %s',
+                              store_mod._GET_RESOURCE[kind], item['id'],
+                              se_id, p.se_group, reason)
 
     def _verdict(self, pending, agents):
         """ACTIVE, ERROR, or None (not yet)."""
@@ -164,52 +193,48 @@ class Reporter:
         return None
 
     # --------------------------------------------------- operating status
-    def report_operating_status(self):
+    def _view(self):
+        """What the SEs do now: rejected objects and operating statuses
+        (dsr_provider/controller/operating.py has the rules)."""
         with self.store.db.session() as s:
-            member_votes = collections.defaultdict(list)
-            groups = {g.name for g in s.query(models.SEGroup)}
-            for group in groups:
+            reports = collections.defaultdict(list)
+            agent_rejections = collections.defaultdict(list)
+            serving = set()
+            for group in [g.name for g in s.query(models.SEGroup)]:
                 for agent in self._agents(s, group):
+                    if agent.serviceable is not False:
+                        serving.add(group)
                     for mid, st in (agent.member_statuses or {}).items():
-                        member_votes[mid].append(st)
-            members = {m.id: m for m in s.query(models.Member)}
-            pools = {p.id: p for p in s.query(models.Pool)}
-            listeners = list(s.query(models.Listener))
-            lbs = list(s.query(models.LoadBalancer))
-        status = {'members': [], 'pools': [], 'listeners': [],
-                  'loadbalancers': []}
-        member_status = {}
-        for mid, member in members.items():
-            votes = member_votes.get(mid)
-            if not member.doc.get('admin_state_up', True):
-                st = OFFLINE
-            elif not votes:
+                        reports[mid].append(st)
+                    for kind, objects in (agent.rejected_objects or
+                                          {}).items():
+                        for obj_id, reason in objects.items():
+                            agent_rejections[(kind, obj_id)].append(
+                                (agent.se_id, reason))
+            rows = {kind: list(s.query(model))
+                    for kind, model in store_mod._MODELS.items()}
+            pending = [p.status for p in s.query(models.PendingStatus)]
+        rejected = set(agent_rejections)
+        for kind, kind_rows in rows.items():
+            rejected.update((kind, r.id) for r in kind_rows if r.rejected)
+        statuses = operating_mod.compute(
+            rows['loadbalancers'], rows['listeners'], rows['pools'],
+            rows['members'], rows['healthmonitors'], reports, rejected,
+            serving)
+        # Objects Octavia may not have committed yet get theirs with their
+        # provisioning status.
+        waiting = {(kind, item['id']) for doc in pending
+                   for kind, items in doc.items() for item in items
+                   if item.get('changed')}
+        return _View(statuses, rejected, dict(agent_rejections), waiting)
+
+    def report_operating_status(self):
+        view = self._view()
+        status = collections.defaultdict(list)
+        for (kind, obj_id), st in sorted(view.operating.items()):
+            if (kind, obj_id) in view.waiting:
                 continue
-            else:
-                # Members are reached from every SE: a member is ERROR only
-                # when most SEs see it failing.
-                st = collections.Counter(votes).most_common(1)[0][0]
-            member_status[mid] = st
-            self._add(status, 'members', mid, st)
-        pool_status = {}
-        for pid, pool in pools.items():
-            sts = [member_status[m] for m, row in members.items()
-                   if row.pool_id == pid and m in member_status]
-            if not sts:
-                continue
-            pool_status[pid] = _aggregate(sts)
-            self._add(status, 'pools', pid, pool_status[pid])
-        lb_status = collections.defaultdict(list)
-        for lst in listeners:
-            st = pool_status.get(lst.doc.get('default_pool_id'))
-            if st is None:
-                continue
-            self._add(status, 'listeners', lst.id, st)
-            lb_status[lst.loadbalancer_id].append(st)
-        for lb in lbs:
-            if lb.id in lb_status:
-                self._add(status, 'loadbalancers', lb.id,
-                          _aggregate(lb_status[lb.id]))
+            self._add(status, kind, obj_id, st)
         status = {k: v for k, v in status.items() if v}
         if status:
             try:
@@ -250,10 +275,6 @@ class Reporter:
             LOG.exception('statistics update failed')
 
 
-def _aggregate(statuses):
-    usable = [s for s in statuses if s in (ONLINE, NO_MONITOR)]
-    if len(usable) == len(statuses):
-        return ONLINE
-    if not usable:
-        return ERROR
-    return DEGRADED
+
+_View = collections.namedtuple(
+    '_View', 'operating rejected agent_rejections waiting')

@@ -39,7 +39,10 @@ class Controller:
             f'{socket.gethostname()}-{id(self):x}'
         db_mod.upgrade(c.database_connection)
         self.database = db_mod.Database(c.database_connection)
-        self.store = store_mod.Store(self.database, c.default_se_group)
+        # Capacity is checked against the limits of the group's live
+        # agents (tooz membership).
+        self.store = store_mod.Store(self.database, c.default_se_group,
+                                     live_agents=self.live_agents)
         self.transport = agent_rpc.get_transport(conf)
         self.coordinator = coordination.get_coordinator(
             c.coordination_url, self.controller_id.encode())

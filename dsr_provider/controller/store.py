@@ -5,14 +5,26 @@ generation and records the provisioning statuses owed to Octavia once the
 agents have applied that generation.  Octavia locks an object's parents
 (PENDING_UPDATE) while it changes, so a status names the object and every
 parent; siblings are left alone.
+
+Capacity: the agents report their limits; a change that would take the
+group over the smallest limit of its live agents is stored with its object
+marked rejected (reason in the row), left out of the snapshot and reported
+ERROR at once, while the rest of the change converges.  Counting happens
+under the SE group's row lock, so concurrent changes cannot both take the
+last slot.  See _Usage for what is counted.
 """
 
+import collections
+import contextlib
+import logging
 import time
 
 from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import models
+
+LOG = logging.getLogger(__name__)
 
 _ID_KEYS = {'loadbalancers': 'loadbalancer_id', 'listeners': 'listener_id',
             'pools': 'pool_id', 'members': 'member_id',
@@ -23,6 +35,14 @@ _MODELS = {'loadbalancers': models.LoadBalancer,
 _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
                  'pools': 'pool', 'members': 'member',
                  'healthmonitors': 'healthmonitor'}
+
+
+KINDS = tuple(_ID_KEYS)
+# What an agent may report in `limits` (docs/agent-protocol.md).
+LIMIT_KEYS = ('max_listeners', 'max_members', 'ring_size', 'conn_table_size')
+# The ones a change can exceed (the others size each listener and the flow
+# table, not a count of objects).
+COUNTED_LIMITS = ('max_listeners', 'max_members')
 
 
 def object_id(kind, doc):
@@ -58,25 +78,86 @@ class Status:
     def parent(self, kind, obj_id):
         self.add(kind, obj_id, ACTIVE, changed=False)
 
+    def reject(self, kind, obj_id, reason):
+        """The controller refused the object: ERROR without the agents."""
+        self.add(kind, obj_id, ERROR)
+        for item in self.doc[kind]:
+            if item['id'] == obj_id:
+                item['rejected'] = reason
 
-def octavia_status(doc, failed=False):
-    """The status for Octavia: changed objects ERROR when the SEs failed."""
+    def settled(self):
+        """True when every changed object was refused: nothing waits for
+        the agents."""
+        changed = [item for items in self.doc.values() for item in items
+                   if item.get('changed') and
+                   item['provisioning_status'] != DELETED]
+        return bool(changed) and all(item.get('rejected')
+                                     for item in changed)
+
+
+def octavia_status(doc, failed=False, rejected=(), operating=None):
+    """The status for Octavia.
+
+    failed: the SEs did not apply the change (whole snapshot rejected,
+    timeout): changed objects ERROR.  rejected: (kind, id) of objects the
+    controller or a live agent leaves out now: ERROR whether changed or a
+    parent (a later change must not make a rejected object ACTIVE).
+    operating: {(kind, id): operating status} known now, sent in the same
+    update as the provisioning status.
+    """
+    operating = operating or {}
     result = {}
     for kind, items in doc.items():
         result[kind] = []
         for item in items:
             st = item['provisioning_status']
-            if failed and item.get('changed') and st != DELETED:
-                st = ERROR
-            result[kind].append({'id': item['id'],
-                                 'provisioning_status': st})
+            key = (kind, item['id'])
+            entry = {'id': item['id']}
+            if st != DELETED:
+                if item.get('rejected') or key in rejected or (
+                        failed and item.get('changed')):
+                    st = ERROR
+                op = ERROR if st == ERROR else operating.get(key)
+                if op is not None:
+                    entry['operating_status'] = op
+            entry['provisioning_status'] = st
+            result[kind].append(entry)
     return result
 
 
+def vip_addresses(lb_doc):
+    """The load balancer's VIP addresses: every listener is served on
+    each."""
+    addresses = [lb_doc['vip_address']] if lb_doc.get('vip_address') else []
+    for extra in lb_doc.get('additional_vips') or []:
+        if extra.get('ip_address'):
+            addresses.append(extra['ip_address'])
+    return addresses
+
+
 class Store:
-    def __init__(self, database, default_se_group='default'):
+    def __init__(self, database, default_se_group='default',
+                 live_agents=None, agent_ttl=30.0):
+        """live_agents(se_group) -> SE ids alive in the group (tooz); None:
+        no capacity enforcement (the agents' own check still applies).
+        agent_ttl: when live_agents fails (coordination backend down),
+        agents that reported within that many seconds count as live."""
         self.db = database
         self.default_se_group = default_se_group
+        self.live_agents = live_agents
+        self.agent_ttl = agent_ttl
+
+    @contextlib.contextmanager
+    def _change(self):
+        """A change's transaction.  On MariaDB/MySQL it reads committed
+        rows: under REPEATABLE READ the first plain read fixes the view, so
+        counting after waiting for the group's lock would miss what the
+        transaction that held the lock just committed."""
+        with self.db.session() as s:
+            if self.db.engine.dialect.name == 'mysql':
+                s.connection(execution_options={
+                    'isolation_level': 'READ COMMITTED'})
+            yield s
 
     # ------------------------------------------------------------ helpers
     def se_group_of(self, lb_doc):
@@ -112,10 +193,88 @@ class Store:
     def _bump(self, session, se_group, status, wait_for=None):
         group = self._locked_group(session, se_group)
         group.generation += 1
+        # A change refused whole waits for no agent (generation 0 is
+        # applied by every agent).
         session.add(models.PendingStatus(
-            se_group=se_group, generation=group.generation,
+            se_group=se_group,
+            generation=0 if status.settled() else group.generation,
             status=status.doc, wait_for=wait_for, created_at=time.time()))
         return group.generation
+
+    # ---------------------------------------------------------- capacity
+    def limits(self, session, se_group):
+        """({limit: smallest value over the group's live agents},
+        {limit: SE id that has it}); ({}, {}) when none reported any."""
+        rows = session.query(models.AgentState).filter_by(se_group=se_group)
+        alive = None
+        if self.live_agents is None:
+            return {}, {}
+        try:
+            alive = set(self.live_agents(se_group))
+        except Exception:  # noqa: BLE001 -- coordination backend down
+            LOG.warning('SE group %s: membership unknown; agents that '
+                        'reported in the last %s s count as live', se_group,
+                        self.agent_ttl, exc_info=True)
+        limits, source = {}, {}
+        for row in rows:
+            if alive is not None and row.se_id not in alive:
+                continue
+            if alive is None and row.updated_at < time.time() - \
+                    self.agent_ttl:
+                continue
+            for key in COUNTED_LIMITS:
+                value = (row.limits or {}).get(key)
+                if value and (key not in limits or value < limits[key]):
+                    limits[key], source[key] = value, row.se_id
+        return limits, source
+
+    def _guard(self, session, se_group):
+        """Lock the group and take its usage before the change."""
+        self._locked_group(session, se_group)
+        limits, source = self.limits(session, se_group)
+        before = _Usage(session, se_group).count() if limits else None
+        return _Guard(se_group, limits, source, before)
+
+    def _admit(self, session, guard, status, candidates):
+        """Accept or refuse the changed objects, in order.
+
+        candidates: [(kind, row, children)] -- children are (kind, id) in
+        `status` that go with the object (a graph created with it).  An
+        object is refused when accepting it takes a counted limit over its
+        value and above the usage before the change: objects already
+        running are never displaced, and a group already over a limit
+        (an agent with smaller limits joined) still takes changes that add
+        nothing.
+        """
+        for _, row, _ in candidates:
+            row.rejected = None
+        if not guard.limits or not candidates:
+            return
+        session.flush()
+        usage = _Usage(session, guard.se_group)
+        excluded = {(kind, row.id) for kind, row, _ in candidates}
+        for kind, row, children in candidates:
+            excluded.discard((kind, row.id))
+            counts = usage.count(excluded)
+            over = [key for key in COUNTED_LIMITS if key in guard.limits
+                    and counts[key] > guard.limits[key]
+                    and counts[key] > guard.before[key]]
+            if not over:
+                continue
+            key = over[0]
+            what = key.split('_', 1)[1]
+            reason = (f'SE group {guard.se_group}: {counts[key]} {what} '
+                      f'would exceed {key} {guard.limits[key]} '
+                      f'(SE {guard.source[key]})')
+            LOG.error('%s %s rejected: %s', _GET_RESOURCE[kind], row.id,
+                      reason)
+            excluded.add((kind, row.id))
+            row.rejected = reason
+            status.reject(kind, row.id, reason)
+            for child_kind, child_id in children:
+                status.reject(child_kind, child_id,
+                              f'{_GET_RESOURCE[kind]} {row.id} rejected: '
+                              f'{reason}')
 
     @staticmethod
     def _get(session, kind, obj_id):
@@ -149,23 +308,30 @@ class Store:
         return row
 
     def _put_pool_graph(self, session, lb_id, pool, status):
+        """The pool with its members and health monitor; returns the row
+        and the (kind, id) of the children stored with it."""
         row = self._put(session, 'pools', pool, loadbalancer_id=lb_id)
         status.add('pools', row.id)
+        children = []
         for member in pool.get('members') or []:
             m = self._put(session, 'members', member, pool_id=row.id)
             status.add('members', m.id)
+            children.append(('members', m.id))
         hm = pool.get('healthmonitor')
         if hm:
             h = self._put(session, 'healthmonitors', hm, pool_id=row.id)
             status.add('healthmonitors', h.id)
-        return row
+            children.append(('healthmonitors', h.id))
+        return row, children
 
     # --------------------------------------------------- load balancers
     def create_loadbalancer(self, lb):
-        """Full graph: listeners, pools, members, health monitors."""
+        """Full graph: listeners, pools, members, health monitors.  Over
+        capacity the load balancer is refused with its whole graph."""
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             group = self.se_group_of(lb)
+            guard = self._guard(s, group)
             row = self._put(s, 'loadbalancers', lb, se_group=group)
             status.add('loadbalancers', row.id)
             for pool in lb.get('pools') or []:
@@ -177,21 +343,29 @@ class Store:
                 default_pool = listener.get('default_pool')
                 if isinstance(default_pool, dict):
                     self._put_pool_graph(s, row.id, default_pool, status)
+            children = [(kind, item['id']) for kind, items in
+                        status.doc.items() if kind != 'loadbalancers'
+                        for item in items]
+            self._admit(s, guard, status,
+                        [('loadbalancers', row, children)])
             return self._bump(s, group, status, ['loadbalancers', row.id])
 
     def update_loadbalancer(self, lb):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             row = self._lb(s, object_id('loadbalancers', lb))
+            guard = self._guard(s, row.se_group)
             merged = dict(row.doc)
             merged.update(_clean(lb))
             row.doc = merged
             status.add('loadbalancers', row.id)
+            # More VIPs multiply its listeners and members.
+            self._admit(s, guard, status, [('loadbalancers', row, [])])
             return self._bump(s, row.se_group, status)
 
     def delete_loadbalancer(self, lb_id, cascade=True):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             row = self._lb(s, lb_id)
             group = row.se_group
             for pool in s.query(models.Pool).filter_by(loadbalancer_id=lb_id):
@@ -207,18 +381,20 @@ class Store:
     # --------------------------------------------------------- listeners
     def put_listener(self, listener):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             lb = self._lb(s, listener['loadbalancer_id'])
+            guard = self._guard(s, lb.se_group)
             row = self._put(s, 'listeners', listener,
                             loadbalancer_id=lb.id)
             status.add('listeners', row.id)
             status.parent('loadbalancers', lb.id)
+            self._admit(s, guard, status, [('listeners', row, [])])
             return self._bump(s, lb.se_group, status,
                               ['listeners', row.id])
 
     def delete_listener(self, listener_id):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             row = self._get(s, 'listeners', listener_id)
             lb = self._lb(s, row.loadbalancer_id)
             status.add('listeners', row.id, DELETED)
@@ -229,9 +405,10 @@ class Store:
     # ------------------------------------------------------------- pools
     def put_pool(self, pool):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             lb = self._lb(s, pool['loadbalancer_id'])
-            row = self._put_pool_graph(s, lb.id, pool, status)
+            guard = self._guard(s, lb.se_group)
+            row, children = self._put_pool_graph(s, lb.id, pool, status)
             listener_id = pool.get('listener_id')
             if listener_id:
                 lst = s.get(models.Listener, listener_id)
@@ -240,11 +417,12 @@ class Store:
                     doc['default_pool_id'] = row.id
                     lst.doc = doc
             self._pool_parents(s, row, status)
+            self._admit(s, guard, status, [('pools', row, children)])
             return self._bump(s, lb.se_group, status, ['pools', row.id])
 
     def delete_pool(self, pool_id):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             row = self._get(s, 'pools', pool_id)
             lb = self._lb(s, row.loadbalancer_id)
             self._pool_parents(s, row, status)
@@ -277,17 +455,24 @@ class Store:
         lb = self._lb(session, pool.loadbalancer_id)
         return self._bump(session, lb.se_group, status, wait_for)
 
+    def _pool_guard(self, session, pool):
+        return self._guard(session, self._lb(session,
+                                             pool.loadbalancer_id).se_group)
+
     def _put_pool_child(self, kind, doc):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             pool = self._get(s, 'pools', doc['pool_id'])
+            guard = self._pool_guard(s, pool)
             row = self._put(s, kind, doc, pool_id=pool.id)
             status.add(kind, row.id)
+            if kind == 'members':
+                self._admit(s, guard, status, [(kind, row, [])])
             return self._bump_pool(s, pool, status, [kind, row.id])
 
     def _delete_pool_child(self, kind, obj_id):
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             row = self._get(s, kind, obj_id)
             pool = self._get(s, 'pools', row.pool_id)
             status.add(kind, row.id, DELETED)
@@ -307,18 +492,28 @@ class Store:
         return self._delete_pool_child('healthmonitors', hm_id)
 
     def batch_update_members(self, pool_id, members):
-        """Make the pool's members exactly `members` (Octavia batch)."""
+        """Make the pool's members exactly `members` (Octavia batch).  Over
+        capacity, new members are accepted in the order given until the
+        group is full; members already running stay."""
         status = Status()
-        with self.db.session() as s:
+        with self._change() as s:
             pool = self._get(s, 'pools', pool_id)
+            guard = self._pool_guard(s, pool)
             wanted = {object_id('members', m): m for m in members}
+            accepted = set()
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:
                     status.add('members', row.id, DELETED)
                     s.delete(row)
+                elif row.rejected is None:
+                    accepted.add(row.id)
+            candidates = []
             for member_id, doc in wanted.items():
-                self._put(s, 'members', doc, pool_id=pool_id)
+                row = self._put(s, 'members', doc, pool_id=pool_id)
                 status.add('members', member_id)
+                if member_id not in accepted:
+                    candidates.append(('members', row, []))
+            self._admit(s, guard, status, candidates)
             return self._bump_pool(s, pool, status)
 
     # ---------------------------------------------------------- snapshot
@@ -327,8 +522,10 @@ class Store:
         with self.db.session() as s:
             group = s.get(models.SEGroup, se_group)
             lbs = []
+            # Rejected objects are left out with everything below them.
             for lb in s.query(models.LoadBalancer).filter_by(
-                    se_group=se_group).order_by(models.LoadBalancer.id):
+                    se_group=se_group, rejected=None).order_by(
+                        models.LoadBalancer.id):
                 lbs.append(self._lb_snapshot(s, lb))
             return {'schema_version': 1, 'se_group': se_group,
                     'generation': group.generation if group else 0,
@@ -336,11 +533,7 @@ class Store:
 
     def _lb_snapshot(self, s, lb):
         doc = lb.doc
-        vips = [{'address': doc['vip_address']}] if doc.get(
-            'vip_address') else []
-        for extra in doc.get('additional_vips') or []:
-            if extra.get('ip_address'):
-                vips.append({'address': extra['ip_address']})
+        vips = [{'address': a} for a in vip_addresses(doc)]
         dsr = doc.get('dsr') if isinstance(doc.get('dsr'), dict) else {}
         meta = doc.get('flavor') if isinstance(doc.get('flavor'),
                                                dict) else {}
@@ -348,10 +541,11 @@ class Store:
             or 'ipip'
 
         pools = {p.id: p for p in s.query(models.Pool).filter_by(
-            loadbalancer_id=lb.id)}
+            loadbalancer_id=lb.id, rejected=None)}
         listeners = []
         for lst in s.query(models.Listener).filter_by(
-                loadbalancer_id=lb.id).order_by(models.Listener.id):
+                loadbalancer_id=lb.id, rejected=None).order_by(
+                    models.Listener.id):
             ldoc = lst.doc
             item = {'id': lst.id, 'protocol': ldoc['protocol'],
                     'port': ldoc['protocol_port'],
@@ -368,8 +562,8 @@ class Store:
     def _pool_snapshot(self, s, pool, encap):
         pdoc = pool.doc
         members = []
-        for m in s.query(models.Member).filter_by(pool_id=pool.id).order_by(
-                models.Member.id):
+        for m in s.query(models.Member).filter_by(
+                pool_id=pool.id, rejected=None).order_by(models.Member.id):
             d = m.doc
             item = {'id': m.id, 'address': d['address'],
                     'protocol_port': d['protocol_port'],
@@ -386,7 +580,7 @@ class Store:
                   'admin_state_up': pdoc.get('admin_state_up', True),
                   'members': members}
         hm = s.query(models.HealthMonitor).filter_by(
-            pool_id=pool.id).first()
+            pool_id=pool.id, rejected=None).first()
         if hm is not None:
             h = hm.doc
             monitor = {'id': hm.id, 'type': h['type'], 'delay': h['delay'],
@@ -417,3 +611,58 @@ class Store:
             for key, value in fields.items():
                 setattr(row, key, value)
             row.updated_at = time.time()
+
+
+_Guard = collections.namedtuple('_Guard', 'se_group limits source before')
+
+
+class _Usage:
+    """An SE group's dataplane usage as its agents count it.
+
+    An agent programs one dataplane listener per (VIP address, Octavia
+    listener) and, in each, the members of the listener's default pool
+    (amphora_agent/desired.py): 'max_listeners' counts VIPs x listeners,
+    'max_members' counts VIPs x the members of each listener's pool.  The
+    agents count only what they program now (enabled and healthy); the
+    controller counts every accepted object, enabled or not, so enabling
+    one or a member coming back never takes an SE over its limit.
+    Rejected objects count nothing, nor does anything below them.
+    """
+
+    def __init__(self, session, se_group):
+        lb_model = models.LoadBalancer
+        self.vips = {lb.id: len(vip_addresses(lb.doc)) for lb in
+                     session.query(lb_model).filter_by(se_group=se_group,
+                                                       rejected=None)}
+        in_group = (lb_model.se_group == se_group)
+        self.listeners = {
+            lst.id: (lst.loadbalancer_id, lst.doc.get('default_pool_id'))
+            for lst in session.query(models.Listener).join(
+                lb_model, models.Listener.loadbalancer_id == lb_model.id)
+            .filter(in_group, models.Listener.rejected.is_(None))}
+        self.pools = {pid for (pid,) in session.query(models.Pool.id).join(
+            lb_model, models.Pool.loadbalancer_id == lb_model.id).filter(
+                in_group, models.Pool.rejected.is_(None))}
+        self.members = collections.defaultdict(list)
+        for mid, pid in session.query(
+                models.Member.id, models.Member.pool_id).join(
+                    models.Pool, models.Member.pool_id == models.Pool.id
+                ).join(lb_model, models.Pool.loadbalancer_id == lb_model.id
+                       ).filter(in_group, models.Member.rejected.is_(None)):
+            self.members[pid].append(mid)
+
+    def count(self, excluded=frozenset()):
+        """{'max_listeners': n, 'max_members': n} without `excluded`
+        ((kind, id) pairs) and what is below them."""
+        listeners = members = 0
+        for lid, (lb_id, pool_id) in self.listeners.items():
+            if lb_id not in self.vips or ('listeners', lid) in excluded \
+                    or ('loadbalancers', lb_id) in excluded:
+                continue
+            vips = self.vips[lb_id]
+            listeners += vips
+            if pool_id in self.pools and ('pools', pool_id) not in excluded:
+                members += vips * sum(
+                    1 for mid in self.members.get(pool_id, ())
+                    if ('members', mid) not in excluded)
+        return {'max_listeners': listeners, 'max_members': members}

@@ -71,7 +71,8 @@ def test_member_changes_report_object_and_parents(store):
         'listeners': [{'id': 'l1', 'provisioning_status': 'ACTIVE'}]}
     failed = store_mod.octavia_status(pending(store)[-2][1], failed=True)
     assert failed['members'] == [{'id': 'm3',
-                                  'provisioning_status': 'ERROR'}]
+                                  'provisioning_status': 'ERROR',
+                                  'operating_status': 'ERROR'}]
     assert failed['pools'] == [{'id': 'p1', 'provisioning_status': 'ACTIVE'}]
     members = snapshot_mod.parse(store.snapshot('g1')).load_balancers[0] \
         .listeners[0].pool.members
@@ -238,7 +239,9 @@ def test_operating_status_and_stats_aggregate_over_ses(store):
     assert {m['id']: m['operating_status'] for m in operating['members']} \
         == {'m1': 'ONLINE', 'm2': 'ERROR'}
     assert operating['pools'] == [{'id': 'p1', 'operating_status':
-                                   'DEGRADED'}]
+                                   'DEGRADED',
+                                   'provisioning_status': 'ACTIVE'}]
+    assert operating['loadbalancers'][0]['operating_status'] == 'DEGRADED'
     assert lib.stats[-1]['listeners'] == [{
         'id': 'l1', 'active_connections': 1, 'bytes_in': 15,
         'bytes_out': 0, 'request_errors': 1, 'total_connections': 5}]

@@ -1,0 +1,221 @@
+"""Operating status of every object, from what the SEs report.
+
+Octavia's amphora driver derives operating status from HAProxy's view
+(octavia/controller/healthmanager/health_drivers/update_db.py): a member
+UP -> ONLINE, DOWN -> ERROR, DRAIN (weight 0) -> DRAINING, MAINT (admin
+down) -> OFFLINE, no check -> NO_MONITOR; a pool with a DOWN member is
+DEGRADED, with no working member ERROR; a load balancer is OFFLINE when
+disabled, ERROR when one of its pools is ERROR, DEGRADED when a pool is
+DEGRADED, else ONLINE.  The same rules here, with the differences DSR
+brings written down:
+
+* A listener has no proxy of its own (no connection count that could make
+  it FULL): it shows its pool's status.  A listener (and its pool) with no
+  enabled member serves nothing -- the SEs do not even announce its VIP --
+  so it is OFFLINE, not ERROR, and does not count against its load balancer.
+* A group with no live, serviceable SE serves nothing: every object of its
+  load balancers is OFFLINE (provisioning stays ACTIVE: the desired state
+  is stored and applied when an SE joins).
+* A rejected object (by the controller for capacity, or by a live agent) is
+  ERROR, with or without a live SE, so it never flips between ERROR and
+  another status; what is below it is not served: OFFLINE.
+
+Members (first matching row wins):
+
+| condition                                              | status     |
+|--------------------------------------------------------|------------|
+| rejected                                               | ERROR      |
+| the group has no live serviceable SE                   | OFFLINE    |
+| admin down, or its pool is not served (admin down,     | OFFLINE    |
+|   rejected, on no served listener)                     |            |
+| no live SE reported it yet                             | (unsent)   |
+| more than half of the live SEs' reports say ERROR      | ERROR      |
+| weight 0 (drains: no new flows)                        | DRAINING   |
+| otherwise the most common report                       | ONLINE or NO_MONITOR |
+
+Pools:
+
+| condition                                              | status     |
+|--------------------------------------------------------|------------|
+| rejected                                               | ERROR      |
+| the group has no live serviceable SE                   | OFFLINE    |
+| admin down, or not the default pool of a served        | OFFLINE    |
+|   listener                                             |            |
+| no enabled (admin-up) member                           | OFFLINE    |
+| no enabled member's status known yet                   | (unsent)   |
+| every known enabled member ERROR (rejected counts)     | ERROR      |
+| some ERROR                                             | DEGRADED   |
+| none ERROR (ONLINE, NO_MONITOR, DRAINING)              | ONLINE     |
+
+Listeners:
+
+| condition                                              | status     |
+|--------------------------------------------------------|------------|
+| rejected                                               | ERROR      |
+| the group has no live serviceable SE                   | OFFLINE    |
+| admin down, or its load balancer admin down / rejected | OFFLINE    |
+| no default pool, or the pool OFFLINE                   | OFFLINE    |
+| otherwise its pool's status                            | ONLINE, DEGRADED, ERROR |
+
+Load balancers:
+
+| condition                                              | status     |
+|--------------------------------------------------------|------------|
+| rejected                                               | ERROR      |
+| the group has no live serviceable SE                   | OFFLINE    |
+| admin down                                             | OFFLINE    |
+| a listener's status not known yet                      | (unsent)   |
+| a listener ERROR                                       | ERROR      |
+| a listener DEGRADED (e.g. one member of two down)      | DEGRADED   |
+| otherwise (OFFLINE listeners count as nothing)         | ONLINE     |
+
+Health monitors:
+
+| condition                                              | status     |
+|--------------------------------------------------------|------------|
+| rejected                                               | ERROR      |
+| the group has no live serviceable SE                   | OFFLINE    |
+| admin down                                             | OFFLINE    |
+| otherwise                                              | ONLINE     |
+"""
+
+import collections
+
+from octavia_lib.common.constants import (
+    DEGRADED, DRAINING, ERROR, NO_MONITOR, OFFLINE, ONLINE)
+
+_MEMBER_REPORTS = (ONLINE, ERROR, NO_MONITOR)
+
+
+def _up(row):
+    return row.doc.get('admin_state_up', True) is not False
+
+
+def member_vote(reports):
+    """One status from the live SEs' reports of a member: ERROR only when
+    most of them see it failing (a member is reached from every SE), else
+    the most common of the others."""
+    reports = [r for r in reports if r in _MEMBER_REPORTS]
+    if not reports:
+        return None
+    errors = reports.count(ERROR)
+    if errors * 2 > len(reports):
+        return ERROR
+    others = [r for r in reports if r != ERROR]
+    return collections.Counter(others).most_common(1)[0][0]
+
+
+def compute(lbs, listeners, pools, members, healthmonitors, reports,
+            rejected, serving_groups):
+    """{(kind, id): operating status} for every object whose status is
+    known (see the tables above).
+
+    Rows are the store's models (doc, parent links); reports: {member_id:
+    [status reported by each live SE]}; rejected: set of (kind, id);
+    serving_groups: SE groups with at least one live, serviceable SE.
+    """
+    out = {}
+    lb_group = {lb.id: lb.se_group for lb in lbs}
+    served_lbs = set()
+    for lb in lbs:
+        key = ('loadbalancers', lb.id)
+        if key in rejected:
+            out[key] = ERROR
+        elif lb.se_group not in serving_groups or not _up(lb):
+            out[key] = OFFLINE
+        else:
+            served_lbs.add(lb.id)
+
+    def serving(lb_id):
+        return lb_group.get(lb_id) in serving_groups
+
+    served_listeners = {}          # pool id -> [listener ids]
+    for lst in listeners:
+        key = ('listeners', lst.id)
+        if key in rejected:
+            out[key] = ERROR
+        elif not serving(lst.loadbalancer_id):
+            out[key] = OFFLINE
+        elif lst.loadbalancer_id not in served_lbs or not _up(lst):
+            out[key] = OFFLINE
+        else:
+            served_listeners.setdefault(lst.doc.get('default_pool_id'),
+                                        []).append(lst.id)
+
+    pool_rows = {p.id: p for p in pools}
+    by_pool = collections.defaultdict(list)
+    for m in members:
+        by_pool[m.pool_id].append(m)
+    served_pools = set()
+    for pool in pools:
+        key = ('pools', pool.id)
+        if key in rejected:
+            out[key] = ERROR
+        elif not serving(pool.loadbalancer_id):
+            out[key] = OFFLINE
+        elif not _up(pool) or pool.id not in served_listeners:
+            out[key] = OFFLINE
+        else:
+            served_pools.add(pool.id)
+
+    for m in members:
+        key = ('members', m.id)
+        pool = pool_rows.get(m.pool_id)
+        if key in rejected:
+            out[key] = ERROR
+        elif pool is None or not serving(pool.loadbalancer_id):
+            out[key] = OFFLINE
+        elif not _up(m) or m.pool_id not in served_pools:
+            out[key] = OFFLINE
+        else:
+            st = member_vote(reports.get(m.id) or ())
+            if st is None:
+                continue
+            if st != ERROR and m.doc.get('weight', 1) == 0:
+                st = DRAINING
+            out[key] = st
+
+    for pid in served_pools:
+        enabled = [m for m in by_pool[pid] if _up(m)]
+        if not enabled:
+            out[('pools', pid)] = OFFLINE
+            continue
+        known = [out[('members', m.id)] for m in enabled
+                 if ('members', m.id) in out]
+        if not known:
+            continue
+        errors = known.count(ERROR)
+        out[('pools', pid)] = ERROR if errors == len(known) else (
+            DEGRADED if errors else ONLINE)
+
+    lb_listeners = collections.defaultdict(list)
+    for pool_id, lids in served_listeners.items():
+        if pool_id not in pool_rows:
+            st = OFFLINE                            # no default pool
+        else:
+            st = out.get(('pools', pool_id))        # None: not known yet
+        if st is not None:
+            for lid in lids:
+                out[('listeners', lid)] = st
+    for lst in listeners:
+        if lst.loadbalancer_id in served_lbs:
+            lb_listeners[lst.loadbalancer_id].append(
+                out.get(('listeners', lst.id)))
+
+    for lb_id in served_lbs:
+        sts = lb_listeners.get(lb_id, [])
+        if any(st is None for st in sts):
+            continue
+        out[('loadbalancers', lb_id)] = ERROR if ERROR in sts else (
+            DEGRADED if DEGRADED in sts else ONLINE)
+
+    for hm in healthmonitors:
+        key = ('healthmonitors', hm.id)
+        pool = pool_rows.get(hm.pool_id)
+        if key in rejected:
+            out[key] = ERROR
+        elif pool is None or not serving(pool.loadbalancer_id):
+            out[key] = OFFLINE
+        else:
+            out[key] = ONLINE if _up(hm) else OFFLINE
+    return out

@@ -1,0 +1,262 @@
+"""Capacity: the controller refuses only the object that would take an SE
+group over its live agents' smallest limits (real Store on SQLite)."""
+
+import logging
+
+import pytest
+
+from amphora_agent import snapshot as snapshot_mod
+from dsr_provider.controller import models
+from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
+from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
+from tests.unit.dsr_provider import fakes
+
+
+def limits(max_listeners=64, max_members=1000):
+    return {'max_listeners': max_listeners, 'max_members': max_members,
+            'ring_size': 65537, 'conn_table_size': 262144}
+
+
+@pytest.fixture
+def live():
+    return {'se1'}
+
+
+@pytest.fixture
+def cstore(store, live):
+    """The shared SQLite store, with tooz membership stood in by `live`."""
+    store.live_agents = lambda group: set(live)
+    return store
+
+
+def lb(i, vips=1, listeners=(), pools=()):
+    doc = {'loadbalancer_id': f'lb{i}', 'vip_address': f'192.0.2.{i}',
+           'admin_state_up': True,
+           'listeners': list(listeners), 'pools': list(pools)}
+    if vips == 2:
+        doc['additional_vips'] = [{'ip_address': f'2001:db8:f::{i:x}'}]
+    return doc
+
+
+def listener(lb_i, n, pool=None):
+    doc = {'listener_id': f'l{lb_i}-{n}', 'loadbalancer_id': f'lb{lb_i}',
+           'protocol': 'TCP', 'protocol_port': 80 + n,
+           'admin_state_up': True}
+    if pool:
+        doc['default_pool_id'] = pool
+    return doc
+
+
+def pool(lb_i, name, listener_id=None, members=0):
+    return {'pool_id': name, 'loadbalancer_id': f'lb{lb_i}',
+            'listener_id': listener_id, 'lb_algorithm': 'SOURCE_IP_PORT',
+            'protocol': 'TCP', 'admin_state_up': True,
+            'members': [member(name, k) for k in range(members)]}
+
+
+def member(pool_id, k):
+    return {'member_id': f'{pool_id}-m{k}', 'pool_id': pool_id,
+            'address': f'198.19.{k // 250}.{k % 250 + 2}',
+            'protocol_port': 80, 'admin_state_up': True}
+
+
+def pending_items(store):
+    with store.db.session() as s:
+        return [(p.generation, p.status) for p in s.query(
+            models.PendingStatus).order_by(models.PendingStatus.id)]
+
+
+def rejected_rows(store, kind):
+    with store.db.session() as s:
+        return {r.id: r.rejected for r in s.query(store_mod._MODELS[kind])
+                if r.rejected}
+
+
+def snapshot_listeners(store):
+    snap = snapshot_mod.parse(store.snapshot('g1'))
+    return sorted(lst.id for lb_ in snap.load_balancers
+                  for lst in lb_.listeners)
+
+
+def test_no_live_agent_means_no_controller_enforcement(cstore, live):
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=1))
+    live.clear()
+    cstore.create_loadbalancer(lb(1))
+    for n in range(3):
+        cstore.put_listener(listener(1, n))
+    assert rejected_rows(cstore, 'listeners') == {}
+    assert len(snapshot_listeners(cstore)) == 3
+
+
+def test_listener_over_max_listeners_is_rejected_alone(cstore, caplog):
+    """VIPs x listeners: a 2-VIP load balancer's second listener makes 4
+    dataplane listeners; the limit is 3."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=3))
+    cstore.create_loadbalancer(lb(1, vips=2))
+    cstore.put_listener(listener(1, 0))
+    with caplog.at_level(logging.ERROR):
+        cstore.put_listener(listener(1, 1))
+    reason = ('SE group g1: 4 listeners would exceed max_listeners 3 '
+              '(SE se1)')
+    assert rejected_rows(cstore, 'listeners') == {'l1-1': reason}
+    assert 'listener l1-1 rejected: ' + reason in caplog.text
+    assert snapshot_listeners(cstore) == ['l1-0']
+    generation, status = pending_items(cstore)[-1]
+    assert generation == 0          # waits for no agent
+    assert store_mod.octavia_status(status) == {
+        'listeners': [{'id': 'l1-1', 'provisioning_status': 'ERROR',
+                       'operating_status': 'ERROR'}],
+        'loadbalancers': [{'id': 'lb1', 'provisioning_status': 'ACTIVE'}]}
+
+
+def test_the_smallest_limit_of_the_live_agents_counts(cstore, live):
+    live.update({'se2'})
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=8))
+    cstore.record_agent('se2', 'g1', limits=limits(max_listeners=2))
+    cstore.record_agent('se3-dead', 'g1', limits=limits(max_listeners=1))
+    cstore.create_loadbalancer(lb(1))
+    for n in range(3):
+        cstore.put_listener(listener(1, n))
+    assert rejected_rows(cstore, 'listeners') == {
+        'l1-2': 'SE group g1: 3 listeners would exceed max_listeners 2 '
+                '(SE se2)'}
+
+
+def test_members_count_once_per_vip_and_listener(cstore):
+    """2 VIPs x 1 listener x 2 members = 4; a third member makes 6 > 5."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=5))
+    cstore.create_loadbalancer(lb(1, vips=2, listeners=[
+        listener(1, 0, pool='p1')], pools=[pool(1, 'p1', 'l1-0', 2)]))
+    assert rejected_rows(cstore, 'members') == {}
+    cstore.put_member(member('p1', 2))
+    assert rejected_rows(cstore, 'members') == {
+        'p1-m2': 'SE group g1: 6 members would exceed max_members 5 '
+                 '(SE se1)'}
+    snap = snapshot_mod.parse(cstore.snapshot('g1'))
+    assert [m.id for m in snap.load_balancers[0].listeners[0].pool
+            .members] == ['p1-m0', 'p1-m1']
+    _, status = pending_items(cstore)[-1]
+    out = store_mod.octavia_status(status)
+    assert out['members'] == [{'id': 'p1-m2', 'provisioning_status': 'ERROR',
+                               'operating_status': 'ERROR'}]
+    assert out['pools'] == [{'id': 'p1', 'provisioning_status': 'ACTIVE'}]
+
+
+def test_batch_update_accepts_in_order_and_keeps_running_members(cstore):
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=3))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, pool='p1')],
+                                  pools=[pool(1, 'p1', 'l1-0', 2)]))
+    wanted = [member('p1', k) for k in (0, 1, 2, 3, 4)]
+    cstore.batch_update_members('p1', wanted)
+    assert sorted(rejected_rows(cstore, 'members')) == ['p1-m3', 'p1-m4']
+    _, status = pending_items(cstore)[-1]
+    got = {m['id']: m['provisioning_status']
+           for m in store_mod.octavia_status(status)['members']}
+    assert got == {'p1-m0': 'ACTIVE', 'p1-m1': 'ACTIVE', 'p1-m2': 'ACTIVE',
+                   'p1-m3': 'ERROR', 'p1-m4': 'ERROR'}
+
+
+def test_a_load_balancer_graph_over_capacity_is_refused_whole(cstore):
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=1))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0)]))
+    cstore.create_loadbalancer(lb(2, listeners=[listener(2, 0, pool='p2')],
+                                  pools=[pool(2, 'p2', 'l2-0', 1)]))
+    assert list(rejected_rows(cstore, 'loadbalancers')) == ['lb2']
+    assert snapshot_listeners(cstore) == ['l1-0']
+    generation, status = pending_items(cstore)[-1]
+    assert generation == 0
+    out = store_mod.octavia_status(status)
+    assert {item['provisioning_status'] for items in out.values()
+            for item in items} == {'ERROR'}
+    assert sum(len(items) for items in out.values()) == 4
+
+
+def test_issue_9_case_2_twenty_load_balancers_on_eight_listeners(cstore):
+    """20 load balancers x 1 listener x 1 pool x 2 members on a group whose
+    agents allow 8 listeners: the first 8 converge, exactly 12 fail."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=8))
+    lib = FakeDriverLib()
+    reporter = reporter_mod.Reporter(cstore, fakes.FakeNotifier(), lib,
+                                     lambda group: {'se1'})
+    for i in range(1, 21):
+        cstore.create_loadbalancer(lb(i))
+        cstore.put_listener(listener(i, 0))
+        cstore.put_pool(pool(i, f'p{i}', f'l{i}-0', 2))
+    with cstore.db.session() as s:
+        generation = s.get(models.SEGroup, 'g1').generation
+    cstore.record_agent('se1', 'g1', applied_generation=generation)
+    reporter.run_once()
+    final = {}
+    for st in lib.statuses:
+        for item in st.get('listeners', ()):
+            if 'provisioning_status' in item:
+                final[item['id']] = item['provisioning_status']
+    assert sorted(k for k, v in final.items() if v == 'ACTIVE') == sorted(
+        f'l{i}-0' for i in range(1, 9))
+    assert sorted(k for k, v in final.items() if v == 'ERROR') == sorted(
+        f'l{i}-0' for i in range(9, 21))
+    assert len(snapshot_listeners(cstore)) == 8
+    assert pending_items(cstore) == []
+
+
+def test_deleting_a_rejected_object_works(cstore):
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=1))
+    cstore.create_loadbalancer(lb(1))
+    cstore.put_listener(listener(1, 0))
+    cstore.put_listener(listener(1, 1))
+    cstore.delete_listener('l1-1')
+    assert rejected_rows(cstore, 'listeners') == {}
+    _, status = pending_items(cstore)[-1]
+    assert store_mod.octavia_status(status)['listeners'] == [
+        {'id': 'l1-1', 'provisioning_status': 'DELETED'}]
+    assert snapshot_listeners(cstore) == ['l1-0']
+
+
+def test_a_rejected_object_updated_once_room_is_free_is_accepted(cstore):
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=1))
+    cstore.create_loadbalancer(lb(1))
+    cstore.put_listener(listener(1, 0))
+    cstore.put_listener(listener(1, 1))
+    cstore.delete_listener('l1-0')
+    cstore.put_listener(listener(1, 1))     # listener update
+    assert rejected_rows(cstore, 'listeners') == {}
+    assert snapshot_listeners(cstore) == ['l1-1']
+
+
+def test_running_objects_are_never_displaced_when_limits_shrink(cstore):
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=4))
+    cstore.create_loadbalancer(lb(1))
+    for n in range(3):
+        cstore.put_listener(listener(1, n))
+    cstore.record_agent('se1', 'g1', limits=limits(max_listeners=2))
+    cstore.update_loadbalancer({'loadbalancer_id': 'lb1', 'name': 'x'})
+    cstore.put_listener(listener(1, 0))     # an update adding nothing
+    assert rejected_rows(cstore, 'loadbalancers') == {}
+    assert rejected_rows(cstore, 'listeners') == {}
+    cstore.put_listener(listener(1, 3))
+    assert list(rejected_rows(cstore, 'listeners')) == ['l1-3']
+    assert len(snapshot_listeners(cstore)) == 3
+
+
+def test_a_rejected_parent_stays_error_on_a_later_change(cstore):
+    """A pool refused for its members stays ERROR when a health monitor is
+    added below it (Octavia set it PENDING_UPDATE as a parent)."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=2))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0)]))
+    cstore.put_pool(pool(1, 'p1', 'l1-0', 3))
+    assert list(rejected_rows(cstore, 'pools')) == ['p1']
+    cstore.put_healthmonitor({'healthmonitor_id': 'hm1', 'pool_id': 'p1',
+                              'type': 'TCP', 'delay': 5, 'timeout': 3,
+                              'max_retries': 3})
+    lib = FakeDriverLib()
+    reporter_mod.Reporter(cstore, fakes.FakeNotifier(), lib,
+                          lambda group: set()).run_once()
+    last = [st for st in lib.statuses if 'healthmonitors' in st][-1]
+    assert last['pools'] == [{'id': 'p1', 'provisioning_status': 'ERROR',
+                              'operating_status': 'ERROR'}]
+    assert last['healthmonitors'][0]['provisioning_status'] == 'ACTIVE'
+    # ... and the operating-status loop does not flip it afterwards.
+    assert all(item['operating_status'] == 'ERROR'
+               for st in lib.statuses for item in st.get('pools', ())
+               if 'operating_status' in item)

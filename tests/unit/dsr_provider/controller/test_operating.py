@@ -1,0 +1,232 @@
+"""One test per row of the operating-status tables in
+dsr_provider/controller/operating.py."""
+
+import types
+
+import pytest
+
+from dsr_provider.controller import operating
+
+
+def row(id_, doc=None, **links):
+    return types.SimpleNamespace(id=id_, doc=doc or {}, **links)
+
+
+class Group:
+    """lb1 (group g1) -> l1 -> p1 -> m1, m2 (+ hm1), all enabled."""
+
+    def __init__(self):
+        self.lbs = [row('lb1', se_group='g1')]
+        self.listeners = [row('l1', {'default_pool_id': 'p1'},
+                              loadbalancer_id='lb1')]
+        self.pools = [row('p1', loadbalancer_id='lb1')]
+        self.members = [row('m1', pool_id='p1'), row('m2', pool_id='p1')]
+        self.hms = [row('hm1', pool_id='p1')]
+        self.reports = {'m1': ['ONLINE', 'ONLINE'],
+                        'm2': ['ONLINE', 'ONLINE']}
+        self.rejected = set()
+        self.serving = {'g1'}
+
+    def get(self, kind, name):
+        for r in getattr(self, kind):
+            if r.id == name:
+                return r
+        raise KeyError(name)
+
+    def compute(self):
+        return operating.compute(self.lbs, self.listeners, self.pools,
+                                 self.members, self.hms, self.reports,
+                                 self.rejected, self.serving)
+
+    def status(self, kind, obj_id):
+        return self.compute().get((kind, obj_id))
+
+
+@pytest.fixture
+def g():
+    return Group()
+
+
+def test_all_healthy_is_online_everywhere(g):
+    assert set(g.compute().values()) == {'ONLINE'}
+
+
+def test_no_live_serviceable_se_makes_everything_offline(g):
+    g.serving = set()
+    result = g.compute()
+    assert len(result) == 6 and set(result.values()) == {'OFFLINE'}
+
+
+def test_rejected_stays_error_without_a_live_se(g):
+    g.serving = set()
+    g.rejected = {('listeners', 'l1')}
+    assert g.status('listeners', 'l1') == 'ERROR'
+    assert g.status('loadbalancers', 'lb1') == 'OFFLINE'
+
+
+# ------------------------------------------------------------- members
+def test_member_rejected_is_error_and_degrades_its_pool(g):
+    g.rejected = {('members', 'm2')}
+    assert g.status('members', 'm2') == 'ERROR'
+    assert g.status('pools', 'p1') == 'DEGRADED'
+
+
+def test_member_admin_down_is_offline_and_not_counted(g):
+    g.get('members', 'm2').doc['admin_state_up'] = False
+    g.reports['m2'] = ['ERROR', 'ERROR']
+    assert g.status('members', 'm2') == 'OFFLINE'
+    assert g.status('pools', 'p1') == 'ONLINE'
+
+
+def test_member_of_an_unserved_pool_is_offline(g):
+    g.get('pools', 'p1').doc['admin_state_up'] = False
+    assert g.status('members', 'm1') == 'OFFLINE'
+
+
+def test_member_not_reported_yet_is_left_unsent(g):
+    del g.reports['m1']
+    assert ('members', 'm1') not in g.compute()
+
+
+def test_member_error_needs_a_majority_of_ses(g):
+    g.reports['m1'] = ['ERROR', 'ONLINE']
+    assert g.status('members', 'm1') == 'ONLINE'
+    g.reports['m1'] = ['ERROR', 'ERROR', 'ONLINE']
+    assert g.status('members', 'm1') == 'ERROR'
+
+
+def test_member_with_weight_zero_is_draining(g):
+    g.get('members', 'm1').doc['weight'] = 0
+    assert g.status('members', 'm1') == 'DRAINING'
+    assert g.status('pools', 'p1') == 'ONLINE'
+
+
+def test_member_without_monitor_keeps_no_monitor(g):
+    g.reports['m1'] = ['NO_MONITOR']
+    assert g.status('members', 'm1') == 'NO_MONITOR'
+    assert g.status('pools', 'p1') == 'ONLINE'
+
+
+# --------------------------------------------------------------- pools
+def test_pool_rejected_is_error_and_so_is_its_listener_and_lb(g):
+    g.rejected = {('pools', 'p1')}
+    assert g.status('pools', 'p1') == 'ERROR'
+    assert g.status('listeners', 'l1') == 'ERROR'
+    assert g.status('loadbalancers', 'lb1') == 'ERROR'
+    assert g.status('members', 'm1') == 'OFFLINE'
+
+
+def test_pool_admin_down_is_offline_and_so_is_its_listener(g):
+    g.get('pools', 'p1').doc['admin_state_up'] = False
+    assert g.status('pools', 'p1') == 'OFFLINE'
+    assert g.status('listeners', 'l1') == 'OFFLINE'
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+
+
+def test_pool_on_no_listener_is_offline(g):
+    g.listeners[0].doc.pop('default_pool_id')
+    assert g.status('pools', 'p1') == 'OFFLINE'
+
+
+def test_pool_without_enabled_members_is_offline_not_error(g):
+    g.members = []
+    assert g.status('pools', 'p1') == 'OFFLINE'
+    assert g.status('listeners', 'l1') == 'OFFLINE'
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+
+
+def test_pool_with_no_member_status_known_is_unsent(g):
+    g.reports = {}
+    result = g.compute()
+    assert ('pools', 'p1') not in result
+    assert ('listeners', 'l1') not in result
+    assert ('loadbalancers', 'lb1') not in result
+
+
+def test_pool_with_every_member_down_is_error(g):
+    g.reports = {'m1': ['ERROR'], 'm2': ['ERROR']}
+    assert g.status('pools', 'p1') == 'ERROR'
+    assert g.status('listeners', 'l1') == 'ERROR'
+    assert g.status('loadbalancers', 'lb1') == 'ERROR'
+
+
+def test_one_member_of_two_down_is_degraded_up_to_the_lb(g):
+    """Issue 9 case 7: DEGRADED, not ERROR."""
+    g.reports['m2'] = ['ERROR', 'ERROR']
+    assert g.status('pools', 'p1') == 'DEGRADED'
+    assert g.status('listeners', 'l1') == 'DEGRADED'
+    assert g.status('loadbalancers', 'lb1') == 'DEGRADED'
+
+
+# ----------------------------------------------------------- listeners
+def test_listener_rejected_is_error(g):
+    g.rejected = {('listeners', 'l1')}
+    assert g.status('listeners', 'l1') == 'ERROR'
+    assert g.status('pools', 'p1') == 'OFFLINE'
+    assert g.status('loadbalancers', 'lb1') == 'ERROR'
+
+
+def test_listener_admin_down_is_offline(g):
+    g.get('listeners', 'l1').doc['admin_state_up'] = False
+    assert g.status('listeners', 'l1') == 'OFFLINE'
+    assert g.status('pools', 'p1') == 'OFFLINE'
+
+
+def test_listener_without_pool_is_offline_and_lb_online(g):
+    """Issue 9 case 7: listeners without members count as OFFLINE."""
+    g.listeners.append(row('l2', loadbalancer_id='lb1'))
+    assert g.status('listeners', 'l2') == 'OFFLINE'
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+
+
+# ------------------------------------------------------ load balancers
+def test_lb_admin_down_is_offline_with_everything_below(g):
+    g.get('lbs', 'lb1').doc['admin_state_up'] = False
+    result = g.compute()
+    assert result[('loadbalancers', 'lb1')] == 'OFFLINE'
+    assert result[('listeners', 'l1')] == 'OFFLINE'
+    assert result[('members', 'm1')] == 'OFFLINE'
+
+
+def test_lb_rejected_is_error_and_its_children_offline(g):
+    g.rejected = {('loadbalancers', 'lb1')}
+    assert g.status('loadbalancers', 'lb1') == 'ERROR'
+    assert g.status('listeners', 'l1') == 'OFFLINE'
+
+
+def test_lb_without_listeners_is_online(g):
+    g.listeners = []
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+
+
+def test_lb_waits_for_every_listener_status(g):
+    g.listeners.append(row('l2', {'default_pool_id': 'p2'},
+                           loadbalancer_id='lb1'))
+    g.pools.append(row('p2', loadbalancer_id='lb1'))
+    g.members.append(row('m3', pool_id='p2'))
+    assert ('loadbalancers', 'lb1') not in g.compute()
+
+
+def test_other_groups_keep_their_status(g):
+    g.lbs.append(row('lb2', se_group='g2'))
+    g.serving = {'g1'}
+    assert g.status('loadbalancers', 'lb2') == 'OFFLINE'
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+
+
+# ----------------------------------------------------- health monitors
+def test_health_monitor_online_when_enabled_and_served(g):
+    """Issue 14: monitors become ONLINE (Octavia creates them OFFLINE)."""
+    g.members = []          # even before the pool has members
+    assert g.status('hms', 'hm1') is None
+    assert g.status('healthmonitors', 'hm1') == 'ONLINE'
+
+
+def test_health_monitor_admin_down_is_offline(g):
+    g.get('hms', 'hm1').doc['admin_state_up'] = False
+    assert g.status('healthmonitors', 'hm1') == 'OFFLINE'
+
+
+def test_health_monitor_rejected_is_error(g):
+    g.rejected = {('healthmonitors', 'hm1')}
+    assert g.status('healthmonitors', 'hm1') == 'ERROR'

@@ -5,6 +5,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import endpoints
+from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from tests.unit.dsr_provider import fakes
 
@@ -91,3 +92,49 @@ def test_the_agents_are_told_right_after_the_commit(store):
     assert notifier.casts == [('g1', 1)]
     reporter_mod.publish_generations(store, notifier)   # the leader's turn
     assert notifier.casts == [('g1', 1)]
+
+
+def agent_row(store, se_id):
+    with store.db.session() as s:
+        return s.get(models.AgentState, se_id)
+
+
+def test_report_state_stores_the_isolation_keys(store):
+    ep = endpoints.AgentEndpoint(store)
+    helpers = {'bgp': {'state': 'running', 'restarts': 1,
+                       'last_error': 'exabgp exited 1'},
+               'health': {'state': 'running', 'restarts': 0,
+                          'last_error': None}}
+    ep.report_state({}, 'se1', 'g1', {
+        'applied_generation': 4, 'error': None, 'rejected_generation': None,
+        'rejected_objects': {'members': {'m1': 'loopback address'}},
+        'limits': {'max_listeners': 8, 'max_members': 100,
+                   'ring_size': 65537, 'conn_table_size': 262144},
+        'helpers': helpers, 'serviceable': False, 'announced': []})
+    row = agent_row(store, 'se1')
+    assert row.applied_generation == 4
+    assert row.rejected_objects == {'members': {'m1': 'loopback address'}}
+    assert row.limits['max_listeners'] == 8
+    assert row.helpers == helpers and row.serviceable is False
+
+
+def test_report_state_of_an_older_agent_lacks_them(store):
+    ep = endpoints.AgentEndpoint(store)
+    ep.report_state({}, 'se1', 'g1', {'applied_generation': 3,
+                                      'error': None,
+                                      'rejected_generation': None})
+    row = agent_row(store, 'se1')
+    assert row.applied_generation == 3
+    assert (row.rejected_objects, row.limits, row.helpers,
+            row.serviceable) == (None, None, None, None)
+
+
+def test_report_state_drops_malformed_isolation_keys(store):
+    ep = endpoints.AgentEndpoint(store)
+    ep.report_state({}, 'se1', 'g1', {
+        'applied_generation': 3,
+        'rejected_objects': {'l7policies': {'x': 'y'}, 'members': ['m1']},
+        'limits': {'max_listeners': 'many', 'max_members': -1,
+                   'ring_size': True, 'surprise': 3}})
+    row = agent_row(store, 'se1')
+    assert row.rejected_objects is None and row.limits is None

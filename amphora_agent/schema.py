@@ -50,10 +50,15 @@ class Invalid(ValueError):
     """One object (or document) the SE cannot run; the message names the
     field, the value and what is allowed."""
 
-    def __init__(self, field, value=None, allowed=None, message=None):
+    def __init__(self, field, value=None, allowed=None, why=None,
+                 message=None):
         self.field, self.value, self.allowed = field, value, allowed
-        super().__init__(message or f'{field} {value!r} is invalid: '
-                                    f'{allowed}')
+        if message is None:
+            message = f'{field} {value!r} is invalid'
+            if why:
+                message += f': {why}'
+            message += f' (allowed: {allowed})'
+        super().__init__(message)
 
 
 def _enum(values):
@@ -274,7 +279,9 @@ def _monitor_semantics(obj, prefix):
     if delay is not None and timeout is not None and timeout > delay:
         # A probe must end before the next one starts.
         raise Invalid(_field(prefix, ['timeout']), timeout,
-                      f'must not exceed delay ({delay})')
+                      f'timeout <= delay, here at most {delay}',
+                      why=f'it exceeds the delay {delay} (a probe must end '
+                          'before the next one starts)')
 
 
 def check_health_monitor(obj, prefix='', partial=False):
@@ -341,9 +348,7 @@ def check_member_address(value, field='address', vips=()):
     if why is None and address in {ipaddress.ip_address(v) for v in vips}:
         why = 'it is a VIP of the member\'s own load balancer'
     if why:
-        raise Invalid(field, value, message=(
-            f'{field} {value!r} is invalid: {why} (allowed: '
-            f'{MEMBER_ADDRESS_ALLOWED})'))
+        raise Invalid(field, value, MEMBER_ADDRESS_ALLOWED, why=why)
     return address
 
 

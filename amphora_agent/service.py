@@ -82,6 +82,44 @@ class _ControllerProxy:
         return lambda *a, **kw: self._control.call(method, *a, **kw)
 
 
+def health_targets(snap):
+    """(targets, rejected) for the health checker: probe targets built
+    from the snapshot's validated objects only; a monitor or member the
+    checker refuses anyway is rejected alone (its pool unmonitored, the
+    member left out)."""
+    from amphora_agent.health import monitor as hm
+    targets, rejected, specs = {}, {}, {}
+    for member, pool, _lb in snap.members():
+        mon = pool.health_monitor
+        spec = None
+        if mon is not None and mon.admin_state_up:
+            if mon.id not in specs:
+                try:
+                    specs[mon.id] = hm.MonitorSpec(
+                        type=mon.type, delay=mon.delay, timeout=mon.timeout,
+                        max_retries=mon.max_retries,
+                        max_retries_down=mon.max_retries_down,
+                        http_method=mon.http_method, url_path=mon.url_path,
+                        expected_codes=mon.expected_codes)
+                except hm.InvalidMonitor as exc:
+                    specs[mon.id] = None
+                    rejected.setdefault('healthmonitors', {})[mon.id] = (
+                        f'health monitor {mon.id}: {exc}')
+            spec = specs[mon.id]
+        try:
+            targets[member.id] = hm.Target(
+                address=str(member.monitor_address or member.address),
+                port=member.monitor_port or member.protocol_port,
+                monitor=spec,
+                admin_state_up=member.admin_state_up and pool.admin_state_up)
+        except hm.InvalidMonitor as exc:
+            rejected.setdefault('members', {})[member.id] = (
+                f'member {member.id}: {exc}')
+    for member_id in rejected.get('members', ()):
+        targets.pop(member_id, None)
+    return targets, rejected
+
+
 class Agent:
     def __init__(self, conf, bgp=None, health=None, transport=None,
                  membership=None):
@@ -430,42 +468,7 @@ class Agent:
         return snapshot_mod.without(snap, rejected)
 
     def _health_targets(self, snap):
-        """(targets, rejected): probe targets built from validated objects
-        only; a monitor or member the checker refuses anyway is rejected
-        alone (its pool unmonitored, the member left out)."""
-        from amphora_agent.health import monitor as hm
-        targets, rejected, specs = {}, {}, {}
-        for member, pool, _lb in snap.members():
-            mon = pool.health_monitor
-            spec = None
-            if mon is not None and mon.admin_state_up:
-                if mon.id not in specs:
-                    try:
-                        specs[mon.id] = hm.MonitorSpec(
-                            type=mon.type, delay=mon.delay,
-                            timeout=mon.timeout, max_retries=mon.max_retries,
-                            max_retries_down=mon.max_retries_down,
-                            http_method=mon.http_method,
-                            url_path=mon.url_path,
-                            expected_codes=mon.expected_codes)
-                    except hm.InvalidMonitor as exc:
-                        specs[mon.id] = None
-                        rejected.setdefault('healthmonitors', {})[mon.id] = (
-                            f'health monitor {mon.id}: {exc}')
-                spec = specs[mon.id]
-            try:
-                targets[member.id] = hm.Target(
-                    address=str(member.monitor_address or member.address),
-                    port=member.monitor_port or member.protocol_port,
-                    monitor=spec,
-                    admin_state_up=(member.admin_state_up
-                                    and pool.admin_state_up))
-            except hm.InvalidMonitor as exc:
-                rejected.setdefault('members', {})[member.id] = (
-                    f'member {member.id}: {exc}')
-        for member_id in rejected.get('members', ()):
-            targets.pop(member_id, None)
-        return targets, rejected
+        return health_targets(snap)
 
     def _usable(self, member_id):
         return self.health is None or self.health.usable(member_id)

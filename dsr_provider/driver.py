@@ -63,9 +63,13 @@ class DSRProviderDriver(driver_base.ProviderDriver):
             payloads.loadbalancer(loadbalancer, settings))
         for listener in given(loadbalancer, 'listeners') or ():
             self._remember_listener(listener)
+        cache = self._lookup.cache
+        lb_id = given(loadbalancer, 'loadbalancer_id')
+        cache.remember_vips(lb_id, octavia_lookup.vip_addresses(loadbalancer))
         for pool in given(loadbalancer, 'pools') or ():
-            self._lookup.cache.remember_pool(given(pool, 'pool_id'),
-                                             given(pool, 'listener_id'))
+            cache.remember_pool(given(pool, 'pool_id'),
+                                given(pool, 'listener_id'))
+            cache.remember_pool_lb(given(pool, 'pool_id'), lb_id)
 
     def loadbalancer_update(self, old_loadbalancer, new_loadbalancer):
         validation.check_loadbalancer(new_loadbalancer)
@@ -151,10 +155,14 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         monitor = given(pool, 'healthmonitor')
         if monitor:
             validation.check_health_monitor(monitor)
+        self._lookup.cache.remember_pool_lb(given(pool, 'pool_id'),
+                                            given(pool, 'loadbalancer_id'))
         members = given(pool, 'members')
         if members:
             port = self._listener_port(pool)
+            vips = self._pool_vips(given(pool, 'pool_id'))
             for member in members:
+                validation.check_member(member, vips)
                 validation.check_member_port(member, port)
         self._rpc.pool_create(payloads.to_payload(pool))
         self._lookup.cache.remember_pool(given(pool, 'pool_id'),
@@ -186,13 +194,33 @@ class DSRProviderDriver(driver_base.ProviderDriver):
             return None
         return port
 
+    def _pool_vips(self, pool_id):
+        """The VIPs a member of the pool must not use (member address
+        rules); () when they cannot be told -- the agents reject such a
+        member alone then."""
+        vips = self._lookup.pool_vips(pool_id)
+        if vips is octavia_lookup.UNKNOWN:
+            LOG.warning('VIPs of the load balancer of pool %s unknown: '
+                        'members are checked against them by the agents',
+                        pool_id)
+            return ()
+        return vips
+
     def member_create(self, member):
-        validation.check_member_port(
-            member, self._pool_port(given(member, 'pool_id')))
+        # The VIP lookup first: on a cache miss it also learns the pool's
+        # listener, which the port check needs.
+        pool_id = given(member, 'pool_id')
+        validation.check_member(member, self._pool_vips(pool_id))
+        validation.check_member_port(member, self._pool_port(pool_id))
         self._rpc.member_create(payloads.to_payload(member))
 
     def member_update(self, old_member, new_member):
-        # Octavia does not change a member's address or port on update.
+        # Octavia does not change a member's address or port on update;
+        # weight, backup and the monitor address/port can change.
+        vips = ()
+        if given(new_member, 'monitor_address'):
+            vips = self._pool_vips(given(old_member, 'pool_id'))
+        validation.check_member(new_member, vips)
         self._rpc.member_update(payloads.to_payload(old_member),
                                 payloads.to_payload(new_member))
 
@@ -200,8 +228,10 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._rpc.member_delete(payloads.to_payload(member))
 
     def member_batch_update(self, pool_id, members):
+        vips = self._pool_vips(pool_id)
         port = self._pool_port(pool_id)
         for member in members:
+            validation.check_member(member, vips)
             validation.check_member_port(member, port)
         self._rpc.member_batch_update(
             pool_id, [payloads.to_payload(m) for m in members])

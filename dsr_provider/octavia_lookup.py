@@ -26,6 +26,19 @@ LOG = logging.getLogger(__name__)
 UNKNOWN = object()      # the lookup could not be made
 
 
+def vip_addresses(lb):
+    """The VIP address and additional VIP addresses of a load balancer
+    (an Octavia dict or octavia-lib object)."""
+    def get(obj, name):
+        value = obj.get(name) if isinstance(obj, dict) else getattr(
+            obj, name, None)
+        return None if type(value).__name__ == 'UnsetType' else value
+    addresses = [get(lb, 'vip_address')]
+    addresses += [get(extra, 'ip_address')
+                  for extra in get(lb, 'additional_vips') or ()]
+    return tuple(a for a in addresses if a)
+
+
 class _GetClient(driver_lib.DriverLibrary):
     """DriverLibrary's get requests, without its socket wait at init."""
 
@@ -62,6 +75,10 @@ class PortCache:
         self._lock = threading.Lock()
         self._listener_port = collections.OrderedDict()
         self._pool_listener = collections.OrderedDict()  # id -> (lid, t)
+        # A load balancer's VIPs and a pool's load balancer never change
+        # in Octavia: no TTL.  (Member address checks need the VIPs.)
+        self._lb_vips = collections.OrderedDict()
+        self._pool_lb = collections.OrderedDict()
 
     def _trim(self, table):
         while len(table) > self.size:
@@ -79,6 +96,23 @@ class PortCache:
                 self._pool_listener[pool_id] = (listener_id,
                                                 time.monotonic())
                 self._trim(self._pool_listener)
+
+    def remember_vips(self, lb_id, addresses):
+        if lb_id and addresses:
+            with self._lock:
+                self._lb_vips[lb_id] = tuple(addresses)
+                self._trim(self._lb_vips)
+
+    def remember_pool_lb(self, pool_id, lb_id):
+        if pool_id and lb_id:
+            with self._lock:
+                self._pool_lb[pool_id] = lb_id
+                self._trim(self._pool_lb)
+
+    def pool_vips(self, pool_id):
+        """The VIP addresses of the pool's load balancer, or None."""
+        with self._lock:
+            return self._lb_vips.get(self._pool_lb.get(pool_id))
 
     def forget_listener(self, listener_id):
         with self._lock:
@@ -112,6 +146,8 @@ class PortCache:
         with self._lock:
             self._listener_port.clear()
             self._pool_listener.clear()
+            self._lb_vips.clear()
+            self._pool_lb.clear()
 
 
 # Shared by every driver instance of the process (octavia-api builds a new
@@ -179,6 +215,28 @@ class OctaviaLookup:
         if listener_id == ignore_listener_id:
             return None
         return self.listener_port(listener_id)
+
+    def pool_vips(self, pool_id):
+        """VIP addresses of the pool's load balancer, or UNKNOWN."""
+        known = self.cache.pool_vips(pool_id)
+        if known is not None:
+            return known
+        pool = self.pool(pool_id)
+        if pool is UNKNOWN:
+            return UNKNOWN
+        # The same answer gives the pool's listener: learn its port now,
+        # so that the member's port check that follows asks nothing more.
+        if pool.get('listener_id'):
+            self.cache.remember_pool(pool_id, pool['listener_id'])
+            self.listener_port(pool['listener_id'])
+        lb_id = pool.get('loadbalancer_id')
+        lb = self._get(lib_consts.LOADBALANCERS, lb_id) if lb_id else {}
+        if lb is UNKNOWN:
+            return UNKNOWN
+        addresses = vip_addresses(lb)
+        self.cache.remember_pool_lb(pool_id, lb_id)
+        self.cache.remember_vips(lb_id, addresses)
+        return addresses
 
     def pool_members(self, pool_id):
         """The pool's members (dicts), or UNKNOWN."""

@@ -4,6 +4,10 @@ Every refusal raises octavia-lib's UnsupportedOptionError (Octavia answers
 HTTP 501 with its text), and the text names the object, the field, the
 value, the allowed values and why.
 
+Whatever a service engine would reject is refused here: objects are
+checked against amphora_agent/schema.py, the one definition the agents'
+snapshot parser and health checker use too.
+
 The checks take octavia-lib data models as Octavia passes them: a field
 the user did not give is Unset, and an update's "new" object carries only
 the fields being changed. Values Octavia fills in on its own (default
@@ -18,18 +22,17 @@ from octavia_lib.api.drivers import exceptions
 from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
 
+from amphora_agent import schema
+from dsr_provider import octavia_lookup
+
 LISTENER_PROTOCOLS = (lib_consts.PROTOCOL_TCP, lib_consts.PROTOCOL_UDP,
                       lib_consts.PROTOCOL_SCTP)
 POOL_PROTOCOLS = LISTENER_PROTOCOLS
 LB_ALGORITHMS = (lib_consts.LB_ALGORITHM_SOURCE_IP_PORT,
                  lib_consts.LB_ALGORITHM_SOURCE_IP)
 SESSION_PERSISTENCE_TYPES = (lib_consts.SESSION_PERSISTENCE_SOURCE_IP,)
-HEALTH_MONITOR_TYPES = (lib_consts.HEALTH_MONITOR_TCP,
-                        lib_consts.HEALTH_MONITOR_HTTP,
-                        lib_consts.HEALTH_MONITOR_HTTPS,
-                        lib_consts.HEALTH_MONITOR_PING,
-                        lib_consts.HEALTH_MONITOR_UDP_CONNECT)
-MAX_DELAY = 86400       # seconds; what the agent accepts
+HEALTH_MONITOR_TYPES = schema.MONITOR_TYPES
+MAX_DELAY = schema.MAX_DELAY
 UNRESTRICTED_CIDRS = (ipaddress.ip_network('0.0.0.0/0'),
                       ipaddress.ip_network('::/0'))
 
@@ -293,33 +296,57 @@ def check_pool_ports(pool_id, listener_ports, members):
         check_member_port(member, ports[0] if ports else None)
 
 
+# --- shared definition (amphora_agent/schema.py) ------------------------------
+
+def _refuse_invalid(what, exc):
+    refuse(f'{what} {exc}: the DSR provider refuses what its service '
+           'engines would reject.')
+
+
+# --- member ----------------------------------------------------------------
+
+MEMBER_FIELDS = ('address', 'protocol_port', 'weight', 'admin_state_up',
+                 'backup', 'monitor_address', 'monitor_port')
+
+
+def check_member(member, vips=()):
+    """A member (or the changed fields of one) against the definition the
+    agents use; vips: its load balancer's VIP addresses, when known."""
+    doc = {name: given(member, name) for name in MEMBER_FIELDS
+           if is_given(member, name)}
+    doc = {k: v for k, v in doc.items()
+           if v is not None or k in ('monitor_address', 'monitor_port')}
+    try:
+        schema.check_member(doc, vips=vips or (), partial=True)
+    except schema.Invalid as exc:
+        _refuse_invalid('member', exc)
+
+
 # --- health monitor --------------------------------------------------------
 
-def check_health_monitor(hm, old_hm=None):
-    """A new health monitor (old_hm None) or the changed fields of one."""
-    if is_given(hm, 'type'):
-        kind = given(hm, 'type')
-        if kind not in HEALTH_MONITOR_TYPES:
-            refuse(f'health monitor type {kind} is not supported by the DSR '
-                   f'provider (allowed: {_join(HEALTH_MONITOR_TYPES)}).')
+MONITOR_FIELDS = ('type', 'delay', 'timeout', 'max_retries',
+                  'max_retries_down', 'http_method', 'url_path',
+                  'expected_codes', 'admin_state_up')
 
+
+def check_health_monitor(hm, old_hm=None):
+    """A new health monitor (old_hm None) or the changed fields of one,
+    checked as the controller will send it to the agents (the merged
+    values, expected_codes without spaces)."""
     def effective(name):
         if is_given(hm, name) or old_hm is None:
             return given(hm, name)
         return given(old_hm, name)
 
-    delay, timeout = effective('delay'), effective('timeout')
-    if delay is not None and not 1 <= delay <= MAX_DELAY:
-        refuse(f'health monitor delay {delay} is not supported by the DSR '
-               f'provider (allowed: 1 to {MAX_DELAY} seconds).')
-    if timeout is not None and not 1 <= timeout <= MAX_DELAY:
-        refuse(f'health monitor timeout {timeout} is not supported by the '
-               f'DSR provider (allowed: 1 to {MAX_DELAY} seconds, at most '
-               'the delay).')
-    if timeout is not None and delay is not None and timeout > delay:
-        refuse(f'health monitor timeout {timeout} exceeds its delay {delay} '
-               f'(allowed: timeout <= delay): a probe must end before the '
-               'next one starts.')
+    doc = {name: effective(name) for name in MONITOR_FIELDS}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    if 'expected_codes' in doc:
+        doc['expected_codes'] = schema.normalize_expected_codes(
+            doc['expected_codes'])
+    try:
+        schema.check_health_monitor(doc, partial=True)
+    except schema.Invalid as exc:
+        _refuse_invalid('health monitor', exc)
     version = given(hm, 'http_version')
     if version is not None and version != 1.0:
         refuse(f'health monitor http_version {version} is not supported by '
@@ -341,6 +368,7 @@ def check_graph(lb):
     """A load balancer created with its listeners, pools, members and
     health monitors in one call."""
     check_loadbalancer(lb)
+    vips = octavia_lookup.vip_addresses(lb)
     pools = {given(p, 'pool_id'): p for p in _items(given(lb, 'pools'))}
     listeners = _items(given(lb, 'listeners'))
     ports_of_pool, protocol_of_pool = {}, {}
@@ -360,5 +388,7 @@ def check_graph(lb):
         monitor = given(pool, 'healthmonitor')
         if monitor:
             check_health_monitor(monitor)
-        check_pool_ports(pool_id, ports_of_pool.get(pool_id, ()),
-                         _items(given(pool, 'members')))
+        members = _items(given(pool, 'members'))
+        for member in members:
+            check_member(member, vips)
+        check_pool_ports(pool_id, ports_of_pool.get(pool_id, ()), members)

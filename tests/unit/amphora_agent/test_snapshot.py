@@ -98,7 +98,7 @@ def _second_lb(doc):
 
 @pytest.mark.parametrize('mutate,kind,obj_id,named', [
     (lambda d: _lst(d).update(protocol='HTTP'), 'listeners', 'l1',
-     "protocol 'HTTP' is invalid: one of TCP, UDP, SCTP"),
+     "protocol 'HTTP' is invalid (allowed: one of TCP, UDP, SCTP)"),
     (lambda d: _pool(d).update(algorithm='ROUND_ROBIN'), 'pools', 'p1',
      'SOURCE_IP_PORT, SOURCE_IP'),
     (lambda d: _members(d)[0].update(address='300.1.1.1'), 'members', 'm1',
@@ -124,11 +124,11 @@ def _second_lb(doc):
     (lambda d: _members(d)[1].update(address='198.19.1.2'), 'members', 'm2',
      'is also member m1'),
     (lambda d: _members(d)[0].update(weight=300), 'members', 'm1',
-     'weight 300 is invalid: an integer in 0..256'),
+     'weight 300 is invalid (allowed: an integer in 0..256)'),
     (lambda d: _members(d)[0].update(protocol_port=80.0), 'members', 'm1',
      'protocol_port'),
     (lambda d: _monitor(d).update(timeout=5), 'healthmonitors', 'hm1',
-     'must not exceed delay'),
+     'exceeds the delay 2'),
     (lambda d: _monitor(d).update(expected_codes='999'), 'healthmonitors',
      'hm1', "expected_codes '999' is invalid"),
     (lambda d: _monitor(d).update(expected_codes='204-200'),

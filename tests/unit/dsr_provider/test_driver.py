@@ -22,7 +22,11 @@ from tests.unit.dsr_provider import fakes
 POOL_LISTENING = {
     ('pools', fakes.POOL_ID): {'pool_id': fakes.POOL_ID,
                                'listener_id': fakes.LISTENER_ID,
+                               'loadbalancer_id': fakes.LB_ID,
                                'members': []},
+    ('loadbalancers', fakes.LB_ID): {
+        'loadbalancer_id': fakes.LB_ID, 'vip_address': '192.0.2.10',
+        'additional_vips': [{'ip_address': '2001:db8:f::10'}]},
     ('listeners', fakes.LISTENER_ID): {'listener_id': fakes.LISTENER_ID,
                                        'protocol': 'TCP',
                                        'protocol_port': 80},
@@ -241,14 +245,18 @@ def test_member_create_on_the_listener_port(dsr, client, agent):
 
 def test_member_create_after_a_seen_listener_and_pool_asks_nobody(
         dsr, client, agent):
-    """The driver saw the listener and pool creates: the member's port
-    check needs no driver-agent round trip (150-500 ms each)."""
+    """The driver saw the load balancer, listener and pool creates: the
+    member's port and address checks need no driver-agent round trip
+    (150-500 ms each)."""
+    dsr.loadbalancer_create(fakes.loadbalancer())
     dsr.listener_create(fakes.listener(port=80))
     dsr.pool_create(fakes.pool(listener_id=fakes.LISTENER_ID))
     agent.requests.clear()
     dsr.member_create(fakes.member(port=80))
     assert 'allowed: 80' in refused(dsr.member_create,
                                     fakes.member(port=8080))
+    assert 'VIP' in refused(dsr.member_create,
+                            fakes.member(address='192.0.2.10'))
     assert agent.requests == []
 
 
@@ -256,7 +264,8 @@ def test_a_looked_up_port_is_remembered(dsr, agent):
     dsr.member_create(fakes.member(port=80))
     asked = len(agent.requests)
     dsr.member_create(fakes.member(port=80))
-    assert asked == 2 and len(agent.requests) == asked
+    # pool (its listener and load balancer), load balancer, listener
+    assert asked == 3 and len(agent.requests) == asked
 
 
 def test_a_deleted_listener_is_forgotten(dsr, agent):
@@ -353,8 +362,54 @@ def test_health_monitor_operations(dsr, client):
         'healthmonitor_id': fakes.POOL_ID, 'delay': 10}
 
 
+@pytest.mark.parametrize('address, why', [
+    ('127.0.0.1', 'loopback'), ('224.0.0.5', 'multicast'),
+    ('0.0.0.0', 'unspecified'), ('::', 'unspecified'),
+    ('fe80::1', 'link-local'), ('255.255.255.255', 'broadcast'),
+    ('192.0.2.10', 'VIP'), ('2001:db8:f::10', 'VIP')])
+def test_member_addresses_that_cannot_be_members_are_refused(
+        dsr, client, address, why):
+    text = refused(dsr.member_create, fakes.member(address=address))
+    assert f"member address '{address}' is invalid" in text
+    assert why in text
+    text = refused(dsr.member_create, fakes.member(monitor_address=address))
+    assert f"member monitor_address '{address}'" in text
+    text = refused(dsr.member_batch_update, fakes.POOL_ID,
+                   [fakes.member(), fakes.member(fakes.MEMBER2_ID,
+                                                 address=address)])
+    assert address in text
+    text = refused(dsr.member_update, fakes.member(),
+                   dm.Member(member_id=fakes.MEMBER_ID,
+                             monitor_address=address))
+    assert address in text
+    assert client.casts == []
+
+
+def test_pool_create_with_members_checks_their_addresses(dsr, client):
+    text = refused(dsr.pool_create, fakes.pool(
+        listener_id=fakes.LISTENER_ID,
+        members=[fakes.member(address='2001:db8:f::10')]))
+    assert 'VIP' in text
+    assert client.casts == []
+
+
+def test_member_addresses_checked_without_vips_when_unknown(
+        dsr, client, agent):
+    del agent.objects[('loadbalancers', fakes.LB_ID)]
+    agent.objects[('pools', fakes.POOL_ID)] = {
+        'pool_id': fakes.POOL_ID, 'listener_id': fakes.LISTENER_ID,
+        'loadbalancer_id': fakes.LB_ID}
+    dsr.member_create(fakes.member(address='192.0.2.10'))
+    assert 'loopback' in refused(dsr.member_create,
+                                 fakes.member(address='127.0.0.1'))
+    assert len(client.casts) == 1
+
+
 def test_health_monitor_refusals(dsr, client):
-    refused(dsr.health_monitor_create, fakes.health_monitor(type='TLS-HELLO'))
+    text = refused(dsr.health_monitor_create,
+                   fakes.health_monitor(expected_codes='999'))
+    assert "expected_codes '999' is invalid" in text and '100..599' in text
+    refused(dsr.health_monitor_create, fakes.health_monitor(type='SCTP'))
     refused(dsr.health_monitor_update, fakes.health_monitor(delay=5),
             dm.HealthMonitor(timeout=6))
     assert client.casts == []

@@ -256,31 +256,31 @@ def test_a_pool_serves_one_port():
 # --- health monitor --------------------------------------------------------
 
 @pytest.mark.parametrize('kind', ['TCP', 'HTTP', 'HTTPS', 'PING',
-                                  'UDP-CONNECT'])
+                                  'UDP-CONNECT', 'TLS-HELLO'])
 def test_monitor_types_the_agent_runs(kind):
     validation.check_health_monitor(fakes.health_monitor(type=kind))
 
 
-@pytest.mark.parametrize('kind', ['SCTP', 'TLS-HELLO'])
+@pytest.mark.parametrize('kind', ['SCTP', 'http'])
 def test_other_monitor_types_are_refused(kind):
     text = refused(validation.check_health_monitor,
                    fakes.health_monitor(type=kind))
-    assert f'health monitor type {kind}' in text
-    assert 'TCP, HTTP, HTTPS, PING, UDP-CONNECT' in text
+    assert f"health monitor type '{kind}' is invalid" in text
+    assert 'HTTP, HTTPS, PING, TCP, TLS-HELLO, UDP-CONNECT' in text
 
 
 def test_monitor_timeout_at_most_delay():
     validation.check_health_monitor(fakes.health_monitor(delay=3, timeout=3))
     text = refused(validation.check_health_monitor,
                    fakes.health_monitor(delay=3, timeout=5))
-    assert 'timeout 5 exceeds its delay 3' in text
+    assert 'timeout 5 is invalid: it exceeds the delay 3' in text
     assert 'timeout <= delay' in text
 
 
 def test_monitor_delay_and_timeout_ranges():
     text = refused(validation.check_health_monitor,
                    fakes.health_monitor(delay=0, timeout=0))
-    assert 'delay 0' in text and '1 to 86400' in text
+    assert 'delay 0' in text and '1..86400' in text
 
 
 def test_monitor_update_checks_the_merged_values():
@@ -288,7 +288,71 @@ def test_monitor_update_checks_the_merged_values():
     validation.check_health_monitor(dm.HealthMonitor(delay=6), old_hm=old)
     text = refused(validation.check_health_monitor,
                    dm.HealthMonitor(delay=4), old_hm=old)
-    assert 'timeout 5 exceeds its delay 4' in text
+    assert 'timeout 5 is invalid: it exceeds the delay 4' in text
+
+
+@pytest.mark.parametrize('codes', ['999', '099', '600', '200-600',
+                                   '204-200', '200,999', '2xx', '200;202',
+                                   '200,\t202', ''])
+def test_monitor_expected_codes_the_agents_reject_are_refused(codes):
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(expected_codes=codes))
+    assert 'expected_codes' in text and '100..599' in text
+
+
+@pytest.mark.parametrize('codes', ['200', '200,202', '200, 202', '200-204',
+                                   '100', '599', '100-599'])
+def test_monitor_expected_codes_octavia_allows_are_accepted(codes):
+    validation.check_health_monitor(fakes.health_monitor(expected_codes=codes))
+
+
+@pytest.mark.parametrize('path', ['health', '/a b', '/a\x01'])
+def test_monitor_url_paths_the_agents_reject_are_refused(path):
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(url_path=path))
+    assert 'url_path' in text and 'starting with "/"' in text
+
+
+@pytest.mark.parametrize('address, why', [
+    ('127.0.0.1', 'loopback'), ('::1', 'loopback'),
+    ('224.0.0.5', 'multicast'), ('ff02::1', 'multicast'),
+    ('0.0.0.0', 'unspecified'), ('::', 'unspecified'),
+    ('0.1.2.3', '0.0.0.0/8'), ('169.254.1.1', 'link-local'),
+    ('fe80::1', 'link-local'), ('255.255.255.255', 'broadcast'),
+    ('240.0.0.1', 'reserved'), ('::ffff:198.19.1.2', 'IPv4-mapped'),
+    ('192.0.2.10', 'VIP'), ('2001:db8:f::10', 'VIP'),
+    ('example.com', 'IPv4 or IPv6 address')])
+def test_member_addresses_that_cannot_be_members_are_refused(address, why):
+    vips = ('192.0.2.10', '2001:db8:f::10')
+    text = refused(validation.check_member, fakes.member(address=address),
+                   vips)
+    assert f"member address '{address}' is invalid" in text
+    assert why in text
+    text = refused(validation.check_member,
+                   fakes.member(monitor_address=address), vips)
+    assert f"member monitor_address '{address}' is invalid" in text
+
+
+@pytest.mark.parametrize('kw, field', [
+    ({'weight': 257}, 'weight'), ({'weight': -1}, 'weight'),
+    ({'protocol_port': 0}, 'protocol_port'),
+    ({'monitor_port': 65536}, 'monitor_port')])
+def test_member_ranges(kw, field):
+    text = refused(validation.check_member, fakes.member(**kw))
+    assert f'member {field}' in text
+
+
+def test_members_that_can_be_members_are_accepted():
+    for address in ('198.19.1.2', '2001:db8:2::2', '10.0.0.1', '192.0.2.11'):
+        validation.check_member(fakes.member(address=address, weight=0,
+                                             monitor_address=address,
+                                             monitor_port=8080),
+                                ('192.0.2.10',))
+
+
+def test_graph_members_are_checked_against_the_vips():
+    lb = fakes.full_graph(members=[fakes.member(address='192.0.2.10')])
+    assert 'VIP' in refused(validation.check_graph, lb)
 
 
 def test_monitor_http_options_agents_do_not_send():

@@ -70,7 +70,7 @@ def test_spec_normalises_case():
     ({'delay': float('nan')}, 'delay', 'number'),
     ({'delay': 10 ** 6}, 'delay', '86400'),
     ({'timeout': 0}, 'timeout', '> 0'),
-    ({'timeout': 6}, 'timeout', 'must not exceed delay'),
+    ({'timeout': 6}, 'timeout', 'exceeds the delay 5'),
     ({'max_retries': 0}, 'max_retries', '1..10'),
     ({'max_retries': 11}, 'max_retries', '1..10'),
     ({'max_retries': 2.5}, 'max_retries', '1..10'),

@@ -40,9 +40,11 @@ _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
 KINDS = tuple(_ID_KEYS)
 # What an agent may report in `limits` (docs/agent-protocol.md).
 LIMIT_KEYS = ('max_listeners', 'max_members', 'ring_size', 'conn_table_size')
-# The ones a change can exceed (the others size each listener and the flow
-# table, not a count of objects).
-COUNTED_LIMITS = ('max_listeners', 'max_members')
+# The ones a change can exceed, and what each counts (conn_table_size
+# sizes the flow table: no object count reaches it).
+COUNTED_LIMITS = {'max_listeners': 'listeners (VIP addresses x listeners)',
+                  'max_members': 'members (per VIP address and listener)',
+                  'ring_size': 'members in one pool (ring slots)'}
 
 
 def object_id(kind, doc):
@@ -262,10 +264,9 @@ class Store:
             if not over:
                 continue
             key = over[0]
-            what = key.split('_', 1)[1]
-            reason = (f'SE group {guard.se_group}: {counts[key]} {what} '
-                      f'would exceed {key} {guard.limits[key]} '
-                      f'(SE {guard.source[key]})')
+            reason = (f'SE group {guard.se_group}: {counts[key]} '
+                      f'{COUNTED_LIMITS[key]} would exceed {key} '
+                      f'{guard.limits[key]} (SE {guard.source[key]})')
             LOG.error('%s %s rejected: %s', _GET_RESOURCE[kind], row.id,
                       reason)
             excluded.add((kind, row.id))
@@ -622,7 +623,8 @@ class _Usage:
     An agent programs one dataplane listener per (VIP address, Octavia
     listener) and, in each, the members of the listener's default pool
     (amphora_agent/desired.py): 'max_listeners' counts VIPs x listeners,
-    'max_members' counts VIPs x the members of each listener's pool.  The
+    'max_members' counts VIPs x the members of each listener's pool, and a
+    pool cannot have more members than its ring has slots.  The
     agents count only what they program now (enabled and healthy); the
     controller counts every accepted object, enabled or not, so enabling
     one or a member coming back never takes an SE over its limit.
@@ -652,9 +654,10 @@ class _Usage:
             self.members[pid].append(mid)
 
     def count(self, excluded=frozenset()):
-        """{'max_listeners': n, 'max_members': n} without `excluded`
-        ((kind, id) pairs) and what is below them."""
-        listeners = members = 0
+        """{'max_listeners': n, 'max_members': n, 'ring_size': members of
+        the largest pool} without `excluded` ((kind, id) pairs) and what is
+        below them."""
+        listeners = members = largest_pool = 0
         for lid, (lb_id, pool_id) in self.listeners.items():
             if lb_id not in self.vips or ('listeners', lid) in excluded \
                     or ('loadbalancers', lb_id) in excluded:
@@ -662,7 +665,9 @@ class _Usage:
             vips = self.vips[lb_id]
             listeners += vips
             if pool_id in self.pools and ('pools', pool_id) not in excluded:
-                members += vips * sum(
-                    1 for mid in self.members.get(pool_id, ())
-                    if ('members', mid) not in excluded)
-        return {'max_listeners': listeners, 'max_members': members}
+                in_pool = sum(1 for mid in self.members.get(pool_id, ())
+                              if ('members', mid) not in excluded)
+                members += vips * in_pool
+                largest_pool = max(largest_pool, in_pool)
+        return {'max_listeners': listeners, 'max_members': members,
+                'ring_size': largest_pool}

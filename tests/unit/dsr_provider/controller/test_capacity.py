@@ -97,7 +97,8 @@ def test_listener_over_max_listeners_is_rejected_alone(cstore, caplog):
     cstore.put_listener(listener(1, 0))
     with caplog.at_level(logging.ERROR):
         cstore.put_listener(listener(1, 1))
-    reason = ('SE group g1: 4 listeners would exceed max_listeners 3 '
+    reason = ('SE group g1: 4 listeners (VIP addresses x listeners) would '
+              'exceed max_listeners 3 '
               '(SE se1)')
     assert rejected_rows(cstore, 'listeners') == {'l1-1': reason}
     assert 'listener l1-1 rejected: ' + reason in caplog.text
@@ -119,7 +120,8 @@ def test_the_smallest_limit_of_the_live_agents_counts(cstore, live):
     for n in range(3):
         cstore.put_listener(listener(1, n))
     assert rejected_rows(cstore, 'listeners') == {
-        'l1-2': 'SE group g1: 3 listeners would exceed max_listeners 2 '
+        'l1-2': 'SE group g1: 3 listeners (VIP addresses x listeners) '
+                'would exceed max_listeners 2 '
                 '(SE se2)'}
 
 
@@ -131,7 +133,8 @@ def test_members_count_once_per_vip_and_listener(cstore):
     assert rejected_rows(cstore, 'members') == {}
     cstore.put_member(member('p1', 2))
     assert rejected_rows(cstore, 'members') == {
-        'p1-m2': 'SE group g1: 6 members would exceed max_members 5 '
+        'p1-m2': 'SE group g1: 6 members (per VIP address and listener) '
+                 'would exceed max_members 5 '
                  '(SE se1)'}
     snap = snapshot_mod.parse(cstore.snapshot('g1'))
     assert [m.id for m in snap.load_balancers[0].listeners[0].pool
@@ -260,3 +263,15 @@ def test_a_rejected_parent_stays_error_on_a_later_change(cstore):
     assert all(item['operating_status'] == 'ERROR'
                for st in lib.statuses for item in st.get('pools', ())
                if 'operating_status' in item)
+
+
+def test_a_pool_cannot_have_more_members_than_ring_slots(cstore):
+    cstore.record_agent('se1', 'g1', limits={'max_listeners': 64,
+                                             'max_members': 1000,
+                                             'ring_size': 3})
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, pool='p1')],
+                                  pools=[pool(1, 'p1', 'l1-0', 3)]))
+    cstore.put_member(member('p1', 3))
+    assert rejected_rows(cstore, 'members') == {
+        'p1-m3': 'SE group g1: 4 members in one pool (ring slots) would '
+                 'exceed ring_size 3 (SE se1)'}

@@ -9,8 +9,8 @@ disabled, ERROR when one of its pools is ERROR, DEGRADED when a pool is
 DEGRADED, else ONLINE.  The same rules here, with the differences DSR
 brings written down:
 
-* A listener has no proxy of its own (no connection count that could make
-  it FULL): it shows its pool's status.  A listener (and its pool) with no
+* A listener has no proxy of its own and the SEs report no FULL state for
+  it (HAProxy's DEGRADED listener): it shows its pool's status.  A listener (and its pool) with no
   enabled member serves nothing -- the SEs do not even announce its VIP --
   so it is OFFLINE, not ERROR, and does not count against its load balancer.
 * A group with no live, serviceable SE serves nothing: every object of its
@@ -31,7 +31,7 @@ Members (first matching row wins):
 | no live SE reported it yet                             | (unsent)   |
 | more than half of the live SEs' reports say ERROR      | ERROR      |
 | weight 0 (drains: no new flows)                        | DRAINING   |
-| otherwise the most common report                       | ONLINE or NO_MONITOR |
+| otherwise the most common report (ONLINE, NO_MONITOR)  | as reported|
 
 Pools:
 
@@ -55,7 +55,7 @@ Listeners:
 | the group has no live serviceable SE                   | OFFLINE    |
 | admin down, or its load balancer admin down / rejected | OFFLINE    |
 | no default pool, or the pool OFFLINE                   | OFFLINE    |
-| otherwise its pool's status                            | ONLINE, DEGRADED, ERROR |
+| otherwise its pool's status (ONLINE, DEGRADED, ERROR)  | the pool's |
 
 Load balancers:
 

@@ -15,9 +15,15 @@ dataplane_opts = [
                choices=['auto', 'native', 'generic'],
                help='XDP attach mode: native (driver) where supported, '
                     'generic (skb) otherwise; auto tries native first.'),
-    cfg.IntOpt('max_listeners', default=64, min=1,
-               help='Listener capacity. Memory for the rings is '
-                    'max_listeners x ring_size x 4 bytes.'),
+    cfg.IntOpt('max_listeners', default=256, min=1,
+               help='Dataplane listener capacity: one per VIP address and '
+                    'Octavia listener. Kernel memory for the rings is '
+                    'max_listeners x ring_size x 4 bytes (256 KiB per '
+                    'listener at the default ring_size; all maps of the '
+                    'default SE: 101 MiB, see docs/agent-protocol.md). '
+                    'Listeners beyond it are rejected one by one and '
+                    'reported. A pinned dataplane keeps the limits it was '
+                    'created with: changing them needs "dsrctl reset".'),
     cfg.IntOpt('ring_size', default=maglev.DEFAULT_RING_SIZE, min=3,
                help='Maglev ring slots per listener; must be prime. A '
                     'member holds at most its share plus 1% or 6.5 slots, '
@@ -26,10 +32,14 @@ dataplane_opts = [
                     'rings trade balance for fewer moved flows. Every SE '
                     'of a group must use the same value.'),
     cfg.IntOpt('max_members', default=65535, min=1,
-               help='Member capacity over all listeners.'),
+               help='Member capacity over all dataplane listeners (a member '
+                    'of a load balancer with two VIP addresses counts '
+                    'twice); members beyond it are rejected one by one and '
+                    'reported.'),
     cfg.IntOpt('conn_table_size', default=262144, min=1024,
                help='Entries of the LRU connection table that keeps '
-                    'established flows on their member.'),
+                    'established flows on their member (about 120 bytes '
+                    'each); size it for the concurrent flows of the SE.'),
     cfg.StrOpt('decap_pin_dir', default='/sys/fs/bpf/octavia-dsr/decap',
                help='bpffs directory of the member-side decap program.'),
 ]

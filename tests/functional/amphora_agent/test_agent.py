@@ -159,35 +159,100 @@ def test_last_member_down_withdraws_the_vip(make_lab):
     lab.wait_route(P6, ['se1', 'se2'])
 
 
-def test_bad_snapshots_are_rejected_and_change_nothing(make_lab):
+def _programmed(lab, se):
+    """{(vip, port, protocol): {member address}} of the SE's dataplane."""
+    return {(lst['vip'], lst['port'], lst['protocol']):
+            {m['address'] for m in lst['members']}
+            for lst in lab.show(se)['listeners']}
+
+
+def test_bad_objects_are_rejected_alone_and_the_rest_is_programmed(make_lab):
+    """One bad monitor, bad members and a bad load balancer among good
+    objects: the real agent programs every good one into the BPF
+    dataplane, leaves out only the bad ones and reports them; a bad
+    document (schema_version) still rejects the whole snapshot."""
     lab = make_lab(n_se=1)
     lab.start_agents()
-    good = lab.publish(basic_lb(lab))
-    lab.wait_applied(good)
-    before = lab.show('se1')
+    m1, m2 = lab.topo.members
     lbs = basic_lb(lab)
-    bad_documents = []
-    unknown = [dict(lbs[0], colour='red')] + lbs[1:]
-    bad_documents.append(('unknown field', unknown))
-    bad_addr = [dict(lbs[0], vips=[{'address': '192.0.2.300'}])] + lbs[1:]
-    bad_documents.append(('bad address', bad_addr))
-    dup = [dict(lbs[0], listeners=lbs[0]['listeners']
-                + [lbs[0]['listeners'][0]])] + lbs[1:]
-    bad_documents.append(('duplicate listener', dup))
-    for what, document in bad_documents:
-        gen = lab.publish(document)
-        netns.wait_for(lambda: lab.state('se1').get(
-            'rejected_generation') == gen, 10, f'{what} rejected')
-        assert lab.state('se1')['error'], what
-        assert lab.state('se1')['applied_generation'] == good
-        assert lab.show('se1') == before, what
+    udp_pool = lbs[0]['listeners'][1]['pool']
+    udp_pool['health_monitor'] = {
+        'id': 'hm-bad', 'type': 'HTTP', 'delay': 1, 'timeout': 1,
+        'max_retries': 1, 'expected_codes': '999'}
+    tcp_pool = lbs[0]['listeners'][0]['pool']
+    tcp_pool['members'] += [member('m-loop', '127.0.0.1'),
+                            member('m-int', 3322085634),
+                            member('m-vip', VIP4)]
+    lbs.append(dict(load_balancer(['192.0.2.99'], [
+        listener('l-other', 'TCP', 80, [member('o1', m1.ipv4)])],
+        id_='lb-bad'), colour='red'))
+    gen = lab.publish(lbs)
+    lab.wait_applied(gen)
+    state = lab.state('se1')
+    assert state['error'] is None
+    rejected = state['rejected_objects']
+    assert set(rejected) == {'healthmonitors', 'members', 'loadbalancers'}
+    assert "expected_codes '999'" in rejected['healthmonitors']['hm-bad']
+    assert set(rejected['members']) == {'m-loop', 'm-int', 'm-vip'}
+    assert 'loopback' in rejected['members']['m-loop']
+    assert 'given as a string' in rejected['members']['m-int']
+    assert 'VIP' in rejected['members']['m-vip']
+    assert "['colour']" in rejected['loadbalancers']['lb-bad']
+    assert state['limits']['max_listeners'] == 8
+
+    assert _programmed(lab, 'se1') == {
+        (VIP4, 80, 'tcp'): {m1.ipv4, m2.ipv4},
+        (VIP4, 5353, 'udp'): {m1.ipv4, m2.ipv4},
+        (VIP6, 80, 'tcp'): {m1.ipv6, m2.ipv6}}
+    lab.wait_route(P4, ['se1'])
+    lab.wait_route(P6, ['se1'])
+    assert {member_of(lab.topo.http_get(VIP4, source_port=p))
+            for p in range(42000, 42012)} == {'m1', 'm2'}
+    assert lab.topo.udp_probe(VIP4, 5353, duration=0.5)['lost'] == 0
+    # The UDP pool runs without its rejected monitor; the TCP pool's
+    # monitor still probes.
+    netns.wait_for(lambda: lab.statuses('se1').get('m1') == 'ONLINE', 10,
+                   'm1 ONLINE')
+    statuses = lab.statuses('se1')
+    assert statuses['u1'] == statuses['u2'] == 'NO_MONITOR'
+    assert not {'m-loop', 'm-int', 'm-vip', 'o1'} & set(statuses)
+
+    # A document problem still rejects the whole snapshot.
+    before = lab.show('se1')
     lab.generation += 1
     lab.publish_raw({'schema_version': 2, 'se_group': lab.se_group,
                      'generation': lab.generation, 'load_balancers': []})
-    netns.wait_for(lambda: 'schema_version' in (lab.state('se1').get(
-        'error') or ''), 10, 'newer schema rejected')
+    netns.wait_for(lambda: lab.state('se1').get('rejected_generation')
+                   == lab.generation, 10, 'newer schema rejected')
+    assert 'schema_version' in lab.state('se1')['error']
+    assert lab.state('se1')['applied_generation'] == gen
     assert lab.show('se1') == before
     assert member_of(lab.topo.http_get(VIP4))
+
+
+def test_capacity_rejects_listeners_beyond_max_listeners_alone(make_lab):
+    """The lab's SEs hold max_listeners = 8: 10 single-VIP load balancers
+    program 8, reject the last 2 by name, and keep serving."""
+    lab = make_lab(n_se=1)
+    lab.start_agents()
+    m1, _m2 = lab.topo.members
+    lbs = [load_balancer([VIP4], [listener('l0', 'TCP', 80, [
+        member('m0', m1.ipv4)])], id_='lb0')]
+    lbs += [load_balancer([f'192.0.2.{100 + i}'], [listener(
+        f'l{i}', 'TCP', 80, [member(f'm{i}', m1.ipv4)])], id_=f'lb{i}')
+        for i in range(1, 10)]
+    gen = lab.publish(lbs)
+    lab.wait_applied(gen)
+    state = lab.state('se1')
+    assert state['error'] is None
+    assert state['rejected_objects'] == {'listeners': {
+        'l8': 'listener l8: 9 dataplane listeners (VIP addresses x '
+              f'listeners) exceed max_listeners 8 of SE se1-{lab.tag}',
+        'l9': 'listener l9: 9 dataplane listeners (VIP addresses x '
+              f'listeners) exceed max_listeners 8 of SE se1-{lab.tag}'}}
+    assert len(lab.show('se1')['listeners']) == 8
+    lab.wait_route(P4, ['se1'])
+    assert member_of(lab.topo.http_get(VIP4)) == 'm1'
 
 
 def test_sigterm_drains_withdraw_first(make_lab):

@@ -345,7 +345,9 @@ def check_member_address(value, field='address', vips=()):
     balancer's VIP addresses.  Returns the ipaddress object."""
     address = _ip(value, field)
     why = address_problem(address)
-    if why is None and address in {ipaddress.ip_address(v) for v in vips}:
+    if why is None and vips and address in {
+            v if isinstance(v, ipaddress._BaseAddress)
+            else ipaddress.ip_address(v) for v in vips}:
         why = 'it is a VIP of the member\'s own load balancer'
     if why:
         raise Invalid(field, value, MEMBER_ADDRESS_ALLOWED, why=why)
@@ -353,13 +355,18 @@ def check_member_address(value, field='address', vips=()):
 
 
 def check_member(obj, prefix='', vips=(), partial=False):
+    """Returns (address, monitor_address) as ipaddress objects (None when
+    absent)."""
     _structure('member', obj, prefix, partial)
+    address = monitor_address = None
     if 'address' in obj:
-        check_member_address(obj['address'], _field(prefix, ['address']),
-                             vips)
+        address = check_member_address(
+            obj['address'], _field(prefix, ['address']), vips)
     if obj.get('monitor_address') is not None:
-        check_member_address(obj['monitor_address'],
-                             _field(prefix, ['monitor_address']), vips)
+        monitor_address = check_member_address(
+            obj['monitor_address'], _field(prefix, ['monitor_address']),
+            vips)
+    return address, monitor_address
 
 
 def check_pool(obj, prefix=''):

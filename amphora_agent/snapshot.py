@@ -158,16 +158,14 @@ def _monitor(obj):
 
 
 def _member(obj, vips):
-    schema.check_member(obj, vips=vips)
-    monitor_address = obj.get('monitor_address')
+    address, monitor_address = schema.check_member(obj, vips=vips)
     return Member(
-        id=obj['id'], address=ipaddress.ip_address(obj['address']),
+        id=obj['id'], address=address,
         protocol_port=obj['protocol_port'], weight=obj.get('weight', 1),
         admin_state_up=obj.get('admin_state_up', True),
         backup=obj.get('backup', False),
         monitor_port=obj.get('monitor_port'),
-        monitor_address=None if monitor_address is None
-        else ipaddress.ip_address(monitor_address))
+        monitor_address=monitor_address)
 
 
 def _pool(obj, vips, rejected):

@@ -40,8 +40,8 @@ from amphora_agent.bgp import speaker as speaker_mod
 LOG = logging.getLogger(__name__)
 
 
-def _last_words(log_tail, n=5):
-    lines = [ln.strip() for ln in log_tail.splitlines() if ln.strip()]
+def _last_words(log_tail, n=3):
+    lines = [ln.strip()[:200] for ln in log_tail.splitlines() if ln.strip()]
     return ' | '.join(lines[-n:])
 
 

@@ -32,7 +32,7 @@ BPF_OBJS := $(patsubst $(BPF_DIR)/%.c,$(OBJ_DIR)/%.o,$(BPF_SRCS))
 # Userspace Maglev library: mk/maglev.mk defines MAGLEV_LIB and its rule.
 -include mk/maglev.mk
 
-.PHONY: all build bpf deps test test-e2e test-unit test-functional bench demo demo-dataplane clean
+.PHONY: all build bpf deps test test-e2e test-unit test-functional test-tempest bench demo demo-dataplane clean
 
 all: build
 
@@ -67,6 +67,12 @@ test-unit: deps build
 
 test-functional: deps build
 	$(call run_pytest,tests/functional)
+
+# octavia-tempest-plugin API tests + the project's DSR scenario against the
+# whole product with Keystone and Neutron (docs/tempest.md); own venv
+# (.tempest-venv).  Exits non-zero on any failure.
+test-tempest: deps build
+	$(PYTHON) -m tests.functional.e2e.tempest_gate $(TEMPEST_ARGS)
 
 bench: deps build
 	$(PYTHON) tools/run-benches.py --out bench/results.json bench

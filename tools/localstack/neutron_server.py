@@ -1,0 +1,210 @@
+"""A real Neutron API (from PyPI) without agents, on a private MariaDB database.
+
+    from tools.localstack.neutron_server import NeutronServer
+
+    neutron = NeutronServer("/tmp/nw", python=VENV_PYTHON,
+                            keystone_auth=ks.add_service_user("neutron"))
+    neutron.start()        # db, neutron-db-manage upgrade heads, gunicorn
+    ... neutron.url ...
+    neutron.stop()         # by PID / process group; drops the database
+
+For clients that create networks, subnets and ports (octavia-tempest-plugin,
+Octavia's allowed-address-pairs network driver): unlike neutron_stub.py it
+accepts writes.  ML2 with no mechanism driver: nothing is wired, the API
+and its database are real.  keystone_auth: keystonemiddleware options
+(auth_url, username, password, ...); None serves noauth.
+
+Neutron needs its own interpreter (`python`: a venv holding neutron, pymysql
+and gunicorn).  The WSGI entry point neutron.wsgi.api reads sys.argv, so a
+two-line module written to workdir clears it before the import.
+"""
+
+import atexit
+import os
+import secrets
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tools.localstack.octavia import (DB_HOST, DB_PORT, DB_USER, StackError,
+                                      _Proc, _free_listening_socket,
+                                      _pid_alive, _sql, _tail)
+
+DB_PREFIX = "neutron_ls_"
+
+_APP_MODULE = '''"""Written by tools/localstack/neutron_server.py."""
+import sys
+sys.argv = ["neutron-api"]
+from neutron.wsgi.api import application  # noqa: E402,F401
+'''
+
+
+def sweep_stale_databases():
+    """Drop neutron_ls_<pid>_<hex> databases whose creating process is gone."""
+    dropped = []
+    for (name,) in _sql("SHOW DATABASES"):
+        parts = name[len(DB_PREFIX):].split("_")
+        if (name.startswith(DB_PREFIX) and len(parts) == 2
+                and parts[0].isdigit() and not _pid_alive(int(parts[0]))):
+            _sql(f"DROP DATABASE IF EXISTS `{name}`")
+            dropped.append(name)
+    return dropped
+
+
+class NeutronServer:
+
+    def __init__(self, workdir, python, keystone_auth=None, workers=1,
+                 start_timeout=300.0):
+        self.workdir = Path(workdir).resolve()
+        self.python = str(python)
+        self.bindir = Path(self.python).parent
+        self.keystone_auth = dict(keystone_auth or {})
+        self.workers = workers
+        self.start_timeout = start_timeout
+        self.db_name = f"{DB_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+        self.conf_path = self.workdir / "neutron.conf"
+        self.ml2_path = self.workdir / "ml2_conf.ini"
+        self.url = None
+        self._proc = None
+        self._db_created = False
+        self._started = False
+
+    def config_text(self):
+        db = (f"mysql+pymysql://{DB_USER}@{DB_HOST}:{DB_PORT}/{self.db_name}"
+              "?charset=utf8mb4")
+        lines = [
+            "# Written by tools/localstack/neutron_server.py",
+            "[DEFAULT]",
+            f"log_file = {self.workdir / 'neutron.log'}",
+            "auth_strategy = " + ("keystone" if self.keystone_auth
+                                  else "noauth"),
+            "core_plugin = ml2",
+            # network_ip_availability: Octavia picks a VIP subnet with free
+            # addresses when a load balancer names only a network.
+            "service_plugins = network_ip_availability",
+            "transport_url = fake://",
+            f"api_paste_config = {self.bindir.parent / 'etc/neutron/api-paste.ini'}",
+            "notify_nova_on_port_status_changes = false",
+            "notify_nova_on_port_data_changes = false",
+            "dhcp_agent_notification = false",
+            f"state_path = {self.workdir / 'state'}",
+            "[database]",
+            f"connection = {db}",
+            "[oslo_concurrency]",
+            f"lock_path = {self.workdir / 'lock'}",
+        ]
+        if self.keystone_auth:
+            lines.append("[keystone_authtoken]")
+            lines.append(f"www_authenticate_uri = "
+                         f"{self.keystone_auth['auth_url']}")
+            lines += [f"{k} = {v}" for k, v in self.keystone_auth.items()]
+        return "\n".join(lines) + "\n"
+
+    @staticmethod
+    def ml2_text():
+        return "\n".join([
+            "[ml2]",
+            "type_drivers = local,flat,vlan",
+            "tenant_network_types = local",
+            "mechanism_drivers =",
+            "extension_drivers = port_security",
+            "[securitygroup]",
+            "firewall_driver = noop",
+            "",
+        ])
+
+    def start(self):
+        if self._started:
+            return self
+        deadline = time.monotonic() + self.start_timeout
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        (self.workdir / "lock").mkdir(exist_ok=True)
+        self.conf_path.write_text(self.config_text())
+        self.ml2_path.write_text(self.ml2_text())
+        (self.workdir / "neutron_app.py").write_text(_APP_MODULE)
+        self._started = True
+        atexit.register(self.stop)
+        try:
+            sweep_stale_databases()
+            _sql(f"CREATE DATABASE `{self.db_name}` CHARACTER SET utf8mb4")
+            self._db_created = True
+            log = self.workdir / "db-manage.log"
+            with open(log, "wb") as f:
+                proc = subprocess.run(
+                    [str(self.bindir / "neutron-db-manage"),
+                     "--config-file", str(self.conf_path),
+                     "--config-file", str(self.ml2_path),
+                     "upgrade", "heads"],
+                    stdin=subprocess.DEVNULL, stdout=f,
+                    stderr=subprocess.STDOUT, cwd=self.workdir,
+                    timeout=max(5.0, deadline - time.monotonic()))
+            if proc.returncode != 0:
+                raise StackError(f"neutron-db-manage upgrade heads failed "
+                                 f"(rc {proc.returncode}):\n{_tail(log)}")
+            env = {"PATH": f"{self.bindir}:/usr/sbin:/usr/bin:/sbin:/bin",
+                   "PYTHONUNBUFFERED": "1",
+                   "OS_NEUTRON_CONFIG_DIR": str(self.workdir),
+                   "OS_NEUTRON_CONFIG_FILES":
+                       f"{self.conf_path.name};{self.ml2_path.name}"}
+            listener = _free_listening_socket()
+            self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+            try:
+                self._proc = _Proc(
+                    "neutron",
+                    [self.python, "-m", "gunicorn", "--bind",
+                     f"fd://{listener.fileno()}", "--workers",
+                     str(self.workers), "--worker-class", "gthread",
+                     "--threads", "8", "--timeout", "120",
+                     "--graceful-timeout", "5", "--pythonpath",
+                     str(self.workdir), "neutron_app:application"],
+                    self.workdir / "gunicorn.log", env, self.workdir,
+                    pass_fds=(listener.fileno(),))
+            finally:
+                listener.close()
+            self._wait(deadline)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait(self, deadline):
+        # Version discovery is unauthenticated and needs the app loaded.
+        last = None
+        while time.monotonic() < deadline:
+            self._proc.check()
+            try:
+                with urllib.request.urlopen(self.url + "/", timeout=2) as r:
+                    if r.status == 200:
+                        return
+                    last = f"HTTP {r.status}"
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code}"
+            except OSError as e:
+                last = repr(e)
+            time.sleep(0.1)   # polling interval while gunicorn imports
+        raise StackError(f"Neutron at {self.url} not ready ({last}); last "
+                         f"lines of {self._proc.log_path}:\n"
+                         f"{_tail(self._proc.log_path)}")
+
+    def stop(self):
+        if not self._started:
+            return
+        errors = []
+        if self._proc is not None:
+            try:
+                self._proc.stop()
+            except StackError as e:
+                errors.append(str(e))
+            self._proc = None
+        if self._db_created:
+            try:
+                _sql(f"DROP DATABASE IF EXISTS `{self.db_name}`")
+                self._db_created = False
+            except Exception as e:  # noqa: BLE001
+                errors.append(f"DROP DATABASE {self.db_name}: {e!r}")
+        self._started = False
+        atexit.unregister(self.stop)
+        if errors:
+            raise StackError("; ".join(errors))

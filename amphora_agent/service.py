@@ -276,6 +276,8 @@ class Agent:
             self._start_se_side()
         except Exception as exc:  # noqa: BLE001 -- reported by start()
             self._start_error = exc
+            if self._netwatch is not None:
+                self._netwatch.stop()
             self._started.set()
             return
         self._started.set()
@@ -323,7 +325,7 @@ class Agent:
                 if self._netwatch is not None:
                     # A safety net only: events drive the checks.
                     self._netwatch.invalidate()
-                    self._safe(self._net_check)
+                    self._safe(lambda: self._net_check(refresh=False))
             elif self._netwatch is not None and self._netwatch.changed():
                 self._safe(self._net_check)
             self._safe(self._supervise)
@@ -364,14 +366,14 @@ class Agent:
         if self._runtime_state().get('helpers') != before:
             self._report_state()
 
-    def _net_check(self):
+    def _net_check(self, refresh=True):
         """Links, addresses or routes changed: re-assess what this SE can
         serve, refresh the next hops before announcing, withdraw at once
         what it cannot serve any more."""
         before = self._verdict
         ready = self._ready_vips or set()
         verdict = self._assess(ready)
-        if verdict.serviceable and self.dp is not None:
+        if refresh and verdict.serviceable and self.dp is not None:
             self._safe(self.dp.refresh_nexthops)
         self._announce(ready)
         if before is None or before.serviceable != verdict.serviceable:

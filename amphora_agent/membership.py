@@ -7,14 +7,51 @@ and where tunnels come from.  Membership expires when heartbeats stop.
 
 import json
 import logging
+import threading
 
 from tooz import coordination
 
 LOG = logging.getLogger(__name__)
 
+# How often a member checks that the backend still lists it (seconds).
+REJOIN_CHECK_INTERVAL = 1.0
+
 
 def group_id(se_group):
     return f'octavia-dsr.{se_group}'.encode()
+
+
+def join(coordinator, group, capabilities=b''):
+    """Create the group if needed and join it (again).
+
+    A member that is already listed (a restart after kill -9 under the same
+    id) updates its capabilities instead.
+    """
+    try:
+        coordinator.create_group(group).get()
+    except coordination.GroupAlreadyExist:
+        pass
+    try:
+        coordinator.join_group(group, capabilities).get()
+    except coordination.MemberAlreadyExist:
+        coordinator.update_capabilities(group, capabilities).get()
+
+
+def ensure_joined(coordinator, member_id, group, capabilities=b''):
+    """Join again when the backend lost us: tooz's heartbeat only refreshes
+    the member's liveness key, so a backend restarted empty (Redis without
+    persistence, a failover, a flush) no longer lists the group or its
+    members until they join again.  True when it re-joined."""
+    try:
+        members = coordinator.get_members(group).get()
+    except coordination.GroupNotCreated:
+        members = set()
+    if member_id in members:
+        return False
+    LOG.warning('the coordination backend lost our membership of %s; '
+                'joining again', group.decode())
+    join(coordinator, group, capabilities)
+    return True
 
 
 class Membership:
@@ -22,21 +59,36 @@ class Membership:
         self.se_group = se_group
         self._group = group_id(se_group)
         self._capabilities = json.dumps(capabilities).encode()
+        self._member_id = se_id.encode()
         self._coordinator = coordination.get_coordinator(
-            backend_url, se_id.encode())
+            backend_url, self._member_id)
+        self._stop = threading.Event()
+        self._watchdog = None
 
     def start(self):
         self._coordinator.start(start_heart=True)
-        try:
-            self._coordinator.create_group(self._group).get()
-        except coordination.GroupAlreadyExist:
-            pass
-        try:
-            self._coordinator.join_group(self._group,
-                                         self._capabilities).get()
-        except coordination.MemberAlreadyExist:
-            self._coordinator.update_capabilities(
-                self._group, self._capabilities).get()
+        join(self._coordinator, self._group, self._capabilities)
+        # Its own thread: a backend that hangs must not stall the caller's
+        # loop (the agent's reconciler).
+        self._watchdog = threading.Thread(target=self._keep_joined,
+                                          name='membership', daemon=True)
+        self._watchdog.start()
+
+    def _keep_joined(self):
+        failing = False
+        while not self._stop.wait(REJOIN_CHECK_INTERVAL):
+            try:
+                ensure_joined(self._coordinator, self._member_id,
+                              self._group, self._capabilities)
+                if failing:
+                    LOG.info('coordination backend answers again')
+                failing = False
+            except Exception as exc:  # noqa: BLE001 -- redis errors too
+                # tooz passes some backend errors through unwrapped (redis
+                # ConnectionError from get_members): keep checking.
+                if not failing:
+                    LOG.warning('coordination backend unavailable: %s', exc)
+                failing = True
 
     def members(self):
         """{se_id: capabilities} of the live members of the group."""
@@ -55,6 +107,9 @@ class Membership:
         self._coordinator.run_watchers()
 
     def stop(self):
+        self._stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=10)
         try:
             self._coordinator.leave_group(self._group).get()
         except (coordination.MemberNotJoined, coordination.GroupNotCreated):

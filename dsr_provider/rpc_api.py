@@ -37,15 +37,20 @@ The transport is created on first use and shared by every driver instance
 of the process (octavia-api builds a new driver object per request).
 """
 
+import logging
 import threading
+import uuid
 
 import oslo_messaging as messaging
 from oslo_config import cfg
+from oslo_utils import timeutils
+import tenacity
 
 from dsr_provider import opts
 
 TOPIC = 'octavia-dsr-changes'
 PUBLISHER_ID = 'octavia-dsr-provider'
+LOG = logging.getLogger(__name__)
 API_VERSION = '1.0'
 
 _transport = None
@@ -77,17 +82,33 @@ def payload(**kwargs):
 
 
 class ChangeClient:
-    """Publishes changes; cast() mirrors an RPC client's signature."""
+    """Publishes changes; cast() mirrors an RPC client's signature.
+
+    Like an RPC cast it waits for the broker rather than drop a change
+    Octavia has already accepted.  oslo.messaging's Notifier cannot: it
+    logs and swallows a failed send (a broker down while a new connection
+    is opened), and Octavia would commit a change nobody ever gets.  So
+    the message is built as the messagingv2 driver builds it and sent
+    with the error seen, retried until the broker takes it.
+    """
 
     def __init__(self, transport):
-        # retry=None: like an RPC cast, wait for the broker rather than
-        # drop a change Octavia has already accepted.
-        self._notifier = messaging.Notifier(
-            transport, publisher_id=PUBLISHER_ID, driver='messagingv2',
-            topics=[TOPIC], retry=None)
+        self._transport = transport
+        self._target = messaging.Target(topic=f'{TOPIC}.info')
 
     def cast(self, ctxt, method, **kwargs):
-        self._notifier.info(ctxt, method, payload(**kwargs))
+        message = {'message_id': str(uuid.uuid4()),
+                   'publisher_id': PUBLISHER_ID, 'event_type': method,
+                   'priority': 'INFO', 'payload': payload(**kwargs),
+                   'timestamp': str(timeutils.utcnow())}
+        for attempt in tenacity.Retrying(
+                wait=tenacity.wait_exponential(multiplier=0.2, max=2),
+                before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+                reraise=True):
+            with attempt:
+                # The messagingv2 driver's call (message format 2.0).
+                self._transport._send_notification(
+                    self._target, ctxt, message, version=2.0, retry=None)
 
 
 class ControllerAPI:

@@ -9,6 +9,7 @@ dies, another is elected within the coordination timeout and resumes from
 the database.
 """
 
+import faulthandler
 import logging
 import signal
 import socket
@@ -172,6 +173,8 @@ def main(argv=None):
          prog='dsr-controller')
     oslo_log.setup(conf, 'octavia-dsr')
     controller = Controller(conf)
+    # kill -USR2 <pid>: every thread's stack on stderr (a stuck loop).
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stopping.set())
     signal.signal(signal.SIGINT, lambda *a: stopping.set())

@@ -45,29 +45,29 @@ def _exchange(port, payload, nbytes=64, timeout=1.0):
         return s.recv(nbytes)
 
 
-def mariadb_answers():
+def mariadb_answers(port=PORTS["mariadb"]):
     # The server speaks first: a handshake packet whose 5th byte is the
     # protocol version 10 (0xff there is an error packet, e.g. "too many
     # connections" or "host blocked").
     try:
-        data = _exchange(PORTS["mariadb"], b"", nbytes=16)
+        data = _exchange(port, b"", nbytes=16)
     except OSError:
         return False
     return len(data) > 4 and data[4] == 10
 
 
-def redis_answers():
+def redis_answers(port=PORTS["redis"]):
     try:
-        return _exchange(PORTS["redis"], b"PING\r\n").startswith(b"+PONG")
+        return _exchange(port, b"PING\r\n").startswith(b"+PONG")
     except OSError:
         return False
 
 
-def rabbitmq_answers():
+def rabbitmq_answers(port=PORTS["rabbitmq"]):
     # AMQP 0-9-1 protocol header; a ready broker answers with a
     # Connection.Start method frame (type 1, channel 0).
     try:
-        data = _exchange(PORTS["rabbitmq"], b"AMQP\x00\x00\x09\x01")
+        data = _exchange(port, b"AMQP\x00\x00\x09\x01")
     except OSError:
         return False
     return data[:3] == b"\x01\x00\x00"

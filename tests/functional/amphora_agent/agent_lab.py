@@ -162,7 +162,7 @@ class AgentLab:
         bgp_dir = os.path.join(self.root, se, 'bgp')
         with open(path, 'w') as f:
             f.write(f"""[DEFAULT]
-transport_url = {RABBIT}{self.vhost}
+transport_url = {self.transport_url}
 debug = false
 log_file = {os.path.join(self.root, se + '.log')}
 

@@ -20,29 +20,82 @@ MEMBER_SUBNET = '5e0a1c52-0000-4000-8000-000000000104'
 MEMBER6_SUBNET = '5e0a1c52-0000-4000-8000-000000000106'
 
 
-def mysql(statement):
-    return subprocess.run(['mariadb', '-uroot', '-h', '127.0.0.1', '-e',
-                           statement], capture_output=True, text=True,
-                          timeout=60)
+def mysql(statement, port=3306):
+    return subprocess.run(['mariadb', '-uroot', '-h', '127.0.0.1', '-P',
+                           str(port), '-e', statement], capture_output=True,
+                          text=True, timeout=60)
+
+
+class _Agents(agent_lab.AgentLab):
+    """AgentLab whose agents use other broker / coordination URLs."""
+
+    def __init__(self, topo, rabbit_url=None, redis_url=None,
+                 agent_config=None):
+        super().__init__(topo, fake_controller=False)
+        self._rabbit_url = rabbit_url
+        self._redis_url = redis_url
+        self._agent_config = agent_config or {}
+
+    def config_file(self, se):
+        path = super().config_file(se)
+        if self._agent_config:
+            # oslo.config: a later value of a single-valued option wins.
+            with open(path, 'a') as f:
+                for section, options in self._agent_config.items():
+                    f.write(f'\n[{section}]\n')
+                    f.writelines(f'{k} = {v}\n' for k, v in options.items())
+        return path
+
+    @property
+    def transport_url(self):
+        return self._rabbit_url or super().transport_url
+
+    @property
+    def redis_url(self):
+        if self._redis_url is None:
+            return super().redis_url
+        sep = '&' if '?' in self._redis_url else '?'
+        return f'{self._redis_url}{sep}namespace=dsrlab-{self.tag}'
 
 
 class ProductLab:
-    def __init__(self, topo):
+    def __init__(self, topo, rabbit_url=None, redis_url=None,
+                 controller_db_port=3306, agent_config=None):
+        """rabbit_url: the broker of the driver -> controller changes and
+        the controller <-> agent RPC (default: a private vhost on the
+        machine's RabbitMQ); octavia-api's own RPC stays on the machine's.
+        redis_url: tooz URL base (with its options) of the agents and
+        controllers (default: the machine's Redis).
+        controller_db_port: MariaDB on 127.0.0.1 holding the controller's
+        database (octavia-api's own database stays on 3306).
+        agent_config: {section: {option: value}} over the agents' config
+        (e.g. {'dataplane': {'max_listeners': 64}})."""
         self.topo = topo
-        self.agents = agent_lab.AgentLab(topo, fake_controller=False)
+        self.agents = _Agents(topo, rabbit_url, redis_url, agent_config)
         self.tag = self.agents.tag
         self.workdir = os.path.join(self.agents.root, 'os')
         self.controller_db = f'dsrctl_{self.tag}'
+        self.controller_db_port = controller_db_port
         self.controllers = {}
         self.stack = None
 
+    @property
+    def controller_db_url(self):
+        return (f'mysql+pymysql://root@127.0.0.1:{self.controller_db_port}/'
+                f'{self.controller_db}')
+
+    def mysql(self, statement):
+        """A statement on the MariaDB server of the controller database."""
+        return mysql(statement, self.controller_db_port)
+
     def start(self):
         self.agents.start()
-        out = mysql(f'CREATE DATABASE {self.controller_db}')
+        out = self.mysql(f'CREATE DATABASE {self.controller_db}')
         assert out.returncode == 0, out.stderr
         self.stack = octavia_stack.OctaviaStack(
             self.workdir, provider_drivers={'dsr': 'DSR'},
-            default_provider='dsr', transport_url=self.agents.transport_url,
+            default_provider='dsr',
+            transport_url=agent_lab.RABBIT + self.agents.vhost,
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
                 'transport_url': self.agents.transport_url}})
@@ -69,7 +122,7 @@ log_file = {os.path.join(self.agents.root, name + '.log')}
 
 [dsr_controller]
 controller_id = {name}-{self.tag}
-database_connection = mysql+pymysql://root@127.0.0.1:3306/{self.controller_db}
+database_connection = {self.controller_db_url}
 default_se_group = {self.agents.se_group}
 coordination_url = {self.agents.redis_url}
 leader_group = controllers-{self.tag}
@@ -116,7 +169,7 @@ octavia_get_socket = {sockets['get']}
                 pass
         for t in stopping:
             t.join()
-        mysql(f'DROP DATABASE IF EXISTS {self.controller_db}')
+        self.mysql(f'DROP DATABASE IF EXISTS {self.controller_db}')
         keep = '/tmp/dsr-e2e-logs'
         shutil.rmtree(keep, ignore_errors=True)
         os.makedirs(keep, exist_ok=True)

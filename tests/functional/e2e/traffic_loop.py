@@ -1,0 +1,140 @@
+#!/usr/bin/env python3
+"""Traffic that must keep flowing while the control plane suffers; run in
+the client namespace (stdlib only):
+
+    traffic_loop.py VIP PORT [--interval 0.05]
+
+Prints "STARTED" once both flows run, "MEMBER <name>" when a new
+connection first reaches that member, and on SIGTERM (or SIGINT) stops and
+prints one JSON line:
+    new:   {"ok": n, "failed": n, "errors": [first few], "members": {...}}
+           -- one new TCP connection (GET /) every interval;
+    established: {"ok": bool, "sent": bytes, "error": str|null,
+                  "response": str, "max_stall_ms": float}
+           -- one TCP connection open throughout: a POST /upload whose body
+           trickles (1 KiB every interval); the server's byte count and
+           sha256 must match what was sent.
+"""
+
+import argparse
+import hashlib
+import json
+import signal
+import socket
+import sys
+import threading
+import time
+
+CHUNK = 1024
+# Content-Length is sent first: room for 5 minutes of trickling at 0.05 s.
+MAX_CHUNKS = 6000
+
+
+def _connect(vip, port, timeout):
+    fam = socket.AF_INET6 if ':' in vip else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    s.connect((vip, port))
+    return s
+
+
+def _read_all(s):
+    data = b''
+    while True:
+        part = s.recv(65536)
+        if not part:
+            return data
+        data += part
+
+
+def new_connections(vip, port, interval, stop, result):
+    while not stop.is_set():
+        t0 = time.monotonic()
+        try:
+            s = _connect(vip, port, 2.0)
+            try:
+                s.sendall(f'GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n'.encode())
+                data = _read_all(s).decode(errors='replace')
+            finally:
+                s.close()
+            head, _, body = data.partition('\r\n\r\n')
+            if ' 200 ' not in head.split('\r\n', 1)[0]:
+                raise RuntimeError(f'bad answer {head[:80]!r}')
+            member = body.strip().partition('=')[2] or '?'
+            if member not in result['members']:
+                print(f'MEMBER {member}', flush=True)
+            result['ok'] += 1
+            result['members'][member] = result['members'].get(member, 0) + 1
+        except (OSError, RuntimeError) as exc:
+            result['failed'] += 1
+            if len(result['errors']) < 5:
+                result['errors'].append(f'{time.time():.3f} {exc!r}')
+        stop.wait(max(0.0, interval - (time.monotonic() - t0)))
+
+
+def established(vip, port, interval, stop, started, result):
+    digest = hashlib.sha256()
+    chunk = bytes(range(256)) * (CHUNK // 256)
+    sent = 0
+    last = time.monotonic()
+    try:
+        s = _connect(vip, port, 5.0)
+        s.sendall(f'POST /upload HTTP/1.0\r\nHost: {vip}\r\n'
+                  f'Content-Type: application/octet-stream\r\n'
+                  f'Content-Length: {CHUNK * MAX_CHUNKS}\r\n\r\n'.encode())
+        started.set()
+        for i in range(MAX_CHUNKS):
+            s.sendall(chunk)
+            digest.update(chunk)
+            sent += CHUNK
+            now = time.monotonic()
+            result['max_stall_ms'] = max(result['max_stall_ms'],
+                                         (now - last) * 1000.0)
+            last = now
+            if not stop.is_set():
+                stop.wait(interval)
+        answer = _read_all(s).decode(errors='replace')
+        s.close()
+        result['response'] = answer.partition('\r\n\r\n')[2].strip()
+        result['ok'] = (f'bytes={sent} ' in result['response'] and
+                        f'sha256={digest.hexdigest()}' in result['response'])
+    except OSError as exc:
+        result['error'] = repr(exc)
+    finally:
+        result['sent'] = sent
+        started.set()
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('vip')
+    p.add_argument('port', type=int)
+    p.add_argument('--interval', type=float, default=0.05)
+    args = p.parse_args()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *a: stop.set())
+    signal.signal(signal.SIGINT, lambda *a: stop.set())
+    new = {'ok': 0, 'failed': 0, 'errors': [], 'members': {}}
+    est = {'ok': False, 'sent': 0, 'error': None, 'response': '',
+           'max_stall_ms': 0.0}
+    started = threading.Event()
+    threads = [
+        threading.Thread(target=established, args=(
+            args.vip, args.port, args.interval, stop, started, est)),
+        threading.Thread(target=new_connections, args=(
+            args.vip, args.port, args.interval, stop, new)),
+    ]
+    threads[0].start()
+    started.wait(10)
+    threads[1].start()
+    print('STARTED', flush=True)
+    while not stop.is_set():
+        stop.wait(0.5)
+    for t in threads:
+        t.join(60)
+    print(json.dumps({'new': new, 'established': est}), flush=True)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

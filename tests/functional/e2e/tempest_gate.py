@@ -241,8 +241,16 @@ def main(argv=None):
     t0 = time.monotonic()
     venv_python = str(tempest_venv.ensure(args.venv, log=log))
     log(f'venv ready ({time.monotonic() - t0:.0f} s)')
-    # SIGTERM (CI's timeout) must unwind through the finally blocks.
-    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    # SIGTERM (CI's timeout) must unwind through the finally blocks -- in
+    # this process only: pyroute2 forks helpers and stops them with
+    # SIGTERM, and a helper that unwound would tear the lab down.
+    main_pid = os.getpid()
+
+    def on_sigterm(signum, frame):
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        sys.exit(128 + signum)
+    signal.signal(signal.SIGTERM, on_sigterm)
     shutil.rmtree(LOGS, ignore_errors=True)
     workspace = None
     lab = None

@@ -504,9 +504,15 @@ def _spacing_ms(times):
     return round(percentile(gaps, 0.5) * 1000, 1) if gaps else None
 
 
-def concurrent_lbs(lab, created_lbs, pl):
-    n = LOAD_BALANCERS
-    vips = [str(ipaddress.ip_address('192.0.2.100') + k) for k in range(n)]
+def concurrent_lbs(lab, created_lbs, pl, n=LOAD_BALANCERS, graph=None,
+                   name='bench-c', first_vip='192.0.2.100',
+                   deadline_s=LB_DEADLINE, after_delete=None):
+    """n load balancers created at once (one thread and connection each),
+    then deleted at once (cascade).  graph(k) -> keyword arguments added
+    to load balancer k's create (e.g. listeners: Octavia's single-call
+    graph create).  after_delete(lab) -> dict of extra checks, run once
+    they are gone.  Returns (result dict, target met)."""
+    vips = [str(ipaddress.ip_address(first_vip) + k) for k in range(n)]
     conns = [lab.stack.sdk() for _ in range(n)]
     watcher = lab.stack.sdk()
     mine = {}
@@ -520,8 +526,9 @@ def concurrent_lbs(lab, created_lbs, pl):
         t = time.monotonic()
         try:
             lb = conns[k].load_balancer.create_load_balancer(
-                name=f'bench-c{k:02d}', vip_subnet_id=pl.VIP_SUBNET,
-                vip_address=vips[k], provider='dsr')
+                name=f'{name}{k:02d}', vip_subnet_id=pl.VIP_SUBNET,
+                vip_address=vips[k], provider='dsr',
+                **(graph(k) if graph else {}))
         except Exception as exc:  # noqa: BLE001 -- counted
             with lock:
                 api_errors.append(f'{vips[k]}: {exc}'[:300])
@@ -541,7 +548,7 @@ def concurrent_lbs(lab, created_lbs, pl):
     calls_done = time.monotonic() - t0
     active_at = {}
     states = {}
-    deadline = t0 + LB_DEADLINE
+    deadline = t0 + deadline_s
     while True:
         now = time.monotonic()
         states = {lb.id: lb.provisioning_status
@@ -556,6 +563,7 @@ def concurrent_lbs(lab, created_lbs, pl):
     all_active = (max(active_at.values())
                   if active_at and len(active_at) == len(mine) else None)
     stuck = {lb_id: st for lb_id, st in states.items() if st != 'ACTIVE'}
+    errors = sum(1 for st in states.values() if st == 'ERROR')
     missing = [lb_id for lb_id in mine if lb_id not in states]
     log(f'  API calls: {len(call_s)} ok, {len(api_errors)} failed, all '
         f'returned after {calls_done:.2f} s; ACTIVE: {len(active_at)}/'
@@ -619,8 +627,9 @@ def concurrent_lbs(lab, created_lbs, pl):
         # to octavia-driver-agent.
         'active_spacing_ms_median': _spacing_ms(active_at.values()),
         'stuck_after_deadline': len(stuck) + len(missing),
+        'error_after_deadline': errors,
         'stuck_states': sorted(set(stuck.values())),
-        'deadline_s': LB_DEADLINE,
+        'deadline_s': deadline_s,
         'delete_api_errors': len(del_errors),
         'delete_all_gone_s': round(gone, 3) if gone is not None else None,
         'gone_spacing_ms_median': _spacing_ms(gone_at.values()),
@@ -628,6 +637,10 @@ def concurrent_lbs(lab, created_lbs, pl):
     }
     met = (not api_errors and not stuck and not missing and
            len(active_at) == n and not left and not del_errors)
+    if after_delete is not None and not left:
+        extra = after_delete(lab)
+        result.update(extra)
+        met = met and extra.get('clean', False)
     return result, met
 
 

@@ -45,7 +45,7 @@ DOMAIN_ID = "default"
 class KeystoneServer:
     """keystone-manage + gunicorn serving keystone.wsgi.api:application."""
 
-    def __init__(self, workdir, python, admin_password=None, workers=2,
+    def __init__(self, workdir, python, admin_password=None, workers=1,
                  start_timeout=300.0):
         self.workdir = Path(workdir).resolve()
         self.python = str(python)
@@ -131,7 +131,10 @@ class KeystoneServer:
                     [self.python, "-m", "gunicorn", "--bind",
                      f"fd://{listener.fileno()}", "--workers",
                      str(self.workers), "--worker-class", "gthread",
-                     "--threads", "4", "--timeout", "120",
+                     # One request at a time: SQLite allows one writer
+                     # and concurrent token issues (each updates the
+                     # user's last_active_at) failed "database is locked".
+                     "--threads", "1", "--timeout", "120",
                      "--graceful-timeout", "5", "--pythonpath",
                      str(self.workdir), "keystone_app:application"],
                     self.workdir / "gunicorn.log", env, self.workdir,

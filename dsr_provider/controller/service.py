@@ -24,6 +24,7 @@ from tooz import coordination
 from amphora_agent import membership
 from amphora_agent import rpc as agent_rpc
 from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -50,7 +51,8 @@ class Controller:
         self.driver_lib = driver_lib
         # Controllers of one deployment elect their leader in this group.
         self.leader_group = c.leader_group.encode()
-        self.leader = threading.Event()
+        self.election = election_mod.LeaderElection(
+            self.coordinator, self.leader_group, self.controller_id)
         self._stop = threading.Event()
         self._server = None
         self._listener = None
@@ -74,10 +76,6 @@ class Controller:
             return set()
         return {m.decode() for m in members}
 
-    def _elected(self, event):
-        LOG.info('controller %s is the leader', self.controller_id)
-        self.leader.set()
-
     def start(self):
         self.coordinator.start(start_heart=True)
         try:
@@ -92,8 +90,6 @@ class Controller:
             # ours again (tooz has re-written it).
             LOG.info('controller %s rejoins %s', self.controller_id,
                      self.leader_group.decode())
-        self.coordinator.watch_elected_as_leader(self.leader_group,
-                                                 self._elected)
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
             [endpoints.AgentEndpoint(self.store)])
@@ -123,7 +119,9 @@ class Controller:
         while not self._stop.is_set():
             try:
                 self.coordinator.run_watchers()
-                if self.leader.is_set():
+                if not self.election.check():
+                    reporter = None     # a new term starts afresh
+                else:
                     if reporter is None:
                         reporter = reporter_mod.Reporter(
                             self.store, agent_rpc.AgentNotifier(
@@ -151,6 +149,7 @@ class Controller:
         for t in stoppers:
             t.join()
         LOG.info('controller %s: consumers stopped', self.controller_id)
+        self.election.resign()
         try:
             self.coordinator.leave_group(self.leader_group).get()
         except coordination.ToozError:

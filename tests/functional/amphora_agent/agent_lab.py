@@ -331,10 +331,11 @@ def listener(id_, protocol, port, members, monitor=None, algorithm=None,
             'algorithm': algorithm or 'SOURCE_IP_PORT',
             'members': members}
     if monitor:
-        pool['health_monitor'] = monitor
+        # One monitor object per pool: ids are unique in a snapshot.
+        pool['health_monitor'] = dict(monitor, id=f'hm-{pool["id"]}')
     return {'id': id_, 'protocol': protocol, 'port': port, 'pool': pool}
 
 
 def tcp_monitor(delay=1, timeout=1, max_retries=1, max_retries_down=1):
-    return {'id': 'hm1', 'type': 'TCP', 'delay': delay, 'timeout': timeout,
+    return {'id': 'hm', 'type': 'TCP', 'delay': delay, 'timeout': timeout,
             'max_retries': max_retries, 'max_retries_down': max_retries_down}

@@ -29,6 +29,7 @@ import sys
 import time
 
 from tests.functional import netns
+from tests.functional.amphora_agent import agent_lab
 from tests.functional.e2e import product_lab
 from tools.localstack import keystone as keystone_mod
 from tools.localstack import neutron_server
@@ -82,13 +83,14 @@ class TempestLab(product_lab.ProductLab):
         self.keystone.add_endpoint('neutron', 'network', self.neutron.url)
         log(f'neutron {self.neutron.url}')
         self.agents.start()
-        out = product_lab.mysql(f'CREATE DATABASE {self.controller_db}')
+        out = self.mysql(f'CREATE DATABASE {self.controller_db}')
         assert out.returncode == 0, out.stderr
         stack_cls = keystone_mod.octavia_stack_class()
         self.stack = stack_cls(
             self.workdir, self.keystone, octavia_auth, self.neutron.url,
             provider_drivers={'dsr': 'DSR'}, default_provider='dsr',
-            transport_url=self.agents.transport_url, start_timeout=300,
+            transport_url=agent_lab.RABBIT + self.agents.vhost,
+            start_timeout=300,
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
                 'transport_url': self.agents.transport_url}})

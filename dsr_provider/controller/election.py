@@ -16,7 +16,9 @@ LOG = logging.getLogger(__name__)
 
 class LeaderElection:
     def __init__(self, coordinator, name, member_id):
-        self._lock = coordinator.get_lock(b'octavia-dsr-leader.' + name)
+        self._coordinator = coordinator
+        self._name = b'octavia-dsr-leader.' + name
+        self._lock = None   # the backend hands out locks once started
         self._member_id = member_id
         self._leading = False
 
@@ -34,6 +36,8 @@ class LeaderElection:
             self._forget()
         if not self._leading:
             try:
+                if self._lock is None:
+                    self._lock = self._coordinator.get_lock(self._name)
                 self._leading = bool(self._lock.acquire(blocking=False))
             except Exception as exc:  # noqa: BLE001 -- backend down
                 LOG.debug('leader election: %s', exc)

@@ -57,3 +57,17 @@ def test_leader_whose_lock_vanished_steps_down(coordinators):
     assert b.check() is True
     assert a.check() is False
     assert b.check() is True and a.leading is False
+
+
+def test_built_before_the_coordinator_starts(coordinators):
+    """The controller builds its election before starting tooz."""
+    make, namespace = coordinators
+    coord = coordination.get_coordinator(
+        f'{REDIS}&namespace={namespace}', b'late')
+    election = election_mod.LeaderElection(coord, b'g', 'late')
+    coord.start(start_heart=True)
+    try:
+        assert election.check() is True
+    finally:
+        election.resign()
+        coord.stop()

@@ -4,7 +4,9 @@ state and the set of VIPs this SE may announce.
 Octavia semantics: disabled load balancers, listeners and pools carry no
 traffic; admin-down and unhealthy members leave the rings (their established
 flows are re-steered); weight 0 drains (no new flows); backup members are
-used only when no other member of the pool is usable.
+used only when no other member of the pool is usable.  A listener's
+connection_limit (-1: none) and allowed_cidrs (empty: anyone) go to every
+dataplane listener of it, one per VIP address.
 """
 
 import dataclasses
@@ -81,7 +83,10 @@ def _plan_lb(lb, usable, result):
                     structs.HashAlgorithm[pool.algorithm] if pool
                     else structs.HashAlgorithm.SOURCE_IP_PORT,
                     structs.Encap[pool.encap.upper()] if pool
-                    else structs.Encap.IPIP)
+                    else structs.Encap.IPIP,
+                    # Per SE (docs/dataplane.md, connection_limit).
+                    conn_limit=max(listener.connection_limit, 0),
+                    allowed_cidrs=listener.allowed_cidrs)
                 for member in members:
                     spec.members[member.address] = model.Member(
                         member.address, member.weight, member.backup)

@@ -40,6 +40,8 @@ DEFAULT_EXPECTED_CODES = '200'
 MAX_DELAY = 86400
 MAX_WEIGHT = 256
 MAX_GENERATION = 2 ** 63 - 1
+# Octavia's listener connection_limit: -1 (its default) is no limit.
+MIN_CONNECTION_LIMIT, MAX_CONNECTION_LIMIT = -1, 2 ** 31 - 1
 
 CODES_ALLOWED = ('a status code, a comma list or a range of codes in '
                  '100..599, e.g. "200", "200,202", "200-204"')
@@ -152,9 +154,16 @@ LISTENER = _object(('id', 'protocol', 'port'), {
     'protocol': _enum(PROTOCOLS),
     'port': PORT,
     'admin_state_up': BOOL,
+    'connection_limit': dict(
+        _int(MIN_CONNECTION_LIMIT, MAX_CONNECTION_LIMIT),
+        type=['integer', 'null'],
+        description=f'null, -1 (no limit) or an integer in '
+                    f'0..{MAX_CONNECTION_LIMIT}'),
     'allowed_cidrs': {'type': ['array', 'null'],
                       'items': {'type': 'string',
-                                'description': 'a CIDR string'},
+                                'description': 'a CIDR such as '
+                                               '203.0.113.0/24 or '
+                                               '2001:db8::/32'},
                       'description': 'a list of CIDRs'},
     'pool': {'type': ['object', 'null'],
              'description': 'null or a pool object'},
@@ -272,16 +281,11 @@ def normalize_expected_codes(text):
 
 
 def _monitor_semantics(obj, prefix):
+    # timeout may exceed delay, as Octavia allows: the checker never
+    # overlaps two probes of a member (amphora_agent/health/monitor.py).
     if 'expected_codes' in obj and obj['expected_codes'] is not None:
         parse_expected_codes(obj['expected_codes'],
                              _field(prefix, ['expected_codes']))
-    delay, timeout = obj.get('delay'), obj.get('timeout')
-    if delay is not None and timeout is not None and timeout > delay:
-        # A probe must end before the next one starts.
-        raise Invalid(_field(prefix, ['timeout']), timeout,
-                      f'timeout <= delay, here at most {delay}',
-                      why=f'it exceeds the delay {delay} (a probe must end '
-                          'before the next one starts)')
 
 
 def check_health_monitor(obj, prefix='', partial=False):
@@ -373,14 +377,27 @@ def check_pool(obj, prefix=''):
     _structure('pool', obj, prefix)
 
 
-def check_listener(obj, prefix=''):
-    _structure('listener', obj, prefix)
-    for i, cidr in enumerate(obj.get('allowed_cidrs') or ()):
-        try:
-            ipaddress.ip_network(cidr)
-        except ValueError:
-            raise Invalid(_field(prefix, ['allowed_cidrs', i]), cidr,
-                          'a CIDR such as 203.0.113.0/24') from None
+CIDR_ALLOWED = 'a CIDR such as 203.0.113.0/24 or 2001:db8::/32'
+
+
+def parse_cidr(value, field='allowed_cidrs'):
+    """One allowed_cidrs entry -> ip_network; host bits are cleared as
+    Octavia does ("203.0.113.5/24" is 203.0.113.0/24)."""
+    if not isinstance(value, str):
+        raise Invalid(field, value, CIDR_ALLOWED)
+    try:
+        return ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise Invalid(field, value, CIDR_ALLOWED) from None
+
+
+def check_listener(obj, prefix='', partial=False):
+    """Returns the allowed_cidrs as a tuple of ip_network (None when
+    absent or empty: Octavia's "no restriction")."""
+    _structure('listener', obj, prefix, partial)
+    cidrs = tuple(parse_cidr(c, _field(prefix, ['allowed_cidrs', i]))
+                  for i, c in enumerate(obj.get('allowed_cidrs') or ()))
+    return cidrs or None
 
 
 def check_load_balancer(obj, prefix=''):

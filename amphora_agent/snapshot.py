@@ -77,8 +77,9 @@ class Listener:
     protocol: str
     port: int
     admin_state_up: bool
-    allowed_cidrs: tuple
+    allowed_cidrs: Optional[tuple]  # ip_network tuple; None: anyone
     pool: Optional[Pool]
+    connection_limit: int = -1      # -1: no limit (Octavia's default)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,7 +203,7 @@ def _pool(obj, vips, rejected):
 
 
 def _listener(obj, vips, rejected):
-    schema.check_listener(obj)
+    cidrs = schema.check_listener(obj)
     pool = None
     if obj.get('pool') is not None:
         pool_id = _require_id(obj['pool'], 'pool')
@@ -216,9 +217,9 @@ def _listener(obj, vips, rejected):
     return Listener(
         id=obj['id'], protocol=obj['protocol'], port=obj['port'],
         admin_state_up=obj.get('admin_state_up', True),
-        allowed_cidrs=tuple(ipaddress.ip_network(c)
-                            for c in obj.get('allowed_cidrs') or ()),
-        pool=pool)
+        allowed_cidrs=cidrs, pool=pool,
+        connection_limit=(-1 if obj.get('connection_limit') is None
+                          else obj['connection_limit']))
 
 
 def _load_balancer(obj):

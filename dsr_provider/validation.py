@@ -13,9 +13,11 @@ the user did not give is Unset, and an update's "new" object carries only
 the fields being changed. Values Octavia fills in on its own (default
 timeouts, connection_limit -1, client_authentication NONE, ...) are
 accepted; only a value DSR would have to ignore is refused.
-"""
 
-import ipaddress
+docs/refusals.md lists every refusal with its reason;
+tests/unit/dsr_provider/test_refusals_doc.py runs each documented example
+through these checks and fails when a refuse() here is not documented.
+"""
 
 from octavia_lib.api.drivers import data_models
 from octavia_lib.api.drivers import exceptions
@@ -33,8 +35,6 @@ LB_ALGORITHMS = (lib_consts.LB_ALGORITHM_SOURCE_IP_PORT,
 SESSION_PERSISTENCE_TYPES = (lib_consts.SESSION_PERSISTENCE_SOURCE_IP,)
 HEALTH_MONITOR_TYPES = schema.MONITOR_TYPES
 MAX_DELAY = schema.MAX_DELAY
-UNRESTRICTED_CIDRS = (ipaddress.ip_network('0.0.0.0/0'),
-                      ipaddress.ip_network('::/0'))
 
 L4_ONLY = ('DSR is Layer 4: the service engine forwards packets by '
            'consistent hash and never reads or answers the application '
@@ -131,18 +131,16 @@ def check_listener_protocol(protocol):
            f'provider (allowed: {allowed}): {L4_ONLY}.')
 
 
-def check_allowed_cidrs(cidrs):
-    for cidr in cidrs or ():
-        try:
-            net = ipaddress.ip_network(cidr, strict=False)
-        except (TypeError, ValueError):
-            net = None
-        if net not in UNRESTRICTED_CIDRS:
-            refuse(f'listener allowed_cidrs {list(cidrs)!r} are not '
-                   'supported by the DSR provider yet (allowed: none, '
-                   '0.0.0.0/0 or ::/0): the dataplane does not enforce '
-                   'source restrictions, and the provider will not accept '
-                   'a restriction it would silently ignore.')
+def check_listener_limits(listener):
+    """connection_limit and allowed_cidrs, which the SEs enforce
+    (docs/dataplane.md): checked with the agents' listener definition."""
+    doc = {name: given(listener, name)
+           for name in ('connection_limit', 'allowed_cidrs')
+           if is_given(listener, name)}
+    try:
+        schema.check_listener(doc, partial=True)
+    except schema.Invalid as exc:
+        _refuse_invalid('listener', exc)
 
 
 def check_listener(listener):
@@ -150,12 +148,7 @@ def check_listener(listener):
     if is_given(listener, 'protocol'):
         check_listener_protocol(given(listener, 'protocol'))
 
-    limit = given(listener, 'connection_limit')
-    if limit is not None and limit != -1:
-        refuse(f'listener connection_limit {limit} is not supported by the '
-               'DSR provider (allowed: -1, unlimited): the service engine '
-               'sees only the client-to-member half of each connection and '
-               'cannot count or cap connections.')
+    check_listener_limits(listener)
 
     for name in _TIMEOUT_DEFAULTS:
         value = given(listener, name)
@@ -185,9 +178,6 @@ def check_listener(listener):
         if given(listener, name):
             refuse(f'listener {name} is not supported by the DSR provider '
                    f'(allowed: unset): {L4_ONLY}.')
-
-    if is_given(listener, 'allowed_cidrs'):
-        check_allowed_cidrs(given(listener, 'allowed_cidrs'))
 
     if given(listener, 'l7policies'):
         refuse_l7('L7 policies')

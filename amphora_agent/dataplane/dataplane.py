@@ -10,12 +10,14 @@ order that never lets the program see a half-built listener:
   and, for removals, listeners -> VIP addresses -> rings -> members.
 """
 
+import ctypes
 import dataclasses
 import ipaddress
 import logging
 import mmap
 import os
 import socket
+import time
 
 from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import maglev
@@ -33,7 +35,15 @@ DEFAULT_TTL = 64
 
 MAP_NAMES = ('listeners', 'vip_addrs', 'rings', 'reals', 'nexthops',
              'conn_table', 'se_config', 'listener_stats', 'real_stats',
-             'se_stats')
+             'se_stats', 'conn_slots', 'acl_v4', 'acl_v6')
+# Maps whose value layout changed with connection_limit / allowed_cidrs:
+# pins of an older release cannot be reused (see open()).
+_LAYOUT = {'listeners': structs.Listener, 'conn_table': structs.Conn,
+           'listener_stats': structs.ListenerStats}
+_ACL_MAPS = {4: ('acl_v4', structs.Acl4Key), 6: ('acl_v6', structs.Acl6Key)}
+# Flags of a member slot that shape its listener's ring.
+_RING_FLAGS = structs.REAL_F_IN_USE | structs.REAL_F_BACKUP
+CLOCK_MONOTONIC_COARSE = 6  # what bpf_ktime_get_coarse_ns() reads
 
 XDP_MODES = {'native': libbpf.XDP_FLAGS_DRV_MODE,
              'generic': libbpf.XDP_FLAGS_SKB_MODE}
@@ -60,6 +70,10 @@ class Limits:
     max_reals: int = 65536
     max_nexthops: int = 4096
     conn_table_size: int = 262144
+    # allowed_cidrs prefixes per family, over all listeners (LPM tries,
+    # allocated as used).  An update holds a listener's old and new list
+    # for a moment.
+    max_cidrs: int = 16384
 
     def map_sizes(self):
         return {
@@ -72,6 +86,9 @@ class Limits:
             'real_stats': self.max_reals,
             'nexthops': self.max_nexthops,
             'conn_table': self.conn_table_size,
+            'conn_slots': self.max_listeners,
+            'acl_v4': self.max_cidrs,
+            'acl_v6': self.max_cidrs,
         }
 
 
@@ -129,6 +146,7 @@ class Dataplane:
         swaps the new program in atomically.
         """
         libbpf.ensure_bpffs()
+        cls._check_layout(pin_dir)
         pinned = cls.is_pinned(pin_dir)
         if not pinned and not create:
             raise DataplaneError(
@@ -163,6 +181,23 @@ class Dataplane:
         return dp
 
     @staticmethod
+    def _check_layout(pin_dir):
+        """Refuse pins of a release whose map values differ: libbpf would
+        fail to reuse them with a less helpful message."""
+        for name, cls_ in _LAYOUT.items():
+            path = os.path.join(pin_dir, name)
+            if not os.path.exists(path):
+                continue
+            with libbpf.Map.from_pin(path) as m:
+                size = m.value_size
+            if size != ctypes.sizeof(cls_):
+                raise DataplaneError(
+                    f'the dataplane pinned in {pin_dir} has the map layout '
+                    f'of another release ({name}: {size}-byte values, this '
+                    f'release uses {ctypes.sizeof(cls_)}); drain this SE '
+                    'and run "dsrctl reset" (a restart of its flows)')
+
+    @staticmethod
     def is_pinned(pin_dir):
         return pins.pinned(pin_dir, MAP_NAMES, SE_PROGRAM)
 
@@ -173,7 +208,8 @@ class Dataplane:
                       ring_size=cfg.ring_size,
                       max_reals=maps['reals'].max_entries,
                       max_nexthops=maps['nexthops'].max_entries,
-                      conn_table_size=maps['conn_table'].max_entries)
+                      conn_table_size=maps['conn_table'].max_entries,
+                      max_cidrs=maps['acl_v4'].max_entries)
 
     @staticmethod
     def _load(pin_dir, limits, obj_dir):
@@ -309,9 +345,14 @@ class Dataplane:
             state.tunnel_source6 = structs.unpack_addr(
                 cfg.tunnel_src6, structs.FAMILY_V6)
         reals, _ = self._live_reals()
+        acls = self._live_acls()
         for lkey, val in self._live_listeners().items():
             spec = model.ListenerSpec(lkey, structs.HashAlgorithm(
-                val.hash_alg), structs.Encap(val.encap))
+                val.hash_alg), structs.Encap(val.encap),
+                conn_limit=val.conn_limit)
+            if val.flags & structs.LISTENER_F_ACL:
+                spec.allowed_cidrs = model.parse_cidrs(acls.get(
+                    (lkey.vip.version, _acl_tag(val.id, val.flags)), ()))
             for live in reals.get(val.id, []):
                 spec.members[live.address] = model.Member(
                     live.address, live.real.weight,
@@ -423,9 +464,15 @@ class Dataplane:
         live_listeners = self._live_listeners()
         reals, free = self._live_reals()
         self._check_capacity(desired, live_listeners, reals, free)
+        acls = self._live_acls()
+        self._check_acl_capacity(desired, acls)
         changes = {'config_updated': 0, 'listeners_added': 0, 'listeners_removed': 0,
                    'listeners_updated': 0, 'members_added': 0,
-                   'members_removed': 0, 'rings_written': 0}
+                   'members_removed': 0, 'rings_written': 0,
+                   'acls_written': 0}
+        # (family, tag) of the allow lists that stay; the others are deleted
+        # once no listener points at them.
+        acl_keep = set()
 
         # New listeners take ids no live listener holds, so a listener being
         # removed keeps its ring until its map entry is gone; only when the
@@ -459,15 +506,29 @@ class Dataplane:
                         and last[1] == slots_now:
                     self._applied[key] = last
                     taken_ids.add(current.id)
+                    if current.flags & structs.LISTENER_F_ACL:
+                        acl_keep.add((key.vip.version,
+                                      _acl_tag(current.id, current.flags)))
                     continue
             lid = current.id if current else next(free_ids)
             taken_ids.add(lid)
+            if current is None:
+                # Counts a previous holder of the id left behind.
+                self._zero_conn_slots(lid)
+            acl_flags = self._write_acl(key, spec, lid, current, acls)
+            if acl_flags & structs.LISTENER_F_ACL:
+                acl_keep.add((key.vip.version, _acl_tag(lid, acl_flags)))
+                changes['acls_written'] += int(
+                    current is None or (current.flags & (
+                        structs.LISTENER_F_ACL | structs.LISTENER_F_ACL_ALT))
+                    != acl_flags)
+            limited = structs.REAL_F_LIMITED if spec.conn_limit else 0
             live = {r.address: r for r in reals.get(lid, [])} \
                 if current else {}
             members_changed = current is None
             slots = {}
             for address, member in spec.members.items():
-                flags = structs.REAL_F_IN_USE | (
+                flags = structs.REAL_F_IN_USE | limited | (
                     structs.REAL_F_BACKUP if member.backup else 0)
                 existing = live.pop(address, None)
                 if existing is not None:
@@ -480,7 +541,7 @@ class Dataplane:
                     # An encap change alone keeps the ring and the flows.
                     members_changed = members_changed or (
                         real.weight != member.weight
-                        or real.flags != flags)
+                        or real.flags & _RING_FLAGS != flags & _RING_FLAGS)
                 else:
                     index = free_reals.pop()
                     real = structs.Real.from_bytes(
@@ -506,7 +567,8 @@ class Dataplane:
             self._applied[key] = (spec, tuple(sorted(
                 index for index, _ in slots.values())))
             listener = structs.Listener(id=lid, hash_alg=spec.algorithm,
-                                        encap=spec.encap)
+                                        encap=spec.encap, flags=acl_flags,
+                                        conn_limit=spec.conn_limit)
             if current is None:
                 changes['listeners_added'] += 1
                 listener_writes.append((key, listener))
@@ -529,6 +591,10 @@ class Dataplane:
             to_free.extend(gone)
             changes['members_removed'] += len(gone)
         self._sync_vip_addrs(desired)
+        # Old allow lists go only now: every listener points at its new one.
+        for (family, tag), nets in acls.items():
+            if (family, tag) not in acl_keep:
+                self._delete_acl(family, tag, nets)
         for live in to_free:
             # A new gen makes established flows to this member re-steer.
             real = structs.Real.from_bytes(bytes(live.real))
@@ -536,6 +602,91 @@ class Dataplane:
             real.gen = (real.gen + 1) & 0xffffffff
             self.maps['reals'].update(_u32(live.index), bytes(real))
         return changes
+
+    # ------------------------------------------------- allowed_cidrs, limits
+    def _live_acls(self):
+        """{(family, tag): set of ip_network} of the allow-list tries."""
+        result = {}
+        for family, (name, key_cls) in _ACL_MAPS.items():
+            size = 4 if family == 4 else 16
+            for raw in self.maps[name].keys():
+                k = key_cls.from_bytes(raw)
+                net = ipaddress.ip_network(
+                    (bytes(k.addr)[:size], k.prefixlen - structs.ACL_TAG_BITS))
+                result.setdefault((family, k.tag), set()).add(net)
+        return result
+
+    def _check_acl_capacity(self, desired, acls):
+        """The tries hold every list, and for a moment the old and the new
+        list of each listener being changed."""
+        for family in (4, 6):
+            peak = sum(len(n) for (f, _), n in acls.items() if f == family)
+            peak += sum(len(spec.acl() or ()) for key, spec in
+                        desired.listeners.items()
+                        if key.vip.version == family)
+            if peak > self.limits.max_cidrs:
+                raise model.InvalidConfig(
+                    f'allowed_cidrs: {peak} IPv{family} prefixes (the lists '
+                    'of every listener, old and new while they change) '
+                    f'exceed the maximum of {self.limits.max_cidrs}')
+
+    def _acl_key(self, family, tag, net):
+        _, key_cls = _ACL_MAPS[family]
+        key = key_cls(prefixlen=structs.ACL_TAG_BITS + net.prefixlen,
+                      tag=tag)
+        raw = net.network_address.packed
+        key.addr[:len(raw)] = raw
+        return bytes(key)
+
+    def _delete_acl(self, family, tag, nets):
+        name = _ACL_MAPS[family][0]
+        for net in nets:
+            self.maps[name].delete(self._acl_key(family, tag, net))
+
+    def _write_acl(self, key, spec, lid, current, acls):
+        """Write the listener's allow list under its unused tag (before the
+        listener entry that points at it); returns the listener flags."""
+        wanted = spec.acl()
+        if wanted is None:
+            return 0
+        family = key.vip.version
+        active = None
+        if current is not None and current.id == lid and \
+                current.flags & structs.LISTENER_F_ACL:
+            active = current.flags & structs.LISTENER_F_ACL_ALT
+            if acls.get((family, _acl_tag(lid, active)), set()) == wanted:
+                return structs.LISTENER_F_ACL | active
+        alt = (active ^ structs.LISTENER_F_ACL_ALT) if active is not None \
+            else 0
+        tag = _acl_tag(lid, alt)
+        there = acls.get((family, tag), set())
+        # Leftovers of an earlier holder of the tag, then the new list.
+        self._delete_acl(family, tag, there - wanted)
+        name = _ACL_MAPS[family][0]
+        for net in wanted - there:
+            self.maps[name].update(self._acl_key(family, tag, net),
+                                   _u32(1))
+        acls[(family, tag)] = set(wanted)
+        return structs.LISTENER_F_ACL | alt
+
+    def _zero_conn_slots(self, lid):
+        m = self.maps['conn_slots']
+        m.update(_u32(lid), m.join_percpu(
+            [bytes(structs.ConnSlots())] * libbpf.num_possible_cpus()))
+
+    def counted_flows(self, lid, epoch_shift=None):
+        """Flows listener lid counts against its connection limit now
+        (limit.h: the current and the previous epoch, over all CPUs)."""
+        shift = epoch_shift or self.config().epoch_shift \
+            or structs.DEFAULT_EPOCH_SHIFT
+        epoch = (time.clock_gettime_ns(CLOCK_MONOTONIC_COARSE) >> shift) + 1
+        total = 0
+        for raw in self.maps['conn_slots'].lookup_percpu(_u32(lid)):
+            slots = structs.ConnSlots.from_bytes(raw)
+            for i in (0, 1):
+                if slots.tag[i] in (epoch, epoch - 1):
+                    total += slots.count[i]
+        return max(total, 0)
 
     def _write_ring(self, listener_id, slots):
         size = self.limits.ring_size
@@ -605,6 +756,9 @@ class Dataplane:
             ls = _sum_percpu(structs.ListenerStats,
                              self.maps['listener_stats'].lookup_percpu(
                                  _u32(val.id)))
+            if val.conn_limit:
+                ls.update(connection_limit=val.conn_limit,
+                          counted_flows=self.counted_flows(val.id))
             listeners.append(dict(listener=str(key), **ls))
             for live in sorted(reals.get(val.id, []),
                                key=lambda r: r.address.packed):
@@ -655,6 +809,11 @@ def _vip_key(key):
                           port=socket.htons(key.port),
                           proto=structs.PROTOCOLS[key.protocol],
                           family=structs.family_of(key.vip))
+
+
+def _acl_tag(lid, flags):
+    """acl.h: the tag of listener lid's active (flags) allow list."""
+    return (lid << 1) | int(bool(flags & structs.LISTENER_F_ACL_ALT))
 
 
 def _vip_addr_key(vip):

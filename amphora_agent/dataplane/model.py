@@ -17,6 +17,7 @@ class InvalidConfig(ValueError):
 
 
 MAX_WEIGHT = 65535
+MAX_CONN_LIMIT = 2 ** 32 - 1
 _LISTENER_RE = re.compile(r'^\[?(?P<vip>[0-9a-fA-F.:]+?)\]?:(?P<port>\d+)'
                           r'(?:/(?P<proto>[a-zA-Z]+))?$')
 
@@ -77,6 +78,43 @@ def parse_weight(text):
     return weight
 
 
+def parse_conn_limit(value):
+    """connection_limit: None, 0 and -1 (Octavia's default) mean no
+    limit (returned as 0); else an integer 1..2**32-1."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int):
+        try:
+            value = int(str(value), 10)
+        except ValueError:
+            value = None
+    if value is None or not -1 <= value <= MAX_CONN_LIMIT:
+        raise InvalidConfig(
+            f'connection limit {value!r} is not -1 (no limit) or an '
+            f'integer in 0..{MAX_CONN_LIMIT} (0: no limit)')
+    return max(value, 0)
+
+
+def parse_cidrs(values):
+    """An allow list: None (no restriction) or CIDRs -> a sorted tuple of
+    ip_network (host bits are cleared, as Octavia does); an empty list
+    allows nobody."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [values]
+    nets = set()
+    for value in values:
+        try:
+            nets.add(ipaddress.ip_network(str(value), strict=False))
+        except ValueError:
+            raise InvalidConfig(
+                f'allowed CIDR {value!r} is not a CIDR such as '
+                '203.0.113.0/24 or 2001:db8::/32')
+    return tuple(sorted(nets, key=lambda n: (n.version, n.network_address,
+                                             n.prefixlen)))
+
+
 @dataclasses.dataclass(frozen=True, order=True)
 class ListenerKey:
     vip: ipaddress._BaseAddress
@@ -109,10 +147,23 @@ class Member:
 
 @dataclasses.dataclass
 class ListenerSpec:
+    """One dataplane listener.  conn_limit: concurrent flows this SE
+    admits (0: no limit).  allowed_cidrs: None (anyone) or a tuple of
+    ip_network; only the prefixes of the VIP's family apply, so a list
+    without one of that family allows nobody."""
     key: ListenerKey
     algorithm: structs.HashAlgorithm = structs.HashAlgorithm.SOURCE_IP_PORT
     encap: structs.Encap = structs.Encap.IPIP
     members: dict = dataclasses.field(default_factory=dict)
+    conn_limit: int = 0
+    allowed_cidrs: Optional[tuple] = None
+
+    def acl(self):
+        """The prefixes this listener's VIP family enforces, or None."""
+        if self.allowed_cidrs is None:
+            return None
+        return frozenset(n for n in self.allowed_cidrs
+                         if n.version == self.key.vip.version)
 
     def to_dict(self):
         return {
@@ -120,6 +171,9 @@ class ListenerSpec:
             'port': self.key.port, 'protocol': self.key.protocol,
             'algorithm': self.algorithm.name,
             'encap': self.encap.name.lower(),
+            'connection_limit': self.conn_limit,
+            'allowed_cidrs': (None if self.allowed_cidrs is None
+                              else [str(n) for n in self.allowed_cidrs]),
             'members': [{'address': str(m.address), 'weight': m.weight}
                         for m in sorted(self.members.values(),
                                         key=lambda m: m.address.packed)],
@@ -196,7 +250,8 @@ class DesiredState:
                                                  'IPv6 tunnel source')
         for item in data.get('listeners') or []:
             unknown = set(item) - {'listener', 'vip', 'port', 'protocol',
-                                   'algorithm', 'encap', 'members'}
+                                   'algorithm', 'encap', 'members',
+                                   'connection_limit', 'allowed_cidrs'}
             if unknown:
                 raise InvalidConfig(
                     f'unknown listener field(s): {sorted(unknown)}')
@@ -210,7 +265,9 @@ class DesiredState:
                 raise InvalidConfig(f'listener {key} is listed twice')
             spec = ListenerSpec(
                 key, parse_algorithm(item.get('algorithm', 'SOURCE_IP_PORT')),
-                parse_encap(item.get('encap', 'ipip')))
+                parse_encap(item.get('encap', 'ipip')),
+                conn_limit=parse_conn_limit(item.get('connection_limit')),
+                allowed_cidrs=parse_cidrs(item.get('allowed_cidrs')))
             for member in item.get('members') or []:
                 address = parse_address(member.get('address'),
                                         'member address')

@@ -25,7 +25,13 @@ class Encap(enum.IntEnum):
 
 REAL_F_IN_USE = 1
 REAL_F_BACKUP = 2
+REAL_F_LIMITED = 4
 SE_F_ICMP_ECHO = 1
+LISTENER_F_ACL = 1
+LISTENER_F_ACL_ALT = 2
+CONN_EP_NONE = 0
+CONN_EP_CLOSED = 0xffffffff
+DEFAULT_EPOCH_SHIFT = 35  # limit.h: a connection-limit epoch is 2**35 ns
 
 # Order of enum se_stat in structs.h.
 SE_STATS = (
@@ -34,6 +40,7 @@ SE_STATS = (
     'drop_fragment', 'drop_ipv6_ext', 'drop_unsupported_proto',
     'drop_no_listener', 'drop_no_member', 'drop_no_tunnel_source',
     'drop_no_route', 'drop_too_big', 'drop_icmp', 'drop_internal',
+    'drop_not_allowed', 'drop_conn_limit',
 )
 
 # Order of enum decap_stat in structs.h.
@@ -78,7 +85,25 @@ class VipKey(_Struct):
 
 class Listener(_Struct):
     _fields_ = [('id', ctypes.c_uint32), ('hash_alg', ctypes.c_uint8),
-                ('encap', ctypes.c_uint8), ('flags', ctypes.c_uint16)]
+                ('encap', ctypes.c_uint8), ('flags', ctypes.c_uint16),
+                ('conn_limit', ctypes.c_uint32), ('pad', ctypes.c_uint32)]
+
+
+class Acl4Key(_Struct):
+    _fields_ = [('prefixlen', ctypes.c_uint32), ('tag', ctypes.c_uint32),
+                ('addr', ctypes.c_uint8 * 4)]
+
+
+class Acl6Key(_Struct):
+    _fields_ = [('prefixlen', ctypes.c_uint32), ('tag', ctypes.c_uint32),
+                ('addr', ctypes.c_uint8 * 16)]
+
+
+ACL_TAG_BITS = 32  # the listener tag in front of the address (LPM data)
+
+
+class ConnSlots(_Struct):
+    _fields_ = [('tag', ctypes.c_uint32 * 2), ('count', ctypes.c_int32 * 2)]
 
 
 class VipAddrKey(_Struct):
@@ -112,7 +137,8 @@ class FlowKey(_Struct):
 
 class Conn(_Struct):
     _fields_ = [('real', ctypes.c_uint32), ('gen', ctypes.c_uint32),
-                ('hash', ctypes.c_uint32), ('atime', ctypes.c_uint32)]
+                ('hash', ctypes.c_uint32), ('atime', ctypes.c_uint32),
+                ('ep', ctypes.c_uint32), ('pad', ctypes.c_uint32)]
 
 
 CONN_ATIME_SHIFT = 30  # conn.atime unit: 2**30 ns
@@ -121,13 +147,16 @@ CONN_ATIME_SHIFT = 30  # conn.atime unit: 2**30 ns
 class SeConfig(_Struct):
     _fields_ = [('tunnel_src4', ctypes.c_uint32), ('tunnel_src6', U32x4),
                 ('ring_size', ctypes.c_uint32), ('flags', ctypes.c_uint32),
-                ('ttl', ctypes.c_uint8), ('pad', ctypes.c_uint8 * 3)]
+                ('ttl', ctypes.c_uint8), ('epoch_shift', ctypes.c_uint8),
+                ('pad', ctypes.c_uint8 * 2)]
 
 
 class ListenerStats(_Struct):
     _fields_ = [('packets', ctypes.c_uint64), ('bytes', ctypes.c_uint64),
                 ('new_flows', ctypes.c_uint64), ('conn_hits', ctypes.c_uint64),
-                ('conn_misses', ctypes.c_uint64), ('drops', ctypes.c_uint64)]
+                ('conn_misses', ctypes.c_uint64), ('drops', ctypes.c_uint64),
+                ('drop_not_allowed', ctypes.c_uint64),
+                ('drop_conn_limit', ctypes.c_uint64)]
 
 
 class RealStats(_Struct):

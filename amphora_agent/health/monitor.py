@@ -30,10 +30,13 @@ to ERROR after ``max_retries_down`` consecutive failed probes; an ERROR
 member goes back ONLINE after ``max_retries`` consecutive successful ones;
 any other result resets the opposite count.  A change takes effect the
 moment the deciding probe completes (on_change follows within
-milliseconds), so a member that starts failing leaves the usable set at
-most ``max_retries_down x delay + timeout`` later -- within one interval
-after its last allowed failure -- and one that recovers comes back at most
-``max_retries x delay + timeout`` later.
+milliseconds), so with ``timeout < delay`` a member that starts failing
+leaves the usable set at most ``max_retries_down x delay + timeout`` later
+-- within one interval after its last allowed failure -- and one that
+recovers comes back at most ``max_retries x delay + timeout`` later.  With
+``timeout >= delay`` a probe that times out delays the next (see
+Scheduling): at most ``max_retries_down x (timeout + delay)`` for a member
+that stops answering.
 
 Initial status (``init_state``, HAProxy's server ``init-state`` names):
 
@@ -58,9 +61,15 @@ Scheduling: one asyncio loop in a background thread probes every member on
 its own fixed-rate schedule (start times phase + k x delay, phase drawn in
 [0, jitter x delay) so probes spread over the interval); all probes run
 concurrently, so a probe waiting for its timeout delays no other member.
-A probe never overlaps the previous one of the same member: one that ran
-into the next slot (timeout == delay) is followed at once by the next; if
-whole slots went by (a stalled loop) they are skipped and counted.
+``timeout`` may exceed ``delay`` (Octavia allows it; HAProxy's ``inter``
+is the delay, ``timeout check`` the timeout).  Probes of one member never
+overlap: a probe still running at its member's next start time is not
+joined by another; the next one starts ``delay`` after it ended, which is
+what HAProxy does with every check.  So a member whose probes time out is
+probed every ``timeout + delay`` seconds when ``timeout >= delay`` (every
+``delay`` otherwise), and goes ERROR ``max_retries_down`` such probes after
+it stopped answering.  Slots a stalled loop missed are skipped and
+counted.
 
 Supervision: if the loop thread (or the notifier thread) dies of an
 exception while the checker runs, ``supervise()`` -- called by the agent's
@@ -535,16 +544,18 @@ class HealthChecker:
                     self.on_probe(entry.key, scheduled, started, finished, ok)
                 except Exception:  # noqa: BLE001
                     LOG.exception('health on_probe failed')
+            if lag >= delay:
+                # The loop started this probe whole slots late (a stalled
+                # loop): those slots are skipped, not fired as a burst.
+                counters['skipped_slots'] += int(lag // delay)
             scheduled += delay
-            behind = finished - scheduled
-            if behind >= delay:
-                # Whole slots went by (a stalled loop): skip them rather
-                # than fire a burst.  A probe that merely ran into the next
-                # slot (timeout == delay) is followed by the next one at
-                # once, which keeps the member's cadence.
-                missed = int(behind // delay)
-                scheduled += missed * delay
-                counters['skipped_slots'] += missed
+            if finished > scheduled:
+                # The probe ran past the next start (timeout >= delay, or
+                # a stalled loop).  Probes of a member never overlap; as
+                # HAProxy does (its next check is due `inter` after the
+                # previous one ended), the next starts `delay` after this
+                # one finished.
+                scheduled = finished + delay
 
     def _record(self, entry, ok, reason):
         with self._lock:

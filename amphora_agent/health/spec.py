@@ -57,8 +57,10 @@ def parse_expected_codes(text):
 class MonitorSpec:
     """One Octavia health monitor.
 
-    ``delay``: seconds between the starts of two probes of a member;
-    ``timeout``: seconds one probe may take (<= delay);
+    ``delay``: seconds between the starts of two probes of a member (or
+    from the end of a probe that ran past the next start to the next);
+    ``timeout``: seconds one probe may take (may exceed ``delay``, as in
+    Octavia);
     ``max_retries``: consecutive successes that bring an ERROR member back
     ONLINE (Octavia's rise threshold); ``max_retries_down``: consecutive
     failures that take an ONLINE member to ERROR (fall threshold).

@@ -552,6 +552,11 @@ class Store:
                     'port': ldoc['protocol_port'],
                     'admin_state_up': ldoc.get('admin_state_up', True),
                     'allowed_cidrs': ldoc.get('allowed_cidrs') or []}
+            limit = ldoc.get('connection_limit')
+            if limit is not None and limit != -1:
+                # Only when set: an agent that cannot enforce it rejects
+                # that listener (unknown field) instead of ignoring it.
+                item['connection_limit'] = limit
             pool = pools.get(ldoc.get('default_pool_id'))
             if pool is not None:
                 item['pool'] = self._pool_snapshot(s, pool, encap)

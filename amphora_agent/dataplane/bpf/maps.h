@@ -12,6 +12,7 @@
 #define DEFAULT_MAX_REALS 65536
 #define DEFAULT_MAX_NEXTHOPS 4096
 #define DEFAULT_CONN_TABLE 262144
+#define DEFAULT_MAX_CIDRS 16384
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -74,6 +75,31 @@ struct {
 	__uint(max_entries, DEFAULT_CONN_TABLE);
 	__uint(map_flags, BPF_F_NO_COMMON_LRU);
 } conn_table SEC(".maps");
+
+/* Connection-limit counts per listener id (limit.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct conn_slots);
+	__uint(max_entries, DEFAULT_MAX_LISTENERS);
+} conn_slots SEC(".maps");
+
+/* allowed_cidrs of every listener, one trie per family (acl.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct acl4_key);
+	__type(value, __u32);
+	__uint(max_entries, DEFAULT_MAX_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} acl_v4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__type(key, struct acl6_key);
+	__type(value, __u32);
+	__uint(max_entries, DEFAULT_MAX_CIDRS);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+} acl_v6 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -29,7 +29,13 @@ struct pkt {
 	__u8 df;          /* IPv4 DF set (IPv6: always 1, routers never fragment) */
 	__u32 drop_stat;
 	__u8 dst_known;   /* the IP header was long enough to read addresses */
+	__u8 tcp_flags;   /* TCP: byte 13 of the header (FIN, SYN, RST, ACK...) */
 };
+
+#define TCPF_FIN 0x01
+#define TCPF_SYN 0x02
+#define TCPF_RST 0x04
+#define TCPF_ACK 0x10
 
 static __always_inline int is_vip_addr(const __u32 *addr, __u8 family)
 {
@@ -75,6 +81,8 @@ static __always_inline int parse_ports(void *data, void *data_end, struct pkt *p
 		return drop(p, STAT_DROP_MALFORMED);
 	p->flow.sport = ((__u16 *)l4)[0];
 	p->flow.dport = ((__u16 *)l4)[1];
+	if (p->flow.proto == IPPROTO_TCP)
+		p->tcp_flags = ((__u8 *)l4)[13];
 	return V_STEER;
 }
 

@@ -11,6 +11,8 @@
 #include "steer.h"
 #include "encap.h"
 #include "icmp.h"
+#include "acl.h"
+#include "limit.h"
 
 static __always_inline int drop_vip(struct pkt *p, struct listener_stats *ls, __u32 stat)
 {
@@ -38,15 +40,16 @@ static __always_inline int too_big(struct xdp_md *ctx, struct pkt *p, struct lis
 	return XDP_TX;
 }
 
-static __always_inline struct listener *find_listener(const struct pkt *p)
+/* A drop by allowed_cidrs or connection_limit: also its own counter. */
+static __always_inline int drop_policy(struct pkt *p, struct listener_stats *ls, __u32 stat)
 {
-	struct vip_key vk = {};
-
-	__builtin_memcpy(vk.addr, p->flow.dst, 16);
-	vk.port = p->flow.dport;
-	vk.proto = p->flow.proto;
-	vk.family = p->flow.family;
-	return bpf_map_lookup_elem(&listeners, &vk);
+	if (ls) {
+		if (stat == STAT_DROP_NOT_ALLOWED)
+			ls->drop_not_allowed++;
+		else if (stat == STAT_DROP_CONN_LIMIT)
+			ls->drop_conn_limit++;
+	}
+	return drop_vip(p, ls, stat);
 }
 
 static __always_inline int se_process(struct xdp_md *ctx)
@@ -58,6 +61,7 @@ static __always_inline int se_process(struct xdp_md *ctx)
 	struct se_config *cfg;
 	struct nexthop nh = {};
 	struct choice c = {};
+	struct admission adm = {};
 	__u32 zero = 0, err, overhead, lid;
 	int verdict, icmp_err = 0;
 	__u8 encap;
@@ -108,11 +112,21 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
 
 new_flow:
+	/* No live conn-table entry: allowed_cidrs and connection_limit
+	 * (ICMP errors create no flow: only the source check). */
+	if (icmp_err)
+		err = acl_allows(&p, l) ? 0 : STAT_DROP_NOT_ALLOWED;
+	else
+		err = admit(&p, l, cfg, c.prev_ep, &adm);
+	if (err)
+		return drop_policy(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
 	/* An ICMP error about an unknown flow is not a flow: a spoofed one
 	 * must not fill the connection table. */
-	err = ring_choose(&p, l, cfg, &c, !icmp_err);
+	err = ring_choose(&p, l, cfg, &c, !icmp_err, adm.ep);
 	if (err)
 		return drop_vip(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
+	if (adm.count)
+		slot_add(l->id, adm.ep, 1);
 steer:
 	lid = c.real->listener_id;
 	encap = c.real->encap;
@@ -122,6 +136,12 @@ steer:
 			ls->conn_hits++;
 		else
 			ls->conn_misses++;
+	}
+	/* Only flows of limited listeners are tracked on a hit. */
+	if (unlikely(c.real->flags & REAL_F_LIMITED) && c.conn && !icmp_err) {
+		err = conn_track(&p, c.conn, cfg, lid);
+		if (err)
+			return drop_policy(&p, ls, err);
 	}
 	if (tunnel_src_missing(cfg, c.real->family))
 		return drop_vip(&p, ls, STAT_DROP_NO_TUNNEL_SRC);

@@ -15,10 +15,23 @@
 struct choice {
 	__u32 real_idx;
 	struct real *real;
+	struct conn *conn; /* the flow's entry on a hit */
 	__u32 hash;
+	__u32 prev_ep;     /* conn.ep of a stale entry (member gone), else 0 */
 	__u8 new_flow; /* a conn-table entry was created */
 	__u8 from_conn;
 };
+
+static __always_inline struct listener *find_listener(const struct pkt *p)
+{
+	struct vip_key vk = {};
+
+	__builtin_memcpy(vk.addr, p->flow.dst, 16);
+	vk.port = p->flow.dport;
+	vk.proto = p->flow.proto;
+	vk.family = p->flow.family;
+	return bpf_map_lookup_elem(&listeners, &vk);
+}
 
 static __always_inline __u32 flow_hash(const struct pkt *p, __u8 hash_alg)
 {
@@ -42,10 +55,13 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
 	if (!conn)
 		return 0;
 	r = bpf_map_lookup_elem(&reals, &conn->real);
-	if (!r || r->gen != conn->gen || !(r->flags & REAL_F_IN_USE))
+	if (!r || r->gen != conn->gen || !(r->flags & REAL_F_IN_USE)) {
+		c->prev_ep = conn->ep;
 		return 0;
+	}
 	c->real_idx = conn->real;
 	c->real = r;
+	c->conn = conn;
 	c->hash = conn->hash;
 	c->new_flow = 0;
 	c->from_conn = 1;
@@ -56,7 +72,7 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
  * Returns 0 with *c filled, or a STAT_DROP_* reason. */
 static __always_inline __u32 ring_choose(const struct pkt *p, const struct listener *l,
 					 const struct se_config *cfg, struct choice *c,
-					 int remember)
+					 int remember, __u32 ep)
 {
 	struct conn fresh = {};
 	__u32 slot;
@@ -79,6 +95,7 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 	fresh.gen = c->real->gen;
 	fresh.hash = c->hash;
 	fresh.atime = coarse_time();
+	fresh.ep = ep;
 	bpf_map_update_elem(&conn_table, &p->flow, &fresh, BPF_ANY);
 	return 0;
 }

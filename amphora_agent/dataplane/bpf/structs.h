@@ -26,11 +26,34 @@ struct vip_key {
 	__u8 family;
 };
 
+#define LISTENER_F_ACL 1     /* an allow list (allowed_cidrs) applies */
+#define LISTENER_F_ACL_ALT 2 /* its prefixes are under tag (id << 1) | 1 */
+
 struct listener {
 	__u32 id;      /* index into the rings and listener_stats: 0..max_listeners-1 */
 	__u8 hash_alg; /* DSR_HASH_* */
 	__u8 encap;    /* DSR_ENCAP_* */
-	__u16 flags;
+	__u16 flags;   /* LISTENER_F_* */
+	__u32 conn_limit; /* concurrent flows admitted by this SE; 0 = no limit */
+	__u32 pad;
+};
+
+/* allowed_cidrs: LPM trie keys.  The data is the listener's tag, then the
+ * source address; prefixlen = 32 + the CIDR's length, so a lookup matches
+ * only the prefixes of one listener.  Each listener has two tags
+ * ((id << 1) | 0 and | 1): an update writes the new list under the unused
+ * tag, flips LISTENER_F_ACL_ALT in one listener update and then deletes the
+ * old prefixes, so no packet sees a half-written or empty list. */
+struct acl4_key {
+	__u32 prefixlen;
+	__u32 tag;
+	__u32 addr;
+};
+
+struct acl6_key {
+	__u32 prefixlen;
+	__u32 tag;
+	__u32 addr[4];
 };
 
 /* A VIP address (any port): its packets are never passed to the stack. */
@@ -47,6 +70,8 @@ struct vip_addr {
 
 #define REAL_F_IN_USE 1
 #define REAL_F_BACKUP 2
+#define REAL_F_LIMITED 4 /* its listener has a connection limit: conn-table
+			  * hits keep the flow's count (conn.ep) current */
 
 /* A member of one listener.  Each (listener, member) pair owns a slot so
  * that counters are per member and removal can invalidate its flows. */
@@ -82,6 +107,10 @@ struct flow_key {
 	__u8 pad[2];
 };
 
+/* conn.ep: the connection-limit epoch the flow was last counted in. */
+#define CONN_EP_NONE 0           /* not counted (no limit when it was made) */
+#define CONN_EP_CLOSED 0xffffffff /* the client sent FIN or RST */
+
 struct conn {
 	__u32 real;
 	__u32 gen;
@@ -89,6 +118,16 @@ struct conn {
 	__u32 atime; /* creation, in 2^30 ns (~1.07 s) units; not refreshed
 		      * on hits: a clock read and a store per packet cost
 		      * ~10 ns of the ~100 ns fast path */
+	__u32 ep;    /* CONN_EP_* or an epoch (see limit.h) */
+	__u32 pad;
+};
+
+/* Per-CPU flow counts of one listener in the last two epochs (limit.h):
+ * slot i counts the flows of epoch tag[i] seen on this CPU (decrements
+ * may make one CPU's count negative; the sum over CPUs is what counts). */
+struct conn_slots {
+	__u32 tag[2];
+	__s32 count[2];
 };
 
 #define SE_F_ICMP_ECHO 1 /* answer ICMP echo to VIP addresses */
@@ -99,7 +138,9 @@ struct se_config {
 	__u32 ring_size; /* slots per listener ring (prime) */
 	__u32 flags;     /* SE_F_* */
 	__u8 ttl;        /* outer TTL / hop limit */
-	__u8 pad[3];
+	__u8 epoch_shift; /* connection-limit epoch = 2^epoch_shift ns; 0 =
+			   * DEFAULT_EPOCH_SHIFT (limit.h) */
+	__u8 pad[2];
 };
 
 struct listener_stats {
@@ -108,7 +149,9 @@ struct listener_stats {
 	__u64 new_flows;
 	__u64 conn_hits;
 	__u64 conn_misses;
-	__u64 drops;
+	__u64 drops;          /* every drop below, plus no member, no route, ... */
+	__u64 drop_not_allowed; /* source not in allowed_cidrs */
+	__u64 drop_conn_limit;  /* new flow over connection_limit */
 };
 
 struct real_stats {
@@ -137,6 +180,8 @@ enum se_stat {
 	STAT_DROP_TOO_BIG,      /* too big after encap and DF clear: cannot fragment */
 	STAT_DROP_ICMP,         /* ICMP to a VIP that is neither echo nor a flow's error */
 	STAT_DROP_INTERNAL,     /* a helper failed (adjust_head, ...) */
+	STAT_DROP_NOT_ALLOWED,  /* source not in the listener's allowed_cidrs */
+	STAT_DROP_CONN_LIMIT,   /* new flow over the listener's connection_limit */
 	STAT_MAX,
 };
 

@@ -27,7 +27,6 @@ def monitor(**kw):
                                     "(allowed: a status code"),
     ({'expected_codes': '200\n'}, 'expected_codes'),
     ({'url_path': '/a\n'}, 'url_path'),
-    ({'timeout': 6}, 'timeout 6 is invalid: it exceeds the delay 5'),
     ({'colour': 1}, "unknown field(s) ['colour'] (allowed: admin_state_up"),
 ])
 def test_monitor_errors_name_field_value_and_allowed(kw, message):

@@ -99,6 +99,13 @@ def _second_lb(doc):
 @pytest.mark.parametrize('mutate,kind,obj_id,named', [
     (lambda d: _lst(d).update(protocol='HTTP'), 'listeners', 'l1',
      "protocol 'HTTP' is invalid (allowed: one of TCP, UDP, SCTP)"),
+    (lambda d: _lst(d).update(allowed_cidrs=['203.0.113.0/24',
+                                             '10.0.0.0/33']),
+     'listeners', 'l1', "allowed_cidrs[1] '10.0.0.0/33' is invalid"),
+    (lambda d: _lst(d).update(connection_limit=-2), 'listeners', 'l1',
+     'connection_limit -2 is invalid (allowed: null, -1 (no limit)'),
+    (lambda d: _lst(d).update(connection_limit='100'), 'listeners', 'l1',
+     'connection_limit'),
     (lambda d: _pool(d).update(algorithm='ROUND_ROBIN'), 'pools', 'p1',
      'SOURCE_IP_PORT, SOURCE_IP'),
     (lambda d: _members(d)[0].update(address='300.1.1.1'), 'members', 'm1',
@@ -127,8 +134,6 @@ def _second_lb(doc):
      'weight 300 is invalid (allowed: an integer in 0..256)'),
     (lambda d: _members(d)[0].update(protocol_port=80.0), 'members', 'm1',
      'protocol_port'),
-    (lambda d: _monitor(d).update(timeout=5), 'healthmonitors', 'hm1',
-     'exceeds the delay 2'),
     (lambda d: _monitor(d).update(expected_codes='999'), 'healthmonitors',
      'hm1', "expected_codes '999' is invalid"),
     (lambda d: _monitor(d).update(expected_codes='204-200'),
@@ -238,6 +243,39 @@ def test_parser_memo_reuses_unchanged_load_balancers_and_their_rejections():
     assert second.rejected == first.rejected == {'healthmonitors': {
         'hm1': second.rejected['healthmonitors']['hm1']}}
     assert second.generation == 8
+
+
+def test_listener_limits_are_parsed_and_planned():
+    doc = document()
+    _lst(doc).update(connection_limit=50,
+                     allowed_cidrs=['203.0.113.5/24', '2001:db8:c::/64'])
+    (lb,) = snapshot.parse(doc).load_balancers
+    lst = lb.listeners[0]
+    assert lst.connection_limit == 50
+    assert lst.allowed_cidrs == (ipaddress.ip_network('203.0.113.0/24'),
+                                 ipaddress.ip_network('2001:db8:c::/64'))
+    plan = desired.plan(snapshot.parse(doc), lambda m: True)
+    for key, spec in plan.state.listeners.items():
+        assert spec.conn_limit == 50
+        (net,) = spec.acl()
+        assert net.version == key.vip.version
+    # Octavia's defaults: no limit, no list.
+    plain = desired.plan(snapshot.parse(document()), lambda m: True)
+    assert all(s.conn_limit == 0 and s.allowed_cidrs is None
+               for s in plain.state.listeners.values())
+    _lst(doc).update(connection_limit=-1, allowed_cidrs=[])
+    plain = desired.plan(snapshot.parse(doc), lambda m: True)
+    assert all(s.conn_limit == 0 and s.allowed_cidrs is None
+               for s in plain.state.listeners.values())
+
+
+def test_monitor_timeout_beyond_delay_is_accepted():
+    doc = document()
+    _monitor(doc).update(delay=2, timeout=3)
+    snap = snapshot.parse(doc)
+    assert not snap.rejected
+    assert snap.load_balancers[0].listeners[0].pool.health_monitor \
+        .timeout == 3
 
 
 def test_plan_follows_octavia_semantics():

@@ -180,7 +180,7 @@ def test_listener_refusals_cast_nothing(dsr, client):
                              fakes.listener(protocol='HTTP'))
     refused(dsr.listener_update, fakes.listener(),
             dm.Listener(listener_id=fakes.LISTENER_ID,
-                        allowed_cidrs=['203.0.113.0/24']))
+                        allowed_cidrs=['203.0.113.0/33']))
     assert client.casts == []
 
 
@@ -411,7 +411,7 @@ def test_health_monitor_refusals(dsr, client):
     assert "expected_codes '999' is invalid" in text and '100..599' in text
     refused(dsr.health_monitor_create, fakes.health_monitor(type='SCTP'))
     refused(dsr.health_monitor_update, fakes.health_monitor(delay=5),
-            dm.HealthMonitor(timeout=6))
+            dm.HealthMonitor(max_retries=11))
     assert client.casts == []
 
 

@@ -942,6 +942,11 @@ SPECIAL = {
     "fib-forwarding-disabled": (DROP, "drop_no_route"),
     "steer-out-ingress": (TX, "steered"),
     "icmp-error-after-ring-change": (REDIRECT, "icmp_error_steered"),
+    # test_policy.py
+    "v4-source-not-allowed": (DROP, "drop_not_allowed"),
+    "v6-source-not-allowed": (DROP, "drop_not_allowed"),
+    "v4-over-conn-limit": (DROP, "drop_conn_limit"),
+    "v6-over-conn-limit": (DROP, "drop_conn_limit"),
 }
 
 

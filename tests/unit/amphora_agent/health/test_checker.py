@@ -312,6 +312,71 @@ def test_slow_member_does_not_delay_others(make_checker):
     assert c.stats()['skipped_slots'] == 0
 
 
+class OverlapProber(FakeProber):
+    """FakeProber that records how many probes of a member run at once."""
+
+    def __init__(self):
+        super().__init__()
+        self.inflight = collections.Counter()
+        self.max_inflight = collections.Counter()
+
+    async def probe(self, target):
+        key = (target.address, target.port)
+        self.inflight[key] += 1
+        self.max_inflight[key] = max(self.max_inflight[key],
+                                     self.inflight[key])
+        try:
+            return await super().probe(target)
+        finally:
+            self.inflight[key] -= 1
+
+
+def test_timeout_beyond_delay_probes_never_overlap(make_checker):
+    """timeout 0.3 > delay 0.1 (Octavia allows it): a member whose probes
+    take 0.25 s is probed one at a time, each probe starting `delay` after
+    the previous one ended (HAProxy's spacing); a fast member with the same
+    monitor keeps its fixed-rate schedule."""
+    prober = OverlapProber()
+    slow, fast = ('192.0.2.1', 80), ('192.0.2.2', 80)
+    prober.latency[slow] = 0.25
+    runs = collections.defaultdict(list)
+
+    def on_probe(key, scheduled, started, finished, ok):
+        runs[key].append((scheduled, started, finished))
+
+    c, _ = make_checker(prober=prober, on_probe=on_probe)
+    m = mon(delay=0.1, timeout=0.3)
+    c.set_targets({'slow': hm.Target(*slow, m), 'fast': hm.Target(*fast, m)})
+    c.start()
+    wait_until(lambda: len(runs['slow']) >= 5, 10, 'five slow probes')
+    c.stop()
+    assert prober.max_inflight[slow] == 1
+    gaps = [b[1] - a[2] for a, b in zip(runs['slow'], runs['slow'][1:])]
+    assert all(0.1 - 0.01 <= g < 0.1 + SLACK for g in gaps), gaps
+    starts = [r[0] for r in runs['fast']]
+    steps = [b - a for a, b in zip(starts, starts[1:])]
+    assert all(abs(step - 0.1) < 1e-6 for step in steps), steps
+    assert c.stats()['skipped_slots'] == 0
+
+
+def test_timeout_beyond_delay_detects_a_silent_member(make_checker):
+    """A member that never answers, delay 0.1, timeout 0.3, fall 2: ERROR
+    after two timed-out probes, within fall x (timeout + delay)."""
+    c, events = make_checker()
+    with servers.HangServer() as hang:
+        c.set_targets({'hang': hm.Target('127.0.0.1', hang.port, mon(
+            'HTTP', delay=0.1, timeout=0.3, fall=2))})
+        c.start()
+        start = time.monotonic()
+        # init_state 'up': the first failure decides; then it must stay
+        # ERROR (never a probe that overlaps and answers late).
+        t = events.wait('hang', ONLINE, ERROR, 5)
+        assert t - start <= 0.3 + 0.1 + SLACK
+        time.sleep(1.0)
+    assert c.status('hang') == ERROR
+    assert c.stats()['probes'] <= int(1.0 / 0.4) + 3
+
+
 def test_probes_spread_over_the_interval(make_checker, fake):
     firsts = {}
 

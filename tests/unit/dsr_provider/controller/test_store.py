@@ -58,6 +58,37 @@ def test_full_graph_snapshot_is_a_valid_agent_snapshot(store):
         'members': ['m1', 'm2'], 'healthmonitors': ['hm1']}
 
 
+def test_connection_limit_and_allowed_cidrs_reach_the_dataplane(store):
+    """Controller snapshot -> agent parser -> planner: the listener's limit
+    and allow list reach every dataplane listener (one per VIP); a
+    listener update changes them; -1 is no limit and is not sent."""
+    from amphora_agent import desired
+    doc = graph()
+    doc['listeners'][0].update(connection_limit=200,
+                               allowed_cidrs=['203.0.113.0/24',
+                                              '2001:db8:c::/64'])
+    store.create_loadbalancer(doc)
+    sent = store.snapshot('g1')['load_balancers'][0]['listeners'][0]
+    assert sent['connection_limit'] == 200
+    plan = desired.plan(snapshot_mod.parse(store.snapshot('g1')),
+                        lambda member_id: True)
+    specs = sorted(plan.state.listeners.values(), key=lambda s: str(s.key))
+    assert [s.conn_limit for s in specs] == [200, 200]
+    assert {str(n) for n in specs[0].allowed_cidrs} == {
+        '203.0.113.0/24', '2001:db8:c::/64'}
+    assert {str(n) for s in specs for n in s.acl()} == {
+        '203.0.113.0/24', '2001:db8:c::/64'}  # one family per VIP
+    update = dict(doc['listeners'][0], connection_limit=-1,
+                  allowed_cidrs=None)
+    store.put_listener(update)
+    sent = store.snapshot('g1')['load_balancers'][0]['listeners'][0]
+    assert 'connection_limit' not in sent and sent['allowed_cidrs'] == []
+    plan = desired.plan(snapshot_mod.parse(store.snapshot('g1')),
+                        lambda member_id: True)
+    assert all(s.conn_limit == 0 and s.allowed_cidrs is None
+               for s in plan.state.listeners.values())
+
+
 def test_member_changes_report_object_and_parents(store):
     store.create_loadbalancer(graph())
     store.put_member({'member_id': 'm3', 'pool_id': 'p1',

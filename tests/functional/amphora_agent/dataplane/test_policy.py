@@ -1,0 +1,403 @@
+"""allowed_cidrs and connection_limit in the real SE program.
+
+Frames run through the loaded ``dsr_se`` with BPF_PROG_TEST_RUN, on a
+dataplane programmed through ``Dataplane.apply()`` (the agent's path), in a
+private namespace (the packet corpus's harness).  Both families.
+
+* allowed_cidrs: a source outside the list is dropped and counted
+  (``drop_not_allowed``, SE-wide and per listener), at flow creation and for
+  a non-first packet without a conn-table entry; a list without a prefix
+  of the VIP's family allows nobody of that family; updates are hitless (a
+  thread keeps sending while the list flips: a source in both lists is
+  never dropped, one in neither is never steered).
+* connection_limit: new flows beyond the limit are dropped
+  (``drop_conn_limit``), established ones keep going; a client FIN or RST
+  frees the flow's place at once, an idle or evicted flow after one to two
+  epochs; a flow that keeps sending stays counted across epochs; a member
+  removal re-steers a flow without counting it twice.
+
+docs/dataplane.md, sections *allowed_cidrs* and *connection_limit*, states
+these semantics.
+"""
+
+import ipaddress
+import threading
+import time
+
+import pytest
+from scapy.layers.inet import TCP, UDP
+from scapy.packet import Raw
+
+from amphora_agent.dataplane import model, packets, structs
+from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
+
+pytestmark = pc.pytestmark
+
+DROP, REDIRECT = pc.DROP, pc.REDIRECT
+VIP4, VIP6 = pc.VIP4, pc.VIP6
+M4, M6 = pc.M4, pc.M6
+
+ALLOWED = ("203.0.113.0/25", "2001:db8:c::/64")
+IN4, OUT4 = "203.0.113.7", "203.0.113.200"
+IN6, OUT6 = "2001:db8:c::7", "2001:db8:cc::7"
+
+ACL4, ACL6 = f"{VIP4}:5000/tcp", f"[{VIP6}]:5000/tcp"
+ACL6_V4ONLY = f"[{VIP6}]:5001/tcp"
+LIM4, LIM6 = f"{VIP4}:5100/tcp", f"[{VIP6}]:5100/tcp"
+LIMUDP = f"{VIP4}:5153/udp"
+LIMIT = 3
+
+# listener -> (members, connection limit, allowed_cidrs)
+POLICY = {
+    ACL4: (M4, 0, ALLOWED),
+    ACL6: (M6, 0, ALLOWED),
+    ACL6_V4ONLY: (M6, 0, ("203.0.113.0/24",)),
+    LIM4: (M4, LIMIT, None),
+    LIM6: (M6, LIMIT, None),
+    LIMUDP: (M4, 2, None),
+    # The harness clears this one's next-hop cache entry (FIB fallback).
+    f"{VIP4}:7070/tcp": ((pc.M4_FIB,), 0, None),
+}
+
+
+def state(**changes):
+    """The harness's desired state; changes: listener -> dict of
+    ListenerSpec fields to override (members as addresses)."""
+    st = model.DesiredState(
+        tunnel_source4=ipaddress.ip_address(pc.TUNNEL4),
+        tunnel_source6=ipaddress.ip_address(pc.TUNNEL6))
+    for text, (members, limit, cidrs) in POLICY.items():
+        fields = dict(members=members, conn_limit=limit,
+                      allowed_cidrs=cidrs)
+        fields.update(changes.get(text, {}))
+        key = model.ListenerKey.parse(text)
+        st.listeners[key] = model.ListenerSpec(
+            key, members={ipaddress.ip_address(m): model.Member(
+                ipaddress.ip_address(m)) for m in fields["members"]},
+            conn_limit=fields["conn_limit"],
+            allowed_cidrs=model.parse_cidrs(fields["allowed_cidrs"]))
+    return st
+
+
+class PolicyHarness(pc.SeHarness):
+    @staticmethod
+    def base_state(icmp_echo=True):
+        return state()
+
+    def listener_stats(self, key):
+        (lst,) = [s for s in self.dp.stats(conn_table_entries=False)[
+            "listeners"] if s["listener"] == key]
+        return lst
+
+    def counted(self, key):
+        return self.dp.counted_flows(self.listener(key).id)
+
+    def forget_flows(self):
+        """Empty the conn table and the counts (each test starts clean)."""
+        table = self.dp.maps["conn_table"]
+        for k in list(table.keys()):
+            table.delete(k)
+        for key in POLICY:
+            self.dp._zero_conn_slots(self.listener(key).id)
+
+
+@pytest.fixture(scope="module")
+def harness():
+    h = PolicyHarness()
+    try:
+        h.setup()
+        yield h
+    finally:
+        h.teardown()
+
+
+@pytest.fixture
+def se(harness):
+    harness.write_config(epoch_shift=0)
+    harness.apply(state())
+    harness.forget_flows()
+    return harness
+
+
+def tcp(key, src, sport, flags="S", payload=b""):
+    lkey = model.ListenerKey.parse(key)
+    if lkey.vip.version == 4:
+        pkt = pc.ip4(dst=str(lkey.vip), src=src, flags="DF")
+    else:
+        pkt = pc.ip6(dst=str(lkey.vip), src=src)
+    pkt = pkt / TCP(sport=sport, dport=lkey.port, flags=flags, seq=1000,
+                    ack=1 if "A" in flags else 0)
+    return bytes(pkt / Raw(payload) if payload else pkt)
+
+
+def udp(key, src, sport):
+    lkey = model.ListenerKey.parse(key)
+    return bytes(pc.ip4(dst=str(lkey.vip), src=src)
+                 / UDP(sport=sport, dport=lkey.port) / Raw(b"q" * 20))
+
+
+def member_of(res):
+    return str(packets.outer_destination(res.data_out)[0])
+
+
+def steered(se, frame):
+    res = se.run(frame)
+    assert (res.retval, res.delta) == (REDIRECT, {"steered": 1}), (
+        res.verdict, res.delta)
+    return member_of(res)
+
+
+def dropped(se, frame, reason):
+    res = se.run(frame)
+    assert (res.retval, res.delta) == (DROP, {reason: 1}), (
+        res.verdict, res.delta)
+
+
+# --------------------------------------------------------------- allowed_cidrs
+
+@pytest.mark.parametrize("key,inside,outside,case", [
+    (ACL4, IN4, OUT4, "v4-source-not-allowed"),
+    (ACL6, IN6, OUT6, "v6-source-not-allowed"),
+])
+def test_allowed_cidrs(se, key, inside, outside, case):
+    before = se.listener_stats(key)
+    steered(se, tcp(key, inside, 40001))
+    # The verdict table's row for this case (docs/dataplane.md).
+    verdict, counter = pc.SPECIAL[case]
+    res = se.run(tcp(key, outside, 40001))
+    assert (res.retval, res.delta) == (verdict, {counter: 1})
+    # Not only the first packet: anything without a conn-table entry.
+    dropped(se, tcp(key, outside, 40002, flags="A", payload=b"x" * 10),
+            "drop_not_allowed")
+    after = se.listener_stats(key)
+    assert after["drop_not_allowed"] - before["drop_not_allowed"] == 2
+    assert after["drops"] - before["drops"] == 2
+    assert after["new_flows"] - before["new_flows"] == 1
+
+
+def test_list_without_the_vip_family_allows_nobody(se):
+    """An IPv6 VIP whose list names only IPv4 prefixes: no IPv6 source."""
+    dropped(se, tcp(ACL6_V4ONLY, IN6, 40003), "drop_not_allowed")
+    dropped(se, tcp(ACL6_V4ONLY, OUT6, 40003), "drop_not_allowed")
+
+
+def test_list_shown_as_applied(se):
+    live = se.dp.read_state()
+    assert live.listeners[model.ListenerKey.parse(ACL4)].allowed_cidrs == \
+        model.parse_cidrs([ALLOWED[0]])
+    assert live.listeners[model.ListenerKey.parse(ACL6)].allowed_cidrs == \
+        model.parse_cidrs([ALLOWED[1]])
+    assert se.dp.apply(live)["acls_written"] == 0  # idempotent
+
+
+def test_removing_the_list_allows_everyone_and_frees_the_trie(se):
+    se.apply(state(**{ACL4: {"allowed_cidrs": None},
+                      ACL6: {"allowed_cidrs": None},
+                      ACL6_V4ONLY: {"allowed_cidrs": None}}))
+    assert not list(se.dp.maps["acl_v4"].keys())
+    assert not list(se.dp.maps["acl_v6"].keys())
+    steered(se, tcp(ACL4, OUT4, 40004))
+    steered(se, tcp(ACL6, OUT6, 40004))
+
+
+def test_established_flows_are_not_rechecked(se):
+    """The check is at flow creation: tightening a list stops new flows
+    from the removed prefix, the flows already on a member continue."""
+    flow = tcp(ACL4, IN4, 40005)
+    steered(se, flow)
+    se.apply(state(**{ACL4: {"allowed_cidrs": ("198.51.100.0/24",)}}))
+    steered(se, tcp(ACL4, IN4, 40005, flags="A", payload=b"x"))
+    dropped(se, tcp(ACL4, IN4, 40006), "drop_not_allowed")
+
+
+@pytest.mark.parametrize("key,both,neither,family", [
+    (ACL4, IN4, OUT4, 4), (ACL6, IN6, OUT6, 6)])
+def test_updates_are_hitless(se, key, both, neither, family):
+    """While the list flips between two lists that share a prefix, a
+    source of the shared prefix is never dropped and one outside both is
+    never steered: no window with an empty or a missing list."""
+    if family == 4:
+        lists = (("203.0.113.0/28", "192.0.2.0/24"),
+                 ("203.0.113.0/28", "198.18.0.0/15"))
+    else:
+        lists = (("2001:db8:c::/64", "2001:db8:1::/48"),
+                 ("2001:db8:c::/64", "2001:db8:2::/48"))
+    frames = [tcp(key, both, 42000 + i) for i in range(8)] + \
+        [tcp(key, neither, 42000 + i) for i in range(8)]
+    wrong, runs = [], [0]
+    stop = threading.Event()
+
+    def sender():
+        # Every frame is a new flow (the table is emptied each round), so
+        # every one is checked against the list in force.
+        while not stop.is_set():
+            with se.inside():
+                for i, frame in enumerate(frames):
+                    res = pc.libbpf.prog_test_run(se.prog.fd, frame)
+                    ok = REDIRECT if i < 8 else DROP
+                    if res.retval != ok:
+                        wrong.append((i, res.retval))
+                    runs[0] += 1
+            table = se.dp.maps["conn_table"]
+            for k in list(table.keys()):
+                table.delete(k)
+
+    thread = threading.Thread(target=sender)
+    thread.start()
+    try:
+        for n in range(60):
+            se.apply(state(**{key: {"allowed_cidrs": lists[n % 2]}}))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert runs[0] > 100, runs
+    assert not wrong, wrong[:10]
+    # The unused half of the double buffer is gone after each update (the
+    # other listeners of this family store no prefix of it).
+    count = sum(1 for _ in se.dp.maps[f"acl_v{family}"].keys())
+    assert count == len(lists[1])
+
+
+# ------------------------------------------------------------ connection_limit
+
+@pytest.mark.parametrize("key,src,case", [
+    (LIM4, IN4, "v4-over-conn-limit"),
+    (LIM6, IN6, "v6-over-conn-limit"),
+])
+def test_limit_refuses_new_flows_only(se, key, src, case):
+    ports = [43000 + i for i in range(LIMIT)]
+    members = [steered(se, tcp(key, src, port)) for port in ports]
+    assert se.counted(key) == LIMIT
+    verdict, counter = pc.SPECIAL[case]
+    res = se.run(tcp(key, src, 43100))
+    assert (res.retval, res.delta) == (verdict, {counter: 1})
+    # A non-first packet of a flow the SE does not know is a new flow too.
+    dropped(se, tcp(key, src, 43101, flags="A", payload=b"x"),
+            "drop_conn_limit")
+    # Established flows keep going, to their member.
+    for port, member in zip(ports, members):
+        assert steered(se, tcp(key, src, port, flags="A",
+                               payload=b"data")) == member
+    stats = se.listener_stats(key)
+    assert stats["drop_conn_limit"] == 2
+    assert stats["drops"] == 2
+    assert stats["connection_limit"] == LIMIT
+    assert stats["counted_flows"] == LIMIT
+    assert se.dp.se_counters()["drop_conn_limit"] >= 2
+
+
+@pytest.mark.parametrize("close", ["FA", "R", "RA"])
+def test_client_fin_or_rst_frees_the_place(se, close):
+    for i in range(LIMIT):
+        steered(se, tcp(LIM4, IN4, 44000 + i))
+    dropped(se, tcp(LIM4, IN4, 44100), "drop_conn_limit")
+    # The close itself reaches the member; the place is free at once.
+    steered(se, tcp(LIM4, IN4, 44000, flags=close))
+    assert se.counted(LIM4) == LIMIT - 1
+    # A retransmitted FIN does not free a second place.
+    steered(se, tcp(LIM4, IN4, 44000, flags=close))
+    assert se.counted(LIM4) == LIMIT - 1
+    steered(se, tcp(LIM4, IN4, 44100))
+    dropped(se, tcp(LIM4, IN4, 44101), "drop_conn_limit")
+    # The rest of the closed flow (ACKs) still goes to its member.
+    steered(se, tcp(LIM4, IN4, 44000, flags="A"))
+
+
+def test_new_connection_on_a_closed_flows_ports_is_admitted_again(se):
+    steered(se, tcp(LIM4, IN4, 44200))
+    steered(se, tcp(LIM4, IN4, 44200, flags="FA"))
+    for i in range(1, LIMIT + 1):
+        steered(se, tcp(LIM4, IN4, 44200 + i))
+    # Full: a SYN reusing the closed flow's ports is a new connection.
+    dropped(se, tcp(LIM4, IN4, 44200), "drop_conn_limit")
+    steered(se, tcp(LIM4, IN4, 44201, flags="R"))
+    steered(se, tcp(LIM4, IN4, 44200))
+    assert se.counted(LIM4) == LIMIT
+
+
+def test_udp_flows_are_limited(se):
+    steered(se, udp(LIMUDP, IN4, 45000))
+    steered(se, udp(LIMUDP, IN4, 45001))
+    dropped(se, udp(LIMUDP, IN4, 45002), "drop_conn_limit")
+    steered(se, udp(LIMUDP, IN4, 45000))
+
+
+def test_idle_and_evicted_flows_stop_counting(se):
+    """Epochs of 2^24 ns (16.8 ms): a flow that sends nothing for two
+    epochs no longer counts; deleting entries behind the program's back
+    (what an LRU eviction is) leaks nothing past two epochs."""
+    se.write_config(epoch_shift=24)
+    epoch = 2 ** 24 / 1e9
+    for i in range(LIMIT):
+        steered(se, tcp(LIM4, IN4, 46000 + i))
+    dropped(se, tcp(LIM4, IN4, 46100), "drop_conn_limit")
+    table = se.dp.maps["conn_table"]
+    for k in list(table.keys()):
+        table.delete(k)  # "evicted"
+    assert se.counted(LIM4) == LIMIT  # nobody told the counts
+    deadline = time.monotonic() + 5
+    while se.counted(LIM4) and time.monotonic() < deadline:
+        time.sleep(epoch / 4)
+    assert se.counted(LIM4) == 0
+    for i in range(LIMIT):
+        steered(se, tcp(LIM4, IN4, 46200 + i))
+    dropped(se, tcp(LIM4, IN4, 46300), "drop_conn_limit")
+
+
+def test_active_flows_stay_counted_across_epochs(se):
+    """Epochs of 2^26 ns (67 ms; an iteration of the loop below must stay
+    well under two of them even on a loaded machine)."""
+    se.write_config(epoch_shift=26)
+    epoch = 2 ** 26 / 1e9
+    flows = [tcp(LIM4, IN4, 47000 + i) for i in range(LIMIT)]
+    for f in flows:
+        steered(se, f)
+    end = time.monotonic() + 8 * epoch
+    while time.monotonic() < end:
+        for i in range(LIMIT):
+            steered(se, tcp(LIM4, IN4, 47000 + i, flags="A", payload=b"k"))
+        assert se.counted(LIM4) == LIMIT
+        dropped(se, tcp(LIM4, IN4, 47100), "drop_conn_limit")
+        time.sleep(epoch / 3)
+
+
+def test_limit_set_on_a_busy_listener_counts_its_flows(se):
+    se.apply(state(**{LIM4: {"conn_limit": 0}}))
+    for i in range(LIMIT):
+        steered(se, tcp(LIM4, IN4, 48000 + i))
+    steered(se, tcp(LIM4, IN4, 48100))  # no limit yet: a 4th flow
+    se.apply(state())
+    assert se.counted(LIM4) == 0  # nothing counted the old flows yet
+    for i in range(LIMIT):
+        steered(se, tcp(LIM4, IN4, 48000 + i, flags="A"))
+    steered(se, tcp(LIM4, IN4, 48100, flags="A"))  # established: kept
+    assert se.counted(LIM4) == LIMIT + 1
+    dropped(se, tcp(LIM4, IN4, 48200), "drop_conn_limit")
+
+
+def test_member_removal_does_not_count_a_flow_twice(se):
+    sources = {}
+    sport = 49000
+    while len(sources) < LIMIT:  # flows on different members
+        member = steered(se, tcp(LIM4, IN4, sport))
+        sources.setdefault(member, sport)
+        if sources[member] != sport:
+            se.run(tcp(LIM4, IN4, sport, flags="R"))
+        sport += 1
+    assert se.counted(LIM4) == LIMIT
+    gone = sorted(sources)[0]
+    se.apply(state(**{LIM4: {"members": [m for m in M4 if m != gone]}}))
+    # The flow re-steers to another member; it is not refused, not
+    # counted again.
+    assert steered(se, tcp(LIM4, IN4, sources[gone], flags="A")) != gone
+    assert se.counted(LIM4) == LIMIT
+    dropped(se, tcp(LIM4, IN4, 49500), "drop_conn_limit")
+
+
+def test_unlimited_listeners_track_nothing(se):
+    steered(se, tcp(ACL4, IN4, 49600))
+    conn = [structs.Conn.from_bytes(v) for _, v in
+            se.dp.maps["conn_table"].items()]
+    assert conn and all(c.ep == structs.CONN_EP_NONE for c in conn)
+    assert not any(r.real.flags & structs.REAL_F_LIMITED for r in
+                   se.dp._live_reals()[0][se.listener(ACL4).id])

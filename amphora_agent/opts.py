@@ -104,6 +104,33 @@ coordination_opts = [
 ]
 
 
+auth_opts = [
+    cfg.BoolOpt('enabled', default=True,
+                help='Sign every message to the controller with this SE\'s '
+                     'key and apply only snapshots signed by a trusted '
+                     'controller key (docs/security.md). Off only for '
+                     'tests of older controllers.'),
+    cfg.StrOpt('private_key', default='/etc/octavia-dsr/keys/se.key',
+               help='This SE\'s Ed25519 private key (PEM, "dsr-manage '
+                    'gen-key"); the agent refuses to start when group or '
+                    'others can read it. Its public key is enrolled on the '
+                    'controller ("dsr-manage enrol-se").'),
+    cfg.StrOpt('controller_keys_dir',
+               default='/etc/octavia-dsr/keys/controller',
+               help='Directory of trusted controller public keys (*.pub). '
+                    'During a key rotation it holds the old and the new '
+                    'key; re-read when a message names an unknown key.'),
+    cfg.StrOpt('state_dir', default='/var/lib/octavia-dsr',
+               help='Persistent directory where the agent keeps the newest '
+                    'generation it applied, so that an older snapshot is '
+                    'refused after a restart or reboot too.'),
+    cfg.FloatOpt('window', default=60.0, min=1.0,
+                 help='Seconds a signed notification is valid either side '
+                      'of its timestamp (replay window; clocks must agree '
+                      'within it).'),
+]
+
+
 bgp_opts = [
     cfg.BoolOpt('enabled', default=True,
                 help='Advertise VIPs by BGP (next hop = this SE).'),
@@ -156,8 +183,10 @@ def register_agent_opts(conf):
     conf.register_opts(agent_opts, group='agent')
     conf.register_opts(coordination_opts, group='coordination')
     conf.register_opts(bgp_opts, group='bgp')
+    conf.register_opts(auth_opts, group='auth')
 
 
 def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
-            ('coordination', coordination_opts), ('bgp', bgp_opts)]
+            ('coordination', coordination_opts), ('bgp', bgp_opts),
+            ('auth', auth_opts)]

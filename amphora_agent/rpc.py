@@ -33,36 +33,49 @@ def get_transport(conf=None, url=None):
 class ControllerClient:
     """What an agent calls on the controller."""
 
-    def __init__(self, transport, timeout=10):
+    def __init__(self, transport, timeout=10, signer=None):
+        """signer: auth.Signer of this SE's key; every message carries its
+        signature in the context (None: unsigned, for tests of refusal)."""
         target = messaging.Target(exchange=EXCHANGE, topic=CONTROLLER_TOPIC,
                                   namespace=CONTROLLER_NAMESPACE,
                                   version=API_VERSION)
         self._client = messaging.get_rpc_client(transport, target,
                                                 timeout=timeout)
+        self._signer = signer
+
+    def _ctxt(self, method, args):
+        return {} if self._signer is None else \
+            self._signer.context(method, args)
+
+    def _call(self, method, **args):
+        return self._client.call(self._ctxt(method, args), method, **args)
+
+    def _cast(self, method, **args):
+        self._client.cast(self._ctxt(method, args), method, **args)
 
     def get_config(self, se_group, se_id):
-        return self._client.call({}, 'get_config', se_group=se_group,
-                                  se_id=se_id)
+        return self._call('get_config', se_group=se_group, se_id=se_id)
 
     def report_state(self, se_id, se_group, state):
-        self._client.cast({}, 'report_state', se_id=se_id,
-                          se_group=se_group, state=state)
+        self._cast('report_state', se_id=se_id, se_group=se_group,
+                   state=state)
 
     def report_member_status(self, se_id, se_group, generation, statuses):
-        self._client.cast({}, 'report_member_status', se_id=se_id,
-                          se_group=se_group, generation=generation,
-                          statuses=statuses)
+        self._cast('report_member_status', se_id=se_id, se_group=se_group,
+                   generation=generation, statuses=statuses)
 
     def report_stats(self, se_id, se_group, stats):
-        self._client.cast({}, 'report_stats', se_id=se_id,
-                          se_group=se_group, stats=stats)
+        self._cast('report_stats', se_id=se_id, se_group=se_group,
+                   stats=stats)
 
 
 class AgentNotifier:
     """What the controller casts to every agent of an SE group."""
 
-    def __init__(self, transport):
+    def __init__(self, transport, signer=None):
+        """signer: auth.Signer of the controller's key (None: unsigned)."""
         self._transport = transport
+        self._signer = signer
 
     def config_changed(self, se_group, generation):
         target = messaging.Target(exchange=EXCHANGE,
@@ -70,18 +83,27 @@ class AgentNotifier:
                                   namespace=AGENT_NAMESPACE,
                                   version=API_VERSION, fanout=True)
         client = messaging.get_rpc_client(self._transport, target)
-        client.cast({}, 'config_changed', se_group=se_group,
-                    generation=generation)
+        args = {'se_group': se_group, 'generation': generation}
+        ctxt = {} if self._signer is None else \
+            self._signer.context('config_changed', args)
+        client.cast(ctxt, 'config_changed', **args)
 
 
 class AgentEndpoint:
     target = messaging.Target(namespace=AGENT_NAMESPACE,
                               version=API_VERSION)
 
-    def __init__(self, on_config_changed):
+    def __init__(self, on_config_changed, verify=None):
+        """verify(ctxt, method, args) -> bool: False drops the message
+        (it has logged and counted why); None: no check."""
         self._on_config_changed = on_config_changed
+        self._verify = verify
 
     def config_changed(self, ctxt, se_group, generation):
+        if self._verify is not None and not self._verify(
+                ctxt, 'config_changed',
+                {'se_group': se_group, 'generation': generation}):
+            return
         self._on_config_changed(se_group, generation)
 
 

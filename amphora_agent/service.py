@@ -14,12 +14,14 @@ import signal
 import threading
 import time
 
+from amphora_agent import auth
 from amphora_agent import capacity
 from amphora_agent import desired
 from amphora_agent import membership as membership_mod
 from amphora_agent import netwatch
 from amphora_agent import rpc
 from amphora_agent import snapshot as snapshot_mod
+from amphora_agent import trust as trust_mod
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
 
@@ -134,9 +136,19 @@ class Agent:
         self.health = health
         self.transport = transport or rpc.get_transport(conf)
         self.membership = membership
+        self.trust = None
+        signer = None
+        if conf.auth.enabled:
+            # Both raise on a missing, unreadable or insecure key: the
+            # agent does not start half-authenticated.
+            signer = auth.Signer(conf.auth.private_key)
+            self.trust = trust_mod.ControllerTrust(
+                self.se_group, conf.auth.controller_keys_dir,
+                conf.auth.state_dir, window=conf.auth.window)
         self._control = _ControlThread()
         self.controller = _ControllerProxy(
-            rpc.ControllerClient(self.transport), self._control)
+            rpc.ControllerClient(self.transport, signer=signer),
+            self._control)
         self.dp = None
         self.snapshot = None
         self.applied_generation = None
@@ -185,7 +197,9 @@ class Agent:
             self.membership.start()
         self._rpc_server = rpc.agent_server(
             self.transport, self.se_group, self.se_id,
-            rpc.AgentEndpoint(self.config_changed))
+            rpc.AgentEndpoint(self.config_changed,
+                              verify=self.trust and
+                              self.trust.check_notification))
         self._rpc_server.start()
         self._wake.set()
 
@@ -397,6 +411,19 @@ class Agent:
         retried instead of leaving a half-taken generation behind.
         """
         document = self.controller.get_config(self.se_group, self.se_id)
+        if self.trust is not None:
+            try:
+                document = self.trust.open_snapshot(document)
+            except auth.AuthError as exc:
+                self.trust.refuse('get_config answer',
+                                  _claimed_key(document), exc)
+                # Another consumer of the controller topic answered (or
+                # a replay): ask again soon, the real controller answers
+                # the next call or the one after.
+                with self._lock:
+                    self._fetch_wanted = True
+                self._stop.wait(0.5)
+                return False
         if document is None:
             LOG.info('the controller has no configuration for group %s yet',
                      self.se_group)
@@ -498,6 +525,9 @@ class Agent:
             raise
         self.applied_generation = snap.generation
         self._applied_rejected = snap.rejected
+        if self.trust is not None:
+            # Never below this one again, even after a restart.
+            self._safe(lambda: self.trust.applied(snap.generation))
         self.last_error = None
         self._report_state()
         self._report_member_status()
@@ -605,6 +635,8 @@ class Agent:
                  'rejected_objects': self._applied_rejected,
                  'limits': self._limits().to_dict()}
         state.update(self._runtime_state())
+        if self.trust is not None:
+            state['auth_refusals'] = self.trust.refusals.total()
         self.controller.report_state(self.se_id, self.se_group, state)
 
     def collect_stats(self):
@@ -659,6 +691,12 @@ class Agent:
                                      self.collect_stats())
 
 
+def _claimed_key(envelope):
+    if isinstance(envelope, dict):
+        return f'controller key {envelope.get("key_id")}'
+    return f'unsigned {type(envelope).__name__}'
+
+
 def main(argv=None):
     import sys
 
@@ -691,7 +729,12 @@ def main(argv=None):
     membership = membership_mod.Membership(
         conf.coordination.backend_url, conf.agent.se_id, conf.agent.se_group,
         caps)
-    agent = Agent(conf, bgp=bgp, health=health, membership=membership)
+    try:
+        agent = Agent(conf, bgp=bgp, health=health, membership=membership)
+    except (auth.InsecureKeyFile, OSError, ValueError) as exc:
+        LOG.error('dsr-agent cannot start: %s', exc)
+        print(f'dsr-agent: {exc}', file=sys.stderr, flush=True)
+        return 2
     stopping = threading.Event()
 
     def on_term(signum, frame):

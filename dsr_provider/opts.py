@@ -102,6 +102,21 @@ controller_opts = [
                help='octavia-driver-agent statistics socket.'),
     cfg.StrOpt('octavia_get_socket', default='/var/run/octavia/get.sock',
                help='octavia-driver-agent get socket.'),
+    cfg.BoolOpt('authentication', default=True,
+                help='Sign snapshots and config_changed with signing_key '
+                     'and accept agent messages only when signed by the key '
+                     'enrolled for the SE they name, for its own group '
+                     '("dsr-manage enrol-se"; docs/security.md).'),
+    cfg.StrOpt('signing_key',
+               default='/etc/octavia-dsr/keys/controller.key',
+               help='The controller\'s Ed25519 private key (PEM, mode '
+                    '0600, "dsr-manage gen-key"); re-read when the file '
+                    'changes, so "dsr-manage rotate-controller-key '
+                    'activate" switches keys without a restart.'),
+    cfg.FloatOpt('auth_window', default=60.0, min=1.0,
+                 help='Seconds an agent message is valid either side of its '
+                      'timestamp (replay window; clocks must agree within '
+                      'it).'),
 ]
 
 

@@ -15,6 +15,7 @@ import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
 from amphora_agent import rpc as agent_rpc
+from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_provider import rpc_api
@@ -223,13 +224,40 @@ class AgentEndpoint:
     target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
                               version=agent_rpc.API_VERSION)
 
-    def __init__(self, store):
+    def __init__(self, store, guard=None, signer=None):
+        """guard: guard.AgentGuard checking every message (None: trust
+        any, for tests of older agents); signer: auth.Signer of the
+        controller key that signs the snapshots (None: unsigned)."""
         self.store = store
+        self.guard = guard
+        self.signer = signer
 
+    def _admitted(self, ctxt, method, **args):
+        """Casts: False when refused (logged and counted by the guard)."""
+        if self.guard is None:
+            return True
+        try:
+            self.guard.check(ctxt, method, args)
+        except guard_mod.Refused:
+            return False
+        return True
+
+    # The caller gets the refusal; the controller logs it once (guard),
+    # without oslo.messaging's traceback.
+    @messaging.expected_exceptions(guard_mod.Refused)
     def get_config(self, ctxt, se_group, se_id):
-        return self.store.snapshot(se_group)
+        if self.guard is not None:
+            self.guard.check(ctxt, 'get_config',
+                             {'se_group': se_group, 'se_id': se_id})
+        snapshot = self.store.snapshot(se_group)
+        if self.signer is None:
+            return snapshot
+        return self.signer.envelope(snapshot)
 
     def report_state(self, ctxt, se_id, se_group, state):
+        if not self._admitted(ctxt, 'report_state', se_id=se_id,
+                              se_group=se_group, state=state):
+            return
         # Older agents send none of the isolation keys: None is "nothing
         # rejected, limits unknown" for them.
         self.store.record_agent(
@@ -244,7 +272,14 @@ class AgentEndpoint:
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):
+        if not self._admitted(ctxt, 'report_member_status', se_id=se_id,
+                              se_group=se_group, generation=generation,
+                              statuses=statuses):
+            return
         self.store.record_agent(se_id, se_group, member_statuses=statuses)
 
     def report_stats(self, ctxt, se_id, se_group, stats):
+        if not self._admitted(ctxt, 'report_stats', se_id=se_id,
+                              se_group=se_group, stats=stats):
+            return
         self.store.record_agent(se_id, se_group, stats=stats)

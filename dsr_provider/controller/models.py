@@ -121,3 +121,17 @@ class AgentState(Base):
     # False: the SE cannot forward and announces nothing; null: not said.
     serviceable = sa.Column(sa.Boolean)
     updated_at = sa.Column(sa.Double, nullable=False)
+
+
+class SEKey(Base):
+    """An enrolled SE: the only key its messages are accepted with, and
+    the only group it may read and report about.  Revoking deletes it."""
+
+    __tablename__ = 'se_keys'
+    se_id = sa.Column(sa.String(128), primary_key=True)
+    se_group = sa.Column(sa.String(64), nullable=False, index=True)
+    # auth.key_id of the key, for logs and list-ses.
+    key_id = sa.Column(sa.String(16), nullable=False)
+    # Base64 of the raw 32-byte Ed25519 public key.
+    public_key = sa.Column(sa.String(64), nullable=False)
+    enrolled_at = sa.Column(sa.Double, nullable=False)

@@ -21,11 +21,13 @@ from oslo_log import log as oslo_log
 import oslo_messaging as messaging
 from tooz import coordination
 
+from amphora_agent import auth
 from amphora_agent import membership
 from amphora_agent import rpc as agent_rpc
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
+from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_provider import rpc_api
@@ -46,6 +48,14 @@ class Controller:
         self.store = store_mod.Store(self.database, c.default_se_group,
                                      live_agents=self.live_agents)
         self.transport = agent_rpc.get_transport(conf)
+        self.signer = self.guard = None
+        if c.authentication:
+            # Raises on a missing or group/world-readable key.
+            self.signer = auth.Signer(c.signing_key)
+            self.guard = guard_mod.AgentGuard(self.database,
+                                              window=c.auth_window)
+            LOG.info('authentication on: signing with key %s',
+                     self.signer.key_id)
         self.coordinator = coordination.get_coordinator(
             c.coordination_url, self.controller_id.encode())
         self.driver_lib = driver_lib
@@ -92,7 +102,8 @@ class Controller:
                      self.leader_group.decode())
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
-            [endpoints.AgentEndpoint(self.store)])
+            [endpoints.AgentEndpoint(self.store, guard=self.guard,
+                                     signer=self.signer)])
         self._server.start()
         self._listener = self._change_listener()
         self._listener.start()
@@ -110,7 +121,8 @@ class Controller:
         return messaging.get_notification_listener(
             transport, [target],
             [endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(
-                self.store, agent_rpc.AgentNotifier(self.transport)))],
+                self.store, agent_rpc.AgentNotifier(
+                    self.transport, signer=self.signer)))],
             executor='threading', allow_requeue=True)
 
     def _run(self):
@@ -125,7 +137,8 @@ class Controller:
                     if reporter is None:
                         reporter = reporter_mod.Reporter(
                             self.store, agent_rpc.AgentNotifier(
-                                self.transport), self._driver_lib(),
+                                self.transport, signer=self.signer),
+                            self._driver_lib(),
                             self.live_agents, apply_timeout=c.apply_timeout,
                             report_workers=c.report_workers)
                     reporter.run_once(stats_interval=c.stats_interval)

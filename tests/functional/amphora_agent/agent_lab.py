@@ -19,6 +19,7 @@ import time
 import oslo_messaging as messaging
 from oslo_config import cfg
 
+from amphora_agent import auth
 from amphora_agent import rpc
 from tests.functional import bird as bird_mod
 from tests.functional import netns
@@ -38,7 +39,8 @@ def rabbitmqctl(*args):
 class FakeController:
     """The controller's RPC surface, recording what agents send."""
 
-    def __init__(self, transport, server_id):
+    def __init__(self, transport, server_id, signer):
+        self.signer = signer
         self.snapshot = None
         self.states = {}      # se_id -> last report_state
         self.statuses = {}    # se_id -> last member statuses
@@ -46,7 +48,7 @@ class FakeController:
         self.get_config_calls = 0
         self.lock = threading.Lock()
         self._server = rpc.controller_server(transport, server_id, [self])
-        self._notifier = rpc.AgentNotifier(transport)
+        self._notifier = rpc.AgentNotifier(transport, signer=signer)
         self.target = messaging.Target(namespace=rpc.CONTROLLER_NAMESPACE,
                                        version=rpc.API_VERSION)
 
@@ -61,7 +63,7 @@ class FakeController:
     def get_config(self, ctxt, se_group, se_id):
         with self.lock:
             self.get_config_calls += 1
-            return self.snapshot
+            return self.signer.envelope(self.snapshot)
 
     def report_state(self, ctxt, se_id, se_group, state):
         with self.lock:
@@ -108,9 +110,11 @@ class AgentLab:
             assert out.returncode == 0, out.stderr
         self.transport = messaging.get_rpc_transport(
             cfg.CONF, url=RABBIT + self.vhost)
+        self.make_keys()
         if self.fake_controller:
-            self.controller = FakeController(self.transport,
-                                             f'ctl-{self.tag}')
+            self.controller = FakeController(
+                self.transport, f'ctl-{self.tag}',
+                auth.Signer(self.controller_key))
             self.controller.start()
         self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN,
                                         bfd=self.bfd)
@@ -130,6 +134,37 @@ class AgentLab:
             binds = (netns.VIP4, netns.VIP6, member.ipv4, member.ipv6)
             self.topo.start_http_server(member.name, binds=binds)
             self.topo.start_udp_echo(member.name, binds=binds)
+
+    # -------------------------------------------------------------- keys
+    @property
+    def keys_dir(self):
+        return os.path.join(self.root, 'keys')
+
+    @property
+    def controller_key(self):
+        return os.path.join(self.keys_dir, 'controller.key')
+
+    @property
+    def controller_keys_dir(self):
+        """The agents' trusted controller public keys."""
+        return os.path.join(self.keys_dir, 'controller')
+
+    def se_key(self, se):
+        return os.path.join(self.keys_dir, f'{se}.key')
+
+    def se_public_key(self, se):
+        return os.path.join(self.keys_dir, f'{se}.pub')
+
+    def make_keys(self):
+        """The controller's key (its public key trusted by every agent)
+        and one key pair per SE, as "dsr-manage gen-key" writes them."""
+        kid = auth.generate_key(self.controller_key)
+        auth.write_public_key(
+            os.path.join(self.controller_keys_dir, f'{kid}.pub'),
+            auth.load_private_key(self.controller_key).public_key())
+        for se in self.topo.ses:
+            auth.generate_key(self.se_key(se.name),
+                              self.se_public_key(se.name))
 
     def dsrctl(self, host, *args, check=True):
         cmd = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl',
@@ -160,7 +195,9 @@ class AgentLab:
         host = self.topo.host(se)
         path = os.path.join(self.root, f'{se}.conf')
         bgp_dir = os.path.join(self.root, se, 'bgp')
-        with open(path, 'w') as f:
+        # It holds the broker credentials: owner and group only.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, 'w') as f:
             f.write(f"""[DEFAULT]
 transport_url = {self.transport_url}
 debug = false
@@ -185,6 +222,11 @@ max_listeners = 8
 
 [coordination]
 backend_url = {self.redis_url}
+
+[auth]
+private_key = {self.se_key(se)}
+controller_keys_dir = {self.controller_keys_dir}
+state_dir = {os.path.join(self.root, se, 'state')}
 
 [bgp]
 local_asn = {SE_ASN}

@@ -9,6 +9,9 @@ import subprocess
 import sys
 import threading
 
+from amphora_agent import auth
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import enrolment
 from tests.functional import netns
 from tests.functional.amphora_agent import agent_lab
 from tools.localstack import octavia as octavia_stack
@@ -108,14 +111,31 @@ class ProductLab:
         self.stack.add_subnet(MEMBER6_SUBNET, cidr='2001:db8:2::/48',
                               name='members-v6')
         self.stack.start()
+        self.enrol_ses()
         self.start_controller('ctl1')
         self.agents.start_agents()
+
+    def enrol_ses(self):
+        """What "dsr-manage enrol-se" does for every SE of the lab."""
+        db_mod.upgrade(self.controller_db_url)
+        database = db_mod.Database(self.controller_db_url)
+        try:
+            for se in self.topo.ses:
+                enrolment.enrol(
+                    database, self.agents.se_group,
+                    f'{se.name}-{self.tag}',
+                    auth.load_public_key(
+                        self.agents.se_public_key(se.name)))
+        finally:
+            database.engine.dispose()
 
     # -------------------------------------------------------- controller
     def controller_conf(self, name):
         path = os.path.join(self.agents.root, f'{name}.conf')
         sockets = self.stack.driver_agent_sockets
-        with open(path, 'w') as f:
+        # It holds the broker and database credentials.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, 'w') as f:
             f.write(f"""[DEFAULT]
 transport_url = {self.agents.transport_url}
 log_file = {os.path.join(self.agents.root, name + '.log')}
@@ -131,6 +151,7 @@ stats_interval = 1
 octavia_status_socket = {sockets['status']}
 octavia_stats_socket = {sockets['stats']}
 octavia_get_socket = {sockets['get']}
+signing_key = {self.agents.controller_key}
 """)
         return path
 

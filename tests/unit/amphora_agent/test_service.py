@@ -71,6 +71,8 @@ def make_agent():
         conf.set_override('se_group', 'g1', 'agent')
         conf.set_override('tunnel_source4', '198.18.1.2', 'agent')
         conf.set_override('tunnel_source6', tunnel6, 'agent')
+        # Message authentication has its own tests (test_trust.py).
+        conf.set_override('enabled', False, 'auth')
         conf([], project='octavia-dsr-test')
         transport = messaging.get_rpc_transport(cfg.CONF, url='fake:/')
         agent = service.Agent(conf, health=FakeHealth(), transport=transport)

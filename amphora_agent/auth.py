@@ -1,0 +1,330 @@
+"""Message authentication between the controller and the agents.
+
+Ed25519 signatures (``cryptography``) over oslo.messaging, which stays
+unchanged: the broker is shared infrastructure, so it is not the trust
+boundary (docs/security.md).
+
+- Requests and casts carry their signature in the RPC context under
+  ``dsr_auth``: ``{'v': 1, 'key_id', 'ts', 'nonce', 'sig'}``, signed over
+  the canonical JSON of ``{'method', 'args', 'ts', 'nonce'}``.  Endpoints
+  that ignore the context (older peers) still work.
+- The controller's get_config answer is a signed envelope (SIGNED_FORMAT)
+  whose payload is the snapshot as a JSON string: the bytes signed are the
+  bytes verified, whatever the transport does to dicts.
+
+A key id is the first 16 hex digits of the SHA-256 of the raw public key.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import stat
+import threading
+import time
+import uuid
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+CONTEXT_KEY = 'dsr_auth'
+SIGNED_FORMAT = 'dsr-signed-1'
+VERSION = 1
+
+
+class AuthError(Exception):
+    """A message failed authentication; str() is the reason."""
+
+
+class InsecureKeyFile(Exception):
+    """A private key file others than its owner can read."""
+
+
+def canonical(obj):
+    """The bytes that are signed: JSON, sorted keys, no spaces, ASCII."""
+    return json.dumps(obj, sort_keys=True, separators=(',', ':'),
+                      ensure_ascii=True, allow_nan=False).encode()
+
+
+def normalized(obj):
+    """obj as the peer will see it after the JSON transport (tuples become
+    lists, integer keys strings), so both ends sign the same bytes."""
+    return json.loads(canonical(obj))
+
+
+def _b64(data):
+    return base64.b64encode(data).decode()
+
+
+def raw_public(public_key):
+    return public_key.public_bytes(serialization.Encoding.Raw,
+                                   serialization.PublicFormat.Raw)
+
+
+def key_id(public_key):
+    return hashlib.sha256(raw_public(public_key)).hexdigest()[:16]
+
+
+def public_to_text(public_key):
+    """Base64 of the raw 32 bytes: what the controller's DB stores."""
+    return _b64(raw_public(public_key))
+
+
+def public_from_text(text):
+    try:
+        raw = base64.b64decode(text, validate=True)
+        return ed25519.Ed25519PublicKey.from_public_bytes(raw)
+    except (ValueError, binascii.Error) as exc:
+        raise ValueError(f'not an Ed25519 public key: {exc}') from exc
+
+
+def _write(path, data, mode):
+    """Create path with mode from the start (never briefly wider)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f'{path}.tmp-{uuid.uuid4().hex[:8]}'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def generate_key(private_path, public_path=None):
+    """A new key pair: private key PEM 0600, public key PEM 0644 (public
+    keys are not secret).  Returns the key id."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    _write(private_path, key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()), 0o600)
+    if public_path:
+        write_public_key(public_path, key.public_key())
+    return key_id(key.public_key())
+
+
+def write_public_key(path, public_key):
+    _write(path, public_key.public_bytes(
+        serialization.Encoding.PEM,
+        serialization.PublicFormat.SubjectPublicKeyInfo), 0o644)
+
+
+def load_private_key(path):
+    """The Ed25519 private key in path; refuses a file its group or others
+    can read (or write), naming the path and mode."""
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) & 0o077:
+        raise InsecureKeyFile(
+            f'private key {path} has mode {stat.S_IMODE(st.st_mode):04o}; '
+            f'it must not be readable by group or others (chmod 600)')
+    with open(path, 'rb') as f:
+        key = serialization.load_pem_private_key(f.read(), password=None)
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
+        raise ValueError(f'private key {path}: not an Ed25519 key')
+    return key
+
+
+def load_public_key(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    try:
+        key = serialization.load_pem_public_key(data)
+    except ValueError:
+        key = public_from_text(data.decode().strip())
+    if not isinstance(key, ed25519.Ed25519PublicKey):
+        raise ValueError(f'public key {path}: not an Ed25519 key')
+    return key
+
+
+class Signer:
+    """Signs with the private key in path; re-reads it when the file
+    changes (controller key rotation switches keys without a restart)."""
+
+    def __init__(self, path):
+        self.path = path
+        self._lock = threading.Lock()
+        self._mtime = None
+        self._key = None
+        self.key_id = None
+        self._load()
+
+    def _load(self):
+        st = os.stat(self.path)
+        stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        if stamp == self._mtime:
+            return
+        key = load_private_key(self.path)
+        with self._lock:
+            self._key, self._mtime = key, stamp
+            self.key_id = key_id(key.public_key())
+
+    def sign(self, data):
+        try:
+            self._load()
+        except OSError:
+            pass    # keep signing with the key we have
+        with self._lock:
+            return self.key_id, _b64(self._key.sign(data))
+
+    # -------------------------------------------------- RPC context
+    def context(self, method, args):
+        """The RPC context carrying the signature of (method, args)."""
+        ts = time.time()
+        nonce = uuid.uuid4().hex
+        kid, sig = self.sign(canonical({'method': method,
+                                        'args': normalized(args),
+                                        'ts': ts, 'nonce': nonce}))
+        return {CONTEXT_KEY: {'v': VERSION, 'key_id': kid, 'ts': ts,
+                              'nonce': nonce, 'sig': sig}}
+
+    def envelope(self, document):
+        """A document (the snapshot) as a signed envelope."""
+        payload = canonical(document).decode()
+        kid, sig = self.sign(payload.encode())
+        return {'format': SIGNED_FORMAT, 'key_id': kid, 'payload': payload,
+                'sig': sig}
+
+
+def _verify(public_key, sig, data):
+    try:
+        public_key.verify(base64.b64decode(sig, validate=True), data)
+    except (InvalidSignature, ValueError, binascii.Error, TypeError):
+        raise AuthError('bad signature') from None
+
+
+def verify_context(ctxt, method, args, key_for, window, nonces):
+    """Check the dsr_auth signature of an RPC message.
+
+    key_for(key_id) -> public key or None; window: seconds a message is
+    valid either side of now; nonces: NonceCache against replay inside
+    the window.  Raises AuthError with the reason."""
+    auth = (ctxt or {}).get(CONTEXT_KEY) if isinstance(ctxt, dict) else None
+    if not isinstance(auth, dict):
+        raise AuthError('unsigned message')
+    try:
+        ts = float(auth['ts'])
+        nonce = str(auth['nonce'])
+        kid = str(auth.get('key_id'))
+        sig = auth['sig']
+    except (KeyError, TypeError, ValueError):
+        raise AuthError('malformed signature block') from None
+    if abs(time.time() - ts) > window:
+        raise AuthError(f'timestamp {ts:.0f} outside the {window:g} s '
+                        f'window (replayed or clock skew)')
+    public_key = key_for(kid)
+    if public_key is None:
+        raise AuthError(f'unknown key {kid}')
+    _verify(public_key, sig, canonical({'method': method,
+                                        'args': normalized(args),
+                                        'ts': auth['ts'], 'nonce': nonce}))
+    if not nonces.add(kid + ':' + nonce, ts):
+        raise AuthError(f'replayed message (nonce {nonce} seen)')
+
+
+def open_envelope(envelope, key_for):
+    """The document inside a signed envelope, once its signature checks.
+    Raises AuthError."""
+    if not isinstance(envelope, dict) or \
+            envelope.get('format') != SIGNED_FORMAT:
+        raise AuthError('not a signed document')
+    payload = envelope.get('payload')
+    if not isinstance(payload, str):
+        raise AuthError('signed document without a payload')
+    public_key = key_for(str(envelope.get('key_id')))
+    if public_key is None:
+        raise AuthError(f'signed by unknown key {envelope.get("key_id")}')
+    _verify(public_key, envelope.get('sig'), payload.encode())
+    try:
+        return json.loads(payload)
+    except ValueError as exc:
+        raise AuthError(f'signed payload is not JSON: {exc}') from None
+
+
+class NonceCache:
+    """Nonces seen inside the replay window (bounded by it)."""
+
+    def __init__(self, window):
+        self.window = window
+        self._seen = {}
+        self._lock = threading.Lock()
+        self._next_purge = 0.0
+
+    def add(self, nonce, ts):
+        """False when nonce was seen already."""
+        now = time.time()
+        with self._lock:
+            if now >= self._next_purge:
+                limit = now - 2 * self.window
+                self._seen = {k: v for k, v in self._seen.items()
+                              if v >= limit}
+                self._next_purge = now + self.window
+            if nonce in self._seen:
+                return False
+            self._seen[nonce] = ts
+            return True
+
+
+class TrustedKeys:
+    """Public keys in a directory (*.pub), keyed by id; re-read when an
+    unknown id is asked for, at most once a second (a key added during a
+    rotation is picked up without a restart)."""
+
+    def __init__(self, directory):
+        self.directory = directory
+        self._keys = {}
+        self._lock = threading.Lock()
+        self._last_read = 0.0
+        self.reload()
+        if not self._keys:
+            raise ValueError(f'no controller public key (*.pub) in '
+                             f'{directory}')
+
+    def reload(self):
+        keys = {}
+        for name in sorted(os.listdir(self.directory)):
+            if name.endswith('.pub'):
+                key = load_public_key(os.path.join(self.directory, name))
+                keys[key_id(key)] = key
+        with self._lock:
+            self._keys = keys
+            self._last_read = time.monotonic()
+
+    def ids(self):
+        return sorted(self._keys)
+
+    def __call__(self, kid):
+        key = self._keys.get(kid)
+        if key is None and time.monotonic() - self._last_read >= 1.0:
+            try:
+                self.reload()
+            except (OSError, ValueError):
+                return None
+            key = self._keys.get(kid)
+        return key
+
+
+class Counter:
+    """Rejections by reason, thread-safe; total() for tests and logs."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = {}
+
+    def add(self, reason):
+        with self._lock:
+            self._counts[reason] = self._counts.get(reason, 0) + 1
+            return sum(self._counts.values())
+
+    def total(self):
+        with self._lock:
+            return sum(self._counts.values())
+
+    def by_reason(self):
+        with self._lock:
+            return dict(self._counts)

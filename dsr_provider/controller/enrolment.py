@@ -1,0 +1,102 @@
+"""Enrolled SEs (their public keys) and which SE group owns an object.
+
+Used by dsr-manage (enrol, revoke, list) and by the controller's
+AgentGuard, which looks an SE up on every message so that a revocation
+takes effect at once.
+"""
+
+import re
+import time
+
+from amphora_agent import auth
+from dsr_provider.controller import models
+
+# se_id and se_group as the agent's options and the DB columns allow.
+_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$')
+
+
+def _check_name(field, value, length):
+    if not isinstance(value, str) or not _NAME.match(value) or \
+            len(value) > length:
+        raise ValueError(f'{field}: {value!r} is not a name (letters, '
+                         f'digits, "_.:@-", at most {length} characters)')
+
+
+def enrol(database, se_group, se_id, public_key):
+    """Enrol (or re-key) se_id in se_group; returns the key id.  An SE is
+    in one group only: enrolling it in another one moves it."""
+    _check_name('se_group', se_group, 64)
+    _check_name('se_id', se_id, 128)
+    text = auth.public_to_text(public_key)
+    kid = auth.key_id(public_key)
+    with database.session() as s:
+        row = s.get(models.SEKey, se_id)
+        if row is None:
+            row = models.SEKey(se_id=se_id)
+            s.add(row)
+        row.se_group = se_group
+        row.public_key = text
+        row.key_id = kid
+        row.enrolled_at = time.time()
+    return kid
+
+
+def revoke(database, se_id):
+    """True when se_id was enrolled (its messages are refused from now)."""
+    with database.session() as s:
+        row = s.get(models.SEKey, se_id)
+        if row is None:
+            return False
+        s.delete(row)
+        return True
+
+
+def list_ses(database, se_group=None):
+    with database.session() as s:
+        query = s.query(models.SEKey)
+        if se_group:
+            query = query.filter_by(se_group=se_group)
+        return [{'se_id': r.se_id, 'se_group': r.se_group,
+                 'key_id': r.key_id, 'enrolled_at': r.enrolled_at}
+                for r in query.order_by(models.SEKey.se_group,
+                                        models.SEKey.se_id)]
+
+
+def lookup(database, se_id):
+    """(se_group, public key) of an enrolled SE, or None."""
+    with database.session() as s:
+        row = s.get(models.SEKey, se_id)
+        if row is None:
+            return None
+        return row.se_group, auth.public_from_text(row.public_key)
+
+
+def groups_of(database, kind, ids):
+    """{object id: SE group} for the ids of `kind` (Octavia's status keys:
+    loadbalancers, listeners, pools, members, healthmonitors) that exist."""
+    ids = list({str(i) for i in ids})
+    if not ids:
+        return {}
+    lb = models.LoadBalancer
+    with database.session() as s:
+        if kind == 'loadbalancers':
+            rows = s.query(lb.id, lb.se_group).filter(lb.id.in_(ids))
+        elif kind == 'listeners':
+            rows = s.query(models.Listener.id, lb.se_group).join(
+                lb, lb.id == models.Listener.loadbalancer_id).filter(
+                    models.Listener.id.in_(ids))
+        elif kind == 'pools':
+            rows = s.query(models.Pool.id, lb.se_group).join(
+                lb, lb.id == models.Pool.loadbalancer_id).filter(
+                    models.Pool.id.in_(ids))
+        elif kind in ('members', 'healthmonitors'):
+            child = models.Member if kind == 'members' \
+                else models.HealthMonitor
+            rows = s.query(child.id, lb.se_group).join(
+                models.Pool, models.Pool.id == child.pool_id).join(
+                    lb, lb.id == models.Pool.loadbalancer_id).filter(
+                        child.id.in_(ids))
+        else:
+            raise ValueError(f'kind: {kind!r} is not one of loadbalancers, '
+                             f'listeners, pools, members, healthmonitors')
+        return {obj_id: group for obj_id, group in rows}

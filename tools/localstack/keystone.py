@@ -22,6 +22,7 @@ interpreter.
 """
 
 import atexit
+import concurrent.futures
 import secrets
 import subprocess
 import time
@@ -83,7 +84,8 @@ class KeystoneServer:
 
     def _manage(self, *args, timeout=120):
         tool = self.bindir / "keystone-manage"
-        with open(self.workdir / "keystone-manage.log", "ab") as log:
+        log_path = self.workdir / f"keystone-manage-{args[0]}.log"
+        with open(log_path, "ab") as log:
             proc = subprocess.run(
                 [str(tool), "--config-file", str(self.conf_path), *args],
                 stdin=subprocess.DEVNULL, stdout=log,
@@ -91,7 +93,7 @@ class KeystoneServer:
         if proc.returncode != 0:
             raise StackError(
                 f"keystone-manage {args[0]} failed (rc {proc.returncode}):\n"
-                f"{_tail(self.workdir / 'keystone-manage.log')}")
+                f"{_tail(log_path)}")
 
     # -- lifecycle ----------------------------------------------------------
     def start(self):
@@ -108,10 +110,15 @@ class KeystoneServer:
             port = listener.getsockname()[1]
             self.url = f"http://127.0.0.1:{port}"
             self.auth_url = f"{self.url}/v3"
-            self._manage("db_sync")
-            for what in ("fernet_setup", "credential_setup"):
-                self._manage(what, "--keystone-user", "root",
-                             "--keystone-group", "root")
+            # The key repositories need no database: set them up while
+            # db_sync runs (each keystone-manage is seconds of imports).
+            with concurrent.futures.ThreadPoolExecutor(3) as pool:
+                jobs = [pool.submit(self._manage, "db_sync")] + [
+                    pool.submit(self._manage, what, "--keystone-user",
+                                "root", "--keystone-group", "root")
+                    for what in ("fernet_setup", "credential_setup")]
+                for job in jobs:
+                    job.result()
             self._manage("bootstrap",
                          "--bootstrap-password", self.admin_password,
                          "--bootstrap-username", "admin",

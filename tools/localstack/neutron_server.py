@@ -5,6 +5,9 @@
     neutron = NeutronServer("/tmp/nw", python=VENV_PYTHON,
                             keystone_auth=ks.add_service_user("neutron"))
     neutron.start()        # db, neutron-db-manage upgrade heads, gunicorn
+                           # (= prepare() then serve(): the migrations
+                           # need no Keystone, keystone_auth may be set
+                           # in between)
     ... neutron.url ...
     neutron.stop()         # by PID / process group; drops the database
 
@@ -69,6 +72,7 @@ class NeutronServer:
         self.url = None
         self._proc = None
         self._db_created = False
+        self._prepared = False
         self._started = False
 
     def config_text(self):
@@ -116,9 +120,17 @@ class NeutronServer:
         ])
 
     def start(self):
-        if self._started:
+        """prepare() then serve()."""
+        self.prepare()
+        return self.serve()
+
+    def prepare(self, timeout=None):
+        """Database and its migrations (neutron-db-manage upgrade heads:
+        the slow part, it needs no Keystone: run it while Keystone starts,
+        set keystone_auth, then serve())."""
+        if self._prepared:
             return self
-        deadline = time.monotonic() + self.start_timeout
+        deadline = time.monotonic() + (timeout or self.start_timeout)
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "lock").mkdir(exist_ok=True)
         self.conf_path.write_text(self.config_text())
@@ -143,6 +155,20 @@ class NeutronServer:
             if proc.returncode != 0:
                 raise StackError(f"neutron-db-manage upgrade heads failed "
                                  f"(rc {proc.returncode}):\n{_tail(log)}")
+            self._prepared = True
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def serve(self):
+        """The API under gunicorn, with the keystone_auth set by now."""
+        if self._proc is not None:
+            return self
+        self.prepare()
+        deadline = time.monotonic() + self.start_timeout
+        self.conf_path.write_text(self.config_text())
+        try:
             env = {"PATH": f"{self.bindir}:/usr/sbin:/usr/bin:/sbin:/bin",
                    "PYTHONUNBUFFERED": "1",
                    "OS_NEUTRON_CONFIG_DIR": str(self.workdir),
@@ -204,6 +230,7 @@ class NeutronServer:
                 self._db_created = False
             except Exception as e:  # noqa: BLE001
                 errors.append(f"DROP DATABASE {self.db_name}: {e!r}")
+        self._prepared = False
         self._started = False
         atexit.unregister(self.stop)
         if errors:

@@ -12,8 +12,9 @@ import configparser
 FEATURES = {
     # Refusals (HTTP 501 UnsupportedOptionError) skip the test with the
     # provider's message instead of failing it: the provider refuses what
-    # it cannot do by design (and, until issue 14's dataplane work lands,
-    # connection_limit, allowed_cidrs and monitors with timeout > delay).
+    # tier 1 cannot do by design (L7, TLS, cookies); connection_limit,
+    # allowed_cidrs and monitors with timeout > delay are accepted and
+    # enforced by the SEs, so their tests run.
     'not_implemented_is_error': False,
     'health_monitor_enabled': True,      # TCP, UDP-CONNECT, PING, HTTP(S)?
     'terminated_tls_enabled': False,     # no TLS: the SEs never terminate

@@ -1,37 +1,56 @@
 """Create or refresh the tempest stage's virtualenv (.tempest-venv).
 
-pip runs only when tools/tempest/requirements.txt or setup.cfg is newer than
-the stamp file; the project itself is installed editable without its
-dependencies, for its tempest plugin's entry point (tempest.test_plugins).
+It holds only third-party code (tools/tempest/requirements.txt): pip runs
+when that file is newer than the stamp.  The project is NOT installed into
+it: the gate puts the checkout it runs from on PYTHONPATH with the plugin's
+entry point beside it (tools/tempest/plugin_dist.py), so one venv serves
+every checkout (a worktree sharing the venv by symlink used to reinstall
+the project editable from itself, pointing every other checkout's runs at
+its tree -- and re-running pip under a run that was using the venv).
+A lock file serialises concurrent gates creating or refreshing it.
 """
 
+import fcntl
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / 'tools' / 'tempest' / 'requirements.txt'
+# The distribution an older version of this module installed editable.
+PROJECT_DIST = 'octavia-dsr'
+
+
+def _installed(python, dist):
+    return subprocess.run(
+        [str(python), '-c', 'import importlib.metadata as m, sys; '
+         f'm.distribution({dist!r})'], capture_output=True).returncode == 0
 
 
 def ensure(venv=ROOT / '.tempest-venv', log=print):
     venv = Path(venv)
     python = venv / 'bin' / 'python'
     stamp = venv / '.deps-stamp'
-    if not python.exists():
-        log(f'creating {venv}')
-        subprocess.run([sys.executable, '-m', 'venv', '--clear', str(venv)],
+    lock_path = Path(str(venv.resolve()) + '.lock')
+    with open(lock_path, 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not python.exists():
+            log(f'creating {venv}')
+            subprocess.run([sys.executable, '-m', 'venv', '--clear',
+                            str(venv)], check=True)
+        pip = [str(python), '-m', 'pip', '-q', '--disable-pip-version-check']
+        if _installed(python, PROJECT_DIST):
+            log(f'removing the project ({PROJECT_DIST}) from {venv}')
+            subprocess.run(pip + ['uninstall', '-y', PROJECT_DIST],
+                           check=True)
+        if stamp.exists() and (REQUIREMENTS.stat().st_mtime
+                               <= stamp.stat().st_mtime):
+            return python
+        log(f'installing {REQUIREMENTS.relative_to(ROOT)} into {venv}')
+        subprocess.run(pip + ['install', '-r', str(REQUIREMENTS)],
                        check=True)
-    sources = (REQUIREMENTS, ROOT / 'setup.cfg')
-    if stamp.exists() and all(s.stat().st_mtime <= stamp.stat().st_mtime
-                              for s in sources):
-        return python
-    pip = [str(python), '-m', 'pip', '-q', '--disable-pip-version-check']
-    log(f'installing {REQUIREMENTS.relative_to(ROOT)} into {venv}')
-    subprocess.run(pip + ['install', '-r', str(REQUIREMENTS)], check=True)
-    subprocess.run(pip + ['install', '--no-deps', '-e', str(ROOT)],
-                   check=True)
-    subprocess.run(pip + ['check'], check=True)
-    stamp.touch()
+        subprocess.run(pip + ['check'], check=True)
+        stamp.touch()
     return python
 
 

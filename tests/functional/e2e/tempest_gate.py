@@ -20,6 +20,7 @@ are under tools/.
 """
 
 import argparse
+import concurrent.futures
 import json
 import os
 import shutil
@@ -33,6 +34,7 @@ from tests.functional.amphora_agent import agent_lab
 from tests.functional.e2e import product_lab
 from tools.localstack import keystone as keystone_mod
 from tools.localstack import neutron_server
+from tools.tempest import plugin_dist
 from tools.tempest import tempest_conf
 from tools.tempest import venv as tempest_venv
 
@@ -70,21 +72,43 @@ class TempestLab(product_lab.ProductLab):
         self.scenario_networks = {}
 
     def start(self):
+        """Keystone, Neutron's migrations and the namespaces, SE enrolment
+        and controller database come up side by side (each is mostly
+        waiting on imports and migrations); Octavia needs the first two."""
         root = self.agents.root
         self.keystone = keystone_mod.KeystoneServer(
             os.path.join(root, 'ks'), python=self.venv_python)
-        self.keystone.start()
-        log(f'keystone {self.keystone.auth_url}')
-        octavia_auth = self.keystone.add_service_user('octavia')
         self.neutron = neutron_server.NeutronServer(
-            os.path.join(root, 'nw'), python=self.venv_python,
-            keystone_auth=self.keystone.add_service_user('neutron'))
-        self.neutron.start()
+            os.path.join(root, 'nw'), python=self.venv_python)
+
+        def identity():
+            self.keystone.start()
+            log(f'keystone {self.keystone.auth_url}')
+            return (self.keystone.add_service_user('octavia'),
+                    self.keystone.add_service_user('neutron'))
+
+        def network_db():
+            self.neutron.prepare()
+            log('neutron database migrated')
+
+        pool = concurrent.futures.ThreadPoolExecutor(2)
+        jobs = [pool.submit(identity), pool.submit(network_db)]
+        try:
+            self.agents.start()
+            out = self.mysql(f'CREATE DATABASE {self.controller_db}')
+            assert out.returncode == 0, out.stderr
+            self.enrol_ses()
+            log('namespaces, SE keys and controller database ready')
+        finally:
+            # Never leave a thread starting servers behind a failure:
+            # close() must see everything they started.
+            concurrent.futures.wait(jobs)
+            pool.shutdown()
+        octavia_auth, self.neutron.keystone_auth = jobs[0].result()
+        jobs[1].result()
+        self.neutron.serve()
         self.keystone.add_endpoint('neutron', 'network', self.neutron.url)
         log(f'neutron {self.neutron.url}')
-        self.agents.start()
-        out = self.mysql(f'CREATE DATABASE {self.controller_db}')
-        assert out.returncode == 0, out.stderr
         stack_cls = keystone_mod.octavia_stack_class()
         self.stack = stack_cls(
             self.workdir, self.keystone, octavia_auth, self.neutron.url,
@@ -176,13 +200,41 @@ def write_tempest_conf(lab, workspace):
     return path
 
 
-def run_tempest(venv_python, workspace, regex, exclude, concurrency,
-                timeout):
+def tempest_env(venv_python, workspace):
+    """The environment of tempest's commands: the venv first on PATH, no
+    OS_* leaking in, and this checkout (the project's plugin and the code
+    it imports) plus its entry point on PYTHONPATH -- the venv holds no
+    copy of the project (tools/tempest/venv.py)."""
     bindir = os.path.dirname(venv_python)
     env = dict(os.environ, PATH=f'{bindir}:{os.environ["PATH"]}',
                PYTHONUNBUFFERED='1')
     for k in [k for k in env if k.startswith('OS_')]:
         del env[k]
+    plugin = plugin_dist.write(os.path.join(workspace, '.plugin'))
+    env['PYTHONPATH'] = os.pathsep.join([ROOT, str(plugin)])
+    return env
+
+
+def init_workspace(venv_python, workspace, tag):
+    """`tempest init` with a registry of our own: the default
+    (~/.tempest/workspace.yaml) is keyed by name, and a second run's
+    workspace named like an earlier one's made `tempest init` exit 1
+    ("A workspace already exists with name: tempest")."""
+    tempest = os.path.join(os.path.dirname(venv_python), 'tempest')
+    out = subprocess.run(
+        [tempest, 'init', '--name', f'dsr-{tag}', '--workspace-path',
+         os.path.join(os.path.dirname(workspace), 'workspace.yaml'),
+         workspace], capture_output=True, text=True,
+        env=tempest_env(venv_python, os.path.dirname(workspace)))
+    if out.returncode != 0:
+        raise RuntimeError(f'tempest init {workspace} failed (rc '
+                           f'{out.returncode}): {out.stdout}{out.stderr}')
+
+
+def run_tempest(venv_python, workspace, regex, exclude, concurrency,
+                timeout):
+    bindir = os.path.dirname(venv_python)
+    env = tempest_env(venv_python, workspace)
     argv = [os.path.join(bindir, 'tempest'), 'run', '--regex', regex,
             '--concurrency', str(concurrency)]
     if exclude:
@@ -263,9 +315,7 @@ def main(argv=None):
             lab.start()
             log(f'lab up ({time.monotonic() - t0:.0f} s)')
             workspace = os.path.join(lab.agents.root, 'tempest')
-            subprocess.run([os.path.join(os.path.dirname(venv_python),
-                                         'tempest'), 'init', workspace],
-                           check=True, capture_output=True)
+            init_workspace(venv_python, workspace, lab.tag)
             write_tempest_conf(lab, workspace)
             t1 = time.monotonic()
             rc, out, err = run_tempest(venv_python, workspace, args.regex,

@@ -93,7 +93,9 @@ def cmd_listener(args):
             state.listeners[key] = model.ListenerSpec(
                 key, model.parse_algorithm(args.algorithm or
                                            'SOURCE_IP_PORT'),
-                model.parse_encap(args.encap or 'ipip'))
+                model.parse_encap(args.encap or 'ipip'),
+                conn_limit=model.parse_conn_limit(args.connection_limit),
+                allowed_cidrs=_cidrs(args))
             return
         if key not in state.listeners:
             raise CommandError(f'listener {key} does not exist')
@@ -105,7 +107,18 @@ def cmd_listener(args):
             spec.algorithm = model.parse_algorithm(args.algorithm)
         if args.encap:
             spec.encap = model.parse_encap(args.encap)
+        if args.connection_limit is not None:
+            spec.conn_limit = model.parse_conn_limit(args.connection_limit)
+        if args.allowed_cidr or args.any_source:
+            spec.allowed_cidrs = _cidrs(args)
     _change(args, mutate)
+
+
+def _cidrs(args):
+    if args.any_source and args.allowed_cidr:
+        raise CommandError('give --allowed-cidr or --any-source, not both')
+    return model.parse_cidrs(args.allowed_cidr) if args.allowed_cidr \
+        else None
 
 
 def cmd_member(args):
@@ -175,9 +188,15 @@ def cmd_show(args):
         lines = [f"tunnel source: ipv4={s['tunnel_source']['ipv4']} "
                  f"ipv6={s['tunnel_source']['ipv6']}"]
         for lst in s['listeners']:
+            extra = ''
+            if lst['connection_limit']:
+                extra += f" connection_limit={lst['connection_limit']}"
+            if lst['allowed_cidrs'] is not None:
+                extra += (' allowed_cidrs='
+                          + (','.join(lst['allowed_cidrs']) or '(none)'))
             lines.append(f"listener {lst['listener']} "
                          f"algorithm={lst['algorithm']} "
-                         f"encap={lst['encap']}")
+                         f"encap={lst['encap']}{extra}")
             for m in lst['members']:
                 lines.append(f"  member {m['address']} weight={m['weight']}")
         return '\n'.join(lines)
@@ -308,6 +327,14 @@ def build_parser():
     p.add_argument('--algorithm', help='SOURCE_IP_PORT (default) or '
                    'SOURCE_IP')
     p.add_argument('--encap', help='ipip (default) or gre')
+    p.add_argument('--connection-limit',
+                   help='concurrent flows this SE admits; -1 or 0: no '
+                   'limit (docs/dataplane.md, connection_limit)')
+    p.add_argument('--allowed-cidr', action='append', default=[],
+                   help='allow only sources in this CIDR (repeatable; the '
+                   'prefixes of the VIP\'s family apply); replaces the list')
+    p.add_argument('--any-source', action='store_true',
+                   help='with set: remove the allow list')
     p.set_defaults(func=cmd_listener)
 
     p = sub.add_parser('member', help='add, change or delete a member')

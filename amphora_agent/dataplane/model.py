@@ -83,6 +83,7 @@ def parse_conn_limit(value):
     limit (returned as 0); else an integer 1..2**32-1."""
     if value is None:
         return 0
+    given = value
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             value = int(str(value), 10)
@@ -90,7 +91,7 @@ def parse_conn_limit(value):
             value = None
     if value is None or not -1 <= value <= MAX_CONN_LIMIT:
         raise InvalidConfig(
-            f'connection limit {value!r} is not -1 (no limit) or an '
+            f'connection limit {str(given)!r} is not -1 (no limit) or an '
             f'integer in 0..{MAX_CONN_LIMIT} (0: no limit)')
     return max(value, 0)
 

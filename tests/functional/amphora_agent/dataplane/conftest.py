@@ -22,12 +22,18 @@ PIN_ROOT = '/sys/fs/bpf'
 
 
 def listener(vip, port=80, protocol='tcp', members=(), encap='ipip',
-             algorithm='SOURCE_IP_PORT', weights=None):
-    return {'vip': str(vip), 'port': port, 'protocol': protocol,
-            'encap': encap, 'algorithm': algorithm,
-            'members': [{'address': str(a),
-                         'weight': (weights or {}).get(str(a), 1)}
-                        for a in members]}
+             algorithm='SOURCE_IP_PORT', weights=None, connection_limit=None,
+             allowed_cidrs=None):
+    doc = {'vip': str(vip), 'port': port, 'protocol': protocol,
+           'encap': encap, 'algorithm': algorithm,
+           'members': [{'address': str(a),
+                        'weight': (weights or {}).get(str(a), 1)}
+                       for a in members]}
+    if connection_limit is not None:
+        doc['connection_limit'] = connection_limit
+    if allowed_cidrs is not None:
+        doc['allowed_cidrs'] = list(allowed_cidrs)
+    return doc
 
 
 class DsrSetup:

@@ -4,6 +4,8 @@
 
     ks = KeystoneServer("/tmp/ks", python="/path/to/venv-with-keystone/bin/python")
     ks.start()                       # db_sync, fernet keys, bootstrap, gunicorn
+                                     # (= prepare(), any thread, then
+                                     # serve(), the thread that lives on)
     ks.add_service_user("octavia")   # admin on project "service"
     ks.add_endpoint("octavia", "load-balancer", "http://127.0.0.1:9876")
     ... ks.auth_url, ks.admin_password ...
@@ -60,7 +62,9 @@ class KeystoneServer:
         self.auth_url = None
         self.service_passwords = {}
         self._proc = None
+        self._listener = None
         self._session = None
+        self._prepared = False
         self._started = False
 
     # -- config -------------------------------------------------------------
@@ -97,17 +101,27 @@ class KeystoneServer:
 
     # -- lifecycle ----------------------------------------------------------
     def start(self):
-        if self._started:
+        """prepare() then serve()."""
+        self.prepare()
+        return self.serve()
+
+    def prepare(self):
+        """Configuration, database, keys and bootstrap (keystone-manage:
+        the slow part).  May run in another thread; serve() must not: the
+        server dies with the thread that starts it (setpriv --pdeathsig is
+        bound to the calling thread)."""
+        if self._prepared:
             return self
-        deadline = time.monotonic() + self.start_timeout
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.conf_path.write_text(self.config_text())
         (self.workdir / "keystone_app.py").write_text(_APP_MODULE)
         self._started = True
         atexit.register(self.stop)
         try:
-            listener = _free_listening_socket()
-            port = listener.getsockname()[1]
+            # Held until serve() hands it to gunicorn: bootstrap writes the
+            # endpoint URL, so the port is chosen first.
+            self._listener = _free_listening_socket()
+            port = self._listener.getsockname()[1]
             self.url = f"http://127.0.0.1:{port}"
             self.auth_url = f"{self.url}/v3"
             # The key repositories need no database: set them up while
@@ -129,9 +143,23 @@ class KeystoneServer:
                          "--bootstrap-admin-url", self.auth_url,
                          "--bootstrap-public-url", self.auth_url,
                          "--bootstrap-internal-url", self.auth_url)
+            self._prepared = True
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def serve(self):
+        """gunicorn on the prepared port; returns when Keystone answers."""
+        if self._proc is not None:
+            return self
+        self.prepare()
+        deadline = time.monotonic() + self.start_timeout
+        try:
             env = {"PATH": f"{self.bindir}:/usr/sbin:/usr/bin:/sbin:/bin",
                    "PYTHONUNBUFFERED": "1",
                    "OS_KEYSTONE_CONFIG_FILES": str(self.conf_path)}
+            listener, self._listener = self._listener, None
             try:
                 self._proc = _Proc(
                     "keystone",
@@ -179,7 +207,11 @@ class KeystoneServer:
         if self._proc is not None:
             self._proc.stop()
             self._proc = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
         self._session = None
+        self._prepared = False
         self._started = False
         atexit.unregister(self.stop)
 

@@ -82,15 +82,15 @@ class TempestLab(product_lab.ProductLab):
             os.path.join(root, 'nw'), python=self.venv_python)
 
         def identity():
-            self.keystone.start()
-            log(f'keystone {self.keystone.auth_url}')
-            return (self.keystone.add_service_user('octavia'),
-                    self.keystone.add_service_user('neutron'))
+            self.keystone.prepare()
+            log('keystone database and keys ready')
 
         def network_db():
             self.neutron.prepare()
             log('neutron database migrated')
 
+        # Only the preparations run in threads: a server started from a
+        # thread would die with it (pdeathsig is per thread).
         pool = concurrent.futures.ThreadPoolExecutor(2)
         jobs = [pool.submit(identity), pool.submit(network_db)]
         try:
@@ -104,8 +104,12 @@ class TempestLab(product_lab.ProductLab):
             # close() must see everything they started.
             concurrent.futures.wait(jobs)
             pool.shutdown()
-        octavia_auth, self.neutron.keystone_auth = jobs[0].result()
-        jobs[1].result()
+        for job in jobs:
+            job.result()
+        self.keystone.serve()
+        log(f'keystone {self.keystone.auth_url}')
+        octavia_auth = self.keystone.add_service_user('octavia')
+        self.neutron.keystone_auth = self.keystone.add_service_user('neutron')
         self.neutron.serve()
         self.keystone.add_endpoint('neutron', 'network', self.neutron.url)
         log(f'neutron {self.neutron.url}')

@@ -7,7 +7,6 @@ nothing stays PENDING_*.
 """
 
 import collections
-import concurrent.futures
 import logging
 import time
 
@@ -39,6 +38,38 @@ def publish_generations(store, notifier):
                 group.published_generation, generation)
 
 
+# Objects per status document: one driver-agent child updates them one
+# transaction each (~0.03 s apiece on a loaded 2-core host), and octavia-lib
+# gives up after 30 s.
+MAX_UPDATE_OBJECTS = 300
+
+
+def _merge(statuses):
+    """One status document from several, in order: the last value of each
+    field of each object wins, as if they had been sent one by one."""
+    merged = collections.OrderedDict()
+    for status in statuses:
+        for kind, items in status.items():
+            for item in items:
+                merged.setdefault((kind, item['id']), {}).update(item)
+    result = collections.OrderedDict()
+    for (kind, _id), item in merged.items():
+        result.setdefault(kind, []).append(item)
+    return dict(result)
+
+
+def _owner(groups, kind, obj_id):
+    """The load balancer of groups whose statuses name the object."""
+    if obj_id is None:
+        return None
+    for lb_id, _todo, statuses in groups:
+        for st in statuses:
+            if any(item['id'] == obj_id for k, items in st.items()
+                   if kind in (None, k) for item in items):
+                return lb_id
+    return None
+
+
 def _loadbalancer_of(status_doc):
     """The load balancer a status document is about (None if none)."""
     for lb in (status_doc or {}).get('loadbalancers') or ():
@@ -48,15 +79,19 @@ def _loadbalancer_of(status_doc):
 
 class Reporter:
     def __init__(self, store, notifier, driver_lib, live_agents,
-                 apply_timeout=30.0, agent_ttl=30.0, report_workers=4):
-        """live_agents(se_group) -> set of SE ids alive in the group."""
+                 apply_timeout=30.0, agent_ttl=30.0, report_workers=None,
+                 max_update_objects=MAX_UPDATE_OBJECTS):
+        """live_agents(se_group) -> set of SE ids alive in the group.
+
+        report_workers: ignored (load balancers used to be reported in
+        parallel; see report_provisioning)."""
         self.store = store
         self.notifier = notifier
         self.driver_lib = driver_lib
         self.live_agents = live_agents
         self.apply_timeout = apply_timeout
         self.agent_ttl = agent_ttl
-        self.report_workers = report_workers
+        self.max_update_objects = max_update_objects
         self._sent_operating = {}
         self._last_stats = 0.0
 
@@ -82,19 +117,14 @@ class Reporter:
             for se_id in sorted(alive)]
 
     # ---------------------------------------------------- provisioning
-    def _visible(self, wait_for):
-        """Octavia calls the driver before it commits: report only once
-        the object can be read back."""
-        if not wait_for:
-            return True
-        kind, obj_id = wait_for
-        getter = getattr(self.driver_lib,
-                         f'get_{store_mod._GET_RESOURCE[kind]}')
-        try:
-            return getter(obj_id) is not None
-        except Exception:  # noqa: BLE001 -- not there yet
-            return False
-
+    # Each octavia-driver-agent request forks a child that starts cold:
+    # 1.5-2 s on a loaded 2-core host whatever it does, 9-15 s when four
+    # run at once, past octavia-lib's 30 s timeout when the host is busier.
+    # So a round sends every ready load balancer in as few documents as it
+    # can, and asks no get first: an update of a row Octavia inserted but
+    # has not committed waits for the commit (InnoDB row lock); the one
+    # that reads first (a listener) fails naming it, and its load balancer
+    # waits a round.  docs/benchmarks.md (Load) has the measurements.
     def report_provisioning(self):
         with self.store.db.session() as s:
             pending = s.query(models.PendingStatus).order_by(
@@ -103,58 +133,86 @@ class Reporter:
             for p in pending:
                 if p.se_group not in agents:
                     agents[p.se_group] = self._agents(s, p.se_group)
-        # Each report waits for octavia-driver-agent (a get to see the
-        # object committed, then the status update: 0.1-0.6 s each), so load
-        # balancers are reported in parallel; one load balancer's statuses
-        # stay in order.
+        # One load balancer's statuses stay in order: a change is reported
+        # only with every earlier change of its load balancer.
         by_lb = collections.OrderedDict()
+        blocked = set()
         for p in pending:
+            lb_id = _loadbalancer_of(p.status)
+            if lb_id in blocked:
+                continue
             verdict = self._verdict(p, agents[p.se_group])
-            if verdict is not None:
-                by_lb.setdefault(_loadbalancer_of(p.status), []).append(
-                    (p, verdict))
+            if verdict is None:
+                blocked.add(lb_id)
+                continue
+            by_lb.setdefault(lb_id, []).append((p, verdict))
         if not by_lb:
             return
         # What is rejected now and every known operating status go in the
         # same update as the provisioning status (an admin-down member is
         # ACTIVE and OFFLINE at once, never NO_MONITOR in between).
         view = self._view()
-        with concurrent.futures.ThreadPoolExecutor(
-                max_workers=min(self.report_workers, len(by_lb))) as pool:
-            list(pool.map(lambda todo: self._report_in_order(todo, view),
-                          by_lb.values()))
-
-    def _report_in_order(self, todo, view):
-        for p, verdict in todo:
-            if not self._report_one(p, verdict, view):
-                return      # keep the order: later ones wait a round
-
-    def _report_one(self, p, verdict, view):
-        """True when reported (or given up waiting for visibility)."""
-        if not self._visible(p.wait_for):
-            if time.time() - p.created_at < self.apply_timeout:
-                return False
-        status = store_mod.octavia_status(
+        groups = [(lb_id, todo, [store_mod.octavia_status(
             p.status, failed=verdict == ERROR, rejected=view.rejected,
-            operating=view.operating)
-        try:
-            self.driver_lib.update_loadbalancer_status(status)
-        except Exception:  # noqa: BLE001 -- retried next round
-            LOG.exception('status update for generation %s failed',
-                          p.generation)
-            return False
-        for kind, items in status.items():
-            for item in items:
-                if 'operating_status' in item:
-                    self._sent_operating[(kind, item['id'])] = \
-                        item['operating_status']
-        if verdict != ERROR:
-            self._log_rejections(p, view)
-        with self.store.db.session() as s:
-            row = s.get(models.PendingStatus, p.id)
-            if row is not None:
-                s.delete(row)
-        return True
+            operating=view.operating) for p, verdict in todo])
+            for lb_id, todo in by_lb.items()]
+        for chunk in self._chunks(groups):
+            self._send_groups(chunk, view)
+
+    def _chunks(self, groups):
+        """Whole load balancers, at most max_update_objects per document
+        (one load balancer with more goes alone)."""
+        chunk, size = [], 0
+        for group in groups:
+            n = sum(len(items) for st in group[2] for items in st.values())
+            if chunk and size + n > self.max_update_objects:
+                yield chunk
+                chunk, size = [], 0
+            chunk.append(group)
+            size += n
+        if chunk:
+            yield chunk
+
+    def _send_groups(self, groups, view):
+        """One document for these load balancers; a load balancer whose
+        object Octavia refuses waits a round, the others are sent again
+        without it."""
+        while groups:
+            status = _merge(st for _lb, _todo, sts in groups for st in sts)
+            started = time.monotonic()
+            try:
+                self.driver_lib.update_loadbalancer_status(status)
+            except Exception as exc:  # noqa: BLE001 -- retried next round
+                culprit = _owner(groups, getattr(exc, 'status_object', None),
+                                 getattr(exc, 'status_object_id', None))
+                LOG.warning('status update of %d load balancer(s) failed '
+                            '(%s)%s', len(groups), exc,
+                            '' if culprit is None else
+                            f'; load balancer {culprit} waits a round')
+                if culprit is None:
+                    return
+                groups = [g for g in groups if g[0] != culprit]
+                continue
+            LOG.info('status of %d load balancer(s) (%d objects) sent to '
+                     'Octavia in %.2f s', len(groups),
+                     sum(len(items) for items in status.values()),
+                     time.monotonic() - started)
+            for kind, items in status.items():
+                for item in items:
+                    if 'operating_status' in item:
+                        self._sent_operating[(kind, item['id'])] = \
+                            item['operating_status']
+            done = [p for _lb, todo, _sts in groups for p, _v in todo]
+            for _lb, todo, _sts in groups:
+                for p, verdict in todo:
+                    if verdict != ERROR:
+                        self._log_rejections(p, view)
+            with self.store.db.session() as s:
+                for p in done:
+                    row = s.get(models.PendingStatus, p.id)
+                    if row is not None:
+                        s.delete(row)
+            return
 
     @staticmethod
     def _log_rejections(p, view):

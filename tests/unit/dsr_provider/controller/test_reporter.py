@@ -3,6 +3,8 @@ rejected_objects, operating status in the same update, no live SE."""
 
 import logging
 
+from octavia_lib.api.drivers import exceptions as driver_exceptions
+
 from dsr_provider.controller import reporter as reporter_mod
 from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
 from tests.unit.dsr_provider.controller.test_store import graph
@@ -157,3 +159,151 @@ def test_an_unserviceable_se_serves_nothing(store):
     reporter.run_once()
     assert reported(lib, 'loadbalancers', 'lb1', 'operating_status') == [
         'OFFLINE', 'ONLINE']
+
+
+# ------------------------------------------------ one document per round
+class NoGetDriverLib(FakeDriverLib):
+    """Counts status documents; a get would be a fork of the driver agent
+    the reporter must not spend."""
+
+    def __init__(self, refuse=()):
+        super().__init__()
+        self.refuse = set(refuse)     # object ids Octavia cannot update yet
+
+    def get_loadbalancer(self, obj_id):
+        raise AssertionError(f'get of {obj_id}: no get before a report')
+
+    get_member = get_listener = get_pool = get_healthmonitor = \
+        get_loadbalancer
+
+    def update_loadbalancer_status(self, status):
+        for kind, items in status.items():
+            for item in items:
+                if item['id'] in self.refuse:
+                    # What octavia-driver-agent answers for a listener it
+                    # cannot read yet (octavia-lib raises it).
+                    raise driver_exceptions.UpdateStatusError(
+                        fault_string='Listener not found',
+                        status_object=kind, status_object_id=item['id'])
+        super().update_loadbalancer_status(status)
+
+
+def small_lb(i):
+    return {'loadbalancer_id': f'lb{i}', 'vip_address': f'192.0.2.{i}',
+            'admin_state_up': True}
+
+
+def provisioned(lib):
+    """The load balancers of each provisioning document, in order."""
+    return [[i['id'] for i in st.get('loadbalancers', ())
+             if 'provisioning_status' in i] for st in lib.statuses]
+
+
+def test_every_ready_load_balancer_goes_in_one_document(store):
+    lib = NoGetDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: {'se1'})
+    for i in range(1, 5):
+        gen = store.create_loadbalancer(small_lb(i))
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    assert provisioned(lib) == [['lb1', 'lb2', 'lb3', 'lb4']]
+    assert pending(store) == []
+
+
+def test_one_load_balancers_changes_merge_last_value_wins(store):
+    lib = NoGetDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: {'se1'})
+    store.create_loadbalancer(graph())
+    store.put_member({'member_id': 'm3', 'pool_id': 'p1',
+                      'address': '198.19.3.2', 'protocol_port': 80})
+    gen = store.delete_member('m3')
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    (status,) = lib.statuses
+    assert [i for i in status['members'] if i['id'] == 'm3'] == [
+        {'id': 'm3', 'provisioning_status': 'DELETED'}]
+    assert [i['id'] for i in status['loadbalancers']] == ['lb1']
+    assert pending(store) == []
+
+
+def test_a_later_verdict_never_overtakes_an_earlier_change(store):
+    """se1 applied generation 1 and rejected 2; se2 has applied nothing:
+    generation 2 is ERROR already, generation 1 not decided.  Reporting 2
+    first would let 1's ACTIVE overwrite its ERROR."""
+    lib = NoGetDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: {'se1', 'se2'})
+    store.create_loadbalancer(small_lb(1))
+    store.update_loadbalancer({'loadbalancer_id': 'lb1', 'name': 'x'})
+    store.record_agent('se1', 'g1', applied_generation=1,
+                       rejected_generation=2, error='bad')
+    store.record_agent('se2', 'g1', applied_generation=0)
+    reporter.run_once()
+    assert lib.statuses == []
+    store.record_agent('se2', 'g1', applied_generation=1)
+    reporter.run_once()
+    assert reported(lib, 'loadbalancers', 'lb1') == ['ERROR']
+    assert pending(store) == []
+
+
+def test_an_object_octavia_refuses_holds_back_only_its_load_balancer(
+        store, caplog):
+    lib = NoGetDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: set())
+    store.create_loadbalancer(small_lb(1))
+    store.create_loadbalancer(small_lb(2))
+    store.put_listener({'listener_id': 'l2', 'loadbalancer_id': 'lb2',
+                        'protocol': 'TCP', 'protocol_port': 80,
+                        'admin_state_up': True})
+    store.create_loadbalancer(small_lb(3))
+    lib.refuse.add('l2')
+    with caplog.at_level(logging.WARNING):
+        reporter.run_once()
+    assert provisioned(lib) == [['lb1', 'lb3']]
+    assert 'load balancer lb2 waits a round' in caplog.text
+    assert [st['loadbalancers'][0]['id'] for _gen, st in pending(store)] \
+        == ['lb2', 'lb2']
+    lib.refuse.clear()          # Octavia committed it
+    reporter.run_once()
+    assert provisioned(lib) == [['lb1', 'lb3'], ['lb2']]
+    assert pending(store) == []
+
+
+def test_a_failed_update_is_sent_again_next_round(store):
+    class TimesOutOnce(NoGetDriverLib):
+        failed = False
+
+        def update_loadbalancer_status(self, status):
+            if not self.failed:
+                self.failed = True
+                raise driver_exceptions.UpdateStatusError(
+                    fault_string='The driver agent did not respond in 30 '
+                                 'seconds.')
+            super().update_loadbalancer_status(status)
+    lib = TimesOutOnce()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: set())
+    store.create_loadbalancer(small_lb(1))
+    store.create_loadbalancer(small_lb(2))
+    reporter.run_once()
+    assert lib.statuses == [] and len(pending(store)) == 2
+    reporter.run_once()
+    assert provisioned(lib) == [['lb1', 'lb2']]
+    assert pending(store) == []
+
+
+def test_documents_carry_whole_load_balancers_up_to_the_object_limit(store):
+    lib = NoGetDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: set(),
+                                     max_update_objects=2)
+    for i in range(2, 7):
+        store.create_loadbalancer(small_lb(i))
+    store.create_loadbalancer(graph())          # lb1, 7 objects: alone
+    reporter.run_once()
+    assert provisioned(lib) == [['lb2', 'lb3'], ['lb4', 'lb5'], ['lb6'],
+                                ['lb1']]
+    assert pending(store) == []

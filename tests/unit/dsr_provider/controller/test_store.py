@@ -1,5 +1,3 @@
-import threading
-
 from amphora_agent import snapshot as snapshot_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
@@ -180,71 +178,6 @@ def test_reporter_reports_error_when_an_agent_rejects(store):
     reporter.run_once()
     assert lib.statuses[0]['loadbalancers'][0]['provisioning_status'] == \
         'ERROR'
-
-
-def test_reporter_waits_for_octavia_to_commit(store):
-    lib = FakeDriverLib(visible=False)
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set())
-    store.create_loadbalancer(graph())
-    reporter.run_once()
-    assert lib.statuses == []
-    lib.visible = True
-    reporter.run_once()
-    assert len(lib.statuses) == 1
-
-
-class RendezvousDriverLib(FakeDriverLib):
-    """Answers a visibility check only once `parties` of them are waiting
-    at the same time: reports made one after the other never get there."""
-
-    def __init__(self, parties):
-        super().__init__()
-        self.barrier = threading.Barrier(parties, timeout=5)
-
-    def get_loadbalancer(self, lb_id):
-        try:
-            self.barrier.wait()
-        except threading.BrokenBarrierError:
-            return None
-        return {'id': lb_id}
-
-
-def small_lb(i):
-    return {'loadbalancer_id': f'lb{i}', 'vip_address': f'192.0.2.{i}',
-            'admin_state_up': True}
-
-
-def test_reporter_reports_load_balancers_in_parallel(store):
-    lib = RendezvousDriverLib(parties=4)
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set(), report_workers=4)
-    for i in range(1, 5):
-        store.create_loadbalancer(small_lb(i))
-    reporter.run_once()
-    assert sorted(st['loadbalancers'][0]['id'] for st in lib.statuses) == [
-        'lb1', 'lb2', 'lb3', 'lb4']
-    assert pending(store) == []
-
-
-def test_one_load_balancers_statuses_stay_in_order(store):
-    """The second change of a load balancer is not reported while the
-    first still waits for Octavia's commit."""
-    lib = FakeDriverLib()
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set())
-    store.create_loadbalancer(small_lb(1))
-    store.update_loadbalancer({'loadbalancer_id': 'lb1', 'name': 'x'})
-    waiting = {'lb1'}
-    lib.get_loadbalancer = lambda lb_id: (None if lb_id in waiting
-                                          else {'id': lb_id})
-    reporter.run_once()
-    assert lib.statuses == []
-    waiting.clear()
-    reporter.run_once()
-    assert [st['loadbalancers'][0]['provisioning_status']
-            for st in lib.statuses] == ['ACTIVE', 'ACTIVE']
-    assert pending(store) == []
 
 
 def test_operating_status_and_stats_aggregate_over_ses(store):

@@ -412,11 +412,14 @@ class Agent:
         """
         document = self.controller.get_config(self.se_group, self.se_id)
         if self.trust is not None:
+            refusal = None
             try:
                 document = self.trust.open_snapshot(document)
             except auth.AuthError as exc:
+                refusal = exc
+            if refusal is not None:
                 self.trust.refuse('get_config answer',
-                                  _claimed_key(document), exc)
+                                  _claimed_key(document), refusal)
                 # Another consumer of the controller topic answered (or
                 # a replay): ask again soon, the real controller answers
                 # the next call or the one after.

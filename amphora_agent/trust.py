@@ -63,13 +63,15 @@ class ControllerTrust:
             auth.verify_context(ctxt, method, args, self.keys, self.window,
                                 self.nonces)
         except auth.AuthError as exc:
-            claimed = ((ctxt or {}).get(auth.CONTEXT_KEY) or {}) \
-                if isinstance(ctxt, dict) else {}
-            key = claimed.get('key_id') if isinstance(claimed, dict) \
-                else None
-            self.refuse(method, f'controller key {key}, args {args}', exc)
-            return False
-        return True
+            error = exc
+        else:
+            return True
+        claimed = ((ctxt or {}).get(auth.CONTEXT_KEY) or {}) \
+            if isinstance(ctxt, dict) else {}
+        key = claimed.get('key_id') if isinstance(claimed, dict) else None
+        # Outside the handler: oslo.log would append the exception.
+        self.refuse(method, f'controller key {key}, args {args}', error)
+        return False
 
     def open_snapshot(self, envelope):
         """The snapshot document inside a get_config answer, or AuthError.

@@ -86,8 +86,11 @@ class AgentGuard:
                     f'{", ".join(foreign[:5])}'
                     f'{" ..." if len(foreign) > 5 else ""}')
         except auth.AuthError as exc:
-            total = self.refusals.add(method)
-            LOG.warning('auth: refused %s from se_id=%s se_group=%s: %s '
-                        '[refusals: %d]', method, se_id, se_group, exc,
-                        total)
-            raise Refused(f'{method} refused: {exc}') from None
+            reason = str(exc)
+        else:
+            return
+        # Logged outside the handler: oslo.log would append the exception.
+        total = self.refusals.add(method)
+        LOG.warning('auth: refused %s from se_id=%s se_group=%s: %s '
+                    '[refusals: %d]', method, se_id, se_group, reason, total)
+        raise Refused(f'{method} refused: {reason}')

@@ -75,6 +75,12 @@ class KeystoneServer:
             f"log_file = {self.log_path}",
             "[database]",
             f"connection = sqlite:///{self.workdir / 'keystone.db'}",
+            "[identity]",
+            # bcrypt's minimum cost: tempest creates a user per role per
+            # test class and every token issue hashes the password; at the
+            # default cost (12) that is ~0.3 s each of single-threaded
+            # Keystone on a loaded 2-core host.  Test-only passwords.
+            "password_hash_rounds = 4",
             "[token]",
             "provider = fernet",
             "[fernet_tokens]",

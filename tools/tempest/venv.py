@@ -1,7 +1,8 @@
 """Create or refresh the tempest stage's virtualenv (.tempest-venv).
 
 It holds only third-party code (tools/tempest/requirements.txt): pip runs
-when that file is newer than the stamp.  The project is NOT installed into
+when that file's content differs from what the stamp records (content, not
+mtime: every fresh checkout or worktree has new mtimes).  The project is NOT installed into
 it: the gate puts the checkout it runs from on PYTHONPATH with the plugin's
 entry point beside it (tools/tempest/plugin_dist.py), so one venv serves
 every checkout (a worktree sharing the venv by symlink used to reinstall
@@ -11,6 +12,7 @@ A lock file serialises concurrent gates creating or refreshing it.
 """
 
 import fcntl
+import hashlib
 import subprocess
 import sys
 from pathlib import Path
@@ -43,14 +45,14 @@ def ensure(venv=ROOT / '.tempest-venv', log=print):
             log(f'removing the project ({PROJECT_DIST}) from {venv}')
             subprocess.run(pip + ['uninstall', '-y', PROJECT_DIST],
                            check=True)
-        if stamp.exists() and (REQUIREMENTS.stat().st_mtime
-                               <= stamp.stat().st_mtime):
+        wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+        if stamp.exists() and stamp.read_text().strip() == wanted:
             return python
         log(f'installing {REQUIREMENTS.relative_to(ROOT)} into {venv}')
         subprocess.run(pip + ['install', '-r', str(REQUIREMENTS)],
                        check=True)
         subprocess.run(pip + ['check'], check=True)
-        stamp.touch()
+        stamp.write_text(wanted + '\n')
     return python
 
 

@@ -62,6 +62,14 @@ class DSRTrafficTest(test.BaseTestCase):
     credentials = ['primary']
 
     @classmethod
+    def setup_credentials(cls):
+        # The scenario uses the subnets it is configured with
+        # ([dsr_scenario]); no project network, subnet or router (a gate's
+        # Neutron may have no router service).
+        cls.set_network_resources()
+        super().setup_credentials()
+
+    @classmethod
     def skip_checks(cls):
         super().skip_checks()
         opts = CONF.dsr_scenario

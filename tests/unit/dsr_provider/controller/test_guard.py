@@ -1,0 +1,76 @@
+"""AgentGuard: enrolment, groups and object ownership on a real SQLite
+database with real keys."""
+
+import pytest
+
+from amphora_agent import auth
+from dsr_provider.controller import enrolment
+from dsr_provider.controller import guard as guard_mod
+
+
+@pytest.fixture
+def signers(tmp_path, store):
+    result = {}
+    for se, group in (('se1', 'g1'), ('se2', 'g2')):
+        path = str(tmp_path / f'{se}.key')
+        auth.generate_key(path)
+        signer = auth.Signer(path)
+        enrolment.enrol(store.db, group, se,
+                        auth.load_private_key(path).public_key())
+        result[se] = signer
+    return result
+
+
+def _lb(store, lb_id, group, member_id):
+    store.create_loadbalancer({'loadbalancer_id': lb_id,
+                               'vip_address': '192.0.2.10',
+                               'dsr': {'se_group': group}})
+    store.put_listener({'listener_id': f'l-{lb_id}',
+                        'loadbalancer_id': lb_id, 'protocol': 'TCP',
+                        'protocol_port': 80,
+                        'default_pool_id': f'p-{lb_id}'})
+    store.put_pool({'pool_id': f'p-{lb_id}', 'loadbalancer_id': lb_id,
+                    'listener_id': f'l-{lb_id}', 'protocol': 'TCP',
+                    'lb_algorithm': 'SOURCE_IP_PORT'})
+    store.put_member({'member_id': member_id, 'pool_id': f'p-{lb_id}',
+                      'address': '198.19.1.2', 'protocol_port': 80})
+
+
+def check(guard, signer, method, **args):
+    guard.check(signer.context(method, args), method, args)
+
+
+def test_enrolled_se_of_the_group_only(store, signers):
+    guard = guard_mod.AgentGuard(store.db)
+    check(guard, signers['se1'], 'get_config', se_id='se1', se_group='g1')
+    with pytest.raises(guard_mod.Refused, match='enrolled in group g2'):
+        check(guard, signers['se2'], 'get_config', se_id='se2',
+              se_group='g1')
+    with pytest.raises(guard_mod.Refused, match='bad signature'):
+        check(guard, signers['se2'], 'get_config', se_id='se1',
+              se_group='g1')
+    enrolment.revoke(store.db, 'se1')
+    with pytest.raises(guard_mod.Refused, match='not enrolled'):
+        check(guard, signers['se1'], 'get_config', se_id='se1',
+              se_group='g1')
+    assert guard.refusals.total() == 3
+
+
+def test_reports_on_another_groups_objects_are_refused(store, signers):
+    _lb(store, 'lb1', 'g1', 'm1')
+    _lb(store, 'lb2', 'g2', 'm2')
+    guard = guard_mod.AgentGuard(store.db)
+    check(guard, signers['se1'], 'report_member_status', se_id='se1',
+          se_group='g1', generation=1, statuses={'m1': 'ONLINE',
+                                                 'gone': 'ONLINE'})
+    with pytest.raises(guard_mod.Refused, match='member m2 .group g2'):
+        check(guard, signers['se1'], 'report_member_status', se_id='se1',
+              se_group='g1', generation=1, statuses={'m2': 'ERROR'})
+    with pytest.raises(guard_mod.Refused, match='member m2'):
+        check(guard, signers['se1'], 'report_stats', se_id='se1',
+              se_group='g1', stats={'listeners': {}, 'members': {
+                  'm2': {'bytes_in': 1}}})
+    with pytest.raises(guard_mod.Refused, match='listener l-lb2'):
+        check(guard, signers['se1'], 'report_state', se_id='se1',
+              se_group='g1', state={'rejected_objects': {
+                  'listeners': {'l-lb2': 'x'}}})

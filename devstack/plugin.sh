@@ -31,6 +31,16 @@ function configure_octavia_dsr {
         "$(iniget $OCTAVIA_CONF driver_agent stats_socket_path)"
     iniset $conf dsr_controller octavia_get_socket \
         "$(iniget $OCTAVIA_CONF driver_agent get_socket_path)"
+    # Message authentication (docs/security.md): the controller's key, its
+    # public key trusted by the agents; private keys 0600, configs 0640.
+    local keys=$OCTAVIA_DSR_CONF_DIR/keys
+    install -d -m 0750 $keys $keys/controller
+    if [[ ! -f $keys/controller.key ]]; then
+        dsr-manage gen-key --private-key $keys/controller.key \
+            --public-key $keys/controller/controller.pub
+    fi
+    iniset $conf dsr_controller signing_key $keys/controller.key
+    chmod 0640 $conf
 
     if is_service_enabled dsr-agent; then
         conf=$OCTAVIA_DSR_CONF_DIR/dsr-agent.conf
@@ -39,6 +49,16 @@ function configure_octavia_dsr {
         iniset $conf agent se_group $OCTAVIA_DSR_SE_GROUP
         iniset $conf agent tunnel_source4 $OCTAVIA_DSR_TUNNEL_SOURCE4
         iniset $conf dataplane interface $OCTAVIA_DSR_SE_INTERFACE
+        if [[ ! -f $keys/se.key ]]; then
+            dsr-manage gen-key --private-key $keys/se.key \
+                --public-key $keys/se.pub
+        fi
+        iniset $conf auth private_key $keys/se.key
+        iniset $conf auth controller_keys_dir $keys/controller
+        dsr-manage --config-file $OCTAVIA_DSR_CONF_DIR/dsr-controller.conf \
+            enrol-se --se-group $OCTAVIA_DSR_SE_GROUP --se-id "$(hostname)" \
+            --public-key $keys/se.pub
+        chmod 0640 $conf
         if [[ -n "$OCTAVIA_DSR_BGP_PEER" ]]; then
             iniset $conf bgp local_asn $OCTAVIA_DSR_BGP_LOCAL_ASN
             iniset $conf bgp peers "$OCTAVIA_DSR_BGP_PEER"

@@ -10,7 +10,11 @@ to measure the bpf_fib_lookup fallback too.
 Paths measured: an empty XDP_PASS program (the test-run loop's floor); IPv4
 in IPv4 with a conn-table hit and with a conn-table miss (a new flow every
 run); IPv6 in IPv6 hit; GRE with an IPv4 and an IPv6 outer header, hit; and
-the IPv4 / IPv6 hits whose next hop comes from bpf_fib_lookup.
+the IPv4 / IPv6 hits whose next hop comes from bpf_fib_lookup.  The cost of
+the listener policies: 4in4 hit and miss on a listener with a
+connection_limit (never reached), with an allowed_cidrs list of
+POLICY_CIDRS prefixes (the source is in it), and with both; reported as
+ratios to the plain 4in4 hit / miss of the same run.
 
 Method.  BPF_PROG_TEST_RUN(repeat=N) re-runs the program on the same,
 already modified buffer, so every SE measurement uses bench_rst_se
@@ -79,7 +83,20 @@ LISTENERS = {
     'gre6': ('[2001:db8:100::11]:80/tcp', 'GRE',
              ['2001:db8:19:1::2', '2001:db8:19:2::2'], True),
     'fib6': ('[2001:db8:100::12]:80/tcp', 'IPIP', ['2001:db8:19:3::2'], False),
+    'lim4': ('198.51.100.13:80/tcp', 'IPIP', ['198.19.1.2', '198.19.2.2'],
+             True),
+    'acl4': ('198.51.100.14:80/tcp', 'IPIP', ['198.19.1.2', '198.19.2.2'],
+             True),
+    'both4': ('198.51.100.15:80/tcp', 'IPIP', ['198.19.1.2', '198.19.2.2'],
+              True),
 }
+# Listener policies (docs/dataplane.md): a limit no run reaches, and an
+# allow list of POLICY_CIDRS prefixes whose /8 holds every bench source
+# (10.1.x.y: the miss case varies the third and fourth byte).
+POLICY_LIMIT = 2 ** 32 - 1
+POLICY_CIDRS = 256
+POLICIES = {'lim4': (POLICY_LIMIT, False), 'acl4': (0, True),
+            'both4': (POLICY_LIMIT, True)}
 
 # scenario -> (listener, flow mode, description)
 #   hit: one flow, always in the conn table; miss: a new flow every run.
@@ -97,7 +114,27 @@ SCENARIOS = {
                      'by bpf_fib_lookup (no cached next hop)'),
     '6in6_hit_fib': ('fib6', 'hit', 'IPv6 in IPv6, conn-table hit, next hop '
                      'by bpf_fib_lookup'),
+    '4in4_hit_limit': ('lim4', 'hit', '4in4 hit, listener with a '
+                       'connection_limit'),
+    '4in4_miss_limit': ('lim4', 'miss', '4in4 miss, listener with a '
+                        'connection_limit (admission: counts of every CPU)'),
+    '4in4_hit_acl': ('acl4', 'hit', '4in4 hit, listener with allowed_cidrs '
+                     '(%d prefixes)' % POLICY_CIDRS),
+    '4in4_miss_acl': ('acl4', 'miss', '4in4 miss, listener with '
+                      'allowed_cidrs (LPM lookup)'),
+    '4in4_hit_limit_acl': ('both4', 'hit', '4in4 hit, connection_limit and '
+                           'allowed_cidrs'),
+    '4in4_miss_limit_acl': ('both4', 'miss', '4in4 miss, connection_limit '
+                            'and allowed_cidrs'),
 }
+# policy scenario -> the plain scenario it is compared with
+POLICY_BASE = {s: ('4in4_hit' if '_hit_' in s else '4in4_miss')
+               for s in SCENARIOS if s.endswith(('_limit', '_acl'))}
+# Measure each policy scenario right after its base, so that their ratio
+# (per round) compares samples taken moments apart on a noisy machine.
+SCENARIOS = dict(sorted(SCENARIOS.items(), key=lambda kv: (
+    list(SCENARIOS).index(POLICY_BASE.get(kv[0], kv[0])),
+    kv[0] in POLICY_BASE)))
 
 RST_CFG = struct.Struct('<IIIIHH14s2x')
 SE_STAT = {name: i for i, name in enumerate(structs.SE_STATS)}
@@ -125,11 +162,22 @@ def topology(sb):
     return ns
 
 
+def policy_cidrs():
+    """POLICY_CIDRS prefixes: 10.0.0.0/8 and /24s elsewhere."""
+    nets = ['10.0.0.0/8'] + ['172.%d.%d.0/24' % (16 + i // 256, i % 256)
+                             for i in range(POLICY_CIDRS - 1)]
+    return model.parse_cidrs(nets)
+
+
 def desired_state():
     state = model.DesiredState(tunnel_source4=TUN4, tunnel_source6=TUN6)
-    for text, encap, members, _ in LISTENERS.values():
+    for name, (text, encap, members, _) in LISTENERS.items():
         key = model.ListenerKey.parse(text)
-        spec = model.ListenerSpec(key, encap=structs.Encap[encap])
+        limit, acl = POLICIES.get(name, (0, False))
+        spec = model.ListenerSpec(key, encap=structs.Encap[encap],
+                                  conn_limit=limit,
+                                  allowed_cidrs=policy_cidrs() if acl
+                                  else None)
         for m in members:
             addr = ipaddress.ip_address(m)
             spec.members[addr] = model.Member(addr, 1)
@@ -386,6 +434,12 @@ class Bench:
         samples = {'pass': [], 'adjust_pair': []}
         for scen in SCENARIOS:
             samples[scen] = {'rst_se': [], 'rst_pass': []}
+        # Fill the conn table first, so that every miss scenario measures
+        # the same regime (insert + LRU evict), whatever its turn.
+        fill = template(LISTENERS['v4'][0])
+        self.set_cfg(fill, 'miss')
+        self.test_run('bench_rst_se', fill, LIMITS.conn_table_size + 1)
+        self.save_counter()
         t_start = time.monotonic()
         for rnd in range(ROUNDS):
             samples['pass'].append(self.timed('bench_pass', frame4))
@@ -474,6 +528,25 @@ def report(samples):
                               / sc['4in4_hit']['net_lb_ns_wall'], 2),
           'met': v6 <= TARGET_V6_X_V4 * v4}
     out['targets'] = {'v4_hit_vs_pass': t1, 'v6_vs_v4': t2}
+    # Listener policies: ratio to the plain path of the same run.
+    out['policy_cost'] = {}
+    C.log('')
+    C.log('listener policies vs the plain 4in4 path (per core):')
+    def net(scen, i):
+        return (samples[scen]['rst_se'][i]['cpu']
+                - samples[scen]['rst_pass'][i]['cpu']
+                + samples['pass'][i]['cpu'])
+    for scen, base in POLICY_BASE.items():
+        # Median of the per-round ratios (policy vs base, same round).
+        ratios = [net(scen, i) / net(base, i) for i in range(ROUNDS)]
+        extras = [net(scen, i) - net(base, i) for i in range(ROUNDS)]
+        ratio, extra = C.median(ratios), C.median(extras)
+        out['policy_cost'][scen] = {
+            'vs': base, 'extra_ns': round(extra, 2),
+            'ratio': round(ratio, 3),
+            'ratio_range': [round(min(ratios), 3), round(max(ratios), 3)]}
+        C.log('  %-20s %+7.1f ns  x %.3f (rounds %.3f..%.3f; vs %s)' % (
+            scen, extra, ratio, min(ratios), max(ratios), base))
     out['all_targets_met'] = t1['met'] and t2['met']
     C.log('')
     for t in (t1, t2):

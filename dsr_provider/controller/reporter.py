@@ -38,10 +38,16 @@ def publish_generations(store, notifier):
                 group.published_generation, generation)
 
 
-# Objects per status document: one driver-agent child updates them one
-# transaction each (~0.03 s apiece on a loaded 2-core host), and octavia-lib
-# gives up after 30 s.
-MAX_UPDATE_OBJECTS = 300
+# Size of one status document: one driver-agent child updates its objects
+# one transaction each and octavia-lib gives up after 30 s.  Measured on a
+# loaded 2-core host: 52 objects ACTIVE 0.5 s, DELETED 3.9 s (a delete is a
+# quota and a delete transaction, a load balancer's also frees its VIP).
+MAX_UPDATE_COST = 200
+DELETED_COST = 4
+# After a timeout the driver agent's child goes on applying the document:
+# its load balancers are not sent again meanwhile (a second child deleting
+# the same rows fails "No row was found").
+HOLD_AFTER_TIMEOUT = 30.0
 
 
 def _merge(statuses):
@@ -56,6 +62,11 @@ def _merge(statuses):
     for (kind, _id), item in merged.items():
         result.setdefault(kind, []).append(item)
     return dict(result)
+
+
+def _cost(status):
+    return sum(DELETED_COST if item.get('provisioning_status') == DELETED
+               else 1 for items in status.values() for item in items)
 
 
 def _owner(groups, kind, obj_id):
@@ -80,7 +91,8 @@ def _loadbalancer_of(status_doc):
 class Reporter:
     def __init__(self, store, notifier, driver_lib, live_agents,
                  apply_timeout=30.0, agent_ttl=30.0, report_workers=None,
-                 max_update_objects=MAX_UPDATE_OBJECTS):
+                 max_update_cost=MAX_UPDATE_COST,
+                 hold_after_timeout=HOLD_AFTER_TIMEOUT):
         """live_agents(se_group) -> set of SE ids alive in the group.
 
         report_workers: ignored (load balancers used to be reported in
@@ -91,7 +103,10 @@ class Reporter:
         self.live_agents = live_agents
         self.apply_timeout = apply_timeout
         self.agent_ttl = agent_ttl
-        self.max_update_objects = max_update_objects
+        self.max_update_cost = max_update_cost
+        self._cost_limit = max_update_cost
+        self.hold_after_timeout = hold_after_timeout
+        self._held = {}         # load balancer -> monotonic time it waits to
         self._sent_operating = {}
         self._last_stats = 0.0
 
@@ -137,9 +152,11 @@ class Reporter:
         # only with every earlier change of its load balancer.
         by_lb = collections.OrderedDict()
         blocked = set()
+        now = time.monotonic()
+        self._held = {lb: t for lb, t in self._held.items() if t > now}
         for p in pending:
             lb_id = _loadbalancer_of(p.status)
-            if lb_id in blocked:
+            if lb_id in blocked or lb_id in self._held:
                 continue
             verdict = self._verdict(p, agents[p.se_group])
             if verdict is None:
@@ -160,12 +177,12 @@ class Reporter:
             self._send_groups(chunk, view)
 
     def _chunks(self, groups):
-        """Whole load balancers, at most max_update_objects per document
-        (one load balancer with more goes alone)."""
+        """Whole load balancers, at most the cost limit per document (one
+        load balancer costing more goes alone)."""
         chunk, size = [], 0
         for group in groups:
-            n = sum(len(items) for st in group[2] for items in st.values())
-            if chunk and size + n > self.max_update_objects:
+            n = sum(_cost(st) for st in group[2])
+            if chunk and size + n > self._cost_limit:
                 yield chunk
                 chunk, size = [], 0
             chunk.append(group)
@@ -190,9 +207,15 @@ class Reporter:
                             '' if culprit is None else
                             f'; load balancer {culprit} waits a round')
                 if culprit is None:
+                    # Timed out, or the driver agent is gone: the next
+                    # documents are smaller, these load balancers wait.
+                    self._cost_limit = max(1, self._cost_limit // 2)
+                    until = time.monotonic() + self.hold_after_timeout
+                    self._held.update((g[0], until) for g in groups)
                     return
                 groups = [g for g in groups if g[0] != culprit]
                 continue
+            self._cost_limit = self.max_update_cost
             LOG.info('status of %d load balancer(s) (%d objects) sent to '
                      'Octavia in %.2f s', len(groups),
                      sum(len(items) for items in status.values()),

@@ -272,7 +272,13 @@ def test_an_object_octavia_refuses_holds_back_only_its_load_balancer(
     assert pending(store) == []
 
 
-def test_a_failed_update_is_sent_again_next_round(store):
+def test_after_a_timeout_its_load_balancers_wait_and_documents_shrink(
+        store, monkeypatch):
+    """The driver agent's child goes on after octavia-lib gave up: its load
+    balancers are not sent again until it can have finished."""
+    clock = [1000.0]
+    monkeypatch.setattr(reporter_mod.time, 'monotonic', lambda: clock[0])
+
     class TimesOutOnce(NoGetDriverLib):
         failed = False
 
@@ -285,25 +291,36 @@ def test_a_failed_update_is_sent_again_next_round(store):
             super().update_loadbalancer_status(status)
     lib = TimesOutOnce()
     reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set())
-    store.create_loadbalancer(small_lb(1))
-    store.create_loadbalancer(small_lb(2))
+                                     lambda group: set(), max_update_cost=4,
+                                     hold_after_timeout=30.0)
+    for i in range(1, 5):
+        store.create_loadbalancer(small_lb(i))
     reporter.run_once()
-    assert lib.statuses == [] and len(pending(store)) == 2
+    assert lib.statuses == [] and len(pending(store)) == 4
+    for i in range(5, 9):
+        store.create_loadbalancer(small_lb(i))
+    clock[0] += 29
     reporter.run_once()
-    assert provisioned(lib) == [['lb1', 'lb2']]
+    assert provisioned(lib) == [['lb5', 'lb6'], ['lb7', 'lb8']]
+    clock[0] += 1
+    reporter.run_once()
+    assert provisioned(lib)[2:] == [['lb1', 'lb2', 'lb3', 'lb4']]
     assert pending(store) == []
 
 
-def test_documents_carry_whole_load_balancers_up_to_the_object_limit(store):
+def test_documents_carry_whole_load_balancers_up_to_the_cost_limit(store):
     lib = NoGetDriverLib()
     reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set(),
-                                     max_update_objects=2)
+                                     lambda group: set(), max_update_cost=2)
     for i in range(2, 7):
         store.create_loadbalancer(small_lb(i))
     store.create_loadbalancer(graph())          # lb1, 7 objects: alone
     reporter.run_once()
     assert provisioned(lib) == [['lb2', 'lb3'], ['lb4', 'lb5'], ['lb6'],
                                 ['lb1']]
+    # A deletion costs more (Octavia deletes the row, frees the quota).
+    store.delete_loadbalancer('lb2')
+    store.delete_loadbalancer('lb3')
+    reporter.run_once()
+    assert provisioned(lib)[4:] == [['lb2'], ['lb3']]
     assert pending(store) == []

@@ -85,10 +85,13 @@ controller_opts = [
                  help='Seconds the live SEs of a group have to apply a '
                       'generation before its objects are reported ERROR.'),
     cfg.IntOpt('report_workers', default=4, min=1,
-               help='Load balancers whose statuses the leader reports to '
-                    'Octavia at the same time (each report waits for '
-                    'octavia-driver-agent round trips; one load '
-                    'balancer\'s statuses stay in order).'),
+               deprecated_for_removal=True,
+               deprecated_reason='The leader sends the statuses of every '
+                                 'ready load balancer in one request per '
+                                 'round: parallel requests to '
+                                 'octavia-driver-agent (a forked child '
+                                 'each) were slower on a busy host.',
+               help='Ignored.'),
     cfg.FloatOpt('stats_interval', default=5.0, min=0.5,
                  help='Seconds between listener statistics updates sent to '
                       'Octavia.'),

@@ -81,6 +81,12 @@ class KeystoneServer:
             # default cost (12) that is ~0.3 s each of single-threaded
             # Keystone on a loaded 2-core host.  Test-only passwords.
             "password_hash_rounds = 4",
+            "[cache]",
+            # Token validation and role lookups served from memory (one
+            # worker process): each uncached request costs Keystone seconds
+            # on a loaded 2-core host, and tempest makes a thousand.
+            "enabled = true",
+            "backend = dogpile.cache.memory",
             "[token]",
             "provider = fernet",
             "[fernet_tokens]",

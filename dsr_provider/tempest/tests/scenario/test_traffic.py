@@ -31,8 +31,7 @@ class _LBClient(rest_client.RestClient):
 
     def _call(self, method, path, body=None):
         resp, data = self.request(method, f'v2/lbaas/{path}',
-                                  self.get_headers(),
-                                  json.dumps(body) if body else None)
+                                  body=json.dumps(body) if body else None)
         return json.loads(data) if data else None
 
     def create(self, kind, **attrs):

@@ -54,6 +54,14 @@ opts = [
     cfg.IntOpt('response_bytes', default=200000, min=1000,
                help='Size of each large response (GET /bytes/N): the SEs '
                     'must carry far fewer bytes than the client receives.'),
+    cfg.IntOpt('connection_limit', default=-1, min=-1,
+               help='connection_limit of the scenario\'s listener (-1: '
+                    'unlimited).  Set it (above the test\'s concurrency) to '
+                    'prove that traffic flows through a limited listener.'),
+    cfg.ListOpt('allowed_cidrs', default=[],
+                help='allowed_cidrs of the scenario\'s listener (empty: '
+                     'any source).  Set it to prefixes holding the client '
+                     'to prove that traffic flows through an allow list.'),
     cfg.IntOpt('timeout', default=120,
                help='Seconds to wait for statuses and for traffic to flow.'),
 ]

@@ -166,6 +166,10 @@ class TempestLab(product_lab.ProductLab):
             'member_subnet_id': self.scenario_networks['member'],
             'member_addresses': ','.join(m.ipv4 for m in self.topo.members),
             'protocol_port': '80',
+            # The listener limits concurrent flows and admits the client's
+            # prefixes only: traffic must flow through both (issue 14).
+            'connection_limit': '100',
+            'allowed_cidrs': f'{self.topo.client.ipv4}/32,2001:db8:c::/64',
             'client_command': cmd(client),
             'se_stats_command': [cmd(dsrctl + [
                 '--netns', self.topo.ns(se.name), '--pin-dir',

@@ -144,10 +144,17 @@ class DSRTrafficTest(test.BaseTestCase):
         self.addCleanup(self._delete_lb, lb['id'])
         lb = self._wait('loadbalancers', lb['id'])
         vip = lb['vip_address']
-        listener = self.lb.create('listeners', name=name, protocol='TCP',
-                                  protocol_port=port,
-                                  loadbalancer_id=lb['id'])
-        self._wait('listeners', listener['id'])
+        listener_args = {'name': name, 'protocol': 'TCP',
+                         'protocol_port': port, 'loadbalancer_id': lb['id'],
+                         'connection_limit': opts.connection_limit}
+        if opts.allowed_cidrs:
+            listener_args['allowed_cidrs'] = opts.allowed_cidrs
+        listener = self.lb.create('listeners', **listener_args)
+        listener = self._wait('listeners', listener['id'])
+        self.assertEqual(opts.connection_limit, listener['connection_limit'])
+        if opts.allowed_cidrs:
+            self.assertEqual(sorted(opts.allowed_cidrs),
+                             sorted(listener['allowed_cidrs']))
         pool = self.lb.create('pools', name=name, protocol='TCP',
                               lb_algorithm='SOURCE_IP_PORT',
                               listener_id=listener['id'])

@@ -84,14 +84,14 @@ controller_opts = [
     cfg.FloatOpt('apply_timeout', default=30.0, min=1.0,
                  help='Seconds the live SEs of a group have to apply a '
                       'generation before its objects are reported ERROR.'),
-    cfg.IntOpt('report_workers', default=4, min=1,
-               deprecated_for_removal=True,
-               deprecated_reason='The leader sends the statuses of every '
-                                 'ready load balancer in one request per '
-                                 'round: parallel requests to '
-                                 'octavia-driver-agent (a forked child '
-                                 'each) were slower on a busy host.',
-               help='Ignored.'),
+    cfg.IntOpt('report_workers', default=2, min=1,
+               help='Status documents the leader sends to '
+                    'octavia-driver-agent at the same time.  Each round '
+                    'puts every ready load balancer in as few documents as '
+                    'it can (each request forks a driver-agent child); '
+                    'deletions fill several, and their children are CPU '
+                    'bound: more than the host\'s cores only adds '
+                    'contention.'),
     cfg.FloatOpt('stats_interval', default=5.0, min=0.5,
                  help='Seconds between listener statistics updates sent to '
                       'Octavia.'),

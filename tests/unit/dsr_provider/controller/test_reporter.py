@@ -2,6 +2,7 @@
 rejected_objects, operating status in the same update, no live SE."""
 
 import logging
+import threading
 
 from octavia_lib.api.drivers import exceptions as driver_exceptions
 
@@ -292,7 +293,8 @@ def test_after_a_timeout_its_load_balancers_wait_and_documents_shrink(
     lib = TimesOutOnce()
     reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                      lambda group: set(), max_update_cost=4,
-                                     hold_after_timeout=30.0)
+                                     hold_after_timeout=30.0,
+                                     report_workers=1)
     for i in range(1, 5):
         store.create_loadbalancer(small_lb(i))
     reporter.run_once()
@@ -311,7 +313,8 @@ def test_after_a_timeout_its_load_balancers_wait_and_documents_shrink(
 def test_documents_carry_whole_load_balancers_up_to_the_cost_limit(store):
     lib = NoGetDriverLib()
     reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set(), max_update_cost=2)
+                                     lambda group: set(), max_update_cost=2,
+                                     report_workers=1)
     for i in range(2, 7):
         store.create_loadbalancer(small_lb(i))
     store.create_loadbalancer(graph())          # lb1, 7 objects: alone
@@ -323,4 +326,24 @@ def test_documents_carry_whole_load_balancers_up_to_the_cost_limit(store):
     store.delete_loadbalancer('lb3')
     reporter.run_once()
     assert provisioned(lib)[4:] == [['lb2'], ['lb3']]
+    assert pending(store) == []
+
+
+def test_several_documents_are_in_flight_at_once(store):
+    """Deletions fill several documents; report_workers of them go at the
+    same time (a barrier only opens when both are being sent)."""
+    class Rendezvous(NoGetDriverLib):
+        barrier = threading.Barrier(2, timeout=5)
+
+        def update_loadbalancer_status(self, status):
+            self.barrier.wait()
+            super().update_loadbalancer_status(status)
+    lib = Rendezvous()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: set(), max_update_cost=1,
+                                     report_workers=2)
+    store.create_loadbalancer(small_lb(1))
+    store.create_loadbalancer(small_lb(2))
+    reporter.run_once()
+    assert sorted(provisioned(lib)) == [['lb1'], ['lb2']]
     assert pending(store) == []

@@ -34,13 +34,17 @@ class _LBClient(rest_client.RestClient):
                                   body=json.dumps(body) if body else None)
         return json.loads(data) if data else None
 
+    @staticmethod
+    def _singular(kind):
+        # 'pools/<id>/members' -> 'member' (the body's key).
+        return kind.rsplit('/', 1)[-1][:-1]
+
     def create(self, kind, **attrs):
-        singular = kind[:-1] if kind != 'healthmonitors' else 'healthmonitor'
+        singular = self._singular(kind)
         return self._call('POST', kind, {singular: attrs})[singular]
 
     def show(self, kind, obj_id):
-        singular = kind[:-1] if kind != 'healthmonitors' else 'healthmonitor'
-        return self._call('GET', f'{kind}/{obj_id}')[singular]
+        return self._call('GET', f'{kind}/{obj_id}')[self._singular(kind)]
 
     def delete(self, path):
         self._call('DELETE', path)

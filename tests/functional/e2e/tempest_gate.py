@@ -53,7 +53,19 @@ EXCLUDE = '|'.join([
     # to pass on a provider, so it fails them instead of skipping.
     r'_(LC|RR)_',
     r'_least_connections_|_round_robin_',
+    # A listener or pool without enabled members is operating OFFLINE on
+    # provider dsr -- the SEs do not even announce its VIP, nothing
+    # answers (issue 9) -- and these tests wait for such a listener or
+    # pool to be ONLINE (amphora's haproxy frontend accepts connections
+    # with no backend; OVN's provider sets ONLINE on create).
+    r'\.test_listener\.ListenerAPITest\.test_(tcp|udp|sctp)_listener_'
+    r'(list|show_stats)(_no_allowed_cidrs)?(\[|$)',
+    r'\.test_pool\.PoolAPITest\.test_(TCP|UDP)_\w+_pool_with_listener_'
+    r'create(\[|$)',
 ])
+
+
+TEMPEST_MAX_LISTENERS = 64
 
 
 def log(msg):
@@ -65,7 +77,12 @@ class TempestLab(product_lab.ProductLab):
     mode (ProductLab itself runs Octavia noauth with a Neutron stub)."""
 
     def __init__(self, topo, venv_python):
-        super().__init__(topo)
+        # The lab's SEs take 8 listeners; tempest keeps dozens of load
+        # balancers alive at once (each class and test its own), and a
+        # listener over the limit is rightly rejected (ERROR).  64 take
+        # ~25 MiB of maps at the default ring.
+        super().__init__(topo, agent_config={
+            'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}})
         self.venv_python = venv_python
         self.keystone = None
         self.neutron = None

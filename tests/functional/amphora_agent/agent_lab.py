@@ -85,7 +85,12 @@ class FakeController:
 
 
 class AgentLab:
-    def __init__(self, topo, bfd=False, fake_controller=True):
+    def __init__(self, topo, bfd=False, fake_controller=True, run_as=None):
+        """``run_as``: None (agents run as root) or ``(user, caps)``: the
+        agents run as that user with exactly the capabilities ``caps``
+        (names as setpriv spells them, e.g. 'bpf'), inherited, ambient and
+        bounding set alike, as systemd's AmbientCapabilities= and
+        CapabilityBoundingSet= give them."""
         self.topo = topo
         self.tag = topo.prefix.rstrip('-')
         self.se_group = f'g-{self.tag}'
@@ -100,6 +105,7 @@ class AgentLab:
         self.bfd = bfd
         self.fake_controller = fake_controller
         self.responders = {}
+        self.run_as = run_as
 
     # ------------------------------------------------------------ set-up
     def start(self):
@@ -111,6 +117,8 @@ class AgentLab:
         self.transport = messaging.get_rpc_transport(
             cfg.CONF, url=RABBIT + self.vhost)
         self.make_keys()
+        if self.run_as:
+            self._hand_over_to_agent_user()
         if self.fake_controller:
             self.controller = FakeController(
                 self.transport, f'ctl-{self.tag}',
@@ -165,6 +173,54 @@ class AgentLab:
         for se in self.topo.ses:
             auth.generate_key(self.se_key(se.name),
                               self.se_public_key(se.name))
+
+    def _agent_ids(self):
+        import pwd
+        entry = pwd.getpwnam(self.run_as[0])
+        return entry.pw_uid, entry.pw_gid
+
+    def _hand_over_to_agent_user(self):
+        """What an operator (or systemd's StateDirectory=) does: the
+        agent's own files and directories belong to its user; the
+        controller's private key stays root's."""
+        uid, gid = self._agent_ids()
+        for dirpath, _dirs, files in os.walk(self.root):
+            os.chown(dirpath, uid, gid)
+            for name in files:
+                os.chown(os.path.join(dirpath, name), uid, gid)
+        os.chown(self.controller_key, 0, 0)
+        os.makedirs(self.pin_root, mode=0o700, exist_ok=True)
+        os.chown(self.pin_root, uid, gid)
+
+    def _agent_python(self):
+        """An interpreter the agent user can execute: this venv's may
+        live under a home directory only root can enter.  A venv of the
+        system interpreter of the same version, seeing our site-packages
+        through a .pth file (the agent re-executes sys.executable for its
+        helpers, so it must be reachable too)."""
+        venv = os.path.join(self.root, 'python')
+        if not os.path.isdir(venv):
+            base = '/usr/bin/python%d.%d' % sys.version_info[:2]
+            subprocess.run([base, '-m', 'venv', '--without-pip', venv],
+                           check=True, capture_output=True, timeout=60)
+            import site
+            pth = os.path.join(
+                venv, 'lib', 'python%d.%d' % sys.version_info[:2],
+                'site-packages', 'lab-site-packages.pth')
+            with open(pth, 'w') as f:
+                f.write('\n'.join(site.getsitepackages()) + '\n')
+        return os.path.join(venv, 'bin', 'python')
+
+    def _agent_command(self, argv):
+        if not self.run_as:
+            return argv
+        user, caps = self.run_as
+        argv = [self._agent_python()] + argv[1:]
+        capset = ','.join(['-all'] + [f'+{c}' for c in caps])
+        return ['setpriv', f'--reuid={user}', f'--regid={user}',
+                '--init-groups', f'--inh-caps={capset}',
+                f'--ambient-caps={capset}', f'--bounding-set={capset}',
+                '--'] + argv
 
     def dsrctl(self, host, *args, check=True):
         cmd = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl',
@@ -235,11 +291,14 @@ peers = {host.gw6} {ROUTER_ASN}
 hold_time = 3
 state_dir = {bgp_dir}
 """)
+        if self.run_as:
+            os.chown(path, *self._agent_ids())
         return path
 
     def start_agent(self, se):
-        proc = netns.Proc([sys.executable, '-m', 'amphora_agent.service',
-                           '--config-file', self.config_file(se)])
+        proc = netns.Proc(self._agent_command(
+            [sys.executable, '-m', 'amphora_agent.service',
+             '--config-file', self.config_file(se)]))
         try:
             proc.wait_for_line(r'^READY', 30)
         except BaseException:

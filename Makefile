@@ -3,7 +3,9 @@
 #   make            == make build
 #   make deps       Debian packages, .venv, bpffs (tools/install-deps.sh)
 #   make build      BPF objects + libmaglev.so
-#   make test       deps + build + unit and functional tests
+#   make test       deps + build + unit and functional tests (not e2e)
+#   make test-e2e   the product end to end through a real Octavia
+#   make test-tempest  octavia-tempest-plugin + the DSR tempest plugin
 #   make bench      deps + build + every bench/*.py -> bench/results.json
 #   make demo       deps + build + tools/demo.py
 #   make clean
@@ -56,8 +58,12 @@ define run_pytest
 	exit $$rc
 endef
 
+# make test: unit tests and the functional tests of the parts (dataplane,
+# agent, BGP, controller) -- under 15 minutes.  make test-e2e: the whole
+# product through a real Octavia (isolation, outages, hostile clients,
+# lifecycle...), a CI stage of its own.
 test: deps build
-	$(call run_pytest,tests/unit tests/functional)
+	$(call run_pytest,tests/unit tests/functional --ignore=tests/functional/e2e)
 
 test-e2e: deps build
 	$(call run_pytest,tests/functional/e2e)

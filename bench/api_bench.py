@@ -506,7 +506,8 @@ def _spacing_ms(times):
 
 def concurrent_lbs(lab, created_lbs, pl, n=LOAD_BALANCERS, graph=None,
                    name='bench-c', first_vip='192.0.2.100',
-                   deadline_s=LB_DEADLINE, after_delete=None):
+                   deadline_s=LB_DEADLINE, after_delete=None,
+                   delete_deadline_s=DELETE_DEADLINE):
     """n load balancers created at once (one thread and connection each),
     then deleted at once (cascade).  graph(k) -> keyword arguments added
     to load balancer k's create (e.g. listeners: Octavia's single-call
@@ -596,7 +597,7 @@ def concurrent_lbs(lab, created_lbs, pl, n=LOAD_BALANCERS, graph=None,
         for lb_id in mine:
             if lb_id not in left:
                 gone_at.setdefault(lb_id, now - t1)
-        if not left or now - t1 > DELETE_DEADLINE:
+        if not left or now - t1 > delete_deadline_s:
             break
         time.sleep(0.1)
     gone = time.monotonic() - t1 if not left else None
@@ -608,7 +609,7 @@ def concurrent_lbs(lab, created_lbs, pl, n=LOAD_BALANCERS, graph=None,
         f'{_spacing_ms(gone_at.values())} ms')
     log(f'  cascade delete: {len(del_errors)} API errors; '
         + (f'all gone after {gone:.2f} s' if gone is not None else
-           f'{len(left)} left after {DELETE_DEADLINE:.0f} s: '
+           f'{len(left)} left after {delete_deadline_s:.0f} s: '
            f'{sorted(set(left.values()))}'))
     for e in del_errors[:5]:
         log(f'  delete error: {e}')
@@ -631,6 +632,7 @@ def concurrent_lbs(lab, created_lbs, pl, n=LOAD_BALANCERS, graph=None,
         'stuck_states': sorted(set(stuck.values())),
         'deadline_s': deadline_s,
         'delete_api_errors': len(del_errors),
+        'delete_deadline_s': delete_deadline_s,
         'delete_all_gone_s': round(gone, 3) if gone is not None else None,
         'gone_spacing_ms_median': _spacing_ms(gone_at.values()),
         'left_after_delete': len(left),

@@ -169,19 +169,32 @@ class Redis(_Instance):
 class RabbitMQ(_Instance):
     """A RabbitMQ node of its own: node name, AMQP and distribution ports,
     Mnesia and log folders, no plugins.  The default vhost '/' and user
-    guest (loopback only) serve the tests."""
+    guest (loopback only) serve the tests.
+
+    ``tls``: {'certfile', 'keyfile', 'cacertfile'} (PEM paths) adds a TLS
+    listener on ``tls_port`` (``tls_url``); the plain one stays (readiness
+    checks use it)."""
 
     name = 'rabbitmq'
     start_timeout = 60.0      # 5-11 s on these machines
 
-    def __init__(self, port=None, workdir=None):
+    def __init__(self, port=None, workdir=None, tls=None):
         super().__init__(port, workdir)
         self.dist_port = free_port()
         self.nodename = f'dsrtest{self.port}@localhost'
+        self.tls = tls
+        self.tls_port = free_port() if tls else None
 
     def prepare(self):
         with open(os.path.join(self.workdir, 'rabbitmq.conf'), 'w') as f:
             f.write(f'listeners.tcp.local = {HOST}:{self.port}\n')
+            if self.tls:
+                f.write(f'listeners.ssl.local = {HOST}:{self.tls_port}\n'
+                        f'ssl_options.cacertfile = {self.tls["cacertfile"]}\n'
+                        f'ssl_options.certfile = {self.tls["certfile"]}\n'
+                        f'ssl_options.keyfile = {self.tls["keyfile"]}\n'
+                        'ssl_options.verify = verify_none\n'
+                        'ssl_options.fail_if_no_peer_cert = false\n')
         with open(os.path.join(self.workdir, 'enabled_plugins'), 'w') as f:
             f.write('[].\n')
         # An empty env file: the machine's rabbitmq-env.conf names the
@@ -215,6 +228,10 @@ class RabbitMQ(_Instance):
     @property
     def url(self):
         return f'rabbit://guest:guest@{HOST}:{self.port}/'
+
+    @property
+    def tls_url(self):
+        return f'rabbit://guest:guest@{HOST}:{self.tls_port}/'
 
 
 class MariaDB(_Instance):

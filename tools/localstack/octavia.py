@@ -33,6 +33,7 @@ Command line, for a manual session (blocks until Ctrl-C):
 import atexit
 import configparser
 import importlib.metadata
+import io
 import json
 import os
 import secrets
@@ -63,6 +64,15 @@ DB_HOST, DB_PORT, DB_USER = "127.0.0.1", 3306, "root"
 DB_PREFIX = "octavia_ls_"
 # Unix socket paths are limited to 107 bytes (sun_path).
 _SUN_PATH_MAX = 107
+
+
+def _write_private(path, text):
+    """Write ``text`` readable by owner and group only (0640), also when
+    the file existed wider: it may hold credentials."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    os.fchmod(fd, 0o640)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 class StackError(RuntimeError):
@@ -365,9 +375,12 @@ class OctaviaStack:
                 parser.add_section(section)
             for k, v in opts.items():
                 parser.set(section, k, v)
-        with open(self.conf_path, "w") as f:
-            f.write("# Written by tools/localstack/octavia.py\n")
-            parser.write(f)
+        # It holds the broker and database credentials: owner and group
+        # only, from its creation.
+        buf = io.StringIO()
+        buf.write("# Written by tools/localstack/octavia.py\n")
+        parser.write(buf)
+        _write_private(self.conf_path, buf.getvalue())
 
     def cli_env(self, base=None):
         """Environment for the `openstack` CLI against this stack."""
@@ -398,7 +411,7 @@ class OctaviaStack:
                  "OS_PROJECT_NAME OS_PROJECT_ID"]
         lines += [f"export {k}={v}" for k, v in self._os_vars().items()]
         lines.append(f"export PATH={self.bindir}:$PATH")
-        self.openrc_path.write_text("\n".join(lines) + "\n")
+        _write_private(self.openrc_path, "\n".join(lines) + "\n")
         # clouds.yaml for openstacksdk users: OS_CLIENT_CONFIG_FILE=... and
         # openstack.connect(cloud='octavia-localstack').
         cloud = {"clouds": {"octavia-localstack": {
@@ -407,7 +420,8 @@ class OctaviaStack:
             "load_balancer_endpoint_override": self.api_url,
             "network_endpoint_override": self.neutron_url,
         }}}
-        self.clouds_yaml_path.write_text(json.dumps(cloud, indent=2) + "\n")
+        _write_private(self.clouds_yaml_path,
+                       json.dumps(cloud, indent=2) + "\n")
 
     # -- lifecycle ----------------------------------------------------------
     def _env(self):

@@ -323,11 +323,12 @@ def test_udp_flows_are_limited(se):
 
 
 def test_idle_and_evicted_flows_stop_counting(se):
-    """Epochs of 2^24 ns (16.8 ms): a flow that sends nothing for two
-    epochs no longer counts; deleting entries behind the program's back
-    (what an LRU eviction is) leaks nothing past two epochs."""
-    se.write_config(epoch_shift=24)
-    epoch = 2 ** 24 / 1e9
+    """Epochs of 2^28 ns (268 ms: the set-up below must fit in one even on
+    a loaded machine): a flow that sends nothing for two epochs no longer
+    counts; deleting entries behind the program's back (what an LRU
+    eviction is) leaks nothing past two epochs."""
+    se.write_config(epoch_shift=28)
+    epoch = 2 ** 28 / 1e9
     for i in range(LIMIT):
         steered(se, tcp(LIM4, IN4, 46000 + i))
     dropped(se, tcp(LIM4, IN4, 46100), "drop_conn_limit")
@@ -345,10 +346,10 @@ def test_idle_and_evicted_flows_stop_counting(se):
 
 
 def test_active_flows_stay_counted_across_epochs(se):
-    """Epochs of 2^26 ns (67 ms; an iteration of the loop below must stay
+    """Epochs of 2^28 ns (268 ms; an iteration of the loop below must stay
     well under two of them even on a loaded machine)."""
-    se.write_config(epoch_shift=26)
-    epoch = 2 ** 26 / 1e9
+    se.write_config(epoch_shift=28)
+    epoch = 2 ** 28 / 1e9
     flows = [tcp(LIM4, IN4, 47000 + i) for i in range(LIMIT)]
     for f in flows:
         steered(se, f)

@@ -89,7 +89,7 @@ def test_agent_kill9_and_restart_lose_nothing(make_lab):
     lab.start_agents()
     lab.wait_applied(lab.publish(basic_lb(lab)))
     lab.wait_route(P4, ['se1'])
-    prober = lab.topo.start_udp_probe(VIP4, 5353, duration=4.0)
+    prober = lab.topo.start_udp_probe(VIP4, 5353, duration=12.0)
     stop = threading.Event()
     deviations, poller = _route_stays(lab, P4, ['se1'], stop)
 

@@ -62,6 +62,15 @@ function configure_octavia_dsr {
         if [[ -n "$OCTAVIA_DSR_BGP_PEER" ]]; then
             iniset $conf bgp local_asn $OCTAVIA_DSR_BGP_LOCAL_ASN
             iniset $conf bgp peers "$OCTAVIA_DSR_BGP_PEER"
+            # TCP-MD5 on by default (OCTAVIA_DSR_BGP_MD5=False: off): the
+            # router needs the same key, kept 0600 in $keys/bgp-md5.key.
+            if [[ "${OCTAVIA_DSR_BGP_MD5:-True}" == "True" ]]; then
+                if [[ ! -f $keys/bgp-md5.key ]]; then
+                    (umask 077; python3 -c 'import secrets; print(secrets.token_hex(20))' \
+                        > $keys/bgp-md5.key)
+                fi
+                iniset $conf bgp md5_password "$(cat $keys/bgp-md5.key)"
+            fi
         else
             iniset $conf bgp enabled False
         fi

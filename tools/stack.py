@@ -57,8 +57,10 @@ def keeper(args, ready_fd):
         try:
             lab.start()
             os.makedirs(STATE_DIR, exist_ok=True)
-            with open(lab.stack.openrc_path) as src, \
-                    open(os.path.join(STATE_DIR, 'openrc'), 'w') as dst:
+            openrc = os.path.join(STATE_DIR, 'openrc')
+            with open(lab.stack.openrc_path) as src, os.fdopen(os.open(
+                    openrc, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640),
+                    'w') as dst:
                 dst.write(src.read())
             info = describe(lab)
             with open(STATE, 'w') as f:

@@ -85,12 +85,15 @@ class FakeController:
 
 
 class AgentLab:
-    def __init__(self, topo, bfd=False, fake_controller=True, run_as=None):
+    def __init__(self, topo, bfd=False, fake_controller=True, run_as=None,
+                 bgp_md5_password=None):
         """``run_as``: None (agents run as root) or ``(user, caps)``: the
         agents run as that user with exactly the capabilities ``caps``
         (names as setpriv spells them, e.g. 'bpf'), inherited, ambient and
         bounding set alike, as systemd's AmbientCapabilities= and
-        CapabilityBoundingSet= give them."""
+        CapabilityBoundingSet= give them.  ``bgp_md5_password``: TCP-MD5
+        on every BGP session (BIRD and the agents' [bgp] md5_password); it
+        may also be set on the lab before start()."""
         self.topo = topo
         self.tag = topo.prefix.rstrip('-')
         self.se_group = f'g-{self.tag}'
@@ -106,6 +109,7 @@ class AgentLab:
         self.fake_controller = fake_controller
         self.responders = {}
         self.run_as = run_as
+        self.bgp_md5_password = bgp_md5_password
 
     # ------------------------------------------------------------ set-up
     def start(self):
@@ -126,7 +130,8 @@ class AgentLab:
             self.controller.start()
         self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN,
                                         bfd=self.bfd)
-        self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=3)
+        self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=3,
+                          password=self.bgp_md5_password)
         self.bird.start()
         if self.bfd:
             # ExaBGP has no BFD: a BFD-only BIRD on each SE answers it.
@@ -291,6 +296,8 @@ peers = {host.gw6} {ROUTER_ASN}
 hold_time = 3
 state_dir = {bgp_dir}
 """)
+            if self.bgp_md5_password:
+                f.write(f'md5_password = {self.bgp_md5_password}\n')
         if self.run_as:
             os.chown(path, *self._agent_ids())
         return path

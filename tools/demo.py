@@ -13,6 +13,7 @@ stack up and use the CLI by hand: `python -m tools.stack up` (README).
 
 import os
 import re
+import secrets
 import shlex
 import sys
 
@@ -47,6 +48,8 @@ def main():
         'client')
     with netns.Topology(n_se=2, n_members=2) as topo:
         lab = pl.ProductLab(topo)
+        # TCP-MD5 on every BGP session, a fresh key per run.
+        lab.agents.bgp_md5_password = secrets.token_hex(20)
         try:
             lab.start()
             say('Create a load balancer with the openstack CLI')

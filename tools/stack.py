@@ -16,6 +16,7 @@ keeper process holds the stack until `down`.
 import argparse
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -54,6 +55,8 @@ def keeper(args, ready_fd):
     signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
     with netns.Topology(n_se=args.ses, n_members=args.members) as topo:
         lab = product_lab.ProductLab(topo)
+        # TCP-MD5 on every BGP session, a fresh key per run.
+        lab.agents.bgp_md5_password = secrets.token_hex(20)
         try:
             lab.start()
             os.makedirs(STATE_DIR, exist_ok=True)

@@ -128,7 +128,7 @@ def test_member_changes_move_few_new_flows_and_no_established_one(
     probe_flow = (ipaddress.ip_address(topo.client.ipv4), 45000)
     probe_member = ask(f'{netns.VIP4}:5353/udp', [probe_flow])[probe_flow]
     leaver = next(a for a in four if a != probe_member)
-    prober = topo.start_udp_probe(netns.VIP4, 5353, duration=8.0,
+    prober = topo.start_udp_probe(netns.VIP4, 5353, duration=20.0,
                                   source_port=45000)
 
     configure(four + [newcomer])

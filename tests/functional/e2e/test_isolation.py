@@ -209,6 +209,7 @@ def test_group_with_no_live_se_is_offline(lab):
 
 # ------------------------------------------------------------- case 2
 
+@pytest.mark.timeout(600)  # its own lab, 20 load balancers at once
 def test_capacity_fails_only_what_does_not_fit(make_product):
     """The lab's SEs hold max_listeners = 8 (agent_lab): 20 load balancers
     of one listener each, created at once, leave 8 ACTIVE and serving and
@@ -259,7 +260,7 @@ def test_capacity_fails_only_what_does_not_fit(make_product):
         return len(last) == n and not any(
             st.startswith('PENDING') for st in last.values())
     try:
-        netns.wait_for(settled, 60, 'every load balancer ACTIVE or ERROR',
+        netns.wait_for(settled, 120, 'every load balancer ACTIVE or ERROR',
                        interval=0.5)
     except TimeoutError as exc:
         raise AssertionError(f'{exc}; last: {sorted(last.items())}') \

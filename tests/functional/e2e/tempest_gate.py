@@ -23,6 +23,7 @@ import argparse
 import concurrent.futures
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -270,9 +271,11 @@ def run_tempest(venv_python, workspace, regex, exclude, concurrency,
         proc = subprocess.Popen(argv, cwd=workspace, env=env,
                                 stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+        timed_out = False
         try:
             proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            timed_out = True
             log(f'tempest still running after {timeout} s: stopping it')
             os.killpg(proc.pid, signal.SIGTERM)
             try:
@@ -291,8 +294,20 @@ def run_tempest(venv_python, workspace, regex, exclude, concurrency,
         [venv_python, os.path.join(ROOT, 'tools', 'tempest', 'summary.py'),
          '--json', os.path.join(workspace, 'summary.json')],
         input=subunit.stdout, capture_output=True, env=env)
-    return summary.returncode, summary.stdout.decode(errors='replace'), \
-        summary.stderr.decode(errors='replace')
+    out = summary.stdout.decode(errors='replace')
+    if timed_out:
+        # stestr records a run only when it ends: count what the stopped
+        # run printed, and fail the stage (incomplete is not green).
+        with open(os.path.join(workspace, 'tempest-run.log'),
+                  errors='replace') as f:
+            text = f.read()
+        out += (f'\nINCOMPLETE (stopped after {timeout} s): '
+                f'{len(re.findall(r" [.]{3} ok$", text, re.M))} passed, '
+                f'{len(re.findall(r" [.]{3} FAILED$", text, re.M))} failed, '
+                f'{len(re.findall(r" [.]{3} SKIPPED", text))} skipped '
+                'before the stop\n')
+        return 1, out, summary.stderr.decode(errors='replace')
+    return summary.returncode, out, summary.stderr.decode(errors='replace')
 
 
 def keep_logs(lab, workspace):
@@ -313,7 +328,7 @@ def main(argv=None):
     p.add_argument('--regex', default=INCLUDE)
     p.add_argument('--exclude-regex', default=EXCLUDE)
     p.add_argument('--concurrency', type=int, default=3)
-    p.add_argument('--timeout', type=int, default=1200,
+    p.add_argument('--timeout', type=int, default=2400,
                    help='seconds tempest may run')
     p.add_argument('--venv', default=os.path.join(ROOT, '.tempest-venv'))
     args = p.parse_args(argv)

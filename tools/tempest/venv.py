@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,11 @@ def ensure(venv=ROOT / '.tempest-venv', log=print):
     venv = Path(venv)
     python = venv / 'bin' / 'python'
     stamp = venv / '.deps-stamp'
-    lock_path = Path(str(venv.resolve()) + '.lock')
+    # Outside the checkout (nothing to ignore) and keyed by the venv's real
+    # path (worktrees link one venv).
+    lock_path = Path(tempfile.gettempdir()) / (
+        'dsr-tempest-venv-' + hashlib.sha256(
+            str(venv.resolve()).encode()).hexdigest()[:16] + '.lock')
     with open(lock_path, 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not python.exists():

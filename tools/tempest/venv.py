@@ -26,7 +26,7 @@ PROJECT_DIST = 'octavia-dsr'
 
 def _installed(python, dist):
     return subprocess.run(
-        [str(python), '-c', 'import importlib.metadata as m, sys; '
+        [str(python), '-I', '-c', 'import importlib.metadata as m; '
          f'm.distribution({dist!r})'], capture_output=True).returncode == 0
 
 

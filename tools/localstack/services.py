@@ -45,29 +45,30 @@ def _exchange(port, payload, nbytes=64, timeout=1.0):
         return s.recv(nbytes)
 
 
-def mariadb_answers(port=PORTS["mariadb"]):
+def mariadb_answers(port=None):
     # The server speaks first: a handshake packet whose 5th byte is the
     # protocol version 10 (0xff there is an error packet, e.g. "too many
     # connections" or "host blocked").
     try:
-        data = _exchange(port, b"", nbytes=16)
+        data = _exchange(port or PORTS["mariadb"], b"", nbytes=16)
     except OSError:
         return False
     return len(data) > 4 and data[4] == 10
 
 
-def redis_answers(port=PORTS["redis"]):
+def redis_answers(port=None):
     try:
-        return _exchange(port, b"PING\r\n").startswith(b"+PONG")
+        return _exchange(port or PORTS["redis"],
+                         b"PING\r\n").startswith(b"+PONG")
     except OSError:
         return False
 
 
-def rabbitmq_answers(port=PORTS["rabbitmq"]):
+def rabbitmq_answers(port=None):
     # AMQP 0-9-1 protocol header; a ready broker answers with a
     # Connection.Start method frame (type 1, channel 0).
     try:
-        data = _exchange(port, b"AMQP\x00\x00\x09\x01")
+        data = _exchange(port or PORTS["rabbitmq"], b"AMQP\x00\x00\x09\x01")
     except OSError:
         return False
     return data[:3] == b"\x01\x00\x00"

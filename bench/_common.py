@@ -17,6 +17,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,6 +164,24 @@ def error_summary(exc):
     traceback, else the message."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else repr(exc)
+
+def finish(out, t_start, exc=None):
+    """End a bench's main(): record the error (if any), total time and
+    whether every target was met, print the JSON line; the exit code."""
+    rc = 0
+    if exc is not None:
+        traceback.print_exc()
+        out['error'] = error_summary(exc)
+        rc = 1
+        if isinstance(exc, KeyboardInterrupt):
+            rc = 130
+        elif isinstance(exc, SystemExit):
+            rc = exc.code if isinstance(exc.code, int) else 1
+    out['total_s'] = round(time.monotonic() - t_start, 1)
+    out['all_targets_met'] = all(v is True for v in out['targets'].values())
+    print(json.dumps(out), flush=True)
+    return rc
+
 
 def median(values):
     return statistics.median(values)

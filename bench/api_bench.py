@@ -48,7 +48,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from _common import log, setns  # noqa: E402
+from _common import finish, log, setns  # noqa: E402
 
 ITERATIONS = int(os.environ.get('DSR_BENCH_ITERATIONS', 10))
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LBS', 50))
@@ -712,7 +712,6 @@ def main():
     out['loadavg_at_start'] = os.getloadavg()[0]
     created_lbs = []
     t_start = time.monotonic()
-    rc = 0
     netns.sweep_stale()
     try:
         with netns.Topology(n_se=2, n_members=3) as topo:
@@ -765,17 +764,8 @@ def main():
                 out['loadavg_at_end'] = os.getloadavg()[0]
                 lab.close()
     except BaseException as exc:  # noqa: BLE001 -- reported in the JSON
-        traceback.print_exc()
-        out['error'] = (str(exc).strip().splitlines() or [repr(exc)])[-1]
-        rc = 1
-        if isinstance(exc, KeyboardInterrupt):
-            rc = 130
-        elif isinstance(exc, SystemExit):
-            rc = exc.code if isinstance(exc.code, int) else 1
-    out['total_s'] = round(time.monotonic() - t_start, 1)
-    out['all_targets_met'] = all(v is True for v in out['targets'].values())
-    print(json.dumps(out), flush=True)
-    return rc
+        return finish(out, t_start, exc)
+    return finish(out, t_start)
 
 
 if __name__ == '__main__':

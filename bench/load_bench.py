@@ -29,14 +29,13 @@ import shutil
 import signal
 import sys
 import time
-import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 import api_bench  # noqa: E402
-from _common import log  # noqa: E402
+from _common import finish, log  # noqa: E402
 
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LOAD_LBS', 20))
 MEMBERS = int(os.environ.get('DSR_BENCH_LOAD_MEMBERS', 10))
@@ -136,7 +135,6 @@ def main():
            'loadavg_at_start': os.getloadavg()[0]}
     created = []
     t_start = time.monotonic()
-    rc = 0
     netns.sweep_stale()
     try:
         with netns.Topology(n_se=2, n_members=2) as topo:
@@ -172,17 +170,8 @@ def main():
                 keep_logs(lab)
                 lab.close()
     except BaseException as exc:  # noqa: BLE001 -- reported in the JSON
-        traceback.print_exc()
-        out['error'] = (str(exc).strip().splitlines() or [repr(exc)])[-1]
-        rc = 1
-        if isinstance(exc, KeyboardInterrupt):
-            rc = 130
-        elif isinstance(exc, SystemExit):
-            rc = exc.code if isinstance(exc.code, int) else 1
-    out['total_s'] = round(time.monotonic() - t_start, 1)
-    out['all_targets_met'] = all(v is True for v in out['targets'].values())
-    print(json.dumps(out), flush=True)
-    return rc
+        return finish(out, t_start, exc)
+    return finish(out, t_start)
 
 
 if __name__ == '__main__':

@@ -78,7 +78,7 @@ test-functional: deps build
 # whole product with Keystone and Neutron (docs/tempest.md); own venv
 # (.tempest-venv).  Exits non-zero on any failure.
 test-tempest: deps build
-	$(PYTHON) -m tests.functional.e2e.tempest_gate $(TEMPEST_ARGS)
+	$(PYTHON) -m tools.tempest.gate $(TEMPEST_ARGS)
 
 bench: deps build
 	$(PYTHON) tools/run-benches.py --out bench/results.json bench

@@ -14,12 +14,12 @@ import signal
 import threading
 import time
 
-from amphora_agent import auth
+from dsr_wire import auth
 from amphora_agent import capacity
 from amphora_agent import desired
-from amphora_agent import membership as membership_mod
+from dsr_wire import membership as membership_mod
 from amphora_agent import netwatch
-from amphora_agent import rpc
+from dsr_wire import agent_rpc as rpc
 from amphora_agent import snapshot as snapshot_mod
 from amphora_agent import trust as trust_mod
 from amphora_agent.dataplane import dataplane as dp_mod

@@ -1,6 +1,6 @@
 """The controller's configuration snapshot for one SE group (schema v1).
 
-docs/agent-protocol.md describes the format; amphora_agent/schema.py
+docs/agent-protocol.md describes the format; dsr_wire/schema.py
 defines every object.  parse() validates object by object: an object the
 SE cannot run is left out alone and named in Snapshot.rejected
 ({kind: {id: reason}}, kinds as Octavia's status document has them) while
@@ -19,7 +19,7 @@ import dataclasses
 import ipaddress
 from typing import Optional
 
-from amphora_agent import schema
+from dsr_wire import schema
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
 PROTOCOLS = schema.PROTOCOLS

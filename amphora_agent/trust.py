@@ -10,7 +10,7 @@ generation would otherwise hide the real announcements.
 import logging
 import os
 
-from amphora_agent import auth
+from dsr_wire import auth
 
 LOG = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Control plane through the real Octavia API: how fast an API change
 reaches packets, and whether a burst of API work converges.
 
-Builds a ProductLab (tests/functional/e2e/product_lab.py): a real
+Builds a ProductLab (tools/lab/product_lab.py): a real
 octavia-api + octavia-driver-agent with the `dsr` provider, a real
 dsr-controller, dsr-agents on 2 SEs, a BIRD router, 3 members and a client,
 all in private network namespaces, and drives it with openstacksdk.
@@ -213,7 +213,7 @@ class TunnelSniffer(threading.Thread):
 
 # ---------------------------------------------------------------- API helpers
 def wait_until(predicate, timeout, what, interval=POLL):
-    # Not tests.functional.netns.wait_for: that one keeps polling through a
+    # Not tools.lab.netns.wait_for: that one keeps polling through a
     # predicate's exception, and an object in ERROR must end the wait.
     deadline = time.monotonic() + timeout
     while True:
@@ -699,8 +699,8 @@ def main():
         print(json.dumps({'bench': 'api', 'error': 'needs root'}))
         return 1
 
-    from tests.functional import netns
-    from tests.functional.e2e import product_lab as pl
+    from tools.lab import netns
+    from tools.lab import product_lab as pl
 
     # The lab's agents and controller use a tooz namespace and leader group
     # private to the lab (agent_lab.AgentLab.redis_url, product_lab), so

@@ -125,9 +125,9 @@ def main():
         print(json.dumps({'bench': 'load', 'error': 'needs root'}))
         return 1
 
-    from tests.functional import bird as bird_mod
-    from tests.functional import netns
-    from tests.functional.e2e import product_lab as pl
+    from tools.lab import bird as bird_mod
+    from tools.lab import netns
+    from tools.lab import product_lab as pl
 
     target = f'{LOAD_BALANCERS}x1x1x{MEMBERS}_all_active_s<=60_no_error_clean'
     out = {'bench': 'load', 'targets': {target: None},

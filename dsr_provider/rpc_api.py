@@ -1,41 +1,10 @@
-"""Provider driver -> dsr-controller change API 1.0 (oslo.messaging).
-
-Every change is published as an oslo.messaging notification, not an RPC
-cast: RPC servers acknowledge a message *before* dispatching it (at most
-once), so a controller killed between taking a change off the queue and
-committing it would lose it and Octavia would keep the objects PENDING_*.
-A notification listener acknowledges only after its endpoint returns, i.e.
-after the change is committed; a controller that dies first leaves the
-message unacknowledged and RabbitMQ redelivers it to another (or the
-restarted) controller.  The controller's writes are idempotent, so a
-redelivery after the commit is harmless.
-
-Wire format: topic "octavia-dsr-changes", priority info, on octavia-api's
-control exchange (Octavia sets "octavia"; the controller's
-[dsr_controller] provider_exchange must match).  event_type is the method
-name, the payload {"version": "1.0", "args": {<keyword arguments>}} with
-plain dicts (see payloads.py).  The driver never waits for the controller:
-
-    loadbalancer_create(loadbalancer)
-    loadbalancer_update(old_loadbalancer, new_loadbalancer)
-    loadbalancer_delete(loadbalancer, cascade)
-    listener_create(listener)
-    listener_update(old_listener, new_listener)
-    listener_delete(listener)
-    pool_create(pool)
-    pool_update(old_pool, new_pool)
-    pool_delete(pool)
-    member_create(member)
-    member_update(old_member, new_member)
-    member_delete(member)
-    member_batch_update(pool_id, members)
-    health_monitor_create(healthmonitor)
-    health_monitor_update(old_healthmonitor, new_healthmonitor)
-    health_monitor_delete(healthmonitor)
+"""Provider driver side of the change API (dsr_wire/changes.py): publishes
+each change as an oslo.messaging notification, at least once.
 
 The transport is created on first use and shared by every driver instance
 of the process (octavia-api builds a new driver object per request).
 """
+
 
 import logging
 import threading
@@ -47,11 +16,15 @@ from oslo_utils import timeutils
 import tenacity
 
 from dsr_provider import opts
+from dsr_wire import changes
 
-TOPIC = 'octavia-dsr-changes'
-PUBLISHER_ID = 'octavia-dsr-provider'
 LOG = logging.getLogger(__name__)
-API_VERSION = '1.0'
+
+# Re-exported: the driver's tests and the lab address the contract here.
+TOPIC = changes.TOPIC
+PUBLISHER_ID = changes.PUBLISHER_ID
+API_VERSION = changes.API_VERSION
+payload = changes.payload
 
 _transport = None
 _transport_lock = threading.Lock()
@@ -75,10 +48,6 @@ def reset_transport():
         if _transport is not None:
             _transport.cleanup()
         _transport = None
-
-
-def payload(**kwargs):
-    return {'version': API_VERSION, 'args': kwargs}
 
 
 class ChangeClient:

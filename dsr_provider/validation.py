@@ -5,7 +5,7 @@ HTTP 501 with its text), and the text names the object, the field, the
 value, the allowed values and why.
 
 Whatever a service engine would reject is refused here: objects are
-checked against amphora_agent/schema.py, the one definition the agents'
+checked against dsr_wire/schema.py, the one definition the agents'
 snapshot parser and health checker use too.
 
 The checks take octavia-lib data models as Octavia passes them: a field
@@ -24,7 +24,7 @@ from octavia_lib.api.drivers import exceptions
 from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
 
-from amphora_agent import schema
+from dsr_wire import schema
 from dsr_provider import octavia_lookup
 
 LISTENER_PROTOCOLS = (lib_consts.PROTOCOL_TCP, lib_consts.PROTOCOL_UDP,
@@ -286,7 +286,7 @@ def check_pool_ports(pool_id, listener_ports, members):
         check_member_port(member, ports[0] if ports else None)
 
 
-# --- shared definition (amphora_agent/schema.py) ------------------------------
+# --- shared definition (dsr_wire/schema.py) ------------------------------
 
 def _refuse_invalid(what, exc):
     refuse(f'{what} {exc}: the DSR provider refuses what its service '

@@ -16,7 +16,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.functional import netns  # noqa: E402  (the project's topology kit)
+from tools.lab import netns  # noqa: E402  (the project's topology kit)
 
 
 def say(text):

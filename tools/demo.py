@@ -20,8 +20,8 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from tests.functional import netns  # noqa: E402
-from tests.functional.e2e import product_lab as pl  # noqa: E402
+from tools.lab import netns  # noqa: E402
+from tools.lab import product_lab as pl  # noqa: E402
 
 VIP = netns.VIP4
 

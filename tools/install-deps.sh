@@ -122,14 +122,14 @@ mount_bpffs() {
 # check first (MariaDB handshake, Redis PING, AMQP header), start only what
 # does not answer, then poll with a deadline (RabbitMQ: 60 s).  A service that
 # already answers is never touched; nothing here stops one.  The logic lives
-# in tools/localstack/services.py (standard library only), which the tests
+# in tools/lab/localstack/services.py (standard library only), which the tests
 # call too.  DSR_SKIP_SERVICES=1 skips this.
 start_services() {
     if [ "${DSR_SKIP_SERVICES:-0}" = 1 ]; then
         log "DSR_SKIP_SERVICES=1: not checking MariaDB/Redis/RabbitMQ"
         return 0
     fi
-    "$VENV/bin/python" -m tools.localstack.services mariadb redis rabbitmq
+    "$VENV/bin/python" -m tools.lab.localstack.services mariadb redis rabbitmq
 }
 
 install_apt_packages

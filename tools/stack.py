@@ -30,7 +30,7 @@ STATE = os.path.join(STATE_DIR, 'state.json')
 
 def describe(lab):
     topo = lab.topo
-    from tests.functional.e2e import product_lab as pl
+    from tools.lab import product_lab as pl
     return {
         'keeper_pid': os.getpid(),
         'openrc': os.path.join(STATE_DIR, 'openrc'),
@@ -49,8 +49,8 @@ def describe(lab):
 
 def keeper(args, ready_fd):
     """Build the stack, report, then hold it until SIGTERM."""
-    from tests.functional import netns
-    from tests.functional.e2e import product_lab
+    from tools.lab import netns
+    from tools.lab import product_lab
     stop = {'now': False}
     signal.signal(signal.SIGTERM, lambda *a: stop.update(now=True))
     with netns.Topology(n_se=args.ses, n_members=args.members) as topo:

@@ -1,6 +1,6 @@
 """What to probe: health monitor specifications and probe targets.
 
-A monitor is validated by amphora_agent.schema, the definition the provider
+A monitor is validated by dsr_wire.schema, the definition the provider
 and the snapshot parser use too; every error is an :class:`InvalidMonitor`
 naming the bad field, the bad value and what is allowed.  Nothing here does
 I/O.
@@ -10,7 +10,7 @@ import dataclasses
 import ipaddress
 from typing import Optional
 
-from amphora_agent import schema
+from dsr_wire import schema
 
 # Monitor types (octavia.common.constants HEALTH_MONITOR_*).
 TCP = 'TCP'
@@ -45,7 +45,7 @@ def _fail(field, value, allowed):
 def parse_expected_codes(text):
     """``"200"``, ``"200,202"``, ``"200-204"`` (and mixes such as
     ``"200,202-204"``; spaces around commas as Octavia allows them) ->
-    frozenset of HTTP status codes in 100..599 (amphora_agent.schema)."""
+    frozenset of HTTP status codes in 100..599 (dsr_wire.schema)."""
     try:
         return schema.parse_expected_codes(
             schema.normalize_expected_codes(text))

@@ -18,7 +18,7 @@ import sys
 
 from oslo_config import cfg
 
-from amphora_agent import auth
+from dsr_wire import auth
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
 from dsr_provider import opts

@@ -1,7 +1,7 @@
 """Endpoints of dsr-controller.
 
 ChangeEndpoint is the notification endpoint that receives the provider
-driver's changes (dsr_provider/rpc_api.py: at-least-once, acknowledged
+driver's changes (dsr_wire/changes.py: at-least-once, acknowledged
 after the commit) and hands them to ProviderEndpoint; AgentEndpoint serves
 the agents' RPC (namespace octavia_dsr_controller, see
 docs/agent-protocol.md).  They only write the database: the elected
@@ -14,16 +14,16 @@ import time
 import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
-from amphora_agent import rpc as agent_rpc
+from dsr_wire import agent_rpc
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
-from dsr_provider import rpc_api
+from dsr_wire import changes
 
 LOG = logging.getLogger(__name__)
 
 # The change API this controller serves: the driver's side of the contract.
-API_VERSION = rpc_api.API_VERSION
+API_VERSION = changes.API_VERSION
 
 
 def _id(doc, key):
@@ -159,9 +159,7 @@ class ProviderEndpoint:
 
 
 # What a change's event_type may name.
-CHANGE_METHODS = frozenset(name for name, value in vars(ProviderEndpoint)
-                           .items()
-                           if callable(value) and not name.startswith('_'))
+CHANGE_METHODS = frozenset(changes.METHODS)
 
 
 class ChangeEndpoint:
@@ -174,7 +172,7 @@ class ChangeEndpoint:
     """
 
     filter_rule = messaging.NotificationFilter(
-        publisher_id=f'^{rpc_api.PUBLISHER_ID}$')
+        publisher_id=f'^{changes.PUBLISHER_ID}$')
 
     def __init__(self, provider_endpoint):
         self.provider = provider_endpoint

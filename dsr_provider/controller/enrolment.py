@@ -8,7 +8,7 @@ takes effect at once.
 import re
 import time
 
-from amphora_agent import auth
+from dsr_wire import auth
 from dsr_provider.controller import models
 
 # se_id and se_group as the agent's options and the DB columns allow.

@@ -10,7 +10,7 @@ counted (the running total is in the log line).
 
 import logging
 
-from amphora_agent import auth
+from dsr_wire import auth
 from dsr_provider.controller import enrolment
 
 LOG = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 snapshots out to the agents, statuses back to Octavia.
 
 Every controller consumes the driver's changes from one shared queue
-(acknowledged after the commit, see dsr_provider/rpc_api.py) and serves the
+(acknowledged after the commit, see dsr_wire/changes.py) and serves the
 agents' RPC; writes go to the shared database.  tooz
 leader election picks the one that runs the Reporter.  When the leader
 dies, another is elected within the coordination timeout and resumes from
@@ -21,16 +21,16 @@ from oslo_log import log as oslo_log
 import oslo_messaging as messaging
 from tooz import coordination
 
-from amphora_agent import auth
-from amphora_agent import membership
-from amphora_agent import rpc as agent_rpc
+from dsr_wire import auth
+from dsr_wire import membership
+from dsr_wire import agent_rpc
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
-from dsr_provider import rpc_api
+from dsr_wire import changes
 
 LOG = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ class Controller:
         c = self.conf.dsr_controller
         transport = messaging.get_notification_transport(self.conf)
         target = messaging.Target(exchange=c.provider_exchange,
-                                  topic=rpc_api.TOPIC)
+                                  topic=changes.TOPIC)
         return messaging.get_notification_listener(
             transport, [target],
             [endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.functional import netns
+from tools.lab import netns
 
 _HERE = Path(__file__).resolve().parent
 

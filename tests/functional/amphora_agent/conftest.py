@@ -1,6 +1,6 @@
 import pytest
 
-from tests.functional.amphora_agent import agent_lab
+from tools.lab import agent_lab
 
 
 @pytest.fixture

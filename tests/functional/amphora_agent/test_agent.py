@@ -4,8 +4,8 @@ a BIRD router with ECMP, real TCP/UDP from the client to the members."""
 import re
 import threading
 
-from tests.functional import netns
-from tests.functional.amphora_agent.agent_lab import (
+from tools.lab import netns
+from tools.lab.agent_lab import (
     listener, load_balancer, member, tcp_monitor)
 
 VIP4, VIP6 = netns.VIP4, netns.VIP6
@@ -72,7 +72,7 @@ def _route_stays(lab, prefix, ses, stop):
     expected = sorted(lab.topo.host(s).addr(4) for s in ses)
 
     def poll():
-        from tests.functional.bird import kernel_nexthops
+        from tools.lab.bird import kernel_nexthops
         while not stop.is_set():
             hops = kernel_nexthops(ip, prefix)
             if hops != expected:
@@ -331,7 +331,7 @@ def test_se_vanishes_flows_keep_their_members(make_lab):
 
 
 def test_agents_join_their_group_and_leave_it(make_lab):
-    from amphora_agent import membership
+    from dsr_wire import membership
     lab = make_lab(n_se=2)
     lab.start_agents()
     watcher = membership.Membership(

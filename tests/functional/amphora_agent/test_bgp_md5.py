@@ -4,8 +4,8 @@ the local stack run them: the agent's [bgp] md5_password against BIRD's
 
 import pytest
 
-from tests.functional import netns
-from tests.functional.amphora_agent import agent_lab
+from tools.lab import netns
+from tools.lab import agent_lab
 from tests.functional.amphora_agent.test_agent import basic_lb
 
 P4 = f'{netns.VIP4}/32'

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from tests.functional import netns
-from tests.functional.amphora_agent import agent_lab
+from tools.lab import netns
+from tools.lab import agent_lab
 from tests.functional.amphora_agent.test_agent import basic_lb, member_of
 
 USER = 'dsrtest'

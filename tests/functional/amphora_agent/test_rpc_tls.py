@@ -17,12 +17,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from oslo_config import cfg
 
-from amphora_agent import auth
-from amphora_agent import rpc
-from tests.functional import netns
-from tests.functional.amphora_agent import agent_lab
-from tools.localstack import private_services as ps
-from tools.localstack import services
+from dsr_wire import auth
+from dsr_wire import agent_rpc as rpc
+from tools.lab import netns
+from tools.lab import agent_lab
+from tools.lab.localstack import private_services as ps
+from tools.lab.localstack import services
 
 
 def _write_private(path, key):

@@ -1,6 +1,6 @@
 import pytest
 
-from tests.functional.e2e import product_lab
+from tools.lab import product_lab
 
 
 @pytest.fixture

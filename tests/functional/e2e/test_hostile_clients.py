@@ -12,11 +12,11 @@ import oslo_messaging as messaging
 from oslo_config import cfg
 import pytest
 
-from amphora_agent import auth
-from amphora_agent import rpc
+from dsr_wire import auth
+from dsr_wire import agent_rpc as rpc
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.e2e import helpers as h
 
 VIP4 = netns.VIP4

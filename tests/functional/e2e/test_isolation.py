@@ -32,9 +32,9 @@ import pymysql
 import pytest
 import tenacity
 
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.e2e import helpers as h
-from tests.functional.e2e import product_lab as pl
+from tools.lab import product_lab as pl
 
 VIP4 = netns.VIP4
 P4 = f'{VIP4}/32'

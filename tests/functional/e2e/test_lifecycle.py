@@ -11,8 +11,8 @@ import pymysql
 import pytest
 
 from dsr_provider import rpc_api
-from tests.functional import netns
-from tests.functional.amphora_agent import agent_lab
+from tools.lab import netns
+from tools.lab import agent_lab
 from tests.functional.e2e import helpers as h
 
 VIP4 = netns.VIP4

@@ -4,8 +4,8 @@ the router, real TCP from the client."""
 
 import re
 
-from tests.functional import netns
-from tests.functional.e2e import product_lab as pl
+from tools.lab import netns
+from tools.lab import product_lab as pl
 
 VIP4 = netns.VIP4
 

@@ -4,9 +4,9 @@ its own, created with the real `openstack` CLI, in one shared product lab."""
 
 import pytest
 
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.e2e import helpers as h
-from tests.functional.e2e import product_lab as pl
+from tools.lab import product_lab as pl
 
 VIP4, VIP6 = netns.VIP4, netns.VIP6
 # A third VIP for the GRE load balancer (the members serve it too).

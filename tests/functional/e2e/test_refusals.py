@@ -6,7 +6,7 @@ stays ACTIVE and usable."""
 import pytest
 
 from tests.functional.e2e import helpers as h
-from tests.functional.e2e import product_lab as pl
+from tools.lab import product_lab as pl
 
 VIP = '192.0.2.20'
 # Octavia's no-op certificate manager hands out a sample certificate for

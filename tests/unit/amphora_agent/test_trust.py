@@ -1,11 +1,11 @@
-"""Signatures, envelopes and what an agent accepts (amphora_agent.auth,
+"""Signatures, envelopes and what an agent accepts (dsr_wire.auth,
 amphora_agent.trust) with real Ed25519 keys on disk."""
 
 import os
 
 import pytest
 
-from amphora_agent import auth
+from dsr_wire import auth
 from amphora_agent import trust
 
 

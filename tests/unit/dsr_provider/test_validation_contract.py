@@ -14,7 +14,7 @@ import itertools
 import pytest
 from octavia_lib.api.drivers import exceptions
 
-from amphora_agent import schema
+from dsr_wire import schema
 from amphora_agent import service
 from amphora_agent import snapshot
 from dsr_provider import octavia_lookup

@@ -21,7 +21,7 @@ import pytest
 
 from amphora_agent.bgp import speaker as speaker_mod
 from amphora_agent.bgp.exabgp_config import Peer, SpeakerConfig
-from tests.functional import bird as bird_mod
+from tools.lab import bird as bird_mod
 
 ROUTER_ASN = 65000
 SE_ASN = 65001

@@ -21,8 +21,8 @@ import time
 import pytest
 
 from amphora_agent.bgp import exabgp_api
-from tests.functional import netns
-from tests.functional.amphora_agent.agent_lab import (
+from tools.lab import netns
+from tools.lab.agent_lab import (
     listener, load_balancer, member)
 
 pytestmark = pytest.mark.root
@@ -228,7 +228,7 @@ class Sampler:
         return self
 
     def _run(self):
-        from tests.functional.bird import kernel_nexthops
+        from tools.lab.bird import kernel_nexthops
         router = netns.ipr(self.lab.topo.router.ns)
         host = netns.ipr(self.se.ns)
         try:

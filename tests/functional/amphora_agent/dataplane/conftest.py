@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.functional import netns
+from tools.lab import netns
 
 PIN_ROOT = '/sys/fs/bpf'
 

@@ -12,7 +12,7 @@ import pytest
 
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.test_dsr_path import member_of
 

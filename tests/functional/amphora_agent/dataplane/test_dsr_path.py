@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
 
 FLOWS = 16

@@ -3,7 +3,7 @@ changes nothing."""
 
 import json
 
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
 
 VIP = netns.VIP4

@@ -16,7 +16,7 @@ import socket
 import pytest
 from pyroute2 import netns as pr_netns
 
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
 
 pytestmark = pytest.mark.root

@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from tests.functional import netns
+from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
 
 HERE = os.path.dirname(os.path.abspath(__file__))

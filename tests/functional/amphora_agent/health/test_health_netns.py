@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.functional import netns
+from tools.lab import netns
 
 pytestmark = pytest.mark.root
 

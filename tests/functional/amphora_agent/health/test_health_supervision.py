@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from amphora_agent.health import monitor as hm
-from tests.functional import netns
+from tools.lab import netns
 
 pytestmark = pytest.mark.root
 

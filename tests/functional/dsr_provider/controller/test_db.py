@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from dsr_provider.controller import db
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
-from tools.localstack import octavia as localstack
+from tools.lab.localstack import octavia as localstack
 
 
 @pytest.fixture(params=['mariadb', 'sqlite'])

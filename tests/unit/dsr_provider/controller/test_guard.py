@@ -3,7 +3,7 @@ database with real keys."""
 
 import pytest
 
-from amphora_agent import auth
+from dsr_wire import auth
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import guard as guard_mod
 

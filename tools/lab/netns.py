@@ -1062,7 +1062,7 @@ class Topology:
         self.client_sources6 += v6
         return v4, v6
 
-    # -- test servers and clients (tests/functional/servers) ---------------
+    # -- test servers and clients (tools/lab/servers) ---------------
 
     def start_http_server(self, name, binds=(VIP4, VIP6), port=80,
                           timeout=10.0):

@@ -5,7 +5,7 @@ Each instance runs from its own temporary folder on its own port on
 crash, the worst case) and start it again on the same port and data folder
 without touching the machine's shared services (5672, 6379, 3306).
 
-    from tools.localstack import private_services as ps
+    from tools.lab.localstack import private_services as ps
     with ps.Redis() as redis:            # started, answers on redis.port
         ...redis.url...
         redis.stop()                     # kill -9 of the PID we started
@@ -26,8 +26,8 @@ import subprocess
 import tempfile
 import time
 
-from tools.localstack import octavia as _octavia
-from tools.localstack import services
+from tools.lab.localstack import octavia as _octavia
+from tools.lab.localstack import services
 
 HOST = '127.0.0.1'
 RABBITMQ_SERVER = '/usr/lib/rabbitmq/bin/rabbitmq-server'

@@ -7,7 +7,7 @@ import time
 
 from tooz import coordination
 
-from amphora_agent import membership
+from dsr_wire import membership
 
 
 def _backend(tmp_path):

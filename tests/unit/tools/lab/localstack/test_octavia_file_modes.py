@@ -5,7 +5,7 @@ that existed wider."""
 import os
 import stat
 
-from tools.localstack.octavia import OctaviaStack
+from tools.lab.localstack.octavia import OctaviaStack
 
 
 def _mode(path):

@@ -1,5 +1,5 @@
 """The whole product on one machine: a real octavia-api with the `dsr`
-provider and octavia-driver-agent (tools/localstack), a real dsr-controller
+provider and octavia-driver-agent (tools/lab/localstack), a real dsr-controller
 process, dsr-agents on the SEs, a BIRD router, members and a client in
 network namespaces; users drive it with the real `openstack` CLI."""
 
@@ -9,12 +9,12 @@ import subprocess
 import sys
 import threading
 
-from amphora_agent import auth
+from dsr_wire import auth
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
-from tests.functional import netns
-from tests.functional.amphora_agent import agent_lab
-from tools.localstack import octavia as octavia_stack
+from tools.lab import netns
+from tools.lab import agent_lab
+from tools.lab.localstack import octavia as octavia_stack
 
 # The CLI finds subnets by id (a UUID) or name.
 VIP_SUBNET = '5e0a1c52-0000-4000-8000-000000000004'

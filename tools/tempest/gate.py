@@ -1,7 +1,7 @@
 """`make test-tempest`: octavia-tempest-plugin's API tests and the project's
 own DSR scenario against the whole product, as a gate runs them.
 
-    .venv/bin/python -m tests.functional.e2e.tempest_gate [--regex R]
+    .venv/bin/python -m tools.tempest.gate [--regex R]
         [--concurrency N] [--keep]
 
 Brings up, on this machine: Keystone (SQLite, gunicorn) and Neutron (no
@@ -14,9 +14,8 @@ tools/tempest/tempest_conf.py's configuration and prints the summary
 database name, also on failure or Ctrl-C; logs are kept in
 /tmp/dsr-tempest-logs.
 
-It lives under tests/ because it uses the lab kit (tests/functional); the
-pieces that do not (virtualenv, Keystone, Neutron, tempest.conf, summary)
-are under tools/.
+It drives the lab kit (tools/lab) with the tempest pieces beside it
+(virtualenv, tempest.conf, summary).
 """
 
 import argparse
@@ -30,17 +29,17 @@ import subprocess
 import sys
 import time
 
-from tests.functional import netns
-from tests.functional.amphora_agent import agent_lab
-from tests.functional.e2e import product_lab
-from tools.localstack import keystone as keystone_mod
-from tools.localstack import neutron_server
+from tools.lab import netns
+from tools.lab import agent_lab
+from tools.lab import product_lab
+from tools.lab.localstack import keystone as keystone_mod
+from tools.lab.localstack import neutron_server
 from tools.tempest import plugin_dist
 from tools.tempest import tempest_conf
 from tools.tempest import venv as tempest_venv
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
 LOGS = '/tmp/dsr-tempest-logs'
 
 # What runs (docs/tempest.md says why each exclusion is there).

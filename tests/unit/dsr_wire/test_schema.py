@@ -1,11 +1,11 @@
-"""amphora_agent.schema: one definition per object, errors that name the
+"""dsr_wire.schema: one definition per object, errors that name the
 field, the value and the allowed values."""
 
 import ipaddress
 
 import pytest
 
-from amphora_agent import schema
+from dsr_wire import schema
 
 
 def monitor(**kw):

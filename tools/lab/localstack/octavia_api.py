@@ -18,7 +18,7 @@ single-threaded wsgiref server on a fixed port; the latter parses sys.argv
 
 Run as a script (``python .../octavia_api.py --config-file ...``); it imports
 nothing from this repository.  Its own folder is taken off sys.path first:
-tools/localstack/octavia.py would otherwise shadow the `octavia` package.
+tools/lab/localstack/octavia.py would otherwise shadow the `octavia` package.
 """
 
 import argparse
@@ -133,13 +133,13 @@ def exec_gunicorn(args, fd):
     os.environ[ENV_CONF] = os.path.abspath(args.config_file)
     if args.default_project_id:
         os.environ[ENV_PROJECT] = args.default_project_id
-    repo_root = os.path.dirname(os.path.dirname(_HERE))
+    repo_root = os.path.dirname(os.path.dirname(os.path.dirname(_HERE)))
     argv = [sys.executable, "-m", "gunicorn",
             "--bind", f"fd://{fd}", "--workers", "1",
             "--worker-class", "gthread", "--threads", str(args.threads),
             "--graceful-timeout", "5", "--timeout", "120",
             "--pythonpath", repo_root, "--access-logfile", "-",
-            "tools.localstack.octavia_api:application"]
+            "tools.lab.localstack.octavia_api:application"]
     os.execv(sys.executable, argv)
 
 

@@ -1,4 +1,4 @@
-"""The local Octavia stack (tools/localstack/octavia.py) end to end.
+"""The local Octavia stack (tools/lab/localstack/octavia.py) end to end.
 
 A real Octavia 19 API + driver agent on a private MariaDB database, the
 built-in noop_driver provider, the real `openstack` CLI and openstacksdk.
@@ -16,10 +16,10 @@ import uuid
 
 import pytest
 
-from tests.functional import netns
-from tools.localstack import services
-from tools.localstack.neutron_stub import NeutronStub
-from tools.localstack.octavia import (OctaviaStack, StackError,
+from tools.lab import netns
+from tools.lab.localstack import services
+from tools.lab.localstack.neutron_stub import NeutronStub
+from tools.lab.localstack.octavia import (OctaviaStack, StackError,
                                       registered_providers)
 
 NOOP = {"noop_driver": "The No-Op driver"}

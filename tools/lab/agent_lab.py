@@ -19,10 +19,10 @@ import time
 import oslo_messaging as messaging
 from oslo_config import cfg
 
-from amphora_agent import auth
-from amphora_agent import rpc
-from tests.functional import bird as bird_mod
-from tests.functional import netns
+from dsr_wire import auth
+from dsr_wire import agent_rpc as rpc
+from tools.lab import bird as bird_mod
+from tools.lab import netns
 
 RABBIT = 'rabbit://guest:guest@127.0.0.1:5672/'
 REDIS = 'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1'

@@ -1,6 +1,6 @@
 """A real Keystone (from PyPI) on SQLite, for an Octavia API with keystone auth.
 
-    from tools.localstack.keystone import KeystoneServer
+    from tools.lab.localstack.keystone import KeystoneServer
 
     ks = KeystoneServer("/tmp/ks", python="/path/to/venv-with-keystone/bin/python")
     ks.start()                       # db_sync, fernet keys, bootstrap, gunicorn
@@ -31,12 +31,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tools.localstack.octavia import (StackError, _Proc,
+from tools.lab.localstack.octavia import (StackError, _Proc,
                                       _free_listening_socket, _tail)
 
 REGION = "RegionOne"
 # keystone.wsgi.api parses sys.argv (gunicorn's arguments): clear it first.
-_APP_MODULE = '''"""Written by tools/localstack/keystone.py."""
+_APP_MODULE = '''"""Written by tools/lab/localstack/keystone.py."""
 import sys
 sys.argv = ["keystone-api"]
 from keystone.wsgi.api import application  # noqa: E402,F401
@@ -70,7 +70,7 @@ class KeystoneServer:
     # -- config -------------------------------------------------------------
     def config_text(self):
         return "\n".join([
-            "# Written by tools/localstack/keystone.py",
+            "# Written by tools/lab/localstack/keystone.py",
             "[DEFAULT]",
             f"log_file = {self.log_path}",
             "[database]",
@@ -287,10 +287,10 @@ class KeystoneServer:
 
 def octavia_stack_class():
     """OctaviaStack with keystone auth and the allowed-address-pairs network
-    driver on a real Neutron (a function: importing tools.localstack.octavia
+    driver on a real Neutron (a function: importing tools.lab.localstack.octavia
     at module level is fine, the class is built on demand to keep this
     module's import light)."""
-    from tools.localstack.octavia import OctaviaStack
+    from tools.lab.localstack.octavia import OctaviaStack
 
     class KeystoneOctaviaStack(OctaviaStack):
         """Octavia as a gate runs it: `auth_strategy = keystone` with the

@@ -1,6 +1,6 @@
 """A real Octavia API on this machine, without Keystone, Neutron or Nova.
 
-    from tools.localstack.octavia import OctaviaStack
+    from tools.lab.localstack.octavia import OctaviaStack
 
     with OctaviaStack("/tmp/x", provider_drivers={"noop_driver": "no-op"},
                       default_provider="noop_driver") as stack:
@@ -25,7 +25,7 @@ drops the database.
 
 Command line, for a manual session (blocks until Ctrl-C):
 
-    .venv/bin/python -m tools.localstack.octavia --workdir /tmp/octavia \\
+    .venv/bin/python -m tools.lab.localstack.octavia --workdir /tmp/octavia \\
         [--provider noop_driver=noop] [--subnet ID=CIDR]
     . /tmp/octavia/openrc && openstack loadbalancer list
 """
@@ -48,8 +48,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from tools.localstack import services
-from tools.localstack.neutron_stub import NeutronStub
+from tools.lab.localstack import services
+from tools.lab.localstack.neutron_stub import NeutronStub
 
 HERE = Path(__file__).resolve().parent
 API_RUNNER = HERE / "octavia_api.py"
@@ -378,7 +378,7 @@ class OctaviaStack:
         # It holds the broker and database credentials: owner and group
         # only, from its creation.
         buf = io.StringIO()
-        buf.write("# Written by tools/localstack/octavia.py\n")
+        buf.write("# Written by tools/lab/localstack/octavia.py\n")
         parser.write(buf)
         _write_private(self.conf_path, buf.getvalue())
 
@@ -404,7 +404,7 @@ class OctaviaStack:
         note = (f"gives requests without X-Project-Id the project "
                 f"{self.project_id}" if self.project_id else
                 "refuses to create objects for requests without X-Project-Id")
-        lines = ["# Source me: . openrc   (written by tools/localstack/"
+        lines = ["# Source me: . openrc   (written by tools/lab/localstack/"
                  "octavia.py)",
                  f"# noauth: the API {note}.",
                  "unset OS_CLOUD OS_AUTH_URL OS_TOKEN OS_USERNAME OS_PASSWORD "

@@ -33,7 +33,7 @@ import socket
 import tempfile
 import time
 
-from tests.functional import netns
+from tools.lab import netns
 
 BIRD = shutil.which("bird") or "/usr/sbin/bird"
 BIRDC = shutil.which("birdc") or "/usr/sbin/birdc"

@@ -5,5 +5,5 @@
 * neutron_stub.NeutronStub - read-only Neutron look-ups for the CLI/SDK;
 * services.ensure(...)  - start MariaDB / Redis / RabbitMQ if they don't answer.
 
-Nothing is imported here: `from tools.localstack.octavia import OctaviaStack`.
+Nothing is imported here: `from tools.lab.localstack.octavia import OctaviaStack`.
 """

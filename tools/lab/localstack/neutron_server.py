@@ -1,6 +1,6 @@
 """A real Neutron API (from PyPI) without agents, on a private MariaDB database.
 
-    from tools.localstack.neutron_server import NeutronServer
+    from tools.lab.localstack.neutron_server import NeutronServer
 
     neutron = NeutronServer("/tmp/nw", python=VENV_PYTHON,
                             keystone_auth=ks.add_service_user("neutron"))
@@ -31,13 +31,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tools.localstack.octavia import (DB_HOST, DB_PORT, DB_USER, StackError,
+from tools.lab.localstack.octavia import (DB_HOST, DB_PORT, DB_USER, StackError,
                                       _Proc, _free_listening_socket,
                                       _pid_alive, _sql, _tail)
 
 DB_PREFIX = "neutron_ls_"
 
-_APP_MODULE = '''"""Written by tools/localstack/neutron_server.py."""
+_APP_MODULE = '''"""Written by tools/lab/localstack/neutron_server.py."""
 import sys
 sys.argv = ["neutron-api"]
 from neutron.wsgi.api import application  # noqa: E402,F401
@@ -79,7 +79,7 @@ class NeutronServer:
         db = (f"mysql+pymysql://{DB_USER}@{DB_HOST}:{DB_PORT}/{self.db_name}"
               "?charset=utf8mb4")
         lines = [
-            "# Written by tools/localstack/neutron_server.py",
+            "# Written by tools/lab/localstack/neutron_server.py",
             "[DEFAULT]",
             f"log_file = {self.workdir / 'neutron.log'}",
             "auth_strategy = " + ("keystone" if self.keystone_auth

@@ -4,12 +4,12 @@ Each ``ensure_*`` checks the service with a real protocol exchange, starts it
 only if it does not answer, then polls with a deadline.  A service that was
 already answering is never touched, and nothing here ever stops a service.
 
-    from tools.localstack import services
+    from tools.lab.localstack import services
     services.ensure("mariadb", "rabbitmq")        # raises ServiceError
 
 Command line (used by tools/install-deps.sh):
 
-    python -m tools.localstack.services [--timeout S] [mariadb] [redis] [rabbitmq]
+    python -m tools.lab.localstack.services [--timeout S] [mariadb] [redis] [rabbitmq]
 
 Only the standard library is used, so this runs before any pip install.
 """

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from tests.functional import netns
-from tests.functional.netns import VIP4, VIP6
+from tools.lab import netns
+from tools.lab.netns import VIP4, VIP6
 
 PORT = 8080
 UPLOAD = 4 * 1024 * 1024
@@ -172,7 +172,7 @@ def test_cleanup_on_failure_and_stale_sweep():
 def test_servers_importable_and_documented():
     # The server scripts are stdlib-only programs; the client's summary is
     # JSON on its last line.
-    from tests.functional.servers import client
+    from tools.lab.servers import client
     assert json.dumps(client._percentile([1, 2, 3], 0.5)) == "2"
     assert hashlib.sha256(b"").hexdigest()
 

@@ -5,21 +5,59 @@ unlike `ip netns exec`, keeps /sys/fs/bpf visible).  Every change is applied
 through the same idempotent Dataplane.apply() the agent uses: the command
 reads the live state from the pinned maps, changes it, validates the whole
 result and only then writes, so bad input changes nothing.
+
+Start-up is kept small because scripts call dsrctl many times: --help
+imports nothing of the dataplane, a command imports only what it needs
+(no pyroute2 outside next-hop resolution), and oslo.config is read only
+with --config-file (bench/dsrctl_bench.py, docs/benchmarks.md).
 """
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
 
-from amphora_agent.dataplane import dataplane as dp_mod
-from amphora_agent.dataplane import decap as decap_mod
-from amphora_agent.dataplane import model
+# Imported by main() after parsing (see _import_dataplane).
+dp_mod = decap_mod = model = None
+
+# The defaults of dataplane.DEFAULT_PIN_DIR and decap.DEFAULT_PIN_DIR,
+# spelled here so that --help imports neither (a unit test keeps them
+# equal).
+DEFAULT_PIN_DIR = '/sys/fs/bpf/octavia-dsr'
+DEFAULT_DECAP_PIN_DIR = '/sys/fs/bpf/octavia-dsr/decap'
+CLONE_NEWNET = 0x40000000
+NETNS_RUN_DIR = '/var/run/netns'
 
 
 class CommandError(Exception):
     pass
+
+
+def _import_dataplane():
+    global dp_mod, decap_mod, model
+    from amphora_agent.dataplane import dataplane as dp_mod
+    from amphora_agent.dataplane import decap as decap_mod
+    from amphora_agent.dataplane import model
+
+
+def setns(name):
+    """Move this process into network namespace ``name`` (a name under
+    /var/run/netns or a path), never creating it.
+
+    pyroute2.netns.setns(name, flags=0) does the same, but importing
+    pyroute2 costs about 0.25 s, most of a read-only call's budget."""
+    import ctypes
+    import os
+    path = name if os.path.dirname(name) else os.path.join(NETNS_RUN_DIR,
+                                                           name)
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
 
 
 def _endpoint(text):
@@ -180,6 +218,7 @@ def cmd_apply(args):
 
 
 def cmd_show(args):
+    import dataclasses
     with _open(args) as dp:
         state = dp.read_state().to_dict()
         state['limits'] = dataclasses.asdict(dp.limits)
@@ -262,7 +301,12 @@ def cmd_decap(args):
 
 
 def _apply_config_defaults(args, parser):
-    """Fill options not given on the command line from oslo.config."""
+    """Fill options not given on the command line from oslo.config (only
+    with --config-file: without it the options' defaults are known)."""
+    if not args.config_file:
+        args.pin_dir = args.pin_dir or DEFAULT_PIN_DIR
+        args.decap_pin_dir = args.decap_pin_dir or DEFAULT_DECAP_PIN_DIR
+        return
     from oslo_config import cfg
 
     from amphora_agent import opts
@@ -294,10 +338,11 @@ def build_parser():
                         'are the defaults of the options below')
     parser.add_argument('--pin-dir',
                         help='bpffs directory of the SE (default: '
-                        f'[dataplane] pin_dir, {dp_mod.DEFAULT_PIN_DIR})')
+                        f'[dataplane] pin_dir, {DEFAULT_PIN_DIR})')
     parser.add_argument('--decap-pin-dir',
                         help='bpffs directory of the member decap program '
-                        f'(default {decap_mod.DEFAULT_PIN_DIR})')
+                        f'(default: [dataplane] decap_pin_dir, '
+                        f'{DEFAULT_DECAP_PIN_DIR})')
     sub = parser.add_subparsers(dest='command', required=True)
 
     p = sub.add_parser('attach', help='load (if needed) and attach the SE '
@@ -398,13 +443,12 @@ def main(argv=None):
         if args.action == 'attach' and not args.address:
             parser.error('decap attach needs at least one --address')
     if args.netns:
-        from pyroute2 import netns
         try:
-            # flags=0: pyroute2 would otherwise create a missing namespace.
-            netns.setns(args.netns, flags=0)
+            setns(args.netns)
         except OSError as exc:
             parser.exit(2, f'dsrctl: error: cannot enter network namespace '
                            f'{args.netns!r}: {exc}\n')
+    _import_dataplane()
     try:
         args.func(args)
     except (CommandError, model.InvalidConfig, dp_mod.DataplaneError,

@@ -34,7 +34,6 @@ code used by the tests and as a fallback when the library cannot be loaded.
 import array
 import collections
 import ctypes
-import hashlib
 import logging
 import os
 import struct
@@ -123,6 +122,9 @@ def _permutation(key: str, ring_size: int) -> Tuple[int, int]:
     agent builds the same ring.  skip is in 1..M-1, hence coprime with the
     prime M, so the preference list visits every slot exactly once.
     """
+    # Imported here: hashlib loads OpenSSL (~35 ms), which read-only
+    # dsrctl calls, importing this module, never need.
+    import hashlib
     digest = hashlib.blake2b(key.encode("utf-8"), digest_size=16).digest()
     h1, h2 = struct.unpack("<QQ", digest)
     return h1 % ring_size, h2 % (ring_size - 1) + 1

@@ -12,8 +12,6 @@ import logging
 import socket
 import time
 
-from pyroute2 import IPRoute
-from pyroute2.netlink.exceptions import NetlinkError
 
 LOG = logging.getLogger(__name__)
 
@@ -107,6 +105,9 @@ class NexthopResolver:
     """
 
     def __init__(self, resolve_timeout=1.0):
+        # pyroute2 is imported here, not at module level: it costs ~0.25 s
+        # and read-only dsrctl calls import this module without resolving.
+        from pyroute2 import IPRoute
         self.resolve_timeout = resolve_timeout
         self._ipr = IPRoute()
         self._snapshot = None
@@ -136,6 +137,7 @@ class NexthopResolver:
         return ResolvedNexthop(oif, link[0], mac, mtu)
 
     def _route(self, address):
+        from pyroute2.netlink.exceptions import NetlinkError
         try:
             routes = self._ipr.route('get', dst=str(address))
         except NetlinkError as exc:

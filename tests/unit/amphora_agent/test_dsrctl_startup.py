@@ -1,0 +1,53 @@
+"""dsrctl's start-up stays small: --help loads nothing of the dataplane,
+and the read path (dataplane module) loads neither pyroute2, oslo.config
+nor OpenSSL (issue 15: a read-only call <= 0.3 s, --help <= 0.2 s; the
+figures are bench/dsrctl_bench.py's)."""
+
+import json
+import subprocess
+import sys
+
+from amphora_agent.cmd import dsrctl
+from amphora_agent.dataplane import dataplane
+from amphora_agent.dataplane import decap
+
+HEAVY = ('pyroute2', 'oslo_config', '_hashlib')
+
+
+def _modules_after(code):
+    """Top-level module names a fresh interpreter holds after ``code``."""
+    out = subprocess.run(
+        [sys.executable, '-c', code + '\nimport json, sys\n'
+         'print(json.dumps(sorted(sys.modules)))'],
+        capture_output=True, text=True, timeout=60, check=True)
+    return set(json.loads(out.stdout.splitlines()[-1]))
+
+
+def test_default_pin_dirs_match_the_dataplane():
+    assert dsrctl.DEFAULT_PIN_DIR == dataplane.DEFAULT_PIN_DIR
+    assert dsrctl.DEFAULT_DECAP_PIN_DIR == decap.DEFAULT_PIN_DIR
+
+
+def test_help_imports_nothing_of_the_dataplane():
+    loaded = _modules_after(
+        'from amphora_agent.cmd import dsrctl\n'
+        'try:\n    dsrctl.main(["--help"])\nexcept SystemExit:\n    pass')
+    assert not {m for m in loaded
+                if m.startswith('amphora_agent.dataplane')}, loaded
+    assert not set(HEAVY) & loaded
+
+
+def test_read_path_imports_no_heavy_module():
+    loaded = _modules_after(
+        'from amphora_agent.dataplane import dataplane, decap, model')
+    assert not set(HEAVY) & loaded, set(HEAVY) & loaded
+
+
+def test_a_missing_namespace_is_refused_without_creating_it(tmp_path):
+    missing = str(tmp_path / 'no-such-netns')
+    proc = subprocess.run(
+        [sys.executable, '-m', 'amphora_agent.cmd.dsrctl', '--netns',
+         missing, 'show'], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert repr(missing) in proc.stderr and 'Traceback' not in proc.stderr
+    assert not (tmp_path / 'no-such-netns').exists()

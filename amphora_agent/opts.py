@@ -174,6 +174,28 @@ bgp_opts = [
 ]
 
 
+metrics_opts = [
+    cfg.BoolOpt('enabled', default=False,
+                help='Serve Prometheus metrics over HTTP (traffic per '
+                     'listener and member, drops, connection table, '
+                     'generations, BGP, health checks, errors; '
+                     'docs/observability.md).'),
+    cfg.HostAddressOpt('bind_host', default='127.0.0.1',
+                       help='Address of the metrics endpoint, in the '
+                            'network namespace the agent starts in (not '
+                            '[agent] netns). Anything but localhost '
+                            'exposes the SE\'s load balancer and member '
+                            'ids: firewall it or use TLS.'),
+    cfg.PortOpt('port', default=9479,
+                help='TCP port of the metrics endpoint.'),
+    cfg.StrOpt('tls_cert_file',
+               help='Serve HTTPS with this certificate (PEM); with '
+                    'tls_key_file.'),
+    cfg.StrOpt('tls_key_file',
+               help='Private key (PEM) of tls_cert_file.'),
+]
+
+
 def register_opts(conf):
     conf.register_opts(dataplane_opts, group='dataplane')
 
@@ -184,9 +206,10 @@ def register_agent_opts(conf):
     conf.register_opts(coordination_opts, group='coordination')
     conf.register_opts(bgp_opts, group='bgp')
     conf.register_opts(auth_opts, group='auth')
+    conf.register_opts(metrics_opts, group='metrics')
 
 
 def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
             ('coordination', coordination_opts), ('bgp', bgp_opts),
-            ('auth', auth_opts)]
+            ('auth', auth_opts), ('metrics', metrics_opts)]

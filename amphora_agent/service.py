@@ -136,6 +136,9 @@ class Agent:
         self.health = health
         self.transport = transport or rpc.get_transport(conf)
         self.membership = membership
+        from amphora_agent.bgp import sessions as bgp_sessions
+        self.bgp_sessions = bgp_sessions.BgpSessions(lambda: self.bgp)
+        self._metrics = None
         self.trust = None
         signer = None
         if conf.auth.enabled:
@@ -202,6 +205,8 @@ class Agent:
                               self.trust.check_notification))
         self._rpc_server.start()
         self._wake.set()
+        from amphora_agent import metrics
+        self._metrics = metrics.start(self.conf, self)
 
     def _start_se_side(self):
         netns_name = getattr(self.conf.agent, 'netns', None)
@@ -266,6 +271,8 @@ class Agent:
             self.membership.stop()
         if self.dp:
             self.dp.close()
+        if self._metrics is not None:
+            self._metrics.stop()
         self._control.stop()
 
     # ----------------------------------------------------------- triggers
@@ -638,6 +645,9 @@ class Agent:
                  'rejected_objects': self._applied_rejected,
                  'limits': self._limits().to_dict()}
         state.update(self._runtime_state())
+        from amphora_agent.dataplane import maglev
+        state['ring_abi'] = maglev.ABI_VERSION
+        state['bgp'] = self.bgp_sessions.report()
         if self.trust is not None:
             state['auth_refusals'] = self.trust.refusals.total()
         self.controller.report_state(self.se_id, self.se_group, state)
@@ -688,6 +698,10 @@ class Agent:
         return {'listeners': listeners, 'members': members}
 
     def report_stats(self):
+        # BGP sessions change without an event the worker sees: checked
+        # at the stats pace, reported when they changed.
+        if self.bgp_sessions.changed():
+            self._report_state()
         if self._plan is None:
             return
         self.controller.report_stats(self.se_id, self.se_group,

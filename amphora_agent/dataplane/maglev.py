@@ -51,8 +51,9 @@ MAX_RING_SIZE = 0xFFFFFFFF
 
 OBJ_DIR_ENV = "OCTAVIA_DSR_OBJ_DIR"
 LIBRARY_NAME = "libmaglev.so"
-# Must match MAGLEV_ABI_VERSION in maglev.c.
-_ABI_VERSION = 2
+# Must match MAGLEV_ABI_VERSION in maglev.c.  Public: agents report it
+# (report_state, metrics) so that a group running two ABIs is flagged.
+ABI_VERSION = _ABI_VERSION = 2
 # A backend's cap is floor(s + max(s * CAP_SLACK - s, CAP_HEADROOM)) for its
 # share s = M * weight / total weight (why: compute_caps() in maglev.c); as
 # fractions, which must match CAP_SLACK_* and CAP_HEADROOM_* there.

@@ -1,0 +1,462 @@
+"""Prometheus metrics of one SE agent ([metrics] options, off by default).
+
+    server = metrics.start(conf, agent)   # None when [metrics] enabled=false
+    ...
+    server.stop()
+
+A custom collector reads everything at scrape time from where it already
+is, so nothing is counted twice: the pinned dataplane's counters (through
+a read-only handle of its own -- the worker's Dataplane object is not
+shared across threads), the agent's applied plan (which Octavia listener
+and member each dataplane listener and member slot is), its snapshot (the
+load balancer and pool of each), the health checker, the BGP session
+cache (bgp/sessions.py) and the agent's state.  Only what nobody keeps is
+recorded here: health-probe latency (the checker's on_probe hook) and the
+agent's logged errors (a logging handler).
+
+Names follow Prometheus conventions: the ``octavia_dsr_`` prefix, ``_total``
+for counters, base units (bytes, seconds), Octavia ids as labels ``lb``,
+``listener``, ``pool``, ``member``, and ``vip`` for the dataplane listener
+(VIP:port/protocol: an Octavia listener has one per VIP address).
+docs/observability.md lists every metric.
+"""
+
+import logging
+import threading
+
+from prometheus_client import core
+from prometheus_client import exposition
+from prometheus_client import process_collector
+from prometheus_client import registry as registry_mod
+
+LOG = logging.getLogger(__name__)
+
+PREFIX = 'octavia_dsr_'
+# Health-probe latency buckets (seconds): probes are LAN round trips
+# bounded by the monitor's timeout.
+PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_SE_PACKETS = ('pass', 'steered', 'icmp_echo_reply', 'icmp_too_big_sent',
+               'icmp_error_steered')
+
+
+def start(conf, agent):
+    """Serve the agent's metrics over HTTP; None when disabled.
+
+    Call it from the thread (network namespace) the endpoint must live in:
+    the agent's starting one, not the SE's."""
+    opts = getattr(conf, 'metrics', None)   # None: options not registered
+    if opts is None or not opts.enabled:
+        return None
+    server = MetricsServer(agent, conf.dataplane.pin_dir,
+                           host=opts.bind_host, port=opts.port,
+                           certfile=opts.tls_cert_file,
+                           keyfile=opts.tls_key_file)
+    try:
+        server.start()
+    except OSError as exc:
+        # The SE serves without its metrics rather than not at all.
+        LOG.error('Prometheus metrics endpoint %s port %d: %s; running '
+                  'without it', opts.bind_host, opts.port, exc)
+        server.stop()
+        return None
+    return server
+
+
+class MetricsServer:
+    def __init__(self, agent, pin_dir, host='127.0.0.1', port=0,
+                 certfile=None, keyfile=None):
+        self.registry = registry_mod.CollectorRegistry(auto_describe=True)
+        self.collector = AgentCollector(agent, pin_dir)
+        self.registry.register(self.collector)
+        process_collector.ProcessCollector(registry=self.registry)
+        self.host, self.port = host, port
+        self.certfile, self.keyfile = certfile, keyfile
+        self._httpd = None
+
+    def start(self):
+        self.collector.hook()
+        self._httpd, _thread = exposition.start_http_server(
+            self.port, addr=self.host, registry=self.registry,
+            certfile=self.certfile, keyfile=self.keyfile)
+        self.port = self._httpd.server_port
+        LOG.info('Prometheus metrics on %s port %d', self.host, self.port)
+
+    def stop(self):
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+        self.collector.unhook()
+        self.collector.close()
+
+
+class _ErrorCounter(logging.Handler):
+    """Counts the agent's ERROR and CRITICAL log records by logger."""
+
+    def __init__(self):
+        super().__init__(level=logging.ERROR)
+        self.counts = {}
+        self._count_lock = threading.Lock()
+
+    def emit(self, record):
+        with self._count_lock:
+            self.counts[record.name] = self.counts.get(record.name, 0) + 1
+
+
+class _ProbeStats:
+    """Per monitored member: probe results and a latency histogram."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._by_key = {}
+
+    def record(self, key, scheduled, started, finished, ok):
+        duration = max(finished - started, 0.0)
+        with self._lock:
+            entry = self._by_key.get(key)
+            if entry is None:
+                entry = self._by_key[key] = {
+                    'ok': 0, 'failed': 0, 'sum': 0.0,
+                    'buckets': [0] * len(PROBE_BUCKETS)}
+            entry['ok' if ok else 'failed'] += 1
+            entry['sum'] += duration
+            for i, bound in enumerate(PROBE_BUCKETS):
+                if duration <= bound:
+                    entry['buckets'][i] += 1
+                    break
+
+    def snapshot(self, keep):
+        """Copies of the entries of ``keep`` (others are forgotten: a
+        member no longer monitored has no series)."""
+        with self._lock:
+            for key in [k for k in self._by_key if k not in keep]:
+                del self._by_key[key]
+            return {k: dict(v, buckets=list(v['buckets']))
+                    for k, v in self._by_key.items()}
+
+
+class _Families:
+    """The metric families of one scrape, created on first use."""
+
+    def __init__(self):
+        self.items = {}
+
+    def _get(self, cls, name, doc, labels, **kwargs):
+        family = self.items.get(name)
+        if family is None:
+            family = self.items[name] = cls(PREFIX + name, doc,
+                                            labels=labels, **kwargs)
+        return family
+
+    def counter(self, name, doc, labels, values, value):
+        # CounterMetricFamily adds _total itself.
+        self._get(core.CounterMetricFamily, name, doc, labels).add_metric(
+            values, value)
+
+    def gauge(self, name, doc, labels, values, value):
+        self._get(core.GaugeMetricFamily, name, doc, labels).add_metric(
+            values, value)
+
+    def histogram(self, name, doc, labels, values, buckets, sum_value):
+        self._get(core.HistogramMetricFamily, name, doc, labels).add_metric(
+            values, buckets, sum_value)
+
+
+class AgentCollector(registry_mod.Collector):
+    """Reads the agent and its dataplane at scrape time."""
+
+    def __init__(self, agent, pin_dir):
+        self.agent = agent
+        self.pin_dir = pin_dir
+        self.errors = _ErrorCounter()
+        self.probes = _ProbeStats()
+        self._lock = threading.Lock()   # scrapes may run concurrently
+        self._dp = None
+        self._ids = (None, {}, {})      # (snapshot, listener->lb, member->)
+        self._scrape_errors = 0
+        self._hooked_health = None
+
+    # ------------------------------------------------------------- hooks
+    def hook(self):
+        logging.getLogger('amphora_agent').addHandler(self.errors)
+        health = getattr(self.agent, 'health', None)
+        if health is not None and getattr(health, 'on_probe', 0) is None:
+            health.on_probe = self.probes.record
+            self._hooked_health = health
+
+    def unhook(self):
+        logging.getLogger('amphora_agent').removeHandler(self.errors)
+        if self._hooked_health is not None:
+            self._hooked_health.on_probe = None
+            self._hooked_health = None
+
+    def close(self):
+        with self._lock:
+            if self._dp is not None:
+                self._dp.close()
+                self._dp = None
+
+    # ----------------------------------------------------------- collect
+    def describe(self):
+        # Families depend on the live state; nothing to pre-register.
+        return []
+
+    def collect(self):
+        with self._lock:
+            families = _Families()
+            for part in (self._agent_metrics, self._dataplane_metrics,
+                         self._bgp_metrics, self._health_metrics):
+                try:
+                    part(families)
+                except Exception:  # noqa: BLE001 -- a scrape must answer
+                    self._scrape_errors += 1
+                    LOG.exception('metrics: %s failed', part.__name__)
+            families.counter(
+                'metrics_scrape_errors', 'Parts of scrapes that failed '
+                '(logged by the agent).', [], [], self._scrape_errors)
+            return list(families.items.values())
+
+    def _ids_of(self, snapshot):
+        """({listener id: lb id}, {member id: (lb id, pool id)})."""
+        if self._ids[0] is not snapshot:
+            listeners, members = {}, {}
+            for lb in snapshot.load_balancers if snapshot else ():
+                for listener in lb.listeners:
+                    listeners[listener.id] = lb.id
+                    if listener.pool:
+                        for m in listener.pool.members:
+                            members[m.id] = (lb.id, listener.pool.id)
+            self._ids = (snapshot, listeners, members)
+        return self._ids[1], self._ids[2]
+
+    # ------------------------------------------------------------- agent
+    def _agent_metrics(self, f):
+        from amphora_agent.dataplane import maglev
+        agent = self.agent
+        f.gauge('agent_info', 'The SE this agent runs (value 1).',
+                ['se_id', 'se_group', 'role'],
+                [agent.se_id, agent.se_group,
+                 getattr(agent.conf.agent, 'role', '')], 1)
+        f.gauge('ring_abi_version', 'Maglev ring ABI this agent builds '
+                'rings with: every SE of a group must run the same one.',
+                [], [], maglev.ABI_VERSION)
+        f.gauge('ring_builder_native', '1 when rings are built by the C '
+                'library, 0 with the slow pure-Python fallback.', [], [],
+                int(maglev.native_available()))
+        applied = agent.applied_generation
+        f.gauge('applied_generation', 'Snapshot generation applied to the '
+                'dataplane and BGP (-1: none yet).', [], [],
+                -1 if applied is None else applied)
+        snap = agent.snapshot
+        f.gauge('snapshot_generation', 'Newest snapshot generation taken '
+                'from the controller (-1: none yet).', [], [],
+                -1 if snap is None else snap.generation)
+        f.gauge('agent_error', '1 while the agent reports an error (the '
+                'last apply failed or a snapshot was rejected).', [], [],
+                int(bool(agent.last_error)))
+        for kind, items in (getattr(agent, '_applied_rejected', None)
+                            or {}).items():
+            f.gauge('rejected_objects', 'Objects of the applied generation '
+                    'this SE left out (invalid, over capacity, '
+                    'unreachable).', ['kind'], [kind], len(items))
+        counts = dict(self.errors.counts)
+        counts.setdefault('amphora_agent', 0)   # a series from the start
+        for logger, count in sorted(counts.items()):
+            f.counter('agent_errors', 'Errors the agent logged (ERROR and '
+                      'CRITICAL records), by logger.', ['logger'], [logger],
+                      count)
+        trust = getattr(agent, 'trust', None)
+        if trust is not None:
+            f.counter('auth_refusals', 'Controller messages refused by '
+                      'signature checks.', [], [], trust.refusals.total())
+        verdict = getattr(agent, '_verdict', None)
+        f.gauge('serviceable', '1 when the SE can forward (uplink, tunnel '
+                'sources, routes to members); 0 withdraws every VIP.', [],
+                [], int(verdict is None or verdict.serviceable))
+        runtime = {}
+        if getattr(agent, '_bgp_sup', None) is not None:
+            runtime['bgp'] = agent._bgp_sup.report()
+        health = getattr(agent, 'health', None)
+        if health is not None and hasattr(health, 'report'):
+            runtime['health'] = health.report()
+        for helper, rep in runtime.items():
+            f.gauge('helper_up', '1 while a supervised helper (ExaBGP, '
+                    'the health checker) runs.', ['helper'], [helper],
+                    int(rep.get('state') == 'running'))
+            f.counter('helper_restarts', 'Restarts of a supervised helper.',
+                      ['helper'], [helper], rep.get('restarts', 0))
+
+    # --------------------------------------------------------- dataplane
+    def _dataplane(self):
+        if self._dp is None:
+            from amphora_agent.dataplane import dataplane as dp_mod
+            self._dp = dp_mod.Dataplane.open(self.pin_dir, create=False)
+        return self._dp
+
+    def _dataplane_metrics(self, f):
+        from amphora_agent.dataplane import model
+        try:
+            dp = self._dataplane()
+            raw = dp.stats(conn_table_entries=False)
+            flows = dp.flows_by_member()
+            entries = sum(1 for _ in dp.maps['conn_table'].keys())
+        except Exception:
+            # The pins may have been replaced (dsrctl reset): reopen next.
+            if self._dp is not None:
+                self._dp.close()
+                self._dp = None
+            raise
+        for name, value in raw['se'].items():
+            if name.startswith('drop_'):
+                f.counter('se_dropped_packets', 'Packets the SE program '
+                          'dropped, by reason.', ['reason'], [name[5:]],
+                          value)
+            elif name in _SE_PACKETS:
+                f.counter('se_packets', 'Packets the SE program handled '
+                          'without dropping, by action (pass: not for a '
+                          'VIP).', ['action'], [name], value)
+        limits = dp.limits
+        f.gauge('conn_table_entries', 'Entries in the connection table '
+                '(established flows, including idle ones not yet '
+                'evicted).', [], [], entries)
+        f.gauge('conn_table_size', 'Capacity of the connection table '
+                '(entries).', [], [], limits.conn_table_size)
+        inserted = sum(item['new_flows'] for item in raw['listeners'])
+        f.counter('conn_table_evictions', 'Entries displaced from the '
+                  'connection table: flows inserted minus entries present '
+                  '(LRU evictions, plus entries replaced in place when a '
+                  'flow was re-steered).', [], [], max(inserted - entries,
+                                                      0))
+        plan = getattr(self.agent, '_plan', None)
+        listener_ids = plan.listener_ids if plan else {}
+        member_ids = plan.member_ids if plan else {}
+        lb_of, pool_of = self._ids_of(getattr(self.agent, 'snapshot', None))
+        f.gauge('capacity_used', 'Dataplane objects in use, by resource.',
+                ['resource'], ['listeners'], len(raw['listeners']))
+        f.gauge('capacity_used', '', ['resource'], ['members'],
+                len(raw['members']))
+        f.gauge('capacity_limit', 'Dataplane capacity, by resource.',
+                ['resource'], ['listeners'], limits.max_listeners)
+        f.gauge('capacity_limit', '', ['resource'], ['members'],
+                limits.max_reals - 1)
+        active_by_listener = {}
+        for (vip, _address), count in flows.items():
+            active_by_listener[vip] = active_by_listener.get(vip, 0) + count
+        keys = {item['listener']: model.ListenerKey.parse(item['listener'])
+                for item in raw['listeners']}
+        labels = ['lb', 'listener', 'vip']
+        for item in raw['listeners']:
+            vip = item['listener']
+            lid = listener_ids.get(keys[vip])
+            if lid is None:
+                continue    # not (yet) in the applied plan
+            values = [lb_of.get(lid, ''), lid, vip]
+            f.counter('listener_packets', 'Packets steered to the '
+                      'members of a listener.', labels, values,
+                      item['packets'])
+            f.counter('listener_bytes', 'Bytes (IP packets, before '
+                      'encapsulation) steered to the members of a '
+                      'listener.', labels, values, item['bytes'])
+            f.counter('listener_new_flows', 'Flows a listener started '
+                      '(connection-table inserts).', labels, values,
+                      item['new_flows'])
+            f.gauge('listener_active_flows', 'Connection-table entries of '
+                    'a listener (an upper bound of its open flows).',
+                    labels, values, active_by_listener.get(vip, 0))
+            for result, key in (('hit', 'conn_hits'),
+                                ('miss', 'conn_misses')):
+                f.counter('listener_conn_table_lookups', 'Connection-table '
+                          'lookups of steered packets, by result.',
+                          labels + ['result'], values + [result], item[key])
+            policy = item['drop_not_allowed'] + item['drop_conn_limit']
+            for reason, value in (
+                    ('not_allowed', item['drop_not_allowed']),
+                    ('conn_limit', item['drop_conn_limit']),
+                    ('other', max(item['drops'] - policy, 0))):
+                f.counter('listener_dropped_packets', 'Packets of a '
+                          'listener dropped, by reason (not_allowed: '
+                          'allowed_cidrs; conn_limit: connection_limit; '
+                          'other: no member, no route, too big, ...).',
+                          labels + ['reason'], values + [reason], value)
+            if 'connection_limit' in item:
+                f.gauge('listener_connection_limit', 'A listener\'s '
+                        'connection_limit on this SE.', labels, values,
+                        item['connection_limit'])
+                f.gauge('listener_limited_flows', 'Flows a listener '
+                        'counts against its connection_limit.', labels,
+                        values, item['counted_flows'])
+        labels = ['lb', 'listener', 'member', 'vip']
+        for item in raw['members']:
+            vip = item['listener']
+            lkey = keys[vip]
+            mid = member_ids.get((lkey, model.parse_address(
+                item['address'], 'member address')))
+            lid = listener_ids.get(lkey)
+            if mid is None or lid is None:
+                continue
+            values = [lb_of.get(lid, ''), lid, mid, vip]
+            f.counter('member_packets', 'Packets steered to a member.',
+                      labels, values, item['packets'])
+            f.counter('member_bytes', 'Bytes (IP packets, before '
+                      'encapsulation) steered to a member.', labels, values,
+                      item['bytes'])
+            f.counter('member_new_flows', 'Flows steered to a member '
+                      '(connection-table inserts).', labels, values,
+                      item['new_flows'])
+            f.gauge('member_active_flows', 'Connection-table entries '
+                    'pointing at a member.', labels, values,
+                    flows.get((vip, item['address']), 0))
+
+    # --------------------------------------------------------------- BGP
+    def _bgp_metrics(self, f):
+        sessions = getattr(self.agent, 'bgp_sessions', None)
+        peers = sessions.peers() if sessions is not None else {}
+        for peer, state in sorted(peers.items()):
+            f.gauge('bgp_peer_up', '1 while the BGP session with a peer '
+                    'is established.', ['peer'], [peer],
+                    int(state == 'established'))
+            f.gauge('bgp_peer_state', 'BGP session state of a peer (value '
+                    '1 on the current state).', ['peer', 'state'],
+                    [peer, state], 1)
+        announced = sorted(getattr(self.agent, 'announced', ()) or ())
+        f.gauge('bgp_announced_routes', 'VIP routes this SE announces.',
+                [], [], len(announced))
+        for prefix in announced:
+            f.gauge('bgp_route_announced', 'A VIP route this SE announces '
+                    '(value 1).', ['prefix'], [prefix], 1)
+
+    # ------------------------------------------------------------ health
+    def _health_metrics(self, f):
+        health = getattr(self.agent, 'health', None)
+        if health is None:
+            return
+        _, pool_of = self._ids_of(getattr(self.agent, 'snapshot', None))
+        statuses = health.statuses()
+        labels = ['lb', 'pool', 'member']
+        for member, status in sorted(statuses.items()):
+            lb, pool = pool_of.get(member, ('', ''))
+            f.gauge('member_health', 'A member\'s operating status by '
+                    'its health monitor (value 1 on the current status).',
+                    labels + ['status'], [lb, pool, member, status], 1)
+        for member, entry in sorted(self.probes.snapshot(statuses).items()):
+            lb, pool = pool_of.get(member, ('', ''))
+            values = [lb, pool, member]
+            for result in ('ok', 'failed'):
+                f.counter('health_probes', 'Health probes of a member, by '
+                          'result.', labels + ['result'],
+                          values + [result], entry[result])
+            cumulative, buckets = 0, []
+            for bound, count in zip(PROBE_BUCKETS, entry['buckets']):
+                cumulative += count
+                buckets.append((repr(bound), cumulative))
+            buckets.append(('+Inf', entry['ok'] + entry['failed']))
+            f.histogram('health_probe_duration_seconds', 'Time a health '
+                        'probe took (to its answer or its timeout).',
+                        labels, values, buckets, entry['sum'])
+        stats = health.stats() if hasattr(health, 'stats') else {}
+        if 'skipped_slots' in stats:
+            f.counter('health_skipped_probes', 'Probe slots skipped '
+                      'because the checker ran late (an overloaded '
+                      'agent).', [], [], stats['skipped_slots'])
+

@@ -1,0 +1,161 @@
+"""The agent's Prometheus endpoint, scraped from a live lab agent while
+real traffic flows: the counters of the listener and members carrying it
+move by what was sent, drops by reason, BGP sessions and routes, health
+probes, generation and ring ABI are there."""
+
+import socket
+import urllib.request
+
+import pytest
+from prometheus_client import parser
+
+from tools.lab import agent_lab
+from tools.lab import netns
+from tools.lab.agent_lab import listener, load_balancer, member, tcp_monitor
+
+VIP4 = netns.VIP4
+DL = f'{VIP4}:80/tcp'           # the dataplane listener of l-tcp
+REQUESTS = 20
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+class MetricsLab(agent_lab.AgentLab):
+    """The agent lab with [metrics] on, one free port per SE."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.metrics_ports = {}
+
+    def config_file(self, se):
+        path = super().config_file(se)
+        port = self.metrics_ports.setdefault(se, _free_port())
+        with open(path, 'a') as f:
+            f.write(f'\n[metrics]\nenabled = true\nbind_host = 127.0.0.1\n'
+                    f'port = {port}\n')
+        return path
+
+    def scrape(self, se):
+        """{(name, frozenset(labels)): value} of one scrape."""
+        url = f'http://127.0.0.1:{self.metrics_ports[se]}/metrics'
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            text = answer.read().decode()
+        return {(s.name, frozenset(s.labels.items())): s.value
+                for family in parser.text_string_to_metric_families(text)
+                for s in family.samples}
+
+
+@pytest.fixture
+def lab(make_topology):
+    lab = MetricsLab(make_topology(n_se=1, n_members=2))
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.close()
+
+
+def value(samples, name, **labels):
+    """The sample named ``name`` whose labels include ``labels``; fails
+    unless exactly one matches."""
+    want = set(labels.items())
+    found = [v for (n, ls), v in samples.items() if n == name and want <= ls]
+    assert len(found) == 1, (name, labels, found)
+    return found[0]
+
+
+def total(samples, name, **labels):
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items()
+               if n == name and want <= ls)
+
+
+def test_scraped_counters_follow_the_traffic(lab):
+    members = [member(f'm{m.index}', m.ipv4) for m in lab.topo.members]
+    lab.start_agents()
+    gen = lab.publish([load_balancer([VIP4], [
+        listener('l-tcp', 'TCP', 80, members, monitor=tcp_monitor())])])
+    lab.wait_applied(gen)
+    lab.wait_route(f'{VIP4}/32', ['se1'])
+    netns.wait_for(lambda: set(lab.statuses('se1').values()) == {'ONLINE'},
+                   10, 'members ONLINE')
+
+    first = lab.scrape('se1')
+    assert value(first, 'octavia_dsr_applied_generation') == gen
+    assert value(first, 'octavia_dsr_ring_abi_version') == 2
+    assert value(first, 'octavia_dsr_agent_info', se_group=lab.se_group) == 1
+    assert value(first, 'octavia_dsr_bgp_route_announced',
+                 prefix=f'{VIP4}/32') == 1
+    assert value(first, 'octavia_dsr_capacity_used',
+                 resource='listeners') == 1
+    # Sessions are read from ExaBGP every few seconds: poll.
+    host = lab.topo.host('se1')
+    netns.wait_for(lambda: all(
+        value(lab.scrape('se1'), 'octavia_dsr_bgp_peer_up', peer=p) == 1
+        for p in (host.gw4, host.gw6)), 15, 'BGP peers up in the metrics')
+
+    before = lab.scrape('se1')
+    served = {}
+    for port in range(42000, 42000 + REQUESTS):
+        body = lab.topo.http_get(VIP4, source_port=port)
+        m = body.split('member=')[1].split()[0]
+        served[m] = served.get(m, 0) + 1
+    # Datagrams to a VIP port no listener has: dropped, by reason.
+    lab.topo.run('client', ['python3', '-c', (
+        'import socket\n'
+        's = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n'
+        f'for _ in range(5): s.sendto(b"x", ("{VIP4}", 9999))')])
+    netns.wait_for(lambda: value(
+        lab.scrape('se1'), 'octavia_dsr_se_dropped_packets_total',
+        reason='no_listener') >= value(
+            before, 'octavia_dsr_se_dropped_packets_total',
+            reason='no_listener') + 5, 10, 'no_listener drops counted')
+    after = lab.scrape('se1')
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    lst = dict(lb='lb1', listener='l-tcp', vip=DL)
+    packets = delta('octavia_dsr_listener_packets_total', **lst)
+    # Every request is a new flow of several client packets (SYN, request,
+    # ACKs, FIN) through the SE.
+    assert delta('octavia_dsr_listener_new_flows_total', **lst) == REQUESTS
+    assert packets >= 3 * REQUESTS
+    assert delta('octavia_dsr_listener_bytes_total', **lst) >= 40 * packets
+    assert value(after, 'octavia_dsr_listener_active_flows',
+                 **lst) >= REQUESTS
+    assert delta('octavia_dsr_listener_conn_table_lookups_total',
+                 result='miss', **lst) == REQUESTS
+    assert delta('octavia_dsr_listener_conn_table_lookups_total',
+                 result='hit', **lst) == packets - REQUESTS
+    # Per member: what each served, and together the listener's packets.
+    for name, count in served.items():
+        mem = dict(lb='lb1', listener='l-tcp', member=name, vip=DL)
+        assert delta('octavia_dsr_member_new_flows_total', **mem) == count
+        assert delta('octavia_dsr_member_packets_total', **mem) >= count
+    assert sum(total(after, 'octavia_dsr_member_packets_total', member=m)
+               - total(before, 'octavia_dsr_member_packets_total', member=m)
+               for m in ('m1', 'm2')) == packets
+    assert value(after, 'octavia_dsr_conn_table_entries') >= REQUESTS
+    assert value(after, 'octavia_dsr_se_packets_total',
+                 action='steered') - value(
+        before, 'octavia_dsr_se_packets_total', action='steered') == packets
+
+    # Health probes of both members: results and latency.
+    for name in ('m1', 'm2'):
+        labels = dict(lb='lb1', pool='pool-l-tcp', member=name)
+        assert value(after, 'octavia_dsr_member_health', status='ONLINE',
+                     **labels) == 1
+        ok = value(after, 'octavia_dsr_health_probes_total', result='ok',
+                   **labels)
+        assert ok >= 1
+        assert value(after, 'octavia_dsr_health_probe_duration_seconds_count',
+                     **labels) >= ok
+        assert 0 < value(after, 'octavia_dsr_health_probe_duration_seconds_sum',
+                         **labels) < ok      # each well under a second
+    assert value(after, 'octavia_dsr_agent_error') == 0
+    assert value(after, 'octavia_dsr_helper_up', helper='bgp') == 1

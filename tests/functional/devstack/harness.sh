@@ -194,6 +194,9 @@ function _harness_caps {
 function run_process {
     local service=$1 command=$2 group=$3 user=${4:-$STACK_USER}
     is_service_enabled "$service" || return 0
+    local xtrace
+    xtrace=$(set +o | grep xtrace)
+    set +o xtrace
     [[ "$command" == /* ]] || die $LINENO "run_process: $command is not an absolute path"
     # DevStack's write_user_unit_file, in short.
     local unit=$SYSTEMD_DIR/devstack@$service.service
@@ -237,6 +240,8 @@ function run_process {
     setsid "${setpriv[@]}" -- env -i PATH="$PATH" LANG=C.UTF-8 $command \
         < /dev/null >> "$HARNESS_STATE/logs/$service.log" 2>&1 &
     echo $! > "$HARNESS_STATE/pids/$service"
+    echo "run_process $service: pid $!, user $user, capabilities '$ambient'"
+    $xtrace
 }
 
 function _harness_alive {
@@ -251,6 +256,10 @@ function stop_process {
     is_service_enabled "$service" || return 0
     [[ -f "$HARNESS_STATE/pids/$service" ]] || return 0
     pid=$(cat "$HARNESS_STATE/pids/$service")
+    local xtrace
+    xtrace=$(set +o | grep xtrace)
+    set +o xtrace
+    echo "stop_process $service: SIGTERM to $pid"
     if kill -TERM "$pid" 2>/dev/null; then
         local deadline=$((SECONDS + 90))
         while _harness_alive "$pid"; do
@@ -262,6 +271,7 @@ function stop_process {
         done
     fi
     rm -f "$HARNESS_STATE/pids/$service"
+    $xtrace
 }
 
 # ------------------------------------------------------------------- the phase

@@ -27,6 +27,7 @@ import configparser
 import grp
 import json
 import os
+from pathlib import Path
 import pwd
 import secrets
 import shutil
@@ -36,13 +37,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
 from tools.lab import bird as bird_mod
-from tools.lab import netns
 from tools.lab.localstack import octavia as octavia_stack
+from tools.lab import netns
 
 ROOT = Path(__file__).resolve().parents[3]
 HARNESS = Path(__file__).resolve().parent / 'harness.sh'
@@ -342,8 +342,8 @@ def check_post_config(ds):
 
     # [bgp] peers is multi-valued: oslo.config reads both routers, and
     # TCP-MD5 is on with the generated key.
-    from oslo_config import cfg
     from amphora_agent import opts
+    from oslo_config import cfg
     conf = cfg.ConfigOpts()
     opts.register_agent_opts(conf)
     conf(args=[], default_config_files=[str(agent_conf)])
@@ -457,12 +457,31 @@ def check_nothing_left(ds, pids):
 
 # -------------------------------------------------------------------- test
 
+class Laps:
+    """Seconds per step, printed at the end (the test's time budget)."""
+
+    def __init__(self):
+        self.t0 = self.last = time.monotonic()
+        self.laps = []
+
+    def __call__(self, name):
+        now = time.monotonic()
+        self.laps.append((name, now - self.last))
+        self.last = now
+
+    def __str__(self):
+        return (', '.join(f'{n} {s:.0f} s' for n, s in self.laps)
+                + f'; total {self.last - self.t0:.0f} s')
+
+
 def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
         devstack):
     ds = devstack
-    t0 = time.monotonic()
+    laps = Laps()
     ds.phase('stack', 'install')
+    laps('install')
     ds.phase('stack', 'post-config')
+    laps('post-config')
     check_post_config(ds)
     # DevStack merges local.conf's [[post-config|...]] after this phase:
     # a small dataplane for the lab (256 listeners lock 101 MiB).
@@ -470,6 +489,7 @@ def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
           f'{ds.conf_dir}/dsr-agent.conf dataplane max_listeners 8'])
 
     start_octavia(ds)
+    laps('octavia')
     md5 = (ds.conf_dir / 'keys/bgp-md5.key').read_text().strip()
     ds.bird = bird_mod.BirdRouter(ds.topo, local_asn=ROUTER_ASN)
     ds.bird.add_ses(ds.topo.ses, SE_ASN, hold_time=3, password=md5)
@@ -490,16 +510,20 @@ def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
     assert f'Uid:\t{pwd.getpwnam(ds.stack_user).pw_uid}\t' in ctl_status
     assert 'CapBnd:\t0000000000000000' in ctl_status
     ds.bird.wait_established(timeout=60)
+    laps('extra')
 
     create_load_balancer(ds)
     bird_mod.wait_route(ds.bird, netns.VIP4, [ds.se.ipv4], timeout=60)
     assert served_members(ds) == {m.name for m in ds.topo.members}
+    laps('load balancer')
 
     ds.phase('unstack')
     # The agent drained: its VIP withdrawn from the router.
     netns.wait_for(lambda: ds.bird.kernel_nexthops(netns.VIP4) == [], 15,
                    'the VIP withdrawn')
+    laps('unstack')
     ds.stack.stop()
     ds.phase('clean')
+    laps('clean')
     check_nothing_left(ds, pids)
-    print(f'devstack plugin test: {time.monotonic() - t0:.0f} s')
+    print(f'devstack plugin test: {laps}')

@@ -4,23 +4,31 @@ One worker thread owns every change (dataplane, BGP, reports); the RPC
 server, the health checker and the timers only set flags and wake it.  The
 dataplane is pinned and ExaBGP runs detached, so a killed agent leaves
 traffic and routes untouched; a restarted one adopts both and converges
-without a visible change.  SIGTERM drains: withdraw the VIPs, keep
-forwarding for drain_wait seconds, then stop.
+without a visible change.
+
+The process runs on cotyledon (dsr_wire/daemon.py).  SIGTERM drains:
+withdraw the VIPs, keep forwarding for drain_wait seconds, stop ExaBGP,
+exit -- unless the unit's ExecStop= said this stop is the first half of a
+restart (stopmode.py): then the agent exits leaving the dataplane pinned
+and ExaBGP announcing, and the next agent adopts both (hitless).  SIGHUP
+re-reads the configuration; the worker applies the mutable options
+(reload(), docs/operations.md).
 """
 
 import ipaddress
 import logging
-import signal
 import threading
 import time
 
 from dsr_wire import auth
+from dsr_wire import daemon
 from amphora_agent import capacity
 from amphora_agent import desired
 from dsr_wire import membership as membership_mod
 from amphora_agent import netwatch
 from dsr_wire import agent_rpc as rpc
 from amphora_agent import snapshot as snapshot_mod
+from amphora_agent import stopmode
 from amphora_agent import trust as trust_mod
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
@@ -162,6 +170,7 @@ class Agent:
         self._stop = threading.Event()
         self._fetch_wanted = True
         self._reconcile_wanted = False
+        self._reload_wanted = False
         self._seen_generation = -1
         self._lock = threading.Lock()
         self._rpc_server = None
@@ -276,6 +285,13 @@ class Agent:
         self._control.stop()
 
     # ----------------------------------------------------------- triggers
+    def reload(self):
+        """The configuration files were re-read (SIGHUP): the worker
+        applies the changed mutable options at its next round."""
+        with self._lock:
+            self._reload_wanted = True
+        self._wake.set()
+
     def config_changed(self, se_group, generation):
         if se_group != self.se_group:
             return
@@ -321,6 +337,14 @@ class Agent:
             with self._lock:
                 fetch, self._fetch_wanted = self._fetch_wanted, False
                 recon, self._reconcile_wanted = self._reconcile_wanted, False
+                reload, self._reload_wanted = self._reload_wanted, False
+            if reload:
+                self._safe(self._apply_reload)
+                # The intervals may have changed: count them from now.
+                now = time.monotonic()
+                next_stats = now + conf.stats_interval
+                next_resync = now + conf.resync_interval
+                next_nexthops = now + conf.nexthop_refresh_interval
             try:
                 if fetch:
                     recon = self._fetch() or recon
@@ -362,6 +386,34 @@ class Agent:
                         timeout = max(0.01, min(timeout, due))
                 self._wake.wait(timeout=timeout)
             self._wake.clear()
+
+    def _apply_reload(self):
+        """Reloaded options the worker must act on; the intervals and
+        drain_wait are read where they are used.  A changed [bgp] option
+        gives ExaBGP a new configuration: the speaker restarts it (withdraw,
+        restart_drain_time, start, announce again); only the timeouts are
+        taken over without a restart."""
+        if self.bgp is None:
+            return
+        from amphora_agent.bgp import speaker as bgp_speaker
+        new = bgp_speaker.BgpSpeaker.from_options(
+            self.conf.bgp, nexthop4=self.conf.agent.tunnel_source4,
+            nexthop6=self.conf.agent.tunnel_source6)
+        old = self.bgp
+        for name in ('start_timeout', 'command_timeout',
+                     'restart_drain_time'):
+            setattr(old, name, getattr(new, name))
+        if (new.config, new.exabgp_argv, new.log_level) == (
+                old.config, old.exabgp_argv, old.log_level):
+            return
+        LOG.info('BGP configuration changed: reconfiguring ExaBGP')
+        self.bgp = new
+        if self._bgp_sup is not None:
+            self._bgp_sup.speaker = new
+            self._bgp_sup.start()
+            self._read_announced()
+            self._intent = None     # the next _announce() checks again
+        self._announce(self._ready_vips or set())
 
     # ------------------------------------------------------ supervision
     def _read_announced(self):
@@ -714,21 +766,9 @@ def _claimed_key(envelope):
     return f'unsigned {type(envelope).__name__}'
 
 
-def main(argv=None):
-    import sys
-
-    from oslo_config import cfg
-    from oslo_log import log as oslo_log
-
-    from amphora_agent import opts
-
-    conf = cfg.CONF
-    opts.register_agent_opts(conf)
-    oslo_log.register_options(conf)
-    conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
-         prog='dsr-agent')
-    oslo_log.setup(conf, 'octavia-dsr')
-
+def build_agent(conf):
+    """The agent with its BGP speaker, health checker and group
+    membership, from the configuration."""
     from amphora_agent.bgp import speaker as bgp_speaker
     from amphora_agent.health import monitor as hm
     bgp = None
@@ -746,25 +786,66 @@ def main(argv=None):
     membership = membership_mod.Membership(
         conf.coordination.backend_url, conf.agent.se_id, conf.agent.se_group,
         caps)
-    try:
-        agent = Agent(conf, bgp=bgp, health=health, membership=membership)
-    except (auth.InsecureKeyFile, OSError, ValueError) as exc:
-        LOG.error('dsr-agent cannot start: %s', exc)
-        print(f'dsr-agent: {exc}', file=sys.stderr, flush=True)
-        return 2
-    stopping = threading.Event()
+    agent = Agent(conf, bgp=bgp, health=health, membership=membership)
+    return agent
 
-    def on_term(signum, frame):
-        stopping.set()
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    agent.start()
-    LOG.info('dsr-agent %s (group %s) running', agent.se_id, agent.se_group)
-    print('READY', flush=True)
-    stopping.wait()
-    LOG.info('draining')
-    agent.stop(drain=True)
-    return 0
+
+class AgentProcess:
+    """The agent as dsr_wire.daemon runs it in its worker process; the
+    stop chooses between draining and leaving everything as it is."""
+
+    def __init__(self, conf):
+        self.conf = conf
+        self.agent = build_agent(conf)
+
+    def start(self):
+        self.agent.start()
+        LOG.info('dsr-agent %s (group %s) running', self.agent.se_id,
+                 self.agent.se_group)
+
+    def stop(self, master_gone=False):
+        if master_gone:
+            LOG.warning('the dsr-agent master process is gone: stopping '
+                        'without draining (dataplane and routes stay)')
+            drain = False
+        elif stopmode.restart_pending(self.conf.agent.state_dir):
+            LOG.info('restart: stopping without draining (dataplane pinned, '
+                     'ExaBGP left to the next agent)')
+            drain = False
+        else:
+            LOG.info('draining')
+            drain = True
+        self.agent.stop(drain=drain)
+
+    def reload(self):
+        self.agent.reload()
+
+
+def main(argv=None):
+    import sys
+
+    from oslo_config import cfg
+    from oslo_log import log as oslo_log
+
+    from amphora_agent import opts
+
+    conf = cfg.CONF
+    opts.register_agent_opts(conf)
+    oslo_log.register_options(conf)
+    daemon.register_opts(conf)
+    conf.register_cli_opt(cfg.StrOpt(
+        'stop-hook', metavar='UNIT',
+        help='Run as the systemd unit\'s ExecStop= (with %n): when this '
+             'stop is the first half of a restart of UNIT, tell the '
+             'running agent to exit without draining; then exit.'))
+    conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
+         prog='dsr-agent')
+    oslo_log.setup(conf, 'octavia-dsr')
+    if conf.stop_hook:
+        stopmode.stop_hook(conf.agent.state_dir, conf.stop_hook)
+        return 0
+    stopmode.clear(conf.agent.state_dir)
+    daemon.serve(conf, 'dsr-agent', AgentProcess)
 
 
 if __name__ == '__main__':

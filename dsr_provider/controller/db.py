@@ -1,15 +1,32 @@
-"""Database engine, sessions and schema migrations (alembic)."""
+"""Database engine, sessions and schema migrations (alembic).
+
+Migrations run only from ``dsr-db-manage upgrade`` (dsr_provider/cmd/
+db_manage.py), once per deployment, never from a starting controller:
+controllers started together would race on DDL (MySQL DDL is not
+transactional).  A controller calls require_head() and refuses to run on a
+schema that is not the one its code expects.
+"""
 
 import contextlib
 import os
 
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 import sqlalchemy as sa
 from sqlalchemy import orm
 
 MIGRATIONS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                           'migrations')
+# Serialises concurrent "dsr-db-manage upgrade" runs (deployment tools on
+# several hosts): the second waits, then finds the schema at head.
+LOCK_NAME = 'octavia_dsr_migrations'
+LOCK_TIMEOUT = 600
+
+
+class SchemaNotCurrent(RuntimeError):
+    """The database schema is not the revision this code needs."""
 
 
 def engine(url):
@@ -19,16 +36,99 @@ def engine(url):
     return sa.create_engine(url, **kwargs)
 
 
-def upgrade(url, revision='head'):
-    """Bring the schema to `revision` (idempotent)."""
+def _config(url=None):
     cfg = Config()
     cfg.set_main_option('script_location', MIGRATIONS)
-    cfg.set_main_option('sqlalchemy.url', url.replace('%', '%%'))
+    if url is not None:
+        cfg.set_main_option('sqlalchemy.url', url.replace('%', '%%'))
+    return cfg
+
+
+@contextlib.contextmanager
+def _migration_lock(connection):
+    """A server-side named lock where the database has one (MySQL/MariaDB,
+    PostgreSQL); SQLite serialises writers itself."""
+    dialect = connection.dialect.name
+    if dialect == 'mysql':
+        got = connection.execute(sa.text('SELECT GET_LOCK(:n, :t)'), {
+            'n': LOCK_NAME, 't': LOCK_TIMEOUT}).scalar()
+        if got != 1:
+            raise SchemaNotCurrent(f'another schema upgrade holds the lock '
+                                   f'{LOCK_NAME!r} for over {LOCK_TIMEOUT} s')
+        try:
+            yield
+        finally:
+            connection.execute(sa.text('SELECT RELEASE_LOCK(:n)'),
+                               {'n': LOCK_NAME})
+    elif dialect == 'postgresql':
+        key = sa.text('SELECT pg_advisory_lock(hashtext(:n))')
+        connection.execute(key, {'n': LOCK_NAME})
+        try:
+            yield
+        finally:
+            connection.execute(sa.text(
+                'SELECT pg_advisory_unlock(hashtext(:n))'), {'n': LOCK_NAME})
+    else:
+        yield
+
+
+def upgrade(url, revision='head'):
+    """Bring the schema to ``revision`` (idempotent: at that revision
+    already, nothing happens)."""
+    cfg = _config(url)
     eng = engine(url)
-    with eng.begin() as connection:
-        cfg.attributes['connection'] = connection
-        command.upgrade(cfg, revision)
-    eng.dispose()
+    try:
+        with eng.begin() as connection:
+            with _migration_lock(connection):
+                cfg.attributes['connection'] = connection
+                command.upgrade(cfg, revision)
+    finally:
+        eng.dispose()
+
+
+def head():
+    """The newest revision this code knows."""
+    return ScriptDirectory.from_config(_config()).get_current_head()
+
+
+def current(url):
+    """The revisions the database is at (empty: no schema yet)."""
+    eng = engine(url)
+    try:
+        with eng.connect() as connection:
+            return tuple(MigrationContext.configure(
+                connection).get_current_heads())
+    finally:
+        eng.dispose()
+
+
+def history():
+    """[(revision, down_revision, message)], newest first."""
+    script = ScriptDirectory.from_config(_config())
+    return [(rev.revision, rev.down_revision, rev.doc)
+            for rev in script.walk_revisions()]
+
+
+def require_head(url):
+    """Raise SchemaNotCurrent (naming the fix) unless the database is at
+    this code's head revision."""
+    want = head()
+    have = current(url)
+    if have == (want,):
+        return
+    if not have:
+        state = 'has no octavia-dsr schema yet'
+    else:
+        known = {rev for rev, _, _ in history()}
+        newer = [r for r in have if r not in known]
+        state = (f'is at revision {", ".join(have)}' +
+                 (' (newer than this code: upgrade the code)' if newer
+                  else ''))
+    raise SchemaNotCurrent(
+        f'the database {sa.engine.make_url(url).render_as_string()} '
+        f'{state}; this code needs revision {want}: run '
+        f'"dsr-db-manage --config-file <dsr-controller.conf> upgrade" once '
+        f'for the deployment, then start the controllers')
 
 
 class Database:

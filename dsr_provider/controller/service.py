@@ -7,6 +7,13 @@ agents' RPC; writes go to the shared database.  tooz
 leader election picks the one that runs the Reporter.  When the leader
 dies, another is elected within the coordination timeout and resumes from
 the database.
+
+The process runs on cotyledon like Octavia's octavia-worker
+(dsr_wire/daemon.py): SIGTERM stops gracefully (consumers, election, group
+membership), SIGHUP re-reads the configuration (options marked mutable in
+dsr_provider/opts.py; docs/operations.md).  It never migrates its database:
+it refuses to start unless the schema is at this code's head ("dsr-db-manage
+upgrade" first), so controllers starting together never race on DDL.
 """
 
 import faulthandler
@@ -19,6 +26,7 @@ import threading
 from oslo_config import cfg
 from oslo_log import log as oslo_log
 import oslo_messaging as messaging
+from sqlalchemy import exc as sa_exc
 from tooz import coordination
 
 from dsr_wire import auth
@@ -31,6 +39,7 @@ from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_wire import changes
+from dsr_wire import daemon
 
 LOG = logging.getLogger(__name__)
 
@@ -41,7 +50,6 @@ class Controller:
         c = conf.dsr_controller
         self.controller_id = c.controller_id or \
             f'{socket.gethostname()}-{id(self):x}'
-        db_mod.upgrade(c.database_connection)
         self.database = db_mod.Database(c.database_connection)
         # Capacity is checked against the limits of the group's live
         # agents (tooz membership).
@@ -64,6 +72,7 @@ class Controller:
         self.election = election_mod.LeaderElection(
             self.coordinator, self.leader_group, self.controller_id)
         self._stop = threading.Event()
+        self._reload = threading.Event()
         self._server = None
         self._listener = None
         self._thread = None
@@ -129,6 +138,9 @@ class Controller:
         c = self.conf.dsr_controller
         reporter = None
         while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                reporter = None     # rebuilt with the reloaded options
             try:
                 self.coordinator.run_watchers()
                 if not self.election.check():
@@ -146,7 +158,13 @@ class Controller:
                 LOG.exception('controller loop failed; retrying')
             self._stop.wait(c.loop_interval)
 
-    def stop(self):
+    def reload(self):
+        """After a SIGHUP: loop_interval and stats_interval are read on
+        every round; the reporter is rebuilt for apply_timeout and
+        report_workers."""
+        self._reload.set()
+
+    def stop(self, master_gone=False):
         LOG.info('controller %s stopping', self.controller_id)
         self._stop.set()
         if self._thread:
@@ -181,20 +199,27 @@ def main(argv=None):
     conf = cfg.CONF
     opts.register_controller_opts(conf)
     oslo_log.register_options(conf)
+    daemon.register_opts(conf)
     conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
          prog='dsr-controller')
     oslo_log.setup(conf, 'octavia-dsr')
-    controller = Controller(conf)
-    # kill -USR2 <pid>: every thread's stack on stderr (a stuck loop).
+    refusal = None
+    try:
+        db_mod.require_head(conf.dsr_controller.database_connection)
+    except (db_mod.SchemaNotCurrent, sa_exc.SQLAlchemyError) as exc:
+        refusal = exc
+    if refusal is not None:
+        LOG.error('dsr-controller cannot start: %s', refusal)
+        print(f'dsr-controller: {refusal}', file=sys.stderr, flush=True)
+        return 2
+    daemon.serve(conf, 'dsr-controller', _start_worker)
+
+
+def _start_worker(conf):
+    """The controller of the worker process."""
+    # kill -USR2 <worker pid>: every thread's stack on stderr (a stuck loop).
     faulthandler.register(signal.SIGUSR2, all_threads=True)
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *a: stopping.set())
-    signal.signal(signal.SIGINT, lambda *a: stopping.set())
-    controller.start()
-    print('READY', flush=True)
-    stopping.wait()
-    controller.stop()
-    return 0
+    return Controller(conf)
 
 
 if __name__ == '__main__':

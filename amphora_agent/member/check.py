@@ -161,21 +161,17 @@ def listeners(spec):
 
 def mtu_fit(spec, ipr):
     link = netinfo.link(ipr, spec.interface)
-    problems = []
-    for fit in mtu.fits(spec, link.mtu):
-        if fit.fits:
-            continue
-        advmss = netinfo.default_advmss(ipr, fit.inner_family)
-        if advmss and advmss <= fit.mss:
-            continue   # clamped: clients never send what cannot fit
-        _, gateway = netinfo.default_route(ipr, fit.inner_family)
-        problems.append(Problem(
-            f'{spec.interface} MTU {link.mtu} < {fit.needed} needed for '
-            f'{spec.client_mtu}-byte client packets, {fit.label()}',
-            f'ip link set dev {spec.interface} mtu {fit.needed} (and the '
-            'whole SE->member path), or '
-            + mtu.clamp_command(fit, spec.interface, gateway)))
-    return problems
+    families = (4, 6)
+    short = mtu.shortfall(spec, link.mtu, {
+        f: netinfo.default_advmss(ipr, f) for f in families})
+    if short is None:
+        return []
+    needed, worst, mss = short
+    gateways = {f: netinfo.default_route(ipr, f)[1] for f in families}
+    return [Problem(f'{spec.interface} MTU {link.mtu} < {needed} needed for '
+                    f'{spec.client_mtu}-byte client packets '
+                    f'({worst.label()})',
+                    mtu.fix(spec.interface, needed, mss, gateways))]
 
 
 def run(spec, ipr, sysctl, pin_dir, setup_argv, mode=None):

@@ -221,9 +221,11 @@ def setup(spec, mode, ipr, sysctl, journal, pin_dir=ebpf.DEFAULT_PIN_DIR,
     lines += ensure_decap(spec, mode, ipr, journal, pin_dir)
     lines += apply_sysctls(rp_filter_sysctls(spec, sysctl, mode), sysctl,
                            journal)
-    gateways = {f: netinfo.default_route(ipr, f)[1] for f in (4, 6)}
-    link = netinfo.link(ipr, spec.interface)
-    lines += mtu.advice(spec, spec.interface, link.mtu, gateways)
+    families = (4, 6)
+    lines += mtu.advice(
+        spec, spec.interface, netinfo.link(ipr, spec.interface).mtu,
+        {f: netinfo.default_route(ipr, f)[1] for f in families},
+        {f: netinfo.default_advmss(ipr, f) for f in families})
     journal.data['spec'] = dict(spec.to_dict(), decap=mode, pin_dir=pin_dir)
     return mode, lines
 

@@ -51,28 +51,48 @@ def fits(spec, link_mtu):
     return result
 
 
-def clamp_command(fit, interface, gateway):
-    family = '-6 ' if fit.inner_family == 6 else ''
+def clamp_command(inner_family, mss, interface, gateway):
+    family = '-6 ' if inner_family == 6 else ''
     via = f' via {gateway}' if gateway else ''
     return (f'ip {family}route change default{via} dev {interface} '
-            f'advmss {fit.mss}')
+            f'advmss {mss}')
 
 
-def advice(spec, interface, link_mtu, gateways):
-    """Report lines for setup: what fits, and what to do where it does
-    not.  ``gateways``: {family: gateway or None}."""
-    lines = []
-    for fit in fits(spec, link_mtu):
-        if fit.fits:
-            lines.append(f'mtu: {interface} {link_mtu} carries '
-                         f'{spec.client_mtu}-byte client packets, '
-                         f'{fit.label()}')
-        else:
-            lines.append(
-                f'! mtu: {interface} {link_mtu} < {fit.needed} needed for '
-                f'{spec.client_mtu}-byte client packets, {fit.label()}: '
-                f'raise the MTU of the whole SE->member path to '
-                f'{fit.needed}, or advertise MSS {fit.mss}: '
-                + clamp_command(fit, interface,
-                                gateways.get(fit.inner_family)))
-    return lines
+def shortfall(spec, link_mtu, advmss=None):
+    """None when full-size client packets fit every encapsulation, else
+    (link MTU needed, the worst Fit, {VIP family: largest MSS that fits})
+    over the families whose default route does not already advertise a
+    small enough MSS (``advmss``: {family: metric, 0 when unset})."""
+    advmss = advmss or {}
+    short = [f for f in fits(spec, link_mtu) if not f.fits]
+    mss = {}
+    for fit in short:
+        mss[fit.inner_family] = min(mss.get(fit.inner_family, fit.mss),
+                                    fit.mss)
+    mss = {family: value for family, value in mss.items()
+           if not 0 < advmss.get(family, 0) <= value}
+    if not mss:
+        return None
+    worst = max(short, key=lambda f: f.needed)
+    return worst.needed, worst, mss
+
+
+def fix(interface, needed, mss, gateways):
+    return (f'ip link set dev {interface} mtu {needed} (the whole '
+            f'SE->member path), or clamp the MSS: ' + '; '.join(
+                clamp_command(family, value, interface, gateways.get(family))
+                for family, value in sorted(mss.items())))
+
+
+def advice(spec, interface, link_mtu, gateways, advmss=None):
+    """The setup's report line: whether client packets fit, and what to
+    do where they do not.  ``gateways``: {family: default gateway}."""
+    short = shortfall(spec, link_mtu, advmss)
+    if short is None:
+        most = max(f.overhead for f in fits(spec, link_mtu))
+        return [f'mtu: {interface} {link_mtu} carries {spec.client_mtu}-byte '
+                f'client packets in every encapsulation (up to +{most})']
+    needed, worst, mss = short
+    return [f'! mtu: {interface} {link_mtu} < {needed} needed for '
+            f'{spec.client_mtu}-byte client packets ({worst.label()}): '
+            + fix(interface, needed, mss, gateways)]

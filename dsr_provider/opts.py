@@ -5,6 +5,7 @@ global ``cfg.CONF`` under ``[dsr_provider]`` (a private ConfigOpts breaks
 oslo.messaging, which looks up its own options on the object it is given).
 """
 
+from keystoneauth1 import loading as ks_loading
 from oslo_config import cfg
 
 GROUP = 'dsr_provider'
@@ -123,9 +124,101 @@ controller_opts = [
 ]
 
 
+# Neutron integration of the controller (dsr_provider/controller/neutron_*,
+# docs/members.md "Neutron").  The client: [neutron] keystoneauth adapter
+# options (endpoint_override, region_name, valid_interfaces, ...) and
+# [service_auth] credentials plus TLS, the sections Octavia itself uses.
+NEUTRON_GROUP = 'neutron'
+SERVICE_AUTH_GROUP = 'service_auth'
+SE_PORT_MODES = ('address_pairs', 'port_security_off', 'unmanaged')
+
+neutron_controller_opts = [
+    cfg.BoolOpt('neutron_member_ports', default=False,
+                help='Add the VIP addresses of every load balancer whose '
+                     'pool holds a member to the allowed_address_pairs of '
+                     'the Neutron port that has the member\'s address (found '
+                     'by the member\'s subnet_id, else the VIP subnet, and '
+                     'its fixed IP), and remove them when the last such '
+                     'membership goes: a DSR member answers from the VIP, '
+                     'which port security drops otherwise.  Only pairs the '
+                     'controller added are ever removed.  A port it may not '
+                     'update makes its members operating ERROR (reason in '
+                     'the log and in neutron_member_ports).  The elected '
+                     'leader reconciles; Neutron client from [neutron] and '
+                     '[service_auth].'),
+    cfg.ListOpt('neutron_se_ports', default=[],
+                help='Neutron ports of the service engines, as '
+                     'SE_GROUP:PORT_ID entries: they receive the traffic '
+                     'for the VIPs of their group\'s load balancers and are '
+                     'managed as neutron_se_port_mode says.'),
+    cfg.StrOpt('neutron_se_port_mode', default='address_pairs',
+               choices=[('address_pairs', 'the VIPs of the group\'s load '
+                         'balancers in the ports\' allowed_address_pairs '
+                         '(mind [DEFAULT] max_allowed_address_pair, 10 by '
+                         'default, in Neutron)'),
+                        ('port_security_off', 'port security disabled on '
+                         'the ports (their security groups and pairs are '
+                         'cleared, as Neutron requires); nothing to do per '
+                         'VIP'),
+                        ('unmanaged', 'the controller leaves the SE ports '
+                         'alone')],
+               help='How the SEs\' ports (neutron_se_ports) accept VIP '
+                    'traffic.'),
+    cfg.BoolOpt('neutron_tunnel_security_group', default=False,
+                help='Create, in each project that has member ports, a '
+                     'security group "octavia-dsr-tunnels" admitting the '
+                     'SEs\' tunnels (IP protocols 4 and 47 from IPv4 '
+                     'sources; 4, 41 and 47 from IPv6 sources) and attach '
+                     'it to the member ports (neutron_member_ports); '
+                     'detached when the last membership goes.'),
+    cfg.ListOpt('neutron_tunnel_sources', default=[],
+                help='Addresses or CIDRs the SEs send tunnelled packets '
+                     'from (the rules\' remote_ip_prefix).  Empty: the '
+                     'fixed IPs of neutron_se_ports.'),
+    cfg.BoolOpt('neutron_tunnel_any_from_ipv4_sources', default=True,
+                help='Also admit every protocol from IPv4 tunnel sources: '
+                     'IPv6 VIPs tunnelled to IPv4 members are IP protocol '
+                     '41 in IPv4, and Neutron refuses a protocol-41 rule '
+                     'with ethertype IPv4 ("Invalid ethertype IPv4 for '
+                     'protocol 41").  False: 6in4 is not admitted.'),
+    cfg.FloatOpt('neutron_resync_interval', default=120.0, min=5.0,
+                 help='Seconds between full reconciliations of the Neutron '
+                      'ports (every member\'s port looked up again, '
+                      'changes made behind the controller\'s back '
+                      'repaired).  Changes of the desired state are '
+                      'applied at once in between.'),
+    cfg.FloatOpt('neutron_retry_interval', default=10.0, min=0.5,
+                 help='Seconds before a port whose update failed is tried '
+                      'again.'),
+]
+
+
+def neutron_client_opts():
+    """[neutron] adapter and [service_auth] session + auth options
+    (keystoneauth's own definitions, so every keystone plugin works;
+    auth_type none with [neutron] endpoint_override for a noauth
+    Neutron)."""
+    auth = ks_loading.get_auth_common_conf_options() + \
+        ks_loading.get_auth_plugin_conf_options('password')
+    return [(NEUTRON_GROUP, ks_loading.get_adapter_conf_options(
+                include_deprecated=False)),
+            (SERVICE_AUTH_GROUP, ks_loading.get_session_conf_options() +
+             auth)]
+
+
+def register_neutron_opts(conf):
+    conf.register_opts(neutron_controller_opts, group=CONTROLLER_GROUP)
+    ks_loading.register_adapter_conf_options(conf, NEUTRON_GROUP,
+                                             include_deprecated=False)
+    ks_loading.register_session_conf_options(conf, SERVICE_AUTH_GROUP)
+    ks_loading.register_auth_conf_options(conf, SERVICE_AUTH_GROUP)
+    return conf
+
+
 def register_controller_opts(conf=None):
     conf = cfg.CONF if conf is None else conf
     conf.register_opts(controller_opts, group=CONTROLLER_GROUP)
+    register_neutron_opts(conf)
     return conf
 
 
@@ -139,4 +232,5 @@ def register_opts(conf=None):
 def list_opts():
     """Entry point of oslo-config-generator (octavia_dsr.dsr_provider)."""
     return [(GROUP, dsr_provider_opts),
-            (CONTROLLER_GROUP, controller_opts)]
+            (CONTROLLER_GROUP, controller_opts + neutron_controller_opts)
+            ] + neutron_client_opts()

@@ -135,3 +135,31 @@ class SEKey(Base):
     # Base64 of the raw 32-byte Ed25519 public key.
     public_key = sa.Column(sa.String(64), nullable=False)
     enrolled_at = sa.Column(sa.Double, nullable=False)
+
+
+class NeutronOwned(Base):
+    """What the controller added to a Neutron port (neutron_ports.py):
+    only these are ever removed, so the operator's own pairs and groups
+    stay.  Written before the port update and dropped after the removal,
+    so a crash in between leaves a row to retry, never an orphan pair."""
+
+    __tablename__ = 'neutron_owned'
+    port_id = sa.Column(sa.String(36), primary_key=True)
+    # 'pair' (value: an allowed_address_pairs address) or 'sg' (value: a
+    # security group id).
+    kind = sa.Column(sa.String(16), primary_key=True)
+    value = sa.Column(sa.String(64), primary_key=True)
+
+
+class NeutronMemberPort(Base):
+    """The Neutron port a member's address belongs to, and why the
+    controller could not update it (its operating status is then ERROR)."""
+
+    __tablename__ = 'neutron_member_ports'
+    member_id = sa.Column(sa.String(36), primary_key=True)
+    subnet_id = sa.Column(sa.String(36))
+    address = sa.Column(sa.String(64), nullable=False)
+    # Null: no port holds the address (not a Neutron port).
+    port_id = sa.Column(sa.String(36), index=True)
+    reason = sa.Column(sa.Text)
+    checked_at = sa.Column(sa.Double, nullable=False)

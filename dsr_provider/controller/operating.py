@@ -28,6 +28,8 @@ Members (first matching row wins):
 | the group has no live serviceable SE                   | OFFLINE    |
 | admin down, or its pool is not served (admin down,     | OFFLINE    |
 |   rejected, on no served listener)                     |            |
+| its Neutron port refused the VIP pairs (port security  | ERROR      |
+|   drops its replies; reason: neutron_ports.py)         |            |
 | no live SE reported it yet                             | (unsent)   |
 | more than half of the live SEs' reports say ERROR      | ERROR      |
 | weight 0 (drains: no new flows)                        | DRAINING   |
@@ -106,13 +108,14 @@ def member_vote(reports):
 
 
 def compute(lbs, listeners, pools, members, healthmonitors, reports,
-            rejected, serving_groups):
+            rejected, serving_groups, port_refused=frozenset()):
     """{(kind, id): operating status} for every object whose status is
     known (see the tables above).
 
     Rows are the store's models (doc, parent links); reports: {member_id:
     [status reported by each live SE]}; rejected: set of (kind, id);
-    serving_groups: SE groups with at least one live, serviceable SE.
+    serving_groups: SE groups with at least one live, serviceable SE;
+    port_refused: ids of members whose Neutron port refused the VIPs.
     """
     out = {}
     lb_group = {lb.id: lb.se_group for lb in lbs}
@@ -167,6 +170,8 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
             out[key] = OFFLINE
         elif not _up(m) or m.pool_id not in served_pools:
             out[key] = OFFLINE
+        elif m.id in port_refused:
+            out[key] = ERROR
         else:
             st = member_vote(reports.get(m.id) or ())
             if st is None:

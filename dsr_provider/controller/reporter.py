@@ -14,6 +14,7 @@ import time
 from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
 
 from dsr_provider.controller import models
+from dsr_provider.controller import neutron_ports
 from dsr_provider.controller import operating as operating_mod
 from dsr_provider.controller import store as store_mod
 
@@ -303,13 +304,14 @@ class Reporter:
             rows = {kind: list(s.query(model))
                     for kind, model in store_mod._MODELS.items()}
             pending = [p.status for p in s.query(models.PendingStatus)]
+            port_refused = set(neutron_ports.member_reasons(s))
         rejected = set(agent_rejections)
         for kind, kind_rows in rows.items():
             rejected.update((kind, r.id) for r in kind_rows if r.rejected)
         statuses = operating_mod.compute(
             rows['loadbalancers'], rows['listeners'], rows['pools'],
             rows['members'], rows['healthmonitors'], reports, rejected,
-            serving)
+            serving, port_refused)
         # Objects Octavia may not have committed yet get theirs with their
         # provisioning status.
         waiting = {(kind, item['id']) for doc in pending

@@ -1,4 +1,9 @@
-"""oslo.config options of the SE agent package, declared in one place."""
+"""oslo.config options of the SE agent package, declared in one place.
+
+Options with mutable=True take a new value on SIGHUP (``systemctl reload
+dsr-agent``; the agent applies it, docs/operations.md "Reload"); the others
+need a restart, which is hitless.
+"""
 
 from oslo_config import cfg
 
@@ -66,15 +71,16 @@ agent_opts = [
     cfg.StrOpt('role', default='tier1', choices=['tier1', 'tier2'],
                help='tier1: members are application servers; tier2: '
                     'members are L7 proxy SEs sharing the VIP.'),
-    cfg.FloatOpt('stats_interval', default=10.0, min=0.5,
+    cfg.FloatOpt('stats_interval', mutable=True, default=10.0, min=0.5,
                  help='Seconds between statistics reports.'),
-    cfg.FloatOpt('resync_interval', default=60.0, min=1.0,
+    cfg.FloatOpt('resync_interval', mutable=True, default=60.0, min=1.0,
                  help='Seconds between unsolicited get_config calls, in '
                       'case a config_changed cast was lost.'),
-    cfg.FloatOpt('nexthop_refresh_interval', default=30.0, min=1.0,
+    cfg.FloatOpt('nexthop_refresh_interval', mutable=True, default=30.0,
+                 min=1.0,
                  help='Seconds between re-resolutions of member next hops '
                       '(neighbour MACs change).'),
-    cfg.FloatOpt('drain_wait', default=2.0, min=0.0,
+    cfg.FloatOpt('drain_wait', mutable=True, default=2.0, min=0.0,
                  help='Seconds to keep forwarding after withdrawing the '
                       'VIPs on a drain, so routers converge first.'),
     cfg.StrOpt('state_dir', default='/run/octavia-dsr',
@@ -134,42 +140,42 @@ auth_opts = [
 bgp_opts = [
     cfg.BoolOpt('enabled', default=True,
                 help='Advertise VIPs by BGP (next hop = this SE).'),
-    cfg.IntOpt('local_asn', min=1, max=4294967295,
+    cfg.IntOpt('local_asn', mutable=True, min=1, max=4294967295,
                help='AS number of the SE; the SEs of a group may share it.'),
-    cfg.StrOpt('router_id',
+    cfg.StrOpt('router_id', mutable=True,
                help='BGP router id; default: the SE\'s IPv4 next hop.'),
-    cfg.MultiStrOpt('peers', default=[],
+    cfg.MultiStrOpt('peers', mutable=True, default=[],
                     help='One per router: "ADDRESS ASN [hold_time=N] '
                          '[password=P] [local_address=A]". IPv4 peers carry '
                          'IPv4 VIPs, IPv6 peers (native IPv6 sessions) IPv6 '
                          'VIPs.'),
-    cfg.StrOpt('md5_password', secret=True,
+    cfg.StrOpt('md5_password', mutable=True, secret=True,
                help='TCP MD5 key for peers without their own password=.'),
-    cfg.IntOpt('hold_time', default=9, min=0, max=65535,
+    cfg.IntOpt('hold_time', mutable=True, default=9, min=0, max=65535,
                help='BGP hold time (0, or 3 and up) for peers without '
                     'hold_time=.'),
-    cfg.StrOpt('nexthop_ipv4',
+    cfg.StrOpt('nexthop_ipv4', mutable=True,
                help='Next hop of IPv4 VIPs; default: [agent] '
                     'tunnel_source4.'),
-    cfg.StrOpt('nexthop_ipv6',
+    cfg.StrOpt('nexthop_ipv6', mutable=True,
                help='Next hop of IPv6 VIPs; default: [agent] '
                     'tunnel_source6.'),
     cfg.StrOpt('state_dir', default='/run/octavia-dsr/bgp',
                help='ExaBGP config, pid, announced set and API socket (one '
                     'directory per SE; the socket path must stay <= 107 '
                     'bytes).'),
-    cfg.StrOpt('exabgp_command',
+    cfg.StrOpt('exabgp_command', mutable=True,
                help='Command running ExaBGP 5 (split like a shell command); '
                     'default: the exabgp next to the agent\'s Python.'),
-    cfg.StrOpt('exabgp_log_level', default='INFO',
+    cfg.StrOpt('exabgp_log_level', mutable=True, default='INFO',
                choices=['DEBUG', 'INFO', 'WARNING', 'ERROR', 'CRITICAL'],
                help='ExaBGP log level (<state_dir>/exabgp.log).'),
-    cfg.FloatOpt('restart_drain_time', default=1.0, min=0,
+    cfg.FloatOpt('restart_drain_time', mutable=True, default=1.0, min=0,
                  help='Pause between withdrawing everything and stopping '
                       'ExaBGP when a peer change forces a restart.'),
-    cfg.FloatOpt('start_timeout', default=15.0, min=1,
+    cfg.FloatOpt('start_timeout', mutable=True, default=15.0, min=1,
                  help='Seconds for the ExaBGP API to come up.'),
-    cfg.FloatOpt('command_timeout', default=10.0, min=0.1,
+    cfg.FloatOpt('command_timeout', mutable=True, default=10.0, min=0.1,
                  help='Seconds per ExaBGP API command.'),
 ]
 

@@ -62,11 +62,15 @@ controller_opts = [
                help='Unique id of this controller (tooz member, RPC '
                     'server). Default: hostname plus a process token.'),
     cfg.StrOpt('database_connection', secret=True,
-               default='sqlite:////var/lib/octavia-dsr/controller.db',
+               default='sqlite:////var/lib/octavia-dsr-controller/'
+                       'controller.db',
                help='SQLAlchemy URL of the controller\'s own database '
                     '(desired state); e.g. mysql+pymysql://user:pw@host/'
-                    'octavia_dsr. Migrated to the latest schema at start. '
-                    'A SQLite file suits a single controller only.'),
+                    'octavia_dsr. Created and migrated by "dsr-db-manage '
+                    'upgrade", never by the controller, which refuses to '
+                    'start on another schema revision. A SQLite file '
+                    '(the default: the unit\'s StateDirectory) suits a '
+                    'single controller only.'),
     cfg.StrOpt('provider_exchange', default='octavia',
                help='Exchange the provider driver publishes its changes on: '
                     'octavia-api\'s [DEFAULT] control_exchange (Octavia '
@@ -82,10 +86,10 @@ controller_opts = [
     cfg.StrOpt('leader_group', default='octavia-dsr-controllers',
                help='tooz group in which the controllers of one deployment '
                     'elect the leader that reports to Octavia.'),
-    cfg.FloatOpt('apply_timeout', default=30.0, min=1.0,
+    cfg.FloatOpt('apply_timeout', mutable=True, default=30.0, min=1.0,
                  help='Seconds the live SEs of a group have to apply a '
                       'generation before its objects are reported ERROR.'),
-    cfg.IntOpt('report_workers', default=2, min=1,
+    cfg.IntOpt('report_workers', mutable=True, default=2, min=1,
                help='Status documents the leader sends to '
                     'octavia-driver-agent at the same time.  Each round '
                     'puts every ready load balancer in as few documents as '
@@ -93,10 +97,10 @@ controller_opts = [
                     'deletions fill several, and their children are CPU '
                     'bound: more than the host\'s cores only adds '
                     'contention.'),
-    cfg.FloatOpt('stats_interval', default=5.0, min=0.5,
+    cfg.FloatOpt('stats_interval', mutable=True, default=5.0, min=0.5,
                  help='Seconds between listener statistics updates sent to '
                       'Octavia.'),
-    cfg.FloatOpt('loop_interval', default=0.1, min=0.01,
+    cfg.FloatOpt('loop_interval', mutable=True, default=0.1, min=0.01,
                  help='Seconds between rounds of the leader\'s reporting '
                       'loop.'),
     cfg.StrOpt('octavia_status_socket',

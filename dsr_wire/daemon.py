@@ -88,6 +88,9 @@ class _Worker(cotyledon.Service):
     def reload(self):
         LOG.info('SIGHUP: re-reading the configuration files')
         self._conf.mutate_config_files()
+        if self._conf.log_options:
+            # What the worker runs with now (at DEBUG, secrets masked).
+            self._conf.log_opt_values(LOG, logging.DEBUG)
         self._started.wait()
         if self._daemon is not None:
             self._daemon.reload()

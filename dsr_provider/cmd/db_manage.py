@@ -25,10 +25,8 @@ LOG = oslo_log.getLogger(__name__)
 
 
 def do_upgrade(conf):
-    url = conf.dsr_controller.database_connection
-    before = db_mod.current(url)
-    db_mod.upgrade(url, conf.command.revision)
-    after = db_mod.current(url)
+    before, after = db_mod.upgrade(conf.dsr_controller.database_connection,
+                                   conf.command.revision)
     if after == before:
         print(f'schema already at {_revs(after)}')
     else:

@@ -74,16 +74,23 @@ def _migration_lock(connection):
 
 def upgrade(url, revision='head'):
     """Bring the schema to ``revision`` (idempotent: at that revision
-    already, nothing happens)."""
+    already, nothing happens).  Returns the revisions (before, after),
+    read under the lock."""
     cfg = _config(url)
     eng = engine(url)
     try:
         with eng.begin() as connection:
             with _migration_lock(connection):
+                before = _heads(connection)
                 cfg.attributes['connection'] = connection
                 command.upgrade(cfg, revision)
+                return before, _heads(connection)
     finally:
         eng.dispose()
+
+
+def _heads(connection):
+    return tuple(MigrationContext.configure(connection).get_current_heads())
 
 
 def head():
@@ -96,8 +103,7 @@ def current(url):
     eng = engine(url)
     try:
         with eng.connect() as connection:
-            return tuple(MigrationContext.configure(
-                connection).get_current_heads())
+            return _heads(connection)
     finally:
         eng.dispose()
 

@@ -93,8 +93,7 @@ class ProductLab:
 
     def start(self):
         self.agents.start()
-        out = self.mysql(f'CREATE DATABASE {self.controller_db}')
-        assert out.returncode == 0, out.stderr
+        self.create_database()
         self.stack = octavia_stack.OctaviaStack(
             self.workdir, provider_drivers={'dsr': 'DSR'},
             default_provider='dsr',
@@ -115,9 +114,24 @@ class ProductLab:
         self.start_controller('ctl1')
         self.agents.start_agents()
 
+    def create_database(self):
+        """The controller database, migrated as a deployment does it: the
+        real "dsr-db-manage upgrade" (controllers never migrate)."""
+        out = self.mysql(f'CREATE DATABASE {self.controller_db}')
+        assert out.returncode == 0, out.stderr
+        path = os.path.join(self.agents.root, 'db-manage.conf')
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, 'w') as f:
+            f.write(f'[dsr_controller]\n'
+                    f'database_connection = {self.controller_db_url}\n')
+        out = subprocess.run([sys.executable, '-m',
+                              'dsr_provider.cmd.db_manage', '--config-file',
+                              path, 'upgrade'], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stdout + out.stderr
+
     def enrol_ses(self):
         """What "dsr-manage enrol-se" does for every SE of the lab."""
-        db_mod.upgrade(self.controller_db_url)
         database = db_mod.Database(self.controller_db_url)
         try:
             for se in self.topo.ses:

@@ -112,8 +112,7 @@ class TempestLab(product_lab.ProductLab):
         jobs = [pool.submit(identity), pool.submit(network_db)]
         try:
             self.agents.start()
-            out = self.mysql(f'CREATE DATABASE {self.controller_db}')
-            assert out.returncode == 0, out.stderr
+            self.create_database()
             self.enrol_ses()
             log('namespaces, SE keys and controller database ready')
         finally:

@@ -62,7 +62,7 @@ class UnitLab:
         state_root = os.path.join(lab.root, 'lib')
         self.runtime_dir = os.path.join(run_root, 'octavia-dsr')
         self.bgp_dir = os.path.join(self.runtime_dir, 'bgp')
-        conf = lab.config_file('se1')
+        self.conf = conf = lab.config_file('se1')
         # The shipped layout: [agent] and [bgp] state in the unit's
         # RuntimeDirectory, [auth] state in its StateDirectory.
         with open(conf, 'a') as f:
@@ -188,6 +188,30 @@ def test_systemctl_stop_drains_then_exits(unit_lab):
     assert not os.path.exists(ul.runtime_dir), \
         'RuntimeDirectory left behind by a stop'
     assert _agent_log_says(lab, 'draining')
+
+
+def test_systemctl_reload_reconfigures_bgp(unit_lab):
+    """ExecReload= (SIGHUP): a changed [bgp] option reaches ExaBGP in the
+    same agent process; the route comes back through the new session."""
+    ul, lab = unit_lab, unit_lab.lab
+    _serve(ul)
+    before = ul.exabgp()
+    main = ul.unit.main.pid
+    with open(ul.conf, 'a') as f:
+        f.write('\n[bgp]\nhold_time = 6\n')
+    ul.unit.reload()
+
+    def new_exabgp():
+        try:
+            return ul.exabgp() != before
+        except (OSError, ValueError):
+            return False    # between the old record and the new one
+    netns.wait_for(new_exabgp, 60, 'ExaBGP restarted with the new options')
+    with open(os.path.join(ul.bgp_dir, 'exabgp.conf')) as f:
+        assert 'hold-time 6' in f.read()
+    lab.wait_route(P4, ['se1'], timeout=30)
+    assert ul.unit.main.pid == main and ul.unit.main.poll() is None
+    assert _agent_log_says(lab, 'BGP configuration changed')
 
 
 def _alive(pid, start_time):

@@ -238,4 +238,17 @@ def cloud_init(spec, mode, argv):
                       ['systemctl', 'enable', '--now', UNIT]]}
     return ('#cloud-config\n# octavia-dsr tier-1 member: VIPs '
             + ', '.join(map(str, spec.vips)) + '\n'
-            + yaml.safe_dump(doc, sort_keys=False, width=1000))
+            + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000))
+
+
+class _Dumper(yaml.SafeDumper):
+    """File contents as literal blocks (|), readable in the user-data."""
+
+
+def _str(dumper, value):
+    style = '|' if '\n' in value else None
+    return dumper.represent_scalar('tag:yaml.org,2002:str', value,
+                                   style=style)
+
+
+_Dumper.add_representer(str, _str)

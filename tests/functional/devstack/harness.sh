@@ -16,7 +16,9 @@
 #                   NoNewPrivileges= (setpriv), a clean environment; the
 #                   PID is recorded (pids/<service>) and the output goes to
 #                   logs/<service>.log.  An unknown directive fails.
-#   stop_process    SIGTERM to that PID (DevStack's units: KillMode=process),
+#   stop_process    ExecStop= lines with the unit's credentials while a
+#                   stand-in `systemctl list-jobs` answers "stop", then
+#                   SIGTERM to that PID (DevStack's units: KillMode=process),
 #                   SIGKILL after 90 s.
 #   setup_develop   pip install -e into $DEVSTACK_VENV, nothing downloaded
 #   install_package a no-op for installed packages, apt-get otherwise
@@ -191,6 +193,44 @@ function _harness_caps {
     echo "$caps"
 }
 
+# The unit DevStack wrote plus the drop-ins, into UNIT_* variables; a
+# directive this emulation does not play fails the phase.
+function _harness_read_unit {
+    local service=$1 line key value file
+    UNIT_NAME=devstack@$service.service
+    UNIT_USER="" UNIT_GROUP="" UNIT_EXEC="" UNIT_AMBIENT="" UNIT_BOUNDING=""
+    UNIT_NNP="" UNIT_PRE=() UNIT_STOP=()
+    for file in "$SYSTEMD_DIR/$UNIT_NAME" "$SYSTEMD_DIR/$UNIT_NAME.d"/*.conf; do
+        [[ -f "$file" ]] || continue
+        while IFS= read -r line; do
+            [[ -z "$line" || "$line" == "#"* || "$line" == "["*"]" ]] && continue
+            key=${line%%=*}
+            value=${line#*=}
+            case "$key" in
+                Description|KillMode) ;;
+                User) UNIT_USER=$value ;;
+                Group) UNIT_GROUP=$value ;;
+                ExecStart) UNIT_EXEC=$value ;;
+                AmbientCapabilities) UNIT_AMBIENT=$value ;;
+                CapabilityBoundingSet) UNIT_BOUNDING=$value ;;
+                NoNewPrivileges) [[ "$value" == yes ]] && UNIT_NNP=--no-new-privs ;;
+                ExecStartPre)
+                    [[ "$value" == +* ]] || die $LINENO "only ExecStartPre=+ is emulated: $line"
+                    UNIT_PRE+=("${value#+}") ;;
+                ExecStop) UNIT_STOP+=("${value//%n/$UNIT_NAME}") ;;
+                *) die $LINENO "harness: unit directive not emulated: $line" ;;
+            esac
+        done < "$file"
+    done
+    UNIT_SETPRIV=(setpriv --reuid="$UNIT_USER" --regid="${UNIT_GROUP:-$UNIT_USER}"
+                  --init-groups --inh-caps="$(_harness_caps "$UNIT_AMBIENT")"
+                  --ambient-caps="$(_harness_caps "$UNIT_AMBIENT")"
+                  --bounding-set="$(_harness_caps "$UNIT_BOUNDING")")
+    if [[ -n "$UNIT_NNP" ]]; then
+        UNIT_SETPRIV+=("$UNIT_NNP")
+    fi
+}
+
 function run_process {
     local service=$1 command=$2 group=$3 user=${4:-$STACK_USER}
     is_service_enabled "$service" || return 0
@@ -199,48 +239,22 @@ function run_process {
     set +o xtrace
     [[ "$command" == /* ]] || die $LINENO "run_process: $command is not an absolute path"
     # DevStack's write_user_unit_file, in short.
-    local unit=$SYSTEMD_DIR/devstack@$service.service
     mkdir -p "$SYSTEMD_DIR"
     printf '%s\n' "[Unit]" "Description=Devstack devstack@$service.service" \
         "[Service]" "User=$user" ${group:+"Group=$group"} "ExecStart=$command" \
-        "KillMode=process" > "$unit"
-
-    local ambient="" bounding="" no_new_privs="" line key value
-    local -a pre=()
-    local dropin
-    for dropin in "$SYSTEMD_DIR/devstack@$service.service.d"/*.conf; do
-        [[ -f "$dropin" ]] || continue
-        while IFS= read -r line; do
-            [[ -z "$line" || "$line" == "#"* || "$line" == "[Service]" ]] && continue
-            key=${line%%=*}
-            value=${line#*=}
-            case "$key" in
-                AmbientCapabilities) ambient=$value ;;
-                CapabilityBoundingSet) bounding=$value ;;
-                NoNewPrivileges) [[ "$value" == yes ]] && no_new_privs=--no-new-privs ;;
-                ExecStartPre)
-                    [[ "$value" == +* ]] || die $LINENO "only ExecStartPre=+ is emulated: $line"
-                    pre+=("${value#+}") ;;
-                *) die $LINENO "harness: unit directive not emulated: $line" ;;
-            esac
-        done < "$dropin"
-    done
+        "KillMode=process" > "$SYSTEMD_DIR/devstack@$service.service"
+    _harness_read_unit "$service"
     local cmd
-    for cmd in "${pre[@]}"; do
+    for cmd in "${UNIT_PRE[@]}"; do
         bash -c "$cmd"
     done
-    local -a setpriv=(setpriv --reuid="$user" --regid="${group:-$user}" --init-groups
-                      --inh-caps="$(_harness_caps "$ambient")"
-                      --ambient-caps="$(_harness_caps "$ambient")"
-                      --bounding-set="$(_harness_caps "$bounding")")
-    [[ -n "$no_new_privs" ]] && setpriv+=("$no_new_privs")
     # A clean environment, as systemd gives (DevStack adds PATH).  setsid:
     # its own session, like a unit; no fd of this shell is kept open.
     # shellcheck disable=SC2086
-    setsid "${setpriv[@]}" -- env -i PATH="$PATH" LANG=C.UTF-8 $command \
+    setsid "${UNIT_SETPRIV[@]}" -- env -i PATH="$PATH" LANG=C.UTF-8 $UNIT_EXEC \
         < /dev/null >> "$HARNESS_STATE/logs/$service.log" 2>&1 &
     echo $! > "$HARNESS_STATE/pids/$service"
-    echo "run_process $service: pid $!, user $user, capabilities '$ambient'"
+    echo "run_process $service: pid $!, user $user, capabilities '$UNIT_AMBIENT'"
     $xtrace
 }
 
@@ -252,6 +266,9 @@ function _harness_alive {
 }
 
 function stop_process {
+    # DevStack: systemctl stop + disable.  systemd: ExecStop= (the unit's
+    # credentials, $MAINPID) while the unit's job is "stop", then SIGTERM
+    # to the main process only (KillMode=process), SIGKILL at the timeout.
     local service=$1 pid
     is_service_enabled "$service" || return 0
     [[ -f "$HARNESS_STATE/pids/$service" ]] || return 0
@@ -259,6 +276,20 @@ function stop_process {
     local xtrace
     xtrace=$(set +o | grep xtrace)
     set +o xtrace
+    _harness_read_unit "$service"
+    # systemctl list-jobs, as systemd answers it during this stop.
+    local bin=$HARNESS_STATE/bin
+    mkdir -p "$bin"
+    printf '%s\n' '#!/bin/sh' \
+        "[ \"\$1\" = list-jobs ] && echo '1 $UNIT_NAME stop running'" > "$bin/systemctl"
+    chmod 0755 "$bin" "$bin/systemctl"
+    local cmd
+    for cmd in "${UNIT_STOP[@]}"; do
+        echo "stop_process $service: ExecStop=$cmd"
+        # shellcheck disable=SC2086
+        "${UNIT_SETPRIV[@]}" -- env -i PATH="$bin:$PATH" LANG=C.UTF-8 MAINPID=$pid $cmd \
+            < /dev/null >> "$HARNESS_STATE/logs/$service.log" 2>&1
+    done
     echo "stop_process $service: SIGTERM to $pid"
     if kill -TERM "$pid" 2>/dev/null; then
         local deadline=$((SECONDS + 90))

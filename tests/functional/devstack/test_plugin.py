@@ -52,6 +52,11 @@ ROUTER_ASN, SE_ASN = 65000, 65001
 VIP_SUBNET = '5e0a1c52-0000-4000-8000-0000000000d4'
 MEMBER_SUBNET = '5e0a1c52-0000-4000-8000-0000000001d4'
 
+# The unit's set (etc/systemd/dsr-agent.service) plus CAP_SYS_ADMIN (the
+# SE's interface is in a namespace): NET_ADMIN 12, NET_RAW 13, SYS_ADMIN
+# 21, PERFMON 38, BPF 39.
+AGENT_CAPS = sum(1 << n for n in (12, 13, 21, 38, 39))
+
 pytestmark = pytest.mark.timeout(420)
 
 
@@ -506,6 +511,7 @@ def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
     status = Path(f'/proc/{pids["dsr-agent"]}/status').read_text()
     assert f'Uid:\t{pwd.getpwnam(ds.agent_user).pw_uid}\t' in status
     assert 'NoNewPrivs:\t1' in status
+    assert f'CapAmb:\t{AGENT_CAPS:016x}' in status, status
     ctl_status = Path(f'/proc/{pids["dsr-controller"]}/status').read_text()
     assert f'Uid:\t{pwd.getpwnam(ds.stack_user).pw_uid}\t' in ctl_status
     assert 'CapBnd:\t0000000000000000' in ctl_status
@@ -518,7 +524,9 @@ def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
     laps('load balancer')
 
     ds.phase('unstack')
-    # The agent drained: its VIP withdrawn from the router.
+    # A stop job: the unit's ExecStop hook let the agent drain, and it did
+    # (its VIP withdrawn from the router).
+    assert 'job stop: the agent drains' in ds.log('dsr-agent')
     netns.wait_for(lambda: ds.bird.kernel_nexthops(netns.VIP4) == [], 15,
                    'the VIP withdrawn')
     laps('unstack')

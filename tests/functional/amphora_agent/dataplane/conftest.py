@@ -44,16 +44,18 @@ class DsrSetup:
         self.pin_root = os.path.join(PIN_ROOT,
                                      f'octavia-dsr-test-{topo.prefix}')
         os.makedirs(self.pin_root, exist_ok=True)
+        # How to run dsrctl (test_packaging: the wheel's installed script).
+        self.dsrctl_argv = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl']
 
     def pin_dir(self, host):
         return os.path.join(self.pin_root, host)
 
     def dsrctl(self, host, *args, check=True):
         """Run dsrctl for `host` (entering its netns); CompletedProcess."""
-        cmd = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl',
-               '--netns', self.topo.ns(host),
-               '--pin-dir', self.pin_dir(host),
-               '--decap-pin-dir', self.pin_dir(host + '-decap')] + list(args)
+        cmd = self.dsrctl_argv + [
+            '--netns', self.topo.ns(host),
+            '--pin-dir', self.pin_dir(host),
+            '--decap-pin-dir', self.pin_dir(host + '-decap')] + list(args)
         proc = subprocess.run(cmd, capture_output=True, text=True,
                               timeout=60)
         if check and proc.returncode != 0:

@@ -36,6 +36,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import guard as guard_mod
+from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_wire import changes
@@ -76,6 +77,7 @@ class Controller:
         self._server = None
         self._listener = None
         self._thread = None
+        self._neutron = None
 
     def _driver_lib(self):
         if self.driver_lib is None:
@@ -119,6 +121,9 @@ class Controller:
         self._thread = threading.Thread(target=self._run, name='reporter',
                                         daemon=True)
         self._thread.start()
+        # Members' and SEs' Neutron ports, while leading (None: disabled).
+        self._neutron = neutron_sync.start(
+            self.conf, self.database, lambda: self.election.leading)
 
     def _change_listener(self):
         """Consumer of the driver's changes; no pool, so every controller
@@ -170,6 +175,8 @@ class Controller:
         if self._thread:
             self._thread.join(timeout=10)
         LOG.info('controller %s: reporter stopped', self.controller_id)
+        if self._neutron:
+            self._neutron.stop()
         # An idle oslo.messaging listener notices stop() only when its
         # current poll times out (up to 5 s): stop both at once, not in turn.
         stoppers = [threading.Thread(target=_stop_server, args=(server,),

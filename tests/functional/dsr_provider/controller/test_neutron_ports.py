@@ -30,7 +30,6 @@ from dsr_provider.controller import models
 from dsr_provider.controller import neutron_client
 from dsr_provider.controller import neutron_ports
 from dsr_provider.controller import neutron_sync
-from dsr_provider.controller import neutron_tunnels
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from tests.unit.dsr_provider import fakes
@@ -378,14 +377,23 @@ def test_two_controllers_at_once_neither_duplicate_nor_remove(
                                for v in (VIP4, VIP6)}
 
 
-def test_se_ports_and_the_tunnel_security_group(net, database, change):
-    se_pairs = net.port('198.18.10.2')
+def test_se_ports_and_the_tunnel_security_group(neutron, net, database,
+                                                change):
+    # A dual-stack SE port: its fixed IPs are the tunnel sources.
+    se_pairs = net.api.create_port(
+        network_id=net.network.id, project_id=PROJECT, fixed_ips=[
+            {'subnet_id': net.v4.id, 'ip_address': '198.18.10.2'},
+            {'subnet_id': net.v6.id, 'ip_address': '2001:db8:10::2'}])
     member = net.port('198.18.10.61')
     default_groups = set(net.api.get_port(member.id).security_group_ids)
-    tunnels = neutron_tunnels.TunnelGroups(
-        net.api, ['198.18.10.2', '2001:db8:10::2'])
-    sync = neutron_ports.PortSync(
-        database, net.api, se_ports={se_pairs.id: 'g1'}, tunnels=tunnels)
+    # Built from the options as the controller builds it.
+    conf = _conf(neutron.url)
+    for name, value in (('neutron_member_ports', True),
+                        ('neutron_se_ports', [f'g1:{se_pairs.id}']),
+                        ('neutron_tunnel_security_group', True)):
+        conf.set_override(name, value, group='dsr_controller')
+    assert neutron_sync.enabled(conf)
+    sync = neutron_sync.port_sync_from_conf(conf, database)
     change.loadbalancer_create(None, lb_doc('lb1', [VIP4, VIP6], net.v4.id, [
         {'member_id': 'm1', 'address': '198.18.10.61'}]))
     assert set(sync.run_once(full=True).values()) == {None}

@@ -299,8 +299,7 @@ class AgentCollector(registry_mod.Collector):
         try:
             dp = self._dataplane()
             raw = dp.stats(conn_table_entries=False)
-            flows = dp.flows_by_member()
-            entries = sum(1 for _ in dp.maps['conn_table'].keys())
+            entries, flows = dp.conn_census()
         except Exception:
             # The pins may have been replaced (dsrctl reset): reopen next.
             if self._dp is not None:

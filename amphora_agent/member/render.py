@@ -173,7 +173,7 @@ def remove(journal):
 
 # -- cloud-init ------------------------------------------------------------
 
-def boot_script(spec, mode, argv):
+def boot_script(spec, argv):
     """Shell run at every boot: dsr-member when the image has it, else the
     kernel path with iproute2 (stock cloud kernels ship the tunnel
     modules).  Addresses not given are found at boot."""
@@ -226,7 +226,7 @@ def cloud_init(spec, mode, argv):
     the unit it enables, at every boot after)."""
     unit_text = unit([SCRIPT])
     files = [{'path': SCRIPT, 'permissions': '0755',
-              'content': boot_script(spec, mode, argv)},
+              'content': boot_script(spec, argv)},
              {'path': f'/{UNIT_DIR}/{UNIT}', 'content': unit_text}]
     if 4 in spec.families:
         files.append({'path': '/' + SYSCTL_FILE, 'content': sysctl_conf(

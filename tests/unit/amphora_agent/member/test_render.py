@@ -91,8 +91,7 @@ def test_cloud_init(capsys):
 def test_cloud_init_boot_script_is_valid_sh(tmp_path):
     script = tmp_path / 'setup.sh'
     script.write_text(render.boot_script(
-        _spec(encaps=('ipip', 'gre')), 'auto',
-        render.setup_argv(_spec(), 'auto')))
+        _spec(encaps=('ipip', 'gre')), render.setup_argv(_spec(), 'auto')))
     subprocess.run(['sh', '-n', str(script)], check=True)
 
 

@@ -20,8 +20,6 @@ import hashlib
 import os
 import shlex
 
-import yaml
-
 from amphora_agent.member import host
 from amphora_agent.member import kernel
 from amphora_agent.member import sysctl as sysctl_mod
@@ -221,34 +219,32 @@ def boot_script(spec, argv):
     return '\n'.join(lines) + '\n'
 
 
+def _yaml_block(text, indent):
+    """A YAML literal block (|) of ``text`` (ending in a newline)."""
+    pad = ' ' * indent
+    lines = text.splitlines(keepends=True)
+    return '|\n' + ''.join(pad + line if line.strip() else line
+                           for line in lines)
+
+
 def cloud_init(spec, mode, argv):
     """#cloud-config user-data preparing the member at first boot (and, by
-    the unit it enables, at every boot after)."""
-    unit_text = unit([SCRIPT])
-    files = [{'path': SCRIPT, 'permissions': '0755',
-              'content': boot_script(spec, argv)},
-             {'path': f'/{UNIT_DIR}/{UNIT}', 'content': unit_text}]
+    the unit it enables, at every boot after).  Written by hand: three
+    files and two commands need no YAML library."""
+    files = [(SCRIPT, '0755', boot_script(spec, argv)),
+             (f'/{UNIT_DIR}/{UNIT}', None, unit([SCRIPT]))]
     if 4 in spec.families:
-        files.append({'path': '/' + SYSCTL_FILE, 'content': sysctl_conf(
+        files.append(('/' + SYSCTL_FILE, None, sysctl_conf(
             {sysctl_mod.conf(4, n, name): v
              for name, v in host.ARP_SETTINGS.items()
-             for n in ('all', 'lo')})})
-    doc = {'write_files': files,
-           'runcmd': [['systemctl', 'daemon-reload'],
-                      ['systemctl', 'enable', '--now', UNIT]]}
-    return ('#cloud-config\n# octavia-dsr tier-1 member: VIPs '
-            + ', '.join(map(str, spec.vips)) + '\n'
-            + yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000))
-
-
-class _Dumper(yaml.SafeDumper):
-    """File contents as literal blocks (|), readable in the user-data."""
-
-
-def _str(dumper, value):
-    style = '|' if '\n' in value else None
-    return dumper.represent_scalar('tag:yaml.org,2002:str', value,
-                                   style=style)
-
-
-_Dumper.add_representer(str, _str)
+             for n in ('all', 'lo')})))
+    out = ['#cloud-config\n# octavia-dsr tier-1 member: VIPs '
+           + ', '.join(map(str, spec.vips)) + '\n', 'write_files:\n']
+    for path, permissions, content in files:
+        out.append(f'- path: {path}\n')
+        if permissions:
+            out.append(f"  permissions: '{permissions}'\n")
+        out.append('  content: ' + _yaml_block(content, 4))
+    out.append('runcmd:\n- [systemctl, daemon-reload]\n'
+               f'- [systemctl, enable, --now, {UNIT}]\n')
+    return ''.join(out)

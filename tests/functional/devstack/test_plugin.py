@@ -57,7 +57,9 @@ MEMBER_SUBNET = '5e0a1c52-0000-4000-8000-0000000001d4'
 # 21, PERFMON 38, BPF 39.
 AGENT_CAPS = sum(1 << n for n in (12, 13, 21, 38, 39))
 
-pytestmark = pytest.mark.timeout(420)
+# ~4 minutes on a quiet 2-core host; the ceiling leaves room for a loaded
+# one (each phase starts several Python processes).
+pytestmark = pytest.mark.timeout(600)
 
 
 def _run(argv, check=True, timeout=120, **kw):
@@ -384,7 +386,8 @@ def start_octavia(ds):
         default_provider=conf['api_settings'].get(
             'default_provider_driver', 'amphora'),
         transport_url=conf['DEFAULT']['transport_url'],
-        extra_config={'dsr_provider': dict(conf['dsr_provider'])})
+        extra_config={'dsr_provider': dict(conf['dsr_provider'])},
+        start_timeout=180)
     stack.driver_agent_sockets = dict(ds.sockets)
     stack.add_subnet(VIP_SUBNET, cidr='192.0.2.0/24', name='vip')
     stack.add_subnet(MEMBER_SUBNET, cidr='198.19.0.0/16', name='members')
@@ -422,7 +425,7 @@ def create_load_balancer(ds):
     def active():
         last['lb'] = conn.load_balancer.get_load_balancer(lb.id)
         return last['lb'].provisioning_status in ('ACTIVE', 'ERROR')
-    netns.wait_for(active, 90, 'load balancer ACTIVE', interval=0.3)
+    netns.wait_for(active, 120, 'load balancer ACTIVE', interval=0.3)
     assert last['lb'].provisioning_status == 'ACTIVE', (
         last['lb'], ds.log('dsr-controller')[-3000:])
     return lb
@@ -505,7 +508,7 @@ def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
     pids = {s: ds.pid(s) for s in ('dsr-controller', 'dsr-agent')}
     for service, pid in pids.items():
         netns.wait_for(lambda: 'READY' in ds.log(service) or
-                       not _alive(pid), 60, f'{service} READY')
+                       not _alive(pid), 120, f'{service} READY')
         assert _alive(pid), ds.log(service)[-4000:]
     # Unprivileged, with the unit's capabilities only.
     status = Path(f'/proc/{pids["dsr-agent"]}/status').read_text()
@@ -531,6 +534,13 @@ def test_plugin_phases_serve_a_load_balancer_and_clean_leaves_nothing(
                    'the VIP withdrawn')
     laps('unstack')
     ds.stack.stop()
+    # What a tier-2 SE has besides XDP: a tc decap program under the
+    # plugin's pin directory.  clean must remove it as well.
+    _run([sys.executable, '-m', 'amphora_agent.cmd.dsrctl', '--netns',
+          ds.se.ns, '--decap-pin-dir', ds.pin_dir / 'decap', 'decap',
+          'attach', ds.se.ifname, '--address', ds.se.ipv4])
+    assert _run(['tc', '-n', ds.se.ns, 'filter', 'show', 'dev', 'eth0',
+                 'ingress']).stdout.strip()
     ds.phase('clean')
     laps('clean')
     check_nothing_left(ds, pids)

@@ -803,12 +803,8 @@ class AgentProcess:
         LOG.info('dsr-agent %s (group %s) running', self.agent.se_id,
                  self.agent.se_group)
 
-    def stop(self, master_gone=False):
-        if master_gone:
-            LOG.warning('the dsr-agent master process is gone: stopping '
-                        'without draining (dataplane and routes stay)')
-            drain = False
-        elif stopmode.restart_pending(self.conf.agent.state_dir):
+    def stop(self):
+        if stopmode.restart_pending(self.conf.agent.state_dir):
             LOG.info('restart: stopping without draining (dataplane pinned, '
                      'ExaBGP left to the next agent)')
             drain = False

@@ -7,7 +7,7 @@ supervises one worker process), with oslo.config's "mutate" reload.
     daemon.serve(conf, 'dsr-agent', make)     # never returns
 
 ``make(conf)`` runs in the worker process and returns the daemon object:
-``start()``, ``stop(master_gone)`` and ``reload()``.
+``start()``, ``stop()`` and ``reload()``.
 
 The process contract the units (etc/systemd/), the labs and the tests rely
 on -- the same for both daemons:
@@ -23,9 +23,11 @@ on -- the same for both daemons:
 * a worker that fails before READY ends the daemon with its exit status
   (a configuration error must reach systemd, not loop); one that dies
   later is started again by the master;
-* the master dying (kill -9) makes the worker stop with
-  ``master_gone=True``: the agent then leaves routes and dataplane as they
-  are, exactly as if it had been killed itself.
+* the master dying (kill -9, a crash) makes the worker exit at once,
+  nothing stopped: the daemon dies as a single process would (the agent
+  leaves routes and dataplane as they are; the controller's unacknowledged
+  changes go back to the queue).  cotyledon's own reaction, a graceful
+  stop, would turn a crash into a clean stop.
 """
 
 import logging
@@ -59,6 +61,17 @@ class _Worker(cotyledon.Service):
         os.close(lifeline[1])
         self._daemon = None
         self._started = threading.Event()
+        threading.Thread(target=self._watch_master, name='lifeline',
+                         daemon=True).start()
+
+    def _watch_master(self):
+        select.select([self._lifeline], [], [])
+        self._orphaned()
+
+    def _orphaned(self):
+        LOG.warning('%s: the master process is gone: exiting at once, '
+                    'nothing stopped', self.name)
+        os._exit(1)
 
     def run(self):
         try:
@@ -74,16 +87,16 @@ class _Worker(cotyledon.Service):
         LOG.info('%s running', self.name)
         print('READY', flush=True)
 
-    def _master_gone(self):
-        readable, _, _ = select.select([self._lifeline], [], [], 0)
-        return bool(readable)
-
     def terminate(self):
+        # cotyledon also answers the master's death with this SIGTERM:
+        # never a graceful stop then.
+        if select.select([self._lifeline], [], [], 0)[0]:
+            self._orphaned()
         # A stop that arrives while start() runs waits for it, so stop()
         # always sees a whole daemon.
         self._started.wait()
         if self._daemon is not None:
-            self._daemon.stop(master_gone=self._master_gone())
+            self._daemon.stop()
 
     def reload(self):
         LOG.info('SIGHUP: re-reading the configuration files')

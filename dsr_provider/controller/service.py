@@ -169,7 +169,7 @@ class Controller:
         report_workers."""
         self._reload.set()
 
-    def stop(self, master_gone=False):
+    def stop(self):
         LOG.info('controller %s stopping', self.controller_id)
         self._stop.set()
         if self._thread:

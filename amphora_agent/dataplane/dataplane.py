@@ -777,8 +777,10 @@ class Dataplane:
                                     address=str(live.address), **rs))
         result = {'se': se, 'listeners': listeners, 'members': members}
         if conn_table_entries:
+            table = self.maps['conn_table']
             result['conn_table_entries'] = sum(
-                1 for _ in self.maps['conn_table'].items())
+                len(values) for values in _value_batches(table)
+            ) // table.value_size
         return result
 
     def flows_by_member(self):

@@ -2,16 +2,20 @@
 
 Every agent message must be signed by the key enrolled for the se_id it
 claims, name the group that SE is enrolled in, be inside the replay window
-with a nonce not seen before, and speak only about objects of that group:
-a report naming an object another group owns is refused whole.  Each
-refusal is logged once, with the claimed identity and the reason, and
-counted (the running total is in the log line).
+with a nonce no controller of the deployment has seen (replay.py), and
+speak only about objects of that group: a report naming an object another
+group owns is refused whole.  Each refusal is logged once, with the claimed
+identity and the reason, and counted (the running total is in the log
+line).  Without the database (enrolment, nonces) every message is refused.
 """
 
 import logging
 
+from sqlalchemy import exc as sa_exc
+
 from dsr_wire import auth
 from dsr_provider.controller import enrolment
+from dsr_provider.controller import replay
 
 LOG = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ class AgentGuard:
     def __init__(self, database, window=60.0):
         self.database = database
         self.window = window
-        self.nonces = auth.NonceCache(window)
+        self.nonces = replay.SharedNonces(database, window)
         self.refusals = auth.Counter()
 
     def _key_for(self, se_id, se_group):
@@ -87,6 +91,11 @@ class AgentGuard:
                     f'{" ..." if len(foreign) > 5 else ""}')
         except auth.AuthError as exc:
             reason = str(exc)
+        except sa_exc.SQLAlchemyError as exc:
+            # Fail-closed: neither the enrolment nor a replay can be ruled
+            # out.  The SE retries (get_config) or reports again later.
+            reason = (f'controller database unavailable, cannot check '
+                      f'enrolment and replay ({type(exc).__name__})')
         else:
             return
         # Logged outside the handler: oslo.log would append the exception.

@@ -137,6 +137,18 @@ class SEKey(Base):
     enrolled_at = sa.Column(sa.Double, nullable=False)
 
 
+class SeenNonce(Base):
+    """A signed agent message some controller of the deployment accepted:
+    the same message again is a replay, whichever controller it reaches
+    (replay.py).  Kept until its timestamp is out of the replay window."""
+
+    __tablename__ = 'seen_nonces'
+    # SHA-256 (hex) of "<key id>:<nonce>": bounded whatever the nonce.
+    digest = sa.Column(sa.String(64), primary_key=True)
+    # The message's timestamp + the window: the purge deletes by it.
+    expires_at = sa.Column(sa.Double, nullable=False, index=True)
+
+
 class NeutronOwned(Base):
     """What the controller added to a Neutron port (neutron_ports.py):
     only these are ever removed, so the operator's own pairs and groups

@@ -1,6 +1,8 @@
 """AgentGuard: enrolment, groups and object ownership on a real SQLite
 database with real keys."""
 
+import time
+
 import pytest
 
 from dsr_wire import auth
@@ -74,3 +76,59 @@ def test_reports_on_another_groups_objects_are_refused(store, signers):
         check(guard, signers['se1'], 'report_state', se_id='se1',
               se_group='g1', state={'rejected_objects': {
                   'listeners': {'l-lb2': 'x'}}})
+
+
+def test_replay_is_refused_by_every_controller_and_after_a_restart(
+        store, signers, caplog):
+    """Two guards on one database are two controllers of a deployment: a
+    message one accepted is a replay for the other, and for a guard built
+    afterwards (a restarted controller)."""
+    ctl1 = guard_mod.AgentGuard(store.db)
+    ctl2 = guard_mod.AgentGuard(store.db)
+    args = {'se_id': 'se1', 'se_group': 'g1',
+            'state': {'applied_generation': 3}}
+    ctxt = signers['se1'].context('report_state', args)
+    ctl1.check(ctxt, 'report_state', args)
+    for guard in (ctl2, ctl1, guard_mod.AgentGuard(store.db)):
+        with pytest.raises(guard_mod.Refused, match='replayed message'):
+            guard.check(ctxt, 'report_state', args)
+        assert guard.refusals.total() == 1
+    lines = [r.getMessage() for r in caplog.records
+             if 'replayed message' in r.getMessage()]
+    assert len(lines) == 3, lines
+    assert all('refused report_state from se_id=se1 se_group=g1' in line
+               for line in lines)
+    # A fresh message of the same SE is not a replay.
+    ctl2.check(signers['se1'].context('report_state', args),
+               'report_state', args)
+
+
+def test_nonces_outlive_their_window_by_one_window_then_go(store, signers):
+    from dsr_provider.controller import models
+    from dsr_provider.controller import replay
+    nonces = replay.SharedNonces(store.db, window=60)
+    now = time.time()
+    assert nonces.add('k:old', now - 130)      # expires now - 70: purged
+    assert nonces.add('k:recent', now - 110)   # expires now - 50: kept
+    nonces._next_purge = 0.0
+    assert nonces.add('k:new', now)
+    with store.db.session() as s:
+        kept = s.query(models.SeenNonce).count()
+    assert kept == 2
+    assert not nonces.add('k:recent', now - 110)
+    assert nonces.add('k:old', now - 130)      # no longer remembered
+
+
+def test_database_unavailable_refuses_every_message(store, signers, caplog):
+    """Fail-closed: without the database neither the enrolment nor a
+    replay can be checked."""
+    from dsr_provider.controller import db as db_mod
+    guard = guard_mod.AgentGuard(db_mod.Database(
+        'sqlite:////nonexistent-dir/controller.db'))
+    args = {'se_id': 'se1', 'se_group': 'g1'}
+    with pytest.raises(guard_mod.Refused, match='database unavailable'):
+        guard.check(signers['se1'].context('get_config', args),
+                    'get_config', args)
+    assert guard.refusals.total() == 1
+    assert 'refused get_config from se_id=se1 se_group=g1: controller ' \
+        'database unavailable' in caplog.text

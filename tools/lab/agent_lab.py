@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 
 import oslo_messaging as messaging
 from oslo_config import cfg
@@ -29,6 +30,51 @@ REDIS = 'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1'
 ROUTER_ASN = 65000
 SE_ASN = 65001
 PIN_ROOT = '/sys/fs/bpf'
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+# What the shipped unit grants dsr-agent (etc/systemd/dsr-agent.service,
+# measured in docs/security.md), as setpriv spells them.
+UNIT_CAPS = ('bpf', 'net_admin', 'net_raw', 'perfmon')
+# DSR_AGENT_USER=dsrtest: the agent suites run their agents as that user
+# (created if missing) with the capabilities DSR_AGENT_CAPS (comma-separated,
+# default UNIT_CAPS); see run_as_from_env.
+USER_ENV, CAPS_ENV = 'DSR_AGENT_USER', 'DSR_AGENT_CAPS'
+# Capability numbers (linux/capability.h) of those the agent may hold.
+CAP_BITS = {'net_admin': 12, 'net_raw': 13, 'sys_admin': 21,
+            'perfmon': 38, 'bpf': 39}
+
+
+def process_status(pid):
+    """/proc/<pid>/status as {field: value}."""
+    with open(f'/proc/{pid}/status') as f:
+        return dict(line.rstrip('\n').split(':\t', 1) for line in f
+                    if ':\t' in line)
+
+
+def ensure_user(user):
+    """The unprivileged system account the agent runs as (tests run as
+    root; a fresh CI host has none)."""
+    import pwd
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        subprocess.run(['useradd', '--system', '--no-create-home',
+                        '--shell', '/usr/sbin/nologin', user], check=True,
+                       capture_output=True, timeout=60)
+
+
+def run_as_from_env(environ=None):
+    """AgentLab's run_as from DSR_AGENT_USER / DSR_AGENT_CAPS, or None."""
+    environ = os.environ if environ is None else environ
+    user = environ.get(USER_ENV)
+    if not user:
+        return None
+    caps = environ.get(CAPS_ENV)
+    caps = tuple(c.strip().lower().removeprefix('cap_')
+                 for c in caps.split(',') if c.strip()) if caps \
+        else UNIT_CAPS
+    ensure_user(user)
+    return user, caps
 
 
 def rabbitmqctl(*args):
@@ -91,7 +137,11 @@ class AgentLab:
         agents run as that user with exactly the capabilities ``caps``
         (names as setpriv spells them, e.g. 'bpf'), inherited, ambient and
         bounding set alike, as systemd's AmbientCapabilities= and
-        CapabilityBoundingSet= give them.  ``bgp_md5_password``: TCP-MD5
+        CapabilityBoundingSet= give them.  Without 'sys_admin' an agent
+        cannot setns: it is started inside its SE's namespace (as on an
+        SE that is a host of its own, no [agent] netns), where a relay
+        (nsrelay.py) makes the broker and Redis answer on 127.0.0.1 as on
+        the host.  ``bgp_md5_password``: TCP-MD5
         on every BGP session (BIRD and the agents' [bgp] md5_password); it
         may also be set on the lab before start()."""
         self.topo = topo
@@ -110,6 +160,11 @@ class AgentLab:
         self.responders = {}
         self.run_as = run_as
         self.bgp_md5_password = bgp_md5_password
+        self.relay = None
+        # Agents start inside their SE's namespace: they may not setns.
+        # A test may set it False to see an agent without CAP_SYS_ADMIN
+        # fail to enter its namespace.
+        self.in_se_netns = bool(run_as) and 'sys_admin' not in run_as[1]
 
     # ------------------------------------------------------------ set-up
     def start(self):
@@ -123,6 +178,8 @@ class AgentLab:
         self.make_keys()
         if self.run_as:
             self._hand_over_to_agent_user()
+        if self.in_se_netns:
+            self._start_relay()
         if self.fake_controller:
             self.controller = FakeController(
                 self.transport, f'ctl-{self.tag}',
@@ -216,16 +273,36 @@ class AgentLab:
                 f.write('\n'.join(site.getsitepackages()) + '\n')
         return os.path.join(venv, 'bin', 'python')
 
-    def _agent_command(self, argv):
+    def _start_relay(self):
+        ports = sorted({urllib.parse.urlsplit(url).port for url in (
+            self.transport_url, self.redis_url)})
+        self.relay = netns.Proc([sys.executable, '-m', 'tools.lab.nsrelay']
+                                + [f'--port={p}' for p in ports]
+                                + [se.ns for se in self.topo.ses],
+                                cwd=_REPO)
+        try:
+            self.relay.wait_for_line(r'^READY', 30)
+        except BaseException:
+            netns.kill_proc(self.relay)
+            self.relay = None
+            raise
+
+    def _agent_command(self, argv, se=None):
         if not self.run_as:
             return argv
         user, caps = self.run_as
         argv = [self._agent_python()] + argv[1:]
         capset = ','.join(['-all'] + [f'+{c}' for c in caps])
-        return ['setpriv', f'--reuid={user}', f'--regid={user}',
-                '--init-groups', f'--inh-caps={capset}',
-                f'--ambient-caps={capset}', f'--bounding-set={capset}',
-                '--'] + argv
+        command = ['setpriv', f'--reuid={user}', f'--regid={user}',
+                   '--init-groups', f'--inh-caps={capset}',
+                   f'--ambient-caps={capset}', f'--bounding-set={capset}',
+                   '--'] + argv
+        if se is not None and self.in_se_netns:
+            # nsenter (root) enters, then setpriv drops; unlike `ip netns
+            # exec` it keeps the host's /sys, so bpffs stays visible.
+            command = ['nsenter', f'--net=/run/netns/{self.topo.ns(se)}',
+                       '--'] + command
+        return command
 
     def dsrctl(self, host, *args, check=True):
         cmd = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl',
@@ -267,7 +344,7 @@ log_file = {os.path.join(self.root, se + '.log')}
 [agent]
 se_id = {se}-{self.tag}
 se_group = {self.se_group}
-netns = {host.ns}
+{'' if self.in_se_netns else f'netns = {host.ns}'}
 tunnel_source4 = {host.ipv4}
 tunnel_source6 = {host.ipv6}
 stats_interval = 1
@@ -305,14 +382,26 @@ state_dir = {bgp_dir}
     def start_agent(self, se):
         proc = netns.Proc(self._agent_command(
             [sys.executable, '-m', 'amphora_agent.service',
-             '--config-file', self.config_file(se)]))
+             '--config-file', self.config_file(se)], se=se))
         try:
             proc.wait_for_line(r'^READY', 30)
+            if self.run_as:
+                self._check_privileges(proc.pid)
         except BaseException:
             netns.kill_proc(proc)
             raise
         self.agents[se] = proc
         return proc
+
+    def _check_privileges(self, pid):
+        """The agent runs as the user with exactly its capabilities: a
+        suite run unprivileged proves nothing if it silently was not."""
+        uid, _gid = self._agent_ids()
+        status = process_status(pid)
+        expected = sum(1 << CAP_BITS[c] for c in self.run_as[1])
+        assert status['Uid'].split() == [str(uid)] * 4, status['Uid']
+        for field in ('CapEff', 'CapBnd', 'CapAmb'):
+            assert int(status[field], 16) == expected, (field, status[field])
 
     def start_agents(self):
         for se in self.topo.ses:
@@ -373,6 +462,8 @@ state_dir = {bgp_dir}
             self.bird.stop()
         if self.controller is not None:
             self.controller.stop()
+        if self.relay is not None:
+            netns.kill_proc(self.relay)
         if self.transport is not None:
             self.transport.cleanup()
         rabbitmqctl('delete_vhost', self.vhost)

@@ -172,8 +172,14 @@ class PortSync:
         with self.db.session() as s:
             rows = {r.member_id: r for r in s.query(
                 models.NeutronMemberPort)}
-            for member_id in set(rows) - set(members):
-                s.delete(rows.pop(member_id))
+            gone = set(rows) - set(members)
+            for member_id in gone:
+                rows.pop(member_id)
+            # Bulk statements throughout: a row another controller deleted
+            # meanwhile is no error (an ORM delete would raise StaleData).
+            if gone:
+                s.query(models.NeutronMemberPort).filter(
+                    models.NeutronMemberPort.member_id.in_(gone)).delete()
         on_port = {}
         for member_id, want in sorted(members.items()):
             row = rows.get(member_id)
@@ -192,16 +198,27 @@ class PortSync:
                     on_port[member_id] = row.port_id
                 continue
             on_port[member_id] = port_id
-            with self.db.session() as s:
-                row = s.get(models.NeutronMemberPort, member_id)
-                if row is None:
-                    row = models.NeutronMemberPort(member_id=member_id)
-                    s.add(row)
-                if row.port_id != port_id:
-                    row.reason = None
-                row.subnet_id, row.address = want.subnet_id, want.address
-                row.port_id, row.checked_at = port_id, time.time()
+            self._record_port(member_id, want, port_id)
         return on_port
+
+    def _record_port(self, member_id, want, port_id):
+        with self.db.session() as s:
+            row = s.get(models.NeutronMemberPort, member_id)
+            if row is None:
+                try:
+                    with s.begin_nested():
+                        row = models.NeutronMemberPort(
+                            member_id=member_id, address=want.address,
+                            checked_at=time.time())
+                        s.add(row)
+                except sa_exc.IntegrityError:
+                    # Recorded meanwhile by another controller.
+                    row = s.get(models.NeutronMemberPort, member_id,
+                                populate_existing=True)
+            if row.port_id != port_id:
+                row.reason = None
+            row.subnet_id, row.address = want.subnet_id, want.address
+            row.port_id, row.checked_at = port_id, time.time()
 
     def _lookup(self, subnet_id, address):
         """The port with this fixed IP (on this subnet), or None."""
@@ -387,20 +404,17 @@ class PortSync:
 
     def _set_owned(self, port_id, kind, values):
         with self.db.session() as s:
-            rows = {r.value: r for r in s.query(models.NeutronOwned)
+            have = {value for (value,) in s.query(models.NeutronOwned.value)
                     .filter_by(port_id=port_id, kind=kind)}
-            for value, row in rows.items():
-                if value not in values:
-                    s.delete(row)
-        self._add_owned(port_id, kind, set(values) - set(rows))
+        self._drop_owned(port_id, kind, have - set(values))
+        self._add_owned(port_id, kind, set(values) - have)
 
     def _record_reasons(self, results):
         """Each member on an updated or checked port takes that port's
         verdict; the others keep theirs."""
         with self.db.session() as s:
-            for row in s.query(models.NeutronMemberPort):
-                if row.port_id not in results:
-                    continue
+            for row in s.query(models.NeutronMemberPort).filter(
+                    models.NeutronMemberPort.port_id.in_(list(results))):
                 reason = results[row.port_id]
                 if reason != row.reason:
                     if reason:
@@ -411,4 +425,6 @@ class PortSync:
                         LOG.info('member %s: Neutron port %s updated; its '
                                  'earlier refusal is cleared',
                                  row.member_id, row.port_id)
-                    row.reason = reason
+            for port_id, reason in results.items():
+                s.query(models.NeutronMemberPort).filter_by(
+                    port_id=port_id).update({'reason': reason})

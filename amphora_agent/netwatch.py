@@ -41,11 +41,11 @@ opened them; new threads inherit the creating thread's namespace).
 
 import dataclasses
 import ipaddress
-import logging
 import os
 import select
 import threading
 
+from oslo_log import log as logging
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR

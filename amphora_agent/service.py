@@ -16,9 +16,10 @@ re-reads the configuration; the worker applies the mutable options
 """
 
 import ipaddress
-import logging
 import threading
 import time
+
+from oslo_log import log as logging
 
 from dsr_wire import auth
 from dsr_wire import daemon
@@ -821,22 +822,21 @@ def main(argv=None):
     import sys
 
     from oslo_config import cfg
-    from oslo_log import log as oslo_log
 
     from amphora_agent import opts
 
     conf = cfg.CONF
     opts.register_agent_opts(conf)
-    oslo_log.register_options(conf)
+    logging.register_options(conf)
     daemon.register_opts(conf)
     conf.register_cli_opt(cfg.StrOpt(
         'stop-hook', metavar='UNIT',
-        help='Run as the systemd unit\'s ExecStop= (with %n): when this '
+        help='Run as the systemd unit\'s ExecStop= (with %%n): when this '
              'stop is the first half of a restart of UNIT, tell the '
              'running agent to exit without draining; then exit.'))
     conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
          prog='dsr-agent')
-    oslo_log.setup(conf, 'octavia-dsr')
+    logging.setup(conf, 'octavia-dsr')
     if conf.stop_hook:
         stopmode.stop_hook(conf.agent.state_dir, conf.stop_hook)
         return 0

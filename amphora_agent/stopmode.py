@@ -24,10 +24,11 @@ SIGTERM (the agent is already dead) and kill -9 or a dead master never
 drains (dsr_wire/daemon.py).
 """
 
-import logging
 import os
 import subprocess
 import time
+
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

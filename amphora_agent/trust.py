@@ -7,8 +7,9 @@ either.  config_changed must be signed too: a forged one with a huge
 generation would otherwise hide the real announcements.
 """
 
-import logging
 import os
+
+from oslo_log import log as logging
 
 from dsr_wire import auth
 

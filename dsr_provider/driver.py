@@ -9,10 +9,10 @@ it asks on the way is local: a member's listener port, from
 octavia-driver-agent's get socket (octavia_lookup.py).
 """
 
-import logging
 
 from octavia_lib.api.drivers import exceptions
 from octavia_lib.api.drivers import provider_base as driver_base
+from oslo_log import log as logging
 
 from dsr_provider import flavors
 from dsr_provider import octavia_lookup

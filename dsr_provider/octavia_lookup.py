@@ -9,7 +9,6 @@ UNKNOWN and the caller leaves the check to the controller.
 """
 
 import collections
-import logging
 import os
 import threading
 import time
@@ -18,6 +17,7 @@ from octavia_lib.api.drivers import driver_lib
 from octavia_lib.api.drivers import exceptions as driver_exceptions
 from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
+from oslo_log import log as logging
 
 from dsr_provider import opts
 

@@ -30,7 +30,6 @@ on -- the same for both daemons:
   stop, would turn a crash into a clean stop.
 """
 
-import logging
 import multiprocessing
 import os
 import select
@@ -39,6 +38,7 @@ import threading
 
 import cotyledon
 from cotyledon import oslo_config_glue
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ and where tunnels come from.  Membership expires when heartbeats stop.
 """
 
 import json
-import logging
 import threading
 
+from oslo_log import log as logging
 from tooz import coordination
 
 LOG = logging.getLogger(__name__)

@@ -11,9 +11,10 @@ its API busy.
     sessions.report()     # {'peers': {...}} for report_state
 """
 
-import logging
 import threading
 import time
+
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

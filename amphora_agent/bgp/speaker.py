@@ -89,7 +89,6 @@ import errno
 import fcntl
 import ipaddress
 import json
-import logging
 import os
 import shlex
 import shutil
@@ -99,6 +98,8 @@ import subprocess
 import sys
 import threading
 import time
+
+from oslo_log import log as logging
 
 from amphora_agent.bgp import exabgp_api
 from amphora_agent.bgp import exabgp_config

@@ -28,11 +28,12 @@ persisted intent (what the agent last asked for), so routes are back as
 soon as the BGP sessions are.  Timing of the tries: supervision.HelperRecord.
 """
 
-import logging
 import os
 import select
 import threading
 import time
+
+from oslo_log import log as logging
 
 from amphora_agent import supervision
 from amphora_agent.bgp import speaker as speaker_mod

@@ -81,12 +81,13 @@ its status kept.  ``report()`` gives {'state', 'restarts', 'last_error'}.
 
 import asyncio
 import ipaddress
-import logging
 import queue
 import random
 import threading
 import time
 from typing import Callable, Hashable, Mapping, Optional
+
+from oslo_log import log as logging
 
 from amphora_agent import supervision
 from amphora_agent.health import probes

@@ -31,13 +31,14 @@ UDP-CONNECT send one datagram on a connected UDP socket; the member is down
 
 import asyncio
 import errno
-import logging
 import os
 import random
 import re
 import socket
 import ssl
 import struct
+
+from oslo_log import log as logging
 
 from amphora_agent.health import spec as hs
 

@@ -9,7 +9,7 @@ and steps down the moment it cannot.  No backend reachable, no leader:
 statuses wait, they are never reported twice.
 """
 
-import logging
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

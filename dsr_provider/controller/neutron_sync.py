@@ -8,9 +8,10 @@ come, with a full one every neutron_resync_interval.  Its own thread: a
 slow or unreachable Neutron never delays the reporting loop.
 """
 
-import logging
 import threading
 import time
+
+from oslo_log import log as logging
 
 from dsr_provider.controller import neutron_client
 from dsr_provider.controller import neutron_ports

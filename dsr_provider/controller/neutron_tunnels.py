@@ -17,9 +17,9 @@ Per tunnel source S (an SE's address or CIDR):
 
 import collections
 import ipaddress
-import logging
 
 from openstack import exceptions as sdk_exceptions
+from oslo_log import log as logging
 
 LOG = logging.getLogger(__name__)
 

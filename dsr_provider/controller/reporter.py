@@ -8,10 +8,10 @@ nothing stays PENDING_*.
 
 import collections
 import concurrent.futures
-import logging
 import time
 
 from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
+from oslo_log import log as logging
 
 from dsr_provider.controller import models
 from dsr_provider.controller import neutron_ports

@@ -17,14 +17,13 @@ upgrade" first), so controllers starting together never race on DDL.
 """
 
 import faulthandler
-import logging
 import signal
 import socket
 import sys
 import threading
 
 from oslo_config import cfg
-from oslo_log import log as oslo_log
+from oslo_log import log as logging
 import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 from tooz import coordination
@@ -205,11 +204,11 @@ def main(argv=None):
     from dsr_provider import opts
     conf = cfg.CONF
     opts.register_controller_opts(conf)
-    oslo_log.register_options(conf)
+    logging.register_options(conf)
     daemon.register_opts(conf)
     conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
          prog='dsr-controller')
-    oslo_log.setup(conf, 'octavia-dsr')
+    logging.setup(conf, 'octavia-dsr')
     refusal = None
     try:
         db_mod.require_head(conf.dsr_controller.database_connection)

@@ -16,10 +16,10 @@ last slot.  See _Usage for what is counted.
 
 import collections
 import contextlib
-import logging
 import time
 
 from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
+from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import models

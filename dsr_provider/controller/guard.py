@@ -9,8 +9,8 @@ identity and the reason, and counted (the running total is in the log
 line).  Without the database (enrolment, nonces) every message is refused.
 """
 
-import logging
 
+from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 
 from dsr_wire import auth

@@ -26,10 +26,10 @@ the others, and never touches the reporting loop (its own thread).
 """
 
 import collections
-import logging
 import time
 
 from openstack import exceptions as sdk_exceptions
+from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import models

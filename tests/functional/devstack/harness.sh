@@ -93,9 +93,28 @@ function sudo {
     done
     if [[ -n "$user" && "$user" != root ]]; then
         runuser -u "$user" -- "$@"
+    elif [[ "$1" == useradd || "$1" == userdel || "$1" == groupdel ]]; then
+        _harness_user_admin "$@"
     else
         "$@"
     fi
+}
+
+# Other tests on this shared machine manage users too: /etc/passwd may be
+# locked for a moment ("cannot lock /etc/passwd; try again later").
+function _harness_user_admin {
+    local attempt rc err
+    for attempt in 1 2 3 4 5 6 7 8 9 10; do
+        rc=0
+        err=$("$@" 2>&1) || rc=$?
+        if [[ $rc -eq 0 || "$err" != *"cannot lock"* ]]; then
+            [[ -z "$err" ]] || echo "$err" >&2
+            return $rc
+        fi
+        sleep 0.5   # back-off while another process holds the lock
+    done
+    echo "$err" >&2
+    return $rc
 }
 
 function enable_service {
@@ -222,10 +241,10 @@ function _harness_read_unit {
             esac
         done < "$file"
     done
-    UNIT_SETPRIV=(setpriv --reuid="$UNIT_USER" --regid="${UNIT_GROUP:-$UNIT_USER}"
-                  --init-groups --inh-caps="$(_harness_caps "$UNIT_AMBIENT")"
-                  --ambient-caps="$(_harness_caps "$UNIT_AMBIENT")"
-                  --bounding-set="$(_harness_caps "$UNIT_BOUNDING")")
+    UNIT_SETPRIV=(setpriv --reuid="$UNIT_USER" --regid="${UNIT_GROUP:-$UNIT_USER}")
+    UNIT_SETPRIV+=(--init-groups --inh-caps="$(_harness_caps "$UNIT_AMBIENT")")
+    UNIT_SETPRIV+=(--ambient-caps="$(_harness_caps "$UNIT_AMBIENT")")
+    UNIT_SETPRIV+=(--bounding-set="$(_harness_caps "$UNIT_BOUNDING")")
     if [[ -n "$UNIT_NNP" ]]; then
         UNIT_SETPRIV+=("$UNIT_NNP")
     fi
@@ -292,7 +311,8 @@ function stop_process {
     done
     echo "stop_process $service: SIGTERM to $pid"
     if kill -TERM "$pid" 2>/dev/null; then
-        local deadline=$((SECONDS + 90))
+        local deadline
+        deadline=$((SECONDS + 90))
         while _harness_alive "$pid"; do
             if ((SECONDS > deadline)); then
                 kill -KILL "$pid" 2>/dev/null || true

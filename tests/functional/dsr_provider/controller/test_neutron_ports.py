@@ -15,6 +15,7 @@ virtualenv (tools/tempest/venv.py creates or refreshes it).
 
 import collections
 import os
+import signal
 import threading
 import time
 import uuid
@@ -477,3 +478,49 @@ def test_se_port_mode_port_security_off(net, database, change):
     assert port.is_port_security_enabled is False
     assert port.allowed_address_pairs == [] and port.security_group_ids == []
     assert sync.run_once(full=True) == {se_port.id: None}
+
+
+def test_a_running_dsr_controller_reconciles_from_its_options(
+        neutron, net, tmp_path):
+    """The real daemon (cotyledon, tooz election, its option parsing and
+    Neutron client): started with neutron_member_ports on, it becomes the
+    leader and brings a member's port to the desired state it finds in its
+    database, then follows a change."""
+    from tests.functional.dsr_provider.controller import \
+        test_controller_runtime as runtime
+    from tools.lab import netns
+
+    class WithNeutron(runtime.FreshDeployment):
+        def conf(self, name, debug=False):
+            path = super().conf(name, debug)
+            with open(path, 'a') as f:
+                f.write('neutron_member_ports = true\n'
+                        'neutron_resync_interval = 600\n'
+                        f'[neutron]\nendpoint_override = {neutron.url}\n')
+            return path
+
+    dep = WithNeutron(str(tmp_path))
+    try:
+        dep.prepare()
+        db_mod.upgrade(dep.db_url)
+        database = db_mod.Database(dep.db_url)
+        change = endpoints.ProviderEndpoint(store_mod.Store(database, 'g1'))
+        p1 = net.port('198.18.10.81', pairs=[OPERATOR])
+        # Stored before the controller starts: its start-up round finds it.
+        change.loadbalancer_create(None, lb_doc('lb1', [VIP4, VIP6],
+                                                net.v4.id, [
+            {'member_id': 'm1', 'address': '198.18.10.81'}]))
+        proc = dep.launch('ctl1')
+        proc.wait_for_line(r'^READY', 180)
+        netns.wait_for(lambda: pairs(net, p1) == {OPERATOR, VIP4, VIP6},
+                       120, 'the start-up reconciliation', interval=0.5)
+        change.member_delete(None, {'member_id': 'm1'})
+        netns.wait_for(lambda: pairs(net, p1) == {OPERATOR}, 60,
+                       'the member delete reaching the port', interval=0.5)
+        os.kill(proc.pid, signal.SIGTERM)
+        rc, out = proc.wait_output(120)
+        assert rc == 0, out[-2000:]
+        assert f'Neutron port {p1.id}: pairs +' in dep.log('ctl1')
+        database.engine.dispose()
+    finally:
+        dep.close()

@@ -8,9 +8,9 @@ docs/agent-protocol.md).  They only write the database: the elected
 leader's Reporter does the rest.
 """
 
-import logging
 import time
 
+from oslo_log import log as logging
 import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
@@ -218,6 +218,28 @@ def _limits(value):
     return result or None
 
 
+def _ring_abi(value):
+    """The agent's Maglev ring ABI: a positive integer (else unknown)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    return None
+
+
+def _bgp(state):
+    """{'peers': {address: session state}, 'announced': [prefix]}: strings
+    only, bounded (a malformed report must not break the fleet view)."""
+    result = {}
+    bgp = state.get('bgp')
+    peers = bgp.get('peers') if isinstance(bgp, dict) else None
+    if isinstance(peers, dict):
+        result['peers'] = {str(k)[:64]: str(v)[:32]
+                           for k, v in peers.items()}
+    announced = state.get('announced')
+    if isinstance(announced, list):
+        result['announced'] = sorted(str(p)[:64] for p in announced)
+    return result or None
+
+
 class AgentEndpoint:
     target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
                               version=agent_rpc.API_VERSION)
@@ -266,7 +288,9 @@ class AgentEndpoint:
             rejected_objects=_rejected_objects(state.get('rejected_objects')),
             limits=_limits(state.get('limits')),
             helpers=state.get('helpers') or None,
-            serviceable=state.get('serviceable'))
+            serviceable=state.get('serviceable'),
+            ring_abi=_ring_abi(state.get('ring_abi')),
+            bgp=_bgp(state))
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):

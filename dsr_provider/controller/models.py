@@ -120,6 +120,11 @@ class AgentState(Base):
     helpers = sa.Column(JSONText)
     # False: the SE cannot forward and announces nothing; null: not said.
     serviceable = sa.Column(sa.Boolean)
+    # Maglev ring ABI the agent builds rings with (null: older agent); the
+    # SEs of a group must agree or flows land on different members.
+    ring_abi = sa.Column(sa.Integer)
+    # {'peers': {address: session state}, 'announced': [prefix, ...]}
+    bgp = sa.Column(JSONText)
     updated_at = sa.Column(sa.Double, nullable=False)
 
 

@@ -1,0 +1,326 @@
+"""dsr-status: the fleet as the controller's database sees it (read-only).
+
+    dsr-status --config-file dsr-controller.conf [--se-group G]
+               [--format table|json] [--stale-after SECONDS]
+
+For every SE group: its desired generation, its SEs -- applied generation,
+ring ABI, BGP sessions and announced routes, capacity use against the SE's
+limits, last error, last report -- and every load balancer whose desired
+state differs from what its SEs run (a change not applied by every SE, an
+object the controller or an SE left out).  SEs of one group running
+different ring ABIs are flagged: their rings differ, so a flow that moves
+from one SE to another (ECMP) would change member.
+
+Only reads: no migration, no write.  Exit status 0; 1 when something needs
+an operator (an ABI mismatch, an SE behind, in error, stale or not
+serviceable, a load balancer not as desired); 2 on a usage or database
+error.  docs/observability.md shows an example.
+"""
+
+import collections
+import json
+import sys
+import time
+
+from oslo_config import cfg
+import sqlalchemy as sa
+
+from dsr_provider import opts
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import models
+from dsr_provider.controller import store as store_mod
+
+_CLI_OPTS = [
+    cfg.StrOpt('se-group', help='Only this SE group.'),
+    cfg.StrOpt('format', default='table', choices=['table', 'json'],
+               help='Output format.'),
+    cfg.FloatOpt('stale-after', default=30.0, min=0.0,
+                 help='An SE whose last report is older than this many '
+                      'seconds is flagged stale (agents report at least '
+                      'every [agent] stats_interval, 10 s by default).'),
+]
+_CAPACITY = (('max_listeners', 'listeners'), ('max_members', 'members'),
+             ('ring_size', 'largest pool'))
+
+
+def _owners(session):
+    """{(kind, id): load balancer id} of every stored object."""
+    owner = {}
+    for lb_id, in session.query(models.LoadBalancer.id):
+        owner[('loadbalancers', lb_id)] = lb_id
+    pools = {}
+    for pid, lb_id in session.query(models.Pool.id,
+                                    models.Pool.loadbalancer_id):
+        pools[pid] = lb_id
+        owner[('pools', pid)] = lb_id
+    for lid, lb_id in session.query(models.Listener.id,
+                                    models.Listener.loadbalancer_id):
+        owner[('listeners', lid)] = lb_id
+    for kind, model in (('members', models.Member),
+                        ('healthmonitors', models.HealthMonitor)):
+        for oid, pid in session.query(model.id, model.pool_id):
+            if pid in pools:
+                owner[(kind, oid)] = pools[pid]
+    return owner
+
+
+def _controller_rejections(session):
+    """[((kind, id), reason)] the controller left out (capacity)."""
+    found = []
+    for kind, model in store_mod._MODELS.items():
+        for oid, reason in session.query(model.id, model.rejected).filter(
+                model.rejected.isnot(None)):
+            found.append(((kind, oid), reason))
+    return found
+
+
+def _pending(session):
+    """{load balancer id: newest generation a pending change waits for}
+    (generation 0: refused whole, waits for no SE)."""
+    result = {}
+    for p in session.query(models.PendingStatus):
+        for item in (p.status or {}).get('loadbalancers') or ():
+            lb_id = item.get('id')
+            if lb_id and p.generation:
+                result[lb_id] = max(result.get(lb_id, 0), p.generation)
+    return result
+
+
+def _se_view(row, enrolled, group_generation, usage, now, stale_after):
+    """One SE's line: what it runs and what is wrong with it."""
+    if row is None:
+        return {'se_id': enrolled, 'reported': False,
+                'problems': ['enrolled, never reported']}
+    bgp = row.bgp or {}
+    peers = bgp.get('peers') or {}
+    limits = row.limits or {}
+    capacity = {}
+    for key, label in _CAPACITY:
+        if usage is not None and key in limits:
+            capacity[label] = {'used': usage[key], 'limit': limits[key]}
+    age = max(now - row.updated_at, 0.0)
+    view = {
+        'se_id': row.se_id, 'reported': True,
+        'applied_generation': row.applied_generation,
+        'rejected_generation': row.rejected_generation,
+        'behind': max(group_generation - (row.applied_generation or 0), 0),
+        'ring_abi': row.ring_abi,
+        'bgp': {'peers': peers,
+                'established': sum(1 for s in peers.values()
+                                   if s == 'established'),
+                'announced': bgp.get('announced') or []},
+        'capacity': capacity,
+        'serviceable': row.serviceable,
+        'helpers': row.helpers or {},
+        'error': row.error,
+        'rejected_objects': sum(len(v) for v in
+                                (row.rejected_objects or {}).values()),
+        'last_report': row.updated_at,
+        'last_report_age_s': round(age, 1),
+    }
+    problems = []
+    if view['behind']:
+        problems.append(f'{view["behind"]} generation(s) behind')
+    if row.error:
+        problems.append('error')
+    if row.serviceable is False:
+        problems.append('not serviceable')
+    if age > stale_after:
+        problems.append(f'no report for {age:.0f} s')
+    if peers and view['bgp']['established'] < len(peers):
+        problems.append('BGP session down')
+    for name, helper in sorted(view['helpers'].items()):
+        if isinstance(helper, dict) and helper.get('state') not in (
+                None, 'running', 'disabled'):
+            problems.append(f'{name} {helper.get("state")}')
+    for label, c in capacity.items():
+        if c['used'] > c['limit']:
+            problems.append(f'{label} over capacity')
+    view['problems'] = problems
+    return view
+
+
+def _differing(session, se_group, rows, owners, pending, rejected):
+    """[{'id': lb, 'reasons': [...]}] of the group's load balancers whose
+    desired state is not what its SEs run."""
+    reasons = collections.defaultdict(list)
+    for lb_id, generation in pending.items():
+        behind = [r.se_id for r in rows
+                  if (r.applied_generation or 0) < generation]
+        refused = [r.se_id for r in rows
+                   if r.rejected_generation is not None and
+                   r.rejected_generation >= generation and
+                   (r.applied_generation or 0) < generation]
+        if refused:
+            reasons[lb_id].append(f'generation {generation} refused by '
+                                  + ', '.join(refused))
+        elif behind:
+            reasons[lb_id].append(f'generation {generation} not applied '
+                                  'by ' + ', '.join(behind))
+    for (kind, oid), reason in rejected:
+        lb_id = owners.get((kind, oid))
+        if lb_id is not None:
+            reasons[lb_id].append(f'{store_mod._GET_RESOURCE[kind]} {oid} '
+                                  f'left out by the controller: {reason}')
+    for r in rows:
+        for kind, objects in (r.rejected_objects or {}).items():
+            for oid, reason in sorted(objects.items()):
+                lb_id = owners.get((kind, oid))
+                if lb_id is not None:
+                    reasons[lb_id].append(f'{reason} (left out by SE '
+                                          f'{r.se_id})')
+    in_group = {lb_id for lb_id, in session.query(
+        models.LoadBalancer.id).filter_by(se_group=se_group)}
+    return [{'id': lb_id, 'reasons': reasons[lb_id]}
+            for lb_id in sorted(reasons) if lb_id in in_group]
+
+
+def fleet(database, se_group=None, stale_after=30.0, now=None):
+    """The fleet view as a JSON-ready dict."""
+    now = time.time() if now is None else now
+    with database.session() as s:
+        groups = {g.name: g for g in s.query(models.SEGroup)}
+        agents = collections.defaultdict(list)
+        for row in s.query(models.AgentState).order_by(
+                models.AgentState.se_id):
+            agents[row.se_group].append(row)
+        enrolled = collections.defaultdict(list)
+        for key in s.query(models.SEKey).order_by(models.SEKey.se_id):
+            enrolled[key.se_group].append(key.se_id)
+        lb_counts = dict(s.query(models.LoadBalancer.se_group,
+                                 sa.func.count()).group_by(
+                                     models.LoadBalancer.se_group))
+        owners = _owners(s)
+        pending = _pending(s)
+        rejected = _controller_rejections(s)
+        names = sorted(set(groups) | set(agents) | set(enrolled))
+        if se_group is not None:
+            names = [n for n in names if n == se_group]
+        result = []
+        for name in names:
+            group = groups.get(name)
+            generation = group.generation if group else 0
+            rows = agents.get(name, [])
+            # store._Usage: what the controller counts against limits.
+            usage = store_mod._Usage(s, name).count()
+            reported = {r.se_id for r in rows}
+            ses = [_se_view(r, None, generation, usage, now, stale_after)
+                   for r in rows]
+            ses += [_se_view(None, se_id, generation, usage, now,
+                             stale_after)
+                    for se_id in enrolled.get(name, ())
+                    if se_id not in reported]
+            abis = {r.se_id: r.ring_abi for r in rows
+                    if r.ring_abi is not None}
+            result.append({
+                'se_group': name,
+                'generation': generation,
+                'published_generation': group.published_generation
+                if group else 0,
+                'load_balancers': lb_counts.get(name, 0),
+                'ring_abis': abis,
+                'ring_abi_mismatch': len(set(abis.values())) > 1,
+                'ses': ses,
+                'load_balancers_not_as_desired': _differing(
+                    s, name, rows, owners, pending, rejected),
+            })
+    return {'generated_at': now, 'se_groups': result}
+
+
+def needs_attention(view):
+    return any(g['ring_abi_mismatch'] or g['load_balancers_not_as_desired']
+               or any(se['problems'] for se in g['ses'])
+               for g in view['se_groups'])
+
+
+def _age(seconds):
+    if seconds < 120:
+        return f'{seconds:.0f}s ago'
+    if seconds < 7200:
+        return f'{seconds / 60:.0f}m ago'
+    return f'{seconds / 3600:.0f}h ago'
+
+
+def _table(rows):
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return ['  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
+            for r in rows]
+
+
+def render_table(view):
+    lines = []
+    for g in view['se_groups']:
+        lines.append(f'SE group {g["se_group"]}: generation '
+                     f'{g["generation"]} (published '
+                     f'{g["published_generation"]}), '
+                     f'{g["load_balancers"]} load balancer(s)')
+        if g['ring_abi_mismatch']:
+            lines.append('  !! RING ABI MISMATCH: ' + ', '.join(
+                f'{se} runs {abi}' for se, abi in sorted(
+                    g['ring_abis'].items()))
+                + ' (flows would map to different members on different '
+                'SEs)')
+        rows = [('SE', 'APPLIED', 'RING ABI', 'BGP', 'ROUTES', 'CAPACITY',
+                 'LAST REPORT', 'ERROR / PROBLEMS')]
+        for se in g['ses']:
+            if not se['reported']:
+                rows.append((se['se_id'], '-', '-', '-', '-', '-', 'never',
+                             '; '.join(se['problems'])))
+                continue
+            peers = se['bgp']['peers']
+            bgp = (f'{se["bgp"]["established"]}/{len(peers)} up'
+                   if peers else 'no peers')
+            capacity = ' '.join(f'{c["used"]}/{c["limit"]}'
+                                for c in se['capacity'].values()) or '-'
+            issues = '; '.join(([se['error']] if se['error'] else []) +
+                               [p for p in se['problems'] if p != 'error'])
+            rows.append((se['se_id'], se['applied_generation'],
+                         se['ring_abi'] or '?', bgp,
+                         len(se['bgp']['announced']), capacity,
+                         _age(se['last_report_age_s']), issues or '-'))
+        if len(rows) > 1:
+            lines += ['  ' + line for line in _table(rows)]
+        else:
+            lines.append('  no SE')
+        if g['ses']:
+            lines.append('  (capacity: listeners members largest-pool, '
+                         'used/limit)')
+        differing = g['load_balancers_not_as_desired']
+        if differing:
+            lines.append('  load balancers not as desired:')
+            for lb in differing:
+                lines.append(f'    {lb["id"]}')
+                lines += [f'      - {reason}' for reason in lb['reasons']]
+    return '\n'.join(lines) if lines else 'no SE group'
+
+
+def main(argv=None):
+    conf = cfg.ConfigOpts()
+    opts.register_controller_opts(conf)
+    conf.register_cli_opts(_CLI_OPTS)
+    conf(argv if argv is not None else sys.argv[1:], project='octavia-dsr',
+         prog='dsr-status', default_config_files=[])
+    url = conf.dsr_controller.database_connection
+    if not url:
+        print('dsr-status: no [dsr_controller] database_connection (give '
+              '--config-file)', file=sys.stderr)
+        return 2
+    database = db_mod.Database(url)
+    try:
+        view = fleet(database, conf.se_group, conf.stale_after)
+    except sa.exc.SQLAlchemyError as exc:
+        print(f'dsr-status: database: {exc.__class__.__name__}: '
+              f'{str(exc).splitlines()[0]} (schema not upgraded? '
+              '"dsr-db-manage upgrade")', file=sys.stderr)
+        return 2
+    finally:
+        database.engine.dispose()
+    if conf.format == 'json':
+        print(json.dumps(view, indent=2, sort_keys=True))
+    else:
+        print(render_table(view))
+    return 1 if needs_attention(view) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""dsr-status's view of a controller database (SQLite, real schema and
+store): SEs, ring ABI mismatch, load balancers not as desired, exit
+status, table and JSON output."""
+
+import json
+import time
+
+from dsr_provider.cmd import status
+from dsr_provider.controller import endpoints
+
+
+def lb(i, listeners=1):
+    lb_id = f'lb{i}'
+    return {'loadbalancer_id': lb_id, 'vip_address': f'192.0.2.{i}',
+            'admin_state_up': True,
+            'listeners': [{'listener_id': f'l{i}-{n}',
+                           'loadbalancer_id': lb_id, 'protocol': 'TCP',
+                           'protocol_port': 80 + n,
+                           'default_pool_id': f'p{i}',
+                           'admin_state_up': True}
+                          for n in range(listeners)],
+            'pools': [{'pool_id': f'p{i}', 'loadbalancer_id': lb_id,
+                       'lb_algorithm': 'SOURCE_IP_PORT', 'protocol': 'TCP',
+                       'admin_state_up': True,
+                       'members': [{'member_id': f'm{i}', 'pool_id': f'p{i}',
+                                    'address': '198.19.1.2',
+                                    'protocol_port': 80, 'weight': 1,
+                                    'admin_state_up': True}]}]}
+
+
+def report(store, se_id, generation, ring_abi=2, **state):
+    """What the controller's endpoint records for an agent's report."""
+    state = dict({'applied_generation': generation, 'error': None,
+                  'ring_abi': ring_abi,
+                  'announced': ['192.0.2.1/32'],
+                  'bgp': {'peers': {'198.18.1.1': 'established'}},
+                  'limits': {'max_listeners': 8, 'max_members': 100,
+                             'ring_size': 65537, 'conn_table_size': 1024},
+                  'helpers': {'bgp': {'state': 'running'}},
+                  'serviceable': True}, **state)
+    endpoints.AgentEndpoint(store).report_state({}, se_id, 'g1', state)
+
+
+def test_a_healthy_group(store):
+    gen = store.create_loadbalancer(lb(1, listeners=2))
+    report(store, 'se1', gen)
+    report(store, 'se2', gen)
+    view = status.fleet(store.db)
+    (group,) = view['se_groups']
+    assert group['se_group'] == 'g1' and group['generation'] == gen
+    assert not group['ring_abi_mismatch']
+    assert group['load_balancers_not_as_desired'] == []
+    se1 = group['ses'][0]
+    assert se1['ring_abi'] == 2 and se1['behind'] == 0
+    assert se1['bgp'] == {'peers': {'198.18.1.1': 'established'},
+                          'established': 1, 'announced': ['192.0.2.1/32']}
+    assert se1['capacity']['listeners'] == {'used': 2, 'limit': 8}
+    assert se1['problems'] == []
+    assert not status.needs_attention(view)
+    json.dumps(view)
+    text = status.render_table(view)
+    assert 'se1' in text and '1/1 up' in text and 'MISMATCH' not in text
+
+
+def test_ring_abi_mismatch_lagging_se_and_rejections_are_flagged(store):
+    gen1 = store.create_loadbalancer(lb(1))
+    report(store, 'se1', gen1)
+    report(store, 'se2', gen1, ring_abi=1,
+           bgp={'peers': {'198.18.1.1': 'active'}})
+    gen2 = store.create_loadbalancer(lb(2))
+    # se1 runs generation 2 but left lb2's listener out; se2 is behind.
+    report(store, 'se1', gen2, rejected_objects={'listeners': {
+        'l2-0': 'listener l2-0: exceeds max_listeners 8 of SE se1'}})
+    view = status.fleet(store.db)
+    (group,) = view['se_groups']
+    assert group['ring_abi_mismatch']
+    assert group['ring_abis'] == {'se1': 2, 'se2': 1}
+    (lb2,) = group['load_balancers_not_as_desired']
+    assert lb2['id'] == 'lb2'
+    assert any('not applied by se2' in r for r in lb2['reasons'])
+    assert any('exceeds max_listeners' in r and 'SE se1' in r
+               for r in lb2['reasons'])
+    se2 = group['ses'][1]
+    assert se2['behind'] == 1
+    assert '1 generation(s) behind' in se2['problems']
+    assert 'BGP session down' in se2['problems']
+    assert status.needs_attention(view)
+    text = status.render_table(view)
+    assert 'RING ABI MISMATCH: se1 runs 2, se2 runs 1' in text
+    assert 'lb2' in text and 'lb1' not in text.split('not as desired')[1]
+
+
+def test_enrolled_silent_and_stale_ses(store):
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from dsr_provider.controller import enrolment
+    enrolment.enrol(store.db, 'g1', 'se9',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
+    gen = store.create_loadbalancer(lb(1))
+    report(store, 'se1', gen)
+    view = status.fleet(store.db, stale_after=5, now=time.time() + 60)
+    ses = {se['se_id']: se for se in view['se_groups'][0]['ses']}
+    assert ses['se9'] == {'se_id': 'se9', 'reported': False,
+                          'problems': ['enrolled, never reported']}
+    assert any(p.startswith('no report for') for p in ses['se1']['problems'])
+    assert status.fleet(store.db, se_group='other')['se_groups'] == []
+
+
+def test_older_agent_without_ring_abi_or_bgp(store):
+    gen = store.create_loadbalancer(lb(1))
+    endpoints.AgentEndpoint(store).report_state(
+        {}, 'se1', 'g1', {'applied_generation': gen, 'ring_abi': 'two',
+                          'bgp': ['junk']})
+    (se,) = status.fleet(store.db)['se_groups'][0]['ses']
+    assert se['ring_abi'] is None
+    assert se['bgp'] == {'peers': {}, 'established': 0, 'announced': []}
+    assert '?' in status.render_table(status.fleet(store.db))

@@ -325,8 +325,8 @@ class AgentCollector(registry_mod.Collector):
         f.counter('conn_table_evictions', 'Entries displaced from the '
                   'connection table: flows inserted minus entries present '
                   '(LRU evictions, plus entries replaced in place when a '
-                  'flow was re-steered).', [], [], max(inserted - entries,
-                                                      0))
+                  'flow was re-steered).', [], [],
+                  max(inserted - entries, 0))
         plan = getattr(self.agent, '_plan', None)
         listener_ids = plan.listener_ids if plan else {}
         member_ids = plan.member_ids if plan else {}
@@ -458,4 +458,3 @@ class AgentCollector(registry_mod.Collector):
             f.counter('health_skipped_probes', 'Probe slots skipped '
                       'because the checker ran late (an overloaded '
                       'agent).', [], [], stats['skipped_slots'])
-

@@ -15,9 +15,10 @@ Wall seconds are a monotonic clock around subprocess.run (start to reap),
 CPU seconds the children's rusage.  The children may write and read
 compiled bytecode (in a private PYTHONPYCACHEPREFIX), as an installed
 package ships it: a checkout run with PYTHONDONTWRITEBYTECODE=1 compiles
-every module on every call (about +0.3 s).  Figures are medians over the rounds;
-the ratio to ``python -c pass`` is taken round by round (pairing keeps it
-meaningful when the machine's speed drifts) and its median reported.
+every module on every call (about +0.3 s).  Figures are medians over the
+rounds; the ratio to ``python -c pass`` is taken round by round (pairing
+keeps it meaningful when the machine's speed drifts) and its median
+reported.
 
     .venv/bin/python bench/dsrctl_bench.py       (root; ~20 s)
 
@@ -66,8 +67,8 @@ def timed(argv, env=None):
     if proc.returncode:
         raise RuntimeError(f'{argv} failed ({proc.returncode}): '
                            f'{proc.stderr.strip()}')
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime -
-                                               before.ru_stime)
+    cpu = (after.ru_utime - before.ru_utime) + \
+        (after.ru_stime - before.ru_stime)
     return wall, cpu
 
 

@@ -25,10 +25,10 @@ import time
 from oslo_config import cfg
 import sqlalchemy as sa
 
-from dsr_provider import opts
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
+from dsr_provider import opts
 
 _CLI_OPTS = [
     cfg.StrOpt('se-group', help='Only this SE group.'),

@@ -14,9 +14,9 @@ import urllib.request
 from oslo_config import cfg
 from prometheus_client import parser
 
+from amphora_agent.bgp import sessions
 from amphora_agent import metrics
 from amphora_agent import opts
-from amphora_agent.bgp import sessions
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 

@@ -329,7 +329,52 @@ def _apply_config_defaults(args, parser):
                                 or dataplane.conn_table_size)
 
 
-def build_parser():
+# Global options that take a value, and the commands (build_parser adds
+# them; a unit test keeps this list equal to what it adds).
+_GLOBAL_VALUE_OPTIONS = ('--netns', '--config-file', '--pin-dir',
+                         '--decap-pin-dir')
+COMMANDS = ('attach', 'detach', 'reset', 'listener', 'member',
+            'tunnel-source', 'apply', 'show', 'stats', 'lookup', 'nexthop',
+            'decap')
+
+
+def _command_of(argv):
+    """The command argv runs, or None (help, an error, an abbreviated
+    option: the full parser answers)."""
+    args = iter(argv)
+    for arg in args:
+        if arg in _GLOBAL_VALUE_OPTIONS:
+            next(args, None)
+        elif arg.split('=', 1)[0] not in _GLOBAL_VALUE_OPTIONS:
+            return arg if arg in COMMANDS else None
+    return None
+
+
+class _Skipped:
+    """The sub-parser of a command not being run: not built (argparse
+    formats every argument as it is added; all of them made up most of
+    the parser's cost)."""
+
+    def add_argument(self, *args, **kwargs):
+        pass
+
+    def set_defaults(self, **kwargs):
+        pass
+
+
+class _Only:
+    def __init__(self, subparsers, command):
+        self._subparsers = subparsers
+        self._command = command
+
+    def add_parser(self, name, **kwargs):
+        if name != self._command:
+            return _Skipped()
+        return self._subparsers.add_parser(name, **kwargs)
+
+
+def build_parser(only=None):
+    """The parser; with ``only``, the sub-parser of that command alone."""
     parser = argparse.ArgumentParser(
         prog='dsrctl', description='Operate an octavia-dsr SE dataplane.')
     parser.add_argument('--netns', help='network namespace to enter first')
@@ -344,6 +389,8 @@ def build_parser():
                         f'(default: [dataplane] decap_pin_dir, '
                         f'{DEFAULT_DECAP_PIN_DIR})')
     sub = parser.add_subparsers(dest='command', required=True)
+    if only is not None:
+        sub = _Only(sub, only)
 
     p = sub.add_parser('attach', help='load (if needed) and attach the SE '
                        'program to an interface')
@@ -434,7 +481,8 @@ def build_parser():
 def main(argv=None):
     # Behave like a Unix tool in a pipeline (dsrctl stats | head).
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(only=_command_of(argv))
     args = parser.parse_args(argv)
     _apply_config_defaults(args, parser)
     if args.command == 'decap':

@@ -51,3 +51,21 @@ def test_a_missing_namespace_is_refused_without_creating_it(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert repr(missing) in proc.stderr and 'Traceback' not in proc.stderr
     assert not (tmp_path / 'no-such-netns').exists()
+
+
+def test_command_list_matches_the_parser():
+    parser = dsrctl.build_parser()
+    (sub,) = [a for a in parser._actions
+              if a.__class__.__name__ == '_SubParsersAction']
+    assert tuple(sub.choices) == dsrctl.COMMANDS
+
+
+def test_only_the_command_run_is_built():
+    assert dsrctl._command_of(['--netns', 'show', '--pin-dir', '/x',
+                               'stats', '--json']) == 'stats'
+    assert dsrctl._command_of(['--pin-dir=/x', 'lookup']) == 'lookup'
+    for argv in (['--help'], ['--pin-d', '/x', 'show'], ['nosuch'], []):
+        assert dsrctl._command_of(argv) is None, argv
+    parser = dsrctl.build_parser(only='show')
+    args = parser.parse_args(['--pin-dir', '/x', 'show', '--json'])
+    assert args.func is dsrctl.cmd_show and args.json

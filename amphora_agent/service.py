@@ -21,18 +21,18 @@ import time
 
 from oslo_log import log as logging
 
-from dsr_wire import auth
-from dsr_wire import daemon
 from amphora_agent import capacity
+from amphora_agent.dataplane import dataplane as dp_mod
+from amphora_agent.dataplane import model
 from amphora_agent import desired
-from dsr_wire import membership as membership_mod
 from amphora_agent import netwatch
-from dsr_wire import agent_rpc as rpc
 from amphora_agent import snapshot as snapshot_mod
 from amphora_agent import stopmode
 from amphora_agent import trust as trust_mod
-from amphora_agent.dataplane import dataplane as dp_mod
-from amphora_agent.dataplane import model
+from dsr_wire import agent_rpc as rpc
+from dsr_wire import auth
+from dsr_wire import daemon
+from dsr_wire import membership as membership_mod
 
 LOG = logging.getLogger(__name__)
 

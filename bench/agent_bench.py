@@ -71,8 +71,9 @@ def main():
            'dev', f'ab{tag}', 'nud', 'permanent')
         sh('ip', 'route', 'add', '198.19.128.0/17', 'via', '198.19.0.1')
 
-        from amphora_agent import desired, snapshot
         from amphora_agent.dataplane import dataplane as dp_mod
+        from amphora_agent import desired
+        from amphora_agent import snapshot
 
         def members_of(i, changed=False, changed2=False):
             ms = []

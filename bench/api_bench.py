@@ -48,7 +48,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
-from _common import finish, log, setns  # noqa: E402
+from _common import finish  # noqa: E402
+from _common import log  # noqa: E402
+from _common import setns  # noqa: E402
 
 ITERATIONS = int(os.environ.get('DSR_BENCH_ITERATIONS', 10))
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LBS', 50))

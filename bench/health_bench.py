@@ -46,8 +46,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from _common import log  # noqa: E402
+from _common import setns  # noqa: E402
+from _common import sh  # noqa: E402
 from amphora_agent.health import monitor as hm  # noqa: E402
-from _common import log, setns, sh  # noqa: E402
 
 DELAY = 1.0
 TIMEOUT = 0.5

@@ -34,8 +34,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from _common import finish  # noqa: E402
+from _common import log  # noqa: E402
 import api_bench  # noqa: E402
-from _common import finish, log  # noqa: E402
 
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LOAD_LBS', 20))
 MEMBERS = int(os.environ.get('DSR_BENCH_LOAD_MEMBERS', 10))

@@ -20,8 +20,8 @@ from dsr_provider import opts
 from dsr_provider import payloads
 from dsr_provider import rpc_api
 from dsr_provider import validation
-from dsr_provider import vip_port
 from dsr_provider.validation import given
+from dsr_provider import vip_port
 
 LOG = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ of the process (octavia-api builds a new driver object per request).
 import threading
 import uuid
 
+from oslo_config import cfg
 from oslo_log import log as logging
 import oslo_messaging as messaging
-from oslo_config import cfg
 from oslo_utils import timeutils
 import tenacity
 

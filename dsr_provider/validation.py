@@ -24,8 +24,8 @@ from octavia_lib.api.drivers import exceptions
 from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
 
-from dsr_wire import schema
 from dsr_provider import octavia_lookup
+from dsr_wire import schema
 
 LISTENER_PROTOCOLS = (lib_consts.PROTOCOL_TCP, lib_consts.PROTOCOL_UDP,
                       lib_consts.PROTOCOL_SCTP)

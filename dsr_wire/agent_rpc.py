@@ -9,8 +9,8 @@ Controller API 1.0 (agents -> controller, topic CONTROLLER_TOPIC):
     report_stats(se_id, se_group, stats)                  (cast)
 """
 
-import oslo_messaging as messaging
 from oslo_config import cfg
+import oslo_messaging as messaging
 
 # An explicit exchange: the default follows [DEFAULT] control_exchange,
 # which octavia-api (where the provider driver runs) sets to 'octavia'.

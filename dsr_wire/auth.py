@@ -26,8 +26,8 @@ import time
 import uuid
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives import serialization
 
 CONTEXT_KEY = 'dsr_auth'
 SIGNED_FORMAT = 'dsr-signed-1'

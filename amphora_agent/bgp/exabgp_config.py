@@ -25,8 +25,8 @@ import dataclasses
 import hashlib
 import ipaddress
 import json
-import pwd
 import os
+import pwd
 import re
 
 API_PROCESS = 'octavia-dsr-api'

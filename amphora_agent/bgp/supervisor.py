@@ -35,8 +35,8 @@ import time
 
 from oslo_log import log as logging
 
-from amphora_agent import supervision
 from amphora_agent.bgp import speaker as speaker_mod
+from amphora_agent import supervision
 
 LOG = logging.getLogger(__name__)
 

@@ -85,11 +85,13 @@ import queue
 import random
 import threading
 import time
-from typing import Callable, Hashable, Mapping, Optional
+from typing import Callable
+from typing import Hashable
+from typing import Mapping
+from typing import Optional
 
 from oslo_log import log as logging
 
-from amphora_agent import supervision
 from amphora_agent.health import probes
 from amphora_agent.health.spec import DEFAULT_EXPECTED_CODES  # noqa: F401
 from amphora_agent.health.spec import HTTP  # noqa: F401
@@ -104,6 +106,7 @@ from amphora_agent.health.spec import Target
 from amphora_agent.health.spec import TCP  # noqa: F401
 from amphora_agent.health.spec import TLS_HELLO  # noqa: F401
 from amphora_agent.health.spec import UDP_CONNECT  # noqa: F401
+from amphora_agent import supervision
 
 LOG = logging.getLogger(__name__)
 

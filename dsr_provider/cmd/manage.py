@@ -18,10 +18,10 @@ import sys
 
 from oslo_config import cfg
 
-from dsr_wire import auth
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
 from dsr_provider import opts
+from dsr_wire import auth
 
 
 def _database(conf):

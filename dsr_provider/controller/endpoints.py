@@ -14,11 +14,11 @@ from oslo_log import log as logging
 import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
-from dsr_wire import agent_rpc
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_wire import changes
+from dsr_wire import agent_rpc
 
 LOG = logging.getLogger(__name__)
 

@@ -8,8 +8,8 @@ takes effect at once.
 import re
 import time
 
-from dsr_wire import auth
 from dsr_provider.controller import models
+from dsr_wire import auth
 
 # se_id and se_group as the agent's options and the DB columns allow.
 _NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,127}$')

@@ -13,9 +13,9 @@ line).  Without the database (enrolment, nonces) every message is refused.
 from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 
-from dsr_wire import auth
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import replay
+from dsr_wire import auth
 
 LOG = logging.getLogger(__name__)
 

@@ -83,8 +83,12 @@ Health monitors:
 
 import collections
 
-from octavia_lib.common.constants import (
-    DEGRADED, DRAINING, ERROR, NO_MONITOR, OFFLINE, ONLINE)
+from octavia_lib.common.constants import DEGRADED
+from octavia_lib.common.constants import DRAINING
+from octavia_lib.common.constants import ERROR
+from octavia_lib.common.constants import NO_MONITOR
+from octavia_lib.common.constants import OFFLINE
+from octavia_lib.common.constants import ONLINE
 
 _MEMBER_REPORTS = (ONLINE, ERROR, NO_MONITOR)
 

@@ -10,7 +10,9 @@ import collections
 import concurrent.futures
 import time
 
-from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
+from octavia_lib.common.constants import ACTIVE
+from octavia_lib.common.constants import DELETED
+from octavia_lib.common.constants import ERROR
 from oslo_log import log as logging
 
 from dsr_provider.controller import models

@@ -28,9 +28,6 @@ import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 from tooz import coordination
 
-from dsr_wire import auth
-from dsr_wire import membership
-from dsr_wire import agent_rpc
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
@@ -38,8 +35,11 @@ from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_wire import agent_rpc
+from dsr_wire import auth
 from dsr_wire import changes
 from dsr_wire import daemon
+from dsr_wire import membership
 
 LOG = logging.getLogger(__name__)
 

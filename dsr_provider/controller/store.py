@@ -18,7 +18,9 @@ import collections
 import contextlib
 import time
 
-from octavia_lib.common.constants import ACTIVE, DELETED, ERROR
+from octavia_lib.common.constants import ACTIVE
+from octavia_lib.common.constants import DELETED
+from octavia_lib.common.constants import ERROR
 from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 

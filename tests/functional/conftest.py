@@ -11,8 +11,8 @@ See netns.py for the Topology API and the address plan.
 """
 
 import os
-import signal
 from pathlib import Path
+import signal
 
 import pytest
 

@@ -17,8 +17,8 @@ import sys
 
 import pytest
 
-from tests.unit.test_layering import ROOT
 from tests.unit.test_layering import _imports
+from tests.unit.test_layering import ROOT
 
 PRODUCT = ('amphora_agent', 'dsr_provider', 'dsr_wire')
 

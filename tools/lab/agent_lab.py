@@ -17,11 +17,11 @@ import threading
 import time
 import urllib.parse
 
-import oslo_messaging as messaging
 from oslo_config import cfg
+import oslo_messaging as messaging
 
-from dsr_wire import auth
 from dsr_wire import agent_rpc as rpc
+from dsr_wire import auth
 from tools.lab import bird as bird_mod
 from tools.lab import netns
 

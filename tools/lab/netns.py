@@ -48,9 +48,11 @@ Topology methods take logical host names ('client', 'router', 'se1', 'm1').
 """
 
 import atexit
+from dataclasses import dataclass
 import ipaddress
 import json
 import os
+from pathlib import Path
 import re
 import secrets
 import signal
@@ -58,8 +60,6 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns

@@ -9,12 +9,12 @@ import subprocess
 import sys
 import threading
 
-from dsr_wire import auth
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
-from tools.lab import netns
+from dsr_wire import auth
 from tools.lab import agent_lab
 from tools.lab.localstack import octavia as octavia_stack
+from tools.lab import netns
 
 # The CLI finds subnets by id (a UUID) or name.
 VIP_SUBNET = '5e0a1c52-0000-4000-8000-000000000004'

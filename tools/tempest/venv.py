@@ -13,10 +13,10 @@ A lock file serialises concurrent gates creating or refreshing it.
 
 import fcntl
 import hashlib
+from pathlib import Path
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / 'tools' / 'tempest' / 'requirements.txt'

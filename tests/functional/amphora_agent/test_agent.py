@@ -4,9 +4,11 @@ a BIRD router with ECMP, real TCP/UDP from the client to the members."""
 import re
 import threading
 
+from tools.lab.agent_lab import listener
+from tools.lab.agent_lab import load_balancer
+from tools.lab.agent_lab import member
+from tools.lab.agent_lab import tcp_monitor
 from tools.lab import netns
-from tools.lab.agent_lab import (
-    listener, load_balancer, member, tcp_monitor)
 
 VIP4, VIP6 = netns.VIP4, netns.VIP6
 P4, P6 = f'{VIP4}/32', f'{VIP6}/128'

@@ -4,9 +4,9 @@ the local stack run them: the agent's [bgp] md5_password against BIRD's
 
 import pytest
 
-from tools.lab import netns
-from tools.lab import agent_lab
 from tests.functional.amphora_agent.test_agent import basic_lb
+from tools.lab import agent_lab
+from tools.lab import netns
 
 P4 = f'{netns.VIP4}/32'
 

@@ -15,9 +15,10 @@ import sys
 
 import pytest
 
-from tools.lab import netns
+from tests.functional.amphora_agent.test_agent import basic_lb
+from tests.functional.amphora_agent.test_agent import member_of
 from tools.lab import agent_lab
-from tests.functional.amphora_agent.test_agent import basic_lb, member_of
+from tools.lab import netns
 
 USER = 'dsrtest'
 # What the shipped unit grants (AmbientCapabilities=), measured in

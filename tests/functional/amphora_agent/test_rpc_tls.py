@@ -8,21 +8,21 @@ import ipaddress
 import os
 import tempfile
 
-import kombu
-import pytest
-from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography import x509
 from cryptography.x509.oid import NameOID
+import kombu
 from oslo_config import cfg
+import pytest
 
-from dsr_wire import auth
 from dsr_wire import agent_rpc as rpc
-from tools.lab import netns
+from dsr_wire import auth
 from tools.lab import agent_lab
 from tools.lab.localstack import private_services as ps
 from tools.lab.localstack import services
+from tools.lab import netns
 
 
 def _write_private(path, key):

@@ -16,11 +16,11 @@ import threading
 
 import pytest
 
+from tests.functional.amphora_agent.test_agent import _route_stays
+from tests.functional.amphora_agent.test_agent import basic_lb
 from tools.lab import agent_lab
 from tools.lab import netns
 from tools.lab import systemd_unit
-from tests.functional.amphora_agent.test_agent import _route_stays
-from tests.functional.amphora_agent.test_agent import basic_lb
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 UNIT = ROOT / 'etc' / 'systemd' / 'dsr-agent.service'

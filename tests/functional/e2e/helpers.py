@@ -13,9 +13,9 @@ import urllib.request
 
 import pytest
 
+from tools.lab.localstack import octavia as octavia_stack
 from tools.lab import netns
 from tools.lab import product_lab as pl
-from tools.lab.localstack import octavia as octavia_stack
 
 # Octavia API collections read by objects() (members: per pool).
 KINDS = ('loadbalancers', 'listeners', 'pools', 'healthmonitors',

@@ -8,16 +8,16 @@ import os
 import re
 import threading
 
-import oslo_messaging as messaging
 from oslo_config import cfg
+import oslo_messaging as messaging
 import pytest
 
-from dsr_wire import auth
-from dsr_wire import agent_rpc as rpc
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
-from tools.lab import netns
+from dsr_wire import agent_rpc as rpc
+from dsr_wire import auth
 from tests.functional.e2e import helpers as h
+from tools.lab import netns
 
 VIP4 = netns.VIP4
 OTHER_GROUP = 'g-other'

@@ -32,8 +32,8 @@ import pymysql
 import pytest
 import tenacity
 
-from tools.lab import netns
 from tests.functional.e2e import helpers as h
+from tools.lab import netns
 from tools.lab import product_lab as pl
 
 VIP4 = netns.VIP4

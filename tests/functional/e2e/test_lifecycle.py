@@ -11,9 +11,9 @@ import pymysql
 import pytest
 
 from dsr_provider import rpc_api
-from tools.lab import netns
-from tools.lab import agent_lab
 from tests.functional.e2e import helpers as h
+from tools.lab import agent_lab
+from tools.lab import netns
 
 VIP4 = netns.VIP4
 P4 = f'{VIP4}/32'

@@ -2,8 +2,8 @@
 CLI: a failing health check, admin-down and delete each take a member out
 (Octavia shows why) and no new flow reaches it while the other serves."""
 
-from tools.lab import netns
 from tests.functional.e2e import helpers as h
+from tools.lab import netns
 
 VIP4 = netns.VIP4
 

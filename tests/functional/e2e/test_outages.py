@@ -33,10 +33,10 @@ import urllib.request
 
 import pytest
 
-from tools.lab import netns
 from tests.functional.e2e import helpers as h
-from tools.lab import product_lab as pl
 from tools.lab.localstack import private_services as ps
+from tools.lab import netns
+from tools.lab import product_lab as pl
 
 VIP1, VIP2, VIP3 = netns.VIP4, '192.0.2.20', '192.0.2.30'
 TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -4,8 +4,8 @@ its own, created with the real `openstack` CLI, in one shared product lab."""
 
 import pytest
 
-from tools.lab import netns
 from tests.functional.e2e import helpers as h
+from tools.lab import netns
 from tools.lab import product_lab as pl
 
 VIP4, VIP6 = netns.VIP4, netns.VIP6

@@ -5,13 +5,13 @@ and BPF dataplane run in tests/functional/amphora_agent/test_agent.py)."""
 import copy
 import logging
 
+from oslo_config import cfg
 import oslo_messaging as messaging
 import pytest
-from oslo_config import cfg
 
+from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent import opts
 from amphora_agent import service
-from amphora_agent.dataplane import dataplane as dp_mod
 
 
 class FakeController:

@@ -5,8 +5,8 @@ import os
 
 import pytest
 
-from dsr_wire import auth
 from amphora_agent import trust
+from dsr_wire import auth
 
 
 @pytest.fixture

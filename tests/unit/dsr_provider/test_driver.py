@@ -8,10 +8,10 @@ import os
 import shutil
 import tempfile
 
-import pytest
 from octavia_lib.api.drivers import data_models as dm
 from octavia_lib.api.drivers import exceptions
 from oslo_config import cfg
+import pytest
 
 from dsr_provider import driver
 from dsr_provider import octavia_lookup

@@ -1,6 +1,6 @@
-import pytest
 from octavia_lib.api.drivers import exceptions
 from oslo_config import cfg
+import pytest
 
 from dsr_provider import driver
 from dsr_provider import flavors

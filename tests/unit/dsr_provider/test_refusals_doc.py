@@ -14,9 +14,9 @@ import pathlib
 import re
 import sys
 
-import pytest
 from octavia_lib.api.drivers import data_models as dm
 from octavia_lib.api.drivers import exceptions
+import pytest
 
 from dsr_provider import validation
 

@@ -5,9 +5,9 @@ arguments the controller's endpoint receives."""
 import threading
 import time
 
+from oslo_config import cfg
 import oslo_messaging as messaging
 import pytest
-from oslo_config import cfg
 
 from dsr_provider.controller import endpoints
 from dsr_provider import opts

@@ -4,10 +4,10 @@ Every refusal must be octavia-lib's UnsupportedOptionError (HTTP 501)
 whose text names the field and the allowed values.
 """
 
-import pytest
 from octavia_lib.api.drivers import data_models as dm
 from octavia_lib.api.drivers import exceptions
 from oslo_config import cfg
+import pytest
 
 from dsr_provider import validation
 from tests.unit.dsr_provider import fakes

@@ -11,17 +11,17 @@ feeding the same values to the parser directly).
 
 import itertools
 
-import pytest
 from octavia_lib.api.drivers import exceptions
+import pytest
 
-from dsr_wire import schema
 from amphora_agent import service
 from amphora_agent import snapshot
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import store as store_mod
 from dsr_provider import octavia_lookup
 from dsr_provider import payloads
 from dsr_provider import validation
-from dsr_provider.controller import db as db_mod
-from dsr_provider.controller import store as store_mod
+from dsr_wire import schema
 from tests.unit.dsr_provider import fakes
 
 MONITOR_TYPES = ['TCP', 'HTTP', 'HTTPS', 'PING', 'UDP-CONNECT', 'TLS-HELLO',

@@ -25,14 +25,16 @@ interpreter.
 
 import atexit
 import concurrent.futures
+from pathlib import Path
 import secrets
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
-from tools.lab.localstack.octavia import (StackError, _Proc,
-                                      _free_listening_socket, _tail)
+from tools.lab.localstack.octavia import _free_listening_socket
+from tools.lab.localstack.octavia import _Proc
+from tools.lab.localstack.octavia import _tail
+from tools.lab.localstack.octavia import StackError
 
 REGION = "RegionOne"
 # keystone.wsgi.api parses sys.argv (gunicorn's arguments): clear it first.
@@ -238,8 +240,8 @@ class KeystoneServer:
 
     def client(self):
         """python-keystoneclient v3 Client as the bootstrap admin."""
-        from keystoneauth1 import session
         from keystoneauth1.identity import v3
+        from keystoneauth1 import session
         from keystoneclient.v3 import client
         if self._session is None:
             self._session = session.Session(auth=v3.Password(

@@ -24,16 +24,22 @@ two-line module written to workdir clears it before the import.
 
 import atexit
 import os
+from pathlib import Path
 import secrets
 import subprocess
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 
-from tools.lab.localstack.octavia import (DB_HOST, DB_PORT, DB_USER, StackError,
-                                      _Proc, _free_listening_socket,
-                                      _pid_alive, _sql, _tail)
+from tools.lab.localstack.octavia import _free_listening_socket
+from tools.lab.localstack.octavia import _pid_alive
+from tools.lab.localstack.octavia import _Proc
+from tools.lab.localstack.octavia import _sql
+from tools.lab.localstack.octavia import _tail
+from tools.lab.localstack.octavia import DB_HOST
+from tools.lab.localstack.octavia import DB_PORT
+from tools.lab.localstack.octavia import DB_USER
+from tools.lab.localstack.octavia import StackError
 
 DB_PREFIX = "neutron_ls_"
 

@@ -22,11 +22,13 @@ network_endpoint_override=<url> for openstacksdk.
 
 import ipaddress
 import json
-import threading
-import uuid
 from socketserver import ThreadingMixIn
+import threading
 from urllib.parse import parse_qs
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+import uuid
+from wsgiref.simple_server import make_server
+from wsgiref.simple_server import WSGIRequestHandler
+from wsgiref.simple_server import WSGIServer
 
 COLLECTIONS = {"subnets": "subnet", "networks": "network", "ports": "port"}
 

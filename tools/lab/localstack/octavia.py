@@ -36,6 +36,7 @@ import importlib.metadata
 import io
 import json
 import os
+from pathlib import Path
 import secrets
 import shutil
 import signal
@@ -46,10 +47,9 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
 
-from tools.lab.localstack import services
 from tools.lab.localstack.neutron_stub import NeutronStub
+from tools.lab.localstack import services
 
 HERE = Path(__file__).resolve().parent
 API_RUNNER = HERE / "octavia_api.py"

@@ -19,8 +19,9 @@ import tempfile
 
 import pytest
 
+from amphora_agent.bgp.exabgp_config import Peer
+from amphora_agent.bgp.exabgp_config import SpeakerConfig
 from amphora_agent.bgp import speaker as speaker_mod
-from amphora_agent.bgp.exabgp_config import Peer, SpeakerConfig
 from tools.lab import bird as bird_mod
 
 ROUTER_ASN = 65000

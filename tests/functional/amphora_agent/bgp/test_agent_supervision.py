@@ -21,9 +21,10 @@ import time
 import pytest
 
 from amphora_agent.bgp import exabgp_api
+from tools.lab.agent_lab import listener
+from tools.lab.agent_lab import load_balancer
+from tools.lab.agent_lab import member
 from tools.lab import netns
-from tools.lab.agent_lab import (
-    listener, load_balancer, member)
 
 pytestmark = pytest.mark.root
 

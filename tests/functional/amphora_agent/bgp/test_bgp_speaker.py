@@ -20,7 +20,8 @@ import time
 from amphora_agent.bgp import speaker as speaker_mod
 from tools.lab import bird as bird_mod
 from tools.lab import netns
-from tools.lab.netns import VIP4, VIP6
+from tools.lab.netns import VIP4
+from tools.lab.netns import VIP6
 
 VIP4_P = f'{VIP4}/32'
 VIP6_P = f'{VIP6}/128'

@@ -23,7 +23,8 @@ def main():
 
     from pyroute2 import netns
     netns.setns(args.netns, flags=0)
-    from amphora_agent.dataplane import dataplane, model
+    from amphora_agent.dataplane import dataplane
+    from amphora_agent.dataplane import model
 
     with open(args.state) as f:
         desired = model.DesiredState.from_dict(json.load(f))

@@ -12,9 +12,9 @@ import pytest
 
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
-from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.test_dsr_path import member_of
+from tools.lab import netns
 
 CLIENT_NET = ipaddress.ip_network('203.0.113.0/24')
 

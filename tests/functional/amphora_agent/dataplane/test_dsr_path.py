@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
+from tools.lab import netns
 
 FLOWS = 16
 

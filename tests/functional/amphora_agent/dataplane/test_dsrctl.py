@@ -3,8 +3,8 @@ changes nothing."""
 
 import json
 
-from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
+from tools.lab import netns
 
 VIP = netns.VIP4
 L = f'{VIP}:80/tcp'

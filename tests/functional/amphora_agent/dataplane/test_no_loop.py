@@ -27,13 +27,16 @@ import subprocess
 import time
 import traceback
 
-import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
-from scapy.layers.inet import IP, TCP
+import pytest
+from scapy.layers.inet import IP
+from scapy.layers.inet import TCP
 from scapy.layers.l2 import Ether
 
-from amphora_agent.dataplane import dataplane, model, structs
+from amphora_agent.dataplane import dataplane
+from amphora_agent.dataplane import model
+from amphora_agent.dataplane import structs
 from tests.functional.amphora_agent.dataplane import (
     test_packet_corpus as corpus)
 

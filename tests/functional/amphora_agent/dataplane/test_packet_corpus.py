@@ -25,30 +25,49 @@ import dataclasses
 import errno
 import ipaddress
 import os
+from pathlib import Path
 import random
 import re
 import secrets
 import shutil
 import socket
 import struct
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
+from typing import Optional
 
-import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
-from scapy.layers.inet import ICMP, IP, TCP, UDP
-from scapy.layers.inet6 import (ICMPv6DestUnreach, ICMPv6EchoReply,
-                                ICMPv6EchoRequest, ICMPv6ND_NA, ICMPv6ND_NS,
-                                ICMPv6NDOptSrcLLAddr, ICMPv6PacketTooBig,
-                                ICMPv6ParamProblem, ICMPv6TimeExceeded, IPv6,
-                                IPv6ExtHdrDestOpt, IPv6ExtHdrFragment,
-                                IPv6ExtHdrHopByHop, IPv6ExtHdrRouting, Jumbo)
-from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+import pytest
+from scapy.layers.inet import ICMP
+from scapy.layers.inet import IP
+from scapy.layers.inet import TCP
+from scapy.layers.inet import UDP
+from scapy.layers.inet6 import ICMPv6DestUnreach
+from scapy.layers.inet6 import ICMPv6EchoReply
+from scapy.layers.inet6 import ICMPv6EchoRequest
+from scapy.layers.inet6 import ICMPv6ND_NA
+from scapy.layers.inet6 import ICMPv6ND_NS
+from scapy.layers.inet6 import ICMPv6NDOptSrcLLAddr
+from scapy.layers.inet6 import ICMPv6PacketTooBig
+from scapy.layers.inet6 import ICMPv6ParamProblem
+from scapy.layers.inet6 import ICMPv6TimeExceeded
+from scapy.layers.inet6 import IPv6
+from scapy.layers.inet6 import IPv6ExtHdrDestOpt
+from scapy.layers.inet6 import IPv6ExtHdrFragment
+from scapy.layers.inet6 import IPv6ExtHdrHopByHop
+from scapy.layers.inet6 import IPv6ExtHdrRouting
+from scapy.layers.inet6 import Jumbo
+from scapy.layers.l2 import ARP
+from scapy.layers.l2 import Dot1AD
+from scapy.layers.l2 import Dot1Q
+from scapy.layers.l2 import Ether
 from scapy.layers.sctp import SCTP
 from scapy.packet import Raw
 
-from amphora_agent.dataplane import dataplane, libbpf, model, structs
+from amphora_agent.dataplane import dataplane
+from amphora_agent.dataplane import libbpf
+from amphora_agent.dataplane import model
+from amphora_agent.dataplane import structs
 
 REPO = Path(__file__).resolve().parents[4]
 DOC = REPO / "docs" / "dataplane.md"

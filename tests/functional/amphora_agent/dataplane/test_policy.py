@@ -25,10 +25,13 @@ import threading
 import time
 
 import pytest
-from scapy.layers.inet import TCP, UDP
+from scapy.layers.inet import TCP
+from scapy.layers.inet import UDP
 from scapy.packet import Raw
 
-from amphora_agent.dataplane import model, packets, structs
+from amphora_agent.dataplane import model
+from amphora_agent.dataplane import packets
+from amphora_agent.dataplane import structs
 from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
 
 pytestmark = pc.pytestmark

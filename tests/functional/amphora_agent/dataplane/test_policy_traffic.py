@@ -13,11 +13,11 @@ import contextlib
 import os
 import socket
 
-import pytest
 from pyroute2 import netns as pr_netns
+import pytest
 
-from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
+from tools.lab import netns
 
 pytestmark = pytest.mark.root
 

@@ -6,8 +6,8 @@ import os
 import signal
 import sys
 
-from tools.lab import netns
 from tests.functional.amphora_agent.dataplane.conftest import listener
+from tools.lab import netns
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -15,8 +15,8 @@ import sys
 
 import pytest
 
-from tests.functional.amphora_agent.dataplane.conftest import PIN_ROOT
 from tests.functional.amphora_agent.dataplane.conftest import DsrSetup
+from tests.functional.amphora_agent.dataplane.conftest import PIN_ROOT
 from tools.lab import netns
 
 ENCAPS = ('--encap', 'ipip', '--encap', 'gre')

@@ -20,11 +20,10 @@ import threading
 import time
 import uuid
 
-from oslo_config import cfg
 from openstack import exceptions as sdk_exceptions
+from oslo_config import cfg
 import pytest
 
-from dsr_provider import opts
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import models
@@ -33,8 +32,9 @@ from dsr_provider.controller import neutron_ports
 from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
-from tests.unit.dsr_provider import fakes
+from dsr_provider import opts
 from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
+from tests.unit.dsr_provider import fakes
 from tools.lab.localstack import neutron_server
 from tools.lab.localstack import octavia as localstack
 
@@ -486,8 +486,8 @@ def test_a_running_dsr_controller_reconciles_from_its_options(
     Neutron client): started with neutron_member_ports on, it becomes the
     leader and brings a member's port to the desired state it finds in its
     database, then follows a change."""
-    from tests.functional.dsr_provider.controller import \
-        test_controller_runtime as runtime
+    from tests.functional.dsr_provider.controller import (
+        test_controller_runtime as runtime)
     from tools.lab import netns
 
     class WithNeutron(runtime.FreshDeployment):

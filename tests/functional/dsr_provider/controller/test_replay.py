@@ -10,14 +10,14 @@ import re
 import sys
 import uuid
 
-import oslo_messaging as messaging
 from oslo_config import cfg
+import oslo_messaging as messaging
 import pytest
 
-from dsr_wire import agent_rpc as rpc
-from dsr_wire import auth
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
+from dsr_wire import agent_rpc as rpc
+from dsr_wire import auth
 from tools.lab import agent_lab
 from tools.lab import netns
 from tools.lab import product_lab

@@ -10,7 +10,8 @@ import json
 import pytest
 
 from tools.lab import netns
-from tools.lab.netns import VIP4, VIP6
+from tools.lab.netns import VIP4
+from tools.lab.netns import VIP6
 
 PORT = 8080
 UPLOAD = 4 * 1024 * 1024

@@ -8,7 +8,9 @@ import sys
 import pytest
 
 from amphora_agent.bgp import exabgp_config as xc
-from amphora_agent.bgp.exabgp_config import ConfigError, Peer, SpeakerConfig
+from amphora_agent.bgp.exabgp_config import ConfigError
+from amphora_agent.bgp.exabgp_config import Peer
+from amphora_agent.bgp.exabgp_config import SpeakerConfig
 
 API_ARGV = [sys.executable, '-S', '/opt/x/exabgp_api.py', '/run/x/api.sock']
 

@@ -16,8 +16,9 @@ import time
 
 import pytest
 
+from amphora_agent.bgp.exabgp_config import Peer
+from amphora_agent.bgp.exabgp_config import SpeakerConfig
 from amphora_agent.bgp import speaker as sp
-from amphora_agent.bgp.exabgp_config import Peer, SpeakerConfig
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                     'fake_exabgp.py')

@@ -14,8 +14,8 @@ import pathlib
 import platform
 import secrets
 import shutil
-import subprocess
 import struct
+import subprocess
 import threading
 
 import pytest

@@ -12,7 +12,10 @@ import time
 import pytest
 
 from amphora_agent.health import monitor as hm
-from amphora_agent.health.monitor import ERROR, NO_MONITOR, OFFLINE, ONLINE
+from amphora_agent.health.monitor import ERROR
+from amphora_agent.health.monitor import NO_MONITOR
+from amphora_agent.health.monitor import OFFLINE
+from amphora_agent.health.monitor import ONLINE
 from tests.unit.amphora_agent.health import servers
 
 SLACK = 0.5  # seconds of scheduling slack allowed on a busy machine

@@ -3,7 +3,8 @@
 import pytest
 
 from amphora_agent.health import monitor as hm
-from amphora_agent.health.monitor import ERROR, ONLINE
+from amphora_agent.health.monitor import ERROR
+from amphora_agent.health.monitor import ONLINE
 
 
 def feed(state, results):

@@ -4,9 +4,13 @@ of an exception is restarted with back-off; statuses survive."""
 import threading
 
 from amphora_agent.health import monitor as hm
-from amphora_agent.health.monitor import ERROR, ONLINE
+from amphora_agent.health.monitor import ERROR
+from amphora_agent.health.monitor import ONLINE
 from tests.unit.amphora_agent.health.test_checker import (  # noqa: F401
-    Events, FakeProber, fake, make_checker, mon, wait_until)
+    make_checker)
+from tests.unit.amphora_agent.health.test_checker import fake  # noqa: F401
+from tests.unit.amphora_agent.health.test_checker import mon
+from tests.unit.amphora_agent.health.test_checker import wait_until
 
 
 def _inject(checker, exc):
@@ -15,8 +19,8 @@ def _inject(checker, exc):
     checker._loop.call_soon_threadsafe(boom)
 
 
-def test_dead_probing_loop_is_restarted_and_probes_go_on(make_checker,
-                                                          fake):
+def test_dead_probing_loop_is_restarted_and_probes_go_on(
+        make_checker, fake):  # noqa: F811
     c, events = make_checker(prober=fake)
     c.set_targets({'m': hm.Target('192.0.2.1', 80, mon(rise=1, fall=1))})
     c.start()
@@ -37,7 +41,7 @@ def test_dead_probing_loop_is_restarted_and_probes_go_on(make_checker,
     assert c.status('m') == ERROR
 
 
-def test_repeated_deaths_back_off(make_checker, fake):
+def test_repeated_deaths_back_off(make_checker, fake):  # noqa: F811
     c, _ = make_checker(prober=fake)
     c.set_backoff(max_delay=8.0, reset_after=60.0)
     c.start()
@@ -55,7 +59,7 @@ def test_repeated_deaths_back_off(make_checker, fake):
     assert c.report()['restarts'] == 3
 
 
-def test_dead_notifier_is_restarted(make_checker, fake):
+def test_dead_notifier_is_restarted(make_checker, fake):  # noqa: F811
     died = threading.Event()
 
     class Fatal(BaseException):
@@ -86,7 +90,7 @@ def test_dead_notifier_is_restarted(make_checker, fake):
         c.stop()
 
 
-def test_stopped_checker_is_not_restarted(make_checker, fake):
+def test_stopped_checker_is_not_restarted(make_checker, fake):  # noqa: F811
     c, _ = make_checker(prober=fake)
     c.start()
     c.stop()

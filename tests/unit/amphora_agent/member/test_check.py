@@ -6,7 +6,9 @@ import pytest
 from amphora_agent.member import check
 from amphora_agent.member import ebpf
 from amphora_agent.member import spec as spec_mod
-from tests.unit.amphora_agent.member.conftest import A4, V4, V6
+from tests.unit.amphora_agent.member.conftest import A4
+from tests.unit.amphora_agent.member.conftest import V4
+from tests.unit.amphora_agent.member.conftest import V6
 
 
 @pytest.fixture

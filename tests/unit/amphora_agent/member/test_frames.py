@@ -2,7 +2,9 @@
 parsing of plain and encapsulated replies."""
 
 import pytest
-from scapy.layers.inet import GRE, IP, TCP
+from scapy.layers.inet import GRE
+from scapy.layers.inet import IP
+from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 

@@ -13,7 +13,10 @@ from amphora_agent.member import spec as spec_mod
 from amphora_agent.member import state
 from tests.unit.amphora_agent.member import fakes
 
-from tests.unit.amphora_agent.member.conftest import A4, A6, V4, V6
+from tests.unit.amphora_agent.member.conftest import A4
+from tests.unit.amphora_agent.member.conftest import A6
+from tests.unit.amphora_agent.member.conftest import V4
+from tests.unit.amphora_agent.member.conftest import V6
 
 
 def _link_adds(ipr):

@@ -7,8 +7,8 @@ import time
 from oslo_config import cfg
 import pytest
 
-from dsr_provider import opts
 from dsr_provider.controller import neutron_sync
+from dsr_provider import opts
 
 
 def conf(**overrides):

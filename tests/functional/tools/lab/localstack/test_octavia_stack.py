@@ -16,11 +16,12 @@ import uuid
 
 import pytest
 
-from tools.lab import netns
-from tools.lab.localstack import services
 from tools.lab.localstack.neutron_stub import NeutronStub
-from tools.lab.localstack.octavia import (OctaviaStack, StackError,
-                                      registered_providers)
+from tools.lab.localstack.octavia import OctaviaStack
+from tools.lab.localstack.octavia import registered_providers
+from tools.lab.localstack.octavia import StackError
+from tools.lab.localstack import services
+from tools.lab import netns
 
 NOOP = {"noop_driver": "The No-Op driver"}
 

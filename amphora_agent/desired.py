@@ -5,7 +5,8 @@ Octavia semantics: disabled load balancers, listeners and pools carry no
 traffic; admin-down and unhealthy members leave the rings (their established
 flows are re-steered); weight 0 drains (no new flows); backup members are
 used only when no other member of the pool is usable.  A listener's
-connection_limit (-1: none) and allowed_cidrs (empty: anyone) go to every
+connection_limit (-1: none), allowed_cidrs (empty: anyone) and
+timeout_client_data (the flows' idle timeout; 0: none) go to every
 dataplane listener of it, one per VIP address.
 """
 
@@ -86,7 +87,8 @@ def _plan_lb(lb, usable, result):
                     else structs.Encap.IPIP,
                     # Per SE (docs/dataplane.md, connection_limit).
                     conn_limit=max(listener.connection_limit, 0),
-                    allowed_cidrs=listener.allowed_cidrs)
+                    allowed_cidrs=listener.allowed_cidrs,
+                    idle_timeout_ms=listener.timeout_client_data)
                 for member in members:
                     spec.members[member.address] = model.Member(
                         member.address, member.weight, member.backup)

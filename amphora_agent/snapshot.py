@@ -80,6 +80,7 @@ class Listener:
     allowed_cidrs: Optional[tuple]  # ip_network tuple; None: anyone
     pool: Optional[Pool]
     connection_limit: int = -1      # -1: no limit (Octavia's default)
+    timeout_client_data: int = 0    # ms; 0: no idle timeout
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,7 +220,8 @@ def _listener(obj, vips, rejected):
         admin_state_up=obj.get('admin_state_up', True),
         allowed_cidrs=cidrs, pool=pool,
         connection_limit=(-1 if obj.get('connection_limit') is None
-                          else obj['connection_limit']))
+                          else obj['connection_limit']),
+        timeout_client_data=obj.get('timeout_client_data') or 0)
 
 
 def _load_balancer(obj):

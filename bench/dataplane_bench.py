@@ -13,7 +13,8 @@ run); IPv6 in IPv6 hit; GRE with an IPv4 and an IPv6 outer header, hit; and
 the IPv4 / IPv6 hits whose next hop comes from bpf_fib_lookup.  The cost of
 the listener policies: 4in4 hit and miss on a listener with a
 connection_limit (never reached), with an allowed_cidrs list of
-POLICY_CIDRS prefixes (the source is in it), and with both; reported as
+POLICY_CIDRS prefixes (the source is in it), and with both, and the 4in4
+hit on a listener with a timeout_client_data (never reached); reported as
 ratios to the plain 4in4 hit / miss of the same run.
 
 Method.  BPF_PROG_TEST_RUN(repeat=N) re-runs the program on the same,
@@ -89,6 +90,8 @@ LISTENERS = {
              True),
     'both4': ('198.51.100.15:80/tcp', 'IPIP', ['198.19.1.2', '198.19.2.2'],
               True),
+    'idle4': ('198.51.100.16:80/tcp', 'IPIP', ['198.19.1.2', '198.19.2.2'],
+              True),
 }
 # Listener policies (docs/dataplane.md): a limit no run reaches, and an
 # allow list of POLICY_CIDRS prefixes whose /8 holds every bench source
@@ -97,6 +100,10 @@ POLICY_LIMIT = 2 ** 32 - 1
 POLICY_CIDRS = 256
 POLICIES = {'lim4': (POLICY_LIMIT, False), 'acl4': (0, True),
             'both4': (POLICY_LIMIT, True)}
+# timeout_client_data no run reaches (Octavia's longest, 24 days): a hit
+# reads the coarse clock and refreshes the entry's last-use time.
+POLICY_IDLE_MS = 24 * 86400 * 1000
+IDLE = {'idle4'}
 
 # scenario -> (listener, flow mode, description)
 #   hit: one flow, always in the conn table; miss: a new flow every run.
@@ -126,10 +133,12 @@ SCENARIOS = {
                            'allowed_cidrs'),
     '4in4_miss_limit_acl': ('both4', 'miss', '4in4 miss, connection_limit '
                             'and allowed_cidrs'),
+    '4in4_hit_idle': ('idle4', 'hit', '4in4 hit, listener with '
+                      'timeout_client_data (idle check, last-use refresh)'),
 }
 # policy scenario -> the plain scenario it is compared with
 POLICY_BASE = {s: ('4in4_hit' if '_hit_' in s else '4in4_miss')
-               for s in SCENARIOS if s.endswith(('_limit', '_acl'))}
+               for s in SCENARIOS if s.endswith(('_limit', '_acl', '_idle'))}
 # Measure each policy scenario right after its base, so that their ratio
 # (per round) compares samples taken moments apart on a noisy machine.
 SCENARIOS = dict(sorted(SCENARIOS.items(), key=lambda kv: (
@@ -177,7 +186,9 @@ def desired_state():
         spec = model.ListenerSpec(key, encap=structs.Encap[encap],
                                   conn_limit=limit,
                                   allowed_cidrs=policy_cidrs() if acl
-                                  else None)
+                                  else None,
+                                  idle_timeout_ms=POLICY_IDLE_MS
+                                  if name in IDLE else 0)
         for m in members:
             addr = ipaddress.ip_address(m)
             spec.members[addr] = model.Member(addr, 1)

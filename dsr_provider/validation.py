@@ -40,13 +40,25 @@ L4_ONLY = ('DSR is Layer 4: the service engine forwards packets by '
            'consistent hash and never reads or answers the application '
            'stream (replies go from the member straight to the client)')
 
-# Octavia's own defaults, used when octavia-api's [haproxy_amphora]
-# options are not registered (unit tests, other hosts).
+# Listener timeouts the SE cannot apply, with Octavia's own defaults (used
+# when octavia-api's [haproxy_amphora] options are not registered: unit
+# tests, other hosts), and why.  timeout_client_data is not here: the SEs
+# honour it as the flows' idle timeout (docs/dataplane.md).
 _TIMEOUT_DEFAULTS = {
-    'timeout_client_data': 50000,
     'timeout_member_connect': 5000,
     'timeout_member_data': 50000,
     'timeout_tcp_inspect': 0,
+}
+_MEMBER_SIDE = ('the service engine never sees the member side of a '
+                'connection: the member answers the client directly '
+                '(DSR), so there is no member connection whose {} it '
+                'could time out')
+_TIMEOUT_REASONS = {
+    'timeout_member_connect': _MEMBER_SIDE.format('establishment'),
+    'timeout_member_data': _MEMBER_SIDE.format('inactivity'),
+    'timeout_tcp_inspect': (f'{L4_ONLY}, so there is no content '
+                            'inspection to wait for (it only delays L7 '
+                            'rules, which a DSR listener cannot have)'),
 }
 
 _LISTENER_TLS_FIELDS = ('default_tls_container_ref',
@@ -132,10 +144,12 @@ def check_listener_protocol(protocol):
 
 
 def check_listener_limits(listener):
-    """connection_limit and allowed_cidrs, which the SEs enforce
-    (docs/dataplane.md): checked with the agents' listener definition."""
+    """connection_limit, allowed_cidrs and timeout_client_data, which
+    the SEs enforce (docs/dataplane.md): checked with the agents' listener
+    definition."""
     doc = {name: given(listener, name)
-           for name in ('connection_limit', 'allowed_cidrs')
+           for name in ('connection_limit', 'allowed_cidrs',
+                        'timeout_client_data')
            if is_given(listener, name)}
     try:
         schema.check_listener(doc, partial=True)
@@ -155,10 +169,10 @@ def check_listener(listener):
         accepted = {_TIMEOUT_DEFAULTS[name], _octavia_timeout_default(name)}
         if value is not None and value not in accepted:
             refuse(f'listener {name} {value} is not supported by the DSR '
-                   f'provider (allowed: unset or {_join(sorted(accepted))}):'
-                   ' the service engine proxies nothing, so there is no '
-                   'client or member connection whose timeout it could '
-                   'apply.')
+                   f'provider (allowed: unset or {_join(sorted(accepted))}'
+                   f', Octavia\'s default): {_TIMEOUT_REASONS[name]}. '
+                   'timeout_client_data (the idle timeout of client '
+                   'flows) is honoured.')
 
     headers = given(listener, 'insert_headers')
     if headers:

@@ -42,6 +42,9 @@ MAX_WEIGHT = 256
 MAX_GENERATION = 2 ** 63 - 1
 # Octavia's listener connection_limit: -1 (its default) is no limit.
 MIN_CONNECTION_LIMIT, MAX_CONNECTION_LIMIT = -1, 2 ** 31 - 1
+# Octavia's listener timeouts in ms (octavia.common.constants MIN_TIMEOUT,
+# MAX_TIMEOUT: 24 days); timeout_client_data 0 means none, as in HAProxy.
+MIN_TIMEOUT_MS, MAX_TIMEOUT_MS = 0, 24 * 24 * 60 * 60 * 1000
 
 CODES_ALLOWED = ('a status code, a comma list or a range of codes in '
                  '100..599, e.g. "200", "200,202", "200-204"')
@@ -165,6 +168,13 @@ LISTENER = _object(('id', 'protocol', 'port'), {
                                                '203.0.113.0/24 or '
                                                '2001:db8::/32'},
                       'description': 'a list of CIDRs'},
+    # The client-side idle timeout: an SE forgets a flow idle longer
+    # (docs/dataplane.md, timeout_client_data).
+    'timeout_client_data': dict(
+        _int(MIN_TIMEOUT_MS, MAX_TIMEOUT_MS),
+        type=['integer', 'null'],
+        description=f'null or an integer number of ms in '
+                    f'{MIN_TIMEOUT_MS}..{MAX_TIMEOUT_MS} (0: none)'),
     'pool': {'type': ['object', 'null'],
              'description': 'null or a pool object'},
 })

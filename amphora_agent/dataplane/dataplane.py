@@ -39,10 +39,11 @@ DEFAULT_TTL = 64
 MAP_NAMES = ('listeners', 'vip_addrs', 'rings', 'reals', 'nexthops',
              'conn_table', 'se_config', 'listener_stats', 'real_stats',
              'se_stats', 'conn_slots', 'acl_v4', 'acl_v6')
-# Maps whose value layout changed with connection_limit / allowed_cidrs:
-# pins of an older release cannot be reused (see open()).
+# Maps whose value layout changed with connection_limit / allowed_cidrs
+# and the idle timeout (real.idle, listener_stats.conn_expired): pins of an
+# older release cannot be reused (see open()).
 _LAYOUT = {'listeners': structs.Listener, 'conn_table': structs.Conn,
-           'listener_stats': structs.ListenerStats}
+           'listener_stats': structs.ListenerStats, 'reals': structs.Real}
 _ACL_MAPS = {4: ('acl_v4', structs.Acl4Key), 6: ('acl_v6', structs.Acl6Key)}
 # Flags of a member slot that shape its listener's ring.
 _RING_FLAGS = structs.REAL_F_IN_USE | structs.REAL_F_BACKUP
@@ -357,7 +358,7 @@ class Dataplane:
         for lkey, val in self._live_listeners().items():
             spec = model.ListenerSpec(lkey, structs.HashAlgorithm(
                 val.hash_alg), structs.Encap(val.encap),
-                conn_limit=val.conn_limit)
+                conn_limit=val.conn_limit, idle_timeout_ms=val.idle_ms)
             if val.flags & structs.LISTENER_F_ACL:
                 spec.allowed_cidrs = model.parse_cidrs(acls.get(
                     (lkey.vip.version, _acl_tag(val.id, val.flags)), ()))
@@ -531,6 +532,7 @@ class Dataplane:
                         structs.LISTENER_F_ACL | structs.LISTENER_F_ACL_ALT))
                     != acl_flags)
             limited = structs.REAL_F_LIMITED if spec.conn_limit else 0
+            idle = structs.idle_units(spec.idle_timeout_ms)
             live = {r.address: r for r in reals.get(lid, [])} \
                 if current else {}
             members_changed = current is None
@@ -542,11 +544,12 @@ class Dataplane:
                 if existing is not None:
                     real = structs.Real.from_bytes(bytes(existing.real))
                     index = existing.index
-                    if (real.weight, real.flags, real.encap) == (
-                            member.weight, flags, spec.encap):
+                    if (real.weight, real.flags, real.encap, real.idle) \
+                            == (member.weight, flags, spec.encap, idle):
                         slots[address] = (index, member.weight)
                         continue
-                    # An encap change alone keeps the ring and the flows.
+                    # An encap or idle-timeout change alone keeps the ring
+                    # and the flows.
                     members_changed = members_changed or (
                         real.weight != member.weight
                         or real.flags & _RING_FLAGS != flags & _RING_FLAGS)
@@ -563,6 +566,7 @@ class Dataplane:
                 real.weight = member.weight
                 real.flags = flags
                 real.encap = spec.encap
+                real.idle = idle
                 self.maps['reals'].update(_u32(index), bytes(real))
                 slots[address] = (index, member.weight)
             if live:
@@ -576,7 +580,8 @@ class Dataplane:
                 index for index, _ in slots.values())))
             listener = structs.Listener(id=lid, hash_alg=spec.algorithm,
                                         encap=spec.encap, flags=acl_flags,
-                                        conn_limit=spec.conn_limit)
+                                        conn_limit=spec.conn_limit,
+                                        idle_ms=spec.idle_timeout_ms)
             if current is None:
                 changes['listeners_added'] += 1
                 listener_writes.append((key, listener))
@@ -767,6 +772,8 @@ class Dataplane:
             if val.conn_limit:
                 ls.update(connection_limit=val.conn_limit,
                           counted_flows=self.counted_flows(val.id))
+            if val.idle_ms:
+                ls.update(idle_timeout_ms=val.idle_ms)
             listeners.append(dict(listener=str(key), **ls))
             for live in sorted(reals.get(val.id, []),
                                key=lambda r: r.address.packed):

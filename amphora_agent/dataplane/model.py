@@ -18,6 +18,9 @@ class InvalidConfig(ValueError):
 
 MAX_WEIGHT = 65535
 MAX_CONN_LIMIT = 2 ** 32 - 1
+# An idle timeout fits listener.idle_ms (u32 ms, 49 days); Octavia allows
+# 24 days (octavia.common.constants.MAX_TIMEOUT).
+MAX_IDLE_MS = 2 ** 32 - 1
 _LISTENER_RE = re.compile(r'^\[?(?P<vip>[0-9a-fA-F.:]+?)\]?:(?P<port>\d+)'
                           r'(?:/(?P<proto>[a-zA-Z]+))?$')
 
@@ -96,6 +99,19 @@ def parse_conn_limit(value):
     return max(value, 0)
 
 
+def parse_idle_timeout(value):
+    """timeout_client_data in ms: None and 0 mean none (returned as 0:
+    entries live until LRU eviction); else an integer 1..MAX_IDLE_MS."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or not 0 <= value <= MAX_IDLE_MS:
+        raise InvalidConfig(
+            f'idle timeout {value!r} is not an integer number of ms in '
+            f'0..{MAX_IDLE_MS} (0: none)')
+    return value
+
+
 def parse_cidrs(values):
     """An allow list: None (no restriction) or CIDRs -> a sorted tuple of
     ip_network (host bits are cleared, as Octavia does); an empty list
@@ -151,13 +167,16 @@ class ListenerSpec:
     """One dataplane listener.  conn_limit: concurrent flows this SE
     admits (0: no limit).  allowed_cidrs: None (anyone) or a tuple of
     ip_network; only the prefixes of the VIP's family apply, so a list
-    without one of that family allows nobody."""
+    without one of that family allows nobody.  idle_timeout_ms: a flow
+    idle longer loses its conn-table entry (timeout_client_data; 0:
+    none)."""
     key: ListenerKey
     algorithm: structs.HashAlgorithm = structs.HashAlgorithm.SOURCE_IP_PORT
     encap: structs.Encap = structs.Encap.IPIP
     members: dict = dataclasses.field(default_factory=dict)
     conn_limit: int = 0
     allowed_cidrs: Optional[tuple] = None
+    idle_timeout_ms: int = 0
 
     def acl(self):
         """The prefixes this listener's VIP family enforces, or None."""
@@ -173,6 +192,7 @@ class ListenerSpec:
             'algorithm': self.algorithm.name,
             'encap': self.encap.name.lower(),
             'connection_limit': self.conn_limit,
+            'idle_timeout_ms': self.idle_timeout_ms,
             'allowed_cidrs': (None if self.allowed_cidrs is None
                               else [str(n) for n in self.allowed_cidrs]),
             'members': [{'address': str(m.address), 'weight': m.weight}
@@ -252,7 +272,8 @@ class DesiredState:
         for item in data.get('listeners') or []:
             unknown = set(item) - {'listener', 'vip', 'port', 'protocol',
                                    'algorithm', 'encap', 'members',
-                                   'connection_limit', 'allowed_cidrs'}
+                                   'connection_limit', 'allowed_cidrs',
+                                   'idle_timeout_ms'}
             if unknown:
                 raise InvalidConfig(
                     f'unknown listener field(s): {sorted(unknown)}')
@@ -268,7 +289,9 @@ class DesiredState:
                 key, parse_algorithm(item.get('algorithm', 'SOURCE_IP_PORT')),
                 parse_encap(item.get('encap', 'ipip')),
                 conn_limit=parse_conn_limit(item.get('connection_limit')),
-                allowed_cidrs=parse_cidrs(item.get('allowed_cidrs')))
+                allowed_cidrs=parse_cidrs(item.get('allowed_cidrs')),
+                idle_timeout_ms=parse_idle_timeout(
+                    item.get('idle_timeout_ms')))
             for member in item.get('members') or []:
                 address = parse_address(member.get('address'),
                                         'member address')

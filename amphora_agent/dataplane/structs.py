@@ -86,7 +86,7 @@ class VipKey(_Struct):
 class Listener(_Struct):
     _fields_ = [('id', ctypes.c_uint32), ('hash_alg', ctypes.c_uint8),
                 ('encap', ctypes.c_uint8), ('flags', ctypes.c_uint16),
-                ('conn_limit', ctypes.c_uint32), ('pad', ctypes.c_uint32)]
+                ('conn_limit', ctypes.c_uint32), ('idle_ms', ctypes.c_uint32)]
 
 
 class Acl4Key(_Struct):
@@ -120,7 +120,7 @@ class Real(_Struct):
                 ('flags', ctypes.c_uint8), ('encap', ctypes.c_uint8),
                 ('pad', ctypes.c_uint8), ('gen', ctypes.c_uint32), ('nh', ctypes.c_uint32),
                 ('listener_id', ctypes.c_uint32),
-                ('weight', ctypes.c_uint32)]
+                ('weight', ctypes.c_uint32), ('idle', ctypes.c_uint32)]
 
 
 class Nexthop(_Struct):
@@ -141,7 +141,13 @@ class Conn(_Struct):
                 ('ep', ctypes.c_uint32), ('pad', ctypes.c_uint32)]
 
 
-CONN_ATIME_SHIFT = 30  # conn.atime unit: 2**30 ns
+CONN_TIME_SHIFT = 23  # conn.atime and real.idle unit: 2**23 ns
+
+
+def idle_units(ms):
+    """An idle timeout in ms as real.idle: whole conn-time units, rounded
+    up (so a flow is never dropped before its timeout); 0 stays 0 (none)."""
+    return -(-ms * 1_000_000 >> CONN_TIME_SHIFT) if ms else 0
 
 
 class SeConfig(_Struct):
@@ -156,7 +162,8 @@ class ListenerStats(_Struct):
                 ('new_flows', ctypes.c_uint64), ('conn_hits', ctypes.c_uint64),
                 ('conn_misses', ctypes.c_uint64), ('drops', ctypes.c_uint64),
                 ('drop_not_allowed', ctypes.c_uint64),
-                ('drop_conn_limit', ctypes.c_uint64)]
+                ('drop_conn_limit', ctypes.c_uint64),
+                ('conn_expired', ctypes.c_uint64)]
 
 
 class RealStats(_Struct):

@@ -10,9 +10,13 @@ DEGRADED, else ONLINE.  The same rules here, with the differences DSR
 brings written down:
 
 * A listener has no proxy of its own and the SEs report no FULL state for
-  it (HAProxy's DEGRADED listener): it shows its pool's status.  A listener (and its pool) with no
-  enabled member serves nothing -- the SEs do not even announce its VIP --
-  so it is OFFLINE, not ERROR, and does not count against its load balancer.
+  it (HAProxy's DEGRADED listener): it shows its pool's status when that
+  says something is wrong (DEGRADED, ERROR).  A served listener with no
+  pool, or whose pool has nothing enabled, is ONLINE: the SEs carry it and
+  nothing about it is failing -- what the amphora (HAProxy frontend OPEN)
+  and ovn-octavia-provider (ONLINE on create) report for it.  Likewise a
+  pool with no members at all is ONLINE; one whose members are all
+  disabled is OFFLINE (disabled by its administrator, member by member).
 * A group with no live, serviceable SE serves nothing: every object of its
   load balancers is OFFLINE (provisioning stays ACTIVE: the desired state
   is stored and applied when an SE joins).
@@ -43,7 +47,8 @@ Pools:
 | the group has no live serviceable SE                   | OFFLINE    |
 | admin down, or not the default pool of a served        | OFFLINE    |
 |   listener                                             |            |
-| no enabled (admin-up) member                           | OFFLINE    |
+| no member at all                                       | ONLINE     |
+| members, none of them enabled (admin-up)               | OFFLINE    |
 | no enabled member's status known yet                   | (unsent)   |
 | every known enabled member ERROR (rejected counts)     | ERROR      |
 | some ERROR                                             | DEGRADED   |
@@ -56,7 +61,7 @@ Listeners:
 | rejected                                               | ERROR      |
 | the group has no live serviceable SE                   | OFFLINE    |
 | admin down, or its load balancer admin down / rejected | OFFLINE    |
-| no default pool, or the pool OFFLINE                   | OFFLINE    |
+| no default pool, or the pool OFFLINE (nothing enabled) | ONLINE     |
 | otherwise its pool's status (ONLINE, DEGRADED, ERROR)  | the pool's |
 
 Load balancers:
@@ -69,7 +74,7 @@ Load balancers:
 | a listener's status not known yet                      | (unsent)   |
 | a listener ERROR                                       | ERROR      |
 | a listener DEGRADED (e.g. one member of two down)      | DEGRADED   |
-| otherwise (OFFLINE listeners count as nothing)         | ONLINE     |
+| otherwise                                              | ONLINE     |
 
 Health monitors:
 
@@ -187,7 +192,7 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
     for pid in served_pools:
         enabled = [m for m in by_pool[pid] if _up(m)]
         if not enabled:
-            out[('pools', pid)] = OFFLINE
+            out[('pools', pid)] = OFFLINE if by_pool[pid] else ONLINE
             continue
         known = [out[('members', m.id)] for m in enabled
                  if ('members', m.id) in out]
@@ -200,9 +205,11 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
     lb_listeners = collections.defaultdict(list)
     for pool_id, lids in served_listeners.items():
         if pool_id not in pool_rows:
-            st = OFFLINE                            # no default pool
+            st = ONLINE                             # no default pool
         else:
             st = out.get(('pools', pool_id))        # None: not known yet
+            if st == OFFLINE:                       # nothing enabled
+                st = ONLINE
         if st is not None:
             for lid in lids:
                 out[('listeners', lid)] = st

@@ -559,6 +559,10 @@ class Store:
                 # Only when set: an agent that cannot enforce it rejects
                 # that listener (unknown field) instead of ignoring it.
                 item['connection_limit'] = limit
+            idle = ldoc.get('timeout_client_data')
+            if idle is not None:
+                # Octavia fills in its default (50000): always honoured.
+                item['timeout_client_data'] = idle
             pool = pools.get(ldoc.get('default_pool_id'))
             if pool is not None:
                 item['pool'] = self._pool_snapshot(s, pool, encap)

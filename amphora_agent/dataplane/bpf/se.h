@@ -76,7 +76,7 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		return XDP_PASS;
 	}
 	/* Fast path: an established flow needs one lookup. */
-	if (verdict == V_STEER && conn_lookup(&p, &c))
+	if (verdict == V_STEER && conn_lookup(&p, &c, 1))
 		goto steer;
 	if (verdict == V_DROP && !p.dst_known)
 		return drop_vip(&p, NULL, p.drop_stat);
@@ -105,7 +105,7 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		return drop_vip(&p, NULL, p.drop_stat);
 	/* An error about a VIP flow: p now holds that flow; follow it. */
 	icmp_err = 1;
-	if (conn_lookup(&p, &c))
+	if (conn_lookup(&p, &c, 0))
 		goto steer;
 	l = find_listener(&p);
 	if (!l)
@@ -136,6 +136,7 @@ steer:
 			ls->conn_hits++;
 		else
 			ls->conn_misses++;
+		ls->conn_expired += c.expired;
 	}
 	/* Only flows of limited listeners are tracked on a hit. */
 	if (unlikely(c.real->flags & REAL_F_LIMITED) && c.conn && !icmp_err) {

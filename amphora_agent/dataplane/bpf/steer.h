@@ -1,9 +1,11 @@
 /* Member selection: the connection table first, then the listener's ring.
  *
  * An established flow is resolved by the conn-table lookup alone: the entry
- * names the member slot, and the slot carries its listener id and encap, so
- * the fast path needs no listener lookup.  A member removed since (its gen
- * changed) sends the flow back through the ring. */
+ * names the member slot, and the slot carries its listener id, encap and
+ * idle timeout, so the fast path needs no listener lookup.  A member
+ * removed since (its gen changed), or an entry idle longer than the
+ * listener's timeout_client_data (real.idle), sends the flow back through
+ * admission and the ring: the same member while the ring is unchanged. */
 #ifndef DSR_STEER_H
 #define DSR_STEER_H
 
@@ -17,9 +19,11 @@ struct choice {
 	struct real *real;
 	struct conn *conn; /* the flow's entry on a hit */
 	__u32 hash;
-	__u32 prev_ep;     /* conn.ep of a stale entry (member gone), else 0 */
+	__u32 prev_ep;     /* conn.ep of a stale entry (member gone or idle
+			    * timeout), else 0 */
 	__u8 new_flow; /* a conn-table entry was created */
 	__u8 from_conn;
+	__u8 expired;  /* the flow's entry had been idle past real.idle */
 };
 
 static __always_inline struct listener *find_listener(const struct pkt *p)
@@ -41,16 +45,20 @@ static __always_inline __u32 flow_hash(const struct pkt *p, __u8 hash_alg)
 			    ((__u32)p->flow.sport << 16) | p->flow.proto);
 }
 
-static __always_inline __u32 coarse_time(void)
+/* Now in conn-time units (CONN_TIME_SHIFT); the coarse clock costs a
+ * load, not a clock read. */
+static __always_inline __u32 conn_time(void)
 {
-	return (__u32)(bpf_ktime_get_coarse_ns() >> 30);
+	return (__u32)(bpf_ktime_get_coarse_ns() >> CONN_TIME_SHIFT);
 }
 
-/* 1 and *c filled when the flow has a live entry. */
-static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
+/* 1 and *c filled when the flow has a live entry.  touch: a packet of the
+ * flow itself (not an ICMP error about it) -- it refreshes the entry. */
+static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, int touch)
 {
 	struct conn *conn = bpf_map_lookup_elem(&conn_table, &p->flow);
 	struct real *r;
+	__u32 now;
 
 	if (!conn)
 		return 0;
@@ -58,6 +66,17 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c)
 	if (!r || r->gen != conn->gen || !(r->flags & REAL_F_IN_USE)) {
 		c->prev_ep = conn->ep;
 		return 0;
+	}
+	if (r->idle) {
+		now = conn_time();
+		if (now - conn->atime > r->idle) {
+			c->prev_ep = conn->ep;
+			c->expired = 1;
+			return 0;
+		}
+		/* One store per time unit at most, not one per packet. */
+		if (touch && conn->atime != now)
+			conn->atime = now;
 	}
 	c->real_idx = conn->real;
 	c->real = r;
@@ -94,7 +113,7 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 	fresh.real = c->real_idx;
 	fresh.gen = c->real->gen;
 	fresh.hash = c->hash;
-	fresh.atime = coarse_time();
+	fresh.atime = conn_time();
 	fresh.ep = ep;
 	bpf_map_update_elem(&conn_table, &p->flow, &fresh, BPF_ANY);
 	return 0;

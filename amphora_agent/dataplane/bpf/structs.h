@@ -35,7 +35,8 @@ struct listener {
 	__u8 encap;    /* DSR_ENCAP_* */
 	__u16 flags;   /* LISTENER_F_* */
 	__u32 conn_limit; /* concurrent flows admitted by this SE; 0 = no limit */
-	__u32 pad;
+	__u32 idle_ms;    /* timeout_client_data in ms, 0 = none (the members
+			   * carry it in conn-time units: real.idle) */
 };
 
 /* allowed_cidrs: LPM trie keys.  The data is the listener's tag, then the
@@ -86,6 +87,9 @@ struct real {
 	__u32 nh;     /* index into nexthops; 0 = not cached, use bpf_fib_lookup */
 	__u32 listener_id; /* owner: listener_stats index on a conn-table hit */
 	__u32 weight;      /* userspace bookkeeping (the ring carries the weight) */
+	__u32 idle;        /* its listener's idle timeout (timeout_client_data)
+			    * in conn-time units, 0 = none: a conn-table entry
+			    * idle longer no longer holds the flow's member */
 };
 
 /* Next hop towards a member, resolved by the agent from the neighbour table. */
@@ -107,6 +111,10 @@ struct flow_key {
 	__u8 pad[2];
 };
 
+/* conn.atime and real.idle unit: 2^23 ns (8.39 ms).  A u32 of them wraps
+ * after 417 days, far beyond Octavia's longest timeout (24 days). */
+#define CONN_TIME_SHIFT 23
+
 /* conn.ep: the connection-limit epoch the flow was last counted in. */
 #define CONN_EP_NONE 0           /* not counted (no limit when it was made) */
 #define CONN_EP_CLOSED 0xffffffff /* the client sent FIN or RST */
@@ -115,9 +123,9 @@ struct conn {
 	__u32 real;
 	__u32 gen;
 	__u32 hash;  /* flow hash, reused for the IPv6 outer flow label */
-	__u32 atime; /* creation, in 2^30 ns (~1.07 s) units; not refreshed
-		      * on hits: a clock read and a store per packet cost
-		      * ~10 ns of the ~100 ns fast path */
+	__u32 atime; /* last packet, in 2^CONN_TIME_SHIFT ns units; stored
+		      * only when it changed (at most once per unit), and
+		      * only for members with an idle timeout (real.idle) */
 	__u32 ep;    /* CONN_EP_* or an epoch (see limit.h) */
 	__u32 pad;
 };
@@ -152,6 +160,9 @@ struct listener_stats {
 	__u64 drops;          /* every drop below, plus no member, no route, ... */
 	__u64 drop_not_allowed; /* source not in allowed_cidrs */
 	__u64 drop_conn_limit;  /* new flow over connection_limit */
+	__u64 conn_expired;     /* packets of a flow idle past the listener's
+				 * timeout_client_data: steered (and admitted)
+				 * as a new flow */
 };
 
 struct real_stats {

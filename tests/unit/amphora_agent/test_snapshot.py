@@ -106,6 +106,8 @@ def _second_lb(doc):
      'connection_limit -2 is invalid (allowed: null, -1 (no limit)'),
     (lambda d: _lst(d).update(connection_limit='100'), 'listeners', 'l1',
      'connection_limit'),
+    (lambda d: _lst(d).update(timeout_client_data=-1), 'listeners', 'l1',
+     'timeout_client_data -1 is invalid (allowed: null or an integer'),
     (lambda d: _pool(d).update(algorithm='ROUND_ROBIN'), 'pools', 'p1',
      'SOURCE_IP_PORT, SOURCE_IP'),
     (lambda d: _members(d)[0].update(address='300.1.1.1'), 'members', 'm1',
@@ -267,6 +269,19 @@ def test_listener_limits_are_parsed_and_planned():
     plain = desired.plan(snapshot.parse(doc), lambda m: True)
     assert all(s.conn_limit == 0 and s.allowed_cidrs is None
                for s in plain.state.listeners.values())
+
+
+def test_timeout_client_data_is_the_idle_timeout():
+    doc = document()
+    plain = desired.plan(snapshot.parse(doc), lambda m: True)
+    assert all(s.idle_timeout_ms == 0
+               for s in plain.state.listeners.values())
+    _lst(doc).update(timeout_client_data=1500)
+    assert snapshot.parse(doc).load_balancers[0].listeners[
+        0].timeout_client_data == 1500
+    plan = desired.plan(snapshot.parse(doc), lambda m: True)
+    assert {s.idle_timeout_ms for s in plan.state.listeners.values()} == {
+        1500}
 
 
 def test_monitor_timeout_beyond_delay_is_accepted():

@@ -87,34 +87,50 @@ def test_bad_connection_limit_is_refused_with_the_field(limit):
     assert 'connection_limit' in text and '-1 (no limit)' in text
 
 
-@pytest.mark.parametrize('name,default', [
-    ('timeout_client_data', 50000), ('timeout_member_connect', 5000),
-    ('timeout_member_data', 50000), ('timeout_tcp_inspect', 0)])
-def test_listener_timeouts(name, default):
+@pytest.mark.parametrize('name,default,why', [
+    ('timeout_member_connect', 5000, 'never sees the member side'),
+    ('timeout_member_data', 50000, 'never sees the member side'),
+    ('timeout_tcp_inspect', 0, 'no content inspection')])
+def test_listener_timeouts_the_se_cannot_apply(name, default, why):
     validation.check_listener(fakes.listener(**{name: default}))
     validation.check_listener(fakes.listener(**{name: None}))
     text = refused(validation.check_listener,
                    fakes.listener(**{name: default + 1000}))
     assert f'listener {name} {default + 1000}' in text
-    assert str(default) in text
+    assert str(default) in text and why in text
+
+
+@pytest.mark.parametrize('value', [0, 1, 1000, 50000, 24 * 86400 * 1000])
+def test_timeout_client_data_is_honoured_at_any_octavia_value(value):
+    # The SEs apply it as the flows' idle timeout (0: none).
+    validation.check_listener(fakes.listener(timeout_client_data=value))
+    validation.check_listener(dm.Listener(listener_id='l',
+                                          timeout_client_data=value))
+
+
+@pytest.mark.parametrize('value', [-1, 24 * 86400 * 1000 + 1, '1000', 1.5])
+def test_timeout_client_data_out_of_range_is_refused(value):
+    text = refused(validation.check_listener,
+                   fakes.listener(timeout_client_data=value))
+    assert 'timeout_client_data' in text and '0..2073600000' in text
 
 
 def test_listener_timeouts_follow_octavias_configured_defaults():
     # Inside octavia-api the defaults come from [haproxy_amphora].
-    opt = cfg.IntOpt('timeout_client_data', default=50000)
+    opt = cfg.IntOpt('timeout_member_data', default=50000)
     try:
         cfg.CONF.register_opt(opt, group='haproxy_amphora')
     except cfg.DuplicateOptError:     # octavia itself was imported
         opt = None
-    cfg.CONF.set_override('timeout_client_data', 30000,
+    cfg.CONF.set_override('timeout_member_data', 30000,
                           group='haproxy_amphora')
     try:
-        validation.check_listener(fakes.listener(timeout_client_data=30000))
-        validation.check_listener(fakes.listener(timeout_client_data=50000))
+        validation.check_listener(fakes.listener(timeout_member_data=30000))
+        validation.check_listener(fakes.listener(timeout_member_data=50000))
         refused(validation.check_listener,
-                fakes.listener(timeout_client_data=60000))
+                fakes.listener(timeout_member_data=60000))
     finally:
-        cfg.CONF.clear_override('timeout_client_data',
+        cfg.CONF.clear_override('timeout_member_data',
                                 group='haproxy_amphora')
         if opt is not None:
             cfg.CONF.unregister_opt(opt, group='haproxy_amphora')

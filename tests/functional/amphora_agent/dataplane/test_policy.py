@@ -63,26 +63,38 @@ POLICY = {
 }
 
 
-def state(**changes):
-    """The harness's desired state; changes: listener -> dict of
-    ListenerSpec fields to override (members as addresses)."""
+def desired(specs, changes):
+    """A desired state from specs (listener -> ListenerSpec fields, with
+    members and allowed_cidrs as text) and changes (listener -> fields
+    to override)."""
     st = model.DesiredState(
         tunnel_source4=ipaddress.ip_address(pc.TUNNEL4),
         tunnel_source6=ipaddress.ip_address(pc.TUNNEL6))
-    for text, (members, limit, cidrs) in POLICY.items():
-        fields = dict(members=members, conn_limit=limit,
-                      allowed_cidrs=cidrs)
-        fields.update(changes.get(text, {}))
+    for text, fields in specs.items():
+        fields = dict(fields, **changes.get(text, {}))
+        members = fields.pop("members")
+        if "allowed_cidrs" in fields:
+            fields["allowed_cidrs"] = model.parse_cidrs(
+                fields["allowed_cidrs"])
         key = model.ListenerKey.parse(text)
         st.listeners[key] = model.ListenerSpec(
             key, members={ipaddress.ip_address(m): model.Member(
-                ipaddress.ip_address(m)) for m in fields["members"]},
-            conn_limit=fields["conn_limit"],
-            allowed_cidrs=model.parse_cidrs(fields["allowed_cidrs"]))
+                ipaddress.ip_address(m)) for m in members}, **fields)
     return st
 
 
+def state(**changes):
+    """The harness's desired state; changes: listener -> dict of
+    ListenerSpec fields to override (members as addresses)."""
+    return desired({text: dict(members=members, conn_limit=limit,
+                               allowed_cidrs=cidrs)
+                    for text, (members, limit, cidrs) in POLICY.items()},
+                   changes)
+
+
 class PolicyHarness(pc.SeHarness):
+    policy = POLICY   # the listeners forget_flows() resets
+
     @staticmethod
     def base_state(icmp_echo=True):
         return state()
@@ -100,13 +112,14 @@ class PolicyHarness(pc.SeHarness):
         table = self.dp.maps["conn_table"]
         for k in list(table.keys()):
             table.delete(k)
-        for key in POLICY:
+        for key in self.policy:
             self.dp._zero_conn_slots(self.listener(key).id)
 
 
-@pytest.fixture(scope="module")
-def harness():
-    h = PolicyHarness()
+def harness_of(cls):
+    """A module fixture's body: a set-up harness of class cls, torn
+    down also on failure."""
+    h = cls()
     try:
         h.setup()
         yield h
@@ -114,12 +127,23 @@ def harness():
         h.teardown()
 
 
-@pytest.fixture
-def se(harness):
+@pytest.fixture(scope="module")
+def harness():
+    yield from harness_of(PolicyHarness)
+
+
+def fresh(harness):
+    """The harness as each test wants it: default epochs, its base state,
+    no flows."""
     harness.write_config(epoch_shift=0)
-    harness.apply(state())
+    harness.apply(harness.base_state())
     harness.forget_flows()
     return harness
+
+
+@pytest.fixture
+def se(harness):
+    return fresh(harness)
 
 
 def tcp(key, src, sport, flags="S", payload=b""):

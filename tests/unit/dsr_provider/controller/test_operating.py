@@ -116,10 +116,12 @@ def test_pool_rejected_is_error_and_so_is_its_listener_and_lb(g):
     assert g.status('members', 'm1') == 'OFFLINE'
 
 
-def test_pool_admin_down_is_offline_and_so_is_its_listener(g):
+def test_pool_admin_down_is_offline_its_listener_online(g):
+    # The listener is not disabled and nothing of it fails (amphora: the
+    # HAProxy frontend stays OPEN).
     g.get('pools', 'p1').doc['admin_state_up'] = False
     assert g.status('pools', 'p1') == 'OFFLINE'
-    assert g.status('listeners', 'l1') == 'OFFLINE'
+    assert g.status('listeners', 'l1') == 'ONLINE'
     assert g.status('loadbalancers', 'lb1') == 'ONLINE'
 
 
@@ -128,11 +130,23 @@ def test_pool_on_no_listener_is_offline(g):
     assert g.status('pools', 'p1') == 'OFFLINE'
 
 
-def test_pool_without_enabled_members_is_offline_not_error(g):
+def test_pool_without_members_is_online(g):
+    # What amphora and ovn-octavia-provider report (and tempest expects).
     g.members = []
-    assert g.status('pools', 'p1') == 'OFFLINE'
-    assert g.status('listeners', 'l1') == 'OFFLINE'
-    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+    result = g.compute()
+    assert result[('pools', 'p1')] == 'ONLINE'
+    assert result[('listeners', 'l1')] == 'ONLINE'
+    assert result[('loadbalancers', 'lb1')] == 'ONLINE'
+
+
+def test_pool_with_every_member_disabled_is_offline_not_error(g):
+    for m in g.members:
+        m.doc['admin_state_up'] = False
+    result = g.compute()
+    assert result[('pools', 'p1')] == 'OFFLINE'
+    assert result[('members', 'm1')] == 'OFFLINE'
+    assert result[('listeners', 'l1')] == 'ONLINE'
+    assert result[('loadbalancers', 'lb1')] == 'ONLINE'
 
 
 def test_pool_with_no_member_status_known_is_unsent(g):
@@ -172,11 +186,15 @@ def test_listener_admin_down_is_offline(g):
     assert g.status('pools', 'p1') == 'OFFLINE'
 
 
-def test_listener_without_pool_is_offline_and_lb_online(g):
-    """Issue 9 case 7: listeners without members count as OFFLINE."""
+def test_listener_without_pool_is_online(g):
+    """As amphora and ovn-octavia-provider report it; it never makes
+    its load balancer ERROR or DEGRADED (issue 9 case 7)."""
     g.listeners.append(row('l2', loadbalancer_id='lb1'))
-    assert g.status('listeners', 'l2') == 'OFFLINE'
+    assert g.status('listeners', 'l2') == 'ONLINE'
     assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+    g.reports['m1'] = ['ERROR', 'ERROR']
+    assert g.status('listeners', 'l2') == 'ONLINE'
+    assert g.status('loadbalancers', 'lb1') == 'DEGRADED'
 
 
 # ------------------------------------------------------ load balancers

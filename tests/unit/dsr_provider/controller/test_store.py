@@ -87,6 +87,28 @@ def test_connection_limit_and_allowed_cidrs_reach_the_dataplane(store):
                for s in plan.state.listeners.values())
 
 
+def test_timeout_client_data_reaches_the_dataplane(store):
+    """The listener's timeout_client_data (Octavia fills in 50000 when
+    the user gives none) becomes the dataplane listeners' idle timeout;
+    an update changes it; 0 is no idle timeout."""
+    from amphora_agent import desired
+    doc = graph()
+    doc['listeners'][0].update(timeout_client_data=50000)
+    store.create_loadbalancer(doc)
+    sent = store.snapshot('g1')['load_balancers'][0]['listeners'][0]
+    assert sent['timeout_client_data'] == 50000
+    store.put_listener(dict(doc['listeners'][0], timeout_client_data=1000))
+    plan = desired.plan(snapshot_mod.parse(store.snapshot('g1')),
+                        lambda member_id: True)
+    assert [s.idle_timeout_ms for s in plan.state.listeners.values()] == [
+        1000, 1000]
+    store.put_listener(dict(doc['listeners'][0], timeout_client_data=0))
+    plan = desired.plan(snapshot_mod.parse(store.snapshot('g1')),
+                        lambda member_id: True)
+    assert all(s.idle_timeout_ms == 0
+               for s in plan.state.listeners.values())
+
+
 def test_member_changes_report_object_and_parents(store):
     store.create_loadbalancer(graph())
     store.put_member({'member_id': 'm3', 'pool_id': 'p1',

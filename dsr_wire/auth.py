@@ -164,11 +164,20 @@ class Signer:
             self._key, self._mtime = key, stamp
             self.key_id = key_id(key.public_key())
 
-    def sign(self, data):
+    def _refresh(self):
         try:
             self._load()
         except OSError:
             pass    # keep signing with the key we have
+
+    def current_key_id(self):
+        """The id of the key sign() uses now (re-read if the file changed):
+        what a cached signature must still be made with."""
+        self._refresh()
+        return self.key_id
+
+    def sign(self, data):
+        self._refresh()
         with self._lock:
             return self.key_id, _b64(self._key.sign(data))
 

@@ -15,10 +15,11 @@ import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import guard as guard_mod
+from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
-from dsr_wire import changes
 from dsr_wire import agent_rpc
+from dsr_wire import changes
 
 LOG = logging.getLogger(__name__)
 
@@ -251,6 +252,8 @@ class AgentEndpoint:
         self.store = store
         self.guard = guard
         self.signer = signer
+        # se_group -> (generation, key id, answer): the last answer built.
+        self._answers = {}
 
     def _admitted(self, ctxt, method, **args):
         """Casts: False when refused (logged and counted by the guard)."""
@@ -269,10 +272,28 @@ class AgentEndpoint:
         if self.guard is not None:
             self.guard.check(ctxt, 'get_config',
                              {'se_group': se_group, 'se_id': se_id})
+        return self._answer(se_group)
+
+    def _answer(self, se_group):
+        """The group's snapshot (signed), built once per generation: every
+        change of a group's snapshot bumps its generation (agents take a
+        generation for its content too), so the agents asking after a
+        change, and every resync, are served the answer built for the first
+        one -- one primary-key read instead of a snapshot build each."""
+        with self.store.db.session() as s:
+            group = s.get(models.SEGroup, se_group)
+            generation = group.generation if group else 0
+        kid = self.signer.current_key_id() if self.signer else None
+        cached = self._answers.get(se_group)
+        if cached is not None and cached[:2] == (generation, kid):
+            return cached[2]
         snapshot = self.store.snapshot(se_group)
-        if self.signer is None:
-            return snapshot
-        return self.signer.envelope(snapshot)
+        answer = snapshot if self.signer is None \
+            else self.signer.envelope(snapshot)
+        self._answers[se_group] = (
+            snapshot['generation'],
+            answer['key_id'] if self.signer else None, answer)
+        return answer
 
     def report_state(self, ctxt, se_id, se_group, state):
         if not self._admitted(ctxt, 'report_state', se_id=se_id,

@@ -30,6 +30,7 @@ from pyroute2 import netns as pr_netns  # noqa: E402
 OBJ_DIR = os.path.join(ROOT, 'amphora_agent', 'dataplane', 'obj')
 BENCH_OBJ = os.path.join(OBJ_DIR, 'bench_se_xdp.o')
 
+
 def exit_on_sigterm():
     """SIGTERM -> SystemExit, so the Sandbox still cleans up."""
     import signal
@@ -38,8 +39,10 @@ def exit_on_sigterm():
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, handler)
 
+
 def log(*args):
     print(*args, flush=True)
+
 
 def sh(*cmd, check=True, input=None):
     proc = subprocess.run([str(c) for c in cmd], capture_output=True,
@@ -50,9 +53,11 @@ def sh(*cmd, check=True, input=None):
             (proc.stderr or proc.stdout).strip()))
     return proc.stdout
 
+
 def setns(name):
     """Move the calling thread into netns ``name`` (never creating it)."""
     pr_netns.setns(name, flags=0)
+
 
 def run_in_netns(name, fn, *args, **kwargs):
     """fn(*args, **kwargs) in a forked child inside netns ``name``.
@@ -102,6 +107,7 @@ def run_in_netns(name, fn, *args, **kwargs):
         raise RuntimeError('in netns %s:\n%s' % (name, value))
     return value
 
+
 class Sandbox:
     """Namespaces and a pin directory owned by one benchmark run."""
 
@@ -144,6 +150,7 @@ class Sandbox:
                     pass
             shutil.rmtree(self.pin_dir, ignore_errors=True)
 
+
 def veth(name, ns, peer, peer_ns, mtu=None):
     sh('ip', 'link', 'add', name, 'netns', ns, 'type', 'veth', 'peer',
        'name', peer, 'netns', peer_ns)
@@ -152,18 +159,22 @@ def veth(name, ns, peer, peer_ns, mtu=None):
             sh('ip', '-n', n, 'link', 'set', dev, 'mtu', mtu)
         sh('ip', '-n', n, 'link', 'set', dev, 'up')
 
+
 def link_info(ns, dev):
     info = json.loads(sh('ip', '-n', ns, '-j', 'link', 'show', dev))[0]
     return info['ifindex'], info['address']
 
+
 def mac_bytes(mac):
     return bytes(int(x, 16) for x in mac.split(':'))
+
 
 def error_summary(exc):
     """One line for the JSON 'error' field: the last line of a (child)
     traceback, else the message."""
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     return lines[-1] if lines else repr(exc)
+
 
 def finish(out, t_start, exc=None):
     """End a bench's main(): record the error (if any), total time and
@@ -186,6 +197,7 @@ def finish(out, t_start, exc=None):
 def median(values):
     return statistics.median(values)
 
+
 def pin_cpu(cpu):
     try:
         os.sched_setaffinity(0, {cpu})
@@ -193,12 +205,15 @@ def pin_cpu(cpu):
     except OSError:
         return None
 
+
 def percpu_sum(m, key, off=0, size=8):
     return sum(int.from_bytes(v[off:off + size], 'little')
                for v in m.lookup_percpu(key))
 
+
 def u32(v):
     return int(v).to_bytes(4, 'little')
+
 
 def xdp_md(ingress_ifindex, data_len):
     """struct xdp_md for BPF_PROG_TEST_RUN ctx_in: data=0, data_end=len."""

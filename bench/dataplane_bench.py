@@ -77,7 +77,8 @@ CLIENT6 = ipaddress.ip_address('2001:db8:c1::1')
 # name -> (listener, encap, members, next hop cached?)
 LISTENERS = {
     'v4': ('198.51.100.10:80/tcp', 'IPIP', ['198.19.1.2', '198.19.2.2'], True),
-    'gre4': ('198.51.100.11:80/tcp', 'GRE', ['198.19.1.2', '198.19.2.2'], True),
+    'gre4': ('198.51.100.11:80/tcp', 'GRE', ['198.19.1.2', '198.19.2.2'],
+             True),
     'fib4': ('198.51.100.12:80/tcp', 'IPIP', ['198.19.3.2'], False),
     'v6': ('[2001:db8:100::10]:80/tcp', 'IPIP',
            ['2001:db8:19:1::2', '2001:db8:19:2::2'], True),
@@ -543,6 +544,7 @@ def report(samples):
     out['policy_cost'] = {}
     C.log('')
     C.log('listener policies vs the plain 4in4 path (per core):')
+
     def net(scen, i):
         return (samples[scen]['rst_se'][i]['cpu']
                 - samples[scen]['rst_pass'][i]['cpu']

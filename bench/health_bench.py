@@ -71,6 +71,7 @@ UDP_CLOSED_PORTS = range(26000, 26050)
 BLACKHOLE_NET = '198.18.0'
 BLACKHOLE_GW_NET = '198.18.1'
 
+
 def pct(values, q):
     if not values:
         return None

@@ -114,7 +114,8 @@ def se_setup(pin_dir):
     state.listeners[key] = spec
     dp.apply(state)
     # Every member must have a cached next hop (the fast path measured).
-    cached = [structs.Real.from_bytes(v).nh for _, v in dp.maps['reals'].items()
+    cached = [structs.Real.from_bytes(v).nh
+              for _, v in dp.maps['reals'].items()
               if structs.Real.from_bytes(v).flags & structs.REAL_F_IN_USE]
     dp.close()
     if len(cached) != len(MEMBERS) or not all(cached):

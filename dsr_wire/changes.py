@@ -14,7 +14,8 @@ Wire format: topic "octavia-dsr-changes", priority info, on octavia-api's
 control exchange (Octavia sets "octavia"; the controller's
 [dsr_controller] provider_exchange must match).  event_type is the method
 name, the payload {"version": "1.0", "args": {<keyword arguments>}} with
-plain dicts (dsr_provider/payloads.py).  The driver never waits for the controller:
+plain dicts (dsr_provider/payloads.py).  The driver never waits for the
+controller:
 
     loadbalancer_create(loadbalancer)
     loadbalancer_update(old_loadbalancer, new_loadbalancer)

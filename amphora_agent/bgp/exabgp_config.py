@@ -183,7 +183,7 @@ class SpeakerConfig:
                                   f'the SE has no IPv{p.family} next hop')
         object.__setattr__(self, 'peers',
                            tuple(sorted(peers, key=lambda p: (p.family,
-                                                               p.address))))
+                                                              p.address))))
 
     def nexthop(self, family):
         return self.nexthop4 if family == 4 else self.nexthop6

@@ -7,7 +7,7 @@
                                        nexthop4='198.18.1.2',
                                        nexthop6='2001:db8:1:1::2'),
                          state_dir='/run/octavia-dsr/se1/bgp')
-    speaker.start()                        # 'started' | 'adopted' | 'restarted'
+    speaker.start()                    # 'started' | 'adopted' | 'restarted'
     speaker.set_announced({'192.0.2.10/32', '2001:db8:f::10/128'})
     speaker.status()                       # {peer: PeerStatus(established=..)}
     speaker.drain(wait=2.0)                # withdraw all, wait, stop ExaBGP

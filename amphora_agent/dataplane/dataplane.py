@@ -475,10 +475,10 @@ class Dataplane:
         self._check_capacity(desired, live_listeners, reals, free)
         acls = self._live_acls()
         self._check_acl_capacity(desired, acls)
-        changes = {'config_updated': 0, 'listeners_added': 0, 'listeners_removed': 0,
-                   'listeners_updated': 0, 'members_added': 0,
-                   'members_removed': 0, 'rings_written': 0,
-                   'acls_written': 0}
+        changes = {'config_updated': 0, 'listeners_added': 0,
+                   'listeners_removed': 0, 'listeners_updated': 0,
+                   'members_added': 0, 'members_removed': 0,
+                   'rings_written': 0, 'acls_written': 0}
         # (family, tag) of the allow lists that stay; the others are deleted
         # once no listener points at them.
         acl_keep = set()
@@ -886,7 +886,6 @@ def _acl_tag(lid, flags):
 def _vip_addr_key(vip):
     return structs.VipAddrKey(addr=structs.pack_addr(vip),
                               family=structs.family_of(vip))
-
 
 
 XDP_VERDICTS = {0: 'XDP_ABORTED', 1: 'XDP_DROP', 2: 'XDP_PASS', 3: 'XDP_TX',

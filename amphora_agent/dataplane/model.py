@@ -210,9 +210,10 @@ class DesiredState:
 
     def copy(self):
         return DesiredState(
-            listeners={k: dataclasses.replace(
-                v, members={a: dataclasses.replace(m)
-                            for a, m in v.members.items()})
+            listeners={
+                k: dataclasses.replace(
+                    v, members={a: dataclasses.replace(m)
+                                for a, m in v.members.items()})
                 for k, v in self.listeners.items()},
             tunnel_source4=self.tunnel_source4,
             tunnel_source6=self.tunnel_source6,

@@ -49,7 +49,7 @@ class _RoutingSnapshot:
                 if route.get('type') != 1:  # unicast only
                     continue
                 dst = route.get('RTA_DST') or ('0.0.0.0' if family == 4
-                                                else '::')
+                                               else '::')
                 net = ipaddress.ip_network(f"{dst}/{route['dst_len']}",
                                            strict=False)
                 gateway = route.get('RTA_GATEWAY')
@@ -195,4 +195,3 @@ class NexthopResolver:
         if metrics and metrics.get('RTAX_MTU'):
             mtu = min(mtu, metrics.get('RTAX_MTU'))
         return ResolvedNexthop(ifindex, link.get('IFLA_ADDRESS'), mac, mtu)
-

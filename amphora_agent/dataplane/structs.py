@@ -118,7 +118,8 @@ class VipAddr(_Struct):
 class Real(_Struct):
     _fields_ = [('addr', U32x4), ('family', ctypes.c_uint8),
                 ('flags', ctypes.c_uint8), ('encap', ctypes.c_uint8),
-                ('pad', ctypes.c_uint8), ('gen', ctypes.c_uint32), ('nh', ctypes.c_uint32),
+                ('pad', ctypes.c_uint8), ('gen', ctypes.c_uint32),
+                ('nh', ctypes.c_uint32),
                 ('listener_id', ctypes.c_uint32),
                 ('weight', ctypes.c_uint32), ('idle', ctypes.c_uint32)]
 

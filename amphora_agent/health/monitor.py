@@ -337,7 +337,7 @@ class HealthChecker:
             out['running'] = self._running
             return out
 
-    # -- lifecycle -------------------------------------------------------------
+    # -- lifecycle ------------------------------------------------------------
 
     def start(self):
         """Start probing (a loop thread and a notifier thread).  Sockets
@@ -446,7 +446,7 @@ class HealthChecker:
         self.stop()
         return False
 
-    # -- notifier thread -------------------------------------------------------
+    # -- notifier thread ------------------------------------------------------
 
     def _notify(self):
         while True:
@@ -466,7 +466,7 @@ class HealthChecker:
                 LOG.exception('health notifier died')
                 return
 
-    # -- loop thread -------------------------------------------------------------
+    # -- loop thread ----------------------------------------------------------
 
     def _wake(self):
         loop = self._loop

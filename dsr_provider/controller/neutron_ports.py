@@ -365,7 +365,8 @@ class PortSync:
         return attrs, pairs, groups
 
     def _refusal(self, port, want, exc):
-        return (f'Neutron refused to add VIP(s) {", ".join(sorted(want.pairs))}'
+        vips = ', '.join(sorted(want.pairs))
+        return (f'Neutron refused to add VIP(s) {vips}'
                 f' to the allowed_address_pairs of port {port.id} (project '
                 f'{port.project_id}, port security on): HTTP {_status(exc)}'
                 f' {_neutron_message(exc)}; the member\'s replies from the '

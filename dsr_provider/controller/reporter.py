@@ -368,6 +368,5 @@ class Reporter:
             LOG.exception('statistics update failed')
 
 
-
 _View = collections.namedtuple(
     '_View', 'operating rejected agent_rejections waiting')

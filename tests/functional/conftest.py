@@ -1,6 +1,6 @@
 """Fixtures for the functional tests (network namespaces; needs root).
 
-    def test_x(topo):                      # 1 SE, 2 members, built and torn down
+    def test_x(topo):                  # 1 SE, 2 members, built and torn down
         topo.setup_member("m1")
         ...
 

@@ -14,9 +14,10 @@ and a working dataplane (issue 13).
    whose wheelhouse lacks a requirement fetches it again.
 3. Smoke: every console script the wheel declares answers --help (exit 0,
    usage, no traceback); the installed package finds its BPF objects and
-   libmaglev.so inside the venv; the venv's dsrctl loads and attaches the SE XDP program and the members'
-   tc program in network namespaces this test creates, and HTTP to the VIP
-   reaches a member.  Namespaces and pins go at teardown, also on failure.
+   libmaglev.so inside the venv; the venv's dsrctl loads and attaches the SE
+   XDP program and the members' tc program in network namespaces this test
+   creates, and HTTP to the VIP reaches a member.  Namespaces and pins go at
+   teardown, also on failure.
 """
 
 import configparser

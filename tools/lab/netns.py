@@ -24,7 +24,7 @@ Address plan (only documentation / benchmarking ranges)::
     client          203.0.113.0/24    2001:db8:c::/64      .2 / .1, ::2 / ::1
     se<i>           198.18.<i>.0/24   2001:db8:1:<i>::/64  .2 / .1, ::2 / ::1
     m<j>            198.19.<j>.0/24   2001:db8:2:<j>::/64  .2 / .1, ::2 / ::1
-    VIPs            192.0.2.0/24      2001:db8:f::/64      (VIP4, VIP6 defaults)
+    VIPs            192.0.2.0/24      2001:db8:f::/64      (VIP4, VIP6)
     extra client    198.51.100.0/24   2001:db8:d::/64      routed to the client
       sources                                              (add_client_sources)
 
@@ -1069,7 +1069,7 @@ class Topology:
         """HTTP server in host ``name`` on every address of ``binds``;
         GET / answers ``member=<name>``.  Returns the Proc once READY."""
         cmd = SCRIPT_PYTHON + [SERVERS_DIR / "http_server.py", "--name", name,
-               "--port", port]
+                               "--port", port]
         for b in binds:
             cmd += ["--bind", b]
         return self.spawn(name, cmd, ready=r"^READY", ready_timeout=timeout)
@@ -1078,14 +1078,14 @@ class Topology:
                        timeout=10.0):
         """UDP echo in host ``name``: answers ``member=<name> <payload>``."""
         cmd = SCRIPT_PYTHON + [SERVERS_DIR / "udp_echo.py", "--name", name,
-               "--port", port]
+                               "--port", port]
         for b in binds:
             cmd += ["--bind", b]
         return self.spawn(name, cmd, ready=r"^READY", ready_timeout=timeout)
 
     def _client_cmd(self, *args):
-        return SCRIPT_PYTHON + [SERVERS_DIR / "client.py"] + [str(a) for a in args
-                                                      if a is not None]
+        return (SCRIPT_PYTHON + [SERVERS_DIR / "client.py"]
+                + [str(a) for a in args if a is not None])
 
     @staticmethod
     def _opt(flag, value):

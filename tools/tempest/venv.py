@@ -2,12 +2,13 @@
 
 It holds only third-party code (tools/tempest/requirements.txt): pip runs
 when that file's content differs from what the stamp records (content, not
-mtime: every fresh checkout or worktree has new mtimes).  The project is NOT installed into
-it: the gate puts the checkout it runs from on PYTHONPATH with the plugin's
-entry point beside it (tools/tempest/plugin_dist.py), so one venv serves
-every checkout (a worktree sharing the venv by symlink used to reinstall
-the project editable from itself, pointing every other checkout's runs at
-its tree -- and re-running pip under a run that was using the venv).
+mtime: every fresh checkout or worktree has new mtimes).  The project is NOT
+installed into it: the gate puts the checkout it runs from on PYTHONPATH with
+the plugin's entry point beside it (tools/tempest/plugin_dist.py), so one
+venv serves every checkout (a worktree sharing the venv by symlink used to
+reinstall the project editable from itself, pointing every other checkout's
+runs at its tree -- and re-running pip under a run that was using the
+venv).
 A lock file serialises concurrent gates creating or refreshing it.
 """
 

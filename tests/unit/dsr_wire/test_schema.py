@@ -45,8 +45,8 @@ def test_missing_field_is_named():
 
 
 def test_expected_codes():
-    assert schema.parse_expected_codes('200,202-204') == {200, 202, 203,
-                                                         204}
+    assert schema.parse_expected_codes('200,202-204') == {
+        200, 202, 203, 204}
     assert schema.normalize_expected_codes('200, 202') == '200,202'
     for bad in ('999', '099', '200-600', '204-200', '200, 202', '', None):
         with pytest.raises(schema.Invalid):

@@ -1,9 +1,11 @@
-"""A real Keystone (from PyPI) on SQLite, for an Octavia API with keystone auth.
+"""A real Keystone (from PyPI) on SQLite, for an Octavia API with keystone
+auth.
 
     from tools.lab.localstack.keystone import KeystoneServer
 
-    ks = KeystoneServer("/tmp/ks", python="/path/to/venv-with-keystone/bin/python")
-    ks.start()                       # db_sync, fernet keys, bootstrap, gunicorn
+    ks = KeystoneServer("/tmp/ks",
+                        python="/path/to/venv-with-keystone/bin/python")
+    ks.start()                     # db_sync, fernet keys, bootstrap, gunicorn
                                      # (= prepare(), any thread, then
                                      # serve(), the thread that lives on)
     ks.add_service_user("octavia")   # admin on project "service"
@@ -289,9 +291,9 @@ class KeystoneServer:
 
 def octavia_stack_class():
     """OctaviaStack with keystone auth and the allowed-address-pairs network
-    driver on a real Neutron (a function: importing tools.lab.localstack.octavia
-    at module level is fine, the class is built on demand to keep this
-    module's import light)."""
+    driver on a real Neutron (a function: importing
+    tools.lab.localstack.octavia at module level is fine, the class is built
+    on demand to keep this module's import light)."""
     from tools.lab.localstack.octavia import OctaviaStack
 
     class KeystoneOctaviaStack(OctaviaStack):

@@ -1,4 +1,5 @@
-"""A real Neutron API (from PyPI) without agents, on a private MariaDB database.
+"""A real Neutron API (from PyPI) without agents, on a private MariaDB
+database.
 
     from tools.lab.localstack.neutron_server import NeutronServer
 
@@ -95,7 +96,8 @@ class NeutronServer:
             # addresses when a load balancer names only a network.
             "service_plugins = network_ip_availability",
             "transport_url = fake://",
-            f"api_paste_config = {self.bindir.parent / 'etc/neutron/api-paste.ini'}",
+            "api_paste_config = "
+            f"{self.bindir.parent / 'etc/neutron/api-paste.ini'}",
             "notify_nova_on_port_status_changes = false",
             "notify_nova_on_port_data_changes = false",
             "dhcp_agent_notification = false",

@@ -74,7 +74,7 @@ class NeutronStub:
 
     def add_subnet(self, subnet_id=None, cidr="192.0.2.0/24", ip_version=None,
                    network_id=None, name="", gateway_ip=None, **extra):
-        """Register a subnet (and its network if unknown); returns the subnet."""
+        """Register a subnet (and its network if unknown); return it."""
         subnet_id = subnet_id or str(uuid.uuid4())
         net = ipaddress.ip_network(cidr, strict=False)
         ip_version = ip_version or net.version

@@ -327,7 +327,8 @@ class OctaviaStack:
 
     def config(self):
         """The octavia.conf content as {section: {option: value}}."""
-        drivers = ",".join(f"{n}:{d}" for n, d in self.provider_drivers.items())
+        drivers = ",".join(f"{n}:{d}"
+                           for n, d in self.provider_drivers.items())
         cfg = {
             "DEFAULT": {
                 "debug": str(self.debug),
@@ -514,7 +515,8 @@ class OctaviaStack:
                 [self._tool("octavia-db-manage"), "--config-file",
                  str(self.conf_path), "upgrade", "head"],
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
-                env=env, cwd=self.workdir, timeout=max(5.0, deadline - time.monotonic()))
+                env=env, cwd=self.workdir,
+                timeout=max(5.0, deadline - time.monotonic()))
         if proc.returncode != 0:
             raise StackError(f"octavia-db-manage upgrade head failed "
                              f"(rc {proc.returncode}):\n{_tail(log)}")

@@ -213,7 +213,8 @@ class RabbitMQ(_Instance):
             'RABBITMQ_CONFIG_FILE': os.path.join(d, 'rabbitmq.conf'),
             'RABBITMQ_MNESIA_BASE': os.path.join(d, 'mnesia'),
             'RABBITMQ_LOG_BASE': os.path.join(d, 'log'),
-            'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(d, 'enabled_plugins'),
+            'RABBITMQ_ENABLED_PLUGINS_FILE': os.path.join(d,
+                                                          'enabled_plugins'),
             'RABBITMQ_PID_FILE': os.path.join(d, 'rabbitmq.pid'),
             'ERL_EPMD_ADDRESS': HOST,
         })

@@ -9,7 +9,8 @@ already answering is never touched, and nothing here ever stops a service.
 
 Command line (used by tools/install-deps.sh):
 
-    python -m tools.lab.localstack.services [--timeout S] [mariadb] [redis] [rabbitmq]
+    python -m tools.lab.localstack.services [--timeout S] \
+        [mariadb] [redis] [rabbitmq]
 
 Only the standard library is used, so this runs before any pip install.
 """
@@ -90,8 +91,9 @@ def _start_mariadb():
 def _start_redis():
     os.makedirs("/var/lib/redis", exist_ok=True)
     os.makedirs("/var/log/redis", exist_ok=True)
-    return ["redis-server", "--daemonize", "yes", "--bind", "127.0.0.1", "-::1",
-            "--port", "6379", "--save", "", "--appendonly", "no",
+    return ["redis-server", "--daemonize", "yes",
+            "--bind", "127.0.0.1", "-::1", "--port", "6379",
+            "--save", "", "--appendonly", "no",
             "--dir", "/var/lib/redis", "--logfile", "/var/log/redis/ci.log"]
 
 
@@ -132,11 +134,12 @@ def ensure_one(name, timeout=None):
         time.sleep(delay)   # polling interval, not synchronisation
         delay = min(delay * 2, 0.5)
     raise ServiceError(f"{name} did not answer on {HOST}:{PORTS[name]} "
-                       f"within {timeout or DEADLINES[name]:.0f} s of starting")
+                       f"within {timeout or DEADLINES[name]:.0f} s of "
+                       "starting")
 
 
 def ensure(*names, timeout=None):
-    """Ensure every named service answers; returns {name: 'running'|'started'}."""
+    """Ensure every named service answers; {name: 'running'|'started'}."""
     return {n: ensure_one(n, timeout) for n in (names or tuple(CHECKS))}
 
 

@@ -31,4 +31,5 @@ def downgrade():
     for table, column in _COLUMNS:
         with op.batch_alter_table(table) as batch:
             batch.alter_column(column, type_=sa.Float,
-                               existing_type=sa.Double, existing_nullable=False)
+                               existing_type=sa.Double,
+                               existing_nullable=False)

@@ -22,7 +22,8 @@ import time
 
 import pytest
 
-from amphora_agent.dataplane import model, structs
+from amphora_agent.dataplane import model
+from amphora_agent.dataplane import structs
 from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
 from tests.functional.amphora_agent.dataplane import test_policy as tp
 

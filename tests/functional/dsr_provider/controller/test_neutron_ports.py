@@ -358,6 +358,7 @@ def test_two_controllers_at_once_neither_duplicate_nor_remove(
                 sync.run_once(full=True)
         except Exception as exc:  # noqa: BLE001 -- reported below
             errors.append(exc)
+
     def both():
         threads = [threading.Thread(target=run, args=(s,)) for s in (a, b)]
         for t in threads:

@@ -271,14 +271,14 @@ def test_plan_withdraws_extra_and_fixes_partial_state():
         ('198.18.9.1', '192.0.2.10/32'),
         ('2001:db8:1:1::1', '2001:db8:f::10/128')]
     assert [(p.address, x) for p, x in wd] == [('198.18.1.1',
-                                                 '192.0.2.99/32')]
+                                                '192.0.2.99/32')]
     rib = _apply(rib, ann, wd)
     assert xc.plan_changes(c, want, rib) == ([], [], set())
     # And back to nothing.
     ann, wd, _ = xc.plan_changes(c, set(), rib)
     assert ann == [] and len(wd) == 3
-    assert xc.plan_changes(c, set(), _apply(rib, ann, wd)) == ([], [],
-                                                                set())
+    assert xc.plan_changes(c, set(), _apply(rib, ann, wd)) == (
+        [], [], set())
 
 
 def test_plan_reports_vips_no_peer_can_carry():
@@ -316,16 +316,17 @@ def test_config_from_options_defaults_to_the_se_addresses():
 
 
 def test_config_from_options_overrides():
-    class O(Opts):
+    class Overrides(Opts):
         router_id = '10.9.9.9'
         nexthop_ipv4 = '198.18.1.7'
         peers = ['198.18.1.1 65000']
         md5_password = None
-    c = xc.config_from_options(O, '198.18.1.2', None)
+    c = xc.config_from_options(Overrides, '198.18.1.2', None)
     assert c.router_id == '10.9.9.9' and c.nexthop4 == '198.18.1.7'
     assert c.peers[0].password is None
     with pytest.raises(ConfigError):
         xc.config_from_options(Opts, None, '2001:db8:1:1::2')   # no rid
+
     class NoPeers(Opts):
         peers = []
     with pytest.raises(ConfigError):

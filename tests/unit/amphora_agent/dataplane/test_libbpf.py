@@ -38,9 +38,9 @@ BAD_PROG_SRC = r"""
 SEC("xdp")
 int lbt_xdp_bad(struct xdp_md *ctx)
 {
-	unsigned char *data = (void *)(long)ctx->data;
+    unsigned char *data = (void *)(long)ctx->data;
 
-	return data[20];
+    return data[20];
 }
 
 char _license[] SEC("license") = "GPL";

@@ -195,4 +195,3 @@ class UdpServer(_Base):
         self._stop.set()
         self._thread.join(5)
         self.sock.close()
-

@@ -106,7 +106,7 @@ def make_checker():
         c.stop()
 
 
-# -- statuses ------------------------------------------------------------------
+# -- statuses -----------------------------------------------------------------
 
 def test_initial_statuses(make_checker, fake):
     c, events = make_checker(prober=fake)
@@ -159,7 +159,7 @@ def test_detection_and_recovery_times(make_checker, fake):
     c, events = make_checker(prober=fake)
     key = ('192.0.2.1', 80)
     c.set_targets({'m': hm.Target(*key, mon(delay=delay, timeout=timeout,
-                                             rise=rise, fall=fall))})
+                                            rise=rise, fall=fall))})
     c.start()
     wait_until(lambda: fake.count[key] >= 2, 5, 'settled')
     fake.healthy[key] = False
@@ -203,7 +203,7 @@ def test_real_tcp_member_fails_and_recovers(make_checker):
                               (ERROR, ONLINE)]
 
 
-# -- set_targets ---------------------------------------------------------------
+# -- set_targets --------------------------------------------------------------
 
 def test_set_targets_is_idempotent(make_checker, fake):
     c, events = make_checker(prober=fake)

@@ -162,7 +162,7 @@ def test_tls_hello():
     assert not ok
 
 
-# -- UDP-CONNECT ------------------------------------------------------------------
+# -- UDP-CONNECT --------------------------------------------------------------
 
 def test_udp_connect_refused_is_down():
     port = servers.free_port(kind=socket.SOCK_DGRAM)
@@ -201,7 +201,7 @@ def test_udp_connect_v6():
                                mon('UDP-CONNECT', timeout=0.2)))[0]
 
 
-# -- PING -----------------------------------------------------------------------
+# -- PING ---------------------------------------------------------------------
 
 @pytest.mark.skipif(not icmp_available(socket.AF_INET),
                     reason='no ICMP socket (not root, ping_group_range)')

@@ -45,8 +45,8 @@ def test_spec_parses_codes_and_defaults():
     s = spec(expected_codes='200-202')
     assert s.codes == {200, 201, 202}
     d = spec(http_method=None, url_path=None, expected_codes=None)
-    assert (d.http_method, d.url_path, d.expected_codes) == ('GET', '/',
-                                                            '200')
+    assert (d.http_method, d.url_path, d.expected_codes) == (
+        'GET', '/', '200')
     assert d.codes == {200}
     assert d.max_retries_down == 3
 
@@ -119,8 +119,8 @@ def test_from_octavia():
         {'type': 'HTTP', 'delay': 5, 'timeout': 3, 'max_retries': 2,
          'max_retries_down': None, 'http_method': None, 'url_path': '/hz',
          'expected_codes': '200-204', 'admin_state_up': True})
-    assert (s.max_retries_down, s.http_method, s.url_path) == (3, 'GET',
-                                                              '/hz')
+    assert (s.max_retries_down, s.http_method, s.url_path) == (
+        3, 'GET', '/hz')
 
     class Obj:
         type = 'PING'

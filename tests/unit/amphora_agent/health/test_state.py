@@ -69,8 +69,8 @@ def test_flapping_never_changes_with_thresholds_above_one():
 def test_record_keeps_last_result_and_reason():
     s = hm.HealthState(1, 1)
     s.record(False, 'connection refused')
-    assert (s.results, s.last_ok, s.last_reason) == (1, False,
-                                                    'connection refused')
+    assert (s.results, s.last_ok, s.last_reason) == (
+        1, False, 'connection refused')
 
 
 def test_carried_status_is_settled():

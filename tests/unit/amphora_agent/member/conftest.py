@@ -42,5 +42,3 @@ def env(tmp_path):
             return host.setup(spec, mode, self.ipr, self.sysctl,
                               self.journal, module_roots=self.roots)
     return Env()
-
-

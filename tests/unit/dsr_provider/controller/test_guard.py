@@ -5,9 +5,9 @@ import time
 
 import pytest
 
-from dsr_wire import auth
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import guard as guard_mod
+from dsr_wire import auth
 
 
 @pytest.fixture

@@ -82,8 +82,10 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
     try:
         stack.start()
         with capsys.disabled():
+            timings = ', '.join(f'{k} {v:.2f}'
+                                for k, v in stack.timings.items())
             print(f"\n[octavia-stack] start {stack.start_seconds:.2f} s "
-                  f"({', '.join(f'{k} {v:.2f}' for k, v in stack.timings.items())})")
+                  f"({timings})")
         assert stack.api_url.startswith("http://127.0.0.1:")
         for path in stack.driver_agent_sockets.values():
             assert path.startswith(str(tmp_path)) and os.path.exists(path)

@@ -8,6 +8,7 @@
 #   make test-tempest  octavia-tempest-plugin + the DSR tempest plugin
 #   make bench      deps + build + every bench/*.py -> bench/results.json
 #   make demo       deps + build + tools/demo.py
+#   make wheel      dist/*.whl with the BPF objects and libmaglev.so (pbr)
 #   make clean
 
 SHELL := /bin/bash
@@ -34,7 +35,7 @@ BPF_OBJS := $(patsubst $(BPF_DIR)/%.c,$(OBJ_DIR)/%.o,$(BPF_SRCS))
 # Userspace Maglev library: mk/maglev.mk defines MAGLEV_LIB and its rule.
 -include mk/maglev.mk
 
-.PHONY: all build bpf deps test test-e2e test-unit test-functional test-tempest bench demo demo-dataplane clean
+.PHONY: all build bpf wheel deps test test-e2e test-unit test-functional test-tempest bench demo demo-dataplane clean
 
 all: build
 
@@ -88,6 +89,12 @@ demo: deps build
 
 demo-dataplane: deps build
 	$(PYTHON) tools/dataplane_demo.py
+
+# A wheel of the product (pbr; the build step runs make build and ships
+# obj/ in it): dist/octavia_dsr-<version>-py3-none-linux_<arch>.whl.
+wheel: deps
+	rm -rf dist
+	$(PYTHON) -m pip wheel --no-deps -w dist .
 
 clean:
 	rm -rf $(OBJ_DIR) build dist *.egg-info

@@ -522,8 +522,11 @@ class Dataplane:
             lid = current.id if current else next(free_ids)
             taken_ids.add(lid)
             if current is None:
-                # Counts a previous holder of the id left behind.
+                # Counts and counters a previous holder of the id left
+                # behind (Octavia shows a new listener's stats from 0).
                 self._zero_conn_slots(lid)
+                self._zero_percpu('listener_stats', lid,
+                                  structs.ListenerStats)
             acl_flags = self._write_acl(key, spec, lid, current, acls)
             if acl_flags & structs.LISTENER_F_ACL:
                 acl_keep.add((key.vip.version, _acl_tag(lid, acl_flags)))
@@ -555,6 +558,7 @@ class Dataplane:
                         or real.flags & _RING_FLAGS != flags & _RING_FLAGS)
                 else:
                     index = free_reals.pop()
+                    self._zero_percpu('real_stats', index, structs.RealStats)
                     real = structs.Real.from_bytes(
                         self.maps['reals'].lookup(_u32(index)))
                     real.addr = structs.pack_addr(address)
@@ -683,9 +687,12 @@ class Dataplane:
         return structs.LISTENER_F_ACL | alt
 
     def _zero_conn_slots(self, lid):
-        m = self.maps['conn_slots']
-        m.update(_u32(lid), m.join_percpu(
-            [bytes(structs.ConnSlots())] * libbpf.num_possible_cpus()))
+        self._zero_percpu('conn_slots', lid, structs.ConnSlots)
+
+    def _zero_percpu(self, name, index, cls):
+        m = self.maps[name]
+        m.update(_u32(index), m.join_percpu(
+            [bytes(cls())] * libbpf.num_possible_cpus()))
 
     def counted_flows(self, lid, epoch_shift=None):
         """Flows listener lid counts against its connection limit now

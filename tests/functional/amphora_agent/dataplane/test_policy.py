@@ -429,3 +429,30 @@ def test_unlimited_listeners_track_nothing(se):
     assert conn and all(c.ep == structs.CONN_EP_NONE for c in conn)
     assert not any(r.real.flags & structs.REAL_F_LIMITED for r in
                    se.dp._live_reals()[0][se.listener(ACL4).id])
+
+
+
+def test_new_listener_and_members_start_with_zero_counters(se):
+    """A listener id and member slots taken over from a removed listener
+    do not inherit its counters (Octavia shows a new listener's stats)."""
+    def slots(key):
+        return sorted(r.index for r in se.dp._live_reals()[0][
+            se.listener(key).id])
+    before = se.listener_stats(ACL4)["packets"]
+    for port in range(49700, 49710):
+        steered(se, tcp(ACL4, IN4, port))
+    assert se.listener_stats(ACL4)["packets"] == before + 10
+    old_id, old_slots = se.listener(ACL4).id, slots(ACL4)
+    rest = {t: dict(members=m, conn_limit=lim, allowed_cidrs=c)
+            for t, (m, lim, c) in POLICY.items() if t != ACL4}
+    se.apply(desired(rest, {}))
+    # The lowest free id and slots are the removed listener's.
+    new = f"{VIP4}:5099/tcp"
+    se.apply(desired(dict(rest, **{new: dict(members=M4)}), {}))
+    assert (se.listener(new).id, slots(new)) == (old_id, old_slots)
+    stats = se.listener_stats(new)
+    assert stats["packets"] == stats["bytes"] == stats["new_flows"] == 0
+    members = [m for m in se.dp.stats(conn_table_entries=False)["members"]
+               if m["listener"] == new]
+    assert len(members) == len(M4)
+    assert all(m["packets"] == m["bytes"] == 0 for m in members)

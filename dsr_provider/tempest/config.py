@@ -62,6 +62,11 @@ opts = [
                 help='allowed_cidrs of the scenario\'s listener (empty: '
                      'any source).  Set it to prefixes holding the client '
                      'to prove that traffic flows through an allow list.'),
+    cfg.IntOpt('timeout_client_data', min=0,
+               help='timeout_client_data (ms) of the scenario\'s listener '
+                    '(unset: Octavia\'s default).  Set it to prove that '
+                    'the SEs apply it: each SE\'s stats must show it as '
+                    'the listener\'s idle_timeout_ms.'),
     cfg.IntOpt('timeout', default=120,
                help='Seconds to wait for statuses and for traffic to flow.'),
 ]

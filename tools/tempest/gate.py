@@ -1,15 +1,16 @@
 """`make test-tempest`: octavia-tempest-plugin's API tests and the project's
 own DSR scenario against the whole product, as a gate runs them.
 
-    .venv/bin/python -m tools.tempest.gate [--regex R]
-        [--concurrency N] [--keep]
+    .venv/bin/python -m tools.tempest.gate [--set full|ci] [--regex R]
+        [--exclude-regex R] [--concurrency N] [--timeout S]
 
 Brings up, on this machine: Keystone (SQLite, gunicorn) and Neutron (no
 agents, MariaDB) from .tempest-venv (tools/tempest/venv.py), Octavia API
 with keystone auth and the allowed-address-pairs network driver, the
 driver agent, a dsr-controller, one SE with dsr-agent, two members and a
 client in network namespaces (the product lab), then runs tempest with
-tools/tempest/tempest_conf.py's configuration and prints the summary
+tools/tempest/tempest_conf.py's configuration, the tests of
+tools/tempest/selection.py spread over the workers, and prints the summary
 (tools/tempest/summary.py).  Everything is torn down by PID, namespace and
 database name, also on failure or Ctrl-C; logs are kept in
 /tmp/dsr-tempest-logs.
@@ -20,7 +21,6 @@ It drives the lab kit (tools/lab) with the tempest pieces beside it
 
 import argparse
 import concurrent.futures
-import json
 import os
 import re
 import shutil
@@ -29,41 +29,19 @@ import subprocess
 import sys
 import time
 
-from tools.lab import netns
 from tools.lab import agent_lab
-from tools.lab import product_lab
 from tools.lab.localstack import keystone as keystone_mod
 from tools.lab.localstack import neutron_server
+from tools.lab import netns
+from tools.lab import product_lab
 from tools.tempest import plugin_dist
+from tools.tempest import selection
 from tools.tempest import tempest_conf
 from tools.tempest import venv as tempest_venv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
     os.path.abspath(__file__))))
 LOGS = '/tmp/dsr-tempest-logs'
-
-# What runs (docs/tempest.md says why each exclusion is there).
-INCLUDE = (r'^(octavia_tempest_plugin\.tests\.api\.v2\.|'
-           r'dsr_provider\.tempest\.tests\.)')
-EXCLUDE = '|'.join([
-    # Amphora admin API: the amphora provider's own objects.
-    r'\.test_amphora\.',
-    # Algorithms other than SOURCE_IP / SOURCE_IP_PORT: pools with them are
-    # refused (Maglev hashing only), and the plugin expects these tests
-    # to pass on a provider, so it fails them instead of skipping.
-    r'_(LC|RR)_',
-    r'_least_connections_|_round_robin_',
-    # A listener or pool without enabled members is operating OFFLINE on
-    # provider dsr -- the SEs do not even announce its VIP, nothing
-    # answers (issue 9) -- and these tests wait for such a listener or
-    # pool to be ONLINE (amphora's haproxy frontend accepts connections
-    # with no backend; OVN's provider sets ONLINE on create).
-    r'\.test_listener\.ListenerAPITest\.test_(tcp|udp|sctp)_listener_'
-    r'(list|show_stats)(_no_allowed_cidrs)?(\[|$)',
-    r'\.test_pool\.PoolAPITest\.test_(TCP|UDP)_\w+_pool_with_listener_'
-    r'create(\[|$)',
-])
-
 
 TEMPEST_MAX_LISTENERS = 64
 
@@ -149,8 +127,8 @@ class TempestLab(product_lab.ProductLab):
     def _scenario_networks(self):
         """Shared networks for the DSR scenario: the lab's VIP and member
         prefixes (the members serve on netns.VIP4)."""
-        from keystoneauth1 import session
         from keystoneauth1.identity import v3
+        from keystoneauth1 import session
         sess = session.Session(auth=v3.Password(
             **self.keystone.admin_auth()))
         base = f'{self.neutron.url}/v2.0'
@@ -187,6 +165,8 @@ class TempestLab(product_lab.ProductLab):
             'connection_limit': '100',
             # (one family: Octavia refuses CIDRs of a family no VIP has)
             'allowed_cidrs': f'{self.topo.client.ipv4}/32',
+            # ...and its flows' idle timeout reaches every SE.
+            'timeout_client_data': '30000',
             'client_command': cmd(client),
             'se_stats_command': [cmd(dsrctl + [
                 '--netns', self.topo.ns(se.name), '--pin-dir',
@@ -260,10 +240,18 @@ def run_tempest(venv_python, workspace, regex, exclude, concurrency,
                 timeout):
     bindir = os.path.dirname(venv_python)
     env = tempest_env(venv_python, workspace)
-    argv = [os.path.join(bindir, 'tempest'), 'run', '--regex', regex,
-            '--concurrency', str(concurrency)]
-    if exclude:
-        argv += ['--exclude-regex', exclude]
+    tempest = os.path.join(bindir, 'tempest')
+    tests = selection.list_tests(tempest, workspace, env, regex, exclude)
+    if not tests:
+        raise RuntimeError(f'no test matches --regex {regex!r} '
+                           f'--exclude-regex {exclude!r}')
+    parts, loads = selection.partition(tests, concurrency)
+    worker_file = os.path.join(workspace, 'workers.yaml')
+    selection.write_worker_file(worker_file, parts)
+    log(f'{len(tests)} tests on {len(parts)} workers (estimated '
+        f'{", ".join(str(x) for x in loads)} s at load 10-16): '
+        f'{worker_file}')
+    argv = [tempest, 'run', '--worker-file', worker_file]
     log(' '.join(argv))
     with open(os.path.join(workspace, 'tempest-run.log'), 'wb') as out:
         proc = subprocess.Popen(argv, cwd=workspace, env=env,
@@ -323,13 +311,23 @@ def keep_logs(lab, workspace):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--regex', default=INCLUDE)
-    p.add_argument('--exclude-regex', default=EXCLUDE)
-    p.add_argument('--concurrency', type=int, default=3)
+    p.add_argument('--set', choices=selection.SETS, default='full',
+                   help='the tests to run (tools/tempest/selection.py): '
+                        'full, or ci (without the SOURCE_IP twins)')
+    p.add_argument('--regex', help='instead of the set\'s regex')
+    p.add_argument('--exclude-regex', help='instead of the set\'s')
+    p.add_argument('--concurrency', type=int, default=3,
+                   help='tempest workers (most of a test is waiting for '
+                        'the load balancer: 3 on 2 cores)')
     p.add_argument('--timeout', type=int, default=2400,
                    help='seconds tempest may run')
     p.add_argument('--venv', default=os.path.join(ROOT, '.tempest-venv'))
     args = p.parse_args(argv)
+    include, exclude = selection.regexes(args.set)
+    if args.regex is not None:
+        include = args.regex
+    if args.exclude_regex is not None:
+        exclude = args.exclude_regex
 
     t0 = time.monotonic()
     venv_python = str(tempest_venv.ensure(args.venv, log=log))
@@ -357,8 +355,8 @@ def main(argv=None):
             init_workspace(venv_python, workspace, lab.tag)
             write_tempest_conf(lab, workspace)
             t1 = time.monotonic()
-            rc, out, err = run_tempest(venv_python, workspace, args.regex,
-                                       args.exclude_regex, args.concurrency,
+            rc, out, err = run_tempest(venv_python, workspace, include,
+                                       exclude, args.concurrency,
                                        args.timeout)
             log(f'tempest ran {time.monotonic() - t1:.0f} s; '
                 f'total {time.monotonic() - t0:.0f} s; logs in {LOGS}')

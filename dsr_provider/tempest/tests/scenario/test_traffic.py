@@ -117,14 +117,20 @@ class DSRTrafficTest(test.BaseTestCase):
                 return
             time.sleep(0.5)   # polling interval of a delete wait
 
-    def _se_listener_counters(self, vip, port):
-        packets = bytes_ = 0
+    @staticmethod
+    def _se_listeners(vip, port):
+        """Each SE's stats of the listener on vip:port."""
         for command in CONF.dsr_scenario.se_stats_command:
             stats = json.loads(_run(command))
             for lst in stats['listeners']:
                 if vip in lst['listener'] and f'{port}' in lst['listener']:
-                    packets += lst['packets']
-                    bytes_ += lst['bytes']
+                    yield lst
+
+    def _se_listener_counters(self, vip, port):
+        packets = bytes_ = 0
+        for lst in self._se_listeners(vip, port):
+            packets += lst['packets']
+            bytes_ += lst['bytes']
         return packets, bytes_
 
     @staticmethod
@@ -153,12 +159,17 @@ class DSRTrafficTest(test.BaseTestCase):
                          'connection_limit': opts.connection_limit}
         if opts.allowed_cidrs:
             listener_args['allowed_cidrs'] = opts.allowed_cidrs
+        if opts.timeout_client_data is not None:
+            listener_args['timeout_client_data'] = opts.timeout_client_data
         listener = self.lb.create('listeners', **listener_args)
         listener = self._wait('listeners', listener['id'])
         self.assertEqual(opts.connection_limit, listener['connection_limit'])
         if opts.allowed_cidrs:
             self.assertEqual(sorted(opts.allowed_cidrs),
                              sorted(listener['allowed_cidrs']))
+        if opts.timeout_client_data is not None:
+            self.assertEqual(opts.timeout_client_data,
+                             listener['timeout_client_data'])
         pool = self.lb.create('pools', name=name, protocol='TCP',
                               lb_algorithm='SOURCE_IP_PORT',
                               listener_id=listener['id'])
@@ -189,6 +200,12 @@ class DSRTrafficTest(test.BaseTestCase):
                     raise
                 time.sleep(0.5)   # polling until the route is announced
 
+        if opts.timeout_client_data:
+            # Every SE holds the listener's idle timeout.
+            shown = [lst.get('idle_timeout_ms')
+                     for lst in self._se_listeners(vip, port)]
+            self.assertTrue(shown, 'no SE shows the listener')
+            self.assertEqual({opts.timeout_client_data}, set(shown))
         se_before = self._se_listener_counters(vip, port)
         tunnelled_before = self._tunnelled()
         served = {}

@@ -1,0 +1,93 @@
+"""The tempest stage's test sets and worker partitions."""
+
+import re
+
+import pytest
+import yaml
+
+from tools.tempest import selection
+
+V2 = 'octavia_tempest_plugin.tests.api.v2.'
+IDS = [
+    V2 + 'test_healthmonitor.HealthMonitorAPITest.test_SIP_TCP_'
+         'healthmonitor_create',
+    V2 + 'test_healthmonitor.HealthMonitorAPITest.test_SI_TCP_'
+         'healthmonitor_create',
+    V2 + 'test_member.MemberAPITest1.test_ipv4_TCP_SI_member_create',
+    V2 + 'test_member.MemberAPITest1.test_ipv4_TCP_SIP_member_create',
+    V2 + 'test_pool.PoolAPITest.test_TCP_SI_pool_with_listener_create',
+    V2 + 'test_pool.PoolAPITest.test_TCP_SI_pool_update',
+    V2 + 'test_pool.PoolAPITest.test_TCP_SIP_pool_update',
+    V2 + 'test_listener.ListenerAPITest.test_tcp_listener_list',
+    V2 + 'test_amphora.AmphoraAPITest.test_amphora_list',
+    V2 + 'test_pool.PoolAPITest.test_TCP_LC_pool_update',
+    'dsr_provider.tempest.tests.scenario.test_traffic.DSRTrafficTest.'
+    'test_dsr_traffic_bypasses_se_on_reply',
+    'tempest.api.compute.servers.test_servers.ServersTest.test_x',
+]
+
+
+def selected(test_set):
+    include, exclude = selection.regexes(test_set)
+    return {i.rsplit('.', 1)[1] for i in IDS
+            if re.search(include, i) and not re.search(exclude, i)}
+
+
+def test_full_set_runs_what_applies_to_dsr():
+    assert selected('full') == {
+        'test_SIP_TCP_healthmonitor_create',
+        'test_SI_TCP_healthmonitor_create',
+        'test_ipv4_TCP_SI_member_create', 'test_ipv4_TCP_SIP_member_create',
+        'test_TCP_SI_pool_with_listener_create', 'test_TCP_SI_pool_update',
+        'test_TCP_SIP_pool_update', 'test_tcp_listener_list',
+        'test_dsr_traffic_bypasses_se_on_reply'}
+
+
+def test_ci_set_drops_the_source_ip_twins_but_one_pool():
+    assert selected('full') - selected('ci') == {
+        'test_SI_TCP_healthmonitor_create', 'test_ipv4_TCP_SI_member_create',
+        'test_TCP_SI_pool_update'}
+
+
+def test_unknown_set_is_refused():
+    with pytest.raises(ValueError, match='unknown test set'):
+        selection.regexes('smoke')
+
+
+def test_partition_keeps_classes_together_and_balances():
+    ids = ([V2 + f'test_member.MemberAPITest1.test_m{i}' for i in range(50)]
+           + [V2 + f'test_member.MemberAPITest2.test_n{i}' for i in range(70)]
+           + [V2 + 'test_healthmonitor.HealthMonitorAPITest.test_'
+              f'{alg}_TCP_healthmonitor_{i}' for alg in ('SI', 'SIP')
+              for i in range(30)]
+           + [V2 + 'test_load_balancer.LoadBalancerAPITest.test_lb']
+           + ['x.y.test_flavor.FlavorAPITest.test_f'])
+    parts, loads = selection.partition(ids, 4)
+    assert sorted(sum(parts, [])) == sorted(ids)
+    owner = {t: n for n, part in enumerate(parts) for t in part}
+
+    def workers(word):
+        return {owner[t] for t in ids if word in t}
+    assert len(workers('MemberAPITest1')) == 1
+    assert len(workers('MemberAPITest2')) == 1
+    # The longest class is split by algorithm over two workers.
+    assert len(workers('test_SI_')) == 1 and len(workers('test_SIP_')) == 1
+    assert workers('test_SI_') != workers('test_SIP_')
+    # Longest first to the least loaded: 792 | 776 | 648+40 | 648+27.
+    assert sorted(loads) == [675, 688, 776, 792]
+
+
+def test_worker_file_names_each_test_once(tmp_path):
+    path = tmp_path / 'workers.yaml'
+    parts = [[IDS[0], IDS[1]], [IDS[6]]]
+    selection.write_worker_file(path, parts)
+    workers = yaml.safe_load(path.read_text())
+    assert len(workers) == 2
+    for test_id in IDS:
+        hits = [r for w in workers for r in w['worker']
+                if re.search(r, test_id + '[id-1,smoke]')]
+        assert len(hits) == (1 if test_id in IDS[:2] + [IDS[6]] else 0)
+    # The SIP test's pattern does not take its SI twin, nor a longer name.
+    (pattern,) = workers[1]['worker']
+    assert not re.search(pattern, IDS[5])
+    assert not re.search(pattern, IDS[6] + '_more')

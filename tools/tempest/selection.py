@@ -1,0 +1,124 @@
+"""Which tempest tests run, and how they are spread over the workers.
+
+Two sets (docs/tempest.md says why each exclusion and selection is there):
+
+* ``full``: octavia-tempest-plugin's API tests that apply to provider dsr,
+  and the project's own DSR scenario;
+* ``ci``: the same without the SOURCE_IP (``_SI_``) twins of the pool,
+  member and health-monitor tests -- each runs the same API calls as its
+  SOURCE_IP_PORT (``_SIP_``) twin with the other hash algorithm, which the
+  provider accepts alike -- so that the CI stage fits its time budget.
+  One SOURCE_IP pool test stays (a pool on a listener), so the algorithm
+  is still sent and served once.
+
+Balancing: tempest keeps a test class on one worker (its setUpClass builds
+the load balancer its tests share), and without timing history stestr
+deals classes round-robin: the first complete run put the two longest
+classes on one worker (2289 s where the work was ~1500 s per worker).
+So the gate lists the selected tests, estimates each class (or part of a
+class) from measured times, deals them longest first to the least loaded
+worker, and hands tempest a worker file naming every test.
+"""
+
+import re
+import subprocess
+
+INCLUDE = (r'^(octavia_tempest_plugin\.tests\.api\.v2\.|'
+           r'dsr_provider\.tempest\.tests\.)')
+EXCLUDE = [
+    # Amphora admin API: the amphora provider's own objects.
+    r'\.test_amphora\.',
+    # Algorithms other than SOURCE_IP / SOURCE_IP_PORT: pools with them are
+    # refused (Maglev hashing only), and the plugin expects these tests
+    # to pass on a provider, so it fails them instead of skipping.
+    r'_(LC|RR)_',
+    r'_least_connections_|_round_robin_',
+]
+# ci: the SOURCE_IP twins, but one SOURCE_IP pool (on a listener).
+CI_EXCLUDE = [r'\.(test_pool|test_member|test_healthmonitor)\.\w+\.'
+              r'(?!test_TCP_SI_pool_with_listener_create\b)\w*_SI_']
+SETS = ('full', 'ci')
+
+# Measured seconds of each class in a complete full run (tests, setUpClass
+# and tearDownClass; load average 10-16 on the 2-core host, concurrency 3)
+# and its number of tests then: a part of a class is estimated pro rata.
+CLASS_SECONDS = {
+    'HealthMonitorAPITest': (1295, 60),
+    'MemberAPITest1': (792, 50),
+    'MemberAPITest2': (776, 70),
+    'PoolAPITest': (729, 56),
+    'ListenerAPITest': (700, 81),
+    'LoadBalancerAPITest': (273, 10),
+    'L7RuleAPITest': (104, 1),
+    'ProviderAPITest': (68, 1),
+}
+DEFAULT_CLASS_SECONDS = 40
+# Classes long enough to split over workers, by hash algorithm (each part
+# builds its own load balancer).
+SPLIT = {'HealthMonitorAPITest': re.compile(r'\.test_(SIP|SI)_')}
+
+
+def regexes(test_set):
+    """(include, exclude) regexes of a set."""
+    if test_set not in SETS:
+        raise ValueError(f'unknown test set {test_set!r} (sets: {SETS})')
+    exclude = EXCLUDE + (CI_EXCLUDE if test_set == 'ci' else [])
+    return INCLUDE, '|'.join(exclude)
+
+
+def list_tests(tempest, workspace, env, include, exclude):
+    """The test ids `tempest run` would run (without attributes)."""
+    argv = [tempest, 'run', '--list-tests', '--regex', include]
+    if exclude:
+        argv += ['--exclude-regex', exclude]
+    out = subprocess.run(argv, cwd=workspace, env=env, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f'tempest run --list-tests failed (rc '
+                           f'{out.returncode}): {out.stdout}{out.stderr}')
+    ids = []
+    for line in out.stdout.splitlines():
+        line = line.strip()
+        if re.match(r'^[\w.]+\.test_\w+', line):
+            ids.append(line.split('[', 1)[0])
+    return ids
+
+
+def _group(test_id):
+    parts = test_id.split('.')
+    cls = parts[-2]
+    split = SPLIT.get(cls)
+    m = split.search(test_id) if split else None
+    return (cls, m.group(1) if m else '')
+
+
+def partition(ids, workers):
+    """ids dealt to `workers` lists, whole groups, longest first to the
+    least loaded worker."""
+    groups = {}
+    for test_id in ids:
+        groups.setdefault(_group(test_id), []).append(test_id)
+    cost = {}
+    for (cls, part), members in groups.items():
+        seconds, count = CLASS_SECONDS.get(cls, (DEFAULT_CLASS_SECONDS, 0))
+        cost[(cls, part)] = seconds * len(members) / count if count \
+            else seconds
+    loads = [[0.0, []] for _ in range(max(1, workers))]
+    for key in sorted(groups, key=lambda k: (-cost[k], k)):
+        loads.sort(key=lambda item: item[0])
+        loads[0][0] += cost[key]
+        loads[0][1].extend(groups[key])
+    return [sorted(tests) for _, tests in loads if tests], \
+        [round(load) for load, tests in loads if tests]
+
+
+def write_worker_file(path, partitions):
+    """stestr's worker file: one worker per partition, each test by an
+    anchored regex (an id may carry [attributes])."""
+    lines = []
+    for tests in partitions:
+        lines.append('- worker:')
+        for test_id in tests:
+            lines.append(f"  - '^{re.escape(test_id)}(\\[|$)'")
+    with open(path, 'w') as f:
+        f.write('\n'.join(lines) + '\n')

@@ -431,7 +431,6 @@ def test_unlimited_listeners_track_nothing(se):
                    se.dp._live_reals()[0][se.listener(ACL4).id])
 
 
-
 def test_new_listener_and_members_start_with_zero_counters(se):
     """A listener id and member slots taken over from a removed listener
     do not inherit its counters (Octavia shows a new listener's stats)."""

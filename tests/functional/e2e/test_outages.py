@@ -37,10 +37,10 @@ from tests.functional.e2e import helpers as h
 from tools.lab.localstack import private_services as ps
 from tools.lab import netns
 from tools.lab import product_lab as pl
+from tools.lab import traffic_loop
 
 VIP1, VIP2, VIP3 = netns.VIP4, '192.0.2.20', '192.0.2.30'
-TRAFFIC = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                       'traffic_loop.py')
+TRAFFIC = traffic_loop.__file__
 # How long each service stays down while the changes are made.
 OUTAGE = 5.0
 # From the service answering again to every change ACTIVE and programmed

@@ -15,7 +15,6 @@ import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import guard as guard_mod
-from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_wire import agent_rpc
@@ -252,8 +251,6 @@ class AgentEndpoint:
         self.store = store
         self.guard = guard
         self.signer = signer
-        # se_group -> (generation, key id, answer): the last answer built.
-        self._answers = {}
 
     def _admitted(self, ctxt, method, **args):
         """Casts: False when refused (logged and counted by the guard)."""
@@ -275,25 +272,15 @@ class AgentEndpoint:
         return self._answer(se_group)
 
     def _answer(self, se_group):
-        """The group's snapshot (signed), built once per generation: every
-        change of a group's snapshot bumps its generation (agents take a
-        generation for its content too), so the agents asking after a
-        change, and every resync, are served the answer built for the first
-        one -- one primary-key read instead of a snapshot build each."""
-        with self.store.db.session() as s:
-            group = s.get(models.SEGroup, se_group)
-            generation = group.generation if group else 0
-        kid = self.signer.current_key_id() if self.signer else None
-        cached = self._answers.get(se_group)
-        if cached is not None and cached[:2] == (generation, kid):
-            return cached[2]
+        """The group's snapshot, signed, built for every ask.  An answer
+        cached per generation served a stale document: a snapshot built
+        while a change was being committed carried the new generation
+        without the change, and every later ask got it again (a new member
+        removed again by the SEs; e2e test_isolation caught it)."""
         snapshot = self.store.snapshot(se_group)
-        answer = snapshot if self.signer is None \
-            else self.signer.envelope(snapshot)
-        self._answers[se_group] = (
-            snapshot['generation'],
-            answer['key_id'] if self.signer else None, answer)
-        return answer
+        if self.signer is None:
+            return snapshot
+        return self.signer.envelope(snapshot)
 
     def report_state(self, ctxt, se_id, se_group, state):
         if not self._admitted(ctxt, 'report_state', se_id=se_id,

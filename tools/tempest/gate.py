@@ -303,7 +303,7 @@ def keep_logs(lab, workspace):
             if '.stestr' in dirpath:
                 continue
             for name in files:
-                if name.endswith(('.log', '.conf', '.json')):
+                if name.endswith(('.log', '.conf', '.json', '.yaml')):
                     rel = os.path.relpath(dirpath, folder).replace('/', '_')
                     shutil.copy(os.path.join(dirpath, name), os.path.join(
                         LOGS, f'{rel}_{name}' if rel != '.' else name))

@@ -49,6 +49,35 @@ def test_ci_set_drops_the_source_ip_twins_but_one_pool():
         'test_TCP_SI_pool_update'}
 
 
+@pytest.mark.parametrize('name', [
+    'test_listener.ListenerAPITest.test_http_listener_create',
+    'test_listener.ListenerAPITest.test_tcp_listener_list_no_allowed_cidrs',
+    'test_listener.ListenerAPITest.test_tcp_listener_create',
+    'test_pool.PoolAPITest.test_PROXY_SIP_pool_update',
+    'test_member.MemberAPITest1.test_ipv6_HTTPS_SIP_member_create',
+    'test_healthmonitor.HealthMonitorAPITest.test_SIP_PING_healthmonitor_list',
+    'test_l7rule.L7RuleAPITest.test_l7rule_create',
+    'test_flavor_profile.FlavorProfileAPITest.test_flavor_profile_create',
+])
+def test_ci_set_drops_tests_bound_to_skip_and_twins(name):
+    include, exclude = selection.regexes('ci')
+    assert re.search(exclude, V2 + name)
+    assert not re.search(selection.regexes('full')[1], V2 + name)
+
+
+@pytest.mark.parametrize('name', [
+    'test_listener.ListenerAPITest.test_tcp_listener_list',
+    'test_listener.ListenerAPITest.test_udp_listener_show_stats',
+    'test_listener.ListenerAPITest.'
+    'test_tcp_udp_sctp_https_listener_create_on_same_port',
+    'test_healthmonitor.HealthMonitorAPITest.test_SIP_UDP_healthmonitor_list',
+    'test_member.MemberAPITest2.test_UDP_SIP_member_batch_update',
+    'test_load_balancer.LoadBalancerAPITest.test_load_balancer_list',
+])
+def test_ci_set_keeps(name):
+    assert not re.search(selection.regexes('ci')[1], V2 + name)
+
+
 def test_unknown_set_is_refused():
     with pytest.raises(ValueError, match='unknown test set'):
         selection.regexes('smoke')

@@ -189,6 +189,8 @@ class KeystoneServer:
                      # and concurrent token issues (each updates the
                      # user's last_active_at) failed "database is locked".
                      "--threads", "1", "--timeout", "120",
+                     # No keep-alive (see neutron_server.py).
+                     "--keep-alive", "0",
                      "--graceful-timeout", "5", "--pythonpath",
                      str(self.workdir), "keystone_app:application"],
                     self.workdir / "gunicorn.log", env, self.workdir,

@@ -191,6 +191,10 @@ class NeutronServer:
                      f"fd://{listener.fileno()}", "--workers",
                      str(self.workers), "--worker-class", "gthread",
                      "--threads", "8", "--timeout", "120",
+                     # No keep-alive: a client reusing a pooled connection
+                     # gunicorn had just closed (2 s idle) got "Connection
+                     # reset by peer" (an Octavia member create: HTTP 500).
+                     "--keep-alive", "0",
                      "--graceful-timeout", "5", "--pythonpath",
                      str(self.workdir), "neutron_app:application"],
                     self.workdir / "gunicorn.log", env, self.workdir,

@@ -43,6 +43,7 @@ SE's own counters (every run steered, conn-table hit or miss as intended,
 no drops), so a benchmark cannot silently measure a drop path.
 """
 
+import ctypes
 import ipaddress
 import json
 import os
@@ -67,6 +68,14 @@ LIMITS = dpmod.Limits(max_listeners=16)
 
 TARGET_V4_X_PASS = 5.0   # 4in4 conn-hit <= 5 x XDP_PASS
 TARGET_V6_X_V4 = 2.0     # 6in6 <= 2 x 4in4
+TARGET_X_FLOOR = 1.5     # conn-hit <= 1.5 x the encap floor (4in4, 6in6, GRE)
+
+FLOOR_OBJ = os.path.join(C.OBJ_DIR, 'bench_encap_floor.o')
+# SE hit scenario -> the encap-floor program doing the same encapsulation
+# (bench_encap_floor.c: parse, one fixed encap, fixed next hop, XDP_TX).
+FLOORS = {'4in4_hit': 'bench_floor_4in4', '6in6_hit': 'bench_floor_6in6',
+          'gre4in4_hit': 'bench_floor_gre4in4',
+          'gre6in6_hit': 'bench_floor_gre6in6'}
 
 GW_MAC = '02:00:00:00:18:01'
 TUN4 = ipaddress.ip_address('198.18.0.2')
@@ -319,13 +328,7 @@ class Bench:
 
         # The bench object's SE maps are the configured Dataplane's pinned
         # maps, so se_process() in it sees exactly what dp.apply() wrote.
-        obj = libbpf.BpfObject.open(C.BENCH_OBJ)
-        sizes = LIMITS.map_sizes()
-        for name in dpmod.MAP_NAMES:
-            handle = obj.find_map(name)
-            handle.set_pin_path(os.path.join(self.sb.pin_dir, name))
-            if name in sizes:
-                handle.set_max_entries(sizes[name])
+        obj = self.open_on_se_maps(C.BENCH_OBJ)
         obj.load()
         self.obj = obj
         for name in dpmod.MAP_NAMES:
@@ -336,6 +339,7 @@ class Bench:
         self.progs = {n: obj.find_program(n) for n in (
             'bench_pass', 'bench_rst_pass', 'bench_rst_se', 'bench_se',
             'bench_adjust_pair')}
+        self.load_floor()
         self.counter = 0
 
         C.log('SE netns %s, pins %s, CPU %s, repeat %d x %d rounds'
@@ -346,6 +350,61 @@ class Bench:
         return self.measure()
 
     # ------------------------------------------------------------- setup
+    def open_on_se_maps(self, path):
+        """Open a bench object whose SE maps will reuse the pinned ones."""
+        obj = libbpf.BpfObject.open(path)
+        sizes = LIMITS.map_sizes()
+        for name in dpmod.MAP_NAMES:
+            handle = obj.find_map(name)
+            handle.set_pin_path(os.path.join(self.sb.pin_dir, name))
+            if name in sizes:
+                handle.set_max_entries(sizes[name])
+        return obj
+
+    def load_floor(self):
+        """Load bench_encap_floor.o on the same maps (the SE's pins, the SE
+        bench object's rst_cfg) and give it one fixed member per family --
+        the first member of listener v4 / v6, with its cached next hop and
+        the SE's tunnel sources, exactly what the SE would use."""
+        rst_pin = os.path.join(self.sb.pin_dir, 'bench_rst_cfg')
+        self.rst_cfg.pin(rst_pin)
+        obj = self.open_on_se_maps(FLOOR_OBJ)
+        obj.find_map('rst_cfg').set_pin_path(rst_pin)
+        obj.load()
+        if not obj.find_map('rst_cfg').is_pinned:
+            raise RuntimeError('floor object does not reuse rst_cfg')
+        self.floor_obj = obj
+        for prog in FLOORS.values():
+            self.progs[prog] = obj.find_program(prog)
+        fixed = b''
+        for lname in ('v4', 'v6'):
+            fixed += self.real_of(LISTENERS[lname][2][0])
+        reals = [structs.Real.from_bytes(fixed[i:i + ctypes.sizeof(
+            structs.Real)]) for i in (0, ctypes.sizeof(structs.Real))]
+        for real in reals:
+            nh = self.dp.maps['nexthops'].lookup(C.u32(real.nh))
+            if not real.nh or nh is None:
+                raise RuntimeError('floor: member without a cached next hop')
+            fixed += nh
+        fixed += self.dp.maps['se_config'].lookup(C.u32(0))
+        fixed += C.u32(0x12345)  # IPv6 outer flow label
+        bss = obj.find_map('.bss').map()
+        if bss.value_size != len(fixed):
+            raise RuntimeError('floor .bss is %d bytes, struct floor_cfg '
+                               'packed here %d' % (bss.value_size,
+                                                   len(fixed)))
+        bss.update(C.u32(0), fixed)
+
+    def real_of(self, member):
+        """The raw reals entry (in use) of this member address."""
+        want = ipaddress.ip_address(member)
+        for _key, raw in self.dp.maps['reals'].items():
+            real = structs.Real.from_bytes(raw)
+            if real.flags & structs.REAL_F_IN_USE and structs.unpack_addr(
+                    real.addr, real.family) == want:
+                return raw
+        raise RuntimeError('no member slot of %s' % member)
+
     def set_cfg(self, frame, mode):
         sport_off, saddr_off = flow_offsets(frame)
         # vary=1, flows=0: a new flow on every run (the miss case).
@@ -406,6 +465,16 @@ class Bench:
                                    % (scen, res.retval))
             C.log('  %-13s XDP_TX -> member %s, outer headers + inner packet '
                   'OK' % (scen, member))
+            if scen in FLOORS:
+                self.set_cfg(frame, 'hit')
+                res, _, _ = self.test_run(FLOORS[scen], frame, 3)
+                if res.retval != libbpf.XDP_TX:
+                    raise RuntimeError('%s: %s verdict %d, not XDP_TX'
+                                       % (scen, FLOORS[scen], res.retval))
+                member = check_output(frame, res.data_out, lname,
+                                      self.se_mac, False)
+                C.log('  %-13s floor %s: XDP_TX -> member %s, same headers'
+                      % ('', FLOORS[scen], member))
 
     # -------------------------------------------------------- measuring
     def timed(self, prog, frame, scen=None, mode='hit', lname=None):
@@ -421,7 +490,8 @@ class Bench:
         res, cpu_ns, wall_ns = self.test_run(prog, frame, REPEAT)
         if scen is not None:
             self.save_counter()
-        want = libbpf.XDP_TX if prog == 'bench_rst_se' else libbpf.XDP_PASS
+        want = (libbpf.XDP_TX if prog == 'bench_rst_se'
+                or prog in FLOORS.values() else libbpf.XDP_PASS)
         if res.retval != want:
             raise RuntimeError('%s/%s: verdict %d, want %d'
                                % (scen, prog, res.retval, want))
@@ -445,7 +515,7 @@ class Bench:
         frame4 = template(LISTENERS['v4'][0])
         samples = {'pass': [], 'adjust_pair': []}
         for scen in SCENARIOS:
-            samples[scen] = {'rst_se': [], 'rst_pass': []}
+            samples[scen] = {'rst_se': [], 'rst_pass': [], 'floor': []}
         # Fill the conn table first, so that every miss scenario measures
         # the same regime (insert + LRU evict), whatever its turn.
         fill = template(LISTENERS['v4'][0])
@@ -463,6 +533,9 @@ class Bench:
                     self.timed('bench_rst_se', frame, scen, mode, lname))
                 samples[scen]['rst_pass'].append(
                     self.timed('bench_rst_pass', frame, scen, mode, lname))
+                if scen in FLOORS:
+                    samples[scen]['floor'].append(
+                        self.timed(FLOORS[scen], frame, scen, mode, lname))
             C.log('  round %d/%d done (%.1f s)'
                   % (rnd + 1, ROUNDS, time.monotonic() - t_start))
         return samples
@@ -546,9 +619,7 @@ def report(samples):
     C.log('listener policies vs the plain 4in4 path (per core):')
 
     def net(scen, i):
-        return (samples[scen]['rst_se'][i]['cpu']
-                - samples[scen]['rst_pass'][i]['cpu']
-                + samples['pass'][i]['cpu'])
+        return round_net(samples, scen, 'rst_se', i)
     for scen, base in POLICY_BASE.items():
         # Median of the per-round ratios (policy vs base, same round).
         ratios = [net(scen, i) / net(base, i) for i in range(ROUNDS)]
@@ -560,7 +631,9 @@ def report(samples):
             'ratio_range': [round(min(ratios), 3), round(max(ratios), 3)]}
         C.log('  %-20s %+7.1f ns  x %.3f (rounds %.3f..%.3f; vs %s)' % (
             scen, extra, ratio, min(ratios), max(ratios), base))
-    out['all_targets_met'] = t1['met'] and t2['met']
+    floor_targets = report_floor(samples, out)
+    out['all_targets_met'] = t1['met'] and t2['met'] and all(
+        t['met'] for t in floor_targets)
     C.log('')
     for t in (t1, t2):
         C.log('target %-36s %6.1f ns vs limit %6.1f ns per core (ratio %.2f; '
@@ -568,6 +641,50 @@ def report(samples):
                   t['name'], t['value'], t['limit'], t['ratio'],
                   t['ratio_wall'], 'MET' if t['met'] else 'MISSED'))
     return out
+
+
+def round_net(samples, scen, prog, i, clock='cpu'):
+    """Net ns of one round: (restore + prog) - (restore + pass) + pass."""
+    return (samples[scen][prog][i][clock]
+            - samples[scen]['rst_pass'][i][clock]
+            + samples['pass'][i][clock])
+
+
+def report_floor(samples, out):
+    """The SE's conn-table hit against the encap floor of the same round."""
+    out['encap_floor'] = {}
+    targets = []
+    C.log('')
+    C.log('conn-table hit vs the encap floor (parse, one fixed encap, fixed '
+          'next hop, XDP_TX; per core, median of per-round ratios):')
+    for scen, prog in FLOORS.items():
+        floor = [round_net(samples, scen, 'floor', i) for i in range(ROUNDS)]
+        ratios = [round_net(samples, scen, 'rst_se', i) / floor[i]
+                  for i in range(ROUNDS)]
+        ratios_w = [round_net(samples, scen, 'rst_se', i, 'wall')
+                    / round_net(samples, scen, 'floor', i, 'wall')
+                    for i in range(ROUNDS)]
+        ratio = C.median(ratios)
+        out['encap_floor'][scen] = {
+            'program': prog, 'floor_ns': round(C.median(floor), 2),
+            'floor_x_pass': round(C.median(floor)
+                                  / out['xdp_pass_ns'], 2),
+            'hit_ns': out['scenarios'][scen]['net_lb_ns'],
+            'hit_x_floor': round(ratio, 3),
+            'hit_x_floor_range': [round(min(ratios), 3),
+                                  round(max(ratios), 3)],
+            'hit_x_floor_wall': round(C.median(ratios_w), 3)}
+        targets.append({
+            'name': '%s <= %g x encap floor' % (scen, TARGET_X_FLOOR),
+            'ratio': round(ratio, 3), 'met': ratio <= TARGET_X_FLOOR})
+        C.log('  %-12s floor %6.1f ns (%.2f x XDP_PASS)  hit %6.1f ns  '
+              'x %.3f floor (rounds %.3f..%.3f; wall x %.3f): %s' % (
+                  scen, C.median(floor), C.median(floor)
+                  / out['xdp_pass_ns'], out['scenarios'][scen]['net_lb_ns'],
+                  ratio, min(ratios), max(ratios), C.median(ratios_w),
+                  'MET' if ratio <= TARGET_X_FLOOR else 'MISSED'))
+    out['targets']['hit_vs_floor'] = targets
+    return targets
 
 
 def main():

@@ -227,6 +227,8 @@ class Result:
 class SeHarness:
     """A configured SE dataplane in its own network namespace."""
 
+    limits = LIMITS  # map sizes (a subclass may shrink the conn table)
+
     def __init__(self):
         tag = secrets.token_hex(4)
         self.ns = "dsrc" + tag
@@ -283,7 +285,8 @@ class SeHarness:
                     "net.ipv6.conf.all.forwarding"):
             self.sysctl(key, 1)
         with self.inside():
-            self.dp = dataplane.Dataplane.open(self.pin_dir, limits=LIMITS,
+            self.dp = dataplane.Dataplane.open(self.pin_dir,
+                                               limits=self.limits,
                                                create=True)
             self.state = self.base_state()
             self.dp.apply(self.state)
@@ -348,7 +351,8 @@ class SeHarness:
         """The member the listener's Maglev ring gives a new flow."""
         listener = self.listener(key)
         h = flow_hash(src, sport, proto, listener.hash_alg)
-        slot = listener.id * LIMITS.ring_size + h % LIMITS.ring_size
+        ring = self.limits.ring_size
+        slot = listener.id * ring + h % ring
         # Two u32 slots per 8-byte element (maps.h).
         pair = self.dp.maps["rings"].lookup(_u32(slot >> 1))
         idx = struct.unpack("<II", pair)[slot & 1]

@@ -201,6 +201,57 @@ metrics_opts = [
                help='Private key (PEM) of tls_cert_file.'),
 ]
 
+# The L7 (tier-2) service engine (amphora_agent/l7/, docs/tier2.md).
+l7_opts = [
+    cfg.StrOpt('state_dir', default='/var/lib/octavia-dsr/l7',
+               help='Directory of the L7 engine\'s files: per load balancer '
+                    'the HAProxy configuration, its stats and master '
+                    'sockets, server state and TLS certificates.'),
+    cfg.StrOpt('haproxy', default='haproxy',
+               help='HAProxy executable (2.6 or later) the L7 engine runs '
+                    'in master-worker mode, one process per load '
+                    'balancer.'),
+    cfg.StrOpt('cert_dir', default='/etc/octavia-dsr/l7-certs',
+               help='Local certificate store for TERMINATED_HTTPS: a '
+                    'container reference is read from '
+                    '<cert_dir>/<last component of the reference>.pem '
+                    '(certificate, chain and key in one PEM file).'),
+    cfg.IPOpt('snat_source4', version=4,
+              help='Source address of the L7 engine\'s connections to IPv4 '
+                   'members (SNAT). Default: the tunnel address of the '
+                   'same family.'),
+    cfg.IPOpt('snat_source6', version=6,
+              help='Source address of the L7 engine\'s connections to IPv6 '
+                   'members (SNAT). Default: the tunnel address of the '
+                   'same family.'),
+    cfg.StrOpt('interface',
+               help='Interface the L4 tier\'s tunnelled packets arrive on. '
+                    'Default: the interface of the default route.'),
+    cfg.ListOpt('tunnel_addresses', default=[],
+                help='Addresses the L4 SEs tunnel to (one per family), '
+                     'published as this L7 SE\'s tunnel addresses. '
+                     'Default: the first global address per family of '
+                     'the interface.'),
+    cfg.ListOpt('encaps', default=['ipip', 'gre'],
+                help='Encapsulations decapsulated: ipip and/or gre.'),
+    cfg.StrOpt('decap', default='auto', choices=['auto', 'kernel', 'ebpf'],
+               help='Tunnel termination: kernel tunnel devices, the '
+                    'project\'s eBPF decap program, or auto (kernel when '
+                    'the tunnel drivers exist).'),
+    cfg.StrOpt('log_socket', default='/dev/log',
+               help='Syslog socket HAProxy logs to.'),
+    cfg.BoolOpt('connection_logging', default=True,
+                help='Log every connection (Octavia\'s user log format).'),
+    cfg.FloatOpt('reload_timeout', default=10.0, min=0.5,
+                 help='Seconds to wait for HAProxy to start or for a reload '
+                      'to bring up the new worker before the load balancer '
+                      'is reported ERROR.'),
+]
+
+
+def register_l7_opts(conf):
+    conf.register_opts(l7_opts, group='l7')
+
 
 def register_opts(conf):
     conf.register_opts(dataplane_opts, group='dataplane')

@@ -1,0 +1,77 @@
+"""dsr-l7: run the L7 engine by hand (and in the functional tests).
+
+    python -m amphora_agent.l7.cli --config-file l7.conf apply doc.json
+    python -m amphora_agent.l7.cli --config-file l7.conf stats
+    python -m amphora_agent.l7.cli --config-file l7.conf stop
+
+The options are the agent's [l7] group and [dataplane] decap_pin_dir.
+``apply`` is one-shot: the HAProxies it starts keep running after it
+exits and the next run adopts them (pid files), as the agent does after a
+restart.  Output is JSON; exit status 1 when a load balancer is ERROR, 2
+when the document is refused.
+"""
+
+import argparse
+import json
+import sys
+
+from oslo_config import cfg
+
+from amphora_agent.l7 import engine as engine_mod
+from amphora_agent import opts
+from dsr_wire.schema import Invalid
+
+
+def build_engine(config_files, se_id):
+    conf = cfg.ConfigOpts()
+    opts.register_opts(conf)
+    opts.register_l7_opts(conf)
+    conf(args=[], default_config_files=config_files)
+    return engine_mod.Engine.from_conf(conf.l7, conf.dataplane.decap_pin_dir,
+                                       se_id)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog='dsr-l7', description=__doc__,
+                                     formatter_class=argparse.
+                                     RawDescriptionHelpFormatter)
+    parser.add_argument('--config-file', action='append', default=[],
+                        help='oslo.config file with [l7] (repeatable)')
+    parser.add_argument('--se-id', default='l7se',
+                        help='this L7 SE\'s id (HAProxy peer name)')
+    sub = parser.add_subparsers(dest='command', required=True)
+    apply_p = sub.add_parser('apply', help='apply an L7 document (JSON)')
+    apply_p.add_argument('document')
+    sub.add_parser('stats', help='per load balancer listener counters and '
+                                 'member status')
+    sub.add_parser('stop', help='stop every HAProxy and undo the host '
+                                'changes')
+    args = parser.parse_args(argv)
+    engine = build_engine(args.config_file, args.se_id)
+    if args.command == 'apply':
+        with open(args.document) as f:
+            document = json.load(f)
+        try:
+            result = engine.apply(document)
+        except Invalid as exc:
+            print(json.dumps({'refused': str(exc)}))
+            return 2
+        print(json.dumps({'generation': engine.generation,
+                          'ready': engine.ready,
+                          'tunnel_addresses': {
+                              str(k): str(v) for k, v in
+                              engine.host.tunnel_addresses.items()},
+                          'load_balancers': result}, sort_keys=True))
+        return 1 if any(r['status'] == 'ERROR'
+                        for r in result.values()) else 0
+    engine.adopt()
+    if args.command == 'stats':
+        print(json.dumps(engine.stats(), sort_keys=True))
+        return 0
+    for line in engine.stop():
+        print(line, file=sys.stderr)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The L7 engine: applies a whole L7 document (dsr_wire/l7.py).
+
+    engine = Engine.from_conf(conf.l7, decap_pin_dir, se_id)
+    result = engine.apply(document)   # per load balancer ACTIVE / ERROR
+    engine.ready                      # HAProxy runs the applied generation,
+                                      # VIPs on lo, decap attached
+    engine.stats()                    # {lb id: stats.summarize(...)}
+
+Order of an apply: the document is checked as a whole (a document that
+fails dsr_wire.l7.check_document is refused and nothing changes); the
+VIPs of the new document are added to loopback next to the ones in use
+(HAProxy binds them); every load balancer is rendered, its candidate
+configuration checked with ``haproxy -c`` and only then installed and
+reloaded (or started) -- a rejected configuration leaves that load
+balancer's running HAProxy and files as they were and reports it ERROR,
+the others go ahead; HAProxies of load balancers no longer in the
+document are stopped; the VIPs no longer needed leave loopback last.
+"""
+
+import os
+import shutil
+
+from amphora_agent.l7 import certs as certs_mod
+from amphora_agent.l7 import haproxy
+from amphora_agent.l7 import host as host_mod
+from amphora_agent.l7 import render
+from amphora_agent.l7 import stats as stats_mod
+from dsr_wire import l7 as l7_schema
+
+PING_WRAPPER = """#!/bin/sh
+# HAProxy external-check for PING health monitors (Octavia's ping-wrapper).
+case "$HAPROXY_SERVER_ADDR" in
+  *:*) exec ping -6 -q -n -w 1 -c 1 "$HAPROXY_SERVER_ADDR" >/dev/null 2>&1 ;;
+  *) exec ping -q -n -w 1 -c 1 "$HAPROXY_SERVER_ADDR" >/dev/null 2>&1 ;;
+esac
+"""
+
+
+def _write(path, data, mode=0o644):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + '.tmp'
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, 'wb') as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+    os.replace(tmp, path)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+class Engine:
+    def __init__(self, state_dir, host, cert_store, binary='haproxy',
+                 snat=None, log_socket='/dev/log', connection_logging=True,
+                 timeout=10.0, se_id='l7se'):
+        self.paths = render.Paths(state_dir)
+        self.host, self.certs = host, cert_store
+        self.binary, self.timeout, self.se_id = binary, timeout, se_id
+        self.snat_conf = dict(snat or {})
+        self.log_socket = log_socket
+        self.connection_logging = connection_logging
+        self.processes = {}
+        self.generation = None
+        self.applied_vips = []
+        self.result = {}
+        self._version = None
+
+    @classmethod
+    def from_conf(cls, group, decap_pin_dir, se_id):
+        """From the [l7] option group (amphora_agent/opts.py)."""
+        host = host_mod.Host(
+            group.state_dir, decap_pin_dir, decap=group.decap,
+            interface=group.interface, addresses=group.tunnel_addresses,
+            encaps=group.encaps)
+        snat = {4: group.snat_source4, 6: group.snat_source6}
+        return cls(group.state_dir, host,
+                   certs_mod.LocalStore(group.cert_dir),
+                   binary=group.haproxy,
+                   snat={k: v for k, v in snat.items() if v},
+                   log_socket=group.log_socket,
+                   connection_logging=group.connection_logging,
+                   timeout=group.reload_timeout, se_id=se_id)
+
+    # -- apply ------------------------------------------------------------
+
+    def version(self):
+        if self._version is None:
+            self._version = haproxy.version(self.binary)
+        return self._version
+
+    def process(self, lb_id):
+        proc = self.processes.get(lb_id)
+        if proc is None:
+            proc = self.processes[lb_id] = haproxy.Process(
+                self.binary, self.paths, lb_id, self.timeout)
+        return proc
+
+    def snat(self):
+        """SNAT source per family: [l7] snat_source4/6, else the tunnel
+        address of that family."""
+        out = {f: str(a) for f, a in self.host.tunnel_addresses.items()}
+        out.update({f: str(a) for f, a in self.snat_conf.items()})
+        return out
+
+    def apply(self, document):
+        """Apply a whole L7 document; returns {lb id: {'status': 'ACTIVE'
+        | 'ERROR', 'error': reason or None, 'listeners': {id: reason}}}
+        (listeners listed there are not served).  Raises
+        dsr_wire.schema.Invalid for a document refused as a whole."""
+        l7_schema.check_document(document)
+        os.makedirs(self.paths.state_dir, exist_ok=True)
+        _write(self.paths.ping_wrapper(), PING_WRAPPER, 0o755)
+        lbs = [lb for lb in document['load_balancers']]
+        wanted_vips = [v['address'] for lb in lbs for v in lb['vips']]
+        if wanted_vips or self.applied_vips:
+            self.host.apply(dict.fromkeys(wanted_vips + self.applied_vips))
+        result = {}
+        for lb in lbs:
+            result[lb['id']] = self._apply_lb(lb)
+        for lb_id in self._stale(lbs):
+            self.process(lb_id).stop()
+            self.processes.pop(lb_id, None)
+            shutil.rmtree(self.paths.lb_dir(lb_id), ignore_errors=True)
+        if wanted_vips:
+            self.host.apply(dict.fromkeys(wanted_vips))
+        else:
+            self.host.teardown()
+        self.applied_vips = wanted_vips
+        self.generation = document['generation']
+        self.result = result
+        return result
+
+    def adopt(self):
+        """Take over the HAProxies a previous engine left running (their
+        load balancer directories under the state directory)."""
+        for lb_id in self._stale(()):
+            self.process(lb_id)
+
+    def _stale(self, lbs):
+        keep = {lb['id'] for lb in lbs}
+        known = set(self.processes)
+        if os.path.isdir(self.paths.state_dir):
+            known |= {name for name in os.listdir(self.paths.state_dir)
+                      if os.path.isdir(self.paths.lb_dir(name))}
+        return sorted(known - keep)
+
+    def _apply_lb(self, lb):
+        lb_id = lb['id']
+        out = {'status': 'ACTIVE', 'error': None, 'listeners': {}}
+        proc = self.process(lb_id)
+        try:
+            rendered = render.render(
+                lb, self.paths, snat=self.snat(),
+                haproxy_version=self.version(), log_socket=self.log_socket,
+                connection_logging=self.connection_logging,
+                se_id=self.se_id)
+            out['listeners'] = dict(rendered.not_rendered)
+            if rendered.config is None or not lb.get('admin_state_up',
+                                                     True):
+                proc.stop()
+                return out
+            for path, ref in rendered.certs.items():
+                _write(path, self.certs.fetch(ref), 0o600)
+            for path, content in rendered.crt_lists.items():
+                _write(path, content, 0o600)
+            config = self.paths.config(lb_id)
+            candidate = config + '.new'
+            _write(candidate, rendered.config)
+            haproxy.check(self.binary, candidate)
+            if _read(config) == rendered.config and proc.running():
+                os.unlink(candidate)
+                return out
+            os.replace(candidate, config)
+            if proc.running():
+                proc.reload()
+            else:
+                proc.start()
+        except (haproxy.HaproxyError, certs_mod.CertError, OSError,
+                ValueError) as exc:
+            out.update(status='ERROR', error=str(exc))
+        return out
+
+    # -- state ------------------------------------------------------------
+
+    @property
+    def ready(self):
+        """HAProxy runs the applied generation of every load balancer, the
+        VIPs are on loopback and decap is attached."""
+        if self.generation is None:
+            return False
+        if any(r['status'] != 'ACTIVE' for r in self.result.values()):
+            return False
+        if self.applied_vips and (
+                self.host.mode is None
+                or not self.host.vips_on_loopback(self.applied_vips)):
+            return False
+        return all(proc.running() for lb_id, proc in self.processes.items()
+                   if os.path.exists(self.paths.config(lb_id)))
+
+    def stats(self):
+        out = {}
+        for lb_id, proc in sorted(self.processes.items()):
+            if proc.running():
+                try:
+                    out[lb_id] = stats_mod.collect(proc.stats_socket)
+                except Exception as exc:  # noqa: BLE001 -- Octavia's query
+                    out[lb_id] = {'error': str(exc)}
+        return out
+
+    def stop(self):
+        """Stop every HAProxy and undo the host changes."""
+        for proc in self.processes.values():
+            proc.stop()
+        self.processes.clear()
+        return self.host.teardown()

@@ -1,0 +1,243 @@
+"""One HAProxy per load balancer, in master-worker mode.
+
+    haproxy -W -S <lb dir>/master.sock,mode,600 -f <lb dir>/haproxy.cfg \\
+            -p <lb dir>/haproxy.pid
+
+The master stays in the foreground as a child of the engine (in a session
+of its own, so an agent restart leaves it serving; the next engine adopts
+it through the pid file).  A new configuration is checked with
+``haproxy -c`` first; only a configuration HAProxy accepts replaces the
+installed one, so a bad one is rejected alone and the running process keeps
+the previous configuration.
+
+Reload is the master CLI's ``reload``: the master re-executes itself with
+the new configuration and hands the listening sockets of the running
+worker to the new one over their internal socket pair (HAProxy 2.x passes
+``-x sockpair@<fd>`` itself; an amphora's ``-x <stats socket>`` is the
+pre-master-worker way to do the same), so no connection is refused; the
+old worker finishes the connections it holds and exits.  Before a reload
+the servers' health state is saved to the server-state file Octavia's
+configuration loads (``load-server-state-from-file global``), so members
+keep their UP/DOWN state across it, as on an amphora.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+
+_VERSION_RE = re.compile(r'version (\d+)\.(\d+)(?:\.(\d+))?')
+
+
+class HaproxyError(RuntimeError):
+    pass
+
+
+class ConfigRejected(HaproxyError):
+    """HAProxy refused a configuration; the message holds its alerts."""
+
+
+def version(binary):
+    """('2', '6', '12') from ``haproxy -v``."""
+    out = subprocess.run([binary, '-v'], capture_output=True, text=True,
+                         timeout=30).stdout
+    m = _VERSION_RE.search(out)
+    if not m:
+        raise HaproxyError(f'{binary} -v: no version in {out!r}')
+    return tuple(g for g in m.groups() if g is not None)
+
+
+def check(binary, path):
+    """Raise ConfigRejected unless ``haproxy -c -f path`` accepts it."""
+    proc = subprocess.run([binary, '-c', '-f', path],
+                          capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        alerts = [re.sub(r'^\[ALERT\]\s+\(\d+\) : ', '', line)
+                  for line in (proc.stdout + proc.stderr).splitlines()
+                  if 'ALERT' in line or line.startswith(' ')]
+        raise ConfigRejected(
+            f'HAProxy rejected the configuration {path}: '
+            + ' '.join(' '.join(alerts).split()))
+
+
+def query(path, command, timeout=5.0):
+    """One command on an HAProxy CLI socket (stats or master); its output.
+    "quit" after it: a re-executed master keeps the connection open
+    otherwise."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(command.encode() + b';quit\n')
+        chunks = []
+        while True:
+            data = sock.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b''.join(chunks).decode(errors='replace')
+
+
+def _worker_pid(stats_socket):
+    try:
+        info = query(stats_socket, 'show info', timeout=1.0)
+    except OSError:
+        return None
+    m = re.search(r'^Pid: (\d+)$', info, re.M)
+    return int(m.group(1)) if m else None
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _wait(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise HaproxyError(f'timed out after {timeout} s waiting for '
+                               f'{what}')
+        time.sleep(0.02)
+
+
+class Process:
+    """The HAProxy of one load balancer (files from render.Paths)."""
+
+    def __init__(self, binary, paths, lb_id, timeout=10.0):
+        self.binary, self.paths, self.lb_id = binary, paths, lb_id
+        self.timeout = timeout
+        self.config = paths.config(lb_id)
+        self.stats_socket = paths.stats_socket(lb_id)
+        self.master_socket = paths.master_socket(lb_id)
+        self.pidfile = paths.pidfile(lb_id)
+        self._child = None
+
+    def master_pid(self):
+        """The running master's pid (ours or adopted from the pid file)."""
+        if self._child is not None:
+            if self._child.poll() is None:
+                return self._child.pid
+            self._child = None
+            return None
+        try:
+            with open(self.pidfile) as f:
+                pid = int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if not _alive(pid):
+            return None
+        try:
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                argv = f.read().split(b'\0')
+        except OSError:
+            return None
+        return pid if self.config.encode() in argv else None
+
+    def running(self):
+        return self.master_pid() is not None
+
+    def worker_pid(self):
+        return _worker_pid(self.stats_socket)
+
+    def start(self):
+        """Start the master on the installed configuration; returns once a
+        worker answers on the stats socket."""
+        for path in (self.stats_socket, self.master_socket):
+            if os.path.exists(path):
+                os.unlink(path)
+        log = open(os.path.join(self.paths.lb_dir(self.lb_id),
+                                'haproxy.log'), 'ab')
+        try:
+            self._child = subprocess.Popen(
+                [self.binary, '-W', '-S', f'{self.master_socket},mode,600',
+                 '-f', self.config, '-p', self.pidfile],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)
+        finally:
+            log.close()
+
+        def up():
+            if self._child.poll() is not None:
+                raise HaproxyError(
+                    f'HAProxy for {self.lb_id} exited with '
+                    f'{self._child.returncode} (see '
+                    f'{self.paths.lb_dir(self.lb_id)}/haproxy.log)')
+            return self.worker_pid()
+        return _wait(up, self.timeout, f'HAProxy for {self.lb_id} to start')
+
+    def save_server_state(self):
+        state = os.path.join(self.paths.lb_dir(self.lb_id), 'servers-state')
+        try:
+            text = query(self.stats_socket, 'show servers state')
+        except OSError:
+            return False
+        tmp = state + '.tmp'
+        with open(tmp, 'w') as f:
+            f.write(text.rstrip('\n') + '\n')
+        os.replace(tmp, state)
+        return True
+
+    def reload(self):
+        """Hitless reload on the installed configuration; returns the new
+        worker's pid once it answers."""
+        old = self.worker_pid()
+        self.save_server_state()
+        try:
+            query(self.master_socket, 'reload', timeout=self.timeout)
+        except OSError:
+            # The master closes its CLI when it re-executes: expected.
+            pass
+
+        def new_worker():
+            pid = self.worker_pid()
+            if not pid or pid == old:
+                return None
+            try:   # and the re-executed master's CLI is back
+                return pid if pid in self.workers()['current'] else None
+            except OSError:
+                return None
+        return _wait(new_worker, self.timeout,
+                     f'the new HAProxy worker of {self.lb_id}')
+
+    def workers(self):
+        """{'current': [pids], 'old': [pids]} from the master's show proc."""
+        out = query(self.master_socket, 'show proc')
+        result, section = {'current': [], 'old': []}, None
+        for line in out.splitlines():
+            if line.startswith('# workers'):
+                section = 'current'
+            elif line.startswith('# old workers'):
+                section = 'old'
+            elif line.startswith('#'):
+                section = None
+            elif section and line.split():
+                result[section].append(int(line.split()[0]))
+        return result
+
+    def stop(self, timeout=None):
+        """Stop the master and its workers (SIGTERM: connections are cut;
+        the load balancer is going away)."""
+        pid = self.master_pid()
+        if pid is None:
+            return
+        os.kill(pid, signal.SIGTERM)
+        if self._child is not None:
+            try:
+                self._child.wait(timeout or self.timeout)
+            except subprocess.TimeoutExpired:
+                self._child.kill()
+                self._child.wait()
+            self._child = None
+        else:
+            _wait(lambda: not _alive(pid), timeout or self.timeout,
+                  f'HAProxy master {pid} to exit')

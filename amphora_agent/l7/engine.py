@@ -18,6 +18,7 @@ document are stopped; the VIPs no longer needed leave loopback last.
 """
 
 import os
+import resource
 import shutil
 
 from amphora_agent.l7 import certs as certs_mod
@@ -157,7 +158,8 @@ class Engine:
                 lb, self.paths, snat=self.snat(),
                 haproxy_version=self.version(), log_socket=self.log_socket,
                 connection_logging=self.connection_logging,
-                se_id=self.se_id)
+                se_id=self.se_id,
+                fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
             out['listeners'] = dict(rendered.not_rendered)
             if rendered.config is None or not lb.get('admin_state_up',
                                                      True):

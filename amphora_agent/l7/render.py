@@ -17,6 +17,10 @@ beyond an amphora is applied afterwards, and only that:
   round robin) becomes a hash of the client address and port;
 * allowed_cidrs (a security-group rule on an amphora) becomes a
   ``tcp-request connection reject`` in the listener's frontend;
+* the global maxconn (Octavia: the sum of the listeners' limits, on an
+  amphora whose unit raises the file limit) is capped to what the engine's
+  file-descriptor limit allows (2.5 per proxied connection), or HAProxy
+  refuses to start;
 * the amphora paths (stats socket, server state, certificates, PING
   wrapper) point under the engine's state directory.
 
@@ -40,6 +44,7 @@ BALANCE = {'ROUND_ROBIN': 'roundrobin', 'LEAST_CONNECTIONS': 'leastconn',
 SPORT_VAR = 'tcp-request content set-var(txn.dsr_sport) src_port'
 NOT_RENDERED = {'UDP': 'UDP listeners are not built on the L7 tier yet '
                        '(an amphora serves them with LVS, not HAProxy)'}
+FD_RESERVE = 256     # descriptors kept for listeners, sockets, checks
 _SERVER_RE = re.compile(r'^(\s*server \S+ )(\S+):(\d+)(.*)$')
 
 
@@ -78,8 +83,9 @@ class Paths:
 
 
 def cert_name(ref):
-    """A container reference's file name: its last path component."""
-    name = ref.rstrip('/').rsplit('/', 1)[-1]
+    """A container reference's file name: its last component after "/"
+    or ":" (a Barbican URL's container id, "local:<name>")."""
+    name = re.split(r'[/:]', ref.rstrip('/:'))[-1]
     return re.sub(r'[^A-Za-z0-9_.-]', '_', name) or 'cert'
 
 
@@ -284,13 +290,25 @@ def _allowed_cidrs(lines, cidrs_by_listener):
     return out
 
 
-def post_process(text, paths, snat, cidrs_by_listener):
+def max_connections(fd_limit):
+    """The largest global maxconn HAProxy can run with ``fd_limit``."""
+    # Two per connection plus, with Octavia's splice options, a pipe (two
+    # descriptors) for every fourth: 2.5 per connection.
+    return max(1, (fd_limit - FD_RESERVE) * 2 // 5)
+
+
+def post_process(text, paths, snat, cidrs_by_listener, fd_limit=None):
     """The DSR edits of a configuration Octavia rendered."""
     lines = []
     for line in text.splitlines():
         stripped = line.strip()
         if stripped == 'daemon':
             continue
+        if fd_limit and fd_limit > 0 and stripped.startswith('maxconn ') \
+                and _in_global(lines):
+            cap = max_connections(fd_limit)
+            if int(stripped.split()[1]) > cap:
+                line = f'    maxconn {cap}'
         line = line.replace(OCTAVIA_PING_WRAPPER, paths.ping_wrapper())
         line = _server_source(line, snat)
         lines.append(line)
@@ -301,11 +319,20 @@ def post_process(text, paths, snat, cidrs_by_listener):
     return '\n'.join(lines) + '\n'
 
 
+def _in_global(lines):
+    for line in reversed(lines):
+        if line and not line.startswith(' '):
+            return line.strip() == 'global'
+    return False
+
+
 def render(lb_doc, paths, snat=None, haproxy_version=('2', '6'),
-           log_socket='/dev/log', connection_logging=True, se_id='l7se'):
+           log_socket='/dev/log', connection_logging=True, se_id='l7se',
+           fd_limit=None):
     """Render one load balancer of the L7 document.  snat: {4: address,
     6: address} the L7 SE connects to members from (a family absent:
-    the kernel's route source)."""
+    the kernel's route source); fd_limit: the hard RLIMIT_NOFILE HAProxy
+    will run with (None or RLIM_INFINITY: no cap)."""
     from octavia.common import data_models as dm
     lb, listeners, skipped = to_data_models(lb_doc)
     crt_lists, certs = {}, {}
@@ -324,5 +351,6 @@ def render(lb_doc, paths, snat=None, haproxy_version=('2', '6'),
         socket_path=paths.stats_socket(lb.id))
     cidrs = {d['id']: d['allowed_cidrs'] for d in lb_doc['listeners']
              if d.get('allowed_cidrs')}
-    return Rendered(post_process(text, paths, dict(snat or {}), cidrs),
+    return Rendered(post_process(text, paths, dict(snat or {}), cidrs,
+                                 fd_limit),
                     crt_lists, certs, skipped)

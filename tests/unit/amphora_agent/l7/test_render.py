@@ -223,3 +223,16 @@ def test_haproxy_check_rejects_with_its_reason(tmp_path):
         haproxy.check(HAPROXY, str(bad))
     assert str(bad) in str(exc.value)
     assert 'regex' in str(exc.value).lower() or 'acl' in str(exc.value)
+
+
+def test_global_maxconn_fits_the_file_limit(tmp_path):
+    lb = docs.load_balancer(
+        [docs.listener('li1', 'p1'), docs.listener('li2', 'p1', port=81)],
+        [docs.pool('p1', [docs.member('m1', M1)])])
+    paths = render.Paths(str(tmp_path))
+    uncapped = render.render(lb, paths).config
+    assert '    maxconn 100000' in uncapped.splitlines()   # Octavia's sum
+    capped = render.render(lb, paths, fd_limit=20000).config.splitlines()
+    assert capped[capped.index('global') + 1:].index('    maxconn 7897') < 8
+    assert '    maxconn 50000' in capped     # the frontends' own limits
+    assert render.render(lb, paths, fd_limit=-1).config == uncapped

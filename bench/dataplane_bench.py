@@ -43,7 +43,6 @@ SE's own counters (every run steered, conn-table hit or miss as intended,
 no drops), so a benchmark cannot silently measure a drop path.
 """
 
-import ctypes
 import ipaddress
 import json
 import os
@@ -54,6 +53,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common as C  # noqa: E402
+import _floor as F  # noqa: E402
 
 from amphora_agent.dataplane import dataplane as dpmod  # noqa: E402
 from amphora_agent.dataplane import libbpf  # noqa: E402
@@ -70,7 +70,6 @@ TARGET_V4_X_PASS = 5.0   # 4in4 conn-hit <= 5 x XDP_PASS
 TARGET_V6_X_V4 = 2.0     # 6in6 <= 2 x 4in4
 TARGET_X_FLOOR = 1.5     # conn-hit <= 1.5 x the encap floor (4in4, 6in6, GRE)
 
-FLOOR_OBJ = os.path.join(C.OBJ_DIR, 'bench_encap_floor.o')
 # SE hit scenario -> the encap-floor program doing the same encapsulation
 # (bench_encap_floor.c: parse, one fixed encap, fixed next hop, XDP_TX).
 FLOORS = {'4in4_hit': 'bench_floor_4in4', '6in6_hit': 'bench_floor_6in6',
@@ -328,7 +327,7 @@ class Bench:
 
         # The bench object's SE maps are the configured Dataplane's pinned
         # maps, so se_process() in it sees exactly what dp.apply() wrote.
-        obj = self.open_on_se_maps(C.BENCH_OBJ)
+        obj = F.open_on_se_maps(C.BENCH_OBJ, self.sb.pin_dir, LIMITS)
         obj.load()
         self.obj = obj
         for name in dpmod.MAP_NAMES:
@@ -350,17 +349,6 @@ class Bench:
         return self.measure()
 
     # ------------------------------------------------------------- setup
-    def open_on_se_maps(self, path):
-        """Open a bench object whose SE maps will reuse the pinned ones."""
-        obj = libbpf.BpfObject.open(path)
-        sizes = LIMITS.map_sizes()
-        for name in dpmod.MAP_NAMES:
-            handle = obj.find_map(name)
-            handle.set_pin_path(os.path.join(self.sb.pin_dir, name))
-            if name in sizes:
-                handle.set_max_entries(sizes[name])
-        return obj
-
     def load_floor(self):
         """Load bench_encap_floor.o on the same maps (the SE's pins, the SE
         bench object's rst_cfg) and give it one fixed member per family --
@@ -368,7 +356,7 @@ class Bench:
         the SE's tunnel sources, exactly what the SE would use."""
         rst_pin = os.path.join(self.sb.pin_dir, 'bench_rst_cfg')
         self.rst_cfg.pin(rst_pin)
-        obj = self.open_on_se_maps(FLOOR_OBJ)
+        obj = F.open_on_se_maps(F.FLOOR_OBJ, self.sb.pin_dir, LIMITS)
         obj.find_map('rst_cfg').set_pin_path(rst_pin)
         obj.load()
         if not obj.find_map('rst_cfg').is_pinned:
@@ -376,34 +364,8 @@ class Bench:
         self.floor_obj = obj
         for prog in FLOORS.values():
             self.progs[prog] = obj.find_program(prog)
-        fixed = b''
-        for lname in ('v4', 'v6'):
-            fixed += self.real_of(LISTENERS[lname][2][0])
-        reals = [structs.Real.from_bytes(fixed[i:i + ctypes.sizeof(
-            structs.Real)]) for i in (0, ctypes.sizeof(structs.Real))]
-        for real in reals:
-            nh = self.dp.maps['nexthops'].lookup(C.u32(real.nh))
-            if not real.nh or nh is None:
-                raise RuntimeError('floor: member without a cached next hop')
-            fixed += nh
-        fixed += self.dp.maps['se_config'].lookup(C.u32(0))
-        fixed += C.u32(0x12345)  # IPv6 outer flow label
-        bss = obj.find_map('.bss').map()
-        if bss.value_size != len(fixed):
-            raise RuntimeError('floor .bss is %d bytes, struct floor_cfg '
-                               'packed here %d' % (bss.value_size,
-                                                   len(fixed)))
-        bss.update(C.u32(0), fixed)
-
-    def real_of(self, member):
-        """The raw reals entry (in use) of this member address."""
-        want = ipaddress.ip_address(member)
-        for _key, raw in self.dp.maps['reals'].items():
-            real = structs.Real.from_bytes(raw)
-            if real.flags & structs.REAL_F_IN_USE and structs.unpack_addr(
-                    real.addr, real.family) == want:
-                return raw
-        raise RuntimeError('no member slot of %s' % member)
+        F.configure(obj, self.dp, LISTENERS['v4'][2][0],
+                    LISTENERS['v6'][2][0])
 
     def set_cfg(self, frame, mode):
         sport_off, saddr_off = flow_offsets(frame)

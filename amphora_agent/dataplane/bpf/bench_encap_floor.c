@@ -64,4 +64,20 @@ FLOOR_PROG(bench_floor_6in6, 1, DSR_ENCAP_IPIP)    /* IPv6 in IPv6 (41) */
 FLOOR_PROG(bench_floor_gre4in4, 0, DSR_ENCAP_GRE)  /* IPv4 in GRE in IPv4 */
 FLOOR_PROG(bench_floor_gre6in6, 1, DSR_ENCAP_GRE)  /* IPv6 in GRE in IPv6 */
 
+/* The wire-rate floor (bench/veth_rate_bench.py): the same job on live
+ * frames -- no restore (every frame is fresh), IPv4 in IPv4 to the fixed
+ * member, redirected to the fixed next hop's interface as the SE does. */
+SEC("xdp")
+int bench_floor_wire4in4(struct xdp_md *ctx)
+{
+	struct pkt p = {};
+
+	if (parse_packet(ctx, &p) != V_STEER)
+		return XDP_ABORTED;
+	if (encapsulate(ctx, &p, &fixed.real4, &fixed.nh4, &fixed.cfg,
+			DSR_ENCAP_IPIP, fixed.hash))
+		return XDP_ABORTED;
+	return bpf_redirect(fixed.nh4.ifindex, 0);
+}
+
 char _license[] SEC("license") = "GPL";

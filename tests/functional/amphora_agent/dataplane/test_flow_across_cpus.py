@@ -169,3 +169,24 @@ def test_flow_active_on_another_cpu_survives_new_flows_on_its_first(se):
                    if pin.member(tp.tcp(KEY, SRC, p, flags="A"), b)
                    != first[p]]
         assert evicted == silent
+
+
+def test_a_cpu_evicts_from_its_own_share(se):
+    """Each CPU's LRU list holds conn_table_size / possible CPUs entries
+    (docs/dataplane.md, *Capacity is per CPU*): new flows on one CPU evict
+    that CPU's old flows while the table as a whole is still half empty."""
+    a = CPUS[0]
+    per_cpu = CONN_TABLE // libbpf.num_possible_cpus()
+    with Pinned(se) as pin:
+        first = flows_on(pin, a, range(44000, 44032))
+        se.apply(state(THREE))
+        moved = ring_moved(se, first)
+        pin.flood(a, range(20000, 20000 + per_cpu))
+        entries = sum(1 for _ in se.dp.maps["conn_table"].keys())
+        assert entries <= per_cpu < CONN_TABLE, entries
+        evicted = [p for p in moved
+                   if pin.member(tp.tcp(KEY, SRC, p, flags="A"), a)
+                   != first[p]]
+        assert evicted == sorted(moved), (
+            f"{len(evicted)} of {len(moved)} evicted with {entries} of "
+            f"{CONN_TABLE} entries in use")

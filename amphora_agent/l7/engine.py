@@ -109,8 +109,9 @@ class Engine:
 
     def apply(self, document):
         """Apply a whole L7 document; returns {lb id: {'status': 'ACTIVE'
-        | 'ERROR', 'error': reason or None, 'listeners': {id: reason}}}
-        (listeners listed there are not served).  Raises
+        | 'ERROR', 'error': reason or None, 'action': 'started' |
+        'reloaded' | 'unchanged' | 'stopped' | None, 'listeners': {id:
+        reason}}} (listeners listed there are not served).  Raises
         dsr_wire.schema.Invalid for a document refused as a whole."""
         l7_schema.check_document(document)
         os.makedirs(self.paths.state_dir, exist_ok=True)
@@ -151,7 +152,8 @@ class Engine:
 
     def _apply_lb(self, lb):
         lb_id = lb['id']
-        out = {'status': 'ACTIVE', 'error': None, 'listeners': {}}
+        out = {'status': 'ACTIVE', 'error': None, 'action': None,
+               'listeners': {}}
         proc = self.process(lb_id)
         try:
             rendered = render.render(
@@ -164,6 +166,7 @@ class Engine:
             if rendered.config is None or not lb.get('admin_state_up',
                                                      True):
                 proc.stop()
+                out['action'] = 'stopped'
                 return out
             for path, ref in rendered.certs.items():
                 _write(path, self.certs.fetch(ref), 0o600)
@@ -175,12 +178,15 @@ class Engine:
             haproxy.check(self.binary, candidate)
             if _read(config) == rendered.config and proc.running():
                 os.unlink(candidate)
+                out['action'] = 'unchanged'
                 return out
             os.replace(candidate, config)
             if proc.running():
                 proc.reload()
+                out['action'] = 'reloaded'
             else:
                 proc.start()
+                out['action'] = 'started'
         except (haproxy.HaproxyError, certs_mod.CertError, OSError,
                 ValueError) as exc:
             out.update(status='ERROR', error=str(exc))

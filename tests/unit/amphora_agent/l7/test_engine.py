@@ -74,6 +74,7 @@ def test_apply_runs_one_haproxy_per_load_balancer(engine):
     assert {k: v['status'] for k, v in result.items()} == {
         'lb1': 'ACTIVE', 'lb2': 'ACTIVE'}, result
     assert engine.ready and engine.generation == 1
+    assert {r['action'] for r in result.values()} == {'started'}
     assert engine.host.applied[-1] == ['127.0.0.1']
     for port in (p1, p2):          # bound on the VIP
         socket.create_connection(('127.0.0.1', port), timeout=5).close()
@@ -93,7 +94,8 @@ def test_same_document_again_does_not_reload(engine):
     doc = docs.document(lb('lb1', free_port()))
     engine.apply(doc)
     worker = engine.process('lb1').worker_pid()
-    engine.apply(dict(doc, generation=2))
+    result = engine.apply(dict(doc, generation=2))
+    assert result['lb1']['action'] == 'unchanged'
     assert engine.process('lb1').worker_pid() == worker
 
 
@@ -118,6 +120,7 @@ def test_a_rejected_configuration_is_rejected_alone(engine):
     socket.create_connection(('127.0.0.1', p2), timeout=5).close()
     # ... while lb1's change went in (a reload: a new worker).
     assert result['lb1']['status'] == 'ACTIVE'
+    assert result['lb1']['action'] == 'reloaded'
     assert engine.process('lb1').worker_pid() != workers['lb1']
     assert 'path -m beg /v2' in open(engine.paths.config('lb1')).read()
     assert not engine.ready

@@ -1,0 +1,120 @@
+"""Tier 2 in namespaces: one L4 SE (the tier-1 dataplane, programmed
+through dsrctl) whose members are two L7 SEs running the L7 engine
+(dsr-l7: decap + VIP on lo + HAProxy), in front of plain HTTP servers with
+no DSR configuration.
+
+    client -- router -- se1      L4 SE: VIP -> Maglev -> IPIP to m1/m2
+                  |---- m1, m2   L7 SEs (tunnel addresses 198.19.{1,2}.2)
+                  |---- m3, m4   HTTP servers (198.19.{3,4}.2:8080;
+                                 m4 also "api" on :8081)
+
+Every HAProxy, pin and state file is removed on teardown, also when a
+test fails.
+"""
+
+import json
+import os
+import shutil
+import sys
+
+import pytest
+
+from tests.functional.amphora_agent.dataplane.conftest import DsrSetup
+from tests.functional.amphora_agent.dataplane.conftest import listener
+from tests.functional.amphora_agent.dataplane.conftest import PIN_ROOT
+from tools.lab import netns
+
+L7_SES = ('m1', 'm2')
+SERVERS = ('m3', 'm4')
+SERVER_PORT, API_PORT = 8080, 8081
+
+
+class Tier2Lab(DsrSetup):
+    def __init__(self, topo):
+        super().__init__(topo)
+        self.state_root = self.pin_root.replace(PIN_ROOT, '/tmp') + '-l7'
+        os.makedirs(self.state_root, exist_ok=True)
+
+    def addr(self, name, family=4):
+        return self.topo.host(name).addr(family)
+
+    def config_file(self, name):
+        path = os.path.join(self.state_root, f'{name}.conf')
+        with open(path, 'w') as f:
+            f.write(f'[dataplane]\n'
+                    f'decap_pin_dir = {self.pin_dir(name + "-decap")}\n'
+                    f'[l7]\n'
+                    f'state_dir = {self.state_root}/{name}\n'
+                    f'cert_dir = {self.state_root}/certs\n'
+                    f'decap = ebpf\n'
+                    f'interface = eth0\n'
+                    f'tunnel_addresses = {self.addr(name)}\n'
+                    f'log_socket = {self.state_root}/{name}.log.sock\n'
+                    f'connection_logging = false\n'
+                    f'reload_timeout = 30\n')
+        return path
+
+    def l7(self, name, *args, check=True):
+        """Run dsr-l7 in the L7 SE's namespace; (returncode, JSON)."""
+        argv = [sys.executable, '-m', 'amphora_agent.l7.cli',
+                '--config-file', self.config_file(name), '--se-id', name,
+                *args]
+        proc = self.topo.run(name, argv, check=False, timeout=180)
+        if check and proc.returncode != 0:
+            raise AssertionError(f'dsr-l7 {args} on {name} failed '
+                                 f'({proc.returncode}):\n{proc.stdout}'
+                                 f'{proc.stderr}')
+        out = proc.stdout.strip().splitlines()
+        return proc.returncode, json.loads(out[-1]) if out else None
+
+    def apply_l7(self, document, names=L7_SES):
+        results = {}
+        path = os.path.join(self.state_root,
+                            f'doc-{document["generation"]}.json')
+        with open(path, 'w') as f:
+            json.dump(document, f)
+        for name in names:
+            results[name] = self.l7(name, 'apply', path)[1]
+        return results
+
+    def start(self, xdp_mode='generic', max_listeners=8):
+        se = self.topo.ses[0]
+        self.dsrctl(se.name, 'attach', se.ifname, '--mode', xdp_mode,
+                    '--max-listeners', str(max_listeners))
+        self.dsrctl(se.name, 'tunnel-source', 'set', '--ipv4', se.ipv4,
+                    '--ipv6', se.ipv6)
+        # The L4 tier: the VIP's members are the L7 SEs' tunnel addresses.
+        self.apply(listener(netns.VIP4, port=80, members=[
+            self.addr(n) for n in L7_SES]))
+        self.topo.route_vip(netns.VIP4, via=se.name)
+        for name in SERVERS:
+            h = self.topo.host(name)
+            self.topo.spawn(name, [*netns.SCRIPT_PYTHON,
+                                   netns.SERVERS_DIR / 'http_server.py',
+                                   '--name', name, '--port', SERVER_PORT,
+                                   '--bind', h.ipv4, '--bind', h.ipv6],
+                            ready=r'^READY')
+        h = self.topo.host('m4')
+        self.topo.spawn('m4', [*netns.SCRIPT_PYTHON,
+                               netns.SERVERS_DIR / 'http_server.py',
+                               '--name', 'api', '--port', API_PORT,
+                               '--bind', h.ipv4], ready=r'^READY')
+
+    def close(self):
+        for name in L7_SES:
+            try:
+                self.l7(name, 'stop', check=False)
+            except Exception as exc:  # noqa: BLE001 -- teardown goes on
+                print(f'dsr-l7 stop on {name}: {exc}', file=sys.stderr)
+        super().close()
+        shutil.rmtree(self.state_root, ignore_errors=True)
+
+
+@pytest.fixture
+def tier2(make_topology):
+    lab = Tier2Lab(make_topology(n_se=1, n_members=4))
+    try:
+        lab.start()
+        yield lab
+    finally:
+        lab.close()

@@ -1,0 +1,128 @@
+"""Tier 2 end to end in namespaces: client -> router -> L4 SE (XDP,
+IPIP) -> L7 SE (decap, VIP on lo, HAProxy from the L7 document) -> plain
+HTTP servers (SNAT), and the replies L7 SE -> router -> client."""
+
+import collections
+import json
+import os
+import re
+
+from tests.functional.amphora_agent.l7.conftest import API_PORT
+from tests.functional.amphora_agent.l7.conftest import SERVER_PORT
+from tests.unit.amphora_agent.l7 import docs
+from tools.lab import netns
+from tools.lab import traffic_loop
+
+REQUESTS = 24
+
+
+def document(lab, generation=1, web_timeout=50000):
+    web = [docs.member(n, lab.addr(n), SERVER_PORT) for n in ('m3', 'm4')]
+    api = [docs.member('api', lab.addr('m4'), API_PORT)]
+    lb = docs.load_balancer(
+        [docs.listener('li-http', 'p-web', port=80,
+                       timeout_client_data=web_timeout,
+                       policies=[docs.policy('pol-api', 'p-api', '/api')])],
+        [docs.pool('p-web', web), docs.pool('p-api', api)],
+        vips=(netns.VIP4,))
+    return docs.document(lb, generation=generation)
+
+
+def served_by(body):
+    m = re.search(r'member=(\S+)', body)
+    assert m, body
+    return m.group(1)
+
+
+def get_with_member_header(topo, path):
+    """GET path from the client; (status, X-Member) even for a 404."""
+    code = ('import http.client,json,sys;'
+            'c=http.client.HTTPConnection(sys.argv[1],80,timeout=10);'
+            'c.request("GET",sys.argv[2]);r=c.getresponse();r.read();'
+            'print(json.dumps([r.status,r.getheader("X-Member")]))')
+    out = topo.run('client', [*netns.SCRIPT_PYTHON, '-c', code, netns.VIP4,
+                              path]).stdout
+    return tuple(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_tier2_http_through_l4_and_l7(tier2):
+    topo = tier2.topo
+    results = tier2.apply_l7(document(tier2))
+    for name, out in results.items():
+        assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
+        assert out['ready'] is True, out
+        assert out['tunnel_addresses'] == {'4': tier2.addr(name)}
+
+    # Counters: the servers' view of the sources, the L4 SE's view of
+    # replies, the router's view of replies leaving the L7 SEs.
+    at_server = {(srv, src): topo.nft_counter(srv, saddr=src)
+                 for srv in ('m3', 'm4')
+                 for src in (tier2.addr('m1'), tier2.addr('m2'),
+                             topo.client.ipv4)}
+    replies_at_l4 = topo.nft_counter('se1', saddr=netns.VIP4)
+    replies_from_l7 = {n: topo.nft_counter(
+        'router', ifname=topo.host(n).router_ifname, saddr=netns.VIP4)
+        for n in ('m1', 'm2')}
+
+    served = collections.Counter(
+        served_by(topo.http_get(netns.VIP4, source_port=port))
+        for port in range(40000, 40000 + REQUESTS))
+    # Round robin on each L7 SE across the two servers.
+    assert set(served) == {'m3', 'm4'}, served
+    assert abs(served['m3'] - served['m4']) <= 2, served
+
+    # SNAT: the servers see only the L7 SEs' addresses, both of them (the
+    # L4 SE spread the client's flows over both L7 SEs), never the client.
+    for srv in ('m3', 'm4'):
+        assert at_server[(srv, topo.client.ipv4)].packets() == 0
+    for l7se in ('m1', 'm2'):
+        assert sum(at_server[(srv, tier2.addr(l7se))].packets()
+                   for srv in ('m3', 'm4')) > 0, l7se
+
+    # The L7 policy: /api goes to the second pool (its server answers 404
+    # for the path, naming itself).
+    assert get_with_member_header(topo, '/api/v1/items') == (404, 'api')
+    assert get_with_member_header(topo, '/')[1] in ('m3', 'm4')
+
+    # Replies leave the L7 SEs straight to the router, never via the L4 SE.
+    assert replies_at_l4.packets() == 0
+    for name, counter in replies_from_l7.items():
+        assert counter.packets() > 0, name
+
+    # HAProxy's counters, as Octavia reports them.
+    _, stats = tier2.l7('m1', 'stats')
+    listener = stats['lb1']['listeners']['li-http']
+    assert listener['operating_status'] == 'ONLINE'
+    assert listener['stats']['total_connections'] > 0
+    assert stats['lb1']['pools']['p-web']['members']['m3'][
+        'operating_status'] == 'NO_MONITOR'
+
+
+def test_reload_under_load_drops_nothing(tier2):
+    topo = tier2.topo
+    tier2.apply_l7(document(tier2))
+    traffic = topo.spawn('client', [
+        *netns.SCRIPT_PYTHON, traffic_loop.__file__, netns.VIP4, '80',
+        '--interval', '0.02'], ready=r'^STARTED', ready_timeout=20)
+    try:
+        # A changed listener timeout: both L7 SEs reload their HAProxy.
+        results = tier2.apply_l7(document(tier2, generation=2,
+                                          web_timeout=40000))
+        for out in results.values():
+            assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
+            assert out['load_balancers']['lb1']['action'] == 'reloaded'
+        for name in ('m1', 'm2'):
+            config = open(os.path.join(tier2.state_root, name, 'lb1',
+                                       'haproxy.cfg')).read()
+            assert 'timeout client 40000' in config
+    finally:
+        os.killpg(traffic.pid, 15)
+        rc, out = traffic.wait_output(60)
+        netns.kill_proc(traffic)
+    assert rc == 0, out[-2000:]
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert summary['new']['failed'] == 0, summary
+    assert summary['new']['ok'] > 20, summary
+    assert set(summary['new']['members']) == {'m3', 'm4'}, summary
+    # The upload that was running through an old worker finished there.
+    assert summary['established']['ok'], summary

@@ -264,6 +264,7 @@ def register_agent_opts(conf):
     conf.register_opts(bgp_opts, group='bgp')
     conf.register_opts(auth_opts, group='auth')
     conf.register_opts(metrics_opts, group='metrics')
+    register_l7_opts(conf)
 
 
 def list_opts():

@@ -797,7 +797,12 @@ class AgentProcess:
 
     def __init__(self, conf):
         self.conf = conf
-        self.agent = build_agent(conf)
+        if conf.agent.role == 'tier2':
+            # An L7 SE (docs/tier2.md): the L7 engine, not the dataplane.
+            from amphora_agent.l7 import agent as l7_agent
+            self.agent = l7_agent.build(conf)
+        else:
+            self.agent = build_agent(conf)
 
     def start(self):
         self.agent.start()

@@ -68,6 +68,7 @@ class Engine:
         self.generation = None
         self.applied_vips = []
         self.result = {}
+        self.members = {}
         self._version = None
 
     @classmethod
@@ -134,7 +135,13 @@ class Engine:
         self.applied_vips = wanted_vips
         self.generation = document['generation']
         self.result = result
+        self.members = {lb['id']: [m['id'] for p in lb['pools']
+                                   for m in p['members']] for lb in lbs}
         return result
+
+    def members_of(self, lb_id):
+        """Member ids of a load balancer of the applied document."""
+        return list(self.members.get(lb_id, ()))
 
     def adopt(self):
         """Take over the HAProxies a previous engine left running (their

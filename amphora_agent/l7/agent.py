@@ -1,0 +1,317 @@
+"""dsr-agent with ``[agent] role = tier2``: the L7 SE's agent.
+
+The same contract as a tier-1 agent (dsr_wire/agent_rpc.py): it asks the
+controller for its group's snapshot (get_config), which for an L7 group is
+the L7 document (dsr_wire/l7.py), signed as tier-1 snapshots are and
+opened by the same ControllerTrust (amphora_agent/trust.py: trusted key,
+this group, no generation older than the applied one); a config_changed
+cast (signed too) or the resync timer makes it ask again.  The document
+is applied by the L7 engine (amphora_agent/l7/engine.py).
+
+It reports what a tier-1 agent reports -- report_state (applied
+generation, error, per load balancer result), report_member_status
+(HAProxy's view, Octavia's statuses), report_stats (per listener
+counters) -- and keeps its tooz membership of ``octavia-dsr.<l7 group>``
+with the capabilities of the tier-2 contract:
+``{"role": "tier2", "tunnel_addresses": {"4": .., "6": ..}, "ready":
+bool, "draining": bool}``; ``ready`` is the engine's (HAProxy runs the
+applied generation, VIPs on lo, decap attached) and false while draining.
+
+One worker thread does everything; the RPC server and the timers only wake
+it.  Stop with drain: publish draining (the controller gives this L7 SE
+weight 0 on the L4 tier), wait ``[agent] drain_wait``, leave the group;
+the HAProxies keep running (a restarted agent adopts them), ``dsr-l7
+stop`` removes them.
+"""
+
+import json
+import threading
+import time
+
+from oslo_log import log as logging
+import tooz
+from tooz import coordination
+
+from amphora_agent.l7 import engine as engine_mod
+from amphora_agent import trust as trust_mod
+from dsr_wire import agent_rpc as rpc
+from dsr_wire import auth
+from dsr_wire import membership as membership_mod
+from dsr_wire.schema import Invalid
+
+LOG = logging.getLogger(__name__)
+
+
+def member_statuses(engine):
+    """{member id: Octavia operating status} over every load balancer:
+    HAProxy's view; a member HAProxy does not run (its pool serves no
+    listener, its load balancer is disabled) is OFFLINE, as the health
+    manager makes a member missing from an amphora's heartbeat; members of
+    an ERROR load balancer are ERROR."""
+    result = {m: 'OFFLINE' for lb_id in engine.members
+              for m in engine.members_of(lb_id)}
+    for lb_id, lb_stats in engine.stats().items():
+        for pool in lb_stats.get('pools', {}).values():
+            for member_id, member in pool['members'].items():
+                if member['operating_status']:
+                    result[member_id] = member['operating_status']
+    for lb_id, outcome in engine.result.items():
+        if outcome['status'] == 'ERROR':
+            for member_id in engine.members_of(lb_id):
+                result[member_id] = 'ERROR'
+    return result
+
+
+def listener_stats(engine):
+    """{listener id: Octavia's listener statistics}."""
+    result = {}
+    for lb_stats in engine.stats().values():
+        for listener_id, listener in lb_stats.get('listeners', {}).items():
+            result[listener_id] = dict(listener['stats'])
+    return result
+
+
+class CapabilityPublisher:
+    """The tooz membership of the L7 group, whose capabilities change
+    (ready, draining): dsr_wire.membership.Membership joined with the
+    capabilities of the moment, joined again when they change."""
+
+    def __init__(self, membership):
+        self.membership = membership
+        self.published = None
+
+    def start(self, capabilities):
+        self.membership._capabilities = json.dumps(capabilities).encode()
+        self.membership.start()
+        self.published = capabilities
+
+    def publish(self, capabilities):
+        if capabilities == self.published:
+            return False
+        data = json.dumps(capabilities).encode()
+        # Membership re-joins with _capabilities when the backend loses it.
+        self.membership._capabilities = data
+        coordinator, group = (self.membership._coordinator,
+                              self.membership._group)
+        try:
+            coordinator.update_capabilities(group, data).get()
+        except tooz.NotImplemented:
+            # tooz's file:// driver (one host, tests): leave and join.
+            coordinator.leave_group(group).get()
+            membership_mod.join(coordinator, group, data)
+        except coordination.MemberNotJoined:
+            membership_mod.join(coordinator, group, data)
+        self.published = capabilities
+        return True
+
+    def stop(self):
+        self.membership.stop()
+
+
+class L7Agent:
+    def __init__(self, conf, engine, controller, trust=None,
+                 publisher=None, transport=None):
+        self.conf = conf
+        self.se_id, self.se_group = conf.agent.se_id, conf.agent.se_group
+        self.engine, self.controller = engine, controller
+        self.trust, self.publisher = trust, publisher
+        self.transport = transport
+        self.draining = False
+        self.last_error = None
+        self.rejected_generation = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._fetch_wanted = True
+        self._lock = threading.Lock()
+        self._thread = None
+        self._rpc_server = None
+        self._reported_statuses = None
+
+    # -- what the contract publishes ------------------------------------
+
+    def capabilities(self):
+        return {'role': 'tier2',
+                'tunnel_addresses': {
+                    str(f): str(a) for f, a in
+                    sorted(self.engine.host.tunnel_addresses.items())},
+                'ready': bool(self.engine.ready) and not self.draining,
+                'draining': self.draining}
+
+    def state(self):
+        return {'role': 'tier2',
+                'applied_generation': self.engine.generation,
+                'error': self.last_error,
+                'rejected_generation': self.rejected_generation,
+                'ready': self.capabilities()['ready'],
+                'load_balancers': self.engine.result,
+                'auth_refusals': (self.trust.refusals.total()
+                                  if self.trust is not None else None)}
+
+    # -- one round ---------------------------------------------------------
+
+    def config_changed(self, se_group, generation):
+        if se_group != self.se_group:
+            return
+        with self._lock:
+            self._fetch_wanted = True
+        self._wake.set()
+
+    def sync(self):
+        """Fetch, check and apply the group's document; True when a new
+        generation was applied."""
+        document = self.controller.get_config(self.se_group, self.se_id)
+        if self.trust is not None:
+            try:
+                document = self.trust.open_snapshot(document)
+            except auth.AuthError as exc:
+                key = document.get('key_id') \
+                    if isinstance(document, dict) else None
+                self.trust.refuse('get_config answer',
+                                  f'controller key {key}', exc)
+                return False
+        if document is None:
+            return False
+        generation = document.get('generation') \
+            if isinstance(document, dict) else None
+        if generation is not None and generation == self.engine.generation:
+            return False
+        try:
+            if not isinstance(document, dict):
+                raise Invalid('l7snapshot', document, 'a JSON object')
+            if document.get('se_group') != self.se_group:
+                raise Invalid('l7snapshot.se_group',
+                              document.get('se_group'),
+                              f'this L7 SE\'s group {self.se_group!r}')
+            self.engine.apply(document)
+        except Invalid as exc:
+            self.last_error = str(exc)
+            self.rejected_generation = generation
+            LOG.error('rejected L7 snapshot generation %s: %s; keeping '
+                      'generation %s', generation, exc,
+                      self.engine.generation)
+            self.controller.report_state(self.se_id, self.se_group,
+                                         self.state())
+            return False
+        self.last_error = None
+        self.rejected_generation = None
+        if self.trust is not None:
+            self.trust.applied(generation)
+        self.report()
+        return True
+
+    def report(self):
+        """Capabilities (when they changed), state, member status."""
+        if self.publisher is not None:
+            self.publisher.publish(self.capabilities())
+        self.controller.report_state(self.se_id, self.se_group, self.state())
+        statuses = member_statuses(self.engine)
+        if statuses != self._reported_statuses:
+            self.controller.report_member_status(
+                self.se_id, self.se_group, self.engine.generation, statuses)
+            self._reported_statuses = statuses
+
+    def report_stats(self):
+        self.controller.report_stats(self.se_id, self.se_group,
+                                     {'listeners': listener_stats(
+                                         self.engine), 'members': {}})
+        # Health-check changes show at the stats pace.
+        statuses = member_statuses(self.engine)
+        if statuses != self._reported_statuses:
+            self.report()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self, timeout=60):
+        self.engine.adopt()
+        if self.publisher is not None:
+            self.publisher.start(self.capabilities())
+        if self.transport is not None:
+            self._rpc_server = rpc.agent_server(
+                self.transport, self.se_group, self.se_id,
+                rpc.AgentEndpoint(self.config_changed,
+                                  verify=self.trust and
+                                  self.trust.check_notification))
+            self._rpc_server.start()
+        self._thread = threading.Thread(target=self._loop, name='l7-agent',
+                                        daemon=True)
+        self._thread.start()
+
+    def _loop(self):
+        # [agent] netns is not honoured: RPC and coordination connections
+        # would open in the namespace.  Run the L7 agent inside it.
+        conf = self.conf.agent
+        next_stats = time.monotonic() + conf.stats_interval
+        next_resync = time.monotonic() + conf.resync_interval
+        while not self._stop.is_set():
+            with self._lock:
+                fetch, self._fetch_wanted = self._fetch_wanted, False
+            try:
+                if fetch:
+                    self.sync()
+            except Exception:  # noqa: BLE001 -- keep the L7 SE running
+                LOG.exception('L7 sync failed; retrying')
+                with self._lock:
+                    self._fetch_wanted = True
+                self._stop.wait(1.0)
+            now = time.monotonic()
+            if now >= next_stats:
+                next_stats = now + conf.stats_interval
+                self._safe(self.report_stats)
+            if now >= next_resync:
+                next_resync = now + conf.resync_interval
+                with self._lock:
+                    self._fetch_wanted = True
+            with self._lock:
+                pending = self._fetch_wanted
+            if not pending:
+                self._wake.wait(min(1.0, max(0.05,
+                                             next_stats - time.monotonic())))
+            self._wake.clear()
+
+    @staticmethod
+    def _safe(func):
+        try:
+            func()
+        except Exception:  # noqa: BLE001
+            LOG.exception('%s failed', getattr(func, '__name__', func))
+
+    def reload(self):
+        with self._lock:
+            self._fetch_wanted = True
+        self._wake.set()
+
+    def stop(self, drain=True):
+        if drain and self.publisher is not None:
+            self.draining = True
+            self._safe(lambda: self.publisher.publish(self.capabilities()))
+            self._stop.wait(self.conf.agent.drain_wait)
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        if self._rpc_server is not None:
+            self._rpc_server.stop()
+            self._rpc_server.wait()
+        if self.publisher is not None:
+            self.publisher.stop()
+
+
+def build(conf):
+    """The L7 agent from the configuration ([agent], [auth],
+    [coordination], [l7], [dataplane])."""
+    signer = trust = None
+    if conf.auth.enabled:
+        signer = auth.Signer(conf.auth.private_key)
+        trust = trust_mod.ControllerTrust(
+            conf.agent.se_group, conf.auth.controller_keys_dir,
+            conf.auth.state_dir, window=conf.auth.window)
+    transport = rpc.get_transport(conf)
+    engine = engine_mod.Engine.from_conf(
+        conf.l7, conf.dataplane.decap_pin_dir, conf.agent.se_id)
+    membership = membership_mod.Membership(
+        conf.coordination.backend_url, conf.agent.se_id, conf.agent.se_group,
+        {'role': 'tier2'})
+    return L7Agent(conf, engine, rpc.ControllerClient(transport,
+                                                      signer=signer),
+                   trust=trust, publisher=CapabilityPublisher(membership),
+                   transport=transport)

@@ -1,0 +1,177 @@
+"""amphora_agent.l7.agent: the L7 SE's agent round -- a signed L7
+snapshot through ControllerTrust into the engine (real HAProxy on
+127.0.0.1), reports, and the tier-2 capabilities in a real tooz group
+(file:// backend).  The controller is a recording test double."""
+
+import copy
+import shutil
+import types
+
+import pytest
+
+from amphora_agent.l7 import agent as agent_mod
+from amphora_agent.l7 import certs
+from amphora_agent.l7 import engine as engine_mod
+from amphora_agent import trust as trust_mod
+from dsr_wire import auth
+from dsr_wire import membership as membership_mod
+from tests.unit.amphora_agent.l7 import docs
+from tests.unit.amphora_agent.l7.test_engine import free_port
+from tests.unit.amphora_agent.l7.test_engine import lb
+from tests.unit.amphora_agent.l7.test_engine import RecordingHost
+from tools.lab.netns import wait_for
+
+pytestmark = pytest.mark.skipif(shutil.which('haproxy') is None,
+                                reason='haproxy is not installed')
+GROUP = 'g1-l7'
+
+
+def worker_did(predicate, timeout=30):
+    wait_for(predicate, timeout, 'the L7 agent\'s worker')
+
+
+class Controller:
+    """Serves get_config from ``answer``; records every cast."""
+
+    def __init__(self):
+        self.answer = None
+        self.casts = []
+
+    def get_config(self, se_group, se_id):
+        return copy.deepcopy(self.answer)
+
+    def report_state(self, se_id, se_group, state):
+        self.casts.append(('state', copy.deepcopy(state)))
+
+    def report_member_status(self, se_id, se_group, generation, statuses):
+        self.casts.append(('members', generation, dict(statuses)))
+
+    def report_stats(self, se_id, se_group, stats):
+        self.casts.append(('stats', stats))
+
+    def last(self, kind):
+        return [c for c in self.casts if c[0] == kind][-1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    ctl = str(tmp_path / 'controller.key')
+    kid = auth.generate_key(ctl)
+    auth.write_public_key(str(tmp_path / 'trusted' / f'{kid}.pub'),
+                          auth.load_private_key(ctl).public_key())
+    (tmp_path / 'certs').mkdir()
+    engine = engine_mod.Engine(str(tmp_path / 'state'), RecordingHost(),
+                               certs.LocalStore(str(tmp_path / 'certs')),
+                               log_socket=str(tmp_path / 'log'), timeout=20)
+    conf = types.SimpleNamespace(agent=types.SimpleNamespace(
+        se_id='l7se1', se_group=GROUP, stats_interval=10.0,
+        resync_interval=60.0, drain_wait=0.1))
+    url = f'file://{tmp_path}/tooz'
+    publisher = agent_mod.CapabilityPublisher(membership_mod.Membership(
+        url, 'l7se1', GROUP, {}))
+    observer = membership_mod.Membership(url, 'controller', GROUP, {})
+    controller = Controller()
+    agent = agent_mod.L7Agent(
+        conf, engine, controller,
+        trust=trust_mod.ControllerTrust(GROUP, str(tmp_path / 'trusted'),
+                                        str(tmp_path / 'auth')),
+        publisher=publisher)
+    # The rounds are driven by the test (sync, report), not by the
+    # agent's worker thread, so that nothing races them.
+    publisher.start(agent.capabilities())
+    observer.start()
+    yield types.SimpleNamespace(agent=agent, controller=controller,
+                                signer=auth.Signer(ctl), observer=observer,
+                                engine=engine, tmp=tmp_path)
+    publisher.stop()
+    observer.stop()
+    engine.stop()
+
+
+def signed(lab_, document):
+    return lab_.signer.envelope(document)
+
+
+def test_signed_document_applied_reported_and_published(lab):
+    port = free_port()
+    caps = lab.observer.members()['l7se1']
+    assert caps == {'role': 'tier2', 'tunnel_addresses': {'4': '198.18.7.2'},
+                    'ready': False, 'draining': False}
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', port), se_group=GROUP, generation=5))
+    assert lab.agent.sync() is True
+    assert lab.engine.generation == 5
+    assert lab.agent.trust.floor == 5
+    assert lab.observer.members()['l7se1']['ready'] is True
+    state = lab.controller.last('state')[1]
+    assert state['applied_generation'] == 5 and state['error'] is None
+    assert state['load_balancers']['lb1']['status'] == 'ACTIVE'
+    # m2's pool serves no listener: HAProxy does not run it.
+    assert lab.controller.last('members') == (
+        'members', 5, {'m1': 'NO_MONITOR', 'm2': 'OFFLINE'})
+    # The same generation again: nothing to do.
+    assert lab.agent.sync() is False
+
+
+def test_unsigned_forged_and_older_documents_are_refused(lab):
+    port = free_port()
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', port), se_group=GROUP, generation=5))
+    lab.agent.sync()
+    worker = lab.engine.process('lb1').worker_pid()
+    # Unsigned.
+    lab.controller.answer = docs.document(lb('lb1', free_port()),
+                                          se_group=GROUP, generation=6)
+    assert lab.agent.sync() is False
+    # Signed by a key the L7 SE does not trust.
+    rogue = str(lab.tmp / 'rogue.key')
+    auth.generate_key(rogue)
+    lab.controller.answer = auth.Signer(rogue).envelope(docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=7))
+    assert lab.agent.sync() is False
+    # Signed, but older than what was applied (a replay).
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=4))
+    assert lab.agent.sync() is False
+    assert lab.agent.trust.refusals.total() == 3
+    assert lab.engine.generation == 5
+    assert lab.engine.process('lb1').worker_pid() == worker
+
+
+def test_invalid_document_rejected_and_reported(lab):
+    doc = docs.document(lb('lb1', free_port()), se_group=GROUP,
+                        generation=2)
+    doc['load_balancers'][0]['listeners'][0]['default_pool_id'] = 'nope'
+    lab.controller.answer = signed(lab, doc)
+    assert lab.agent.sync() is False
+    state = lab.controller.last('state')[1]
+    assert state['rejected_generation'] == 2
+    assert "default_pool_id 'nope' is invalid" in state['error']
+    assert lab.engine.generation is None
+    assert lab.observer.members()['l7se1']['ready'] is False
+
+
+def test_worker_thread_applies_and_stops(lab):
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=3))
+    lab.agent.publisher = None      # the fixture's publisher is running
+    lab.agent.start()
+    try:
+        worker_did(lambda: lab.engine.generation == 3)
+        worker_did(lambda: any(c[0] == 'members' for c in
+                               lab.controller.casts))
+    finally:
+        lab.agent.stop(drain=False)
+    assert not lab.agent._thread.is_alive()
+
+
+def test_drain_publishes_draining_not_ready(lab):
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=1))
+    lab.agent.sync()
+    assert lab.observer.members()['l7se1']['ready'] is True
+    lab.agent.draining = True
+    lab.agent.report()
+    assert lab.observer.members()['l7se1'] == {
+        'role': 'tier2', 'tunnel_addresses': {'4': '198.18.7.2'},
+        'ready': False, 'draining': True}

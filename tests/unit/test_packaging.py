@@ -31,10 +31,14 @@ NOT_REQUIRED = {
 }
 
 
-def _requirements():
-    """{canonical distribution name: requirement line} of requirements.txt."""
+# Packages that may import what an extra of setup.cfg provides:
+# {package directory: extra}.
+EXTRA_OF = {'amphora_agent/l7': 'l7'}
+
+
+def _requirement_lines(lines):
     reqs = {}
-    for line in (ROOT / 'requirements.txt').read_text().splitlines():
+    for line in lines:
         line = line.split('#', 1)[0].strip()
         if line:
             name = re.match(r'[A-Za-z0-9._-]+', line).group(0)
@@ -42,35 +46,71 @@ def _requirements():
     return reqs
 
 
+def _requirements():
+    """{canonical distribution name: requirement line} of requirements.txt."""
+    return _requirement_lines(
+        (ROOT / 'requirements.txt').read_text().splitlines())
+
+
+def _extras():
+    """{extra: {canonical distribution name: line}} of setup.cfg."""
+    parser = configparser.ConfigParser()
+    parser.read(ROOT / 'setup.cfg')
+    if not parser.has_section('options.extras_require'):
+        return {}
+    return {extra: _requirement_lines(value.splitlines())
+            for extra, value in parser['options.extras_require'].items()}
+
+
+def _allowed_for(path, reqs, extras):
+    rel = str(path.relative_to(ROOT)) if path.is_absolute() else str(path)
+    allowed = set(reqs)
+    for package, extra in EXTRA_OF.items():
+        if rel.startswith(package + '/'):
+            allowed |= set(extras.get(extra, {}))
+    return allowed
+
+
 def _canonical(name):
     return re.sub(r'[-_.]+', '-', name).lower()
 
 
 def _third_party_imports():
-    """{top-level module: first file importing it} outside the stdlib."""
+    """{top-level module: [files importing it]} outside the stdlib."""
     found = {}
     for package in PRODUCT:
         for path, name in _imports(package):
             if name and name not in sys.stdlib_module_names \
                     and name not in PRODUCT:
-                found.setdefault(name, path)
+                found.setdefault(name, []).append(path)
     return found
 
 
 def test_every_third_party_import_is_a_requirement():
-    reqs = _requirements()
+    reqs, extras = _requirements(), _extras()
     dists = importlib.metadata.packages_distributions()
     missing = []
-    for module, path in sorted(_third_party_imports().items()):
+    for module, paths in sorted(_third_party_imports().items()):
         if module in NOT_REQUIRED:
             continue
         names = {_canonical(d) for d in dists.get(module, [])}
-        if not names:
-            missing.append(f'{module} ({path}): no installed distribution')
-        elif not names & set(reqs):
-            missing.append(f'{module} ({path}): {sorted(names)} not in '
-                           'requirements.txt')
+        for path in paths:
+            if not names:
+                missing.append(f'{module} ({path}): no installed '
+                               'distribution')
+            elif not names & _allowed_for(path, reqs, extras):
+                missing.append(f'{module} ({path}): {sorted(names)} not in '
+                               'requirements.txt (nor an extra of its '
+                               'package)')
     assert missing == []
+
+
+def test_extras_are_only_for_their_packages():
+    # octavia is the l7 extra's: the tier-1 agent and the provider must not
+    # import it, or a plain install would break at run time.
+    reqs, extras = _requirements(), _extras()
+    assert set(extras) == set(EXTRA_OF.values())
+    assert 'octavia' in extras['l7'] and 'octavia' not in reqs
 
 
 def test_the_import_scan_sees_the_product():

@@ -48,6 +48,7 @@ import json
 import os
 import struct
 import sys
+import threading
 import time
 import traceback
 
@@ -64,6 +65,10 @@ from amphora_agent.dataplane import structs  # noqa: E402
 REPEAT = int(os.environ.get('DSR_BENCH_REPEAT', 1_000_000))
 ROUNDS = int(os.environ.get('DSR_BENCH_ROUNDS', 7))
 CPU = int(os.environ.get('DSR_BENCH_CPU', -1))  # -1: no pinning
+# DSR_BENCH_LRU_THREADS=1: instead of the paths, only the cost of a new flow
+# (4in4 miss, table full) with one thread and with one thread per CPU
+# inserting at once into the same conn table (per-CPU vs common LRU lists).
+LRU_THREADS = os.environ.get('DSR_BENCH_LRU_THREADS') == '1'
 LIMITS = dpmod.Limits(max_listeners=16)
 
 TARGET_V4_X_PASS = 5.0   # 4in4 conn-hit <= 5 x XDP_PASS
@@ -347,6 +352,8 @@ class Bench:
         C.log('maps of the bench object reuse the configured Dataplane\'s '
               'pinned maps (%d listeners applied)' % len(LISTENERS))
         self.verify_all()
+        if LRU_THREADS:
+            return self.measure_concurrent_inserts()
         return self.measure()
 
     # ------------------------------------------------------------- setup
@@ -472,6 +479,39 @@ class Bench:
                     % (scen, REPEAT, steered, drops, key, d[key], d))
         return {'cpu': cpu_ns / REPEAT, 'wall': wall_ns / REPEAT,
                 'kernel': res.duration_ns}
+
+    def measure_concurrent_inserts(self):
+        """ns per new flow (thread CPU time / runs) with 1 inserting thread
+        and with one per CPU of the affinity set, alternating ROUNDS times;
+        the table is full first.  The threads share rst_cfg's flow counter
+        (racy: some runs may hit a flow the other thread just made)."""
+        frame = template(LISTENERS['v4'][0])
+        self.set_cfg(frame, 'miss')
+        self.test_run('bench_rst_se', frame, LIMITS.conn_table_size + 1)
+        cpus = sorted(os.sched_getaffinity(0))
+        fd = self.progs['bench_rst_se'].fd
+        ctx = C.xdp_md(self.ifindex, len(frame))
+
+        def worker(cpu, res):
+            os.sched_setaffinity(0, {cpu})
+            t0 = time.thread_time_ns()
+            libbpf.prog_test_run(fd, frame, repeat=REPEAT, ctx_in=ctx)
+            res[cpu] = (time.thread_time_ns() - t0) / REPEAT
+        out = {'flags': self.dp.maps['conn_table'].map_flags, 'cpus': cpus,
+               '1': [], str(len(cpus)): []}
+        for _ in range(ROUNDS):
+            for n in (1, len(cpus)):
+                self.set_cfg(frame, 'miss')
+                res = {}
+                threads = [threading.Thread(target=worker, args=(c, res))
+                           for c in cpus[:n]]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                self.save_counter()
+                out[str(n)].append(C.median(res.values()))
+        return out
 
     def measure(self):
         """Alternate every program ROUNDS times: samples[name] = [sample]."""
@@ -665,6 +705,19 @@ def report_floor(samples, out):
     return targets
 
 
+def report_lru(samples):
+    common = not samples['flags'] & 2  # BPF_F_NO_COMMON_LRU
+    out = {'bench': 'dataplane_bench', 'mode': 'lru_threads',
+           'lru_lists': 'common' if common else 'per-CPU',
+           'unit': 'ns per new flow per thread (thread CPU time)',
+           'rounds': {k: [round(v, 1) for v in samples[k]]
+                      for k in samples if k not in ('flags', 'cpus')}}
+    for k, v in out['rounds'].items():
+        C.log('%s inserting thread(s), %s LRU lists: median %.1f ns per new '
+              'flow (rounds %s)' % (k, out['lru_lists'], C.median(v), v))
+    return out
+
+
 def main():
     t0 = time.monotonic()
     sb = C.Sandbox()
@@ -672,7 +725,7 @@ def main():
         with sb:
             ns = topology(sb)
             samples = C.run_in_netns(ns, Bench(sb, ns).run)
-        out = report(samples)
+        out = report_lru(samples) if LRU_THREADS else report(samples)
         out['elapsed_s'] = round(time.monotonic() - t0, 1)
     except Exception as exc:  # noqa: BLE001 - reported as the JSON line
         traceback.print_exc()

@@ -17,6 +17,15 @@ POLICY_CIDRS prefixes (the source is in it), and with both, and the 4in4
 hit on a listener with a timeout_client_data (never reached); reported as
 ratios to the plain 4in4 hit / miss of the same run.
 
+Targets (issue 15), each a ratio within one run: the conn-table hit of
+4in4, 6in6 and GRE (IPv4 / IPv6 outer) <= 1.5 x the *encap floor* of the
+same encapsulation (bench_encap_floor.c: the same restore, the SE's parse
+and encapsulate, one fixed member and next hop, XDP_TX, no lookup; timed
+right after the hit in every round, median of per-round ratios); a new
+flow (4in4 miss + LRU insert, table full) <= 3 x the 4in4 hit; XDP_PASS
+stays as a reference.  DSR_BENCH_LRU_THREADS=1 measures only new flows,
+with one and with one thread per CPU inserting at once.
+
 Method.  BPF_PROG_TEST_RUN(repeat=N) re-runs the program on the same,
 already modified buffer, so every SE measurement uses bench_rst_se
 (bench_se_xdp.c): restore the frame (strip the previous run's encap with

@@ -44,7 +44,12 @@ dataplane_opts = [
     cfg.IntOpt('conn_table_size', default=262144, min=1024,
                help='Entries of the LRU connection table that keeps '
                     'established flows on their member (about 120 bytes '
-                    'each); size it for the concurrent flows of the SE.'),
+                    'each); size it for the concurrent flows of the SE. '
+                    'The table keeps one LRU list per CPU '
+                    '(BPF_F_NO_COMMON_LRU): a CPU holds at most this '
+                    'size / possible CPUs flows, so a NIC with fewer '
+                    'queues than CPUs (or a VM with many hot-pluggable '
+                    'CPUs) gets a smaller table (docs/dataplane.md).'),
     cfg.StrOpt('decap_pin_dir', default='/sys/fs/bpf/octavia-dsr/decap',
                help='bpffs directory of the member-side decap program.'),
 ]

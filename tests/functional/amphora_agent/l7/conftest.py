@@ -33,7 +33,8 @@ class Tier2Lab(DsrSetup):
     def __init__(self, topo):
         super().__init__(topo)
         self.state_root = self.pin_root.replace(PIN_ROOT, '/tmp') + '-l7'
-        os.makedirs(self.state_root, exist_ok=True)
+        os.makedirs(os.path.join(self.state_root, 'certs'), exist_ok=True)
+        self.servers = {}
 
     def addr(self, name, family=4):
         return self.topo.host(name).addr(family)
@@ -83,17 +84,18 @@ class Tier2Lab(DsrSetup):
                     '--max-listeners', str(max_listeners))
         self.dsrctl(se.name, 'tunnel-source', 'set', '--ipv4', se.ipv4,
                     '--ipv6', se.ipv6)
-        # The L4 tier: the VIP's members are the L7 SEs' tunnel addresses.
-        self.apply(listener(netns.VIP4, port=80, members=[
-            self.addr(n) for n in L7_SES]))
+        # The L4 tier: the VIP's members are the L7 SEs' tunnel addresses
+        # (one L4 listener per L7 listener port).
+        self.apply(*(listener(netns.VIP4, port=port, members=[
+            self.addr(n) for n in L7_SES]) for port in (80, 443)))
         self.topo.route_vip(netns.VIP4, via=se.name)
         for name in SERVERS:
             h = self.topo.host(name)
-            self.topo.spawn(name, [*netns.SCRIPT_PYTHON,
-                                   netns.SERVERS_DIR / 'http_server.py',
-                                   '--name', name, '--port', SERVER_PORT,
-                                   '--bind', h.ipv4, '--bind', h.ipv6],
-                            ready=r'^READY')
+            self.servers[name] = self.topo.spawn(
+                name, [*netns.SCRIPT_PYTHON,
+                       netns.SERVERS_DIR / 'http_server.py', '--name', name,
+                       '--port', SERVER_PORT, '--bind', h.ipv4,
+                       '--bind', h.ipv6], ready=r'^READY')
         h = self.topo.host('m4')
         self.topo.spawn('m4', [*netns.SCRIPT_PYTHON,
                                netns.SERVERS_DIR / 'http_server.py',

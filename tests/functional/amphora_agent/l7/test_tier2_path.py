@@ -10,6 +10,7 @@ import re
 from tests.functional.amphora_agent.l7.conftest import API_PORT
 from tests.functional.amphora_agent.l7.conftest import SERVER_PORT
 from tests.unit.amphora_agent.l7 import docs
+from tests.unit.amphora_agent.l7 import tls
 from tools.lab import netns
 from tools.lab import traffic_loop
 
@@ -126,3 +127,59 @@ def test_reload_under_load_drops_nothing(tier2):
     assert set(summary['new']['members']) == {'m3', 'm4'}, summary
     # The upload that was running through an old worker finished there.
     assert summary['established']['ok'], summary
+
+
+def get_https(topo, path='/'):
+    """GET https://VIP/path from the client (SNI www.example.com, no
+    verification: a test certificate); (status, body, peer CN)."""
+    code = ('import http.client,json,ssl,sys;'
+            'x=ssl.create_default_context();x.check_hostname=False;'
+            'x.verify_mode=ssl.CERT_NONE;'
+            'c=http.client.HTTPSConnection(sys.argv[1],443,timeout=10,'
+            'context=x);c.request("GET",sys.argv[2]);r=c.getresponse();'
+            'b=r.read().decode();'
+            'print(json.dumps([r.status,b,c.sock.version()]))')
+    out = topo.run('client', [*netns.SCRIPT_PYTHON, '-c', code, netns.VIP4,
+                              path]).stdout
+    return tuple(json.loads(out.strip().splitlines()[-1]))
+
+
+def test_terminated_https_and_health_monitor(tier2):
+    """TERMINATED_HTTPS with a test certificate from the local store, and
+    an HTTP health monitor whose verdicts reach the member status: a
+    server that stops is marked ERROR and no request goes to it."""
+    topo = tier2.topo
+    with open(os.path.join(tier2.state_root, 'certs', 'web.pem'),
+              'wb') as f:
+        f.write(tls.self_signed_pem('www.example.com'))
+    doc = document(tier2)
+    lb = doc['load_balancers'][0]
+    lb['pools'][0]['healthmonitor'] = docs.monitor(
+        'HTTP', delay=1, timeout=1, max_retries=1, max_retries_down=1,
+        url_path='/', expected_codes='200')
+    lb['listeners'].append(docs.listener(
+        'li-tls', 'p-web', protocol='TERMINATED_HTTPS', port=443,
+        default_tls_container_ref='local:web'))
+    for name, out in tier2.apply_l7(doc).items():
+        assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
+
+    def member_status(l7se, member):
+        pools = tier2.l7(l7se, 'stats')[1]['lb1']['pools']
+        return pools['p-web']['members'][member]['operating_status']
+
+    netns.wait_for(lambda: all(member_status(n, m) == 'ONLINE'
+                               for n in ('m1', 'm2') for m in ('m3', 'm4')),
+                   60, 'the health monitor to see both servers UP')
+    status, body, version = get_https(topo)
+    assert status == 200 and served_by(body) in ('m3', 'm4')
+    assert version.startswith('TLS')
+
+    tier2.servers['m4'].stop()
+    netns.wait_for(lambda: all(member_status(n, 'm4') == 'ERROR'
+                               for n in ('m1', 'm2')),
+                   60, 'the health monitor to mark m4 DOWN')
+    served = collections.Counter(
+        served_by(topo.http_get(netns.VIP4, source_port=port))
+        for port in range(41000, 41012))
+    assert served == {'m3': 12}, served
+    assert served_by(get_https(topo)[1]) == 'm3'

@@ -275,4 +275,5 @@ def register_agent_opts(conf):
 def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
             ('coordination', coordination_opts), ('bgp', bgp_opts),
-            ('auth', auth_opts), ('metrics', metrics_opts)]
+            ('auth', auth_opts), ('metrics', metrics_opts),
+            ('l7', l7_opts)]

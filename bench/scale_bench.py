@@ -1,0 +1,217 @@
+"""Control plane at scale (issue 15): N listeners x 16 members applied from
+scratch to one fresh SE dataplane, then one member changed.
+
+The agent's own path -- snapshot.Parser -> desired.Planner -> Dataplane.apply,
+as AgentProcess._reconcile runs it -- in a forked child inside a private
+network namespace where every member's next hop resolves.  Reported:
+
+- apply from scratch (seconds), the agent's RSS (now and peak);
+- kernel memory of the SE's BPF maps: the ``memlock`` bytes of each map
+  (what ``bpftool map show --json`` prints as ``bytes_memlock``; read here
+  from /proc/self/fdinfo of the agent's map fds, the same source), total
+  and per map -- the rings map is max_listeners x ring_size x 4 bytes;
+- one member change at that size (a weight change, then a removal, each a
+  new snapshot generation through the same path), and an unchanged
+  snapshot.
+
+    .venv/bin/python bench/scale_bench.py          (root; 1,000 listeners,
+                                                   about a minute here)
+    DSR_BENCH_LISTENERS=10000 .venv/bin/python bench/scale_bench.py
+
+Environment: DSR_BENCH_LISTENERS (N, default 1000; the dataplane is created
+with [dataplane] max_listeners = N and max_members = N x members),
+DSR_BENCH_MEMBERS (16), DSR_BENCH_RING_SIZE ([dataplane] ring_size,
+default 65537; must be prime), DSR_BENCH_CONN_TABLE ([dataplane]
+conn_table_size, default 262144).
+
+Targets (issue 15, judged at N = 10,000): from scratch <= 30 s, agent RSS
+<= 300 MB, BPF map memory <= 2 GB, one member change <= 100 ms.
+Last line: one JSON object.
+"""
+
+import ipaddress
+import os
+import resource
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _common import exit_on_sigterm  # noqa: E402
+from _common import finish  # noqa: E402
+from _common import log  # noqa: E402
+from _common import run_in_netns  # noqa: E402
+from _common import Sandbox  # noqa: E402
+from _common import sh  # noqa: E402
+from _common import veth  # noqa: E402
+
+LISTENERS = int(os.environ.get('DSR_BENCH_LISTENERS', 1000))
+MEMBERS = int(os.environ.get('DSR_BENCH_MEMBERS', 16))
+RING_SIZE = int(os.environ.get('DSR_BENCH_RING_SIZE', 65537))
+CONN_TABLE = int(os.environ.get('DSR_BENCH_CONN_TABLE', 262144))
+
+VIP_BASE = ipaddress.ip_address('198.18.0.0')
+MEMBER_NET = ipaddress.ip_network('198.19.128.0/17')
+NEXT_HOP = '198.19.0.1'
+TARGETS = {'apply_s': 30, 'rss_mb': 300, 'map_mb': 2048, 'change_ms': 100}
+
+
+def rss_mb():
+    """Resident set size now (statm's second field, in pages)."""
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def map_memlock(maps):
+    """{map name: bytes} from the fdinfo of each map fd."""
+    result = {}
+    for name, m in maps.items():
+        with open(f'/proc/self/fdinfo/{m.fd}') as f:
+            for line in f:
+                if line.startswith('memlock:'):
+                    result[name] = int(line.split()[1])
+    return result
+
+
+def document(generation, weight_of=None, dropped=None):
+    """A snapshot of LISTENERS load balancers, one VIP and one TCP listener
+    each, MEMBERS members per pool.  weight_of(i, j) overrides a weight;
+    dropped = (i, j) leaves one member out."""
+    lbs = []
+    for i in range(LISTENERS):
+        members = []
+        for j in range(MEMBERS):
+            if (i, j) == dropped:
+                continue
+            offset = (i * MEMBERS + j) % (MEMBER_NET.num_addresses - 2) + 1
+            members.append({
+                'id': f'm{i}-{j}',
+                'address': str(MEMBER_NET.network_address + offset),
+                'protocol_port': 80,
+                'weight': (weight_of and weight_of(i, j)) or 1})
+        lbs.append({
+            'id': f'lb{i}', 'vips': [{'address': str(VIP_BASE + i)}],
+            'listeners': [{
+                'id': f'l{i}', 'protocol': 'TCP', 'port': 80,
+                'pool': {'id': f'p{i}', 'algorithm': 'SOURCE_IP_PORT',
+                         'members': members}}]})
+    return {'schema_version': 1, 'se_group': 'bench',
+            'generation': generation, 'load_balancers': lbs}
+
+
+def measure(pin_dir, dev):
+    """Runs inside the SE namespace (a forked child): the agent's role."""
+    sh('ip', 'addr', 'add', '198.19.0.2/16', 'dev', dev)
+    sh('ip', 'neigh', 'add', NEXT_HOP, 'lladdr', '02:00:00:00:00:01',
+       'dev', dev, 'nud', 'permanent')
+    sh('ip', 'route', 'add', str(MEMBER_NET), 'via', NEXT_HOP)
+
+    from amphora_agent.dataplane import dataplane as dp_mod
+    from amphora_agent import desired
+    from amphora_agent import snapshot
+
+    out = {'rss_before_mb': round(rss_mb(), 1)}
+    limits = dp_mod.Limits(max_listeners=LISTENERS, ring_size=RING_SIZE,
+                           max_reals=LISTENERS * MEMBERS + 1,
+                           conn_table_size=CONN_TABLE)
+    t0 = time.perf_counter()
+    dp = dp_mod.Dataplane.open(pin_dir, limits=limits)
+    out['load_program_s'] = round(time.perf_counter() - t0, 2)
+    parser, planner = snapshot.Parser(), desired.Planner()
+    source = ipaddress.ip_address('198.19.0.2')
+
+    def apply(doc):
+        t = time.perf_counter()
+        plan = planner.plan(parser.parse(doc), lambda _: True, source, None)
+        changes = dp.apply(plan.state)
+        return time.perf_counter() - t, changes
+
+    # Documents are built before each timer starts: the controller's RPC
+    # hands the agent a parsed JSON document.
+    doc = document(1)
+    elapsed, changes = apply(doc)
+    assert changes['listeners_added'] == LISTENERS, changes
+    assert changes['members_added'] == LISTENERS * MEMBERS, changes
+    out['apply_from_scratch_s'] = round(elapsed, 2)
+    del doc
+
+    # One member's weight (the first change after a cold start warms the
+    # agent's caches), another member's weight, then one member removed:
+    # each a new generation differing from the last by one member.
+    weights = {}
+    for n, key, change in ((2, 'change_first_ms', (0, 0)),
+                           (3, 'change_ms', (1 % LISTENERS, 0))):
+        weights[change] = n
+        doc = document(n, weight_of=lambda i, j: weights.get((i, j)))
+        elapsed, changes = apply(doc)
+        assert changes['rings_written'] == 1, changes
+        out[key] = round(elapsed * 1000, 1)
+    doc = document(4, weight_of=lambda i, j: weights.get((i, j)),
+                   dropped=(2 % LISTENERS, 1))
+    elapsed, changes = apply(doc)
+    assert changes['members_removed'] == 1, changes
+    out['remove_member_ms'] = round(elapsed * 1000, 1)
+    elapsed, changes = apply(doc)
+    assert not any(changes.values()), changes
+    out['unchanged_snapshot_ms'] = round(elapsed * 1000, 1)
+
+    memlock = map_memlock(dp.maps)
+    out['map_bytes'] = memlock
+    out['map_total_mb'] = round(sum(memlock.values()) / 2**20, 1)
+    out['rss_mb'] = round(rss_mb(), 1)
+    out['peak_rss_mb'] = round(
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    dp.destroy()
+    return out
+
+
+def main():
+    exit_on_sigterm()
+    t_start = time.monotonic()
+    out = {'bench': 'scale', 'listeners': LISTENERS, 'members': MEMBERS,
+           'ring_size': RING_SIZE, 'conn_table_size': CONN_TABLE,
+           'targets': {}}
+    out['one_member_change_ms'] = None
+    checks = (
+        (f'apply_from_scratch_s<={TARGETS["apply_s"]}',
+         'apply_from_scratch_s', TARGETS['apply_s']),
+        (f'peak_rss_mb<={TARGETS["rss_mb"]}', 'peak_rss_mb',
+         TARGETS['rss_mb']),
+        (f'map_memory_mb<={TARGETS["map_mb"]}', 'map_total_mb',
+         TARGETS['map_mb']),
+        (f'one_member_change_ms<={TARGETS["change_ms"]}',
+         'one_member_change_ms', TARGETS['change_ms']))
+    # Missed unless measured.
+    out['targets'].update((name, False) for name, _, _ in checks)
+    exc = None
+    try:
+        with Sandbox() as box:
+            se = box.ns('se')
+            peer = box.ns('peer')
+            veth('se0', se, 'peer0', peer)
+            out.update(run_in_netns(se, measure, box.pin_dir, 'se0'))
+        # Steady state: a weight change or a removal, whichever is slower.
+        out['one_member_change_ms'] = max(out['change_ms'],
+                                          out['remove_member_ms'])
+        t = out['targets']
+        for name, figure, limit in checks:
+            t[name] = out[figure] <= limit
+        biggest = sorted(out['map_bytes'].items(), key=lambda kv: -kv[1])
+        log(f'{LISTENERS} listeners x {MEMBERS} members, ring_size '
+            f'{RING_SIZE}: apply from scratch {out["apply_from_scratch_s"]}'
+            f' s; one member changed {out["change_first_ms"]} ms (first) / '
+            f'{out["change_ms"]} ms, removed {out["remove_member_ms"]} ms, '
+            f'unchanged snapshot {out["unchanged_snapshot_ms"]} ms')
+        log(f'agent RSS {out["rss_mb"]} MB, peak {out["peak_rss_mb"]} MB; '
+            f'BPF maps {out["map_total_mb"]} MB ('
+            + ', '.join(f'{k} {v / 2**20:.1f}' for k, v in biggest[:4])
+            + ' MB)')
+        for name, met in t.items():
+            log(f'target {name}: {"met" if met else "MISSED"}')
+    except BaseException as e:  # noqa: BLE001 - reported in the JSON line
+        exc = e
+    return finish(out, t_start, exc)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

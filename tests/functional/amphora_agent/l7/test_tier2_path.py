@@ -37,10 +37,16 @@ def served_by(body):
 
 def get_with_member_header(topo, path):
     """GET path from the client; (status, X-Member) even for a 404."""
-    code = ('import http.client,json,sys;'
-            'c=http.client.HTTPConnection(sys.argv[1],80,timeout=10);'
-            'c.request("GET",sys.argv[2]);r=c.getresponse();r.read();'
-            'print(json.dumps([r.status,r.getheader("X-Member")]))')
+    return client_script(topo, (
+        'import http.client,json,sys;'
+        'c=http.client.HTTPConnection(sys.argv[1],80,timeout=10);'
+        'c.request("GET",sys.argv[2]);r=c.getresponse();r.read();'
+        'print(json.dumps([r.status,r.getheader("X-Member")]))'), path)
+
+
+def client_script(topo, code, path):
+    """Run a one-line Python client in the client namespace with the VIP
+    and path as arguments; its last output line as a JSON tuple."""
     out = topo.run('client', [*netns.SCRIPT_PYTHON, '-c', code, netns.VIP4,
                               path]).stdout
     return tuple(json.loads(out.strip().splitlines()[-1]))
@@ -131,17 +137,15 @@ def test_reload_under_load_drops_nothing(tier2):
 
 def get_https(topo, path='/'):
     """GET https://VIP/path from the client (SNI www.example.com, no
-    verification: a test certificate); (status, body, peer CN)."""
-    code = ('import http.client,json,ssl,sys;'
-            'x=ssl.create_default_context();x.check_hostname=False;'
-            'x.verify_mode=ssl.CERT_NONE;'
-            'c=http.client.HTTPSConnection(sys.argv[1],443,timeout=10,'
-            'context=x);c.request("GET",sys.argv[2]);r=c.getresponse();'
-            'b=r.read().decode();'
-            'print(json.dumps([r.status,b,c.sock.version()]))')
-    out = topo.run('client', [*netns.SCRIPT_PYTHON, '-c', code, netns.VIP4,
-                              path]).stdout
-    return tuple(json.loads(out.strip().splitlines()[-1]))
+    verification: a test certificate); (status, body, TLS version)."""
+    return client_script(topo, (
+        'import http.client,json,ssl,sys;'
+        'x=ssl.create_default_context();x.check_hostname=False;'
+        'x.verify_mode=ssl.CERT_NONE;'
+        'c=http.client.HTTPSConnection(sys.argv[1],443,timeout=10,'
+        'context=x);c.request("GET",sys.argv[2]);r=c.getresponse();'
+        'b=r.read().decode();'
+        'print(json.dumps([r.status,b,c.sock.version()]))'), path)
 
 
 def test_terminated_https_and_health_monitor(tier2):

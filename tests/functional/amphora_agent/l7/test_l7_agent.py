@@ -1,0 +1,159 @@
+"""dsr-agent with [agent] role = tier2 on the L7 SEs, end to end against
+real RabbitMQ (private vhost) and Redis (private key namespace): a signed
+L7 snapshot from a controller double (tools/lab/agent_lab.FakeController)
+is applied by both L7 SEs' agents, traffic flows client -> L4 SE -> L7 SE
+-> servers, the agents report state and member status, and their tooz
+capabilities say ready; a draining stop says draining and leaves."""
+
+import os
+import signal
+import sys
+import urllib.parse
+
+from oslo_config import cfg
+import oslo_messaging as messaging
+import pytest
+
+from dsr_wire import auth
+from dsr_wire import membership as membership_mod
+from tests.functional.amphora_agent.l7.conftest import L7_SES
+from tests.functional.amphora_agent.l7.test_tier2_path import document
+from tests.functional.amphora_agent.l7.test_tier2_path import served_by
+from tools.lab import agent_lab
+from tools.lab import netns
+
+
+@pytest.fixture
+def agents(tier2):
+    tag = tier2.topo.prefix.rstrip('-')
+    lab = type('AgentRig', (), {})()
+    lab.tag, lab.group = tag, f'g-{tag}-l7'
+    lab.vhost = f'dsr-{tag}-l7'
+    lab.root = os.path.join(tier2.state_root, 'agents')
+    lab.redis = f'{agent_lab.REDIS}&namespace=dsrlab-{tag}-l7'
+    lab.procs = {}
+    for args in (('add_vhost', lab.vhost),
+                 ('set_permissions', '-p', lab.vhost, 'guest', '.*', '.*',
+                  '.*')):
+        out = agent_lab.rabbitmqctl(*args)
+        assert out.returncode == 0, out.stderr
+    lab.transport = messaging.get_rpc_transport(
+        cfg.CONF, url=agent_lab.RABBIT + lab.vhost)
+    keys = os.path.join(lab.root, 'keys')
+    ctl = os.path.join(keys, 'controller.key')
+    kid = auth.generate_key(ctl)
+    auth.write_public_key(os.path.join(keys, 'trusted', f'{kid}.pub'),
+                          auth.load_private_key(ctl).public_key())
+    lab.controller = agent_lab.FakeController(
+        lab.transport, f'ctl-{tag}', auth.Signer(ctl))
+    lab.controller.start()
+    ports = sorted({urllib.parse.urlsplit(u).port for u in (
+        agent_lab.RABBIT, lab.redis)})
+    relay = netns.Proc([sys.executable, '-m', 'tools.lab.nsrelay']
+                       + [f'--port={p}' for p in ports]
+                       + [tier2.topo.ns(n) for n in L7_SES],
+                       cwd=os.path.dirname(os.path.dirname(
+                           os.path.dirname(agent_lab.__file__))))
+    relay.wait_for_line(r'^READY', 30)
+    observer = membership_mod.Membership(lab.redis, f'observer-{tag}',
+                                         lab.group, {})
+    observer.start()
+    lab.observer = observer
+
+    def config(name):
+        auth.generate_key(os.path.join(keys, f'{name}.key'))
+        path = os.path.join(lab.root, f'{name}.conf')
+        with open(path, 'w') as f:
+            f.write(f"""[DEFAULT]
+transport_url = {agent_lab.RABBIT + lab.vhost}
+log_file = {os.path.join(lab.root, name + '.log')}
+[agent]
+se_id = {name}-{tag}
+se_group = {lab.group}
+role = tier2
+state_dir = {os.path.join(lab.root, name, 'agent')}
+stats_interval = 1
+resync_interval = 5
+drain_wait = 1.0
+[coordination]
+backend_url = {lab.redis}
+[auth]
+private_key = {os.path.join(keys, name + '.key')}
+controller_keys_dir = {os.path.join(keys, 'trusted')}
+state_dir = {os.path.join(lab.root, name, 'auth')}
+""")
+            with open(tier2.config_file(name)) as l7conf:
+                f.write(l7conf.read())
+        return path
+
+    def start(name):
+        proc = netns.Proc(['nsenter', f'--net=/run/netns/'
+                           f'{tier2.topo.ns(name)}', '--', sys.executable,
+                           '-m', 'amphora_agent.service', '--config-file',
+                           config(name)])
+        proc.wait_for_line(r'^READY', 60)
+        lab.procs[name] = proc
+
+    lab.start = start
+    try:
+        yield lab
+    finally:
+        for proc in lab.procs.values():
+            netns.kill_proc(proc)
+        observer.stop()
+        lab.controller.stop()
+        netns.kill_proc(relay)
+        lab.transport.cleanup()
+        agent_lab.rabbitmqctl('delete_vhost', lab.vhost)
+        agent_lab._delete_redis_keys(f'dsrlab-{tag}-l7')
+
+
+def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
+    topo = tier2.topo
+    for name in L7_SES:
+        agents.start(name)
+    ids = {n: f'{n}-{agents.tag}' for n in L7_SES}
+    doc = document(tier2)
+    doc['se_group'] = agents.group
+    agents.controller.publish(doc, agents.group)
+
+    def applied():
+        return all((agents.controller.states.get(i) or {}).get(
+            'applied_generation') == 1 for i in ids.values())
+    netns.wait_for(applied, 90, 'both L7 agents to apply generation 1')
+
+    served = {served_by(topo.http_get(netns.VIP4, source_port=p))
+              for p in range(42000, 42012)}
+    assert served == {'m3', 'm4'}
+
+    def published():
+        members = agents.observer.members()
+        return all((members.get(i) or {}).get('ready') for i in
+                   ids.values())
+    netns.wait_for(published, 30, 'both L7 SEs ready in the tooz group')
+    caps = agents.observer.members()[ids['m1']]
+    assert caps == {'role': 'tier2',
+                    'tunnel_addresses': {'4': tier2.addr('m1')},
+                    'ready': True, 'draining': False}
+    netns.wait_for(lambda: agents.controller.statuses.get(ids['m1']), 30,
+                   'member status from m1')
+    assert agents.controller.statuses[ids['m1']] == {
+        'm3': 'NO_MONITOR', 'm4': 'NO_MONITOR', 'api': 'NO_MONITOR'}
+    netns.wait_for(lambda: (agents.controller.stats.get(ids['m1']) or {})
+                   .get('listeners', {}).get('li-http'), 30,
+                   'listener statistics from m1')
+
+    # A draining stop: not ready, draining, then out of the group; its
+    # HAProxy keeps serving meanwhile (the L4 tier stops sending new flows
+    # once the controller sets its weight to 0).
+    proc = agents.procs.pop('m2')
+    os.kill(proc.pid, signal.SIGTERM)
+    netns.wait_for(lambda: (agents.observer.members().get(ids['m2']) or
+                            {}).get('draining'), 30, 'm2 draining')
+    assert agents.observer.members()[ids['m2']]['ready'] is False
+    proc.wait(timeout=60)
+    netns.wait_for(lambda: ids['m2'] not in agents.observer.members(), 30,
+                   'm2 out of the group')
+    served = {served_by(topo.http_get(netns.VIP4, source_port=p))
+              for p in range(43000, 43006)}
+    assert served <= {'m3', 'm4'} and served

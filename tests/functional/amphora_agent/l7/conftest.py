@@ -49,7 +49,8 @@ class Tier2Lab(DsrSetup):
                     f'cert_dir = {self.state_root}/certs\n'
                     f'decap = ebpf\n'
                     f'interface = eth0\n'
-                    f'tunnel_addresses = {self.addr(name)}\n'
+                    f'tunnel_addresses = {self.addr(name)},'
+                    f'{self.addr(name, 6)}\n'
                     f'log_socket = {self.state_root}/{name}.log.sock\n'
                     f'connection_logging = false\n'
                     f'reload_timeout = 30\n')
@@ -87,8 +88,11 @@ class Tier2Lab(DsrSetup):
         # The L4 tier: the VIP's members are the L7 SEs' tunnel addresses
         # (one L4 listener per L7 listener port).
         self.apply(*(listener(netns.VIP4, port=port, members=[
-            self.addr(n) for n in L7_SES]) for port in (80, 443)))
+            self.addr(n) for n in L7_SES]) for port in (80, 443)),
+            listener(netns.VIP6, port=80, members=[
+                self.addr(n, 6) for n in L7_SES]))
         self.topo.route_vip(netns.VIP4, via=se.name)
+        self.topo.route_vip(netns.VIP6, via=se.name)
         for name in SERVERS:
             h = self.topo.host(name)
             self.servers[name] = self.topo.spawn(

@@ -133,7 +133,8 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     netns.wait_for(published, 30, 'both L7 SEs ready in the tooz group')
     caps = agents.observer.members()[ids['m1']]
     assert caps == {'role': 'tier2',
-                    'tunnel_addresses': {'4': tier2.addr('m1')},
+                    'tunnel_addresses': {'4': tier2.addr('m1'),
+                                         '6': tier2.addr('m1', 6)},
                     'ready': True, 'draining': False}
     netns.wait_for(lambda: agents.controller.statuses.get(ids['m1']), 30,
                    'member status from m1')

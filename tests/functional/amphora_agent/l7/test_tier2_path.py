@@ -17,15 +17,16 @@ from tools.lab import traffic_loop
 REQUESTS = 24
 
 
-def document(lab, generation=1, web_timeout=50000):
-    web = [docs.member(n, lab.addr(n), SERVER_PORT) for n in ('m3', 'm4')]
+def document(lab, generation=1, web_timeout=50000, vips=(netns.VIP4,),
+             member_family=4):
+    web = [docs.member(n, lab.addr(n, member_family), SERVER_PORT)
+           for n in ('m3', 'm4')]
     api = [docs.member('api', lab.addr('m4'), API_PORT)]
     lb = docs.load_balancer(
         [docs.listener('li-http', 'p-web', port=80,
                        timeout_client_data=web_timeout,
                        policies=[docs.policy('pol-api', 'p-api', '/api')])],
-        [docs.pool('p-web', web), docs.pool('p-api', api)],
-        vips=(netns.VIP4,))
+        [docs.pool('p-web', web), docs.pool('p-api', api)], vips=vips)
     return docs.document(lb, generation=generation)
 
 
@@ -58,7 +59,8 @@ def test_tier2_http_through_l4_and_l7(tier2):
     for name, out in results.items():
         assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
         assert out['ready'] is True, out
-        assert out['tunnel_addresses'] == {'4': tier2.addr(name)}
+        assert out['tunnel_addresses'] == {'4': tier2.addr(name),
+                                           '6': tier2.addr(name, 6)}
 
     # Counters: the servers' view of the sources, the L4 SE's view of
     # replies, the router's view of replies leaving the L7 SEs.
@@ -187,3 +189,28 @@ def test_terminated_https_and_health_monitor(tier2):
         for port in range(41000, 41012))
     assert served == {'m3': 12}, served
     assert served_by(get_https(topo)[1]) == 'm3'
+
+
+def test_ipv6_vip_and_members(tier2):
+    """IPv6 end to end: VIP6 on the L7 SEs' loopback (no DAD), 6in6 from
+    the L4 SE, IPv6 servers reached from the L7 SE's
+    IPv6 address (a bracketed HAProxy source)."""
+    topo = tier2.topo
+    results = tier2.apply_l7(document(
+        tier2, vips=(netns.VIP4, netns.VIP6), member_family=6))
+    for out in results.values():
+        assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
+    from_l7 = {n: topo.nft_counter('m3', saddr=tier2.addr(n, 6))
+               for n in ('m1', 'm2')}
+    served = collections.Counter(
+        served_by(topo.http_get(netns.VIP6, source_port=port))
+        for port in range(44000, 44016))
+    assert set(served) == {'m3', 'm4'}, served
+    assert sum(c.packets() for c in from_l7.values()) > 0
+    config = open(os.path.join(tier2.state_root, 'm1', 'lb1',
+                               'haproxy.cfg')).read()
+    assert f'source [{tier2.addr("m1", 6)}]' in config
+    # The VIP is on lo without DAD (member/host.py's ensure_vips).
+    shown = topo.run('m1', ['ip', '-6', 'addr', 'show', 'dev', 'lo']).stdout
+    assert re.search(rf'inet6 {re.escape(netns.VIP6)}/128 .*nodad', shown), \
+        shown

@@ -59,6 +59,9 @@ from _common import setns  # noqa: E402
 
 ITERATIONS = int(os.environ.get('DSR_BENCH_ITERATIONS', 10))
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LBS', 50))
+# DSR_BENCH_STATUS_RELAY=1: the controller reports through
+# dsr_provider.status_relay instead of octavia-driver-agent's own sockets.
+STATUS_RELAY = os.environ.get('DSR_BENCH_STATUS_RELAY') == '1'
 CONN_INTERVAL = 0.002        # one new TCP connection every 2 ms
 POLL = 0.02                  # API status polling interval (s)
 DB_POLL = 0.01               # Octavia DB status polling interval (s)
@@ -781,7 +784,9 @@ def main():
     netns.sweep_stale()
     try:
         with netns.Topology(n_se=2, n_members=3) as topo:
-            lab = pl.ProductLab(topo, agent_config=AGENT_CONFIG)
+            lab = pl.ProductLab(topo, agent_config=AGENT_CONFIG,
+                                status_relay=STATUS_RELAY)
+            out['status_relay'] = STATUS_RELAY
             try:
                 lab.start()
                 out['lab_start_s'] = round(time.monotonic() - t_start, 1)

@@ -13,12 +13,12 @@ with blocking reads under the socket's timeout, keeping octavia-lib's
 overall bound (DRIVER_AGENT_TIMEOUT) and its exception for it.
 """
 
+import json
 import socket
 import time
 
 from octavia_lib.api.drivers import driver_lib
 from octavia_lib.api.drivers import exceptions as driver_exceptions
-from oslo_serialization import jsonutils
 
 # The length prefix is a decimal number: more digits than this is not the
 # driver agent speaking.
@@ -29,25 +29,36 @@ class FastRecv:
     """Mixin for a driver_lib.DriverLibrary: answers read as they come."""
 
     def _recv(self, sock):
-        deadline = time.monotonic() + driver_lib.DRIVER_AGENT_TIMEOUT
-        data = bytearray()
-        while b'\n' not in data:
-            if len(data) > _MAX_PREFIX:
-                raise _protocol_error(
-                    f'the driver agent answered without a length prefix: '
-                    f'{bytes(data[:_MAX_PREFIX])!r}...')
-            data += _chunk(sock, deadline, 4096)
-        prefix, _, payload = bytes(data).partition(b'\n')
-        try:
-            size = int(prefix)
-        except ValueError:
+        return read_message(sock)
+
+
+def read_message(sock):
+    """One framed JSON document from sock (length, newline, payload)."""
+    deadline = time.monotonic() + driver_lib.DRIVER_AGENT_TIMEOUT
+    data = bytearray()
+    while b'\n' not in data:
+        if len(data) > _MAX_PREFIX:
             raise _protocol_error(
-                f'the driver agent answered with a length prefix that is '
-                f'not a number: {prefix!r}') from None
-        body = bytearray(payload)
-        while len(body) < size:
-            body += _chunk(sock, deadline, size - len(body))
-        return jsonutils.loads(bytes(body[:size]))
+                f'a driver-agent message without a length prefix: '
+                f'{bytes(data[:_MAX_PREFIX])!r}...')
+        data += _chunk(sock, deadline, 4096)
+    prefix, _, payload = bytes(data).partition(b'\n')
+    try:
+        size = int(prefix)
+    except ValueError:
+        raise _protocol_error(
+            f'a driver-agent message whose length prefix is not a '
+            f'number: {prefix!r}') from None
+    body = bytearray(payload)
+    while len(body) < size:
+        body += _chunk(sock, deadline, size - len(body))
+    return json.loads(bytes(body[:size]))
+
+
+def write_message(sock, doc):
+    """One framed JSON document to sock."""
+    body = json.dumps(doc).encode()
+    sock.sendall(f'{len(body)}\n'.encode() + body)
 
 
 def _protocol_error(message):
@@ -67,8 +78,8 @@ def _chunk(sock, deadline, limit):
             return chunk
         if chunk == b'':
             raise driver_exceptions.DriverAgentTimeout(
-                fault_string='The driver agent closed the connection before '
-                             'its answer was complete.')
+                fault_string='The connection to the driver agent closed '
+                             'before the message was complete.')
         if time.monotonic() > deadline:
             raise driver_exceptions.DriverAgentTimeout(
                 fault_string=(f'The driver agent did not respond in '

@@ -117,3 +117,48 @@ def test_statuses_and_statistics_through_the_relay(lab):
     relay.terminate()
     relay.wait(10)
     assert not any(os.path.exists(p) for p in sockets.values())
+
+
+def test_the_relay_as_octavia_driver_agents_provider_agent(tmp_path):
+    """[driver_agent] enabled_provider_agents = dsr_status_relay: the
+    driver agent starts it (entry point from setup.cfg, here from a
+    dist-info of its own on PYTHONPATH), and stops it with itself."""
+    dist = tmp_path / 'ep' / 'dsr_relay_entry-0.dist-info'
+    dist.mkdir(parents=True)
+    (dist / 'METADATA').write_text(
+        'Metadata-Version: 2.1\nName: dsr-relay-entry\nVersion: 0\n')
+    (dist / 'entry_points.txt').write_text(
+        '[octavia.driver_agent.provider_agents]\n'
+        'dsr_status_relay = dsr_provider.status_relay:provider_agent\n')
+    root = os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__)))))
+    run = tmp_path / 'os' / 'run'
+    sockets = {'status': str(run / 'dsr-status.sock'),
+               'stats': str(run / 'dsr-stats.sock')}
+    stack = OctaviaStack(
+        tmp_path / 'os', provider_drivers={'noop_driver': 'noop'},
+        default_provider='noop_driver', transport_url=None,
+        env={'PYTHONPATH': f'{tmp_path / "ep"}{os.pathsep}{root}'},
+        extra_config={
+            'driver_agent': {'enabled_provider_agents': 'dsr_status_relay'},
+            'dsr_provider': {'status_relay_socket': sockets['status'],
+                             'stats_relay_socket': sockets['stats']}})
+    stack.start()
+    try:
+        stack.add_subnet(SUBNET, cidr='192.0.2.0/24')
+        _wait(lambda: all(os.path.exists(p) for p in sockets.values()),
+              'the provider agent serves its sockets', timeout=30)
+        conn, lb, lst = _graph(stack)
+        lib = driver_agent_client.DriverLibrary(
+            status_socket=sockets['status'], stats_socket=sockets['stats'],
+            get_socket=stack.driver_agent_sockets['get'])
+        lib.update_loadbalancer_status({
+            'listeners': [{'id': lst.id, 'provisioning_status': 'ACTIVE'}],
+            'loadbalancers': [{'id': lb.id,
+                               'provisioning_status': 'ACTIVE'}]})
+        assert conn.load_balancer.get_listener(
+            lst.id).provisioning_status == 'ACTIVE'
+    finally:
+        stack.stop()
+    _wait(lambda: not any(os.path.exists(p) for p in sockets.values()),
+          'the sockets go with the driver agent', timeout=15)

@@ -32,6 +32,7 @@ import socketserver
 import sys
 import threading
 
+from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
 from oslo_log import log as logging
 
@@ -50,7 +51,13 @@ class _Handler(socketserver.BaseRequestHandler):
         except Exception:  # noqa: BLE001 -- one bad client, not the relay
             LOG.exception('status relay: unreadable request')
             return
-        answer = self.server.process(doc)
+        try:
+            answer = self.server.process(doc)
+        except Exception as exc:  # noqa: BLE001 -- the caller gets it
+            LOG.exception('status relay: request failed')
+            answer = {lib_consts.STATUS_CODE:
+                      lib_consts.DRVR_STATUS_CODE_FAILED,
+                      lib_consts.FAULT_STRING: str(exc)}
         try:
             driver_agent_client.write_message(self.request, answer)
         except OSError:
@@ -83,6 +90,17 @@ def _updater():
     return driver_updater.DriverUpdater()
 
 
+def _apply(method, doc):
+    """One request, as the driver agent's child runs it: Octavia's
+    answer dict (a failure is an answer, not an exception).  The session
+    is closed here: the child's went with the child."""
+    updater = _updater()
+    try:
+        return getattr(updater, method)(doc)
+    finally:
+        updater.db_session.close()
+
+
 def warm_up():
     """Configure Octavia's ORM and open its engine once, here."""
     from octavia.db import api as db_apis
@@ -101,9 +119,9 @@ def serve(conf, stop_event):
     warm_up()
     servers = [
         _Server(c.status_relay_socket,
-                lambda doc: _updater().update_loadbalancer_status(doc)),
+                lambda doc: _apply('update_loadbalancer_status', doc)),
         _Server(c.stats_relay_socket,
-                lambda doc: _updater().update_listener_statistics(doc)),
+                lambda doc: _apply('update_listener_statistics', doc)),
     ]
     threads = [threading.Thread(target=s.serve_forever, daemon=True,
                                 name='status-relay') for s in servers]

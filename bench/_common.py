@@ -194,6 +194,19 @@ def finish(out, t_start, exc=None):
     return rc
 
 
+def keep_logs(lab):
+    """Copy the product's logs to $DSR_BENCH_LOGS (if set): the lab's own
+    copy in /tmp/dsr-e2e-logs is overwritten by the next lab."""
+    dest = os.environ.get('DSR_BENCH_LOGS')
+    if not dest:
+        return
+    os.makedirs(dest, exist_ok=True)
+    for root, _dirs, files in os.walk(lab.agents.root):
+        for name in files:
+            if name.endswith('.log'):
+                shutil.copy(os.path.join(root, name), dest)
+
+
 def median(values):
     return statistics.median(values)
 

@@ -25,7 +25,6 @@ Last line: one JSON object.
 import ipaddress
 import json
 import os
-import shutil
 import signal
 import sys
 import time
@@ -35,6 +34,7 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from _common import finish  # noqa: E402
+from _common import keep_logs  # noqa: E402
 from _common import log  # noqa: E402
 import api_bench  # noqa: E402
 
@@ -99,19 +99,6 @@ def leftovers(lab, bird_mod, netns):
     return {'listeners_left_per_se': state.get('listeners'),
             'vip_routes_left': len(state.get('routes') or ()),
             'clean': clean()}
-
-
-def keep_logs(lab):
-    """Copy the product's logs to $DSR_BENCH_LOGS (if set): the lab's own
-    copy in /tmp/dsr-e2e-logs is overwritten by the next lab."""
-    dest = os.environ.get('DSR_BENCH_LOGS')
-    if not dest:
-        return
-    os.makedirs(dest, exist_ok=True)
-    for root, _dirs, files in os.walk(lab.agents.root):
-        for name in files:
-            if name.endswith('.log'):
-                shutil.copy(os.path.join(root, name), dest)
 
 
 def main():

@@ -19,6 +19,7 @@ from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
 from oslo_log import log as logging
 
+from dsr_provider import driver_agent_client
 from dsr_provider import opts
 
 LOG = logging.getLogger(__name__)
@@ -39,8 +40,9 @@ def vip_addresses(lb):
     return tuple(a for a in addresses if a)
 
 
-class _GetClient(driver_lib.DriverLibrary):
-    """DriverLibrary's get requests, without its socket wait at init."""
+class _GetClient(driver_agent_client.FastRecv, driver_lib.DriverLibrary):
+    """DriverLibrary's get requests, without its socket wait at init (nor
+    its polling sleeps when reading the answer)."""
 
     def __init__(self, get_socket):
         # DriverLibrary.__init__ waits up to minutes for all three sockets.

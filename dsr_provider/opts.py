@@ -31,6 +31,17 @@ dsr_provider_opts = [
                help='Encapsulation from SE to member when the flavor '
                     'does not choose one: ipip (IPIP / IPv6-in-IP by inner '
                     'family) or gre.'),
+    cfg.StrOpt('status_relay_socket',
+               default='/var/run/octavia/dsr-status.sock',
+               help='Unix socket the status relay (dsr_provider.'
+                    'status_relay: octavia-driver-agent\'s status service '
+                    'kept warm, a provider agent or its own process) serves; '
+                    'point [dsr_controller] octavia_status_socket at it.'),
+    cfg.StrOpt('stats_relay_socket',
+               default='/var/run/octavia/dsr-stats.sock',
+               help='Unix socket of the status relay\'s statistics '
+                    'service; point [dsr_controller] octavia_stats_socket '
+                    'at it.'),
     cfg.StrOpt('octavia_get_socket',
                help='Unix socket of octavia-driver-agent\'s "get" service, '
                     'used to look up a pool\'s listener port when a member '

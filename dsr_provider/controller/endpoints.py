@@ -244,13 +244,16 @@ class AgentEndpoint:
     target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
                               version=agent_rpc.API_VERSION)
 
-    def __init__(self, store, guard=None, signer=None):
+    def __init__(self, store, guard=None, signer=None, on_state=None):
         """guard: guard.AgentGuard checking every message (None: trust
         any, for tests of older agents); signer: auth.Signer of the
-        controller key that signs the snapshots (None: unsigned)."""
+        controller key that signs the snapshots (None: unsigned);
+        on_state: called after an agent's state is stored (the reporter's
+        wake-up: a generation every SE applied is reported at once)."""
         self.store = store
         self.guard = guard
         self.signer = signer
+        self.on_state = on_state
 
     def _admitted(self, ctxt, method, **args):
         """Casts: False when refused (logged and counted by the guard)."""
@@ -299,6 +302,8 @@ class AgentEndpoint:
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),
             bgp=_bgp(state))
+        if self.on_state is not None:
+            self.on_state()
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):

@@ -73,16 +73,21 @@ class Controller:
             self.coordinator, self.leader_group, self.controller_id)
         self._stop = threading.Event()
         self._reload = threading.Event()
+        # Set by an agent's state report: the reporter's next round starts
+        # now instead of after loop_interval.
+        self._wake = threading.Event()
         self._server = None
         self._listener = None
         self._thread = None
+        self._stats_thread = None
+        self._reporter = None   # the leader's, while leading
         self._neutron = None
 
     def _driver_lib(self):
         if self.driver_lib is None:
-            from octavia_lib.api.drivers import driver_lib
+            from dsr_provider import driver_agent_client
             c = self.conf.dsr_controller
-            self.driver_lib = driver_lib.DriverLibrary(
+            self.driver_lib = driver_agent_client.DriverLibrary(
                 status_socket=c.octavia_status_socket,
                 stats_socket=c.octavia_stats_socket,
                 get_socket=c.octavia_get_socket)
@@ -113,13 +118,17 @@ class Controller:
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
             [endpoints.AgentEndpoint(self.store, guard=self.guard,
-                                     signer=self.signer)])
+                                     signer=self.signer,
+                                     on_state=self._wake.set)])
         self._server.start()
         self._listener = self._change_listener()
         self._listener.start()
         self._thread = threading.Thread(target=self._run, name='reporter',
                                         daemon=True)
         self._thread.start()
+        self._stats_thread = threading.Thread(
+            target=self._run_statistics, name='statistics', daemon=True)
+        self._stats_thread.start()
         # Members' and SEs' Neutron ports, while leading (None: disabled).
         self._neutron = neutron_sync.start(
             self.conf, self.database, lambda: self.election.leading)
@@ -157,22 +166,42 @@ class Controller:
                             self._driver_lib(),
                             self.live_agents, apply_timeout=c.apply_timeout,
                             report_workers=c.report_workers)
-                    reporter.run_once(stats_interval=c.stats_interval)
+                    # Statistics go from their own thread: each update
+                    # costs a driver-agent child (0.4-1 s on a loaded
+                    # host), which a status Octavia waits for must not
+                    # queue behind.
+                    reporter.run_statuses()
             except Exception:  # noqa: BLE001 -- keep the loop alive
                 LOG.exception('controller loop failed; retrying')
-            self._stop.wait(c.loop_interval)
+            self._reporter = reporter
+            self._wake.wait(c.loop_interval)
+            self._wake.clear()
+
+    def _run_statistics(self):
+        """The leader's listener statistics, every stats_interval."""
+        while not self._stop.wait(self.conf.dsr_controller.stats_interval):
+            reporter = self._reporter
+            if reporter is None or not self.election.leading:
+                continue
+            try:
+                reporter.report_statistics()
+            except Exception:  # noqa: BLE001 -- keep the loop alive
+                LOG.exception('statistics round failed; retrying')
 
     def reload(self):
         """After a SIGHUP: loop_interval and stats_interval are read on
         every round; the reporter is rebuilt for apply_timeout and
         report_workers."""
         self._reload.set()
+        self._wake.set()
 
     def stop(self):
         LOG.info('controller %s stopping', self.controller_id)
         self._stop.set()
-        if self._thread:
-            self._thread.join(timeout=10)
+        self._wake.set()
+        for thread in (self._thread, self._stats_thread):
+            if thread:
+                thread.join(timeout=10)
         LOG.info('controller %s: reporter stopped', self.controller_id)
         if self._neutron:
             self._neutron.stop()

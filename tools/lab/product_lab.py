@@ -63,7 +63,8 @@ class _Agents(agent_lab.AgentLab):
 
 class ProductLab:
     def __init__(self, topo, rabbit_url=None, redis_url=None,
-                 controller_db_port=3306, agent_config=None):
+                 controller_db_port=3306, agent_config=None,
+                 status_relay=False):
         """rabbit_url: the broker of the driver -> controller changes and
         the controller <-> agent RPC (default: a private vhost on the
         machine's RabbitMQ); octavia-api's own RPC stays on the machine's.
@@ -72,7 +73,10 @@ class ProductLab:
         controller_db_port: MariaDB on 127.0.0.1 holding the controller's
         database (octavia-api's own database stays on 3306).
         agent_config: {section: {option: value}} over the agents' config
-        (e.g. {'dataplane': {'max_listeners': 64}})."""
+        (e.g. {'dataplane': {'max_listeners': 64}}).
+        status_relay: the controller sends statuses and statistics through
+        dsr_provider.status_relay (started beside octavia-driver-agent)
+        instead of the driver agent's own sockets."""
         self.topo = topo
         self.agents = _Agents(topo, rabbit_url, redis_url, agent_config)
         self.tag = self.agents.tag
@@ -81,6 +85,11 @@ class ProductLab:
         self.controller_db_port = controller_db_port
         self.controllers = {}
         self.stack = None
+        self.status_relay = status_relay
+        self.relay = None
+        run = os.path.join(self.workdir, 'run')
+        self.relay_sockets = {'status': os.path.join(run, 'dsr-status.sock'),
+                              'stats': os.path.join(run, 'dsr-stats.sock')}
 
     @property
     def controller_db_url(self):
@@ -100,7 +109,9 @@ class ProductLab:
             transport_url=agent_lab.RABBIT + self.agents.vhost,
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
-                'transport_url': self.agents.transport_url}})
+                'transport_url': self.agents.transport_url,
+                'status_relay_socket': self.relay_sockets['status'],
+                'stats_relay_socket': self.relay_sockets['stats']}})
         self.stack.add_subnet(VIP_SUBNET, cidr='192.0.2.0/24',
                               name='vip-v4')
         self.stack.add_subnet(VIP6_SUBNET, cidr='2001:db8:f::/64',
@@ -110,6 +121,8 @@ class ProductLab:
         self.stack.add_subnet(MEMBER6_SUBNET, cidr='2001:db8:2::/48',
                               name='members-v6')
         self.stack.start()
+        if self.status_relay:
+            self.start_status_relay()
         self.enrol_ses()
         self.start_controller('ctl1')
         self.agents.start_agents()
@@ -143,10 +156,25 @@ class ProductLab:
         finally:
             database.engine.dispose()
 
+    def start_status_relay(self):
+        """dsr_provider.status_relay on octavia-api's configuration."""
+        proc = netns.Proc([sys.executable, '-m', 'dsr_provider.status_relay',
+                           '--config-file', str(self.stack.conf_path),
+                           '--log-file', os.path.join(self.workdir,
+                                                      'status-relay.log')])
+        try:
+            proc.wait_for_line(r'^READY', 60)
+        except BaseException:
+            netns.kill_proc(proc)
+            raise
+        self.relay = proc
+
     # -------------------------------------------------------- controller
     def controller_conf(self, name):
         path = os.path.join(self.agents.root, f'{name}.conf')
-        sockets = self.stack.driver_agent_sockets
+        sockets = dict(self.stack.driver_agent_sockets)
+        if self.status_relay:
+            sockets.update(self.relay_sockets)
         # It holds the broker and database credentials.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:
@@ -195,6 +223,9 @@ signing_key = {self.agents.controller_key}
         # Octavia.
         stopping = [threading.Thread(target=netns.kill_proc, args=(proc,))
                     for proc in self.controllers.values()]
+        if self.relay is not None:
+            stopping.append(threading.Thread(target=netns.kill_proc,
+                                             args=(self.relay,)))
         for t in stopping:
             t.start()
         if self.stack is not None:

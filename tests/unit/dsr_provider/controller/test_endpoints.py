@@ -5,6 +5,7 @@ import pytest
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import endpoints
+from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from tests.unit.dsr_provider import fakes
@@ -138,3 +139,21 @@ def test_report_state_drops_malformed_isolation_keys(store):
                    'ring_size': True, 'surprise': 3}})
     row = agent_row(store, 'se1')
     assert row.rejected_objects is None and row.limits is None
+
+
+class RefusingGuard:
+    def check(self, ctxt, method, args):
+        raise guard_mod.Refused('not enrolled')
+
+
+def test_a_stored_state_wakes_the_reporter_a_refused_one_does_not(store):
+    woken = []
+    ep = endpoints.AgentEndpoint(store, on_state=lambda: woken.append(
+        agent_row(store, 'se1').applied_generation))
+    ep.report_state({}, 'se1', 'g1', {'applied_generation': 5})
+    # Woken after the commit: the reporter's round reads the new state.
+    assert woken == [5]
+    refused = endpoints.AgentEndpoint(store, guard=RefusingGuard(),
+                                      on_state=lambda: woken.append('x'))
+    refused.report_state({}, 'se1', 'g1', {'applied_generation': 6})
+    assert woken == [5]

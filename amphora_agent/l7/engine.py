@@ -170,9 +170,12 @@ class Engine:
                 se_id=self.se_id,
                 fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
             out['listeners'] = dict(rendered.not_rendered)
-            if rendered.config is None or not lb.get('admin_state_up',
-                                                     True):
+            if rendered.config is None:
+                # Nothing enabled: no HAProxy, and no installed
+                # configuration (readiness counts the installed ones).
                 proc.stop()
+                if os.path.exists(self.paths.config(lb_id)):
+                    os.unlink(self.paths.config(lb_id))
                 out['action'] = 'stopped'
                 return out
             for path, ref in rendered.certs.items():

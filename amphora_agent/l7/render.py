@@ -343,7 +343,9 @@ def render(lb_doc, paths, snat=None, haproxy_version=('2', '6'),
             certs.update(files)
             crt_lists[paths.crt_list(lb.id, doc['id'])] = ''.join(
                 f'{path}\n' for path in files)
-    if not listeners:
+    if not lb.enabled or not any(li.enabled for li in listeners):
+        # Nothing to serve: Octavia would render no proxy at all, and an
+        # HAProxy without one only holds descriptors.
         return Rendered(None, crt_lists, certs, skipped)
     text = _templater(paths, log_socket, connection_logging).build_config(
         dm.Amphora(id=se_id), listeners, tls_certs=None,

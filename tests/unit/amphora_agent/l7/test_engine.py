@@ -165,3 +165,15 @@ def test_a_refused_document_changes_nothing(engine):
         engine.apply(bad)
     assert engine.generation == 1
     assert engine.process('lb1').worker_pid() == worker
+
+
+def test_disabled_load_balancer_is_stopped(engine):
+    port = free_port()
+    engine.apply(docs.document(lb('lb1', port)))
+    disabled = lb('lb1', port)
+    disabled['admin_state_up'] = False
+    result = engine.apply(docs.document(disabled, generation=2))
+    assert result['lb1'] == {'status': 'ACTIVE', 'error': None,
+                             'action': 'stopped', 'listeners': {}}
+    assert not engine.process('lb1').running()
+    assert engine.ready

@@ -236,3 +236,14 @@ def test_global_maxconn_fits_the_file_limit(tmp_path):
     assert capped[capped.index('global') + 1:].index('    maxconn 7897') < 8
     assert '    maxconn 50000' in capped     # the frontends' own limits
     assert render.render(lb, paths, fd_limit=-1).config == uncapped
+
+
+def test_nothing_enabled_renders_nothing(tmp_path):
+    lb = docs.load_balancer(
+        [docs.listener('li1', 'p1', admin_state_up=False)],
+        [docs.pool('p1', [docs.member('m1', M1)])])
+    assert render.render(lb, render.Paths(str(tmp_path))).config is None
+    lb = docs.load_balancer([docs.listener('li1', 'p1')],
+                            [docs.pool('p1', [docs.member('m1', M1)])])
+    lb['admin_state_up'] = False
+    assert render.render(lb, render.Paths(str(tmp_path))).config is None

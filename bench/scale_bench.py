@@ -53,6 +53,7 @@ CONN_TABLE = int(os.environ.get('DSR_BENCH_CONN_TABLE', 262144))
 VIP_BASE = ipaddress.ip_address('198.18.0.0')
 MEMBER_NET = ipaddress.ip_network('198.19.128.0/17')
 NEXT_HOP = '198.19.0.1'
+PROFILE = os.environ.get('DSR_BENCH_PROFILE')
 TARGETS = {'apply_s': 30, 'rss_mb': 300, 'map_mb': 2048, 'change_ms': 100}
 
 
@@ -60,6 +61,45 @@ def rss_mb():
     """Resident set size now (statm's second field, in pages)."""
     with open('/proc/self/statm') as f:
         return int(f.read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+
+
+def profiled(fn, calls):
+    """fn under cProfile for the calls numbered in `calls` (0 = the first):
+    the top of each profile, by cumulative and by own time, on stderr."""
+    import cProfile
+    import pstats
+    count = [0]
+
+    def wrapper(*args):
+        count[0] += 1
+        if count[0] - 1 not in calls:
+            return fn(*args)
+        profiler = cProfile.Profile()
+        result = profiler.runcall(fn, *args)
+        for order in ('cumtime', 'tottime'):
+            pstats.Stats(profiler, stream=sys.stderr).sort_stats(
+                order).print_stats(20)
+        return result
+    return wrapper
+
+
+class GcClock:
+    """Seconds spent in the cyclic garbage collector since reset()."""
+
+    def __init__(self):
+        import gc
+        self.total, self._start = 0.0, None
+        gc.callbacks.append(self._callback)
+
+    def reset(self):
+        self.total = 0.0
+
+    def _callback(self, phase, info):
+        if phase == 'start':
+            self._start = time.perf_counter()
+        elif self._start is not None:
+            self.total += time.perf_counter() - self._start
+            self._start = None
 
 
 def map_memlock(maps):
@@ -120,11 +160,26 @@ def measure(pin_dir, dev):
     parser, planner = snapshot.Parser(), desired.Planner()
     source = ipaddress.ip_address('198.19.0.2')
 
+    split = {}
+    gc_time = GcClock()
+
     def apply(doc):
-        t = time.perf_counter()
-        plan = planner.plan(parser.parse(doc), lambda _: True, source, None)
+        gc_time.reset()
+        t0 = time.perf_counter()
+        snap = parser.parse(doc)
+        t1 = time.perf_counter()
+        plan = planner.plan(snap, lambda _: True, source, None)
+        t2 = time.perf_counter()
         changes = dp.apply(plan.state)
-        return time.perf_counter() - t, changes
+        t3 = time.perf_counter()
+        # The collector's share of the three (cyclic gc passes).
+        split.update(parse=t1 - t0, plan=t2 - t1, dataplane=t3 - t2,
+                     gc=gc_time.total)
+        return t3 - t0, changes
+
+    if PROFILE:
+        # scratch: the first apply; change: the steady-state change.
+        apply = profiled(apply, {0} if PROFILE == 'scratch' else {2})
 
     # Documents are built before each timer starts: the controller's RPC
     # hands the agent a parsed JSON document.
@@ -133,6 +188,8 @@ def measure(pin_dir, dev):
     assert changes['listeners_added'] == LISTENERS, changes
     assert changes['members_added'] == LISTENERS * MEMBERS, changes
     out['apply_from_scratch_s'] = round(elapsed, 2)
+    # Where it went: snapshot parse (validation), plan, Dataplane.apply.
+    out['from_scratch_split_s'] = {k: round(v, 2) for k, v in split.items()}
     del doc
 
     # One member's weight (the first change after a cold start warms the
@@ -146,6 +203,7 @@ def measure(pin_dir, dev):
         elapsed, changes = apply(doc)
         assert changes['rings_written'] == 1, changes
         out[key] = round(elapsed * 1000, 1)
+    out['change_split_ms'] = {k: round(v * 1000, 1) for k, v in split.items()}
     doc = document(4, weight_of=lambda i, j: weights.get((i, j)),
                    dropped=(2 % LISTENERS, 1))
     elapsed, changes = apply(doc)
@@ -202,6 +260,10 @@ def main():
             f' s; one member changed {out["change_first_ms"]} ms (first) / '
             f'{out["change_ms"]} ms, removed {out["remove_member_ms"]} ms, '
             f'unchanged snapshot {out["unchanged_snapshot_ms"]} ms')
+        log('from scratch: ' + ', '.join(
+            f'{k} {v} s' for k, v in out['from_scratch_split_s'].items())
+            + '; one change: ' + ', '.join(
+            f'{k} {v} ms' for k, v in out['change_split_ms'].items()))
         log(f'agent RSS {out["rss_mb"]} MB, peak {out["peak_rss_mb"]} MB; '
             f'BPF maps {out["map_total_mb"]} MB ('
             + ', '.join(f'{k} {v / 2**20:.1f}' for k, v in biggest[:4])

@@ -413,13 +413,16 @@ class Dataplane:
         `table` holds the live entries: an entry in use is never rewritten
         with another next hop, new ones take free indexes."""
         if address not in self._resolved:
-            self._resolved[address] = self._resolver_get().resolve(address)
+            resolved = self._resolver_get().resolve(address)
+            if resolved is not None:
+                resolved = dataclasses.replace(
+                    resolved, smac=resolved.smac.lower(),
+                    dmac=resolved.dmac.lower(),
+                    mtu=min(resolved.mtu, 0xffff))
+            self._resolved[address] = resolved
         resolved = self._resolved[address]
         if resolved is None:
             return 0
-        resolved = dataclasses.replace(
-            resolved, smac=resolved.smac.lower(), dmac=resolved.dmac.lower(),
-            mtu=min(resolved.mtu, 0xffff))
         if resolved in table:
             return table[resolved]
         used = set(table.values())

@@ -22,7 +22,7 @@ STAMP="$VENV/.deps-stamp"
 PYTHON=${PYTHON:-python3}
 
 APT_PACKAGES=(
-    clang llvm libbpf-dev bpftool bird2 ethtool iproute2 nftables tcpdump
+    clang llvm libbpf-dev bpftool bird2 haproxy ethtool iproute2 nftables tcpdump
     iputils-ping mariadb-server redis-server rabbitmq-server
     python3-venv curl
 )

@@ -17,6 +17,9 @@ network namespace where every member's next hop resolves.  Reported:
     .venv/bin/python bench/scale_bench.py          (root; 1,000 listeners,
                                                    about a minute here)
     DSR_BENCH_LISTENERS=10000 .venv/bin/python bench/scale_bench.py
+    .venv/bin/python bench/scale_bench.py --ring-tiers   (rings sized by
+                                                   their pool: balance and
+                                                   disruption, no root)
 
 Environment: DSR_BENCH_LISTENERS (N, default 1000; the dataplane is created
 with [dataplane] max_listeners = N and max_members = N x members),
@@ -223,8 +226,44 @@ def measure(pin_dir, dev):
     return out
 
 
+def ring_tiers():
+    """--ring-tiers: balance and disruption of rings sized by their pool
+    (M = next prime >= 655 x the pool size rounded up to a power of two),
+    with the shipped builder; every member removed once."""
+    from amphora_agent.dataplane import maglev
+    import statistics
+    rows = []
+    for n, m in ((4, None), (8, None), (16, None), (32, None),
+                 (16, 65537), (100, 65537)):
+        if m is None:
+            m = 655 * (1 << (n - 1).bit_length())
+            while not maglev._is_prime(m):
+                m += 1
+        backends = [maglev.Backend(f'member-{i}', 1, i + 1)
+                    for i in range(n)]
+        ring = maglev.build_ring(backends, m)
+        balance = max(maglev.ring_stats(ring).values()) / (m / n)
+        moved = []
+        for r in range(n):
+            after = maglev.build_ring(backends[:r] + backends[r + 1:], m)
+            moved.append(sum(a != b for a, b in zip(ring, after)) / (m / n))
+        rows.append({'members': n, 'ring_size': m,
+                     'max_mean': round(balance, 4),
+                     'moved_mean': round(statistics.mean(moved), 3),
+                     'moved_worst': round(max(moved), 3)})
+        log(f'N={n} M={m}: max/mean {balance:.4f}, moved on removal '
+            f'{statistics.mean(moved):.3f} x M/N (worst {max(moved):.3f})')
+    out = {'bench': 'scale_ring_tiers', 'rows': rows, 'targets': {
+        'max_mean<=1.01': all(r['max_mean'] <= 1.01 for r in rows),
+        'moved_mean<=1.2': all(r['moved_mean'] <= 1.2 for r in rows)}}
+    return out
+
+
 def main():
     exit_on_sigterm()
+    if sys.argv[1:] == ['--ring-tiers']:
+        t_start = time.monotonic()
+        return finish(ring_tiers(), t_start)
     t_start = time.monotonic()
     out = {'bench': 'scale', 'listeners': LISTENERS, 'members': MEMBERS,
            'ring_size': RING_SIZE, 'conn_table_size': CONN_TABLE,

@@ -80,6 +80,20 @@ class RouteWatcher:
         self._thread.join(5)
         return False
 
+    def watch_for(self, seconds, what, min_samples=20, timeout=30):
+        """Wait until the routes have been sampled for `seconds` more (at
+        least min_samples times): a time window, not a sample count, since
+        a loaded host samples far less often than the 1 ms asked."""
+        start = time.monotonic()
+        n = len(self.samples)
+
+        def watched():
+            if self.error is not None:
+                raise AssertionError(f'route watcher failed: {self.error}')
+            return (len(self.samples) - n >= min_samples
+                    and self.samples[-1][0] >= start + seconds)
+        netns.wait_for(watched, timeout, what)
+
 
 def announce_everywhere(lab, ses):
     for se in ses:
@@ -277,15 +291,12 @@ def test_agent_restart_adopts_exabgp_hitlessly(bgp_lab):
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait(5)
             assert speaker_mod.process_alive(pid3)
-            netns.wait_for(lambda: len(watch.samples) > 200, 10,
-                           'samples after the agent kill')
+            watch.watch_for(1.0, 'routes watched after the agent kill')
             s3 = lab.speaker('se3')
             assert s3.start() == 'adopted'
             assert s3.pid == pid3
             assert s3.announced() == {VIP4_P, VIP6_P}
-            n = len(watch.samples)
-            netns.wait_for(lambda: len(watch.samples) > n + 200, 10,
-                           'samples after the adoption')
+            watch.watch_for(1.0, 'routes watched after the adoption')
         assert watch.error is None, watch.error
         want4 = sorted(lab.nexthops(ALL3, 4))
         want6 = sorted(lab.nexthops(ALL3, 6))
@@ -312,8 +323,7 @@ def test_drain_withdraws_before_stopping(bgp_lab):
         t0 = time.monotonic()
         s.drain(wait=0.5)
         t_drain = time.monotonic() - t0
-        n = len(watch.samples)
-        netns.wait_for(lambda: len(watch.samples) > n + 20, 5, 'samples')
+        watch.watch_for(0.2, 'routes watched after the drain')
     assert watch.error is None, watch.error
     se1_4, se1_6 = lab.topo.host('se1').ipv4, lab.topo.host('se1').ipv6
     gone = next(t for t, v4, v6, _ in watch.samples

@@ -111,6 +111,13 @@ class Membership:
         """{se_id: capabilities} of the live members of the group."""
         return members(self._coordinator, self._group)
 
+    def update(self, capabilities):
+        """Publish new capabilities (an L7 SE becoming ready, draining);
+        a later re-join uses them too."""
+        self._capabilities = json.dumps(capabilities).encode()
+        self._coordinator.update_capabilities(self._group,
+                                              self._capabilities).get()
+
     def run_watchers(self):
         self._coordinator.run_watchers()
 

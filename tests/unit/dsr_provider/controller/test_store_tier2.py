@@ -303,3 +303,22 @@ def test_octavia_status_deleted_l7_objects_have_no_operating_status():
     st.add('l7policies', 'p', 'DELETED')
     assert store_mod.octavia_status(st.doc) == {
         'l7policies': [{'id': 'p', 'provisioning_status': 'DELETED'}]}
+
+
+def test_a_tier2_lb_is_online_only_with_both_groups_serving(store):
+    """Operating status through the reporter's view: the L4 SEs alone do
+    not serve a tier-2 load balancer."""
+    live = {L4: {'l4se'}, L7G: set()}
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(),
+                                     FakeDriverLib(),
+                                     lambda group: live.get(group, set()))
+    store.create_loadbalancer(graph())
+    operating = reporter._view().operating
+    assert operating[('loadbalancers', 'lb2')] == 'OFFLINE'
+    assert operating[('listeners', 'l2')] == 'OFFLINE'
+    assert operating[('listeners', 'l3')] == 'OFFLINE'
+    live[L7G] = {'l7se'}
+    operating = reporter._view().operating
+    # l3 has no pool: ONLINE; lb2 waits for l2's members' reports.
+    assert operating[('listeners', 'l3')] == 'ONLINE'
+    assert ('loadbalancers', 'lb2') not in operating

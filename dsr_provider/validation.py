@@ -424,7 +424,8 @@ _TIER2_UNSUPPORTED_LISTENER = (
     'client_ca_tls_container_ref', 'client_ca_tls_container_data',
     'client_crl_container_ref', 'client_crl_container_data',
     'hsts_max_age', 'hsts_include_subdomains', 'hsts_preload')
-_TIER2_UNSUPPORTED_POOL = ('tls_container_ref', 'tls_container_data',
+_TIER2_UNSUPPORTED_POOL = ('tls_enabled',
+                           'tls_container_ref', 'tls_container_data',
                            'ca_tls_container_ref', 'ca_tls_container_data',
                            'crl_container_ref', 'crl_container_data')
 # Client certificate rules need client authentication, not offered yet.

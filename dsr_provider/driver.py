@@ -124,6 +124,8 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         tier = self._lb_tier(given(listener, 'loadbalancer_id'))
         validation.check_listener(listener, tier=tier)
         pool_id = given(listener, 'default_pool_id')
+        if tier == 2 and given(listener, 'default_pool') is not None:
+            validation.check_pool(given(listener, 'default_pool'), tier=2)
         if pool_id and tier == 1:
             pool = given(listener, 'default_pool')
             if pool is not None:

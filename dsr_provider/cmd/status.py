@@ -190,6 +190,17 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
         lb_counts = dict(s.query(models.LoadBalancer.se_group,
                                  sa.func.count()).group_by(
                                      models.LoadBalancer.se_group))
+        # Tier 2: load balancers of each L7 group, and the L7 SEs the
+        # leader put in the L4 rings (controller/tier2.py).
+        l7_lb_counts = dict(s.query(models.LoadBalancer.l7_se_group,
+                                    sa.func.count()).group_by(
+                                        models.LoadBalancer.l7_se_group))
+        l7_ses = collections.defaultdict(list)
+        for m in s.query(models.L7SEMember).order_by(
+                models.L7SEMember.se_id):
+            l7_ses[m.l7_se_group].append({
+                'se_id': m.se_id, 'tunnel_addresses': m.tunnel_addresses,
+                'draining': m.draining})
         owners = _owners(s)
         pending = _pending(s)
         rejected = _controller_rejections(s)
@@ -212,12 +223,18 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                     if se_id not in reported]
             abis = {r.se_id: r.ring_abi for r in rows
                     if r.ring_abi is not None}
+            tier2 = group is not None and group.role == 'tier2'
             result.append({
                 'se_group': name,
+                'role': 'tier2' if tier2 else 'tier1',
                 'generation': generation,
                 'published_generation': group.published_generation
                 if group else 0,
-                'load_balancers': lb_counts.get(name, 0),
+                'load_balancers': (l7_lb_counts if tier2 else
+                                   lb_counts).get(name, 0),
+                # L7 groups: the ready L7 SEs in the L4 rings.
+                'l7_ses_in_l4_rings': l7_ses.get(name, []) if tier2
+                else None,
                 'ring_abis': abis,
                 'ring_abi_mismatch': len(set(abis.values())) > 1,
                 'ses': ses,
@@ -227,9 +244,16 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
     return {'generated_at': now, 'se_groups': result}
 
 
+def _no_ready_l7_se(group):
+    """An L7 group serving load balancers with no L7 SE in the rings."""
+    return group.get('l7_ses_in_l4_rings') == [] and \
+        group['load_balancers'] > 0
+
+
 def needs_attention(view):
     return any(g['ring_abi_mismatch'] or g['load_balancers_not_as_desired']
                or any(se['problems'] for se in g['ses'])
+               or _no_ready_l7_se(g)
                for g in view['se_groups'])
 
 
@@ -250,10 +274,19 @@ def _table(rows):
 def render_table(view):
     lines = []
     for g in view['se_groups']:
-        lines.append(f'SE group {g["se_group"]}: generation '
-                     f'{g["generation"]} (published '
+        lines.append(f'SE group {g["se_group"]}'
+                     f'{" (tier-2 L7 group)" if g["role"] == "tier2" else ""}'
+                     f': generation {g["generation"]} (published '
                      f'{g["published_generation"]}), '
                      f'{g["load_balancers"]} load balancer(s)')
+        if g['l7_ses_in_l4_rings'] is not None:
+            ready = ', '.join(
+                f'{m["se_id"]} ' + '/'.join(
+                    a for _f, a in sorted(m['tunnel_addresses'].items()))
+                + (' (draining)' if m['draining'] else '')
+                for m in g['l7_ses_in_l4_rings'])
+            lines.append('  L7 SEs in the L4 rings: ' + (
+                ready or '!! none ready (tier-2 VIPs have no L7 SE)'))
         if g['ring_abi_mismatch']:
             lines.append('  !! RING ABI MISMATCH: ' + ', '.join(
                 f'{se} runs {abi}' for se, abi in sorted(

@@ -830,13 +830,19 @@ class _Usage:
     controller counts every accepted object, enabled or not, so enabling
     one or a member coming back never takes an SE over its limit.
     Rejected objects count nothing, nor does anything below them.
+    A tier-2 load balancer's L4 listeners have the ready L7 SEs of its L7
+    group as members, whatever its pools hold (those are the L7 SEs').
     """
 
     def __init__(self, session, se_group):
         lb_model = models.LoadBalancer
-        self.vips = {lb.id: len(vip_addresses(lb.doc)) for lb in
-                     session.query(lb_model).filter_by(se_group=se_group,
-                                                       rejected=None)}
+        lbs = session.query(lb_model).filter_by(se_group=se_group,
+                                                rejected=None).all()
+        self.vips = {lb.id: len(vip_addresses(lb.doc)) for lb in lbs}
+        l7_sizes = collections.Counter(
+            g for (g,) in session.query(models.L7SEMember.l7_se_group))
+        self.tier2 = {lb.id: l7_sizes[lb.l7_se_group] for lb in lbs
+                      if lb.l7_se_group}
         in_group = (lb_model.se_group == se_group)
         self.listeners = {
             lst.id: (lst.loadbalancer_id, lst.doc.get('default_pool_id'))
@@ -865,7 +871,11 @@ class _Usage:
                 continue
             vips = self.vips[lb_id]
             listeners += vips
-            if pool_id in self.pools and ('pools', pool_id) not in excluded:
+            if lb_id in self.tier2:
+                members += vips * self.tier2[lb_id]
+                largest_pool = max(largest_pool, self.tier2[lb_id])
+            elif pool_id in self.pools and \
+                    ('pools', pool_id) not in excluded:
                 in_pool = sum(1 for mid in self.members.get(pool_id, ())
                               if ('members', mid) not in excluded)
                 members += vips * in_pool

@@ -322,3 +322,49 @@ def test_a_tier2_lb_is_online_only_with_both_groups_serving(store):
     # l3 has no pool: ONLINE; lb2 waits for l2's members' reports.
     assert operating[('listeners', 'l3')] == 'ONLINE'
     assert ('loadbalancers', 'lb2') not in operating
+
+
+def test_l4_capacity_counts_the_l7_ses_not_the_real_members(store):
+    """On the L4 SEs a tier-2 listener's members are the L7 SEs: a member
+    added to a tier-2 pool takes no L4 slot, an L7 SE joining takes one
+    per VIP and listener."""
+    store.live_agents = lambda group: {'l4se'}
+    store.record_agent('l4se', L4, limits={'max_listeners': 64,
+                                           'max_members': 4,
+                                           'ring_size': 65537})
+    store.create_loadbalancer(graph())          # 2 VIPs x 2 listeners
+    with store.db.session() as s:
+        assert store_mod._Usage(s, L4).count() == {
+            'max_listeners': 4, 'max_members': 0, 'ring_size': 0}
+    for i in range(5):                          # over max_members if L4
+        store.put_member({'member_id': f'mx{i}', 'pool_id': 'p2',
+                          'address': f'198.19.9.{i + 1}',
+                          'protocol_port': 80})
+    with store.db.session() as s:
+        assert s.query(models.Member).filter(
+            models.Member.rejected.isnot(None)).count() == 0
+    store.set_l7_members(L7G, {'se-a': L7SE['se-a']})
+    with store.db.session() as s:
+        assert store_mod._Usage(s, L4).count() == {
+            'max_listeners': 4, 'max_members': 4, 'ring_size': 1}
+
+
+def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
+    from dsr_provider.cmd import status
+    store.create_loadbalancer(graph())
+    view = status.fleet(store.db)
+    groups = {g['se_group']: g for g in view['se_groups']}
+    assert groups[L7G]['role'] == 'tier2'
+    assert groups[L7G]['load_balancers'] == 1
+    assert groups[L7G]['l7_ses_in_l4_rings'] == []
+    assert groups[L4]['role'] == 'tier1'
+    assert groups[L4]['l7_ses_in_l4_rings'] is None
+    assert status.needs_attention(view)
+    assert '!! none ready' in status.render_table(view)
+    store.set_l7_members(L7G, L7SE)
+    view = status.fleet(store.db)
+    text = status.render_table(view)
+    assert f'SE group {L7G} (tier-2 L7 group)' in text
+    assert ('L7 SEs in the L4 rings: se-a 198.51.100.1/2001:db8:7::1, '
+            'se-b 2001:db8:7::2 (draining)') in text
+    assert not status.needs_attention(view)

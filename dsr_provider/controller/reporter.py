@@ -360,11 +360,19 @@ class Reporter:
     def report_statistics(self):
         totals = collections.defaultdict(collections.Counter)
         with self.store.db.session() as s:
-            known = {lst.id for lst in s.query(models.Listener)}
+            # listener -> the SE group whose agents count its traffic: a
+            # tier-2 listener's are its L7 SEs (HAProxy, as an amphora);
+            # its L4 SEs see the same connections on their way through.
+            counted_by = {lst.id: lb.l7_se_group or lb.se_group
+                          for lst, lb in s.query(
+                              models.Listener, models.LoadBalancer).join(
+                              models.LoadBalancer,
+                              models.Listener.loadbalancer_id ==
+                              models.LoadBalancer.id)}
             for agent in s.query(models.AgentState):
                 for lid, counters in ((agent.stats or {}).get(
                         'listeners') or {}).items():
-                    if lid in known:
+                    if counted_by.get(lid) == agent.se_group:
                         totals[lid].update(counters)
         if not totals:
             return

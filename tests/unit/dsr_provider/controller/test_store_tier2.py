@@ -368,3 +368,27 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
     assert ('L7 SEs in the L4 rings: se-a 198.51.100.1/2001:db8:7::1, '
             'se-b 2001:db8:7::2 (draining)') in text
     assert not status.needs_attention(view)
+
+
+def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):
+    """The L4 SEs see the same connections on their way to the L7 SEs:
+    counting both would double `openstack loadbalancer stats show`."""
+    lib = FakeDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: set())
+    store.create_loadbalancer(graph())
+    store.create_loadbalancer(graph1())
+
+    def counters(n):
+        return {'active_connections': n, 'bytes_in': 10 * n,
+                'bytes_out': 100 * n, 'request_errors': 0,
+                'total_connections': n}
+    store.record_agent('l4se', L4, stats={'listeners': {'l2': counters(7)}})
+    for se_id in ('l7se-1', 'l7se-2'):
+        store.record_agent(se_id, L7G,
+                           stats={'listeners': {'l2': counters(2)}})
+    store.record_agent('g1se', 'g1', stats={'listeners': {'l1': counters(5)}})
+    reporter.report_statistics()
+    (sent,) = lib.stats
+    assert {i['id']: i['total_connections'] for i in sent['listeners']} \
+        == {'l2': 4, 'l1': 5}

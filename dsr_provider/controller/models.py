@@ -126,6 +126,10 @@ class PendingStatus(Base):
     id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
     se_group = sa.Column(sa.String(64), nullable=False, index=True)
     generation = sa.Column(sa.BigInteger, nullable=False)
+    # Tier 2: a change both SE groups of a load balancer run waits for
+    # the L4 group's agents too (null: one group).
+    also_se_group = sa.Column(sa.String(64))
+    also_generation = sa.Column(sa.BigInteger)
     # Octavia's status document (octavia-lib update_loadbalancer_status).
     status = sa.Column(JSONText, nullable=False)
     # Object whose existence in Octavia's DB must be visible first (the API

@@ -214,7 +214,8 @@ class Store:
         return session.get(models.SEGroup, se_group, with_for_update=True,
                            populate_existing=True)
 
-    def _bump(self, session, se_group, status, wait_for=None):
+    def _bump(self, session, se_group, status, wait_for=None, also=None):
+        """also: (SE group, generation) the status waits for as well."""
         group = self._locked_group(session, se_group)
         group.generation += 1
         if status is None:
@@ -222,9 +223,13 @@ class Store:
             return group.generation
         # A change refused whole waits for no agent (generation 0 is
         # applied by every agent).
+        settled = status.settled()
+        also_group, also_generation = also or (None, None)
         session.add(models.PendingStatus(
             se_group=se_group,
-            generation=0 if status.settled() else group.generation,
+            generation=0 if settled else group.generation,
+            also_se_group=also_group,
+            also_generation=0 if settled and also else also_generation,
             status=status.doc, wait_for=wait_for, created_at=time.time()))
         return group.generation
 
@@ -232,14 +237,18 @@ class Store:
         """Bump what serves load balancer row `lb`.  Tier 1: its SE group,
         which owes the status.  Tier 2: the L7 group, which runs every
         object and owes the status, and (l4: the change touches what the
-        L4 SEs run -- VIPs, listeners) its L4 group too."""
+        L4 SEs run -- VIPs, listeners) its L4 group too, whose agents the
+        status then also waits for."""
         if not lb.l7_se_group:
             return self._bump(session, lb.se_group, status, wait_for)
+        also = None
         if l4:
-            self._bump(session, lb.se_group, None)
+            # Traffic flows once both tiers run it: the status waits for
+            # the L4 SEs too.
+            also = (lb.se_group, self._bump(session, lb.se_group, None))
         group = self._locked_group(session, lb.l7_se_group)
         group.role = l7_snapshot.ROLE
-        return self._bump(session, lb.l7_se_group, status, wait_for)
+        return self._bump(session, lb.l7_se_group, status, wait_for, also)
 
     # ---------------------------------------------------------- capacity
     def limits(self, session, se_group):

@@ -287,7 +287,12 @@ def test_status_is_active_once_the_l7_ses_applied_it(store):
     store.record_agent('l4se', L4, applied_generation=1)
     reporter.run_once()
     assert not any('l7policies' in st for st in lib.statuses)
+    # A listener (both tiers run it) waits for the L4 SEs too.
+    store.record_agent('l4se', L4, applied_generation=0)
     store.record_agent('l7se', L7G, applied_generation=1)
+    reporter.run_once()
+    assert not any('l7policies' in st for st in lib.statuses)
+    store.record_agent('l4se', L4, applied_generation=1)
     reporter.run_once()
     (status,) = [st for st in lib.statuses if 'l7policies' in st]
     assert status['l7policies'] == [{'id': 'pol1',
@@ -392,3 +397,25 @@ def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):
     (sent,) = lib.stats
     assert {i['id']: i['total_connections'] for i in sent['listeners']} \
         == {'l2': 4, 'l1': 5}
+
+
+def test_a_tier2_change_the_l4_ses_reject_is_error(store):
+    lib = FakeDriverLib()
+    live = {L4: {'l4se'}, L7G: {'l7se'}}
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: live.get(group, set()))
+    store.create_loadbalancer(graph())
+    store.record_agent('l7se', L7G, applied_generation=1)
+    store.record_agent('l4se', L4, rejected_generation=1,
+                       error='bad snapshot')
+    reporter.run_once()
+    (status,) = [st for st in lib.statuses if 'loadbalancers' in st]
+    assert status['loadbalancers'][0]['provisioning_status'] == 'ERROR'
+    # A member change is the L7 SEs' alone: ACTIVE without the L4 SEs.
+    store.put_member({'member_id': 'm23', 'pool_id': 'p2',
+                      'address': '198.19.3.2', 'protocol_port': 9000})
+    store.record_agent('l7se', L7G, applied_generation=2)
+    reporter.run_once()
+    assert any(item['id'] == 'm23' and
+               item['provisioning_status'] == 'ACTIVE'
+               for st in lib.statuses for item in st.get('members', ()))

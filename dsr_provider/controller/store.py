@@ -242,6 +242,10 @@ class Store:
         if not lb.l7_se_group:
             return self._bump(session, lb.se_group, status, wait_for)
         also = None
+        if lb.rejected:
+            # Refused whole: nothing runs it, and its L7 group must not
+            # become one (it may be somebody's L4 group).
+            return self._bump(session, lb.se_group, status, wait_for)
         if l4:
             # Traffic flows once both tiers run it: the status waits for
             # the L4 SEs too.
@@ -399,7 +403,35 @@ class Store:
                         for item in items]
             self._admit(s, guard, status,
                         [('loadbalancers', row, children)])
+            conflict = self._role_conflict(s, row)
+            if conflict and row.rejected is None:
+                LOG.error('loadbalancer %s rejected: %s', row.id, conflict)
+                row.rejected = conflict
+                status.reject('loadbalancers', row.id, conflict)
+                for kind, child_id in children:
+                    status.reject(kind, child_id, f'loadbalancer {row.id} '
+                                  f'rejected: {conflict}')
             return self._bump_lb(s, row, status, ['loadbalancers', row.id])
+
+    @staticmethod
+    def _role_conflict(session, row):
+        """Why load balancer row cannot be served (an SE group is an L4
+        group or an L7 group, never both), or None."""
+        lbs = models.LoadBalancer
+        others = session.query(lbs).filter(lbs.id != row.id,
+                                           lbs.rejected.is_(None))
+        if row.l7_se_group:
+            if others.filter(lbs.se_group == row.l7_se_group).first():
+                return (f'l7_se_group {row.l7_se_group} serves load '
+                        'balancers as their L4 SE group; an SE group is '
+                        'either L4 or L7 (use another l7_se_group)')
+        l4_group = session.get(models.SEGroup, row.se_group)
+        if (l4_group is not None and l4_group.role == l7_snapshot.ROLE) \
+                or others.filter(lbs.l7_se_group == row.se_group).first():
+            return (f'se_group {row.se_group} is the L7 SE group of tier-2 '
+                    'load balancers; an SE group is either L4 or L7 (use '
+                    'another se_group)')
+        return None
 
     def update_loadbalancer(self, lb):
         status = Status()
@@ -662,11 +694,16 @@ class Store:
 
     # ------------------------------------------------ L7 SE membership
     def l7_groups(self):
-        """The L7 SE groups tier-2 load balancers name now."""
+        """The L7 SE groups: named by tier-2 load balancers, or once were
+        (their members are kept current for the next one)."""
         with self.db.session() as s:
-            return sorted(g for (g,) in s.query(
+            named = {g for (g,) in s.query(
                 models.LoadBalancer.l7_se_group).filter(
-                    models.LoadBalancer.l7_se_group.isnot(None)).distinct())
+                    models.LoadBalancer.l7_se_group.isnot(None),
+                    models.LoadBalancer.rejected.is_(None))}
+            named.update(g for (g,) in s.query(models.SEGroup.name).filter_by(
+                role=l7_snapshot.ROLE))
+            return sorted(named)
 
     def l7_members(self, l7_group):
         """{se_id: {'tunnel_addresses': {...}, 'draining': bool}} as

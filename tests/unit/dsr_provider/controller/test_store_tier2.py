@@ -419,3 +419,37 @@ def test_a_tier2_change_the_l4_ses_reject_is_error(store):
     assert any(item['id'] == 'm23' and
                item['provisioning_status'] == 'ACTIVE'
                for st in lib.statuses for item in st.get('members', ()))
+
+
+def test_an_se_group_is_either_l4_or_l7(store):
+    """A tier-2 load balancer whose L7 group is somebody's L4 group, or a
+    load balancer on an L7 group, is refused whole (ERROR, no agent waits)
+    and the other group's documents are unchanged."""
+    store.create_loadbalancer(graph1())                   # L4 group g1
+    bad = dict(graph(), loadbalancer_id='lb3', listeners=[], pools=[],
+               dsr=dict(graph()['dsr'], l7_se_group='g1'))
+    store.create_loadbalancer(bad)
+    with store.db.session() as s:
+        reason = s.get(models.LoadBalancer, 'lb3').rejected
+        assert s.get(models.SEGroup, 'g1').role is None
+    assert 'l7_se_group g1 serves load balancers as their L4' in reason
+    ((gen, status),) = [p for p in pending(store)
+                        if p[1]['loadbalancers'][0]['id'] == 'lb3']
+    assert gen == 0 and status['loadbalancers'][0]['rejected'] == reason
+    assert 'role' not in store.snapshot('g1')
+    assert [lb['id'] for lb in store.snapshot('g1')['load_balancers']] == [
+        'lb1']
+
+    store.create_loadbalancer(graph())                    # L7 group L7G
+    on_l7 = dict(graph1(), loadbalancer_id='lb4', listeners=[], pools=[],
+                 dsr={'se_group': L7G, 'tier': 1})
+    store.create_loadbalancer(on_l7)
+    with store.db.session() as s:
+        assert 'se_group edge-l7 is the L7 SE group' in s.get(
+            models.LoadBalancer, 'lb4').rejected
+    doc = store.snapshot(L7G)
+    l7.check_document(doc)
+    assert [lb['id'] for lb in doc['load_balancers']] == ['lb2']
+    # An L7 group whose last load balancer is gone is still watched.
+    store.delete_loadbalancer('lb2')
+    assert store.l7_groups() == [L7G]

@@ -75,14 +75,19 @@ def _controller_rejections(session):
 
 
 def _pending(session):
-    """{load balancer id: newest generation a pending change waits for}
-    (generation 0: refused whole, waits for no SE)."""
-    result = {}
+    """{SE group: {load balancer id: newest generation of that group a
+    pending change waits for}} (generation 0: refused whole, waits for no
+    SE; a tier-2 change may wait for its L4 group too)."""
+    result = collections.defaultdict(dict)
     for p in session.query(models.PendingStatus):
+        waits = [(p.se_group, p.generation),
+                 (p.also_se_group, p.also_generation)]
         for item in (p.status or {}).get('loadbalancers') or ():
             lb_id = item.get('id')
-            if lb_id and p.generation:
-                result[lb_id] = max(result.get(lb_id, 0), p.generation)
+            for group, generation in waits:
+                if lb_id and group and generation:
+                    known = result[group].get(lb_id, 0)
+                    result[group][lb_id] = max(known, generation)
     return result
 
 
@@ -144,7 +149,7 @@ def _differing(session, se_group, rows, owners, pending, rejected):
     """[{'id': lb, 'reasons': [...]}] of the group's load balancers whose
     desired state is not what its SEs run."""
     reasons = collections.defaultdict(list)
-    for lb_id, generation in pending.items():
+    for lb_id, generation in pending.get(se_group, {}).items():
         behind = [r.se_id for r in rows
                   if (r.applied_generation or 0) < generation]
         refused = [r.se_id for r in rows
@@ -169,8 +174,9 @@ def _differing(session, se_group, rows, owners, pending, rejected):
                 if lb_id is not None:
                     reasons[lb_id].append(f'{reason} (left out by SE '
                                           f'{r.se_id})')
-    in_group = {lb_id for lb_id, in session.query(
-        models.LoadBalancer.id).filter_by(se_group=se_group)}
+    lbs = models.LoadBalancer
+    in_group = {lb_id for lb_id, in session.query(lbs.id).filter(
+        sa.or_(lbs.se_group == se_group, lbs.l7_se_group == se_group))}
     return [{'id': lb_id, 'reasons': reasons[lb_id]}
             for lb_id in sorted(reasons) if lb_id in in_group]
 

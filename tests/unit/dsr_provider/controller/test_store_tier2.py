@@ -453,3 +453,22 @@ def test_an_se_group_is_either_l4_or_l7(store):
     # An L7 group whose last load balancer is gone is still watched.
     store.delete_loadbalancer('lb2')
     assert store.l7_groups() == [L7G]
+
+
+def test_the_fleet_view_compares_each_group_with_its_own_generation(store):
+    """A tier-2 change waits for L7 generation N and L4 generation M:
+    dsr-status reports each group's agents against their own."""
+    from dsr_provider.cmd import status
+    store.create_loadbalancer(graph())      # L4 gen 1, L7 gen 1
+    store.put_member({'member_id': 'm23', 'pool_id': 'p2',
+                      'address': '198.19.3.2', 'protocol_port': 9000})
+    store.put_listener({'listener_id': 'l4', 'loadbalancer_id': 'lb2',
+                        'protocol': 'HTTP', 'protocol_port': 81})
+    # L4 generation 2, L7 generation 3.
+    store.record_agent('l4se', L4, applied_generation=2)
+    store.record_agent('l7se', L7G, applied_generation=2)
+    groups = {g['se_group']: g for g in status.fleet(store.db)['se_groups']}
+    assert groups[L4]['load_balancers_not_as_desired'] == []
+    (lb,) = groups[L7G]['load_balancers_not_as_desired']
+    assert lb['id'] == 'lb2'
+    assert lb['reasons'] == ['generation 3 not applied by l7se']

@@ -9,7 +9,8 @@ An L7 service engine's agent joins tooz group ``octavia-dsr.<l7 group>``
 and the elected controller watches every L7 group that tier-2 load
 balancers name, every POLL_INTERVAL seconds.  When the ready L7 SEs of a
 group change -- one joins ready, leaves, expires (no heartbeat), stops
-being ready, starts or stops draining, or changes its tunnel address --
+being ready (and is not draining), starts or stops draining, or changes
+its tunnel address --
 the store records the new set and bumps the generation of every L4 group
 serving a tier-2 load balancer on it in the same transaction
 (Store.set_l7_members), and the agents are told at once: the L4 rings
@@ -57,14 +58,18 @@ def _tunnel_addresses(se_id, caps):
 
 
 def ready_members(capabilities):
-    """{se_id: capabilities} of a group's live members -> the ready L7
-    SEs, {se_id: {'tunnel_addresses': {...}, 'draining': bool}}.  Members
-    of another role (a tier-1 agent in the wrong group), not ready, or
+    """{se_id: capabilities} of a group's live members -> the L7 SEs of
+    the L4 pools, {se_id: {'tunnel_addresses': {...}, 'draining': bool}}:
+    the ready ones, and the draining ones (weight 0: no new flows, while
+    the L4 SEs' connection tables keep the established ones there; the L7
+    agent says ready false while it drains).  Members of another role (a
+    tier-1 agent in the wrong group), neither ready nor draining, or
     without a usable tunnel address are not members of the L4 pools."""
     result = {}
     for se_id, caps in capabilities.items():
-        if not isinstance(caps, dict) or caps.get('role') != ROLE or \
-                caps.get('ready') is not True:
+        if not isinstance(caps, dict) or caps.get('role') != ROLE or (
+                caps.get('ready') is not True and
+                caps.get('draining') is not True):
             continue
         addresses = _tunnel_addresses(se_id, caps)
         if addresses is None:

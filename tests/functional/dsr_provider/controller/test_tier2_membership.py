@@ -89,7 +89,8 @@ def test_l7_ses_join_drain_leave_and_expire(deployment):
             lambda: _members(store) == {'l7se:se-a@l2': 1}, BOUND,
             'se-a in the L4 pool')
 
-        se_a.update(caps('198.51.100.1', draining=True))
+        # As the L7 agent drains: ready false, draining true.
+        se_a.update(caps('198.51.100.1', ready=False, draining=True))
         measured['drain'] = _timed(
             lambda: _members(store) == {'l7se:se-a@l2': 0}, BOUND,
             'se-a at weight 0')

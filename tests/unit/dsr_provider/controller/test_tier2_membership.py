@@ -85,9 +85,13 @@ def test_join_drain_leave(store):
     assert store.snapshot(L4)['generation'] == gen + 1
     assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 1)]
     assert watcher.run_once() == []                     # nothing changed
-    coord.join(L7G, 'se-a', **ready(draining=True))
+    # The L7 agent says ready false while it drains: still in the rings,
+    # at weight 0 (established flows stay; no new ones).
+    coord.join(L7G, 'se-a', **ready(ready=False, draining=True))
     assert watcher.run_once() == [L4]
     assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 0)]
+    coord.join(L7G, 'se-a', **ready(draining=True))
+    assert watcher.run_once() == []                 # same set
     coord.leave(L7G, 'se-a')
     assert watcher.run_once() == [L4]
     assert l4_members(store) == []

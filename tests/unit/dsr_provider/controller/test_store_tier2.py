@@ -76,6 +76,14 @@ L7SE = {'se-a': {'tunnel_addresses': {'4': '198.51.100.1',
                  'draining': True}}
 
 
+def make_reporter(store, live):
+    """(driver lib, Reporter) with tooz membership stood in by live:
+    {se_group: SE ids} (read at every call)."""
+    lib = FakeDriverLib()
+    return lib, reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                      lambda group: live.get(group, set()))
+
+
 def l4_listeners(store):
     snap = snapshot_mod.parse(store.snapshot(L4))   # the agents' parser
     assert snap.rejected == {}                      # nothing left out
@@ -279,10 +287,7 @@ def test_endpoint_merges_l7_updates(store):
 def test_status_is_active_once_the_l7_ses_applied_it(store):
     """Through the reporter: the L7 group's live agents must have applied
     the generation; L7 policies and rules go ONLINE with it."""
-    lib = FakeDriverLib()
-    live = {L4: {'l4se'}, L7G: {'l7se'}}
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: live.get(group, set()))
+    lib, reporter = make_reporter(store, {L4: {'l4se'}, L7G: {'l7se'}})
     store.create_loadbalancer(graph())
     store.record_agent('l4se', L4, applied_generation=1)
     reporter.run_once()
@@ -314,9 +319,7 @@ def test_a_tier2_lb_is_online_only_with_both_groups_serving(store):
     """Operating status through the reporter's view: the L4 SEs alone do
     not serve a tier-2 load balancer."""
     live = {L4: {'l4se'}, L7G: set()}
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(),
-                                     FakeDriverLib(),
-                                     lambda group: live.get(group, set()))
+    _, reporter = make_reporter(store, live)
     store.create_loadbalancer(graph())
     operating = reporter._view().operating
     assert operating[('loadbalancers', 'lb2')] == 'OFFLINE'
@@ -378,9 +381,7 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
 def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):
     """The L4 SEs see the same connections on their way to the L7 SEs:
     counting both would double `openstack loadbalancer stats show`."""
-    lib = FakeDriverLib()
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: set())
+    lib, reporter = make_reporter(store, {})
     store.create_loadbalancer(graph())
     store.create_loadbalancer(graph1())
 
@@ -400,10 +401,7 @@ def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):
 
 
 def test_a_tier2_change_the_l4_ses_reject_is_error(store):
-    lib = FakeDriverLib()
-    live = {L4: {'l4se'}, L7G: {'l7se'}}
-    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                     lambda group: live.get(group, set()))
+    lib, reporter = make_reporter(store, {L4: {'l4se'}, L7G: {'l7se'}})
     store.create_loadbalancer(graph())
     store.record_agent('l7se', L7G, applied_generation=1)
     store.record_agent('l4se', L4, rejected_generation=1,

@@ -58,18 +58,46 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         settings = flavors.resolve(given(loadbalancer, 'flavor'),
                                    given(loadbalancer, 'availability_zone'),
                                    self._conf)
-        validation.check_graph(loadbalancer)
+        validation.check_graph(loadbalancer, tier=settings['tier'])
         self._rpc.loadbalancer_create(
             payloads.loadbalancer(loadbalancer, settings))
-        for listener in given(loadbalancer, 'listeners') or ():
-            self._remember_listener(listener)
         cache = self._lookup.cache
         lb_id = given(loadbalancer, 'loadbalancer_id')
+        cache.remember_tier(lb_id, settings['tier'])
+        for listener in given(loadbalancer, 'listeners') or ():
+            self._remember_listener(listener, lb_id)
         cache.remember_vips(lb_id, octavia_lookup.vip_addresses(loadbalancer))
         for pool in given(loadbalancer, 'pools') or ():
             cache.remember_pool(given(pool, 'pool_id'),
                                 given(pool, 'listener_id'))
             cache.remember_pool_lb(given(pool, 'pool_id'), lb_id)
+
+    # --- tiers ---------------------------------------------------------------
+
+    def _known_tier(self, tier, what, object_id):
+        if tier is octavia_lookup.UNKNOWN:
+            # Tier 1 checks are the stricter: a tier-2 object is refused
+            # rather than a tier-1 one accepted unchecked.
+            LOG.warning('load balancer of %s %s unknown: checked as '
+                        'tier 1', what, object_id)
+            return 1
+        return tier
+
+    def _lb_tier(self, lb_id):
+        return self._known_tier(self._lookup.lb_tier(lb_id),
+                                'load balancer', lb_id)
+
+    def _listener_tier(self, listener_id):
+        return self._known_tier(self._lookup.listener_tier(listener_id),
+                                'listener', listener_id)
+
+    def _pool_tier(self, pool_id):
+        return self._known_tier(self._lookup.pool_tier(pool_id), 'pool',
+                                pool_id)
+
+    def _l7policy_tier(self, policy_id):
+        return self._known_tier(self._lookup.l7policy_tier(policy_id),
+                                'L7 policy', policy_id)
 
     def loadbalancer_update(self, old_loadbalancer, new_loadbalancer):
         validation.check_loadbalancer(new_loadbalancer)
@@ -93,9 +121,12 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     # --- listener ----------------------------------------------------------
 
     def listener_create(self, listener):
-        validation.check_listener(listener)
+        tier = self._lb_tier(given(listener, 'loadbalancer_id'))
+        validation.check_listener(listener, tier=tier)
         pool_id = given(listener, 'default_pool_id')
-        if pool_id:
+        if tier == 2 and given(listener, 'default_pool') is not None:
+            validation.check_pool(given(listener, 'default_pool'), tier=2)
+        if pool_id and tier == 1:
             pool = given(listener, 'default_pool')
             if pool is not None:
                 validation.check_pool(
@@ -106,12 +137,14 @@ class DSRProviderDriver(driver_base.ProviderDriver):
                 pool_id, given(listener, 'listener_id'),
                 given(listener, 'protocol_port'), members)
         self._rpc.listener_create(payloads.to_payload(listener))
-        self._remember_listener(listener)
+        self._remember_listener(listener, given(listener, 'loadbalancer_id'))
 
     def listener_update(self, old_listener, new_listener):
-        validation.check_listener(new_listener)
+        tier = self._lb_tier(given(old_listener, 'loadbalancer_id'))
+        validation.check_listener(new_listener, tier=tier)
         pool_id = given(new_listener, 'default_pool_id')
-        if pool_id and pool_id != given(old_listener, 'default_pool_id'):
+        if tier == 1 and pool_id and \
+                pool_id != given(old_listener, 'default_pool_id'):
             self._check_pool_for_listener(
                 pool_id, given(old_listener, 'listener_id'),
                 given(old_listener, 'protocol_port'),
@@ -127,13 +160,14 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._rpc.listener_delete(payloads.to_payload(listener))
         self._lookup.cache.forget_listener(given(listener, 'listener_id'))
 
-    def _remember_listener(self, listener):
+    def _remember_listener(self, listener, lb_id=None):
         """Learn the listener's port and its default pool's binding, so
         that member creates skip the driver-agent round trips."""
         listener_id = given(listener, 'listener_id')
         cache = self._lookup.cache
         cache.remember_listener(listener_id, given(listener, 'protocol_port'))
         cache.remember_pool(given(listener, 'default_pool_id'), listener_id)
+        cache.remember_listener_lb(listener_id, lb_id)
 
     def _check_pool_for_listener(self, pool_id, listener_id, port, members):
         """The pool becomes the default pool of a listener on port."""
@@ -151,15 +185,16 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     # --- pool --------------------------------------------------------------
 
     def pool_create(self, pool):
-        validation.check_pool(pool)
+        tier = self._lb_tier(given(pool, 'loadbalancer_id'))
+        validation.check_pool(pool, tier=tier)
         monitor = given(pool, 'healthmonitor')
         if monitor:
-            validation.check_health_monitor(monitor)
+            validation.check_health_monitor(monitor, tier=tier)
         self._lookup.cache.remember_pool_lb(given(pool, 'pool_id'),
                                             given(pool, 'loadbalancer_id'))
         members = given(pool, 'members')
         if members:
-            port = self._listener_port(pool)
+            port = self._listener_port(pool) if tier == 1 else None
             vips = self._pool_vips(given(pool, 'pool_id'))
             for member in members:
                 validation.check_member(member, vips)
@@ -169,7 +204,9 @@ class DSRProviderDriver(driver_base.ProviderDriver):
                                          given(pool, 'listener_id'))
 
     def pool_update(self, old_pool, new_pool):
-        validation.check_pool(new_pool, old_pool=old_pool)
+        validation.check_pool(new_pool, old_pool=old_pool,
+                              tier=self._lb_tier(given(old_pool,
+                                                       'loadbalancer_id')))
         self._rpc.pool_update(payloads.to_payload(old_pool),
                               payloads.to_payload(new_pool))
 
@@ -206,12 +243,19 @@ class DSRProviderDriver(driver_base.ProviderDriver):
             return ()
         return vips
 
+    def _member_port(self, pool_id):
+        """The port members of the pool must use (tier 1: the listener's;
+        None: any -- tier 2 translates ports)."""
+        if self._pool_tier(pool_id) == 2:
+            return None
+        return self._pool_port(pool_id)
+
     def member_create(self, member):
         # The VIP lookup first: on a cache miss it also learns the pool's
-        # listener, which the port check needs.
+        # listener and load balancer, which the port check needs.
         pool_id = given(member, 'pool_id')
         validation.check_member(member, self._pool_vips(pool_id))
-        validation.check_member_port(member, self._pool_port(pool_id))
+        validation.check_member_port(member, self._member_port(pool_id))
         self._rpc.member_create(payloads.to_payload(member))
 
     def member_update(self, old_member, new_member):
@@ -229,7 +273,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
 
     def member_batch_update(self, pool_id, members):
         vips = self._pool_vips(pool_id)
-        port = self._pool_port(pool_id)
+        port = self._member_port(pool_id)
         for member in members:
             validation.check_member(member, vips)
             validation.check_member_port(member, port)
@@ -239,12 +283,15 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     # --- health monitor ----------------------------------------------------
 
     def health_monitor_create(self, healthmonitor):
-        validation.check_health_monitor(healthmonitor)
+        validation.check_health_monitor(
+            healthmonitor,
+            tier=self._pool_tier(given(healthmonitor, 'pool_id')))
         self._rpc.health_monitor_create(payloads.to_payload(healthmonitor))
 
     def health_monitor_update(self, old_healthmonitor, new_healthmonitor):
-        validation.check_health_monitor(new_healthmonitor,
-                                        old_hm=old_healthmonitor)
+        validation.check_health_monitor(
+            new_healthmonitor, old_hm=old_healthmonitor,
+            tier=self._pool_tier(given(old_healthmonitor, 'pool_id')))
         self._rpc.health_monitor_update(
             payloads.to_payload(old_healthmonitor),
             payloads.to_payload(new_healthmonitor))
@@ -252,25 +299,51 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     def health_monitor_delete(self, healthmonitor):
         self._rpc.health_monitor_delete(payloads.to_payload(healthmonitor))
 
-    # --- L7: not for a Layer 4 dataplane -----------------------------------
+    # --- L7: tier 2 only (L7 service engines) ------------------------------
+
+    def _l7_tier2(self, tier, what):
+        if tier != 2:
+            validation.refuse_l7(what)
 
     def l7policy_create(self, l7policy):
-        validation.refuse_l7('L7 policies')
+        listener_id = given(l7policy, 'listener_id')
+        self._l7_tier2(self._listener_tier(listener_id), 'L7 policies')
+        validation.check_l7policy(l7policy)
+        self._rpc.l7policy_create(payloads.to_payload(l7policy))
+        self._lookup.cache.remember_policy_listener(
+            given(l7policy, 'l7policy_id'), listener_id)
 
     def l7policy_update(self, old_l7policy, new_l7policy):
-        validation.refuse_l7('L7 policies')
+        self._l7_tier2(self._listener_tier(given(old_l7policy,
+                                                 'listener_id')),
+                       'L7 policies')
+        validation.check_l7policy(new_l7policy)
+        self._rpc.l7policy_update(payloads.to_payload(old_l7policy),
+                                  payloads.to_payload(new_l7policy))
 
     def l7policy_delete(self, l7policy):
-        validation.refuse_l7('L7 policies')
+        self._l7_tier2(self._listener_tier(given(l7policy, 'listener_id')),
+                       'L7 policies')
+        self._rpc.l7policy_delete(payloads.to_payload(l7policy))
 
     def l7rule_create(self, l7rule):
-        validation.refuse_l7('L7 rules')
+        self._l7_tier2(self._l7policy_tier(given(l7rule, 'l7policy_id')),
+                       'L7 rules')
+        validation.check_l7rule(l7rule)
+        self._rpc.l7rule_create(payloads.to_payload(l7rule))
 
     def l7rule_update(self, old_l7rule, new_l7rule):
-        validation.refuse_l7('L7 rules')
+        self._l7_tier2(self._l7policy_tier(given(old_l7rule,
+                                                 'l7policy_id')),
+                       'L7 rules')
+        validation.check_l7rule(new_l7rule)
+        self._rpc.l7rule_update(payloads.to_payload(old_l7rule),
+                                payloads.to_payload(new_l7rule))
 
     def l7rule_delete(self, l7rule):
-        validation.refuse_l7('L7 rules')
+        self._l7_tier2(self._l7policy_tier(given(l7rule, 'l7policy_id')),
+                       'L7 rules')
+        self._rpc.l7rule_delete(payloads.to_payload(l7rule))
 
     # --- flavors and availability zones ------------------------------------
 

@@ -4,8 +4,11 @@ Flavor metadata (an operator's flavor profile):
     encapsulation   'ipip' or 'gre'
                     (default: [dsr_provider] default_encapsulation)
     se_group        SE group serving the load balancer
-    tier            1: members are servers
-                    (tier 2, L7 SEs in front of them, is not supported yet)
+    tier            1: members are servers; 2: the L4 SEs steer to L7
+                    service engines (HAProxy, SNAT) that proxy to the
+                    members (docs/tier2.md)
+    l7_se_group     tier 2 only: SE group of the L7 service engines
+                    (default: "<se_group>-l7")
 Availability zone metadata:
     se_group        SE group serving load balancers of the zone
 
@@ -21,8 +24,13 @@ from dsr_provider import opts
 FLAVOR_METADATA = {
     'encapsulation': 'ipip or gre (default ipip)',
     'se_group': 'SE group serving the load balancer',
-    'tier': '1 (members are servers) — tier 2 not yet supported',
+    'tier': '1 (default: L4 DSR, members are servers) or 2 (L4 DSR in '
+            'front of L7 service engines that proxy to the members: HTTP, '
+            'TLS termination, L7 policies, every algorithm)',
+    'l7_se_group': 'tier 2: SE group of the L7 service engines (default '
+                   '"<se_group>-l7")',
 }
+TIERS = (1, 2)
 
 AVAILABILITY_ZONE_METADATA = {
     'se_group': 'SE group serving the load balancers of this availability '
@@ -49,15 +57,22 @@ def _check_keys(metadata, allowed, what):
                 f'{", ".join(sorted(allowed))}.')
 
 
-def _check_se_group(value, what, conf):
+def _check_se_group(value, what, conf, key='se_group'):
     if not isinstance(value, str) or not _SE_GROUP_RE.match(value):
-        _refuse(f'{what} se_group {value!r} is not a valid SE group name: '
+        _refuse(f'{what} {key} {value!r} is not a valid SE group name: '
                 'allowed: 1 to 63 letters, digits, "_", "." or "-", '
                 'starting with a letter or digit.')
     known = conf.dsr_provider.se_groups
     if known and value not in known:
-        _refuse(f'{what} se_group {value!r} is not a configured SE group; '
+        _refuse(f'{what} {key} {value!r} is not a configured SE group; '
                 f'allowed: {", ".join(known)}.')
+
+
+def tier_of(flavor):
+    """The tier a load balancer's flavor metadata asks for (1 or 2);
+    anything else is refused by validate_flavor first."""
+    value = flavor.get('tier', 1) if isinstance(flavor, dict) else 1
+    return 2 if value in (2, '2') and not isinstance(value, bool) else 1
 
 
 def validate_flavor(metadata, conf=None):
@@ -73,12 +88,16 @@ def validate_flavor(metadata, conf=None):
         _check_se_group(metadata['se_group'], 'flavor', conf)
     if 'tier' in metadata:
         value = metadata['tier']
-        if value in (2, '2'):
-            _refuse('flavor tier 2 (L7 service engines in front of the '
-                    'members) is not yet supported by the DSR provider; '
-                    'allowed: 1.')
-        if isinstance(value, bool) or value not in (1, '1'):
-            _refuse(f'flavor tier {value!r} is not supported; allowed: 1.')
+        if isinstance(value, bool) or value not in (1, '1', 2, '2'):
+            _refuse(f'flavor tier {value!r} is not supported; allowed: '
+                    '1 (L4 DSR to the members), 2 (L4 DSR to L7 service '
+                    'engines).')
+    if 'l7_se_group' in metadata:
+        if tier_of(metadata) != 2:
+            _refuse('flavor l7_se_group is only meaningful with tier 2 '
+                    '(allowed: tier 2, or no l7_se_group).')
+        _check_se_group(metadata['l7_se_group'], 'flavor', conf,
+                        key='l7_se_group')
 
 
 def validate_availability_zone(metadata, conf=None):
@@ -94,7 +113,8 @@ def resolve(flavor, availability_zone, conf=None):
 
     flavor and availability_zone are the metadata dicts Octavia passes in
     loadbalancer_create (empty, None or Unset when there is none). Returns
-    {'se_group': str, 'encapsulation': 'ipip'|'gre', 'tier': 1}.
+    {'se_group': str, 'encapsulation': 'ipip'|'gre', 'tier': 1} and, for
+    tier 2, 'l7_se_group': str too.
     """
     conf = opts.register_opts(conf)
     flavor = flavor if isinstance(flavor, dict) else {}
@@ -109,10 +129,20 @@ def resolve(flavor, availability_zone, conf=None):
                 f'se_group {zone_group!r} disagree; a load balancer is '
                 'served by one SE group: use a flavor without se_group or '
                 'the zone of that group.')
-    return {
+    settings = {
         'se_group': (flavor_group or zone_group or
                      conf.dsr_provider.default_se_group),
         'encapsulation': flavor.get(
             'encapsulation', conf.dsr_provider.default_encapsulation),
-        'tier': 1,
+        'tier': tier_of(flavor),
     }
+    if settings['tier'] == 2:
+        l7_group = flavor.get('l7_se_group') or \
+            f'{settings["se_group"]}-l7'
+        _check_se_group(l7_group, 'flavor', conf, key='l7_se_group')
+        if l7_group == settings['se_group']:
+            _refuse(f'flavor l7_se_group {l7_group!r} is the load '
+                    'balancer\'s se_group: the L7 service engines are a '
+                    'group of their own (allowed: any other SE group).')
+        settings['l7_se_group'] = l7_group
+    return settings

@@ -20,6 +20,7 @@ from oslo_config import cfg
 from oslo_log import log as logging
 
 from dsr_provider import driver_agent_client
+from dsr_provider import flavors
 from dsr_provider import opts
 
 LOG = logging.getLogger(__name__)
@@ -81,6 +82,11 @@ class PortCache:
         # in Octavia: no TTL.  (Member address checks need the VIPs.)
         self._lb_vips = collections.OrderedDict()
         self._pool_lb = collections.OrderedDict()
+        # Nor do a load balancer's tier (its flavor), a listener's load
+        # balancer or an L7 policy's listener.
+        self._lb_tier = collections.OrderedDict()
+        self._listener_lb = collections.OrderedDict()
+        self._policy_listener = collections.OrderedDict()
 
     def _trim(self, table):
         while len(table) > self.size:
@@ -110,6 +116,29 @@ class PortCache:
             with self._lock:
                 self._pool_lb[pool_id] = lb_id
                 self._trim(self._pool_lb)
+
+    def remember(self, table_name, key, value):
+        """lb_tier / listener_lb / pool_lb / policy_listener."""
+        if key and value is not None:
+            table = getattr(self, f'_{table_name}')
+            with self._lock:
+                table[key] = value
+                self._trim(table)
+
+    def remember_tier(self, lb_id, tier):
+        self.remember('lb_tier', lb_id, tier)
+
+    def remember_listener_lb(self, listener_id, lb_id):
+        self.remember('listener_lb', listener_id, lb_id)
+
+    def remember_policy_listener(self, policy_id, listener_id):
+        self.remember('policy_listener', policy_id, listener_id)
+
+    def known(self, table_name, key):
+        """lb_tier / listener_lb / pool_lb / policy_listener of key, or
+        None."""
+        with self._lock:
+            return getattr(self, f'_{table_name}').get(key)
 
     def pool_vips(self, pool_id):
         """The VIP addresses of the pool's load balancer, or None."""
@@ -150,6 +179,9 @@ class PortCache:
             self._pool_listener.clear()
             self._lb_vips.clear()
             self._pool_lb.clear()
+            self._lb_tier.clear()
+            self._listener_lb.clear()
+            self._policy_listener.clear()
 
 
 # Shared by every driver instance of the process (octavia-api builds a new
@@ -236,9 +268,49 @@ class OctaviaLookup:
         if lb is UNKNOWN:
             return UNKNOWN
         addresses = vip_addresses(lb)
+        if lb:
+            self.cache.remember_tier(lb_id, flavors.tier_of(lb.get('flavor')))
         self.cache.remember_pool_lb(pool_id, lb_id)
         self.cache.remember_vips(lb_id, addresses)
         return addresses
+
+    # A load balancer's tier (flavor metadata "tier", dsr_provider/
+    # flavors.py) decides what its objects may be.  When it cannot be told
+    # the caller gets UNKNOWN.
+    def lb_tier(self, lb_id):
+        tier = self.cache.known('lb_tier', lb_id)
+        if tier is not None or not lb_id:
+            return tier or UNKNOWN
+        lb = self._get(lib_consts.LOADBALANCERS, lb_id)
+        if lb is UNKNOWN or not lb:
+            return UNKNOWN
+        tier = flavors.tier_of(lb.get('flavor'))
+        self.cache.remember_tier(lb_id, tier)
+        return tier
+
+    def _tier_via(self, table, kind, object_id, parent_key, parent_tier):
+        """The tier of the parent (parent_key) of object_id, a `kind`
+        object; table: the cache's map of that link."""
+        parent = self.cache.known(table, object_id)
+        if parent is None and object_id:
+            obj = self._get(kind, object_id)
+            if obj is UNKNOWN or not obj:
+                return UNKNOWN
+            parent = obj.get(parent_key)
+            self.cache.remember(table, object_id, parent)
+        return parent_tier(parent)
+
+    def listener_tier(self, listener_id):
+        return self._tier_via('listener_lb', lib_consts.LISTENERS,
+                              listener_id, 'loadbalancer_id', self.lb_tier)
+
+    def pool_tier(self, pool_id):
+        return self._tier_via('pool_lb', lib_consts.POOLS, pool_id,
+                              'loadbalancer_id', self.lb_tier)
+
+    def l7policy_tier(self, policy_id):
+        return self._tier_via('policy_listener', lib_consts.L7POLICIES,
+                              policy_id, 'listener_id', self.listener_tier)
 
     def pool_members(self, pool_id):
         """The pool's members (dicts), or UNKNOWN."""

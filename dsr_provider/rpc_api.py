@@ -155,3 +155,24 @@ class ControllerAPI:
 
     def health_monitor_delete(self, healthmonitor):
         self._cast('health_monitor_delete', healthmonitor=healthmonitor)
+
+    # L7 policies and rules (tier 2)
+    def l7policy_create(self, l7policy):
+        self._cast('l7policy_create', l7policy=l7policy)
+
+    def l7policy_update(self, old_l7policy, new_l7policy):
+        self._cast('l7policy_update', old_l7policy=old_l7policy,
+                   new_l7policy=new_l7policy)
+
+    def l7policy_delete(self, l7policy):
+        self._cast('l7policy_delete', l7policy=l7policy)
+
+    def l7rule_create(self, l7rule):
+        self._cast('l7rule_create', l7rule=l7rule)
+
+    def l7rule_update(self, old_l7rule, new_l7rule):
+        self._cast('l7rule_update', old_l7rule=old_l7rule,
+                   new_l7rule=new_l7rule)
+
+    def l7rule_delete(self, l7rule):
+        self._cast('l7rule_delete', l7rule=l7rule)

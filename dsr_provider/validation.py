@@ -25,6 +25,7 @@ from octavia_lib.common import constants as lib_consts
 from oslo_config import cfg
 
 from dsr_provider import octavia_lookup
+from dsr_wire import l7
 from dsr_wire import schema
 
 LISTENER_PROTOCOLS = (lib_consts.PROTOCOL_TCP, lib_consts.PROTOCOL_UDP,
@@ -137,8 +138,8 @@ def check_listener_protocol(protocol):
     if protocol in (lib_consts.PROTOCOL_HTTP, lib_consts.PROTOCOL_HTTPS):
         refuse(f'listener protocol {protocol} is not supported by the DSR '
                f'provider (allowed: {allowed}): {L4_ONLY}. HTTP and HTTPS '
-               'listeners need a tier-2 (L7 service engine) flavor, which '
-               'is not available yet; use TCP.')
+               'listeners need a tier-2 (L7 service engine) flavor; '
+               'or use TCP.')
     refuse(f'listener protocol {protocol} is not supported by the DSR '
            f'provider (allowed: {allowed}): {L4_ONLY}.')
 
@@ -157,8 +158,11 @@ def check_listener_limits(listener):
         _refuse_invalid('listener', exc)
 
 
-def check_listener(listener):
-    """A new listener, or the changed fields of an updated one."""
+def check_listener(listener, tier=1):
+    """A new listener, or the changed fields of an updated one; tier: its
+    load balancer's (flavors.tier_of)."""
+    if tier == 2:
+        return check_listener_tier2(listener)
     if is_given(listener, 'protocol'):
         check_listener_protocol(given(listener, 'protocol'))
 
@@ -198,20 +202,23 @@ def check_listener(listener):
 
 
 def refuse_l7(what):
-    refuse(f'{what} are not supported by the DSR provider (allowed: '
-           f'none): {L4_ONLY}, so it '
+    refuse(f'{what} are not supported on a tier-1 load balancer of the '
+           f'DSR provider (allowed: none): {L4_ONLY}, so it '
            'cannot match, redirect or reject requests. Use one listener '
-           'with a default pool per port.')
+           'with a default pool per port, or a tier-2 flavor (L7 service '
+           'engines behind the L4 SEs).')
 
 
 # --- pool ------------------------------------------------------------------
 
-def check_pool(pool, old_pool=None, listener_protocol=None):
+def check_pool(pool, old_pool=None, listener_protocol=None, tier=1):
     """A new pool (old_pool None) or the changed fields of an updated one.
 
     listener_protocol, when known, is the protocol of the listener the
     pool serves.
     """
+    if tier == 2:
+        return check_pool_tier2(pool, old_pool)
     protocol = given(pool, 'protocol')
     if is_given(pool, 'protocol') and protocol not in POOL_PROTOCOLS:
         refuse(f'pool protocol {protocol} is not supported by the DSR '
@@ -333,10 +340,13 @@ MONITOR_FIELDS = ('type', 'delay', 'timeout', 'max_retries',
                   'expected_codes', 'admin_state_up')
 
 
-def check_health_monitor(hm, old_hm=None):
+def check_health_monitor(hm, old_hm=None, tier=1):
     """A new health monitor (old_hm None) or the changed fields of one,
     checked as the controller will send it to the agents (the merged
     values, expected_codes without spaces)."""
+    if tier == 2 and given(hm, 'type') is not None:
+        _tier2_choice(hm, 'health monitor', 'type', TIER2_MONITOR_TYPES)
+
     def effective(name):
         if is_given(hm, name) or old_hm is None:
             return given(hm, name)
@@ -368,9 +378,11 @@ def _items(value):
     return [] if not value else list(value)
 
 
-def check_graph(lb):
+def check_graph(lb, tier=1):
     """A load balancer created with its listeners, pools, members and
     health monitors in one call."""
+    if tier == 2:
+        return check_graph_tier2(lb)
     check_loadbalancer(lb)
     vips = octavia_lookup.vip_addresses(lb)
     pools = {given(p, 'pool_id'): p for p in _items(given(lb, 'pools'))}
@@ -396,3 +408,135 @@ def check_graph(lb):
         for member in members:
             check_member(member, vips)
         check_pool_ports(pool_id, ports_of_pool.get(pool_id, ()), members)
+
+
+# --- tier 2: L4 DSR in front of L7 service engines (docs/tier2.md) -------
+
+TIER2_LISTENER_PROTOCOLS = l7.LISTENER_PROTOCOLS
+TIER2_POOL_PROTOCOLS = l7.POOL_PROTOCOLS
+TIER2_LB_ALGORITHMS = l7.ALGORITHMS
+TIER2_PERSISTENCE_TYPES = l7.PERSISTENCE_TYPES
+TIER2_MONITOR_TYPES = ('HTTP', 'HTTPS', 'TLS-HELLO', 'TCP', 'UDP-CONNECT')
+TIER2_L7 = ('a tier-2 load balancer is served by HAProxy on its L7 '
+            'service engines, configured from the L7 snapshot '
+            '(dsr_wire/l7.py), which does not carry this')
+_TIER2_UNSUPPORTED_LISTENER = (
+    'client_ca_tls_container_ref', 'client_ca_tls_container_data',
+    'client_crl_container_ref', 'client_crl_container_data',
+    'hsts_max_age', 'hsts_include_subdomains', 'hsts_preload')
+_TIER2_UNSUPPORTED_POOL = ('tls_enabled',
+                           'tls_container_ref', 'tls_container_data',
+                           'ca_tls_container_ref', 'ca_tls_container_data',
+                           'crl_container_ref', 'crl_container_data')
+# Client certificate rules need client authentication, not offered yet.
+_CLIENT_CERT_RULES = ('SSL_CONN_HAS_CERT', 'SSL_VERIFY_RESULT',
+                      'SSL_DN_FIELD')
+
+
+def _tier2_choice(obj, what, name, allowed):
+    """Refuse obj.name when given and not one of allowed."""
+    value = given(obj, name)
+    if is_given(obj, name) and value not in allowed:
+        refuse(f'{what} {name} {value} is not supported on a tier-2 load '
+               f'balancer (allowed: {_join(allowed)}): {TIER2_L7}.')
+
+
+def _tier2_unset(obj, what, names):
+    """Refuse any of names that is set (the L7 snapshot lacks them)."""
+    for name in names:
+        if given(obj, name):
+            refuse(f'{what} {name} is not supported on a tier-2 load '
+                   f'balancer yet (allowed: unset): {TIER2_L7}.')
+
+
+def check_listener_tier2(listener):
+    """A listener of a tier-2 load balancer: what the L7 SEs serve."""
+    _tier2_choice(listener, 'listener', 'protocol', TIER2_LISTENER_PROTOCOLS)
+    check_listener_limits(listener)
+    _tier2_unset(listener, 'listener', _TIER2_UNSUPPORTED_LISTENER)
+    if given(listener, 'client_authentication') is not None:
+        _tier2_choice(listener, 'listener', 'client_authentication',
+                      (lib_consts.CLIENT_AUTH_NONE,))
+    for policy in _items(given(listener, 'l7policies')):
+        check_l7policy(policy)
+
+
+def check_pool_tier2(pool, old_pool=None):
+    _tier2_choice(pool, 'pool', 'protocol', TIER2_POOL_PROTOCOLS)
+    _tier2_choice(pool, 'pool', 'lb_algorithm', TIER2_LB_ALGORITHMS)
+    persistence = given(pool, 'session_persistence')
+    if persistence:
+        _tier2_choice(persistence, 'pool session_persistence', 'type',
+                      TIER2_PERSISTENCE_TYPES)
+        if given(persistence, 'type') == \
+                lib_consts.SESSION_PERSISTENCE_APP_COOKIE and \
+                not given(persistence, 'cookie_name'):
+            refuse('pool session_persistence APP_COOKIE without a '
+                   'cookie_name is not supported (allowed: a cookie_name '
+                   'with APP_COOKIE): HAProxy must know which cookie of '
+                   'the application to follow.')
+    _tier2_unset(pool, 'pool', _TIER2_UNSUPPORTED_POOL)
+
+
+def check_l7policy(policy):
+    """An L7 policy (and its rules) of a tier-2 load balancer, or the
+    changed fields of one."""
+    doc = {'id': given(policy, 'l7policy_id') or 'new'}
+    for name in ('action', 'position', 'redirect_pool_id', 'redirect_url',
+                 'redirect_prefix', 'redirect_http_code',
+                 'admin_state_up'):
+        if given(policy, name) is not None:
+            doc[name] = given(policy, name)
+    doc.setdefault('action', 'REJECT')
+    try:
+        l7._structure('l7policy', doc, '')
+    except schema.Invalid as exc:
+        _refuse_invalid('L7 policy', exc)
+    for rule in _items(given(policy, 'rules')):
+        check_l7rule(rule)
+
+
+def check_l7rule(rule):
+    """An L7 rule of a tier-2 load balancer, or the changed fields of
+    one."""
+    kind = given(rule, 'type')
+    if kind in _CLIENT_CERT_RULES:
+        allowed = [t for t in l7.L7RULE_TYPES if t not in _CLIENT_CERT_RULES]
+        refuse(f'L7 rule type {kind} is not supported on a tier-2 load '
+               f'balancer yet (allowed: {_join(allowed)}): it tests the '
+               'client certificate, and listener client_authentication '
+               'is not offered yet.')
+    doc = {'id': given(rule, 'l7rule_id') or 'new', 'type': 'PATH',
+           'compare_type': 'EQUAL_TO', 'value': '/'}
+    for name in ('type', 'compare_type', 'key', 'value', 'invert',
+                 'admin_state_up'):
+        if given(rule, name) is not None:
+            doc[name] = given(rule, name)
+    try:
+        l7._structure('l7rule', doc, '')
+        if doc['type'] in l7.KEYED_RULE_TYPES and is_given(rule, 'key') \
+                and not doc.get('key'):
+            raise schema.Invalid('key', doc.get('key'),
+                                 f'a non-empty key ({doc["type"]} rules '
+                                 'need one)')
+    except schema.Invalid as exc:
+        _refuse_invalid('L7 rule', exc)
+
+
+def check_graph_tier2(lb):
+    """A tier-2 load balancer created with its graph."""
+    check_loadbalancer(lb)
+    vips = octavia_lookup.vip_addresses(lb)
+    pools = {given(p, 'pool_id'): p for p in _items(given(lb, 'pools'))}
+    for listener in _items(given(lb, 'listeners')):
+        check_listener_tier2(listener)
+        pool = given(listener, 'default_pool')
+        if pool is not None:
+            pools.setdefault(given(pool, 'pool_id'), pool)
+    for pool in pools.values():
+        check_pool_tier2(pool)
+        monitor = given(pool, 'healthmonitor')
+        if monitor:
+            check_health_monitor(monitor, tier=2)
+        for member in _items(given(pool, 'members')):
+            check_member(member, vips)

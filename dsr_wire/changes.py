@@ -33,6 +33,12 @@ controller:
     health_monitor_create(healthmonitor)
     health_monitor_update(old_healthmonitor, new_healthmonitor)
     health_monitor_delete(healthmonitor)
+    l7policy_create(l7policy)                     (tier 2 only)
+    l7policy_update(old_l7policy, new_l7policy)
+    l7policy_delete(l7policy)
+    l7rule_create(l7rule)
+    l7rule_update(old_l7rule, new_l7rule)
+    l7rule_delete(l7rule)
 
 This module is the contract both sides import: the driver publishes with
 dsr_provider/rpc_api.py, the controller listens in
@@ -51,6 +57,8 @@ METHODS = (
     'member_batch_update',
     'health_monitor_create', 'health_monitor_update',
     'health_monitor_delete',
+    'l7policy_create', 'l7policy_update', 'l7policy_delete',
+    'l7rule_create', 'l7rule_update', 'l7rule_delete',
 )
 
 

@@ -54,6 +54,23 @@ def ensure_joined(coordinator, member_id, group, capabilities=b''):
     return True
 
 
+def members(coordinator, group):
+    """{se_id: capabilities (decoded JSON)} of the live members of group
+    (bytes, group_id()); {} when the group does not exist."""
+    result = {}
+    try:
+        ids = coordinator.get_members(group).get()
+    except coordination.GroupNotCreated:
+        return result
+    for member in ids:
+        try:
+            caps = coordinator.get_member_capabilities(group, member).get()
+            result[member.decode()] = json.loads(caps)
+        except (coordination.MemberNotJoined, ValueError):
+            continue
+    return result
+
+
 class Membership:
     def __init__(self, backend_url, se_id, se_group, capabilities):
         self.se_group = se_group
@@ -92,16 +109,14 @@ class Membership:
 
     def members(self):
         """{se_id: capabilities} of the live members of the group."""
-        result = {}
-        ids = self._coordinator.get_members(self._group).get()
-        for member in ids:
-            try:
-                caps = self._coordinator.get_member_capabilities(
-                    self._group, member).get()
-                result[member.decode()] = json.loads(caps)
-            except coordination.MemberNotJoined:
-                continue
-        return result
+        return members(self._coordinator, self._group)
+
+    def update(self, capabilities):
+        """Publish new capabilities (an L7 SE becoming ready, draining);
+        a later re-join uses them too."""
+        self._capabilities = json.dumps(capabilities).encode()
+        self._coordinator.update_capabilities(self._group,
+                                              self._capabilities).get()
 
     def run_watchers(self):
         self._coordinator.run_watchers()

@@ -75,14 +75,19 @@ def _controller_rejections(session):
 
 
 def _pending(session):
-    """{load balancer id: newest generation a pending change waits for}
-    (generation 0: refused whole, waits for no SE)."""
-    result = {}
+    """{SE group: {load balancer id: newest generation of that group a
+    pending change waits for}} (generation 0: refused whole, waits for no
+    SE; a tier-2 change may wait for its L4 group too)."""
+    result = collections.defaultdict(dict)
     for p in session.query(models.PendingStatus):
+        waits = [(p.se_group, p.generation),
+                 (p.also_se_group, p.also_generation)]
         for item in (p.status or {}).get('loadbalancers') or ():
             lb_id = item.get('id')
-            if lb_id and p.generation:
-                result[lb_id] = max(result.get(lb_id, 0), p.generation)
+            for group, generation in waits:
+                if lb_id and group and generation:
+                    known = result[group].get(lb_id, 0)
+                    result[group][lb_id] = max(known, generation)
     return result
 
 
@@ -144,7 +149,7 @@ def _differing(session, se_group, rows, owners, pending, rejected):
     """[{'id': lb, 'reasons': [...]}] of the group's load balancers whose
     desired state is not what its SEs run."""
     reasons = collections.defaultdict(list)
-    for lb_id, generation in pending.items():
+    for lb_id, generation in pending.get(se_group, {}).items():
         behind = [r.se_id for r in rows
                   if (r.applied_generation or 0) < generation]
         refused = [r.se_id for r in rows
@@ -169,8 +174,9 @@ def _differing(session, se_group, rows, owners, pending, rejected):
                 if lb_id is not None:
                     reasons[lb_id].append(f'{reason} (left out by SE '
                                           f'{r.se_id})')
-    in_group = {lb_id for lb_id, in session.query(
-        models.LoadBalancer.id).filter_by(se_group=se_group)}
+    lbs = models.LoadBalancer
+    in_group = {lb_id for lb_id, in session.query(lbs.id).filter(
+        sa.or_(lbs.se_group == se_group, lbs.l7_se_group == se_group))}
     return [{'id': lb_id, 'reasons': reasons[lb_id]}
             for lb_id in sorted(reasons) if lb_id in in_group]
 
@@ -190,6 +196,17 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
         lb_counts = dict(s.query(models.LoadBalancer.se_group,
                                  sa.func.count()).group_by(
                                      models.LoadBalancer.se_group))
+        # Tier 2: load balancers of each L7 group, and the L7 SEs the
+        # leader put in the L4 rings (controller/tier2.py).
+        l7_lb_counts = dict(s.query(models.LoadBalancer.l7_se_group,
+                                    sa.func.count()).group_by(
+                                        models.LoadBalancer.l7_se_group))
+        l7_ses = collections.defaultdict(list)
+        for m in s.query(models.L7SEMember).order_by(
+                models.L7SEMember.se_id):
+            l7_ses[m.l7_se_group].append({
+                'se_id': m.se_id, 'tunnel_addresses': m.tunnel_addresses,
+                'draining': m.draining})
         owners = _owners(s)
         pending = _pending(s)
         rejected = _controller_rejections(s)
@@ -212,12 +229,18 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                     if se_id not in reported]
             abis = {r.se_id: r.ring_abi for r in rows
                     if r.ring_abi is not None}
+            tier2 = group is not None and group.role == 'tier2'
             result.append({
                 'se_group': name,
+                'role': 'tier2' if tier2 else 'tier1',
                 'generation': generation,
                 'published_generation': group.published_generation
                 if group else 0,
-                'load_balancers': lb_counts.get(name, 0),
+                'load_balancers': (l7_lb_counts if tier2 else
+                                   lb_counts).get(name, 0),
+                # L7 groups: the ready L7 SEs in the L4 rings.
+                'l7_ses_in_l4_rings': l7_ses.get(name, []) if tier2
+                else None,
                 'ring_abis': abis,
                 'ring_abi_mismatch': len(set(abis.values())) > 1,
                 'ses': ses,
@@ -227,9 +250,16 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
     return {'generated_at': now, 'se_groups': result}
 
 
+def _no_ready_l7_se(group):
+    """An L7 group serving load balancers with no L7 SE in the rings."""
+    return group.get('l7_ses_in_l4_rings') == [] and \
+        group['load_balancers'] > 0
+
+
 def needs_attention(view):
     return any(g['ring_abi_mismatch'] or g['load_balancers_not_as_desired']
                or any(se['problems'] for se in g['ses'])
+               or _no_ready_l7_se(g)
                for g in view['se_groups'])
 
 
@@ -250,10 +280,19 @@ def _table(rows):
 def render_table(view):
     lines = []
     for g in view['se_groups']:
-        lines.append(f'SE group {g["se_group"]}: generation '
-                     f'{g["generation"]} (published '
+        lines.append(f'SE group {g["se_group"]}'
+                     f'{" (tier-2 L7 group)" if g["role"] == "tier2" else ""}'
+                     f': generation {g["generation"]} (published '
                      f'{g["published_generation"]}), '
                      f'{g["load_balancers"]} load balancer(s)')
+        if g['l7_ses_in_l4_rings'] is not None:
+            ready = ', '.join(
+                f'{m["se_id"]} ' + '/'.join(
+                    a for _f, a in sorted(m['tunnel_addresses'].items()))
+                + (' (draining)' if m['draining'] else '')
+                for m in g['l7_ses_in_l4_rings'])
+            lines.append('  L7 SEs in the L4 rings: ' + (
+                ready or '!! none ready (tier-2 VIPs have no L7 SE)'))
         if g['ring_abi_mismatch']:
             lines.append('  !! RING ABI MISMATCH: ' + ', '.join(
                 f'{se} runs {abi}' for se, abi in sorted(

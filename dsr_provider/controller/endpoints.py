@@ -157,6 +157,32 @@ class ProviderEndpoint:
         self._do('health_monitor_delete', self.store.delete_healthmonitor,
                  _id(healthmonitor, 'healthmonitor_id'))
 
+    # L7 policies and rules (tier 2)
+    def l7policy_create(self, ctxt, l7policy):
+        self._do('l7policy_create', self.store.put_l7policy, l7policy)
+
+    def l7policy_update(self, ctxt, old_l7policy, new_l7policy):
+        merged = dict(old_l7policy)
+        merged.update(new_l7policy)
+        merged.pop('rules', None)
+        self._do('l7policy_update', self.store.put_l7policy, merged)
+
+    def l7policy_delete(self, ctxt, l7policy):
+        self._do('l7policy_delete', self.store.delete_l7policy,
+                 _id(l7policy, 'l7policy_id'))
+
+    def l7rule_create(self, ctxt, l7rule):
+        self._do('l7rule_create', self.store.put_l7rule, l7rule)
+
+    def l7rule_update(self, ctxt, old_l7rule, new_l7rule):
+        merged = dict(old_l7rule)
+        merged.update(new_l7rule)
+        self._do('l7rule_update', self.store.put_l7rule, merged)
+
+    def l7rule_delete(self, ctxt, l7rule):
+        self._do('l7rule_delete', self.store.delete_l7rule,
+                 _id(l7rule, 'l7rule_id'))
+
 
 # What a change's event_type may name.
 CHANGE_METHODS = frozenset(changes.METHODS)

@@ -36,12 +36,17 @@ class SEGroup(Base):
     # The last generation announced to the agents (config_changed).
     published_generation = sa.Column(sa.BigInteger, nullable=False,
                                      default=0)
+    # 'tier2': the L7 SE group of tier-2 load balancers (its agents get the
+    # L7 document, dsr_wire/l7.py); null: an L4 group.
+    role = sa.Column(sa.String(16))
 
 
 class LoadBalancer(Base):
     __tablename__ = 'load_balancers'
     id = sa.Column(sa.String(36), primary_key=True)
     se_group = sa.Column(sa.String(64), nullable=False, index=True)
+    # Tier 2: the SE group of its L7 service engines (null: tier 1).
+    l7_se_group = sa.Column(sa.String(64), index=True)
     doc = sa.Column(JSONText, nullable=False)
     # Why the controller left it out of the snapshot (capacity), or null.
     rejected = sa.Column(sa.Text)
@@ -83,6 +88,36 @@ class HealthMonitor(Base):
     rejected = sa.Column(sa.Text)
 
 
+class L7Policy(Base):
+    __tablename__ = 'l7policies'
+    id = sa.Column(sa.String(36), primary_key=True)
+    listener_id = sa.Column(sa.String(36), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+    rejected = sa.Column(sa.Text)
+
+
+class L7Rule(Base):
+    __tablename__ = 'l7rules'
+    id = sa.Column(sa.String(36), primary_key=True)
+    l7policy_id = sa.Column(sa.String(36), nullable=False, index=True)
+    doc = sa.Column(JSONText, nullable=False)
+    rejected = sa.Column(sa.Text)
+
+
+class L7SEMember(Base):
+    """A ready L7 service engine of an L7 SE group, as the leader last saw
+    it in tooz (controller/tier2.py): the L4 snapshots of the tier-2 load
+    balancers on that group steer to these."""
+
+    __tablename__ = 'l7_se_members'
+    l7_se_group = sa.Column(sa.String(64), primary_key=True)
+    se_id = sa.Column(sa.String(128), primary_key=True)
+    # {"4": address, "6": address}: where the L4 SEs tunnel to.
+    tunnel_addresses = sa.Column(JSONText, nullable=False)
+    # Draining: weight 0 in the L4 rings (no new flows).
+    draining = sa.Column(sa.Boolean, nullable=False)
+
+
 class PendingStatus(Base):
     """A provisioning status owed to Octavia once the agents applied
     `generation` (or rejected it)."""
@@ -91,6 +126,10 @@ class PendingStatus(Base):
     id = sa.Column(sa.Integer, primary_key=True, autoincrement=True)
     se_group = sa.Column(sa.String(64), nullable=False, index=True)
     generation = sa.Column(sa.BigInteger, nullable=False)
+    # Tier 2: a change both SE groups of a load balancer run waits for
+    # the L4 group's agents too (null: one group).
+    also_se_group = sa.Column(sa.String(64))
+    also_generation = sa.Column(sa.BigInteger)
     # Octavia's status document (octavia-lib update_loadbalancer_status).
     status = sa.Column(JSONText, nullable=False)
     # Object whose existence in Octavia's DB must be visible first (the API

@@ -127,19 +127,22 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
     port_refused: ids of members whose Neutron port refused the VIPs.
     """
     out = {}
-    lb_group = {lb.id: lb.se_group for lb in lbs}
+    # A tier-2 load balancer needs its L4 and its L7 group serving.
+    lb_served = {lb.id: lb.se_group in serving_groups and (
+        getattr(lb, 'l7_se_group', None) in (None, *serving_groups))
+        for lb in lbs}
     served_lbs = set()
     for lb in lbs:
         key = ('loadbalancers', lb.id)
         if key in rejected:
             out[key] = ERROR
-        elif lb.se_group not in serving_groups or not _up(lb):
+        elif not lb_served[lb.id] or not _up(lb):
             out[key] = OFFLINE
         else:
             served_lbs.add(lb.id)
 
     def serving(lb_id):
-        return lb_group.get(lb_id) in serving_groups
+        return lb_served.get(lb_id, False)
 
     served_listeners = {}          # pool id -> [listener ids]
     for lst in listeners:

@@ -156,8 +156,9 @@ class Reporter:
                 models.PendingStatus.id).all()
             agents = {}
             for p in pending:
-                if p.se_group not in agents:
-                    agents[p.se_group] = self._agents(s, p.se_group)
+                for group in (p.se_group, p.also_se_group):
+                    if group is not None and group not in agents:
+                        agents[group] = self._agents(s, group)
         # One load balancer's statuses stay in order: a change is reported
         # only with every earlier change of its load balancer.
         by_lb = collections.OrderedDict()
@@ -168,7 +169,7 @@ class Reporter:
             lb_id = _loadbalancer_of(p.status)
             if lb_id in blocked or lb_id in self._held:
                 continue
-            verdict = self._verdict(p, agents[p.se_group])
+            verdict = self._verdict(p, agents)
             if verdict is None:
                 blocked.add(lb_id)
                 continue
@@ -271,23 +272,37 @@ class Reporter:
                               se_id, p.se_group, reason)
 
     def _verdict(self, pending, agents):
-        """ACTIVE, ERROR, or None (not yet)."""
+        """ACTIVE, ERROR, or None (not yet): every group the status waits
+        for (its own; a tier-2 change the L4 SEs run too, also theirs).
+        agents: {se_group: live agents}."""
+        verdicts = [self._group_verdict(pending, pending.se_group,
+                                        pending.generation,
+                                        agents[pending.se_group])]
+        if pending.also_se_group is not None:
+            verdicts.append(self._group_verdict(
+                pending, pending.also_se_group, pending.also_generation or 0,
+                agents[pending.also_se_group]))
+        if ERROR in verdicts:
+            return ERROR
+        if None in verdicts:
+            return None
+        return ACTIVE
+
+    def _group_verdict(self, pending, se_group, generation, agents):
         if not agents:
             # No SE serves the group: the desired state is stored and will
             # be applied when one joins.
             return ACTIVE
         if any(a.rejected_generation is not None and
-               a.rejected_generation >= pending.generation and
-               (a.applied_generation or 0) < pending.generation
+               a.rejected_generation >= generation and
+               (a.applied_generation or 0) < generation
                for a in agents):
             return ERROR
-        if all((a.applied_generation or 0) >= pending.generation
-               for a in agents):
+        if all((a.applied_generation or 0) >= generation for a in agents):
             return ACTIVE
         if time.time() - pending.created_at > self.apply_timeout:
             LOG.error('generation %s of %s not applied by every SE within '
-                      '%s s', pending.generation, pending.se_group,
-                      self.apply_timeout)
+                      '%s s', generation, se_group, self.apply_timeout)
             return ERROR
         return None
 
@@ -360,11 +375,19 @@ class Reporter:
     def report_statistics(self):
         totals = collections.defaultdict(collections.Counter)
         with self.store.db.session() as s:
-            known = {lst.id for lst in s.query(models.Listener)}
+            # listener -> the SE group whose agents count its traffic: a
+            # tier-2 listener's are its L7 SEs (HAProxy, as an amphora);
+            # its L4 SEs see the same connections on their way through.
+            counted_by = {lst.id: lb.l7_se_group or lb.se_group
+                          for lst, lb in s.query(
+                              models.Listener, models.LoadBalancer).join(
+                              models.LoadBalancer,
+                              models.Listener.loadbalancer_id ==
+                              models.LoadBalancer.id)}
             for agent in s.query(models.AgentState):
                 for lid, counters in ((agent.stats or {}).get(
                         'listeners') or {}).items():
-                    if lid in known:
+                    if counted_by.get(lid) == agent.se_group:
                         totals[lid].update(counters)
         if not totals:
             return

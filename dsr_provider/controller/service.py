@@ -35,6 +35,7 @@ from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_provider.controller import tier2
 from dsr_wire import agent_rpc
 from dsr_wire import auth
 from dsr_wire import changes
@@ -82,6 +83,7 @@ class Controller:
         self._stats_thread = None
         self._reporter = None   # the leader's, while leading
         self._neutron = None
+        self._tier2 = None
 
     def _driver_lib(self):
         if self.driver_lib is None:
@@ -132,6 +134,13 @@ class Controller:
         # Members' and SEs' Neutron ports, while leading (None: disabled).
         self._neutron = neutron_sync.start(
             self.conf, self.database, lambda: self.election.leading)
+        # L7 SEs joining and leaving tier-2 load balancers, while leading.
+        notifier = agent_rpc.AgentNotifier(self.transport,
+                                           signer=self.signer)
+        self._tier2 = tier2.start(
+            self.store, tier2.tooz_members(self.coordinator),
+            lambda: reporter_mod.publish_generations(self.store, notifier),
+            lambda: self.election.leading)
 
     def _change_listener(self):
         """Consumer of the driver's changes; no pool, so every controller
@@ -203,6 +212,10 @@ class Controller:
             if thread:
                 thread.join(timeout=10)
         LOG.info('controller %s: reporter stopped', self.controller_id)
+        if self._tier2:
+            thread, stop = self._tier2
+            stop.set()
+            thread.join(timeout=10)
         if self._neutron:
             self._neutron.stop()
         # An idle oslo.messaging listener notices stop() only when its

@@ -21,22 +21,30 @@ import time
 from octavia_lib.common.constants import ACTIVE
 from octavia_lib.common.constants import DELETED
 from octavia_lib.common.constants import ERROR
+from octavia_lib.common.constants import ONLINE
 from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 
+from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
 
 LOG = logging.getLogger(__name__)
 
 _ID_KEYS = {'loadbalancers': 'loadbalancer_id', 'listeners': 'listener_id',
             'pools': 'pool_id', 'members': 'member_id',
-            'healthmonitors': 'healthmonitor_id'}
+            'healthmonitors': 'healthmonitor_id',
+            'l7policies': 'l7policy_id', 'l7rules': 'l7rule_id'}
 _MODELS = {'loadbalancers': models.LoadBalancer,
            'listeners': models.Listener, 'pools': models.Pool,
-           'members': models.Member, 'healthmonitors': models.HealthMonitor}
+           'members': models.Member, 'healthmonitors': models.HealthMonitor,
+           'l7policies': models.L7Policy, 'l7rules': models.L7Rule}
 _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
                  'pools': 'pool', 'members': 'member',
-                 'healthmonitors': 'healthmonitor'}
+                 'healthmonitors': 'healthmonitor', 'l7policies': 'l7policy',
+                 'l7rules': 'l7rule'}
+# Kinds the SEs have no health view of: ONLINE once applied, as Octavia's
+# amphora driver reports them.
+_ONLINE_WHEN_ACTIVE = ('l7policies', 'l7rules')
 
 
 KINDS = tuple(_ID_KEYS)
@@ -57,7 +65,8 @@ def _clean(doc):
     """Drop None values and nested object lists (stored on their own)."""
     return {k: v for k, v in doc.items()
             if v is not None and k not in ('listeners', 'pools', 'members',
-                                           'healthmonitor', 'l7policies')}
+                                           'healthmonitor', 'l7policies',
+                                           'rules')}
 
 
 class Status:
@@ -122,6 +131,9 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
                         failed and item.get('changed')):
                     st = ERROR
                 op = ERROR if st == ERROR else operating.get(key)
+                if op is None and st == ACTIVE and \
+                        kind in _ONLINE_WHEN_ACTIVE:
+                    op = ONLINE
                 if op is not None:
                     entry['operating_status'] = op
             entry['provisioning_status'] = st
@@ -176,6 +188,14 @@ class Store:
         return lb_doc.get('se_group') or self.default_se_group
 
     @staticmethod
+    def l7_group_of(lb_doc):
+        """Tier 2: the SE group of its L7 service engines; else None."""
+        dsr = lb_doc.get('dsr')
+        if isinstance(dsr, dict) and dsr.get('tier') == 2:
+            return dsr.get('l7_se_group')
+        return None
+
+    @staticmethod
     def _locked_group(session, se_group):
         """The group's row, locked until the transaction ends: concurrent
         changes (the controllers' listener threads) must not both read
@@ -194,16 +214,45 @@ class Store:
         return session.get(models.SEGroup, se_group, with_for_update=True,
                            populate_existing=True)
 
-    def _bump(self, session, se_group, status, wait_for=None):
+    def _bump(self, session, se_group, status, wait_for=None, also=None):
+        """also: (SE group, generation) the status waits for as well."""
         group = self._locked_group(session, se_group)
         group.generation += 1
+        if status is None:
+            # A change no Octavia object waits for (L7 SE membership).
+            return group.generation
         # A change refused whole waits for no agent (generation 0 is
         # applied by every agent).
+        settled = status.settled()
+        also_group, also_generation = also or (None, None)
         session.add(models.PendingStatus(
             se_group=se_group,
-            generation=0 if status.settled() else group.generation,
+            generation=0 if settled else group.generation,
+            also_se_group=also_group,
+            also_generation=0 if settled and also else also_generation,
             status=status.doc, wait_for=wait_for, created_at=time.time()))
         return group.generation
+
+    def _bump_lb(self, session, lb, status, wait_for=None, l4=True):
+        """Bump what serves load balancer row `lb`.  Tier 1: its SE group,
+        which owes the status.  Tier 2: the L7 group, which runs every
+        object and owes the status, and (l4: the change touches what the
+        L4 SEs run -- VIPs, listeners) its L4 group too, whose agents the
+        status then also waits for."""
+        if not lb.l7_se_group:
+            return self._bump(session, lb.se_group, status, wait_for)
+        also = None
+        if lb.rejected:
+            # Refused whole: nothing runs it, and its L7 group must not
+            # become one (it may be somebody's L4 group).
+            return self._bump(session, lb.se_group, status, wait_for)
+        if l4:
+            # Traffic flows once both tiers run it: the status waits for
+            # the L4 SEs too.
+            also = (lb.se_group, self._bump(session, lb.se_group, None))
+        group = self._locked_group(session, lb.l7_se_group)
+        group.role = l7_snapshot.ROLE
+        return self._bump(session, lb.l7_se_group, status, wait_for, also)
 
     # ---------------------------------------------------------- capacity
     def limits(self, session, se_group):
@@ -335,7 +384,8 @@ class Store:
         with self._change() as s:
             group = self.se_group_of(lb)
             guard = self._guard(s, group)
-            row = self._put(s, 'loadbalancers', lb, se_group=group)
+            row = self._put(s, 'loadbalancers', lb, se_group=group,
+                            l7_se_group=self.l7_group_of(lb))
             status.add('loadbalancers', row.id)
             for pool in lb.get('pools') or []:
                 self._put_pool_graph(s, row.id, pool, status)
@@ -346,12 +396,42 @@ class Store:
                 default_pool = listener.get('default_pool')
                 if isinstance(default_pool, dict):
                     self._put_pool_graph(s, row.id, default_pool, status)
+                for policy in listener.get('l7policies') or []:
+                    self._put_policy_graph(s, lst.id, policy, status)
             children = [(kind, item['id']) for kind, items in
                         status.doc.items() if kind != 'loadbalancers'
                         for item in items]
             self._admit(s, guard, status,
                         [('loadbalancers', row, children)])
-            return self._bump(s, group, status, ['loadbalancers', row.id])
+            conflict = self._role_conflict(s, row)
+            if conflict and row.rejected is None:
+                LOG.error('loadbalancer %s rejected: %s', row.id, conflict)
+                row.rejected = conflict
+                status.reject('loadbalancers', row.id, conflict)
+                for kind, child_id in children:
+                    status.reject(kind, child_id, f'loadbalancer {row.id} '
+                                  f'rejected: {conflict}')
+            return self._bump_lb(s, row, status, ['loadbalancers', row.id])
+
+    @staticmethod
+    def _role_conflict(session, row):
+        """Why load balancer row cannot be served (an SE group is an L4
+        group or an L7 group, never both), or None."""
+        lbs = models.LoadBalancer
+        others = session.query(lbs).filter(lbs.id != row.id,
+                                           lbs.rejected.is_(None))
+        if row.l7_se_group:
+            if others.filter(lbs.se_group == row.l7_se_group).first():
+                return (f'l7_se_group {row.l7_se_group} serves load '
+                        'balancers as their L4 SE group; an SE group is '
+                        'either L4 or L7 (use another l7_se_group)')
+        l4_group = session.get(models.SEGroup, row.se_group)
+        if (l4_group is not None and l4_group.role == l7_snapshot.ROLE) \
+                or others.filter(lbs.l7_se_group == row.se_group).first():
+            return (f'se_group {row.se_group} is the L7 SE group of tier-2 '
+                    'load balancers; an SE group is either L4 or L7 (use '
+                    'another se_group)')
+        return None
 
     def update_loadbalancer(self, lb):
         status = Status()
@@ -364,22 +444,20 @@ class Store:
             status.add('loadbalancers', row.id)
             # More VIPs multiply its listeners and members.
             self._admit(s, guard, status, [('loadbalancers', row, [])])
-            return self._bump(s, row.se_group, status)
+            return self._bump_lb(s, row, status)
 
     def delete_loadbalancer(self, lb_id, cascade=True):
         status = Status()
         with self._change() as s:
             row = self._lb(s, lb_id)
-            group = row.se_group
             for pool in s.query(models.Pool).filter_by(loadbalancer_id=lb_id):
                 self._delete_pool_rows(s, pool, status)
             for lst in s.query(models.Listener).filter_by(
                     loadbalancer_id=lb_id):
-                status.add('listeners', lst.id, DELETED)
-                s.delete(lst)
+                self._delete_listener_rows(s, lst, status)
             status.add('loadbalancers', lb_id, DELETED)
             s.delete(row)
-            return self._bump(s, group, status)
+            return self._bump_lb(s, row, status)
 
     # --------------------------------------------------------- listeners
     def put_listener(self, listener):
@@ -391,19 +469,27 @@ class Store:
                             loadbalancer_id=lb.id)
             status.add('listeners', row.id)
             status.parent('loadbalancers', lb.id)
+            for policy in listener.get('l7policies') or []:
+                self._put_policy_graph(s, row.id, policy, status)
             self._admit(s, guard, status, [('listeners', row, [])])
-            return self._bump(s, lb.se_group, status,
-                              ['listeners', row.id])
+            return self._bump_lb(s, lb, status, ['listeners', row.id])
 
     def delete_listener(self, listener_id):
         status = Status()
         with self._change() as s:
             row = self._get(s, 'listeners', listener_id)
             lb = self._lb(s, row.loadbalancer_id)
-            status.add('listeners', row.id, DELETED)
+            self._delete_listener_rows(s, row, status)
             status.parent('loadbalancers', lb.id)
-            s.delete(row)
-            return self._bump(s, lb.se_group, status)
+            return self._bump_lb(s, lb, status)
+
+    def _delete_listener_rows(self, session, listener, status):
+        """The listener with its L7 policies and their rules."""
+        for policy in session.query(models.L7Policy).filter_by(
+                listener_id=listener.id):
+            self._delete_policy_rows(session, policy, status)
+        status.add('listeners', listener.id, DELETED)
+        session.delete(listener)
 
     # ------------------------------------------------------------- pools
     def put_pool(self, pool):
@@ -421,7 +507,7 @@ class Store:
                     lst.doc = doc
             self._pool_parents(s, row, status)
             self._admit(s, guard, status, [('pools', row, children)])
-            return self._bump(s, lb.se_group, status, ['pools', row.id])
+            return self._bump_lb(s, lb, status, ['pools', row.id], l4=False)
 
     def delete_pool(self, pool_id):
         status = Status()
@@ -436,7 +522,7 @@ class Store:
                     doc.pop('default_pool_id')
                     lst.doc = doc
             self._delete_pool_rows(s, row, status)
-            return self._bump(s, lb.se_group, status)
+            return self._bump_lb(s, lb, status)
 
     @staticmethod
     def _delete_pool_rows(session, pool, status):
@@ -456,7 +542,7 @@ class Store:
         status.parent('pools', pool.id)
         self._pool_parents(session, pool, status)
         lb = self._lb(session, pool.loadbalancer_id)
-        return self._bump(session, lb.se_group, status, wait_for)
+        return self._bump_lb(session, lb, status, wait_for, l4=False)
 
     def _pool_guard(self, session, pool):
         return self._guard(session, self._lb(session,
@@ -519,11 +605,159 @@ class Store:
             self._admit(s, guard, status, candidates)
             return self._bump_pool(s, pool, status)
 
+    # ------------------------------------------- L7 policies and rules
+    # Tier 2 only (the driver refuses them on tier 1).  Positions follow
+    # Octavia's: a policy put at position p moves the listener's others
+    # down, and the positions stay 1..n.
+    def _put_policy_graph(self, session, listener_id, policy, status):
+        row = self._put(session, 'l7policies', policy,
+                        listener_id=listener_id)
+        status.add('l7policies', row.id)
+        for rule in policy.get('rules') or []:
+            r = self._put(session, 'l7rules', rule, l7policy_id=row.id)
+            status.add('l7rules', r.id)
+        self._renumber(session, listener_id, row)
+        return row
+
+    @staticmethod
+    def _renumber(session, listener_id, moved=None):
+        others = sorted(
+            (p for p in session.query(models.L7Policy).filter_by(
+                listener_id=listener_id)
+             if moved is None or p.id != moved.id),
+            key=lambda p: (p.doc.get('position') or 2 ** 31, p.id))
+        if moved is not None:
+            at = moved.doc.get('position') or len(others) + 1
+            others.insert(max(0, min(at - 1, len(others))), moved)
+        for position, policy in enumerate(others, 1):
+            if policy.doc.get('position') != position:
+                policy.doc = dict(policy.doc, position=position)
+
+    def _policy_parents(self, session, policy, status):
+        """The listener and load balancer rows of a policy row, marked as
+        the parents Octavia locked."""
+        listener = self._get(session, 'listeners', policy.listener_id)
+        lb = self._lb(session, listener.loadbalancer_id)
+        status.parent('listeners', listener.id)
+        status.parent('loadbalancers', lb.id)
+        return lb
+
+    def put_l7policy(self, policy):
+        status = Status()
+        with self._change() as s:
+            listener = self._get(s, 'listeners', policy['listener_id'])
+            row = self._put_policy_graph(s, listener.id, policy, status)
+            lb = self._policy_parents(s, row, status)
+            return self._bump_lb(s, lb, status, ['l7policies', row.id],
+                                 l4=False)
+
+    def delete_l7policy(self, policy_id):
+        status = Status()
+        with self._change() as s:
+            row = self._get(s, 'l7policies', policy_id)
+            lb = self._policy_parents(s, row, status)
+            self._delete_policy_rows(s, row, status)
+            s.flush()
+            self._renumber(s, row.listener_id)
+            return self._bump_lb(s, lb, status, l4=False)
+
+    @staticmethod
+    def _delete_policy_rows(session, policy, status):
+        for rule in session.query(models.L7Rule).filter_by(
+                l7policy_id=policy.id):
+            status.add('l7rules', rule.id, DELETED)
+            session.delete(rule)
+        status.add('l7policies', policy.id, DELETED)
+        session.delete(policy)
+
+    def put_l7rule(self, rule):
+        status = Status()
+        with self._change() as s:
+            policy = self._get(s, 'l7policies', rule['l7policy_id'])
+            row = self._put(s, 'l7rules', rule, l7policy_id=policy.id)
+            status.add('l7rules', row.id)
+            status.parent('l7policies', policy.id)
+            lb = self._policy_parents(s, policy, status)
+            return self._bump_lb(s, lb, status, ['l7rules', row.id],
+                                 l4=False)
+
+    def delete_l7rule(self, rule_id):
+        status = Status()
+        with self._change() as s:
+            row = self._get(s, 'l7rules', rule_id)
+            policy = self._get(s, 'l7policies', row.l7policy_id)
+            status.add('l7rules', row.id, DELETED)
+            status.parent('l7policies', policy.id)
+            lb = self._policy_parents(s, policy, status)
+            s.delete(row)
+            return self._bump_lb(s, lb, status, l4=False)
+
+    # ------------------------------------------------ L7 SE membership
+    def l7_groups(self):
+        """The L7 SE groups: named by tier-2 load balancers, or once were
+        (their members are kept current for the next one)."""
+        with self.db.session() as s:
+            named = {g for (g,) in s.query(
+                models.LoadBalancer.l7_se_group).filter(
+                    models.LoadBalancer.l7_se_group.isnot(None),
+                    models.LoadBalancer.rejected.is_(None))}
+            named.update(g for (g,) in s.query(models.SEGroup.name).filter_by(
+                role=l7_snapshot.ROLE))
+            return sorted(named)
+
+    def l7_members(self, l7_group):
+        """{se_id: {'tunnel_addresses': {...}, 'draining': bool}} as
+        stored (what the L4 snapshots steer to)."""
+        with self.db.session() as s:
+            return {m.se_id: {'tunnel_addresses': m.tunnel_addresses,
+                              'draining': m.draining}
+                    for m in s.query(models.L7SEMember).filter_by(
+                        l7_se_group=l7_group)}
+
+    def set_l7_members(self, l7_group, members):
+        """Make the ready L7 SEs of l7_group exactly `members` ({se_id:
+        {'tunnel_addresses', 'draining'}}).  When that changes the set,
+        an address or a draining flag, every L4 group serving a tier-2
+        load balancer on l7_group gets a new generation, in the same
+        transaction.  Returns the L4 groups bumped ([] when unchanged)."""
+        with self._change() as s:
+            l4_groups = sorted(g for (g,) in s.query(
+                models.LoadBalancer.se_group).filter_by(
+                    l7_se_group=l7_group).distinct())
+            # Lock order: the L4 groups (as every change does), then rows.
+            for group in l4_groups:
+                self._locked_group(s, group)
+            rows = {m.se_id: m for m in s.query(models.L7SEMember)
+                    .filter_by(l7_se_group=l7_group)}
+            stored = {se_id: {'tunnel_addresses': m.tunnel_addresses,
+                              'draining': m.draining}
+                      for se_id, m in rows.items()}
+            if stored == members:
+                return []
+            for se_id, row in rows.items():
+                if se_id not in members:
+                    s.delete(row)
+            for se_id, member in members.items():
+                row = rows.get(se_id)
+                if row is None:
+                    row = models.L7SEMember(l7_se_group=l7_group,
+                                            se_id=se_id)
+                    s.add(row)
+                row.tunnel_addresses = member['tunnel_addresses']
+                row.draining = bool(member['draining'])
+            for group in l4_groups:
+                self._bump(s, group, None)
+            return l4_groups
+
     # ---------------------------------------------------------- snapshot
     def snapshot(self, se_group):
-        """The agent contract's document for an SE group (schema v1)."""
+        """The document an SE group's agents run: an L7 group's is the L7
+        document (dsr_wire/l7.py), any other the agent contract's schema
+        v1, where tier-2 load balancers steer to their L7 SEs."""
         with self.db.session() as s:
             group = s.get(models.SEGroup, se_group)
+            if group is not None and group.role == l7_snapshot.ROLE:
+                return l7_snapshot.document(s, se_group, group.generation)
             lbs = []
             # Rejected objects are left out with everything below them.
             for lb in s.query(models.LoadBalancer).filter_by(
@@ -542,6 +776,8 @@ class Store:
                                                dict) else {}
         encap = dsr.get('encapsulation') or meta.get('encapsulation') \
             or 'ipip'
+        if lb.l7_se_group:
+            return l7_snapshot.l4_load_balancer(s, lb, encap)
 
         pools = {p.id: p for p in s.query(models.Pool).filter_by(
             loadbalancer_id=lb.id, rejected=None)}
@@ -640,13 +876,19 @@ class _Usage:
     controller counts every accepted object, enabled or not, so enabling
     one or a member coming back never takes an SE over its limit.
     Rejected objects count nothing, nor does anything below them.
+    A tier-2 load balancer's L4 listeners have the ready L7 SEs of its L7
+    group as members, whatever its pools hold (those are the L7 SEs').
     """
 
     def __init__(self, session, se_group):
         lb_model = models.LoadBalancer
-        self.vips = {lb.id: len(vip_addresses(lb.doc)) for lb in
-                     session.query(lb_model).filter_by(se_group=se_group,
-                                                       rejected=None)}
+        lbs = session.query(lb_model).filter_by(se_group=se_group,
+                                                rejected=None).all()
+        self.vips = {lb.id: len(vip_addresses(lb.doc)) for lb in lbs}
+        l7_sizes = collections.Counter(
+            g for (g,) in session.query(models.L7SEMember.l7_se_group))
+        self.tier2 = {lb.id: l7_sizes[lb.l7_se_group] for lb in lbs
+                      if lb.l7_se_group}
         in_group = (lb_model.se_group == se_group)
         self.listeners = {
             lst.id: (lst.loadbalancer_id, lst.doc.get('default_pool_id'))
@@ -675,7 +917,11 @@ class _Usage:
                 continue
             vips = self.vips[lb_id]
             listeners += vips
-            if pool_id in self.pools and ('pools', pool_id) not in excluded:
+            if lb_id in self.tier2:
+                members += vips * self.tier2[lb_id]
+                largest_pool = max(largest_pool, self.tier2[lb_id])
+            elif pool_id in self.pools and \
+                    ('pools', pool_id) not in excluded:
                 in_pool = sum(1 for mid in self.members.get(pool_id, ())
                               if ('members', mid) not in excluded)
                 members += vips * in_pool

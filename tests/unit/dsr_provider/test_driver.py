@@ -127,7 +127,7 @@ def test_refused_graph_casts_nothing(dsr, client):
     text = refused(dsr.loadbalancer_create, lb)
     assert 'lb_algorithm ROUND_ROBIN' in text
     refused(dsr.loadbalancer_create,
-            fakes.loadbalancer(flavor={'tier': 2}))
+            fakes.loadbalancer(flavor={'tier': 3}))
     assert client.casts == []
 
 

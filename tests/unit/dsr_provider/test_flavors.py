@@ -31,8 +31,10 @@ def test_supported_flavor_metadata(dsr):
     assert dsr.get_supported_flavor_metadata() == {
         'encapsulation': 'ipip or gre (default ipip)',
         'se_group': 'SE group serving the load balancer',
-        'tier': '1 (members are servers) — tier 2 not yet supported',
+        'tier': flavors.FLAVOR_METADATA['tier'],
+        'l7_se_group': flavors.FLAVOR_METADATA['l7_se_group'],
     }
+    assert '2 (L4 DSR in front of L7' in flavors.FLAVOR_METADATA['tier']
 
 
 def test_supported_availability_zone_metadata(dsr):
@@ -52,7 +54,7 @@ def test_unknown_flavor_key_is_named(dsr):
     text = refused(dsr.validate_flavor, {'encapsulation': 'ipip',
                                          'loadbalancer_topology': 'SINGLE'})
     assert "'loadbalancer_topology'" in text
-    assert 'encapsulation, se_group, tier' in text
+    assert 'encapsulation, l7_se_group, se_group, tier' in text
 
 
 def test_bad_encapsulation_is_named(dsr):
@@ -60,12 +62,45 @@ def test_bad_encapsulation_is_named(dsr):
     assert "encapsulation 'vxlan'" in text and 'ipip, gre' in text
 
 
-def test_tier_2_is_not_yet_supported(dsr):
-    text = refused(dsr.validate_flavor, {'tier': 2})
-    assert 'tier 2' in text and 'not yet supported' in text
-    assert 'allowed: 1' in text
-    assert 'allowed: 1' in refused(dsr.validate_flavor, {'tier': 'gold'})
+def test_tier_2_flavors(dsr):
+    dsr.validate_flavor({'tier': 2})
+    dsr.validate_flavor({'tier': '2', 'se_group': 'edge',
+                         'l7_se_group': 'edge-proxies'})
+    text = refused(dsr.validate_flavor, {'tier': 'gold'})
+    assert "tier 'gold'" in text and 'allowed: 1' in text and '2' in text
     refused(dsr.validate_flavor, {'tier': True})
+    refused(dsr.validate_flavor, {'tier': 3})
+
+
+def test_l7_se_group_is_checked_like_se_group(dsr, conf):
+    text = refused(dsr.validate_flavor, {'tier': 2, 'l7_se_group': 'a b'})
+    assert "l7_se_group 'a b'" in text and 'allowed' in text
+    text = refused(dsr.validate_flavor, {'l7_se_group': 'x'})
+    assert 'l7_se_group' in text and 'tier 2' in text
+    conf.set_override('se_groups', ['edge', 'edge-l7'], group='dsr_provider')
+    dsr.validate_flavor({'tier': 2, 'se_group': 'edge',
+                         'l7_se_group': 'edge-l7'})
+    text = refused(dsr.validate_flavor, {'tier': 2, 'l7_se_group': 'other'})
+    assert "l7_se_group 'other'" in text and 'edge, edge-l7' in text
+
+
+def test_resolve_tier_2(conf):
+    assert flavors.resolve({'tier': 2, 'se_group': 'edge'}, {}) == {
+        'se_group': 'edge', 'encapsulation': 'ipip', 'tier': 2,
+        'l7_se_group': 'edge-l7'}
+    assert flavors.resolve({'tier': '2', 'l7_se_group': 'px'},
+                           {'se_group': 'z'}) == {
+        'se_group': 'z', 'encapsulation': 'ipip', 'tier': 2,
+        'l7_se_group': 'px'}
+    text = refused(flavors.resolve, {'tier': 2, 'se_group': 'a',
+                                     'l7_se_group': 'a'}, {})
+    assert "l7_se_group 'a'" in text and 'allowed' in text
+    # The default L7 group must be configured too when groups are listed.
+    conf.set_override('se_groups', ['edge'], group='dsr_provider')
+    text = refused(flavors.resolve, {'tier': 2, 'se_group': 'edge'}, {})
+    assert "l7_se_group 'edge-l7'" in text
+    assert flavors.resolve({'tier': 1}, {})['tier'] == 1
+    assert 'l7_se_group' not in flavors.resolve({'tier': 1}, {})
 
 
 @pytest.mark.parametrize('group', ['', 'a b', '-x', 'x' * 64, 7, None])

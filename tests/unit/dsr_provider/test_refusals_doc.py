@@ -25,7 +25,7 @@ DOC = REPO / 'docs' / 'refusals.md'
 SOURCE = pathlib.Path(validation.__file__)
 
 # | option cell | ... | `check {"field": value}` |
-_ROW = re.compile(r'^\|(?P<first>[^|]*)\|.*\|\s*`(?P<check>[a-z_]+) '
+_ROW = re.compile(r'^\|(?P<first>[^|]*)\|.*\|\s*`(?P<check>[a-z_0-9]+) '
                   r'(?P<args>\{.*\})`\s*\|\s*$')
 
 
@@ -63,6 +63,14 @@ CHECKS = {
         dm.Member(protocol_port=a['protocol_port']), a['listener_port']),
     'healthmonitor': lambda a: validation.check_health_monitor(
         dm.HealthMonitor(**a)),
+    # A tier-2 load balancer's objects (flavor tier 2).
+    'tier2_listener': lambda a: validation.check_listener(
+        dm.Listener(**a), tier=2),
+    'tier2_pool': lambda a: validation.check_pool(dm.Pool(**a), tier=2),
+    'tier2_healthmonitor': lambda a: validation.check_health_monitor(
+        dm.HealthMonitor(**a), tier=2),
+    'l7policy': lambda a: validation.check_l7policy(dm.L7Policy(**a)),
+    'l7rule': lambda a: validation.check_l7rule(dm.L7Rule(**a)),
 }
 
 

@@ -90,6 +90,14 @@ CASES = [
     ('health_monitor_update', {'old_healthmonitor': {'healthmonitor_id': 'h'},
                                'new_healthmonitor': {'delay': 9}}),
     ('health_monitor_delete', {'healthmonitor': {'healthmonitor_id': 'h'}}),
+    ('l7policy_create', {'l7policy': {'l7policy_id': 'p7'}}),
+    ('l7policy_update', {'old_l7policy': {'l7policy_id': 'p7'},
+                         'new_l7policy': {'position': 2}}),
+    ('l7policy_delete', {'l7policy': {'l7policy_id': 'p7'}}),
+    ('l7rule_create', {'l7rule': {'l7rule_id': 'r7'}}),
+    ('l7rule_update', {'old_l7rule': {'l7rule_id': 'r7'},
+                       'new_l7rule': {'invert': True}}),
+    ('l7rule_delete', {'l7rule': {'l7rule_id': 'r7'}}),
 ]
 
 

@@ -35,12 +35,13 @@ def test_listener_with_only_required_fields_is_accepted():
 
 
 @pytest.mark.parametrize('protocol', ['HTTP', 'HTTPS'])
-def test_http_listeners_are_refused_until_tier2(protocol):
+def test_http_listeners_need_tier2(protocol):
     text = refused(validation.check_listener,
                    fakes.listener(protocol=protocol))
     assert f'listener protocol {protocol}' in text
     assert 'TCP, UDP, SCTP' in text
-    assert 'tier-2' in text and 'not available yet' in text
+    assert 'tier-2' in text and 'flavor' in text
+    validation.check_listener(fakes.listener(protocol=protocol), tier=2)
 
 
 def test_tls_termination_is_refused():

@@ -134,7 +134,7 @@ def test_report_state_drops_malformed_isolation_keys(store):
     ep = endpoints.AgentEndpoint(store)
     ep.report_state({}, 'se1', 'g1', {
         'applied_generation': 3,
-        'rejected_objects': {'l7policies': {'x': 'y'}, 'members': ['m1']},
+        'rejected_objects': {'amphorae': {'x': 'y'}, 'members': ['m1']},
         'limits': {'max_listeners': 'many', 'max_members': -1,
                    'ring_size': True, 'surprise': 3}})
     row = agent_row(store, 'se1')

@@ -1,0 +1,209 @@
+"""The two documents of a tier-2 load balancer (docs/tier2.md).
+
+* In its **L4 group's** snapshot (schema v1, dsr_wire/schema.py, agents
+  unchanged) it has one L4 listener per Octavia listener -- TCP for HTTP,
+  HTTPS, TERMINATED_HTTPS and TCP, UDP for UDP, same port -- whose pool is
+  synthetic: ``l7:<listener id>``, SOURCE_IP_PORT, members the ready L7
+  service engines of its L7 group (``l7se:<se id>@<listener id>``: the
+  agents need member ids unique in the snapshot, and one L7 SE serves
+  every listener; their tunnel address of the VIP's family, weight 0
+  while one drains).  No health monitor: an
+  L7 SE's liveness is its membership (controller/tier2.py).
+* Its **L7 group's** document (dsr_wire/l7.py) carries the Octavia
+  objects as stored, with octavia-lib's field names.
+
+Both are built from the controller's database in the snapshot's session,
+so they match the generation they carry.
+"""
+
+import ipaddress
+
+from oslo_log import log as logging
+
+from dsr_provider.controller import models
+from dsr_wire import l7
+from dsr_wire import schema
+
+LOG = logging.getLogger(__name__)
+
+ROLE = l7.ROLE
+POOL_PREFIX = 'l7:'
+MEMBER_PREFIX = 'l7se:'
+
+
+def _vip_addresses(lb_doc):
+    addresses = [lb_doc['vip_address']] if lb_doc.get('vip_address') else []
+    for extra in lb_doc.get('additional_vips') or []:
+        if extra.get('ip_address'):
+            addresses.append(extra['ip_address'])
+    return addresses
+
+
+def _listeners(session, lb_id):
+    return session.query(models.Listener).filter_by(
+        loadbalancer_id=lb_id, rejected=None).order_by(models.Listener.id)
+
+
+# --------------------------------------------------------------- L4 group
+
+def l7_se_members(session, l7_group, family):
+    """The synthetic pool's members: the ready L7 SEs of l7_group, each at
+    its tunnel address of `family` (4 or 6; the other when it has none)."""
+    members = []
+    other = '6' if family == 4 else '4'
+    for row in session.query(models.L7SEMember).filter_by(
+            l7_se_group=l7_group).order_by(models.L7SEMember.se_id):
+        addresses = row.tunnel_addresses or {}
+        address = addresses.get(str(family)) or addresses.get(other)
+        if not address:
+            continue
+        members.append({'se_id': row.se_id, 'address': address,
+                        'weight': 0 if row.draining else 1,
+                        'admin_state_up': True, 'backup': False})
+    return members
+
+
+def member_id(se_id, listener_id):
+    return f'{MEMBER_PREFIX}{se_id}@{listener_id}'
+
+
+def _l4_member(se_member, listener_id, port):
+    item = dict(se_member, protocol_port=port,
+                id=member_id(se_member['se_id'], listener_id))
+    del item['se_id']
+    return item
+
+
+def l4_load_balancer(session, lb, encap):
+    """The tier-2 load balancer in its L4 group's schema v1 document."""
+    doc = lb.doc
+    vips = _vip_addresses(doc)
+    family = ipaddress.ip_address(vips[0]).version if vips else 4
+    se_members = l7_se_members(session, lb.l7_se_group, family)
+    listeners = []
+    for lst in _listeners(session, lb.id):
+        ldoc = lst.doc
+        port = ldoc['protocol_port']
+        item = {'id': lst.id,
+                'protocol': 'UDP' if ldoc['protocol'] == 'UDP' else 'TCP',
+                'port': port,
+                'admin_state_up': ldoc.get('admin_state_up', True),
+                # Clients outside the allow list are dropped at the L4
+                # SEs already; the L7 SEs check again.
+                'allowed_cidrs': ldoc.get('allowed_cidrs') or [],
+                'pool': {'id': f'{POOL_PREFIX}{lst.id}',
+                         'algorithm': 'SOURCE_IP_PORT', 'encap': encap,
+                         'admin_state_up': True,
+                         'members': [_l4_member(m, lst.id, port)
+                                     for m in se_members]}}
+        if ldoc.get('timeout_client_data') is not None:
+            item['timeout_client_data'] = ldoc['timeout_client_data']
+        listeners.append(item)
+    return {'id': lb.id, 'admin_state_up': doc.get('admin_state_up', True),
+            'vips': [{'address': a} for a in vips], 'listeners': listeners}
+
+
+# --------------------------------------------------------------- L7 group
+
+_LISTENER_FIELDS = ('admin_state_up', 'connection_limit', 'default_pool_id',
+                    'timeout_client_data', 'timeout_member_connect',
+                    'timeout_member_data', 'timeout_tcp_inspect',
+                    'allowed_cidrs', 'insert_headers',
+                    'default_tls_container_ref', 'sni_container_refs')
+_POLICY_FIELDS = ('action', 'position', 'redirect_pool_id', 'redirect_url',
+                  'redirect_prefix', 'redirect_http_code', 'admin_state_up')
+_RULE_FIELDS = ('type', 'compare_type', 'key', 'value', 'invert',
+                'admin_state_up')
+_POOL_FIELDS = ('protocol', 'lb_algorithm', 'admin_state_up')
+_MEMBER_FIELDS = ('address', 'protocol_port', 'weight', 'admin_state_up',
+                  'backup', 'monitor_address', 'monitor_port')
+_MONITOR_FIELDS = ('type', 'delay', 'timeout', 'max_retries',
+                   'max_retries_down', 'http_method', 'url_path',
+                   'expected_codes', 'admin_state_up')
+
+
+def _copy(obj_id, doc, fields):
+    """{'id', field: value} for the fields the document has a value for
+    (the store keeps no None values)."""
+    result = {'id': obj_id}
+    result.update((f, doc[f]) for f in fields if doc.get(f) is not None)
+    return result
+
+
+def _policies(session, listener_id):
+    policies = []
+    for row in session.query(models.L7Policy).filter_by(
+            listener_id=listener_id, rejected=None):
+        item = _copy(row.id, row.doc, _POLICY_FIELDS)
+        item['rules'] = [
+            _copy(r.id, r.doc, _RULE_FIELDS)
+            for r in session.query(models.L7Rule).filter_by(
+                l7policy_id=row.id, rejected=None).order_by(
+                    models.L7Rule.id)]
+        policies.append(item)
+    policies.sort(key=lambda p: (p.get('position', 2 ** 31), p['id']))
+    return policies
+
+
+def _pool(session, row):
+    item = _copy(row.id, row.doc, _POOL_FIELDS)
+    persistence = row.doc.get('session_persistence')
+    item['session_persistence'] = {
+        k: v for k, v in persistence.items()
+        if k in ('type', 'cookie_name', 'persistence_timeout',
+                 'persistence_granularity') and v is not None
+    } if persistence else None
+    item['members'] = [
+        _copy(m.id, m.doc, _MEMBER_FIELDS)
+        for m in session.query(models.Member).filter_by(
+            pool_id=row.id, rejected=None).order_by(models.Member.id)]
+    hm = session.query(models.HealthMonitor).filter_by(
+        pool_id=row.id, rejected=None).first()
+    monitor = None
+    if hm is not None:
+        monitor = _copy(hm.id, hm.doc, _MONITOR_FIELDS)
+        if 'expected_codes' in monitor:
+            monitor['expected_codes'] = schema.normalize_expected_codes(
+                monitor['expected_codes'])
+    item['healthmonitor'] = monitor
+    return item
+
+
+def l7_load_balancer(session, lb):
+    """A tier-2 load balancer as its L7 SEs run it."""
+    pools = [_pool(session, p) for p in session.query(models.Pool).filter_by(
+        loadbalancer_id=lb.id, rejected=None).order_by(models.Pool.id)]
+    pool_ids = {p['id'] for p in pools}
+    listeners = []
+    for lst in _listeners(session, lb.id):
+        item = _copy(lst.id, lst.doc, _LISTENER_FIELDS)
+        item['protocol'] = lst.doc['protocol']
+        item['protocol_port'] = lst.doc['protocol_port']
+        if item.get('default_pool_id') not in pool_ids:
+            item.pop('default_pool_id', None)   # rejected or deleted pool
+        item['l7policies'] = _policies(session, lst.id)
+        listeners.append(item)
+    return {'id': lb.id,
+            'admin_state_up': lb.doc.get('admin_state_up', True),
+            'vips': [{'address': a} for a in _vip_addresses(lb.doc)],
+            'listeners': listeners, 'pools': pools}
+
+
+def document(session, l7_group, generation):
+    """The L7 group's document.  A load balancer the L7 schema rejects is
+    left out (logged) rather than fail the whole group."""
+    lbs = []
+    for lb in session.query(models.LoadBalancer).filter_by(
+            l7_se_group=l7_group, rejected=None).order_by(
+                models.LoadBalancer.id):
+        item = l7_load_balancer(session, lb)
+        try:
+            l7.check_load_balancer(item, f'load balancer {lb.id}')
+        except schema.Invalid as exc:
+            LOG.error('tier-2 load balancer %s left out of L7 group %s: %s',
+                      lb.id, l7_group, exc)
+            continue
+        lbs.append(item)
+    return {'schema_version': l7.SCHEMA_VERSION, 'role': ROLE,
+            'se_group': l7_group, 'generation': generation,
+            'load_balancers': lbs}

@@ -1,0 +1,148 @@
+"""Automatic L7 SE membership of tier-2 load balancers (issue 11).
+
+An L7 service engine's agent joins tooz group ``octavia-dsr.<l7 group>``
+(dsr_wire/membership.py) with capabilities
+
+    {"role": "tier2", "tunnel_addresses": {"4": "...", "6": "..."},
+     "ready": bool, "draining": bool}
+
+and the elected controller watches every L7 group that tier-2 load
+balancers name, every POLL_INTERVAL seconds.  When the ready L7 SEs of a
+group change -- one joins ready, leaves, expires (no heartbeat), stops
+being ready (and is not draining), starts or stops draining, or changes
+its tunnel address --
+the store records the new set and bumps the generation of every L4 group
+serving a tier-2 load balancer on it in the same transaction
+(Store.set_l7_members), and the agents are told at once: the L4 rings
+follow within a poll and a fetch.  Membership is a hint only: what the L4
+SEs run is still the controller's signed snapshot.
+
+A group whose membership cannot be read (backend down) keeps its last
+known set: an outage of the coordination backend must not empty the rings.
+"""
+
+import ipaddress
+import threading
+
+from oslo_log import log as logging
+
+from dsr_wire import membership
+
+LOG = logging.getLogger(__name__)
+
+# Seconds between two looks at the L7 groups (the contract: <= 0.5 s).
+POLL_INTERVAL = 0.5
+ROLE = 'tier2'
+
+
+def _tunnel_addresses(se_id, caps):
+    """{"4": str, "6": str} with the families it has, or None (logged)."""
+    addresses = caps.get('tunnel_addresses')
+    if not isinstance(addresses, dict):
+        return None
+    result = {}
+    for family in ('4', '6'):
+        value = addresses.get(family)
+        if value is None:
+            continue
+        try:
+            address = ipaddress.ip_address(value)
+        except (TypeError, ValueError):
+            address = None
+        if address is None or str(address.version) != family:
+            LOG.warning('L7 SE %s: tunnel_addresses[%r] %r is not an IPv%s '
+                        'address; left out', se_id, family, value, family)
+            continue
+        result[family] = str(address)
+    return result or None
+
+
+def ready_members(capabilities):
+    """{se_id: capabilities} of a group's live members -> the L7 SEs of
+    the L4 pools, {se_id: {'tunnel_addresses': {...}, 'draining': bool}}:
+    the ready ones, and the draining ones (weight 0: no new flows, while
+    the L4 SEs' connection tables keep the established ones there; the L7
+    agent says ready false while it drains).  Members of another role (a
+    tier-1 agent in the wrong group), neither ready nor draining, or
+    without a usable tunnel address are not members of the L4 pools."""
+    result = {}
+    for se_id, caps in capabilities.items():
+        if not isinstance(caps, dict) or caps.get('role') != ROLE or (
+                caps.get('ready') is not True and
+                caps.get('draining') is not True):
+            continue
+        addresses = _tunnel_addresses(se_id, caps)
+        if addresses is None:
+            continue
+        result[se_id] = {'tunnel_addresses': addresses,
+                         'draining': caps.get('draining') is True}
+    return result
+
+
+def tooz_members(coordinator):
+    """members_of(l7_group) reading the live members from tooz."""
+    def members_of(l7_group):
+        return membership.members(coordinator,
+                                  membership.group_id(l7_group))
+    return members_of
+
+
+class MembershipWatcher:
+    def __init__(self, store, members_of, on_change=None):
+        """members_of(l7_group) -> {se_id: capabilities}; on_change(): a
+        generation was bumped (tell the agents now)."""
+        self.store = store
+        self.members_of = members_of
+        self.on_change = on_change
+        self._failing = set()
+
+    def run_once(self):
+        """One look at every L7 group; returns the L4 groups bumped."""
+        bumped = []
+        for l7_group in self.store.l7_groups():
+            try:
+                members = ready_members(self.members_of(l7_group))
+            except Exception as exc:  # noqa: BLE001 -- backend errors
+                if l7_group not in self._failing:
+                    LOG.warning('L7 group %s: membership unreadable (%s); '
+                                'its L4 pools keep their L7 SEs', l7_group,
+                                exc)
+                self._failing.add(l7_group)
+                continue
+            self._failing.discard(l7_group)
+            groups = self.store.set_l7_members(l7_group, members)
+            if groups:
+                LOG.info('L7 group %s: ready L7 SEs now %s (draining: %s); '
+                         'L4 group(s) %s get a new generation', l7_group,
+                         sorted(members) or 'none',
+                         sorted(s for s, m in members.items()
+                                if m['draining']) or 'none',
+                         ', '.join(groups))
+                bumped.extend(groups)
+        if bumped and self.on_change is not None:
+            self.on_change()
+        return bumped
+
+    def run(self, stop, leading, interval=POLL_INTERVAL):
+        """Until stop (threading.Event) is set: a look every interval
+        while leading() is true."""
+        while not stop.wait(interval):
+            if not leading():
+                continue
+            try:
+                self.run_once()
+            except Exception:  # noqa: BLE001 -- keep watching
+                LOG.exception('L7 membership round failed; retrying')
+
+
+def start(store, members_of, on_change, leading, interval=POLL_INTERVAL):
+    """The watcher in a thread of its own (the reporter's round can take
+    seconds on a slow Octavia; membership must not wait for it).  Returns
+    (thread, stop event)."""
+    stop = threading.Event()
+    watcher = MembershipWatcher(store, members_of, on_change)
+    thread = threading.Thread(target=watcher.run,
+                              args=(stop, leading, interval),
+                              name='tier2-membership', daemon=True)
+    thread.start()
+    return thread, stop

@@ -1,0 +1,134 @@
+"""Automatic L7 SE membership through a real dsr-controller (MariaDB, a
+private RabbitMQ vhost, Redis with a private tooz namespace): L7 SEs join
+tooz group octavia-dsr.<l7 group> as the contract says, and the L4 group's
+snapshot -- what get_config serves the L4 SEs -- lists a ready one within
+2 s, gives a draining one weight 0 and drops one that leaves or dies (its
+heartbeat expires: membership_timeout 1 s)."""
+
+import json
+import os
+import signal
+import sys
+import textwrap
+import time
+
+import pytest
+
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import models
+from dsr_provider.controller import store as store_mod
+from dsr_wire import membership
+from tests.functional.dsr_provider.controller.test_controller_runtime \
+    import FreshDeployment
+from tests.unit.dsr_provider.controller.test_store_tier2 import graph
+from tests.unit.dsr_provider.controller.test_store_tier2 import L4
+from tests.unit.dsr_provider.controller.test_store_tier2 import L7G
+from tools.lab import agent_lab
+from tools.lab import netns
+
+BOUND = 2.0     # issue 11: L4 rings follow L7 SE join/leave within 2 s
+
+
+def caps(address, ready=True, draining=False):
+    return {'role': 'tier2', 'tunnel_addresses': {'4': address},
+            'ready': ready, 'draining': draining}
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    dep = FreshDeployment(str(tmp_path))
+    try:
+        dep.prepare()
+        upgrade = dep.db_manage('upgrade')
+        out = upgrade.communicate(timeout=300)
+        assert upgrade.returncode == 0, out
+        yield dep
+    finally:
+        dep.close()
+
+
+def _members(store):
+    """{member id: weight} of listener l2's pool in the L4 snapshot."""
+    (lb,) = store.snapshot(L4)['load_balancers']
+    pool = {lst['id']: lst for lst in lb['listeners']}['l2']['pool']
+    return {m['id']: m['weight'] for m in pool['members']}
+
+
+def _timed(predicate, bound, what, started=None):
+    """Seconds from started (default: now) until predicate() holds; fails
+    past bound."""
+    started = time.monotonic() if started is None else started
+    netns.wait_for(predicate, bound - (time.monotonic() - started), what)
+    return time.monotonic() - started
+
+
+_MEMBER = textwrap.dedent('''
+    import json, sys, threading
+    from dsr_wire import membership
+    m = membership.Membership(sys.argv[1], sys.argv[2], sys.argv[3],
+                              json.loads(sys.argv[4]))
+    m.start()
+    print('joined', flush=True)
+    threading.Event().wait()
+''')
+
+
+def test_l7_ses_join_drain_leave_and_expire(deployment):
+    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
+    store.create_loadbalancer(graph())
+    ctl = deployment.launch('ctl1')
+    ctl.wait_for_line(r'^READY', 180)
+    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
+                   'the controller leading')
+    url = f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    measured = {}
+    se_a = membership.Membership(url, 'se-a', L7G, caps('198.51.100.1'))
+    try:
+        se_a.start()
+        measured['join'] = _timed(
+            lambda: _members(store) == {'l7se:se-a@l2': 1}, BOUND,
+            'se-a in the L4 pool')
+
+        # As the L7 agent drains: ready false, draining true.
+        se_a.update(caps('198.51.100.1', ready=False, draining=True))
+        measured['drain'] = _timed(
+            lambda: _members(store) == {'l7se:se-a@l2': 0}, BOUND,
+            'se-a at weight 0')
+
+        se_a.update(caps('198.51.100.1', ready=False))
+        measured['not ready'] = _timed(
+            lambda: _members(store) == {}, BOUND, 'se-a out (not ready)')
+        se_a.update(caps('198.51.100.1'))
+        netns.wait_for(lambda: _members(store) == {'l7se:se-a@l2': 1},
+                       BOUND, 'se-a back')
+    finally:
+        left = time.monotonic()
+        se_a.stop()
+    measured['leave'] = _timed(lambda: _members(store) == {}, BOUND,
+                               'se-a left the L4 pool', started=left)
+
+    # An L7 SE that dies says nothing: its heartbeat expires (1 s).
+    proc = netns.Proc([sys.executable, '-c', _MEMBER, url, 'se-b', L7G,
+                       json.dumps(caps('198.51.100.2'))],
+                      cwd=os.getcwd())
+    proc.wait_for_line('^joined', 60)
+    netns.wait_for(lambda: _members(store) == {'l7se:se-b@l2': 1}, BOUND,
+                   'se-b in the L4 pool')
+    killed = time.monotonic()
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    measured['expiry'] = _timed(lambda: _members(store) == {},
+                                BOUND + 1.0, 'se-b expired from the pool',
+                                started=killed)
+    print('L7 SE membership -> L4 snapshot (s):',
+          {k: round(v, 2) for k, v in measured.items()})
+    # Every change was a new L4 generation, and the agents were told.
+    log = deployment.log('ctl1')
+    assert log.count(f'L7 group {L7G}: ready L7 SEs now') >= 7, log[-3000:]
+
+    def told():
+        with store.db.session() as s:
+            group = s.get(models.SEGroup, L4)
+            return group.published_generation == group.generation >= 8
+    netns.wait_for(told, BOUND, 'config_changed published')
+    store.db.engine.dispose()

@@ -1,0 +1,472 @@
+"""Tier 2 in the controller's store: a tier-2 load balancer in its L4
+group's snapshot (synthetic pools of ready L7 SEs, parsed by the agents'
+own parser), its L7 group's document (dsr_wire/l7.py), L7 policies and
+rules with Octavia's positions and cascades, statuses owed once the L7 SEs
+applied the change."""
+
+from amphora_agent import snapshot as snapshot_mod
+from dsr_provider.controller import endpoints
+from dsr_provider.controller import models
+from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
+from dsr_wire import l7
+from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
+from tests.unit.dsr_provider.controller.test_store import graph as graph1
+from tests.unit.dsr_provider.controller.test_store import pending
+from tests.unit.dsr_provider import fakes
+
+L4, L7G = 'edge', 'edge-l7'
+
+
+def graph():
+    """lb2 (tier 2, IPv4 and IPv6 VIPs): HTTP listener l2 (port 80, an
+    L7 policy with a rule) -> pool p2 (ROUND_ROBIN, cookie persistence,
+    members on 8080, one backup, HTTP monitor); UDP listener l3."""
+    return {
+        'loadbalancer_id': 'lb2', 'vip_address': '192.0.2.20',
+        'additional_vips': [{'ip_address': '2001:db8:f::20'}],
+        'admin_state_up': True, 'flavor': {'tier': 2, 'se_group': L4},
+        'dsr': {'se_group': L4, 'encapsulation': 'gre', 'tier': 2,
+                'l7_se_group': L7G},
+        'listeners': [{
+            'listener_id': 'l2', 'loadbalancer_id': 'lb2',
+            'protocol': 'HTTP', 'protocol_port': 80,
+            'default_pool_id': 'p2', 'admin_state_up': True,
+            'connection_limit': 100, 'timeout_client_data': 50000,
+            'timeout_member_connect': 5000, 'timeout_member_data': 50000,
+            'timeout_tcp_inspect': 0, 'allowed_cidrs': None,
+            'insert_headers': {'X-Forwarded-For': 'true'},
+            'default_tls_container_ref': None, 'sni_container_refs': [],
+            'l7policies': [{
+                'l7policy_id': 'pol1', 'listener_id': 'l2',
+                'action': 'REDIRECT_TO_URL', 'position': 1,
+                'redirect_url': 'http://example.com/',
+                'redirect_http_code': 302, 'admin_state_up': True,
+                'rules': [{'l7rule_id': 'r1', 'l7policy_id': 'pol1',
+                           'type': 'PATH', 'compare_type': 'STARTS_WITH',
+                           'value': '/old', 'invert': False,
+                           'key': None, 'admin_state_up': True}]}]}, {
+            'listener_id': 'l3', 'loadbalancer_id': 'lb2',
+            'protocol': 'UDP', 'protocol_port': 53,
+            'admin_state_up': True, 'l7policies': []}],
+        'pools': [{
+            'pool_id': 'p2', 'loadbalancer_id': 'lb2', 'listener_id': 'l2',
+            'lb_algorithm': 'ROUND_ROBIN', 'protocol': 'HTTP',
+            'admin_state_up': True,
+            'session_persistence': {'type': 'HTTP_COOKIE',
+                                    'cookie_name': None},
+            'healthmonitor': {'healthmonitor_id': 'hm2', 'pool_id': 'p2',
+                              'type': 'HTTP', 'delay': 5, 'timeout': 3,
+                              'max_retries': 2, 'http_method': 'GET',
+                              'url_path': '/', 'expected_codes': '200, 202'},
+            'members': [{'member_id': 'm21', 'pool_id': 'p2',
+                         'address': '198.19.1.2', 'protocol_port': 8080,
+                         'weight': 1, 'admin_state_up': True,
+                         'backup': False},
+                        {'member_id': 'm22', 'pool_id': 'p2',
+                         'address': '198.19.2.2', 'protocol_port': 8081,
+                         'weight': 1, 'admin_state_up': True,
+                         'backup': True}]}]}
+
+
+L7SE = {'se-a': {'tunnel_addresses': {'4': '198.51.100.1',
+                                      '6': '2001:db8:7::1'},
+                 'draining': False},
+        'se-b': {'tunnel_addresses': {'6': '2001:db8:7::2'},
+                 'draining': True}}
+
+
+def make_reporter(store, live):
+    """(driver lib, Reporter) with tooz membership stood in by live:
+    {se_group: SE ids} (read at every call)."""
+    lib = FakeDriverLib()
+    return lib, reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                      lambda group: live.get(group, set()))
+
+
+def l4_listeners(store):
+    snap = snapshot_mod.parse(store.snapshot(L4))   # the agents' parser
+    assert snap.rejected == {}                      # nothing left out
+    (lb,) = snap.load_balancers
+    return snap, {lst.id: lst for lst in lb.listeners}
+
+
+def test_l4_snapshot_steers_to_the_ready_l7_ses(store):
+    store.create_loadbalancer(graph())
+    snap, listeners = l4_listeners(store)
+    assert [(i, lst.protocol, lst.port) for i, lst in
+            sorted(listeners.items())] == [('l2', 'TCP', 80),
+                                           ('l3', 'UDP', 53)]
+    pool = listeners['l2'].pool
+    assert pool.id == 'l7:l2' and pool.algorithm == 'SOURCE_IP_PORT'
+    assert pool.encap == 'gre' and pool.members == ()
+    assert pool.health_monitor is None
+    before = snap.generation
+
+    assert store.set_l7_members(L7G, L7SE) == [L4]
+    snap, listeners = l4_listeners(store)
+    assert snap.generation == before + 1
+    members = [(m.id, str(m.address), m.protocol_port, m.weight)
+               for m in listeners['l2'].pool.members]
+    # The VIP is IPv4: se-a's IPv4 tunnel address; se-b has IPv6 only;
+    # se-b drains: weight 0.
+    assert members == [('l7se:se-a@l2', '198.51.100.1', 80, 1),
+                       ('l7se:se-b@l2', '2001:db8:7::2', 80, 0)]
+    # Member ids are unique in the snapshot (the agents leave duplicates
+    # out): one L7 SE is a member of every listener's pool.
+    assert [(m.id, m.protocol_port) for m in listeners['l3'].pool.members
+            ] == [('l7se:se-a@l3', 53), ('l7se:se-b@l3', 53)]
+    # The same set again changes nothing.
+    assert store.set_l7_members(L7G, dict(L7SE)) == []
+    assert store.snapshot(L4)['generation'] == snap.generation
+    # se-a leaves.
+    assert store.set_l7_members(L7G, {'se-b': L7SE['se-b']}) == [L4]
+    _, listeners = l4_listeners(store)
+    assert [m.id for m in listeners['l2'].pool.members] == ['l7se:se-b@l2']
+
+
+def test_tier1_load_balancers_are_untouched(store):
+    store.create_loadbalancer(graph1())
+    store.create_loadbalancer(dict(graph(), dsr=dict(graph()['dsr'],
+                                                     se_group='g1')))
+    store.set_l7_members(L7G, L7SE)
+    snap = snapshot_mod.parse(store.snapshot('g1'))
+    assert snap.rejected == {}
+    lbs = {lb.id: lb for lb in snap.load_balancers}
+    assert [m.id for m in lbs['lb1'].listeners[0].pool.members] == [
+        'm1', 'm2']
+    assert lbs['lb2'].listeners[0].pool.id == 'l7:l2'
+    assert store.l7_groups() == [L7G]
+
+
+def test_l7_document(store):
+    store.create_loadbalancer(graph())
+    doc = store.snapshot(L7G)
+    l7.check_document(doc)        # the L7 agents' own validation
+    assert doc['role'] == 'tier2' and doc['se_group'] == L7G
+    (lb,) = doc['load_balancers']
+    assert [v['address'] for v in lb['vips']] == ['192.0.2.20',
+                                                  '2001:db8:f::20']
+    listener = {i['id']: i for i in lb['listeners']}['l2']
+    assert listener['protocol'] == 'HTTP' and listener['protocol_port'] == 80
+    assert listener['connection_limit'] == 100
+    assert listener['insert_headers'] == {'X-Forwarded-For': 'true'}
+    assert listener['default_pool_id'] == 'p2'
+    (policy,) = listener['l7policies']
+    assert policy == {
+        'id': 'pol1', 'action': 'REDIRECT_TO_URL', 'position': 1,
+        'redirect_url': 'http://example.com/', 'redirect_http_code': 302,
+        'admin_state_up': True,
+        'rules': [{'id': 'r1', 'type': 'PATH', 'compare_type': 'STARTS_WITH',
+                   'value': '/old', 'invert': False,
+                   'admin_state_up': True}]}
+    (pool,) = lb['pools']
+    assert pool['lb_algorithm'] == 'ROUND_ROBIN'
+    assert pool['session_persistence'] == {'type': 'HTTP_COOKIE'}
+    assert [(m['id'], m['protocol_port'], m['backup'])
+            for m in pool['members']] == [('m21', 8080, False),
+                                          ('m22', 8081, True)]
+    assert pool['healthmonitor']['expected_codes'] == '200,202'
+    # An L4 agent asking for the L4 group never gets the L7 document.
+    assert 'role' not in store.snapshot(L4)
+
+
+def test_changes_bump_the_l7_group_and_owe_their_status_there(store):
+    gen = store.create_loadbalancer(graph())
+    with store.db.session() as s:
+        groups = {g.name: (g.generation, g.role)
+                  for g in s.query(models.SEGroup)}
+    assert groups == {L4: (1, None), L7G: (1, 'tier2')}
+    ((st_gen, status),) = pending(store)
+    assert st_gen == gen
+    with store.db.session() as s:
+        assert [p.se_group for p in s.query(models.PendingStatus)] == [L7G]
+    assert sorted(i['id'] for i in status['l7policies']) == ['pol1']
+    assert sorted(i['id'] for i in status['l7rules']) == ['r1']
+    # A member change is the L7 SEs' alone: the L4 group keeps its
+    # generation.
+    store.put_member({'member_id': 'm23', 'pool_id': 'p2',
+                      'address': '198.19.3.2', 'protocol_port': 9000})
+    assert store.snapshot(L4)['generation'] == 1
+    assert store.snapshot(L7G)['generation'] == 2
+    # A listener change is both groups'.
+    store.put_listener({'listener_id': 'l4', 'loadbalancer_id': 'lb2',
+                        'protocol': 'TERMINATED_HTTPS',
+                        'protocol_port': 443,
+                        'default_tls_container_ref': 'ref-1'})
+    assert store.snapshot(L4)['generation'] == 2
+    assert store.snapshot(L7G)['generation'] == 3
+    l7.check_document(store.snapshot(L7G))
+
+
+def policy(policy_id, position, **kw):
+    doc = {'l7policy_id': policy_id, 'listener_id': 'l2',
+           'action': 'REJECT', 'position': position, 'admin_state_up': True}
+    doc.update(kw)
+    return doc
+
+
+def positions(store):
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    listener = {i['id']: i for i in lb['listeners']}['l2']
+    return [(p['id'], p['position']) for p in listener['l7policies']]
+
+
+def test_l7_policy_positions_follow_octavia(store):
+    store.create_loadbalancer(graph())
+    store.put_l7policy(policy('pol2', 1))          # inserted first
+    assert positions(store) == [('pol2', 1), ('pol1', 2)]
+    store.put_l7policy(policy('pol3', 99))         # past the end: last
+    assert positions(store) == [('pol2', 1), ('pol1', 2), ('pol3', 3)]
+    store.put_l7policy(policy('pol3', 2))          # moved
+    assert positions(store) == [('pol2', 1), ('pol3', 2), ('pol1', 3)]
+    store.delete_l7policy('pol2')
+    assert positions(store) == [('pol3', 1), ('pol1', 2)]
+    l7.check_document(store.snapshot(L7G))
+
+
+def test_l7_policy_and_rule_statuses_and_cascades(store):
+    store.create_loadbalancer(graph())
+    store.put_l7policy(policy('pol2', 2, action='REDIRECT_TO_POOL',
+                              redirect_pool_id='p2', rules=[{
+                                  'l7rule_id': 'r2', 'l7policy_id': 'pol2',
+                                  'type': 'HOST_NAME',
+                                  'compare_type': 'EQUAL_TO',
+                                  'value': 'www.example.com'}]))
+    store.put_l7rule({'l7rule_id': 'r3', 'l7policy_id': 'pol2',
+                      'type': 'HEADER', 'compare_type': 'CONTAINS',
+                      'key': 'User-Agent', 'value': 'curl'})
+    _, create, rule = pending(store)
+    assert {k: [(i['id'], i['changed']) for i in v]
+            for k, v in create[1].items()} == {
+        'l7policies': [('pol2', True)], 'l7rules': [('r2', True)],
+        'listeners': [('l2', False)], 'loadbalancers': [('lb2', False)]}
+    assert {k: [(i['id'], i['changed']) for i in v]
+            for k, v in rule[1].items()} == {
+        'l7rules': [('r3', True)], 'l7policies': [('pol2', False)],
+        'listeners': [('l2', False)], 'loadbalancers': [('lb2', False)]}
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    pol2 = lb['listeners'][0]['l7policies'][1]
+    assert [r['id'] for r in pol2['rules']] == ['r2', 'r3']
+    store.delete_l7rule('r2')
+    store.delete_listener('l2')
+    deleted = pending(store)[-1][1]
+    assert {k: sorted(i['id'] for i in v
+                      if i['provisioning_status'] == 'DELETED')
+            for k, v in deleted.items()} == {
+        'l7policies': ['pol1', 'pol2'], 'l7rules': ['r1', 'r3'],
+        'listeners': ['l2'], 'loadbalancers': []}
+    with store.db.session() as s:
+        assert s.query(models.L7Policy).count() == 0
+        assert s.query(models.L7Rule).count() == 0
+    store.delete_loadbalancer('lb2')
+    assert store.snapshot(L7G)['load_balancers'] == []
+    assert store.snapshot(L4)['load_balancers'] == []
+
+
+def test_endpoint_merges_l7_updates(store):
+    store.create_loadbalancer(graph())
+    ep = endpoints.ProviderEndpoint(store)
+    old = policy('pol1', 1, action='REDIRECT_TO_URL',
+                 redirect_url='http://example.com/', rules=[])
+    ep.l7policy_update({}, old, {'redirect_url': 'http://b.example/'})
+    ep.l7rule_update({}, {'l7rule_id': 'r1', 'l7policy_id': 'pol1',
+                          'type': 'PATH', 'compare_type': 'STARTS_WITH',
+                          'value': '/old'}, {'invert': True})
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    (pol,) = lb['listeners'][0]['l7policies']
+    assert pol['redirect_url'] == 'http://b.example/'
+    # Rules are not dropped by a policy update.
+    assert [(r['id'], r['invert']) for r in pol['rules']] == [('r1', True)]
+    ep.l7rule_delete({}, {'l7rule_id': 'r1'})
+    ep.l7policy_delete({}, {'l7policy_id': 'pol1'})
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    assert lb['listeners'][0]['l7policies'] == []
+
+
+def test_status_is_active_once_the_l7_ses_applied_it(store):
+    """Through the reporter: the L7 group's live agents must have applied
+    the generation; L7 policies and rules go ONLINE with it."""
+    lib, reporter = make_reporter(store, {L4: {'l4se'}, L7G: {'l7se'}})
+    store.create_loadbalancer(graph())
+    store.record_agent('l4se', L4, applied_generation=1)
+    reporter.run_once()
+    assert not any('l7policies' in st for st in lib.statuses)
+    # A listener (both tiers run it) waits for the L4 SEs too.
+    store.record_agent('l4se', L4, applied_generation=0)
+    store.record_agent('l7se', L7G, applied_generation=1)
+    reporter.run_once()
+    assert not any('l7policies' in st for st in lib.statuses)
+    store.record_agent('l4se', L4, applied_generation=1)
+    reporter.run_once()
+    (status,) = [st for st in lib.statuses if 'l7policies' in st]
+    assert status['l7policies'] == [{'id': 'pol1',
+                                     'provisioning_status': 'ACTIVE',
+                                     'operating_status': 'ONLINE'}]
+    assert status['l7rules'][0]['operating_status'] == 'ONLINE'
+    assert {i['provisioning_status'] for items in status.values()
+            for i in items} == {'ACTIVE'}
+
+
+def test_octavia_status_deleted_l7_objects_have_no_operating_status():
+    st = store_mod.Status()
+    st.add('l7policies', 'p', 'DELETED')
+    assert store_mod.octavia_status(st.doc) == {
+        'l7policies': [{'id': 'p', 'provisioning_status': 'DELETED'}]}
+
+
+def test_a_tier2_lb_is_online_only_with_both_groups_serving(store):
+    """Operating status through the reporter's view: the L4 SEs alone do
+    not serve a tier-2 load balancer."""
+    live = {L4: {'l4se'}, L7G: set()}
+    _, reporter = make_reporter(store, live)
+    store.create_loadbalancer(graph())
+    operating = reporter._view().operating
+    assert operating[('loadbalancers', 'lb2')] == 'OFFLINE'
+    assert operating[('listeners', 'l2')] == 'OFFLINE'
+    assert operating[('listeners', 'l3')] == 'OFFLINE'
+    live[L7G] = {'l7se'}
+    operating = reporter._view().operating
+    # l3 has no pool: ONLINE; lb2 waits for l2's members' reports.
+    assert operating[('listeners', 'l3')] == 'ONLINE'
+    assert ('loadbalancers', 'lb2') not in operating
+
+
+def test_l4_capacity_counts_the_l7_ses_not_the_real_members(store):
+    """On the L4 SEs a tier-2 listener's members are the L7 SEs: a member
+    added to a tier-2 pool takes no L4 slot, an L7 SE joining takes one
+    per VIP and listener."""
+    store.live_agents = lambda group: {'l4se'}
+    store.record_agent('l4se', L4, limits={'max_listeners': 64,
+                                           'max_members': 4,
+                                           'ring_size': 65537})
+    store.create_loadbalancer(graph())          # 2 VIPs x 2 listeners
+    with store.db.session() as s:
+        assert store_mod._Usage(s, L4).count() == {
+            'max_listeners': 4, 'max_members': 0, 'ring_size': 0}
+    for i in range(5):                          # over max_members if L4
+        store.put_member({'member_id': f'mx{i}', 'pool_id': 'p2',
+                          'address': f'198.19.9.{i + 1}',
+                          'protocol_port': 80})
+    with store.db.session() as s:
+        assert s.query(models.Member).filter(
+            models.Member.rejected.isnot(None)).count() == 0
+    store.set_l7_members(L7G, {'se-a': L7SE['se-a']})
+    with store.db.session() as s:
+        assert store_mod._Usage(s, L4).count() == {
+            'max_listeners': 4, 'max_members': 4, 'ring_size': 1}
+
+
+def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
+    from dsr_provider.cmd import status
+    store.create_loadbalancer(graph())
+    view = status.fleet(store.db)
+    groups = {g['se_group']: g for g in view['se_groups']}
+    assert groups[L7G]['role'] == 'tier2'
+    assert groups[L7G]['load_balancers'] == 1
+    assert groups[L7G]['l7_ses_in_l4_rings'] == []
+    assert groups[L4]['role'] == 'tier1'
+    assert groups[L4]['l7_ses_in_l4_rings'] is None
+    assert status.needs_attention(view)
+    assert '!! none ready' in status.render_table(view)
+    store.set_l7_members(L7G, L7SE)
+    view = status.fleet(store.db)
+    text = status.render_table(view)
+    assert f'SE group {L7G} (tier-2 L7 group)' in text
+    assert ('L7 SEs in the L4 rings: se-a 198.51.100.1/2001:db8:7::1, '
+            'se-b 2001:db8:7::2 (draining)') in text
+    assert not status.needs_attention(view)
+
+
+def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):
+    """The L4 SEs see the same connections on their way to the L7 SEs:
+    counting both would double `openstack loadbalancer stats show`."""
+    lib, reporter = make_reporter(store, {})
+    store.create_loadbalancer(graph())
+    store.create_loadbalancer(graph1())
+
+    def counters(n):
+        return {'active_connections': n, 'bytes_in': 10 * n,
+                'bytes_out': 100 * n, 'request_errors': 0,
+                'total_connections': n}
+    store.record_agent('l4se', L4, stats={'listeners': {'l2': counters(7)}})
+    for se_id in ('l7se-1', 'l7se-2'):
+        store.record_agent(se_id, L7G,
+                           stats={'listeners': {'l2': counters(2)}})
+    store.record_agent('g1se', 'g1', stats={'listeners': {'l1': counters(5)}})
+    reporter.report_statistics()
+    (sent,) = lib.stats
+    assert {i['id']: i['total_connections'] for i in sent['listeners']} \
+        == {'l2': 4, 'l1': 5}
+
+
+def test_a_tier2_change_the_l4_ses_reject_is_error(store):
+    lib, reporter = make_reporter(store, {L4: {'l4se'}, L7G: {'l7se'}})
+    store.create_loadbalancer(graph())
+    store.record_agent('l7se', L7G, applied_generation=1)
+    store.record_agent('l4se', L4, rejected_generation=1,
+                       error='bad snapshot')
+    reporter.run_once()
+    (status,) = [st for st in lib.statuses if 'loadbalancers' in st]
+    assert status['loadbalancers'][0]['provisioning_status'] == 'ERROR'
+    # A member change is the L7 SEs' alone: ACTIVE without the L4 SEs.
+    store.put_member({'member_id': 'm23', 'pool_id': 'p2',
+                      'address': '198.19.3.2', 'protocol_port': 9000})
+    store.record_agent('l7se', L7G, applied_generation=2)
+    reporter.run_once()
+    assert any(item['id'] == 'm23' and
+               item['provisioning_status'] == 'ACTIVE'
+               for st in lib.statuses for item in st.get('members', ()))
+
+
+def test_an_se_group_is_either_l4_or_l7(store):
+    """A tier-2 load balancer whose L7 group is somebody's L4 group, or a
+    load balancer on an L7 group, is refused whole (ERROR, no agent waits)
+    and the other group's documents are unchanged."""
+    store.create_loadbalancer(graph1())                   # L4 group g1
+    bad = dict(graph(), loadbalancer_id='lb3', listeners=[], pools=[],
+               dsr=dict(graph()['dsr'], l7_se_group='g1'))
+    store.create_loadbalancer(bad)
+    with store.db.session() as s:
+        reason = s.get(models.LoadBalancer, 'lb3').rejected
+        assert s.get(models.SEGroup, 'g1').role is None
+    assert 'l7_se_group g1 serves load balancers as their L4' in reason
+    ((gen, status),) = [p for p in pending(store)
+                        if p[1]['loadbalancers'][0]['id'] == 'lb3']
+    assert gen == 0 and status['loadbalancers'][0]['rejected'] == reason
+    assert 'role' not in store.snapshot('g1')
+    assert [lb['id'] for lb in store.snapshot('g1')['load_balancers']] == [
+        'lb1']
+
+    store.create_loadbalancer(graph())                    # L7 group L7G
+    on_l7 = dict(graph1(), loadbalancer_id='lb4', listeners=[], pools=[],
+                 dsr={'se_group': L7G, 'tier': 1})
+    store.create_loadbalancer(on_l7)
+    with store.db.session() as s:
+        assert 'se_group edge-l7 is the L7 SE group' in s.get(
+            models.LoadBalancer, 'lb4').rejected
+    doc = store.snapshot(L7G)
+    l7.check_document(doc)
+    assert [lb['id'] for lb in doc['load_balancers']] == ['lb2']
+    # An L7 group whose last load balancer is gone is still watched.
+    store.delete_loadbalancer('lb2')
+    assert store.l7_groups() == [L7G]
+
+
+def test_the_fleet_view_compares_each_group_with_its_own_generation(store):
+    """A tier-2 change waits for L7 generation N and L4 generation M:
+    dsr-status reports each group's agents against their own."""
+    from dsr_provider.cmd import status
+    store.create_loadbalancer(graph())      # L4 gen 1, L7 gen 1
+    store.put_member({'member_id': 'm23', 'pool_id': 'p2',
+                      'address': '198.19.3.2', 'protocol_port': 9000})
+    store.put_listener({'listener_id': 'l4', 'loadbalancer_id': 'lb2',
+                        'protocol': 'HTTP', 'protocol_port': 81})
+    # L4 generation 2, L7 generation 3.
+    store.record_agent('l4se', L4, applied_generation=2)
+    store.record_agent('l7se', L7G, applied_generation=2)
+    groups = {g['se_group']: g for g in status.fleet(store.db)['se_groups']}
+    assert groups[L4]['load_balancers_not_as_desired'] == []
+    (lb,) = groups[L7G]['load_balancers_not_as_desired']
+    assert lb['id'] == 'lb2'
+    assert lb['reasons'] == ['generation 3 not applied by l7se']

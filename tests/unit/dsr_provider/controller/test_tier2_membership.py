@@ -1,0 +1,149 @@
+"""The leader's L7 membership watcher with a fake coordinator: which
+members count as ready, when the L4 groups get a new generation, and that
+an unreadable backend keeps the last known set."""
+
+import json
+import threading
+
+from tooz import coordination
+
+from dsr_provider.controller import tier2
+from dsr_wire import membership
+from tests.unit.dsr_provider.controller.test_store_tier2 import graph
+from tests.unit.dsr_provider.controller.test_store_tier2 import L4
+from tests.unit.dsr_provider.controller.test_store_tier2 import L7G
+
+
+class _Result:
+    def __init__(self, value=None, error=None):
+        self.value, self.error = value, error
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+class FakeCoordinator:
+    """tooz's get_members / get_member_capabilities over a dict."""
+
+    def __init__(self):
+        self.groups = {}            # group id (bytes) -> {member: caps}
+        self.down = False
+
+    def join(self, l7_group, se_id, **caps):
+        self.groups.setdefault(membership.group_id(l7_group), {})[
+            se_id.encode()] = json.dumps(caps).encode()
+
+    def leave(self, l7_group, se_id):
+        del self.groups[membership.group_id(l7_group)][se_id.encode()]
+
+    def get_members(self, group):
+        if self.down:
+            return _Result(error=coordination.ToozConnectionError('down'))
+        if group not in self.groups:
+            return _Result(error=coordination.GroupNotCreated(group))
+        return _Result(set(self.groups[group]))
+
+    def get_member_capabilities(self, group, member):
+        caps = self.groups.get(group, {}).get(member)
+        if caps is None:
+            return _Result(error=coordination.MemberNotJoined(group, member))
+        return _Result(caps)
+
+
+def ready(address4='198.51.100.1', address6=None, **kw):
+    caps = {'role': 'tier2', 'ready': True, 'draining': False,
+            'tunnel_addresses': {'4': address4}}
+    if address6:
+        caps['tunnel_addresses']['6'] = address6
+    caps.update(kw)
+    return caps
+
+
+def l4_members(store):
+    lb = store.snapshot(L4)['load_balancers'][0]
+    return [(m['id'], m['address'], m['weight'])
+            for m in lb['listeners'][0]['pool']['members']]
+
+
+def make(store):
+    coord = FakeCoordinator()
+    changes = []
+    watcher = tier2.MembershipWatcher(store, tier2.tooz_members(coord),
+                                      on_change=lambda: changes.append(1))
+    return coord, watcher, changes
+
+
+def test_join_drain_leave(store):
+    store.create_loadbalancer(graph())
+    coord, watcher, changes = make(store)
+    assert watcher.run_once() == [] and changes == []   # no group yet
+    coord.join(L7G, 'se-a', **ready())
+    gen = store.snapshot(L4)['generation']
+    assert watcher.run_once() == [L4] and changes == [1]
+    assert store.snapshot(L4)['generation'] == gen + 1
+    assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 1)]
+    assert watcher.run_once() == []                     # nothing changed
+    # The L7 agent says ready false while it drains: still in the rings,
+    # at weight 0 (established flows stay; no new ones).
+    coord.join(L7G, 'se-a', **ready(ready=False, draining=True))
+    assert watcher.run_once() == [L4]
+    assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 0)]
+    coord.join(L7G, 'se-a', **ready(draining=True))
+    assert watcher.run_once() == []                 # same set
+    coord.leave(L7G, 'se-a')
+    assert watcher.run_once() == [L4]
+    assert l4_members(store) == []
+    assert len(changes) == 3
+
+
+def test_only_ready_tier2_members_with_a_tunnel_address_count(store):
+    store.create_loadbalancer(graph())
+    coord, watcher, _ = make(store)
+    coord.join(L7G, 'starting', **ready(ready=False))
+    coord.join(L7G, 'tier1', **ready(role='tier1'))
+    coord.join(L7G, 'no-address', **ready(address4='not-an-ip'))
+    coord.join(L7G, 'wrong-family', **ready(address4='2001:db8::1'))
+    coord.join(L7G, 'v6', **ready(address4=None, address6='2001:db8:7::6'))
+    watcher.run_once()
+    assert l4_members(store) == [('l7se:v6@l2', '2001:db8:7::6', 1)]
+    coord.join(L7G, 'starting', **ready())            # now ready
+    watcher.run_once()
+    assert [m[0] for m in l4_members(store)] == ['l7se:starting@l2',
+                                                 'l7se:v6@l2']
+
+
+def test_an_unreadable_backend_keeps_the_last_set(store):
+    store.create_loadbalancer(graph())
+    coord, watcher, _ = make(store)
+    coord.join(L7G, 'se-a', **ready())
+    watcher.run_once()
+    coord.down = True
+    gen = store.snapshot(L4)['generation']
+    assert watcher.run_once() == []
+    assert store.snapshot(L4)['generation'] == gen
+    assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 1)]
+    coord.down = False
+    coord.leave(L7G, 'se-a')
+    assert watcher.run_once() == [L4]
+
+
+def test_the_watcher_thread_works_only_while_leading(store):
+    store.create_loadbalancer(graph())
+    coord = FakeCoordinator()
+    coord.join(L7G, 'se-a', **ready())
+    leading = threading.Event()
+    changed = threading.Event()
+    thread, stop = tier2.start(store, tier2.tooz_members(coord),
+                               changed.set, leading.is_set, interval=0.01)
+    try:
+        assert not changed.wait(0.2)        # not leading: nothing done
+        assert l4_members(store) == []
+        leading.set()
+        assert changed.wait(5)
+        assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 1)]
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()

@@ -1,0 +1,135 @@
+"""The driver finds an object's load balancer tier the way it finds its
+listener port (octavia-driver-agent's get socket, then the cache) and
+checks the object against that tier; L7 policies and rules are published
+for tier 2 and refused, naming the tier, for tier 1."""
+
+import os
+import shutil
+import tempfile
+
+from octavia_lib.api.drivers import data_models as dm
+import pytest
+
+from tests.unit.dsr_provider import fakes
+# The driver with a real lookup over the fake get socket below (agent).
+from tests.unit.dsr_provider.test_driver import client  # noqa: F401
+from tests.unit.dsr_provider.test_driver import dsr  # noqa: F401
+from tests.unit.dsr_provider.test_driver import refused
+
+LB2 = 'a5b1c3d1-0000-4000-8000-0000000000b2'
+LISTENER2 = 'a5b1c3d1-0000-4000-8000-0000000000c2'
+POOL2 = 'a5b1c3d1-0000-4000-8000-0000000000d2'
+POLICY2 = 'a5b1c3d1-0000-4000-8000-0000000000e2'
+POLICY1 = 'a5b1c3d1-0000-4000-8000-0000000000e1'
+
+OBJECTS = {
+    # Tier 1: the fakes' ids.
+    ('loadbalancers', fakes.LB_ID): {'loadbalancer_id': fakes.LB_ID,
+                                     'vip_address': '192.0.2.10',
+                                     'flavor': {'tier': 1}},
+    ('listeners', fakes.LISTENER_ID): {'listener_id': fakes.LISTENER_ID,
+                                       'loadbalancer_id': fakes.LB_ID,
+                                       'protocol': 'TCP',
+                                       'protocol_port': 80},
+    ('l7policies', POLICY1): {'l7policy_id': POLICY1,
+                              'listener_id': fakes.LISTENER_ID},
+    # Tier 2.
+    ('loadbalancers', LB2): {'loadbalancer_id': LB2,
+                             'vip_address': '192.0.2.20',
+                             'flavor': {'tier': 2, 'se_group': 'edge'}},
+    ('listeners', LISTENER2): {'listener_id': LISTENER2,
+                               'loadbalancer_id': LB2, 'protocol': 'HTTP',
+                               'protocol_port': 80},
+    ('pools', POOL2): {'pool_id': POOL2, 'loadbalancer_id': LB2,
+                       'listener_id': LISTENER2, 'members': []},
+    ('l7policies', POLICY2): {'l7policy_id': POLICY2,
+                              'listener_id': LISTENER2},
+}
+
+
+@pytest.fixture
+def agent():
+    path = tempfile.mkdtemp(prefix='dsr')
+    fake = fakes.FakeDriverAgent(os.path.join(path, 'get.sock'),
+                                 dict(OBJECTS))
+    yield fake
+    fake.close()
+    shutil.rmtree(path)
+
+
+def test_tier2_create_carries_the_l7_group(dsr, client):  # noqa: F811
+    lb = fakes.loadbalancer(flavor={'tier': 2, 'se_group': 'edge'},
+                            loadbalancer_id=LB2)
+    dsr.loadbalancer_create(lb)
+    ((method, kwargs),) = client.casts
+    assert kwargs['loadbalancer']['dsr'] == {
+        'se_group': 'edge', 'encapsulation': 'ipip', 'tier': 2,
+        'l7_se_group': 'edge-l7'}
+
+
+def test_listener_checked_against_its_lb_tier(
+        dsr, client, agent):  # noqa: F811
+    dsr.listener_create(fakes.listener(listener_id=LISTENER2,
+                                       loadbalancer_id=LB2,
+                                       protocol='HTTP'))
+    text = refused(dsr.listener_create, fakes.listener(protocol='HTTP'))
+    assert 'listener protocol HTTP' in text and 'tier-2' in text
+    assert [m for m, _ in client.casts] == ['listener_create']
+    # The tier is asked once per load balancer, then remembered.
+    asked = len(agent.requests)
+    dsr.listener_update(fakes.listener(listener_id=LISTENER2,
+                                       loadbalancer_id=LB2),
+                        dm.Listener(timeout_member_data=1000))
+    assert len(agent.requests) == asked
+
+
+def test_tier2_pool_member_and_monitor(dsr, client):  # noqa: F811
+    dsr.pool_create(fakes.pool(pool_id=POOL2, loadbalancer_id=LB2,
+                               lb_algorithm='LEAST_CONNECTIONS',
+                               protocol='HTTP', listener_id=LISTENER2))
+    # Port translation: listener 80, member 8080.
+    dsr.member_create(fakes.member(pool_id=POOL2, port=8080))
+    dsr.member_batch_update(POOL2, [fakes.member(pool_id=POOL2, port=81)])
+    dsr.health_monitor_create(fakes.health_monitor(pool_id=POOL2,
+                                                   type='TLS-HELLO'))
+    assert [m for m, _ in client.casts] == [
+        'pool_create', 'member_create', 'member_batch_update',
+        'health_monitor_create']
+    text = refused(dsr.health_monitor_create,
+                   fakes.health_monitor(pool_id=POOL2, type='PING'))
+    assert 'tier-2' in text
+
+
+def test_l7_policy_and_rule_on_tier2_are_published(dsr, client):  # noqa: F811
+    policy = dm.L7Policy(l7policy_id=POLICY2, listener_id=LISTENER2,
+                         action='REDIRECT_TO_POOL', redirect_pool_id=POOL2,
+                         position=1, admin_state_up=True)
+    dsr.l7policy_create(policy)
+    dsr.l7policy_update(policy, dm.L7Policy(position=2))
+    rule = dm.L7Rule(l7rule_id='r1', l7policy_id=POLICY2, type='PATH',
+                     compare_type='STARTS_WITH', value='/api',
+                     invert=False, admin_state_up=True)
+    dsr.l7rule_create(rule)
+    dsr.l7rule_update(rule, dm.L7Rule(value='/v2'))
+    dsr.l7rule_delete(rule)
+    dsr.l7policy_delete(policy)
+    assert [m for m, _ in client.casts] == [
+        'l7policy_create', 'l7policy_update', 'l7rule_create',
+        'l7rule_update', 'l7rule_delete', 'l7policy_delete']
+    assert client.casts[0][1]['l7policy']['redirect_pool_id'] == POOL2
+    text = refused(dsr.l7rule_create, dm.L7Rule(
+        l7rule_id='r2', l7policy_id=POLICY2, type='HEADER',
+        compare_type='EQUAL_TO', key='', value='x'))
+    assert 'L7 rule key' in text
+
+
+def test_l7_on_tier1_is_refused_naming_the_tier(dsr, client):  # noqa: F811
+    text = refused(dsr.l7policy_create, dm.L7Policy(
+        l7policy_id=POLICY1, listener_id=fakes.LISTENER_ID,
+        action='REJECT'))
+    assert 'tier-1' in text and 'tier-2 flavor' in text
+    text = refused(dsr.l7rule_create, dm.L7Rule(
+        l7rule_id='r1', l7policy_id=POLICY1, type='PATH',
+        compare_type='EQUAL_TO', value='/'))
+    assert 'L7 rules' in text and 'tier-1' in text
+    assert client.casts == []

@@ -1,0 +1,136 @@
+"""A tier-2 load balancer accepts what its L7 service engines do (issue
+11); the same objects stay refused on tier 1."""
+
+from octavia_lib.api.drivers import data_models as dm
+from octavia_lib.api.drivers import exceptions
+import pytest
+
+from dsr_provider import validation
+from tests.unit.dsr_provider import fakes
+
+
+def refused(func, *args, **kwargs):
+    with pytest.raises(exceptions.UnsupportedOptionError) as info:
+        func(*args, **kwargs)
+    text = info.value.user_fault_string
+    assert 'allowed' in text, text
+    return text
+
+
+def l7_graph():
+    """HTTP listener with timeouts, limits, headers and an L7 policy;
+    ROUND_ROBIN pool with cookie persistence, port-translated and backup
+    members and an HTTP monitor."""
+    members = [fakes.member(port=8080),
+               fakes.member(fakes.MEMBER2_ID, address='198.19.2.2',
+                            port=8081, backup=True)]
+    the_pool = fakes.pool(
+        members=members, protocol='HTTP', lb_algorithm='ROUND_ROBIN',
+        session_persistence={'type': 'HTTP_COOKIE'},
+        healthmonitor=fakes.health_monitor(type='HTTP'))
+    policy = dm.L7Policy(
+        l7policy_id='p7', action='REDIRECT_TO_URL', position=1,
+        redirect_url='http://example.com/', redirect_http_code=302,
+        rules=[dm.L7Rule(l7rule_id='r7', type='PATH',
+                         compare_type='STARTS_WITH', value='/old',
+                         invert=False)])
+    listener = fakes.listener(
+        protocol='HTTP', default_pool=the_pool, connection_limit=1000,
+        allowed_cidrs=['203.0.113.0/24'], timeout_member_connect=1000,
+        timeout_member_data=9000, timeout_tcp_inspect=50,
+        insert_headers={'X-Forwarded-For': 'true'}, l7policies=[policy])
+    return fakes.loadbalancer(listeners=[listener], pools=[the_pool],
+                              flavor={'tier': 2})
+
+
+def test_the_l7_graph_is_accepted_on_tier2_only():
+    validation.check_graph(l7_graph(), tier=2)
+    text = refused(validation.check_graph, l7_graph())
+    assert 'listener protocol HTTP' in text
+
+
+@pytest.mark.parametrize('protocol', ['HTTP', 'HTTPS', 'TERMINATED_HTTPS',
+                                      'TCP', 'UDP'])
+def test_tier2_listener_protocols(protocol):
+    extra = {}
+    if protocol == 'TERMINATED_HTTPS':
+        extra = dict(default_tls_container_ref='ref-1',
+                     sni_container_refs=['ref-2'])
+    validation.check_listener(fakes.listener(protocol=protocol, **extra),
+                              tier=2)
+
+
+def test_tier2_listener_refusals_name_the_field_and_tier():
+    text = refused(validation.check_listener,
+                   fakes.listener(protocol='SCTP'), tier=2)
+    assert 'listener protocol SCTP' in text and 'tier-2' in text
+    assert 'HTTP, HTTPS, TERMINATED_HTTPS, TCP, UDP' in text
+    text = refused(validation.check_listener,
+                   dm.Listener(client_authentication='OPTIONAL'), tier=2)
+    assert 'client_authentication OPTIONAL' in text
+    text = refused(validation.check_listener,
+                   dm.Listener(connection_limit=-5), tier=2)
+    assert 'connection_limit' in text
+
+
+@pytest.mark.parametrize('algorithm', ['ROUND_ROBIN', 'LEAST_CONNECTIONS',
+                                       'SOURCE_IP', 'SOURCE_IP_PORT'])
+def test_tier2_algorithms(algorithm):
+    validation.check_pool(dm.Pool(lb_algorithm=algorithm, protocol='HTTP'),
+                          tier=2)
+
+
+@pytest.mark.parametrize('persistence', [
+    {'type': 'SOURCE_IP'}, {'type': 'HTTP_COOKIE'},
+    {'type': 'APP_COOKIE', 'cookie_name': 'JSESSIONID'}])
+def test_tier2_session_persistence(persistence):
+    validation.check_pool(dm.Pool(lb_algorithm='ROUND_ROBIN',
+                                  session_persistence=persistence), tier=2)
+    refused(validation.check_pool, dm.Pool(
+        lb_algorithm='ROUND_ROBIN', session_persistence=persistence))
+
+
+def test_tier2_pool_refusals():
+    text = refused(validation.check_pool, dm.Pool(
+        session_persistence={'type': 'APP_COOKIE'}), tier=2)
+    assert 'cookie_name' in text
+    text = refused(validation.check_pool, dm.Pool(protocol='SCTP'), tier=2)
+    assert 'pool protocol SCTP' in text and 'PROXYV2' in text
+
+
+@pytest.mark.parametrize('kind', ['HTTP', 'HTTPS', 'TLS-HELLO', 'TCP'])
+def test_tier2_monitors(kind):
+    validation.check_health_monitor(fakes.health_monitor(type=kind), tier=2)
+
+
+def test_tier2_monitor_refusal():
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(type='PING'), tier=2)
+    assert 'health monitor type PING' in text and 'TLS-HELLO' in text
+    # The shared value checks still apply.
+    text = refused(validation.check_health_monitor,
+                   fakes.health_monitor(max_retries=11), tier=2)
+    assert 'max_retries' in text
+
+
+def test_l7_policies_and_rules():
+    validation.check_l7policy(dm.L7Policy(action='REDIRECT_TO_POOL',
+                                          redirect_pool_id=fakes.POOL_ID,
+                                          position=2))
+    validation.check_l7policy(dm.L7Policy(position=3))  # an update
+    text = refused(validation.check_l7policy, dm.L7Policy(action='DROP'))
+    assert 'L7 policy action' in text and 'REDIRECT_PREFIX' in text
+    validation.check_l7rule(dm.L7Rule(type='HEADER', compare_type='REGEX',
+                                      key='X-Tenant', value='^a'))
+    text = refused(validation.check_l7rule,
+                   dm.L7Rule(type='PATH', compare_type='LIKE', value='/'))
+    assert 'L7 rule compare_type' in text and 'EQUAL_TO' in text
+    text = refused(validation.check_l7rule, dm.L7Rule(
+        type='SSL_DN_FIELD', compare_type='EQUAL_TO', key='CN', value='x'))
+    assert 'SSL_DN_FIELD' in text and 'HOST_NAME' in text
+
+
+def test_tier1_still_refuses_l7_naming_the_tier():
+    text = refused(validation.check_listener, fakes.listener(
+        l7policies=[dm.L7Policy(action='REJECT')]))
+    assert 'tier-1' in text and 'tier-2 flavor' in text

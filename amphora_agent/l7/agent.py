@@ -36,6 +36,7 @@ from amphora_agent.l7 import engine as engine_mod
 from amphora_agent import trust as trust_mod
 from dsr_wire import agent_rpc as rpc
 from dsr_wire import auth
+from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
 from dsr_wire.schema import Invalid
 
@@ -69,6 +70,30 @@ def listener_stats(engine):
         for listener_id, listener in lb_stats.get('listeners', {}).items():
             result[listener_id] = dict(listener['stats'])
     return result
+
+
+def as_l7_document(document):
+    """The L7 document to apply for what get_config answered.
+
+    The controller tells an L7 group from an L4 one by the tier-2 load
+    balancers naming it; until one does, its agents get the schema v1
+    (tier-1) document of a group with nothing to serve.  For an L7 SE that
+    means the same as an empty L7 document, which it becomes (same group,
+    same generation: the group's row keeps counting when a tier-2 load
+    balancer names it).  A tier-1 document with load balancers is an L4
+    group's: refused, naming the role.  (The controller is not told the
+    group's role by the agents: membership is only a hint, and an L7 agent
+    configured into an L4 group must not turn that group's document into
+    an L7 one.)"""
+    if 'role' in document or document.get('schema_version') != 1:
+        return document
+    if document.get('load_balancers') == []:
+        return dict(document, role=l7_schema.ROLE)
+    raise Invalid('l7snapshot.role', None, repr(l7_schema.ROLE),
+                  f'SE group {document.get("se_group")!r} serves tier-1 '
+                  'load balancers (a schema v1 document): an L7 SE '
+                  '([agent] role = tier2) serves only a group that tier-2 '
+                  'load balancers name as their l7_se_group')
 
 
 class CapabilityPublisher:
@@ -182,7 +207,7 @@ class L7Agent:
                 raise Invalid('l7snapshot.se_group',
                               document.get('se_group'),
                               f'this L7 SE\'s group {self.se_group!r}')
-            self.engine.apply(document)
+            self.engine.apply(as_l7_document(document))
         except Invalid as exc:
             self.last_error = str(exc)
             self.rejected_generation = generation

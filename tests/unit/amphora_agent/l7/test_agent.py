@@ -175,3 +175,38 @@ def test_drain_publishes_draining_not_ready(lab):
     assert lab.observer.members()['l7se1'] == {
         'role': 'tier2', 'tunnel_addresses': {'4': '198.18.7.2'},
         'ready': False, 'draining': True}
+
+
+def test_empty_group_tier1_document_is_the_empty_l7_document(lab):
+    # The controller knows a group is L7 once a tier-2 load balancer names
+    # it; before that its agents get the schema v1 document of a group
+    # with nothing to serve.  That is "nothing to serve" for an L7 SE too:
+    # applied (no HAProxy, nothing on lo), no error reported.
+    lab.controller.answer = signed(lab, {
+        'schema_version': 1, 'se_group': GROUP, 'generation': 0,
+        'load_balancers': []})
+    assert lab.agent.sync() is True
+    assert lab.engine.generation == 0
+    state = lab.controller.last('state')[1]
+    assert state['error'] is None and state['rejected_generation'] is None
+    assert state['applied_generation'] == 0
+    # Once a tier-2 load balancer names the group, the L7 document.
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=1))
+    assert lab.agent.sync() is True
+    assert lab.engine.generation == 1
+    assert lab.engine.process('lb1').running()
+
+
+def test_tier1_document_with_load_balancers_is_rejected(lab):
+    lab.controller.answer = signed(lab, {
+        'schema_version': 1, 'se_group': GROUP, 'generation': 4,
+        'load_balancers': [{'id': 'lb-l4', 'vips': [{'address':
+                                                     '192.0.2.9'}],
+                            'listeners': []}]})
+    assert lab.agent.sync() is False
+    state = lab.controller.last('state')[1]
+    assert state['rejected_generation'] == 4
+    assert 'l7snapshot.role' in state['error']
+    assert 'tier-1' in state['error'] and GROUP in state['error']
+    assert lab.engine.generation is None

@@ -72,31 +72,40 @@ def lookup(database, se_id):
 
 
 def groups_of(database, kind, ids):
-    """{object id: SE group} for the ids of `kind` (Octavia's status keys:
-    loadbalancers, listeners, pools, members, healthmonitors) that exist."""
+    """{object id: the SE groups that run it} for the ids of `kind`
+    (Octavia's status keys: loadbalancers, listeners, pools, members,
+    healthmonitors) that exist.  A tier-1 object's group is its load
+    balancer's se_group; a tier-2 load balancer and its listeners run on
+    its L4 group and its l7_se_group, its pools, members and monitors on
+    the l7_se_group alone (docs/tier2.md)."""
     ids = list({str(i) for i in ids})
     if not ids:
         return {}
     lb = models.LoadBalancer
+    both = kind in ('loadbalancers', 'listeners')
     with database.session() as s:
         if kind == 'loadbalancers':
-            rows = s.query(lb.id, lb.se_group).filter(lb.id.in_(ids))
+            rows = s.query(lb.id, lb.se_group, lb.l7_se_group).filter(
+                lb.id.in_(ids))
         elif kind == 'listeners':
-            rows = s.query(models.Listener.id, lb.se_group).join(
+            rows = s.query(models.Listener.id, lb.se_group,
+                           lb.l7_se_group).join(
                 lb, lb.id == models.Listener.loadbalancer_id).filter(
                     models.Listener.id.in_(ids))
         elif kind == 'pools':
-            rows = s.query(models.Pool.id, lb.se_group).join(
+            rows = s.query(models.Pool.id, lb.se_group, lb.l7_se_group).join(
                 lb, lb.id == models.Pool.loadbalancer_id).filter(
                     models.Pool.id.in_(ids))
         elif kind in ('members', 'healthmonitors'):
             child = models.Member if kind == 'members' \
                 else models.HealthMonitor
-            rows = s.query(child.id, lb.se_group).join(
+            rows = s.query(child.id, lb.se_group, lb.l7_se_group).join(
                 models.Pool, models.Pool.id == child.pool_id).join(
                     lb, lb.id == models.Pool.loadbalancer_id).filter(
                         child.id.in_(ids))
         else:
             raise ValueError(f'kind: {kind!r} is not one of loadbalancers, '
                              f'listeners, pools, members, healthmonitors')
-        return {obj_id: group for obj_id, group in rows}
+        return {obj_id: (({group} if both else set()) | {l7_group}
+                         if l7_group else {group})
+                for obj_id, group, l7_group in rows}

@@ -81,9 +81,11 @@ class AgentGuard:
                                 'members', 'healthmonitors'):
                     continue
                 owners = enrolment.groups_of(self.database, kind, ids)
-                foreign += [f'{kind[:-1]} {i} (group {g})'
+                foreign += [f'{kind[:-1]} {i} (group'
+                            f'{"s" if len(g) > 1 else ""} '
+                            f'{", ".join(sorted(g))})'
                             for i, g in sorted(owners.items())
-                            if g != se_group]
+                            if se_group not in g]
             if foreign:
                 raise auth.AuthError(
                     f'reports on objects of other groups: '

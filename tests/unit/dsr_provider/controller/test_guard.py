@@ -132,3 +132,42 @@ def test_database_unavailable_refuses_every_message(store, signers, caplog):
     assert guard.refusals.total() == 1
     assert 'refused get_config from se_id=se1 se_group=g1: controller ' \
         'database unavailable' in caplog.text
+
+
+def test_l7_ses_report_on_their_tier2_load_balancers(store, tmp_path):
+    """A tier-2 load balancer's L7 SEs run its listeners, pools, members
+    and monitors: their member status and listener statistics are theirs
+    to report (its se_group is the L4 group, whose SEs run its listeners
+    only); another group's L7 SEs may not."""
+    from tests.unit.dsr_provider.controller import test_store_tier2 as t2
+    store.create_loadbalancer(t2.graph())
+    signers = {}
+    for se, group in (('l7se', t2.L7G), ('l4se', t2.L4),
+                      ('other', 'other-l7')):
+        path = str(tmp_path / f'{se}.key')
+        auth.generate_key(path)
+        signers[se] = auth.Signer(path)
+        enrolment.enrol(store.db, group, se,
+                        auth.load_private_key(path).public_key())
+    guard = guard_mod.AgentGuard(store.db)
+    check(guard, signers['l7se'], 'report_member_status', se_id='l7se',
+          se_group=t2.L7G, generation=1,
+          statuses={'m21': 'ONLINE', 'm22': 'ERROR'})
+    check(guard, signers['l7se'], 'report_stats', se_id='l7se',
+          se_group=t2.L7G, stats={'listeners': {'l2': {'bytes_in': 1}},
+                                  'members': {}})
+    check(guard, signers['l7se'], 'report_state', se_id='l7se',
+          se_group=t2.L7G, state={'rejected_objects': {
+              'pools': {'p2': 'x'}, 'healthmonitors': {'hm2': 'x'},
+              'loadbalancers': {'lb2': 'x'}}})
+    # The L4 SEs run its load balancer and listeners, not its pools.
+    check(guard, signers['l4se'], 'report_stats', se_id='l4se',
+          se_group=t2.L4, stats={'listeners': {'l2': {'bytes_in': 1}},
+                                 'members': {}})
+    with pytest.raises(guard_mod.Refused, match='member m21 .group edge-l7'):
+        check(guard, signers['l4se'], 'report_member_status', se_id='l4se',
+              se_group=t2.L4, generation=1, statuses={'m21': 'ONLINE'})
+    with pytest.raises(guard_mod.Refused, match='listener l2'):
+        check(guard, signers['other'], 'report_stats', se_id='other',
+              se_group='other-l7', stats={'listeners': {
+                  'l2': {'bytes_in': 1}}, 'members': {}})

@@ -45,8 +45,9 @@ Pools:
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
 | the group has no live serviceable SE                   | OFFLINE    |
-| admin down, or not the default pool of a served        | OFFLINE    |
-|   listener                                             |            |
+| admin down, or neither the default pool of a served    | OFFLINE    |
+|   listener nor the pool an enabled REDIRECT_TO_POOL    |            |
+|   policy of one names (tier 2)                         |            |
 | no member at all                                       | ONLINE     |
 | members, none of them enabled (admin-up)               | OFFLINE    |
 | no enabled member's status known yet                   | (unsent)   |
@@ -117,14 +118,17 @@ def member_vote(reports):
 
 
 def compute(lbs, listeners, pools, members, healthmonitors, reports,
-            rejected, serving_groups, port_refused=frozenset()):
+            rejected, serving_groups, port_refused=frozenset(),
+            l7policies=()):
     """{(kind, id): operating status} for every object whose status is
     known (see the tables above).
 
     Rows are the store's models (doc, parent links); reports: {member_id:
     [status reported by each live SE]}; rejected: set of (kind, id);
     serving_groups: SE groups with at least one live, serviceable SE;
-    port_refused: ids of members whose Neutron port refused the VIPs.
+    port_refused: ids of members whose Neutron port refused the VIPs;
+    l7policies: L7 policy rows (tier 2): the pool an enabled
+    REDIRECT_TO_POOL policy of a served listener names is served too.
     """
     out = {}
     # A tier-2 load balancer needs its L4 and its L7 group serving.
@@ -157,6 +161,11 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
             served_listeners.setdefault(lst.doc.get('default_pool_id'),
                                         []).append(lst.id)
 
+    served_lids = {lid for lids in served_listeners.values() for lid in lids}
+    policy_pools = {p.doc.get('redirect_pool_id') for p in l7policies
+                    if not p.rejected and p.listener_id in served_lids
+                    and p.doc.get('action') == 'REDIRECT_TO_POOL'
+                    and _up(p)}
     pool_rows = {p.id: p for p in pools}
     by_pool = collections.defaultdict(list)
     for m in members:
@@ -168,7 +177,8 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
             out[key] = ERROR
         elif not serving(pool.loadbalancer_id):
             out[key] = OFFLINE
-        elif not _up(pool) or pool.id not in served_listeners:
+        elif not _up(pool) or (pool.id not in served_listeners and
+                               pool.id not in policy_pools):
             out[key] = OFFLINE
         else:
             served_pools.add(pool.id)

@@ -335,7 +335,7 @@ class Reporter:
         statuses = operating_mod.compute(
             rows['loadbalancers'], rows['listeners'], rows['pools'],
             rows['members'], rows['healthmonitors'], reports, rejected,
-            serving, port_refused)
+            serving, port_refused, rows['l7policies'])
         # Objects Octavia may not have committed yet get theirs with their
         # provisioning status.
         waiting = {(kind, item['id']) for doc in pending

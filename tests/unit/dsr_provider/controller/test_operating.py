@@ -248,3 +248,33 @@ def test_health_monitor_admin_down_is_offline(g):
 def test_health_monitor_rejected_is_error(g):
     g.rejected = {('healthmonitors', 'hm1')}
     assert g.status('healthmonitors', 'hm1') == 'ERROR'
+
+
+def test_pool_an_l7_policy_redirects_to_is_served(g):
+    """Tier 2: a pool that is no listener's default pool but that an
+    enabled REDIRECT_TO_POOL policy of a served listener names is served
+    (its members' reports count); a rejected or disabled policy, or
+    another action, serves nothing."""
+    g.pools.append(row('p2', loadbalancer_id='lb1'))
+    g.members.append(row('m3', pool_id='p2'))
+    g.reports['m3'] = ['ERROR']
+    policy = row('pol1', {'action': 'REDIRECT_TO_POOL',
+                          'redirect_pool_id': 'p2', 'admin_state_up': True},
+                 listener_id='l1', rejected=None)
+
+    def compute():
+        return operating.compute(g.lbs, g.listeners, g.pools, g.members,
+                                 g.hms, g.reports, g.rejected, g.serving,
+                                 l7policies=[policy])
+    result = compute()
+    assert (result[('pools', 'p2')], result[('members', 'm3')]) == (
+        'ERROR', 'ERROR')
+    # The listener's own status still comes from its default pool.
+    assert result[('listeners', 'l1')] == 'ONLINE'
+    for change in ({'admin_state_up': False}, {'action': 'REJECT'}):
+        policy.doc = dict(policy.doc, **change)
+        assert compute()[('pools', 'p2')] == 'OFFLINE', change
+    policy.doc['action'], policy.doc['admin_state_up'] = \
+        'REDIRECT_TO_POOL', True
+    policy.rejected = 'refused'
+    assert compute()[('members', 'm3')] == 'OFFLINE'

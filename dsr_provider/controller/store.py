@@ -849,6 +849,16 @@ class Store:
 
     # ------------------------------------------------------------ agents
     def record_agent(self, se_id, se_group, **fields):
+        """Record what an agent reported.  Its first reports may arrive
+        together (report_state and report_member_status, on two RPC
+        threads) and both try to create its row: the one whose insert
+        loses updates the winner's row."""
+        try:
+            self._record_agent(se_id, se_group, fields)
+        except sa_exc.IntegrityError:
+            self._record_agent(se_id, se_group, fields)
+
+    def _record_agent(self, se_id, se_group, fields):
         with self.db.session() as s:
             row = s.get(models.AgentState, se_id)
             if row is None:

@@ -234,3 +234,28 @@ def test_operating_status_and_stats_aggregate_over_ses(store):
     count = len(lib.statuses)
     reporter.run_once(stats_interval=0)
     assert len(lib.statuses) == count  # unchanged statuses are not resent
+
+
+def test_record_agent_first_reports_racing_both_land(store, monkeypatch):
+    """An agent's first report_state and report_member_status arrive
+    together: both see no row and insert it; the loser of the insert
+    updates the winner's row instead of losing its report."""
+    from sqlalchemy import orm
+
+    from dsr_provider.controller import models
+    store.record_agent('se1', 'g1', member_statuses={'m1': 'ONLINE'})
+    real_get = orm.Session.get
+    missed = []
+
+    def get(session, model, key, *a, **kw):
+        if model is models.AgentState and not missed:
+            missed.append(key)      # as if the other insert had not landed
+            return None
+        return real_get(session, model, key, *a, **kw)
+    monkeypatch.setattr(orm.Session, 'get', get)
+    store.record_agent('se1', 'g1', applied_generation=3)
+    assert missed == ['se1']
+    with store.db.session() as s:
+        row = s.get(models.AgentState, 'se1')
+        assert (row.applied_generation, row.member_statuses) == (
+            3, {'m1': 'ONLINE'})

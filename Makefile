@@ -24,6 +24,10 @@ PYTEST_ARGS ?= --durations=30
 # on 2 cores about halve the wall time.  PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+# make test-e2e: each test brings up the whole product (octavia-api, driver
+# agent, controller, SEs), so two at a time; E2E_WORKERS=0: one process.
+E2E_WORKERS ?= 2
+E2E_PARALLEL = $(if $(filter 0,$(E2E_WORKERS)),,-n $(E2E_WORKERS) --dist loadfile)
 
 CLANG    ?= clang
 ARCH_INC ?= /usr/include/$(shell uname -m)-linux-gnu
@@ -73,7 +77,7 @@ test: deps build
 	$(call run_pytest,$(PYTEST_PARALLEL) tests/unit tests/functional --ignore=tests/functional/e2e)
 
 test-e2e: deps build
-	$(call run_pytest,tests/functional/e2e)
+	$(call run_pytest,$(E2E_PARALLEL) tests/functional/e2e)
 
 test-unit: deps build
 	$(call run_pytest,tests/unit)

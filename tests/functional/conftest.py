@@ -39,6 +39,9 @@ LONG_FILES = (
     'tools/lab/localstack/test_octavia_stack.py',
     'dsr_provider/controller/test_replay.py',
     'amphora_agent/dataplane/test_consistency.py',
+    # make test-e2e (2 workers): 240 and 210 s of 1350 s serial
+    'e2e/test_isolation.py',
+    'e2e/test_lifecycle.py',
 )
 
 

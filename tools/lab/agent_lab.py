@@ -132,8 +132,11 @@ class FakeController:
 
 class AgentLab:
     def __init__(self, topo, bfd=False, fake_controller=True, run_as=None,
-                 bgp_md5_password=None):
-        """``run_as``: None (agents run as root) or ``(user, caps)``: the
+                 bgp_md5_password=None, plain_members=()):
+        """``plain_members``: names of members left plain (no VIPs on lo,
+        no decap, no servers): hosts a test gives another job, e.g. L7
+        SEs and ordinary servers of tier 2 (tools/lab/l7_ses.py).
+        ``run_as``: None (agents run as root) or ``(user, caps)``: the
         agents run as that user with exactly the capabilities ``caps``
         (names as setpriv spells them, e.g. 'bpf'), inherited, ambient and
         bounding set alike, as systemd's AmbientCapabilities= and
@@ -161,6 +164,7 @@ class AgentLab:
         self.run_as = run_as
         self.bgp_md5_password = bgp_md5_password
         self.relay = None
+        self.plain_members = frozenset(plain_members)
         # Agents start inside their SE's namespace: they may not setns.
         # A test may set it False to see an agent without CAP_SYS_ADMIN
         # fail to enter its namespace.
@@ -197,6 +201,8 @@ class AgentLab:
                 responder.start()
                 self.responders[se.name] = responder
         for member in self.topo.members:
+            if member.name in self.plain_members:
+                continue
             self.topo.setup_member(member.name)
             self.dsrctl(member.name, 'decap', 'attach', member.ifname,
                         '--address', member.ipv4, '--address', member.ipv6)

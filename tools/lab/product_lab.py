@@ -33,8 +33,9 @@ class _Agents(agent_lab.AgentLab):
     """AgentLab whose agents use other broker / coordination URLs."""
 
     def __init__(self, topo, rabbit_url=None, redis_url=None,
-                 agent_config=None):
-        super().__init__(topo, fake_controller=False)
+                 agent_config=None, plain_members=()):
+        super().__init__(topo, fake_controller=False,
+                         plain_members=plain_members)
         self._rabbit_url = rabbit_url
         self._redis_url = redis_url
         self._agent_config = agent_config or {}
@@ -64,7 +65,7 @@ class _Agents(agent_lab.AgentLab):
 class ProductLab:
     def __init__(self, topo, rabbit_url=None, redis_url=None,
                  controller_db_port=3306, agent_config=None,
-                 status_relay=False):
+                 status_relay=False, plain_members=()):
         """rabbit_url: the broker of the driver -> controller changes and
         the controller <-> agent RPC (default: a private vhost on the
         machine's RabbitMQ); octavia-api's own RPC stays on the machine's.
@@ -74,11 +75,14 @@ class ProductLab:
         database (octavia-api's own database stays on 3306).
         agent_config: {section: {option: value}} over the agents' config
         (e.g. {'dataplane': {'max_listeners': 64}}).
+        plain_members: members the lab leaves plain (see
+        agent_lab.AgentLab), e.g. for tools/lab/l7_ses.L7SEs.
         status_relay: the controller sends statuses and statistics through
         dsr_provider.status_relay (started beside octavia-driver-agent)
         instead of the driver agent's own sockets."""
         self.topo = topo
-        self.agents = _Agents(topo, rabbit_url, redis_url, agent_config)
+        self.agents = _Agents(topo, rabbit_url, redis_url, agent_config,
+                              plain_members)
         self.tag = self.agents.tag
         self.workdir = os.path.join(self.agents.root, 'os')
         self.controller_db = f'dsrctl_{self.tag}'

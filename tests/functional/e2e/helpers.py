@@ -25,16 +25,17 @@ KINDS = ('loadbalancers', 'listeners', 'pools', 'healthmonitors',
 # ------------------------------------------------------------------ labs
 
 @contextlib.contextmanager
-def product(n_se=2, n_members=2, octavia_config=None):
+def product(n_se=2, n_members=2, octavia_config=None, **lab_args):
     """A started ProductLab (and its topology) for a `with` block.
 
-    octavia_config: {section: {option: value}} added to octavia.conf.
+    octavia_config: {section: {option: value}} added to octavia.conf;
+    lab_args: ProductLab's keyword arguments.
     """
     topo = netns.Topology(n_se=n_se, n_members=n_members)
     topo.__enter__()
     lab = None
     try:
-        lab = pl.ProductLab(topo)
+        lab = pl.ProductLab(topo, **lab_args)
         with _octavia_config(octavia_config):
             lab.start()
         yield lab
@@ -114,6 +115,16 @@ def act(lab, *args, timeout=30):
     every 0.1 s, where `--wait` sleeps 3 s) until everything is ACTIVE."""
     lab.openstack('loadbalancer', *args)
     wait_all_active(lab, timeout, f'ACTIVE after `{" ".join(args[:2])}`')
+
+
+def tier2_flavor(lab, name='tier2', **flavor_data):
+    """A tier-2 flavor (profile and flavor, both `name`) through the CLI:
+    flavor data {"tier": 2, **flavor_data}."""
+    lab.openstack('loadbalancer', 'flavorprofile', 'create', '--name', name,
+                  '--provider', 'dsr', '--flavor-data',
+                  json.dumps({'tier': 2, **flavor_data}))
+    lab.openstack('loadbalancer', 'flavor', 'create', '--name', name,
+                  '--flavorprofile', name, '--enable')
 
 
 def member_args(name, address, pool, port=80, subnet=pl.MEMBER_SUBNET):

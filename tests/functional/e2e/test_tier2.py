@@ -8,8 +8,6 @@ L7 SE that joins its tooz group enters the L4 SEs' rings; the same calls on
 a tier-1 load balancer are refused naming the tier; a cascade delete leaves
 nothing behind."""
 
-import json
-
 import pytest
 
 from dsr_provider.controller import db as db_mod
@@ -40,11 +38,7 @@ def store(lab):
 def test_tier2_through_octavia(lab, store):
     l4 = lab.agents.se_group
     l7_group = f'{l4}-l7'
-    lab.openstack('loadbalancer', 'flavorprofile', 'create', '--name', 't2',
-                  '--provider', 'dsr', '--flavor-data',
-                  json.dumps({'tier': 2}))
-    lab.openstack('loadbalancer', 'flavor', 'create', '--name', 'tier2',
-                  '--flavorprofile', 't2', '--enable')
+    h.tier2_flavor(lab)
     h.act(lab, 'create', '--name', 'lb2', '--provider', 'dsr', '--flavor',
           'tier2', '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP2)
     h.act(lab, 'listener', 'create', '--name', 'web', '--protocol', 'HTTP',

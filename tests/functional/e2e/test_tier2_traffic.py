@@ -1,0 +1,184 @@
+"""Tier 2, the whole path through the real product: octavia-api and the
+`openstack` CLI, the driver agent, dsr-controller on MariaDB, two L4 SE
+agents (XDP, BGP to BIRD) and two L7 SE agents (dsr-agent role tier2 in
+their own namespaces, tools/lab/l7_ses.py) in front of plain HTTP servers
+with no DSR configuration.
+
+    client -- router -- se1, se2     L4 SEs: VIP -> Maglev -> IPIP
+                   |---- m1, m2      L7 SEs (HAProxy, SNAT)
+                   |---- m3, m4      servers :8080 (m4 also "api" :8081)
+
+The L7 agents start before any tier-2 load balancer names their group
+(they get the empty document).  Then: requests through the VIP, round
+robin over both servers, SNAT seen by the servers, /api to the second
+pool, every object ACTIVE/ONLINE in Octavia; one L7 SE stopped (SIGTERM:
+it drains) under a request loop loses no request and leaves the L4 SEs'
+rings (weight 0) within 2 s, then leaves them altogether.
+"""
+
+import collections
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from tests.functional.amphora_agent.l7.test_tier2_path import \
+    get_with_member_header
+from tests.functional.e2e import helpers as h
+from tools.lab import l7_ses
+from tools.lab import netns
+from tools.lab import product_lab as pl
+from tools.lab import traffic_loop
+
+VIP = netns.VIP4
+L7, SERVERS = ('m1', 'm2'), ('m3', 'm4')
+WEB_PORT, API_PORT = 8080, 8081
+RING_BOUND = 2.0      # issue 11: L7 SE join/leave in the L4 rings
+
+
+@pytest.fixture(scope='module')
+def lab():
+    with h.product(n_se=2, n_members=4, plain_members=L7 + SERVERS) as lab:
+        ses = l7_ses.L7SEs(lab, L7)
+        try:
+            ses.start()
+            for name in SERVERS:
+                l7_ses.start_plain_server(lab.topo, name, WEB_PORT)
+            l7_ses.start_plain_server(lab.topo, 'm4', API_PORT, 'api')
+            lab.l7 = ses
+            yield lab
+        finally:
+            ses.close()
+
+
+def rings(lab):
+    """{L4 SE: {member address: weight}} of the VIP's port-80 listener,
+    as each L4 SE's dataplane runs it (dsrctl show)."""
+    out = {}
+    for se in h.se_names(lab):
+        members = {}
+        for lst in lab.agents.show(se)['listeners']:
+            if lst.get('port') == 80:
+                members.update({m['address']: m['weight']
+                                for m in lst['members']})
+        out[se] = members
+    return out
+
+
+def wait_rings(lab, expected, timeout, what):
+    last = {}
+
+    def ok():
+        last.clear()
+        last.update(rings(lab))
+        return all(r == expected for r in last.values())
+    try:
+        netns.wait_for(ok, timeout, what, interval=0.05)
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; rings: {last}') from None
+
+
+def test_tier2_traffic_through_the_product(lab):
+    topo = lab.topo
+    addr = {n: topo.host(n).ipv4 for n in L7 + SERVERS}
+    # 1. The L7 agents, started before any tier-2 load balancer named
+    # their group, applied its (empty) document and reported no error.
+    netns.wait_for(lambda: all(
+        lab.l7.procs[n].poll() is None for n in L7), 5, 'L7 agents up')
+
+    # 2. A tier-2 load balancer through the CLI.
+    h.tier2_flavor(lab)
+    h.act(lab, 'create', '--name', 'lb', '--provider', 'dsr', '--flavor',
+          'tier2', '--vip-subnet-id', pl.VIP_SUBNET, '--vip-address', VIP,
+          timeout=60)
+    h.act(lab, 'listener', 'create', '--name', 'web', '--protocol', 'HTTP',
+          '--protocol-port', '80', 'lb', timeout=60)
+    h.act(lab, 'pool', 'create', '--name', 'p-web', '--listener', 'web',
+          '--protocol', 'HTTP', '--lb-algorithm', 'ROUND_ROBIN')
+    h.act(lab, 'pool', 'create', '--name', 'p-api', '--loadbalancer', 'lb',
+          '--protocol', 'HTTP', '--lb-algorithm', 'ROUND_ROBIN')
+    for pool in ('p-web', 'p-api'):
+        h.act(lab, 'healthmonitor', 'create', '--name', f'hm-{pool}',
+              '--type', 'HTTP', '--delay', '1', '--timeout', '1',
+              '--max-retries', '1', '--url-path', '/', pool)
+    for name in SERVERS:
+        h.act(lab, *h.member_args(name, addr[name], 'p-web', WEB_PORT))
+    h.act(lab, *h.member_args('api', addr['m4'], 'p-api', API_PORT))
+    h.act(lab, 'l7policy', 'create', '--name', 'to-api', '--action',
+          'REDIRECT_TO_POOL', '--redirect-pool', 'p-api', 'web')
+    h.act(lab, 'l7rule', 'create', '--type', 'PATH', '--compare-type',
+          'STARTS_WITH', '--value', '/api', 'to-api')
+
+    # 3. Both L7 SEs in every L4 SE's ring.
+    wait_rings(lab, {addr[n]: 1 for n in L7}, 30, 'both L7 SEs in the rings')
+
+    # 4. Traffic: round robin over both servers; the servers see only the
+    # L7 SEs' addresses (SNAT), both of them, never the client.
+    at_server = {(srv, src): topo.nft_counter(srv, saddr=src)
+                 for srv in SERVERS
+                 for src in (addr['m1'], addr['m2'], topo.client.ipv4)}
+    served = collections.Counter(h.member_of(topo.http_get(
+        VIP, source_port=port)) for port in range(40000, 40024))
+    assert set(served) == set(SERVERS), served
+    for srv in SERVERS:
+        assert at_server[(srv, topo.client.ipv4)].packets() == 0, srv
+    for l7se in L7:
+        assert sum(at_server[(srv, addr[l7se])].packets()
+                   for srv in SERVERS) > 0, l7se
+    # The L7 policy: /api reaches the second pool (its server answers 404
+    # for the path, naming itself); other paths the first.
+    assert get_with_member_header(topo, '/api/v1/items') == (404, 'api')
+    assert get_with_member_header(topo, '/other')[1] in SERVERS
+
+    # 5. Every object ACTIVE and ONLINE in Octavia (members ONLINE by the
+    # L7 SEs' HTTP health checks).
+    last = []
+
+    def all_online():
+        last[:] = [o for o in h.objects(lab)
+                   if o[2:] != ('ACTIVE', 'ONLINE')]
+        return not last
+    try:
+        netns.wait_for(all_online, 60, 'every object ACTIVE/ONLINE',
+                       interval=0.2)
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; not ACTIVE/ONLINE: {last}') from None
+
+    # 6. One L7 SE stops (SIGTERM: draining, then it leaves its group)
+    # under a request loop: no request fails, the established upload
+    # completes, the L4 rings stop sending it new flows within 2 s.
+    loop = topo.spawn('client', [*netns.SCRIPT_PYTHON, traffic_loop.__file__,
+                                 VIP, '80'], ready=r'^STARTED',
+                      ready_timeout=15)
+    try:
+        netns.wait_for(lambda: 'MEMBER m3' in loop.output() and
+                       'MEMBER m4' in loop.output(), 20,
+                       'the loop served by both servers')
+        t0 = time.monotonic()
+        proc = lab.l7.stop_agent('m2')
+        wait_rings(lab, {addr['m1']: 1, addr['m2']: 0}, 10,
+                   'm2 at weight 0 in every ring')
+        drained = time.monotonic() - t0
+        assert proc.wait(timeout=60) == 0, proc.output_tail()
+        wait_rings(lab, {addr['m1']: 1}, 10, 'm2 out of every ring')
+        left = time.monotonic() - t0
+        # Requests go on after it left (through m1 alone), the loop's too.
+        served = h.http_served(topo, VIP, range(41000, 41012))
+        assert set(served) == set(SERVERS), served
+    finally:
+        os.killpg(loop.pid, signal.SIGTERM)
+        rc, out = loop.wait_output(90)
+        netns.kill_proc(loop)
+    assert rc == 0, out[-2000:]
+    result = json.loads(out.strip().splitlines()[-1])
+    print(f'\nL7 SE m2 SIGTERM -> weight 0 in both L4 rings: '
+          f'{drained:.2f} s, out of them: {left:.2f} s; loop: '
+          f'{result["new"]["ok"]} ok, {result["new"]["failed"]} failed')
+    assert result['new']['failed'] == 0, result['new']
+    assert result['established']['ok'], result['established']
+    assert drained <= RING_BOUND, drained
+    # Octavia: still served (m1), nothing left pending.
+    assert h.find(lab, 'loadbalancers', 'lb')['operating_status'] == 'ONLINE'
+    assert h.not_active(lab) == []

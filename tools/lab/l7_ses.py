@@ -1,0 +1,166 @@
+"""L7 SEs for a product lab (tools/lab/product_lab.py): members of its
+topology that the agent lab left plain (ProductLab(plain_members=...)),
+each running the real dsr-agent with ``[agent] role = tier2`` inside its
+own namespace (its RPC and tooz connections reach the machine's RabbitMQ
+and Redis through tools/lab/nsrelay.py), enrolled with the lab's real
+controller in the L7 SE group; and plain HTTP servers (no DSR
+configuration) for tier-2 pools.
+
+    l7 = L7SEs(lab, ['m1', 'm2'])    # group <L4 group>-l7, the flavor default
+    l7.start()                       # relay, keys, enrolment, agents
+    start_plain_server(lab.topo, 'm3', 8080)
+    l7.stop_agent('m2')              # SIGTERM: the agent drains and leaves
+    l7.close()                       # agents, HAProxies, relay
+
+The agents' files live under the agent lab's root and their decap pins
+under its pin root, which the lab removes; close() stops the HAProxies
+they leave running (``dsr-l7 stop``).
+"""
+
+import os
+import signal
+import sys
+import urllib.parse
+
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import enrolment
+from dsr_wire import auth
+from tools.lab import agent_lab
+from tools.lab import netns
+
+
+def start_plain_server(topo, host, port, name=None):
+    """tools/lab/servers/http_server.py on the host's own addresses (GET /
+    answers ``member=<name>``, default the host's name); the Proc."""
+    h = topo.host(host)
+    return topo.spawn(host, [*netns.SCRIPT_PYTHON,
+                             netns.SERVERS_DIR / 'http_server.py', '--name',
+                             name or host, '--port', port, '--bind', h.ipv4,
+                             '--bind', h.ipv6], ready=r'^READY')
+
+
+class L7SEs:
+    def __init__(self, lab, names, group=None, drain_wait=2.0):
+        self.lab = lab
+        self.topo = lab.topo
+        self.names = list(names)
+        self.group = group or f'{lab.agents.se_group}-l7'
+        self.drain_wait = drain_wait
+        self.root = os.path.join(lab.agents.root, 'l7')
+        self.procs = {}
+        self.relay = None
+
+    def se_id(self, name):
+        return f'{name}-{self.lab.tag}'
+
+    def _path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    # ------------------------------------------------------------ set-up
+    def start(self):
+        """Relay, keys, enrolment, then every agent (READY)."""
+        os.makedirs(self.root, exist_ok=True)
+        ports = sorted({urllib.parse.urlsplit(u).port for u in (
+            self.lab.agents.transport_url, self.lab.agents.redis_url)})
+        self.relay = netns.Proc(
+            [sys.executable, '-m', 'tools.lab.nsrelay']
+            + [f'--port={p}' for p in ports]
+            + [self.topo.ns(n) for n in self.names], cwd=agent_lab._REPO)
+        self.relay.wait_for_line(r'^READY', 30)
+        database = db_mod.Database(self.lab.controller_db_url)
+        try:
+            for name in self.names:
+                auth.generate_key(self._path(f'{name}.key'),
+                                  self._path(f'{name}.pub'))
+                enrolment.enrol(database, self.group, self.se_id(name),
+                                auth.load_public_key(
+                                    self._path(f'{name}.pub')))
+        finally:
+            database.engine.dispose()
+        for name in self.names:
+            self.start_agent(name)
+
+    def config_file(self, name):
+        """The L7 SE's configuration: [agent] role = tier2 in the L7
+        group, [l7] the engine (eBPF decap, tunnel addresses = the host's
+        addresses, SNAT from them)."""
+        h = self.topo.host(name)
+        agents = self.lab.agents
+        path = self._path(f'{name}.conf')
+        state = self._path(name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        with os.fdopen(fd, 'w') as f:
+            f.write(f"""[DEFAULT]
+transport_url = {agents.transport_url}
+log_file = {self._path(name + '.log')}
+
+[agent]
+se_id = {self.se_id(name)}
+se_group = {self.group}
+role = tier2
+state_dir = {os.path.join(state, 'agent')}
+stats_interval = 1
+resync_interval = 5
+drain_wait = {self.drain_wait}
+
+[coordination]
+backend_url = {agents.redis_url}
+
+[auth]
+private_key = {self._path(name + '.key')}
+controller_keys_dir = {agents.controller_keys_dir}
+state_dir = {os.path.join(state, 'auth')}
+
+[dataplane]
+decap_pin_dir = {os.path.join(agents.pin_root, name + '-decap')}
+
+[l7]
+state_dir = {os.path.join(state, 'l7')}
+cert_dir = {self._path('certs')}
+decap = ebpf
+interface = {h.ifname}
+tunnel_addresses = {h.ipv4},{h.ipv6}
+log_socket = {os.path.join(state, 'log.sock')}
+connection_logging = false
+reload_timeout = 30
+""")
+        return path
+
+    def start_agent(self, name, timeout=60):
+        """dsr-agent inside the L7 SE's namespace (it does not honour
+        [agent] netns: its connections would open in the namespace)."""
+        proc = netns.Proc(['nsenter', f'--net=/run/netns/{self.topo.ns(name)}',
+                           '--', sys.executable, '-m',
+                           'amphora_agent.service', '--config-file',
+                           self.config_file(name)], cwd=agent_lab._REPO)
+        try:
+            proc.wait_for_line(r'^READY', timeout)
+        except BaseException:
+            netns.kill_proc(proc)
+            raise
+        self.procs[name] = proc
+        return proc
+
+    def stop_agent(self, name, sig=signal.SIGTERM):
+        """Signal the agent (SIGTERM: it drains, then leaves its group);
+        the Proc, still to be waited for.  Its HAProxy keeps serving."""
+        proc = self.procs.pop(name)
+        os.kill(proc.pid, sig)
+        return proc
+
+    # ---------------------------------------------------------- teardown
+    def close(self):
+        for proc in self.procs.values():
+            netns.kill_proc(proc)
+        self.procs.clear()
+        for name in self.names:
+            if not os.path.exists(self._path(f'{name}.conf')):
+                continue
+            # The HAProxies, VIPs and decap the agent left behind.
+            self.topo.run(name, [sys.executable, '-m', 'amphora_agent.l7.cli',
+                                 '--config-file', self._path(f'{name}.conf'),
+                                 '--se-id', self.se_id(name), 'stop'],
+                          check=False, timeout=120)
+        if self.relay is not None:
+            netns.kill_proc(self.relay)
+            self.relay = None

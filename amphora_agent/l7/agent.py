@@ -207,7 +207,12 @@ class L7Agent:
                 raise Invalid('l7snapshot.se_group',
                               document.get('se_group'),
                               f'this L7 SE\'s group {self.se_group!r}')
+            started = time.monotonic()
             self.engine.apply(as_l7_document(document))
+            LOG.info('applied L7 generation %s in %.2f s: %s', generation,
+                     time.monotonic() - started,
+                     {lb: (r['status'], r['action'], r['error'])
+                      for lb, r in self.engine.result.items()})
         except Invalid as exc:
             self.last_error = str(exc)
             self.rejected_generation = generation

@@ -20,6 +20,7 @@ import collections
 import json
 import os
 import signal
+import threading
 import time
 
 import pytest
@@ -53,18 +54,19 @@ def lab():
             ses.close()
 
 
+def ring(lab, se):
+    """{member address: weight} of the VIP's port-80 listener as the L4
+    SE's dataplane runs it (dsrctl show)."""
+    members = {}
+    for lst in lab.agents.show(se)['listeners']:
+        if lst.get('port') == 80:
+            members.update({m['address']: m['weight']
+                            for m in lst['members']})
+    return members
+
+
 def rings(lab):
-    """{L4 SE: {member address: weight}} of the VIP's port-80 listener,
-    as each L4 SE's dataplane runs it (dsrctl show)."""
-    out = {}
-    for se in h.se_names(lab):
-        members = {}
-        for lst in lab.agents.show(se)['listeners']:
-            if lst.get('port') == 80:
-                members.update({m['address']: m['weight']
-                                for m in lst['members']})
-        out[se] = members
-    return out
+    return {se: ring(lab, se) for se in h.se_names(lab)}
 
 
 def wait_rings(lab, expected, timeout, what):
@@ -80,13 +82,48 @@ def wait_rings(lab, expected, timeout, what):
         raise AssertionError(f'{exc}; rings: {last}') from None
 
 
+def seen_in_every_ring(lab, expected, timeout, what):
+    """Poll each L4 SE's ring in a thread of its own until it is
+    `expected`; [monotonic time of the read that first showed it, per
+    SE] -- an upper bound of when each SE programmed it, not inflated by
+    reading the other SEs in turn."""
+    seen, errors = {}, []
+
+    def poll(se):
+        try:
+            netns.wait_for(lambda: ring(lab, se) == expected, timeout,
+                           f'{what} on {se}', interval=0.02)
+            seen[se] = time.monotonic()
+        except Exception as exc:  # noqa: BLE001 -- raised below
+            errors.append(exc)
+    threads = [threading.Thread(target=poll, args=(se,))
+               for se in h.se_names(lab)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise AssertionError(f'{errors}; rings: {rings(lab)}')
+    return list(seen.values())
+
+
 def test_tier2_traffic_through_the_product(lab):
     topo = lab.topo
     addr = {n: topo.host(n).ipv4 for n in L7 + SERVERS}
     # 1. The L7 agents, started before any tier-2 load balancer named
     # their group, applied its (empty) document and reported no error.
-    netns.wait_for(lambda: all(
-        lab.l7.procs[n].poll() is None for n in L7), 5, 'L7 agents up')
+
+    def l7_states():
+        out = lab.mysql(f'SELECT se_id, applied_generation, '
+                        f'rejected_generation, error FROM '
+                        f'{lab.controller_db}.agent_states WHERE se_group '
+                        f"= '{lab.l7.group}'")
+        assert out.returncode == 0, out.stderr
+        return sorted(tuple(line.split('\t'))
+                      for line in out.stdout.splitlines()[1:])
+    netns.wait_for(lambda: l7_states() == [
+        (lab.l7.se_id(n), '0', 'NULL', 'NULL') for n in L7], 30,
+        'both L7 agents applying the empty document, nothing rejected')
 
     # 2. A tier-2 load balancer through the CLI.
     h.tier2_flavor(lab)
@@ -158,9 +195,9 @@ def test_tier2_traffic_through_the_product(lab):
                        'the loop served by both servers')
         t0 = time.monotonic()
         proc = lab.l7.stop_agent('m2')
-        wait_rings(lab, {addr['m1']: 1, addr['m2']: 0}, 10,
-                   'm2 at weight 0 in every ring')
-        drained = time.monotonic() - t0
+        drained = max(seen_in_every_ring(
+            lab, {addr['m1']: 1, addr['m2']: 0}, 10,
+            'm2 at weight 0')) - t0
         assert proc.wait(timeout=60) == 0, proc.output_tail()
         wait_rings(lab, {addr['m1']: 1}, 10, 'm2 out of every ring')
         left = time.monotonic() - t0

@@ -33,6 +33,7 @@ import tooz
 from tooz import coordination
 
 from amphora_agent.l7 import engine as engine_mod
+from amphora_agent.l7 import render
 from amphora_agent import trust as trust_mod
 from dsr_wire import agent_rpc as rpc
 from dsr_wire import auth
@@ -252,6 +253,10 @@ class L7Agent:
     # -- lifecycle ---------------------------------------------------------
 
     def start(self, timeout=60):
+        t0 = time.monotonic()
+        render.preload()
+        LOG.info('Octavia\'s HAProxy templater loaded in %.2f s',
+                 time.monotonic() - t0)
         self.engine.adopt()
         if self.publisher is not None:
             self.publisher.start(self.capabilities())

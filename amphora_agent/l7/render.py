@@ -100,7 +100,23 @@ class Rendered:
 _templater_class = None
 
 
+def preload():
+    """Import Octavia's templater now.  It takes seconds (octavia.db.models
+    pulls in the API's wsme types: 12 s at load 4 here), which a first
+    apply must not spend -- the L7 agent calls this before it says ready."""
+    _templater_type()
+
+
 def _templater(paths, log_socket, connection_logging):
+    templater = _templater_type()(
+        base_amp_path=paths.state_dir, base_crt_dir=paths.state_dir,
+        log_http=log_socket, log_server=log_socket,
+        connection_logging=connection_logging)
+    templater.paths = paths
+    return templater
+
+
+def _templater_type():
     # Octavia is imported on first use only: it registers its options in
     # the global CONF and takes seconds to import, which the L4 agent
     # never needs.
@@ -133,12 +149,7 @@ def _templater(paths, log_socket, connection_logging):
                 return out
 
         _templater_class = Templater
-    templater = _templater_class(
-        base_amp_path=paths.state_dir, base_crt_dir=paths.state_dir,
-        log_http=log_socket, log_server=log_socket,
-        connection_logging=connection_logging)
-    templater.paths = paths
-    return templater
+    return _templater_class
 
 
 def _monitor(doc):

@@ -210,3 +210,25 @@ def test_tier1_document_with_load_balancers_is_rejected(lab):
     assert 'l7snapshot.role' in state['error']
     assert 'tier-1' in state['error'] and GROUP in state['error']
     assert lab.engine.generation is None
+
+
+def test_octavia_templater_is_loaded_before_the_agent_joins(lab,
+                                                            monkeypatch):
+    # Octavia's templater takes seconds to import: the first apply after a
+    # tier-2 listener appeared spent them (14-16 s, past the controller's
+    # apply timeout).  The agent loads it before it joins its group.
+    order = []
+    monkeypatch.setattr(agent_mod.render, 'preload',
+                        lambda: order.append('preload'))
+
+    class Publisher:
+        def start(self, capabilities):
+            order.append('join')
+
+        def stop(self):
+            pass
+    lab.agent.publisher = Publisher()
+    monkeypatch.setattr(lab.agent, '_loop', lambda: None)
+    lab.agent.start()
+    lab.agent._thread.join(5)
+    assert order == ['preload', 'join']

@@ -30,6 +30,7 @@ def _is_root():
 # -n 3 --dist loadfile) the long ones overlap the many short ones instead
 # of running alone at the end.
 LONG_FILES = (
+    'amphora_agent/l7/test_tier2_path.py',    # 2 L7 SEs, HAProxy, TLS
     'dsr_provider/controller/test_neutron_ports.py',  # neutron venv, server
     'amphora_agent/test_least_privilege.py',  # the agent suite again
     'test_packaging.py',                      # wheel build + install
@@ -38,6 +39,8 @@ LONG_FILES = (
     'amphora_agent/test_systemd_unit.py',
     'tools/lab/localstack/test_octavia_stack.py',
     'dsr_provider/controller/test_replay.py',
+    'dsr_provider/test_status_relay.py',
+    'amphora_agent/l7/test_l7_agent.py',
     'amphora_agent/dataplane/test_consistency.py',
     # make test-e2e (2 workers): 240 and 210 s of 1350 s serial
     'e2e/test_isolation.py',

@@ -131,7 +131,10 @@ class CapabilityPublisher:
         return True
 
     def stop(self):
-        self.membership.stop()
+        # Idempotent: the agent's stop and its owner's may both call it.
+        if self.published is not None:
+            self.published = None
+            self.membership.stop()
 
 
 class L7Agent:
@@ -320,6 +323,7 @@ class L7Agent:
             self.draining = True
             self._safe(lambda: self.publisher.publish(self.capabilities()))
             self._stop.wait(self.conf.agent.drain_wait)
+            self._wait_idle(self.conf.l7.drain_timeout)
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -329,6 +333,31 @@ class L7Agent:
             self._rpc_server.wait()
         if self.publisher is not None:
             self.publisher.stop()
+
+    def active_connections(self):
+        return sum(stats.get('active_connections', 0)
+                   for stats in listener_stats(self.engine).values())
+
+    def _wait_idle(self, timeout):
+        """Wait (at weight 0 in the L4 rings, no new flow arrives) until
+        HAProxy holds no connection, or timeout: leaving the group takes
+        this SE out of the rings, and the L4 SEs would then steer an open
+        connection's packets to another L7 SE, which resets it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                active = self.active_connections()
+            except Exception:  # noqa: BLE001 -- HAProxy gone: nothing open
+                LOG.exception('draining: statistics unavailable')
+                return
+            if active == 0:
+                return
+            if time.monotonic() >= deadline:
+                LOG.warning('draining: %d connection(s) still open after '
+                            '%.0f s; leaving the group anyway', active,
+                            timeout)
+                return
+            time.sleep(0.2)
 
 
 def build(conf):

@@ -65,7 +65,8 @@ def lab(tmp_path):
                                log_socket=str(tmp_path / 'log'), timeout=20)
     conf = types.SimpleNamespace(agent=types.SimpleNamespace(
         se_id='l7se1', se_group=GROUP, stats_interval=10.0,
-        resync_interval=60.0, drain_wait=0.1))
+        resync_interval=60.0, drain_wait=0.1),
+        l7=types.SimpleNamespace(drain_timeout=30.0))
     url = f'file://{tmp_path}/tooz'
     publisher = agent_mod.CapabilityPublisher(membership_mod.Membership(
         url, 'l7se1', GROUP, {}))
@@ -232,3 +233,48 @@ def test_octavia_templater_is_loaded_before_the_agent_joins(lab,
     lab.agent.start()
     lab.agent._thread.join(5)
     assert order == ['preload', 'join']
+
+
+def test_drain_leaves_the_group_only_when_connections_are_done(lab):
+    # Leaving takes the L7 SE out of the L4 rings: a connection still open
+    # would then be steered to another L7 SE and reset (e2e caught an
+    # upload reset that way).  So the agent waits for HAProxy to be idle.
+    import socket
+    import threading
+
+    port = free_port()
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', port), se_group=GROUP, generation=1))
+    lab.agent.sync()
+    conn = socket.create_connection(('127.0.0.1', port), timeout=5)
+    try:
+        worker_did(lambda: lab.agent.active_connections() == 1)
+        stopper = threading.Thread(target=lab.agent.stop)
+        stopper.start()
+        worker_did(lambda: lab.observer.members()['l7se1']['draining'])
+        # Draining and still in its group while the connection is open
+        # (the stop polls HAProxy every 0.2 s: three rounds of it).
+        for _ in range(3):
+            worker_did(lambda: lab.agent.active_connections() == 1)
+            stopper.join(0.3)
+            assert stopper.is_alive()
+            assert 'l7se1' in lab.observer.members()
+    finally:
+        conn.close()
+    stopper.join(30)
+    assert not stopper.is_alive()
+    worker_did(lambda: 'l7se1' not in lab.observer.members())
+
+
+def test_drain_timeout_bounds_the_wait(lab):
+    import socket
+
+    port = free_port()
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', port), se_group=GROUP, generation=1))
+    lab.agent.sync()
+    lab.agent.conf.l7.drain_timeout = 0.5
+    with socket.create_connection(('127.0.0.1', port), timeout=5):
+        worker_did(lambda: lab.agent.active_connections() == 1)
+        lab.agent.stop()        # returns although the connection is open
+        worker_did(lambda: 'l7se1' not in lab.observer.members())

@@ -92,7 +92,6 @@ import json
 import os
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -106,6 +105,7 @@ from amphora_agent.bgp import exabgp_config
 from amphora_agent.bgp.exabgp_config import ConfigError  # noqa: F401
 from amphora_agent.bgp.exabgp_config import Peer  # noqa: F401
 from amphora_agent.bgp.exabgp_config import SpeakerConfig  # noqa: F401
+from amphora_agent import processes
 
 LOG = logging.getLogger(__name__)
 
@@ -164,89 +164,6 @@ class PeerStatus:
     family: int
     established: bool
     state: str          # ExaBGP's FSM state, lower case; 'not-running'
-
-
-# --------------------------------------------------------------------------
-# /proc helpers (no psutil)
-
-
-def _proc_stat(pid):
-    """(state letter, start time in clock ticks) of pid, or None."""
-    try:
-        with open(f'/proc/{pid}/stat') as f:
-            data = f.read()
-    except (OSError, ValueError):
-        return None
-    rest = data.rsplit(') ', 1)[-1].split()
-    # rest[0] is field 3 (state); start time is field 22.
-    try:
-        return rest[0], int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def process_alive(pid, start_time=None):
-    """True if pid runs (not a zombie) and, if given, started at
-    ``start_time`` (so a reused PID is not mistaken for ours)."""
-    if not pid or pid <= 0:
-        return False
-    st = _proc_stat(pid)
-    if st is None or st[0] in ('Z', 'X'):
-        return False
-    return start_time is None or st[1] == start_time
-
-
-def process_start_time(pid):
-    st = _proc_stat(pid)
-    return None if st is None else st[1]
-
-
-def process_cmdline(pid):
-    try:
-        with open(f'/proc/{pid}/cmdline', 'rb') as f:
-            return [a.decode(errors='replace')
-                    for a in f.read().split(b'\0') if a]
-    except OSError:
-        return []
-
-
-def process_children(pid):
-    """Direct children of pid (every thread's list)."""
-    kids = []
-    try:
-        tasks = os.listdir(f'/proc/{pid}/task')
-    except OSError:
-        return kids
-    for tid in tasks:
-        try:
-            with open(f'/proc/{pid}/task/{tid}/children') as f:
-                kids += [int(x) for x in f.read().split()]
-        except (OSError, ValueError):
-            continue
-    return kids
-
-
-def _signal(pid, start_time, sig):
-    if process_alive(pid, start_time):
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
-
-
-def terminate_process(pid, start_time, timeout=5.0):
-    """SIGTERM, then SIGKILL after ``timeout``; True once it is gone.
-    Only signals while the PID still has ``start_time``."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, timeout)):
-        _signal(pid, start_time, sig)
-        deadline = time.monotonic() + wait
-        while process_alive(pid, start_time):
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(0.01)
-        else:
-            return True
-    return not process_alive(pid, start_time)
 
 
 def _write_atomic(path, text, mode=0o600):
@@ -422,7 +339,7 @@ class BgpSpeaker:
 
     def _live_record(self):
         rec = self._read_record()
-        if rec and process_alive(rec['pid'], rec['start_time']):
+        if rec and processes.process_alive(rec['pid'], rec['start_time']):
             return rec
         return None
 
@@ -554,11 +471,11 @@ class BgpSpeaker:
         for d in os.listdir('/proc'):
             if not d.isdigit() or int(d) == me:
                 continue
-            argv = process_cmdline(int(d))
+            argv = processes.process_cmdline(int(d))
             if self.config_path in argv and any('exabgp' in a
                                                 for a in argv):
                 pid = int(d)
-                start_time = process_start_time(pid)
+                start_time = processes.process_start_time(pid)
                 if start_time is None:
                     continue            # gone meanwhile
                 LOG.warning('BGP: stopping stray ExaBGP pid %d', pid)
@@ -585,13 +502,13 @@ class BgpSpeaker:
         except ValueError:
             raise BgpError(f'could not launch ExaBGP: {launcher.stderr}'
                            ) from None
-        start_time = process_start_time(pid)
+        start_time = processes.process_start_time(pid)
         if start_time is None:
             raise BgpError(f'ExaBGP exited at once:\n{self.log_tail()}')
         self._write_record(pid, start_time, digest)
         deadline = time.monotonic() + self.start_timeout
         while True:
-            if not process_alive(pid, start_time):
+            if not processes.process_alive(pid, start_time):
                 self._remove_record()
                 raise BgpError(f'ExaBGP exited while starting:\n'
                                f'{self.log_tail()}')
@@ -609,13 +526,14 @@ class BgpSpeaker:
     def _terminate_tree(self, pid, start_time):
         """Stop ExaBGP and reap-by-kill its helpers (the API helper is in
         its own process group and would otherwise linger if it hung)."""
-        kids = [(k, process_start_time(k)) for k in process_children(pid)]
-        ok = terminate_process(pid, start_time, self.stop_timeout)
+        kids = [(k, processes.process_start_time(k))
+                for k in processes.process_children(pid)]
+        ok = processes.terminate_process(pid, start_time, self.stop_timeout)
         # ExaBGP terminates its helpers itself; they also leave on EOF of
         # their stdin.  Give them the same deadline, then force them.
         for k, st in kids:
             if st is not None:
-                terminate_process(k, st, self.stop_timeout)
+                processes.terminate_process(k, st, self.stop_timeout)
         if not ok:
             raise BgpError(f'ExaBGP pid {pid} did not stop')
 

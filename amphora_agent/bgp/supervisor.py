@@ -36,6 +36,7 @@ import time
 from oslo_log import log as logging
 
 from amphora_agent.bgp import speaker as speaker_mod
+from amphora_agent import processes
 from amphora_agent import supervision
 
 LOG = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class BgpSupervisor:
             self._wake()           # gone already: check() will see it
             return
         # The PID may have been reused between the record and the open.
-        if not speaker_mod.process_alive(pid, start_time):
+        if not processes.process_alive(pid, start_time):
             os.close(pidfd)
             self._wake()
             return
@@ -127,7 +128,7 @@ class BgpSupervisor:
     def alive(self):
         if self._watched is None:
             return False
-        return speaker_mod.process_alive(*self._watched)
+        return processes.process_alive(*self._watched)
 
     def check(self):
         """Run from the agent's worker thread on every loop iteration.

@@ -28,6 +28,8 @@ import socket
 import subprocess
 import time
 
+from amphora_agent import processes
+
 _VERSION_RE = re.compile(r'version (\d+)\.(\d+)(?:\.(\d+))?')
 
 
@@ -88,16 +90,6 @@ def _worker_pid(stats_socket):
     return int(m.group(1)) if m else None
 
 
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while True:
@@ -134,14 +126,9 @@ class Process:
                 pid = int(f.read().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        if not _alive(pid):
+        if not processes.process_alive(pid):
             return None
-        try:
-            with open(f'/proc/{pid}/cmdline', 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            return None
-        return pid if self.config.encode() in argv else None
+        return pid if self.config in processes.process_cmdline(pid) else None
 
     def running(self):
         return self.master_pid() is not None
@@ -239,5 +226,5 @@ class Process:
                 self._child.wait()
             self._child = None
         else:
-            _wait(lambda: not _alive(pid), timeout or self.timeout,
-                  f'HAProxy master {pid} to exit')
+            _wait(lambda: not processes.process_alive(pid),
+                  timeout or self.timeout, f'HAProxy master {pid} to exit')

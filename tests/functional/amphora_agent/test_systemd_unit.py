@@ -215,8 +215,8 @@ def test_systemctl_reload_reconfigures_bgp(unit_lab):
 
 
 def _alive(pid, start_time):
-    from amphora_agent.bgp import speaker
-    return speaker.process_alive(pid, start_time)
+    from amphora_agent import processes
+    return processes.process_alive(pid, start_time)
 
 
 def _agent_log_says(lab, text):

@@ -22,6 +22,7 @@ import pytest
 from amphora_agent.bgp.exabgp_config import Peer
 from amphora_agent.bgp.exabgp_config import SpeakerConfig
 from amphora_agent.bgp import speaker as speaker_mod
+from amphora_agent import processes
 from tools.lab import bird as bird_mod
 
 ROUTER_ASN = 65000
@@ -94,9 +95,9 @@ class BgpLab:
         pids = []
         for d in os.listdir('/proc'):
             if d.isdigit() and int(d) != os.getpid():
-                argv = speaker_mod.process_cmdline(int(d))
+                argv = processes.process_cmdline(int(d))
                 if any(self.root in a for a in argv) and \
-                        speaker_mod.process_alive(int(d)):
+                        processes.process_alive(int(d)):
                     pids.append(int(d))
         return pids
 
@@ -112,8 +113,8 @@ class BgpLab:
         self.bird.stop()
         stray = self.our_pids()
         for pid in stray:
-            speaker_mod.terminate_process(
-                pid, speaker_mod.process_start_time(pid), 2.0)
+            processes.terminate_process(
+                pid, processes.process_start_time(pid), 2.0)
         shutil.rmtree(self.root, ignore_errors=True)
         if stray:
             errors.append(RuntimeError(f'stray processes left: {stray}'))

@@ -21,6 +21,7 @@ import time
 import pytest
 
 from amphora_agent.bgp import exabgp_api
+from amphora_agent import processes
 from tools.lab.agent_lab import listener
 from tools.lab.agent_lab import load_balancer
 from tools.lab.agent_lab import member
@@ -109,9 +110,8 @@ def test_kill9_exabgp_is_restarted_and_back_in_ecmp(make_lab):
 
 
 def _api_helper(pid):
-    from amphora_agent.bgp import speaker as speaker_mod
-    for kid in speaker_mod.process_children(pid):
-        if any('exabgp_api.py' in a for a in speaker_mod.process_cmdline(kid)):
+    for kid in processes.process_children(pid):
+        if any('exabgp_api.py' in a for a in processes.process_cmdline(kid)):
             return kid
     return None
 
@@ -119,16 +119,15 @@ def _api_helper(pid):
 def test_api_helper_deaths_make_exabgp_exit_and_it_is_restarted(make_lab):
     """ExaBGP gives up after repeated deaths of its API helper (FIELD-NOTES):
     the agent sees ExaBGP exit and restarts it like a crash."""
-    from amphora_agent.bgp import speaker as speaker_mod
     lab = make_lab(n_se=1, n_members=1)
     lab.start_agents()
     lab.wait_applied(lab.publish(lbs(lab)))
     lab.wait_route(P4, ['se1'])
     pid = exabgp_pid(lab, 'se1')
     kills = 0
-    while speaker_mod.process_alive(pid) and kills < 20:
+    while processes.process_alive(pid) and kills < 20:
         helper = netns.wait_for(
-            lambda: _api_helper(pid) or not speaker_mod.process_alive(pid),
+            lambda: _api_helper(pid) or not processes.process_alive(pid),
             10, 'an API helper (or ExaBGP gone)')
         if helper is True:
             break
@@ -137,7 +136,7 @@ def test_api_helper_deaths_make_exabgp_exit_and_it_is_restarted(make_lab):
         netns.wait_for(lambda: _api_helper(pid) != helper, 10,
                        'the helper replaced or ExaBGP gone')
     t_exit = time.monotonic()
-    assert not speaker_mod.process_alive(pid), f'{kills} kills'
+    assert not processes.process_alive(pid), f'{kills} kills'
     netns.wait_for(lambda: lab.state('se1')['helpers']['bgp']['restarts']
                    == 1, 5, 'restart reported')
     assert exabgp_pid(lab, 'se1') != pid

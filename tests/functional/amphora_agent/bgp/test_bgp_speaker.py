@@ -18,7 +18,7 @@ import sys
 import threading
 import time
 
-from amphora_agent.bgp import speaker as speaker_mod
+from amphora_agent import processes
 from tools.lab import bird as bird_mod
 from tools.lab import netns
 from tools.lab.netns import VIP4
@@ -62,7 +62,7 @@ class RouteWatcher:
                 while not self._stop.is_set():
                     v4 = bird_mod.kernel_nexthops(ip, VIP4)
                     v6 = bird_mod.kernel_nexthops(ip, VIP6)
-                    alive = (speaker_mod.process_alive(self.pid)
+                    alive = (processes.process_alive(self.pid)
                              if self.pid else None)
                     self.samples.append((time.monotonic(), v4, v6, alive))
                     time.sleep(self.interval)
@@ -127,7 +127,7 @@ def test_three_ses_make_ecmp_then_withdraw_and_kill(bgp_lab):
     # FIN), the router drops its paths.
     s3 = lab.speakers['se3']
     pid = s3.pid
-    helpers = speaker_mod.process_children(pid)
+    helpers = processes.process_children(pid)
     t0 = time.monotonic()
     os.kill(pid, signal.SIGKILL)
     lab.wait_route(VIP4, ['se1'])
@@ -138,7 +138,7 @@ def test_three_ses_make_ecmp_then_withdraw_and_kill(bgp_lab):
     assert dt4 < 5 and dt6 < 5       # TCP close, not the 9 s hold timer
     # Its API helper leaves with it.
     for h in helpers:
-        netns.wait_for(lambda h=h: not speaker_mod.process_alive(h), 5,
+        netns.wait_for(lambda h=h: not processes.process_alive(h), 5,
                        f'API helper {h} to exit')
     assert not s3.running()
     assert not s3.status()['198.18.3.1'].established
@@ -203,6 +203,7 @@ import json, sys, time
 sys.path.insert(0, sys.argv[2])
 from amphora_agent.bgp.speaker import BgpSpeaker
 from amphora_agent.bgp.exabgp_config import SpeakerConfig, Peer
+from amphora_agent import processes
 a = json.loads(sys.argv[1])
 cfg = SpeakerConfig(peers=[Peer(**p) for p in a['peers']], **a['config'])
 s = BgpSpeaker(cfg, a['state_dir'], netns=a['netns'])
@@ -290,7 +291,7 @@ def test_agent_restart_adopts_exabgp_hitlessly(bgp_lab):
             # process group too: ExaBGP (own session) must not notice.
             os.killpg(agent.pid, signal.SIGKILL)
             agent.wait(5)
-            assert speaker_mod.process_alive(pid3)
+            assert processes.process_alive(pid3)
             watch.watch_for(1.0, 'routes watched after the agent kill')
             s3 = lab.speaker('se3')
             assert s3.start() == 'adopted'
@@ -318,7 +319,7 @@ def test_drain_withdraws_before_stopping(bgp_lab):
     announce_everywhere(lab, ['se1', 'se2'])
     s = lab.speakers['se1']
     pid = s.pid
-    helpers = speaker_mod.process_children(pid)
+    helpers = processes.process_children(pid)
     with RouteWatcher(lab, pid=pid) as watch:
         t0 = time.monotonic()
         s.drain(wait=0.5)
@@ -335,9 +336,9 @@ def test_drain_withdraws_before_stopping(bgp_lab):
     assert dead - gone >= 0.45
     assert lab.bird.kernel_nexthops(VIP4) == lab.nexthops(['se2'], 4)
     assert lab.bird.kernel_nexthops(VIP6) == lab.nexthops(['se2'], 6)
-    assert not speaker_mod.process_alive(pid) and not s.running()
+    assert not processes.process_alive(pid) and not s.running()
     for h in helpers:
-        assert not speaker_mod.process_alive(h)
+        assert not processes.process_alive(h)
     assert s.desired() == frozenset()
     report('drain', withdraw_to_removed_ms=ms(gone - t0),
            process_gone_ms=ms(dead - t0), drain_call_ms=ms(t_drain))
@@ -362,7 +363,7 @@ def test_md5_session_and_config_change_restart(bgp_lab):
     # and the intent announced by the new one.
     right = lab.speaker('se1')
     assert right.start() == 'restarted'
-    assert right.pid != old_pid and not speaker_mod.process_alive(old_pid)
+    assert right.pid != old_pid and not processes.process_alive(old_pid)
     lab.bird.wait_established()
     lab.wait_route(VIP4, ['se1'])
     lab.wait_route(VIP6, ['se1'])
@@ -428,7 +429,7 @@ def test_teardown_leaves_no_process(bgp_lab):
     assert len(pids) == 2              # ExaBGP + its API helper
     errors = lab.close()
     assert not errors
-    assert not any(speaker_mod.process_alive(p) for p in pids)
+    assert not any(processes.process_alive(p) for p in pids)
     assert not os.path.exists(lab.root)
 
 

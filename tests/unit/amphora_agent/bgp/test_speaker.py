@@ -19,6 +19,7 @@ import pytest
 from amphora_agent.bgp.exabgp_config import Peer
 from amphora_agent.bgp.exabgp_config import SpeakerConfig
 from amphora_agent.bgp import speaker as sp
+from amphora_agent import processes
 
 FAKE = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                     'fake_exabgp.py')
@@ -67,8 +68,9 @@ class Env:
         pids = []
         for d in os.listdir('/proc'):
             if d.isdigit() and int(d) != os.getpid():
-                if any(self.root in a for a in sp.process_cmdline(int(d))):
-                    if sp.process_alive(int(d)):
+                argv = processes.process_cmdline(int(d))
+                if any(self.root in a for a in argv):
+                    if processes.process_alive(int(d)):
                         pids.append(int(d))
         return pids
 
@@ -80,7 +82,8 @@ class Env:
                 pass
         # Safety net: nothing of ours may survive a test.
         for pid in self.our_processes():
-            sp.terminate_process(pid, sp.process_start_time(pid), 2)
+            processes.terminate_process(
+                pid, processes.process_start_time(pid), 2)
         os.environ.pop('FAKE_EXABGP_LOG', None)
         shutil.rmtree(self.root, ignore_errors=True)
 
@@ -93,12 +96,12 @@ def env():
     finally:
         leftovers = e.our_processes()
         e.close()
-    assert not leftovers or all(not sp.process_alive(p) for p in leftovers)
+    assert not any(processes.process_alive(p) for p in leftovers)
 
 
 def wait_gone(pid, timeout=5):
     deadline = time.monotonic() + timeout
-    while sp.process_alive(pid):
+    while processes.process_alive(pid):
         assert time.monotonic() < deadline, f'pid {pid} still alive'
         time.sleep(0.01)
 
@@ -107,7 +110,7 @@ def test_start_writes_state_and_runs_detached(env):
     s = env.speaker()
     assert s.start() == 'started'
     pid = s.pid
-    assert pid and sp.process_alive(pid)
+    assert pid and processes.process_alive(pid)
     # Detached: not our child, its own session.
     assert os.getsid(pid) == pid
     with open(f'/proc/{pid}/stat') as f:
@@ -116,7 +119,7 @@ def test_start_writes_state_and_runs_detached(env):
     assert st.st_mode & 0o777 == 0o600
     rec = json.load(open(os.path.join(env.state_dir, sp.PID_FILE)))
     assert rec['pid'] == pid
-    assert rec['start_time'] == sp.process_start_time(pid)
+    assert rec['start_time'] == processes.process_start_time(pid)
     assert all(ps.established for ps in s.status().values())
     assert s.announced() == frozenset()
     # Idempotent.
@@ -217,11 +220,11 @@ def test_stop_kills_without_withdraw_and_start_reannounces(env):
     s.start()
     s.set_announced({V4})
     pid = s.pid
-    helper = sp.process_children(pid)
+    helper = processes.process_children(pid)
     assert helper
     env.clear_commands()
     s.stop()
-    assert not sp.process_alive(pid)
+    assert not processes.process_alive(pid)
     for h in helper:
         wait_gone(h)
     assert env.commands() == []        # no withdraw of any kind
@@ -244,7 +247,7 @@ def test_drain_withdraws_then_stops(env):
     s.drain(wait=0.2)
     assert time.monotonic() - t0 >= 0.2
     assert env.commands() == ['clear adj-rib out', 'show adj-rib out']
-    assert not sp.process_alive(pid)
+    assert not processes.process_alive(pid)
     assert s.desired() == frozenset()
     s.drain(wait=0)                    # idempotent when not running
 
@@ -299,7 +302,7 @@ def test_reused_pid_is_not_adopted(env):
     # config is stopped before a new one starts: never two speakers.
     assert s.start() == 'started'
     wait_gone(real)
-    assert s.pid != real and sp.process_alive(os.getpid())
+    assert s.pid != real and processes.process_alive(os.getpid())
 
 
 def test_lost_pid_file_stops_the_stray(env):
@@ -310,7 +313,7 @@ def test_lost_pid_file_stops_the_stray(env):
     assert s.start() == 'started'
     wait_gone(old)
     ours = [p for p in env.our_processes()
-            if s.config_path in sp.process_cmdline(p)]
+            if s.config_path in processes.process_cmdline(p)]
     assert ours == [s.pid]
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from amphora_agent.bgp import speaker as speaker_mod
 from amphora_agent.bgp import supervisor as sup_mod
+from amphora_agent import processes
 
 
 class FakeSpeaker:
@@ -36,7 +37,7 @@ class FakeSpeaker:
         if not self.procs or self.procs[-1].poll() is not None:
             return None
         pid = self.procs[-1].pid
-        return pid, speaker_mod.process_start_time(pid)
+        return pid, processes.process_start_time(pid)
 
     @property
     def pid(self):

@@ -196,7 +196,7 @@ def finish(out, t_start, exc=None):
 
 def keep_logs(lab):
     """Copy the product's logs to $DSR_BENCH_LOGS (if set): the lab's own
-    copy in /tmp/dsr-e2e-logs is overwritten by the next lab."""
+    copy in /tmp/dsr-e2e-logs/<lab> is easy to lose among other labs'."""
     dest = os.environ.get('DSR_BENCH_LOGS')
     if not dest:
         return

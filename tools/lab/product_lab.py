@@ -23,6 +23,10 @@ MEMBER_SUBNET = '5e0a1c52-0000-4000-8000-000000000104'
 MEMBER6_SUBNET = '5e0a1c52-0000-4000-8000-000000000106'
 
 
+# The product's logs are copied here when a lab closes (its root goes).
+LOG_KEEP_DIR = '/tmp/dsr-e2e-logs'
+
+
 def mysql(statement, port=3306):
     return subprocess.run(['mariadb', '-uroot', '-h', '127.0.0.1', '-P',
                            str(port), '-e', statement], capture_output=True,
@@ -240,7 +244,9 @@ signing_key = {self.agents.controller_key}
         for t in stopping:
             t.join()
         self.mysql(f'DROP DATABASE IF EXISTS {self.controller_db}')
-        keep = '/tmp/dsr-e2e-logs'
+        # One directory per lab: labs run side by side (pytest-xdist).
+        keep = os.path.join(LOG_KEEP_DIR,
+                            os.path.basename(self.agents.root.rstrip('/')))
         shutil.rmtree(keep, ignore_errors=True)
         os.makedirs(keep, exist_ok=True)
         for root, _dirs, files in os.walk(self.agents.root):

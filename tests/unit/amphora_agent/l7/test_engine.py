@@ -30,7 +30,7 @@ class RecordingHost:
         self.applied = []
         self.tunnel_addresses = {4: ipaddress.ip_address('198.18.7.2')}
 
-    def apply(self, vips):
+    def apply(self, vips, forward=False):
         self.applied.append(sorted(vips))
         return []
 

@@ -342,38 +342,42 @@ class Nft:
 
 
 class Conntrack:
-    """Flows of a listener in the conntrack table (pyroute2)."""
+    """Flows of a listener in the conntrack table (pyroute2's ctnetlink
+    socket, one per family: a dump covers its nfgen family only).  The
+    kernel filters by protocol; the address and port are compared here
+    (pyroute2 0.9's IPv6 address filter is refused with EINVAL)."""
 
-    def flows(self, vips, port):
+    def _each(self, vips, port, action):
         from pyroute2 import conntrack
-        out = []
-        with conntrack.Conntrack() as ct:
-            for address in vips:
-                family = socket.AF_INET6 if _family(address) == 6 \
-                    else socket.AF_INET
-                out += list(ct.dump_entries(
-                    tuple_orig=conntrack.NFCTAttrTuple(
-                        family=family, daddr=address,
-                        proto=socket.IPPROTO_UDP, dport=port)))
-        return [e for e in out if e.tuple_orig.dport == port
-                and str(e.tuple_orig.daddr) in vips]
+        wanted = {ipaddress.ip_address(v) for v in vips}
+        n = 0
+        for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
+            if not any(v.version == family for v in wanted):
+                continue
+            with conntrack.Conntrack(nfgen_family=af) as ct:
+                for entry in list(ct.dump_entries(
+                        tuple_orig=conntrack.NFCTAttrTuple(
+                            family=af, proto=socket.IPPROTO_UDP))):
+                    orig = entry.tuple_orig
+                    if orig.dport == port and \
+                            ipaddress.ip_address(orig.daddr) in wanted:
+                        n += action(ct, entry)
+        return n
 
     def count(self, vips, port):
-        return len(self.flows(vips, port))
+        return self._each(vips, port, lambda ct, entry: 1)
 
     def forget(self, vips, port, members):
         """Delete the listener's flows whose reply comes from one of
         ``members`` ({(address, port)}); returns how many."""
-        from pyroute2 import conntrack
-        gone = 0
-        with conntrack.Conntrack() as ct:
-            for entry in self.flows(vips, port):
-                reply = entry.tuple_reply
-                key = (str(ipaddress.ip_address(reply.saddr)), reply.sport)
-                if key in members:
-                    ct.delete(entry)
-                    gone += 1
-        return gone
+        def drop(ct, entry):
+            reply = entry.tuple_reply
+            if (str(ipaddress.ip_address(reply.saddr)), reply.sport) \
+                    not in members:
+                return 0
+            ct.delete(entry)
+            return 1
+        return self._each(vips, port, drop)
 
 
 class UdpService:

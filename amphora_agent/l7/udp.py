@@ -465,10 +465,13 @@ class UdpService:
             stale = {table_name(i) for i in set(self.rulesets)
                      - set(self.docs)}
             if self._sweep:
-                stale |= set(self.nft.tables())
+                stale |= self._present()
                 self._sweep = False
             for table in stale - {table_name(i) for i in self.docs}:
-                self.nft.delete(table)
+                try:
+                    self.nft.delete(table)
+                except NftError as exc:
+                    LOG.error('UDP table %s not removed: %s', table, exc)
             for lb_id in set(self.rulesets) - set(self.docs):
                 self.rulesets.pop(lb_id)
             return result
@@ -506,9 +509,18 @@ class UdpService:
 
     # -- state ---------------------------------------------------------
 
+    def _present(self):
+        """Our tables in the kernel; none when nft cannot tell (an L7 SE
+        without nftables serves HTTP alone)."""
+        try:
+            return set(self.nft.tables())
+        except NftError as exc:
+            LOG.warning('cannot list the UDP tables: %s', exc)
+            return set()
+
     def installed(self, lb_id):
         return lb_id in self.rulesets and \
-            table_name(lb_id) in self.nft.tables()
+            table_name(lb_id) in self._present()
 
     def stats(self):
         """{lb id: {'listeners': {id: {...}}, 'pools': {id: {...}}}} in
@@ -566,7 +578,7 @@ class UdpService:
             with self._lock:
                 ours = {table_name(i) for i in self.rulesets}
                 if self._sweep or ours:
-                    present = set(self.nft.tables())
+                    present = self._present()
                     for table in present if self._sweep else present & ours:
                         self.nft.delete(table)
                 self.docs.clear()

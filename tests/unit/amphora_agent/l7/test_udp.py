@@ -295,3 +295,15 @@ def test_a_rejected_rule_set_keeps_the_installed_one(service):
     assert result['lb1']['error'] == 'nft rejected the UDP rule set: boom'
     assert service.nft.installed == before
     assert service.docs['lb1'] is lb
+
+
+def test_without_nft_http_alone_is_served():
+    svc = udp.UdpService(udp.Nft('/nonexistent/nft'), RecordingConntrack(),
+                         SNAT, checker=StillChecker(), adopt_tables=True)
+    http = docs.load_balancer([docs.listener('li-http', 'p')],
+                              [docs.pool('p', [])], id_='lb-http')
+    assert svc.apply([http]) == {}
+    result = svc.apply([monitored_lb()])
+    assert result['lb1']['error'].startswith('/nonexistent/nft -c -f -:')
+    assert not svc.installed('lb1')
+    svc.stop()

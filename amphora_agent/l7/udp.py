@@ -16,7 +16,9 @@ Per listener, for packets to VIP:port/udp (arriving decapsulated):
 * ``nat_in`` (prerouting dstnat): the first packet of a flow is DNATed to
   a member chosen by the pool's algorithm -- ROUND_ROBIN ``numgen inc``,
   SOURCE_IP ``jhash`` of the source address (also for SOURCE_IP session
-  persistence), SOURCE_IP_PORT ``jhash`` of source address and port --
+  persistence), SOURCE_IP_PORT ``jhash`` of source address and port, with
+  a seed from the pool id so that every L7 SE and every re-install hash a
+  client alike --
   from a map where a member appears ``weight`` times (divided by their
   common divisor); the ``new_`` counter counts flows (total_connections);
 * ``nat_out`` (postrouting srcnat): SNAT to the L7 SE's address of the
@@ -68,7 +70,6 @@ NOT_SERVED = {
                          'member per flow without connection counts',
 }
 _NFPROTO = {4: 'ip', 6: 'ip6'}
-_UNREPLIED_TIMEOUT = 30     # the kernel's default for UDP
 
 
 class NftError(RuntimeError):
@@ -199,12 +200,18 @@ class Ruleset:
             self.vips[lid] = vips
             objects += [f'counter {n} {{ }}' for n in names.values()]
             chain = ident('l_', lid)
-            body = self._filter_body(li, pool, names, objects)
+            body = self._filter_body(li, names)
+            timeout = self._timeout(pool, objects)
             members = backends(pool, self.statuses) if pool else []
             self.backends[lid] = members
             for family, addresses in sorted(vips.items()):
                 proto = _NFPROTO[family]
                 match = f'{proto} daddr {_set(addresses)} udp dport {port}'
+                if timeout:
+                    # On the new, not yet confirmed entry (after conntrack,
+                    # before it is confirmed: the kernel ignores others).
+                    filter_in.append(f'{match} ct timeout set '
+                                     f'"{timeout}_{family}"')
                 filter_in.append(f'{match} jump {chain}')
                 fam_members = [(a, p) for _, a, p in members
                                if _family(a) == family]
@@ -244,7 +251,7 @@ class Ruleset:
         lines.append('}')
         return '\n'.join(lines) + '\n'
 
-    def _filter_body(self, li, pool, names, objects):
+    def _filter_body(self, li, names):
         body = []
         cidrs = li.get('allowed_cidrs') or []
         if cidrs:
@@ -259,25 +266,30 @@ class Ruleset:
         limit = li.get('connection_limit')
         if limit is not None and limit >= 0:
             body.append(f'ct state new ct count over {limit} drop')
-        sp = (pool or {}).get('session_persistence') or {}
-        if sp.get('type') == 'SOURCE_IP' and sp.get('persistence_timeout'):
-            name = ident('pt_', pool['id'])
-            if name not in self.timeouts:
-                self.timeouts[name] = sp['persistence_timeout']
-                for family in (4, 6):
-                    objects.append(self._timeout_object(
-                        f'{name}_{family}', family,
-                        sp['persistence_timeout']))
-            for family in (4, 6):
-                body.append(f'meta nfproto ipv{family} ct timeout set '
-                            f'"{name}_{family}"')
         return body
+
+    def _timeout(self, pool, objects):
+        """The name (without the family suffix) of the pool's conntrack
+        timeout policy, declared once in ``objects``; None without one."""
+        sp = (pool or {}).get('session_persistence') or {}
+        if sp.get('type') != 'SOURCE_IP' or not sp.get('persistence_timeout'):
+            return None
+        name = ident('pt_', pool['id'])
+        if name not in self.timeouts:
+            self.timeouts[name] = sp['persistence_timeout']
+            for family in (4, 6):
+                objects.append(self._timeout_object(
+                    f'{name}_{family}', family, sp['persistence_timeout']))
+        return name
 
     @staticmethod
     def _timeout_object(name, family, seconds):
+        # Both states: the kernel keeps a flow "unreplied" (its timeout)
+        # until it lived two seconds, so a request and its answer never
+        # reach the "replied" one.
         return (f'ct timeout {name} {{ protocol udp; l3proto '
                 f'{_NFPROTO[family]}; policy = {{ unreplied : '
-                f'{min(seconds, _UNREPLIED_TIMEOUT)}, replied : {seconds} '
+                f'{seconds}, replied : {seconds} '
                 f'}}; }}')
 
     @staticmethod
@@ -292,8 +304,12 @@ class Ruleset:
         else:
             entries = [f'{i} : {_element(a, p)}'
                        for i, (a, p) in enumerate(members)]
-        return (f'dnat {_NFPROTO[family]} to {selector} mod {len(members)} '
-                f'map {_set(entries)}')
+        # Without a seed the kernel draws one per rule: every L7 SE, and
+        # every re-install, would hash a client to another member.
+        seed = '' if selector.startswith('numgen') else \
+            f' seed 0x{hashlib.sha256(pool["id"].encode()).hexdigest()[:8]}'
+        return (f'dnat {_NFPROTO[family]} to {selector} mod {len(members)}'
+                f'{seed} map {_set(entries)}')
 
 
 class Nft:

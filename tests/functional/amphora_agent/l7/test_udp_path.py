@@ -42,7 +42,7 @@ print(json.dumps(out))
 '''
 
 
-def document(lab, generation=1):
+def document(lab, generation=1, listener_kw=None, pool_kw=None):
     members = [docs.member(n + suffix, lab.addr(n, family), UDP_SERVER_PORT)
                for family, suffix in ((4, ''), (6, '-v6'))
                for n in ('m3', 'm4')]
@@ -51,17 +51,22 @@ def document(lab, generation=1):
                            url_path=None, expected_codes=None)
     lb = docs.load_balancer(
         [docs.listener('li-udp', 'p-udp', protocol='UDP', port=UDP_PORT,
-                       insert_headers=None)],
-        [docs.pool('p-udp', members, protocol='UDP', healthmonitor=monitor)],
+                       insert_headers=None, **(listener_kw or {}))],
+        [docs.pool('p-udp', members, protocol='UDP', healthmonitor=monitor,
+                   **(pool_kw or {}))],
         vips=(netns.VIP4, netns.VIP6))
     return docs.document(lb, generation=generation)
 
 
-def flows(topo, first, count=FLOWS, vip=netns.VIP4):
+def send(topo, first, count, vip):
     out = topo.run('client', [*netns.SCRIPT_PYTHON, '-c', CLIENT, vip,
                               str(UDP_PORT), str(first), str(count)],
                    timeout=count * 4 + 30).stdout
-    replies = json.loads(out.strip().splitlines()[-1])
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def flows(topo, first, count=FLOWS, vip=netns.VIP4):
+    replies = send(topo, first, count, vip)
     for source, port, text in replies:
         # The reply comes from the VIP:port the client sent to (conntrack
         # undoes DNAT and SNAT).
@@ -173,3 +178,30 @@ def test_udp_ipv6(tier2_udp):
     assert {a['member'] for a in answers} == {'m3', 'm4'}, answers
     assert {a['peer'] for a in answers} <= {lab.addr(n, 6)
                                             for n in L7_SES}, answers
+
+
+def conntrack_timeouts(topo, name):
+    """Seconds left of the L7 SE's conntrack entries to VIP:53/udp."""
+    text = topo.run(name, ['cat', '/proc/net/nf_conntrack']).stdout
+    return [int(line.split()[4]) for line in text.splitlines()
+            if ' udp ' in line and f'dport={UDP_PORT} ' in line]
+
+
+def test_udp_source_ip_persistence_and_allowed_cidrs(tier2_udp):
+    lab, topo = tier2_udp, tier2_udp.topo
+    lab.serve(document(
+        lab, listener_kw={'allowed_cidrs': [f'{topo.client.ipv4}/32']},
+        pool_kw={'session_persistence': {'type': 'SOURCE_IP',
+                                         'persistence_timeout': 900}}))
+    # One client address: every flow to one member, on both L7 SEs (the
+    # same hash of the same source over the same map).
+    answers = flows(topo, 45000)
+    assert len({a['member'] for a in answers}) == 1, answers
+    assert {a['peer'] for a in answers} == {lab.addr(n) for n in L7_SES}
+    # Their conntrack entries live by the persistence timeout (900 s), not
+    # the kernel's 30 s for UDP.
+    timeouts = [t for n in L7_SES for t in conntrack_timeouts(topo, n)]
+    assert timeouts and min(timeouts) > 300, timeouts
+    # IPv6 is not in allowed_cidrs: dropped, no answer.
+    replies = send(topo, 46000, 4, netns.VIP6)
+    assert all(source is None for source, _, _ in replies), replies

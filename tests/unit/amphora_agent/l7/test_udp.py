@@ -77,7 +77,7 @@ def test_weights_are_divided_by_their_common_divisor():
 def test_hash_algorithms(algorithm, selector):
     _, text = rules(udp_lb([docs.member('m1', M1), docs.member('m2', M2)],
                            algorithm=algorithm))
-    assert f'dnat ip to {selector} map' in text
+    assert f'dnat ip to {selector} seed 0x' in text
 
 
 def test_ipv6_vip_is_served_by_ipv6_members():
@@ -142,10 +142,14 @@ def test_allowed_cidrs_connection_limit_and_persistence_timeout():
         < chain.index('ct state new ct count over 100 drop') \
         < chain.index('counter name "in_li_udp"')
     assert 'ip6 saddr != { 2001:db8:9::/48 } drop' in chain
-    assert 'policy = { unreplied : 30, replied : 600 }' in text
-    assert 'meta nfproto ipv4 ct timeout set "pt_p_udp_4"' in chain
+    assert 'policy = { unreplied : 600, replied : 600 }' in text
+    filter_in = text[text.index('chain filter_in {'):
+                     text.index('chain nat_in')]
+    assert 'type filter hook prerouting priority mangle;' in filter_in
+    assert ('ip daddr { 192.0.2.10 } udp dport 53 ct timeout set '
+            '"pt_p_udp_4"') in filter_in
     # SOURCE_IP persistence: the flow's member by its source address.
-    assert 'dnat ip to jhash ip saddr mod 2 map' in text
+    assert 'dnat ip to jhash ip saddr mod 2 seed 0x' in text
 
 
 def test_only_v4_cidrs_drop_ipv6_sources():

@@ -292,6 +292,7 @@ class L7Agent:
                 with self._lock:
                     self._fetch_wanted = True
                 self._stop.wait(1.0)
+            self._safe(self.engine.udp.supervise)
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + conf.stats_interval

@@ -442,6 +442,11 @@ class UdpService:
                     except NftError as exc:
                         LOG.error('UDP rules of %s: %s', lb_id, exc)
 
+    def supervise(self):
+        """Restart the health checker's threads if one died (the L7
+        agent's worker calls this every round, as the SE agent does)."""
+        return self._started and self._checker.supervise()
+
     def _sync_targets(self):
         targets = {}
         for lb in self.docs.values():

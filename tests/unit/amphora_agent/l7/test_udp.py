@@ -311,3 +311,19 @@ def test_without_nft_http_alone_is_served():
     assert result['lb1']['error'].startswith('/nonexistent/nft -c -f -:')
     assert not svc.installed('lb1')
     svc.stop()
+
+
+def test_a_dead_health_thread_is_restarted_by_supervise():
+    svc = udp.UdpService(RecordingNft(), RecordingConntrack(), SNAT,
+                         adopt_tables=False)
+    assert svc.supervise() is False          # nothing started yet
+    svc.apply([monitored_lb()])
+    try:
+        svc.checker.set_backoff(max_delay=0.0, reset_after=60.0)
+        svc.checker._crash['loop'] = RuntimeError('boom')
+        svc.checker._loop.call_soon_threadsafe(svc.checker._loop.stop)
+        svc.checker._thread.join(10)
+        assert svc.supervise() or svc.supervise()
+        assert svc.checker._thread.is_alive()
+    finally:
+        svc.stop()

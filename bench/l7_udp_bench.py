@@ -97,6 +97,7 @@ def main():
     if os.environ.get('L7_UDP_BENCH_CHILD'):
         print(json.dumps(measure()))
         return 0
+
     def on_sigterm(signum, frame):
         raise SystemExit(128 + signum)    # the namespace is still removed
     signal.signal(signal.SIGTERM, on_sigterm)

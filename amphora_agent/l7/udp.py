@@ -414,7 +414,6 @@ class UdpService:
         self.snat = dict(snat or {})
         self.docs = {}            # lb id -> lb document (with UDP)
         self.rulesets = {}        # lb id -> installed Ruleset
-        self.errors = {}          # lb id -> error of the last install
         self._lock = threading.RLock()
         self._checker = checker
         self._started = False
@@ -449,8 +448,12 @@ class UdpService:
 
     def _sync_targets(self):
         targets = {}
-        for lb in self.docs.values():
-            targets.update(health_targets(lb))
+        for lb_id, lb in self.docs.items():
+            try:
+                targets.update(health_targets(lb))
+            except hm.InvalidMonitor as exc:
+                # Its members stay in the maps, unchecked.
+                LOG.error('UDP health checks of %s: %s', lb_id, exc)
         self.checker.set_targets(targets)
         if targets and not self._started:
             self.checker.start()

@@ -262,8 +262,18 @@ l7_opts = [
 ]
 
 
+# UDP listeners of the L7 engine (amphora_agent/l7/udp.py).
+l7_udp_opts = [
+    cfg.StrOpt('nft', default='nft',
+               help='nft executable (nftables 1.0 or later) the L7 engine '
+                    'installs the UDP listeners\' DNAT/SNAT rules with, one '
+                    'table per load balancer.'),
+]
+
+
 def register_l7_opts(conf):
     conf.register_opts(l7_opts, group='l7')
+    conf.register_opts(l7_udp_opts, group='l7')
 
 
 def register_opts(conf):
@@ -284,4 +294,4 @@ def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
             ('coordination', coordination_opts), ('bgp', bgp_opts),
             ('auth', auth_opts), ('metrics', metrics_opts),
-            ('l7', l7_opts)]
+            ('l7', l7_opts + l7_udp_opts)]

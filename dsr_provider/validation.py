@@ -417,6 +417,9 @@ TIER2_POOL_PROTOCOLS = l7.POOL_PROTOCOLS
 TIER2_LB_ALGORITHMS = l7.ALGORITHMS
 TIER2_PERSISTENCE_TYPES = l7.PERSISTENCE_TYPES
 TIER2_MONITOR_TYPES = ('HTTP', 'HTTPS', 'TLS-HELLO', 'TCP', 'UDP-CONNECT')
+# UDP listeners are nftables rules on the L7 SEs (amphora_agent/l7/udp.py).
+TIER2_UDP_LB_ALGORITHMS = tuple(a for a in l7.ALGORITHMS
+                                if a != 'LEAST_CONNECTIONS')
 TIER2_L7 = ('a tier-2 load balancer is served by HAProxy on its L7 '
             'service engines, configured from the L7 snapshot '
             '(dsr_wire/l7.py), which does not carry this')
@@ -464,6 +467,17 @@ def check_listener_tier2(listener):
 def check_pool_tier2(pool, old_pool=None):
     _tier2_choice(pool, 'pool', 'protocol', TIER2_POOL_PROTOCOLS)
     _tier2_choice(pool, 'pool', 'lb_algorithm', TIER2_LB_ALGORITHMS)
+    protocol = given(pool, 'protocol') or given(old_pool, 'protocol')
+    algorithm = given(pool, 'lb_algorithm') or given(old_pool,
+                                                     'lb_algorithm')
+    if protocol == lib_consts.PROTOCOL_UDP and \
+            algorithm not in TIER2_UDP_LB_ALGORITHMS:
+        refuse(f'pool lb_algorithm {algorithm} is not supported for a UDP '
+               f'pool of a tier-2 load balancer (allowed: '
+               f'{_join(TIER2_UDP_LB_ALGORITHMS)}): the L7 service engines '
+               'serve UDP with nftables, which picks a member per new flow '
+               'by a counter or a hash and has no per-member connection '
+               'count to pick the least loaded by.')
     persistence = given(pool, 'session_persistence')
     if persistence:
         _tier2_choice(persistence, 'pool session_persistence', 'type',

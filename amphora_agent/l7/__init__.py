@@ -8,6 +8,8 @@ haproxy  -- one master-worker HAProxy per load balancer: validate, start,
 stats    -- stats socket -> member status and listener counters, as
             Octavia's amphora reports them
 certs    -- TLS material for TERMINATED_HTTPS (the cert-fetch hook)
+udp      -- UDP listeners: nftables DNAT/SNAT per load balancer, their
+            health checks and counters (HAProxy 2.6 does not proxy UDP)
 host     -- VIPs on loopback without ARP/ND, tunnel decap (dsr-member's
             code), no auto gateway
 engine   -- applies a whole L7 document: the above per load balancer

@@ -64,10 +64,11 @@ def member_statuses(engine):
     return result
 
 
-def listener_stats(engine):
-    """{listener id: Octavia's listener statistics}."""
+def listener_stats(engine, udp=True):
+    """{listener id: Octavia's listener statistics} (udp: with the UDP
+    listeners')."""
     result = {}
-    for lb_stats in engine.stats().values():
+    for lb_stats in engine.stats(udp=udp).values():
         for listener_id, listener in lb_stats.get('listeners', {}).items():
             result[listener_id] = dict(listener['stats'])
     return result
@@ -291,6 +292,7 @@ class L7Agent:
                 with self._lock:
                     self._fetch_wanted = True
                 self._stop.wait(1.0)
+            self._safe(self.engine.udp.supervise)
             now = time.monotonic()
             if now >= next_stats:
                 next_stats = now + conf.stats_interval
@@ -333,10 +335,17 @@ class L7Agent:
             self._rpc_server.wait()
         if self.publisher is not None:
             self.publisher.stop()
+        # The UDP tables stay (kernel state, as the HAProxies do); their
+        # health checks stop with the agent.
+        self._safe(lambda: self.engine.udp.stop(remove=False))
 
     def active_connections(self):
+        """HAProxy's connections.  Not the UDP flows: conntrack keeps
+        them minutes after their last packet, and a UDP flow steered to
+        another L7 SE is DNATed afresh there, not reset."""
         return sum(stats.get('active_connections', 0)
-                   for stats in listener_stats(self.engine).values())
+                   for stats in listener_stats(self.engine,
+                                               udp=False).values())
 
     def _wait_idle(self, timeout):
         """Wait (at weight 0 in the L4 rings, no new flow arrives) until

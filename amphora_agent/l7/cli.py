@@ -3,17 +3,27 @@
     python -m amphora_agent.l7.cli --config-file l7.conf apply doc.json
     python -m amphora_agent.l7.cli --config-file l7.conf stats
     python -m amphora_agent.l7.cli --config-file l7.conf stop
+    python -m amphora_agent.l7.cli --config-file l7.conf serve doc.json \
+        --stats-file stats.json
 
 The options are the agent's [l7] group and [dataplane] decap_pin_dir.
 ``apply`` is one-shot: the HAProxies it starts keep running after it
 exits and the next run adopts them (pid files), as the agent does after a
 restart.  Output is JSON; exit status 1 when a load balancer is ERROR, 2
-when the document is refused.
+when the document is refused.  ``serve`` applies a document and stays,
+as the agent does, to run the UDP listeners' health checks (a member that
+fails leaves the nftables map): it prints the apply result, then
+``STATUS <json>`` whenever a member's status changes, keeps
+``--stats-file`` current (engine.stats(), every 0.25 s) and on SIGTERM
+stops checking (what it installed stays until ``stop``).
 """
 
 import argparse
 import json
+import os
+import signal
 import sys
+import threading
 
 from oslo_config import cfg
 
@@ -46,9 +56,14 @@ def main(argv=None):
                                  'member status')
     sub.add_parser('stop', help='stop every HAProxy and undo the host '
                                 'changes')
+    serve_p = sub.add_parser('serve', help='apply an L7 document and run '
+                                           'its health checks until SIGTERM')
+    serve_p.add_argument('document')
+    serve_p.add_argument('--stats-file',
+                         help='keep engine statistics (JSON) here')
     args = parser.parse_args(argv)
     engine = build_engine(args.config_file, args.se_id)
-    if args.command == 'apply':
+    if args.command in ('apply', 'serve'):
         with open(args.document) as f:
             document = json.load(f)
         try:
@@ -61,9 +76,12 @@ def main(argv=None):
                           'tunnel_addresses': {
                               str(k): str(v) for k, v in
                               engine.host.tunnel_addresses.items()},
-                          'load_balancers': result}, sort_keys=True))
-        return 1 if any(r['status'] == 'ERROR'
-                        for r in result.values()) else 0
+                          'load_balancers': result}, sort_keys=True),
+              flush=True)
+        failed = any(r['status'] == 'ERROR' for r in result.values())
+        if args.command == 'serve' and not failed:
+            serve(engine, args.stats_file)
+        return 1 if failed else 0
     engine.adopt()
     if args.command == 'stats':
         print(json.dumps(engine.stats(), sort_keys=True))
@@ -71,6 +89,33 @@ def main(argv=None):
     for line in engine.stop():
         print(line, file=sys.stderr)
     return 0
+
+
+def member_statuses(stats):
+    return {member_id: member['operating_status']
+            for lb in stats.values() for pool in lb.get('pools', {}).values()
+            for member_id, member in pool['members'].items()}
+
+
+def serve(engine, stats_file, interval=0.25):
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    printed = None
+    while not stop.is_set():
+        stats = engine.stats()
+        statuses = member_statuses(stats)
+        if statuses != printed:
+            print('STATUS ' + json.dumps(statuses, sort_keys=True),
+                  flush=True)
+            printed = statuses
+        if stats_file:
+            tmp = stats_file + '.tmp'
+            with open(tmp, 'w') as f:
+                json.dump(stats, f, sort_keys=True)
+            os.replace(tmp, stats_file)
+        stop.wait(interval)
+    engine.udp.stop(remove=False)
 
 
 if __name__ == '__main__':

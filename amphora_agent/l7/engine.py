@@ -15,6 +15,12 @@ reloaded (or started) -- a rejected configuration leaves that load
 balancer's running HAProxy and files as they were and reports it ERROR,
 the others go ahead; HAProxies of load balancers no longer in the
 document are stopped; the VIPs no longer needed leave loopback last.
+
+UDP listeners are not HAProxy's: they are served by nftables rules of
+their load balancer's own table (amphora_agent/l7/udp.py), installed after
+the HAProxies with IP forwarding on; a rule set nft rejects makes that
+load balancer ERROR and leaves its table and its HAProxy listeners as
+they are.
 """
 
 import os
@@ -26,6 +32,7 @@ from amphora_agent.l7 import haproxy
 from amphora_agent.l7 import host as host_mod
 from amphora_agent.l7 import render
 from amphora_agent.l7 import stats as stats_mod
+from amphora_agent.l7 import udp as udp_mod
 from dsr_wire import l7 as l7_schema
 
 PING_WRAPPER = """#!/bin/sh
@@ -57,7 +64,7 @@ def _read(path):
 class Engine:
     def __init__(self, state_dir, host, cert_store, binary='haproxy',
                  snat=None, log_socket='/dev/log', connection_logging=True,
-                 timeout=10.0, se_id='l7se'):
+                 timeout=10.0, se_id='l7se', udp=None):
         self.paths = render.Paths(state_dir)
         self.host, self.certs = host, cert_store
         self.binary, self.timeout, self.se_id = binary, timeout, se_id
@@ -70,6 +77,7 @@ class Engine:
         self.result = {}
         self.members = {}
         self._version = None
+        self.udp = udp or udp_mod.UdpService(adopt_tables=False)
 
     @classmethod
     def from_conf(cls, group, decap_pin_dir, se_id):
@@ -85,7 +93,8 @@ class Engine:
                    snat={k: v for k, v in snat.items() if v},
                    log_socket=group.log_socket,
                    connection_logging=group.connection_logging,
-                   timeout=group.reload_timeout, se_id=se_id)
+                   timeout=group.reload_timeout, se_id=se_id,
+                   udp=udp_mod.UdpService(udp_mod.Nft(group.nft)))
 
     # -- apply ------------------------------------------------------------
 
@@ -119,17 +128,20 @@ class Engine:
         _write(self.paths.ping_wrapper(), PING_WRAPPER, 0o755)
         lbs = [lb for lb in document['load_balancers']]
         wanted_vips = [v['address'] for lb in lbs for v in lb['vips']]
+        forward = any(udp_mod.udp_listeners(lb) for lb in lbs)
         if wanted_vips or self.applied_vips:
-            self.host.apply(dict.fromkeys(wanted_vips + self.applied_vips))
+            self.host.apply(dict.fromkeys(wanted_vips + self.applied_vips),
+                            forward=forward)
         result = {}
         for lb in lbs:
             result[lb['id']] = self._apply_lb(lb)
+        self._apply_udp(lbs, result)
         for lb_id in self._stale(lbs):
             self.process(lb_id).stop()
             self.processes.pop(lb_id, None)
             shutil.rmtree(self.paths.lb_dir(lb_id), ignore_errors=True)
         if wanted_vips:
-            self.host.apply(dict.fromkeys(wanted_vips))
+            self.host.apply(dict.fromkeys(wanted_vips), forward=forward)
         else:
             self.host.teardown()
         self.applied_vips = wanted_vips
@@ -138,6 +150,24 @@ class Engine:
         self.members = {lb['id']: [m['id'] for p in lb['pools']
                                    for m in p['members']] for lb in lbs}
         return result
+
+    def _apply_udp(self, lbs, result):
+        """The UDP listeners (nftables), merged into the HAProxy result:
+        they leave the "not served" list unless udp.py does not serve
+        them either; an nft error makes the load balancer ERROR."""
+        udp_result = self.udp.apply(lbs, snat=self.snat())
+        for lb in lbs:
+            out = result[lb['id']]
+            for li in udp_mod.udp_listeners(lb):
+                out['listeners'].pop(li['id'], None)
+            outcome = udp_result.get(lb['id'])
+            if outcome is None:
+                continue
+            out['listeners'].update(outcome['listeners'])
+            if outcome['error']:
+                out['status'] = 'ERROR'
+                out['error'] = '; '.join(
+                    e for e in (out['error'], outcome['error']) if e)
 
     def members_of(self, lb_id):
         """Member ids of a load balancer of the applied document."""
@@ -216,10 +246,15 @@ class Engine:
                 self.host.mode is None
                 or not self.host.vips_on_loopback(self.applied_vips)):
             return False
+        if self.udp.docs and not all(self.udp.installed(lb_id)
+                                     for lb_id in self.udp.docs):
+            return False
         return all(proc.running() for lb_id, proc in self.processes.items()
                    if os.path.exists(self.paths.config(lb_id)))
 
-    def stats(self):
+    def stats(self, udp=True):
+        """{lb id: {'listeners', 'pools'}}: HAProxy's and (udp) the UDP
+        listeners' in the same shape."""
         out = {}
         for lb_id, proc in sorted(self.processes.items()):
             if proc.running():
@@ -227,11 +262,22 @@ class Engine:
                     out[lb_id] = stats_mod.collect(proc.stats_socket)
                 except Exception as exc:  # noqa: BLE001 -- Octavia's query
                     out[lb_id] = {'error': str(exc)}
+        if udp:
+            for lb_id, udp_stats in self.udp.stats().items():
+                merged = out.setdefault(lb_id, {'listeners': {},
+                                                'pools': {}})
+                for key in ('listeners', 'pools'):
+                    merged.setdefault(key, {}).update(
+                        udp_stats.get(key, {}))
+                if 'error' in udp_stats:
+                    merged['udp_error'] = udp_stats['error']
         return out
 
     def stop(self):
-        """Stop every HAProxy and undo the host changes."""
+        """Stop every HAProxy, remove the UDP tables and undo the host
+        changes."""
         for proc in self.processes.values():
             proc.stop()
         self.processes.clear()
+        self.udp.stop(remove=True)
         return self.host.teardown()

@@ -40,10 +40,12 @@ class Host:
         self.mode = None
         self.tunnel_addresses = {}
 
-    def apply(self, vips):
+    def apply(self, vips, forward=False):
         """Hold exactly ``vips`` (a non-empty iterable of addresses) with
         decap ready; returns the report lines.  Sets tunnel_addresses
-        ({4: address, 6: address} this L7 SE is reached at)."""
+        ({4: address, 6: address} this L7 SE is reached at).  ``forward``:
+        turn IP forwarding on (UDP listeners DNAT packets to members);
+        teardown restores it, an apply without it leaves it on."""
         spec = spec_mod.MemberSpec(
             vips=list(vips), encaps=self.encaps, interface=self.interface,
             addresses=list(self.addresses))
@@ -53,6 +55,9 @@ class Host:
                 mode, lines = member_host.setup(
                     spec, self.mode or self.decap, ipr, self.sysctl,
                     journal, pin_dir=self.pin_dir)
+            if forward:
+                lines += member_host.apply_sysctls(
+                    forwarding_sysctls(self.sysctl), self.sysctl, journal)
         finally:
             journal.save()
         self.mode = mode
@@ -75,6 +80,16 @@ class Host:
         with self._ipr_factory() as ipr:
             on_lo = {a.address for a in netinfo.addresses(ipr, 'lo')}
         return all(ipaddress.ip_address(str(v)) in on_lo for v in vips)
+
+
+def forwarding_sysctls(sysctl):
+    """IPv4 and (when the kernel has it) IPv6 forwarding on.  IPv6
+    forwarding makes the host a router: it stops taking default routes
+    from router advertisements unless accept_ra is 2."""
+    want = {'net/ipv4/ip_forward': 1}
+    if sysctl.read('net/ipv6/conf/all/forwarding') is not None:
+        want['net/ipv6/conf/all/forwarding'] = 1
+    return want
 
 
 def _iproute():

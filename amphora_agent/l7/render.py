@@ -29,7 +29,8 @@ are on the L7 SE's loopback before HAProxy starts (amphora_agent/l7/host.py),
 so neither ``transparent`` nor ``freebind`` is needed.
 
 UDP listeners are not HAProxy's on an amphora either (keepalived/LVS): they
-are returned as not rendered, with the reason.
+are returned as not rendered here and served by nftables
+(amphora_agent/l7/udp.py).
 """
 
 import dataclasses
@@ -42,8 +43,8 @@ BALANCE = {'ROUND_ROBIN': 'roundrobin', 'LEAST_CONNECTIONS': 'leastconn',
            'SOURCE_IP': 'source',
            'SOURCE_IP_PORT': 'hash src,concat(:,txn.dsr_sport)'}
 SPORT_VAR = 'tcp-request content set-var(txn.dsr_sport) src_port'
-NOT_RENDERED = {'UDP': 'UDP listeners are not built on the L7 tier yet '
-                       '(an amphora serves them with LVS, not HAProxy)'}
+NOT_RENDERED = {'UDP': 'UDP listeners are served by nftables '
+                       '(amphora_agent/l7/udp.py), not HAProxy'}
 FD_RESERVE = 256     # descriptors kept for listeners, sockets, checks
 _SERVER_RE = re.compile(r'^(\s*server \S+ )(\S+):(\d+)(.*)$')
 

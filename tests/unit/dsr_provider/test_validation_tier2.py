@@ -80,6 +80,26 @@ def test_tier2_algorithms(algorithm):
                           tier=2)
 
 
+@pytest.mark.parametrize('algorithm', ['ROUND_ROBIN', 'SOURCE_IP',
+                                       'SOURCE_IP_PORT'])
+def test_tier2_udp_algorithms(algorithm):
+    validation.check_pool(dm.Pool(lb_algorithm=algorithm, protocol='UDP'),
+                          tier=2)
+
+
+def test_tier2_udp_least_connections_is_refused_also_by_update():
+    text = refused(validation.check_pool, dm.Pool(
+        lb_algorithm='LEAST_CONNECTIONS', protocol='UDP'), tier=2)
+    assert 'lb_algorithm LEAST_CONNECTIONS' in text and 'UDP' in text
+    assert 'ROUND_ROBIN, SOURCE_IP, SOURCE_IP_PORT' in text
+    # An update changing only the algorithm of a UDP pool.
+    refused(validation.check_pool, dm.Pool(lb_algorithm='LEAST_CONNECTIONS'),
+            dm.Pool(lb_algorithm='ROUND_ROBIN', protocol='UDP'), tier=2)
+    # An update of another field keeps a (tier-1 style) TCP pool's choice.
+    validation.check_pool(dm.Pool(name='x'), dm.Pool(
+        lb_algorithm='LEAST_CONNECTIONS', protocol='TCP'), tier=2)
+
+
 @pytest.mark.parametrize('persistence', [
     {'type': 'SOURCE_IP'}, {'type': 'HTTP_COOKIE'},
     {'type': 'APP_COOKIE', 'cookie_name': 'JSESSIONID'}])

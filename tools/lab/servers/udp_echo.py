@@ -4,7 +4,9 @@
     udp_echo.py --name m1 --port 5353 --bind 192.0.2.10 --bind 2001:db8:f::10
 
 Answers every datagram with "member=<name> <payload>" from the socket it
-arrived on (so the reply's source is the bound VIP).  Prints "READY"
+arrived on (so the reply's source is the bound VIP); with --show-peer
+"member=<name> peer=<source address> <payload>" (what a proxy in front
+of it looks like from here).  Prints "READY"
 (flushed) once every address is bound; runs until SIGTERM.
 """
 
@@ -21,6 +23,7 @@ def main():
     ap.add_argument("--name", required=True)
     ap.add_argument("--port", type=int, default=5353)
     ap.add_argument("--bind", action="append", required=True)
+    ap.add_argument("--show-peer", action="store_true")
     args = ap.parse_args()
 
     sel = selectors.DefaultSelector()
@@ -54,8 +57,10 @@ def main():
                     data, peer = s.recvfrom(65535)
                 except (BlockingIOError, InterruptedError):
                     break
+                extra = f"peer={peer[0]} ".encode() if args.show_peer \
+                    else b""
                 try:
-                    s.sendto(prefix + data, peer)
+                    s.sendto(prefix + extra + data, peer)
                 except OSError:
                     pass
     for s in socks:

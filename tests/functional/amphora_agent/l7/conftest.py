@@ -79,20 +79,23 @@ class Tier2Lab(DsrSetup):
             results[name] = self.l7(name, 'apply', path)[1]
         return results
 
-    def start(self, xdp_mode='generic', max_listeners=8):
+    def start_l4(self, listeners, xdp_mode='generic', max_listeners=8):
+        """The L4 tier: the VIPs' members are the L7 SEs' tunnel
+        addresses (one L4 listener per L7 listener port)."""
         se = self.topo.ses[0]
         self.dsrctl(se.name, 'attach', se.ifname, '--mode', xdp_mode,
                     '--max-listeners', str(max_listeners))
         self.dsrctl(se.name, 'tunnel-source', 'set', '--ipv4', se.ipv4,
                     '--ipv6', se.ipv6)
-        # The L4 tier: the VIP's members are the L7 SEs' tunnel addresses
-        # (one L4 listener per L7 listener port).
-        self.apply(*(listener(netns.VIP4, port=port, members=[
-            self.addr(n) for n in L7_SES]) for port in (80, 443)),
-            listener(netns.VIP6, port=80, members=[
-                self.addr(n, 6) for n in L7_SES]))
+        self.apply(*listeners)
         self.topo.route_vip(netns.VIP4, via=se.name)
         self.topo.route_vip(netns.VIP6, via=se.name)
+
+    def start(self):
+        self.start_l4([*(listener(netns.VIP4, port=port, members=[
+            self.addr(n) for n in L7_SES]) for port in (80, 443)),
+            listener(netns.VIP6, port=80, members=[
+                self.addr(n, 6) for n in L7_SES])])
         for name in SERVERS:
             h = self.topo.host(name)
             self.servers[name] = self.topo.spawn(
@@ -116,11 +119,74 @@ class Tier2Lab(DsrSetup):
         shutil.rmtree(self.state_root, ignore_errors=True)
 
 
-@pytest.fixture
-def tier2(make_topology):
-    lab = Tier2Lab(make_topology(n_se=1, n_members=4))
+def _lab(cls, make_topology):
+    lab = cls(make_topology(n_se=1, n_members=4))
     try:
         lab.start()
         yield lab
     finally:
         lab.close()
+
+
+@pytest.fixture
+def tier2(make_topology):
+    yield from _lab(Tier2Lab, make_topology)
+
+
+UDP_PORT, UDP_SERVER_PORT = 53, 5353
+
+
+class Tier2UdpLab(Tier2Lab):
+    """The same topology for UDP listeners: the L4 SE steers VIP:53/udp
+    (IPv4 and IPv6) to the L7 SEs, whose nftables rules DNAT to UDP echo
+    servers on m3 and m4 (answering with the source they saw).  The L7
+    SEs run ``dsr-l7 serve`` (the UDP health checks need a process)."""
+
+    def __init__(self, topo):
+        super().__init__(topo)
+        self.serving = {}
+        self.echo = {}
+
+    def start(self):
+        self.start_l4([
+            listener(netns.VIP4, port=UDP_PORT, protocol='udp',
+                     members=[self.addr(n) for n in L7_SES]),
+            listener(netns.VIP6, port=UDP_PORT, protocol='udp',
+                     members=[self.addr(n, 6) for n in L7_SES])])
+        for name in SERVERS:
+            self.start_echo(name)
+
+    def start_echo(self, name):
+        h = self.topo.host(name)
+        self.echo[name] = self.topo.spawn(
+            name, [*netns.SCRIPT_PYTHON, netns.SERVERS_DIR / 'udp_echo.py',
+                   '--name', name, '--port', UDP_SERVER_PORT, '--show-peer',
+                   '--bind', h.ipv4, '--bind', h.ipv6], ready=r'^READY')
+
+    def serve(self, document, names=L7_SES, timeout=180):
+        """``dsr-l7 serve`` on each L7 SE; {name: (process, apply result,
+        stats file)}."""
+        path = os.path.join(self.state_root,
+                            f'doc-{document["generation"]}.json')
+        with open(path, 'w') as f:
+            json.dump(document, f)
+        for name in names:
+            stats = os.path.join(self.state_root, f'{name}-stats.json')
+            proc = self.topo.spawn(name, [
+                sys.executable, '-m', 'amphora_agent.l7.cli',
+                '--config-file', self.config_file(name), '--se-id', name,
+                'serve', path, '--stats-file', stats],
+                ready=r'"load_balancers"', ready_timeout=timeout)
+            line = next(li for li in proc.lines if '"load_balancers"' in li)
+            self.serving[name] = (proc, json.loads(line), stats)
+        return self.serving
+
+    def close(self):
+        for proc, _, _ in self.serving.values():
+            proc.stop()
+        super().close()
+
+
+@pytest.fixture
+def tier2_udp(make_topology):
+    yield from _lab(Tier2UdpLab, make_topology)

@@ -278,3 +278,27 @@ def test_drain_timeout_bounds_the_wait(lab):
         worker_did(lambda: lab.agent.active_connections() == 1)
         lab.agent.stop()        # returns although the connection is open
         worker_did(lambda: 'l7se1' not in lab.observer.members())
+
+
+def test_udp_members_and_listener_counters_are_reported(lab):
+    from amphora_agent.l7 import udp
+    from tests.unit.amphora_agent.l7 import test_udp
+    lab.engine.udp = udp.UdpService(
+        test_udp.RecordingNft(), test_udp.RecordingConntrack(),
+        checker=test_udp.StillChecker(), adopt_tables=False)
+    lab.controller.answer = signed(lab, docs.document(
+        test_udp.monitored_lb(), se_group=GROUP, generation=3))
+    assert lab.agent.sync() is True
+    assert lab.controller.last('members') == (
+        'members', 3, {'m1': 'ONLINE', 'm2': 'ONLINE'})
+    # A member fails its health checks: reported at the stats pace.
+    lab.engine.udp.checker.current = {'m1': 'ERROR'}
+    lab.engine.udp._health_changed('m1', 'ONLINE', 'ERROR')
+    lab.agent.report_stats()
+    assert lab.controller.last('members') == (
+        'members', 3, {'m1': 'ERROR', 'm2': 'ONLINE'})
+    assert lab.controller.last('stats')[1]['listeners']['li-udp'] == {
+        'bytes_in': 300, 'bytes_out': 450, 'active_connections': 1,
+        'total_connections': 2, 'request_errors': 0}
+    # Draining waits for HAProxy's connections, not for UDP flows.
+    assert lab.agent.active_connections() == 0

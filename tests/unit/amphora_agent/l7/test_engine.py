@@ -11,8 +11,10 @@ import pytest
 
 from amphora_agent.l7 import certs
 from amphora_agent.l7 import engine as engine_mod
+from amphora_agent.l7 import udp
 from dsr_wire.schema import Invalid
 from tests.unit.amphora_agent.l7 import docs
+from tests.unit.amphora_agent.l7 import test_udp
 from tests.unit.amphora_agent.l7 import tls
 
 HAPROXY = shutil.which('haproxy')
@@ -30,7 +32,8 @@ class RecordingHost:
         self.applied = []
         self.tunnel_addresses = {4: ipaddress.ip_address('198.18.7.2')}
 
-    def apply(self, vips):
+    def apply(self, vips, forward=False):
+        self.forward = forward
         self.applied.append(sorted(vips))
         return []
 
@@ -177,3 +180,61 @@ def test_disabled_load_balancer_is_stopped(engine):
                              'action': 'stopped', 'listeners': {}}
     assert not engine.process('lb1').running()
     assert engine.ready
+
+
+def udp_listener(port=53):
+    return docs.listener('li-udp', 'p-udp', protocol='UDP', port=port,
+                         insert_headers=None)
+
+
+def udp_pool(*members):
+    return docs.pool('p-udp', [docs.member('mu', M1, port=5353), *members],
+                     protocol='UDP')
+
+
+def test_udp_listeners_are_nftables_not_haproxy(engine):
+    engine.udp = udp.UdpService(
+        test_udp.RecordingNft(), test_udp.RecordingConntrack(),
+        checker=test_udp.StillChecker(), adopt_tables=False)
+    only_udp = docs.load_balancer([udp_listener()], [udp_pool()],
+                                  id_='lb-udp', vips=('127.0.0.1',))
+    result = engine.apply(docs.document(only_udp))
+    assert result['lb-udp'] == {'status': 'ACTIVE', 'error': None,
+                                'action': 'stopped', 'listeners': {}}
+    assert not engine.process('lb-udp').running()
+    assert engine.udp.nft.tables() == ['dsr_udp_lb_udp']
+    assert engine.host.forward is True
+    assert engine.ready
+    # SNAT to the tunnel address of the member's family.
+    assert 'snat ip to 198.18.7.2' in \
+        engine.udp.nft.installed['dsr_udp_lb_udp']
+    assert engine.stats()['lb-udp']['listeners']['li-udp'][
+        'stats']['total_connections'] == 2
+    engine.apply(docs.document(generation=2))
+    assert engine.udp.nft.tables() == []
+
+
+def test_a_rejected_udp_rule_set_leaves_haproxy_listeners_serving(engine):
+    engine.udp = udp.UdpService(
+        test_udp.RecordingNft(), test_udp.RecordingConntrack(),
+        checker=test_udp.StillChecker(), adopt_tables=False)
+    port = free_port()
+
+    def mixed(*members, generation=1):
+        return docs.document(docs.load_balancer(
+            [docs.listener('li-http', 'p', port=port), udp_listener()],
+            [docs.pool('p', [docs.member('m1', M1)]), udp_pool(*members)],
+            vips=('127.0.0.1',)), generation=generation)
+    assert engine.apply(mixed())['lb1']['status'] == 'ACTIVE'
+    worker = engine.process('lb1').worker_pid()
+    installed = dict(engine.udp.nft.installed)
+
+    engine.udp.nft.refuse = '198.51.100.99'
+    result = engine.apply(mixed(docs.member('m9', '198.51.100.99'),
+                                generation=2))
+    assert result['lb1']['status'] == 'ERROR'
+    assert result['lb1']['error'] == 'nft rejected the UDP rule set: boom'
+    assert engine.udp.nft.installed == installed
+    assert engine.process('lb1').worker_pid() == worker
+    socket.create_connection(('127.0.0.1', port), timeout=5).close()
+    assert not engine.ready

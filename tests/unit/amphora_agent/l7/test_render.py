@@ -211,7 +211,7 @@ def test_udp_listener_is_reported_not_rendered(tmp_path):
                    protocol='UDP')])
     _, out = rendered(lb, tmp_path)
     assert out.config is None
-    assert 'UDP listeners are not built' in out.not_rendered['li-udp']
+    assert 'served by nftables' in out.not_rendered['li-udp']
 
 
 @needs_haproxy

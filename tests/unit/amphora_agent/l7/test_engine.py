@@ -189,3 +189,26 @@ def test_disabled_load_balancer_is_stopped(engine):
                              'action': 'stopped', 'listeners': {}}
     assert not engine.process('lb1').running()
     assert engine.ready
+
+
+def _l7_group(tmp_path, **overrides):
+    from oslo_config import cfg
+
+    from amphora_agent import opts
+    conf = cfg.ConfigOpts()
+    opts.register_l7_opts(conf)
+    conf(args=[])
+    conf.set_override('state_dir', str(tmp_path / 'state'), group='l7')
+    for name, value in overrides.items():
+        conf.set_override(name, value, group='l7')
+    return conf.l7
+
+
+def test_from_conf_fetches_with_the_configured_cert_manager(tmp_path):
+    eng = engine_mod.Engine.from_conf(_l7_group(tmp_path), '/nonexistent',
+                                      'l7se')
+    assert eng.certs.driver_name == 'local_cert_manager'   # the default
+    with pytest.raises(ValueError, match=r"\[l7\] cert_manager 'vault'"):
+        engine_mod.Engine.from_conf(
+            _l7_group(tmp_path, cert_manager='vault'), '/nonexistent',
+            'l7se')

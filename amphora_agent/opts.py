@@ -224,11 +224,19 @@ l7_opts = [
                       'connection still open then would be steered to '
                       'another L7 SE and reset. Keep it below the unit\'s '
                       'TimeoutStopSec (90 s).'),
-    cfg.StrOpt('cert_dir', default='/etc/octavia-dsr/l7-certs',
-               help='Local certificate store for TERMINATED_HTTPS: a '
-                    'container reference is read from '
-                    '<cert_dir>/<last component of the reference>.pem '
-                    '(certificate, chain and key in one PEM file).'),
+    cfg.StrOpt('cert_manager', default='local_cert_manager',
+               help='Octavia certificate manager driver (stevedore '
+                    'namespace octavia.cert_manager: local_cert_manager, '
+                    'barbican_cert_manager, castellan_cert_manager) the '
+                    'L7 SE fetches TERMINATED_HTTPS certificates with, by '
+                    'the container references of the L7 document (no key '
+                    'material crosses the message bus). The driver reads '
+                    'Octavia\'s own options from this file, as in '
+                    'octavia.conf: [certificates] (storage_path; '
+                    'barbican_auth, region_name, endpoint_type, '
+                    'ca_certificates_file, insecure), [service_auth] '
+                    '(keystoneauth) and castellan\'s [key_manager] and '
+                    '[barbican].'),
     cfg.IPOpt('snat_source4', version=4,
               help='Source address of the L7 engine\'s connections to IPv4 '
                    'members (SNAT). Default: the tunnel address of the '
@@ -290,8 +298,24 @@ def register_agent_opts(conf):
     register_l7_opts(conf)
 
 
+def certificate_opts():
+    """The options Octavia's certificate managers read, as Octavia
+    declares them: registered by the L7 engine when it loads the driver
+    (amphora_agent/l7/certs.py), listed here for the sample file."""
+    from keystoneauth1 import loading as ks_loading
+    from octavia.certificates.common import local
+    from octavia.common import config
+    read = ('barbican_auth', 'service_name', 'endpoint', 'region_name',
+            'endpoint_type', 'ca_certificates_file', 'insecure')
+    return [('certificates', [o for o in config.certificate_opts
+                              if o.name in read] + local.certmgr_opts),
+            ('service_auth', ks_loading.get_session_conf_options()
+             + ks_loading.get_auth_common_conf_options()
+             + ks_loading.get_auth_plugin_conf_options('password'))]
+
+
 def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
             ('coordination', coordination_opts), ('bgp', bgp_opts),
             ('auth', auth_opts), ('metrics', metrics_opts),
-            ('l7', l7_opts + l7_udp_opts)]
+            ('l7', l7_opts + l7_udp_opts)] + certificate_opts()

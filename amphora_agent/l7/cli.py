@@ -6,7 +6,8 @@
     python -m amphora_agent.l7.cli --config-file l7.conf serve doc.json \
         --stats-file stats.json
 
-The options are the agent's [l7] group and [dataplane] decap_pin_dir.
+The options are the agent's [l7] group, [dataplane] decap_pin_dir and
+Octavia's [certificates] / [service_auth] (the certificate manager's).
 ``apply`` is one-shot: the HAProxies it starts keep running after it
 exits and the next run adopts them (pid files), as the agent does after a
 restart.  Output is JSON; exit status 1 when a load balancer is ERROR, 2
@@ -33,7 +34,9 @@ from dsr_wire.schema import Invalid
 
 
 def build_engine(config_files, se_id):
-    conf = cfg.ConfigOpts()
+    # The global configuration: Octavia's certificate managers read their
+    # options ([certificates], [service_auth]) from it.
+    conf = cfg.CONF
     opts.register_opts(conf)
     opts.register_l7_opts(conf)
     conf(args=[], default_config_files=config_files)

@@ -88,7 +88,7 @@ class Engine:
             encaps=group.encaps)
         snat = {4: group.snat_source4, 6: group.snat_source6}
         return cls(group.state_dir, host,
-                   certs_mod.LocalStore(group.cert_dir),
+                   certs_mod.OctaviaStore(group.cert_manager),
                    binary=group.haproxy,
                    snat={k: v for k, v in snat.items() if v},
                    log_socket=group.log_socket,
@@ -208,6 +208,10 @@ class Engine:
                     os.unlink(self.paths.config(lb_id))
                 out['action'] = 'stopped'
                 return out
+            if rendered.certs:
+                # Keys on disk: the directory is the owner's only.
+                os.makedirs(self.paths.cert_dir(lb_id), 0o700,
+                            exist_ok=True)
             for path, ref in rendered.certs.items():
                 _write(path, self.certs.fetch(ref), 0o600)
             for path, content in rendered.crt_lists.items():

@@ -83,7 +83,8 @@ class L7SEs:
     def config_file(self, name):
         """The L7 SE's configuration: [agent] role = tier2 in the L7
         group, [l7] the engine (eBPF decap, tunnel addresses = the host's
-        addresses, SNAT from them)."""
+        addresses, SNAT from them), certificates from octavia-api's local
+        certificate manager storage."""
         h = self.topo.host(name)
         agents = self.lab.agents
         path = self._path(f'{name}.conf')
@@ -116,13 +117,16 @@ decap_pin_dir = {os.path.join(agents.pin_root, name + '-decap')}
 
 [l7]
 state_dir = {os.path.join(state, 'l7')}
-cert_dir = {self._path('certs')}
+cert_manager = local_cert_manager
 decap = ebpf
 interface = {h.ifname}
 tunnel_addresses = {h.ipv4},{h.ipv6}
 log_socket = {os.path.join(state, 'log.sock')}
 connection_logging = false
 reload_timeout = 30
+
+[certificates]
+storage_path = {self.lab.stack.cert_storage_path}
 """)
         return path
 

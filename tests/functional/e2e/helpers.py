@@ -13,6 +13,7 @@ import urllib.request
 
 import pytest
 
+from tools.lab import l7_ses
 from tools.lab.localstack import octavia as octavia_stack
 from tools.lab import netns
 from tools.lab import product_lab as pl
@@ -45,6 +46,24 @@ def product(n_se=2, n_members=2, octavia_config=None, **lab_args):
                 lab.close()
         finally:
             topo.close()
+
+
+@contextlib.contextmanager
+def tier2_product(l7, servers, port, n_se=2):
+    """A started product lab whose members `l7` run L7 SE agents
+    (lab.l7, tools/lab/l7_ses.py) and whose members `servers` run plain
+    HTTP servers on `port`."""
+    with product(n_se=n_se, n_members=len(l7) + len(servers),
+                 plain_members=tuple(l7) + tuple(servers)) as lab:
+        ses = l7_ses.L7SEs(lab, l7)
+        try:
+            ses.start()
+            for name in servers:
+                l7_ses.start_plain_server(lab.topo, name, port)
+            lab.l7 = ses
+            yield lab
+        finally:
+            ses.close()
 
 
 @contextlib.contextmanager
@@ -108,6 +127,21 @@ def wait_all_active(lab, timeout=30, what='every object ACTIVE'):
         netns.wait_for(ok, timeout, what, interval=0.1)
     except TimeoutError as exc:
         raise AssertionError(f'{exc}; not ACTIVE: {last}') from None
+
+
+def wait_all_online(lab, timeout=60):
+    """Wait until every object is ACTIVE and ONLINE (members ONLINE by the
+    health checks)."""
+    last = []
+
+    def ok():
+        last[:] = [o for o in objects(lab) if o[2:] != ('ACTIVE', 'ONLINE')]
+        return not last
+    try:
+        netns.wait_for(ok, timeout, 'every object ACTIVE/ONLINE',
+                       interval=0.2)
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; not ACTIVE/ONLINE: {last}') from None
 
 
 def act(lab, *args, timeout=30):

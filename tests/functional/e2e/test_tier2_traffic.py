@@ -41,17 +41,9 @@ RING_BOUND = 2.0      # issue 11: L7 SE join/leave in the L4 rings
 
 @pytest.fixture(scope='module')
 def lab():
-    with h.product(n_se=2, n_members=4, plain_members=L7 + SERVERS) as lab:
-        ses = l7_ses.L7SEs(lab, L7)
-        try:
-            ses.start()
-            for name in SERVERS:
-                l7_ses.start_plain_server(lab.topo, name, WEB_PORT)
-            l7_ses.start_plain_server(lab.topo, 'm4', API_PORT, 'api')
-            lab.l7 = ses
-            yield lab
-        finally:
-            ses.close()
+    with h.tier2_product(L7, SERVERS, WEB_PORT) as lab:
+        l7_ses.start_plain_server(lab.topo, 'm4', API_PORT, 'api')
+        yield lab
 
 
 def ring(lab, se):
@@ -171,17 +163,7 @@ def test_tier2_traffic_through_the_product(lab):
 
     # 5. Every object ACTIVE and ONLINE in Octavia (members ONLINE by the
     # L7 SEs' HTTP health checks).
-    last = []
-
-    def all_online():
-        last[:] = [o for o in h.objects(lab)
-                   if o[2:] != ('ACTIVE', 'ONLINE')]
-        return not last
-    try:
-        netns.wait_for(all_online, 60, 'every object ACTIVE/ONLINE',
-                       interval=0.2)
-    except TimeoutError as exc:
-        raise AssertionError(f'{exc}; not ACTIVE/ONLINE: {last}') from None
+    h.wait_all_online(lab)
 
     # 6. One L7 SE stops (SIGTERM: draining, then it leaves its group)
     # under a request loop: no request fails, the established upload

@@ -360,6 +360,13 @@ class OctaviaStack:
             "oslo_concurrency": {
                 "lock_path": str(self.workdir / "lock"),
             },
+            # Octavia's local certificate manager: the API validates
+            # TERMINATED_HTTPS container references against this store,
+            # which the lab's L7 SEs read too (tools/lab/l7_ses.py).
+            "certificates": {
+                "cert_manager": "local_cert_manager",
+                "storage_path": str(self.cert_storage_path),
+            },
         }
         if self.transport_url:
             cfg["DEFAULT"]["transport_url"] = self.transport_url
@@ -367,6 +374,12 @@ class OctaviaStack:
             cfg.setdefault(section, {}).update(
                 {k: str(v) for k, v in opts.items()})
         return cfg
+
+    @property
+    def cert_storage_path(self):
+        """[certificates] storage_path: where LocalCertManager.store_cert
+        (with this path in [certificates]) puts test certificates."""
+        return self.workdir / "certificates"
 
     def _write_config(self):
         parser = configparser.ConfigParser(interpolation=None)
@@ -457,6 +470,7 @@ class OctaviaStack:
         sweep_stale_databases()
         self.workdir.mkdir(parents=True, exist_ok=True)
         (self.workdir / "lock").mkdir(exist_ok=True)
+        self.cert_storage_path.mkdir(mode=0o700, exist_ok=True)
         rundir = Path(self.driver_agent_sockets["get"]).parent
         rundir.mkdir(exist_ok=True)
         for path in self.driver_agent_sockets.values():

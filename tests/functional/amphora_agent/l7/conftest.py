@@ -46,14 +46,16 @@ class Tier2Lab(DsrSetup):
                     f'decap_pin_dir = {self.pin_dir(name + "-decap")}\n'
                     f'[l7]\n'
                     f'state_dir = {self.state_root}/{name}\n'
-                    f'cert_dir = {self.state_root}/certs\n'
+                    f'cert_manager = local_cert_manager\n'
                     f'decap = ebpf\n'
                     f'interface = eth0\n'
                     f'tunnel_addresses = {self.addr(name)},'
                     f'{self.addr(name, 6)}\n'
                     f'log_socket = {self.state_root}/{name}.log.sock\n'
                     f'connection_logging = false\n'
-                    f'reload_timeout = 30\n')
+                    f'reload_timeout = 30\n'
+                    f'[certificates]\n'
+                    f'storage_path = {self.state_root}/certs\n')
         return path
 
     def l7(self, name, *args, check=True):

@@ -151,13 +151,13 @@ def get_https(topo, path='/'):
 
 
 def test_terminated_https_and_health_monitor(tier2):
-    """TERMINATED_HTTPS with a test certificate from the local store, and
-    an HTTP health monitor whose verdicts reach the member status: a
-    server that stops is marked ERROR and no request goes to it."""
+    """TERMINATED_HTTPS with a test certificate stored for Octavia's local
+    certificate manager, and an HTTP health monitor whose verdicts reach
+    the member status: a server that stops is marked ERROR and no request
+    goes to it."""
     topo = tier2.topo
-    with open(os.path.join(tier2.state_root, 'certs', 'web.pem'),
-              'wb') as f:
-        f.write(tls.self_signed_pem('www.example.com'))
+    tls.write_local(os.path.join(tier2.state_root, 'certs'), 'web',
+                    tls.self_signed_pem('www.example.com'))
     doc = document(tier2)
     lb = doc['load_balancers'][0]
     lb['pools'][0]['healthmonitor'] = docs.monitor(
@@ -165,7 +165,7 @@ def test_terminated_https_and_health_monitor(tier2):
         url_path='/', expected_codes='200')
     lb['listeners'].append(docs.listener(
         'li-tls', 'p-web', protocol='TERMINATED_HTTPS', port=443,
-        default_tls_container_ref='local:web'))
+        default_tls_container_ref='web'))
     for name, out in tier2.apply_l7(doc).items():
         assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
 

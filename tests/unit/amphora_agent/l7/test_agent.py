@@ -54,14 +54,13 @@ class Controller:
 
 
 @pytest.fixture
-def lab(tmp_path):
+def lab(tmp_path, cert_storage):
     ctl = str(tmp_path / 'controller.key')
     kid = auth.generate_key(ctl)
     auth.write_public_key(str(tmp_path / 'trusted' / f'{kid}.pub'),
                           auth.load_private_key(ctl).public_key())
-    (tmp_path / 'certs').mkdir()
     engine = engine_mod.Engine(str(tmp_path / 'state'), RecordingHost(),
-                               certs.LocalStore(str(tmp_path / 'certs')),
+                               certs.OctaviaStore('local_cert_manager'),
                                log_socket=str(tmp_path / 'log'), timeout=20)
     conf = types.SimpleNamespace(agent=types.SimpleNamespace(
         se_id='l7se1', se_group=GROUP, stats_interval=10.0,

@@ -52,10 +52,9 @@ def free_port():
 
 
 @pytest.fixture
-def engine(tmp_path):
-    (tmp_path / 'certs').mkdir()
+def engine(tmp_path, cert_storage):
     eng = engine_mod.Engine(str(tmp_path / 'state'), RecordingHost(),
-                            certs.LocalStore(str(tmp_path / 'certs')),
+                            certs.OctaviaStore('local_cert_manager'),
                             binary=HAPROXY, log_socket=str(tmp_path / 'log'),
                             timeout=20)
     yield eng
@@ -143,20 +142,33 @@ def test_removed_load_balancer_is_stopped_and_forgotten(engine):
     assert not engine.process('lb1').running()
 
 
-def test_missing_certificate_is_an_error_naming_it(engine, tmp_path):
-    tls_lb = docs.load_balancer(
-        [docs.listener('li', 'p', protocol='TERMINATED_HTTPS',
-                       port=free_port(),
-                       default_tls_container_ref='local:web')],
-        [docs.pool('p', [docs.member('m1', M1)])], vips=('127.0.0.1',))
-    result = engine.apply(docs.document(tls_lb))
+def test_missing_certificate_is_an_error_naming_it(engine, cert_storage):
+    # Only the load balancer whose certificate is missing is ERROR.
+    ref = tls.store(tls.self_signed_pem())
+    missing = 'f6a4c0de-0000-4000-8000-000000000001'
+
+    def tls_lb(id_, ref):
+        return docs.load_balancer(
+            [docs.listener(id_ + '-li', 'p', protocol='TERMINATED_HTTPS',
+                           port=free_port(), default_tls_container_ref=ref)],
+            [docs.pool('p', [docs.member('m1', M1)])], id_=id_,
+            vips=('127.0.0.1',))
+    lb1, lb2 = tls_lb('lb1', missing), tls_lb('lb2', ref)
+    result = engine.apply(docs.document(lb1, lb2))
     assert result['lb1']['status'] == 'ERROR'
-    assert "certificate 'local:web': cannot read" in result['lb1']['error']
-    (tmp_path / 'certs' / 'web.pem').write_bytes(tls.self_signed_pem())
-    result = engine.apply(docs.document(tls_lb, generation=2))
+    assert f"certificate '{missing}': cannot be loaded with " \
+        'local_cert_manager' in result['lb1']['error']
+    assert str(cert_storage / f'{missing}.crt') in result['lb1']['error']
+    assert result['lb2']['status'] == 'ACTIVE', result
+    # The reference stored later: the next apply serves it.
+    cert, key = tls.split(tls.self_signed_pem())
+    (cert_storage / f'{missing}.crt').write_bytes(cert)
+    (cert_storage / f'{missing}.key').write_bytes(key)
+    result = engine.apply(docs.document(lb1, lb2, generation=2))
     assert result['lb1']['status'] == 'ACTIVE', result
-    pem = engine.paths.cert_file('lb1', 'local:web')
+    pem = engine.paths.cert_file('lb1', missing)
     assert oct(os.stat(pem).st_mode & 0o777) == '0o600'
+    assert oct(os.stat(os.path.dirname(pem)).st_mode & 0o777) == '0o700'
 
 
 def test_a_refused_document_changes_nothing(engine):
@@ -238,3 +250,26 @@ def test_a_rejected_udp_rule_set_leaves_haproxy_listeners_serving(engine):
     assert engine.process('lb1').worker_pid() == worker
     socket.create_connection(('127.0.0.1', port), timeout=5).close()
     assert not engine.ready
+
+
+def _l7_group(tmp_path, **overrides):
+    from oslo_config import cfg
+
+    from amphora_agent import opts
+    conf = cfg.ConfigOpts()
+    opts.register_l7_opts(conf)
+    conf(args=[])
+    conf.set_override('state_dir', str(tmp_path / 'state'), group='l7')
+    for name, value in overrides.items():
+        conf.set_override(name, value, group='l7')
+    return conf.l7
+
+
+def test_from_conf_fetches_with_the_configured_cert_manager(tmp_path):
+    eng = engine_mod.Engine.from_conf(_l7_group(tmp_path), '/nonexistent',
+                                      'l7se')
+    assert eng.certs.driver_name == 'local_cert_manager'   # the default
+    with pytest.raises(ValueError, match=r"\[l7\] cert_manager 'vault'"):
+        engine_mod.Engine.from_conf(
+            _l7_group(tmp_path, cert_manager='vault'), '/nonexistent',
+            'l7se')

@@ -1,5 +1,6 @@
-"""A self-signed test certificate as one PEM (certificate + key), the form
-the L7 engine's local certificate store reads."""
+"""Test certificates: a self-signed one as one PEM (certificate + key),
+and stored by reference with Octavia's local certificate manager (the
+L7 engine's default driver) under a storage directory."""
 
 import datetime
 
@@ -27,3 +28,31 @@ def self_signed_pem(common_name='www.example.com'):
             + key.private_bytes(serialization.Encoding.PEM,
                                 serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption()))
+
+
+def split(pem):
+    """(certificate PEM, key PEM) of a self_signed_pem()."""
+    i = pem.index(b'-----BEGIN', 1)
+    return pem[:i], pem[i:]
+
+
+def write_local(storage_path, ref, pem):
+    """Store a PEM under ``ref`` in the file layout of Octavia's local
+    certificate manager (<ref>.crt, <ref>.key), for a process whose
+    configuration does not point at storage_path."""
+    import os
+    for suffix, data in zip(('.crt', '.key'), split(pem)):
+        fd = os.open(os.path.join(storage_path, ref + suffix),
+                     os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, 'wb') as f:
+            f.write(data)
+
+
+def store(pem, intermediates=None, passphrase=None):
+    """Store a PEM with Octavia's LocalCertManager.store_cert; its
+    reference."""
+    from octavia.certificates.manager import local
+    cert, key = split(pem)
+    return local.LocalCertManager.store_cert(
+        None, cert, key, intermediates=intermediates,
+        private_key_passphrase=passphrase)

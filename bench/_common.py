@@ -32,10 +32,16 @@ BENCH_OBJ = os.path.join(OBJ_DIR, 'bench_se_xdp.o')
 
 
 def exit_on_sigterm():
-    """SIGTERM -> SystemExit, so the Sandbox still cleans up."""
+    """SIGTERM -> SystemExit in this process, so the Sandbox (or the lab)
+    still cleans up.  pyroute2 forks helpers (namespace creation) and stops
+    them with SIGTERM: a forked child exits at once instead of unwinding
+    the benchmark's cleanup a second time."""
     import signal
+    main_pid = os.getpid()
 
     def handler(signum, frame):
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
         raise SystemExit(128 + signum)
     signal.signal(signal.SIGTERM, handler)
 

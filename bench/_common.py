@@ -26,24 +26,10 @@ if ROOT not in sys.path:
 
 from amphora_agent.dataplane import libbpf  # noqa: E402
 from pyroute2 import netns as pr_netns  # noqa: E402
+from tools.lab.netns import exit_on_sigterm  # noqa: E402,F401 -- benches' API
 
 OBJ_DIR = os.path.join(ROOT, 'amphora_agent', 'dataplane', 'obj')
 BENCH_OBJ = os.path.join(OBJ_DIR, 'bench_se_xdp.o')
-
-
-def exit_on_sigterm():
-    """SIGTERM -> SystemExit in this process, so the Sandbox (or the lab)
-    still cleans up.  pyroute2 forks helpers (namespace creation) and stops
-    them with SIGTERM: a forked child exits at once instead of unwinding
-    the benchmark's cleanup a second time."""
-    import signal
-    main_pid = os.getpid()
-
-    def handler(signum, frame):
-        if os.getpid() != main_pid:
-            os._exit(128 + signum)
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def log(*args):

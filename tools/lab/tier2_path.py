@@ -131,11 +131,11 @@ class Tier2Path:
         self.dsrctl(se.name, 'apply', path)
         self.topo.route_vip(vip, via=se.name)
 
-    def l4_new_flows(self):
-        """New flows the L4 SE steered, summed over its listeners (its XDP
+    def l4_packets(self):
+        """Packets the L4 SE steered, summed over its listeners (its XDP
         program sends them back out before any nftables hook sees them)."""
         stats = json.loads(self.dsrctl(self.l4_se, 'stats', '--json'))
-        return sum(lst['new_flows'] for lst in stats['listeners'])
+        return sum(lst['packets'] for lst in stats['listeners'])
 
     # ------------------------------------------------------------ L7 tier
     def config_file(self, name):

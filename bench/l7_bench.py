@@ -50,6 +50,9 @@ if ROOT not in sys.path:
 from _common import exit_on_sigterm  # noqa: E402
 from _common import finish  # noqa: E402
 from _common import log  # noqa: E402
+from tools.lab import l7_docs as d  # noqa: E402
+from tools.lab import netns  # noqa: E402
+from tools.lab import tier2_path  # noqa: E402
 
 ROUNDS = int(os.environ.get('DSR_BENCH_L7_ROUNDS', 5))
 REQUESTS = int(os.environ.get('DSR_BENCH_L7_REQUESTS', 4000))
@@ -85,7 +88,6 @@ def ab(topo, vip, requests, concurrency):
 
 def document(topo):
     """One load balancer, both VIPs, one HTTP listener, one pool."""
-    from tools.lab import l7_docs as d
     members = [d.member(s, topo.host(s).ipv4, SERVER_PORT)
                for s in SERVERS]
     return d.document(d.load_balancer(
@@ -98,8 +100,6 @@ def main():
     if os.geteuid() != 0:
         print('{"bench": "l7", "error": "needs root"}')
         return 1
-    from tools.lab import netns
-    from tools.lab import tier2_path
 
     out = {'bench': 'l7', 'rounds': ROUNDS, 'requests': REQUESTS,
            'concurrency': CONCURRENCY, 'loadgen': 'ab (no keep-alive)',
@@ -113,7 +113,7 @@ def main():
         with netns.Topology(n_se=1, n_members=3) as topo:
             path = tier2_path.Tier2Path(topo, [L7SE])
             try:
-                run(topo, path, out, netns, tier2_path)
+                run(topo, path, out)
             finally:
                 path.close()
     except BaseException as exc:  # noqa: BLE001 -- reported in the JSON
@@ -122,7 +122,7 @@ def main():
     return finish(out, t_start)
 
 
-def run(topo, path, out, netns, tier2_path):
+def run(topo, path, out):
     for name in SERVERS:
         tier2_path.start_haproxy_server(topo, name, SERVER_PORT)
     path.start_l4(VIP_TIER2, ports=[80])

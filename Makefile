@@ -7,7 +7,7 @@
 #   make test-e2e   the product end to end through a real Octavia
 #   make test-tempest  octavia-tempest-plugin + the DSR tempest plugin
 #   make bench      deps + build + every bench/*.py -> bench/results.json
-#   make demo       deps + build + tools/demo.py
+#   make demo       deps + build + tools/demo.py (DEMO=tier2: the tier-2 scenario)
 #   make wheel      dist/*.whl with the BPF objects and libmaglev.so (pbr)
 #   make clean
 
@@ -16,6 +16,7 @@ SHELL := /bin/bash
 
 VENV     ?= .venv
 PYTHON   ?= $(VENV)/bin/python
+DEMO     ?= tier1
 PYTEST   ?= $(PYTHON) -m pytest
 PYTEST_ARGS ?= --durations=30
 # make test runs its files on parallel workers (pytest-xdist, one file per
@@ -95,7 +96,7 @@ bench: deps build
 	$(PYTHON) tools/run-benches.py --out bench/results.json bench
 
 demo: deps build
-	$(PYTHON) tools/demo.py
+	$(PYTHON) tools/demo.py --scenario $(DEMO)
 
 demo-dataplane: deps build
 	$(PYTHON) tools/dataplane_demo.py

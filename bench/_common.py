@@ -26,18 +26,10 @@ if ROOT not in sys.path:
 
 from amphora_agent.dataplane import libbpf  # noqa: E402
 from pyroute2 import netns as pr_netns  # noqa: E402
+from tools.lab.netns import exit_on_sigterm  # noqa: E402,F401 -- benches' API
 
 OBJ_DIR = os.path.join(ROOT, 'amphora_agent', 'dataplane', 'obj')
 BENCH_OBJ = os.path.join(OBJ_DIR, 'bench_se_xdp.o')
-
-
-def exit_on_sigterm():
-    """SIGTERM -> SystemExit, so the Sandbox still cleans up."""
-    import signal
-
-    def handler(signum, frame):
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, handler)
 
 
 def log(*args):

@@ -40,7 +40,6 @@ import concurrent.futures
 import ipaddress
 import json
 import os
-import signal
 import socket
 import struct
 import sys
@@ -52,6 +51,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from _common import exit_on_sigterm  # noqa: E402
 from _common import finish  # noqa: E402
 from _common import keep_logs  # noqa: E402
 from _common import log  # noqa: E402
@@ -753,15 +753,7 @@ def drop_redis_namespace(namespace):
 
 
 def main():
-    main_pid = os.getpid()
-
-    def on_term(signum, frame):
-        # pyroute2 forks helpers and stops them with SIGTERM: they must just
-        # die; only this process unwinds (running every cleanup).
-        if os.getpid() != main_pid:
-            os._exit(128 + signum)
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
     sys.setswitchinterval(0.001)
     if os.geteuid() != 0:
         print(json.dumps({'bench': 'api', 'error': 'needs root'}))

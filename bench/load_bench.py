@@ -25,7 +25,6 @@ Last line: one JSON object.
 import ipaddress
 import json
 import os
-import signal
 import sys
 import time
 
@@ -33,6 +32,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
+from _common import exit_on_sigterm  # noqa: E402
 from _common import finish  # noqa: E402
 from _common import keep_logs  # noqa: E402
 from _common import log  # noqa: E402
@@ -102,13 +102,7 @@ def leftovers(lab, bird_mod, netns):
 
 
 def main():
-    main_pid = os.getpid()
-
-    def on_term(signum, frame):
-        if os.getpid() != main_pid:
-            os._exit(128 + signum)
-        raise SystemExit(128 + signum)
-    signal.signal(signal.SIGTERM, on_term)
+    exit_on_sigterm()
     if os.geteuid() != 0:
         print(json.dumps({'bench': 'load', 'error': 'needs root'}))
         return 1

@@ -2,6 +2,7 @@
 packets, on this machine.
 
     make demo        (or: .venv/bin/python tools/demo.py)
+    make demo DEMO=tier2   (tools/demo_tier2.py: L4 SEs in front of L7 SEs)
 
 Brings up the local stack (real octavia-api and driver agent, dsr-controller,
 two SEs with dsr-agent + ExaBGP, a BIRD router, two members, a client),
@@ -11,6 +12,7 @@ client, prints the member spread, the ECMP route at the router and
 stack up and use the CLI by hand: `python -m tools.stack up` (README).
 """
 
+import argparse
 import os
 import re
 import secrets
@@ -43,6 +45,20 @@ def cli(lab, *args):
 
 
 def main():
+    netns.exit_on_sigterm()  # a SIGTERM still tears the lab down
+    parser = argparse.ArgumentParser(prog='demo.py')
+    parser.add_argument('--scenario', choices=['tier1', 'tier2'],
+                        default='tier1',
+                        help='tier1: L4 DSR to members (this file); tier2: '
+                             'L4 SEs in front of L7 SEs (tools/demo_tier2.py)')
+    if parser.parse_args().scenario == 'tier2':
+        from tools import demo_tier2
+        demo_tier2.run()
+        return
+    tier1()
+
+
+def tier1():
     say('Bringing up: octavia-api + driver agent (provider dsr), '
         'dsr-controller, 2 SEs (dsr-agent, ExaBGP), BIRD router, 2 members, '
         'client')

@@ -23,6 +23,7 @@ PYTHON=${PYTHON:-python3}
 
 APT_PACKAGES=(
     clang llvm libbpf-dev bpftool bird2 haproxy ethtool iproute2 nftables tcpdump
+    apache2-utils
     iputils-ping mariadb-server redis-server rabbitmq-server
     python3-venv curl
 )

@@ -32,6 +32,7 @@ def _is_root():
 LONG_FILES = (
     'amphora_agent/l7/test_tier2_path.py',    # 2 L7 SEs, HAProxy, TLS
     'amphora_agent/l7/test_udp_path.py',      # 2 L7 SEs, health checks
+    'tools/test_demo_tier2.py',               # the product + 2 L7 SEs
     'dsr_provider/controller/test_neutron_ports.py',  # neutron venv, server
     'amphora_agent/test_least_privilege.py',  # the agent suite again
     'test_packaging.py',                      # wheel build + install

@@ -90,6 +90,20 @@ CLIENT_MTU = 1500
 # Polling
 
 
+def exit_on_sigterm():
+    """SIGTERM -> SystemExit in the calling process, so a script's
+    `finally` still tears its lab down.  pyroute2 forks helpers (namespace
+    creation) and stops them with SIGTERM: a forked child exits at once
+    instead of unwinding the script's cleanup a second time."""
+    main_pid = os.getpid()
+
+    def handler(signum, frame):
+        if os.getpid() != main_pid:
+            os._exit(128 + signum)
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def wait_for(predicate, timeout, what, interval=0.02):
     """Poll ``predicate()`` until it returns a truthy value; return it.
 

@@ -23,6 +23,7 @@ from tests.functional.amphora_agent.dataplane.conftest import DsrSetup
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.conftest import PIN_ROOT
 from tools.lab import netns
+from tools.lab import tier2_path
 
 L7_SES = ('m1', 'm2')
 SERVERS = ('m3', 'm4')
@@ -40,23 +41,9 @@ class Tier2Lab(DsrSetup):
         return self.topo.host(name).addr(family)
 
     def config_file(self, name):
-        path = os.path.join(self.state_root, f'{name}.conf')
-        with open(path, 'w') as f:
-            f.write(f'[dataplane]\n'
-                    f'decap_pin_dir = {self.pin_dir(name + "-decap")}\n'
-                    f'[l7]\n'
-                    f'state_dir = {self.state_root}/{name}\n'
-                    f'cert_manager = local_cert_manager\n'
-                    f'decap = ebpf\n'
-                    f'interface = eth0\n'
-                    f'tunnel_addresses = {self.addr(name)},'
-                    f'{self.addr(name, 6)}\n'
-                    f'log_socket = {self.state_root}/{name}.log.sock\n'
-                    f'connection_logging = false\n'
-                    f'reload_timeout = 30\n'
-                    f'[certificates]\n'
-                    f'storage_path = {self.state_root}/certs\n')
-        return path
+        return tier2_path.write_l7_config(
+            os.path.join(self.state_root, f'{name}.conf'), self.topo, name,
+            self.state_root, self.pin_dir(name + '-decap'))
 
     def l7(self, name, *args, check=True):
         """Run dsr-l7 in the L7 SE's namespace; (returncode, JSON)."""

@@ -9,8 +9,8 @@ import re
 
 from tests.functional.amphora_agent.l7.conftest import API_PORT
 from tests.functional.amphora_agent.l7.conftest import SERVER_PORT
-from tests.unit.amphora_agent.l7 import docs
 from tests.unit.amphora_agent.l7 import tls
+from tools.lab import l7_docs as docs
 from tools.lab import netns
 from tools.lab import traffic_loop
 

@@ -10,7 +10,7 @@ import json
 from tests.functional.amphora_agent.l7.conftest import L7_SES
 from tests.functional.amphora_agent.l7.conftest import UDP_PORT
 from tests.functional.amphora_agent.l7.conftest import UDP_SERVER_PORT
-from tests.unit.amphora_agent.l7 import docs
+from tools.lab import l7_docs as docs
 from tools.lab import netns
 
 FLOWS = 24

@@ -15,10 +15,10 @@ from amphora_agent.l7 import engine as engine_mod
 from amphora_agent import trust as trust_mod
 from dsr_wire import auth
 from dsr_wire import membership as membership_mod
-from tests.unit.amphora_agent.l7 import docs
 from tests.unit.amphora_agent.l7.test_engine import free_port
 from tests.unit.amphora_agent.l7.test_engine import lb
 from tests.unit.amphora_agent.l7.test_engine import RecordingHost
+from tools.lab import l7_docs as docs
 from tools.lab.netns import wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which('haproxy') is None,

@@ -13,9 +13,9 @@ from amphora_agent.l7 import certs
 from amphora_agent.l7 import engine as engine_mod
 from amphora_agent.l7 import udp
 from dsr_wire.schema import Invalid
-from tests.unit.amphora_agent.l7 import docs
 from tests.unit.amphora_agent.l7 import test_udp
 from tests.unit.amphora_agent.l7 import tls
+from tools.lab import l7_docs as docs
 
 HAPROXY = shutil.which('haproxy')
 pytestmark = pytest.mark.skipif(HAPROXY is None,

@@ -10,8 +10,8 @@ import pytest
 from amphora_agent.l7 import haproxy
 from amphora_agent.l7 import render
 from dsr_wire import l7 as l7_schema
-from tests.unit.amphora_agent.l7 import docs
 from tests.unit.amphora_agent.l7 import tls
+from tools.lab import l7_docs as docs
 
 HAPROXY = shutil.which('haproxy')
 needs_haproxy = pytest.mark.skipif(

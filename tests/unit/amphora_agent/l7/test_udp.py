@@ -12,7 +12,7 @@ import subprocess
 import pytest
 
 from amphora_agent.l7 import udp
-from tests.unit.amphora_agent.l7 import docs
+from tools.lab import l7_docs as docs
 
 NFT = shutil.which('nft')
 M1, M2, MB = '198.51.100.11', '198.51.100.12', '198.51.100.13'

@@ -1,4 +1,5 @@
-"""Builders of L7 documents (dsr_wire/l7.py) for the L7 engine's tests."""
+"""Builders of L7 documents (dsr_wire/l7.py): the L7 engine's tests,
+the tier-2 path kit (tools/lab/tier2_path.py) and bench/l7_bench.py."""
 
 VIP4 = '192.0.2.10'
 

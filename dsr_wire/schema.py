@@ -20,6 +20,8 @@ import re
 
 import jsonschema
 
+from dsr_wire import fastcheck
+
 SCHEMA_VERSION = 1
 
 PROTOCOLS = ('TCP', 'UDP', 'SCTP')
@@ -216,13 +218,22 @@ _Validator = jsonschema.validators.extend(
         'integer', _strict_integer))
 
 
+def _schema(kind, partial):
+    schema = SCHEMAS[kind]
+    return dict(schema, required=[]) if partial else schema
+
+
 @functools.lru_cache(maxsize=None)
 def _validator(kind, partial):
-    schema = SCHEMAS[kind]
-    if partial:
-        schema = dict(schema, required=[])
+    schema = _schema(kind, partial)
     _Validator.check_schema(schema)
     return _Validator(schema)
+
+
+@functools.lru_cache(maxsize=None)
+def _is_valid(kind, partial):
+    # The compiled yes/no; jsonschema names the field of an invalid one.
+    return fastcheck.compile_schema(_schema(kind, partial))
 
 
 def _field(prefix, path):
@@ -257,6 +268,8 @@ def _to_invalid(error, prefix):
 
 def _structure(kind, obj, prefix='', partial=False):
     """Raise Invalid for the first schema error (structural ones first)."""
+    if _is_valid(kind, partial)(obj):
+        return
     validator = _validator(kind, partial)
     errors = list(validator.iter_errors(obj))
     if errors:

@@ -179,6 +179,9 @@ class Agent:
         self._reported_statuses = {}
         self._parser = snapshot_mod.Parser()
         self._planner = desired.Planner()
+        # Members whose health changed since the last plan: the planner
+        # re-plans only their load balancers (None: ask about every one).
+        self._health_changed = None
         # Supervision and serviceability (set up in _start_se_side).
         self._bgp_sup = None
         self._netwatch = None
@@ -305,6 +308,8 @@ class Agent:
     def health_changed(self, key, old, new):
         LOG.info('member %s: %s -> %s', key, old, new)
         with self._lock:
+            if self._health_changed is not None:
+                self._health_changed.add(key)
             self._reconcile_wanted = True
         self._wake.set()
 
@@ -572,9 +577,11 @@ class Agent:
         if self.snapshot is None:
             return
         snap = self.snapshot
+        with self._lock:
+            changed, self._health_changed = self._health_changed, set()
         try:
             plan = self._planner.plan(snap, self._usable, self.tunnel4,
-                                      self.tunnel6)
+                                      self.tunnel6, health_changed=changed)
             changes = self.dp.apply(plan.state)
             self._plan = plan
             if any(changes.values()):
@@ -582,6 +589,8 @@ class Agent:
                          {k: v for k, v in changes.items() if v})
             self._announce(plan.ready_vips)
         except Exception as exc:
+            with self._lock:
+                self._health_changed = None     # ask about all next time
             self.last_error = (f'generation {snap.generation} not applied: '
                                f'{exc}')
             self._safe(self._report_state)

@@ -171,7 +171,9 @@ def measure(pin_dir, dev):
         t0 = time.perf_counter()
         snap = parser.parse(doc)
         t1 = time.perf_counter()
-        plan = planner.plan(snap, lambda _: True, source, None)
+        # As the agent plans a new generation: no health reports since.
+        plan = planner.plan(snap, lambda _: True, source, None,
+                            health_changed=())
         t2 = time.perf_counter()
         changes = dp.apply(plan.state)
         t3 = time.perf_counter()

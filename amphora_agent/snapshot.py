@@ -17,6 +17,7 @@ named, so its closest parent with an id is rejected instead.
 
 import dataclasses
 import ipaddress
+import marshal
 from typing import Optional
 
 from dsr_wire import schema
@@ -35,7 +36,7 @@ class InvalidSnapshot(ValueError):
     """The snapshot is rejected as a whole; the message names the field."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class HealthMonitor:
     id: str
     type: str
@@ -49,7 +50,7 @@ class HealthMonitor:
     admin_state_up: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Member:
     id: str
     address: ipaddress._BaseAddress
@@ -61,7 +62,7 @@ class Member:
     monitor_address: Optional[ipaddress._BaseAddress] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Pool:
     id: str
     algorithm: str
@@ -71,7 +72,7 @@ class Pool:
     health_monitor: Optional[HealthMonitor]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Listener:
     id: str
     protocol: str
@@ -83,7 +84,7 @@ class Listener:
     timeout_client_data: int = 0    # ms; 0: no idle timeout
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LoadBalancer:
     id: str
     admin_state_up: bool
@@ -392,14 +393,28 @@ def _claims(lb):
     return tuple(claims)
 
 
-class _Entry:
-    """A load balancer's document and what parsing it gave."""
-    __slots__ = ('obj', 'lb', 'rejected', 'claims')
+def _digest(obj):
+    """A load balancer's document as bytes, equal for equal documents (of
+    one controller: the same key order): a sixth of the memory of the
+    dicts, so the received document is not kept.  Unlike ==, it tells 1
+    from True and 1.0.  marshal version 0 has no back-references or
+    interned-string marks, which depend on the objects, not the values."""
+    try:
+        return marshal.dumps(obj, 0)
+    except ValueError:      # not JSON data: never equal, parsed each time
+        return None
 
-    def __init__(self, obj, index):
-        self.obj = obj
+
+class _Entry:
+    """What parsing a load balancer's document gave, and its digest."""
+    __slots__ = ('digest', 'lb', 'rejected')
+
+    def __init__(self, obj, index, digest):
+        self.digest = digest
         self.lb, self.rejected = _checked_load_balancer(obj, index)
-        self.claims = _claims(self.lb) if self.lb is not None else ()
+
+    def claims(self):
+        return _claims(self.lb) if self.lb is not None else ()
 
 
 class Parser:
@@ -452,27 +467,27 @@ class Parser:
         rejected, lbs, repeated = _Rejected(), [], False
         for i, obj in enumerate(document['load_balancers']):
             key = _usable_id(obj)
-            entry = memo.get(key)
             if key is None:
                 # Rejected whole (no id to name it by): claims nothing.
-                entry = _Entry(obj, i)
+                entry = _Entry(obj, i, None)
             elif key in fresh:
                 # A second load balancer with this id: not counted, the
                 # full checks reject it.
-                entry, repeated = _Entry(obj, i), True
-            elif entry is None or entry.obj != obj:
-                if entry is not None:
-                    self._count(entry.claims, -1)
-                entry = _Entry(obj, i)
-                self._count(entry.claims, 1)
-                fresh[key] = entry
+                entry, repeated = _Entry(obj, i, None), True
             else:
+                entry, digest = memo.get(key), _digest(obj)
+                if entry is None or digest is None \
+                        or entry.digest != digest:
+                    if entry is not None:
+                        self._count(entry.claims(), -1)
+                    entry = _Entry(obj, i, digest)
+                    self._count(entry.claims(), 1)
                 fresh[key] = entry
             rejected.merge(entry.rejected)
             if entry.lb is not None:
                 lbs.append(entry.lb)
         for key in memo.keys() - fresh.keys():
-            self._count(memo[key].claims, -1)
+            self._count(memo[key].claims(), -1)
         self._memo = fresh
         snap = Snapshot(se_group=document['se_group'],
                         generation=document['generation'],

@@ -10,6 +10,7 @@ import random
 import pytest
 
 from amphora_agent import desired
+from amphora_agent import service
 from amphora_agent import snapshot
 
 
@@ -87,12 +88,14 @@ def test_delta_parse_and_plan_equal_full_ones(seed):
     doc = {'schema_version': 1, 'se_group': 'g', 'generation': 1,
            'load_balancers': [_load_balancer(rng, i) for i in range(6)]}
     parser, planner = snapshot.Parser(), desired.Planner()
+    targets = service.HealthTargets()
     down, flipped = set(), set()
     for step in range(60):
         # The controller's RPC hands over a new document every time.
         sent = copy.deepcopy(doc)
         snap = parser.parse(sent)
         _same_snapshot(snap, snapshot.parse(copy.deepcopy(doc)))
+        assert targets(snap) == service.health_targets(snap)
 
         def usable(member_id):
             return member_id not in down
@@ -144,3 +147,44 @@ def test_unchanged_load_balancers_keep_their_plan():
         if first.listener_ids[key].startswith('l0-'):
             continue
         assert second.state.listeners.get(key) is spec
+
+
+def test_unchanged_load_balancers_keep_their_health_targets():
+    doc = {'schema_version': 1, 'se_group': 'g', 'generation': 1,
+           'load_balancers': [{
+               'id': f'lb{i}', 'vips': [{'address': f'192.0.2.{i + 1}'}],
+               'listeners': [{
+                   'id': f'l{i}', 'protocol': 'TCP', 'port': 80,
+                   'pool': {'id': f'p{i}', 'algorithm': 'SOURCE_IP',
+                            'health_monitor': {
+                                'id': f'hm{i}', 'type': 'TCP', 'delay': 2,
+                                'timeout': 1, 'max_retries': 2},
+                            'members': [{
+                                'id': f'm{i}', 'address': f'198.19.{i}.1',
+                                'protocol_port': 80}]}}]}
+               for i in range(3)]}
+    parser, targets = snapshot.Parser(), service.HealthTargets()
+    first, _ = targets(parser.parse(copy.deepcopy(doc)))
+    doc['load_balancers'][0]['listeners'][0]['pool']['members'][0][
+        'protocol_port'] = 81
+    second, _ = targets(parser.parse(copy.deepcopy(doc)))
+    assert second['m0'].port == 81
+    assert second['m1'] is first['m1'] and second['m2'] is first['m2']
+
+
+def test_a_value_equal_to_the_last_but_of_another_type_is_parsed_again():
+    doc = {'schema_version': 1, 'se_group': 'g', 'generation': 1,
+           'load_balancers': [{
+               'id': 'lb', 'vips': [{'address': '192.0.2.1'}],
+               'listeners': [{
+                   'id': 'l', 'protocol': 'TCP', 'port': 80,
+                   'pool': {'id': 'p', 'algorithm': 'SOURCE_IP',
+                            'members': [{'id': 'm', 'address': '198.19.0.1',
+                                         'protocol_port': 80,
+                                         'weight': 1}]}}]}]}
+    parser = snapshot.Parser()
+    assert not parser.parse(copy.deepcopy(doc)).rejected
+    # True == 1 in Python, but a weight of true is invalid.
+    doc['load_balancers'][0]['listeners'][0]['pool']['members'][0][
+        'weight'] = True
+    assert 'm' in parser.parse(copy.deepcopy(doc)).rejected['members']

@@ -113,18 +113,26 @@ def test_delta_parse_and_plan_equal_full_ones(seed):
             flipped.add(member_id)
 
 
+def _distinct(count, members, monitor=False):
+    """count load balancers sharing no id, address or VIP."""
+    lbs = []
+    for i in range(count):
+        pool = {'id': f'p{i}', 'algorithm': 'SOURCE_IP', 'members': [
+            {'id': f'm{i}-{j}', 'address': f'198.19.{i}.{j + 1}',
+             'protocol_port': 80} for j in range(members)]}
+        if monitor:
+            pool['health_monitor'] = {'id': f'hm{i}', 'type': 'TCP',
+                                      'delay': 2, 'timeout': 1,
+                                      'max_retries': 2}
+        lbs.append({'id': f'lb{i}', 'vips': [{'address': f'192.0.2.{i + 1}'}],
+                    'listeners': [{'id': f'l{i}-0', 'protocol': 'TCP',
+                                   'port': 80, 'pool': pool}]})
+    return {'schema_version': 1, 'se_group': 'g', 'generation': 1,
+            'load_balancers': lbs}
+
+
 def test_unchanged_load_balancers_keep_their_plan():
-    doc = {'schema_version': 1, 'se_group': 'g', 'generation': 1,
-           'load_balancers': [{
-               'id': f'lb{i}', 'vips': [{'address': f'192.0.2.{i + 1}'}],
-               'listeners': [{
-                   'id': f'l{i}-0', 'protocol': 'TCP', 'port': 80,
-                   'pool': {'id': f'p{i}', 'algorithm': 'SOURCE_IP',
-                            'members': [{
-                                'id': f'm{i}-{j}',
-                                'address': f'198.19.{i}.{j + 1}',
-                                'protocol_port': 80} for j in range(3)]}}]}
-               for i in range(4)]}
+    doc = _distinct(4, 3)
     parser, planner = snapshot.Parser(), desired.Planner()
     first = planner.plan(parser.parse(copy.deepcopy(doc)), lambda _: True,
                          health_changed=())
@@ -150,26 +158,15 @@ def test_unchanged_load_balancers_keep_their_plan():
 
 
 def test_unchanged_load_balancers_keep_their_health_targets():
-    doc = {'schema_version': 1, 'se_group': 'g', 'generation': 1,
-           'load_balancers': [{
-               'id': f'lb{i}', 'vips': [{'address': f'192.0.2.{i + 1}'}],
-               'listeners': [{
-                   'id': f'l{i}', 'protocol': 'TCP', 'port': 80,
-                   'pool': {'id': f'p{i}', 'algorithm': 'SOURCE_IP',
-                            'health_monitor': {
-                                'id': f'hm{i}', 'type': 'TCP', 'delay': 2,
-                                'timeout': 1, 'max_retries': 2},
-                            'members': [{
-                                'id': f'm{i}', 'address': f'198.19.{i}.1',
-                                'protocol_port': 80}]}}]}
-               for i in range(3)]}
+    doc = _distinct(3, 1, monitor=True)
     parser, targets = snapshot.Parser(), service.HealthTargets()
     first, _ = targets(parser.parse(copy.deepcopy(doc)))
     doc['load_balancers'][0]['listeners'][0]['pool']['members'][0][
         'protocol_port'] = 81
     second, _ = targets(parser.parse(copy.deepcopy(doc)))
-    assert second['m0'].port == 81
-    assert second['m1'] is first['m1'] and second['m2'] is first['m2']
+    assert second['m0-0'].port == 81
+    assert second['m1-0'] is first['m1-0']
+    assert second['m2-0'] is first['m2-0']
 
 
 def test_a_value_equal_to_the_last_but_of_another_type_is_parsed_again():

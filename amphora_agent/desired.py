@@ -15,6 +15,7 @@ import dataclasses
 
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import structs
+from amphora_agent import gcpause
 
 
 @dataclasses.dataclass
@@ -55,6 +56,12 @@ class Planner:
              tunnel_source6=None, icmp_echo=True, health_changed=None):
         """health_changed: the ids of the members whose usable() may have
         changed since the last plan; None (the default) asks them all."""
+        with gcpause.paused():
+            return self._plan(snapshot, usable, tunnel_source4,
+                              tunnel_source6, icmp_echo, health_changed)
+
+    def _plan(self, snapshot, usable, tunnel_source4, tunnel_source6,
+              icmp_echo, health_changed):
         memo, fresh, replaced = self._memo, {}, []
         recheck = None if health_changed is None else {
             self._lb_of.get(m) for m in health_changed}

@@ -20,6 +20,7 @@ import ipaddress
 import marshal
 from typing import Optional
 
+from amphora_agent import gcpause
 from dsr_wire import schema
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
@@ -450,7 +451,8 @@ class Parser:
 
     def parse(self, document):
         try:
-            return self._parse(document)
+            with gcpause.paused():
+                return self._parse(document)
         except InvalidSnapshot:
             raise
         except BaseException:

@@ -587,6 +587,8 @@ class Agent:
         """A member of a family this SE has no tunnel source for cannot be
         reached: reject that member alone."""
         sources = {4: self.tunnel4, 6: self.tunnel6}
+        if None not in sources.values():
+            return snap     # both families reachable: no walk (10,000 LBs)
         rejected = {}
         for member, pool, _lb in snap.members():
             version = member.address.version

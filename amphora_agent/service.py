@@ -25,6 +25,7 @@ from amphora_agent import capacity
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
 from amphora_agent import desired
+from amphora_agent import gcpause
 from amphora_agent import netwatch
 from amphora_agent import snapshot as snapshot_mod
 from amphora_agent import stopmode
@@ -544,6 +545,9 @@ class Agent:
                       self.applied_generation)
             self._report_state(rejected_generation=generation)
             return False
+        # The parser kept what it needs: free the dicts (62 MB at 10,000
+        # load balancers) before the checks below allocate.
+        del document
         if self.snapshot and snap.generation == self.snapshot.generation:
             return False
         snap = self._check_tunnel_sources(snap)
@@ -617,7 +621,11 @@ class Agent:
         try:
             plan = self._planner.plan(snap, self._usable, self.tunnel4,
                                       self.tunnel6, health_changed=changed)
-            changes = self.dp.apply(plan.state)
+            # The dataplane's apply builds no cycles either: no collector
+            # passes over the whole heap meanwhile (6 s of a 13 s change
+            # at 10,000 load balancers, load 34).
+            with gcpause.paused():
+                changes = self.dp.apply(plan.state)
             self._plan = plan
             if any(changes.values()):
                 LOG.info('generation %s applied: %s', snap.generation,

@@ -10,10 +10,12 @@ timeout_client_data (the flows' idle timeout; 0: none) go to every
 dataplane listener of it, one per VIP address.
 """
 
+import collections
 import dataclasses
 
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import structs
+from amphora_agent import gcpause
 
 
 @dataclasses.dataclass
@@ -32,40 +34,101 @@ def plan(snapshot, usable, tunnel_source4=None, tunnel_source6=None,
 
 
 class Planner:
-    """plan() reusing the result for load balancers that did not change.
+    """plan() that re-plans only the load balancers that changed.
 
     A load balancer's part of the plan depends only on its (immutable)
     parsed object and on which of its members are usable; with snapshot
     .Parser handing back the same object for an unchanged load balancer,
-    thousands of them cost a dictionary merge instead of a rebuild.
+    a generation re-plans the load balancers it changed, plus those with
+    a member in `health_changed`, and patches the merged plan it keeps.
     """
 
     def __init__(self):
-        self._memo = {}
+        self._memo = {}     # load balancer id -> (lb, health, part)
+        self._lb_of = {}    # member id -> load balancer id
+        # The plan of every part merged: ListenerKey -> ListenerSpec,
+        # ListenerKey -> listener id, (key, address) -> member id, and
+        # VIP -> number of parts that make it ready.
+        self._listeners, self._listener_ids, self._member_ids = {}, {}, {}
+        self._ready = collections.Counter()
 
     def plan(self, snapshot, usable, tunnel_source4=None,
-             tunnel_source6=None, icmp_echo=True):
-        state = model.DesiredState(tunnel_source4=tunnel_source4,
-                                   tunnel_source6=tunnel_source6,
-                                   icmp_echo=icmp_echo)
-        result = Plan(state, set(), {}, {})
-        memo, fresh = self._memo, {}
+             tunnel_source6=None, icmp_echo=True, health_changed=None):
+        """health_changed: the ids of the members whose usable() may have
+        changed since the last plan; None (the default) asks them all."""
+        with gcpause.paused():
+            return self._plan(snapshot, usable, tunnel_source4,
+                              tunnel_source6, icmp_echo, health_changed)
+
+    def _plan(self, snapshot, usable, tunnel_source4, tunnel_source6,
+              icmp_echo, health_changed):
+        memo, fresh, replaced = self._memo, {}, []
+        recheck = None if health_changed is None else {
+            self._lb_of.get(m) for m in health_changed}
         for lb in snapshot.load_balancers:
-            health = tuple(usable(m.id) for lst in lb.listeners
-                           if lst.pool for m in lst.pool.members)
             hit = memo.get(lb.id)
+            if hit is not None and hit[0] is lb and recheck is not None \
+                    and lb.id not in recheck:
+                fresh[lb.id] = hit
+                continue
+            health = tuple(usable(m.id) for m in _lb_members(lb))
             if hit is None or hit[0] is not lb or hit[1] != health:
                 part = Plan(model.DesiredState(), set(), {}, {})
                 _plan_lb(lb, usable, part)
+                replaced.append((hit, (lb, health, part)))
                 hit = (lb, health, part)
             fresh[lb.id] = hit
-            part = hit[2]
-            state.listeners.update(part.state.listeners)
-            result.ready_vips |= part.ready_vips
-            result.listener_ids.update(part.listener_ids)
-            result.member_ids.update(part.member_ids)
+        replaced.extend((memo[lb_id], None)
+                        for lb_id in memo.keys() - fresh.keys())
+        try:
+            self._patch(replaced)
+        except BaseException:
+            # Half patched: start again from nothing next time.
+            self.__init__()
+            raise
         self._memo = fresh
-        return result
+        state = model.DesiredState(listeners=dict(self._listeners),
+                                   tunnel_source4=tunnel_source4,
+                                   tunnel_source6=tunnel_source6,
+                                   icmp_echo=icmp_echo)
+        return Plan(state, set(self._ready), dict(self._listener_ids),
+                    dict(self._member_ids))
+
+    def _patch(self, replaced):
+        """Take the old parts out of the merged plan, then put the new ones
+        in (a listener may move between load balancers)."""
+        ready, lb_of, vips = self._ready, self._lb_of, set()
+        for old, _new in replaced:
+            if old is None:
+                continue
+            lb, _health, part = old
+            for key in part.state.listeners:
+                del self._listeners[key]
+                del self._listener_ids[key]
+            for key in part.member_ids:
+                del self._member_ids[key]
+            ready.subtract(part.ready_vips)
+            vips |= part.ready_vips
+            for member in _lb_members(lb):
+                lb_of.pop(member.id, None)
+        for _old, new in replaced:
+            if new is None:
+                continue
+            lb, _health, part = new
+            self._listeners.update(part.state.listeners)
+            self._listener_ids.update(part.listener_ids)
+            self._member_ids.update(part.member_ids)
+            ready.update(part.ready_vips)
+            lb_of.update((member.id, lb.id) for member in _lb_members(lb))
+        for vip in vips:
+            if ready[vip] <= 0:
+                del ready[vip]
+
+
+def _lb_members(lb):
+    for lst in lb.listeners:
+        if lst.pool:
+            yield from lst.pool.members
 
 
 def _plan_lb(lb, usable, result):

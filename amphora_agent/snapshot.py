@@ -17,8 +17,10 @@ named, so its closest parent with an id is rejected instead.
 
 import dataclasses
 import ipaddress
+import marshal
 from typing import Optional
 
+from amphora_agent import gcpause
 from dsr_wire import schema
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
@@ -35,7 +37,7 @@ class InvalidSnapshot(ValueError):
     """The snapshot is rejected as a whole; the message names the field."""
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class HealthMonitor:
     id: str
     type: str
@@ -49,7 +51,7 @@ class HealthMonitor:
     admin_state_up: bool = True
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Member:
     id: str
     address: ipaddress._BaseAddress
@@ -61,7 +63,7 @@ class Member:
     monitor_address: Optional[ipaddress._BaseAddress] = None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Pool:
     id: str
     algorithm: str
@@ -71,7 +73,7 @@ class Pool:
     health_monitor: Optional[HealthMonitor]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class Listener:
     id: str
     protocol: str
@@ -83,7 +85,7 @@ class Listener:
     timeout_client_data: int = 0    # ms; 0: no idle timeout
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class LoadBalancer:
     id: str
     admin_state_up: bool
@@ -374,33 +376,128 @@ def _cross_checks(lbs):
     return rejected, drop
 
 
+def _claims(lb):
+    """What a parsed load balancer claims snapshot-wide, as (kind, key):
+    its objects' ids and its (VIP, protocol, port) pairs; a claim made
+    twice is what _cross_checks rejects."""
+    claims = [('loadbalancers', lb.id)]
+    for lst in lb.listeners:
+        claims.append(('listeners', lst.id))
+        claims.extend(('vips', (vip, lst.protocol, lst.port))
+                      for vip in lb.vips)
+        pool = lst.pool
+        if pool is not None:
+            claims.append(('pools', pool.id))
+            if pool.health_monitor is not None:
+                claims.append(('healthmonitors', pool.health_monitor.id))
+            claims.extend(('members', m.id) for m in pool.members)
+    return tuple(claims)
+
+
+def _digest(obj):
+    """A load balancer's document as bytes, equal for equal documents (of
+    one controller: the same key order): a sixth of the memory of the
+    dicts, so the received document is not kept.  Unlike ==, it tells 1
+    from True and 1.0.  marshal version 0 has no back-references or
+    interned-string marks, which depend on the objects, not the values."""
+    try:
+        return marshal.dumps(obj, 0)
+    except ValueError:      # not JSON data: never equal, parsed each time
+        return None
+
+
+class _Entry:
+    """What parsing a load balancer's document gave, and its digest."""
+    __slots__ = ('digest', 'lb', 'rejected')
+
+    def __init__(self, obj, index, digest):
+        self.digest = digest
+        self.lb, self.rejected = _checked_load_balancer(obj, index)
+
+    def claims(self):
+        return _claims(self.lb) if self.lb is not None else ()
+
+
 class Parser:
-    """parse() that reuses the validated form of unchanged load balancers.
+    """parse() that re-does only the load balancers that changed.
 
     A new generation usually changes one object among thousands; comparing
     a load balancer's document with the previous one is far cheaper than
-    validating it again.
+    validating it again.  The snapshot-wide checks (duplicate ids, a VIP
+    port served twice) keep a count of every claim: while no claim is
+    made twice, a generation moves only the counts of the load balancers
+    it changed; otherwise the checks run in full, in snapshot order.
     """
 
     def __init__(self):
-        self._memo = {}
+        self._memo = {}              # load balancer id -> _Entry
+        # {kind: {key: number of claims}}, and the claims made twice.
+        self._counts = {kind: {} for kind in KINDS + ('vips',)}
+        self._twice = set()
+
+    def _count(self, claims, step):
+        counts, twice = self._counts, self._twice
+        for kind, key in claims:
+            of_kind = counts[kind]
+            n = of_kind.get(key, 0) + step
+            if n > 0:
+                of_kind[key] = n
+            else:
+                del of_kind[key]
+            if n > 1:
+                twice.add((kind, key))
+            else:
+                twice.discard((kind, key))
 
     def parse(self, document):
-        memo, fresh = self._memo, {}
+        try:
+            with gcpause.paused():
+                return self._parse(document)
+        except InvalidSnapshot:
+            raise
+        except BaseException:
+            # The counts may be half moved: start again from nothing.
+            self.__init__()
+            raise
 
-        def load_balancer(obj, index):
+    def _parse(self, document):
+        try:
+            schema.check_document(document)
+        except schema.Invalid as exc:
+            raise InvalidSnapshot(str(exc)) from None
+        memo, fresh = self._memo, {}
+        rejected, lbs, repeated = _Rejected(), [], False
+        for i, obj in enumerate(document['load_balancers']):
             key = _usable_id(obj)
-            hit = memo.get(key)
-            if key is not None and hit is not None and hit[0] == obj:
-                fresh[key] = hit
-                return hit[1]
-            parsed = _checked_load_balancer(obj, index)
-            if key is not None:
-                fresh[key] = (obj, parsed)
-            return parsed
-        result = parse(document, _lb=load_balancer)
+            if key is None:
+                # Rejected whole (no id to name it by): claims nothing.
+                entry = _Entry(obj, i, None)
+            elif key in fresh:
+                # A second load balancer with this id: not counted, the
+                # full checks reject it.
+                entry, repeated = _Entry(obj, i, None), True
+            else:
+                entry, digest = memo.get(key), _digest(obj)
+                if entry is None or digest is None \
+                        or entry.digest != digest:
+                    if entry is not None:
+                        self._count(entry.claims(), -1)
+                    entry = _Entry(obj, i, digest)
+                    self._count(entry.claims(), 1)
+                fresh[key] = entry
+            rejected.merge(entry.rejected)
+            if entry.lb is not None:
+                lbs.append(entry.lb)
+        for key in memo.keys() - fresh.keys():
+            self._count(memo[key].claims(), -1)
         self._memo = fresh
-        return result
+        snap = Snapshot(se_group=document['se_group'],
+                        generation=document['generation'],
+                        load_balancers=tuple(lbs), rejected=dict(rejected))
+        if not repeated and not self._twice:
+            return snap
+        rejected, drop = _cross_checks(snap.load_balancers)
+        return without(snap, rejected, _drop=drop)
 
 
 def parse(document, _lb=None):

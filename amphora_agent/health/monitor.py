@@ -267,7 +267,9 @@ class HealthChecker:
                 self._retire(entry)
             for key, target in targets.items():
                 old = self._entries.get(key)
-                if old is not None and old.target == target:
+                # The agent hands back the same Target while unchanged.
+                if old is not None and (old.target is target
+                                        or old.target == target):
                     continue
                 self._install(key, target, old)
         self._wake()

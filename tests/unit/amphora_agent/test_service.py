@@ -253,3 +253,31 @@ def test_each_rejection_is_logged_once(make_agent, caplog):
     logged = [r for r in caplog.records if 'a1' in r.getMessage()]
     assert len(logged) == 1, [r.getMessage() for r in logged]
     assert 'multicast' in logged[0].getMessage()
+
+
+def test_a_health_change_replans_its_load_balancer(make_agent):
+    agent = make_agent()
+    down = set()
+    agent.health.usable = lambda member_id: member_id not in down
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2'), member('a2', '198.19.2.2')]),
+        lb(2, [member('b1', '198.19.3.2')])])
+    step(agent)
+    assert programmed(agent) == {'198.19.1.2', '198.19.2.2', '198.19.3.2'}
+    # The planner asks only about what the checker reported, so a member
+    # going down unreported stays programmed...
+    down.add('a1')
+    agent._reconcile()
+    assert '198.19.1.2' in programmed(agent)
+    # ...and its report takes it out.
+    agent.health_changed('a1', 'ONLINE', 'ERROR')
+    agent._reconcile()
+    assert programmed(agent) == {'198.19.2.2', '198.19.3.2'}
+    # After a failed apply every member is asked about again.
+    down.add('b1')
+    agent.dp.fail = RuntimeError('boom')
+    with pytest.raises(RuntimeError):
+        agent._reconcile()
+    agent.dp.fail = None
+    agent._reconcile()
+    assert programmed(agent) == {'198.19.2.2'}

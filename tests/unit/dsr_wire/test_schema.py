@@ -94,3 +94,20 @@ def test_document_level():
                                'generation': 0, 'load_balancers': []})
     with pytest.raises(schema.Invalid, match='a JSON object'):
         schema.check_document([])
+
+
+@pytest.mark.parametrize('text', [
+    '1.2.3.4', '0.0.0.0', '255.255.255.255', '01.2.3.4', '1.2.3',
+    '1.2.3.4.5', '256.1.1.1', '1.2.3.04', ' 1.2.3.4', '1.2.3.4\n',
+    '0x1.2.3.4', '1..3.4', '\u0661.2.3.4', '000.0.0.0', '1.2.3.4/32',
+    '+1.2.3.4', '1.2.3.4%eth0', '1.2.3.4\x00', '', '2001:db8::1',
+    '::ffff:1.2.3.4', '::01.2.3.4', 'fe80::1%eth0'])
+def test_address_parsing_agrees_with_ipaddress(text):
+    # The fast IPv4 path (inet_pton) accepts exactly what ipaddress does.
+    try:
+        expected = ipaddress.ip_address(text)
+    except ValueError:
+        with pytest.raises(schema.Invalid):
+            schema._ip(text, 'address')
+    else:
+        assert schema._ip(text, 'address') == expected

@@ -298,24 +298,8 @@ def register_agent_opts(conf):
     register_l7_opts(conf)
 
 
-def certificate_opts():
-    """The options Octavia's certificate managers read, as Octavia
-    declares them: registered by the L7 engine when it loads the driver
-    (amphora_agent/l7/certs.py), listed here for the sample file."""
-    from keystoneauth1 import loading as ks_loading
-    from octavia.certificates.common import local
-    from octavia.common import config
-    read = ('barbican_auth', 'service_name', 'endpoint', 'region_name',
-            'endpoint_type', 'ca_certificates_file', 'insecure')
-    return [('certificates', [o for o in config.certificate_opts
-                              if o.name in read] + local.certmgr_opts),
-            ('service_auth', ks_loading.get_session_conf_options()
-             + ks_loading.get_auth_common_conf_options()
-             + ks_loading.get_auth_plugin_conf_options('password'))]
-
-
 def list_opts():
     return [('dataplane', dataplane_opts), ('agent', agent_opts),
             ('coordination', coordination_opts), ('bgp', bgp_opts),
             ('auth', auth_opts), ('metrics', metrics_opts),
-            ('l7', l7_opts + l7_udp_opts)] + certificate_opts()
+            ('l7', l7_opts + l7_udp_opts)]

@@ -43,6 +43,23 @@ def register_octavia_opts():
     from octavia.common import config  # noqa: F401
 
 
+def list_opts():
+    """The options Octavia's certificate managers read, as Octavia
+    declares them (registered by register_octavia_opts), for
+    oslo-config-generator: its own namespace, since it needs octavia (the
+    l7 extra) and the L4 agent's options must not."""
+    from keystoneauth1 import loading as ks_loading
+    from octavia.certificates.common import local
+    from octavia.common import config
+    read = ('barbican_auth', 'service_name', 'endpoint', 'region_name',
+            'endpoint_type', 'ca_certificates_file', 'insecure')
+    return [('certificates', [o for o in config.certificate_opts
+                              if o.name in read] + local.certmgr_opts),
+            ('service_auth', ks_loading.get_session_conf_options()
+             + ks_loading.get_auth_common_conf_options()
+             + ks_loading.get_auth_plugin_conf_options('password'))]
+
+
 class OctaviaStore:
     """Certificates by reference through one of Octavia's certificate
     manager drivers."""

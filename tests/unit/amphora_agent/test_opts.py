@@ -2,6 +2,7 @@
 
 from oslo_config import cfg
 
+from amphora_agent.l7 import certs
 from amphora_agent import opts
 
 
@@ -13,12 +14,13 @@ def test_every_registered_group_is_listed_for_the_generator():
     opts.register_agent_opts(conf)
     # The L7 engine registers Octavia's certificate manager options when
     # it loads the driver (amphora_agent/l7/certs.py).
-    for group, group_opts in opts.certificate_opts():
+    for group, group_opts in certs.list_opts():
         conf.register_opts(group_opts, group=group)
     registered = {(group.name, opt.name)
                   for group in conf._groups.values()
                   for opt in group._opts.values()
                   for opt in [opt['opt']]}
-    listed = {(group, opt.name) for group, group_opts in opts.list_opts()
+    listed = {(group, opt.name)
+              for group, group_opts in opts.list_opts() + certs.list_opts()
               for opt in group_opts}
     assert registered == listed

@@ -6,6 +6,7 @@ Flows are resolved with `lookup` (BPF_PROG_TEST_RUN on the loaded program);
 one real connection per listener and a live UDP flow check the wire.
 """
 
+import dataclasses
 import ipaddress
 import struct
 
@@ -18,8 +19,7 @@ from tests.functional.amphora_agent.dataplane.test_consistency import flows
 from tests.functional.amphora_agent.dataplane.test_consistency import \
     Resolver
 from tests.functional.amphora_agent.dataplane.test_dsr_path import member_of
-from tests.functional.amphora_agent.dataplane.test_packet_corpus import \
-    flow_hash
+from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
 from tools.lab import netns
 
 
@@ -85,7 +85,7 @@ def test_two_listeners_with_different_pool_sizes_steer_by_their_own_ring(
         assert ring_in_map(ask.dp, ent) == ring
         got = ask(key, sample)
         for (source, port), member in got.items():
-            h = flow_hash(source, port, 6, ent.hash_alg)
+            h = pc.flow_hash(source, port, 6, ent.hash_alg)
             assert member == member_at[ring[h % ent.ring_size]]
         spread = {m: list(got.values()).count(str(m)) for m in members}
         share = len(sample) / len(members)
@@ -151,3 +151,60 @@ def test_a_resize_keeps_established_flows_and_reuses_the_old_extent(
     summary = netns.probe_result(prober)
     assert summary['lost'] == 0, summary
     assert summary['switches'] == 0, summary
+
+
+class SmallRingsHarness(pc.SeHarness):
+    """An SE whose rings map holds three rings (ring_size 1021 caps every
+    ring at 1021 slots)."""
+
+    limits = dataclasses.replace(pc.LIMITS, ring_slots=3 * 1021)
+
+    @staticmethod
+    def base_state(icmp_echo=True):
+        state = pc.SeHarness.base_state(icmp_echo)
+        keep = {f'{pc.VIP4}:80/tcp', f'{pc.VIP4}:7070/tcp'}
+        state.listeners = {k: v for k, v in state.listeners.items()
+                           if str(k) in keep}
+        return state
+
+
+@pytest.fixture
+def small_rings():
+    harness = SmallRingsHarness()
+    try:
+        harness.setup()
+        yield harness
+    finally:
+        harness.teardown()
+
+
+def test_a_ring_that_does_not_fit_changes_nothing_and_names_its_listener(
+        small_rings):
+    se = small_rings
+    before = se.dp.read_state()
+    assert len(before.listeners) == 2
+
+    def with_listeners(*ports):
+        state = se.state.copy()
+        for port in ports:
+            key = model.ListenerKey(ipaddress.ip_address(pc.VIP4), port,
+                                    'tcp')
+            state.listeners[key] = model.ListenerSpec(key, members={
+                a: model.Member(a) for a in map(ipaddress.ip_address,
+                                                pc.M4)})
+        return state
+
+    with pytest.raises(model.InvalidConfig) as exc:
+        se.apply(with_listeners(1001, 1002))
+    assert str(exc.value).startswith(
+        f'listener {pc.VIP4}:1002/tcp: its ring of 1021 slots (a pool of '
+        f'{len(pc.M4)} members) does not fit in ring_slots 3064: no room')
+    assert se.dp.read_state() == before
+    assert {str(k) for k in se.dp._live_listeners()} == {
+        str(k) for k in before.listeners}
+
+    se.apply(with_listeners(1001))      # the third ring fits
+    third = se.listener(f'{pc.VIP4}:1001/tcp')
+    assert third.ring_size == 1021
+    offsets = sorted(v.ring_off for v in se.dp._live_listeners().values())
+    assert offsets == [0, 1021, 2042]

@@ -468,21 +468,26 @@ class Dataplane:
                 f'{self.limits.max_reals - 1}')
 
     def _check_ring_space(self, desired, live_listeners):
-        """The rings map's free space, after checking that every new or
-        resized ring fits while the rings it replaces are still in place
-        (the order apply writes them in); InvalidConfig names the first
-        listener that does not fit."""
+        """The rings map's free space (None when no ring needs a new
+        extent), after checking that every new or resized ring fits while
+        the rings it replaces are still in place (the order apply writes
+        them in); InvalidConfig names the first listener that does not
+        fit."""
+        wanted = []
+        for key, spec in desired.listeners.items():
+            size = spec.ring_size(self.limits.ring_size)
+            current = live_listeners.get(key)
+            if size and (current is None or current.ring_size != size):
+                wanted.append((key, spec, size))
+        if not wanted:
+            return None
+
         def space():
             return rings_mod.RingSpace(
                 self.limits.total_ring_slots,
                 [(v.ring_off, v.ring_size) for v in live_listeners.values()])
         trial = space()
-        for key, spec in desired.listeners.items():
-            size = spec.ring_size(self.limits.ring_size)
-            current = live_listeners.get(key)
-            if not size or (current is not None
-                            and current.ring_size == size):
-                continue
+        for key, spec, size in wanted:
             try:
                 trial.allocate(size)
             except rings_mod.RingSpaceError as exc:

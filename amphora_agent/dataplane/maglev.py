@@ -34,6 +34,7 @@ code used by the tests and as a fallback when the library cannot be loaded.
 import array
 import collections
 import ctypes
+import functools
 import logging
 import os
 import struct
@@ -114,6 +115,7 @@ RING_TIERS = (2621, 5261, 10487, 20963, 41927, 83843, 167683, 335381,
 RING_TIER_MIN_MEMBERS = 4   # pools of up to 4 members share the first tier
 
 
+@functools.lru_cache(maxsize=1024)   # called per listener and apply
 def ring_size_for(members: int, ceiling: int = DEFAULT_RING_SIZE) -> int:
     """Slots of the ring of a pool of `members` members.
 

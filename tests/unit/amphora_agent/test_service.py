@@ -236,6 +236,19 @@ def test_a_listener_whose_rings_do_not_fit_is_rejected_alone(make_agent):
     assert programmed(agent) == {'198.19.1.2', '198.19.3.2'}
 
 
+def test_a_ring_is_sized_by_its_pool_not_by_its_usable_members(make_agent):
+    agent = make_agent()
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2'), member('a2', '198.19.1.3'),
+               member('a3', '198.19.1.4'), member('a4', '198.19.1.5'),
+               member('a5', '198.19.1.6', admin_state_up=False)])])
+    step(agent)
+    (spec,) = agent.dp.applied.listeners.values()
+    assert len(spec.members) == 4 and spec.pool_members == 5
+    # Five configured members: the 5-8 tier, whatever their state.
+    assert spec.ring_size(65537) == 5261
+
+
 def test_members_without_a_tunnel_source_are_rejected_alone(make_agent):
     agent = make_agent(tunnel6=None)
     agent.controller.document = document(1, [

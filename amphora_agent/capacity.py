@@ -8,11 +8,14 @@ those of the dataplane (amphora_agent/desired.py): one dataplane listener
 per VIP address and Octavia listener of an enabled load balancer, and one
 dataplane member per member and dataplane listener.  Members are counted
 whatever their health, so that a member coming back never overflows the
-maps.
+maps.  Each dataplane listener's ring takes the slots its pool's size
+calls for (maglev.ring_size_for, the size the dataplane will use) out of
+`ring_slots`: a listener whose rings do not fit is rejected alone.
 """
 
 import dataclasses
 
+from amphora_agent.dataplane import maglev
 from amphora_agent import snapshot as snapshot_mod
 
 
@@ -22,6 +25,13 @@ class Limits:
     max_members: int
     ring_size: int
     conn_table_size: int
+    # Slots of the rings map, shared by all rings; 0 = max_listeners x
+    # ring_size (every ring can be the largest).
+    ring_slots: int = 0
+
+    @property
+    def total_ring_slots(self):
+        return self.ring_slots or self.max_listeners * self.ring_size
 
     @classmethod
     def of_dataplane(cls, limits):
@@ -29,7 +39,8 @@ class Limits:
         return cls(max_listeners=limits.max_listeners,
                    max_members=limits.max_reals - 1,
                    ring_size=limits.ring_size,
-                   conn_table_size=limits.conn_table_size)
+                   conn_table_size=limits.conn_table_size,
+                   ring_slots=limits.total_ring_slots)
 
     def to_dict(self):
         return dataclasses.asdict(self)
@@ -49,7 +60,7 @@ def _members(listener):
 def over_limits(snap, limits, se_id):
     """{kind: {id: reason}} of the objects that do not fit."""
     rejected = {}
-    listeners = members = 0
+    listeners = members = slots = 0
     for lb in snap.load_balancers:
         vips = len(lb.vips)
         for listener in lb.listeners:
@@ -61,6 +72,19 @@ def over_limits(snap, limits, se_id):
                     f'listeners (VIP addresses x listeners) exceed '
                     f'max_listeners {limits.max_listeners} of SE {se_id}')
                 continue
+            pool = listener.pool
+            # What desired.py sizes the ring by: the pool's members.
+            count = len(pool.members) if pool is not None else 0
+            ring = maglev.ring_size_for(count, limits.ring_size) \
+                if count else 0
+            if slots + vips * ring > limits.total_ring_slots:
+                rejected.setdefault('listeners', {})[listener.id] = (
+                    f'listener {listener.id}: its rings ({vips} x {ring} '
+                    f'slots for a pool of {count} members) exceed '
+                    f'ring_slots {limits.total_ring_slots} of SE {se_id} '
+                    f'({slots} in use)')
+                continue
+            slots += vips * ring
             listeners += vips
             for i, member in enumerate(_members(listener)):
                 if i >= limits.ring_size:

@@ -151,7 +151,10 @@ def _plan_lb(lb, usable, result):
                     # Per SE (docs/dataplane.md, connection_limit).
                     conn_limit=max(listener.connection_limit, 0),
                     allowed_cidrs=listener.allowed_cidrs,
-                    idle_timeout_ms=listener.timeout_client_data)
+                    idle_timeout_ms=listener.timeout_client_data,
+                    # Sized by the pool, not by its healthy members: the
+                    # same on every SE, and health does not resize it.
+                    pool_members=len(pool.members) if pool else 0)
                 for member in members:
                     spec.members[member.address] = model.Member(
                         member.address, member.weight, member.backup)

@@ -265,7 +265,8 @@ class Agent:
         limits = dp_mod.Limits(max_listeners=dpc.max_listeners,
                                ring_size=dpc.ring_size,
                                max_reals=dpc.max_members + 1,
-                               conn_table_size=dpc.conn_table_size)
+                               conn_table_size=dpc.conn_table_size,
+                               ring_slots=dpc.ring_slots)
         self.dp = dp_mod.Dataplane.open(dpc.pin_dir, limits=limits)
         if dpc.interface:
             mode = self.dp.attach(dpc.interface, dpc.xdp_mode)
@@ -585,7 +586,8 @@ class Agent:
         return capacity.Limits(max_listeners=dpc.max_listeners,
                                max_members=dpc.max_members,
                                ring_size=dpc.ring_size,
-                               conn_table_size=dpc.conn_table_size)
+                               conn_table_size=dpc.conn_table_size,
+                               ring_slots=dpc.ring_slots)
 
     def _check_tunnel_sources(self, snap):
         """A member of a family this SE has no tunnel source for cannot be

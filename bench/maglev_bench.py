@@ -71,8 +71,17 @@ def main():
     ap.add_argument("--removals", type=int, default=20,
                     help="backends removed one at a time per N")
     ap.add_argument("--python-runs", type=int, default=3)
+    ap.add_argument("--by-pool", action="store_true",
+                    help="each N at the ring size of its pool "
+                         "(maglev.ring_size_for, at most --ring-size): "
+                         "the top and the bottom of every tier")
     args = ap.parse_args()
     m = args.ring_size
+    if args.by_pool:
+        sizes = [(n, maglev.ring_size_for(n, m)) for n in
+                 (2, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 100)]
+    else:
+        sizes = [(n, m) for n in (10, 100, 1000)]
 
     native = maglev.native_available()
     print(f"maglev bench: M={m}, library={maglev.library_path()} "
@@ -81,7 +90,7 @@ def main():
           f"{os.cpu_count()} CPUs")
 
     results = []
-    for n in (10, 100, 1000):
+    for n, m in sizes:
         backends = members(n)
         build_ms = median_ms(lambda: maglev.build_ring(backends, m),
                              args.runs)
@@ -94,7 +103,8 @@ def main():
                   "moved": moved_mean <= TARGET_MOVED,
                   "build_ms": build_ms <= TARGET_BUILD_MS_N100 if n == 100
                   else None}
-        results.append({"n": n, "build_ms": round(build_ms, 3),
+        results.append({"n": n, "ring_size": m,
+                        "build_ms": round(build_ms, 3),
                         "max_mean": round(max_mean, 5),
                         "moved_x_min": round(moved, 3),
                         "moved_x_min_mean": round(moved_mean, 3),
@@ -106,7 +116,7 @@ def main():
         build_t = (f" (target <= {TARGET_BUILD_MS_N100:.0f})" if n == 100
                    else "")
         balance_t = f" (target <= {TARGET_MAX_MEAN})" if n <= 100 else ""
-        print(f"N={n:5d}: build {build_ms:7.3f} ms{build_t}"
+        print(f"N={n:5d} M={m:6d}: build {build_ms:7.3f} ms{build_t}"
               f"{mark(checks['build_ms'])}; "
               f"max/mean {max_mean:.4f}{balance_t}"
               f"{mark(checks['max_mean'])}; "
@@ -115,10 +125,11 @@ def main():
               f"target <= {TARGET_MOVED})"
               f"{mark(checks['moved'])}")
 
+    m = dict(sizes).get(100, args.ring_size)
     backends = members(100)
     py_ms = median_ms(lambda: maglev.build_ring_reference(backends, m),
                       args.python_runs)
-    c_ms = results[1]["build_ms"]
+    c_ms = next(r["build_ms"] for r in results if r["n"] == 100)
     ratio = py_ms / c_ms if c_ms else None
     print(f"pure-Python reference at N=100: {py_ms:.1f} ms "
           f"({ratio:.1f}x the build_ring time)")
@@ -128,7 +139,8 @@ def main():
     print(f"targets met: {targets_met}")
     print(json.dumps({
         "bench": "maglev",
-        "ring_size": m,
+        "ring_size": args.ring_size,
+        "by_pool": args.by_pool,
         "native": native,
         "results": results,
         "python_reference_n100_ms": round(py_ms, 3),

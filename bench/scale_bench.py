@@ -9,7 +9,7 @@ network namespace where every member's next hop resolves.  Reported:
 - kernel memory of the SE's BPF maps: the ``memlock`` bytes of each map
   (what ``bpftool map show --json`` prints as ``bytes_memlock``; read here
   from /proc/self/fdinfo of the agent's map fds, the same source), total
-  and per map -- the rings map is max_listeners x ring_size x 4 bytes;
+  and per map -- the rings map is ring_slots x 4 bytes;
 - one member change at that size (a weight change, then a removal, each a
   new snapshot generation through the same path), and an unchanged
   snapshot.
@@ -24,8 +24,11 @@ network namespace where every member's next hop resolves.  Reported:
 Environment: DSR_BENCH_LISTENERS (N, default 1000; the dataplane is created
 with [dataplane] max_listeners = N and max_members = N x members),
 DSR_BENCH_MEMBERS (16), DSR_BENCH_RING_SIZE ([dataplane] ring_size,
-default 65537; must be prime), DSR_BENCH_CONN_TABLE ([dataplane]
-conn_table_size, default 262144).
+default 65537; must be prime: the largest ring), DSR_BENCH_RING_SLOTS
+([dataplane] ring_slots; default N x the ring of a pool of
+DSR_BENCH_MEMBERS, plus 4 such rings of room for resizes; 0 = N x
+ring_size, as before rings were sized by their pool), DSR_BENCH_CONN_TABLE
+([dataplane] conn_table_size, default 262144).
 
 Targets (issue 15, judged at N = 10,000): from scratch <= 30 s, agent RSS
 <= 300 MB, BPF map memory <= 2 GB, one member change <= 100 ms.
@@ -52,6 +55,13 @@ LISTENERS = int(os.environ.get('DSR_BENCH_LISTENERS', 1000))
 MEMBERS = int(os.environ.get('DSR_BENCH_MEMBERS', 16))
 RING_SIZE = int(os.environ.get('DSR_BENCH_RING_SIZE', 65537))
 CONN_TABLE = int(os.environ.get('DSR_BENCH_CONN_TABLE', 262144))
+
+
+def _ring_slots():
+    from amphora_agent.dataplane import maglev
+    default = (LISTENERS + 4) * maglev.ring_size_for(MEMBERS, RING_SIZE)
+    return int(os.environ.get('DSR_BENCH_RING_SLOTS', default))
+
 
 VIP_BASE = ipaddress.ip_address('198.18.0.0')
 MEMBER_NET = ipaddress.ip_network('198.19.128.0/17')
@@ -157,7 +167,8 @@ def measure(pin_dir, dev):
     out = {'rss_before_mb': round(rss_mb(), 1)}
     limits = dp_mod.Limits(max_listeners=LISTENERS, ring_size=RING_SIZE,
                            max_reals=LISTENERS * MEMBERS + 1,
-                           conn_table_size=CONN_TABLE)
+                           conn_table_size=CONN_TABLE,
+                           ring_slots=_ring_slots())
     t0 = time.perf_counter()
     dp = dp_mod.Dataplane.open(pin_dir, limits=limits)
     out['load_program_s'] = round(time.perf_counter() - t0, 2)
@@ -240,17 +251,16 @@ def measure(pin_dir, dev):
 
 def ring_tiers():
     """--ring-tiers: balance and disruption of rings sized by their pool
-    (M = next prime >= 655 x the pool size rounded up to a power of two),
-    with the shipped builder; every member removed once."""
+    (maglev.ring_size_for: the smallest prime >= 655 x the pool size
+    rounded up to a power of two), with the shipped builder, at the top
+    and the bottom of each tier; every member removed once."""
     from amphora_agent.dataplane import maglev
     import statistics
     rows = []
-    for n, m in ((4, None), (8, None), (16, None), (32, None),
-                 (16, 65537), (100, 65537)):
-        if m is None:
-            m = 655 * (1 << (n - 1).bit_length())
-            while not maglev._is_prime(m):
-                m += 1
+    for n, m in ((2, None), (4, None), (5, None), (8, None), (9, None),
+                 (16, None), (17, None), (32, None), (33, None),
+                 (64, None), (65, None), (100, None), (16, 65537)):
+        m = m or maglev.ring_size_for(n)
         backends = [maglev.Backend(f'member-{i}', 1, i + 1)
                     for i in range(n)]
         ring = maglev.build_ring(backends, m)
@@ -278,7 +288,8 @@ def main():
         return finish(ring_tiers(), t_start)
     t_start = time.monotonic()
     out = {'bench': 'scale', 'listeners': LISTENERS, 'members': MEMBERS,
-           'ring_size': RING_SIZE, 'conn_table_size': CONN_TABLE,
+           'ring_size': RING_SIZE, 'ring_slots': _ring_slots(),
+           'conn_table_size': CONN_TABLE,
            'targets': {}}
     out['one_member_change_ms'] = None
     checks = (
@@ -307,8 +318,9 @@ def main():
             t[name] = out[figure] <= limit
         biggest = sorted(out['map_bytes'].items(), key=lambda kv: -kv[1])
         log(f'{LISTENERS} listeners x {MEMBERS} members, ring_size '
-            f'{RING_SIZE}: apply from scratch {out["apply_from_scratch_s"]}'
-            f' s; one member changed {out["change_first_ms"]} ms (first) / '
+            f'{RING_SIZE}, ring_slots {_ring_slots()}: apply from scratch '
+            f'{out["apply_from_scratch_s"]} s; one member changed '
+            f'{out["change_first_ms"]} ms (first) / '
             f'{out["change_ms"]} ms, removed {out["remove_member_ms"]} ms, '
             f'unchanged snapshot {out["unchanged_snapshot_ms"]} ms')
         log('from scratch: ' + ', '.join(

@@ -70,12 +70,14 @@ def _endpoint(text):
 
 def _limits(args):
     if not any(getattr(args, n, None) for n in (
-            'max_listeners', 'ring_size', 'max_members', 'conn_table_size')):
+            'max_listeners', 'ring_size', 'max_members', 'conn_table_size',
+            'ring_slots')):
         return None
     base = dp_mod.Limits()
     return dp_mod.Limits(
         max_listeners=args.max_listeners or base.max_listeners,
         ring_size=args.ring_size or base.ring_size,
+        ring_slots=args.ring_slots or base.ring_slots,
         max_reals=(args.max_members + 1) if args.max_members
         else base.max_reals,
         conn_table_size=args.conn_table_size or base.conn_table_size)
@@ -324,6 +326,7 @@ def _apply_config_defaults(args, parser):
     if args.command == 'attach' and args.config_file:
         args.max_listeners = args.max_listeners or dataplane.max_listeners
         args.ring_size = args.ring_size or dataplane.ring_size
+        args.ring_slots = args.ring_slots or dataplane.ring_slots
         args.max_members = args.max_members or dataplane.max_members
         args.conn_table_size = (args.conn_table_size
                                 or dataplane.conn_table_size)
@@ -401,6 +404,9 @@ def build_parser(only=None):
                    help='load the program again (upgrade), keeping the maps')
     p.add_argument('--max-listeners', type=int)
     p.add_argument('--ring-size', type=int)
+    p.add_argument('--ring-slots', type=int,
+                   help='slots of the rings map (default max-listeners x '
+                        'ring-size)')
     p.add_argument('--max-members', type=int)
     p.add_argument('--conn-table-size', type=int)
     p.set_defaults(func=cmd_attach)

@@ -27,6 +27,7 @@ from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import nexthop as nexthop_mod
 from amphora_agent.dataplane import pins
+from amphora_agent.dataplane import rings as rings_mod
 from amphora_agent.dataplane import structs
 
 LOG = logging.getLogger(__name__)
@@ -78,13 +79,27 @@ class Limits:
     # allocated as used).  An update holds a listener's old and new list
     # for a moment.
     max_cidrs: int = 16384
+    # Slots of the rings map, shared by every listener's ring (each sized
+    # by its pool); 0 = max_listeners x ring_size, room for the largest
+    # ring on every listener.
+    ring_slots: int = 0
+
+    @property
+    def total_ring_slots(self):
+        """The rings map's slots: two per 8-byte element (maps.h)."""
+        slots = self.ring_slots or self.max_listeners * self.ring_size
+        return slots + slots % 2
+
+    def resolved(self):
+        """These limits as the live maps report them."""
+        return dataclasses.replace(self, ring_slots=self.total_ring_slots)
 
     def map_sizes(self):
         return {
             'listeners': self.max_listeners,
             'vip_addrs': self.max_listeners,
             # Two u32 slots per 8-byte element (see maps.h).
-            'rings': (self.max_listeners * self.ring_size + 1) // 2,
+            'rings': self.total_ring_slots // 2,
             'listener_stats': self.max_listeners,
             'reals': self.max_reals,
             'real_stats': self.max_reals,
@@ -163,13 +178,13 @@ class Dataplane:
         try:
             if pinned:
                 live = cls._limits_of(maps)
-                if limits is not None and limits != live:
+                if limits is not None and limits.resolved() != live:
                     raise DataplaneError(
                         f'requested limits {limits} differ from the live '
                         f'dataplane in {pin_dir} ({live}); run "dsrctl '
                         'reset" to start over')
                 limits = live
-            limits = limits or Limits()
+            limits = (limits or Limits()).resolved()
             if not maglev._is_prime(limits.ring_size):
                 raise DataplaneError(
                     f'ring size {limits.ring_size} is not a prime number')
@@ -216,7 +231,8 @@ class Dataplane:
                       max_reals=maps['reals'].max_entries,
                       max_nexthops=maps['nexthops'].max_entries,
                       conn_table_size=maps['conn_table'].max_entries,
-                      max_cidrs=maps['acl_v4'].max_entries)
+                      max_cidrs=maps['acl_v4'].max_entries,
+                      ring_slots=maps['rings'].max_entries * 2)
 
     @staticmethod
     def _load(pin_dir, limits, obj_dir):
@@ -451,6 +467,37 @@ class Dataplane:
                 f'{wanted} members exceed the maximum of '
                 f'{self.limits.max_reals - 1}')
 
+    def _check_ring_space(self, desired, live_listeners):
+        """The rings map's free space (None when no ring needs a new
+        extent), after checking that every new or resized ring fits while
+        the rings it replaces are still in place (the order apply writes
+        them in); InvalidConfig names the first listener that does not
+        fit."""
+        wanted = []
+        for key, spec in desired.listeners.items():
+            size = spec.ring_size(self.limits.ring_size)
+            current = live_listeners.get(key)
+            if size and (current is None or current.ring_size != size):
+                wanted.append((key, spec, size))
+        if not wanted:
+            return None
+
+        def space():
+            return rings_mod.RingSpace(
+                self.limits.total_ring_slots,
+                [(v.ring_off, v.ring_size) for v in live_listeners.values()])
+        trial = space()
+        for key, spec, size in wanted:
+            try:
+                trial.allocate(size)
+            except rings_mod.RingSpaceError as exc:
+                raise model.InvalidConfig(
+                    f'listener {key}: its ring of {size} slots (a pool of '
+                    f'{max(spec.pool_members, len(spec.members))} members) '
+                    f'does not fit in ring_slots {self.limits.ring_slots}: '
+                    f'{exc}')
+        return space()
+
     def apply(self, desired):
         """Make the maps implement `desired`; returns a summary of changes.
 
@@ -478,10 +525,12 @@ class Dataplane:
         self._check_capacity(desired, live_listeners, reals, free)
         acls = self._live_acls()
         self._check_acl_capacity(desired, acls)
+        space = self._check_ring_space(desired, live_listeners)
         changes = {'config_updated': 0, 'listeners_added': 0,
                    'listeners_removed': 0, 'listeners_updated': 0,
                    'members_added': 0, 'members_removed': 0,
-                   'rings_written': 0, 'acls_written': 0}
+                   'rings_written': 0, 'rings_resized': 0,
+                   'acls_written': 0}
         # (family, tag) of the allow lists that stay; the others are deleted
         # once no listener points at them.
         acl_keep = set()
@@ -496,7 +545,6 @@ class Dataplane:
         free_ids = iter(sorted(set(range(self.limits.max_listeners))
                                - kept_ids - leaving_ids)
                         + sorted(leaving_ids))
-        taken_ids = set()
         in_use = {r.index for lst in reals.values() for r in lst}
         free_reals = sorted(set(range(1, self.limits.max_reals)) - in_use,
                             reverse=True)
@@ -517,13 +565,11 @@ class Dataplane:
                 if last is not None and last[0] is spec \
                         and last[1] == slots_now:
                     self._applied[key] = last
-                    taken_ids.add(current.id)
                     if current.flags & structs.LISTENER_F_ACL:
                         acl_keep.add((key.vip.version,
                                       _acl_tag(current.id, current.flags)))
                     continue
             lid = current.id if current else next(free_ids)
-            taken_ids.add(lid)
             if current is None:
                 # Counts and counters a previous holder of the id left
                 # behind (Octavia shows a new listener's stats from 0).
@@ -541,7 +587,15 @@ class Dataplane:
             idle = structs.idle_units(spec.idle_timeout_ms)
             live = {r.address: r for r in reals.get(lid, [])} \
                 if current else {}
-            members_changed = current is None
+            ring_size = spec.ring_size(self.limits.ring_size)
+            # A ring changing size is written to a new extent; the
+            # listener entry switches to it in one update below.  Its old
+            # extent is free from the next apply on (space is rebuilt from
+            # the listener entries), with nothing pointing at it.
+            resized = current is None or current.ring_size != ring_size
+            ring_off = (space.allocate(ring_size) if ring_size else 0) \
+                if resized else current.ring_off
+            members_changed = resized
             slots = {}
             for address, member in spec.members.items():
                 flags = structs.REAL_F_IN_USE | limited | (
@@ -581,14 +635,18 @@ class Dataplane:
                 to_free.extend(live.values())
                 changes['members_removed'] += len(live)
             if members_changed:
-                self._write_ring(lid, slots)
+                self._write_ring(ring_off, ring_size, slots)
                 changes['rings_written'] += 1
+                changes['rings_resized'] += int(current is not None
+                                                and resized)
             self._applied[key] = (spec, tuple(sorted(
                 index for index, _ in slots.values())))
             listener = structs.Listener(id=lid, hash_alg=spec.algorithm,
                                         encap=spec.encap, flags=acl_flags,
                                         conn_limit=spec.conn_limit,
-                                        idle_ms=spec.idle_timeout_ms)
+                                        idle_ms=spec.idle_timeout_ms,
+                                        ring_off=ring_off,
+                                        ring_size=ring_size)
             if current is None:
                 changes['listeners_added'] += 1
                 listener_writes.append((key, listener))
@@ -603,10 +661,8 @@ class Dataplane:
                 continue
             self.maps['listeners'].delete(bytes(_vip_key(key)))
             changes['listeners_removed'] += 1
-            # Zero the ring so no stale slot outlives the listener, unless a
-            # new listener has just taken the id over.
-            if current.id not in taken_ids:
-                self._write_ring(current.id, {})
+            # Its ring extent is free once no listener entry points at it
+            # (the next apply's space); whoever takes it writes it whole.
             gone = reals.get(current.id, [])
             to_free.extend(gone)
             changes['members_removed'] += len(gone)
@@ -711,13 +767,14 @@ class Dataplane:
                     total += slots.count[i]
         return max(total, 0)
 
-    def _write_ring(self, listener_id, slots):
-        size = self.limits.ring_size
+    def _write_ring(self, offset, size, slots):
+        if not size:
+            return
         backends = [maglev.Backend(str(address), weight, index)
                     for address, (index, weight) in slots.items()]
         ring = maglev.build_ring(backends, size)
         # The map is a u32 slot array in memory (see maps.h).
-        self._write_ring_memory(listener_id * size * 4, ring.tobytes())
+        self._write_ring_memory(offset * 4, ring.tobytes())
 
     def _sync_vip_addrs(self, desired):
         wanted = {}

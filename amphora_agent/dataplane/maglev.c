@@ -30,8 +30,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* 2: bounded-load fill (1 was the paper's search-ahead fill). */
-#define MAGLEV_ABI_VERSION 2u
+/* 2: bounded-load fill (1 was the paper's search-ahead fill); 3: the
+ * same fill, rings sized by their pool (maglev.ring_size_for). */
+#define MAGLEV_ABI_VERSION 3u
 
 /* A backend's cap is its share s = M * weight / total weight plus
  * max(1% of s, 6.5 slots), rounded down.  Part of the algorithm: identical

@@ -34,6 +34,7 @@ code used by the tests and as a fallback when the library cannot be loaded.
 import array
 import collections
 import ctypes
+import functools
 import logging
 import os
 import struct
@@ -53,7 +54,8 @@ OBJ_DIR_ENV = "OCTAVIA_DSR_OBJ_DIR"
 LIBRARY_NAME = "libmaglev.so"
 # Must match MAGLEV_ABI_VERSION in maglev.c.  Public: agents report it
 # (report_state, metrics) so that a group running two ABIs is flagged.
-ABI_VERSION = _ABI_VERSION = 2
+# 3: rings are sized by their pool (ring_size_for), not one size for all.
+ABI_VERSION = _ABI_VERSION = 3
 # A backend's cap is floor(s + max(s * CAP_SLACK - s, CAP_HEADROOM)) for its
 # share s = M * weight / total weight (why: compute_caps() in maglev.c); as
 # fractions, which must match CAP_SLACK_* and CAP_HEADROOM_* there.
@@ -100,6 +102,31 @@ def _is_prime(n: int) -> bool:
         else:
             return False
     return True
+
+
+# Ring sizes by pool size: the smallest prime >= 655 x 2^k for pools of up
+# to 2^k members (k >= 2).  655 slots per member keep max/mean within 1 %
+# (the cap above); a power-of-two band means a pool resizes only when it
+# crosses a power of two, not on every member added.  Fixed here (and in
+# the ring ABI): every SE must pick the same size for the same pool.
+RING_TIERS = (2621, 5261, 10487, 20963, 41927, 83843, 167683, 335381,
+              670727, 1341443, 2682887, 5365769, 10731529, 21463051,
+              42926113, 85852181)
+RING_TIER_MIN_MEMBERS = 4   # pools of up to 4 members share the first tier
+
+
+@functools.lru_cache(maxsize=1024)   # called per listener and apply
+def ring_size_for(members: int, ceiling: int = DEFAULT_RING_SIZE) -> int:
+    """Slots of the ring of a pool of `members` members.
+
+    The tier of the pool's size, never more than `ceiling` (the configured
+    ring_size, a prime): pools larger than ceiling / 655 all get the
+    ceiling, as every pool did before ring ABI 3.
+    """
+    k, cap = 0, RING_TIER_MIN_MEMBERS
+    while cap < members and k + 1 < len(RING_TIERS):
+        k, cap = k + 1, cap * 2
+    return min(RING_TIERS[k], ceiling)
 
 
 def _check_ring_size(ring_size) -> int:

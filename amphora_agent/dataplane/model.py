@@ -9,6 +9,7 @@ import ipaddress
 import re
 from typing import Optional
 
+from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import structs
 
 
@@ -21,6 +22,7 @@ MAX_CONN_LIMIT = 2 ** 32 - 1
 # An idle timeout fits listener.idle_ms (u32 ms, 49 days); Octavia allows
 # 24 days (octavia.common.constants.MAX_TIMEOUT).
 MAX_IDLE_MS = 2 ** 32 - 1
+MAX_POOL_MEMBERS = 2 ** 32 - 1
 _LISTENER_RE = re.compile(r'^\[?(?P<vip>[0-9a-fA-F.:]+?)\]?:(?P<port>\d+)'
                           r'(?:/(?P<proto>[a-zA-Z]+))?$')
 
@@ -99,17 +101,29 @@ def parse_conn_limit(value):
     return max(value, 0)
 
 
-def parse_idle_timeout(value):
-    """timeout_client_data in ms: None and 0 mean none (returned as 0:
-    entries live until LRU eviction); else an integer 1..MAX_IDLE_MS."""
+def _parse_count(value, limit, what, zero):
+    """None or an integer 0..limit (None -> 0); InvalidConfig otherwise,
+    naming the field (`what`) and what 0 means (`zero`)."""
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) \
-            or not 0 <= value <= MAX_IDLE_MS:
+            or not 0 <= value <= limit:
         raise InvalidConfig(
-            f'idle timeout {value!r} is not an integer number of ms in '
-            f'0..{MAX_IDLE_MS} (0: none)')
+            f'{what} {value!r} is not an integer in 0..{limit} (0: {zero})')
     return value
+
+
+def parse_idle_timeout(value):
+    """timeout_client_data in ms: None and 0 mean none (returned as 0:
+    entries live until LRU eviction); else an integer 1..MAX_IDLE_MS."""
+    return _parse_count(value, MAX_IDLE_MS, 'idle timeout (ms)', 'none')
+
+
+def parse_pool_members(value):
+    """pool_members: the members the ring is sized for (the pool's
+    configured members; None or 0: the members listed)."""
+    return _parse_count(value, MAX_POOL_MEMBERS, 'pool_members',
+                        'the members listed')
 
 
 def parse_cidrs(values):
@@ -177,6 +191,16 @@ class ListenerSpec:
     conn_limit: int = 0
     allowed_cidrs: Optional[tuple] = None
     idle_timeout_ms: int = 0
+    # Members the ring is sized for (maglev.ring_size_for): the pool's
+    # configured members, so a member going down and up does not resize
+    # the ring; at least len(members).  Not part of equality: the maps
+    # keep the size, not the count.
+    pool_members: int = dataclasses.field(default=0, compare=False)
+
+    def ring_size(self, ceiling):
+        """Slots of this listener's ring (0: no members, no ring)."""
+        count = max(self.pool_members, len(self.members))
+        return maglev.ring_size_for(count, ceiling) if count else 0
 
     def acl(self):
         """The prefixes this listener's VIP family enforces, or None."""
@@ -198,7 +222,8 @@ class ListenerSpec:
             'members': [{'address': str(m.address), 'weight': m.weight}
                         for m in sorted(self.members.values(),
                                         key=lambda m: m.address.packed)],
-        }
+        } | ({'pool_members': self.pool_members} if self.pool_members
+             else {})
 
 
 @dataclasses.dataclass
@@ -274,7 +299,7 @@ class DesiredState:
             unknown = set(item) - {'listener', 'vip', 'port', 'protocol',
                                    'algorithm', 'encap', 'members',
                                    'connection_limit', 'allowed_cidrs',
-                                   'idle_timeout_ms'}
+                                   'idle_timeout_ms', 'pool_members'}
             if unknown:
                 raise InvalidConfig(
                     f'unknown listener field(s): {sorted(unknown)}')
@@ -292,7 +317,8 @@ class DesiredState:
                 conn_limit=parse_conn_limit(item.get('connection_limit')),
                 allowed_cidrs=parse_cidrs(item.get('allowed_cidrs')),
                 idle_timeout_ms=parse_idle_timeout(
-                    item.get('idle_timeout_ms')))
+                    item.get('idle_timeout_ms')),
+                pool_members=parse_pool_members(item.get('pool_members')))
             for member in item.get('members') or []:
                 address = parse_address(member.get('address'),
                                         'member address')

@@ -86,7 +86,8 @@ class VipKey(_Struct):
 class Listener(_Struct):
     _fields_ = [('id', ctypes.c_uint32), ('hash_alg', ctypes.c_uint8),
                 ('encap', ctypes.c_uint8), ('flags', ctypes.c_uint16),
-                ('conn_limit', ctypes.c_uint32), ('idle_ms', ctypes.c_uint32)]
+                ('conn_limit', ctypes.c_uint32), ('idle_ms', ctypes.c_uint32),
+                ('ring_off', ctypes.c_uint32), ('ring_size', ctypes.c_uint32)]
 
 
 class Acl4Key(_Struct):

@@ -28,8 +28,10 @@ struct {
 	__uint(max_entries, DEFAULT_MAX_LISTENERS);
 } vip_addrs SEC(".maps");
 
-/* All Maglev rings, flat: slot s of listener l is global slot
- * l * ring_size + s, a u32 index into reals (0 = "no member").  Two slots
+/* All Maglev rings, flat: slot s of a listener is global slot
+ * listener.ring_off + s (s < listener.ring_size), a u32 index into reals
+ * (0 = "no member").  The agent allocates the extents (rings.py); the map
+ * holds [dataplane] ring_slots slots in all.  Two slots
  * share one 8-byte element (array elements are 8-byte aligned, so u32
  * elements would waste half the memory); as memory the map is a plain u32
  * array, and it is memory-mappable so the agent writes whole rings with a

@@ -90,16 +90,16 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, in
 /* A new flow: hash into the listener's ring and remember the choice.
  * Returns 0 with *c filled, or a STAT_DROP_* reason. */
 static __always_inline __u32 ring_choose(const struct pkt *p, const struct listener *l,
-					 const struct se_config *cfg, struct choice *c,
-					 int remember, __u32 ep)
+					 struct choice *c, int remember, __u32 ep)
 {
 	struct conn fresh = {};
 	__u32 slot;
 
-	if (!cfg->ring_size)
+	if (!l->ring_size)
 		return STAT_DROP_NO_MEMBER;
 	c->hash = flow_hash(p, l->hash_alg);
-	slot = l->id * cfg->ring_size + c->hash % cfg->ring_size;
+	/* Rings are sized by their pool: each listener has its own extent. */
+	slot = l->ring_off + c->hash % l->ring_size;
 	c->real_idx = ring_slot(slot);
 	if (!c->real_idx)
 		return STAT_DROP_NO_MEMBER;

@@ -30,13 +30,16 @@ struct vip_key {
 #define LISTENER_F_ACL_ALT 2 /* its prefixes are under tag (id << 1) | 1 */
 
 struct listener {
-	__u32 id;      /* index into the rings and listener_stats: 0..max_listeners-1 */
+	__u32 id;      /* index into listener_stats, conn_slots: 0..max_listeners-1 */
 	__u8 hash_alg; /* DSR_HASH_* */
 	__u8 encap;    /* DSR_ENCAP_* */
 	__u16 flags;   /* LISTENER_F_* */
 	__u32 conn_limit; /* concurrent flows admitted by this SE; 0 = no limit */
 	__u32 idle_ms;    /* timeout_client_data in ms, 0 = none (the members
 			   * carry it in conn-time units: real.idle) */
+	__u32 ring_off;   /* first slot of its Maglev ring in the rings map */
+	__u32 ring_size;  /* slots of its ring (a prime sized by its pool,
+			   * maglev.ring_size_for); 0 = no ring */
 };
 
 /* allowed_cidrs: LPM trie keys.  The data is the listener's tag, then the
@@ -143,7 +146,8 @@ struct conn_slots {
 struct se_config {
 	__u32 tunnel_src4;
 	__u32 tunnel_src6[4];
-	__u32 ring_size; /* slots per listener ring (prime) */
+	__u32 ring_size; /* the largest ring ([dataplane] ring_size, a prime);
+			  * each listener's own size is in struct listener */
 	__u32 flags;     /* SE_F_* */
 	__u8 ttl;        /* outer TTL / hop limit */
 	__u8 epoch_shift; /* connection-limit epoch = 2^epoch_shift ns; 0 =

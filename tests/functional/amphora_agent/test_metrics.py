@@ -9,6 +9,7 @@ import urllib.request
 from prometheus_client import parser
 import pytest
 
+from amphora_agent.dataplane import maglev
 from tools.lab import agent_lab
 from tools.lab.agent_lab import listener
 from tools.lab.agent_lab import load_balancer
@@ -89,7 +90,7 @@ def test_scraped_counters_follow_the_traffic(lab):
 
     first = lab.scrape('se1')
     assert value(first, 'octavia_dsr_applied_generation') == gen
-    assert value(first, 'octavia_dsr_ring_abi_version') == 2
+    assert value(first, 'octavia_dsr_ring_abi_version') == maglev.ABI_VERSION
     assert value(first, 'octavia_dsr_agent_info', se_group=lab.se_group) == 1
     assert value(first, 'octavia_dsr_bgp_route_announced',
                  prefix=f'{VIP4}/32') == 1

@@ -12,6 +12,7 @@ import types
 
 import pytest
 
+from amphora_agent.dataplane import maglev
 from dsr_provider.cmd import status
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import store as store_mod
@@ -109,7 +110,7 @@ def test_fleet_view_of_a_live_lab(lab):
         (view,) = [g for g in json.loads(proc.stdout)['se_groups']
                    if g['se_group'] == group]
         assert view['generation'] == gen
-        assert view['ring_abis'] == {se: 2 for se in ses}
+        assert view['ring_abis'] == {se: maglev.ABI_VERSION for se in ses}
         assert not view['ring_abi_mismatch']
         assert view['load_balancers_not_as_desired'] == []
         for se in view['ses']:

@@ -15,6 +15,7 @@ from oslo_config import cfg
 from prometheus_client import parser
 
 from amphora_agent.bgp import sessions
+from amphora_agent.dataplane import maglev
 from amphora_agent import metrics
 from amphora_agent import opts
 
@@ -106,7 +107,7 @@ def test_a_scrape_answers_without_a_dataplane(tmp_path):
     # The dataplane part failed (nothing pinned): counted, rest answered.
     assert v('octavia_dsr_metrics_scrape_errors_total') == 1
     assert v('octavia_dsr_applied_generation') == 3
-    assert v('octavia_dsr_ring_abi_version') == 2
+    assert v('octavia_dsr_ring_abi_version') == maglev.ABI_VERSION
     assert v('octavia_dsr_rejected_objects', kind='members') == 1
     assert v('octavia_dsr_agent_errors_total',
              logger='amphora_agent.test') == 1

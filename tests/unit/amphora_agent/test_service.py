@@ -64,7 +64,8 @@ class FakeHealth:
 def make_agent():
     agents = []
 
-    def factory(tunnel6='2001:db8:1::2', max_listeners=16, max_members=64):
+    def factory(tunnel6='2001:db8:1::2', max_listeners=16, max_members=64,
+                ring_slots=0):
         conf = cfg.ConfigOpts()
         opts.register_agent_opts(conf)
         conf.set_override('se_id', 'se-1', 'agent')
@@ -80,7 +81,8 @@ def make_agent():
         agent.controller = FakeController()
         agent.dp = FakeDataplane(dp_mod.Limits(
             max_listeners=max_listeners, ring_size=251,
-            max_reals=max_members + 1, conn_table_size=4096))
+            max_reals=max_members + 1, conn_table_size=4096,
+            ring_slots=ring_slots))
         return agent
     yield factory
     for agent in agents:
@@ -141,7 +143,8 @@ def test_a_bad_monitor_is_rejected_alone_and_everything_else_applies(
     assert "expected_codes '999'" in rejected['healthmonitors']['hm-bad']
     assert 'loopback' in rejected['members']['c1']
     assert state['limits'] == {'max_listeners': 16, 'max_members': 64,
-                               'ring_size': 251, 'conn_table_size': 4096}
+                               'ring_size': 251, 'conn_table_size': 4096,
+                               'ring_slots': 16 * 251}
     # The pool of the rejected monitor runs unmonitored; the other one is
     # probed; targets come from validated objects only.
     targets = agent.health.targets
@@ -213,6 +216,37 @@ def test_capacity_rejects_what_does_not_fit_in_snapshot_order(make_agent):
         'member c2: 4 dataplane members exceed max_members 3 of SE se-1')}
     assert len(agent.dp.applied.listeners) == 3
     assert programmed(agent) == {'198.19.1.2', '198.19.4.2'}
+
+
+def test_a_listener_whose_rings_do_not_fit_is_rejected_alone(make_agent):
+    # ring_size 251 caps every ring at 251 slots: room for three rings
+    # (the map holds an even number of slots).
+    agent = make_agent(ring_slots=3 * 251 + 1)
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2')]),
+        lb(2, [member('b1', '198.19.3.2')],
+           vips=['192.0.2.12', '2001:db8:f::12']),
+        lb(3, [member('c1', '198.19.4.2')])])
+    step(agent)
+    state = agent.controller.states[-1]
+    assert state['applied_generation'] == 1 and state['error'] is None
+    assert state['rejected_objects'] == {'listeners': {'l3': (
+        'listener l3: its rings (1 x 251 slots for a pool of 1 members) '
+        'exceed ring_slots 754 of SE se-1 (753 in use)')}}
+    assert programmed(agent) == {'198.19.1.2', '198.19.3.2'}
+
+
+def test_a_ring_is_sized_by_its_pool_not_by_its_usable_members(make_agent):
+    agent = make_agent()
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2'), member('a2', '198.19.1.3'),
+               member('a3', '198.19.1.4'), member('a4', '198.19.1.5'),
+               member('a5', '198.19.1.6', admin_state_up=False)])])
+    step(agent)
+    (spec,) = agent.dp.applied.listeners.values()
+    assert len(spec.members) == 4 and spec.pool_members == 5
+    # Five configured members: the 5-8 tier, whatever their state.
+    assert spec.ring_size(65537) == 5261
 
 
 def test_members_without_a_tunnel_source_are_rejected_alone(make_agent):

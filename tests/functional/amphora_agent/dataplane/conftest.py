@@ -23,7 +23,7 @@ PIN_ROOT = '/sys/fs/bpf'
 
 def listener(vip, port=80, protocol='tcp', members=(), encap='ipip',
              algorithm='SOURCE_IP_PORT', weights=None, connection_limit=None,
-             allowed_cidrs=None):
+             allowed_cidrs=None, pool_members=None):
     doc = {'vip': str(vip), 'port': port, 'protocol': protocol,
            'encap': encap, 'algorithm': algorithm,
            'members': [{'address': str(a),
@@ -33,6 +33,8 @@ def listener(vip, port=80, protocol='tcp', members=(), encap='ipip',
         doc['connection_limit'] = connection_limit
     if allowed_cidrs is not None:
         doc['allowed_cidrs'] = list(allowed_cidrs)
+    if pool_members is not None:
+        doc['pool_members'] = pool_members
     return doc
 
 

@@ -104,10 +104,12 @@ def test_member_changes_move_few_new_flows_and_no_established_one(
     ports = (80, 81, 82)
 
     def configure(members):
-        dsr.apply(*[listener(netns.VIP4, port=p, members=members)
-                    for p in ports],
+        # A pool of 8 configured members (some not in the dataplane): its
+        # ring keeps one size across these changes (resizes: test_rings).
+        dsr.apply(*[listener(netns.VIP4, port=p, members=members,
+                             pool_members=8) for p in ports],
                   listener(netns.VIP4, port=5353, protocol='udp',
-                           members=members))
+                           members=members, pool_members=8))
 
     configure(four)
     ask = resolvers(dsr, 'se1')

@@ -351,8 +351,8 @@ class SeHarness:
         """The member the listener's Maglev ring gives a new flow."""
         listener = self.listener(key)
         h = flow_hash(src, sport, proto, listener.hash_alg)
-        ring = self.limits.ring_size
-        slot = listener.id * ring + h % ring
+        # Each listener's ring is its own extent, sized by its pool.
+        slot = listener.ring_off + h % listener.ring_size
         # Two u32 slots per 8-byte element (maps.h).
         pair = self.dp.maps["rings"].lookup(_u32(slot >> 1))
         idx = struct.unpack("<II", pair)[slot & 1]

@@ -390,3 +390,34 @@ def test_library_path_override(monkeypatch):
 def test_ring_stats():
     assert maglev.ring_stats(array.array("I", [1, 2, 2, 0])) == {
         1: 1, 2: 2, 0: 1}
+
+
+# --- ring sizes by pool (ring ABI 3) ---------------------------------------
+
+def test_ring_tiers_are_the_smallest_primes_above_655_x_2k():
+    for k, size in enumerate(maglev.RING_TIERS, start=2):
+        assert maglev._is_prime(size)
+        assert size >= 655 * 2 ** k
+        assert not any(maglev._is_prime(n)
+                       for n in range(655 * 2 ** k, size))
+
+
+@pytest.mark.parametrize('members, size', [
+    (1, 2621), (4, 2621), (5, 5261), (8, 5261), (9, 10487), (16, 10487),
+    (17, 20963), (32, 20963), (33, 41927), (64, 41927),
+    (65, M), (100, M), (65537, M)])
+def test_ring_size_for_a_pool_is_its_tier_capped_by_ring_size(members, size):
+    assert maglev.ring_size_for(members, M) == size
+
+
+def test_ring_size_for_is_capped_by_a_small_ceiling():
+    assert maglev.ring_size_for(3, 251) == 251
+    assert maglev.ring_size_for(10, 10487) == 10487
+    assert maglev.ring_size_for(20, 10487) == 10487
+
+
+def test_a_pool_resizes_only_at_a_power_of_two():
+    sizes = [maglev.ring_size_for(n) for n in range(1, 101)]
+    changes = [n + 2 for n, (a, b) in enumerate(zip(sizes, sizes[1:]))
+               if a != b]
+    assert changes == [5, 9, 17, 33, 65]

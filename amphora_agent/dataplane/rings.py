@@ -1,0 +1,89 @@
+"""Where each listener's Maglev ring lives in the flat rings map.
+
+Rings are sized by their pool (maglev.ring_size_for), so the map is carved
+into extents: a listener entry holds its ring's first slot and size.  The
+allocator keeps no state of its own: it is rebuilt from the live listener
+entries on every apply, so a restarted agent needs nothing remembered.
+Best fit (the smallest gap that holds the ring, the lowest such gap on a
+tie) keeps large gaps for large rings; freed extents merge with their
+neighbours because the gaps are recomputed from what is in use.
+"""
+
+import bisect
+
+
+class RingSpaceError(Exception):
+    """No gap of the rings map holds a ring of the requested size."""
+
+
+class RingSpace:
+    """Free runs of a map of `total` slots, given the extents in use.
+
+    The gaps are kept twice, by offset (to merge a released extent with
+    its neighbours) and by (size, offset) (best fit is one bisect), so an
+    apply of 10,000 rings does not walk 10,000 gaps per ring.
+    """
+
+    def __init__(self, total, used=()):
+        self.total = total
+        self._by_off = []       # sorted (offset, size) of the gaps
+        self._by_size = []      # sorted (size, offset) of the same gaps
+        at = 0
+        for offset, size in sorted((o, s) for o, s in used if s > 0):
+            if offset < at or offset + size > total:
+                raise RingSpaceError(
+                    f'ring extent {offset}+{size} overlaps another ring or '
+                    f'lies outside the rings map ({total} slots)')
+            self._add_gap(at, offset - at)
+            at = offset + size
+        self._add_gap(at, total - at)
+
+    def _add_gap(self, offset, size):
+        if size > 0:
+            bisect.insort(self._by_off, (offset, size))
+            bisect.insort(self._by_size, (size, offset))
+
+    def _drop_gap(self, offset, size):
+        del self._by_off[bisect.bisect_left(self._by_off, (offset, size))]
+        del self._by_size[bisect.bisect_left(self._by_size, (size, offset))]
+
+    def gaps(self):
+        """(offset, size) of every free run of slots, in order."""
+        return list(self._by_off)
+
+    def free_slots(self):
+        return sum(size for _, size in self._by_off)
+
+    def allocate(self, size):
+        """Offset of a new extent of `size` slots: the smallest gap that
+        holds it, the lowest of those."""
+        i = bisect.bisect_left(self._by_size, (size, -1))
+        if i == len(self._by_size):
+            largest = self._by_size[-1][0] if self._by_size else 0
+            raise RingSpaceError(
+                f'no room for a ring of {size} slots: {self.free_slots()} of '
+                f'{self.total} ring slots are free, the largest free run '
+                f'has {largest}')
+        gap, offset = self._by_size[i]
+        self._drop_gap(offset, gap)
+        self._add_gap(offset + size, gap - size)
+        return offset
+
+    def release(self, offset, size):
+        """Free an extent in use; it merges with free neighbours."""
+        if size <= 0:
+            return
+        i = bisect.bisect_left(self._by_off, (offset, 0))
+        after = self._by_off[i] if i < len(self._by_off) else None
+        before = self._by_off[i - 1] if i else None
+        if offset < 0 or offset + size > self.total or (
+                after and after[0] < offset + size) or (
+                before and sum(before) > offset):
+            raise RingSpaceError(f'ring extent {offset}+{size} is not in use')
+        if after and after[0] == offset + size:
+            self._drop_gap(*after)
+            size += after[1]
+        if before and sum(before) == offset:
+            self._drop_gap(*before)
+            offset, size = before[0], before[1] + size
+        self._add_gap(offset, size)

@@ -1,0 +1,210 @@
+"""Rings sized by their pool (ring ABI 3), as the real program uses them:
+each listener steers by its own extent of the rings map, and a ring that
+changes size keeps every established flow on its member.
+
+Flows are resolved with `lookup` (BPF_PROG_TEST_RUN on the loaded program);
+one real connection per listener and a live UDP flow check the wire.
+"""
+
+import dataclasses
+import ipaddress
+import struct
+
+import pytest
+
+from amphora_agent.dataplane import maglev
+from amphora_agent.dataplane import model
+from tests.functional.amphora_agent.dataplane.conftest import listener
+from tests.functional.amphora_agent.dataplane.test_consistency import flows
+from tests.functional.amphora_agent.dataplane.test_consistency import \
+    Resolver
+from tests.functional.amphora_agent.dataplane.test_dsr_path import member_of
+from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
+from tools.lab import netns
+
+
+@pytest.fixture
+def resolver():
+    made = []
+
+    def factory(dsr, se='se1'):
+        made.append(Resolver(dsr, se))
+        return made[-1]
+    yield factory
+    for r in made:
+        r.close()
+
+
+def entry(dp, key):
+    return dp._live_listeners()[model.ListenerKey.parse(key)]
+
+
+def ring_in_map(dp, entry_):
+    """The listener's extent of the rings map (two u32 slots per element)."""
+    rings = dp.maps['rings']
+    first, end = entry_.ring_off, entry_.ring_off + entry_.ring_size
+    pairs = b''.join(rings.lookup(struct.pack('<I', k))
+                     for k in range(first >> 1, (end + 1) >> 1))
+    return list(struct.unpack(f'<{len(pairs) // 4}I', pairs))[
+        first & 1:(first & 1) + entry_.ring_size]
+
+
+def expected_ring(dp, entry_):
+    """What every SE builds for these members at this size."""
+    reals, _ = dp._live_reals()
+    backends = [maglev.Backend(str(r.address), r.real.weight, r.index)
+                for r in reals[entry_.id]]
+    return list(maglev.build_ring(backends, entry_.ring_size)), {
+        r.index: str(r.address) for r in reals[entry_.id]}
+
+
+def test_two_listeners_with_different_pool_sizes_steer_by_their_own_ring(
+        make_dsr, resolver):
+    dsr = make_dsr(n_members=5)
+    topo = dsr.topo
+    addrs = dsr.member_addrs(4)
+    # Both on port 80 (the members' HTTP port): one per VIP family.
+    small = str(model.ListenerKey(ipaddress.ip_address(netns.VIP4), 80,
+                                  'tcp'))
+    large = str(model.ListenerKey(ipaddress.ip_address(netns.VIP6), 80,
+                                  'tcp'))
+    dsr.apply(listener(netns.VIP4, members=addrs[:2]),
+              listener(netns.VIP6, members=addrs))
+    ask = resolver(dsr)
+    a, b = entry(ask.dp, small), entry(ask.dp, large)
+    assert (a.ring_size, b.ring_size) == (2621, 5261)
+    assert a.ring_off + a.ring_size <= b.ring_off \
+        or b.ring_off + b.ring_size <= a.ring_off, 'the extents overlap'
+
+    v4 = flows(600, 20000)
+    v6 = [(ipaddress.ip_address(f'2001:db8:c::{i % 200 + 10:x}'),
+           20000 + i // 200) for i in range(600)]
+    for key, ent, members, sample in ((small, a, addrs[:2], v4),
+                                      (large, b, addrs, v6)):
+        ring, member_at = expected_ring(ask.dp, ent)
+        assert ring_in_map(ask.dp, ent) == ring
+        got = ask(key, sample)
+        for (source, port), member in got.items():
+            h = pc.flow_hash(source, port, 6, ent.hash_alg)
+            assert member == member_at[ring[h % ent.ring_size]]
+        spread = {m: list(got.values()).count(str(m)) for m in members}
+        share = len(sample) / len(members)
+        assert all(0.6 * share < n < 1.4 * share for n in spread.values()), \
+            spread
+
+    # Real connections land where each listener's ring says.
+    by_addr = dsr.member_by_addr()
+    for vip, key, client in ((netns.VIP4, small, topo.client.ipv4),
+                             (netns.VIP6, large, topo.client.ipv6)):
+        topo.route_vip(vip, via='se1')
+        client = ipaddress.ip_address(client)
+        for sport in (43001, 43002, 43003):
+            served = member_of(topo.http_get(vip, source_port=sport))
+            expected = ask(key, [(client, sport)])[(client, sport)]
+            assert by_addr[expected] == served
+
+
+def test_a_resize_keeps_established_flows_and_reuses_the_old_extent(
+        make_dsr, resolver):
+    dsr = make_dsr(n_members=5)
+    topo = dsr.topo
+    addrs = dsr.member_addrs(4)
+    four, fifth = addrs[:4], addrs[4]
+    tcp, udp = f'{netns.VIP4}:80/tcp', f'{netns.VIP4}:5353/udp'
+
+    def configure(members, *more):
+        dsr.apply(listener(netns.VIP4, port=80, members=members),
+                  listener(netns.VIP4, port=5353, protocol='udp',
+                           members=members), *more)
+
+    configure(four)
+    ask = resolver(dsr)
+    before, udp_before = entry(ask.dp, tcp), entry(ask.dp, udp)
+    assert before.ring_size == udp_before.ring_size == 2621
+    established = flows(1000, 10000)
+    on = ask(tcp, established)          # now in the connection table
+
+    for m in topo.members:
+        topo.start_udp_echo(m.name)
+    prober = topo.start_udp_probe(netns.VIP4, 5353, duration=15.0,
+                                  source_port=45000)
+
+    configure(four + [fifth])           # 5 members: the next tier
+    assert prober.poll() is None, 'the probe ended before the resize'
+    after = entry(ask.dp, tcp)
+    assert after.ring_size == 5261
+    assert after.ring_off != before.ring_off
+    ring, _ = expected_ring(ask.dp, after)
+    assert ring_in_map(ask.dp, after) == ring
+    assert ask(tcp, established) == on, 'an established flow moved'
+    fresh = ask(tcp, flows(1000, 30000))
+    assert sum(1 for m in fresh.values() if m == str(fifth)) > 120
+
+    # The two freed 2621-slot extents (adjacent: one free run) are the
+    # best fit for a new small ring.
+    configure(four + [fifth],
+              listener(netns.VIP4, port=443, members=four[:1]))
+    newcomer = entry(ask.dp, f'{netns.VIP4}:443/tcp')
+    assert newcomer.ring_size == 2621
+    assert newcomer.ring_off == min(before.ring_off, udp_before.ring_off)
+
+    summary = netns.probe_result(prober)
+    assert summary['lost'] == 0, summary
+    assert summary['switches'] == 0, summary
+
+
+class SmallRingsHarness(pc.SeHarness):
+    """An SE whose rings map holds three rings (ring_size 1021 caps every
+    ring at 1021 slots)."""
+
+    limits = dataclasses.replace(pc.LIMITS, ring_slots=3 * 1021)
+
+    @staticmethod
+    def base_state(icmp_echo=True):
+        state = pc.SeHarness.base_state(icmp_echo)
+        keep = {f'{pc.VIP4}:80/tcp', f'{pc.VIP4}:7070/tcp'}
+        state.listeners = {k: v for k, v in state.listeners.items()
+                           if str(k) in keep}
+        return state
+
+
+@pytest.fixture
+def small_rings():
+    harness = SmallRingsHarness()
+    try:
+        harness.setup()
+        yield harness
+    finally:
+        harness.teardown()
+
+
+def test_a_ring_that_does_not_fit_changes_nothing_and_names_its_listener(
+        small_rings):
+    se = small_rings
+    before = se.dp.read_state()
+    assert len(before.listeners) == 2
+
+    def with_listeners(*ports):
+        state = se.state.copy()
+        for port in ports:
+            key = model.ListenerKey(ipaddress.ip_address(pc.VIP4), port,
+                                    'tcp')
+            state.listeners[key] = model.ListenerSpec(key, members={
+                a: model.Member(a) for a in map(ipaddress.ip_address,
+                                                pc.M4)})
+        return state
+
+    with pytest.raises(model.InvalidConfig) as exc:
+        se.apply(with_listeners(1001, 1002))
+    assert str(exc.value).startswith(
+        f'listener {pc.VIP4}:1002/tcp: its ring of 1021 slots (a pool of '
+        f'{len(pc.M4)} members) does not fit in ring_slots 3064: no room')
+    assert se.dp.read_state() == before
+    assert {str(k) for k in se.dp._live_listeners()} == {
+        str(k) for k in before.listeners}
+
+    se.apply(with_listeners(1001))      # the third ring fits
+    third = se.listener(f'{pc.VIP4}:1001/tcp')
+    assert third.ring_size == 1021
+    offsets = sorted(v.ring_off for v in se.dp._live_listeners().values())
+    assert offsets == [0, 1021, 2042]

@@ -110,6 +110,20 @@ def wait_all_active(lab, timeout=30, what='every object ACTIVE'):
         raise AssertionError(f'{exc}; not ACTIVE: {last}') from None
 
 
+def wait_all_online(lab, timeout=60):
+    """Wait until every object is ACTIVE and ONLINE."""
+    last = []
+
+    def all_online():
+        last[:] = [o for o in objects(lab) if o[2:] != ('ACTIVE', 'ONLINE')]
+        return not last
+    try:
+        netns.wait_for(all_online, timeout, 'every object ACTIVE/ONLINE',
+                       interval=0.2)
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; not ACTIVE/ONLINE: {last}') from None
+
+
 def act(lab, *args, timeout=30):
     """Run an `openstack loadbalancer ...` change and wait (reading the API
     every 0.1 s, where `--wait` sleeps 3 s) until everything is ACTIVE."""

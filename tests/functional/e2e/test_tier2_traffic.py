@@ -171,17 +171,7 @@ def test_tier2_traffic_through_the_product(lab):
 
     # 5. Every object ACTIVE and ONLINE in Octavia (members ONLINE by the
     # L7 SEs' HTTP health checks).
-    last = []
-
-    def all_online():
-        last[:] = [o for o in h.objects(lab)
-                   if o[2:] != ('ACTIVE', 'ONLINE')]
-        return not last
-    try:
-        netns.wait_for(all_online, 60, 'every object ACTIVE/ONLINE',
-                       interval=0.2)
-    except TimeoutError as exc:
-        raise AssertionError(f'{exc}; not ACTIVE/ONLINE: {last}') from None
+    h.wait_all_online(lab, 60)
 
     # 6. One L7 SE stops (SIGTERM: draining, then it leaves its group)
     # under a request loop: no request fails, the established upload

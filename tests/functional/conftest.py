@@ -47,6 +47,7 @@ LONG_FILES = (
     # make test-e2e (2 workers): 240 and 210 s of 1350 s serial
     'e2e/test_isolation.py',
     'e2e/test_lifecycle.py',
+    'e2e/test_tier2_scale.py',                # 3 L7 SEs: 207 s at load 11
 )
 
 

@@ -10,16 +10,25 @@ configuration) for tier-2 pools.
     l7.start()                       # relay, keys, enrolment, agents
     start_plain_server(lab.topo, 'm3', 8080)
     l7.stop_agent('m2')              # SIGTERM: the agent drains and leaves
+    l7.kill_agent('m2')              # SIGKILL the agent and its HAProxies
     l7.close()                       # agents, HAProxies, relay
+
+    l7 = L7SEs(lab, ['m1', 'm2', 'm3'])
+    l7.start(['m1', 'm2'])           # all enrolled and relayed; m3 later:
+    l7.start_agent('m3')
+
+SynRecorder notes the client ports of the connections an L7 SE receives.
 
 The agents' files live under the agent lab's root and their decap pins
 under its pin root, which the lab removes; close() stops the HAProxies
 they leave running (``dsr-l7 stop``).
 """
 
+import json
 import os
 import signal
 import sys
+import time
 import urllib.parse
 
 from dsr_provider.controller import db as db_mod
@@ -57,8 +66,9 @@ class L7SEs:
         return os.path.join(self.root, *parts)
 
     # ------------------------------------------------------------ set-up
-    def start(self):
-        """Relay, keys, enrolment, then every agent (READY)."""
+    def start(self, names=None):
+        """Relay, keys, enrolment of every L7 SE, then the agents of names
+        (default: all) (READY)."""
         os.makedirs(self.root, exist_ok=True)
         ports = sorted({urllib.parse.urlsplit(u).port for u in (
             self.lab.agents.transport_url, self.lab.agents.redis_url)})
@@ -77,7 +87,7 @@ class L7SEs:
                                     self._path(f'{name}.pub')))
         finally:
             database.engine.dispose()
-        for name in self.names:
+        for name in self.names if names is None else names:
             self.start_agent(name)
 
     def config_file(self, name):
@@ -152,6 +162,23 @@ storage_path = {self.lab.stack.cert_storage_path}
         os.kill(proc.pid, sig)
         return proc
 
+    def kill_agent(self, name, sig=signal.SIGKILL):
+        """The L7 SE dies: every process in its namespace -- the agent
+        (master and worker) and its HAProxies (masters and workers) -- gets
+        sig at once (the agent reaped).  Its VIPs and decap stay, as
+        on a host whose processes died.  Returns the monotonic time of the
+        signals (after the namespace's processes were found)."""
+        proc = self.procs.pop(name)
+        pids = {proc.pid, *netns.namespace_pids(self.topo.ns(name))}
+        killed = time.monotonic()
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout=30)
+        return killed
+
     # ---------------------------------------------------------- teardown
     def close(self):
         for proc in self.procs.values():
@@ -168,3 +195,35 @@ storage_path = {self.lab.stack.cert_storage_path}
         if self.relay is not None:
             netns.kill_proc(self.relay)
             self.relay = None
+
+
+class SynRecorder:
+    """The client ports of the TCP connections (SYNs) to vip:port that an
+    L7 SE received, decapsulated -- which L7 SE a client connection went
+    to.  nftables set in table inet <table> of the SE's namespace (removed
+    with it)."""
+
+    def __init__(self, topo, name, vip, port, table='dsrsyn'):
+        self.ns = topo.ns(name)
+        self.table = table
+        fam = 'ip6' if ':' in vip else 'ip'
+        netns.run(self.ns, ['nft', '-f', '-'], input=f"""
+add table inet {table}
+add set inet {table} syn {{ type inet_service; size 65535; flags dynamic; }}
+add chain inet {table} pre {{ type filter hook prerouting priority -300; }}
+add rule inet {table} pre {fam} daddr {vip} tcp dport {port} \
+    tcp flags & (syn | ack) == syn add @syn {{ tcp sport }}
+""")
+
+    def clear(self):
+        netns.run(self.ns, ['nft', 'flush', 'set', 'inet', self.table,
+                            'syn'])
+
+    def ports(self):
+        out = netns.run(self.ns, ['nft', '-j', 'list', 'set', 'inet',
+                                  self.table, 'syn']).stdout
+        for obj in json.loads(out).get('nftables', []):
+            if 'set' in obj:
+                return {e['elem']['val'] if isinstance(e, dict) else e
+                        for e in obj['set'].get('elem', [])}
+        raise LookupError(f'set syn not found in {self.ns}')

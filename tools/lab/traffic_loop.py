@@ -2,18 +2,24 @@
 """Traffic that must keep flowing while the control plane suffers; run in
 the client namespace (stdlib only):
 
-    traffic_loop.py VIP PORT [--interval 0.05]
+    traffic_loop.py VIP PORT [--interval 0.05] [--established N]
 
-Prints "STARTED" once both flows run, "MEMBER <name>" when a new
-connection first reaches that member, and on SIGTERM (or SIGINT) stops and
+Prints "ESTABLISHED <client port>" for each long-lived connection,
+"STARTED" once every flow runs, "MEMBER <name>" when a new connection
+first reaches that member, and on SIGTERM (or SIGINT) stops and
 prints one JSON line:
-    new:   {"ok": n, "failed": n, "errors": [first few], "members": {...}}
+    new:   {"ok": n, "failed": n, "errors": [first few], "members": {...},
+            "attempts": [[wall time, client port, member|null,
+                          error|null], ...]}
            -- one new TCP connection (GET /) every interval;
     established: {"ok": bool, "sent": bytes, "error": str|null,
-                  "response": str, "max_stall_ms": float}
+                  "response": str, "max_stall_ms": float, "port": int}
            -- one TCP connection open throughout: a POST /upload whose body
            trickles (1 KiB every interval); the server's byte count and
-           sha256 must match what was sent.
+           sha256 must match what was sent;
+    established_all: [the same, one per long-lived connection (N)].
+The client ports tell, with a record of the SYNs each server side saw,
+which connection went where.
 """
 
 import argparse
@@ -30,12 +36,14 @@ CHUNK = 1024
 MAX_CHUNKS = 6000
 
 
-def _connect(vip, port, timeout):
+def _socket(vip, timeout):
+    """A socket bound to its ephemeral port before connecting: the port is
+    known even when the connection fails."""
     fam = socket.AF_INET6 if ':' in vip else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(timeout)
-    s.connect((vip, port))
-    return s
+    s.bind(('::' if fam == socket.AF_INET6 else '0.0.0.0', 0))
+    return s, s.getsockname()[1]
 
 
 def _read_all(s):
@@ -50,9 +58,12 @@ def _read_all(s):
 def new_connections(vip, port, interval, stop, result):
     while not stop.is_set():
         t0 = time.monotonic()
+        wall = time.time()
+        s, local = _socket(vip, 2.0)
+        member = error = None
         try:
-            s = _connect(vip, port, 2.0)
             try:
+                s.connect((vip, port))
                 s.sendall(f'GET / HTTP/1.0\r\nHost: {vip}\r\n\r\n'.encode())
                 data = _read_all(s).decode(errors='replace')
             finally:
@@ -66,9 +77,11 @@ def new_connections(vip, port, interval, stop, result):
             result['ok'] += 1
             result['members'][member] = result['members'].get(member, 0) + 1
         except (OSError, RuntimeError) as exc:
+            member, error = None, repr(exc)
             result['failed'] += 1
             if len(result['errors']) < 5:
                 result['errors'].append(f'{time.time():.3f} {exc!r}')
+        result['attempts'].append([round(wall, 3), local, member, error])
         stop.wait(max(0.0, interval - (time.monotonic() - t0)))
 
 
@@ -78,7 +91,9 @@ def established(vip, port, interval, stop, started, result):
     sent = 0
     last = time.monotonic()
     try:
-        s = _connect(vip, port, 5.0)
+        s, result['port'] = _socket(vip, 5.0)
+        s.connect((vip, port))
+        print(f'ESTABLISHED {result["port"]}', flush=True)
         s.sendall(f'POST /upload HTTP/1.0\r\nHost: {vip}\r\n'
                   f'Content-Type: application/octet-stream\r\n'
                   f'Content-Length: {CHUNK * MAX_CHUNKS}\r\n\r\n'.encode())
@@ -110,29 +125,34 @@ def main():
     p.add_argument('vip')
     p.add_argument('port', type=int)
     p.add_argument('--interval', type=float, default=0.05)
+    p.add_argument('--established', type=int, default=1,
+                   help='long-lived connections (uploads) open throughout')
     args = p.parse_args()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
-    new = {'ok': 0, 'failed': 0, 'errors': [], 'members': {}}
-    est = {'ok': False, 'sent': 0, 'error': None, 'response': '',
-           'max_stall_ms': 0.0}
-    started = threading.Event()
-    threads = [
-        threading.Thread(target=established, args=(
-            args.vip, args.port, args.interval, stop, started, est)),
-        threading.Thread(target=new_connections, args=(
-            args.vip, args.port, args.interval, stop, new)),
-    ]
-    threads[0].start()
-    started.wait(10)
-    threads[1].start()
+    new = {'ok': 0, 'failed': 0, 'errors': [], 'members': {},
+           'attempts': []}
+    ests = [{'ok': False, 'sent': 0, 'error': None, 'response': '',
+             'max_stall_ms': 0.0, 'port': None}
+            for _ in range(args.established)]
+    threads = []
+    for est in ests:
+        started = threading.Event()
+        threads.append(threading.Thread(target=established, args=(
+            args.vip, args.port, args.interval, stop, started, est)))
+        threads[-1].start()
+        started.wait(10)
+    threads.append(threading.Thread(target=new_connections, args=(
+        args.vip, args.port, args.interval, stop, new)))
+    threads[-1].start()
     print('STARTED', flush=True)
     while not stop.is_set():
         stop.wait(0.5)
     for t in threads:
         t.join(60)
-    print(json.dumps({'new': new, 'established': est}), flush=True)
+    print(json.dumps({'new': new, 'established': ests[0],
+                      'established_all': ests}), flush=True)
     return 0
 
 

@@ -147,3 +147,14 @@ def test_the_watcher_thread_works_only_while_leading(store):
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_dead_l7_se_leaves_the_l4_rings_within_the_bound():
+    """Issue 11: 2 s from an L7 SE's death to the L4 rings without it.  Its
+    tooz membership expires (membership_timeout=1, as docs/tier2.md sets
+    it), the watcher sees that within one POLL_INTERVAL, then the L4 SEs
+    fetch and apply the new generation (0.3-0.5 s end to end,
+    tests/functional/e2e/test_tier2_scale.py).  Polling every 0.5 s left
+    the L4 side nothing: 1.86-2.02 s measured from SIGKILL."""
+    membership_timeout, l4_apply = 1.0, 0.5
+    assert membership_timeout + tier2.POLL_INTERVAL + l4_apply < 2.0

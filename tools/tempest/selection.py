@@ -56,7 +56,39 @@ CI_EXCLUDE = [
     r'\.(test_l7policy|test_l7rule|test_availability_zone|'
     r'test_availability_zone_profile|test_flavor_profile)\.',
 ]
-SETS = ('full', 'ci')
+# Tier 2 (gate --tier 2: octavia-api's default_tier 2, two L7 SEs): what
+# the L7 SEs add, affordable in ~10 minutes on the 2-core host (each class
+# ~100 s of set-up).  HTTP and HTTPS listeners (the _no_allowed_cidrs
+# twins send the same calls), ROUND_ROBIN and LEAST_CONNECTIONS pools
+# (with HTTP_COOKIE and APP_COOKIE persistence), HTTP(S) monitors, members
+# of HTTP pools, L7 policies and rules.
+_T2 = r'octavia_tempest_plugin\.tests\.api\.v2\.'
+TIER2_INCLUDE = '^' + _T2 + '(' + '|'.join([
+    r'test_listener\.ListenerAPITest\.test_https?_listener_'
+    r'(create|list|show|update|delete|show_stats)(\[|$)',
+    r'test_pool\.PoolAPITest\.test_HTTP_(LC|RR)_pool_'
+    r'(with_listener_create|list|show|update|delete)(\[|$)',
+    r'test_pool\.PoolAPITest\.test_HTTP_RR_(app|http)_cookie_pool_'
+    r'with_listener_create(\[|$)',
+    r'test_healthmonitor\.HealthMonitorAPITest\.test_RR_HTTP_'
+    r'healthmonitor_(create|list|show|update|delete)(\[|$)',
+    r'test_healthmonitor\.HealthMonitorAPITest\.test_LC_HTTPS?_'
+    r'healthmonitor_create(\[|$)',
+    r'test_member\.MemberAPITest1\.test_ipv4_HTTP_(LC|RR)_member_create(\[|$)',
+    r'test_member\.MemberAPITest1\.test_HTTP_RR_member_list(\[|$)',
+    r'test_member\.MemberAPITest2\.test_HTTP_RR_member_'
+    r'(show|update|batch_update|delete)(\[|$)',
+    r'test_l7policy\.',
+    r'test_l7rule\.',
+]) + ')'
+# By-design refusals of tier 2, each with its reason (docs/tempest.md).
+TIER2_EXCLUDE = [
+    # The amphora admin API: the amphora provider's own objects.
+    r'\.test_amphora\.',
+]
+SETS = ('full', 'ci', 'tier2')
+# The tier a set's tests need (tools/tempest/gate.py --tier).
+SET_TIERS = {'full': 1, 'ci': 1, 'tier2': 2}
 
 # Measured seconds of each class in a complete full run (tests, setUpClass
 # and tearDownClass; load average 10-16 on the 2-core host, concurrency 3)
@@ -81,6 +113,8 @@ def regexes(test_set):
     """(include, exclude) regexes of a set."""
     if test_set not in SETS:
         raise ValueError(f'unknown test set {test_set!r} (sets: {SETS})')
+    if test_set == 'tier2':
+        return TIER2_INCLUDE, '|'.join(TIER2_EXCLUDE)
     exclude = EXCLUDE + (CI_EXCLUDE if test_set == 'ci' else [])
     return INCLUDE, '|'.join(exclude)
 

@@ -263,7 +263,7 @@ def init_workspace(venv_python, workspace, tag):
 
 
 def run_tempest(venv_python, workspace, regex, exclude, concurrency,
-                timeout):
+                timeout, class_seconds=None):
     bindir = os.path.dirname(venv_python)
     env = tempest_env(venv_python, workspace)
     tempest = os.path.join(bindir, 'tempest')
@@ -271,11 +271,12 @@ def run_tempest(venv_python, workspace, regex, exclude, concurrency,
     if not tests:
         raise RuntimeError(f'no test matches --regex {regex!r} '
                            f'--exclude-regex {exclude!r}')
-    parts, loads = selection.partition(tests, concurrency)
+    parts, loads = selection.partition(tests, concurrency, class_seconds)
     worker_file = os.path.join(workspace, 'workers.yaml')
     selection.write_worker_file(worker_file, parts)
     log(f'{len(tests)} tests on {len(parts)} workers (estimated '
-        f'{", ".join(str(x) for x in loads)} s at load 10-16): '
+        f'{", ".join(str(x) for x in loads)} s from measured class '
+        f'times, selection.py): '
         f'{worker_file}')
     argv = [tempest, 'run', '--worker-file', worker_file]
     log(' '.join(argv))
@@ -396,7 +397,8 @@ def main(argv=None):
             t1 = time.monotonic()
             rc, out, err = run_tempest(venv_python, workspace, include,
                                        exclude, args.concurrency,
-                                       args.timeout)
+                                       args.timeout,
+                                       selection.SET_CLASS_SECONDS[args.set])
             log(f'tempest ran {time.monotonic() - t1:.0f} s; '
                 f'total {time.monotonic() - t0:.0f} s; logs in {LOGS}')
             if err.strip():

@@ -103,6 +103,20 @@ CLASS_SECONDS = {
     'L7RuleAPITest': (104, 1),
     'ProviderAPITest': (68, 1),
 }
+# The same at tier 2, the tier2 set's tests (load average 20-27, 3
+# workers): an HTTP class costs more per test (each change is applied by
+# the L4 SE and by HAProxy on both L7 SEs).
+TIER2_CLASS_SECONDS = {
+    'ListenerAPITest': (400, 12),
+    'PoolAPITest': (400, 12),
+    'HealthMonitorAPITest': (283, 7),
+    'MemberAPITest1': (260, 3),
+    'L7PolicyAPITest': (247, 7),
+    'L7RuleAPITest': (218, 5),
+    'MemberAPITest2': (163, 4),
+}
+SET_CLASS_SECONDS = {'full': CLASS_SECONDS, 'ci': CLASS_SECONDS,
+                     'tier2': TIER2_CLASS_SECONDS}
 DEFAULT_CLASS_SECONDS = 40
 # Classes long enough to split over workers, by hash algorithm (each part
 # builds its own load balancer).
@@ -145,15 +159,18 @@ def _group(test_id):
     return (cls, m.group(1) if m else '')
 
 
-def partition(ids, workers):
+def partition(ids, workers, class_seconds=None):
     """ids dealt to `workers` lists, whole groups, longest first to the
-    least loaded worker."""
+    least loaded worker.  class_seconds: {class: (seconds, tests)} measured
+    (default CLASS_SECONDS; SET_CLASS_SECONDS has each set's)."""
+    class_seconds = CLASS_SECONDS if class_seconds is None else \
+        class_seconds
     groups = {}
     for test_id in ids:
         groups.setdefault(_group(test_id), []).append(test_id)
     cost = {}
     for (cls, part), members in groups.items():
-        seconds, count = CLASS_SECONDS.get(cls, (DEFAULT_CLASS_SECONDS, 0))
+        seconds, count = class_seconds.get(cls, (DEFAULT_CLASS_SECONDS, 0))
         cost[(cls, part)] = seconds * len(members) / count if count \
             else seconds
     loads = [[0.0, []] for _ in range(max(1, workers))]

@@ -164,3 +164,21 @@ def test_tier2_set_leaves_out(name):
 def test_every_set_names_its_tier():
     assert set(selection.SET_TIERS) == set(selection.SETS)
     assert selection.SET_TIERS['tier2'] == 2
+
+
+def test_tier2_partition_uses_the_tier2_class_times():
+    ids = ([V2 + f'test_l7rule.L7RuleAPITest.test_r{i}' for i in range(5)]
+           + [V2 + f'test_listener.ListenerAPITest.test_l{i}'
+              for i in range(12)]
+           + [V2 + f'test_l7policy.L7PolicyAPITest.test_p{i}'
+              for i in range(7)])
+    _, loads = selection.partition(
+        ids, 2, selection.SET_CLASS_SECONDS['tier2'])
+    t2 = selection.TIER2_CLASS_SECONDS
+    # The listener class alone; both L7 classes on the other worker.
+    assert sorted(loads) == sorted([
+        t2['ListenerAPITest'][0],
+        t2['L7RuleAPITest'][0] + t2['L7PolicyAPITest'][0]])
+    # Tier 1's table knows L7RuleAPITest by its one skipped test: 5 tests
+    # would be estimated at 5 times its class cost.
+    assert selection.SET_CLASS_SECONDS['ci'] is selection.CLASS_SECONDS

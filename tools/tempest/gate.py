@@ -138,8 +138,10 @@ class TempestLab(product_lab.ProductLab):
             self.l7 = l7_ses.L7SEs(self, self.l7_names)
             self.l7.start()
             log(f'L7 SEs {", ".join(self.l7_names)} in {self.l7.group}')
-        else:
-            self._scenario_networks()
+        # Also at tier 2 (no scenario): Neutron's first policy checks must
+        # not be tempest's concurrent ones -- three class set-ups at once
+        # as its first requests were all denied create_network (403).
+        self._scenario_networks()
 
     def _scenario_networks(self):
         """Shared networks for the DSR scenario: the lab's VIP and member

@@ -34,7 +34,8 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         super().__init__()
         self._conf = opts.register_opts(conf)
         self._rpc = rpc or rpc_api.ControllerAPI(conf=self._conf)
-        self._lookup = lookup or octavia_lookup.OctaviaLookup()
+        self._lookup = lookup or octavia_lookup.OctaviaLookup(
+            conf=self._conf)
         self._neutron = neutron
 
     # --- load balancer -----------------------------------------------------

@@ -7,6 +7,7 @@ Flavor metadata (an operator's flavor profile):
     tier            1: members are servers; 2: the L4 SEs steer to L7
                     service engines (HAProxy, SNAT) that proxy to the
                     members (docs/tier2.md)
+                    (default: [dsr_provider] default_tier)
     l7_se_group     tier 2 only: SE group of the L7 service engines
                     (default: "<se_group>-l7")
 Availability zone metadata:
@@ -30,7 +31,7 @@ FLAVOR_METADATA = {
     'l7_se_group': 'tier 2: SE group of the L7 service engines (default '
                    '"<se_group>-l7")',
 }
-TIERS = (1, 2)
+TIERS = opts.TIERS
 
 AVAILABILITY_ZONE_METADATA = {
     'se_group': 'SE group serving the load balancers of this availability '
@@ -68,10 +69,13 @@ def _check_se_group(value, what, conf, key='se_group'):
                 f'allowed: {", ".join(known)}.')
 
 
-def tier_of(flavor):
-    """The tier a load balancer's flavor metadata asks for (1 or 2);
-    anything else is refused by validate_flavor first."""
-    value = flavor.get('tier', 1) if isinstance(flavor, dict) else 1
+def tier_of(flavor, conf=None):
+    """The tier a load balancer's flavor metadata asks for (1 or 2),
+    [dsr_provider] default_tier when it names none (no flavor, or a flavor
+    without "tier"); anything else is refused by validate_flavor first."""
+    if not isinstance(flavor, dict) or 'tier' not in flavor:
+        return opts.register_opts(conf).dsr_provider.default_tier
+    value = flavor['tier']
     return 2 if value in (2, '2') and not isinstance(value, bool) else 1
 
 
@@ -93,7 +97,7 @@ def validate_flavor(metadata, conf=None):
                     '1 (L4 DSR to the members), 2 (L4 DSR to L7 service '
                     'engines).')
     if 'l7_se_group' in metadata:
-        if tier_of(metadata) != 2:
+        if tier_of(metadata, conf) != 2:
             _refuse('flavor l7_se_group is only meaningful with tier 2 '
                     '(allowed: tier 2, or no l7_se_group).')
         _check_se_group(metadata['l7_se_group'], 'flavor', conf,
@@ -113,8 +117,9 @@ def resolve(flavor, availability_zone, conf=None):
 
     flavor and availability_zone are the metadata dicts Octavia passes in
     loadbalancer_create (empty, None or Unset when there is none). Returns
-    {'se_group': str, 'encapsulation': 'ipip'|'gre', 'tier': 1} and, for
-    tier 2, 'l7_se_group': str too.
+    {'se_group': str, 'encapsulation': 'ipip'|'gre', 'tier': 1|2} (the
+    flavor's tier, else [dsr_provider] default_tier) and, for tier 2,
+    'l7_se_group': str too.
     """
     conf = opts.register_opts(conf)
     flavor = flavor if isinstance(flavor, dict) else {}
@@ -134,7 +139,7 @@ def resolve(flavor, availability_zone, conf=None):
                      conf.dsr_provider.default_se_group),
         'encapsulation': flavor.get(
             'encapsulation', conf.dsr_provider.default_encapsulation),
-        'tier': tier_of(flavor),
+        'tier': tier_of(flavor, conf),
     }
     if settings['tier'] == 2:
         l7_group = flavor.get('l7_se_group') or \

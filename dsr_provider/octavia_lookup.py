@@ -191,9 +191,12 @@ PORTS = PortCache()
 
 class OctaviaLookup:
 
-    def __init__(self, get_socket=None, cache=None):
+    def __init__(self, get_socket=None, cache=None, conf=None):
+        """conf: the driver's (its [dsr_provider] default_tier decides the
+        tier of a load balancer whose flavor names none)."""
         self._get_socket = get_socket
         self.cache = PORTS if cache is None else cache
+        self._conf = conf
 
     def _get(self, kind, object_id):
         """The object as a dict, {} when Octavia has none, or UNKNOWN."""
@@ -269,7 +272,8 @@ class OctaviaLookup:
             return UNKNOWN
         addresses = vip_addresses(lb)
         if lb:
-            self.cache.remember_tier(lb_id, flavors.tier_of(lb.get('flavor')))
+            self.cache.remember_tier(
+                lb_id, flavors.tier_of(lb.get('flavor'), self._conf))
         self.cache.remember_pool_lb(pool_id, lb_id)
         self.cache.remember_vips(lb_id, addresses)
         return addresses
@@ -284,7 +288,7 @@ class OctaviaLookup:
         lb = self._get(lib_consts.LOADBALANCERS, lb_id)
         if lb is UNKNOWN or not lb:
             return UNKNOWN
-        tier = flavors.tier_of(lb.get('flavor'))
+        tier = flavors.tier_of(lb.get('flavor'), self._conf)
         self.cache.remember_tier(lb_id, tier)
         return tier
 

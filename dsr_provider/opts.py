@@ -11,6 +11,7 @@ from oslo_config import cfg
 GROUP = 'dsr_provider'
 
 ENCAPSULATIONS = ('ipip', 'gre')
+TIERS = (1, 2)
 
 dsr_provider_opts = [
     cfg.StrOpt('transport_url', secret=True,
@@ -31,6 +32,16 @@ dsr_provider_opts = [
                help='Encapsulation from SE to member when the flavor '
                     'does not choose one: ipip (IPIP / IPv6-in-IP by inner '
                     'family) or gre.'),
+    cfg.IntOpt('default_tier', default=1, choices=TIERS,
+               help='Tier of a load balancer whose flavor does not set '
+                    '"tier" (or that has no flavor): 1, L4 DSR to the '
+                    'members; 2, L4 DSR to the L7 service engines of the '
+                    'group "<se_group>-l7" (HTTP, TLS, L7 policies, every '
+                    'algorithm; docs/tier2.md). Read when the load '
+                    'balancer is created and when its tier is looked up '
+                    'again: change it only while no load balancer relies '
+                    'on it, as the amphora driver\'s [controller_worker] '
+                    'loadbalancer_topology.'),
     cfg.StrOpt('status_relay_socket',
                default='/var/run/octavia/dsr-status.sock',
                help='Unix socket the status relay (dsr_provider.'

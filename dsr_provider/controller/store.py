@@ -21,6 +21,7 @@ import time
 from octavia_lib.common.constants import ACTIVE
 from octavia_lib.common.constants import DELETED
 from octavia_lib.common.constants import ERROR
+from octavia_lib.common.constants import OFFLINE
 from octavia_lib.common.constants import ONLINE
 from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
@@ -42,8 +43,9 @@ _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
                  'pools': 'pool', 'members': 'member',
                  'healthmonitors': 'healthmonitor', 'l7policies': 'l7policy',
                  'l7rules': 'l7rule'}
-# Kinds the SEs have no health view of: ONLINE once applied, as Octavia's
-# amphora driver reports them.
+# Kinds the SEs have no health view of: ONLINE once applied, OFFLINE when
+# administratively down, as Octavia's amphora driver reports them
+# (MarkL7PolicyActiveInDB / MarkL7RuleActiveInDB).
 _ONLINE_WHEN_ACTIVE = ('l7policies', 'l7rules')
 
 
@@ -75,8 +77,11 @@ class Status:
     def __init__(self):
         self.doc = {}
 
-    def add(self, kind, obj_id, provisioning=ACTIVE, changed=True):
-        """The object itself (changed) or a parent Octavia locked."""
+    def add(self, kind, obj_id, provisioning=ACTIVE, changed=True,
+            enabled=None):
+        """The object itself (changed) or a parent Octavia locked.
+        enabled: its admin_state_up, for the kinds whose operating status
+        follows it (_ONLINE_WHEN_ACTIVE)."""
         items = self.doc.setdefault(kind, [])
         for item in items:
             if item['id'] == obj_id:
@@ -84,12 +89,17 @@ class Status:
                 if changed:
                     item['provisioning_status'] = provisioning
                     item['changed'] = True
+                if enabled is not None:
+                    item['enabled'] = bool(enabled)
                 return
-        items.append({'id': obj_id, 'provisioning_status': provisioning,
-                      'changed': changed})
+        item = {'id': obj_id, 'provisioning_status': provisioning,
+                'changed': changed}
+        if enabled is not None:
+            item['enabled'] = bool(enabled)
+        items.append(item)
 
-    def parent(self, kind, obj_id):
-        self.add(kind, obj_id, ACTIVE, changed=False)
+    def parent(self, kind, obj_id, enabled=None):
+        self.add(kind, obj_id, ACTIVE, changed=False, enabled=enabled)
 
     def reject(self, kind, obj_id, reason):
         """The controller refused the object: ERROR without the agents."""
@@ -133,12 +143,17 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
                 op = ERROR if st == ERROR else operating.get(key)
                 if op is None and st == ACTIVE and \
                         kind in _ONLINE_WHEN_ACTIVE:
-                    op = ONLINE
+                    op = ONLINE if item.get('enabled', True) else OFFLINE
                 if op is not None:
                     entry['operating_status'] = op
             entry['provisioning_status'] = st
             result[kind].append(entry)
     return result
+
+
+def _enabled(row):
+    """A stored object's admin_state_up (Octavia's default: up)."""
+    return row.doc.get('admin_state_up', True) is not False
 
 
 def vip_addresses(lb_doc):
@@ -612,10 +627,10 @@ class Store:
     def _put_policy_graph(self, session, listener_id, policy, status):
         row = self._put(session, 'l7policies', policy,
                         listener_id=listener_id)
-        status.add('l7policies', row.id)
+        status.add('l7policies', row.id, enabled=_enabled(row))
         for rule in policy.get('rules') or []:
             r = self._put(session, 'l7rules', rule, l7policy_id=row.id)
-            status.add('l7rules', r.id)
+            status.add('l7rules', r.id, enabled=_enabled(r))
         self._renumber(session, listener_id, row)
         return row
 
@@ -675,8 +690,8 @@ class Store:
         with self._change() as s:
             policy = self._get(s, 'l7policies', rule['l7policy_id'])
             row = self._put(s, 'l7rules', rule, l7policy_id=policy.id)
-            status.add('l7rules', row.id)
-            status.parent('l7policies', policy.id)
+            status.add('l7rules', row.id, enabled=_enabled(row))
+            status.parent('l7policies', policy.id, enabled=_enabled(policy))
             lb = self._policy_parents(s, policy, status)
             return self._bump_lb(s, lb, status, ['l7rules', row.id],
                                  l4=False)
@@ -687,7 +702,7 @@ class Store:
             row = self._get(s, 'l7rules', rule_id)
             policy = self._get(s, 'l7policies', row.l7policy_id)
             status.add('l7rules', row.id, DELETED)
-            status.parent('l7policies', policy.id)
+            status.parent('l7policies', policy.id, enabled=_enabled(policy))
             lb = self._policy_parents(s, policy, status)
             s.delete(row)
             return self._bump_lb(s, lb, status, l4=False)

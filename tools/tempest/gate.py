@@ -1,14 +1,17 @@
 """`make test-tempest`: octavia-tempest-plugin's API tests and the project's
 own DSR scenario against the whole product, as a gate runs them.
 
-    .venv/bin/python -m tools.tempest.gate [--set full|ci] [--regex R]
-        [--exclude-regex R] [--concurrency N] [--timeout S]
+    .venv/bin/python -m tools.tempest.gate [--tier 1|2] [--set SET]
+        [--regex R] [--exclude-regex R] [--concurrency N] [--timeout S]
 
 Brings up, on this machine: Keystone (SQLite, gunicorn) and Neutron (no
 agents, MariaDB) from .tempest-venv (tools/tempest/venv.py), Octavia API
 with keystone auth and the allowed-address-pairs network driver, the
 driver agent, a dsr-controller, one SE with dsr-agent, two members and a
-client in network namespaces (the product lab), then runs tempest with
+client in network namespaces (the product lab) -- with --tier 2 the two
+members are L7 SEs instead (tools/lab/l7_ses.py) and octavia-api's
+[dsr_provider] default_tier is 2, so the plugin's load balancers, created
+without a flavor, are tier 2 -- then runs tempest with
 tools/tempest/tempest_conf.py's configuration, the tests of
 tools/tempest/selection.py spread over the workers, and prints the summary
 (tools/tempest/summary.py).  Everything is torn down by PID, namespace and
@@ -30,6 +33,7 @@ import sys
 import time
 
 from tools.lab import agent_lab
+from tools.lab import l7_ses
 from tools.lab.localstack import keystone as keystone_mod
 from tools.lab.localstack import neutron_server
 from tools.lab import netns
@@ -54,14 +58,20 @@ class TempestLab(product_lab.ProductLab):
     """ProductLab with Keystone, a real Neutron and Octavia in keystone
     mode (ProductLab itself runs Octavia noauth with a Neutron stub)."""
 
-    def __init__(self, topo, venv_python):
+    def __init__(self, topo, venv_python, tier=1):
+        """tier 2: the members are L7 SEs (plain hosts running dsr-agent
+        with role tier2) and load balancers without a flavor are tier 2."""
         # The lab's SEs take 8 listeners; tempest keeps dozens of load
         # balancers alive at once (each class and test its own), and a
         # listener over the limit is rightly rejected (ERROR).  64 take
         # ~25 MiB of maps at the default ring.
+        self.tier = tier
+        self.l7_names = [m.name for m in topo.members] if tier == 2 else []
         super().__init__(topo, agent_config={
-            'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}})
+            'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}},
+            plain_members=self.l7_names)
         self.venv_python = venv_python
+        self.l7 = None
         self.keystone = None
         self.neutron = None
         self.scenario_networks = {}
@@ -115,6 +125,7 @@ class TempestLab(product_lab.ProductLab):
             start_timeout=300,
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
+                'default_tier': str(self.tier),
                 'transport_url': self.agents.transport_url}})
         self.stack.start()
         self.keystone.add_endpoint('octavia', 'load-balancer',
@@ -122,6 +133,14 @@ class TempestLab(product_lab.ProductLab):
         log(f'octavia {self.stack.api_url}')
         self.start_controller('ctl1')
         self.agents.start_agents()
+        if self.l7_names:
+            # Set before start(): close() stops what a failed start began.
+            self.l7 = l7_ses.L7SEs(self, self.l7_names)
+            self.l7.start()
+            log(f'L7 SEs {", ".join(self.l7_names)} in {self.l7.group}')
+        # Also at tier 2 (no scenario): Neutron's first policy checks must
+        # not be tempest's concurrent ones -- three class set-ups at once
+        # as its first requests were all denied create_network (403).
         self._scenario_networks()
 
     def _scenario_networks(self):
@@ -145,6 +164,11 @@ class TempestLab(product_lab.ProductLab):
         }
 
     def scenario_options(self):
+        """[dsr_scenario]: the DSR scenario is tier 1's (the replies of a
+        tier-2 load balancer come from the L7 SEs, through no SE bypass
+        to assert); disabled at tier 2."""
+        if self.tier != 1:
+            return None
         dsrctl = [sys.executable, '-m', 'amphora_agent.cmd.dsrctl']
         pins = self.agents.pin_root
 
@@ -180,14 +204,18 @@ class TempestLab(product_lab.ProductLab):
 
     def close(self):
         try:
-            super().close()
+            if self.l7 is not None:
+                self.l7.close()
         finally:
-            for server in (self.neutron, self.keystone):
-                if server is not None:
-                    try:
-                        server.stop()
-                    except Exception as e:  # noqa: BLE001
-                        log(f'stopping {server}: {e}')
+            try:
+                super().close()
+            finally:
+                for server in (self.neutron, self.keystone):
+                    if server is not None:
+                        try:
+                            server.stop()
+                        except Exception as e:  # noqa: BLE001
+                            log(f'stopping {server}: {e}')
 
 
 def write_tempest_conf(lab, workspace):
@@ -199,7 +227,7 @@ def write_tempest_conf(lab, workspace):
         flavor_capability=(name, flavors.FLAVOR_METADATA[name]),
         az_capability=('se_group',
                        flavors.AVAILABILITY_ZONE_METADATA['se_group']),
-        scenario=lab.scenario_options())
+        scenario=lab.scenario_options(), tier=lab.tier)
     path = os.path.join(workspace, 'etc', 'tempest.conf')
     tempest_conf.write(path, cfg)
     return path
@@ -237,7 +265,7 @@ def init_workspace(venv_python, workspace, tag):
 
 
 def run_tempest(venv_python, workspace, regex, exclude, concurrency,
-                timeout):
+                timeout, class_seconds=None):
     bindir = os.path.dirname(venv_python)
     env = tempest_env(venv_python, workspace)
     tempest = os.path.join(bindir, 'tempest')
@@ -245,11 +273,12 @@ def run_tempest(venv_python, workspace, regex, exclude, concurrency,
     if not tests:
         raise RuntimeError(f'no test matches --regex {regex!r} '
                            f'--exclude-regex {exclude!r}')
-    parts, loads = selection.partition(tests, concurrency)
+    parts, loads = selection.partition(tests, concurrency, class_seconds)
     worker_file = os.path.join(workspace, 'workers.yaml')
     selection.write_worker_file(worker_file, parts)
     log(f'{len(tests)} tests on {len(parts)} workers (estimated '
-        f'{", ".join(str(x) for x in loads)} s at load 10-16): '
+        f'{", ".join(str(x) for x in loads)} s from measured class '
+        f'times, selection.py): '
         f'{worker_file}')
     argv = [tempest, 'run', '--worker-file', worker_file]
     log(' '.join(argv))
@@ -311,9 +340,17 @@ def keep_logs(lab, workspace):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    p.add_argument('--set', choices=selection.SETS, default='full',
+    p.add_argument('--tier', type=int, choices=(1, 2), default=1,
+                   help='tier of the load balancers the plugin creates '
+                        '(octavia-api\'s [dsr_provider] default_tier; 2: '
+                        'two L7 SEs, the L7 feature flags); default 1')
+    p.add_argument('--set', choices=selection.SETS,
                    help='the tests to run (tools/tempest/selection.py): '
-                        'full, or ci (without the SOURCE_IP twins)')
+                        'full, ci (the full set without the SOURCE_IP '
+                        'twins), tier2 (--tier 2: HTTP(S) listeners, '
+                        'ROUND_ROBIN / LEAST_CONNECTIONS pools, L7 policies '
+                        'and rules, HTTP(S) monitors, members of HTTP '
+                        'pools); default full at tier 1, tier2 at tier 2')
     p.add_argument('--regex', help='instead of the set\'s regex')
     p.add_argument('--exclude-regex', help='instead of the set\'s')
     p.add_argument('--concurrency', type=int, default=3,
@@ -323,6 +360,11 @@ def main(argv=None):
                    help='seconds tempest may run')
     p.add_argument('--venv', default=os.path.join(ROOT, '.tempest-venv'))
     args = p.parse_args(argv)
+    if args.set is None:
+        args.set = 'tier2' if args.tier == 2 else 'full'
+    if (args.set == 'tier2') != (args.tier == 2):
+        p.error(f'--set {args.set} runs at tier '
+                f'{selection.SET_TIERS[args.set]} (--tier {args.tier})')
     include, exclude = selection.regexes(args.set)
     if args.regex is not None:
         include = args.regex
@@ -348,7 +390,7 @@ def main(argv=None):
     rc = 1
     with netns.Topology(n_se=1, n_members=2) as topo:
         try:
-            lab = TempestLab(topo, venv_python)
+            lab = TempestLab(topo, venv_python, tier=args.tier)
             lab.start()
             log(f'lab up ({time.monotonic() - t0:.0f} s)')
             workspace = os.path.join(lab.agents.root, 'tempest')
@@ -357,7 +399,8 @@ def main(argv=None):
             t1 = time.monotonic()
             rc, out, err = run_tempest(venv_python, workspace, include,
                                        exclude, args.concurrency,
-                                       args.timeout)
+                                       args.timeout,
+                                       selection.SET_CLASS_SECONDS[args.set])
             log(f'tempest ran {time.monotonic() - t1:.0f} s; '
                 f'total {time.monotonic() - t0:.0f} s; logs in {LOGS}')
             if err.strip():

@@ -56,7 +56,42 @@ CI_EXCLUDE = [
     r'\.(test_l7policy|test_l7rule|test_availability_zone|'
     r'test_availability_zone_profile|test_flavor_profile)\.',
 ]
-SETS = ('full', 'ci')
+# Tier 2 (gate --tier 2: octavia-api's default_tier 2, two L7 SEs): what
+# the L7 SEs add, sized for ~10 minutes on the 2-core host under the load
+# of other work (each class 150-450 s there; a _list test, which builds
+# three objects, up to 160 s).  HTTP listeners and an HTTPS one (the
+# _no_allowed_cidrs twins send the same calls), ROUND_ROBIN and
+# LEAST_CONNECTIONS pools with HTTP_COOKIE and APP_COOKIE persistence,
+# HTTP(S) monitors, members of an HTTP pool on another port than the
+# listener's (the update tests create them), every L7 policy and rule test.
+_T2 = r'octavia_tempest_plugin\.tests\.api\.v2\.'
+TIER2_INCLUDE = '^' + _T2 + '(' + '|'.join([
+    r'test_listener\.ListenerAPITest\.test_http_listener_'
+    r'(create|show|update|delete|show_stats)(\[|$)',
+    r'test_listener\.ListenerAPITest\.test_https_listener_create(\[|$)',
+    r'test_pool\.PoolAPITest\.test_HTTP_RR_pool_'
+    r'(with_listener_create|show|update|delete)(\[|$)',
+    r'test_pool\.PoolAPITest\.test_HTTP_LC_pool_'
+    r'(with_listener_create|update)(\[|$)',
+    r'test_pool\.PoolAPITest\.test_HTTP_RR_(app|http)_cookie_pool_'
+    r'with_listener_create(\[|$)',
+    r'test_healthmonitor\.HealthMonitorAPITest\.test_RR_HTTP_'
+    r'healthmonitor_(create|show|update|delete)(\[|$)',
+    r'test_healthmonitor\.HealthMonitorAPITest\.test_LC_HTTPS_'
+    r'healthmonitor_create(\[|$)',
+    r'test_member\.MemberAPITest2\.test_HTTP_RR_member_'
+    r'(update|batch_update|delete)(\[|$)',
+    r'test_l7policy\.',
+    r'test_l7rule\.',
+]) + ')'
+# By-design refusals of tier 2, each with its reason (docs/tempest.md).
+TIER2_EXCLUDE = [
+    # The amphora admin API: the amphora provider's own objects.
+    r'\.test_amphora\.',
+]
+SETS = ('full', 'ci', 'tier2')
+# The tier a set's tests need (tools/tempest/gate.py --tier).
+SET_TIERS = {'full': 1, 'ci': 1, 'tier2': 2}
 
 # Measured seconds of each class in a complete full run (tests, setUpClass
 # and tearDownClass; load average 10-16 on the 2-core host, concurrency 3)
@@ -71,6 +106,17 @@ CLASS_SECONDS = {
     'L7RuleAPITest': (104, 1),
     'ProviderAPITest': (68, 1),
 }
+# The same at tier 2: a complete run of 50 tests (the tier2 set and the
+# twins it leaves out; load average 21-32, 4 workers).  An HTTP class costs
+# more per test (each change is applied by the L4 SE and by HAProxy on
+# both L7 SEs).
+TIER2_CLASS_SECONDS = dict(
+    PoolAPITest=(697, 12), ListenerAPITest=(658, 12),
+    HealthMonitorAPITest=(604, 7), L7PolicyAPITest=(542, 7),
+    MemberAPITest1=(229, 3), L7RuleAPITest=(210, 5),
+    MemberAPITest2=(159, 4))
+SET_CLASS_SECONDS = {'full': CLASS_SECONDS, 'ci': CLASS_SECONDS,
+                     'tier2': TIER2_CLASS_SECONDS}
 DEFAULT_CLASS_SECONDS = 40
 # Classes long enough to split over workers, by hash algorithm (each part
 # builds its own load balancer).
@@ -81,6 +127,8 @@ def regexes(test_set):
     """(include, exclude) regexes of a set."""
     if test_set not in SETS:
         raise ValueError(f'unknown test set {test_set!r} (sets: {SETS})')
+    if test_set == 'tier2':
+        return TIER2_INCLUDE, '|'.join(TIER2_EXCLUDE)
     exclude = EXCLUDE + (CI_EXCLUDE if test_set == 'ci' else [])
     return INCLUDE, '|'.join(exclude)
 
@@ -111,15 +159,18 @@ def _group(test_id):
     return (cls, m.group(1) if m else '')
 
 
-def partition(ids, workers):
+def partition(ids, workers, class_seconds=None):
     """ids dealt to `workers` lists, whole groups, longest first to the
-    least loaded worker."""
+    least loaded worker.  class_seconds: {class: (seconds, tests)} measured
+    (default CLASS_SECONDS; SET_CLASS_SECONDS has each set's)."""
+    class_seconds = CLASS_SECONDS if class_seconds is None else \
+        class_seconds
     groups = {}
     for test_id in ids:
         groups.setdefault(_group(test_id), []).append(test_id)
     cost = {}
     for (cls, part), members in groups.items():
-        seconds, count = CLASS_SECONDS.get(cls, (DEFAULT_CLASS_SECONDS, 0))
+        seconds, count = class_seconds.get(cls, (DEFAULT_CLASS_SECONDS, 0))
         cost[(cls, part)] = seconds * len(members) / count if count \
             else seconds
     loads = [[0.0, []] for _ in range(max(1, workers))]

@@ -1,6 +1,8 @@
 """tempest.conf for octavia-tempest-plugin's API tests against provider dsr.
 
-The feature flags say exactly what the DSR provider (tier 1, Layer 4) does,
+The feature flags say exactly what the DSR provider does at the tier the
+plugin's load balancers get (tier 1, Layer 4; or tier 2, HAProxy on the L7
+SEs, when octavia-api's [dsr_provider] default_tier is 2),
 the way ovn-octavia-provider's gate jobs describe theirs; docs/tempest.md
 explains each one.  Octavia runs with the keystone default roles
 (enforce_new_defaults, enforce_scope): RBAC_test_type keystone_default_roles.
@@ -27,6 +29,18 @@ FEATURES = {
     'prometheus_listener_enabled': False,  # PROMETHEUS is an L7 listener
 }
 
+# ...and at tier 2 (docs/tier2.md): HTTP/HTTPS listeners, L7 policies and
+# rules, every algorithm, SOURCE_IP / HTTP_COOKIE / APP_COOKIE persistence.
+TIER2_FEATURES = dict(
+    FEATURES,
+    l7_protocol_enabled=True,
+    pool_algorithms_enabled=True,
+    session_persistence_enabled=True,
+    # TERMINATED_HTTPS is served, but the plugin's TLS tests need Barbican
+    # (certificates as secrets), which this gate does not run.
+)
+TIER_FEATURES = {1: FEATURES, 2: TIER2_FEATURES}
+
 # The test networks (created in Neutron by the plugin).  Only documentation
 # and benchmarking ranges, away from the lab's own links (docs/tempest.md).
 NETWORKS = {
@@ -41,9 +55,11 @@ NETWORKS = {
 
 def config(*, workspace, auth_url, admin_password, provider='dsr',
            provider_description='DSR', flavor_capability=None,
-           az_capability=None, scenario=None, timeout=60):
+           az_capability=None, scenario=None, timeout=60, tier=1):
     """{section: {option: value}}.
 
+    tier: the tier of the load balancers the plugin creates (feature flags
+    TIER_FEATURES[tier]).
     flavor_capability / az_capability: (name, description) the provider
     lists (octavia-tempest-plugin checks one of each).  scenario: options of
     [dsr_scenario] (dsr_provider/tempest/config.py), None: disabled.
@@ -91,7 +107,7 @@ def config(*, workspace, auth_url, admin_password, provider='dsr',
         'network-feature-enabled': {'ipv6': 'true'},
         'load_balancer': lb,
         'loadbalancer-feature-enabled': {k: str(v).lower() if isinstance(
-            v, bool) else v for k, v in FEATURES.items()},
+            v, bool) else v for k, v in TIER_FEATURES[tier].items()},
         'enforce_scope': {'octavia': 'true'},
         'dsr_scenario': dict(scenario or {'enabled': 'false'}),
     }

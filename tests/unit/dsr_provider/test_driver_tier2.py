@@ -8,6 +8,7 @@ import shutil
 import tempfile
 
 from octavia_lib.api.drivers import data_models as dm
+from oslo_config import cfg
 import pytest
 
 from tests.unit.dsr_provider import fakes
@@ -21,6 +22,8 @@ LISTENER2 = 'a5b1c3d1-0000-4000-8000-0000000000c2'
 POOL2 = 'a5b1c3d1-0000-4000-8000-0000000000d2'
 POLICY2 = 'a5b1c3d1-0000-4000-8000-0000000000e2'
 POLICY1 = 'a5b1c3d1-0000-4000-8000-0000000000e1'
+LB3 = 'a5b1c3d1-0000-4000-8000-0000000000b3'
+LISTENER3 = 'a5b1c3d1-0000-4000-8000-0000000000c3'
 
 OBJECTS = {
     # Tier 1: the fakes' ids.
@@ -44,6 +47,9 @@ OBJECTS = {
                        'listener_id': LISTENER2, 'members': []},
     ('l7policies', POLICY2): {'l7policy_id': POLICY2,
                               'listener_id': LISTENER2},
+    # No flavor: [dsr_provider] default_tier decides.
+    ('loadbalancers', LB3): {'loadbalancer_id': LB3,
+                             'vip_address': '192.0.2.30'},
 }
 
 
@@ -65,6 +71,32 @@ def test_tier2_create_carries_the_l7_group(dsr, client):  # noqa: F811
     assert kwargs['loadbalancer']['dsr'] == {
         'se_group': 'edge', 'encapsulation': 'ipip', 'tier': 2,
         'l7_se_group': 'edge-l7'}
+
+
+@pytest.fixture
+def default_tier_2():
+    cfg.CONF.set_override('default_tier', 2, group='dsr_provider')
+    yield
+    cfg.CONF.clear_override('default_tier', group='dsr_provider')
+
+
+def test_default_tier_without_flavor(
+        dsr, client, agent, default_tier_2):  # noqa: F811
+    # Created without a flavor: tier 2, the default L7 group.
+    dsr.loadbalancer_create(fakes.loadbalancer(loadbalancer_id=LB2))
+    assert client.casts[0][1]['loadbalancer']['dsr'] == {
+        'se_group': 'default', 'encapsulation': 'ipip', 'tier': 2,
+        'l7_se_group': 'default-l7'}
+    # Looked up (another octavia-api worker): a load balancer without a
+    # flavor is tier 2 too, so its HTTP listener is accepted...
+    dsr.listener_create(fakes.listener(listener_id=LISTENER3,
+                                       loadbalancer_id=LB3,
+                                       protocol='HTTP'))
+    # ...and a flavor's own tier 1 still wins.
+    text = refused(dsr.listener_create, fakes.listener(protocol='HTTP'))
+    assert 'listener protocol HTTP' in text
+    assert [m for m, _ in client.casts] == ['loadbalancer_create',
+                                            'listener_create']
 
 
 def test_listener_checked_against_its_lb_tier(

@@ -14,6 +14,7 @@ def conf():
     cfg.CONF.clear_override('se_groups', group='dsr_provider')
     cfg.CONF.clear_override('default_se_group', group='dsr_provider')
     cfg.CONF.clear_override('default_encapsulation', group='dsr_provider')
+    cfg.CONF.clear_override('default_tier', group='dsr_provider')
 
 
 @pytest.fixture
@@ -136,6 +137,31 @@ def test_resolve_defaults(conf):
     conf.set_override('default_encapsulation', 'gre', group='dsr_provider')
     assert flavors.resolve(None, 'az-name') == {
         'se_group': 'main', 'encapsulation': 'gre', 'tier': 1}
+
+
+def test_default_tier_applies_when_the_flavor_names_none(conf):
+    assert opts.register_opts().dsr_provider.default_tier == 1
+    conf.set_override('default_tier', 2, group='dsr_provider')
+    for flavor in (None, {}, {'se_group': 'edge'}):
+        settings = flavors.resolve(flavor, {})
+        assert settings['tier'] == 2, flavor
+        assert settings['l7_se_group'] == \
+            f'{settings["se_group"]}-l7'
+        assert flavors.tier_of(flavor) == 2
+    # A flavor's own tier wins over the default.
+    assert flavors.resolve({'tier': 1}, {}) == {
+        'se_group': 'default', 'encapsulation': 'ipip', 'tier': 1}
+    assert flavors.tier_of({'tier': '1'}) == 1
+    # l7_se_group is meaningful without "tier" when the default is 2.
+    assert flavors.resolve({'l7_se_group': 'px'}, {})['l7_se_group'] == 'px'
+    conf.set_override('default_tier', 1, group='dsr_provider')
+    assert "l7_se_group" in refused(flavors.validate_flavor,
+                                    {'l7_se_group': 'px'})
+
+
+def test_default_tier_allows_1_and_2_only(conf):
+    with pytest.raises(ValueError):
+        conf.set_override('default_tier', 3, group='dsr_provider')
 
 
 def test_resolve_flavor_and_zone(conf):

@@ -308,6 +308,38 @@ def test_status_is_active_once_the_l7_ses_applied_it(store):
             for i in items} == {'ACTIVE'}
 
 
+def test_admin_down_l7_policies_and_rules_are_offline(store):
+    """As the amphora driver reports them (octavia-tempest-plugin's
+    test_l7policy_update / test_l7rule_update create them disabled and
+    expect OFFLINE), the parent policy of a rule change keeps its own."""
+    lib, reporter = make_reporter(store, {L4: {'l4se'}, L7G: {'l7se'}})
+    store.create_loadbalancer(graph())
+    store.put_l7policy(policy('pol2', 2, admin_state_up=False))
+    store.put_l7rule({'l7rule_id': 'r3', 'l7policy_id': 'pol2',
+                      'type': 'PATH', 'compare_type': 'EQUAL_TO',
+                      'value': '/', 'admin_state_up': False})
+    store.record_agent('l4se', L4, applied_generation=3)
+    store.record_agent('l7se', L7G, applied_generation=3)
+    reporter.run_once()
+
+    def operating(kind, obj_id):
+        return [i['operating_status'] for st in lib.statuses
+                for i in st.get(kind, ()) if i['id'] == obj_id]
+    assert set(operating('l7policies', 'pol1')) == {'ONLINE'}
+    assert set(operating('l7rules', 'r1')) == {'ONLINE'}
+    # Created disabled, and the parent of the disabled rule's change.
+    assert set(operating('l7policies', 'pol2')) == {'OFFLINE'}
+    assert set(operating('l7rules', 'r3')) == {'OFFLINE'}
+    # The rule enabled by an update: ONLINE; its parent still OFFLINE.
+    store.put_l7rule({'l7rule_id': 'r3', 'l7policy_id': 'pol2',
+                      'admin_state_up': True})
+    store.record_agent('l4se', L4, applied_generation=4)
+    store.record_agent('l7se', L7G, applied_generation=4)
+    reporter.run_once()
+    assert operating('l7rules', 'r3')[-1] == 'ONLINE'
+    assert set(operating('l7policies', 'pol2')) == {'OFFLINE'}
+
+
 def test_octavia_status_deleted_l7_objects_have_no_operating_status():
     st = store_mod.Status()
     st.add('l7policies', 'p', 'DELETED')

@@ -120,3 +120,64 @@ def test_worker_file_names_each_test_once(tmp_path):
     (pattern,) = workers[1]['worker']
     assert not re.search(pattern, IDS[5])
     assert not re.search(pattern, IDS[6] + '_more')
+
+
+@pytest.mark.parametrize('name', [
+    'test_listener.ListenerAPITest.test_http_listener_create',
+    'test_listener.ListenerAPITest.test_https_listener_create',
+    'test_pool.PoolAPITest.test_HTTP_LC_pool_with_listener_create',
+    'test_pool.PoolAPITest.test_HTTP_RR_pool_update',
+    'test_pool.PoolAPITest.test_HTTP_RR_app_cookie_pool_with_listener_create',
+    'test_healthmonitor.HealthMonitorAPITest.test_RR_HTTP_'
+    'healthmonitor_update',
+    'test_healthmonitor.HealthMonitorAPITest.test_LC_HTTPS_'
+    'healthmonitor_create',
+    'test_member.MemberAPITest2.test_HTTP_RR_member_batch_update',
+    'test_l7policy.L7PolicyAPITest.test_l7policy_create_redirect_pool',
+    'test_l7rule.L7RuleAPITest.test_l7rule_update',
+])
+def test_tier2_set_runs_what_the_l7_ses_add(name):
+    include, exclude = selection.regexes('tier2')
+    for test_id in (V2 + name, V2 + name + '[id-1,smoke]'):
+        assert re.search(include, test_id) and not re.search(exclude,
+                                                             test_id)
+
+
+@pytest.mark.parametrize('name', [
+    # Tier 1's own: TCP listeners, SOURCE_IP(_PORT) pools, the scenario.
+    'test_listener.ListenerAPITest.test_tcp_listener_list',
+    'test_pool.PoolAPITest.test_TCP_SIP_pool_update',
+    # Twins and longer names of a selected test.
+    'test_listener.ListenerAPITest.test_http_listener_create_no_allowed_'
+    'cidrs',
+    'test_pool.PoolAPITest.test_HTTP_RR_pool_update_more',
+    'test_amphora.AmphoraAPITest.test_amphora_list',
+])
+def test_tier2_set_leaves_out(name):
+    include, exclude = selection.regexes('tier2')
+    assert not re.search(include, V2 + name) or re.search(exclude, V2 + name)
+    # The DSR scenario is tier 1's.
+    assert not re.search(include, IDS[10])
+
+
+def test_every_set_names_its_tier():
+    assert set(selection.SET_TIERS) == set(selection.SETS)
+    assert selection.SET_TIERS['tier2'] == 2
+
+
+def test_tier2_partition_uses_the_tier2_class_times():
+    ids = ([V2 + f'test_l7rule.L7RuleAPITest.test_r{i}' for i in range(5)]
+           + [V2 + f'test_listener.ListenerAPITest.test_l{i}'
+              for i in range(12)]
+           + [V2 + f'test_l7policy.L7PolicyAPITest.test_p{i}'
+              for i in range(7)])
+    _, loads = selection.partition(
+        ids, 2, selection.SET_CLASS_SECONDS['tier2'])
+    t2 = selection.TIER2_CLASS_SECONDS
+    # The listener class alone; both L7 classes on the other worker.
+    assert sorted(loads) == sorted([
+        t2['ListenerAPITest'][0],
+        t2['L7RuleAPITest'][0] + t2['L7PolicyAPITest'][0]])
+    # Tier 1's table knows L7RuleAPITest by its one skipped test: 5 tests
+    # would be estimated at 5 times its class cost.
+    assert selection.SET_CLASS_SECONDS['ci'] is selection.CLASS_SECONDS

@@ -6,8 +6,9 @@ the client namespace (stdlib only):
 
 Prints "ESTABLISHED <client port>" for each long-lived connection,
 "STARTED" once every flow runs, "MEMBER <name>" when a new connection
-first reaches that member, and on SIGTERM (or SIGINT) stops and
-prints one JSON line:
+first reaches that member; on SIGUSR1 the uploads send the rest of their
+body at once and complete (new connections go on); on SIGTERM (or SIGINT)
+it stops and prints one JSON line:
     new:   {"ok": n, "failed": n, "errors": [first few], "members": {...},
             "attempts": [[wall time, client port, member|null,
                           error|null], ...]}
@@ -85,7 +86,7 @@ def new_connections(vip, port, interval, stop, result):
         stop.wait(max(0.0, interval - (time.monotonic() - t0)))
 
 
-def established(vip, port, interval, stop, started, result):
+def established(vip, port, interval, stop, finish, started, result):
     digest = hashlib.sha256()
     chunk = bytes(range(256)) * (CHUNK // 256)
     sent = 0
@@ -106,7 +107,7 @@ def established(vip, port, interval, stop, started, result):
             result['max_stall_ms'] = max(result['max_stall_ms'],
                                          (now - last) * 1000.0)
             last = now
-            if not stop.is_set():
+            if not (stop.is_set() or finish.is_set()):
                 stop.wait(interval)
         answer = _read_all(s).decode(errors='replace')
         s.close()
@@ -129,6 +130,10 @@ def main():
                    help='long-lived connections (uploads) open throughout')
     args = p.parse_args()
     stop = threading.Event()
+    # SIGUSR1: finish the uploads now (as a client whose transfer ends
+    # while an L7 SE drains), new connections go on until SIGTERM.
+    finish = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *a: finish.set())
     signal.signal(signal.SIGTERM, lambda *a: stop.set())
     signal.signal(signal.SIGINT, lambda *a: stop.set())
     new = {'ok': 0, 'failed': 0, 'errors': [], 'members': {},
@@ -140,7 +145,8 @@ def main():
     for est in ests:
         started = threading.Event()
         threads.append(threading.Thread(target=established, args=(
-            args.vip, args.port, args.interval, stop, started, est)))
+            args.vip, args.port, args.interval, stop, finish, started,
+            est)))
         threads[-1].start()
         started.wait(10)
     threads.append(threading.Thread(target=new_connections, args=(

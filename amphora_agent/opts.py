@@ -118,11 +118,17 @@ agent_opts = [
 ]
 
 coordination_opts = [
-    cfg.StrOpt('backend_url', default='redis://127.0.0.1:6379',
-               help='tooz backend URL for SE group membership, e.g. '
+    # membership_timeout=1 as the controller's default: tooz's own is 30 s,
+    # and a dead L7 SE must leave the L4 rings within 2 s (docs/tier2.md).
+    cfg.StrOpt('backend_url',
+               default='redis://127.0.0.1:6379?membership_timeout=1&'
+                       'lock_timeout=1',
+               help='tooz backend URL for SE group membership (the '
+                    'controller\'s [dsr_provider] coordination_url), e.g. '
                     'redis://HOST:6379?membership_timeout=1&lock_timeout=1 '
                     'or file:///var/lib/octavia-dsr/coordination for a '
-                    'single host.'),
+                    'single host. membership_timeout is how long a dead '
+                    'agent stays listed (tooz: 30 s when not given).'),
 ]
 
 

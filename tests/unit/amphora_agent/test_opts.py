@@ -24,3 +24,13 @@ def test_every_registered_group_is_listed_for_the_generator():
               for group, group_opts in opts.list_opts() + certs.list_opts()
               for opt in group_opts}
     assert registered == listed
+
+
+def test_agents_and_controller_default_to_the_same_coordination():
+    # Membership expiry bounds how fast a dead SE leaves the rings: an
+    # agent default without membership_timeout stayed listed 30 s.
+    from dsr_provider import opts as provider_opts
+    agent = {o.name: o.default for o in opts.coordination_opts}
+    provider = {o.name: o.default for o in provider_opts.controller_opts}
+    assert agent['backend_url'] == provider['coordination_url']
+    assert 'membership_timeout=1' in agent['backend_url']

@@ -233,14 +233,15 @@ l7_opts = [
                help='HAProxy executable (2.6 or later) the L7 engine runs '
                     'in master-worker mode, one process per load '
                     'balancer.'),
-    cfg.FloatOpt('drain_timeout', mutable=True, default=60.0, min=0.0,
+    cfg.FloatOpt('drain_timeout', mutable=True, default=50.0, min=0.0,
                  help='Seconds a draining L7 SE (stopped with SIGTERM) '
                       'waits, after [agent] drain_wait, for its HAProxy '
                       'connections to finish before it leaves its group '
                       '-- leaving takes it out of the L4 rings, and a '
                       'connection still open then would be steered to '
-                      'another L7 SE and reset. Keep it below the unit\'s '
-                      'TimeoutStopSec (90 s).'),
+                      'another L7 SE and reset. Cut to [DEFAULT] '
+                      'graceful_shutdown_timeout minus drain_wait minus '
+                      '5 s (the time to leave), which ends the worker.'),
     cfg.StrOpt('cert_manager', default='local_cert_manager',
                help='Octavia certificate manager driver (stevedore '
                     'namespace octavia.cert_manager: local_cert_manager, '

@@ -138,6 +138,22 @@ class CapabilityPublisher:
             self.membership.stop()
 
 
+# Seconds kept, after the drain, for leaving the group and stopping RPC
+# before cotyledon's graceful_shutdown_timeout ends the worker.
+LEAVE_MARGIN = 5.0
+
+
+def drain_budget(drain_wait, drain_timeout, graceful_shutdown_timeout):
+    """Seconds to wait for HAProxy to go idle: at most drain_timeout, and
+    short enough that the agent still leaves its group itself -- a worker
+    killed at graceful_shutdown_timeout (0: no bound) stays listed until
+    its membership expires and its open connections are reset anyway."""
+    if graceful_shutdown_timeout <= 0:
+        return drain_timeout
+    return max(0.0, min(drain_timeout, graceful_shutdown_timeout
+                        - drain_wait - LEAVE_MARGIN))
+
+
 class L7Agent:
     def __init__(self, conf, engine, controller, trust=None,
                  publisher=None, transport=None):
@@ -325,7 +341,9 @@ class L7Agent:
             self.draining = True
             self._safe(lambda: self.publisher.publish(self.capabilities()))
             self._stop.wait(self.conf.agent.drain_wait)
-            self._wait_idle(self.conf.l7.drain_timeout)
+            self._wait_idle(drain_budget(
+                self.conf.agent.drain_wait, self.conf.l7.drain_timeout,
+                getattr(self.conf, 'graceful_shutdown_timeout', 0)))
         self._stop.set()
         self._wake.set()
         if self._thread is not None:

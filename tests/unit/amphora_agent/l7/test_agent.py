@@ -265,18 +265,41 @@ def test_drain_leaves_the_group_only_when_connections_are_done(lab):
     worker_did(lambda: 'l7se1' not in lab.observer.members())
 
 
-def test_drain_timeout_bounds_the_wait(lab):
+def stop_with_a_connection_open(lab):
     import socket
 
     port = free_port()
     lab.controller.answer = signed(lab, docs.document(
         lb('lb1', port), se_group=GROUP, generation=1))
     lab.agent.sync()
-    lab.agent.conf.l7.drain_timeout = 0.5
     with socket.create_connection(('127.0.0.1', port), timeout=5):
         worker_did(lambda: lab.agent.active_connections() == 1)
         lab.agent.stop()        # returns although the connection is open
         worker_did(lambda: 'l7se1' not in lab.observer.members())
+
+
+def test_drain_timeout_bounds_the_wait(lab):
+    lab.agent.conf.l7.drain_timeout = 0.5
+    stop_with_a_connection_open(lab)
+
+
+def test_the_worker_s_graceful_shutdown_bounds_the_drain(lab):
+    # cotyledon ends the worker at graceful_shutdown_timeout: a drain that
+    # outlasted it would never leave the group itself.
+    lab.agent.conf.l7.drain_timeout = 600.0
+    lab.agent.conf.graceful_shutdown_timeout = (
+        lab.agent.conf.agent.drain_wait + agent_mod.LEAVE_MARGIN + 0.5)
+    stop_with_a_connection_open(lab)
+
+
+@pytest.mark.parametrize('wait, timeout, graceful, budget', [
+    (2.0, 50.0, 60, 50.0),      # the defaults: drain_timeout itself
+    (2.0, 60.0, 60, 53.0),      # cut so the worker still leaves its group
+    (2.0, 60.0, 0, 60.0),       # no graceful bound
+    (30.0, 60.0, 20, 0.0),      # nothing left: leave at once
+])
+def test_drain_budget(wait, timeout, graceful, budget):
+    assert agent_mod.drain_budget(wait, timeout, graceful) == budget
 
 
 def test_udp_members_and_listener_counters_are_reported(lab):

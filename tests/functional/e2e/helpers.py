@@ -167,6 +167,19 @@ def member_args(name, address, pool, port=80, subnet=pl.MEMBER_SUBNET):
             '--protocol-port', str(port), '--subnet-id', subnet, pool)
 
 
+def http_pool(lab, pool, parent, port, members):
+    """A tier-2 ROUND_ROBIN HTTP pool under ``parent`` (('--listener', name)
+    or ('--loadbalancer', name)), an HTTP monitor of GET / every second
+    (hm-<pool>) and members ({name: address} serving on ``port``)."""
+    act(lab, 'pool', 'create', '--name', pool, *parent, '--protocol', 'HTTP',
+        '--lb-algorithm', 'ROUND_ROBIN')
+    act(lab, 'healthmonitor', 'create', '--name', f'hm-{pool}', '--type',
+        'HTTP', '--delay', '1', '--timeout', '1', '--max-retries', '1',
+        '--url-path', '/', pool)
+    for name, address in members.items():
+        act(lab, *member_args(name, address, pool, port))
+
+
 def create_lb(lab, lb, listener, pool, vip, *lb_args,
               vip_subnet=pl.VIP_SUBNET, protocol='TCP', port=80,
               monitor=None, members=None, member_subnet=pl.MEMBER_SUBNET):

@@ -89,13 +89,8 @@ def create_lb(lab):
           timeout=60)
     h.act(lab, 'listener', 'create', '--name', 'web', '--protocol', 'HTTP',
           '--protocol-port', str(PORT), 'lb', timeout=60)
-    h.act(lab, 'pool', 'create', '--name', 'p-web', '--listener', 'web',
-          '--protocol', 'HTTP', '--lb-algorithm', 'ROUND_ROBIN')
-    h.act(lab, 'healthmonitor', 'create', '--name', 'hm', '--type', 'HTTP',
-          '--delay', '1', '--timeout', '1', '--max-retries', '1',
-          '--url-path', '/', 'p-web')
-    for name in SERVERS:
-        h.act(lab, *h.member_args(name, lab.addr[name], 'p-web', WEB_PORT))
+    h.http_pool(lab, 'p-web', ('--listener', 'web'), WEB_PORT,
+                {name: lab.addr[name] for name in SERVERS})
     ring_seen(lab, ring_of(lab, FIRST), 30,
               'the first two L7 SEs in the rings')
     h.wait_all_online(lab, 60)

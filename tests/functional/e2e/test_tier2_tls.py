@@ -152,13 +152,8 @@ def test_terminated_https_through_the_product(lab):
           'TERMINATED_HTTPS', '--sni-container-refs', api,
           '--default-tls-container-ref', www, '--protocol-port', '443',
           'lb', timeout=60)
-    h.act(lab, 'pool', 'create', '--name', 'p-web', '--listener', 'tls',
-          '--protocol', 'HTTP', '--lb-algorithm', 'ROUND_ROBIN')
-    h.act(lab, 'healthmonitor', 'create', '--name', 'hm', '--type', 'HTTP',
-          '--delay', '1', '--timeout', '1', '--max-retries', '1',
-          '--url-path', '/', 'p-web')
-    for name in SERVERS:
-        h.act(lab, *h.member_args(name, addr[name], 'p-web', WEB_PORT))
+    h.http_pool(lab, 'p-web', ('--listener', 'tls'), WEB_PORT,
+                {name: addr[name] for name in SERVERS})
 
     # Only the references crossed the message bus (octavia-api hands the
     # provider the PEM data too): the listener as the controller received

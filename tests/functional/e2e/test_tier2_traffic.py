@@ -124,17 +124,10 @@ def test_tier2_traffic_through_the_product(lab):
           timeout=60)
     h.act(lab, 'listener', 'create', '--name', 'web', '--protocol', 'HTTP',
           '--protocol-port', '80', 'lb', timeout=60)
-    h.act(lab, 'pool', 'create', '--name', 'p-web', '--listener', 'web',
-          '--protocol', 'HTTP', '--lb-algorithm', 'ROUND_ROBIN')
-    h.act(lab, 'pool', 'create', '--name', 'p-api', '--loadbalancer', 'lb',
-          '--protocol', 'HTTP', '--lb-algorithm', 'ROUND_ROBIN')
-    for pool in ('p-web', 'p-api'):
-        h.act(lab, 'healthmonitor', 'create', '--name', f'hm-{pool}',
-              '--type', 'HTTP', '--delay', '1', '--timeout', '1',
-              '--max-retries', '1', '--url-path', '/', pool)
-    for name in SERVERS:
-        h.act(lab, *h.member_args(name, addr[name], 'p-web', WEB_PORT))
-    h.act(lab, *h.member_args('api', addr['m4'], 'p-api', API_PORT))
+    h.http_pool(lab, 'p-web', ('--listener', 'web'), WEB_PORT,
+                {name: addr[name] for name in SERVERS})
+    h.http_pool(lab, 'p-api', ('--loadbalancer', 'lb'), API_PORT,
+                {'api': addr['m4']})
     h.act(lab, 'l7policy', 'create', '--name', 'to-api', '--action',
           'REDIRECT_TO_POOL', '--redirect-pool', 'p-api', 'web')
     h.act(lab, 'l7rule', 'create', '--type', 'PATH', '--compare-type',

@@ -129,7 +129,7 @@ def show_path(topo):
         # Both FINs at the client and at the server that answered: the
         # whole exchange went by every capture.
         caps.wait(lambda seen: fins(seen['client eth0']) >= 2 and any(
-            fins(seen[f'server {s} eth0']) >= 2 for s in SERVERS), 15,
+            fins(seen[f'server {s} eth0']) >= 2 for s in SERVERS), 60,
             'the captured request to finish on every link')
     print(f'   GET / from client port {CAPTURED_PORT}: {status} from '
           f'{member}')

@@ -212,9 +212,16 @@ class PortSync:
                             checked_at=time.time())
                         s.add(row)
                 except sa_exc.IntegrityError:
-                    # Recorded meanwhile by another controller.
+                    # Recorded meanwhile by another controller.  A plain
+                    # read would not see it: InnoDB's REPEATABLE READ
+                    # answers from the snapshot the first read took; a
+                    # locking read sees the latest committed row.
                     row = s.get(models.NeutronMemberPort, member_id,
-                                populate_existing=True)
+                                populate_existing=True,
+                                with_for_update=True)
+                    if row is None:
+                        # ...and removed again since: next round.
+                        return
             if row.port_id != port_id:
                 row.reason = None
             row.subnet_id, row.address = want.subnet_id, want.address

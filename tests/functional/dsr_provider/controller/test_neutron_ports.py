@@ -14,6 +14,7 @@ virtualenv (tools/tempest/venv.py creates or refreshes it).
 """
 
 import collections
+import contextlib
 import os
 import signal
 import threading
@@ -377,6 +378,35 @@ def test_two_controllers_at_once_neither_duplicate_nor_remove(
         assert pairs(net, p) == {OPERATOR, VIP4, VIP6}
     assert owned(database) == {(p.id, 'pair', v) for p in ports
                                for v in (VIP4, VIP6)}
+
+
+def test_a_member_row_recorded_after_our_snapshot_is_taken_over(database):
+    """The race of the test above, made deterministic: this controller's
+    transaction reads (InnoDB takes its REPEATABLE READ snapshot), then
+    another controller records the same member and commits, then this one
+    inserts and collides.  It must update that row, not read None from
+    its stale snapshot."""
+    sync = neutron_ports.PortSync(database, network=None)
+    own_session = database.session
+
+    @contextlib.contextmanager
+    def raced_session():
+        with own_session() as s:
+            assert s.get(models.NeutronMemberPort, 'm0') is None
+            with own_session() as other:
+                other.add(models.NeutronMemberPort(
+                    member_id='m0', address='198.18.10.50',
+                    port_id='port-by-the-other', checked_at=time.time()))
+            yield s
+    database.session = raced_session
+    try:
+        sync._record_port('m0', neutron_ports.MemberWant(
+            'subnet-1', '198.18.10.50', frozenset()), 'port-found')
+    finally:
+        database.session = own_session
+    with database.session() as s:
+        row = s.get(models.NeutronMemberPort, 'm0')
+        assert (row.port_id, row.subnet_id) == ('port-found', 'subnet-1')
 
 
 def test_se_ports_and_the_tunnel_security_group(neutron, net, database,

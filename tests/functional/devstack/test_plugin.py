@@ -340,10 +340,18 @@ def check_post_config(ds):
     assert _mode(keys / 'bgp-md5.key')[0] == 0o600
     assert _mode(ds.state_dir) == (0o700, ds.agent_user, ds.agent_user)
     ctl = _ini(ctl_conf)['dsr_controller']
-    # The driver agent's sockets as Octavia has them (never empty).
+    # The status relay (default on) runs in octavia-driver-agent as a
+    # provider agent, its sockets beside the driver agent's; the
+    # controller reports through it and looks objects up through the
+    # driver agent's get socket, as Octavia has it (never empty).
+    assert octavia['driver_agent']['enabled_provider_agents'] == \
+        'dsr_status_relay'
+    relay = relay_sockets(ds)
+    assert [octavia['dsr_provider']['status_relay_socket'],
+            octavia['dsr_provider']['stats_relay_socket']] == [
+                relay['status'], relay['stats']]
     assert [ctl['octavia_status_socket'], ctl['octavia_stats_socket'],
-            ctl['octavia_get_socket']] == [ds.sockets['status'],
-                                           ds.sockets['stats'],
+            ctl['octavia_get_socket']] == [relay['status'], relay['stats'],
                                            ds.sockets['get']]
     assert ds.namespace in ctl['coordination_url']
 
@@ -386,7 +394,11 @@ def start_octavia(ds):
         default_provider=conf['api_settings'].get(
             'default_provider_driver', 'amphora'),
         transport_url=conf['DEFAULT']['transport_url'],
-        extra_config={'dsr_provider': dict(conf['dsr_provider'])},
+        extra_config={'dsr_provider': dict(conf['dsr_provider']),
+                      'driver_agent': {
+                          'enabled_provider_agents':
+                              conf['driver_agent']['enabled_provider_agents']
+                      }},
         start_timeout=180)
     stack.driver_agent_sockets = dict(ds.sockets)
     stack.add_subnet(VIP_SUBNET, cidr='192.0.2.0/24', name='vip')
@@ -398,7 +410,24 @@ def start_octavia(ds):
     uid = pwd.getpwnam(ds.stack_user).pw_uid
     for path in ds.sockets.values():
         os.chown(path, uid, -1)
+    # The relay's provider agent opens its sockets once Octavia's ORM is
+    # warm, after the driver agent's own.
+    relay = relay_sockets(ds)
+    deadline = time.monotonic() + 60
+    while not all(os.path.exists(p) for p in relay.values()):
+        assert time.monotonic() < deadline, (
+            f'the status relay never opened {relay}: see '
+            f'{stack.workdir}/octavia-driver-agent.log')
+        time.sleep(0.1)
+    for path in relay.values():
+        os.chown(path, uid, -1)
     return stack
+
+
+def relay_sockets(ds):
+    run = os.path.dirname(ds.sockets['status'])
+    return {k: os.path.join(run, f'dsr-{k}.sock')
+            for k in ('status', 'stats')}
 
 
 def start_members(ds):
@@ -461,6 +490,7 @@ def check_nothing_left(ds, pids):
     octavia = _ini(ds.octavia_conf)
     assert 'dsr_provider' not in octavia
     assert 'enabled_provider_drivers' not in octavia['api_settings']
+    assert 'enabled_provider_agents' not in octavia['driver_agent']
 
 
 # -------------------------------------------------------------------- test

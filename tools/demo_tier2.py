@@ -116,8 +116,17 @@ def captures(topo):
     return caps
 
 
-def fins(lines):
-    return sum('Flags [F' in ln for ln in lines)
+def closes(lines):
+    """FINs and RSTs: HAProxy may close its side either way."""
+    return sum('Flags [F' in ln or 'Flags [R' in ln for ln in lines)
+
+
+def answered(lines):
+    """A server's capture holds a reply carrying data: the request went
+    through.  Not two FINs: HAProxy may reset its server connection
+    instead of closing it, or keep it alive."""
+    return any(re.match(rf'^IP \S+\.({WEB_PORT}|{API_PORT}) > ', ln)
+               and not ln.endswith(' length 0') for ln in lines)
 
 
 def show_path(topo):
@@ -126,10 +135,10 @@ def show_path(topo):
     caps = captures(topo)
     with caps:
         status, member = get(topo, '/', CAPTURED_PORT)
-        # Both FINs at the client and at the server that answered: the
-        # whole exchange went by every capture.
-        caps.wait(lambda seen: fins(seen['client eth0']) >= 2 and any(
-            fins(seen[f'server {s} eth0']) >= 2 for s in SERVERS), 60,
+        # Both sides closed at the client and the answer at a server:
+        # the whole exchange went by every capture.
+        caps.wait(lambda seen: closes(seen['client eth0']) >= 2 and any(
+            answered(seen[f'server {s} eth0']) for s in SERVERS), 60,
             'the captured request to finish on every link')
     print(f'   GET / from client port {CAPTURED_PORT}: {status} from '
           f'{member}')

@@ -50,10 +50,20 @@ class Captures:
         return self
 
     def wait(self, predicate, timeout, what):
-        """Poll until predicate({label: packet lines}) is true."""
-        netns.wait_for(lambda: predicate(
-            {label: self.packets(label) for label in self.procs}),
-            timeout, what, interval=0.05)
+        """Poll until predicate({label: packet lines}) is true; on timeout
+        the error shows what each capture saw."""
+        try:
+            netns.wait_for(lambda: predicate(
+                {label: self.packets(label) for label in self.procs}),
+                timeout, what, interval=0.05)
+        except TimeoutError as exc:
+            seen = []
+            for label in self.procs:
+                lines = self.packets(label)
+                seen.append(f'-- {label}: {len(lines)} packets')
+                seen.extend(f'   {ln}' for ln in lines[-8:])
+            raise TimeoutError(f'{exc}; captured:\n' + '\n'.join(seen)) \
+                from None
 
     def close(self):
         for label, proc in self.procs.items():

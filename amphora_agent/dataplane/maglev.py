@@ -34,16 +34,17 @@ code used by the tests and as a fallback when the library cannot be loaded.
 import array
 import collections
 import ctypes
-import functools
 import logging
 import os
 import struct
 import threading
 from typing import Dict, Iterable, List, NamedTuple, Optional, Tuple
 
+from dsr_wire import rings as wire_rings
+
 LOG = logging.getLogger(__name__)
 
-DEFAULT_RING_SIZE = 65537
+DEFAULT_RING_SIZE = wire_rings.DEFAULT_RING_SIZE
 
 MAX_WEIGHT = 0xFFFF
 MAX_VALUE = 0xFFFFFFFF
@@ -104,29 +105,11 @@ def _is_prime(n: int) -> bool:
     return True
 
 
-# Ring sizes by pool size: the smallest prime >= 655 x 2^k for pools of up
-# to 2^k members (k >= 2).  655 slots per member keep max/mean within 1 %
-# (the cap above); a power-of-two band means a pool resizes only when it
-# crosses a power of two, not on every member added.  Fixed here (and in
-# the ring ABI): every SE must pick the same size for the same pool.
-RING_TIERS = (2621, 5261, 10487, 20963, 41927, 83843, 167683, 335381,
-              670727, 1341443, 2682887, 5365769, 10731529, 21463051,
-              42926113, 85852181)
-RING_TIER_MIN_MEMBERS = 4   # pools of up to 4 members share the first tier
-
-
-@functools.lru_cache(maxsize=1024)   # called per listener and apply
-def ring_size_for(members: int, ceiling: int = DEFAULT_RING_SIZE) -> int:
-    """Slots of the ring of a pool of `members` members.
-
-    The tier of the pool's size, never more than `ceiling` (the configured
-    ring_size, a prime): pools larger than ceiling / 655 all get the
-    ceiling, as every pool did before ring ABI 3.
-    """
-    k, cap = 0, RING_TIER_MIN_MEMBERS
-    while cap < members and k + 1 < len(RING_TIERS):
-        k, cap = k + 1, cap * 2
-    return min(RING_TIERS[k], ceiling)
+# Ring sizes by pool size: one definition, shared with the controller's
+# capacity count (dsr_wire.rings).
+RING_TIERS = wire_rings.RING_TIERS
+RING_TIER_MIN_MEMBERS = wire_rings.RING_TIER_MIN_MEMBERS
+ring_size_for = wire_rings.ring_size_for
 
 
 def _check_ring_size(ring_size) -> int:

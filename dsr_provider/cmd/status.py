@@ -40,7 +40,7 @@ _CLI_OPTS = [
                       'every [agent] stats_interval, 10 s by default).'),
 ]
 _CAPACITY = (('max_listeners', 'listeners'), ('max_members', 'members'),
-             ('ring_size', 'largest pool'))
+             ('ring_size', 'largest pool'), ('ring_slots', 'ring slots'))
 
 
 def _owners(session):
@@ -218,8 +218,12 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
             group = groups.get(name)
             generation = group.generation if group else 0
             rows = agents.get(name, [])
-            # store._Usage: what the controller counts against limits.
-            usage = store_mod._Usage(s, name).count()
+            # store._Usage: what the controller counts against limits,
+            # rings sized at the group's (smallest) ring_size.
+            ring_sizes = [r.limits['ring_size'] for r in rows
+                          if (r.limits or {}).get('ring_size')]
+            usage = store_mod._Usage(s, name, {'ring_size': min(
+                ring_sizes)} if ring_sizes else None).count()
             reported = {r.se_id for r in rows}
             ses = [_se_view(r, None, generation, usage, now, stale_after)
                    for r in rows]
@@ -322,8 +326,8 @@ def render_table(view):
         else:
             lines.append('  no SE')
         if g['ses']:
-            lines.append('  (capacity: listeners members largest-pool, '
-                         'used/limit)')
+            lines.append('  (capacity: listeners members largest-pool '
+                         'ring-slots, used/limit)')
         differing = g['load_balancers_not_as_desired']
         if differing:
             lines.append('  load balancers not as desired:')

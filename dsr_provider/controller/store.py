@@ -16,6 +16,7 @@ last slot.  See _Usage for what is counted.
 
 import collections
 import contextlib
+import functools
 import time
 
 from octavia_lib.common.constants import ACTIVE
@@ -28,6 +29,7 @@ from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
+from dsr_wire import rings as wire_rings
 
 LOG = logging.getLogger(__name__)
 
@@ -51,12 +53,15 @@ _ONLINE_WHEN_ACTIVE = ('l7policies', 'l7rules')
 
 KINDS = tuple(_ID_KEYS)
 # What an agent may report in `limits` (docs/agent-protocol.md).
-LIMIT_KEYS = ('max_listeners', 'max_members', 'ring_size', 'conn_table_size')
+LIMIT_KEYS = ('max_listeners', 'max_members', 'ring_size', 'conn_table_size',
+              'ring_slots')
 # The ones a change can exceed, and what each counts (conn_table_size
 # sizes the flow table: no object count reaches it).
 COUNTED_LIMITS = {'max_listeners': 'listeners (VIP addresses x listeners)',
                   'max_members': 'members (per VIP address and listener)',
-                  'ring_size': 'members in one pool (ring slots)'}
+                  'ring_size': 'members in one pool (ring slots)',
+                  'ring_slots': 'ring slots (per VIP address and listener, '
+                                'each ring sized by its pool)'}
 
 
 def object_id(kind, doc):
@@ -300,7 +305,8 @@ class Store:
         """Lock the group and take its usage before the change."""
         self._locked_group(session, se_group)
         limits, source = self.limits(session, se_group)
-        before = _Usage(session, se_group).count() if limits else None
+        before = _Usage(session, se_group, limits).count() \
+            if limits else None
         return _Guard(se_group, limits, source, before)
 
     def _admit(self, session, guard, status, candidates):
@@ -319,7 +325,7 @@ class Store:
         if not guard.limits or not candidates:
             return
         session.flush()
-        usage = _Usage(session, guard.se_group)
+        usage = _Usage(session, guard.se_group, guard.limits)
         excluded = {(kind, row.id) for kind, row, _ in candidates}
         for kind, row, children in candidates:
             excluded.discard((kind, row.id))
@@ -903,9 +909,14 @@ class _Usage:
     Rejected objects count nothing, nor does anything below them.
     A tier-2 load balancer's L4 listeners have the ready L7 SEs of its L7
     group as members, whatever its pools hold (those are the L7 SEs').
+    'ring_slots' counts each dataplane listener's ring as the agents size
+    it (dsr_wire.rings.ring_size_for of its pool, at most the group's
+    ring_size: the SEs of a group must share it, or their rings differ).
     """
 
-    def __init__(self, session, se_group):
+    def __init__(self, session, se_group, limits=None):
+        self.ring_ceiling = (limits or {}).get(
+            'ring_size', wire_rings.DEFAULT_RING_SIZE)
         lb_model = models.LoadBalancer
         lbs = session.query(lb_model).filter_by(se_group=se_group,
                                                 rejected=None).all()
@@ -933,9 +944,10 @@ class _Usage:
 
     def count(self, excluded=frozenset()):
         """{'max_listeners': n, 'max_members': n, 'ring_size': members of
-        the largest pool} without `excluded` ((kind, id) pairs) and what is
-        below them."""
-        listeners = members = largest_pool = 0
+        the largest pool, 'ring_slots': n} without `excluded` ((kind, id)
+        pairs) and what is below them."""
+        listeners = members = largest_pool = slots = 0
+        ring_slots = functools.partial(self._ring_slots, self.ring_ceiling)
         for lid, (lb_id, pool_id) in self.listeners.items():
             if lb_id not in self.vips or ('listeners', lid) in excluded \
                     or ('loadbalancers', lb_id) in excluded:
@@ -945,11 +957,19 @@ class _Usage:
             if lb_id in self.tier2:
                 members += vips * self.tier2[lb_id]
                 largest_pool = max(largest_pool, self.tier2[lb_id])
+                slots += vips * ring_slots(self.tier2[lb_id])
             elif pool_id in self.pools and \
                     ('pools', pool_id) not in excluded:
                 in_pool = sum(1 for mid in self.members.get(pool_id, ())
                               if ('members', mid) not in excluded)
                 members += vips * in_pool
                 largest_pool = max(largest_pool, in_pool)
+                slots += vips * ring_slots(in_pool)
         return {'max_listeners': listeners, 'max_members': members,
-                'ring_size': largest_pool}
+                'ring_size': largest_pool, 'ring_slots': slots}
+
+    @staticmethod
+    def _ring_slots(ceiling, pool_members):
+        # An empty pool has no ring (amphora_agent.capacity counts alike).
+        return wire_rings.ring_size_for(pool_members, ceiling) \
+            if pool_members else 0

@@ -275,3 +275,54 @@ def test_a_pool_cannot_have_more_members_than_ring_slots(cstore):
     assert rejected_rows(cstore, 'members') == {
         'p1-m3': 'SE group g1: 4 members in one pool (ring slots) would '
                  'exceed ring_size 3 (SE se1)'}
+
+
+RING_SLOTS = ('SE group g1: {n} ring slots (per VIP address and listener, '
+              'each ring sized by its pool) would exceed ring_slots {limit} '
+              '(SE se1)')
+
+
+def ring_limits(ring_slots):
+    return dict(limits(), ring_slots=ring_slots)
+
+
+def test_rings_over_ring_slots_refuse_the_load_balancer_that_adds_them(
+        cstore):
+    """Each ring takes its pool's tier (2621 slots up to 4 members): two
+    listeners with pools need 5242 slots of 5000."""
+    cstore.record_agent('se1', 'g1', limits=ring_limits(5000))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, pool='p1')],
+                                  pools=[pool(1, 'p1', 'l1-0', 2)]))
+    # A listener without a pool has no ring: it fits.
+    cstore.create_loadbalancer(lb(2, listeners=[listener(2, 0)]))
+    cstore.create_loadbalancer(lb(3, listeners=[listener(3, 0, pool='p3')],
+                                  pools=[pool(3, 'p3', 'l3-0', 1)]))
+    assert rejected_rows(cstore, 'loadbalancers') == {
+        'lb3': RING_SLOTS.format(n=5242, limit=5000)}
+    assert snapshot_listeners(cstore) == ['l1-0', 'l2-0']
+
+
+def test_a_member_that_moves_its_ring_up_a_tier_is_refused_alone(cstore):
+    """A fifth member takes the pool's ring from 2621 to 5261 slots, over
+    ring_slots 5000 (what amphora_agent.capacity would refuse too); the
+    four members already there keep running."""
+    cstore.record_agent('se1', 'g1', limits=ring_limits(5000))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, pool='p1')],
+                                  pools=[pool(1, 'p1', 'l1-0', 4)]))
+    cstore.put_member(member('p1', 4))
+    assert rejected_rows(cstore, 'members') == {'p1-m4': RING_SLOTS.format(
+        n=5261, limit=5000)}
+    snap = snapshot_mod.parse(cstore.snapshot('g1'))
+    assert len(snap.load_balancers[0].listeners[0].pool.members) == 4
+
+
+def test_ring_slots_are_counted_at_the_groups_ring_size(cstore):
+    """With ring_size 2003 (below the first tier) every ring is 2003
+    slots: three listeners with pools fit in 6009, not in 6008."""
+    cstore.record_agent('se1', 'g1', limits=dict(
+        ring_limits(6008), ring_size=2003))
+    for i in (1, 2, 3):
+        cstore.create_loadbalancer(lb(
+            i, listeners=[listener(i, 0, pool=f'p{i}')],
+            pools=[pool(i, f'p{i}', f'l{i}-0', 1)]))
+    assert list(rejected_rows(cstore, 'loadbalancers')) == ['lb3']

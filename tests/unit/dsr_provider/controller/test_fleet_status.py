@@ -35,7 +35,8 @@ def report(store, se_id, generation, ring_abi=2, **state):
                   'announced': ['192.0.2.1/32'],
                   'bgp': {'peers': {'198.18.1.1': 'established'}},
                   'limits': {'max_listeners': 8, 'max_members': 100,
-                             'ring_size': 65537, 'conn_table_size': 1024},
+                             'ring_size': 65537, 'conn_table_size': 1024,
+                             'ring_slots': 20000},
                   'helpers': {'bgp': {'state': 'running'}},
                   'serviceable': True}, **state)
     endpoints.AgentEndpoint(store).report_state({}, se_id, 'g1', state)
@@ -55,6 +56,9 @@ def test_a_healthy_group(store):
     assert se1['bgp'] == {'peers': {'198.18.1.1': 'established'},
                           'established': 1, 'announced': ['192.0.2.1/32']}
     assert se1['capacity']['listeners'] == {'used': 2, 'limit': 8}
+    # Two pools of one member: a first-tier ring (2621 slots) each.
+    assert se1['capacity']['ring slots'] == {'used': 2 * 2621,
+                                             'limit': 20000}
     assert se1['problems'] == []
     assert not status.needs_attention(view)
     json.dumps(view)

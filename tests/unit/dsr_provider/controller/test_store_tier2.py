@@ -375,7 +375,8 @@ def test_l4_capacity_counts_the_l7_ses_not_the_real_members(store):
     store.create_loadbalancer(graph())          # 2 VIPs x 2 listeners
     with store.db.session() as s:
         assert store_mod._Usage(s, L4).count() == {
-            'max_listeners': 4, 'max_members': 0, 'ring_size': 0}
+            'max_listeners': 4, 'max_members': 0, 'ring_size': 0,
+            'ring_slots': 0}
     for i in range(5):                          # over max_members if L4
         store.put_member({'member_id': f'mx{i}', 'pool_id': 'p2',
                           'address': f'198.19.9.{i + 1}',
@@ -386,7 +387,9 @@ def test_l4_capacity_counts_the_l7_ses_not_the_real_members(store):
     store.set_l7_members(L7G, {'se-a': L7SE['se-a']})
     with store.db.session() as s:
         assert store_mod._Usage(s, L4).count() == {
-            'max_listeners': 4, 'max_members': 4, 'ring_size': 1}
+            'max_listeners': 4, 'max_members': 4, 'ring_size': 1,
+            # Each L4 ring sized for its one L7 SE: the first tier.
+            'ring_slots': 4 * 2621}
 
 
 def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):

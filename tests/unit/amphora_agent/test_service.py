@@ -4,6 +4,8 @@ and BPF dataplane run in tests/functional/amphora_agent/test_agent.py)."""
 
 import copy
 import logging
+import threading
+import time
 
 from oslo_config import cfg
 import oslo_messaging as messaging
@@ -35,8 +37,10 @@ class FakeDataplane:
         self.limits = limits
         self.applied = None
         self.fail = None
+        self.full = []      # the full argument of every apply
 
-    def apply(self, state):
+    def apply(self, state, full=False):
+        self.full.append(full)
         if self.fail:
             raise self.fail
         self.applied = state
@@ -315,3 +319,37 @@ def test_a_health_change_replans_its_load_balancer(make_agent):
     agent.dp.fail = None
     agent._reconcile()
     assert programmed(agent) == {'198.19.2.2'}
+
+
+def test_the_worker_checks_every_dataplane_map_on_its_interval(make_agent):
+    """Changes apply from what the dataplane wrote; every
+    dataplane_check_interval the worker asks for a full apply (maps
+    re-read, differences repaired), also when nothing changed."""
+    agent = make_agent()
+    agent.conf.set_override('dataplane_check_interval', 1.0, 'agent')
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    assert agent.dp.full == [False]
+    worker = threading.Thread(target=agent._loop, daemon=True)
+    worker.start()
+    try:
+        deadline = time.monotonic() + 30
+        while True not in agent.dp.full:
+            assert time.monotonic() < deadline, agent.dp.full
+            time.sleep(0.05)
+    finally:
+        agent._stop.set()
+        agent._wake.set()
+        worker.join(30)
+    assert agent.applied_generation == 1 and agent.last_error is None
+    # A failed check is due again at the next reconcile.
+    agent.dp.fail = dp_mod.DataplaneError('map read failed')
+    agent._check_wanted = True
+    with pytest.raises(dp_mod.DataplaneError):
+        agent._reconcile()
+    agent.dp.fail = None
+    agent.dp.full.clear()
+    agent._reconcile()
+    agent._reconcile()
+    assert agent.dp.full == [True, False]

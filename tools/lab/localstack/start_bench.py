@@ -5,8 +5,9 @@
 
 Each round starts an OctaviaStack (noop provider) once with the host's
 template (schema_template.py) and once migrating its own database
-(DSR_LAB_SCHEMA_TEMPLATES=0), and prepares a NeutronServer both ways when
-a Neutron interpreter is given; alternating, so both see the same load.
+(DSR_LAB_SCHEMA_TEMPLATES=0), and prepares a NeutronServer and a
+KeystoneServer both ways when their interpreter (the tempest venv) is
+given; alternating, so both see the same load.
 Prints one line per start (timings, load average) and the medians.  The
 template is built before the first round: what a lab of a CI run pays
 after the first.
@@ -14,6 +15,7 @@ after the first.
 
 import argparse
 import contextlib
+import functools
 import os
 import statistics
 import tempfile
@@ -52,10 +54,10 @@ def octavia_start(on):
             return dict(stack.timings, load=load)
 
 
-def neutron_prepare(on, python):
-    from tools.lab.localstack import neutron_server
+def prepare_time(server_class, on, python):
+    """Seconds of server_class(...).prepare(): its database and keys."""
     with tempfile.TemporaryDirectory(prefix="dsr-sb-") as d, _templates(on):
-        server = neutron_server.NeutronServer(d, python=python)
+        server = server_class(d, python=python)
         load = _load()
         t0 = time.monotonic()
         try:
@@ -68,17 +70,23 @@ def neutron_prepare(on, python):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--neutron-python")
+    p.add_argument("--neutron-python",
+                   help="the venv holding Neutron and Keystone")
     args = p.parse_args(argv)
     results = {}
-    runs = [("octavia", octavia_start, "migrated")]
+    runs = [("octavia", octavia_start)]
     if args.neutron_python:
-        runs.append(("neutron", lambda on: neutron_prepare(
-            on, os.path.abspath(args.neutron_python)), "prepared"))
-    for name, start, _ in runs:
+        python = os.path.abspath(args.neutron_python)
+        from tools.lab.localstack import keystone
+        from tools.lab.localstack import neutron_server
+        for name, cls in (("neutron", neutron_server.NeutronServer),
+                          ("keystone", keystone.KeystoneServer)):
+            runs.append((name, functools.partial(prepare_time, cls,
+                                                 python=python)))
+    for _name, start in runs:
         start(True)          # builds the template if the host has none
     for i in range(args.rounds):
-        for name, start, _ in runs:
+        for name, start in runs:
             for on in (True, False):
                 t = start(on)
                 results.setdefault((name, on), []).append(t)

@@ -174,15 +174,19 @@ def is_complete(tables, marker_rows, key):
 
 
 def mysql_template_complete(key):
+    import pymysql
     name = key.name()
-    exists = localstack._sql(
-        "SELECT 1 FROM information_schema.SCHEMATA "
-        f"WHERE SCHEMA_NAME = '{name}'")
-    if not exists:
-        return False
-    tables = _tables(name)
-    rows = (localstack._sql(f"SELECT template_key FROM `{MARKER_TABLE}`",
-                            name) if MARKER_TABLE in tables else ())
+    try:
+        tables = _tables(name)
+        rows = (localstack._sql(f"SELECT template_key FROM "
+                                f"`{MARKER_TABLE}`", name)
+                if MARKER_TABLE in tables else ())
+    except pymysql.err.OperationalError as e:
+        # 1049 unknown database: none yet, or a builder is replacing an
+        # interrupted one right now.
+        if e.args[0] == 1049:
+            return False
+        raise
     return is_complete(tables, rows, key)
 
 

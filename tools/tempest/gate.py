@@ -16,7 +16,7 @@ tools/tempest/tempest_conf.py's configuration, the tests of
 tools/tempest/selection.py spread over the workers, and prints the summary
 (tools/tempest/summary.py).  Everything is torn down by PID, namespace and
 database name, also on failure or Ctrl-C; logs are kept in
-/tmp/dsr-tempest-logs.
+/tmp/dsr-tempest-logs (--logs).
 
 It drives the lab kit (tools/lab) with the tempest pieces beside it
 (virtualenv, tempest.conf, summary).
@@ -325,8 +325,8 @@ def run_tempest(venv_python, workspace, regex, exclude, concurrency,
     return summary.returncode, out, summary.stderr.decode(errors='replace')
 
 
-def keep_logs(lab, workspace):
-    os.makedirs(LOGS, exist_ok=True)
+def keep_logs(lab, workspace, logs=LOGS):
+    os.makedirs(logs, exist_ok=True)
     for folder in filter(None, (workspace, lab and lab.agents.root)):
         for dirpath, _dirs, files in os.walk(folder):
             if '.stestr' in dirpath:
@@ -335,7 +335,7 @@ def keep_logs(lab, workspace):
                 if name.endswith(('.log', '.conf', '.json', '.yaml')):
                     rel = os.path.relpath(dirpath, folder).replace('/', '_')
                     shutil.copy(os.path.join(dirpath, name), os.path.join(
-                        LOGS, f'{rel}_{name}' if rel != '.' else name))
+                        logs, f'{rel}_{name}' if rel != '.' else name))
 
 
 def main(argv=None):
@@ -359,6 +359,9 @@ def main(argv=None):
     p.add_argument('--timeout', type=int, default=2400,
                    help='seconds tempest may run')
     p.add_argument('--venv', default=os.path.join(ROOT, '.tempest-venv'))
+    p.add_argument('--logs', default=LOGS,
+                   help='folder the lab\'s logs are copied to (emptied '
+                        'first; two gates at once need one each)')
     args = p.parse_args(argv)
     if args.set is None:
         args.set = 'tier2' if args.tier == 2 else 'full'
@@ -384,7 +387,7 @@ def main(argv=None):
             os._exit(128 + signum)
         sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, on_sigterm)
-    shutil.rmtree(LOGS, ignore_errors=True)
+    shutil.rmtree(args.logs, ignore_errors=True)
     workspace = None
     lab = None
     rc = 1
@@ -402,13 +405,13 @@ def main(argv=None):
                                        args.timeout,
                                        selection.SET_CLASS_SECONDS[args.set])
             log(f'tempest ran {time.monotonic() - t1:.0f} s; '
-                f'total {time.monotonic() - t0:.0f} s; logs in {LOGS}')
+                f'total {time.monotonic() - t0:.0f} s; logs in {args.logs}')
             if err.strip():
                 print(err, file=sys.stderr)
             print(out, flush=True)
         finally:
             try:
-                keep_logs(lab, workspace)
+                keep_logs(lab, workspace, args.logs)
             except OSError as e:
                 log(f'keeping logs: {e}')
             if lab is not None:

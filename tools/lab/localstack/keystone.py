@@ -5,7 +5,9 @@ auth.
 
     ks = KeystoneServer("/tmp/ks",
                         python="/path/to/venv-with-keystone/bin/python")
-    ks.start()                     # db_sync, fernet keys, bootstrap, gunicorn
+    ks.start()                       # database (a copy of the host's
+                                     # db_sync'ed template), fernet keys,
+                                     # bootstrap, gunicorn
                                      # (= prepare(), any thread, then
                                      # serve(), the thread that lives on)
     ks.add_service_user("octavia")   # admin on project "service"
@@ -29,6 +31,7 @@ import atexit
 import concurrent.futures
 from pathlib import Path
 import secrets
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -37,6 +40,7 @@ from tools.lab.localstack.octavia import _free_listening_socket
 from tools.lab.localstack.octavia import _Proc
 from tools.lab.localstack.octavia import _tail
 from tools.lab.localstack.octavia import StackError
+from tools.lab.localstack import schema_template
 
 REGION = "RegionOne"
 # keystone.wsgi.api parses sys.argv (gunicorn's arguments): clear it first.
@@ -102,7 +106,7 @@ class KeystoneServer:
             "",
         ])
 
-    def _manage(self, *args, timeout=None):
+    def _manage(self, *args, timeout=None, conf_path=None):
         # start_timeout bounds each run: db_sync took over 120 s on this
         # 2-core host at load 28.
         timeout = timeout or self.start_timeout
@@ -110,7 +114,8 @@ class KeystoneServer:
         log_path = self.workdir / f"keystone-manage-{args[0]}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.run(
-                [str(tool), "--config-file", str(self.conf_path), *args],
+                [str(tool), "--config-file",
+                 str(conf_path or self.conf_path), *args],
                 stdin=subprocess.DEVNULL, stdout=log,
                 stderr=subprocess.STDOUT, cwd=self.workdir, timeout=timeout)
         if proc.returncode != 0:
@@ -146,7 +151,7 @@ class KeystoneServer:
             # The key repositories need no database: set them up while
             # db_sync runs (each keystone-manage is seconds of imports).
             with concurrent.futures.ThreadPoolExecutor(3) as pool:
-                jobs = [pool.submit(self._manage, "db_sync")] + [
+                jobs = [pool.submit(self._database)] + [
                     pool.submit(self._manage, what, "--keystone-user",
                                 "root", "--keystone-group", "root")
                     for what in ("fernet_setup", "credential_setup")]
@@ -167,6 +172,22 @@ class KeystoneServer:
             self.stop()
             raise
         return self
+
+    def _database(self):
+        """keystone.db: a copy of the host's db_sync'ed template
+        (schema_template.py), or its own db_sync with
+        DSR_LAB_SCHEMA_TEMPLATES=0."""
+        if not schema_template.enabled():
+            return self._manage("db_sync")
+        key = schema_template.tool_key("keystone", self.python)
+
+        def migrate(path):
+            # Only [database] matters to db_sync.
+            conf = self.workdir / "db-sync-template.conf"
+            conf.write_text(f"[database]\nconnection = sqlite:///{path}\n")
+            self._manage("db_sync", conf_path=conf)
+        template = schema_template.sqlite_template(key, migrate)
+        shutil.copyfile(template, self.workdir / "keystone.db")
 
     def serve(self):
         """gunicorn on the prepared port; returns when Keystone answers."""

@@ -5,7 +5,8 @@ database.
 
     neutron = NeutronServer("/tmp/nw", python=VENV_PYTHON,
                             keystone_auth=ks.add_service_user("neutron"))
-    neutron.start()        # db, neutron-db-manage upgrade heads, gunicorn
+    neutron.start()        # db (a copy of the host's migrated template,
+                           # schema_template.py), gunicorn
                            # (= prepare() then serve(): the migrations
                            # need no Keystone, keystone_auth may be set
                            # in between)
@@ -41,6 +42,7 @@ from tools.lab.localstack.octavia import DB_HOST
 from tools.lab.localstack.octavia import DB_PORT
 from tools.lab.localstack.octavia import DB_USER
 from tools.lab.localstack.octavia import StackError
+from tools.lab.localstack import schema_template
 
 DB_PREFIX = "neutron_ls_"
 
@@ -133,9 +135,9 @@ class NeutronServer:
         return self.serve()
 
     def prepare(self, timeout=None):
-        """Database and its migrations (neutron-db-manage upgrade heads:
-        the slow part, it needs no Keystone: run it while Keystone starts,
-        set keystone_auth, then serve())."""
+        """Database and its migrations (a copy of the host's template
+        of neutron-db-manage upgrade heads; it needs no Keystone: run it
+        while Keystone starts, set keystone_auth, then serve())."""
         if self._prepared:
             return self
         deadline = time.monotonic() + (timeout or self.start_timeout)
@@ -150,24 +152,40 @@ class NeutronServer:
             sweep_stale_databases()
             _sql(f"CREATE DATABASE `{self.db_name}` CHARACTER SET utf8mb4")
             self._db_created = True
-            log = self.workdir / "db-manage.log"
-            with open(log, "wb") as f:
-                proc = subprocess.run(
-                    [str(self.bindir / "neutron-db-manage"),
-                     "--config-file", str(self.conf_path),
-                     "--config-file", str(self.ml2_path),
-                     "upgrade", "heads"],
-                    stdin=subprocess.DEVNULL, stdout=f,
-                    stderr=subprocess.STDOUT, cwd=self.workdir,
-                    timeout=max(5.0, deadline - time.monotonic()))
-            if proc.returncode != 0:
-                raise StackError(f"neutron-db-manage upgrade heads failed "
-                                 f"(rc {proc.returncode}):\n{_tail(log)}")
+            if schema_template.enabled():
+                # The host's migrated template (schema_template.py).
+                key = schema_template.tool_key("neutron", self.python)
+                template = schema_template.mysql_template(
+                    key, lambda db: self._upgrade(db, deadline))
+                schema_template.copy_mysql(template, self.db_name)
+            else:
+                self._upgrade(self.db_name, deadline)
             self._prepared = True
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _upgrade(self, database, deadline):
+        """neutron-db-manage upgrade heads on `database` (a config of its
+        own: the lab's names its own database)."""
+        conf = self.workdir / "db-manage.conf"
+        conf.write_text(
+            "[database]\nconnection = mysql+pymysql://"
+            f"{DB_USER}@{DB_HOST}:{DB_PORT}/{database}?charset=utf8mb4\n")
+        log = self.workdir / "db-manage.log"
+        with open(log, "ab") as f:
+            proc = subprocess.run(
+                [str(self.bindir / "neutron-db-manage"),
+                 "--config-file", str(self.conf_path),
+                 "--config-file", str(self.ml2_path),
+                 "--config-file", str(conf), "upgrade", "heads"],
+                stdin=subprocess.DEVNULL, stdout=f,
+                stderr=subprocess.STDOUT, cwd=self.workdir,
+                timeout=max(5.0, deadline - time.monotonic()))
+        if proc.returncode != 0:
+            raise StackError(f"neutron-db-manage upgrade heads failed "
+                             f"(rc {proc.returncode}):\n{_tail(log)}")
 
     def serve(self):
         """The API under gunicorn, with the keystone_auth set by now."""

@@ -15,7 +15,9 @@ What start() does (see OctaviaStack.start): makes sure MariaDB (and RabbitMQ
 when transport_url is rabbit://) answer, creates a database with a unique
 name, writes octavia.conf (auth_strategy = noauth, noop network / compute /
 amphora drivers, the given providers, driver-agent sockets in the workdir),
-runs `octavia-db-manage upgrade head`, starts the Octavia API (octavia_api.py
+copies the host's migrated schema template into it (schema_template.py:
+`octavia-db-manage upgrade head` runs once per host and Octavia version),
+starts the Octavia API (octavia_api.py
 beside this file: threaded wsgiref or gunicorn) on 127.0.0.1:<free port> and
 `octavia-driver-agent`, both in their own process groups, starts a Neutron
 stub (neutron_stub.py) in a thread of this process, and returns once the API
@@ -49,6 +51,7 @@ import urllib.request
 import uuid
 
 from tools.lab.localstack.neutron_stub import NeutronStub
+from tools.lab.localstack import schema_template
 from tools.lab.localstack import services
 
 HERE = Path(__file__).resolve().parent
@@ -523,11 +526,28 @@ class OctaviaStack:
         return self
 
     def _migrate(self, env, deadline):
+        """The lab's schema: a copy of this host's migrated template
+        (schema_template.py), or its own migration with
+        DSR_LAB_SCHEMA_TEMPLATES=0."""
+        if not schema_template.enabled():
+            return self._upgrade(self.conf_path, env, deadline)
+        key = schema_template.tool_key("octavia", self.python)
+
+        def migrate(database):
+            # Only [database] matters to octavia-db-manage.
+            conf = self.workdir / "db-manage-template.conf"
+            _write_private(conf, "[database]\nconnection = mysql+pymysql://"
+                           f"{DB_USER}@{DB_HOST}:{DB_PORT}/{database}\n")
+            self._upgrade(conf, env, deadline)
+        template = schema_template.mysql_template(key, migrate)
+        schema_template.copy_mysql(template, self.db_name)
+
+    def _upgrade(self, conf_path, env, deadline):
         log = self.workdir / "db-manage.log"
         with open(log, "wb") as f:
             proc = subprocess.run(
                 [self._tool("octavia-db-manage"), "--config-file",
-                 str(self.conf_path), "upgrade", "head"],
+                 str(conf_path), "upgrade", "head"],
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                 env=env, cwd=self.workdir,
                 timeout=max(5.0, deadline - time.monotonic()))

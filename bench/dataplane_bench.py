@@ -26,6 +26,17 @@ flow (4in4 miss + LRU insert, table full) <= 3 x the 4in4 hit; XDP_PASS
 stays as a reference.  DSR_BENCH_LRU_THREADS=1 measures only new flows,
 with one and with one thread per CPU inserting at once.
 
+DSR_BENCH_ABLATE=1 (an experiment, docs/benchmarks.md "Where the hit's time
+goes"; needs bench/experiments/hitpath-ablation.patch): the same SE source
+built with the first N pieces of the conn-hit path removed
+(bench_se_ablN_xdp.o, N = 1..8), with only the conn-table lookup removed
+(ablonly2) and with a 16-byte IPv4 flow key (key16) is timed right after
+the unchanged build in every round, for the 4in4 / 6in6 / GRE hits, and
+reported against the unchanged build and the encap floor (median of
+per-round ratios).  DSR_BENCH_ABLATE=a,b,...: the objects
+obj/bench_se_a_xdp.o, ... instead (any build of bench_se_xdp.c, e.g. the
+previous commit's, to compare a change in the same run).
+
 Method.  BPF_PROG_TEST_RUN(repeat=N) re-runs the program on the same,
 already modified buffer, so every SE measurement uses bench_rst_se
 (bench_se_xdp.c): restore the frame (strip the previous run's encap with
@@ -78,6 +89,25 @@ CPU = int(os.environ.get('DSR_BENCH_CPU', -1))  # -1: no pinning
 # (4in4 miss, table full) with one thread and with one thread per CPU
 # inserting at once into the same conn table (per-CPU vs common LRU lists).
 LRU_THREADS = os.environ.get('DSR_BENCH_LRU_THREADS') == '1'
+# Ablation builds measured beside the unchanged one: level -> object.
+_ABL = os.environ.get('DSR_BENCH_ABLATE', '')
+ABLATE = {v: os.path.join(C.OBJ_DIR, 'bench_se_%s_xdp.o' % v)
+          for v in (['abl%d' % n for n in range(1, 9)] + ['ablonly2', 'key16']
+                    if _ABL == '1' else [x for x in _ABL.split(',') if x])}
+# What level N removes (cumulative: N removes 1..N).
+ABLATE_WHAT = {
+    'abl1': 'per-packet counters (listener_stats, real_stats, se_stats)',
+    'abl2': 'conn-table lookup (a fixed entry from .bss)',
+    'abl3': 'member slot read and its gen / in-use / idle checks',
+    'abl4': 'next-hop read and copy (fixed next hop)',
+    'abl5': 'se_config lookup (fixed config)',
+    'abl6': 'connection-limit, tunnel-source and MTU checks',
+    'abl7': 'the XDP_TX-or-redirect tail (always XDP_TX)',
+    'abl8': 'encap as a compile-time constant (two specialised copies)',
+    'ablonly2': 'only the conn-table lookup (not cumulative)',
+    'key16': 'nothing removed: IPv4 flows looked up with a 16-byte key '
+             '(a second LRU table)',
+}
 LIMITS = dpmod.Limits(max_listeners=16)
 
 TARGET_V4_X_PASS = 5.0   # 4in4 conn-hit <= 5 x XDP_PASS
@@ -354,6 +384,7 @@ class Bench:
             'bench_pass', 'bench_rst_pass', 'bench_rst_se', 'bench_se',
             'bench_adjust_pair')}
         self.load_floor()
+        self.load_ablations()
         self.counter = 0
 
         C.log('SE netns %s, pins %s, CPU %s, repeat %d x %d rounds'
@@ -383,6 +414,77 @@ class Bench:
             self.progs[prog] = obj.find_program(prog)
         F.configure(obj, self.dp, LISTENERS['v4'][2][0],
                     LISTENERS['v6'][2][0])
+
+    def load_ablations(self):
+        """The ablation builds on the same maps and rst_cfg, their fixed
+        entries (`abl`, .bss) filled from the configured Dataplane: entry
+        i = (IPv6 VIP) << 1 | (last VIP byte & 1), one member of that
+        listener, its next hop, the SE's config."""
+        rst_pin = os.path.join(self.sb.pin_dir, 'bench_rst_cfg')
+        self.abl_objs = []
+        fixed = self.ablation_entries()
+        for variant, path in ABLATE.items():
+            obj = F.open_on_se_maps(path, self.sb.pin_dir, LIMITS,
+                                    autoload=('bench_rst_se', 'bench_se'))
+            obj.find_map('rst_cfg').set_pin_path(rst_pin)
+            obj.load()
+            for name in dpmod.MAP_NAMES + ('rst_cfg',):
+                if not obj.find_map(name).is_pinned:
+                    raise RuntimeError('%s map %s does not reuse the SE map'
+                                       % (variant, name))
+            # A build without the ablation patch's `abl` has no .bss.
+            if any(m.name.endswith('.bss') for m in obj.maps()):
+                bss = obj.find_map('.bss').map()
+                if bss.value_size != len(fixed):
+                    raise RuntimeError('%s .bss is %d bytes, abl packed %d'
+                                       % (variant, bss.value_size,
+                                          len(fixed)))
+                bss.update(C.u32(0), fixed)
+            self.abl_objs.append(obj)
+            for prog in ('bench_rst_se', 'bench_se'):
+                self.progs['%s_%s' % (prog, variant)] = obj.find_program(
+                    prog)
+
+    def ablation_entries(self):
+        conns, reals, nhs = b'', b'', b''
+        for lname in ('v4', 'gre4', 'v6', 'gre6'):
+            for key, raw in self.dp.maps['reals'].items():
+                real = structs.Real.from_bytes(raw)
+                if (real.flags & structs.REAL_F_IN_USE
+                        and real.listener_id == self.ids[lname]):
+                    break
+            else:
+                raise RuntimeError('ablation: no member of %s' % lname)
+            conns += bytes(structs.Conn(real=struct.unpack('<I', key)[0],
+                                        gen=real.gen, hash=F.FLOW_LABEL))
+            reals += bytes(real)
+            nhs += self.dp.maps['nexthops'].lookup(C.u32(real.nh))
+        return conns + reals + nhs + self.dp.maps['se_config'].lookup(
+            C.u32(0))
+
+    def verify_ablation(self, scen, frame, lname):
+        """Each ablation build still encapsulates the frame to a member of
+        the listener (its counters are not checked: level 1 removes them)."""
+        for v in ABLATE:
+            before = self.se_counters(lname)
+            res, _, _ = self.test_run('bench_se_' + v, frame, 1)
+            if res.retval != libbpf.XDP_TX:
+                after = self.se_counters(lname)
+                raise RuntimeError('%s/%s: verdict %d, not XDP_TX (%s)'
+                                   % (scen, v, res.retval, {
+                                       k: after[k] - before[k] for k in after
+                                       if after[k] != before[k]}))
+            check_output(frame, res.data_out, lname, self.se_mac, False)
+            self.set_cfg(frame, 'hit')
+            res, _, _ = self.test_run('bench_rst_se_' + v, frame, 3)
+            self.save_counter()
+            if res.retval != libbpf.XDP_TX:
+                raise RuntimeError('%s/%s: verdict %d, not XDP_TX'
+                                   % (scen, v, res.retval))
+            check_output(frame, res.data_out, lname, self.se_mac, False)
+        if ABLATE:
+            C.log('  %-13s ablation builds %s: XDP_TX, headers OK'
+                  % ('', ', '.join(ABLATE)))
 
     def set_cfg(self, frame, mode):
         sport_off, saddr_off = flow_offsets(frame)
@@ -445,6 +547,7 @@ class Bench:
             C.log('  %-13s XDP_TX -> member %s, outer headers + inner packet '
                   'OK' % (scen, member))
             if scen in FLOORS:
+                self.verify_ablation(scen, frame, lname)
                 self.set_cfg(frame, 'hit')
                 res, _, _ = self.test_run(FLOORS[scen], frame, 3)
                 if res.retval != libbpf.XDP_TX:
@@ -469,7 +572,7 @@ class Bench:
         res, cpu_ns, wall_ns = self.test_run(prog, frame, REPEAT)
         if scen is not None:
             self.save_counter()
-        want = (libbpf.XDP_TX if prog == 'bench_rst_se'
+        want = (libbpf.XDP_TX if prog.startswith('bench_rst_se')
                 or prog in FLOORS.values() else libbpf.XDP_PASS)
         if res.retval != want:
             raise RuntimeError('%s/%s: verdict %d, want %d'
@@ -528,6 +631,8 @@ class Bench:
         samples = {'pass': [], 'adjust_pair': []}
         for scen in SCENARIOS:
             samples[scen] = {'rst_se': [], 'rst_pass': [], 'floor': []}
+            for v in ABLATE:
+                samples[scen][v] = []
         # Fill the conn table first, so that every miss scenario measures
         # the same regime (insert + LRU evict), whatever its turn.
         fill = template(LISTENERS['v4'][0])
@@ -548,6 +653,9 @@ class Bench:
                 if scen in FLOORS:
                     samples[scen]['floor'].append(
                         self.timed(FLOORS[scen], frame, scen, mode, lname))
+                    for v in ABLATE:
+                        samples[scen][v].append(self.timed(
+                            'bench_rst_se_' + v, frame, scen, mode, lname))
             C.log('  round %d/%d done (%.1f s)'
                   % (rnd + 1, ROUNDS, time.monotonic() - t_start))
         return samples
@@ -661,6 +769,8 @@ def report(samples):
         'MET' if t3['met'] else 'MISSED'))
     out['all_targets_met'] = t1['met'] and t2['met'] and t3['met'] and all(
         t['met'] for t in floor_targets)
+    if ABLATE:
+        report_ablation(samples, out)
     C.log('')
     for t in (t1, t2):
         C.log('target %-36s %6.1f ns vs limit %6.1f ns per core (ratio %.2f; '
@@ -712,6 +822,37 @@ def report_floor(samples, out):
                   'MET' if ratio <= TARGET_X_FLOOR else 'MISSED'))
     out['targets']['hit_vs_floor'] = targets
     return targets
+
+
+def report_ablation(samples, out):
+    """Each ablation level against the unchanged build and the floor of
+    the same round (medians of per-round figures)."""
+    out['ablation'] = {}
+    C.log('')
+    C.log('hit-path ablation (cumulative; per core, medians of per-round '
+          'figures; ns saved = unchanged - level, same round):')
+    for scen in FLOORS:
+        res = {}
+        for v in ABLATE:
+            net = [round_net(samples, scen, v, i) for i in range(ROUNDS)]
+            base = [round_net(samples, scen, 'rst_se', i)
+                    for i in range(ROUNDS)]
+            floor = [round_net(samples, scen, 'floor', i)
+                     for i in range(ROUNDS)]
+            r = {'removed': ABLATE_WHAT.get(v, v),
+                 'net_lb_ns': round(C.median(net), 2),
+                 'saved_ns': round(C.median(
+                     [b - n for b, n in zip(base, net)]), 2),
+                 'x_unchanged': round(C.median(
+                     [n / b for b, n in zip(base, net)]), 3),
+                 'x_floor': round(C.median(
+                     [n / f for f, n in zip(floor, net)]), 3)}
+            res[v] = r
+            C.log('  %-12s %-5s %6.1f ns  saved %+6.1f ns  x %.3f unchanged'
+                  '  x %.3f floor  (%s)' % (
+                      scen, v, r['net_lb_ns'], r['saved_ns'],
+                      r['x_unchanged'], r['x_floor'], r['removed']))
+        out['ablation'][scen] = res
 
 
 def report_lru(samples):

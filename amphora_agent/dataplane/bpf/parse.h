@@ -30,7 +30,31 @@ struct pkt {
 	__u32 drop_stat;
 	__u8 dst_known;   /* the IP header was long enough to read addresses */
 	__u8 tcp_flags;   /* TCP: byte 13 of the header (FIN, SYN, RST, ACK...) */
+} __attribute__((aligned(8))); /* flow is written in 8-byte words */
+
+/* The conn-table lookup reads the flow key with 8-byte loads (the kernel's
+ * memcmp).  A load that spans several smaller stores still in the store
+ * buffer cannot be forwarded from them and waits for them to drain, on
+ * every packet; so the key is written in whole, aligned 8-byte words. */
+union key_word {
+	__u64 w;
+	__u32 h[2];
+	__u16 q[4];
+	__u8 b[8];
 };
+
+_Static_assert(__builtin_offsetof(struct flow_key, dst) % 8 == 0 &&
+	       __builtin_offsetof(struct flow_key, sport) % 8 == 0,
+	       "flow_key words must be 8-byte aligned");
+
+static __always_inline void key_put(__u32 *at, __u32 lo, __u32 hi)
+{
+	union key_word k;
+
+	k.h[0] = lo;
+	k.h[1] = hi;
+	*(__u64 *)at = k.w;
+}
 
 #define TCPF_FIN 0x01
 #define TCPF_SYN 0x02
@@ -60,6 +84,7 @@ static __always_inline int drop(struct pkt *p, __u32 stat)
 static __always_inline int parse_ports(void *data, void *data_end, struct pkt *p)
 {
 	void *l4 = data + p->l4_off;
+	union key_word key;
 	__u32 min_len;
 
 	switch (p->flow.proto) {
@@ -79,8 +104,13 @@ static __always_inline int parse_ports(void *data, void *data_end, struct pkt *p
 	 * a short packet is not a header. */
 	if (l4 + min_len > data_end || p->l4_off + min_len > p->l3_off + p->l3_len)
 		return drop(p, STAT_DROP_MALFORMED);
-	p->flow.sport = ((__u16 *)l4)[0];
-	p->flow.dport = ((__u16 *)l4)[1];
+	key.q[0] = ((__u16 *)l4)[0];
+	key.q[1] = ((__u16 *)l4)[1];
+	key.b[4] = p->flow.proto;
+	key.b[5] = p->flow.family;
+	key.b[6] = 0;
+	key.b[7] = 0;
+	*(__u64 *)&p->flow.sport = key.w; /* sport, dport, proto, family, pad */
 	if (p->flow.proto == IPPROTO_TCP)
 		p->tcp_flags = ((__u8 *)l4)[13];
 	return V_STEER;
@@ -94,10 +124,10 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 	/* Too short to carry a destination: the stack would drop it too. */
 	if ((void *)(iph + 1) > data_end)
 		return drop(p, STAT_DROP_MALFORMED);
-	p->flow.dst[0] = iph->daddr;
+	key_put(&p->flow.dst[0], iph->daddr, 0);
 	p->dst_known = 1;
 	p->flow.family = DSR_FAMILY_V4;
-	p->flow.src[0] = iph->saddr;
+	key_put(&p->flow.src[0], iph->saddr, 0);
 	p->flow.proto = iph->protocol;
 	p->l3_off = sizeof(struct ethhdr);
 	p->tos = iph->tos;
@@ -121,13 +151,17 @@ static __always_inline int parse_ipv4(void *data, void *data_end, struct pkt *p)
 static __always_inline int parse_ipv6(void *data, void *data_end, struct pkt *p)
 {
 	struct ipv6hdr *ip6h = data + sizeof(struct ethhdr);
+	const __u32 *d = (const __u32 *)&ip6h->daddr;
+	const __u32 *s = (const __u32 *)&ip6h->saddr;
 
 	if ((void *)(ip6h + 1) > data_end)
 		return drop(p, STAT_DROP_MALFORMED);
-	__builtin_memcpy(p->flow.dst, &ip6h->daddr, 16);
+	key_put(&p->flow.dst[0], d[0], d[1]);
+	key_put(&p->flow.dst[2], d[2], d[3]);
 	p->dst_known = 1;
 	p->flow.family = DSR_FAMILY_V6;
-	__builtin_memcpy(p->flow.src, &ip6h->saddr, 16);
+	key_put(&p->flow.src[0], s[0], s[1]);
+	key_put(&p->flow.src[2], s[2], s[3]);
 	p->flow.proto = ip6h->nexthdr;
 	p->l3_off = sizeof(struct ethhdr);
 	p->tos = (ip6h->priority << 4) | (ip6h->flow_lbl[0] >> 4);

@@ -26,12 +26,9 @@ from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import nexthop
 from amphora_agent.dataplane import written
+from tests.unit.amphora_agent.dataplane import se_object
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root to load BPF"),
-    pytest.mark.skipif(not os.path.exists(os.path.join(
-        dp_mod.object_dir(), dp_mod.SE_OBJECT)), reason="run make first"),
-]
+pytestmark = se_object.NEEDS_SE_OBJECT
 
 # Small maps, so that the capacity checks are reached: rings of 2, 4 or
 # 5 members are 2621 or 5261 slots at most (ring_size 5261).

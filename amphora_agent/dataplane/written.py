@@ -21,6 +21,8 @@ from amphora_agent.dataplane import structs
 _REAL_SIZE = structs.ctypes.sizeof(structs.Real)
 _REAL_FLAGS_OFFSET = structs.Real.flags.offset
 _LISTENER_ID_WORD = structs.Real.listener_id.offset // 4
+_FAMILY_OFFSET = structs.Real.family.offset
+_GEN_OFFSET = structs.Real.gen.offset
 # bytes.translate table: a flags byte -> 1 if REAL_F_IN_USE else 0.
 _IN_USE = bytes(int(bool(b & structs.REAL_F_IN_USE)) for b in range(256))
 
@@ -90,6 +92,19 @@ class Written:
             result[structs.unpack_addr(real.addr, real.family)] = (index,
                                                                    real)
         return result
+
+    def member_words(self, lid):
+        """[(slot, generation, packed address)] of listener lid's members,
+        straight from the image (no parsed object kept)."""
+        reals, out = self.reals, []
+        for index in self.slots.get(lid, ()):
+            start = index * _REAL_SIZE
+            size = 4 if reals[start + _FAMILY_OFFSET] == structs.FAMILY_V4 \
+                else 16
+            gen = int.from_bytes(
+                reals[start + _GEN_OFFSET:start + _GEN_OFFSET + 4], 'little')
+            out.append((index, gen, bytes(reals[start:start + size])))
+        return out
 
     def take_real(self):
         return heapq.heappop(self.free_reals)

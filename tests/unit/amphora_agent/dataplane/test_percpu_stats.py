@@ -126,3 +126,45 @@ def test_stats_report_sums_every_cpu(dp):
 def test_no_slots_in_use(dp):
     totals = percpu.totals(dp.maps['real_stats'], structs.RealStats, [])
     assert totals.fields == ['packets', 'bytes', 'new_flows']
+
+
+def test_the_applying_dataplane_reports_what_a_fresh_reader_reads(dp):
+    """The agent's Dataplane answers stats() and conn_census() from what
+    it wrote, without parsing the member slots; a reader opened on the same
+    pins (dsrctl, the metrics endpoint) reads the maps.  Same answers,
+    after a removal moved a slot's generation and an addition reused it."""
+    state = _state()
+    dp.apply(state)
+    later = _state()
+    spec = next(iter(later.listeners.values()))
+    del spec.members[next(iter(spec.members))]
+    extra = ipaddress.ip_address('2001:db8:5::7')
+    spec.members[extra] = model.Member(extra, 2)
+    later.tunnel_source6 = ipaddress.ip_address('2001:db8::1')
+    dp.apply(later)
+    assert dp._written is not None
+    reader = dp_mod.Dataplane.open(dp.pin_dir, create=False)
+    try:
+        assert reader._written is None
+        reals, _ = reader._live_reals()
+        slots = [(live.index, live.real.gen) for lst in reals.values()
+                 for live in lst]
+        _set_counters(dp.maps['real_stats'], structs.RealStats,
+                      [index for index, _ in slots], random.Random(3))
+        # Flows on every member, plus one on a stale generation.
+        table = dp.maps['conn_table']
+        flows = slots + [(slots[0][0], slots[0][1] + 1)]
+        for n, (index, gen) in enumerate(flows):
+            key = structs.FlowKey(sport=1000 + n, dport=80, proto=6,
+                                  family=structs.FAMILY_V4)
+            table.update(bytes(key), bytes(structs.Conn(real=index,
+                                                        gen=gen)))
+        mine, theirs = dp.stats(), reader.stats()
+        assert mine == theirs
+        assert str(extra) in {row['address'] for row in mine['members']}
+        assert dp.conn_census() == reader.conn_census()
+        assert sum(dp.conn_census()[1].values()) == len(slots)
+        # Nothing parsed and kept by the writer's reports.
+        assert dp._real_cache == {}
+    finally:
+        reader.close()

@@ -405,7 +405,11 @@ def test_bfd_routes_around_a_vanished_se(bgp_lab):
     dt6 = time.monotonic() - t0
     report('bfd_vanished_se_to_path_removed', v4_ms=ms(dt4), v6_ms=ms(dt6),
            bfd='100ms x 3', hold_time_s=9)
-    assert dt4 < 0.5 and dt6 < 0.5
+    # BFD (3 x 100 ms) took the path away, not the 9 s hold timer: the
+    # bound separates the two with room for a loaded host (0.74 s seen in
+    # a CI rehearsal at load 3); the latency itself is the benchmark's
+    # (BGP-LATENCY line above, docs/benchmarks.md).
+    assert dt4 < 3.0 and dt6 < 3.0
 
 
 def test_without_bfd_a_vanished_se_waits_for_the_hold_timer(bgp_lab):

@@ -26,11 +26,11 @@ PYTEST_ARGS ?= --durations=30
 PYTEST_WORKERS ?= 3
 PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
 # make test-e2e: each test brings up the whole product (octavia-api, driver
-# agent, controller, SEs).  Three at a time: with two the stage kept only
-# 35 % of the 2 cores busy (the rest is waiting on the product); three took
-# 766 s instead of 951 s, all passing (docs/benchmarks.md, "CI wall
-# time").  E2E_WORKERS=0: one process.
-E2E_WORKERS ?= 3
+# agent, controller, SEs), so two at a time.  Three were faster (docs/
+# benchmarks.md, "CI wall time") but a rehearsal at three had
+# test_outages[mariadb] leave a load balancer in ERROR past its 30 s
+# bound, not yet understood; E2E_WORKERS=0: one process.
+E2E_WORKERS ?= 2
 E2E_PARALLEL = $(if $(filter 0,$(E2E_WORKERS)),,-n $(E2E_WORKERS) --dist loadfile)
 
 CLANG    ?= clang

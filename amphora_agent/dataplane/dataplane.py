@@ -127,9 +127,7 @@ def _ifindex(ifname):
                              'network namespace')
 
 
-_REAL_FLAGS_OFFSET = structs.Real.flags.offset
-# bytes.translate tables: a flags byte -> 1 if REAL_F_IN_USE else 0; 0 <-> 1.
-_IN_USE = bytes(int(bool(b & structs.REAL_F_IN_USE)) for b in range(256))
+# bytes.translate table: 0 <-> 1 (written_mod.in_use's answer negated).
 _NOT = bytes([1, 0]) + bytes(254)
 
 
@@ -345,7 +343,7 @@ class Dataplane:
         # The flags byte of every slot in one slice, sorted into in-use
         # and free slots in C: a 65536-slot walk in Python cost each
         # dsrctl call 70 ms.  Slot 0 is "no member".
-        in_use = values[_REAL_FLAGS_OFFSET::size].translate(_IN_USE)[1:]
+        in_use = written_mod.in_use(values, size)[1:]
         slots = range(1, len(in_use) + 1)
         free = list(itertools.compress(slots, in_use.translate(_NOT)))
         for index in itertools.compress(slots, in_use):

@@ -27,6 +27,12 @@ _GEN_OFFSET = structs.Real.gen.offset
 _IN_USE = bytes(int(bool(b & structs.REAL_F_IN_USE)) for b in range(256))
 
 
+def in_use(values, size=_REAL_SIZE):
+    """One byte per member slot of the packed reals values: 1 in use, 0
+    free -- sorted in C (a 160,000-slot walk in Python cost seconds)."""
+    return bytes(values[_REAL_FLAGS_OFFSET::size]).translate(_IN_USE)
+
+
 class Written:
     """The maps' contents as apply needs them (see the module docstring).
 
@@ -46,14 +52,13 @@ class Written:
         self.nexthops = nexthops        # ResolvedNexthop -> index
         self.vips = vips                # VIP address -> listeners on it
         self.slots = {}                 # listener id -> in-use slots
-        in_use = bytes(reals[_REAL_FLAGS_OFFSET::_REAL_SIZE]).translate(
-            _IN_USE)
+        slot_in_use = in_use(reals)
         lids = memoryview(reals).cast('I')[
             _LISTENER_ID_WORD::_REAL_SIZE // 4]
         # Slot 0 is "no member"; heaps hand out the lowest free one first.
         self.free_reals = []
-        for index in range(1, len(in_use)):
-            if in_use[index]:
+        for index in range(1, len(slot_in_use)):
+            if slot_in_use[index]:
                 self.slots.setdefault(lids[index], []).append(index)
             else:
                 self.free_reals.append(index)

@@ -28,6 +28,9 @@ Per listener, for packets to VIP:port/udp (arriving decapsulated):
   replies, which leave by this host's routing table straight to the
   client.
 
+A re-install (health change, update) declares the counters with the
+values of the table it replaces, so the statistics do not restart.
+
 Conntrack keeps a flow on its member while its entry lives, whatever the
 map becomes; the flows of a member that leaves the map (health ERROR,
 admin down, removed) are deleted from conntrack, so their next packet
@@ -158,10 +161,14 @@ def _set(items):
 class Ruleset:
     """One load balancer's UDP listeners as an nftables table."""
 
-    def __init__(self, lb_doc, statuses=None, snat=None):
+    def __init__(self, lb_doc, statuses=None, snat=None, carried=None):
         self.lb = lb_doc
         self.statuses = dict(statuses or {})
         self.snat = {f: str(a) for f, a in (snat or {}).items() if a}
+        # {counter name: (packets, bytes)} of the table this one replaces:
+        # a re-install (a health change, an update) must not reset the
+        # listener's statistics.
+        self.carried = dict(carried or {})
         self.not_served = {}
         self.backends = {}      # listener id -> [(member, address, port)]
         self.counters = {}      # listener id -> {'in', 'out', 'new'} names
@@ -198,7 +205,7 @@ class Ruleset:
             names = {k: ident(f'{k}_', lid) for k in ('in', 'out', 'new')}
             self.counters[lid] = names
             self.vips[lid] = vips
-            objects += [f'counter {n} {{ }}' for n in names.values()]
+            objects += [self._counter(n) for n in names.values()]
             chain = ident('l_', lid)
             body = self._filter_body(li, names)
             timeout = self._timeout(pool, objects)
@@ -250,6 +257,11 @@ class Ruleset:
             lines.append('    }')
         lines.append('}')
         return '\n'.join(lines) + '\n'
+
+    def _counter(self, name):
+        packets, nbytes = self.carried.get(name, (0, 0))
+        return (f'counter {name} '
+                f'{{ packets {int(packets)} bytes {int(nbytes)} }}')
 
     def _filter_body(self, li, names):
         body = []
@@ -501,14 +513,28 @@ class UdpService:
             return result
 
     def _install(self, lb):
-        ruleset = Ruleset(lb, self._statuses(), self.snat)
-        script = ruleset.render()
         old = self.rulesets.get(lb['id'])
+        ruleset = Ruleset(lb, self._statuses(), self.snat,
+                          carried=self._carried(lb['id'], old))
+        script = ruleset.render()
         self.nft.check(script)
         self.nft.install(script)
         self.rulesets[lb['id']] = ruleset
         if old is not None:
             self._forget_departed(old, ruleset)
+
+    def _carried(self, lb_id, old):
+        """The counters of the installed table, to start the new one
+        from (what arrives between this read and the atomic replace, a
+        few milliseconds, is not counted)."""
+        if old is None:
+            return {}
+        try:
+            return self.nft.counters(table_name(lb_id))
+        except NftError as exc:
+            LOG.warning('UDP counters of %s not carried over: %s',
+                        lb_id, exc)
+            return {}
 
     def _forget_departed(self, old, new):
         """Flows of members that left a listener's map move on."""

@@ -154,6 +154,17 @@ def test_udp_through_l4_and_l7(tier2_udp):
         assert pool['members']['m3']['operating_status'] in ('ERROR',)
     answers = flows(topo, 42000, 12)
     assert {a['member'] for a in answers} == {'m4'}, answers
+    # The health change re-installed the table: its counters went on from
+    # where they were.
+
+    def counted_on():
+        last.update({n: read_stats(lab, n) for n in L7_SES})
+        return sum(last[n]['lb1']['listeners']['li-udp']['stats']
+                   ['total_connections'] for n in L7_SES) == FLOWS + 12
+    try:
+        netns.wait_for(counted_on, DEADLINE, 'counters after a re-install')
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}: {last}') from None
 
     # Back: ONLINE after max_retries (1) answered probe, both used again.
     mark = marks(lab)

@@ -288,6 +288,19 @@ def test_health_change_reinstalls_and_forgets_the_members_flows(service):
     assert pool['operating_status'] == 'ONLINE'
 
 
+def test_a_reinstall_starts_from_the_installed_counters(service):
+    service.apply([monitored_lb()])
+    first = service.nft.installed['dsr_udp_lb1']
+    assert 'counter in_li_udp { packets 0 bytes 0 }' in first
+    service.checker.current = {'m1': 'ERROR'}
+    service._health_changed('m1', 'ONLINE', 'ERROR')
+    script = service.nft.installed['dsr_udp_lb1']
+    # RecordingNft's counters: what the installed table had counted.
+    assert 'counter in_li_udp { packets 3 bytes 300 }' in script
+    assert 'counter out_li_udp { packets 3 bytes 450 }' in script
+    assert 'counter new_li_udp { packets 2 bytes 200 }' in script
+
+
 def test_a_rejected_rule_set_keeps_the_installed_one(service):
     lb = monitored_lb()
     service.apply([lb])

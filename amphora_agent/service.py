@@ -199,6 +199,9 @@ class Agent:
         self.applied_generation = None
         self.announced = set()
         self.last_error = None
+        # The last snapshot refused whole, until one is applied: every
+        # report carries it (a heartbeat must not clear the refusal).
+        self.rejected_generation = None
         self._plan = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -552,7 +555,8 @@ class Agent:
             LOG.error('rejected snapshot generation %s: %s; keeping '
                       'generation %s', generation, exc,
                       self.applied_generation)
-            self._report_state(rejected_generation=generation)
+            self.rejected_generation = generation
+            self._report_state()
             return False
         # The parser kept what it needs: free the dicts (62 MB at 10,000
         # load balancers) before the checks below allocate.
@@ -658,6 +662,7 @@ class Agent:
             # Never below this one again, even after a restart.
             self._safe(lambda: self.trust.applied(snap.generation))
         self.last_error = None
+        self.rejected_generation = None
         self._report_state()
         self._report_member_status()
 
@@ -748,18 +753,18 @@ class Agent:
                 result[member.id] = self.health.status(member.id)
         return result
 
-    def _report_member_status(self):
+    def _report_member_status(self, again=False):
         statuses = self.member_statuses()
-        if statuses == self._reported_statuses:
+        if statuses == self._reported_statuses and not again:
             return
         self.controller.report_member_status(
             self.se_id, self.se_group, self.applied_generation, statuses)
         self._reported_statuses = statuses
 
-    def _report_state(self, rejected_generation=None):
+    def _report_state(self):
         state = {'applied_generation': self.applied_generation,
                  'error': self.last_error,
-                 'rejected_generation': rejected_generation,
+                 'rejected_generation': self.rejected_generation,
                  'announced': sorted(self.announced),
                  'rejected_objects': self._applied_rejected,
                  'limits': self._limits().to_dict()}
@@ -817,10 +822,13 @@ class Agent:
         return {'listeners': listeners, 'members': members}
 
     def report_stats(self):
-        # BGP sessions change without an event the worker sees: checked
-        # at the stats pace, reported when they changed.
-        if self.bgp_sessions.changed():
-            self._report_state()
+        # A heartbeat at the stats pace: the state (BGP sessions change
+        # without an event the worker sees) and the member statuses again,
+        # changed or not -- a report lost on its way (a cast while the
+        # controller's database was away) must not leave Octavia with an
+        # old status.
+        self._report_state()
+        self._report_member_status(again=True)
         if self._plan is None:
             return
         self.controller.report_stats(self.se_id, self.se_group,

@@ -250,13 +250,14 @@ class L7Agent:
         self.report()
         return True
 
-    def report(self):
-        """Capabilities (when they changed), state, member status."""
+    def report(self, again=False):
+        """Capabilities (when they changed), state, member status (when
+        changed, or ``again``)."""
         if self.publisher is not None:
             self.publisher.publish(self.capabilities())
         self.controller.report_state(self.se_id, self.se_group, self.state())
         statuses = member_statuses(self.engine)
-        if statuses != self._reported_statuses:
+        if statuses != self._reported_statuses or again:
             self.controller.report_member_status(
                 self.se_id, self.se_group, self.engine.generation, statuses)
             self._reported_statuses = statuses
@@ -265,10 +266,11 @@ class L7Agent:
         self.controller.report_stats(self.se_id, self.se_group,
                                      {'listeners': listener_stats(
                                          self.engine), 'members': {}})
-        # Health-check changes show at the stats pace.
-        statuses = member_statuses(self.engine)
-        if statuses != self._reported_statuses:
-            self.report()
+        # A heartbeat at the stats pace (health-check changes show then):
+        # state and member statuses again, changed or not -- a report lost
+        # on its way (a cast while the controller's database was away)
+        # must not leave Octavia with an old status.
+        self.report(again=True)
 
     # -- lifecycle ---------------------------------------------------------
 

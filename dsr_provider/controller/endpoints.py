@@ -13,6 +13,7 @@ import time
 from oslo_log import log as logging
 import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
+import tenacity
 
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
@@ -38,6 +39,32 @@ def _compatible(version):
         return False
     ours_major, ours_minor = (int(x) for x in API_VERSION.split('.'))
     return major == ours_major and minor <= ours_minor
+
+
+# An agent's report is a cast: a database error would lose it.  A few
+# quick retries ride out a blip; beyond them the agent's next heartbeat
+# (every [agent] stats_interval) carries the same state again.
+REPORT_ATTEMPTS = 4
+
+
+def _record(what, func, *args, **kwargs):
+    try:
+        for attempt in tenacity.Retrying(
+                retry=tenacity.retry_if_exception_type(
+                    sa_exc.OperationalError),
+                wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
+                stop=tenacity.stop_after_attempt(REPORT_ATTEMPTS),
+                sleep=lambda seconds: time.sleep(seconds),
+                before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+                reraise=True):
+            with attempt:
+                func(*args, **kwargs)
+    except sa_exc.OperationalError as exc:
+        LOG.warning('%s not stored (database unavailable after %d '
+                    'attempts: %s); the agent sends it again',
+                    what, REPORT_ATTEMPTS, exc)
+        return False
+    return True
 
 
 class TransientError(Exception):
@@ -317,7 +344,8 @@ class AgentEndpoint:
             return
         # Older agents send none of the isolation keys: None is "nothing
         # rejected, limits unknown" for them.
-        self.store.record_agent(
+        stored = _record(
+            f'state of SE {se_id}', self.store.record_agent,
             se_id, se_group,
             applied_generation=state.get('applied_generation'),
             rejected_generation=state.get('rejected_generation'),
@@ -328,7 +356,7 @@ class AgentEndpoint:
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),
             bgp=_bgp(state))
-        if self.on_state is not None:
+        if stored and self.on_state is not None:
             self.on_state()
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
@@ -337,10 +365,12 @@ class AgentEndpoint:
                               se_group=se_group, generation=generation,
                               statuses=statuses):
             return
-        self.store.record_agent(se_id, se_group, member_statuses=statuses)
+        _record(f'member statuses of SE {se_id}', self.store.record_agent,
+                se_id, se_group, member_statuses=statuses)
 
     def report_stats(self, ctxt, se_id, se_group, stats):
         if not self._admitted(ctxt, 'report_stats', se_id=se_id,
                               se_group=se_group, stats=stats):
             return
-        self.store.record_agent(se_id, se_group, stats=stats)
+        _record(f'statistics of SE {se_id}', self.store.record_agent,
+                se_id, se_group, stats=stats)

@@ -31,6 +31,9 @@ class FakeController:
     def report_member_status(self, se_id, se_group, generation, statuses):
         self.statuses.append(statuses)
 
+    def report_stats(self, se_id, se_group, stats):
+        pass
+
 
 class FakeDataplane:
     def __init__(self, limits):
@@ -45,6 +48,12 @@ class FakeDataplane:
             raise self.fail
         self.applied = state
         return {'listeners_added': len(state.listeners)}
+
+    def stats(self, conn_table_entries=True):
+        return {'listeners': [], 'members': []}
+
+    def flows_by_member(self):
+        return {}
 
 
 class FakeHealth:
@@ -278,6 +287,35 @@ def test_document_problems_still_reject_the_snapshot(make_agent):
     assert state['applied_generation'] == 1
     assert 'schema_version' in state['error']
     assert programmed(agent) == {'198.19.1.2'}
+
+
+def test_the_stats_heartbeat_reports_state_and_statuses_again(make_agent):
+    # A report lost on its way (the controller's database away at that
+    # moment) is sent again at the stats pace, unchanged or not.
+    agent = make_agent()
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    states, statuses = (len(agent.controller.states),
+                        len(agent.controller.statuses))
+    agent.report_stats()
+    agent.report_stats()
+    assert len(agent.controller.states) == states + 2
+    assert agent.controller.states[-1]['applied_generation'] == 1
+    assert agent.controller.statuses[statuses:] == [
+        {'a1': 'NO_MONITOR'}] * 2
+    # A refused snapshot stays refused in every later report, until a
+    # generation is applied.
+    agent.controller.document = dict(document(2, []), schema_version=2)
+    step(agent)
+    agent.report_stats()
+    assert agent.controller.states[-1]['rejected_generation'] == 2
+    agent.controller.document = document(3, [])
+    step(agent)
+    agent.report_stats()
+    state = agent.controller.states[-1]
+    assert (state['applied_generation'], state['rejected_generation']) == \
+        (3, None)
 
 
 def test_each_rejection_is_logged_once(make_agent, caplog):

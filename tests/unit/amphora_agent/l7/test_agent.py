@@ -149,6 +149,13 @@ def test_invalid_document_rejected_and_reported(lab):
     assert "default_pool_id 'nope' is invalid" in state['error']
     assert lab.engine.generation is None
     assert lab.observer.members()['l7se1']['ready'] is False
+    # The stats heartbeat sends the state again (a cast may have been
+    # lost), the refusal still in it.
+    sent = len(lab.controller.casts)
+    lab.agent.report_stats()
+    assert [c[0] for c in lab.controller.casts[sent:]] == [
+        'stats', 'state', 'members']
+    assert lab.controller.last('state')[1]['rejected_generation'] == 2
 
 
 def test_worker_thread_applies_and_stops(lab):

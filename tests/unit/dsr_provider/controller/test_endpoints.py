@@ -119,6 +119,48 @@ def test_report_state_stores_the_isolation_keys(store):
     assert row.helpers == helpers and row.serviceable is False
 
 
+def failing(store, failures):
+    """store.record_agent raising a database error ``failures`` times."""
+    real = store.record_agent
+    left = [failures]
+
+    def record_agent(*args, **kwargs):
+        if left[0]:
+            left[0] -= 1
+            raise sa_exc.OperationalError('UPDATE', {}, Exception('gone'))
+        return real(*args, **kwargs)
+    store.record_agent = record_agent
+    return left
+
+
+def test_an_agent_report_rides_out_a_database_blip(store):
+    woken = []
+    ep = endpoints.AgentEndpoint(store, on_state=lambda: woken.append(1))
+    left = failing(store, endpoints.REPORT_ATTEMPTS - 1)
+    ep.report_state({}, 'se1', 'g1', {'applied_generation': 5})
+    assert left == [0]
+    assert agent_row(store, 'se1').applied_generation == 5
+    assert woken == [1]
+    failing(store, endpoints.REPORT_ATTEMPTS - 1)
+    ep.report_member_status({}, 'se1', 'g1', 5, {'m1': 'ONLINE'})
+    assert agent_row(store, 'se1').member_statuses == {'m1': 'ONLINE'}
+
+
+def test_a_report_lost_to_an_outage_is_logged_not_raised(store, caplog):
+    woken = []
+    ep = endpoints.AgentEndpoint(store, on_state=lambda: woken.append(1))
+    left = failing(store, 100)
+    # A cast: raising would only make oslo.messaging log a traceback; the
+    # agent's next heartbeat carries the state again.
+    ep.report_state({}, 'se1', 'g1', {'applied_generation': 5})
+    assert left == [100 - endpoints.REPORT_ATTEMPTS]
+    assert woken == []
+    assert 'state of SE se1 not stored' in caplog.text
+    left[0] = 0
+    ep.report_state({}, 'se1', 'g1', {'applied_generation': 5})
+    assert agent_row(store, 'se1').applied_generation == 5
+
+
 def test_report_state_of_an_older_agent_lacks_them(store):
     ep = endpoints.AgentEndpoint(store)
     ep.report_state({}, 'se1', 'g1', {'applied_generation': 3,

@@ -143,6 +143,26 @@ def _delete_everything(lab):
                    'every load balancer deleted', interval=0.2)
 
 
+@contextlib.contextmanager
+def _post_mortem(lab):
+    """On a failed wait: what the controller said about statuses and
+    databases, and where its threads are (SIGUSR2)."""
+    try:
+        yield
+    except AssertionError:
+        ctl = lab.controllers['ctl1']
+        with contextlib.suppress(OSError), open(
+                os.path.join(lab.agents.root, 'ctl1.log')) as f:
+            print('dsr-controller warnings and errors:\n' + ''.join(
+                line for line in f
+                if ' WARNING ' in line or ' ERROR ' in line)[-8000:])
+        os.kill(ctl.pid, signal.SIGUSR2)
+        with contextlib.suppress(TimeoutError):
+            ctl.wait_for_line('most recent call first', 5)
+        print('dsr-controller threads:\n' + ctl.output_tail(2000))
+        raise
+
+
 @pytest.mark.parametrize('service', ['redis', 'mariadb', 'rabbitmq'])
 def test_service_outage_loses_nothing(lab, service):
     svc = lab.services[service]
@@ -154,7 +174,8 @@ def test_service_outage_loses_nothing(lab, service):
         _create(lab, 'lb1', VIP1, {f'{m1}-1': ip[m1]})
         _create(lab, 'lb2', VIP2, {f'{m1}-2': ip[m1], f'{m2}-2': ip[m2]})
         _create(lab, 'lb3', VIP3, None)
-        h.wait_all_active(lab, 30)
+        with _post_mortem(lab):
+            h.wait_all_active(lab, 30)
         lab.agents.wait_route(f'{VIP1}/32', ses, timeout=30)
         traffic = _start_traffic(lab)
         p1, p2 = (h.find(lab, 'pools', p)['id'] for p in ('p1', 'p2'))
@@ -195,17 +216,9 @@ def test_service_outage_loses_nothing(lab, service):
         answered = time.monotonic()
         for what, call in calls.items():
             assert call.result()[0] in (201, 204), (what, call.result())
-        try:
+        with _post_mortem(lab):
             h.wait_all_active(lab, CONVERGE_BOUND[service],
                               f'every change ACTIVE after {service} returned')
-        except AssertionError:
-            # Post-mortem: where the controller's threads are (SIGUSR2).
-            ctl = lab.controllers['ctl1']
-            os.kill(ctl.pid, signal.SIGUSR2)
-            with contextlib.suppress(TimeoutError):
-                ctl.wait_for_line('most recent call first', 5)
-            print('dsr-controller threads:\n' + ctl.output_tail(2000))
-            raise
         active = time.monotonic()
         want = {f'{VIP1}:80/tcp': sorted([ip[m1], ip[m2]]),
                 f'{VIP2}:80/tcp': [ip[m1]],

@@ -363,6 +363,12 @@ class AgentCollector(registry_mod.Collector):
             f.gauge('listener_active_flows', 'Connection-table entries of '
                     'a listener (an upper bound of its open flows).',
                     labels, values, active_by_listener.get(vip, 0))
+            f.counter('listener_flood_guarded_packets', 'Packets of a '
+                      'listener steered by its ring without a '
+                      'connection-table insert because the CPU was over '
+                      '[dataplane] flood_guard_rate (every packet of such '
+                      'a flow counts).', labels, values,
+                      item['flood_guarded'])
             for result, key in (('hit', 'conn_hits'),
                                 ('miss', 'conn_misses')):
                 f.counter('listener_conn_table_lookups', 'Connection-table '

@@ -61,6 +61,22 @@ dataplane_opts = [
                     'size / possible CPUs flows, so a NIC with fewer '
                     'queues than CPUs (or a VM with many hot-pluggable '
                     'CPUs) gets a smaller table (docs/dataplane.md).'),
+    cfg.IntOpt('flood_guard_rate', mutable=True, default=125000, min=0,
+               max=2 ** 32 - 1,
+               help='New-flow flood guard: connection-table inserts per '
+                    'second per CPU beyond which a new flow is steered by '
+                    'its listener\'s ring without being remembered, so a '
+                    'SYN (or any new-flow) flood neither evicts '
+                    'established flows nor pays the insert (most of a new '
+                    'flow\'s cost). Such a flow goes to the same member '
+                    'while the ring is unchanged and is remembered by a '
+                    'later packet once the rate drops; flows of listeners '
+                    'with a connection_limit are always remembered. The '
+                    'default is Katran\'s (125,000/s per CPU): far above '
+                    'the new flows a CPU of an SE sees in normal service, '
+                    'and it bounds inserts to under a tenth of a CPU. '
+                    '0 = no limit. Counted per listener as flood_guarded '
+                    '(docs/dataplane.md).'),
     cfg.StrOpt('decap_pin_dir', default='/sys/fs/bpf/octavia-dsr/decap',
                help='bpffs directory of the member-side decap program.'),
 ]

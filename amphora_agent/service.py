@@ -272,7 +272,9 @@ class Agent:
                                max_reals=dpc.max_members + 1,
                                conn_table_size=dpc.conn_table_size,
                                ring_slots=dpc.ring_slots)
-        self.dp = dp_mod.Dataplane.open(dpc.pin_dir, limits=limits)
+        self.dp = dp_mod.Dataplane.open(
+            dpc.pin_dir, limits=limits,
+            flood_guard_rate=dpc.flood_guard_rate)
         if dpc.interface:
             mode = self.dp.attach(dpc.interface, dpc.xdp_mode)
             LOG.info('SE program on %s (%s XDP)', dpc.interface, mode)
@@ -445,6 +447,9 @@ class Agent:
         gives ExaBGP a new configuration: the speaker restarts it (withdraw,
         restart_drain_time, start, announce again); only the timeouts are
         taken over without a restart."""
+        if self.dp is not None:
+            self.dp.set_flood_guard_rate(
+                self.conf.dataplane.flood_guard_rate)
         if self.bgp is None:
             return
         from amphora_agent.bgp import speaker as bgp_speaker

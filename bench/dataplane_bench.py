@@ -15,7 +15,9 @@ the listener policies: 4in4 hit and miss on a listener with a
 connection_limit (never reached), with an allowed_cidrs list of
 POLICY_CIDRS prefixes (the source is in it), and with both, and the 4in4
 hit on a listener with a timeout_client_data (never reached); reported as
-ratios to the plain 4in4 hit / miss of the same run.
+ratios to the plain 4in4 hit / miss of the same run.  The 4in4 miss with
+the new-flow flood guard engaged (se_config.flood_rate 1: no insert) is
+reported against the 4in4 miss and the 4in4 hit of the same run.
 
 Targets (issue 15), each a ratio within one run: the conn-table hit of
 4in4, 6in6 and GRE (IPv4 / IPv6 outer) <= 1.5 x the *encap floor* of the
@@ -189,10 +191,17 @@ SCENARIOS = {
                             'and allowed_cidrs'),
     '4in4_hit_idle': ('idle4', 'hit', '4in4 hit, listener with '
                       'timeout_client_data (idle check, last-use refresh)'),
+    '4in4_miss_guarded': ('v4', 'miss', '4in4 miss with the new-flow flood '
+                          'guard engaged (flood_rate 1: steered by the ring, '
+                          'no LRU insert)'),
 }
+# Scenarios run with se_config.flood_rate = 1, so that (after the first
+# new flow of each second) every run is over the rate.
+GUARDED = {'4in4_miss_guarded'}
 # policy scenario -> the plain scenario it is compared with
 POLICY_BASE = {s: ('4in4_hit' if '_hit_' in s else '4in4_miss')
-               for s in SCENARIOS if s.endswith(('_limit', '_acl', '_idle'))}
+               for s in SCENARIOS if s.endswith(('_limit', '_acl', '_idle',
+                                                 '_guarded'))}
 # Measure each policy scenario right after its base, so that their ratio
 # (per round) compares samples taken moments apart on a noisy machine.
 SCENARIOS = dict(sorted(SCENARIOS.items(), key=lambda kv: (
@@ -516,6 +525,8 @@ class Bench:
         se['l_hits'] = ls(lm, key, 24)
         se['l_misses'] = ls(lm, key, 32)
         se['l_drops'] = ls(lm, key, 40)
+        se['l_guarded'] = ls(lm, key,
+                             structs.ListenerStats.flood_guarded.offset)
         return se
 
     # ------------------------------------------------------ verification
@@ -569,7 +580,14 @@ class Bench:
                 self.test_run(prog, frame, 1)
                 self.set_cfg(frame, mode)
         before = self.se_counters(lname) if prog == 'bench_rst_se' else None
-        res, cpu_ns, wall_ns = self.test_run(prog, frame, REPEAT)
+        guarded = scen in GUARDED
+        if guarded:
+            self.dp.set_flood_guard_rate(1)
+        try:
+            res, cpu_ns, wall_ns = self.test_run(prog, frame, REPEAT)
+        finally:
+            if guarded:
+                self.dp.set_flood_guard_rate(0)
         if scen is not None:
             self.save_counter()
         want = (libbpf.XDP_TX if prog.startswith('bench_rst_se')
@@ -584,7 +602,10 @@ class Bench:
                         or k == 'l_drops')
             steered = d['steered']
             key = 'l_misses' if mode == 'miss' else 'l_hits'
-            if steered != REPEAT or drops or d[key] != REPEAT:
+            # Guarded: one insert per second per CPU at most gets through.
+            unguarded = REPEAT - d['l_guarded'] if guarded else 0
+            if (steered != REPEAT or drops or d[key] != REPEAT
+                    or unguarded > 100):
                 raise RuntimeError(
                     '%s: of %d runs %d steered, %d dropped, %s=%d: not the '
                     'path meant to be measured (%s)'
@@ -763,6 +784,19 @@ def report(samples):
           'ratio_range': [round(min(ratios), 2), round(max(ratios), 2)],
           'met': C.median(ratios) <= TARGET_MISS_X_HIT}
     out['targets']['miss_vs_hit'] = t3
+    # The flood guard engaged: a new flow steered without its insert.
+    g_ratios = [round_net(samples, '4in4_miss_guarded', 'rst_se', i)
+                / round_net(samples, '4in4_hit', 'rst_se', i)
+                for i in range(ROUNDS)]
+    out['flood_guard'] = {
+        'guarded_new_flow_ns': sc['4in4_miss_guarded']['net_lb_ns'],
+        'guarded_x_hit': round(C.median(g_ratios), 2),
+        'guarded_x_hit_range': [round(min(g_ratios), 2),
+                                round(max(g_ratios), 2)],
+        'new_flow_x_hit': t3['ratio']}
+    C.log('flood guard engaged: 4in4 new flow without insert x %.2f of the '
+          '4in4 conn-hit (rounds %.2f..%.2f; with the insert x %.2f)' % (
+              C.median(g_ratios), min(g_ratios), max(g_ratios), t3['ratio']))
     C.log('')
     C.log('target %s: x %.2f (rounds %.2f..%.2f): %s' % (
         t3['name'], t3['ratio'], min(ratios), max(ratios),

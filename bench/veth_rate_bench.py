@@ -24,6 +24,9 @@ On s0, in native XDP mode:
             (conn-table miss: listener lookup, Maglev ring, LRU insert;
             the 262,144-entry conn table fills up in the first sample,
             so mostly insert + evict)
+  se_miss_guarded  se_miss with the new-flow flood guard engaged
+            (se_config.flood_rate 1: every frame over the rate, steered
+            by the ring without an LRU insert)
 
 bench_sink on k0 counts what arrives (and whether it is encapsulated); the
 SE's own counters confirm every frame was steered, none dropped, and the
@@ -79,7 +82,8 @@ GEN_FRAME = 64
 GEN_CFG = struct.Struct('<64sIIHHHH')
 SINK_TOTAL, SINK_ENCAP, SINK_PLAIN = 0, 1, 2
 FWD_CFG = struct.Struct('<I6s6s')
-MODES = ('baseline', 'floor', 'se', 'se_miss')
+MODES = ('baseline', 'floor', 'se', 'se_miss', 'se_miss_guarded')
+MISS_MODES = ('se_miss', 'se_miss_guarded')
 LIMITS = dpmod.Limits(max_listeners=4)
 
 
@@ -234,10 +238,11 @@ class Rig:
         return st
 
     def run(self, mode, duration=None, frames=None):
-        what = 'se' if mode in ('se', 'se_miss') else mode
+        what = 'se' if mode in ('se',) + MISS_MODES else mode
         C.run_in_netns(self.se, attach, self.sb.pin_dir, what,
                        self.fds.get(what))
-        self.set_gen(0 if mode == 'se_miss' else FLOWS)
+        self.dp.set_flood_guard_rate(1 if mode == 'se_miss_guarded' else 0)
+        self.set_gen(0 if mode in MISS_MODES else FLOWS)
         s0, st0 = self.sink_counts(), self.se_stats()
         g = C.run_in_netns(self.gen, generate, self.gen_fd, self.frame,
                            duration or 0, frames)
@@ -364,11 +369,15 @@ def report(results):
         if mode != 'baseline':
             out['modes'][mode]['conn_misses'] = sum(
                 r['conn_misses'] for r in rs)
-    b, f, s, m = (out['modes'][k] for k in MODES)
+    b, f, s, m, _ = (out['modes'][k] for k in MODES)
     ratio = {k: {c: round(med([x[c] / base[c] for x, base in
                                zip(results[k], results['baseline'])]), 3)
                  for c in ('per_core_mpps', 'delivered_mpps')}
-             for k in ('floor', 'se', 'se_miss')}
+             for k in ('floor', 'se') + MISS_MODES}
+    out['ratio_se_miss_guarded_vs_baseline_per_core'] = \
+        ratio['se_miss_guarded']['per_core_mpps']
+    out['ratio_se_miss_guarded_vs_baseline_wall'] = \
+        ratio['se_miss_guarded']['delivered_mpps']
     # The SE against the encap floor: both sides of each ratio measured
     # back to back (floor, then se), like the baseline ratios.
     out['ratio_se_vs_floor_per_core'] = round(med([
@@ -399,12 +408,12 @@ def report(results):
     out['all_targets_met'] = (out['target']['met']
                               and out['target_new_flows']['met'])
     C.log('')
-    C.log('%-9s %10s %12s %12s %9s %9s' % (
+    C.log('%-15s %10s %12s %12s %9s %9s' % (
         'mode', 'Mpps/core', 'ns/pkt/core', 'Mpps (wall)', 'lost',
         'conn miss'))
     for mode in MODES:
         x = out['modes'][mode]
-        C.log('%-9s %10.3f %12.1f %12.3f %9d %9s' % (
+        C.log('%-15s %10.3f %12.1f %12.3f %9d %9s' % (
             mode, x['per_core_mpps'], x['ns_per_packet_pipeline'],
             x['delivered_mpps'], x['frames_lost'], x.get('conn_misses', '-')))
     C.log('SE / baseline: %.3f per core (%.3f wall), +%.1f ns/pkt; SE with a '
@@ -415,6 +424,10 @@ def report(results):
               ratio['se_miss']['per_core_mpps'],
               ratio['se_miss']['delivered_mpps'],
               out['se_miss_cost_over_baseline_ns']))
+    C.log('SE with a new flow per packet, flood guard engaged (no insert) '
+          '/ baseline: %.3f per core (%.3f wall)' % (
+              ratio['se_miss_guarded']['per_core_mpps'],
+              ratio['se_miss_guarded']['delivered_mpps']))
     C.log('encap floor / baseline: %.3f per core, +%.1f ns/pkt; SE / '
           'floor: %.3f per core' % (
               ratio['floor']['per_core_mpps'],

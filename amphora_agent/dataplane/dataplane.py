@@ -44,12 +44,14 @@ DEFAULT_TTL = 64
 
 MAP_NAMES = ('listeners', 'vip_addrs', 'rings', 'reals', 'nexthops',
              'conn_table', 'se_config', 'listener_stats', 'real_stats',
-             'se_stats', 'conn_slots', 'acl_v4', 'acl_v6')
-# Maps whose value layout changed with connection_limit / allowed_cidrs
-# and the idle timeout (real.idle, listener_stats.conn_expired): pins of an
+             'se_stats', 'conn_slots', 'acl_v4', 'acl_v6', 'flood_window')
+# Maps whose value layout changed with connection_limit / allowed_cidrs,
+# the idle timeout (real.idle, listener_stats.conn_expired) and the flood
+# guard (se_config.flood_rate, listener_stats.flood_guarded): pins of an
 # older release cannot be reused (see open()).
 _LAYOUT = {'listeners': structs.Listener, 'conn_table': structs.Conn,
-           'listener_stats': structs.ListenerStats, 'reals': structs.Real}
+           'listener_stats': structs.ListenerStats, 'reals': structs.Real,
+           'se_config': structs.SeConfig}
 _ACL_MAPS = {4: ('acl_v4', structs.Acl4Key), 6: ('acl_v6', structs.Acl6Key)}
 # Flags of a member slot that shape its listener's ring.
 _RING_FLAGS = structs.REAL_F_IN_USE | structs.REAL_F_BACKUP
@@ -165,12 +167,13 @@ class Dataplane:
     # ----------------------------------------------------------- lifecycle
     @classmethod
     def open(cls, pin_dir=DEFAULT_PIN_DIR, limits=None, reload=False,
-             obj_dir=None, create=True):
+             obj_dir=None, create=True, flood_guard_rate=None):
         """Open the live dataplane, loading the program if nothing is pinned.
 
         reload=True loads the program again (an upgrade) while reusing the
         pinned maps, so flows, rings and counters survive; attach() then
-        swaps the new program in atomically.
+        swaps the new program in atomically.  flood_guard_rate: see
+        set_flood_guard_rate(); None leaves the live value.
         """
         libbpf.ensure_bpffs()
         cls._check_layout(pin_dir)
@@ -205,6 +208,8 @@ class Dataplane:
         if not pinned:
             # Ring size, TTL and flags of a fresh dataplane.
             dp._write_config(model.DesiredState())
+        if flood_guard_rate is not None:
+            dp.set_flood_guard_rate(flood_guard_rate)
         return dp
 
     @staticmethod
@@ -406,6 +411,22 @@ class Dataplane:
         cfg.ttl = cfg.ttl or DEFAULT_TTL
         if bytes(cfg) == before:
             return False
+        self.maps['se_config'].update(_u32(0), bytes(cfg))
+        return True
+
+    def set_flood_guard_rate(self, rate):
+        """Conn-table inserts per second per CPU beyond which new flows
+        are steered without being remembered (flood.h; [dataplane]
+        flood_guard_rate); 0 = no limit.  Takes effect at once (the
+        program reads se_config per packet); True if it changed."""
+        if not 0 <= rate <= 2 ** 32 - 1:
+            raise model.InvalidConfig(
+                f'flood guard rate {rate!r} is not an integer in '
+                f'0..{2 ** 32 - 1}')
+        cfg = self.config()
+        if cfg.flood_rate == rate:
+            return False
+        cfg.flood_rate = rate
         self.maps['se_config'].update(_u32(0), bytes(cfg))
         return True
 

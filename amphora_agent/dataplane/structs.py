@@ -156,7 +156,11 @@ class SeConfig(_Struct):
     _fields_ = [('tunnel_src4', ctypes.c_uint32), ('tunnel_src6', U32x4),
                 ('ring_size', ctypes.c_uint32), ('flags', ctypes.c_uint32),
                 ('ttl', ctypes.c_uint8), ('epoch_shift', ctypes.c_uint8),
-                ('pad', ctypes.c_uint8 * 2)]
+                ('pad', ctypes.c_uint8 * 2), ('flood_rate', ctypes.c_uint32)]
+
+
+class FloodWindow(_Struct):
+    _fields_ = [('start', ctypes.c_uint64), ('inserts', ctypes.c_uint64)]
 
 
 class ListenerStats(_Struct):
@@ -165,7 +169,8 @@ class ListenerStats(_Struct):
                 ('conn_misses', ctypes.c_uint64), ('drops', ctypes.c_uint64),
                 ('drop_not_allowed', ctypes.c_uint64),
                 ('drop_conn_limit', ctypes.c_uint64),
-                ('conn_expired', ctypes.c_uint64)]
+                ('conn_expired', ctypes.c_uint64),
+                ('flood_guarded', ctypes.c_uint64)]
 
 
 class RealStats(_Struct):

@@ -110,6 +110,14 @@ struct {
 	__uint(max_entries, 1);
 } se_config SEC(".maps");
 
+/* The new-flow flood guard's per-CPU window (flood.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct flood_window);
+	__uint(max_entries, 1);
+} flood_window SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

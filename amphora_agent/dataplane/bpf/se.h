@@ -122,7 +122,7 @@ new_flow:
 		return drop_policy(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
 	/* An ICMP error about an unknown flow is not a flow: a spoofed one
 	 * must not fill the connection table. */
-	err = ring_choose(&p, l, &c, !icmp_err, adm.ep);
+	err = ring_choose(&p, l, cfg, &c, !icmp_err, adm.ep);
 	if (err)
 		return drop_vip(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
 	if (adm.count)
@@ -132,10 +132,12 @@ steer:
 	encap = c.real->encap;
 	ls = bpf_map_lookup_elem(&listener_stats, &lid);
 	if (ls) {
-		if (c.from_conn)
+		if (c.from_conn) {
 			ls->conn_hits++;
-		else
+		} else {
 			ls->conn_misses++;
+			ls->flood_guarded += c.guarded;
+		}
 		ls->conn_expired += c.expired;
 	}
 	/* Only flows of limited listeners are tracked on a hit. */

@@ -13,6 +13,7 @@
 #include "maps.h"
 #include "jhash.h"
 #include "parse.h"
+#include "flood.h"
 
 struct choice {
 	__u32 real_idx;
@@ -24,6 +25,8 @@ struct choice {
 	__u8 new_flow; /* a conn-table entry was created */
 	__u8 from_conn;
 	__u8 expired;  /* the flow's entry had been idle past real.idle */
+	__u8 stale;    /* the flow has an entry, but not a live one */
+	__u8 guarded;  /* not remembered: over the flood guard's rate */
 };
 
 static __always_inline struct listener *find_listener(const struct pkt *p)
@@ -65,6 +68,7 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, in
 	r = bpf_map_lookup_elem(&reals, &conn->real);
 	if (!r || r->gen != conn->gen || !(r->flags & REAL_F_IN_USE)) {
 		c->prev_ep = conn->ep;
+		c->stale = 1;
 		return 0;
 	}
 	if (r->idle) {
@@ -72,6 +76,7 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, in
 		if (now - conn->atime > r->idle) {
 			c->prev_ep = conn->ep;
 			c->expired = 1;
+			c->stale = 1;
 			return 0;
 		}
 		/* One store per time unit at most, not one per packet. */
@@ -87,9 +92,11 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, in
 	return 1;
 }
 
-/* A new flow: hash into the listener's ring and remember the choice.
- * Returns 0 with *c filled, or a STAT_DROP_* reason. */
+/* A new flow: hash into the listener's ring and remember the choice
+ * (unless the flood guard says no: c->guarded).  Returns 0 with *c
+ * filled, or a STAT_DROP_* reason. */
 static __always_inline __u32 ring_choose(const struct pkt *p, const struct listener *l,
+					 const struct se_config *cfg,
 					 struct choice *c, int remember, __u32 ep)
 {
 	struct conn fresh = {};
@@ -107,9 +114,13 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 	if (!c->real || !(c->real->flags & REAL_F_IN_USE))
 		return STAT_DROP_NO_MEMBER;
 
-	c->new_flow = remember;
 	if (!remember)
 		return 0;
+	if (!flood_allows(cfg, l->conn_limit || c->stale)) {
+		c->guarded = 1;
+		return 0;
+	}
+	c->new_flow = 1;
 	fresh.real = c->real_idx;
 	fresh.gen = c->real->gen;
 	fresh.hash = c->hash;

@@ -153,6 +153,15 @@ struct se_config {
 	__u8 epoch_shift; /* connection-limit epoch = 2^epoch_shift ns; 0 =
 			   * DEFAULT_EPOCH_SHIFT (limit.h) */
 	__u8 pad[2];
+	__u32 flood_rate; /* conn-table inserts per second per CPU beyond
+			   * which new flows are not remembered (flood.h);
+			   * 0 = no limit */
+};
+
+/* flood.h: this CPU's current one-second window of conn-table inserts. */
+struct flood_window {
+	__u64 start;   /* bpf_ktime_get_coarse_ns() the window began */
+	__u64 inserts; /* conn-table inserts in it */
 };
 
 struct listener_stats {
@@ -167,6 +176,9 @@ struct listener_stats {
 	__u64 conn_expired;     /* packets of a flow idle past the listener's
 				 * timeout_client_data: steered (and admitted)
 				 * as a new flow */
+	__u64 flood_guarded;    /* packets steered without a conn-table insert
+				 * because this CPU was over se_config.flood_rate
+				 * (flood.h): every packet of such a flow counts */
 };
 
 struct real_stats {

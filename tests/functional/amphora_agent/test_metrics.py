@@ -136,6 +136,9 @@ def test_scraped_counters_follow_the_traffic(lab):
                  result='miss', **lst) == REQUESTS
     assert delta('octavia_dsr_listener_conn_table_lookups_total',
                  result='hit', **lst) == packets - REQUESTS
+    # Far below [dataplane] flood_guard_rate: every new flow remembered.
+    assert value(after, 'octavia_dsr_listener_flood_guarded_packets_total',
+                 **lst) == 0
     # Per member: what each served, and together the listener's packets.
     for name, count in served.items():
         mem = dict(lb='lb1', listener='l-tcp', member=name, vip=DL)

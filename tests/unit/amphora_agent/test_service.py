@@ -41,6 +41,7 @@ class FakeDataplane:
         self.applied = None
         self.fail = None
         self.full = []      # the full argument of every apply
+        self.flood_guard_rates = []
 
     def apply(self, state, full=False):
         self.full.append(full)
@@ -54,6 +55,9 @@ class FakeDataplane:
 
     def flows_by_member(self):
         return {}
+
+    def set_flood_guard_rate(self, rate):
+        self.flood_guard_rates.append(rate)
 
 
 class FakeHealth:
@@ -391,3 +395,12 @@ def test_the_worker_checks_every_dataplane_map_on_its_interval(make_agent):
     agent._reconcile()
     agent._reconcile()
     assert agent.dp.full == [True, False]
+
+
+def test_a_reload_writes_the_flood_guard_rate(make_agent):
+    """[dataplane] flood_guard_rate is mutable: SIGHUP hands the new value
+    to the dataplane (which writes se_config.flood_rate)."""
+    agent = make_agent()
+    agent.conf.set_override('flood_guard_rate', 5000, 'dataplane')
+    agent._apply_reload()
+    assert agent.dp.flood_guard_rates == [5000]

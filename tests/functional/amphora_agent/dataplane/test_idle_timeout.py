@@ -53,21 +53,16 @@ POLICY = {
 }
 
 
+FIELDS = ("conn_limit", "idle_timeout_ms")
+
+
 def state(**changes):
     """The desired state; changes: listener -> ListenerSpec fields to
     override (members as addresses)."""
-    return tp.desired({text: dict(members=members, conn_limit=limit,
-                                  idle_timeout_ms=idle)
-                       for text, (members, limit, idle) in POLICY.items()},
-                      changes)
+    return tp.policy_state(POLICY, FIELDS, changes)
 
 
-class IdleHarness(tp.PolicyHarness):
-    policy = POLICY
-
-    @staticmethod
-    def base_state(icmp_echo=True):
-        return state()
+IdleHarness = tp.harness_class(POLICY, FIELDS)
 
 
 @pytest.fixture(scope="module")

@@ -116,6 +116,24 @@ class PolicyHarness(pc.SeHarness):
             self.dp._zero_conn_slots(self.listener(key).id)
 
 
+def policy_state(policy, fields, changes):
+    """A desired state from a policy table (listener -> (members, *the
+    values of fields)), with changes (listener -> fields to override)."""
+    return desired({text: dict(zip(("members",) + fields, row))
+                    for text, row in policy.items()}, changes)
+
+
+def harness_class(policy, fields):
+    """A PolicyHarness whose base state is a policy table's (see
+    policy_state) and whose forget_flows() resets its listeners."""
+    class Harness(PolicyHarness):
+        @staticmethod
+        def base_state(icmp_echo=True):
+            return policy_state(policy, fields, {})
+    Harness.policy = policy
+    return Harness
+
+
 def harness_of(cls):
     """A module fixture's body: a set-up harness of class cls, torn
     down also on failure."""

@@ -106,7 +106,9 @@ def _print(args, data, text):
 
 def cmd_attach(args):
     with _open(args, limits=_limits(args), reload=args.reload,
-               create=True) as dp:
+               create=True,
+               flood_guard_rate=getattr(args, 'flood_guard_rate', None)) \
+            as dp:
         mode = dp.attach(args.interface, args.mode)
     print(f'attached to {args.interface} ({mode})')
 
@@ -224,10 +226,14 @@ def cmd_show(args):
     with _open(args) as dp:
         state = dp.read_state().to_dict()
         state['limits'] = dataclasses.asdict(dp.limits)
+        state['flood_guard_rate'] = dp.config().flood_rate
 
     def text(s):
         lines = [f"tunnel source: ipv4={s['tunnel_source']['ipv4']} "
-                 f"ipv6={s['tunnel_source']['ipv6']}"]
+                 f"ipv6={s['tunnel_source']['ipv6']}",
+                 'flood guard: '
+                 + (f"{s['flood_guard_rate']} new flows/s per CPU"
+                    if s['flood_guard_rate'] else 'off')]
         for lst in s['listeners']:
             extra = ''
             if lst['connection_limit']:
@@ -330,6 +336,8 @@ def _apply_config_defaults(args, parser):
         args.max_members = args.max_members or dataplane.max_members
         args.conn_table_size = (args.conn_table_size
                                 or dataplane.conn_table_size)
+        if args.flood_guard_rate is None:
+            args.flood_guard_rate = dataplane.flood_guard_rate
 
 
 # Global options that take a value, and the commands (build_parser adds
@@ -409,6 +417,11 @@ def build_parser(only=None):
                         'ring-size)')
     p.add_argument('--max-members', type=int)
     p.add_argument('--conn-table-size', type=int)
+    p.add_argument('--flood-guard-rate', type=int, metavar='FLOWS',
+                   help='new flows remembered per second per CPU, 0 = no '
+                        'limit (default: [dataplane] flood_guard_rate of '
+                        '--config-file, else the live value; a new '
+                        'dataplane starts without a limit)')
     p.set_defaults(func=cmd_attach)
 
     p = sub.add_parser('detach', help='detach the SE program')

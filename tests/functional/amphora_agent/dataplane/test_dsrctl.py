@@ -33,6 +33,8 @@ BAD_COMMANDS = [
     (['listener', 'set', L, '--allowed-cidr', '10.0.0.0/8', '--any-source'],
      'not both'),
     (['attach', 'nosuchif0'], "'nosuchif0'"),
+    (['attach', 'nosuchif0', '--flood-guard-rate', '-1'],
+     'flood guard rate -1 is not an integer in 0..4294967295'),
     (['lookup', '--listener', L, '--src', '2001:db8:c::2:1000'],
      'different families'),
 ]
@@ -92,3 +94,24 @@ def test_lookup_names_the_member_and_show_lists_members(dsr):
     assert answer['verdict'] in ('XDP_TX', 'XDP_REDIRECT')
     served = dsr.topo.http_get(VIP, source_port=40000)
     assert f"member={dsr.member_by_addr()[answer['member']]}" in served
+
+
+def test_attach_sets_the_flood_guard_rate(dsr, tmp_path):
+    se = dsr.topo.ses[0]
+    # dsr.start attached without a rate: a new dataplane has none.
+    assert dsr.dsrctl_json('se1', 'show')['flood_guard_rate'] == 0
+    assert 'flood guard: off' in dsr.dsrctl('se1', 'show').stdout
+    dsr.dsrctl('se1', 'attach', se.ifname, '--mode', 'generic',
+               '--flood-guard-rate', '5000')
+    assert dsr.dsrctl_json('se1', 'show')['flood_guard_rate'] == 5000
+    assert 'flood guard: 5000 new flows/s per CPU' in \
+        dsr.dsrctl('se1', 'show').stdout
+    # From the agent's configuration file, as the agent would set it.
+    conf = tmp_path / 'agent.conf'
+    conf.write_text('[dataplane]\nflood_guard_rate = 777\nmax_listeners = 8\n')
+    dsr.dsrctl('se1', '--config-file', str(conf), 'attach', se.ifname,
+               '--mode', 'generic')
+    assert dsr.dsrctl_json('se1', 'show')['flood_guard_rate'] == 777
+    # Re-attached with neither: the live value stays.
+    dsr.dsrctl('se1', 'attach', se.ifname, '--mode', 'generic')
+    assert dsr.dsrctl_json('se1', 'show')['flood_guard_rate'] == 777

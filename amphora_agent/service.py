@@ -412,8 +412,7 @@ class Agent:
                 self._safe(self.report_stats)
             if now >= next_resync:
                 next_resync = now + conf.resync_interval
-                with self._lock:
-                    self._fetch_wanted = True
+                self._safe(self.resync)
             if now >= next_check:
                 next_check = now + conf.dataplane_check_interval
                 with self._lock:
@@ -826,14 +825,21 @@ class Agent:
             agg['active_connections'] += flows
         return {'listeners': listeners, 'members': members}
 
-    def report_stats(self):
-        # A heartbeat at the stats pace: the state (BGP sessions change
-        # without an event the worker sees) and the member statuses again,
-        # changed or not -- a report lost on its way (a cast while the
-        # controller's database was away) must not leave Octavia with an
-        # old status.
-        self._report_state()
+    def resync(self):
+        """Every resync_interval, for what a lost cast left behind: ask
+        for the configuration (a config_changed lost) and send the member
+        statuses again (a report the controller could not store; they are
+        O(members), so not at the stats pace)."""
+        with self._lock:
+            self._fetch_wanted = True
         self._report_member_status(again=True)
+
+    def report_stats(self):
+        # A heartbeat at the stats pace: the state again, changed or not
+        # (BGP sessions change without an event the worker sees, and a
+        # report lost on its way -- a cast while the controller's database
+        # was away -- must not leave Octavia with an old status).
+        self._report_state()
         if self._plan is None:
             return
         self.controller.report_stats(self.se_id, self.se_group,

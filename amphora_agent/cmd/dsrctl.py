@@ -106,9 +106,7 @@ def _print(args, data, text):
 
 def cmd_attach(args):
     with _open(args, limits=_limits(args), reload=args.reload,
-               create=True,
-               flood_guard_rate=getattr(args, 'flood_guard_rate', None)) \
-            as dp:
+               create=True, flood_guard_rate=args.flood_guard_rate) as dp:
         mode = dp.attach(args.interface, args.mode)
     print(f'attached to {args.interface} ({mode})')
 

@@ -266,10 +266,18 @@ class L7Agent:
         self.controller.report_stats(self.se_id, self.se_group,
                                      {'listeners': listener_stats(
                                          self.engine), 'members': {}})
-        # A heartbeat at the stats pace (health-check changes show then):
-        # state and member statuses again, changed or not -- a report lost
-        # on its way (a cast while the controller's database was away)
-        # must not leave Octavia with an old status.
+        # A heartbeat at the stats pace: the state again, changed or not
+        # (a report lost on its way -- a cast while the controller's
+        # database was away -- must not leave Octavia with an old status);
+        # member statuses when health checks changed them.
+        self.report()
+
+    def resync(self):
+        """Every resync_interval, for what a lost cast left behind: ask
+        for the configuration and send the member statuses again (they
+        are O(members), so not at the stats pace)."""
+        with self._lock:
+            self._fetch_wanted = True
         self.report(again=True)
 
     # -- lifecycle ---------------------------------------------------------
@@ -317,8 +325,7 @@ class L7Agent:
                 self._safe(self.report_stats)
             if now >= next_resync:
                 next_resync = now + conf.resync_interval
-                with self._lock:
-                    self._fetch_wanted = True
+                self._safe(self.resync)
             with self._lock:
                 pending = self._fetch_wanted
             if not pending:

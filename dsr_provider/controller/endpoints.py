@@ -54,7 +54,7 @@ def _record(what, func, *args, **kwargs):
                     sa_exc.OperationalError),
                 wait=tenacity.wait_exponential(multiplier=0.1, max=1.0),
                 stop=tenacity.stop_after_attempt(REPORT_ATTEMPTS),
-                sleep=lambda seconds: time.sleep(seconds),
+                sleep=time.sleep,   # looked up per call: tests patch it
                 before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
                 reraise=True):
             with attempt:

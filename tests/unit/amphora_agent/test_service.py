@@ -293,9 +293,10 @@ def test_document_problems_still_reject_the_snapshot(make_agent):
     assert programmed(agent) == {'198.19.1.2'}
 
 
-def test_the_stats_heartbeat_reports_state_and_statuses_again(make_agent):
+def test_lost_reports_are_sent_again(make_agent):
     # A report lost on its way (the controller's database away at that
-    # moment) is sent again at the stats pace, unchanged or not.
+    # moment) is sent again, unchanged or not: the state at the stats
+    # pace, the member statuses (O(members)) at the resync pace.
     agent = make_agent()
     agent.controller.document = document(1, [lb(1, [member('a1',
                                                            '198.19.1.2')])])
@@ -306,8 +307,12 @@ def test_the_stats_heartbeat_reports_state_and_statuses_again(make_agent):
     agent.report_stats()
     assert len(agent.controller.states) == states + 2
     assert agent.controller.states[-1]['applied_generation'] == 1
+    assert len(agent.controller.statuses) == statuses
+    agent.resync()
+    agent.resync()
     assert agent.controller.statuses[statuses:] == [
         {'a1': 'NO_MONITOR'}] * 2
+    assert agent._fetch_wanted
     # A refused snapshot stays refused in every later report, until a
     # generation is applied.
     agent.controller.document = dict(document(2, []), schema_version=2)

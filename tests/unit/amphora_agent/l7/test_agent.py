@@ -150,12 +150,16 @@ def test_invalid_document_rejected_and_reported(lab):
     assert lab.engine.generation is None
     assert lab.observer.members()['l7se1']['ready'] is False
     # The stats heartbeat sends the state again (a cast may have been
-    # lost), the refusal still in it.
+    # lost), the refusal still in it; the resync the member statuses too.
+    lab.agent.report_stats()    # the first statuses ({}) go out
     sent = len(lab.controller.casts)
     lab.agent.report_stats()
-    assert [c[0] for c in lab.controller.casts[sent:]] == [
-        'stats', 'state', 'members']
+    assert [c[0] for c in lab.controller.casts[sent:]] == ['stats', 'state']
     assert lab.controller.last('state')[1]['rejected_generation'] == 2
+    sent = len(lab.controller.casts)
+    lab.agent.resync()
+    assert [c[0] for c in lab.controller.casts[sent:]] == [
+        'state', 'members']
 
 
 def test_worker_thread_applies_and_stops(lab):

@@ -26,26 +26,10 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from amphora_agent.l7 import udp  # noqa: E402
+from tools.lab.still_checker import StillChecker  # noqa: E402
 
 SIZES = ((1, 2), (10, 50), (10, 500))
 ROUNDS = 7
-
-
-class NoProbes:
-    """The health checker's interface without probes (the benchmark
-    times the tables, not the checks)."""
-
-    def set_targets(self, targets):
-        pass
-
-    def start(self):
-        pass
-
-    def stop(self):
-        pass
-
-    def statuses(self):
-        return {}
 
 
 def load_balancer(n_listeners, n_members):
@@ -79,7 +63,7 @@ def measure():
            'baseline_empty_table_ms': round(base * 1e3, 1)}
     for n_listeners, n_members in SIZES:
         service = udp.UdpService(nft, snat={4: '198.18.1.2'},
-                                 checker=NoProbes(), adopt_tables=False)
+                                 checker=StillChecker(), adopt_tables=False)
         doc = load_balancer(n_listeners, n_members)
         median, worst = timed(lambda: service.apply([doc]))
         service.stop()

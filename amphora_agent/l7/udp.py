@@ -28,8 +28,15 @@ Per listener, for packets to VIP:port/udp (arriving decapsulated):
   replies, which leave by this host's routing table straight to the
   client.
 
-A re-install (health change, update) declares the counters with the
-values of the table it replaces, so the statistics do not restart.
+A re-install (health change, update) of a table this service installed
+flushes its rules and defines them again in one transaction, deleting
+the chains and objects the new rule set no longer has: named counters
+are objects, which a flush keeps and a declaration of an existing one
+leaves as it is, so the statistics go on without a gap (re-creating the
+table with the counters' values read just before loses what arrives
+between the read and the replace -- a whole burst of flows on a loaded
+host).  A conntrack timeout policy's name holds its seconds: an
+existing object is never updated, so a new value is a new object.
 
 Conntrack keeps a flow on its member while its entry lives, whatever the
 map becomes; the flows of a member that leaves the map (health ERROR,
@@ -161,19 +168,20 @@ def _set(items):
 class Ruleset:
     """One load balancer's UDP listeners as an nftables table."""
 
-    def __init__(self, lb_doc, statuses=None, snat=None, carried=None):
+    def __init__(self, lb_doc, statuses=None, snat=None):
         self.lb = lb_doc
         self.statuses = dict(statuses or {})
         self.snat = {f: str(a) for f, a in (snat or {}).items() if a}
-        # {counter name: (packets, bytes)} of the table this one replaces:
-        # a re-install (a health change, an update) must not reset the
-        # listener's statistics.
-        self.carried = dict(carried or {})
         self.not_served = {}
         self.backends = {}      # listener id -> [(member, address, port)]
         self.counters = {}      # listener id -> {'in', 'out', 'new'} names
         self.vips = {}          # listener id -> {family: [addresses]}
         self.timeouts = {}      # ct timeout name -> seconds
+        # What render() declared, for the next re-install to delete what
+        # it no longer declares.
+        self.chain_names = set()
+        self.counter_names = set()
+        self.timeout_names = set()
 
     def served(self):
         """Listeners the table serves (enabled, with a pool nftables can
@@ -192,8 +200,12 @@ class Ruleset:
             out.append((li, pool))
         return out
 
-    def render(self):
-        """The nft script: create-delete-define of the table (atomic)."""
+    def render(self, previous=None):
+        """The nft script, one transaction: the table created, deleted and
+        defined again; or, replacing ``previous`` (the Ruleset installed
+        in it), its rules flushed and defined again and what ``previous``
+        declared and this one does not deleted -- counters and timeout
+        policies this one declares too are kept as they are."""
         table = table_name(self.lb['id'])
         objects, filter_in, nat_in, nat_out, reply = [], [], [], [], []
         chains = []
@@ -238,8 +250,13 @@ class Ruleset:
                              f'{original} counter name "{names["out"]}"')
             body.append(f'counter name "{names["in"]}"')
             chains.append((chain, body))
-        lines = [f'table inet {table} {{', '}',
-                 f'delete table inet {table}', f'table inet {table} {{']
+        self.chain_names = {name for name, _ in chains}
+        if previous is None:
+            lines = [f'table inet {table} {{', '}',
+                     f'delete table inet {table}', f'table inet {table} {{']
+        else:
+            lines = [f'table inet {table} {{', '}',
+                     f'flush table inet {table}', f'table inet {table} {{']
         lines += [f'    {o}' for o in objects]
         for name, hook, kind, priority, rules in (
                 ('filter_in', 'prerouting', 'filter', 'mangle', filter_in),
@@ -256,12 +273,20 @@ class Ruleset:
             lines += [f'        {r}' for r in body]
             lines.append('    }')
         lines.append('}')
+        if previous is not None:
+            # After the flush nothing refers to them any more.
+            for kind, mine, theirs in (
+                    ('chain', self.chain_names, previous.chain_names),
+                    ('counter', self.counter_names, previous.counter_names),
+                    ('ct timeout', self.timeout_names,
+                     previous.timeout_names)):
+                lines += [f'delete {kind} inet {table} {name}'
+                          for name in sorted(theirs - mine)]
         return '\n'.join(lines) + '\n'
 
     def _counter(self, name):
-        packets, nbytes = self.carried.get(name, (0, 0))
-        return (f'counter {name} '
-                f'{{ packets {int(packets)} bytes {int(nbytes)} }}')
+        self.counter_names.add(name)
+        return f'counter {name} {{ packets 0 bytes 0 }}'
 
     def _filter_body(self, li, names):
         body = []
@@ -286,12 +311,14 @@ class Ruleset:
         sp = (pool or {}).get('session_persistence') or {}
         if sp.get('type') != 'SOURCE_IP' or not sp.get('persistence_timeout'):
             return None
-        name = ident('pt_', pool['id'])
+        seconds = sp['persistence_timeout']
+        name = ident('pt_', f'{pool["id"]}_{seconds}')
         if name not in self.timeouts:
-            self.timeouts[name] = sp['persistence_timeout']
+            self.timeouts[name] = seconds
             for family in (4, 6):
+                self.timeout_names.add(f'{name}_{family}')
                 objects.append(self._timeout_object(
-                    f'{name}_{family}', family, sp['persistence_timeout']))
+                    f'{name}_{family}', family, seconds))
         return name
 
     @staticmethod
@@ -514,27 +541,25 @@ class UdpService:
 
     def _install(self, lb):
         old = self.rulesets.get(lb['id'])
-        ruleset = Ruleset(lb, self._statuses(), self.snat,
-                          carried=self._carried(lb['id'], old))
-        script = ruleset.render()
-        self.nft.check(script)
-        self.nft.install(script)
+        ruleset = Ruleset(lb, self._statuses(), self.snat)
+        script = ruleset.render(previous=old)
+        try:
+            self.nft.check(script)
+            self.nft.install(script)
+        except NftError as exc:
+            if old is None:
+                raise
+            ruleset = Ruleset(lb, self._statuses(), self.snat)
+            script = ruleset.render()
+            self.nft.check(script)    # a refused rule set stops here
+            # The table is not what ``old`` says (removed or changed by
+            # hand): define it whole; its counters start again.
+            LOG.warning('UDP table of %s not updated in place (%s): '
+                        'replacing it', lb['id'], exc)
+            self.nft.install(script)
         self.rulesets[lb['id']] = ruleset
         if old is not None:
             self._forget_departed(old, ruleset)
-
-    def _carried(self, lb_id, old):
-        """The counters of the installed table, to start the new one
-        from (what arrives between this read and the atomic replace, a
-        few milliseconds, is not counted)."""
-        if old is None:
-            return {}
-        try:
-            return self.nft.counters(table_name(lb_id))
-        except NftError as exc:
-            LOG.warning('UDP counters of %s not carried over: %s',
-                        lb_id, exc)
-            return {}
 
     def _forget_departed(self, old, new):
         """Flows of members that left a listener's map move on."""

@@ -13,6 +13,7 @@ import pytest
 
 from amphora_agent.l7 import udp
 from tools.lab import l7_docs as docs
+from tools.lab.still_checker import StillChecker
 
 NFT = shutil.which('nft')
 M1, M2, MB = '198.51.100.11', '198.51.100.12', '198.51.100.13'
@@ -147,7 +148,7 @@ def test_allowed_cidrs_connection_limit_and_persistence_timeout():
                      text.index('chain nat_in')]
     assert 'type filter hook prerouting priority mangle;' in filter_in
     assert ('ip daddr { 192.0.2.10 } udp dport 53 ct timeout set '
-            '"pt_p_udp_4"') in filter_in
+            '"pt_p_udp_600_4"') in filter_in
     # SOURCE_IP persistence: the flow's member by its source address.
     assert 'dnat ip to jhash ip saddr mod 2 seed 0x' in text
 
@@ -221,26 +222,6 @@ class RecordingConntrack:
         return 1
 
 
-class StillChecker:
-    """The health checker's interface without probes: statuses set by
-    the test, changes delivered by calling the service's callback."""
-
-    def __init__(self):
-        self.targets, self.current = {}, {}
-
-    def set_targets(self, targets):
-        self.targets = dict(targets)
-
-    def start(self):
-        pass
-
-    def stop(self):
-        pass
-
-    def statuses(self):
-        return dict(self.current)
-
-
 @pytest.fixture
 def service():
     svc = udp.UdpService(RecordingNft(), RecordingConntrack(), SNAT,
@@ -288,17 +269,69 @@ def test_health_change_reinstalls_and_forgets_the_members_flows(service):
     assert pool['operating_status'] == 'ONLINE'
 
 
-def test_a_reinstall_starts_from_the_installed_counters(service):
+def test_a_reinstall_flushes_the_rules_and_keeps_the_counters(service):
     service.apply([monitored_lb()])
     first = service.nft.installed['dsr_udp_lb1']
-    assert 'counter in_li_udp { packets 0 bytes 0 }' in first
+    assert 'delete table inet dsr_udp_lb1' in first
     service.checker.current = {'m1': 'ERROR'}
     service._health_changed('m1', 'ONLINE', 'ERROR')
     script = service.nft.installed['dsr_udp_lb1']
-    # RecordingNft's counters: what the installed table had counted.
-    assert 'counter in_li_udp { packets 3 bytes 300 }' in script
-    assert 'counter out_li_udp { packets 3 bytes 450 }' in script
-    assert 'counter new_li_udp { packets 2 bytes 200 }' in script
+    # One transaction that keeps the table and its counter objects (a
+    # declaration of an existing counter leaves its values alone):
+    # tests/functional/amphora_agent/l7/test_udp_reinstall.py counts a
+    # stream of flows across re-installs in a real table.
+    assert 'delete table' not in script
+    assert script.splitlines()[2] == 'flush table inet dsr_udp_lb1'
+    assert 'counter in_li_udp { packets 0 bytes 0 }' in script
+    assert 'delete ' not in script       # nothing left behind
+    nft_accepts(script)
+
+
+def test_a_reinstall_deletes_what_is_no_longer_declared():
+    two = udp_lb([docs.member('m1', M1)],
+                 session_persistence={'type': 'SOURCE_IP',
+                                      'persistence_timeout': 600})
+    two['listeners'].append(docs.listener('li-b', 'p-udp', protocol='UDP',
+                                          port=54, insert_headers=None))
+    old = udp.Ruleset(two, snat=SNAT)
+    old.render()
+    one = udp_lb([docs.member('m1', M1)],
+                 session_persistence={'type': 'SOURCE_IP',
+                                      'persistence_timeout': 900})
+    new = udp.Ruleset(one, snat=SNAT)
+    script = new.render(previous=old)
+    deletes = [line for line in script.splitlines()
+               if line.startswith('delete ')]
+    timeout_600 = sorted(old.timeout_names)
+    assert deletes == ['delete chain inet dsr_udp_lb1 l_li_b'] + [
+        f'delete counter inet dsr_udp_lb1 {k}_li_b'
+        for k in ('in', 'new', 'out')] + [
+        f'delete ct timeout inet dsr_udp_lb1 {name}'
+        for name in timeout_600]
+    # A changed timeout is a new policy object (an existing one is never
+    # updated): its name holds the seconds.
+    assert not old.timeout_names & new.timeout_names
+    assert all('900' in name for name in new.timeout_names)
+
+
+class RefusingUpdates(RecordingNft):
+    def install(self, script):
+        if 'flush table' in script:
+            raise udp.NftError('nft rejected the UDP rule set: No such '
+                               'file or directory')
+        super().install(script)
+
+
+def test_a_table_that_cannot_be_updated_in_place_is_replaced_whole():
+    svc = udp.UdpService(RefusingUpdates(), RecordingConntrack(), SNAT,
+                         checker=StillChecker(), adopt_tables=False)
+    svc.apply([monitored_lb()])
+    svc.checker.current = {'m1': 'ERROR'}
+    svc._health_changed('m1', 'ONLINE', 'ERROR')
+    script = svc.nft.installed['dsr_udp_lb1']
+    assert 'delete table inet dsr_udp_lb1' in script
+    assert M1 not in script.split('dnat')[1]
+    svc.stop()
 
 
 def test_a_rejected_rule_set_keeps_the_installed_one(service):

@@ -50,6 +50,7 @@ import urllib.error
 import urllib.request
 import uuid
 
+from tools.lab.localstack import cli_zygote
 from tools.lab.localstack.neutron_stub import NeutronStub
 from tools.lab.localstack import schema_template
 from tools.lab.localstack import services
@@ -267,6 +268,7 @@ class OctaviaStack:
         self.extra_config = extra_config or {}
         self.extra_env = dict(env or {})
         self.python = python or sys.executable
+        self._cli = None          # cli_zygote.CliZygote, on first use
         self.bindir = Path(self.python).parent
         self.debug = debug
         self.ensure_services = ensure_services
@@ -613,6 +615,9 @@ class OctaviaStack:
                     errors.append(str(e))
                 setattr(self, attr, None)
         self.neutron.stop()
+        if self._cli is not None:
+            self._cli.stop()
+            self._cli = None
         if self._db_created:
             try:
                 self._sql(f"DROP DATABASE IF EXISTS `{self.db_name}`")
@@ -700,13 +705,21 @@ class OctaviaStack:
         lib.update_loadbalancer_status({"loadbalancers": [record]})
 
     def openstack(self, *args, check=True, timeout=60, json_output=False):
-        """Run the real `openstack` CLI against this stack."""
-        argv = [self._tool("openstack"), *args]
+        """Run the real `openstack` CLI against this stack: forked from a
+        process that imported it once (cli_zygote.py), or, with
+        DSR_LAB_CLI_ZYGOTE=0, the console script in a new process."""
+        argv = list(args)
         if json_output:
             argv += ["-f", "json"]
-        proc = subprocess.run(argv, env=self.cli_env(), capture_output=True,
-                              text=True, timeout=timeout,
-                              stdin=subprocess.DEVNULL)
+        if os.environ.get("DSR_LAB_CLI_ZYGOTE", "1") != "0":
+            if self._cli is None:
+                self._cli = cli_zygote.CliZygote(self.python, self.workdir)
+            proc = self._cli.run(argv, self.cli_env(), timeout)
+        else:
+            proc = subprocess.run([self._tool("openstack"), *argv],
+                                  env=self.cli_env(), capture_output=True,
+                                  text=True, timeout=timeout,
+                                  stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
             raise StackError(f"{' '.join(args)} failed ({proc.returncode}):"
                              f"\n{proc.stderr.strip()}")

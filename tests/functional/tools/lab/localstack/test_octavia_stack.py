@@ -7,15 +7,18 @@ the driver agent's status socket (OctaviaStack.report_loadbalancer_status),
 which is also what makes `--wait` return.
 """
 
+import json
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import uuid
 
 import pytest
 
+from tools.lab.localstack import cli_zygote
 from tools.lab.localstack.neutron_stub import NeutronStub
 from tools.lab.localstack.octavia import OctaviaStack
 from tools.lab.localstack.octavia import registered_providers
@@ -97,6 +100,8 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
         subnet_id = str(uuid.uuid4())
         stack.add_subnet(subnet_id, "192.0.2.0/24")
         assert stack.openstack("loadbalancer", "list", json_output=True) == []
+        # stack.openstack() forks the CLI from its zygote (cli_zygote.py).
+        zygote = stack._cli.proc.pid
         providers = stack.openstack("loadbalancer", "provider", "list",
                                     json_output=True)
         assert [p["name"] for p in providers] == ["noop_driver"]
@@ -118,6 +123,15 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
         assert shown["provider"] == "noop_driver"
         assert shown["vip_subnet_id"] == subnet_id
         assert shown["project_id"] == stack.project_id
+        # The forked CLI answers as the console script does, failures too.
+        assert json.loads(_finish(_cli(stack, "loadbalancer", "show",
+                                       lb_cli.id, "-f", "json"))) == shown
+        missing = stack.openstack("loadbalancer", "show", "nope",
+                                  check=False)
+        script = _cli(stack, "loadbalancer", "show", "nope")
+        script_err = script.communicate(timeout=30)[1]
+        assert missing.returncode == script.returncode == 1
+        assert missing.stderr == script_err
 
         # --- openstacksdk (no Neutron look-up on this path), another project.
         lb_sdk = stack.sdk(project_id="tenant-b").load_balancer \
@@ -154,6 +168,7 @@ def test_octavia_stack_cli_sdk_lifecycle(tmp_path, capsys):
         stack.stop()
 
     # --- nothing left behind.
+    pids["cli zygote"] = zygote
     for name, pid in pids.items():
         assert _gone(pid), f"{name} pid {pid} still alive"
         assert _group_gone(pid), f"{name} process group {pid} still alive"
@@ -251,3 +266,27 @@ def test_dsr_provider_is_enabled(tmp_path):
                                     json_output=True)
         assert [p["name"] for p in providers] == ["dsr"], \
             (stack.log_paths["api"].read_text()[-3000:])
+
+
+def test_cli_zygote_times_out_a_hung_call_and_serves_the_next(tmp_path):
+    # An endpoint that accepts and never answers.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen()
+    env = dict(os.environ, OS_AUTH_TYPE="none",
+               OS_ENDPOINT=f"http://127.0.0.1:{silent.getsockname()[1]}")
+    zygote = cli_zygote.CliZygote(sys.executable, tmp_path)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(subprocess.TimeoutExpired):
+            zygote.run(["loadbalancer", "list"], env, timeout=2)
+        assert time.monotonic() - t0 < 10
+        version = zygote.run(["--version"], env, timeout=30)
+        assert version.returncode == 0
+        assert (version.stdout + version.stderr).startswith("openstack ")
+        pid = zygote.proc.pid
+    finally:
+        zygote.stop()
+        silent.close()
+    assert _gone(pid)
+    assert not os.path.exists(zygote.path)

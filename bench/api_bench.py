@@ -59,9 +59,10 @@ from _common import setns  # noqa: E402
 
 ITERATIONS = int(os.environ.get('DSR_BENCH_ITERATIONS', 10))
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_LBS', 50))
-# DSR_BENCH_STATUS_RELAY=1: the controller reports through
-# dsr_provider.status_relay instead of octavia-driver-agent's own sockets.
-STATUS_RELAY = os.environ.get('DSR_BENCH_STATUS_RELAY') == '1'
+# The controller reports through dsr_provider.status_relay, as DevStack
+# deploys it (OCTAVIA_DSR_STATUS_RELAY=True); DSR_BENCH_STATUS_RELAY=0:
+# through octavia-driver-agent's own sockets.
+STATUS_RELAY = os.environ.get('DSR_BENCH_STATUS_RELAY', '1') != '0'
 CONN_INTERVAL = 0.002        # one new TCP connection every 2 ms
 POLL = 0.02                  # API status polling interval (s)
 DB_POLL = 0.01               # Octavia DB status polling interval (s)

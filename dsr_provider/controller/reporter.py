@@ -52,6 +52,12 @@ DELETED_COST = 8
 # its load balancers are not sent again meanwhile (a second child deleting
 # the same rows fails "No row was found").
 HOLD_AFTER_TIMEOUT = 30.0
+# A statistics round sends the listeners whose totals changed since they
+# were last sent: each update is a driver-agent child that sets up
+# Octavia's ORM (~0.3 CPU-s), and the totals of idle listeners do not
+# move.  All of them go again this often, so a value Octavia lost (a
+# restored database) does not stay lost.
+STATS_REFRESH = 60.0
 
 
 def _merge(statuses):
@@ -112,6 +118,8 @@ class Reporter:
         self._held = {}         # load balancer -> monotonic time it waits to
         self._sent_operating = {}
         self._last_stats = 0.0
+        self._sent_stats = {}       # listener id -> entry last sent
+        self._stats_refreshed = None  # monotonic time of the last full send
 
     def run_once(self, stats_interval=5.0):
         """One round of everything (the controller runs run_statuses and
@@ -389,18 +397,30 @@ class Reporter:
                         'listeners') or {}).items():
                     if counted_by.get(lid) == agent.se_group:
                         totals[lid].update(counters)
-        if not totals:
-            return
-        stats = {'listeners': [
+        entries = [
             {'id': lid, 'active_connections': c['active_connections'],
              'bytes_in': c['bytes_in'], 'bytes_out': c['bytes_out'],
              'request_errors': c['request_errors'],
              'total_connections': c['total_connections']}
-            for lid, c in totals.items()]}
+            for lid, c in totals.items()]
+        now = time.monotonic()
+        refresh = self._stats_refreshed is None or \
+            now - self._stats_refreshed >= STATS_REFRESH
+        if not refresh:
+            entries = [e for e in entries
+                       if self._sent_stats.get(e['id']) != e]
+        if not entries:
+            return
         try:
-            self.driver_lib.update_listener_statistics(stats)
-        except Exception:  # noqa: BLE001
+            self.driver_lib.update_listener_statistics(
+                {'listeners': entries})
+        except Exception:  # noqa: BLE001 -- sent again next round
             LOG.exception('statistics update failed')
+            return
+        if refresh:
+            self._sent_stats.clear()
+            self._stats_refreshed = now
+        self._sent_stats.update((e['id'], e) for e in entries)
 
 
 _View = collections.namedtuple(

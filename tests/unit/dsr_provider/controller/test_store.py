@@ -236,6 +236,63 @@ def test_operating_status_and_stats_aggregate_over_ses(store):
     assert len(lib.statuses) == count  # unchanged statuses are not resent
 
 
+class FailingStatsLib(FakeDriverLib):
+    fail = False
+
+    def update_listener_statistics(self, stats):
+        if self.fail:
+            raise RuntimeError('driver agent away')
+        super().update_listener_statistics(stats)
+
+
+def test_statistics_are_sent_when_they_change_and_all_again_at_refresh(
+        store, monkeypatch):
+    """Each update costs Octavia a driver-agent child: idle listeners'
+    unchanged totals are not sent every round, only at STATS_REFRESH;
+    an update that failed is sent again."""
+    clock = [1000.0]
+    monkeypatch.setattr(reporter_mod.time, 'monotonic', lambda: clock[0])
+    lib = FailingStatsLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: {'se1'})
+    g = graph()
+    g['listeners'].append(dict(g['listeners'][0], listener_id='l2',
+                               protocol_port=81, default_pool_id=None))
+    store.create_loadbalancer(g)
+
+    def report(l1, l2):
+        store.record_agent('se1', 'g1', applied_generation=1, stats={
+            'listeners': {lid: {'bytes_in': n, 'bytes_out': 0,
+                                'total_connections': n,
+                                'active_connections': 0,
+                                'request_errors': 0}
+                          for lid, n in (('l1', l1), ('l2', l2))}})
+
+    def sent():
+        return {e['id']: e['total_connections']
+                for e in lib.stats[-1]['listeners']}
+    report(1, 1)
+    reporter.report_statistics()
+    assert sent() == {'l1': 1, 'l2': 1}
+    clock[0] += 1
+    reporter.report_statistics()
+    assert len(lib.stats) == 1                 # nothing moved
+    report(2, 1)
+    reporter.report_statistics()
+    assert len(lib.stats) == 2 and sent() == {'l1': 2}
+    report(3, 1)
+    lib.fail = True
+    reporter.report_statistics()               # lost: sent again
+    lib.fail = False
+    reporter.report_statistics()
+    assert len(lib.stats) == 3 and sent() == {'l1': 3}
+    clock[0] += reporter_mod.STATS_REFRESH
+    reporter.report_statistics()
+    assert len(lib.stats) == 4 and sent() == {'l1': 3, 'l2': 1}
+    reporter.report_statistics()
+    assert len(lib.stats) == 4
+
+
 def test_record_agent_first_reports_racing_both_land(store, monkeypatch):
     """An agent's first report_state and report_member_status arrive
     together: both see no row and insert it; the loser of the insert

@@ -328,9 +328,13 @@ def test_se_vanishes_flows_keep_their_members(make_lab):
     for summary in results:
         assert summary['switches'] == 0, summary
         assert summary['received'] > 0, summary
-    # Only flows that were on se1 lose packets, and only until BFD acts.
-    assert max(s['max_gap_ms'] for s in results) < 800, results
-    assert removed_after < 0.8, removed_after
+    # Only flows that were on se1 lose packets, and only until BFD acts:
+    # 300 ms here, 3 s (the hold time) without BFD.  The bounds tell the
+    # two apart with room for a loaded host (0.86 s seen in a CI
+    # rehearsal at load 4-7: the router's FIB is polled by a process per
+    # look); BFD against its 500 ms target is bench/bgp_bench.py's.
+    assert max(s['max_gap_ms'] for s in results) < 1500, results
+    assert removed_after < 1.5, removed_after
     print(f'SE-LOSS route removed after {removed_after:.3f} s; '
           f'max gap {max(s["max_gap_ms"] for s in results)} ms')
 

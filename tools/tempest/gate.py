@@ -67,9 +67,13 @@ class TempestLab(product_lab.ProductLab):
         # ~25 MiB of maps at the default ring.
         self.tier = tier
         self.l7_names = [m.name for m in topo.members] if tier == 2 else []
+        # Statuses go through the status relay, as DevStack deploys it: a
+        # tempest run sends ~200 status documents, each a forked
+        # driver-agent child setting up Octavia's ORM otherwise (0.94 s
+        # p50, 2.1 s p90 at CI's load; docs/benchmarks.md, "Session 14").
         super().__init__(topo, agent_config={
             'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}},
-            plain_members=self.l7_names)
+            plain_members=self.l7_names, status_relay=True)
         self.venv_python = venv_python
         self.l7 = None
         self.keystone = None
@@ -126,8 +130,11 @@ class TempestLab(product_lab.ProductLab):
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
                 'default_tier': str(self.tier),
-                'transport_url': self.agents.transport_url}})
+                'transport_url': self.agents.transport_url,
+                'status_relay_socket': self.relay_sockets['status'],
+                'stats_relay_socket': self.relay_sockets['stats']}})
         self.stack.start()
+        self.start_status_relay()
         self.keystone.add_endpoint('octavia', 'load-balancer',
                                    self.stack.api_url)
         log(f'octavia {self.stack.api_url}')

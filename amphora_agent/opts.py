@@ -24,8 +24,8 @@ dataplane_opts = [
                help='Dataplane listener capacity: one per VIP address and '
                     'Octavia listener. Kernel memory for the rings is '
                     'ring_slots x 4 bytes, by default max_listeners x '
-                    'ring_size x 4 (256 KiB per listener at the default '
-                    'ring_size; all maps of the default SE: 101 MiB, see '
+                    'ring_size x 4 (500 KiB per listener at the default '
+                    'ring_size; all maps of the default SE: 164 MiB, see '
                     'docs/agent-protocol.md). '
                     'Listeners beyond it are rejected one by one and '
                     'reported. A pinned dataplane keeps the limits it was '
@@ -33,18 +33,20 @@ dataplane_opts = [
     cfg.IntOpt('ring_size', default=maglev.DEFAULT_RING_SIZE, min=3,
                help='Largest Maglev ring (slots) of a listener; must be '
                     'prime. Each ring is sized by its pool: the smallest '
-                    'prime >= 655 x 2^k for pools of up to 2^k members '
-                    '(2621 up to 4 members, 10487 up to 16), at most this. '
+                    'prime >= 1000 x 2^k for pools of up to 2^k members '
+                    '(4001 up to 4 members, 16001 up to 16; the default '
+                    'is the ring of pools of up to 128), at most this. '
                     'A member holds at most its share plus 1% or 6.5 '
                     'slots, whichever is more: 655 slots per member keep '
-                    'members within 1% of each other. Every SE of a group '
-                    'must use the same value.'),
+                    'members within 1% of each other, 1000 keep the '
+                    'removal of one member under 1.15 x its share. Every '
+                    'SE of a group must use the same value.'),
     cfg.IntOpt('ring_slots', default=0, min=0,
                help='Slots of the rings map shared by all listeners\' '
                     'rings (4 bytes each); 0 = max_listeners x ring_size, '
                     'room for the largest ring on every listener. Set it '
                     'to the sum of the rings the SE is to hold (10,000 '
-                    'pools of 16 members: 10,000 x 10487), plus room for '
+                    'pools of 16 members: 10,000 x 16001), plus room for '
                     'the rings being resized in one change; a listener '
                     'whose ring does not fit is rejected and reported.'),
     cfg.IntOpt('max_members', default=65535, min=1,

@@ -6,13 +6,15 @@ Run from the repository root after building the library:
     make -f mk/maglev.mk amphora_agent/dataplane/obj/libmaglev.so
     .venv/bin/python bench/maglev_bench.py
 
-For M=65537 and N=10/100/1000 equal-weight backends it measures the build
-time (median of several runs), the balance (max/mean slots per backend) and
-the disruption when one backend is removed (slots that change, as a multiple
-of the minimum M/N, over --removals evenly spaced removals, default 20;
---removals 100 takes every one at N=100).  The target is judged on the
-mean, the expected disruption of removing one of N; the worst is printed
-beside it.  The pure-Python builder at
+For M=128021 (the default ring_size: the ring of pools of up to 128
+members, ring ABI 4) and N=10/100/1000 equal-weight backends it measures
+the build time (median of several runs), the balance (max/mean slots per
+backend) and the disruption when one backend is removed (slots that
+change, as a multiple of the minimum M/N, over --removals evenly spaced
+removals, default 20; --removals 100 takes every one at N=100).  The
+issue's target is the worst removal at N <= 100 (judged on the worst of
+the removals taken; the mean is printed beside it); N=1000 has no target
+(a pool that size wants ring_size >= 1000 x N).  The pure-Python builder at
 N=100 is timed in the same run as a baseline.  The last line printed is one
 JSON object with every figure.
 """
@@ -79,7 +81,7 @@ def main():
     m = args.ring_size
     if args.by_pool:
         sizes = [(n, maglev.ring_size_for(n, m)) for n in
-                 (2, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 100)]
+                 (2, 4, 5, 8, 9, 16, 17, 32, 33, 64, 65, 100, 128)]
     else:
         sizes = [(n, m) for n in (10, 100, 1000)]
 
@@ -100,7 +102,7 @@ def main():
         moved, moved_mean = removals_moved(backends, ring, m, args.removals)
         checks = {"max_mean": max_mean <= TARGET_MAX_MEAN if n <= 100
                   else None,
-                  "moved": moved_mean <= TARGET_MOVED,
+                  "moved": moved <= TARGET_MOVED if n <= 128 else None,
                   "build_ms": build_ms <= TARGET_BUILD_MS_N100 if n == 100
                   else None}
         results.append({"n": n, "ring_size": m,
@@ -120,10 +122,10 @@ def main():
               f"{mark(checks['build_ms'])}; "
               f"max/mean {max_mean:.4f}{balance_t}"
               f"{mark(checks['max_mean'])}; "
-              f"moved on removal {moved_mean:.3f} x M/N (mean of "
-              f"{min(args.removals, n)}, worst {moved:.3f}; "
-              f"target <= {TARGET_MOVED})"
-              f"{mark(checks['moved'])}")
+              f"moved on removal {moved:.3f} x M/N (worst of "
+              f"{min(args.removals, n)}, mean {moved_mean:.3f}"
+              + (f"; target <= {TARGET_MOVED})" if n <= 128 else ")")
+              + f"{mark(checks['moved'])}")
 
     m = dict(sizes).get(100, args.ring_size)
     backends = members(100)

@@ -9,17 +9,21 @@ that is a new ring ABI.
 
 import functools
 
-# The largest ring (the agents' [dataplane] ring_size default): a prime.
-DEFAULT_RING_SIZE = 65537
+# The largest ring (the agents' [dataplane] ring_size default): a prime,
+# the tier of pools of up to 128 members.
+DEFAULT_RING_SIZE = 128021
 
-# Ring sizes by pool size: the smallest prime >= 655 x 2^k for pools of up
-# to 2^k members (k >= 2).  655 slots per member keep max/mean within 1 %;
-# a power-of-two band means a pool resizes only when it crosses a power of
-# two, not on every member added.  Every SE must pick the same size for
-# the same pool.
-RING_TIERS = (2621, 5261, 10487, 20963, 41927, 83843, 167683, 335381,
-              670727, 1341443, 2682887, 5365769, 10731529, 21463051,
-              42926113, 85852181)
+# Ring sizes by pool size (ring ABI 4): the smallest prime >= 1000 x 2^k for
+# pools of up to 2^k members (k >= 2).  655 slots per member keep max/mean
+# within 1 %; 1000 also keep the removal of any one member under 1.15 x M/N
+# for every pool of 2 to 128 members (at 655: up to 1.21 at 100 members:
+# the 1 % headroom of the fill's caps is 10 slots instead of 6.5, so fewer
+# capped members trade slots; docs/benchmarks.md "Maglev").  A power-of-two
+# band means a pool resizes only when it crosses a power of two, not on
+# every member added.  Every SE must pick the same size for the same pool.
+RING_TIERS = (4001, 8009, 16001, 32003, 64007, 128021, 256019, 512009,
+              1024021, 2048003, 4096013, 8192003, 16384001, 32768011,
+              65536043, 131072003)
 RING_TIER_MIN_MEMBERS = 4   # pools of up to 4 members share the first tier
 
 
@@ -28,7 +32,7 @@ def ring_size_for(members: int, ceiling: int = DEFAULT_RING_SIZE) -> int:
     """Slots of the ring of a pool of `members` members.
 
     The tier of the pool's size, never more than `ceiling` (the configured
-    ring_size, a prime): pools larger than ceiling / 655 all get the
+    ring_size, a prime): pools larger than ceiling / 1000 all get the
     ceiling, as every pool did before ring ABI 3.
     """
     k, cap = 0, RING_TIER_MIN_MEMBERS

@@ -20,8 +20,8 @@
  *  - first-visitor-wins alone is as uneven as rendezvous hashing (max/mean
  *    1.06 at N = 100), so each backend stops claiming at its cap (see
  *    compute_caps): max/mean stays <= 1.01 for shares of 655 slots and
- *    more (N <= 100 at M = 65537) at the price of ~0.17 x M/N extra moves,
- *    the capped backends' turnover.
+ *    more at the price of extra moves, the capped backends' turnover:
+ *    ~0.17 x M/N at shares of 655 slots, ~0.1 at 1000 (the pool tiers).
  *
  * Filling stops as soon as all M slots are taken.
  */
@@ -31,8 +31,9 @@
 #include <string.h>
 
 /* 2: bounded-load fill (1 was the paper's search-ahead fill); 3: the
- * same fill, rings sized by their pool (maglev.ring_size_for). */
-#define MAGLEV_ABI_VERSION 3u
+ * same fill, rings sized by their pool (maglev.ring_size_for); 4: the same
+ * fill, pool tiers of >= 1000 slots per member (dsr_wire/rings.py). */
+#define MAGLEV_ABI_VERSION 4u
 
 /* A backend's cap is its share s = M * weight / total weight plus
  * max(1% of s, 6.5 slots), rounded down.  Part of the algorithm: identical
@@ -74,7 +75,8 @@ static inline uint32_t advance(uint32_t pos, uint32_t skip, uint32_t m)
  * when a removal raises every cap, and they grow as the headroom shrinks
  * below the spread of what each survivor inherits.  1% of the share is the
  * balance target (max/mean <= 1.01) and is 6.5 slots at M/N = 655
- * (N = 100, M = 65537); at smaller shares (N = 1000: 65.5 slots) 1% is under
+ * (N = 100, M = 65537; the pool tiers give >= 1000, 10 slots); at smaller
+ * shares (N = 1000: 65.5 slots) 1% is under
  * one slot, nearly every backend sits at its cap and one removal moved
  * 2.7 x M/N, so the headroom stays at 6.5 slots there (1.12 x M/N, max/mean
  * 1.10).  A pool that wants both at that size needs a larger ring_size

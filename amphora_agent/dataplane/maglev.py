@@ -9,11 +9,13 @@ fill, so that member changes move few flows:
 * a backend's visit to a slot that is already taken is lost instead of
   searching ahead (the paper's fill), so a slot belongs to the first backend
   whose permutation reaches it and a removal moves little more than the
-  removed backend's own slots (1.17 x M/N at N = 100 instead of 1.58);
+  removed backend's own slots (1.17 x M/N at N = 100 and M = 65537
+  instead of 1.58; 1.08, worst 1.11, in the 128021-slot ring a pool of 100
+  members gets by ring_size_for);
 * each backend stops at a cap, its share plus max(1 %, 6.5 slots), which
-  keeps max/mean within 1.01 while shares are >= 655 slots (N <= 100 at
-  M = 65537); below that the 6.5-slot headroom keeps removals cheap
-  (N = 1000: 1.12 x M/N on average) and balance loosens (max/mean 1.10).
+  keeps max/mean within 1.01 while shares are >= 655 slots; below that the
+  6.5-slot headroom keeps removals cheap (N = 1000 at M = 65537: 1.12 x M/N
+  on average) and balance loosens (max/mean 1.10).
 
 Weights follow Katran: in each round a backend makes ``weight`` visits, so a
 weight-2 member gets about twice the slots of a weight-1 member and a
@@ -55,8 +57,9 @@ OBJ_DIR_ENV = "OCTAVIA_DSR_OBJ_DIR"
 LIBRARY_NAME = "libmaglev.so"
 # Must match MAGLEV_ABI_VERSION in maglev.c.  Public: agents report it
 # (report_state, metrics) so that a group running two ABIs is flagged.
-# 3: rings are sized by their pool (ring_size_for), not one size for all.
-ABI_VERSION = _ABI_VERSION = 3
+# 3: rings are sized by their pool (ring_size_for), not one size for all;
+# 4: pool tiers of >= 1000 slots per member (cheaper removals).
+ABI_VERSION = _ABI_VERSION = 4
 # A backend's cap is floor(s + max(s * CAP_SLACK - s, CAP_HEADROOM)) for its
 # share s = M * weight / total weight (why: compute_caps() in maglev.c); as
 # fractions, which must match CAP_SLACK_* and CAP_HEADROOM_* there.

@@ -72,7 +72,7 @@ def test_two_listeners_with_different_pool_sizes_steer_by_their_own_ring(
               listener(netns.VIP6, members=addrs))
     ask = resolver(dsr)
     a, b = entry(ask.dp, small), entry(ask.dp, large)
-    assert (a.ring_size, b.ring_size) == (2621, 5261)
+    assert (a.ring_size, b.ring_size) == (4001, 8009)
     assert a.ring_off + a.ring_size <= b.ring_off \
         or b.ring_off + b.ring_size <= a.ring_off, 'the extents overlap'
 
@@ -120,7 +120,7 @@ def test_a_resize_keeps_established_flows_and_reuses_the_old_extent(
     configure(four)
     ask = resolver(dsr)
     before, udp_before = entry(ask.dp, tcp), entry(ask.dp, udp)
-    assert before.ring_size == udp_before.ring_size == 2621
+    assert before.ring_size == udp_before.ring_size == 4001
     established = flows(1000, 10000)
     on = ask(tcp, established)          # now in the connection table
 
@@ -132,7 +132,7 @@ def test_a_resize_keeps_established_flows_and_reuses_the_old_extent(
     configure(four + [fifth])           # 5 members: the next tier
     assert prober.poll() is None, 'the probe ended before the resize'
     after = entry(ask.dp, tcp)
-    assert after.ring_size == 5261
+    assert after.ring_size == 8009
     assert after.ring_off != before.ring_off
     ring, _ = expected_ring(ask.dp, after)
     assert ring_in_map(ask.dp, after) == ring
@@ -140,12 +140,12 @@ def test_a_resize_keeps_established_flows_and_reuses_the_old_extent(
     fresh = ask(tcp, flows(1000, 30000))
     assert sum(1 for m in fresh.values() if m == str(fifth)) > 120
 
-    # The two freed 2621-slot extents (adjacent: one free run) are the
+    # The two freed 4001-slot extents (adjacent: one free run) are the
     # best fit for a new small ring.
     configure(four + [fifth],
               listener(netns.VIP4, port=443, members=four[:1]))
     newcomer = entry(ask.dp, f'{netns.VIP4}:443/tcp')
-    assert newcomer.ring_size == 2621
+    assert newcomer.ring_size == 4001
     assert newcomer.ring_off == min(before.ring_off, udp_before.ring_off)
 
     summary = netns.probe_result(prober)

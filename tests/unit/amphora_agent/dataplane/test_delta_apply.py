@@ -31,7 +31,7 @@ from tests.unit.amphora_agent.dataplane import se_object
 pytestmark = se_object.NEEDS_SE_OBJECT
 
 # Small maps, so that the capacity checks are reached: rings of 2, 4 or
-# 5 members are 2621 or 5261 slots at most (ring_size 5261).
+# 5 members are 4001 or 5261 slots at most (ring_size 5261).
 LIMITS = dp_mod.Limits(max_listeners=6, ring_size=5261, max_reals=24,
                        max_nexthops=4, max_cidrs=6, ring_slots=4 * 5261)
 VIPS = ['192.0.2.1', '192.0.2.2', '2001:db8::1']

@@ -5,6 +5,7 @@ import ctypes
 import errno
 import hashlib
 import logging
+import operator
 import os
 import pathlib
 import random
@@ -17,7 +18,9 @@ import pytest
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane.maglev import Backend
 
-M = maglev.DEFAULT_RING_SIZE
+# The fill is pinned (digests, disruption) at the classic 65537-slot ring;
+# the pool tiers and the default ring_size are tested on their own below.
+M = 65537
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[4]
 
 
@@ -144,7 +147,7 @@ FIXED_DIGEST = ("79d8f40ddf42f6971f4eb3d0f9192293"
 @pytest.mark.parametrize("build", [maglev.build_ring,
                                    maglev.build_ring_reference])
 def test_fixed_digest(build):
-    assert le_digest(build(FIXED_INPUT)) == FIXED_DIGEST
+    assert le_digest(build(FIXED_INPUT, M)) == FIXED_DIGEST
 
 
 # --- balance and weights ---------------------------------------------------
@@ -161,7 +164,7 @@ def share_and_cap(backends, backend, size=M):
 @pytest.mark.parametrize("n", [10, 100])
 def test_balance(n):
     backends = members(n)
-    stats = maglev.ring_stats(maglev.build_ring(backends))
+    stats = maglev.ring_stats(maglev.build_ring(backends, M))
     assert set(stats) == {b.value for b in backends}  # no 0: all filled
     assert sum(stats.values()) == M
     assert max(stats.values()) / (M / n) <= 1.01
@@ -175,7 +178,7 @@ def test_no_backend_above_its_cap():
     for n in (3, 10, 100, 300, 1000):
         backends = [Backend(f"m{i}", rnd.choice([1, 1, 2, 10, 256]), i + 1)
                     for i in range(n)]
-        stats = maglev.ring_stats(maglev.build_ring(backends))
+        stats = maglev.ring_stats(maglev.build_ring(backends, M))
         for b in backends:
             assert stats.get(b.value, 0) <= share_and_cap(backends, b)[1]
 
@@ -184,14 +187,14 @@ def test_headroom_when_shares_are_small():
     # N=1000: a 65.5-slot share; 1% would be a cap of 66 and nearly every
     # backend at it (a removal then moved 2.7 x M/N); 6.5 slots instead.
     backends = members(1000)
-    stats = maglev.ring_stats(maglev.build_ring(backends))
+    stats = maglev.ring_stats(maglev.build_ring(backends, M))
     assert max(stats.values()) == 72  # floor(65.537 + 6.5)
 
 
 def test_weight_two_gets_twice_the_slots():
     backends = (members(5, weight=1, prefix="one")
                 + members(5, weight=2, prefix="two", first_value=100))
-    stats = maglev.ring_stats(maglev.build_ring(backends))
+    stats = maglev.ring_stats(maglev.build_ring(backends, M))
     ones = [stats[b.value] for b in backends if b.weight == 1]
     twos = [stats[b.value] for b in backends if b.weight == 2]
     assert (sum(twos) / len(twos)) / (sum(ones) / len(ones)) == \
@@ -204,7 +207,7 @@ def test_slots_follow_weights():
     # share) but never above it, and more weight never means fewer slots.
     weights = [1, 2, 5, 10, 50, 100, 256, 256]
     backends = [Backend(f"w{i}", w, i + 1) for i, w in enumerate(weights)]
-    stats = maglev.ring_stats(maglev.build_ring(backends))
+    stats = maglev.ring_stats(maglev.build_ring(backends, M))
     counts = [stats[b.value] for b in backends]
     assert counts == sorted(counts)
     for b in backends:
@@ -214,10 +217,10 @@ def test_slots_follow_weights():
 
 def test_weight_zero_takes_no_slots():
     backends = members(4) + [Backend("drained", 0, 77)]
-    ring = maglev.build_ring(backends)
+    ring = maglev.build_ring(backends, M)
     assert 77 not in maglev.ring_stats(ring)
     # Draining a member is the same as removing it: no extra flow moves.
-    assert ring == maglev.build_ring(members(4))
+    assert ring == maglev.build_ring(members(4), M)
 
 
 @pytest.mark.parametrize("backends", [[], [Backend("a", 0, 1),
@@ -245,11 +248,11 @@ MAX_JOIN_MOVED = {10: 1.05, 100: 1.2, 1000: 3.5}
 @pytest.mark.parametrize("n", [10, 100, 1000])
 def test_remove_one_moves_little(n):
     backends = members(n)
-    before = maglev.build_ring(backends)
+    before = maglev.build_ring(backends, M)
     ratios = []
     for idx in range(0, n, max(1, n // 20)):
         gone = backends[idx]
-        after = maglev.build_ring(backends[:idx] + backends[idx + 1:])
+        after = maglev.build_ring(backends[:idx] + backends[idx + 1:], M)
         assert gone.value not in after
         own = sum(1 for v in before if v == gone.value)
         changed = moved(before, after)
@@ -264,9 +267,9 @@ def test_remove_one_moves_little(n):
 @pytest.mark.parametrize("n", [10, 100, 1000])
 def test_add_one_moves_about_one_share(n):
     backends = members(n)
-    before = maglev.build_ring(backends)
+    before = maglev.build_ring(backends, M)
     new = Backend("newcomer", 1, 9999)
-    after = maglev.build_ring(backends + [new])
+    after = maglev.build_ring(backends + [new], M)
     share = M / (n + 1)
     taken = sum(1 for v in after if v == new.value)
     # Under its cap a newcomer's count varies like rendezvous hashing.
@@ -392,28 +395,57 @@ def test_ring_stats():
         1: 1, 2: 2, 0: 1}
 
 
-# --- ring sizes by pool (ring ABI 3) ---------------------------------------
+# --- ring sizes by pool (ring ABI 4) ---------------------------------------
 
-def test_ring_tiers_are_the_smallest_primes_above_655_x_2k():
+def test_ring_tiers_are_the_smallest_primes_above_1000_x_2k():
     for k, size in enumerate(maglev.RING_TIERS, start=2):
         assert maglev._is_prime(size)
-        assert size >= 655 * 2 ** k
+        assert size >= 1000 * 2 ** k
         assert not any(maglev._is_prime(n)
-                       for n in range(655 * 2 ** k, size))
+                       for n in range(1000 * 2 ** k, size))
+
+
+def test_the_default_ring_size_is_the_tier_of_128_members():
+    assert maglev.DEFAULT_RING_SIZE == maglev.ring_size_for(128, 2 ** 31 - 1) \
+        == 128021
 
 
 @pytest.mark.parametrize('members, size', [
-    (1, 2621), (4, 2621), (5, 5261), (8, 5261), (9, 10487), (16, 10487),
-    (17, 20963), (32, 20963), (33, 41927), (64, 41927),
-    (65, M), (100, M), (65537, M)])
+    (1, 4001), (4, 4001), (5, 8009), (8, 8009), (9, 16001), (16, 16001),
+    (17, 32003), (32, 32003), (33, 64007), (64, 64007),
+    (65, 128021), (100, 128021), (128, 128021), (129, 128021),
+    (65537, 128021)])
 def test_ring_size_for_a_pool_is_its_tier_capped_by_ring_size(members, size):
-    assert maglev.ring_size_for(members, M) == size
+    assert maglev.ring_size_for(members) == size
+    assert maglev.ring_size_for(members, maglev.DEFAULT_RING_SIZE) == size
+
+
+# Pools at the top and the middle of the largest default tiers, each in the
+# ring of its tier: the issue's targets (removal <= 1.2 x M/N, max/mean
+# <= 1.01) hold for every removal.  ABI 3's 655-slot tiers moved 1.213 x at
+# N = 100 (M = 65537); over every pool of 2..128 members and every removal
+# the worst is 1.147 (docs/benchmarks.md "Maglev").  Every removal at 100
+# and 128 members (ABI 3's worst was one removal in twenty), every fourth
+# below, to keep the test short.
+@pytest.mark.parametrize("n, step", [(16, 4), (64, 4), (100, 1), (128, 1)])
+def test_every_tier_keeps_removals_under_1_2_and_balance_within_1_pct(
+        n, step):
+    size = maglev.ring_size_for(n)
+    backends = members(n)
+    before = maglev.build_ring(backends, size)
+    stats = maglev.ring_stats(before)
+    assert max(stats.values()) / (size / n) <= 1.01
+    for idx in range(0, n, step):
+        after = maglev.build_ring(backends[:idx] + backends[idx + 1:], size)
+        changed = sum(map(operator.ne, before, after))
+        assert changed / (size / n) <= 1.2, idx
 
 
 def test_ring_size_for_is_capped_by_a_small_ceiling():
     assert maglev.ring_size_for(3, 251) == 251
     assert maglev.ring_size_for(10, 10487) == 10487
     assert maglev.ring_size_for(20, 10487) == 10487
+    assert maglev.ring_size_for(100, 65537) == 65537
 
 
 def test_a_pool_resizes_only_at_a_power_of_two():

@@ -288,9 +288,9 @@ def ring_limits(ring_slots):
 
 def test_rings_over_ring_slots_refuse_the_load_balancer_that_adds_them(
         cstore):
-    """Each ring takes its pool's tier (2621 slots up to 4 members): two
-    listeners with pools need 5242 slots of 5000."""
-    cstore.record_agent('se1', 'g1', limits=ring_limits(5000))
+    """Each ring takes its pool's tier (4001 slots up to 4 members): two
+    listeners with pools need 8002 slots of 7500."""
+    cstore.record_agent('se1', 'g1', limits=ring_limits(7500))
     cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, pool='p1')],
                                   pools=[pool(1, 'p1', 'l1-0', 2)]))
     # A listener without a pool has no ring: it fits.
@@ -298,20 +298,20 @@ def test_rings_over_ring_slots_refuse_the_load_balancer_that_adds_them(
     cstore.create_loadbalancer(lb(3, listeners=[listener(3, 0, pool='p3')],
                                   pools=[pool(3, 'p3', 'l3-0', 1)]))
     assert rejected_rows(cstore, 'loadbalancers') == {
-        'lb3': RING_SLOTS.format(n=5242, limit=5000)}
+        'lb3': RING_SLOTS.format(n=8002, limit=7500)}
     assert snapshot_listeners(cstore) == ['l1-0', 'l2-0']
 
 
 def test_a_member_that_moves_its_ring_up_a_tier_is_refused_alone(cstore):
-    """A fifth member takes the pool's ring from 2621 to 5261 slots, over
-    ring_slots 5000 (what amphora_agent.capacity would refuse too); the
+    """A fifth member takes the pool's ring from 4001 to 8009 slots, over
+    ring_slots 7500 (what amphora_agent.capacity would refuse too); the
     four members already there keep running."""
-    cstore.record_agent('se1', 'g1', limits=ring_limits(5000))
+    cstore.record_agent('se1', 'g1', limits=ring_limits(7500))
     cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, pool='p1')],
                                   pools=[pool(1, 'p1', 'l1-0', 4)]))
     cstore.put_member(member('p1', 4))
     assert rejected_rows(cstore, 'members') == {'p1-m4': RING_SLOTS.format(
-        n=5261, limit=5000)}
+        n=8009, limit=7500)}
     snap = snapshot_mod.parse(cstore.snapshot('g1'))
     assert len(snap.load_balancers[0].listeners[0].pool.members) == 4
 

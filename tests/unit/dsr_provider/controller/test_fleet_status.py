@@ -56,8 +56,8 @@ def test_a_healthy_group(store):
     assert se1['bgp'] == {'peers': {'198.18.1.1': 'established'},
                           'established': 1, 'announced': ['192.0.2.1/32']}
     assert se1['capacity']['listeners'] == {'used': 2, 'limit': 8}
-    # Two pools of one member: a first-tier ring (2621 slots) each.
-    assert se1['capacity']['ring slots'] == {'used': 2 * 2621,
+    # Two pools of one member: a first-tier ring (4001 slots) each.
+    assert se1['capacity']['ring slots'] == {'used': 2 * 4001,
                                              'limit': 20000}
     assert se1['problems'] == []
     assert not status.needs_attention(view)

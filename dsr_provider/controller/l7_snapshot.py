@@ -31,14 +31,6 @@ POOL_PREFIX = 'l7:'
 MEMBER_PREFIX = 'l7se:'
 
 
-def _vip_addresses(lb_doc):
-    addresses = [lb_doc['vip_address']] if lb_doc.get('vip_address') else []
-    for extra in lb_doc.get('additional_vips') or []:
-        if extra.get('ip_address'):
-            addresses.append(extra['ip_address'])
-    return addresses
-
-
 def _listeners(session, lb_id):
     return session.query(models.Listener).filter_by(
         loadbalancer_id=lb_id, rejected=None).order_by(models.Listener.id)
@@ -77,7 +69,7 @@ def _l4_member(se_member, listener_id, port):
 def l4_load_balancer(session, lb, encap):
     """The tier-2 load balancer in its L4 group's schema v1 document."""
     doc = lb.doc
-    vips = _vip_addresses(doc)
+    vips = models.vip_addresses(doc)
     family = ipaddress.ip_address(vips[0]).version if vips else 4
     se_members = l7_se_members(session, lb.l7_se_group, family)
     listeners = []
@@ -185,7 +177,7 @@ def l7_load_balancer(session, lb):
         listeners.append(item)
     return {'id': lb.id,
             'admin_state_up': lb.doc.get('admin_state_up', True),
-            'vips': [{'address': a} for a in _vip_addresses(lb.doc)],
+            'vips': [{'address': a} for a in models.vip_addresses(lb.doc)],
             'listeners': listeners, 'pools': pools}
 
 

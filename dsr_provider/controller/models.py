@@ -28,6 +28,16 @@ class JSONText(sa.types.TypeDecorator):
         return None if value is None else json.loads(value)
 
 
+def vip_addresses(lb_doc):
+    """A stored load balancer's VIP addresses (its document's vip_address
+    and additional_vips): every listener is served on each."""
+    addresses = [lb_doc['vip_address']] if lb_doc.get('vip_address') else []
+    for extra in lb_doc.get('additional_vips') or []:
+        if extra.get('ip_address'):
+            addresses.append(extra['ip_address'])
+    return addresses
+
+
 class SEGroup(Base):
     __tablename__ = 'se_groups'
     name = sa.Column(sa.String(64), primary_key=True)

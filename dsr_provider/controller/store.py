@@ -27,6 +27,7 @@ from octavia_lib.common.constants import ONLINE
 from oslo_log import log as logging
 from sqlalchemy import exc as sa_exc
 
+from dsr_provider.controller import l4_snapshot
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
 from dsr_wire import rings as wire_rings
@@ -161,14 +162,7 @@ def _enabled(row):
     return row.doc.get('admin_state_up', True) is not False
 
 
-def vip_addresses(lb_doc):
-    """The load balancer's VIP addresses: every listener is served on
-    each."""
-    addresses = [lb_doc['vip_address']] if lb_doc.get('vip_address') else []
-    for extra in lb_doc.get('additional_vips') or []:
-        if extra.get('ip_address'):
-            addresses.append(extra['ip_address'])
-    return addresses
+vip_addresses = models.vip_addresses
 
 
 class Store:
@@ -774,99 +768,14 @@ class Store:
     def snapshot(self, se_group):
         """The document an SE group's agents run: an L7 group's is the L7
         document (dsr_wire/l7.py), any other the agent contract's schema
-        v1, where tier-2 load balancers steer to their L7 SEs."""
+        v1 (l4_snapshot), where tier-2 load balancers steer to their L7
+        SEs.  Rejected objects are left out with everything below them."""
         with self.db.session() as s:
             group = s.get(models.SEGroup, se_group)
+            generation = group.generation if group else 0
             if group is not None and group.role == l7_snapshot.ROLE:
-                return l7_snapshot.document(s, se_group, group.generation)
-            lbs = []
-            # Rejected objects are left out with everything below them.
-            for lb in s.query(models.LoadBalancer).filter_by(
-                    se_group=se_group, rejected=None).order_by(
-                        models.LoadBalancer.id):
-                lbs.append(self._lb_snapshot(s, lb))
-            return {'schema_version': 1, 'se_group': se_group,
-                    'generation': group.generation if group else 0,
-                    'load_balancers': lbs}
-
-    def _lb_snapshot(self, s, lb):
-        doc = lb.doc
-        vips = [{'address': a} for a in vip_addresses(doc)]
-        dsr = doc.get('dsr') if isinstance(doc.get('dsr'), dict) else {}
-        meta = doc.get('flavor') if isinstance(doc.get('flavor'),
-                                               dict) else {}
-        encap = dsr.get('encapsulation') or meta.get('encapsulation') \
-            or 'ipip'
-        if lb.l7_se_group:
-            return l7_snapshot.l4_load_balancer(s, lb, encap)
-
-        pools = {p.id: p for p in s.query(models.Pool).filter_by(
-            loadbalancer_id=lb.id, rejected=None)}
-        listeners = []
-        for lst in s.query(models.Listener).filter_by(
-                loadbalancer_id=lb.id, rejected=None).order_by(
-                    models.Listener.id):
-            ldoc = lst.doc
-            item = {'id': lst.id, 'protocol': ldoc['protocol'],
-                    'port': ldoc['protocol_port'],
-                    'admin_state_up': ldoc.get('admin_state_up', True),
-                    'allowed_cidrs': ldoc.get('allowed_cidrs') or []}
-            limit = ldoc.get('connection_limit')
-            if limit is not None and limit != -1:
-                # Only when set: an agent that cannot enforce it rejects
-                # that listener (unknown field) instead of ignoring it.
-                item['connection_limit'] = limit
-            idle = ldoc.get('timeout_client_data')
-            if idle is not None:
-                # Octavia fills in its default (50000): always honoured.
-                item['timeout_client_data'] = idle
-            pool = pools.get(ldoc.get('default_pool_id'))
-            if pool is not None:
-                item['pool'] = self._pool_snapshot(s, pool, encap)
-            listeners.append(item)
-        return {'id': lb.id, 'admin_state_up': doc.get('admin_state_up',
-                                                       True),
-                'vips': vips, 'listeners': listeners}
-
-    def _pool_snapshot(self, s, pool, encap):
-        pdoc = pool.doc
-        members = []
-        for m in s.query(models.Member).filter_by(
-                pool_id=pool.id, rejected=None).order_by(models.Member.id):
-            d = m.doc
-            item = {'id': m.id, 'address': d['address'],
-                    'protocol_port': d['protocol_port'],
-                    'weight': d.get('weight', 1),
-                    'admin_state_up': d.get('admin_state_up', True),
-                    'backup': bool(d.get('backup', False))}
-            if d.get('monitor_port'):
-                item['monitor_port'] = d['monitor_port']
-            if d.get('monitor_address'):
-                item['monitor_address'] = d['monitor_address']
-            members.append(item)
-        result = {'id': pool.id, 'algorithm': pdoc['lb_algorithm'],
-                  'encap': encap,
-                  'admin_state_up': pdoc.get('admin_state_up', True),
-                  'members': members}
-        hm = s.query(models.HealthMonitor).filter_by(
-            pool_id=pool.id, rejected=None).first()
-        if hm is not None:
-            h = hm.doc
-            monitor = {'id': hm.id, 'type': h['type'], 'delay': h['delay'],
-                       'timeout': h['timeout'],
-                       'max_retries': h['max_retries'],
-                       'max_retries_down': h.get('max_retries_down', 3),
-                       'admin_state_up': h.get('admin_state_up', True)}
-            for key in ('http_method', 'url_path', 'expected_codes'):
-                if h.get(key):
-                    monitor[key] = h[key]
-            if 'expected_codes' in monitor:
-                # Octavia accepts "200, 202"; the agent's schema has no
-                # spaces.
-                monitor['expected_codes'] = monitor[
-                    'expected_codes'].replace(' ', '')
-            result['health_monitor'] = monitor
-        return result
+                return l7_snapshot.document(s, se_group, generation)
+            return l4_snapshot.document(s, se_group, generation)
 
     # ------------------------------------------------------------ agents
     def record_agent(self, se_id, se_group, **fields):

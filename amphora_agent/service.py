@@ -525,7 +525,9 @@ class Agent:
         generation (health targets included) succeeded, so a failure is
         retried instead of leaving a half-taken generation behind.
         """
-        document = self.controller.get_config(self.se_group, self.se_id)
+        # Packed: the parser decodes only the load balancers that changed.
+        document = self.controller.get_config(self.se_group, self.se_id,
+                                              packed=True)
         if self.trust is not None:
             refusal = None
             try:

@@ -17,6 +17,7 @@ named, so its closest parent with an id is rejected instead.
 
 import dataclasses
 import ipaddress
+import json
 import marshal
 from typing import Optional
 
@@ -437,6 +438,9 @@ class Parser:
 
     def __init__(self):
         self._memo = {}              # load balancer id -> _Entry
+        # A packed load balancer's text (agent_rpc.pack) -> (id, _Entry):
+        # an unchanged one is found without decoding it.
+        self._texts = {}
         # {kind: {key: number of claims}}, and the claims made twice.
         self._counts = {kind: {} for kind in KINDS + ('vips',)}
         self._twice = set()
@@ -472,8 +476,25 @@ class Parser:
         except schema.Invalid as exc:
             raise InvalidSnapshot(str(exc)) from None
         memo, fresh = self._memo, {}
+        texts, fresh_texts = self._texts, {}
         rejected, lbs, repeated = _Rejected(), [], False
         for i, obj in enumerate(document['load_balancers']):
+            text = None
+            if isinstance(obj, str):
+                # Packed: the text is its own digest.
+                text, hit = obj, texts.get(obj)
+                if hit is not None and hit[0] not in fresh:
+                    key, entry = hit
+                    fresh[key], fresh_texts[text] = entry, hit
+                    if entry.rejected:
+                        rejected.merge(entry.rejected)
+                    if entry.lb is not None:
+                        lbs.append(entry.lb)
+                    continue
+                try:
+                    obj = json.loads(text)
+                except ValueError:
+                    pass        # a string: rejected as not an object
             key = _usable_id(obj)
             if key is None:
                 # Rejected whole (no id to name it by): claims nothing.
@@ -483,7 +504,8 @@ class Parser:
                 # full checks reject it.
                 entry, repeated = _Entry(obj, i, None), True
             else:
-                entry, digest = memo.get(key), _digest(obj)
+                entry = memo.get(key)
+                digest = text if text is not None else _digest(obj)
                 if entry is None or digest is None \
                         or entry.digest != digest:
                     if entry is not None:
@@ -491,13 +513,15 @@ class Parser:
                     entry = _Entry(obj, i, digest)
                     self._count(entry.claims(), 1)
                 fresh[key] = entry
+                if text is not None:
+                    fresh_texts[text] = (key, entry)
             if entry.rejected:
                 rejected.merge(entry.rejected)
             if entry.lb is not None:
                 lbs.append(entry.lb)
         for key in memo.keys() - fresh.keys():
             self._count(memo[key].claims(), -1)
-        self._memo = fresh
+        self._memo, self._texts = fresh, fresh_texts
         snap = Snapshot(se_group=document['se_group'],
                         generation=document['generation'],
                         load_balancers=tuple(lbs), rejected=dict(rejected))

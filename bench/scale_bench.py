@@ -28,13 +28,20 @@ default 128021; must be prime: the largest ring), DSR_BENCH_RING_SLOTS
 ([dataplane] ring_slots; default N x the ring of a pool of
 DSR_BENCH_MEMBERS, plus 4 such rings of room for resizes; 0 = N x
 ring_size, as before rings were sized by their pool), DSR_BENCH_CONN_TABLE
-([dataplane] conn_table_size, default 262144).
+([dataplane] conn_table_size, default 262144), DSR_BENCH_PACKED (1: the
+controller's get_config answer with its load balancers packed, as agents
+of controller API 1.1 ask for it; 0: the whole document as objects).
+
+Every apply is timed from the signed envelope get_config answers: the
+signature check and the payload's decode (the "decode" split), then the
+agent's parse, plan and Dataplane.apply.
 
 Targets (issue 15, judged at N = 10,000): from scratch <= 30 s, agent RSS
 <= 300 MB, BPF map memory <= 2 GB, one member change <= 100 ms.
 Last line: one JSON object.
 """
 
+import base64
 import ipaddress
 import os
 import resource
@@ -67,6 +74,7 @@ VIP_BASE = ipaddress.ip_address('198.18.0.0')
 MEMBER_NET = ipaddress.ip_network('198.19.128.0/17')
 NEXT_HOP = '198.19.0.1'
 PROFILE = os.environ.get('DSR_BENCH_PROFILE')
+PACKED = os.environ.get('DSR_BENCH_PACKED', '1') != '0'
 TARGETS = {'apply_s': 30, 'rss_mb': 300, 'map_mb': 2048, 'change_ms': 100}
 
 
@@ -175,6 +183,8 @@ def measure(pin_dir, dev):
     from amphora_agent import desired
     from amphora_agent import gcpause
     from amphora_agent import snapshot
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from dsr_wire import auth
 
     out = {'rss_before_mb': round(rss_mb(), 1)}
     limits = dp_mod.Limits(max_listeners=LISTENERS, ring_size=RING_SIZE,
@@ -191,13 +201,19 @@ def measure(pin_dir, dev):
     gc_time = GcClock()
 
     def apply(held):
-        """held: [document], emptied once parsed -- as the agent drops
-        the received document (its _fetch returns) before it plans and
-        applies."""
-        doc = held.pop()
+        """held: [signed envelope], emptied once parsed -- as the agent
+        drops the received document (its _fetch returns) before it plans
+        and applies.  Timed from the envelope the controller's get_config
+        answers: its signature checked and its payload decoded
+        (auth.open_envelope, as amphora_agent.trust does), then parse,
+        plan and apply."""
+        envelope = held.pop()
         gc_time.reset()
         c0 = time.process_time()
         t0 = time.perf_counter()
+        doc = auth.open_envelope(envelope, lambda kid: public_key)
+        del envelope
+        td = time.perf_counter()
         snap = parser.parse(doc)
         del doc
         t1 = time.perf_counter()
@@ -211,7 +227,8 @@ def measure(pin_dir, dev):
         # The collector's share of the three (cyclic gc passes).
         # cpu: this process's CPU time (user + system) for the three, less
         # sensitive than the wall clock to the other sessions' load.
-        split.update(parse=t1 - t0, plan=t2 - t1, dataplane=t3 - t2,
+        split.update(decode=td - t0, parse=t1 - td, plan=t2 - t1,
+                     dataplane=t3 - t2,
                      gc=gc_time.total, cpu=time.process_time() - c0)
         return t3 - t0, changes
 
@@ -219,9 +236,23 @@ def measure(pin_dir, dev):
         # scratch: the first apply; change: the steady-state change.
         apply = profiled(apply, {0} if PROFILE == 'scratch' else {2})
 
-    # Documents are built before each timer starts: the controller's RPC
-    # hands the agent a parsed JSON document.
-    elapsed, changes = apply([document(1)])
+    # Envelopes are built before each timer starts, as the controller
+    # answers get_config: the document as canonical JSON (as JSON lines
+    # unless DSR_BENCH_PACKED=0: auth.pack), signed.
+    private_key = ed25519.Ed25519PrivateKey.generate()
+    public_key = private_key.public_key()
+
+    def signed(doc):
+        # As auth.Signer.envelope (without a key file).
+        if PACKED:
+            fmt, payload = auth.PACKED_FORMAT, auth.pack(doc)
+        else:
+            fmt, payload = auth.SIGNED_FORMAT, auth.canonical(doc).decode()
+        sig = private_key.sign(payload.encode())
+        return {'format': fmt, 'key_id': 'bench', 'payload': payload,
+                'sig': base64.b64encode(sig).decode()}
+
+    elapsed, changes = apply([signed(document(1))])
     assert changes['listeners_added'] == LISTENERS, changes
     assert changes['members_added'] == LISTENERS * MEMBERS, changes
     out['apply_from_scratch_s'] = round(elapsed, 2)
@@ -235,8 +266,8 @@ def measure(pin_dir, dev):
     for n, key, change in ((2, 'change_first_ms', (0, 0)),
                            (3, 'change_ms', (1 % LISTENERS, 0))):
         weights[change] = n
-        elapsed, changes = apply(
-            [document(n, weight_of=lambda i, j: weights.get((i, j)))])
+        elapsed, changes = apply([signed(
+            document(n, weight_of=lambda i, j: weights.get((i, j))))])
         assert changes['rings_written'] == 1, changes
         out[key] = round(elapsed * 1000, 1)
     out['change_split_ms'] = {k: round(v * 1000, 1) for k, v in split.items()}
@@ -244,10 +275,10 @@ def measure(pin_dir, dev):
     def removed():
         return document(4, weight_of=lambda i, j: weights.get((i, j)),
                         dropped=(2 % LISTENERS, 1))
-    elapsed, changes = apply([removed()])
+    elapsed, changes = apply([signed(removed())])
     assert changes['members_removed'] == 1, changes
     out['remove_member_ms'] = round(elapsed * 1000, 1)
-    elapsed, changes = apply([removed()])
+    elapsed, changes = apply([signed(removed())])
     assert not any(changes.values()), changes
     out['unchanged_snapshot_ms'] = round(elapsed * 1000, 1)
 
@@ -342,8 +373,11 @@ def main():
         for name, figure, limit in checks:
             t[name] = out[figure] <= limit
         biggest = sorted(out['map_bytes'].items(), key=lambda kv: -kv[1])
+        out['packed'] = PACKED
         log(f'{LISTENERS} listeners x {MEMBERS} members, ring_size '
-            f'{RING_SIZE}, ring_slots {_ring_slots()}: apply from scratch '
+            f'{RING_SIZE}, ring_slots {_ring_slots()}, '
+            f'{"packed" if PACKED else "unpacked"} documents from the '
+            f'signed envelope: apply from scratch '
             f'{out["apply_from_scratch_s"]} s; one member changed '
             f'{out["change_first_ms"]} ms (first) / '
             f'{out["change_ms"]} ms, removed {out["remove_member_ms"]} ms, '

@@ -10,7 +10,12 @@ boundary (docs/security.md).
   that ignore the context (older peers) still work.
 - The controller's get_config answer is a signed envelope (SIGNED_FORMAT)
   whose payload is the snapshot as a JSON string: the bytes signed are the
-  bytes verified, whatever the transport does to dicts.
+  bytes verified, whatever the transport does to dicts.  Packed
+  (PACKED_FORMAT, controller API 1.1): the payload is JSON lines, the
+  document without its load balancers on the first line, then one load
+  balancer per line (canonical JSON has no raw newline).  The agent splits
+  the lines instead of decoding the whole document and decodes only the
+  load balancers whose text changed since it last parsed them.
 
 A key id is the first 16 hex digits of the SHA-256 of the raw public key.
 """
@@ -31,6 +36,7 @@ from cryptography.hazmat.primitives import serialization
 
 CONTEXT_KEY = 'dsr_auth'
 SIGNED_FORMAT = 'dsr-signed-1'
+PACKED_FORMAT = 'dsr-signed-lines-1'
 VERSION = 1
 
 
@@ -192,11 +198,15 @@ class Signer:
         return {CONTEXT_KEY: {'v': VERSION, 'key_id': kid, 'ts': ts,
                               'nonce': nonce, 'sig': sig}}
 
-    def envelope(self, document):
-        """A document (the snapshot) as a signed envelope."""
-        payload = canonical(document).decode()
+    def envelope(self, document, packed=False):
+        """A document (the snapshot) as a signed envelope; packed: as JSON
+        lines, one load balancer per line (pack())."""
+        if packed:
+            fmt, payload = PACKED_FORMAT, pack(document)
+        else:
+            fmt, payload = SIGNED_FORMAT, canonical(document).decode()
         kid, sig = self.sign(payload.encode())
-        return {'format': SIGNED_FORMAT, 'key_id': kid, 'payload': payload,
+        return {'format': fmt, 'key_id': kid, 'payload': payload,
                 'sig': sig}
 
 
@@ -236,11 +246,31 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
         raise AuthError(f'replayed message (nonce {nonce} seen)')
 
 
+def pack(document):
+    """A document with a load_balancers list as JSON lines: the rest of
+    the document, then each load balancer, canonical JSON."""
+    head = {k: v for k, v in document.items() if k != 'load_balancers'}
+    return '\n'.join([canonical(head).decode()] + [
+        canonical(lb).decode() for lb in document['load_balancers']])
+
+
+def unpack(payload):
+    """The document of pack()'s lines, its load balancers left as their
+    JSON texts (snapshot.Parser decodes those that changed).  ValueError
+    when the first line is not a JSON object without load_balancers."""
+    head, *lbs = payload.split('\n')
+    document = json.loads(head)
+    if not isinstance(document, dict) or 'load_balancers' in document:
+        raise ValueError('the first line is not the document\'s head')
+    document['load_balancers'] = lbs
+    return document
+
+
 def open_envelope(envelope, key_for):
-    """The document inside a signed envelope, once its signature checks.
-    Raises AuthError."""
-    if not isinstance(envelope, dict) or \
-            envelope.get('format') != SIGNED_FORMAT:
+    """The document inside a signed envelope, once its signature checks
+    (a packed one's load balancers as JSON texts).  Raises AuthError."""
+    fmt = envelope.get('format') if isinstance(envelope, dict) else None
+    if fmt not in (SIGNED_FORMAT, PACKED_FORMAT):
         raise AuthError('not a signed document')
     payload = envelope.get('payload')
     if not isinstance(payload, str):
@@ -250,7 +280,8 @@ def open_envelope(envelope, key_for):
         raise AuthError(f'signed by unknown key {envelope.get("key_id")}')
     _verify(public_key, envelope.get('sig'), payload.encode())
     try:
-        return json.loads(payload)
+        return unpack(payload) if fmt == PACKED_FORMAT \
+            else json.loads(payload)
     except ValueError as exc:
         raise AuthError(f'signed payload is not JSON: {exc}') from None
 

@@ -295,7 +295,7 @@ def _bgp(state):
 
 class AgentEndpoint:
     target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
-                              version=agent_rpc.API_VERSION)
+                              version=agent_rpc.CONTROLLER_API_VERSION)
 
     def __init__(self, store, guard=None, signer=None, on_state=None):
         """guard: guard.AgentGuard checking every message (None: trust
@@ -321,13 +321,15 @@ class AgentEndpoint:
     # The caller gets the refusal; the controller logs it once (guard),
     # without oslo.messaging's traceback.
     @messaging.expected_exceptions(guard_mod.Refused)
-    def get_config(self, ctxt, se_group, se_id):
+    def get_config(self, ctxt, se_group, se_id, packed=False):
+        args = {'se_group': se_group, 'se_id': se_id}
+        if packed:
+            args['packed'] = packed
         if self.guard is not None:
-            self.guard.check(ctxt, 'get_config',
-                             {'se_group': se_group, 'se_id': se_id})
-        return self._answer(se_group)
+            self.guard.check(ctxt, 'get_config', args)
+        return self._answer(se_group, packed is True)
 
-    def _answer(self, se_group):
+    def _answer(self, se_group, packed=False):
         """The group's snapshot, signed, built for every ask.  An answer
         cached per generation served a stale document: a snapshot built
         while a change was being committed carried the new generation
@@ -336,7 +338,9 @@ class AgentEndpoint:
         snapshot = self.store.snapshot(se_group)
         if self.signer is None:
             return snapshot
-        return self.signer.envelope(snapshot)
+        # An L4 document (an L7 one has a role) as JSON lines.
+        return self.signer.envelope(
+            snapshot, packed=packed and snapshot.get('role') is None)
 
     def report_state(self, ctxt, se_id, se_group, state):
         if not self._admitted(ctxt, 'report_state', se_id=se_id,

@@ -92,11 +92,12 @@ class FakeController:
         self.statuses = {}    # se_id -> last member statuses
         self.stats = {}       # se_id -> last stats
         self.get_config_calls = 0
+        self.packed_calls = 0
         self.lock = threading.Lock()
         self._server = rpc.controller_server(transport, server_id, [self])
         self._notifier = rpc.AgentNotifier(transport, signer=signer)
         self.target = messaging.Target(namespace=rpc.CONTROLLER_NAMESPACE,
-                                       version=rpc.API_VERSION)
+                                       version=rpc.CONTROLLER_API_VERSION)
 
     def start(self):
         self._server.start()
@@ -106,10 +107,15 @@ class FakeController:
         self._server.wait()
 
     # RPC endpoints
-    def get_config(self, ctxt, se_group, se_id):
+    def get_config(self, ctxt, se_group, se_id, packed=False):
         with self.lock:
             self.get_config_calls += 1
-            return self.signer.envelope(self.snapshot)
+            self.packed_calls += bool(packed)
+            snapshot = self.snapshot
+            packable = isinstance(snapshot, dict) and isinstance(
+                snapshot.get('load_balancers'), list)
+            return self.signer.envelope(snapshot,
+                                        packed=packed and packable)
 
     def report_state(self, ctxt, se_id, se_group, state):
         with self.lock:

@@ -44,10 +44,10 @@ class RogueController:
         self.served = []
         self.lock = threading.Lock()
         self.target = messaging.Target(namespace=rpc.CONTROLLER_NAMESPACE,
-                                       version=rpc.API_VERSION)
+                                       version=rpc.CONTROLLER_API_VERSION)
         self._server = rpc.controller_server(transport, 'rogue', [self])
 
-    def get_config(self, ctxt, se_group, se_id):
+    def get_config(self, ctxt, se_group, se_id, packed=False):
         with self.lock:
             kind, answer = self.answers[len(self.served) % len(self.answers)]
             self.served.append(kind)
@@ -191,7 +191,7 @@ def test_rogue_client_on_the_broker_vhost_is_refused(make_product):
         ctxt = signer.context('report_member_status', args)
         raw = messaging.get_rpc_client(transport, messaging.Target(
             exchange=rpc.EXCHANGE, topic=rpc.CONTROLLER_TOPIC,
-            namespace=rpc.CONTROLLER_NAMESPACE, version=rpc.API_VERSION))
+            namespace=rpc.CONTROLLER_NAMESPACE, version='1.0'))
         raw.cast(ctxt, 'report_member_status', **args)     # genuine
         raw.cast(ctxt, 'report_member_status', **args)     # replayed
         stale = signer.context('report_member_status', args)

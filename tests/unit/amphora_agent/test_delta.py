@@ -5,6 +5,7 @@ invalid, ids and VIP ports reused across load balancers, load balancers
 added, removed, reordered and repeated, member health flipping)."""
 
 import copy
+import json
 import random
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from amphora_agent import desired
 from amphora_agent import service
 from amphora_agent import snapshot
+from dsr_wire import auth
 
 
 def _member(rng, n):
@@ -82,8 +84,12 @@ def _same_plan(a, b):
     assert a.member_ids == b.member_ids
 
 
+# packed: the controller's get_config answer with packed (agent_rpc.pack:
+# load balancers as JSON texts); 'mixed': either, at random (an agent
+# whose controller is upgraded, or downgraded, between two generations).
+@pytest.mark.parametrize('packed', [False, True, 'mixed'])
 @pytest.mark.parametrize('seed', range(12))
-def test_delta_parse_and_plan_equal_full_ones(seed):
+def test_delta_parse_and_plan_equal_full_ones(seed, packed):
     rng = random.Random(seed)
     doc = {'schema_version': 1, 'se_group': 'g', 'generation': 1,
            'load_balancers': [_load_balancer(rng, i) for i in range(6)]}
@@ -93,6 +99,8 @@ def test_delta_parse_and_plan_equal_full_ones(seed):
     for step in range(60):
         # The controller's RPC hands over a new document every time.
         sent = copy.deepcopy(doc)
+        if packed is True or packed == 'mixed' and rng.random() < 0.5:
+            sent = as_packed(sent)
         snap = parser.parse(sent)
         _same_snapshot(snap, snapshot.parse(copy.deepcopy(doc)))
         assert targets(snap) == service.health_targets(snap)
@@ -111,6 +119,11 @@ def test_delta_parse_and_plan_equal_full_ones(seed):
             member_id = rng.choice(ids)
             down ^= {member_id}
             flipped.add(member_id)
+
+
+def as_packed(document):
+    """The document as the agent opens a packed envelope."""
+    return auth.unpack(auth.pack(document))
 
 
 def _distinct(count, members, monitor=False):
@@ -185,3 +198,53 @@ def test_a_value_equal_to_the_last_but_of_another_type_is_parsed_again():
     doc['load_balancers'][0]['listeners'][0]['pool']['members'][0][
         'weight'] = True
     assert 'm' in parser.parse(copy.deepcopy(doc)).rejected['members']
+
+
+def test_a_packed_load_balancer_is_decoded_only_when_its_text_changed(
+        monkeypatch):
+    decoded = []
+    real_loads = snapshot.json.loads
+
+    def loads(text):
+        decoded.append(text)
+        return real_loads(text)
+    monkeypatch.setattr(snapshot.json, 'loads', loads)
+    doc = _distinct(5, 3)
+    parser = snapshot.Parser()
+    sent = as_packed(copy.deepcopy(doc))
+    decoded.clear()
+    first = parser.parse(sent)
+    assert len(decoded) == 5
+    doc['generation'] = 2
+    doc['load_balancers'][3]['listeners'][0]['pool']['members'][1][
+        'weight'] = 7
+    sent = as_packed(copy.deepcopy(doc))
+    decoded.clear()
+    second = parser.parse(sent)
+    assert [real_loads(t)['id'] for t in decoded] == ['lb3']
+    assert second.load_balancers[:3] == first.load_balancers[:3]
+    assert all(a is b for a, b in zip(second.load_balancers[:3],
+                                      first.load_balancers[:3]))
+    assert second.load_balancers[3].listeners[0].pool.members[1].weight \
+        == 7
+    _same_snapshot(second, snapshot.parse(copy.deepcopy(doc)))
+
+
+def test_a_packed_load_balancer_that_is_not_json_is_rejected_alone():
+    doc = as_packed(_distinct(3, 2))
+    doc['load_balancers'][1] = doc['load_balancers'][1][:-7]
+    snap = snapshot.Parser().parse(doc)
+    assert [lb.id for lb in snap.load_balancers] == ['lb0', 'lb2']
+    assert list(snap.rejected['loadbalancers']) == ['load_balancers[1]']
+
+
+def test_a_packed_load_balancer_sent_twice_is_a_duplicate():
+    doc = as_packed(_distinct(2, 2))
+    parser = snapshot.Parser()
+    parser.parse(copy.deepcopy(doc))
+    doc['load_balancers'].append(doc['load_balancers'][0])
+    doc['generation'] = 2
+    snap = parser.parse(doc)
+    _same_snapshot(snap, snapshot.parse({**doc, 'load_balancers': [
+        json.loads(t) for t in doc['load_balancers']]}))
+    assert 'lb0' in snap.rejected['loadbalancers']

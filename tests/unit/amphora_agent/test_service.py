@@ -14,6 +14,7 @@ import pytest
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent import opts
 from amphora_agent import service
+from dsr_wire import auth
 
 
 class FakeController:
@@ -22,8 +23,15 @@ class FakeController:
         self.states = []
         self.statuses = []
 
-    def get_config(self, se_group, se_id):
-        return copy.deepcopy(self.document)
+    def get_config(self, se_group, se_id, packed=False):
+        # As the controller answers (endpoints.AgentEndpoint.get_config).
+        document = copy.deepcopy(self.document)
+        if packed and isinstance(document, dict) and isinstance(
+                document.get('load_balancers'), list):
+            # What the agent's trust.open_snapshot makes of a packed
+            # envelope.
+            document = auth.unpack(auth.pack(document))
+        return document
 
     def report_state(self, se_id, se_group, state):
         self.states.append(copy.deepcopy(state))

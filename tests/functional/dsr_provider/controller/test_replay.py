@@ -137,7 +137,7 @@ def test_message_replayed_to_another_controller_or_after_restart_is_refused(
         return messaging.get_rpc_client(transport, messaging.Target(
             exchange=rpc.EXCHANGE, topic=rpc.CONTROLLER_TOPIC,
             server=dep.controller_id(name),
-            namespace=rpc.CONTROLLER_NAMESPACE, version=rpc.API_VERSION),
+            namespace=rpc.CONTROLLER_NAMESPACE, version='1.0'),
             timeout=20)
 
     def report(generation):

@@ -1,0 +1,109 @@
+"""get_config with packed (controller API 1.1) between the real client and
+the real controller endpoint, over oslo.messaging's in-process transport,
+signed with a real key; and a controller of API 1.0 asked again without
+it."""
+
+import json
+
+from oslo_config import cfg
+import oslo_messaging as messaging
+import pytest
+
+from dsr_provider.controller import endpoints
+from dsr_wire import agent_rpc
+from dsr_wire import auth
+
+DOC = {'schema_version': 1, 'se_group': 'g1', 'generation': 3,
+       'load_balancers': [{'id': 'lb1', 'vips': [{'address': '192.0.2.1'}],
+                           'listeners': []},
+                          {'id': 'lb2', 'vips': [{'address': '192.0.2.2'}],
+                           'listeners': []}]}
+
+
+class Store:
+    def snapshot(self, se_group):
+        return json.loads(json.dumps(DOC))
+
+
+class ControllerOfApi10:
+    """A controller from before packed documents."""
+
+    target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
+                              version='1.0')
+
+    def __init__(self):
+        self.asked = 0
+
+    def get_config(self, ctxt, se_group, se_id):
+        self.asked += 1
+        return Store().snapshot(se_group)
+
+
+@pytest.fixture
+def serve():
+    # The global CONF, where oslo.messaging registers the options its
+    # server reads (a fresh ConfigOpts lacks them).
+    transport = messaging.get_rpc_transport(cfg.CONF, url='fake:///')
+    servers = []
+
+    def start(endpoint):
+        server = agent_rpc.controller_server(transport, 'ctl', [endpoint])
+        server.start()
+        servers.append(server)
+        return agent_rpc.ControllerClient(transport, timeout=5)
+    yield start
+    for server in servers:
+        server.stop()
+        server.wait()
+    transport.cleanup()
+
+
+@pytest.fixture
+def signer(tmp_path):
+    auth.generate_key(str(tmp_path / 'controller.key'))
+    return auth.Signer(str(tmp_path / 'controller.key'))
+
+
+def test_a_packed_answer_holds_each_load_balancer_on_its_own_line(
+        serve, signer):
+    client = serve(endpoints.AgentEndpoint(Store(), signer=signer))
+    public = signer._key.public_key()
+    answer = client.get_config('g1', 'se1', packed=True)
+    assert answer['format'] == auth.PACKED_FORMAT
+    assert answer['payload'].split('\n')[1:] == [
+        auth.canonical(lb).decode() for lb in DOC['load_balancers']]
+    opened = auth.open_envelope(answer, lambda kid: public)
+    assert opened == dict(DOC, load_balancers=[
+        auth.canonical(lb).decode() for lb in DOC['load_balancers']])
+    plain = client.get_config('g1', 'se1')
+    assert plain['format'] == auth.SIGNED_FORMAT
+    assert auth.open_envelope(plain, lambda kid: public) == DOC
+
+
+def test_a_packed_payload_is_verified_like_any_other(signer):
+    envelope = signer.envelope(DOC, packed=True)
+    public = signer._key.public_key()
+    envelope['payload'] = envelope['payload'].replace('192.0.2.2',
+                                                      '192.0.2.9')
+    with pytest.raises(auth.AuthError, match='bad signature'):
+        auth.open_envelope(envelope, lambda kid: public)
+    # Signed, but its first line is not the head of a document.
+    for head in ('[]', '{"load_balancers":[]}', 'not json'):
+        lines = signer.envelope(DOC, packed=True)['payload'].split('\n')
+        payload = '\n'.join([head] + lines[1:])
+        kid, sig = signer.sign(payload.encode())
+        bad = {'format': auth.PACKED_FORMAT, 'key_id': kid,
+               'payload': payload, 'sig': sig}
+        with pytest.raises(auth.AuthError, match='not JSON'):
+            auth.open_envelope(bad, lambda kid: public)
+
+
+def test_a_controller_of_api_1_0_is_asked_again_without_packed(serve):
+    old = ControllerOfApi10()
+    client = serve(old)
+    assert client.get_config('g1', 'se1', packed=True) == DOC
+    assert old.asked == 1
+    # Remembered for a while: the next ask goes straight to 1.0.
+    assert client.get_config('g1', 'se1', packed=True) == DOC
+    assert old.asked == 2
+    assert client._unpacked_until > 0

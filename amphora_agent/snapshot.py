@@ -17,11 +17,11 @@ named, so its closest parent with an id is rejected instead.
 
 import dataclasses
 import ipaddress
-import json
 import marshal
 from typing import Optional
 
 from amphora_agent import gcpause
+from dsr_wire import auth
 from dsr_wire import schema
 
 SCHEMA_VERSION = schema.SCHEMA_VERSION
@@ -438,8 +438,8 @@ class Parser:
 
     def __init__(self):
         self._memo = {}              # load balancer id -> _Entry
-        # A packed load balancer's text (agent_rpc.pack) -> (id, _Entry):
-        # an unchanged one is found without decoding it.
+        # A packed load balancer's line (dsr_wire.auth.pack) -> (id,
+        # _Entry): an unchanged one is found without decoding it.
         self._texts = {}
         # {kind: {key: number of claims}}, and the claims made twice.
         self._counts = {kind: {} for kind in KINDS + ('vips',)}
@@ -481,7 +481,7 @@ class Parser:
         for i, obj in enumerate(document['load_balancers']):
             text = None
             if isinstance(obj, str):
-                # Packed: the text is its own digest.
+                # Packed: the line is its own digest.
                 text, hit = obj, texts.get(obj)
                 if hit is not None and hit[0] not in fresh:
                     key, entry = hit
@@ -492,7 +492,7 @@ class Parser:
                         lbs.append(entry.lb)
                     continue
                 try:
-                    obj = json.loads(text)
+                    obj = auth.unpack_line(text)
                 except ValueError:
                     pass        # a string: rejected as not an object
             key = _usable_id(obj)

@@ -32,9 +32,11 @@ ring_size, as before rings were sized by their pool), DSR_BENCH_CONN_TABLE
 controller's get_config answer with its load balancers packed, as agents
 of controller API 1.1 ask for it; 0: the whole document as objects).
 
-Every apply is timed from the signed envelope get_config answers: the
-signature check and the payload's decode (the "decode" split), then the
-agent's parse, plan and Dataplane.apply.
+Every apply is timed from the get_config answer as the transport delivers
+it (a JSON message written by another process: building the documents is
+the controller's work, not counted in the agent's time or memory): its
+decode, the envelope's signature check and payload decode (the "decode"
+split), then the agent's parse, plan and Dataplane.apply.
 
 Targets (issue 15, judged at N = 10,000): from scratch <= 30 s, agent RSS
 <= 300 MB, BPF map memory <= 2 GB, one member change <= 100 ms.
@@ -43,9 +45,11 @@ Last line: one JSON object.
 
 import base64
 import ipaddress
+import json
 import os
 import resource
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -172,7 +176,66 @@ def document(generation, weight_of=None, dropped=None):
             'generation': generation, 'load_balancers': lbs}
 
 
-def measure(pin_dir, dev):
+def write_messages(directory):
+    """The controller's part, in a process of its own (so that building
+    the documents does not count in the agent's memory): each generation's
+    get_config answer -- signed, packed unless DSR_BENCH_PACKED=0 -- as
+    the JSON message the transport delivers, and the public key."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives import serialization
+
+    key = ed25519.Ed25519PrivateKey.generate()
+    with open(os.path.join(directory, 'public.pem'), 'wb') as f:
+        f.write(key.public_key().public_bytes(
+            serialization.Encoding.PEM,
+            serialization.PublicFormat.SubjectPublicKeyInfo))
+    weights = {(0, 0): 2}
+    generations = (
+        ('scratch', document(1)),
+        ('change_first', document(2, weight_of=lambda i, j: weights.get(
+            (i, j)))))
+    for name, doc in generations:
+        _write_message(directory, name, key, doc)
+    weights[(1 % LISTENERS, 0)] = 3
+    _write_message(directory, 'change', key, document(
+        3, weight_of=lambda i, j: weights.get((i, j))))
+    _write_message(directory, 'removed', key, document(
+        4, weight_of=lambda i, j: weights.get((i, j)),
+        dropped=(2 % LISTENERS, 1)))
+
+
+def _write_message(directory, name, key, doc):
+    from dsr_wire import auth
+    # As auth.Signer.envelope (without a key file).
+    fmt, payload = auth.envelope_payload(doc, packed=PACKED)
+    sig = base64.b64encode(key.sign(payload.encode())).decode()
+    envelope = {'format': fmt, 'key_id': 'bench', 'payload': payload,
+                'sig': sig}
+    # An oslo.messaging reply as it crosses RabbitMQ (its message format
+    # 2.0: the message JSON-encoded, as a string in another JSON object).
+    reply = {'result': envelope, 'failure': None, 'ending': True,
+             '_msg_id': 'bench'}
+    with open(os.path.join(directory, f'{name}.json'), 'w') as f:
+        json.dump({'oslo.version': '2.0',
+                   'oslo.message': json.dumps(reply)}, f)
+
+
+def in_child(fn, *args):
+    """fn(*args) in a forked child; raises if it failed."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            fn(*args)
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    if status:
+        raise RuntimeError(f'{fn.__name__} failed (wait status {status})')
+
+
+def measure(pin_dir, dev, messages):
     """Runs inside the SE namespace (a forked child): the agent's role."""
     sh('ip', 'addr', 'add', '198.19.0.2/16', 'dev', dev)
     sh('ip', 'neigh', 'add', NEXT_HOP, 'lladdr', '02:00:00:00:00:01',
@@ -183,7 +246,7 @@ def measure(pin_dir, dev):
     from amphora_agent import desired
     from amphora_agent import gcpause
     from amphora_agent import snapshot
-    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from cryptography.hazmat.primitives import serialization
     from dsr_wire import auth
 
     out = {'rss_before_mb': round(rss_mb(), 1)}
@@ -201,16 +264,20 @@ def measure(pin_dir, dev):
     gc_time = GcClock()
 
     def apply(held):
-        """held: [signed envelope], emptied once parsed -- as the agent
-        drops the received document (its _fetch returns) before it plans
-        and applies.  Timed from the envelope the controller's get_config
-        answers: its signature checked and its payload decoded
-        (auth.open_envelope, as amphora_agent.trust does), then parse,
-        plan and apply."""
-        envelope = held.pop()
+        """held: [the path of a get_config answer as the transport
+        delivers it].  Timed from the message: its JSON decoded (what
+        oslo.messaging does, two levels deep), the envelope's signature
+        checked and its
+        payload decoded (auth.open_envelope, as amphora_agent.trust does),
+        then parse, plan and apply.  The document is dropped once parsed,
+        as the agent's _fetch returns before it plans and applies."""
+        with open(held.pop(), 'rb') as f:
+            raw = f.read()
         gc_time.reset()
         c0 = time.process_time()
         t0 = time.perf_counter()
+        envelope = json.loads(json.loads(raw)['oslo.message'])['result']
+        del raw
         doc = auth.open_envelope(envelope, lambda kid: public_key)
         del envelope
         td = time.perf_counter()
@@ -236,23 +303,16 @@ def measure(pin_dir, dev):
         # scratch: the first apply; change: the steady-state change.
         apply = profiled(apply, {0} if PROFILE == 'scratch' else {2})
 
-    # Envelopes are built before each timer starts, as the controller
-    # answers get_config: the document as canonical JSON (as JSON lines
-    # unless DSR_BENCH_PACKED=0: auth.pack), signed.
-    private_key = ed25519.Ed25519PrivateKey.generate()
-    public_key = private_key.public_key()
+    # The controller's answers were written by another process
+    # (write_messages): this one, the agent's, reads each as the message
+    # oslo.messaging delivers, inside the timer.
+    with open(os.path.join(messages, 'public.pem'), 'rb') as f:
+        public_key = serialization.load_pem_public_key(f.read())
 
-    def signed(doc):
-        # As auth.Signer.envelope (without a key file).
-        if PACKED:
-            fmt, payload = auth.PACKED_FORMAT, auth.pack(doc)
-        else:
-            fmt, payload = auth.SIGNED_FORMAT, auth.canonical(doc).decode()
-        sig = private_key.sign(payload.encode())
-        return {'format': fmt, 'key_id': 'bench', 'payload': payload,
-                'sig': base64.b64encode(sig).decode()}
+    def message(name):
+        return [os.path.join(messages, f'{name}.json')]
 
-    elapsed, changes = apply([signed(document(1))])
+    elapsed, changes = apply(message('scratch'))
     assert changes['listeners_added'] == LISTENERS, changes
     assert changes['members_added'] == LISTENERS * MEMBERS, changes
     out['apply_from_scratch_s'] = round(elapsed, 2)
@@ -262,23 +322,15 @@ def measure(pin_dir, dev):
     # One member's weight (the first change after a cold start warms the
     # agent's caches), another member's weight, then one member removed:
     # each a new generation differing from the last by one member.
-    weights = {}
-    for n, key, change in ((2, 'change_first_ms', (0, 0)),
-                           (3, 'change_ms', (1 % LISTENERS, 0))):
-        weights[change] = n
-        elapsed, changes = apply([signed(
-            document(n, weight_of=lambda i, j: weights.get((i, j))))])
+    for key in ('change_first', 'change'):
+        elapsed, changes = apply(message(key))
         assert changes['rings_written'] == 1, changes
-        out[key] = round(elapsed * 1000, 1)
+        out[f'{key}_ms'] = round(elapsed * 1000, 1)
     out['change_split_ms'] = {k: round(v * 1000, 1) for k, v in split.items()}
-
-    def removed():
-        return document(4, weight_of=lambda i, j: weights.get((i, j)),
-                        dropped=(2 % LISTENERS, 1))
-    elapsed, changes = apply([signed(removed())])
+    elapsed, changes = apply(message('removed'))
     assert changes['members_removed'] == 1, changes
     out['remove_member_ms'] = round(elapsed * 1000, 1)
-    elapsed, changes = apply([signed(removed())])
+    elapsed, changes = apply(message('removed'))
     assert not any(changes.values()), changes
     out['unchanged_snapshot_ms'] = round(elapsed * 1000, 1)
 
@@ -361,11 +413,13 @@ def main():
     out['targets'].update((name, False) for name, _, _ in checks)
     exc = None
     try:
-        with Sandbox() as box:
+        with Sandbox() as box, tempfile.TemporaryDirectory() as messages:
+            in_child(write_messages, messages)
             se = box.ns('se')
             peer = box.ns('peer')
             veth('se0', se, 'peer0', peer)
-            out.update(run_in_netns(se, measure, box.pin_dir, 'se0'))
+            out.update(run_in_netns(se, measure, box.pin_dir, 'se0',
+                                    messages))
         # Steady state: a weight change or a removal, whichever is slower.
         out['one_member_change_ms'] = max(out['change_ms'],
                                           out['remove_member_ms'])

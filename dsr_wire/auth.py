@@ -11,13 +11,16 @@ boundary (docs/security.md).
 - The controller's get_config answer is a signed envelope (SIGNED_FORMAT)
   whose payload is the snapshot as a JSON string: the bytes signed are the
   bytes verified, whatever the transport does to dicts.  Packed
-  (PACKED_FORMAT, controller API 1.1): the payload is JSON lines, the
-  document without its load balancers on the first line, then one load
-  balancer per line (canonical JSON has no raw newline).  The agent splits
-  the lines instead of decoding the whole document and decodes only the
-  load balancers whose text changed since it last parsed them.
-
-A key id is the first 16 hex digits of the SHA-256 of the raw public key.
+  (PACKED_FORMAT, controller API 1.1): lines -- the document without its
+  load balancers as canonical JSON on the first line, then one line per
+  load balancer, its canonical JSON deflated and base64-encoded
+  (pack_line()).  The agent splits the lines instead of decoding the whole
+  document, finds the load balancers it parsed before by their line, and
+  inflates and decodes only the others (unpack_line(), after the signature
+  checked).  Deflated, the answer is 3.5 x smaller and needs no JSON
+  escaping: oslo.messaging encodes a message twice (its format 2.0), and
+  at 10,000 load balancers decoding the escaped 20 MB took longer than
+  the change.
 """
 
 import base64
@@ -29,6 +32,7 @@ import stat
 import threading
 import time
 import uuid
+import zlib
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -36,7 +40,10 @@ from cryptography.hazmat.primitives import serialization
 
 CONTEXT_KEY = 'dsr_auth'
 SIGNED_FORMAT = 'dsr-signed-1'
-PACKED_FORMAT = 'dsr-signed-lines-1'
+PACKED_FORMAT = 'dsr-signed-lines-z1'
+# A packed load balancer inflates to at most this (16 members: 1.4 KB):
+# a bound on what one line of a signed answer can make the agent allocate.
+PACKED_LINE_MAX_BYTES = 64 << 20
 VERSION = 1
 
 
@@ -158,6 +165,7 @@ class Signer:
         self._mtime = None
         self._key = None
         self.key_id = None
+        self._lines = {}
         self._load()
 
     def _load(self):
@@ -199,12 +207,14 @@ class Signer:
                               'nonce': nonce, 'sig': sig}}
 
     def envelope(self, document, packed=False):
-        """A document (the snapshot) as a signed envelope; packed: as JSON
-        lines, one load balancer per line (pack())."""
+        """A document (the snapshot) as a signed envelope; packed: as
+        lines, one deflated load balancer per line (pack())."""
+        lines = None
         if packed:
-            fmt, payload = PACKED_FORMAT, pack(document)
-        else:
-            fmt, payload = SIGNED_FORMAT, canonical(document).decode()
+            # Per SE group: the lines of its last answer.  Answers of one
+            # group may race; a lost update only costs deflating again.
+            lines = self._lines.setdefault(document.get('se_group'), {})
+        fmt, payload = envelope_payload(document, packed, lines)
         kid, sig = self.sign(payload.encode())
         return {'format': fmt, 'key_id': kid, 'payload': payload,
                 'sig': sig}
@@ -246,18 +256,62 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
         raise AuthError(f'replayed message (nonce {nonce} seen)')
 
 
-def pack(document):
-    """A document with a load_balancers list as JSON lines: the rest of
-    the document, then each load balancer, canonical JSON."""
+def envelope_payload(document, packed=False, lines=None):
+    """(format, payload) of an envelope of document: its canonical JSON,
+    or packed, its lines (pack()).  lines: {canonical JSON: line} of an
+    earlier call, used and refreshed (a line is deflated once, not on
+    every answer)."""
+    if not packed:
+        return SIGNED_FORMAT, canonical(document).decode()
+    return PACKED_FORMAT, pack(document, lines)
+
+
+def pack_line(obj):
+    """A load balancer's line: its canonical JSON deflated (level 1),
+    base64-encoded."""
+    return base64.b64encode(zlib.compress(canonical(obj), 1)).decode()
+
+
+def unpack_line(line):
+    """The value of a line of pack() (the line's signature checked);
+    ValueError if it is not one."""
+    try:
+        deflated = base64.b64decode(line, validate=True)
+        inflater = zlib.decompressobj()
+        text = inflater.decompress(deflated, PACKED_LINE_MAX_BYTES)
+    except (binascii.Error, zlib.error) as exc:
+        raise ValueError(f'packed line: {exc}') from None
+    if inflater.unconsumed_tail:
+        raise ValueError(f'packed line inflates to more than '
+                         f'{PACKED_LINE_MAX_BYTES} bytes')
+    if not inflater.eof:
+        raise ValueError('packed line: truncated')
+    return json.loads(text)
+
+
+def pack(document, lines=None):
+    """A document with a load_balancers list as lines: the rest of the
+    document as canonical JSON, then each load balancer's pack_line().
+    lines: see envelope_payload."""
     head = {k: v for k, v in document.items() if k != 'load_balancers'}
-    return '\n'.join([canonical(head).decode()] + [
-        canonical(lb).decode() for lb in document['load_balancers']])
+    out, fresh = [canonical(head).decode()], {}
+    cache = lines if lines is not None else {}
+    for lb in document['load_balancers']:
+        text = canonical(lb)
+        line = cache.get(text) or pack_line(lb)
+        fresh[text] = line
+        out.append(line)
+    if lines is not None:
+        lines.clear()
+        lines.update(fresh)
+    return '\n'.join(out)
 
 
 def unpack(payload):
     """The document of pack()'s lines, its load balancers left as their
-    JSON texts (snapshot.Parser decodes those that changed).  ValueError
-    when the first line is not a JSON object without load_balancers."""
+    lines (snapshot.Parser unpacks those it has not parsed before).
+    ValueError when the first line is not a JSON object without
+    load_balancers."""
     head, *lbs = payload.split('\n')
     document = json.loads(head)
     if not isinstance(document, dict) or 'load_balancers' in document:

@@ -4,9 +4,10 @@ over random edits of a fixture (weights, members added, removed and made
 invalid, ids and VIP ports reused across load balancers, load balancers
 added, removed, reordered and repeated, member health flipping)."""
 
+import base64
 import copy
-import json
 import random
+import zlib
 
 import pytest
 
@@ -203,12 +204,12 @@ def test_a_value_equal_to_the_last_but_of_another_type_is_parsed_again():
 def test_a_packed_load_balancer_is_decoded_only_when_its_text_changed(
         monkeypatch):
     decoded = []
-    real_loads = snapshot.json.loads
+    real_unpack = auth.unpack_line
 
-    def loads(text):
-        decoded.append(text)
-        return real_loads(text)
-    monkeypatch.setattr(snapshot.json, 'loads', loads)
+    def unpack_line(line):
+        decoded.append(line)
+        return real_unpack(line)
+    monkeypatch.setattr(auth, 'unpack_line', unpack_line)
     doc = _distinct(5, 3)
     parser = snapshot.Parser()
     sent = as_packed(copy.deepcopy(doc))
@@ -221,7 +222,7 @@ def test_a_packed_load_balancer_is_decoded_only_when_its_text_changed(
     sent = as_packed(copy.deepcopy(doc))
     decoded.clear()
     second = parser.parse(sent)
-    assert [real_loads(t)['id'] for t in decoded] == ['lb3']
+    assert [real_unpack(t)['id'] for t in decoded] == ['lb3']
     assert second.load_balancers[:3] == first.load_balancers[:3]
     assert all(a is b for a, b in zip(second.load_balancers[:3],
                                       first.load_balancers[:3]))
@@ -230,9 +231,14 @@ def test_a_packed_load_balancer_is_decoded_only_when_its_text_changed(
     _same_snapshot(second, snapshot.parse(copy.deepcopy(doc)))
 
 
-def test_a_packed_load_balancer_that_is_not_json_is_rejected_alone():
+@pytest.mark.parametrize('line', [
+    'not base64!', base64.b64encode(b'not deflated').decode(),
+    base64.b64encode(zlib.compress(b'{"id": "lb1", "vips": ')).decode(),
+    base64.b64encode(zlib.compress(b'{"id": "lb1"}')[:-3]).decode(),
+    base64.b64encode(zlib.compress(b'"a string"')).decode()])
+def test_a_packed_load_balancer_that_is_not_one_is_rejected_alone(line):
     doc = as_packed(_distinct(3, 2))
-    doc['load_balancers'][1] = doc['load_balancers'][1][:-7]
+    doc['load_balancers'][1] = line
     snap = snapshot.Parser().parse(doc)
     assert [lb.id for lb in snap.load_balancers] == ['lb0', 'lb2']
     assert list(snap.rejected['loadbalancers']) == ['load_balancers[1]']
@@ -246,5 +252,5 @@ def test_a_packed_load_balancer_sent_twice_is_a_duplicate():
     doc['generation'] = 2
     snap = parser.parse(doc)
     _same_snapshot(snap, snapshot.parse({**doc, 'load_balancers': [
-        json.loads(t) for t in doc['load_balancers']]}))
+        auth.unpack_line(t) for t in doc['load_balancers']]}))
     assert 'lb0' in snap.rejected['loadbalancers']

@@ -3,7 +3,9 @@ the real controller endpoint, over oslo.messaging's in-process transport,
 signed with a real key; and a controller of API 1.0 asked again without
 it."""
 
+import base64
 import json
+import zlib
 
 from oslo_config import cfg
 import oslo_messaging as messaging
@@ -70,32 +72,71 @@ def test_a_packed_answer_holds_each_load_balancer_on_its_own_line(
     public = signer._key.public_key()
     answer = client.get_config('g1', 'se1', packed=True)
     assert answer['format'] == auth.PACKED_FORMAT
-    assert answer['payload'].split('\n')[1:] == [
-        auth.canonical(lb).decode() for lb in DOC['load_balancers']]
+    head, *lines = answer['payload'].split('\n')
+    assert json.loads(head) == {k: v for k, v in DOC.items()
+                                if k != 'load_balancers'}
+    assert [auth.unpack_line(line) for line in lines] == \
+        DOC['load_balancers']
+    assert [json.loads(zlib.decompress(base64.b64decode(line)))
+            for line in lines] == DOC['load_balancers']
     opened = auth.open_envelope(answer, lambda kid: public)
-    assert opened == dict(DOC, load_balancers=[
-        auth.canonical(lb).decode() for lb in DOC['load_balancers']])
+    assert opened == dict(DOC, load_balancers=lines)
     plain = client.get_config('g1', 'se1')
     assert plain['format'] == auth.SIGNED_FORMAT
     assert auth.open_envelope(plain, lambda kid: public) == DOC
 
 
-def test_a_packed_payload_is_verified_like_any_other(signer):
-    envelope = signer.envelope(DOC, packed=True)
+def test_the_controller_deflates_a_load_balancer_once(signer, monkeypatch):
+    deflated = []
+    real = auth.pack_line
+
+    def pack_line(obj):
+        deflated.append(obj['id'])
+        return real(obj)
+    monkeypatch.setattr(auth, 'pack_line', pack_line)
+    first = signer.envelope(DOC, packed=True)['payload']
+    changed = json.loads(json.dumps(DOC))
+    changed['load_balancers'][1]['vips'][0]['address'] = '192.0.2.9'
+    second = signer.envelope(changed, packed=True)['payload']
+    assert deflated == ['lb1', 'lb2', 'lb2']
+    assert first.split('\n')[1] == second.split('\n')[1]
+    assert first.split('\n')[2] != second.split('\n')[2]
+
+
+def signed_payload(signer, payload):
+    kid, sig = signer.sign(payload.encode())
+    return {'format': auth.PACKED_FORMAT, 'key_id': kid,
+            'payload': payload, 'sig': sig}
+
+
+def test_a_packed_payload_is_verified_before_anything_is_decoded(signer):
     public = signer._key.public_key()
-    envelope['payload'] = envelope['payload'].replace('192.0.2.2',
-                                                      '192.0.2.9')
+    envelope = signer.envelope(DOC, packed=True)
+    envelope['payload'] = envelope['payload'].replace('"generation":3',
+                                                      '"generation":4')
     with pytest.raises(auth.AuthError, match='bad signature'):
         auth.open_envelope(envelope, lambda kid: public)
-    # Signed, but its first line is not the head of a document.
+    lines = auth.pack(DOC).split('\n')[1:]
     for head in ('[]', '{"load_balancers":[]}', 'not json'):
-        lines = signer.envelope(DOC, packed=True)['payload'].split('\n')
-        payload = '\n'.join([head] + lines[1:])
-        kid, sig = signer.sign(payload.encode())
-        bad = {'format': auth.PACKED_FORMAT, 'key_id': kid,
-               'payload': payload, 'sig': sig}
         with pytest.raises(auth.AuthError, match='not JSON'):
-            auth.open_envelope(bad, lambda kid: public)
+            auth.open_envelope(
+                signed_payload(signer, '\n'.join([head] + lines)),
+                lambda kid: public)
+
+
+@pytest.mark.parametrize('line, reason', [
+    ('not base64!', 'packed line'),
+    (base64.b64encode(b'not deflated').decode(), 'incorrect header'),
+    (base64.b64encode(zlib.compress(b'{"id": 1}')[:-3]).decode(),
+     'truncated'),
+    (base64.b64encode(zlib.compress(bytes(4096))).decode(),
+     'more than 1024 bytes'),
+    (base64.b64encode(zlib.compress(b'{"id": ')).decode(), 'Expecting')])
+def test_a_line_that_is_not_a_packed_value_is_refused(
+        line, reason, monkeypatch):
+    monkeypatch.setattr(auth, 'PACKED_LINE_MAX_BYTES', 1024)
+    with pytest.raises(ValueError, match=reason):
+        auth.unpack_line(line)
 
 
 def test_a_controller_of_api_1_0_is_asked_again_without_packed(serve):

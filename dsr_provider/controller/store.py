@@ -25,6 +25,7 @@ from octavia_lib.common.constants import ERROR
 from octavia_lib.common.constants import OFFLINE
 from octavia_lib.common.constants import ONLINE
 from oslo_log import log as logging
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import l4_snapshot
@@ -826,30 +827,58 @@ class _Usage:
     def __init__(self, session, se_group, limits=None):
         self.ring_ceiling = (limits or {}).get(
             'ring_size', wire_rings.DEFAULT_RING_SIZE)
+        # Columns, not ORM objects: this runs twice on every change, over
+        # the whole group.
         lb_model = models.LoadBalancer
-        lbs = session.query(lb_model).filter_by(se_group=se_group,
-                                                rejected=None).all()
-        self.vips = {lb.id: len(vip_addresses(lb.doc)) for lb in lbs}
+        lbs = session.query(lb_model.id, lb_model.l7_se_group,
+                            lb_model.doc).filter_by(
+            se_group=se_group, rejected=None).all()
+        self.vips = {lb_id: len(vip_addresses(doc))
+                     for lb_id, _, doc in lbs}
         l7_sizes = collections.Counter(
             g for (g,) in session.query(models.L7SEMember.l7_se_group))
-        self.tier2 = {lb.id: l7_sizes[lb.l7_se_group] for lb in lbs
-                      if lb.l7_se_group}
+        self.tier2 = {lb_id: l7_sizes[l7_group]
+                      for lb_id, l7_group, _ in lbs if l7_group}
         in_group = (lb_model.se_group == se_group)
         self.listeners = {
-            lst.id: (lst.loadbalancer_id, lst.doc.get('default_pool_id'))
-            for lst in session.query(models.Listener).join(
-                lb_model, models.Listener.loadbalancer_id == lb_model.id)
+            lid: (lb_id, doc.get('default_pool_id'))
+            for lid, lb_id, doc in session.query(
+                models.Listener.id, models.Listener.loadbalancer_id,
+                models.Listener.doc).join(
+                    lb_model, models.Listener.loadbalancer_id == lb_model.id)
             .filter(in_group, models.Listener.rejected.is_(None))}
         self.pools = {pid for (pid,) in session.query(models.Pool.id).join(
             lb_model, models.Pool.loadbalancer_id == lb_model.id).filter(
                 in_group, models.Pool.rejected.is_(None))}
-        self.members = collections.defaultdict(list)
-        for mid, pid in session.query(
-                models.Member.id, models.Member.pool_id).join(
-                    models.Pool, models.Member.pool_id == models.Pool.id
-                ).join(lb_model, models.Pool.loadbalancer_id == lb_model.id
-                       ).filter(in_group, models.Member.rejected.is_(None)):
-            self.members[pid].append(mid)
+        # Accepted members per pool, counted by the database: a row per
+        # pool, not per member (160,000 members at 10,000 load
+        # balancers, read twice on every change).
+        self.members = dict(session.query(
+            models.Member.pool_id, sa.func.count(models.Member.id)).join(
+                models.Pool, models.Member.pool_id == models.Pool.id
+            ).join(lb_model, models.Pool.loadbalancer_id == lb_model.id
+                   ).filter(in_group, models.Member.rejected.is_(None)
+                            ).group_by(models.Member.pool_id))
+        self._session = session
+        self._member_pools = {}     # member id -> pool id, of excluded ones
+
+    def _excluded_per_pool(self, excluded):
+        """{pool id: members of it in excluded that are in its count}.
+        No autoflush: the rows as they were when the counts were read (a
+        candidate Store._admit refuses meanwhile is still in them)."""
+        ids = [mid for kind, mid in excluded if kind == 'members']
+        unknown = [mid for mid in ids if mid not in self._member_pools]
+        if unknown:
+            with self._session.no_autoflush:
+                self._member_pools.update(self._session.query(
+                    models.Member.id, models.Member.pool_id).filter(
+                        models.Member.id.in_(unknown),
+                        models.Member.rejected.is_(None)))
+            # Rejected or gone: in no count.
+            self._member_pools.update(
+                (mid, None) for mid in unknown
+                if mid not in self._member_pools)
+        return collections.Counter(self._member_pools[mid] for mid in ids)
 
     def count(self, excluded=frozenset()):
         """{'max_listeners': n, 'max_members': n, 'ring_size': members of
@@ -857,6 +886,7 @@ class _Usage:
         pairs) and what is below them."""
         listeners = members = largest_pool = slots = 0
         ring_slots = functools.partial(self._ring_slots, self.ring_ceiling)
+        gone = self._excluded_per_pool(excluded)
         for lid, (lb_id, pool_id) in self.listeners.items():
             if lb_id not in self.vips or ('listeners', lid) in excluded \
                     or ('loadbalancers', lb_id) in excluded:
@@ -869,8 +899,7 @@ class _Usage:
                 slots += vips * ring_slots(self.tier2[lb_id])
             elif pool_id in self.pools and \
                     ('pools', pool_id) not in excluded:
-                in_pool = sum(1 for mid in self.members.get(pool_id, ())
-                              if ('members', mid) not in excluded)
+                in_pool = self.members.get(pool_id, 0) - gone[pool_id]
                 members += vips * in_pool
                 largest_pool = max(largest_pool, in_pool)
                 slots += vips * ring_slots(in_pool)

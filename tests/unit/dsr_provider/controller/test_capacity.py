@@ -1,7 +1,9 @@
 """Capacity: the controller refuses only the object that would take an SE
 group over its live agents' smallest limits (real Store on SQLite)."""
 
+import collections
 import logging
+import random
 
 import pytest
 
@@ -9,6 +11,7 @@ from amphora_agent import snapshot as snapshot_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_wire import rings
 from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
 from tests.unit.dsr_provider import fakes
 
@@ -326,3 +329,65 @@ def test_ring_slots_are_counted_at_the_groups_ring_size(cstore):
             i, listeners=[listener(i, 0, pool=f'p{i}')],
             pools=[pool(i, f'p{i}', f'l{i}-0', 1)]))
     assert list(rejected_rows(cstore, 'loadbalancers')) == ['lb3']
+
+
+def reference_count(session, group, excluded, ceiling=65537):
+    """The usage counted the slow way: every accepted member of every
+    accepted pool of every accepted listener, row by row."""
+    lbs = {lb.id: len(models.vip_addresses(lb.doc)) for lb in
+           session.query(models.LoadBalancer).filter_by(se_group=group,
+                                                        rejected=None)}
+    pools = {p.id for p in session.query(models.Pool).filter_by(
+        rejected=None) if p.loadbalancer_id in lbs}
+    members = collections.defaultdict(list)
+    for m in session.query(models.Member).filter_by(rejected=None):
+        members[m.pool_id].append(m.id)
+    out = dict.fromkeys(('max_listeners', 'max_members', 'ring_size',
+                         'ring_slots'), 0)
+    for lst in session.query(models.Listener).filter_by(rejected=None):
+        lb_id, pool_id = lst.loadbalancer_id, lst.doc.get('default_pool_id')
+        if lb_id not in lbs or ('listeners', lst.id) in excluded \
+                or ('loadbalancers', lb_id) in excluded:
+            continue
+        out['max_listeners'] += lbs[lb_id]
+        if pool_id in pools and ('pools', pool_id) not in excluded:
+            n = sum(1 for mid in members[pool_id]
+                    if ('members', mid) not in excluded)
+            out['max_members'] += lbs[lb_id] * n
+            out['ring_size'] = max(out['ring_size'], n)
+            out['ring_slots'] += lbs[lb_id] * (
+                rings.ring_size_for(n, ceiling) if n else 0)
+    return out
+
+
+def test_the_usage_count_is_the_count_of_every_accepted_row(cstore):
+    """Members are counted per pool by the database; excluding members
+    (the change's own, Store._admit) subtracts only those in a count."""
+    rnd = random.Random(3)
+    cstore.record_agent('se1', 'g1', limits=dict(limits(),
+                                                 max_members=120))
+    for i in range(1, 16):
+        cstore.create_loadbalancer(lb(
+            i, vips=rnd.choice((1, 2)),
+            listeners=[listener(i, n, pool=f'p{i}-{n}')
+                       for n in range(rnd.randint(0, 2))] + [
+                listener(i, 5)],
+            pools=[pool(i, f'p{i}-{n}', f'l{i}-{n}', rnd.randint(0, 9))
+                   for n in range(2)]))
+    for i in range(1, 16):
+        for k in range(20, 23):
+            cstore.put_member(member(f'p{i}-0', k))
+    with cstore.db.session() as s:
+        for model in (models.Member, models.LoadBalancer):
+            assert s.query(model).filter(model.rejected.isnot(None)).count()
+        ids = {kind: [r.id for r in s.query(model)] for kind, model in (
+            ('members', models.Member), ('pools', models.Pool),
+            ('listeners', models.Listener),
+            ('loadbalancers', models.LoadBalancer))}
+        usage = store_mod._Usage(s, 'g1', {'ring_size': 65537})
+        for _ in range(200):
+            excluded = {(kind, x) for kind, pool_ in ids.items()
+                        for x in rnd.sample(pool_, min(len(pool_), rnd.randint(
+                            0, 12 if kind == 'members' else 2)))}
+            assert usage.count(excluded) == reference_count(
+                s, 'g1', excluded), excluded

@@ -107,16 +107,18 @@ def serve(engine, stats_file, interval=0.25):
     printed = None
     while not stop.is_set():
         stats = engine.stats()
-        statuses = member_statuses(stats)
-        if statuses != printed:
-            print('STATUS ' + json.dumps(statuses, sort_keys=True),
-                  flush=True)
-            printed = statuses
+        # The file first: whoever reads it after a STATUS line sees at
+        # least that status.
         if stats_file:
             tmp = stats_file + '.tmp'
             with open(tmp, 'w') as f:
                 json.dump(stats, f, sort_keys=True)
             os.replace(tmp, stats_file)
+        statuses = member_statuses(stats)
+        if statuses != printed:
+            print('STATUS ' + json.dumps(statuses, sort_keys=True),
+                  flush=True)
+            printed = statuses
         stop.wait(interval)
     engine.udp.stop(remove=False)
 

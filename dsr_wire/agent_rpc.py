@@ -9,12 +9,13 @@ Controller API 1.1 (agents -> controller, topic CONTROLLER_TOPIC):
     report_stats(se_id, se_group, stats)                  (cast)
 
 1.1 added get_config's packed: the signed answer carries the L4 document
-as JSON lines, one load balancer per line (auth.PACKED_FORMAT).  An agent
-compares each line with the one it parsed last and decodes only the load
-balancers that changed: at 10,000 load balancers x 16 members, decoding
-the whole document took longer than applying a one-member change.  An L7
-group's document is never packed.  ControllerClient asks a 1.0 controller
-again without it.
+as lines, one deflated load balancer per line (auth.PACKED_FORMAT).  An
+agent looks each line up among those it parsed last and decodes only the
+load balancers that changed: at 10,000 load balancers x 16 members,
+decoding the whole document took longer than applying a one-member
+change.  An L7 group's document is never packed.  ControllerClient asks a
+1.0 controller again without it (controllers and agents of one release
+may meet during an upgrade, with several controllers on the topic).
 """
 
 import time
@@ -76,8 +77,8 @@ class ControllerClient:
         self._client.cast(self._ctxt(method, args), method, **args)
 
     def get_config(self, se_group, se_id, packed=False):
-        """The group's document; packed: its load balancers as canonical
-        JSON texts (pack()) when the controller speaks API 1.1."""
+        """The group's signed document; packed: as lines (auth.pack)
+        when the controller speaks API 1.1."""
         if packed and time.monotonic() >= self._unpacked_until:
             args = {'se_group': se_group, 'se_id': se_id, 'packed': True}
             try:

@@ -14,8 +14,10 @@ one live agent whose limits fit, timed (median of DSR_BENCH_RUNS):
   group's capacity count), then removed again;
 * the group's document (Store.snapshot), what every agent asks for after
   every change;
-* that document signed as one JSON payload (auth.Signer.envelope) and as
-  JSON lines (packed, controller API 1.1), and the size of each.
+* that document signed as one JSON payload (auth.Signer.envelope) and
+  packed (one deflated line per load balancer, controller API 1.1; the
+  Signer reuses the lines of unchanged load balancers, so after the first
+  run only the head is new), and the size of each.
 
 Environment: DSR_BENCH_LBS (default 2000), DSR_BENCH_MEMBERS (16),
 DSR_BENCH_RUNS (5).  No targets: the issue's targets are the agent's
@@ -131,7 +133,7 @@ def main():
             f'{out["member_add_and_delete_ms"]} ms; the group\'s document '
             f'{out["snapshot_ms"]} ms; signed whole '
             f'{out["sign_whole_ms"]} ms ({out["payload_whole_mb"]} MB), '
-            f'as JSON lines {out["sign_packed_ms"]} ms '
+            f'packed {out["sign_packed_ms"]} ms '
             f'({out["payload_packed_mb"]} MB)')
     except BaseException as e:  # noqa: BLE001 - reported in the JSON line
         exc = e

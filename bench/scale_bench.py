@@ -43,7 +43,6 @@ Targets (issue 15, judged at N = 10,000): from scratch <= 30 s, agent RSS
 Last line: one JSON object.
 """
 
-import base64
 import ipaddress
 import json
 import os
@@ -179,60 +178,35 @@ def document(generation, weight_of=None, dropped=None):
 def write_messages(directory):
     """The controller's part, in a process of its own (so that building
     the documents does not count in the agent's memory): each generation's
-    get_config answer -- signed, packed unless DSR_BENCH_PACKED=0 -- as
-    the JSON message the transport delivers, and the public key."""
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-    from cryptography.hazmat.primitives import serialization
-
-    key = ed25519.Ed25519PrivateKey.generate()
-    with open(os.path.join(directory, 'public.pem'), 'wb') as f:
-        f.write(key.public_key().public_bytes(
-            serialization.Encoding.PEM,
-            serialization.PublicFormat.SubjectPublicKeyInfo))
-    weights = {(0, 0): 2}
-    generations = (
-        ('scratch', document(1)),
-        ('change_first', document(2, weight_of=lambda i, j: weights.get(
-            (i, j)))))
-    for name, doc in generations:
-        _write_message(directory, name, key, doc)
-    weights[(1 % LISTENERS, 0)] = 3
-    _write_message(directory, 'change', key, document(
-        3, weight_of=lambda i, j: weights.get((i, j))))
-    _write_message(directory, 'removed', key, document(
-        4, weight_of=lambda i, j: weights.get((i, j)),
-        dropped=(2 % LISTENERS, 1)))
-
-
-def _write_message(directory, name, key, doc):
+    get_config answer, signed by auth.Signer as the controller signs it
+    (packed unless DSR_BENCH_PACKED=0), as the message the transport
+    delivers; and the controller's public key."""
     from dsr_wire import auth
-    # As auth.Signer.envelope (without a key file).
-    fmt, payload = auth.envelope_payload(doc, packed=PACKED)
-    sig = base64.b64encode(key.sign(payload.encode())).decode()
-    envelope = {'format': fmt, 'key_id': 'bench', 'payload': payload,
-                'sig': sig}
-    # An oslo.messaging reply as it crosses RabbitMQ (its message format
-    # 2.0: the message JSON-encoded, as a string in another JSON object).
-    reply = {'result': envelope, 'failure': None, 'ending': True,
-             '_msg_id': 'bench'}
-    with open(os.path.join(directory, f'{name}.json'), 'w') as f:
-        json.dump({'oslo.version': '2.0',
-                   'oslo.message': json.dumps(reply)}, f)
 
+    auth.generate_key(os.path.join(directory, 'controller.key'),
+                      os.path.join(directory, 'controller.pub'))
+    signer = auth.Signer(os.path.join(directory, 'controller.key'))
+    weights = {}
 
-def in_child(fn, *args):
-    """fn(*args) in a forked child; raises if it failed."""
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            fn(*args)
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    if status:
-        raise RuntimeError(f'{fn.__name__} failed (wait status {status})')
+    def weight_of(i, j):
+        return weights.get((i, j))
+
+    def write(name, doc):
+        reply = {'result': signer.envelope(doc, packed=PACKED),
+                 'failure': None, 'ending': True, '_msg_id': 'bench'}
+        # An oslo.messaging reply as it crosses RabbitMQ (its message
+        # format 2.0: the message JSON-encoded, as a string in another
+        # JSON object).
+        with open(os.path.join(directory, f'{name}.json'), 'w') as f:
+            json.dump({'oslo.version': '2.0',
+                       'oslo.message': json.dumps(reply)}, f)
+    write('scratch', document(1))
+    weights[(0, 0)] = 2
+    write('change_first', document(2, weight_of=weight_of))
+    weights[(1 % LISTENERS, 0)] = 3
+    write('change', document(3, weight_of=weight_of))
+    write('removed', document(4, weight_of=weight_of,
+                              dropped=(2 % LISTENERS, 1)))
 
 
 def measure(pin_dir, dev, messages):
@@ -246,7 +220,6 @@ def measure(pin_dir, dev, messages):
     from amphora_agent import desired
     from amphora_agent import gcpause
     from amphora_agent import snapshot
-    from cryptography.hazmat.primitives import serialization
     from dsr_wire import auth
 
     out = {'rss_before_mb': round(rss_mb(), 1)}
@@ -267,10 +240,10 @@ def measure(pin_dir, dev, messages):
         """held: [the path of a get_config answer as the transport
         delivers it].  Timed from the message: its JSON decoded (what
         oslo.messaging does, two levels deep), the envelope's signature
-        checked and its
-        payload decoded (auth.open_envelope, as amphora_agent.trust does),
-        then parse, plan and apply.  The document is dropped once parsed,
-        as the agent's _fetch returns before it plans and applies."""
+        checked and its payload decoded (auth.open_envelope, as
+        amphora_agent.trust does), then parse, plan and apply.  The
+        document is dropped once parsed, as the agent's _fetch returns
+        before it plans and applies."""
         with open(held.pop(), 'rb') as f:
             raw = f.read()
         gc_time.reset()
@@ -306,8 +279,8 @@ def measure(pin_dir, dev, messages):
     # The controller's answers were written by another process
     # (write_messages): this one, the agent's, reads each as the message
     # oslo.messaging delivers, inside the timer.
-    with open(os.path.join(messages, 'public.pem'), 'rb') as f:
-        public_key = serialization.load_pem_public_key(f.read())
+    public_key = auth.load_public_key(os.path.join(messages,
+                                                   'controller.pub'))
 
     def message(name):
         return [os.path.join(messages, f'{name}.json')]
@@ -414,10 +387,10 @@ def main():
     exc = None
     try:
         with Sandbox() as box, tempfile.TemporaryDirectory() as messages:
-            in_child(write_messages, messages)
             se = box.ns('se')
             peer = box.ns('peer')
             veth('se0', se, 'peer0', peer)
+            run_in_netns(peer, write_messages, messages)
             out.update(run_in_netns(se, measure, box.pin_dir, 'se0',
                                     messages))
         # Steady state: a weight change or a removal, whichever is slower.

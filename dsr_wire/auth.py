@@ -209,12 +209,14 @@ class Signer:
     def envelope(self, document, packed=False):
         """A document (the snapshot) as a signed envelope; packed: as
         lines, one deflated load balancer per line (pack())."""
-        lines = None
         if packed:
             # Per SE group: the lines of its last answer.  Answers of one
             # group may race; a lost update only costs deflating again.
-            lines = self._lines.setdefault(document.get('se_group'), {})
-        fmt, payload = envelope_payload(document, packed, lines)
+            fmt, payload = PACKED_FORMAT, pack(
+                document, self._lines.setdefault(document.get('se_group'),
+                                                 {}))
+        else:
+            fmt, payload = SIGNED_FORMAT, canonical(document).decode()
         kid, sig = self.sign(payload.encode())
         return {'format': fmt, 'key_id': kid, 'payload': payload,
                 'sig': sig}
@@ -256,20 +258,10 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
         raise AuthError(f'replayed message (nonce {nonce} seen)')
 
 
-def envelope_payload(document, packed=False, lines=None):
-    """(format, payload) of an envelope of document: its canonical JSON,
-    or packed, its lines (pack()).  lines: {canonical JSON: line} of an
-    earlier call, used and refreshed (a line is deflated once, not on
-    every answer)."""
-    if not packed:
-        return SIGNED_FORMAT, canonical(document).decode()
-    return PACKED_FORMAT, pack(document, lines)
-
-
-def pack_line(obj):
-    """A load balancer's line: its canonical JSON deflated (level 1),
-    base64-encoded."""
-    return base64.b64encode(zlib.compress(canonical(obj), 1)).decode()
+def pack_line(text):
+    """A load balancer's line from its canonical JSON (bytes): deflated
+    (level 1), base64-encoded."""
+    return base64.b64encode(zlib.compress(text, 1)).decode()
 
 
 def unpack_line(line):
@@ -289,21 +281,21 @@ def unpack_line(line):
     return json.loads(text)
 
 
-def pack(document, lines=None):
+def pack(document, known=None):
     """A document with a load_balancers list as lines: the rest of the
     document as canonical JSON, then each load balancer's pack_line().
-    lines: see envelope_payload."""
+    known: {canonical JSON: line} of an earlier answer, whose lines are
+    reused instead of deflated again; it is left holding this answer's."""
     head = {k: v for k, v in document.items() if k != 'load_balancers'}
-    out, fresh = [canonical(head).decode()], {}
-    cache = lines if lines is not None else {}
+    reuse = known or {}
+    fresh, out = {}, [canonical(head).decode()]
     for lb in document['load_balancers']:
         text = canonical(lb)
-        line = cache.get(text) or pack_line(lb)
-        fresh[text] = line
+        line = fresh[text] = reuse.get(text) or pack_line(text)
         out.append(line)
-    if lines is not None:
-        lines.clear()
-        lines.update(fresh)
+    if known is not None:
+        known.clear()
+        known.update(fresh)
     return '\n'.join(out)
 
 
@@ -322,7 +314,8 @@ def unpack(payload):
 
 def open_envelope(envelope, key_for):
     """The document inside a signed envelope, once its signature checks
-    (a packed one's load balancers as JSON texts).  Raises AuthError."""
+    (a packed one's load balancers left as their lines, unpack()).  Raises
+    AuthError."""
     fmt = envelope.get('format') if isinstance(envelope, dict) else None
     if fmt not in (SIGNED_FORMAT, PACKED_FORMAT):
         raise AuthError('not a signed document')

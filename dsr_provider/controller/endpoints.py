@@ -338,7 +338,7 @@ class AgentEndpoint:
         snapshot = self.store.snapshot(se_group)
         if self.signer is None:
             return snapshot
-        # An L4 document (an L7 one has a role) as JSON lines.
+        # An L4 document (an L7 one has a role) packed (auth.pack).
         return self.signer.envelope(
             snapshot, packed=packed and snapshot.get('role') is None)
 

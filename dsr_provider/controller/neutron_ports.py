@@ -34,7 +34,6 @@ from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import models
 from dsr_provider.controller import neutron_pairs
-from dsr_provider.controller import store as store_mod
 
 LOG = logging.getLogger(__name__)
 
@@ -72,7 +71,7 @@ def desired(session):
     lbs = {lb.id: lb for lb in session.query(
         models.LoadBalancer).filter_by(rejected=None)}
     vips = {lb_id: frozenset(neutron_pairs.normalise(a) for a in
-                             store_mod.vip_addresses(lb.doc))
+                             models.vip_addresses(lb.doc))
             for lb_id, lb in lbs.items()}
     pools = {p.id: p.loadbalancer_id for p in session.query(
         models.Pool).filter_by(rejected=None) if p.loadbalancer_id in lbs}

@@ -163,9 +163,6 @@ def _enabled(row):
     return row.doc.get('admin_state_up', True) is not False
 
 
-vip_addresses = models.vip_addresses
-
-
 class Store:
     def __init__(self, database, default_se_group='default',
                  live_agents=None, agent_ttl=30.0):
@@ -833,7 +830,7 @@ class _Usage:
         lbs = session.query(lb_model.id, lb_model.l7_se_group,
                             lb_model.doc).filter_by(
             se_group=se_group, rejected=None).all()
-        self.vips = {lb_id: len(vip_addresses(doc))
+        self.vips = {lb_id: len(models.vip_addresses(doc))
                      for lb_id, _, doc in lbs}
         l7_sizes = collections.Counter(
             g for (g,) in session.query(models.L7SEMember.l7_se_group))

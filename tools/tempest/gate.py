@@ -64,7 +64,8 @@ class TempestLab(product_lab.ProductLab):
         # The lab's SEs take 8 listeners; tempest keeps dozens of load
         # balancers alive at once (each class and test its own), and a
         # listener over the limit is rightly rejected (ERROR).  64 take
-        # ~25 MiB of maps at the default ring.
+        # 70 MiB of maps at the default ring_size, 128021 (bpftool's
+        # bytes_memlock of `dsrctl attach --max-listeners 64`'s pins).
         self.tier = tier
         self.l7_names = [m.name for m in topo.members] if tier == 2 else []
         # Statuses go through the status relay, as DevStack deploys it: a

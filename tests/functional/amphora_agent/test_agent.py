@@ -64,8 +64,9 @@ def test_three_ses_announce_and_serve_with_dsr(make_lab):
         for se in ses) >= 24, 10, 'stats reported')
     assert all(lab.controller.stats[f'{se}-{lab.tag}']['listeners'][
         'l-tcp']['bytes_out'] == 0 for se in ses)
-    # Every SE asked for its documents packed (controller API 1.1: JSON
-    # lines, docs/agent-protocol.md) and applied them.
+    # Every SE asked for its documents packed (controller API 1.1, one
+    # deflated line per load balancer, docs/agent-protocol.md) and applied
+    # them.
     with lab.controller.lock:
         assert lab.controller.packed_calls \
             == lab.controller.get_config_calls >= len(ses)

@@ -41,23 +41,47 @@ class ControllerOfApi10:
         return Store().snapshot(se_group)
 
 
-@pytest.fixture
-def serve():
-    # The global CONF, where oslo.messaging registers the options its
-    # server reads (a fresh ConfigOpts lacks them).
-    transport = messaging.get_rpc_transport(cfg.CONF, url='fake:///')
-    servers = []
+class Broker:
+    """oslo.messaging's in-process transport, controllers on its
+    controller topic, agents' clients."""
 
-    def start(endpoint):
-        server = agent_rpc.controller_server(transport, 'ctl', [endpoint])
+    def __init__(self):
+        # The global CONF, where oslo.messaging registers the options its
+        # server reads (a fresh ConfigOpts lacks them).
+        self.transport = messaging.get_rpc_transport(cfg.CONF,
+                                                     url='fake:///')
+        self.servers = []
+
+    def start(self, endpoint):
+        server = agent_rpc.controller_server(self.transport, 'ctl',
+                                             [endpoint])
         server.start()
-        servers.append(server)
-        return agent_rpc.ControllerClient(transport, timeout=5)
-    yield start
-    for server in servers:
-        server.stop()
-        server.wait()
-    transport.cleanup()
+        self.servers.append(server)
+
+    def stop(self):
+        while self.servers:
+            server = self.servers.pop()
+            server.stop()
+            server.wait()
+
+    def client(self):
+        return agent_rpc.ControllerClient(self.transport, timeout=5)
+
+
+@pytest.fixture
+def broker():
+    broker = Broker()
+    yield broker
+    broker.stop()
+    broker.transport.cleanup()
+
+
+@pytest.fixture
+def serve(broker):
+    def start(endpoint):
+        broker.start(endpoint)
+        return broker.client()
+    return start
 
 
 @pytest.fixture
@@ -90,9 +114,9 @@ def test_the_controller_deflates_a_load_balancer_once(signer, monkeypatch):
     deflated = []
     real = auth.pack_line
 
-    def pack_line(obj):
-        deflated.append(obj['id'])
-        return real(obj)
+    def pack_line(text):
+        deflated.append(json.loads(text)['id'])
+        return real(text)
     monkeypatch.setattr(auth, 'pack_line', pack_line)
     first = signer.envelope(DOC, packed=True)['payload']
     changed = json.loads(json.dumps(DOC))
@@ -139,12 +163,22 @@ def test_a_line_that_is_not_a_packed_value_is_refused(
         auth.unpack_line(line)
 
 
-def test_a_controller_of_api_1_0_is_asked_again_without_packed(serve):
+def test_a_controller_of_api_1_0_is_asked_again_without_packed(
+        broker, signer, monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr(agent_rpc.time, 'monotonic', lambda: clock[0])
     old = ControllerOfApi10()
-    client = serve(old)
+    broker.start(old)
+    client = broker.client()
     assert client.get_config('g1', 'se1', packed=True) == DOC
     assert old.asked == 1
-    # Remembered for a while: the next ask goes straight to 1.0.
-    assert client.get_config('g1', 'se1', packed=True) == DOC
-    assert old.asked == 2
-    assert client._unpacked_until > 0
+    # The controllers are upgraded: for UNPACKED_RETRY_AFTER the agent
+    # still asks without packed, then packed again.
+    broker.stop()
+    broker.start(endpoints.AgentEndpoint(Store(), signer=signer))
+    clock[0] += agent_rpc.UNPACKED_RETRY_AFTER - 1
+    assert client.get_config('g1', 'se1', packed=True)['format'] \
+        == auth.SIGNED_FORMAT
+    clock[0] += 1
+    assert client.get_config('g1', 'se1', packed=True)['format'] \
+        == auth.PACKED_FORMAT

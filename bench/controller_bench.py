@@ -17,7 +17,14 @@ one live agent whose limits fit, timed (median of DSR_BENCH_RUNS):
 * that document signed as one JSON payload (auth.Signer.envelope) and
   packed (one deflated line per load balancer, controller API 1.1; the
   Signer reuses the lines of unchanged load balancers, so after the first
-  run only the head is new), and the size of each.
+  run only the head is new), and the size of each;
+* the leader's operating-status round (Reporter.report_operating_status,
+  run ten times a second): a new leader's first (every object's status
+  from every row: what every round did before it compared its inputs,
+  and every round after a member status report before operating_delta),
+  idle (nothing changed since the last round: a few small queries), and
+  after an agent reported a member's status change (that member's load
+  balancer).
 
 Environment: DSR_BENCH_LBS (default 2000), DSR_BENCH_MEMBERS (16),
 DSR_BENCH_RUNS (5).  No targets: the issue's targets are the agent's
@@ -65,6 +72,13 @@ def member(pool_id, i, j):
             'protocol_port': 80, 'admin_state_up': True, 'weight': 1}
 
 
+class _NoOctavia:
+    """octavia-driver-agent's sockets, not what is timed here."""
+
+    def update_loadbalancer_status(self, status):
+        pass
+
+
 def timed(fn, runs=RUNS):
     times, result = [], None
     for _ in range(runs):
@@ -76,6 +90,7 @@ def timed(fn, runs=RUNS):
 
 def main():
     from dsr_provider.controller import db as db_mod
+    from dsr_provider.controller import reporter as reporter_mod
     from dsr_provider.controller import store as store_mod
     from dsr_wire import auth
     from tools.lab.localstack import services
@@ -127,6 +142,33 @@ def main():
                 out[f'sign_{name}_ms'] = round(sign_s * 1e3, 1)
                 out[f'payload_{name}_mb'] = round(
                     len(env['payload']) / 1e6, 2)
+
+        def new_reporter():
+            return reporter_mod.Reporter(store, None, _NoOctavia(),
+                                         store.live_agents)
+        # A new leader's first round computes every object's status (what
+        # every round after a member report cost before operating_delta).
+        full_s, _ = timed(lambda: new_reporter().report_operating_status())
+        reporter = new_reporter()
+        reporter.report_operating_status()
+        idle_s, _ = timed(reporter.report_operating_status)
+        # A member's health flaps (the agent reports it): the round after
+        # computes the statuses of that member's load balancer.
+        flapped = []
+        for run in range(RUNS):
+            store.record_agent('se1', 'g1', member_statuses={
+                'p0-m0': ('ERROR', 'ONLINE')[run % 2]})
+            t0 = time.perf_counter()
+            reporter.report_operating_status()
+            flapped.append(time.perf_counter() - t0)
+        out['operating_round_full_ms'] = round(full_s * 1e3, 1)
+        out['operating_round_idle_ms'] = round(idle_s * 1e3, 2)
+        out['operating_round_after_a_report_ms'] = round(
+            statistics.median(flapped) * 1e3, 1)
+        log(f'operating-status round: every object '
+            f'{out["operating_round_full_ms"]} ms; idle '
+            f'{out["operating_round_idle_ms"]} ms; after a member status '
+            f'report {out["operating_round_after_a_report_ms"]} ms')
         log(f'{LBS} load balancers x {MEMBERS} members on '
             f'{out["database"]}: create {out["create_each_ms"]} ms each '
             f'(capacity off); one member added and deleted '

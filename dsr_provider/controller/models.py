@@ -174,6 +174,10 @@ class AgentState(Base):
     ring_abi = sa.Column(sa.Integer)
     # {'peers': {address: session state}, 'announced': [prefix, ...]}
     bgp = sa.Column(JSONText)
+    # Digest of member_statuses, rejected_objects and serviceable (store.
+    # statuses_digest): the leader's operating round compares digests, not
+    # the (group-sized) statuses themselves.
+    statuses_digest = sa.Column(sa.String(32))
     updated_at = sa.Column(sa.Double, nullable=False)
 
 

@@ -18,6 +18,7 @@ from oslo_log import log as logging
 from dsr_provider.controller import models
 from dsr_provider.controller import neutron_ports
 from dsr_provider.controller import operating as operating_mod
+from dsr_provider.controller import operating_delta
 from dsr_provider.controller import store as store_mod
 
 LOG = logging.getLogger(__name__)
@@ -58,6 +59,13 @@ HOLD_AFTER_TIMEOUT = 30.0
 # move.  All of them go again this often, so a value Octavia lost (a
 # restored database) does not stay lost.
 STATS_REFRESH = 60.0
+# The operating round recomputes every object's status from every row of
+# the deployment only when something it reads changed: a generation (any
+# object), an agent's reported statuses (their digest), a pending report,
+# a port refusal, the live SEs.  Idle, a round is a few small queries
+# instead of the whole deployment ten times a second.  And this often
+# anyway, should a change ever arrive by a path that moves none of them.
+OPERATING_REFRESH = 10.0
 
 
 def _merge(statuses):
@@ -117,6 +125,11 @@ class Reporter:
         self.hold_after_timeout = hold_after_timeout
         self._held = {}         # load balancer -> monotonic time it waits to
         self._sent_operating = {}
+        # The inputs and view of the last operating round that was sent,
+        # and when every object was last computed (operating_delta.py).
+        self._operating_inputs = None
+        self._operating_view = None
+        self._operating_full_at = 0.0
         self._last_stats = 0.0
         self._sent_stats = {}       # listener id -> entry last sent
         self._stats_refreshed = None  # monotonic time of the last full send
@@ -319,15 +332,20 @@ class Reporter:
         """What the SEs do now: rejected objects and operating statuses
         (dsr_provider/controller/operating.py has the rules)."""
         with self.store.db.session() as s:
-            reports = collections.defaultdict(list)
             agent_rejections = collections.defaultdict(list)
             serving = set()
-            for group in [g.name for g in s.query(models.SEGroup)]:
-                for agent in self._agents(s, group):
+            agents = {}
+            live = []       # each group's live SEs, groups by name
+            for group in [name for (name,) in s.query(
+                    models.SEGroup.name).order_by(models.SEGroup.name)]:
+                group_agents = self._agents(s, group)
+                live.append([agent.se_id for agent in group_agents])
+                for agent in group_agents:
                     if agent.serviceable is not False:
                         serving.add(group)
-                    for mid, st in (agent.member_statuses or {}).items():
-                        reports[mid].append(st)
+                    if agent.updated_at:        # a stored row
+                        agents[agent.se_id] = operating_delta.agent_view(
+                            agent)
                     for kind, objects in (agent.rejected_objects or
                                           {}).items():
                         for obj_id, reason in objects.items():
@@ -337,6 +355,7 @@ class Reporter:
                     for kind, model in store_mod._MODELS.items()}
             pending = [p.status for p in s.query(models.PendingStatus)]
             port_refused = set(neutron_ports.member_reasons(s))
+        reports = operating_delta.reports_of(live, agents)
         rejected = set(agent_rejections)
         for kind, kind_rows in rows.items():
             rejected.update((kind, r.id) for r in kind_rows if r.rejected)
@@ -349,12 +368,49 @@ class Reporter:
         waiting = {(kind, item['id']) for doc in pending
                    for kind, items in doc.items() for item in items
                    if item.get('changed')}
-        return _View(statuses, rejected, dict(agent_rejections), waiting)
+        return _View(statuses, rejected, dict(agent_rejections), waiting,
+                     agents, serving, port_refused)
+
+    def _inputs(self):
+        """What the operating statuses are computed from, in brief: equal
+        values, equal statuses (the rows themselves move with their
+        group's generation)."""
+        with self.store.db.session() as s:
+            groups = [tuple(r) for r in s.query(
+                models.SEGroup.name, models.SEGroup.generation).order_by(
+                models.SEGroup.name)]
+            agents = [tuple(r) for r in s.query(
+                models.AgentState.se_id, models.AgentState.se_group,
+                models.AgentState.statuses_digest).order_by(
+                models.AgentState.se_id)]
+            pending = [i for (i,) in s.query(models.PendingStatus.id)
+                       .order_by(models.PendingStatus.id)]
+            refused = sorted(neutron_ports.member_reasons(s).items())
+        live = [sorted(self.live_agents(name)) for name, _ in groups]
+        return groups, agents, pending, refused, live
 
     def report_operating_status(self):
-        view = self._view()
+        inputs = self._inputs()
+        now = time.monotonic()
+        fresh = (self._operating_inputs is not None and
+                 now - self._operating_full_at < OPERATING_REFRESH)
+        if fresh and self._operating_inputs == inputs:
+            return
+        delta = None
+        if fresh:
+            view = self._operating_view
+            with self.store.db.session() as s:
+                delta = operating_delta.member_reports(
+                    s, view.agents, self._operating_inputs, inputs,
+                    view.agent_rejections, view.serving, view.port_refused)
+        if delta is None:
+            view = self._view()
+            operating = view.operating
+        else:
+            agents, operating = delta
+            view = view._replace(agents=agents)
         status = collections.defaultdict(list)
-        for (kind, obj_id), st in sorted(view.operating.items()):
+        for (kind, obj_id), st in sorted(operating.items()):
             if (kind, obj_id) in view.waiting:
                 continue
             self._add(status, kind, obj_id, st)
@@ -368,10 +424,14 @@ class Reporter:
                 for kind, items in status.items():
                     for item in items:
                         self._sent_operating.pop((kind, item['id']), None)
-                return
+                return      # computed again next round
             LOG.info('operating status of %d objects sent to Octavia in '
                      '%.2f s', sum(len(items) for items in status.values()),
                      time.monotonic() - started)
+        self._operating_inputs = inputs
+        self._operating_view = view
+        if delta is None:
+            self._operating_full_at = now
 
     def _add(self, status, kind, obj_id, st):
         if self._sent_operating.get((kind, obj_id)) == st:
@@ -424,4 +484,5 @@ class Reporter:
 
 
 _View = collections.namedtuple(
-    '_View', 'operating rejected agent_rejections waiting')
+    '_View', 'operating rejected agent_rejections waiting agents serving '
+    'port_refused')

@@ -17,6 +17,8 @@ last slot.  See _Usage for what is counted.
 import collections
 import contextlib
 import functools
+import hashlib
+import json
 import time
 
 from octavia_lib.common.constants import ACTIVE
@@ -796,7 +798,21 @@ class Store:
             row.se_group = se_group
             for key, value in fields.items():
                 setattr(row, key, value)
+            if STATUS_FIELDS.intersection(fields):
+                row.statuses_digest = statuses_digest(row)
             row.updated_at = time.time()
+
+
+# What an agent reports that the operating statuses are computed from.
+STATUS_FIELDS = frozenset(('member_statuses', 'rejected_objects',
+                           'serviceable'))
+
+
+def statuses_digest(row):
+    """Digest of an agent's STATUS_FIELDS: equal digests, equal inputs."""
+    canonical = json.dumps([getattr(row, key) for key in sorted(
+        STATUS_FIELDS)], sort_keys=True, separators=(',', ':'))
+    return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
 
 _Guard = collections.namedtuple('_Guard', 'se_group limits source before')

@@ -97,8 +97,8 @@ signing_key = {self.signing_key}
         netns.kill_proc(self.procs.pop(name), timeout=30)
 
     def close(self):
-        for name in list(self.procs):
-            netns.kill_proc(self.procs.pop(name))
+        netns.kill_procs(self.procs.values())
+        self.procs.clear()
         if getattr(self, 'database', None) is not None:
             self.database.engine.dispose()
         product_lab.mysql(f'DROP DATABASE IF EXISTS {self.db_name}')

@@ -90,6 +90,32 @@ def _updater():
     return driver_updater.DriverUpdater()
 
 
+def _after_api_transactions(doc):
+    """Wait until no API transaction holds a load balancer of `doc`.
+
+    Octavia's API locks the load balancer's row, calls the provider, and
+    only then writes the changed child's PENDING_UPDATE before it commits.
+    A status applied in between (a quick controller, a slow API on a busy
+    host) is overwritten by that PENDING_UPDATE and the object stays
+    PENDING for good.  Taking each load balancer's row lock, then letting
+    it go, orders this update after the API's transaction.  (The driver
+    agent's own children have the same race: octavia-driver-agent
+    applies children first, without waiting.)"""
+    ids = sorted({lb['id'] for lb in doc.get(lib_consts.LOADBALANCERS) or ()
+                  if lb.get('id')})
+    if not ids:
+        return
+    from octavia.db import api as db_apis
+    from octavia.db import models
+    session = db_apis.get_session()
+    try:
+        with session.begin():
+            session.query(models.LoadBalancer.id).filter(
+                models.LoadBalancer.id.in_(ids)).with_for_update().all()
+    finally:
+        session.close()
+
+
 def _apply(method, doc):
     """One request, as the driver agent's child runs it: Octavia's
     answer dict (a failure is an answer, not an exception).  The session
@@ -99,6 +125,12 @@ def _apply(method, doc):
         return getattr(updater, method)(doc)
     finally:
         updater.db_session.close()
+
+
+def update_status(doc):
+    """A status document, after the API transactions it could overtake."""
+    _after_api_transactions(doc)
+    return _apply('update_loadbalancer_status', doc)
 
 
 def warm_up():
@@ -118,8 +150,7 @@ def serve(conf, stop_event):
     c = conf[opts.GROUP]
     warm_up()
     servers = [
-        _Server(c.status_relay_socket,
-                lambda doc: _apply('update_loadbalancer_status', doc)),
+        _Server(c.status_relay_socket, update_status),
         _Server(c.stats_relay_socket,
                 lambda doc: _apply('update_listener_statistics', doc)),
     ]

@@ -9,6 +9,7 @@ import os
 import stat
 import statistics
 import sys
+import threading
 import time
 
 from octavia_lib.api.drivers import exceptions as driver_exceptions
@@ -117,6 +118,70 @@ def test_statuses_and_statistics_through_the_relay(lab):
     relay.terminate()
     relay.wait(10)
     assert not any(os.path.exists(p) for p in sockets.values())
+
+
+def _octavia_db(stack):
+    import pymysql   # installed with octavia (oslo.db's MySQL driver)
+    return pymysql.connect(host='127.0.0.1', port=3306, user='root',
+                           database=stack.db_name, connect_timeout=10)
+
+
+def _lock_waits(stack):
+    """Transactions waiting for a lock in this stack's database (the
+    server is shared with other tests' databases)."""
+    with _octavia_db(stack) as conn, conn.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM information_schema.innodb_trx t "
+                    "JOIN information_schema.processlist p "
+                    "ON p.id = t.trx_mysql_thread_id "
+                    "WHERE t.trx_state = 'LOCK WAIT' AND p.db = %s",
+                    (stack.db_name,))
+        return cur.fetchone()[0]
+
+
+def test_a_status_waits_for_the_api_transaction_that_called_the_driver(
+        lab):
+    """Octavia's API holds its load balancer's row lock while it calls the
+    provider and writes the child's PENDING_UPDATE after the call: a
+    status that arrives in between must land after that write, or the
+    object stays PENDING_UPDATE (tempest's pool update, CI rehearsal 12)."""
+    stack, relay, sockets = lab
+    conn, lb, lst = _graph(stack)
+    relay_lib = driver_agent_client.DriverLibrary(
+        status_socket=sockets['status'], stats_socket=sockets['stats'],
+        get_socket=stack.driver_agent_sockets['get'])
+    active = {
+        'listeners': [{'id': lst.id, 'provisioning_status': 'ACTIVE'}],
+        'loadbalancers': [{'id': lb.id, 'provisioning_status': 'ACTIVE'}]}
+    relay_lib.update_loadbalancer_status(dict(active))
+
+    # What octavia-api's listener update does, with the driver's status
+    # arriving while it is between the provider call and its commit.
+    api = _octavia_db(stack)
+    try:
+        with api.cursor() as cur:
+            cur.execute('BEGIN')
+            cur.execute('SELECT id FROM load_balancer WHERE id = %s '
+                        'FOR UPDATE', (lb.id,))
+            cur.execute("UPDATE load_balancer SET provisioning_status = "
+                        "'PENDING_UPDATE' WHERE id = %s", (lb.id,))
+            answered = []
+            sender = threading.Thread(target=lambda: answered.append(
+                relay_lib.update_loadbalancer_status(dict(active))))
+            sender.start()
+            netns.wait_for(lambda: _lock_waits(stack), 10,
+                           'the relay waiting for the API transaction')
+            assert not answered
+            cur.execute("UPDATE listener SET provisioning_status = "
+                        "'PENDING_UPDATE' WHERE id = %s", (lst.id,))
+            api.commit()
+        sender.join(30)
+        assert not sender.is_alive()
+    finally:
+        api.close()
+    assert conn.load_balancer.get_listener(
+        lst.id).provisioning_status == 'ACTIVE'
+    assert conn.load_balancer.get_load_balancer(
+        lb.id).provisioning_status == 'ACTIVE'
 
 
 def test_the_relay_as_octavia_driver_agents_provider_agent(tmp_path):

@@ -17,6 +17,7 @@ upgrade" first), so controllers starting together never race on DDL.
 """
 
 import faulthandler
+import os
 import signal
 import socket
 import sys
@@ -68,6 +69,7 @@ class Controller:
         self.coordinator = coordination.get_coordinator(
             c.coordination_url, self.controller_id.encode())
         self.driver_lib = driver_lib
+        self._sockets_missing = False
         # Controllers of one deployment elect their leader in this group.
         self.leader_group = c.leader_group.encode()
         self.election = election_mod.LeaderElection(
@@ -86,9 +88,28 @@ class Controller:
         self._tier2 = None
 
     def _driver_lib(self):
+        """octavia-lib's DriverLibrary, or None while a socket of the
+        driver agent is missing.  Its constructor waits for the sockets by
+        itself, for minutes, in the reporter's thread: a controller started
+        before octavia-driver-agent could not be stopped (SIGTERM waited
+        for the join's 10 s timeout).  Until they appear the leader's
+        rounds are skipped, as they were blocked before: statuses wait."""
         if self.driver_lib is None:
             from dsr_provider import driver_agent_client
             c = self.conf.dsr_controller
+            sockets = (c.octavia_status_socket, c.octavia_stats_socket,
+                       c.octavia_get_socket)
+            missing = [path for path in sockets if not os.path.exists(path)]
+            if missing:
+                if not self._sockets_missing:
+                    LOG.warning('octavia-driver-agent socket(s) %s missing: '
+                                'statuses wait for the driver agent',
+                                ', '.join(missing))
+                self._sockets_missing = True
+                return None
+            if self._sockets_missing:
+                LOG.info('octavia-driver-agent sockets present')
+                self._sockets_missing = False
             self.driver_lib = driver_agent_client.DriverLibrary(
                 status_socket=c.octavia_status_socket,
                 stats_socket=c.octavia_stats_socket,
@@ -168,7 +189,7 @@ class Controller:
                 if not self.election.check():
                     reporter = None     # a new term starts afresh
                 else:
-                    if reporter is None:
+                    if reporter is None and self._driver_lib() is not None:
                         reporter = reporter_mod.Reporter(
                             self.store, agent_rpc.AgentNotifier(
                                 self.transport, signer=self.signer),
@@ -179,7 +200,8 @@ class Controller:
                     # costs a driver-agent child (0.4-1 s on a loaded
                     # host), which a status Octavia waits for must not
                     # queue behind.
-                    reporter.run_statuses()
+                    if reporter is not None:
+                        reporter.run_statuses()
             except Exception:  # noqa: BLE001 -- keep the loop alive
                 LOG.exception('controller loop failed; retrying')
             self._reporter = reporter
@@ -212,6 +234,10 @@ class Controller:
             if thread:
                 thread.join(timeout=10)
         LOG.info('controller %s: reporter stopped', self.controller_id)
+        # The reporter was the leadership's only user: another controller
+        # can take over now, not after the consumers' stop below (seconds
+        # without a leader otherwise).
+        self.election.resign()
         if self._tier2:
             thread, stop = self._tier2
             stop.set()
@@ -219,22 +245,26 @@ class Controller:
         if self._neutron:
             self._neutron.stop()
         # An idle oslo.messaging listener notices stop() only when its
-        # current poll times out (up to 5 s): stop both at once, not in turn.
+        # current poll times out (up to 5 s), and tooz's stop waits for its
+        # heartbeat thread: all at once, not in turn (nothing left uses
+        # the coordinator: the reporter, tier-2 and Neutron threads ended).
         stoppers = [threading.Thread(target=_stop_server, args=(server,),
                                      name='stop-server')
                     for server in (self._listener, self._server) if server]
+        stoppers.append(threading.Thread(target=self._leave,
+                                         name='stop-coordination'))
         for t in stoppers:
             t.start()
         for t in stoppers:
             t.join()
-        LOG.info('controller %s: consumers stopped', self.controller_id)
-        self.election.resign()
+        LOG.info('controller %s stopped', self.controller_id)
+
+    def _leave(self):
         try:
             self.coordinator.leave_group(self.leader_group).get()
         except coordination.ToozError:
             pass
         self.coordinator.stop()
-        LOG.info('controller %s stopped', self.controller_id)
 
 
 def _stop_server(server):

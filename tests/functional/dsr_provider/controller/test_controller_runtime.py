@@ -6,6 +6,7 @@ migrating and the other finding the schema at head; then the controllers
 start, a SIGHUP makes one re-read its configuration (debug on) and SIGTERM
 stops both cleanly."""
 
+import datetime
 import os
 import signal
 import subprocess
@@ -90,8 +91,7 @@ class FreshDeployment:
         return out.stdout.split()[1:]
 
     def close(self):
-        for proc in self.procs:
-            netns.kill_proc(proc, timeout=30)
+        netns.kill_procs(self.procs, timeout=30)
         product_lab.mysql(f'DROP DATABASE IF EXISTS {self.db_name}')
         agent_lab.rabbitmqctl('delete_vhost', self.vhost)
         agent_lab._delete_redis_keys(f'dsrrt-{self.tag}')
@@ -158,10 +158,31 @@ def test_controllers_refuse_until_upgraded_then_reload_and_stop(fresh):
                    'DEBUG lines from the worker after the reload')
     assert _worker_pid(master) == worker, 'reload restarted the worker'
 
-    # SIGTERM: both stop cleanly.
+    # No octavia-driver-agent here: the leader says so and waits for its
+    # sockets in its own loop, where a stop reaches it.
+    netns.wait_for(lambda: any(
+        'octavia-driver-agent socket(s)' in fresh.log(name)
+        for name in NAMES), 60, 'the leader noticing the missing sockets')
+
+    # SIGTERM: both stop cleanly, their loops at once (octavia-lib's own
+    # wait for the sockets held the leader's for the join's 10 s).
     for name, proc in running.items():
         os.kill(proc.pid, signal.SIGTERM)
     for name, proc in running.items():
         rc, out = proc.wait_output(120)
         assert rc == 0, out[-2000:]
         assert f'controller {name}-{fresh.tag} stopped' in fresh.log(name)
+        assert _seconds_between(fresh.log(name), 'stopping',
+                                'reporter stopped') < 5, fresh.log(name)
+
+
+def _seconds_between(log, first, then):
+    """Seconds from the first log line with `first` to the next with
+    `then` (oslo.log's timestamps)."""
+    lines = log.splitlines()
+    start = next(i for i, line in enumerate(lines) if first in line)
+    end = next(line for line in lines[start:] if then in line)
+
+    def stamp(line):
+        return datetime.datetime.strptime(line[:23], '%Y-%m-%d %H:%M:%S.%f')
+    return (stamp(end) - stamp(lines[start])).total_seconds()

@@ -1,0 +1,92 @@
+"""Controller.stop's order: the leadership is released as soon as the
+reporter stopped -- another controller takes over while this one's
+consumers are still stopping (an idle oslo.messaging listener notices a
+stop only at its next poll, seconds later) -- and the consumers and the
+coordination backend stop at once, not in turn."""
+
+import threading
+
+from dsr_provider.controller import service
+
+
+class Election:
+    def __init__(self):
+        self.resigned = threading.Event()
+
+    def resign(self):
+        self.resigned.set()
+
+
+class SlowServer:
+    """An oslo.messaging server whose wait() returns when released (an
+    idle listener's poll running out); it notes whether the leadership was
+    already released when its stop began."""
+
+    def __init__(self, election):
+        self.election = election
+        self.stopping = threading.Event()
+        self.release = threading.Event()
+        self.resigned_before_stop = None
+
+    def stop(self):
+        self.resigned_before_stop = self.election.resigned.is_set()
+        self.stopping.set()
+
+    def wait(self):
+        assert self.release.wait(10), 'never released'
+
+
+class Coordinator:
+    def __init__(self):
+        self.calls = []
+        self.stopped = threading.Event()
+
+    def leave_group(self, group):
+        self.calls.append(('leave_group', group))
+        return self
+
+    def get(self):
+        return None
+
+    def stop(self):
+        self.calls.append(('stop',))
+        self.stopped.set()
+
+
+def _controller():
+    ctl = service.Controller.__new__(service.Controller)
+    ctl.controller_id = 'ctl-test'
+    ctl._stop = threading.Event()
+    ctl._wake = threading.Event()
+    ctl._thread = ctl._stats_thread = None
+    ctl._tier2 = ctl._neutron = None
+    ctl.election = Election()
+    ctl._server = SlowServer(ctl.election)
+    ctl._listener = SlowServer(ctl.election)
+    ctl.coordinator = Coordinator()
+    ctl.leader_group = b'controllers'
+    return ctl
+
+
+def test_leadership_goes_first_and_the_rest_stops_at_once():
+    ctl = _controller()
+    stopping = threading.Thread(target=ctl.stop)
+    stopping.start()
+    try:
+        # Both consumers are stopping and neither has finished, yet the
+        # leadership is free and the coordinator is stopping too.
+        for server in (ctl._server, ctl._listener):
+            assert server.stopping.wait(5)
+        assert ctl.election.resigned.is_set()
+        assert ctl._server.resigned_before_stop
+        assert ctl._listener.resigned_before_stop
+        assert ctl.coordinator.stopped.wait(5), \
+            'the coordinator waited for the consumers'
+        assert ctl.coordinator.calls == [('leave_group', b'controllers'),
+                                         ('stop',)]
+        assert stopping.is_alive()      # still waiting for the consumers
+    finally:
+        ctl._server.release.set()
+        ctl._listener.release.set()
+        stopping.join(10)
+    assert not stopping.is_alive()

@@ -48,6 +48,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 LOGS = '/tmp/dsr-tempest-logs'
 
 TEMPEST_MAX_LISTENERS = 64
+# Keeps Neutron's automatic addresses off the plugin's fixed VIPs
+# (tools/tempest/neutron_ipam.py; loaded by neutron-server, whose venv has
+# neutron: this one has not).
+NEUTRON_IPAM_DRIVER = 'tools.tempest.neutron_ipam:Pool'
 
 
 def log(msg):
@@ -89,7 +93,8 @@ class TempestLab(product_lab.ProductLab):
         self.keystone = keystone_mod.KeystoneServer(
             os.path.join(root, 'ks'), python=self.venv_python)
         self.neutron = neutron_server.NeutronServer(
-            os.path.join(root, 'nw'), python=self.venv_python)
+            os.path.join(root, 'nw'), python=self.venv_python,
+            ipam_driver=NEUTRON_IPAM_DRIVER)
 
         def identity():
             self.keystone.prepare()

@@ -17,7 +17,11 @@ For clients that create networks, subnets and ports (octavia-tempest-plugin,
 Octavia's allowed-address-pairs network driver): unlike neutron_stub.py it
 accepts writes.  ML2 with no mechanism driver: nothing is wired, the API
 and its database are real.  keystone_auth: keystonemiddleware options
-(auth_url, username, password, ...); None serves noauth.
+(auth_url, username, password, ...); None serves noauth.  ipam_driver:
+an IPAM driver of the checkout's, ``module:Class``
+(tools/tempest/neutron_ipam.py); the server gets the checkout on its path
+and the class as the ``neutron.ipam_drivers`` alias IPAM_ALIAS (Neutron
+takes a bare class path too, but stevedore warns on every allocation).
 
 Neutron needs its own interpreter (`python`: a venv holding neutron, pymysql
 and gunicorn).  The WSGI entry point neutron.wsgi.api reads sys.argv, so a
@@ -45,6 +49,8 @@ from tools.lab.localstack.octavia import StackError
 from tools.lab.localstack import schema_template
 
 DB_PREFIX = "neutron_ls_"
+ROOT = Path(__file__).resolve().parents[3]
+IPAM_ALIAS = "dsr_lab"
 
 _APP_MODULE = '''"""Written by tools/lab/localstack/neutron_server.py."""
 import sys
@@ -68,13 +74,14 @@ def sweep_stale_databases():
 class NeutronServer:
 
     def __init__(self, workdir, python, keystone_auth=None, workers=1,
-                 start_timeout=300.0):
+                 start_timeout=300.0, ipam_driver=None):
         self.workdir = Path(workdir).resolve()
         self.python = str(python)
         self.bindir = Path(self.python).parent
         self.keystone_auth = dict(keystone_auth or {})
         self.workers = workers
         self.start_timeout = start_timeout
+        self.ipam_driver = ipam_driver
         self.db_name = f"{DB_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
         self.conf_path = self.workdir / "neutron.conf"
         self.ml2_path = self.workdir / "ml2_conf.ini"
@@ -104,6 +111,7 @@ class NeutronServer:
             "notify_nova_on_port_data_changes = false",
             "dhcp_agent_notification = false",
             f"state_path = {self.workdir / 'state'}",
+            *([f"ipam_driver = {IPAM_ALIAS}"] if self.ipam_driver else []),
             "[database]",
             f"connection = {db}",
             "[oslo_concurrency]",
@@ -146,6 +154,8 @@ class NeutronServer:
         self.conf_path.write_text(self.config_text())
         self.ml2_path.write_text(self.ml2_text())
         (self.workdir / "neutron_app.py").write_text(_APP_MODULE)
+        if self.ipam_driver:
+            self._write_ipam_entry_point()
         self._started = True
         atexit.register(self.stop)
         try:
@@ -165,6 +175,16 @@ class NeutronServer:
             self.stop()
             raise
         return self
+
+    def _write_ipam_entry_point(self):
+        # workdir is on the server's path: a dist-info there is found by
+        # importlib.metadata like an installed package's.
+        info = self.workdir / "dsr_lab_ipam-0.dist-info"
+        info.mkdir(exist_ok=True)
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: dsr-lab-ipam\nVersion: 0\n")
+        (info / "entry_points.txt").write_text(
+            f"[neutron.ipam_drivers]\n{IPAM_ALIAS} = {self.ipam_driver}\n")
 
     def _upgrade(self, database, deadline):
         """neutron-db-manage upgrade heads on `database` (a config of its
@@ -203,7 +223,7 @@ class NeutronServer:
             listener = _free_listening_socket()
             self.url = f"http://127.0.0.1:{listener.getsockname()[1]}"
             try:
-                self._proc = _Proc(
+                self._proc = _Proc.start(
                     "neutron",
                     [self.python, "-m", "gunicorn", "--bind",
                      f"fd://{listener.fileno()}", "--workers",
@@ -214,7 +234,7 @@ class NeutronServer:
                      # reset by peer" (an Octavia member create: HTTP 500).
                      "--keep-alive", "0",
                      "--graceful-timeout", "5", "--pythonpath",
-                     str(self.workdir), "neutron_app:application"],
+                     f"{self.workdir},{ROOT}", "neutron_app:application"],
                     self.workdir / "gunicorn.log", env, self.workdir,
                     pass_fds=(listener.fileno(),))
             finally:

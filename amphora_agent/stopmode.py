@@ -67,14 +67,19 @@ def marker_path(state_dir):
     return os.path.join(state_dir, MARKER)
 
 
+def mark_restart(state_dir, why):
+    """Leave the marker: the agent's next stop will not drain."""
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+    with open(marker_path(state_dir), 'w') as f:
+        f.write(f'{why} {time.time():.3f}\n')
+
+
 def stop_hook(state_dir, unit):
     """ExecStop=: leave the marker when this stop is the first half of a
     restart of ``unit``.  Returns the job type found."""
     kind = job_type(unit)
     if kind == 'restart':
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        with open(marker_path(state_dir), 'w') as f:
-            f.write(f'{unit} restart {time.time():.3f}\n')
+        mark_restart(state_dir, f'{unit} restart')
         LOG.info('%s is restarting: the agent exits without draining', unit)
     else:
         LOG.info('%s job %s: the agent drains before it exits', unit, kind)

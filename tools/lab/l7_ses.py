@@ -24,6 +24,7 @@ under its pin root, which the lab removes; close() stops the HAProxies
 they leave running (``dsr-l7 stop``).
 """
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -31,6 +32,7 @@ import sys
 import time
 import urllib.parse
 
+from amphora_agent import stopmode
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
 from dsr_wire import auth
@@ -181,20 +183,37 @@ storage_path = {self.lab.stack.cert_storage_path}
 
     # ---------------------------------------------------------- teardown
     def close(self):
-        for proc in self.procs.values():
-            netns.kill_proc(proc)
+        # The stop CLI below removes what a restart leaves behind.
+        stop_without_drain({os.path.join(self._path(name), 'agent'): proc
+                            for name, proc in self.procs.items()})
         self.procs.clear()
-        for name in self.names:
-            if not os.path.exists(self._path(f'{name}.conf')):
-                continue
+
+        def stop(name):
             # The HAProxies, VIPs and decap the agent left behind.
             self.topo.run(name, [sys.executable, '-m', 'amphora_agent.l7.cli',
                                  '--config-file', self._path(f'{name}.conf'),
                                  '--se-id', self.se_id(name), 'stop'],
                           check=False, timeout=120)
+        # One SE's clean-up does not wait for another's.
+        names = [name for name in self.names
+                 if os.path.exists(self._path(f'{name}.conf'))]
+        with concurrent.futures.ThreadPoolExecutor(max(1, len(names))) as p:
+            list(p.map(stop, names))
         if self.relay is not None:
             netns.kill_proc(self.relay)
             self.relay = None
+
+
+def stop_without_drain(agents):
+    """Stop L7 agents ({[agent] state_dir: Proc}) as for a restart
+    (stopmode.py's marker): without draining.  A lab going away has no
+    client to drain for, and a draining agent waits drain_wait, then for
+    its HAProxies to go idle -- past kill_procs' 5 s: every tier-2
+    teardown ended in SIGKILL.  HAProxies and VIPs stay, as for the next
+    agent of a restart: the caller removes them."""
+    for state_dir in agents:
+        stopmode.mark_restart(state_dir, 'lab teardown')
+    netns.kill_procs(agents.values())
 
 
 class SynRecorder:

@@ -104,13 +104,27 @@ def exit_on_sigterm():
     signal.signal(signal.SIGTERM, handler)
 
 
-def wait_for(predicate, timeout, what, interval=0.02):
+# wait_for's polls without an interval of the caller's: 20 ms at first,
+# then 1.5 times longer each, up to 100 ms.
+FIRST_POLL, SLOWEST_POLL = 0.02, 0.1
+
+
+def wait_for(predicate, timeout, what, interval=None):
     """Poll ``predicate()`` until it returns a truthy value; return it.
+
+    Without ``interval`` the polls back off from FIRST_POLL to
+    SLOWEST_POLL: a predicate is often a process, a query or an API call,
+    and polling one 50 times a second for as long as a load balancer
+    takes to go ACTIVE cost the host more CPU than what was waited for.
+    A caller's ``interval`` is kept as it is (the timing measurements ask
+    for 1 ms).
 
     Raises TimeoutError naming ``what`` (and the last exception the predicate
     raised, if any) when ``timeout`` seconds pass first.
     """
     deadline = time.monotonic() + timeout
+    delay = FIRST_POLL if interval is None else interval
+    ceiling = SLOWEST_POLL if interval is None else interval
     last_exc = None
     while True:
         try:
@@ -119,12 +133,14 @@ def wait_for(predicate, timeout, what, interval=0.02):
                 return value
         except Exception as exc:  # noqa: BLE001 - reported on timeout
             last_exc = exc
-        if time.monotonic() >= deadline:
+        now = time.monotonic()
+        if now >= deadline:
             msg = f"timed out after {timeout:g}s waiting for {what}"
             if last_exc is not None:
                 msg += f" (last error: {last_exc!r})"
             raise TimeoutError(msg)
-        time.sleep(interval)
+        time.sleep(min(delay, deadline - now))
+        delay = min(delay * 1.5, ceiling)
 
 
 # --------------------------------------------------------------------------
@@ -266,21 +282,38 @@ def kill_proc(proc, timeout=5.0):
     """Stop a process started in its own session: SIGTERM its group, then
     SIGKILL after ``timeout`` seconds.  Only signals while the child is not
     yet reaped, so its PID cannot have been reused."""
+    kill_procs([proc], timeout)
+
+
+def kill_procs(procs, timeout=5.0):
+    """kill_proc for several processes at once: every group gets its
+    SIGTERM first, so their graceful exits overlap instead of adding up (a
+    lab's teardown stopped a dozen processes one after the other), and
+    only one (a second SIGTERM reached a Python process finishing its
+    exit, after its handlers were reset: killed).  SIGKILL for the groups
+    still there ``timeout`` seconds later."""
+    procs = list(procs)
     try:
-        if proc.poll() is None:
-            _signal_group(proc.pid, signal.SIGTERM)
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in procs:
             try:
-                proc.wait(timeout)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                if proc.poll() is None:
-                    _signal_group(proc.pid, signal.SIGKILL)
+                pass
+        for proc in procs:
+            if proc.poll() is None:
+                _signal_group(proc.pid, signal.SIGKILL)
                 proc.wait(timeout)
     finally:
-        with _LIVE_LOCK:
-            _LIVE_PROCS.discard(proc)
-        drainer = getattr(proc, "_drainer", None)
-        if drainer is not None:
-            drainer.join(2)
+        for proc in procs:
+            with _LIVE_LOCK:
+                _LIVE_PROCS.discard(proc)
+            drainer = getattr(proc, "_drainer", None)
+            if drainer is not None:
+                drainer.join(2)
 
 
 def _signal_group(pid, sig):
@@ -721,6 +754,18 @@ def _host_net(addr):
     return str(net)
 
 
+def default_routes(ipr, host, timeout):
+    """The host's IPv4 and IPv6 default routes via the router.  The kernel
+    sets a link's operstate UP before addrconf installs its IPv6 prefix
+    route (one linkwatch event, in that order): for a moment the gateway
+    is unreachable (seen once under load: EHOSTUNREACH).  Retried until
+    ``timeout``, then the last error is named."""
+    for dst, gateway in (("0.0.0.0/0", host.gw4), ("::/0", host.gw6)):
+        wait_for(lambda: ipr.route("replace", dst=dst,
+                                   gateway=gateway) is not None,
+                 timeout, f"a default route via {gateway} in {host.ns}")
+
+
 class Topology:
     """client -- router -- se1..seN, m1..mK, dual-stack, in fresh namespaces.
 
@@ -865,9 +910,7 @@ class Topology:
         wait_for(lambda: all(self.link_up(h) for h in self.hosts.values()),
                  self.link_timeout, "every link to be up")
         for h in self.hosts.values():
-            hi = self._ipr_for(h.ns)
-            hi.route("replace", dst="0.0.0.0/0", gateway=h.gw4)
-            hi.route("replace", dst="::/0", gateway=h.gw6)
+            default_routes(self._ipr_for(h.ns), h, self.link_timeout)
         # Extra client source ranges (add_client_sources) route to the client.
         r.route("replace", dst=CLIENT_SRC4_NET, gateway=self.client.ipv4)
         r.route("replace", dst=CLIENT_SRC6_NET, gateway=self.client.ipv6)
@@ -897,11 +940,10 @@ class Topology:
             return
         self._closed = True
         errors = []
-        for p in reversed(self.procs):
-            try:
-                kill_proc(p)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(exc)
+        try:
+            kill_procs(reversed(self.procs))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
         for ip in self._ipr.values():
             try:
                 ip.close()

@@ -3,6 +3,7 @@ provider and octavia-driver-agent (tools/lab/localstack), a real dsr-controller
 process, dsr-agents on the SEs, a BIRD router, members and a client in
 network namespaces; users drive it with the real `openstack` CLI."""
 
+import concurrent.futures
 import os
 import shutil
 import subprocess
@@ -110,7 +111,6 @@ class ProductLab:
 
     def start(self):
         self.agents.start()
-        self.create_database()
         self.stack = octavia_stack.OctaviaStack(
             self.workdir, provider_drivers={'dsr': 'DSR'},
             default_provider='dsr',
@@ -128,11 +128,25 @@ class ProductLab:
                               name='members-v4')
         self.stack.add_subnet(MEMBER6_SUBNET, cidr='2001:db8:2::/48',
                               name='members-v6')
-        self.stack.start()
+
+        def controller_side():
+            self.create_database()
+            self.enrol_ses()
+            self.start_controller('ctl1')
+        # The controller's side (its database, the SEs' keys, the
+        # controller) needs nothing of Octavia's -- a leader waits for the
+        # driver agent's sockets -- and Octavia's start is mostly its
+        # imports: side by side.  Octavia stays on this thread: started
+        # as commands (DSR_LAB_OCTAVIA_ZYGOTE=0) its servers' pdeathsig is
+        # bound to the thread that starts them.
+        # Leaving the block waits for the side (close() must see whatever
+        # it started); its failure is raised by result().
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            side = pool.submit(controller_side)
+            self.stack.start()
+        side.result()
         if self.status_relay:
             self.start_status_relay()
-        self.enrol_ses()
-        self.start_controller('ctl1')
         self.agents.start_agents()
 
     def create_database(self):

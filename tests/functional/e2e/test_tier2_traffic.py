@@ -180,8 +180,8 @@ def test_tier2_traffic_through_the_product(lab):
         wait_rings(lab, {addr['m1']: 1}, 10, 'm2 out of every ring')
         left = time.monotonic() - t0
         # Requests go on after it left (through m1 alone), the loop's too.
-        served = h.http_served(topo, VIP, range(41000, 41012))
-        assert set(served) == set(SERVERS), served
+        served = h.http_served(topo, VIP, range(41000, 41006))
+        assert set(served) <= set(SERVERS), served
     finally:
         os.killpg(loop.pid, signal.SIGTERM)
         rc, out = loop.wait_output(90)
@@ -197,3 +197,10 @@ def test_tier2_traffic_through_the_product(lab):
     # Octavia: still served (m1), nothing left pending.
     assert h.find(lab, 'loadbalancers', 'lb')['operating_status'] == 'ONLINE'
     assert h.not_active(lab) == []
+    # Round robin over both servers through m1 alone -- with the loop
+    # stopped: its requests (one every 0.05 s) share m1's backend with
+    # these and can take every other turn (rehearsal 19: 12 of 12 here on
+    # m4), and once m1's health checks hold both servers ONLINE.
+    h.wait_all_online(lab)
+    served = h.http_served(topo, VIP, range(41006, 41018))
+    assert set(served) == set(SERVERS), served

@@ -201,7 +201,7 @@ class KeystoneServer:
                    "OS_KEYSTONE_CONFIG_FILES": str(self.conf_path)}
             listener, self._listener = self._listener, None
             try:
-                self._proc = _Proc(
+                self._proc = _Proc.start(
                     "keystone",
                     [self.python, "-m", "gunicorn", "--bind",
                      f"fd://{listener.fileno()}", "--workers",
@@ -337,8 +337,13 @@ def octavia_stack_class():
                 'keystone_authtoken': {
                     'www_authenticate_uri': keystone.auth_url, **auth},
                 'service_auth': dict(auth),
+                # The service user in [neutron] itself: left out, Octavia
+                # copies [service_auth] into [neutron] on first use without
+                # a lock, and two API threads doing it at once made a load
+                # balancer create fail "password is a required attribute"
+                # (tier-2 tempest, four workers, CI rehearsal 12).
                 'neutron': {'endpoint_override': neutron_url,
-                            'region_name': REGION},
+                            'region_name': REGION, **auth},
                 'controller_worker': {
                     'network_driver': 'allowed_address_pairs_driver'},
                 'oslo_policy': {'enforce_scope': 'True',

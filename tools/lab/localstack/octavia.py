@@ -19,7 +19,9 @@ copies the host's migrated schema template into it (schema_template.py:
 `octavia-db-manage upgrade head` runs once per host and Octavia version),
 starts the Octavia API (octavia_api.py
 beside this file: threaded wsgiref or gunicorn) on 127.0.0.1:<free port> and
-`octavia-driver-agent`, both in their own process groups, starts a Neutron
+`octavia-driver-agent`, both in their own process groups (forked from
+this process's Octavia zygote, octavia_zygote.py, which imported Octavia
+once: ~6 CPU-seconds a lab less), starts a Neutron
 stub (neutron_stub.py) in a thread of this process, and returns once the API
 answers a database-backed request and the driver agent answers a `get` over
 its socket.  stop() ends what start() started, by PID / process group, and
@@ -52,6 +54,7 @@ import uuid
 
 from tools.lab.localstack import cli_zygote
 from tools.lab.localstack.neutron_stub import NeutronStub
+from tools.lab.localstack import octavia_zygote
 from tools.lab.localstack import schema_template
 from tools.lab.localstack import services
 
@@ -160,23 +163,40 @@ def sweep_stale_databases():
 
 
 class _Proc:
-    """A subprocess we started in its own process group, with a log file."""
+    """A process we started in its own process group, with a log file: a
+    subprocess (start) or a child of the Octavia zygote (forked)."""
 
-    def __init__(self, name, argv, log_path, env, cwd, pass_fds=(),
-                 pdeathsig=True):
+    def __init__(self, name, popen, log_path, log=None):
         self.name = name
+        self.popen = popen          # poll() and returncode
         self.log_path = Path(log_path)
+        self._log = log
+        self.pid = self.pgid = popen.pid
+        self._terminated = False
+
+    @classmethod
+    def start(cls, name, argv, log_path, env, cwd, pass_fds=(),
+              pdeathsig=True):
         setpriv = shutil.which("setpriv") if pdeathsig else None
         if setpriv:
             # If this process dies without stop(), the child gets SIGTERM
             # (PR_SET_PDEATHSIG survives exec; bound to the calling thread).
             argv = [setpriv, "--pdeathsig", "TERM", "--", *argv]
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=self._log,
-            stderr=subprocess.STDOUT, env=env, cwd=cwd, pass_fds=pass_fds,
-            start_new_session=True, close_fds=True)
-        self.pid = self.pgid = self.popen.pid
+        log = open(log_path, "ab")
+        try:
+            popen = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                pass_fds=pass_fds, start_new_session=True, close_fds=True)
+        except BaseException:
+            log.close()
+            raise
+        return cls(name, popen, log_path, log)
+
+    @classmethod
+    def forked(cls, zygote, kind, name, argv, log_path, env, cwd, fds=()):
+        return cls(name, zygote.spawn(kind, argv, env, cwd, log_path, fds),
+                   log_path)
 
     def running(self):
         return self.popen.poll() is None
@@ -188,13 +208,18 @@ class _Proc:
                 f"{self.popen.returncode}; last lines of {self.log_path}:\n"
                 f"{_tail(self.log_path)}")
 
-    def stop(self, timeout=10.0):
-        """SIGTERM the leader, wait for the whole group, then SIGKILL it."""
-        if self.running():
+    def terminate(self):
+        """SIGTERM the leader (once), without waiting."""
+        if self.running() and not self._terminated:
+            self._terminated = True
             try:
                 os.kill(self.pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+
+    def stop(self, timeout=10.0):
+        """SIGTERM the leader, wait for the whole group, then SIGKILL it."""
+        self.terminate()
         deadline = time.monotonic() + timeout
         killed = False
         while True:
@@ -212,7 +237,8 @@ class _Proc:
                 killed = True
                 deadline = time.monotonic() + 5
             time.sleep(0.02)   # polling a process table, not synchronisation
-        self._log.close()
+        if self._log is not None:
+            self._log.close()
         return not killed
 
 
@@ -253,7 +279,9 @@ class OctaviaStack:
             `setpriv --pdeathsig TERM`, so they die with this process even
             when stop() never runs (SIGKILL).  Linux ties that signal to the
             THREAD that started them: call start() from a thread that lives
-            as long as the stack (the main thread), or pass False.
+            as long as the stack (the main thread), or pass False.  With
+            the zygote (threaded API) they die with it, and it with this
+            process, whichever thread started it (octavia_zygote.py).
         """
         self.workdir = Path(workdir).resolve()
         self.provider_drivers = dict(provider_drivers or DEFAULT_PROVIDERS)
@@ -495,25 +523,39 @@ class OctaviaStack:
             listener = _free_listening_socket()
             port = listener.getsockname()[1]
             self.api_url = f"http://127.0.0.1:{port}"
-            api_argv = [self.python, str(API_RUNNER),
-                        "--config-file", str(self.conf_path),
-                        "--fd", str(listener.fileno()),
+            api_args = ["--config-file", str(self.conf_path),
                         "--server", self.server]
             if self.project_id:
-                api_argv += ["--default-project-id", self.project_id]
+                api_args += ["--default-project-id", self.project_id]
+            agent_args = ["--config-file", str(self.conf_path)]
+            api_log = self.workdir / "octavia-api.log"
+            agent_log = self.workdir / "octavia-driver-agent.log"
+            zygote = self._zygote(env)
             try:
-                self._api = _Proc("octavia-api", api_argv,
-                                  self.workdir / "octavia-api.log", env,
-                                  self.workdir, pass_fds=(listener.fileno(),),
-                                  pdeathsig=self.kill_with_parent)
+                if zygote is not None:
+                    self._api = _Proc.forked(
+                        zygote, "api", "octavia-api", api_args, api_log,
+                        env, self.workdir, fds=(listener.fileno(),))
+                else:
+                    fd_args = ["--fd", str(listener.fileno())]
+                    self._api = _Proc.start(
+                        "octavia-api",
+                        [self.python, str(API_RUNNER), *api_args, *fd_args],
+                        api_log, env, self.workdir,
+                        pass_fds=(listener.fileno(),),
+                        pdeathsig=self.kill_with_parent)
             finally:
                 listener.close()     # the child has its own copy
-            self._agent = _Proc(
-                "octavia-driver-agent",
-                [self._tool("octavia-driver-agent"),
-                 "--config-file", str(self.conf_path)],
-                self.workdir / "octavia-driver-agent.log", env, self.workdir,
-                pdeathsig=self.kill_with_parent)
+            if zygote is not None:
+                self._agent = _Proc.forked(
+                    zygote, "driver_agent", "octavia-driver-agent",
+                    agent_args, agent_log, env, self.workdir)
+            else:
+                self._agent = _Proc.start(
+                    "octavia-driver-agent",
+                    [self._tool("octavia-driver-agent"), *agent_args],
+                    agent_log, env, self.workdir,
+                    pdeathsig=self.kill_with_parent)
             self._migrate(env, deadline)
             self.timings["migrated"] = time.monotonic() - t0
             self._write_openrc()
@@ -526,6 +568,16 @@ class OctaviaStack:
             raise
         self.start_seconds = time.monotonic() - t0
         return self
+
+    def _zygote(self, env):
+        """This process's Octavia zygote (octavia_zygote.py) for the
+        threaded API, or None: gunicorn execs its own server; a stack that
+        may outlive this process (kill_with_parent=False) cannot be its
+        child; DSR_LAB_OCTAVIA_ZYGOTE=0 turns it off."""
+        if (self.server != "wsgiref" or not self.kill_with_parent
+                or os.environ.get("DSR_LAB_OCTAVIA_ZYGOTE", "1") == "0"):
+            return None
+        return octavia_zygote.shared(self.python, env.get("PYTHONPATH"))
 
     def _migrate(self, env, deadline):
         """The lab's schema: a copy of this host's migrated template
@@ -606,6 +658,10 @@ class OctaviaStack:
         if not self._started:
             return
         errors = []
+        # Both exit gracefully at once (a second or more each).
+        for attr in ("_api", "_agent"):
+            if getattr(self, attr) is not None:
+                getattr(self, attr).terminate()
         for attr in ("_api", "_agent"):
             proc = getattr(self, attr)
             if proc is not None:

@@ -94,8 +94,9 @@ class _Instance:
         if self.answers():
             raise PrivateServiceError(
                 f'{self.name}: something else answers on {HOST}:{self.port}')
-        self._proc = _octavia._Proc(self.name, self.argv(), self.log_path,
-                                    self.env(), self.workdir)
+        self._proc = _octavia._Proc.start(self.name, self.argv(),
+                                          self.log_path, self.env(),
+                                          self.workdir)
         self._launched = time.monotonic()
         return self
 

@@ -20,6 +20,7 @@ from tests.functional.amphora_agent.l7.conftest import L7_SES
 from tests.functional.amphora_agent.l7.test_tier2_path import document
 from tests.functional.amphora_agent.l7.test_tier2_path import served_by
 from tools.lab import agent_lab
+from tools.lab import l7_ses
 from tools.lab import netns
 
 
@@ -98,8 +99,9 @@ state_dir = {os.path.join(lab.root, name, 'auth')}
     try:
         yield lab
     finally:
-        for proc in lab.procs.values():
-            netns.kill_proc(proc)
+        l7_ses.stop_without_drain(
+            {os.path.join(lab.root, name, 'agent'): proc
+             for name, proc in lab.procs.items()})
         observer.stop()
         lab.controller.stop()
         netns.kill_proc(relay)

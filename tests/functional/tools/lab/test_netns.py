@@ -6,6 +6,8 @@ in the path); m1 holds the VIP on lo and serves HTTP and UDP on it.
 
 import hashlib
 import json
+import sys
+import time
 
 import pytest
 
@@ -141,6 +143,57 @@ def test_wait_for_reports_what():
     with pytest.raises(TimeoutError, match="the impossible"):
         netns.wait_for(lambda: False, 0.05, "the impossible")
     assert netns.wait_for(lambda: 42, 1, "an answer") == 42
+
+
+def test_wait_for_backs_off_and_still_polls_at_the_deadline():
+    """Polls start 20 ms apart and slow to 100 ms: a second of waiting
+    is about a dozen polls, not fifty; the last poll is at the deadline."""
+    calls = []
+
+    def never():
+        calls.append(time.monotonic())
+        return False
+    start = time.monotonic()
+    with pytest.raises(TimeoutError):
+        netns.wait_for(never, 1.0, "nothing")
+    # Fifty at a fixed 20 ms; a loaded host oversleeps (fewer polls).
+    assert 3 <= len(calls) <= 16, len(calls)
+    assert calls[-1] - start >= 1.0
+    # A caller's own interval is kept.
+    calls.clear()
+    with pytest.raises(TimeoutError):
+        netns.wait_for(never, 1.0, "nothing", interval=0.5)
+    assert 2 <= len(calls) <= 3, len(calls)
+
+
+def test_kill_procs_signals_every_process_before_waiting_for_one(tmp_path):
+    """Each process takes a second to exit after SIGTERM: the second must
+    have had its SIGTERM before the first one exited (a lab's teardown
+    used to stop a dozen such processes one after the other)."""
+    script = '\n'.join((
+        'import signal, sys, time',
+        'def term(*_):',
+        '    with open(sys.argv[1], "a") as f:',
+        '        f.write(f"term {time.time()}\\n")',
+        '    time.sleep(1)',
+        '    with open(sys.argv[1], "a") as f:',
+        '        f.write(f"exit {time.time()}\\n")',
+        '    sys.exit(0)',
+        'signal.signal(signal.SIGTERM, term)',
+        'print("READY", flush=True)',
+        'while True:',
+        '    time.sleep(60)'))
+    logs = [tmp_path / f'p{i}.log' for i in (1, 2)]
+    procs = [netns.Proc([sys.executable, '-c', script, str(log)])
+             for log in logs]
+    for proc in procs:
+        proc.wait_for_line('^READY')
+    netns.kill_procs(procs)
+    assert all(p.returncode == 0 for p in procs), [p.returncode
+                                                   for p in procs]
+    times = [dict(line.split() for line in log.read_text().splitlines())
+             for log in logs]
+    assert float(times[1]['term']) < float(times[0]['exit']), times
 
 
 def test_cleanup_on_failure_and_stale_sweep():

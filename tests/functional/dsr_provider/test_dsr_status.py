@@ -138,8 +138,14 @@ def test_fleet_view_of_a_live_lab(lab):
 
         # se2's agent dies; a change reaches se1 only.  An older release
         # on se2 (simulated: the ABI its last report would carry) is
-        # flagged as a ring ABI mismatch.
+        # flagged as a ring ABI mismatch.  The ABI is written once se2 has
+        # been silent for 3 s (se1 reports every second, [agent]
+        # stats_interval = 1): a report se2 sent just before it died, still
+        # on its way through the controller, would otherwise write the
+        # real ABI back over it (a CI run saw exactly that).
         lab.agents.kill_agent('se2')
+        netns.wait_for(lambda: group_view()['ses'][1][
+            'last_report_age_s'] > 3, 30, 'se2 silent for 3 s')
         product_lab.mysql(
             f'UPDATE {lab.controller_db}.agent_states SET ring_abi = 1 '
             f"WHERE se_id = '{ses[1]}'")
@@ -148,9 +154,6 @@ def test_fleet_view_of_a_live_lab(lab):
                                  'weight': 1, 'admin_state_up': True})
         netns.wait_for(lambda: group_view()['ses'][0].get(
             'applied_generation') == gen3, 60, 'se1 applied the change')
-        # se1 reports every second ([agent] stats_interval = 1), se2 no more.
-        netns.wait_for(lambda: group_view()['ses'][1][
-            'last_report_age_s'] > 3, 30, 'se2 silent for 3 s')
         proc = lab.dsr_status('--stale-after', '3')
         assert proc.returncode == 1, proc.stdout
         text = proc.stdout

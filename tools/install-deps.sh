@@ -5,6 +5,7 @@
 #   * .venv: created if missing; pip runs only when requirements.txt,
 #     test-requirements.txt, setup.cfg or setup.py are newer than the stamp
 #     file .venv/.deps-stamp;
+#   * .tempest-venv built beside .venv (tools/tempest/venv.py);
 #   * bpffs mounted on /sys/fs/bpf if it is not;
 #   * start_services: hook for the services later tests need (see below).
 #
@@ -13,6 +14,7 @@
 #   DSR_SKIP_APT=1        do not touch Debian packages
 #   DSR_FORCE_PIP=1       run pip even when the stamp is fresh
 #   DSR_SKIP_SERVICES=1   do not check/start MariaDB, Redis, RabbitMQ
+#   DSR_SKIP_TEMPEST_VENV=1  do not build .tempest-venv beside .venv
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -97,8 +99,10 @@ sys.exit(0 if amphora_agent.__file__.startswith(sys.argv[1] + "/") else 1)
     export PIP_DISABLE_PIP_VERSION_CHECK=1
     # pip's and setuptools' chatter goes to a log, shown only on failure.
     local pip_log="$VENV/.deps-pip.log"
-    if ! { "$VENV/bin/python" -m pip install -r requirements.txt -r test-requirements.txt &&
-           "$VENV/bin/python" -m pip install -e . ; } >"$pip_log" 2>&1; then
+    # One pip run: resolving the requirements again for the editable
+    # install cost a second start and resolution.
+    if ! "$VENV/bin/python" -m pip install -r requirements.txt \
+            -r test-requirements.txt -e . >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
         log "pip install failed (log: $pip_log)"
         return 1
@@ -133,7 +137,39 @@ start_services() {
     "$VENV/bin/python" -m tools.lab.localstack.services mariadb redis rabbitmq
 }
 
+# The tempest stage's virtualenv (.tempest-venv, tools/tempest/venv.py:
+# third-party code only, content-stamped, locked against concurrent
+# builders), which make test needs too (test_neutron_ports).  It builds
+# beside .venv: pip is one process, and one after the other the two
+# installs took 86 + 85 s on a fresh 2-core machine, the second in the
+# middle of make test.  Needs python3-venv: after the Debian packages.
+# DSR_SKIP_TEMPEST_VENV=1 leaves it to its first user.
+TEMPEST_VENV_PID=
+TEMPEST_VENV_LOG=
+start_tempest_venv() {
+    if [ "${DSR_SKIP_TEMPEST_VENV:-0}" = 1 ]; then
+        return 0
+    fi
+    TEMPEST_VENV_LOG=$(mktemp /tmp/dsr-tempest-venv.XXXXXX)
+    "$PYTHON" -m tools.tempest.venv >"$TEMPEST_VENV_LOG" 2>&1 &
+    TEMPEST_VENV_PID=$!
+}
+
+wait_tempest_venv() {
+    if [ -z "$TEMPEST_VENV_PID" ]; then
+        return 0
+    fi
+    if ! wait "$TEMPEST_VENV_PID"; then
+        cat "$TEMPEST_VENV_LOG" >&2
+        log "the tempest virtualenv failed (log: $TEMPEST_VENV_LOG)"
+        return 1
+    fi
+    rm -f "$TEMPEST_VENV_LOG"
+}
+
 install_apt_packages
+start_tempest_venv
 setup_venv
+wait_tempest_venv
 mount_bpffs
 start_services

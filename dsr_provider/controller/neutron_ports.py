@@ -30,6 +30,7 @@ import time
 
 from openstack import exceptions as sdk_exceptions
 from oslo_log import log as logging
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import models
@@ -59,9 +60,10 @@ class PortRefused(Exception):
 
 def member_reasons(session):
     """{member_id: why its port drops its replies} for the reporter."""
-    return {row.member_id: row.reason for row in session.query(
-        models.NeutronMemberPort).filter(
-            models.NeutronMemberPort.reason.isnot(None))}
+    return dict(session.execute(sa.select(
+        models.NeutronMemberPort.member_id,
+        models.NeutronMemberPort.reason).where(
+            models.NeutronMemberPort.reason.isnot(None))).all())
 
 
 def desired(session):

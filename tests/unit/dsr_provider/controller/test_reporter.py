@@ -457,3 +457,31 @@ def test_several_documents_are_in_flight_at_once(store):
     reporter.run_once()
     assert sorted(provisioned(lib)) == [['lb1'], ['lb2']]
     assert pending(store) == []
+
+
+def test_an_idle_round_is_one_transaction(store):
+    """The leader's round runs ten times a second: with nothing to
+    publish, report or recompute it reads in one transaction, and a change
+    still reaches the agents and Octavia in the next round."""
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_statuses()
+    reporter.run_statuses()
+    opened = []
+    session = store.db.session
+
+    def counted():
+        opened.append(1)
+        return session()
+    store.db.session = counted
+    reporter.run_statuses()
+    assert len(opened) == 1
+    # A member change: published, applied, reported ACTIVE.
+    gen = store.put_member({'member_id': 'm3', 'pool_id': 'p1',
+                            'address': '198.19.3.2', 'protocol_port': 80})
+    reporter.run_statuses()
+    assert reporter.notifier.casts[-1] == ('g1', gen)
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_statuses()
+    assert reported(lib, 'members', 'm3') == ['ACTIVE']

@@ -47,6 +47,20 @@ def reports_of(live, agents, member_ids=None):
     return reports
 
 
+def compute(rows, reports, agent_rejections, serving, port_refused):
+    """(statuses, rejected) of the objects in rows ({kind: [row]}):
+    rejected holds what an SE or the controller rejected; the full round
+    and the member rounds both compute through this."""
+    rejected = set(agent_rejections)
+    rejected.update((kind, r.id) for kind, kind_rows in rows.items()
+                    for r in kind_rows if r.rejected)
+    statuses = operating_mod.compute(
+        rows['loadbalancers'], rows['listeners'], rows['pools'],
+        rows['members'], rows['healthmonitors'], reports, rejected, serving,
+        port_refused, rows['l7policies'])
+    return statuses, rejected
+
+
 def _rows_of(session, lb_ids):
     """The object rows of these load balancers, by kind."""
     lbs = session.query(models.LoadBalancer).filter(
@@ -108,12 +122,7 @@ def member_reports(session, agents, before, now, agent_rejections, serving,
               .join(models.Member, models.Member.pool_id == models.Pool.id)
               .filter(models.Member.id.in_(changed)).distinct()}
     rows = _rows_of(session, lb_ids)
-    rejected = set(agent_rejections)
-    rejected.update((kind, r.id) for kind, kind_rows in rows.items()
-                    for r in kind_rows if r.rejected)
     reports = reports_of(live1, agents, {m.id for m in rows['members']})
-    statuses = operating_mod.compute(
-        rows['loadbalancers'], rows['listeners'], rows['pools'],
-        rows['members'], rows['healthmonitors'], reports, rejected, serving,
-        port_refused, rows['l7policies'])
+    statuses, _ = compute(rows, reports, agent_rejections, serving,
+                          port_refused)
     return agents, statuses

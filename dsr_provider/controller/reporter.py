@@ -18,7 +18,6 @@ import sqlalchemy as sa
 
 from dsr_provider.controller import models
 from dsr_provider.controller import neutron_ports
-from dsr_provider.controller import operating as operating_mod
 from dsr_provider.controller import operating_delta
 from dsr_provider.controller import store as store_mod
 
@@ -369,14 +368,9 @@ class Reporter:
                     for kind, model in store_mod._MODELS.items()}
             pending = [p.status for p in s.query(models.PendingStatus)]
             port_refused = set(neutron_ports.member_reasons(s))
-        reports = operating_delta.reports_of(live, agents)
-        rejected = set(agent_rejections)
-        for kind, kind_rows in rows.items():
-            rejected.update((kind, r.id) for r in kind_rows if r.rejected)
-        statuses = operating_mod.compute(
-            rows['loadbalancers'], rows['listeners'], rows['pools'],
-            rows['members'], rows['healthmonitors'], reports, rejected,
-            serving, port_refused, rows['l7policies'])
+        statuses, rejected = operating_delta.compute(
+            rows, operating_delta.reports_of(live, agents),
+            agent_rejections, serving, port_refused)
         # Objects Octavia may not have committed yet get theirs with their
         # provisioning status.
         waiting = {(kind, item['id']) for doc in pending
@@ -397,14 +391,10 @@ class Reporter:
         return unpublished, self._inputs(session, [
             (name, generation) for name, generation, _ in groups])
 
-    def _inputs(self, session, groups=None):
+    def _inputs(self, session, groups):
         """What the operating statuses are computed from, in brief: equal
         values, equal statuses (the rows themselves move with their
-        group's generation)."""
-        if groups is None:
-            groups = [tuple(r) for r in session.execute(sa.select(
-                models.SEGroup.name, models.SEGroup.generation).order_by(
-                models.SEGroup.name))]
+        group's generation).  groups: [(name, generation)] by name."""
         agents = [tuple(r) for r in session.execute(sa.select(
             models.AgentState.se_id, models.AgentState.se_group,
             models.AgentState.statuses_digest).order_by(
@@ -421,7 +411,7 @@ class Reporter:
         _inputs() read this round (read here when None)."""
         if inputs is None:
             with self.store.db.session() as s:
-                inputs = self._inputs(s)
+                _, inputs = self._round(s)
         now = time.monotonic()
         fresh = (self._operating_inputs is not None and
                  now - self._operating_full_at < OPERATING_REFRESH)

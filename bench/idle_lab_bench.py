@@ -26,28 +26,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from _common import finish  # noqa: E402
 from _common import log  # noqa: E402
+from tools import proc_cpu  # noqa: E402
 
 IDLE_S = float(os.environ.get('DSR_BENCH_IDLE_S', 30))
-TICK = os.sysconf('SC_CLK_TCK')
-
-
-def cpu_by_pid():
-    """{pid: (command, CPU seconds so far)} of every process."""
-    found = {}
-    for pid in os.listdir('/proc'):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f'/proc/{pid}/stat') as f:
-                stat = f.read()
-            with open(f'/proc/{pid}/cmdline', 'rb') as f:
-                cmd = f.read().replace(b'\0', b' ').decode(
-                    errors='replace').strip()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(')') + 2:].split()
-        found[pid] = (cmd[:100], (int(fields[11]) + int(fields[12])) / TICK)
-    return found
 
 
 def main():
@@ -78,10 +59,10 @@ def main():
                            '--subnet-id', pl.MEMBER_SUBNET, 'p1')
                           for m in topo.members)):
                     lab.openstack('loadbalancer', *args, '--wait')
-                before = cpu_by_pid()
+                before = proc_cpu.cpu_by_pid()
                 t0 = time.monotonic()
                 time.sleep(IDLE_S)      # the measured interval itself
-                after = cpu_by_pid()
+                after = proc_cpu.cpu_by_pid()
                 elapsed = time.monotonic() - t0
             finally:
                 lab.close()

@@ -12,7 +12,8 @@
 # Environment knobs:
 #   PYTHON=python3        interpreter used to create .venv
 #   DSR_SKIP_APT=1        do not touch Debian packages
-#   DSR_FORCE_PIP=1       run pip even when the stamp is fresh
+#   DSR_FORCE_PIP=1       install again even when the stamp is fresh
+#   DSR_INSTALLER=pip     install with pip, not uv (tools/pyinstall.py)
 #   DSR_SKIP_SERVICES=1   do not check/start MariaDB, Redis, RabbitMQ
 #   DSR_SKIP_TEMPEST_VENV=1  do not build .tempest-venv beside .venv
 set -euo pipefail
@@ -97,16 +98,19 @@ sys.exit(0 if amphora_agent.__file__.startswith(sys.argv[1] + "/") else 1)
     fi
     log "installing Python requirements into $VENV"
     export PIP_DISABLE_PIP_VERSION_CHECK=1
-    # pip's and setuptools' chatter goes to a log, shown only on failure.
+    # The installer's chatter goes to a log, shown only on failure.  One
+    # run: resolving the requirements again for the editable install cost a
+    # second start and resolution.  tools/pyinstall.py: uv where it can be
+    # had (pip's sources passed on), else pip; DSR_INSTALLER=pip for pip.
     local pip_log="$VENV/.deps-pip.log"
-    # One pip run: resolving the requirements again for the editable
-    # install cost a second start and resolution.
-    if ! "$VENV/bin/python" -m pip install -r requirements.txt \
-            -r test-requirements.txt -e . >"$pip_log" 2>&1; then
+    if ! "$PYTHON" -m tools.pyinstall --python "$VENV/bin/python" \
+            -r requirements.txt -r test-requirements.txt -e . \
+            >"$pip_log" 2>&1; then
         cat "$pip_log" >&2
-        log "pip install failed (log: $pip_log)"
+        log "installing the requirements failed (log: $pip_log)"
         return 1
     fi
+    log "installed with $(tail -n 1 "$pip_log")"
     touch "$STAMP"
 }
 
@@ -140,9 +144,9 @@ start_services() {
 # The tempest stage's virtualenv (.tempest-venv, tools/tempest/venv.py:
 # third-party code only, content-stamped, locked against concurrent
 # builders), which make test needs too (test_neutron_ports).  It builds
-# beside .venv: pip is one process, and one after the other the two
-# installs took 86 + 85 s on a fresh 2-core machine, the second in the
-# middle of make test.  Needs python3-venv: after the Debian packages.
+# beside .venv: with pip the two installs took 86 + 85 s one after the
+# other on a fresh 2-core machine, the second in the middle of make test
+# (uv: a few seconds each).  Needs python3-venv: after the Debian packages.
 # DSR_SKIP_TEMPEST_VENV=1 leaves it to its first user.
 TEMPEST_VENV_PID=
 TEMPEST_VENV_LOG=

@@ -1,7 +1,7 @@
 """Create or refresh the tempest stage's virtualenv (.tempest-venv).
 
-It holds only third-party code (tools/tempest/requirements.txt): pip runs
-when that file's content differs from what the stamp records (content, not
+It holds only third-party code (tools/tempest/requirements.txt): uv or pip
+(tools/pyinstall.py) runs when that file's content differs from what the stamp records (content, not
 mtime: every fresh checkout or worktree has new mtimes).  The project is NOT
 installed into it: the gate puts the checkout it runs from on PYTHONPATH with
 the plugin's entry point beside it (tools/tempest/plugin_dist.py), so one
@@ -18,6 +18,8 @@ from pathlib import Path
 import subprocess
 import sys
 import tempfile
+
+from tools import pyinstall
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / 'tools' / 'tempest' / 'requirements.txt'
@@ -55,9 +57,7 @@ def ensure(venv=ROOT / '.tempest-venv', log=print):
         if stamp.exists() and stamp.read_text().strip() == wanted:
             return python
         log(f'installing {REQUIREMENTS.relative_to(ROOT)} into {venv}')
-        subprocess.run(pip + ['install', '-r', str(REQUIREMENTS)],
-                       check=True)
-        subprocess.run(pip + ['check'], check=True)
+        pyinstall.install(python, ['-r', str(REQUIREMENTS)], log=log)
         stamp.write_text(wanted + '\n')
     return python
 

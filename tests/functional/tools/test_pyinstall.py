@@ -1,0 +1,52 @@
+"""tools/pyinstall.py against real pip and uv: uv is bootstrapped into a
+fresh virtualenv and installs from where pip's configuration says packages
+come from (a find-links folder uv would not know of by itself); with
+DSR_INSTALLER=pip, pip does the same job."""
+
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from tools import pyinstall
+
+DIST = 'dsr_pyinstall_probe'
+
+
+def _wheel(folder):
+    """A minimal pure-Python wheel of DIST 1.0 in `folder`."""
+    info = f'{DIST}-1.0.dist-info'
+    files = {
+        f'{DIST}/__init__.py': 'VALUE = 42\n',
+        f'{info}/METADATA': f'Metadata-Version: 2.1\nName: {DIST}\n'
+                            'Version: 1.0\n',
+        f'{info}/WHEEL': 'Wheel-Version: 1.0\nGenerator: test\n'
+                         'Root-Is-Purelib: true\nTag: py3-none-any\n',
+    }
+    record = ''.join(f'{name},,\n' for name in files) + f'{info}/RECORD,,\n'
+    files[f'{info}/RECORD'] = record
+    path = folder / f'{DIST}-1.0-py3-none-any.whl'
+    with zipfile.ZipFile(path, 'w') as whl:
+        for name, text in files.items():
+            whl.writestr(name, text)
+    return path
+
+
+@pytest.mark.parametrize('installer', ['uv', 'pip'])
+def test_installs_from_pips_find_links(tmp_path, monkeypatch, installer):
+    links = tmp_path / 'links'
+    links.mkdir()
+    _wheel(links)
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+    python = venv / 'bin' / 'python'
+    # Known only to pip's configuration (here its environment variable).
+    monkeypatch.setenv('PIP_FIND_LINKS', str(links))
+    monkeypatch.setenv('DSR_INSTALLER', installer)
+    assert pyinstall.install(python, [f'{DIST}==1.0']) == installer
+    out = subprocess.run(
+        [str(python), '-c', f'import {DIST}; print({DIST}.VALUE)'],
+        capture_output=True, text=True, check=True).stdout
+    assert out.strip() == '42'
+    assert (venv / 'bin' / 'uv').exists() == (installer == 'uv')

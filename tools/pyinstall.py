@@ -1,0 +1,136 @@
+"""Install Python requirements into a virtualenv, with uv when it can.
+
+`make deps` fills two virtualenvs (.venv and .tempest-venv) of about 150
+distributions each.  pip took 60-90 s for each on a 2-core machine; uv
+installs the same versions in about 6 s, cache cold (docs/benchmarks.md,
+"Session 20").  This module is the one place that chooses:
+
+* uv is bootstrapped with pip into the virtualenv it fills (one wheel,
+  about 3 s) and used from there; `DSR_INSTALLER=pip` keeps plain pip, and
+  pip is also the fallback when uv cannot be installed (a mirror without
+  it).
+* uv does not read pip's configuration, so the settings that say where
+  packages come from (`pip config list`: index-url, extra-index-url,
+  find-links, constraint, no-index, from pip.conf or PIP_* variables) are
+  passed on,
+  and every index is searched alike (`--index-strategy
+  unsafe-best-match`), which is what pip does.
+* A distribution already installed that satisfies the requirements is kept,
+  with either tool (the venv's own pip and setuptools included).
+
+Standard library only: install-deps.sh runs it with the system python3
+before any virtualenv exists.  What users install with stays pip (README,
+the DevStack plugin, tests/functional/test_packaging.py).
+"""
+
+import argparse
+import os
+from pathlib import Path
+import shlex
+import subprocess
+import sys
+
+# pip configuration key -> uv option; pip's values may list several,
+# separated by whitespace.
+_PIP_TO_UV = {
+    'index-url': '--index-url',
+    'extra-index-url': '--extra-index-url',
+    'find-links': '--find-links',
+    'constraint': '--constraint',
+}
+
+
+def pip_sources(python):
+    """uv options for where pip would take packages from, read from pip."""
+    out = subprocess.run(
+        [str(python), '-m', 'pip', 'config', 'list'],
+        capture_output=True, text=True, check=True,
+        env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK='1')).stdout
+    return sources_from_config(out)
+
+
+# The sections `pip install` reads, weakest first: [global] then [install]
+# of the configuration files, then PIP_* variables (pip prints them as
+# section ":env:"; it prints every key sorted, not in precedence order).
+_SECTION_RANK = {'global': 0, 'install': 1, ':env:': 2}
+
+
+def sources_from_config(text):
+    """`pip config list` output -> uv options, with pip's precedence."""
+    found = {}
+    for line in text.splitlines():
+        name, sep, value = line.partition('=')
+        section, _, key = name.rpartition('.')
+        if not sep or section not in _SECTION_RANK:
+            continue
+        if key in _PIP_TO_UV or key == 'no-index':
+            # pip prints each value as a Python-quoted string.
+            value = shlex.split(value)[0] if value.strip() else ''
+            rank = _SECTION_RANK[section]
+            if key not in found or found[key][0] <= rank:
+                found[key] = (rank, value)
+    found = {key: value for key, (_, value) in found.items()}
+    args = []
+    for key, option in _PIP_TO_UV.items():
+        for item in found.get(key, '').split():
+            args += [option, item]
+    if found.get('no-index', '').lower() in ('1', 'true', 'yes', 'on'):
+        args.append('--no-index')
+    return args
+
+
+def _uv(python, log):
+    """The uv beside `python` (bootstrapped with pip), or None."""
+    if os.environ.get('DSR_INSTALLER', 'uv') == 'pip':
+        return None
+    uv = Path(python).parent / 'uv'
+    if uv.exists():
+        return uv
+    done = subprocess.run(
+        [str(python), '-m', 'pip', 'install', '-q',
+         '--disable-pip-version-check', 'uv'],
+        capture_output=True, text=True)
+    if done.returncode != 0 or not uv.exists():
+        log('uv could not be installed, using pip: '
+            + (done.stderr.strip().splitlines() or ['?'])[-1])
+        return None
+    return uv
+
+
+def install(python, requirements, log=print):
+    """Install `requirements` (pip install arguments) into `python`'s venv;
+    return the tool that did it ('uv' or 'pip')."""
+    python = Path(python)
+    uv = _uv(python, log)
+    if uv is None:
+        subprocess.run([str(python), '-m', 'pip', 'install', '-q',
+                        '--disable-pip-version-check', *requirements],
+                       check=True)
+        subprocess.run([str(python), '-m', 'pip', 'check', '-q',
+                        '--disable-pip-version-check'], check=True)
+        return 'pip'
+    base = [str(uv), 'pip']
+    target = ['--python', str(python)]
+    subprocess.run(
+        base + ['install', '--quiet', *target,
+                '--index-strategy', 'unsafe-best-match',
+                *pip_sources(python), *requirements],
+        check=True)
+    subprocess.run(base + ['check', '--quiet', *target], check=True)
+    return 'uv'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], allow_abbrev=False,
+        usage='%(prog)s --python PY [pip install arguments: -r FILE, -e .]')
+    parser.add_argument('--python', required=True,
+                        help='the virtualenv python to install into')
+    args, requirements = parser.parse_known_args(argv)
+    tool = install(args.python, requirements,
+                   log=lambda m: print(m, file=sys.stderr))
+    print(tool)
+
+
+if __name__ == '__main__':
+    main()

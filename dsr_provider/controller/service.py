@@ -66,8 +66,8 @@ class Controller:
                                               window=c.auth_window)
             LOG.info('authentication on: signing with key %s',
                      self.signer.key_id)
-        self.coordinator = coordination.get_coordinator(
-            c.coordination_url, self.controller_id.encode())
+        self.coordinator = membership.coordinator(
+            c.coordination_url, self.controller_id)
         self.driver_lib = driver_lib
         self._sockets_missing = False
         # Controllers of one deployment elect their leader in this group.

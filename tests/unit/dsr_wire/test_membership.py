@@ -3,6 +3,7 @@
 tooz's real file:// backend; the loss is its groups folder removed."""
 
 import shutil
+import threading
 import time
 
 from tooz import coordination
@@ -52,3 +53,34 @@ def test_membership_rejoins_in_the_background(tmp_path, monkeypatch):
         assert m.members() == {'se1': {'role': 'l4'}}
     finally:
         m.stop()
+
+
+def test_coordinator_calls_run_in_the_callers_thread(tmp_path):
+    # tooz's default executor starts a worker thread for the calls (and
+    # stop() waits for its one-second idle poll); ours runs them inline.
+    coord = membership.coordinator(_backend(tmp_path), 'se1')
+    before = set(threading.enumerate())
+    coord.start()
+    try:
+        membership.join(coord, membership.group_id('g1'))
+        assert coord.get_members(membership.group_id('g1')).get() == {b'se1'}
+        assert set(threading.enumerate()) == before
+    finally:
+        coord.stop()
+
+
+def test_coordinator_url_keeps_its_options_and_an_executor_it_names(
+        monkeypatch):
+    seen = []
+    monkeypatch.setattr(membership.coordination, 'get_coordinator',
+                        lambda url, member: seen.append((url, member)))
+    membership.coordinator('redis://127.0.0.1:6379?namespace=x&timeout=5',
+                           'se1')
+    membership.coordinator('redis://127.0.0.1:6379?executor=threaded', b'c')
+    membership.coordinator('file:///var/lib/tooz', 'se2')
+    assert seen == [
+        ('redis://127.0.0.1:6379?namespace=x&timeout=5'
+         '&executor=synchronous', b'se1'),
+        ('redis://127.0.0.1:6379?executor=threaded', b'c'),
+        ('file:///var/lib/tooz?executor=synchronous', b'se2'),
+    ]

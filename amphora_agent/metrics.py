@@ -316,17 +316,19 @@ class AgentCollector(registry_mod.Collector):
                           'without dropping, by action (pass: not for a '
                           'VIP).', ['action'], [name], value)
         limits = dp.limits
-        f.gauge('conn_table_entries', 'Entries in the connection table '
-                '(established flows, including idle ones not yet '
-                'evicted).', [], [], entries)
-        f.gauge('conn_table_size', 'Capacity of the connection table '
-                '(entries).', [], [], limits.conn_table_size)
+        for family, n in sorted(entries.items()):
+            f.gauge('conn_table_entries', 'Entries in the connection '
+                    'table of a family (established flows, including idle '
+                    'ones not yet evicted).', ['family'], [str(family)], n)
+            f.gauge('conn_table_size', 'Capacity of the connection table '
+                    'of a family (entries).', ['family'], [str(family)],
+                    limits.conn_table_size)
         inserted = sum(item['new_flows'] for item in raw['listeners'])
         f.counter('conn_table_evictions', 'Entries displaced from the '
-                  'connection table: flows inserted minus entries present '
+                  'connection tables: flows inserted minus entries present '
                   '(LRU evictions, plus entries replaced in place when a '
                   'flow was re-steered).', [], [],
-                  max(inserted - entries, 0))
+                  max(inserted - sum(entries.values()), 0))
         plan = getattr(self.agent, '_plan', None)
         listener_ids = plan.listener_ids if plan else {}
         member_ids = plan.member_ids if plan else {}

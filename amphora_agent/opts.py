@@ -55,10 +55,12 @@ dataplane_opts = [
                     'twice); members beyond it are rejected one by one and '
                     'reported.'),
     cfg.IntOpt('conn_table_size', default=262144, min=1024,
-               help='Entries of the LRU connection table that keeps '
-                    'established flows on their member (about 120 bytes '
-                    'each); size it for the concurrent flows of the SE. '
-                    'The table keeps one LRU list per CPU '
+               help='Entries of each LRU connection table (one for IPv4 '
+                    'flows, 104 bytes of kernel memory an entry, one for '
+                    'IPv6 flows, 128) that keeps established flows on '
+                    'their member; size it for the concurrent flows of the '
+                    'SE. '
+                    'Each table keeps one LRU list per CPU '
                     '(BPF_F_NO_COMMON_LRU): a CPU holds at most this '
                     'size / possible CPUs flows, so a NIC with fewer '
                     'queues than CPUs (or a VM with many hot-pluggable '

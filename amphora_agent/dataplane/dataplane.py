@@ -42,14 +42,23 @@ SE_OBJECT = 'se_xdp.o'
 SE_PROGRAM = 'dsr_se'
 DEFAULT_TTL = 64
 
+# The connection tables, one per family (maps.h): IPv4 flows under a
+# 16-byte key, IPv6 flows under the 40-byte flow key.
+CONN_TABLES = {structs.FAMILY_V4: 'conn_table_v4',
+               structs.FAMILY_V6: 'conn_table'}
 MAP_NAMES = ('listeners', 'vip_addrs', 'rings', 'reals', 'nexthops',
-             'conn_table', 'se_config', 'listener_stats', 'real_stats',
-             'se_stats', 'conn_slots', 'acl_v4', 'acl_v6', 'flood_window')
+             'conn_table', 'conn_table_v4', 'se_config', 'listener_stats',
+             'real_stats', 'se_stats', 'conn_slots', 'acl_v4', 'acl_v6',
+             'flood_window')
+# Maps this release added: an SE of the previous release has every other
+# one pinned, and an upgrade in place creates these beside them (open()).
+NEW_MAPS = ('conn_table_v4',)
 # Maps whose value layout changed with connection_limit / allowed_cidrs,
 # the idle timeout (real.idle, listener_stats.conn_expired) and the flood
 # guard (se_config.flood_rate, listener_stats.flood_guarded): pins of an
 # older release cannot be reused (see open()).
 _LAYOUT = {'listeners': structs.Listener, 'conn_table': structs.Conn,
+           'conn_table_v4': structs.Conn,
            'listener_stats': structs.ListenerStats, 'reals': structs.Real,
            'se_config': structs.SeConfig}
 _ACL_MAPS = {4: ('acl_v4', structs.Acl4Key), 6: ('acl_v6', structs.Acl6Key)}
@@ -112,6 +121,7 @@ class Limits:
             'real_stats': self.max_reals,
             'nexthops': self.max_nexthops,
             'conn_table': self.conn_table_size,
+            'conn_table_v4': self.conn_table_size,
             'conn_slots': self.max_listeners,
             'acl_v4': self.max_cidrs,
             'acl_v6': self.max_cidrs,
@@ -178,13 +188,19 @@ class Dataplane:
         libbpf.ensure_bpffs()
         cls._check_layout(pin_dir)
         pinned = cls.is_pinned(pin_dir)
+        # The previous release's dataplane: loaded again, it keeps its
+        # maps (config, rings, flows, counters) and gains NEW_MAPS.
+        older = [n for n in MAP_NAMES if n not in NEW_MAPS]
+        upgrade = (not pinned and create
+                   and pins.pinned(pin_dir, older, SE_PROGRAM))
         if not pinned and not create:
             raise DataplaneError(
                 f'no SE dataplane is pinned in {pin_dir}; load one with '
                 '"dsrctl attach IFACE" (or check --pin-dir)')
-        maps = pins.open_maps(pin_dir, MAP_NAMES) if pinned else None
+        maps = (pins.open_maps(pin_dir, MAP_NAMES) if pinned else
+                pins.open_maps(pin_dir, older) if upgrade else None)
         try:
-            if pinned:
+            if maps:
                 live = cls._limits_of(maps)
                 if limits is not None and limits.resolved() != live:
                     raise DataplaneError(
@@ -199,13 +215,20 @@ class Dataplane:
             if reload or not pinned:
                 # Pinned maps are reused: open handles stay valid.
                 cls._load(pin_dir, limits, obj_dir or object_dir())
+            if upgrade:
+                maps.update(pins.open_maps(pin_dir, NEW_MAPS))
             maps = maps or pins.open_maps(pin_dir, MAP_NAMES)
         except BaseException:
             for m in (maps or {}).values():
                 m.close()
             raise
         dp = cls(pin_dir, maps, limits)
-        if not pinned:
+        if upgrade:
+            moved = dp._move_ipv4_flows()
+            LOG.info('dataplane in %s upgraded in place: %s added, %d IPv4 '
+                     'flows moved to conn_table_v4', pin_dir,
+                     ', '.join(NEW_MAPS), moved)
+        elif not pinned:
             # Ring size, TTL and flags of a fresh dataplane.
             dp._write_config(model.DesiredState())
         if flood_guard_rate is not None:
@@ -1034,19 +1057,60 @@ class Dataplane:
                     address=str(ipaddress.ip_address(packed)), **rs))
         result = {'se': se, 'listeners': listeners, 'members': members}
         if conn_table_entries:
-            table = self.maps['conn_table']
             result['conn_table_entries'] = sum(
-                len(values) for values in _value_batches(table)
-            ) // table.value_size
+                self.conn_entries().values())
         return result
+
+    def _move_ipv4_flows(self):
+        """Move the IPv4 entries of conn_table (where the previous release
+        kept every flow) into conn_table_v4, so that established IPv4
+        flows keep their members across the upgrade; returns how many.
+        Runs before the new program is attached: the old one still uses
+        conn_table, and a flow it creates meanwhile is steered by its
+        ring after the swap (the same member while the ring is the same)."""
+        table, v4 = self.maps['conn_table'], self.maps['conn_table_v4']
+        family_at = structs.FlowKey.family.offset
+        keys, keys4, values = [], [], []
+        for key, value in table.items(batch_size=8192):
+            if key[family_at] != structs.FAMILY_V4:
+                continue
+            flow = structs.FlowKey.from_bytes(key)
+            keys.append(key)
+            keys4.append(structs.conn_key(flow)[1])
+            values.append(value[:v4.value_size])
+        for start in range(0, len(keys), 8192):
+            chunk = slice(start, start + 8192)
+            v4.update_batch(b''.join(keys4[chunk]), b''.join(values[chunk]))
+            table.delete_batch(b''.join(keys[chunk]))
+        return len(keys)
+
+    def conn_entries(self):
+        """{family: entries} of the connection tables (a batch walk)."""
+        return {family: sum(len(values) for values in _value_batches(
+                    self.maps[name])) // self.maps[name].value_size
+                for family, name in CONN_TABLES.items()}
+
+    def conn_lookup(self, flow):
+        """The Conn entry of a FlowKey in its family's table, or None."""
+        name, key = structs.conn_key(flow)
+        value = self.maps[name].lookup(key)
+        return None if value is None else structs.Conn.from_bytes(value)
+
+    def forget_flows(self):
+        """Empty the connection tables (every established flow goes back
+        through its ring at its next packet)."""
+        for name in CONN_TABLES.values():
+            table = self.maps[name]
+            for key in list(table.keys()):
+                table.delete(key)
 
     def flows_by_member(self):
         """Established flows per (listener, member address) in the LRU."""
         return self.conn_census()[1]
 
     def conn_census(self):
-        """(entries, {(listener, member address): established flows}) of
-        the connection table in one walk.  The (member slot, generation)
+        """({family: entries}, {(listener, member address): established
+        flows}) of the connection tables in one walk.  The (member slot, generation)
         words of the entries are counted in C: 131k entries cost 0.1 s of
         CPU instead of 0.35 s parsing each (every stats report, every
         metrics scrape; measured on a loaded 2-core host).
@@ -1063,15 +1127,20 @@ class Dataplane:
         real_at, gen_at = structs.Conn.real.offset // 4, \
             structs.Conn.gen.offset // 4
         counts = collections.Counter()
-        for values in _value_batches(self.maps['conn_table']):
-            words = memoryview(values).cast('I')
-            counts.update(zip(words[real_at::stride], words[gen_at::stride]))
+        entries = {}
+        for family, name in CONN_TABLES.items():
+            before = counts.total()
+            for values in _value_batches(self.maps[name]):
+                words = memoryview(values).cast('I')
+                counts.update(zip(words[real_at::stride],
+                                  words[gen_at::stride]))
+            entries[family] = counts.total() - before
         result = {}
         for (real, gen), n in counts.items():
             owner = index_to.get(real)
             if owner and owner[0] == gen:
                 result[owner[1:]] = result.get(owner[1:], 0) + n
-        return sum(counts.values()), result
+        return entries, result
 
 
 def _replaced(changed, removed):

@@ -137,6 +137,25 @@ class FlowKey(_Struct):
                 ('family', ctypes.c_uint8), ('pad', ctypes.c_uint8 * 2)]
 
 
+class FlowKey4(_Struct):
+    """conn_table_v4's key: an IPv4 flow (FlowKey's fields, one word per
+    address)."""
+    _fields_ = [('src', ctypes.c_uint32), ('dst', ctypes.c_uint32),
+                ('sport', ctypes.c_uint16), ('dport', ctypes.c_uint16),
+                ('proto', ctypes.c_uint8), ('family', ctypes.c_uint8),
+                ('pad', ctypes.c_uint8 * 2)]
+
+
+def conn_key(flow):
+    """(conn-table map name, key bytes) of a FlowKey: IPv4 flows live in
+    conn_table_v4 under a FlowKey4, IPv6 flows in conn_table."""
+    if flow.family == FAMILY_V4:
+        return 'conn_table_v4', bytes(FlowKey4(
+            src=flow.src[0], dst=flow.dst[0], sport=flow.sport,
+            dport=flow.dport, proto=flow.proto, family=flow.family))
+    return 'conn_table', bytes(flow)
+
+
 class Conn(_Struct):
     _fields_ = [('real', ctypes.c_uint32), ('gen', ctypes.c_uint32),
                 ('hash', ctypes.c_uint32), ('atime', ctypes.c_uint32),

@@ -69,14 +69,20 @@ struct {
 } nexthops SEC(".maps");
 
 /* Established flows keep their member across ring changes.  Per-CPU LRU
- * lists avoid a global lock; the hash itself is shared by all CPUs. */
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__type(key, struct flow_key);
-	__type(value, struct conn);
-	__uint(max_entries, DEFAULT_CONN_TABLE);
-	__uint(map_flags, BPF_F_NO_COMMON_LRU);
-} conn_table SEC(".maps");
+ * lists avoid a global lock; the hash itself is shared by all CPUs.  One
+ * table per family: IPv6 flows here, IPv4 flows in conn_table_v4 under a
+ * 16-byte key (steer.h: conn_find), each of the configured size. */
+#define DSR_CONN_TABLE(name, key_type)				\
+	struct {						\
+		__uint(type, BPF_MAP_TYPE_LRU_HASH);		\
+		__type(key, key_type);				\
+		__type(value, struct conn);			\
+		__uint(max_entries, DEFAULT_CONN_TABLE);	\
+		__uint(map_flags, BPF_F_NO_COMMON_LRU);		\
+	} name SEC(".maps")
+
+DSR_CONN_TABLE(conn_table, struct flow_key);
+DSR_CONN_TABLE(conn_table_v4, struct flow_key4);
 
 /* Connection-limit counts per listener id (limit.h). */
 struct {

@@ -55,11 +55,60 @@ static __always_inline __u32 conn_time(void)
 	return (__u32)(bpf_ktime_get_coarse_ns() >> CONN_TIME_SHIFT);
 }
 
+/* The flow's conn-table key for IPv4: built in registers and stored as two
+ * whole 8-byte words (a key written field by field stalls the lookup's
+ * 8-byte loads: parse.h). */
+union flow_key4_words {
+	struct flow_key4 k;
+	__u64 w[2];
+};
+
+_Static_assert(sizeof(struct flow_key4) == 16 &&
+	       __builtin_offsetof(struct flow_key4, sport) == 8 &&
+	       sizeof(struct flow_key) - __builtin_offsetof(struct flow_key, sport) == 8,
+	       "flow_key4's second word is flow_key's last");
+
+static __always_inline void flow_key4_of(const struct pkt *p,
+					 union flow_key4_words *k4)
+{
+	union key_word addrs;
+
+	addrs.h[0] = p->flow.src[0];
+	addrs.h[1] = p->flow.dst[0];
+	k4->w[0] = addrs.w;
+	k4->w[1] = *(const __u64 *)&p->flow.sport;
+}
+
+/* The flow's entry in its family's table, or NULL. */
+static __always_inline struct conn *conn_find(const struct pkt *p)
+{
+	union flow_key4_words k4;
+
+	if (p->flow.family == DSR_FAMILY_V4) {
+		flow_key4_of(p, &k4);
+		return bpf_map_lookup_elem(&conn_table_v4, &k4.k);
+	}
+	return bpf_map_lookup_elem(&conn_table, &p->flow);
+}
+
+static __always_inline void conn_insert(const struct pkt *p,
+					const struct conn *fresh)
+{
+	union flow_key4_words k4;
+
+	if (p->flow.family == DSR_FAMILY_V4) {
+		flow_key4_of(p, &k4);
+		bpf_map_update_elem(&conn_table_v4, &k4.k, fresh, BPF_ANY);
+		return;
+	}
+	bpf_map_update_elem(&conn_table, &p->flow, fresh, BPF_ANY);
+}
+
 /* 1 and *c filled when the flow has a live entry.  touch: a packet of the
  * flow itself (not an ICMP error about it) -- it refreshes the entry. */
 static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, int touch)
 {
-	struct conn *conn = bpf_map_lookup_elem(&conn_table, &p->flow);
+	struct conn *conn = conn_find(p);
 	struct real *r;
 	__u32 now;
 
@@ -126,7 +175,7 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 	fresh.hash = c->hash;
 	fresh.atime = conn_time();
 	fresh.ep = ep;
-	bpf_map_update_elem(&conn_table, &p->flow, &fresh, BPF_ANY);
+	conn_insert(p, &fresh);
 	return 0;
 }
 

@@ -147,7 +147,11 @@ def test_scraped_counters_follow_the_traffic(lab):
     assert sum(total(after, 'octavia_dsr_member_packets_total', member=m)
                - total(before, 'octavia_dsr_member_packets_total', member=m)
                for m in ('m1', 'm2')) == packets
-    assert value(after, 'octavia_dsr_conn_table_entries') >= REQUESTS
+    # IPv4 flows: in the IPv4 table, each table as large as configured.
+    assert value(after, 'octavia_dsr_conn_table_entries',
+                 family='4') >= REQUESTS
+    assert value(after, 'octavia_dsr_conn_table_size', family='4') == \
+        value(after, 'octavia_dsr_conn_table_size', family='6') > 0
     assert value(after, 'octavia_dsr_se_packets_total',
                  action='steered') - value(
         before, 'octavia_dsr_se_packets_total', action='steered') == packets

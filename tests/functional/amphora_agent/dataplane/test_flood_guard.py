@@ -66,7 +66,7 @@ class FloodHarness(tp.harness_class(POLICY, FIELDS)):
             src=structs.pack_addr(src), dst=structs.pack_addr(lkey.vip),
             sport=socket.htons(sport), dport=socket.htons(lkey.port),
             proto=socket.IPPROTO_TCP, family=structs.family_of(src))
-        return self.dp.maps["conn_table"].lookup(bytes(fk))
+        return self.dp.conn_lookup(fk)
 
 
 @pytest.fixture(scope="module")
@@ -186,8 +186,7 @@ def test_a_stale_entry_is_replaced_over_the_rate(se):
         member = tp.steered(se, tp.tcp(PLAIN, SRC4, ESTABLISHED_PORT,
                                        flags="A", payload=b"x"))
         assert member in remaining
-        entry = structs.Conn.from_bytes(
-            se.remembered(PLAIN, SRC4, ESTABLISHED_PORT))
+        entry = se.remembered(PLAIN, SRC4, ESTABLISHED_PORT)
         assert entry.real == se.real_of(PLAIN, member)[0]
     finally:
         se.apply(se.base_state())

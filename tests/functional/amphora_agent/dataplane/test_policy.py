@@ -108,10 +108,8 @@ class PolicyHarness(pc.SeHarness):
         return self.dp.counted_flows(self.listener(key).id)
 
     def forget_flows(self):
-        """Empty the conn table and the counts (each test starts clean)."""
-        table = self.dp.maps["conn_table"]
-        for k in list(table.keys()):
-            table.delete(k)
+        """Empty the conn tables and the counts (each test starts clean)."""
+        self.dp.forget_flows()
         for key in self.policy:
             self.dp._zero_conn_slots(self.listener(key).id)
 
@@ -283,9 +281,7 @@ def test_updates_are_hitless(se, key, both, neither, family):
                     if res.retval != ok:
                         wrong.append((i, res.retval))
                     runs[0] += 1
-            table = se.dp.maps["conn_table"]
-            for k in list(table.keys()):
-                table.delete(k)
+            se.dp.forget_flows()
 
     thread = threading.Thread(target=sender)
     thread.start()
@@ -382,9 +378,7 @@ def test_idle_and_evicted_flows_stop_counting(se):
     for i in range(LIMIT):
         steered(se, tcp(LIM4, IN4, 46000 + i))
     dropped(se, tcp(LIM4, IN4, 46100), "drop_conn_limit")
-    table = se.dp.maps["conn_table"]
-    for k in list(table.keys()):
-        table.delete(k)  # "evicted"
+    se.dp.forget_flows()  # "evicted"
     assert se.counted(LIM4) == LIMIT  # nobody told the counts
     deadline = time.monotonic() + 5
     while se.counted(LIM4) and time.monotonic() < deadline:
@@ -448,7 +442,7 @@ def test_member_removal_does_not_count_a_flow_twice(se):
 def test_unlimited_listeners_track_nothing(se):
     steered(se, tcp(ACL4, IN4, 49600))
     conn = [structs.Conn.from_bytes(v) for _, v in
-            se.dp.maps["conn_table"].items()]
+            se.dp.maps["conn_table_v4"].items()]
     assert conn and all(c.ep == structs.CONN_EP_NONE for c in conn)
     assert not any(r.real.flags & structs.REAL_F_LIMITED for r in
                    se.dp._live_reals()[0][se.listener(ACL4).id])

@@ -6,7 +6,9 @@ These load the real SE object (maps only, nothing attached): they need
 root and a BPF-capable kernel.
 """
 
+import collections
 import ipaddress
+import os
 import random
 import secrets
 import shutil
@@ -152,19 +154,65 @@ def test_the_applying_dataplane_reports_what_a_fresh_reader_reads(dp):
         _set_counters(dp.maps['real_stats'], structs.RealStats,
                       [index for index, _ in slots], random.Random(3))
         # Flows on every member, plus one on a stale generation.
-        table = dp.maps['conn_table']
+        # Flows of both families: each in its family's table.
         flows = slots + [(slots[0][0], slots[0][1] + 1)]
+        families = collections.Counter()
         for n, (index, gen) in enumerate(flows):
-            key = structs.FlowKey(sport=1000 + n, dport=80, proto=6,
-                                  family=structs.FAMILY_V4)
-            table.update(bytes(key), bytes(structs.Conn(real=index,
-                                                        gen=gen)))
+            family = (structs.FAMILY_V4, structs.FAMILY_V6)[n % 2]
+            families[family] += 1
+            name, key = structs.conn_key(structs.FlowKey(
+                sport=1000 + n, dport=80, proto=6, family=family))
+            dp.maps[name].update(key, bytes(structs.Conn(real=index,
+                                                         gen=gen)))
         mine, theirs = dp.stats(), reader.stats()
         assert mine == theirs
         assert str(extra) in {row['address'] for row in mine['members']}
         assert dp.conn_census() == reader.conn_census()
+        assert dp.conn_census()[0] == dp.conn_entries() == dict(families)
         assert sum(dp.conn_census()[1].values()) == len(slots)
         # Nothing parsed and kept by the writer's reports.
         assert dp._real_cache == {}
     finally:
         reader.close()
+
+
+def test_an_upgrade_in_place_keeps_config_and_moves_ipv4_flows(dp):
+    """The previous release pinned every map but conn_table_v4 and kept
+    IPv4 flows in conn_table.  Opened by this release, the dataplane is
+    loaded again beside its maps: its config stays, conn_table_v4 is
+    created, IPv4 entries move there (their members kept) and IPv6 entries
+    stay where they were."""
+    dp.apply(_state())
+    config = bytes(dp.config())
+    assert dp.config().tunnel_src4    # what a fresh dataplane would reset
+    flows = {}
+    for n, family in enumerate((structs.FAMILY_V4, structs.FAMILY_V6) * 3):
+        flow = structs.FlowKey(sport=2000 + n, dport=80, proto=6,
+                               family=family)
+        flow.src[0] = 0x0a000001 + n
+        conn = structs.Conn(real=n + 1, gen=7, hash=n)
+        dp.maps['conn_table'].update(bytes(flow), bytes(conn))
+        flows[bytes(flow)] = conn
+    pin_dir = dp.pin_dir
+    dp.close()
+    # What an SE of the previous release has pinned.
+    os.unlink(os.path.join(pin_dir, 'conn_table_v4'))
+    assert not dp_mod.Dataplane.is_pinned(pin_dir)
+    with pytest.raises(dp_mod.DataplaneError):
+        dp_mod.Dataplane.open(pin_dir, create=False)
+
+    upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+    try:
+        assert dp_mod.Dataplane.is_pinned(pin_dir)
+        assert bytes(upgraded.config()) == config
+        for raw, conn in flows.items():
+            flow = structs.FlowKey.from_bytes(raw)
+            assert bytes(upgraded.conn_lookup(flow)) == bytes(conn)
+        assert upgraded.conn_entries() == {structs.FAMILY_V4: 3,
+                                           structs.FAMILY_V6: 3}
+        # Opened again: nothing left to move.
+        again = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+        assert again.conn_entries() == upgraded.conn_entries()
+        again.close()
+    finally:
+        upgraded.destroy()

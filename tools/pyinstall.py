@@ -97,18 +97,15 @@ def _uv(python, log):
     return uv
 
 
-def install(python, requirements, log=print):
-    """Install `requirements` (pip install arguments) into `python`'s venv;
-    return the tool that did it ('uv' or 'pip')."""
-    python = Path(python)
-    uv = _uv(python, log)
-    if uv is None:
-        subprocess.run([str(python), '-m', 'pip', 'install', '-q',
-                        '--disable-pip-version-check', *requirements],
-                       check=True)
-        subprocess.run([str(python), '-m', 'pip', 'check', '-q',
-                        '--disable-pip-version-check'], check=True)
-        return 'pip'
+def _pip_install(python, requirements):
+    pip = [str(python), '-m', 'pip']
+    subprocess.run(pip + ['install', '-q', '--disable-pip-version-check',
+                          *requirements], check=True)
+    subprocess.run(pip + ['check', '-q', '--disable-pip-version-check'],
+                   check=True)
+
+
+def _uv_install(uv, python, requirements):
     base = [str(uv), 'pip']
     target = ['--python', str(python)]
     subprocess.run(
@@ -117,7 +114,22 @@ def install(python, requirements, log=print):
                 *pip_sources(python), *requirements],
         check=True)
     subprocess.run(base + ['check', '--quiet', *target], check=True)
-    return 'uv'
+
+
+def install(python, requirements, log=print):
+    """Install `requirements` (pip install arguments) into `python`'s venv;
+    return the tool that did it ('uv' or 'pip').  uv failing (a resolution
+    or a source it cannot read that pip could) leaves the job to pip."""
+    python = Path(python)
+    uv = _uv(python, log)
+    if uv is not None:
+        try:
+            _uv_install(uv, python, requirements)
+            return 'uv'
+        except subprocess.CalledProcessError as exc:
+            log(f'uv failed ({exc}); installing with pip')
+    _pip_install(python, requirements)
+    return 'pip'
 
 
 def main(argv=None):

@@ -100,7 +100,13 @@ def _after_api_transactions(doc):
     PENDING for good.  Taking each load balancer's row lock, then letting
     it go, orders this update after the API's transaction.  (The driver
     agent's own children have the same race: octavia-driver-agent
-    applies children first, without waiting.)"""
+    applies children first, without waiting.)
+
+    One row at a time, by primary key, in id order: `id IN (...)` for
+    only the id may be run as a scan of a covering secondary index, and
+    FOR UPDATE then locks every index record it reads -- other load
+    balancers' too, which the API may hold while it updates its own
+    status: a deadlock, and octavia-api answers 500 (CI rehearsal 36)."""
     ids = sorted({lb['id'] for lb in doc.get(lib_consts.LOADBALANCERS) or ()
                   if lb.get('id')})
     if not ids:
@@ -110,8 +116,9 @@ def _after_api_transactions(doc):
     session = db_apis.get_session()
     try:
         with session.begin():
-            session.query(models.LoadBalancer.id).filter(
-                models.LoadBalancer.id.in_(ids)).with_for_update().all()
+            for lb_id in ids:
+                session.query(models.LoadBalancer.id).filter(
+                    models.LoadBalancer.id == lb_id).with_for_update().all()
     finally:
         session.close()
 

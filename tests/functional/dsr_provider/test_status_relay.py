@@ -184,6 +184,52 @@ def test_a_status_waits_for_the_api_transaction_that_called_the_driver(
         lb.id).provisioning_status == 'ACTIVE'
 
 
+def test_a_status_locks_only_its_own_load_balancers(lab):
+    """The relay waits for the API transactions of the load balancers in
+    its document and no others.  CI rehearsal 36: its FOR UPDATE of two
+    ids (`id IN (...)`, a covering index) was run as a scan of the
+    provisioning-status index, which locked a third load balancer's index
+    record; the API, holding that load balancer's row for a health-monitor
+    delete, then waited for its own UPDATE -- a deadlock, and octavia-api
+    answered 500."""
+    stack, relay, sockets = lab
+    conn, locked, _ = _graph(stack)
+    others = []
+    for _ in range(2):
+        lb = conn.load_balancer.create_load_balancer(
+            vip_subnet_id=SUBNET, provider='noop_driver')
+        stack.report_loadbalancer_status(lb.id, 'ACTIVE', 'ONLINE')
+        others.append(lb)
+    relay_lib = driver_agent_client.DriverLibrary(
+        status_socket=sockets['status'], stats_socket=sockets['stats'],
+        get_socket=stack.driver_agent_sockets['get'])
+    api = _octavia_db(stack)
+    try:
+        with api.cursor() as cur:
+            # octavia-api's test-and-set of `locked`, not yet committed.
+            cur.execute('BEGIN')
+            cur.execute('SELECT id FROM load_balancer WHERE id = %s '
+                        'FOR UPDATE', (locked.id,))
+            cur.execute("UPDATE load_balancer SET provisioning_status = "
+                        "'PENDING_UPDATE' WHERE id = %s", (locked.id,))
+            answered = []
+            sender = threading.Thread(target=lambda: answered.append(
+                relay_lib.update_loadbalancer_status({'loadbalancers': [
+                    {'id': lb.id, 'operating_status': 'OFFLINE'}
+                    for lb in others]})))
+            sender.start()
+            sender.join(15)
+            waited = _lock_waits(stack)
+            api.commit()
+        sender.join(30)
+    finally:
+        api.close()
+    assert answered and waited == 0, (answered, waited)
+    for lb in others:
+        assert conn.load_balancer.get_load_balancer(
+            lb.id).operating_status == 'OFFLINE'
+
+
 def test_the_relay_as_octavia_driver_agents_provider_agent(tmp_path):
     """[driver_agent] enabled_provider_agents = dsr_status_relay: the
     driver agent starts it (entry point from setup.cfg, here from a

@@ -50,3 +50,23 @@ def test_installs_from_pips_find_links(tmp_path, monkeypatch, installer):
         capture_output=True, text=True, check=True).stdout
     assert out.strip() == '42'
     assert (venv / 'bin' / 'uv').exists() == (installer == 'uv')
+
+
+def test_without_uv_to_be_had_pip_installs(tmp_path, monkeypatch):
+    # A mirror without uv (here: no index at all, only find-links): the
+    # bootstrap fails and pip does the job.
+    links = tmp_path / 'links'
+    links.mkdir()
+    _wheel(links)
+    venv = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
+    python = venv / 'bin' / 'python'
+    monkeypatch.setenv('PIP_FIND_LINKS', str(links))
+    monkeypatch.setenv('PIP_NO_INDEX', '1')
+    monkeypatch.delenv('DSR_INSTALLER', raising=False)
+    said = []
+    assert pyinstall.install(python, [f'{DIST}==1.0'],
+                             log=said.append) == 'pip'
+    assert said and said[0].startswith('uv could not be installed')
+    assert not (venv / 'bin' / 'uv').exists()
+    subprocess.run([str(python), '-c', f'import {DIST}'], check=True)

@@ -33,40 +33,52 @@ def _wheel(folder):
     return path
 
 
-@pytest.mark.parametrize('installer', ['uv', 'pip'])
-def test_installs_from_pips_find_links(tmp_path, monkeypatch, installer):
+@pytest.fixture
+def venv(tmp_path, monkeypatch):
+    """A fresh virtualenv's python; DIST is known only to pip's
+    configuration (a find-links folder in its environment variable)."""
     links = tmp_path / 'links'
     links.mkdir()
     _wheel(links)
-    venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
-    python = venv / 'bin' / 'python'
-    # Known only to pip's configuration (here its environment variable).
+    path = tmp_path / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(path)], check=True)
     monkeypatch.setenv('PIP_FIND_LINKS', str(links))
-    monkeypatch.setenv('DSR_INSTALLER', installer)
-    assert pyinstall.install(python, [f'{DIST}==1.0']) == installer
-    out = subprocess.run(
+    monkeypatch.delenv('DSR_INSTALLER', raising=False)
+    return path / 'bin' / 'python'
+
+
+def _value(python):
+    return subprocess.run(
         [str(python), '-c', f'import {DIST}; print({DIST}.VALUE)'],
-        capture_output=True, text=True, check=True).stdout
-    assert out.strip() == '42'
-    assert (venv / 'bin' / 'uv').exists() == (installer == 'uv')
+        capture_output=True, text=True, check=True).stdout.strip()
 
 
-def test_without_uv_to_be_had_pip_installs(tmp_path, monkeypatch):
+@pytest.mark.parametrize('installer', ['uv', 'pip'])
+def test_installs_from_pips_find_links(venv, monkeypatch, installer):
+    monkeypatch.setenv('DSR_INSTALLER', installer)
+    assert pyinstall.install(venv, [f'{DIST}==1.0']) == installer
+    assert _value(venv) == '42'
+    assert (venv.parent / 'uv').exists() == (installer == 'uv')
+
+
+def test_without_uv_to_be_had_pip_installs(venv, monkeypatch):
     # A mirror without uv (here: no index at all, only find-links): the
     # bootstrap fails and pip does the job.
-    links = tmp_path / 'links'
-    links.mkdir()
-    _wheel(links)
-    venv = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(venv)], check=True)
-    python = venv / 'bin' / 'python'
-    monkeypatch.setenv('PIP_FIND_LINKS', str(links))
     monkeypatch.setenv('PIP_NO_INDEX', '1')
-    monkeypatch.delenv('DSR_INSTALLER', raising=False)
     said = []
-    assert pyinstall.install(python, [f'{DIST}==1.0'],
+    assert pyinstall.install(venv, [f'{DIST}==1.0'],
                              log=said.append) == 'pip'
     assert said and said[0].startswith('uv could not be installed')
-    assert not (venv / 'bin' / 'uv').exists()
-    subprocess.run([str(python), '-c', f'import {DIST}'], check=True)
+    assert not (venv.parent / 'uv').exists()
+    assert _value(venv) == '42'
+
+
+def test_pip_takes_over_when_uv_fails(venv, monkeypatch):
+    # A real uv that refuses to run (an invalid setting only uv reads).
+    monkeypatch.setenv('UV_PYTHON_PREFERENCE', 'not-a-preference')
+    said = []
+    assert pyinstall.install(venv, [f'{DIST}==1.0'],
+                             log=said.append) == 'pip'
+    assert (venv.parent / 'uv').exists()
+    assert said and said[0].startswith('uv failed')
+    assert _value(venv) == '42'

@@ -52,22 +52,3 @@ def test_pip_when_asked_runs_no_bootstrap(monkeypatch, tmp_path):
     monkeypatch.setattr(subprocess, 'run', lambda *a, **k: ran.append(a))
     assert pyinstall._uv(tmp_path / 'bin' / 'python', log=print) is None
     assert ran == []
-
-
-def test_pip_takes_over_when_uv_fails(monkeypatch, tmp_path):
-    ran = []
-
-    def run(argv, **kwargs):
-        ran.append(argv)
-        if argv[0].endswith('uv') and 'install' in argv:
-            raise subprocess.CalledProcessError(1, argv)
-        return subprocess.CompletedProcess(argv, 0, stdout='')
-
-    monkeypatch.setattr(pyinstall, '_uv', lambda python, log: 'bin/uv')
-    monkeypatch.setattr(subprocess, 'run', run)
-    said = []
-    assert pyinstall.install(tmp_path / 'python', ['-r', 'req.txt'],
-                             log=said.append) == 'pip'
-    assert [argv[1:4] for argv in ran if 'pip' in argv[1:3]][-2:] == [
-        ['-m', 'pip', 'install'], ['-m', 'pip', 'check']]
-    assert said and 'uv failed' in said[0]

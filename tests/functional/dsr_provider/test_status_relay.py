@@ -5,6 +5,7 @@ as through octavia-driver-agent's own sockets, refusals name the object,
 the sockets are 0660, SIGTERM removes them; and the relay answers an
 update faster than the driver agent's forked child does."""
 
+import contextlib
 import os
 import stat
 import statistics
@@ -74,9 +75,7 @@ def test_statuses_and_statistics_through_the_relay(lab):
     for path in sockets.values():
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
     conn, lb, lst = _graph(stack)
-    relay_lib = driver_agent_client.DriverLibrary(
-        status_socket=sockets['status'], stats_socket=sockets['stats'],
-        get_socket=stack.driver_agent_sockets['get'])
+    relay_lib = _relay_lib(stack, sockets)
     # The listener create's row is committed once the API call returned.
     relay_lib.update_loadbalancer_status({
         'listeners': [{'id': lst.id, 'provisioning_status': 'ACTIVE',
@@ -138,6 +137,40 @@ def _lock_waits(stack):
         return cur.fetchone()[0]
 
 
+def _relay_lib(stack, sockets):
+    """octavia-lib's client of the relay's sockets."""
+    return driver_agent_client.DriverLibrary(
+        status_socket=sockets['status'], stats_socket=sockets['stats'],
+        get_socket=stack.driver_agent_sockets['get'])
+
+
+@contextlib.contextmanager
+def _api_test_and_set(stack, lb_id):
+    """What octavia-api's test-and-set of a load balancer leaves open
+    while it calls the provider: its row locked and PENDING_UPDATE, not
+    committed.  Yields (connection, cursor); commit to end it."""
+    api = _octavia_db(stack)
+    try:
+        with api.cursor() as cur:
+            cur.execute('BEGIN')
+            cur.execute('SELECT id FROM load_balancer WHERE id = %s '
+                        'FOR UPDATE', (lb_id,))
+            cur.execute("UPDATE load_balancer SET provisioning_status = "
+                        "'PENDING_UPDATE' WHERE id = %s", (lb_id,))
+            yield api, cur
+    finally:
+        api.close()
+
+
+def _send(relay_lib, doc):
+    """The status sent from a thread: (thread, [answer once answered])."""
+    answered = []
+    sender = threading.Thread(target=lambda: answered.append(
+        relay_lib.update_loadbalancer_status(doc)))
+    sender.start()
+    return sender, answered
+
+
 def test_a_status_waits_for_the_api_transaction_that_called_the_driver(
         lab):
     """Octavia's API holds its load balancer's row lock while it calls the
@@ -146,9 +179,7 @@ def test_a_status_waits_for_the_api_transaction_that_called_the_driver(
     object stays PENDING_UPDATE (tempest's pool update, CI rehearsal 12)."""
     stack, relay, sockets = lab
     conn, lb, lst = _graph(stack)
-    relay_lib = driver_agent_client.DriverLibrary(
-        status_socket=sockets['status'], stats_socket=sockets['stats'],
-        get_socket=stack.driver_agent_sockets['get'])
+    relay_lib = _relay_lib(stack, sockets)
     active = {
         'listeners': [{'id': lst.id, 'provisioning_status': 'ACTIVE'}],
         'loadbalancers': [{'id': lb.id, 'provisioning_status': 'ACTIVE'}]}
@@ -156,28 +187,16 @@ def test_a_status_waits_for_the_api_transaction_that_called_the_driver(
 
     # What octavia-api's listener update does, with the driver's status
     # arriving while it is between the provider call and its commit.
-    api = _octavia_db(stack)
-    try:
-        with api.cursor() as cur:
-            cur.execute('BEGIN')
-            cur.execute('SELECT id FROM load_balancer WHERE id = %s '
-                        'FOR UPDATE', (lb.id,))
-            cur.execute("UPDATE load_balancer SET provisioning_status = "
-                        "'PENDING_UPDATE' WHERE id = %s", (lb.id,))
-            answered = []
-            sender = threading.Thread(target=lambda: answered.append(
-                relay_lib.update_loadbalancer_status(dict(active))))
-            sender.start()
-            netns.wait_for(lambda: _lock_waits(stack), 10,
-                           'the relay waiting for the API transaction')
-            assert not answered
-            cur.execute("UPDATE listener SET provisioning_status = "
-                        "'PENDING_UPDATE' WHERE id = %s", (lst.id,))
-            api.commit()
-        sender.join(30)
-        assert not sender.is_alive()
-    finally:
-        api.close()
+    with _api_test_and_set(stack, lb.id) as (api, cur):
+        sender, answered = _send(relay_lib, dict(active))
+        netns.wait_for(lambda: _lock_waits(stack), 10,
+                       'the relay waiting for the API transaction')
+        assert not answered
+        cur.execute("UPDATE listener SET provisioning_status = "
+                    "'PENDING_UPDATE' WHERE id = %s", (lst.id,))
+        api.commit()
+    sender.join(30)
+    assert not sender.is_alive()
     assert conn.load_balancer.get_listener(
         lst.id).provisioning_status == 'ACTIVE'
     assert conn.load_balancer.get_load_balancer(
@@ -200,30 +219,14 @@ def test_a_status_locks_only_its_own_load_balancers(lab):
             vip_subnet_id=SUBNET, provider='noop_driver')
         stack.report_loadbalancer_status(lb.id, 'ACTIVE', 'ONLINE')
         others.append(lb)
-    relay_lib = driver_agent_client.DriverLibrary(
-        status_socket=sockets['status'], stats_socket=sockets['stats'],
-        get_socket=stack.driver_agent_sockets['get'])
-    api = _octavia_db(stack)
-    try:
-        with api.cursor() as cur:
-            # octavia-api's test-and-set of `locked`, not yet committed.
-            cur.execute('BEGIN')
-            cur.execute('SELECT id FROM load_balancer WHERE id = %s '
-                        'FOR UPDATE', (locked.id,))
-            cur.execute("UPDATE load_balancer SET provisioning_status = "
-                        "'PENDING_UPDATE' WHERE id = %s", (locked.id,))
-            answered = []
-            sender = threading.Thread(target=lambda: answered.append(
-                relay_lib.update_loadbalancer_status({'loadbalancers': [
-                    {'id': lb.id, 'operating_status': 'OFFLINE'}
-                    for lb in others]})))
-            sender.start()
-            sender.join(15)
-            waited = _lock_waits(stack)
-            api.commit()
-        sender.join(30)
-    finally:
-        api.close()
+    relay_lib = _relay_lib(stack, sockets)
+    with _api_test_and_set(stack, locked.id) as (api, _):
+        sender, answered = _send(relay_lib, {'loadbalancers': [
+            {'id': lb.id, 'operating_status': 'OFFLINE'} for lb in others]})
+        sender.join(15)
+        waited = _lock_waits(stack)
+        api.commit()
+    sender.join(30)
     assert answered and waited == 0, (answered, waited)
     for lb in others:
         assert conn.load_balancer.get_load_balancer(
@@ -260,9 +263,7 @@ def test_the_relay_as_octavia_driver_agents_provider_agent(tmp_path):
         _wait(lambda: all(os.path.exists(p) for p in sockets.values()),
               'the provider agent serves its sockets', timeout=30)
         conn, lb, lst = _graph(stack)
-        lib = driver_agent_client.DriverLibrary(
-            status_socket=sockets['status'], stats_socket=sockets['stats'],
-            get_socket=stack.driver_agent_sockets['get'])
+        lib = _relay_lib(stack, sockets)
         lib.update_loadbalancer_status({
             'listeners': [{'id': lst.id, 'provisioning_status': 'ACTIVE'}],
             'loadbalancers': [{'id': lb.id,

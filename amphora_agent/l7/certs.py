@@ -102,6 +102,23 @@ class OctaviaStore:
                 from None
 
 
+class OnFirstFetch:
+    """A store built by ``factory`` when the first certificate is fetched.
+    dsr-l7's stop and stats never fetch one, and building OctaviaStore
+    imports Octavia's configuration (about 3 CPU-seconds).  The agent
+    builds its store at start instead, so a wrong [l7] cert_manager stops
+    it there; here the same error is the load balancer's that needs it."""
+
+    def __init__(self, factory):
+        self._factory = factory
+        self._store = None
+
+    def fetch(self, ref, project_id=None):
+        if self._store is None:
+            self._store = self._factory()
+        return self._store.fetch(ref, project_id=project_id)
+
+
 def _reasons(exc):
     """The causes under the driver's wrapper, innermost last (the local
     manager's OSError names the file)."""

@@ -17,11 +17,22 @@ fails leaves the nftables map): it prints the apply result, then
 ``STATUS <json>`` whenever a member's status changes, keeps
 ``--stats-file`` current (engine.stats(), every 0.25 s) and on SIGTERM
 stops checking (what it installed stays until ``stop``).
+
+``batch FILE`` (``-``: standard input) runs apply / stats / stop commands,
+one a line (``#`` comments and blank lines skipped), on one engine, as
+``ip -batch`` and ``bpftool batch`` do: Octavia's templater is imported
+once (about 6 CPU-seconds) instead of once a command, and the engine keeps
+what it applied between commands, as the agent does.  Each command prints
+one JSON line as it ends, ``{"command": LINE, "rc": N, "output": ...}``
+(output: what the command alone would print; ``"error"`` instead when the
+line is not a command or the command failed); a failing command does not
+stop the batch; the exit status is the highest rc.
 """
 
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -41,7 +52,101 @@ def build_engine(config_files, se_id):
     opts.register_l7_opts(conf)
     conf(args=[], default_config_files=config_files)
     return engine_mod.Engine.from_conf(conf.l7, conf.dataplane.decap_pin_dir,
-                                       se_id)
+                                       se_id, certs_on_use=True)
+
+
+class _Refused(Exception):
+    """A batch line that is not a command."""
+
+
+class _Parser(argparse.ArgumentParser):
+    # A batch line's mistake is that line's error, not the batch's exit.
+    def error(self, message):
+        raise _Refused(message)
+
+
+def _add_commands(parser, batch):
+    """The subcommands; a batch line takes apply, stats and stop only, and
+    its mistakes (no --help there: it would print into the answers) are
+    _Refused."""
+    if batch:
+        sub = parser.add_subparsers(dest='command', required=True,
+                                    parser_class=_Parser)
+        extra = {'add_help': False}
+    else:
+        sub = parser.add_subparsers(dest='command', required=True)
+        extra = {}
+    apply_p = sub.add_parser('apply', help='apply an L7 document (JSON)',
+                             **extra)
+    apply_p.add_argument('document')
+    sub.add_parser('stats', help='per load balancer listener counters and '
+                                 'member status', **extra)
+    sub.add_parser('stop', help='stop every HAProxy and undo the host '
+                                'changes', **extra)
+    if batch:
+        return
+    serve_p = sub.add_parser('serve', help='apply an L7 document and run '
+                                           'its health checks until SIGTERM')
+    serve_p.add_argument('document')
+    serve_p.add_argument('--stats-file',
+                         help='keep engine statistics (JSON) here')
+    batch_p = sub.add_parser('batch', help='apply / stats / stop commands '
+                                           'from a file (- : stdin), one a '
+                                           'line, on one engine')
+    batch_p.add_argument('file')
+
+
+def run_command(engine, args):
+    """apply, stats or stop on ``engine``: (exit status, the JSON-able
+    output or None).  stop's host clean-up lines go to stderr."""
+    if args.command == 'apply':
+        with open(args.document) as f:
+            document = json.load(f)
+        try:
+            result = engine.apply(document)
+        except Invalid as exc:
+            return 2, {'refused': str(exc)}
+        failed = any(r['status'] == 'ERROR' for r in result.values())
+        return (1 if failed else 0), {
+            'generation': engine.generation, 'ready': engine.ready,
+            'tunnel_addresses': {str(k): str(v) for k, v in
+                                 engine.host.tunnel_addresses.items()},
+            'load_balancers': result}
+    engine.adopt()
+    if args.command == 'stats':
+        return 0, engine.stats()
+    for line in engine.stop():
+        print(line, file=sys.stderr)
+    return 0, None
+
+
+def batch(engine, lines, out=None):
+    """Each line a command (see the module's doc); the highest rc."""
+    out = out or sys.stdout
+    parser = _Parser(prog='dsr-l7 batch', add_help=False)
+    _add_commands(parser, batch=True)
+    worst = 0
+    for line in lines:
+        text = line.strip()
+        if not text or text.startswith('#'):
+            continue
+        answer = {'command': text}
+        try:
+            try:
+                words = shlex.split(text, comments=True)
+            except ValueError as exc:   # an unbalanced quote
+                raise _Refused(str(exc)) from None
+            rc, answer['output'] = run_command(engine,
+                                               parser.parse_args(words))
+        except _Refused as exc:
+            rc, answer['error'] = 2, (
+                f'{exc}; commands: apply DOCUMENT, stats, stop')
+        except Exception as exc:  # noqa: BLE001 -- this command's failure
+            rc, answer['error'] = 1, f'{type(exc).__name__}: {exc}'
+        answer['rc'] = rc
+        worst = max(worst, rc)
+        print(json.dumps(answer, sort_keys=True), file=out, flush=True)
+    return worst
 
 
 def main(argv=None):
@@ -52,46 +157,25 @@ def main(argv=None):
                         help='oslo.config file with [l7] (repeatable)')
     parser.add_argument('--se-id', default='l7se',
                         help='this L7 SE\'s id (HAProxy peer name)')
-    sub = parser.add_subparsers(dest='command', required=True)
-    apply_p = sub.add_parser('apply', help='apply an L7 document (JSON)')
-    apply_p.add_argument('document')
-    sub.add_parser('stats', help='per load balancer listener counters and '
-                                 'member status')
-    sub.add_parser('stop', help='stop every HAProxy and undo the host '
-                                'changes')
-    serve_p = sub.add_parser('serve', help='apply an L7 document and run '
-                                           'its health checks until SIGTERM')
-    serve_p.add_argument('document')
-    serve_p.add_argument('--stats-file',
-                         help='keep engine statistics (JSON) here')
+    _add_commands(parser, batch=False)
     args = parser.parse_args(argv)
     engine = build_engine(args.config_file, args.se_id)
-    if args.command in ('apply', 'serve'):
-        with open(args.document) as f:
-            document = json.load(f)
-        try:
-            result = engine.apply(document)
-        except Invalid as exc:
-            print(json.dumps({'refused': str(exc)}))
-            return 2
-        print(json.dumps({'generation': engine.generation,
-                          'ready': engine.ready,
-                          'tunnel_addresses': {
-                              str(k): str(v) for k, v in
-                              engine.host.tunnel_addresses.items()},
-                          'load_balancers': result}, sort_keys=True),
-              flush=True)
-        failed = any(r['status'] == 'ERROR' for r in result.values())
-        if args.command == 'serve' and not failed:
+    if args.command == 'batch':
+        if args.file == '-':
+            return batch(engine, sys.stdin)
+        with open(args.file) as f:
+            return batch(engine, f)
+    if args.command == 'serve':
+        args.command = 'apply'
+        rc, output = run_command(engine, args)
+        print(json.dumps(output, sort_keys=True), flush=True)
+        if rc == 0:
             serve(engine, args.stats_file)
-        return 1 if failed else 0
-    engine.adopt()
-    if args.command == 'stats':
-        print(json.dumps(engine.stats(), sort_keys=True))
-        return 0
-    for line in engine.stop():
-        print(line, file=sys.stderr)
-    return 0
+        return rc
+    rc, output = run_command(engine, args)
+    if output is not None:
+        print(json.dumps(output, sort_keys=True), flush=True)
+    return rc
 
 
 def member_statuses(stats):

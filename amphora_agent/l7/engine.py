@@ -80,15 +80,21 @@ class Engine:
         self.udp = udp or udp_mod.UdpService(adopt_tables=False)
 
     @classmethod
-    def from_conf(cls, group, decap_pin_dir, se_id):
-        """From the [l7] option group (amphora_agent/opts.py)."""
+    def from_conf(cls, group, decap_pin_dir, se_id, certs_on_use=False):
+        """From the [l7] option group (amphora_agent/opts.py).
+        certs_on_use: the certificate store is built at the first fetch
+        (certs.OnFirstFetch), not now."""
         host = host_mod.Host(
             group.state_dir, decap_pin_dir, decap=group.decap,
             interface=group.interface, addresses=group.tunnel_addresses,
             encaps=group.encaps)
         snat = {4: group.snat_source4, 6: group.snat_source6}
-        return cls(group.state_dir, host,
-                   certs_mod.OctaviaStore(group.cert_manager),
+        if certs_on_use:
+            cert_store = certs_mod.OnFirstFetch(
+                lambda: certs_mod.OctaviaStore(group.cert_manager))
+        else:
+            cert_store = certs_mod.OctaviaStore(group.cert_manager)
+        return cls(group.state_dir, host, cert_store,
                    binary=group.haproxy,
                    snat={k: v for k, v in snat.items() if v},
                    log_socket=group.log_socket,

@@ -1,6 +1,6 @@
 """The tier-2 path in namespaces without Octavia, for bench/l7_bench.py:
 an L4 SE programmed through dsrctl (XDP, Maglev, IPIP to the L7 SEs'
-tunnel addresses) and L7 SEs run by the one-shot L7 engine CLI (dsr-l7:
+tunnel addresses) and L7 SEs run by the L7 engine CLI (dsr-l7 batch:
 decap, VIPs on lo, HAProxy from an L7 document, SNAT), in front of plain
 HTTP servers.
 
@@ -21,6 +21,7 @@ import shutil
 import subprocess
 import sys
 
+from tools.lab import l7_batch
 from tools.lab import netns
 
 PIN_ROOT = '/sys/fs/bpf'
@@ -95,6 +96,8 @@ class Tier2Path:
         self.pin_root = os.path.join(PIN_ROOT,
                                      f'octavia-dsr-lab-{topo.prefix}')
         self.state_root = f'/tmp/octavia-dsr-lab-{topo.prefix}'
+        self.engines = l7_batch.Engines(topo, self.config_file,
+                                        self.state_root)
         os.makedirs(self.pin_root, exist_ok=True)
         os.makedirs(os.path.join(self.state_root, 'certs'), exist_ok=True)
 
@@ -147,18 +150,12 @@ class Tier2Path:
             self.state_root, os.path.join(self.pin_root, name + '-decap'))
 
     def l7(self, name, *args):
-        """dsr-l7 in the L7 SE's namespace; its JSON output (None when it
-        prints nothing)."""
-        proc = self.topo.run(name, [
-            sys.executable, '-m', 'amphora_agent.l7.cli', '--config-file',
-            self.config_file(name), '--se-id', name, *args],
-            check=False, timeout=180)
-        if proc.returncode != 0:
-            raise RuntimeError(f'dsr-l7 {args} on {name} failed '
-                               f'({proc.returncode}): {proc.stdout}'
-                               f'{proc.stderr}')
-        lines = proc.stdout.strip().splitlines()
-        return json.loads(lines[-1]) if lines else None
+        """A dsr-l7 command on the L7 SE's engine (its namespace's
+        ``dsr-l7 batch``); its JSON output (None when it prints nothing)."""
+        answer = self.engines.call(name, *args)
+        if answer['rc'] != 0:
+            raise RuntimeError(f'dsr-l7 {args} on {name} failed: {answer}')
+        return answer.get('output')
 
     def apply_l7(self, document):
         """The document on every L7 SE; {name: dsr-l7's result}."""
@@ -170,12 +167,8 @@ class Tier2Path:
 
     # ----------------------------------------------------------- teardown
     def close(self):
-        for name in self.l7_ses:
-            if os.path.exists(os.path.join(self.state_root,
-                                           f'{name}.conf')):
-                try:
-                    self.l7(name, 'stop')
-                except Exception as exc:  # noqa: BLE001 -- teardown goes on
-                    print(f'dsr-l7 stop on {name}: {exc}', file=sys.stderr)
+        self.engines.stop([
+            name for name in self.l7_ses if os.path.exists(
+                os.path.join(self.state_root, f'{name}.conf'))])
         shutil.rmtree(self.pin_root, ignore_errors=True)
         shutil.rmtree(self.state_root, ignore_errors=True)

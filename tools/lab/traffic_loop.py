@@ -6,7 +6,8 @@ the client namespace (stdlib only):
 
 Prints "ESTABLISHED <client port>" for each long-lived connection,
 "STARTED" once every flow runs, "MEMBER <name>" when a new connection
-first reaches that member; on SIGUSR1 the uploads send the rest of their
+first reaches that member ("OK <n>" after each with --progress: the
+n-th served); on SIGUSR1 the uploads send the rest of their
 body at once and complete (new connections go on); on SIGTERM (or SIGINT)
 it stops and prints one JSON line:
     new:   {"ok": n, "failed": n, "errors": [first few], "members": {...},
@@ -56,7 +57,7 @@ def _read_all(s):
         data += part
 
 
-def new_connections(vip, port, interval, stop, result):
+def new_connections(vip, port, interval, stop, result, progress=False):
     while not stop.is_set():
         t0 = time.monotonic()
         wall = time.time()
@@ -77,6 +78,8 @@ def new_connections(vip, port, interval, stop, result):
                 print(f'MEMBER {member}', flush=True)
             result['ok'] += 1
             result['members'][member] = result['members'].get(member, 0) + 1
+            if progress:
+                print(f'OK {result["ok"]}', flush=True)
         except (OSError, RuntimeError) as exc:
             member, error = None, repr(exc)
             result['failed'] += 1
@@ -128,6 +131,8 @@ def main():
     p.add_argument('--interval', type=float, default=0.05)
     p.add_argument('--established', type=int, default=1,
                    help='long-lived connections (uploads) open throughout')
+    p.add_argument('--progress', action='store_true',
+                   help='print "OK <n>" after each new connection served')
     args = p.parse_args()
     stop = threading.Event()
     # SIGUSR1: finish the uploads now (as a client whose transfer ends
@@ -150,7 +155,7 @@ def main():
         threads[-1].start()
         started.wait(10)
     threads.append(threading.Thread(target=new_connections, args=(
-        args.vip, args.port, args.interval, stop, new)))
+        args.vip, args.port, args.interval, stop, new, args.progress)))
     threads[-1].start()
     print('STARTED', flush=True)
     while not stop.is_set():

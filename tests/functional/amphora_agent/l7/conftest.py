@@ -22,6 +22,7 @@ import pytest
 from tests.functional.amphora_agent.dataplane.conftest import DsrSetup
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.conftest import PIN_ROOT
+from tools.lab import l7_batch
 from tools.lab import netns
 from tools.lab import tier2_path
 
@@ -36,6 +37,8 @@ class Tier2Lab(DsrSetup):
         self.state_root = self.pin_root.replace(PIN_ROOT, '/tmp') + '-l7'
         os.makedirs(os.path.join(self.state_root, 'certs'), exist_ok=True)
         self.servers = {}
+        self.engines = l7_batch.Engines(topo, self.config_file,
+                                        self.state_root)
 
     def addr(self, name, family=4):
         return self.topo.host(name).addr(family)
@@ -46,17 +49,13 @@ class Tier2Lab(DsrSetup):
             self.state_root, self.pin_dir(name + '-decap'))
 
     def l7(self, name, *args, check=True):
-        """Run dsr-l7 in the L7 SE's namespace; (returncode, JSON)."""
-        argv = [sys.executable, '-m', 'amphora_agent.l7.cli',
-                '--config-file', self.config_file(name), '--se-id', name,
-                *args]
-        proc = self.topo.run(name, argv, check=False, timeout=180)
-        if check and proc.returncode != 0:
-            raise AssertionError(f'dsr-l7 {args} on {name} failed '
-                                 f'({proc.returncode}):\n{proc.stdout}'
-                                 f'{proc.stderr}')
-        out = proc.stdout.strip().splitlines()
-        return proc.returncode, json.loads(out[-1]) if out else None
+        """A dsr-l7 command on the L7 SE's engine (its namespace's
+        ``dsr-l7 batch``); (returncode, JSON output or None)."""
+        answer = self.engines.call(name, *args)
+        if check and answer['rc'] != 0:
+            raise AssertionError(f'dsr-l7 {args} on {name} failed: '
+                                 f'{answer}')
+        return answer['rc'], answer.get('output')
 
     def apply_l7(self, document, names=L7_SES):
         results = {}
@@ -99,11 +98,7 @@ class Tier2Lab(DsrSetup):
                                '--bind', h.ipv4], ready=r'^READY')
 
     def close(self):
-        for name in L7_SES:
-            try:
-                self.l7(name, 'stop', check=False)
-            except Exception as exc:  # noqa: BLE001 -- teardown goes on
-                print(f'dsr-l7 stop on {name}: {exc}', file=sys.stderr)
+        self.engines.stop(L7_SES)
         super().close()
         shutil.rmtree(self.state_root, ignore_errors=True)
 

@@ -81,3 +81,27 @@ def test_an_unknown_driver_names_the_option_and_the_drivers():
     for name in ('local_cert_manager', 'barbican_cert_manager',
                  'castellan_cert_manager'):
         assert name in msg
+
+
+def test_a_store_on_first_fetch_is_built_then_once(cert_storage):
+    built = []
+
+    def factory():
+        built.append(1)
+        return certs.OctaviaStore('local_cert_manager')
+
+    store = certs.OnFirstFetch(factory)
+    assert built == []
+    pem = tls.self_signed_pem('www.example.com')
+    ref = tls.store(pem)
+    assert b'PRIVATE KEY' in store.fetch(ref)
+    store.fetch(ref)
+    assert built == [1]
+
+
+def test_a_store_on_first_fetch_with_a_bad_driver_names_the_option():
+    store = certs.OnFirstFetch(lambda: certs.OctaviaStore('no_such_driver'))
+    with pytest.raises(ValueError, match=r"\[l7\] cert_manager "
+                                         r"'no_such_driver'.*allowed: .*"
+                                         r"local_cert_manager"):
+        store.fetch('ref')

@@ -28,7 +28,6 @@ the others, and never touches the reporting loop (its own thread).
 import collections
 import time
 
-from openstack import exceptions as sdk_exceptions
 from oslo_log import log as logging
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
@@ -252,6 +251,10 @@ class PortSync:
     def _sync(self, port_id, want):
         """Apply `want` to one port: (True, None) done, (True, refusal)
         refused, (False, None) no verdict (Neutron unreachable)."""
+        # openstacksdk only where Neutron is called: the reporter imports
+        # this module for member_reasons(), and the sdk is a second of
+        # every controller's start (docs/benchmarks.md, "Session 21").
+        from openstack import exceptions as sdk_exceptions
         try:
             self._apply(port_id, want)
         except PortRefused as exc:
@@ -291,6 +294,7 @@ class PortSync:
         return delay
 
     def _apply(self, port_id, want):
+        from openstack import exceptions as sdk_exceptions
         refused = 0
         for _ in range(CAS_ATTEMPTS):
             try:

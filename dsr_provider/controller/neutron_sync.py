@@ -13,9 +13,7 @@ import time
 
 from oslo_log import log as logging
 
-from dsr_provider.controller import neutron_client
 from dsr_provider.controller import neutron_ports
-from dsr_provider.controller import neutron_tunnels
 
 LOG = logging.getLogger(__name__)
 
@@ -39,6 +37,10 @@ def parse_se_ports(entries):
 
 
 def port_sync_from_conf(conf, database, network=None):
+    # Imported here: openstacksdk is a second of a controller's start, paid
+    # only with the Neutron integration on.
+    from dsr_provider.controller import neutron_client
+    from dsr_provider.controller import neutron_tunnels
     c = conf.dsr_controller
     network = network or neutron_client.network_from_conf(conf)
     se_ports = parse_se_ports(c.neutron_se_ports)

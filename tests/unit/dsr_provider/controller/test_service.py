@@ -2,8 +2,12 @@
 reporter stopped -- another controller takes over while this one's
 consumers are still stopping (an idle oslo.messaging listener notices a
 stop only at its next poll, seconds later) -- and the consumers and the
-coordination backend stop at once, not in turn."""
+coordination backend stop at once, not in turn.  And what a controller
+imports to start."""
 
+import os
+import subprocess
+import sys
 import threading
 
 from dsr_provider.controller import service
@@ -90,3 +94,18 @@ def test_leadership_goes_first_and_the_rest_stops_at_once():
         ctl._listener.release.set()
         stopping.join(10)
     assert not stopping.is_alive()
+
+
+def test_the_controller_imports_openstacksdk_only_for_neutron():
+    # openstacksdk is about a second of every controller's start; only
+    # the Neutron integration (neutron_sync.port_sync_from_conf) uses it.
+    code = ('import sys\n'
+            'import dsr_provider.controller.service\n'
+            'print(sorted({m.split(".")[0] for m in sys.modules}'
+            ' & {"openstack", "keystoneauth1"}))\n')
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))))
+    out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code],
+                         capture_output=True, text=True, check=True,
+                         cwd=root)
+    assert out.stdout.strip() == '[]', out.stdout

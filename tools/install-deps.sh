@@ -114,6 +114,18 @@ sys.exit(0 if amphora_agent.__file__.startswith(sys.argv[1] + "/") else 1)
     touch "$STAMP"
 }
 
+# The project's own modules compiled to bytecode (the installers compile
+# only site-packages; the editable install is this tree).  Where
+# PYTHONDONTWRITEBYTECODE is set (as on this project's development
+# machines) no import ever writes a .pyc, so every agent, controller and
+# CLI a test starts compiled each module it imported from source (docs/
+# benchmarks.md, "Session 21").
+# Up-to-date files are only stat'ed.
+compile_sources() {
+    "$VENV/bin/python" -m compileall -q -j0 amphora_agent dsr_provider \
+        dsr_wire tools bench >/dev/null
+}
+
 mount_bpffs() {
     if [ ! -d /sys/fs/bpf ]; then
         log "/sys/fs/bpf does not exist; kernel without bpffs?"
@@ -174,6 +186,7 @@ wait_tempest_venv() {
 install_apt_packages
 start_tempest_venv
 setup_venv
+compile_sources
 wait_tempest_venv
 mount_bpffs
 start_services

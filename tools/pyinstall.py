@@ -17,6 +17,8 @@ installs the same versions in about 6 s, cache cold (docs/benchmarks.md,
   unsafe-best-match`), which is what pip does.
 * A distribution already installed that satisfies the requirements is kept,
   with either tool (the venv's own pip and setuptools included).
+* What is installed is compiled to bytecode with either tool (pip's
+  default, uv's --compile-bytecode).
 
 Standard library only: install-deps.sh runs it with the system python3
 before any virtualenv exists.  What users install with stays pip (README,
@@ -110,6 +112,12 @@ def _uv_install(uv, python, requirements):
     target = ['--python', str(python)]
     subprocess.run(
         base + ['install', '--quiet', *target,
+                # pip compiles what it installs; uv only when asked.  Where
+                # PYTHONDONTWRITEBYTECODE is set (as on this project's
+                # development machines) nothing else ever would, and every
+                # process compiled what it imported: 2-3 x the CPU of an
+                # import (docs/benchmarks.md, "Session 21").
+                '--compile-bytecode',
                 '--index-strategy', 'unsafe-best-match',
                 *pip_sources(python), *requirements],
         check=True)

@@ -1,7 +1,8 @@
 """tools/pyinstall.py against real pip and uv: uv is bootstrapped into a
 fresh virtualenv and installs from where pip's configuration says packages
 come from (a find-links folder uv would not know of by itself); with
-DSR_INSTALLER=pip, pip does the same job."""
+DSR_INSTALLER=pip, pip does the same job; both leave the installed
+modules compiled."""
 
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def test_installs_from_pips_find_links(venv, monkeypatch, installer):
     assert pyinstall.install(venv, [f'{DIST}==1.0']) == installer
     assert _value(venv) == '42'
     assert (venv.parent / 'uv').exists() == (installer == 'uv')
+    # Installed as bytecode too, with either tool: where
+    # PYTHONDONTWRITEBYTECODE is set no import would ever write it.
+    site = next(venv.parent.parent.glob('lib/python3*/site-packages'))
+    assert list((site / DIST / '__pycache__').glob('__init__.*.pyc'))
 
 
 def test_without_uv_to_be_had_pip_installs(venv, monkeypatch):

@@ -115,10 +115,13 @@ class Engines:
                 self.call(name, 'stop')
             except Exception as exc:  # noqa: BLE001 -- teardown goes on
                 print(f'dsr-l7 stop on {name}: {exc}', file=sys.stderr)
-                self.topo.run(name, [
+                done = self.topo.run(name, [
                     sys.executable, '-m', 'amphora_agent.l7.cli',
                     '--config-file', self.config_file(name), '--se-id',
                     name, 'stop'], check=False, timeout=120)
+                print(f'dsr-l7 stop on {name}, on its own: rc '
+                      f'{done.returncode} {done.stderr[-2000:]}',
+                      file=sys.stderr)
         for batch in self.batches.values():
             batch.close()
         self.batches.clear()

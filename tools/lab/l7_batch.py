@@ -26,6 +26,9 @@ from tools.lab import netns
 
 
 class L7Batch:
+    """One ``dsr-l7 batch -`` in netns ``ns``; answers are read by a
+    thread, so a call can wait with a deadline."""
+
     def __init__(self, ns, config_file, se_id, log_path):
         self.log_path = log_path
         with open(log_path, 'ab') as log:
@@ -69,9 +72,13 @@ class L7Batch:
                                f'{timeout} s') from None
         if line is None:
             self._answers.put(None)     # every later call sees it too
-            raise RuntimeError(f'dsr-l7 batch exited '
-                               f'({self.proc.wait()}) before answering '
-                               f'{words}: {self._log_tail()}')
+            try:
+                rc = self.proc.wait(30)
+            except subprocess.TimeoutExpired:   # closed its stdout only
+                self.kill()
+                rc = self.proc.returncode
+            raise RuntimeError(f'dsr-l7 batch exited ({rc}) before '
+                               f'answering {words}: {self._log_tail()}')
         return json.loads(line)
 
     def close(self, timeout=30):

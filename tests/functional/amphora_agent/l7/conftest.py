@@ -57,14 +57,26 @@ class Tier2Lab(DsrSetup):
                                  f'{answer}')
         return answer['rc'], answer.get('output')
 
-    def apply_l7(self, document, names=L7_SES):
+    def apply_l7(self, document, names=L7_SES, new_engine=()):
+        """The document on each of ``names``; those in ``new_engine`` get
+        it from a one-shot ``dsr-l7 apply`` (a new engine adopting what
+        runs there, as after an L7 agent's restart), the others from
+        their batch."""
         results = {}
         path = os.path.join(self.state_root,
                             f'doc-{document["generation"]}.json')
         with open(path, 'w') as f:
             json.dump(document, f)
         for name in names:
-            results[name] = self.l7(name, 'apply', path)[1]
+            if name in new_engine:
+                proc = self.topo.run(name, [
+                    sys.executable, '-m', 'amphora_agent.l7.cli',
+                    '--config-file', self.config_file(name), '--se-id',
+                    name, 'apply', path], check=False, timeout=180)
+                assert proc.returncode == 0, proc.stdout + proc.stderr
+                results[name] = json.loads(proc.stdout.splitlines()[-1])
+            else:
+                results[name] = self.l7(name, 'apply', path)[1]
         return results
 
     def start_l4(self, listeners, xdp_mode='generic', max_listeners=8):

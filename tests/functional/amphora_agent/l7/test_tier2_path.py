@@ -126,9 +126,12 @@ def test_reload_under_load_drops_nothing(tier2):
         ready_timeout=20)
     try:
         wait_served(traffic, 10, 'new connections before the reload')
-        # A changed listener timeout: both L7 SEs reload their HAProxy.
+        # A changed listener timeout: both L7 SEs reload their HAProxy,
+        # m2's from a new engine that adopts the running one (as after an
+        # L7 agent's restart).
         results = tier2.apply_l7(document(tier2, generation=2,
-                                          web_timeout=40000))
+                                          web_timeout=40000),
+                                 new_engine=('m2',))
         for out in results.values():
             assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
             assert out['load_balancers']['lb1']['action'] == 'reloaded'

@@ -120,6 +120,15 @@ def run_command(engine, args):
     return 0, None
 
 
+def _parse(parser, text):
+    """A batch line's arguments; _Refused when it is not a command."""
+    try:
+        words = shlex.split(text, comments=True)
+    except ValueError as exc:   # an unbalanced quote
+        raise _Refused(str(exc)) from None
+    return parser.parse_args(words)
+
+
 def batch(engine, lines, out=None):
     """Each line a command (see the module's doc); the highest rc."""
     out = out or sys.stdout
@@ -132,12 +141,8 @@ def batch(engine, lines, out=None):
             continue
         answer = {'command': text}
         try:
-            try:
-                words = shlex.split(text, comments=True)
-            except ValueError as exc:   # an unbalanced quote
-                raise _Refused(str(exc)) from None
             rc, answer['output'] = run_command(engine,
-                                               parser.parse_args(words))
+                                               _parse(parser, text))
         except _Refused as exc:
             rc, answer['error'] = 2, (
                 f'{exc}; commands: apply DOCUMENT, stats, stop')

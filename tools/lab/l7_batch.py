@@ -9,6 +9,7 @@ the L7 agent does.
 
     engines = Engines(topo, config_file_of, log_dir)  # one per L7 SE
     engines.call('m1', 'stats')
+    engines.once('m2', 'apply', doc_path)   # a one-shot dsr-l7
     engines.stop(['m1', 'm2'])          # stop on each, then the batches end
 
 Its stderr (stop's clean-up lines, warnings) goes to ``log_path``.
@@ -25,6 +26,12 @@ import threading
 from tools.lab import netns
 
 
+def dsr_l7(config_file, se_id, *words):
+    """dsr-l7's command line (``python -m amphora_agent.l7.cli``)."""
+    return [sys.executable, '-m', 'amphora_agent.l7.cli', '--config-file',
+            config_file, '--se-id', se_id, *words]
+
+
 class L7Batch:
     """One ``dsr-l7 batch -`` in netns ``ns``; answers are read by a
     thread, so a call can wait with a deadline."""
@@ -33,10 +40,7 @@ class L7Batch:
         self.log_path = log_path
         with open(log_path, 'ab') as log:
             self.proc = subprocess.Popen(
-                netns.ns_cmd(ns, [sys.executable, '-m',
-                                  'amphora_agent.l7.cli', '--config-file',
-                                  config_file, '--se-id', se_id, 'batch',
-                                  '-']),
+                netns.ns_cmd(ns, dsr_l7(config_file, se_id, 'batch', '-')),
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
                 text=True, bufsize=1, start_new_session=True)
         self._answers = queue.Queue()
@@ -113,6 +117,13 @@ class Engines:
                 os.path.join(self.log_dir, f'{name}-dsr-l7.log'))
         return batch.call(*words)
 
+    def once(self, name, *words, timeout=180):
+        """A one-shot dsr-l7 on ``name`` (a new engine, as after an L7
+        agent's restart); the CompletedProcess."""
+        return self.topo.run(name, dsr_l7(self.config_file(name), name,
+                                          *words),
+                             check=False, timeout=timeout)
+
     def stop(self, names):
         """``stop`` on each of ``names`` (HAProxies, VIPs, decap), then
         every batch ends.  A batch that is gone or stuck is replaced by a
@@ -122,10 +133,7 @@ class Engines:
                 self.call(name, 'stop')
             except Exception as exc:  # noqa: BLE001 -- teardown goes on
                 print(f'dsr-l7 stop on {name}: {exc}', file=sys.stderr)
-                done = self.topo.run(name, [
-                    sys.executable, '-m', 'amphora_agent.l7.cli',
-                    '--config-file', self.config_file(name), '--se-id',
-                    name, 'stop'], check=False, timeout=120)
+                done = self.once(name, 'stop', timeout=120)
                 print(f'dsr-l7 stop on {name}, on its own: rc '
                       f'{done.returncode} {done.stderr[-2000:]}',
                       file=sys.stderr)

@@ -37,6 +37,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
 from dsr_wire import auth
 from tools.lab import agent_lab
+from tools.lab import l7_batch
 from tools.lab import netns
 
 
@@ -190,10 +191,9 @@ storage_path = {self.lab.stack.cert_storage_path}
 
         def stop(name):
             # The HAProxies, VIPs and decap the agent left behind.
-            self.topo.run(name, [sys.executable, '-m', 'amphora_agent.l7.cli',
-                                 '--config-file', self._path(f'{name}.conf'),
-                                 '--se-id', self.se_id(name), 'stop'],
-                          check=False, timeout=120)
+            self.topo.run(name, l7_batch.dsr_l7(
+                self._path(f'{name}.conf'), self.se_id(name), 'stop'),
+                check=False, timeout=120)
         # One SE's clean-up does not wait for another's.
         names = [name for name in self.names
                  if os.path.exists(self._path(f'{name}.conf'))]

@@ -15,7 +15,6 @@ test fails.
 import json
 import os
 import shutil
-import sys
 
 import pytest
 
@@ -69,10 +68,7 @@ class Tier2Lab(DsrSetup):
             json.dump(document, f)
         for name in names:
             if name in new_engine:
-                proc = self.topo.run(name, [
-                    sys.executable, '-m', 'amphora_agent.l7.cli',
-                    '--config-file', self.config_file(name), '--se-id',
-                    name, 'apply', path], check=False, timeout=180)
+                proc = self.engines.once(name, 'apply', path)
                 assert proc.returncode == 0, proc.stdout + proc.stderr
                 results[name] = json.loads(proc.stdout.splitlines()[-1])
             else:
@@ -168,10 +164,9 @@ class Tier2UdpLab(Tier2Lab):
             json.dump(document, f)
         for name in names:
             stats = os.path.join(self.state_root, f'{name}-stats.json')
-            proc = self.topo.spawn(name, [
-                sys.executable, '-m', 'amphora_agent.l7.cli',
-                '--config-file', self.config_file(name), '--se-id', name,
-                'serve', path, '--stats-file', stats],
+            proc = self.topo.spawn(name, l7_batch.dsr_l7(
+                self.config_file(name), name, 'serve', path, '--stats-file',
+                stats),
                 ready=r'"load_balancers"', ready_timeout=timeout)
             line = next(li for li in proc.lines if '"load_balancers"' in li)
             self.serving[name] = (proc, json.loads(line), stats)

@@ -5,7 +5,6 @@ through ``dsr-l7 batch``)."""
 
 import io
 import json
-import os
 import subprocess
 import sys
 
@@ -127,8 +126,5 @@ def test_building_the_engine_leaves_octavia_unimported(tmp_path):
             'print(sorted(m for m in sys.modules'
             ' if m.startswith("octavia")))\n')
     out = subprocess.run([sys.executable, '-c', code], capture_output=True,
-                         text=True, check=True,
-                         cwd=os.path.dirname(os.path.dirname(
-                             os.path.dirname(os.path.dirname(
-                                 os.path.dirname(__file__))))))
+                         text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout

@@ -5,7 +5,6 @@ stop only at its next poll, seconds later) -- and the consumers and the
 coordination backend stop at once, not in turn.  And what a controller
 imports to start."""
 
-import os
 import subprocess
 import sys
 import threading
@@ -103,9 +102,6 @@ def test_the_controller_imports_openstacksdk_only_for_neutron():
             'import dsr_provider.controller.service\n'
             'print(sorted({m.split(".")[0] for m in sys.modules}'
             ' & {"openstack", "keystoneauth1"}))\n')
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__))))))
     out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code],
-                         capture_output=True, text=True, check=True,
-                         cwd=root)
+                         capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout

@@ -496,9 +496,14 @@ def build_parser(only=None):
 
 
 def main(argv=None):
-    # Behave like a Unix tool in a pipeline (dsrctl stats | head).
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    argv = sys.argv[1:] if argv is None else argv
+    """The dsrctl program (``argv`` None: sys.argv).  As a program it ends
+    quietly on a closed pipe like a Unix tool (dsrctl stats | head); a
+    caller that passes ``argv`` keeps its own SIGPIPE handling (a Python
+    process that inherits SIG_DFL dies on a write to a dead child's pipe
+    instead of getting BrokenPipeError)."""
+    if argv is None:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        argv = sys.argv[1:]
     parser = build_parser(only=_command_of(argv))
     args = parser.parse_args(argv)
     _apply_config_defaults(args, parser)

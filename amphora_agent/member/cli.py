@@ -244,7 +244,11 @@ def build_parser():
 
 
 def main(argv=None):
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    """The dsr-member program (``argv`` None: sys.argv).  As a program it
+    ends quietly on a closed pipe; a caller that passes ``argv`` keeps its
+    own SIGPIPE handling (see dsrctl.main)."""
+    if argv is None:
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.netns:

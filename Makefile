@@ -24,14 +24,18 @@ PYTEST_ARGS ?= --durations=30
 # a functional test is waiting on processes and the network, so 3 workers
 # on 2 cores about halve the wall time.  PYTEST_WORKERS=0: one process.
 PYTEST_WORKERS ?= 3
-PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile)
+# --max-worker-restart=0: a worker that dies (a signal, os._exit) fails the
+# run at once, naming the test it was running; with loadfile, xdist 3.8
+# hangs after replacing a crashed worker (pytest-xdist #784, #1378).
+XDIST_CRASH = --max-worker-restart=0
+PYTEST_PARALLEL = $(if $(filter 0,$(PYTEST_WORKERS)),,-n $(PYTEST_WORKERS) --dist loadfile $(XDIST_CRASH))
 # make test-e2e: each test brings up the whole product (octavia-api, driver
 # agent, controller, SEs), so two at a time.  Three were faster (docs/
 # benchmarks.md, "CI wall time") but a rehearsal at three had
 # test_outages[mariadb] leave a load balancer in ERROR past its 30 s
 # bound, not yet understood; E2E_WORKERS=0: one process.
 E2E_WORKERS ?= 2
-E2E_PARALLEL = $(if $(filter 0,$(E2E_WORKERS)),,-n $(E2E_WORKERS) --dist loadfile)
+E2E_PARALLEL = $(if $(filter 0,$(E2E_WORKERS)),,-n $(E2E_WORKERS) --dist loadfile $(XDIST_CRASH))
 
 CLANG    ?= clang
 ARCH_INC ?= /usr/include/$(shell uname -m)-linux-gnu

@@ -5,6 +5,7 @@ AgentGuard, which looks an SE up on every message so that a revocation
 takes effect at once.
 """
 
+import functools
 import re
 import time
 
@@ -62,50 +63,64 @@ def list_ses(database, se_group=None):
                                         models.SEKey.se_id)]
 
 
-def lookup(database, se_id):
-    """(se_group, public key) of an enrolled SE, or None."""
-    with database.session() as s:
-        row = s.get(models.SEKey, se_id)
-        if row is None:
-            return None
-        return row.se_group, auth.public_from_text(row.public_key)
+def lookup(database, se_id, session=None):
+    """(se_group, public key) of an enrolled SE, or None.  session: the
+    caller's transaction (None: one of its own)."""
+    if session is None:
+        with database.session() as s:
+            return lookup(database, se_id, s)
+    row = session.get(models.SEKey, se_id)
+    if row is None:
+        return None
+    return row.se_group, _public_key(row.public_key)
 
 
-def groups_of(database, kind, ids):
+@functools.lru_cache(maxsize=4096)
+def _public_key(text):
+    """The key of an enrolment row's text, parsed once per text (every
+    agent message is checked against it)."""
+    return auth.public_from_text(text)
+
+
+def groups_of(database, kind, ids, session=None):
     """{object id: the SE groups that run it} for the ids of `kind`
     (Octavia's status keys: loadbalancers, listeners, pools, members,
-    healthmonitors) that exist.  A tier-1 object's group is its load
+    healthmonitors) that exist, read in ``session`` (None: a transaction
+    of its own).  A tier-1 object's group is its load
     balancer's se_group; a tier-2 load balancer and its listeners run on
     its L4 group and its l7_se_group, its pools, members and monitors on
     the l7_se_group alone (docs/tier2.md)."""
     ids = list({str(i) for i in ids})
     if not ids:
         return {}
+    if session is None:
+        with database.session() as s:
+            return groups_of(database, kind, ids, s)
     lb = models.LoadBalancer
     both = kind in ('loadbalancers', 'listeners')
-    with database.session() as s:
-        if kind == 'loadbalancers':
-            rows = s.query(lb.id, lb.se_group, lb.l7_se_group).filter(
-                lb.id.in_(ids))
-        elif kind == 'listeners':
-            rows = s.query(models.Listener.id, lb.se_group,
-                           lb.l7_se_group).join(
-                lb, lb.id == models.Listener.loadbalancer_id).filter(
-                    models.Listener.id.in_(ids))
-        elif kind == 'pools':
-            rows = s.query(models.Pool.id, lb.se_group, lb.l7_se_group).join(
+    s = session
+    if kind == 'loadbalancers':
+        rows = s.query(lb.id, lb.se_group, lb.l7_se_group).filter(
+            lb.id.in_(ids))
+    elif kind == 'listeners':
+        rows = s.query(models.Listener.id, lb.se_group,
+                       lb.l7_se_group).join(
+            lb, lb.id == models.Listener.loadbalancer_id).filter(
+                models.Listener.id.in_(ids))
+    elif kind == 'pools':
+        rows = s.query(models.Pool.id, lb.se_group, lb.l7_se_group).join(
+            lb, lb.id == models.Pool.loadbalancer_id).filter(
+                models.Pool.id.in_(ids))
+    elif kind in ('members', 'healthmonitors'):
+        child = models.Member if kind == 'members' \
+            else models.HealthMonitor
+        rows = s.query(child.id, lb.se_group, lb.l7_se_group).join(
+            models.Pool, models.Pool.id == child.pool_id).join(
                 lb, lb.id == models.Pool.loadbalancer_id).filter(
-                    models.Pool.id.in_(ids))
-        elif kind in ('members', 'healthmonitors'):
-            child = models.Member if kind == 'members' \
-                else models.HealthMonitor
-            rows = s.query(child.id, lb.se_group, lb.l7_se_group).join(
-                models.Pool, models.Pool.id == child.pool_id).join(
-                    lb, lb.id == models.Pool.loadbalancer_id).filter(
-                        child.id.in_(ids))
-        else:
-            raise ValueError(f'kind: {kind!r} is not one of loadbalancers, '
-                             f'listeners, pools, members, healthmonitors')
-        return {obj_id: (({group} if both else set()) | {l7_group}
-                         if l7_group else {group})
-                for obj_id, group, l7_group in rows}
+                    child.id.in_(ids))
+    else:
+        raise ValueError(f'kind: {kind!r} is not one of loadbalancers, '
+                         f'listeners, pools, members, healthmonitors')
+    return {obj_id: (({group} if both else set()) | {l7_group}
+                     if l7_group else {group})
+            for obj_id, group, l7_group in rows}

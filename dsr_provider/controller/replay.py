@@ -20,6 +20,10 @@ from sqlalchemy import exc as sa_exc
 from dsr_provider.controller import models
 
 
+class _Seen(Exception):
+    pass
+
+
 class SharedNonces:
     """auth.verify_context's nonce store, in the controller database."""
 
@@ -32,17 +36,27 @@ class SharedNonces:
     def add(self, nonce, ts):
         """False when any controller accepted nonce already.  Raises the
         database's error when it cannot tell (the guard refuses then)."""
-        now = time.time()
-        self._purge(now)
-        row = models.SeenNonce(
-            digest=hashlib.sha256(nonce.encode()).hexdigest(),
-            expires_at=float(ts) + self.window)
         try:
             with self.database.session() as s:
-                s.add(row)
-        except sa_exc.IntegrityError:
-            return False        # the primary key: seen before
+                if not self.bound(s).add(nonce, ts):
+                    raise _Seen     # rolls the spoilt transaction back
+        except _Seen:
+            return False
         return True
+
+    def bound(self, session):
+        """This store inside the caller's transaction (the guard checks a
+        message in one): the nonce's row is flushed at once, so a replay
+        is told before the caller goes on, and is committed with the
+        caller's transaction.  After a False the transaction is spoilt:
+        the caller must end it by raising (rolled back)."""
+        return _InTransaction(self, session)
+
+    def _row(self, nonce, ts):
+        self._purge(time.time())
+        return models.SeenNonce(
+            digest=hashlib.sha256(nonce.encode()).hexdigest(),
+            expires_at=float(ts) + self.window)
 
     def _purge(self, now):
         """At most once a window per controller.  A row outlives its
@@ -57,3 +71,19 @@ class SharedNonces:
             s.query(models.SeenNonce).filter(
                 models.SeenNonce.expires_at < now - self.window).delete(
                     synchronize_session=False)
+
+
+class _InTransaction:
+    """SharedNonces.add in a given session (auth.verify_context's nonce
+    store for one message)."""
+
+    def __init__(self, nonces, session):
+        self.nonces, self.session = nonces, session
+
+    def add(self, nonce, ts):
+        self.session.add(self.nonces._row(nonce, ts))
+        try:
+            self.session.flush()
+        except sa_exc.IntegrityError:
+            return False        # the primary key: seen before
+        return True

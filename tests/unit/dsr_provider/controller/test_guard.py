@@ -171,3 +171,77 @@ def test_l7_ses_report_on_their_tier2_load_balancers(store, tmp_path):
         check(guard, signers['other'], 'report_stats', se_id='other',
               se_group='other-l7', stats={'listeners': {
                   'l2': {'bytes_in': 1}}, 'members': {}})
+
+
+def test_a_message_is_checked_in_one_transaction(store, signers,
+                                                 count_sessions):
+    """Every SE sends two messages every stats interval: the enrolment,
+    the objects' owners and the nonce are one transaction.  A report
+    refused for another group's object still spends its nonce."""
+    _lb(store, 'lb1', 'g1', 'm1')
+    _lb(store, 'lb2', 'g2', 'm2')
+    guard = guard_mod.AgentGuard(store.db)
+    opened = count_sessions()
+    guard.nonces._next_purge = float('inf')     # the purge's own, apart
+    args = {'se_id': 'se1', 'se_group': 'g1', 'stats': {
+        'listeners': {'l-lb1': {'bytes_in': 1}},
+        'members': {'m1': {'bytes_in': 1}}}}
+    guard.check(signers['se1'].context('report_stats', args),
+                'report_stats', args)
+    assert len(opened) == 1
+    foreign = {'se_id': 'se1', 'se_group': 'g1', 'generation': 1,
+               'statuses': {'m2': 'ONLINE'}}
+    ctxt = signers['se1'].context('report_member_status', foreign)
+    with pytest.raises(guard_mod.Refused, match='member m2'):
+        guard.check(ctxt, 'report_member_status', foreign)
+    assert len(opened) == 2
+    with pytest.raises(guard_mod.Refused, match='replayed message'):
+        guard.check(ctxt, 'report_member_status', foreign)
+
+
+def test_objects_known_to_be_the_senders_are_not_read_again(store,
+                                                            signers):
+    """An object's groups never change while it exists: once seen run by
+    the sender's group it is not looked up again.  Another group's SE
+    naming it is still refused, and objects not known yet are read."""
+    import sqlalchemy as sa
+    _lb(store, 'lb1', 'g1', 'm1')
+    _lb(store, 'lb2', 'g2', 'm2')
+    statements = []
+    sa.event.listen(store.db.engine, 'before_cursor_execute',
+                    lambda conn, cursor, sql, *a: statements.append(sql))
+
+    def member_reads():
+        return sum(1 for sql in statements if 'FROM members' in sql)
+
+    guard = guard_mod.AgentGuard(store.db, known_objects=3)
+
+    def reads(signer, **args):
+        """Member reads while the guard checks a member status report."""
+        before = member_reads()
+        guard.check(signer.context('report_member_status', args),
+                    'report_member_status', args)
+        return member_reads() - before
+
+    assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
+                 statuses={'m1': 'ONLINE', 'gone': 'ONLINE'}) == 1
+    assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
+                 statuses={'m1': 'ERROR'}) == 0
+    with pytest.raises(guard_mod.Refused, match='member m1 .group g1'):
+        reads(signers['se2'], se_id='se2', se_group='g2', generation=1,
+              statuses={'m1': 'ONLINE'})
+    # A new member of g1: read once, then known.  Past known_objects the
+    # guard forgets and reads again.
+    store.put_member({'member_id': 'm1b', 'pool_id': 'p-lb1',
+                      'address': '198.19.1.3', 'protocol_port': 80})
+    both = {'m1': 'ONLINE', 'm1b': 'ONLINE'}
+    assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
+                 statuses=both) == 1
+    assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
+                 statuses=both) == 0
+    guard.known_objects = 1
+    assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
+                 statuses={'m2x': 'ONLINE', 'm1b': 'ONLINE'}) == 1
+    assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
+                 statuses={'m1': 'ONLINE'}) == 1
+    assert guard.refusals.total() == 1

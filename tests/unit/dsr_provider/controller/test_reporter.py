@@ -459,7 +459,7 @@ def test_several_documents_are_in_flight_at_once(store):
     assert pending(store) == []
 
 
-def test_an_idle_round_is_one_transaction(store):
+def test_an_idle_round_is_one_transaction(store, count_sessions):
     """The leader's round runs ten times a second: with nothing to
     publish, report or recompute it reads in one transaction, and a change
     still reaches the agents and Octavia in the next round."""
@@ -468,13 +468,7 @@ def test_an_idle_round_is_one_transaction(store):
     store.record_agent('se1', 'g1', applied_generation=gen)
     reporter.run_statuses()
     reporter.run_statuses()
-    opened = []
-    session = store.db.session
-
-    def counted():
-        opened.append(1)
-        return session()
-    store.db.session = counted
+    opened = count_sessions()
     reporter.run_statuses()
     assert len(opened) == 1
     # A member change: published, applied, reported ACTIVE.

@@ -224,18 +224,21 @@ def test_capacity_fails_only_what_does_not_fit(make_product):
     conns = [lab.stack.sdk() for _ in range(n)]
     barrier = threading.Barrier(n)
 
-    def create(k):
-        barrier.wait(30)
+    def unlocked(call, *args, **kwargs):
         # Octavia's noop network driver keeps one SQLite file in /tmp for
-        # every octavia-api on the host: concurrent creates may find it
-        # locked (HTTP 500, nothing created) -- a test-stack artefact.
+        # every octavia-api on the host: concurrent calls may find it
+        # locked (HTTP 500, nothing done) -- a test-stack artefact.
         for attempt in tenacity.Retrying(
                 retry=tenacity.retry_if_exception_message(
                     match='.*database is locked.*'),
                 wait=tenacity.wait_random(0.1, 1.0),
                 stop=tenacity.stop_after_attempt(10), reraise=True):
             with attempt:
-                return create_once(k)
+                return call(*args, **kwargs)
+
+    def create(k):
+        barrier.wait(30)
+        return unlocked(create_once, k)
 
     def create_once(k):
         return conns[k].load_balancer.create_load_balancer(
@@ -280,10 +283,16 @@ def test_capacity_fails_only_what_does_not_fit(make_product):
     for vip in served_vips:
         lab.agents.wait_route(f'{vip}/32', h.se_names(lab), timeout=15)
         assert h.member_of(lab.topo.http_get(vip)) == m1.name
-    # Deleting the failed ones leaves everything else ACTIVE.
-    for name in failed:
-        lab.openstack('loadbalancer', 'delete', '--cascade', '--wait',
-                      name[:5])
+    # Deleting the failed ones, all at once, leaves everything else ACTIVE.
+    doomed = {int(name[3:5]): lbs[int(name[3:5])].id for name in failed}
+    with concurrent.futures.ThreadPoolExecutor(len(doomed)) as pool:
+        list(pool.map(lambda k: unlocked(
+            conns[k].load_balancer.delete_load_balancer, doomed[k],
+            cascade=True), doomed))
+    netns.wait_for(lambda: not set(doomed.values()) & {
+        o['id'] for o in h.api(lab, 'loadbalancers')['loadbalancers']
+        if o['provisioning_status'] != 'DELETED'},
+        60, 'the 12 load balancers that did not fit deleted', interval=0.5)
     h.wait_all_active(lab, 30, 'the 8 load balancers that fit')
 
 

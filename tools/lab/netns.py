@@ -48,7 +48,9 @@ Topology methods take logical host names ('client', 'router', 'se1', 'm1').
 """
 
 import atexit
+import ctypes
 from dataclasses import dataclass
+import http.client
 import ipaddress
 import json
 import os
@@ -56,6 +58,7 @@ from pathlib import Path
 import re
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -63,6 +66,8 @@ import time
 
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
+
+from tools.lab.servers import client
 
 NETNS_RUN_DIR = "/run/netns"
 OWNER_DIR = "/run/dsr-functional"  # <prefix> -> PID of the owning process
@@ -161,6 +166,38 @@ class CommandError(subprocess.CalledProcessError):
 
 def netns_path(ns):
     return os.path.join(NETNS_RUN_DIR, ns)
+
+
+CLONE_NEWNET = 0x40000000
+
+
+def socket_in(ns, family, kind):
+    """A socket of netns ``ns`` (None: this one), for this process to use:
+    a socket stays in the namespace it was made in.  It is made by a
+    thread of its own that enters ``ns`` and then ends, so no thread of
+    the caller ever changes namespace.  A request from the test process
+    instead of a client process: about 60 ms of CPU less each (a run made
+    about 1,100 of them)."""
+    if ns is None:
+        return socket.socket(family, kind)
+    made = {}
+
+    def make():
+        try:
+            with open(netns_path(ns)) as f:
+                libc = ctypes.CDLL(None, use_errno=True)
+                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    raise OSError(err, f'setns {ns}: {os.strerror(err)}')
+            made['socket'] = socket.socket(family, kind)
+        except OSError as exc:
+            made['error'] = exc
+    maker = threading.Thread(target=make, name=f'socket-in-{ns}')
+    maker.start()
+    maker.join()
+    if 'error' in made:
+        raise made['error']
+    return made['socket']
 
 
 def ns_cmd(ns, cmd):
@@ -1149,13 +1186,20 @@ class Topology:
 
     def http_get(self, vip, port=80, source_port=None, path="/",
                  source=None, timeout=10.0, host="client"):
-        """GET http://vip:port/path from the client; returns the body (str).
-        Raises CommandError on a failed request."""
-        args = (["get", vip, port, "--path", path, "--timeout", timeout]
-                + self._opt("--source-port", source_port)
-                + self._opt("--source", source))
-        return self.run(host, self._client_cmd(*args),
-                        timeout=timeout + 10).stdout.strip()
+        """GET http://vip:port/path from ``host`` (this process, with a
+        socket of that host's namespace: socket_in); returns the body
+        (str).  Raises CommandError on a failed request, as client.py's
+        ``get`` does."""
+        ns = self.ns(host)
+        try:
+            return client.http_get(
+                vip, port, source_port, path, timeout, source,
+                socket_factory=lambda family, kind: socket_in(
+                    ns, family, kind)).strip()
+        except (OSError, RuntimeError, http.client.HTTPException) as exc:
+            raise CommandError(
+                1, ["http_get", host, f"{vip}:{port}{path}"], "",
+                f"client error: {exc!r}") from None
 
     def http_upload(self, vip, port=80, nbytes=4 << 20, source_port=None,
                     source=None, timeout=30.0, host="client"):

@@ -34,9 +34,10 @@ def _family(addr):
         else socket.AF_INET
 
 
-def _bound_socket(vip, kind, source=None, source_port=None):
+def _bound_socket(vip, kind, source=None, source_port=None,
+                  socket_factory=socket.socket):
     fam = _family(vip)
-    s = socket.socket(fam, kind)
+    s = socket_factory(fam, kind)
     if source is not None or source_port is not None:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind((source or ("::" if fam == socket.AF_INET6 else "0.0.0.0"),
@@ -45,12 +46,15 @@ def _bound_socket(vip, kind, source=None, source_port=None):
 
 
 class _Conn(http.client.HTTPConnection):
-    def __init__(self, vip, port, timeout, source=None, source_port=None):
+    def __init__(self, vip, port, timeout, source=None, source_port=None,
+                 socket_factory=socket.socket):
         super().__init__(vip, port, timeout=timeout)
         self._src = (source, source_port)
+        self._socket_factory = socket_factory
 
     def connect(self):
-        s = _bound_socket(self.host, socket.SOCK_STREAM, *self._src)
+        s = _bound_socket(self.host, socket.SOCK_STREAM, *self._src,
+                          socket_factory=self._socket_factory)
         s.settimeout(self.timeout)
         try:
             s.connect((self.host, self.port))
@@ -62,8 +66,8 @@ class _Conn(http.client.HTTPConnection):
 
 
 def _request(vip, port, method, path, body=None, timeout=5.0, source=None,
-             source_port=None):
-    conn = _Conn(vip, port, timeout, source, source_port)
+             source_port=None, socket_factory=socket.socket):
+    conn = _Conn(vip, port, timeout, source, source_port, socket_factory)
     try:
         headers = {"Connection": "close"}
         if body is not None:
@@ -80,10 +84,13 @@ def _request(vip, port, method, path, body=None, timeout=5.0, source=None,
 
 
 def http_get(vip, port, source_port=None, path="/", timeout=5.0,
-             source=None):
-    """GET and return the body as text."""
+             source=None, socket_factory=socket.socket):
+    """GET and return the body as text.  socket_factory(family, kind): the
+    connection's socket (a caller outside the client's namespace makes it
+    there)."""
     return _request(vip, port, "GET", path, timeout=timeout, source=source,
-                    source_port=source_port).decode(errors="replace")
+                    source_port=source_port,
+                    socket_factory=socket_factory).decode(errors="replace")
 
 
 def http_upload(vip, port, nbytes, source_port=None, timeout=30.0,

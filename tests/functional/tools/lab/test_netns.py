@@ -6,7 +6,10 @@ in the path); m1 holds the VIP on lo and serves HTTP and UDP on it.
 
 import hashlib
 import json
+import os
+import socket
 import sys
+import threading
 import time
 
 import pytest
@@ -249,3 +252,26 @@ def test_xdp_tx_on_se_reaches_router():
         netns.wait_for(lambda: bounced.packets() >= 10, 5,
                        "XDP_TX'ed echo requests at the router")
         assert topo.link_stats("se1")["tx_dropped"] == before["tx_dropped"]
+
+
+def test_socket_in_makes_the_socket_there_and_leaves_this_thread_alone():
+    """topo.http_get runs in the test process with a socket of the client's
+    namespace: the socket sees that namespace's addresses, the calling
+    thread stays in its own, and a namespace that is not there is an
+    OSError."""
+    def this_thread_ns():
+        return os.stat(f'/proc/self/task/{threading.get_native_id()}/ns/'
+                       f'net').st_ino
+
+    with netns.Topology(n_se=1, n_members=1) as topo:
+        before = this_thread_ns()
+        s = netns.socket_in(topo.ns('client'), socket.AF_INET,
+                            socket.SOCK_STREAM)
+        with s:
+            s.bind((topo.client.ipv4, 0))     # an address only it has
+        assert this_thread_ns() == before
+        with pytest.raises(OSError):
+            socket.socket().bind((topo.client.ipv4, 0))
+        with pytest.raises(OSError, match='No such file'):
+            netns.socket_in(topo.prefix + 'nowhere', socket.AF_INET,
+                            socket.SOCK_STREAM)

@@ -77,9 +77,23 @@ def run_as_from_env(environ=None):
     return user, caps
 
 
-def rabbitmqctl(*args):
+def rabbitmqctl(*args, input=None):
     return subprocess.run(['rabbitmqctl', '-q'] + list(args),
-                          capture_output=True, text=True, timeout=60)
+                          capture_output=True, text=True, timeout=60,
+                          input=input)
+
+
+def add_vhost(vhost, user='guest'):
+    """``vhost`` with every permission for ``user``, in one rabbitmqctl
+    run (import_definitions of the two) instead of two: each run boots an
+    Erlang VM (about 0.4 CPU-s and 0.6 s), and every lab makes a vhost."""
+    definitions = {'vhosts': [{'name': vhost}], 'permissions': [{
+        'user': user, 'vhost': vhost, 'configure': '.*', 'write': '.*',
+        'read': '.*'}]}
+    out = rabbitmqctl('import_definitions', input=json.dumps(definitions))
+    if out.returncode != 0:
+        raise RuntimeError(f'rabbitmqctl import_definitions of vhost '
+                           f'{vhost}: {out.stderr.strip()}')
 
 
 class FakeController:
@@ -178,11 +192,7 @@ class AgentLab:
 
     # ------------------------------------------------------------ set-up
     def start(self):
-        for args in (('add_vhost', self.vhost),
-                     ('set_permissions', '-p', self.vhost, 'guest',
-                      '.*', '.*', '.*')):
-            out = rabbitmqctl(*args)
-            assert out.returncode == 0, out.stderr
+        add_vhost(self.vhost)
         self.transport = messaging.get_rpc_transport(
             cfg.CONF, url=RABBIT + self.vhost)
         self.make_keys()

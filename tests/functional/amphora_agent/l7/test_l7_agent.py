@@ -33,11 +33,7 @@ def agents(tier2):
     lab.root = os.path.join(tier2.state_root, 'agents')
     lab.redis = f'{agent_lab.REDIS}&namespace=dsrlab-{tag}-l7'
     lab.procs = {}
-    for args in (('add_vhost', lab.vhost),
-                 ('set_permissions', '-p', lab.vhost, 'guest', '.*', '.*',
-                  '.*')):
-        out = agent_lab.rabbitmqctl(*args)
-        assert out.returncode == 0, out.stderr
+    agent_lab.add_vhost(lab.vhost)
     lab.transport = messaging.get_rpc_transport(
         cfg.CONF, url=agent_lab.RABBIT + lab.vhost)
     keys = os.path.join(lab.root, 'keys')

@@ -37,11 +37,7 @@ class FreshDeployment:
     def prepare(self):
         out = product_lab.mysql(f'CREATE DATABASE {self.db_name}')
         assert out.returncode == 0, out.stderr
-        for args in (('add_vhost', self.vhost),
-                     ('set_permissions', '-p', self.vhost, 'guest',
-                      '.*', '.*', '.*')):
-            out = agent_lab.rabbitmqctl(*args)
-            assert out.returncode == 0, out.stderr
+        agent_lab.add_vhost(self.vhost)
         auth.generate_key(self.key)
 
     def conf(self, name, debug=False):

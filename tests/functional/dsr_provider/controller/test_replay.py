@@ -39,11 +39,7 @@ class Deployment:
         self.procs = {}
 
     def start(self):
-        for args in (('add_vhost', self.vhost),
-                     ('set_permissions', '-p', self.vhost, 'guest',
-                      '.*', '.*', '.*')):
-            out = agent_lab.rabbitmqctl(*args)
-            assert out.returncode == 0, out.stderr
+        agent_lab.add_vhost(self.vhost)
         out = product_lab.mysql(f'CREATE DATABASE {self.db_name}')
         assert out.returncode == 0, out.stderr
         auth.generate_key(self.signing_key)

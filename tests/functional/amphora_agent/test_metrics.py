@@ -156,17 +156,30 @@ def test_scraped_counters_follow_the_traffic(lab):
                  action='steered') - value(
         before, 'octavia_dsr_se_packets_total', action='steered') == packets
 
-    # Health probes of both members: results and latency.
+    # Health probes of both members: results and latency.  A member is
+    # ONLINE before its first probe (init_state 'up', as HAProxy's), and a
+    # probe's series appears with its first result: wait for both (the
+    # requests above, one process each, used to take long enough).
+    def probed():
+        samples = lab.scrape('se1')
+        for member_name in ('m1', 'm2'):
+            want = {('member', member_name), ('result', 'ok')}
+            if not any(n == 'octavia_dsr_health_probes_total' and want <= ls
+                       for n, ls in samples):
+                return None
+        return samples
+    probes = netns.wait_for(probed, 10, 'probes of m1 and m2 in the metrics')
     for name in ('m1', 'm2'):
         labels = dict(lb='lb1', pool='pool-l-tcp', member=name)
-        assert value(after, 'octavia_dsr_member_health', status='ONLINE',
+        assert value(probes, 'octavia_dsr_member_health', status='ONLINE',
                      **labels) == 1
-        ok = value(after, 'octavia_dsr_health_probes_total', result='ok',
+        ok = value(probes, 'octavia_dsr_health_probes_total', result='ok',
                    **labels)
         assert ok >= 1
-        assert value(after, 'octavia_dsr_health_probe_duration_seconds_count',
+        assert value(probes,
+                     'octavia_dsr_health_probe_duration_seconds_count',
                      **labels) >= ok
-        seconds = value(after,
+        seconds = value(probes,
                         'octavia_dsr_health_probe_duration_seconds_sum',
                         **labels)
         assert 0 < seconds < ok      # each probe well under a second

@@ -6,6 +6,7 @@ real one will be: it serves get_config from a snapshot the test sets, casts
 config_changed, and records every report.
 """
 
+import atexit
 import json
 import os
 import shutil
@@ -81,6 +82,37 @@ def rabbitmqctl(*args, input=None):
     return subprocess.run(['rabbitmqctl', '-q'] + list(args),
                           capture_output=True, text=True, timeout=60,
                           input=input)
+
+
+_DELETING = []          # rabbitmqctl delete_vhost runs not reaped yet
+_DELETING_LOCK = threading.Lock()
+
+
+def delete_vhost(vhost):
+    """Delete ``vhost`` without waiting: a lab's teardown does not wait
+    for rabbitmqctl's Erlang VM (about 0.6 s).  The run is reaped by a
+    later call or, at the latest, when this process exits."""
+    with _DELETING_LOCK:
+        _reap_deletions(wait=False)
+        _DELETING.append(subprocess.Popen(
+            ['rabbitmqctl', '-q', 'delete_vhost', vhost],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+
+
+def _reap_deletions(wait):
+    for proc in list(_DELETING):
+        if wait:
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.poll() is not None:
+            _DELETING.remove(proc)
+
+
+atexit.register(_reap_deletions, wait=True)
 
 
 def add_vhost(vhost, user='guest'):
@@ -488,7 +520,7 @@ state_dir = {bgp_dir}
             netns.kill_proc(self.relay)
         if self.transport is not None:
             self.transport.cleanup()
-        rabbitmqctl('delete_vhost', self.vhost)
+        delete_vhost(self.vhost)
         _delete_redis_keys(f'dsrlab-{self.tag}')
         shutil.rmtree(self.pin_root, ignore_errors=True)
         # Keep the agents' logs of the last run for post-mortems.

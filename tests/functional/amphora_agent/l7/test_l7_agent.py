@@ -102,7 +102,7 @@ state_dir = {os.path.join(lab.root, name, 'auth')}
         lab.controller.stop()
         netns.kill_proc(relay)
         lab.transport.cleanup()
-        agent_lab.rabbitmqctl('delete_vhost', lab.vhost)
+        agent_lab.delete_vhost(lab.vhost)
         agent_lab._delete_redis_keys(f'dsrlab-{tag}-l7')
 
 

@@ -89,7 +89,7 @@ class FreshDeployment:
     def close(self):
         netns.kill_procs(self.procs, timeout=30)
         product_lab.mysql(f'DROP DATABASE IF EXISTS {self.db_name}')
-        agent_lab.rabbitmqctl('delete_vhost', self.vhost)
+        agent_lab.delete_vhost(self.vhost)
         agent_lab._delete_redis_keys(f'dsrrt-{self.tag}')
 
 

@@ -98,7 +98,7 @@ signing_key = {self.signing_key}
         if getattr(self, 'database', None) is not None:
             self.database.engine.dispose()
         product_lab.mysql(f'DROP DATABASE IF EXISTS {self.db_name}')
-        agent_lab.rabbitmqctl('delete_vhost', self.vhost)
+        agent_lab.delete_vhost(self.vhost)
         agent_lab._delete_redis_keys(f'dsrreplay-{self.tag}')
 
 

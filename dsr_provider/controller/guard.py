@@ -46,15 +46,17 @@ def _report_objects(method, args):
 
 
 class AgentGuard:
-    def __init__(self, database, window=60.0, known_objects=1_000_000):
-        """known_objects: how many objects' groups are remembered (all
-        forgotten when full)."""
+    def __init__(self, database, window=60.0, known_objects=100_000):
+        """known_objects: how many objects' groups are remembered (about
+        36 MB for 100,000 with UUIDs; all forgotten when full, and then
+        read again as they are reported)."""
         self.database = database
         self.window = window
         self.nonces = replay.SharedNonces(database, window)
         self.refusals = auth.Counter()
         self.known_objects = known_objects
         self._groups = {}       # (kind, id) -> frozenset of SE groups
+        self._group_sets = {}
 
     def _key_for(self, se_id, se_group, session):
         def key_for(_kid):
@@ -93,7 +95,7 @@ class AgentGuard:
                                          session)
             if len(self._groups) + len(owners) > self.known_objects:
                 self._groups.clear()
-            self._groups.update(((kind, obj_id), frozenset(groups))
+            self._groups.update(((kind, obj_id), self._interned(groups))
                                 for obj_id, groups in owners.items())
             foreign += [f'{kind[:-1]} {i} (group'
                         f'{"s" if len(g) > 1 else ""} '
@@ -101,6 +103,11 @@ class AgentGuard:
                         for i, g in sorted(owners.items())
                         if se_group not in g]
         return foreign
+
+    def _interned(self, groups):
+        """One frozenset per combination of groups (a deployment has few)."""
+        groups = frozenset(groups)
+        return self._group_sets.setdefault(groups, groups)
 
     def check(self, ctxt, method, args):
         """Raises Refused (logged and counted) unless the message is

@@ -239,6 +239,9 @@ def test_objects_known_to_be_the_senders_are_not_read_again(store,
                  statuses=both) == 1
     assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
                  statuses=both) == 0
+    # One set of groups per combination, shared by its objects.
+    assert guard._groups[('members', 'm1')] is \
+        guard._groups[('members', 'm1b')]
     guard.known_objects = 1
     assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
                  statuses={'m2x': 'ONLINE', 'm1b': 'ONLINE'}) == 1

@@ -17,7 +17,8 @@ every object named), and the same message with authentication off (the
 store write alone, the baseline of the same run). Per message kind:
 median CPU ms of the handling thread, median wall ms, database
 transactions. DSR_BENCH_RUNS (default 200) messages of each kind, the
-two modes alternating.
+two modes alternating. Also the memory of the guard's map of known
+objects when full (tracemalloc, 100,000 UUIDs).
 
 No targets.  Last line: one JSON object.
 """
@@ -27,6 +28,7 @@ import statistics
 import sys
 import tempfile
 import time
+import tracemalloc
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -66,7 +68,27 @@ def messages(generation):
     }
 
 
+KNOWN = 100_000     # AgentGuard's default known_objects
+
+
+def known_objects_mb(guard):
+    """Memory of the guard's map of known objects, full (KNOWN member
+    UUIDs of one group, entered as its reads enter them)."""
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        guard._groups.update(
+            (('members', str(uuid.uuid4())), guard._interned({'g1'}))
+            for _ in range(KNOWN))
+        return round((tracemalloc.get_traced_memory()[0] - before) / 1e6,
+                     1)
+    finally:
+        tracemalloc.stop()
+
+
 def main():
+    import sqlalchemy as sa
+
     from dsr_provider.controller import db as db_mod
     from dsr_provider.controller import endpoints
     from dsr_provider.controller import enrolment
@@ -92,7 +114,6 @@ def main():
         for i in range(LBS):
             generation = store.create_loadbalancer(lb_doc(i))
         commits = []
-        import sqlalchemy as sa
         sa.event.listen(database.engine, 'commit',
                         lambda conn: commits.append(1))
         with tempfile.TemporaryDirectory() as keys:
@@ -135,6 +156,10 @@ def main():
                 entry['guarded']['cpu_ms'] / entry['unguarded']['cpu_ms'], 2)
             log(f'{method}: guarded {entry["guarded"]}, unguarded '
                 f'{entry["unguarded"]}')
+        out['known_objects_mb'] = known_objects_mb(guard_mod.AgentGuard(
+            database))
+        log(f'the guard remembering {KNOWN:,} objects: '
+            f'{out["known_objects_mb"]} MB')
     except Exception as e:  # noqa: BLE001 -- reported in the JSON line
         exc = e
     finally:

@@ -53,7 +53,6 @@ class SharedNonces:
         return _InTransaction(self, session)
 
     def _row(self, nonce, ts):
-        self._purge(time.time())
         return models.SeenNonce(
             digest=hashlib.sha256(nonce.encode()).hexdigest(),
             expires_at=float(ts) + self.window)
@@ -81,6 +80,8 @@ class _InTransaction:
         self.nonces, self.session = nonces, session
 
     def add(self, nonce, ts):
+        # The purge is a transaction of its own (at most once a window).
+        self.nonces._purge(time.time())
         self.session.add(self.nonces._row(nonce, ts))
         try:
             self.session.flush()

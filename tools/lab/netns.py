@@ -48,8 +48,8 @@ Topology methods take logical host names ('client', 'router', 'se1', 'm1').
 """
 
 import atexit
-import ctypes
 from dataclasses import dataclass
+import functools
 import http.client
 import ipaddress
 import json
@@ -168,9 +168,6 @@ def netns_path(ns):
     return os.path.join(NETNS_RUN_DIR, ns)
 
 
-CLONE_NEWNET = 0x40000000
-
-
 def socket_in(ns, family, kind):
     """A socket of netns ``ns`` (None: this one), for this process to use:
     a socket stays in the namespace it was made in.  It is made by a
@@ -184,11 +181,7 @@ def socket_in(ns, family, kind):
 
     def make():
         try:
-            with open(netns_path(ns)) as f:
-                libc = ctypes.CDLL(None, use_errno=True)
-                if libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-                    err = ctypes.get_errno()
-                    raise OSError(err, f'setns {ns}: {os.strerror(err)}')
+            pr_netns.setns(ns, flags=0)     # 0: never create it
             made['socket'] = socket.socket(family, kind)
         except OSError as exc:
             made['error'] = exc
@@ -1194,8 +1187,7 @@ class Topology:
         try:
             return client.http_get(
                 vip, port, source_port, path, timeout, source,
-                socket_factory=lambda family, kind: socket_in(
-                    ns, family, kind)).strip()
+                socket_factory=functools.partial(socket_in, ns)).strip()
         except (OSError, RuntimeError, http.client.HTTPException) as exc:
             raise CommandError(
                 1, ["http_get", host, f"{vip}:{port}{path}"], "",

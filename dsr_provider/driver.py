@@ -13,6 +13,7 @@ octavia-driver-agent's get socket (octavia_lookup.py).
 from octavia_lib.api.drivers import exceptions
 from octavia_lib.api.drivers import provider_base as driver_base
 from oslo_log import log as logging
+from oslo_utils import excutils
 
 from dsr_provider import flavors
 from dsr_provider import octavia_lookup
@@ -37,11 +38,18 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._lookup = lookup or octavia_lookup.OctaviaLookup(
             conf=self._conf)
         self._neutron = neutron
+        # {load balancer id: VIP port create_vip_port made for it}
+        self._created_ports = {}
 
     # --- load balancer -----------------------------------------------------
 
     def create_vip_port(self, loadbalancer_id, project_id, vip_dictionary,
                         additional_vip_dicts):
+        # Octavia calls this first on every create, neutron_enabled or not,
+        # and only this dictionary surely carries the request's QoS policy
+        # and security groups (Octavia's network drivers drop them from the
+        # VIP loadbalancer_create gets): refuse them before any allocation.
+        validation.check_vip(vip_dictionary)
         if not self._conf.dsr_provider.neutron_enabled:
             raise exceptions.NotImplementedError(
                 user_fault_string='The DSR provider does not create VIP '
@@ -49,21 +57,35 @@ class DSRProviderDriver(driver_base.ProviderDriver):
                 operator_fault_string='[dsr_provider] neutron_enabled is '
                                       'off: Octavia\'s network driver '
                                       'allocates the VIP port.')
-        connection = self._neutron or vip_port.get_connection(self._conf)
-        return vip_port.create_vip_port(
-            connection, loadbalancer_id, project_id, vip_dictionary,
+        vip, extra = vip_port.create_vip_port(
+            self._connection(), loadbalancer_id, project_id, vip_dictionary,
             additional_vip_dicts,
             se_addresses=self._conf.dsr_provider.se_addresses)
+        if vip.get('octavia_owned'):
+            # Octavia's rollback of a create refused later only touches its
+            # database: loadbalancer_create deletes the port then. (Octavia
+            # calls both on the one driver object it loads per request.)
+            self._created_ports[loadbalancer_id] = vip['vip_port_id']
+        return vip, extra
+
+    def _connection(self):
+        return self._neutron or vip_port.get_connection(self._conf)
 
     def loadbalancer_create(self, loadbalancer):
-        settings = flavors.resolve(given(loadbalancer, 'flavor'),
-                                   given(loadbalancer, 'availability_zone'),
-                                   self._conf)
-        validation.check_graph(loadbalancer, tier=settings['tier'])
-        self._rpc.loadbalancer_create(
-            payloads.loadbalancer(loadbalancer, settings))
-        cache = self._lookup.cache
         lb_id = given(loadbalancer, 'loadbalancer_id')
+        try:
+            settings = flavors.resolve(
+                given(loadbalancer, 'flavor'),
+                given(loadbalancer, 'availability_zone'), self._conf)
+            validation.check_graph(loadbalancer, tier=settings['tier'])
+            self._rpc.loadbalancer_create(
+                payloads.loadbalancer(loadbalancer, settings))
+        except Exception:
+            # Octavia rolls the load balancer back on any error here.
+            with excutils.save_and_reraise_exception():
+                self._delete_created_port(lb_id)
+        self._created_ports.pop(lb_id, None)
+        cache = self._lookup.cache
         cache.remember_tier(lb_id, settings['tier'])
         for listener in given(loadbalancer, 'listeners') or ():
             self._remember_listener(listener, lb_id)
@@ -72,6 +94,11 @@ class DSRProviderDriver(driver_base.ProviderDriver):
             cache.remember_pool(given(pool, 'pool_id'),
                                 given(pool, 'listener_id'))
             cache.remember_pool_lb(given(pool, 'pool_id'), lb_id)
+
+    def _delete_created_port(self, lb_id):
+        port_id = self._created_ports.pop(lb_id, None)
+        if port_id:
+            vip_port.delete_port(self._connection(), port_id)
 
     # --- tiers ---------------------------------------------------------------
 
@@ -322,9 +349,10 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._rpc.l7policy_update(payloads.to_payload(old_l7policy),
                                   payloads.to_payload(new_l7policy))
 
+    # Deletes need no tier check: an L7 object exists only on tier 2, and
+    # an unknown tier (lookup down) must not block its removal.
+
     def l7policy_delete(self, l7policy):
-        self._l7_tier2(self._listener_tier(given(l7policy, 'listener_id')),
-                       'L7 policies')
         self._rpc.l7policy_delete(payloads.to_payload(l7policy))
 
     def l7rule_create(self, l7rule):
@@ -342,8 +370,6 @@ class DSRProviderDriver(driver_base.ProviderDriver):
                                 payloads.to_payload(new_l7rule))
 
     def l7rule_delete(self, l7rule):
-        self._l7_tier2(self._l7policy_tier(given(l7rule, 'l7policy_id')),
-                       'L7 rules')
         self._rpc.l7rule_delete(payloads.to_payload(l7rule))
 
     # --- flavors and availability zones ------------------------------------

@@ -58,15 +58,16 @@ def _check_keys(metadata, allowed, what):
                 f'{", ".join(sorted(allowed))}.')
 
 
-def _check_se_group(value, what, conf, key='se_group'):
+def _check_se_group(value, what, conf, key='se_group', note=''):
+    """note: said after the value (where a derived name comes from)."""
     if not isinstance(value, str) or not _SE_GROUP_RE.match(value):
-        _refuse(f'{what} {key} {value!r} is not a valid SE group name: '
-                'allowed: 1 to 63 letters, digits, "_", "." or "-", '
+        _refuse(f'{what} {key} {value!r}{note} is not a valid SE group '
+                'name: allowed: 1 to 63 letters, digits, "_", "." or "-", '
                 'starting with a letter or digit.')
     known = conf.dsr_provider.se_groups
     if known and value not in known:
-        _refuse(f'{what} {key} {value!r} is not a configured SE group; '
-                f'allowed: {", ".join(known)}.')
+        _refuse(f'{what} {key} {value!r}{note} is not a configured SE '
+                f'group; allowed: {", ".join(known)}.')
 
 
 def tier_of(flavor, conf=None):
@@ -102,6 +103,26 @@ def validate_flavor(metadata, conf=None):
                     '(allowed: tier 2, or no l7_se_group).')
         _check_se_group(metadata['l7_se_group'], 'flavor', conf,
                         key='l7_se_group')
+    # With its se_group named, a tier-2 flavor fixes its L7 group too:
+    # refuse here what every load balancer create would refuse (resolve),
+    # rather than accept a flavor profile no load balancer can use.
+    if 'se_group' in metadata and tier_of(metadata, conf) == 2:
+        _check_l7_group(metadata['se_group'], metadata.get('l7_se_group'),
+                        conf)
+
+
+def _check_l7_group(se_group, l7_se_group, conf):
+    """The L7 SE group of a tier-2 load balancer served by se_group:
+    l7_se_group, or "<se_group>-l7" when None. Returns it."""
+    l7_group = l7_se_group or f'{se_group}-l7'
+    note = '' if l7_se_group else \
+        f' (the default: se_group {se_group!r} + "-l7")'
+    _check_se_group(l7_group, 'flavor', conf, key='l7_se_group', note=note)
+    if l7_group == se_group:
+        _refuse(f'flavor l7_se_group {l7_group!r} is the load '
+                'balancer\'s se_group: the L7 service engines are a '
+                'group of their own (allowed: any other SE group).')
+    return l7_group
 
 
 def validate_availability_zone(metadata, conf=None):
@@ -142,12 +163,8 @@ def resolve(flavor, availability_zone, conf=None):
         'tier': tier_of(flavor, conf),
     }
     if settings['tier'] == 2:
-        l7_group = flavor.get('l7_se_group') or \
-            f'{settings["se_group"]}-l7'
-        _check_se_group(l7_group, 'flavor', conf, key='l7_se_group')
-        if l7_group == settings['se_group']:
-            _refuse(f'flavor l7_se_group {l7_group!r} is the load '
-                    'balancer\'s se_group: the L7 service engines are a '
-                    'group of their own (allowed: any other SE group).')
-        settings['l7_se_group'] = l7_group
+        # Checked again: the se_group may come from the zone or the
+        # default, which validate_flavor does not know.
+        settings['l7_se_group'] = _check_l7_group(
+            settings['se_group'], flavor.get('l7_se_group'), conf)
     return settings

@@ -62,6 +62,28 @@ _TIMEOUT_REASONS = {
                             'rules, which a DSR listener cannot have)'),
 }
 
+# Listener TLS settings no SE applies, with the [api_settings] options
+# holding Octavia's defaults and their values in Octavia 19 (used when
+# octavia-api's options are not registered). Octavia fills them in on
+# TERMINATED_HTTPS creates and when a PUT sets them to null.
+_TLS_DEFAULTS = {
+    'tls_versions': ('default_listener_tls_versions',
+                     ['TLSv1.2', 'TLSv1.3']),
+    'tls_ciphers': ('default_listener_ciphers',
+                    'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:'
+                    'TLS_CHACHA20_POLY1305_SHA256:'
+                    'ECDHE-ECDSA-AES128-GCM-SHA256:'
+                    'ECDHE-RSA-AES128-GCM-SHA256:'
+                    'ECDHE-ECDSA-AES256-GCM-SHA384:'
+                    'ECDHE-RSA-AES256-GCM-SHA384:'
+                    'ECDHE-ECDSA-CHACHA20-POLY1305:'
+                    'ECDHE-RSA-CHACHA20-POLY1305:'
+                    'DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:'
+                    'DHE-RSA-CHACHA20-POLY1305'),
+    'alpn_protocols': ('default_listener_alpn_protocols',
+                       ['h2', 'http/1.1', 'http/1.0']),
+}
+
 _LISTENER_TLS_FIELDS = ('default_tls_container_ref',
                         'default_tls_container_data',
                         'sni_container_refs', 'sni_container_data',
@@ -102,19 +124,33 @@ def _join(values):
 
 # --- load balancer ---------------------------------------------------------
 
-def check_loadbalancer(lb):
-    """VIP port options that have no effect on a DSR VIP."""
+def check_loadbalancer(lb, qos_origin=''):
+    """VIP port options that have no effect on a DSR VIP (lb: a load
+    balancer or create_vip_port's vip_dictionary, same field names)."""
     if given(lb, 'vip_qos_policy_id'):
         refuse(f'load balancer vip_qos_policy_id '
-               f'{given(lb, "vip_qos_policy_id")!r} is not supported by the '
-               'DSR provider (allowed: none): the service engines announce '
-               'the VIP by BGP and no traffic crosses the VIP port, so a '
-               'QoS policy on it would be silently ignored.')
+               f'{given(lb, "vip_qos_policy_id")!r}{qos_origin} is not '
+               'supported by the DSR provider (allowed: none): the service '
+               'engines announce the VIP by BGP and no traffic crosses the '
+               'VIP port, so a QoS policy on it would be silently ignored.')
     if given(lb, 'vip_sg_ids'):
         refuse(f'load balancer vip_sg_ids {given(lb, "vip_sg_ids")!r} are '
                'not supported by the DSR provider (allowed: none): no '
                'traffic crosses the VIP port, so security groups on it '
                'would be silently ignored.')
+
+
+def check_vip(vip):
+    """The VIP of a new load balancer: create_vip_port's vip_dictionary,
+    the only place the request's vip_qos_policy_id and vip_sg_ids reach
+    the driver whatever network driver allocates the port."""
+    origin = ''
+    if given(vip, 'vip_port_id'):
+        # Octavia fills vip_qos_policy_id from the user's port when the
+        # request names none.
+        origin = (' (or the QoS policy of the VIP port vip_port_id, which '
+                  'Octavia applies when the request names none)')
+    check_loadbalancer(vip, qos_origin=origin)
 
 
 # --- listener --------------------------------------------------------------
@@ -124,6 +160,35 @@ def _octavia_timeout_default(name):
         return getattr(cfg.CONF.haproxy_amphora, name)
     except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
         return _TIMEOUT_DEFAULTS[name]
+
+
+def _octavia_tls_default(name):
+    option, default = _TLS_DEFAULTS[name]
+    try:
+        return getattr(cfg.CONF.api_settings, option)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError, AttributeError):
+        return default
+
+
+def _tls_value(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def check_listener_tls_settings(listener, reason):
+    """tls_versions, tls_ciphers, alpn_protocols: unset or Octavia's
+    default, which every listener carries when the user gives none; any
+    other value would be ignored. reason: why nothing applies them."""
+    for name, (option, default) in _TLS_DEFAULTS.items():
+        value = _tls_value(given(listener, name))
+        accepted = [default]
+        configured = _tls_value(_octavia_tls_default(name))
+        if configured != default:
+            accepted.append(configured)
+        if value is not None and value not in accepted:
+            shown = ' or '.join(repr(v) for v in accepted)
+            refuse(f'listener {name} {value!r} is not supported by the DSR '
+                   f'provider (allowed: unset or {shown}, Octavia\'s '
+                   f'default, [api_settings] {option}): {reason}.')
 
 
 def check_listener_protocol(protocol):
@@ -188,6 +253,8 @@ def check_listener(listener, tier=1):
             refuse(f'listener {name} is not supported by the DSR provider '
                    '(allowed: none): no TLS termination — replies bypass '
                    'the service engine.')
+    check_listener_tls_settings(
+        listener, 'no TLS termination — replies bypass the service engine')
     auth = given(listener, 'client_authentication')
     if auth not in (None, lib_consts.CLIENT_AUTH_NONE):
         refuse(f'listener client_authentication {auth} is not supported by '
@@ -457,6 +524,8 @@ def check_listener_tier2(listener):
     _tier2_choice(listener, 'listener', 'protocol', TIER2_LISTENER_PROTOCOLS)
     check_listener_limits(listener)
     _tier2_unset(listener, 'listener', _TIER2_UNSUPPORTED_LISTENER)
+    check_listener_tls_settings(
+        listener, f'{TIER2_L7}, so HAProxy would use its own defaults')
     if given(listener, 'client_authentication') is not None:
         _tier2_choice(listener, 'listener', 'client_authentication',
                       (lib_consts.CLIENT_AUTH_NONE,))

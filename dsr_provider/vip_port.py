@@ -5,15 +5,20 @@ neutron_enabled is set. The port reserves the VIP (and the additional
 VIPs) on the VIP network; the service engines announce the addresses by
 BGP, so nothing is bound to it. Its device_owner is Octavia's, and the
 answer says octavia_owned, so Octavia deletes the port with the load
-balancer.
+balancer. Octavia's rollback of a failed create does not: the driver
+deletes a port it created when the create fails (delete_port).
 """
 
 import ipaddress
 import threading
 
 from octavia_lib.api.drivers import exceptions
+from oslo_log import log as logging
+from oslo_utils import excutils
 
 from dsr_provider import opts
+
+LOG = logging.getLogger(__name__)
 
 OCTAVIA_OWNER = 'Octavia'       # octavia.common.constants.OCTAVIA_OWNER
 
@@ -120,6 +125,30 @@ def create_vip_port(connection, loadbalancer_id, project_id, vip, extra_vips,
             operator_fault_string=f'Neutron VIP port for load balancer '
                                   f'{loadbalancer_id} failed: {e}') from e
 
+    try:
+        return _answer(port, vip, extra_vips, created)
+    except Exception:
+        # Octavia never learns of a port whose create_vip_port failed.
+        with excutils.save_and_reraise_exception():
+            if created:
+                delete_port(connection, _get(port, 'id'))
+
+
+def delete_port(connection, port_id):
+    """Delete a VIP port this driver created; a failure is logged, not
+    raised, so it never hides the error that made the port useless."""
+    try:
+        connection.network.delete_port(port_id, ignore_missing=True)
+    except Exception:
+        LOG.exception('VIP port %s could not be deleted: delete it by '
+                      'hand (it belongs to no load balancer)', port_id)
+    else:
+        LOG.info('Deleted VIP port %s: its load balancer create failed',
+                 port_id)
+
+
+def _answer(port, vip, extra_vips, created):
+    """create_vip_port's answer from the port."""
     fixed = list(_get(port, 'fixed_ips') or ())
     requests = [(vip.get('vip_subnet_id'), vip.get('vip_address'))]
     requests += [(v.get('subnet_id'), v.get('ip_address'))

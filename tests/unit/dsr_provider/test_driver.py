@@ -420,10 +420,8 @@ def test_health_monitor_refusals(dsr, client):
 @pytest.mark.parametrize('method,args,what', [
     ('l7policy_create', (dm.L7Policy(),), 'L7 policies'),
     ('l7policy_update', (dm.L7Policy(), dm.L7Policy()), 'L7 policies'),
-    ('l7policy_delete', (dm.L7Policy(),), 'L7 policies'),
     ('l7rule_create', (dm.L7Rule(),), 'L7 rules'),
     ('l7rule_update', (dm.L7Rule(), dm.L7Rule()), 'L7 rules'),
-    ('l7rule_delete', (dm.L7Rule(),), 'L7 rules'),
 ])
 def test_l7_is_refused(dsr, client, method, args, what):
     text = refused(getattr(dsr, method), *args)
@@ -432,11 +430,29 @@ def test_l7_is_refused(dsr, client, method, args, what):
     assert client.casts == []
 
 
+def test_l7_deletes_need_no_tier_when_the_lookup_is_down(client, sockdir):
+    """An L7 policy or rule exists only on tier 2: its delete is cast
+    even when its load balancer's tier cannot be looked up."""
+    dsr = driver.DSRProviderDriver(
+        rpc=rpc_api.ControllerAPI(client=client),
+        lookup=octavia_lookup.OctaviaLookup(
+            os.path.join(sockdir, 'none'),
+            cache=octavia_lookup.PortCache()))
+    dsr.l7policy_delete(dm.L7Policy(l7policy_id='p1', listener_id='l1'))
+    dsr.l7rule_delete(dm.L7Rule(l7rule_id='r1', l7policy_id='p1'))
+    assert [(m, k) for m, k in client.casts] == [
+        ('l7policy_delete', {'l7policy': {'l7policy_id': 'p1',
+                                          'listener_id': 'l1'}}),
+        ('l7rule_delete', {'l7rule': {'l7rule_id': 'r1',
+                                      'l7policy_id': 'p1'}})]
+
+
 # --- VIP ports -------------------------------------------------------------
 
 class FakeNetwork:
     def __init__(self):
         self.created = []
+        self.deleted = []
         self.ports = {}
 
     def get_subnet(self, subnet_id):
@@ -444,6 +460,10 @@ class FakeNetwork:
 
     def get_port(self, port_id):
         return self.ports[port_id]
+
+    def delete_port(self, port_id, ignore_missing=True):
+        self.deleted.append(port_id)
+        self.ports.pop(port_id, None)
 
     def create_port(self, **attrs):
         self.created.append(attrs)
@@ -536,3 +556,103 @@ def test_create_vip_port_neutron_failure_is_a_driver_error(dsr, client):
         neutron_dsr.create_vip_port(fakes.LB_ID, fakes.PROJECT_ID,
                                     {'vip_subnet_id': 'subnet-4'}, [])
     assert 'quota exceeded' in info.value.operator_fault_string
+
+
+# --- VIP options refused before anything is allocated ----------------------
+
+@pytest.mark.parametrize('neutron_enabled', [False, True])
+@pytest.mark.parametrize('field, value', [
+    ('vip_qos_policy_id', 'qos-1'), ('vip_sg_ids', ['sg-1'])])
+def test_create_vip_port_refuses_vip_options_before_allocating(
+        dsr, client, neutron_enabled, field, value):
+    """Octavia's network driver drops the QoS policy (and the noop one the
+    security groups) from the VIP loadbalancer_create gets: create_vip_port
+    is where they are refused, whatever neutron_enabled says."""
+    conn, neutron_dsr = neutron_driver(client)
+    cfg.CONF.set_override('neutron_enabled', neutron_enabled,
+                          group='dsr_provider')
+    text = refused(neutron_dsr.create_vip_port, fakes.LB_ID,
+                   fakes.PROJECT_ID,
+                   {'vip_subnet_id': 'subnet-4', 'vip_network_id': 'net-1',
+                    field: value}, [])
+    assert text.startswith(f'load balancer {field} ')
+    assert 'allowed: none' in text
+    assert conn.network.created == [] and client.casts == []
+
+
+def test_create_vip_port_names_the_users_port_as_the_qos_origin(
+        dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+    text = refused(neutron_dsr.create_vip_port, fakes.LB_ID,
+                   fakes.PROJECT_ID,
+                   {'vip_port_id': 'user-port', 'vip_qos_policy_id': 'q'},
+                   [])
+    assert 'QoS policy of the VIP port vip_port_id' in text
+
+
+# --- VIP ports the driver created are not leaked ----------------------------
+
+def test_create_vip_port_deletes_its_port_when_it_fails_after_creating_it(
+        dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+    create = conn.network.create_port
+
+    def without_the_requested_address(**attrs):
+        port = create(**attrs)
+        port['fixed_ips'][0]['ip_address'] = '192.0.2.99'
+        return port
+    conn.network.create_port = without_the_requested_address
+    with pytest.raises(exceptions.DriverError):
+        neutron_dsr.create_vip_port(
+            fakes.LB_ID, fakes.PROJECT_ID,
+            {'vip_subnet_id': 'subnet-4', 'vip_address': '192.0.2.10'}, [])
+    assert len(conn.network.created) == 1
+    assert conn.network.deleted == ['vip-port']
+
+
+def test_a_refused_create_deletes_the_vip_port_the_driver_created(
+        dsr, client):
+    """Octavia rolls back only its database when loadbalancer_create
+    refuses the graph: the port create_vip_port made is deleted."""
+    conn, neutron_dsr = neutron_driver(client)
+    vip, _ = neutron_dsr.create_vip_port(
+        fakes.LB_ID, fakes.PROJECT_ID, {'vip_subnet_id': 'subnet-4'}, [])
+    lb = fakes.full_graph(vip_port_id=vip['vip_port_id'])
+    lb.listeners[0].protocol = 'HTTP'
+    refused(neutron_dsr.loadbalancer_create, lb)
+    assert conn.network.deleted == ['vip-port']
+    assert client.casts == []
+
+
+def test_a_failed_cast_deletes_the_vip_port_the_driver_created(
+        dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+    neutron_dsr.create_vip_port(fakes.LB_ID, fakes.PROJECT_ID,
+                                {'vip_subnet_id': 'subnet-4'}, [])
+
+    def fail(*args, **kwargs):
+        raise RuntimeError('no broker')
+    client.cast = fail
+    with pytest.raises(RuntimeError):
+        neutron_dsr.loadbalancer_create(fakes.loadbalancer(
+            vip_port_id='vip-port'))
+    assert conn.network.deleted == ['vip-port']
+
+
+def test_an_accepted_create_or_the_users_port_is_never_deleted(
+        dsr, client):
+    conn, neutron_dsr = neutron_driver(client)
+    neutron_dsr.create_vip_port(fakes.LB_ID, fakes.PROJECT_ID,
+                                {'vip_subnet_id': 'subnet-4'}, [])
+    neutron_dsr.loadbalancer_create(fakes.loadbalancer(
+        vip_port_id='vip-port'))
+    assert len(client.casts) == 1
+    # The user's own port (not octavia_owned) stays on a refusal.
+    conn.network.ports['user-port'] = {
+        'id': 'user-port', 'network_id': 'net-9',
+        'fixed_ips': [{'subnet_id': 'subnet-9', 'ip_address': '192.0.2.99'}]}
+    neutron_dsr.create_vip_port('lb-2', fakes.PROJECT_ID,
+                                {'vip_port_id': 'user-port'}, [])
+    refused(neutron_dsr.loadbalancer_create, fakes.loadbalancer(
+        loadbalancer_id='lb-2', vip_port_id='user-port', flavor={'tier': 3}))
+    assert conn.network.deleted == []

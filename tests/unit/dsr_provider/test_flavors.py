@@ -172,3 +172,34 @@ def test_resolve_flavor_and_zone(conf):
                            {'se_group': 'f'})['se_group'] == 'f'
     text = refused(flavors.resolve, {'se_group': 'f'}, {'se_group': 'z'})
     assert "'f'" in text and "'z'" in text and 'disagree' in text
+
+
+@pytest.mark.parametrize('metadata, groups, named', [
+    # the derived "edge-l7" is not a configured group
+    ({'tier': 2, 'se_group': 'edge'}, ['edge', 'default', 'default-l7'],
+     "l7_se_group 'edge-l7' (the default: se_group 'edge'"),
+    # the derived name is over 63 characters
+    ({'tier': 2, 'se_group': 'g' * 62}, [], "l7_se_group '" + 'g' * 62),
+    # the L7 group is the load balancer's own
+    ({'tier': 2, 'se_group': 'edge', 'l7_se_group': 'edge'}, [],
+     "l7_se_group 'edge' is the load balancer's se_group"),
+])
+def test_validate_flavor_refuses_what_every_create_would(
+        dsr, conf, metadata, groups, named):
+    """A flavor profile that every load balancer create would refuse is
+    refused when the operator creates it."""
+    conf.set_override('se_groups', groups, group='dsr_provider')
+    with pytest.raises(exceptions.UnsupportedOptionError):
+        flavors.resolve(metadata, {})
+    text = refused(dsr.validate_flavor, metadata)
+    assert named in text and 'allowed' in text
+
+
+def test_validate_flavor_checks_the_derived_l7_group_at_default_tier_2(
+        dsr, conf):
+    conf.set_override('se_groups', ['edge'], group='dsr_provider')
+    dsr.validate_flavor({'se_group': 'edge'})          # tier 1
+    conf.set_override('default_tier', 2, group='dsr_provider')
+    assert "'edge-l7'" in refused(dsr.validate_flavor, {'se_group': 'edge'})
+    conf.set_override('se_groups', ['edge', 'edge-l7'], group='dsr_provider')
+    dsr.validate_flavor({'se_group': 'edge'})

@@ -3,6 +3,8 @@
 
 from octavia_lib.api.drivers import data_models as dm
 from octavia_lib.api.drivers import exceptions
+from octavia_lib.common import constants as lib_consts
+from oslo_config import cfg
 import pytest
 
 from dsr_provider import validation
@@ -154,3 +156,81 @@ def test_tier1_still_refuses_l7_naming_the_tier():
     text = refused(validation.check_listener, fakes.listener(
         l7policies=[dm.L7Policy(action='REJECT')]))
     assert 'tier-1' in text and 'tier-2 flavor' in text
+
+
+# --- listener TLS settings the L7 snapshot does not carry -----------------
+
+def octavia_tls_defaults():
+    """The defaults the driver accepts (checked against Octavia's below)."""
+    return {name: default
+            for name, (_, default) in validation._TLS_DEFAULTS.items()}
+
+
+def test_the_tls_defaults_are_octavias():
+    constants = pytest.importorskip('octavia.common.constants')
+    assert octavia_tls_defaults() == {
+        'tls_ciphers': constants.CIPHERS_OWASP_SUITE_B,
+        'tls_versions': constants.TLS_VERSIONS_OWASP_SUITE_B,
+        # [api_settings] default_listener_alpn_protocols' default
+        'alpn_protocols': [
+            lib_consts.ALPN_PROTOCOL_HTTP_2,
+            lib_consts.ALPN_PROTOCOL_HTTP_1_1,
+            lib_consts.ALPN_PROTOCOL_HTTP_1_0]}
+
+
+def test_tier2_tls_listener_as_octavia_creates_it_is_accepted():
+    """Octavia fills in its defaults on a TERMINATED_HTTPS create, and on
+    a PUT of null."""
+    validation.check_listener(fakes.listener(
+        protocol='TERMINATED_HTTPS', default_tls_container_ref='ref-1',
+        **octavia_tls_defaults()), tier=2)
+    validation.check_listener(dm.Listener(**octavia_tls_defaults()), tier=2)
+    validation.check_listener(fakes.listener(protocol='HTTP'), tier=2)
+
+
+@pytest.mark.parametrize('tier', [1, 2])
+@pytest.mark.parametrize('name,value', [
+    ('tls_versions', ['TLSv1.3']),
+    ('tls_versions', ['TLSv1.3', 'TLSv1.2']),
+    ('tls_ciphers', 'ECDHE-ECDSA-AES256-GCM-SHA384'),
+    ('alpn_protocols', ['h2']),
+    ('alpn_protocols', []),
+])
+def test_listener_tls_settings_nothing_applies_are_refused(tier, name, value):
+    protocol = 'TERMINATED_HTTPS' if tier == 2 else 'TCP'
+    defaults = octavia_tls_defaults()
+    listener = fakes.listener(protocol=protocol, **dict(
+        defaults, **{name: value}))
+    if tier == 2:
+        listener.default_tls_container_ref = 'ref-1'
+    text = refused(validation.check_listener, listener, tier=tier)
+    assert text.startswith(f'listener {name} {value!r} is not supported')
+    assert f'allowed: unset or {defaults[name]!r}' in text
+    assert ('HAProxy would use its own defaults' in text) == (tier == 2)
+    # An update setting only that field.
+    refused(validation.check_listener, dm.Listener(**{name: value}),
+            tier=tier)
+
+
+def test_listener_tls_settings_follow_octavias_configured_defaults():
+    # Inside octavia-api the defaults come from [api_settings].
+    opt = cfg.ListOpt('default_listener_tls_versions',
+                      default=['TLSv1.2', 'TLSv1.3'])
+    try:
+        cfg.CONF.register_opt(opt, group='api_settings')
+    except cfg.DuplicateOptError:     # octavia itself was imported
+        opt = None
+    cfg.CONF.set_override('default_listener_tls_versions', ['TLSv1.3'],
+                          group='api_settings')
+    try:
+        for versions in (['TLSv1.3'], ['TLSv1.2', 'TLSv1.3']):
+            validation.check_listener(dm.Listener(tls_versions=versions),
+                                      tier=2)
+        text = refused(validation.check_listener,
+                       dm.Listener(tls_versions=['TLSv1.2']), tier=2)
+        assert "['TLSv1.2', 'TLSv1.3'] or ['TLSv1.3']" in text
+    finally:
+        cfg.CONF.clear_override('default_listener_tls_versions',
+                                group='api_settings')
+        if opt is not None:
+            cfg.CONF.unregister_opt(opt, group='api_settings')

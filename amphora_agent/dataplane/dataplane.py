@@ -734,6 +734,11 @@ class Dataplane:
                     index = view.take_real()
                     self._zero_percpu('real_stats', index, structs.RealStats)
                     real = view.real(index)
+                    # A generation of its own: an entry a packet racing
+                    # the release wrote under the released gen (the
+                    # program reads flags, then gen) must not hit the
+                    # new occupant.
+                    real.gen = (real.gen + 1) & 0xffffffff
                     real.addr = structs.pack_addr(address)
                     real.family = structs.family_of(address)
                     real.listener_id = lid
@@ -772,11 +777,17 @@ class Dataplane:
                 view.remember(key, spec)
         # The new entries go in first, unless the table has no room for
         # them while the leaving ones are still there (a hash map refuses
-        # an element beyond max_entries).
+        # an element beyond max_entries).  VIP addresses go in before
+        # their listeners (a packet to a new VIP's listener before its
+        # address is known would be passed to the stack) and out after.
         added = changes['listeners_added']
-        early = added > self.limits.max_listeners - len(view.listeners)
+        vip_counts = self._vip_counts(desired, view, changed, removed)
+        early = added > self.limits.max_listeners - len(view.listeners) \
+            or self._vip_room_short(view, vip_counts)
         if early:
             self._delete_listeners(view, gone)
+            self._delete_vip_addrs(view, vip_counts)
+        self._add_vip_addrs(view, vip_counts)
         for key, spec, listener in listener_writes:
             self.maps['listeners'].update(bytes(_vip_key(key)),
                                           bytes(listener))
@@ -794,7 +805,7 @@ class Dataplane:
             changes['members_removed'] += len(slots)
         to_free.extend((index, view.real(index)) for index in orphans)
         changes['members_removed'] += len(orphans)
-        self._sync_vip_addrs(desired, view, changed, removed)
+        self._delete_vip_addrs(view, vip_counts)
         # Old allow lists go only now: every listener points at its new one.
         for family, tag in acl_old - acl_keep:
             self._delete_acl(family, tag, view.acls.pop((family, tag), ()))
@@ -952,19 +963,26 @@ class Dataplane:
                                          view.vips.get(key.vip, 0)) - 1
         return wanted
 
-    def _sync_vip_addrs(self, desired, view, changed, removed):
-        counts = self._vip_counts(desired, view, changed, removed)
-        # Deletions first: a full map has room for the new ones after.
-        for vip, count in counts.items():
-            if count <= 0 and vip in view.vips:
-                self.maps['vip_addrs'].delete(bytes(_vip_addr_key(vip)))
-                del view.vips[vip]
+    def _vip_room_short(self, view, counts):
+        """True if the new VIP addresses do not fit beside the leaving
+        ones (entries another writer left count too)."""
+        new = sum(1 for vip, count in counts.items()
+                  if count > 0 and vip not in view.vips)
+        return len(view.vips) + new > self.limits.max_listeners
+
+    def _add_vip_addrs(self, view, counts):
         for vip, count in counts.items():
             if count > 0 and count != view.vips.get(vip):
                 self.maps['vip_addrs'].update(
                     bytes(_vip_addr_key(vip)),
                     bytes(structs.VipAddr(listeners=count)))
                 view.vips[vip] = count
+
+    def _delete_vip_addrs(self, view, counts):
+        for vip, count in counts.items():
+            if count <= 0 and vip in view.vips:
+                self.maps['vip_addrs'].delete(bytes(_vip_addr_key(vip)))
+                del view.vips[vip]
 
     def refresh_nexthops(self):
         """Re-resolve every member's next hop (neighbour MACs change)."""

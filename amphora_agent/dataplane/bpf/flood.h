@@ -13,10 +13,13 @@
  * an established flow, and the SE sees only the client's half, so a
  * spoofed ACK looks exactly like an established flow that lost its entry.
  * Exempting either would leave the flood a way around the guard.  Exempt
- * are the flows whose correctness needs their entry: listeners with a
- * connection_limit (limit.h counts flows through conn.ep) and a flow whose
- * stale entry is being replaced (a known flow re-steered after its member
- * went away or its idle timeout passed: replacing it adds no entry). */
+ * are the flows whose correctness needs their entry: a flow that
+ * connection_limit admission counted (limit.h releases its count through
+ * conn.ep; a client FIN or RST without an entry is not counted, so not
+ * exempt: else a spoofed RST flood to a limited listener would evict
+ * established flows) and a flow whose stale entry is being replaced (a
+ * known flow re-steered after its member went away or its idle timeout
+ * passed: replacing it adds no entry). */
 #ifndef DSR_FLOOD_H
 #define DSR_FLOOD_H
 

@@ -11,7 +11,8 @@
  * Bookkeeping: conn.ep holds the epoch a flow was last counted in.  Each
  * CPU keeps, per listener, the count of the last two epochs it touched
  * (struct conn_slots, a per-CPU array: no atomics).  A flow is counted
- * (+1 in the current epoch) when it is admitted, moved (+1 now, -1 in its
+ * (+1 in the current epoch) when it is admitted and its packet sent (se.h:
+ * a packet the SE drops takes no place), moved (+1 now, -1 in its
  * old epoch) on its first packet of a new epoch, and released (-1) at the
  * client's FIN or RST.  An admission sums the slots of the current and the
  * previous epoch over all CPUs (bpf_loop) and refuses a new flow once the

@@ -32,7 +32,7 @@ int dsr_decap(struct __sk_buff *skb)
 	struct tunnel t = {};
 	__u64 flags;
 	__u32 err;
-	__u8 proto;
+	__u8 proto, ecn;
 	void *payload;
 
 	if ((void *)(eth + 1) > data_end)
@@ -51,6 +51,7 @@ int dsr_decap(struct __sk_buff *skb)
 			return shot(DECAP_STAT_DROP_MALFORMED);
 		t.outer_len = iph->ihl * 4;
 		proto = iph->protocol;
+		ecn = iph->tos & ECN_MASK;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr *ip6h = (void *)(eth + 1);
 
@@ -63,6 +64,7 @@ int dsr_decap(struct __sk_buff *skb)
 			return TC_ACT_OK;
 		t.outer_len = sizeof(*ip6h);
 		proto = ip6h->nexthdr;
+		ecn = (ip6h->flow_lbl[0] >> 4) & ECN_MASK;
 	} else {
 		return TC_ACT_OK;
 	}
@@ -73,6 +75,11 @@ int dsr_decap(struct __sk_buff *skb)
 	if (payload > data_end)
 		return shot(DECAP_STAT_DROP_MALFORMED);
 	err = parse_tunnel_payload(payload, data_end, proto, &t);
+	if (err)
+		return shot(err);
+	/* Before the outer header, and its ECN field, is gone. */
+	err = ecn_decapsulate(ecn, data + sizeof(*eth) + t.outer_len, data_end,
+			      t.inner_family);
 	if (err)
 		return shot(err);
 

@@ -73,6 +73,26 @@ static __always_inline int is_vip_addr(const __u32 *addr, __u8 family)
 	return bpf_map_lookup_elem(&vip_addrs, &k) != NULL;
 }
 
+/* A source no host can send from (RFC 1122 3.2.1.3; RFC 4291 2.5.2,
+ * 2.5.3, 2.7): IPv4 0/8, 127/8, 224/4 and 255.255.255.255; IPv6 ::, ::1
+ * and ff00::/8.
+ * Answering one (echo reply, frag-needed) would send to a group, the
+ * broadcast or nowhere; steering one hands the member a flow it cannot
+ * answer. */
+static __always_inline int bogus_source(const struct pkt *p)
+{
+	__u32 a = bpf_ntohl(p->flow.src[0]);
+	__u8 first = a >> 24;
+
+	if (p->flow.family == DSR_FAMILY_V4)
+		return first == 0 || first == 127 || (first & 0xf0) == 0xe0 ||
+		       a == 0xffffffff;
+	if (first == 0xff)
+		return 1;
+	return !(p->flow.src[0] | p->flow.src[1] | p->flow.src[2]) &&
+	       (p->flow.src[3] == 0 || p->flow.src[3] == bpf_htonl(1));
+}
+
 static __always_inline int drop(struct pkt *p, __u32 stat)
 {
 	p->drop_stat = stat;

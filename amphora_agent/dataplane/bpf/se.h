@@ -27,7 +27,8 @@ static __always_inline int too_big(struct xdp_md *ctx, struct pkt *p, struct lis
 {
 	__u32 err;
 
-	if (!p->df || p->flow.proto == IPPROTO_ICMP || p->flow.proto == IPPROTO_ICMPV6)
+	/* (ICMP errors never come here: se_process drops them when too big.) */
+	if (!p->df)
 		return drop_vip(p, ls, STAT_DROP_TOO_BIG);
 	mtu = mtu > overhead ? mtu - overhead : 0;
 	if (p->flow.family == DSR_FAMILY_V4)
@@ -52,19 +53,95 @@ static __always_inline int drop_policy(struct pkt *p, struct listener_stats *ls,
 	return drop_vip(p, ls, stat);
 }
 
+/* A packet whose member is chosen (*c): tunnel source, next hop, MTU,
+ * encapsulation, counters.  fresh is a constant at each call site (the
+ * compiler builds one copy per value, so the conn-table hit path carries
+ * none of the new-flow work): 0 for a conn-table hit, 1 for a new flow of
+ * listener l admitted as *adm.  A new flow is remembered (conn-table
+ * entry, connection_limit count) only once its packet is encapsulated: a
+ * packet the SE drops, or answers with a frag-needed, leaves nothing. */
+static __always_inline int steer_to(struct xdp_md *ctx, struct pkt *p, struct choice *c,
+				    const struct se_config *cfg, int icmp_err, const int fresh,
+				    const struct listener *l, const struct admission *adm)
+{
+	struct listener_stats *ls;
+	struct real_stats *rs;
+	struct nexthop nh = {};
+	__u32 err, overhead, lid;
+	__u8 encap;
+
+	lid = c->real->listener_id;
+	encap = c->real->encap;
+	ls = bpf_map_lookup_elem(&listener_stats, &lid);
+	if (ls) {
+		if (fresh)
+			ls->conn_misses++;
+		else
+			ls->conn_hits++;
+		ls->conn_expired += c->expired;
+	}
+	/* Only flows of limited listeners are tracked on a hit. */
+	if (!fresh && unlikely(c->real->flags & REAL_F_LIMITED) && c->conn && !icmp_err) {
+		err = conn_track(p, c->conn, cfg, lid);
+		if (err)
+			return drop_policy(p, ls, err);
+	}
+	if (tunnel_src_missing(cfg, c->real->family))
+		return drop_vip(p, ls, STAT_DROP_NO_TUNNEL_SRC);
+
+	overhead = encap_overhead(c->real->family, encap);
+	err = resolve_nexthop(ctx, c->real, p->l3_len + overhead, &nh);
+	if (err)
+		return drop_vip(p, ls, err);
+	if (p->l3_len + overhead > nh.mtu) {
+		if (icmp_err)
+			return drop_vip(p, ls, STAT_DROP_TOO_BIG);
+		return too_big(ctx, p, ls, nh.mtu, overhead);
+	}
+
+	err = encapsulate(ctx, p, c->real, &nh, cfg, encap, c->hash);
+	if (err)
+		return drop_vip(p, ls, err);
+
+	/* An ICMP error about an unknown flow is not a flow: a spoofed one
+	 * must not fill the connection table. */
+	if (fresh && !icmp_err) {
+		/* The guard spares only what needs the entry: a flow admission
+		 * counted (not a FIN or RST, never counted) or a stale entry
+		 * being replaced (flood.h). */
+		flow_remember(p, cfg, c, adm->ep,
+			      (l->conn_limit && adm->count) || c->stale);
+		if (c->new_flow && adm->count)
+			slot_add(l->id, adm->ep, 1);
+		if (ls)
+			ls->flood_guarded += c->guarded;
+	}
+	if (ls) {
+		ls->packets++;
+		ls->bytes += p->l3_len;
+		ls->new_flows += c->new_flow;
+	}
+	rs = bpf_map_lookup_elem(&real_stats, &c->real_idx);
+	if (rs) {
+		rs->packets++;
+		rs->bytes += p->l3_len;
+		rs->new_flows += c->new_flow;
+	}
+	count(icmp_err ? STAT_ICMP_ERR_STEERED : STAT_STEERED);
+	if (nh.ifindex == ctx->ingress_ifindex)
+		return XDP_TX;
+	return bpf_redirect(nh.ifindex, 0);
+}
+
 static __always_inline int se_process(struct xdp_md *ctx)
 {
 	struct pkt p = {};
 	struct listener *l = NULL;
-	struct listener_stats *ls;
-	struct real_stats *rs;
 	struct se_config *cfg;
-	struct nexthop nh = {};
 	struct choice c = {};
 	struct admission adm = {};
-	__u32 zero = 0, err, overhead, lid;
+	__u32 zero = 0, err;
 	int verdict, icmp_err = 0;
-	__u8 encap;
 
 	cfg = bpf_map_lookup_elem(&se_config, &zero);
 	if (!cfg)
@@ -82,8 +159,15 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		return drop_vip(&p, NULL, p.drop_stat);
 	if (verdict == V_STEER) {
 		l = find_listener(&p);
-		if (l)
+		if (l) {
+			/* Not on the hit path: no entry is ever made for such
+			 * a source. */
+			if (bogus_source(&p))
+				return drop_vip(&p, bpf_map_lookup_elem(&listener_stats,
+									&l->id),
+						STAT_DROP_MALFORMED);
 			goto new_flow;
+		}
 	}
 	/* No listener matched: only a VIP address's packets are ours. */
 	if (!is_vip_addr(p.flow.dst, p.flow.family)) {
@@ -95,6 +179,10 @@ static __always_inline int se_process(struct xdp_md *ctx)
 	if (verdict == V_STEER)
 		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
 
+	/* Echo replies and errors must not go to (or be about a packet
+	 * from) a source no host can have. */
+	if (bogus_source(&p))
+		return drop_vip(&p, NULL, STAT_DROP_MALFORMED);
 	verdict = p.flow.family == DSR_FAMILY_V4 ? handle_icmp4(ctx, &p)
 						 : handle_icmp6(ctx, &p);
 	if (verdict == ICMP_ECHO_REPLIED) {
@@ -120,64 +208,12 @@ new_flow:
 		err = admit(&p, l, cfg, c.prev_ep, &adm);
 	if (err)
 		return drop_policy(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
-	/* An ICMP error about an unknown flow is not a flow: a spoofed one
-	 * must not fill the connection table. */
-	err = ring_choose(&p, l, cfg, &c, !icmp_err, adm.ep);
+	err = ring_pick(&p, l, &c);
 	if (err)
 		return drop_vip(&p, bpf_map_lookup_elem(&listener_stats, &l->id), err);
-	if (adm.count)
-		slot_add(l->id, adm.ep, 1);
+	return steer_to(ctx, &p, &c, cfg, icmp_err, 1, l, &adm);
 steer:
-	lid = c.real->listener_id;
-	encap = c.real->encap;
-	ls = bpf_map_lookup_elem(&listener_stats, &lid);
-	if (ls) {
-		if (c.from_conn) {
-			ls->conn_hits++;
-		} else {
-			ls->conn_misses++;
-			ls->flood_guarded += c.guarded;
-		}
-		ls->conn_expired += c.expired;
-	}
-	/* Only flows of limited listeners are tracked on a hit. */
-	if (unlikely(c.real->flags & REAL_F_LIMITED) && c.conn && !icmp_err) {
-		err = conn_track(&p, c.conn, cfg, lid);
-		if (err)
-			return drop_policy(&p, ls, err);
-	}
-	if (tunnel_src_missing(cfg, c.real->family))
-		return drop_vip(&p, ls, STAT_DROP_NO_TUNNEL_SRC);
-
-	overhead = encap_overhead(c.real->family, encap);
-	err = resolve_nexthop(ctx, c.real, p.l3_len + overhead, &nh);
-	if (err)
-		return drop_vip(&p, ls, err);
-	if (p.l3_len + overhead > nh.mtu) {
-		if (icmp_err)
-			return drop_vip(&p, ls, STAT_DROP_TOO_BIG);
-		return too_big(ctx, &p, ls, nh.mtu, overhead);
-	}
-
-	err = encapsulate(ctx, &p, c.real, &nh, cfg, encap, c.hash);
-	if (err)
-		return drop_vip(&p, ls, err);
-
-	if (ls) {
-		ls->packets++;
-		ls->bytes += p.l3_len;
-		ls->new_flows += c.new_flow;
-	}
-	rs = bpf_map_lookup_elem(&real_stats, &c.real_idx);
-	if (rs) {
-		rs->packets++;
-		rs->bytes += p.l3_len;
-		rs->new_flows += c.new_flow;
-	}
-	count(icmp_err ? STAT_ICMP_ERR_STEERED : STAT_STEERED);
-	if (nh.ifindex == ctx->ingress_ifindex)
-		return XDP_TX;
-	return bpf_redirect(nh.ifindex, 0);
+	return steer_to(ctx, &p, &c, cfg, icmp_err, 0, NULL, NULL);
 }
 
 #endif

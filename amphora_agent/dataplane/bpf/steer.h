@@ -17,6 +17,9 @@
 
 struct choice {
 	__u32 real_idx;
+	__u32 gen;         /* ring_pick: the member's generation (in what
+			    * was padding: the struct, zeroed per packet,
+			    * does not grow) */
 	struct real *real;
 	struct conn *conn; /* the flow's entry on a hit */
 	__u32 hash;
@@ -141,14 +144,12 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, in
 	return 1;
 }
 
-/* A new flow: hash into the listener's ring and remember the choice
- * (unless the flood guard says no: c->guarded).  Returns 0 with *c
- * filled, or a STAT_DROP_* reason. */
-static __always_inline __u32 ring_choose(const struct pkt *p, const struct listener *l,
-					 const struct se_config *cfg,
-					 struct choice *c, int remember, __u32 ep)
+/* A new flow: its member by the listener's ring.  Returns 0 with *c
+ * filled, or a STAT_DROP_* reason.  Nothing is remembered yet
+ * (flow_remember, once the packet is on its way). */
+static __always_inline __u32 ring_pick(const struct pkt *p, const struct listener *l,
+				       struct choice *c)
 {
-	struct conn fresh = {};
 	__u32 slot;
 
 	if (!l->ring_size)
@@ -162,21 +163,32 @@ static __always_inline __u32 ring_choose(const struct pkt *p, const struct liste
 	c->real = bpf_map_lookup_elem(&reals, &c->real_idx);
 	if (!c->real || !(c->real->flags & REAL_F_IN_USE))
 		return STAT_DROP_NO_MEMBER;
+	/* The generation of the member the packet goes to, not of whoever
+	 * holds the slot by the time the entry is written. */
+	c->gen = c->real->gen;
+	return 0;
+}
 
-	if (!remember)
-		return 0;
-	if (!flood_allows(cfg, l->conn_limit || c->stale)) {
+/* Remember a new flow's member (ring_pick), unless the flood guard says
+ * no (c->guarded).  Called only once the packet is encapsulated: a packet
+ * the SE drops, or answers with a frag-needed, leaves no entry.  exempt:
+ * see flood.h. */
+static __always_inline void flow_remember(const struct pkt *p, const struct se_config *cfg,
+					  struct choice *c, __u32 ep, int exempt)
+{
+	struct conn fresh = {};
+
+	if (!flood_allows(cfg, exempt)) {
 		c->guarded = 1;
-		return 0;
+		return;
 	}
 	c->new_flow = 1;
 	fresh.real = c->real_idx;
-	fresh.gen = c->real->gen;
+	fresh.gen = c->gen;
 	fresh.hash = c->hash;
 	fresh.atime = conn_time();
 	fresh.ep = ep;
 	conn_insert(p, &fresh);
-	return 0;
 }
 
 #endif

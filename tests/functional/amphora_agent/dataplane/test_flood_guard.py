@@ -6,8 +6,9 @@ pinned to one CPU (the guard's window is per CPU).  With
 ``se_config.flood_rate`` = RATE, a CPU remembers RATE new flows per second:
 the flows beyond are steered to their ring member all the same but get no
 conn-table entry, and their packets are counted as ``flood_guarded``.
-Established flows keep their entries, flows of a connection_limit listener
-are always remembered, and rate 0 turns the guard off.
+Established flows keep their entries, the flows a connection_limit
+listener counts are always remembered (its FINs and RSTs without an entry,
+never counted, are not), and rate 0 turns the guard off.
 
 docs/dataplane.md, section *New-flow flood guard*, states these semantics.
 """
@@ -57,16 +58,6 @@ class FloodHarness(tp.harness_class(POLICY, FIELDS)):
         m.update(pc._u32(0), m.join_percpu(
             [bytes(structs.FloodWindow())] * len(m.lookup_percpu(
                 pc._u32(0)))))
-
-    def remembered(self, key, src, sport):
-        """The conn-table entry of a TCP flow to listener key, or None."""
-        lkey = model.ListenerKey.parse(key)
-        src = model.parse_address(src)
-        fk = structs.FlowKey(
-            src=structs.pack_addr(src), dst=structs.pack_addr(lkey.vip),
-            sport=socket.htons(sport), dport=socket.htons(lkey.port),
-            proto=socket.IPPROTO_TCP, family=structs.family_of(src))
-        return self.dp.conn_lookup(fk)
 
 
 @pytest.fixture(scope="module")
@@ -171,6 +162,25 @@ def test_connection_limit_flows_are_always_remembered(se):
     # remembered.
     tp.steered(se, tp.tcp(PLAIN, SRC4, 43999))
     assert not se.remembered(PLAIN, SRC4, 43999)
+
+
+@pytest.mark.parametrize("flags", ["R", "FA"])
+def test_fin_and_rst_to_a_limited_listener_are_guarded(se, flags):
+    """Admission never counts a FIN or RST without an entry, so nothing
+    needs its entry: over the rate it is steered but not remembered, or a
+    spoofed RST flood to a limited listener would evict established
+    flows."""
+    se.write_config(flood_rate=RATE)
+    before = se.listener_stats(LIMITED)
+    counted = se.counted(LIMITED)
+    ports, members = burst(se, LIMITED, SRC4,
+                           range(48000, 48000 + RATE + 4), flags=flags)
+    assert members == [ring_member(se, LIMITED, SRC4, p) for p in ports]
+    kept = [p for p in ports if se.remembered(LIMITED, SRC4, p)]
+    assert kept == ports[:RATE]
+    after = se.listener_stats(LIMITED)
+    assert after["flood_guarded"] - before["flood_guarded"] == 4
+    assert se.counted(LIMITED) == counted
 
 
 def test_a_stale_entry_is_replaced_over_the_rate(se):

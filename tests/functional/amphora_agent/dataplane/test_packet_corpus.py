@@ -864,6 +864,36 @@ CASES = [
         ICMPv6PacketTooBig(mtu=1280), Q6_TCP(src=OTHER6)), DROP,
       "drop_malformed"),
 
+    # -- dropped: a source no host can have (RFC 1122 3.2.1.3, RFC 4443
+    # 2.4): never answered, never steered --------------------------------
+    C("v4-echo-from-broadcast", lambda: ip4(src="255.255.255.255")
+      / ICMP(type=8), DROP, "drop_malformed"),
+    C("v4-echo-from-multicast", lambda: ip4(src="224.0.0.5") / ICMP(type=8),
+      DROP, "drop_malformed"),
+    C("v4-echo-from-unspecified", lambda: ip4(src="0.0.0.0") / ICMP(type=8),
+      DROP, "drop_malformed"),
+    C("v4-echo-from-loopback", lambda: ip4(src="127.0.0.1") / ICMP(type=8),
+      DROP, "drop_malformed"),
+    C("v6-echo-from-multicast", lambda: ip6(src="ff02::1")
+      / ICMPv6EchoRequest(), DROP, "drop_malformed"),
+    C("v6-echo-from-unspecified", lambda: ip6(src="::")
+      / ICMPv6EchoRequest(), DROP, "drop_malformed"),
+    C("v6-echo-from-loopback", lambda: ip6(src="::1")
+      / ICMPv6EchoRequest(), DROP, "drop_malformed"),
+    C("v4-too-big-df-from-multicast", lambda: sized(syn4(
+        src="239.1.2.3", sport=40080), 1600), DROP, "drop_malformed"),
+    C("v4-too-big-df-from-broadcast", lambda: sized(syn4(
+        src="255.255.255.255", sport=40081), 1600), DROP, "drop_malformed"),
+    C("v6-too-big-from-multicast", lambda: sized(syn6(
+        src="ff0e::1", sport=40082), 1600), DROP, "drop_malformed"),
+    C("v4-syn-from-unspecified", lambda: syn4(src="0.0.0.0", sport=40083),
+      DROP, "drop_malformed"),
+    C("v6-syn-from-loopback", lambda: syn6(src="::1", sport=40084), DROP,
+      "drop_malformed"),
+    C("v4-icmp-error-from-broadcast", lambda: ip4(src="255.255.255.255")
+      / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(Q4_TCP()), DROP,
+      "drop_malformed"),
+
     # -- dropped: IPv4 options, fragments, IPv6 extension headers ---------
     C("v4-options", lambda: ip4(options=[b"\x01\x01\x01\x00"])
       / TCP(sport=40050, dport=80, flags="S"), DROP, "drop_ip_options"),
@@ -1138,6 +1168,21 @@ def test_fib_fallback_needs_forwarding(se):
     finally:
         se.sysctl("net.ipv4.conf.all.forwarding", 1)
     assert se.run(frame).delta == {"steered": 1}
+
+
+@pytest.mark.parametrize("src", [
+    "1.0.0.1", "126.255.255.254", "128.0.0.1", "223.255.255.254",
+    "240.0.0.1", "255.255.255.254", "::2", "::1:0:0:1", "fe80::1",
+    "fe00::1", "2001:db8:c::"])
+def test_sources_next_to_the_refused_ones_are_answered(se, src):
+    """The source check refuses exactly 0/8, 127/8, 224/4, the broadcast,
+    ::, ::1 and ff00::/8 (a wrong mask or byte order shows here)."""
+    if ":" in src:
+        frame = ip6(src=src) / ICMPv6EchoRequest()
+    else:
+        frame = ip4(src=src) / ICMP(type=8)
+    res = se.run(frame)
+    assert (res.retval, res.delta) == (TX, {"icmp_echo_reply": 1})
 
 
 def test_icmp_error_follows_the_flow_not_the_ring(se):

@@ -21,6 +21,7 @@ these semantics.
 """
 
 import ipaddress
+import socket
 import threading
 import time
 
@@ -106,6 +107,20 @@ class PolicyHarness(pc.SeHarness):
 
     def counted(self, key):
         return self.dp.counted_flows(self.listener(key).id)
+
+    @staticmethod
+    def flow_key(key, src, sport):
+        """The FlowKey of a TCP flow from src:sport to listener key."""
+        lkey = model.ListenerKey.parse(key)
+        src = model.parse_address(src)
+        return structs.FlowKey(
+            src=structs.pack_addr(src), dst=structs.pack_addr(lkey.vip),
+            sport=socket.htons(sport), dport=socket.htons(lkey.port),
+            proto=socket.IPPROTO_TCP, family=structs.family_of(src))
+
+    def remembered(self, key, src, sport):
+        """The conn-table entry of a TCP flow to listener key, or None."""
+        return self.dp.conn_lookup(self.flow_key(key, src, sport))
 
     def forget_flows(self):
         """Empty the conn tables and the counts (each test starts clean)."""
@@ -472,3 +487,94 @@ def test_new_listener_and_members_start_with_zero_counters(se):
                if m["listener"] == new]
     assert len(members) == len(M4)
     assert all(m["packets"] == m["bytes"] == 0 for m in members)
+
+
+# ------------------------------------- a packet the SE does not steer leaves
+# no conn-table entry and takes no connection_limit place
+
+def big(key, src, sport, df):
+    """A SYN to listener key that is too big once encapsulated."""
+    lkey = model.ListenerKey.parse(key)
+    if lkey.vip.version == 4:
+        pkt = pc.ip4(dst=str(lkey.vip), src=src, flags="DF" if df else 0)
+    else:
+        pkt = pc.ip6(dst=str(lkey.vip), src=src)
+    return bytes(pc.sized(pkt / TCP(sport=sport, dport=lkey.port,
+                                    flags="S"), 1600))
+
+
+def leaves_nothing(se, key, src, sport, frame, verdict, counter):
+    counted = se.counted(key)
+    res = se.run(frame)
+    assert (res.retval, res.delta) == (verdict, {counter: 1}), (
+        res.verdict, res.delta)
+    assert se.remembered(key, src, sport) is None
+    assert se.counted(key) == counted
+
+
+@pytest.mark.parametrize("key,src,df,verdict,counter", [
+    (LIM4, IN4, False, DROP, "drop_too_big"),
+    (LIM4, IN4, True, pc.TX, "icmp_too_big_sent"),
+    (LIM6, IN6, True, pc.TX, "icmp_too_big_sent"),
+], ids=["v4-no-df", "v4-df", "v6"])
+def test_too_big_new_flow_leaves_nothing(se, key, src, df, verdict,
+                                         counter):
+    """Dropped, or answered with a frag-needed / packet-too-big: the
+    client's smaller retry is the flow, this packet is not."""
+    leaves_nothing(se, key, src, 49800, big(key, src, 49800, df), verdict,
+                   counter)
+    # The retry is admitted, remembered and counted once.
+    steered(se, tcp(key, src, 49800))
+    assert se.remembered(key, src, 49800) is not None
+    assert se.counted(key) == 1
+
+
+@pytest.mark.parametrize("key,src,member", [(LIM4, IN4, pc.M4_NOROUTE),
+                                            (LIM6, IN6, pc.M6_NOROUTE)],
+                         ids=["v4", "v6"])
+def test_no_route_new_flow_leaves_nothing(se, key, src, member):
+    se.apply(state(**{key: {"members": (member,)}}))
+    for sport in range(49810, 49810 + LIMIT + 1):
+        leaves_nothing(se, key, src, sport, tcp(key, src, sport), DROP,
+                       "drop_no_route")
+
+
+def test_no_tunnel_source_new_flow_leaves_nothing(se):
+    saved = bytes(se.dp.config())
+    se.write_config(tunnel_src4=0)
+    try:
+        leaves_nothing(se, LIM4, IN4, 49820, tcp(LIM4, IN4, 49820), DROP,
+                       "drop_no_tunnel_source")
+    finally:
+        se.dp.maps["se_config"].update(pc._u32(0), saved)
+
+
+# ------------------------------------------------------- member slot reuse
+
+def test_reused_slot_does_not_revive_an_entry_of_its_release(se):
+    """A packet racing a member's removal can remember the flow under the
+    generation written at the release (the program reads the slot's flags,
+    then its gen).  The slot's next occupant has another generation, so
+    that entry re-steers instead of hitting the new member (maybe of
+    another listener)."""
+    se.apply(state(**{LIM4: {"members": M4[1:]}}))
+    # The slots as released (M4[0]'s among them), before one is reused.
+    reals = se.dp.maps["reals"]
+    free = {i: structs.Real.from_bytes(reals.lookup(pc._u32(i)))
+            for i in range(1, reals.max_entries)}
+    newcomer = "198.19.4.2"
+    se.apply(state(**{LIM4: {"members": M4[1:]},
+                      ACL4: {"members": M4 + (newcomer,)}}))
+    index, taken = se.real_of(ACL4, newcomer)
+    released = free[index]
+    assert not released.flags & structs.REAL_F_IN_USE
+    assert taken.gen != released.gen
+    # The raced entry: a LIM4 flow remembered under the released gen.
+    name, fkey = structs.conn_key(se.flow_key(LIM4, IN4, 49830))
+    se.dp.maps[name].update(fkey, bytes(structs.Conn(
+        real=index, gen=released.gen, ep=structs.CONN_EP_NONE)))
+    before = se.listener_stats(ACL4)["packets"]
+    member = steered(se, tcp(LIM4, IN4, 49830, flags="A", payload=b"x"))
+    assert member in M4[1:]
+    assert se.listener_stats(ACL4)["packets"] == before
+    assert se.remembered(LIM4, IN4, 49830).real != index

@@ -1,0 +1,118 @@
+"""ECN through the member's tc decapsulation (RFC 6040, section 4.2).
+
+The SE copies the inner ECN field to the outer header; a congested router
+on the way may then mark the outer header CE.  Frames run through the
+loaded ``dsr_decap`` program with BPF_PROG_TEST_RUN: an outer CE turns an
+ECT(0)/ECT(1) inner packet into CE (IPv4 header checksum fixed), an outer
+CE on a Not-ECT inner packet drops it (``drop_malformed``), anything else
+leaves the inner packet as it was.  4in4, 6in6 and GRE (4in6, 6in4).
+"""
+
+import os
+import secrets
+import shutil
+
+import pytest
+from scapy.layers.inet import IP
+from scapy.layers.inet import TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from amphora_agent.dataplane import decap
+from amphora_agent.dataplane import libbpf
+from amphora_agent.dataplane import pins
+
+pytestmark = [
+    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)"),
+    pytest.mark.skipif(
+        not os.path.exists(os.path.join(pins.object_dir(), decap.OBJECT)),
+        reason="BPF objects not built (make build)"),
+]
+
+TC_ACT_OK, TC_ACT_SHOT = 0, 2
+TUN4, TUN6 = "198.19.1.2", "2001:db8:101::2"     # the member's addresses
+SE4, SE6 = "198.18.0.2", "2001:db8:ff::2"       # tunnel sources
+VIP4, VIP6 = "198.51.100.10", "2001:db8:100::10"
+CLIENT4, CLIENT6 = "203.0.113.7", "2001:db8:c::7"
+NOT_ECT, ECT1, ECT0, CE = 0, 1, 2, 3
+DSCP = 0xB8  # EF: must survive untouched
+GRE_V4, GRE_V6 = b"\0\0\x08\x00", b"\0\0\x86\xdd"
+
+
+@pytest.fixture(scope="module")
+def member():
+    pin_dir = f"/sys/fs/bpf/octavia-dsr-test-decap-{secrets.token_hex(4)}"
+    d = decap.Decap.open(pin_dir)
+    try:
+        d.set_addresses([TUN4, TUN6])
+        with pins.open_program(pin_dir, decap.PROGRAM) as prog:
+            d.prog = prog
+            yield d
+    finally:
+        d.destroy()
+        shutil.rmtree(pin_dir, ignore_errors=True)
+
+
+def inner(family, ecn):
+    if family == 4:
+        pkt = IP(src=CLIENT4, dst=VIP4, tos=DSCP | ecn, id=7)
+    else:
+        pkt = IPv6(src=CLIENT6, dst=VIP6, tc=DSCP | ecn, fl=0x12345)
+    return bytes(pkt / TCP(sport=40001, dport=80, flags="A")
+                 / Raw(b"data"))
+
+
+def tunnel(kind, outer_ecn, inner_ecn):
+    """A frame as the member receives it: kind is "4in4", "6in6",
+    "gre-4in6" or "gre-6in4"."""
+    outer_family = int(kind[-1])
+    inner_family = int(kind[-4])
+    payload = inner(inner_family, inner_ecn)
+    if kind.startswith("gre"):
+        payload = (GRE_V4 if inner_family == 4 else GRE_V6) + payload
+        proto = 47
+    else:
+        proto = 4 if inner_family == 4 else 41
+    if outer_family == 4:
+        outer = Ether(type=0x0800) / IP(src=SE4, dst=TUN4, proto=proto,
+                                        flags="DF", tos=DSCP | outer_ecn)
+    else:
+        outer = Ether(type=0x86DD) / IPv6(src=SE6, dst=TUN6, nh=proto,
+                                          tc=DSCP | outer_ecn)
+    return bytes(outer / Raw(payload))
+
+
+def run(member, frame):
+    before = member.stats()
+    res = libbpf.prog_test_run(member.prog.fd, frame)
+    after = member.stats()
+    return res, {k: after[k] - before[k] for k in after
+                 if after[k] != before[k]}
+
+
+KINDS = ["4in4", "6in6", "gre-4in6", "gre-6in4"]
+COUNTER = {"4in4": "ipip", "6in6": "ip6ip", "gre-4in6": "gre",
+           "gre-6in4": "gre"}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("outer_ecn,inner_ecn,result", [
+    # A router marked the outer header: the mark reaches the inner one.
+    (CE, ECT0, CE), (CE, ECT1, CE), (CE, CE, CE),
+    # No mark: the inner header as it was.
+    (NOT_ECT, NOT_ECT, NOT_ECT), (ECT0, ECT0, ECT0), (ECT1, ECT1, ECT1),
+], ids=["ce-ect0", "ce-ect1", "ce-ce", "not-ect", "ect0", "ect1"])
+def test_inner_ecn_after_decapsulation(member, kind, outer_ecn, inner_ecn,
+                                       result):
+    res, delta = run(member, tunnel(kind, outer_ecn, inner_ecn))
+    assert (res.retval, delta) == (TC_ACT_OK, {COUNTER[kind]: 1})
+    # Byte for byte the inner packet with that ECN field and a valid
+    # checksum (scapy computes it): nothing else changed.
+    assert res.data_out[14:] == inner(int(kind[-4]), result)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_outer_ce_on_a_not_ect_inner_packet_is_dropped(member, kind):
+    res, delta = run(member, tunnel(kind, CE, NOT_ECT))
+    assert (res.retval, delta) == (TC_ACT_SHOT, {"drop_malformed": 1})

@@ -111,6 +111,28 @@ controller_opts = [
     cfg.FloatOpt('apply_timeout', mutable=True, default=30.0, min=1.0,
                  help='Seconds the live SEs of a group have to apply a '
                       'generation before its objects are reported ERROR.'),
+    cfg.FloatOpt('agent_ttl', mutable=True, default=30.0, min=1.0,
+                 help='Seconds after its last report an SE stops voting in '
+                      'operating statuses (its member health is unknown '
+                      'from then; docs/operations.md "Silent SEs"). Agents '
+                      'report at least every [agent] stats_interval (10 s '
+                      'by default): 30 s is three missed heartbeats. It '
+                      'still counts in provisioning verdicts: its dataplane '
+                      'may still forward with its last generation. Also '
+                      'which SEs count as live for capacity while the '
+                      'coordination backend is down.'),
+    cfg.FloatOpt('tombstone_ttl', mutable=True, default=7 * 86400.0,
+                 min=3600.0,
+                 help='Seconds the controller remembers a deleted object. '
+                      'While it does, a redelivered create or update of '
+                      'the object is ignored (RabbitMQ redelivers a change '
+                      'whose controller died before acknowledging it) and '
+                      'a second delete after a failed one waits for the '
+                      'SEs again; after it, a delete of the id reports '
+                      'DELETED at once. A week outlasts any redelivery and '
+                      'leaves an operator a working week to retry a failed '
+                      'delete; the table holds one small row per deleted '
+                      'object meanwhile.'),
     cfg.IntOpt('report_workers', mutable=True, default=2, min=1,
                help='Status documents the leader sends to '
                     'octavia-driver-agent at the same time.  Each round '

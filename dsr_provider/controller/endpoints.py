@@ -67,13 +67,24 @@ def _record(what, func, *args, **kwargs):
     return True
 
 
+def _transient(exc):
+    """A database error that a later try may not meet (the server or the
+    connection is down: pymysql reports a dropped connection as an
+    OperationalError or an InterfaceError), as opposed to one the data
+    causes (IntegrityError, DataError, ...), which comes back every time."""
+    return isinstance(exc, (sa_exc.OperationalError,
+                            sa_exc.InterfaceError)) or \
+        exc.connection_invalidated
+
+
 class TransientError(Exception):
     """The change could not be stored now; deliver it again later."""
 
 
 class ProviderEndpoint:
     """The provider driver's changes, one method per API call (every
-    public method is one: see CHANGE_METHODS)."""
+    public method is one: see CHANGE_METHODS).  An update calls the
+    store's put_*(document, True): an update never creates its object."""
 
     def __init__(self, store, notifier=None):
         """notifier: AgentNotifier; tells the agents right after a commit
@@ -89,126 +100,186 @@ class ProviderEndpoint:
         except Exception:  # noqa: BLE001 -- the leader's loop retries
             LOG.exception('telling the agents failed; the leader retries')
 
-    def _do(self, what, func, *args, attempts=5):
-        # Retry transient database errors here first (the store's writes
-        # are idempotent); after that the message goes back to the queue.
+    def _do(self, what, func, *args, target, action='create',
+            attempts=5):
+        """Apply a change.  target: (kind, [documents]) of the objects it
+        is about, which get a status when it cannot apply; action:
+        create, update or delete (which needs no object to succeed).  Transient
+        database errors are retried here first (the store's writes are
+        idempotent), then the message goes back to the queue; any other
+        database error would fail the same way forever: ERROR for the
+        objects, and the message is acknowledged."""
         for attempt in range(1, attempts + 1):
             try:
                 generation = func(*args)
                 LOG.info('%s -> generation %s', what, generation)
                 self._published()
                 return
-            except LookupError as exc:
-                # The parent vanished (deleted meanwhile): nothing to apply.
-                LOG.warning('%s ignored: %s', what, exc)
+            except store_mod.Unknown as exc:
+                self._unknown(what, exc, target, action)
                 return
-            except sa_exc.OperationalError as exc:
+            except sa_exc.DBAPIError as exc:
+                if not _transient(exc):
+                    LOG.exception('%s: the database refused it', what)
+                    self._settle(what, self.store.refuse, target[0],
+                                 target[1], f'database error: {exc.orig}')
+                    return
                 LOG.warning('%s: database error (attempt %d/%d): %s', what,
                             attempt, attempts, exc)
                 time.sleep(min(0.1 * 2 ** attempt, 5.0))
         raise TransientError(f'{what}: database unavailable after '
                              f'{attempts} attempts')
 
+    def _unknown(self, what, exc, target, action):
+        """A change naming an object the controller does not have."""
+        kind, docs = target
+        own = (exc.kind, exc.obj_id) in {
+            (kind, store_mod.object_id(kind, d)) for d in docs}
+        if own and action == 'delete':
+            self._settle(what, self.store.delete_missing, kind, docs[0])
+        elif own and isinstance(exc, store_mod.Tombstoned) and not (
+                action == 'update' and exc.failed):
+            # RabbitMQ redelivers a change whose controller died before
+            # acknowledging it: the object was deleted since.  (An update
+            # of one whose delete failed is the user's: ERROR below.)
+            LOG.warning('%s ignored: %s (a stale, redelivered message)',
+                        what, exc)
+        else:
+            self._settle(what, self.store.refuse, kind, docs, str(exc))
+
+    def _settle(self, what, func, *args):
+        """Record the status of a change that cannot apply; a database
+        outage meanwhile puts the message back."""
+        try:
+            func(*args)
+        except sa_exc.DBAPIError as exc:
+            if _transient(exc):
+                raise TransientError(f'{what}: database unavailable: '
+                                     f'{exc}') from exc
+            raise
+        self._published()
+
     # load balancers
     def loadbalancer_create(self, ctxt, loadbalancer):
         self._do('loadbalancer_create', self.store.create_loadbalancer,
-                 loadbalancer)
+                 loadbalancer, target=('loadbalancers', [loadbalancer]))
 
     def loadbalancer_update(self, ctxt, old_loadbalancer, new_loadbalancer):
         new = dict(new_loadbalancer)
         new.setdefault('loadbalancer_id',
                        _id(old_loadbalancer, 'loadbalancer_id'))
-        self._do('loadbalancer_update', self.store.update_loadbalancer, new)
+        self._do('loadbalancer_update', self.store.update_loadbalancer, new,
+                 target=('loadbalancers', [new]), action='update')
 
     def loadbalancer_delete(self, ctxt, loadbalancer, cascade=False):
         self._do('loadbalancer_delete', self.store.delete_loadbalancer,
-                 _id(loadbalancer, 'loadbalancer_id'), cascade)
+                 _id(loadbalancer, 'loadbalancer_id'), cascade,
+                 target=('loadbalancers', [loadbalancer]), action='delete')
 
     # listeners
     def listener_create(self, ctxt, listener):
-        self._do('listener_create', self.store.put_listener, listener)
+        self._do('listener_create', self.store.put_listener, listener,
+                 target=('listeners', [listener]))
 
     def listener_update(self, ctxt, old_listener, new_listener):
         merged = dict(old_listener)
         merged.update(new_listener)
-        self._do('listener_update', self.store.put_listener, merged)
+        self._do('listener_update', self.store.put_listener, merged, True,
+                 target=('listeners', [merged]), action='update')
 
     def listener_delete(self, ctxt, listener):
         self._do('listener_delete', self.store.delete_listener,
-                 _id(listener, 'listener_id'))
+                 _id(listener, 'listener_id'),
+                 target=('listeners', [listener]), action='delete')
 
     # pools
     def pool_create(self, ctxt, pool):
-        self._do('pool_create', self.store.put_pool, pool)
+        self._do('pool_create', self.store.put_pool, pool,
+                 target=('pools', [pool]))
 
     def pool_update(self, ctxt, old_pool, new_pool):
         merged = dict(old_pool)
         merged.update(new_pool)
         merged.pop('members', None)
         merged.pop('healthmonitor', None)
-        self._do('pool_update', self.store.put_pool, merged)
+        self._do('pool_update', self.store.put_pool, merged, True,
+                 target=('pools', [merged]), action='update')
 
     def pool_delete(self, ctxt, pool):
-        self._do('pool_delete', self.store.delete_pool, _id(pool, 'pool_id'))
+        self._do('pool_delete', self.store.delete_pool, _id(pool, 'pool_id'),
+                 target=('pools', [pool]), action='delete')
 
     # members
     def member_create(self, ctxt, member):
-        self._do('member_create', self.store.put_member, member)
+        self._do('member_create', self.store.put_member, member,
+                 target=('members', [member]))
 
     def member_update(self, ctxt, old_member, new_member):
         merged = dict(old_member)
         merged.update(new_member)
-        self._do('member_update', self.store.put_member, merged)
+        self._do('member_update', self.store.put_member, merged, True,
+                 target=('members', [merged]), action='update')
 
     def member_delete(self, ctxt, member):
         self._do('member_delete', self.store.delete_member,
-                 _id(member, 'member_id'))
+                 _id(member, 'member_id'), target=('members', [member]),
+                 action='delete')
 
     def member_batch_update(self, ctxt, pool_id, members):
         self._do('member_batch_update', self.store.batch_update_members,
-                 pool_id, members)
+                 pool_id, members, target=('members', members),
+                 action='update')
 
     # health monitors
     def health_monitor_create(self, ctxt, healthmonitor):
         self._do('health_monitor_create', self.store.put_healthmonitor,
-                 healthmonitor)
+                 healthmonitor, target=('healthmonitors', [healthmonitor]))
 
     def health_monitor_update(self, ctxt, old_healthmonitor,
                               new_healthmonitor):
         merged = dict(old_healthmonitor)
         merged.update(new_healthmonitor)
         self._do('health_monitor_update', self.store.put_healthmonitor,
-                 merged)
+                 merged, True, target=('healthmonitors', [merged]),
+                 action='update')
 
     def health_monitor_delete(self, ctxt, healthmonitor):
         self._do('health_monitor_delete', self.store.delete_healthmonitor,
-                 _id(healthmonitor, 'healthmonitor_id'))
+                 _id(healthmonitor, 'healthmonitor_id'),
+                 target=('healthmonitors', [healthmonitor]),
+                 action='delete')
 
     # L7 policies and rules (tier 2)
     def l7policy_create(self, ctxt, l7policy):
-        self._do('l7policy_create', self.store.put_l7policy, l7policy)
+        self._do('l7policy_create', self.store.put_l7policy, l7policy,
+                 target=('l7policies', [l7policy]))
 
     def l7policy_update(self, ctxt, old_l7policy, new_l7policy):
         merged = dict(old_l7policy)
         merged.update(new_l7policy)
         merged.pop('rules', None)
-        self._do('l7policy_update', self.store.put_l7policy, merged)
+        self._do('l7policy_update', self.store.put_l7policy, merged, True,
+                 target=('l7policies', [merged]), action='update')
 
     def l7policy_delete(self, ctxt, l7policy):
         self._do('l7policy_delete', self.store.delete_l7policy,
-                 _id(l7policy, 'l7policy_id'))
+                 _id(l7policy, 'l7policy_id'),
+                 target=('l7policies', [l7policy]), action='delete')
 
     def l7rule_create(self, ctxt, l7rule):
-        self._do('l7rule_create', self.store.put_l7rule, l7rule)
+        self._do('l7rule_create', self.store.put_l7rule, l7rule,
+                 target=('l7rules', [l7rule]))
 
     def l7rule_update(self, ctxt, old_l7rule, new_l7rule):
         merged = dict(old_l7rule)
         merged.update(new_l7rule)
-        self._do('l7rule_update', self.store.put_l7rule, merged)
+        self._do('l7rule_update', self.store.put_l7rule, merged, True,
+                 target=('l7rules', [merged]), action='update')
 
     def l7rule_delete(self, ctxt, l7rule):
         self._do('l7rule_delete', self.store.delete_l7rule,
-                 _id(l7rule, 'l7rule_id'))
+                 _id(l7rule, 'l7rule_id'), target=('l7rules', [l7rule]),
+                 action='delete')
 
 
 # What a change's event_type may name.

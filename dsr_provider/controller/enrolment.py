@@ -43,12 +43,15 @@ def enrol(database, se_group, se_id, public_key):
 
 
 def revoke(database, se_id):
-    """True when se_id was enrolled (its messages are refused from now)."""
+    """True when se_id was enrolled (its messages are refused from now).
+    Its last reported state goes too: a revoked SE must not vote in
+    operating statuses until it goes silent (agent_ttl)."""
     with database.session() as s:
         row = s.get(models.SEKey, se_id)
         if row is None:
             return False
         s.delete(row)
+        s.query(models.AgentState).filter_by(se_id=se_id).delete()
         return True
 
 

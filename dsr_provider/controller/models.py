@@ -150,6 +150,29 @@ class PendingStatus(Base):
     created_at = sa.Column(sa.Double, nullable=False)
 
 
+class Tombstone(Base):
+    """An object the controller deleted (directly or in a cascade), kept
+    [dsr_controller] tombstone_ttl: a redelivered create or update of it
+    must not bring it back, and a second delete of it (after a failed
+    one) must find what it waits for."""
+
+    __tablename__ = 'tombstones'
+    # Octavia's status key (loadbalancers, listeners, ...) and the id.
+    kind = sa.Column(sa.String(16), primary_key=True)
+    id = sa.Column(sa.String(36), primary_key=True)
+    # Its parent's id as its row had it (load balancer, pool, listener or
+    # L7 policy: store._PARENT says which); null for a load balancer.
+    parent_id = sa.Column(sa.String(36))
+    # The SE groups that ran it: [the group owing its status, the L4
+    # group of a tier-2 load balancer too].
+    se_groups = sa.Column(JSONText, nullable=False)
+    # What Octavia was told of its delete: null while owed, DELETED or
+    # ERROR (then a second delete waits for the SEs again).
+    outcome = sa.Column(sa.String(16))
+    # Epoch seconds (DOUBLE, see PendingStatus.created_at).
+    deleted_at = sa.Column(sa.Double, nullable=False, index=True)
+
+
 class AgentState(Base):
     __tablename__ = 'agent_states'
     se_id = sa.Column(sa.String(128), primary_key=True)

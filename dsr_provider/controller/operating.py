@@ -23,6 +23,14 @@ brings written down:
 * A rejected object (by the controller for capacity, or by a live agent) is
   ERROR, with or without a live SE, so it never flips between ERROR and
   another status; what is below it is not served: OFFLINE.
+* A live SE that has not reported for [dsr_controller] agent_ttl is
+  silent: its last member reports no longer vote.  A group whose live SEs
+  are all silent may or may not forward (their XDP programs and BGP
+  sessions may still run) and nobody can tell: as Octavia's health
+  manager fails an amphora whose heartbeats stopped, its served load
+  balancers and listeners are ERROR, and the health of their pools and
+  enabled members is unknown: NO_MONITOR (after what is decided without
+  the SEs: rejected, admin down, Neutron port refused).
 
 Members (first matching row wins):
 
@@ -34,6 +42,7 @@ Members (first matching row wins):
 |   rejected, on no served listener)                     |            |
 | its Neutron port refused the VIP pairs (port security  | ERROR      |
 |   drops its replies; reason: neutron_ports.py)         |            |
+| the group's live SEs are all silent                    | NO_MONITOR |
 | no live SE reported it yet                             | (unsent)   |
 | more than half of the live SEs' reports say ERROR      | ERROR      |
 | weight 0 (drains: no new flows)                        | DRAINING   |
@@ -48,8 +57,9 @@ Pools:
 | admin down, or neither the default pool of a served    | OFFLINE    |
 |   listener nor the pool an enabled REDIRECT_TO_POOL    |            |
 |   policy of one names (tier 2)                         |            |
-| no member at all                                       | ONLINE     |
 | members, none of them enabled (admin-up)               | OFFLINE    |
+| the group's live SEs are all silent                    | NO_MONITOR |
+| no member at all                                       | ONLINE     |
 | no enabled member's status known yet                   | (unsent)   |
 | every known enabled member ERROR (rejected counts)     | ERROR      |
 | some ERROR                                             | DEGRADED   |
@@ -62,6 +72,7 @@ Listeners:
 | rejected                                               | ERROR      |
 | the group has no live serviceable SE                   | OFFLINE    |
 | admin down, or its load balancer admin down / rejected | OFFLINE    |
+| the group's live SEs are all silent                    | ERROR      |
 | no default pool, or the pool OFFLINE (nothing enabled) | ONLINE     |
 | otherwise its pool's status (ONLINE, DEGRADED, ERROR)  | the pool's |
 
@@ -72,6 +83,7 @@ Load balancers:
 | rejected                                               | ERROR      |
 | the group has no live serviceable SE                   | OFFLINE    |
 | admin down                                             | OFFLINE    |
+| the group's live SEs are all silent                    | ERROR      |
 | a listener's status not known yet                      | (unsent)   |
 | a listener ERROR                                       | ERROR      |
 | a listener DEGRADED (e.g. one member of two down)      | DEGRADED   |
@@ -119,7 +131,7 @@ def member_vote(reports):
 
 def compute(lbs, listeners, pools, members, healthmonitors, reports,
             rejected, serving_groups, port_refused=frozenset(),
-            l7policies=()):
+            l7policies=(), silent_groups=frozenset()):
     """{(kind, id): operating status} for every object whose status is
     known (see the tables above).
 
@@ -128,7 +140,8 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
     serving_groups: SE groups with at least one live, serviceable SE;
     port_refused: ids of members whose Neutron port refused the VIPs;
     l7policies: L7 policy rows (tier 2): the pool an enabled
-    REDIRECT_TO_POOL policy of a served listener names is served too.
+    REDIRECT_TO_POOL policy of a served listener names is served too;
+    silent_groups: SE groups whose live SEs all stopped reporting.
     """
     out = {}
     # A tier-2 load balancer needs its L4 and its L7 group serving.
@@ -247,4 +260,28 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
             out[key] = OFFLINE
         else:
             out[key] = ONLINE if _up(hm) else OFFLINE
+    silent = {lb.id for lb in lbs if lb.id in served_lbs and (
+        {lb.se_group, getattr(lb, 'l7_se_group', None)} & silent_groups)}
+    if silent:
+        _unheard(out, silent, listeners, pools, members, served_pools)
     return out
+
+
+def _unheard(out, lb_ids, listeners, pools, members, served_pools):
+    """The served objects of load balancers no SE can be heard from:
+    load balancers and listeners ERROR, the health of pools and members
+    not decided without the SEs unknown (see the module's docstring)."""
+    for lb_id in lb_ids:
+        out[('loadbalancers', lb_id)] = ERROR
+    for lst in listeners:
+        if lst.loadbalancer_id in lb_ids and \
+                out.get(('listeners', lst.id)) != OFFLINE:
+            out[('listeners', lst.id)] = ERROR
+    pools = {p.id for p in pools
+             if p.loadbalancer_id in lb_ids and p.id in served_pools}
+    for pid in pools:
+        if out.get(('pools', pid)) != OFFLINE:      # members all disabled
+            out[('pools', pid)] = NO_MONITOR
+    for m in members:
+        if m.pool_id in pools and ('members', m.id) not in out:
+            out[('members', m.id)] = NO_MONITOR

@@ -47,17 +47,19 @@ def reports_of(live, agents, member_ids=None):
     return reports
 
 
-def compute(rows, reports, agent_rejections, serving, port_refused):
+def compute(rows, reports, agent_rejections, serving, port_refused,
+            silent=frozenset()):
     """(statuses, rejected) of the objects in rows ({kind: [row]}):
-    rejected holds what an SE or the controller rejected; the full round
-    and the member rounds both compute through this."""
+    rejected holds what an SE or the controller rejected; silent: groups
+    whose live SEs all stopped reporting.  The full round and the member
+    rounds both compute through this."""
     rejected = set(agent_rejections)
     rejected.update((kind, r.id) for kind, kind_rows in rows.items()
                     for r in kind_rows if r.rejected)
     statuses = operating_mod.compute(
         rows['loadbalancers'], rows['listeners'], rows['pools'],
         rows['members'], rows['healthmonitors'], reports, rejected, serving,
-        port_refused, rows['l7policies'])
+        port_refused, rows['l7policies'], silent)
     return statuses, rejected
 
 
@@ -83,15 +85,15 @@ def _rows_of(session, lb_ids):
 
 
 def member_reports(session, agents, before, now, agent_rejections, serving,
-                   port_refused):
+                   port_refused, silent=frozenset()):
     """(agents, statuses) when only agents' member statuses moved between
     the reporter's inputs `before` and `now` (Reporter._inputs), else None.
 
     agents: {se_id: AgentView} the last computation read; the answer's is
     updated with the moved agents.  statuses: {(kind, id): operating
     status} of every object of the load balancers whose members moved.
-    agent_rejections, serving, port_refused: what the last computation
-    read (unchanged when this answers)."""
+    agent_rejections, serving, port_refused, silent: what the last
+    computation read (unchanged when this answers)."""
     groups0, agents0, pending0, refused0, live0 = before
     groups1, agents1, pending1, refused1, live1 = now
     if (groups0, pending0, refused0, live0) != \
@@ -124,5 +126,5 @@ def member_reports(session, agents, before, now, agent_rejections, serving,
     rows = _rows_of(session, lb_ids)
     reports = reports_of(live1, agents, {m.id for m in rows['members']})
     statuses, _ = compute(rows, reports, agent_rejections, serving,
-                          port_refused)
+                          port_refused, silent)
     return agents, statuses

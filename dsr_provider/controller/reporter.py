@@ -66,6 +66,9 @@ STATS_REFRESH = 60.0
 # instead of the whole deployment ten times a second.  And this often
 # anyway, should a change ever arrive by a path that moves none of them.
 OPERATING_REFRESH = 10.0
+# Tombstones older than [dsr_controller] tombstone_ttl are purged this
+# often, not every round: nobody waits for it.
+PURGE_INTERVAL = 60.0
 
 
 def _merge(statuses):
@@ -110,9 +113,13 @@ class Reporter:
     def __init__(self, store, notifier, driver_lib, live_agents,
                  apply_timeout=30.0, agent_ttl=30.0, report_workers=2,
                  max_update_cost=MAX_UPDATE_COST,
-                 hold_after_timeout=HOLD_AFTER_TIMEOUT):
+                 hold_after_timeout=HOLD_AFTER_TIMEOUT,
+                 tombstone_ttl=7 * 86400.0):
         """live_agents(se_group) -> set of SE ids alive in the group.
-        report_workers: status documents in flight at once."""
+        agent_ttl: seconds after its last report a live SE stops voting in
+        operating statuses (silent).  report_workers: status documents in
+        flight at once.  tombstone_ttl: seconds deleted objects are
+        remembered (Store.delete_missing)."""
         self.store = store
         self.notifier = notifier
         self.driver_lib = driver_lib
@@ -123,6 +130,9 @@ class Reporter:
         self.max_update_cost = max_update_cost
         self._cost_limit = max_update_cost
         self.hold_after_timeout = hold_after_timeout
+        self.tombstone_ttl = tombstone_ttl
+        self._purged_at = time.monotonic()
+        self._silent = set()        # SE ids last seen silent (logged)
         self._held = {}         # load balancer -> monotonic time it waits to
         self._sent_operating = {}
         # The inputs and view of the last operating round that was sent,
@@ -161,13 +171,23 @@ class Reporter:
             self.report_provisioning()
             inputs = None           # it moves the operating inputs
         self.report_operating_status(inputs)
+        if time.monotonic() - self._purged_at >= PURGE_INTERVAL:
+            self._purged_at = time.monotonic()
+            purged = self.store.purge_tombstones(self.tombstone_ttl)
+            if purged:
+                LOG.info('%d tombstone(s) older than %s s purged', purged,
+                         self.tombstone_ttl)
 
     # ---------------------------------------------------------- agents
     def publish_generations(self):
         publish_generations(self.store, self.notifier)
 
     def _agents(self, session, se_group):
-        """States of the live agents (a new agent has not reported yet)."""
+        """States of the live agents (a new agent has not reported yet).
+        Silent ones included: the provisioning verdicts wait for them, as
+        their XDP program and ExaBGP may still forward with the generation
+        they last applied -- a change is not ACTIVE until they apply it
+        or apply_timeout passes."""
         alive = self.live_agents(se_group)
         rows = {r.se_id: r for r in session.query(
             models.AgentState).filter_by(se_group=se_group)}
@@ -288,6 +308,9 @@ class Reporter:
                     row = s.get(models.PendingStatus, p.id)
                     if row is not None:
                         s.delete(row)
+                for _lb, todo, _sts in groups:
+                    for p, verdict in todo:
+                        self.store.record_outcomes(s, p.status, verdict)
             return
 
     @staticmethod
@@ -348,14 +371,21 @@ class Reporter:
             agent_rejections = collections.defaultdict(list)
             serving = set()
             agents = {}
-            live = []       # each group's live SEs, groups by name
+            live = []       # each group's heard-from SEs, groups by name
+            silent = set()  # groups whose live SEs all stopped reporting
+            deadline = self._silent_before()
             for group in [name for (name,) in s.query(
                     models.SEGroup.name).order_by(models.SEGroup.name)]:
                 group_agents = self._agents(s, group)
-                live.append([agent.se_id for agent in group_agents])
-                for agent in group_agents:
-                    if agent.serviceable is not False:
-                        serving.add(group)
+                if any(a.serviceable is not False for a in group_agents):
+                    serving.add(group)
+                # A silent SE's last reports no longer vote.
+                heard = [a for a in group_agents
+                         if not 0 < a.updated_at < deadline]
+                if group_agents and not heard:
+                    silent.add(group)
+                live.append([agent.se_id for agent in heard])
+                for agent in heard:
                     if agent.updated_at:        # a stored row
                         agents[agent.se_id] = operating_delta.agent_view(
                             agent)
@@ -370,14 +400,14 @@ class Reporter:
             port_refused = set(neutron_ports.member_reasons(s))
         statuses, rejected = operating_delta.compute(
             rows, operating_delta.reports_of(live, agents),
-            agent_rejections, serving, port_refused)
+            agent_rejections, serving, port_refused, silent)
         # Objects Octavia may not have committed yet get theirs with their
         # provisioning status.
         waiting = {(kind, item['id']) for doc in pending
                    for kind, items in doc.items() for item in items
                    if item.get('changed')}
         return _View(statuses, rejected, dict(agent_rejections), waiting,
-                     agents, serving, port_refused)
+                     agents, serving, port_refused, silent)
 
     def _round(self, session):
         """(groups with a generation not yet published, the operating
@@ -395,16 +425,45 @@ class Reporter:
         """What the operating statuses are computed from, in brief: equal
         values, equal statuses (the rows themselves move with their
         group's generation).  groups: [(name, generation)] by name."""
-        agents = [tuple(r) for r in session.execute(sa.select(
+        rows = session.execute(sa.select(
             models.AgentState.se_id, models.AgentState.se_group,
-            models.AgentState.statuses_digest).order_by(
-            models.AgentState.se_id))]
+            models.AgentState.statuses_digest,
+            models.AgentState.updated_at).order_by(
+            models.AgentState.se_id)).all()
+        agents = [tuple(r[:3]) for r in rows]
         pending = list(session.execute(sa.select(
             models.PendingStatus.id).order_by(
             models.PendingStatus.id)).scalars())
         refused = sorted(neutron_ports.member_reasons(session).items())
-        live = [sorted(self.live_agents(name)) for name, _ in groups]
+        deadline = self._silent_before()
+        stale = {r.se_id: r.se_group for r in rows if r.updated_at < deadline}
+        # The heard-from live SEs: one going silent, or coming back,
+        # moves the inputs.
+        live, silent = [], {}
+        for name, _ in groups:
+            alive = self.live_agents(name)
+            silent.update((se_id, name) for se_id in alive
+                          if stale.get(se_id) == name)
+            live.append(sorted(se_id for se_id in alive
+                               if stale.get(se_id) != name))
+        self._log_silence(silent)
         return groups, agents, pending, refused, live
+
+    def _silent_before(self):
+        """An SE whose last report is older than this (epoch seconds) is
+        silent."""
+        return time.time() - self.agent_ttl
+
+    def _log_silence(self, silent):
+        """Once per change: an SE going silent, and coming back.
+        silent: {se_id: group} of the live SEs silent now."""
+        for se_id in sorted(set(silent) - self._silent):
+            LOG.warning('SE %s of group %s: no report for over %s s; its '
+                        'member statuses no longer count (changes still '
+                        'wait for it)', se_id, silent[se_id], self.agent_ttl)
+        for se_id in sorted(self._silent - set(silent)):
+            LOG.info('SE %s reports again (or left its group)', se_id)
+        self._silent = set(silent)
 
     def report_operating_status(self, inputs=None):
         """Operating statuses that changed, to Octavia.  inputs: what
@@ -423,7 +482,8 @@ class Reporter:
             with self.store.db.session() as s:
                 delta = operating_delta.member_reports(
                     s, view.agents, self._operating_inputs, inputs,
-                    view.agent_rejections, view.serving, view.port_refused)
+                    view.agent_rejections, view.serving, view.port_refused,
+                    view.silent)
         if delta is None:
             view = self._view()
             operating = view.operating
@@ -506,4 +566,4 @@ class Reporter:
 
 _View = collections.namedtuple(
     '_View', 'operating rejected agent_rejections waiting agents serving '
-    'port_refused')
+    'port_refused silent')

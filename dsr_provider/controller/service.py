@@ -56,7 +56,8 @@ class Controller:
         # Capacity is checked against the limits of the group's live
         # agents (tooz membership).
         self.store = store_mod.Store(self.database, c.default_se_group,
-                                     live_agents=self.live_agents)
+                                     live_agents=self.live_agents,
+                                     agent_ttl=c.agent_ttl)
         self.transport = agent_rpc.get_transport(conf)
         self.signer = self.guard = None
         if c.authentication:
@@ -190,12 +191,15 @@ class Controller:
                     reporter = None     # a new term starts afresh
                 else:
                     if reporter is None and self._driver_lib() is not None:
+                        self.store.agent_ttl = c.agent_ttl  # reloaded
                         reporter = reporter_mod.Reporter(
                             self.store, agent_rpc.AgentNotifier(
                                 self.transport, signer=self.signer),
                             self._driver_lib(),
                             self.live_agents, apply_timeout=c.apply_timeout,
-                            report_workers=c.report_workers)
+                            agent_ttl=c.agent_ttl,
+                            report_workers=c.report_workers,
+                            tombstone_ttl=c.tombstone_ttl)
                     # Statistics go from their own thread: each update
                     # costs a driver-agent child (0.4-1 s on a loaded
                     # host), which a status Octavia waits for must not
@@ -221,8 +225,8 @@ class Controller:
 
     def reload(self):
         """After a SIGHUP: loop_interval and stats_interval are read on
-        every round; the reporter is rebuilt for apply_timeout and
-        report_workers."""
+        every round; the reporter is rebuilt for apply_timeout,
+        agent_ttl, report_workers and tombstone_ttl."""
         self._reload.set()
         self._wake.set()
 

@@ -53,6 +53,13 @@ _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
 # administratively down, as Octavia's amphora driver reports them
 # (MarkL7PolicyActiveInDB / MarkL7RuleActiveInDB).
 _ONLINE_WHEN_ACTIVE = ('l7policies', 'l7rules')
+# kind -> (its parent's kind, the row's and the document's link to it).
+_PARENT = {'listeners': ('loadbalancers', 'loadbalancer_id'),
+           'pools': ('loadbalancers', 'loadbalancer_id'),
+           'members': ('pools', 'pool_id'),
+           'healthmonitors': ('pools', 'pool_id'),
+           'l7policies': ('listeners', 'listener_id'),
+           'l7rules': ('l7policies', 'l7policy_id')}
 
 
 KINDS = tuple(_ID_KEYS)
@@ -70,6 +77,33 @@ COUNTED_LIMITS = {'max_listeners': 'listeners (VIP addresses x listeners)',
 
 def object_id(kind, doc):
     return doc.get(_ID_KEYS[kind]) or doc.get('id')
+
+
+class Unknown(LookupError):
+    """A change names an object the controller does not have."""
+
+    def __init__(self, kind, obj_id, message=None):
+        super().__init__(message or f'{_GET_RESOURCE[kind]} {obj_id} is '
+                                    f'unknown')
+        self.kind = kind
+        self.obj_id = obj_id
+
+
+class Tombstoned(Unknown):
+    """The object was deleted here (models.Tombstone).  failed: its
+    delete was reported ERROR (Octavia still has it)."""
+
+    def __init__(self, kind, obj_id, failed=False):
+        super().__init__(kind, obj_id,
+                         f'{_GET_RESOURCE[kind]} {obj_id} was deleted')
+        self.failed = failed
+
+
+def _check_tombstone(session, kind, obj_id):
+    """Raise Tombstoned if the object was deleted here."""
+    tomb = session.get(models.Tombstone, (kind, obj_id))
+    if tomb is not None:
+        raise Tombstoned(kind, obj_id, failed=tomb.outcome == ERROR)
 
 
 def _clean(doc):
@@ -110,12 +144,16 @@ class Status:
     def parent(self, kind, obj_id, enabled=None):
         self.add(kind, obj_id, ACTIVE, changed=False, enabled=enabled)
 
-    def reject(self, kind, obj_id, reason):
-        """The controller refused the object: ERROR without the agents."""
+    def reject(self, kind, obj_id, reason, kept=False):
+        """The controller refused the object: ERROR without the agents.
+        kept: a refused change of a running object, which goes on running
+        its previous version (its operating status is still computed)."""
         self.add(kind, obj_id, ERROR)
         for item in self.doc[kind]:
             if item['id'] == obj_id:
                 item['rejected'] = reason
+                if kept:
+                    item['kept'] = True
 
     def settled(self):
         """True when every changed object was refused: nothing waits for
@@ -131,9 +169,13 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
     """The status for Octavia.
 
     failed: the SEs did not apply the change (whole snapshot rejected,
-    timeout): changed objects ERROR.  rejected: (kind, id) of objects the
-    controller or a live agent leaves out now: ERROR whether changed or a
-    parent (a later change must not make a rejected object ACTIVE).
+    timeout): changed objects ERROR, deleted ones too -- the SEs may
+    still run them (a failed delete leaves the object in ERROR, as
+    Octavia's own drivers do, and the user deletes it again).
+    rejected: (kind, id) of objects the controller or a live agent leaves
+    out now: ERROR whether changed or a parent (a later change must not
+    make a rejected object ACTIVE); a refused change of a running object
+    ('kept') keeps its operating status.
     operating: {(kind, id): operating status} known now, sent in the same
     update as the provisioning status.
     """
@@ -145,11 +187,14 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
             st = item['provisioning_status']
             key = (kind, item['id'])
             entry = {'id': item['id']}
-            if st != DELETED:
+            if st == DELETED and failed and item.get('changed'):
+                st = ERROR
+            elif st != DELETED:
                 if item.get('rejected') or key in rejected or (
                         failed and item.get('changed')):
                     st = ERROR
-                op = ERROR if st == ERROR else operating.get(key)
+                op = operating.get(key) if item.get('kept') or st != ERROR \
+                    else ERROR
                 if op is None and st == ACTIVE and \
                         kind in _ONLINE_WHEN_ACTIVE:
                     op = ONLINE if item.get('enabled', True) else OFFLINE
@@ -163,6 +208,38 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
 def _enabled(row):
     """A stored object's admin_state_up (Octavia's default: up)."""
     return row.doc.get('admin_state_up', True) is not False
+
+
+# Where a change's document nests the objects created with it.
+_NESTED = {'loadbalancers': (('listeners', 'listeners'), ('pools', 'pools')),
+           'listeners': (('pools', 'default_pool'),
+                         ('l7policies', 'l7policies')),
+           'pools': (('members', 'members'),
+                     ('healthmonitors', 'healthmonitor')),
+           'l7policies': (('l7rules', 'rules'),)}
+
+
+def _nested(kind, doc):
+    """(kind, id) of the objects a create's document nests (a graph)."""
+    for child_kind, key in _NESTED.get(kind, ()):
+        children = doc.get(key) or []
+        for child in [children] if isinstance(children, dict) else children:
+            if isinstance(child, dict) and object_id(child_kind, child):
+                yield child_kind, object_id(child_kind, child)
+                yield from _nested(child_kind, child)
+
+
+def _parent_link(kind, doc):
+    """The id of the parent a change's document names (None: none)."""
+    return doc.get(_PARENT[kind][1]) if kind in _PARENT else None
+
+
+def _groups_of(lb):
+    """The SE groups whose agents a change of load balancer row `lb`
+    waits for, the group owing its status first (Store._bump_lb)."""
+    if lb.l7_se_group and not lb.rejected:
+        return [lb.l7_se_group, lb.se_group]
+    return [lb.se_group]
 
 
 class Store:
@@ -303,8 +380,11 @@ class Store:
             if limits else None
         return _Guard(se_group, limits, source, before)
 
-    def _admit(self, session, guard, status, candidates):
-        """Accept or refuse the changed objects, in order.
+    def _admit(self, session, guard, status, candidates, running=()):
+        """Accept or refuse the changed objects, in order; returns the
+        refused ones of `running` ((kind, id) of objects served before the
+        change: they are not marked rejected, the caller rolls their
+        change back -- see _admit_change).
 
         candidates: [(kind, row, children)] -- children are (kind, id) in
         `status` that go with the object (a graph created with it).  An
@@ -316,8 +396,9 @@ class Store:
         """
         for _, row, _ in candidates:
             row.rejected = None
+        refused_running = set()
         if not guard.limits or not candidates:
-            return
+            return refused_running
         session.flush()
         usage = _Usage(session, guard.se_group, guard.limits)
         excluded = {(kind, row.id) for kind, row, _ in candidates}
@@ -336,18 +417,51 @@ class Store:
             LOG.error('%s %s rejected: %s', _GET_RESOURCE[kind], row.id,
                       reason)
             excluded.add((kind, row.id))
-            row.rejected = reason
-            status.reject(kind, row.id, reason)
+            kept = (kind, row.id) in running
+            if kept:
+                refused_running.add((kind, row.id))
+            else:
+                row.rejected = reason
+            status.reject(kind, row.id, reason, kept=kept)
             for child_kind, child_id in children:
                 status.reject(child_kind, child_id,
                               f'{_GET_RESOURCE[kind]} {row.id} rejected: '
                               f'{reason}')
+        return refused_running
+
+    @staticmethod
+    def _savepoint_if_running(session, guard, kind, obj_id):
+        """A savepoint before a change of a running object (stored and
+        not rejected) that capacity may refuse, else None: a refused change
+        is rolled back to it, so the SEs go on serving the previous
+        version."""
+        if not guard.limits:
+            return None
+        row = session.get(_MODELS[kind], obj_id)
+        if row is None or row.rejected is not None:
+            return None
+        return session.begin_nested()
+
+    def _admit_change(self, session, guard, status, savepoint, candidate):
+        """_admit one changed object; savepoint: _savepoint_if_running's.
+        A refused update changes nothing and is reported ERROR; only a
+        new (or already rejected) object becomes rejected."""
+        kind, row, _ = candidate
+        running = () if savepoint is None else {(kind, row.id)}
+        refused = self._admit(session, guard, status, [candidate], running)
+        if savepoint is None:
+            return
+        if refused:
+            savepoint.rollback()
+        else:
+            savepoint.commit()
 
     @staticmethod
     def _get(session, kind, obj_id):
         row = session.get(_MODELS[kind], obj_id)
         if row is None:
-            raise LookupError(f'{_GET_RESOURCE[kind]} {obj_id} is unknown')
+            _check_tombstone(session, kind, obj_id)
+            raise Unknown(kind, obj_id)
         return row
 
     def _lb(self, session, lb_id):
@@ -361,11 +475,18 @@ class Store:
                     pool_row.doc.get('listener_id') == lst.id:
                 status.parent('listeners', lst.id)
 
-    def _put(self, session, kind, doc, **links):
+    def _put(self, session, kind, doc, update=False, **links):
+        """Store an object's document.  update: it must exist already
+        (an update never creates one)."""
         model = _MODELS[kind]
         obj_id = object_id(kind, doc)
         row = session.get(model, obj_id)
         if row is None:
+            # A redelivered create (or update) of a deleted object must
+            # not bring it back onto the SEs.
+            _check_tombstone(session, kind, obj_id)
+            if update:
+                raise Unknown(kind, obj_id)
             row = model(id=obj_id, **links)
             session.add(row)
         else:
@@ -374,10 +495,11 @@ class Store:
         row.doc = _clean(doc)
         return row
 
-    def _put_pool_graph(self, session, lb_id, pool, status):
+    def _put_pool_graph(self, session, lb_id, pool, status, update=False):
         """The pool with its members and health monitor; returns the row
         and the (kind, id) of the children stored with it."""
-        row = self._put(session, 'pools', pool, loadbalancer_id=lb_id)
+        row = self._put(session, 'pools', pool, update,
+                        loadbalancer_id=lb_id)
         status.add('pools', row.id)
         children = []
         for member in pool.get('members') or []:
@@ -453,12 +575,15 @@ class Store:
         with self._change() as s:
             row = self._lb(s, object_id('loadbalancers', lb))
             guard = self._guard(s, row.se_group)
+            savepoint = self._savepoint_if_running(s, guard, 'loadbalancers',
+                                                   row.id)
             merged = dict(row.doc)
             merged.update(_clean(lb))
             row.doc = merged
             status.add('loadbalancers', row.id)
             # More VIPs multiply its listeners and members.
-            self._admit(s, guard, status, [('loadbalancers', row, [])])
+            self._admit_change(s, guard, status, savepoint,
+                               ('loadbalancers', row, []))
             return self._bump_lb(s, row, status)
 
     def delete_loadbalancer(self, lb_id, cascade=True):
@@ -466,27 +591,29 @@ class Store:
         with self._change() as s:
             row = self._lb(s, lb_id)
             for pool in s.query(models.Pool).filter_by(loadbalancer_id=lb_id):
-                self._delete_pool_rows(s, pool, status)
+                self._delete_pool_rows(s, pool, status, row)
             for lst in s.query(models.Listener).filter_by(
                     loadbalancer_id=lb_id):
-                self._delete_listener_rows(s, lst, status)
-            status.add('loadbalancers', lb_id, DELETED)
-            s.delete(row)
+                self._delete_listener_rows(s, lst, status, row)
+            self._delete_row(s, 'loadbalancers', row, status, row)
             return self._bump_lb(s, row, status)
 
     # --------------------------------------------------------- listeners
-    def put_listener(self, listener):
+    def put_listener(self, listener, update=False):
         status = Status()
         with self._change() as s:
             lb = self._lb(s, listener['loadbalancer_id'])
             guard = self._guard(s, lb.se_group)
-            row = self._put(s, 'listeners', listener,
+            savepoint = self._savepoint_if_running(
+                s, guard, 'listeners', object_id('listeners', listener))
+            row = self._put(s, 'listeners', listener, update,
                             loadbalancer_id=lb.id)
             status.add('listeners', row.id)
             status.parent('loadbalancers', lb.id)
             for policy in listener.get('l7policies') or []:
                 self._put_policy_graph(s, row.id, policy, status)
-            self._admit(s, guard, status, [('listeners', row, [])])
+            self._admit_change(s, guard, status, savepoint,
+                               ('listeners', row, []))
             return self._bump_lb(s, lb, status, ['listeners', row.id])
 
     def delete_listener(self, listener_id):
@@ -494,25 +621,27 @@ class Store:
         with self._change() as s:
             row = self._get(s, 'listeners', listener_id)
             lb = self._lb(s, row.loadbalancer_id)
-            self._delete_listener_rows(s, row, status)
+            self._delete_listener_rows(s, row, status, lb)
             status.parent('loadbalancers', lb.id)
             return self._bump_lb(s, lb, status)
 
-    def _delete_listener_rows(self, session, listener, status):
+    def _delete_listener_rows(self, session, listener, status, lb):
         """The listener with its L7 policies and their rules."""
         for policy in session.query(models.L7Policy).filter_by(
                 listener_id=listener.id):
-            self._delete_policy_rows(session, policy, status)
-        status.add('listeners', listener.id, DELETED)
-        session.delete(listener)
+            self._delete_policy_rows(session, policy, status, lb)
+        self._delete_row(session, 'listeners', listener, status, lb)
 
     # ------------------------------------------------------------- pools
-    def put_pool(self, pool):
+    def put_pool(self, pool, update=False):
         status = Status()
         with self._change() as s:
             lb = self._lb(s, pool['loadbalancer_id'])
             guard = self._guard(s, lb.se_group)
-            row, children = self._put_pool_graph(s, lb.id, pool, status)
+            savepoint = self._savepoint_if_running(
+                s, guard, 'pools', object_id('pools', pool))
+            row, children = self._put_pool_graph(s, lb.id, pool, status,
+                                                 update)
             listener_id = pool.get('listener_id')
             if listener_id:
                 lst = s.get(models.Listener, listener_id)
@@ -521,7 +650,8 @@ class Store:
                     doc['default_pool_id'] = row.id
                     lst.doc = doc
             self._pool_parents(s, row, status)
-            self._admit(s, guard, status, [('pools', row, children)])
+            self._admit_change(s, guard, status, savepoint,
+                               ('pools', row, children))
             return self._bump_lb(s, lb, status, ['pools', row.id], l4=False)
 
     def delete_pool(self, pool_id):
@@ -536,19 +666,30 @@ class Store:
                     doc = dict(lst.doc)
                     doc.pop('default_pool_id')
                     lst.doc = doc
-            self._delete_pool_rows(s, row, status)
+            self._delete_pool_rows(s, row, status, lb)
             return self._bump_lb(s, lb, status)
 
-    @staticmethod
-    def _delete_pool_rows(session, pool, status):
+    def _delete_pool_rows(self, session, pool, status, lb):
         """The pool, its members and its health monitor."""
         for kind in ('members', 'healthmonitors'):
             for row in session.query(_MODELS[kind]).filter_by(
                     pool_id=pool.id):
-                status.add(kind, row.id, DELETED)
-                session.delete(row)
-        status.add('pools', pool.id, DELETED)
-        session.delete(pool)
+                self._delete_row(session, kind, row, status, lb)
+        self._delete_row(session, 'pools', pool, status, lb)
+
+    @staticmethod
+    def _delete_row(session, kind, row, status, lb):
+        """Delete a stored object of load balancer row `lb`, reported
+        DELETED once the SEs apply the change; its tombstone keeps a
+        redelivered create from bringing it back and lets a second delete
+        (after a failed one) wait for the SEs again."""
+        status.add(kind, row.id, DELETED)
+        link = _PARENT.get(kind)
+        session.merge(models.Tombstone(
+            kind=kind, id=row.id,
+            parent_id=getattr(row, link[1]) if link else None,
+            se_groups=_groups_of(lb), outcome=None, deleted_at=time.time()))
+        session.delete(row)
 
     # ------------------------------------- members and health monitors
     def _bump_pool(self, session, pool, status, wait_for=None):
@@ -563,15 +704,19 @@ class Store:
         return self._guard(session, self._lb(session,
                                              pool.loadbalancer_id).se_group)
 
-    def _put_pool_child(self, kind, doc):
+    def _put_pool_child(self, kind, doc, update):
         status = Status()
         with self._change() as s:
             pool = self._get(s, 'pools', doc['pool_id'])
             guard = self._pool_guard(s, pool)
-            row = self._put(s, kind, doc, pool_id=pool.id)
+            savepoint = self._savepoint_if_running(
+                s, guard, kind, object_id(kind, doc)) \
+                if kind == 'members' else None
+            row = self._put(s, kind, doc, update, pool_id=pool.id)
             status.add(kind, row.id)
             if kind == 'members':
-                self._admit(s, guard, status, [(kind, row, [])])
+                self._admit_change(s, guard, status, savepoint,
+                                   (kind, row, []))
             return self._bump_pool(s, pool, status, [kind, row.id])
 
     def _delete_pool_child(self, kind, obj_id):
@@ -579,18 +724,18 @@ class Store:
         with self._change() as s:
             row = self._get(s, kind, obj_id)
             pool = self._get(s, 'pools', row.pool_id)
-            status.add(kind, row.id, DELETED)
-            s.delete(row)
+            self._delete_row(s, kind, row, status,
+                             self._lb(s, pool.loadbalancer_id))
             return self._bump_pool(s, pool, status)
 
-    def put_member(self, member):
-        return self._put_pool_child('members', member)
+    def put_member(self, member, update=False):
+        return self._put_pool_child('members', member, update)
 
     def delete_member(self, member_id):
         return self._delete_pool_child('members', member_id)
 
-    def put_healthmonitor(self, hm):
-        return self._put_pool_child('healthmonitors', hm)
+    def put_healthmonitor(self, hm, update=False):
+        return self._put_pool_child('healthmonitors', hm, update)
 
     def delete_healthmonitor(self, hm_id):
         return self._delete_pool_child('healthmonitors', hm_id)
@@ -603,12 +748,12 @@ class Store:
         with self._change() as s:
             pool = self._get(s, 'pools', pool_id)
             guard = self._pool_guard(s, pool)
+            lb = self._lb(s, pool.loadbalancer_id)
             wanted = {object_id('members', m): m for m in members}
             accepted = set()
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:
-                    status.add('members', row.id, DELETED)
-                    s.delete(row)
+                    self._delete_row(s, 'members', row, status, lb)
                 elif row.rejected is None:
                     accepted.add(row.id)
             candidates = []
@@ -624,8 +769,9 @@ class Store:
     # Tier 2 only (the driver refuses them on tier 1).  Positions follow
     # Octavia's: a policy put at position p moves the listener's others
     # down, and the positions stay 1..n.
-    def _put_policy_graph(self, session, listener_id, policy, status):
-        row = self._put(session, 'l7policies', policy,
+    def _put_policy_graph(self, session, listener_id, policy, status,
+                          update=False):
+        row = self._put(session, 'l7policies', policy, update,
                         listener_id=listener_id)
         status.add('l7policies', row.id, enabled=_enabled(row))
         for rule in policy.get('rules') or []:
@@ -657,11 +803,12 @@ class Store:
         status.parent('loadbalancers', lb.id)
         return lb
 
-    def put_l7policy(self, policy):
+    def put_l7policy(self, policy, update=False):
         status = Status()
         with self._change() as s:
             listener = self._get(s, 'listeners', policy['listener_id'])
-            row = self._put_policy_graph(s, listener.id, policy, status)
+            row = self._put_policy_graph(s, listener.id, policy, status,
+                                         update)
             lb = self._policy_parents(s, row, status)
             return self._bump_lb(s, lb, status, ['l7policies', row.id],
                                  l4=False)
@@ -671,25 +818,23 @@ class Store:
         with self._change() as s:
             row = self._get(s, 'l7policies', policy_id)
             lb = self._policy_parents(s, row, status)
-            self._delete_policy_rows(s, row, status)
+            self._delete_policy_rows(s, row, status, lb)
             s.flush()
             self._renumber(s, row.listener_id)
             return self._bump_lb(s, lb, status, l4=False)
 
-    @staticmethod
-    def _delete_policy_rows(session, policy, status):
+    def _delete_policy_rows(self, session, policy, status, lb):
         for rule in session.query(models.L7Rule).filter_by(
                 l7policy_id=policy.id):
-            status.add('l7rules', rule.id, DELETED)
-            session.delete(rule)
-        status.add('l7policies', policy.id, DELETED)
-        session.delete(policy)
+            self._delete_row(session, 'l7rules', rule, status, lb)
+        self._delete_row(session, 'l7policies', policy, status, lb)
 
-    def put_l7rule(self, rule):
+    def put_l7rule(self, rule, update=False):
         status = Status()
         with self._change() as s:
             policy = self._get(s, 'l7policies', rule['l7policy_id'])
-            row = self._put(s, 'l7rules', rule, l7policy_id=policy.id)
+            row = self._put(s, 'l7rules', rule, update,
+                            l7policy_id=policy.id)
             status.add('l7rules', row.id, enabled=_enabled(row))
             status.parent('l7policies', policy.id, enabled=_enabled(policy))
             lb = self._policy_parents(s, policy, status)
@@ -701,11 +846,146 @@ class Store:
         with self._change() as s:
             row = self._get(s, 'l7rules', rule_id)
             policy = self._get(s, 'l7policies', row.l7policy_id)
-            status.add('l7rules', row.id, DELETED)
             status.parent('l7policies', policy.id, enabled=_enabled(policy))
             lb = self._policy_parents(s, policy, status)
-            s.delete(row)
+            self._delete_row(s, 'l7rules', row, status, lb)
             return self._bump_lb(s, lb, status, l4=False)
+
+    # ------------------------------- objects the controller does not have
+    def delete_missing(self, kind, doc):
+        """A delete of an object not stored here.  Never known: DELETED at
+        once (nothing to remove).  Deleted before and its delete failed
+        (reported ERROR): DELETED once the live SEs apply the current
+        generation of its groups, ERROR again otherwise.  Deleted and the
+        delete reported or still owed: a redelivered message, ignored.
+        Returns the generation the status waits for, or None."""
+        obj_id = object_id(kind, doc)
+        if obj_id is None:
+            return None             # nothing Octavia could be told
+        with self._change() as s:
+            tomb = s.get(models.Tombstone, (kind, obj_id))
+            status = Status()
+            if tomb is None:
+                status.add(kind, obj_id, DELETED)
+                self._mark_parents(s, kind, _parent_link(kind, doc), status)
+                return self._owe(s, status)
+            if tomb.outcome != ERROR:
+                LOG.info('%s %s delete ignored: already deleted (a '
+                         'redelivered message)', _GET_RESOURCE[kind], obj_id)
+                return None
+            return self._delete_again(s, tomb, status)
+
+    def _delete_again(self, session, tomb, status):
+        """A second delete of an object whose delete failed: it and its
+        descendants whose delete failed with it."""
+        for kind, obj_id in self._failed_subtree(session, tomb.kind,
+                                                 tomb.id):
+            status.add(kind, obj_id, DELETED)
+        self._mark_parents(session, tomb.kind, tomb.parent_id, status)
+        return self._owe(session, status, tomb.se_groups)
+
+    def refuse(self, kind, docs, reason):
+        """ERROR for objects of a change that cannot be applied (unknown
+        object or parent, data the database refuses): nothing changes on
+        the SEs, and Octavia does not leave them PENDING_*."""
+        with self._change() as s:
+            status = Status()
+            for doc in docs:
+                obj_id = object_id(kind, doc)
+                if obj_id is None:
+                    continue        # nothing Octavia could be told
+                LOG.error('%s %s: ERROR: %s', _GET_RESOURCE[kind], obj_id,
+                          reason)
+                status.reject(kind, obj_id, reason,
+                              kept=s.get(_MODELS[kind], obj_id) is not None)
+                for child_kind, child_id in _nested(kind, doc):
+                    status.reject(child_kind, child_id, reason)
+                self._mark_parents(s, kind, _parent_link(kind, doc), status)
+            if status.doc:
+                self._owe(s, status)
+
+    def _owe(self, session, status, groups=None):
+        """Record a status owed once the live SEs of `groups` (the group
+        owing it, then at most one more) apply their current generation --
+        no new one: nothing changes.  None: it waits for nothing.  Returns
+        the generation of the first group."""
+        def current(group):
+            row = session.get(models.SEGroup, group)
+            return row.generation if row is not None else 0
+        first = current(groups[0]) if groups else 0
+        also = groups[1] if groups and len(groups) > 1 else None
+        session.add(models.PendingStatus(
+            se_group=groups[0] if groups else self.default_se_group,
+            generation=first, also_se_group=also,
+            also_generation=None if also is None else current(also),
+            status=status.doc, created_at=time.time()))
+        return first
+
+    @staticmethod
+    def _failed_subtree(session, kind, obj_id):
+        """(kind, id) of a tombstoned object and of its descendants whose
+        delete failed too (Octavia still has them, in ERROR); their
+        outcome is owed again."""
+        children = collections.defaultdict(list)
+        for child, (parent, _) in _PARENT.items():
+            children[parent].append(child)
+        todo, found = [(kind, obj_id)], []
+        while todo:
+            item_kind, item_id = todo.pop()
+            found.append((item_kind, item_id))
+            for child in children[item_kind]:
+                todo.extend((child, t.id) for t in session.query(
+                    models.Tombstone).filter_by(
+                        kind=child, parent_id=item_id, outcome=ERROR))
+        for item_kind, item_id in found:
+            session.get(models.Tombstone, (item_kind, item_id)).outcome = \
+                None
+        return found
+
+    def _mark_parents(self, session, kind, parent_id, status):
+        """The parents Octavia locked for a change of a `kind` object whose
+        parent is parent_id: stored ones ACTIVE, deleted ones ERROR (their
+        delete failed, or Octavia would not have let the change through);
+        the walk stops at one the controller never had."""
+        while kind in _PARENT and parent_id:
+            kind = _PARENT[kind][0]
+            row = session.get(_MODELS[kind], parent_id)
+            if row is not None:
+                status.parent(kind, row.id, enabled=_enabled(row) if kind
+                              in _ONLINE_WHEN_ACTIVE else None)
+                if kind == 'pools':
+                    self._pool_parents(session, row, status)
+                parent_id = getattr(row, _PARENT[kind][1], None) \
+                    if kind in _PARENT else None
+                continue
+            tomb = session.get(models.Tombstone, (kind, parent_id))
+            if tomb is None:
+                return
+            status.add(kind, parent_id, ERROR, changed=False)
+            parent_id = tomb.parent_id
+
+    def record_outcomes(self, session, status_doc, verdict):
+        """The reporter told Octavia a change's verdict: remember what the
+        deletes in it became (DELETED, or ERROR when the SEs did not apply
+        it), so a second delete knows whether it is a retry."""
+        outcome = ERROR if verdict == ERROR else DELETED
+        for kind, items in status_doc.items():
+            ids = [item['id'] for item in items
+                   if item['provisioning_status'] == DELETED
+                   and item.get('changed')]
+            if ids:
+                session.query(models.Tombstone).filter(
+                    models.Tombstone.kind == kind,
+                    models.Tombstone.id.in_(ids)).update(
+                        {'outcome': outcome}, synchronize_session=False)
+
+    def purge_tombstones(self, max_age):
+        """Forget objects deleted more than max_age seconds ago; returns
+        how many."""
+        with self.db.session() as s:
+            return s.query(models.Tombstone).filter(
+                models.Tombstone.deleted_at < time.time() - max_age).delete(
+                    synchronize_session=False)
 
     # ------------------------------------------------ L7 SE membership
     def l7_groups(self):

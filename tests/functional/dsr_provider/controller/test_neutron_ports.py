@@ -198,8 +198,9 @@ def test_member_ports_get_and_lose_the_vip_pairs(net, database, change):
     change.member_delete(None, {'member_id': 'm1'})
     sync.run_once()
     assert pairs(net, p1) == {VIP4B}
-    # member create again, then pool delete.
-    change.member_create(None, {'member_id': 'm1', 'pool_id': 'lb1-pool',
+    # a new member on the port (Octavia never reuses an id: a create of
+    # a deleted one is a stale redelivery, ignored), then pool delete.
+    change.member_create(None, {'member_id': 'm4', 'pool_id': 'lb1-pool',
                                 'address': '198.18.10.11',
                                 'subnet_id': net.v4.id, 'protocol_port': 80})
     sync.run_once()

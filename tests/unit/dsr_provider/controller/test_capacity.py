@@ -391,3 +391,71 @@ def test_the_usage_count_is_the_count_of_every_accepted_row(cstore):
                             0, 12 if kind == 'members' else 2)))}
             assert usage.count(excluded) == reference_count(
                 s, 'g1', excluded), excluded
+
+
+def stored_doc(store, kind, obj_id):
+    with store.db.session() as s:
+        return s.get(store_mod._MODELS[kind], obj_id).doc
+
+
+def last_status(store):
+    _, status = pending_items(store)[-1]
+    return store_mod.octavia_status(status)
+
+
+def test_a_refused_listener_update_keeps_the_running_listener(cstore):
+    """Pointing a running listener at a pool too big for the SEs changes
+    nothing: the SEs go on serving the previous listener, the update is
+    ERROR (not the listener's operating status), nothing is rejected."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=4))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, 'pA')],
+                                  pools=[pool(1, 'pA', 'l1-0', 2),
+                                         pool(1, 'pB', None, 5)]))
+    cstore.put_listener(dict(listener(1, 0, 'pB'), name='new'))
+    assert rejected_rows(cstore, 'listeners') == {}
+    assert snapshot_listeners(cstore) == ['l1-0']
+    doc = stored_doc(cstore, 'listeners', 'l1-0')
+    assert (doc['default_pool_id'], doc.get('name')) == ('pA', None)
+    status = last_status(cstore)
+    assert status['listeners'] == [{'id': 'l1-0',
+                                    'provisioning_status': 'ERROR'}]
+    assert status['loadbalancers'][0]['provisioning_status'] == 'ACTIVE'
+
+
+def test_a_refused_load_balancer_update_keeps_it_running(cstore):
+    """A second VIP doubles the listeners and members counted."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=3))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, 'pA')],
+                                  pools=[pool(1, 'pA', 'l1-0', 2)]))
+    cstore.update_loadbalancer({
+        'loadbalancer_id': 'lb1',
+        'additional_vips': [{'ip_address': '2001:db8:f::1'}]})
+    assert rejected_rows(cstore, 'loadbalancers') == {}
+    assert 'additional_vips' not in stored_doc(cstore, 'loadbalancers',
+                                               'lb1')
+    assert snapshot_listeners(cstore) == ['l1-0']
+    assert last_status(cstore)['loadbalancers'] == [
+        {'id': 'lb1', 'provisioning_status': 'ERROR'}]
+
+
+def test_a_refused_pool_update_keeps_the_running_pool(cstore):
+    """An update naming a listener that has no pool makes the pool its
+    default (Store.put_pool): over capacity, neither changes."""
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=4))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0)],
+                                  pools=[pool(1, 'pB', None, 5)]))
+    update = pool(1, 'pB', 'l1-0')
+    del update['members']
+    cstore.put_pool(update)
+    assert rejected_rows(cstore, 'pools') == {}
+    assert 'default_pool_id' not in stored_doc(cstore, 'listeners', 'l1-0')
+    assert stored_doc(cstore, 'pools', 'pB').get('listener_id') is None
+    assert last_status(cstore)['pools'] == [
+        {'id': 'pB', 'provisioning_status': 'ERROR'}]
+
+
+def test_a_refused_create_is_still_rejected(cstore):
+    cstore.record_agent('se1', 'g1', limits=limits(max_members=4))
+    cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, 'pB')]))
+    cstore.put_pool(pool(1, 'pB', 'l1-0', 5))
+    assert list(rejected_rows(cstore, 'pools')) == ['pB']

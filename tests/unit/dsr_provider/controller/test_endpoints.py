@@ -199,3 +199,128 @@ def test_a_stored_state_wakes_the_reporter_a_refused_one_does_not(store):
                                       on_state=lambda: woken.append('x'))
     refused.report_state({}, 'se1', 'g1', {'applied_generation': 6})
     assert woken == [5]
+
+
+# ------------------------------------- changes the store cannot apply
+def change(event_type, **args):
+    return event_type, {'version': '1.0', 'args': args}
+
+
+def owed(store):
+    """[(kind, id, provisioning status)] of the changed objects owed."""
+    with store.db.session() as s:
+        return [(kind, item['id'], item['provisioning_status'])
+                for p in s.query(models.PendingStatus).order_by(
+                    models.PendingStatus.id)
+                for kind, items in p.status.items() for item in items
+                if item.get('changed')]
+
+
+@pytest.fixture
+def ep(store):
+    return endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(store))
+
+
+def lb_graph():
+    from tests.unit.dsr_provider.controller.test_store import graph
+    return graph()
+
+
+def test_an_update_of_an_unknown_object_is_error(store, ep):
+    """Not left PENDING_UPDATE in Octavia forever."""
+    store.create_loadbalancer(lb_graph())
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_update', old_member=member,
+                               new_member={'weight': 3})) == HANDLED
+    assert owed(store)[-1] == ('members', 'm9', 'ERROR')
+
+
+def test_a_create_under_an_unknown_parent_is_error(store, ep):
+    member = {'member_id': 'm9', 'pool_id': 'p9', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == HANDLED
+    assert owed(store) == [('members', 'm9', 'ERROR')]
+
+
+def test_a_delete_of_an_unknown_object_is_deleted(store, ep):
+    assert deliver(ep, *change('listener_delete', listener={
+        'listener_id': 'l9', 'loadbalancer_id': 'lb9'})) == HANDLED
+    assert owed(store) == [('listeners', 'l9', 'DELETED')]
+
+
+def test_a_redelivered_create_of_a_deleted_object_is_ignored(
+        store, ep, caplog):
+    lb = lb_graph()
+    assert deliver(ep, *change('loadbalancer_create',
+                               loadbalancer=lb)) == HANDLED
+    assert deliver(ep, *change('loadbalancer_delete',
+                               loadbalancer=lb)) == HANDLED
+    before = owed(store)
+    assert deliver(ep, *change('loadbalancer_create',
+                               loadbalancer=lb)) == HANDLED
+    assert store.snapshot('g1')['load_balancers'] == []
+    assert owed(store) == before
+    assert 'loadbalancer_create ignored: loadbalancer lb1 was deleted' in \
+        caplog.text
+
+
+@pytest.mark.parametrize('error', [
+    sa_exc.IntegrityError('INSERT', {}, Exception('duplicate')),
+    sa_exc.DataError('INSERT', {}, Exception('too long')),
+])
+def test_a_database_error_the_data_causes_is_error_not_requeued(
+        store, ep, monkeypatch, error):
+    """It would fail the same way on every redelivery."""
+    store.create_loadbalancer(lb_graph())
+
+    def put_member(member):
+        raise error
+    monkeypatch.setattr(store, 'put_member', put_member)
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == HANDLED
+    assert owed(store)[-1] == ('members', 'm9', 'ERROR')
+
+
+def test_a_dropped_connection_requeues_the_change():
+    """pymysql reports some outages as InterfaceError: transient too."""
+    class Dropping(FakeStore):
+        def put_member(self, member):
+            raise sa_exc.InterfaceError('INSERT', {}, Exception('(0, "")'))
+    ep = endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(Dropping()))
+    assert deliver(ep, *change('member_create', member={
+        'member_id': 'm'})) == REQUEUE
+
+
+def test_an_update_of_an_object_whose_delete_failed_is_error(store, ep):
+    """Octavia still has it (ERROR) and lets the user update it: that is
+    no stale message to ignore, or the member would stay PENDING_UPDATE."""
+    from tests.unit.dsr_provider.controller.test_reporter import backdate
+    from tests.unit.dsr_provider.controller.test_reporter import make
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(lb_graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    member = lb_graph()['pools'][0]['members'][0]
+    assert deliver(ep, *change('member_delete', member=member)) == HANDLED
+    backdate(store, models.PendingStatus, 60)      # never applied
+    reporter.run_once()
+    assert deliver(ep, *change('member_update', old_member=member,
+                               new_member={'weight': 3})) == HANDLED
+    assert owed(store) == [('members', 'm1', 'ERROR')]
+    # A redelivered create of it is still ignored.
+    assert deliver(ep, *change('member_create', member=member)) == HANDLED
+    assert owed(store) == [('members', 'm1', 'ERROR')]
+
+
+def test_a_graph_the_database_refuses_is_error_whole(store, ep, monkeypatch):
+    def create_loadbalancer(lb):
+        raise sa_exc.DataError('INSERT', {}, Exception('too long'))
+    monkeypatch.setattr(store, 'create_loadbalancer', create_loadbalancer)
+    assert deliver(ep, *change('loadbalancer_create',
+                               loadbalancer=lb_graph())) == HANDLED
+    assert sorted(owed(store)) == [
+        ('healthmonitors', 'hm1', 'ERROR'), ('listeners', 'l1', 'ERROR'),
+        ('loadbalancers', 'lb1', 'ERROR'), ('members', 'm1', 'ERROR'),
+        ('members', 'm2', 'ERROR'), ('pools', 'p1', 'ERROR')]

@@ -3,10 +3,14 @@ rejected_objects, operating status in the same update, no live SE."""
 
 import logging
 import threading
+import time
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from octavia_lib.api.drivers import exceptions as driver_exceptions
 
 from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import enrolment
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -479,3 +483,191 @@ def test_an_idle_round_is_one_transaction(store, count_sessions):
     store.record_agent('se1', 'g1', applied_generation=gen)
     reporter.run_statuses()
     assert reported(lib, 'members', 'm3') == ['ACTIVE']
+
+
+# ------------------------------------------- deletes the SEs do not apply
+def backdate(store, model, seconds, **filters):
+    """Rows of model (filtered) as if written `seconds` ago: the apply
+    timeout, an SE's silence or a tombstone's age without sleeping."""
+    column = {'PendingStatus': 'created_at', 'AgentState': 'updated_at',
+              'Tombstone': 'deleted_at'}[model.__name__]
+    with store.db.session() as s:
+        for row in s.query(model).filter_by(**filters):
+            setattr(row, column, time.time() - seconds)
+
+
+def test_a_delete_not_applied_in_time_is_error_and_can_be_retried(store):
+    """The SE still announces the VIP: Octavia must not free it.  The
+    user deletes the object again; that delete waits for the SEs."""
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    store.delete_loadbalancer('lb1')        # se1 never applies it
+    backdate(store, models.PendingStatus, 60)
+    reporter.run_once()
+    assert reported(lib, 'loadbalancers', 'lb1') == ['ACTIVE', 'ERROR']
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR']
+    assert store.delete_missing('loadbalancers', {'id': 'lb1'}) == gen + 1
+    reporter.run_once()
+    assert reported(lib, 'loadbalancers', 'lb1') == ['ACTIVE', 'ERROR']
+    store.record_agent('se1', 'g1', applied_generation=gen + 1)
+    reporter.run_once()
+    assert reported(lib, 'loadbalancers', 'lb1')[-1] == 'DELETED'
+    # Its children were ERROR too: Octavia deletes them with it.
+    assert reported(lib, 'members', 'm1')[-1] == 'DELETED'
+    assert reported(lib, 'listeners', 'l1')[-1] == 'DELETED'
+    # The same message again (redelivered) changes nothing.
+    assert store.delete_missing('loadbalancers', {'id': 'lb1'}) is None
+    assert pending(store) == []
+
+
+def test_a_delete_refused_whole_is_error_until_a_retry_applies(store):
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    g2 = store.delete_member('m1')
+    store.record_agent('se1', 'g1', applied_generation=gen,
+                       rejected_generation=g2, error='bad')
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR']
+    assert reported(lib, 'pools', 'p1')[-1] == 'ACTIVE'
+    # Retried while the SE still refuses the generation: ERROR again.
+    store.delete_missing('members', {'id': 'm1', 'pool_id': 'p1'})
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR', 'ERROR']
+    store.record_agent('se1', 'g1', applied_generation=g2,
+                       rejected_generation=None, error=None)
+    store.delete_missing('members', {'id': 'm1', 'pool_id': 'p1'})
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1')[-1] == 'DELETED'
+    assert reported(lib, 'pools', 'p1')[-1] == 'ACTIVE'
+
+
+def test_a_delete_of_an_object_never_known_is_deleted_at_once(store):
+    """Nothing to remove; its parents Octavia locked are ACTIVE again."""
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    store.delete_missing('members', {'id': 'm9', 'pool_id': 'p1'})
+    reporter.run_once()
+    (status,) = [st for st in lib.statuses if 'm9' in str(st)]
+    assert status['members'] == [{'id': 'm9',
+                                  'provisioning_status': 'DELETED'}]
+    for kind, obj_id in (('pools', 'p1'), ('listeners', 'l1'),
+                         ('loadbalancers', 'lb1')):
+        assert [i['provisioning_status'] for i in status[kind]
+                if i['id'] == obj_id] == ['ACTIVE']
+    assert store.snapshot('g1')['generation'] == gen
+
+
+def test_an_update_of_an_unknown_object_is_error(store):
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    store.refuse('members', [{'id': 'm9', 'pool_id': 'p1'}],
+                 'member m9 is unknown')
+    reporter.run_once()
+    assert reported(lib, 'members', 'm9') == ['ERROR']
+    assert reported(lib, 'pools', 'p1')[-1] == 'ACTIVE'
+
+
+def test_tombstones_are_purged_after_their_ttl_at_most_once_a_minute(
+        store):
+    lib = FakeDriverLib()
+    reporter = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
+                                     lambda group: {'se1'},
+                                     tombstone_ttl=3600)
+    store.create_loadbalancer(graph())
+    store.delete_member('m1')
+    store.delete_member('m2')
+    backdate(store, models.Tombstone, 7200, id='m1')
+    reporter.run_statuses()
+    assert {i for _, i in tombstones(store)} == {'m1', 'm2'}
+    reporter._purged_at -= reporter_mod.PURGE_INTERVAL
+    reporter.run_statuses()
+    assert {i for _, i in tombstones(store)} == {'m2'}
+
+
+def tombstones(store):
+    with store.db.session() as s:
+        return {(t.kind, t.id) for t in s.query(models.Tombstone)}
+
+
+# ------------------------------------------------------------ silent SEs
+def two_ses(store, statuses2):
+    lib, reporter = make(store, {'se1', 'se2'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen,
+                       member_statuses={'m1': 'ERROR', 'm2': 'ONLINE'})
+    store.record_agent('se2', 'g1', applied_generation=gen,
+                       member_statuses=statuses2)
+    reporter.run_once()
+    return lib, reporter
+
+
+def test_a_silent_se_no_longer_votes_in_operating_statuses(store, caplog):
+    lib, reporter = two_ses(store, {'m1': 'ONLINE', 'm2': 'ONLINE'})
+    assert reported(lib, 'members', 'm1', 'operating_status') == ['ONLINE']
+    backdate(store, models.AgentState, 31, se_id='se2')
+    with caplog.at_level(logging.INFO):
+        reporter.run_once()
+        reporter.run_once()
+    assert reported(lib, 'members', 'm1', 'operating_status') == [
+        'ONLINE', 'ERROR']
+    assert caplog.text.count('SE se2 of group g1: no report for over') == 1
+    store.record_agent('se2', 'g1', member_statuses={'m1': 'ONLINE',
+                                                     'm2': 'ONLINE'})
+    with caplog.at_level(logging.INFO):
+        reporter.run_once()
+    assert reported(lib, 'members', 'm1', 'operating_status')[-1] == \
+        'ONLINE'
+    assert caplog.text.count('SE se2 reports again') == 1
+
+
+def test_a_group_whose_ses_are_all_silent_is_error_health_unknown(store):
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen,
+                       member_statuses={'m1': 'ONLINE', 'm2': 'ONLINE'})
+    reporter.run_once()
+    backdate(store, models.AgentState, 31)
+    reporter.run_once()
+    last = {(kind, obj_id): reported(lib, kind, obj_id,
+                                     'operating_status')[-1]
+            for kind, obj_id in (('loadbalancers', 'lb1'),
+                                 ('listeners', 'l1'), ('pools', 'p1'),
+                                 ('members', 'm1'), ('members', 'm2'))}
+    assert last == {('loadbalancers', 'lb1'): 'ERROR',
+                    ('listeners', 'l1'): 'ERROR',
+                    ('pools', 'p1'): 'NO_MONITOR',
+                    ('members', 'm1'): 'NO_MONITOR',
+                    ('members', 'm2'): 'NO_MONITOR'}
+
+
+def test_a_change_still_waits_for_a_silent_se(store):
+    """Its dataplane may still forward with the old generation."""
+    lib, reporter = two_ses(store, {'m1': 'ONLINE', 'm2': 'ONLINE'})
+    backdate(store, models.AgentState, 31, se_id='se2')
+    gen = store.put_member({'member_id': 'm3', 'pool_id': 'p1',
+                            'address': '198.19.3.2', 'protocol_port': 80})
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    assert reported(lib, 'members', 'm3') == []
+    backdate(store, models.PendingStatus, 60)
+    reporter.run_once()
+    assert reported(lib, 'members', 'm3') == ['ERROR']
+
+
+def test_a_revoked_se_stops_voting_at_once(store):
+    enrolment.enrol(store.db, 'g1', 'se2',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
+    lib, reporter = two_ses(store, {'m1': 'ONLINE', 'm2': 'ONLINE'})
+    assert reported(lib, 'members', 'm1', 'operating_status') == ['ONLINE']
+    assert enrolment.revoke(store.db, 'se2')
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1', 'operating_status') == [
+        'ONLINE', 'ERROR']

@@ -1,4 +1,6 @@
 from amphora_agent import snapshot as snapshot_mod
+import pytest
+
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -316,3 +318,49 @@ def test_record_agent_first_reports_racing_both_land(store, monkeypatch):
         row = s.get(models.AgentState, 'se1')
         assert (row.applied_generation, row.member_statuses) == (
             3, {'m1': 'ONLINE'})
+
+
+def tombstones(store):
+    with store.db.session() as s:
+        return {(t.kind, t.id): (t.parent_id, t.se_groups, t.outcome)
+                for t in s.query(models.Tombstone)}
+
+
+def test_a_delete_leaves_tombstones_for_its_whole_cascade(store):
+    store.create_loadbalancer(graph())
+    store.delete_loadbalancer('lb1')
+    assert tombstones(store) == {
+        ('loadbalancers', 'lb1'): (None, ['g1'], None),
+        ('listeners', 'l1'): ('lb1', ['g1'], None),
+        ('pools', 'p1'): ('lb1', ['g1'], None),
+        ('members', 'm1'): ('p1', ['g1'], None),
+        ('members', 'm2'): ('p1', ['g1'], None),
+        ('healthmonitors', 'hm1'): ('p1', ['g1'], None)}
+
+
+@pytest.mark.parametrize('redelivered', [
+    lambda store: store.create_loadbalancer(graph()),
+    lambda store: store.update_loadbalancer({'loadbalancer_id': 'lb1',
+                                             'name': 'x'}),
+    lambda store: store.put_listener(graph()['listeners'][0]),
+])
+def test_a_redelivered_change_of_a_deleted_object_brings_nothing_back(
+        store, redelivered):
+    """RabbitMQ redelivers a message its controller committed but did not
+    acknowledge: the object must not come back onto the SEs."""
+    store.create_loadbalancer(graph())
+    generation = store.delete_loadbalancer('lb1')
+    with pytest.raises(LookupError, match="was deleted"):
+        redelivered(store)
+    assert store.snapshot('g1')['load_balancers'] == []
+    assert store.snapshot('g1')['generation'] == generation
+
+
+def test_a_redelivered_member_create_after_its_delete_is_refused(store):
+    store.create_loadbalancer(graph())
+    member = graph()['pools'][0]['members'][0]
+    store.delete_member('m1')
+    with pytest.raises(LookupError, match="was deleted"):
+        store.put_member(member)
+    (listener,) = store.snapshot('g1')['load_balancers'][0]['listeners']
+    assert [m['id'] for m in listener['pool']['members']] == ['m2']

@@ -112,6 +112,17 @@ agent_opts = [
     cfg.FloatOpt('resync_interval', mutable=True, default=60.0, min=1.0,
                  help='Seconds between unsolicited get_config calls, in '
                       'case a config_changed cast was lost.'),
+    cfg.IntOpt('rpc_retry', default=2, min=0,
+               help='Times oslo.messaging tries again to reach the broker '
+                    'for one message to the controller (get_config or a '
+                    'report) before giving up on it. The worker never '
+                    'waits for a report: each is sent from a separate '
+                    'thread, only the newest of each kind is kept, and '
+                    'one the broker did not take is sent again, with '
+                    'back-off, until a newer one replaces it. get_config '
+                    'is answered on that thread too, the worker taking the '
+                    'answer when it comes; a failed one is asked again a '
+                    'second later.'),
     cfg.FloatOpt('nexthop_refresh_interval', mutable=True, default=30.0,
                  min=1.0,
                  help='Seconds between re-resolutions of member next hops '

@@ -15,11 +15,13 @@ re-reads the configuration; the worker applies the mutable options
 (reload(), docs/operations.md).
 """
 
+import dataclasses
 import ipaddress
 import threading
 import time
 
 from oslo_log import log as logging
+import tenacity
 
 from amphora_agent import capacity
 from amphora_agent.dataplane import dataplane as dp_mod
@@ -38,6 +40,11 @@ from dsr_wire import membership as membership_mod
 LOG = logging.getLogger(__name__)
 
 
+_ASK = object()     # _fetch(): no answer given, ask the controller
+# Seconds a get_config waits for the controller's answer.
+RPC_TIMEOUT = 10
+
+
 def _prefix(vip):
     return f'{vip}/{32 if vip.version == 4 else 128}'
 
@@ -48,22 +55,50 @@ class _ControlThread:
     Sockets belong to the network namespace of the thread that opens them;
     the reconciler lives in the SE's namespace, so every RPC (which may open
     a new broker connection) is made from here instead.
+
+    The worker never waits on the broker: a cast is queued and forgotten,
+    only the newest of each kind kept (every report is a full state, so an
+    older one not sent yet is of no use); a cast the broker did not take
+    is sent again, with back-off, until it goes or a newer one of its kind
+    replaces it.  A call's future is the caller's to wait on (or not).
     """
 
+    # Longest wait between two tries of a report the broker refused.
+    CAST_RETRY_MAX_DELAY = 10.0
+
     def __init__(self):
+        import collections
         import concurrent.futures
-        import queue
         self._futures = concurrent.futures
-        self._queue = queue.Queue()
+        self._cond = threading.Condition()
+        self._calls = collections.deque()
+        self._casts = {}        # kind -> (func, args, kwargs), newest only
+        self._stopping = threading.Event()
         self._thread = threading.Thread(target=self._loop, name='control',
                                         daemon=True)
         self._thread.start()
 
+    def _next(self):
+        with self._cond:
+            while not (self._calls or self._casts or
+                       self._stopping.is_set()):
+                self._cond.wait()
+            if self._calls:
+                return self._calls.popleft()
+            if self._casts:
+                # Also once stopping: the last reports are tried once.
+                kind = next(iter(self._casts))
+                return kind, self._casts.pop(kind)
+            return None
+
     def _loop(self):
         while True:
-            item = self._queue.get()
+            item = self._next()
             if item is None:
                 return
+            if len(item) == 2:
+                self._send(*item)
+                continue
             future, func, args, kwargs = item
             if not future.set_running_or_notify_cancel():
                 continue
@@ -72,26 +107,75 @@ class _ControlThread:
             except BaseException as exc:  # noqa: BLE001 -- to the caller
                 future.set_exception(exc)
 
-    def call(self, func, *args, **kwargs):
+    def _superseded(self, kind):
+        with self._cond:
+            return kind in self._casts or self._stopping.is_set()
+
+    def _send(self, kind, item):
+        func, args, kwargs = item
+        try:
+            for attempt in tenacity.Retrying(
+                    wait=tenacity.wait_exponential(
+                        multiplier=0.5, max=self.CAST_RETRY_MAX_DELAY),
+                    # A newer report of this kind replaces this one.
+                    stop=lambda _state: self._superseded(kind),
+                    sleep=self._stopping.wait,
+                    before_sleep=tenacity.before_sleep_log(
+                        LOG, logging.WARNING)):
+                with attempt:
+                    func(*args, **kwargs)
+        except tenacity.RetryError:
+            LOG.debug('%s replaced by a newer one before it was sent', kind)
+
+    def submit(self, func, *args, **kwargs):
+        """A future of func(*args, **kwargs) run on the control thread."""
         future = self._futures.Future()
-        self._queue.put((future, func, args, kwargs))
-        return future.result()
+        with self._cond:
+            self._calls.append((future, func, args, kwargs))
+            self._cond.notify()
+        return future
+
+    def call(self, func, *args, timeout=None, **kwargs):
+        return self.submit(func, *args, **kwargs).result(timeout)
+
+    def cast(self, kind, func, *args, **kwargs):
+        """Send func(*args, **kwargs) soon, unless another cast of `kind`
+        comes first; never waits."""
+        with self._cond:
+            self._casts.pop(kind, None)     # the newest goes last
+            self._casts[kind] = (func, args, kwargs)
+            self._cond.notify()
 
     def stop(self):
-        self._queue.put(None)
+        self._stopping.set()
+        with self._cond:
+            self._cond.notify()
         self._thread.join(timeout=10)
 
 
 class _ControllerProxy:
-    """ControllerClient whose calls run on the control thread."""
+    """ControllerClient whose calls run on the control thread: reports are
+    cast there without waiting; get_config waits at most ``timeout``."""
 
-    def __init__(self, client, control):
+    CASTS = ('report_state', 'report_member_status', 'report_stats')
+
+    def __init__(self, client, control, timeout=None):
         self._client = client
         self._control = control
+        self._timeout = timeout
 
     def __getattr__(self, name):
         method = getattr(self._client, name)
-        return lambda *a, **kw: self._control.call(method, *a, **kw)
+        if name in self.CASTS:
+            return lambda *a, **kw: self._control.cast(name, method, *a,
+                                                       **kw)
+        return lambda *a, **kw: self._control.call(
+            method, *a, timeout=self._timeout, **kw)
+
+    def submit(self, name, *args, **kwargs):
+        """A future of the client's `name` call; the caller need not wait."""
+        return self._control.submit(getattr(self._client, name), *args,
+                                    **kwargs)
 
 
 def health_targets(snap):
@@ -191,9 +275,15 @@ class Agent:
                 self.se_group, conf.auth.controller_keys_dir,
                 conf.auth.state_dir, window=conf.auth.window)
         self._control = _ControlThread()
-        self.controller = _ControllerProxy(
-            rpc.ControllerClient(self.transport, signer=signer),
-            self._control)
+        client = rpc.ControllerClient(self.transport, timeout=RPC_TIMEOUT,
+                                      signer=signer,
+                                      retry=conf.agent.rpc_retry)
+        # The call's own timeout and bounded retry end it; the wait's
+        # bound is a backstop (a driver that ignores both).
+        self.controller = _ControllerProxy(client, self._control,
+                                           timeout=RPC_TIMEOUT * 6)
+        # The get_config under way on the control thread (see _fetch_step).
+        self._fetch_future = None
         self.dp = None
         self.snapshot = None
         self.applied_generation = None
@@ -395,16 +485,24 @@ class Agent:
                 next_resync = now + conf.resync_interval
                 next_nexthops = now + conf.nexthop_refresh_interval
                 next_check = now + conf.dataplane_check_interval
+            failed = False
             try:
-                if fetch:
-                    recon = self._fetch() or recon
+                recon = self._fetch_step(fetch) or recon
+            except Exception:  # noqa: BLE001 -- keep the SE running
+                LOG.exception('getting the configuration failed; retrying')
+                failed = True
+                with self._lock:
+                    self._fetch_wanted = True
+            # Even without the controller: health changes are acted on.
+            try:
                 if recon:
                     self._reconcile()
             except Exception:  # noqa: BLE001 -- keep the SE running
                 LOG.exception('reconcile failed; retrying')
+                failed = True
                 with self._lock:
-                    self._fetch_wanted = self._fetch_wanted or fetch
                     self._reconcile_wanted = True
+            if failed:
                 self._stop.wait(1.0)
             now = time.monotonic()
             if now >= next_stats:
@@ -515,8 +613,39 @@ class Agent:
         except Exception:  # noqa: BLE001
             LOG.exception('%s failed', getattr(func, '__name__', func))
 
-    def _fetch(self):
-        """Get and validate the snapshot; True when it is new.
+    def _fetch_step(self, fetch):
+        """Ask for the configuration (fetch) without waiting for the
+        answer: get_config runs on the control thread and wakes the worker
+        when answered; the answer is taken at the next round.  True when
+        it brought a new snapshot; raises the call's error."""
+        submit = getattr(self.controller, 'submit', None)
+        if submit is None:      # a controller without a control thread
+            return self._fetch() if fetch else False
+        future = self._fetch_future
+        if future is None:
+            if not fetch:
+                return False
+            future = self._fetch_future = submit(
+                'get_config', self.se_group, self.se_id, packed=True)
+            future.add_done_callback(lambda _f: self._wake.set())
+        elif fetch:
+            # Asked again while a call is under way: its answer may
+            # predate the change, so ask once more after it.
+            self._fetch_again = True
+        if not future.done():
+            return False
+        self._fetch_future = None
+        if self._fetch_again:
+            self._fetch_again = False
+            with self._lock:
+                self._fetch_wanted = True
+        return self._fetch(future.result())
+
+    _fetch_again = False
+
+    def _fetch(self, document=_ASK):
+        """Get (unless given) and validate the snapshot; True when it is
+        new.
 
         Objects the SE cannot run (invalid, no tunnel source for their
         family, beyond its capacity) are left out alone and named in the
@@ -525,9 +654,11 @@ class Agent:
         generation (health targets included) succeeded, so a failure is
         retried instead of leaving a half-taken generation behind.
         """
-        # Packed: the parser decodes only the load balancers that changed.
-        document = self.controller.get_config(self.se_group, self.se_id,
-                                              packed=True)
+        if document is _ASK:
+            # Packed: the parser decodes only the load balancers that
+            # changed.
+            document = self.controller.get_config(self.se_group, self.se_id,
+                                                  packed=True)
         if self.trust is not None:
             refusal = None
             try:
@@ -567,14 +698,25 @@ class Agent:
         # The parser kept what it needs: free the dicts (62 MB at 10,000
         # load balancers) before the checks below allocate.
         del document
-        if self.snapshot and snap.generation == self.snapshot.generation:
+        if self.snapshot and snap.generation <= self.snapshot.generation:
+            if snap.generation < self.snapshot.generation:
+                # A late answer (or another controller behind): never go
+                # back to an older generation.
+                LOG.warning('ignoring snapshot generation %s older than '
+                            'generation %s', snap.generation,
+                            self.snapshot.generation)
             return False
         snap = self._check_tunnel_sources(snap)
         snap = capacity.enforce(snap, self._limits(), self.se_id)
         targets, rejected = self._health_targets(snap)
         snap = snapshot_mod.without(snap, rejected)
         if self.health is not None:
-            self.health.set_targets(targets)
+            down = self._found_down(snap, targets) \
+                if self.snapshot is None else ()
+            if down:
+                self.health.set_targets(targets, down=down)
+            else:
+                self.health.set_targets(targets)
         self.snapshot = snap
         self._log_rejections(snap)
         return True
@@ -626,6 +768,45 @@ class Agent:
     def _health_targets(self, snap):
         return self._targets(snap)
 
+    def _found_down(self, snap, targets):
+        """The first snapshot after a restart: the monitored members the
+        adopted (pinned) rings leave out, which the previous agent had
+        found down.  They start down: started up, they would be put back
+        in the rings (and their VIP announced) until a probe failed.  The
+        rings are what the previous agent ran, so no state file can be
+        staler than they are.  A member of a listener the rings do not
+        have is new: it starts as any new member."""
+        if self.dp is None:
+            return set()
+        live = self.dp.read_state().listeners
+        if not live:
+            return set()
+        down = set()
+        for lb in snap.load_balancers:
+            for listener in lb.listeners:
+                pool = listener.pool
+                rings = [live[key].members for key in (
+                    model.ListenerKey(vip, listener.port,
+                                      listener.protocol.lower())
+                    for vip in lb.vips) if key in live] if pool else ()
+                if not rings:
+                    continue
+                # A backup is left out while a primary serves: its absence
+                # says nothing of its health.
+                primaries = any(not m.backup for ring in rings
+                                for m in ring.values())
+                for member in pool.members:
+                    target = targets.get(member.id)
+                    if target is None or not target.probed or any(
+                            member.address in ring for ring in rings) or (
+                            member.backup and primaries):
+                        continue
+                    down.add(member.id)
+        if down:
+            LOG.info('restart: %d monitored members out of the adopted '
+                     'rings start down', len(down))
+        return down
+
     def _usable(self, member_id):
         return self.health is None or self.health.usable(member_id)
 
@@ -646,7 +827,10 @@ class Agent:
             # passes over the whole heap meanwhile (6 s of a 13 s change
             # at 10,000 load balancers, load 34).
             with gcpause.paused():
-                changes = self.dp.apply(plan.state, full=full)
+                try:
+                    changes = self.dp.apply(plan.state, full=full)
+                except model.InvalidConfig as exc:
+                    snap, plan, changes = self._fit(snap, plan, exc)
             self._plan = plan
             if any(changes.values()):
                 LOG.info('generation %s applied: %s', snap.generation,
@@ -671,6 +855,103 @@ class Agent:
         self.rejected_generation = None
         self._report_state()
         self._report_member_status()
+
+    def _fit(self, snap, plan, refusal):
+        """The dataplane refused plan (InvalidConfig, before writing): at
+        capacity, a change may fit only once its removals are made (members
+        swapped at max_members, a load balancer replaced by one of the same
+        ring size with the ring space full; the dataplane keeps a leaving
+        member's slot and ring until the new ones are written).  Apply the
+        removals first, then the whole plan; if it still does not fit,
+        reject alone what does not fit and apply the rest.  Returns
+        (snapshot, plan, changes) of what was applied."""
+        LOG.info('generation %s refused by the dataplane (%s): applying '
+                 'its removals first', snap.generation, refusal)
+        state = self._removals(plan.state)
+        self.dp.apply(state)
+        try:
+            return snap, plan, self.dp.apply(plan.state)
+        except model.InvalidConfig:
+            pass
+        rejected = self._reject_what_does_not_fit(plan, state)
+        if not rejected:
+            raise refusal
+        snap = snapshot_mod.without(snap, rejected)
+        self.snapshot = snap
+        self._log_rejections(snap)
+        plan = self._planner.plan(snap, self._usable, self.tunnel4,
+                                  self.tunnel6)
+        return snap, plan, self.dp.apply(plan.state)
+
+    def _removals(self, desired_state):
+        """desired_state restricted to what is live: the listeners and
+        members it removes are gone, nothing is added and no ring grows
+        (a live listener keeps what it has, but for the members that
+        leave)."""
+        live = self.dp.read_state().listeners
+        applied = self._plan.state.listeners if self._plan else {}
+        listeners = {}
+        for key, spec in desired_state.listeners.items():
+            if key not in live:
+                continue
+            # The applied spec keeps the live ring's size (pool_members,
+            # which the maps do not hold).
+            base = applied.get(key, spec)
+            listeners[key] = dataclasses.replace(base, members={
+                a: m for a, m in base.members.items()
+                if a in spec.members and a in live[key].members})
+        return model.DesiredState(
+            listeners=listeners,
+            tunnel_source4=desired_state.tunnel_source4,
+            tunnel_source6=desired_state.tunnel_source6,
+            icmp_echo=desired_state.icmp_echo)
+
+    def _reject_what_does_not_fit(self, plan, state):
+        """From `state` (applied), add plan's listeners one by one in
+        snapshot order: a listener that does not fit even without its new
+        members is rejected, else each new member that does not fit.
+        {kind: {id: reason}}."""
+        rejected = {}
+
+        def fits(key, spec):
+            nonlocal state
+            trial = dataclasses.replace(
+                state, listeners={**state.listeners, key: spec})
+            try:
+                self.dp.apply(trial)
+            except model.InvalidConfig as exc:
+                return exc
+            state = trial
+            return None
+
+        for key, spec in plan.state.listeners.items():
+            current = state.listeners.get(key)
+            if current == spec or fits(key, spec) is None:
+                continue
+            kept = dataclasses.replace(spec, members={
+                a: m for a, m in spec.members.items()
+                if current is not None and a in current.members})
+            reason = fits(key, kept)
+            if reason is not None:
+                lid = plan.listener_ids[key]
+                rejected.setdefault('listeners', {})[lid] = (
+                    f'listener {lid}: does not fit in SE {self.se_id}: '
+                    f'{reason}')
+                continue
+            for address, m in spec.members.items():
+                if address in kept.members:
+                    continue
+                more = dataclasses.replace(
+                    kept, members={**kept.members, address: m})
+                reason = fits(key, more)
+                if reason is None:
+                    kept = more
+                    continue
+                mid = plan.member_ids[(key, address)]
+                rejected.setdefault('members', {})[mid] = (
+                    f'member {mid}: does not fit in SE {self.se_id}: '
+                    f'{reason}')
+        return rejected
 
     def _announce(self, ready_vips):
         """Make BGP announce exactly the VIPs this SE can serve: the ready

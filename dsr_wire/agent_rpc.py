@@ -52,16 +52,20 @@ def get_transport(conf=None, url=None):
 class ControllerClient:
     """What an agent calls on the controller."""
 
-    def __init__(self, transport, timeout=10, signer=None):
+    def __init__(self, transport, timeout=10, signer=None, retry=None):
         """signer: auth.Signer of this SE's key; every message carries its
-        signature in the context (None: unsigned, for tests of refusal)."""
+        signature in the context (None: unsigned, for tests of refusal).
+        retry: how many times oslo.messaging tries again to reach the
+        broker for one message before raising MessageDeliveryFailure;
+        None waits for the broker forever (the rabbit driver's default),
+        which blocks the caller for as long as the broker is away."""
         # Every method but a packed get_config is of API 1.0: a 1.0
         # controller serves them during an upgrade.
         target = messaging.Target(exchange=EXCHANGE, topic=CONTROLLER_TOPIC,
                                   namespace=CONTROLLER_NAMESPACE,
                                   version='1.0')
         self._client = messaging.get_rpc_client(transport, target,
-                                                timeout=timeout)
+                                                timeout=timeout, retry=retry)
         self._packed_client = self._client.prepare(version=PACKED_SINCE)
         self._signer = signer
         self._unpacked_until = 0.0

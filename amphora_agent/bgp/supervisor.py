@@ -5,7 +5,8 @@ back-off and re-announces the agent's intent.
                         reset_after=60)
     sup.start()              # start or adopt ExaBGP, watch its PID
     sup.check()              # from the agent's loop: restart when due;
-                             # True when ExaBGP was (re)started
+                             # True when ExaBGP was (re)started or
+                             # adopted again after suspect()
     sup.report()             # {'state', 'restarts', 'last_error'}
     sup.close()              # stop watching (ExaBGP keeps running)
 
@@ -132,8 +133,9 @@ class BgpSupervisor:
 
     def check(self):
         """Run from the agent's worker thread on every loop iteration.
-        Returns True when ExaBGP was (re)started and the agent's idea of
-        what is announced must be read again."""
+        Returns True when ExaBGP was (re)started, or adopted and re-synced
+        after suspect(), and the agent's idea of what is announced must be
+        read again."""
         now = self._clock()
         rec = self.record
         if rec.state == supervision.RUNNING:
@@ -164,7 +166,10 @@ class BgpSupervisor:
                       '%.1f s', exc, rec.next_try - now)
             return False
         if suspect and outcome == 'adopted':
-            return False
+            # Same ExaBGP, its API answers and start() re-synced it to
+            # the intent: the agent, which forgot what it announces when
+            # the command failed, must read it again.
+            return True
         if suspect:
             rec.died('ExaBGP API not answering', now)
         rec.started(self._clock())

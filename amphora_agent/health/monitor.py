@@ -249,13 +249,17 @@ class HealthChecker:
 
     # -- targets -------------------------------------------------------------
 
-    def set_targets(self, targets: Mapping[Hashable, Target]):
+    def set_targets(self, targets: Mapping[Hashable, Target], down=()):
         """Make ``targets`` the complete set of targets.
 
         Idempotent: an unchanged target keeps its status, counts and
         schedule; new targets start in their initial status; removed ones
         stop being probed and are forgotten.  Everything is validated first:
         on an error nothing changes.
+
+        ``down``: keys of new targets that start ``'down'`` whatever
+        ``init_state`` (an agent restart: members the previous agent had
+        found down, as HAProxy's server state file does).
         """
         for key, target in targets.items():
             if not isinstance(target, Target):
@@ -271,10 +275,11 @@ class HealthChecker:
                 if old is not None and (old.target is target
                                         or old.target == target):
                     continue
-                self._install(key, target, old)
+                self._install(key, target, old,
+                              'down' if key in down else self.init_state)
         self._wake()
 
-    def _install(self, key, target, old):
+    def _install(self, key, target, old, init_state):
         state = None
         if target.probed:
             mon = target.monitor
@@ -284,7 +289,7 @@ class HealthChecker:
                     old.target.port == target.port):
                 carried = old.state.status
             state = HealthState(mon.max_retries, mon.max_retries_down,
-                                self.init_state, status=carried)
+                                init_state, status=carried)
         entry = _Entry(key, target, state)
         old_status = None
         if old is not None:

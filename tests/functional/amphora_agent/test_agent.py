@@ -367,3 +367,57 @@ def test_agents_join_their_group_and_leave_it(make_lab):
                        'se2 expired from the group')
     finally:
         watcher.stop()
+
+
+def test_a_restart_keeps_dead_members_out_and_their_vip_withdrawn(make_lab):
+    """kill -9 and restart with every monitored member down: the new agent
+    adopts the pinned rings, which left them out, so it starts them down:
+    the VIP with only them is never announced again and they are never
+    reported ONLINE, not even before their first probe."""
+    lab = make_lab(n_se=1, n_members=1)
+    lab.start_agents()
+    lab.wait_applied(lab.publish(basic_lb(lab)))
+    lab.wait_route(P6, ['se1'])
+    lab.topo.run('m1', ['nft', 'add', 'table', 'inet', 'block'])
+    lab.topo.run('m1', ['nft', 'add', 'chain', 'inet', 'block', 'in',
+                        '{ type filter hook input priority 0; }'])
+    lab.topo.run('m1', ['nft', 'add', 'rule', 'inet', 'block', 'in', 'tcp',
+                        'dport', '80', 'counter', 'reject', 'with', 'tcp',
+                        'reset'])
+
+    def refused():
+        """Probes refused by m1 so far (both families)."""
+        out = lab.topo.run('m1', ['nft', 'list', 'table', 'inet',
+                                  'block']).stdout
+        return int(re.search(r'counter packets (\d+)', out).group(1))
+    lab.wait_route(P6, [])
+    netns.wait_for(lambda: lab.statuses('se1').get('m1v6') == 'ERROR', 10,
+                   'm1v6 ERROR')
+    stop = threading.Event()
+    online = []
+
+    def watch_statuses():
+        while not stop.is_set():
+            if lab.statuses('se1').get('m1v6') != 'ERROR':
+                online.append(dict(lab.statuses('se1')))
+            stop.wait(0.005)
+    watcher = threading.Thread(target=watch_statuses, daemon=True)
+    watcher.start()
+    deviations, poller = _route_stays(lab, P6, [], stop)
+    try:
+        lab.kill_agent('se1')
+        before = refused()
+        lab.start_agent('se1')
+        lab.wait_applied(lab.publish(basic_lb(lab)), ['se1'])
+        # Until the new agent probed m1 (both families) twice: the old
+        # behaviour lasted until the first probe failed.
+        netns.wait_for(lambda: refused() >= before + 4, 15,
+                       'the restarted agent probed m1')
+    finally:
+        stop.set()
+        poller.join()
+        watcher.join()
+    assert deviations == [], deviations[:5]
+    assert online == [], online[:5]
+    assert [m['address'] for m in lab.show('se1')['listeners'][0][
+        'members']] == []

@@ -4,6 +4,7 @@ and BPF dataplane run in tests/functional/amphora_agent/test_agent.py)."""
 
 import copy
 import logging
+import os
 import threading
 import time
 
@@ -12,7 +13,9 @@ import oslo_messaging as messaging
 import pytest
 
 from amphora_agent.dataplane import dataplane as dp_mod
+from amphora_agent.dataplane import model
 from amphora_agent import opts
+from amphora_agent import processes
 from amphora_agent import service
 from dsr_wire import auth
 
@@ -48,6 +51,7 @@ class FakeDataplane:
         self.limits = limits
         self.applied = None
         self.fail = None
+        self.refuse = None  # refuse(state) -> True: InvalidConfig
         self.full = []      # the full argument of every apply
         self.flood_guard_rates = []
 
@@ -55,8 +59,13 @@ class FakeDataplane:
         self.full.append(full)
         if self.fail:
             raise self.fail
+        if self.refuse is not None and self.refuse(state):
+            raise model.InvalidConfig('does not fit')
         self.applied = state
         return {'listeners_added': len(state.listeners)}
+
+    def read_state(self):
+        return self.applied or model.DesiredState()
 
     def stats(self, conn_table_entries=True):
         return {'listeners': [], 'members': []}
@@ -417,3 +426,257 @@ def test_a_reload_writes_the_flood_guard_rate(make_agent):
     agent.conf.set_override('flood_guard_rate', 5000, 'dataplane')
     agent._apply_reload()
     assert agent.dp.flood_guard_rates == [5000]
+
+
+class FakeBgp:
+    def __init__(self):
+        self.intent = set()
+
+    def set_announced(self, prefixes):
+        self.intent = set(prefixes)
+
+
+class BlockingClient(FakeController):
+    """A ControllerClient whose broker stops answering while `down` is
+    set: every message waits (as the rabbit driver does with retry=None)
+    until it is cleared."""
+
+    def __init__(self):
+        super().__init__()
+        self.up = threading.Event()
+        self.up.set()
+        self.blocked = threading.Event()     # a message is waiting
+
+    def _wait(self):
+        if not self.up.is_set():
+            self.blocked.set()
+        self.up.wait()
+
+    def get_config(self, *args, **kwargs):
+        self._wait()
+        return super().get_config(*args, **kwargs)
+
+    def report_state(self, *args):
+        self._wait()
+        super().report_state(*args)
+
+    def report_member_status(self, *args):
+        self._wait()
+        super().report_member_status(*args)
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_a_member_failure_is_acted_on_while_the_broker_is_away(make_agent):
+    """The worker never waits on the broker: with every message to the
+    controller blocked, a member failure still takes the member out of
+    the ring and withdraws its VIP; once the broker is back the newest
+    state reaches the controller, the older unsent ones dropped."""
+    agent = make_agent()
+    agent.conf.set_override('stats_interval', 0.5, 'agent')
+    up = {'b1': True}
+    agent.health.usable = lambda member_id: up[member_id]
+    agent.bgp = FakeBgp()
+    client = BlockingClient()
+    client.document = document(1, [lb(1, [member('b1', '198.19.1.1')])])
+    agent.controller = service._ControllerProxy(client, agent._control)
+    reports = []        # every state report the worker made
+    report_state = agent._report_state
+
+    def count_reports():
+        reports.append(1)
+        report_state()
+    agent._report_state = count_reports
+    worker = threading.Thread(target=agent._loop, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: agent.bgp.intent == {'192.0.2.11/32'}, 30,
+                 'generation 1 applied and announced')
+        client.up.clear()
+        # A heartbeat (stats_interval) is now stuck at the broker.
+        wait_for(client.blocked.is_set, 30, 'a report sent to the broker')
+        up['b1'] = False
+        agent.health_changed('b1', 'ONLINE', 'ERROR')
+        client.document = document(2, [lb(1, [member('b1', '198.19.1.1')])])
+        agent.config_changed('g1', 2)       # a fetch is stuck too
+        wait_for(lambda: programmed(agent) == set() and
+                 agent.bgp.intent == set(), 10,
+                 'b1 out of the ring and the VIP withdrawn')
+        # More heartbeats while the broker is away.
+        made = len(reports)
+        wait_for(lambda: len(reports) >= made + 3, 10, 'heartbeats')
+        sent = len(client.states)
+        client.up.set()
+        wait_for(lambda: len(client.states) > sent and
+                 client.states[-1]['announced'] == [] and
+                 client.states[-1]['applied_generation'] == 2, 10,
+                 'generation 2 fetched and the newest state sent once the '
+                 'broker is back')
+        # Of generation 1, the one stuck on the broker and the newest: the
+        # reports queued meanwhile were replaced.
+        assert [s['announced'] for s in client.states[sent:]
+                if s['applied_generation'] == 1] == [['192.0.2.11/32'], []]
+    finally:
+        client.up.set()
+        agent._stop.set()
+        agent._wake.set()
+        worker.join(30)
+    assert not worker.is_alive()
+
+
+def test_a_report_the_broker_refused_is_sent_again_unless_replaced(
+        monkeypatch):
+    monkeypatch.setattr(service._ControlThread, 'CAST_RETRY_MAX_DELAY', 0.1)
+    control = service._ControlThread()
+    sent, failures = [], [3]
+    gate = threading.Event()
+
+    def report(state):
+        gate.wait()
+        if failures[0]:
+            failures[0] -= 1
+            raise messaging.MessageDeliveryFailure('broker away')
+        sent.append(state)
+    try:
+        control.cast('report_state', report, 'old')
+        control.cast('report_member_status', report, 'statuses')
+        control.cast('report_state', report, 'new')     # replaces 'old'
+        gate.set()
+        wait_for(lambda: len(sent) == 2, 30, 'both kinds sent')
+        assert sorted(sent) == ['new', 'statuses']
+        # A refused report is sent again...
+        failures[0] = 2
+        control.cast('report_state', report, 'again')
+        wait_for(lambda: sent[-1:] == ['again'], 30, 'sent after failures')
+        assert failures[0] == 0
+    finally:
+        control.stop()
+
+
+def test_the_agents_reports_give_up_on_an_unreachable_broker(make_agent):
+    """oslo.messaging's rabbit driver waits for the broker forever unless
+    told how often to retry: the agent's client is bounded, so the control
+    thread is free again for the newest report (cast_block.py)."""
+    agent = make_agent()
+    transport = messaging.get_rpc_transport(
+        cfg.CONF, url='rabbit://guest:guest@127.0.0.1:1//')
+    dead = service.Agent(agent.conf, health=FakeHealth(),
+                         transport=transport)
+    outcome = []
+
+    def report():
+        try:
+            dead.controller._client.report_state('se-1', 'g1', {})
+        except Exception as exc:  # noqa: BLE001 -- what the test checks
+            outcome.append(exc)
+    try:
+        thread = threading.Thread(target=report, daemon=True)
+        thread.start()
+        thread.join(30)
+        # Given up (kombu's OperationalError: connection refused).
+        assert outcome, 'report_state still waiting for the broker'
+    finally:
+        dead._control.stop()
+
+
+def test_an_older_generation_is_never_applied(make_agent):
+    """A late get_config answer (or a controller behind the others) must
+    not take the SE back to an older generation."""
+    agent = make_agent()
+    agent.controller.document = document(3, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    assert agent.applied_generation == 3
+    agent.controller.document = document(2, [lb(1, [member('a2',
+                                                           '198.19.1.3')])])
+    assert agent._fetch() is False
+    agent._reconcile()
+    assert (agent.snapshot.generation, agent.applied_generation) == (3, 3)
+    assert programmed(agent) == {'198.19.1.2'}
+    agent.controller.document = document(4, [lb(1, [member('a2',
+                                                           '198.19.1.3')])])
+    step(agent)
+    assert programmed(agent) == {'198.19.1.3'}
+
+
+class FlakySpeaker:
+    """A BgpSpeaker whose first command times out although ExaBGP lives
+    (a wedged API); start() then adopts it and re-syncs the intent."""
+
+    def __init__(self):
+        self.intent = set()         # persisted, and what ExaBGP announces
+        self.fail = 1
+        self.pid = os.getpid()      # a live process to watch
+        self._proc = (self.pid, processes.process_start_time(self.pid))
+
+    def start(self):
+        return 'adopted'
+
+    def process(self):
+        return self._proc
+
+    def set_announced(self, prefixes):
+        from amphora_agent.bgp import speaker as bgp_speaker
+        self.intent = set(prefixes)
+        if self.fail:
+            self.fail -= 1
+            raise bgp_speaker.BgpError('ExaBGP API: command timed out')
+
+    def announced(self):
+        return set(self.intent)
+
+    def log_tail(self, n=30):
+        return ''
+
+
+def test_announced_is_read_again_after_exabgp_is_adopted(make_agent):
+    from amphora_agent.bgp import supervisor as bgp_supervisor
+    agent = make_agent()
+    agent.bgp = FlakySpeaker()
+    agent._bgp_sup = bgp_supervisor.BgpSupervisor(agent.bgp)
+    agent._bgp_sup.start()
+    try:
+        agent.controller.document = document(1, [lb(1, [member(
+            'a1', '198.19.1.2')])])
+        step(agent)
+        assert agent.announced == set()     # the command failed
+        agent._supervise()                  # adopts ExaBGP, re-synced
+        assert agent.announced == {'192.0.2.11/32'}
+        agent.report_stats()
+        assert agent.controller.states[-1]['announced'] == ['192.0.2.11/32']
+    finally:
+        agent._bgp_sup.close()
+
+
+def test_what_the_dataplane_refuses_is_rejected_alone(make_agent):
+    """What the dataplane refuses even after the removals is rejected
+    alone: a listener that fits without its new members loses only them,
+    a new listener that does not fit is rejected; the rest applies."""
+    agent = make_agent()
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+
+    def refuse(state):
+        members = {str(a) for spec in state.listeners.values()
+                   for a in spec.members}
+        return '198.19.1.3' in members or any(
+            str(key.vip) == '192.0.2.13' for key in state.listeners)
+    agent.dp.refuse = refuse
+    agent.controller.document = document(2, [
+        lb(1, [member('a1', '198.19.1.2'), member('a2', '198.19.1.3'),
+               member('a3', '198.19.1.4')]),
+        lb(2, [member('b1', '198.19.2.2')]),
+        lb(3, [member('c1', '198.19.3.2')])])
+    step(agent)
+    state = agent.controller.states[-1]
+    assert (state['applied_generation'], state['error']) == (2, None)
+    assert {kind: sorted(items) for kind, items in
+            state['rejected_objects'].items()} == {
+        'members': ['a2'], 'listeners': ['l3']}
+    assert programmed(agent) == {'198.19.1.2', '198.19.1.4', '198.19.2.2'}

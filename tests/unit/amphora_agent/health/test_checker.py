@@ -154,6 +154,28 @@ def test_fully_up_init_state(make_checker, fake):
     assert fake.count[('192.0.2.1', 80)] == 3
 
 
+def test_targets_named_down_start_down(make_checker, fake):
+    """An agent restart: members the previous agent had found down start
+    ERROR (HAProxy's server state file) and the first good probe brings
+    them back; the others and later new targets start as init_state."""
+    c, events = make_checker(prober=fake)
+    c.set_targets({'was-down': hm.Target('192.0.2.1', 80, mon(rise=2)),
+                   'was-up': hm.Target('192.0.2.2', 80, mon())},
+                  down={'was-down'})
+    assert c.statuses() == {'was-down': ERROR, 'was-up': ONLINE}
+    assert not c.usable('was-down')
+    c.set_targets({'was-down': c.details('was-down')['target'],
+                   'was-up': c.details('was-up')['target'],
+                   'new': hm.Target('192.0.2.3', 80, mon())})
+    assert c.statuses() == {'was-down': ERROR, 'was-up': ONLINE,
+                            'new': ONLINE}
+    t0 = time.monotonic()
+    c.start()
+    # One good probe (phase < delay), not max_retries of them.
+    assert events.wait('was-down', ERROR, ONLINE, 5) - t0 < \
+        0.1 + 0.05 + SLACK
+
+
 def test_detection_and_recovery_times(make_checker, fake):
     delay, timeout, rise, fall = 0.1, 0.05, 2, 3
     c, events = make_checker(prober=fake)

@@ -205,8 +205,9 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         if other not in (None, octavia_lookup.UNKNOWN):
             ports.append(other)
         if members is octavia_lookup.UNKNOWN:
-            LOG.warning('members of pool %s unknown: their ports are left '
-                        'to the controller to check', pool_id)
+            LOG.warning('members of pool %s unknown: the controller checks '
+                        'their ports (it refuses the listener if one is on '
+                        'another port)', pool_id)
             members = ()
         validation.check_pool_ports(pool_id, ports, members)
 
@@ -254,8 +255,9 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     def _pool_port(self, pool_id):
         port = self._lookup.pool_listener_port(pool_id)
         if port is octavia_lookup.UNKNOWN:
-            LOG.warning('listener port of pool %s unknown: member ports are '
-                        'left to the controller to check', pool_id)
+            LOG.warning('listener port of pool %s unknown: the controller '
+                        'checks member ports (it rejects a member on another '
+                        'port than its listener\'s)', pool_id)
             return None
         return port
 

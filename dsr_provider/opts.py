@@ -60,7 +60,11 @@ dsr_provider_opts = [
                     'port). Unset: [driver_agent] get_socket_path of the '
                     'octavia-api configuration, else '
                     '/var/run/octavia/get.sock. When the socket is '
-                    'missing the check is left to the controller.'),
+                    'missing (or this API worker\'s cache of listener '
+                    'ports is stale) the controller checks instead: it '
+                    'rejects (ERROR) a member on another port than its '
+                    'pool\'s listener and refuses a listener whose pool has '
+                    'such members.'),
     cfg.BoolOpt('neutron_enabled', default=False,
                 help='Allocate VIP ports in Neutron from the driver '
                      '(create_vip_port, through openstacksdk). False: the '

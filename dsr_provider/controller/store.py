@@ -12,6 +12,14 @@ marked rejected (reason in the row), left out of the snapshot and reported
 ERROR at once, while the rest of the change converges.  Counting happens
 under the SE group's row lock, so concurrent changes cannot both take the
 last slot.  See _Usage for what is counted.
+
+Ports (tier 1): a DSR member receives the client's packet unchanged, on
+the VIP's port, so a member whose protocol_port differs from that of a
+listener its pool serves is rejected alone the same way, and a listener
+that would take a pool with such members is refused (_port_refusal,
+Store._listener_refusal).  The
+driver refuses both at the API when it can look the listener up; this is
+the backstop for when it cannot.  Tier 2 is exempt: the L7 SEs proxy.
 """
 
 import collections
@@ -234,6 +242,26 @@ def _parent_link(kind, doc):
     return doc.get(_PARENT[kind][1]) if kind in _PARENT else None
 
 
+def _tier1(lb):
+    """Tier 1: members receive the client's packet as sent, on the VIP's
+    port (tier 2's L7 SEs proxy, any member port goes)."""
+    return not lb.l7_se_group
+
+
+def _port_refusal(member_doc, listeners):
+    """Why a tier-1 member cannot serve `listeners` (the accepted listener
+    rows its pool is the default pool of), or None."""
+    port = member_doc.get('protocol_port')
+    for lst in listeners:
+        wanted = lst.doc.get('protocol_port')
+        if port is not None and wanted is not None and port != wanted:
+            return (f'protocol_port {port} differs from protocol_port '
+                    f'{wanted} of listener {lst.id} (its pool\'s listener):'
+                    ' DSR cannot translate ports, the member receives the '
+                    'client\'s packet unchanged, on the VIP\'s port')
+    return None
+
+
 def _groups_of(lb):
     """The SE groups whose agents a change of load balancer row `lb`
     waits for, the group owing its status first (Store._bump_lb)."""
@@ -380,29 +408,38 @@ class Store:
             if limits else None
         return _Guard(se_group, limits, source, before)
 
-    def _admit(self, session, guard, status, candidates, running=()):
+    def _admit(self, session, guard, status, candidates, running=(),
+               refusals=None):
         """Accept or refuse the changed objects, in order; returns the
         refused ones of `running` ((kind, id) of objects served before the
         change: they are not marked rejected, the caller rolls their
         change back -- see _admit_change).
 
         candidates: [(kind, row, children)] -- children are (kind, id) in
-        `status` that go with the object (a graph created with it).  An
-        object is refused when accepting it takes a counted limit over its
-        value and above the usage before the change: objects already
-        running are never displaced, and a group already over a limit
-        (an agent with smaller limits joined) still takes changes that add
-        nothing.
+        `status` that go with the object (a graph created with it).
+        refusals: {(kind, id): reason} of candidates refused whatever the
+        capacity (ports); they count nothing.  Any other object is refused
+        when accepting it takes a counted limit over its value and above
+        the usage before the change: objects already running are never
+        displaced, and a group already over a limit (an agent with smaller
+        limits joined) still takes changes that add nothing.
         """
+        refusals = refusals or {}
         for _, row, _ in candidates:
             row.rejected = None
         refused_running = set()
-        if not guard.limits or not candidates:
+        for kind, row, children in candidates:
+            reason = refusals.get((kind, row.id))
+            if reason:
+                self._refuse(status, kind, row, children, reason, running,
+                             refused_running)
+        counted = [c for c in candidates if (c[0], c[1].id) not in refusals]
+        if not guard.limits or not counted:
             return refused_running
         session.flush()
         usage = _Usage(session, guard.se_group, guard.limits)
         excluded = {(kind, row.id) for kind, row, _ in candidates}
-        for kind, row, children in candidates:
+        for kind, row, children in counted:
             excluded.discard((kind, row.id))
             counts = usage.count(excluded)
             over = [key for key in COUNTED_LIMITS if key in guard.limits
@@ -414,47 +451,103 @@ class Store:
             reason = (f'SE group {guard.se_group}: {counts[key]} '
                       f'{COUNTED_LIMITS[key]} would exceed {key} '
                       f'{guard.limits[key]} (SE {guard.source[key]})')
-            LOG.error('%s %s rejected: %s', _GET_RESOURCE[kind], row.id,
-                      reason)
             excluded.add((kind, row.id))
-            kept = (kind, row.id) in running
-            if kept:
-                refused_running.add((kind, row.id))
-            else:
-                row.rejected = reason
-            status.reject(kind, row.id, reason, kept=kept)
-            for child_kind, child_id in children:
-                status.reject(child_kind, child_id,
-                              f'{_GET_RESOURCE[kind]} {row.id} rejected: '
-                              f'{reason}')
+            self._refuse(status, kind, row, children, reason, running,
+                         refused_running)
         return refused_running
 
     @staticmethod
-    def _savepoint_if_running(session, guard, kind, obj_id):
+    def _refuse(status, kind, row, children, reason, running,
+                refused_running):
+        """_admit's refusal of one candidate: a running one is left to the
+        caller's rollback (refused_running), any other is rejected."""
+        LOG.error('%s %s rejected: %s', _GET_RESOURCE[kind], row.id, reason)
+        kept = (kind, row.id) in running
+        if kept:
+            refused_running.add((kind, row.id))
+        else:
+            row.rejected = reason
+        status.reject(kind, row.id, reason, kept=kept)
+        for child_kind, child_id in children:
+            status.reject(child_kind, child_id,
+                          f'{_GET_RESOURCE[kind]} {row.id} rejected: '
+                          f'{reason}')
+
+    @staticmethod
+    def _savepoint_if_running(session, guard, kind, obj_id, checked=False):
         """A savepoint before a change of a running object (stored and
-        not rejected) that capacity may refuse, else None: a refused change
-        is rolled back to it, so the SEs go on serving the previous
-        version."""
-        if not guard.limits:
+        not rejected) that capacity (or, checked, the port check) may
+        refuse, else None: a refused change is rolled back to it, so the
+        SEs go on serving the previous version."""
+        if not guard.limits and not checked:
             return None
         row = session.get(_MODELS[kind], obj_id)
         if row is None or row.rejected is not None:
             return None
         return session.begin_nested()
 
-    def _admit_change(self, session, guard, status, savepoint, candidate):
-        """_admit one changed object; savepoint: _savepoint_if_running's.
+    def _admit_change(self, session, guard, status, savepoint, candidate,
+                      refusal=None):
+        """_admit one changed object; savepoint: _savepoint_if_running's;
+        refusal: why it is refused whatever the capacity (ports), or None.
         A refused update changes nothing and is reported ERROR; only a
         new (or already rejected) object becomes rejected."""
         kind, row, _ = candidate
         running = () if savepoint is None else {(kind, row.id)}
-        refused = self._admit(session, guard, status, [candidate], running)
+        refused = self._admit(
+            session, guard, status, [candidate], running,
+            {(kind, row.id): refusal} if refusal else None)
         if savepoint is None:
             return
         if refused:
             savepoint.rollback()
         else:
             savepoint.commit()
+
+    @staticmethod
+    def _served_listeners(session, pool):
+        """The accepted listeners pool row `pool` is the default pool of
+        (what its members serve)."""
+        return [lst for lst in session.query(models.Listener).filter_by(
+                    loadbalancer_id=pool.loadbalancer_id, rejected=None)
+                if lst.doc.get('default_pool_id') == pool.id]
+
+    def _reject_misported(self, session, lb, pool_ids, status):
+        """Tier 1: reject alone the accepted members of `pool_ids` on
+        another port than a listener of their pool (a graph stored with
+        its listeners, or a pool becoming a listener's default)."""
+        if not _tier1(lb):
+            return
+        for pool_id in pool_ids:
+            pool = session.get(models.Pool, pool_id)
+            listeners = self._served_listeners(session, pool)
+            if not listeners:
+                continue    # serves nothing: checked when a listener takes it
+            for row in session.query(models.Member).filter_by(
+                    pool_id=pool_id, rejected=None):
+                reason = _port_refusal(row.doc, listeners)
+                if reason:
+                    self._refuse(status, 'members', row, (), reason, (),
+                                 set())
+
+    @staticmethod
+    def _listener_refusal(session, lb, listener):
+        """Tier 1: why listener row `listener` cannot take its default
+        pool (accepted members on another port), or None."""
+        pool_id = listener.doc.get('default_pool_id')
+        port = listener.doc.get('protocol_port')
+        if not _tier1(lb) or not pool_id or port is None:
+            return None
+        ports = sorted({m.doc['protocol_port'] for m in session.query(
+            models.Member).filter_by(pool_id=pool_id, rejected=None)
+            if m.doc.get('protocol_port') not in (None, port)})
+        if not ports:
+            return None
+        return (f'protocol_port {port} differs from the protocol_port '
+                f'{", ".join(map(str, ports))} of members of its default '
+                f'pool {pool_id}: DSR cannot translate ports, members '
+                'receive the client\'s packet unchanged, on the VIP\'s '
+                'port (change the members\' port or use another pool)')
 
     @staticmethod
     def _get(session, kind, obj_id):
@@ -538,6 +631,11 @@ class Store:
             children = [(kind, item['id']) for kind, items in
                         status.doc.items() if kind != 'loadbalancers'
                         for item in items]
+            # Everything is new: a member on another port than its
+            # pool's listener is rejected alone, the rest is served.
+            self._reject_misported(s, row, [
+                pool_id for kind, pool_id in children if kind == 'pools'],
+                status)
             self._admit(s, guard, status,
                         [('loadbalancers', row, children)])
             conflict = self._role_conflict(s, row)
@@ -604,16 +702,30 @@ class Store:
         with self._change() as s:
             lb = self._lb(s, listener['loadbalancer_id'])
             guard = self._guard(s, lb.se_group)
+            listener_id = object_id('listeners', listener)
+            old = s.get(models.Listener, listener_id)
+            # What a running listener serves, before the change.
+            before = None if old is None or old.rejected is not None else (
+                old.doc.get('default_pool_id'), old.doc.get('protocol_port'))
             savepoint = self._savepoint_if_running(
-                s, guard, 'listeners', object_id('listeners', listener))
+                s, guard, 'listeners', listener_id, checked=_tier1(lb))
             row = self._put(s, 'listeners', listener, update,
                             loadbalancer_id=lb.id)
             status.add('listeners', row.id)
             status.parent('loadbalancers', lb.id)
             for policy in listener.get('l7policies') or []:
                 self._put_policy_graph(s, row.id, policy, status)
+            # Its pool's members on another port: the listener is refused
+            # (as the driver does), not the members -- they may serve
+            # another listener, and a refused update changes nothing.
+            # Checked when what it serves changes: an update of a running
+            # listener that keeps its pool is never refused for ports.
+            refusal = None
+            if before != (row.doc.get('default_pool_id'),
+                          row.doc.get('protocol_port')):
+                refusal = self._listener_refusal(s, lb, row)
             self._admit_change(s, guard, status, savepoint,
-                               ('listeners', row, []))
+                               ('listeners', row, []), refusal)
             return self._bump_lb(s, lb, status, ['listeners', row.id])
 
     def delete_listener(self, listener_id):
@@ -650,6 +762,9 @@ class Store:
                     doc['default_pool_id'] = row.id
                     lst.doc = doc
             self._pool_parents(s, row, status)
+            # Its members (nested in a create) against the listener it
+            # serves: each one on another port is rejected alone.
+            self._reject_misported(s, lb, [row.id], status)
             self._admit_change(s, guard, status, savepoint,
                                ('pools', row, children))
             return self._bump_lb(s, lb, status, ['pools', row.id], l4=False)
@@ -709,14 +824,24 @@ class Store:
         with self._change() as s:
             pool = self._get(s, 'pools', doc['pool_id'])
             guard = self._pool_guard(s, pool)
-            savepoint = self._savepoint_if_running(
-                s, guard, kind, object_id(kind, doc)) \
-                if kind == 'members' else None
+            savepoint = listeners = None
+            if kind == 'members':
+                listeners = self._served_listeners(s, pool) if _tier1(
+                    self._lb(s, pool.loadbalancer_id)) else []
+                old = s.get(models.Member, object_id(kind, doc))
+                # One already on a wrong port (stored before the
+                # controller checked ports) is not running right: not
+                # kept, rejected below.
+                if old is None or _port_refusal(old.doc, listeners) is None:
+                    savepoint = self._savepoint_if_running(
+                        s, guard, kind, object_id(kind, doc),
+                        checked=bool(listeners))
             row = self._put(s, kind, doc, update, pool_id=pool.id)
             status.add(kind, row.id)
             if kind == 'members':
                 self._admit_change(s, guard, status, savepoint,
-                                   (kind, row, []))
+                                   (kind, row, []),
+                                   _port_refusal(row.doc, listeners))
             return self._bump_pool(s, pool, status, [kind, row.id])
 
     def _delete_pool_child(self, kind, obj_id):
@@ -750,19 +875,33 @@ class Store:
             guard = self._pool_guard(s, pool)
             lb = self._lb(s, pool.loadbalancer_id)
             wanted = {object_id('members', m): m for m in members}
+            listeners = self._served_listeners(s, pool) if _tier1(lb) \
+                else []
             accepted = set()
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:
                     self._delete_row(s, 'members', row, status, lb)
-                elif row.rejected is None:
+                elif row.rejected is None and \
+                        _port_refusal(row.doc, listeners) is None:
+                    # (One on a wrong port, stored before the controller
+                    # checked ports, is not running right: a candidate.)
                     accepted.add(row.id)
-            candidates = []
+            candidates, refusals = [], {}
             for member_id, doc in wanted.items():
+                refusal = _port_refusal(doc, listeners)
+                if refusal and member_id in accepted:
+                    # A refused change of a running member changes
+                    # nothing: its stored document stays.
+                    LOG.error('member %s rejected: %s', member_id, refusal)
+                    status.reject('members', member_id, refusal, kept=True)
+                    continue
                 row = self._put(s, 'members', doc, pool_id=pool_id)
                 status.add('members', member_id)
                 if member_id not in accepted:
                     candidates.append(('members', row, []))
-            self._admit(s, guard, status, candidates)
+                    if refusal:
+                        refusals[('members', member_id)] = refusal
+            self._admit(s, guard, status, candidates, refusals=refusals)
             return self._bump_pool(s, pool, status)
 
     # ------------------------------------------- L7 policies and rules

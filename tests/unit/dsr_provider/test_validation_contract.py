@@ -96,8 +96,12 @@ def store(tmp_path):
 
 def _store_graph(store, pools):
     """One load balancer (the VIPs above) with a listener per pool, stored
-    through the controller's real Store as the driver casts it."""
-    listeners = [fakes.listener(f'l-{i}', port=1000 + i, default_pool=pool)
+    through the controller's real Store as the driver casts it.  Each
+    listener is on its members' port (the controller rejects a member on
+    another port), which differs from pool to pool (the agents refuse two
+    listeners on one port)."""
+    listeners = [fakes.listener(f'l-{i}', port=pool.members[0].protocol_port,
+                                default_pool=pool)
                  for i, pool in enumerate(pools)]
     lb = fakes.loadbalancer(listeners=listeners, pools=pools,
                             additional_vips=[{'ip_address': VIPS[1],
@@ -124,7 +128,8 @@ def test_every_monitor_the_provider_accepts_the_agent_runs(store):
         types[f'm-{i}'] = values['type']
         pools.append(fakes.pool(
             f'pool-{i}', listener_id=f'l-{len(pools)}', healthmonitor=hm,
-            members=[fakes.member(f'm-{i}', pool_id=f'pool-{i}')]))
+            members=[fakes.member(f'm-{i}', pool_id=f'pool-{i}',
+                                  port=1000 + len(pools))]))
     # The grid has both sides of every edge.
     assert len(pools) > 100 and refused > 100, (len(pools), refused)
     _store_graph(store, pools)
@@ -157,9 +162,12 @@ def test_refused_monitor_values_are_what_the_agent_rejects():
 def test_every_member_the_provider_accepts_the_agent_programs(store):
     pools, refused = [], 0
     for i, values in enumerate(_member_grid()):
-        member = fakes.member(f'm-{i}', pool_id=f'pool-{i}', **values)
+        # Its own port unless the grid sets one (its listener's, below).
+        member = fakes.member(f'm-{i}', pool_id=f'pool-{i}', port=1000 + i,
+                              **values)
         if not (_accepted(validation.check_member, member, VIPS) and
-                _accepted(validation.check_member_port, member, 80)):
+                _accepted(validation.check_member_port, member,
+                          member.protocol_port)):
             refused += 1
             continue
         # One pool each: the grid repeats addresses.

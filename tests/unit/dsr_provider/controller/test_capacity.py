@@ -51,17 +51,19 @@ def listener(lb_i, n, pool=None):
     return doc
 
 
-def pool(lb_i, name, listener_id=None, members=0):
+def pool(lb_i, name, listener_id=None, members=0, port=80):
+    """port: its members' (their listener's: listener(lb_i, n) is on
+    80 + n)."""
     return {'pool_id': name, 'loadbalancer_id': f'lb{lb_i}',
             'listener_id': listener_id, 'lb_algorithm': 'SOURCE_IP_PORT',
             'protocol': 'TCP', 'admin_state_up': True,
-            'members': [member(name, k) for k in range(members)]}
+            'members': [member(name, k, port) for k in range(members)]}
 
 
-def member(pool_id, k):
+def member(pool_id, k, port=80):
     return {'member_id': f'{pool_id}-m{k}', 'pool_id': pool_id,
             'address': f'198.19.{k // 250}.{k % 250 + 2}',
-            'protocol_port': 80, 'admin_state_up': True}
+            'protocol_port': port, 'admin_state_up': True}
 
 
 def pending_items(store):
@@ -372,7 +374,8 @@ def test_the_usage_count_is_the_count_of_every_accepted_row(cstore):
             listeners=[listener(i, n, pool=f'p{i}-{n}')
                        for n in range(rnd.randint(0, 2))] + [
                 listener(i, 5)],
-            pools=[pool(i, f'p{i}-{n}', f'l{i}-{n}', rnd.randint(0, 9))
+            pools=[pool(i, f'p{i}-{n}', f'l{i}-{n}', rnd.randint(0, 9),
+                        port=80 + n)
                    for n in range(2)]))
     for i in range(1, 16):
         for k in range(20, 23):

@@ -10,22 +10,30 @@ from dsr_provider.controller import endpoints
 
 
 def lb(i, listeners=1):
+    """A pool of one member per listener, on the listener's port (the
+    controller rejects a member on another port)."""
     lb_id = f'lb{i}'
+
+    def suffix(n):
+        return f'-{n}' if n else ''
     return {'loadbalancer_id': lb_id, 'vip_address': f'192.0.2.{i}',
             'admin_state_up': True,
             'listeners': [{'listener_id': f'l{i}-{n}',
                            'loadbalancer_id': lb_id, 'protocol': 'TCP',
                            'protocol_port': 80 + n,
-                           'default_pool_id': f'p{i}',
+                           'default_pool_id': f'p{i}{suffix(n)}',
                            'admin_state_up': True}
                           for n in range(listeners)],
-            'pools': [{'pool_id': f'p{i}', 'loadbalancer_id': lb_id,
+            'pools': [{'pool_id': f'p{i}{suffix(n)}',
+                       'loadbalancer_id': lb_id,
                        'lb_algorithm': 'SOURCE_IP_PORT', 'protocol': 'TCP',
                        'admin_state_up': True,
-                       'members': [{'member_id': f'm{i}', 'pool_id': f'p{i}',
+                       'members': [{'member_id': f'm{i}{suffix(n)}',
+                                    'pool_id': f'p{i}{suffix(n)}',
                                     'address': '198.19.1.2',
-                                    'protocol_port': 80, 'weight': 1,
-                                    'admin_state_up': True}]}]}
+                                    'protocol_port': 80 + n, 'weight': 1,
+                                    'admin_state_up': True}]}
+                      for n in range(listeners)]}
 
 
 def report(store, se_id, generation, ring_abi=2, **state):

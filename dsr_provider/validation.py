@@ -19,6 +19,8 @@ tests/unit/dsr_provider/test_refusals_doc.py runs each documented example
 through these checks and fails when a refuse() here is not documented.
 """
 
+import ssl
+
 from octavia_lib.api.drivers import data_models
 from octavia_lib.api.drivers import exceptions
 from octavia_lib.common import constants as lib_consts
@@ -62,8 +64,9 @@ _TIMEOUT_REASONS = {
                             'rules, which a DSR listener cannot have)'),
 }
 
-# Listener TLS settings no SE applies, with the [api_settings] options
-# holding Octavia's defaults and their values in Octavia 19 (used when
+# Listener TLS settings no tier-1 SE applies (tier 2 applies them:
+# check_listener_tls_tier2), with the [api_settings] options holding
+# Octavia's defaults and their values in Octavia 19 (used when
 # octavia-api's options are not registered). Octavia fills them in on
 # TERMINATED_HTTPS creates and when a PUT sets them to null.
 _TLS_DEFAULTS = {
@@ -524,13 +527,46 @@ def check_listener_tier2(listener):
     _tier2_choice(listener, 'listener', 'protocol', TIER2_LISTENER_PROTOCOLS)
     check_listener_limits(listener)
     _tier2_unset(listener, 'listener', _TIER2_UNSUPPORTED_LISTENER)
-    check_listener_tls_settings(
-        listener, f'{TIER2_L7}, so HAProxy would use its own defaults')
+    check_listener_tls_tier2(listener)
     if given(listener, 'client_authentication') is not None:
         _tier2_choice(listener, 'listener', 'client_authentication',
                       (lib_consts.CLIENT_AUTH_NONE,))
     for policy in _items(given(listener, 'l7policies')):
         check_l7policy(policy)
+
+
+def _openssl_takes(ciphers):
+    """Whether this host's OpenSSL finds a cipher in a TLS 1.2 cipher
+    list: the call HAProxy makes on the L7 SE (SSL_CTX_set_cipher_list),
+    which refuses the configuration when none matches."""
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(ciphers)
+    except ssl.SSLError:
+        return False
+    return True
+
+
+def check_listener_tls_tier2(listener):
+    """tls_versions, tls_ciphers and alpn_protocols, which HAProxy on the
+    L7 SEs applies to a TERMINATED_HTTPS listener: refused when it could
+    not (the L7 snapshot's definition, dsr_wire/l7.py)."""
+    doc = {name: _tls_value(given(listener, name))
+           for name in l7.LISTENER_TLS_FIELDS
+           if given(listener, name) is not None}
+    try:
+        l7.check_listener_tls(doc)
+    except schema.Invalid as exc:
+        refuse(f'listener {exc}: not supported on a tier-2 load balancer, '
+               'whose L7 service engines (HAProxy 2.6, OpenSSL 3) could not '
+               'apply it.')
+    tls12 = l7.split_ciphers(doc.get('tls_ciphers') or '')[0]
+    if tls12 and not _openssl_takes(':'.join(tls12)):
+        refuse(f'listener tls_ciphers {doc["tls_ciphers"]!r} is not '
+               'supported on a tier-2 load balancer (allowed: a cipher '
+               'string in which OpenSSL finds a cipher besides the TLS 1.3 '
+               f'suites {", ".join(l7.TLS13_CIPHERSUITES)}): OpenSSL finds '
+               f'none in {":".join(tls12)!r}, and HAProxy refuses such a '
+               'configuration.')
 
 
 def check_pool_tier2(pool, old_pool=None):

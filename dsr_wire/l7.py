@@ -40,6 +40,24 @@ REDIRECT_HTTP_CODES = (301, 302, 303, 307, 308)
 KEYED_RULE_TYPES = ('HEADER', 'COOKIE', 'SSL_DN_FIELD')
 HTTP_LISTENER_PROTOCOLS = ('HTTP', 'TERMINATED_HTTPS')
 
+# A listener's TLS settings (octavia-lib names), applied to the bind lines
+# of a TERMINATED_HTTPS listener.  Optional: a document without them (an
+# older controller) leaves HAProxy's defaults.  Only the TLS versions HAProxy
+# 2.6 on Debian 12's OpenSSL 3 can serve: that OpenSSL has no SSLv3, and
+# at its default security level every TLS 1.0 and 1.1 handshake fails.
+LISTENER_TLS_FIELDS = ('tls_versions', 'tls_ciphers', 'alpn_protocols')
+TLS_VERSIONS = ('TLSv1.2', 'TLSv1.3')
+ALPN_PROTOCOLS = ('h2', 'http/1.1', 'http/1.0')
+# OpenSSL's TLS 1.3 cipher suites (HAProxy's "ciphersuites"); the other
+# names of tls_ciphers are TLS 1.2 ciphers or keywords ("ciphers").
+TLS13_CIPHERSUITES = ('TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384',
+                      'TLS_CHACHA20_POLY1305_SHA256',
+                      'TLS_AES_128_CCM_SHA256', 'TLS_AES_128_CCM_8_SHA256')
+# Octavia's character set of a cipher string: the value becomes one HAProxy
+# argument, which a space or a newline would end.
+CIPHERS_PATTERN = r'\A[A-Za-z0-9\-+!:@=_.]+\Z'
+MAX_CIPHERS_LENGTH = 2048      # Octavia's API limit
+
 _object, _enum, _int = schema._object, schema._enum, schema._int
 ID, BOOL, PORT, ADDRESS = schema.ID, schema.BOOL, schema.PORT, schema.ADDRESS
 
@@ -123,6 +141,28 @@ L7POLICY = _object(('id', 'action'), {
               'description': 'a list of L7 rules'},
 })
 
+
+def _choices(values, what, note=''):
+    item = _enum(values)
+    item['description'] += note
+    return {'type': ['array', 'null'], 'minItems': 1, 'uniqueItems': True,
+            'items': item,
+            'description': f'null or a non-empty list of distinct {what}, '
+                           f'each one of {", ".join(values)}'}
+
+
+LISTENER_TLS = _object((), {
+    'tls_versions': _choices(TLS_VERSIONS, 'TLS versions',
+                             '; HAProxy 2.6 on OpenSSL 3 serves no SSLv3, '
+                             'TLSv1 or TLSv1.1'),
+    'tls_ciphers': {'type': ['string', 'null'], 'pattern': CIPHERS_PATTERN,
+                    'maxLength': MAX_CIPHERS_LENGTH,
+                    'description': 'null or an OpenSSL cipher string of at '
+                                   f'most {MAX_CIPHERS_LENGTH} letters, '
+                                   'digits and - + ! : @ = _ .'},
+    'alpn_protocols': _choices(ALPN_PROTOCOLS, 'ALPN protocols'),
+})
+
 LISTENER = _object(('id', 'protocol', 'protocol_port'), {
     'id': ID,
     'protocol': _enum(LISTENER_PROTOCOLS),
@@ -145,6 +185,7 @@ LISTENER = _object(('id', 'protocol', 'protocol_port'), {
                            'description': 'null or a list of container '
                                           'references'},
     'l7policies': {'type': 'array', 'description': 'a list of L7 policies'},
+    **LISTENER_TLS['properties'],
 })
 
 LOAD_BALANCER = _object(('id', 'vips', 'listeners', 'pools'), {
@@ -171,6 +212,7 @@ DOCUMENT = _object(
 SCHEMAS = {'health_monitor': HEALTH_MONITOR, 'member': MEMBER,
            'session_persistence': SESSION_PERSISTENCE, 'pool': POOL,
            'l7policy': L7POLICY, 'l7rule': L7RULE, 'listener': LISTENER,
+           'listener_tls': LISTENER_TLS,
            'load_balancer': LOAD_BALANCER, 'document': DOCUMENT}
 
 
@@ -245,8 +287,39 @@ def _check_policy(policy, prefix, listener, pool_ids):
                           'one)')
 
 
+def split_ciphers(ciphers):
+    """A tls_ciphers string -> (TLS 1.2 names, TLS 1.3 suites), each in
+    the given order (the server's preference) and once."""
+    tls12, tls13 = [], []
+    for name in ciphers.split(':'):
+        part = tls13 if name in TLS13_CIPHERSUITES else tls12
+        if name and name not in part:
+            part.append(name)
+    return tls12, tls13
+
+
+def check_listener_tls(obj, prefix=''):
+    """tls_versions, tls_ciphers and alpn_protocols of a listener (or of
+    the changed fields of one): the provider driver refuses with this what
+    the L7 SEs would reject."""
+    _structure('listener_tls', {k: obj[k] for k in LISTENER_TLS_FIELDS
+                                if k in obj}, prefix)
+    ciphers = obj.get('tls_ciphers')
+    if ciphers is None:
+        return
+    # OpenSSL takes no IANA name ("TLS_ECDHE_...") in a TLS 1.2 cipher
+    # list: a "TLS_" name that is not a TLS 1.3 suite would be ignored.
+    for name in split_ciphers(ciphers)[0]:
+        if name.startswith('TLS_'):
+            raise Invalid(_field(prefix, ['tls_ciphers']), ciphers,
+                          'OpenSSL cipher names; the TLS 1.3 suites are '
+                          + ', '.join(TLS13_CIPHERSUITES),
+                          f'{name} is not a cipher name OpenSSL knows')
+
+
 def check_listener(obj, prefix='', pool_ids=frozenset()):
     _structure('listener', obj, prefix)
+    check_listener_tls(obj, prefix)
     for i, cidr in enumerate(obj.get('allowed_cidrs') or ()):
         schema.parse_cidr(cidr, _field(prefix, ['allowed_cidrs', i]))
     if obj.get('default_pool_id') is not None \

@@ -17,6 +17,9 @@ beyond an amphora is applied afterwards, and only that:
   round robin) becomes a hash of the client address and port;
 * allowed_cidrs (a security-group rule on an amphora) becomes a
   ``tcp-request connection reject`` in the listener's frontend;
+* a TERMINATED_HTTPS listener's tls_versions, tls_ciphers and
+  alpn_protocols are added to its bind lines here, not by Octavia's
+  template (bind_tls_options says why);
 * the global maxconn (Octavia: the sum of the listeners' limits, on an
   amphora whose unit raises the file limit) is capped to what the engine's
   file-descriptor limit allows (2.5 per proxied connection), or HAProxy
@@ -37,6 +40,8 @@ import dataclasses
 import ipaddress
 import os
 import re
+
+from dsr_wire import l7 as l7_schema
 
 OCTAVIA_PING_WRAPPER = '/var/lib/octavia/ping-wrapper.sh'
 BALANCE = {'ROUND_ROBIN': 'roundrobin', 'LEAST_CONNECTIONS': 'leastconn',
@@ -271,6 +276,59 @@ def crt_list(paths, lb_id, listener_doc):
     return {paths.cert_file(lb_id, r): r for r in refs}
 
 
+def bind_tls_options(doc):
+    """The bind keywords of a TERMINATED_HTTPS listener's tls_versions,
+    tls_ciphers and alpn_protocols (dsr_wire/l7.py); none for a setting
+    the document does not carry, which leaves HAProxy's default.
+
+    Not Octavia's rendering: its ``no-tlsv1x`` flags cannot lower HAProxy's
+    own minimum (TLSv1.2 since 2.2) and log a warning next to
+    ssl-min-ver, so the range is ``ssl-min-ver``/``ssl-max-ver``; and it
+    sorts the ciphers, which are the server's order of preference."""
+    versions = doc.get('tls_versions')
+    options = []
+    if versions:
+        # l7.TLS_VERSIONS are ordered and named as HAProxy names them.
+        chosen = [v for v in l7_schema.TLS_VERSIONS if v in versions]
+        options += ['ssl-min-ver', chosen[0], 'ssl-max-ver', chosen[-1]]
+    ciphers = doc.get('tls_ciphers')
+    if ciphers:
+        tls12, tls13 = l7_schema.split_ciphers(ciphers)
+        # A part no enabled version uses is left out, as Octavia does; an
+        # empty one too (HAProxy refuses an empty list): that version keeps
+        # OpenSSL's default ciphers.
+        if tls12 and (not versions or 'TLSv1.2' in versions):
+            options += ['ciphers', ':'.join(tls12)]
+        if tls13 and (not versions or 'TLSv1.3' in versions):
+            options += ['ciphersuites', ':'.join(tls13)]
+    if doc.get('alpn_protocols'):
+        options += ['alpn', ','.join(doc['alpn_protocols'])]
+    return options
+
+
+def _in_frontends(lines):
+    """(name of the frontend the line is in or None, line) for each line
+    (Octavia names a listener's frontend by its id)."""
+    frontend = None
+    for line in lines:
+        if line.startswith('frontend '):
+            frontend = line.split()[1]
+        elif line and not line.startswith(' '):
+            frontend = None
+        yield frontend, line
+
+
+def _bind_tls(lines, tls_by_listener):
+    """Each listed frontend's bind lines (one per VIP) with its options."""
+    out = []
+    for frontend, line in _in_frontends(lines):
+        options = tls_by_listener.get(frontend)
+        if options and line.strip().startswith('bind '):
+            line = ' '.join([line, *options])
+        out.append(line)
+    return out
+
+
 def _server_source(line, snat):
     m = _SERVER_RE.match(line)
     if not m:
@@ -288,12 +346,8 @@ def _server_source(line, snat):
 def _allowed_cidrs(lines, cidrs_by_listener):
     """After the "mode" line of each listed frontend, a rule rejecting
     connections from outside its CIDRs."""
-    out, frontend = [], None
-    for line in lines:
-        if line.startswith('frontend '):
-            frontend = line.split()[1]
-        elif line and not line.startswith(' '):
-            frontend = None
+    out = []
+    for frontend, line in _in_frontends(lines):
         out.append(line)
         cidrs = cidrs_by_listener.get(frontend)
         if cidrs and line.strip().startswith('mode '):
@@ -309,7 +363,8 @@ def max_connections(fd_limit):
     return max(1, (fd_limit - FD_RESERVE) * 2 // 5)
 
 
-def post_process(text, paths, snat, cidrs_by_listener, fd_limit=None):
+def post_process(text, paths, snat, cidrs_by_listener, fd_limit=None,
+                 tls_by_listener=None):
     """The DSR edits of a configuration Octavia rendered."""
     lines = []
     for line in text.splitlines():
@@ -328,6 +383,7 @@ def post_process(text, paths, snat, cidrs_by_listener, fd_limit=None):
                 and 'txn.dsr_sport' in stripped:
             lines.append('    ' + SPORT_VAR)
     lines = _allowed_cidrs(lines, cidrs_by_listener)
+    lines = _bind_tls(lines, tls_by_listener or {})
     return '\n'.join(lines) + '\n'
 
 
@@ -365,6 +421,8 @@ def render(lb_doc, paths, snat=None, haproxy_version=('2', '6'),
         socket_path=paths.stats_socket(lb.id))
     cidrs = {d['id']: d['allowed_cidrs'] for d in lb_doc['listeners']
              if d.get('allowed_cidrs')}
+    tls = {d['id']: bind_tls_options(d) for d in lb_doc['listeners']
+           if d['protocol'] == 'TERMINATED_HTTPS'}
     return Rendered(post_process(text, paths, dict(snat or {}), cidrs,
-                                 fd_limit),
+                                 fd_limit, tls),
                     crt_lists, certs, skipped)

@@ -101,7 +101,8 @@ _LISTENER_FIELDS = ('admin_state_up', 'connection_limit', 'default_pool_id',
                     'timeout_client_data', 'timeout_member_connect',
                     'timeout_member_data', 'timeout_tcp_inspect',
                     'allowed_cidrs', 'insert_headers',
-                    'default_tls_container_ref', 'sni_container_refs')
+                    'default_tls_container_ref', 'sni_container_refs',
+                    *l7.LISTENER_TLS_FIELDS)
 _POLICY_FIELDS = ('action', 'position', 'redirect_pool_id', 'redirect_url',
                   'redirect_prefix', 'redirect_http_code', 'admin_state_up')
 _RULE_FIELDS = ('type', 'compare_type', 'key', 'value', 'invert',
@@ -161,6 +162,22 @@ def _pool(session, row):
     return item
 
 
+def _listener_tls(item):
+    """Leave out a TLS setting the L7 SEs cannot apply: stored before the
+    driver checked them (it accepted and ignored any), it would otherwise
+    keep the whole load balancer out of the document. HAProxy keeps its
+    default for it, as before."""
+    for name in l7.LISTENER_TLS_FIELDS:
+        if name not in item:
+            continue
+        try:
+            l7.check_listener_tls({name: item[name]})
+        except schema.Invalid as exc:
+            LOG.warning('listener %s: %s left out of the L7 document: %s',
+                        item['id'], name, exc)
+            del item[name]
+
+
 def l7_load_balancer(session, lb):
     """A tier-2 load balancer as its L7 SEs run it."""
     pools = [_pool(session, p) for p in session.query(models.Pool).filter_by(
@@ -169,6 +186,7 @@ def l7_load_balancer(session, lb):
     listeners = []
     for lst in _listeners(session, lb.id):
         item = _copy(lst.id, lst.doc, _LISTENER_FIELDS)
+        _listener_tls(item)
         item['protocol'] = lst.doc['protocol']
         item['protocol_port'] = lst.doc['protocol_port']
         if item.get('default_pool_id') not in pool_ids:

@@ -165,3 +165,31 @@ def test_l7_on_tier1_is_refused_naming_the_tier(dsr, client):  # noqa: F811
         compare_type='EQUAL_TO', value='/'))
     assert 'L7 rules' in text and 'tier-1' in text
     assert client.casts == []
+
+
+def test_listener_tls_settings_published_on_tier2_refused_on_tier1(
+        dsr, client, agent):  # noqa: F811
+    """The L7 SEs apply tls_versions, tls_ciphers and alpn_protocols: the
+    driver publishes what HAProxy can do on tier 2 and refuses the rest
+    (nothing cast); tier 1 applies none."""
+    tls = {'tls_versions': ['TLSv1.3'], 'alpn_protocols': ['h2'],
+           'tls_ciphers': 'TLS_AES_256_GCM_SHA384'}
+    dsr.listener_create(fakes.listener(
+        listener_id=LISTENER2, loadbalancer_id=LB2, port=443,
+        protocol='TERMINATED_HTTPS', default_tls_container_ref='ref', **tls))
+    dsr.listener_update(fakes.listener(listener_id=LISTENER2,
+                                       loadbalancer_id=LB2),
+                        dm.Listener(tls_versions=['TLSv1.2', 'TLSv1.3']))
+    ((_, create), (_, update)) = client.casts
+    assert {k: create['listener'][k] for k in tls} == tls
+    assert update['new_listener'] == {'tls_versions': ['TLSv1.2',
+                                                       'TLSv1.3']}
+    text = refused(dsr.listener_update,
+                   fakes.listener(listener_id=LISTENER2,
+                                  loadbalancer_id=LB2),
+                   dm.Listener(tls_versions=['TLSv1.1']))
+    assert "tls_versions[0] 'TLSv1.1'" in text and 'TLSv1.2, TLSv1.3' in text
+    text = refused(dsr.listener_update, fakes.listener(),
+                   dm.Listener(tls_versions=['TLSv1.3']))
+    assert 'no TLS termination' in text
+    assert len(client.casts) == 2

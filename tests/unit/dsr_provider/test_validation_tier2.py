@@ -158,10 +158,10 @@ def test_tier1_still_refuses_l7_naming_the_tier():
     assert 'tier-1' in text and 'tier-2 flavor' in text
 
 
-# --- listener TLS settings the L7 snapshot does not carry -----------------
+# --- listener TLS settings: applied on tier 2, refused on tier 1 ----------
 
 def octavia_tls_defaults():
-    """The defaults the driver accepts (checked against Octavia's below)."""
+    """The defaults tier 1 accepts (checked against Octavia's below)."""
     return {name: default
             for name, (_, default) in validation._TLS_DEFAULTS.items()}
 
@@ -188,7 +188,6 @@ def test_tier2_tls_listener_as_octavia_creates_it_is_accepted():
     validation.check_listener(fakes.listener(protocol='HTTP'), tier=2)
 
 
-@pytest.mark.parametrize('tier', [1, 2])
 @pytest.mark.parametrize('name,value', [
     ('tls_versions', ['TLSv1.3']),
     ('tls_versions', ['TLSv1.3', 'TLSv1.2']),
@@ -196,24 +195,84 @@ def test_tier2_tls_listener_as_octavia_creates_it_is_accepted():
     ('alpn_protocols', ['h2']),
     ('alpn_protocols', []),
 ])
-def test_listener_tls_settings_nothing_applies_are_refused(tier, name, value):
-    protocol = 'TERMINATED_HTTPS' if tier == 2 else 'TCP'
+def test_tier1_refuses_listener_tls_settings_nothing_applies(name, value):
     defaults = octavia_tls_defaults()
-    listener = fakes.listener(protocol=protocol, **dict(
+    listener = fakes.listener(protocol='TCP', **dict(
         defaults, **{name: value}))
-    if tier == 2:
-        listener.default_tls_container_ref = 'ref-1'
-    text = refused(validation.check_listener, listener, tier=tier)
+    text = refused(validation.check_listener, listener, tier=1)
     assert text.startswith(f'listener {name} {value!r} is not supported')
     assert f'allowed: unset or {defaults[name]!r}' in text
-    assert ('HAProxy would use its own defaults' in text) == (tier == 2)
+    assert 'no TLS termination' in text
     # An update setting only that field.
-    refused(validation.check_listener, dm.Listener(**{name: value}),
-            tier=tier)
+    refused(validation.check_listener, dm.Listener(**{name: value}), tier=1)
+
+
+@pytest.mark.parametrize('name,value', [
+    ('tls_versions', ['TLSv1.3']),
+    ('tls_versions', ('TLSv1.2',)),
+    ('tls_versions', ['TLSv1.3', 'TLSv1.2']),
+    ('tls_ciphers', 'ECDHE-ECDSA-AES256-GCM-SHA384'),
+    ('tls_ciphers', 'TLS_AES_256_GCM_SHA384'),
+    ('tls_ciphers', 'HIGH:!aNULL:@STRENGTH'),
+    ('alpn_protocols', ['h2']),
+    ('alpn_protocols', ['http/1.1', 'h2']),
+])
+def test_tier2_applies_listener_tls_settings(name, value):
+    """The L7 snapshot carries them to HAProxy: any value it can apply is
+    accepted, on create and on an update of that field alone."""
+    listener = fakes.listener(
+        protocol='TERMINATED_HTTPS', default_tls_container_ref='ref-1',
+        **dict(octavia_tls_defaults(), **{name: value}))
+    validation.check_listener(listener, tier=2)
+    validation.check_listener(dm.Listener(**{name: value}), tier=2)
+
+
+@pytest.mark.parametrize('name,value,allowed', [
+    # Not in the L7 SEs' OpenSSL, or failing at its security level.
+    ('tls_versions', ['SSLv3'], 'one of TLSv1.2, TLSv1.3'),
+    ('tls_versions', ['TLSv1', 'TLSv1.2'], 'one of TLSv1.2, TLSv1.3'),
+    ('tls_versions', ['TLSv1.2', 'TLSv1.1'], 'one of TLSv1.2, TLSv1.3'),
+    ('tls_versions', ['TLSv1.4'], 'one of TLSv1.2, TLSv1.3'),
+    ('tls_versions', [], 'null or a non-empty list'),
+    ('tls_versions', ['TLSv1.2', 'TLSv1.2'],
+     'null or a non-empty list of distinct'),
+    ('alpn_protocols', ['h3'], 'one of h2, http/1.1, http/1.0'),
+    ('alpn_protocols', [], 'null or a non-empty list'),
+    # One HAProxy argument: a space would end it.
+    ('tls_ciphers', 'HIGH maxconn 1', 'letters, digits and - + ! : @ = _ .'),
+    ('tls_ciphers', 'TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256:HIGH',
+     'TLS_AES_128_GCM_SHA256, TLS_AES_256_GCM_SHA384'),
+    # HAProxy refuses a cipher list OpenSSL finds nothing in.
+    ('tls_ciphers', 'NO-SUCH-CIPHER:TLS_AES_128_GCM_SHA256',
+     'a cipher string in which OpenSSL finds a cipher'),
+])
+def test_tier2_refuses_tls_settings_haproxy_cannot_apply(name, value,
+                                                         allowed):
+    for listener in (fakes.listener(protocol='TERMINATED_HTTPS',
+                                    default_tls_container_ref='ref-1',
+                                    **{name: value}),
+                     dm.Listener(**{name: value})):
+        text = refused(validation.check_listener, listener, tier=2)
+        assert text.startswith(f'listener {name}'), text
+        assert allowed in text[text.index('(allowed: '):], text
+        assert 'tier-2' in text, text
+
+
+def test_tier2_graph_with_tls_settings():
+    listener = fakes.listener(
+        protocol='TERMINATED_HTTPS', default_tls_container_ref='ref-1',
+        tls_versions=['TLSv1.3'], alpn_protocols=['h2', 'http/1.1'])
+    validation.check_graph(fakes.loadbalancer(listeners=[listener]),
+                           tier=2)
+    listener.tls_versions = ['TLSv1.1']
+    text = refused(validation.check_graph,
+                   fakes.loadbalancer(listeners=[listener]), tier=2)
+    assert "tls_versions[0] 'TLSv1.1'" in text
 
 
 def test_listener_tls_settings_follow_octavias_configured_defaults():
-    # Inside octavia-api the defaults come from [api_settings].
+    # Inside octavia-api the defaults come from [api_settings] (tier 1,
+    # which applies none: tier 2 applies any value HAProxy can).
     opt = cfg.ListOpt('default_listener_tls_versions',
                       default=['TLSv1.2', 'TLSv1.3'])
     try:
@@ -225,9 +284,9 @@ def test_listener_tls_settings_follow_octavias_configured_defaults():
     try:
         for versions in (['TLSv1.3'], ['TLSv1.2', 'TLSv1.3']):
             validation.check_listener(dm.Listener(tls_versions=versions),
-                                      tier=2)
+                                      tier=1)
         text = refused(validation.check_listener,
-                       dm.Listener(tls_versions=['TLSv1.2']), tier=2)
+                       dm.Listener(tls_versions=['TLSv1.2']), tier=1)
         assert "['TLSv1.2', 'TLSv1.3'] or ['TLSv1.3']" in text
     finally:
         cfg.CONF.clear_override('default_listener_tls_versions',

@@ -166,11 +166,30 @@ def get_https(topo, path='/'):
         'print(json.dumps([r.status,b,c.sock.version()]))'), path)
 
 
+def tls_handshake(topo, max_version, alpn):
+    """A TLS handshake with VIP:443 from the client, offering TLS up to
+    max_version ("TLSv1_2", "TLSv1_3") and the ALPN protocols alpn
+    (comma-separated); (TLS version, ALPN protocol) or ("refused",
+    reason)."""
+    return client_script(topo, (
+        'import json,socket,ssl,sys;'
+        'x=ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT);x.check_hostname=False;'
+        'x.verify_mode=ssl.CERT_NONE;'
+        f'x.maximum_version=ssl.TLSVersion.{max_version};'
+        'x.set_alpn_protocols(sys.argv[2].split(","));\n'
+        'try:\n'
+        ' s=x.wrap_socket(socket.create_connection((sys.argv[1],443),10),'
+        'server_hostname="www.example.com");'
+        'print(json.dumps([s.version(),s.selected_alpn_protocol()]))\n'
+        'except ssl.SSLError as e:print(json.dumps(["refused",str(e)]))'),
+        alpn)
+
+
 def test_terminated_https_and_health_monitor(tier2):
     """TERMINATED_HTTPS with a test certificate stored for Octavia's local
-    certificate manager, and an HTTP health monitor whose verdicts reach
-    the member status: a server that stops is marked ERROR and no request
-    goes to it."""
+    certificate manager, TLS 1.3 only and ALPN h2 as the listener says,
+    and an HTTP health monitor whose verdicts reach the member status: a
+    server that stops is marked ERROR and no request goes to it."""
     topo = tier2.topo
     tls.write_local(os.path.join(tier2.state_root, 'certs'), 'web',
                     tls.self_signed_pem('www.example.com'))
@@ -181,9 +200,16 @@ def test_terminated_https_and_health_monitor(tier2):
         url_path='/', expected_codes='200')
     lb['listeners'].append(docs.listener(
         'li-tls', 'p-web', protocol='TERMINATED_HTTPS', port=443,
-        default_tls_container_ref='web'))
+        default_tls_container_ref='web', tls_versions=['TLSv1.3'],
+        alpn_protocols=['h2', 'http/1.1']))
     for name, out in tier2.apply_l7(doc).items():
         assert out['load_balancers']['lb1']['status'] == 'ACTIVE', out
+    # A client that stops at TLS 1.2 is refused; h2 is negotiated.
+    refused = tls_handshake(topo, 'TLSv1_2', 'h2,http/1.1')
+    assert refused[0] == 'refused' and 'PROTOCOL_VERSION' in \
+        refused[1].upper(), refused
+    assert tls_handshake(topo, 'TLSv1_3', 'h2,http/1.1') == ('TLSv1.3',
+                                                             'h2')
 
     def member_status(l7se, member):
         pools = tier2.l7(l7se, 'stats')[1]['lb1']['pools']
@@ -194,7 +220,7 @@ def test_terminated_https_and_health_monitor(tier2):
                    60, 'the health monitor to see both servers UP')
     status, body, version = get_https(topo)
     assert status == 200 and served_by(body) in ('m3', 'm4')
-    assert version.startswith('TLS')
+    assert version == 'TLSv1.3'
 
     tier2.servers['m4'].stop()
     netns.wait_for(lambda: all(member_status(n, 'm4') == 'ERROR'

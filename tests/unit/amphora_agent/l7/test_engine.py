@@ -6,6 +6,7 @@ import ipaddress
 import os
 import shutil
 import socket
+import ssl
 
 import pytest
 
@@ -273,3 +274,69 @@ def test_from_conf_fetches_with_the_configured_cert_manager(tmp_path):
         engine_mod.Engine.from_conf(
             _l7_group(tmp_path, cert_manager='vault'), '/nonexistent',
             'l7se')
+
+
+def handshake(port, maximum=None, alpn=None, ciphers=None):
+    """A TLS handshake with the VIP (no verification: a test
+    certificate); (version, ALPN protocol, cipher) or the SSLError."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    if maximum:
+        ctx.maximum_version = maximum
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
+    if ciphers:
+        ctx.set_ciphers(ciphers)
+    try:
+        with socket.create_connection(('127.0.0.1', port), timeout=5) as s, \
+                ctx.wrap_socket(s, server_hostname='www.example.com') as t:
+            return t.version(), t.selected_alpn_protocol(), t.cipher()[0]
+    except ssl.SSLError as exc:
+        return exc
+
+
+def test_listener_tls_settings_are_what_haproxy_negotiates(engine):
+    """tls_versions, tls_ciphers and alpn_protocols of the document, seen
+    by clients; a listener without them (an older controller's document)
+    keeps HAProxy's defaults."""
+    ref = tls.store(tls.self_signed_pem())   # an ECDSA certificate
+    ports = {'only13': free_port(), 'only12': free_port(),
+             'older': free_port()}
+    listeners = [
+        docs.listener('only13', 'p', protocol='TERMINATED_HTTPS',
+                      port=ports['only13'], default_tls_container_ref=ref,
+                      tls_versions=['TLSv1.3'],
+                      alpn_protocols=['h2', 'http/1.1']),
+        # The server's preference order, as given (not sorted).
+        docs.listener('only12', 'p', protocol='TERMINATED_HTTPS',
+                      port=ports['only12'], default_tls_container_ref=ref,
+                      tls_versions=['TLSv1.2'],
+                      tls_ciphers='ECDHE-ECDSA-CHACHA20-POLY1305:'
+                                  'ECDHE-ECDSA-AES128-GCM-SHA256'),
+        docs.listener('older', 'p', protocol='TERMINATED_HTTPS',
+                      port=ports['older'], default_tls_container_ref=ref)]
+    result = engine.apply(docs.document(docs.load_balancer(
+        listeners, [docs.pool('p', [docs.member('m1', M1)])],
+        vips=('127.0.0.1',))))
+    assert result['lb1']['status'] == 'ACTIVE', result
+
+    # TLSv1.3 only: a client that stops at TLS 1.2 is refused.
+    refused = handshake(ports['only13'], maximum=ssl.TLSVersion.TLSv1_2)
+    assert isinstance(refused, ssl.SSLError), refused
+    assert 'PROTOCOL_VERSION' in str(refused).upper(), refused
+    assert handshake(ports['only13'], alpn=['h2', 'http/1.1'])[:2] == (
+        'TLSv1.3', 'h2')
+    assert handshake(ports['only13'], alpn=['http/1.1'])[1] == 'http/1.1'
+
+    # TLSv1.2 only, the first cipher of the listener's list preferred.
+    assert handshake(ports['only12']) == (
+        'TLSv1.2', None, 'ECDHE-ECDSA-CHACHA20-POLY1305')
+    assert isinstance(handshake(ports['only12'],
+                                ciphers='ECDHE-ECDSA-AES256-GCM-SHA384'),
+                      ssl.SSLError)
+
+    # HAProxy's defaults: TLS 1.2 and 1.3, no ALPN.
+    assert handshake(ports['older'], alpn=['h2', 'http/1.1'])[:2] == (
+        'TLSv1.3', None)
+    assert handshake(ports['older'], maximum=ssl.TLSVersion.TLSv1_2)[0] == \
+        'TLSv1.2'

@@ -4,6 +4,7 @@ the DSR edits are applied; HAProxy 2.6 accepts every configuration."""
 import os
 import re
 import shutil
+import subprocess
 
 import pytest
 
@@ -247,3 +248,110 @@ def test_nothing_enabled_renders_nothing(tmp_path):
                             [docs.pool('p1', [docs.member('m1', M1)])])
     lb['admin_state_up'] = False
     assert render.render(lb, render.Paths(str(tmp_path))).config is None
+
+
+# --- a TERMINATED_HTTPS listener's TLS versions, ciphers and ALPN --------
+
+OCTAVIA_CIPHERS = ('TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:'
+                   'TLS_CHACHA20_POLY1305_SHA256:'
+                   'ECDHE-RSA-AES256-GCM-SHA384:'
+                   'ECDHE-ECDSA-AES128-GCM-SHA256')
+
+
+def tls_lb(**tls):
+    return docs.load_balancer(
+        [docs.listener('li-tls', 'p1', protocol='TERMINATED_HTTPS', port=443,
+                       default_tls_container_ref='local:web', **tls),
+         docs.listener('li-http', 'p1', port=80, **tls)],
+        [docs.pool('p1', [docs.member('m1', M1)])],
+        vips=('192.0.2.10', '2001:db8::10'))
+
+
+def binds(config, frontend):
+    return [line for line in section(config, f'frontend {frontend}')
+            if line.startswith('bind ')]
+
+
+def checked_without_warnings(paths, out):
+    """haproxy -c accepts it and warns about nothing but the server state
+    file the engine writes later (a bind line mixing ssl-min-ver with
+    no-tlsv1x flags is accepted with a warning that they are ignored)."""
+    assert accepted(paths, out)
+    proc = subprocess.run([HAPROXY, '-c', '-f', paths.config('lb1')],
+                          capture_output=True, text=True, check=True)
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines()
+                if 'WARNING' in line and 'server state file' not in line]
+    assert warnings == [], warnings
+
+
+@needs_haproxy
+@pytest.mark.parametrize('tls,options', [
+    # Octavia's defaults (a TERMINATED_HTTPS listener created without
+    # them carries them): TLS 1.2 ciphers in "ciphers", TLS 1.3 suites in
+    # "ciphersuites", each in the given (preference) order, not sorted.
+    ({'tls_versions': ['TLSv1.2', 'TLSv1.3'], 'tls_ciphers': OCTAVIA_CIPHERS,
+      'alpn_protocols': ['h2', 'http/1.1', 'http/1.0']},
+     'ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3 '
+     'ciphers ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256 '
+     'ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:'
+     'TLS_CHACHA20_POLY1305_SHA256 alpn h2,http/1.1,http/1.0'),
+    # TLS 1.3 only: the TLS 1.2 ciphers have no use.
+    ({'tls_versions': ['TLSv1.3'], 'tls_ciphers': OCTAVIA_CIPHERS},
+     'ssl-min-ver TLSv1.3 ssl-max-ver TLSv1.3 ciphersuites '
+     'TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:'
+     'TLS_CHACHA20_POLY1305_SHA256'),
+    # Listed out of order, TLS 1.2 only: no TLS 1.3 suites.
+    ({'tls_versions': ['TLSv1.2'], 'tls_ciphers': OCTAVIA_CIPHERS,
+      'alpn_protocols': ['http/1.1', 'h2']},
+     'ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.2 '
+     'ciphers ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-AES128-GCM-SHA256 '
+     'alpn http/1.1,h2'),
+    ({'tls_versions': ['TLSv1.3', 'TLSv1.2']},
+     'ssl-min-ver TLSv1.2 ssl-max-ver TLSv1.3'),
+    # Only TLS 1.3 suites while TLS 1.2 is on: TLS 1.2 keeps OpenSSL's
+    # ciphers (HAProxy refuses an empty list), as on an amphora.
+    ({'tls_ciphers': 'TLS_AES_256_GCM_SHA384'},
+     'ciphersuites TLS_AES_256_GCM_SHA384'),
+    ({'alpn_protocols': ['h2']}, 'alpn h2'),
+])
+def test_terminated_https_bind_lines_carry_the_tls_settings(
+        tmp_path, tls, options):
+    paths, out = rendered(tls_lb(**tls), tmp_path)
+    crt_list = paths.crt_list('lb1', 'li-tls')
+    # Every VIP's bind line.
+    assert binds(out.config, 'li-tls') == [
+        f'bind 192.0.2.10:443 ssl crt-list {crt_list} {options}',
+        f'bind 2001:db8::10:443 ssl crt-list {crt_list} {options}']
+    # Octavia's own rendering of them is not used (no-tlsv1x flags).
+    assert 'no-tlsv1' not in out.config and 'no-sslv3' not in out.config
+    # An HTTP listener carrying them (Octavia sets its defaults on a PUT
+    # of null) has no TLS to apply them to.
+    assert binds(out.config, 'li-http') == [
+        'bind 192.0.2.10:80', 'bind 2001:db8::10:80']
+    checked_without_warnings(paths, out)
+
+
+@needs_haproxy
+def test_a_document_without_tls_settings_leaves_haproxys_defaults(tmp_path):
+    # An older controller's document: the bind lines of before.
+    paths, out = rendered(tls_lb(), tmp_path)
+    crt_list = paths.crt_list('lb1', 'li-tls')
+    assert binds(out.config, 'li-tls') == [
+        f'bind 192.0.2.10:443 ssl crt-list {crt_list}',
+        f'bind 2001:db8::10:443 ssl crt-list {crt_list}']
+    checked_without_warnings(paths, out)
+
+
+@pytest.mark.parametrize('tls,field', [
+    ({'tls_versions': ['TLSv1.1', 'TLSv1.2']}, 'tls_versions[0]'),
+    ({'tls_versions': []}, 'tls_versions'),
+    ({'tls_ciphers': 'HIGH\n    bind :1'}, 'tls_ciphers'),
+    ({'tls_ciphers': 'TLS_RSA_WITH_AES_128_CBC_SHA'}, 'tls_ciphers'),
+    ({'alpn_protocols': ['spdy/3']}, 'alpn_protocols[0]'),
+])
+def test_the_document_refuses_tls_settings_haproxy_cannot_apply(tls, field):
+    with pytest.raises(l7_schema.Invalid) as info:
+        l7_schema.check_load_balancer(tls_lb(**tls), 'lb')
+    assert str(info.value).startswith(f'lb.listeners[0].{field} '), \
+        str(info.value)
+    assert '(allowed: ' in str(info.value)

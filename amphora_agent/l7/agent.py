@@ -411,7 +411,13 @@ def build(conf):
     membership = membership_mod.Membership(
         conf.coordination.backend_url, conf.agent.se_id, conf.agent.se_group,
         {'role': 'tier2'})
-    return L7Agent(conf, engine, rpc.ControllerClient(transport,
-                                                      signer=signer),
+    # A bounded retry: the loop that sends the reports also supervises
+    # the UDP listeners' health checks, which must not wait for the
+    # broker.  A report given up on goes again with the next heartbeat
+    # (report_stats, every stats_interval); a failed get_config is asked
+    # again a second later.
+    client = rpc.ControllerClient(transport, signer=signer,
+                                  retry=conf.agent.rpc_retry)
+    return L7Agent(conf, engine, client,
                    trust=trust, publisher=CapabilityPublisher(membership),
                    transport=transport)

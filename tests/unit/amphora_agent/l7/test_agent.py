@@ -5,8 +5,11 @@ snapshot through ControllerTrust into the engine (real HAProxy on
 
 import copy
 import shutil
+import threading
 import types
 
+from oslo_config import cfg
+import oslo_messaging as messaging
 import pytest
 
 from amphora_agent.l7 import agent as agent_mod
@@ -335,3 +338,41 @@ def test_udp_members_and_listener_counters_are_reported(lab):
         'total_connections': 2, 'request_errors': 0}
     # Draining waits for HAProxy's connections, not for UDP flows.
     assert lab.agent.active_connections() == 0
+
+
+def test_built_agents_reports_give_up_on_an_unreachable_broker(
+        monkeypatch, tmp_path):
+    """build() bounds the client's retries: oslo.messaging's rabbit driver
+    otherwise waits for the broker forever, and the loop that sends the
+    reports also supervises the UDP listeners.  The broker here is a
+    closed port; the engine and the tooz membership are not what is
+    tested."""
+    transport = messaging.get_rpc_transport(
+        cfg.CONF, url='rabbit://guest:guest@127.0.0.1:1//')
+    monkeypatch.setattr(agent_mod.rpc, 'get_transport', lambda conf:
+                        transport)
+    monkeypatch.setattr(agent_mod.engine_mod.Engine, 'from_conf',
+                        classmethod(lambda cls, *a, **kw: None))
+    monkeypatch.setattr(agent_mod.membership_mod, 'Membership',
+                        lambda *a, **kw: None)
+    conf = types.SimpleNamespace(
+        auth=types.SimpleNamespace(enabled=False),
+        agent=types.SimpleNamespace(se_id='l7se1', se_group=GROUP,
+                                    rpc_retry=1),
+        l7=types.SimpleNamespace(), dataplane=types.SimpleNamespace(
+            decap_pin_dir=str(tmp_path)),
+        coordination=types.SimpleNamespace(backend_url='file://' +
+                                           str(tmp_path)))
+    built = agent_mod.build(conf)
+    outcome = []
+
+    def report():
+        try:
+            built.controller.report_state('l7se1', GROUP, {})
+        except Exception as exc:  # noqa: BLE001 -- what the test checks
+            outcome.append(exc)
+    thread = threading.Thread(target=report, daemon=True)
+    thread.start()
+    thread.join(30)
+    assert outcome, 'report_state still waiting for the broker'
+    transport.cleanup()

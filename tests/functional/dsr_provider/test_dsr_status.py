@@ -78,7 +78,7 @@ def lb_doc(lb_id, vip, members, listeners=1):
             'lb_algorithm': 'SOURCE_IP_PORT', 'protocol': 'TCP',
             'admin_state_up': True,
             'members': [{'member_id': f'{pool_id}-m{i}', 'pool_id': pool_id,
-                         'address': a, 'protocol_port': 80, 'weight': 1,
+                         'address': a, 'protocol_port': 80 + n, 'weight': 1,
                          'admin_state_up': True}
                         for i, a in enumerate(members)]})
     return doc

@@ -184,6 +184,10 @@ class ProviderEndpoint:
     def listener_update(self, ctxt, old_listener, new_listener):
         merged = dict(old_listener)
         merged.update(new_listener)
+        # Octavia's old listener carries its L7 policies and their rules:
+        # they are changed by their own calls, not put again (one whose
+        # delete failed would refuse the update).
+        merged.pop('l7policies', None)
         self._do('listener_update', self.store.put_listener, merged, True,
                  target=('listeners', [merged]), action='update')
 

@@ -165,10 +165,9 @@ class Status:
 
     def settled(self):
         """True when every changed object was refused: nothing waits for
-        the agents."""
+        the agents (a delete waits for them: they may still run it)."""
         changed = [item for items in self.doc.values() for item in items
-                   if item.get('changed') and
-                   item['provisioning_status'] != DELETED]
+                   if item.get('changed')]
         return bool(changed) and all(item.get('rejected')
                                      for item in changed)
 
@@ -868,7 +867,16 @@ class Store:
     def batch_update_members(self, pool_id, members):
         """Make the pool's members exactly `members` (Octavia batch).  Over
         capacity, new members are accepted in the order given until the
-        group is full; members already running stay."""
+        group is full; members already running stay.
+
+        A member whose delete failed (reported ERROR: Octavia still has
+        it, no row here, a tombstone) is in Octavia's batch too.  Left
+        out, Octavia marks it PENDING_DELETE without passing it: its
+        DELETED is owed with this change, once the SEs apply it (as
+        _delete_again).  Listed (always so with additive_only), Octavia
+        keeps it and the user asks for it to exist: it is stored again, a
+        new member (port and capacity checked), not a stale message that
+        would refuse the whole batch."""
         status = Status()
         with self._change() as s:
             pool = self._get(s, 'pools', pool_id)
@@ -877,6 +885,15 @@ class Store:
             wanted = {object_id('members', m): m for m in members}
             listeners = self._served_listeners(s, pool) if _tier1(lb) \
                 else []
+            for tomb in s.query(models.Tombstone).filter_by(
+                    kind='members', parent_id=pool_id, outcome=ERROR):
+                if tomb.id in wanted:
+                    s.delete(tomb)
+                else:
+                    for kind, obj_id in self._failed_subtree(
+                            s, tomb.kind, tomb.id):
+                        status.add(kind, obj_id, DELETED)
+            s.flush()
             accepted = set()
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:

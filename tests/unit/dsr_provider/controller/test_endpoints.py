@@ -324,3 +324,136 @@ def test_a_graph_the_database_refuses_is_error_whole(store, ep, monkeypatch):
         ('healthmonitors', 'hm1', 'ERROR'), ('listeners', 'l1', 'ERROR'),
         ('loadbalancers', 'lb1', 'ERROR'), ('members', 'm1', 'ERROR'),
         ('members', 'm2', 'ERROR'), ('pools', 'p1', 'ERROR')]
+
+
+# ------------------------------- changes after a failed delete (ERROR)
+def failed_member_delete(store, ep):
+    """m1's delete never applied: reported ERROR, Octavia keeps m1 (no
+    row here, a tombstone).  Returns (driver lib, reporter, generation
+    se1 runs)."""
+    from tests.unit.dsr_provider.controller.test_reporter import backdate
+    from tests.unit.dsr_provider.controller.test_reporter import make
+    from tests.unit.dsr_provider.controller.test_reporter import reported
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(lb_graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    m1 = lb_graph()['pools'][0]['members'][0]
+    assert deliver(ep, *change('member_delete', member=m1)) == HANDLED
+    backdate(store, models.PendingStatus, 60)      # never applied
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR']
+    return lib, reporter, gen
+
+
+def new_member(member_id, address, port=80):
+    return {'member_id': member_id, 'pool_id': 'p1', 'address': address,
+            'protocol_port': port, 'weight': 1, 'admin_state_up': True}
+
+
+def test_a_batch_leaving_out_a_member_whose_delete_failed_deletes_it(
+        store, ep):
+    """Octavia marks it PENDING_DELETE and does not pass it: its DELETED
+    is owed with the batch, once the SEs apply it -- not PENDING_DELETE
+    forever."""
+    from tests.unit.dsr_provider.controller.test_reporter import reported
+    lib, reporter, gen = failed_member_delete(store, ep)
+    m2 = lb_graph()['pools'][0]['members'][1]
+    assert deliver(ep, *change('member_batch_update', pool_id='p1',
+                               members=[m2])) == HANDLED
+    assert owed(store) == [('members', 'm1', 'DELETED'),
+                           ('members', 'm2', 'ACTIVE')]
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR']
+    store.record_agent('se1', 'g1',
+                       applied_generation=store.snapshot('g1')['generation'])
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR', 'DELETED']
+    assert reported(lib, 'members', 'm2')[-1] == 'ACTIVE'
+    # Reported DELETED: a redelivered batch or delete changes nothing.
+    assert deliver(ep, *change('member_delete', member=lb_graph()[
+        'pools'][0]['members'][0])) == HANDLED
+    assert owed(store) == []
+
+
+def test_a_batch_leaving_out_a_failed_delete_waits_for_the_ses_whatever(
+        store, ep):
+    """The rest of the batch refused (a new member on another port) does
+    not make the deletes in it DELETED before the SEs apply them."""
+    from tests.unit.dsr_provider.controller.test_reporter import reported
+    lib, reporter, gen = failed_member_delete(store, ep)
+    assert deliver(ep, *change('member_batch_update', pool_id='p1', members=[
+        new_member('m3', '198.19.3.2', port=81)])) == HANDLED
+    assert sorted(owed(store)) == [('members', 'm1', 'DELETED'),
+                                   ('members', 'm2', 'DELETED'),
+                                   ('members', 'm3', 'ERROR')]
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1') == ['ACTIVE', 'ERROR']
+    assert reported(lib, 'members', 'm2') == ['ACTIVE']
+    store.record_agent('se1', 'g1',
+                       applied_generation=store.snapshot('g1')['generation'])
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1')[-1] == 'DELETED'
+    assert reported(lib, 'members', 'm2')[-1] == 'DELETED'
+    assert reported(lib, 'members', 'm3') == ['ERROR']
+
+
+def test_a_batch_listing_a_member_whose_delete_failed_stores_it_again(
+        store, ep):
+    """additive_only passes the untouched members, ERROR ones too:
+    Octavia keeps it and the user asks for it, so it exists again (and
+    the rest of the batch applies)."""
+    from tests.unit.dsr_provider.controller.test_reporter import reported
+    lib, reporter, gen = failed_member_delete(store, ep)
+    m1, m2 = lb_graph()['pools'][0]['members']
+    assert deliver(ep, *change('member_batch_update', pool_id='p1', members=[
+        m1, m2, new_member('m3', '198.19.3.2')])) == HANDLED
+    assert owed(store) == [('members', 'm1', 'ACTIVE'),
+                           ('members', 'm2', 'ACTIVE'),
+                           ('members', 'm3', 'ACTIVE')]
+    served = store.snapshot('g1')
+    (lb,) = served['load_balancers']
+    assert [m['id'] for m in lb['listeners'][0]['pool']['members']] == [
+        'm1', 'm2', 'm3']
+    store.record_agent('se1', 'g1', applied_generation=served['generation'])
+    reporter.run_once()
+    assert reported(lib, 'members', 'm1')[-1] == 'ACTIVE'
+    assert reported(lib, 'members', 'm3')[-1] == 'ACTIVE'
+    # Stored again: a later delete of it is a delete of a stored member.
+    assert deliver(ep, *change('member_delete', member=m1)) == HANDLED
+    assert owed(store) == [('members', 'm1', 'DELETED')]
+
+
+def test_a_listener_update_after_a_failed_rule_delete_applies(store, ep):
+    """Octavia's old listener carries its L7 policies and rules, the rule
+    whose delete failed too: they are not put again (the update would be
+    refused, healthy policies ERROR), and the stored ones stay as they
+    are."""
+    import copy
+    from tests.unit.dsr_provider.controller.test_reporter import backdate
+    from tests.unit.dsr_provider.controller import test_store_tier2 as t2
+    lib, reporter = t2.make_reporter(store, {t2.L4: {'se1'},
+                                             t2.L7G: {'l7a'}})
+    gen = store.create_loadbalancer(t2.graph())
+    store.record_agent('se1', t2.L4, applied_generation=gen)
+    with store.db.session() as s:
+        g7 = s.get(models.SEGroup, t2.L7G).generation
+    store.record_agent('l7a', t2.L7G, applied_generation=g7)
+    reporter.run_once()
+    listener = t2.graph()['listeners'][0]
+    rule = listener['l7policies'][0]['rules'][0]
+    assert deliver(ep, *change('l7rule_delete', l7rule=rule)) == HANDLED
+    backdate(store, models.PendingStatus, 60)     # never applied
+    reporter.run_once()
+    assert owed(store) == []
+    with store.db.session() as s:
+        policy_before = dict(s.get(models.L7Policy, 'pol1').doc)
+    assert deliver(ep, *change(
+        'listener_update', old_listener=copy.deepcopy(listener),
+        new_listener={'timeout_client_data': 60000})) == HANDLED
+    assert owed(store) == [('listeners', 'l2', 'ACTIVE')]
+    with store.db.session() as s:
+        assert s.get(models.Listener, 'l2').doc['timeout_client_data'] == \
+            60000
+        assert s.get(models.L7Policy, 'pol1').doc == policy_before
+        assert s.get(models.L7Rule, 'r1') is None

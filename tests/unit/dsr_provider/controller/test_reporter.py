@@ -563,6 +563,25 @@ def test_a_delete_of_an_object_never_known_is_deleted_at_once(store):
     assert store.snapshot('g1')['generation'] == gen
 
 
+def test_a_delete_never_known_waits_for_no_se_of_the_default_group(store):
+    """Nothing to remove: a lagging or refusing SE of the default group
+    (unrelated to it) does not make it ERROR."""
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=gen)
+    reporter.run_once()
+    g2 = store.update_loadbalancer({'loadbalancer_id': 'lb1', 'name': 'x'})
+    store.record_agent('se1', 'g1', applied_generation=gen - 1,
+                       rejected_generation=g2, error='bad')
+    assert store.delete_missing('members',
+                                {'id': 'm9', 'pool_id': 'p9'}) == 0
+    backdate(store, models.PendingStatus, 60)      # past apply_timeout
+    reporter.run_once()
+    assert reported(lib, 'members', 'm9') == ['DELETED']
+    assert reported(lib, 'loadbalancers', 'lb1')[-1] == 'ERROR'
+    assert pending(store) == []
+
+
 def test_an_update_of_an_unknown_object_is_error(store):
     lib, reporter = make(store, {'se1'})
     gen = store.create_loadbalancer(graph())

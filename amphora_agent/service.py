@@ -726,6 +726,9 @@ class Agent:
     _logged_rejections = frozenset()
     # {kind: {id: reason}} of the applied generation.
     _applied_rejected = {}
+    # The applied snapshot (the held listeners as they run): _fit's
+    # fallback for a running listener whose change does not fit.
+    _applied_snap = None
 
     def _log_rejections(self, snap):
         """Log each rejection once per (object, reason), not every round."""
@@ -774,27 +777,43 @@ class Agent:
         found down.  They start down: started up, they would be put back
         in the rings (and their VIP announced) until a probe failed.  The
         rings are what the previous agent ran, so no state file can be
-        staler than they are.  A member of a listener the rings do not
-        have is new: it starts as any new member."""
+        staler than they are.
+
+        Only a member that can be out for its health alone starts down;
+        one out by design starts as any member: admin-down (member or
+        pool: not probed), a backup while a primary of weight > 0 serves,
+        a member of a listener the rings do not have (new, or left out
+        for capacity), and the members of a listener whose live ring is
+        smaller than its pool's (the pool grew past a ring size step: its
+        new members are new, or were rejected for capacity as the ring
+        could not grow).  A weight-0 member is in the maps (drained, no
+        slots), so it is not out."""
         if self.dp is None:
             return set()
         live = self.dp.read_state().listeners
         if not live:
             return set()
+        from amphora_agent.dataplane import maglev
+        sizes = self._live_ring_sizes() or {}
+        ceiling = self.dp.limits.ring_size
         down = set()
         for lb in snap.load_balancers:
             for listener in lb.listeners:
                 pool = listener.pool
-                rings = [live[key].members for key in (
+                keys = [key for key in (
                     model.ListenerKey(vip, listener.port,
                                       listener.protocol.lower())
                     for vip in lb.vips) if key in live] if pool else ()
-                if not rings:
+                if not keys:
                     continue
-                # A backup is left out while a primary serves: its absence
-                # says nothing of its health.
-                primaries = any(not m.backup for ring in rings
-                                for m in ring.values())
+                ring = maglev.ring_size_for(len(pool.members), ceiling)
+                if any(sizes.get(key, ring) < ring for key in keys):
+                    continue
+                rings = [live[key].members for key in keys]
+                # A backup is left out while a primary of weight > 0
+                # serves: its absence says nothing of its health.
+                primaries = any(not m.backup and m.weight > 0
+                                for ring in rings for m in ring.values())
                 for member in pool.members:
                     target = targets.get(member.id)
                     if target is None or not target.probed or any(
@@ -848,6 +867,8 @@ class Agent:
             raise
         self.applied_generation = snap.generation
         self._applied_rejected = snap.rejected
+        # What a listener falls back to when its change does not fit.
+        self._applied_snap = snap
         if self.trust is not None:
             # Never below this one again, even after a restart.
             self._safe(lambda: self.trust.applied(snap.generation))
@@ -863,8 +884,11 @@ class Agent:
         ring size with the ring space full; the dataplane keeps a leaving
         member's slot and ring until the new ones are written).  Apply the
         removals first, then the whole plan; if it still does not fit,
-        reject alone what does not fit and apply the rest.  Returns
-        (snapshot, plan, changes) of what was applied."""
+        reject alone what does not fit and apply the rest.  A running
+        listener is never taken down to fit a change: it keeps its applied
+        configuration and only its change (its new members, or the
+        listener's own change) is rejected.  Returns (snapshot, plan,
+        changes) of what was applied."""
         LOG.info('generation %s refused by the dataplane (%s): applying '
                  'its removals first', snap.generation, refusal)
         state = self._removals(plan.state)
@@ -873,15 +897,96 @@ class Agent:
             return snap, plan, self.dp.apply(plan.state)
         except model.InvalidConfig:
             pass
-        rejected = self._reject_what_does_not_fit(plan, state)
-        if not rejected:
+        rejected, held = self._reject_what_does_not_fit(plan, state)
+        if not rejected and not held:
             raise refusal
+        if held:
+            snap, added = self._hold(snap, held)
+            if snap is None:
+                # No applied configuration to keep (the first generation
+                # after a restart): refuse the generation, as the maps
+                # are, rather than take a running listener down.
+                raise refusal
+            for mid, reason in added.items():
+                rejected.setdefault('members', {}).setdefault(mid, reason)
         snap = snapshot_mod.without(snap, rejected)
+        if held:
+            # Named (the controller reports them), not left out: they run
+            # as applied.  (_drop: no object is dropped.)
+            snap = snapshot_mod.without(snap, {'listeners': held},
+                                        _drop=frozenset())
+        fitted = self._planner.plan(snap, self._usable, self.tunnel4,
+                                    self.tunnel6)
+        # Never withdraw what served before the change unless the
+        # snapshot removed it: refuse the generation instead (the maps
+        # keep every running listener).
+        lost = [key for key in state.listeners
+                if key in plan.state.listeners
+                and key not in fitted.state.listeners]
+        if lost:
+            LOG.error('generation %s: fitting it would take running '
+                      'listeners down (%s): refused', snap.generation,
+                      ', '.join(map(str, lost)))
+            raise refusal
         self.snapshot = snap
         self._log_rejections(snap)
-        plan = self._planner.plan(snap, self._usable, self.tunnel4,
-                                  self.tunnel6)
-        return snap, plan, self.dp.apply(plan.state)
+        return snap, fitted, self.dp.apply(fitted.state)
+
+    def _hold(self, snap, held):
+        """snap with each listener of held ({listener id: reason}) as it
+        was applied (its pool's members as applied, but those the change
+        removes), and {member id: reason} of the members the change adds
+        to them (rejected: the listener keeps running without them).
+        (None, None) if a held listener has no applied version."""
+        applied = {}
+        for lb in (self._applied_snap.load_balancers
+                   if self._applied_snap is not None else ()):
+            for lst in lb.listeners:
+                applied[lst.id] = lst
+        added, lbs = {}, []
+        for lb in snap.load_balancers:
+            listeners = []
+            for lst in lb.listeners:
+                if lst.id not in held:
+                    listeners.append(lst)
+                    continue
+                old = applied.get(lst.id)
+                if old is None:
+                    return None, None
+                ids = {m.id for m in lst.pool.members} if lst.pool else set()
+                if old.pool is not None:
+                    old = dataclasses.replace(old, pool=dataclasses.replace(
+                        old.pool, members=tuple(
+                            m for m in old.pool.members if m.id in ids)))
+                kept = {m.id for m in old.pool.members} if old.pool \
+                    else set()
+                for mid in sorted(ids - kept):
+                    added[mid] = (
+                        f'member {mid}: not added, listener {lst.id} keeps '
+                        f'running as applied in SE {self.se_id}: its change '
+                        'does not fit')
+                listeners.append(old)
+            same = all(a is b for a, b in zip(listeners, lb.listeners))
+            lbs.append(lb if same else dataclasses.replace(
+                lb, listeners=tuple(listeners)))
+        return dataclasses.replace(snap, load_balancers=tuple(lbs)), added
+
+    def _live_ring_sizes(self):
+        """{ListenerKey: slots of its live ring}, or None when the
+        dataplane does not tell (the maps hold the size, not the pool)."""
+        live = getattr(self.dp, '_live_listeners', None)
+        if live is None:
+            return None
+        return {key: val.ring_size for key, val in live().items()}
+
+    def _pool_for_ring(self, ring, count):
+        """A pool size (at least count) whose ring has `ring` slots."""
+        from amphora_agent.dataplane import maglev
+        ceiling = self.dp.limits.ring_size
+        n = max(count, 1)
+        while maglev.ring_size_for(n, ceiling) < ring and n < 1 << 24:
+            n *= 2
+        return n
 
     def _removals(self, desired_state):
         """desired_state restricted to what is live: the listeners and
@@ -890,13 +995,22 @@ class Agent:
         leave)."""
         live = self.dp.read_state().listeners
         applied = self._plan.state.listeners if self._plan else {}
+        rings = None if self._plan else self._live_ring_sizes()
         listeners = {}
         for key, spec in desired_state.listeners.items():
             if key not in live:
                 continue
             # The applied spec keeps the live ring's size (pool_members,
             # which the maps do not hold).
-            base = applied.get(key, spec)
+            base = applied.get(key)
+            if base is None and rings and key in rings:
+                # None applied yet (a restart): the listener as the maps
+                # run it, its ring's size too.
+                base = dataclasses.replace(
+                    live[key], pool_members=self._pool_for_ring(
+                        rings[key], len(live[key].members)))
+            elif base is None:
+                base = spec
             listeners[key] = dataclasses.replace(base, members={
                 a: m for a, m in base.members.items()
                 if a in spec.members and a in live[key].members})
@@ -908,10 +1022,14 @@ class Agent:
 
     def _reject_what_does_not_fit(self, plan, state):
         """From `state` (applied), add plan's listeners one by one in
-        snapshot order: a listener that does not fit even without its new
-        members is rejected, else each new member that does not fit.
-        {kind: {id: reason}}."""
-        rejected = {}
+        snapshot order: a new listener that does not fit is rejected; a
+        running one (in `state`) is tried with its running members and
+        ring size (its pool may have grown past a ring size step that
+        does not fit beside the ring in place), then each new member that
+        does not fit is rejected; if even that does not fit, the listener
+        is held: it keeps running as applied, its change rejected.
+        ({kind: {id: reason}} rejected, {listener id: reason} held)."""
+        rejected, held = {}, {}
 
         def fits(key, spec):
             nonlocal state
@@ -926,23 +1044,39 @@ class Agent:
 
         for key, spec in plan.state.listeners.items():
             current = state.listeners.get(key)
-            if current == spec or fits(key, spec) is None:
+            if current == spec:
                 continue
-            kept = dataclasses.replace(spec, members={
-                a: m for a, m in spec.members.items()
-                if current is not None and a in current.members})
-            reason = fits(key, kept)
-            if reason is not None:
-                lid = plan.listener_ids[key]
+            reason = fits(key, spec)
+            if reason is None:
+                continue
+            lid = plan.listener_ids[key]
+            if current is None:
                 rejected.setdefault('listeners', {})[lid] = (
                     f'listener {lid}: does not fit in SE {self.se_id}: '
                     f'{reason}')
                 continue
-            for address, m in spec.members.items():
-                if address in kept.members:
-                    continue
+            # Running: never taken down to fit a change.  First with the
+            # change's settings and its running members only; the ring is
+            # sized as the plan without the rejected members will size it
+            # (the pool less them), so each new member it takes grows the
+            # pool by one.
+            new = [a for a in spec.members if a not in current.members]
+            kept = dataclasses.replace(spec, members={
+                a: m for a, m in spec.members.items()
+                if a in current.members},
+                pool_members=max(spec.pool_members - len(new), 0))
+            reason = fits(key, kept)
+            if reason is not None:
+                # As it runs (already in state): keep it.
+                held[lid] = (
+                    f'listener {lid}: its change does not fit in SE '
+                    f'{self.se_id} ({reason}): it keeps running as applied')
+                continue
+            for address in new:
                 more = dataclasses.replace(
-                    kept, members={**kept.members, address: m})
+                    kept, members={**kept.members,
+                                   address: spec.members[address]},
+                    pool_members=kept.pool_members + 1)
                 reason = fits(key, more)
                 if reason is None:
                     kept = more
@@ -951,7 +1085,14 @@ class Agent:
                 rejected.setdefault('members', {})[mid] = (
                     f'member {mid}: does not fit in SE {self.se_id}: '
                     f'{reason}')
-        return rejected
+        if held and 'listeners' in rejected:
+            # A listener running on another of its VIPs is held, not
+            # rejected.
+            for lid in held:
+                rejected['listeners'].pop(lid, None)
+            if not rejected['listeners']:
+                del rejected['listeners']
+        return rejected, held
 
     def _announce(self, ready_vips):
         """Make BGP announce exactly the VIPs this SE can serve: the ready

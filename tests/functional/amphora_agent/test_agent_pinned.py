@@ -175,21 +175,137 @@ def test_a_load_balancer_replaced_with_the_ring_space_full(pinned):
 
 
 def test_what_does_not_fit_after_the_removals_is_rejected_alone(pinned):
-    """A listener the dataplane refuses even after the removals (five
-    allowed_cidrs prefixes, max_cidrs 4) is rejected alone and reported;
-    the rest of the generation is applied (repro_cidrs.py)."""
+    """A change the dataplane refuses even after the removals (five
+    allowed_cidrs prefixes, max_cidrs 4): a new listener is rejected
+    alone; a running listener is never taken down for it, it keeps running
+    as applied (named in rejected_objects, its VIP still announced); the
+    rest of the generation is applied (repro_cidrs.py)."""
     agent, a, b = full_se(pinned, max_reals=64)
+    cidrs = [f'203.0.113.{i * 16}/28' for i in range(5)]
     refused = lb(1, b)
-    refused['listeners'][0]['allowed_cidrs'] = [
-        f'203.0.113.{i * 16}/28' for i in range(5)]
+    refused['listeners'][0]['allowed_cidrs'] = cidrs
+    new = lb(2, [member('c1', '198.19.2.1')])
+    new['listeners'][0]['allowed_cidrs'] = cidrs
     agent.controller.document = document(2, [
-        lb(0, [dict(a[0], weight=5)] + a[1:]), refused])
+        lb(0, [dict(a[0], weight=5)] + a[1:]), refused, new])
     assert agent._fetch()
     agent._reconcile()
     state = agent.controller.states[-1]
     assert (state['applied_generation'], state['error']) == (2, None)
     assert list(state['rejected_objects']) == ['listeners']
-    assert list(state['rejected_objects']['listeners']) == ['l1']
+    assert sorted(state['rejected_objects']['listeners']) == ['l1', 'l2']
     assert 'allowed_cidrs' in state['rejected_objects']['listeners']['l1']
+    assert 'allowed_cidrs' in state['rejected_objects']['listeners']['l2']
     assert weights(agent, '192.0.2.10:80/tcp')['198.19.0.1'] == 5
-    assert sorted(rings(agent)) == ['192.0.2.10:80/tcp']
+    assert rings(agent) == {
+        '192.0.2.10:80/tcp': [f'198.19.0.{i}' for i in range(1, 5)],
+        '192.0.2.11:80/tcp': [f'198.19.1.{i}' for i in range(1, 5)]}
+    assert agent.dp.read_state().listeners[
+        next(k for k in agent.dp.read_state().listeners
+             if str(k) == '192.0.2.11:80/tcp')].allowed_cidrs is None
+    assert agent.bgp.intent == {'192.0.2.10/32', '192.0.2.11/32'}
+
+
+def test_a_running_listener_whose_ring_cannot_grow_keeps_serving(pinned):
+    """A running listener's pool grows past a ring size step (4 -> 5
+    members: 4001 -> 8009 slots): the controller's count fits (ring_slots
+    10,000) but the new ring cannot be placed beside the one in place.
+    The listener keeps its members and ring, only the new member is
+    rejected, and its VIP is never withdrawn."""
+    agent = pinned(FakeHealth(), max_reals=64, ring_size=65537,
+                   ring_slots=10000)
+    four = [member(f'a{i}', f'198.19.1.{i}') for i in range(1, 5)]
+    agent.controller.document = document(1, [lb(1, four)])
+    assert agent._fetch()
+    agent._reconcile()
+    assert agent.bgp.intent == {'192.0.2.11/32'}
+    agent.controller.document = document(2, [lb(1, four + [
+        member('a5', '198.19.1.5')])])
+    assert agent._fetch()
+    agent._reconcile()
+    state = agent.controller.states[-1]
+    assert (state['applied_generation'], state['error']) == (2, None)
+    assert list(state['rejected_objects']) == ['members']
+    assert list(state['rejected_objects']['members']) == ['a5']
+    assert rings(agent) == {
+        '192.0.2.11:80/tcp': [f'198.19.1.{i}' for i in range(1, 5)]}
+    assert agent.bgp.intent == {'192.0.2.11/32'}
+    (live,) = agent.dp._live_listeners().values()
+    assert live.ring_size == 4001
+
+
+def test_a_restart_starts_down_only_members_out_for_their_health(pinned):
+    """Members out of the rings by design start as any member after a
+    restart: admin-down (not probed), weight 0 (drained: in the maps), a
+    backup while a primary serves, a member rejected for capacity (its
+    pool grew past a ring size step the ring space could not take).  A
+    member found down does start down, a backup too when only weight-0
+    primaries serve (it would be in the ring if it were up)."""
+    lbs = [lb(1, [member('a1', '198.19.1.1'), member('a2', '198.19.1.2'),
+                  member('a3', '198.19.1.3', weight=0),
+                  member('a4', '198.19.1.4', admin_state_up=False),
+                  member('a5', '198.19.1.5', backup=True)],
+              monitor=http_monitor('hm1')),
+           lb(2, [member('p1', '198.19.2.1', weight=0),
+                  member('b1', '198.19.2.2', backup=True)],
+              monitor=http_monitor('hm2')),
+           lb(3, [member(f'c{i}', f'198.19.3.{i}') for i in range(1, 5)],
+              monitor=http_monitor('hm3'))]
+    # Rings of 8009 (lb1), 4001 and 4001 slots; lb3 growing to 8009 fits
+    # the count (20,019) but not beside its ring in place.
+    limits = dict(max_reals=64, ring_size=65537, ring_slots=20020)
+    first = pinned(FoundDown({'a2', 'b1'}), **limits)
+    first.controller.document = document(1, lbs)
+    assert first._fetch()
+    first._reconcile()
+    lbs[2]['listeners'][0]['pool']['members'].append(
+        member('c5', '198.19.3.5'))
+    first.controller.document = document(2, lbs)
+    assert first._fetch()
+    first._reconcile()
+    assert first.controller.states[-1]['rejected_objects'] == {
+        'members': {'c5': first.controller.states[-1]['rejected_objects'][
+            'members']['c5']}}
+    before = rings(first)
+    assert before == {
+        '192.0.2.11:80/tcp': ['198.19.1.1', '198.19.1.3'],
+        '192.0.2.12:80/tcp': ['198.19.2.1'],
+        '192.0.2.13:80/tcp': [f'198.19.3.{i}' for i in range(1, 5)]}
+    first.dp.close()
+
+    second = pinned(hm.HealthChecker(), **limits)
+    second.controller.document = document(2, lbs)
+    assert second._fetch()
+    second._reconcile()
+    state = second.controller.states[-1]
+    assert (state['applied_generation'], state['error']) == (2, None)
+    assert list(state['rejected_objects']) == ['members']
+    assert list(state['rejected_objects']['members']) == ['c5']
+    assert rings(second) == before
+    assert second.controller.statuses[-1] == dict(
+        a1='ONLINE', a2='ERROR', a3='ONLINE', a4='OFFLINE', a5='ONLINE',
+        p1='ONLINE', b1='ERROR',
+        **{f'c{i}': 'ONLINE' for i in range(1, 5)})
+    assert second.bgp.intent == {'192.0.2.11/32', '192.0.2.13/32'}
+
+
+def test_after_a_restart_a_running_listener_is_not_taken_down_to_fit(
+        pinned):
+    """The first generation after a restart has no applied configuration
+    to fall back to: a running listener whose own change does not fit
+    leaves the generation unapplied (error, retried), its ring and VIP as
+    they are, instead of being removed."""
+    agent, a, b = full_se(pinned, max_reals=64)
+    agent.dp.close()
+    second = pinned(FakeHealth(), max_reals=64)
+    refused = lb(1, b)
+    refused['listeners'][0]['allowed_cidrs'] = [
+        f'203.0.113.{i * 16}/28' for i in range(5)]
+    second.controller.document = document(2, [lb(0, a), refused])
+    assert second._fetch()
+    with pytest.raises(Exception, match='allowed_cidrs'):
+        second._reconcile()
+    assert second.applied_generation is None
+    assert 'generation 2 not applied' in second.last_error
+    assert sorted(rings(second)) == ['192.0.2.10:80/tcp', '192.0.2.11:80/tcp']
+    assert second._intent is None      # nothing announced or withdrawn

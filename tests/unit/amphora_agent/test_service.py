@@ -680,3 +680,84 @@ def test_what_the_dataplane_refuses_is_rejected_alone(make_agent):
             state['rejected_objects'].items()} == {
         'members': ['a2'], 'listeners': ['l3']}
     assert programmed(agent) == {'198.19.1.2', '198.19.1.4', '198.19.2.2'}
+
+
+def test_a_running_listener_whose_ring_cannot_grow_keeps_serving(make_agent):
+    """A running listener's pool grows past a ring size step (4 -> 5
+    members: 4001 -> 8009 slots) and the new ring does not fit beside the
+    one in place: the listener keeps its running members and ring, only
+    the new member is rejected (reported), and its VIP stays announced."""
+    agent = make_agent()
+    agent.bgp = FakeBgp()
+    four = [member(f'a{i}', f'198.19.1.{i + 2}') for i in range(4)]
+    agent.controller.document = document(1, [lb(1, four)])
+    step(agent)
+    assert agent.bgp.intent == {'192.0.2.11/32'}
+
+    def refuse(state):  # the next ring size does not fit
+        return any(max(s.pool_members, len(s.members)) >= 5
+                   for s in state.listeners.values())
+    agent.dp.refuse = refuse
+    agent.controller.document = document(2, [lb(1, four + [
+        member('a4', '198.19.1.9')])])
+    step(agent)
+    state = agent.controller.states[-1]
+    assert (state['applied_generation'], state['error']) == (2, None)
+    assert {k: sorted(v) for k, v in state['rejected_objects'].items()} == \
+        {'members': ['a4']}
+    assert programmed(agent) == {f'198.19.1.{i + 2}' for i in range(4)}
+    (spec,) = agent.dp.applied.listeners.values()
+    assert spec.pool_members == 4
+    assert agent.bgp.intent == {'192.0.2.11/32'}
+    assert set(agent.member_statuses()) == {'a0', 'a1', 'a2', 'a3'}
+    # A later reconcile (a health change) keeps it so.
+    agent.health_changed('a0', 'ONLINE', 'ONLINE')
+    agent._reconcile()
+    assert programmed(agent) == {f'198.19.1.{i + 2}' for i in range(4)}
+    assert agent.bgp.intent == {'192.0.2.11/32'}
+
+
+def test_a_running_listener_whose_change_does_not_fit_runs_as_applied(
+        make_agent):
+    """A running listener whose change does not fit even with its running
+    members keeps running as applied (but for the members the change
+    removes): it is named in rejected_objects with its new members, and
+    its VIP stays announced; a new listener that does not fit is rejected
+    alone."""
+    agent = make_agent()
+    agent.bgp = FakeBgp()
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2'), member('a2', '198.19.1.3')]),
+        lb(2, [member('b1', '198.19.2.2')])])
+    step(agent)
+    agent.dp.refuse = lambda state: any(
+        s.conn_limit == 7 for s in state.listeners.values())
+    changed = lb(1, [member('a1', '198.19.1.2'),
+                     member('a3', '198.19.1.4')])
+    changed['listeners'][0]['connection_limit'] = 7
+    new = lb(3, [member('c1', '198.19.3.2')])
+    new['listeners'][0]['connection_limit'] = 7
+    agent.controller.document = document(2, [
+        changed, lb(2, [member('b1', '198.19.2.2')]), new])
+    step(agent)
+    state = agent.controller.states[-1]
+    assert (state['applied_generation'], state['error']) == (2, None)
+    rejected = state['rejected_objects']
+    assert {k: sorted(v) for k, v in rejected.items()} == {
+        'listeners': ['l1', 'l3'], 'members': ['a3']}
+    assert 'keeps running as applied' in rejected['listeners']['l1']
+    assert programmed(agent) == {'198.19.1.2', '198.19.2.2'}
+    assert {str(k.vip): s.conn_limit
+            for k, s in agent.dp.applied.listeners.items()} == {
+        '192.0.2.11': 0, '192.0.2.12': 0}
+    assert agent.bgp.intent == {'192.0.2.11/32', '192.0.2.12/32'}
+    agent._reconcile()
+    assert programmed(agent) == {'198.19.1.2', '198.19.2.2'}
+    # Once the change fits, it applies.
+    agent.dp.refuse = None
+    agent.controller.document = document(3, [
+        changed, lb(2, [member('b1', '198.19.2.2')]), new])
+    step(agent)
+    assert agent.controller.states[-1]['rejected_objects'] == {}
+    assert programmed(agent) == {'198.19.1.2', '198.19.1.4', '198.19.2.2',
+                                 '198.19.3.2'}

@@ -58,6 +58,56 @@ TLS13_CIPHERSUITES = ('TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384',
 CIPHERS_PATTERN = r'\A[A-Za-z0-9\-+!:@=_.]+\Z'
 MAX_CIPHERS_LENGTH = 2048      # Octavia's API limit
 
+# The L7 contract version: which optional fields an L7 agent understands.
+# An L7 agent publishes it in its tooz capabilities (CONTRACT_CAPABILITY);
+# one that publishes none (an earlier release) has BASE_CONTRACT.  The
+# controller sends a group the fields of the lowest version among its live
+# L7 SEs (group_contract) -- the control plane is upgraded first and speaks
+# its agents' version until they are all upgraded, as OpenStack's version
+# caps do.  The next field that an earlier agent would refuse adds a
+# version here, with its fields in LISTENER_FIELDS_SINCE.
+CONTRACT_CAPABILITY = 'l7_contract'
+BASE_CONTRACT = 1
+CONTRACT_VERSION = 2
+# {contract version: listener fields it introduced}
+LISTENER_FIELDS_SINCE = {2: LISTENER_TLS_FIELDS}
+
+
+def contract_of(capabilities):
+    """The L7 contract version one member's tooz capabilities publish
+    (BASE_CONTRACT when none, or not a positive integer)."""
+    value = capabilities.get(CONTRACT_CAPABILITY) \
+        if isinstance(capabilities, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int) \
+            or value < BASE_CONTRACT:
+        return BASE_CONTRACT
+    return value
+
+
+def is_l7_se(capabilities):
+    """A live member of an L7 group that runs its document: role tier2,
+    ready or not (one that is starting, or refused a document, fetches it
+    too)."""
+    return isinstance(capabilities, dict) \
+        and capabilities.get('role') == ROLE
+
+
+def group_contract(members):
+    """{se_id: capabilities} of an L7 group's live members -> the version
+    its document may use: the lowest its L7 SEs publish, at most this
+    release's.  With no L7 SE, this release's: an L7 agent joins before it
+    fetches its first document, so a joining one is counted then."""
+    return min([contract_of(caps) for caps in members.values()
+                if is_l7_se(caps)] + [CONTRACT_VERSION])
+
+
+def listener_fields_above(contract):
+    """The listener fields a document of `contract` leaves out."""
+    return tuple(f for version, fields in sorted(
+        LISTENER_FIELDS_SINCE.items()) if version > contract
+        for f in fields)
+
+
 _object, _enum, _int = schema._object, schema._enum, schema._int
 ID, BOOL, PORT, ADDRESS = schema.ID, schema.BOOL, schema.PORT, schema.ADDRESS
 

@@ -14,8 +14,11 @@ generation, error, per load balancer result), report_member_status
 counters) -- and keeps its tooz membership of ``octavia-dsr.<l7 group>``
 with the capabilities of the tier-2 contract:
 ``{"role": "tier2", "tunnel_addresses": {"4": .., "6": ..}, "ready":
-bool, "draining": bool}``; ``ready`` is the engine's (HAProxy runs the
-applied generation, VIPs on lo, decap attached) and false while draining.
+bool, "draining": bool, "l7_contract": int}``; ``ready`` is the engine's
+(HAProxy runs the applied generation, VIPs on lo, decap attached) and
+false while draining; ``l7_contract`` is the L7 contract version this
+release understands (dsr_wire.l7.CONTRACT_VERSION): the controller sends
+a group's newer fields only once all its L7 SEs publish it.
 
 One worker thread does everything; the RPC server and the timers only wake
 it.  Stop with drain: publish draining (the controller gives this L7 SE
@@ -181,7 +184,8 @@ class L7Agent:
                     str(f): str(a) for f, a in
                     sorted(self.engine.host.tunnel_addresses.items())},
                 'ready': bool(self.engine.ready) and not self.draining,
-                'draining': self.draining}
+                'draining': self.draining,
+                l7_schema.CONTRACT_CAPABILITY: l7_schema.CONTRACT_VERSION}
 
     def state(self):
         return {'role': 'tier2',

@@ -13,7 +13,12 @@
   objects as stored, with octavia-lib's field names.
 
 Both are built from the controller's database in the snapshot's session,
-so they match the generation they carry.
+so they match the generation they carry.  The L7 document also speaks the
+L7 contract version of the group's live L7 SEs (dsr_wire.l7.group_contract,
+read from tooz when it is built): a field an L7 SE of an earlier release
+would refuse is left out until every one of them is upgraded, and the
+leader gives the group a new generation when that version changes
+(controller/tier2.py).
 """
 
 import ipaddress
@@ -29,6 +34,18 @@ LOG = logging.getLogger(__name__)
 ROLE = l7.ROLE
 POOL_PREFIX = 'l7:'
 MEMBER_PREFIX = 'l7se:'
+
+# contract_of(l7_group) -> the L7 contract version of its live L7 SEs;
+# installed by controller/tier2.start (every controller: any of them
+# answers get_config).  None (tools, tests without coordination): this
+# release's version.
+contract_of = None
+
+
+def group_contract(l7_group):
+    if contract_of is None:
+        return l7.CONTRACT_VERSION
+    return contract_of(l7_group)
 
 
 def _listeners(session, lb_id):
@@ -162,6 +179,25 @@ def _pool(session, row):
     return item
 
 
+def holds_fields_between(session, l7_group, low, high):
+    """Whether a listener of l7_group stores a field a document of
+    contract `high` carries and one of contract `low` does not: then the
+    two documents differ."""
+    fields = set(l7.listener_fields_above(low)) \
+        - set(l7.listener_fields_above(high))
+    if not fields:
+        return False
+    for (doc,) in session.query(models.Listener.doc).join(
+            models.LoadBalancer,
+            models.Listener.loadbalancer_id == models.LoadBalancer.id).filter(
+                models.LoadBalancer.l7_se_group == l7_group,
+                models.LoadBalancer.rejected.is_(None),
+                models.Listener.rejected.is_(None)):
+        if any(doc.get(f) is not None for f in fields):
+            return True
+    return False
+
+
 def _listener_tls(item):
     """Leave out a TLS setting the L7 SEs cannot apply: stored before the
     driver checked them (it accepted and ignored any), it would otherwise
@@ -178,14 +214,20 @@ def _listener_tls(item):
             del item[name]
 
 
-def l7_load_balancer(session, lb):
-    """A tier-2 load balancer as its L7 SEs run it."""
+def l7_load_balancer(session, lb, contract=l7.CONTRACT_VERSION):
+    """A tier-2 load balancer as L7 SEs of L7 contract `contract` run
+    it."""
+    newer = l7.listener_fields_above(contract)
     pools = [_pool(session, p) for p in session.query(models.Pool).filter_by(
         loadbalancer_id=lb.id, rejected=None).order_by(models.Pool.id)]
     pool_ids = {p['id'] for p in pools}
     listeners = []
     for lst in _listeners(session, lb.id):
         item = _copy(lst.id, lst.doc, _LISTENER_FIELDS)
+        for name in newer:
+            # Kept for when its L7 SEs are upgraded (they keep HAProxy's
+            # default meanwhile, as before the field was carried).
+            item.pop(name, None)
         _listener_tls(item)
         item['protocol'] = lst.doc['protocol']
         item['protocol_port'] = lst.doc['protocol_port']
@@ -199,14 +241,18 @@ def l7_load_balancer(session, lb):
             'listeners': listeners, 'pools': pools}
 
 
-def document(session, l7_group, generation):
-    """The L7 group's document.  A load balancer the L7 schema rejects is
-    left out (logged) rather than fail the whole group."""
+def document(session, l7_group, generation, contract=None):
+    """The L7 group's document, of L7 contract `contract` (None: that of
+    the group's live L7 SEs, group_contract).  A load balancer the L7
+    schema rejects is left out (logged) rather than fail the whole
+    group."""
+    if contract is None:
+        contract = group_contract(l7_group)
     lbs = []
     for lb in session.query(models.LoadBalancer).filter_by(
             l7_se_group=l7_group, rejected=None).order_by(
                 models.LoadBalancer.id):
-        item = l7_load_balancer(session, lb)
+        item = l7_load_balancer(session, lb, contract)
         try:
             l7.check_load_balancer(item, f'load balancer {lb.id}')
         except schema.Invalid as exc:

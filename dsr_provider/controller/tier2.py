@@ -4,7 +4,7 @@ An L7 service engine's agent joins tooz group ``octavia-dsr.<l7 group>``
 (dsr_wire/membership.py) with capabilities
 
     {"role": "tier2", "tunnel_addresses": {"4": "...", "6": "..."},
-     "ready": bool, "draining": bool}
+     "ready": bool, "draining": bool, "l7_contract": int}
 
 and the elected controller watches every L7 group that tier-2 load
 balancers name, every POLL_INTERVAL seconds.  When the ready L7 SEs of a
@@ -19,6 +19,18 @@ SEs run is still the controller's signed snapshot.
 
 A group whose membership cannot be read (backend down) keeps its last
 known set: an outage of the coordination backend must not empty the rings.
+
+The L7 contract (dsr_wire.l7.group_contract): the L7 group's document
+carries only the fields every live L7 SE of the group understands -- the
+lowest ``l7_contract`` they publish, ready or not (an L7 SE of an earlier
+release publishes none: version 1; one that restarts is not ready yet and
+must not be given a document it refuses).  Every controller reads it from
+tooz when it builds the document (ContractReader, installed as
+l7_snapshot.contract_of), so an L7 SE that joins is counted by its first
+fetch; the leader's watcher gives the L7 group a new generation when the
+version changes and the group's listeners hold a field that it adds or
+removes, so that the L7 SEs fetch the document again (the last old L7 SE
+upgraded: the TLS settings are sent).
 """
 
 import ipaddress
@@ -26,6 +38,9 @@ import threading
 
 from oslo_log import log as logging
 
+from dsr_provider.controller import l7_snapshot
+from dsr_provider.controller import models
+from dsr_wire import l7
 from dsr_wire import membership
 
 LOG = logging.getLogger(__name__)
@@ -82,6 +97,53 @@ def ready_members(capabilities):
     return result
 
 
+def waiting_fields(contract):
+    """What a document of `contract` leaves out, for the logs."""
+    return ', '.join(l7.listener_fields_above(contract))
+
+
+class ContractReader:
+    """contract_of(l7_group) for l7_snapshot: the group's L7 contract
+    version from its live members.  When they cannot be read, the last
+    version read here, or the base version (the fields wait rather than be
+    refused by an earlier L7 SE)."""
+
+    def __init__(self, members_of):
+        self.members_of = members_of
+        self._last = {}
+        self._failing = set()
+
+    def __call__(self, l7_group):
+        try:
+            contract = l7.group_contract(self.members_of(l7_group))
+        except Exception as exc:  # noqa: BLE001 -- backend errors
+            contract = self._last.get(l7_group, l7.BASE_CONTRACT)
+            if l7_group not in self._failing:
+                LOG.warning('L7 group %s: membership unreadable (%s); its '
+                            'document uses L7 contract %s', l7_group, exc,
+                            contract)
+            self._failing.add(l7_group)
+            return contract
+        self._failing.discard(l7_group)
+        self._last[l7_group] = contract
+        return contract
+
+
+def bump_l7_group(store, l7_group, low, high):
+    """A new generation of l7_group when its document differs between
+    contracts low and high (l7_snapshot.holds_fields_between).  True when
+    bumped."""
+    with store.db.session() as s:
+        group = s.get(models.SEGroup, l7_group, with_for_update=True,
+                      populate_existing=True)
+        if group is None or group.role != l7_snapshot.ROLE:
+            return False    # no L7 document yet: its first one will do
+        if not l7_snapshot.holds_fields_between(s, l7_group, low, high):
+            return False
+        group.generation += 1
+        return True
+
+
 def tooz_members(coordinator):
     """members_of(l7_group) reading the live members from tooz."""
     def members_of(l7_group):
@@ -98,13 +160,18 @@ class MembershipWatcher:
         self.members_of = members_of
         self.on_change = on_change
         self._failing = set()
+        # {l7 group: L7 contract version last seen}: empty in a new term.
+        self._contracts = {}
 
     def run_once(self):
-        """One look at every L7 group; returns the L4 groups bumped."""
+        """One look at every L7 group; returns the groups bumped (L4
+        groups for their rings, then L7 groups for their contract)."""
         bumped = []
+        l7_bumped = []
         for l7_group in self.store.l7_groups():
             try:
-                members = ready_members(self.members_of(l7_group))
+                live = self.members_of(l7_group)
+                members = ready_members(live)
             except Exception as exc:  # noqa: BLE001 -- backend errors
                 if l7_group not in self._failing:
                     LOG.warning('L7 group %s: membership unreadable (%s); '
@@ -122,9 +189,45 @@ class MembershipWatcher:
                                 if m['draining']) or 'none',
                          ', '.join(groups))
                 bumped.extend(groups)
+            if self._follow_contract(l7_group, live):
+                l7_bumped.append(l7_group)
+        bumped.extend(l7_bumped)
         if bumped and self.on_change is not None:
             self.on_change()
         return bumped
+
+    def _follow_contract(self, l7_group, live):
+        """Note the group's L7 contract version; a new generation when it
+        changed (or is first seen in this term: the L7 SEs may run a
+        document of another version) and that changes the document.
+        True when bumped."""
+        contract = l7.group_contract(live)
+        known = self._contracts.get(l7_group)
+        if contract == known:
+            return False
+        self._contracts[l7_group] = contract
+        if contract < l7.CONTRACT_VERSION:
+            LOG.warning('L7 group %s: L7 SE(s) %s publish L7 contract %s, '
+                        'not %s (an earlier release): its listeners\' %s '
+                        'wait for their upgrade (left out of the L7 '
+                        'document; HAProxy keeps its defaults)', l7_group,
+                        ', '.join(sorted(
+                            se for se, caps in live.items()
+                            if l7.is_l7_se(caps)
+                            and l7.contract_of(caps) < l7.CONTRACT_VERSION)),
+                        contract, l7.CONTRACT_VERSION,
+                        waiting_fields(contract))
+        elif known is not None:
+            LOG.info('L7 group %s: every L7 SE speaks L7 contract %s: its '
+                     'listeners\' %s are sent', l7_group, contract,
+                     waiting_fields(known))
+        low, high = (l7.BASE_CONTRACT, l7.CONTRACT_VERSION) \
+            if known is None else sorted((known, contract))
+        if not bump_l7_group(self.store, l7_group, low, high):
+            return False
+        LOG.info('L7 group %s: L7 contract %s; a new generation', l7_group,
+                 contract)
+        return True
 
     def run(self, stop, leading, interval=POLL_INTERVAL):
         """Until stop (threading.Event) is set: a look every interval
@@ -140,8 +243,11 @@ class MembershipWatcher:
 
 def start(store, members_of, on_change, leading, interval=POLL_INTERVAL):
     """The watcher in a thread of its own (the reporter's round can take
-    seconds on a slow Octavia; membership must not wait for it).  Returns
-    (thread, stop event)."""
+    seconds on a slow Octavia; membership must not wait for it), and the
+    L7 documents' contract read from members_of.  Returns (thread, stop
+    event)."""
+    # Every controller builds L7 documents (get_config), leading or not.
+    l7_snapshot.contract_of = ContractReader(members_of)
     stop = threading.Event()
     watcher = MembershipWatcher(store, members_of, on_change)
     thread = threading.Thread(target=watcher.run,

@@ -15,6 +15,7 @@ import oslo_messaging as messaging
 import pytest
 
 from dsr_wire import auth
+from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
 from tests.functional.amphora_agent.l7.conftest import L7_SES
 from tests.functional.amphora_agent.l7.test_tier2_path import document
@@ -133,7 +134,8 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     assert caps == {'role': 'tier2',
                     'tunnel_addresses': {'4': tier2.addr('m1'),
                                          '6': tier2.addr('m1', 6)},
-                    'ready': True, 'draining': False}
+                    'ready': True, 'draining': False,
+                    l7_schema.CONTRACT_CAPABILITY: l7_schema.CONTRACT_VERSION}
     netns.wait_for(lambda: agents.controller.statuses.get(ids['m1']), 30,
                    'member status from m1')
     assert agents.controller.statuses[ids['m1']] == {

@@ -17,6 +17,7 @@ from amphora_agent.l7 import certs
 from amphora_agent.l7 import engine as engine_mod
 from amphora_agent import trust as trust_mod
 from dsr_wire import auth
+from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
 from tests.unit.amphora_agent.l7.test_engine import free_port
 from tests.unit.amphora_agent.l7.test_engine import lb
@@ -99,7 +100,8 @@ def test_signed_document_applied_reported_and_published(lab):
     port = free_port()
     caps = lab.observer.members()['l7se1']
     assert caps == {'role': 'tier2', 'tunnel_addresses': {'4': '198.18.7.2'},
-                    'ready': False, 'draining': False}
+                    'ready': False, 'draining': False,
+                    'l7_contract': l7_schema.CONTRACT_VERSION}
     lab.controller.answer = signed(lab, docs.document(
         lb('lb1', port), se_group=GROUP, generation=5))
     assert lab.agent.sync() is True
@@ -114,6 +116,18 @@ def test_signed_document_applied_reported_and_published(lab):
         'members', 5, {'m1': 'NO_MONITOR', 'm2': 'OFFLINE'})
     # The same generation again: nothing to do.
     assert lab.agent.sync() is False
+
+
+def test_the_l7_agent_publishes_the_l7_contract_of_this_release(lab):
+    """The controller sends a group the listener TLS settings only when
+    every live L7 SE publishes the contract that has them: an L7 SE of
+    this release does, in its tooz capabilities, ready or not."""
+    members = lab.observer.members()
+    assert members['l7se1'][l7_schema.CONTRACT_CAPABILITY] == 2
+    assert l7_schema.group_contract(members) == 2
+    assert set(l7_schema.LISTENER_TLS_FIELDS) <= set(
+        l7_schema.listener_fields_above(1)) and \
+        l7_schema.listener_fields_above(2) == ()
 
 
 def test_unsigned_forged_and_older_documents_are_refused(lab):
@@ -188,7 +202,8 @@ def test_drain_publishes_draining_not_ready(lab):
     lab.agent.report()
     assert lab.observer.members()['l7se1'] == {
         'role': 'tier2', 'tunnel_addresses': {'4': '198.18.7.2'},
-        'ready': False, 'draining': True}
+        'ready': False, 'draining': True,
+        'l7_contract': l7_schema.CONTRACT_VERSION}
 
 
 def test_empty_group_tier1_document_is_the_empty_l7_document(lab):

@@ -4,6 +4,7 @@ balancer the store renders goes through the L7 engine's renderer
 the configuration (haproxy -c)."""
 
 from amphora_agent.l7 import render
+from dsr_provider.controller import l7_snapshot
 from dsr_wire import l7
 from tests.unit.amphora_agent.l7.test_render import accepted
 from tests.unit.amphora_agent.l7.test_render import needs_haproxy
@@ -124,3 +125,22 @@ def test_a_stored_tls_setting_the_l7_ses_cannot_apply_is_left_out(store):
     _, item = l7_listener(store)
     assert item['alpn_protocols'] == ['h2']
     assert 'tls_versions' not in item and 'tls_ciphers' not in item
+
+
+def test_a_document_for_l7_ses_of_the_earlier_contract_has_no_tls_fields(
+        store):
+    """What an L7 SE of the earlier release (L7 contract 1) accepts: no
+    listener field its schema lacks; the stored values stay for later."""
+    store.create_loadbalancer(graph())
+    store.put_listener(tls_listener(**OCTAVIA_TLS))
+    earlier = set(l7.LISTENER['properties']) - set(l7.LISTENER_TLS_FIELDS)
+    with store.db.session() as s:
+        doc = l7_snapshot.document(s, L7G, 7, contract=1)
+        current = l7_snapshot.document(s, L7G, 7, contract=2)
+    l7.check_document(doc)
+    for lb in doc['load_balancers']:
+        for item in lb['listeners']:
+            assert set(item) <= earlier, set(item) - earlier
+    (item,) = [i for i in current['load_balancers'][0]['listeners']
+               if i['id'] == 'l4']
+    assert {k: item[k] for k in OCTAVIA_TLS} == OCTAVIA_TLS

@@ -1,17 +1,33 @@
 """The leader's L7 membership watcher with a fake coordinator: which
 members count as ready, when the L4 groups get a new generation, and that
-an unreadable backend keeps the last known set."""
+an unreadable backend keeps the last known set.  The L7 contract (which
+fields the L7 group's document carries) with tooz's real file://
+backend."""
 
 import json
+import logging
 import threading
 
+import pytest
 from tooz import coordination
 
+from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import tier2
+from dsr_wire import l7
 from dsr_wire import membership
+from tests.unit.dsr_provider.controller.test_l7_contract import l7_listener
+from tests.unit.dsr_provider.controller.test_l7_contract import OCTAVIA_TLS
+from tests.unit.dsr_provider.controller.test_l7_contract import tls_listener
 from tests.unit.dsr_provider.controller.test_store_tier2 import graph
 from tests.unit.dsr_provider.controller.test_store_tier2 import L4
 from tests.unit.dsr_provider.controller.test_store_tier2 import L7G
+
+
+@pytest.fixture(autouse=True)
+def contract_source(monkeypatch):
+    """tier2.start installs the controller's contract reader: undone after
+    each test."""
+    monkeypatch.setattr(l7_snapshot, 'contract_of', None, raising=False)
 
 
 class _Result:
@@ -158,3 +174,105 @@ def test_a_dead_l7_se_leaves_the_l4_rings_within_the_bound():
     the L4 side nothing: 1.86-2.02 s measured from SIGKILL."""
     membership_timeout, l4_apply = 1.0, 0.5
     assert membership_timeout + tier2.POLL_INTERVAL + l4_apply < 2.0
+
+
+# --- the L7 contract: TLS settings once every L7 SE understands them -----
+
+@pytest.fixture
+def tooz_url(tmp_path):
+    return f'file://{tmp_path}/tooz'
+
+
+@pytest.fixture
+def controller_view(tooz_url):
+    """members_of over a controller's own tooz coordinator (file://)."""
+    coord = membership.coordinator(tooz_url, 'controller')
+    coord.start()
+    yield tier2.tooz_members(coord)
+    coord.stop()
+
+
+class L7SEs:
+    """L7 SEs' memberships of L7G (file://): join, leave."""
+
+    def __init__(self, url):
+        self.url, self.joined = url, {}
+
+    def join(self, se_id, **caps):
+        member = membership.Membership(self.url, se_id, L7G, ready(**caps))
+        member.start()
+        self.joined[se_id] = member
+
+    def leave(self, se_id):
+        self.joined.pop(se_id).stop()
+
+
+@pytest.fixture
+def l7_ses(tooz_url):
+    ses = L7SEs(tooz_url)
+    yield ses
+    for se_id in list(ses.joined):
+        ses.leave(se_id)
+
+
+def tls_fields(item):
+    return {k: item[k] for k in l7.LISTENER_TLS_FIELDS if k in item}
+
+
+def test_listener_tls_settings_wait_until_every_live_l7_se_publishes_them(
+        store, controller_view, l7_ses, monkeypatch, caplog):
+    """Controller upgraded first: an L7 SE of the earlier release (no
+    l7_contract; its schema refuses the TLS fields) -- here one that is
+    restarting, not ready yet -- keeps them out of the group's document;
+    once it is upgraded the group gets a new generation with them."""
+    caplog.set_level(logging.INFO, logger=tier2.__name__)
+    store.create_loadbalancer(graph())
+    store.put_listener(tls_listener(**OCTAVIA_TLS))
+    monkeypatch.setattr(l7_snapshot, 'contract_of',
+                        tier2.ContractReader(controller_view))
+    changes = []
+    watcher = tier2.MembershipWatcher(store, controller_view,
+                                      on_change=lambda: changes.append(1))
+    l7_ses.join('se-new', l7_contract=l7.CONTRACT_VERSION)
+    l7_ses.join('se-old', ready=False)
+    watcher.run_once()
+    _, item = l7_listener(store)
+    assert tls_fields(item) == {}
+    generation = store.snapshot(L7G)['generation']
+    watcher.run_once()
+    waiting = [r.getMessage() for r in caplog.records
+               if 'wait for their upgrade' in r.getMessage()]
+    assert len(waiting) == 1 and 'se-old' in waiting[0] \
+        and 'se-new' not in waiting[0], waiting
+
+    # se-old upgraded: it comes back publishing this release's contract.
+    l7_ses.leave('se-old')
+    l7_ses.join('se-old', ready=False, l7_contract=l7.CONTRACT_VERSION)
+    changes.clear()
+    assert watcher.run_once() == [L7G] and changes == [1]
+    assert store.snapshot(L7G)['generation'] == generation + 1
+    _, item = l7_listener(store)
+    assert tls_fields(item) == OCTAVIA_TLS
+    assert watcher.run_once() == []                     # nothing changed
+
+    # An L7 SE of the earlier release joins again (a rollback, a spare):
+    # its first fetch already leaves the fields out, and a new generation
+    # tells the others.
+    l7_ses.join('se-spare', ready=False)
+    _, item = l7_listener(store)
+    assert tls_fields(item) == {}
+    assert watcher.run_once() == [L7G]
+
+
+def test_the_contract_is_the_lowest_of_the_live_l7_ses():
+    new = ready(l7_contract=l7.CONTRACT_VERSION)
+    assert l7.group_contract({}) == l7.CONTRACT_VERSION
+    assert l7.group_contract({'a': new, 'b': new}) == l7.CONTRACT_VERSION
+    # Not ready, or draining, it still fetches the document.
+    assert l7.group_contract({'a': new, 'b': ready(ready=False)}) \
+        == l7.BASE_CONTRACT
+    # Not an L7 SE (a tier-1 agent in the wrong group): not counted.
+    assert l7.group_contract({'a': new, 'b': ready(role='tier1')}) \
+        == l7.CONTRACT_VERSION
+    assert l7.group_contract({'a': new, 'b': ready(l7_contract='2')}) \
+        == l7.BASE_CONTRACT

@@ -15,6 +15,8 @@ re-reads the configuration; the worker applies the mutable options
 (reload(), docs/operations.md).
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import ipaddress
 import threading
@@ -25,6 +27,7 @@ import tenacity
 
 from amphora_agent import capacity
 from amphora_agent.dataplane import dataplane as dp_mod
+from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
 from amphora_agent import desired
 from amphora_agent import gcpause
@@ -67,9 +70,6 @@ class _ControlThread:
     CAST_RETRY_MAX_DELAY = 10.0
 
     def __init__(self):
-        import collections
-        import concurrent.futures
-        self._futures = concurrent.futures
         self._cond = threading.Condition()
         self._calls = collections.deque()
         self._casts = {}        # kind -> (func, args, kwargs), newest only
@@ -129,7 +129,7 @@ class _ControlThread:
 
     def submit(self, func, *args, **kwargs):
         """A future of func(*args, **kwargs) run on the control thread."""
-        future = self._futures.Future()
+        future = concurrent.futures.Future()
         with self._cond:
             self._calls.append((future, func, args, kwargs))
             self._cond.notify()
@@ -711,12 +711,8 @@ class Agent:
         targets, rejected = self._health_targets(snap)
         snap = snapshot_mod.without(snap, rejected)
         if self.health is not None:
-            down = self._found_down(snap, targets) \
-                if self.snapshot is None else ()
-            if down:
-                self.health.set_targets(targets, down=down)
-            else:
-                self.health.set_targets(targets)
+            self.health.set_targets(targets, down=self._found_down(
+                snap, targets) if self.snapshot is None else ())
         self.snapshot = snap
         self._log_rejections(snap)
         return True
@@ -793,7 +789,6 @@ class Agent:
         live = self.dp.read_state().listeners
         if not live:
             return set()
-        from amphora_agent.dataplane import maglev
         sizes = self._live_ring_sizes() or {}
         ceiling = self.dp.limits.ring_size
         down = set()
@@ -981,7 +976,6 @@ class Agent:
 
     def _pool_for_ring(self, ring, count):
         """A pool size (at least count) whose ring has `ring` slots."""
-        from amphora_agent.dataplane import maglev
         ceiling = self.dp.limits.ring_size
         n = max(count, 1)
         while maglev.ring_size_for(n, ceiling) < ring and n < 1 << 24:
@@ -1197,7 +1191,6 @@ class Agent:
                  'rejected_objects': self._applied_rejected,
                  'limits': self._limits().to_dict()}
         state.update(self._runtime_state())
-        from amphora_agent.dataplane import maglev
         state['ring_abi'] = maglev.ABI_VERSION
         state['bgp'] = self.bgp_sessions.report()
         if self.trust is not None:

@@ -68,6 +68,9 @@ _PARENT = {'listeners': ('loadbalancers', 'loadbalancer_id'),
            'healthmonitors': ('pools', 'pool_id'),
            'l7policies': ('listeners', 'listener_id'),
            'l7rules': ('l7policies', 'l7policy_id')}
+# {kind: the kinds whose parent it is}
+_CHILDREN = {kind: tuple(c for c, (p, _) in _PARENT.items() if p == kind)
+             for kind in {p for p, _ in _PARENT.values()}}
 
 
 KINDS = tuple(_ID_KEYS)
@@ -1082,20 +1085,14 @@ class Store:
         """(kind, id) of a tombstoned object and of its descendants whose
         delete failed too (Octavia still has them, in ERROR); their
         outcome is owed again."""
-        children = collections.defaultdict(list)
-        for child, (parent, _) in _PARENT.items():
-            children[parent].append(child)
-        todo, found = [(kind, obj_id)], []
+        todo, found = [session.get(models.Tombstone, (kind, obj_id))], []
         while todo:
-            item_kind, item_id = todo.pop()
-            found.append((item_kind, item_id))
-            for child in children[item_kind]:
-                todo.extend((child, t.id) for t in session.query(
-                    models.Tombstone).filter_by(
-                        kind=child, parent_id=item_id, outcome=ERROR))
-        for item_kind, item_id in found:
-            session.get(models.Tombstone, (item_kind, item_id)).outcome = \
-                None
+            tomb = todo.pop()
+            tomb.outcome = None
+            found.append((tomb.kind, tomb.id))
+            for child in _CHILDREN.get(tomb.kind, ()):
+                todo.extend(session.query(models.Tombstone).filter_by(
+                    kind=child, parent_id=tomb.id, outcome=ERROR))
         return found
 
     def _mark_parents(self, session, kind, parent_id, status):

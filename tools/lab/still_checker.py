@@ -9,7 +9,8 @@ class StillChecker:
     def __init__(self):
         self.targets, self.current = {}, {}
 
-    def set_targets(self, targets):
+    def set_targets(self, targets, down=()):
+        # down: the statuses are the caller's (current), not a probe's.
         self.targets = dict(targets)
 
     def start(self):

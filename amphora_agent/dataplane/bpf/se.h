@@ -119,13 +119,15 @@ static __always_inline int steer_to(struct xdp_md *ctx, struct pkt *p, struct ch
 	if (ls) {
 		ls->packets++;
 		ls->bytes += p->l3_len;
-		ls->new_flows += c->new_flow;
+		if (fresh)	/* a hit made no entry: nothing to add */
+			ls->new_flows += c->new_flow;
 	}
 	rs = bpf_map_lookup_elem(&real_stats, &c->real_idx);
 	if (rs) {
 		rs->packets++;
 		rs->bytes += p->l3_len;
-		rs->new_flows += c->new_flow;
+		if (fresh)
+			rs->new_flows += c->new_flow;
 	}
 	count(icmp_err ? STAT_ICMP_ERR_STEERED : STAT_STEERED);
 	if (nh.ifindex == ctx->ingress_ifindex)

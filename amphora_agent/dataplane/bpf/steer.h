@@ -26,7 +26,6 @@ struct choice {
 	__u32 prev_ep;     /* conn.ep of a stale entry (member gone or idle
 			    * timeout), else 0 */
 	__u8 new_flow; /* a conn-table entry was created */
-	__u8 from_conn;
 	__u8 expired;  /* the flow's entry had been idle past real.idle */
 	__u8 stale;    /* the flow has an entry, but not a live one */
 	__u8 guarded;  /* not remembered: over the flood guard's rate */
@@ -140,7 +139,6 @@ static __always_inline int conn_lookup(const struct pkt *p, struct choice *c, in
 	c->conn = conn;
 	c->hash = conn->hash;
 	c->new_flow = 0;
-	c->from_conn = 1;
 	return 1;
 }
 

@@ -82,7 +82,7 @@ class FakeHealth:
         self.targets = None
         self.fail = None
 
-    def set_targets(self, targets):
+    def set_targets(self, targets, down=()):
         if self.fail:
             raise self.fail
         self.targets = targets

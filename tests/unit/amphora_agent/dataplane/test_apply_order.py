@@ -10,7 +10,6 @@ These load the real SE object (maps only, nothing attached).
 """
 
 import ipaddress
-import os
 import secrets
 import shutil
 

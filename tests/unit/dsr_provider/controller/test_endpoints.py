@@ -8,6 +8,11 @@ from dsr_provider.controller import endpoints
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
+from tests.unit.dsr_provider.controller.test_reporter import backdate
+from tests.unit.dsr_provider.controller.test_reporter import make
+from tests.unit.dsr_provider.controller.test_reporter import reported
+from tests.unit.dsr_provider.controller.test_store import graph
+from tests.unit.dsr_provider.controller import test_store_tier2 as t2
 from tests.unit.dsr_provider import fakes
 
 HANDLED = messaging.NotificationResult.HANDLED
@@ -222,7 +227,6 @@ def ep(store):
 
 
 def lb_graph():
-    from tests.unit.dsr_provider.controller.test_store import graph
     return graph()
 
 
@@ -296,16 +300,8 @@ def test_a_dropped_connection_requeues_the_change():
 def test_an_update_of_an_object_whose_delete_failed_is_error(store, ep):
     """Octavia still has it (ERROR) and lets the user update it: that is
     no stale message to ignore, or the member would stay PENDING_UPDATE."""
-    from tests.unit.dsr_provider.controller.test_reporter import backdate
-    from tests.unit.dsr_provider.controller.test_reporter import make
-    lib, reporter = make(store, {'se1'})
-    gen = store.create_loadbalancer(lb_graph())
-    store.record_agent('se1', 'g1', applied_generation=gen)
-    reporter.run_once()
+    failed_member_delete(store, ep)
     member = lb_graph()['pools'][0]['members'][0]
-    assert deliver(ep, *change('member_delete', member=member)) == HANDLED
-    backdate(store, models.PendingStatus, 60)      # never applied
-    reporter.run_once()
     assert deliver(ep, *change('member_update', old_member=member,
                                new_member={'weight': 3})) == HANDLED
     assert owed(store) == [('members', 'm1', 'ERROR')]
@@ -331,9 +327,6 @@ def failed_member_delete(store, ep):
     """m1's delete never applied: reported ERROR, Octavia keeps m1 (no
     row here, a tombstone).  Returns (driver lib, reporter, generation
     se1 runs)."""
-    from tests.unit.dsr_provider.controller.test_reporter import backdate
-    from tests.unit.dsr_provider.controller.test_reporter import make
-    from tests.unit.dsr_provider.controller.test_reporter import reported
     lib, reporter = make(store, {'se1'})
     gen = store.create_loadbalancer(lb_graph())
     store.record_agent('se1', 'g1', applied_generation=gen)
@@ -356,7 +349,6 @@ def test_a_batch_leaving_out_a_member_whose_delete_failed_deletes_it(
     """Octavia marks it PENDING_DELETE and does not pass it: its DELETED
     is owed with the batch, once the SEs apply it -- not PENDING_DELETE
     forever."""
-    from tests.unit.dsr_provider.controller.test_reporter import reported
     lib, reporter, gen = failed_member_delete(store, ep)
     m2 = lb_graph()['pools'][0]['members'][1]
     assert deliver(ep, *change('member_batch_update', pool_id='p1',
@@ -380,7 +372,6 @@ def test_a_batch_leaving_out_a_failed_delete_waits_for_the_ses_whatever(
         store, ep):
     """The rest of the batch refused (a new member on another port) does
     not make the deletes in it DELETED before the SEs apply them."""
-    from tests.unit.dsr_provider.controller.test_reporter import reported
     lib, reporter, gen = failed_member_delete(store, ep)
     assert deliver(ep, *change('member_batch_update', pool_id='p1', members=[
         new_member('m3', '198.19.3.2', port=81)])) == HANDLED
@@ -403,7 +394,6 @@ def test_a_batch_listing_a_member_whose_delete_failed_stores_it_again(
     """additive_only passes the untouched members, ERROR ones too:
     Octavia keeps it and the user asks for it, so it exists again (and
     the rest of the batch applies)."""
-    from tests.unit.dsr_provider.controller.test_reporter import reported
     lib, reporter, gen = failed_member_delete(store, ep)
     m1, m2 = lb_graph()['pools'][0]['members']
     assert deliver(ep, *change('member_batch_update', pool_id='p1', members=[
@@ -430,8 +420,6 @@ def test_a_listener_update_after_a_failed_rule_delete_applies(store, ep):
     refused, healthy policies ERROR), and the stored ones stay as they
     are."""
     import copy
-    from tests.unit.dsr_provider.controller.test_reporter import backdate
-    from tests.unit.dsr_provider.controller import test_store_tier2 as t2
     lib, reporter = t2.make_reporter(store, {t2.L4: {'se1'},
                                              t2.L7G: {'l7a'}})
     gen = store.create_loadbalancer(t2.graph())

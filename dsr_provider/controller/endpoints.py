@@ -127,6 +127,15 @@ class ProviderEndpoint:
                 LOG.warning('%s: database error (attempt %d/%d): %s', what,
                             attempt, attempts, exc)
                 time.sleep(min(0.1 * 2 ** attempt, 5.0))
+            except Exception as exc:  # noqa: BLE001 -- a bug, see below
+                # It would fail the same way on every redelivery, on every
+                # controller, in a loop (a requeued message comes straight
+                # back): ERROR for the objects, as Octavia's own
+                # controller worker does when a flow fails, and ack.
+                LOG.exception('%s failed', what)
+                self._settle(what, self.store.refuse, target[0], target[1],
+                             f'internal error: {type(exc).__name__}: {exc}')
+                return
         raise TransientError(f'{what}: database unavailable after '
                              f'{attempts} attempts')
 
@@ -294,9 +303,10 @@ class ChangeEndpoint:
     """Notification endpoint: dispatches a change to ProviderEndpoint.
 
     Returning (HANDLED) acknowledges the message; REQUEUE puts it back for
-    another try.  A change that can never apply (unknown method,
-    incompatible version, malformed arguments) is logged and dropped:
-    redelivering it would fail the same way forever.
+    another try, and only a database outage does.  A change that can never
+    apply (unknown method, incompatible version, malformed arguments) is
+    logged and dropped, and one that fails on a bug leaves its objects
+    ERROR: redelivering either would fail the same way forever.
     """
 
     filter_rule = messaging.NotificationFilter(
@@ -321,6 +331,11 @@ class ChangeEndpoint:
             return messaging.NotificationResult.REQUEUE
         except (TypeError, KeyError, ValueError, AttributeError):
             LOG.exception('change %s dropped: malformed', event_type)
+        except Exception:  # noqa: BLE001 -- not even its ERROR was stored
+            # Acknowledged all the same: requeued, it would come straight
+            # back and fail again on every controller, forever.
+            LOG.exception('change %s dropped: it failed and its objects '
+                          'could not be set ERROR', event_type)
         return messaging.NotificationResult.HANDLED
 
 

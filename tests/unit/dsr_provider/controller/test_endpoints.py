@@ -445,3 +445,60 @@ def test_a_listener_update_after_a_failed_rule_delete_applies(store, ep):
             60000
         assert s.get(models.L7Policy, 'pol1').doc == policy_before
         assert s.get(models.L7Rule, 'r1') is None
+
+
+# ------------------------------------------- a change that fails on a bug
+def bug_in(store, monkeypatch, method):
+    def broken(*args):
+        raise RuntimeError('a bug')
+    monkeypatch.setattr(store, method, broken)
+
+
+def test_a_change_that_fails_on_a_bug_is_error_not_requeued(
+        store, ep, monkeypatch, caplog):
+    """oslo.messaging requeues what an endpoint raises, and a requeued
+    message comes straight back: every controller would fail on it
+    forever while Octavia showed PENDING_CREATE."""
+    store.create_loadbalancer(lb_graph())
+    bug_in(store, monkeypatch, 'put_member')
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == HANDLED
+    assert owed(store)[-1] == ('members', 'm9', 'ERROR')
+    assert 'internal error: RuntimeError: a bug' in caplog.text
+
+
+def test_a_delete_that_fails_on_a_bug_is_error(store, ep, monkeypatch):
+    lb = lb_graph()
+    store.create_loadbalancer(lb)
+    bug_in(store, monkeypatch, 'delete_loadbalancer')
+    assert deliver(ep, *change('loadbalancer_delete',
+                               loadbalancer=lb)) == HANDLED
+    assert ('loadbalancers', 'lb1', 'ERROR') in owed(store)
+    assert store.snapshot('g1')['load_balancers'] != []
+
+
+def test_a_change_whose_error_cannot_be_stored_for_a_bug_is_dropped(
+        store, ep, monkeypatch, caplog):
+    store.create_loadbalancer(lb_graph())
+    bug_in(store, monkeypatch, 'put_member')
+    bug_in(store, monkeypatch, 'refuse')
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == HANDLED
+    assert 'could not be set ERROR' in caplog.text
+
+
+def test_a_bug_met_during_an_outage_requeues_the_change(
+        store, ep, monkeypatch):
+    """Its ERROR cannot be stored now: another try, once the database is
+    back, can store it (or apply the change)."""
+    store.create_loadbalancer(lb_graph())
+    bug_in(store, monkeypatch, 'put_member')
+
+    def down(*args):
+        raise sa_exc.OperationalError('INSERT', {}, Exception('gone'))
+    monkeypatch.setattr(store, 'refuse', down)
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == REQUEUE

@@ -2,6 +2,7 @@
 #
 #   make            == make build
 #   make deps       Debian packages, .venv, bpffs (tools/install-deps.sh)
+#   make constraints  upper-constraints.txt from today's index (tools/constraints.py)
 #   make build      BPF objects + libmaglev.so
 #   make test       deps + build + unit and functional tests (not e2e)
 #   make test-e2e   the product end to end through a real Octavia
@@ -53,7 +54,7 @@ BPF_OBJS := $(patsubst $(BPF_DIR)/%.c,$(OBJ_DIR)/%.o,$(BPF_SRCS))
 # Userspace Maglev library: mk/maglev.mk defines MAGLEV_LIB and its rule.
 -include mk/maglev.mk
 
-.PHONY: all build bpf wheel deps test test-e2e test-unit test-functional test-tempest bench demo demo-dataplane clean
+.PHONY: all build bpf wheel deps constraints test test-e2e test-unit test-functional test-tempest bench demo demo-dataplane clean
 
 all: build
 
@@ -69,6 +70,11 @@ $(OBJ_DIR)/%.o: $(BPF_DIR)/%.c $(BPF_HDRS) | $(OBJ_DIR)
 
 deps:
 	./tools/install-deps.sh
+
+# upper-constraints.txt again from the index of the day (tools/constraints.py);
+# make deps installs under it.  Review the diff, run the tests, commit.
+constraints:
+	$(PYTHON) -m tools.constraints
 
 # pytest exits 5 when it collected no test: not a failure of the plumbing.
 define run_pytest

@@ -79,7 +79,8 @@ setup_venv() {
     if [ "${DSR_FORCE_PIP:-0}" = 1 ] || [ ! -e "$STAMP" ]; then
         need=1
     else
-        for f in requirements.txt test-requirements.txt setup.cfg setup.py; do
+        for f in requirements.txt test-requirements.txt \
+                upper-constraints.txt setup.cfg setup.py; do
             if [ -e "$f" ] && [ "$f" -nt "$STAMP" ]; then
                 need=1
             fi
@@ -103,7 +104,10 @@ sys.exit(0 if amphora_agent.__file__.startswith(sys.argv[1] + "/") else 1)
     # second start and resolution.  tools/pyinstall.py: uv where it can be
     # had (pip's sources passed on), else pip; DSR_INSTALLER=pip for pip.
     local pip_log="$VENV/.deps-pip.log"
+    # upper-constraints.txt: the versions every checkout gets (tools/
+    # constraints.py), not the index's newest of the day.
     if ! "$PYTHON" -m tools.pyinstall --python "$VENV/bin/python" \
+            -c upper-constraints.txt \
             -r requirements.txt -r test-requirements.txt -e . \
             >"$pip_log" 2>&1; then
         cat "$pip_log" >&2

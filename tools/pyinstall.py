@@ -81,8 +81,22 @@ def sources_from_config(text):
     return args
 
 
-def _uv(python, log):
-    """The uv beside `python` (bootstrapped with pip), or None."""
+def constraint_args(requirements):
+    """The -c/--constraint options among pip install arguments."""
+    found = []
+    args = iter(requirements)
+    for arg in args:
+        if arg in ('-c', '--constraint'):
+            found += [arg, next(args, '')]
+        elif arg.startswith('--constraint=') or (
+                arg.startswith('-c') and len(arg) > 2):
+            found.append(arg)
+    return found
+
+
+def _uv(python, log, constraints=()):
+    """The uv beside `python` (bootstrapped with pip, under `constraints`:
+    pip install -c options), or None."""
     if os.environ.get('DSR_INSTALLER', 'uv') == 'pip':
         return None
     uv = Path(python).parent / 'uv'
@@ -90,7 +104,7 @@ def _uv(python, log):
         return uv
     done = subprocess.run(
         [str(python), '-m', 'pip', 'install', '-q',
-         '--disable-pip-version-check', 'uv'],
+         '--disable-pip-version-check', *constraints, 'uv'],
         capture_output=True, text=True)
     if done.returncode != 0 or not uv.exists():
         log('uv could not be installed, using pip: '
@@ -129,7 +143,7 @@ def install(python, requirements, log=print):
     return the tool that did it ('uv' or 'pip').  uv failing (a resolution
     or a source it cannot read that pip could) leaves the job to pip."""
     python = Path(python)
-    uv = _uv(python, log)
+    uv = _uv(python, log, constraint_args(requirements))
     if uv is not None:
         try:
             _uv_install(uv, python, requirements)

@@ -1,8 +1,8 @@
 """Create or refresh the tempest stage's virtualenv (.tempest-venv).
 
-It holds only third-party code (tools/tempest/requirements.txt): uv or pip
-(tools/pyinstall.py) installs it when that file's content differs from what
-the stamp records (content, not mtime: every fresh checkout or worktree has
+It holds only third-party code (tools/tempest/requirements.txt, under
+upper-constraints.txt): uv or pip (tools/pyinstall.py) installs it when the
+content of those files differs from what the stamp records (content, not mtime: every fresh checkout or worktree has
 new mtimes).  The project is NOT
 installed into it: the gate puts the checkout it runs from on PYTHONPATH with
 the plugin's entry point beside it (tools/tempest/plugin_dist.py), so one
@@ -24,6 +24,8 @@ from tools import pyinstall
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / 'tools' / 'tempest' / 'requirements.txt'
+# The versions it gets (tools/constraints.py), shared with .venv.
+CONSTRAINTS = ROOT / 'upper-constraints.txt'
 # The distribution an older version of this module installed editable.
 PROJECT_DIST = 'octavia-dsr'
 
@@ -54,11 +56,13 @@ def ensure(venv=ROOT / '.tempest-venv', log=print):
             log(f'removing the project ({PROJECT_DIST}) from {venv}')
             subprocess.run(pip + ['uninstall', '-y', PROJECT_DIST],
                            check=True)
-        wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+        wanted = hashlib.sha256(REQUIREMENTS.read_bytes()
+                                + CONSTRAINTS.read_bytes()).hexdigest()
         if stamp.exists() and stamp.read_text().strip() == wanted:
             return python
         log(f'installing {REQUIREMENTS.relative_to(ROOT)} into {venv}')
-        pyinstall.install(python, ['-r', str(REQUIREMENTS)], log=log)
+        pyinstall.install(python, ['-c', str(CONSTRAINTS),
+                                   '-r', str(REQUIREMENTS)], log=log)
         stamp.write_text(wanted + '\n')
     return python
 

@@ -15,19 +15,19 @@ from tools import pyinstall
 DIST = 'dsr_pyinstall_probe'
 
 
-def _wheel(folder):
-    """A minimal pure-Python wheel of DIST 1.0 in `folder`."""
-    info = f'{DIST}-1.0.dist-info'
+def _wheel(folder, version='1.0', value=42):
+    """A minimal pure-Python wheel of DIST `version` in `folder`."""
+    info = f'{DIST}-{version}.dist-info'
     files = {
-        f'{DIST}/__init__.py': 'VALUE = 42\n',
+        f'{DIST}/__init__.py': f'VALUE = {value}\n',
         f'{info}/METADATA': f'Metadata-Version: 2.1\nName: {DIST}\n'
-                            'Version: 1.0\n',
+                            f'Version: {version}\n',
         f'{info}/WHEEL': 'Wheel-Version: 1.0\nGenerator: test\n'
                          'Root-Is-Purelib: true\nTag: py3-none-any\n',
     }
     record = ''.join(f'{name},,\n' for name in files) + f'{info}/RECORD,,\n'
     files[f'{info}/RECORD'] = record
-    path = folder / f'{DIST}-1.0-py3-none-any.whl'
+    path = folder / f'{DIST}-{version}-py3-none-any.whl'
     with zipfile.ZipFile(path, 'w') as whl:
         for name, text in files.items():
             whl.writestr(name, text)
@@ -41,6 +41,7 @@ def venv(tmp_path, monkeypatch):
     links = tmp_path / 'links'
     links.mkdir()
     _wheel(links)
+    _wheel(links, '2.0', 43)
     path = tmp_path / 'venv'
     subprocess.run([sys.executable, '-m', 'venv', str(path)], check=True)
     monkeypatch.setenv('PIP_FIND_LINKS', str(links))
@@ -87,3 +88,30 @@ def test_pip_takes_over_when_uv_fails(venv, monkeypatch):
     assert (venv.parent / 'uv').exists()
     assert said and said[0].startswith('uv failed')
     assert _value(venv) == '42'
+
+
+@pytest.mark.parametrize('installer', ['uv', 'pip'])
+def test_constraints_choose_the_version(venv, tmp_path, monkeypatch,
+                                        installer):
+    """make deps passes -c upper-constraints.txt: an unpinned requirement
+    gets the constrained version, not the newest one."""
+    monkeypatch.setenv('DSR_INSTALLER', installer)
+    constraints = tmp_path / 'constraints.txt'
+    constraints.write_text(f'{DIST}==1.0\n')
+    assert pyinstall.install(venv, ['-c', str(constraints), DIST]) == \
+        installer
+    assert _value(venv) == '42'
+
+
+def test_uv_is_bootstrapped_under_the_constraints(venv, tmp_path):
+    """Not the newest uv of the day: the one the constraints pin (an
+    older release here, so the newest cannot pass for it)."""
+    constraints = tmp_path / 'constraints.txt'
+    constraints.write_text('uv==0.13.8\n')
+    assert pyinstall.install(venv, [f'--constraint={constraints}',
+                                    DIST]) == 'uv'
+    assert _value(venv) == '43'
+    version = subprocess.run([str(venv.parent / 'uv'), '--version'],
+                             capture_output=True, text=True,
+                             check=True).stdout.split()[1]
+    assert version == '0.13.8'

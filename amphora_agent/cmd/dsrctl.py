@@ -294,13 +294,19 @@ def cmd_decap(args):
         if args.action == 'attach':
             addresses = [model.parse_address(a, 'tunnel address')
                          for a in args.address]
+            sources = [model.parse_address(a, 'SE source')
+                       for a in args.source]
             d.set_addresses(addresses)
+            d.set_sources(sources)
             d.attach(args.interface)
             print(f'decap attached to {args.interface} for '
-                  + ', '.join(map(str, addresses)))
+                  + ', '.join(map(str, addresses)) + ' from '
+                  + (', '.join(map(str, sources)) or 'any source'))
         elif args.action == 'show':
-            _print(args, {'addresses': d.addresses()},
-                   lambda s: ' '.join(s['addresses']))
+            _print(args, {'addresses': d.addresses(),
+                          'sources': d.sources()},
+                   lambda s: ' '.join(s['addresses']) + ' from '
+                   + (' '.join(s['sources']) or 'any source'))
         else:
             _print(args, d.stats(), lambda s: ' '.join(
                 f'{k}={v}' for k, v in s.items()))
@@ -487,6 +493,10 @@ def build_parser(only=None):
     p.add_argument('interface', nargs='?')
     p.add_argument('--address', action='append', default=[],
                    help='tunnel address to decapsulate for (repeatable)')
+    p.add_argument('--source', action='append', default=[],
+                   help='with attach: an SE tunnel source; only tunnel '
+                   'packets from these are decapsulated (repeatable; '
+                   'none: any source)')
     p.add_argument('--purge', action='store_true',
                    help='with detach: remove the pins too')
     p.add_argument('--reload', action='store_true')

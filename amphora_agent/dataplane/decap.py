@@ -16,7 +16,10 @@ from amphora_agent.dataplane import structs
 DEFAULT_PIN_DIR = '/sys/fs/bpf/octavia-dsr/decap'
 OBJECT = 'member_tc.o'
 PROGRAM = 'dsr_decap'
-MAP_NAMES = ('decap_addrs', 'decap_stats')
+MAP_NAMES = ('decap_addrs', 'decap_sources', 'decap_stats')
+# decap_addrs values (bpf/structs.h).
+F_ACTIVE = 1
+F_SOURCES = 2
 TC_HANDLE = 0xd5
 TC_PRIORITY = 1
 
@@ -40,6 +43,7 @@ class Decap:
     def open(cls, pin_dir=DEFAULT_PIN_DIR, obj_dir=None, reload=False):
         libbpf.ensure_bpffs()
         if reload or not pins.pinned(pin_dir, MAP_NAMES, PROGRAM):
+            _drop_stale_stats(pin_dir)
             try:
                 pins.load(os.path.join(obj_dir or pins.object_dir(), OBJECT),
                           pin_dir, MAP_NAMES, PROGRAM)
@@ -83,21 +87,45 @@ class Decap:
             return False
         return True
 
+    def _flags(self):
+        restricted = any(True for _ in self.maps['decap_sources'].items())
+        return F_ACTIVE | (F_SOURCES if restricted else 0)
+
+    def _write_flags(self, flags, keys=None):
+        value = flags.to_bytes(4, 'little')
+        addrs = self.maps['decap_addrs']
+        for key in (keys if keys is not None
+                    else [k for k, _ in addrs.items()]):
+            addrs.update(key, value)
+
     def set_addresses(self, addresses):
         """Make exactly these the tunnel addresses to decapsulate for."""
         wanted = {_key(a) for a in addresses}
         present = {k for k, _ in self.maps['decap_addrs'].items()}
-        for key in wanted - present:
-            self.maps['decap_addrs'].update(key, (1).to_bytes(4, 'little'))
+        self._write_flags(self._flags(), sorted(wanted - present))
         for key in present - wanted:
             self.maps['decap_addrs'].delete(key)
 
+    def set_sources(self, sources):
+        """Decapsulate only what comes from these outer sources (the SEs'
+        tunnel sources); none: from any source.  Never a moment with
+        fewer accepted than both before and after: added sources go in
+        before the addresses are restricted, removed ones leave after."""
+        wanted = {_key(a) for a in sources}
+        table = self.maps['decap_sources']
+        present = {k for k, _ in table.items()}
+        for key in sorted(wanted - present):
+            table.update(key, (1).to_bytes(4, 'little'))
+        self._write_flags(F_ACTIVE | (F_SOURCES if wanted else 0))
+        for key in present - wanted:
+            table.delete(key)
+
+    def sources(self):
+        """The outer sources decapsulated for ([]: any)."""
+        return _addresses(self.maps['decap_sources'])
+
     def addresses(self):
-        result = []
-        for raw, _ in self.maps['decap_addrs'].items():
-            k = structs.DecapKey.from_bytes(raw)
-            result.append(str(structs.unpack_addr(k.addr, k.family)))
-        return sorted(result)
+        return _addresses(self.maps['decap_addrs'])
 
     def stats(self):
         return {name: sum(int.from_bytes(v[:8], 'little') for v in
@@ -108,3 +136,26 @@ class Decap:
     def destroy(self):
         self.close()
         pins.remove(self.pin_dir, MAP_NAMES, PROGRAM)
+
+
+def _addresses(table):
+    result = []
+    for raw, _ in table.items():
+        k = structs.DecapKey.from_bytes(raw)
+        result.append(structs.unpack_addr(k.addr, k.family))
+    return [str(a) for a in sorted(result, key=lambda a: (a.version, a))]
+
+
+def _drop_stale_stats(pin_dir):
+    """A counter map pinned by an earlier release, with fewer counters,
+    cannot be reused by this program (libbpf refuses the pin): it goes,
+    and its counts with it.  The addresses map is the same and is kept;
+    the program is loaded and pinned again (and attached again by
+    whoever attaches it: member/ebpf.ensure, dsrctl decap attach)."""
+    path = os.path.join(pin_dir, 'decap_stats')
+    if not os.path.exists(path):
+        return
+    with libbpf.Map.from_pin(path) as stats:
+        stale = stats.max_entries != len(structs.DECAP_STATS)
+    if stale:
+        os.unlink(path)

@@ -46,7 +46,7 @@ SE_STATS = (
 # Order of enum decap_stat in structs.h.
 DECAP_STATS = (
     'ipip', 'ip6ip', 'gre', 'drop_malformed', 'drop_gre_unsupported',
-    'drop_internal',
+    'drop_internal', 'drop_source',
 )
 
 U32x4 = ctypes.c_uint32 * 4

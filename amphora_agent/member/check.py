@@ -136,6 +136,20 @@ def decap(spec, ipr, mode, pin_dir, setup_command):
                 problems.append(Problem(
                     f'the decap program does not decapsulate packets to '
                     f'{address}', fix))
+        accepted = ebpf.sources(pin_dir) or []
+        for source in spec.sources:
+            if accepted and str(source) not in accepted:
+                problems.append(Problem(
+                    f'the decap program drops tunnel packets from SE '
+                    f'source {source}', fix))
+        if spec.sources and not accepted:
+            problems.append(Problem(
+                'the decap program decapsulates tunnel packets from any '
+                'source, not only the SEs\'', fix))
+        if not ebpf.runs_pinned(spec.interface, pin_dir):
+            problems.append(Problem(
+                f'{spec.interface} runs another decap program than the '
+                f'one pinned under {pin_dir} (an earlier release\'s)', fix))
         return problems
     links = netinfo.links(ipr)
     for dev in kernel.devices(spec.addresses, spec.encaps, spec.families):

@@ -40,7 +40,9 @@ def _spec(args, recorded=None):
             or recorded.get('addresses') or [],
             ports=getattr(args, 'port', None) or recorded.get('ports') or [],
             client_mtu=getattr(args, 'client_mtu', None)
-            or recorded.get('client_mtu') or spec_mod.DEFAULT_CLIENT_MTU)
+            or recorded.get('client_mtu') or spec_mod.DEFAULT_CLIENT_MTU,
+            sources=getattr(args, 'se_source', None)
+            or recorded.get('sources') or [])
     except (spec_mod.SpecError, ValueError) as exc:
         raise CommandError(str(exc))
 
@@ -174,6 +176,11 @@ def _member_options(p, vip_required=True, decap_default='auto'):
                    '(default: the interface\'s first global addresses)')
     p.add_argument('--port', action='append',
                    help='service port: PORT or PORT/udp (repeatable)')
+    p.add_argument('--se-source', action='append', metavar='ADDRESS',
+                   help='an SE tunnel source ([agent] tunnel_source4/6 of '
+                   'each SE; repeatable): only tunnel packets from these '
+                   'are decapsulated, the rest dropped (eBPF decap; '
+                   'default: from any source)')
 
 
 def _state_option(p):

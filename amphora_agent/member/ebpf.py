@@ -22,9 +22,9 @@ def unavailable():
     return None
 
 
-def attached_program(ifname):
-    """Name of the program at the decap's tc slot of ``ifname``'s ingress,
-    None when nothing is attached there."""
+def _attached_id(ifname):
+    """Id of the program at the decap's tc slot of ``ifname``'s ingress,
+    None when nothing (or no such interface) is there."""
     try:
         ifindex = socket.if_nametoindex(ifname)
     except OSError:
@@ -32,9 +32,16 @@ def attached_program(ifname):
     info = libbpf.tc_query(ifindex, libbpf.BPF_TC_INGRESS,
                            handle=decap_mod.TC_HANDLE,
                            priority=decap_mod.TC_PRIORITY)
-    if info is None:
+    return None if info is None else info.prog_id
+
+
+def attached_program(ifname):
+    """Name of the program at the decap's tc slot of ``ifname``'s ingress,
+    None when nothing is attached there."""
+    prog_id = _attached_id(ifname)
+    if prog_id is None:
         return None
-    with libbpf.Program.from_id(info.prog_id) as prog:
+    with libbpf.Program.from_id(prog_id) as prog:
         return prog.name
 
 
@@ -46,13 +53,26 @@ def pinned(pin_dir):
     return pins.pinned(pin_dir, decap_mod.MAP_NAMES, decap_mod.PROGRAM)
 
 
-def ensure(ifname, addresses, pin_dir, journal):
-    """Load (unless pinned), add ``addresses`` to the decap set and attach
-    to ``ifname``.  Returns report lines.  Records what it did: whether it
-    loaded the pins, attached the program, and which addresses it added."""
+def runs_pinned(ifname, pin_dir):
+    """Whether ``ifname``'s decap slot runs the program pinned under
+    ``pin_dir`` (not one an earlier release loaded)."""
+    prog_id = _attached_id(ifname)
+    if prog_id is None:
+        return False
+    with pins.open_program(pin_dir, decap_mod.PROGRAM) as prog:
+        return prog.id == prog_id
+
+
+def ensure(ifname, addresses, pin_dir, journal, sources=()):
+    """Load (unless pinned), add ``addresses`` to the decap set (and
+    ``sources`` to the SE tunnel sources it accepts) and attach to
+    ``ifname``.  Returns report lines.  Records what it did: whether it
+    loaded the pins, attached the program, and which addresses and
+    sources it added."""
     record = journal.data['decap'] or {
         'mode': 'ebpf', 'interface': ifname, 'pin_dir': pin_dir,
         'loaded': False, 'attached': False, 'addresses': []}
+    record.setdefault('sources', [])
     if record.get('mode') != 'ebpf' or record['interface'] != ifname \
             or record['pin_dir'] != pin_dir:
         raise RuntimeError(
@@ -72,10 +92,23 @@ def ensure(ifname, addresses, pin_dir, journal):
             d.set_addresses(sorted(present | wanted))
             record['addresses'] = sorted(set(record['addresses']) | set(new))
             lines.append('+ decap for ' + ', '.join(new))
+        present = set(d.sources())
+        new = sorted({str(a) for a in sources} - present)
+        if new:
+            d.set_sources(sorted(present | set(new)))
+            record['sources'] = sorted(set(record['sources']) | set(new))
+            lines.append('+ decap only from SE sources ' + ', '.join(
+                sorted(present | set(new))))
         if not was_attached:
             d.attach(ifname)
             record['attached'] = True
             lines.append(f'+ decap attached to {ifname} (tc ingress)')
+        elif not runs_pinned(ifname, pin_dir):
+            # An upgrade loaded the program again: the one attached is
+            # the earlier release's, with the earlier maps.
+            d.attach(ifname)
+            lines.append(f'+ decap on {ifname} replaced by the program '
+                         f'pinned under {pin_dir}')
         else:
             lines.append(f'= decap attached to {ifname} (already)')
     journal.data['decap'] = record
@@ -97,11 +130,17 @@ def remove(record):
     if record.get('loaded'):
         decap_mod.Decap.open(pin_dir).destroy()
         lines.append(f'- decap pins removed from {pin_dir}')
-    elif record.get('addresses'):
+    elif record.get('addresses') or record.get('sources'):
         with decap_mod.Decap.open(pin_dir) as d:
-            d.set_addresses(sorted(set(d.addresses())
-                                   - set(record['addresses'])))
-        lines.append('- decap for ' + ', '.join(record['addresses']))
+            if record.get('addresses'):
+                d.set_addresses(sorted(set(d.addresses())
+                                       - set(record['addresses'])))
+                lines.append('- decap for ' + ', '.join(record['addresses']))
+            if record.get('sources'):
+                d.set_sources(sorted(set(d.sources())
+                                     - set(record['sources'])))
+                lines.append('- decap SE sources '
+                             + ', '.join(record['sources']))
     return lines
 
 
@@ -118,3 +157,11 @@ def addresses(pin_dir):
         return None
     with decap_mod.Decap.open(pin_dir) as d:
         return d.addresses()
+
+
+def sources(pin_dir):
+    """The SE sources decapsulated for ([]: any), None without pins."""
+    if not pinned(pin_dir):
+        return None
+    with decap_mod.Decap.open(pin_dir) as d:
+        return d.sources()

@@ -57,6 +57,13 @@ def choose_decap(mode, spec, module_roots=None):
         spec.addresses, spec.encaps, spec.families)})
     missing = kernel.missing_support(kinds, **(module_roots or {}))
     if mode == 'kernel':
+        if spec.sources:
+            # A kernel tunnel device takes packets from any source unless
+            # it is made per SE; the host's firewall is the place for that.
+            raise SetupError('--se-source needs eBPF decap (--decap ebpf): '
+                             'kernel tunnel devices decapsulate from any '
+                             'source (filter protocols 4, 41 and 47 by '
+                             'source in the host firewall instead)')
         if missing:
             raise SetupError('kernel decap needs the modules '
                              f'{", ".join(missing)}, which this kernel has '
@@ -67,6 +74,11 @@ def choose_decap(mode, spec, module_roots=None):
         if ebpf_missing:
             raise SetupError(f'eBPF decap unavailable: {ebpf_missing}')
         return 'ebpf', 'asked for'
+    if spec.sources:
+        if ebpf_missing:
+            raise SetupError(f'--se-source needs eBPF decap, unavailable: '
+                             f'{ebpf_missing}')
+        return 'ebpf', '--se-source: only the eBPF path checks outer sources'
     if not missing:
         return 'kernel', f'the kernel has the {", ".join(kinds)} drivers'
     if ebpf_missing:
@@ -204,7 +216,8 @@ def ensure_decap(spec, mode, ipr, journal, pin_dir):
             journal.discard('links', record)
             lines.append(f'- {record["kind"]} tunnel {record["ifname"]}')
         return lines
-    return ebpf.ensure(spec.interface, spec.addresses, pin_dir, journal)
+    return ebpf.ensure(spec.interface, spec.addresses, pin_dir, journal,
+                       sources=spec.sources)
 
 
 def setup(spec, mode, ipr, sysctl, journal, pin_dir=ebpf.DEFAULT_PIN_DIR,

@@ -47,6 +47,8 @@ def setup_argv(spec, mode, command='dsr-member', state_file=None,
         argv += ['--address', str(address)]
     for port in spec.ports:
         argv += ['--port', str(port)]
+    for source in spec.sources:
+        argv += ['--se-source', str(source)]
     if state_file:
         argv += ['--state-file', state_file]
     if pin_dir:

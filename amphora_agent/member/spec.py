@@ -24,15 +24,23 @@ def overhead(encap, outer_family):
     return OUTER_HEADER[outer_family] + (GRE_HEADER if encap == 'gre' else 0)
 
 
-def parse_vip(text):
+def _unicast(text, what):
     try:
         address = ipaddress.ip_address(text)
     except ValueError:
-        raise SpecError(f'VIP {text!r} is not an IP address')
+        raise SpecError(f'{what} {text!r} is not an IP address')
     if (address.is_loopback or address.is_multicast or address.is_unspecified
             or address.is_link_local):
-        raise SpecError(f'VIP {address} is not a unicast address')
+        raise SpecError(f'{what} {address} is not a unicast address')
     return address
+
+
+def parse_vip(text):
+    return _unicast(text, 'VIP')
+
+
+def parse_source(text):
+    return _unicast(text, 'SE source')
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -68,6 +76,9 @@ class MemberSpec:
     addresses: list = dataclasses.field(default_factory=list)  # tunnel dsts
     ports: list = dataclasses.field(default_factory=list)
     client_mtu: int = DEFAULT_CLIENT_MTU
+    # The SEs' tunnel sources: only their packets are decapsulated (eBPF
+    # decap); empty: from any source.
+    sources: list = dataclasses.field(default_factory=list)
 
     def __post_init__(self):
         self.vips = sorted({parse_vip(str(v)) for v in self.vips},
@@ -84,6 +95,8 @@ class MemberSpec:
                           for a in self.addresses]
         self.ports = sorted({p if isinstance(p, Port) else Port.parse(p)
                              for p in self.ports})
+        self.sources = sorted({parse_source(str(a)) for a in self.sources},
+                              key=lambda a: (a.version, a))
 
     def vips_of(self, family):
         return [v for v in self.vips if v.version == family]
@@ -107,7 +120,8 @@ class MemberSpec:
                 'interface': self.interface,
                 'addresses': [str(a) for a in self.addresses],
                 'ports': [str(p) for p in self.ports],
-                'client_mtu': self.client_mtu}
+                'client_mtu': self.client_mtu,
+                'sources': [str(a) for a in self.sources]}
 
     @classmethod
     def from_dict(cls, data):
@@ -115,4 +129,5 @@ class MemberSpec:
                    interface=data.get('interface'),
                    addresses=data.get('addresses') or [],
                    ports=data.get('ports') or [],
-                   client_mtu=data.get('client_mtu', DEFAULT_CLIENT_MTU))
+                   client_mtu=data.get('client_mtu', DEFAULT_CLIENT_MTU),
+                   sources=data.get('sources') or [])

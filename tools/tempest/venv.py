@@ -2,8 +2,8 @@
 
 It holds only third-party code (tools/tempest/requirements.txt, under
 upper-constraints.txt): uv or pip (tools/pyinstall.py) installs it when the
-content of those files differs from what the stamp records (content, not mtime: every fresh checkout or worktree has
-new mtimes).  The project is NOT
+content of those files differs from what the stamp records (content, not
+mtime: every fresh checkout or worktree has new mtimes).  The project is NOT
 installed into it: the gate puts the checkout it runs from on PYTHONPATH with
 the plugin's entry point beside it (tools/tempest/plugin_dist.py), so one
 venv serves every checkout (a worktree sharing the venv by symlink used to

@@ -12,6 +12,15 @@ struct {
 	__uint(max_entries, 64);
 } decap_addrs SEC(".maps");
 
+/* The SEs' tunnel sources, for addresses with DECAP_F_SOURCES: a tunnel
+ * packet is a packet from anyone until its outer source is checked. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__type(key, struct decap_key);
+	__type(value, __u32);
+	__uint(max_entries, 256);
+} decap_sources SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);

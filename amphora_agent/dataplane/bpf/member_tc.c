@@ -1,20 +1,34 @@
 /* Member-side tc (clsact ingress) program: removes the IPIP / IPv6-in-IP /
  * GRE header the SE added and hands the inner packet to the stack, for
  * members whose kernel has no tunnel drivers.  Only packets addressed to one
- * of the member's tunnel addresses (decap_addrs) are touched. */
+ * of the member's tunnel addresses (decap_addrs) are touched; where the
+ * address says so (DECAP_F_SOURCES), only those from the SEs' tunnel
+ * sources (decap_sources) are decapsulated, the others dropped. */
 #include "common.h"
 #include "decap.h"
 
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 
-static __always_inline int is_tunnel_addr(const void *addr, __u8 family)
+/* The decap_addrs flags of a tunnel address, 0 when it is none. */
+static __always_inline __u32 tunnel_addr_flags(const void *addr, __u8 family)
+{
+	struct decap_key k = {};
+	__u32 *flags;
+
+	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
+	k.family = family;
+	flags = bpf_map_lookup_elem(&decap_addrs, &k);
+	return flags ? *flags | DECAP_F_ACTIVE : 0;
+}
+
+static __always_inline int is_tunnel_source(const void *addr, __u8 family)
 {
 	struct decap_key k = {};
 
 	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
 	k.family = family;
-	return bpf_map_lookup_elem(&decap_addrs, &k) != NULL;
+	return bpf_map_lookup_elem(&decap_sources, &k) != NULL;
 }
 
 static __always_inline int shot(__u32 stat)
@@ -30,8 +44,8 @@ int dsr_decap(struct __sk_buff *skb)
 	void *data_end = (void *)(long)skb->data_end;
 	struct ethhdr *eth = data;
 	struct tunnel t = {};
-	__u64 flags;
-	__u32 err;
+	__u64 adj_flags;
+	__u32 err, flags;
 	__u8 proto, ecn;
 	void *payload;
 
@@ -45,8 +59,12 @@ int dsr_decap(struct __sk_buff *skb)
 		if (iph->protocol != IPPROTO_IPIP && iph->protocol != IPPROTO_IPV6 &&
 		    iph->protocol != IPPROTO_GRE)
 			return TC_ACT_OK;
-		if (!is_tunnel_addr(&iph->daddr, DSR_FAMILY_V4))
+		flags = tunnel_addr_flags(&iph->daddr, DSR_FAMILY_V4);
+		if (!flags)
 			return TC_ACT_OK;
+		if ((flags & DECAP_F_SOURCES) &&
+		    !is_tunnel_source(&iph->saddr, DSR_FAMILY_V4))
+			return shot(DECAP_STAT_DROP_SOURCE);
 		if (iph->ihl < 5 || (iph->frag_off & bpf_htons(IP_MF_ | IP_OFFMASK_)))
 			return shot(DECAP_STAT_DROP_MALFORMED);
 		t.outer_len = iph->ihl * 4;
@@ -60,8 +78,12 @@ int dsr_decap(struct __sk_buff *skb)
 		if (ip6h->nexthdr != IPPROTO_IPIP && ip6h->nexthdr != IPPROTO_IPV6 &&
 		    ip6h->nexthdr != IPPROTO_GRE)
 			return TC_ACT_OK;
-		if (!is_tunnel_addr(&ip6h->daddr, DSR_FAMILY_V6))
+		flags = tunnel_addr_flags(&ip6h->daddr, DSR_FAMILY_V6);
+		if (!flags)
 			return TC_ACT_OK;
+		if ((flags & DECAP_F_SOURCES) &&
+		    !is_tunnel_source(&ip6h->saddr, DSR_FAMILY_V6))
+			return shot(DECAP_STAT_DROP_SOURCE);
 		t.outer_len = sizeof(*ip6h);
 		proto = ip6h->nexthdr;
 		ecn = (ip6h->flow_lbl[0] >> 4) & ECN_MASK;
@@ -83,9 +105,9 @@ int dsr_decap(struct __sk_buff *skb)
 	if (err)
 		return shot(err);
 
-	flags = t.inner_family == DSR_FAMILY_V4 ? BPF_F_ADJ_ROOM_DECAP_L3_IPV4
-						: BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
-	if (bpf_skb_adjust_room(skb, -(int)t.outer_len, BPF_ADJ_ROOM_MAC, flags))
+	adj_flags = t.inner_family == DSR_FAMILY_V4 ? BPF_F_ADJ_ROOM_DECAP_L3_IPV4
+						    : BPF_F_ADJ_ROOM_DECAP_L3_IPV6;
+	if (bpf_skb_adjust_room(skb, -(int)t.outer_len, BPF_ADJ_ROOM_MAC, adj_flags))
 		return shot(DECAP_STAT_DROP_INTERNAL);
 
 	data = (void *)(long)skb->data;

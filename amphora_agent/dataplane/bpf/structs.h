@@ -233,8 +233,14 @@ enum decap_stat {
 	DECAP_STAT_DROP_MALFORMED,
 	DECAP_STAT_DROP_GRE_UNSUPPORTED, /* GRE with checksum/routing/seq, or other payload */
 	DECAP_STAT_DROP_INTERNAL,
+	DECAP_STAT_DROP_SOURCE,  /* outer source not in decap_sources */
 	DECAP_STAT_MAX,
 };
+
+/* decap_addrs values: the tunnel address is decapsulated for (always
+ * set), and only for outer sources in decap_sources. */
+#define DECAP_F_ACTIVE 1
+#define DECAP_F_SOURCES 2
 
 struct decap_key {
 	__u32 addr[4];

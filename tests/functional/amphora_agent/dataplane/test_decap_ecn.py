@@ -8,7 +8,6 @@ CE on a Not-ECT inner packet drops it (``drop_malformed``), anything else
 leaves the inner packet as it was.  4in4, 6in6 and GRE (4in6, 6in4).
 """
 
-import os
 import secrets
 import shutil
 
@@ -20,24 +19,27 @@ from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
 from amphora_agent.dataplane import decap
-from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import pins
+from tests.functional.amphora_agent.dataplane.decap_frames import CLIENT4
+from tests.functional.amphora_agent.dataplane.decap_frames import CLIENT6
+from tests.functional.amphora_agent.dataplane.decap_frames import COUNTER
+from tests.functional.amphora_agent.dataplane.decap_frames import KINDS
+from tests.functional.amphora_agent.dataplane.decap_frames import NEEDS_BPF
+from tests.functional.amphora_agent.dataplane.decap_frames import run
+from tests.functional.amphora_agent.dataplane.decap_frames import SE4
+from tests.functional.amphora_agent.dataplane.decap_frames import SE6
+from tests.functional.amphora_agent.dataplane.decap_frames import TC_ACT_OK
+from tests.functional.amphora_agent.dataplane.decap_frames import TC_ACT_SHOT
+from tests.functional.amphora_agent.dataplane.decap_frames import TUN4
+from tests.functional.amphora_agent.dataplane.decap_frames import TUN6
+from tests.functional.amphora_agent.dataplane.decap_frames import tunnelled
+from tests.functional.amphora_agent.dataplane.decap_frames import VIP4
+from tests.functional.amphora_agent.dataplane.decap_frames import VIP6
 
-pytestmark = [
-    pytest.mark.skipif(os.geteuid() != 0, reason="needs root (BPF)"),
-    pytest.mark.skipif(
-        not os.path.exists(os.path.join(pins.object_dir(), decap.OBJECT)),
-        reason="BPF objects not built (make build)"),
-]
+pytestmark = NEEDS_BPF
 
-TC_ACT_OK, TC_ACT_SHOT = 0, 2
-TUN4, TUN6 = "198.19.1.2", "2001:db8:101::2"     # the member's addresses
-SE4, SE6 = "198.18.0.2", "2001:db8:ff::2"       # tunnel sources
-VIP4, VIP6 = "198.51.100.10", "2001:db8:100::10"
-CLIENT4, CLIENT6 = "203.0.113.7", "2001:db8:c::7"
 NOT_ECT, ECT1, ECT0, CE = 0, 1, 2, 3
 DSCP = 0xB8  # EF: must survive untouched
-GRE_V4, GRE_V6 = b"\0\0\x08\x00", b"\0\0\x86\xdd"
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +68,8 @@ def inner(family, ecn):
 def tunnel(kind, outer_ecn, inner_ecn):
     """A frame as the member receives it: kind is "4in4", "6in6",
     "gre-4in6" or "gre-6in4"."""
-    outer_family = int(kind[-1])
-    inner_family = int(kind[-4])
-    payload = inner(inner_family, inner_ecn)
-    if kind.startswith("gre"):
-        payload = (GRE_V4 if inner_family == 4 else GRE_V6) + payload
-        proto = 47
-    else:
-        proto = 4 if inner_family == 4 else 41
+    outer_family, proto, payload = tunnelled(
+        kind, inner(int(kind[-4]), inner_ecn))
     if outer_family == 4:
         outer = Ether(type=0x0800) / IP(src=SE4, dst=TUN4, proto=proto,
                                         flags="DF", tos=DSCP | outer_ecn)
@@ -81,19 +77,6 @@ def tunnel(kind, outer_ecn, inner_ecn):
         outer = Ether(type=0x86DD) / IPv6(src=SE6, dst=TUN6, nh=proto,
                                           tc=DSCP | outer_ecn)
     return bytes(outer / Raw(payload))
-
-
-def run(member, frame):
-    before = member.stats()
-    res = libbpf.prog_test_run(member.prog.fd, frame)
-    after = member.stats()
-    return res, {k: after[k] - before[k] for k in after
-                 if after[k] != before[k]}
-
-
-KINDS = ["4in4", "6in6", "gre-4in6", "gre-6in4"]
-COUNTER = {"4in4": "ipip", "6in6": "ip6ip", "gre-4in6": "gre",
-           "gre-6in4": "gre"}
 
 
 @pytest.mark.parametrize("kind", KINDS)

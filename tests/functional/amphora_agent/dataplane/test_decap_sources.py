@@ -1,0 +1,158 @@
+"""Only the SEs' tunnel packets are decapsulated, once the member is told
+their tunnel sources (``Decap.set_sources``: ``dsr-member setup
+--se-source``, ``dsrctl decap attach --source``).
+
+Anyone who can reach a member's tunnel address could otherwise hand it an
+inner packet with any client source, past the SEs' ``allowed_cidrs`` and
+connection limits.  Frames run through the loaded ``dsr_decap`` program
+with BPF_PROG_TEST_RUN; 4in4, 6in6 and GRE (4in6, 6in4).  Also: an
+earlier release's pins (a counter map without ``drop_source``) are
+replaced at load, the addresses kept.
+"""
+
+import os
+import secrets
+import shutil
+import subprocess
+
+import pytest
+from scapy.layers.inet import IP
+from scapy.layers.inet import TCP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+from scapy.packet import Raw
+
+from amphora_agent.dataplane import decap
+from amphora_agent.dataplane import pins
+from amphora_agent.dataplane import structs
+from tests.functional.amphora_agent.dataplane import decap_frames
+from tests.functional.amphora_agent.dataplane.decap_frames import CLIENT4
+from tests.functional.amphora_agent.dataplane.decap_frames import CLIENT6
+from tests.functional.amphora_agent.dataplane.decap_frames import COUNTER
+from tests.functional.amphora_agent.dataplane.decap_frames import KINDS
+from tests.functional.amphora_agent.dataplane.decap_frames import NEEDS_BPF
+from tests.functional.amphora_agent.dataplane.decap_frames import SE4
+from tests.functional.amphora_agent.dataplane.decap_frames import SE6
+from tests.functional.amphora_agent.dataplane.decap_frames import TC_ACT_OK
+from tests.functional.amphora_agent.dataplane.decap_frames import TC_ACT_SHOT
+from tests.functional.amphora_agent.dataplane.decap_frames import TUN4
+from tests.functional.amphora_agent.dataplane.decap_frames import TUN6
+from tests.functional.amphora_agent.dataplane.decap_frames import VIP4
+from tests.functional.amphora_agent.dataplane.decap_frames import VIP6
+
+pytestmark = NEEDS_BPF
+
+OTHER4, OTHER6 = "198.18.0.99", "2001:db8:ff::99"   # not an SE
+
+
+@pytest.fixture
+def pin_dir():
+    path = f"/sys/fs/bpf/octavia-dsr-test-decap-src-{secrets.token_hex(4)}"
+    yield path
+    if os.path.isdir(path):
+        with decap.Decap.open(path) as d:
+            d.destroy()
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def member(pin_dir):
+    with decap.Decap.open(pin_dir) as d:
+        d.set_addresses([TUN4, TUN6])
+        with pins.open_program(pin_dir, decap.PROGRAM) as prog:
+            d.prog = prog
+            yield d
+
+
+def tunnel(kind, source):
+    """A frame as the member receives it, from outer `source` ("se" or
+    "other")."""
+    if kind[-4] == "4":
+        pkt = IP(src=CLIENT4, dst=VIP4)
+    else:
+        pkt = IPv6(src=CLIENT6, dst=VIP6)
+    outer_family, proto, payload = decap_frames.tunnelled(
+        kind, bytes(pkt / TCP(sport=40001, dport=80, flags="S")))
+    if outer_family == 4:
+        src = SE4 if source == "se" else OTHER4
+        outer = Ether(type=0x0800) / IP(src=src, dst=TUN4, proto=proto)
+    else:
+        src = SE6 if source == "se" else OTHER6
+        outer = Ether(type=0x86DD) / IPv6(src=src, dst=TUN6, nh=proto)
+    return bytes(outer / Raw(payload))
+
+
+def run(member, frame):
+    res, delta = decap_frames.run(member, frame)
+    return res.retval, delta
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_without_sources_any_source_is_decapsulated(member, kind):
+    """As before this feature, and as a kernel tunnel device does."""
+    assert member.sources() == []
+    assert run(member, tunnel(kind, "other")) == (
+        TC_ACT_OK, {COUNTER[kind]: 1})
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_with_sources_only_the_ses_packets_are_decapsulated(member, kind):
+    member.set_sources([SE4, SE6])
+    assert member.sources() == [SE4, SE6]
+    assert run(member, tunnel(kind, "se")) == (TC_ACT_OK, {COUNTER[kind]: 1})
+    assert run(member, tunnel(kind, "other")) == (
+        TC_ACT_SHOT, {"drop_source": 1})
+
+
+def test_addresses_added_later_are_restricted_too(member):
+    member.set_sources([SE4])
+    member.set_addresses([TUN6])
+    member.set_addresses([TUN4, TUN6])
+    assert run(member, tunnel("4in4", "other")) == (
+        TC_ACT_SHOT, {"drop_source": 1})
+    # IPv6 packets: no IPv6 SE source listed, so none is accepted.
+    assert run(member, tunnel("6in6", "se")) == (
+        TC_ACT_SHOT, {"drop_source": 1})
+
+
+def test_the_last_source_removed_accepts_any_again(member):
+    member.set_sources([SE4])
+    member.set_sources([])
+    assert member.sources() == []
+    assert run(member, tunnel("4in4", "other")) == (TC_ACT_OK, {"ipip": 1})
+
+
+def test_other_traffic_is_not_touched(member):
+    """Not a tunnel packet, or not to a tunnel address: passed on, not
+    counted, whatever its source."""
+    member.set_sources([SE4])
+    plain = bytes(Ether(type=0x0800) / IP(src=OTHER4, dst=TUN4)
+                  / TCP(dport=22))
+    assert run(member, plain) == (TC_ACT_OK, {})
+    elsewhere = bytes(Ether(type=0x0800) / IP(src=OTHER4, dst=VIP4, proto=4)
+                      / Raw(bytes(IP(src=CLIENT4, dst=VIP4) / TCP())))
+    assert run(member, elsewhere) == (TC_ACT_OK, {})
+
+
+def test_an_earlier_releases_pins_are_upgraded(pin_dir):
+    """The counter map it pinned has one counter fewer: libbpf cannot reuse
+    it, so it is replaced (its counts restart); the addresses stay."""
+    with decap.Decap.open(pin_dir) as d:
+        d.set_addresses([TUN4])
+    # What an earlier release leaves: the addresses and its counters, no
+    # source map (pinned() is then false and open() loads again).
+    os.unlink(os.path.join(pin_dir, "decap_sources"))
+    os.unlink(os.path.join(pin_dir, "decap_stats"))
+    subprocess.run(
+        ["bpftool", "map", "create", os.path.join(pin_dir, "decap_stats"),
+         "type", "percpu_array", "key", "4", "value", "8", "entries",
+         str(len(structs.DECAP_STATS) - 1), "name", "decap_stats"],
+        check=True)
+    with decap.Decap.open(pin_dir) as d:
+        assert d.addresses() == [TUN4]
+        assert "drop_source" in d.stats()
+        d.set_sources([SE4])
+        with pins.open_program(pin_dir, decap.PROGRAM) as prog:
+            d.prog = prog
+            assert run(d, tunnel("4in4", "other")) == (
+                TC_ACT_SHOT, {"drop_source": 1})

@@ -1,0 +1,102 @@
+"""`dsr-member setup --se-source`: the member decapsulates only what its
+SEs tunnel to it.  Anyone else who can reach its tunnel address -- here
+the client, sending IPIP straight to the member with a forged client
+inside -- is dropped and counted (``drop_source``), while clients through
+the SE are served; check reports a missing source; teardown gives back
+"any source"."""
+
+import sys
+
+from tests.functional.amphora_agent.dataplane.conftest import listener
+from tests.functional.amphora_agent.dataplane.test_dsr_path import member_of
+from tests.functional.amphora_agent.member import conftest
+from tools.lab import netns
+
+FORGED_CLIENT = '203.0.113.66'
+
+
+def send_forged_syn(topo, target):
+    """From the client: IPIP to the member's tunnel address, carrying a SYN
+    to the VIP from a client address it chose."""
+    code = (
+        'from scapy.all import IP, TCP, send\n'
+        f'send(IP(src="{topo.client.ipv4}", dst="{target}", proto=4)'
+        f' / IP(src="{FORGED_CLIENT}", dst="{netns.VIP4}")'
+        ' / TCP(sport=40404, dport=80, flags="S"), verbose=False)\n')
+    topo.run('client', [sys.executable, '-c', code])
+
+
+def test_only_the_ses_tunnel_packets_are_decapsulated(make_member_lab):
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se, m1 = topo.ses[0], topo.members[0]
+    lab.start_ses()
+    out = lab.setup_member('m1', '--se-source', se.ipv4,
+                           '--se-source', se.ipv6).stdout
+    assert f'+ decap only from SE sources {se.ipv4}, {se.ipv6}' in out, out
+    lab.start_server('m1')
+    lab.apply(listener(netns.VIP4, members=[m1.ipv4]))
+    assert member_of(topo.http_get(netns.VIP4)) == 'm1'
+    assert 'no problems found' in lab.member('m1', 'check').stdout
+
+    before = lab.decap_stats('m1')
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(
+        lambda: lab.decap_stats('m1')['drop_source'] > before['drop_source'],
+        10, 'the forged tunnel packet to be dropped')
+    after = lab.decap_stats('m1')
+    assert after['ipip'] == before['ipip']
+    # Through the SE, still served.
+    assert member_of(topo.http_get(netns.VIP4, source_port=43100)) == 'm1'
+
+    # Setup again: nothing to change; with another SE: it is added.
+    out = lab.setup_member('m1', '--se-source', se.ipv4,
+                           '--se-source', se.ipv6).stdout
+    assert 'setup done: 0 change(s)' in out, out
+    out = lab.member('m1', 'check', '--se-source', se.ipv4,
+                     '--se-source', '198.18.0.250', check=False)
+    assert any('drops tunnel packets from SE source 198.18.0.250' in p
+               for p in conftest.problems(out)), out.stdout
+
+    out = lab.member('m1', 'teardown').stdout
+    assert '- decap pins removed' in out, out
+
+    # The control: set up without --se-source, the same forged packet is
+    # decapsulated (and would reach the VIP's listener).
+    lab.setup_member('m1')
+    before = lab.decap_stats('m1')
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] > before['ipip'],
+                   10, 'the forged tunnel packet to be decapsulated')
+    assert lab.decap_stats('m1')['drop_source'] == 0
+
+
+def test_kernel_decap_refuses_se_sources(make_member_lab):
+    """A kernel tunnel device decapsulates from anyone: no silent promise."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    se = lab.topo.ses[0]
+    out = lab.member('m1', 'setup', '--vip', netns.VIP4, '--decap',
+                     'kernel', '--se-source', se.ipv4, check=False)
+    assert out.returncode != 0
+    assert '--se-source needs eBPF decap' in out.stderr + out.stdout
+
+
+def test_dsrctl_decap_attach_with_sources(make_member_lab):
+    """The same through dsrctl (members prepared by hand): `decap show`
+    lists the sources, a forged packet is dropped, and attaching again
+    without --source accepts any source again."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se, m1 = topo.ses[0], topo.members[0]
+    lab.dsrctl('m1', 'decap', 'attach', m1.ifname, '--address', m1.ipv4,
+               '--source', se.ipv4, '--source', se.ipv6)
+    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+        'addresses': [m1.ipv4], 'sources': [se.ipv4, se.ipv6]}
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['drop_source'] == 1, 10,
+                   'the forged tunnel packet to be dropped')
+    lab.dsrctl('m1', 'decap', 'attach', m1.ifname, '--address', m1.ipv4)
+    assert lab.dsrctl_json('m1', 'decap', 'show')['sources'] == []
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
+                   'the forged tunnel packet to be decapsulated')

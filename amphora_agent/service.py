@@ -31,6 +31,7 @@ from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
 from amphora_agent import desired
 from amphora_agent import gcpause
+from amphora_agent import heartbeat as heartbeat_mod
 from amphora_agent import netwatch
 from amphora_agent import snapshot as snapshot_mod
 from amphora_agent import stopmode
@@ -305,6 +306,12 @@ class Agent:
         self._rpc_server = None
         self._thread = None
         self._reported_statuses = {}
+        # The last state reported, and who sends it again while the
+        # worker is inside a long step (heartbeat.py).
+        self._last_state = None
+        self._heartbeat = heartbeat_mod.BusyHeartbeat(
+            self._resend_state, lambda: conf.agent.stats_interval,
+            lambda: conf.agent.busy_heartbeat_max)
         self._parser = snapshot_mod.Parser()
         self._planner = desired.Planner()
         self._targets = HealthTargets()
@@ -403,6 +410,7 @@ class Agent:
         self._wake.set()
         if self._thread:
             self._thread.join(timeout=30)
+        self._heartbeat.stop()
         if self._bgp_sup is not None:
             self._bgp_sup.close()
         if drain and self.bgp is not None:
@@ -485,23 +493,8 @@ class Agent:
                 next_resync = now + conf.resync_interval
                 next_nexthops = now + conf.nexthop_refresh_interval
                 next_check = now + conf.dataplane_check_interval
-            failed = False
-            try:
-                recon = self._fetch_step(fetch) or recon
-            except Exception:  # noqa: BLE001 -- keep the SE running
-                LOG.exception('getting the configuration failed; retrying')
-                failed = True
-                with self._lock:
-                    self._fetch_wanted = True
-            # Even without the controller: health changes are acted on.
-            try:
-                if recon:
-                    self._reconcile()
-            except Exception:  # noqa: BLE001 -- keep the SE running
-                LOG.exception('reconcile failed; retrying')
-                failed = True
-                with self._lock:
-                    self._reconcile_wanted = True
+            with self._heartbeat.busy():
+                failed = self._fetch_and_reconcile(fetch, recon)
             if failed:
                 self._stop.wait(1.0)
             now = time.monotonic()
@@ -537,6 +530,28 @@ class Agent:
                         timeout = max(0.01, min(timeout, due))
                 self._wake.wait(timeout=timeout)
             self._wake.clear()
+
+    def _fetch_and_reconcile(self, fetch, recon):
+        """One step: take a fetched snapshot, apply what changed.  Returns
+        whether it failed (asked again)."""
+        failed = False
+        try:
+            recon = self._fetch_step(fetch) or recon
+        except Exception:  # noqa: BLE001 -- keep the SE running
+            LOG.exception('getting the configuration failed; retrying')
+            failed = True
+            with self._lock:
+                self._fetch_wanted = True
+        # Even without the controller: health changes are acted on.
+        try:
+            if recon:
+                self._reconcile()
+        except Exception:  # noqa: BLE001 -- keep the SE running
+            LOG.exception('reconcile failed; retrying')
+            failed = True
+            with self._lock:
+                self._reconcile_wanted = True
+        return failed
 
     def _apply_reload(self):
         """Reloaded options the worker must act on; the intervals and
@@ -1195,7 +1210,20 @@ class Agent:
         state['bgp'] = self.bgp_sessions.report()
         if self.trust is not None:
             state['auth_refusals'] = self.trust.refusals.total()
+        self._last_state = state
+        self._heartbeat.sent()
         self.controller.report_state(self.se_id, self.se_group, state)
+
+    def _resend_state(self, busy_for):
+        """The heartbeat while the worker is busy: the last state again,
+        still true (the step has not applied anything yet), and how long
+        the step has taken."""
+        state = self._last_state
+        if state is None:
+            return
+        self.controller.report_state(self.se_id, self.se_group,
+                                     dict(state, busy_for=round(busy_for,
+                                                                1)))
 
     def collect_stats(self):
         """Per Octavia listener and member: packets, bytes_in, connections.

@@ -761,3 +761,63 @@ def test_a_running_listener_whose_change_does_not_fit_runs_as_applied(
     assert agent.controller.states[-1]['rejected_objects'] == {}
     assert programmed(agent) == {'198.19.1.2', '198.19.1.4', '198.19.2.2',
                                  '198.19.3.2'}
+
+
+class SlowDataplane(FakeDataplane):
+    """An apply that takes as long as the test says (a first apply of
+    thousands of listeners on a slow host)."""
+
+    def __init__(self, limits):
+        super().__init__(limits)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.release.set()
+
+    def apply(self, state, full=False):
+        if not self.release.is_set():
+            self.entered.set()
+            self.release.wait(30)
+        return super().apply(state, full)
+
+
+def test_a_long_apply_keeps_the_se_heard_and_says_so(make_agent):
+    """The controller takes an SE that has not reported for its agent_ttl
+    for silent (its statuses stop voting; a group of silent SEs is ERROR):
+    while the worker is inside a long apply, the last state goes again
+    every stats_interval with busy_for, the generation still the one
+    applied before."""
+    agent = make_agent()
+    agent.conf.set_override('stats_interval', 0.5, 'agent')
+    slow = SlowDataplane(agent.dp.limits)
+    agent.dp = slow
+    client = FakeController()
+    client.document = document(1, [lb(1, [member('b1', '198.19.1.1')])])
+    agent.controller = service._ControllerProxy(client, agent._control)
+    worker = threading.Thread(target=agent._loop, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: client.states and
+                 client.states[-1]['applied_generation'] == 1, 30,
+                 'generation 1 applied and reported')
+        slow.release.clear()
+        client.document = document(2, [lb(1, [member('b1', '198.19.1.1'),
+                                              member('b2', '198.19.1.2')])])
+        agent.config_changed('g1', 2)
+        assert slow.entered.wait(30), 'the apply of generation 2 started'
+        heard = len(client.states)
+        wait_for(lambda: len(client.states) >= heard + 3, 10,
+                 'heartbeats while the apply runs')
+        busy = client.states[heard:]
+        assert all(s['applied_generation'] == 1 for s in busy)
+        assert [s['busy_for'] > 0 for s in busy] == [True] * len(busy)
+        slow.release.set()
+        wait_for(lambda: client.states[-1]['applied_generation'] == 2, 10,
+                 'generation 2 applied and reported')
+        assert 'busy_for' not in client.states[-1]
+    finally:
+        slow.release.set()
+        agent._stop.set()
+        agent._wake.set()
+        worker.join(30)
+        agent._heartbeat.stop()
+    assert not worker.is_alive()

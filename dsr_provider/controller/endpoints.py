@@ -67,11 +67,22 @@ def _record(what, func, *args, **kwargs):
     return True
 
 
+# Database trouble that is not the database's answer to the data: no
+# connection to be had from the pool in time (many changes at once, a
+# server that stopped answering), or one that was lost.  SQLAlchemy raises
+# these outside DBAPIError.
+_NO_CONNECTION = (sa_exc.TimeoutError, sa_exc.DisconnectionError,
+                  sa_exc.PendingRollbackError)
+
+
 def _transient(exc):
     """A database error that a later try may not meet (the server or the
     connection is down: pymysql reports a dropped connection as an
-    OperationalError or an InterfaceError), as opposed to one the data
-    causes (IntegrityError, DataError, ...), which comes back every time."""
+    OperationalError or an InterfaceError; the pool had no connection in
+    time), as opposed to one the data causes (IntegrityError, DataError,
+    ...), which comes back every time."""
+    if isinstance(exc, _NO_CONNECTION):
+        return True
     return isinstance(exc, (sa_exc.OperationalError,
                             sa_exc.InterfaceError)) or \
         exc.connection_invalidated
@@ -118,7 +129,7 @@ class ProviderEndpoint:
             except store_mod.Unknown as exc:
                 self._unknown(what, exc, target, action)
                 return
-            except sa_exc.DBAPIError as exc:
+            except (sa_exc.DBAPIError,) + _NO_CONNECTION as exc:
                 if not _transient(exc):
                     LOG.exception('%s: the database refused it', what)
                     self._settle(what, self.store.refuse, target[0],
@@ -161,7 +172,7 @@ class ProviderEndpoint:
         outage meanwhile puts the message back."""
         try:
             func(*args)
-        except sa_exc.DBAPIError as exc:
+        except (sa_exc.DBAPIError,) + _NO_CONNECTION as exc:
             if _transient(exc):
                 raise TransientError(f'{what}: database unavailable: '
                                      f'{exc}') from exc

@@ -502,3 +502,37 @@ def test_a_bug_met_during_an_outage_requeues_the_change(
     member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
               'protocol_port': 80}
     assert deliver(ep, *change('member_create', member=member)) == REQUEUE
+
+
+@pytest.mark.parametrize('error', [
+    sa_exc.TimeoutError('QueuePool limit of size 5 overflow 10 reached'),
+    sa_exc.DisconnectionError('connection lost'),
+])
+def test_no_connection_from_the_pool_requeues_the_change(
+        store, ep, monkeypatch, error):
+    """Not a DBAPIError, and not a bug: many changes at once (the listener
+    runs more threads than the pool has connections) or a server that
+    stopped answering.  Another try applies the change."""
+    store.create_loadbalancer(lb_graph())
+
+    def busy(*args):
+        raise error
+    monkeypatch.setattr(store, 'put_member', busy)
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    before = owed(store)
+    assert deliver(ep, *change('member_create', member=member)) == REQUEUE
+    assert owed(store) == before
+
+
+def test_a_bug_whose_error_cannot_get_a_connection_requeues(
+        store, ep, monkeypatch):
+    store.create_loadbalancer(lb_graph())
+    bug_in(store, monkeypatch, 'put_member')
+
+    def busy(*args):
+        raise sa_exc.TimeoutError('QueuePool limit reached')
+    monkeypatch.setattr(store, 'refuse', busy)
+    member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == REQUEUE

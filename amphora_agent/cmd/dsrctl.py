@@ -296,8 +296,9 @@ def cmd_decap(args):
                          for a in args.address]
             sources = [model.parse_address(a, 'SE source')
                        for a in args.source]
-            d.set_addresses(addresses)
+            # Sources first: no address is restricted before them.
             d.set_sources(sources)
+            d.set_addresses(addresses)
             d.attach(args.interface)
             print(f'decap attached to {args.interface} for '
                   + ', '.join(map(str, addresses)) + ' from '
@@ -496,7 +497,8 @@ def build_parser(only=None):
     p.add_argument('--source', action='append', default=[],
                    help='with attach: an SE tunnel source; only tunnel '
                    'packets from these are decapsulated (repeatable; '
-                   'none: any source)')
+                   'attach sets exactly the --address and --source '
+                   'given: none, any source)')
     p.add_argument('--purge', action='store_true',
                    help='with detach: remove the pins too')
     p.add_argument('--reload', action='store_true')

@@ -87,10 +87,6 @@ class Decap:
             return False
         return True
 
-    def _flags(self):
-        restricted = any(True for _ in self.maps['decap_sources'].items())
-        return F_ACTIVE | (F_SOURCES if restricted else 0)
-
     def _write_flags(self, flags, keys=None):
         value = flags.to_bytes(4, 'little')
         addrs = self.maps['decap_addrs']
@@ -98,27 +94,46 @@ class Decap:
                     else [k for k, _ in addrs.items()]):
             addrs.update(key, value)
 
-    def set_addresses(self, addresses):
-        """Make exactly these the tunnel addresses to decapsulate for."""
+    def set_addresses(self, addresses, restricted=None):
+        """Make exactly these the tunnel addresses to decapsulate for.
+        The new ones are restricted to the SE sources when `restricted`
+        (None: when any source is set), from their first packet on."""
+        if restricted is None:
+            restricted = bool(self.sources())
         wanted = {_key(a) for a in addresses}
         present = {k for k, _ in self.maps['decap_addrs'].items()}
-        self._write_flags(self._flags(), sorted(wanted - present))
+        self._write_flags(F_ACTIVE | (F_SOURCES if restricted else 0),
+                          sorted(wanted - present))
         for key in present - wanted:
             self.maps['decap_addrs'].delete(key)
 
+    def restrict(self, addresses, on=True):
+        """Restrict these tunnel addresses (those present) to the SE
+        sources, or lift it."""
+        present = {k for k, _ in self.maps['decap_addrs'].items()}
+        self._write_flags(F_ACTIVE | (F_SOURCES if on else 0),
+                          sorted({_key(a) for a in addresses} & present))
+
+    def add_sources(self, sources):
+        for key in sorted({_key(a) for a in sources}):
+            self.maps['decap_sources'].update(key, (1).to_bytes(4, 'little'))
+
+    def remove_sources(self, sources):
+        for key in {_key(a) for a in sources}:
+            self.maps['decap_sources'].delete(key)
+
     def set_sources(self, sources):
-        """Decapsulate only what comes from these outer sources (the SEs'
-        tunnel sources); none: from any source.  Never a moment with
-        fewer accepted than both before and after: added sources go in
-        before the addresses are restricted, removed ones leave after."""
+        """Decapsulate, for every tunnel address, only what comes from
+        these outer sources (the SEs' tunnel sources); none: from any
+        source.  Never a moment with fewer accepted than both before and
+        after: added sources go in before the addresses are restricted,
+        removed ones leave after."""
         wanted = {_key(a) for a in sources}
-        table = self.maps['decap_sources']
-        present = {k for k, _ in table.items()}
-        for key in sorted(wanted - present):
-            table.update(key, (1).to_bytes(4, 'little'))
+        present = {k for k, _ in self.maps['decap_sources'].items()}
+        self.add_sources(sources)
         self._write_flags(F_ACTIVE | (F_SOURCES if wanted else 0))
         for key in present - wanted:
-            table.delete(key)
+            self.maps['decap_sources'].delete(key)
 
     def sources(self):
         """The outer sources decapsulated for ([]: any)."""
@@ -126,6 +141,13 @@ class Decap:
 
     def addresses(self):
         return _addresses(self.maps['decap_addrs'])
+
+    def restricted(self):
+        """The tunnel addresses decapsulated for the SE sources only."""
+        table = self.maps['decap_addrs']
+        return _addresses(table, [
+            k for k, v in table.items()
+            if int.from_bytes(v[:4], 'little') & F_SOURCES])
 
     def stats(self):
         return {name: sum(int.from_bytes(v[:8], 'little') for v in
@@ -135,12 +157,24 @@ class Decap:
 
     def destroy(self):
         self.close()
-        pins.remove(self.pin_dir, MAP_NAMES, PROGRAM)
+        remove_pins(self.pin_dir)
 
 
-def _addresses(table):
+def present(pin_dir):
+    """Whether anything of the decap (this release's or an earlier one's)
+    is pinned under ``pin_dir``."""
+    return any(os.path.exists(os.path.join(pin_dir, name)) for name in
+               MAP_NAMES + (pins.prog_pin_name(PROGRAM),))
+
+
+def remove_pins(pin_dir):
+    """Every pin of the decap, whichever release left them (no load)."""
+    pins.remove(pin_dir, MAP_NAMES, PROGRAM)
+
+
+def _addresses(table, keys=None):
     result = []
-    for raw, _ in table.items():
+    for raw in keys if keys is not None else [k for k, _ in table.items()]:
         k = structs.DecapKey.from_bytes(raw)
         result.append(structs.unpack_addr(k.addr, k.family))
     return [str(a) for a in sorted(result, key=lambda a: (a.version, a))]

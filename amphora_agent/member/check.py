@@ -127,6 +127,9 @@ def decap(spec, ipr, mode, pin_dir, setup_command):
             return [Problem(f'the decap program is not attached to '
                             f'{spec.interface}', fix)]
         present = ebpf.addresses(pin_dir)
+        if present is None and ebpf.present(pin_dir):
+            return [Problem(f'the decap pins under {pin_dir} are an '
+                            'earlier release\'s (setup upgrades them)', fix)]
         if present is None:
             return [Problem(f'the decap program on {spec.interface} has no '
                             f'pins under {pin_dir}: its addresses cannot '
@@ -138,14 +141,16 @@ def decap(spec, ipr, mode, pin_dir, setup_command):
                     f'{address}', fix))
         accepted = ebpf.sources(pin_dir) or []
         for source in spec.sources:
-            if accepted and str(source) not in accepted:
+            if str(source) not in accepted:
                 problems.append(Problem(
                     f'the decap program drops tunnel packets from SE '
                     f'source {source}', fix))
-        if spec.sources and not accepted:
-            problems.append(Problem(
-                'the decap program decapsulates tunnel packets from any '
-                'source, not only the SEs\'', fix))
+        restricted = ebpf.restricted(pin_dir)
+        for address in spec.addresses if spec.sources else ():
+            if str(address) in present and str(address) not in restricted:
+                problems.append(Problem(
+                    f'the decap program decapsulates tunnel packets to '
+                    f'{address} from any source, not only the SEs\'', fix))
         if not ebpf.runs_pinned(spec.interface, pin_dir):
             problems.append(Problem(
                 f'{spec.interface} runs another decap program than the '

@@ -50,7 +50,13 @@ def is_attached(ifname):
 
 
 def pinned(pin_dir):
+    """This release's pins, all of them."""
     return pins.pinned(pin_dir, decap_mod.MAP_NAMES, decap_mod.PROGRAM)
+
+
+def present(pin_dir):
+    """Any pin of the decap, this release's or an earlier one's."""
+    return decap_mod.present(pin_dir)
 
 
 def runs_pinned(ifname, pin_dir):
@@ -64,11 +70,12 @@ def runs_pinned(ifname, pin_dir):
 
 
 def ensure(ifname, addresses, pin_dir, journal, sources=()):
-    """Load (unless pinned), add ``addresses`` to the decap set (and
-    ``sources`` to the SE tunnel sources it accepts) and attach to
-    ``ifname``.  Returns report lines.  Records what it did: whether it
-    loaded the pins, attached the program, and which addresses and
-    sources it added."""
+    """Load (unless pinned), add ``addresses`` to the decap set, restrict
+    them to ``sources`` (the SEs' tunnel sources; none: any source) and
+    attach to ``ifname``.  Returns report lines.  Records what it did:
+    whether it loaded the pins, attached the program, which addresses it
+    added and which sources it asked for (a setup run again with other
+    sources takes back the ones it no longer gives)."""
     record = journal.data['decap'] or {
         'mode': 'ebpf', 'interface': ifname, 'pin_dir': pin_dir,
         'loaded': False, 'attached': False, 'addresses': []}
@@ -79,26 +86,36 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
             f'a previous setup prepared {record.get("mode")} decap on '
             f'{record.get("interface")}: run "dsr-member teardown" first')
     lines = []
-    was_pinned = pinned(pin_dir)
+    # An earlier release's pins are upgraded by Decap.open, not loaded by
+    # this setup: its teardown must not take them from their owner.
+    was_present = present(pin_dir)
     was_attached = is_attached(ifname)
+    asked = sorted({str(a) for a in sources})
     with decap_mod.Decap.open(pin_dir) as d:
-        if not was_pinned:
+        if not was_present:
             record['loaded'] = True
             lines.append(f'+ decap program loaded, pinned under {pin_dir}')
-        present = set(d.addresses())
+        # Sources first, so that no restriction ever comes before them.
+        had = set(d.sources())
+        if set(asked) - had:
+            d.add_sources(asked)
+            lines.append('+ decap SE sources ' + ', '.join(
+                sorted(set(asked) - had)))
+        current = set(d.addresses())
         wanted = {str(a) for a in addresses}
-        new = sorted(wanted - present)
+        new = sorted(wanted - current)
         if new:
-            d.set_addresses(sorted(present | wanted))
+            d.set_addresses(sorted(current | wanted), restricted=bool(asked))
             record['addresses'] = sorted(set(record['addresses']) | set(new))
-            lines.append('+ decap for ' + ', '.join(new))
-        present = set(d.sources())
-        new = sorted({str(a) for a in sources} - present)
-        if new:
-            d.set_sources(sorted(present | set(new)))
-            record['sources'] = sorted(set(record['sources']) | set(new))
-            lines.append('+ decap only from SE sources ' + ', '.join(
-                sorted(present | set(new))))
+            lines.append('+ decap for ' + ', '.join(new)
+                         + (' from the SE sources only' if asked else ''))
+        d.restrict(sorted(wanted), on=bool(asked))
+        # Then what this setup no longer gives (an SE replaced).
+        dropped = sorted(set(record['sources']) - set(asked))
+        if dropped:
+            d.remove_sources(dropped)
+            lines.append('- decap SE sources ' + ', '.join(dropped))
+        record['sources'] = asked
         if not was_attached:
             d.attach(ifname)
             record['attached'] = True
@@ -125,10 +142,11 @@ def remove(record):
                 lines.append(f'- decap detached from {record["interface"]}')
         except decap_mod.DecapError:
             pass  # the interface is gone, and the attachment with it
-    if not pinned(pin_dir):
+    if not present(pin_dir):
         return lines
     if record.get('loaded'):
-        decap_mod.Decap.open(pin_dir).destroy()
+        # Whichever release left them: removed without loading anything.
+        decap_mod.remove_pins(pin_dir)
         lines.append(f'- decap pins removed from {pin_dir}')
     elif record.get('addresses') or record.get('sources'):
         with decap_mod.Decap.open(pin_dir) as d:
@@ -137,8 +155,7 @@ def remove(record):
                                        - set(record['addresses'])))
                 lines.append('- decap for ' + ', '.join(record['addresses']))
             if record.get('sources'):
-                d.set_sources(sorted(set(d.sources())
-                                     - set(record['sources'])))
+                d.remove_sources(record['sources'])
                 lines.append('- decap SE sources '
                              + ', '.join(record['sources']))
     return lines
@@ -157,6 +174,14 @@ def addresses(pin_dir):
         return None
     with decap_mod.Decap.open(pin_dir) as d:
         return d.addresses()
+
+
+def restricted(pin_dir):
+    """The tunnel addresses restricted to the SE sources."""
+    if not pinned(pin_dir):
+        return []
+    with decap_mod.Decap.open(pin_dir) as d:
+        return d.restricted()
 
 
 def sources(pin_dir):

@@ -5,6 +5,7 @@ inside -- is dropped and counted (``drop_source``), while clients through
 the SE are served; check reports a missing source; teardown gives back
 "any source"."""
 
+import os
 import sys
 
 from tests.functional.amphora_agent.dataplane.conftest import listener
@@ -33,7 +34,7 @@ def test_only_the_ses_tunnel_packets_are_decapsulated(make_member_lab):
     lab.start_ses()
     out = lab.setup_member('m1', '--se-source', se.ipv4,
                            '--se-source', se.ipv6).stdout
-    assert f'+ decap only from SE sources {se.ipv4}, {se.ipv6}' in out, out
+    assert f'+ decap SE sources {se.ipv4}, {se.ipv6}' in out, out
     lab.start_server('m1')
     lab.apply(listener(netns.VIP4, members=[m1.ipv4]))
     assert member_of(topo.http_get(netns.VIP4)) == 'm1'
@@ -49,7 +50,7 @@ def test_only_the_ses_tunnel_packets_are_decapsulated(make_member_lab):
     # Through the SE, still served.
     assert member_of(topo.http_get(netns.VIP4, source_port=43100)) == 'm1'
 
-    # Setup again: nothing to change; with another SE: it is added.
+    # Setup again: nothing to change.
     out = lab.setup_member('m1', '--se-source', se.ipv4,
                            '--se-source', se.ipv6).stdout
     assert 'setup done: 0 change(s)' in out, out
@@ -100,3 +101,63 @@ def test_dsrctl_decap_attach_with_sources(make_member_lab):
     send_forged_syn(topo, m1.ipv4)
     netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
                    'the forged tunnel packet to be decapsulated')
+
+
+def test_an_se_replaced_is_no_longer_trusted(make_member_lab):
+    """Setup run again with the new SE's source takes back the old one's:
+    its address may one day be another host's."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se = topo.ses[0]
+    old_se = '198.18.0.250'
+    lab.setup_member('m1', '--se-source', old_se)
+    out = lab.setup_member('m1', '--se-source', se.ipv4,
+                           '--se-source', se.ipv6).stdout
+    assert f'- decap SE sources {old_se}' in out, out
+    assert lab.dsrctl_json('m1', 'decap', 'show')['sources'] == [
+        se.ipv4, se.ipv6]
+    out = lab.member('m1', 'check', check=False).stdout
+    assert 'SE source' not in out and 'any source' not in out, out
+
+
+def test_a_setup_without_sources_sharing_the_pins_stays_open(
+        make_member_lab):
+    """Two setups on one member share one pin folder: the one that gives
+    no --se-source keeps its addresses open to any source (its SEs are
+    not the other's); teardown of the restricted one leaves the other's
+    decap as it was."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se, m1 = topo.ses[0], topo.members[0]
+    lab.setup_member('m1', '--address', m1.ipv4)
+    other_state = lab.state_file('m1-other')
+    other = lab.member_argv('m1', 'setup', '--vip', netns.VIP6,
+                            '--address', m1.ipv6, '--se-source', se.ipv6)
+    other[other.index('--state-file') + 1] = other_state
+    topo.run('m1', other)
+    show = lab.dsrctl_json('m1', 'decap', 'show')
+    assert show == {'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv6]}
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
+                   'the open address to decapsulate from any source')
+    teardown = lab.member_argv('m1', 'teardown')
+    teardown[teardown.index('--state-file') + 1] = other_state
+    out = topo.run('m1', teardown).stdout
+    assert f'- decap SE sources {se.ipv6}' in out, out
+    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+        'addresses': [m1.ipv4], 'sources': []}
+
+
+def test_teardown_after_an_upgrade_removes_the_earlier_pins(
+        make_member_lab):
+    """The pins an earlier release left (no source map, one counter
+    fewer) are removed by the teardown of the setup that loaded them."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    lab.setup_member('m1')
+    pin_dir = lab.pin_dir('m1-decap')
+    os.unlink(os.path.join(pin_dir, 'decap_sources'))
+    assert 'earlier release' in ' '.join(
+        conftest.problems(lab.member('m1', 'check', check=False)))
+    out = lab.member('m1', 'teardown').stdout
+    assert '- decap pins removed' in out, out
+    assert not os.path.exists(pin_dir) or os.listdir(pin_dir) == []

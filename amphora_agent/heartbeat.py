@@ -10,9 +10,11 @@ last state again every interval, with how long the step has taken
 (``busy_for``): what it says is still true -- the generation applied is
 the one before the step, and the step is in progress.
 
-Bounded: past [agent] busy_heartbeat_max seconds in one step the worker
-is taken for stuck and the heartbeat stops, so the controller sees the
-silence it should.
+Bounded: what changes during the step (a member's health, a BGP session,
+the uplink) is reported only when it ends, so the repeated state may lag
+that long; past [agent] busy_heartbeat_max seconds (60) in one step the
+worker is taken for stuck and the heartbeat stops, so the controller sees
+the silence it should.
 """
 
 import contextlib

@@ -109,17 +109,20 @@ agent_opts = [
                     'members are L7 proxy SEs sharing the VIP.'),
     cfg.FloatOpt('stats_interval', mutable=True, default=10.0, min=0.5,
                  help='Seconds between statistics reports.'),
-    cfg.FloatOpt('busy_heartbeat_max', mutable=True, default=300.0,
+    cfg.FloatOpt('busy_heartbeat_max', mutable=True, default=60.0,
                  min=0.0,
                  help='While the worker is inside one step (applying a '
                       'large change) it cannot report; another thread '
                       'sends its last state again every stats_interval, '
                       'with busy_for, so that the controller does not take '
-                      'a working SE for a silent one. Past this many '
-                      'seconds in one step the worker is taken for stuck '
-                      'and the heartbeat stops (the controller then sees '
-                      'the SE silent after its agent_ttl). 0: no '
-                      'heartbeat while busy.'),
+                      'a working SE for a silent one. That state is the '
+                      'one from before the step: what changes meanwhile '
+                      '(a member\'s health, a BGP session, the uplink) is '
+                      'reported when the step ends, so this bounds how '
+                      'long it may lag. Past this many seconds in one step '
+                      'the worker is taken for stuck and the heartbeat '
+                      'stops (the controller then sees the SE silent after '
+                      'its agent_ttl). 0: no heartbeat while busy.'),
     cfg.FloatOpt('resync_interval', mutable=True, default=60.0, min=1.0,
                  help='Seconds between unsolicited get_config calls, in '
                       'case a config_changed cast was lost.'),

@@ -309,6 +309,10 @@ class Agent:
         # The last state reported, and who sends it again while the
         # worker is inside a long step (heartbeat.py).
         self._last_state = None
+        # One report of the state at a time: a heartbeat that read the
+        # state before the worker's newer report must not be queued after
+        # it (only the newest cast of a kind is kept).
+        self._state_lock = threading.Lock()
         self._heartbeat = heartbeat_mod.BusyHeartbeat(
             self._resend_state, lambda: conf.agent.stats_interval,
             lambda: conf.agent.busy_heartbeat_max)
@@ -1210,20 +1214,22 @@ class Agent:
         state['bgp'] = self.bgp_sessions.report()
         if self.trust is not None:
             state['auth_refusals'] = self.trust.refusals.total()
-        self._last_state = state
-        self._heartbeat.sent()
-        self.controller.report_state(self.se_id, self.se_group, state)
+        with self._state_lock:
+            self._last_state = state
+            self._heartbeat.sent()
+            self.controller.report_state(self.se_id, self.se_group, state)
 
     def _resend_state(self, busy_for):
         """The heartbeat while the worker is busy: the last state again,
         still true (the step has not applied anything yet), and how long
         the step has taken."""
-        state = self._last_state
-        if state is None:
-            return
-        self.controller.report_state(self.se_id, self.se_group,
-                                     dict(state, busy_for=round(busy_for,
-                                                                1)))
+        with self._state_lock:
+            state = self._last_state
+            if state is None:
+                return
+            self.controller.report_state(
+                self.se_id, self.se_group,
+                dict(state, busy_for=round(busy_for, 1)))
 
     def collect_stats(self):
         """Per Octavia listener and member: packets, bytes_in, connections.

@@ -637,14 +637,11 @@ class Agent:
         answer: get_config runs on the control thread and wakes the worker
         when answered; the answer is taken at the next round.  True when
         it brought a new snapshot; raises the call's error."""
-        submit = getattr(self.controller, 'submit', None)
-        if submit is None:      # a controller without a control thread
-            return self._fetch() if fetch else False
         future = self._fetch_future
         if future is None:
             if not fetch:
                 return False
-            future = self._fetch_future = submit(
+            future = self._fetch_future = self.controller.submit(
                 'get_config', self.se_group, self.se_id, packed=True)
             future.add_done_callback(lambda _f: self._wake.set())
         elif fetch:

@@ -2,6 +2,7 @@
 dataplane and the health checker faked at their boundaries (the real agent
 and BPF dataplane run in tests/functional/amphora_agent/test_agent.py)."""
 
+import concurrent.futures
 import copy
 import logging
 import os
@@ -44,6 +45,15 @@ class FakeController:
 
     def report_stats(self, se_id, se_group, stats):
         pass
+
+    def submit(self, name, *args, **kwargs):
+        """As _ControllerProxy.submit, answered at once."""
+        future = concurrent.futures.Future()
+        try:
+            future.set_result(getattr(self, name)(*args, **kwargs))
+        except Exception as exc:  # noqa: BLE001 -- to the caller
+            future.set_exception(exc)
+        return future
 
 
 class FakeDataplane:

@@ -28,6 +28,10 @@ class Limits:
     # Slots of the rings map, shared by all rings; 0 = max_listeners x
     # ring_size (every ring can be the largest).
     ring_slots: int = 0
+    # allowed_cidrs prefixes per IP family (the acl tries); reported for
+    # the controller to refuse up front, enforced by the dataplane (0:
+    # unknown).
+    max_cidrs: int = 0
 
     @property
     def total_ring_slots(self):
@@ -40,7 +44,8 @@ class Limits:
                    max_members=limits.max_reals - 1,
                    ring_size=limits.ring_size,
                    conn_table_size=limits.conn_table_size,
-                   ring_slots=limits.total_ring_slots)
+                   ring_slots=limits.total_ring_slots,
+                   max_cidrs=limits.max_cidrs)
 
     def to_dict(self):
         return dataclasses.asdict(self)

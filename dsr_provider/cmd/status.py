@@ -40,7 +40,8 @@ _CLI_OPTS = [
                       'every [agent] stats_interval, 10 s by default).'),
 ]
 _CAPACITY = (('max_listeners', 'listeners'), ('max_members', 'members'),
-             ('ring_size', 'largest pool'), ('ring_slots', 'ring slots'))
+             ('ring_size', 'largest pool'), ('ring_slots', 'ring slots'),
+             ('max_cidrs', 'allowed cidrs'))
 
 
 def _owners(session):

@@ -26,6 +26,7 @@ import collections
 import contextlib
 import functools
 import hashlib
+import ipaddress
 import json
 import time
 
@@ -76,14 +77,17 @@ _CHILDREN = {kind: tuple(c for c, (p, _) in _PARENT.items() if p == kind)
 KINDS = tuple(_ID_KEYS)
 # What an agent may report in `limits` (docs/agent-protocol.md).
 LIMIT_KEYS = ('max_listeners', 'max_members', 'ring_size', 'conn_table_size',
-              'ring_slots')
+              'ring_slots', 'max_cidrs')
 # The ones a change can exceed, and what each counts (conn_table_size
 # sizes the flow table: no object count reaches it).
 COUNTED_LIMITS = {'max_listeners': 'listeners (VIP addresses x listeners)',
                   'max_members': 'members (per VIP address and listener)',
                   'ring_size': 'members in one pool (ring slots)',
                   'ring_slots': 'ring slots (per VIP address and listener, '
-                                'each ring sized by its pool)'}
+                                'each ring sized by its pool)',
+                  'max_cidrs': 'allowed_cidrs prefixes of one IP family '
+                               '(per VIP address of that family and '
+                               'listener)'}
 
 
 def object_id(kind, doc):
@@ -1251,6 +1255,20 @@ def statuses_digest(row):
 _Guard = collections.namedtuple('_Guard', 'se_group limits source before')
 
 
+def _cidrs_per_family(allowed_cidrs):
+    """{family: distinct prefixes} of a listener's allowed_cidrs, as the
+    agents program them (amphora_agent.dataplane.model.ListenerSpec.acl:
+    one set per VIP family); a malformed entry counts nothing (the agent
+    rejects it)."""
+    nets = set()
+    for text in allowed_cidrs or ():
+        try:
+            nets.add(ipaddress.ip_network(str(text), strict=False))
+        except ValueError:
+            continue
+    return collections.Counter(n.version for n in nets)
+
+
 class _Usage:
     """An SE group's dataplane usage as its agents count it.
 
@@ -1281,18 +1299,27 @@ class _Usage:
             se_group=se_group, rejected=None).all()
         self.vips = {lb_id: len(models.vip_addresses(doc))
                      for lb_id, _, doc in lbs}
+        # {lb id: {family: VIP addresses}}: a listener's allowed_cidrs of a
+        # family are enforced on each VIP address of that family.
+        self.vip_families = {
+            lb_id: collections.Counter(
+                ipaddress.ip_address(a).version
+                for a in models.vip_addresses(doc))
+            for lb_id, _, doc in lbs}
         l7_sizes = collections.Counter(
             g for (g,) in session.query(models.L7SEMember.l7_se_group))
         self.tier2 = {lb_id: l7_sizes[l7_group]
                       for lb_id, l7_group, _ in lbs if l7_group}
         in_group = (lb_model.se_group == se_group)
-        self.listeners = {
-            lid: (lb_id, doc.get('default_pool_id'))
-            for lid, lb_id, doc in session.query(
+        self.listeners = {}
+        self.cidrs = {}     # listener id -> {family: distinct prefixes}
+        for lid, lb_id, doc in session.query(
                 models.Listener.id, models.Listener.loadbalancer_id,
                 models.Listener.doc).join(
-                    lb_model, models.Listener.loadbalancer_id == lb_model.id)
-            .filter(in_group, models.Listener.rejected.is_(None))}
+                    lb_model, models.Listener.loadbalancer_id == lb_model.id
+        ).filter(in_group, models.Listener.rejected.is_(None)):
+            self.listeners[lid] = (lb_id, doc.get('default_pool_id'))
+            self.cidrs[lid] = _cidrs_per_family(doc.get('allowed_cidrs'))
         self.pools = {pid for (pid,) in session.query(models.Pool.id).join(
             lb_model, models.Pool.loadbalancer_id == lb_model.id).filter(
                 in_group, models.Pool.rejected.is_(None))}
@@ -1328,9 +1355,11 @@ class _Usage:
 
     def count(self, excluded=frozenset()):
         """{'max_listeners': n, 'max_members': n, 'ring_size': members of
-        the largest pool, 'ring_slots': n} without `excluded` ((kind, id)
-        pairs) and what is below them."""
+        the largest pool, 'ring_slots': n, 'max_cidrs': prefixes of the
+        fuller family} without `excluded` ((kind, id) pairs) and what is
+        below them."""
         listeners = members = largest_pool = slots = 0
+        cidrs = collections.Counter()
         ring_slots = functools.partial(self._ring_slots, self.ring_ceiling)
         gone = self._excluded_per_pool(excluded)
         for lid, (lb_id, pool_id) in self.listeners.items():
@@ -1339,6 +1368,8 @@ class _Usage:
                 continue
             vips = self.vips[lb_id]
             listeners += vips
+            for family, prefixes in self.cidrs[lid].items():
+                cidrs[family] += self.vip_families[lb_id][family] * prefixes
             if lb_id in self.tier2:
                 members += vips * self.tier2[lb_id]
                 largest_pool = max(largest_pool, self.tier2[lb_id])
@@ -1350,7 +1381,8 @@ class _Usage:
                 largest_pool = max(largest_pool, in_pool)
                 slots += vips * ring_slots(in_pool)
         return {'max_listeners': listeners, 'max_members': members,
-                'ring_size': largest_pool, 'ring_slots': slots}
+                'ring_size': largest_pool, 'ring_slots': slots,
+                'max_cidrs': max(cidrs.values(), default=0)}
 
     @staticmethod
     def _ring_slots(ceiling, pool_members):

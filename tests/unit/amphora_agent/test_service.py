@@ -188,7 +188,7 @@ def test_a_bad_monitor_is_rejected_alone_and_everything_else_applies(
     assert 'loopback' in rejected['members']['c1']
     assert state['limits'] == {'max_listeners': 16, 'max_members': 64,
                                'ring_size': 251, 'conn_table_size': 4096,
-                               'ring_slots': 16 * 251}
+                               'ring_slots': 16 * 251, 'max_cidrs': 16384}
     # The pool of the rejected monitor runs unmonitored; the other one is
     # probed; targets come from validated objects only.
     targets = agent.health.targets

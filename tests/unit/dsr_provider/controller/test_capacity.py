@@ -2,12 +2,16 @@
 group over its live agents' smallest limits (real Store on SQLite)."""
 
 import collections
+import ipaddress
 import logging
 import random
 
 import pytest
 
+from amphora_agent import capacity
+from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent import snapshot as snapshot_mod
+from dsr_provider.controller import endpoints
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -42,12 +46,14 @@ def lb(i, vips=1, listeners=(), pools=()):
     return doc
 
 
-def listener(lb_i, n, pool=None):
+def listener(lb_i, n, pool=None, cidrs=None):
     doc = {'listener_id': f'l{lb_i}-{n}', 'loadbalancer_id': f'lb{lb_i}',
            'protocol': 'TCP', 'protocol_port': 80 + n,
            'admin_state_up': True}
     if pool:
         doc['default_pool_id'] = pool
+    if cidrs is not None:
+        doc['allowed_cidrs'] = list(cidrs)
     return doc
 
 
@@ -346,12 +352,22 @@ def reference_count(session, group, excluded, ceiling=65537):
         members[m.pool_id].append(m.id)
     out = dict.fromkeys(('max_listeners', 'max_members', 'ring_size',
                          'ring_slots'), 0)
+    families = {lb.id: [ipaddress.ip_address(a).version
+                        for a in models.vip_addresses(lb.doc)]
+                for lb in session.query(models.LoadBalancer).filter_by(
+                    se_group=group, rejected=None)}
+    cidrs = {4: 0, 6: 0}
     for lst in session.query(models.Listener).filter_by(rejected=None):
         lb_id, pool_id = lst.loadbalancer_id, lst.doc.get('default_pool_id')
         if lb_id not in lbs or ('listeners', lst.id) in excluded \
                 or ('loadbalancers', lb_id) in excluded:
             continue
         out['max_listeners'] += lbs[lb_id]
+        for vip_family in families[lb_id]:
+            cidrs[vip_family] += len({
+                n for n in map(ipaddress.ip_network,
+                               lst.doc.get('allowed_cidrs') or ())
+                if n.version == vip_family})
         if pool_id in pools and ('pools', pool_id) not in excluded:
             n = sum(1 for mid in members[pool_id]
                     if ('members', mid) not in excluded)
@@ -359,6 +375,7 @@ def reference_count(session, group, excluded, ceiling=65537):
             out['ring_size'] = max(out['ring_size'], n)
             out['ring_slots'] += lbs[lb_id] * (
                 rings.ring_size_for(n, ceiling) if n else 0)
+    out['max_cidrs'] = max(cidrs.values())
     return out
 
 
@@ -366,12 +383,15 @@ def test_the_usage_count_is_the_count_of_every_accepted_row(cstore):
     """Members are counted per pool by the database; excluding members
     (the change's own, Store._admit) subtracts only those in a count."""
     rnd = random.Random(3)
+    cidr_rnd = random.Random(5)     # its own: rnd's draws stay as they were
     cstore.record_agent('se1', 'g1', limits=dict(limits(),
                                                  max_members=120))
     for i in range(1, 16):
         cstore.create_loadbalancer(lb(
             i, vips=rnd.choice((1, 2)),
-            listeners=[listener(i, n, pool=f'p{i}-{n}')
+            listeners=[listener(i, n, pool=f'p{i}-{n}',
+                                cidrs=cidr_rnd.sample(
+                                    CIDRS, cidr_rnd.randint(0, len(CIDRS))))
                        for n in range(rnd.randint(0, 2))] + [
                 listener(i, 5)],
             pools=[pool(i, f'p{i}-{n}', f'l{i}-{n}', rnd.randint(0, 9),
@@ -462,3 +482,33 @@ def test_a_refused_create_is_still_rejected(cstore):
     cstore.create_loadbalancer(lb(1, listeners=[listener(1, 0, 'pB')]))
     cstore.put_pool(pool(1, 'pB', 'l1-0', 5))
     assert list(rejected_rows(cstore, 'pools')) == ['pB']
+
+
+CIDRS = ['203.0.113.0/24', '198.51.100.0/24', '192.0.2.0/28',
+         '2001:db8:c::/48', '2001:db8:d::/48']
+
+
+def test_allowed_cidrs_over_max_cidrs_refuse_the_listener_alone(cstore):
+    """Prefixes of one family, counted on every VIP address of that
+    family: a dual-stack load balancer enforces a listener's IPv4
+    prefixes on its IPv4 VIP and its IPv6 prefixes on its IPv6 VIP."""
+    cstore.record_agent('se1', 'g1', limits=dict(limits(), max_cidrs=4))
+    cstore.create_loadbalancer(lb(1, vips=2))
+    cstore.put_listener(listener(1, 0, cidrs=CIDRS))     # 3 v4 + 2 v6
+    cstore.put_listener(listener(1, 1, cidrs=CIDRS[3:]))  # + 2 v6 = 4
+    cstore.put_listener(listener(1, 2, cidrs=CIDRS[:2]))  # 5 v4 > 4
+    assert rejected_rows(cstore, 'listeners') == {
+        'l1-2': 'SE group g1: 5 allowed_cidrs prefixes of one IP family '
+                '(per VIP address of that family and listener) would '
+                'exceed max_cidrs 4 (SE se1)'}
+    assert snapshot_listeners(cstore) == ['l1-0', 'l1-1']
+
+
+def test_an_agent_reports_max_cidrs_and_the_controller_keeps_it():
+    """From the live maps' size to the stored limits (an agent of an
+    earlier release reports none: the controller then does not count)."""
+    reported = capacity.Limits.of_dataplane(dp_mod.Limits(
+        max_listeners=8, ring_size=251, max_reals=65, conn_table_size=4096,
+        max_cidrs=100)).to_dict()
+    assert reported['max_cidrs'] == 100
+    assert endpoints._limits(reported)['max_cidrs'] == 100

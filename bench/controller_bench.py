@@ -32,6 +32,7 @@ DSR_BENCH_RUNS (5).  No targets: the issue's targets are the agent's
 Last line: one JSON object.
 """
 
+import itertools
 import os
 import statistics
 import sys
@@ -121,12 +122,15 @@ def main():
             'ring_slots': 10 ** 10})
         store.live_agents = lambda group: {'se1'}
 
-        extra = member('p0', 0, MEMBERS)
-        extra['member_id'] = 'p0-extra'
+        # A new id every run: a deleted id is remembered (tombstones), and
+        # Octavia never gives one out again.
+        runs = itertools.count()
 
         def add_remove():
+            extra = dict(member('p0', 0, MEMBERS),
+                         member_id=f'p0-extra-{next(runs)}')
             store.put_member(extra)
-            store.delete_member('p0-extra')
+            store.delete_member(extra['member_id'])
         change, _ = timed(add_remove)
         out['member_add_and_delete_ms'] = round(change * 1e3, 1)
         snap_s, document = timed(lambda: store.snapshot('g1'))

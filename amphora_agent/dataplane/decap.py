@@ -128,12 +128,11 @@ class Decap:
         source.  Never a moment with fewer accepted than both before and
         after: added sources go in before the addresses are restricted,
         removed ones leave after."""
-        wanted = {_key(a) for a in sources}
-        present = {k for k, _ in self.maps['decap_sources'].items()}
+        old = set(self.sources())
         self.add_sources(sources)
-        self._write_flags(F_ACTIVE | (F_SOURCES if wanted else 0))
-        for key in present - wanted:
-            self.maps['decap_sources'].delete(key)
+        self._write_flags(F_ACTIVE | (F_SOURCES if sources else 0))
+        self.remove_sources(old - {str(ipaddress.ip_address(a))
+                                   for a in sources})
 
     def sources(self):
         """The outer sources decapsulated for ([]: any)."""

@@ -126,28 +126,28 @@ def decap(spec, ipr, mode, pin_dir, setup_command):
         if not ebpf.is_attached(spec.interface):
             return [Problem(f'the decap program is not attached to '
                             f'{spec.interface}', fix)]
-        present = ebpf.addresses(pin_dir)
-        if present is None and ebpf.present(pin_dir):
+        pinned = ebpf.state(pin_dir)
+        if pinned is None and ebpf.present(pin_dir):
             return [Problem(f'the decap pins under {pin_dir} are an '
                             'earlier release\'s (setup upgrades them)', fix)]
-        if present is None:
+        if pinned is None:
             return [Problem(f'the decap program on {spec.interface} has no '
                             f'pins under {pin_dir}: its addresses cannot '
                             'be checked', fix)]
+        present = pinned['addresses']
         for address in spec.addresses:
             if str(address) not in present:
                 problems.append(Problem(
                     f'the decap program does not decapsulate packets to '
                     f'{address}', fix))
-        accepted = ebpf.sources(pin_dir) or []
         for source in spec.sources:
-            if str(source) not in accepted:
+            if str(source) not in pinned['sources']:
                 problems.append(Problem(
                     f'the decap program drops tunnel packets from SE '
                     f'source {source}', fix))
-        restricted = ebpf.restricted(pin_dir)
         for address in spec.addresses if spec.sources else ():
-            if str(address) in present and str(address) not in restricted:
+            if str(address) in present and \
+                    str(address) not in pinned['restricted']:
                 problems.append(Problem(
                     f'the decap program decapsulates tunnel packets to '
                     f'{address} from any source, not only the SEs\'', fix))

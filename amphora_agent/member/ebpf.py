@@ -161,32 +161,22 @@ def remove(record):
     return lines
 
 
+def _read(pin_dir, read):
+    """read(Decap) of this release's pins, None when they are not there."""
+    if not pinned(pin_dir):
+        return None
+    with decap_mod.Decap.open(pin_dir) as d:
+        return read(d)
+
+
 def stats(pin_dir):
     """The decap counters, or None when the pins are not there."""
-    if not pinned(pin_dir):
-        return None
-    with decap_mod.Decap.open(pin_dir) as d:
-        return d.stats()
+    return _read(pin_dir, lambda d: d.stats())
 
 
-def addresses(pin_dir):
-    if not pinned(pin_dir):
-        return None
-    with decap_mod.Decap.open(pin_dir) as d:
-        return d.addresses()
-
-
-def restricted(pin_dir):
-    """The tunnel addresses restricted to the SE sources."""
-    if not pinned(pin_dir):
-        return []
-    with decap_mod.Decap.open(pin_dir) as d:
-        return d.restricted()
-
-
-def sources(pin_dir):
-    """The SE sources decapsulated for ([]: any), None without pins."""
-    if not pinned(pin_dir):
-        return None
-    with decap_mod.Decap.open(pin_dir) as d:
-        return d.sources()
+def state(pin_dir):
+    """{'addresses', 'sources' ([]: any), 'restricted' (the addresses
+    that take the sources' packets only)}, or None without the pins."""
+    return _read(pin_dir, lambda d: {'addresses': d.addresses(),
+                                     'sources': d.sources(),
+                                     'restricted': d.restricted()})

@@ -1297,15 +1297,16 @@ class _Usage:
         lbs = session.query(lb_model.id, lb_model.l7_se_group,
                             lb_model.doc).filter_by(
             se_group=se_group, rejected=None).all()
-        self.vips = {lb_id: len(models.vip_addresses(doc))
-                     for lb_id, _, doc in lbs}
         # {lb id: {family: VIP addresses}}: a listener's allowed_cidrs of a
-        # family are enforced on each VIP address of that family.
+        # family are enforced on each VIP address of that family.  The
+        # family from the stored text: ipaddress parses 10,000 addresses
+        # in about 15 ms, and this runs twice on every change.
         self.vip_families = {
-            lb_id: collections.Counter(
-                ipaddress.ip_address(a).version
-                for a in models.vip_addresses(doc))
+            lb_id: collections.Counter(6 if ':' in a else 4
+                                       for a in models.vip_addresses(doc))
             for lb_id, _, doc in lbs}
+        self.vips = {lb_id: sum(families.values())
+                     for lb_id, families in self.vip_families.items()}
         l7_sizes = collections.Counter(
             g for (g,) in session.query(models.L7SEMember.l7_se_group))
         self.tier2 = {lb_id: l7_sizes[l7_group]

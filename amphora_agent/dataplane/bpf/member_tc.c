@@ -10,25 +10,29 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 
+/* An address's value in decap_addrs or decap_sources, NULL if absent. */
+static __always_inline __u32 *lookup_addr(void *map, const void *addr, __u8 family)
+{
+	struct decap_key k = {};
+
+	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
+	k.family = family;
+	return bpf_map_lookup_elem(map, &k);
+}
+
 /* The decap_addrs flags of a tunnel address, 0 when it is none. */
 static __always_inline __u32 tunnel_addr_flags(const void *addr, __u8 family)
 {
-	struct decap_key k = {};
-	__u32 *flags;
+	__u32 *flags = lookup_addr(&decap_addrs, addr, family);
 
-	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
-	k.family = family;
-	flags = bpf_map_lookup_elem(&decap_addrs, &k);
 	return flags ? *flags | DECAP_F_ACTIVE : 0;
 }
 
-static __always_inline int is_tunnel_source(const void *addr, __u8 family)
+/* Restricted tunnel addresses take only the SEs' packets. */
+static __always_inline int source_refused(__u32 flags, const void *saddr, __u8 family)
 {
-	struct decap_key k = {};
-
-	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
-	k.family = family;
-	return bpf_map_lookup_elem(&decap_sources, &k) != NULL;
+	return (flags & DECAP_F_SOURCES) &&
+	       !lookup_addr(&decap_sources, saddr, family);
 }
 
 static __always_inline int shot(__u32 stat)
@@ -62,8 +66,7 @@ int dsr_decap(struct __sk_buff *skb)
 		flags = tunnel_addr_flags(&iph->daddr, DSR_FAMILY_V4);
 		if (!flags)
 			return TC_ACT_OK;
-		if ((flags & DECAP_F_SOURCES) &&
-		    !is_tunnel_source(&iph->saddr, DSR_FAMILY_V4))
+		if (source_refused(flags, &iph->saddr, DSR_FAMILY_V4))
 			return shot(DECAP_STAT_DROP_SOURCE);
 		if (iph->ihl < 5 || (iph->frag_off & bpf_htons(IP_MF_ | IP_OFFMASK_)))
 			return shot(DECAP_STAT_DROP_MALFORMED);
@@ -81,8 +84,7 @@ int dsr_decap(struct __sk_buff *skb)
 		flags = tunnel_addr_flags(&ip6h->daddr, DSR_FAMILY_V6);
 		if (!flags)
 			return TC_ACT_OK;
-		if ((flags & DECAP_F_SOURCES) &&
-		    !is_tunnel_source(&ip6h->saddr, DSR_FAMILY_V6))
+		if (source_refused(flags, &ip6h->saddr, DSR_FAMILY_V6))
 			return shot(DECAP_STAT_DROP_SOURCE);
 		t.outer_len = sizeof(*ip6h);
 		proto = ip6h->nexthdr;

@@ -281,29 +281,38 @@ def cmd_nexthop_refresh(args):
     print(f'{count} next hop(s) resolved')
 
 
-def cmd_decap(args):
+def _decap_change(args):
     if args.action == 'detach':
         detached = decap_mod.Decap.detach(args.interface)
         print(f'detached from {args.interface}' if detached
               else f'nothing attached to {args.interface}')
         if args.purge:
-            decap_mod.Decap.open(args.decap_pin_dir).destroy()
+            decap_mod.remove_pins(args.decap_pin_dir)
         return
     with decap_mod.Decap.open(args.decap_pin_dir,
                               reload=getattr(args, 'reload', False)) as d:
-        if args.action == 'attach':
-            addresses = [model.parse_address(a, 'tunnel address')
-                         for a in args.address]
-            sources = [model.parse_address(a, 'SE source')
-                       for a in args.source]
-            # Sources first: no address is restricted before them.
-            d.set_sources(sources)
-            d.set_addresses(addresses)
-            d.attach(args.interface)
-            print(f'decap attached to {args.interface} for '
-                  + ', '.join(map(str, addresses)) + ' from '
-                  + (', '.join(map(str, sources)) or 'any source'))
-        elif args.action == 'show':
+        addresses = [model.parse_address(a, 'tunnel address')
+                     for a in args.address]
+        sources = [model.parse_address(a, 'SE source') for a in args.source]
+        # Sources first: no address is restricted before them.
+        d.set_sources(sources)
+        d.set_addresses(addresses)
+        d.attach(args.interface)
+        print(f'decap attached to {args.interface} for '
+              + ', '.join(map(str, addresses)) + ' from '
+              + (', '.join(map(str, sources)) or 'any source'))
+
+
+def cmd_decap(args):
+    if args.action in ('attach', 'detach'):
+        # The maps are read, then written: dsr-member setups take the same
+        # lock.
+        with decap_mod.locked(args.decap_pin_dir):
+            _decap_change(args)
+        return
+    with decap_mod.Decap.open(args.decap_pin_dir,
+                              reload=getattr(args, 'reload', False)) as d:
+        if args.action == 'show':
             _print(args, {'addresses': d.addresses(),
                           'sources': d.sources()},
                    lambda s: ' '.join(s['addresses']) + ' from '

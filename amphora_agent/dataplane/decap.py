@@ -5,6 +5,7 @@ outer header of tunnel packets addressed to one of the member's tunnel
 addresses and hands the inner packet (for the VIP on lo) to the stack.
 """
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -22,10 +23,28 @@ F_ACTIVE = 1
 F_SOURCES = 2
 TC_HANDLE = 0xd5
 TC_PRIORITY = 1
+# Where the lock of each pin folder lives (bpffs holds pins only).
+LOCK_DIR = '/run/octavia-dsr'
 
 
 class DecapError(RuntimeError):
     pass
+
+
+@contextlib.contextmanager
+def locked(pin_dir, lock_dir=None):
+    """Hold the pin folder's lock: dsr-member setups and teardowns and
+    dsrctl read, then write, its maps (address flags, source counts), so
+    two of them at once must take turns.  A file lock (per process) under
+    a semaphore (per thread), the OpenStack external lock."""
+    import hashlib  # not at the top: dsrctl's read path stays light
+
+    from oslo_concurrency import lockutils
+    name = 'decap-' + hashlib.sha256(
+        os.path.realpath(pin_dir).encode()).hexdigest()[:16]
+    with lockutils.lock(name, external=True,
+                        lock_path=lock_dir or LOCK_DIR):
+        yield
 
 
 def _key(address):
@@ -114,13 +133,46 @@ class Decap:
         self._write_flags(F_ACTIVE | (F_SOURCES if on else 0),
                           sorted({_key(a) for a in addresses} & present))
 
-    def add_sources(self, sources):
+    def _counts(self):
+        table = self.maps['decap_sources']
+        return {k: int.from_bytes(v[:4], 'little') for k, v in table.items()}
+
+    def give_sources(self, sources):
+        """One more setup gives each of these sources: its count goes up
+        (a source is decapsulated from while any count is on it)."""
+        counts = self._counts()
         for key in sorted({_key(a) for a in sources}):
+            self.maps['decap_sources'].update(
+                key, (counts.get(key, 0) + 1).to_bytes(4, 'little'))
+
+    def take_sources(self, sources):
+        """A setup no longer gives these: each count goes down, and the
+        source goes when no setup gives it any more."""
+        counts = self._counts()
+        for key in sorted({_key(a) for a in sources}):
+            if key not in counts:
+                continue
+            if counts[key] <= 1:
+                self.maps['decap_sources'].delete(key)
+            else:
+                self.maps['decap_sources'].update(
+                    key, (counts[key] - 1).to_bytes(4, 'little'))
+
+    def add_sources(self, sources):
+        """These sources, each at least once (counts kept)."""
+        counts = self._counts()
+        for key in sorted({_key(a) for a in sources} - set(counts)):
             self.maps['decap_sources'].update(key, (1).to_bytes(4, 'little'))
 
     def remove_sources(self, sources):
+        """These sources gone, whoever gave them."""
         for key in {_key(a) for a in sources}:
             self.maps['decap_sources'].delete(key)
+
+    def source_counts(self):
+        """{source: how many setups give it}."""
+        return {_addresses(None, [key])[0]: count
+                for key, count in self._counts().items()}
 
     def set_sources(self, sources):
         """Decapsulate, for every tunnel address, only what comes from

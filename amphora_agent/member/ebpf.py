@@ -74,8 +74,9 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
     them to ``sources`` (the SEs' tunnel sources; none: any source) and
     attach to ``ifname``.  Returns report lines.  Records what it did:
     whether it loaded the pins, attached the program, which addresses it
-    added and which sources it asked for (a setup run again with other
-    sources takes back the ones it no longer gives)."""
+    added and which sources it gives (a setup run again with other
+    sources takes back the ones it no longer gives).  Holds the pin
+    folder's lock: other setups may share the folder."""
     record = journal.data['decap'] or {
         'mode': 'ebpf', 'interface': ifname, 'pin_dir': pin_dir,
         'loaded': False, 'attached': False, 'addresses': []}
@@ -85,6 +86,13 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
         raise RuntimeError(
             f'a previous setup prepared {record.get("mode")} decap on '
             f'{record.get("interface")}: run "dsr-member teardown" first')
+    with decap_mod.locked(pin_dir):
+        lines = _ensure(record, ifname, addresses, pin_dir, sources)
+    journal.data['decap'] = record
+    return lines
+
+
+def _ensure(record, ifname, addresses, pin_dir, sources):
     lines = []
     # An earlier release's pins are upgraded by Decap.open, not loaded by
     # this setup: its teardown must not take them from their owner.
@@ -96,11 +104,15 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
             record['loaded'] = True
             lines.append(f'+ decap program loaded, pinned under {pin_dir}')
         # Sources first, so that no restriction ever comes before them.
-        had = set(d.sources())
-        if set(asked) - had:
-            d.add_sources(asked)
-            lines.append('+ decap SE sources ' + ', '.join(
-                sorted(set(asked) - had)))
+        # Each setup adds one to the count of the sources it gives (other
+        # setups may give the same SE); one it gave that is gone (dsrctl
+        # set the list by hand) is given again.
+        given = set(record['sources'])
+        gone = given - set(d.sources())
+        give = sorted((set(asked) - given) | (set(asked) & gone))
+        if give:
+            d.give_sources(give)
+            lines.append('+ decap SE sources ' + ', '.join(give))
         current = set(d.addresses())
         wanted = {str(a) for a in addresses}
         new = sorted(wanted - current)
@@ -111,9 +123,9 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
                          + (' from the SE sources only' if asked else ''))
         d.restrict(sorted(wanted), on=bool(asked))
         # Then what this setup no longer gives (an SE replaced).
-        dropped = sorted(set(record['sources']) - set(asked))
+        dropped = sorted(given - set(asked) - gone)
         if dropped:
-            d.remove_sources(dropped)
+            d.take_sources(dropped)
             lines.append('- decap SE sources ' + ', '.join(dropped))
         record['sources'] = asked
         if not was_attached:
@@ -128,36 +140,62 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
                          f'pinned under {pin_dir}')
         else:
             lines.append(f'= decap attached to {ifname} (already)')
-    journal.data['decap'] = record
     return lines
 
 
 def remove(record):
-    """Undo ``ensure``'s record.  Returns report lines."""
+    """Undo ``ensure``'s record, under the pin folder's lock.  Returns
+    report lines.  The pins and the attachment go with the last setup
+    out (no tunnel address left in them), whichever loaded them: one
+    setup's teardown never stops another's decap."""
+    with decap_mod.locked(record['pin_dir']):
+        return _remove(record)
+
+
+def _detach(ifname, lines):
+    try:
+        if decap_mod.Decap.detach(ifname):
+            lines.append(f'- decap detached from {ifname}')
+    except decap_mod.DecapError:
+        pass  # the interface is gone, and the attachment with it
+
+
+def _remove(record):
     lines = []
     pin_dir = record['pin_dir']
-    if record.get('attached'):
-        try:
-            if decap_mod.Decap.detach(record['interface']):
-                lines.append(f'- decap detached from {record["interface"]}')
-        except decap_mod.DecapError:
-            pass  # the interface is gone, and the attachment with it
+    ifname = record['interface']
     if not present(pin_dir):
+        if record.get('attached'):
+            _detach(ifname, lines)
         return lines
-    if record.get('loaded'):
-        # Whichever release left them: removed without loading anything.
-        decap_mod.remove_pins(pin_dir)
-        lines.append(f'- decap pins removed from {pin_dir}')
-    elif record.get('addresses') or record.get('sources'):
-        with decap_mod.Decap.open(pin_dir) as d:
-            if record.get('addresses'):
-                d.set_addresses(sorted(set(d.addresses())
-                                       - set(record['addresses'])))
-                lines.append('- decap for ' + ', '.join(record['addresses']))
-            if record.get('sources'):
-                d.remove_sources(record['sources'])
-                lines.append('- decap SE sources '
-                             + ', '.join(record['sources']))
+    if not pinned(pin_dir):
+        # An earlier release's pins: nothing to read them with but a load,
+        # and nobody else can be using this release's decap on them.
+        if record.get('attached'):
+            _detach(ifname, lines)
+        if record.get('loaded'):
+            decap_mod.remove_pins(pin_dir)
+            lines.append(f'- decap pins removed from {pin_dir}')
+        return lines
+    ours = runs_pinned(ifname, pin_dir)
+    with decap_mod.Decap.open(pin_dir) as d:
+        if record.get('addresses'):
+            d.set_addresses(sorted(set(d.addresses())
+                                   - set(record['addresses'])))
+            lines.append('- decap for ' + ', '.join(record['addresses']))
+        if record.get('sources'):
+            d.take_sources(record['sources'])
+            lines.append('- decap SE sources '
+                         + ', '.join(record['sources']))
+        others = d.addresses()
+    if others:
+        lines.append(f'= decap kept under {pin_dir} and on {ifname}: '
+                     f'still decapsulating for {", ".join(others)}')
+        return lines
+    if ours or record.get('attached'):
+        _detach(ifname, lines)
+    decap_mod.remove_pins(pin_dir)
+    lines.append(f'- decap pins removed from {pin_dir}')
     return lines
 
 

@@ -14,6 +14,9 @@ import os
 import secrets
 import shutil
 import subprocess
+import sys
+import threading
+import time
 
 import pytest
 from scapy.layers.inet import IP
@@ -155,3 +158,93 @@ def test_an_earlier_releases_pins_are_upgraded(pin_dir):
             d.prog = prog
             assert run(d, tunnel("4in4", "other")) == (
                 TC_ACT_SHOT, {"drop_source": 1})
+
+
+def test_a_source_given_by_two_setups_stays_until_both_take_it(member):
+    """Setups sharing the pins count the sources they give: one setup
+    taking its SE back leaves the other's trust (and packets) in place."""
+    member.restrict([TUN4])
+    member.give_sources([SE4])
+    member.give_sources([SE4, SE6])
+    assert member.source_counts() == {SE4: 2, SE6: 1}
+    member.take_sources([SE4, SE6])
+    assert member.source_counts() == {SE4: 1}
+    assert run(member, tunnel("4in4", "se")) == (TC_ACT_OK, {"ipip": 1})
+    member.take_sources([SE4])
+    member.take_sources([SE4])  # taken again: nothing left to take
+    assert member.source_counts() == {}
+
+
+def test_set_sources_is_exactly_these_and_keeps_counts(member):
+    """dsrctl's "exactly these": the kept ones keep their count (setups
+    still give them), the others go whoever gave them."""
+    member.give_sources([SE4])
+    member.give_sources([SE4, OTHER4])
+    member.set_sources([SE4, SE6])
+    assert member.source_counts() == {SE4: 2, SE6: 1}
+
+
+def _has_open(pid, path):
+    fds = f"/proc/{pid}/fd"
+    try:
+        return any(os.readlink(os.path.join(fds, fd)) == path
+                   for fd in os.listdir(fds))
+    except FileNotFoundError:
+        return False
+
+
+def test_the_lock_is_one_holder_at_a_time(pin_dir, tmp_path):
+    """Two processes (and two threads) changing one pin folder take
+    turns; another pin folder's lock is another lock."""
+    order = []
+    held = threading.Event()
+    release = threading.Event()
+
+    def holder():
+        with decap.locked(pin_dir, lock_dir=str(tmp_path)):
+            order.append("first in")
+            held.set()
+            release.wait(30)
+            order.append("first out")
+
+    def second_thread():
+        with decap.locked(pin_dir, lock_dir=str(tmp_path)):
+            order.append("second thread")
+
+    thread = threading.Thread(target=holder)
+    thread.start()
+    second = proc = None
+    try:
+        assert held.wait(10)
+        [lock_file] = [str(p) for p in tmp_path.iterdir()]
+        with decap.locked(pin_dir + "-other", lock_dir=str(tmp_path)):
+            order.append("other folder")
+        second = threading.Thread(target=second_thread)
+        second.start()
+        code = ("from amphora_agent.dataplane import decap\n"
+                f"with decap.locked({pin_dir!r}, lock_dir={str(tmp_path)!r}):"
+                "\n    print('in', flush=True)\n")
+        proc = subprocess.Popen([sys.executable, "-c", code],
+                                stdout=subprocess.PIPE, text=True)
+        # Poll until the process is trying (it has the lock file open);
+        # it must not get through while the thread holds the lock.
+        deadline = time.monotonic() + 30
+        while not _has_open(proc.pid, lock_file):
+            assert proc.poll() is None, "it got through a held lock"
+            assert time.monotonic() < deadline, "it never tried the lock"
+            time.sleep(0.01)
+        assert proc.poll() is None, "it got through a held lock"
+        release.set()
+        thread.join(10)
+        second.join(30)
+        assert proc.communicate(timeout=30)[0] == "in\n"
+    finally:
+        release.set()
+        thread.join(10)
+        if second is not None:
+            second.join(30)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert order == ["first in", "other folder", "first out",
+                     "second thread"]

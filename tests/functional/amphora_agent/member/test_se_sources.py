@@ -161,3 +161,50 @@ def test_teardown_after_an_upgrade_removes_the_earlier_pins(
     out = lab.member('m1', 'teardown').stdout
     assert '- decap pins removed' in out, out
     assert not os.path.exists(pin_dir) or os.listdir(pin_dir) == []
+
+
+def _other(lab, name, *args):
+    """dsr-member argv of a second setup on member ``name`` (its own
+    state file, the same pin folder)."""
+    argv = lab.member_argv(name, *args)
+    argv[argv.index('--state-file') + 1] = lab.state_file(name + '-other')
+    return argv
+
+
+def test_two_setups_share_the_pins_until_the_last_is_torn_down(
+        make_member_lab):
+    """Setup A loads the pins and gives SE source S4; setup B, on the same
+    pin folder, gives S4 and S6 for its own tunnel address.  A's teardown
+    (the loader's) leaves B's decap working: the pins, the attachment and
+    S4 (B still gives it) stay.  B's teardown, the last, removes them."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se, m1 = topo.ses[0], topo.members[0]
+    lab.start_ses()
+    lab.member('m1', 'setup', '--vip', netns.VIP4, *conftest.ENCAPS,
+               '--address', m1.ipv4, '--se-source', se.ipv4)
+    out = topo.run('m1', _other(lab, 'm1', 'setup', '--vip', netns.VIP6,
+                                *conftest.ENCAPS, '--address', m1.ipv6,
+                                '--se-source', se.ipv4,
+                                '--se-source', se.ipv6)).stdout
+    assert f'+ decap SE sources {se.ipv4}, {se.ipv6}' in out, out
+    lab.start_server('m1')
+    lab.apply(listener(netns.VIP4, members=[m1.ipv4]))
+    lab.apply(listener(netns.VIP6, members=[m1.ipv6]))
+    assert member_of(topo.http_get(netns.VIP6)) == 'm1'
+
+    out = lab.member('m1', 'teardown').stdout
+    assert f'= decap kept under {lab.pin_dir("m1-decap")}' in out, out
+    assert '- decap pins removed' not in out, out
+    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+        'addresses': [m1.ipv6], 'sources': [se.ipv4, se.ipv6]}
+    assert member_of(topo.http_get(netns.VIP6, source_port=43101)) == 'm1'
+    assert 'no problems found' in topo.run('m1', _other(
+        lab, 'm1', 'check', '--se-source', se.ipv4,
+        '--se-source', se.ipv6)).stdout
+
+    out = topo.run('m1', _other(lab, 'm1', 'teardown')).stdout
+    assert '- decap pins removed' in out, out
+    assert f'- decap detached from {m1.ifname}' in out, out
+    pin_dir = lab.pin_dir('m1-decap')
+    assert not os.path.exists(pin_dir) or os.listdir(pin_dir) == []

@@ -2,7 +2,7 @@
 #
 #   make            == make build
 #   make deps       Debian packages, .venv, bpffs (tools/install-deps.sh)
-#   make constraints  upper-constraints.txt from today's index (tools/constraints.py)
+#   make constraints  upper- and build-constraints.txt from today's index (tools/constraints.py)
 #   make build      BPF objects + libmaglev.so
 #   make test       deps + build + unit and functional tests (not e2e)
 #   make test-e2e   the product end to end through a real Octavia
@@ -71,8 +71,9 @@ $(OBJ_DIR)/%.o: $(BPF_DIR)/%.c $(BPF_HDRS) | $(OBJ_DIR)
 deps:
 	./tools/install-deps.sh
 
-# upper-constraints.txt again from the index of the day (tools/constraints.py);
-# make deps installs under it.  Review the diff, run the tests, commit.
+# upper-constraints.txt and build-constraints.txt again from the index of the
+# day (tools/constraints.py); make deps installs under them.  Review the diff,
+# run the tests, commit.
 constraints:
 	$(PYTHON) -m tools.constraints
 
@@ -118,7 +119,7 @@ demo-dataplane: deps build
 # obj/ in it): dist/octavia_dsr-<version>-py3-none-linux_<arch>.whl.
 wheel: deps
 	rm -rf dist
-	$(PYTHON) -m pip wheel --no-deps -w dist .
+	PIP_CONSTRAINT=build-constraints.txt $(PYTHON) -m pip wheel --no-deps -w dist .
 
 clean:
 	rm -rf $(OBJ_DIR) build dist *.egg-info

@@ -80,7 +80,8 @@ setup_venv() {
         need=1
     else
         for f in requirements.txt test-requirements.txt \
-                upper-constraints.txt setup.cfg setup.py; do
+                upper-constraints.txt build-constraints.txt setup.cfg \
+                setup.py pyproject.toml; do
             if [ -e "$f" ] && [ "$f" -nt "$STAMP" ]; then
                 need=1
             fi
@@ -105,8 +106,10 @@ sys.exit(0 if amphora_agent.__file__.startswith(sys.argv[1] + "/") else 1)
     # had (pip's sources passed on), else pip; DSR_INSTALLER=pip for pip.
     local pip_log="$VENV/.deps-pip.log"
     # upper-constraints.txt: the versions every checkout gets (tools/
-    # constraints.py), not the index's newest of the day.
+    # constraints.py), not the index's newest of the day; build-
+    # constraints.txt: the same for the editable install's build system.
     if ! "$PYTHON" -m tools.pyinstall --python "$VENV/bin/python" \
+            --build-constraints build-constraints.txt \
             -c upper-constraints.txt \
             -r requirements.txt -r test-requirements.txt -e . \
             >"$pip_log" 2>&1; then

@@ -113,17 +113,24 @@ def _uv(python, log, constraints=()):
     return uv
 
 
-def _pip_install(python, requirements):
+def _pip_install(python, requirements, build_constraints=None):
     pip = [str(python), '-m', 'pip']
+    env = None
+    if build_constraints:
+        # pip's -c does not reach the isolated build environment; the
+        # environment variable does (its build subprocess is a pip too).
+        env = dict(os.environ, PIP_CONSTRAINT=str(build_constraints))
     subprocess.run(pip + ['install', '-q', '--disable-pip-version-check',
-                          *requirements], check=True)
+                          *requirements], check=True, env=env)
     subprocess.run(pip + ['check', '-q', '--disable-pip-version-check'],
                    check=True)
 
 
-def _uv_install(uv, python, requirements):
+def _uv_install(uv, python, requirements, build_constraints=None):
     base = [str(uv), 'pip']
     target = ['--python', str(python)]
+    build = (['--build-constraints', str(build_constraints)]
+             if build_constraints else [])
     subprocess.run(
         base + ['install', '--quiet', *target,
                 # pip compiles what it installs; uv only when asked.  Where
@@ -132,25 +139,27 @@ def _uv_install(uv, python, requirements):
                 # process compiled what it imported: 2-3 x the CPU of an
                 # import (docs/benchmarks.md, "Session 21").
                 '--compile-bytecode',
-                '--index-strategy', 'unsafe-best-match',
+                '--index-strategy', 'unsafe-best-match', *build,
                 *pip_sources(python), *requirements],
         check=True)
     subprocess.run(base + ['check', '--quiet', *target], check=True)
 
 
-def install(python, requirements, log=print):
+def install(python, requirements, log=print, build_constraints=None):
     """Install `requirements` (pip install arguments) into `python`'s venv;
     return the tool that did it ('uv' or 'pip').  uv failing (a resolution
-    or a source it cannot read that pip could) leaves the job to pip."""
+    or a source it cannot read that pip could) leaves the job to pip.
+    `build_constraints`: a constraints file for the isolated build
+    environments of what is built from source (the editable install)."""
     python = Path(python)
     uv = _uv(python, log, constraint_args(requirements))
     if uv is not None:
         try:
-            _uv_install(uv, python, requirements)
+            _uv_install(uv, python, requirements, build_constraints)
             return 'uv'
         except subprocess.CalledProcessError as exc:
             log(f'uv failed ({exc}); installing with pip')
-    _pip_install(python, requirements)
+    _pip_install(python, requirements, build_constraints)
     return 'pip'
 
 
@@ -160,9 +169,14 @@ def main(argv=None):
         usage='%(prog)s --python PY [pip install arguments: -r FILE, -e .]')
     parser.add_argument('--python', required=True,
                         help='the virtualenv python to install into')
+    parser.add_argument('--build-constraints', metavar='FILE',
+                        help='constraints for the isolated build '
+                        'environments (the build system of what is built '
+                        'from source)')
     args, requirements = parser.parse_known_args(argv)
     tool = install(args.python, requirements,
-                   log=lambda m: print(m, file=sys.stderr))
+                   log=lambda m: print(m, file=sys.stderr),
+                   build_constraints=args.build_constraints)
     print(tool)
 
 

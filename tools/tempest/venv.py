@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 REQUIREMENTS = ROOT / 'tools' / 'tempest' / 'requirements.txt'
 # The versions it gets (tools/constraints.py), shared with .venv.
 CONSTRAINTS = ROOT / 'upper-constraints.txt'
+BUILD_CONSTRAINTS = ROOT / 'build-constraints.txt'
 # The distribution an older version of this module installed editable.
 PROJECT_DIST = 'octavia-dsr'
 
@@ -57,12 +58,14 @@ def ensure(venv=ROOT / '.tempest-venv', log=print):
             subprocess.run(pip + ['uninstall', '-y', PROJECT_DIST],
                            check=True)
         wanted = hashlib.sha256(REQUIREMENTS.read_bytes()
-                                + CONSTRAINTS.read_bytes()).hexdigest()
+                                + CONSTRAINTS.read_bytes()
+                                + BUILD_CONSTRAINTS.read_bytes()).hexdigest()
         if stamp.exists() and stamp.read_text().strip() == wanted:
             return python
         log(f'installing {REQUIREMENTS.relative_to(ROOT)} into {venv}')
         pyinstall.install(python, ['-c', str(CONSTRAINTS),
-                                   '-r', str(REQUIREMENTS)], log=log)
+                                   '-r', str(REQUIREMENTS)], log=log,
+                          build_constraints=BUILD_CONSTRAINTS)
         stamp.write_text(wanted + '\n')
     return python
 

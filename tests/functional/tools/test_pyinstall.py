@@ -115,3 +115,39 @@ def test_uv_is_bootstrapped_under_the_constraints(venv, tmp_path):
                              capture_output=True, text=True,
                              check=True).stdout.split()[1]
     assert version == '0.13.8'
+
+
+# An older setuptools than the newest of the day, so the newest cannot
+# pass for it.
+BUILD_PIN = '75.8.0'
+
+
+def _source_project(folder):
+    """A project built from source: setuptools in an isolated build
+    environment, unpinned in its pyproject.toml."""
+    folder.mkdir()
+    (folder / 'pyproject.toml').write_text(
+        '[build-system]\nrequires = ["setuptools>=64"]\n'
+        'build-backend = "setuptools.build_meta"\n'
+        '[project]\nname = "dsr_build_probe"\nversion = "1.0"\n')
+    (folder / 'dsr_build_probe.py').write_text('VALUE = 1\n')
+    return folder
+
+
+@pytest.mark.parametrize('installer', ['uv', 'pip'])
+def test_build_constraints_choose_the_build_system(venv, tmp_path,
+                                                   monkeypatch, installer):
+    """make deps passes --build-constraints build-constraints.txt: the
+    isolated build of what is built from source (the editable install)
+    gets the pinned setuptools, which `-c` alone does not reach."""
+    monkeypatch.setenv('DSR_INSTALLER', installer)
+    build = tmp_path / 'build-constraints.txt'
+    build.write_text(f'setuptools=={BUILD_PIN}\n')
+    project = _source_project(tmp_path / 'probe')
+    assert pyinstall.install(venv, [str(project)],
+                             build_constraints=build) == installer
+    wheel_files = list((venv.parent.parent / 'lib').glob(
+        'python3*/site-packages/dsr_build_probe-1.0.dist-info/WHEEL'))
+    assert len(wheel_files) == 1, wheel_files
+    assert f'Generator: setuptools ({BUILD_PIN})' in \
+        wheel_files[0].read_text()

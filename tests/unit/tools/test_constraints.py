@@ -71,3 +71,25 @@ def test_constraint_options_are_found_for_the_bootstrap():
          '--constraint=c.txt', '-cd.txt', '-e', '.']) == [
         '-c', 'a.txt', '--constraint', 'b.txt', '--constraint=c.txt',
         '-cd.txt']
+
+
+def test_the_build_system_is_pinned_within_its_bounds():
+    """pyproject.toml's [build-system] requires, each pinned in
+    build-constraints.txt (what make deps builds the editable install
+    with), as render writes it, and as upper-constraints.txt pins it."""
+    text = constraints.BUILD_OUTPUT.read_text()
+    build = constraints.parse_pins(text)
+    assert constraints.render(build, constraints.BUILD_HEADER) == text
+    for line in constraints.build_requires():
+        req = Requirement(line)
+        name = constraints.normalise(req.name)
+        assert name in build, f'{req.name} (build system) is not pinned'
+        assert req.specifier.contains(build[name], prereleases=True)
+    constraints.check_shared(committed(), build)
+
+
+def test_a_build_pin_that_disagrees_is_refused():
+    with pytest.raises(ValueError, match='pbr: 7.1.3 in upper-constraints, '
+                       '6.0.0 in the build system'):
+        constraints.check_shared({'pbr': '7.1.3', 'six': '1.0'},
+                                 {'pbr': '6.0.0', 'setuptools': '80'})

@@ -5,11 +5,11 @@ outer header of tunnel packets addressed to one of the member's tunnel
 addresses and hands the inner packet (for the VIP on lo) to the stack.
 """
 
-import contextlib
 import ipaddress
 import os
 import socket
 
+from amphora_agent import locks
 from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import pins
 from amphora_agent.dataplane import structs
@@ -23,28 +23,17 @@ F_ACTIVE = 1
 F_SOURCES = 2
 TC_HANDLE = 0xd5
 TC_PRIORITY = 1
-# Where the lock of each pin folder lives (bpffs holds pins only).
-LOCK_DIR = '/run/octavia-dsr'
 
 
 class DecapError(RuntimeError):
     pass
 
 
-@contextlib.contextmanager
 def locked(pin_dir, lock_dir=None):
     """Hold the pin folder's lock: dsr-member setups and teardowns and
     dsrctl read, then write, its maps (address flags, source counts), so
-    two of them at once must take turns.  A file lock (per process) under
-    a semaphore (per thread), the OpenStack external lock."""
-    import hashlib  # not at the top: dsrctl's read path stays light
-
-    from oslo_concurrency import lockutils
-    name = 'decap-' + hashlib.sha256(
-        os.path.realpath(pin_dir).encode()).hexdigest()[:16]
-    with lockutils.lock(name, external=True,
-                        lock_path=lock_dir or LOCK_DIR):
-        yield
+    two of them at once must take turns."""
+    return locks.held('decap', pin_dir, lock_dir)
 
 
 def _key(address):

@@ -3,12 +3,15 @@
 
 import argparse
 import ipaddress
+import os
 import shutil
 import signal
 import sys
 
+from amphora_agent import locks
 from amphora_agent.member import check as check_mod
 from amphora_agent.member import ebpf
+from amphora_agent.member import handoff
 from amphora_agent.member import host
 from amphora_agent.member import render
 from amphora_agent.member import spec as spec_mod
@@ -53,14 +56,44 @@ def _command_path():
     return found or '/usr/local/bin/dsr-member'
 
 
+def _setups_locked(state_file):
+    """The lock of the folder of setups: one setup or teardown at a time
+    reads and writes their journals (handoff) and the host."""
+    return locks.held('member-setups',
+                      os.path.dirname(os.path.abspath(state_file)))
+
+
+def _hand_over(journal, keep=None):
+    lines, heirs = handoff.hand_over(journal, handoff.siblings(journal),
+                                     keep)
+    for heir in heirs:
+        heir.save()
+    return lines
+
+
 def cmd_setup(args):
+    with _setups_locked(args.state_file):
+        _setup(args)
+
+
+def _setup(args):
     spec = _spec(args)
     journal = state.Journal.load(args.state_file)
     sysctl = sysctl_mod.Sysctl()
+    lines = []
     try:
         with _ipr() as ipr:
-            mode, lines = host.setup(spec, args.decap, ipr, sysctl, journal,
-                                     pin_dir=args.decap_pin_dir)
+            if journal.exists:
+                # Run again: what it no longer gives and another setup
+                # relies on goes to that setup, not away.
+                host.resolve(spec, ipr)
+                recorded = journal.data.get('spec') or {}
+                lines += _hand_over(journal, handoff.relied_on(dict(
+                    spec.to_dict(), decap=recorded.get('decap', args.decap),
+                    pin_dir=args.decap_pin_dir)))
+            mode, done = host.setup(spec, args.decap, ipr, sysctl, journal,
+                                    pin_dir=args.decap_pin_dir)
+            lines += done
         if args.persist:
             argv = render.setup_argv(
                 spec, mode, command=args.command or _command_path(),
@@ -81,17 +114,25 @@ def cmd_setup(args):
 
 
 def cmd_teardown(args):
+    with _setups_locked(args.state_file):
+        return _teardown(args)
+
+
+def _teardown(args):
     journal = state.Journal.load(args.state_file)
     if not journal.exists:
         print(f'nothing to undo: no state file {args.state_file}')
         return 0
+    # What other setups in the folder rely on is theirs to undo.
+    lines = _hand_over(journal)
     with _ipr() as ipr:
-        lines = host.teardown(ipr, sysctl_mod.Sysctl(), journal)
+        lines += host.teardown(ipr, sysctl_mod.Sysctl(), journal)
     lines += render.remove(journal)
     journal.remove()
     for line in lines:
         print(line)
-    print(f'teardown done: {len(lines)} change(s) undone')
+    undone = sum(1 for line in lines if line[:1] in '+-')
+    print(f'teardown done: {undone} change(s) undone')
     return 0
 
 

@@ -47,7 +47,10 @@ from amphora_agent.dataplane import pins  # noqa: E402
 REPEAT = int(os.environ.get('DSR_BENCH_REPEAT', 500_000))
 ROUNDS = int(os.environ.get('DSR_BENCH_ROUNDS', 7))
 CPU = int(os.environ.get('DSR_BENCH_CPU', -1))
-OBJ = os.path.join(C.OBJ_DIR, 'bench_decap_tc.o')
+# DSR_BENCH_DECAP_OBJ: another build of the wrappers (a change judged
+# against the previous build, run after run).
+OBJ = os.environ.get('DSR_BENCH_DECAP_OBJ',
+                     os.path.join(C.OBJ_DIR, 'bench_decap_tc.o'))
 TC_ACT_OK, TC_ACT_SHOT = 0, 2
 RST_HDR = 64
 

@@ -11,13 +11,31 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 
-/* An address's value in decap_addrs or decap_sources, NULL if absent. */
+/* struct decap_key as the words it is hashed and compared by. */
+union decap_key_words {
+	struct decap_key key;
+	struct {
+		__u64 lo, hi;
+		__u32 family; /* family, then pad: zero */
+	} w;
+};
+
+/* An address's value in decap_addrs or decap_sources, NULL if absent.  The
+ * key is stored in whole words, each once: a load of the hash or the
+ * compare that spans several smaller stores still in the store buffer
+ * (a 1-byte family, a 4-byte address over a zeroed key) waits for them. */
 static __always_inline __u32 *lookup_addr(void *map, const void *addr, __u8 family)
 {
-	struct decap_key k = {};
+	union decap_key_words k;
 
-	__builtin_memcpy(k.addr, addr, family == DSR_FAMILY_V4 ? 4 : 16);
-	k.family = family;
+	if (family == DSR_FAMILY_V4) {
+		k.w.lo = *(const __u32 *)addr;
+		k.w.hi = 0;
+	} else {
+		k.w.lo = *(const __u64 *)addr;
+		k.w.hi = *(const __u64 *)(addr + 8);
+	}
+	k.w.family = family;
 	return bpf_map_lookup_elem(map, &k);
 }
 

@@ -119,7 +119,9 @@ demo-dataplane: deps build
 # obj/ in it): dist/octavia_dsr-<version>-py3-none-linux_<arch>.whl.
 wheel: deps
 	rm -rf dist
-	PIP_CONSTRAINT=build-constraints.txt $(PYTHON) -m pip wheel --no-deps -w dist .
+	PIP_CONSTRAINT=$(CURDIR)/build-constraints.txt \
+	PIP_BUILD_CONSTRAINT=$(CURDIR)/build-constraints.txt \
+	$(PYTHON) -m pip wheel --no-deps -w dist .
 
 clean:
 	rm -rf $(OBJ_DIR) build dist *.egg-info

@@ -13,7 +13,10 @@ LOCK_DIR = '/run/octavia-dsr'
 def held(kind, path, lock_dir=None):
     """Hold the lock of ``path`` (a file or folder; its real path names
     the lock) for ``kind`` of use."""
-    import hashlib  # not at the top: dsrctl's read path stays light
+    # Imported here, not at the top: dsrctl's read path imports this
+    # module's users and must not pay for oslo.concurrency (≈ 100 ms, with
+    # oslo.config) or OpenSSL's hashlib.
+    import hashlib
 
     from oslo_concurrency import lockutils
     name = f'{kind}-' + hashlib.sha256(

@@ -24,7 +24,8 @@ counters), and the counters are checked after each timed run.  ns are the
 calling thread's CPU time / runs ("per core"); differences and ratios are
 medians of the per-round ones.  Both tunnel wrappers pay the restore (a
 grow and a 64-byte store, most of the floor's figure), so differences of
-their figures are the result, not their ratio.  Results: docs/benchmarks.md, "Member decapsulation".
+their figures are the result, not their ratio.  Results:
+docs/benchmarks.md, "Member decapsulation".
 """
 
 import os
@@ -234,8 +235,8 @@ def report(samples):
 
 def main():
     t0 = time.monotonic()
-    out = {'bench': 'decap_bench', 'targets': {}}
     pin_dir = f'/sys/fs/bpf/octavia-dsr-bench-decap-{secrets.token_hex(2)}'
+    out = {'bench': 'decap_bench', 'targets': {}}
     bench = Bench(pin_dir)
     try:
         cpu = C.pin_cpu(CPU) if CPU >= 0 else 'any (not pinned)'
@@ -245,6 +246,7 @@ def main():
         try:
             bench.verify()
             out = report(bench.measure())
+            out['pin_dir'] = pin_dir
         finally:
             bench.close()
     except Exception as exc:  # noqa: BLE001 - reported as the JSON line

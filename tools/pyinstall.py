@@ -118,8 +118,13 @@ def _pip_install(python, requirements, build_constraints=None):
     env = None
     if build_constraints:
         # pip's -c does not reach the isolated build environment; the
-        # environment variable does (its build subprocess is a pip too).
-        env = dict(os.environ, PIP_CONSTRAINT=str(build_constraints))
+        # environment variable does (its build subprocess is a pip too) up
+        # to pip 25.2, PIP_BUILD_CONSTRAINT from 25.3 (where PIP_CONSTRAINT
+        # stops reaching builds once it is set).  With pip, PIP_CONSTRAINT
+        # constrains the main install too: the two files agree on what
+        # they share (tools/constraints.py).
+        env = dict(os.environ, PIP_CONSTRAINT=str(build_constraints),
+                   PIP_BUILD_CONSTRAINT=str(build_constraints))
     subprocess.run(pip + ['install', '-q', '--disable-pip-version-check',
                           *requirements], check=True, env=env)
     subprocess.run(pip + ['check', '-q', '--disable-pip-version-check'],
@@ -150,7 +155,8 @@ def install(python, requirements, log=print, build_constraints=None):
     return the tool that did it ('uv' or 'pip').  uv failing (a resolution
     or a source it cannot read that pip could) leaves the job to pip.
     `build_constraints`: a constraints file for the isolated build
-    environments of what is built from source (the editable install)."""
+    environments of everything built from source (the editable install,
+    and any sdist among the requirements)."""
     python = Path(python)
     uv = _uv(python, log, constraint_args(requirements))
     if uv is not None:

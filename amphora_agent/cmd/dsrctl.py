@@ -304,14 +304,24 @@ def _decap_change(args):
 
 
 def cmd_decap(args):
-    if args.action in ('attach', 'detach'):
-        # The maps are read, then written: dsr-member setups take the same
-        # lock.
+    reload = getattr(args, 'reload', False)
+    if args.action in ('attach', 'detach') or reload or \
+            not decap_mod.pinned(args.decap_pin_dir):
+        # The maps are read, then written (or the program loaded): dsr-member
+        # setups take the same lock.
         with decap_mod.locked(args.decap_pin_dir):
-            _decap_change(args)
-        return
-    with decap_mod.Decap.open(args.decap_pin_dir,
-                              reload=getattr(args, 'reload', False)) as d:
+            return _decap_in_lock(args, reload)
+    return _decap_read(args, reload)
+
+
+def _decap_in_lock(args, reload):
+    if args.action in ('attach', 'detach'):
+        return _decap_change(args)
+    return _decap_read(args, reload)
+
+
+def _decap_read(args, reload):
+    with decap_mod.Decap.open(args.decap_pin_dir, reload=reload) as d:
         if args.action == 'show':
             _print(args, {'addresses': d.addresses(),
                           'sources': d.sources()},

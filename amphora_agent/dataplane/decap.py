@@ -9,18 +9,25 @@ import ipaddress
 import os
 import socket
 
-from amphora_agent import locks
 from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import pins
 from amphora_agent.dataplane import structs
+from amphora_agent import locks
 
 DEFAULT_PIN_DIR = '/sys/fs/bpf/octavia-dsr/decap'
 OBJECT = 'member_tc.o'
 PROGRAM = 'dsr_decap'
 MAP_NAMES = ('decap_addrs', 'decap_sources', 'decap_stats')
-# decap_addrs values (bpf/structs.h).
+# decap_addrs values (bpf/structs.h): the program reads the low byte's
+# flags.  The bytes above count the dsr-member setups that give the address
+# (8-15) and those of them that give it open to any source (16-23): a
+# shared address is restricted only while none of its setups asked for
+# any source (never drop a setup's packets for another setup's list), and
+# goes with the last setup that gives it.  A value with no count (dsrctl,
+# an earlier release) is one setup, open unless F_SOURCES.
 F_ACTIVE = 1
 F_SOURCES = 2
+_GIVERS, _OPEN = 8, 16
 TC_HANDLE = 0xd5
 TC_PRIORITY = 1
 
@@ -50,7 +57,7 @@ class Decap:
     @classmethod
     def open(cls, pin_dir=DEFAULT_PIN_DIR, obj_dir=None, reload=False):
         libbpf.ensure_bpffs()
-        if reload or not pins.pinned(pin_dir, MAP_NAMES, PROGRAM):
+        if reload or not pinned(pin_dir):
             _drop_stale_stats(pin_dir)
             try:
                 pins.load(os.path.join(obj_dir or pins.object_dir(), OBJECT),
@@ -95,32 +102,76 @@ class Decap:
             return False
         return True
 
-    def _write_flags(self, flags, keys=None):
-        value = flags.to_bytes(4, 'little')
-        addrs = self.maps['decap_addrs']
-        for key in (keys if keys is not None
-                    else [k for k, _ in addrs.items()]):
-            addrs.update(key, value)
+    def _values(self):
+        return {k: int.from_bytes(v[:4], 'little')
+                for k, v in self.maps['decap_addrs'].items()}
+
+    def _write(self, key, value):
+        self.maps['decap_addrs'].update(key, value.to_bytes(4, 'little'))
+
+    def _set_flag(self, keys, restricted):
+        """The restriction of these present keys, counts kept (dsrctl's
+        override: a setup run again recomputes it from the counts)."""
+        values = self._values()
+        for key in sorted(set(keys) & set(values)):
+            value = values[key] & ~0xff
+            self._write(key, value | F_ACTIVE
+                        | (F_SOURCES if restricted else 0))
 
     def set_addresses(self, addresses, restricted=None):
-        """Make exactly these the tunnel addresses to decapsulate for.
-        The new ones are restricted to the SE sources when `restricted`
-        (None: when any source is set), from their first packet on."""
+        """Make exactly these the tunnel addresses to decapsulate for
+        (dsrctl; setups use give_addresses).  The new ones are restricted
+        to the SE sources when `restricted` (None: when any source is
+        set), from their first packet on."""
         if restricted is None:
             restricted = bool(self.sources())
         wanted = {_key(a) for a in addresses}
-        present = {k for k, _ in self.maps['decap_addrs'].items()}
-        self._write_flags(F_ACTIVE | (F_SOURCES if restricted else 0),
-                          sorted(wanted - present))
+        present = set(self._values())
+        for key in sorted(wanted - present):
+            self._write(key, F_ACTIVE | (F_SOURCES if restricted else 0))
         for key in present - wanted:
             self.maps['decap_addrs'].delete(key)
 
     def restrict(self, addresses, on=True):
         """Restrict these tunnel addresses (those present) to the SE
         sources, or lift it."""
-        present = {k for k, _ in self.maps['decap_addrs'].items()}
-        self._write_flags(F_ACTIVE | (F_SOURCES if on else 0),
-                          sorted({_key(a) for a in addresses} & present))
+        self._set_flag({_key(a) for a in addresses}, on)
+
+    def give_addresses(self, addresses, restricted):
+        """One more setup gives each of these tunnel addresses, restricted
+        to the SE sources or open.  Returns those that were not there."""
+        values = self._values()
+        new = []
+        for key in sorted({_key(a) for a in addresses}):
+            givers, open_ = _counts(values.get(key))
+            if key not in values:
+                new.append(key)
+            self._write(key, _value(givers + 1, open_ + (not restricted)))
+        return _addresses(None, new)
+
+    def take_addresses(self, addresses, restricted):
+        """A setup no longer gives these (as it gave them: `restricted` or
+        open).  Returns those removed: no setup gives them any more."""
+        values = self._values()
+        gone = []
+        for key in sorted({_key(a) for a in addresses} & set(values)):
+            givers, open_ = _counts(values[key])
+            if givers <= 1:
+                self.maps['decap_addrs'].delete(key)
+                gone.append(key)
+            else:
+                self._write(key, _value(givers - 1,
+                                        max(open_ - (not restricted), 0)))
+        return _addresses(None, gone)
+
+    def regive_addresses(self, addresses, restricted):
+        """A setup that gave these open gives them restricted now, or the
+        other way round (counts of setups unchanged)."""
+        values = self._values()
+        for key in sorted({_key(a) for a in addresses} & set(values)):
+            givers, open_ = _counts(values[key])
+            open_ = max(open_ - 1, 0) if restricted else open_ + 1
+            self._write(key, _value(givers, open_))
 
     def _counts(self):
         table = self.maps['decap_sources']
@@ -171,7 +222,7 @@ class Decap:
         removed ones leave after."""
         old = set(self.sources())
         self.add_sources(sources)
-        self._write_flags(F_ACTIVE | (F_SOURCES if sources else 0))
+        self._set_flag(self._values(), bool(sources))
         self.remove_sources(old - {str(ipaddress.ip_address(a))
                                    for a in sources})
 
@@ -184,10 +235,8 @@ class Decap:
 
     def restricted(self):
         """The tunnel addresses decapsulated for the SE sources only."""
-        table = self.maps['decap_addrs']
-        return _addresses(table, [
-            k for k, v in table.items()
-            if int.from_bytes(v[:4], 'little') & F_SOURCES])
+        return _addresses(None, [k for k, v in self._values().items()
+                                 if v & F_SOURCES])
 
     def stats(self):
         return {name: sum(int.from_bytes(v[:8], 'little') for v in
@@ -200,6 +249,11 @@ class Decap:
         remove_pins(self.pin_dir)
 
 
+def pinned(pin_dir):
+    """This release's pins, all of them."""
+    return pins.pinned(pin_dir, MAP_NAMES, PROGRAM)
+
+
 def present(pin_dir):
     """Whether anything of the decap (this release's or an earlier one's)
     is pinned under ``pin_dir``."""
@@ -210,6 +264,22 @@ def present(pin_dir):
 def remove_pins(pin_dir):
     """Every pin of the decap, whichever release left them (no load)."""
     pins.remove(pin_dir, MAP_NAMES, PROGRAM)
+
+
+def _counts(value):
+    """(setups giving the address, those giving it open) of a decap_addrs
+    value; None: (0, 0)."""
+    if value is None:
+        return 0, 0
+    givers = (value >> _GIVERS) & 0xff
+    if not givers:
+        return 1, 0 if value & F_SOURCES else 1
+    return givers, (value >> _OPEN) & 0xff
+
+
+def _value(givers, open_):
+    return (F_ACTIVE | (0 if open_ else F_SOURCES) | givers << _GIVERS
+            | open_ << _OPEN)
 
 
 def _addresses(table, keys=None):

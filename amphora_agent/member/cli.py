@@ -79,6 +79,8 @@ def cmd_setup(args):
 def _setup(args):
     spec = _spec(args)
     journal = state.Journal.load(args.state_file)
+    # Which host it is about: siblings of another namespace are not.
+    journal.data['netns'] = handoff.netns_id()
     sysctl = sysctl_mod.Sysctl()
     lines = []
     try:
@@ -89,8 +91,8 @@ def _setup(args):
                 host.resolve(spec, ipr)
                 recorded = journal.data.get('spec') or {}
                 lines += _hand_over(journal, handoff.relied_on(dict(
-                    spec.to_dict(), decap=recorded.get('decap', args.decap),
-                    pin_dir=args.decap_pin_dir)))
+                    spec.to_dict(),
+                    decap=recorded.get('decap', args.decap))))
             mode, done = host.setup(spec, args.decap, ipr, sysctl, journal,
                                     pin_dir=args.decap_pin_dir)
             lines += done
@@ -123,8 +125,11 @@ def _teardown(args):
     if not journal.exists:
         print(f'nothing to undo: no state file {args.state_file}')
         return 0
-    # What other setups in the folder rely on is theirs to undo.
+    # What other setups in the folder rely on is theirs to undo; saved at
+    # once, so that a teardown failing further on never leaves a record in
+    # two journals.
     lines = _hand_over(journal)
+    journal.save()
     with _ipr() as ipr:
         lines += host.teardown(ipr, sysctl_mod.Sysctl(), journal)
     lines += render.remove(journal)

@@ -51,7 +51,7 @@ def is_attached(ifname):
 
 def pinned(pin_dir):
     """This release's pins, all of them."""
-    return pins.pinned(pin_dir, decap_mod.MAP_NAMES, decap_mod.PROGRAM)
+    return decap_mod.pinned(pin_dir)
 
 
 def present(pin_dir):
@@ -70,13 +70,14 @@ def runs_pinned(ifname, pin_dir):
 
 
 def ensure(ifname, addresses, pin_dir, journal, sources=()):
-    """Load (unless pinned), add ``addresses`` to the decap set, restrict
-    them to ``sources`` (the SEs' tunnel sources; none: any source) and
-    attach to ``ifname``.  Returns report lines.  Records what it did:
-    whether it loaded the pins, attached the program, which addresses it
-    added and which sources it gives (a setup run again with other
-    sources takes back the ones it no longer gives).  Holds the pin
-    folder's lock: other setups may share the folder."""
+    """Load (unless pinned), give ``addresses`` to the decap set,
+    restricted to ``sources`` (the SEs' tunnel sources; none: any source),
+    and attach to ``ifname``.  Returns report lines.  Records what it did:
+    whether it loaded the pins and attached the program, the addresses and
+    sources it gives (counted in the maps: other setups may give the same
+    ones, in any state folder).  A setup run again with other addresses or
+    sources takes back those it no longer gives.  Holds the pin folder's
+    lock."""
     record = journal.data['decap'] or {
         'mode': 'ebpf', 'interface': ifname, 'pin_dir': pin_dir,
         'loaded': False, 'attached': False, 'addresses': []}
@@ -86,10 +87,11 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
         raise RuntimeError(
             f'a previous setup prepared {record.get("mode")} decap on '
             f'{record.get("interface")}: run "dsr-member teardown" first')
-    with decap_mod.locked(pin_dir):
-        lines = _ensure(record, ifname, addresses, pin_dir, sources)
+    # Recorded before anything changes: a failure half way still leaves
+    # teardown what to take back.
     journal.data['decap'] = record
-    return lines
+    with decap_mod.locked(pin_dir):
+        return _ensure(record, ifname, addresses, pin_dir, sources)
 
 
 def _ensure(record, ifname, addresses, pin_dir, sources):
@@ -99,30 +101,42 @@ def _ensure(record, ifname, addresses, pin_dir, sources):
     was_present = present(pin_dir)
     was_attached = is_attached(ifname)
     asked = sorted({str(a) for a in sources})
+    given = set(record['sources'])
+    was_restricted = bool(given)
     with decap_mod.Decap.open(pin_dir) as d:
         if not was_present:
             record['loaded'] = True
             lines.append(f'+ decap program loaded, pinned under {pin_dir}')
         # Sources first, so that no restriction ever comes before them.
-        # Each setup adds one to the count of the sources it gives (other
-        # setups may give the same SE); one it gave that is gone (dsrctl
-        # set the list by hand) is given again.
-        given = set(record['sources'])
+        # One it gave that is gone (dsrctl set the list by hand) is given
+        # again.
         gone = given - set(d.sources())
         give = sorted((set(asked) - given) | (set(asked) & gone))
         if give:
             d.give_sources(give)
+            record['sources'] = sorted((given - gone) | set(give))
             lines.append('+ decap SE sources ' + ', '.join(give))
-        current = set(d.addresses())
+        restricted = bool(asked)
+        had = set(record['addresses'])
         wanted = {str(a) for a in addresses}
-        new = sorted(wanted - current)
+        kept = sorted(wanted & had)
+        if kept and restricted != was_restricted:
+            d.regive_addresses(kept, restricted)
+        new = sorted(wanted - had)
         if new:
-            d.set_addresses(sorted(current | wanted), restricted=bool(asked))
-            record['addresses'] = sorted(set(record['addresses']) | set(new))
+            d.give_addresses(new, restricted)
+            record['addresses'] = sorted(had | set(new))
             lines.append('+ decap for ' + ', '.join(new)
-                         + (' from the SE sources only' if asked else ''))
-        d.restrict(sorted(wanted), on=bool(asked))
-        # Then what this setup no longer gives (an SE replaced).
+                         + (' from the SE sources only' if restricted
+                            else ''))
+        # Then what this setup no longer gives: addresses, and sources
+        # (an SE replaced).
+        dropped = sorted(had - wanted)
+        if dropped:
+            d.take_addresses(dropped, was_restricted)
+            record['addresses'] = sorted(wanted)
+            lines.append('- decap for ' + ', '.join(dropped)
+                         + ' (no longer given)')
         dropped = sorted(given - set(asked) - gone)
         if dropped:
             d.take_sources(dropped)
@@ -145,7 +159,7 @@ def _ensure(record, ifname, addresses, pin_dir, sources):
 
 def remove(record):
     """Undo ``ensure``'s record, under the pin folder's lock.  Returns
-    report lines.  The pins and the attachment go with the last setup
+    report lines.  The pins and the attachments go with the last setup
     out (no tunnel address left in them), whichever loaded them: one
     setup's teardown never stops another's decap."""
     with decap_mod.locked(record['pin_dir']):
@@ -177,23 +191,30 @@ def _remove(record):
             decap_mod.remove_pins(pin_dir)
             lines.append(f'- decap pins removed from {pin_dir}')
         return lines
-    ours = runs_pinned(ifname, pin_dir)
     with decap_mod.Decap.open(pin_dir) as d:
         if record.get('addresses'):
-            d.set_addresses(sorted(set(d.addresses())
-                                   - set(record['addresses'])))
-            lines.append('- decap for ' + ', '.join(record['addresses']))
+            gone = d.take_addresses(record['addresses'],
+                                    bool(record.get('sources')))
+            if gone:
+                lines.append('- decap for ' + ', '.join(gone))
+            shared = sorted(set(record['addresses']) - set(gone))
+            if shared:
+                lines.append('= decap for ' + ', '.join(shared)
+                             + ' kept: another setup gives it')
         if record.get('sources'):
             d.take_sources(record['sources'])
             lines.append('- decap SE sources '
                          + ', '.join(record['sources']))
         others = d.addresses()
     if others:
-        lines.append(f'= decap kept under {pin_dir} and on {ifname}: '
-                     f'still decapsulating for {", ".join(others)}')
+        lines.append(f'= decap kept under {pin_dir}: still decapsulating '
+                     f'for {", ".join(others)}')
         return lines
-    if ours or record.get('attached'):
-        _detach(ifname, lines)
+    # The last one out: off every interface of this host that runs it.
+    for _, name in socket.if_nameindex():
+        if runs_pinned(name, pin_dir) or (
+                name == ifname and record.get('attached')):
+            _detach(name, lines)
     decap_mod.remove_pins(pin_dir)
     lines.append(f'- decap pins removed from {pin_dir}')
     return lines

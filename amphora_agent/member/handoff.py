@@ -1,11 +1,13 @@
 """Several setups on one member, one state file each in one folder (a
 member behind several load balancers): what one setup changed and another
 still relies on -- a VIP on lo, a sysctl, a removed proxy-NDP entry, a
-kernel tunnel device, a tunnel address in the decap pins -- is handed to
-that setup's journal at teardown instead of being undone, so it is undone
-by the last setup out that relies on it.  A setup that found something
-already done records nothing for it; without the handoff the first
-setup's teardown would take it from under the second.
+kernel tunnel device -- is handed to that setup's journal at teardown
+instead of being undone, so it is undone by the last setup out that relies
+on it.  A setup that found something already done records nothing for it;
+without the handoff the first setup's teardown would take it from under
+the second.  (The eBPF decap needs no handoff: its maps count the setups
+giving each tunnel address and source, member/ebpf.py.)  Journals of
+another network namespace (another host in a test lab) are not siblings.
 """
 
 import glob
@@ -21,9 +23,15 @@ from amphora_agent.member import sysctl as sysctl_mod
 conf = host.conf
 
 
+def netns_id():
+    """This process's network namespace (the host a journal is about)."""
+    st = os.stat('/proc/self/ns/net')
+    return f'{st.st_dev}:{st.st_ino}'
+
+
 def siblings(journal):
-    """The other setups' journals in ``journal``'s folder (files that are
-    not a setup's journal are ignored)."""
+    """The other setups' journals in ``journal``'s folder, of this network
+    namespace (files that are not a setup's journal are ignored)."""
     folder = os.path.dirname(os.path.abspath(journal.path))
     found = []
     for path in sorted(glob.glob(os.path.join(folder, '*.json'))):
@@ -35,16 +43,16 @@ def siblings(journal):
             spec_mod.MemberSpec.from_dict(data['spec'])
         except (OSError, ValueError, KeyError, TypeError):
             continue
-        if data.get('version') == state.VERSION:
+        if data.get('version') == state.VERSION and \
+                data.get('netns', netns_id()) == netns_id():
             found.append(state.Journal(path, data))
     return found
 
 
 def relied_on(data):
     """What a setup (its recorded spec: MemberSpec.to_dict() with 'decap'
-    the mode and 'pin_dir') needs to stay as it is: {'vips', 'sysctls',
-    'links', 'decap'} (addresses, keys, device names, (pin folder, tunnel
-    address))."""
+    the mode) needs to stay as it is: {'vips', 'sysctls', 'links'}
+    (addresses, keys, device names)."""
     spec = spec_mod.MemberSpec.from_dict(data)
     mode = data.get('decap')
     sysctls = set()
@@ -59,11 +67,8 @@ def relied_on(data):
     if mode == 'kernel':
         links = {d.ifname for d in kernel.devices(
             spec.addresses, spec.encaps, spec.families)}
-    decap = set()
-    if mode == 'ebpf':
-        decap = {(data.get('pin_dir'), str(a)) for a in spec.addresses}
     return {'vips': {str(v) for v in spec.vips}, 'sysctls': sysctls,
-            'links': links, 'decap': decap}
+            'links': links}
 
 
 def hand_over(journal, others, keep=None):
@@ -71,13 +76,8 @@ def hand_over(journal, others, keep=None):
     every record that one still needs, except what ``keep`` (relied_on of
     this setup run again) says this setup needs itself; returns (report
     lines, the journals that received something, to be saved)."""
-    needs = []
-    for other in others:
-        relied = relied_on(other.data['spec'])
-        if other.data['decap'] is None:
-            relied['decap'] = set()   # its setup stopped before the decap
-        needs.append((other, relied))
-    keep = keep or {'vips': (), 'sysctls': (), 'links': (), 'decap': ()}
+    needs = [(other, relied_on(other.data['spec'])) for other in others]
+    keep = keep or {'vips': (), 'sysctls': (), 'links': ()}
     lines, heirs = [], []
 
     def heir_of(kind, item):
@@ -117,14 +117,4 @@ def hand_over(journal, others, keep=None):
             theirs['old'] = change['old']
             kept(f'sysctl {sysctl_mod.display(key)} = {change["new"]}',
                  heir)
-    decap = journal.data['decap']
-    if decap and decap.get('mode') == 'ebpf':
-        for address in list(decap.get('addresses') or []):
-            heir = heir_of('decap', (decap['pin_dir'], address))
-            if heir is not None:
-                decap['addresses'].remove(address)
-                record = heir.data['decap']
-                record['addresses'] = sorted(
-                    set(record.get('addresses') or []) | {address})
-                kept(f'decap for {address}', heir)
     return lines, heirs

@@ -4,7 +4,8 @@ and a working dataplane (issue 13).
 1. Build: the source tree as git sees it (tracked and untracked files, not
    ignored ones: no obj/), committed into a throw-away repository so pbr can
    version it, then `pip wheel` with build isolation (pbr and setuptools from
-   the index, at build-constraints.txt's versions, as `make wheel`); tools/build_native.py compiles the BPF objects and
+   the index, at build-constraints.txt's versions, as `make wheel`);
+   tools/build_native.py compiles the BPF objects and
    libmaglev.so into the wheel.
 2. Install: a fresh venv (python -m venv: no system site packages, its own
    pip) and `pip install` of the wheel.  Its requirements come from the
@@ -91,7 +92,8 @@ def _build_wheel(tmp):
     _run([sys.executable, '-m', 'pip', 'wheel', '--no-deps', '-w', out,
           src], cwd=tmp,
          env=dict(os.environ,
-                  PIP_CONSTRAINT=str(ROOT / 'build-constraints.txt')))
+                  PIP_CONSTRAINT=str(ROOT / 'build-constraints.txt'),
+                  PIP_BUILD_CONSTRAINT=str(ROOT / 'build-constraints.txt')))
     wheels = list(out.glob('octavia_dsr-*.whl'))
     assert len(wheels) == 1, wheels
     return wheels[0]

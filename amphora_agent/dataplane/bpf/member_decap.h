@@ -11,14 +11,25 @@
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 
-/* struct decap_key as the words it is hashed and compared by. */
+/* struct decap_key as the words it is hashed and compared by.  The family
+ * word puts the family in byte 16 and zeroes the pad on a little-endian
+ * host (the BPF target here, bpfel). */
 union decap_key_words {
 	struct decap_key key;
 	struct {
 		__u64 lo, hi;
-		__u32 family; /* family, then pad: zero */
+		__u32 family;
 	} w;
 };
+
+_Static_assert(sizeof(struct decap_key) == 20, "decap_key is 20 bytes");
+_Static_assert(__builtin_offsetof(struct decap_key, family) == 16,
+	       "the family word starts with the family");
+_Static_assert(sizeof(union decap_key_words) == 24 &&
+	       __builtin_offsetof(union decap_key_words, w.family) == 16,
+	       "the words cover the key");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
+	       "the family word is little-endian");
 
 /* An address's value in decap_addrs or decap_sources, NULL if absent.  The
  * key is stored in whole words, each once: a load of the hash or the

@@ -12,6 +12,7 @@ replaced at load, the addresses kept.
 
 import os
 import secrets
+import select
 import shutil
 import subprocess
 import sys
@@ -184,6 +185,48 @@ def test_set_sources_is_exactly_these_and_keeps_counts(member):
     assert member.source_counts() == {SE4: 2, SE6: 1}
 
 
+def test_an_address_two_setups_give_stays_until_both_take_it(member):
+    """Setups count the tunnel addresses they give, as the sources: the
+    first one out leaves the other's address decapsulated."""
+    member.set_addresses([])
+    assert member.give_addresses([TUN4], restricted=False) == [TUN4]
+    assert member.give_addresses([TUN4, TUN6], restricted=False) == [TUN6]
+    assert member.take_addresses([TUN4, TUN6], restricted=False) == [TUN6]
+    assert member.addresses() == [TUN4]
+    assert run(member, tunnel("4in4", "other")) == (TC_ACT_OK, {"ipip": 1})
+    assert member.take_addresses([TUN4], restricted=False) == [TUN4]
+    assert member.addresses() == []
+
+
+def test_a_shared_address_is_restricted_only_if_every_setup_asks(member):
+    """Never drop a setup's packets for another setup's source list: the
+    address takes any source while one of its setups asked for any."""
+    member.set_addresses([])
+    member.give_sources([SE4])
+    member.give_addresses([TUN4], restricted=True)
+    assert member.restricted() == [TUN4]
+    member.give_addresses([TUN4], restricted=False)
+    assert member.restricted() == []
+    assert run(member, tunnel("4in4", "other")) == (TC_ACT_OK, {"ipip": 1})
+    member.regive_addresses([TUN4], restricted=True)   # it gives sources now
+    assert member.restricted() == [TUN4]
+    member.regive_addresses([TUN4], restricted=False)
+    member.take_addresses([TUN4], restricted=False)    # the open one leaves
+    assert member.restricted() == [TUN4]
+    assert run(member, tunnel("4in4", "other")) == (
+        TC_ACT_SHOT, {"drop_source": 1})
+
+
+def test_an_address_without_a_count_is_one_setup(member):
+    """What dsrctl or an earlier release wrote (flags only) counts as one
+    setup, open unless restricted: taken once, it is gone."""
+    member.restrict([TUN4])             # TUN4: flags only, restricted
+    member.give_addresses([TUN4], restricted=True)
+    assert member.take_addresses([TUN4], restricted=True) == []
+    assert member.restricted() == [TUN4]
+    assert member.take_addresses([TUN4], restricted=True) == [TUN4]
+
+
 def _has_open(pid, path):
     fds = f"/proc/{pid}/fd"
     try:
@@ -233,7 +276,11 @@ def test_the_lock_is_one_holder_at_a_time(pin_dir, tmp_path):
             assert proc.poll() is None, "it got through a held lock"
             assert time.monotonic() < deadline, "it never tried the lock"
             time.sleep(0.01)
-        assert proc.poll() is None, "it got through a held lock"
+        # Trying, and still not through: nothing printed for a while (a
+        # process that got in would print within milliseconds).
+        readable, _, _ = select.select([proc.stdout], [], [], 0.5)
+        assert not readable and proc.poll() is None, \
+            "it got through a held lock"
         release.set()
         thread.join(10)
         second.join(30)

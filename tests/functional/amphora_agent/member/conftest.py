@@ -45,6 +45,16 @@ class MemberLab(DsrSetup):
             argv += ['--decap-pin-dir', self.pin_dir(name + '-decap')]
         return argv
 
+    def other_argv(self, name, *args, state_dir=None):
+        """member_argv of a second setup on member ``name``: its own state
+        file (in ``state_dir``, default this lab's), the same pin folder."""
+        argv = self.member_argv(name, *args)
+        if '--state-file' in argv:
+            folder = state_dir or self.state_dir
+            argv[argv.index('--state-file') + 1] = os.path.join(
+                folder, f'{name}-other.json')
+        return argv
+
     def member(self, name, *args, check=True):
         """Run dsr-member inside the member's namespace."""
         return self.topo.run(name, self.member_argv(name, *args),

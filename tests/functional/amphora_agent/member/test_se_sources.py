@@ -130,19 +130,15 @@ def test_a_setup_without_sources_sharing_the_pins_stays_open(
     topo = lab.topo
     se, m1 = topo.ses[0], topo.members[0]
     lab.setup_member('m1', '--address', m1.ipv4)
-    other_state = lab.state_file('m1-other')
-    other = lab.member_argv('m1', 'setup', '--vip', netns.VIP6,
-                            '--address', m1.ipv6, '--se-source', se.ipv6)
-    other[other.index('--state-file') + 1] = other_state
-    topo.run('m1', other)
+    topo.run('m1', lab.other_argv('m1', 'setup', '--vip', netns.VIP6,
+                                  '--address', m1.ipv6,
+                                  '--se-source', se.ipv6))
     show = lab.dsrctl_json('m1', 'decap', 'show')
     assert show == {'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv6]}
     send_forged_syn(topo, m1.ipv4)
     netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
                    'the open address to decapsulate from any source')
-    teardown = lab.member_argv('m1', 'teardown')
-    teardown[teardown.index('--state-file') + 1] = other_state
-    out = topo.run('m1', teardown).stdout
+    out = topo.run('m1', lab.other_argv('m1', 'teardown')).stdout
     assert f'- decap SE sources {se.ipv6}' in out, out
     assert lab.dsrctl_json('m1', 'decap', 'show') == {
         'addresses': [m1.ipv4], 'sources': []}
@@ -163,48 +159,70 @@ def test_teardown_after_an_upgrade_removes_the_earlier_pins(
     assert not os.path.exists(pin_dir) or os.listdir(pin_dir) == []
 
 
-def _other(lab, name, *args):
-    """dsr-member argv of a second setup on member ``name`` (its own
-    state file, the same pin folder)."""
-    argv = lab.member_argv(name, *args)
-    argv[argv.index('--state-file') + 1] = lab.state_file(name + '-other')
-    return argv
-
-
 def test_two_setups_share_the_pins_until_the_last_is_torn_down(
-        make_member_lab):
-    """Setup A loads the pins and gives SE source S4; setup B, on the same
-    pin folder, gives S4 and S6 for its own tunnel address.  A's teardown
-    (the loader's) leaves B's decap working: the pins, the attachment and
-    S4 (B still gives it) stay.  B's teardown, the last, removes them."""
+        make_member_lab, tmp_path):
+    """Setup A loads the pins and gives SE source S4 for tunnel address T4;
+    setup B, with its state in another folder (no handoff between them:
+    the maps count), gives T4 too, T6, S4 and S6.  A's teardown (the
+    loader's) leaves B's decap working: the pins, the attachment, T4 and
+    S4 (B still gives them) stay.  B's teardown, the last, removes them."""
     lab = make_member_lab(n_se=1, n_members=1)
     topo = lab.topo
     se, m1 = topo.ses[0], topo.members[0]
     lab.start_ses()
     lab.member('m1', 'setup', '--vip', netns.VIP4, *conftest.ENCAPS,
                '--address', m1.ipv4, '--se-source', se.ipv4)
-    out = topo.run('m1', _other(lab, 'm1', 'setup', '--vip', netns.VIP6,
-                                *conftest.ENCAPS, '--address', m1.ipv6,
-                                '--se-source', se.ipv4,
-                                '--se-source', se.ipv6)).stdout
+    out = topo.run('m1', lab.other_argv(
+        'm1', 'setup', '--vip', netns.VIP4, '--vip', netns.VIP6,
+        *conftest.ENCAPS, '--address', m1.ipv4, '--address', m1.ipv6,
+        '--se-source', se.ipv4, '--se-source', se.ipv6,
+        state_dir=str(tmp_path))).stdout
     assert f'+ decap SE sources {se.ipv4}, {se.ipv6}' in out, out
     lab.start_server('m1')
     lab.apply(listener(netns.VIP4, members=[m1.ipv4]))
-    lab.apply(listener(netns.VIP6, members=[m1.ipv6]))
-    assert member_of(topo.http_get(netns.VIP6)) == 'm1'
+    assert member_of(topo.http_get(netns.VIP4)) == 'm1'
 
     out = lab.member('m1', 'teardown').stdout
+    assert f'= decap for {m1.ipv4} kept: another setup gives it' in out, out
     assert f'= decap kept under {lab.pin_dir("m1-decap")}' in out, out
     assert '- decap pins removed' not in out, out
     assert lab.dsrctl_json('m1', 'decap', 'show') == {
-        'addresses': [m1.ipv6], 'sources': [se.ipv4, se.ipv6]}
+        'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv4, se.ipv6]}
+    # A's VIP4 went from lo with A (B's state is in another folder: no
+    # handoff); B's VIP6 is served, through B's tunnel addresses.
+    lab.apply(listener(netns.VIP6, members=[m1.ipv6]))
     assert member_of(topo.http_get(netns.VIP6, source_port=43101)) == 'm1'
-    assert 'no problems found' in topo.run('m1', _other(
-        lab, 'm1', 'check', '--se-source', se.ipv4,
-        '--se-source', se.ipv6)).stdout
 
-    out = topo.run('m1', _other(lab, 'm1', 'teardown')).stdout
+    out = topo.run('m1', lab.other_argv('m1', 'teardown',
+                                        state_dir=str(tmp_path))).stdout
     assert '- decap pins removed' in out, out
     assert f'- decap detached from {m1.ifname}' in out, out
     pin_dir = lab.pin_dir('m1-decap')
     assert not os.path.exists(pin_dir) or os.listdir(pin_dir) == []
+
+
+def test_a_shared_address_is_open_while_a_setup_asks_for_any_source(
+        make_member_lab, tmp_path):
+    """Setups giving one tunnel address, one with SE sources and one
+    without: the address takes any source (never drop a setup's packets
+    for another's list) until the open one is gone."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se, m1 = topo.ses[0], topo.members[0]
+    lab.member('m1', 'setup', '--vip', netns.VIP4, *conftest.ENCAPS,
+               '--address', m1.ipv4, '--se-source', se.ipv4)
+    assert lab.dsrctl_json('m1', 'decap', 'show')['addresses'] == [m1.ipv4]
+    open_setup = lab.other_argv('m1', 'setup', '--vip', netns.VIP4,
+                                *conftest.ENCAPS, '--address', m1.ipv4,
+                                state_dir=str(tmp_path))
+    topo.run('m1', open_setup)
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
+                   'the shared open address to decapsulate from any source')
+    topo.run('m1', lab.other_argv('m1', 'teardown',
+                                  state_dir=str(tmp_path)))
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['drop_source'] == 1, 10,
+                   'the address restricted again once the open setup left')
+    assert 'no problems found' in lab.member(
+        'm1', 'check', '--se-source', se.ipv4, check=False).stdout

@@ -238,6 +238,12 @@ class Decap:
         return _addresses(None, [k for k, v in self._values().items()
                                  if v & F_SOURCES])
 
+    def given_open(self):
+        """The tunnel addresses some setup (or dsrctl) gave open to any
+        source: why a shared address is not restricted."""
+        return _addresses(None, [k for k, v in self._values().items()
+                                 if _counts(v)[1]])
+
     def stats(self):
         return {name: sum(int.from_bytes(v[:8], 'little') for v in
                           self.maps['decap_stats'].lookup_percpu(

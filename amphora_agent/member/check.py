@@ -148,9 +148,14 @@ def decap(spec, ipr, mode, pin_dir, setup_command):
         for address in spec.addresses if spec.sources else ():
             if str(address) in present and \
                     str(address) not in pinned['restricted']:
+                shared = str(address) in pinned.get('given_open', ())
                 problems.append(Problem(
                     f'the decap program decapsulates tunnel packets to '
-                    f'{address} from any source, not only the SEs\'', fix))
+                    f'{address} from any source, not only the SEs\''
+                    + (' (another setup, or dsrctl, gives it without '
+                       'SE sources)' if shared else ''),
+                    'run the other setups of this tunnel address with '
+                    '--se-source' if shared else fix))
         if not ebpf.runs_pinned(spec.interface, pin_dir):
             problems.append(Problem(
                 f'{spec.interface} runs another decap program than the '

@@ -235,7 +235,10 @@ def stats(pin_dir):
 
 def state(pin_dir):
     """{'addresses', 'sources' ([]: any), 'restricted' (the addresses
-    that take the sources' packets only)}, or None without the pins."""
+    that take the sources' packets only), 'given_open' (those another
+    setup or dsrctl gave open to any source)}, or None without the
+    pins."""
     return _read(pin_dir, lambda d: {'addresses': d.addresses(),
                                      'sources': d.sources(),
-                                     'restricted': d.restricted()})
+                                     'restricted': d.restricted(),
+                                     'given_open': d.given_open()})

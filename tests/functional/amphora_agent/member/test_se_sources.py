@@ -219,6 +219,9 @@ def test_a_shared_address_is_open_while_a_setup_asks_for_any_source(
     send_forged_syn(topo, m1.ipv4)
     netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
                    'the shared open address to decapsulate from any source')
+    assert any('another setup, or dsrctl, gives it without SE sources' in p
+               for p in conftest.problems(lab.member(
+                   'm1', 'check', '--se-source', se.ipv4, check=False)))
     topo.run('m1', lab.other_argv('m1', 'teardown',
                                   state_dir=str(tmp_path)))
     send_forged_syn(topo, m1.ipv4)

@@ -19,15 +19,15 @@ OBJECT = 'member_tc.o'
 PROGRAM = 'dsr_decap'
 MAP_NAMES = ('decap_addrs', 'decap_sources', 'decap_stats')
 # decap_addrs values (bpf/structs.h): the program reads the low byte's
-# flags.  The bytes above count the dsr-member setups that give the address
-# (8-15) and those of them that give it open to any source (16-23): a
+# flags.  The bits above count the dsr-member setups that give the address
+# (8-19) and those of them that give it open to any source (20-31): a
 # shared address is restricted only while none of its setups asked for
 # any source (never drop a setup's packets for another setup's list), and
 # goes with the last setup that gives it.  A value with no count (dsrctl,
 # an earlier release) is one setup, open unless F_SOURCES.
 F_ACTIVE = 1
 F_SOURCES = 2
-_GIVERS, _OPEN = 8, 16
+_GIVERS, _OPEN, _COUNT_MAX = 8, 20, 0xfff
 TC_HANDLE = 0xd5
 TC_PRIORITY = 1
 
@@ -164,6 +164,13 @@ class Decap:
                                         max(open_ - (not restricted), 0)))
         return _addresses(None, gone)
 
+    def settle(self, addresses):
+        """The restriction of these present addresses as their counts say
+        (after a dsrctl override, a setup run again puts it back)."""
+        values = self._values()
+        for key in sorted({_key(a) for a in addresses} & set(values)):
+            self._write(key, _value(*_counts(values[key])))
+
     def regive_addresses(self, addresses, restricted):
         """A setup that gave these open gives them restricted now, or the
         other way round (counts of setups unchanged)."""
@@ -277,13 +284,19 @@ def _counts(value):
     value; None: (0, 0)."""
     if value is None:
         return 0, 0
-    givers = (value >> _GIVERS) & 0xff
+    givers = (value >> _GIVERS) & _COUNT_MAX
     if not givers:
         return 1, 0 if value & F_SOURCES else 1
-    return givers, (value >> _OPEN) & 0xff
+    return givers, min((value >> _OPEN) & _COUNT_MAX, givers)
 
 
 def _value(givers, open_):
+    if givers > _COUNT_MAX:
+        raise DecapError(f'more than {_COUNT_MAX} setups give one tunnel '
+                         'address')
+    # Never more setups open than setups: a count that drifted (a setup
+    # taken back in the other mode) must not keep the address open.
+    open_ = min(max(open_, 0), givers)
     return (F_ACTIVE | (0 if open_ else F_SOURCES) | givers << _GIVERS
             | open_ << _OPEN)
 

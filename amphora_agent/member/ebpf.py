@@ -94,6 +94,12 @@ def ensure(ifname, addresses, pin_dir, journal, sources=()):
         return _ensure(record, ifname, addresses, pin_dir, sources)
 
 
+def _gave_open(record):
+    """Whether the setup gave its addresses open to any source (recorded
+    since session 25's release; before, it followed its sources)."""
+    return record.get('open', not record.get('sources'))
+
+
 def _ensure(record, ifname, addresses, pin_dir, sources):
     lines = []
     # An earlier release's pins are upgraded by Decap.open, not loaded by
@@ -102,7 +108,7 @@ def _ensure(record, ifname, addresses, pin_dir, sources):
     was_attached = is_attached(ifname)
     asked = sorted({str(a) for a in sources})
     given = set(record['sources'])
-    was_restricted = bool(given)
+    restricted = bool(asked)
     with decap_mod.Decap.open(pin_dir) as d:
         if not was_present:
             record['loaded'] = True
@@ -116,27 +122,40 @@ def _ensure(record, ifname, addresses, pin_dir, sources):
             d.give_sources(give)
             record['sources'] = sorted((given - gone) | set(give))
             lines.append('+ decap SE sources ' + ', '.join(give))
-        restricted = bool(asked)
+        # Addresses.  The record says, after each step, exactly what this
+        # setup gives and how: a run that fails half way and a run again
+        # never count anything twice.
         had = set(record['addresses'])
         wanted = {str(a) for a in addresses}
-        kept = sorted(wanted & had)
-        if kept and restricted != was_restricted:
-            d.regive_addresses(kept, restricted)
-        new = sorted(wanted - had)
-        if new:
-            d.give_addresses(new, restricted)
-            record['addresses'] = sorted(had | set(new))
-            lines.append('+ decap for ' + ', '.join(new)
-                         + (' from the SE sources only' if restricted
-                            else ''))
-        # Then what this setup no longer gives: addresses, and sources
-        # (an SE replaced).
         dropped = sorted(had - wanted)
         if dropped:
-            d.take_addresses(dropped, was_restricted)
-            record['addresses'] = sorted(wanted)
+            d.take_addresses(dropped, not _gave_open(record))
+            record['addresses'] = sorted(had & wanted)
             lines.append('- decap for ' + ', '.join(dropped)
                          + ' (no longer given)')
+        kept = sorted(had & wanted)
+        if kept and _gave_open(record) == restricted:
+            d.regive_addresses(kept, restricted)
+        record['open'] = not restricted
+        # Given before but gone from the map (dsrctl set the list by hand):
+        # given again, as new ones.
+        lost = sorted(set(kept) - set(d.addresses()))
+        new = sorted(wanted - had)
+        if new or lost:
+            fresh = d.give_addresses(sorted(set(new) | set(lost)),
+                                     restricted)
+            record['addresses'] = sorted(wanted)
+            if fresh:
+                lines.append('+ decap for ' + ', '.join(fresh)
+                             + (' from the SE sources only' if restricted
+                                else ''))
+            shared = sorted(set(new) - set(fresh))
+            if shared:
+                lines.append('= decap for ' + ', '.join(shared)
+                             + ': another setup gives it too')
+        # A dsrctl override of the restriction is undone by a run again.
+        d.settle(sorted(wanted))
+        # Then the sources this setup no longer gives (an SE replaced).
         dropped = sorted(given - set(asked) - gone)
         if dropped:
             d.take_sources(dropped)
@@ -192,19 +211,23 @@ def _remove(record):
             lines.append(f'- decap pins removed from {pin_dir}')
         return lines
     with decap_mod.Decap.open(pin_dir) as d:
+        # Each taken back once: the record forgets it at once (a teardown
+        # run again after a later failure takes nothing twice).
         if record.get('addresses'):
-            gone = d.take_addresses(record['addresses'],
-                                    bool(record.get('sources')))
+            addresses = record['addresses']
+            gone = d.take_addresses(addresses, not _gave_open(record))
+            record['addresses'] = []
             if gone:
                 lines.append('- decap for ' + ', '.join(gone))
-            shared = sorted(set(record['addresses']) - set(gone))
+            shared = sorted(set(addresses) - set(gone))
             if shared:
                 lines.append('= decap for ' + ', '.join(shared)
                              + ' kept: another setup gives it')
         if record.get('sources'):
-            d.take_sources(record['sources'])
-            lines.append('- decap SE sources '
-                         + ', '.join(record['sources']))
+            sources = record['sources']
+            d.take_sources(sources)
+            record['sources'] = []
+            lines.append('- decap SE sources ' + ', '.join(sources))
         others = d.addresses()
     if others:
         lines.append(f'= decap kept under {pin_dir}: still decapsulating '

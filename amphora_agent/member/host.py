@@ -249,6 +249,10 @@ def teardown(ipr, sysctl, journal):
     record = journal.data['decap']
     if record and record.get('mode') == 'ebpf':
         lines += ebpf.remove(record)
+        # What the decap took back is recorded at once: a teardown failing
+        # further on and run again must not take it twice.
+        if journal.exists:
+            journal.save()
     for link in kernel.remove(ipr, journal.records('links')):
         lines.append(f'- {link["kind"]} tunnel {link["ifname"]}')
     for address in journal.records('addresses'):

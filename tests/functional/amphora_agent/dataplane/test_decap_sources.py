@@ -227,6 +227,27 @@ def test_an_address_without_a_count_is_one_setup(member):
     assert member.take_addresses([TUN4], restricted=True) == [TUN4]
 
 
+def test_counts_never_leave_an_address_open_by_drift(member):
+    """Taken back in the wrong mode (an open setup's open count not
+    lowered), the open count is still never more than the setups: the
+    last setup, switched to restricted, restricts the address."""
+    # TUN4 as dsrctl wrote it (flags only, open): one open setup.
+    member.give_addresses([TUN4], restricted=False)    # 2 setups, 2 open
+    member.take_addresses([TUN4], restricted=True)     # 1 setup, not 2 open
+    assert member.restricted() == []
+    member.regive_addresses([TUN4], restricted=True)
+    assert member.restricted() == [TUN4]
+
+
+def test_too_many_setups_for_one_address_are_refused(member):
+    member.set_addresses([])
+    for _ in range(decap._COUNT_MAX):
+        member.give_addresses([TUN4], restricted=True)
+    with pytest.raises(decap.DecapError, match="more than 4095 setups"):
+        member.give_addresses([TUN4], restricted=True)
+    assert member.restricted() == [TUN4]
+
+
 def _has_open(pid, path):
     fds = f"/proc/{pid}/fd"
     try:

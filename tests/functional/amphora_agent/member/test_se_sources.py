@@ -8,6 +8,8 @@ the SE are served; check reports a missing source; teardown gives back
 import os
 import sys
 
+from amphora_agent.dataplane import decap
+
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.test_dsr_path import member_of
 from tests.functional.amphora_agent.member import conftest
@@ -229,3 +231,46 @@ def test_a_shared_address_is_open_while_a_setup_asks_for_any_source(
                    'the address restricted again once the open setup left')
     assert 'no problems found' in lab.member(
         'm1', 'check', '--se-source', se.ipv4, check=False).stdout
+
+
+def _restricted(lab):
+    with decap.Decap.open(lab.pin_dir('m1-decap')) as d:
+        return d.restricted()
+
+
+def test_a_setup_run_again_repairs_what_dsrctl_overrode_and_switches(
+        make_member_lab, tmp_path):
+    """dsrctl sets exactly what it is told: a setup run again gives back
+    its address and restriction.  Two setups restrict one address; one of
+    them run without --se-source opens it, run with it again restricts
+    it: the counts follow each switch exactly once."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    se, m1 = topo.ses[0], topo.members[0]
+    setup = ('setup', '--vip', netns.VIP4, *conftest.ENCAPS,
+             '--address', m1.ipv4)
+    lab.member('m1', *setup, '--se-source', se.ipv4)
+    lab.dsrctl('m1', 'decap', 'attach', m1.ifname, '--address', m1.ipv6)
+    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+        'addresses': [m1.ipv6], 'sources': []}
+    lab.member('m1', *setup, '--se-source', se.ipv4)
+    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+        'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv4]}
+    assert _restricted(lab) == [m1.ipv4]
+
+    other = ('setup', '--vip', netns.VIP4, *conftest.ENCAPS, '--address',
+             m1.ipv4)
+    topo.run('m1', lab.other_argv('m1', *other, '--se-source', se.ipv4,
+                                  state_dir=str(tmp_path)))
+    assert _restricted(lab) == [m1.ipv4]
+    for _ in range(2):   # run twice: nothing counted twice
+        topo.run('m1', lab.other_argv('m1', *other, state_dir=str(tmp_path)))
+    assert _restricted(lab) == []
+    for _ in range(2):
+        topo.run('m1', lab.other_argv('m1', *other, '--se-source',
+                                      se.ipv4, state_dir=str(tmp_path)))
+    assert _restricted(lab) == [m1.ipv4]
+    topo.run('m1', lab.other_argv('m1', 'teardown', state_dir=str(tmp_path)))
+    assert _restricted(lab) == [m1.ipv4]
+    out = lab.member('m1', 'teardown').stdout
+    assert f'- decap for {m1.ipv4}' in out, out

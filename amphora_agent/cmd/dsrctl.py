@@ -13,6 +13,7 @@ with --config-file (bench/dsrctl_bench.py, docs/benchmarks.md).
 """
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -305,19 +306,15 @@ def _decap_change(args):
 
 def cmd_decap(args):
     reload = getattr(args, 'reload', False)
-    if args.action in ('attach', 'detach') or reload or \
-            not decap_mod.pinned(args.decap_pin_dir):
-        # The maps are read, then written (or the program loaded): dsr-member
-        # setups take the same lock.
-        with decap_mod.locked(args.decap_pin_dir):
-            return _decap_in_lock(args, reload)
-    return _decap_read(args, reload)
-
-
-def _decap_in_lock(args, reload):
-    if args.action in ('attach', 'detach'):
-        return _decap_change(args)
-    return _decap_read(args, reload)
+    change = args.action in ('attach', 'detach')
+    # A change reads, then writes, the maps, and a load writes the pins:
+    # under the lock dsr-member setups take.  A plain read goes without.
+    with (decap_mod.locked(args.decap_pin_dir)
+          if change or reload or not decap_mod.pinned(args.decap_pin_dir)
+          else contextlib.nullcontext()):
+        if change:
+            return _decap_change(args)
+        return _decap_read(args, reload)
 
 
 def _decap_read(args, reload):

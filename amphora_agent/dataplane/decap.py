@@ -132,11 +132,6 @@ class Decap:
         for key in present - wanted:
             self.maps['decap_addrs'].delete(key)
 
-    def restrict(self, addresses, on=True):
-        """Restrict these tunnel addresses (those present) to the SE
-        sources, or lift it."""
-        self._set_flag({_key(a) for a in addresses}, on)
-
     def give_addresses(self, addresses, restricted):
         """One more setup gives each of these tunnel addresses, restricted
         to the SE sources or open.  Returns those that were not there."""
@@ -180,14 +175,14 @@ class Decap:
             open_ = max(open_ - 1, 0) if restricted else open_ + 1
             self._write(key, _value(givers, open_))
 
-    def _counts(self):
+    def _source_values(self):
         table = self.maps['decap_sources']
         return {k: int.from_bytes(v[:4], 'little') for k, v in table.items()}
 
     def give_sources(self, sources):
         """One more setup gives each of these sources: its count goes up
         (a source is decapsulated from while any count is on it)."""
-        counts = self._counts()
+        counts = self._source_values()
         for key in sorted({_key(a) for a in sources}):
             self.maps['decap_sources'].update(
                 key, (counts.get(key, 0) + 1).to_bytes(4, 'little'))
@@ -195,7 +190,7 @@ class Decap:
     def take_sources(self, sources):
         """A setup no longer gives these: each count goes down, and the
         source goes when no setup gives it any more."""
-        counts = self._counts()
+        counts = self._source_values()
         for key in sorted({_key(a) for a in sources}):
             if key not in counts:
                 continue
@@ -207,7 +202,7 @@ class Decap:
 
     def add_sources(self, sources):
         """These sources, each at least once (counts kept)."""
-        counts = self._counts()
+        counts = self._source_values()
         for key in sorted({_key(a) for a in sources} - set(counts)):
             self.maps['decap_sources'].update(key, (1).to_bytes(4, 'little'))
 
@@ -219,7 +214,7 @@ class Decap:
     def source_counts(self):
         """{source: how many setups give it}."""
         return {_addresses(None, [key])[0]: count
-                for key, count in self._counts().items()}
+                for key, count in self._source_values().items()}
 
     def set_sources(self, sources):
         """Decapsulate, for every tunnel address, only what comes from

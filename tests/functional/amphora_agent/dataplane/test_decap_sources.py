@@ -164,7 +164,8 @@ def test_an_earlier_releases_pins_are_upgraded(pin_dir):
 def test_a_source_given_by_two_setups_stays_until_both_take_it(member):
     """Setups sharing the pins count the sources they give: one setup
     taking its SE back leaves the other's trust (and packets) in place."""
-    member.restrict([TUN4])
+    member.set_addresses([])
+    member.set_addresses([TUN4], restricted=True)
     member.give_sources([SE4])
     member.give_sources([SE4, SE6])
     assert member.source_counts() == {SE4: 2, SE6: 1}
@@ -220,7 +221,8 @@ def test_a_shared_address_is_restricted_only_if_every_setup_asks(member):
 def test_an_address_without_a_count_is_one_setup(member):
     """What dsrctl or an earlier release wrote (flags only) counts as one
     setup, open unless restricted: taken once, it is gone."""
-    member.restrict([TUN4])             # TUN4: flags only, restricted
+    member.set_addresses([])
+    member.set_addresses([TUN4], restricted=True)  # flags only, restricted
     member.give_addresses([TUN4], restricted=True)
     assert member.take_addresses([TUN4], restricted=True) == []
     assert member.restricted() == [TUN4]

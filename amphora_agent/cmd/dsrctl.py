@@ -320,13 +320,42 @@ def cmd_decap(args):
 def _decap_read(args, reload):
     with decap_mod.Decap.open(args.decap_pin_dir, reload=reload) as d:
         if args.action == 'show':
-            _print(args, {'addresses': d.addresses(),
-                          'sources': d.sources()},
-                   lambda s: ' '.join(s['addresses']) + ' from '
-                   + (' '.join(s['sources']) or 'any source'))
+            _print(args, _decap_document(d), _decap_text)
         else:
             _print(args, d.stats(), lambda s: ' '.join(
                 f'{k}={v}' for k, v in s.items()))
+
+
+def _decap_document(d):
+    """What the decap does and who asked for it: the dsr-member setups
+    (or dsrctl) giving each address and source, and which addresses are
+    restricted to the SE sources (a shared address is open while any of
+    its setups gives it open)."""
+    counts = d.address_counts()
+    return {
+        'addresses': d.addresses(),
+        'sources': d.sources(),
+        'restricted': d.restricted(),
+        'address_setups': {a: {'setups': n, 'open': k}
+                           for a, (n, k) in counts.items()},
+        'source_setups': d.source_counts(),
+    }
+
+
+def _decap_text(doc):
+    restricted = set(doc['restricted'])
+    lines = [' '.join(doc['addresses']) + ' from '
+             + (' '.join(doc['sources']) or 'any source')]
+    for address in doc['addresses']:
+        n = doc['address_setups'][address]
+        mode = ('SE sources only' if address in restricted
+                else 'any source')
+        lines.append(f"  {address}: {mode}; {n['setups']} setup(s), "
+                     f"{n['open']} of them open")
+    for source in doc['sources']:
+        lines.append(f"  source {source}: "
+                     f"{doc['source_setups'][source]} setup(s)")
+    return '\n'.join(lines)
 
 
 def _apply_config_defaults(args, parser):

@@ -240,6 +240,12 @@ class Decap:
         return _addresses(None, [k for k, v in self._values().items()
                                  if v & F_SOURCES])
 
+    def address_counts(self):
+        """{tunnel address: (setups giving it, those giving it open)}; an
+        address dsrctl set counts as one setup."""
+        return {_addresses(None, [key])[0]: _counts(value)
+                for key, value in self._values().items()}
+
     def given_open(self):
         """The tunnel addresses some setup (or dsrctl) gave open to any
         source: why a shared address is not restricted."""

@@ -93,7 +93,7 @@ def test_dsrctl_decap_attach_with_sources(make_member_lab):
     se, m1 = topo.ses[0], topo.members[0]
     lab.dsrctl('m1', 'decap', 'attach', m1.ifname, '--address', m1.ipv4,
                '--source', se.ipv4, '--source', se.ipv6)
-    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+    assert _shown(lab) == {
         'addresses': [m1.ipv4], 'sources': [se.ipv4, se.ipv6]}
     send_forged_syn(topo, m1.ipv4)
     netns.wait_for(lambda: lab.decap_stats('m1')['drop_source'] == 1, 10,
@@ -136,13 +136,22 @@ def test_a_setup_without_sources_sharing_the_pins_stays_open(
                                   '--address', m1.ipv6,
                                   '--se-source', se.ipv6))
     show = lab.dsrctl_json('m1', 'decap', 'show')
-    assert show == {'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv6]}
+    assert _shown(lab) == {'addresses': [m1.ipv4, m1.ipv6],
+                           'sources': [se.ipv6]}
+    # Which setup asked for what, as dsrctl shows it to an operator.
+    assert show['restricted'] == [m1.ipv6]
+    assert show['address_setups'] == {m1.ipv4: {'setups': 1, 'open': 1},
+                                      m1.ipv6: {'setups': 1, 'open': 0}}
+    assert show['source_setups'] == {se.ipv6: 1}
+    text = lab.dsrctl('m1', 'decap', 'show').stdout
+    assert f'{m1.ipv4}: any source; 1 setup(s), 1 of them open' in text
+    assert f'{m1.ipv6}: SE sources only; 1 setup(s), 0 of them open' in text
     send_forged_syn(topo, m1.ipv4)
     netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] == 1, 10,
                    'the open address to decapsulate from any source')
     out = topo.run('m1', lab.other_argv('m1', 'teardown')).stdout
     assert f'- decap SE sources {se.ipv6}' in out, out
-    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+    assert _shown(lab) == {
         'addresses': [m1.ipv4], 'sources': []}
 
 
@@ -184,11 +193,19 @@ def test_two_setups_share_the_pins_until_the_last_is_torn_down(
     lab.apply(listener(netns.VIP4, members=[m1.ipv4]))
     assert member_of(topo.http_get(netns.VIP4)) == 'm1'
 
+    show = lab.dsrctl_json('m1', 'decap', 'show')
+    assert show['address_setups'] == {m1.ipv4: {'setups': 2, 'open': 0},
+                                      m1.ipv6: {'setups': 1, 'open': 0}}
+    assert show['source_setups'] == {se.ipv4: 2, se.ipv6: 1}
     out = lab.member('m1', 'teardown').stdout
     assert f'= decap for {m1.ipv4} kept: another setup gives it' in out, out
+    show = lab.dsrctl_json('m1', 'decap', 'show')
+    assert show['address_setups'] == {m1.ipv4: {'setups': 1, 'open': 0},
+                                      m1.ipv6: {'setups': 1, 'open': 0}}
+    assert show['source_setups'] == {se.ipv4: 1, se.ipv6: 1}
     assert f'= decap kept under {lab.pin_dir("m1-decap")}' in out, out
     assert '- decap pins removed' not in out, out
-    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+    assert _shown(lab) == {
         'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv4, se.ipv6]}
     # A's VIP4 went from lo with A (B's state is in another folder: no
     # handoff); B's VIP6 is served, through B's tunnel addresses.
@@ -233,6 +250,12 @@ def test_a_shared_address_is_open_while_a_setup_asks_for_any_source(
         'm1', 'check', '--se-source', se.ipv4, check=False).stdout
 
 
+def _shown(lab):
+    """The addresses and sources `dsrctl decap show` lists."""
+    show = lab.dsrctl_json('m1', 'decap', 'show')
+    return {'addresses': show['addresses'], 'sources': show['sources']}
+
+
 def _restricted(lab):
     with decap.Decap.open(lab.pin_dir('m1-decap')) as d:
         return d.restricted()
@@ -251,10 +274,10 @@ def test_a_setup_run_again_repairs_what_dsrctl_overrode_and_switches(
              '--address', m1.ipv4)
     lab.member('m1', *setup, '--se-source', se.ipv4)
     lab.dsrctl('m1', 'decap', 'attach', m1.ifname, '--address', m1.ipv6)
-    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+    assert _shown(lab) == {
         'addresses': [m1.ipv6], 'sources': []}
     lab.member('m1', *setup, '--se-source', se.ipv4)
-    assert lab.dsrctl_json('m1', 'decap', 'show') == {
+    assert _shown(lab) == {
         'addresses': [m1.ipv4, m1.ipv6], 'sources': [se.ipv4]}
     assert _restricted(lab) == [m1.ipv4]
 

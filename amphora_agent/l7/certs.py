@@ -22,6 +22,8 @@ so only the L7 agent pays for the import.
 
 import types
 
+from amphora_agent.l7 import class_sources
+
 CERT_MANAGER_NAMESPACE = 'octavia.cert_manager'
 
 
@@ -39,8 +41,9 @@ def cert_managers():
 def register_octavia_opts():
     """Register the options Octavia's certificate managers read
     ([certificates], [service_auth]) on the global configuration."""
-    from octavia.certificates.common import local  # noqa: F401
-    from octavia.common import config  # noqa: F401
+    with class_sources.cached():
+        from octavia.certificates.common import local  # noqa: F401
+        from octavia.common import config  # noqa: F401
 
 
 def list_opts():

@@ -41,6 +41,7 @@ import ipaddress
 import os
 import re
 
+from amphora_agent.l7 import class_sources
 from dsr_wire import l7 as l7_schema
 
 OCTAVIA_PING_WRAPPER = '/var/lib/octavia/ping-wrapper.sh'
@@ -128,7 +129,9 @@ def _templater_type():
     # never needs.
     global _templater_class
     if _templater_class is None:
-        from octavia.common.jinja.haproxy.combined_listeners import jinja_cfg
+        with class_sources.cached():    # 6 CPU-s -> 2 (class_sources.py)
+            from octavia.common.jinja.haproxy.combined_listeners import \
+                jinja_cfg
 
         class Templater(jinja_cfg.JinjaTemplater):
             def _transform_listener(self, listener, tls_certs,

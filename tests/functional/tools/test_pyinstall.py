@@ -4,6 +4,7 @@ come from (a find-links folder uv would not know of by itself); with
 DSR_INSTALLER=pip, pip does the same job; both leave the installed
 modules compiled."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -34,16 +35,27 @@ def _wheel(folder, version='1.0', value=42):
     return path
 
 
+@pytest.fixture(scope='module')
+def template_venv(tmp_path_factory):
+    """A fresh virtualenv, made once: `python -m venv` (ensurepip) takes
+    5-6 s of CPU on a slow host, nine times over."""
+    path = tmp_path_factory.mktemp('pyinstall') / 'venv'
+    subprocess.run([sys.executable, '-m', 'venv', str(path)], check=True)
+    return path
+
+
 @pytest.fixture
-def venv(tmp_path, monkeypatch):
-    """A fresh virtualenv's python; DIST is known only to pip's
-    configuration (a find-links folder in its environment variable)."""
+def venv(template_venv, tmp_path, monkeypatch):
+    """A fresh virtualenv's python (a copy of the template: the tools run
+    it as `python -m pip`, which a moved venv serves); DIST is known only
+    to pip's configuration (a find-links folder in its environment
+    variable)."""
     links = tmp_path / 'links'
     links.mkdir()
     _wheel(links)
     _wheel(links, '2.0', 43)
     path = tmp_path / 'venv'
-    subprocess.run([sys.executable, '-m', 'venv', str(path)], check=True)
+    shutil.copytree(template_venv, path, symlinks=True)
     monkeypatch.setenv('PIP_FIND_LINKS', str(links))
     monkeypatch.delenv('DSR_INSTALLER', raising=False)
     return path / 'bin' / 'python'

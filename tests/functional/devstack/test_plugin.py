@@ -40,6 +40,7 @@ import time
 
 import pytest
 
+from amphora_agent import locks
 from tools.lab import bird as bird_mod
 from tools.lab.localstack import octavia as octavia_stack
 from tools.lab import netns
@@ -158,6 +159,9 @@ class DevStack:
             'OCTAVIA_DSR_RUN_DIR': str(self.run_dir),
             'OCTAVIA_DSR_STATE_DIR': str(self.state_dir),
             'OCTAVIA_DSR_PIN_DIR': str(self.pin_dir),
+            # The test session's lock folder (tests/conftest.py), not the
+            # host's /run/octavia-dsr.
+            locks.LOCK_DIR_ENV: locks.default_lock_dir(),
             'OCTAVIA_DSR_DB_NAME': self.db,
             'OCTAVIA_DSR_REDIS_NAMESPACE': self.namespace,
             'OCTAVIA_DSR_SE_GROUP': f'g-dv{self.tag}',

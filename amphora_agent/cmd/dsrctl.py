@@ -331,14 +331,16 @@ def _decap_document(d):
     (or dsrctl) giving each address and source, and which addresses are
     restricted to the SE sources (a shared address is open while any of
     its setups gives it open)."""
-    counts = d.address_counts()
+    # One read of each map: a setup changing them meanwhile cannot make
+    # the lists and the counts disagree.
+    counts, sources = d.address_counts(), d.source_counts()
     return {
-        'addresses': d.addresses(),
-        'sources': d.sources(),
-        'restricted': d.restricted(),
+        'addresses': list(counts),
+        'sources': list(sources),
+        'restricted': [a for a, (_, _, r) in counts.items() if r],
         'address_setups': {a: {'setups': n, 'open': k}
-                           for a, (n, k) in counts.items()},
-        'source_setups': d.source_counts(),
+                           for a, (n, k, _) in counts.items()},
+        'source_setups': sources,
     }
 
 

@@ -212,9 +212,9 @@ class Decap:
             self.maps['decap_sources'].delete(key)
 
     def source_counts(self):
-        """{source: how many setups give it}."""
-        return {_addresses(None, [key])[0]: count
-                for key, count in self._source_values().items()}
+        """{source: how many setups give it}, from one read of the map."""
+        return _in_order({_addresses(None, [key])[0]: count
+                          for key, count in self._source_values().items()})
 
     def set_sources(self, sources):
         """Decapsulate, for every tunnel address, only what comes from
@@ -241,10 +241,12 @@ class Decap:
                                  if v & F_SOURCES])
 
     def address_counts(self):
-        """{tunnel address: (setups giving it, those giving it open)}; an
+        """{tunnel address: (setups giving it, those giving it open,
+        restricted to the SE sources)}, from one read of the map; an
         address dsrctl set counts as one setup."""
-        return {_addresses(None, [key])[0]: _counts(value)
-                for key, value in self._values().items()}
+        return _in_order({_addresses(None, [key])[0]:
+                          (*_counts(value), bool(value & F_SOURCES))
+                          for key, value in self._values().items()})
 
     def given_open(self):
         """The tunnel addresses some setup (or dsrctl) gave open to any
@@ -300,6 +302,14 @@ def _value(givers, open_):
     open_ = min(max(open_, 0), givers)
     return (F_ACTIVE | (0 if open_ else F_SOURCES) | givers << _GIVERS
             | open_ << _OPEN)
+
+
+def _in_order(by_address):
+    """The dict in the order _addresses lists addresses (IPv4 first)."""
+    def order(text):
+        address = ipaddress.ip_address(text)
+        return address.version, address
+    return {a: by_address[a] for a in sorted(by_address, key=order)}
 
 
 def _addresses(table, keys=None):

@@ -129,6 +129,9 @@ def test_every_octavia_api_type_is_found_as_without_the_cache():
     assert cached == _answers(classes)
 
 
+@pytest.mark.skipif(sys.version_info >= (3, 13),
+                    reason='3.13 finds classes by __firstlineno__: '
+                    'cached() patches nothing')
 def test_inspect_is_restored_even_after_an_error():
     standard = inspect.findsource, inspect.getsourcelines
     with pytest.raises(RuntimeError):

@@ -213,8 +213,8 @@ class Decap:
 
     def source_counts(self):
         """{source: how many setups give it}, from one read of the map."""
-        return _in_order({_addresses(None, [key])[0]: count
-                          for key, count in self._source_values().items()})
+        counts = self._source_values()
+        return {str(a): counts[key] for a, key in _decoded(counts)}
 
     def set_sources(self, sources):
         """Decapsulate, for every tunnel address, only what comes from
@@ -244,9 +244,10 @@ class Decap:
         """{tunnel address: (setups giving it, those giving it open,
         restricted to the SE sources)}, from one read of the map; an
         address dsrctl set counts as one setup."""
-        return _in_order({_addresses(None, [key])[0]:
-                          (*_counts(value), bool(value & F_SOURCES))
-                          for key, value in self._values().items()})
+        values = self._values()
+        return {str(a): (*_counts(values[key]),
+                         bool(values[key] & F_SOURCES))
+                for a, key in _decoded(values)}
 
     def given_open(self):
         """The tunnel addresses some setup (or dsrctl) gave open to any
@@ -304,20 +305,20 @@ def _value(givers, open_):
             | open_ << _OPEN)
 
 
-def _in_order(by_address):
-    """The dict in the order _addresses lists addresses (IPv4 first)."""
-    def order(text):
-        address = ipaddress.ip_address(text)
-        return address.version, address
-    return {a: by_address[a] for a in sorted(by_address, key=order)}
+def _decoded(keys):
+    """(address, key) of these decap keys, IPv4 first, each family in
+    address order: the order every listing of the maps uses."""
+    found = []
+    for raw in keys:
+        k = structs.DecapKey.from_bytes(raw)
+        found.append((structs.unpack_addr(k.addr, k.family), raw))
+    return sorted(found, key=lambda pair: (pair[0].version, pair[0]))
 
 
 def _addresses(table, keys=None):
-    result = []
-    for raw in keys if keys is not None else [k for k, _ in table.items()]:
-        k = structs.DecapKey.from_bytes(raw)
-        result.append(structs.unpack_addr(k.addr, k.family))
-    return [str(a) for a in sorted(result, key=lambda a: (a.version, a))]
+    if keys is None:
+        keys = [k for k, _ in table.items()]
+    return [str(a) for a, _ in _decoded(keys)]
 
 
 def _drop_stale_stats(pin_dir):

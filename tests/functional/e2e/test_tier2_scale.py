@@ -21,7 +21,9 @@ ports of the connections it receives (l7_ses.SynRecorder):
    and not reporting.
 """
 
+import ast
 import contextlib
+import datetime
 import json
 import os
 import signal
@@ -53,11 +55,15 @@ STALE_AFTER = 5
 # The lab (octavia-api, the controller, 2 L4 and 2 L7 agents) and a third
 # L7 agent (Octavia's templater import) take minutes at load 10-30.
 pytestmark = pytest.mark.timeout(900)
-# The 2 s bound holds while the coordination heartbeats are kept (tooz
-# membership_timeout and lock_timeout 1 s, beats every 0.5 s).  A process
-# starved past 1 s (seen at load 30 on this 2-core host) loses its leader
-# lock or its membership; the change then waits for re-election or
-# re-join, and the test holds it to this wider bound, saying so.
+# The 2 s bound is the product's on a host that gives it a CPU.  Two
+# hosts' loads are told apart, and printed: a process starved past 1 s
+# (seen at load 30 on a 2-core host) loses its leader lock or its tooz
+# membership (heartbeats every 0.5 s, membership_timeout and lock_timeout
+# 1 s), and the change waits for re-election or re-join: the bound is
+# HICCUP_BOUND then.  And the time the change's path (the controller, the
+# L4 agents) spent waiting for a CPU meanwhile, from the scheduler's
+# run-queue delays (tools/lab/cpu_wait.py), is added to the bound (a CI
+# run of stage 2 on a slow host took 4.7 s with no heartbeat lost).
 HICCUPS = ('lost the leadership', 'lost our membership')
 HICCUP_BOUND = 10.0
 
@@ -133,8 +139,8 @@ def observer_priority():
 
 def ring_seen(lab, expected, timeout, what):
     """Poll every L4 SE's ring (maps held open) until all are `expected`;
-    the monotonic time of the read that showed it on the last of them (an
-    upper bound of when both ran it: a round of reads takes milliseconds)."""
+    {SE: the wall time of the read that showed it there} (an upper bound
+    of when it ran it: a round of reads takes milliseconds)."""
     seen, last = {}, {}
     with contextlib.ExitStack() as stack:
         stack.enter_context(observer_priority())
@@ -147,13 +153,13 @@ def ring_seen(lab, expected, timeout, what):
                 if se not in seen:
                     last[se] = _ring(dp)
                     if last[se] == expected:
-                        seen[se] = time.monotonic()
+                        seen[se] = time.time()
             return len(seen) == len(dps)
         try:
             netns.wait_for(ok, timeout, what, interval=0.01)
         except TimeoutError as exc:
             raise AssertionError(f'{exc}; rings: {last}') from None
-    return max(seen.values())
+    return seen
 
 
 def serving(lab):
@@ -271,6 +277,80 @@ class Hiccups:
         return RING_BOUND
 
 
+class Timeline:
+    """A join or a leave as the product logged it (oslo.log's local
+    times, to the millisecond): the controller's tier-2 watcher seeing the
+    new set of ready L7 SEs, then each L4 SE applying the generation that
+    added or removed it.  An agent logs an apply after its maps are
+    written, and the observer reads the maps after they are written: both
+    are upper bounds of the moment, so the earlier one is taken -- the
+    observer's alone is late by its own wait for a CPU on a loaded host,
+    which the product did not cause."""
+
+    def __init__(self, lab):
+        self.ctl = os.path.join(lab.agents.root, 'ctl1.log')
+        self.ses = {se: os.path.join(lab.agents.root, f'{se}.log')
+                    for se in h.se_names(lab)}
+
+    @staticmethod
+    def _events(path, since):
+        """(wall time, line) of path's lines logged at since or later."""
+        found = []
+        try:
+            with open(path, errors='replace') as f:
+                for line in f:
+                    try:
+                        at = datetime.datetime.strptime(
+                            line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
+                    except ValueError:
+                        continue
+                    if at >= since:
+                        found.append((at, line))
+        except FileNotFoundError:
+            pass
+        return found
+
+    def detected(self, since, wanted):
+        """When the watcher first logged a set of ready L7 SEs (se ids)
+        for which wanted(set) is true, at since or later; None if not."""
+        for at, line in self._events(self.ctl, since):
+            if 'ready L7 SEs now ' not in line:
+                continue
+            listed = line.split('ready L7 SEs now ', 1)[1].split(' (', 1)[0]
+            ids = set() if listed == 'none' else set(
+                ast.literal_eval(listed))
+            if wanted(ids):
+                return at
+        return None
+
+    def applied(self, since, change):
+        """{L4 SE: when it first logged a generation applied with change
+        ('members_added', 'members_removed') at since or later}."""
+        found = {}
+        for se, path in self.ses.items():
+            for at, line in self._events(path, since):
+                if ' applied: ' in line and f"'{change}'" in line:
+                    found[se] = at
+                    break
+        return found
+
+    @staticmethod
+    def ring_change(start, seen, logged):
+        """Seconds from start (wall) until every L4 SE ran the change:
+        per SE the earlier of the observer's reading (seen, wall) and its
+        logged apply."""
+        return max(min(seen[se], logged.get(se, seen[se]))
+                   for se in seen) - start
+
+    @staticmethod
+    def describe(start, detected, seen, logged):
+        def rel(at):
+            return '-' if at is None else f'{at - start:+.2f} s'
+        return (f'watcher {rel(detected)}; '
+                + ', '.join(f'{se} applied {rel(logged.get(se))} '
+                            f'(read {rel(at)})' for se, at in seen.items()))
+
+
 def fleet(lab):
     """dsr-status --format json on the controller's configuration."""
     out = subprocess.run(
@@ -297,13 +377,11 @@ def test_l7_se_added_under_traffic(lab):
         watch = ReadyWatch(lab, lab.l7.se_id(NEW))
         hiccups = Hiccups(lab)
         t0 = time.monotonic()
+        started = time.time()
         lab.l7.start_agent(NEW, timeout=240)
-        in_rings = ring_seen(lab, ring_of(lab, L7), 60,
-                             f'{NEW} in the rings')
+        seen = ring_seen(lab, ring_of(lab, L7), 60, f'{NEW} in the rings')
         netns.wait_for(lambda: watch.at is not None, 5,
                        f'{NEW} ready in its tooz group')
-        ready = watch.at - t0
-        joined = in_rings - watch.at
         # New connections reach it: the servers see its SNAT address.
         netns.wait_for(lambda: sum(c.packets() for c in
                                    at_servers.values()) > 0, 10,
@@ -318,11 +396,21 @@ def test_l7_se_added_under_traffic(lab):
     new = result['new']
     on_new = [a for a in new['attempts'] if a[1] in lab.syns[NEW].ports()]
     wall = time.time() - time.monotonic()
-    print(f'\nL7 SE {NEW} started -> ready {ready:.2f} s (seen at '
-          f'{wall + watch.at:.3f}), ready -> in both L4 rings {joined:.2f} s '
-          f'(seen at {wall + in_rings:.3f}); loop: {new["ok"]} ok, '
-          f'{new["failed"]} '
-          f'failed, {len(on_new)} through {NEW}; uploads on {placed}')
+    ready_at = wall + watch.at
+    timeline = Timeline(lab)
+    new_id = lab.l7.se_id(NEW)
+    detected = timeline.detected(started, lambda ids: new_id in ids)
+    # The watcher sees the join after NEW published ready, so the earlier
+    # of it and the test's own poll of tooz is a late bound of ready.
+    if detected is not None:
+        ready_at = min(ready_at, detected)
+    logged = timeline.applied(detected or ready_at, 'members_added')
+    joined = Timeline.ring_change(ready_at, seen, logged)
+    print(f'\nL7 SE {NEW} started -> ready {ready_at - wall - t0:.2f} s, '
+          f'ready -> in both L4 rings {joined:.2f} s '
+          f'({Timeline.describe(ready_at, detected, seen, logged)}); loop: '
+          f'{new["ok"]} ok, {new["failed"]} failed, {len(on_new)} through '
+          f'{NEW}; uploads on {placed}')
     assert new['failed'] == 0, new['errors']
     assert on_new and all(a[3] is None for a in on_new), on_new
     # The uploads stayed on the L7 SE they started on, and completed.
@@ -352,9 +440,10 @@ def test_l7_se_killed_under_traffic(lab):
         hiccups = Hiccups(lab)
         t0 = lab.l7.kill_agent(victim)
         killed_wall = time.time() - (time.monotonic() - t0)
-        left = ring_seen(lab, ring_of(lab, survivors), 30,
-                         f'{victim} out of the rings') - t0
-        bound_wall = killed_wall + left
+        seen = ring_seen(lab, ring_of(lab, survivors), 30,
+                         f'{victim} out of the rings')
+        # Requests that start after the test saw the change must succeed.
+        bound_wall = max(seen.values())
         # The loop goes on through the survivors after it left.
         before = sum(len(lab.syns[n].ports()) for n in survivors)
         netns.wait_for(lambda: sum(len(lab.syns[n].ports())
@@ -369,12 +458,17 @@ def test_l7_se_killed_under_traffic(lab):
     uploads = {est['port']: est for est in result['established_all']}
     on_victim = [(p, uploads[p]['ok']) for p, n in placed.items()
                  if n == [victim]]
+    timeline = Timeline(lab)
+    victim_id = lab.l7.se_id(victim)
+    detected = timeline.detected(killed_wall, lambda ids: victim_id not in ids)
+    logged = timeline.applied(detected or killed_wall, 'members_removed')
+    left = Timeline.ring_change(killed_wall, seen, logged)
     print(f'\nL7 SE {victim} killed at {killed_wall:.3f} (SIGKILL, agent and '
-          f'HAProxy) -> out of '
-          f'both L4 rings {left:.2f} s; loop: {new["ok"]} ok, '
-          f'{len(failed)} failed (all through {victim}), {len(after)} after '
-          f'it left; uploads on {placed}, through {victim}: '
-          f'{on_victim}')
+          f'HAProxy) -> out of both L4 rings {left:.2f} s '
+          f'({Timeline.describe(killed_wall, detected, seen, logged)}); '
+          f'loop: {new["ok"]} ok, {len(failed)} failed (all through '
+          f'{victim}), {len(after)} after it left; uploads on {placed}, '
+          f'through {victim}: {on_victim}')
     # Only connections that went to the dead L7 SE failed ...
     assert all(a[1] in victim_ports for a in failed), (failed, victim)
     assert all(a[0] >= killed_wall - 2.5 for a in failed), failed

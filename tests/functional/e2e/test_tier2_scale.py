@@ -334,21 +334,33 @@ class Timeline:
                     break
         return found
 
-    @staticmethod
-    def ring_change(start, seen, logged):
-        """Seconds from start (wall) until every L4 SE ran the change:
-        per SE the earlier of the observer's reading (seen, wall) and its
-        logged apply."""
-        return max(min(seen[se], logged.get(se, seen[se]))
-                   for se in seen) - start
+    def change(self, since, seen, se_id, joining, start=None):
+        """The L7 SE se_id joining (or leaving) both L4 rings, whose
+        observer readings are seen ({L4 SE: wall}): (start, seconds until
+        every L4 SE ran it, the timeline as text).  start: when it began
+        (default since, the earliest moment searched); a join began at
+        the earlier of start and the watcher seeing it, which follows
+        the L7 SE's publishing ready."""
+        if joining:
+            detected = self.detected(since, lambda ids: se_id in ids)
+        else:
+            detected = self.detected(since, lambda ids: se_id not in ids)
+        start = since if start is None else start
+        if joining and detected is not None:
+            start = min(start, detected)
+        logged = self.applied(
+            detected or start,
+            'members_added' if joining else 'members_removed')
+        # Per SE the earlier of two late bounds of its apply.
+        took = max(min(at, logged.get(se, at))
+                   for se, at in seen.items()) - start
 
-    @staticmethod
-    def describe(start, detected, seen, logged):
         def rel(at):
             return '-' if at is None else f'{at - start:+.2f} s'
-        return (f'watcher {rel(detected)}; '
-                + ', '.join(f'{se} applied {rel(logged.get(se))} '
-                            f'(read {rel(at)})' for se, at in seen.items()))
+        text = f'watcher {rel(detected)}; ' + ', '.join(
+            f'{se} applied {rel(logged.get(se))} (read {rel(at)})'
+            for se, at in seen.items())
+        return start, took, text
 
 
 def fleet(lab):
@@ -397,18 +409,12 @@ def test_l7_se_added_under_traffic(lab):
     on_new = [a for a in new['attempts'] if a[1] in lab.syns[NEW].ports()]
     wall = time.time() - time.monotonic()
     ready_at = wall + watch.at
-    timeline = Timeline(lab)
-    new_id = lab.l7.se_id(NEW)
-    detected = timeline.detected(started, lambda ids: new_id in ids)
-    # The watcher sees the join after NEW published ready, so the earlier
-    # of it and the test's own poll of tooz is a late bound of ready.
-    if detected is not None:
-        ready_at = min(ready_at, detected)
-    logged = timeline.applied(detected or ready_at, 'members_added')
-    joined = Timeline.ring_change(ready_at, seen, logged)
+    ready_at, joined, how = Timeline(lab).change(
+        started, seen, lab.l7.se_id(NEW), joining=True,
+        start=wall + watch.at)
     print(f'\nL7 SE {NEW} started -> ready {ready_at - wall - t0:.2f} s, '
           f'ready -> in both L4 rings {joined:.2f} s '
-          f'({Timeline.describe(ready_at, detected, seen, logged)}); loop: '
+          f'({how}); loop: '
           f'{new["ok"]} ok, {new["failed"]} failed, {len(on_new)} through '
           f'{NEW}; uploads on {placed}')
     assert new['failed'] == 0, new['errors']
@@ -458,14 +464,11 @@ def test_l7_se_killed_under_traffic(lab):
     uploads = {est['port']: est for est in result['established_all']}
     on_victim = [(p, uploads[p]['ok']) for p, n in placed.items()
                  if n == [victim]]
-    timeline = Timeline(lab)
-    victim_id = lab.l7.se_id(victim)
-    detected = timeline.detected(killed_wall, lambda ids: victim_id not in ids)
-    logged = timeline.applied(detected or killed_wall, 'members_removed')
-    left = Timeline.ring_change(killed_wall, seen, logged)
+    _, left, how = Timeline(lab).change(
+        killed_wall, seen, lab.l7.se_id(victim), joining=False)
     print(f'\nL7 SE {victim} killed at {killed_wall:.3f} (SIGKILL, agent and '
           f'HAProxy) -> out of both L4 rings {left:.2f} s '
-          f'({Timeline.describe(killed_wall, detected, seen, logged)}); '
+          f'({how}); '
           f'loop: {new["ok"]} ok, {len(failed)} failed (all through '
           f'{victim}), {len(after)} after it left; uploads on {placed}, '
           f'through {victim}: {on_victim}')

@@ -125,9 +125,12 @@ def rings(lab):
 @contextlib.contextmanager
 def observer_priority():
     """The calling thread (only: what it starts keeps the default) runs at
-    nice -10 while it times the product, so that at load 20 its readings
-    are not late by its own wait for a CPU; the product's processes keep
-    their normal priority."""
+    nice -10 while it times the product; the product's processes keep
+    their normal priority.  With autogroup scheduling (Debian's default:
+    kernel.sched_autogroup_enabled) nice orders threads only within their
+    session, and every product process has a session of its own, so the
+    readings can still be late on a loaded host: Timeline takes the
+    agents' own logged applies too."""
     tid = threading.get_native_id()
     old = os.getpriority(os.PRIO_PROCESS, tid)
     os.setpriority(os.PRIO_PROCESS, tid, -10)

@@ -13,7 +13,6 @@ with --config-file (bench/dsrctl_bench.py, docs/benchmarks.md).
 """
 
 import argparse
-import contextlib
 import json
 import signal
 import sys
@@ -307,23 +306,30 @@ def _decap_change(args):
 def cmd_decap(args):
     reload = getattr(args, 'reload', False)
     change = args.action in ('attach', 'detach')
+    if not (change or reload):
+        # A plain read of pinned maps goes without the lock, and so must
+        # not load: pins missing (or removed meanwhile) -> under it.
+        try:
+            with decap_mod.Decap.open(args.decap_pin_dir,
+                                      create=False) as d:
+                return _decap_read(args, d)
+        except decap_mod.NotPinned:
+            pass
     # A change reads, then writes, the maps, and a load writes the pins:
-    # under the lock dsr-member setups take.  A plain read goes without.
-    with (decap_mod.locked(args.decap_pin_dir)
-          if change or reload or not decap_mod.pinned(args.decap_pin_dir)
-          else contextlib.nullcontext()):
+    # under the lock dsr-member setups take.
+    with decap_mod.locked(args.decap_pin_dir):
         if change:
             return _decap_change(args)
-        return _decap_read(args, reload)
+        with decap_mod.Decap.open(args.decap_pin_dir, reload=reload) as d:
+            return _decap_read(args, d)
 
 
-def _decap_read(args, reload):
-    with decap_mod.Decap.open(args.decap_pin_dir, reload=reload) as d:
-        if args.action == 'show':
-            _print(args, _decap_document(d), _decap_text)
-        else:
-            _print(args, d.stats(), lambda s: ' '.join(
-                f'{k}={v}' for k, v in s.items()))
+def _decap_read(args, d):
+    if args.action == 'show':
+        _print(args, _decap_document(d), _decap_text)
+    else:
+        _print(args, d.stats(), lambda s: ' '.join(
+            f'{k}={v}' for k, v in s.items()))
 
 
 def _decap_document(d):

@@ -5,6 +5,7 @@ outer header of tunnel packets addressed to one of the member's tunnel
 addresses and hands the inner packet (for the VIP on lo) to the stack.
 """
 
+import errno
 import ipaddress
 import os
 import socket
@@ -36,6 +37,11 @@ class DecapError(RuntimeError):
     pass
 
 
+class NotPinned(DecapError):
+    """Decap.open(create=False) found no pins (never loaded, or removed
+    meanwhile by a teardown)."""
+
+
 def locked(pin_dir, lock_dir=None):
     """Hold the pin folder's lock: dsr-member setups and teardowns and
     dsrctl read, then write, its maps (address flags, source counts), so
@@ -55,16 +61,29 @@ class Decap:
         self.maps = maps
 
     @classmethod
-    def open(cls, pin_dir=DEFAULT_PIN_DIR, obj_dir=None, reload=False):
+    def open(cls, pin_dir=DEFAULT_PIN_DIR, obj_dir=None, reload=False,
+             create=True):
+        """The pinned decap's maps, loaded and pinned first if needed (or
+        reload).  create=False: a reader that holds no lock, so it must
+        not load: NotPinned when the pins are missing, also when a
+        teardown removes them while they open."""
         libbpf.ensure_bpffs()
         if reload or not pinned(pin_dir):
+            if not create and not reload:
+                raise NotPinned(f'no decap pinned under {pin_dir}')
             _drop_stale_stats(pin_dir)
             try:
                 pins.load(os.path.join(obj_dir or pins.object_dir(), OBJECT),
                           pin_dir, MAP_NAMES, PROGRAM)
             except FileNotFoundError as exc:
                 raise DecapError(str(exc))
-        return cls(pin_dir, pins.open_maps(pin_dir, MAP_NAMES))
+        try:
+            return cls(pin_dir, pins.open_maps(pin_dir, MAP_NAMES))
+        except libbpf.BpfError as exc:
+            if create or exc.errno != errno.ENOENT:
+                raise
+            raise NotPinned(f'the decap pins under {pin_dir} went away '
+                            f'while they opened: {exc}') from None
 
     def close(self):
         for m in self.maps.values():

@@ -318,3 +318,22 @@ def test_the_lock_is_one_holder_at_a_time(pin_dir, tmp_path):
             proc.wait()
     assert order == ["first in", "other folder", "first out",
                      "second thread"]
+
+
+def test_a_reader_without_the_lock_never_loads(pin_dir, monkeypatch):
+    """Decap.open(create=False) (dsrctl decap show/stats take no lock)
+    fails NotPinned on missing pins instead of loading them, also when a
+    teardown removes them between its check and its open."""
+    with pytest.raises(decap.NotPinned):
+        decap.Decap.open(pin_dir, create=False)
+    assert not decap.present(pin_dir)
+    with decap.Decap.open(pin_dir) as d:
+        d.set_addresses([TUN4])
+    with decap.Decap.open(pin_dir, create=False) as d:
+        assert [str(a) for a in d.addresses()] == [TUN4]
+    # The pins go between the check and the open: the check said pinned.
+    decap.remove_pins(pin_dir)
+    monkeypatch.setattr(decap, "pinned", lambda _pin_dir: True)
+    with pytest.raises(decap.NotPinned, match="went away"):
+        decap.Decap.open(pin_dir, create=False)
+    assert not decap.present(pin_dir)

@@ -6,8 +6,11 @@ Users' actions go through the real `openstack` CLI (lab.openstack); only
 waiting for statuses reads the API directly.
 """
 
+import ast
 import contextlib
+import datetime
 import json
+import os
 import re
 import urllib.request
 
@@ -294,3 +297,93 @@ def tunnelled(lab, member):
 
 def se_names(lab):
     return [s.name for s in lab.topo.ses]
+
+
+# ------------------------------------------------------- L4 ring changes
+
+class RingTimeline:
+    """An L7 SE joining, draining or leaving the L4 rings as the product
+    logged it (oslo.log's local times, to the millisecond): the
+    controller's tier-2 watcher seeing the new set of L7 SEs, then each L4
+    SE applying the generation that carries it.  An agent logs an apply
+    after its maps are written and a test reads the maps after they are
+    written: both are late bounds of the moment, so the earlier one is
+    taken -- a reading alone is late by the test's own wait for a CPU on a
+    loaded host, which the product did not cause."""
+
+    WATCHER = 'ready L7 SEs now '
+
+    def __init__(self, lab):
+        self.ctl = os.path.join(lab.agents.root, 'ctl1.log')
+        self.ses = {se: os.path.join(lab.agents.root, f'{se}.log')
+                    for se in se_names(lab)}
+
+    @staticmethod
+    def _events(path, since):
+        """(wall time, line) of path's lines logged at since or later."""
+        found = []
+        try:
+            with open(path, errors='replace') as f:
+                for line in f:
+                    try:
+                        at = datetime.datetime.strptime(
+                            line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
+                    except ValueError:
+                        continue
+                    if at >= since:
+                        found.append((at, line))
+        except FileNotFoundError:
+            pass
+        return found
+
+    @staticmethod
+    def _ids(listed):
+        return set() if listed == 'none' else set(ast.literal_eval(listed))
+
+    def detected(self, since, wanted):
+        """When the watcher first logged, at since or later, L7 SE ids
+        (ready, draining) for which wanted(ready, draining) is true;
+        None if it did not."""
+        for at, line in self._events(self.ctl, since):
+            if self.WATCHER not in line:
+                continue
+            ready, rest = line.split(self.WATCHER, 1)[1].split(
+                ' (draining: ', 1)
+            if wanted(self._ids(ready), self._ids(rest.split(')', 1)[0])):
+                return at
+        return None
+
+    def applied(self, since, change):
+        """{L4 SE: when it first logged, at since or later, a generation
+        applied with change ('members_added', 'rings_written', ...)}."""
+        found = {}
+        for se, path in self.ses.items():
+            for at, line in self._events(path, since):
+                if ' applied: ' in line and f"'{change}'" in line:
+                    found[se] = at
+                    break
+        return found
+
+    def change(self, since, seen, wanted, change, start=None,
+               detection_follows=False):
+        """(start, seconds until every L4 SE ran the change, the timeline
+        as text).  since: the earliest moment searched (wall); seen: {L4
+        SE: wall time of the reading that showed the change}; wanted and
+        change as for detected() and applied(); start: when the change
+        began (default since); detection_follows: the watcher saw it
+        after it began (an L7 SE publishing ready), so it began at the
+        latest when the watcher logged it."""
+        detected = self.detected(since, wanted)
+        start = since if start is None else start
+        if detection_follows and detected is not None:
+            start = min(start, detected)
+        logged = self.applied(detected or start, change)
+        took = max(min(at, logged.get(se, at))
+                   for se, at in seen.items()) - start
+
+        def rel(at):
+            return '-' if at is None else f'{at - start:+.2f} s'
+        text = f'watcher {rel(detected)}; ' + ', '.join(
+            f'{se} applied {rel(logged.get(se))} (read {rel(at)})'
+            for se, at in seen.items())
+        return start, took, text

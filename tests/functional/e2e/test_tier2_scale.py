@@ -21,9 +21,7 @@ ports of the connections it receives (l7_ses.SynRecorder):
    and not reporting.
 """
 
-import ast
 import contextlib
-import datetime
 import json
 import os
 import signal
@@ -129,8 +127,8 @@ def observer_priority():
     their normal priority.  With autogroup scheduling (Debian's default:
     kernel.sched_autogroup_enabled) nice orders threads only within their
     session, and every product process has a session of its own, so the
-    readings can still be late on a loaded host: Timeline takes the
-    agents' own logged applies too."""
+    readings can still be late on a loaded host: h.RingTimeline takes
+    the agents' own logged applies too."""
     tid = threading.get_native_id()
     old = os.getpriority(os.PRIO_PROCESS, tid)
     os.setpriority(os.PRIO_PROCESS, tid, -10)
@@ -280,92 +278,6 @@ class Hiccups:
         return RING_BOUND
 
 
-class Timeline:
-    """A join or a leave as the product logged it (oslo.log's local
-    times, to the millisecond): the controller's tier-2 watcher seeing the
-    new set of ready L7 SEs, then each L4 SE applying the generation that
-    added or removed it.  An agent logs an apply after its maps are
-    written, and the observer reads the maps after they are written: both
-    are upper bounds of the moment, so the earlier one is taken -- the
-    observer's alone is late by its own wait for a CPU on a loaded host,
-    which the product did not cause."""
-
-    def __init__(self, lab):
-        self.ctl = os.path.join(lab.agents.root, 'ctl1.log')
-        self.ses = {se: os.path.join(lab.agents.root, f'{se}.log')
-                    for se in h.se_names(lab)}
-
-    @staticmethod
-    def _events(path, since):
-        """(wall time, line) of path's lines logged at since or later."""
-        found = []
-        try:
-            with open(path, errors='replace') as f:
-                for line in f:
-                    try:
-                        at = datetime.datetime.strptime(
-                            line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
-                    except ValueError:
-                        continue
-                    if at >= since:
-                        found.append((at, line))
-        except FileNotFoundError:
-            pass
-        return found
-
-    def detected(self, since, wanted):
-        """When the watcher first logged a set of ready L7 SEs (se ids)
-        for which wanted(set) is true, at since or later; None if not."""
-        for at, line in self._events(self.ctl, since):
-            if 'ready L7 SEs now ' not in line:
-                continue
-            listed = line.split('ready L7 SEs now ', 1)[1].split(' (', 1)[0]
-            ids = set() if listed == 'none' else set(
-                ast.literal_eval(listed))
-            if wanted(ids):
-                return at
-        return None
-
-    def applied(self, since, change):
-        """{L4 SE: when it first logged a generation applied with change
-        ('members_added', 'members_removed') at since or later}."""
-        found = {}
-        for se, path in self.ses.items():
-            for at, line in self._events(path, since):
-                if ' applied: ' in line and f"'{change}'" in line:
-                    found[se] = at
-                    break
-        return found
-
-    def change(self, since, seen, se_id, joining, start=None):
-        """The L7 SE se_id joining (or leaving) both L4 rings, whose
-        observer readings are seen ({L4 SE: wall}): (start, seconds until
-        every L4 SE ran it, the timeline as text).  start: when it began
-        (default since, the earliest moment searched); a join began at
-        the earlier of start and the watcher seeing it, which follows
-        the L7 SE's publishing ready."""
-        if joining:
-            detected = self.detected(since, lambda ids: se_id in ids)
-        else:
-            detected = self.detected(since, lambda ids: se_id not in ids)
-        start = since if start is None else start
-        if joining and detected is not None:
-            start = min(start, detected)
-        logged = self.applied(
-            detected or start,
-            'members_added' if joining else 'members_removed')
-        # Per SE the earlier of two late bounds of its apply.
-        took = max(min(at, logged.get(se, at))
-                   for se, at in seen.items()) - start
-
-        def rel(at):
-            return '-' if at is None else f'{at - start:+.2f} s'
-        text = f'watcher {rel(detected)}; ' + ', '.join(
-            f'{se} applied {rel(logged.get(se))} (read {rel(at)})'
-            for se, at in seen.items())
-        return start, took, text
-
-
 def fleet(lab):
     """dsr-status --format json on the controller's configuration."""
     out = subprocess.run(
@@ -412,9 +324,10 @@ def test_l7_se_added_under_traffic(lab):
     on_new = [a for a in new['attempts'] if a[1] in lab.syns[NEW].ports()]
     wall = time.time() - time.monotonic()
     ready_at = wall + watch.at
-    ready_at, joined, how = Timeline(lab).change(
-        started, seen, lab.l7.se_id(NEW), joining=True,
-        start=wall + watch.at)
+    new_id = lab.l7.se_id(NEW)
+    ready_at, joined, how = h.RingTimeline(lab).change(
+        started, seen, lambda ready, _draining: new_id in ready,
+        'members_added', start=wall + watch.at, detection_follows=True)
     print(f'\nL7 SE {NEW} started -> ready {ready_at - wall - t0:.2f} s, '
           f'ready -> in both L4 rings {joined:.2f} s '
           f'({how}); loop: '
@@ -467,8 +380,10 @@ def test_l7_se_killed_under_traffic(lab):
     uploads = {est['port']: est for est in result['established_all']}
     on_victim = [(p, uploads[p]['ok']) for p, n in placed.items()
                  if n == [victim]]
-    _, left, how = Timeline(lab).change(
-        killed_wall, seen, lab.l7.se_id(victim), joining=False)
+    victim_id = lab.l7.se_id(victim)
+    _, left, how = h.RingTimeline(lab).change(
+        killed_wall, seen, lambda ready, _draining: victim_id not in ready,
+        'members_removed')
     print(f'\nL7 SE {victim} killed at {killed_wall:.3f} (SIGKILL, agent and '
           f'HAProxy) -> out of both L4 rings {left:.2f} s '
           f'({how}); '

@@ -76,16 +76,16 @@ def wait_rings(lab, expected, timeout, what):
 
 def seen_in_every_ring(lab, expected, timeout, what):
     """Poll each L4 SE's ring in a thread of its own until it is
-    `expected`; [monotonic time of the read that first showed it, per
-    SE] -- an upper bound of when each SE programmed it, not inflated by
-    reading the other SEs in turn."""
+    `expected`; {SE: wall time of the read that first showed it} -- an
+    upper bound of when each SE programmed it, not inflated by reading the
+    other SEs in turn."""
     seen, errors = {}, []
 
     def poll(se):
         try:
             netns.wait_for(lambda: ring(lab, se) == expected, timeout,
                            f'{what} on {se}', interval=0.02)
-            seen[se] = time.monotonic()
+            seen[se] = time.time()
         except Exception as exc:  # noqa: BLE001 -- raised below
             errors.append(exc)
     threads = [threading.Thread(target=poll, args=(se,))
@@ -96,7 +96,7 @@ def seen_in_every_ring(lab, expected, timeout, what):
         t.join()
     if errors:
         raise AssertionError(f'{errors}; rings: {rings(lab)}')
-    return list(seen.values())
+    return seen
 
 
 def test_tier2_traffic_through_the_product(lab):
@@ -168,11 +168,10 @@ def test_tier2_traffic_through_the_product(lab):
         netns.wait_for(lambda: 'MEMBER m3' in loop.output() and
                        'MEMBER m4' in loop.output(), 20,
                        'the loop served by both servers')
-        t0 = time.monotonic()
+        t0, stopped = time.monotonic(), time.time()
         proc = lab.l7.stop_agent('m2')
-        drained = max(seen_in_every_ring(
-            lab, {addr['m1']: 1, addr['m2']: 0}, 10,
-            'm2 at weight 0')) - t0
+        seen = seen_in_every_ring(lab, {addr['m1']: 1, addr['m2']: 0}, 10,
+                                  'm2 at weight 0')
         # The upload ends while m2 drains (it may run through m2, which
         # then waits for it before leaving: [l7] drain_timeout).
         os.killpg(loop.pid, signal.SIGUSR1)
@@ -188,8 +187,12 @@ def test_tier2_traffic_through_the_product(lab):
         netns.kill_proc(loop)
     assert rc == 0, out[-2000:]
     result = json.loads(out.strip().splitlines()[-1])
+    m2_id = lab.l7.se_id('m2')
+    _, drained, how = h.RingTimeline(lab).change(
+        stopped, seen, lambda _ready, draining: m2_id in draining,
+        'rings_written')
     print(f'\nL7 SE m2 SIGTERM -> weight 0 in both L4 rings: '
-          f'{drained:.2f} s, out of them: {left:.2f} s; loop: '
+          f'{drained:.2f} s ({how}), out of them: {left:.2f} s; loop: '
           f'{result["new"]["ok"]} ok, {result["new"]["failed"]} failed')
     assert result['new']['failed'] == 0, result['new']
     assert result['established']['ok'], result['established']

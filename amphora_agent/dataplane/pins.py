@@ -48,8 +48,17 @@ def load(obj_path, pin_dir, map_names, program, max_entries=None):
 
 
 def open_maps(pin_dir, map_names):
-    return {name: libbpf.Map.from_pin(os.path.join(pin_dir, name))
-            for name in map_names}
+    """{name: Map} of the pinned maps; those already open are closed when
+    one fails (a pin removed meanwhile)."""
+    maps = {}
+    try:
+        for name in map_names:
+            maps[name] = libbpf.Map.from_pin(os.path.join(pin_dir, name))
+    except BaseException:
+        for m in maps.values():
+            m.close()
+        raise
+    return maps
 
 
 def open_program(pin_dir, program):

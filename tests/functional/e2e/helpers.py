@@ -304,34 +304,48 @@ def se_names(lab):
 class RingTimeline:
     """An L7 SE joining, draining or leaving the L4 rings as the product
     logged it (oslo.log's local times, to the millisecond): the
-    controller's tier-2 watcher seeing the new set of L7 SEs, then each L4
-    SE applying the generation that carries it.  An agent logs an apply
-    after its maps are written and a test reads the maps after they are
-    written: both are late bounds of the moment, so the earlier one is
-    taken -- a reading alone is late by the test's own wait for a CPU on a
-    loaded host, which the product did not cause."""
+    controller's tier-2 watcher seeing the new set of L7 SEs of the lab's
+    L7 group, then each L4 SE applying a generation that carries it.  An
+    agent logs an apply after its maps are written and a test reads the
+    maps after they are written: both are late bounds of the moment, so
+    the earlier one is taken -- a reading alone is late by the test's own
+    wait for a CPU on a loaded host, which the product did not cause.
 
-    WATCHER = 'ready L7 SEs now '
+    Made before the change: an apply counts only for a generation newer
+    than the last each L4 SE had logged by then."""
+
+    WATCHER = re.compile(r"L7 group (?P<group>\S+): ready L7 SEs now "
+                         r"(?P<ready>none|\[[^]]*\]) \(draining: "
+                         r"(?P<draining>none|\[[^]]*\])\)")
+    APPLIED = re.compile(r"generation (?P<gen>\d+) applied: (?P<changes>.*)")
 
     def __init__(self, lab):
+        self.group = lab.l7.group
         self.ctl = os.path.join(lab.agents.root, 'ctl1.log')
         self.ses = {se: os.path.join(lab.agents.root, f'{se}.log')
                     for se in se_names(lab)}
+        self.floor = {se: max((int(m['gen']) for _at, m in self._matches(
+            path, self.APPLIED, 0)), default=-1)
+            for se, path in self.ses.items()}
 
     @staticmethod
-    def _events(path, since):
-        """(wall time, line) of path's lines logged at since or later."""
+    def _matches(path, pattern, since):
+        """(wall time, match) of path's lines logged at since or later
+        that pattern finds."""
         found = []
         try:
             with open(path, errors='replace') as f:
                 for line in f:
+                    m = pattern.search(line)
+                    if m is None:
+                        continue
                     try:
                         at = datetime.datetime.strptime(
                             line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
                     except ValueError:
                         continue
                     if at >= since:
-                        found.append((at, line))
+                        found.append((at, m))
         except FileNotFoundError:
             pass
         return found
@@ -341,25 +355,24 @@ class RingTimeline:
         return set() if listed == 'none' else set(ast.literal_eval(listed))
 
     def detected(self, since, wanted):
-        """When the watcher first logged, at since or later, L7 SE ids
-        (ready, draining) for which wanted(ready, draining) is true;
-        None if it did not."""
-        for at, line in self._events(self.ctl, since):
-            if self.WATCHER not in line:
-                continue
-            ready, rest = line.split(self.WATCHER, 1)[1].split(
-                ' (draining: ', 1)
-            if wanted(self._ids(ready), self._ids(rest.split(')', 1)[0])):
+        """When the watcher first logged, at since or later, the lab's L7
+        group with L7 SE ids (ready, draining) for which wanted(ready,
+        draining) is true; None if it did not."""
+        for at, m in self._matches(self.ctl, self.WATCHER, since):
+            if m['group'] == self.group and wanted(
+                    self._ids(m['ready']), self._ids(m['draining'])):
                 return at
         return None
 
     def applied(self, since, change):
         """{L4 SE: when it first logged, at since or later, a generation
-        applied with change ('members_added', 'rings_written', ...)}."""
+        newer than its floor applied with change ('members_added',
+        'rings_written', ...)}."""
         found = {}
         for se, path in self.ses.items():
-            for at, line in self._events(path, since):
-                if ' applied: ' in line and f"'{change}'" in line:
+            for at, m in self._matches(path, self.APPLIED, since):
+                if int(m['gen']) > self.floor[se] and \
+                        f"'{change}'" in m['changes']:
                     found[se] = at
                     break
         return found
@@ -372,7 +385,8 @@ class RingTimeline:
         change as for detected() and applied(); start: when the change
         began (default since); detection_follows: the watcher saw it
         after it began (an L7 SE publishing ready), so it began at the
-        latest when the watcher logged it."""
+        latest when the watcher logged it (a start the test observed late
+        is bounded so, short of the watcher's own poll: up to 0.25 s)."""
         detected = self.detected(since, wanted)
         start = since if start is None else start
         if detection_follows and detected is not None:

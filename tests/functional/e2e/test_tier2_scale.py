@@ -53,15 +53,15 @@ STALE_AFTER = 5
 # The lab (octavia-api, the controller, 2 L4 and 2 L7 agents) and a third
 # L7 agent (Octavia's templater import) take minutes at load 10-30.
 pytestmark = pytest.mark.timeout(900)
-# The 2 s bound is the product's on a host that gives it a CPU.  Two
-# hosts' loads are told apart, and printed: a process starved past 1 s
-# (seen at load 30 on a 2-core host) loses its leader lock or its tooz
-# membership (heartbeats every 0.5 s, membership_timeout and lock_timeout
-# 1 s), and the change waits for re-election or re-join: the bound is
-# HICCUP_BOUND then.  And the time the change's path (the controller, the
-# L4 agents) spent waiting for a CPU meanwhile, from the scheduler's
-# run-queue delays (tools/lab/cpu_wait.py), is added to the bound (a CI
-# run of stage 2 on a slow host took 4.7 s with no heartbeat lost).
+# The 2 s bound holds while the coordination heartbeats are kept (tooz
+# membership_timeout and lock_timeout 1 s, beats every 0.5 s).  A process
+# starved past 1 s (seen at load 30 on a 2-core host) loses its leader
+# lock or its membership; the change then waits for re-election or
+# re-join, and the test holds it to this wider bound, saying so.  Each L4
+# SE's moment is the earlier of the test's reading of its maps and its
+# logged apply (h.RingTimeline).  This file runs alone in make test-e2e
+# (E2E_ALONE): beside a second lab, a CI run of stage 2 on a 2.0 GHz host
+# took 4.7 s with no heartbeat lost.
 HICCUPS = ('lost the leadership', 'lost our membership')
 HICCUP_BOUND = 10.0
 
@@ -303,6 +303,7 @@ def test_l7_se_added_under_traffic(lab):
                        'the loop served by both servers')
         watch = ReadyWatch(lab, lab.l7.se_id(NEW))
         hiccups = Hiccups(lab)
+        timeline = h.RingTimeline(lab)
         t0 = time.monotonic()
         started = time.time()
         lab.l7.start_agent(NEW, timeout=240)
@@ -323,9 +324,8 @@ def test_l7_se_added_under_traffic(lab):
     new = result['new']
     on_new = [a for a in new['attempts'] if a[1] in lab.syns[NEW].ports()]
     wall = time.time() - time.monotonic()
-    ready_at = wall + watch.at
     new_id = lab.l7.se_id(NEW)
-    ready_at, joined, how = h.RingTimeline(lab).change(
+    ready_at, joined, how = timeline.change(
         started, seen, lambda ready, _draining: new_id in ready,
         'members_added', start=wall + watch.at, detection_follows=True)
     print(f'\nL7 SE {NEW} started -> ready {ready_at - wall - t0:.2f} s, '
@@ -360,6 +360,7 @@ def test_l7_se_killed_under_traffic(lab):
             1 for p in placed.values() if p == [n]))
         survivors = [n for n in running if n != victim]
         hiccups = Hiccups(lab)
+        timeline = h.RingTimeline(lab)
         t0 = lab.l7.kill_agent(victim)
         killed_wall = time.time() - (time.monotonic() - t0)
         seen = ring_seen(lab, ring_of(lab, survivors), 30,
@@ -381,7 +382,7 @@ def test_l7_se_killed_under_traffic(lab):
     on_victim = [(p, uploads[p]['ok']) for p, n in placed.items()
                  if n == [victim]]
     victim_id = lab.l7.se_id(victim)
-    _, left, how = h.RingTimeline(lab).change(
+    _, left, how = timeline.change(
         killed_wall, seen, lambda ready, _draining: victim_id not in ready,
         'members_removed')
     print(f'\nL7 SE {victim} killed at {killed_wall:.3f} (SIGKILL, agent and '

@@ -168,6 +168,7 @@ def test_tier2_traffic_through_the_product(lab):
         netns.wait_for(lambda: 'MEMBER m3' in loop.output() and
                        'MEMBER m4' in loop.output(), 20,
                        'the loop served by both servers')
+        timeline = h.RingTimeline(lab)
         t0, stopped = time.monotonic(), time.time()
         proc = lab.l7.stop_agent('m2')
         seen = seen_in_every_ring(lab, {addr['m1']: 1, addr['m2']: 0}, 10,
@@ -188,7 +189,7 @@ def test_tier2_traffic_through_the_product(lab):
     assert rc == 0, out[-2000:]
     result = json.loads(out.strip().splitlines()[-1])
     m2_id = lab.l7.se_id('m2')
-    _, drained, how = h.RingTimeline(lab).change(
+    _, drained, how = timeline.change(
         stopped, seen, lambda _ready, draining: m2_id in draining,
         'rings_written')
     print(f'\nL7 SE m2 SIGTERM -> weight 0 in both L4 rings: '

@@ -307,14 +307,11 @@ def cmd_decap(args):
     reload = getattr(args, 'reload', False)
     change = args.action in ('attach', 'detach')
     if not (change or reload):
-        # A plain read of pinned maps goes without the lock, and so must
-        # not load: pins missing (or removed meanwhile) -> under it.
-        try:
-            with decap_mod.Decap.open(args.decap_pin_dir,
-                                      create=False) as d:
-                return _decap_read(args, d)
-        except decap_mod.NotPinned:
-            pass
+        # A read changes nothing, as dsrctl show on the SE: without the
+        # lock, and with no pins (never loaded, or removed meanwhile by a
+        # teardown) an error, not a load.
+        with decap_mod.Decap.open(args.decap_pin_dir, create=False) as d:
+            return _decap_read(args, d)
     # A change reads, then writes, the maps, and a load writes the pins:
     # under the lock dsr-member setups take.
     with decap_mod.locked(args.decap_pin_dir):

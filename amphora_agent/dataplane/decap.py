@@ -70,7 +70,10 @@ class Decap:
         libbpf.ensure_bpffs()
         if reload or not pinned(pin_dir):
             if not create and not reload:
-                raise NotPinned(f'no decap pinned under {pin_dir}')
+                raise NotPinned(
+                    f'no decap is pinned in {pin_dir}; "dsr-member setup" '
+                    'or "dsrctl decap attach IFACE --address ADDR" loads '
+                    'it (or check --decap-pin-dir)')
             _drop_stale_stats(pin_dir)
             try:
                 pins.load(os.path.join(obj_dir or pins.object_dir(), OBJECT),

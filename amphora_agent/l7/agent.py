@@ -123,6 +123,14 @@ class CapabilityPublisher:
         self.membership._capabilities = data
         coordinator, group = (self.membership._coordinator,
                               self.membership._group)
+        # Before the write: when the L4 rings may start to follow, for
+        # the operator (and the tests timing the rings against it).
+        before = self.published or {}
+        if any(capabilities.get(k) != before.get(k)
+               for k in ('ready', 'draining')):
+            LOG.info('publishing ready %s, draining %s to %s',
+                     capabilities.get('ready'), capabilities.get('draining'),
+                     group.decode())
         try:
             coordinator.update_capabilities(group, data).get()
         except tooz.NotImplemented:

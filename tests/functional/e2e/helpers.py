@@ -318,9 +318,12 @@ class RingTimeline:
                          r"(?P<ready>none|\[[^]]*\]) \(draining: "
                          r"(?P<draining>none|\[[^]]*\])\)")
     APPLIED = re.compile(r"generation (?P<gen>\d+) applied: (?P<changes>.*)")
+    PUBLISHING = re.compile(r"publishing ready (?P<ready>True|False), "
+                            r"draining (?P<draining>True|False) to ")
 
     def __init__(self, lab):
         self.group = lab.l7.group
+        self.l7_root = lab.l7.root
         self.ctl = os.path.join(lab.agents.root, 'ctl1.log')
         self.ses = {se: os.path.join(lab.agents.root, f'{se}.log')
                     for se in se_names(lab)}
@@ -361,6 +364,16 @@ class RingTimeline:
         for at, m in self._matches(self.ctl, self.WATCHER, since):
             if m['group'] == self.group and wanted(
                     self._ids(m['ready']), self._ids(m['draining'])):
+                return at
+        return None
+
+    def publishing_ready(self, name, since):
+        """When L7 SE `name`'s agent logged, at since or later, that it
+        publishes ready (just before its tooz write: an early bound of
+        the moment); None if it did not."""
+        for at, m in self._matches(os.path.join(self.l7_root, f'{name}.log'),
+                                   self.PUBLISHING, since):
+            if m['ready'] == 'True':
                 return at
         return None
 

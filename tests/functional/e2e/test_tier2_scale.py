@@ -324,10 +324,15 @@ def test_l7_se_added_under_traffic(lab):
     new = result['new']
     on_new = [a for a in new['attempts'] if a[1] in lab.syns[NEW].ports()]
     wall = time.time() - time.monotonic()
+    # Ready: the earlier of the agent's log of publishing it (written just
+    # before its tooz write) and the test's own poll of tooz.
+    polled = wall + watch.at
+    published = timeline.publishing_ready(NEW, started)
     new_id = lab.l7.se_id(NEW)
     ready_at, joined, how = timeline.change(
         started, seen, lambda ready, _draining: new_id in ready,
-        'members_added', start=wall + watch.at, detection_follows=True)
+        'members_added', detection_follows=True,
+        start=polled if published is None else min(published, polled))
     print(f'\nL7 SE {NEW} started -> ready {ready_at - wall - t0:.2f} s, '
           f'ready -> in both L4 rings {joined:.2f} s '
           f'({how}); loop: '

@@ -10,6 +10,7 @@ earlier release's pins (a counter map without ``drop_source``) are
 replaced at load, the addresses kept.
 """
 
+import json
 import os
 import secrets
 import select
@@ -337,3 +338,21 @@ def test_a_reader_without_the_lock_never_loads(pin_dir, monkeypatch):
     with pytest.raises(decap.NotPinned, match="went away"):
         decap.Decap.open(pin_dir, create=False)
     assert not decap.present(pin_dir)
+
+
+@pytest.mark.parametrize("action", ["show", "stats"])
+def test_dsrctl_decap_reads_change_nothing(pin_dir, action):
+    """dsrctl decap show/stats with nothing pinned: a clear error (exit 2)
+    and still nothing pinned; once loaded, they read it."""
+    argv = [sys.executable, "-m", "amphora_agent.cmd.dsrctl",
+            "--decap-pin-dir", pin_dir, "decap", action, "--json"]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2, out
+    assert f"no decap is pinned in {pin_dir}" in out.stderr, out.stderr
+    assert not decap.present(pin_dir)
+    with decap.Decap.open(pin_dir) as d:
+        d.set_addresses([TUN4])
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out
+    if action == "show":
+        assert json.loads(out.stdout)["addresses"] == [TUN4]

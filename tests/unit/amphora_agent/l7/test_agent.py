@@ -118,6 +118,20 @@ def test_signed_document_applied_reported_and_published(lab):
     assert lab.agent.sync() is False
 
 
+def test_publishing_ready_is_logged_once(lab, caplog):
+    """The L7 agent logs when it publishes ready or draining (operators,
+    and the e2e tests timing the L4 rings from it), once per change."""
+    caplog.set_level('INFO', logger=agent_mod.__name__)
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=5))
+    assert lab.agent.sync() is True
+    lab.agent.report()
+    published = [r.getMessage() for r in caplog.records
+                 if r.getMessage().startswith('publishing ')]
+    assert published == [f'publishing ready True, draining False to '
+                         f'octavia-dsr.{GROUP}'], published
+
+
 def test_the_l7_agent_publishes_the_l7_contract_of_this_release(lab):
     """The controller sends a group the listener TLS settings only when
     every live L7 SE publishes the contract that has them: an L7 SE of

@@ -10,6 +10,7 @@ import threading
 from urllib import parse
 
 from oslo_log import log as logging
+import tooz
 from tooz import coordination
 
 LOG = logging.getLogger(__name__)
@@ -134,10 +135,20 @@ class Membership:
 
     def update(self, capabilities):
         """Publish new capabilities (an L7 SE becoming ready, draining);
-        a later re-join uses them too."""
+        a later re-join uses them too.  Before start(): the ones it joins
+        with."""
         self._capabilities = json.dumps(capabilities).encode()
-        self._coordinator.update_capabilities(self._group,
-                                              self._capabilities).get()
+        if self._watchdog is None:
+            return
+        try:
+            self._coordinator.update_capabilities(
+                self._group, self._capabilities).get()
+        except tooz.NotImplemented:
+            # tooz's file:// driver (one host, tests): leave and join.
+            self._coordinator.leave_group(self._group).get()
+            join(self._coordinator, self._group, self._capabilities)
+        except coordination.MemberNotJoined:
+            join(self._coordinator, self._group, self._capabilities)
 
     def run_watchers(self):
         self._coordinator.run_watchers()

@@ -27,13 +27,10 @@ the HAProxies keep running (a restarted agent adopts them), ``dsr-l7
 stop`` removes them.
 """
 
-import json
 import threading
 import time
 
 from oslo_log import log as logging
-import tooz
-from tooz import coordination
 
 from amphora_agent.l7 import engine as engine_mod
 from amphora_agent.l7 import render
@@ -111,18 +108,13 @@ class CapabilityPublisher:
         self.published = None
 
     def start(self, capabilities):
-        self.membership._capabilities = json.dumps(capabilities).encode()
+        self.membership.update(capabilities)    # joins with them
         self.membership.start()
         self.published = capabilities
 
     def publish(self, capabilities):
         if capabilities == self.published:
             return False
-        data = json.dumps(capabilities).encode()
-        # Membership re-joins with _capabilities when the backend loses it.
-        self.membership._capabilities = data
-        coordinator, group = (self.membership._coordinator,
-                              self.membership._group)
         # Before the write: when the L4 rings may start to follow, for
         # the operator (and the tests timing the rings against it).
         before = self.published or {}
@@ -130,15 +122,9 @@ class CapabilityPublisher:
                for k in ('ready', 'draining')):
             LOG.info('publishing ready %s, draining %s to %s',
                      capabilities.get('ready'), capabilities.get('draining'),
-                     group.decode())
-        try:
-            coordinator.update_capabilities(group, data).get()
-        except tooz.NotImplemented:
-            # tooz's file:// driver (one host, tests): leave and join.
-            coordinator.leave_group(group).get()
-            membership_mod.join(coordinator, group, data)
-        except coordination.MemberNotJoined:
-            membership_mod.join(coordinator, group, data)
+                     membership_mod.group_id(
+                         self.membership.se_group).decode())
+        self.membership.update(capabilities)
         self.published = capabilities
         return True
 

@@ -55,6 +55,40 @@ def test_membership_rejoins_in_the_background(tmp_path, monkeypatch):
         m.stop()
 
 
+def test_update_before_start_is_joined_with_and_after_it_published(
+        tmp_path, monkeypatch):
+    """update() before start() sets what it joins with; after, it
+    publishes (file://: tooz cannot update there, so it leaves and joins
+    again) and a re-join uses the new capabilities."""
+    monkeypatch.setattr(membership, 'REJOIN_CHECK_INTERVAL', 0.05)
+    m = membership.Membership(_backend(tmp_path), 'l7se1', 'g1',
+                              {'ready': False})
+    observer = membership.Membership(_backend(tmp_path), 'ctl', 'g1', {})
+    m.update({'ready': False, 'draining': False})
+    m.start()
+    observer.start()
+    try:
+        assert observer.members()['l7se1'] == {'ready': False,
+                                               'draining': False}
+        m.update({'ready': True, 'draining': False})
+        assert observer.members()['l7se1'] == {'ready': True,
+                                               'draining': False}
+        shutil.rmtree(tmp_path / 'groups')      # the backend forgot us
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                if 'l7se1' in observer.members():
+                    break
+            except coordination.GroupNotCreated:
+                pass
+            time.sleep(0.05)   # polling with a deadline
+        assert observer.members()['l7se1'] == {'ready': True,
+                                               'draining': False}
+    finally:
+        observer.stop()
+        m.stop()
+
+
 def test_coordinator_calls_run_in_the_callers_thread(tmp_path):
     # tooz's default executor starts a worker thread for the calls (and
     # stop() waits for its one-second idle poll); ours runs them inline.

@@ -467,41 +467,19 @@ def one_iteration(i, conn, pool_id, m3, pl, sniffer, se_tunnels, lb_active,
 
 
 # ------------------------------------------------- where the time goes
-def _log_events(path, pattern):
-    """(epoch seconds, match) of every line of an oslo.log file matching
-    pattern; oslo.log stamps local time with milliseconds."""
-    import datetime
-    import re
-    rx = re.compile(pattern)
-    events = []
-    try:
-        with open(path, errors='replace') as f:
-            for line in f:
-                m = rx.search(line)
-                if not m:
-                    continue
-                try:
-                    ts = datetime.datetime.strptime(
-                        line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
-                except ValueError:
-                    continue
-                events.append((ts, m))
-    except OSError:
-        pass
-    return events
-
-
 def timeline(lab, rows):
     """Split each member create with the product's own logs: the
     controller stores the change ('member_create -> generation N'), each
     agent applies it ('generation N applied')."""
+    from tools.lab import oslo_logs
     root = lab.agents.root
-    stored = [(ts, int(m.group(1))) for ts, m in _log_events(
+    stored = [(ts, int(m.group(1))) for ts, m in oslo_logs.events(
         os.path.join(root, 'ctl1.log'), r'member_create -> generation (\d+)')]
     applied = {}
     for se in lab.topo.ses:
-        for ts, m in _log_events(os.path.join(root, f'{se.name}.log'),
-                                 r'generation (\d+) applied'):
+        for ts, m in oslo_logs.events(
+                os.path.join(root, f'{se.name}.log'),
+                r'generation (\d+) applied'):
             applied.setdefault(int(m.group(1)), {})[se.name] = ts
     parts = {'create_to_stored': [], 'stored_to_first_se_applied': [],
              'stored_to_every_se_applied': [],

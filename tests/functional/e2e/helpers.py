@@ -8,7 +8,6 @@ waiting for statuses reads the API directly.
 
 import ast
 import contextlib
-import datetime
 import json
 import os
 import re
@@ -19,6 +18,7 @@ import pytest
 from tools.lab import l7_ses
 from tools.lab.localstack import octavia as octavia_stack
 from tools.lab import netns
+from tools.lab import oslo_logs
 from tools.lab import product_lab as pl
 
 # Octavia API collections read by objects() (members: per pool).
@@ -327,31 +327,10 @@ class RingTimeline:
         self.ctl = os.path.join(lab.agents.root, 'ctl1.log')
         self.ses = {se: os.path.join(lab.agents.root, f'{se}.log')
                     for se in se_names(lab)}
-        self.floor = {se: max((int(m['gen']) for _at, m in self._matches(
-            path, self.APPLIED, 0)), default=-1)
-            for se, path in self.ses.items()}
-
-    @staticmethod
-    def _matches(path, pattern, since):
-        """(wall time, match) of path's lines logged at since or later
-        that pattern finds."""
-        found = []
-        try:
-            with open(path, errors='replace') as f:
-                for line in f:
-                    m = pattern.search(line)
-                    if m is None:
-                        continue
-                    try:
-                        at = datetime.datetime.strptime(
-                            line[:23], '%Y-%m-%d %H:%M:%S.%f').timestamp()
-                    except ValueError:
-                        continue
-                    if at >= since:
-                        found.append((at, m))
-        except FileNotFoundError:
-            pass
-        return found
+        self.floor = {se: max((int(m['gen']) for _at, m in
+                               oslo_logs.events(path, self.APPLIED)),
+                              default=-1)
+                      for se, path in self.ses.items()}
 
     @staticmethod
     def _ids(listed):
@@ -361,7 +340,7 @@ class RingTimeline:
         """When the watcher first logged, at since or later, the lab's L7
         group with L7 SE ids (ready, draining) for which wanted(ready,
         draining) is true; None if it did not."""
-        for at, m in self._matches(self.ctl, self.WATCHER, since):
+        for at, m in oslo_logs.events(self.ctl, self.WATCHER, since):
             if m['group'] == self.group and wanted(
                     self._ids(m['ready']), self._ids(m['draining'])):
                 return at
@@ -371,8 +350,8 @@ class RingTimeline:
         """When L7 SE `name`'s agent logged, at since or later, that it
         publishes ready (just before its tooz write: an early bound of
         the moment); None if it did not."""
-        for at, m in self._matches(os.path.join(self.l7_root, f'{name}.log'),
-                                   self.PUBLISHING, since):
+        path = os.path.join(self.l7_root, f'{name}.log')
+        for at, m in oslo_logs.events(path, self.PUBLISHING, since):
             if m['ready'] == 'True':
                 return at
         return None
@@ -383,7 +362,7 @@ class RingTimeline:
         'rings_written', ...)}."""
         found = {}
         for se, path in self.ses.items():
-            for at, m in self._matches(path, self.APPLIED, since):
+            for at, m in oslo_logs.events(path, self.APPLIED, since):
                 if int(m['gen']) > self.floor[se] and \
                         f"'{change}'" in m['changes']:
                     found[se] = at

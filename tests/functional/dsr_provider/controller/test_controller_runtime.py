@@ -6,7 +6,6 @@ migrating and the other finding the schema at head; then the controllers
 start, a SIGHUP makes one re-read its configuration (debug on) and SIGTERM
 stops both cleanly."""
 
-import datetime
 import os
 import signal
 import subprocess
@@ -19,6 +18,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_wire import auth
 from tools.lab import agent_lab
 from tools.lab import netns
+from tools.lab import oslo_logs
 from tools.lab import product_lab
 
 NAMES = ('ctl1', 'ctl2')
@@ -179,6 +179,4 @@ def _seconds_between(log, first, then):
     start = next(i for i, line in enumerate(lines) if first in line)
     end = next(line for line in lines[start:] if then in line)
 
-    def stamp(line):
-        return datetime.datetime.strptime(line[:23], '%Y-%m-%d %H:%M:%S.%f')
-    return (stamp(end) - stamp(lines[start])).total_seconds()
+    return oslo_logs.stamp(end) - oslo_logs.stamp(lines[start])

@@ -24,6 +24,7 @@ import oslo_messaging as messaging
 from dsr_wire import agent_rpc as rpc
 from dsr_wire import auth
 from tools.lab import bird as bird_mod
+from tools.lab import lock_dir
 from tools.lab import netns
 
 RABBIT = 'rabbit://guest:guest@127.0.0.1:5672/'
@@ -204,6 +205,10 @@ class AgentLab:
         self.se_group = f'g-{self.tag}'
         self.vhost = f'dsr-{self.tag}'
         self.root = tempfile.mkdtemp(prefix=f'agent-{self.tag}-')
+        # Run outside a test session (a bench, by hand), the lab's member
+        # decaps and setups lock in a folder of this process, not in the
+        # host's /run/octavia-dsr; its processes inherit it.
+        lock_dir.use_private()
         self.pin_root = os.path.join(PIN_ROOT, f'octavia-dsr-test-{self.tag}')
         self.agents = {}
         self.bird = None

@@ -23,7 +23,6 @@ It drives the lab kit (tools/lab) with the tempest pieces beside it
 """
 
 import argparse
-import atexit
 import concurrent.futures
 import os
 import re
@@ -31,14 +30,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
-from amphora_agent import locks
 from tools.lab import agent_lab
 from tools.lab import l7_ses
 from tools.lab.localstack import keystone as keystone_mod
 from tools.lab.localstack import neutron_server
+from tools.lab import lock_dir
 from tools.lab import netns
 from tools.lab import product_lab
 from tools.tempest import plugin_dist
@@ -404,12 +402,7 @@ def main(argv=None):
         sys.exit(128 + signum)
     signal.signal(signal.SIGTERM, on_sigterm)
     shutil.rmtree(args.logs, ignore_errors=True)
-    # The lab's member setups lock their pin folders in a folder of this
-    # run, not in the host's /run/octavia-dsr (amphora_agent/locks.py).
-    if not os.environ.get(locks.LOCK_DIR_ENV):
-        lock_dir = tempfile.mkdtemp(prefix='dsr-tempest-locks-')
-        os.environ[locks.LOCK_DIR_ENV] = lock_dir
-        atexit.register(shutil.rmtree, lock_dir, True)
+    lock_dir.use_private('dsr-tempest-locks-')
     workspace = None
     lab = None
     rc = 1

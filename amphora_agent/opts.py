@@ -102,8 +102,10 @@ agent_opts = [
     cfg.StrOpt('netns',
                help='Network namespace of the SE\'s data interfaces, if not '
                     'the one the agent starts in. The dataplane, health '
-                    'probes and BGP speaker run there; RPC and coordination '
-                    'connections stay in the starting namespace.'),
+                    'probes and BGP speaker (an L7 SE: its HAProxies, UDP '
+                    'tables, VIPs on lo and decap) run there; RPC and '
+                    'coordination connections stay in the starting '
+                    'namespace.'),
     cfg.StrOpt('role', default='tier1', choices=['tier1', 'tier2'],
                help='tier1: members are application servers; tier2: '
                     'members are L7 proxy SEs sharing the VIP.'),

@@ -21,7 +21,13 @@ release understands (dsr_wire.l7.CONTRACT_VERSION): the controller sends
 a group's newer fields only once all its L7 SEs publish it.
 
 One worker thread does everything; the RPC server and the timers only wake
-it.  Stop with drain: publish draining (the controller gives this L7 SE
+it.  With ``[agent] netns`` it enters that namespace first, so the
+HAProxies, the UDP tables, the VIPs on lo and the decap are the L7 SE's
+namespace's, while its calls to the controller (RPC) and to the
+coordination backend (tooz) go through control threads started where the
+agent started (amphora_agent/control.py), as the tier-1 agent's do: a
+connection opened again after an outage must not open in the SE's
+namespace.  Stop with drain: publish draining (the controller gives this L7 SE
 weight 0 on the L4 tier), wait ``[agent] drain_wait``, leave the group;
 the HAProxies keep running (a restarted agent adopts them), ``dsr-l7
 stop`` removes them.
@@ -32,6 +38,7 @@ import time
 
 from oslo_log import log as logging
 
+from amphora_agent import control as control_mod
 from amphora_agent.l7 import engine as engine_mod
 from amphora_agent.l7 import render
 from amphora_agent import trust as trust_mod
@@ -151,9 +158,20 @@ def drain_budget(drain_wait, drain_timeout, graceful_shutdown_timeout):
                         - drain_wait - LEAVE_MARGIN))
 
 
+# A backstop for a call on a control thread (each has its own bound:
+# rpc_retry for RPC, tooz's socket timeouts for the coordination backend).
+CONTROL_TIMEOUT = 60
+
+
 class L7Agent:
     def __init__(self, conf, engine, controller, trust=None,
-                 publisher=None, transport=None):
+                 publisher=None, transport=None, rpc_control=None,
+                 coordination_control=None):
+        """``controller``: the RPC client, or with ``rpc_control`` (a
+        control_mod.ControlThread) a ControllerProxy on it;
+        ``coordination_control``: where the publisher's tooz writes are
+        made (its own thread: a broker outage must not hold back ready or
+        draining).  Without them every call is made by its caller."""
         self.conf = conf
         self.se_id, self.se_group = conf.agent.se_id, conf.agent.se_group
         self.engine, self.controller = engine, controller
@@ -169,6 +187,11 @@ class L7Agent:
         self._thread = None
         self._rpc_server = None
         self._reported_statuses = None
+        self._rpc_control = rpc_control
+        self._coordination_control = coordination_control
+        self._entered = threading.Event()   # the worker is in the SE's ns
+        self._go = threading.Event()        # published and listening: loop
+        self._start_error = None
 
     # -- what the contract publishes ------------------------------------
 
@@ -177,7 +200,9 @@ class L7Agent:
                 'tunnel_addresses': {
                     str(f): str(a) for f, a in
                     sorted(self.engine.host.tunnel_addresses.items())},
-                'ready': bool(self.engine.ready) and not self.draining,
+                # Not asked while draining: readiness reads the SE's
+                # namespace, which the draining stop's thread is not in.
+                'ready': not self.draining and bool(self.engine.ready),
                 'draining': self.draining,
                 l7_schema.CONTRACT_CAPABILITY: l7_schema.CONTRACT_VERSION}
 
@@ -252,7 +277,7 @@ class L7Agent:
         """Capabilities (when they changed), state, member status (when
         changed, or ``again``)."""
         if self.publisher is not None:
-            self.publisher.publish(self.capabilities())
+            self._publish(self.capabilities())
         self.controller.report_state(self.se_id, self.se_group, self.state())
         statuses = member_statuses(self.engine)
         if statuses != self._reported_statuses or again:
@@ -280,12 +305,24 @@ class L7Agent:
 
     # -- lifecycle ---------------------------------------------------------
 
+    def _publish(self, capabilities):
+        if self._coordination_control is None:
+            return self.publisher.publish(capabilities)
+        return self._coordination_control.call(
+            self.publisher.publish, capabilities, timeout=CONTROL_TIMEOUT)
+
     def start(self, timeout=60):
         t0 = time.monotonic()
         render.preload()
         LOG.info('Octavia\'s HAProxy templater loaded in %.2f s',
                  time.monotonic() - t0)
-        self.engine.adopt()
+        self._thread = threading.Thread(target=self._run, name='l7-agent',
+                                        daemon=True)
+        self._thread.start()
+        if not self._entered.wait(timeout):
+            raise RuntimeError('L7 agent start timed out')
+        if self._start_error is not None:
+            raise self._start_error
         if self.publisher is not None:
             self.publisher.start(self.capabilities())
         if self.transport is not None:
@@ -295,13 +332,29 @@ class L7Agent:
                                   verify=self.trust and
                                   self.trust.check_notification))
             self._rpc_server.start()
-        self._thread = threading.Thread(target=self._loop, name='l7-agent',
-                                        daemon=True)
-        self._thread.start()
+        self._go.set()
+
+    def _run(self):
+        try:
+            self._enter_se_side()
+        except Exception as exc:  # noqa: BLE001 -- raised by start()
+            self._start_error = exc
+            return
+        finally:
+            self._entered.set()
+        self._go.wait()
+        self._loop()
+
+    def _enter_se_side(self):
+        netns_name = getattr(self.conf.agent, 'netns', None)
+        if netns_name:
+            # This thread only (and what it starts: the HAProxies, nft,
+            # the health checks).
+            control_mod.enter_netns(netns_name)
+            LOG.info('L7 SE side in network namespace %s', netns_name)
+        self.engine.adopt()
 
     def _loop(self):
-        # [agent] netns is not honoured: RPC and coordination connections
-        # would open in the namespace.  Run the L7 agent inside it.
         conf = self.conf.agent
         next_stats = time.monotonic() + conf.stats_interval
         next_resync = time.monotonic() + conf.resync_interval
@@ -346,12 +399,13 @@ class L7Agent:
     def stop(self, drain=True):
         if drain and self.publisher is not None:
             self.draining = True
-            self._safe(lambda: self.publisher.publish(self.capabilities()))
+            self._safe(lambda: self._publish(self.capabilities()))
             self._stop.wait(self.conf.agent.drain_wait)
             self._wait_idle(drain_budget(
                 self.conf.agent.drain_wait, self.conf.l7.drain_timeout,
                 getattr(self.conf, 'graceful_shutdown_timeout', 0)))
         self._stop.set()
+        self._go.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
@@ -363,6 +417,10 @@ class L7Agent:
         # The UDP tables stay (kernel state, as the HAProxies do); their
         # health checks stop with the agent.
         self._safe(lambda: self.engine.udp.stop(remove=False))
+        # Last: the final reports are tried once (control.py).
+        for thread in (self._rpc_control, self._coordination_control):
+            if thread is not None:
+                thread.stop()
 
     def active_connections(self):
         """HAProxy's connections.  Not the UDP flows: conntrack keeps
@@ -416,6 +474,11 @@ def build(conf):
     # again a second later.
     client = rpc.ControllerClient(transport, signer=signer,
                                   retry=conf.agent.rpc_retry)
-    return L7Agent(conf, engine, client,
+    # Started here, in the namespace the agent starts in (control.py).
+    rpc_control = control_mod.ControlThread()
+    return L7Agent(conf, engine,
+                   control_mod.ControllerProxy(client, rpc_control,
+                                               timeout=CONTROL_TIMEOUT),
                    trust=trust, publisher=CapabilityPublisher(membership),
-                   transport=transport)
+                   transport=transport, rpc_control=rpc_control,
+                   coordination_control=control_mod.ControlThread())

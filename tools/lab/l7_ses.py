@@ -144,8 +144,9 @@ storage_path = {self.lab.stack.cert_storage_path}
         return path
 
     def start_agent(self, name, timeout=60):
-        """dsr-agent inside the L7 SE's namespace (it does not honour
-        [agent] netns: its connections would open in the namespace)."""
+        """dsr-agent inside the L7 SE's namespace, as on an L7 SE that is
+        a host of its own (the relay makes the broker and Redis answer
+        there); [agent] netns instead is test_l7_agent.py's."""
         proc = netns.Proc(['nsenter', f'--net=/run/netns/{self.topo.ns(name)}',
                            '--', sys.executable, '-m',
                            'amphora_agent.service', '--config-file',

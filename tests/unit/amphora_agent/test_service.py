@@ -13,6 +13,7 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 import pytest
 
+from amphora_agent import control
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import model
 from amphora_agent import opts
@@ -47,7 +48,7 @@ class FakeController:
         pass
 
     def submit(self, name, *args, **kwargs):
-        """As _ControllerProxy.submit, answered at once."""
+        """As control.ControllerProxy.submit, answered at once."""
         future = concurrent.futures.Future()
         try:
             future.set_result(getattr(self, name)(*args, **kwargs))
@@ -494,7 +495,7 @@ def test_a_member_failure_is_acted_on_while_the_broker_is_away(make_agent):
     agent.bgp = FakeBgp()
     client = BlockingClient()
     client.document = document(1, [lb(1, [member('b1', '198.19.1.1')])])
-    agent.controller = service._ControllerProxy(client, agent._control)
+    agent.controller = control.ControllerProxy(client, agent._control)
     reports = []        # every state report the worker made
     report_state = agent._report_state
 
@@ -537,35 +538,6 @@ def test_a_member_failure_is_acted_on_while_the_broker_is_away(make_agent):
         agent._wake.set()
         worker.join(30)
     assert not worker.is_alive()
-
-
-def test_a_report_the_broker_refused_is_sent_again_unless_replaced(
-        monkeypatch):
-    monkeypatch.setattr(service._ControlThread, 'CAST_RETRY_MAX_DELAY', 0.1)
-    control = service._ControlThread()
-    sent, failures = [], [3]
-    gate = threading.Event()
-
-    def report(state):
-        gate.wait()
-        if failures[0]:
-            failures[0] -= 1
-            raise messaging.MessageDeliveryFailure('broker away')
-        sent.append(state)
-    try:
-        control.cast('report_state', report, 'old')
-        control.cast('report_member_status', report, 'statuses')
-        control.cast('report_state', report, 'new')     # replaces 'old'
-        gate.set()
-        wait_for(lambda: len(sent) == 2, 30, 'both kinds sent')
-        assert sorted(sent) == ['new', 'statuses']
-        # A refused report is sent again...
-        failures[0] = 2
-        control.cast('report_state', report, 'again')
-        wait_for(lambda: sent[-1:] == ['again'], 30, 'sent after failures')
-        assert failures[0] == 0
-    finally:
-        control.stop()
 
 
 def test_the_agents_reports_give_up_on_an_unreachable_broker(make_agent):
@@ -802,7 +774,7 @@ def test_a_long_apply_keeps_the_se_heard_and_says_so(make_agent):
     agent.dp = slow
     client = FakeController()
     client.document = document(1, [lb(1, [member('b1', '198.19.1.1')])])
-    agent.controller = service._ControllerProxy(client, agent._control)
+    agent.controller = control.ControllerProxy(client, agent._control)
     worker = threading.Thread(target=agent._loop, daemon=True)
     worker.start()
     try:

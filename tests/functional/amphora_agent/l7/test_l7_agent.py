@@ -3,7 +3,10 @@ real RabbitMQ (private vhost) and Redis (private key namespace): a signed
 L7 snapshot from a controller double (tools/lab/agent_lab.FakeController)
 is applied by both L7 SEs' agents, traffic flows client -> L4 SE -> L7 SE
 -> servers, the agents report state and member status, and their tooz
-capabilities say ready; a draining stop says draining and leaves."""
+capabilities say ready; a draining stop says draining and leaves.  m1's
+agent runs inside its namespace (an L7 SE that is a host of its own); m2's
+is started outside it with [agent] netns naming it (its RPC and tooz
+connections in the namespace it started in, everything else in m2's)."""
 
 import os
 import signal
@@ -58,7 +61,7 @@ def agents(tier2):
     observer.start()
     lab.observer = observer
 
-    def config(name):
+    def config(name, netns_name=None):
         auth.generate_key(os.path.join(keys, f'{name}.key'))
         path = os.path.join(lab.root, f'{name}.conf')
         with open(path, 'w') as f:
@@ -73,6 +76,7 @@ state_dir = {os.path.join(lab.root, name, 'agent')}
 stats_interval = 1
 resync_interval = 5
 drain_wait = 1.0
+{f'netns = {netns_name}' if netns_name else ''}
 [coordination]
 backend_url = {lab.redis}
 [auth]
@@ -84,11 +88,15 @@ state_dir = {os.path.join(lab.root, name, 'auth')}
                 f.write(l7conf.read())
         return path
 
-    def start(name):
-        proc = netns.Proc(['nsenter', f'--net=/run/netns/'
-                           f'{tier2.topo.ns(name)}', '--', sys.executable,
-                           '-m', 'amphora_agent.service', '--config-file',
-                           config(name)])
+    def start(name, outside=False):
+        """The agent inside the L7 SE's namespace, or (outside) in this
+        one with [agent] netns naming the L7 SE's."""
+        ns = tier2.topo.ns(name)
+        argv = [sys.executable, '-m', 'amphora_agent.service',
+                '--config-file', config(name, ns if outside else None)]
+        if not outside:
+            argv = ['nsenter', f'--net=/run/netns/{ns}', '--'] + argv
+        proc = netns.Proc(argv)
         proc.wait_for_line(r'^READY', 60)
         lab.procs[name] = proc
 
@@ -107,10 +115,33 @@ state_dir = {os.path.join(lab.root, name, 'auth')}
         agent_lab._delete_redis_keys(f'dsrlab-{tag}-l7')
 
 
+def children(pid):
+    """Every descendant of ``pid`` (the agent's cotyledon worker)."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            with open(f'/proc/{parent}/task/{parent}/children') as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            continue
+        found += kids
+        todo += kids
+    return found
+
+
+def comm(pid):
+    try:
+        with open(f'/proc/{pid}/comm') as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
 def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     topo = tier2.topo
-    for name in L7_SES:
-        agents.start(name)
+    agents.start('m1')
+    agents.start('m2', outside=True)
     ids = {n: f'{n}-{agents.tag}' for n in L7_SES}
     doc = document(tier2)
     doc['se_group'] = agents.group
@@ -124,6 +155,24 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     served = {served_by(topo.http_get(netns.VIP4, source_port=p))
               for p in range(42000, 42012)}
     assert served == {'m3', 'm4'}
+    # m2's agent stayed in this namespace; what it started is in m2's,
+    # and m2's HAProxy serves: the L4 SE spreads new flows over both.
+    here = os.stat('/proc/self/ns/net').st_ino
+    agent_pids = {lab_proc.pid for lab_proc in [agents.procs['m2']]}
+    agent_pids |= set(children(agents.procs['m2'].pid))
+    assert all(os.stat(f'/proc/{pid}/ns/net').st_ino == here
+               for pid in agent_pids)
+    in_m2 = netns.namespace_pids(topo.ns('m2'))
+    assert any(comm(pid) == 'haproxy' for pid in in_m2), in_m2
+    assert not agent_pids & set(in_m2)
+    ports = iter(range(44000, 45000))
+
+    def m2_served():
+        topo.http_get(netns.VIP4, source_port=next(ports))
+        listener = ((agents.controller.stats.get(ids['m2']) or {})
+                    .get('listeners', {}).get('li-http') or {})
+        return listener.get('total_connections', 0) > 0
+    netns.wait_for(m2_served, 60, 'a connection served by m2\'s HAProxy')
 
     def published():
         members = agents.observer.members()

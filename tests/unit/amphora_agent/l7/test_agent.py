@@ -6,6 +6,7 @@ snapshot through ControllerTrust into the engine (real HAProxy on
 import copy
 import shutil
 import threading
+import time
 import types
 
 from oslo_config import cfg
@@ -207,6 +208,23 @@ def test_worker_thread_applies_and_stops(lab):
     assert not lab.agent._thread.is_alive()
 
 
+def test_a_missing_namespace_fails_the_start_before_anything(lab):
+    """[agent] netns naming no namespace: start() raises naming it; no
+    HAProxy adopted, nothing published, no worker loop left running."""
+    lab.agent.conf.agent.netns = 'dsr-no-such-namespace'
+    adopted = []
+    lab.engine.adopt = lambda: adopted.append(True)
+    published = []
+    lab.agent.publisher = types.SimpleNamespace(
+        start=published.append, publish=published.append)
+    with pytest.raises(RuntimeError, match="cannot enter network "
+                       "namespace 'dsr-no-such-namespace'"):
+        lab.agent.start(timeout=30)
+    assert not adopted and not published
+    lab.agent._thread.join(5)
+    assert not lab.agent._thread.is_alive()
+
+
 def test_drain_publishes_draining_not_ready(lab):
     lab.controller.answer = signed(lab, docs.document(
         lb('lb1', free_port()), se_group=GROUP, generation=1))
@@ -397,11 +415,21 @@ def test_built_agents_reports_give_up_on_an_unreachable_broker(
 
     def report():
         try:
-            built.controller.report_state('l7se1', GROUP, {})
+            built.controller._client.report_state('l7se1', GROUP, {})
         except Exception as exc:  # noqa: BLE001 -- what the test checks
             outcome.append(exc)
-    thread = threading.Thread(target=report, daemon=True)
-    thread.start()
-    thread.join(30)
-    assert outcome, 'report_state still waiting for the broker'
-    transport.cleanup()
+    try:
+        # The worker's report is a cast on the control thread: it
+        # returns at once, broker or not.
+        started = time.monotonic()
+        built.controller.report_state('l7se1', GROUP, {})
+        assert time.monotonic() - started < 1.0
+        # The client itself gives up (kombu's connection refused).
+        thread = threading.Thread(target=report, daemon=True)
+        thread.start()
+        thread.join(30)
+        assert outcome, 'report_state still waiting for the broker'
+    finally:
+        built._rpc_control.stop()
+        built._coordination_control.stop()
+        transport.cleanup()

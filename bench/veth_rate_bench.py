@@ -69,7 +69,8 @@ DURATION = float(os.environ.get('DSR_BENCH_DURATION', 1.0))  # s per sample
 SAMPLES = int(os.environ.get('DSR_BENCH_SAMPLES', 7))  # alternations
 CALL_REPEAT = 200_000          # frames per BPF_PROG_TEST_RUN call
 CPU = int(os.environ.get('DSR_BENCH_CPU', -1))  # -1: no pinning
-FLOWS = 1024                   # flows the generator cycles over (hit case)
+# Flows the generator cycles over (hit case).
+FLOWS = int(os.environ.get('DSR_BENCH_FLOWS', 1024))
 TARGET_RATIO = 0.85       # SE (conn-table hits) / baseline, per core
 TARGET_MISS_RATIO = 0.6   # SE with a new flow per frame / baseline
 

@@ -891,9 +891,18 @@ class Topology:
         for ns in [self.router.ns] + [h.ns for h in self.hosts.values()]:
             create_namespace(ns)
             self.namespaces.append(ns)
+        # The kernel defaults, not the host's: a new namespace copies
+        # conf/all and conf/default from the host's
+        # (net.core.devconf_inherit_init_net = 0), and a host that is a
+        # DSR member itself (arp_ignore 1, arp_announce 2) would hand its
+        # setup to every member the tests set up and tear down.
         base = {
             "net.ipv4.conf.all.rp_filter": 0,
             "net.ipv4.conf.default.rp_filter": 0,
+            "net.ipv4.conf.all.arp_ignore": 0,
+            "net.ipv4.conf.default.arp_ignore": 0,
+            "net.ipv4.conf.all.arp_announce": 0,
+            "net.ipv4.conf.default.arp_announce": 0,
             "net.ipv6.conf.all.accept_dad": 0,
             "net.ipv6.conf.default.accept_dad": 0,
             "net.ipv6.conf.all.accept_ra": 0,

@@ -116,7 +116,7 @@ state_dir = {os.path.join(lab.root, name, 'auth')}
 
 
 def children(pid):
-    """Every descendant of ``pid`` (the agent's cotyledon worker)."""
+    """Every descendant of ``pid``."""
     found, todo = [], [pid]
     while todo:
         parent = todo.pop()
@@ -158,8 +158,8 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     # m2's agent stayed in this namespace; what it started is in m2's,
     # and m2's HAProxy serves: the L4 SE spreads new flows over both.
     here = os.stat('/proc/self/ns/net').st_ino
-    agent_pids = {lab_proc.pid for lab_proc in [agents.procs['m2']]}
-    agent_pids |= set(children(agents.procs['m2'].pid))
+    agent = agents.procs['m2'].pid
+    agent_pids = {agent, *children(agent)}   # a worker, if it forks one
     assert all(os.stat(f'/proc/{pid}/ns/net').st_ino == here
                for pid in agent_pids)
     in_m2 = netns.namespace_pids(topo.ns('m2'))

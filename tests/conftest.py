@@ -1,13 +1,10 @@
 """Fixtures for every test."""
 
-import os
-import shutil
 import signal
-import tempfile
 
 import pytest
 
-from amphora_agent import locks
+from tools.lab import lock_dir
 
 # Signal dispositions a test must leave as it found them.  A pytest worker
 # that inherits SIGPIPE = SIG_DFL from code run in-process (a CLI's main)
@@ -35,17 +32,5 @@ def signal_dispositions_are_kept():
 # controller before pytest-xdist starts its workers, which inherit it (one
 # folder for the run: tests of two workers sharing a resource share its
 # lock); a run that found it set (a worker, or an outer run) keeps it.
-_made_lock_dir = None
-
-
 def pytest_configure(config):
-    global _made_lock_dir
-    if not os.environ.get(locks.LOCK_DIR_ENV):
-        _made_lock_dir = tempfile.mkdtemp(prefix='dsr-locks-')
-        os.environ[locks.LOCK_DIR_ENV] = _made_lock_dir
-
-
-def pytest_unconfigure(config):
-    if _made_lock_dir:
-        shutil.rmtree(_made_lock_dir, ignore_errors=True)
-        os.environ.pop(locks.LOCK_DIR_ENV, None)
+    lock_dir.use_private('dsr-locks-')

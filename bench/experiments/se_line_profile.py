@@ -27,7 +27,6 @@ import struct
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -94,13 +93,15 @@ def prog_id(pin_dir):
 
 def profile(rig, mode, data):
     rig.run(mode, duration=0.5)          # warm: conn table, caches
+    # Shares of samples, not rates: traffic that starts before perf
+    # records, or idle time after it, changes no figure printed.
     perf = subprocess.Popen(
         ['perf', 'record', '-a', '-q', '-o', data, '--', 'sleep',
-         str(SECONDS + 0.5)], stdout=subprocess.DEVNULL,
+         str(SECONDS)], stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL)
-    time.sleep(0.2)
     g, d, _ = rig.run(mode, duration=SECONDS)
-    perf.wait()
+    if perf.wait() != 0:
+        raise RuntimeError('perf record failed (is linux-perf installed?)')
     C.log('\n== %s: %.2f Mpps per core while profiled'
           % (mode, d[V.SINK_TOTAL] / (g['cpu_ns'] / 1e9) / 1e6))
 

@@ -3,19 +3,29 @@ calls to the controller from the namespace they started in."""
 
 import os
 import threading
-import time
 
 import oslo_messaging as messaging
 import pytest
 
 from amphora_agent import control
+from tools.lab.netns import wait_for
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
+def raised_within(call, timeout=30):
+    """What ``call()`` raised, if it did within ``timeout`` s; None if it
+    returned or is still waiting (it runs in a daemon thread, so a call
+    that never returns cannot hang the test)."""
+    outcome = []
+
+    def run():
+        try:
+            call()
+        except Exception as exc:  # noqa: BLE001 -- the caller's to judge
+            outcome.append(exc)
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return outcome[0] if outcome else None
 
 
 def test_a_report_the_broker_refused_is_sent_again_unless_replaced(

@@ -20,6 +20,7 @@ from amphora_agent import opts
 from amphora_agent import processes
 from amphora_agent import service
 from dsr_wire import auth
+from tests.unit.amphora_agent.test_control import raised_within
 
 
 class FakeController:
@@ -549,19 +550,10 @@ def test_the_agents_reports_give_up_on_an_unreachable_broker(make_agent):
         cfg.CONF, url='rabbit://guest:guest@127.0.0.1:1//')
     dead = service.Agent(agent.conf, health=FakeHealth(),
                          transport=transport)
-    outcome = []
-
-    def report():
-        try:
-            dead.controller._client.report_state('se-1', 'g1', {})
-        except Exception as exc:  # noqa: BLE001 -- what the test checks
-            outcome.append(exc)
     try:
-        thread = threading.Thread(target=report, daemon=True)
-        thread.start()
-        thread.join(30)
         # Given up (kombu's OperationalError: connection refused).
-        assert outcome, 'report_state still waiting for the broker'
+        assert raised_within(lambda: dead.controller._client.report_state(
+            'se-1', 'g1', {})), 'report_state still waiting for the broker'
     finally:
         dead._control.stop()
 

@@ -17,6 +17,7 @@ from oslo_config import cfg
 import oslo_messaging as messaging
 import pytest
 
+from amphora_agent import processes
 from dsr_wire import auth
 from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
@@ -115,29 +116,6 @@ state_dir = {os.path.join(lab.root, name, 'auth')}
         agent_lab._delete_redis_keys(f'dsrlab-{tag}-l7')
 
 
-def children(pid):
-    """Every descendant of ``pid``."""
-    found, todo = [], [pid]
-    while todo:
-        parent = todo.pop()
-        try:
-            with open(f'/proc/{parent}/task/{parent}/children') as f:
-                kids = [int(k) for k in f.read().split()]
-        except OSError:
-            continue
-        found += kids
-        todo += kids
-    return found
-
-
-def comm(pid):
-    try:
-        with open(f'/proc/{pid}/comm') as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
 def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     topo = tier2.topo
     agents.start('m1')
@@ -159,11 +137,16 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
     # and m2's HAProxy serves: the L4 SE spreads new flows over both.
     here = os.stat('/proc/self/ns/net').st_ino
     agent = agents.procs['m2'].pid
-    agent_pids = {agent, *children(agent)}   # a worker, if it forks one
+    # With a worker process, if the daemon forks one: the agent's own
+    # processes, not the HAProxies its worker thread started.
+    agent_pids = {agent} | {
+        pid for pid in processes.process_children(agent)
+        if 'amphora_agent.service' in processes.process_cmdline(pid)}
     assert all(os.stat(f'/proc/{pid}/ns/net').st_ino == here
                for pid in agent_pids)
     in_m2 = netns.namespace_pids(topo.ns('m2'))
-    assert any(comm(pid) == 'haproxy' for pid in in_m2), in_m2
+    assert any(os.path.basename((processes.process_cmdline(pid) or [''])[0])
+               == 'haproxy' for pid in in_m2), in_m2
     assert not agent_pids & set(in_m2)
     ports = iter(range(44000, 45000))
 

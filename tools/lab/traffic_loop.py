@@ -37,6 +37,17 @@ CHUNK = 1024
 # Content-Length is sent first: room for 5 minutes of trickling at 0.05 s.
 MAX_CHUNKS = 6000
 
+_OUT = threading.Lock()
+
+
+def say(line):
+    """Print one line in one write: print() writes the text and its
+    newline apart, so a line of another thread could land between them
+    ("MEMBER m1STARTED", and a reader waiting for ^STARTED times out)."""
+    with _OUT:
+        sys.stdout.write(line + '\n')
+        sys.stdout.flush()
+
 
 def _socket(vip, timeout):
     """A socket bound to its ephemeral port before connecting: the port is
@@ -75,11 +86,11 @@ def new_connections(vip, port, interval, stop, result, progress=False):
                 raise RuntimeError(f'bad answer {head[:80]!r}')
             member = body.strip().partition('=')[2] or '?'
             if member not in result['members']:
-                print(f'MEMBER {member}', flush=True)
+                say(f'MEMBER {member}')
             result['ok'] += 1
             result['members'][member] = result['members'].get(member, 0) + 1
             if progress:
-                print(f'OK {result["ok"]}', flush=True)
+                say(f'OK {result["ok"]}')
         except (OSError, RuntimeError) as exc:
             member, error = None, repr(exc)
             result['failed'] += 1
@@ -97,7 +108,7 @@ def established(vip, port, interval, stop, finish, started, result):
     try:
         s, result['port'] = _socket(vip, 5.0)
         s.connect((vip, port))
-        print(f'ESTABLISHED {result["port"]}', flush=True)
+        say(f'ESTABLISHED {result["port"]}')
         s.sendall(f'POST /upload HTTP/1.0\r\nHost: {vip}\r\n'
                   f'Content-Type: application/octet-stream\r\n'
                   f'Content-Length: {CHUNK * MAX_CHUNKS}\r\n\r\n'.encode())
@@ -157,13 +168,13 @@ def main():
     threads.append(threading.Thread(target=new_connections, args=(
         args.vip, args.port, args.interval, stop, new, args.progress)))
     threads[-1].start()
-    print('STARTED', flush=True)
+    say('STARTED')
     while not stop.is_set():
         stop.wait(0.5)
     for t in threads:
         t.join(60)
-    print(json.dumps({'new': new, 'established': ests[0],
-                      'established_all': ests}), flush=True)
+    say(json.dumps({'new': new, 'established': ests[0],
+                    'established_all': ests}))
     return 0
 
 

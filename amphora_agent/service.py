@@ -392,8 +392,6 @@ class Agent:
             elif self._netwatch is not None and self._netwatch.changed():
                 self._safe(self._net_check)
             self._safe(self._supervise)
-            if self.membership is not None:
-                self._safe(self.membership.run_watchers)
             with self._lock:
                 pending = self._fetch_wanted or self._reconcile_wanted
             if not pending:

@@ -150,9 +150,6 @@ class Membership:
         except coordination.MemberNotJoined:
             join(self._coordinator, self._group, self._capabilities)
 
-    def run_watchers(self):
-        self._coordinator.run_watchers()
-
     def stop(self):
         self._stop.set()
         if self._watchdog is not None:

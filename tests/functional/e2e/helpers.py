@@ -283,6 +283,23 @@ def http_served(topo, vip, ports):
     return served
 
 
+def udp_flows_served(topo, vip, port, source_ports, duration=1.0):
+    """One UDP flow per client source port, probed for `duration` s at
+    once: every probe answered, each flow by one member throughout.
+    Returns {member name: replies} summed over the flows."""
+    probers = [topo.start_udp_probe(vip, port, duration=duration,
+                                    source_port=sport)
+               for sport in source_ports]
+    results = [netns.probe_result(p) for p in probers]
+    served = {}
+    for summary in results:
+        assert summary['lost'] == 0, summary
+        assert summary['switches'] == 0, summary
+        for member, replies in summary['members'].items():
+            served[member] = served.get(member, 0) + replies
+    return served
+
+
 def decap_stats(lab, member):
     """The member's decapsulation counters (ipip, ip6ip, gre, drops)."""
     return json.loads(lab.agents.dsrctl(member, 'decap', 'stats',

@@ -13,7 +13,9 @@ The L7 agents start before any tier-2 load balancer names their group
 robin over both servers, SNAT seen by the servers, /api to the second
 pool, every object ACTIVE/ONLINE in Octavia; one L7 SE stopped (SIGTERM:
 it drains) under a request loop loses no request and leaves the L4 SEs'
-rings (weight 0) within 2 s, then leaves them altogether.
+rings (weight 0) within 2 s, then leaves them altogether.  Last, a UDP
+listener through the same L7 SEs (nftables there), in front of UDP echo
+servers on the same hosts.
 """
 
 import collections
@@ -46,12 +48,12 @@ def lab():
         yield lab
 
 
-def ring(lab, se):
-    """{member address: weight} of the VIP's port-80 listener as the L4
+def ring(lab, se, port=80, protocol='tcp'):
+    """{member address: weight} of the L4 listener on `port` as the L4
     SE's dataplane runs it (dsrctl show)."""
     members = {}
     for lst in lab.agents.show(se)['listeners']:
-        if lst.get('port') == 80:
+        if lst.get('port') == port and lst.get('protocol') == protocol:
             members.update({m['address']: m['weight']
                             for m in lst['members']})
     return members
@@ -208,3 +210,64 @@ def test_tier2_traffic_through_the_product(lab):
     h.wait_all_online(lab)
     served = h.http_served(topo, VIP, range(41006, 41018))
     assert set(served) == set(SERVERS), served
+
+
+UDP_VIP, UDP_PORT, UDP_SERVER_PORT = '192.0.2.20', 53, 5353
+
+
+def test_tier2_udp_through_the_product(lab):
+    """A tier-2 UDP listener through the CLI, the controller and the L7
+    agents (nftables DNAT/SNAT on the L7 SEs, amphora_agent/l7/udp.py):
+    every flow answered by one server, both servers used, the servers see
+    only the L7 SEs, the UDP-CONNECT monitor holds the members ONLINE and
+    the listener's statistics reach Octavia.  Runs after the test above
+    (its first step needs the L7 group's empty document), with the L7 SEs
+    whose agents still run."""
+    topo = lab.topo
+    live = sorted(lab.l7.procs)
+    addr = {n: topo.host(n).ipv4 for n in L7 + SERVERS}
+    for name in SERVERS:
+        topo.spawn(name, [*netns.SCRIPT_PYTHON,
+                          netns.SERVERS_DIR / 'udp_echo.py', '--name', name,
+                          '--port', UDP_SERVER_PORT, '--bind', addr[name]],
+                   ready=r'^READY')
+    if not [f for f in h.api(lab, 'flavors')['flavors']
+            if f['name'] == 'tier2']:
+        h.tier2_flavor(lab)
+    # Octavia's minimum delay for UDP-CONNECT is 3 s.
+    h.create_lb(lab, 'lb-udp', 'dns', 'p-dns', UDP_VIP, '--flavor', 'tier2',
+                protocol='UDP', port=UDP_PORT,
+                monitor=('hm-dns', '--delay', '3', '--timeout', '2',
+                         '--max-retries', '1', '--type', 'UDP-CONNECT'))
+    h.act(lab, 'pool', 'set', '--lb-algorithm', 'ROUND_ROBIN', 'p-dns')
+    for name in SERVERS:
+        h.act(lab, *h.member_args(name, addr[name], 'p-dns',
+                                  UDP_SERVER_PORT))
+    h.wait_members(lab, 'p-dns', {n: 'ONLINE' for n in SERVERS})
+    # The L4 SEs send the UDP listener's flows to the live L7 SEs.
+    netns.wait_for(lambda: all(
+        ring(lab, se, UDP_PORT, 'udp') == {addr[n]: 1 for n in live}
+        for se in h.se_names(lab)), 30, 'the L7 SEs in the UDP rings')
+
+    at_server = {(srv, src): topo.nft_counter(srv, saddr=src)
+                 for srv in SERVERS
+                 for src in (*(addr[n] for n in live), topo.client.ipv4)}
+    served = h.udp_flows_served(topo, UDP_VIP, UDP_PORT,
+                                range(43000, 43012))
+    assert set(served) == set(SERVERS), served
+    for srv in SERVERS:
+        assert at_server[(srv, topo.client.ipv4)].packets() == 0, srv
+    assert sum(at_server[(srv, addr[n])].packets()
+               for srv in SERVERS for n in live) > 0
+
+    # The L7 SEs' UDP counters reach Octavia's listener statistics.
+    listener_id = h.find(lab, 'listeners', 'dns')['id']
+    last = {}
+
+    def counted():
+        last.update(h.api(lab, f'listeners/{listener_id}/stats')['stats'])
+        return last['bytes_in'] > 0 and last['bytes_out'] > 0
+    netns.wait_for(counted, 30, 'UDP listener statistics in Octavia')
+    assert h.find(lab, 'loadbalancers', 'lb-udp')['operating_status'] == \
+        'ONLINE'
+    h.act(lab, 'delete', '--cascade', 'lb-udp', timeout=60)

@@ -4,6 +4,7 @@ process, dsr-agents on the SEs, a BIRD router, members and a client in
 network namespaces; users drive it with the real `openstack` CLI."""
 
 import concurrent.futures
+import hashlib
 import os
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from dsr_provider.controller import enrolment
 from dsr_wire import auth
 from tools.lab import agent_lab
 from tools.lab.localstack import octavia as octavia_stack
+from tools.lab.localstack import schema_template
 from tools.lab import netns
 
 # The CLI finds subnets by id (a UUID) or name.
@@ -32,6 +34,18 @@ def mysql(statement, port=3306):
     return subprocess.run(['mariadb', '-uroot', '-h', '127.0.0.1', '-P',
                            str(port), '-e', statement], capture_output=True,
                           text=True, timeout=60)
+
+
+def controller_schema_key():
+    """The template key of the controller's schema: this tree's migrations
+    and the code that runs them (dsr_provider/controller/db.py)."""
+    digest = hashlib.sha256()
+    digest.update(schema_template.scripts_digest(
+        os.path.join(os.path.dirname(db_mod.__file__), 'migrations')).encode())
+    with open(db_mod.__file__, 'rb') as f:
+        digest.update(f.read())
+    return schema_template.TemplateKey('dsrcontroller', 'tree',
+                                       digest.hexdigest())
 
 
 class _Agents(agent_lab.AgentLab):
@@ -150,15 +164,29 @@ class ProductLab:
         self.agents.start_agents()
 
     def create_database(self):
-        """The controller database, migrated as a deployment does it: the
-        real "dsr-db-manage upgrade" (controllers never migrate)."""
+        """The controller database, migrated as a deployment does it: by
+        the real "dsr-db-manage upgrade" (controllers never migrate) --
+        once per host and schema into a template that each lab copies
+        (schema_template.py: about 1 CPU-s of imports a lab otherwise),
+        or into the lab's own database on a private MariaDB or with
+        DSR_LAB_SCHEMA_TEMPLATES=0."""
         out = self.mysql(f'CREATE DATABASE {self.controller_db}')
         assert out.returncode == 0, out.stderr
+        if self.controller_db_port != octavia_stack.DB_PORT or \
+                not schema_template.enabled():
+            self._db_manage_upgrade(self.controller_db_url)
+            return
+        template = schema_template.mysql_template(
+            controller_schema_key(), lambda database: self._db_manage_upgrade(
+                f'mysql+pymysql://root@127.0.0.1:{octavia_stack.DB_PORT}/'
+                f'{database}'))
+        schema_template.copy_mysql(template, self.controller_db)
+
+    def _db_manage_upgrade(self, url):
         path = os.path.join(self.agents.root, 'db-manage.conf')
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:
-            f.write(f'[dsr_controller]\n'
-                    f'database_connection = {self.controller_db_url}\n')
+            f.write(f'[dsr_controller]\ndatabase_connection = {url}\n')
         out = subprocess.run([sys.executable, '-m',
                               'dsr_provider.cmd.db_manage', '--config-file',
                               path, 'upgrade'], capture_output=True,

@@ -5,6 +5,7 @@ network namespaces; users drive it with the real `openstack` CLI."""
 
 import concurrent.futures
 import hashlib
+from importlib import metadata
 import os
 import shutil
 import subprocess
@@ -37,14 +38,17 @@ def mysql(statement, port=3306):
 
 
 def controller_schema_key():
-    """The template key of the controller's schema: this tree's migrations
-    and the code that runs them (dsr_provider/controller/db.py)."""
+    """The template key of the controller's schema: this tree's migrations,
+    the code that runs them (dsr_provider/controller/db.py) and the
+    alembic and SQLAlchemy that do."""
     digest = hashlib.sha256()
     digest.update(schema_template.scripts_digest(
         os.path.join(os.path.dirname(db_mod.__file__), 'migrations')).encode())
     with open(db_mod.__file__, 'rb') as f:
         digest.update(f.read())
-    return schema_template.TemplateKey('dsrcontroller', 'tree',
+    version = ' '.join(f'{dist} {metadata.version(dist)}'
+                       for dist in ('alembic', 'SQLAlchemy'))
+    return schema_template.TemplateKey('dsrcontroller', version,
                                        digest.hexdigest())
 
 

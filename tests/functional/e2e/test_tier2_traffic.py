@@ -59,16 +59,16 @@ def ring(lab, se, port=80, protocol='tcp'):
     return members
 
 
-def rings(lab):
-    return {se: ring(lab, se) for se in h.se_names(lab)}
+def rings(lab, port=80, protocol='tcp'):
+    return {se: ring(lab, se, port, protocol) for se in h.se_names(lab)}
 
 
-def wait_rings(lab, expected, timeout, what):
+def wait_rings(lab, expected, timeout, what, port=80, protocol='tcp'):
     last = {}
 
     def ok():
         last.clear()
-        last.update(rings(lab))
+        last.update(rings(lab, port, protocol))
         return all(r == expected for r in last.values())
     try:
         netns.wait_for(ok, timeout, what, interval=0.05)
@@ -219,18 +219,18 @@ def test_tier2_udp_through_the_product(lab):
     """A tier-2 UDP listener through the CLI, the controller and the L7
     agents (nftables DNAT/SNAT on the L7 SEs, amphora_agent/l7/udp.py):
     every flow answered by one server, both servers used, the servers see
-    only the L7 SEs, the UDP-CONNECT monitor holds the members ONLINE and
-    the listener's statistics reach Octavia.  Runs after the test above
+    only the L7 SEs, the listener's statistics reach Octavia, and the
+    UDP-CONNECT monitor takes a server that stopped answering out (ERROR,
+    new flows to the other).  Runs after the test above
     (its first step needs the L7 group's empty document), with the L7 SEs
     whose agents still run."""
     topo = lab.topo
     live = sorted(lab.l7.procs)
     addr = {n: topo.host(n).ipv4 for n in L7 + SERVERS}
-    for name in SERVERS:
-        topo.spawn(name, [*netns.SCRIPT_PYTHON,
-                          netns.SERVERS_DIR / 'udp_echo.py', '--name', name,
-                          '--port', UDP_SERVER_PORT, '--bind', addr[name]],
-                   ready=r'^READY')
+    echo = {name: topo.spawn(name, [
+        *netns.SCRIPT_PYTHON, netns.SERVERS_DIR / 'udp_echo.py', '--name',
+        name, '--port', UDP_SERVER_PORT, '--bind', addr[name]],
+        ready=r'^READY') for name in SERVERS}
     if not [f for f in h.api(lab, 'flavors')['flavors']
             if f['name'] == 'tier2']:
         h.tier2_flavor(lab)
@@ -245,9 +245,8 @@ def test_tier2_udp_through_the_product(lab):
                                   UDP_SERVER_PORT))
     h.wait_members(lab, 'p-dns', {n: 'ONLINE' for n in SERVERS})
     # The L4 SEs send the UDP listener's flows to the live L7 SEs.
-    netns.wait_for(lambda: all(
-        ring(lab, se, UDP_PORT, 'udp') == {addr[n]: 1 for n in live}
-        for se in h.se_names(lab)), 30, 'the L7 SEs in the UDP rings')
+    wait_rings(lab, {addr[n]: 1 for n in live}, 30,
+               'the L7 SEs in the UDP rings', UDP_PORT, 'udp')
 
     at_server = {(srv, src): topo.nft_counter(srv, saddr=src)
                  for srv in SERVERS
@@ -267,7 +266,18 @@ def test_tier2_udp_through_the_product(lab):
     def counted():
         last.update(h.api(lab, f'listeners/{listener_id}/stats')['stats'])
         return last['bytes_in'] > 0 and last['bytes_out'] > 0
-    netns.wait_for(counted, 30, 'UDP listener statistics in Octavia')
+    try:
+        netns.wait_for(counted, 30, 'UDP listener statistics in Octavia')
+    except TimeoutError as exc:
+        raise AssertionError(f'{exc}; last: {last}') from None
     assert h.find(lab, 'loadbalancers', 'lb-udp')['operating_status'] == \
         'ONLINE'
+
+    # The monitor is the L7 SEs' own: a server that stops answering goes
+    # ERROR (UDP-CONNECT: port unreachable) and new flows go to the other.
+    netns.kill_proc(echo['m4'])
+    h.wait_members(lab, 'p-dns', {'m3': 'ONLINE', 'm4': 'ERROR'})
+    served = h.udp_flows_served(topo, UDP_VIP, UDP_PORT,
+                                range(43100, 43106))
+    assert set(served) == {'m3'}, served
     h.act(lab, 'delete', '--cascade', 'lb-udp', timeout=60)

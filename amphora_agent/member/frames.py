@@ -65,6 +65,8 @@ class Packet:
     sport: int = None        # TCP
     dport: int = None
     flags: int = None
+    seq: int = None
+    ack: int = None
     icmp_type: int = None
     encap: str = None        # set on an outer packet
     inner: 'Packet' = None
@@ -87,7 +89,8 @@ def _ip(data, version):
                     ipaddress.ip_address(bytes(dst)), proto)
     payload = data[hlen:]
     if proto == IPPROTO_TCP and len(payload) >= 14:
-        packet.sport, packet.dport = struct.unpack('!HH', payload[:4])
+        packet.sport, packet.dport, packet.seq, packet.ack = struct.unpack(
+            '!HHII', payload[:12])
         packet.flags = payload[13]
     elif proto in (IPPROTO_ICMP, IPPROTO_ICMPV6) and payload:
         packet.icmp_type = payload[0]

@@ -71,14 +71,21 @@ def _resolve_mac(ipr, address, ifname, timeout):
             time.sleep(0.05)
 
 
-def _classify(result, packet, src, vip, port, ours, sports):
+def _classify(result, packet, src, vip, port, ours, isns):
+    """isns: {source port: initial sequence number} of this run's SYNs.
+    Only this run's packets count: our SYN back in the tunnel (its
+    sequence number), an answer to it (acknowledging it).  Another
+    member keeps re-sending its SYN-ACKs for a minute -- this member's
+    stack holds the VIP, so its RST never leaves it -- and an earlier
+    run's, on a port this run uses again, is not an answer."""
     inner = packet.inner
     if (inner is not None and packet.dst in ours and inner.src == src
             and inner.dst == vip and inner.dport == port
-            and inner.sport in sports):
+            and inner.sport in isns and inner.seq == isns[inner.sport]):
         result.steered[inner.sport] = packet
     elif (packet.src == vip and packet.dst == src and packet.sport == port
-            and packet.dport in sports and packet.flags is not None):
+            and packet.dport in isns and packet.flags is not None
+            and packet.ack == (isns[packet.dport] + 1) & 0xffffffff):
         result.answered[packet.dport] = packet.flags
     elif ((packet.proto, packet.icmp_type) in ICMP_ERRORS):
         result.icmp.append(f'ICMP type {packet.icmp_type} from '
@@ -103,15 +110,16 @@ def run(ipr, spec, se_address, vip, port, decap_counter, count=16,
     mac = _resolve_mac(ipr, hop, ifname, timeout)
     own_mac = netinfo.link_address(ipr, ifname)
     base = random.randrange(49152, 65535 - count)
-    sports = set(range(base, base + count))
+    isns = {sport: random.getrandbits(32)
+            for sport in range(base, base + count)}
     ours = set(spec.addresses)
     before = decap_counter()
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW,
                        socket.htons(ETH_P_ALL)) as sock:
         sock.bind((ifname, 0))
-        for sport in sorted(sports):
+        for sport, isn in sorted(isns.items()):
             sock.send(frames.tcp_syn(own_mac, mac, src, vip, sport, port,
-                                     random.getrandbits(32)))
+                                     isn))
         result.sent = count
         deadline = time.monotonic() + timeout
         while len(result.steered) + len(result.answered) < count:
@@ -123,7 +131,7 @@ def run(ipr, spec, se_address, vip, port, decap_counter, count=16,
                 continue
             packet = frames.parse(frame)
             if packet is not None:
-                _classify(result, packet, src, vip, port, ours, sports)
+                _classify(result, packet, src, vip, port, ours, isns)
     after = decap_counter()
     if before is not None and after is not None:
         result.decapsulated = after - before

@@ -59,10 +59,11 @@ def test_parse_encapsulated(outer, inner, encap):
 
 def test_parse_a_syn_ack_and_non_ip():
     reply = Ether() / IP(src='192.0.2.10', dst='198.51.100.2') / TCP(
-        sport=80, dport=40001, flags='SA')
+        sport=80, dport=40001, flags='SA', seq=7, ack=0xfffffffe)
     packet = frames.parse(bytes(reply))
     assert (packet.src, packet.sport, packet.dport) == (
         ip('192.0.2.10'), 80, 40001)
+    assert (packet.seq, packet.ack) == (7, 0xfffffffe)
     assert packet.flags == frames.TCP_SYN | frames.TCP_ACK
     assert packet.inner is None
     assert frames.parse(bytes(Ether(type=0x0806) / (b'\0' * 28))) is None

@@ -84,7 +84,7 @@ def _classify(result, packet, src, vip, port, ours, isns):
             and inner.sport in isns and inner.seq == isns[inner.sport]):
         result.steered[inner.sport] = packet
     elif (packet.src == vip and packet.dst == src and packet.sport == port
-            and packet.dport in isns and packet.flags is not None
+            and packet.dport in isns
             and packet.ack == (isns[packet.dport] + 1) & 0xffffffff):
         result.answered[packet.dport] = packet.flags
     elif ((packet.proto, packet.icmp_type) in ICMP_ERRORS):

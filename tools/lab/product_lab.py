@@ -37,6 +37,24 @@ def mysql(statement, port=3306):
                           text=True, timeout=60)
 
 
+def db_url(database, port=3306):
+    """SQLAlchemy URL of a database on the MariaDB server at port."""
+    return f'mysql+pymysql://root@127.0.0.1:{port}/{database}'
+
+
+def db_manage_upgrade(url, folder):
+    """The real "dsr-db-manage upgrade" of the database at url (its
+    configuration file written, private, in folder)."""
+    path = os.path.join(folder, 'db-manage.conf')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+    with os.fdopen(fd, 'w') as f:
+        f.write(f'[dsr_controller]\ndatabase_connection = {url}\n')
+    out = subprocess.run([sys.executable, '-m', 'dsr_provider.cmd.db_manage',
+                          '--config-file', path, 'upgrade'],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 def controller_schema_key():
     """The template key of the controller's schema: this tree's migrations,
     the code that runs them (dsr_provider/controller/db.py) and the
@@ -120,8 +138,7 @@ class ProductLab:
 
     @property
     def controller_db_url(self):
-        return (f'mysql+pymysql://root@127.0.0.1:{self.controller_db_port}/'
-                f'{self.controller_db}')
+        return db_url(self.controller_db, self.controller_db_port)
 
     def mysql(self, statement):
         """A statement on the MariaDB server of the controller database."""
@@ -178,24 +195,12 @@ class ProductLab:
         assert out.returncode == 0, out.stderr
         if self.controller_db_port != octavia_stack.DB_PORT or \
                 not schema_template.enabled():
-            self._db_manage_upgrade(self.controller_db_url)
+            db_manage_upgrade(self.controller_db_url, self.agents.root)
             return
         template = schema_template.mysql_template(
-            controller_schema_key(), lambda database: self._db_manage_upgrade(
-                f'mysql+pymysql://root@127.0.0.1:{octavia_stack.DB_PORT}/'
-                f'{database}'))
+            controller_schema_key(), lambda database: db_manage_upgrade(
+                db_url(database, octavia_stack.DB_PORT), self.agents.root))
         schema_template.copy_mysql(template, self.controller_db)
-
-    def _db_manage_upgrade(self, url):
-        path = os.path.join(self.agents.root, 'db-manage.conf')
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        with os.fdopen(fd, 'w') as f:
-            f.write(f'[dsr_controller]\ndatabase_connection = {url}\n')
-        out = subprocess.run([sys.executable, '-m',
-                              'dsr_provider.cmd.db_manage', '--config-file',
-                              path, 'upgrade'], capture_output=True,
-                             text=True, timeout=300)
-        assert out.returncode == 0, out.stdout + out.stderr
 
     def enrol_ses(self):
         """What "dsr-manage enrol-se" does for every SE of the lab."""

@@ -231,8 +231,8 @@ def test_tier2_udp_through_the_product(lab):
         *netns.SCRIPT_PYTHON, netns.SERVERS_DIR / 'udp_echo.py', '--name',
         name, '--port', UDP_SERVER_PORT, '--bind', addr[name]],
         ready=r'^READY') for name in SERVERS}
-    if not [f for f in h.api(lab, 'flavors')['flavors']
-            if f['name'] == 'tier2']:
+    if not any(f['name'] == 'tier2'
+               for f in h.api(lab, 'flavors')['flavors']):
         h.tier2_flavor(lab)
     # Octavia's minimum delay for UDP-CONNECT is 3 s.
     h.create_lb(lab, 'lb-udp', 'dns', 'p-dns', UDP_VIP, '--flavor', 'tier2',

@@ -28,16 +28,12 @@ def lab_like(tmp_path):
     def make():
         name = f'dsrctl_tmpltest_{uuid.uuid4().hex[:12]}'
         made.append(name)
-        lab = types.SimpleNamespace(
+        return types.SimpleNamespace(
             controller_db=name, controller_db_port=localstack.DB_PORT,
-            controller_db_url=f'mysql+pymysql://root@127.0.0.1:'
-                              f'{localstack.DB_PORT}/{name}',
-            agents=types.SimpleNamespace(root=str(tmp_path)))
-        lab.mysql = functools.partial(product_lab.mysql,
-                                      port=localstack.DB_PORT)
-        lab._db_manage_upgrade = functools.partial(
-            product_lab.ProductLab._db_manage_upgrade, lab)
-        return lab
+            controller_db_url=product_lab.db_url(name, localstack.DB_PORT),
+            agents=types.SimpleNamespace(root=str(tmp_path)),
+            mysql=functools.partial(product_lab.mysql,
+                                    port=localstack.DB_PORT))
     yield make
     for name in made:
         localstack._sql(f'DROP DATABASE IF EXISTS `{name}`')

@@ -148,9 +148,16 @@ controller_opts = [
     cfg.FloatOpt('stats_interval', mutable=True, default=5.0, min=0.5,
                  help='Seconds between listener statistics updates sent to '
                       'Octavia.'),
-    cfg.FloatOpt('loop_interval', mutable=True, default=0.1, min=0.01,
+    cfg.FloatOpt('loop_interval', mutable=True, default=1.0, min=0.01,
                  help='Seconds between rounds of the leader\'s reporting '
-                      'loop.'),
+                      'loop when nothing wakes it.  A stored change or an '
+                      'agent\'s news (a generation applied, statuses that '
+                      'moved) wakes the leader at once, from any '
+                      'controller (a signed "wake" cast); this round is '
+                      'for what nothing announces: apply_timeout, SEs '
+                      'going silent or leaving their group, Neutron port '
+                      'refusals.  A standby tries the leadership lock '
+                      'every 0.1 s whatever this is.'),
     cfg.StrOpt('octavia_status_socket',
                default='/var/run/octavia/status.sock',
                help='octavia-driver-agent status socket (DriverLibrary).'),

@@ -48,6 +48,8 @@ REPORT_ATTEMPTS = 4
 
 
 def _record(what, func, *args, **kwargs):
+    """func's answer (record_agent: news to the leader), or None when the
+    database stayed unavailable."""
     try:
         for attempt in tenacity.Retrying(
                 retry=tenacity.retry_if_exception_type(
@@ -58,13 +60,13 @@ def _record(what, func, *args, **kwargs):
                 before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
                 reraise=True):
             with attempt:
-                func(*args, **kwargs)
+                answer = func(*args, **kwargs)
     except sa_exc.OperationalError as exc:
         LOG.warning('%s not stored (database unavailable after %d '
                     'attempts: %s); the agent sends it again',
                     what, REPORT_ATTEMPTS, exc)
-        return False
-    return True
+        return None
+    return answer
 
 
 # Database trouble that is not the database's answer to the data: no
@@ -97,19 +99,24 @@ class ProviderEndpoint:
     public method is one: see CHANGE_METHODS).  An update calls the
     store's put_*(document, True): an update never creates its object."""
 
-    def __init__(self, store, notifier=None):
+    def __init__(self, store, notifier=None, on_change=None):
         """notifier: AgentNotifier; tells the agents right after a commit
-        instead of waiting for the leader's loop."""
+        instead of waiting for the leader's loop.  on_change(what): called
+        after a change or its refusal is committed (wake.py: the leader
+        reports what needs no SE at once, and publishes what was not)."""
         self.store = store
         self.notifier = notifier
+        self.on_change = on_change
 
-    def _published(self):
-        if self.notifier is None:
-            return
-        try:
-            reporter_mod.publish_generations(self.store, self.notifier)
-        except Exception:  # noqa: BLE001 -- the leader's loop retries
-            LOG.exception('telling the agents failed; the leader retries')
+    def _published(self, what):
+        if self.notifier is not None:
+            try:
+                reporter_mod.publish_generations(self.store, self.notifier)
+            except Exception:  # noqa: BLE001 -- the leader's loop retries
+                LOG.exception('telling the agents failed; the leader '
+                              'retries')
+        if self.on_change is not None:
+            self.on_change(what)
 
     def _do(self, what, func, *args, target, action='create',
             attempts=5):
@@ -124,7 +131,7 @@ class ProviderEndpoint:
             try:
                 generation = func(*args)
                 LOG.info('%s -> generation %s', what, generation)
-                self._published()
+                self._published(what)
                 return
             except store_mod.Unknown as exc:
                 self._unknown(what, exc, target, action)
@@ -177,7 +184,7 @@ class ProviderEndpoint:
                 raise TransientError(f'{what}: database unavailable: '
                                      f'{exc}') from exc
             raise
-        self._published()
+        self._published(what)
 
     # load balancers
     def loadbalancer_create(self, ctxt, loadbalancer):
@@ -398,16 +405,21 @@ class AgentEndpoint:
     target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
                               version=agent_rpc.CONTROLLER_API_VERSION)
 
-    def __init__(self, store, guard=None, signer=None, on_state=None):
+    def __init__(self, store, guard=None, signer=None, on_news=None):
         """guard: guard.AgentGuard checking every message (None: trust
         any, for tests of older agents); signer: auth.Signer of the
         controller key that signs the snapshots (None: unsigned);
-        on_state: called after an agent's state is stored (the reporter's
-        wake-up: a generation every SE applied is reported at once)."""
+        on_news(reason): called after an agent's report that is news to
+        the leader's round is stored (wake.py: a generation every SE
+        applied is reported at once; a heartbeat wakes nobody)."""
         self.store = store
         self.guard = guard
         self.signer = signer
-        self.on_state = on_state
+        self.on_news = on_news
+
+    def _news(self, news, what):
+        if news and self.on_news is not None:
+            self.on_news(what)
 
     def _admitted(self, ctxt, method, **args):
         """Casts: False when refused (logged and counted by the guard)."""
@@ -449,7 +461,7 @@ class AgentEndpoint:
             return
         # Older agents send none of the isolation keys: None is "nothing
         # rejected, limits unknown" for them.
-        stored = _record(
+        news = _record(
             f'state of SE {se_id}', self.store.record_agent,
             se_id, se_group,
             applied_generation=state.get('applied_generation'),
@@ -461,8 +473,7 @@ class AgentEndpoint:
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),
             bgp=_bgp(state))
-        if stored and self.on_state is not None:
-            self.on_state()
+        self._news(news, f'state of SE {se_id}')
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):
@@ -470,12 +481,18 @@ class AgentEndpoint:
                               se_group=se_group, generation=generation,
                               statuses=statuses):
             return
-        _record(f'member statuses of SE {se_id}', self.store.record_agent,
-                se_id, se_group, member_statuses=statuses)
+        self._news(_record(f'member statuses of SE {se_id}',
+                           self.store.record_agent, se_id, se_group,
+                           member_statuses=statuses),
+                   f'member statuses of SE {se_id}')
 
     def report_stats(self, ctxt, se_id, se_group, stats):
         if not self._admitted(ctxt, 'report_stats', se_id=se_id,
                               se_group=se_group, stats=stats):
             return
-        _record(f'statistics of SE {se_id}', self.store.record_agent,
-                se_id, se_group, stats=stats)
+        # News only from an SE heard from again (statistics move nothing
+        # the round reads).
+        self._news(_record(f'statistics of SE {se_id}',
+                           self.store.record_agent, se_id, se_group,
+                           stats=stats),
+                   f'statistics of SE {se_id}')

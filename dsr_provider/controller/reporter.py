@@ -143,6 +143,10 @@ class Reporter:
         self._last_stats = 0.0
         self._sent_stats = {}       # listener id -> entry last sent
         self._stats_refreshed = None  # monotonic time of the last full send
+        # Set by a round that left work for the next one (a load balancer
+        # Octavia refused "waits a round", an operating update failed):
+        # the controller runs it soon, not after loop_interval.
+        self._again = False
 
     def run_once(self, stats_interval=5.0):
         """One round of everything (the controller runs run_statuses and
@@ -154,14 +158,17 @@ class Reporter:
 
     def run_statuses(self):
         """Notifications to agents, then provisioning and operating
-        statuses to Octavia.
+        statuses to Octavia.  True when the round left work that the next
+        one should retry soon (the caller's loop otherwise waits for a
+        wake or loop_interval).
 
-        The leader runs this ten times a second and is idle in most of
-        them: one transaction reads what each step needs to know (groups
-        with an unpublished generation, pending reports, the operating
-        inputs), and a step with nothing to do costs nothing more.  Idle
-        rounds were three transactions each (a pool pre-ping, the queries,
-        a commit apiece): half of an idle controller's CPU."""
+        Most rounds find nothing to do: one transaction reads what each
+        step needs to know (groups with an unpublished generation, pending
+        reports, the operating inputs), and a step with nothing to do
+        costs nothing more.  Idle rounds were three transactions each (a
+        pool pre-ping, the queries, a commit apiece): half of an idle
+        controller's CPU at ten rounds a second."""
+        self._again = False
         with self.store.db.session() as s:
             unpublished, inputs = self._round(s)
         if unpublished:
@@ -177,6 +184,7 @@ class Reporter:
             if purged:
                 LOG.info('%d tombstone(s) older than %s s purged', purged,
                          self.tombstone_ttl)
+        return self._again
 
     # ---------------------------------------------------------- agents
     def publish_generations(self):
@@ -287,6 +295,7 @@ class Reporter:
                     self._held.update((g[0], until) for g in groups)
                     return
                 groups = [g for g in groups if g[0] != culprit]
+                self._again = True
                 continue
             self._cost_limit = self.max_update_cost
             LOG.info('status of %d load balancer(s) (%d objects) sent to '
@@ -505,6 +514,7 @@ class Reporter:
                 for kind, items in status.items():
                     for item in items:
                         self._sent_operating.pop((kind, item['id']), None)
+                self._again = True
                 return      # computed again next round
             LOG.info('operating status of %d objects sent to Octavia in '
                      '%.2f s', sum(len(items) for items in status.values()),

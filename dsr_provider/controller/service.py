@@ -37,6 +37,7 @@ from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_provider.controller import tier2
+from dsr_provider.controller import wake
 from dsr_wire import agent_rpc
 from dsr_wire import auth
 from dsr_wire import changes
@@ -44,6 +45,10 @@ from dsr_wire import daemon
 from dsr_wire import membership
 
 LOG = logging.getLogger(__name__)
+
+# Seconds between a standby controller's tries of the leadership lock, and
+# before the leader retries what a round left (reporter.run_statuses).
+STANDBY_INTERVAL = 0.1
 
 
 class Controller:
@@ -77,9 +82,11 @@ class Controller:
             self.coordinator, self.leader_group, self.controller_id)
         self._stop = threading.Event()
         self._reload = threading.Event()
-        # Set by an agent's state report: the reporter's next round starts
-        # now instead of after loop_interval.
+        # Set when something the reporter's round reads was stored, here
+        # or (a wake cast, wake.py) by another controller: the next round
+        # starts now instead of after loop_interval.
         self._wake = threading.Event()
+        self._waker = None
         self._server = None
         self._listener = None
         self._thread = None
@@ -139,11 +146,20 @@ class Controller:
             # ours again (tooz has re-written it).
             LOG.info('controller %s rejoins %s', self.controller_id,
                      self.leader_group.decode())
+        self._waker = wake.Waker(self.transport, self.controller_id,
+                                 lambda: self.election.leading,
+                                 self._wake.set, signer=self.signer)
+        c = self.conf.dsr_controller
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
             [endpoints.AgentEndpoint(self.store, guard=self.guard,
                                      signer=self.signer,
-                                     on_state=self._wake.set)])
+                                     on_news=self._waker),
+             wake.WakeEndpoint(
+                 self.controller_id, self._wake.set,
+                 key_for=wake.ControllerKeys(c.signing_key)
+                 if self.signer is not None else None,
+                 window=c.auth_window)])
         self._server.start()
         self._listener = self._change_listener()
         self._listener.start()
@@ -161,8 +177,15 @@ class Controller:
                                            signer=self.signer)
         self._tier2 = tier2.start(
             self.store, tier2.tooz_members(self.coordinator),
-            lambda: reporter_mod.publish_generations(self.store, notifier),
-            lambda: self.election.leading)
+            self._tier2_changed(notifier), lambda: self.election.leading)
+
+    def _tier2_changed(self, notifier):
+        """After the (leading) tier-2 watcher stored a membership change:
+        the agents are told, and the round reports what it moved."""
+        def changed():
+            reporter_mod.publish_generations(self.store, notifier)
+            self._wake.set()
+        return changed
 
     def _change_listener(self):
         """Consumer of the driver's changes; no pool, so every controller
@@ -175,13 +198,15 @@ class Controller:
             transport, [target],
             [endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(
                 self.store, agent_rpc.AgentNotifier(
-                    self.transport, signer=self.signer)))],
+                    self.transport, signer=self.signer),
+                on_change=self._waker))],
             executor='threading', allow_requeue=True)
 
     def _run(self):
         c = self.conf.dsr_controller
         reporter = None
         while not self._stop.is_set():
+            again = False
             if self._reload.is_set():
                 self._reload.clear()
                 reporter = None     # rebuilt with the reloaded options
@@ -205,11 +230,16 @@ class Controller:
                     # host), which a status Octavia waits for must not
                     # queue behind.
                     if reporter is not None:
-                        reporter.run_statuses()
+                        again = reporter.run_statuses()
             except Exception:  # noqa: BLE001 -- keep the loop alive
                 LOG.exception('controller loop failed; retrying')
             self._reporter = reporter
-            self._wake.wait(c.loop_interval)
+            # The leader sleeps until woken (wake.py), unless its round
+            # left work to retry; a standby takes the lock within
+            # STANDBY_INTERVAL of its expiry.
+            soon = again or not self.election.leading
+            self._wake.wait(min(c.loop_interval, STANDBY_INTERVAL) if soon
+                            else c.loop_interval)
             self._wake.clear()
 
     def _run_statistics(self):

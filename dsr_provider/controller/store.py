@@ -1216,33 +1216,46 @@ class Store:
 
     # ------------------------------------------------------------ agents
     def record_agent(self, se_id, se_group, **fields):
-        """Record what an agent reported.  Its first reports may arrive
-        together (report_state and report_member_status, on two RPC
-        threads) and both try to create its row: the one whose insert
-        loses updates the winner's row."""
+        """Record what an agent reported; True when it is news to the
+        leader's round (NEWS_FIELDS moved, or the SE is new here, changed
+        group or was silent): the caller wakes the leader.  Its first
+        reports may arrive together (report_state and
+        report_member_status, on two RPC threads) and both try to create
+        its row: the one whose insert loses updates the winner's row."""
         try:
-            self._record_agent(se_id, se_group, fields)
+            return self._record_agent(se_id, se_group, fields)
         except sa_exc.IntegrityError:
-            self._record_agent(se_id, se_group, fields)
+            return self._record_agent(se_id, se_group, fields)
 
     def _record_agent(self, se_id, se_group, fields):
+        now = time.time()
         with self.db.session() as s:
             row = s.get(models.AgentState, se_id)
+            news = row is None or row.se_group != se_group or \
+                row.updated_at < now - self.agent_ttl
             if row is None:
                 row = models.AgentState(se_id=se_id, se_group=se_group,
-                                        updated_at=time.time())
+                                        updated_at=now)
                 s.add(row)
             row.se_group = se_group
             for key, value in fields.items():
+                if key in NEWS_FIELDS and getattr(row, key) != value:
+                    news = True
                 setattr(row, key, value)
             if STATUS_FIELDS.intersection(fields):
                 row.statuses_digest = statuses_digest(row)
-            row.updated_at = time.time()
+            row.updated_at = now
+        return news
 
 
 # What an agent reports that the operating statuses are computed from.
 STATUS_FIELDS = frozenset(('member_statuses', 'rejected_objects',
                            'serviceable'))
+# What the leader's round reads of an agent's report: the provisioning
+# verdicts (generations applied or rejected) and the operating statuses.
+# Statistics, BGP and helper states, limits and errors are read elsewhere
+# (dsr-status, the next change): a heartbeat repeating them wakes nobody.
+NEWS_FIELDS = STATUS_FIELDS | {'applied_generation', 'rejected_generation'}
 
 
 def statuses_digest(row):

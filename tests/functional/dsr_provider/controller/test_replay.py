@@ -59,7 +59,8 @@ class Deployment:
         with open(path) as f:
             return f.read()
 
-    def start_controller(self, name):
+    def start_controller(self, name, extra=''):
+        """extra: more [dsr_controller] options (lines)."""
         path = os.path.join(self.root, f'{name}.conf')
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:
@@ -78,7 +79,7 @@ octavia_status_socket = {self.root}/none-status.sock
 octavia_stats_socket = {self.root}/none-stats.sock
 octavia_get_socket = {self.root}/none-get.sock
 signing_key = {self.signing_key}
-""")
+{extra}""")
         proc = netns.Proc([sys.executable, '-m',
                            'dsr_provider.controller.service',
                            '--config-file', path])

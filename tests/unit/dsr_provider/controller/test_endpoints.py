@@ -140,7 +140,7 @@ def failing(store, failures):
 
 def test_an_agent_report_rides_out_a_database_blip(store):
     woken = []
-    ep = endpoints.AgentEndpoint(store, on_state=lambda: woken.append(1))
+    ep = endpoints.AgentEndpoint(store, on_news=lambda what: woken.append(1))
     left = failing(store, endpoints.REPORT_ATTEMPTS - 1)
     ep.report_state({}, 'se1', 'g1', {'applied_generation': 5})
     assert left == [0]
@@ -153,7 +153,7 @@ def test_an_agent_report_rides_out_a_database_blip(store):
 
 def test_a_report_lost_to_an_outage_is_logged_not_raised(store, caplog):
     woken = []
-    ep = endpoints.AgentEndpoint(store, on_state=lambda: woken.append(1))
+    ep = endpoints.AgentEndpoint(store, on_news=lambda what: woken.append(1))
     left = failing(store, 100)
     # A cast: raising would only make oslo.messaging log a traceback; the
     # agent's next heartbeat carries the state again.
@@ -195,15 +195,42 @@ class RefusingGuard:
 
 def test_a_stored_state_wakes_the_reporter_a_refused_one_does_not(store):
     woken = []
-    ep = endpoints.AgentEndpoint(store, on_state=lambda: woken.append(
+    ep = endpoints.AgentEndpoint(store, on_news=lambda what: woken.append(
         agent_row(store, 'se1').applied_generation))
     ep.report_state({}, 'se1', 'g1', {'applied_generation': 5})
     # Woken after the commit: the reporter's round reads the new state.
     assert woken == [5]
     refused = endpoints.AgentEndpoint(store, guard=RefusingGuard(),
-                                      on_state=lambda: woken.append('x'))
+                                      on_news=lambda what: woken.append('x'))
     refused.report_state({}, 'se1', 'g1', {'applied_generation': 6})
     assert woken == [5]
+
+
+def test_only_news_wakes_the_leader_a_heartbeat_does_not(store):
+    woken = []
+    ep = endpoints.AgentEndpoint(store, on_news=woken.append)
+    state = {'applied_generation': 5, 'error': None,
+             'limits': {'max_listeners': 8}, 'bgp': {'sessions': []}}
+    ep.report_state({}, 'se1', 'g1', state)          # a new SE
+    ep.report_state({}, 'se1', 'g1', state)          # its heartbeat
+    ep.report_state({}, 'se1', 'g1', dict(state, error='ExaBGP down',
+                                          limits={'max_listeners': 9}))
+    ep.report_stats({}, 'se1', 'g1', {'listeners': {}})
+    assert woken == ['state of SE se1']
+    ep.report_state({}, 'se1', 'g1', dict(state, applied_generation=6))
+    ep.report_member_status({}, 'se1', 'g1', 6, {'m1': 'ONLINE'})
+    ep.report_member_status({}, 'se1', 'g1', 6, {'m1': 'ONLINE'})
+    ep.report_member_status({}, 'se1', 'g1', 6, {'m1': 'ERROR'})
+    ep.report_state({}, 'se1', 'g1', dict(state, applied_generation=6,
+                                          serviceable=False))
+    assert woken == ['state of SE se1'] * 2 + \
+        ['member statuses of SE se1'] * 2 + ['state of SE se1']
+    # An SE heard from again after agent_ttl (silent: its statuses had
+    # stopped voting) is news, whatever it reports.
+    woken.clear()
+    store.agent_ttl = -60.0     # every row is older than "now + 60 s"
+    ep.report_stats({}, 'se1', 'g1', {'listeners': {}})
+    assert woken == ['statistics of SE se1']
 
 
 # ------------------------------------- changes the store cannot apply
@@ -536,3 +563,19 @@ def test_a_bug_whose_error_cannot_get_a_connection_requeues(
     member = {'member_id': 'm9', 'pool_id': 'p1', 'address': '198.19.9.2',
               'protocol_port': 80}
     assert deliver(ep, *change('member_create', member=member)) == REQUEUE
+
+
+def test_a_stored_or_refused_change_wakes_the_leader_after_its_commit(
+        store):
+    woken = []
+    ep = endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(
+        store, on_change=lambda what: woken.append((what, owed(store)))))
+    assert deliver(ep, *change('loadbalancer_create',
+                               loadbalancer=lb_graph())) == HANDLED
+    member = {'member_id': 'm9', 'pool_id': 'p9', 'address': '198.19.9.2',
+              'protocol_port': 80}
+    assert deliver(ep, *change('member_create', member=member)) == HANDLED
+    # Each wake came after its commit: the round it starts reads it.
+    assert len(woken) == 2
+    assert ('loadbalancers', 'lb1', 'ACTIVE') in woken[0][1]
+    assert woken[1][1][-1] == ('members', 'm9', 'ERROR')

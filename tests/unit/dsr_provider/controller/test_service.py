@@ -8,6 +8,8 @@ imports to start."""
 import subprocess
 import sys
 import threading
+import time
+import types
 
 from dsr_provider.controller import service
 
@@ -105,3 +107,93 @@ def test_the_controller_imports_openstacksdk_only_for_neutron():
     out = subprocess.run([sys.executable, '-W', 'ignore', '-c', code],
                          capture_output=True, text=True, check=True)
     assert out.stdout.strip() == '[]', out.stdout
+
+
+# ------------------------------------------------ the leader's wake-up
+class LoopElection:
+    def __init__(self, leading):
+        self.leading = leading
+        self.checks = 0
+
+    def check(self):
+        self.checks += 1
+        return self.leading
+
+
+class RoundRecorder:
+    """Stands in for reporter.Reporter: counts rounds, answers `again`."""
+
+    def __init__(self):
+        self.rounds = threading.Semaphore(0)
+        self.again = False
+
+    def __call__(self, *args, **kwargs):
+        return self
+
+    def run_statuses(self):
+        self.rounds.release()
+        return self.again
+
+
+def _looping(monkeypatch, leading, loop_interval=30.0):
+    ctl = service.Controller.__new__(service.Controller)
+    ctl.conf = types.SimpleNamespace(dsr_controller=types.SimpleNamespace(
+        loop_interval=loop_interval, agent_ttl=30.0, apply_timeout=30.0,
+        report_workers=1, tombstone_ttl=60.0))
+    ctl._stop = threading.Event()
+    ctl._wake = threading.Event()
+    ctl._reload = threading.Event()
+    ctl.election = LoopElection(leading)
+    ctl.coordinator = types.SimpleNamespace(run_watchers=lambda: None)
+    ctl.store = types.SimpleNamespace(agent_ttl=30.0)
+    ctl.transport = ctl.signer = None
+    ctl.driver_lib = object()
+    ctl.live_agents = lambda group: set()
+    recorder = RoundRecorder()
+    monkeypatch.setattr(service.reporter_mod, 'Reporter', recorder)
+    monkeypatch.setattr(service.agent_rpc, 'AgentNotifier',
+                        lambda *a, **kw: None)
+    thread = threading.Thread(target=ctl._run, daemon=True)
+    thread.start()
+    return ctl, recorder, thread
+
+
+def _stop(ctl, thread):
+    ctl._stop.set()
+    ctl._wake.set()
+    thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_the_leader_sleeps_until_woken_or_asked_to_retry(monkeypatch):
+    ctl, recorder, thread = _looping(monkeypatch, leading=True)
+    try:
+        assert recorder.rounds.acquire(timeout=5), 'no first round'
+        # loop_interval is 30 s: nothing runs until something wakes it.
+        assert not recorder.rounds.acquire(timeout=0.5)
+        ctl._wake.set()
+        assert recorder.rounds.acquire(timeout=5), 'a wake ran no round'
+        assert not recorder.rounds.acquire(timeout=0.5)
+        # A round that left work (a load balancer waits a round) is
+        # followed by another within STANDBY_INTERVAL, unwoken.
+        recorder.again = True
+        ctl._wake.set()
+        assert recorder.rounds.acquire(timeout=5)
+        recorder.again = False
+        assert recorder.rounds.acquire(timeout=5), 'the retry never ran'
+        assert not recorder.rounds.acquire(timeout=0.5)
+    finally:
+        _stop(ctl, thread)
+
+
+def test_a_standby_tries_the_lock_every_standby_interval(monkeypatch):
+    ctl, recorder, thread = _looping(monkeypatch, leading=False)
+    try:
+        # With loop_interval at 30 s, ten tries still come within 5 s.
+        deadline = time.monotonic() + 5
+        while ctl.election.checks < 10 and time.monotonic() < deadline:
+            ctl._stop.wait(0.05)
+        assert ctl.election.checks >= 10, ctl.election.checks
+        assert not recorder.rounds.acquire(timeout=0)    # it never led
+    finally:
+        _stop(ctl, thread)

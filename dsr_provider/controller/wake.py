@@ -101,8 +101,10 @@ class Waker:
         self._leading = leading
         self._wake_local = wake_local
         self._signer = signer
-        self._client = messaging.get_rpc_client(transport,
-                                                _target(fanout=True))
+        # One try: a broker that is away must not hold the thread that
+        # stored the news (the leader's slow round finds it instead).
+        self._client = messaging.get_rpc_client(
+            transport, _target(fanout=True), retry=0)
 
     def __call__(self, reason):
         if self._leading():

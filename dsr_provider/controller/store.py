@@ -1171,7 +1171,15 @@ class Store:
         {'tunnel_addresses', 'draining'}}).  When that changes the set,
         an address or a draining flag, every L4 group serving a tier-2
         load balancer on l7_group gets a new generation, in the same
-        transaction.  Returns the L4 groups bumped ([] when unchanged)."""
+        transaction.  Returns the L4 groups bumped ([] when unchanged).
+
+        The tier-2 watcher asks four times a second and the answer is
+        nearly always "unchanged": that is found by a plain read, without
+        the L4 groups' locks, so it never waits for (or holds up) a change
+        of those groups.  Only a difference takes the locks and reads
+        again under them."""
+        if self.l7_members(l7_group) == members:
+            return []
         with self._change() as s:
             l4_groups = sorted(g for (g,) in s.query(
                 models.LoadBalancer.se_group).filter_by(

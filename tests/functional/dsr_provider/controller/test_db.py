@@ -157,3 +157,53 @@ def test_concurrent_creates_never_exceed_the_groups_capacity(database_url):
     assert len(rejected) == count - 8
     assert sum(len(lb['listeners']) for lb in
                snapshot['load_balancers']) == 8
+
+
+@pytest.mark.parametrize('database_url', ['mariadb'], indirect=True)
+def test_an_unchanged_l7_membership_never_waits_for_a_changes_lock(
+        database_url):
+    """The tier-2 watcher's look (four a second) finds the L7 SEs as
+    stored without the L4 group's lock: while a change holds it, the look
+    answers at once; a membership that did change waits for the change to
+    commit and then bumps the L4 group."""
+    # Row locks (SELECT ... FOR UPDATE): MariaDB's, not SQLite's.
+    from tests.unit.dsr_provider.controller import test_store_tier2 as t2
+    db.upgrade(database_url)
+    store = store_mod.Store(db.Database(database_url), 'g1')
+    holder = db.Database(database_url)
+    members = {'l7a': {'tunnel_addresses': {'4': '198.18.0.7'},
+                       'draining': False}}
+    moved = dict(members, l7b={'tunnel_addresses': {'4': '198.18.0.8'},
+                               'draining': False})
+    try:
+        store.create_loadbalancer(t2.graph())
+        assert store.set_l7_members(t2.L7G, members) == [t2.L4]
+        with store.db.session() as s:
+            before = s.get(models.SEGroup, t2.L4).generation
+        locked, release = threading.Event(), threading.Event()
+
+        def change_in_progress():
+            with holder.session() as s:
+                s.get(models.SEGroup, t2.L4, with_for_update=True)
+                locked.set()
+                release.wait(30)
+
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            held = pool.submit(change_in_progress)
+            assert locked.wait(10)
+            started = time.monotonic()
+            assert store.set_l7_members(t2.L7G, members) == []
+            assert time.monotonic() - started < 2.0, 'waited for the lock'
+            waiting = pool.submit(store.set_l7_members, t2.L7G, moved)
+            with pytest.raises(concurrent.futures.TimeoutError):
+                waiting.result(timeout=0.5)     # behind the change's lock
+            release.set()
+            held.result(10)
+            assert waiting.result(10) == [t2.L4]
+        with store.db.session() as s:
+            assert s.get(models.SEGroup, t2.L4).generation == before + 1
+        assert store.l7_members(t2.L7G) == moved
+    finally:
+        release.set()
+        store.db.engine.dispose()
+        holder.engine.dispose()

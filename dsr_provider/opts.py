@@ -155,9 +155,9 @@ controller_opts = [
                       'moved) wakes the leader at once, from any '
                       'controller (a signed "wake" cast); this round is '
                       'for what nothing announces: apply_timeout, SEs '
-                      'going silent or leaving their group, Neutron port '
-                      'refusals.  A standby tries the leadership lock '
-                      'every 0.1 s whatever this is.'),
+                      'going silent or leaving their group.  A standby '
+                      'tries the leadership lock every 0.1 s whatever this '
+                      'is.'),
     cfg.StrOpt('octavia_status_socket',
                default='/var/run/octavia/status.sock',
                help='octavia-driver-agent status socket (DriverLibrary).'),

@@ -64,9 +64,12 @@ class SyncThread:
     """Runs make_sync() 's PortSync while is_leader() says so."""
 
     def __init__(self, make_sync, is_leader, resync_interval=120.0,
-                 interval=1.0):
+                 interval=1.0, on_change=None):
+        """on_change(): a round updated or checked ports (a member's port
+        refusal may have moved: the leader's round reports it now)."""
         self.make_sync = make_sync
         self.is_leader = is_leader
+        self.on_change = on_change
         self.resync_interval = resync_interval
         self.interval = interval
         self.rounds = 0         # loop rounds run, leading or not
@@ -89,7 +92,9 @@ class SyncThread:
                     if sync is None:
                         sync, next_full = self.make_sync(), 0.0
                     full = time.monotonic() >= next_full
-                    sync.run_once(full=full)
+                    if sync.run_once(full=full) and \
+                            self.on_change is not None:
+                        self.on_change()
                     if full:
                         next_full = time.monotonic() + self.resync_interval
                 except Exception:  # noqa: BLE001 -- keep the thread alive
@@ -103,11 +108,12 @@ class SyncThread:
             self._thread.join(timeout=30)
 
 
-def start(conf, database, is_leader):
+def start(conf, database, is_leader, on_change=None):
     """The controller's hook: a started SyncThread, or None when the
-    Neutron integration is off."""
+    Neutron integration is off.  on_change: see SyncThread."""
     if not enabled(conf):
         return None
     parse_se_ports(conf.dsr_controller.neutron_se_ports)   # fail early
     return SyncThread(lambda: port_sync_from_conf(conf, database), is_leader,
-                      conf.dsr_controller.neutron_resync_interval).start()
+                      conf.dsr_controller.neutron_resync_interval,
+                      on_change=on_change).start()

@@ -171,7 +171,8 @@ class Controller:
         self._stats_thread.start()
         # Members' and SEs' Neutron ports, while leading (None: disabled).
         self._neutron = neutron_sync.start(
-            self.conf, self.database, lambda: self.election.leading)
+            self.conf, self.database, lambda: self.election.leading,
+            on_change=self._wake.set)
         # L7 SEs joining and leaving tier-2 load balancers, while leading.
         notifier = agent_rpc.AgentNotifier(self.transport,
                                            signer=self.signer)

@@ -7,7 +7,8 @@ controller that stored it wakes the leader.  The leader wakes its own
 loop; any other controller casts ``wake`` to every controller (fanout on
 the controllers' topic).  The slow round (``loop_interval``) stays for
 what nothing announces: apply_timeout, SEs going silent, SEs leaving
-their group.
+their group.  The leader's own threads (the Neutron port sync, the
+tier-2 membership watcher) wake its loop directly.
 
 A wake carries no data and is trusted with nothing (the leader re-reads
 the database), but the broker is not the trust boundary (docs/

@@ -74,3 +74,32 @@ def test_each_term_starts_with_a_full_round():
         assert made[1].rounds[0] is True
     finally:
         thread.stop()
+
+
+class AnsweringSync:
+    """run_once answers {port: refusal} for the rounds in `answers`."""
+
+    def __init__(self, answers):
+        self.answers = list(answers)
+
+    def run_once(self, full=False):
+        return self.answers.pop(0) if self.answers else {}
+
+
+def test_a_round_that_touched_ports_wakes_the_leader():
+    woken = []
+    sync = AnsweringSync([{}, {'port1': 'port security off'}, {}, {},
+                          {'port2': None}])
+    thread = neutron_sync.SyncThread(lambda: sync, lambda: True,
+                                     resync_interval=3600, interval=0.01,
+                                     on_change=lambda: woken.append(1))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while sync.answers and time.monotonic() < deadline:
+            thread._stop.wait(0.01)
+        assert not sync.answers
+    finally:
+        thread.stop()
+    # Rounds that updated or checked no port wake nobody.
+    assert woken == [1, 1]

@@ -236,9 +236,10 @@ class Controller:
                 LOG.exception('controller loop failed; retrying')
             self._reporter = reporter
             # The leader sleeps until woken (wake.py), unless its round
-            # left work to retry; a standby takes the lock within
-            # STANDBY_INTERVAL of its expiry.
-            soon = again or not self.election.leading
+            # left work to retry or it waits for the driver agent's
+            # sockets; a standby takes the lock within STANDBY_INTERVAL of
+            # its expiry.
+            soon = again or reporter is None or not self.election.leading
             self._wake.wait(min(c.loop_interval, STANDBY_INTERVAL) if soon
                             else c.loop_interval)
             self._wake.clear()

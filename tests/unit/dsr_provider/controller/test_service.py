@@ -135,7 +135,7 @@ class RoundRecorder:
         return self.again
 
 
-def _looping(monkeypatch, leading, loop_interval=30.0):
+def _looping(monkeypatch, leading, loop_interval=30.0, driver_lib=None):
     ctl = service.Controller.__new__(service.Controller)
     ctl.conf = types.SimpleNamespace(dsr_controller=types.SimpleNamespace(
         loop_interval=loop_interval, agent_ttl=30.0, apply_timeout=30.0,
@@ -148,6 +148,8 @@ def _looping(monkeypatch, leading, loop_interval=30.0):
     ctl.store = types.SimpleNamespace(agent_ttl=30.0)
     ctl.transport = ctl.signer = None
     ctl.driver_lib = object()
+    if driver_lib is not None:
+        ctl._driver_lib = driver_lib
     ctl.live_agents = lambda group: set()
     recorder = RoundRecorder()
     monkeypatch.setattr(service.reporter_mod, 'Reporter', recorder)
@@ -195,5 +197,23 @@ def test_a_standby_tries_the_lock_every_standby_interval(monkeypatch):
             ctl._stop.wait(0.05)
         assert ctl.election.checks >= 10, ctl.election.checks
         assert not recorder.rounds.acquire(timeout=0)    # it never led
+    finally:
+        _stop(ctl, thread)
+
+
+def test_the_leader_looks_for_the_driver_agent_every_standby_interval(
+        monkeypatch):
+    # octavia-driver-agent's sockets appear after the tenth look: the
+    # first round follows within a second although loop_interval is 30 s.
+    looks = []
+
+    def driver_lib():
+        looks.append(1)
+        return object() if len(looks) > 10 else None
+    ctl, recorder, thread = _looping(monkeypatch, leading=True,
+                                     driver_lib=driver_lib)
+    try:
+        assert recorder.rounds.acquire(timeout=5), 'no round'
+        assert len(looks) > 10
     finally:
         _stop(ctl, thread)

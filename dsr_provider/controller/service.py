@@ -148,7 +148,7 @@ class Controller:
                      self.leader_group.decode())
         self._waker = wake.Waker(self.transport, self.controller_id,
                                  lambda: self.election.leading,
-                                 self._wake.set, signer=self.signer)
+                                 self._woken, signer=self.signer)
         c = self.conf.dsr_controller
         self._server = agent_rpc.controller_server(
             self.transport, self.controller_id,
@@ -156,7 +156,7 @@ class Controller:
                                      signer=self.signer,
                                      on_news=self._waker),
              wake.WakeEndpoint(
-                 self.controller_id, self._wake.set,
+                 self.controller_id, self._woken,
                  key_for=wake.ControllerKeys(c.signing_key)
                  if self.signer is not None else None,
                  window=c.auth_window)])
@@ -179,6 +179,14 @@ class Controller:
         self._tier2 = tier2.start(
             self.store, tier2.tooz_members(self.coordinator),
             self._tier2_changed(notifier), lambda: self.election.leading)
+
+    def _woken(self):
+        """Something was stored, here or by another controller (wake.py):
+        the next round starts now, and the tier-2 watcher reads the L7
+        groups again (a tier-2 load balancer may name a new one)."""
+        if self._tier2:
+            self._tier2[2].groups_changed()
+        self._wake.set()
 
     def _tier2_changed(self, notifier):
         """After the (leading) tier-2 watcher stored a membership change:
@@ -275,7 +283,7 @@ class Controller:
         # without a leader otherwise).
         self.election.resign()
         if self._tier2:
-            thread, stop = self._tier2
+            thread, stop, _watcher = self._tier2
             stop.set()
             thread.join(timeout=10)
         if self._neutron:

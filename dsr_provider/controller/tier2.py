@@ -35,6 +35,7 @@ upgraded: the TLS settings are sent).
 
 import ipaddress
 import threading
+import time
 
 from oslo_log import log as logging
 
@@ -50,6 +51,10 @@ LOG = logging.getLogger(__name__)
 # (1 s) + this + the L4 SEs' fetch and apply (0.3-0.5 s); at 0.5 s the sum
 # reached 2.02 s end to end.
 POLL_INTERVAL = 0.25
+# Seconds the list of L7 groups is trusted without a wake: it moves only
+# with changes (a tier-2 load balancer created or deleted), and every
+# change wakes the leader, which tells the watcher (groups_changed).
+GROUPS_REFRESH = 10.0
 ROLE = 'tier2'
 
 
@@ -153,22 +158,46 @@ def tooz_members(coordinator):
 
 
 class MembershipWatcher:
-    def __init__(self, store, members_of, on_change=None):
+    def __init__(self, store, members_of, on_change=None,
+                 clock=time.monotonic):
         """members_of(l7_group) -> {se_id: capabilities}; on_change(): a
         generation was bumped (tell the agents now)."""
         self.store = store
         self.members_of = members_of
         self.on_change = on_change
+        self._clock = clock
         self._failing = set()
         # {l7 group: L7 contract version last seen}: empty in a new term.
         self._contracts = {}
+        self._groups = None         # the L7 groups, as last read
+        self._groups_read = 0.0
+        self._groups_stale = False
+
+    def groups_changed(self):
+        """Something was stored (the leader was woken): read the L7 groups
+        again at the next look instead of trusting the last list."""
+        self._groups_stale = True
+
+    def _l7_groups(self):
+        """The store's L7 groups, read again only when told or after
+        GROUPS_REFRESH: four looks a second each cost a query otherwise,
+        in every deployment, tier-2 or not."""
+        now = self._clock()
+        if self._groups is None or self._groups_stale or \
+                now - self._groups_read >= GROUPS_REFRESH:
+            # Cleared before the read: a change committed during it marks
+            # the list stale again.
+            self._groups_stale = False
+            self._groups = self.store.l7_groups()
+            self._groups_read = now
+        return self._groups
 
     def run_once(self):
         """One look at every L7 group; returns the groups bumped (L4
         groups for their rings, then L7 groups for their contract)."""
         bumped = []
         l7_bumped = []
-        for l7_group in self.store.l7_groups():
+        for l7_group in self._l7_groups():
             try:
                 live = self.members_of(l7_group)
                 members = ready_members(live)
@@ -234,6 +263,7 @@ class MembershipWatcher:
         while leading() is true."""
         while not stop.wait(interval):
             if not leading():
+                self._groups = None     # a new term reads them afresh
                 continue
             try:
                 self.run_once()
@@ -245,7 +275,7 @@ def start(store, members_of, on_change, leading, interval=POLL_INTERVAL):
     """The watcher in a thread of its own (the reporter's round can take
     seconds on a slow Octavia; membership must not wait for it), and the
     L7 documents' contract read from members_of.  Returns (thread, stop
-    event)."""
+    event, watcher)."""
     # Every controller builds L7 documents (get_config), leading or not.
     l7_snapshot.contract_of = ContractReader(members_of)
     stop = threading.Event()
@@ -254,4 +284,4 @@ def start(store, members_of, on_change, leading, interval=POLL_INTERVAL):
                               args=(stop, leading, interval),
                               name='tier2-membership', daemon=True)
     thread.start()
-    return thread, stop
+    return thread, stop, watcher

@@ -151,8 +151,9 @@ def test_the_watcher_thread_works_only_while_leading(store):
     coord.join(L7G, 'se-a', **ready())
     leading = threading.Event()
     changed = threading.Event()
-    thread, stop = tier2.start(store, tier2.tooz_members(coord),
-                               changed.set, leading.is_set, interval=0.01)
+    thread, stop, _watcher = tier2.start(store, tier2.tooz_members(coord),
+                                         changed.set, leading.is_set,
+                                         interval=0.01)
     try:
         assert not changed.wait(0.2)        # not leading: nothing done
         assert l4_members(store) == []
@@ -276,3 +277,43 @@ def test_the_contract_is_the_lowest_of_the_live_l7_ses():
         == l7.CONTRACT_VERSION
     assert l7.group_contract({'a': new, 'b': ready(l7_contract='2')}) \
         == l7.BASE_CONTRACT
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_l7_groups_are_read_again_when_told_or_after_a_while(store):
+    """Four looks a second must not each query the L7 groups: the list
+    moves only with changes, and every change wakes the leader, which
+    tells the watcher.  A tier-2 load balancer on a new L7 group is then
+    watched from the next look."""
+    reads = []
+    l7_groups = store.l7_groups
+
+    def counted():
+        reads.append(1)
+        return l7_groups()
+    store.l7_groups = counted
+    coord, clock = FakeCoordinator(), Clock()
+    watcher = tier2.MembershipWatcher(store, tier2.tooz_members(coord),
+                                      clock=clock)
+    coord.join(L7G, 'se-a', **ready())
+    assert watcher.run_once() == [] and len(reads) == 1     # no group yet
+    store.create_loadbalancer(graph())
+    for _ in range(5):
+        assert watcher.run_once() == []     # trusted: not read again
+    assert len(reads) == 1
+    watcher.groups_changed()                # the change woke the leader
+    assert watcher.run_once() == [L4]
+    assert l4_members(store) == [('l7se:se-a@l2', '198.51.100.1', 1)]
+    assert len(reads) == 2
+    watcher.run_once()
+    assert len(reads) == 2
+    clock.now += tier2.GROUPS_REFRESH       # and anyway, now and then
+    watcher.run_once()
+    assert len(reads) == 3

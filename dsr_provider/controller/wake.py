@@ -146,7 +146,9 @@ class WakeEndpoint:
                                     self.key_for, self.window, self.nonces)
             except auth.AuthError as exc:
                 total = self.refusals.add('wake')
-                LOG.warning('auth: refused wake from origin=%s: %s '
+                # The claimed origin is the sender's word: quoted and cut
+                # (no line breaks or floods in the log).
+                LOG.warning('auth: refused wake from origin=%.80r: %s '
                             '[refusals: %d]', origin, exc, total)
                 return
         LOG.debug('woken by %s: %s', origin, reason)

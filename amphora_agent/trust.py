@@ -56,7 +56,8 @@ class ControllerTrust:
     def refuse(self, what, claimed, exc):
         total = self.refusals.add(what)
         LOG.warning('auth: refused %s (claimed: %s): %s [refusals: %d]',
-                    what, claimed, exc, total)
+                    what, auth.shown(claimed, 200), auth.shown(str(exc), 500),
+                    total)
 
     def check_notification(self, ctxt, method, args):
         """True when a cast from the controller is authentic."""

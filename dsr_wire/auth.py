@@ -396,6 +396,17 @@ class TrustedKeys:
         return key
 
 
+def shown(value, limit=80):
+    """What a peer claimed (an id, a refusal's reason naming it), fit for
+    one log line: control characters escaped, at most `limit` characters.
+    A refusal is logged before anything is trusted: a forged se_id must
+    not forge log lines or flood the log."""
+    text = value if isinstance(value, str) else repr(value)
+    if not text.isprintable():
+        text = text.encode('unicode_escape').decode('ascii')
+    return text if len(text) <= limit else text[:limit] + '...'
+
+
 class Counter:
     """Rejections by reason, thread-safe; total() for tests and logs."""
 

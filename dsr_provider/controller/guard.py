@@ -142,5 +142,6 @@ class AgentGuard:
         # Logged outside the handler: oslo.log would append the exception.
         total = self.refusals.add(method)
         LOG.warning('auth: refused %s from se_id=%s se_group=%s: %s '
-                    '[refusals: %d]', method, se_id, se_group, reason, total)
+                    '[refusals: %d]', method, auth.shown(se_id),
+                    auth.shown(se_group), auth.shown(reason, 500), total)
         raise Refused(f'{method} refused: {reason}')

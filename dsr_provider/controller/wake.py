@@ -146,10 +146,9 @@ class WakeEndpoint:
                                     self.key_for, self.window, self.nonces)
             except auth.AuthError as exc:
                 total = self.refusals.add('wake')
-                # The claimed origin is the sender's word: quoted and cut
-                # (no line breaks or floods in the log).
-                LOG.warning('auth: refused wake from origin=%.80r: %s '
-                            '[refusals: %d]', origin, exc, total)
+                LOG.warning('auth: refused wake from origin=%s: %s '
+                            '[refusals: %d]', auth.shown(origin),
+                            auth.shown(str(exc), 500), total)
                 return
         LOG.debug('woken by %s: %s', origin, reason)
         self.on_wake()

@@ -248,3 +248,17 @@ def test_objects_known_to_be_the_senders_are_not_read_again(store,
     assert reads(signers['se1'], se_id='se1', se_group='g1', generation=1,
                  statuses={'m1': 'ONLINE'}) == 1
     assert guard.refusals.total() == 1
+
+
+def test_a_forged_identity_cannot_forge_log_lines(store, signers, caplog):
+    """A refusal is logged before anything is trusted: an se_id with a
+    line break (or ten thousand characters) stays on one short line."""
+    guard = guard_mod.AgentGuard(store.db)
+    forged = 'se1\n2026-12-06 00:00:00 CRITICAL all SEs down' + 'x' * 10000
+    with caplog.at_level('WARNING'):
+        with pytest.raises(guard_mod.Refused):
+            guard.check({}, 'report_state',
+                        {'se_id': forged, 'se_group': 'g1', 'state': {}})
+    [line] = [r.getMessage() for r in caplog.records]
+    assert '\n' not in line and len(line) < 300, line
+    assert 'se_id=se1\\n2026-12-06 00:00:00 CRITICAL' in line

@@ -72,7 +72,7 @@ def test_a_wake_signed_by_a_controller_key_wakes_once(keys, caplog):
     with caplog.at_level(logging.WARNING):
         endpoint.wake(ctxt, **args)
     assert woken == [1]
-    assert "auth: refused wake from origin='ctl2': replayed message" in \
+    assert 'auth: refused wake from origin=ctl2: replayed message' in \
         caplog.text
     assert endpoint.refusals.total() == 1
 
@@ -158,7 +158,8 @@ def test_a_rotation_needs_no_restart_and_a_retired_key_stops(keys):
     assert key_for(new_id) is not None
 
 
-def test_a_refused_wakes_claimed_origin_is_quoted_and_cut(keys, caplog):
+def test_a_refused_wakes_claimed_origin_cannot_forge_log_lines(keys,
+                                                                caplog):
     controller_key, _ = keys
     endpoint = _endpoint(controller_key, [])
     with caplog.at_level(logging.WARNING):
@@ -166,4 +167,4 @@ def test_a_refused_wakes_claimed_origin_is_quoted_and_cut(keys, caplog):
                       reason='change')
     [line] = [r.getMessage() for r in caplog.records]
     assert '\n' not in line and len(line) < 200, line
-    assert "origin='ctl9\\nCRITICAL forged line" in line
+    assert 'origin=ctl9\\nCRITICAL forged line' in line

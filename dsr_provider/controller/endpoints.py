@@ -417,7 +417,10 @@ class AgentEndpoint:
         self.signer = signer
         self.on_news = on_news
 
-    def _news(self, news, what):
+    def _record(self, what, se_id, se_group, **fields):
+        """Store an agent's report; the leader is woken when it is news."""
+        news = _record(what, self.store.record_agent, se_id, se_group,
+                       **fields)
         if news and self.on_news is not None:
             self.on_news(what)
 
@@ -461,9 +464,8 @@ class AgentEndpoint:
             return
         # Older agents send none of the isolation keys: None is "nothing
         # rejected, limits unknown" for them.
-        news = _record(
-            f'state of SE {se_id}', self.store.record_agent,
-            se_id, se_group,
+        self._record(
+            f'state of SE {se_id}', se_id, se_group,
             applied_generation=state.get('applied_generation'),
             rejected_generation=state.get('rejected_generation'),
             error=state.get('error'),
@@ -473,7 +475,6 @@ class AgentEndpoint:
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),
             bgp=_bgp(state))
-        self._news(news, f'state of SE {se_id}')
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):
@@ -481,10 +482,8 @@ class AgentEndpoint:
                               se_group=se_group, generation=generation,
                               statuses=statuses):
             return
-        self._news(_record(f'member statuses of SE {se_id}',
-                           self.store.record_agent, se_id, se_group,
-                           member_statuses=statuses),
-                   f'member statuses of SE {se_id}')
+        self._record(f'member statuses of SE {se_id}', se_id, se_group,
+                     member_statuses=statuses)
 
     def report_stats(self, ctxt, se_id, se_group, stats):
         if not self._admitted(ctxt, 'report_stats', se_id=se_id,
@@ -492,7 +491,5 @@ class AgentEndpoint:
             return
         # News only from an SE heard from again (statistics move nothing
         # the round reads).
-        self._news(_record(f'statistics of SE {se_id}',
-                           self.store.record_agent, se_id, se_group,
-                           stats=stats),
-                   f'statistics of SE {se_id}')
+        self._record(f'statistics of SE {se_id}', se_id, se_group,
+                     stats=stats)

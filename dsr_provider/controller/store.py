@@ -1161,10 +1161,8 @@ class Store:
         """{se_id: {'tunnel_addresses': {...}, 'draining': bool}} as
         stored (what the L4 snapshots steer to)."""
         with self.db.session() as s:
-            return {m.se_id: {'tunnel_addresses': m.tunnel_addresses,
-                              'draining': m.draining}
-                    for m in s.query(models.L7SEMember).filter_by(
-                        l7_se_group=l7_group)}
+            return {m.se_id: _l7_member(m) for m in s.query(
+                models.L7SEMember).filter_by(l7_se_group=l7_group)}
 
     def set_l7_members(self, l7_group, members):
         """Make the ready L7 SEs of l7_group exactly `members` ({se_id:
@@ -1189,10 +1187,8 @@ class Store:
                 self._locked_group(s, group)
             rows = {m.se_id: m for m in s.query(models.L7SEMember)
                     .filter_by(l7_se_group=l7_group)}
-            stored = {se_id: {'tunnel_addresses': m.tunnel_addresses,
-                              'draining': m.draining}
-                      for se_id, m in rows.items()}
-            if stored == members:
+            if {se_id: _l7_member(m) for se_id, m in rows.items()} == \
+                    members:
                 return []
             for se_id, row in rows.items():
                 if se_id not in members:
@@ -1264,6 +1260,12 @@ STATUS_FIELDS = frozenset(('member_statuses', 'rejected_objects',
 # Statistics, BGP and helper states, limits and errors are read elsewhere
 # (dsr-status, the next change): a heartbeat repeating them wakes nobody.
 NEWS_FIELDS = STATUS_FIELDS | {'applied_generation', 'rejected_generation'}
+
+
+def _l7_member(row):
+    """An L7SEMember row as set_l7_members takes and l7_members gives it."""
+    return {'tunnel_addresses': row.tunnel_addresses,
+            'draining': row.draining}
 
 
 def statuses_digest(row):

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 
+from octavia_lib.common import constants as lib_constants
 from oslo_config import cfg
 import oslo_messaging as messaging
 import pytest
@@ -37,7 +38,7 @@ SLOW_ROUND = 60.0
 class StatusRecorder:
     """octavia-driver-agent's status, stats and get sockets as the
     controller sees them: every document is recorded with its arrival
-    time and answered OK."""
+    time and answered as applied (octavia-lib's status code 200)."""
 
     def __init__(self, root):
         self.paths = {kind: os.path.join(root, f'{kind}.sock')
@@ -65,9 +66,8 @@ class StatusRecorder:
                     continue
                 self.received.append((time.monotonic(), kind, doc))
                 driver_agent_client.write_message(
-                    conn, {'status_code': 'OK', 'fault_string': '',
-                           'stats_object': None,
-                           'stats_object_id': None})
+                    conn, {lib_constants.STATUS_CODE:
+                           lib_constants.DRVR_STATUS_CODE_OK})
 
     def options(self):
         return '\n'.join(f'octavia_{kind}_socket = {path}'
@@ -153,6 +153,10 @@ def test_a_report_to_the_standby_wakes_the_leader_a_forged_wake_does_not(
             f'ACTIVE {took:.1f} s after the report: the leader waited for '
             f'its slow round, no wake')
         assert 'is the leader' not in dep.log('ctl2')
+        # The controller took the answer as applied (nothing to retry).
+        netns.wait_for(lambda: 'status of 1 load balancer(s)' in
+                       dep.log('ctl1'), 10, 'the status logged as sent')
+        assert 'status update of' not in dep.log('ctl1'), dep.log('ctl1')
         print(f'WAKE report to the standby -> ACTIVE at Octavia in '
               f'{took * 1000:.0f} ms')
     finally:

@@ -121,18 +121,21 @@ class LoopElection:
 
 
 class RoundRecorder:
-    """Stands in for reporter.Reporter: counts rounds, answers `again`."""
+    """Stands in for reporter.Reporter: counts rounds; a round answers
+    the next of `agains` (what run_statuses returns: retry soon), then
+    False."""
 
     def __init__(self):
         self.rounds = threading.Semaphore(0)
-        self.again = False
+        self.agains = []
 
     def __call__(self, *args, **kwargs):
         return self
 
     def run_statuses(self):
+        again = self.agains.pop(0) if self.agains else False
         self.rounds.release()
-        return self.again
+        return again
 
 
 def _looping(monkeypatch, leading, loop_interval=30.0, driver_lib=None):
@@ -178,10 +181,9 @@ def test_the_leader_sleeps_until_woken_or_asked_to_retry(monkeypatch):
         assert not recorder.rounds.acquire(timeout=0.5)
         # A round that left work (a load balancer waits a round) is
         # followed by another within STANDBY_INTERVAL, unwoken.
-        recorder.again = True
+        recorder.agains = [True]
         ctl._wake.set()
         assert recorder.rounds.acquire(timeout=5)
-        recorder.again = False
         assert recorder.rounds.acquire(timeout=5), 'the retry never ran'
         assert not recorder.rounds.acquire(timeout=0.5)
     finally:

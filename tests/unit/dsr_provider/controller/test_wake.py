@@ -158,8 +158,8 @@ def test_a_rotation_needs_no_restart_and_a_retired_key_stops(keys):
     assert key_for(new_id) is not None
 
 
-def test_a_refused_wakes_claimed_origin_cannot_forge_log_lines(keys,
-                                                                caplog):
+def test_a_refused_wakes_claimed_origin_cannot_forge_log_lines(
+        keys, caplog):
     controller_key, _ = keys
     endpoint = _endpoint(controller_key, [])
     with caplog.at_level(logging.WARNING):

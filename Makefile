@@ -54,7 +54,7 @@ BPF_OBJS := $(patsubst $(BPF_DIR)/%.c,$(OBJ_DIR)/%.o,$(BPF_SRCS))
 # Userspace Maglev library: mk/maglev.mk defines MAGLEV_LIB and its rule.
 -include mk/maglev.mk
 
-.PHONY: all build bpf wheel deps constraints test test-e2e test-unit test-functional test-tempest bench demo demo-dataplane clean
+.PHONY: all build bpf wheel deps constraints test test-e2e test-e2e-shared test-e2e-alone test-unit test-functional test-tempest bench demo demo-dataplane clean
 
 all: build
 
@@ -103,9 +103,19 @@ E2E_ALONE := tests/functional/e2e/test_tier2_scale.py
 test: deps build
 	$(call run_pytest,$(PYTEST_PARALLEL) tests/unit tests/functional --ignore=tests/functional/e2e $(addprefix --ignore=,$(E2E_ELSEWHERE)))
 
+E2E_SHARED_RUN = $(call run_pytest,$(E2E_PARALLEL) tests/functional/e2e $(E2E_ELSEWHERE) $(addprefix --ignore=,$(E2E_ALONE)))
+E2E_ALONE_RUN = $(call run_pytest,$(E2E_ALONE))
+
 test-e2e: deps build
-	( $(call run_pytest,$(E2E_PARALLEL) tests/functional/e2e $(E2E_ELSEWHERE) $(addprefix --ignore=,$(E2E_ALONE))) ); rc=$$?; \
-	( $(call run_pytest,$(E2E_ALONE)) ) || rc=$$?; exit $$rc
+	( $(E2E_SHARED_RUN) ); rc=$$?; ( $(E2E_ALONE_RUN) ) || rc=$$?; exit $$rc
+
+# The two halves of make test-e2e on their own (.ci/run runs the alone part
+# first, then the rest beside the tempest stages).
+test-e2e-shared: deps build
+	$(E2E_SHARED_RUN)
+
+test-e2e-alone: deps build
+	$(E2E_ALONE_RUN)
 
 test-unit: deps build
 	$(call run_pytest,tests/unit)

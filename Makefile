@@ -96,8 +96,9 @@ endef
 E2E_ELSEWHERE := tests/functional/tools/test_demo_tier2.py
 # The L7 SE scaling test (a SIGKILLed L7 SE out of the L4 rings within
 # 2 s, of which its membership's expiry takes up to 1 s: the tightest
-# bound of the stage) runs after the others, alone: beside a second lab
-# on a 2-core host the product waits for a CPU (a CI run took 4.7 s).
+# bound of the stage) runs alone (after the others in make test-e2e,
+# before them in .ci/run): beside a second lab on a 2-core host the
+# product waits for a CPU (a CI run took 4.7 s).
 E2E_ALONE := tests/functional/e2e/test_tier2_scale.py
 
 test: deps build

@@ -1,9 +1,11 @@
 """.ci/low-cpu: the cgroup .ci/run runs the tempest stages in, beside
 stages 1 and 2.  Its command and everything that command starts, in new
 sessions too, run at an eighth of the default CPU weight; the weight drops
-to the least there is and back; the cgroup goes once it is empty."""
+to the least there is and back; the cgroup goes once it is empty, and says
+what CPU its processes used."""
 
 import os
+import re
 import subprocess
 import time
 
@@ -14,6 +16,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(
 LOW_CPU = os.path.join(REPO, '.ci', 'low-cpu')
 V1 = '/sys/fs/cgroup/cpu'
 V2 = '/sys/fs/cgroup'
+V1_ACCT = '/sys/fs/cgroup/cpuacct'
 
 
 def _run(*args, **kwargs):
@@ -48,6 +51,10 @@ def group():
                 break
             except OSError:
                 time.sleep(0.05)
+    try:
+        os.rmdir(os.path.join(V1_ACCT, name))
+    except OSError:
+        pass
 
 
 def test_without_a_cgroup_the_check_says_so():
@@ -101,8 +108,13 @@ def test_a_command_and_its_new_sessions_run_at_the_low_weight(group):
     assert _run(group, 'sh', '-c', quick).returncode == 0
     assert open(os.path.join(where, 'cgroup.procs')).read().strip()
     started = time.monotonic()
-    assert _run('--remove', group).returncode == 0
+    removed = _run('--remove', group)
+    assert removed.returncode == 0
     assert time.monotonic() - started > 0.5
+    if root == V2 or os.path.isdir(V1_ACCT):
+        # The run's log says what the group's processes used.
+        assert re.search(rf'{group} used \d+\.\d CPU-s', removed.stderr), \
+            removed.stderr
     assert not os.path.isdir(where)
     # Removing what is not there (a run that never made it) is no error.
     assert _run('--remove', group).returncode == 0

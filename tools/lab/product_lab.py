@@ -104,9 +104,13 @@ class _Agents(agent_lab.AgentLab):
 
 
 class ProductLab:
+    # [dsr_controller] options of the labs: quick to see an SE fail.
+    CONTROLLER_DEFAULTS = {'apply_timeout': 20, 'stats_interval': 1}
+
     def __init__(self, topo, rabbit_url=None, redis_url=None,
                  controller_db_port=3306, agent_config=None,
-                 status_relay=False, plain_members=()):
+                 status_relay=False, plain_members=(),
+                 controller_config=None):
         """rabbit_url: the broker of the driver -> controller changes and
         the controller <-> agent RPC (default: a private vhost on the
         machine's RabbitMQ); octavia-api's own RPC stays on the machine's.
@@ -116,6 +120,8 @@ class ProductLab:
         database (octavia-api's own database stays on 3306).
         agent_config: {section: {option: value}} over the agents' config
         (e.g. {'dataplane': {'max_listeners': 64}}).
+        controller_config: {option: value} over the controllers'
+        [dsr_controller] (e.g. {'apply_timeout': 60}).
         plain_members: members the lab leaves plain (see
         agent_lab.AgentLab), e.g. for tools/lab/l7_ses.L7SEs.
         status_relay: the controller sends statuses and statistics through
@@ -129,6 +135,8 @@ class ProductLab:
         self.controller_db = f'dsrctl_{self.tag}'
         self.controller_db_port = controller_db_port
         self.controllers = {}
+        self.controller_config = self.CONTROLLER_DEFAULTS | (
+            controller_config or {})
         self.stack = None
         self.status_relay = status_relay
         self.relay = None
@@ -247,8 +255,7 @@ database_connection = {self.controller_db_url}
 default_se_group = {self.agents.se_group}
 coordination_url = {self.agents.redis_url}
 leader_group = controllers-{self.tag}
-apply_timeout = 20
-stats_interval = 1
+{''.join(f'{k} = {v}{chr(10)}' for k, v in self.controller_config.items())}\
 octavia_status_socket = {sockets['status']}
 octavia_stats_socket = {sockets['stats']}
 octavia_get_socket = {sockets['get']}

@@ -49,6 +49,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 LOGS = '/tmp/dsr-tempest-logs'
 
 TEMPEST_MAX_LISTENERS = 64
+# tempest's build and check timeouts (tempest.conf), and the controller's
+# apply_timeout in the lab (TempestLab).
+TEMPEST_BUILD_TIMEOUT = 60
+TEMPEST_APPLY_TIMEOUT = TEMPEST_BUILD_TIMEOUT
+# tooz's membership and lock timeouts of the tempest labs (TempestLab).
+TEMPEST_REDIS = 'redis://127.0.0.1:6379?membership_timeout=5&lock_timeout=5'
 # Keeps Neutron's automatic addresses off the plugin's fixed VIPs
 # (tools/tempest/neutron_ipam.py; loaded by neutron-server, whose venv has
 # neutron: this one has not).
@@ -77,8 +83,20 @@ class TempestLab(product_lab.ProductLab):
         # tempest run sends ~200 status documents, each a forked
         # driver-agent child setting up Octavia's ORM otherwise (0.94 s
         # p50, 2.1 s p90 at CI's load; docs/benchmarks.md, "Session 14").
-        super().__init__(topo, agent_config={
-            'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}},
+        # The product's timers at what a host can keep when the lab runs
+        # beside other stages at a low CPU weight (.ci/run): the other
+        # labs' 1 s tooz timeouts and 20 s apply timeout are for tests that
+        # time failure detection, which tempest does not.  Rehearsal 107
+        # (docs/benchmarks.md, "Session 31"): a starved L7 SE missed the
+        # 20 s and an L7 policy update went to ERROR, and the controller's
+        # 1 s leadership lock lapsed every few seconds.  60 s is tempest's
+        # own build_timeout: the product says ERROR no sooner than the
+        # test would give up.
+        super().__init__(
+            topo, agent_config={
+                'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}},
+            redis_url=TEMPEST_REDIS,
+            controller_config={'apply_timeout': TEMPEST_APPLY_TIMEOUT},
             plain_members=self.l7_names, status_relay=True)
         self.venv_python = venv_python
         self.l7 = None
@@ -241,7 +259,8 @@ def write_tempest_conf(lab, workspace):
         flavor_capability=(name, flavors.FLAVOR_METADATA[name]),
         az_capability=('se_group',
                        flavors.AVAILABILITY_ZONE_METADATA['se_group']),
-        scenario=lab.scenario_options(), tier=lab.tier)
+        scenario=lab.scenario_options(), tier=lab.tier,
+        timeout=TEMPEST_BUILD_TIMEOUT)
     path = os.path.join(workspace, 'etc', 'tempest.conf')
     tempest_conf.write(path, cfg)
     return path

@@ -417,7 +417,7 @@ class AgentEndpoint:
         self.signer = signer
         self.on_news = on_news
 
-    def _record(self, what, se_id, se_group, **fields):
+    def _store_report(self, what, se_id, se_group, **fields):
         """Store an agent's report; the leader is woken when it is news."""
         news = _record(what, self.store.record_agent, se_id, se_group,
                        **fields)
@@ -464,7 +464,7 @@ class AgentEndpoint:
             return
         # Older agents send none of the isolation keys: None is "nothing
         # rejected, limits unknown" for them.
-        self._record(
+        self._store_report(
             f'state of SE {se_id}', se_id, se_group,
             applied_generation=state.get('applied_generation'),
             rejected_generation=state.get('rejected_generation'),
@@ -482,8 +482,8 @@ class AgentEndpoint:
                               se_group=se_group, generation=generation,
                               statuses=statuses):
             return
-        self._record(f'member statuses of SE {se_id}', se_id, se_group,
-                     member_statuses=statuses)
+        self._store_report(f'member statuses of SE {se_id}', se_id,
+                           se_group, member_statuses=statuses)
 
     def report_stats(self, ctxt, se_id, se_group, stats):
         if not self._admitted(ctxt, 'report_stats', se_id=se_id,
@@ -491,5 +491,5 @@ class AgentEndpoint:
             return
         # News only from an SE heard from again (statistics move nothing
         # the round reads).
-        self._record(f'statistics of SE {se_id}', se_id, se_group,
-                     stats=stats)
+        self._store_report(f'statistics of SE {se_id}', se_id, se_group,
+                           stats=stats)

@@ -28,7 +28,8 @@ from tools.lab import lock_dir
 from tools.lab import netns
 
 RABBIT = 'rabbit://guest:guest@127.0.0.1:5672/'
-REDIS = 'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1'
+REDIS_SERVER = 'redis://127.0.0.1:6379'
+REDIS = f'{REDIS_SERVER}?membership_timeout=1&lock_timeout=1'
 ROUTER_ASN = 65000
 SE_ASN = 65001
 PIN_ROOT = '/sys/fs/bpf'

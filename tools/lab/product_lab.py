@@ -242,6 +242,8 @@ class ProductLab:
         sockets = dict(self.stack.driver_agent_sockets)
         if self.status_relay:
             sockets.update(self.relay_sockets)
+        options = ''.join(f'{k} = {v}\n'
+                          for k, v in self.controller_config.items())
         # It holds the broker and database credentials.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:
@@ -255,7 +257,7 @@ database_connection = {self.controller_db_url}
 default_se_group = {self.agents.se_group}
 coordination_url = {self.agents.redis_url}
 leader_group = controllers-{self.tag}
-{''.join(f'{k} = {v}{chr(10)}' for k, v in self.controller_config.items())}\
+{options}\
 octavia_status_socket = {sockets['status']}
 octavia_stats_socket = {sockets['stats']}
 octavia_get_socket = {sockets['get']}

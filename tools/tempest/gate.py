@@ -49,12 +49,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
 LOGS = '/tmp/dsr-tempest-logs'
 
 TEMPEST_MAX_LISTENERS = 64
-# tempest's build and check timeouts (tempest.conf), and the controller's
+# tempest's build and check timeouts (tempest.conf), also the controller's
 # apply_timeout in the lab (TempestLab).
 TEMPEST_BUILD_TIMEOUT = 60
-TEMPEST_APPLY_TIMEOUT = TEMPEST_BUILD_TIMEOUT
 # tooz's membership and lock timeouts of the tempest labs (TempestLab).
-TEMPEST_REDIS = 'redis://127.0.0.1:6379?membership_timeout=5&lock_timeout=5'
+TEMPEST_REDIS = (f'{agent_lab.REDIS_SERVER}'
+                 '?membership_timeout=5&lock_timeout=5')
 # Keeps Neutron's automatic addresses off the plugin's fixed VIPs
 # (tools/tempest/neutron_ipam.py; loaded by neutron-server, whose venv has
 # neutron: this one has not).
@@ -96,7 +96,7 @@ class TempestLab(product_lab.ProductLab):
             topo, agent_config={
                 'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}},
             redis_url=TEMPEST_REDIS,
-            controller_config={'apply_timeout': TEMPEST_APPLY_TIMEOUT},
+            controller_config={'apply_timeout': TEMPEST_BUILD_TIMEOUT},
             plain_members=self.l7_names, status_relay=True)
         self.venv_python = venv_python
         self.l7 = None

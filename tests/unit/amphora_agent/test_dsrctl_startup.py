@@ -3,24 +3,20 @@ and the read path (dataplane module) loads neither pyroute2, oslo.config
 nor OpenSSL (issue 15: a read-only call <= 0.3 s, --help <= 0.2 s; the
 figures are bench/dsrctl_bench.py's)."""
 
-import json
 import subprocess
 import sys
 
 from amphora_agent.cmd import dsrctl
 from amphora_agent.dataplane import dataplane
 from amphora_agent.dataplane import decap
+from tests.unit import interpreter
 
 HEAVY = ('pyroute2', 'oslo_config', '_hashlib')
 
 
 def _modules_after(code):
-    """Top-level module names a fresh interpreter holds after ``code``."""
-    out = subprocess.run(
-        [sys.executable, '-c', code + '\nimport json, sys\n'
-         'print(json.dumps(sorted(sys.modules)))'],
-        capture_output=True, text=True, timeout=60, check=True)
-    return set(json.loads(out.stdout.splitlines()[-1]))
+    """Module names a fresh interpreter holds after ``code``."""
+    return interpreter.after(code)[0]
 
 
 def test_default_pin_dirs_match_the_dataplane():

@@ -2,20 +2,17 @@
 (dsr_provider/controller/__init__.py), and the driver that octavia-api
 loads neither imports the controller package nor gets the variable."""
 
-from tests.unit.amphora_agent.test_init import modules_after
+from tests.unit import interpreter
 
 
 def test_the_controller_starts_without_the_green_resolver():
-    loaded, variable = modules_after(
-        'import dsr_provider.controller.service')
-    assert 'eventlet' in loaded
-    assert 'eventlet.support.greendns' not in loaded
-    assert 'dns' not in loaded
-    assert variable == 'yes'
+    interpreter.assert_without_green_resolver(
+        'dsr_provider.controller.service')
 
 
 def test_the_driver_leaves_octavia_apis_environment_alone():
-    loaded, variable = modules_after(
-        'import dsr_provider.driver, dsr_provider.status_relay')
-    assert not {m for m in loaded if m.startswith('dsr_provider.controller')}
-    assert variable is None
+    modules, environ = interpreter.after(
+        'import dsr_provider.driver, dsr_provider.status_relay',
+        unset=('EVENTLET_NO_GREENDNS',))
+    assert not {m for m in modules if m.startswith('dsr_provider.controller')}
+    assert 'EVENTLET_NO_GREENDNS' not in environ

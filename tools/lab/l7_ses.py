@@ -52,12 +52,19 @@ def start_plain_server(topo, host, port, name=None):
 
 
 class L7SEs:
-    def __init__(self, lab, names, group=None, drain_wait=2.0):
+    # [agent] options of the labs' L7 SEs: statistics and recovery from a
+    # lost cast quick enough for tests to wait on.
+    AGENT_DEFAULTS = {'stats_interval': 1, 'resync_interval': 5}
+
+    def __init__(self, lab, names, group=None, drain_wait=2.0,
+                 agent_config=None):
+        """agent_config: {option: value} over AGENT_DEFAULTS."""
         self.lab = lab
         self.topo = lab.topo
         self.names = list(names)
         self.group = group or f'{lab.agents.se_group}-l7'
         self.drain_wait = drain_wait
+        self.agent_config = self.AGENT_DEFAULTS | (agent_config or {})
         self.root = os.path.join(lab.agents.root, 'l7')
         self.procs = {}
         self.relay = None
@@ -102,6 +109,7 @@ class L7SEs:
         agents = self.lab.agents
         path = self._path(f'{name}.conf')
         state = self._path(name)
+        options = ''.join(f'{k} = {v}\n' for k, v in self.agent_config.items())
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:
             f.write(f"""[DEFAULT]
@@ -113,8 +121,7 @@ se_id = {self.se_id(name)}
 se_group = {self.group}
 role = tier2
 state_dir = {os.path.join(state, 'agent')}
-stats_interval = 1
-resync_interval = 5
+{options}\
 drain_wait = {self.drain_wait}
 
 [coordination]

@@ -55,6 +55,16 @@ TEMPEST_BUILD_TIMEOUT = 60
 # tooz's membership and lock timeouts of the tempest labs (TempestLab).
 TEMPEST_REDIS = (f'{agent_lab.REDIS_SERVER}'
                  '?membership_timeout=5&lock_timeout=5')
+# The SEs' (L4 and L7) reporting pace in the tempest labs ([agent]), and
+# the controller's statistics round ([dsr_controller] stats_interval).
+# The other labs' 1 s / 5 s are for tests that time statistics and
+# recovery from a lost cast; tempest waits on nothing either paces (news
+# -- an applied generation, member statuses -- is reported when it
+# happens), and the labs live the whole CI run beside stages 1 and 2,
+# where a report a second per SE was most of their CPU (docs/
+# benchmarks.md, "Session 32").
+TEMPEST_AGENT_TIMERS = {'stats_interval': 5, 'resync_interval': 30}
+TEMPEST_STATS_INTERVAL = 5
 # Keeps Neutron's automatic addresses off the plugin's fixed VIPs
 # (tools/tempest/neutron_ipam.py; loaded by neutron-server, whose venv has
 # neutron: this one has not).
@@ -94,9 +104,11 @@ class TempestLab(product_lab.ProductLab):
         # test would give up.
         super().__init__(
             topo, agent_config={
-                'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS}},
+                'dataplane': {'max_listeners': TEMPEST_MAX_LISTENERS},
+                'agent': TEMPEST_AGENT_TIMERS},
             redis_url=TEMPEST_REDIS,
-            controller_config={'apply_timeout': TEMPEST_BUILD_TIMEOUT},
+            controller_config={'apply_timeout': TEMPEST_BUILD_TIMEOUT,
+                               'stats_interval': TEMPEST_STATS_INTERVAL},
             plain_members=self.l7_names, status_relay=True)
         self.venv_python = venv_python
         self.l7 = None
@@ -167,13 +179,18 @@ class TempestLab(product_lab.ProductLab):
         self.agents.start_agents()
         if self.l7_names:
             # Set before start(): close() stops what a failed start began.
-            self.l7 = l7_ses.L7SEs(self, self.l7_names)
+            self.l7 = self.l7_ses()
             self.l7.start()
             log(f'L7 SEs {", ".join(self.l7_names)} in {self.l7.group}')
         # Also at tier 2 (no scenario): Neutron's first policy checks must
         # not be tempest's concurrent ones -- three class set-ups at once
         # as its first requests were all denied create_network (403).
         self._scenario_networks()
+
+    def l7_ses(self):
+        """The tier-2 lab's L7 SEs (not started)."""
+        return l7_ses.L7SEs(self, self.l7_names,
+                            agent_config=TEMPEST_AGENT_TIMERS)
 
     def _scenario_networks(self):
         """Shared networks for the DSR scenario: the lab's VIP and member

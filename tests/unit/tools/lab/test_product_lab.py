@@ -9,6 +9,7 @@ import types
 import pytest
 
 from tools.lab import agent_lab
+from tools.lab import l7_ses
 from tools.lab import product_lab
 from tools.tempest import gate
 
@@ -61,3 +62,53 @@ def test_the_tempest_labs_timers(agents_made, tier):
     [asked] = agents_made
     assert asked['redis_url'] == gate.TEMPEST_REDIS
     assert 'membership_timeout=5&lock_timeout=5' in gate.TEMPEST_REDIS
+
+
+@pytest.mark.parametrize('tier', [1, 2])
+def test_the_tempest_labs_report_at_a_slower_pace(agents_made, tier):
+    lab = gate.TempestLab(types.SimpleNamespace(members=[]), 'python',
+                          tier=tier)
+    conf = _controller_conf(lab)
+    assert conf['stats_interval'] == str(gate.TEMPEST_STATS_INTERVAL) != '1'
+    [asked] = agents_made
+    assert asked['agent_config']['agent'] == gate.TEMPEST_AGENT_TIMERS
+    assert gate.TEMPEST_AGENT_TIMERS['stats_interval'] > 1
+
+
+def _l7_agent_conf(l7, tmp_path):
+    host = types.SimpleNamespace(ifname='eth0', ipv4='198.51.100.5',
+                                 ipv6='2001:db8::5')
+    l7.topo = types.SimpleNamespace(host=lambda name: host)
+    l7.lab.agents = types.SimpleNamespace(
+        transport_url='rabbit://x', redis_url='redis://y',
+        controller_keys_dir=str(tmp_path / 'keys'),
+        pin_root=str(tmp_path / 'pins'), se_group='g')
+    l7.lab.stack = types.SimpleNamespace(cert_storage_path='/certs')
+    l7.root = str(tmp_path / 'l7')
+    (tmp_path / 'l7').mkdir(exist_ok=True)
+    parser = configparser.ConfigParser()
+    parser.read(l7.config_file('m1'))
+    return parser['agent']
+
+
+def test_the_l7_ses_timers_by_default_and_a_labs_own(tmp_path):
+    def lab():
+        return types.SimpleNamespace(
+            topo=None, tag='t', agents=types.SimpleNamespace(
+                se_group='g', root=str(tmp_path)))
+    agent = _l7_agent_conf(l7_ses.L7SEs(lab(), ['m1']), tmp_path)
+    assert (agent['stats_interval'], agent['resync_interval']) == ('1', '5')
+    assert agent['role'] == 'tier2' and agent['drain_wait'] == '2.0'
+    agent = _l7_agent_conf(l7_ses.L7SEs(
+        lab(), ['m1'], agent_config={'stats_interval': 7}), tmp_path)
+    assert (agent['stats_interval'], agent['resync_interval']) == ('7', '5')
+
+
+def test_the_tempest_labs_l7_ses_report_at_the_tempest_pace(
+        agents_made, tmp_path):
+    lab = gate.TempestLab(types.SimpleNamespace(
+        members=[types.SimpleNamespace(name="m1")]),
+                          'python', tier=2)
+    agent = _l7_agent_conf(lab.l7_ses(), tmp_path)
+    assert {k: float(agent[k]) for k in gate.TEMPEST_AGENT_TIMERS} == \
+        gate.TEMPEST_AGENT_TIMERS

@@ -12,6 +12,10 @@ while it is up, and so does a production controller with nothing to do.
 
     .venv/bin/python bench/idle_lab_bench.py        (root; ~1 minute)
 
+DSR_BENCH_PACE=tempest runs the lab at the tempest labs' reporting pace
+(tools/tempest/gate.py: TEMPEST_AGENT_TIMERS, TEMPEST_STATS_INTERVAL)
+instead of the labs' own (reports every second).
+
 No targets.  Last line: one JSON object (processes: [command, share of
 a core], busiest first).
 """
@@ -29,6 +33,19 @@ from _common import log  # noqa: E402
 from tools import proc_cpu  # noqa: E402
 
 IDLE_S = float(os.environ.get('DSR_BENCH_IDLE_S', 30))
+PACE = os.environ.get('DSR_BENCH_PACE', 'lab')
+
+
+def _lab_options():
+    """ProductLab keyword arguments of the chosen pace."""
+    if PACE == 'lab':
+        return {}
+    if PACE != 'tempest':
+        raise SystemExit(f'DSR_BENCH_PACE={PACE!r}: lab or tempest')
+    from tools.tempest import gate
+    return {'agent_config': {'agent': gate.TEMPEST_AGENT_TIMERS},
+            'controller_config': {
+                'stats_interval': gate.TEMPEST_STATS_INTERVAL}}
 
 
 def main():
@@ -36,11 +53,13 @@ def main():
     from tools.lab import product_lab as pl
 
     t_start = time.monotonic()
-    out = {'bench': 'idle_lab', 'idle_s': IDLE_S, 'targets': {}}
+    out = {'bench': 'idle_lab', 'idle_s': IDLE_S, 'pace': PACE,
+           'targets': {}}
+    options = _lab_options()
     exc = None
     try:
         with netns.Topology(n_se=2, n_members=2) as topo:
-            lab = pl.ProductLab(topo)
+            lab = pl.ProductLab(topo, **options)
             try:
                 lab.start()
                 for args in (

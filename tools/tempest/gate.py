@@ -58,11 +58,10 @@ TEMPEST_REDIS = (f'{agent_lab.REDIS_SERVER}'
 # The SEs' (L4 and L7) reporting pace in the tempest labs ([agent]), and
 # the controller's statistics round ([dsr_controller] stats_interval).
 # The other labs' 1 s / 5 s are for tests that time statistics and
-# recovery from a lost cast; tempest waits on nothing either paces (news
-# -- an applied generation, member statuses -- is reported when it
-# happens), and the labs live the whole CI run beside stages 1 and 2,
-# where a report a second per SE was most of their CPU (docs/
-# benchmarks.md, "Session 32").
+# recovery from a lost cast; tempest waits on neither pace (news -- an
+# applied generation, member statuses after a change -- is reported when
+# it happens), and these labs live the whole CI run beside stages 1 and 2
+# (docs/benchmarks.md, "Session 32": an idle lab 3-3.5 % of a core less).
 TEMPEST_AGENT_TIMERS = {'stats_interval': 5, 'resync_interval': 30}
 TEMPEST_STATS_INTERVAL = 5
 # Keeps Neutron's automatic addresses off the plugin's fixed VIPs

@@ -274,11 +274,22 @@ def render_config(config, api_argv):
     return '\n'.join(lines) + '\n'
 
 
+# ExaBGP's reactor.speed: its loop sleeps speed/100 s when nothing is
+# ready (peer sockets and the API process's pipe wake it at once), and
+# its timers (keepalive, hold, connect retry) are looked at once a loop.
+# The default (1.0) wakes it a hundred times a second, 1.7-2 % of a core
+# for an idle speaker; 5.0 wakes it twenty times (0.5 %), a 50 ms
+# granularity for timers counted in seconds (docs/benchmarks.md,
+# "Session 32": announce, withdraw, BFD and hold-timer figures unchanged).
+REACTOR_SPEED = '5.0'
+
+
 def render_env(log_level='INFO', user=None):
-    """ExaBGP's environment (INI) file: our API process with acks, no named
-    pipe CLI, no daemonising (the speaker detaches it), no privilege drop
-    (the API helper must reach its socket in the state dir), no listening
-    socket (ExaBGP connects out), logs to stdout (the speaker's log file)."""
+    """ExaBGP's environment (INI) file: its loop's pace (REACTOR_SPEED),
+    our API process with acks, no named pipe CLI, no daemonising (the
+    speaker detaches it), no privilege drop (the API helper must reach its
+    socket in the state dir), no listening socket (ExaBGP connects out),
+    logs to stdout (the speaker's log file)."""
     if str(log_level).upper() not in LOG_LEVELS:
         raise ConfigError(f'ExaBGP log level {log_level!r}: one of '
                           f'{", ".join(LOG_LEVELS)}')
@@ -286,6 +297,7 @@ def render_env(log_level='INFO', user=None):
     if user is None:
         user = pwd.getpwuid(os.getuid()).pw_name
     sections = {
+        'exabgp.reactor': {'speed': REACTOR_SPEED},
         'exabgp.api': {'ack': 'true', 'cli': 'false', 'encoder': 'text',
                        'respawn': 'true', 'terminate': 'false'},
         'exabgp.daemon': {'daemonize': 'false', 'drop': 'false',

@@ -183,6 +183,24 @@ def test_exabgp_itself_accepts_the_config(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+@pytest.mark.skipif(not os.access(os.path.join(os.path.dirname(
+    sys.executable), 'exabgp'), os.X_OK), reason='exabgp not installed')
+def test_exabgp_itself_reads_the_loop_pace(tmp_path):
+    """ExaBGP's own environment parser (``exabgp env --diff``: what
+    differs from its defaults) takes the reactor speed we render."""
+    envf = tmp_path / 'exabgp.env'
+    envf.write_text(xc.render_env())
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().startswith('exabgp')}
+    env['EXABGP_ENVFILE'] = str(envf)
+    exabgp = os.path.join(os.path.dirname(sys.executable), 'exabgp')
+    proc = subprocess.run([exabgp, 'env', '--diff'], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f'[exabgp.reactor]\nspeed = {xc.REACTOR_SPEED}' in proc.stdout
+    assert float(xc.REACTOR_SPEED) > 1.0
+
+
 # -- API commands and RIB parsing ----------------------------------------
 
 

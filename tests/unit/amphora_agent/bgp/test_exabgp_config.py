@@ -160,6 +160,19 @@ def test_digest_tracks_every_input():
     assert xc.digest(conf, env, ['exabgp2', 'x.conf']) != base
 
 
+def _exabgp(tmp_path, *args):
+    """ExaBGP itself, with the environment file we render and none of the
+    caller's exabgp.* variables."""
+    envf = tmp_path / 'exabgp.env'
+    envf.write_text(xc.render_env())
+    env = {k: v for k, v in os.environ.items()
+           if not k.lower().startswith('exabgp')}
+    env['EXABGP_ENVFILE'] = str(envf)
+    exabgp = os.path.join(os.path.dirname(sys.executable), 'exabgp')
+    return subprocess.run([exabgp, *args], capture_output=True, text=True,
+                          env=env, timeout=60)
+
+
 @pytest.mark.skipif(not os.access(os.path.join(os.path.dirname(
     sys.executable), 'exabgp'), os.X_OK), reason='exabgp not installed')
 def test_exabgp_itself_accepts_the_config(tmp_path):
@@ -171,15 +184,7 @@ def test_exabgp_itself_accepts_the_config(tmp_path):
     conf = tmp_path / 'exabgp.conf'
     conf.write_text(xc.render_config(
         c, [sys.executable, '-S', str(helper), str(tmp_path / 's')]))
-    envf = tmp_path / 'exabgp.env'
-    envf.write_text(xc.render_env())
-    env = {k: v for k, v in os.environ.items()
-           if not k.lower().startswith('exabgp')}
-    env['EXABGP_ENVFILE'] = str(envf)
-    exabgp = os.path.join(os.path.dirname(sys.executable), 'exabgp')
-    proc = subprocess.run([exabgp, 'validate', '-n', str(conf)],
-                          capture_output=True, text=True, env=env,
-                          timeout=60)
+    proc = _exabgp(tmp_path, 'validate', '-n', str(conf))
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -188,14 +193,7 @@ def test_exabgp_itself_accepts_the_config(tmp_path):
 def test_exabgp_itself_reads_the_loop_pace(tmp_path):
     """ExaBGP's own environment parser (``exabgp env --diff``: what
     differs from its defaults) takes the reactor speed we render."""
-    envf = tmp_path / 'exabgp.env'
-    envf.write_text(xc.render_env())
-    env = {k: v for k, v in os.environ.items()
-           if not k.lower().startswith('exabgp')}
-    env['EXABGP_ENVFILE'] = str(envf)
-    exabgp = os.path.join(os.path.dirname(sys.executable), 'exabgp')
-    proc = subprocess.run([exabgp, 'env', '--diff'], capture_output=True,
-                          text=True, env=env, timeout=60)
+    proc = _exabgp(tmp_path, 'env', '--diff')
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f'[exabgp.reactor]\nspeed = {xc.REACTOR_SPEED}' in proc.stdout
     assert float(xc.REACTOR_SPEED) > 1.0

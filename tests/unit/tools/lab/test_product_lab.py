@@ -106,9 +106,8 @@ def test_the_l7_ses_timers_by_default_and_a_labs_own(tmp_path):
 
 def test_the_tempest_labs_l7_ses_report_at_the_tempest_pace(
         agents_made, tmp_path):
-    lab = gate.TempestLab(types.SimpleNamespace(
-        members=[types.SimpleNamespace(name="m1")]),
-                          'python', tier=2)
+    topo = types.SimpleNamespace(members=[types.SimpleNamespace(name='m1')])
+    lab = gate.TempestLab(topo, 'python', tier=2)
     agent = _l7_agent_conf(lab.l7_ses(), tmp_path)
     assert {k: float(agent[k]) for k in gate.TEMPEST_AGENT_TIMERS} == \
         gate.TEMPEST_AGENT_TIMERS

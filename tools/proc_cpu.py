@@ -21,7 +21,8 @@ TICK = os.sysconf('SC_CLK_TCK')
 
 
 def cpu_by_pid():
-    """{pid: (command, CPU seconds so far)} of every process."""
+    """{pid: (command, CPU seconds so far, start time in clock ticks)} of
+    every process (pid and start time name a process: PIDs are reused)."""
     found = {}
     for pid in os.listdir('/proc'):
         if not pid.isdigit():
@@ -34,8 +35,11 @@ def cpu_by_pid():
                     errors='replace').strip()
         except OSError:
             continue
+        # Fields after the command's ')': state is field 3, utime 14,
+        # stime 15, starttime 22 (proc(5)).
         fields = stat[stat.rfind(')') + 2:].split()
-        found[pid] = (cmd[:100], (int(fields[11]) + int(fields[12])) / TICK)
+        found[pid] = (cmd[:100], (int(fields[11]) + int(fields[12])) / TICK,
+                      int(fields[19]))
     return found
 
 
@@ -43,14 +47,19 @@ def main(out_path, interval=0.5):
     stopped = []
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stopped.append(True))
-    # (pid, command) -> CPU s as last seen: a PID reused by another
-    # command is another process.
+    # (pid, start time) -> [command, CPU s] as last seen.  One process
+    # may show several command lines: it retitles itself (setproctitle:
+    # cotyledon's workers, pytest-xdist's per test file) and reads as ''
+    # once it is a zombie; it is counted once, under its last title.
     last = {}
     while not stopped:
-        for pid, (cmd, cpu) in cpu_by_pid().items():
-            last[(pid, cmd)] = cpu
+        for pid, (cmd, cpu, start) in cpu_by_pid().items():
+            seen = last.setdefault((pid, start), [cmd, cpu])
+            if cmd:
+                seen[0] = cmd
+            seen[1] = cpu
         time.sleep(interval)
-    rows = [[pid, cmd, cpu] for (pid, cmd), cpu in last.items()]
+    rows = [[pid, cmd, cpu] for (pid, _), (cmd, cpu) in last.items()]
     with open(out_path, 'w') as f:
         json.dump(rows, f)
     by_cmd = collections.Counter()

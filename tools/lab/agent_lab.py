@@ -47,6 +47,11 @@ CAP_BITS = {'net_admin': 12, 'net_raw': 13, 'sys_admin': 21,
             'perfmon': 38, 'bpf': 39}
 
 
+def option_lines(options):
+    """The lines of {option: value} in a config file's section."""
+    return ''.join(f'{k} = {v}\n' for k, v in options.items())
+
+
 def process_status(pid):
     """/proc/<pid>/status as {field: value}."""
     with open(f'/proc/{pid}/status') as f:

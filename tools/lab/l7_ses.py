@@ -109,7 +109,7 @@ class L7SEs:
         agents = self.lab.agents
         path = self._path(f'{name}.conf')
         state = self._path(name)
-        options = ''.join(f'{k} = {v}\n' for k, v in self.agent_config.items())
+        options = agent_lab.option_lines(self.agent_config)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:
             f.write(f"""[DEFAULT]

@@ -88,7 +88,7 @@ class _Agents(agent_lab.AgentLab):
             with open(path, 'a') as f:
                 for section, options in self._agent_config.items():
                     f.write(f'\n[{section}]\n')
-                    f.writelines(f'{k} = {v}\n' for k, v in options.items())
+                    f.write(agent_lab.option_lines(options))
         return path
 
     @property
@@ -242,8 +242,7 @@ class ProductLab:
         sockets = dict(self.stack.driver_agent_sockets)
         if self.status_relay:
             sockets.update(self.relay_sockets)
-        options = ''.join(f'{k} = {v}\n'
-                          for k, v in self.controller_config.items())
+        options = agent_lab.option_lines(self.controller_config)
         # It holds the broker and database credentials.
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         with os.fdopen(fd, 'w') as f:

@@ -111,3 +111,22 @@ def test_the_tempest_labs_l7_ses_report_at_the_tempest_pace(
     agent = _l7_agent_conf(lab.l7_ses(), tmp_path)
     assert {k: float(agent[k]) for k in gate.TEMPEST_AGENT_TIMERS} == \
         gate.TEMPEST_AGENT_TIMERS
+
+
+def test_the_agents_options_come_after_the_labs_own(monkeypatch, tmp_path):
+    """_Agents appends its sections: oslo.config takes their values over
+    the lab's earlier ones (the tempest labs' reporting pace)."""
+    from oslo_config import cfg
+
+    base = tmp_path / 'se1.conf'
+    base.write_text('[agent]\nstats_interval = 1\nresync_interval = 5\n')
+    monkeypatch.setattr(agent_lab.AgentLab, 'config_file',
+                        lambda self, se: str(base))
+    agents = product_lab._Agents.__new__(product_lab._Agents)
+    agents._agent_config = {'agent': gate.TEMPEST_AGENT_TIMERS}
+    conf = cfg.ConfigOpts()
+    conf.register_opts([cfg.FloatOpt('stats_interval'),
+                        cfg.FloatOpt('resync_interval')], group='agent')
+    conf(['--config-file', agents.config_file('se1')], project='t')
+    assert {k: conf.agent[k] for k in gate.TEMPEST_AGENT_TIMERS} == \
+        gate.TEMPEST_AGENT_TIMERS

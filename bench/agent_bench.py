@@ -149,10 +149,11 @@ def main():
         subprocess.run(['ip', 'netns', 'del', ns], capture_output=True)
         shutil.rmtree(pin_dir, ignore_errors=True)
 
+    size = f' ({LISTENERS} x {MEMBERS})'  # the targets are set at 1,000
     targets = {
-        'from_scratch_s<=30': t_scratch <= 30,
-        'rss_mb<=200': peak <= 200,
-        'one_change_steady_ms<=100': t_change2 * 1000 <= 100,
+        f'from_scratch_s<=30{size}': t_scratch <= 30,
+        f'rss_mb<=200{size}': peak <= 200,
+        f'one_change_steady_ms<=100{size}': t_change2 * 1000 <= 100,
     }
     print(f'{LISTENERS} listeners x {MEMBERS} members: load program '
           f'{t_load:.2f} s, apply from scratch {t_scratch:.2f} s, one '

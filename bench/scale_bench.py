@@ -14,14 +14,15 @@ network namespace where every member's next hop resolves.  Reported:
   new snapshot generation through the same path), and an unchanged
   snapshot.
 
-    .venv/bin/python bench/scale_bench.py          (root; 1,000 listeners,
-                                                   about a minute here)
-    DSR_BENCH_LISTENERS=10000 .venv/bin/python bench/scale_bench.py
+    .venv/bin/python bench/scale_bench.py          (root; 10,000 listeners,
+                                                   issue 15's size: about
+                                                   25 s on a quiet host)
+    DSR_BENCH_LISTENERS=1000 .venv/bin/python bench/scale_bench.py
     .venv/bin/python bench/scale_bench.py --ring-tiers   (rings sized by
                                                    their pool: balance and
                                                    disruption, no root)
 
-Environment: DSR_BENCH_LISTENERS (N, default 1000; the dataplane is created
+Environment: DSR_BENCH_LISTENERS (N, default 10000; the dataplane is created
 with [dataplane] max_listeners = N and max_members = N x members),
 DSR_BENCH_MEMBERS (16), DSR_BENCH_RING_SIZE ([dataplane] ring_size,
 default 128021; must be prime: the largest ring), DSR_BENCH_RING_SLOTS
@@ -61,7 +62,7 @@ from _common import Sandbox  # noqa: E402
 from _common import sh  # noqa: E402
 from _common import veth  # noqa: E402
 
-LISTENERS = int(os.environ.get('DSR_BENCH_LISTENERS', 1000))
+LISTENERS = int(os.environ.get('DSR_BENCH_LISTENERS', 10000))
 MEMBERS = int(os.environ.get('DSR_BENCH_MEMBERS', 16))
 RING_SIZE = int(os.environ.get('DSR_BENCH_RING_SIZE', 128021))
 CONN_TABLE = int(os.environ.get('DSR_BENCH_CONN_TABLE', 262144))
@@ -373,14 +374,17 @@ def main():
            'conn_table_size': CONN_TABLE,
            'targets': {}}
     out['one_member_change_ms'] = None
+    # The size is in each target's name: the targets are issue 15's at
+    # 10,000 x 16, and a smaller run must not read as meeting them.
+    size = f' ({LISTENERS} x {MEMBERS})'
     checks = (
-        (f'apply_from_scratch_s<={TARGETS["apply_s"]}',
+        (f'apply_from_scratch_s<={TARGETS["apply_s"]}{size}',
          'apply_from_scratch_s', TARGETS['apply_s']),
-        (f'peak_rss_mb<={TARGETS["rss_mb"]}', 'peak_rss_mb',
+        (f'peak_rss_mb<={TARGETS["rss_mb"]}{size}', 'peak_rss_mb',
          TARGETS['rss_mb']),
-        (f'map_memory_mb<={TARGETS["map_mb"]}', 'map_total_mb',
+        (f'map_memory_mb<={TARGETS["map_mb"]}{size}', 'map_total_mb',
          TARGETS['map_mb']),
-        (f'one_member_change_ms<={TARGETS["change_ms"]}',
+        (f'one_member_change_ms<={TARGETS["change_ms"]}{size}',
          'one_member_change_ms', TARGETS['change_ms']))
     # Missed unless measured.
     out['targets'].update((name, False) for name, _, _ in checks)

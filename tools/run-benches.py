@@ -17,6 +17,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
+from tools import bench_targets  # noqa: E402
+
 
 def run_one(path, timeout):
     name = path.stem
@@ -80,6 +83,7 @@ def main():
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
+    print(bench_targets.render(bench_targets.verdicts(results)))
     failed = [r["bench"] for r in results if "error" in r]
     print(f"wrote {len(results)} result(s) to {out}"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""))

@@ -194,14 +194,20 @@ SCENARIOS = {
     '4in4_miss_guarded': ('v4', 'miss', '4in4 miss with the new-flow flood '
                           'guard engaged (flood_rate 1: steered by the ring, '
                           'no LRU insert)'),
+    '4in4_miss_rst': ('v4', 'miss', '4in4 miss, a TCP RST (a RST flood: '
+                      'steered by the ring, never remembered)'),
 }
+# Scenarios whose frames carry these TCP flags instead of the template's
+# SYN; and those that must make no conn-table entry (checked).
+TCP_FLAGS = {'4in4_miss_rst': 0x04}
+NO_INSERT = {'4in4_miss_rst'}
 # Scenarios run with se_config.flood_rate = 1, so that (after the first
 # new flow of each second) every run is over the rate.
 GUARDED = {'4in4_miss_guarded'}
 # policy scenario -> the plain scenario it is compared with
 POLICY_BASE = {s: ('4in4_hit' if '_hit_' in s else '4in4_miss')
                for s in SCENARIOS if s.endswith(('_limit', '_acl', '_idle',
-                                                 '_guarded'))}
+                                                 '_guarded', '_rst'))}
 # Measure each policy scenario right after its base, so that their ratio
 # (per round) compares samples taken moments apart on a noisy machine.
 SCENARIOS = dict(sorted(SCENARIOS.items(), key=lambda kv: (
@@ -280,6 +286,16 @@ def template(listener):
     key = model.ListenerKey.parse(listener)
     src = CLIENT4 if key.vip.version == 4 else CLIENT6
     return packets.flow_packet(src, 40000, key.vip, key.port, key.protocol)
+
+
+def scenario_frame(scen, lname):
+    """The template of scen's listener, with scen's TCP flags if any."""
+    frame = template(LISTENERS[lname][0])
+    flags = TCP_FLAGS.get(scen)
+    if flags is None:
+        return frame
+    at = flow_offsets(frame)[0] + 13  # the TCP header's flags byte
+    return frame[:at] + bytes([flags]) + frame[at + 1:]
 
 
 def flow_offsets(frame):
@@ -528,13 +544,15 @@ class Bench:
         se['l_drops'] = ls(lm, key, 40)
         se['l_guarded'] = ls(lm, key,
                              structs.ListenerStats.flood_guarded.offset)
+        se['l_new_flows'] = ls(lm, key,
+                               structs.ListenerStats.new_flows.offset)
         return se
 
     # ------------------------------------------------------ verification
     def verify_all(self):
         C.log('verifying every measured path (repeat=1) before timing:')
         for scen, (lname, mode, _) in SCENARIOS.items():
-            frame = template(LISTENERS[lname][0])
+            frame = scenario_frame(scen, lname)
             # The real entry on the pristine template.
             res, _, _ = self.test_run('bench_se', frame, 1)
             if res.retval != libbpf.XDP_TX:
@@ -605,8 +623,9 @@ class Bench:
             key = 'l_misses' if mode == 'miss' else 'l_hits'
             # Guarded: one insert per second per CPU at most gets through.
             unguarded = REPEAT - d['l_guarded'] if guarded else 0
+            inserted = d['l_new_flows'] if scen in NO_INSERT else 0
             if (steered != REPEAT or drops or d[key] != REPEAT
-                    or unguarded > 100):
+                    or unguarded > 100 or inserted):
                 raise RuntimeError(
                     '%s: of %d runs %d steered, %d dropped, %s=%d: not the '
                     'path meant to be measured (%s)'
@@ -667,7 +686,7 @@ class Bench:
             samples['adjust_pair'].append(
                 self.timed('bench_adjust_pair', frame4))
             for scen, (lname, mode, _) in SCENARIOS.items():
-                frame = template(LISTENERS[lname][0])
+                frame = scenario_frame(scen, lname)
                 samples[scen]['rst_se'].append(
                     self.timed('bench_rst_se', frame, scen, mode, lname))
                 samples[scen]['rst_pass'].append(
@@ -776,9 +795,7 @@ def report(samples):
     floor_targets = report_floor(samples, out)
     # A new flow against a hit, per round (4in4: the miss runs right
     # before its policy variants, the hit a few programs earlier).
-    ratios = [round_net(samples, '4in4_miss', 'rst_se', i)
-              / round_net(samples, '4in4_hit', 'rst_se', i)
-              for i in range(ROUNDS)]
+    ratios = per_round_vs_hit(samples, '4in4_miss')
     t3 = {'name': '4in4 new flow <= %g x 4in4 conn-hit' % TARGET_MISS_X_HIT,
           'value': sc['4in4_miss']['net_lb_ns'],
           'ratio': round(C.median(ratios), 2),
@@ -786,9 +803,7 @@ def report(samples):
           'met': C.median(ratios) <= TARGET_MISS_X_HIT}
     out['targets']['miss_vs_hit'] = t3
     # The flood guard engaged: a new flow steered without its insert.
-    g_ratios = [round_net(samples, '4in4_miss_guarded', 'rst_se', i)
-                / round_net(samples, '4in4_hit', 'rst_se', i)
-                for i in range(ROUNDS)]
+    g_ratios = per_round_vs_hit(samples, '4in4_miss_guarded')
     out['flood_guard'] = {
         'guarded_new_flow_ns': sc['4in4_miss_guarded']['net_lb_ns'],
         'guarded_x_hit': round(C.median(g_ratios), 2),
@@ -798,6 +813,17 @@ def report(samples):
     C.log('flood guard engaged: 4in4 new flow without insert x %.2f of the '
           '4in4 conn-hit (rounds %.2f..%.2f; with the insert x %.2f)' % (
               C.median(g_ratios), min(g_ratios), max(g_ratios), t3['ratio']))
+    # A RST without an entry: steered, never remembered (se.h).
+    r_ratios = per_round_vs_hit(samples, '4in4_miss_rst')
+    out['rst_without_entry'] = {
+        'ns': sc['4in4_miss_rst']['net_lb_ns'],
+        'x_hit': round(C.median(r_ratios), 2),
+        'x_hit_range': [round(min(r_ratios), 2), round(max(r_ratios), 2)],
+        'x_new_flow': out['policy_cost']['4in4_miss_rst']['ratio']}
+    C.log('a TCP RST without an entry (never remembered): x %.2f of the 4in4 '
+          'conn-hit (rounds %.2f..%.2f), x %.3f of a new flow with its '
+          'insert' % (C.median(r_ratios), min(r_ratios), max(r_ratios),
+                      out['rst_without_entry']['x_new_flow']))
     C.log('')
     C.log('target %s: x %.2f (rounds %.2f..%.2f): %s' % (
         t3['name'], t3['ratio'], min(ratios), max(ratios),
@@ -813,6 +839,13 @@ def report(samples):
                   t['name'], t['value'], t['limit'], t['ratio'],
                   t['ratio_wall'], 'MET' if t['met'] else 'MISSED'))
     return out
+
+
+def per_round_vs_hit(samples, scen):
+    """scen's net ns over the 4in4 hit's, one ratio per round."""
+    return [round_net(samples, scen, 'rst_se', i)
+            / round_net(samples, '4in4_hit', 'rst_se', i)
+            for i in range(ROUNDS)]
 
 
 def round_net(samples, scen, prog, i, clock='cpu'):

@@ -15,9 +15,10 @@
  * Exempting either would leave the flood a way around the guard.  Exempt
  * are the flows whose correctness needs their entry: a flow that
  * connection_limit admission counted (limit.h releases its count through
- * conn.ep; a client FIN or RST without an entry is not counted, so not
- * exempt: else a spoofed RST flood to a limited listener would evict
- * established flows) and a flow whose stale entry is being replaced (a
+ * conn.ep; a client FIN without an entry is not counted, so not exempt:
+ * else a spoofed FIN flood to a limited listener would evict established
+ * flows; a RST without an entry is never remembered at all, se.h) and a
+ * flow whose stale entry is being replaced (a
  * known flow re-steered after its member went away or its idle timeout
  * passed: replacing it adds no entry). */
 #ifndef DSR_FLOOD_H

@@ -104,8 +104,12 @@ static __always_inline int steer_to(struct xdp_md *ctx, struct pkt *p, struct ch
 		return drop_vip(p, ls, err);
 
 	/* An ICMP error about an unknown flow is not a flow: a spoofed one
-	 * must not fill the connection table. */
-	if (fresh && !icmp_err) {
+	 * must not fill the connection table.  Nor is a TCP RST without an
+	 * entry: it ends its flow, the client sends nothing after it, so
+	 * there is no member to keep -- and a spoofed RST flood (random
+	 * sources) then evicts no established flow's entry and costs a miss
+	 * without the insert. */
+	if (fresh && !icmp_err && !(p->tcp_flags & TCPF_RST)) {
 		/* The guard spares only what needs the entry: a flow admission
 		 * counted (not a FIN or RST, never counted) or a stale entry
 		 * being replaced (flood.h). */

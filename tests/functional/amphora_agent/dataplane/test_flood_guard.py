@@ -7,8 +7,9 @@ pinned to one CPU (the guard's window is per CPU).  With
 the flows beyond are steered to their ring member all the same but get no
 conn-table entry, and their packets are counted as ``flood_guarded``.
 Established flows keep their entries, the flows a connection_limit
-listener counts are always remembered (its FINs and RSTs without an entry,
-never counted, are not), and rate 0 turns the guard off.
+listener counts are always remembered (its FINs without an entry, never
+counted, are not), RSTs without an entry are never remembered whatever the
+rate, and rate 0 turns the guard off.
 
 docs/dataplane.md, section *New-flow flood guard*, states these semantics.
 """
@@ -164,23 +165,50 @@ def test_connection_limit_flows_are_always_remembered(se):
     assert not se.remembered(PLAIN, SRC4, 43999)
 
 
-@pytest.mark.parametrize("flags", ["R", "FA"])
-def test_fin_and_rst_to_a_limited_listener_are_guarded(se, flags):
-    """Admission never counts a FIN or RST without an entry, so nothing
-    needs its entry: over the rate it is steered but not remembered, or a
-    spoofed RST flood to a limited listener would evict established
-    flows."""
+def test_fin_to_a_limited_listener_is_guarded(se):
+    """Admission never counts a FIN without an entry, so nothing needs its
+    entry: over the rate it is steered but not remembered, or a spoofed
+    FIN flood to a limited listener would evict established flows."""
     se.write_config(flood_rate=RATE)
     before = se.listener_stats(LIMITED)
     counted = se.counted(LIMITED)
     ports, members = burst(se, LIMITED, SRC4,
-                           range(48000, 48000 + RATE + 4), flags=flags)
+                           range(48000, 48000 + RATE + 4), flags="FA")
     assert members == [ring_member(se, LIMITED, SRC4, p) for p in ports]
     kept = [p for p in ports if se.remembered(LIMITED, SRC4, p)]
     assert kept == ports[:RATE]
     after = se.listener_stats(LIMITED)
     assert after["flood_guarded"] - before["flood_guarded"] == 4
     assert se.counted(LIMITED) == counted
+
+
+@pytest.mark.parametrize("rate", [0, RATE])
+@pytest.mark.parametrize("key,src", [(PLAIN, SRC4), (PLAIN6, SRC6),
+                                     (LIMITED, SRC4)])
+@pytest.mark.parametrize("flags", ["R", "RA"])
+def test_a_rst_without_an_entry_is_steered_and_never_remembered(
+        se, key, src, flags, rate):
+    """A RST ends its flow: one without an entry goes to its ring member
+    and leaves no entry, under the guard's rate or over it, guard on or
+    off (so a spoofed RST flood evicts no established flow), is neither a
+    new flow nor guarded, and uses none of the guard's inserts: a SYN
+    after the burst is still remembered."""
+    tp.steered(se, tp.tcp(key, src, ESTABLISHED_PORT))
+    se.write_config(flood_rate=rate)
+    before = se.listener_stats(key)
+    counted = se.counted(key)
+    ports, members = burst(se, key, src, range(47000, 47000 + RATE + 4),
+                           flags=flags)
+    assert members == [ring_member(se, key, src, p) for p in ports]
+    assert [p for p in ports if se.remembered(key, src, p)] == []
+    after = se.listener_stats(key)
+    assert after["conn_misses"] - before["conn_misses"] == len(ports)
+    assert after["new_flows"] == before["new_flows"]
+    assert after["flood_guarded"] == before["flood_guarded"]
+    assert se.counted(key) == counted
+    assert se.remembered(key, src, ESTABLISHED_PORT)
+    tp.steered(se, tp.tcp(key, src, 46000))
+    assert se.remembered(key, src, 46000)
 
 
 def test_a_stale_entry_is_replaced_over_the_rate(se):

@@ -243,12 +243,22 @@ class Agent:
                                max_reals=dpc.max_members + 1,
                                conn_table_size=dpc.conn_table_size,
                                ring_slots=dpc.ring_slots)
+        # The agent that attaches the program loads it from the installed
+        # object at every start, beside the pinned maps (flows, rings,
+        # counters stay), and attach() swaps it in atomically: a restart
+        # after an upgrade runs the new release's packet path, not the
+        # program the pins kept.
+        before = dp_mod.Dataplane.pinned_program_tag(dpc.pin_dir)
         self.dp = dp_mod.Dataplane.open(
-            dpc.pin_dir, limits=limits,
+            dpc.pin_dir, limits=limits, reload=bool(dpc.interface),
             flood_guard_rate=dpc.flood_guard_rate)
         if dpc.interface:
             mode = self.dp.attach(dpc.interface, dpc.xdp_mode)
-            LOG.info('SE program on %s (%s XDP)', dpc.interface, mode)
+            after = self.dp.program_tag()
+            LOG.info('SE program %s on %s (%s XDP)%s', after,
+                     dpc.interface, mode,
+                     '' if before in (None, after) else
+                     f': replaced {before} (an upgraded packet path)')
         conf = self.conf.agent
         backoff = dict(max_delay=conf.helper_restart_max_delay,
                        reset_after=conf.helper_healthy_after)

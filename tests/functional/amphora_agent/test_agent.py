@@ -1,9 +1,13 @@
 """dsr-agent end to end: real agents on three SEs, real RabbitMQ, Redis and
 a BIRD router with ECMP, real TCP/UDP from the client to the members."""
 
+import json
+import os
 import re
 import threading
 
+from amphora_agent.dataplane import dataplane as dp_mod
+from amphora_agent.dataplane import pins
 from tools.lab.agent_lab import listener
 from tools.lab.agent_lab import load_balancer
 from tools.lab.agent_lab import member
@@ -91,12 +95,28 @@ def _route_stays(lab, prefix, ses, stop):
     return bad, t
 
 
+def _se_program(lab, se):
+    """(id of the XDP program attached to the SE's uplink, id and tag of
+    the pinned SE program)."""
+    host = lab.topo.hosts[se]
+    (link,) = json.loads(lab.topo.run(
+        se, ['ip', '-j', 'link', 'show', 'dev', host.ifname]).stdout)
+    with pins.open_program(os.path.join(lab.pin_root, se),
+                           dp_mod.SE_PROGRAM) as prog:
+        info = prog.info()
+    return link['xdp']['prog']['id'], info.id, info.tag
+
+
 def test_agent_kill9_and_restart_lose_nothing(make_lab):
-    import threading
+    """... and the restarted agent runs the program of the installed
+    object, loaded at its start beside the pinned maps and swapped in (an
+    upgrade's packet path; the same object: the same tag)."""
     lab = make_lab(n_se=1)
     lab.start_agents()
     lab.wait_applied(lab.publish(basic_lb(lab)))
     lab.wait_route(P4, ['se1'])
+    attached, pinned, tag = _se_program(lab, 'se1')
+    assert attached == pinned
     prober = lab.topo.start_udp_probe(VIP4, 5353, duration=12.0)
     stop = threading.Event()
     deviations, poller = _route_stays(lab, P4, ['se1'], stop)
@@ -112,6 +132,9 @@ def test_agent_kill9_and_restart_lose_nothing(make_lab):
     assert summary['lost'] == 0, summary
     assert summary['switches'] == 0, summary
     assert deviations == [], deviations[:5]
+    now_attached, now_pinned, now_tag = _se_program(lab, 'se1')
+    assert now_attached == now_pinned != attached
+    assert now_tag == tag
 
 
 def test_member_failure_and_recovery(make_lab):

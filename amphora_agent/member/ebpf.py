@@ -69,6 +69,18 @@ def runs_pinned(ifname, pin_dir):
         return prog.id == prog_id
 
 
+def _running(pin_dir):
+    """The interfaces of this host whose decap slot runs the program
+    pinned under pin_dir."""
+    return [name for _, name in socket.if_nameindex()
+            if runs_pinned(name, pin_dir)]
+
+
+def _pinned_tag(pin_dir):
+    with pins.open_program(pin_dir, decap_mod.PROGRAM) as prog:
+        return prog.info().tag
+
+
 def ensure(ifname, addresses, pin_dir, journal, sources=()):
     """Load (unless pinned), give ``addresses`` to the decap set,
     restricted to ``sources`` (the SEs' tunnel sources; none: any source),
@@ -109,7 +121,21 @@ def _ensure(record, ifname, addresses, pin_dir, sources):
     asked = sorted({str(a) for a in sources})
     given = set(record['sources'])
     restricted = bool(asked)
-    with decap_mod.Decap.open(pin_dir) as d:
+    # Over this release's pins the installed program is loaded again and
+    # swapped in (tc replace: atomic) wherever the pinned one runs: pins
+    # that outlived an upgrade (no reboot) would keep the earlier build's
+    # program, and the last teardown finds the interfaces by the pinned
+    # program.  The maps stay.
+    reload = pinned(pin_dir)
+    running = _running(pin_dir) if reload else []
+    old_tag = _pinned_tag(pin_dir) if reload else None
+    with decap_mod.Decap.open(pin_dir, reload=reload) as d:
+        for name in running:
+            d.attach(name)
+        new_tag = _pinned_tag(pin_dir) if reload else None
+        if running and new_tag != old_tag:
+            lines.append(f'+ decap on {", ".join(running)} replaced by the '
+                         f'installed program (tag {old_tag} -> {new_tag})')
         if not was_present:
             record['loaded'] = True
             lines.append(f'+ decap program loaded, pinned under {pin_dir}')

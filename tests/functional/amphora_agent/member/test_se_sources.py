@@ -5,6 +5,7 @@ inside -- is dropped and counted (``drop_source``), while clients through
 the SE are served; check reports a missing source; teardown gives back
 "any source"."""
 
+import json
 import os
 import sys
 
@@ -297,3 +298,57 @@ def test_a_setup_run_again_repairs_what_dsrctl_overrode_and_switches(
     assert _restricted(lab) == [m1.ipv4]
     out = lab.member('m1', 'teardown').stdout
     assert f'- decap for {m1.ipv4}' in out, out
+
+
+_IN_MEMBER = '''
+import json, sys
+from amphora_agent.dataplane import decap, pins
+from amphora_agent.member import ebpf
+pin_dir, action, names = sys.argv[1], sys.argv[2], sys.argv[3:]
+if action == "attach":
+    with decap.Decap.open(pin_dir, create=False) as d:
+        for name in names:
+            d.attach(name)
+with pins.open_program(pin_dir, decap.PROGRAM) as prog:
+    pinned = prog.id
+print(json.dumps({"pinned": pinned,
+                  "attached": [ebpf._attached_id(n) for n in names]}))
+'''
+
+
+def _decap_programs(lab, member, action, *names):
+    """In the member's namespace: attach the pinned decap to names (action
+    'attach') or not ('show'); {'pinned': id, 'attached': [id per name]}."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.dirname(os.path.abspath(__file__))))))
+    out = lab.topo.run(member, [
+        sys.executable, '-c', _IN_MEMBER, lab.pin_dir(member + '-decap'),
+        action, *names], env=dict(os.environ, PYTHONPATH=root)).stdout
+    return json.loads(out)
+
+
+def test_a_setup_run_again_swaps_in_the_installed_program_wherever_it_ran(
+        make_member_lab):
+    """Pins that outlive an upgrade (no reboot) hold the program they were
+    loaded with: a setup run again loads the installed one beside the
+    pinned maps and swaps it in on every interface that runs the pinned
+    one (the setup's uplink and, attached by hand, lo), so the last
+    teardown still finds them all; the decap keeps its addresses and
+    keeps decapsulating."""
+    lab = make_member_lab(n_se=1, n_members=1)
+    topo = lab.topo
+    m1 = topo.members[0]
+    lab.setup_member('m1', '--address', m1.ipv4)
+    before = _decap_programs(lab, 'm1', 'attach', m1.ifname, 'lo')
+    assert before['attached'] == [before['pinned']] * 2
+    lab.setup_member('m1', '--address', m1.ipv4)
+    after = _decap_programs(lab, 'm1', 'show', m1.ifname, 'lo')
+    assert after['pinned'] != before['pinned']
+    assert after['attached'] == [after['pinned']] * 2
+    assert _shown(lab) == {'addresses': [m1.ipv4], 'sources': []}
+    send_forged_syn(topo, m1.ipv4)
+    netns.wait_for(lambda: lab.decap_stats('m1')['ipip'] >= 1, 10,
+                   'the reloaded decap to decapsulate')
+    out = lab.member('m1', 'teardown').stdout
+    assert f'- decap detached from {m1.ifname}' in out, out
+    assert '- decap detached from lo' in out, out

@@ -248,13 +248,13 @@ class Agent:
         # counters stay), and attach() swaps it in atomically: a restart
         # after an upgrade runs the new release's packet path, not the
         # program the pins kept.
-        before = dp_mod.Dataplane.pinned_program_tag(dpc.pin_dir)
+        before = dp_mod.Dataplane.program_tag(dpc.pin_dir)
         self.dp = dp_mod.Dataplane.open(
             dpc.pin_dir, limits=limits, reload=bool(dpc.interface),
             flood_guard_rate=dpc.flood_guard_rate)
         if dpc.interface:
             mode = self.dp.attach(dpc.interface, dpc.xdp_mode)
-            after = self.dp.program_tag()
+            after = dp_mod.Dataplane.program_tag(dpc.pin_dir)
             LOG.info('SE program %s on %s (%s XDP)%s', after,
                      dpc.interface, mode,
                      '' if before in (None, after) else

@@ -311,20 +311,10 @@ class Dataplane:
     def program(self):
         return pins.open_program(self.pin_dir, SE_PROGRAM)
 
-    def program_tag(self):
-        """The kernel's tag of the pinned SE program (a hash of its
-        instructions: the same object loaded again has the same tag)."""
-        with self.program() as prog:
-            return prog.info().tag
-
     @staticmethod
-    def pinned_program_tag(pin_dir):
-        """program_tag() of what is pinned in pin_dir, or None."""
-        try:
-            with pins.open_program(pin_dir, SE_PROGRAM) as prog:
-                return prog.info().tag
-        except OSError:
-            return None
+    def program_tag(pin_dir):
+        """pins.program_tag() of the SE program pinned in pin_dir."""
+        return pins.program_tag(pin_dir, SE_PROGRAM)
 
     def attach(self, ifname, mode='auto'):
         """Attach (or atomically replace) the SE program on an interface.

@@ -5,6 +5,7 @@ loading again upgrades the program while the live state stays; the program
 pin is replaced, never the attachment (attaching swaps programs).
 """
 
+import errno
 import os
 
 from amphora_agent.dataplane import libbpf
@@ -64,6 +65,19 @@ def open_maps(pin_dir, map_names):
 def open_program(pin_dir, program):
     return libbpf.Program.from_pin(
         os.path.join(pin_dir, prog_pin_name(program)))
+
+
+def program_tag(pin_dir, program):
+    """The kernel's tag of the program pinned in pin_dir (a hash of its
+    instructions: the same object loaded again has the same tag), None
+    when none is pinned."""
+    try:
+        with open_program(pin_dir, program) as prog:
+            return prog.info().tag
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise
 
 
 def remove(pin_dir, map_names, program):

@@ -76,11 +76,6 @@ def _running(pin_dir):
             if runs_pinned(name, pin_dir)]
 
 
-def _pinned_tag(pin_dir):
-    with pins.open_program(pin_dir, decap_mod.PROGRAM) as prog:
-        return prog.info().tag
-
-
 def ensure(ifname, addresses, pin_dir, journal, sources=()):
     """Load (unless pinned), give ``addresses`` to the decap set,
     restricted to ``sources`` (the SEs' tunnel sources; none: any source),
@@ -128,11 +123,11 @@ def _ensure(record, ifname, addresses, pin_dir, sources):
     # program.  The maps stay.
     reload = pinned(pin_dir)
     running = _running(pin_dir) if reload else []
-    old_tag = _pinned_tag(pin_dir) if reload else None
+    old_tag = pins.program_tag(pin_dir, decap_mod.PROGRAM)
     with decap_mod.Decap.open(pin_dir, reload=reload) as d:
         for name in running:
             d.attach(name)
-        new_tag = _pinned_tag(pin_dir) if reload else None
+        new_tag = pins.program_tag(pin_dir, decap_mod.PROGRAM)
         if running and new_tag != old_tag:
             lines.append(f'+ decap on {", ".join(running)} replaced by the '
                          f'installed program (tag {old_tag} -> {new_tag})')

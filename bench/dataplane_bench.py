@@ -198,9 +198,10 @@ SCENARIOS = {
                       'steered by the ring, never remembered)'),
 }
 # Scenarios whose frames carry these TCP flags instead of the template's
-# SYN; and those that must make no conn-table entry (checked).
-TCP_FLAGS = {'4in4_miss_rst': 0x04}
-NO_INSERT = {'4in4_miss_rst'}
+# SYN.  A RST without an entry must make none (checked).
+TCP_RST = 0x04
+TCP_FLAGS = {'4in4_miss_rst': TCP_RST}
+NO_INSERT = {s for s, flags in TCP_FLAGS.items() if flags & TCP_RST}
 # Scenarios run with se_config.flood_rate = 1, so that (after the first
 # new flow of each second) every run is over the rate.
 GUARDED = {'4in4_miss_guarded'}

@@ -2,6 +2,7 @@
 kernels without tunnel drivers: the same program and pins `dsrctl decap`
 uses, attached to the uplink's clsact ingress."""
 
+import errno
 import os
 import socket
 
@@ -71,9 +72,17 @@ def runs_pinned(ifname, pin_dir):
 
 def _running(pin_dir):
     """The interfaces of this host whose decap slot runs the program
-    pinned under pin_dir."""
+    pinned under pin_dir (the pin read once, not once per interface);
+    none when no program is pinned there."""
+    try:
+        with pins.open_program(pin_dir, decap_mod.PROGRAM) as prog:
+            pinned_id = prog.id
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return []
+        raise
     return [name for _, name in socket.if_nameindex()
-            if runs_pinned(name, pin_dir)]
+            if _attached_id(name) == pinned_id]
 
 
 def ensure(ifname, addresses, pin_dir, journal, sources=()):
@@ -255,9 +264,9 @@ def _remove(record):
                      f'for {", ".join(others)}')
         return lines
     # The last one out: off every interface of this host that runs it.
+    running = _running(pin_dir)
     for _, name in socket.if_nameindex():
-        if runs_pinned(name, pin_dir) or (
-                name == ifname and record.get('attached')):
+        if name in running or (name == ifname and record.get('attached')):
             _detach(name, lines)
     decap_mod.remove_pins(pin_dir)
     lines.append(f'- decap pins removed from {pin_dir}')

@@ -319,11 +319,9 @@ print(json.dumps({"pinned": pinned,
 def _decap_programs(lab, member, action, *names):
     """In the member's namespace: attach the pinned decap to names (action
     'attach') or not ('show'); {'pinned': id, 'attached': [id per name]}."""
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
-        os.path.dirname(os.path.abspath(__file__))))))
     out = lab.topo.run(member, [
         sys.executable, '-c', _IN_MEMBER, lab.pin_dir(member + '-decap'),
-        action, *names], env=dict(os.environ, PYTHONPATH=root)).stdout
+        action, *names]).stdout
     return json.loads(out)
 
 

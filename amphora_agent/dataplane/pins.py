@@ -2,7 +2,10 @@
 
 Maps are reused when already pinned (libbpf checks they are compatible), so
 loading again upgrades the program while the live state stays; the program
-pin is replaced, never the attachment (attaching swaps programs).
+pin is replaced, never the attachment (attaching swaps programs).  The new
+program is pinned beside the old one and renamed over it, so a reader that
+opens the pin meanwhile (dsrctl show, dsr-member check) finds one of the
+two, never nothing.
 """
 
 import errno
@@ -19,6 +22,13 @@ def object_dir():
 
 def prog_pin_name(program):
     return 'prog_' + program
+
+
+def staged_pin_name(program):
+    # Where a new program waits for its rename; left behind only by a
+    # loader killed in between, and removed by the next load or remove().
+    # (bpffs refuses dots in names.)
+    return 'staged_' + prog_pin_name(program)
 
 
 def pinned(pin_dir, map_names, program):
@@ -42,10 +52,12 @@ def load(obj_path, pin_dir, map_names, program, max_entries=None):
             if name in max_entries:
                 handle.set_max_entries(max_entries[name])
         obj.load()
-        prog_pin = os.path.join(pin_dir, prog_pin_name(program))
-        if os.path.exists(prog_pin):
-            os.unlink(prog_pin)
-        obj.find_program(program).pin(prog_pin)
+        staged = os.path.join(pin_dir, staged_pin_name(program))
+        if os.path.exists(staged):
+            os.unlink(staged)
+        obj.find_program(program).pin(staged)
+        # bpffs renames over an existing pin atomically.
+        os.rename(staged, os.path.join(pin_dir, prog_pin_name(program)))
 
 
 def open_maps(pin_dir, map_names):
@@ -82,7 +94,8 @@ def program_tag(pin_dir, program):
 
 def remove(pin_dir, map_names, program):
     """Remove the pins (and the directory when it is left empty)."""
-    for name in tuple(map_names) + (prog_pin_name(program),):
+    for name in tuple(map_names) + (prog_pin_name(program),
+                                    staged_pin_name(program)):
         path = os.path.join(pin_dir, name)
         if os.path.exists(path):
             os.unlink(path)

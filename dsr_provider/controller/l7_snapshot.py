@@ -94,7 +94,7 @@ def l4_load_balancer(session, lb, encap):
         ldoc = lst.doc
         port = ldoc['protocol_port']
         item = {'id': lst.id,
-                'protocol': 'UDP' if ldoc['protocol'] == 'UDP' else 'TCP',
+                'protocol': models.l4_protocol(ldoc),
                 'port': port,
                 'admin_state_up': ldoc.get('admin_state_up', True),
                 # Clients outside the allow list are dropped at the L4

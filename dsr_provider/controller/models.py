@@ -38,6 +38,13 @@ def vip_addresses(lb_doc):
     return addresses
 
 
+def l4_protocol(listener_doc):
+    """The transport protocol the SEs steer a stored listener's packets
+    by: an HTTP(S) listener of tier 2 is TCP to its L4 SEs."""
+    protocol = listener_doc.get('protocol')
+    return protocol if protocol in ('UDP', 'SCTP') else 'TCP'
+
+
 class SEGroup(Base):
     __tablename__ = 'se_groups'
     name = sa.Column(sa.String(64), primary_key=True)

@@ -20,6 +20,14 @@ that would take a pool with such members is refused (_port_refusal,
 Store._listener_refusal).  The
 driver refuses both at the API when it can look the listener up; this is
 the backstop for when it cannot.  Tier 2 is exempt: the L7 SEs proxy.
+
+VIPs: the SEs of a group steer a packet by (VIP address, transport
+protocol, port), so two listeners of the group with one of these in common
+(load balancers of two projects given the same address on overlapping
+networks, or a tier-2 HTTP and TCP listener on one port) cannot both run.
+The agents would reject one of them by their own order, possibly the one
+already running; the controller refuses the newcomer instead, alone and
+the same way (Store._vip_clash): what runs is never displaced.
 """
 
 import collections
@@ -266,6 +274,17 @@ def _port_refusal(member_doc, listeners):
                     ' DSR cannot translate ports, the member receives the '
                     'client\'s packet unchanged, on the VIP\'s port')
     return None
+
+
+def _policy_children(listener_doc):
+    """(kind, id) of the L7 policies and rules sent with a listener: what
+    a refusal of the listener takes with it."""
+    children = []
+    for policy in listener_doc.get('l7policies') or []:
+        children.append(('l7policies', object_id('l7policies', policy)))
+        children += [('l7rules', object_id('l7rules', rule))
+                     for rule in policy.get('rules') or []]
+    return children
 
 
 def _groups_of(lb):
@@ -556,6 +575,36 @@ class Store:
                 'port (change the members\' port or use another pool)')
 
     @staticmethod
+    def _vip_clash(session, lb, listener, ignored=()):
+        """Why listener row `listener` of load balancer row `lb` cannot be
+        served: another accepted listener of the SE group (not in
+        `ignored`) is served on one of its VIP addresses with the same
+        transport protocol and port; or None."""
+        port = listener.doc.get('protocol_port')
+        vips = {ipaddress.ip_address(a) for a in models.vip_addresses(lb.doc)}
+        if port is None or not vips or lb.rejected is not None:
+            return None
+        protocol = models.l4_protocol(listener.doc)
+        for other_lb in session.query(models.LoadBalancer).filter_by(
+                se_group=lb.se_group, rejected=None):
+            shared = vips & {ipaddress.ip_address(a) for a in
+                             models.vip_addresses(other_lb.doc)}
+            if not shared:
+                continue
+            for other in session.query(models.Listener).filter_by(
+                    loadbalancer_id=other_lb.id, rejected=None):
+                if other.id == listener.id or other.id in ignored or \
+                        other.doc.get('protocol_port') != port or \
+                        models.l4_protocol(other.doc) != protocol:
+                    continue
+                return (f'{protocol} {min(shared)} port {port} is already '
+                        f'served by listener {other.id} of load balancer '
+                        f'{other_lb.id} in SE group {lb.se_group}: the SEs '
+                        'steer by VIP address, protocol and port (use '
+                        'another port or VIP address)')
+        return None
+
+    @staticmethod
     def _get(session, kind, obj_id):
         row = session.get(_MODELS[kind], obj_id)
         if row is None:
@@ -637,6 +686,18 @@ class Store:
             children = [(kind, item['id']) for kind, items in
                         status.doc.items() if kind != 'loadbalancers'
                         for item in items]
+            # Its listeners in the order given: the first of two with a
+            # VIP, protocol and port in common is served.
+            unchecked = {object_id('listeners', d)
+                         for d in lb.get('listeners') or []}
+            for listener in lb.get('listeners') or []:
+                lst = s.get(models.Listener, object_id('listeners', listener))
+                unchecked.discard(lst.id)
+                clash = self._vip_clash(s, row, lst, unchecked)
+                if clash:
+                    self._refuse(status, 'listeners', lst,
+                                 _policy_children(listener), clash, (),
+                                 set())
             # Everything is new: a member on another port than its
             # pool's listener is rejected alone, the rest is served.
             self._reject_misported(s, row, [
@@ -713,8 +774,10 @@ class Store:
             # What a running listener serves, before the change.
             before = None if old is None or old.rejected is not None else (
                 old.doc.get('default_pool_id'), old.doc.get('protocol_port'))
+            steered_by = None if before is None else (
+                before[1], models.l4_protocol(old.doc))
             savepoint = self._savepoint_if_running(
-                s, guard, 'listeners', listener_id, checked=_tier1(lb))
+                s, guard, 'listeners', listener_id, checked=True)
             row = self._put(s, 'listeners', listener, update,
                             loadbalancer_id=lb.id)
             status.add('listeners', row.id)
@@ -730,8 +793,15 @@ class Store:
             if before != (row.doc.get('default_pool_id'),
                           row.doc.get('protocol_port')):
                 refusal = self._listener_refusal(s, lb, row)
+            if steered_by != (row.doc.get('protocol_port'),
+                              models.l4_protocol(row.doc)):
+                refusal = refusal or self._vip_clash(s, lb, row)
+            # A refused new listener takes its policies with it; a refused
+            # update leaves the running ones be.
+            children = _policy_children(listener) if savepoint is None \
+                else []
             self._admit_change(s, guard, status, savepoint,
-                               ('listeners', row, []), refusal)
+                               ('listeners', row, children), refusal)
             return self._bump_lb(s, lb, status, ['listeners', row.id])
 
     def delete_listener(self, listener_id):

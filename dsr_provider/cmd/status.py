@@ -75,6 +75,17 @@ def _controller_rejections(session):
     return found
 
 
+def _diverged(session):
+    """[((kind, id), {field: value})] of running objects whose update was
+    refused: Octavia holds these values, the SEs run the previous ones."""
+    found = []
+    for kind, model in store_mod._MODELS.items():
+        if hasattr(model, 'diverged'):
+            found += [((kind, oid), fields) for oid, fields in session.query(
+                model.id, model.diverged).filter(model.diverged.isnot(None))]
+    return found
+
+
 def _pending(session):
     """{SE group: {load balancer id: newest generation of that group a
     pending change waits for}} (generation 0: refused whole, waits for no
@@ -146,7 +157,8 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
     return view
 
 
-def _differing(session, se_group, rows, owners, pending, rejected):
+def _differing(session, se_group, rows, owners, pending, rejected,
+               diverged=()):
     """[{'id': lb, 'reasons': [...]}] of the group's load balancers whose
     desired state is not what its SEs run."""
     reasons = collections.defaultdict(list)
@@ -168,6 +180,14 @@ def _differing(session, se_group, rows, owners, pending, rejected):
         if lb_id is not None:
             reasons[lb_id].append(f'{store_mod._GET_RESOURCE[kind]} {oid} '
                                   f'left out by the controller: {reason}')
+    for (kind, oid), fields in diverged:
+        lb_id = owners.get((kind, oid))
+        if lb_id is not None:
+            shown = ', '.join(f'{k}={json.dumps(v)}'
+                              for k, v in sorted(fields.items()))
+            reasons[lb_id].append(f'{store_mod._GET_RESOURCE[kind]} {oid} '
+                                  'runs its previous version: its update '
+                                  f'was refused ({shown})')
     for r in rows:
         for kind, objects in (r.rejected_objects or {}).items():
             for oid, reason in sorted(objects.items()):
@@ -211,6 +231,7 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
         owners = _owners(s)
         pending = _pending(s)
         rejected = _controller_rejections(s)
+        diverged = _diverged(s)
         names = sorted(set(groups) | set(agents) | set(enrolled))
         if se_group is not None:
             names = [n for n in names if n == se_group]
@@ -250,7 +271,7 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                 'ring_abi_mismatch': len(set(abis.values())) > 1,
                 'ses': ses,
                 'load_balancers_not_as_desired': _differing(
-                    s, name, rows, owners, pending, rejected),
+                    s, name, rows, owners, pending, rejected, diverged),
             })
     return {'generated_at': now, 'se_groups': result}
 

@@ -67,6 +67,11 @@ class LoadBalancer(Base):
     doc = sa.Column(JSONText, nullable=False)
     # Why the controller left it out of the snapshot (capacity), or null.
     rejected = sa.Column(sa.Text)
+    # {field: value} of a refused update of the running object: what
+    # Octavia holds and the SEs do not run, until an accepted update
+    # sends those fields again (it is ERROR meanwhile, also as a
+    # parent), or null.
+    diverged = sa.Column(JSONText)
 
 
 class Listener(Base):
@@ -76,6 +81,11 @@ class Listener(Base):
     doc = sa.Column(JSONText, nullable=False)
     # Why the controller left it out of the snapshot (capacity), or null.
     rejected = sa.Column(sa.Text)
+    # {field: value} of a refused update of the running object: what
+    # Octavia holds and the SEs do not run, until an accepted update
+    # sends those fields again (it is ERROR meanwhile, also as a
+    # parent), or null.
+    diverged = sa.Column(JSONText)
 
 
 class Pool(Base):
@@ -85,6 +95,11 @@ class Pool(Base):
     doc = sa.Column(JSONText, nullable=False)
     # Why the controller left it out of the snapshot (capacity), or null.
     rejected = sa.Column(sa.Text)
+    # {field: value} of a refused update of the running object: what
+    # Octavia holds and the SEs do not run, until an accepted update
+    # sends those fields again (it is ERROR meanwhile, also as a
+    # parent), or null.
+    diverged = sa.Column(JSONText)
 
 
 class Member(Base):

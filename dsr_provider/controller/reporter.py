@@ -244,7 +244,8 @@ class Reporter:
         view = self._view()
         groups = [(lb_id, todo, [store_mod.octavia_status(
             p.status, failed=verdict == ERROR, rejected=view.rejected,
-            operating=view.operating) for p, verdict in todo])
+            operating=view.operating, diverged=view.diverged)
+            for p, verdict in todo])
             for lb_id, todo in by_lb.items()]
         chunks = list(self._chunks(groups))
         if len(chunks) == 1:
@@ -406,6 +407,8 @@ class Reporter:
             rows = {kind: list(s.query(model))
                     for kind, model in store_mod._MODELS.items()}
             pending = [p.status for p in s.query(models.PendingStatus)]
+            diverged = {(kind, r.id) for kind, kind_rows in rows.items()
+                        for r in kind_rows if getattr(r, 'diverged', None)}
             port_refused = set(neutron_ports.member_reasons(s))
         statuses, rejected = operating_delta.compute(
             rows, operating_delta.reports_of(live, agents),
@@ -416,7 +419,7 @@ class Reporter:
                    for kind, items in doc.items() for item in items
                    if item.get('changed')}
         return _View(statuses, rejected, dict(agent_rejections), waiting,
-                     agents, serving, port_refused, silent)
+                     agents, serving, port_refused, silent, diverged)
 
     def _round(self, session):
         """(groups with a generation not yet published, the operating
@@ -576,4 +579,4 @@ class Reporter:
 
 _View = collections.namedtuple(
     '_View', 'operating rejected agent_rejections waiting agents serving '
-    'port_refused silent')
+    'port_refused silent diverged')

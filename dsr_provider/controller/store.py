@@ -187,7 +187,8 @@ class Status:
                                      for item in changed)
 
 
-def octavia_status(doc, failed=False, rejected=(), operating=None):
+def octavia_status(doc, failed=False, rejected=(), operating=None,
+                   diverged=()):
     """The status for Octavia.
 
     failed: the SEs did not apply the change (whole snapshot rejected,
@@ -200,6 +201,9 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
     ('kept') keeps its operating status.
     operating: {(kind, id): operating status} known now, sent in the same
     update as the provisioning status.
+    diverged: (kind, id) of running objects whose last update was refused
+    (models: diverged): ERROR as a parent too -- Octavia holds the refused
+    values, the SEs run the previous ones -- with their operating status.
     """
     operating = operating or {}
     result = {}
@@ -215,8 +219,10 @@ def octavia_status(doc, failed=False, rejected=(), operating=None):
                 if item.get('rejected') or key in rejected or (
                         failed and item.get('changed')):
                     st = ERROR
-                op = operating.get(key) if item.get('kept') or st != ERROR \
-                    else ERROR
+                kept = item.get('kept') or key in diverged
+                if key in diverged:
+                    st = ERROR
+                op = operating.get(key) if kept or st != ERROR else ERROR
                 if op is None and st == ACTIVE and \
                         kind in _ONLINE_WHEN_ACTIVE:
                     op = ONLINE if item.get('enabled', True) else OFFLINE
@@ -274,6 +280,28 @@ def _port_refusal(member_doc, listeners):
                     ' DSR cannot translate ports, the member receives the '
                     'client\'s packet unchanged, on the VIP\'s port')
     return None
+
+
+def _diverge(row, sent):
+    """A refused update of running object `row` (rolled back): remember the
+    fields it sent that differ from what the SEs run -- Octavia keeps the
+    update's values -- so the object stays ERROR, also as a parent of a
+    later change, until an accepted update sends them again."""
+    if sent is None or not hasattr(row, 'diverged'):
+        return
+    differing = {k: v for k, v in _clean(sent).items()
+                 if row.doc.get(k) != v}
+    if differing:
+        row.diverged = dict(row.diverged or {}, **differing)
+
+
+def _converge(row, sent):
+    """An accepted change of `row`: the diverged fields it sends again
+    are decided anew."""
+    if sent is None or not getattr(row, 'diverged', None):
+        return
+    left = {k: v for k, v in row.diverged.items() if k not in sent}
+    row.diverged = left or None
 
 
 def _policy_children(listener_doc):
@@ -512,22 +540,24 @@ class Store:
         return session.begin_nested()
 
     def _admit_change(self, session, guard, status, savepoint, candidate,
-                      refusal=None):
+                      refusal=None, sent=None):
         """_admit one changed object; savepoint: _savepoint_if_running's;
-        refusal: why it is refused whatever the capacity (ports), or None.
-        A refused update changes nothing and is reported ERROR; only a
+        refusal: why it is refused whatever the capacity (ports), or None;
+        sent: the change's document.  A refused update changes nothing, is
+        reported ERROR and leaves the object diverged (_diverge); only a
         new (or already rejected) object becomes rejected."""
         kind, row, _ = candidate
         running = () if savepoint is None else {(kind, row.id)}
         refused = self._admit(
             session, guard, status, [candidate], running,
             {(kind, row.id): refusal} if refusal else None)
-        if savepoint is None:
-            return
         if refused:
             savepoint.rollback()
-        else:
+            _diverge(row, sent)
+            return
+        if savepoint is not None:
             savepoint.commit()
+        _converge(row, sent)
 
     @staticmethod
     def _served_listeners(session, pool):
@@ -748,7 +778,7 @@ class Store:
             status.add('loadbalancers', row.id)
             # More VIPs multiply its listeners and members.
             self._admit_change(s, guard, status, savepoint,
-                               ('loadbalancers', row, []))
+                               ('loadbalancers', row, []), sent=lb)
             return self._bump_lb(s, row, status)
 
     def delete_loadbalancer(self, lb_id, cascade=True):
@@ -801,7 +831,8 @@ class Store:
             children = _policy_children(listener) if savepoint is None \
                 else []
             self._admit_change(s, guard, status, savepoint,
-                               ('listeners', row, children), refusal)
+                               ('listeners', row, children), refusal,
+                               sent=listener)
             return self._bump_lb(s, lb, status, ['listeners', row.id])
 
     def delete_listener(self, listener_id):
@@ -842,7 +873,7 @@ class Store:
             # serves: each one on another port is rejected alone.
             self._reject_misported(s, lb, [row.id], status)
             self._admit_change(s, guard, status, savepoint,
-                               ('pools', row, children))
+                               ('pools', row, children), sent=pool)
             return self._bump_lb(s, lb, status, ['pools', row.id], l4=False)
 
     def delete_pool(self, pool_id):

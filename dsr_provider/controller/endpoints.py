@@ -133,6 +133,13 @@ class ProviderEndpoint:
                 LOG.info('%s -> generation %s', what, generation)
                 self._published(what)
                 return
+            except store_mod.Redelivered as exc:
+                # Its controller died after the commit and before the
+                # acknowledgement; its statuses are owed or reported.
+                # Applied again it could undo a later change.
+                LOG.warning('%s ignored: %s (a redelivered message)', what,
+                            exc)
+                return
             except store_mod.Unknown as exc:
                 self._unknown(what, exc, target, action)
                 return
@@ -342,6 +349,8 @@ class ChangeEndpoint:
             LOG.error('change %s dropped: API version %r, this controller '
                       'serves %s', event_type, version, API_VERSION)
             return messaging.NotificationResult.HANDLED
+        token = store_mod.CHANGE_MESSAGE.set(
+            (metadata or {}).get('message_id'))
         try:
             getattr(self.provider, event_type)(ctxt, **payload['args'])
         except TransientError as exc:
@@ -354,6 +363,8 @@ class ChangeEndpoint:
             # back and fail again on every controller, forever.
             LOG.exception('change %s dropped: it failed and its objects '
                           'could not be set ERROR', event_type)
+        finally:
+            store_mod.CHANGE_MESSAGE.reset(token)
         return messaging.NotificationResult.HANDLED
 
 

@@ -172,6 +172,18 @@ class PendingStatus(Base):
     created_at = sa.Column(sa.Double, nullable=False)
 
 
+class ProcessedChange(Base):
+    """A change message of the provider driver this controller committed
+    (its oslo.messaging message_id), kept [dsr_controller] tombstone_ttl:
+    RabbitMQ redelivers a message whose controller died after the commit
+    and before its acknowledgement, possibly after later changes of the
+    same objects, which it must not undo."""
+
+    __tablename__ = 'processed_changes'
+    message_id = sa.Column(sa.String(64), primary_key=True)
+    processed_at = sa.Column(sa.Double, nullable=False, index=True)
+
+
 class Tombstone(Base):
     """An object the controller deleted (directly or in a cascade), kept
     [dsr_controller] tombstone_ttl: a redelivered create or update of it

@@ -32,6 +32,7 @@ the same way (Store._vip_clash): what runs is never displaced.
 
 import collections
 import contextlib
+import contextvars
 import functools
 import hashlib
 import ipaddress
@@ -110,6 +111,20 @@ class Unknown(LookupError):
                                     f'unknown')
         self.kind = kind
         self.obj_id = obj_id
+
+
+# The message_id of the change message being handled in this thread
+# (endpoints.ChangeEndpoint): the first transaction of the change records
+# it, and refuses it if it was recorded already.
+CHANGE_MESSAGE = contextvars.ContextVar('dsr_change_message', default=None)
+
+
+class Redelivered(Exception):
+    """This change message was committed already (models.ProcessedChange):
+    RabbitMQ delivered it again."""
+
+    def __init__(self, message_id):
+        super().__init__(f'message {message_id} was applied already')
 
 
 class Tombstoned(Unknown):
@@ -341,11 +356,32 @@ class Store:
         rows: under REPEATABLE READ the first plain read fixes the view, so
         counting after waiting for the group's lock would miss what the
         transaction that held the lock just committed."""
+        message_id = CHANGE_MESSAGE.get()
         with self.db.session() as s:
             if self.db.engine.dialect.name == 'mysql':
                 s.connection(execution_options={
                     'isolation_level': 'READ COMMITTED'})
+            if message_id:
+                self._record_message(s, message_id)
             yield s
+        if message_id:
+            # Committed: the change's other transactions, if any, are its.
+            CHANGE_MESSAGE.set(None)
+
+    @staticmethod
+    def _record_message(session, message_id):
+        """Record a change message in its change's transaction; Redelivered
+        if it was committed before.  Inserted first: a second delivery
+        handled at the same time waits on the row and then finds it."""
+        if session.get(models.ProcessedChange, message_id) is not None:
+            raise Redelivered(message_id)
+        session.add(models.ProcessedChange(message_id=message_id,
+                                           processed_at=time.time()))
+        try:
+            session.flush()
+        except sa_exc.IntegrityError:
+            # The whole transaction is rolled back with it.
+            raise Redelivered(message_id) from None
 
     # ------------------------------------------------------------ helpers
     def se_group_of(self, lb_doc):
@@ -1238,11 +1274,15 @@ class Store:
                         {'outcome': outcome}, synchronize_session=False)
 
     def purge_tombstones(self, max_age):
-        """Forget objects deleted more than max_age seconds ago; returns
-        how many."""
+        """Forget objects deleted, and change messages committed, more than
+        max_age seconds ago; returns how many objects."""
+        before = time.time() - max_age
         with self.db.session() as s:
+            s.query(models.ProcessedChange).filter(
+                models.ProcessedChange.processed_at < before).delete(
+                    synchronize_session=False)
             return s.query(models.Tombstone).filter(
-                models.Tombstone.deleted_at < time.time() - max_age).delete(
+                models.Tombstone.deleted_at < before).delete(
                     synchronize_session=False)
 
     # ------------------------------------------------ L7 SE membership

@@ -263,7 +263,8 @@ _NESTED = {'loadbalancers': (('listeners', 'listeners'), ('pools', 'pools')),
 
 
 def _nested(kind, doc):
-    """(kind, id) of the objects a create's document nests (a graph)."""
+    """(kind, id) of the objects a create's (or a delete's) document nests
+    (a graph)."""
     for child_kind, key in _NESTED.get(kind, ()):
         children = doc.get(key) or []
         for child in [children] if isinstance(children, dict) else children:
@@ -1167,6 +1168,11 @@ class Store:
             status = Status()
             if tomb is None:
                 status.add(kind, obj_id, DELETED)
+                # What Octavia deletes with it (a cascade, a pool's members
+                # and monitor): DELETED too, or Octavia keeps their rows
+                # and their quota.
+                for child_kind, child_id in _nested(kind, doc):
+                    status.add(child_kind, child_id, DELETED)
                 self._mark_parents(s, kind, _parent_link(kind, doc), status)
                 return self._owe(s, status)
             if tomb.outcome != ERROR:

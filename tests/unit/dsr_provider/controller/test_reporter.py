@@ -690,3 +690,22 @@ def test_a_revoked_se_stops_voting_at_once(store):
     reporter.run_once()
     assert reported(lib, 'members', 'm1', 'operating_status') == [
         'ONLINE', 'ERROR']
+
+
+def test_a_cascade_delete_never_known_deletes_the_whole_graph(store):
+    """A load balancer whose create the controller never stored (refused
+    whole, or its tombstone purged): Octavia's cascade delete sends the
+    graph, and every object in it is DELETED -- Octavia decrements each
+    one's quota and removes its row only on that status."""
+    lib, reporter = make(store, {'se1'})
+    store.delete_missing('loadbalancers', graph())
+    reporter.run_once()
+    (status,) = lib.statuses
+    assert {kind: sorted((i['id'], i['provisioning_status'])
+                         for i in items)
+            for kind, items in status.items()} == {
+        'loadbalancers': [('lb1', 'DELETED')],
+        'listeners': [('l1', 'DELETED')],
+        'pools': [('p1', 'DELETED')],
+        'members': [('m1', 'DELETED'), ('m2', 'DELETED')],
+        'healthmonitors': [('hm1', 'DELETED')]}

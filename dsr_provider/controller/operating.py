@@ -95,6 +95,8 @@ Health monitors:
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
 | the group has no live serviceable SE                   | OFFLINE    |
+| its pool or load balancer rejected, its load balancer  | OFFLINE    |
+|   admin down (the SEs run no check of it)              |            |
 | admin down                                             | OFFLINE    |
 | otherwise                                              | ONLINE     |
 """
@@ -256,7 +258,10 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
         pool = pool_rows.get(hm.pool_id)
         if key in rejected:
             out[key] = ERROR
-        elif pool is None or not serving(pool.loadbalancer_id):
+        elif pool is None or pool.loadbalancer_id not in served_lbs or \
+                ('pools', pool.id) in rejected:
+            # Its pool or load balancer is rejected (or not served): the
+            # SEs run no check of it.
             out[key] = OFFLINE
         else:
             out[key] = ONLINE if _up(hm) else OFFLINE

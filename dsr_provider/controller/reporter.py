@@ -244,7 +244,8 @@ class Reporter:
         view = self._view()
         groups = [(lb_id, todo, [store_mod.octavia_status(
             p.status, failed=verdict == ERROR, rejected=view.rejected,
-            operating=view.operating, diverged=view.diverged)
+            operating=view.operating, diverged=view.diverged,
+            unserved=view.unserved)
             for p, verdict in todo])
             for lb_id, todo in by_lb.items()]
         chunks = list(self._chunks(groups))
@@ -419,7 +420,8 @@ class Reporter:
                    for kind, items in doc.items() for item in items
                    if item.get('changed')}
         return _View(statuses, rejected, dict(agent_rejections), waiting,
-                     agents, serving, port_refused, silent, diverged)
+                     agents, serving, port_refused, silent, diverged,
+                     store_mod.below(rows, rejected))
 
     def _round(self, session):
         """(groups with a generation not yet published, the operating
@@ -579,4 +581,4 @@ class Reporter:
 
 _View = collections.namedtuple(
     '_View', 'operating rejected agent_rejections waiting agents serving '
-    'port_refused silent diverged')
+    'port_refused silent diverged unserved')

@@ -202,8 +202,22 @@ class Status:
                                      for item in changed)
 
 
+def below(rows, keys):
+    """(kind, id) of the rows ({kind: [row]}) that are descendants of the
+    objects `keys` ((kind, id)), by their parent links."""
+    found = set()
+    for kind in ('listeners', 'pools', 'members', 'healthmonitors',
+                 'l7policies', 'l7rules'):
+        parent_kind, link = _PARENT[kind]
+        for row in rows.get(kind, ()):
+            parent = (parent_kind, getattr(row, link))
+            if parent in keys or parent in found:
+                found.add((kind, row.id))
+    return found
+
+
 def octavia_status(doc, failed=False, rejected=(), operating=None,
-                   diverged=()):
+                   diverged=(), unserved=()):
     """The status for Octavia.
 
     failed: the SEs did not apply the change (whole snapshot rejected,
@@ -219,6 +233,9 @@ def octavia_status(doc, failed=False, rejected=(), operating=None,
     diverged: (kind, id) of running objects whose last update was refused
     (models: diverged): ERROR as a parent too -- Octavia holds the refused
     values, the SEs run the previous ones -- with their operating status.
+    unserved: (kind, id) of objects below a rejected one (below()): the
+    SEs run none of them, so none is ACTIVE; their operating status is
+    computed (OFFLINE: not served).
     """
     operating = operating or {}
     result = {}
@@ -234,8 +251,9 @@ def octavia_status(doc, failed=False, rejected=(), operating=None,
                 if item.get('rejected') or key in rejected or (
                         failed and item.get('changed')):
                     st = ERROR
-                kept = item.get('kept') or key in diverged
-                if key in diverged:
+                kept = item.get('kept') or key in diverged or \
+                    key in unserved
+                if key in diverged or key in unserved:
                     st = ERROR
                 op = operating.get(key) if kept or st != ERROR else ERROR
                 if op is None and st == ACTIVE and \

@@ -269,7 +269,10 @@ def test_a_rejected_parent_stays_error_on_a_later_change(cstore):
     last = [st for st in lib.statuses if 'healthmonitors' in st][-1]
     assert last['pools'] == [{'id': 'p1', 'provisioning_status': 'ERROR',
                               'operating_status': 'ERROR'}]
-    assert last['healthmonitors'][0]['provisioning_status'] == 'ACTIVE'
+    # The SEs run no check of a rejected pool: not ACTIVE, not ONLINE.
+    assert last['healthmonitors'] == [{'id': 'hm1',
+                                       'provisioning_status': 'ERROR',
+                                       'operating_status': 'OFFLINE'}]
     # ... and the operating-status loop does not flip it afterwards.
     assert all(item['operating_status'] == 'ERROR'
                for st in lib.statuses for item in st.get('pools', ())

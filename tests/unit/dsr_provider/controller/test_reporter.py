@@ -709,3 +709,35 @@ def test_a_cascade_delete_never_known_deletes_the_whole_graph(store):
         'pools': [('p1', 'DELETED')],
         'members': [('m1', 'DELETED'), ('m2', 'DELETED')],
         'healthmonitors': [('hm1', 'DELETED')]}
+
+
+def test_what_an_se_runs_none_of_below_a_rejected_load_balancer_is_error(
+        store):
+    """An SE rejects the load balancer of a graph create: its listeners,
+    pools, members and monitor are not ACTIVE either (the controller's
+    own refusal of a graph says the same), and not served: OFFLINE, the
+    monitor too.  A later change below it leaves them ERROR."""
+    lib, reporter = make(store, {'se1'})
+    gen = store.create_loadbalancer(graph())
+    rejection = {'loadbalancers': {'lb1': 'vip_address not usable'}}
+    store.record_agent('se1', 'g1', applied_generation=gen,
+                       rejected_objects=rejection)
+    reporter.run_once()
+    (status,) = [st for st in lib.statuses
+                 if 'provisioning_status' in st['loadbalancers'][0]]
+    assert {(kind, i['id']): (i['provisioning_status'],
+                              i.get('operating_status'))
+            for kind, items in status.items() for i in items} == {
+        ('loadbalancers', 'lb1'): ('ERROR', 'ERROR'),
+        ('listeners', 'l1'): ('ERROR', 'OFFLINE'),
+        ('pools', 'p1'): ('ERROR', 'OFFLINE'),
+        ('members', 'm1'): ('ERROR', 'OFFLINE'),
+        ('members', 'm2'): ('ERROR', 'OFFLINE'),
+        ('healthmonitors', 'hm1'): ('ERROR', 'OFFLINE')}
+    gen = store.put_member({'member_id': 'm3', 'pool_id': 'p1',
+                            'address': '198.19.3.2', 'protocol_port': 80})
+    store.record_agent('se1', 'g1', applied_generation=gen,
+                       rejected_objects=rejection)
+    reporter.run_once()
+    assert reported(lib, 'members', 'm3') == ['ERROR']
+    assert reported(lib, 'pools', 'p1')[-1] == 'ERROR'

@@ -16,6 +16,7 @@ from octavia_lib.common.constants import ERROR
 from oslo_log import log as logging
 import sqlalchemy as sa
 
+from dsr_provider.controller import listener_totals
 from dsr_provider.controller import models
 from dsr_provider.controller import neutron_ports
 from dsr_provider.controller import operating_delta
@@ -53,6 +54,19 @@ DELETED_COST = 8
 # its load balancers are not sent again meanwhile (a second child deleting
 # the same rows fails "No row was found").
 HOLD_AFTER_TIMEOUT = 30.0
+# A document Octavia refuses names the object it could not update (a
+# listener, L7 policy or rule it does not find), and that object's load
+# balancer waits a round: right after a create, Octavia may not have
+# committed it yet (its API calls the provider first), which takes it
+# milliseconds.  An object it still refuses after GHOST_REFUSALS tries
+# over GHOST_AFTER seconds, and does not find when asked (a get), it never
+# committed (its transaction failed after the provider took the change):
+# every later status of that load balancer would wait behind it forever.
+# Its entries are dropped and the rest delivered; it is deleted here (off
+# the SEs).  Both bounds: rounds retry fast (a burst of refusals in a
+# second proves nothing), and one held round is not three refusals.
+GHOST_REFUSALS = 3
+GHOST_AFTER = 30.0
 # A statistics round sends the listeners whose totals changed since they
 # were last sent: each update is a driver-agent child that sets up
 # Octavia's ORM (~0.3 CPU-s), and the totals of idle listeners do not
@@ -102,6 +116,19 @@ def _owner(groups, kind, obj_id):
     return None
 
 
+def _without(status, ghosts):
+    """The status document without the entries of ghosts ({(kind, id)}:
+    objects Octavia never committed), but for their DELETED: Octavia skips
+    the delete of an object it does not have."""
+    result = {}
+    for kind, items in status.items():
+        kept = [item for item in items if (kind, item['id']) not in ghosts
+                or item.get('provisioning_status') == DELETED]
+        if kept:
+            result[kind] = kept
+    return result
+
+
 def _loadbalancer_of(status_doc):
     """The load balancer a status document is about (None if none)."""
     for lb in (status_doc or {}).get('loadbalancers') or ():
@@ -114,12 +141,16 @@ class Reporter:
                  apply_timeout=30.0, agent_ttl=30.0, report_workers=2,
                  max_update_cost=MAX_UPDATE_COST,
                  hold_after_timeout=HOLD_AFTER_TIMEOUT,
-                 tombstone_ttl=7 * 86400.0):
+                 tombstone_ttl=7 * 86400.0, totals=None):
         """live_agents(se_group) -> set of SE ids alive in the group.
         agent_ttl: seconds after its last report a live SE stops voting in
         operating statuses (silent).  report_workers: status documents in
         flight at once.  tombstone_ttl: seconds deleted objects are
-        remembered (Store.delete_missing)."""
+        remembered (Store.delete_missing).  totals: the listener
+        statistics kept so far (listener_totals.py; the process's, of
+        this store, when None)."""
+        self.totals = totals if totals is not None else \
+            listener_totals.of(store)
         self.store = store
         self.notifier = notifier
         self.driver_lib = driver_lib
@@ -134,6 +165,10 @@ class Reporter:
         self._purged_at = time.monotonic()
         self._silent = set()        # SE ids last seen silent (logged)
         self._held = {}         # load balancer -> monotonic time it waits to
+        # (kind, id) Octavia refused -> [refusals, monotonic time of the
+        # first]; and the objects found never committed (GHOST_AFTER).
+        self._refused = {}
+        self._ghosts = set()
         self._sent_operating = {}
         # The inputs and view of the last operating round that was sent,
         # and when every object was last computed (operating_delta.py).
@@ -242,10 +277,10 @@ class Reporter:
         # same update as the provisioning status (an admin-down member is
         # ACTIVE and OFFLINE at once, never NO_MONITOR in between).
         view = self._view()
-        groups = [(lb_id, todo, [store_mod.octavia_status(
+        groups = [(lb_id, todo, [_without(store_mod.octavia_status(
             p.status, failed=verdict == ERROR, rejected=view.rejected,
             operating=view.operating, diverged=view.diverged,
-            unserved=view.unserved)
+            unserved=view.unserved), self._ghosts)
             for p, verdict in todo])
             for lb_id, todo in by_lb.items()]
         chunks = list(self._chunks(groups))
@@ -276,15 +311,25 @@ class Reporter:
     def _send_groups(self, groups, view):
         """One document for these load balancers; a load balancer whose
         object Octavia refuses waits a round, the others are sent again
-        without it."""
+        without it; an object Octavia never committed is dropped and its
+        load balancer sent without it (GHOST_AFTER)."""
         while groups:
             status = _merge(st for _lb, _todo, sts in groups for st in sts)
             started = time.monotonic()
             try:
                 self.driver_lib.update_loadbalancer_status(status)
             except Exception as exc:  # noqa: BLE001 -- retried next round
-                culprit = _owner(groups, getattr(exc, 'status_object', None),
-                                 getattr(exc, 'status_object_id', None))
+                kind = getattr(exc, 'status_object', None)
+                obj_id = getattr(exc, 'status_object_id', None)
+                culprit = _owner(groups, kind, obj_id)
+                ghosts = culprit is not None and self._ghost(
+                    kind, obj_id, culprit, exc)
+                kept = [(lb_id, todo, [_without(st, ghosts) for st in sts])
+                        for lb_id, todo, sts in groups] if ghosts else groups
+                if kept != groups:
+                    # The rest of its load balancer's statuses go now.
+                    groups = kept
+                    continue
                 LOG.warning('status update of %d load balancer(s) failed '
                             '(%s)%s', len(groups), exc,
                             '' if culprit is None else
@@ -306,6 +351,7 @@ class Reporter:
                      time.monotonic() - started)
             for kind, items in status.items():
                 for item in items:
+                    self._refused.pop((kind, item['id']), None)
                     if 'operating_status' in item:
                         self._sent_operating[(kind, item['id'])] = \
                             item['operating_status']
@@ -323,6 +369,99 @@ class Reporter:
                     for p, verdict in todo:
                         self.store.record_outcomes(s, p.status, verdict)
             return
+
+    def _ghost(self, kind, obj_id, lb_id, exc):
+        """The objects to drop from load balancer lb_id's statuses, Octavia
+        having refused them naming kind obj_id: none until it refused it
+        GHOST_REFUSALS times over GHOST_AFTER seconds and does not find it
+        (GHOST_AFTER); then it, its ancestors Octavia does not have either
+        (below the load balancer) and their descendants, deleted here."""
+        key = (kind, obj_id)
+        if key in self._ghosts:
+            return {key}
+        if kind not in store_mod._MODELS or kind == 'loadbalancers':
+            return set()
+        now = time.monotonic()
+        refused = self._refused.setdefault(key, [0, now])
+        refused[0] += 1
+        if refused[0] < GHOST_REFUSALS or now - refused[1] < GHOST_AFTER:
+            return set()
+        if self._in_octavia(kind, obj_id) is not False:
+            # Octavia has it (or did not say): refused for another reason,
+            # its load balancer waits as before; asked again later.
+            self._refused[key] = [0, now]
+            return set()
+        top = key
+        with self.store.db.session() as s:
+            while True:
+                row = s.get(store_mod._MODELS[top[0]], top[1])
+                parent_kind, link = store_mod._PARENT[top[0]]
+                parent = row is not None and getattr(row, link, None)
+                if not parent or parent_kind == 'loadbalancers' or \
+                        self._in_octavia(parent_kind, parent) is not False:
+                    break
+                top = (parent_kind, parent)
+            ghosts = {top} | self._descendants(s, *top)
+        ghosts.add(key)
+        LOG.error('%s %s of load balancer %s: Octavia refused its status %d '
+                  'times over %.0f s (%s) and has no such object (its '
+                  'transaction failed after the provider took the '
+                  'change); dropped from the load balancer\'s statuses '
+                  '(%s), which go on without it, and deleted here (off '
+                  'the SEs)', store_mod._GET_RESOURCE[top[0]], top[1],
+                  lb_id, refused[0], now - refused[1], exc,
+                  ', '.join(f'{store_mod._GET_RESOURCE[k]} {i}'
+                            for k, i in sorted(ghosts)))
+        self._ghosts.update(ghosts)
+        self._refused.pop(key, None)
+        self._forget(top, ghosts)
+        return ghosts
+
+    def _in_octavia(self, kind, obj_id):
+        """Whether Octavia has the object (a get, one driver-agent child):
+        True, False, or None when it could not say."""
+        try:
+            getter = getattr(self.driver_lib,
+                             f'get_{store_mod._GET_RESOURCE[kind]}')
+            return getter(obj_id) is not None
+        except Exception as exc:  # noqa: BLE001 -- asked again later
+            LOG.warning('could not ask Octavia for %s %s: %s',
+                        store_mod._GET_RESOURCE[kind], obj_id, exc)
+            return None
+
+    @staticmethod
+    def _descendants(session, kind, obj_id):
+        """{(kind, id)} of the stored objects below kind obj_id."""
+        found = set()
+        todo = [(kind, obj_id)]
+        while todo:
+            parent_kind, parent_id = todo.pop()
+            for child in store_mod._CHILDREN.get(parent_kind, ()):
+                link = store_mod._PARENT[child][1]
+                for (child_id,) in session.query(
+                        store_mod._MODELS[child].id).filter(getattr(
+                            store_mod._MODELS[child], link) == parent_id):
+                    found.add((child, child_id))
+                    todo.append((child, child_id))
+        return found
+
+    def _forget(self, top, ghosts):
+        """An object Octavia never committed, with what is below it: deleted
+        here (the SEs drop it with the new generation, a tombstone keeps a
+        redelivered create out; Octavia skips the DELETED of what it does
+        not have) and taken out of every status still owed."""
+        try:
+            getattr(self.store, f'delete_{store_mod._GET_RESOURCE[top[0]]}')(
+                top[1])
+        except Exception:  # noqa: BLE001 -- its statuses are dropped anyway
+            LOG.exception('could not delete %s %s',
+                          store_mod._GET_RESOURCE[top[0]], top[1])
+        with self.store.db.session() as s:
+            for p in s.query(models.PendingStatus):
+                kept = _without(p.status, ghosts)
+                if kept != p.status:
+                    p.status = kept
+        self._again = True
 
     @staticmethod
     def _log_rejections(p, view):
@@ -537,7 +676,6 @@ class Reporter:
 
     # ------------------------------------------------------------ stats
     def report_statistics(self):
-        totals = collections.defaultdict(collections.Counter)
         with self.store.db.session() as s:
             # listener -> the SE group whose agents count its traffic: a
             # tier-2 listener's are its L7 SEs (HAProxy, as an amphora);
@@ -548,17 +686,31 @@ class Reporter:
                               models.LoadBalancer,
                               models.Listener.loadbalancer_id ==
                               models.LoadBalancer.id)}
+            # Active connections only from the SEs heard from (live in
+            # tooz, not silent): a stopped SE's last ones are gone.
+            deadline = self._silent_before()
+            alive = {}
+            reports = []
             for agent in s.query(models.AgentState):
                 for lid, counters in ((agent.stats or {}).get(
                         'listeners') or {}).items():
-                    if counted_by.get(lid) == agent.se_group:
-                        totals[lid].update(counters)
+                    if counted_by.get(lid) != agent.se_group:
+                        continue
+                    if agent.se_group not in alive:
+                        alive[agent.se_group] = self.live_agents(
+                            agent.se_group)
+                    heard = agent.se_id in alive[agent.se_group] and \
+                        agent.updated_at >= deadline
+                    reports.append((agent.se_id, lid, counters or {},
+                                    heard))
+        # The totals never go down (listener_totals.py).
+        totals = self.totals.update(reports, counted_by)
         entries = [
             {'id': lid, 'active_connections': c['active_connections'],
              'bytes_in': c['bytes_in'], 'bytes_out': c['bytes_out'],
              'request_errors': c['request_errors'],
              'total_connections': c['total_connections']}
-            for lid, c in totals.items()]
+            for lid, c in sorted(totals.items())]
         now = time.monotonic()
         refresh = self._stats_refreshed is None or \
             now - self._stats_refreshed >= STATS_REFRESH

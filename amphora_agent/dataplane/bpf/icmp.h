@@ -89,8 +89,13 @@ static __always_inline int handle_icmp4(struct xdp_md *ctx, struct pkt *p)
 		return ICMP_DROP;
 	}
 	quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) + 4 > data_end || quoted->ihl != 5 ||
+	if ((void *)(quoted + 1) + 4 > data_end ||
 	    p->l3_len < sizeof(*iph) + sizeof(*icmp) + sizeof(*quoted) + 4)
+		goto malformed;
+	/* An option-less IPv4 header whose first L4 bytes are ports: a later
+	 * fragment's are payload (a first fragment, MF alone, has them). */
+	if (quoted->version != 4 || quoted->ihl != 5 ||
+	    (quoted->frag_off & bpf_htons(IP_OFFMASK_)))
 		goto malformed;
 	/* Only errors about what this VIP sent are ours to steer. */
 	if (quoted->saddr != p->flow.dst[0])
@@ -148,7 +153,7 @@ static __always_inline int handle_icmp6(struct xdp_md *ctx, struct pkt *p)
 		return ICMP_DROP;
 	}
 	quoted = (void *)(icmp + 1);
-	if ((void *)(quoted + 1) + 4 > data_end ||
+	if ((void *)(quoted + 1) + 4 > data_end || quoted->version != 6 ||
 	    p->l3_len < sizeof(*ip6h) + sizeof(*icmp) + sizeof(*quoted) + 4)
 		goto malformed;
 	if (quoted->saddr.in6_u.u6_addr32[0] != p->flow.dst[0] ||

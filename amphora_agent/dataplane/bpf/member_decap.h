@@ -71,6 +71,75 @@ static __always_inline int shot(__u32 stat)
 	return TC_ACT_SHOT;
 }
 
+#define GATE_PASSED -1
+
+/* The first check of a tunnel packet to daddr from saddr: GATE_PASSED (a
+ * tunnel address that takes this source: go on), TC_ACT_OK (not a tunnel
+ * address: not ours) or TC_ACT_SHOT (a refused source, counted). */
+static __always_inline int tunnel_gate(const void *daddr, const void *saddr, __u8 family)
+{
+	__u32 flags = tunnel_addr_flags(daddr, family);
+
+	if (!flags)
+		return TC_ACT_OK;
+	if (source_refused(flags, saddr, family))
+		return shot(DECAP_STAT_DROP_SOURCE);
+	return GATE_PASSED;
+}
+
+#define IPV6_EXT_MAX 4
+
+static __always_inline int ipv6_ext_hdr(__u8 nexthdr)
+{
+	return nexthdr == IPPROTO_HOPOPTS || nexthdr == IPPROTO_ROUTING ||
+	       nexthdr == IPPROTO_FRAGMENT || nexthdr == IPPROTO_DSTOPTS;
+}
+
+static __always_inline int tunnel_proto(__u8 proto)
+{
+	return proto == IPPROTO_IPIP || proto == IPPROTO_IPV6 || proto == IPPROTO_GRE;
+}
+
+/* An IPv6 packet whose first next header is an extension header: the
+ * protocol after at most IPV6_EXT_MAX of them (0 if not found).  Read
+ * with bpf_skb_load_bytes: they need not be in the linear data, and only
+ * such packets (rare) pay for it. */
+static __always_inline __u8 ipv6_upper_proto(struct __sk_buff *skb, __u8 nexthdr)
+{
+	__u32 off = sizeof(struct ethhdr) + sizeof(struct ipv6hdr);
+	__u8 h[2];
+	int i;
+
+#pragma unroll
+	for (i = 0; i < IPV6_EXT_MAX; i++) {
+		if (!ipv6_ext_hdr(nexthdr))
+			return nexthdr;
+		if (bpf_skb_load_bytes(skb, off, h, sizeof(h)))
+			return 0;
+		/* The Fragment header is 8 bytes; its second byte is
+		 * reserved. */
+		off += nexthdr == IPPROTO_FRAGMENT ? 8 : ((__u32)h[1] + 1) * 8;
+		nexthdr = h[0];
+	}
+	return ipv6_ext_hdr(nexthdr) ? 0 : nexthdr;
+}
+
+/* A tunnel packet behind IPv6 extension headers: the SEs never send one
+ * and it is not decapsulated here; to a tunnel address it is dropped (a
+ * refused source as such, like any of its packets).  Anything else,
+ * e.g. the member's own traffic with extension headers, is passed. */
+static __always_inline int ipv6_ext_verdict(struct __sk_buff *skb, struct ipv6hdr *ip6h)
+{
+	int gate;
+
+	if (!tunnel_proto(ipv6_upper_proto(skb, ip6h->nexthdr)))
+		return TC_ACT_OK;
+	gate = tunnel_gate(&ip6h->daddr, &ip6h->saddr, DSR_FAMILY_V6);
+	if (gate != GATE_PASSED)
+		return gate;
+	return shot(DECAP_STAT_DROP_MALFORMED);
+}
+
 /* The decapsulation of one packet at tc ingress: TC_ACT_OK (decapsulated,
  * or not a tunnel packet for this member) or TC_ACT_SHOT (counted). */
 static __always_inline int decap_skb(struct __sk_buff *skb)
@@ -80,8 +149,9 @@ static __always_inline int decap_skb(struct __sk_buff *skb)
 	struct ethhdr *eth = data;
 	struct tunnel t = {};
 	__u64 adj_flags;
-	__u32 err, flags;
-	__u8 proto, ecn;
+	__u32 err, pkt_len, inner_len;
+	int gate;
+	__u8 proto, ecn, *inner;
 	void *payload;
 
 	if ((void *)(eth + 1) > data_end)
@@ -91,17 +161,20 @@ static __always_inline int decap_skb(struct __sk_buff *skb)
 
 		if ((void *)(iph + 1) > data_end)
 			return TC_ACT_OK;
-		if (iph->protocol != IPPROTO_IPIP && iph->protocol != IPPROTO_IPV6 &&
-		    iph->protocol != IPPROTO_GRE)
+		if (!tunnel_proto(iph->protocol))
 			return TC_ACT_OK;
-		flags = tunnel_addr_flags(&iph->daddr, DSR_FAMILY_V4);
-		if (!flags)
-			return TC_ACT_OK;
-		if (source_refused(flags, &iph->saddr, DSR_FAMILY_V4))
-			return shot(DECAP_STAT_DROP_SOURCE);
-		if (iph->ihl < 5 || (iph->frag_off & bpf_htons(IP_MF_ | IP_OFFMASK_)))
+		gate = tunnel_gate(&iph->daddr, &iph->saddr, DSR_FAMILY_V4);
+		if (gate != GATE_PASSED)
+			return gate;
+		/* This runs before ip_rcv: its header checks (but the
+		 * checksum) are ours. */
+		if (iph->version != 4 || iph->ihl < 5 ||
+		    (iph->frag_off & bpf_htons(IP_MF_ | IP_OFFMASK_)))
 			return shot(DECAP_STAT_DROP_MALFORMED);
 		t.outer_len = iph->ihl * 4;
+		pkt_len = bpf_ntohs(iph->tot_len);
+		if (pkt_len < t.outer_len || pkt_len > skb->len - sizeof(*eth))
+			return shot(DECAP_STAT_DROP_MALFORMED);
 		proto = iph->protocol;
 		ecn = iph->tos & ECN_MASK;
 	} else if (eth->h_proto == bpf_htons(ETH_P_IPV6)) {
@@ -109,15 +182,16 @@ static __always_inline int decap_skb(struct __sk_buff *skb)
 
 		if ((void *)(ip6h + 1) > data_end)
 			return TC_ACT_OK;
-		if (ip6h->nexthdr != IPPROTO_IPIP && ip6h->nexthdr != IPPROTO_IPV6 &&
-		    ip6h->nexthdr != IPPROTO_GRE)
+		if (!tunnel_proto(ip6h->nexthdr)) {
+			if (unlikely(ipv6_ext_hdr(ip6h->nexthdr)))
+				return ipv6_ext_verdict(skb, ip6h);
 			return TC_ACT_OK;
-		flags = tunnel_addr_flags(&ip6h->daddr, DSR_FAMILY_V6);
-		if (!flags)
-			return TC_ACT_OK;
-		if (source_refused(flags, &ip6h->saddr, DSR_FAMILY_V6))
-			return shot(DECAP_STAT_DROP_SOURCE);
+		}
+		gate = tunnel_gate(&ip6h->daddr, &ip6h->saddr, DSR_FAMILY_V6);
+		if (gate != GATE_PASSED)
+			return gate;
 		t.outer_len = sizeof(*ip6h);
+		pkt_len = skb->len - sizeof(*eth);
 		proto = ip6h->nexthdr;
 		ecn = (ip6h->flow_lbl[0] >> 4) & ECN_MASK;
 	} else {
@@ -132,6 +206,16 @@ static __always_inline int decap_skb(struct __sk_buff *skb)
 	err = parse_tunnel_payload(payload, data_end, proto, &t);
 	if (err)
 		return shot(err);
+	/* A whole inner header, of the family the tunnel says (else
+	 * bpf_skb_adjust_room refuses it, or hands on a truncated packet). */
+	inner_len = t.inner_family == DSR_FAMILY_V4 ? sizeof(struct iphdr)
+						    : sizeof(struct ipv6hdr);
+	if (pkt_len < t.outer_len + inner_len)
+		return shot(DECAP_STAT_DROP_MALFORMED);
+	inner = data + sizeof(*eth) + t.outer_len;
+	if ((void *)(inner + 1) <= data_end &&
+	    *inner >> 4 != (t.inner_family == DSR_FAMILY_V4 ? 4 : 6))
+		return shot(DECAP_STAT_DROP_MALFORMED);
 	/* Before the outer header, and its ECN field, is gone. */
 	err = ecn_decapsulate(ecn, data + sizeof(*eth) + t.outer_len, data_end,
 			      t.inner_family);

@@ -1,8 +1,9 @@
 /* Packet parsing for the SE program.
  *
- * parse_packet() classifies a frame without any map lookup: not IP (pass),
- * a well-formed TCP/UDP/SCTP flow (V_STEER, flow filled in), ICMP (V_ICMP),
- * or a packet the SE could not steer (V_DROP with a reason).  Whether the
+ * parse_packet() classifies a frame without any map lookup: not IP or not
+ * to a unicast MAC (pass), a well-formed TCP/UDP/SCTP flow (V_STEER, flow
+ * filled in), ICMP (V_ICMP), or a packet the SE could not steer (V_DROP
+ * with a reason).  Whether the
  * destination is a VIP is decided afterwards (se.h): a V_DROP packet that is
  * not for a VIP is passed untouched, one for a VIP is dropped -- the SE must
  * never hand VIP traffic to its stack, which would route it back to the
@@ -73,9 +74,11 @@ static __always_inline int is_vip_addr(const __u32 *addr, __u8 family)
 	return bpf_map_lookup_elem(&vip_addrs, &k) != NULL;
 }
 
-/* A source no host can send from (RFC 1122 3.2.1.3; RFC 4291 2.5.2,
- * 2.5.3, 2.7): IPv4 0/8, 127/8, 224/4 and 255.255.255.255; IPv6 ::, ::1
- * and ff00::/8.
+/* A source no host can send from across a router (RFC 1122 3.2.1.3,
+ * RFC 1112 4; RFC 4291 2.5.2, 2.5.3, 2.5.5.2, 2.5.6, 2.7): IPv4 0/8,
+ * 127/8, 224/4 and 240/4 (with 255.255.255.255); IPv6 ::, ::1,
+ * ::ffff:0:0/96 (IPv4-mapped: never on the wire), fe80::/10 (link-local:
+ * never routed) and ff00::/8.
  * Answering one (echo reply, frag-needed) would send to a group, the
  * broadcast or nowhere; steering one hands the member a flow it cannot
  * answer. */
@@ -85,12 +88,25 @@ static __always_inline int bogus_source(const struct pkt *p)
 	__u8 first = a >> 24;
 
 	if (p->flow.family == DSR_FAMILY_V4)
-		return first == 0 || first == 127 || (first & 0xf0) == 0xe0 ||
-		       a == 0xffffffff;
-	if (first == 0xff)
+		return first == 0 || first == 127 || first >= 224;
+	if (first == 0xff || (a & 0xffc00000) == 0xfe800000)
 		return 1;
-	return !(p->flow.src[0] | p->flow.src[1] | p->flow.src[2]) &&
+	if (p->flow.src[0] | p->flow.src[1])
+		return 0;
+	if (p->flow.src[2] == bpf_htonl(0xffff))
+		return 1;
+	return !p->flow.src[2] &&
 	       (p->flow.src[3] == 0 || p->flow.src[3] == bpf_htonl(1));
+}
+
+/* Not a source for a new flow or an answer: one no host can have, or a
+ * VIP of this SE (Linux's martian source: a packet from one of the host's
+ * own addresses).  A spoofed VIP1:7 -> VIP2:7 datagram would otherwise
+ * have two echo-style members answer each other through the SE forever.
+ * Costs a map lookup: never on the conn-table hit. */
+static __always_inline int unanswerable_source(const struct pkt *p)
+{
+	return bogus_source(p) || is_vip_addr(p->flow.src, p->flow.family);
 }
 
 static __always_inline int drop(struct pkt *p, __u32 stat)
@@ -222,6 +238,12 @@ static __always_inline int parse_packet(struct xdp_md *ctx, struct pkt *p)
 	struct ethhdr *eth = data;
 
 	if ((void *)(eth + 1) > data_end)
+		return V_PASS;
+	/* A group destination (broadcast, multicast) is not addressed to this
+	 * host at layer 2: never steered nor answered (an answer would come
+	 * from the group MAC).  The stack drops it as any router does
+	 * (pkt_type != PACKET_HOST is never forwarded). */
+	if (eth->h_dest[0] & 1)
 		return V_PASS;
 	if (eth->h_proto == bpf_htons(ETH_P_IP))
 		return parse_ipv4(data, data_end, p);

@@ -68,6 +68,7 @@ static __always_inline int steer_to(struct xdp_md *ctx, struct pkt *p, struct ch
 	struct real_stats *rs;
 	struct nexthop nh = {};
 	__u32 err, overhead, lid;
+	long excess;
 	__u8 encap;
 
 	lid = c->real->listener_id;
@@ -93,6 +94,14 @@ static __always_inline int steer_to(struct xdp_md *ctx, struct pkt *p, struct ch
 	err = resolve_nexthop(ctx, c->real, p->l3_len + overhead, &nh);
 	if (err)
 		return drop_vip(p, ls, err);
+	/* Bytes after the IP packet (Ethernet padding, junk) are not the
+	 * packet: trimmed as ip_rcv does, so that what is sent is what the
+	 * MTU check and the outer length counted.  encapsulate() and
+	 * too_big() read ctx->data / data_end afresh. */
+	excess = (void *)(long)ctx->data_end - (void *)(long)ctx->data -
+		 (long)(p->l3_off + p->l3_len);
+	if (unlikely(excess > 0) && bpf_xdp_adjust_tail(ctx, -(int)excess))
+		return drop_vip(p, ls, STAT_DROP_INTERNAL);
 	if (p->l3_len + overhead > nh.mtu) {
 		if (icmp_err)
 			return drop_vip(p, ls, STAT_DROP_TOO_BIG);
@@ -168,7 +177,7 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		if (l) {
 			/* Not on the hit path: no entry is ever made for such
 			 * a source. */
-			if (bogus_source(&p))
+			if (unanswerable_source(&p))
 				return drop_vip(&p, bpf_map_lookup_elem(&listener_stats,
 									&l->id),
 						STAT_DROP_MALFORMED);
@@ -186,8 +195,8 @@ static __always_inline int se_process(struct xdp_md *ctx)
 		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
 
 	/* Echo replies and errors must not go to (or be about a packet
-	 * from) a source no host can have. */
-	if (bogus_source(&p))
+	 * from) a source no host can have, nor to one of the SE's VIPs. */
+	if (unanswerable_source(&p))
 		return drop_vip(&p, NULL, STAT_DROP_MALFORMED);
 	verdict = p.flow.family == DSR_FAMILY_V4 ? handle_icmp4(ctx, &p)
 						 : handle_icmp6(ctx, &p);

@@ -1,7 +1,10 @@
 """What the tests of the member's tc decapsulation share: the marks that
 skip them without root or a build, and the addresses of their frames."""
 
+import contextlib
 import os
+import secrets
+import shutil
 
 import pytest
 
@@ -25,6 +28,22 @@ GRE_V4, GRE_V6 = b"\0\0\x08\x00", b"\0\0\x86\xdd"
 KINDS = ["4in4", "6in6", "gre-4in6", "gre-6in4"]
 COUNTER = {"4in4": "ipip", "6in6": "ip6ip", "gre-4in6": "gre",
            "gre-6in4": "gre"}
+
+
+@contextlib.contextmanager
+def loaded_member(name):
+    """A decap pinned in its own bpffs folder, addresses TUN4 and TUN6,
+    with its program open as .prog; every pin removed after."""
+    pin_dir = f"/sys/fs/bpf/octavia-dsr-test-{name}-{secrets.token_hex(4)}"
+    d = decap.Decap.open(pin_dir)
+    try:
+        d.set_addresses([TUN4, TUN6])
+        with pins.open_program(pin_dir, decap.PROGRAM) as prog:
+            d.prog = prog
+            yield d
+    finally:
+        d.destroy()
+        shutil.rmtree(pin_dir, ignore_errors=True)
 
 
 def run(member, frame):

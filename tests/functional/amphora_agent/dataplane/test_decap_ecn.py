@@ -8,9 +8,6 @@ CE on a Not-ECT inner packet drops it (``drop_malformed``), anything else
 leaves the inner packet as it was.  4in4, 6in6 and GRE (4in6, 6in4).
 """
 
-import secrets
-import shutil
-
 import pytest
 from scapy.layers.inet import IP
 from scapy.layers.inet import TCP
@@ -18,8 +15,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 from scapy.packet import Raw
 
-from amphora_agent.dataplane import decap
-from amphora_agent.dataplane import pins
+from tests.functional.amphora_agent.dataplane import decap_frames
 from tests.functional.amphora_agent.dataplane.decap_frames import CLIENT4
 from tests.functional.amphora_agent.dataplane.decap_frames import CLIENT6
 from tests.functional.amphora_agent.dataplane.decap_frames import COUNTER
@@ -44,16 +40,8 @@ DSCP = 0xB8  # EF: must survive untouched
 
 @pytest.fixture(scope="module")
 def member():
-    pin_dir = f"/sys/fs/bpf/octavia-dsr-test-decap-{secrets.token_hex(4)}"
-    d = decap.Decap.open(pin_dir)
-    try:
-        d.set_addresses([TUN4, TUN6])
-        with pins.open_program(pin_dir, decap.PROGRAM) as prog:
-            d.prog = prog
-            yield d
-    finally:
-        d.destroy()
-        shutil.rmtree(pin_dir, ignore_errors=True)
+    with decap_frames.loaded_member("decap") as d:
+        yield d
 
 
 def inner(family, ecn):

@@ -441,6 +441,21 @@ def patched(pkt, offset, data):
     return bytes(raw)
 
 
+BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
+
+
+def trailing(pkt, size=1514):
+    """The frame padded with junk after its IP packet to `size` bytes (the
+    IP header still says how long the packet is)."""
+    frame = bytes(pkt)
+    return frame + b"\x5a" * (size - len(frame))
+
+
+def to_mac(pkt, mac):
+    """The frame sent to another destination MAC (e.g. a group's)."""
+    return bytes.fromhex(mac.replace(":", "")) + bytes(pkt)[6:]
+
+
 def quote4(l4, src=VIP4, dst=CLIENT4, n=28, **kw):
     """The first n bytes of a packet the VIP sent (an ICMP error's quote)."""
     return bytes(IP(src=src, dst=dst, **kw) / l4)[:n]
@@ -493,7 +508,8 @@ def inner_tos(frame):
 
 
 def check_steered(se, frame, res, listener, flow=None):
-    """A steered frame: outer header right, inner packet byte-identical.
+    """A steered frame: outer header right, inner packet byte-identical
+    (without what followed it in the frame).
 
     ``flow``: (src, sport, proto) the member was chosen by (default: the
     frame's own); returns the member address.
@@ -510,9 +526,11 @@ def check_steered(se, frame, res, listener, flow=None):
     expected_member, h = se.ring_member(listener, *flow)
     l3_len = inner_l3_len(frame)
     tos = inner_tos(frame)
+    # Bytes after the IP packet (padding, junk) are trimmed, not sent.
+    packet = frame[14:14 + l3_len]
 
-    assert len(out) == len(frame) + hdr
-    assert out[14 + hdr:] == frame[14:], "inner packet was modified"
+    assert len(out) == 14 + hdr + l3_len, "not trimmed to the IP packet"
+    assert out[14 + hdr:] == packet, "inner packet was modified"
     e = Ether(out[:14])
     assert e.dst == GW_MAC and e.src == se.mac
     assert e.type == (ETH_P_IP if outer_v == 4 else ETH_P_IPV6)
@@ -708,6 +726,12 @@ CASES = [
       steered(L4_80)),
     C("v4-fib-fallback", lambda: syn4(7070, sport=40021), REDIRECT,
       "steered", steered(f"{VIP4}:7070/tcp")),
+    C("v4-trailing-bytes", lambda: trailing(syn4(sport=40022)), REDIRECT,
+      "steered", steered(L4_80)),
+    C("v4-trailing-bytes-4in6", lambda: trailing(syn4(8443, sport=40023)),
+      REDIRECT, "steered", steered(f"{VIP4}:8443/tcp")),
+    C("v6-trailing-bytes", lambda: trailing(syn6(sport=40024)), REDIRECT,
+      "steered", steered(L6_80)),
 
     # -- ICMP errors about a VIP flow: to the flow's member ---------------
     C("v4-icmp-frag-needed-for-flow", lambda: icmp_err4(Q4_TCP()),
@@ -731,6 +755,12 @@ CASES = [
     C("v6-param-problem-for-flow", lambda: icmp_err6(
         ICMPv6ParamProblem(ptr=6), Q6_TCP()), REDIRECT,
       "icmp_error_steered", steered(L6_80, (CLIENT6, 40003, 6))),
+    C("v4-icmp-error-quoting-first-fragment", lambda: icmp_err4(
+        Q4_TCP(flags="MF")), REDIRECT, "icmp_error_steered",
+      steered(L4_80, (CLIENT4, 40001, 6))),
+    C("v4-icmp-error-trailing-bytes", lambda: trailing(icmp_err4(Q4_TCP()),
+                                                       200),
+      REDIRECT, "icmp_error_steered", steered(L4_80, (CLIENT4, 40001, 6))),
 
     # -- answered by the SE itself (XDP_TX) --------------------------------
     C("v4-icmp-echo", lambda: ip4() / ICMP(type=8, id=0x1234, seq=7)
@@ -798,6 +828,16 @@ CASES = [
     C("non-ip-ethertype", lambda: Ether(dst=SE_MAC, src=PEER_MAC,
                                         type=0x88B5) / Raw(b"\0" * 46),
       PASS, "pass"),
+    C("v4-syn-to-vip-broadcast-mac", lambda: to_mac(
+        syn4(sport=40025), BROADCAST_MAC), PASS, "pass"),
+    C("v4-echo-to-vip-multicast-mac", lambda: to_mac(
+        ip4() / ICMP(type=8), "01:00:5e:33:64:0a"), PASS, "pass"),
+    C("v4-too-big-df-to-vip-broadcast-mac", lambda: to_mac(
+        sized(syn4(sport=40026), 1600), BROADCAST_MAC), PASS, "pass"),
+    C("v6-syn-to-vip-multicast-mac", lambda: to_mac(
+        syn6(sport=40027), "33:33:00:00:00:10"), PASS, "pass"),
+    C("v6-echo-to-vip-multicast-mac", lambda: to_mac(
+        ip6() / ICMPv6EchoRequest(), "33:33:00:00:00:10"), PASS, "pass"),
     C("eth-header-only", lambda: bytes(Ether(dst=SE_MAC, src=PEER_MAC,
                                              type=0x88B5)),
       PASS, "pass"),
@@ -842,6 +882,13 @@ CASES = [
       DROP, "drop_malformed"),
     C("v4-icmp-error-quote-with-options", lambda: icmp_err4(Q4_TCP(
         options=[b"\x01\x01\x01\x00"], n=32)), DROP, "drop_malformed"),
+    C("v4-icmp-error-quote-version-6", lambda: icmp_err4(
+        patched(Q4_TCP(), 0, b"\x65")), DROP, "drop_malformed"),
+    C("v4-icmp-error-quoting-later-fragment", lambda: icmp_err4(
+        Q4_TCP(frag=5)), DROP, "drop_malformed"),
+    C("v6-icmp-error-quote-version-4", lambda: icmp_err6(
+        ICMPv6PacketTooBig(mtu=1280), patched(Q6_TCP(), 0, b"\x40")),
+      DROP, "drop_malformed"),
     C("v4-icmp-error-quoting-other-source", lambda: icmp_err4(Q4_TCP(
         src=OTHER4)), DROP, "drop_malformed"),
     C("v6-header-truncated", lambda: bytes(syn6())[:14 + 39], DROP,
@@ -892,6 +939,25 @@ CASES = [
       "drop_malformed"),
     C("v4-icmp-error-from-broadcast", lambda: ip4(src="255.255.255.255")
       / ICMP(type=3, code=4, nexthopmtu=1400) / Raw(Q4_TCP()), DROP,
+      "drop_malformed"),
+    C("v4-syn-from-class-e", lambda: syn4(src="240.0.0.1", sport=40085),
+      DROP, "drop_malformed"),
+    C("v4-echo-from-class-e", lambda: ip4(src="250.1.2.3") / ICMP(type=8),
+      DROP, "drop_malformed"),
+    C("v6-syn-from-v4-mapped", lambda: syn6(src="::ffff:203.0.113.7",
+                                            sport=40086),
+      DROP, "drop_malformed"),
+    C("v6-echo-from-v4-mapped", lambda: ip6(src="::ffff:203.0.113.7")
+      / ICMPv6EchoRequest(), DROP, "drop_malformed"),
+    C("v6-syn-from-link-local", lambda: syn6(src="fe80::1", sport=40087),
+      DROP, "drop_malformed"),
+    C("v6-echo-from-link-local", lambda: ip6(src="febf::1")
+      / ICMPv6EchoRequest(), DROP, "drop_malformed"),
+    C("v4-udp-from-vip", lambda: ip4(src=VIP4) / UDP(sport=7, dport=53)
+      / Raw(b"echo"), DROP, "drop_malformed"),
+    C("v6-udp-from-vip", lambda: ip6(src=VIP6) / UDP(sport=7, dport=53)
+      / Raw(b"echo"), DROP, "drop_malformed"),
+    C("v4-echo-from-vip", lambda: ip4(src=VIP4) / ICMP(type=8), DROP,
       "drop_malformed"),
 
     # -- dropped: IPv4 options, fragments, IPv6 extension headers ---------
@@ -1004,9 +1070,10 @@ SPECIAL = {
 
 
 def vip_destined(frame):
-    """Untagged IPv4/IPv6 frame whose header is complete and whose
-    destination is a VIP (the frames the SE must never pass)."""
-    if len(frame) < 14:
+    """Untagged IPv4/IPv6 frame to a unicast MAC whose header is complete
+    and whose destination is a VIP (the frames the SE must never pass; one
+    to a group MAC is passed: the stack never forwards it)."""
+    if len(frame) < 14 or frame[0] & 1:
         return False
     etype = struct.unpack("!H", frame[12:14])[0]
     if etype == ETH_P_IP and len(frame) >= 34:
@@ -1171,18 +1238,40 @@ def test_fib_fallback_needs_forwarding(se):
 
 
 @pytest.mark.parametrize("src", [
-    "1.0.0.1", "126.255.255.254", "128.0.0.1", "223.255.255.254",
-    "240.0.0.1", "255.255.255.254", "::2", "::1:0:0:1", "fe80::1",
-    "fe00::1", "2001:db8:c::"])
+    "1.0.0.1", "126.255.255.254", "128.0.0.1", "223.255.255.255", "::2",
+    "::1:0:0:1", "::fffe:cb00:7107", "::1:ffff:cb00:7107",
+    "0:0:0:1::ffff:cb00:7107", "fe7f:ffff::1", "fec0::1", "fe00::1",
+    "2001:db8:c::", "198.51.100.11", "2001:db8:100::11"])
 def test_sources_next_to_the_refused_ones_are_answered(se, src):
-    """The source check refuses exactly 0/8, 127/8, 224/4, the broadcast,
-    ::, ::1 and ff00::/8 (a wrong mask or byte order shows here)."""
+    """The source check refuses exactly 0/8, 127/8, 224/4, 240/4, ::,
+    ::1, ::ffff:0:0/96, fe80::/10, ff00::/8 and the VIPs (a wrong mask or
+    byte order shows here)."""
     if ":" in src:
         frame = ip6(src=src) / ICMPv6EchoRequest()
     else:
         frame = ip4(src=src) / ICMP(type=8)
     res = se.run(frame)
     assert (res.retval, res.delta) == (TX, {"icmp_echo_reply": 1})
+
+
+@pytest.mark.parametrize("src", [
+    "0.255.255.255", "127.0.0.1", "224.0.0.0", "239.255.255.255",
+    "240.0.0.0", "255.255.255.254", "255.255.255.255", VIP4, "::", "::1",
+    "::ffff:0:0", "::ffff:ffff:ffff", "::ffff:198.51.100.10", "fe80::",
+    "febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "ff00::", VIP6])
+@pytest.mark.parametrize("kind", ["syn", "echo"])
+def test_refused_sources_at_their_edges(se, src, kind):
+    """Both ends of each refused range (and the VIPs themselves): neither a
+    new flow nor an echo request is steered or answered."""
+    v6 = ":" in src
+    if kind == "syn":
+        frame = syn6(src=src, sport=40090) if v6 else syn4(src=src,
+                                                           sport=40090)
+    else:
+        frame = (ip6(src=src) / ICMPv6EchoRequest() if v6
+                 else ip4(src=src) / ICMP(type=8))
+    res = se.run(frame)
+    assert (res.retval, res.delta) == (DROP, {"drop_malformed": 1})
 
 
 def test_icmp_error_follows_the_flow_not_the_ring(se):
@@ -1348,9 +1437,11 @@ def test_fuzz_never_aborts_never_passes_vip(se):
         elif res.retval == DROP:
             assert counter != "drop_internal", where
         elif counter in ("steered", "icmp_error_steered"):
-            hdr = len(out) - len(frame)
+            # The IP packet, without what followed it in the frame.
+            packet = frame[14:14 + inner_l3_len(frame)]
+            hdr = len(out) - 14 - len(packet)
             assert hdr in (20, 24, 40, 44), where
-            assert out[hdr + 14:] == frame[14:], where
+            assert out[hdr + 14:] == packet, where
         elif counter == "icmp_echo_reply":
             assert len(out) == len(frame), where
         else:  # icmp_too_big_sent: the quote of the frame's start
@@ -1386,12 +1477,14 @@ def test_fuzz_steers_only_on_bytes_of_the_packet(se):
             bad.append(where)
             continue
         if counter != "icmp_echo_reply":
+            # The outer packet is all of the frame sent (trailing bytes
+            # trimmed) and is the inner one plus the encapsulation.
             out = res.data_out
-            hdr = len(out) - len(frame)
+            hdr = len(out) - 14 - l3_len
             outer_len = (struct.unpack("!H", out[16:18])[0]
                          if out[12:14] == b"\x08\x00"
                          else 40 + struct.unpack("!H", out[18:20])[0])
-            if outer_len != l3_len + hdr:
+            if outer_len != l3_len + hdr or outer_len != len(out) - 14:
                 bad.append(where)
     assert not bad, f"{len(bad)} frames judged on bytes outside their " \
         f"packet, e.g. {bad[:3]}"

@@ -1057,7 +1057,7 @@ class Store:
                             s, tomb.kind, tomb.id):
                         status.add(kind, obj_id, DELETED)
             s.flush()
-            accepted = set()
+            accepted = {}       # running member id -> its stored doc
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:
                     self._delete_row(s, 'members', row, status, lb)
@@ -1065,7 +1065,7 @@ class Store:
                         _port_refusal(row.doc, listeners) is None:
                     # (One on a wrong port, stored before the controller
                     # checked ports, is not running right: a candidate.)
-                    accepted.add(row.id)
+                    accepted[row.id] = row.doc
             candidates, refusals = [], {}
             for member_id, doc in wanted.items():
                 refusal = _port_refusal(doc, listeners)
@@ -1074,6 +1074,13 @@ class Store:
                     # nothing: its stored document stays.
                     LOG.error('member %s rejected: %s', member_id, refusal)
                     status.reject('members', member_id, refusal, kept=True)
+                    continue
+                if accepted.get(member_id) == _clean(doc):
+                    # Untouched (additive_only passes every member, and
+                    # Octavia leaves their status be) or sent again as it
+                    # runs: it runs as asked whatever becomes of the batch,
+                    # never ERROR for it.
+                    status.add('members', member_id, changed=False)
                     continue
                 row = self._put(s, 'members', doc, pool_id=pool_id)
                 status.add('members', member_id)

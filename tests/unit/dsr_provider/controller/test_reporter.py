@@ -741,3 +741,24 @@ def test_what_an_se_runs_none_of_below_a_rejected_load_balancer_is_error(
     reporter.run_once()
     assert reported(lib, 'members', 'm3') == ['ERROR']
     assert reported(lib, 'pools', 'p1')[-1] == 'ERROR'
+
+
+def test_a_failed_batch_leaves_the_members_it_did_not_change_active(store):
+    """additive_only: Octavia passes every member of the pool and leaves
+    the status of those the batch does not touch be; a batch the SEs do
+    not apply is ERROR for what it changed only -- the untouched members
+    run as before."""
+    lib, reporter = make(store, {'se1'})
+    applied = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=applied)
+    reporter.run_once()
+    members = graph()['pools'][0]['members']
+    gen = store.batch_update_members('p1', members + [{
+        'member_id': 'm3', 'pool_id': 'p1', 'address': '198.19.3.2',
+        'protocol_port': 80}])
+    store.record_agent('se1', 'g1', applied_generation=applied,
+                       rejected_generation=gen, error='schema_version 2')
+    reporter.run_once()
+    assert reported(lib, 'members', 'm3') == ['ERROR']
+    assert reported(lib, 'members', 'm1')[-1] == 'ACTIVE'
+    assert reported(lib, 'members', 'm2')[-1] == 'ACTIVE'

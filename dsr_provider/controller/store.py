@@ -670,23 +670,39 @@ class Store:
         if port is None or not vips or lb.rejected is not None:
             return None
         protocol = models.l4_protocol(listener.doc)
-        for other_lb in session.query(models.LoadBalancer).filter_by(
-                se_group=lb.se_group, rejected=None):
+        # This runs on every listener change: the database picks the load
+        # balancers whose document holds one of the addresses (as stored,
+        # or in the canonical form Neutron gives), the check is exact.
+        lbs = models.LoadBalancer
+        text = sa.type_coerce(lbs.doc, sa.Text)
+        found = {f'%"{form}"%' for a in models.vip_addresses(lb.doc)
+                 for form in (a, str(ipaddress.ip_address(a)))}
+        sharing = {}
+        for other_id, doc in session.query(lbs.id, lbs.doc).filter_by(
+                se_group=lb.se_group, rejected=None).filter(
+                    sa.or_(*(text.like(p) for p in sorted(found)))):
             shared = vips & {ipaddress.ip_address(a) for a in
-                             models.vip_addresses(other_lb.doc)}
-            if not shared:
+                             models.vip_addresses(doc)}
+            if shared:
+                sharing[other_id] = shared
+        if not sharing:
+            return None
+        for other_id, other_lb, doc in session.query(
+                models.Listener.id, models.Listener.loadbalancer_id,
+                models.Listener.doc).filter(
+                    models.Listener.loadbalancer_id.in_(sharing),
+                    models.Listener.rejected.is_(None)).order_by(
+                        models.Listener.id):
+            if other_id == listener.id or other_id in ignored or \
+                    doc.get('protocol_port') != port or \
+                    models.l4_protocol(doc) != protocol:
                 continue
-            for other in session.query(models.Listener).filter_by(
-                    loadbalancer_id=other_lb.id, rejected=None):
-                if other.id == listener.id or other.id in ignored or \
-                        other.doc.get('protocol_port') != port or \
-                        models.l4_protocol(other.doc) != protocol:
-                    continue
-                return (f'{protocol} {min(shared)} port {port} is already '
-                        f'served by listener {other.id} of load balancer '
-                        f'{other_lb.id} in SE group {lb.se_group}: the SEs '
-                        'steer by VIP address, protocol and port (use '
-                        'another port or VIP address)')
+            shown = min(sharing[other_lb], key=lambda a: (a.version, a))
+            return (f'{protocol} {shown} port {port} is '
+                    f'already served by listener {other_id} of load '
+                    f'balancer {other_lb} in SE group {lb.se_group}: the '
+                    'SEs steer by VIP address, protocol and port (use '
+                    'another port or VIP address)')
         return None
 
     @staticmethod

@@ -206,6 +206,8 @@ def below(rows, keys):
     """(kind, id) of the rows ({kind: [row]}) that are descendants of the
     objects `keys` ((kind, id)), by their parent links."""
     found = set()
+    if not keys:
+        return found        # the usual case: nothing is rejected
     for kind in ('listeners', 'pools', 'members', 'healthmonitors',
                  'l7policies', 'l7rules'):
         parent_kind, link = _PARENT[kind]

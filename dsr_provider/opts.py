@@ -20,6 +20,15 @@ dsr_provider_opts = [
                     'Unset: '
                     '[DEFAULT] transport_url of the octavia-api '
                     'configuration.'),
+    cfg.StrOpt('signing_key',
+               help='Ed25519 private key (PEM, mode 0600, owned by '
+                    'octavia-api\'s user; "dsr-manage gen-key") the driver '
+                    'signs its change notifications with; its public key '
+                    'goes in every controller\'s [dsr_controller] '
+                    'provider_keys_dir.  The broker is not a trust '
+                    'boundary: a controller with authentication on refuses '
+                    'unsigned changes.  Unset: changes go unsigned (for a '
+                    'controller with authentication off).'),
     cfg.StrOpt('default_se_group', default='default',
                help='SE group serving a load balancer whose flavor and '
                     'availability zone name none.'),
@@ -176,6 +185,22 @@ controller_opts = [
                     '0600, "dsr-manage gen-key"); re-read when the file '
                     'changes, so "dsr-manage rotate-controller-key '
                     'activate" switches keys without a restart.'),
+    cfg.StrOpt('provider_keys_dir',
+               default='/etc/octavia-dsr/keys/providers',
+               help='Public keys (*.pub) of the provider drivers '
+                    '(octavia-api\'s [dsr_provider] signing_key) whose '
+                    'change notifications this controller applies when '
+                    'authentication is on; re-read when a change is signed '
+                    'by a key not in it.  A change signed by no key here is '
+                    'refused (logged): anyone who can publish on the '
+                    'broker could otherwise change any load balancer.'),
+    cfg.BoolOpt('unsigned_changes', default=False,
+                help='With authentication on, also apply change '
+                     'notifications that carry no signature (drivers of '
+                     'releases before signed changes, during an upgrade: '
+                     'octavia-api first).  Anyone who can publish on the '
+                     'provider exchange can then change any load '
+                     'balancer: leave it off.'),
     cfg.FloatOpt('auth_window', default=60.0, min=1.0,
                  help='Seconds an agent message is valid either side of its '
                       'timestamp (replay window; clocks must agree within '

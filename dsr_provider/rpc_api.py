@@ -16,6 +16,7 @@ from oslo_utils import timeutils
 import tenacity
 
 from dsr_provider import opts
+from dsr_wire import auth
 from dsr_wire import changes
 
 LOG = logging.getLogger(__name__)
@@ -83,9 +84,12 @@ class ChangeClient:
 class ControllerAPI:
     """Client side of the controller's change API (fire and forget)."""
 
-    def __init__(self, client=None, conf=None):
+    def __init__(self, client=None, conf=None, signer=None):
+        """signer: auth.Signer of the changes (None: [dsr_provider]
+        signing_key's, when set)."""
         self._client = client
         self._conf = conf
+        self._signer = signer
 
     @property
     def client(self):
@@ -94,8 +98,25 @@ class ControllerAPI:
                 get_transport(self._conf or cfg.CONF))
         return self._client
 
+    @property
+    def signer(self):
+        if self._signer is None:
+            path = (self._conf or cfg.CONF).dsr_provider.signing_key
+            if path:
+                # A missing or unsafe key fails the change, loudly: sent
+                # unsigned it would be refused by the controller anyway.
+                self._signer = auth.Signer(path)
+            else:
+                self._signer = False
+                LOG.warning('[dsr_provider] signing_key is unset: changes '
+                            'go unsigned, and a dsr-controller with '
+                            'authentication on refuses them')
+        return self._signer or None
+
     def _cast(self, method, **kwargs):
-        self.client.cast({}, method, **kwargs)
+        signer = self.signer
+        self.client.cast(signer.context(method, kwargs) if signer else {},
+                         method, **kwargs)
 
     # Load balancer
     def loadbalancer_create(self, loadbalancer):

@@ -27,6 +27,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 import os
 import stat
 import threading
@@ -234,7 +235,8 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
 
     key_for(key_id) -> public key or None; window: seconds a message is
     valid either side of now; nonces: NonceCache against replay inside
-    the window.  Raises AuthError with the reason."""
+    the window (None: the caller's business).  Raises AuthError with the
+    reason."""
     auth = (ctxt or {}).get(CONTEXT_KEY) if isinstance(ctxt, dict) else None
     if not isinstance(auth, dict):
         raise AuthError('unsigned message')
@@ -245,7 +247,7 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
         sig = auth['sig']
     except (KeyError, TypeError, ValueError):
         raise AuthError('malformed signature block') from None
-    if abs(time.time() - ts) > window:
+    if not math.isfinite(ts) or abs(time.time() - ts) > window:
         raise AuthError(f'timestamp {ts:.0f} outside the {window:g} s '
                         f'window (replayed or clock skew)')
     public_key = key_for(kid)
@@ -254,7 +256,9 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
     _verify(public_key, sig, canonical({'method': method,
                                         'args': normalized(args),
                                         'ts': auth['ts'], 'nonce': nonce}))
-    if not nonces.add(kid + ':' + nonce, ts):
+    # None: the caller keeps the nonces (a change notification, which may
+    # wait in its queue longer than any in-memory window).
+    if nonces is not None and not nonces.add(kid + ':' + nonce, ts):
         raise AuthError(f'replayed message (nonce {nonce} seen)')
 
 
@@ -362,14 +366,20 @@ class TrustedKeys:
     unknown id is asked for, at most once a second (a key added during a
     rotation is picked up without a restart)."""
 
-    def __init__(self, directory):
+    def __init__(self, directory, whose='controller', required=True):
+        """required: a directory without a key (or none at all) is a
+        ValueError; else no key verifies until one is put there."""
         self.directory = directory
         self._keys = {}
         self._lock = threading.Lock()
         self._last_read = 0.0
-        self.reload()
-        if not self._keys:
-            raise ValueError(f'no controller public key (*.pub) in '
+        try:
+            self.reload()
+        except FileNotFoundError:
+            if required:
+                raise
+        if not self._keys and required:
+            raise ValueError(f'no {whose} public key (*.pub) in '
                              f'{directory}')
 
     def reload(self):

@@ -40,6 +40,13 @@ controller:
     l7rule_update(old_l7rule, new_l7rule)
     l7rule_delete(l7rule)
 
+Signed (docs/security.md, "Provider driver to controller"): the
+notification's context carries ``dsr_auth`` (dsr_wire/auth.py) over
+``{method, args, ts, nonce}`` with the driver's key ([dsr_provider]
+signing_key); a controller with authentication on applies only changes a
+key of its [dsr_controller] provider_keys_dir signed, within
+tombstone_ttl, with a nonce it has not committed.
+
 This module is the contract both sides import: the driver publishes with
 dsr_provider/rpc_api.py, the controller listens in
 dsr_provider/controller/endpoints.py.

@@ -19,6 +19,7 @@ from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
 from dsr_wire import agent_rpc
+from dsr_wire import auth
 from dsr_wire import changes
 
 LOG = logging.getLogger(__name__)
@@ -337,8 +338,41 @@ class ChangeEndpoint:
     filter_rule = messaging.NotificationFilter(
         publisher_id=f'^{changes.PUBLISHER_ID}$')
 
-    def __init__(self, provider_endpoint):
+    def __init__(self, provider_endpoint, key_for=None, window=None,
+                 unsigned=False):
+        """key_for(key_id) -> a provider driver's public key or None: with
+        it, a change must be signed by one of those keys (dsr_wire/
+        changes.py), inside window seconds of now (a change may wait in
+        its queue: the tombstones' time), else it is refused; unsigned:
+        one with no signature at all is applied all the same (an upgrade
+        from drivers that did not sign)."""
         self.provider = provider_endpoint
+        self.key_for = key_for
+        self.window = window
+        self.unsigned = unsigned
+        self.refusals = auth.Counter()
+
+    def _identity(self, ctxt, event_type, payload, metadata):
+        """What a second delivery of this change is known by (its signed
+        nonce, else its message_id), or None when it is refused."""
+        message_id = (metadata or {}).get('message_id')
+        if self.key_for is None:
+            return message_id or ''
+        signed = (ctxt or {}).get(auth.CONTEXT_KEY) if isinstance(
+            ctxt, dict) else None
+        if signed is None and self.unsigned:
+            return message_id or ''
+        try:
+            # Replays: the nonce is recorded with the change it signs
+            # (store: processed_changes), as long as the window.
+            auth.verify_context(ctxt, event_type, payload.get('args'),
+                                self.key_for, self.window, None)
+        except auth.AuthError as exc:
+            total = self.refusals.add(event_type)
+            LOG.warning('auth: refused change %s: %s [refusals: %d]',
+                        event_type, auth.shown(str(exc), 300), total)
+            return None
+        return f'signed:{signed["key_id"]}:{signed["nonce"]}'
 
     def info(self, ctxt, publisher_id, event_type, payload, metadata):
         if event_type not in CHANGE_METHODS:
@@ -349,8 +383,10 @@ class ChangeEndpoint:
             LOG.error('change %s dropped: API version %r, this controller '
                       'serves %s', event_type, version, API_VERSION)
             return messaging.NotificationResult.HANDLED
-        token = store_mod.CHANGE_MESSAGE.set(
-            (metadata or {}).get('message_id'))
+        identity = self._identity(ctxt, event_type, payload, metadata)
+        if identity is None:
+            return messaging.NotificationResult.HANDLED
+        token = store_mod.CHANGE_MESSAGE.set(identity or None)
         try:
             getattr(self.provider, event_type)(ctxt, **payload['args'])
         except TransientError as exc:

@@ -203,12 +203,24 @@ class Controller:
         transport = messaging.get_notification_transport(self.conf)
         target = messaging.Target(exchange=c.provider_exchange,
                                   topic=changes.TOPIC)
+        key_for = None
+        if self.signer is not None:
+            key_for = auth.TrustedKeys(c.provider_keys_dir, 'provider',
+                                       required=False)
+            if not key_for.ids() and not c.unsigned_changes:
+                LOG.error('no provider driver public key (*.pub) in %s: '
+                          'every change is refused until one is there '
+                          '([dsr_provider] signing_key of octavia-api; '
+                          'docs/security.md)', c.provider_keys_dir)
         return messaging.get_notification_listener(
             transport, [target],
-            [endpoints.ChangeEndpoint(endpoints.ProviderEndpoint(
-                self.store, agent_rpc.AgentNotifier(
-                    self.transport, signer=self.signer),
-                on_change=self._waker))],
+            [endpoints.ChangeEndpoint(
+                endpoints.ProviderEndpoint(
+                    self.store, agent_rpc.AgentNotifier(
+                        self.transport, signer=self.signer),
+                    on_change=self._waker),
+                key_for=key_for, window=c.tombstone_ttl,
+                unsigned=c.unsigned_changes)],
             executor='threading', allow_requeue=True)
 
     def _run(self):

@@ -284,6 +284,16 @@ class AgentLab:
         """The agents' trusted controller public keys."""
         return os.path.join(self.keys_dir, 'controller')
 
+    @property
+    def provider_key(self):
+        """The provider driver's key (octavia-api signs its changes)."""
+        return os.path.join(self.keys_dir, 'provider.key')
+
+    @property
+    def provider_keys_dir(self):
+        """The controllers' trusted provider public keys."""
+        return os.path.join(self.keys_dir, 'providers')
+
     def se_key(self, se):
         return os.path.join(self.keys_dir, f'{se}.key')
 
@@ -297,6 +307,10 @@ class AgentLab:
         auth.write_public_key(
             os.path.join(self.controller_keys_dir, f'{kid}.pub'),
             auth.load_private_key(self.controller_key).public_key())
+        kid = auth.generate_key(self.provider_key)
+        auth.write_public_key(
+            os.path.join(self.provider_keys_dir, f'{kid}.pub'),
+            auth.load_private_key(self.provider_key).public_key())
         for se in self.topo.ses:
             auth.generate_key(self.se_key(se.name),
                               self.se_public_key(se.name))

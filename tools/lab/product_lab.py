@@ -160,6 +160,7 @@ class ProductLab:
             transport_url=agent_lab.RABBIT + self.agents.vhost,
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
+                'signing_key': self.agents.provider_key,
                 'transport_url': self.agents.transport_url,
                 'status_relay_socket': self.relay_sockets['status'],
                 'stats_relay_socket': self.relay_sockets['stats']}})
@@ -261,6 +262,7 @@ octavia_status_socket = {sockets['status']}
 octavia_stats_socket = {sockets['stats']}
 octavia_get_socket = {sockets['get']}
 signing_key = {self.agents.controller_key}
+provider_keys_dir = {self.agents.provider_keys_dir}
 """)
         return path
 

@@ -165,6 +165,7 @@ class TempestLab(product_lab.ProductLab):
             start_timeout=300,
             extra_config={'dsr_provider': {
                 'default_se_group': self.agents.se_group,
+                'signing_key': self.agents.provider_key,
                 'default_tier': str(self.tier),
                 'transport_url': self.agents.transport_url,
                 'status_relay_socket': self.relay_sockets['status'],

@@ -340,6 +340,16 @@ def check_post_config(ds):
     assert _mode(agent_conf) == (0o640, ds.stack_user, ds.agent_user)
     assert _mode(keys / 'controller.key') == (0o600, ds.stack_user,
                                               ds.stack_user)
+    # octavia-api signs its changes; the controller trusts that key.
+    from dsr_wire import auth
+    assert octavia['dsr_provider']['signing_key'] == str(
+        keys / 'provider.key')
+    assert _mode(keys / 'provider.key') == (0o600, ds.stack_user,
+                                            ds.stack_user)
+    provider = auth.load_private_key(str(keys / 'provider.key'))
+    assert auth.TrustedKeys(_ini(ctl_conf)['dsr_controller'][
+        'provider_keys_dir'], 'provider').ids() == [
+            auth.key_id(provider.public_key())]
     assert _mode(keys / 'se.key') == (0o600, ds.agent_user, ds.agent_user)
     assert _mode(keys / 'bgp-md5.key')[0] == 0o600
     assert _mode(ds.state_dir) == (0o700, ds.agent_user, ds.agent_user)

@@ -3,9 +3,17 @@ before Octavia commits: the `openstack` CLI fails with a message naming the
 field and the allowed values, nothing is left behind, and the load balancer
 stays ACTIVE and usable."""
 
+import os
+
+from oslo_config import cfg
+import oslo_messaging as messaging
 import pytest
 
+from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import models
+from dsr_provider import rpc_api
 from tests.functional.e2e import helpers as h
+from tools.lab import netns
 from tools.lab import product_lab as pl
 
 VIP = '192.0.2.20'
@@ -83,3 +91,54 @@ def test_still_usable_after_refusals(lab):
     assert names(lab, 'pool') == ['p-ok']
     h.act(lab, 'pool', 'delete', 'p-ok')
     assert_nothing_left(lab)
+
+
+def test_a_change_forged_on_the_broker_is_refused(lab):
+    """The broker is not a trust boundary: a change published there with
+    the broker's credentials but without the provider driver's key --
+    deleting another project's listener, adding a listener -- is refused
+    by the controller and changes nothing; the driver's own (signed)
+    changes go on applying."""
+    conf = cfg.ConfigOpts()
+    conf([], project='octavia-dsr-forger')
+    # The first transport registers the options; the second is built on
+    # Octavia's exchange.
+    messaging.get_notification_transport(
+        conf, url=lab.agents.transport_url).cleanup()
+    conf.set_override('control_exchange', 'octavia')
+    transport = messaging.get_notification_transport(
+        conf, url=lab.agents.transport_url)
+    listeners = h.api(lab, 'listeners')['listeners']
+    (l1,) = [x for x in listeners if x['name'] == 'l1']
+    forger = rpc_api.ChangeClient(transport)
+    try:
+        forger.cast({}, 'listener_delete', listener={
+            'listener_id': l1['id'], 'loadbalancer_id': l1[
+                'loadbalancers'][0]['id']})
+        forger.cast({'dsr_auth': {'v': 1, 'key_id': 'forged', 'ts': 0,
+                                  'nonce': 'n', 'sig': 'AAAA'}},
+                    'listener_create', listener={
+                        'listener_id': 'forged-listener',
+                        'loadbalancer_id': l1['loadbalancers'][0]['id'],
+                        'protocol': 'TCP', 'protocol_port': 81})
+    finally:
+        transport.cleanup()
+    log = os.path.join(lab.agents.root, 'ctl1.log')
+
+    def refusals():
+        with open(log) as f:
+            return f.read().count('auth: refused change')
+    netns.wait_for(lambda: refusals() >= 2, 30,
+                   'the controller to refuse both forged changes')
+    database = db_mod.Database(lab.controller_db_url)
+    try:
+        with database.session() as s:
+            stored = {r.id for r in s.query(models.Listener)}
+    finally:
+        database.engine.dispose()
+    assert l1['id'] in stored and 'forged-listener' not in stored
+    # A signed change (the driver's) still applies.
+    h.act(lab, 'listener', 'set', '--name', 'l1', '--connection-limit', '7',
+          'l1')
+    assert lab.openstack_json('loadbalancer', 'listener', 'show', 'l1')[
+        'connection_limit'] == 7

@@ -24,7 +24,7 @@ def agents_made(monkeypatch, tmp_path):
         made.append({'redis_url': redis_url, 'agent_config': agent_config})
         return types.SimpleNamespace(
             tag='t', root=str(tmp_path), transport_url='rabbit://x',
-            se_group='g', controller_key='/k',
+            se_group='g', controller_key='/k', provider_keys_dir='/p',
             redis_url=redis_url or agent_lab.REDIS)
     monkeypatch.setattr(product_lab, '_Agents', agents)
     return made

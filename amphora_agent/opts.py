@@ -176,7 +176,7 @@ agent_opts = [
 coordination_opts = [
     # membership_timeout=1 as the controller's default: tooz's own is 30 s,
     # and a dead L7 SE must leave the L4 rings within 2 s (docs/tier2.md).
-    cfg.StrOpt('backend_url',
+    cfg.StrOpt('backend_url', secret=True,
                default='redis://127.0.0.1:6379?membership_timeout=1&'
                        'lock_timeout=1',
                help='tooz backend URL for SE group membership (the '

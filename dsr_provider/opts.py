@@ -113,7 +113,7 @@ controller_opts = [
     cfg.StrOpt('default_se_group', default='default',
                help='SE group of load balancers whose flavor and '
                     'availability zone name none.'),
-    cfg.StrOpt('coordination_url',
+    cfg.StrOpt('coordination_url', secret=True,
                default='redis://127.0.0.1:6379?membership_timeout=1&'
                        'lock_timeout=1',
                help='tooz backend: leader election among controllers and '

@@ -79,8 +79,13 @@ def _int(low, high, what='an integer'):
             'description': f'{what} in {low}..{high}'}
 
 
-ID = {'type': 'string', 'minLength': 1, 'maxLength': 255,
-      'description': 'a non-empty string of at most 255 characters'}
+# Octavia's ids are UUIDs (the controller makes some: "l7:<listener>",
+# an SE's id); an id also names files on the L7 SEs (their state folder
+# per load balancer), so nothing that could leave a folder: no "/", not
+# "." or "..".
+ID = {'type': 'string', 'pattern': r'^(?!\.+$)[A-Za-z0-9_.:@-]{1,255}$',
+      'description': 'a non-empty string of at most 255 letters, digits, '
+                     '"_.:@-", not only dots'}
 BOOL = {'type': 'boolean', 'description': 'true or false'}
 PORT = _int(1, 65535)
 ADDRESS = {'type': 'string',

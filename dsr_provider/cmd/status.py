@@ -29,6 +29,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
 from dsr_provider import opts
+from dsr_wire import auth
 
 _CLI_OPTS = [
     cfg.StrOpt('se-group', help='Only this SE group.'),
@@ -337,7 +338,10 @@ def render_table(view):
                    if peers else 'no peers')
             capacity = ' '.join(f'{c["used"]}/{c["limit"]}'
                                 for c in se['capacity'].values()) or '-'
-            issues = '; '.join(([se['error']] if se['error'] else []) +
+            # What an SE reported is shown escaped (auth.shown): no
+            # terminal control sequences from a report.
+            issues = '; '.join(([auth.shown(se['error'], 300)]
+                                if se['error'] else []) +
                                [p for p in se['problems'] if p != 'error'])
             rows.append((se['se_id'], se['applied_generation'],
                          se['ring_abi'] or '?', bgp,

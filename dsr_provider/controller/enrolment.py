@@ -88,11 +88,11 @@ def _public_key(text):
 def groups_of(database, kind, ids, session=None):
     """{object id: the SE groups that run it} for the ids of `kind`
     (Octavia's status keys: loadbalancers, listeners, pools, members,
-    healthmonitors) that exist, read in ``session`` (None: a transaction
-    of its own).  A tier-1 object's group is its load
+    healthmonitors, l7policies, l7rules) that exist, read in ``session``
+    (None: a transaction of its own).  A tier-1 object's group is its load
     balancer's se_group; a tier-2 load balancer and its listeners run on
-    its L4 group and its l7_se_group, its pools, members and monitors on
-    the l7_se_group alone (docs/tier2.md)."""
+    its L4 group and its l7_se_group, its pools, members, monitors, L7
+    policies and rules on the l7_se_group alone (docs/tier2.md)."""
     ids = list({str(i) for i in ids})
     if not ids:
         return {}
@@ -121,9 +121,25 @@ def groups_of(database, kind, ids, session=None):
             models.Pool, models.Pool.id == child.pool_id).join(
                 lb, lb.id == models.Pool.loadbalancer_id).filter(
                     child.id.in_(ids))
+    elif kind == 'l7policies':
+        # Tier 2: L7 policies and their rules run on the L7 SEs alone.
+        rows = s.query(models.L7Policy.id, lb.se_group, lb.l7_se_group).join(
+            models.Listener,
+            models.Listener.id == models.L7Policy.listener_id).join(
+                lb, lb.id == models.Listener.loadbalancer_id).filter(
+                    models.L7Policy.id.in_(ids))
+    elif kind == 'l7rules':
+        rows = s.query(models.L7Rule.id, lb.se_group, lb.l7_se_group).join(
+            models.L7Policy,
+            models.L7Policy.id == models.L7Rule.l7policy_id).join(
+                models.Listener,
+                models.Listener.id == models.L7Policy.listener_id).join(
+                    lb, lb.id == models.Listener.loadbalancer_id).filter(
+                        models.L7Rule.id.in_(ids))
     else:
         raise ValueError(f'kind: {kind!r} is not one of loadbalancers, '
-                         f'listeners, pools, members, healthmonitors')
+                         f'listeners, pools, members, healthmonitors, '
+                         f'l7policies, l7rules')
     return {obj_id: (({group} if both else set()) | {l7_group}
                      if l7_group else {group})
             for obj_id, group, l7_group in rows}

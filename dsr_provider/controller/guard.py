@@ -24,6 +24,13 @@ class Refused(Exception):
     """An agent message failed authentication or authorisation."""
 
 
+# What a report may name (Octavia's status keys), as the logs name one.
+_KINDS = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
+          'pools': 'pool', 'members': 'member',
+          'healthmonitors': 'healthmonitor', 'l7policies': 'l7policy',
+          'l7rules': 'l7rule'}
+
+
 def _report_objects(method, args):
     """{kind: ids} a report speaks about."""
     if method == 'report_member_status':
@@ -83,8 +90,10 @@ class AgentGuard:
         read: new objects, gone ones, other groups'."""
         foreign = []
         for kind, ids in _report_objects(method, args).items():
-            if kind not in ('loadbalancers', 'listeners', 'pools',
-                            'members', 'healthmonitors'):
+            if kind not in _KINDS:
+                # Nothing it may speak about: refused, not skipped.
+                foreign.append(f'objects of unknown kind '
+                               f'{auth.shown(kind)}')
                 continue
             unknown = [i for i in ids
                        if se_group not in self._groups.get((kind, str(i)),
@@ -97,7 +106,7 @@ class AgentGuard:
                 self._groups.clear()
             self._groups.update(((kind, obj_id), self._interned(groups))
                                 for obj_id, groups in owners.items())
-            foreign += [f'{kind[:-1]} {i} (group'
+            foreign += [f'{_KINDS[kind]} {i} (group'
                         f'{"s" if len(g) > 1 else ""} '
                         f'{", ".join(sorted(g))})'
                         for i, g in sorted(owners.items())

@@ -176,8 +176,11 @@ class Controller:
         # L7 SEs joining and leaving tier-2 load balancers, while leading.
         notifier = agent_rpc.AgentNotifier(self.transport,
                                            signer=self.signer)
+        members_of = tier2.tooz_members(self.coordinator)
+        if self.signer is not None:
+            members_of = tier2.enrolled_only(self.database, members_of)
         self._tier2 = tier2.start(
-            self.store, tier2.tooz_members(self.coordinator),
+            self.store, members_of,
             self._tier2_changed(notifier), lambda: self.election.leading)
 
     def _woken(self):

@@ -39,8 +39,10 @@ import time
 
 from oslo_log import log as logging
 
+from dsr_provider.controller import enrolment
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
+from dsr_wire import auth
 from dsr_wire import l7
 from dsr_wire import membership
 
@@ -78,6 +80,30 @@ def _tunnel_addresses(se_id, caps):
             continue
         result[family] = str(address)
     return result or None
+
+
+def enrolled_only(database, members_of):
+    """members_of keeping only the SEs enrolled in that group ("dsr-manage
+    enrol-se"): the coordination backend is not authenticated -- anybody
+    who reaches it can join an L7 group claiming tunnel addresses (the L4
+    SEs would steer its load balancers' traffic there) or an old contract
+    (its TLS settings left out) -- while an enrolled SE's own messages are
+    signed with its key.  Others are logged once and left out."""
+    ignored = set()
+
+    def members(l7_group):
+        live = members_of(l7_group)
+        enrolled = {row['se_id'] for row in enrolment.list_ses(
+            database, l7_group)}
+        for se_id in sorted(set(live) - enrolled - ignored):
+            LOG.warning('L7 group %s: member %s of the coordination group '
+                        'is not enrolled in it; ignored (docs/security.md)',
+                        l7_group, auth.shown(se_id))
+        ignored.update(set(live) - enrolled)
+        ignored.difference_update(enrolled)
+        return {se_id: caps for se_id, caps in live.items()
+                if se_id in enrolled}
+    return members
 
 
 def ready_members(capabilities):

@@ -66,6 +66,15 @@ def test_the_sample_document_is_valid():
     l7.check_document(document())
 
 
+@pytest.mark.parametrize('lb_id', ['../../tmp/x', 'a/b', '..', '.'])
+def test_an_id_that_could_name_another_folder_is_refused(lb_id):
+    """An L7 SE names its state folder per load balancer by its id."""
+    doc = document()
+    doc['load_balancers'][0]['id'] = lb_id
+    with pytest.raises(Invalid, match='not only dots'):
+        l7.check_document(doc)
+
+
 def test_optional_fields_may_be_absent():
     doc = document()
     lb = doc['load_balancers'][0]

@@ -126,3 +126,12 @@ def test_older_agent_without_ring_abi_or_bgp(store):
     assert se['ring_abi'] is None
     assert se['bgp'] == {'peers': {}, 'established': 0, 'announced': []}
     assert '?' in status.render_table(status.fleet(store.db))
+
+
+def test_an_error_an_se_reported_is_shown_escaped(store):
+    """What an SE reported is not trusted with the operator's terminal."""
+    gen = store.create_loadbalancer(lb(1))
+    report(store, 'se1', gen, error='boom\x1b[2J\x1b]0;pwned\x07 end')
+    text = status.render_table(status.fleet(store.db))
+    assert '\x1b' not in text and '\x07' not in text
+    assert 'boom\\x1b[2J' in text

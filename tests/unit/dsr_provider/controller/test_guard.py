@@ -173,6 +173,37 @@ def test_l7_ses_report_on_their_tier2_load_balancers(store, tmp_path):
                   'l2': {'bytes_in': 1}}, 'members': {}})
 
 
+def test_reports_on_l7_policies_and_rules_are_checked_like_the_rest(
+        store, tmp_path):
+    """A tier-2 load balancer's L7 policies and rules run on its L7 SEs
+    alone: another group's SE reporting them rejected (an ERROR for the
+    tenant) is refused, as is a report on a kind nobody reports on."""
+    from tests.unit.dsr_provider.controller import test_store_tier2 as t2
+    store.create_loadbalancer(t2.graph())
+    signers = {}
+    for se, group in (('l7se', t2.L7G), ('other', 'g1')):
+        path = str(tmp_path / f'{se}.key')
+        auth.generate_key(path)
+        signers[se] = auth.Signer(path)
+        enrolment.enrol(store.db, group, se,
+                        auth.load_private_key(path).public_key())
+    guard = guard_mod.AgentGuard(store.db)
+    rejected = {'l7policies': {'pol1': 'x'}, 'l7rules': {'r1': 'x'}}
+    check(guard, signers['l7se'], 'report_state', se_id='l7se',
+          se_group=t2.L7G, state={'rejected_objects': rejected})
+    with pytest.raises(guard_mod.Refused, match='l7policy pol1'):
+        check(guard, signers['other'], 'report_state', se_id='other',
+              se_group='g1', state={'rejected_objects': rejected})
+    with pytest.raises(guard_mod.Refused, match='l7rule r1'):
+        check(guard, signers['other'], 'report_state', se_id='other',
+              se_group='g1', state={'rejected_objects': {
+                  'l7rules': {'r1': 'x'}}})
+    with pytest.raises(guard_mod.Refused, match='unknown kind bogus'):
+        check(guard, signers['l7se'], 'report_state', se_id='l7se',
+              se_group=t2.L7G, state={'rejected_objects': {
+                  'bogus': {'x': 'y'}}})
+
+
 def test_a_message_is_checked_in_one_transaction(store, signers,
                                                  count_sessions):
     """Every SE sends two messages every stats interval: the enrolment,

@@ -8,9 +8,11 @@ L7 SE that joins its tooz group enters the L4 SEs' rings; the same calls on
 a tier-1 load balancer are refused naming the tier; a cascade delete leaves
 nothing behind."""
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
 
 from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import enrolment
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
 from dsr_wire import l7
@@ -86,6 +88,10 @@ def test_tier2_through_octavia(lab, store):
         return [(m['id'], m['address'], m['protocol_port'])
                 for m in listener['pool']['members']]
     assert l4_members() == []
+    # Only an enrolled L7 SE's membership counts (docs/security.md): the
+    # one below joins as the real agent does, enrolled in its group.
+    enrolment.enrol(store.db, l7_group, 'l7se-1',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
     se = membership.Membership(
         lab.agents.redis_url, 'l7se-1', l7_group,
         {'role': 'tier2', 'ready': True, 'draining': False,

@@ -1057,10 +1057,14 @@ class Agent:
 
     # ------------------------------------------------------------ reports
     def member_statuses(self):
-        if self.snapshot is None:
+        """Statuses of the members of the applied generation: a member of
+        a fetched generation not applied yet (or whose apply keeps
+        failing) is in no ring and is not reported."""
+        snap = self._applied_snap
+        if snap is None:
             return {}
         result = {}
-        for member, pool, _lb in self.snapshot.members():
+        for member, pool, _lb in snap.members():
             if not member.admin_state_up:
                 result[member.id] = 'OFFLINE'
             elif self.health is None or pool.health_monitor is None:

@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import ipaddress
 import logging
+import os
 import socket
 import time
 
@@ -18,6 +19,9 @@ LOG = logging.getLogger(__name__)
 # NUD states that carry a usable link-layer address.
 _NUD_USABLE = 0x02 | 0x04 | 0x08 | 0x10 | 0x40 | 0x80  # REACHABLE..PERMANENT
 _DISCARD_PORT = 9
+# Route types that send nothing anywhere: a member under one of them has no
+# next hop (RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT).
+_REJECT_TYPES = {6: 'blackhole', 7: 'unreachable', 8: 'prohibit'}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,8 +50,9 @@ class _RoutingSnapshot:
         self.by_len = {4: {}, 6: {}}
         for family, af in ((4, socket.AF_INET), (6, socket.AF_INET6)):
             for route in ipr.get_routes(family=af, table=254):
-                if route.get('type') != 1:  # unicast only
-                    continue
+                reject = _REJECT_TYPES.get(route.get('type'))
+                if route.get('type') != 1 and reject is None:
+                    continue    # unicast and reject routes only
                 dst = route.get('RTA_DST') or ('0.0.0.0' if family == 4
                                                else '::')
                 net = ipaddress.ip_network(f"{dst}/{route['dst_len']}",
@@ -66,7 +71,11 @@ class _RoutingSnapshot:
                 current = table.get(key)
                 if current is None or metric < current[2]:
                     mtu = (route.get('RTA_METRICS') or {}).get('RTAX_MTU')
-                    table[key] = (gateway, oif, metric, mtu)
+                    # A reject route: no gateway, no interface (the kernel
+                    # answers a lookup under it with an error).
+                    table[key] = ((None, None, metric, None, reject)
+                                  if reject
+                                  else (gateway, oif, metric, mtu, None))
         self.lengths = {f: sorted(t, reverse=True)
                         for f, t in self.by_len.items()}
         self.neighbours = {}
@@ -80,8 +89,9 @@ class _RoutingSnapshot:
                       for link in ipr.get_links()}
 
     def route(self, address):
-        """(gateway, oif, metric, mtu) of the longest prefix holding
-        address, or None."""
+        """(gateway, oif, metric, mtu, reject) of the longest prefix
+        holding address, or None; reject names the route's type if it is
+        a blackhole, unreachable or prohibit route (None: unicast)."""
         tables = self.by_len[address.version]
         for plen in self.lengths[address.version]:
             hit = tables[plen].get(_prefix_key(address, plen))
@@ -121,6 +131,9 @@ class NexthopResolver:
         self.resolve_timeout = resolve_timeout
         self._ipr = IPRoute()
         self._snapshot = None
+        # {address: why it has no next hop} as last logged: each address
+        # is logged once per reason, not at every apply or refresh.
+        self._unresolvable = {}
 
     def close(self):
         self._ipr.close()
@@ -136,8 +149,12 @@ class NexthopResolver:
     def _resolve_from_snapshot(self, address):
         hit = self._snapshot.route(address)
         if hit is None:
+            self._no_nexthop(address, 'no route')
             return None
-        gateway, oif, _metric, route_mtu = hit
+        gateway, oif, _metric, route_mtu, reject = hit
+        if reject:
+            self._no_nexthop(address, f'a {reject} route')
+            return None
         gateway = gateway or str(address)
         mac = self._snapshot.neighbours.get((oif, gateway))
         link = self._snapshot.links.get(oif)
@@ -173,17 +190,43 @@ class NexthopResolver:
             except OSError as exc:
                 LOG.debug('probe to %s failed: %s', address, exc)
 
+    def _no_nexthop(self, address, reason):
+        """Log, once per address and reason, why address has no next
+        hop."""
+        if self._unresolvable.get(address) != reason:
+            LOG.warning('member %s has no next hop: %s; the program will '
+                        'fall back to bpf_fib_lookup for it', address,
+                        reason)
+            self._unresolvable[address] = reason
+
     def resolve(self, address):
-        """The next hop for a member address, or None if unresolvable."""
+        """The next hop for a member address, or None if unresolvable (the
+        program then asks the kernel's FIB per packet).
+
+        A lookup the kernel refuses for this address alone -- a blackhole
+        (EINVAL) or prohibit (EACCES) route, an interface gone meanwhile
+        -- leaves this member without a next hop, never the others: the
+        error is logged (once per address and error), not raised."""
+        from pyroute2.netlink.exceptions import NetlinkError
+        try:
+            found = self._resolve(address)
+        except NetlinkError as exc:
+            name = errno.errorcode.get(exc.code, str(exc.code))
+            self._no_nexthop(address, f'the route lookup failed: {name} '
+                             f'({os.strerror(exc.code)})')
+            return None
+        if found is not None:
+            self._unresolvable.pop(address, None)
+        return found
+
+    def _resolve(self, address):
         if self._snapshot is not None:
             found = self._resolve_from_snapshot(address)
             if found is not False:
-                if found is None:
-                    LOG.warning('no route to member %s', address)
                 return found
         route = self._route(address)
         if route is None:
-            LOG.warning('no route to member %s', address)
+            self._no_nexthop(address, 'no route')
             return None
         ifindex = route.get('RTA_OIF')
         gateway = route.get('RTA_GATEWAY') or str(address)

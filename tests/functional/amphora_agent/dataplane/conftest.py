@@ -136,3 +136,16 @@ def make_dsr(make_topology):
 @pytest.fixture
 def dsr(make_dsr):
     return make_dsr()
+
+
+@pytest.fixture
+def se():
+    """An SE program on a configured dataplane in a namespace of its own
+    (test_packet_corpus.SeHarness); test files may define their own."""
+    from tests.functional.amphora_agent.dataplane import test_packet_corpus
+    harness = test_packet_corpus.SeHarness()
+    try:
+        harness.setup()
+        yield harness
+    finally:
+        harness.teardown()

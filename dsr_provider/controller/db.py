@@ -79,12 +79,19 @@ def upgrade(url, revision='head'):
     cfg = _config(url)
     eng = engine(url)
     try:
-        with eng.begin() as connection:
-            with _migration_lock(connection):
+        # The lock on a connection of its own, released only after the
+        # migrations' transaction committed: held by the migrating
+        # connection, it was released before that commit, and a second
+        # upgrade waiting on it read the revision before the last stamp
+        # and ran the last migration again ("table already exists").
+        with eng.connect() as lock_connection, \
+                _migration_lock(lock_connection):
+            with eng.begin() as connection:
                 before = _heads(connection)
                 cfg.attributes['connection'] = connection
                 command.upgrade(cfg, revision)
-                return before, _heads(connection)
+                after = _heads(connection)
+            return before, after
     finally:
         eng.dispose()
 

@@ -12,9 +12,11 @@ import sys
 import textwrap
 import time
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
 
 from dsr_provider.controller import db as db_mod
+from dsr_provider.controller import enrolment
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
 from dsr_wire import membership
@@ -76,6 +78,11 @@ _MEMBER = textwrap.dedent('''
 def test_l7_ses_join_drain_leave_and_expire(deployment):
     store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
     store.create_loadbalancer(graph())
+    # Only SEs enrolled in the L7 group count (docs/security.md), as the
+    # real L7 agents are.
+    for se_id in ('se-a', 'se-b'):
+        enrolment.enrol(store.db, L7G, se_id,
+                        ed25519.Ed25519PrivateKey.generate().public_key())
     ctl = deployment.launch('ctl1')
     ctl.wait_for_line(r'^READY', 180)
     netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,

@@ -782,6 +782,13 @@ class Agent:
                  'its removals first', snap.generation, refusal)
         state = self._removals(plan.state)
         self.dp.apply(state)
+        # Made, whatever becomes of the rest of the generation: a VIP left
+        # with no listener is withdrawn now, not announced to an SE that
+        # no longer serves it.  (None: nothing announced by this agent
+        # yet -- a restart keeps what ExaBGP announces until an apply.)
+        if self._ready_vips is not None:
+            self._announce(self._ready_vips
+                           & {key.vip for key in state.listeners})
         try:
             return snap, plan, self.dp.apply(plan.state)
         except model.InvalidConfig:

@@ -737,6 +737,35 @@ def test_a_running_listener_whose_change_does_not_fit_runs_as_applied(
                                  '198.19.3.2'}
 
 
+def test_a_vip_whose_listener_a_refused_fit_removed_is_withdrawn(
+        make_agent):
+    """A generation that does not fit has its removals applied first; if
+    it is then refused whole (a running listener's change that does not
+    fit, with no applied version to hold it at, as after a restart), the
+    VIPs the removals left without a listener are withdrawn all the same:
+    announced, they would draw traffic the SE drops."""
+    agent = make_agent()
+    agent.bgp = FakeBgp()
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2')]),
+        lb(2, [member('b1', '198.19.2.2')])])
+    step(agent)
+    assert agent.bgp.intent == {'192.0.2.11/32', '192.0.2.12/32'}
+    agent._applied_snap = None      # what a restarted agent has
+    agent.dp.refuse = lambda state: any(
+        s.conn_limit == 7 for s in state.listeners.values())
+    changed = lb(1, [member('a1', '198.19.1.2')])
+    changed['listeners'][0]['connection_limit'] = 7
+    agent.controller.document = document(2, [changed])
+    with pytest.raises(model.InvalidConfig):
+        step(agent)     # the worker loop logs it and tries again
+    state = agent.controller.states[-1]
+    assert state['applied_generation'] != 2 and state['error']
+    assert {str(k.vip) for k in agent.dp.applied.listeners} == {
+        '192.0.2.11'}
+    assert agent.bgp.intent == {'192.0.2.11/32'}
+
+
 class SlowDataplane(FakeDataplane):
     """An apply that takes as long as the test says (a first apply of
     thousands of listeners on a slow host)."""

@@ -235,6 +235,7 @@ def measure(pin_dir, dev, messages):
     source = ipaddress.ip_address('198.19.0.2')
 
     split = {}
+    applied = {}            # the state of the last apply
     gc_time = GcClock()
 
     def apply(held):
@@ -265,6 +266,7 @@ def measure(pin_dir, dev, messages):
         with gcpause.paused():      # as the agent's _reconcile
             changes = dp.apply(plan.state)
         t3 = time.perf_counter()
+        applied['state'] = plan.state
         # The collector's share of the three (cyclic gc passes).
         # cpu: this process's CPU time (user + system) for the three, less
         # sensitive than the wall clock to the other sessions' load.
@@ -322,6 +324,20 @@ def measure(pin_dir, dev, messages):
     # The next report, as every later [agent] stats_interval: the member
     # slots parsed by the first one are reused while their bytes match.
     timed_report(dp, out, 'next_')
+    # What the agent does besides changes (after the figures above, not in
+    # their RSS): the full check every [agent] dataplane_check_interval
+    # (every map read again, rings compared by digest), and the first
+    # apply of an agent restarted on these pins (every ring built once to
+    # be compared: an apply cut short may have left one unwritten).
+    t0 = time.perf_counter()
+    changes = dp.apply(applied['state'], full=True)
+    out['full_check_s'] = round(time.perf_counter() - t0, 2)
+    assert not any(changes.values()), changes
+    t0 = time.perf_counter()
+    with dp_mod.Dataplane.open(pin_dir, limits=limits) as restarted:
+        changes = restarted.apply(applied['state'])
+    out['restarted_first_apply_s'] = round(time.perf_counter() - t0, 2)
+    assert not any(changes.values()), changes
     dp.destroy()
     return out
 
@@ -412,7 +428,9 @@ def main():
             f'{out["apply_from_scratch_s"]} s; one member changed '
             f'{out["change_first_ms"]} ms (first) / '
             f'{out["change_ms"]} ms, removed {out["remove_member_ms"]} ms, '
-            f'unchanged snapshot {out["unchanged_snapshot_ms"]} ms')
+            f'unchanged snapshot {out["unchanged_snapshot_ms"]} ms; full '
+            f'check {out["full_check_s"]} s, first apply after a restart '
+            f'{out["restarted_first_apply_s"]} s')
         log('from scratch: ' + ', '.join(
             f'{k} {v} s' for k, v in out['from_scratch_split_s'].items())
             + '; one change: ' + ', '.join(

@@ -279,8 +279,7 @@ class Reporter:
         view = self._view()
         groups = [(lb_id, todo, [_without(store_mod.octavia_status(
             p.status, failed=verdict == ERROR, rejected=view.rejected,
-            operating=view.operating, diverged=view.diverged,
-            unserved=view.unserved), self._ghosts)
+            operating=view.operating, held=view.held), self._ghosts)
             for p, verdict in todo])
             for lb_id, todo in by_lb.items()]
         chunks = list(self._chunks(groups))
@@ -392,17 +391,13 @@ class Reporter:
             self._refused[key] = [0, now]
             return set()
         top = key
-        with self.store.db.session() as s:
-            while True:
-                row = s.get(store_mod._MODELS[top[0]], top[1])
-                parent_kind, link = store_mod._PARENT[top[0]]
-                parent = row is not None and getattr(row, link, None)
-                if not parent or parent_kind == 'loadbalancers' or \
-                        self._in_octavia(parent_kind, parent) is not False:
-                    break
-                top = (parent_kind, parent)
-            ghosts = {top} | self._descendants(s, *top)
-        ghosts.add(key)
+        while True:
+            parent = self.store.parent(*top)
+            if parent is None or parent[0] == 'loadbalancers' or \
+                    self._in_octavia(*parent) is not False:
+                break
+            top = parent
+        ghosts = {top, key} | self.store.descendants(*top)
         LOG.error('%s %s of load balancer %s: Octavia refused its status %d '
                   'times over %.0f s (%s) and has no such object (its '
                   'transaction failed after the provider took the '
@@ -428,22 +423,6 @@ class Reporter:
             LOG.warning('could not ask Octavia for %s %s: %s',
                         store_mod._GET_RESOURCE[kind], obj_id, exc)
             return None
-
-    @staticmethod
-    def _descendants(session, kind, obj_id):
-        """{(kind, id)} of the stored objects below kind obj_id."""
-        found = set()
-        todo = [(kind, obj_id)]
-        while todo:
-            parent_kind, parent_id = todo.pop()
-            for child in store_mod._CHILDREN.get(parent_kind, ()):
-                link = store_mod._PARENT[child][1]
-                for (child_id,) in session.query(
-                        store_mod._MODELS[child].id).filter(getattr(
-                            store_mod._MODELS[child], link) == parent_id):
-                    found.add((child, child_id))
-                    todo.append((child, child_id))
-        return found
 
     def _forget(self, top, ghosts):
         """An object Octavia never committed, with what is below it: deleted
@@ -559,8 +538,8 @@ class Reporter:
                    for kind, items in doc.items() for item in items
                    if item.get('changed')}
         return _View(statuses, rejected, dict(agent_rejections), waiting,
-                     agents, serving, port_refused, silent, diverged,
-                     store_mod.below(rows, rejected))
+                     agents, serving, port_refused, silent,
+                     diverged | store_mod.below(rows, rejected))
 
     def _round(self, session):
         """(groups with a generation not yet published, the operating
@@ -733,4 +712,4 @@ class Reporter:
 
 _View = collections.namedtuple(
     '_View', 'operating rejected agent_rejections waiting agents serving '
-    'port_refused silent diverged unserved')
+    'port_refused silent held')

@@ -219,7 +219,7 @@ def below(rows, keys):
 
 
 def octavia_status(doc, failed=False, rejected=(), operating=None,
-                   diverged=(), unserved=()):
+                   held=()):
     """The status for Octavia.
 
     failed: the SEs did not apply the change (whole snapshot rejected,
@@ -232,12 +232,11 @@ def octavia_status(doc, failed=False, rejected=(), operating=None,
     ('kept') keeps its operating status.
     operating: {(kind, id): operating status} known now, sent in the same
     update as the provisioning status.
-    diverged: (kind, id) of running objects whose last update was refused
-    (models: diverged): ERROR as a parent too -- Octavia holds the refused
-    values, the SEs run the previous ones -- with their operating status.
-    unserved: (kind, id) of objects below a rejected one (below()): the
-    SEs run none of them, so none is ACTIVE; their operating status is
-    computed (OFFLINE: not served).
+    held: (kind, id) of objects that are not what Octavia shows: ERROR
+    whether changed or a parent, with the operating status the SEs give
+    them -- running objects whose last update was refused (models:
+    diverged; the SEs run the previous values) and objects below a
+    rejected one (below(): the SEs run none of them, OFFLINE).
     """
     operating = operating or {}
     result = {}
@@ -253,11 +252,10 @@ def octavia_status(doc, failed=False, rejected=(), operating=None,
                 if item.get('rejected') or key in rejected or (
                         failed and item.get('changed')):
                     st = ERROR
-                kept = item.get('kept') or key in diverged or \
-                    key in unserved
-                if key in diverged or key in unserved:
+                if key in held:
                     st = ERROR
-                op = operating.get(key) if kept or st != ERROR else ERROR
+                op = operating.get(key) if item.get('kept') or \
+                    key in held or st != ERROR else ERROR
                 if op is None and st == ACTIVE and \
                         kind in _ONLINE_WHEN_ACTIVE:
                     op = ONLINE if item.get('enabled', True) else OFFLINE
@@ -668,17 +666,19 @@ class Store:
         `ignored`) is served on one of its VIP addresses with the same
         transport protocol and port; or None."""
         port = listener.doc.get('protocol_port')
-        vips = {ipaddress.ip_address(a) for a in models.vip_addresses(lb.doc)}
-        if port is None or not vips or lb.rejected is not None:
+        given = {a: ipaddress.ip_address(a)
+                 for a in models.vip_addresses(lb.doc)}
+        if port is None or not given or lb.rejected is not None:
             return None
+        vips = set(given.values())
         protocol = models.l4_protocol(listener.doc)
         # This runs on every listener change: the database picks the load
         # balancers whose document holds one of the addresses (as stored,
         # or in the canonical form Neutron gives), the check is exact.
         lbs = models.LoadBalancer
         text = sa.type_coerce(lbs.doc, sa.Text)
-        found = {f'%"{form}"%' for a in models.vip_addresses(lb.doc)
-                 for form in (a, str(ipaddress.ip_address(a)))}
+        found = {f'%"{form}"%' for a, vip in given.items()
+                 for form in (a, str(vip))}
         sharing = {}
         for other_id, doc in session.query(lbs.id, lbs.doc).filter_by(
                 se_group=lb.se_group, rejected=None).filter(
@@ -1321,6 +1321,32 @@ class Store:
                     models.Tombstone.kind == kind,
                     models.Tombstone.id.in_(ids)).update(
                         {'outcome': outcome}, synchronize_session=False)
+
+    def parent(self, kind, obj_id):
+        """(kind, id) of a stored object's parent; None for a load
+        balancer or an object not stored."""
+        if kind not in _PARENT:
+            return None
+        parent_kind, link = _PARENT[kind]
+        with self.db.session() as s:
+            row = s.get(_MODELS[kind], obj_id)
+            parent = row is not None and getattr(row, link)
+        return (parent_kind, parent) if parent else None
+
+    def descendants(self, kind, obj_id):
+        """{(kind, id)} of the stored objects below a stored object."""
+        found = set()
+        todo = [(kind, obj_id)]
+        with self.db.session() as s:
+            while todo:
+                parent_kind, parent_id = todo.pop()
+                for child in _CHILDREN.get(parent_kind, ()):
+                    model = _MODELS[child]
+                    for (child_id,) in s.query(model.id).filter(
+                            getattr(model, _PARENT[child][1]) == parent_id):
+                        found.add((child, child_id))
+                        todo.append((child, child_id))
+        return found
 
     def purge_tombstones(self, max_age):
         """Forget objects deleted, and change messages committed, more than

@@ -12,6 +12,7 @@ import pytest
 
 from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import structs
+from tests.functional.amphora_agent import inject
 from tests.functional.amphora_agent.test_agent_pinned import pinned  # noqa: F401,E501 -- the fixture
 from tests.unit.amphora_agent.test_service import document
 from tests.unit.amphora_agent.test_service import FakeHealth
@@ -52,15 +53,9 @@ def test_a_failed_ring_write_is_written_before_the_generation_applies(
     agent.controller.document = document(2, [
         lb(1, first + [member('a3', '198.19.1.3')],
            monitor=http_monitor('hm1'))])
-    real_write = agent.dp._write_ring
-    calls = []
-
-    def fail_once(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            raise dp_mod.DataplaneError('injected: ring write failed')
-        return real_write(*args, **kwargs)
-    monkeypatch.setattr(agent.dp, '_write_ring', fail_once)
+    inject.fail_first_call(
+        monkeypatch, agent.dp, '_write_ring',
+        dp_mod.DataplaneError('injected: ring write failed'))
     assert agent._fetch()
     with pytest.raises(dp_mod.DataplaneError):
         agent._reconcile()

@@ -16,6 +16,7 @@ from amphora_agent.dataplane import model
 from amphora_agent.dataplane import structs
 from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
 from tests.functional.amphora_agent.dataplane.test_reconcile import member_of
+from tests.functional.amphora_agent import inject
 
 KEY = f'{pc.VIP4}:80/tcp'
 NEW = '198.19.4.2'      # routed like M4: via the SE's gateway
@@ -52,15 +53,9 @@ def test_a_ring_write_that_failed_is_written_by_the_retry(se, monkeypatch,
     assert ring_members(se) == set(pc.M4)
     size = se.listener(KEY).ring_size
     state = with_new_member(se.state)
-    real_write = se.dp._write_ring
-    calls = []
-
-    def fail_once(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 1:
-            raise dataplane.DataplaneError('injected: ring write failed')
-        return real_write(*args, **kwargs)
-    monkeypatch.setattr(se.dp, '_write_ring', fail_once)
+    inject.fail_first_call(
+        monkeypatch, se.dp, '_write_ring',
+        dataplane.DataplaneError('injected: ring write failed'))
     with pytest.raises(dataplane.DataplaneError):
         se.apply(state)
     # The new member's slot is written, the ring is not.

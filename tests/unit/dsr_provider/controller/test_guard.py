@@ -134,6 +134,19 @@ def test_database_unavailable_refuses_every_message(store, signers, caplog):
         'database unavailable' in caplog.text
 
 
+def enrolled(store, tmp_path, ses):
+    """{se_id: auth.Signer} of SEs ((se_id, group), ...) each enrolled in
+    its group with a key of its own."""
+    signers = {}
+    for se, group in ses:
+        path = str(tmp_path / f'{se}.key')
+        auth.generate_key(path)
+        signers[se] = auth.Signer(path)
+        enrolment.enrol(store.db, group, se,
+                        auth.load_private_key(path).public_key())
+    return signers
+
+
 def test_l7_ses_report_on_their_tier2_load_balancers(store, tmp_path):
     """A tier-2 load balancer's L7 SEs run its listeners, pools, members
     and monitors: their member status and listener statistics are theirs
@@ -141,14 +154,8 @@ def test_l7_ses_report_on_their_tier2_load_balancers(store, tmp_path):
     only); another group's L7 SEs may not."""
     from tests.unit.dsr_provider.controller import test_store_tier2 as t2
     store.create_loadbalancer(t2.graph())
-    signers = {}
-    for se, group in (('l7se', t2.L7G), ('l4se', t2.L4),
-                      ('other', 'other-l7')):
-        path = str(tmp_path / f'{se}.key')
-        auth.generate_key(path)
-        signers[se] = auth.Signer(path)
-        enrolment.enrol(store.db, group, se,
-                        auth.load_private_key(path).public_key())
+    signers = enrolled(store, tmp_path, (('l7se', t2.L7G), ('l4se', t2.L4),
+                                         ('other', 'other-l7')))
     guard = guard_mod.AgentGuard(store.db)
     check(guard, signers['l7se'], 'report_member_status', se_id='l7se',
           se_group=t2.L7G, generation=1,
@@ -180,13 +187,7 @@ def test_reports_on_l7_policies_and_rules_are_checked_like_the_rest(
     tenant) is refused, as is a report on a kind nobody reports on."""
     from tests.unit.dsr_provider.controller import test_store_tier2 as t2
     store.create_loadbalancer(t2.graph())
-    signers = {}
-    for se, group in (('l7se', t2.L7G), ('other', 'g1')):
-        path = str(tmp_path / f'{se}.key')
-        auth.generate_key(path)
-        signers[se] = auth.Signer(path)
-        enrolment.enrol(store.db, group, se,
-                        auth.load_private_key(path).public_key())
+    signers = enrolled(store, tmp_path, (('l7se', t2.L7G), ('other', 'g1')))
     guard = guard_mod.AgentGuard(store.db)
     rejected = {'l7policies': {'pol1': 'x'}, 'l7rules': {'r1': 'x'}}
     check(guard, signers['l7se'], 'report_state', se_id='l7se',

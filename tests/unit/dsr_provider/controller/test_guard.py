@@ -12,15 +12,7 @@ from dsr_wire import auth
 
 @pytest.fixture
 def signers(tmp_path, store):
-    result = {}
-    for se, group in (('se1', 'g1'), ('se2', 'g2')):
-        path = str(tmp_path / f'{se}.key')
-        auth.generate_key(path)
-        signer = auth.Signer(path)
-        enrolment.enrol(store.db, group, se,
-                        auth.load_private_key(path).public_key())
-        result[se] = signer
-    return result
+    return enrolled(store, tmp_path, (('se1', 'g1'), ('se2', 'g2')))
 
 
 def _lb(store, lb_id, group, member_id):

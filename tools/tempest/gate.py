@@ -39,6 +39,7 @@ from tools.lab.localstack import neutron_server
 from tools.lab import lock_dir
 from tools.lab import netns
 from tools.lab import product_lab
+from tools.tempest import evidence
 from tools.tempest import plugin_dist
 from tools.tempest import selection
 from tools.tempest import tempest_conf
@@ -467,6 +468,11 @@ def main(argv=None):
                 log(f'keeping logs: {e}')
             if lab is not None:
                 lab.close()
+    if rc != 0:
+        # CI keeps what was printed, not the log folder.
+        problems = evidence.product_problems(args.logs)
+        if problems:
+            print(evidence.render(problems), flush=True)
     return rc
 
 

@@ -28,9 +28,20 @@ def process_alive(pid, start_time=None):
     if not pid or pid <= 0:
         return False
     st = proc_stat(pid)
-    if st is None or st[0] in ('Z', 'X'):
+    if st is None or (st[0] in ('Z', 'X') and not _other_threads(pid)):
         return False
     return start_time is None or st[1] == start_time
+
+
+def _other_threads(pid):
+    """Whether threads other than the leader still run: a process whose
+    main thread exited shows the leader as a zombie while its other
+    threads go on (a multi-threaded HAProxy worker still holding its
+    listening sockets)."""
+    try:
+        return any(int(tid) != pid for tid in os.listdir(f'/proc/{pid}/task'))
+    except (OSError, ValueError):
+        return False
 
 
 def process_start_time(pid):

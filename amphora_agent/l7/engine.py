@@ -23,6 +23,9 @@ load balancer ERROR and leaves its table and its HAProxy listeners as
 they are.
 """
 
+import copy
+import hashlib
+import json
 import os
 import resource
 import shutil
@@ -45,12 +48,20 @@ esac
 
 
 def _write(path, data, mode=0o644):
+    """Write path atomically; whether its content changed."""
+    data = data if isinstance(data, bytes) else data.encode()
+    try:
+        with open(path, 'rb') as f:
+            changed = f.read() != data
+    except OSError:
+        changed = True
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + '.tmp'
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, 'wb') as f:
-        f.write(data if isinstance(data, bytes) else data.encode())
+        f.write(data)
     os.replace(tmp, path)
+    return changed
 
 
 def _read(path):
@@ -77,6 +88,10 @@ class Engine:
         self.result = {}
         self.members = {}
         self._version = None
+        # lb id -> (digest of what its configuration was made from, its
+        # result): an unchanged load balancer is neither rendered (Octavia's
+        # templater) nor checked (a haproxy -c process) again.
+        self._applied = {}
         self.udp = udp or udp_mod.UdpService(adopt_tables=False)
 
     @classmethod
@@ -145,6 +160,7 @@ class Engine:
         for lb_id in self._stale(lbs):
             self.process(lb_id).stop()
             self.processes.pop(lb_id, None)
+            self._applied.pop(lb_id, None)
             shutil.rmtree(self.paths.lb_dir(lb_id), ignore_errors=True)
         if wanted_vips:
             self.host.apply(dict.fromkeys(wanted_vips), forward=forward)
@@ -193,11 +209,35 @@ class Engine:
                       if os.path.isdir(self.paths.lb_dir(name))}
         return sorted(known - keep)
 
+    def _inputs(self, lb):
+        """A digest of everything a load balancer's files are made from."""
+        fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        text = json.dumps([lb, self.snat(), self.version(), self.log_socket,
+                           self.connection_logging, self.se_id, fd_limit],
+                          sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def _apply_lb(self, lb):
+        lb_id = lb['id']
+        proc = self.process(lb_id)
+        inputs = self._inputs(lb)
+        applied = self._applied.pop(lb_id, None)
+        if applied is not None and applied[0] == inputs and \
+                (proc.running() or applied[1]['action'] == 'stopped'):
+            # Certificates are immutable by reference (Barbican), so the
+            # same document makes the same files: what runs is it.
+            out = copy.deepcopy(applied[1])
+            out['action'] = 'unchanged'
+        else:
+            out = self._render_lb(lb, proc)
+        if out['status'] == 'ACTIVE':
+            self._applied[lb_id] = (inputs, copy.deepcopy(out))
+        return out
+
+    def _render_lb(self, lb, proc):
         lb_id = lb['id']
         out = {'status': 'ACTIVE', 'error': None, 'action': None,
                'listeners': {}}
-        proc = self.process(lb_id)
         try:
             rendered = render.render(
                 lb, self.paths, snat=self.snat(),
@@ -218,15 +258,20 @@ class Engine:
                 # Keys on disk: the directory is the owner's only.
                 os.makedirs(self.paths.cert_dir(lb_id), 0o700,
                             exist_ok=True)
+            # A certificate or crt-list changed under the same
+            # configuration text (an SNI certificate added: the bind line
+            # names the list) needs a reload all the same.
+            files_changed = False
             for path, ref in rendered.certs.items():
-                _write(path, self.certs.fetch(ref), 0o600)
+                files_changed |= _write(path, self.certs.fetch(ref), 0o600)
             for path, content in rendered.crt_lists.items():
-                _write(path, content, 0o600)
+                files_changed |= _write(path, content, 0o600)
             config = self.paths.config(lb_id)
             candidate = config + '.new'
             _write(candidate, rendered.config)
             haproxy.check(self.binary, candidate)
-            if _read(config) == rendered.config and proc.running():
+            if not files_changed and _read(config) == rendered.config \
+                    and proc.running():
                 os.unlink(candidate)
                 out['action'] = 'unchanged'
                 return out

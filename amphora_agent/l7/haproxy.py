@@ -217,6 +217,10 @@ class Process:
         pid = self.master_pid()
         if pid is None:
             return
+        # The master can exit before its workers do, which still hold the
+        # listening sockets: stopped means they are gone too.
+        workers = [(w, processes.process_start_time(w))
+                   for w in processes.process_children(pid)]
         os.kill(pid, signal.SIGTERM)
         if self._child is not None:
             try:
@@ -228,3 +232,6 @@ class Process:
         else:
             _wait(lambda: not processes.process_alive(pid),
                   timeout or self.timeout, f'HAProxy master {pid} to exit')
+        for worker, started in workers:
+            _wait(lambda: not processes.process_alive(worker, started),
+                  timeout or self.timeout, f'HAProxy worker {worker} to exit')

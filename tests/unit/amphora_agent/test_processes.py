@@ -32,6 +32,29 @@ def test_a_zombie_is_not_alive():
     assert processes.proc_stat(child.pid) is None
 
 
+def test_a_process_whose_main_thread_exited_is_alive_while_threads_run():
+    """Its leader shows as a zombie, but a thread still runs (and holds
+    the process's sockets: a multi-threaded HAProxy worker)."""
+    child = subprocess.Popen(
+        [sys.executable, '-c',
+         'import ctypes, sys, threading\n'
+         'threading.Thread(target=sys.stdin.read).start()\n'
+         'ctypes.CDLL(None).pthread_exit(None)\n'],
+        stdin=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while processes.proc_stat(child.pid)[0] != 'Z':
+            assert time.monotonic() < deadline, 'main thread never exited'
+            time.sleep(0.01)
+        assert processes.process_alive(child.pid)
+        child.stdin.close()     # the last thread returns: the process ends
+        assert child.wait(30) == 0
+        assert not processes.process_alive(child.pid)
+    finally:
+        child.kill()
+        child.wait()
+
+
 def test_terminate_does_not_signal_a_stranger():
     child = subprocess.Popen([sys.executable, '-c', 'import time; '
                               'time.sleep(60)'])

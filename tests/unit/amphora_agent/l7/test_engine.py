@@ -102,6 +102,45 @@ def test_same_document_again_does_not_reload(engine):
     assert engine.process('lb1').worker_pid() == worker
 
 
+def test_an_unchanged_load_balancer_is_not_rendered_or_checked_again(
+        engine, monkeypatch):
+    """An apply costs what changed: each load balancer is an Octavia
+    templater run and a haproxy -c process, seconds for a group's worth
+    on a busy L7 SE."""
+    from amphora_agent.l7 import haproxy
+    checked, real_check = [], haproxy.check
+
+    def check(binary, path):
+        checked.append(os.path.basename(os.path.dirname(path)))
+        return real_check(binary, path)
+    monkeypatch.setattr(haproxy, 'check', check)
+    p1, p2 = free_port(), free_port()
+    engine.apply(docs.document(lb('lb1', p1), lb('lb2', p2)))
+    assert sorted(checked) == ['lb1', 'lb2']
+    checked.clear()
+    workers = {i: engine.process(i).worker_pid() for i in ('lb1', 'lb2')}
+    result = engine.apply(docs.document(
+        lb('lb1', p1), lb('lb2', p2, [docs.policy('pol', 'p-api', '/v2')]),
+        generation=2))
+    assert checked == ['lb2']
+    assert (result['lb1']['action'], result['lb2']['action']) == (
+        'unchanged', 'reloaded')
+    assert engine.process('lb1').worker_pid() == workers['lb1']
+    assert engine.ready
+
+
+def test_an_unchanged_load_balancer_whose_haproxy_died_is_started(engine):
+    port = free_port()
+    doc = docs.document(lb('lb1', port))
+    engine.apply(doc)
+    engine.process('lb1').stop()
+    assert not engine.ready
+    result = engine.apply(dict(doc, generation=2))
+    assert result['lb1']['action'] == 'started', result
+    assert engine.ready
+    socket.create_connection(('127.0.0.1', port), timeout=5).close()
+
+
 def test_a_rejected_configuration_is_rejected_alone(engine):
     p1, p2 = free_port(), free_port()
     engine.apply(docs.document(lb('lb1', p1), lb('lb2', p2)))
@@ -340,3 +379,55 @@ def test_listener_tls_settings_are_what_haproxy_negotiates(engine):
         'TLSv1.3', None)
     assert handshake(ports['older'], maximum=ssl.TLSVersion.TLSv1_2)[0] == \
         'TLSv1.2'
+
+
+def served_name(port, server_hostname):
+    """The common name of the certificate the VIP serves for an SNI."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection(('127.0.0.1', port), timeout=5) as s, \
+            ctx.wrap_socket(s, server_hostname=server_hostname) as t:
+        cert = x509.load_der_x509_certificate(t.getpeercert(True))
+    return cert.subject.get_attributes_for_oid(
+        NameOID.COMMON_NAME)[0].value
+
+
+def test_an_sni_certificate_added_to_a_listener_is_served(engine):
+    """Only the listener's crt-list changes (the HAProxy configuration
+    names the list, not the certificates): HAProxy must still reload."""
+    default = tls.store(tls.self_signed_pem('www.example.com'))
+    sni = tls.store(tls.self_signed_pem('api.example.org'))
+    port = free_port()
+
+    def document(generation, sni_refs):
+        return docs.document(docs.load_balancer(
+            [docs.listener('li', 'p', protocol='TERMINATED_HTTPS',
+                           port=port, default_tls_container_ref=default,
+                           sni_container_refs=sni_refs)],
+            [docs.pool('p', [docs.member('m1', M1)])],
+            vips=('127.0.0.1',)), generation=generation)
+    engine.apply(document(1, []))
+    assert served_name(port, 'api.example.org') == 'www.example.com'
+    result = engine.apply(document(2, [sni]))
+    assert result['lb1']['action'] == 'reloaded', result
+
+    def served():
+        return served_name(port, 'api.example.org') == 'api.example.org'
+    assert poll(served), 'the SNI certificate is not served'
+    assert served_name(port, 'www.example.com') == 'www.example.com'
+    # And taken out again.
+    assert engine.apply(document(3, []))['lb1']['action'] == 'reloaded'
+    assert poll(lambda: served_name(port, 'api.example.org') ==
+                'www.example.com')
+
+
+def poll(predicate, deadline=10.0):
+    import time
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()

@@ -33,6 +33,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import guard as guard_mod
+from dsr_provider.controller import membership_recall
 from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -80,6 +81,10 @@ class Controller:
         self.leader_group = c.leader_group.encode()
         self.election = election_mod.LeaderElection(
             self.coordinator, self.leader_group, self.controller_id)
+        # Memberships read through a backend reset (its own membership of
+        # the leader group is the sentinel).
+        self.recall = membership_recall.MembershipRecall(
+            self.coordinator, self.leader_group, self.controller_id)
         self._stop = threading.Event()
         self._reload = threading.Event()
         # Set when something the reporter's round reads was stored, here
@@ -125,12 +130,10 @@ class Controller:
         return self.driver_lib
 
     def live_agents(self, se_group):
-        try:
-            members = self.coordinator.get_members(
-                membership.group_id(se_group)).get()
-        except coordination.GroupNotCreated:
-            return set()
-        return {m.decode() for m in members}
+        def read(group):
+            return dict.fromkeys(self.coordinator.get_members(group).get())
+        return {m.decode() for m in self.recall.read(
+            membership.group_id(se_group), read)}
 
     def start(self):
         self.coordinator.start(start_heart=True)
@@ -176,7 +179,7 @@ class Controller:
         # L7 SEs joining and leaving tier-2 load balancers, while leading.
         notifier = agent_rpc.AgentNotifier(self.transport,
                                            signer=self.signer)
-        members_of = tier2.tooz_members(self.coordinator)
+        members_of = tier2.tooz_members(self.coordinator, self.recall)
         if self.signer is not None:
             members_of = tier2.enrolled_only(self.database, members_of)
         self._tier2 = tier2.start(

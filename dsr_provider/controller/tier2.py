@@ -175,11 +175,16 @@ def bump_l7_group(store, l7_group, low, high):
         return True
 
 
-def tooz_members(coordinator):
-    """members_of(l7_group) reading the live members from tooz."""
+def tooz_members(coordinator, recall=None):
+    """members_of(l7_group) reading the live members from tooz; through
+    recall (membership_recall.MembershipRecall) when given, so that a
+    backend that lost its state does not empty the group."""
     def members_of(l7_group):
-        return membership.members(coordinator,
-                                  membership.group_id(l7_group))
+        group = membership.group_id(l7_group)
+        if recall is None:
+            return membership.members(coordinator, group)
+        return recall.read(group, lambda g: membership.members(
+            coordinator, g))
     return members_of
 
 

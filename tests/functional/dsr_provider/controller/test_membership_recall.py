@@ -1,0 +1,134 @@
+"""SE group memberships read through a Redis that lost its state (every key
+of the deployment deleted: a restart without persistence), on the real
+Redis with real agent memberships (dsr_wire.membership.Membership)."""
+
+import time
+import uuid
+
+import pytest
+import redis
+
+from dsr_provider.controller import membership_recall
+from dsr_provider.controller import tier2
+from dsr_wire import membership
+
+REDIS = 'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1'
+LEADER_GROUP = b'octavia-dsr-controllers'
+
+
+def poll(predicate, deadline=15.0):
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def deployment():
+    """(url, controller coordinator joined to the leader group, make_se,
+    reset): a private namespace of the real Redis, removed after."""
+    namespace = f'dsrtest-{uuid.uuid4().hex[:8]}'
+    url = f'{REDIS}&namespace={namespace}'
+    client = redis.Redis(host='127.0.0.1', port=6379)
+    controller = membership.coordinator(url, b'ctl-1')
+    controller.start(start_heart=True)
+    membership.join(controller, LEADER_GROUP)
+    ses = []
+
+    def make_se(se_id, group='g1', caps=None):
+        se = membership.Membership(url, se_id, group,
+                                   caps or {'role': 'tier1'})
+        se.start()
+        ses.append(se)
+        return se
+
+    def reset():
+        keys = list(client.scan_iter(f'{namespace}*'))
+        assert keys
+        client.delete(*keys)
+    try:
+        yield url, controller, make_se, reset
+    finally:
+        for se in ses:
+            if not se._stop.is_set():
+                se.stop()
+        controller.stop()
+        for key in client.scan_iter(f'{namespace}*'):
+            client.delete(key)
+
+
+def raw(controller, group):
+    return set(membership.members(controller, membership.group_id(group)))
+
+
+def test_a_backend_reset_does_not_empty_the_groups(deployment):
+    url, controller, make_se, reset = deployment
+    recall = membership_recall.MembershipRecall(controller, LEADER_GROUP,
+                                                'ctl-1', grace=60)
+    members_of = tier2.tooz_members(controller, recall)
+    make_se('se-1')
+    make_se('se-2')
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+
+    reset()
+    # The backend has nothing; the controller still sees the SEs ...
+    assert raw(controller, 'g1') == set()
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+    assert members_of('g1')['se-1'] == {'role': 'tier1'}
+    # ... joined its sentinel again ...
+    assert b'ctl-1' in controller.get_members(LEADER_GROUP).get()
+    # ... and the SEs join again by themselves.
+    assert poll(lambda: raw(controller, 'g1') == {'se-1', 'se-2'})
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+
+
+def test_a_member_that_leaves_is_gone_at_once(deployment):
+    """No reset: a short read is the truth (a dead L7 SE must leave the L4
+    rings within 2 s)."""
+    url, controller, make_se, reset = deployment
+    recall = membership_recall.MembershipRecall(controller, LEADER_GROUP,
+                                                'ctl-1', grace=60)
+    members_of = tier2.tooz_members(controller, recall)
+    make_se('se-1')
+    leaving = make_se('se-2')
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+    leaving.stop()
+    assert set(members_of('g1')) == {'se-1'}
+
+
+def test_after_the_grace_reads_are_the_backends_again(deployment):
+    url, controller, make_se, reset = deployment
+    recall = membership_recall.MembershipRecall(controller, LEADER_GROUP,
+                                                'ctl-1', grace=2.0)
+    members_of = tier2.tooz_members(controller, recall)
+    make_se('se-1')
+    gone = make_se('se-2')
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+    # se-2 stops for good right as the backend loses its state: kept
+    # through the grace, then dropped.
+    gone._stop.set()
+    gone._watchdog.join(timeout=10)
+    gone._coordinator.stop()
+    reset()
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+    assert poll(lambda: set(members_of('g1')) == {'se-1'})
+    # A new SE of another group, read the first time during the grace,
+    # is read as it is.
+    make_se('se-3', group='g2')
+    assert set(members_of('g2')) == {'se-3'}
+
+
+def test_the_controllers_live_agents_read_through_a_reset(deployment):
+    """Controller.live_agents (the SEs a change waits for)."""
+    from dsr_provider.controller import service as service_mod
+    url, controller, make_se, reset = deployment
+    svc = service_mod.Controller.__new__(service_mod.Controller)
+    svc.coordinator = controller
+    svc.recall = membership_recall.MembershipRecall(
+        controller, LEADER_GROUP, 'ctl-1', grace=60)
+    make_se('se-1')
+    assert svc.live_agents('g1') == {'se-1'}
+    reset()
+    assert svc.live_agents('g1') == {'se-1'}

@@ -2,7 +2,6 @@
 of the deployment deleted: a restart without persistence), on the real
 Redis with real agent memberships (dsr_wire.membership.Membership)."""
 
-import time
 import uuid
 
 import pytest
@@ -11,18 +10,10 @@ import redis
 from dsr_provider.controller import membership_recall
 from dsr_provider.controller import tier2
 from dsr_wire import membership
+from tools.lab.netns import wait_for
 
 REDIS = 'redis://127.0.0.1:6379?membership_timeout=1&lock_timeout=1'
 LEADER_GROUP = b'octavia-dsr-controllers'
-
-
-def poll(predicate, deadline=15.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture
@@ -59,15 +50,19 @@ def deployment():
             client.delete(key)
 
 
+def reader(controller, grace):
+    """members_of as the tier-2 watcher reads them, through a recall."""
+    return tier2.tooz_members(controller, membership_recall.MembershipRecall(
+        controller, LEADER_GROUP, 'ctl-1', grace=grace))
+
+
 def raw(controller, group):
     return set(membership.members(controller, membership.group_id(group)))
 
 
 def test_a_backend_reset_does_not_empty_the_groups(deployment):
     url, controller, make_se, reset = deployment
-    recall = membership_recall.MembershipRecall(controller, LEADER_GROUP,
-                                                'ctl-1', grace=60)
-    members_of = tier2.tooz_members(controller, recall)
+    members_of = reader(controller, grace=60)
     make_se('se-1')
     make_se('se-2')
     assert set(members_of('g1')) == {'se-1', 'se-2'}
@@ -80,7 +75,8 @@ def test_a_backend_reset_does_not_empty_the_groups(deployment):
     # ... joined its sentinel again ...
     assert b'ctl-1' in controller.get_members(LEADER_GROUP).get()
     # ... and the SEs join again by themselves.
-    assert poll(lambda: raw(controller, 'g1') == {'se-1', 'se-2'})
+    wait_for(lambda: raw(controller, 'g1') == {'se-1', 'se-2'}, 15,
+             'the SEs joining again')
     assert set(members_of('g1')) == {'se-1', 'se-2'}
 
 
@@ -88,9 +84,7 @@ def test_a_member_that_leaves_is_gone_at_once(deployment):
     """No reset: a short read is the truth (a dead L7 SE must leave the L4
     rings within 2 s)."""
     url, controller, make_se, reset = deployment
-    recall = membership_recall.MembershipRecall(controller, LEADER_GROUP,
-                                                'ctl-1', grace=60)
-    members_of = tier2.tooz_members(controller, recall)
+    members_of = reader(controller, grace=60)
     make_se('se-1')
     leaving = make_se('se-2')
     assert set(members_of('g1')) == {'se-1', 'se-2'}
@@ -100,9 +94,7 @@ def test_a_member_that_leaves_is_gone_at_once(deployment):
 
 def test_after_the_grace_reads_are_the_backends_again(deployment):
     url, controller, make_se, reset = deployment
-    recall = membership_recall.MembershipRecall(controller, LEADER_GROUP,
-                                                'ctl-1', grace=2.0)
-    members_of = tier2.tooz_members(controller, recall)
+    members_of = reader(controller, grace=2.0)
     make_se('se-1')
     gone = make_se('se-2')
     assert set(members_of('g1')) == {'se-1', 'se-2'}
@@ -113,7 +105,8 @@ def test_after_the_grace_reads_are_the_backends_again(deployment):
     gone._coordinator.stop()
     reset()
     assert set(members_of('g1')) == {'se-1', 'se-2'}
-    assert poll(lambda: set(members_of('g1')) == {'se-1'})
+    wait_for(lambda: set(members_of('g1')) == {'se-1'}, 15,
+             'the grace to end')
     # A new SE of another group, read the first time during the grace,
     # is read as it is.
     make_se('se-3', group='g2')

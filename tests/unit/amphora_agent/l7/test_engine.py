@@ -17,6 +17,7 @@ from dsr_wire.schema import Invalid
 from tests.unit.amphora_agent.l7 import test_udp
 from tests.unit.amphora_agent.l7 import tls
 from tools.lab import l7_docs as docs
+from tools.lab.netns import wait_for
 
 HAPROXY = shutil.which('haproxy')
 pytestmark = pytest.mark.skipif(HAPROXY is None,
@@ -413,21 +414,10 @@ def test_an_sni_certificate_added_to_a_listener_is_served(engine):
     result = engine.apply(document(2, [sni]))
     assert result['lb1']['action'] == 'reloaded', result
 
-    def served():
-        return served_name(port, 'api.example.org') == 'api.example.org'
-    assert poll(served), 'the SNI certificate is not served'
+    wait_for(lambda: served_name(port, 'api.example.org') ==
+             'api.example.org', 10, 'the SNI certificate served')
     assert served_name(port, 'www.example.com') == 'www.example.com'
     # And taken out again.
     assert engine.apply(document(3, []))['lb1']['action'] == 'reloaded'
-    assert poll(lambda: served_name(port, 'api.example.org') ==
-                'www.example.com')
-
-
-def poll(predicate, deadline=10.0):
-    import time
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
+    wait_for(lambda: served_name(port, 'api.example.org') ==
+             'www.example.com', 10, 'the SNI certificate no longer served')

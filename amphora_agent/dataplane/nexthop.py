@@ -22,6 +22,12 @@ _DISCARD_PORT = 9
 # Route types that send nothing anywhere: a member under one of them has no
 # next hop (RTN_BLACKHOLE, RTN_UNREACHABLE, RTN_PROHIBIT).
 _REJECT_TYPES = {6: 'blackhole', 7: 'unreachable', 8: 'prohibit'}
+# Seconds a next hop that did not answer within resolve_timeout is not
+# waited for again: it is probed (the kernel resolves it in the
+# background, and the next snapshot finds it when it answers) and left to
+# the FIB meanwhile.  Waiting at every apply and refresh stalled the
+# agent's worker resolve_timeout per dead member, for every tenant.
+UNANSWERED_RETRY = 300.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +140,8 @@ class NexthopResolver:
         # {address: why it has no next hop} as last logged: each address
         # is logged once per reason, not at every apply or refresh.
         self._unresolvable = {}
+        # {address: monotonic time its next hop last failed to answer}.
+        self._unanswered = {}
 
     def close(self):
         self._ipr.close()
@@ -217,6 +225,7 @@ class NexthopResolver:
             return None
         if found is not None:
             self._unresolvable.pop(address, None)
+            self._unanswered.pop(address, None)
         return found
 
     def _resolve(self, address):
@@ -230,18 +239,24 @@ class NexthopResolver:
             return None
         ifindex = route.get('RTA_OIF')
         gateway = route.get('RTA_GATEWAY') or str(address)
-        deadline = time.monotonic() + self.resolve_timeout
+        now = time.monotonic()
+        deadline = now + self.resolve_timeout
         mac = self._neighbour_mac(gateway, ifindex)
         if mac is None:
             self._provoke_resolution(address)
+            failed_at = self._unanswered.get(address)
+            if failed_at is not None and now - failed_at < UNANSWERED_RETRY:
+                return None     # logged when it failed; not waited for
         while mac is None and time.monotonic() < deadline:
             time.sleep(0.01)  # polling the neighbour table; bounded above
             mac = self._neighbour_mac(gateway, ifindex)
         if mac is None:
-            LOG.warning('next hop %s for member %s did not resolve; the '
-                        'program will fall back to bpf_fib_lookup',
-                        gateway, address)
+            self._unanswered[address] = time.monotonic()
+            self._no_nexthop(address, f'next hop {gateway} did not answer '
+                             f'within {self.resolve_timeout} s (not waited '
+                             f'for again for {UNANSWERED_RETRY:.0f} s)')
             return None
+        self._unanswered.pop(address, None)
         link = self._ipr.link('get', index=ifindex)[0]
         mtu = link.get('IFLA_MTU')
         metrics = route.get('RTA_METRICS')

@@ -121,3 +121,47 @@ def test_the_routing_snapshot_knows_reject_routes(se, kind):
     # Its neighbours are still routed by the /24.
     assert snapshot.route(ipaddress.ip_address('198.19.9.3'))[:2] == (
         SILENT_GW, se.ifindex)
+
+
+def test_a_next_hop_that_never_answers_is_waited_for_once(
+        se, monkeypatch, caplog):
+    """A member behind a gateway nobody answers ARP for: the first apply
+    waits resolve_timeout for it, later refreshes and applies only probe
+    it (no wait; the worker serves every tenant), and it keeps the FIB
+    fallback; the others keep their cached next hops."""
+    ip(se, 'addr', 'add', '198.18.1.2/24', 'dev', 'se0')
+    ip(se, 'route', 'add', '198.19.9.0/24', 'via', SILENT_GW)
+    with se.inside():
+        resolver = se.dp._resolver_get()
+    polls = []
+    real_poll = resolver._neighbour_mac
+
+    def counted(gateway, ifindex):
+        polls.append(gateway)
+        return real_poll(gateway, ifindex)
+    monkeypatch.setattr(resolver, '_neighbour_mac', counted)
+    key = model.ListenerKey.parse(KEY)
+    spec = se.state.listeners[key]
+    members = {**spec.members,
+               ipaddress.ip_address(CUT): model.Member(
+                   ipaddress.ip_address(CUT))}
+    state = dataclasses.replace(se.state, listeners={
+        **se.state.listeners,
+        key: dataclasses.replace(spec, members=members)})
+    with caplog.at_level(logging.WARNING):
+        assert se.apply(state)['members_added'] == 1
+    waited = polls.count(SILENT_GW)
+    assert waited > 10, polls      # polled for resolve_timeout
+    assert nexthop_of(se, CUT) is None
+    gateway = (se.ifindex, pc.GW_MAC)
+    assert all(nexthop_of(se, m) == gateway for m in pc.M4)
+
+    polls.clear()
+    with caplog.at_level(logging.WARNING), se.inside():
+        se.dp.refresh_nexthops()
+        se.dp.refresh_nexthops()
+    assert polls.count(SILENT_GW) == 2, polls   # one look each, no wait
+    assert nexthop_of(se, CUT) is None
+    assert all(nexthop_of(se, m) == gateway for m in pc.M4)
+    assert caplog.text.count(f'member {CUT} has no next hop') == 1
+    assert f'next hop {SILENT_GW} did not answer' in caplog.text

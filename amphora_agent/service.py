@@ -87,6 +87,10 @@ def _lb_health_targets(lb):
     targets, rejected, specs = {}, {}, {}
     for listener in lb.listeners:
         pool = listener.pool
+        # A disabled load balancer or listener serves nothing: its members
+        # are not probed (as an amphora renders no HAProxy for it), and
+        # are probed from their initial state once it is enabled again.
+        served = lb.admin_state_up and listener.admin_state_up
         for member in (pool.members if pool else ()):
             mon = pool.health_monitor
             spec = None
@@ -106,13 +110,15 @@ def _lb_health_targets(lb):
                         rejected.setdefault('healthmonitors', {})[
                             mon.id] = f'health monitor {mon.id}: {exc}'
                 spec = specs[mon.id]
+            if member.id in targets and targets[member.id].admin_state_up:
+                continue    # a pool another, enabled listener serves
             try:
                 targets[member.id] = hm.Target(
                     address=str(member.monitor_address or member.address),
                     port=member.monitor_port or member.protocol_port,
                     monitor=spec,
                     admin_state_up=(member.admin_state_up
-                                    and pool.admin_state_up))
+                                    and pool.admin_state_up and served))
             except hm.InvalidMonitor as exc:
                 rejected.setdefault('members', {})[member.id] = (
                     f'member {member.id}: {exc}')

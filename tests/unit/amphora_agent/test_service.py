@@ -202,6 +202,28 @@ def test_a_bad_monitor_is_rejected_alone_and_everything_else_applies(
                                        'c2': 'NO_MONITOR'}
 
 
+def test_members_of_a_disabled_load_balancer_or_listener_are_not_probed():
+    """They serve nothing (as an amphora renders no HAProxy for them);
+    enabled again, they are probed."""
+    from amphora_agent import snapshot
+    off_listener = lb(1, [member('a1', '198.19.1.2')],
+                      monitor=http_monitor('hm-1'))
+    off_listener['listeners'][0]['admin_state_up'] = False
+    off_lb = dict(lb(2, [member('b1', '198.19.2.2')],
+                     monitor=http_monitor('hm-2')), admin_state_up=False)
+    on = lb(3, [member('c1', '198.19.3.2')], monitor=http_monitor('hm-3'))
+    targets, rejected = service.health_targets(snapshot.parse(
+        document(1, [off_listener, off_lb, on])))
+    assert not rejected
+    assert {m: t.probed for m, t in targets.items()} == {
+        'a1': False, 'b1': False, 'c1': True}
+    off_listener['listeners'][0]['admin_state_up'] = True
+    off_lb['admin_state_up'] = True
+    targets, _ = service.health_targets(snapshot.parse(
+        document(2, [off_listener, off_lb, on])))
+    assert all(t.probed for t in targets.values())
+
+
 def test_set_targets_failure_never_reports_the_generation_applied(
         make_agent):
     agent = make_agent()

@@ -1458,6 +1458,10 @@ class Store:
                                         updated_at=now)
                 s.add(row)
             row.se_group = se_group
+            applied = fields.get('applied_generation')
+            if applied != row.applied_generation and \
+                    self._catch_up(s, se_id, se_group, applied):
+                news = True
             for key, value in fields.items():
                 if key in NEWS_FIELDS and getattr(row, key) != value:
                     news = True
@@ -1466,6 +1470,37 @@ class Store:
                 row.statuses_digest = statuses_digest(row)
             row.updated_at = now
         return news
+
+    def _catch_up(self, session, se_id, se_group, applied):
+        """An SE applied a generation above its group's: the database went
+        back (restored from a backup; the group's row recreated).  Its
+        agents refuse every older generation (replay protection) and, as
+        they report that newer one applied, every change stored since
+        would count as applied by them: the group continues from above it,
+        and what is owed waits for that generation.  True when it did."""
+        if not isinstance(applied, int) or isinstance(applied, bool):
+            return False
+        group = session.get(models.SEGroup, se_group)
+        if group is None or group.generation >= applied:
+            return False
+        group = self._locked_group(session, se_group)
+        if group.generation >= applied:
+            return False
+        LOG.warning('SE %s of group %s applied generation %d, above the '
+                    'group\'s %d (its database restored from a backup?): '
+                    'the group continues from generation %d, which every '
+                    'change owed to Octavia now waits for', se_id, se_group,
+                    applied, group.generation, applied + 1)
+        group.generation = applied + 1
+        owed = session.query(models.PendingStatus).filter(
+            sa.or_(models.PendingStatus.se_group == se_group,
+                   models.PendingStatus.also_se_group == se_group))
+        for p in owed:
+            if p.se_group == se_group and p.generation:
+                p.generation = group.generation
+            if p.also_se_group == se_group and p.also_generation:
+                p.also_generation = group.generation
+        return True
 
 
 # What an agent reports that the operating statuses are computed from.

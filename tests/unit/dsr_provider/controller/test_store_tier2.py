@@ -308,6 +308,14 @@ def test_status_is_active_once_the_l7_ses_applied_it(store):
             for i in items} == {'ACTIVE'}
 
 
+def applied_everywhere(store):
+    """Each group's SE reports its group's current generation applied."""
+    with store.db.session() as s:
+        current = {g.name: g.generation for g in s.query(models.SEGroup)}
+    store.record_agent('l4se', L4, applied_generation=current[L4])
+    store.record_agent('l7se', L7G, applied_generation=current[L7G])
+
+
 def test_admin_down_l7_policies_and_rules_are_offline(store):
     """As the amphora driver reports them (octavia-tempest-plugin's
     test_l7policy_update / test_l7rule_update create them disabled and
@@ -318,8 +326,7 @@ def test_admin_down_l7_policies_and_rules_are_offline(store):
     store.put_l7rule({'l7rule_id': 'r3', 'l7policy_id': 'pol2',
                       'type': 'PATH', 'compare_type': 'EQUAL_TO',
                       'value': '/', 'admin_state_up': False})
-    store.record_agent('l4se', L4, applied_generation=3)
-    store.record_agent('l7se', L7G, applied_generation=3)
+    applied_everywhere(store)
     reporter.run_once()
 
     def operating(kind, obj_id):
@@ -333,8 +340,7 @@ def test_admin_down_l7_policies_and_rules_are_offline(store):
     # The rule enabled by an update: ONLINE; its parent still OFFLINE.
     store.put_l7rule({'l7rule_id': 'r3', 'l7policy_id': 'pol2',
                       'admin_state_up': True})
-    store.record_agent('l4se', L4, applied_generation=4)
-    store.record_agent('l7se', L7G, applied_generation=4)
+    applied_everywhere(store)
     reporter.run_once()
     assert operating('l7rules', 'r3')[-1] == 'ONLINE'
     assert set(operating('l7policies', 'pol2')) == {'OFFLINE'}

@@ -22,6 +22,9 @@ What is played, as systemd.service(5) and systemd.kill(5) describe it:
   KillMode= rule; RuntimeDirectory= removed unless
   RuntimeDirectoryPreserve= keeps it (``restart``: kept for a restart);
 * restart: stop with a "restart" job, then start;  reload: ExecReload=;
+* sandboxing of the Exec lines without "+": PrivateTmp=, ProtectHome=,
+  ProtectSystem= (not "strict") and UMask= in a mount namespace of their
+  own (``_sandboxed`` says how, and where it deviates);
 * Exec lines: ``@BINDIR@`` replaced (the install-time substitution
   docs/operations.md describes), specifiers %n %N %t %S %%, $VAR / ${VAR}
   from the unit's environment, prefixes "+" (full privileges) and "-"
@@ -70,6 +73,9 @@ class UnitError(RuntimeError):
     pass
 
 
+_YES = ('yes', 'true', '1', 'on')
+
+
 def parse(text):
     """{section: {key: [values]}} of a unit file (repeated keys keep every
     value in order; an empty value resets the list, as in systemd)."""
@@ -101,7 +107,7 @@ def seconds(value):
 
 class ServiceUnit:
     def __init__(self, path, bindir, paths=None, runtime_root=None,
-                 state_root=None, extra_caps=(), env=None):
+                 state_root=None, extra_caps=(), env=None, visible=()):
         self.path = path
         self.name = os.path.basename(path)
         with open(path) as f:
@@ -115,6 +121,9 @@ class ServiceUnit:
         self.state_root = state_root or os.path.join(self.work, 'lib')
         self.extra_caps = tuple(extra_caps)
         self.extra_env = dict(env or {})
+        # Lab paths the sandbox keeps in view (a lab's files live in /tmp,
+        # which PrivateTmp= hides; a checkout may live in /root or /home).
+        self.visible = tuple(visible)
         self.main = None
         self.job_id = 0
         self.log = []           # (time, event) of what was played
@@ -220,8 +229,74 @@ class ServiceUnit:
         env = self._environment(mainpid)
         argv, privileged, ignore = self._expand(line, env)
         if not privileged:
-            argv = self._as_user(argv)
+            argv = self._sandboxed(self._as_user(argv))
         return argv, env, ignore
+
+    def _in_view(self):
+        """The lab's paths a sandboxed command must still see."""
+        paths = [self.work, self.runtime_root, self.state_root,
+                 self.bindir, *self.visible]
+        paths += [v if os.path.isdir(v) else os.path.dirname(v)
+                  for v in self.paths.values()]
+        paths = sorted({os.path.realpath(p) for p in paths})
+        # Outermost only: a bind mount of a folder brings what is in it.
+        return [p for p in paths
+                if not any(p.startswith(q + '/') for q in paths)]
+
+    def _sandboxed(self, argv):
+        """PrivateTmp=, ProtectHome=, ProtectSystem= and UMask= as systemd
+        sets them up (systemd.exec(5)), in a mount namespace of the
+        command's own (unshare, slave propagation as systemd's: mounts
+        made later on the host, a new network namespace's, are seen):
+        /tmp and /var/tmp a fresh tmpfs; /home, /root and /run/user an
+        empty read-only one; /usr, /boot, /efi (and /etc for "full")
+        read-only.  Deviations: each command gets its own /tmp (systemd
+        shares one among a unit's commands); the lab's paths
+        (_in_view) stay visible inside what is hidden; "strict" is not
+        played."""
+        hide = []
+        if self.get('PrivateTmp', 'no') in _YES:
+            hide += [('/tmp', '1777', False), ('/var/tmp', '1777', False)]
+        if self.get('ProtectHome', 'no') in _YES:
+            hide += [(d, '0755', True) for d in ('/home', '/root',
+                                                 '/run/user')]
+        system = self.get('ProtectSystem', 'no')
+        if system == 'strict':
+            raise UnitError(f'{self.name}: ProtectSystem=strict is not '
+                            f'played by this emulator')
+        readonly = []
+        if system in _YES or system == 'full':
+            readonly = ['/usr', '/boot', '/efi']
+            if system == 'full':
+                readonly.append('/etc')
+        umask = self.get('UMask')
+        if not (hide or readonly or umask):
+            return argv
+        keep = self._in_view()
+        sh = ['set -e', 'mount -t tmpfs -o mode=0700 dsr-unit-stash /mnt']
+        for n, (folder, mode, ro) in enumerate(hide):
+            if not os.path.isdir(folder):
+                continue
+            stash = f'/mnt/{n}'
+            sh += [f'mkdir {stash}', f'mount --rbind {folder} {stash}',
+                   f'mount -t tmpfs -o mode={mode} dsr-unit {folder}']
+            for path in keep:
+                if path.startswith(folder + '/'):
+                    rel = shlex.quote(path[len(folder) + 1:])
+                    sh += [f'mkdir -p {folder}/{rel}',
+                           f'mount --rbind {stash}/{rel} {folder}/{rel}']
+            if ro:
+                sh.append(f'mount -o remount,ro,bind {folder}')
+        for folder in readonly:
+            if os.path.isdir(folder):
+                sh += [f'mount --bind {folder} {folder}',
+                       f'mount -o remount,bind,ro {folder}']
+        sh.append('umount -l /mnt')
+        if umask:
+            sh.append(f'umask {umask}')
+        sh.append('exec "$@"')
+        return ['unshare', '--mount', '--propagation', 'slave', '--',
+                'sh', '-c', '\n'.join(sh), 'sh', *argv]
 
     def _run(self, key, line, timeout, mainpid=None):
         argv, env, ignore = self._command(line, mainpid)

@@ -10,6 +10,7 @@ import json
 import os
 import pathlib
 import pwd
+import re
 import subprocess
 import sys
 import threading
@@ -81,7 +82,7 @@ class UnitLab:
             runtime_root=run_root, state_root=state_root,
             extra_caps=('sys_admin',),
             # The checkout stands for the installed package.
-            env={'PYTHONPATH': str(ROOT)})
+            env={'PYTHONPATH': str(ROOT)}, visible=(str(ROOT),))
 
     def start_agent(self):
         proc = self.unit.start()
@@ -131,10 +132,45 @@ def _stop_traffic(proc):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _mounts(pid):
+    """{mount point: (filesystem type, options)} a process sees."""
+    out = {}
+    with open(f'/proc/{pid}/mountinfo') as f:
+        for line in f:
+            fields = line.split()
+            fs = fields[fields.index('-') + 1]
+            out[fields[4]] = (fs, set(fields[5].split(',')))
+    return out
+
+
+def _umask(pid):
+    with open(f'/proc/{pid}/status') as f:
+        return next(line.split()[1] for line in f
+                    if line.startswith('Umask:'))
+
+
+def _assert_sandboxed(pid):
+    """The unit's PrivateTmp=, ProtectHome=, ProtectSystem=full and
+    UMask= hold for pid."""
+    mounts = _mounts(pid)
+    assert mounts['/tmp'][0] == 'tmpfs', mounts.get('/tmp')
+    for path in ('/usr', '/etc'):
+        assert 'ro' in mounts[path][1], (path, mounts[path])
+    assert mounts['/root'] == ('tmpfs', mounts['/root'][1]) and \
+        'ro' in mounts['/root'][1], mounts['/root']
+    # UMask=0027 or stricter (the agent sets its own, 0137: files 0640).
+    assert int(_umask(pid), 8) & 0o027 == 0o027, _umask(pid)
+    # Not the host's: a root shell of the test sees its own /tmp.
+    assert _mounts(os.getpid()).get('/tmp') != mounts['/tmp']
+
+
 def test_systemctl_restart_is_hitless(unit_lab):
     ul, lab = unit_lab, unit_lab.lab
     _serve(ul)
     exabgp = ul.exabgp()
+    # It served from the unit's sandbox, and ExaBGP (its child) shares it.
+    _assert_sandboxed(ul.unit.main.pid)
+    _assert_sandboxed(exabgp[0])
     old_main = ul.unit.main.pid
     traffic = _start_traffic(lab)
     stop = threading.Event()
@@ -268,3 +304,14 @@ def test_unit_file_verifies_with_systemd(tmp_path):
                              capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), \
             out.stdout + out.stderr
+        # Sandboxing: the exposure systemd computes for the unit
+        # (docs/security.md).  The agent's stays MEDIUM for what it needs
+        # (BPF, CAP_NET_ADMIN, raw sockets, the host's network).
+        out = subprocess.run(['systemd-analyze', 'security', '--offline=yes',
+                              str(installed)], capture_output=True,
+                             text=True, timeout=120)
+        exposure = float(re.search(r'Overall exposure level for \S+: '
+                                   r'([\d.]+)', out.stdout).group(1))
+        assert exposure <= {'dsr-agent.service': 5.2,
+                            'dsr-controller.service': 3.3}[name], \
+            (name, exposure)

@@ -332,8 +332,13 @@ def test_slow_member_does_not_delay_others(make_checker):
                                for i in range(50)), 10, 'probes')
         c.stop()
     assert all(c.status(f'tcp{i}') == ONLINE for i in range(50))
-    others = [lag for k, v in lags.items() if k != 'hang' for lag in v]
-    assert max(others) < 0.1, max(others)
+    others = sorted(lag for k, v in lags.items() if k != 'hang'
+                    for lag in v)
+    # Blocked by the hanging member, nearly every start would be late by
+    # its 0.2 s timeout.  One stall of the whole host (CI's other stages,
+    # a collection) delays a few starts of every member alike: the 95th
+    # percentile, not the maximum (rehearsal 129: one start 0.27 s late).
+    assert others[int(len(others) * 0.95)] < 0.1, others[-20:]
     assert c.stats()['skipped_slots'] == 0
 
 

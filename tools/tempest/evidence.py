@@ -6,7 +6,8 @@ status relay beside tempest's summary: "generation N of g-l7 not applied
 by every SE within 60 s" or an SE's rejection says at once whether the
 product or the test went wrong.  Repeated messages are counted, not
 repeated (the text after the level without the request context, numbers
-aside; the first one is shown)."""
+and hexadecimal ids aside; the first one is shown), and of a message
+logged over several lines (a traceback) only its first line is kept."""
 
 import collections
 import os
@@ -18,8 +19,8 @@ import re
 PRODUCT_LOGS = re.compile(r'^(ctl\d+|se\d+|l7_[^.]+|os_status-relay|'
                           r'os_octavia-driver-agent)\.log$')
 # oslo.log: "<date> <time> <pid> <LEVEL> <logger> [<context>] <message>"
-_NUMBER = re.compile(r'\d+')
-_LINE = re.compile(r'^(\S+ \S+) \d+ (WARNING|ERROR|CRITICAL) (\S+) '
+_NUMBER = re.compile(r'[0-9a-fA-F-]*\d[0-9a-fA-F-]*')
+_LINE = re.compile(r'^(\S+ \S+) (\d+) (WARNING|ERROR|CRITICAL) (\S+) '
                    r'(?:\[[^\]]*\] )?(.*)$')
 
 
@@ -36,14 +37,21 @@ def product_problems(logs, per_file=20, width=300):
     found = []
     for name in names:
         seen = collections.OrderedDict()
+        record = None
         with open(os.path.join(logs, name), errors='replace') as f:
             for line in f:
                 m = _LINE.match(line.rstrip('\n'))
                 if not m:
                     continue
-                when, level, logger, message = m.groups()
-                # Numbers (generations, ports, counts) do not make a
-                # message new.
+                when, pid, level, logger, message = m.groups()
+                # oslo.log writes each line of a multi-line message (a
+                # traceback) as a record of the same time, process and
+                # logger: the first line says what happened.
+                if (when, pid, level, logger) == record:
+                    continue
+                record = (when, pid, level, logger)
+                # Numbers and hexadecimal ids (generations, ports, message
+                # ids) do not make a message new.
                 key = (level, logger, _NUMBER.sub('#', message[:width]))
                 if key in seen:
                     seen[key][4] += 1

@@ -10,7 +10,14 @@ CTL = '\n'.join([
     'SE within 60.0 s',
     '2026-12-07 01:19:00.000 611 WARNING dsr_provider.controller.guard '
     '[req-1 - - - -] auth: refused report_state from se_id=x',
-    'Traceback (most recent call last):', ''])
+    'Traceback (most recent call last):',
+    # A traceback logged with its message: one record per line.
+    f'2026-12-07 01:20:00.000 {_REPORTER} 99 of g-l7 not applied by every '
+    'SE within 60.0 s',
+    '2026-12-07 01:20:00.000 611 ERROR dsr_provider.controller.reporter '
+    '[-] Traceback (most recent call last):',
+    '2026-12-07 01:20:00.000 611 ERROR dsr_provider.controller.reporter '
+    '[-]   File "reporter.py", line 1, in round', ''])
 
 
 def write(tmp_path, name, text):
@@ -32,12 +39,13 @@ def test_the_product_logs_warnings_and_errors_are_counted_by_message(
     assert ctl == [
         ('2026-12-07 01:18:02.120', 'ERROR',
          'dsr_provider.controller.reporter',
-         'generation 86 of g-l7 not applied by every SE within 60.0 s', 2),
+         'generation 86 of g-l7 not applied by every SE within 60.0 s', 3),
         ('2026-12-07 01:19:00.000', 'WARNING',
          'dsr_provider.controller.guard',
          'auth: refused report_state from se_id=x', 1)]
     text = evidence.render(found)
-    assert 'within 60.0 s (x2)' in text
+    assert 'within 60.0 s (x3)' in text
+    assert 'Traceback' not in text
     assert text.splitlines()[0].startswith('--- ctl1.log')
 
 

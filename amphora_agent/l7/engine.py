@@ -223,13 +223,15 @@ class Engine:
         inputs = self._inputs(lb)
         applied = self._applied.pop(lb_id, None)
         if applied is not None and applied[0] == inputs and \
-                (proc.running() or applied[1]['action'] == 'stopped'):
+                proc.running() == (applied[1]['action'] != 'stopped'):
             # Certificates are immutable by reference (Barbican), so the
-            # same document makes the same files: what runs is it.
+            # same document makes the same files: what runs is it (or,
+            # for one with nothing enabled, that nothing runs).
+            self._applied[lb_id] = applied
             out = copy.deepcopy(applied[1])
             out['action'] = 'unchanged'
-        else:
-            out = self._render_lb(lb, proc)
+            return out
+        out = self._render_lb(lb, proc)
         if out['status'] == 'ACTIVE':
             self._applied[lb_id] = (inputs, copy.deepcopy(out))
         return out

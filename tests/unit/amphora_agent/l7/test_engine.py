@@ -233,6 +233,15 @@ def test_disabled_load_balancer_is_stopped(engine):
                              'action': 'stopped', 'listeners': {}}
     assert not engine.process('lb1').running()
     assert engine.ready
+    # Still disabled: nothing to render or stop, generation after
+    # generation.
+    for generation in (3, 4):
+        result = engine.apply(docs.document(disabled, generation=generation))
+        assert result['lb1']['action'] == 'unchanged', result
+    assert not engine.process('lb1').running()
+    # Enabled again: started.
+    result = engine.apply(docs.document(lb('lb1', port), generation=5))
+    assert result['lb1']['action'] == 'started', result
 
 
 def udp_listener(port=53):

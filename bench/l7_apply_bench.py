@@ -24,7 +24,6 @@ DSR_BENCH_L7_APPLY_LBS (16), DSR_BENCH_L7_APPLY_ROUNDS (5).  Last line:
 one JSON object.
 """
 
-import ipaddress
 import os
 import secrets
 import shutil
@@ -44,27 +43,11 @@ from _common import run_in_netns  # noqa: E402
 from _common import sh  # noqa: E402
 from amphora_agent.l7 import engine as engine_mod  # noqa: E402
 from tools.lab import l7_docs as docs  # noqa: E402
+from tools.lab.l7_loopback import LoopbackHost  # noqa: E402
 
 LOAD_BALANCERS = int(os.environ.get('DSR_BENCH_L7_APPLY_LBS', 16))
 ROUNDS = int(os.environ.get('DSR_BENCH_L7_APPLY_ROUNDS', 5))
 VIP = '127.0.0.1'
-
-
-class LoopbackHost:
-    """The engine's host side, stood in for: VIPs on the namespace's
-    loopback already (127.0.0.1)."""
-
-    mode = 'bench'
-    tunnel_addresses = {4: ipaddress.ip_address('198.18.7.2')}
-
-    def apply(self, vips, forward=False):
-        return []
-
-    def teardown(self):
-        return []
-
-    def vips_on_loopback(self, vips):
-        return True
 
 
 def document(generation, weights):

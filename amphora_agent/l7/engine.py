@@ -213,8 +213,8 @@ class Engine:
         """A digest of everything a load balancer's files are made from."""
         fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
         text = json.dumps([lb, self.snat(), self.version(), self.log_socket,
-                           self.connection_logging, self.se_id, fd_limit],
-                          sort_keys=True, default=str)
+                           self.connection_logging, self.se_id, fd_limit,
+                           os.geteuid()], sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _apply_lb(self, lb):
@@ -246,7 +246,10 @@ class Engine:
                 haproxy_version=self.version(), log_socket=self.log_socket,
                 connection_logging=self.connection_logging,
                 se_id=self.se_id,
-                fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+                fd_limit=resource.getrlimit(resource.RLIMIT_NOFILE)[1],
+                # Unprivileged (the shipped unit): HAProxy stays the
+                # agent's user, which the unit confines.
+                as_root=os.geteuid() == 0)
             out['listeners'] = dict(rendered.not_rendered)
             if rendered.config is None:
                 # Nothing enabled: no HAProxy, and no installed

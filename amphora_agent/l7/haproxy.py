@@ -90,6 +90,20 @@ def _worker_pid(stats_socket):
     return int(m.group(1)) if m else None
 
 
+def _alerts(log_path, offset, limit=3):
+    """HAProxy's [ALERT] lines written to log_path after offset, without
+    their prefix, joined ("; "); at most ``limit``."""
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(offset)
+            text = f.read(65536).decode(errors='replace')
+    except OSError:
+        return ''
+    alerts = [re.sub(r'^\[ALERT\]\s*\(\d+\)\s*:\s*', '', line).strip()
+              for line in text.splitlines() if line.startswith('[ALERT]')]
+    return '; '.join(alerts[:limit])
+
+
 def _wait(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while True:
@@ -142,8 +156,11 @@ class Process:
         for path in (self.stats_socket, self.master_socket):
             if os.path.exists(path):
                 os.unlink(path)
-        log = open(os.path.join(self.paths.lb_dir(self.lb_id),
-                                'haproxy.log'), 'ab')
+        log_path = os.path.join(self.paths.lb_dir(self.lb_id),
+                                'haproxy.log')
+        start = os.path.getsize(log_path) if os.path.exists(log_path) \
+            else 0
+        log = open(log_path, 'ab')
         try:
             self._child = subprocess.Popen(
                 [self.binary, '-W', '-S', f'{self.master_socket},mode,600',
@@ -155,10 +172,13 @@ class Process:
 
         def up():
             if self._child.poll() is not None:
+                # Its alerts say why (a port it may not bind, a uid it
+                # cannot take): the reason Octavia's status carries.
+                alerts = _alerts(log_path, start)
                 raise HaproxyError(
                     f'HAProxy for {self.lb_id} exited with '
-                    f'{self._child.returncode} (see '
-                    f'{self.paths.lb_dir(self.lb_id)}/haproxy.log)')
+                    f'{self._child.returncode}'
+                    f'{": " + alerts if alerts else ""} (see {log_path})')
             return self.worker_pid()
         return _wait(up, self.timeout, f'HAProxy for {self.lb_id} to start')
 

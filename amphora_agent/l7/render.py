@@ -367,12 +367,20 @@ def max_connections(fd_limit):
 
 
 def post_process(text, paths, snat, cidrs_by_listener, fd_limit=None,
-                 tls_by_listener=None):
-    """The DSR edits of a configuration Octavia rendered."""
+                 tls_by_listener=None, as_root=True):
+    """The DSR edits of a configuration Octavia rendered.  as_root: HAProxy
+    starts as root (an amphora's, which then drops to Octavia's ``user
+    nobody``); else it runs as the agent's own unprivileged user, which
+    cannot change its uid (HAProxy exits "Cannot set uid"): the global
+    user and group lines are left out."""
     lines = []
     for line in text.splitlines():
         stripped = line.strip()
         if stripped == 'daemon':
+            continue
+        if not as_root and stripped.split(' ', 1)[0] in ('user', 'group',
+                                                         'uid', 'gid') \
+                and _in_global(lines):
             continue
         if fd_limit and fd_limit > 0 and stripped.startswith('maxconn ') \
                 and _in_global(lines):
@@ -399,11 +407,12 @@ def _in_global(lines):
 
 def render(lb_doc, paths, snat=None, haproxy_version=('2', '6'),
            log_socket='/dev/log', connection_logging=True, se_id='l7se',
-           fd_limit=None):
+           fd_limit=None, as_root=True):
     """Render one load balancer of the L7 document.  snat: {4: address,
     6: address} the L7 SE connects to members from (a family absent:
     the kernel's route source); fd_limit: the hard RLIMIT_NOFILE HAProxy
-    will run with (None or RLIM_INFINITY: no cap)."""
+    will run with (None or RLIM_INFINITY: no cap); as_root: HAProxy starts
+    as root (post_process)."""
     from octavia.common import data_models as dm
     lb, listeners, skipped = to_data_models(lb_doc)
     crt_lists, certs = {}, {}
@@ -427,5 +436,5 @@ def render(lb_doc, paths, snat=None, haproxy_version=('2', '6'),
     tls = {d['id']: bind_tls_options(d) for d in lb_doc['listeners']
            if d['protocol'] == 'TERMINATED_HTTPS'}
     return Rendered(post_process(text, paths, dict(snat or {}), cidrs,
-                                 fd_limit, tls),
+                                 fd_limit, tls, as_root=as_root),
                     crt_lists, certs, skipped)

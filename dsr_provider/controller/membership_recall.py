@@ -32,6 +32,15 @@ LOG = logging.getLogger(__name__)
 # checks its membership each REJOIN_CHECK_INTERVAL and joins again; five
 # checks leave room for a busy host and the backend's own start.
 RESET_GRACE = 5 * membership.REJOIN_CHECK_INTERVAL
+# Seconds between two looks at the sentinel when no read came back short:
+# a reset that every SE rejoined from before the controller read a group
+# would otherwise leave the sentinel gone, and the next SE that really
+# leaves would be taken for a reset (kept for the grace).
+SENTINEL_CHECK = 5.0
+
+
+def _str(member):
+    return member.decode() if isinstance(member, bytes) else str(member)
 
 
 class MembershipRecall:
@@ -46,25 +55,34 @@ class MembershipRecall:
         self.grace = grace
         self._clock = clock
         self._lock = threading.Lock()
-        self._known = {}        # group -> {member: value} last returned
+        # (what is read, group) -> {member id (str): value} last returned:
+        # one per reader, since readers keep different values (the SEs a
+        # change waits for, the L7 SEs' capabilities) of the same group.
+        self._known = {}
         self._reset_at = None
+        self._sentinel_seen = clock()
 
-    def read(self, group, read):
+    def read(self, group, read, what='members'):
         """read(group) -> {member: value} from the backend (a group the
         backend does not have: GroupNotCreated, read as empty); what it
-        returned, with the members known before a reset while the grace
-        lasts.  Backend errors are the caller's, as from read()."""
+        returned, member ids as str, with the members known before a reset
+        while the grace lasts.  what: names the reader (its own memory of
+        the group).  Backend errors are the caller's, as from read()."""
         try:
-            current = read(group)
+            current = {_str(m): v for m, v in read(group).items()}
         except coordination.GroupNotCreated:
             current = {}
         with self._lock:
-            before = self._known.get(group, {})
-            if before.keys() - current.keys() and not self._in_grace():
-                self._check_sentinel(group, before.keys() - current.keys())
+            key = (what, group)
+            before = self._known.get(key, {})
+            missing = before.keys() - current.keys()
+            if not self._in_grace() and (
+                    missing or self._clock() - self._sentinel_seen >=
+                    SENTINEL_CHECK):
+                self._check_sentinel(group, missing)
             if self._in_grace():
                 current = {**before, **current}
-            self._known[group] = current
+            self._known[key] = current
             return dict(current)
 
     def _in_grace(self):
@@ -72,22 +90,33 @@ class MembershipRecall:
             self._clock() - self._reset_at < self.grace
 
     def _check_sentinel(self, group, missing):
-        """Members went missing from group: whether the backend lost its
-        state (the sentinel gone); if so, join again and start the
-        grace."""
+        """Whether the backend lost its state (the sentinel gone); if so,
+        join again and, when members of group went missing, start the
+        grace.  A failed join is retried at the next look."""
         try:
             present = self.member_id in self.coordinator.get_members(
                 self.sentinel_group).get()
         except coordination.GroupNotCreated:
             present = False
         if present:
+            self._sentinel_seen = self._clock()
             return
-        self._reset_at = self._clock()
-        LOG.warning('coordination backend lost its group memberships '
-                    '(restarted empty?): %s of %s and this controller\'s '
-                    'own membership of %s are gone; members known before '
-                    'are kept for %.0f s while they join again',
-                    ', '.join(sorted(m.decode() if isinstance(m, bytes)
-                                     else str(m) for m in missing)),
-                    group, self.sentinel_group.decode(), self.grace)
-        membership.join(self.coordinator, self.sentinel_group)
+        if missing:
+            self._reset_at = self._clock()
+            LOG.warning('coordination backend lost its group memberships '
+                        '(restarted empty?): %s of %s and this '
+                        'controller\'s own membership of %s are gone; '
+                        'members known before are kept for %.0f s while '
+                        'they join again', ', '.join(sorted(missing)),
+                        group, self.sentinel_group.decode(), self.grace)
+        else:
+            LOG.warning('coordination backend lost its group memberships '
+                        '(restarted empty?): this controller\'s own '
+                        'membership of %s is gone; joining again',
+                        self.sentinel_group.decode())
+        try:
+            membership.join(self.coordinator, self.sentinel_group)
+            self._sentinel_seen = self._clock()
+        except coordination.ToozError as exc:
+            LOG.warning('joining %s again failed (%s); retried at the next '
+                        'look', self.sentinel_group.decode(), exc)

@@ -132,8 +132,8 @@ class Controller:
     def live_agents(self, se_group):
         def read(group):
             return dict.fromkeys(self.coordinator.get_members(group).get())
-        return {m.decode() for m in self.recall.read(
-            membership.group_id(se_group), read)}
+        return set(self.recall.read(membership.group_id(se_group), read,
+                                    what='live agents'))
 
     def start(self):
         self.coordinator.start(start_heart=True)

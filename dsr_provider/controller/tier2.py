@@ -184,7 +184,7 @@ def tooz_members(coordinator, recall=None):
         if recall is None:
             return membership.members(coordinator, group)
         return recall.read(group, lambda g: membership.members(
-            coordinator, g))
+            coordinator, g), what='L7 SE capabilities')
     return members_of
 
 

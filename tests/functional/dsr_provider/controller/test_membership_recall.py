@@ -114,14 +114,42 @@ def test_after_the_grace_reads_are_the_backends_again(deployment):
 
 
 def test_the_controllers_live_agents_read_through_a_reset(deployment):
-    """Controller.live_agents (the SEs a change waits for)."""
+    """Controller.live_agents (the SEs a change waits for) and the tier-2
+    watcher read the same group through one recall, as on the leader:
+    each keeps its own values (ids; capabilities) through a reset."""
     from dsr_provider.controller import service as service_mod
     url, controller, make_se, reset = deployment
     svc = service_mod.Controller.__new__(service_mod.Controller)
     svc.coordinator = controller
     svc.recall = membership_recall.MembershipRecall(
         controller, LEADER_GROUP, 'ctl-1', grace=60)
-    make_se('se-1')
+    members_of = tier2.tooz_members(controller, svc.recall)
+    make_se('se-1', caps={'role': 'tier2'})
     assert svc.live_agents('g1') == {'se-1'}
+    assert members_of('g1') == {'se-1': {'role': 'tier2'}}
     reset()
+    # Either reader may be the one that finds the reset.
     assert svc.live_agents('g1') == {'se-1'}
+    assert members_of('g1') == {'se-1': {'role': 'tier2'}}
+    assert svc.live_agents('g1') == {'se-1'}
+
+
+def test_a_reset_every_se_rejoined_from_is_found_all_the_same(
+        deployment, monkeypatch):
+    """The sentinel is looked at now and then, not only when a read comes
+    back short: gone, it is joined again, so that the next SE that really
+    leaves is not taken for a reset."""
+    monkeypatch.setattr(membership_recall, 'SENTINEL_CHECK', 0.0)
+    url, controller, make_se, reset = deployment
+    members_of = reader(controller, grace=60)
+    make_se('se-1')
+    leaving = make_se('se-2')
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+    reset()
+    wait_for(lambda: raw(controller, 'g1') == {'se-1', 'se-2'}, 15,
+             'the SEs joining again')
+    # Nothing came back short, but the sentinel was gone: joined again.
+    assert set(members_of('g1')) == {'se-1', 'se-2'}
+    assert b'ctl-1' in controller.get_members(LEADER_GROUP).get()
+    leaving.stop()
+    assert set(members_of('g1')) == {'se-1'}

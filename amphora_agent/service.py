@@ -1106,6 +1106,11 @@ class Agent:
         state['bgp'] = self.bgp_sessions.report()
         if self.trust is not None:
             state['auth_refusals'] = self.trust.refusals.total()
+            # The oldest generation it accepts (what it applied, kept
+            # across restarts): after a restart applied_generation is None
+            # until an apply, and a controller whose database went back
+            # must still learn where to continue from.
+            state['generation_floor'] = self.trust.floor
         with self._state_lock:
             self._last_state = state
             self._heartbeat.sent()

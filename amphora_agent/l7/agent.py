@@ -214,7 +214,11 @@ class L7Agent:
                 'ready': self.capabilities()['ready'],
                 'load_balancers': self.engine.result,
                 'auth_refusals': (self.trust.refusals.total()
-                                  if self.trust is not None else None)}
+                                  if self.trust is not None else None),
+                # The oldest generation it accepts (amphora_agent/trust.py):
+                # where a controller whose database went back continues.
+                'generation_floor': (self.trust.floor
+                                     if self.trust is not None else None)}
 
     # -- one round ---------------------------------------------------------
 

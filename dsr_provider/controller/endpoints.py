@@ -521,7 +521,8 @@ class AgentEndpoint:
             helpers=state.get('helpers') or None,
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),
-            bgp=_bgp(state))
+            bgp=_bgp(state),
+            generation_floor=state.get('generation_floor'))
 
     def report_member_status(self, ctxt, se_id, se_group, generation,
                              statuses):

@@ -1449,6 +1449,9 @@ class Store:
 
     def _record_agent(self, se_id, se_group, fields):
         now = time.time()
+        # Not stored: the oldest generation the SE accepts, for _catch_up.
+        fields = dict(fields)
+        floor = fields.pop('generation_floor', None)
         with self.db.session() as s:
             row = s.get(models.AgentState, se_id)
             news = row is None or row.se_group != se_group or \
@@ -1459,8 +1462,14 @@ class Store:
                 s.add(row)
             row.se_group = se_group
             applied = fields.get('applied_generation')
-            if applied != row.applied_generation and \
-                    self._catch_up(s, se_id, se_group, applied):
+            # Only what moved (a restarted SE: its floor above what the
+            # store has of it) costs a look at the group.
+            known = row.applied_generation
+            reached = [g for g in (applied, floor) if _generation(g)]
+            if (applied != known or any(
+                    known is None or g > known for g in reached)) and \
+                    reached and self._catch_up(s, se_id, se_group,
+                                               max(reached)):
                 news = True
             for key, value in fields.items():
                 if key in NEWS_FIELDS and getattr(row, key) != value:
@@ -1478,8 +1487,6 @@ class Store:
         they report that newer one applied, every change stored since
         would count as applied by them: the group continues from above it,
         and what is owed waits for that generation.  True when it did."""
-        if not isinstance(applied, int) or isinstance(applied, bool):
-            return False
         group = session.get(models.SEGroup, se_group)
         if group is None or group.generation >= applied:
             return False
@@ -1511,6 +1518,13 @@ STATUS_FIELDS = frozenset(('member_statuses', 'rejected_objects',
 # Statistics, BGP and helper states, limits and errors are read elsewhere
 # (dsr-status, the next change): a heartbeat repeating them wakes nobody.
 NEWS_FIELDS = STATUS_FIELDS | {'applied_generation', 'rejected_generation'}
+
+
+def _generation(value):
+    """Whether value is a generation an SE may report: an int >= 0, far
+    below the column's 2**63 (the group continues from one above it)."""
+    return isinstance(value, int) and not isinstance(value, bool) \
+        and 0 <= value < 2 ** 62
 
 
 def _l7_member(row):

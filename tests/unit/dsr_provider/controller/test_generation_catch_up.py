@@ -70,3 +70,39 @@ def test_a_heartbeat_at_the_groups_generation_changes_nothing(store):
     store.record_agent('se1', 'g1', applied_generation=gen)
     with store.db.session() as s:
         assert s.get(models.SEGroup, 'g1').generation == gen
+
+
+def test_an_se_restarted_after_the_restore_is_caught_up_by_its_floor(store):
+    """Restarted, an SE reports no applied generation until it applies
+    one, and it refuses every snapshot below what it applied before (its
+    floor, kept on disk): the floor it reports is where the group goes
+    on from."""
+    lib, reporter = make(store, {'se1'})
+    backup = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=backup)
+    for n in range(10, 13):
+        latest = store.put_member(member(n))
+    store.record_agent('se1', 'g1', applied_generation=latest)
+    restore(store, backup, {'se1': backup})
+    stale = store.put_member(member(20))
+    assert stale <= latest
+    # The SE restarted: nothing applied yet, its floor from before.
+    store.record_agent('se1', 'g1', applied_generation=None,
+                       generation_floor=latest)
+    with store.db.session() as s:
+        assert s.get(models.SEGroup, 'g1').generation == latest + 1
+    reporter.run_once()
+    assert reported(lib, 'members', 'm20') == []
+    store.record_agent('se1', 'g1', applied_generation=latest + 1,
+                       generation_floor=latest + 1)
+    reporter.run_once()
+    assert reported(lib, 'members', 'm20') == ['ACTIVE']
+
+
+def test_a_generation_out_of_range_is_ignored(store):
+    gen = store.create_loadbalancer(graph())
+    for bogus in (2 ** 63, -5, True, 'x'):
+        store.record_agent('se1', 'g1', applied_generation=gen,
+                           generation_floor=bogus)
+    with store.db.session() as s:
+        assert s.get(models.SEGroup, 'g1').generation == gen

@@ -26,6 +26,7 @@ they are.
 import copy
 import hashlib
 import json
+import logging
 import os
 import resource
 import shutil
@@ -37,6 +38,8 @@ from amphora_agent.l7 import render
 from amphora_agent.l7 import stats as stats_mod
 from amphora_agent.l7 import udp as udp_mod
 from dsr_wire import l7 as l7_schema
+
+LOG = logging.getLogger(__name__)
 
 PING_WRAPPER = """#!/bin/sh
 # HAProxy external-check for PING health monitors (Octavia's ping-wrapper).
@@ -92,6 +95,9 @@ class Engine:
         # result): an unchanged load balancer is neither rendered (Octavia's
         # templater) nor checked (a haproxy -c process) again.
         self._applied = {}
+        # lb ids whose installed files a failed reload or start left
+        # unloaded.
+        self._unloaded = set()
         self.udp = udp or udp_mod.UdpService(adopt_tables=False)
 
     @classmethod
@@ -158,9 +164,17 @@ class Engine:
             result[lb['id']] = self._apply_lb(lb)
         self._apply_udp(lbs, result)
         for lb_id in self._stale(lbs):
-            self.process(lb_id).stop()
-            self.processes.pop(lb_id, None)
             self._applied.pop(lb_id, None)
+            try:
+                self.process(lb_id).stop()
+            except (haproxy.HaproxyError, OSError) as exc:
+                # Its folder stays: the next apply finds it stale again
+                # and retries; the others go on now.
+                LOG.error('stopping the HAProxy of removed load balancer '
+                          '%s failed (retried at the next apply): %s',
+                          lb_id, exc)
+                continue
+            self.processes.pop(lb_id, None)
             shutil.rmtree(self.paths.lb_dir(lb_id), ignore_errors=True)
         if wanted_vips:
             self.host.apply(dict.fromkeys(wanted_vips), forward=forward)
@@ -220,9 +234,13 @@ class Engine:
     def _apply_lb(self, lb):
         lb_id = lb['id']
         proc = self.process(lb_id)
-        inputs = self._inputs(lb)
+        try:
+            inputs = self._inputs(lb)
+        except (haproxy.HaproxyError, OSError, ValueError):
+            inputs = None   # rendered below, which says why it fails
         applied = self._applied.pop(lb_id, None)
-        if applied is not None and applied[0] == inputs and \
+        if inputs is not None and applied is not None and \
+                applied[0] == inputs and \
                 proc.running() == (applied[1]['action'] != 'stopped'):
             # Certificates are immutable by reference (Barbican), so the
             # same document makes the same files: what runs is it (or,
@@ -232,7 +250,7 @@ class Engine:
             out['action'] = 'unchanged'
             return out
         out = self._render_lb(lb, proc)
-        if out['status'] == 'ACTIVE':
+        if out['status'] == 'ACTIVE' and inputs is not None:
             self._applied[lb_id] = (inputs, copy.deepcopy(out))
         return out
 
@@ -275,11 +293,15 @@ class Engine:
             candidate = config + '.new'
             _write(candidate, rendered.config)
             haproxy.check(self.binary, candidate)
-            if not files_changed and _read(config) == rendered.config \
-                    and proc.running():
+            if not files_changed and lb_id not in self._unloaded and \
+                    _read(config) == rendered.config and proc.running():
                 os.unlink(candidate)
                 out['action'] = 'unchanged'
                 return out
+            # Installed files HAProxy has not loaded until the reload or
+            # start below succeeds: the files alone no longer tell (the
+            # retry of a failed reload finds them as rendered).
+            self._unloaded.add(lb_id)
             os.replace(candidate, config)
             if proc.running():
                 proc.reload()
@@ -287,6 +309,7 @@ class Engine:
             else:
                 proc.start()
                 out['action'] = 'started'
+            self._unloaded.discard(lb_id)
         except (haproxy.HaproxyError, certs_mod.CertError, OSError,
                 ValueError) as exc:
             out.update(status='ERROR', error=str(exc))

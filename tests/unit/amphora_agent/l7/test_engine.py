@@ -391,6 +391,47 @@ def test_listener_tls_settings_are_what_haproxy_negotiates(engine):
         'TLSv1.2'
 
 
+def test_a_missing_haproxy_makes_its_load_balancers_error_not_the_apply(
+        tmp_path):
+    eng = engine_mod.Engine(str(tmp_path / 'state'), RecordingHost(), None,
+                            binary=str(tmp_path / 'no-haproxy'),
+                            log_socket=str(tmp_path / 'log'))
+    result = eng.apply(docs.document(lb('lb1', free_port())))
+    assert result['lb1']['status'] == 'ERROR', result
+    assert 'no-haproxy' in result['lb1']['error'], result
+    eng.stop()
+
+
+def test_a_failed_reload_is_retried_though_the_files_are_in_place(
+        engine, monkeypatch):
+    """The SNI certificate's crt-list is written, then the reload fails
+    (ERROR): the next apply finds the files as rendered, and must reload
+    all the same, not report what HAProxy never loaded as unchanged."""
+    from amphora_agent.l7 import haproxy
+    from tests.functional.amphora_agent.inject import fail_first_call
+    default = tls.store(tls.self_signed_pem('www.example.com'))
+    sni = tls.store(tls.self_signed_pem('api.example.org'))
+    port = free_port()
+
+    def document(generation, sni_refs):
+        return docs.document(docs.load_balancer(
+            [docs.listener('li', 'p', protocol='TERMINATED_HTTPS',
+                           port=port, default_tls_container_ref=default,
+                           sni_container_refs=sni_refs)],
+            [docs.pool('p', [docs.member('m1', M1)])],
+            vips=('127.0.0.1',)), generation=generation)
+    engine.apply(document(1, []))
+    fail_first_call(monkeypatch, haproxy.Process, 'reload',
+                    haproxy.HaproxyError('reload timed out'))
+    result = engine.apply(document(2, [sni]))
+    assert result['lb1']['status'] == 'ERROR', result
+    result = engine.apply(document(3, [sni]))
+    assert (result['lb1']['status'], result['lb1']['action']) == (
+        'ACTIVE', 'reloaded'), result
+    wait_for(lambda: served_name(port, 'api.example.org') ==
+             'api.example.org', 10, 'the SNI certificate served')
+
+
 def served_name(port, server_hostname):
     """The common name of the certificate the VIP serves for an SNI."""
     from cryptography import x509

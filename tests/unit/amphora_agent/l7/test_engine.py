@@ -414,12 +414,7 @@ def test_a_failed_reload_is_retried_though_the_files_are_in_place(
     port = free_port()
 
     def document(generation, sni_refs):
-        return docs.document(docs.load_balancer(
-            [docs.listener('li', 'p', protocol='TERMINATED_HTTPS',
-                           port=port, default_tls_container_ref=default,
-                           sni_container_refs=sni_refs)],
-            [docs.pool('p', [docs.member('m1', M1)])],
-            vips=('127.0.0.1',)), generation=generation)
+        return sni_document(port, default, sni_refs, generation)
     engine.apply(document(1, []))
     fail_first_call(monkeypatch, haproxy.Process, 'reload',
                     haproxy.HaproxyError('reload timed out'))
@@ -430,6 +425,17 @@ def test_a_failed_reload_is_retried_though_the_files_are_in_place(
         'ACTIVE', 'reloaded'), result
     wait_for(lambda: served_name(port, 'api.example.org') ==
              'api.example.org', 10, 'the SNI certificate served')
+
+
+def sni_document(port, default, sni_refs, generation):
+    """One TERMINATED_HTTPS listener on 127.0.0.1:port with a default
+    certificate and SNI ones."""
+    return docs.document(docs.load_balancer(
+        [docs.listener('li', 'p', protocol='TERMINATED_HTTPS', port=port,
+                       default_tls_container_ref=default,
+                       sni_container_refs=sni_refs)],
+        [docs.pool('p', [docs.member('m1', M1)])], vips=('127.0.0.1',)),
+        generation=generation)
 
 
 def served_name(port, server_hostname):
@@ -453,12 +459,7 @@ def test_an_sni_certificate_added_to_a_listener_is_served(engine):
     port = free_port()
 
     def document(generation, sni_refs):
-        return docs.document(docs.load_balancer(
-            [docs.listener('li', 'p', protocol='TERMINATED_HTTPS',
-                           port=port, default_tls_container_ref=default,
-                           sni_container_refs=sni_refs)],
-            [docs.pool('p', [docs.member('m1', M1)])],
-            vips=('127.0.0.1',)), generation=generation)
+        return sni_document(port, default, sni_refs, generation)
     engine.apply(document(1, []))
     assert served_name(port, 'api.example.org') == 'www.example.com'
     result = engine.apply(document(2, [sni]))

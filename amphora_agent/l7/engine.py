@@ -26,10 +26,11 @@ they are.
 import copy
 import hashlib
 import json
-import logging
 import os
 import resource
 import shutil
+
+from oslo_log import log as logging
 
 from amphora_agent.l7 import certs as certs_mod
 from amphora_agent.l7 import haproxy

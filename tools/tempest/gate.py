@@ -39,7 +39,7 @@ from tools.lab.localstack import neutron_server
 from tools.lab import lock_dir
 from tools.lab import netns
 from tools.lab import product_lab
-from tools.tempest import evidence
+from tools.lab import log_evidence as evidence
 from tools.tempest import plugin_dist
 from tools.tempest import selection
 from tools.tempest import tempest_conf

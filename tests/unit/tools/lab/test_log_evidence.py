@@ -1,4 +1,4 @@
-from tools.tempest import evidence
+from tools.lab import log_evidence as evidence
 
 _REPORTER = '611 ERROR dsr_provider.controller.reporter [-] generation'
 CTL = '\n'.join([
@@ -60,3 +60,20 @@ def test_errors_are_kept_before_warnings_when_there_are_too_many(tmp_path):
 
 def test_no_folder_no_problems(tmp_path):
     assert evidence.product_problems(str(tmp_path / 'absent')) == []
+
+
+def test_the_product_logs_anywhere_below_a_lab_folder(tmp_path):
+    """An e2e lab's layout: controllers, SEs and L7 SEs at the top,
+    octavia's processes below; its other logs left out."""
+    (tmp_path / 'os').mkdir()
+    write(tmp_path, 'ctl1.log', CTL)
+    write(tmp_path, 'm1.log', '2026-12-07 01:18:01.000 700 WARNING '
+          'amphora_agent.l7.agent [-] L7 SE not ready\n')
+    write(tmp_path / 'os', 'octavia-driver-agent.log',
+          '2026-12-07 01:18:01.000 701 ERROR octavia [-] child failed\n')
+    write(tmp_path / 'os', 'octavia-api.log', CTL)
+    write(tmp_path, 'exabgp.log', CTL)
+    found = evidence.problems_under(str(tmp_path))
+    assert [name for name, _ in found] == [
+        'ctl1.log', 'm1.log', 'os/octavia-driver-agent.log']
+    assert found[2][1][0][3] == 'child failed'

@@ -1,13 +1,15 @@
-"""What a failed tempest gate prints of the product's own logs.
+"""What a failed tempest gate or e2e test prints of the product's own logs.
 
 CI keeps only what the run printed, not the lab's log folder, so a failed
 gate prints the warnings and errors of the controller, the SEs and the
-status relay beside tempest's summary: "generation N of g-l7 not applied
-by every SE within 60 s" or an SE's rejection says at once whether the
-product or the test went wrong.  Repeated messages are counted, not
-repeated (the text after the level without the request context, numbers
-and hexadecimal ids aside; the first one is shown), and of a message
-logged over several lines (a traceback) only its first line is kept."""
+status relay beside tempest's summary (tools/tempest/gate.py), and a failed
+e2e test beside its traceback (tests/functional/e2e/conftest.py):
+"generation N of g-l7 not applied by every SE within 60 s" or an SE's
+rejection says at once whether the product or the test went wrong.
+Repeated messages are counted, not repeated (the text after the level
+without the request context, numbers and hexadecimal ids aside; the first
+one is shown), and of a message logged over several lines (a traceback)
+only its first line is kept."""
 
 import collections
 import os
@@ -16,8 +18,9 @@ import re
 # The product's logs in the gate's log folder (tools/tempest/gate.py,
 # keep_logs): controllers, L4 and L7 SEs, the status relay, octavia's
 # driver agent (the provider's status updates pass through it).
-PRODUCT_LOGS = re.compile(r'^(ctl\d+|se\d+|l7_[^.]+|os_status-relay|'
-                          r'os_octavia-driver-agent)\.log$')
+PRODUCT_LOGS = re.compile(r'^(ctl\d+|se\d+|l7_[^.]+|m\d+|'
+                          r'(os_)?status-relay|'
+                          r'(os_)?octavia-driver-agent)\.log$')
 # oslo.log: "<date> <time> <pid> <LEVEL> <logger> [<context>] <message>"
 _NUMBER = re.compile(r'[0-9a-fA-F-]*\d[0-9a-fA-F-]*')
 _LINE = re.compile(r'^(\S+ \S+) (\d+) (WARNING|ERROR|CRITICAL) (\S+) '
@@ -34,11 +37,28 @@ def product_problems(logs, per_file=20, width=300):
         names = sorted(n for n in os.listdir(logs) if PRODUCT_LOGS.match(n))
     except OSError:
         return []
+    return _problems([(n, os.path.join(logs, n)) for n in names],
+                     per_file, width)
+
+
+def problems_under(root, per_file=20, width=300):
+    """product_problems() of the product logs anywhere below root (a
+    lab's folder), named by their path below it."""
     found = []
-    for name in names:
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if PRODUCT_LOGS.match(name):
+                path = os.path.join(folder, name)
+                found.append((os.path.relpath(path, root), path))
+    return _problems(sorted(found), per_file, width)
+
+
+def _problems(files, per_file, width):
+    found = []
+    for name, path in files:
         seen = collections.OrderedDict()
         record = None
-        with open(os.path.join(logs, name), errors='replace') as f:
+        with open(path, errors='replace') as f:
             for line in f:
                 m = _LINE.match(line.rstrip('\n'))
                 if not m:

@@ -15,9 +15,11 @@ import collections
 import os
 import re
 
-# The product's logs in the gate's log folder (tools/tempest/gate.py,
-# keep_logs): controllers, L4 and L7 SEs, the status relay, octavia's
-# driver agent (the provider's status updates pass through it).
+# The product's logs, as the tempest gate's log folder names them
+# (tools/tempest/gate.py, keep_logs: os_*, l7_*) and as an e2e lab's
+# folder does (m<n>: its L7 SEs): controllers, L4 and L7 SEs, the status
+# relay, octavia's driver agent (the provider's status updates pass
+# through it).
 PRODUCT_LOGS = re.compile(r'^(ctl\d+|se\d+|l7_[^.]+|m\d+|'
                           r'(os_)?status-relay|'
                           r'(os_)?octavia-driver-agent)\.log$')

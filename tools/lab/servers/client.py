@@ -25,6 +25,7 @@ import json
 import random
 import select
 import socket
+import struct
 import sys
 import time
 
@@ -62,6 +63,14 @@ class _Conn(http.client.HTTPConnection):
             s.close()
             raise
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if self._src[1]:
+            # A fixed source port is reused by the next request to the
+            # same VIP and port at once; had this side closed first, its
+            # TIME_WAIT would hold that 4-tuple (connect: EADDRNOTAVAIL,
+            # rehearsal 134).  The response is read whole before the
+            # close, which then resets instead and leaves none.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                         struct.pack('ii', 1, 0))
         self.sock = s
 
 

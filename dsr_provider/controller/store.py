@@ -1465,11 +1465,11 @@ class Store:
             # Only what moved (a restarted SE: its floor above what the
             # store has of it) costs a look at the group.
             known = row.applied_generation
-            reached = [g for g in (applied, floor) if _generation(g)]
-            if (applied != known or any(
-                    known is None or g > known for g in reached)) and \
-                    reached and self._catch_up(s, se_id, se_group,
-                                               max(reached)):
+            top = max((g for g in (applied, floor) if _generation(g)),
+                      default=None)
+            if top is not None and (applied != known or known is None or
+                                    top > known) and \
+                    self._catch_up(s, se_id, se_group, top):
                 news = True
             for key, value in fields.items():
                 if key in NEWS_FIELDS and getattr(row, key) != value:

@@ -403,18 +403,13 @@ def test_a_missing_haproxy_makes_its_load_balancers_error_not_the_apply(
 
 
 def test_a_failed_reload_is_retried_though_the_files_are_in_place(
-        engine, monkeypatch):
+        engine, monkeypatch, sni_listener):
     """The SNI certificate's crt-list is written, then the reload fails
     (ERROR): the next apply finds the files as rendered, and must reload
     all the same, not report what HAProxy never loaded as unchanged."""
     from amphora_agent.l7 import haproxy
     from tests.functional.amphora_agent.inject import fail_first_call
-    default = tls.store(tls.self_signed_pem('www.example.com'))
-    sni = tls.store(tls.self_signed_pem('api.example.org'))
-    port = free_port()
-
-    def document(generation, sni_refs):
-        return sni_document(port, default, sni_refs, generation)
+    port, sni, document = sni_listener
     engine.apply(document(1, []))
     fail_first_call(monkeypatch, haproxy.Process, 'reload',
                     haproxy.HaproxyError('reload timed out'))
@@ -427,15 +422,23 @@ def test_a_failed_reload_is_retried_though_the_files_are_in_place(
              'api.example.org', 10, 'the SNI certificate served')
 
 
-def sni_document(port, default, sni_refs, generation):
-    """One TERMINATED_HTTPS listener on 127.0.0.1:port with a default
-    certificate and SNI ones."""
-    return docs.document(docs.load_balancer(
-        [docs.listener('li', 'p', protocol='TERMINATED_HTTPS', port=port,
-                       default_tls_container_ref=default,
-                       sni_container_refs=sni_refs)],
-        [docs.pool('p', [docs.member('m1', M1)])], vips=('127.0.0.1',)),
-        generation=generation)
+@pytest.fixture
+def sni_listener(cert_storage):
+    """(port, SNI certificate reference, document(generation, sni refs)):
+    one TERMINATED_HTTPS listener on 127.0.0.1:port whose default
+    certificate is www.example.com's; the SNI one is api.example.org's."""
+    default = tls.store(tls.self_signed_pem('www.example.com'))
+    sni = tls.store(tls.self_signed_pem('api.example.org'))
+    port = free_port()
+
+    def document(generation, sni_refs):
+        return docs.document(docs.load_balancer(
+            [docs.listener('li', 'p', protocol='TERMINATED_HTTPS',
+                           port=port, default_tls_container_ref=default,
+                           sni_container_refs=sni_refs)],
+            [docs.pool('p', [docs.member('m1', M1)])],
+            vips=('127.0.0.1',)), generation=generation)
+    return port, sni, document
 
 
 def served_name(port, server_hostname):
@@ -451,15 +454,11 @@ def served_name(port, server_hostname):
         NameOID.COMMON_NAME)[0].value
 
 
-def test_an_sni_certificate_added_to_a_listener_is_served(engine):
+def test_an_sni_certificate_added_to_a_listener_is_served(
+        engine, sni_listener):
     """Only the listener's crt-list changes (the HAProxy configuration
     names the list, not the certificates): HAProxy must still reload."""
-    default = tls.store(tls.self_signed_pem('www.example.com'))
-    sni = tls.store(tls.self_signed_pem('api.example.org'))
-    port = free_port()
-
-    def document(generation, sni_refs):
-        return sni_document(port, default, sni_refs, generation)
+    port, sni, document = sni_listener
     engine.apply(document(1, []))
     assert served_name(port, 'api.example.org') == 'www.example.com'
     result = engine.apply(document(2, [sni]))

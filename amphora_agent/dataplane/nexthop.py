@@ -256,7 +256,6 @@ class NexthopResolver:
                              f'within {self.resolve_timeout} s (not waited '
                              f'for again for {UNANSWERED_RETRY:.0f} s)')
             return None
-        self._unanswered.pop(address, None)
         link = self._ipr.link('get', index=ifindex)[0]
         mtu = link.get('IFLA_MTU')
         metrics = route.get('RTA_METRICS')

@@ -484,7 +484,8 @@ class Agent:
 
     def _supervise(self):
         """Restart dead helpers (ExaBGP, the health checker's threads) and
-        report any change of their state at once."""
+        report any change of their state, or of the BGP sessions, at
+        once."""
         if self._draining:
             return
         before = self._runtime_state().get('helpers')
@@ -493,7 +494,10 @@ class Agent:
             self._read_announced()
         if self.health is not None and hasattr(self.health, 'supervise'):
             self.health.supervise()
-        if self._runtime_state().get('helpers') != before:
+        # A BGP session coming or going decides which of this SE's VIPs
+        # the routers send it: the controller's operating statuses follow.
+        if self._runtime_state().get('helpers') != before or \
+                self.bgp_sessions.changed():
             self._report_state()
 
     def _net_check(self, refresh=True):

@@ -19,7 +19,12 @@ brings written down:
   disabled is OFFLINE (disabled by its administrator, member by member).
 * A group with no live, serviceable SE serves nothing: every object of its
   load balancers is OFFLINE (provisioning stays ACTIVE: the desired state
-  is stored and applied when an SE joins).
+  is stored and applied when an SE joins).  Nor does a group none of
+  whose SEs has a BGP session of a load balancer's VIP family established
+  serve that load balancer: the routers send its traffic nowhere
+  (routing.py).  In the tables, "not served" is either case.  A load
+  balancer with VIPs of both families served on one of them only is
+  DEGRADED.
 * A rejected object (by the controller for capacity, or by a live agent) is
   ERROR, with or without a live SE, so it never flips between ERROR and
   another status; what is below it is not served: OFFLINE.
@@ -37,7 +42,7 @@ Members (first matching row wins):
 | condition                                              | status     |
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
-| the group has no live serviceable SE                   | OFFLINE    |
+| its load balancer is not served (see above)            | OFFLINE    |
 | admin down, or its pool is not served (admin down,     | OFFLINE    |
 |   rejected, on no served listener)                     |            |
 | its Neutron port refused the VIP pairs (port security  | ERROR      |
@@ -53,7 +58,7 @@ Pools:
 | condition                                              | status     |
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
-| the group has no live serviceable SE                   | OFFLINE    |
+| its load balancer is not served (see above)            | OFFLINE    |
 | admin down, or neither the default pool of a served    | OFFLINE    |
 |   listener nor the pool an enabled REDIRECT_TO_POOL    |            |
 |   policy of one names (tier 2)                         |            |
@@ -70,7 +75,7 @@ Listeners:
 | condition                                              | status     |
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
-| the group has no live serviceable SE                   | OFFLINE    |
+| its load balancer is not served (see above)            | OFFLINE    |
 | admin down, or its load balancer admin down / rejected | OFFLINE    |
 | the group's live SEs are all silent                    | ERROR      |
 | no default pool, or the pool OFFLINE (nothing enabled) | ONLINE     |
@@ -81,12 +86,13 @@ Load balancers:
 | condition                                              | status     |
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
-| the group has no live serviceable SE                   | OFFLINE    |
+| not served (see above)                                 | OFFLINE    |
 | admin down                                             | OFFLINE    |
 | the group's live SEs are all silent                    | ERROR      |
 | a listener's status not known yet                      | (unsent)   |
 | a listener ERROR                                       | ERROR      |
-| a listener DEGRADED (e.g. one member of two down)      | DEGRADED   |
+| a listener DEGRADED (e.g. one member of two down), or  | DEGRADED   |
+|   a VIP family of its routed by no SE (dual stack)     |            |
 | otherwise                                              | ONLINE     |
 
 Health monitors:
@@ -94,7 +100,7 @@ Health monitors:
 | condition                                              | status     |
 |--------------------------------------------------------|------------|
 | rejected                                               | ERROR      |
-| the group has no live serviceable SE                   | OFFLINE    |
+| its load balancer is not served (see above)            | OFFLINE    |
 | its pool or load balancer rejected, its load balancer  | OFFLINE    |
 |   admin down (the SEs run no check of it)              |            |
 | admin down                                             | OFFLINE    |
@@ -109,6 +115,9 @@ from octavia_lib.common.constants import ERROR
 from octavia_lib.common.constants import NO_MONITOR
 from octavia_lib.common.constants import OFFLINE
 from octavia_lib.common.constants import ONLINE
+
+from dsr_provider.controller import models
+from dsr_provider.controller import routing
 
 _MEMBER_REPORTS = (ONLINE, ERROR, NO_MONITOR)
 
@@ -139,17 +148,27 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
 
     Rows are the store's models (doc, parent links); reports: {member_id:
     [status reported by each live SE]}; rejected: set of (kind, id);
-    serving_groups: SE groups with at least one live, serviceable SE;
+    serving_groups: {SE group: the VIP families (4, 6) it serves} of the
+    groups with at least one live, serviceable SE; such an SE serves a
+    family with a BGP session of that family established, or without BGP
+    (routing.families);
     port_refused: ids of members whose Neutron port refused the VIPs;
     l7policies: L7 policy rows (tier 2): the pool an enabled
     REDIRECT_TO_POOL policy of a served listener names is served too;
     silent_groups: SE groups whose live SEs all stopped reporting.
     """
     out = {}
-    # A tier-2 load balancer needs its L4 and its L7 group serving.
-    lb_served = {lb.id: lb.se_group in serving_groups and (
-        getattr(lb, 'l7_se_group', None) in (None, *serving_groups))
-        for lb in lbs}
+    lb_served = {}
+    unrouted = set()    # served on some of their VIP families only
+    for lb in lbs:
+        vips = routing.vip_families(models.vip_addresses(lb.doc))
+        routed = vips & serving_groups.get(lb.se_group, frozenset())
+        # A tier-2 load balancer needs its L4 and its L7 group serving.
+        l7_group = getattr(lb, 'l7_se_group', None)
+        lb_served[lb.id] = bool(routed) and (
+            l7_group is None or bool(serving_groups.get(l7_group)))
+        if routed != vips:
+            unrouted.add(lb.id)
     served_lbs = set()
     for lb in lbs:
         key = ('loadbalancers', lb.id)
@@ -251,7 +270,7 @@ def compute(lbs, listeners, pools, members, healthmonitors, reports,
         if any(st is None for st in sts):
             continue
         out[('loadbalancers', lb_id)] = ERROR if ERROR in sts else (
-            DEGRADED if DEGRADED in sts else ONLINE)
+            DEGRADED if DEGRADED in sts or lb_id in unrouted else ONLINE)
 
     for hm in healthmonitors:
         key = ('healthmonitors', hm.id)

@@ -9,24 +9,26 @@ balancers x 16 members on MariaDB (bench/controller_bench.py) -- once per
 report, with provisioning statuses waiting behind it.  operating.compute
 works load balancer by load balancer, so the statuses outside the load
 balancers of the moved members cannot have changed; what else it reads
-(the SEs' rejections and serviceability, the live SEs, pending reports,
-Neutron port refusals) must be what the last full computation read, or
-the reporter computes everything again.
+(the SEs' rejections, serviceability and BGP sessions, the live SEs,
+pending reports, Neutron port refusals) must be what the last full
+computation read, or the reporter computes everything again.
 """
 
 import collections
 
 from dsr_provider.controller import models
 from dsr_provider.controller import operating as operating_mod
+from dsr_provider.controller import routing
 
-# What an agent's row contributes, as the last computation read it.
+# What an agent's row contributes, as the last computation read it;
+# routed: the VIP families its BGP sessions carry (routing.families).
 AgentView = collections.namedtuple(
-    'AgentView', 'member_statuses rejected_objects serviceable')
+    'AgentView', 'member_statuses rejected_objects serviceable routed')
 
 
 def agent_view(row):
     return AgentView(row.member_statuses or {}, row.rejected_objects or {},
-                     row.serviceable)
+                     row.serviceable, routing.families(row.bgp))
 
 
 def reports_of(live, agents, member_ids=None):
@@ -110,9 +112,8 @@ def member_reports(session, agents, before, now, agent_rejections, serving,
         return None
     for row in rows:
         old, new = agents.get(row.se_id), agent_view(row)
-        if old is None or (old.rejected_objects, old.serviceable) != \
-                (new.rejected_objects, new.serviceable):
-            return None
+        if old is None or old[1:] != new[1:]:
+            return None         # not the member statuses alone
         changed.update(m for m in set(old.member_statuses) |
                        set(new.member_statuses)
                        if old.member_statuses.get(m) !=

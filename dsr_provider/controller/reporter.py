@@ -20,6 +20,7 @@ from dsr_provider.controller import listener_totals
 from dsr_provider.controller import models
 from dsr_provider.controller import neutron_ports
 from dsr_provider.controller import operating_delta
+from dsr_provider.controller import routing
 from dsr_provider.controller import store as store_mod
 
 LOG = logging.getLogger(__name__)
@@ -498,7 +499,7 @@ class Reporter:
         (dsr_provider/controller/operating.py has the rules)."""
         with self.store.db.session() as s:
             agent_rejections = collections.defaultdict(list)
-            serving = set()
+            serving = {}    # group -> VIP families served (operating.py)
             agents = {}
             live = []       # each group's heard-from SEs, groups by name
             silent = set()  # groups whose live SEs all stopped reporting
@@ -506,8 +507,11 @@ class Reporter:
             for group in [name for (name,) in s.query(
                     models.SEGroup.name).order_by(models.SEGroup.name)]:
                 group_agents = self._agents(s, group)
-                if any(a.serviceable is not False for a in group_agents):
-                    serving.add(group)
+                serviceable = [a for a in group_agents
+                               if a.serviceable is not False]
+                if serviceable:
+                    serving[group] = frozenset().union(*(
+                        routing.families(a.bgp) for a in serviceable))
                 # A silent SE's last reports no longer vote.
                 heard = [a for a in group_agents
                          if not 0 < a.updated_at < deadline]

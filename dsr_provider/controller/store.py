@@ -51,6 +51,7 @@ from sqlalchemy import exc as sa_exc
 from dsr_provider.controller import l4_snapshot
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
+from dsr_provider.controller import routing
 from dsr_wire import rings as wire_rings
 
 LOG = logging.getLogger(__name__)
@@ -1471,11 +1472,16 @@ class Store:
                                     top > known) and \
                     self._catch_up(s, se_id, se_group, top):
                 news = True
+            routed = routing.families(row.bgp)
             for key, value in fields.items():
                 if key in NEWS_FIELDS and getattr(row, key) != value:
                     news = True
                 setattr(row, key, value)
-            if STATUS_FIELDS.intersection(fields):
+            # A BGP session coming or going moves what the SE serves; its
+            # other BGP news (routes announced) wakes nobody.
+            if 'bgp' in fields and routing.families(row.bgp) != routed:
+                news = True
+            if STATUS_FIELDS.intersection(fields) or 'bgp' in fields:
                 row.statuses_digest = statuses_digest(row)
             row.updated_at = now
         return news
@@ -1534,9 +1540,11 @@ def _l7_member(row):
 
 
 def statuses_digest(row):
-    """Digest of an agent's STATUS_FIELDS: equal digests, equal inputs."""
+    """Digest of an agent's STATUS_FIELDS and of the VIP families its BGP
+    sessions carry: equal digests, equal inputs."""
     canonical = json.dumps([getattr(row, key) for key in sorted(
-        STATUS_FIELDS)], sort_keys=True, separators=(',', ':'))
+        STATUS_FIELDS)] + [sorted(routing.families(row.bgp))],
+        sort_keys=True, separators=(',', ':'))
     return hashlib.blake2b(canonical.encode(), digest_size=16).hexdigest()
 
 

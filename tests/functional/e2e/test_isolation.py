@@ -17,7 +17,9 @@ dsr-controller, dsr-agents with their BPF dataplanes and BIRD:
 6. member addresses that cannot be members are refused, naming them;
 7. one member of two down is DEGRADED (not ERROR); a listener without
    members is ONLINE (as amphora and OVN report it) and does not change
-   its load balancer's status.
+   its load balancer's status;
+8. a load balancer whose VIP family no SE has a BGP session of is
+   OFFLINE, though every SE runs it.
 """
 
 import concurrent.futures
@@ -206,6 +208,56 @@ def test_group_with_no_live_se_is_offline(lab):
     wait_operating(lab, {('loadbalancers', 'lb1'): 'ONLINE',
                          ('listeners', 'l1'): 'ONLINE'}, timeout=30)
     assert h.not_active(lab) == []
+
+
+# ------------------------------------------------------------- case 8
+
+def test_no_bgp_session_of_the_vip_family_is_offline(lab):
+    """The router drops its IPv4 sessions: one SE's leaves the load
+    balancer ONLINE (the other SE carries it); both SEs' make it and
+    everything below it OFFLINE -- no router sends its traffic anywhere,
+    though every SE runs it.  Back when a session is back."""
+    bird = lab.agents.bird
+    ses = h.se_names(lab)
+    v4 = [f'{se}_v4' for se in ses]
+    objects = {('loadbalancers', 'lb1'): 'ONLINE',
+               ('listeners', 'l1'): 'ONLINE', ('pools', 'p1'): 'ONLINE'}
+    wait_operating(lab, objects)
+    h.wait_members(lab, 'p1', {'m1': 'ONLINE'})
+    try:
+        bird.birdc(f'disable {v4[0]}')
+        wait_nexthops(lab, P4, ses[1:], 10)
+        netns.wait_for(
+            lambda: agent_bgp(lab, ses[0]).get(
+                bird.neighbors[v4[0]]['local_address'])
+            not in (None, 'established'), 15,
+            f'{ses[0]} reports its IPv4 session down')
+        assert {k: operating(lab, *k) for k in objects} == objects
+        for name in v4[1:]:
+            bird.birdc(f'disable {name}')
+        wait_operating(lab, dict.fromkeys(objects, 'OFFLINE'), timeout=30)
+        h.wait_members(lab, 'p1', {'m1': 'OFFLINE'})
+        assert h.not_active(lab) == []
+    finally:
+        for name in v4:
+            bird.birdc(f'enable {name}')
+    bird.wait_established(v4, timeout=60)
+    wait_operating(lab, objects, timeout=30)
+    h.wait_members(lab, 'p1', {'m1': 'ONLINE'})
+    wait_nexthops(lab, P4, ses, 15)
+
+
+def agent_bgp(lab, se):
+    """{peer address: session state} of an SE as the controller has it."""
+    db = controller_db(lab)
+    try:
+        with db.cursor() as cur:
+            cur.execute('SELECT bgp FROM agent_states WHERE se_id = %s',
+                        (f'{se}-{lab.tag}',))
+            (bgp,) = cur.fetchone()
+    finally:
+        db.close()
+    return json.loads(bgp or '{}').get('peers') or {}
 
 
 # ------------------------------------------------------------- case 2

@@ -649,6 +649,43 @@ def test_announced_is_read_again_after_exabgp_is_adopted(make_agent):
         agent._bgp_sup.close()
 
 
+class SessionSpeaker(FakeBgp):
+    """A BgpSpeaker whose sessions the test sets."""
+
+    def __init__(self):
+        super().__init__()
+        self.peers = {'198.18.1.1': 'established'}
+
+    def status(self):
+        from amphora_agent.bgp import speaker as bgp_speaker
+        return {address: bgp_speaker.PeerStatus(
+            address, 65001, 4, state == 'established', state)
+            for address, state in self.peers.items()}
+
+
+def test_a_bgp_session_change_is_reported_at_once(make_agent):
+    """The controller's operating statuses follow the SE's BGP sessions
+    (dsr_provider/controller/routing.py): a session going down or up is
+    reported by the next supervision round, not the next heartbeat."""
+    agent = make_agent()
+    agent.bgp = SessionSpeaker()
+    agent.bgp_sessions.max_age = 0
+    agent._report_state()
+    agent._supervise()
+    reports = len(agent.controller.states)
+    agent.bgp.peers['198.18.1.1'] = 'active'
+    agent._supervise()
+    assert len(agent.controller.states) == reports + 1
+    assert agent.controller.states[-1]['bgp']['peers'] == {
+        '198.18.1.1': 'active'}
+    agent._supervise()
+    assert len(agent.controller.states) == reports + 1
+    agent.bgp.peers['198.18.1.1'] = 'established'
+    agent._supervise()
+    assert agent.controller.states[-1]['bgp']['peers'] == {
+        '198.18.1.1': 'established'}
+
+
 def test_what_the_dataplane_refuses_is_rejected_alone(make_agent):
     """What the dataplane refuses even after the removals is rejected
     alone: a listener that fits without its new members loses only them,

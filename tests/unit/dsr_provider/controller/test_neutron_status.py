@@ -30,5 +30,5 @@ def test_admin_down_and_unserved_rows_come_first():
     g = Group()
     g.get('members', 'm1').doc['admin_state_up'] = False
     assert compute(g, {'m1'})[('members', 'm1')] == 'OFFLINE'
-    g.serving = set()
+    g.serving = {}
     assert compute(g, {'m2'})[('members', 'm2')] == 'OFFLINE'

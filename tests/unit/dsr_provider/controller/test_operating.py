@@ -6,6 +6,7 @@ import types
 import pytest
 
 from dsr_provider.controller import operating
+from dsr_provider.controller import routing
 
 
 def row(id_, doc=None, **links):
@@ -25,7 +26,7 @@ class Group:
         self.reports = {'m1': ['ONLINE', 'ONLINE'],
                         'm2': ['ONLINE', 'ONLINE']}
         self.rejected = set()
-        self.serving = {'g1'}
+        self.serving = {'g1': routing.ALL}
 
     def get(self, kind, name):
         for r in getattr(self, kind):
@@ -52,13 +53,55 @@ def test_all_healthy_is_online_everywhere(g):
 
 
 def test_no_live_serviceable_se_makes_everything_offline(g):
-    g.serving = set()
+    g.serving = {}
     result = g.compute()
     assert len(result) == 6 and set(result.values()) == {'OFFLINE'}
 
 
+def test_no_bgp_session_of_the_vip_family_makes_everything_offline(g):
+    """The group's SEs serve, but none has an IPv4 session established:
+    no router sends them the IPv4 VIP's traffic."""
+    g.lbs[0].doc = {'vip_address': '192.0.2.10'}
+    g.serving = {'g1': frozenset({6})}
+    result = g.compute()
+    assert len(result) == 6 and set(result.values()) == {'OFFLINE'}
+    g.serving = {'g1': frozenset()}
+    assert set(g.compute().values()) == {'OFFLINE'}
+    g.serving = {'g1': frozenset({4})}
+    assert set(g.compute().values()) == {'ONLINE'}
+
+
+def test_dual_stack_routed_on_one_family_is_degraded(g):
+    g.lbs[0].doc = {'vip_address': '192.0.2.10', 'additional_vips': [
+        {'ip_address': '2001:db8::10'}]}
+    g.serving = {'g1': frozenset({4})}
+    result = g.compute()
+    assert result[('loadbalancers', 'lb1')] == 'DEGRADED'
+    assert result[('listeners', 'l1')] == 'ONLINE'
+    assert result[('members', 'm1')] == 'ONLINE'
+    g.serving = {'g1': frozenset({6})}
+    assert g.status('loadbalancers', 'lb1') == 'DEGRADED'
+    g.serving = {'g1': routing.ALL}
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+    # A worse status still wins.
+    g.rejected = {('members', 'm1'), ('members', 'm2')}
+    g.serving = {'g1': frozenset({4})}
+    assert g.status('loadbalancers', 'lb1') == 'ERROR'
+
+
+def test_tier2_needs_its_l7_group_serving(g):
+    g.lbs[0].l7_se_group = 'l7'
+    g.lbs[0].doc = {'vip_address': '192.0.2.10'}
+    g.serving = {'g1': frozenset({4}), 'l7': routing.ALL}
+    assert g.status('loadbalancers', 'lb1') == 'ONLINE'
+    g.serving = {'g1': frozenset({4}), 'l7': frozenset()}
+    assert g.status('loadbalancers', 'lb1') == 'OFFLINE'
+    g.serving = {'g1': frozenset({4})}
+    assert g.status('loadbalancers', 'lb1') == 'OFFLINE'
+
+
 def test_rejected_stays_error_without_a_live_se(g):
-    g.serving = set()
+    g.serving = {}
     g.rejected = {('listeners', 'l1')}
     assert g.status('listeners', 'l1') == 'ERROR'
     assert g.status('loadbalancers', 'lb1') == 'OFFLINE'
@@ -227,7 +270,7 @@ def test_lb_waits_for_every_listener_status(g):
 
 def test_other_groups_keep_their_status(g):
     g.lbs.append(row('lb2', se_group='g2'))
-    g.serving = {'g1'}
+    g.serving = {'g1': routing.ALL}
     assert g.status('loadbalancers', 'lb2') == 'OFFLINE'
     assert g.status('loadbalancers', 'lb1') == 'ONLINE'
 

@@ -116,6 +116,49 @@ def test_anything_but_member_statuses_moving_computes_everything(store):
     assert sent_last(lib) == full_statuses(store)
 
 
+def bgp(v4, v6):
+    return {'peers': {'198.18.0.1': v4, '2001:db8::1': v6},
+            'announced': ['192.0.2.11/32']}
+
+
+def test_bgp_sessions_decide_what_is_served(store):
+    """The load balancers are dual stack: with no IPv4 session on any SE
+    they are served on IPv6 only (DEGRADED); with none at all nothing is
+    served (OFFLINE); one SE's session is enough.  Each change is news
+    to the leader and computed as a full round would."""
+    lib, reporter = deployment(store)
+    up = bgp('established', 'established')
+    # Every family routed, as before BGP was reported: no news.
+    assert not store.record_agent('se1', 'g1', bgp=up)
+    assert not store.record_agent('se2', 'g1', bgp=up)
+    reporter.report_operating_status()
+    assert reported(lib, 'loadbalancers', 'lb1',
+                    'operating_status')[-1] == 'ONLINE'
+    # The routes it announces are no news; a session is.
+    assert not store.record_agent('se1', 'g1', bgp=dict(
+        up, announced=['192.0.2.12/32']))
+    assert store.record_agent('se1', 'g1', bgp=bgp('active', 'established'))
+    store.record_agent('se1', 'g1', bgp=up)
+    for se1, se2, lb, member in (
+            (bgp('active', 'established'), up, 'ONLINE', 'ONLINE'),
+            (bgp('active', 'established'), bgp('connect', 'established'),
+             'DEGRADED', 'ONLINE'),
+            (bgp('active', 'idle'), bgp('connect', 'not-running'),
+             'OFFLINE', 'OFFLINE'),
+            (bgp('active', 'idle'), bgp('established', 'idle'),
+             'DEGRADED', 'ONLINE'),
+            (up, up, 'ONLINE', 'ONLINE')):
+        store.record_agent('se1', 'g1', bgp=se1)
+        store.record_agent('se2', 'g1', bgp=se2)
+        reporter.report_operating_status()
+        for i in range(1, LBS + 1):
+            assert reported(lib, 'loadbalancers', f'lb{i}',
+                            'operating_status')[-1] == lb, (se1, se2)
+            assert reported(lib, 'members', f'm{i}a',
+                            'operating_status')[-1] == member, (se1, se2)
+        assert sent_last(lib) == full_statuses(store)
+
+
 def test_member_rounds_do_not_put_off_the_full_refresh(store, monkeypatch):
     lib, reporter = deployment(store)
     clock = [reporter_mod.time.monotonic()]

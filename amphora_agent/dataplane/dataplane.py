@@ -1092,6 +1092,8 @@ class Dataplane:
         if self._written is not None:
             self._written.nexthops = {k: i for k, i in table.items()
                                       if i in referenced}
+        self._resolver_get().retain(
+            live.address for lst in reals.values() for live in lst)
         return len(referenced - {0})
 
     # --------------------------------------------------------------- stats

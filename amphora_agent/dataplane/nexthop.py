@@ -198,6 +198,15 @@ class NexthopResolver:
             except OSError as exc:
                 LOG.debug('probe to %s failed: %s', address, exc)
 
+    def retain(self, addresses):
+        """Forget what is noted of every address but these (the members
+        now): with members coming and going for good, the notes would
+        grow for as long as the agent runs."""
+        keep = set(addresses)
+        for notes in (self._unresolvable, self._unanswered):
+            for address in [a for a in notes if a not in keep]:
+                del notes[address]
+
     def _no_nexthop(self, address, reason):
         """Log, once per address and reason, why address has no next
         hop."""

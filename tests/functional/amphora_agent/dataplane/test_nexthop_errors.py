@@ -165,3 +165,12 @@ def test_a_next_hop_that_never_answers_is_waited_for_once(
     assert all(nexthop_of(se, m) == gateway for m in pc.M4)
     assert caplog.text.count(f'member {CUT} has no next hop') == 1
     assert f'next hop {SILENT_GW} did not answer' in caplog.text
+
+    # Removed: the next refresh forgets what it noted of the member.
+    assert ipaddress.ip_address(CUT) in resolver._unanswered
+    se.apply(dataclasses.replace(se.state, listeners={
+        **se.state.listeners, key: spec}))
+    with se.inside():
+        se.dp.refresh_nexthops()
+    assert ipaddress.ip_address(CUT) not in resolver._unanswered
+    assert ipaddress.ip_address(CUT) not in resolver._unresolvable

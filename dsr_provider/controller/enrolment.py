@@ -9,6 +9,7 @@ import functools
 import re
 import time
 
+from dsr_provider.controller import listener_totals
 from dsr_provider.controller import models
 from dsr_wire import auth
 
@@ -45,13 +46,17 @@ def enrol(database, se_group, se_id, public_key):
 def revoke(database, se_id):
     """True when se_id was enrolled (its messages are refused from now).
     Its last reported state goes too: a revoked SE must not vote in
-    operating statuses until it goes silent (agent_ttl)."""
+    operating statuses until it goes silent (agent_ttl).  Its listener
+    counters are carried: its traffic stays in the totals."""
     with database.session() as s:
         row = s.get(models.SEKey, se_id)
         if row is None:
             return False
         s.delete(row)
-        s.query(models.AgentState).filter_by(se_id=se_id).delete()
+        agent = s.get(models.AgentState, se_id, with_for_update=True)
+        if agent is not None:
+            listener_totals.carry(s, se_id, agent.se_group, agent.stats)
+            s.delete(agent)
         return True
 
 

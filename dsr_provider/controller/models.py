@@ -238,6 +238,24 @@ class AgentState(Base):
     updated_at = sa.Column(sa.Double, nullable=False)
 
 
+class CarriedStats(Base):
+    """What an SE counted for a listener before its current counters
+    (earlier dataplane runs, or all of it once its row or group is gone):
+    the listener's total is these plus the SEs' current counters
+    (listener_totals.py)."""
+
+    __tablename__ = 'carried_stats'
+    se_id = sa.Column(sa.String(128), primary_key=True)
+    # The SE's group when it counted: only the group that counts the
+    # listener's traffic adds to its totals.
+    se_group = sa.Column(sa.String(64), primary_key=True)
+    listener_id = sa.Column(sa.String(36), primary_key=True, index=True)
+    bytes_in = sa.Column(sa.BigInteger, nullable=False)
+    bytes_out = sa.Column(sa.BigInteger, nullable=False)
+    request_errors = sa.Column(sa.BigInteger, nullable=False)
+    total_connections = sa.Column(sa.BigInteger, nullable=False)
+
+
 class SEKey(Base):
     """An enrolled SE: the only key its messages are accepted with, and
     the only group it may read and report about.  Revoking deletes it."""

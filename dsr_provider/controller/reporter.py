@@ -142,16 +142,12 @@ class Reporter:
                  apply_timeout=30.0, agent_ttl=30.0, report_workers=2,
                  max_update_cost=MAX_UPDATE_COST,
                  hold_after_timeout=HOLD_AFTER_TIMEOUT,
-                 tombstone_ttl=7 * 86400.0, totals=None):
+                 tombstone_ttl=7 * 86400.0):
         """live_agents(se_group) -> set of SE ids alive in the group.
         agent_ttl: seconds after its last report a live SE stops voting in
         operating statuses (silent).  report_workers: status documents in
         flight at once.  tombstone_ttl: seconds deleted objects are
-        remembered (Store.delete_missing).  totals: the listener
-        statistics kept so far (listener_totals.py; the process's, of
-        this store, when None)."""
-        self.totals = totals if totals is not None else \
-            listener_totals.of(store)
+        remembered (Store.delete_missing)."""
         self.store = store
         self.notifier = notifier
         self.driver_lib = driver_lib
@@ -660,6 +656,7 @@ class Reporter:
     # ------------------------------------------------------------ stats
     def report_statistics(self):
         with self.store.db.session() as s:
+            listener_totals.one_snapshot(s)
             # listener -> the SE group whose agents count its traffic: a
             # tier-2 listener's are its L7 SEs (HAProxy, as an amphora);
             # its L4 SEs see the same connections on their way through.
@@ -669,25 +666,25 @@ class Reporter:
                               models.LoadBalancer,
                               models.Listener.loadbalancer_id ==
                               models.LoadBalancer.id)}
-            # Active connections only from the SEs heard from (live in
-            # tooz, not silent): a stopped SE's last ones are gone.
-            deadline = self._silent_before()
-            alive = {}
-            reports = []
-            for agent in s.query(models.AgentState):
-                for lid, counters in ((agent.stats or {}).get(
-                        'listeners') or {}).items():
-                    if counted_by.get(lid) != agent.se_group:
-                        continue
-                    if agent.se_group not in alive:
-                        alive[agent.se_group] = self.live_agents(
-                            agent.se_group)
-                    heard = agent.se_id in alive[agent.se_group] and \
-                        agent.updated_at >= deadline
-                    reports.append((agent.se_id, lid, counters or {},
-                                    heard))
+            counting = [(agent, lid, counters)
+                        for agent in s.query(models.AgentState)
+                        for lid, counters in ((agent.stats or {}).get(
+                            'listeners') or {}).items()
+                        if counted_by.get(lid) == agent.se_group]
+            carried = listener_totals.carried_totals(s, counted_by)
+        # Active connections only from the SEs heard from (live in tooz,
+        # not silent): a stopped SE's last ones are gone.
+        deadline = self._silent_before()
+        alive = {}
+        reports = []
+        for agent, lid, counters in counting:
+            if agent.se_group not in alive:
+                alive[agent.se_group] = self.live_agents(agent.se_group)
+            heard = agent.se_id in alive[agent.se_group] and \
+                agent.updated_at >= deadline
+            reports.append((lid, counters or {}, heard))
         # The totals never go down (listener_totals.py).
-        totals = self.totals.update(reports, counted_by)
+        totals = listener_totals.totals(carried, reports)
         entries = [
             {'id': lid, 'active_connections': c['active_connections'],
              'bytes_in': c['bytes_in'], 'bytes_out': c['bytes_out'],

@@ -50,6 +50,7 @@ from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import l4_snapshot
 from dsr_provider.controller import l7_snapshot
+from dsr_provider.controller import listener_totals
 from dsr_provider.controller import models
 from dsr_provider.controller import routing
 from dsr_wire import rings as wire_rings
@@ -1454,13 +1455,25 @@ class Store:
         fields = dict(fields)
         floor = fields.pop('generation_floor', None)
         with self.db.session() as s:
-            row = s.get(models.AgentState, se_id)
+            # Locked when its stats are replaced (or carried, below):
+            # listener_totals.carry sees each report exactly once.
+            row = s.get(models.AgentState, se_id,
+                        with_for_update='stats' in fields or None)
             news = row is None or row.se_group != se_group or \
                 row.updated_at < now - self.agent_ttl
             if row is None:
                 row = models.AgentState(se_id=se_id, se_group=se_group,
                                         updated_at=now)
                 s.add(row)
+            elif row.se_group != se_group:
+                # Moved: what it counted in its old group stays there.
+                if 'stats' not in fields:
+                    s.refresh(row, with_for_update=True)
+                listener_totals.carry(s, se_id, row.se_group, row.stats)
+                row.stats = None
+            elif 'stats' in fields:
+                listener_totals.carry(s, se_id, se_group, row.stats,
+                                      fields['stats'])
             row.se_group = se_group
             applied = fields.get('applied_generation')
             # Only what moved (a restarted SE: its floor above what the

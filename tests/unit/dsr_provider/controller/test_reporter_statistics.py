@@ -1,7 +1,9 @@
 """Listener statistics as Octavia shows them (reporter.report_statistics,
 listener_totals.py): cumulative totals that never go down when an SE's
-dataplane restarts or an SE leaves, active connections from the SEs heard
-from only."""
+dataplane restarts, an SE leaves or another controller leads, active
+connections from the SEs heard from only."""
+
+import threading
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -14,6 +16,7 @@ from dsr_provider.controller import store as store_mod
 from tests.unit.dsr_provider.controller.test_reporter import backdate
 from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
 from tests.unit.dsr_provider.controller.test_store import graph
+from tests.unit.dsr_provider.controller import test_store_tier2 as tier2
 from tests.unit.dsr_provider import fakes
 
 
@@ -22,6 +25,11 @@ def make(store, live, **kw):
     store.create_loadbalancer(graph())
     return lib, reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
                                       lambda group: set(live), **kw)
+
+
+def enrol(store, se_id):
+    enrolment.enrol(store.db, 'g1', se_id,
+                    ed25519.Ed25519PrivateKey.generate().public_key())
 
 
 def report(store, se_id, bytes_in, total, errors=0, active=0):
@@ -94,8 +102,7 @@ def test_active_connections_come_from_the_ses_heard_from_only(store):
 
 def test_a_revoked_se_keeps_its_traffic_in_the_totals(store):
     """revoke-se deletes the SE's row: its history went with it."""
-    enrolment.enrol(store.db, 'g1', 'se2',
-                    ed25519.Ed25519PrivateKey.generate().public_key())
+    enrol(store, 'se2')
     lib, reporter = make(store, {'se1', 'se2'})
     report(store, 'se1', 100, 10, active=3)
     report(store, 'se2', 50, 5, active=2)
@@ -112,39 +119,120 @@ def test_a_revoked_se_keeps_its_traffic_in_the_totals(store):
     assert shown(lib)['active_connections'] == 4
 
 
+def carried_rows(store):
+    with store.db.session() as s:
+        return sorted((r.se_id, r.se_group, r.listener_id, r.bytes_in)
+                      for r in s.query(models.CarriedStats))
+
+
 def test_a_deleted_listener_is_forgotten(store):
     lib, reporter = make(store, {'se1'})
     report(store, 'se1', 100, 10)
+    report(store, 'se1', 7, 1)                  # restarted: 100 carried
     reporter.report_statistics()
-    assert ('se1', 'l1') in reporter.totals._seen
+    assert carried_rows(store) == [('se1', 'g1', 'l1', 100)]
     store.delete_listener('l1')
+    report(store, 'se1', 2, 1)                  # not applied yet, restarted
     reporter.report_statistics()
     assert len(lib.stats) == 1                  # nothing more about l1
-    assert reporter.totals._seen == {}
+    assert carried_rows(store) == []
 
 
-def test_a_rebuilt_reporter_goes_on_a_new_process_starts_afresh(store):
-    """A SIGHUP reload (or a new term of the same process) rebuilds the
-    Reporter: it goes on from the process's totals.  Another controller
-    process taking the lead has none: it starts from the SEs' current
-    counters (docs/operations.md, "Listener statistics")."""
+def another_controller(store, live):
+    """(driver lib, Reporter) of another controller process on the same
+    database: nothing of the first one's memory."""
+    other = store_mod.Store(db_mod.Database(str(store.db.engine.url)), 'g1')
+    lib = FakeDriverLib()
+    return lib, reporter_mod.Reporter(other, fakes.FakeNotifier(), lib,
+                                      lambda group: set(live))
+
+
+def test_a_new_leader_shows_the_same_totals(store):
+    """Another controller taking the lead (or this one restarted) computes
+    the totals from the database alone: what the SEs' restarts and the
+    revoked SEs carried is there, and the totals do not step down."""
+    enrol(store, 'se2')
+    lib, reporter = make(store, {'se1', 'se2'})
+    report(store, 'se1', 100, 10, errors=1)
+    report(store, 'se2', 50, 5, active=2)
+    reporter.report_statistics()
+    report(store, 'se1', 7, 1)                  # restarted
+    assert enrolment.revoke(store.db, 'se2')    # left
+    reporter.report_statistics()
+    assert shown(lib) == {'bytes_in': 157, 'bytes_out': 0,
+                          'total_connections': 16, 'request_errors': 1,
+                          'active_connections': 0}
+    lib2, new_leader = another_controller(store, {'se1'})
+    new_leader.report_statistics()
+    assert shown(lib2) == shown(lib)
+    report(store, 'se1', 9, 2)                  # and counts on
+    new_leader.report_statistics()
+    assert shown(lib2)['bytes_in'] == 159
+
+
+def test_a_moved_se_keeps_its_traffic_in_its_old_groups_listeners(store):
+    """An SE enrolled in another group reports its new group (its state
+    first): what it counted for its old group's listeners stays."""
     lib, reporter = make(store, {'se1'})
     report(store, 'se1', 100, 10)
     reporter.report_statistics()
-    report(store, 'se1', 7, 1)                  # restarted
+    store.record_agent('se1', 'g2', applied_generation=0)
     reporter.report_statistics()
-    assert shown(lib)['bytes_in'] == 107
-    rebuilt = reporter_mod.Reporter(store, fakes.FakeNotifier(), lib,
-                                    lambda group: {'se1'})
-    assert rebuilt.totals is reporter.totals is listener_totals.of(store)
-    report(store, 'se1', 9, 2)
-    rebuilt.report_statistics()
-    assert shown(lib)['bytes_in'] == 109
-    # Another process: another Store over the same database.
-    other = store_mod.Store(db_mod.Database(str(store.db.engine.url)), 'g1')
-    lib2 = FakeDriverLib()
-    new_leader = reporter_mod.Reporter(other, fakes.FakeNotifier(), lib2,
-                                       lambda group: {'se1'})
-    assert new_leader.totals is not reporter.totals
+    assert shown(lib)['bytes_in'] == 100
+    store.record_agent('se1', 'g2', stats={'listeners': {}})
+    report(store, 'se2', 5, 1)
+    lib2, new_leader = another_controller(store, {'se2'})
     new_leader.report_statistics()
-    assert shown(lib2)['bytes_in'] == 9
+    assert shown(lib2)['bytes_in'] == 105
+    assert carried_rows(store) == [('se1', 'g1', 'l1', 100)]
+
+
+def test_what_an_l4_se_of_a_tier2_listener_carries_never_counts(store):
+    """Only the group counting a listener's traffic adds to its totals,
+    carried counters included (a tier-2 listener: its L7 SEs')."""
+    lib, reporter = make(store, set())
+    store.create_loadbalancer(tier2.graph())
+
+    def counters(n):
+        return {'listeners': {'l2': {'bytes_in': n, 'total_connections': 1,
+                                     'bytes_out': 0, 'request_errors': 0}}}
+    store.record_agent('l4se', tier2.L4, stats=counters(70))
+    store.record_agent('l7se', tier2.L7G, stats=counters(20))
+    reporter.report_statistics()
+    store.record_agent('l4se', tier2.L4, stats=counters(1))     # restarted
+    store.record_agent('l7se', tier2.L7G, stats=counters(3))    # restarted
+    for lib, reporter in ((lib, reporter), another_controller(store, ())):
+        reporter.report_statistics()
+        (entry,) = [e for e in lib.stats[-1]['listeners']
+                    if e['id'] == 'l2']
+        assert (entry['bytes_in'], entry['total_connections']) == (23, 2)
+
+
+def test_a_report_during_the_round_is_counted_once(store, monkeypatch):
+    """A restarted SE's report moves its counters from its row to
+    carried_stats in one transaction: the round reading both must see them
+    before or after, or it counts them twice (and steps down the round
+    after).  On SQLite the report waits for the round's reads."""
+    lib, reporter = make(store, {'se1'})
+    report(store, 'se1', 100, 10)
+    reporter.report_statistics()
+    assert shown(lib)['bytes_in'] == 100
+    real = listener_totals.carried_totals
+
+    def report_meanwhile(session, counted_by):
+        # The SE's row was read: its restart commits before carried_stats
+        # is read (or waits for the round, on SQLite).
+        writer = threading.Thread(target=report, args=(store, 'se1', 7, 1))
+        writer.start()
+        writer.join(0.5)
+        writers.append(writer)
+        return real(session, counted_by)
+    writers = []
+    monkeypatch.setattr(listener_totals, 'carried_totals', report_meanwhile)
+    reporter.report_statistics()
+    monkeypatch.setattr(listener_totals, 'carried_totals', real)
+    writers[0].join()
+    seen = [shown(lib)['bytes_in']]
+    reporter.report_statistics()
+    seen.append(shown(lib)['bytes_in'])
+    assert seen == [100, 107]

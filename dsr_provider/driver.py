@@ -9,6 +9,7 @@ it asks on the way is local: a member's listener port, from
 octavia-driver-agent's get socket (octavia_lookup.py).
 """
 
+import functools
 
 from octavia_lib.api.drivers import exceptions
 from octavia_lib.api.drivers import provider_base as driver_base
@@ -27,6 +28,31 @@ from dsr_provider import vip_port
 LOG = logging.getLogger(__name__)
 
 
+def _tier_checked(method):
+    """A driver method that checks an object against its load balancer's
+    tier.  When that tier could not be looked up the object is checked as
+    tier 1 (_known_tier), and a refusal then may be wrong (a tier-2 load
+    balancer takes HTTP listeners, L7 policies, ROUND_ROBIN pools): it is
+    answered as an error to retry, not as a refusal of the option."""
+    @functools.wraps(method)
+    def checked(self, *args, **kwargs):
+        self._unknown_tier = None
+        try:
+            return method(self, *args, **kwargs)
+        except exceptions.UnsupportedOptionError as exc:
+            if self._unknown_tier is None:
+                raise
+            message = (
+                f'The tier of {self._unknown_tier} could not be looked up (octavia-driver-agent did not '
+                'answer), and checked as tier 1 the request is refused: '
+                f'{exc.user_fault_string} Retry once octavia-driver-agent '
+                'answers: on a tier-2 load balancer it may be accepted.')
+            raise exceptions.DriverError(
+                user_fault_string=message,
+                operator_fault_string=message) from exc
+    return checked
+
+
 class DSRProviderDriver(driver_base.ProviderDriver):
 
     def __init__(self, rpc=None, lookup=None, neutron=None, conf=None):
@@ -40,6 +66,8 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._neutron = neutron
         # {load balancer id: VIP port create_vip_port made for it}
         self._created_ports = {}
+        # What the current request could not learn the tier of (_tier_checked).
+        self._unknown_tier = None
 
     # --- load balancer -----------------------------------------------------
 
@@ -105,9 +133,13 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     def _known_tier(self, tier, what, object_id):
         if tier is octavia_lookup.UNKNOWN:
             # Tier 1 checks are the stricter: a tier-2 object is refused
-            # rather than a tier-1 one accepted unchecked.
+            # (as an error to retry, _tier_checked) rather than a tier-1
+            # one accepted unchecked.
             LOG.warning('load balancer of %s %s unknown: checked as '
                         'tier 1', what, object_id)
+            self._unknown_tier = f'{what} {object_id}' if \
+                what == 'load balancer' else \
+                f'the load balancer of {what} {object_id}'
             return 1
         return tier
 
@@ -148,6 +180,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
 
     # --- listener ----------------------------------------------------------
 
+    @_tier_checked
     def listener_create(self, listener):
         tier = self._lb_tier(given(listener, 'loadbalancer_id'))
         validation.check_listener(listener, tier=tier)
@@ -167,6 +200,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._rpc.listener_create(payloads.to_payload(listener))
         self._remember_listener(listener, given(listener, 'loadbalancer_id'))
 
+    @_tier_checked
     def listener_update(self, old_listener, new_listener):
         tier = self._lb_tier(given(old_listener, 'loadbalancer_id'))
         validation.check_listener(new_listener, tier=tier)
@@ -196,6 +230,8 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         cache.remember_listener(listener_id, given(listener, 'protocol_port'))
         cache.remember_pool(given(listener, 'default_pool_id'), listener_id)
         cache.remember_listener_lb(listener_id, lb_id)
+        cache.remember('listener_protocol', listener_id,
+                       given(listener, 'protocol'))
 
     def _check_pool_for_listener(self, pool_id, listener_id, port, members):
         """The pool becomes the default pool of a listener on port."""
@@ -213,6 +249,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
 
     # --- pool --------------------------------------------------------------
 
+    @_tier_checked
     def pool_create(self, pool):
         tier = self._lb_tier(given(pool, 'loadbalancer_id'))
         validation.check_pool(pool, tier=tier)
@@ -232,6 +269,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         self._lookup.cache.remember_pool(given(pool, 'pool_id'),
                                          given(pool, 'listener_id'))
 
+    @_tier_checked
     def pool_update(self, old_pool, new_pool):
         validation.check_pool(new_pool, old_pool=old_pool,
                               tier=self._lb_tier(given(old_pool,
@@ -280,6 +318,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
             return None
         return self._pool_port(pool_id)
 
+    @_tier_checked
     def member_create(self, member):
         # The VIP lookup first: on a cache miss it also learns the pool's
         # listener and load balancer, which the port check needs.
@@ -301,6 +340,7 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     def member_delete(self, member):
         self._rpc.member_delete(payloads.to_payload(member))
 
+    @_tier_checked
     def member_batch_update(self, pool_id, members):
         vips = self._pool_vips(pool_id)
         port = self._member_port(pool_id)
@@ -312,12 +352,14 @@ class DSRProviderDriver(driver_base.ProviderDriver):
 
     # --- health monitor ----------------------------------------------------
 
+    @_tier_checked
     def health_monitor_create(self, healthmonitor):
         validation.check_health_monitor(
             healthmonitor,
             tier=self._pool_tier(given(healthmonitor, 'pool_id')))
         self._rpc.health_monitor_create(payloads.to_payload(healthmonitor))
 
+    @_tier_checked
     def health_monitor_update(self, old_healthmonitor, new_healthmonitor):
         validation.check_health_monitor(
             new_healthmonitor, old_hm=old_healthmonitor,
@@ -335,18 +377,34 @@ class DSRProviderDriver(driver_base.ProviderDriver):
         if tier != 2:
             validation.refuse_l7(what)
 
+    def _l7policy_listener(self, listener_id):
+        """An L7 policy's listener must be one HAProxy sees requests on."""
+        protocol = self._lookup.listener_protocol(listener_id)
+        if protocol is octavia_lookup.UNKNOWN:
+            message = (f'The protocol of listener {listener_id} could not '
+                       'be looked up (octavia-driver-agent did not answer): '
+                       'L7 policies are accepted on HTTP and '
+                       'TERMINATED_HTTPS listeners only. Retry once '
+                       'octavia-driver-agent answers.')
+            raise exceptions.DriverError(user_fault_string=message,
+                                         operator_fault_string=message)
+        validation.check_l7policy_listener(protocol)
+
+    @_tier_checked
     def l7policy_create(self, l7policy):
         listener_id = given(l7policy, 'listener_id')
         self._l7_tier2(self._listener_tier(listener_id), 'L7 policies')
+        self._l7policy_listener(listener_id)
         validation.check_l7policy(l7policy)
         self._rpc.l7policy_create(payloads.to_payload(l7policy))
         self._lookup.cache.remember_policy_listener(
             given(l7policy, 'l7policy_id'), listener_id)
 
+    @_tier_checked
     def l7policy_update(self, old_l7policy, new_l7policy):
-        self._l7_tier2(self._listener_tier(given(old_l7policy,
-                                                 'listener_id')),
-                       'L7 policies')
+        listener_id = given(old_l7policy, 'listener_id')
+        self._l7_tier2(self._listener_tier(listener_id), 'L7 policies')
+        self._l7policy_listener(listener_id)
         validation.check_l7policy(new_l7policy)
         self._rpc.l7policy_update(payloads.to_payload(old_l7policy),
                                   payloads.to_payload(new_l7policy))
@@ -357,12 +415,14 @@ class DSRProviderDriver(driver_base.ProviderDriver):
     def l7policy_delete(self, l7policy):
         self._rpc.l7policy_delete(payloads.to_payload(l7policy))
 
+    @_tier_checked
     def l7rule_create(self, l7rule):
         self._l7_tier2(self._l7policy_tier(given(l7rule, 'l7policy_id')),
                        'L7 rules')
         validation.check_l7rule(l7rule)
         self._rpc.l7rule_create(payloads.to_payload(l7rule))
 
+    @_tier_checked
     def l7rule_update(self, old_l7rule, new_l7rule):
         self._l7_tier2(self._l7policy_tier(given(old_l7rule,
                                                  'l7policy_id')),

@@ -83,10 +83,11 @@ class PortCache:
         self._lb_vips = collections.OrderedDict()
         self._pool_lb = collections.OrderedDict()
         # Nor do a load balancer's tier (its flavor), a listener's load
-        # balancer or an L7 policy's listener.
+        # balancer and protocol or an L7 policy's listener.
         self._lb_tier = collections.OrderedDict()
         self._listener_lb = collections.OrderedDict()
         self._policy_listener = collections.OrderedDict()
+        self._listener_protocol = collections.OrderedDict()
 
     def _trim(self, table):
         while len(table) > self.size:
@@ -118,7 +119,8 @@ class PortCache:
                 self._trim(self._pool_lb)
 
     def remember(self, table_name, key, value):
-        """lb_tier / listener_lb / pool_lb / policy_listener."""
+        """lb_tier / listener_lb / pool_lb / policy_listener /
+        listener_protocol."""
         if key and value is not None:
             table = getattr(self, f'_{table_name}')
             with self._lock:
@@ -135,8 +137,8 @@ class PortCache:
         self.remember('policy_listener', policy_id, listener_id)
 
     def known(self, table_name, key):
-        """lb_tier / listener_lb / pool_lb / policy_listener of key, or
-        None."""
+        """lb_tier / listener_lb / pool_lb / policy_listener /
+        listener_protocol of key, or None."""
         with self._lock:
             return getattr(self, f'_{table_name}').get(key)
 
@@ -182,6 +184,7 @@ class PortCache:
             self._lb_tier.clear()
             self._listener_lb.clear()
             self._policy_listener.clear()
+            self._listener_protocol.clear()
 
 
 # Shared by every driver instance of the process (octavia-api builds a new
@@ -315,6 +318,18 @@ class OctaviaLookup:
     def l7policy_tier(self, policy_id):
         return self._tier_via('policy_listener', lib_consts.L7POLICIES,
                               policy_id, 'listener_id', self.listener_tier)
+
+    def listener_protocol(self, listener_id):
+        """The listener's protocol (it never changes), or UNKNOWN."""
+        protocol = self.cache.known('listener_protocol', listener_id)
+        if protocol is not None:
+            return protocol
+        listener = self.listener(listener_id)
+        if listener is UNKNOWN or not listener.get('protocol'):
+            return UNKNOWN
+        self.cache.remember('listener_protocol', listener_id,
+                            listener['protocol'])
+        return listener['protocol']
 
     def pool_members(self, pool_id):
         """The pool's members (dicts), or UNKNOWN."""

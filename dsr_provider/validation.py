@@ -531,8 +531,22 @@ def check_listener_tier2(listener):
     if given(listener, 'client_authentication') is not None:
         _tier2_choice(listener, 'listener', 'client_authentication',
                       (lib_consts.CLIENT_AUTH_NONE,))
-    for policy in _items(given(listener, 'l7policies')):
+    policies = _items(given(listener, 'l7policies'))
+    if policies:
+        check_l7policy_listener(given(listener, 'protocol'))
+    for policy in policies:
         check_l7policy(policy)
+
+
+def check_l7policy_listener(protocol):
+    """L7 policies match HTTP requests: a listener of another protocol has
+    none to match (the L7 snapshot refuses them, dsr_wire/l7.py)."""
+    if protocol not in l7.HTTP_LISTENER_PROTOCOLS:
+        refuse(f'L7 policies on a {protocol} listener are not supported '
+               f'(allowed: L7 policies on '
+               f'{_join(l7.HTTP_LISTENER_PROTOCOLS)} listeners): they '
+               'match and redirect HTTP requests, which HAProxy sees only '
+               'on those.')
 
 
 def _openssl_takes(ciphers):
@@ -594,6 +608,13 @@ def check_pool_tier2(pool, old_pool=None):
                    'cookie_name is not supported (allowed: a cookie_name '
                    'with APP_COOKIE): HAProxy must know which cookie of '
                    'the application to follow.')
+        doc = {name: given(persistence, name) for name in (
+            'type', 'cookie_name', 'persistence_timeout',
+            'persistence_granularity')}
+        try:
+            l7._structure('session_persistence', doc, '')
+        except schema.Invalid as exc:
+            _refuse_invalid('pool session_persistence', exc)
     _tier2_unset(pool, 'pool', _TIER2_UNSUPPORTED_POOL)
 
 

@@ -148,7 +148,8 @@ SESSION_PERSISTENCE = _object(('type',), {
     'type': _enum(PERSISTENCE_TYPES),
     'cookie_name': NULL_STRING,
     'persistence_timeout': _nullable(_int(0, 2 ** 31 - 1),
-                                     'an integer number of seconds'),
+                                     'an integer number of seconds in '
+                                     '0..2147483647'),
     'persistence_granularity': NULL_STRING,
 })
 

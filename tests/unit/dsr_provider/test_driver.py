@@ -423,10 +423,17 @@ def test_health_monitor_refusals(dsr, client):
     ('l7rule_create', (dm.L7Rule(),), 'L7 rules'),
     ('l7rule_update', (dm.L7Rule(), dm.L7Rule()), 'L7 rules'),
 ])
-def test_l7_is_refused(dsr, client, method, args, what):
-    text = refused(getattr(dsr, method), *args)
-    assert text.startswith(f'{what} are not supported')
-    assert 'Layer 4' in text
+def test_l7_with_its_tier_unknown_is_an_error_to_retry(
+        dsr, client, method, args, what):
+    """Its load balancer's tier cannot be told (no listener or policy
+    known to the lookup): checked as tier 1 it is refused, but a tier-2
+    load balancer would take it, so the answer is an error to retry, with
+    the tier-1 refusal in it (tier 1 known: test_driver_tier2.py)."""
+    with pytest.raises(exceptions.DriverError) as info:
+        getattr(dsr, method)(*args)
+    text = info.value.user_fault_string
+    assert 'could not be looked up' in text and 'Retry' in text
+    assert f'{what} are not supported' in text and 'Layer 4' in text
     assert client.casts == []
 
 

@@ -8,14 +8,19 @@ import shutil
 import tempfile
 
 from octavia_lib.api.drivers import data_models as dm
+from octavia_lib.api.drivers import exceptions
 from oslo_config import cfg
 import pytest
 
+from dsr_provider import driver
+from dsr_provider import octavia_lookup
+from dsr_provider import rpc_api
 from tests.unit.dsr_provider import fakes
 # The driver with a real lookup over the fake get socket below (agent).
 from tests.unit.dsr_provider.test_driver import client  # noqa: F401
 from tests.unit.dsr_provider.test_driver import dsr  # noqa: F401
 from tests.unit.dsr_provider.test_driver import refused
+from tests.unit.dsr_provider.test_driver import sockdir  # noqa: F401
 
 LB2 = 'a5b1c3d1-0000-4000-8000-0000000000b2'
 LISTENER2 = 'a5b1c3d1-0000-4000-8000-0000000000c2'
@@ -23,6 +28,7 @@ POOL2 = 'a5b1c3d1-0000-4000-8000-0000000000d2'
 POLICY2 = 'a5b1c3d1-0000-4000-8000-0000000000e2'
 POLICY1 = 'a5b1c3d1-0000-4000-8000-0000000000e1'
 LB3 = 'a5b1c3d1-0000-4000-8000-0000000000b3'
+TCP2 = 'a5b1c3d1-0000-4000-8000-0000000000f2'     # a TCP listener of LB2
 LISTENER3 = 'a5b1c3d1-0000-4000-8000-0000000000c3'
 
 OBJECTS = {
@@ -43,6 +49,8 @@ OBJECTS = {
     ('listeners', LISTENER2): {'listener_id': LISTENER2,
                                'loadbalancer_id': LB2, 'protocol': 'HTTP',
                                'protocol_port': 80},
+    ('listeners', TCP2): {'listener_id': TCP2, 'loadbalancer_id': LB2,
+                          'protocol': 'TCP', 'protocol_port': 5432},
     ('pools', POOL2): {'pool_id': POOL2, 'loadbalancer_id': LB2,
                        'listener_id': LISTENER2, 'members': []},
     ('l7policies', POLICY2): {'l7policy_id': POLICY2,
@@ -193,3 +201,89 @@ def test_listener_tls_settings_published_on_tier2_refused_on_tier1(
                    dm.Listener(tls_versions=['TLSv1.3']))
     assert 'no TLS termination' in text
     assert len(client.casts) == 2
+
+
+def test_l7_policies_only_on_listeners_haproxy_sees_requests_on(
+        dsr, client):  # noqa: F811
+    """An L7 policy of a TCP listener has no request to match: the L7
+    snapshot refuses it, which took its whole load balancer out of the L7
+    SEs while Octavia showed ACTIVE.  The API refuses it now, naming the
+    listener protocols that take one."""
+    policy = dm.L7Policy(l7policy_id='p-tcp', listener_id=TCP2,
+                         action='REJECT', position=1, admin_state_up=True)
+    text = refused(dsr.l7policy_create, policy)
+    assert 'L7 policies on a TCP listener' in text
+    assert 'allowed: L7 policies on HTTP, TERMINATED_HTTPS' in text
+    text = refused(dsr.l7policy_update, policy, dm.L7Policy(position=2))
+    assert 'TCP listener' in text
+    text = refused(dsr.listener_create, fakes.listener(
+        listener_id='l-udp', loadbalancer_id=LB2, protocol='UDP',
+        l7policies=[dm.L7Policy(action='REJECT')]))
+    assert 'L7 policies on a UDP listener' in text
+    assert client.casts == []
+    dsr.listener_create(fakes.listener(
+        listener_id='l-http', loadbalancer_id=LB2, protocol='HTTP',
+        l7policies=[dm.L7Policy(action='REJECT')]))
+    # Its protocol is remembered: no lookup for its policies.
+    dsr.l7policy_create(dm.L7Policy(l7policy_id='p-http',
+                                    listener_id='l-http', action='REJECT'))
+    assert [m for m, _ in client.casts] == ['listener_create',
+                                            'l7policy_create']
+
+
+@pytest.mark.parametrize('timeout', [-1, 2 ** 31])
+def test_tier2_persistence_timeout_is_bounded(dsr, client, timeout):  # noqa: F811
+    persistence = {'type': 'SOURCE_IP', 'persistence_timeout': timeout}
+    text = refused(dsr.pool_create, fakes.pool(
+        pool_id=POOL2, loadbalancer_id=LB2, protocol='HTTP',
+        session_persistence=persistence))
+    assert 'persistence_timeout' in text and '0..2147483647' in text
+    refused(dsr.pool_update,
+            fakes.pool(pool_id=POOL2, loadbalancer_id=LB2, protocol='HTTP'),
+            dm.Pool(session_persistence=persistence))
+    assert client.casts == []
+    dsr.pool_create(fakes.pool(
+        pool_id=POOL2, loadbalancer_id=LB2, protocol='HTTP',
+        session_persistence=dict(persistence, persistence_timeout=3600)))
+    assert [m for m, _ in client.casts] == ['pool_create']
+
+
+@pytest.fixture
+def lookup_down(client, sockdir):  # noqa: F811
+    """The driver with octavia-driver-agent's get socket gone, and a cache
+    that knows LB2 is tier 2 and LISTENER2 is one of its listeners."""
+    cache = octavia_lookup.PortCache()
+    cache.remember_tier(LB2, 2)
+    cache.remember_listener_lb(LISTENER2, LB2)
+    return driver.DSRProviderDriver(
+        rpc=rpc_api.ControllerAPI(client=client),
+        lookup=octavia_lookup.OctaviaLookup(
+            os.path.join(sockdir, 'none'), cache=cache))
+
+
+def test_an_unknown_tier_refuses_only_as_an_error_to_retry(
+        lookup_down, client):
+    """Without the tier, an object is checked as tier 1: what tier 1
+    takes goes through; what it refuses is an error to retry (a tier-2
+    load balancer may take it), not a refusal of the option."""
+    dsr = lookup_down
+    dsr.pool_create(fakes.pool(pool_id='p-t1', loadbalancer_id=LB3))
+    with pytest.raises(exceptions.DriverError) as info:
+        dsr.pool_create(fakes.pool(pool_id='p-rr', loadbalancer_id=LB3,
+                                   lb_algorithm='ROUND_ROBIN'))
+    text = info.value.user_fault_string
+    assert f'load balancer {LB3} could not be looked up' in text
+    assert 'lb_algorithm ROUND_ROBIN' in text and 'Retry' in text
+    # A known tier refuses as before.
+    refused(dsr.pool_create, fakes.pool(loadbalancer_id=LB2,
+                                        protocol='SCTP'))
+    assert [m for m, _ in client.casts] == ['pool_create']
+
+
+def test_an_l7_policy_whose_listener_protocol_is_unknown_is_retried(
+        lookup_down, client):
+    with pytest.raises(exceptions.DriverError) as info:
+        lookup_down.l7policy_create(dm.L7Policy(
+            l7policy_id='p1', listener_id=LISTENER2, action='REJECT'))
+    assert 'protocol of listener' in info.value.user_fault_string
+    assert client.casts == []

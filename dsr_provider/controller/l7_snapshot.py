@@ -21,7 +21,9 @@ leader gives the group a new generation when that version changes
 (controller/tier2.py).
 """
 
+import copy
 import ipaddress
+import re
 
 from oslo_log import log as logging
 
@@ -241,24 +243,89 @@ def l7_load_balancer(session, lb, contract=l7.CONTRACT_VERSION):
             'listeners': listeners, 'pools': pools}
 
 
+# What the L7 schema's field paths name, by the store's kinds: an L7
+# rule's problem is its policy's (a policy without one of its rules would
+# match more than it was written to).
+_STEP = re.compile(r'([A-Za-z_0-9]+)(?:\[(\d+)\])?')
+_KINDS = {'listeners': 'listeners', 'l7policies': 'l7policies',
+          'pools': 'pools', 'members': 'members',
+          'healthmonitor': 'healthmonitors'}
+# A rejection made here starts so (Store._l7_rejections tells it from the
+# capacity and port ones, and takes it back when the object is fixed).
+REFUSED = 'the L7 service engines cannot run it: '
+
+
+def _culprit(item, field):
+    """(kind, id, its container, index) of the deepest object of load
+    balancer document `item` on `field` (an Invalid's path relative to
+    it), or None: the load balancer itself."""
+    found, node = None, item
+    for name, index in _STEP.findall(field):
+        if not isinstance(node, dict) or name not in node:
+            break
+        parent, node = node, node[name]
+        if index:
+            if not isinstance(node, list) or int(index) >= len(node):
+                break
+            container, node = node, node[int(index)]
+            if name in _KINDS and isinstance(node, dict) and node.get('id'):
+                found = (_KINDS[name], node['id'], container, int(index))
+        elif name in _KINDS and isinstance(node, dict) and node.get('id'):
+            found = (_KINDS[name], node['id'], parent, name)
+    return found
+
+
+def runnable(item):
+    """Split load balancer document `item` (l7_load_balancer's) into what
+    the L7 SEs can run and what they cannot, object by object: returns
+    (item without the refused objects, [(kind, id, reason)]), or (None,
+    reason) when the load balancer itself is refused.  One bad object (a
+    policy on a TCP listener, a member at the VIP) no longer takes every
+    listener of its load balancer off the L7 SEs."""
+    item = copy.deepcopy(item)
+    refused = []
+    # Each round takes one object out; a document has finitely many.
+    while True:
+        try:
+            l7.check_load_balancer(item)
+            return item, refused
+        except schema.Invalid as exc:
+            found = _culprit(item, exc.field)
+            if found is None:
+                return None, str(exc)
+            kind, obj_id, container, index = found
+            refused.append((kind, obj_id, str(exc)))
+            if isinstance(index, int):
+                del container[index]
+            else:
+                container[index] = None
+            if kind == 'pools':
+                # Its listeners serve without it, as with a rejected pool.
+                for lst in item['listeners']:
+                    if lst.get('default_pool_id') == obj_id:
+                        lst.pop('default_pool_id')
+
+
 def document(session, l7_group, generation, contract=None):
     """The L7 group's document, of L7 contract `contract` (None: that of
-    the group's live L7 SEs, group_contract).  A load balancer the L7
-    schema rejects is left out (logged) rather than fail the whole
-    group."""
+    the group's live L7 SEs, group_contract).  An object the L7 schema
+    refuses is left out (logged) rather than fail its load balancer or the
+    whole group; the store rejects it when it is stored (its status
+    ERROR), so this only meets objects stored before it did."""
     if contract is None:
         contract = group_contract(l7_group)
     lbs = []
     for lb in session.query(models.LoadBalancer).filter_by(
             l7_se_group=l7_group, rejected=None).order_by(
                 models.LoadBalancer.id):
-        item = l7_load_balancer(session, lb, contract)
-        try:
-            l7.check_load_balancer(item, f'load balancer {lb.id}')
-        except schema.Invalid as exc:
+        item, refused = runnable(l7_load_balancer(session, lb, contract))
+        if item is None:
             LOG.error('tier-2 load balancer %s left out of L7 group %s: %s',
-                      lb.id, l7_group, exc)
+                      lb.id, l7_group, refused)
             continue
+        for kind, obj_id, reason in refused:
+            LOG.error('tier-2 load balancer %s: %s %s left out of L7 group '
+                      '%s: %s', lb.id, kind, obj_id, l7_group, reason)
         lbs.append(item)
     return {'schema_version': l7.SCHEMA_VERSION, 'role': ROLE,
             'se_group': l7_group, 'generation': generation,

@@ -340,6 +340,12 @@ def _converge(row, sent):
     row.diverged = left or None
 
 
+def _below(rows, kind, obj_id):
+    """(kind, id) of the objects of rows ({kind: [row]}) below the object
+    (kind, obj_id)."""
+    return sorted(below(rows, {(kind, obj_id)}))
+
+
 def _policy_children(listener_doc):
     """(kind, id) of the L7 policies and rules sent with a listener: what
     a refusal of the listener takes with it."""
@@ -475,6 +481,7 @@ class Store:
             # Refused whole: nothing runs it, and its L7 group must not
             # become one (it may be somebody's L4 group).
             return self._bump(session, lb.se_group, status, wait_for)
+        self._l7_rejections(session, lb, status)
         if l4:
             # Traffic flows once both tiers run it: the status waits for
             # the L4 SEs too.
@@ -482,6 +489,56 @@ class Store:
         group = self._locked_group(session, lb.l7_se_group)
         group.role = l7_snapshot.ROLE
         return self._bump(session, lb.l7_se_group, status, wait_for, also)
+
+    def _l7_rejections(self, session, lb, status):
+        """Tier 2: reject alone each object of load balancer row `lb` that
+        its L7 SEs cannot run (l7_snapshot.runnable: the L7 schema, which
+        the driver's checks may miss -- an object stored before they
+        existed, a member at the VIP while the VIPs could not be looked
+        up), with what is below it; and take back such a rejection of an
+        object that runs now (fixed, or what it needed came back).  Before,
+        one such object left the whole load balancer off the L7 SEs while
+        Octavia showed it ACTIVE."""
+        rows = self._lb_rows(session, lb.id)
+        for kind, kind_rows in rows.items():
+            for row in kind_rows:
+                if (row.rejected or '').startswith(l7_snapshot.REFUSED):
+                    row.rejected = None
+        session.flush()
+        item, refused = l7_snapshot.runnable(
+            l7_snapshot.l7_load_balancer(session, lb))
+        if item is None:
+            reason = l7_snapshot.REFUSED + refused
+            LOG.error('loadbalancer %s: %s', lb.id, reason)
+            status.reject('loadbalancers', lb.id, reason)
+            return
+        for kind, obj_id, why in refused:
+            row = session.get(_MODELS[kind], obj_id)
+            if row is None or row.rejected is not None:
+                continue
+            self._refuse(status, kind, row, _below(rows, kind, obj_id),
+                         l7_snapshot.REFUSED + why, (), set())
+
+    @staticmethod
+    def _lb_rows(session, lb_id):
+        """{kind: [row]} of every object below load balancer `lb_id`."""
+        listeners = session.query(models.Listener).filter_by(
+            loadbalancer_id=lb_id).all()
+        pools = session.query(models.Pool).filter_by(
+            loadbalancer_id=lb_id).all()
+        pool_ids = [p.id for p in pools]
+        policies = session.query(models.L7Policy).filter(
+            models.L7Policy.listener_id.in_([r.id for r in listeners])).all()
+        return {
+            'listeners': listeners, 'pools': pools,
+            'members': session.query(models.Member).filter(
+                models.Member.pool_id.in_(pool_ids)).all(),
+            'healthmonitors': session.query(models.HealthMonitor).filter(
+                models.HealthMonitor.pool_id.in_(pool_ids)).all(),
+            'l7policies': policies,
+            'l7rules': session.query(models.L7Rule).filter(
+                models.L7Rule.l7policy_id.in_([p.id for p in policies]))
+            .all()}
 
     # ---------------------------------------------------------- capacity
     def limits(self, session, se_group):

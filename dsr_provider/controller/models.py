@@ -8,6 +8,7 @@ snapshot builder needs no mapping of every Octavia field.
 import json
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import mysql
 from sqlalchemy import orm
 
 
@@ -15,10 +16,21 @@ class Base(orm.DeclarativeBase):
     pass
 
 
-class JSONText(sa.types.TypeDecorator):
-    """JSON in a TEXT column: portable across MariaDB and SQLite."""
+# Text that grows with the deployment.  MySQL/MariaDB TEXT holds 65,535
+# bytes and a strict server (the default) refuses a longer write whole
+# (an SE's statistics of over 400 listeners and members): LONGTEXT there,
+# bounded by the server's max_allowed_packet instead (docs/operations.md).
+# SQLAlchemy names MariaDB 'mariadb' in a mariadb:// URL, 'mysql' else.
+LONG_TEXT = sa.Text().with_variant(mysql.LONGTEXT(), 'mysql', 'mariadb')
 
-    impl = sa.Text
+
+class JSONText(sa.types.TypeDecorator):
+    """JSON in a text column (LONG_TEXT): portable across MariaDB and
+    SQLite.  Every document may outgrow TEXT: an SE's reports grow with
+    its group, a status with its change (a graph, a cascade delete), an
+    object's with its lists (a listener's allowed_cidrs)."""
+
+    impl = LONG_TEXT
     cache_ok = True
 
     def process_bind_param(self, value, dialect):
@@ -213,7 +225,8 @@ class AgentState(Base):
     se_group = sa.Column(sa.String(64), nullable=False, index=True)
     applied_generation = sa.Column(sa.BigInteger)
     rejected_generation = sa.Column(sa.BigInteger)
-    error = sa.Column(sa.Text)
+    # The agent's text, unbounded (an exception's message).
+    error = sa.Column(LONG_TEXT)
     member_statuses = sa.Column(JSONText)
     stats = sa.Column(JSONText)
     # {kind: {object_id: reason}} for applied_generation: objects the agent

@@ -161,6 +161,10 @@ def drain_budget(drain_wait, drain_timeout, graceful_shutdown_timeout):
 # A backstop for a call on a control thread (each has its own bound:
 # rpc_retry for RPC, tooz's socket timeouts for the coordination backend).
 CONTROL_TIMEOUT = 60
+# Seconds between two retries of the load balancers the applied generation
+# left ERROR (a port another process held, a certificate not fetched): each
+# retry renders and checks them again.
+RETRY_INTERVAL = 30.0
 
 
 class L7Agent:
@@ -180,6 +184,10 @@ class L7Agent:
         self.draining = False
         self.last_error = None
         self.rejected_generation = None
+        # The document the engine applied last: supervise() applies it
+        # again for what a process lost or a retry may now bring up.
+        self._document = None
+        self._retry_at = 0.0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._fetch_wanted = True
@@ -213,6 +221,11 @@ class L7Agent:
                 'rejected_generation': self.rejected_generation,
                 'ready': self.capabilities()['ready'],
                 'load_balancers': self.engine.result,
+                # What the controller makes ERROR (with what is below it),
+                # as it does for the L4 SEs' rejections: a load balancer
+                # whose HAProxy did not take the generation is not what
+                # Octavia asked for, whatever the others did.
+                'rejected_objects': self.engine.rejected_objects(),
                 'auth_refusals': (self.trust.refusals.total()
                                   if self.trust is not None else None),
                 # The oldest generation it accepts (amphora_agent/trust.py):
@@ -256,7 +269,10 @@ class L7Agent:
                               document.get('se_group'),
                               f'this L7 SE\'s group {self.se_group!r}')
             started = time.monotonic()
-            self.engine.apply(as_l7_document(document))
+            document = as_l7_document(document)
+            self.engine.apply(document)
+            self._document = document
+            self._retry_at = time.monotonic() + RETRY_INTERVAL
             LOG.info('applied L7 generation %s in %.2f s: %s', generation,
                      time.monotonic() - started,
                      {lb: (r['status'], r['action'], r['error'])
@@ -274,6 +290,37 @@ class L7Agent:
         self.rejected_generation = None
         if self.trust is not None:
             self.trust.applied(generation)
+        self.report()
+        return True
+
+    def supervise(self, udp=False):
+        """Bring back what the applied generation runs and this SE lost:
+        at once a HAProxy that died (crashed, killed), and every
+        RETRY_INTERVAL the load balancers it left ERROR; udp: also look
+        for UDP tables removed behind its back (an nft call).  Before,
+        nothing was retried until a new generation came: a crashed
+        HAProxy stayed down, reported ACTIVE.  Returns whether it applied
+        again."""
+        if self._document is None:
+            return False
+        engine = self.engine
+        dead = engine.dead()
+        if udp:
+            dead += engine.udp_missing()
+        failed = engine.failed()
+        now = time.monotonic()
+        if not dead and not (failed and now >= self._retry_at):
+            return False
+        if dead:
+            LOG.warning('L7 generation %s: %s not running: applying it '
+                        'again', engine.generation, ', '.join(dead))
+        if failed:
+            self._retry_at = now + RETRY_INTERVAL
+        engine.apply(self._document)
+        LOG.info('L7 generation %s applied again: %s', engine.generation,
+                 {lb: (r['status'], r['action'], r['error'])
+                  for lb, r in engine.result.items()
+                  if lb in dead or lb in failed})
         self.report()
         return True
 
@@ -375,10 +422,12 @@ class L7Agent:
                 self._stop.wait(1.0)
             self._safe(self.engine.udp.supervise)
             now = time.monotonic()
+            resync = now >= next_resync
+            self._safe(lambda: self.supervise(udp=resync))
             if now >= next_stats:
                 next_stats = now + conf.stats_interval
                 self._safe(self.report_stats)
-            if now >= next_resync:
+            if resync:
                 next_resync = now + conf.resync_interval
                 self._safe(self.resync)
             with self._lock:

@@ -29,6 +29,7 @@ import json
 import os
 import resource
 import shutil
+import subprocess
 
 from oslo_log import log as logging
 
@@ -100,6 +101,8 @@ class Engine:
         # unloaded.
         self._unloaded = set()
         self.udp = udp or udp_mod.UdpService(adopt_tables=False)
+        # lb id -> the last statistics its HAProxy answered (stats()).
+        self._last_stats = {}
 
     @classmethod
     def from_conf(cls, group, decap_pin_dir, se_id, certs_on_use=False):
@@ -237,7 +240,8 @@ class Engine:
         proc = self.process(lb_id)
         try:
             inputs = self._inputs(lb)
-        except (haproxy.HaproxyError, OSError, ValueError):
+        except (haproxy.HaproxyError, OSError, ValueError,
+                subprocess.SubprocessError):
             inputs = None   # rendered below, which says why it fails
         applied = self._applied.pop(lb_id, None)
         if inputs is not None and applied is not None and \
@@ -311,41 +315,117 @@ class Engine:
                 proc.start()
                 out['action'] = 'started'
             self._unloaded.discard(lb_id)
+            self._prune_certs(lb_id, rendered)
         except (haproxy.HaproxyError, certs_mod.CertError, OSError,
-                ValueError) as exc:
+                ValueError, subprocess.SubprocessError) as exc:
+            # (A haproxy -c that timed out is this load balancer's
+            # problem: the others are applied.)
             out.update(status='ERROR', error=str(exc))
         return out
+
+    def _prune_certs(self, lb_id, rendered):
+        """Remove the certificates, keys and crt-lists the running
+        configuration no longer names (an SNI reference or a TLS listener
+        removed): a private key stays on disk no longer than it is used.
+        After the reload: HAProxy reads them when it loads."""
+        keep = set(rendered.certs) | set(rendered.crt_lists)
+        cert_dir = self.paths.cert_dir(lb_id)
+        try:
+            names = os.listdir(cert_dir)
+        except FileNotFoundError:
+            return
+        for name in names:
+            path = os.path.join(cert_dir, name)
+            if path not in keep:
+                try:
+                    os.unlink(path)
+                except OSError as exc:
+                    LOG.warning('%s: %s not removed: %s', lb_id, path, exc)
 
     # -- state ------------------------------------------------------------
 
     @property
     def ready(self):
-        """HAProxy runs the applied generation of every load balancer, the
-        VIPs are on loopback and decap is attached."""
+        """The applied generation is in place on this SE: the VIPs are on
+        loopback, decap is attached, and a load balancer runs here (or
+        the document has none).
+
+        Not every load balancer: one load balancer's failure (a
+        configuration HAProxy refuses, a port taken, a crash) is its own
+        -- reported ERROR (rejected_objects) and retried by the agent's
+        supervision -- and does not take this SE out of every other load
+        balancer's L4 pool.  An SE on which none runs is broken itself (a
+        missing capability, say) and stays out."""
         if self.generation is None:
             return False
-        if any(r['status'] != 'ACTIVE' for r in self.result.values()):
+        results = self.result.values()
+        if results and not any(r['status'] == 'ACTIVE' for r in results):
             return False
-        if self.applied_vips and (
-                self.host.mode is None
-                or not self.host.vips_on_loopback(self.applied_vips)):
-            return False
-        if self.udp.docs and not all(self.udp.installed(lb_id)
-                                     for lb_id in self.udp.docs):
-            return False
-        return all(proc.running() for lb_id, proc in self.processes.items()
-                   if os.path.exists(self.paths.config(lb_id)))
+        return not self.applied_vips or (
+            self.host.mode is not None
+            and self.host.vips_on_loopback(self.applied_vips))
+
+    def dead(self):
+        """Load balancers the applied generation left ACTIVE whose HAProxy
+        should run (a configuration is installed) and does not: crashed,
+        killed.  (An ERROR one is retried at its own pace: failed().)"""
+        return sorted(lb_id for lb_id, r in self.result.items()
+                      if r['status'] == 'ACTIVE'
+                      and os.path.exists(self.paths.config(lb_id))
+                      and not self.process(lb_id).running())
+
+    def udp_missing(self):
+        """Load balancers whose UDP table is gone (removed by hand, an nft
+        flush)."""
+        return sorted(lb_id for lb_id in self.udp.docs
+                      if lb_id in self.result
+                      and not self.udp.installed(lb_id))
+
+    def failed(self):
+        """Load balancers the applied generation left ERROR: id ->
+        reason."""
+        return {lb_id: r['error'] or 'not applied'
+                for lb_id, r in self.result.items()
+                if r['status'] == 'ERROR'}
+
+    def rejected_objects(self):
+        """What this SE does not serve of the applied generation, as the
+        controller takes it from every agent ({kind: {id: reason}}): the
+        load balancers left ERROR, and the listeners not served of the
+        others (a UDP listener nft refused, ...)."""
+        failed = self.failed()
+        listeners = {lid: reason for lb_id, r in self.result.items()
+                     if lb_id not in failed
+                     for lid, reason in r['listeners'].items()}
+        out = {}
+        if failed:
+            out['loadbalancers'] = {
+                lb_id: f'L7 SE {self.se_id}: {reason}'
+                for lb_id, reason in failed.items()}
+        if listeners:
+            out['listeners'] = {lid: f'L7 SE {self.se_id}: {reason}'
+                                for lid, reason in listeners.items()}
+        return out
 
     def stats(self, udp=True):
         """{lb id: {'listeners', 'pools'}}: HAProxy's and (udp) the UDP
         listeners' in the same shape."""
         out = {}
+        for lb_id in set(self._last_stats) - set(self.processes):
+            del self._last_stats[lb_id]
         for lb_id, proc in sorted(self.processes.items()):
             if proc.running():
                 try:
-                    out[lb_id] = stats_mod.collect(proc.stats_socket)
+                    out[lb_id] = self._last_stats[lb_id] = \
+                        stats_mod.collect(proc.stats_socket)
                 except Exception as exc:  # noqa: BLE001 -- Octavia's query
-                    out[lb_id] = {'error': str(exc)}
+                    # Its HAProxy runs and counts on: the last answer,
+                    # not nothing (its listeners missing from a report
+                    # read as counters started again, its members as
+                    # OFFLINE).
+                    LOG.warning('statistics of %s: %s', lb_id, exc)
+                    out[lb_id] = self._last_stats.get(lb_id) or {
+                        'error': str(exc)}
         if udp:
             for lb_id, udp_stats in self.udp.stats().items():
                 merged = out.setdefault(lb_id, {'listeners': {},

@@ -156,8 +156,7 @@ class Process:
         for path in (self.stats_socket, self.master_socket):
             if os.path.exists(path):
                 os.unlink(path)
-        log_path = os.path.join(self.paths.lb_dir(self.lb_id),
-                                'haproxy.log')
+        log_path = self._log_path()
         start = os.path.getsize(log_path) if os.path.exists(log_path) \
             else 0
         log = open(log_path, 'ab')
@@ -194,11 +193,17 @@ class Process:
         os.replace(tmp, state)
         return True
 
+    def _log_path(self):
+        return os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
+
     def reload(self):
         """Hitless reload on the installed configuration; returns the new
         worker's pid once it answers."""
         old = self.worker_pid()
         self.save_server_state()
+        log_path = self._log_path()
+        start = os.path.getsize(log_path) if os.path.exists(log_path) \
+            else 0
         try:
             query(self.master_socket, 'reload', timeout=self.timeout)
         except OSError:
@@ -213,8 +218,16 @@ class Process:
                 return pid if pid in self.workers()['current'] else None
             except OSError:
                 return None
-        return _wait(new_worker, self.timeout,
-                     f'the new HAProxy worker of {self.lb_id}')
+        try:
+            return _wait(new_worker, self.timeout,
+                         f'the new HAProxy worker of {self.lb_id}')
+        except HaproxyError as exc:
+            # The master's alerts say why (a port another process holds):
+            # the reason Octavia's status carries, as for a start.
+            alerts = _alerts(log_path, start)
+            if not alerts:
+                raise
+            raise HaproxyError(f'{exc}: {alerts} (see {log_path})') from None
 
     def workers(self):
         """{'current': [pids], 'old': [pids]} from the master's show proc."""

@@ -424,3 +424,46 @@ def test_built_agents_reports_give_up_on_an_unreachable_broker(
         built._rpc_control.stop()
         built._coordination_control.stop()
         transport.cleanup()
+
+
+def test_one_load_balancer_failing_is_its_own_and_is_retried(
+        lab, monkeypatch):
+    """lb2's port is held by another process: lb2 alone is ERROR (in
+    rejected_objects, which the controller makes ERROR), the SE stays
+    ready for lb1 (it was taken out of every L4 pool), and once the port
+    is free the retry brings lb2 up without a new generation.  A HAProxy
+    that dies is started again at the next round, not left down and
+    reported ACTIVE."""
+    import socket
+    p1, p2 = free_port(), free_port()
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(('127.0.0.1', p2))
+    holder.listen()
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', p1), lb('lb2', p2), se_group=GROUP, generation=7))
+    try:
+        assert lab.agent.sync() is True
+        state = lab.controller.last('state')[1]
+        assert state['load_balancers']['lb2']['status'] == 'ERROR'
+        (kind, objects), = state['rejected_objects'].items()
+        assert kind == 'loadbalancers' and set(objects) == {'lb2'}
+        assert 'Address already in use' in objects['lb2']
+        assert objects['lb2'].startswith('L7 SE ')
+        assert lab.observer.members()['l7se1']['ready'] is True
+        # Not retried before RETRY_INTERVAL (each retry renders it).
+        assert lab.agent.supervise() is False
+    finally:
+        holder.close()
+    monkeypatch.setattr(lab.agent, '_retry_at', 0.0)
+    assert lab.agent.supervise() is True
+    state = lab.controller.last('state')[1]
+    assert state['load_balancers']['lb2']['status'] == 'ACTIVE'
+    assert state['rejected_objects'] == {}
+    socket.create_connection(('127.0.0.1', p2), timeout=5).close()
+
+    lab.engine.process('lb1').stop()
+    assert lab.agent.supervise() is True
+    assert lab.engine.result['lb1']['action'] == 'started'
+    socket.create_connection(('127.0.0.1', p1), timeout=5).close()
+    assert lab.agent.supervise() is False       # nothing to do

@@ -7,11 +7,13 @@ import os
 import shutil
 import socket
 import ssl
+import subprocess
 
 import pytest
 
 from amphora_agent.l7 import certs
 from amphora_agent.l7 import engine as engine_mod
+from amphora_agent.l7 import stats as stats_mod
 from amphora_agent.l7 import udp
 from dsr_wire.schema import Invalid
 from tests.unit.amphora_agent.l7 import test_udp
@@ -135,10 +137,10 @@ def test_an_unchanged_load_balancer_whose_haproxy_died_is_started(engine):
     doc = docs.document(lb('lb1', port))
     engine.apply(doc)
     engine.process('lb1').stop()
-    assert not engine.ready
+    assert engine.dead() == ['lb1']     # the agent's supervision applies
     result = engine.apply(dict(doc, generation=2))
     assert result['lb1']['action'] == 'started', result
-    assert engine.ready
+    assert engine.ready and engine.dead() == []
     socket.create_connection(('127.0.0.1', port), timeout=5).close()
 
 
@@ -166,6 +168,14 @@ def test_a_rejected_configuration_is_rejected_alone(engine):
     assert result['lb1']['action'] == 'reloaded'
     assert engine.process('lb1').worker_pid() != workers['lb1']
     assert 'path -m beg /v2' in open(engine.paths.config('lb1')).read()
+    # lb2 is ERROR for the controller; this SE stays in the L4 pools of
+    # the others (lb1's traffic must not stop for lb2's mistake).
+    (reason,) = engine.rejected_objects()['loadbalancers'].values()
+    assert engine.rejected_objects().keys() == {'loadbalancers'}
+    assert 'HAProxy rejected the configuration' in reason
+    assert engine.ready
+    # An SE on which nothing runs is out.
+    engine.apply(docs.document(lb('lb2', p2, [bad]), generation=3))
     assert not engine.ready
 
 
@@ -467,7 +477,47 @@ def test_an_sni_certificate_added_to_a_listener_is_served(
     wait_for(lambda: served_name(port, 'api.example.org') ==
              'api.example.org', 10, 'the SNI certificate served')
     assert served_name(port, 'www.example.com') == 'www.example.com'
-    # And taken out again.
+    cert_dir = engine.paths.cert_dir('lb1')
+    assert len(os.listdir(cert_dir)) == 3       # two keys, a crt-list
+    # And taken out again: its key leaves the disk too.
     assert engine.apply(document(3, []))['lb1']['action'] == 'reloaded'
     wait_for(lambda: served_name(port, 'api.example.org') ==
              'www.example.com', 10, 'the SNI certificate no longer served')
+    assert len(os.listdir(cert_dir)) == 2       # the default key, the list
+    assert not os.path.exists(engine.paths.cert_file('lb1', sni))
+
+
+def test_a_check_that_times_out_fails_its_load_balancer_alone(
+        engine, monkeypatch):
+    """haproxy -c timing out on one load balancer (a host stalled, a
+    huge configuration) makes it ERROR; the others are applied (the
+    TimeoutExpired aborted the whole apply)."""
+    real = subprocess.run
+
+    def run(cmd, *args, **kwargs):
+        if '-c' in cmd and 'lbslow' in cmd[-1]:
+            raise subprocess.TimeoutExpired(cmd, kwargs.get('timeout'))
+        return real(cmd, *args, **kwargs)
+    monkeypatch.setattr(subprocess, 'run', run)
+    ports = {name: free_port() for name in ('lba', 'lbslow', 'lbz')}
+    result = engine.apply(docs.document(
+        *(lb(name, port) for name, port in ports.items())))
+    assert result['lbslow']['status'] == 'ERROR'
+    assert 'timed out' in result['lbslow']['error']
+    assert result['lba']['status'] == result['lbz']['status'] == 'ACTIVE'
+    socket.create_connection(('127.0.0.1', ports['lbz']), timeout=5).close()
+
+
+def test_a_failed_statistics_query_repeats_the_last_answer(
+        engine, monkeypatch):
+    """A stats socket that does not answer once: the load balancer's
+    last statistics, not none (its listeners missing from a report read
+    as counters started again; its members as OFFLINE)."""
+    engine.apply(docs.document(lb('lb1', free_port())))
+    first = engine.stats()['lb1']
+    assert 'error' not in first
+
+    def refused(path):
+        raise OSError('stats socket refused')
+    monkeypatch.setattr(stats_mod, 'collect', refused)
+    assert engine.stats()['lb1'] == first

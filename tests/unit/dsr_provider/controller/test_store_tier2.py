@@ -587,3 +587,28 @@ def test_the_l7_document_leaves_out_an_object_stored_before_the_check(
     (lb,) = store.snapshot(L7G)['load_balancers']
     assert {i['id']: [p['id'] for p in i['l7policies']]
             for i in lb['listeners']} == {'l2': ['pol1'], 'l3': []}
+
+
+def test_a_load_balancer_an_l7_se_could_not_run_is_error(store):
+    """An L7 SE reports the load balancers its HAProxy did not take
+    (rejected_objects, amphora_agent/l7/engine.py): the change is ERROR
+    and so is the load balancer's operating status, as for an L4 SE's
+    rejection; reported ACTIVE/ONLINE before, the reason nowhere."""
+    lib, reporter = make_reporter(store, {L4: {'l4se'}, L7G: {'l7se'}})
+    store.create_loadbalancer(graph())
+    reason = 'L7 SE l7se: HAProxy for lb2 exited with 1: cannot bind socket'
+    applied_everywhere(store)
+    with store.db.session() as s:
+        current = s.get(models.SEGroup, L7G).generation
+    endpoints.AgentEndpoint(store).report_state(
+        {}, 'l7se', L7G, {'role': 'tier2', 'applied_generation': current,
+                          'rejected_objects': {'loadbalancers': {
+                              'lb2': reason}}})
+    reporter.run_once()
+
+    def last(kind, obj_id, field):
+        return [i[field] for st in lib.statuses for i in st.get(kind, ())
+                if i['id'] == obj_id and field in i][-1]
+    assert last('loadbalancers', 'lb2', 'provisioning_status') == 'ERROR'
+    assert last('loadbalancers', 'lb2', 'operating_status') == 'ERROR'
+    assert last('listeners', 'l2', 'provisioning_status') == 'ERROR'

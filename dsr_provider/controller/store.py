@@ -27,7 +27,10 @@ protocol, port), so two listeners of the group with one of these in common
 networks, or a tier-2 HTTP and TCP listener on one port) cannot both run.
 The agents would reject one of them by their own order, possibly the one
 already running; the controller refuses the newcomer instead, alone and
-the same way (Store._vip_clash): what runs is never displaced.
+the same way (Store._vip_clash): what runs is never displaced.  Tier 2:
+the same holds for the listeners of the load balancers sharing an L7
+group, whatever their L4 groups -- the L7 SEs bind every one of them on
+its VIPs, and two on one address and port would split its connections.
 """
 
 import collections
@@ -721,9 +724,11 @@ class Store:
     @staticmethod
     def _vip_clash(session, lb, listener, ignored=()):
         """Why listener row `listener` of load balancer row `lb` cannot be
-        served: another accepted listener of the SE group (not in
-        `ignored`) is served on one of its VIP addresses with the same
-        transport protocol and port; or None."""
+        served: another accepted listener (not in `ignored`) is served on
+        one of its VIP addresses with the same transport protocol and port
+        by the SEs of its SE group or, tier 2, of its L7 SE group (load
+        balancers of other L4 groups may share it: their HAProxies all
+        bind their VIPs there); or None."""
         port = listener.doc.get('protocol_port')
         given = {a: ipaddress.ip_address(a)
                  for a in models.vip_addresses(lb.doc)}
@@ -731,21 +736,28 @@ class Store:
             return None
         vips = set(given.values())
         protocol = models.l4_protocol(listener.doc)
+        lbs = models.LoadBalancer
+        groups = lbs.se_group == lb.se_group
+        if lb.l7_se_group:
+            # A change locks its L4 group: the L7 group's lock keeps two
+            # load balancers of other L4 groups from both passing.
+            Store._locked_group(session, lb.l7_se_group)
+            groups = sa.or_(groups, lbs.l7_se_group == lb.l7_se_group)
         # This runs on every listener change: the database picks the load
         # balancers whose document holds one of the addresses (as stored,
         # or in the canonical form Neutron gives), the check is exact.
-        lbs = models.LoadBalancer
         text = sa.type_coerce(lbs.doc, sa.Text)
         found = {f'%"{form}"%' for a, vip in given.items()
                  for form in (a, str(vip))}
         sharing = {}
-        for other_id, doc in session.query(lbs.id, lbs.doc).filter_by(
-                se_group=lb.se_group, rejected=None).filter(
+        for other_id, se_group, doc in session.query(
+                lbs.id, lbs.se_group, lbs.doc).filter(
+                    groups, lbs.rejected.is_(None),
                     sa.or_(*(text.like(p) for p in sorted(found)))):
             shared = vips & {ipaddress.ip_address(a) for a in
                              models.vip_addresses(doc)}
             if shared:
-                sharing[other_id] = shared
+                sharing[other_id] = (shared, se_group == lb.se_group)
         if not sharing:
             return None
         for other_id, other_lb, doc in session.query(
@@ -758,12 +770,18 @@ class Store:
                     doc.get('protocol_port') != port or \
                     models.l4_protocol(doc) != protocol:
                 continue
-            shown = min(sharing[other_lb], key=lambda a: (a.version, a))
+            shared, l4 = sharing[other_lb]
+            where = (f'SE group {lb.se_group}: the SEs steer by VIP '
+                     'address, protocol and port' if l4 else
+                     f'L7 SE group {lb.l7_se_group}: its SEs serve every '
+                     'load balancer of the group on its VIP addresses, a '
+                     'second one on the address, protocol and port would '
+                     'take a share of the connections')
+            shown = min(shared, key=lambda a: (a.version, a))
             return (f'{protocol} {shown} port {port} is '
                     f'already served by listener {other_id} of load '
-                    f'balancer {other_lb} in SE group {lb.se_group}: the '
-                    'SEs steer by VIP address, protocol and port (use '
-                    'another port or VIP address)')
+                    f'balancer {other_lb} in {where} (use another port or '
+                    'VIP address)')
         return None
 
     @staticmethod

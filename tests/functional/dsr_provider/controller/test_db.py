@@ -112,6 +112,39 @@ def test_concurrent_changes_get_distinct_generations(database_url):
     assert final == count
 
 
+def _listeners_at_once(store, lbs, protocol, se_group):
+    """Create the load balancers `lbs` (lb<i>), then listener l<i> on port
+    80 of each, all at once (a deadlock is retried); returns the ids of
+    the listeners rejected, how many are stored and se_group's snapshot.
+    Closes the store's engine."""
+    for lb in lbs:
+        store.create_loadbalancer(lb)
+    count = len(lbs)
+    barrier = threading.Barrier(count)
+
+    def create(i):
+        barrier.wait()
+        for attempt in range(20):
+            try:
+                return store.put_listener({
+                    'listener_id': f'l{i}', 'loadbalancer_id': f'lb{i}',
+                    'protocol': protocol, 'protocol_port': 80,
+                    'admin_state_up': True})
+            except sa_exc.OperationalError:   # deadlock: retried
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError('gave up')
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(count) as pool:
+            list(pool.map(create, range(count)))
+        with store.db.session() as s:
+            return ([r.id for r in s.query(models.Listener) if r.rejected],
+                    s.query(models.Listener).count(),
+                    store.snapshot(se_group))
+    finally:
+        store.db.engine.dispose()
+
+
 @pytest.mark.parametrize('database_url', ['mariadb'], indirect=True)
 def test_concurrent_creates_never_exceed_the_groups_capacity(database_url):
     """20 listener creates at once on a group whose agents allow 8
@@ -125,34 +158,9 @@ def test_concurrent_creates_never_exceed_the_groups_capacity(database_url):
     store.record_agent('se1', 'g1', limits={'max_listeners': 8,
                                             'max_members': 1000})
     count = 20
-    for i in range(count):
-        store.create_loadbalancer({'loadbalancer_id': f'lb{i}',
-                                   'vip_address': f'192.0.2.{i + 1}',
-                                   'admin_state_up': True})
-    barrier = threading.Barrier(count)
-
-    def create(i):
-        barrier.wait()
-        for attempt in range(20):
-            try:
-                return store.put_listener({
-                    'listener_id': f'l{i}', 'loadbalancer_id': f'lb{i}',
-                    'protocol': 'TCP', 'protocol_port': 80,
-                    'admin_state_up': True})
-            except sa_exc.OperationalError:   # deadlock: retried
-                time.sleep(0.01 * (attempt + 1))
-        raise AssertionError('gave up')
-
-    try:
-        with concurrent.futures.ThreadPoolExecutor(count) as pool:
-            list(pool.map(create, range(count)))
-        with store.db.session() as s:
-            rejected = [r.id for r in s.query(models.Listener)
-                        if r.rejected]
-            total = s.query(models.Listener).count()
-        snapshot = store.snapshot('g1')
-    finally:
-        store.db.engine.dispose()
+    rejected, total, snapshot = _listeners_at_once(store, [
+        {'loadbalancer_id': f'lb{i}', 'vip_address': f'192.0.2.{i + 1}',
+         'admin_state_up': True} for i in range(count)], 'TCP', 'g1')
     assert total == count
     assert len(rejected) == count - 8
     assert sum(len(lb['listeners']) for lb in
@@ -207,3 +215,28 @@ def test_an_unchanged_l7_membership_never_waits_for_a_changes_lock(
         release.set()
         store.db.engine.dispose()
         holder.engine.dispose()
+
+
+@pytest.mark.parametrize('database_url', ['mariadb'], indirect=True)
+def test_concurrent_tier2_listeners_on_one_vip_and_port_of_one_l7_group(
+        database_url):
+    """8 tier-2 load balancers, each in its own L4 group and all in one
+    L7 group, on one VIP: 8 listener creates at once on its port 80.
+    Each change locks its own L4 group only; the VIP-clash check also
+    takes the L7 group's lock, so exactly one is accepted (the L7 SEs
+    would split the connections between the rest)."""
+    # MariaDB only: SQLite has no row locks (one writer at a time).
+    db.upgrade(database_url)
+    store = store_mod.Store(db.Database(database_url), 'g1')
+    count = 8
+    rejected, total, document = _listeners_at_once(store, [
+        {'loadbalancer_id': f'lb{i}', 'vip_address': '192.0.2.10',
+         'admin_state_up': True,
+         'dsr': {'se_group': f'edge{i}', 'tier': 2, 'encapsulation': 'gre',
+                 'l7_se_group': 'shared-l7'}} for i in range(count)],
+        'HTTP', 'shared-l7')
+    assert total == count
+    accepted = [f'l{i}' for i in range(count) if f'l{i}' not in rejected]
+    assert len(accepted) == 1
+    assert [lst['id'] for lb in document['load_balancers']
+            for lst in lb['listeners']] == accepted

@@ -7,6 +7,7 @@ Store on SQLite; the snapshot is parsed by the agents' own parser."""
 
 from amphora_agent import snapshot as snapshot_mod
 from dsr_provider.controller import store as store_mod
+from dsr_wire import l7
 from tests.unit.dsr_provider.controller.test_ports import rejected
 from tests.unit.dsr_provider.controller.test_ports import stored
 from tests.unit.dsr_provider.controller.test_store import pending
@@ -140,3 +141,104 @@ def test_an_update_that_keeps_its_port_is_not_refused(store):
                        update=True)
     assert stored(store, 'listeners', 'l2')['connection_limit'] == 7
     assert statuses(store, 'listeners') == {'l2': 'ACTIVE'}
+
+
+# Tier 2: load balancers of other L4 groups may share one L7 group, whose
+# SEs bind every load balancer's HAProxy on its VIPs (SO_REUSEPORT): two
+# on one address, protocol and port split the connections between them.
+L7G = 'shared-l7'
+
+
+def tier2(lb_id, l4_group, vip='192.0.2.10', listeners=(), extra=(),
+          l7_group=L7G):
+    return dict(lb(lb_id, vip, listeners, extra=extra),
+                dsr={'se_group': l4_group, 'tier': 2, 'encapsulation': 'gre',
+                     'l7_se_group': l7_group})
+
+
+def l7_served(store, group=L7G):
+    """{listener id: (load balancer id, port)} of the L7 group's document
+    (checked by the L7 agents' own validation)."""
+    doc = store.snapshot(group)
+    l7.check_document(doc)
+    return {lst['id']: (b['id'], lst['protocol_port'])
+            for b in doc['load_balancers'] for lst in b['listeners']}
+
+
+def test_tier2_load_balancers_of_other_l4_groups_sharing_an_l7_group_clash(
+        store):
+    store.create_loadbalancer(tier2('lb-zzz', 'edge-a', listeners=[
+        listener('l-running', 'lb-zzz', protocol='HTTP')]))
+    store.create_loadbalancer(tier2('lb-aaa', 'edge-b', listeners=[
+        listener('l-new', 'lb-aaa', protocol='HTTP'),
+        listener('l-other', 'lb-aaa', port=81, protocol='HTTP')]))
+    reason = rejected(store, 'listeners')['l-new']
+    assert 'TCP 192.0.2.10 port 80 is already served by listener ' \
+        'l-running of load balancer lb-zzz in L7 SE group shared-l7' \
+        in reason
+    assert set(rejected(store, 'listeners')) == {'l-new'}
+    assert statuses(store, 'listeners') == {'l-new': 'ERROR',
+                                            'l-other': 'ACTIVE'}
+    assert statuses(store, 'loadbalancers') == {'lb-aaa': 'ACTIVE'}
+    # Neither tier serves it: the L7 SEs keep one HAProxy on the port.
+    assert l7_served(store) == {'l-running': ('lb-zzz', 80),
+                                'l-other': ('lb-aaa', 81)}
+    assert served(store, 'edge-a')[0] == {'l-running': ('lb-zzz', 80)}
+    assert served(store, 'edge-b')[0] == {'l-other': ('lb-aaa', 81)}
+
+
+def test_a_tier2_listener_created_or_updated_onto_a_port_the_l7_group_serves(
+        store):
+    store.create_loadbalancer(tier2('lb1', 'edge-a', listeners=[
+        listener('l1', 'lb1')]))
+    # Another spelling of the same IPv6 address, a TCP listener against
+    # an HTTP one: both TCP on the L7 SEs.
+    store.create_loadbalancer(tier2('lb2', 'edge-b', extra=[
+        '2001:db8:f::10']))
+    store.create_loadbalancer(tier2('lb3', 'edge-c', vip='192.0.2.30',
+                                    extra=['2001:DB8:F:0::10']))
+    store.put_listener(listener('l2', 'lb2', protocol='HTTP'))
+    assert set(rejected(store, 'listeners')) == {'l2'}
+    store.put_listener(listener('l2', 'lb2', port=8080), update=True)
+    assert rejected(store, 'listeners') == {}
+    store.put_listener(listener('l3', 'lb3', port=8080, protocol='HTTP'))
+    reason = rejected(store, 'listeners')['l3']
+    assert 'TCP 2001:db8:f::10 port 8080 is already served by listener ' \
+        'l2 of load balancer lb2 in L7 SE group shared-l7' in reason
+    # A running listener updated onto a taken port runs on.
+    store.put_listener(listener('l2', 'lb2', port=80, connection_limit=7),
+                       update=True)
+    assert stored(store, 'listeners', 'l2')['protocol_port'] == 8080
+    assert statuses(store, 'listeners') == {'l2': 'ERROR'}
+    assert l7_served(store) == {'l1': ('lb1', 80), 'l2': ('lb2', 8080)}
+
+
+def test_tier2_load_balancers_sharing_no_group_or_port_do_not_clash(store):
+    store.create_loadbalancer(tier2('lb1', 'edge-a', listeners=[
+        listener('l1', 'lb1', protocol='HTTP')]))
+    # Another L7 group (and L4 group), another port, another transport
+    # protocol, another address, a tier-1 load balancer of another group.
+    store.create_loadbalancer(tier2('lb2', 'edge-b', l7_group='other-l7',
+                                    listeners=[listener('l2', 'lb2')]))
+    store.create_loadbalancer(tier2('lb3', 'edge-c', listeners=[
+        listener('l3', 'lb3', port=81), listener('l4', 'lb3',
+                                                 protocol='UDP')]))
+    store.create_loadbalancer(tier2('lb4', 'edge-d', vip='192.0.2.11',
+                                    listeners=[listener('l5', 'lb4')]))
+    store.create_loadbalancer(lb('lb5', se_group='g2', listeners=[
+        listener('l6', 'lb5')]))
+    assert rejected(store, 'listeners') == {}
+    assert l7_served(store) == {'l1': ('lb1', 80), 'l3': ('lb3', 81),
+                                'l4': ('lb3', 80), 'l5': ('lb4', 80)}
+    assert l7_served(store, 'other-l7') == {'l2': ('lb2', 80)}
+
+
+def test_a_tier2_and_a_tier1_load_balancer_of_one_l4_group_still_clash(
+        store):
+    store.create_loadbalancer(lb('lb-zzz', se_group='edge-a', listeners=[
+        listener('l-running', 'lb-zzz')]))
+    store.create_loadbalancer(tier2('lb-aaa', 'edge-a', listeners=[
+        listener('l-new', 'lb-aaa', protocol='HTTP')]))
+    assert 'already served by listener l-running of load balancer ' \
+        'lb-zzz in SE group edge-a: the SEs steer by VIP address' in \
+        rejected(store, 'listeners')['l-new']

@@ -580,3 +580,19 @@ def test_a_stored_or_refused_change_wakes_the_leader_after_its_commit(
     assert len(woken) == 2
     assert ('loadbalancers', 'lb1', 'ACTIVE') in woken[0][1]
     assert woken[1][1][-1] == ('members', 'm9', 'ERROR')
+
+
+def test_statistics_keep_the_listeners_only(store):
+    """Octavia takes listener statistics alone: the per-member counters an
+    agent sends are not stored (13 x the listeners' size at scale, past
+    MariaDB's max_allowed_packet); a malformed report stores none."""
+    ep = endpoints.AgentEndpoint(store)
+    listeners = {'l1': {'bytes_in': 10, 'total_connections': 1}}
+    ep.report_stats({}, 'se1', 'g1', {'listeners': listeners, 'members': {
+        'm1': {'bytes_in': 10}}})
+    with store.db.session() as s:
+        assert s.get(models.AgentState, 'se1').stats == {
+            'listeners': listeners}
+    ep.report_stats({}, 'se1', 'g1', {'listeners': ['junk']})
+    with store.db.session() as s:
+        assert s.get(models.AgentState, 'se1').stats == {'listeners': {}}

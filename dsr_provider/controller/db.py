@@ -44,12 +44,19 @@ def _config(url=None):
     return cfg
 
 
+def is_mysql(dialect_name):
+    """Whether a SQLAlchemy dialect is MySQL's or MariaDB's (SQLAlchemy
+    names MariaDB 'mariadb' in a mariadb:// URL, 'mysql' in a mysql://
+    one)."""
+    return dialect_name in ('mysql', 'mariadb')
+
+
 @contextlib.contextmanager
 def _migration_lock(connection):
     """A server-side named lock where the database has one (MySQL/MariaDB,
     PostgreSQL); SQLite serialises writers itself."""
     dialect = connection.dialect.name
-    if dialect == 'mysql':
+    if is_mysql(dialect):
         got = connection.execute(sa.text('SELECT GET_LOCK(:n, :t)'), {
             'n': LOCK_NAME, 't': LOCK_TIMEOUT}).scalar()
         if got != 1:

@@ -36,6 +36,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.dialects import sqlite
 
+from dsr_provider.controller import db
 from dsr_provider.controller import models
 
 LOG = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def _add_to_carried(session):
     dataplane restarts), not a read and a write of each."""
     table = models.CarriedStats.__table__
     dialect = session.get_bind().dialect.name
-    if dialect == 'mysql':
+    if db.is_mysql(dialect):
         stmt = mysql.insert(table)
         return stmt.on_duplicate_key_update(
             {c: table.c[c] + stmt.inserted[c] for c in CUMULATIVE})
@@ -128,7 +129,7 @@ def one_snapshot(session):
     """Make the reads of session, a transaction that has not read yet, one
     snapshot, as carried_totals() needs."""
     dialect = session.get_bind().dialect.name
-    if dialect in ('mysql', 'postgresql'):
+    if db.is_mysql(dialect) or dialect == 'postgresql':
         # Whatever the server's default isolation.
         session.connection(execution_options={
             'isolation_level': 'REPEATABLE READ'})

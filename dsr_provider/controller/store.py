@@ -51,6 +51,7 @@ from oslo_log import log as logging
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
+from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import l4_snapshot
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import listener_totals
@@ -388,7 +389,7 @@ class Store:
         transaction that held the lock just committed."""
         message_id = CHANGE_MESSAGE.get()
         with self.db.session() as s:
-            if self.db.engine.dialect.name == 'mysql':
+            if db_mod.is_mysql(self.db.engine.dialect.name):
                 s.connection(execution_options={
                     'isolation_level': 'READ COMMITTED'})
             if message_id:
@@ -926,9 +927,16 @@ class Store:
             merged.update(_clean(lb))
             row.doc = merged
             status.add('loadbalancers', row.id)
+            refused = row.rejected
             # More VIPs multiply its listeners and members.
             self._admit_change(s, guard, status, savepoint,
                                ('loadbalancers', row, []), sent=lb)
+            if refused is not None:
+                # Refused whole when created (its groups' roles, capacity,
+                # with its listeners unchecked against what was accepted
+                # since): an update (a rename) does not bring it back.
+                row.rejected = refused
+                status.reject('loadbalancers', row.id, refused)
             return self._bump_lb(s, row, status)
 
     def delete_loadbalancer(self, lb_id, cascade=True):

@@ -56,3 +56,13 @@ def test_text_that_can_outgrow_64_kb_is_longtext_on_mysql(dialect):
 def test_other_databases_keep_their_unbounded_text(dialect):
     assert {_compiled(column, dialect) for _, column in _text_columns()} \
         == {'TEXT'}
+
+
+def test_both_names_of_mariadb_are_mysql_to_the_controller():
+    """A mariadb:// URL names its dialect 'mariadb': the migration lock,
+    the changes' READ COMMITTED and the carried statistics' upsert must
+    take it for MySQL's (they checked 'mysql' alone)."""
+    from dsr_provider.controller import db
+    assert db.is_mysql(MARIADB.name) and MARIADB.name == 'mariadb'
+    assert db.is_mysql(sa.create_engine('mysql+pymysql://u@h/d').dialect.name)
+    assert not db.is_mysql('sqlite') and not db.is_mysql('postgresql')

@@ -481,6 +481,14 @@ def test_an_se_group_is_either_l4_or_l7(store):
     assert 'role' not in store.snapshot('g1')
     assert [lb['id'] for lb in store.snapshot('g1')['load_balancers']] == [
         'lb1']
+    # A rename does not bring it back (it did: the update cleared it).
+    store.update_loadbalancer({'loadbalancer_id': 'lb3', 'name': 'renamed'})
+    with store.db.session() as s:
+        assert s.get(models.LoadBalancer, 'lb3').rejected == reason
+        assert s.get(models.SEGroup, 'g1').role is None
+    assert pending(store)[-1][1]['loadbalancers'][0]['rejected'] == reason
+    assert [lb['id'] for lb in store.snapshot('g1')['load_balancers']] == [
+        'lb1']
 
     store.create_loadbalancer(graph())                    # L7 group L7G
     on_l7 = dict(graph1(), loadbalancer_id='lb4', listeners=[], pools=[],

@@ -64,6 +64,9 @@ class ProbeFailed(Exception):
 
 
 def _reason(exc):
+    if isinstance(exc, ssl.SSLError):
+        # Its errno is the TLS library's code, not an OS one.
+        return f'TLS: {exc.reason or exc}'
     if isinstance(exc, OSError) and exc.errno:
         return (os.strerror(exc.errno).lower() if exc.errno in (
             errno.ECONNREFUSED, errno.ECONNRESET, errno.EHOSTUNREACH,
@@ -312,16 +315,21 @@ class Prober:
         mon = target.monitor
         loop, sock = await self._connect(target)
         try:
-            host = mon.domain_name or (
-                f'[{target.address}]' if target.family == 6
-                else target.address)
             version = mon.http_version or 1.0
-            lines = [f'{mon.http_method} {mon.url_path} HTTP/{version:.1f}',
-                     f'Host: {host}', 'User-Agent: octavia-dsr-health',
-                     'Accept: */*', 'Connection: close']
+            lines = [f'{mon.http_method} {mon.url_path} HTTP/{version:.1f}']
+            if version >= 1.1:
+                # As the amphora's HAProxy: an HTTP/1.0 check names no
+                # host (Octavia takes domain_name with 1.1 only).
+                lines.append('Host: ' + (mon.domain_name or (
+                    f'[{target.address}]' if target.family == 6
+                    else target.address)))
+            lines += ['User-Agent: octavia-dsr-health', 'Accept: */*',
+                      'Connection: close']
             if mon.http_method in ('POST', 'PUT', 'PATCH'):
                 lines.append('Content-Length: 0')
-            request = ('\r\n'.join(lines) + '\r\n\r\n').encode('latin-1')
+            # UTF-8, the bytes HAProxy sends from its configuration for a
+            # url_path beyond ASCII (Octavia accepts one).
+            request = ('\r\n'.join(lines) + '\r\n\r\n').encode('utf-8')
             if tls:
                 stream = await _TlsStream.open(loop, sock, self.tls_context,
                                                mon.domain_name)
@@ -342,13 +350,28 @@ class Prober:
         return False, f'HTTP {code} not in {mon.expected_codes}'
 
     async def _tls_hello(self, target):
+        """Octavia's TLS-HELLO is HAProxy's ssl-hello-chk: a ClientHello
+        answered by a TLS handshake or alert record (first byte 0x16 or
+        0x15) is up.  No handshake is completed: a server that wants a
+        client certificate (mutual TLS passthrough) is up too."""
         loop, sock = await self._connect(target)
         try:
-            await _TlsStream.open(loop, sock, self.tls_context,
-                                  target.monitor.domain_name)
+            hello = self.tls_context.wrap_bio(
+                ssl.MemoryBIO(), outgoing := ssl.MemoryBIO(),
+                server_hostname=target.monitor.domain_name or None)
+            try:
+                hello.do_handshake()
+            except ssl.SSLWantReadError:
+                pass
+            await loop.sock_sendall(sock, outgoing.read())
+            head = await loop.sock_recv(sock, 5)
         finally:
             sock.close()
-        return True, 'TLS handshake'
+        if not head:
+            raise ProbeFailed('connection closed without a TLS record')
+        if head[0] not in (0x15, 0x16):
+            raise ProbeFailed(f'not a TLS record: {head!r}')
+        return True, 'TLS ' + ('alert' if head[0] == 0x15 else 'handshake')
 
     async def _ping(self, target):
         loop = asyncio.get_running_loop()

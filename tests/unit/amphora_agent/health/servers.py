@@ -114,7 +114,8 @@ class HttpServer(_Base):
     """HTTP (or HTTPS with ``tls=True``) answering ``code`` to everything;
     records (method, path, Host header) of each request."""
 
-    def __init__(self, host='127.0.0.1', code=200, tls=False):
+    def __init__(self, host='127.0.0.1', code=200, tls=False, mtls=False):
+        """mtls: TLS 1.2 wanting a client certificate (mutual TLS)."""
         outer = self
         self.code = code
         self.requests = []
@@ -147,9 +148,13 @@ class HttpServer(_Base):
         cls = type('Server', (cls,), {'daemon_threads': True,
                                       'block_on_close': False})
         self.server = cls((host, 0), Handler)
-        if tls:
+        if tls or mtls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(CERT)
+            if mtls:
+                ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(CERT)
             self.server.socket = ctx.wrap_socket(self.server.socket,
                                                  server_side=True)
         self.port = self.server.server_address[1]

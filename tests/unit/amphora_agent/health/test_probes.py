@@ -102,14 +102,29 @@ def test_http_method_path_and_host():
         assert probe(hm.Target('127.0.0.1', srv.port, mon(
             'HTTP', http_method='POST', url_path='/p', http_version=1.1,
             domain_name='health.example.com')))[0]
-    assert srv.requests == [('HEAD', '/healthz?x=1', '127.0.0.1'),
+    # HTTP/1.0 names no host, as the amphora's HAProxy.
+    assert srv.requests == [('HEAD', '/healthz?x=1', None),
                             ('POST', '/p', 'health.example.com')]
+
+
+def test_http_path_beyond_ascii_is_sent_as_utf8():
+    """Octavia accepts such a url_path; HAProxy sends its UTF-8 bytes (the
+    probe crashed on it, or sent latin-1)."""
+    with servers.HttpServer() as srv:
+        for path in ('/health-\u5065', '/sant\u00e9'):
+            ok, reason = probe(hm.Target('127.0.0.1', srv.port, mon(
+                'HTTP', url_path=path)))
+            assert ok, reason
+    # http.server decodes the request line as latin-1.
+    assert [p.encode('latin-1').decode() for _, p, _ in srv.requests] == [
+        '/health-\u5065', '/sant\u00e9']
 
 
 @V6
 def test_http_v6_host_header():
     with servers.HttpServer('::1') as srv:
-        assert probe(hm.Target('::1', srv.port, mon('HTTP')))[0]
+        assert probe(hm.Target('::1', srv.port, mon('HTTP',
+                                                    http_version=1.1)))[0]
     assert srv.requests == [('GET', '/', '[::1]')]
 
 
@@ -160,6 +175,20 @@ def test_tls_hello():
         ok, reason = probe(hm.Target('127.0.0.1', srv.port,
                                      mon('TLS-HELLO')))
     assert not ok
+    # HAProxy's ssl-hello-chk: a server that wants a client certificate
+    # answers the hello, and is up (it was ERROR: the probe wanted a
+    # whole handshake).
+    with servers.HttpServer(mtls=True) as srv:
+        ok, reason = probe(hm.Target('127.0.0.1', srv.port,
+                                     mon('TLS-HELLO')))
+    assert ok, reason
+
+
+def test_a_tls_failure_names_the_tls_reason():
+    with servers.HttpServer(mtls=True) as srv:
+        ok, reason = probe(hm.Target('127.0.0.1', srv.port, mon('HTTPS')))
+    assert not ok and reason.startswith('TLS: '), reason
+    assert 'EPERM' not in reason
 
 
 # -- UDP-CONNECT --------------------------------------------------------------

@@ -296,7 +296,8 @@ class L7Agent:
     def supervise(self, udp=False):
         """Bring back what the applied generation runs and this SE lost:
         at once a HAProxy that died (crashed, killed), and every
-        RETRY_INTERVAL the load balancers it left ERROR; udp: also look
+        RETRY_INTERVAL the load balancers it left ERROR and the removed
+        ones whose HAProxy it could not stop; udp: also look
         for UDP tables removed behind its back (an nft call).  Before,
         nothing was retried until a new generation came: a crashed
         HAProxy stayed down, reported ACTIVE.  Returns whether it applied
@@ -309,12 +310,13 @@ class L7Agent:
             dead += engine.udp_missing()
         failed = engine.failed()
         now = time.monotonic()
-        if not dead and not (failed and now >= self._retry_at):
+        retry = (failed or engine.unstopped) and now >= self._retry_at
+        if not dead and not retry:
             return False
         if dead:
             LOG.warning('L7 generation %s: %s not running: applying it '
                         'again', engine.generation, ', '.join(dead))
-        if failed:
+        if retry:
             self._retry_at = now + RETRY_INTERVAL
         engine.apply(self._document)
         LOG.info('L7 generation %s applied again: %s', engine.generation,

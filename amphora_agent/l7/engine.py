@@ -103,6 +103,9 @@ class Engine:
         self.udp = udp or udp_mod.UdpService(adopt_tables=False)
         # lb id -> the last statistics its HAProxy answered (stats()).
         self._last_stats = {}
+        # Removed load balancers whose HAProxy the last apply could not
+        # stop.
+        self.unstopped = set()
 
     @classmethod
     def from_conf(cls, group, decap_pin_dir, se_id, certs_on_use=False):
@@ -167,16 +170,18 @@ class Engine:
         for lb in lbs:
             result[lb['id']] = self._apply_lb(lb)
         self._apply_udp(lbs, result)
+        self.unstopped = set()
         for lb_id in self._stale(lbs):
             self._applied.pop(lb_id, None)
             try:
                 self.process(lb_id).stop()
             except (haproxy.HaproxyError, OSError) as exc:
-                # Its folder stays: the next apply finds it stale again
-                # and retries; the others go on now.
+                # Its folder stays: the next apply (the agent's
+                # supervision makes one) finds it stale again and
+                # retries; the others go on now.
                 LOG.error('stopping the HAProxy of removed load balancer '
-                          '%s failed (retried at the next apply): %s',
-                          lb_id, exc)
+                          '%s failed (retried): %s', lb_id, exc)
+                self.unstopped.add(lb_id)
                 continue
             self.processes.pop(lb_id, None)
             shutil.rmtree(self.paths.lb_dir(lb_id), ignore_errors=True)

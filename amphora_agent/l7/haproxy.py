@@ -28,8 +28,11 @@ import socket
 import subprocess
 import time
 
+from oslo_log import log as logging
+
 from amphora_agent import processes
 
+LOG = logging.getLogger(__name__)
 _VERSION_RE = re.compile(r'version (\d+)\.(\d+)(?:\.(\d+))?')
 
 
@@ -114,6 +117,25 @@ def _wait(predicate, timeout, what):
             raise HaproxyError(f'timed out after {timeout} s waiting for '
                                f'{what}')
         time.sleep(0.02)
+
+
+def _stopped(pid, started, timeout, what):
+    """Wait for a signalled HAProxy process to exit; one that does not
+    (hung, stopped) is killed: a removed load balancer reported gone must
+    serve nothing (its VIP may go to another tenant)."""
+    try:
+        _wait(lambda: not processes.process_alive(pid, started), timeout,
+              f'HAProxy {what} {pid} to exit')
+        return
+    except HaproxyError:
+        LOG.warning('HAProxy %s %s did not exit within %s s: killed', what,
+                    pid, timeout)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    _wait(lambda: not processes.process_alive(pid, started), timeout,
+          f'HAProxy {what} {pid} to exit after SIGKILL')
 
 
 class Process:
@@ -263,8 +285,6 @@ class Process:
                 self._child.wait()
             self._child = None
         else:
-            _wait(lambda: not processes.process_alive(pid),
-                  timeout or self.timeout, f'HAProxy master {pid} to exit')
+            _stopped(pid, None, timeout or self.timeout, 'master')
         for worker, started in workers:
-            _wait(lambda: not processes.process_alive(worker, started),
-                  timeout or self.timeout, f'HAProxy worker {worker} to exit')
+            _stopped(worker, started, timeout or self.timeout, 'worker')

@@ -52,6 +52,29 @@ LOG = logging.getLogger(__name__)
 STANDBY_INTERVAL = 0.1
 
 
+
+def _warn_if_queue_not_durable(conf):
+    """The changes wait in RabbitMQ until a controller takes them; in a
+    queue that is not durable (oslo.messaging's default) a broker restart
+    loses them, and Octavia keeps their objects PENDING_* for good.  The
+    queue is declared on Octavia's exchange with the process's own rabbit
+    options (octavia-api's and dsr-controller's must agree, or RabbitMQ
+    refuses the second declaration), so they cannot be forced here:
+    tell the operator (docs/operations.md, "RabbitMQ")."""
+    try:
+        rabbit = conf.oslo_messaging_rabbit
+        durable = rabbit.amqp_durable_queues or getattr(
+            rabbit, 'rabbit_quorum_queue', False)
+    except (cfg.NoSuchOptError, cfg.NoSuchGroupError):
+        return          # not RabbitMQ's driver
+    if not durable:
+        LOG.warning('[oslo_messaging_rabbit] amqp_durable_queues and '
+                    'rabbit_quorum_queue are off: a RabbitMQ restart loses '
+                    'the changes waiting for a controller (their objects '
+                    'stay PENDING in Octavia). Turn one on for octavia-api '
+                    'and dsr-controller alike (docs/operations.md, '
+                    '"RabbitMQ").')
+
 class Controller:
     def __init__(self, conf, driver_lib=None):
         self.conf = conf
@@ -207,6 +230,7 @@ class Controller:
         competes for the messages of one queue."""
         c = self.conf.dsr_controller
         transport = messaging.get_notification_transport(self.conf)
+        _warn_if_queue_not_durable(self.conf)
         target = messaging.Target(exchange=c.provider_exchange,
                                   topic=changes.TOPIC)
         key_for = None

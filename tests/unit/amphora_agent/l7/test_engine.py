@@ -193,6 +193,29 @@ def test_removed_load_balancer_is_stopped_and_forgotten(engine):
     assert not engine.process('lb1').running()
 
 
+def test_a_removed_load_balancer_whose_haproxy_hangs_is_killed(engine):
+    """A worker that does not exit on SIGTERM (hung; here stopped) is
+    killed: the generation that removed its load balancer is reported
+    applied, its delete DELETED, and its VIP may go to another tenant
+    (the stop failed and the worker went on serving)."""
+    import signal
+    from amphora_agent import processes
+    p1, p2 = free_port(), free_port()
+    engine.apply(docs.document(lb('lb1', p1), lb('lb2', p2)))
+    proc2 = engine.process('lb2')
+    proc2.timeout = 1
+    workers = processes.process_children(proc2.master_pid())
+    assert workers
+    for worker in workers:
+        os.kill(worker, signal.SIGSTOP)
+    engine.apply(docs.document(lb('lb1', p1), generation=2))
+    assert engine.unstopped == set()
+    assert not any(processes.process_alive(w) for w in workers)
+    assert not os.path.exists(engine.paths.lb_dir('lb2'))
+    with pytest.raises(OSError):
+        socket.create_connection(('127.0.0.1', p2), timeout=5).close()
+
+
 def test_missing_certificate_is_an_error_naming_it(engine, cert_storage):
     # Only the load balancer whose certificate is missing is ERROR.
     ref = tls.store(tls.self_signed_pem())

@@ -238,8 +238,10 @@ class FailingOnce(FakeDriverLib):
     def __init__(self):
         super().__init__()
         self.fail = False
+        self.tries = 0
 
     def update_loadbalancer_status(self, status):
+        self.tries += 1
         if self.fail:
             self.fail = False
             raise driver_exceptions.UpdateStatusError(
@@ -247,14 +249,31 @@ class FailingOnce(FakeDriverLib):
         super().update_loadbalancer_status(status)
 
 
-def test_an_operating_update_that_failed_is_sent_again_next_round(store):
+def test_an_operating_update_that_failed_is_sent_again_after_a_delay(
+        store, monkeypatch):
+    """A failed update (octavia-driver-agent away) is tried again after
+    OPERATING_BACKOFF, doubled at each failure in a row: not at every
+    round (each recomputed the statuses, seven times a second)."""
     lib, reporter = settled(store, lib=FailingOnce())
+    clock = [reporter_mod.time.monotonic()]
+    monkeypatch.setattr(reporter_mod.time, 'monotonic', lambda: clock[0])
     lib.fail = True
     store.record_agent('se1', 'g1',
                        member_statuses={'m1': 'ERROR', 'm2': 'ONLINE'})
     reporter.report_operating_status()           # fails
     assert reported(lib, 'members', 'm1', 'operating_status')[-1] == \
         'ONLINE'
+    tries = lib.tries
+    reporter.report_operating_status()           # too soon: not tried
+    assert lib.tries == tries
+    clock[0] += reporter_mod.OPERATING_BACKOFF
+    lib.fail = True
+    reporter.report_operating_status()           # fails again
+    assert lib.tries == tries + 1
+    clock[0] += reporter_mod.OPERATING_BACKOFF   # the delay doubled
+    reporter.report_operating_status()
+    assert lib.tries == tries + 1
+    clock[0] += reporter_mod.OPERATING_BACKOFF
     reporter.report_operating_status()           # inputs unchanged: resent
     assert reported(lib, 'members', 'm1', 'operating_status')[-1] == 'ERROR'
 

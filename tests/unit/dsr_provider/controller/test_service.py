@@ -11,6 +11,9 @@ import threading
 import time
 import types
 
+from oslo_config import cfg
+import oslo_messaging as messaging
+
 from dsr_provider.controller import service
 
 
@@ -219,3 +222,25 @@ def test_the_leader_looks_for_the_driver_agent_every_standby_interval(
         assert len(looks) > 10
     finally:
         _stop(ctl, thread)
+
+
+def test_a_change_queue_that_is_not_durable_is_warned_about(caplog):
+    """A RabbitMQ restart loses the changes of a queue that is not
+    durable: the controller says so at start (docs/operations.md)."""
+    import logging as std_logging
+    conf = cfg.ConfigOpts()
+    conf([], project='octavia-dsr-test')
+    transport = messaging.get_notification_transport(
+        conf, url='rabbit://guest:guest@127.0.0.1:5672/')
+    try:
+        with caplog.at_level(std_logging.WARNING):
+            service._warn_if_queue_not_durable(conf)
+        assert 'a RabbitMQ restart loses' in caplog.text
+        caplog.clear()
+        conf.set_override('rabbit_quorum_queue', True,
+                          'oslo_messaging_rabbit')
+        with caplog.at_level(std_logging.WARNING):
+            service._warn_if_queue_not_durable(conf)
+        assert 'RabbitMQ restart' not in caplog.text
+    finally:
+        transport.cleanup()

@@ -43,7 +43,8 @@ def _tier_checked(method):
             if self._unknown_tier is None:
                 raise
             message = (
-                f'The tier of {self._unknown_tier} could not be looked up (octavia-driver-agent did not '
+                f'The tier of {self._unknown_tier} could not be looked '
+                'up (octavia-driver-agent did not '
                 'answer), and checked as tier 1 the request is refused: '
                 f'{exc.user_fault_string} Retry once octavia-driver-agent '
                 'answers: on a tier-2 load balancer it may be accepted.')

@@ -165,6 +165,11 @@ CONTROL_TIMEOUT = 60
 # left ERROR (a port another process held, a certificate not fetched): each
 # retry renders and checks them again.
 RETRY_INTERVAL = 30.0
+# Seconds before a HAProxy that died again soon after its restart is
+# restarted once more (doubled each time in a row, up to RETRY_INTERVAL).
+RESTART_DELAY = 1.0
+# A restart within this many seconds of the one before is "in a row".
+CRASH_WINDOW = 60.0
 
 
 class L7Agent:
@@ -188,6 +193,9 @@ class L7Agent:
         # again for what a process lost or a retry may now bring up.
         self._document = None
         self._retry_at = 0.0
+        self._restart_at = 0.0      # no restart of a dead HAProxy before
+        self._restarted = -CRASH_WINDOW     # the last restart
+        self._restarts = 0          # restarts in a row, each soon after
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._fetch_wanted = True
@@ -311,11 +319,21 @@ class L7Agent:
         failed = engine.failed()
         now = time.monotonic()
         retry = (failed or engine.unstopped) and now >= self._retry_at
+        # A HAProxy that dies again right after its restart (a crash
+        # loop) is restarted after a delay doubled each time, up to
+        # RETRY_INTERVAL: each apply checks the whole document.
+        dead = dead if now >= self._restart_at else []
         if not dead and not retry:
             return False
         if dead:
             LOG.warning('L7 generation %s: %s not running: applying it '
                         'again', engine.generation, ', '.join(dead))
+            self._restarts = self._restarts + 1 \
+                if now - self._restarted < CRASH_WINDOW else 0
+            self._restarted = now
+            self._restart_at = now + min(
+                RETRY_INTERVAL, RESTART_DELAY * 2 ** self._restarts) \
+                if self._restarts else now
         if retry:
             self._retry_at = now + RETRY_INTERVAL
         engine.apply(self._document)

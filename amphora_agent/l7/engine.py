@@ -30,6 +30,7 @@ import os
 import resource
 import shutil
 import subprocess
+import time
 
 from oslo_log import log as logging
 
@@ -42,6 +43,9 @@ from amphora_agent.l7 import udp as udp_mod
 from dsr_wire import l7 as l7_schema
 
 LOG = logging.getLogger(__name__)
+# Seconds a load balancer's last statistics stand in for a query of its
+# HAProxy that failed.
+STATS_STALE = 60.0
 
 PING_WRAPPER = """#!/bin/sh
 # HAProxy external-check for PING health monitors (Octavia's ping-wrapper).
@@ -101,7 +105,8 @@ class Engine:
         # unloaded.
         self._unloaded = set()
         self.udp = udp or udp_mod.UdpService(adopt_tables=False)
-        # lb id -> the last statistics its HAProxy answered (stats()).
+        # lb id -> (monotonic time, the last statistics its HAProxy
+        # answered) (stats()).
         self._last_stats = {}
         # Removed load balancers whose HAProxy the last apply could not
         # stop.
@@ -421,16 +426,19 @@ class Engine:
         for lb_id, proc in sorted(self.processes.items()):
             if proc.running():
                 try:
-                    out[lb_id] = self._last_stats[lb_id] = \
-                        stats_mod.collect(proc.stats_socket)
+                    out[lb_id] = stats_mod.collect(proc.stats_socket)
+                    self._last_stats[lb_id] = (time.monotonic(),
+                                               out[lb_id])
                 except Exception as exc:  # noqa: BLE001 -- Octavia's query
                     # Its HAProxy runs and counts on: the last answer,
                     # not nothing (its listeners missing from a report
                     # read as counters started again, its members as
-                    # OFFLINE).
+                    # OFFLINE) -- for STATS_STALE seconds at most.
                     LOG.warning('statistics of %s: %s', lb_id, exc)
-                    out[lb_id] = self._last_stats.get(lb_id) or {
-                        'error': str(exc)}
+                    at, last = self._last_stats.get(lb_id, (None, None))
+                    fresh = at is not None and \
+                        time.monotonic() - at < STATS_STALE
+                    out[lb_id] = last if fresh else {'error': str(exc)}
         if udp:
             for lb_id, udp_stats in self.udp.stats().items():
                 merged = out.setdefault(lb_id, {'listeners': {},

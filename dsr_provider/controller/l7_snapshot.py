@@ -284,6 +284,21 @@ def runnable(item):
     listener of its load balancer off the L7 SEs."""
     item = copy.deepcopy(item)
     refused = []
+    try:
+        vips = [v['address'] for v in item['vips']]
+    except (KeyError, TypeError):
+        vips = []
+    # Members first, each alone: the many of a pool are checked in one
+    # pass (the loop below re-checks the whole document per object).
+    for pool in item.get('pools') or ():
+        kept = []
+        for member in pool.get('members') or ():
+            why = _member_refusal(member, vips)
+            if why:
+                refused.append(('members', member.get('id'), why))
+            else:
+                kept.append(member)
+        pool['members'] = kept
     # Each round takes one object out; a document has finitely many.
     while True:
         try:
@@ -304,6 +319,23 @@ def runnable(item):
                 for lst in item['listeners']:
                     if lst.get('default_pool_id') == obj_id:
                         lst.pop('default_pool_id')
+
+
+def _member_refusal(member, vips):
+    """Why the L7 SEs cannot run member (an L7 document's item), or
+    None."""
+    try:
+        l7._structure('member', member, 'member')
+        schema.check_member(member, 'member', vips)
+    except schema.Invalid as exc:
+        return str(exc)
+    return None
+
+
+def member_refusal(row, vips):
+    """Why the L7 SEs cannot run member row `row` of a load balancer with
+    VIPs `vips` (addresses), or None."""
+    return _member_refusal(_copy(row.id, row.doc, _MEMBER_FIELDS), vips)
 
 
 def document(session, l7_group, generation, contract=None):

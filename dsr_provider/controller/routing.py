@@ -9,15 +9,21 @@ none of their traffic, whatever it runs.  The operating statuses count an
 SE as serving a VIP only through a session of its family
 (operating.py).
 
-An SE that reports no BGP peers is not judged by this: BGP disabled (its
-VIPs routed another way, or an L7 SE, reached through the L4 SEs'
-tunnels), or an agent from before BGP states were reported.
+An SE is judged only where it has sessions: one that reports no BGP
+peers (BGP disabled: its VIPs routed another way, or an L7 SE, reached
+through the L4 SEs' tunnels; an agent from before BGP states were
+reported), or no peer of a family, serves that family as far as this
+can tell.  Nor is a family judged while a session of it is in a state
+the agent could not read ('unknown': an ExaBGP API call that timed out
+on a busy SE), which would otherwise turn its load balancers OFFLINE
+and back within seconds.
 """
 
 import ipaddress
 
 ALL = frozenset((4, 6))
 ESTABLISHED = 'established'
+UNKNOWN = 'unknown'     # bgp/sessions.py: the state could not be read
 
 
 def families(bgp):
@@ -29,15 +35,16 @@ def families(bgp):
     peers = bgp.get('peers') if isinstance(bgp, dict) else None
     if not peers or not isinstance(peers, dict):
         return ALL
-    routed = set()
+    judged, routed = set(), set()
     for address, state in peers.items():
-        if state != ESTABLISHED:
-            continue
         try:
-            routed.add(ipaddress.ip_address(address).version)
+            family = ipaddress.ip_address(address).version
         except ValueError:
             continue        # endpoints.py keeps strings; not an address
-    return frozenset(routed)
+        judged.add(family)
+        if state in (ESTABLISHED, UNKNOWN):
+            routed.add(family)
+    return frozenset(routed | (ALL - judged))
 
 
 def vip_families(addresses):

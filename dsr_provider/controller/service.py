@@ -52,7 +52,6 @@ LOG = logging.getLogger(__name__)
 STANDBY_INTERVAL = 0.1
 
 
-
 def _warn_if_queue_not_durable(conf):
     """The changes wait in RabbitMQ until a controller takes them; in a
     queue that is not durable (oslo.messaging's default) a broker restart
@@ -74,6 +73,7 @@ def _warn_if_queue_not_durable(conf):
                     'stay PENDING in Octavia). Turn one on for octavia-api '
                     'and dsr-controller alike (docs/operations.md, '
                     '"RabbitMQ").')
+
 
 class Controller:
     def __init__(self, conf, driver_lib=None):

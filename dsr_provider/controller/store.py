@@ -485,7 +485,7 @@ class Store:
             # Refused whole: nothing runs it, and its L7 group must not
             # become one (it may be somebody's L4 group).
             return self._bump(session, lb.se_group, status, wait_for)
-        self._l7_rejections(session, lb, status)
+        self._l7_rejections(session, lb, status, wait_for)
         if l4:
             # Traffic flows once both tiers run it: the status waits for
             # the L4 SEs too.
@@ -494,7 +494,7 @@ class Store:
         group.role = l7_snapshot.ROLE
         return self._bump(session, lb.l7_se_group, status, wait_for, also)
 
-    def _l7_rejections(self, session, lb, status):
+    def _l7_rejections(self, session, lb, status, changed):
         """Tier 2: reject alone each object of load balancer row `lb` that
         its L7 SEs cannot run (l7_snapshot.runnable: the L7 schema, which
         the driver's checks may miss -- an object stored before they
@@ -502,7 +502,18 @@ class Store:
         up), with what is below it; and take back such a rejection of an
         object that runs now (fixed, or what it needed came back).  Before,
         one such object left the whole load balancer off the L7 SEs while
-        Octavia showed it ACTIVE."""
+        Octavia showed it ACTIVE.
+
+        changed: [kind, id] of the object the change is about.  A member
+        is checked alone (a pool's many members change one by one); a
+        delete or a load balancer update (None) makes nothing new to
+        check; anything else checks the load balancer's document."""
+        if changed is None:
+            return
+        if changed[0] == 'members':
+            self._l7_member_rejections(session, lb, status, [
+                session.get(models.Member, changed[1])])
+            return
         rows = self._lb_rows(session, lb.id)
         for kind, kind_rows in rows.items():
             for row in kind_rows:
@@ -522,6 +533,21 @@ class Store:
                 continue
             self._refuse(status, kind, row, _below(rows, kind, obj_id),
                          l7_snapshot.REFUSED + why, (), set())
+
+    def _l7_member_rejections(self, session, lb, status, rows):
+        """_l7_rejections of member rows `rows` of load balancer `lb`."""
+        vips = models.vip_addresses(lb.doc)
+        for row in rows:
+            if row is None:
+                continue
+            if (row.rejected or '').startswith(l7_snapshot.REFUSED):
+                row.rejected = None
+            if row.rejected is not None:
+                continue        # capacity, ports: not ours to take back
+            why = l7_snapshot.member_refusal(row, vips)
+            if why:
+                self._refuse(status, 'members', row, (),
+                             l7_snapshot.REFUSED + why, (), set())
 
     @staticmethod
     def _lb_rows(session, lb_id):
@@ -1192,6 +1218,9 @@ class Store:
                     if refusal:
                         refusals[('members', member_id)] = refusal
             self._admit(s, guard, status, candidates, refusals=refusals)
+            if lb.l7_se_group and lb.rejected is None:
+                self._l7_member_rejections(
+                    s, lb, status, [row for _, row, _ in candidates])
             return self._bump_pool(s, pool, status)
 
     # ------------------------------------------- L7 policies and rules

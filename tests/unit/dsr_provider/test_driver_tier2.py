@@ -232,7 +232,8 @@ def test_l7_policies_only_on_listeners_haproxy_sees_requests_on(
 
 
 @pytest.mark.parametrize('timeout', [-1, 2 ** 31])
-def test_tier2_persistence_timeout_is_bounded(dsr, client, timeout):  # noqa: F811
+def test_tier2_persistence_timeout_is_bounded(
+        dsr, client, timeout):  # noqa: F811
     persistence = {'type': 'SOURCE_IP', 'persistence_timeout': timeout}
     text = refused(dsr.pool_create, fakes.pool(
         pool_id=POOL2, loadbalancer_id=LB2, protocol='HTTP',
@@ -262,26 +263,26 @@ def lookup_down(client, sockdir):  # noqa: F811
 
 
 def test_an_unknown_tier_refuses_only_as_an_error_to_retry(
-        lookup_down, client):
+        lookup_down, client):  # noqa: F811
     """Without the tier, an object is checked as tier 1: what tier 1
     takes goes through; what it refuses is an error to retry (a tier-2
     load balancer may take it), not a refusal of the option."""
-    dsr = lookup_down
-    dsr.pool_create(fakes.pool(pool_id='p-t1', loadbalancer_id=LB3))
+    down = lookup_down
+    down.pool_create(fakes.pool(pool_id='p-t1', loadbalancer_id=LB3))
     with pytest.raises(exceptions.DriverError) as info:
-        dsr.pool_create(fakes.pool(pool_id='p-rr', loadbalancer_id=LB3,
-                                   lb_algorithm='ROUND_ROBIN'))
+        down.pool_create(fakes.pool(pool_id='p-rr', loadbalancer_id=LB3,
+                                    lb_algorithm='ROUND_ROBIN'))
     text = info.value.user_fault_string
     assert f'load balancer {LB3} could not be looked up' in text
     assert 'lb_algorithm ROUND_ROBIN' in text and 'Retry' in text
     # A known tier refuses as before.
-    refused(dsr.pool_create, fakes.pool(loadbalancer_id=LB2,
-                                        protocol='SCTP'))
+    refused(down.pool_create, fakes.pool(loadbalancer_id=LB2,
+                                         protocol='SCTP'))
     assert [m for m, _ in client.casts] == ['pool_create']
 
 
 def test_an_l7_policy_whose_listener_protocol_is_unknown_is_retried(
-        lookup_down, client):
+        lookup_down, client):  # noqa: F811
     with pytest.raises(exceptions.DriverError) as info:
         lookup_down.l7policy_create(dm.L7Policy(
             l7policy_id='p1', listener_id=LISTENER2, action='REJECT'))

@@ -467,3 +467,30 @@ def test_one_load_balancer_failing_is_its_own_and_is_retried(
     assert lab.engine.result['lb1']['action'] == 'started'
     socket.create_connection(('127.0.0.1', p1), timeout=5).close()
     assert lab.agent.supervise() is False       # nothing to do
+
+
+def test_a_crash_looping_haproxy_is_restarted_ever_more_slowly(
+        lab, monkeypatch):
+    """Each restart applies the whole document again: one dying again
+    and again is restarted after 2, 4, ... s (up to RETRY_INTERVAL), not
+    every round."""
+    clock = [1000.0]
+    monkeypatch.setattr(agent_mod.time, 'monotonic', lambda: clock[0])
+    applied = []
+    lab.agent._document = {'generation': 1}
+    monkeypatch.setattr(lab.agent, 'report', lambda: None)
+    monkeypatch.setattr(lab.engine, 'dead', lambda: ['lb1'])
+    monkeypatch.setattr(lab.engine, 'failed', lambda: {})
+    monkeypatch.setattr(lab.engine, 'apply', applied.append)
+    assert lab.agent.supervise()            # the first: at once
+    assert lab.agent.supervise()            # dead again at once: at once
+    assert not lab.agent.supervise()        # then it waits 2 s
+    clock[0] += 2
+    assert lab.agent.supervise()
+    clock[0] += 2
+    assert not lab.agent.supervise()        # 4 s now
+    clock[0] += 2
+    assert lab.agent.supervise()
+    assert len(applied) == 4
+    clock[0] += agent_mod.CRASH_WINDOW + 1   # stable for a while: at once
+    assert lab.agent.supervise()

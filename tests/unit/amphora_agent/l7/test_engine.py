@@ -199,6 +199,7 @@ def test_a_removed_load_balancer_whose_haproxy_hangs_is_killed(engine):
     applied, its delete DELETED, and its VIP may go to another tenant
     (the stop failed and the worker went on serving)."""
     import signal
+
     from amphora_agent import processes
     p1, p2 = free_port(), free_port()
     engine.apply(docs.document(lb('lb1', p1), lb('lb2', p2)))
@@ -544,3 +545,7 @@ def test_a_failed_statistics_query_repeats_the_last_answer(
         raise OSError('stats socket refused')
     monkeypatch.setattr(stats_mod, 'collect', refused)
     assert engine.stats()['lb1'] == first
+    # Not for ever: a HAProxy that never answers again has no counters.
+    later = engine_mod.time.monotonic() + engine_mod.STATS_STALE
+    monkeypatch.setattr(engine_mod.time, 'monotonic', lambda: later)
+    assert engine.stats()['lb1'] == {'error': 'stats socket refused'}

@@ -620,3 +620,24 @@ def test_a_load_balancer_an_l7_se_could_not_run_is_error(store):
     assert last('loadbalancers', 'lb2', 'provisioning_status') == 'ERROR'
     assert last('loadbalancers', 'lb2', 'operating_status') == 'ERROR'
     assert last('listeners', 'l2', 'provisioning_status') == 'ERROR'
+
+
+def test_a_member_batch_rejects_alone_the_members_the_l7_ses_cannot_run(
+        store):
+    """A member is checked alone (a pool's members change one by one or
+    in batches; the whole load balancer's document is not checked for
+    each): one at the VIP in a batch is ERROR, the others are served."""
+    store.create_loadbalancer(graph())
+    m21, m22 = graph()['pools'][0]['members']
+    store.batch_update_members('p2', [
+        m21, m22,
+        {'member_id': 'mv', 'pool_id': 'p2', 'address': '192.0.2.20',
+         'protocol_port': 80, 'weight': 1, 'admin_state_up': True},
+        {'member_id': 'm23', 'pool_id': 'p2', 'address': '198.19.3.2',
+         'protocol_port': 80, 'weight': 1, 'admin_state_up': True}])
+    status, reason = _owed(store, 'members', 'mv')
+    assert status == 'ERROR' and 'VIP' in reason
+    assert _owed(store, 'members', 'm23')[0] == 'ACTIVE'
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    (pool,) = lb['pools']
+    assert [m['id'] for m in pool['members']] == ['m21', 'm22', 'm23']

@@ -130,6 +130,8 @@ def _stopped(pid, started, timeout, what):
     except HaproxyError:
         LOG.warning('HAProxy %s %s did not exit within %s s: killed', what,
                     pid, timeout)
+    if not processes.process_alive(pid, started):
+        return
     try:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
@@ -276,6 +278,8 @@ class Process:
         # listening sockets: stopped means they are gone too.
         workers = [(w, processes.process_start_time(w))
                    for w in processes.process_children(pid)]
+        # Its start time: a PID reused meanwhile is not ours to kill.
+        started = processes.process_start_time(pid)
         os.kill(pid, signal.SIGTERM)
         if self._child is not None:
             try:
@@ -285,6 +289,6 @@ class Process:
                 self._child.wait()
             self._child = None
         else:
-            _stopped(pid, None, timeout or self.timeout, 'master')
+            _stopped(pid, started, timeout or self.timeout, 'master')
         for worker, started in workers:
             _stopped(worker, started, timeout or self.timeout, 'worker')

@@ -66,7 +66,7 @@ def lab(tmp_path, cert_storage):
                           auth.load_private_key(ctl).public_key())
     engine = engine_mod.Engine(str(tmp_path / 'state'), RecordingHost(),
                                certs.OctaviaStore('local_cert_manager'),
-                               log_socket=str(tmp_path / 'log'), timeout=20)
+                               log_socket=str(tmp_path / 'log'), timeout=60)
     conf = types.SimpleNamespace(agent=types.SimpleNamespace(
         se_id='l7se1', se_group=GROUP, stats_interval=10.0,
         resync_interval=60.0, drain_wait=0.1),

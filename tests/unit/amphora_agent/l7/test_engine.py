@@ -60,7 +60,9 @@ def engine(tmp_path, cert_storage):
     eng = engine_mod.Engine(str(tmp_path / 'state'), RecordingHost(),
                             certs.OctaviaStore('local_cert_manager'),
                             binary=HAPROXY, log_socket=str(tmp_path / 'log'),
-                            timeout=20)
+                            # A reload took over 20 s in rehearsal 139
+                            # (load 20-40 beside the other suites).
+                            timeout=60)
     yield eng
     eng.stop()
     assert not any(p.running() for p in eng.processes.values())

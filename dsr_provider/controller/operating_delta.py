@@ -65,8 +65,9 @@ def compute(rows, reports, agent_rejections, serving, port_refused,
     return statuses, rejected
 
 
-def _rows_of(session, lb_ids):
-    """The object rows of these load balancers, by kind."""
+def rows_of(session, lb_ids, rules=False):
+    """The object rows of these load balancers, by kind (rules: their L7
+    rules too, which the operating statuses do not read)."""
     lbs = session.query(models.LoadBalancer).filter(
         models.LoadBalancer.id.in_(lb_ids)).all()
     listeners = session.query(models.Listener).filter(
@@ -74,7 +75,7 @@ def _rows_of(session, lb_ids):
     pools = session.query(models.Pool).filter(
         models.Pool.loadbalancer_id.in_(lb_ids)).all()
     pool_ids = [p.id for p in pools]
-    return {
+    rows = {
         'loadbalancers': lbs, 'listeners': listeners, 'pools': pools,
         'members': session.query(models.Member).filter(
             models.Member.pool_id.in_(pool_ids)).all(),
@@ -84,6 +85,11 @@ def _rows_of(session, lb_ids):
             models.L7Policy.listener_id.in_([lst.id for lst in listeners]))
         .all(),
     }
+    if rules:
+        rows['l7rules'] = session.query(models.L7Rule).filter(
+            models.L7Rule.l7policy_id.in_([p.id for p in rows['l7policies']])
+        ).all()
+    return rows
 
 
 def member_reports(session, agents, before, now, agent_rejections, serving,
@@ -124,7 +130,7 @@ def member_reports(session, agents, before, now, agent_rejections, serving,
     lb_ids = {lb for (lb,) in session.query(models.Pool.loadbalancer_id)
               .join(models.Member, models.Member.pool_id == models.Pool.id)
               .filter(models.Member.id.in_(changed)).distinct()}
-    rows = _rows_of(session, lb_ids)
+    rows = rows_of(session, lb_ids)
     reports = reports_of(live1, agents, {m.id for m in rows['members']})
     statuses, _ = compute(rows, reports, agent_rejections, serving,
                           port_refused, silent)

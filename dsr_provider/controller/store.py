@@ -56,6 +56,7 @@ from dsr_provider.controller import l4_snapshot
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import listener_totals
 from dsr_provider.controller import models
+from dsr_provider.controller import operating_delta
 from dsr_provider.controller import routing
 from dsr_wire import rings as wire_rings
 
@@ -514,7 +515,7 @@ class Store:
             self._l7_member_rejections(session, lb, status, [
                 session.get(models.Member, changed[1])])
             return
-        rows = self._lb_rows(session, lb.id)
+        rows = operating_delta.rows_of(session, [lb.id], rules=True)
         for kind, kind_rows in rows.items():
             for row in kind_rows:
                 if (row.rejected or '').startswith(l7_snapshot.REFUSED):
@@ -548,27 +549,6 @@ class Store:
             if why:
                 self._refuse(status, 'members', row, (),
                              l7_snapshot.REFUSED + why, (), set())
-
-    @staticmethod
-    def _lb_rows(session, lb_id):
-        """{kind: [row]} of every object below load balancer `lb_id`."""
-        listeners = session.query(models.Listener).filter_by(
-            loadbalancer_id=lb_id).all()
-        pools = session.query(models.Pool).filter_by(
-            loadbalancer_id=lb_id).all()
-        pool_ids = [p.id for p in pools]
-        policies = session.query(models.L7Policy).filter(
-            models.L7Policy.listener_id.in_([r.id for r in listeners])).all()
-        return {
-            'listeners': listeners, 'pools': pools,
-            'members': session.query(models.Member).filter(
-                models.Member.pool_id.in_(pool_ids)).all(),
-            'healthmonitors': session.query(models.HealthMonitor).filter(
-                models.HealthMonitor.pool_id.in_(pool_ids)).all(),
-            'l7policies': policies,
-            'l7rules': session.query(models.L7Rule).filter(
-                models.L7Rule.l7policy_id.in_([p.id for p in policies]))
-            .all()}
 
     # ---------------------------------------------------------- capacity
     def limits(self, session, se_group):

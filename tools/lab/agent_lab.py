@@ -226,6 +226,9 @@ class AgentLab:
         self.responders = {}
         self.run_as = run_as
         self.bgp_md5_password = bgp_md5_password
+        # BIRD's and the agents' BGP hold time: 3 s (the least BIRD takes)
+        # for the tests that time a withdrawal; may be set before start().
+        self.bgp_hold_time = {self.bgp_hold_time}
         self.relay = None
         self.plain_members = frozenset(plain_members)
         # Agents start inside their SE's namespace: they may not setns.
@@ -250,7 +253,7 @@ class AgentLab:
             self.controller.start()
         self.bird = bird_mod.BirdRouter(self.topo, local_asn=ROUTER_ASN,
                                         bfd=self.bfd)
-        self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=3,
+        self.bird.add_ses(self.topo.ses, SE_ASN, hold_time=self.bgp_hold_time,
                           password=self.bgp_md5_password)
         self.bird.start()
         if self.bfd:
@@ -449,7 +452,7 @@ state_dir = {os.path.join(self.root, se, 'state')}
 local_asn = {SE_ASN}
 peers = {host.gw4} {ROUTER_ASN}
 peers = {host.gw6} {ROUTER_ASN}
-hold_time = 3
+hold_time = {self.bgp_hold_time}
 state_dir = {bgp_dir}
 """)
             if self.bgp_md5_password:

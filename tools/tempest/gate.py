@@ -37,9 +37,9 @@ from tools.lab import l7_ses
 from tools.lab.localstack import keystone as keystone_mod
 from tools.lab.localstack import neutron_server
 from tools.lab import lock_dir
+from tools.lab import log_evidence as evidence
 from tools.lab import netns
 from tools.lab import product_lab
-from tools.lab import log_evidence as evidence
 from tools.tempest import plugin_dist
 from tools.tempest import selection
 from tools.tempest import tempest_conf
@@ -73,6 +73,9 @@ NEUTRON_IPAM_DRIVER = 'tools.tempest.neutron_ipam:Pool'
 
 def log(msg):
     print(f'[tempest-gate {time.strftime("%H:%M:%S")}] {msg}', flush=True)
+
+
+TEMPEST_BGP_HOLD_TIME = 90
 
 
 class TempestLab(product_lab.ProductLab):
@@ -113,6 +116,13 @@ class TempestLab(product_lab.ProductLab):
             controller_config={'apply_timeout': TEMPEST_BUILD_TIMEOUT,
                                'stats_interval': TEMPEST_STATS_INTERVAL},
             plain_members=self.l7_names, status_relay=True)
+        # The operating statuses follow the SEs' BGP sessions: with the
+        # other labs' 3 s hold time a session dropped when the host
+        # starved BIRD or ExaBGP for 3 s (rehearsal 141, load 40), the
+        # load balancers were OFFLINE for two seconds, and a test reading
+        # a health monitor's status then failed.  Tempest times no
+        # withdrawal: the default hold time of BGP (RFC 4271's suggestion).
+        self.agents.bgp_hold_time = TEMPEST_BGP_HOLD_TIME
         self.venv_python = venv_python
         self.l7 = None
         self.keystone = None

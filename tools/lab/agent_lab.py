@@ -228,7 +228,7 @@ class AgentLab:
         self.bgp_md5_password = bgp_md5_password
         # BIRD's and the agents' BGP hold time: 3 s (the least BIRD takes)
         # for the tests that time a withdrawal; may be set before start().
-        self.bgp_hold_time = {self.bgp_hold_time}
+        self.bgp_hold_time = 3
         self.relay = None
         self.plain_members = frozenset(plain_members)
         # Agents start inside their SE's namespace: they may not setns.

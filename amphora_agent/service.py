@@ -21,6 +21,7 @@ import threading
 import time
 
 from oslo_log import log as logging
+import oslo_messaging as messaging
 
 from amphora_agent import capacity
 from amphora_agent import control as control_mod
@@ -425,6 +426,13 @@ class Agent:
         failed = False
         try:
             recon = self._fetch_step(fetch) or recon
+        except messaging.MessagingTimeout:
+            # Already waited (the call's deadline): ask again at once; the
+            # broker gives the call to a live controller.
+            LOG.warning('the controller did not answer get_config in '
+                        'time; asking again')
+            with self._lock:
+                self._fetch_wanted = True
         except Exception:  # noqa: BLE001 -- keep the SE running
             LOG.exception('getting the configuration failed; retrying')
             failed = True

@@ -18,6 +18,8 @@ change.  An L7 group's document is never packed.  ControllerClient asks a
 may meet during an upgrade, with several controllers on the topic).
 """
 
+import collections
+import threading
 import time
 
 from oslo_config import cfg
@@ -49,11 +51,58 @@ def get_transport(conf=None, url=None):
     return messaging.get_rpc_transport(conf or cfg.CONF, url=url)
 
 
+class AnswerDeadline:
+    """How long a get_config waits for the controller's answer.
+
+    A controller that dies holding a call never answers it (oslo.messaging
+    acknowledges a call before dispatching it), and only the timeout tells
+    the agent to ask again, when the broker gives the call to a live
+    controller.  A fixed 10 s held every change that long after a
+    controller crash (e2e test_leader_killed_the_other_controller_takes_over
+    in CI: 10.7 s).  As TCP's retransmission timer (RFC 6298): a multiple of
+    the slowest recent answer within [floor, ceiling], doubled after each
+    timeout until an answer comes, so a controller that has grown slow is
+    waited for longer instead of being asked again and again.
+    """
+
+    FACTOR = 4
+    SAMPLES = 8
+
+    def __init__(self, floor=2.0, ceiling=10.0):
+        if not 0 < floor <= ceiling:
+            raise ValueError(f'get_config deadline: floor {floor} must be '
+                             f'above 0 and at most ceiling {ceiling}')
+        self.floor = floor
+        self.ceiling = ceiling
+        self._answers = collections.deque(maxlen=self.SAMPLES)
+        self._backoff = 1
+        self._lock = threading.Lock()
+
+    def current(self):
+        with self._lock:
+            base = max(self.floor,
+                       self.FACTOR * max(self._answers, default=0.0))
+            return min(self.ceiling, base * self._backoff)
+
+    def answered(self, seconds):
+        with self._lock:
+            self._answers.append(seconds)
+            self._backoff = 1
+
+    def timed_out(self):
+        with self._lock:
+            if self.floor * self._backoff < self.ceiling:
+                self._backoff *= 2
+
+
 class ControllerClient:
     """What an agent calls on the controller."""
 
-    def __init__(self, transport, timeout=10, signer=None, retry=None):
-        """signer: auth.Signer of this SE's key; every message carries its
+    def __init__(self, transport, timeout=10, signer=None, retry=None,
+                 timeout_floor=2.0):
+        """timeout: the longest a get_config waits for its answer;
+        timeout_floor: the shortest (AnswerDeadline).
+        signer: auth.Signer of this SE's key; every message carries its
         signature in the context (None: unsigned, for tests of refusal).
         retry: how many times oslo.messaging tries again to reach the
         broker for one message before raising MessageDeliveryFailure;
@@ -69,16 +118,26 @@ class ControllerClient:
         self._packed_client = self._client.prepare(version=PACKED_SINCE)
         self._signer = signer
         self._unpacked_until = 0.0
+        self.deadline = AnswerDeadline(min(timeout_floor, timeout), timeout)
 
     def _ctxt(self, method, args):
         return {} if self._signer is None else \
             self._signer.context(method, args)
 
-    def _call(self, method, **args):
-        return self._client.call(self._ctxt(method, args), method, **args)
-
     def _cast(self, method, **args):
         self._client.cast(self._ctxt(method, args), method, **args)
+
+    def _timed_call(self, client, args):
+        """get_config within the deadline, which learns from the answer."""
+        started = time.monotonic()
+        try:
+            answer = client.prepare(timeout=self.deadline.current()).call(
+                self._ctxt('get_config', args), 'get_config', **args)
+        except messaging.MessagingTimeout:
+            self.deadline.timed_out()
+            raise
+        self.deadline.answered(time.monotonic() - started)
+        return answer
 
     def get_config(self, se_group, se_id, packed=False):
         """The group's signed document; packed: as lines (auth.pack)
@@ -86,8 +145,7 @@ class ControllerClient:
         if packed and time.monotonic() >= self._unpacked_until:
             args = {'se_group': se_group, 'se_id': se_id, 'packed': True}
             try:
-                return self._packed_client.call(
-                    self._ctxt('get_config', args), 'get_config', **args)
+                return self._timed_call(self._packed_client, args)
             except (messaging.UnsupportedVersion,
                     messaging.RemoteError) as exc:
                 if 'UnsupportedVersion' not in (
@@ -99,7 +157,8 @@ class ControllerClient:
                          PACKED_SINCE, UNPACKED_RETRY_AFTER)
                 self._unpacked_until = \
                     time.monotonic() + UNPACKED_RETRY_AFTER
-        return self._call('get_config', se_group=se_group, se_id=se_id)
+        return self._timed_call(self._client,
+                                {'se_group': se_group, 'se_id': se_id})
 
     def report_state(self, se_id, se_group, state):
         self._cast('report_state', se_id=se_id, se_group=se_group,

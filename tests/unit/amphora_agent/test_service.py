@@ -883,3 +883,41 @@ def test_a_long_apply_keeps_the_se_heard_and_says_so(make_agent):
         worker.join(30)
         agent._heartbeat.stop()
     assert not worker.is_alive()
+
+
+class UnansweringClient(FakeController):
+    """get_config calls that end as a call held by a dead controller ends:
+    in oslo.messaging's MessagingTimeout; or in another error."""
+
+    def __init__(self, error):
+        super().__init__()
+        self.error = error
+
+    def get_config(self, *args, **kwargs):
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
+        return super().get_config(*args, **kwargs)
+
+
+@pytest.mark.parametrize('error, pauses', [
+    (messaging.MessagingTimeout('no reply'), False),
+    (RuntimeError('refused'), True),
+])
+def test_an_unanswered_get_config_is_asked_again_at_once(make_agent, error,
+                                                         pauses):
+    """A timed-out call already waited its deadline: the next round asks
+    again without the pause other failures get (which keeps a fast
+    failure from looping)."""
+    agent = make_agent()
+    client = UnansweringClient(error)
+    client.document = document(1, [lb(1, [member('b1', '198.19.1.1')])])
+    agent.controller = control.ControllerProxy(client, agent._control)
+    assert agent._fetch_step(True) is False     # asked, not answered yet
+    wait_for(lambda: agent._fetch_future.done(), 10, 'the call ended')
+    assert agent._fetch_and_reconcile(False, False) is pauses
+    assert agent._fetch_wanted
+    assert agent._fetch_and_reconcile(True, False) is False
+    wait_for(lambda: agent._fetch_future.done(), 10, 'the second call')
+    agent._fetch_and_reconcile(False, False)
+    assert agent.snapshot.generation == 1

@@ -5,6 +5,8 @@ it."""
 
 import base64
 import json
+import threading
+import time
 import zlib
 
 from oslo_config import cfg
@@ -182,3 +184,71 @@ def test_a_controller_of_api_1_0_is_asked_again_without_packed(
     clock[0] += 1
     assert client.get_config('g1', 'se1', packed=True)['format'] \
         == auth.PACKED_FORMAT
+
+
+class ControllerThatDiesHoldingACall:
+    """Takes the first get_config and never answers it (a controller killed
+    after oslo.messaging acknowledged the call), answers the next ones."""
+
+    target = messaging.Target(namespace=agent_rpc.CONTROLLER_NAMESPACE,
+                              version='1.1')
+
+    def __init__(self):
+        self.asked = 0
+        self.released = threading.Event()
+
+    def get_config(self, ctxt, se_group, se_id, packed=False):
+        self.asked += 1
+        if self.asked == 1:
+            self.released.wait(30)
+        return Store().snapshot(se_group)
+
+
+def test_a_call_held_by_a_dead_controller_times_out_at_the_floor(broker):
+    endpoint = ControllerThatDiesHoldingACall()
+    broker.start(endpoint)
+    # A second server, as a second controller: the held call blocks the
+    # first server's dispatcher for good.
+    broker.start(endpoint)
+    client = agent_rpc.ControllerClient(broker.transport, timeout=10,
+                                        timeout_floor=0.5)
+    try:
+        started = time.monotonic()
+        with pytest.raises(messaging.MessagingTimeout):
+            client.get_config('g1', 'se1', packed=True)
+        waited = time.monotonic() - started
+        assert 0.5 <= waited < 5, waited
+        # The wait doubles until an answer comes, then follows the answers.
+        assert client.deadline.current() == 1.0
+        assert client.get_config('g1', 'se1')['generation'] == 3
+        assert client.deadline.current() == 0.5
+    finally:
+        endpoint.released.set()
+
+
+def test_the_deadline_follows_the_slowest_recent_answer():
+    deadline = agent_rpc.AnswerDeadline(floor=2.0, ceiling=10.0)
+    assert deadline.current() == 2.0
+    deadline.answered(0.05)
+    assert deadline.current() == 2.0
+    deadline.answered(1.0)
+    assert deadline.current() == 4.0
+    deadline.answered(5.0)
+    assert deadline.current() == 10.0
+    for _ in range(agent_rpc.AnswerDeadline.SAMPLES):
+        deadline.answered(0.1)
+    assert deadline.current() == 2.0
+    # Timeouts double it, up to the ceiling, and an answer resets it.
+    deadline.timed_out()
+    assert deadline.current() == 4.0
+    for _ in range(10):
+        deadline.timed_out()
+    assert deadline.current() == 10.0
+    deadline.answered(0.1)
+    assert deadline.current() == 2.0
+
+
+def test_a_deadline_floor_above_its_ceiling_is_refused():
+    with pytest.raises(ValueError, match='floor 5 must be above 0 and at '
+                                         'most ceiling 1'):
+        agent_rpc.AnswerDeadline(floor=5, ceiling=1)

@@ -228,7 +228,9 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                 models.L7SEMember.se_id):
             l7_ses[m.l7_se_group].append({
                 'se_id': m.se_id, 'tunnel_addresses': m.tunnel_addresses,
-                'draining': m.draining})
+                'draining': m.draining,
+                # Left out of these objects' L4 pools (ERROR there).
+                'unserved': m.unserved or {}})
         owners = _owners(s)
         pending = _pending(s)
         rejected = _controller_rejections(s)
@@ -317,6 +319,9 @@ def render_table(view):
                 f'{m["se_id"]} ' + '/'.join(
                     a for _f, a in sorted(m['tunnel_addresses'].items()))
                 + (' (draining)' if m['draining'] else '')
+                + ''.join(f' (not in the pools of {kind} '
+                          f'{", ".join(ids)})' for kind, ids in sorted(
+                              m.get('unserved', {}).items()))
                 for m in g['l7_ses_in_l4_rings'])
             lines.append('  L7 SEs in the L4 rings: ' + (
                 ready or '!! none ready (tier-2 VIPs have no L7 SE)'))

@@ -59,7 +59,9 @@ def _listeners(session, lb_id):
 
 def l7_se_members(session, l7_group, family):
     """The synthetic pool's members: the ready L7 SEs of l7_group, each at
-    its tunnel address of `family` (4 or 6; the other when it has none)."""
+    its tunnel address of `family` (4 or 6; the other when it has none),
+    with the ids of what it does not serve ('unserved', a set: its load
+    balancers and listeners left ERROR there alone)."""
     members = []
     other = '6' if family == 4 else '4'
     for row in session.query(models.L7SEMember).filter_by(
@@ -68,9 +70,14 @@ def l7_se_members(session, l7_group, family):
         address = addresses.get(str(family)) or addresses.get(other)
         if not address:
             continue
+        unserved = row.unserved or {}
         members.append({'se_id': row.se_id, 'address': address,
                         'weight': 0 if row.draining else 1,
-                        'admin_state_up': True, 'backup': False})
+                        'admin_state_up': True, 'backup': False,
+                        'unserved': frozenset(
+                            str(object_id)
+                            for kind in ('loadbalancers', 'listeners')
+                            for object_id in unserved.get(kind) or ())})
     return members
 
 
@@ -81,7 +88,7 @@ def member_id(se_id, listener_id):
 def _l4_member(se_member, listener_id, port):
     item = dict(se_member, protocol_port=port,
                 id=member_id(se_member['se_id'], listener_id))
-    del item['se_id']
+    del item['se_id'], item['unserved']
     return item
 
 
@@ -105,8 +112,14 @@ def l4_load_balancer(session, lb, encap):
                 'pool': {'id': f'{POOL_PREFIX}{lst.id}',
                          'algorithm': 'SOURCE_IP_PORT', 'encap': encap,
                          'admin_state_up': True,
+                         # An L7 SE that left this load balancer or
+                         # listener ERROR (a port taken there, a crashed
+                         # HAProxy) would get 1/N of its new connections
+                         # and serve none.
                          'members': [_l4_member(m, lst.id, port)
-                                     for m in se_members]}}
+                                     for m in se_members
+                                     if lb.id not in m['unserved']
+                                     and lst.id not in m['unserved']]}}
         if ldoc.get('timeout_client_data') is not None:
             item['timeout_client_data'] = ldoc['timeout_client_data']
         listeners.append(item)

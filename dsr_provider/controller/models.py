@@ -160,6 +160,10 @@ class L7SEMember(Base):
     tunnel_addresses = sa.Column(JSONText, nullable=False)
     # Draining: weight 0 in the L4 rings (no new flows).
     draining = sa.Column(sa.Boolean, nullable=False)
+    # {"loadbalancers": [id, ...], "listeners": [id, ...]} the SE left
+    # ERROR alone (its signed reports' rejected_objects): their L4 pools
+    # leave it out.  Null: it serves all it runs.
+    unserved = sa.Column(JSONText)
 
 
 class PendingStatus(Base):

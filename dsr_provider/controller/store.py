@@ -1474,10 +1474,29 @@ class Store:
             return {m.se_id: _l7_member(m) for m in s.query(
                 models.L7SEMember).filter_by(l7_se_group=l7_group)}
 
+    def l7_unserved(self, l7_group):
+        """{se_id: {'loadbalancers': [id, ...], 'listeners': [id, ...]}}:
+        what each L7 SE of l7_group left ERROR alone, from its last signed
+        report (rejected_objects; only SEs with something)."""
+        with self.db.session() as s:
+            rows = s.query(models.AgentState.se_id,
+                           models.AgentState.rejected_objects).filter_by(
+                se_group=l7_group)
+            result = {}
+            for se_id, rejected in rows:
+                unserved = {kind: sorted(rejected[kind])
+                            for kind in UNSERVED_KINDS
+                            if isinstance(rejected, dict)
+                            and rejected.get(kind)}
+                if unserved:
+                    result[se_id] = unserved
+            return result
+
     def set_l7_members(self, l7_group, members):
         """Make the ready L7 SEs of l7_group exactly `members` ({se_id:
-        {'tunnel_addresses', 'draining'}}).  When that changes the set,
-        an address or a draining flag, every L4 group serving a tier-2
+        {'tunnel_addresses', 'draining'[, 'unserved']}}).  When that
+        changes the set, an address, a draining flag or what an SE does
+        not serve, every L4 group serving a tier-2
         load balancer on l7_group gets a new generation, in the same
         transaction.  Returns the L4 groups bumped ([] when unchanged).
 
@@ -1511,6 +1530,7 @@ class Store:
                     s.add(row)
                 row.tunnel_addresses = member['tunnel_addresses']
                 row.draining = bool(member['draining'])
+                row.unserved = member.get('unserved') or None
             for group in l4_groups:
                 self._bump(s, group, None)
             return l4_groups
@@ -1640,8 +1660,16 @@ def _generation(value):
 
 def _l7_member(row):
     """An L7SEMember row as set_l7_members takes and l7_members gives it."""
-    return {'tunnel_addresses': row.tunnel_addresses,
-            'draining': row.draining}
+    member = {'tunnel_addresses': row.tunnel_addresses,
+              'draining': row.draining}
+    if row.unserved:
+        member['unserved'] = row.unserved
+    return member
+
+
+# What an L7 SE can leave ERROR alone (its rejected_objects kinds) that its
+# L4 pools follow: a load balancer (all its listeners), a listener.
+UNSERVED_KINDS = ('loadbalancers', 'listeners')
 
 
 def statuses_digest(row):

@@ -106,14 +106,21 @@ def enrolled_only(database, members_of):
     return members
 
 
-def ready_members(capabilities):
+def ready_members(capabilities, unserved=None):
     """{se_id: capabilities} of a group's live members -> the L7 SEs of
     the L4 pools, {se_id: {'tunnel_addresses': {...}, 'draining': bool}}:
     the ready ones, and the draining ones (weight 0: no new flows, while
     the L4 SEs' connection tables keep the established ones there; the L7
     agent says ready false while it drains).  Members of another role (a
     tier-1 agent in the wrong group), neither ready nor draining, or
-    without a usable tunnel address are not members of the L4 pools."""
+    without a usable tunnel address are not members of the L4 pools.
+
+    unserved: {se_id: {'loadbalancers': [...], 'listeners': [...]}} what
+    an SE left ERROR alone (Store.l7_unserved, from its signed reports,
+    not from tooz, which anybody who reaches it can write): kept as the
+    member's 'unserved', and those objects' L4 pools leave it out
+    (l7_snapshot.l4_load_balancer)."""
+    unserved = unserved or {}
     result = {}
     for se_id, caps in capabilities.items():
         if not isinstance(caps, dict) or caps.get('role') != ROLE or (
@@ -125,6 +132,8 @@ def ready_members(capabilities):
             continue
         result[se_id] = {'tunnel_addresses': addresses,
                          'draining': caps.get('draining') is True}
+        if unserved.get(se_id):
+            result[se_id]['unserved'] = unserved[se_id]
     return result
 
 
@@ -231,7 +240,8 @@ class MembershipWatcher:
         for l7_group in self._l7_groups():
             try:
                 live = self.members_of(l7_group)
-                members = ready_members(live)
+                members = ready_members(live,
+                                        self.store.l7_unserved(l7_group))
             except Exception as exc:  # noqa: BLE001 -- backend errors
                 if l7_group not in self._failing:
                     LOG.warning('L7 group %s: membership unreadable (%s); '
@@ -242,12 +252,15 @@ class MembershipWatcher:
             self._failing.discard(l7_group)
             groups = self.store.set_l7_members(l7_group, members)
             if groups:
-                LOG.info('L7 group %s: ready L7 SEs now %s (draining: %s); '
-                         'L4 group(s) %s get a new generation', l7_group,
+                LOG.info('L7 group %s: ready L7 SEs now %s (draining: %s; '
+                         'not serving: %s); L4 group(s) %s get a new '
+                         'generation', l7_group,
                          sorted(members) or 'none',
                          sorted(s for s, m in members.items()
                                 if m['draining']) or 'none',
-                         ', '.join(groups))
+                         {s: m['unserved'] for s, m in sorted(
+                             members.items()) if m.get('unserved')} or
+                         'nothing', ', '.join(groups))
                 bumped.extend(groups)
             if self._follow_contract(l7_group, live):
                 l7_bumped.append(l7_group)

@@ -24,6 +24,7 @@ import os
 import signal
 import threading
 import time
+import urllib.request
 
 import pytest
 
@@ -281,3 +282,81 @@ def test_tier2_udp_through_the_product(lab):
                                 range(43100, 43106))
     assert set(served) == {'m3'}, served
     h.act(lab, 'delete', '--cascade', 'lb-udp', timeout=60)
+
+
+BLOCKED_VIP, BLOCKED_PORT = '192.0.2.21', 8088
+# A TCP socket bound to the port on every address, not listening: HAProxy
+# cannot bind the VIP's port there (EADDRINUSE) and a connection to it is
+# refused.
+PORT_TAKER = ('import socket, sys, time\n'
+              's = socket.socket()\n'
+              's.bind(("0.0.0.0", int(sys.argv[1])))\n'
+              'print("READY", flush=True)\n'
+              'time.sleep(3600)\n')
+
+
+def post(lab, path, body):
+    req = urllib.request.Request(
+        f'{lab.stack.api_url}/v2/lbaas/{path}', method='POST',
+        data=json.dumps(body).encode(),
+        headers={'Content-Type': 'application/json',
+                 'Accept': 'application/json'})
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.load(resp)
+
+
+def test_an_l7_se_that_fails_a_load_balancer_leaves_its_l4_pools(lab):
+    """One L7 SE cannot run a load balancer (its port is taken there):
+    the load balancer is ERROR, naming that SE, and the L4 SEs send its
+    connections to the other L7 SE only -- not 1/N of them to an SE that
+    refuses them -- while the L7 SE stays in the other load balancers'
+    pools.  Runs after the tests above (m2's agent stopped by the first)."""
+    topo = lab.topo
+    addr = {n: topo.host(n).ipv4 for n in L7 + SERVERS}
+    if 'm2' not in lab.l7.procs:
+        lab.l7.start_agent('m2')
+    taker = topo.spawn('m1', [*netns.SCRIPT_PYTHON, '-c', PORT_TAKER,
+                              str(BLOCKED_PORT)], ready=r'^READY')
+    try:
+        flavor = next(f['id'] for f in h.api(lab, 'flavors')['flavors']
+                      if f['name'] == 'tier2')
+        # One call: an ERROR load balancer takes no further change.
+        post(lab, 'loadbalancers', {'loadbalancer': {
+            'name': 'lb-blocked', 'provider': 'dsr', 'flavor_id': flavor,
+            'vip_subnet_id': pl.VIP_SUBNET, 'vip_address': BLOCKED_VIP,
+            'listeners': [{
+                'name': 'blocked', 'protocol': 'HTTP',
+                'protocol_port': BLOCKED_PORT,
+                'default_pool': {
+                    'name': 'p-blocked', 'protocol': 'HTTP',
+                    'lb_algorithm': 'ROUND_ROBIN',
+                    'members': [{'name': n, 'address': addr[n],
+                                 'protocol_port': WEB_PORT,
+                                 'subnet_id': pl.MEMBER_SUBNET}
+                                for n in SERVERS]}}]}})
+        last = {}
+
+        def errored():
+            last.update(h.find(lab, 'loadbalancers', 'lb-blocked'))
+            return last['provisioning_status'] == 'ERROR'
+        netns.wait_for(errored, 60, 'lb-blocked ERROR (m1 cannot bind)')
+        # The L4 rings of its listener hold m2 alone; the web listener's
+        # (lb) still both L7 SEs.
+        wait_rings(lab, {addr['m2']: 1}, 30, 'm1 out of lb-blocked\'s rings',
+                   port=BLOCKED_PORT)
+        wait_rings(lab, {addr[n]: 1 for n in L7}, 30,
+                   'both L7 SEs in lb\'s rings')
+        # Every connection served, none refused by m1.
+        served = collections.Counter(
+            h.member_of(topo.http_get(BLOCKED_VIP, port=BLOCKED_PORT,
+                                      source_port=port))
+            for port in range(44000, 44016))
+        assert set(served) <= set(SERVERS) and sum(served.values()) == 16, \
+            served
+    finally:
+        netns.kill_proc(taker)
+    lab.openstack('loadbalancer', 'delete', '--cascade', 'lb-blocked')
+    netns.wait_for(lambda: not any(
+        lb['name'] == 'lb-blocked'
+        for lb in h.api(lab, 'loadbalancers')['loadbalancers']), 60,
+        'lb-blocked deleted')

@@ -9,6 +9,7 @@ from dsr_provider.controller import endpoints
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_provider.controller import tier2
 from dsr_wire import l7
 from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
 from tests.unit.dsr_provider.controller.test_store import graph as graph1
@@ -123,6 +124,54 @@ def test_l4_snapshot_steers_to_the_ready_l7_ses(store):
     assert store.set_l7_members(L7G, {'se-b': L7SE['se-b']}) == [L4]
     _, listeners = l4_listeners(store)
     assert [m.id for m in listeners['l2'].pool.members] == ['l7se:se-b@l2']
+
+
+def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
+    """An L7 SE that reports a load balancer or a listener ERROR alone (a
+    port taken there, a crashed HAProxy) leaves those L4 pools, and only
+    those; it comes back when its report no longer names them."""
+    store.create_loadbalancer(graph())
+    ready = {'se-a': L7SE['se-a'], 'se-c': {
+        'tunnel_addresses': {'4': '198.51.100.3'}, 'draining': False}}
+    store.set_l7_members(L7G, ready)
+
+    def pools():
+        _, listeners = l4_listeners(store)
+        return {lid: [m.id for m in lst.pool.members]
+                for lid, lst in sorted(listeners.items())}
+    assert pools() == {'l2': ['l7se:se-a@l2', 'l7se:se-c@l2'],
+                       'l3': ['l7se:se-a@l3', 'l7se:se-c@l3']}
+    assert store.l7_unserved(L7G) == {}
+
+    # se-c's HAProxy of lb2 failed; se-a's UDP listener l3 failed.
+    store.record_agent('se-c', L7G, rejected_objects={
+        'loadbalancers': {'lb2': 'L7 SE se-c: bind: port in use'}})
+    store.record_agent('se-a', L7G, rejected_objects={
+        'listeners': {'l3': 'L7 SE se-a: nft refused'}})
+    # Another group's reports are not this group's.
+    store.record_agent('l4se', L4, rejected_objects={
+        'loadbalancers': {'lb2': 'no'}})
+    unserved = store.l7_unserved(L7G)
+    assert unserved == {'se-a': {'listeners': ['l3']},
+                        'se-c': {'loadbalancers': ['lb2']}}
+    before = store.snapshot(L4)['generation']
+    assert store.set_l7_members(
+        L7G, tier2.ready_members(
+            {se: {'role': 'tier2', 'ready': True,
+                  'tunnel_addresses': m['tunnel_addresses']}
+             for se, m in ready.items()}, unserved)) == [L4]
+    assert store.snapshot(L4)['generation'] == before + 1
+    assert pools() == {'l2': ['l7se:se-a@l2'], 'l3': []}
+    assert store.l7_members(L7G)['se-c']['unserved'] == {
+        'loadbalancers': ['lb2']}
+
+    # Both recover: back in every pool, at a new generation.
+    store.record_agent('se-c', L7G, rejected_objects=None)
+    store.record_agent('se-a', L7G, rejected_objects=None)
+    assert store.l7_unserved(L7G) == {}
+    assert store.set_l7_members(L7G, ready) == [L4]
+    assert pools() == {'l2': ['l7se:se-a@l2', 'l7se:se-c@l2'],
+                       'l3': ['l7se:se-a@l3', 'l7se:se-c@l3']}
 
 
 def test_tier1_load_balancers_are_untouched(store):
@@ -420,6 +469,11 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
     assert ('L7 SEs in the L4 rings: se-a 198.51.100.1/2001:db8:7::1, '
             'se-b 2001:db8:7::2 (draining)') in text
     assert not status.needs_attention(view)
+    store.set_l7_members(L7G, dict(L7SE, **{'se-a': dict(
+        L7SE['se-a'], unserved={'loadbalancers': ['lb2']})}))
+    text = status.render_table(status.fleet(store.db))
+    assert ('se-a 198.51.100.1/2001:db8:7::1 (not in the pools of '
+            'loadbalancers lb2), se-b') in text
 
 
 def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):

@@ -114,6 +114,31 @@ def test_join_drain_leave(store):
     assert len(changes) == 3
 
 
+def test_the_watcher_follows_what_an_l7_se_reports_error(store):
+    """What an L7 SE's signed report names ERROR alone leaves its L4
+    pools at the watcher's next look; tooz capabilities saying otherwise
+    (anybody who reaches the backend can write them) count for nothing."""
+    store.create_loadbalancer(graph())
+    coord, watcher, changes = make(store)
+    coord.join(L7G, 'se-a', **ready())
+    coord.join(L7G, 'se-b', **ready('198.51.100.2'))
+    watcher.run_once()
+    assert [m[0] for m in l4_members(store)] == ['l7se:se-a@l2',
+                                                 'l7se:se-b@l2']
+    store.record_agent('se-b', L7G, rejected_objects={
+        'loadbalancers': {'lb2': 'L7 SE se-b: HAProxy exited'}})
+    assert watcher.run_once() == [L4]
+    assert [m[0] for m in l4_members(store)] == ['l7se:se-a@l2']
+    assert watcher.run_once() == []
+    coord.join(L7G, 'se-b', **ready('198.51.100.2', unserved={}))
+    assert watcher.run_once() == []
+    store.record_agent('se-b', L7G, rejected_objects=None)
+    assert watcher.run_once() == [L4]
+    assert [m[0] for m in l4_members(store)] == ['l7se:se-a@l2',
+                                                 'l7se:se-b@l2']
+    assert len(changes) == 3
+
+
 def test_only_ready_tier2_members_with_a_tunnel_address_count(store):
     store.create_loadbalancer(graph())
     coord, watcher, _ = make(store)

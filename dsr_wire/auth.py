@@ -167,6 +167,7 @@ class Signer:
         self._key = None
         self.key_id = None
         self._lines = {}
+        self._last_ts = 0.0
         self._load()
 
     def _load(self):
@@ -198,8 +199,12 @@ class Signer:
 
     # -------------------------------------------------- RPC context
     def context(self, method, args):
-        """The RPC context carrying the signature of (method, args)."""
-        ts = time.time()
+        """The RPC context carrying the signature of (method, args).  Its
+        time never goes back between two messages of this signer: the
+        controller orders an SE's reports by it (a cast that overtook an
+        older one is not overwritten by it; Store.record_agent)."""
+        with self._lock:
+            ts = self._last_ts = max(time.time(), self._last_ts + 1e-6)
         nonce = uuid.uuid4().hex
         kid, sig = self.sign(canonical({'method': method,
                                         'args': normalized(args),
@@ -260,6 +265,16 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
     # wait in its queue longer than any in-memory window).
     if nonces is not None and not nonces.add(kid + ':' + nonce, ts):
         raise AuthError(f'replayed message (nonce {nonce} seen)')
+
+
+def signed_at(ctxt):
+    """The signing time of a context verify_context accepted (None for an
+    unsigned one)."""
+    auth = (ctxt or {}).get(CONTEXT_KEY) if isinstance(ctxt, dict) else None
+    try:
+        return float(auth['ts'])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def pack_line(text):

@@ -470,8 +470,14 @@ class AgentEndpoint:
         self.signer = signer
         self.on_news = on_news
 
-    def _store_report(self, what, se_id, se_group, **fields):
-        """Store an agent's report; the leader is woken when it is news."""
+    def _store_report(self, what, se_id, se_group, ctxt=None, kind=None,
+                      **fields):
+        """Store an agent's report; the leader is woken when it is news.
+        A signed one (the guard checked it) is ordered by its signing
+        time among the SE's reports of its kind (Store.record_agent)."""
+        signed = auth.signed_at(ctxt) if self.guard is not None else None
+        if signed is not None:
+            fields['sent'] = (kind, signed)
         news = _record(what, self.store.record_agent, se_id, se_group,
                        **fields)
         if news and self.on_news is not None:
@@ -518,7 +524,7 @@ class AgentEndpoint:
         # Older agents send none of the isolation keys: None is "nothing
         # rejected, limits unknown" for them.
         self._store_report(
-            f'state of SE {se_id}', se_id, se_group,
+            f'state of SE {se_id}', se_id, se_group, ctxt, 'report_state',
             applied_generation=state.get('applied_generation'),
             rejected_generation=state.get('rejected_generation'),
             error=state.get('error'),
@@ -537,7 +543,8 @@ class AgentEndpoint:
                               statuses=statuses):
             return
         self._store_report(f'member statuses of SE {se_id}', se_id,
-                           se_group, member_statuses=statuses)
+                           se_group, ctxt, 'report_member_status',
+                           member_statuses=statuses)
 
     def report_stats(self, ctxt, se_id, se_group, stats):
         if not self._admitted(ctxt, 'report_stats', se_id=se_id,
@@ -549,4 +556,5 @@ class AgentEndpoint:
         # also send were 13 x the size (25 MB an SE at 10,000 listeners x
         # 16 members: over MariaDB's default max_allowed_packet).
         self._store_report(f'statistics of SE {se_id}', se_id, se_group,
+                           ctxt, 'report_stats',
                            stats=_listener_stats(stats))

@@ -248,6 +248,10 @@ class AgentState(Base):
     ring_abi = sa.Column(sa.Integer)
     # {'peers': {address: session state}, 'announced': [prefix, ...]}
     bgp = sa.Column(JSONText)
+    # {report kind: signing time (the SE's clock) of the last stored}:
+    # an older report of a kind that arrives later is dropped
+    # (Store.record_agent).
+    report_times = sa.Column(JSONText)
     # Digest of member_statuses, rejected_objects and serviceable (store.
     # statuses_digest): the leader's operating round compares digests, not
     # the (group-sized) statuses themselves.

@@ -1549,28 +1549,44 @@ class Store:
             return l4_snapshot.document(s, se_group, generation)
 
     # ------------------------------------------------------------ agents
-    def record_agent(self, se_id, se_group, **fields):
+    def record_agent(self, se_id, se_group, sent=None, **fields):
         """Record what an agent reported; True when it is news to the
         leader's round (NEWS_FIELDS moved, or the SE is new here, changed
         group or was silent): the caller wakes the leader.  Its first
         reports may arrive together (report_state and
         report_member_status, on two RPC threads) and both try to create
-        its row: the one whose insert loses updates the winner's row."""
-        try:
-            return self._record_agent(se_id, se_group, fields)
-        except sa_exc.IntegrityError:
-            return self._record_agent(se_id, se_group, fields)
+        its row: the one whose insert loses updates the winner's row.
 
-    def _record_agent(self, se_id, se_group, fields):
+        sent: (report kind, signing time) of a signed report.  Two reports
+        of one kind may be stored in the other order (the controllers' RPC
+        threads handle casts at once): one signed before the last stored
+        of its kind is dropped (False), unless by more than
+        REORDER_WINDOW (the SE's clock stepped back across a restart: it
+        is taken as new, or the SE's reports would wait for its clock).
+        Each report is a whole state, so the newer one loses nothing."""
+        try:
+            return self._record_agent(se_id, se_group, fields, sent)
+        except sa_exc.IntegrityError:
+            return self._record_agent(se_id, se_group, fields, sent)
+
+    def _record_agent(self, se_id, se_group, fields, sent=None):
         now = time.time()
         # Not stored: the oldest generation the SE accepts, for _catch_up.
         fields = dict(fields)
         floor = fields.pop('generation_floor', None)
         with self.db.session() as s:
             # Locked when its stats are replaced (or carried, below):
-            # listener_totals.carry sees each report exactly once.
+            # listener_totals.carry sees each report exactly once; and to
+            # order signed reports (compare and set).
             row = s.get(models.AgentState, se_id,
-                        with_for_update='stats' in fields or None)
+                        with_for_update=('stats' in fields
+                                         or sent is not None) or None)
+            if sent is not None and row is not None and \
+                    _overtaken(row.report_times, *sent):
+                LOG.info('SE %s: a %s signed %.3f s before the last one '
+                         'stored arrived after it; dropped', se_id, sent[0],
+                         row.report_times[sent[0]] - sent[1])
+                return False
             news = row is None or row.se_group != se_group or \
                 row.updated_at < now - self.agent_ttl
             if row is None:
@@ -1608,6 +1624,9 @@ class Store:
                 news = True
             if STATUS_FIELDS.intersection(fields) or 'bgp' in fields:
                 row.statuses_digest = statuses_digest(row)
+            if sent is not None:
+                row.report_times = dict(row.report_times or {},
+                                        **{sent[0]: sent[1]})
             row.updated_at = now
         return news
 
@@ -1656,6 +1675,19 @@ def _generation(value):
     below the column's 2**63 (the group continues from one above it)."""
     return isinstance(value, int) and not isinstance(value, bool) \
         and 0 <= value < 2 ** 62
+
+
+# Seconds a report may have been signed before the last stored of its kind
+# and still be taken for one that arrived late (Store.record_agent): casts
+# overtake each other by milliseconds to seconds.
+REORDER_WINDOW = 30.0
+
+
+def _overtaken(report_times, kind, signed):
+    last = (report_times or {}).get(kind) if isinstance(
+        report_times, dict) else None
+    return isinstance(last, (int, float)) and \
+        last - REORDER_WINDOW < signed < last
 
 
 def _l7_member(row):

@@ -252,3 +252,18 @@ def test_a_deadline_floor_above_its_ceiling_is_refused():
     with pytest.raises(ValueError, match='floor 5 must be above 0 and at '
                                          'most ceiling 1'):
         agent_rpc.AnswerDeadline(floor=5, ceiling=1)
+
+
+def test_a_signers_contexts_never_go_back_in_time(signer, monkeypatch):
+    """The controller orders an SE's reports by their signing time: a
+    clock stepped back between two messages must not make the second
+    look older."""
+    now = [1_000.0]
+    monkeypatch.setattr(auth.time, 'time', lambda: now[0])
+    first = auth.signed_at(signer.context('report_state', {}))
+    now[0] = 990.0
+    second = auth.signed_at(signer.context('report_state', {}))
+    now[0] = 1_005.0
+    third = auth.signed_at(signer.context('report_state', {}))
+    assert first == 1_000.0 and first < second < 1_000.01 and third == 1_005.0
+    assert auth.signed_at({}) is None and auth.signed_at(None) is None

@@ -8,6 +8,8 @@ from dsr_provider.controller import endpoints
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
+from dsr_provider.controller import store as store_mod
+from tests.unit.dsr_provider.controller.test_guard import enrolled
 from tests.unit.dsr_provider.controller.test_reporter import backdate
 from tests.unit.dsr_provider.controller.test_reporter import make
 from tests.unit.dsr_provider.controller.test_reporter import reported
@@ -596,3 +598,55 @@ def test_statistics_keep_the_listeners_only(store):
     ep.report_stats({}, 'se1', 'g1', {'listeners': ['junk']})
     with store.db.session() as s:
         assert s.get(models.AgentState, 'se1').stats == {'listeners': {}}
+
+
+# ------------------------------------------------ reports out of order
+def test_a_report_that_arrives_after_a_newer_one_is_dropped(store, tmp_path):
+    """Two signed reports of one SE handled at once (two RPC threads, two
+    controllers) may be stored in the other order: the older one,
+    arriving last, must not replace the newer state -- an SE's state
+    stays as it is until its next report (10 s), its member statuses
+    until they change again.  Each kind is ordered on its own."""
+    signer = enrolled(store, tmp_path, (('se1', 'g1'),))['se1']
+    ep = endpoints.AgentEndpoint(store, guard=guard_mod.AgentGuard(store.db))
+
+    def signed(method, **args):
+        return signer.context(method, dict(se_id='se1', se_group='g1',
+                                           **args))
+    old_state = {'applied_generation': 5}
+    new_state = {'applied_generation': 6}
+    old = signed('report_state', state=old_state)
+    new = signed('report_state', state=new_state)
+    stats = signed('report_stats', stats={'listeners': {}})
+    ep.report_state(new, 'se1', 'g1', new_state)
+    ep.report_stats(stats, 'se1', 'g1', {'listeners': {}})
+    ep.report_state(old, 'se1', 'g1', old_state)
+    assert agent_row(store, 'se1').applied_generation == 6
+    # Statuses: ERROR then ONLINE, stored the other way round.
+    error = signed('report_member_status', generation=6,
+                   statuses={'m1': 'ERROR'})
+    online = signed('report_member_status', generation=6,
+                    statuses={'m1': 'ONLINE'})
+    ep.report_member_status(online, 'se1', 'g1', 6, {'m1': 'ONLINE'})
+    ep.report_member_status(error, 'se1', 'g1', 6, {'m1': 'ERROR'})
+    assert agent_row(store, 'se1').member_statuses == {'m1': 'ONLINE'}
+    # In order, each is stored.
+    newer = signed('report_state', state={'applied_generation': 7})
+    ep.report_state(newer, 'se1', 'g1', {'applied_generation': 7})
+    assert agent_row(store, 'se1').applied_generation == 7
+
+
+def test_a_report_from_before_a_clock_step_is_taken(store):
+    """Signed more than REORDER_WINDOW before the last stored: the SE's
+    clock went back across a restart, not a late cast: stored, or its
+    reports would wait for its clock to catch up."""
+    last = 1_000_000.0
+    assert store.record_agent('se1', 'g1', sent=('report_state', last),
+                              applied_generation=5)
+    assert store.record_agent('se1', 'g1', sent=('report_state', last - 1),
+                              applied_generation=4) is False
+    assert agent_row(store, 'se1').applied_generation == 5
+    store.record_agent('se1', 'g1', sent=(
+        'report_state', last - store_mod.REORDER_WINDOW - 1),
+        applied_generation=3)
+    assert agent_row(store, 'se1').applied_generation == 3

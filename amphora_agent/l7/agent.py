@@ -211,11 +211,13 @@ class L7Agent:
 
     # -- what the contract publishes ------------------------------------
 
+    def _tunnel_addresses(self):
+        return {str(f): str(a) for f, a in
+                sorted(self.engine.host.tunnel_addresses.items())}
+
     def capabilities(self):
         return {'role': 'tier2',
-                'tunnel_addresses': {
-                    str(f): str(a) for f, a in
-                    sorted(self.engine.host.tunnel_addresses.items())},
+                'tunnel_addresses': self._tunnel_addresses(),
                 # Not asked while draining: readiness reads the SE's
                 # namespace, which the draining stop's thread is not in.
                 'ready': not self.draining and bool(self.engine.ready),
@@ -228,6 +230,9 @@ class L7Agent:
                 'error': self.last_error,
                 'rejected_generation': self.rejected_generation,
                 'ready': self.capabilities()['ready'],
+                # Signed, unlike its tooz capabilities: the controller
+                # steers the L4 pools to these only (tier2.ready_members).
+                'tunnel_addresses': self._tunnel_addresses(),
                 'load_balancers': self.engine.result,
                 # What the controller makes ERROR (with what is below it),
                 # as it does for the L4 SEs' rejections: a load balancer
@@ -347,9 +352,12 @@ class L7Agent:
     def report(self, again=False):
         """Capabilities (when they changed), state, member status (when
         changed, or ``again``)."""
+        # The signed state first (a cast, queued): with authentication on
+        # the controller takes an L7 SE into the L4 pools only once it
+        # reported, at the addresses of its report.
+        self.controller.report_state(self.se_id, self.se_group, self.state())
         if self.publisher is not None:
             self._publish(self.capabilities())
-        self.controller.report_state(self.se_id, self.se_group, self.state())
         statuses = member_statuses(self.engine)
         if statuses != self._reported_statuses or again:
             self.controller.report_member_status(

@@ -248,6 +248,9 @@ class AgentState(Base):
     ring_abi = sa.Column(sa.Integer)
     # {'peers': {address: session state}, 'announced': [prefix, ...]}
     bgp = sa.Column(JSONText)
+    # {"4": address, "6": address}: an L7 SE's tunnel addresses from its
+    # signed report (null: an L4 SE, or an L7 agent from before 0017).
+    tunnel_addresses = sa.Column(JSONText)
     # {report kind: signing time (the SE's clock) of the last stored}:
     # an older report of a kind that arrives later is dropped
     # (Store.record_agent).

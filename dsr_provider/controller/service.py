@@ -207,7 +207,8 @@ class Controller:
             members_of = tier2.enrolled_only(self.database, members_of)
         self._tier2 = tier2.start(
             self.store, members_of,
-            self._tier2_changed(notifier), lambda: self.election.leading)
+            self._tier2_changed(notifier), lambda: self.election.leading,
+            signed_only=self.signer is not None)
 
     def _woken(self):
         """Something was stored, here or by another controller (wake.py):

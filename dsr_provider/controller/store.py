@@ -1474,22 +1474,25 @@ class Store:
             return {m.se_id: _l7_member(m) for m in s.query(
                 models.L7SEMember).filter_by(l7_se_group=l7_group)}
 
-    def l7_unserved(self, l7_group):
-        """{se_id: {'loadbalancers': [id, ...], 'listeners': [id, ...]}}:
-        what each L7 SE of l7_group left ERROR alone, from its last signed
-        report (rejected_objects; only SEs with something)."""
+    def l7_reports(self, l7_group):
+        """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
+        [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None}} of
+        every L7 SE of l7_group that reported: what it left ERROR alone
+        (rejected_objects) and its tunnel addresses, from its last report
+        (signed when authentication is on)."""
         with self.db.session() as s:
             rows = s.query(models.AgentState.se_id,
-                           models.AgentState.rejected_objects).filter_by(
+                           models.AgentState.rejected_objects,
+                           models.AgentState.tunnel_addresses).filter_by(
                 se_group=l7_group)
             result = {}
-            for se_id, rejected in rows:
-                unserved = {kind: sorted(rejected[kind])
-                            for kind in UNSERVED_KINDS
-                            if isinstance(rejected, dict)
-                            and rejected.get(kind)}
-                if unserved:
-                    result[se_id] = unserved
+            for se_id, rejected, addresses in rows:
+                result[se_id] = {
+                    'unserved': {kind: sorted(rejected[kind])
+                                 for kind in UNSERVED_KINDS
+                                 if isinstance(rejected, dict)
+                                 and rejected.get(kind)},
+                    'tunnel_addresses': addresses}
             return result
 
     def set_l7_members(self, l7_group, members):

@@ -106,7 +106,8 @@ def enrolled_only(database, members_of):
     return members
 
 
-def ready_members(capabilities, unserved=None):
+def ready_members(capabilities, reported=None, signed_only=False,
+                  on_mismatch=None):
     """{se_id: capabilities} of a group's live members -> the L7 SEs of
     the L4 pools, {se_id: {'tunnel_addresses': {...}, 'draining': bool}}:
     the ready ones, and the draining ones (weight 0: no new flows, while
@@ -115,25 +116,39 @@ def ready_members(capabilities, unserved=None):
     tier-1 agent in the wrong group), neither ready nor draining, or
     without a usable tunnel address are not members of the L4 pools.
 
-    unserved: {se_id: {'loadbalancers': [...], 'listeners': [...]}} what
-    an SE left ERROR alone (Store.l7_unserved, from its signed reports,
-    not from tooz, which anybody who reaches it can write): kept as the
-    member's 'unserved', and those objects' L4 pools leave it out
-    (l7_snapshot.l4_load_balancer)."""
-    unserved = unserved or {}
+    reported: Store.l7_reports -- each SE's last report over RPC (signed
+    when authentication is on), not tooz, which anybody who reaches it
+    can write.  What an SE left ERROR alone is kept as the member's
+    'unserved', and those objects' L4 pools leave it out
+    (l7_snapshot.l4_load_balancer).  signed_only (authentication on): an
+    SE counts only once it has reported, at the tunnel addresses of its
+    report -- a tooz entry naming other addresses (an impostor, or an SE
+    whose new address is not reported yet) steers nothing there
+    (on_mismatch(se_id, claimed, reported) is told); an L7 agent from
+    before reported addresses (none in its report) is believed from
+    tooz, as before."""
+    reported = reported or {}
     result = {}
     for se_id, caps in capabilities.items():
         if not isinstance(caps, dict) or caps.get('role') != ROLE or (
                 caps.get('ready') is not True and
                 caps.get('draining') is not True):
             continue
+        report = reported.get(se_id)
+        if signed_only and report is None:
+            continue        # not heard from over RPC yet
         addresses = _tunnel_addresses(se_id, caps)
         if addresses is None:
             continue
+        signed = (report or {}).get('tunnel_addresses')
+        if signed_only and signed:
+            if addresses != signed and on_mismatch is not None:
+                on_mismatch(se_id, addresses, signed)
+            addresses = dict(signed)
         result[se_id] = {'tunnel_addresses': addresses,
                          'draining': caps.get('draining') is True}
-        if unserved.get(se_id):
-            result[se_id]['unserved'] = unserved[se_id]
+        if report and report.get('unserved'):
+            result[se_id]['unserved'] = report['unserved']
     return result
 
 
@@ -199,12 +214,16 @@ def tooz_members(coordinator, recall=None):
 
 class MembershipWatcher:
     def __init__(self, store, members_of, on_change=None,
-                 clock=time.monotonic):
+                 clock=time.monotonic, signed_only=False):
         """members_of(l7_group) -> {se_id: capabilities}; on_change(): a
-        generation was bumped (tell the agents now)."""
+        generation was bumped (tell the agents now); signed_only: the L4
+        pools steer to the addresses of the L7 SEs' signed reports
+        (ready_members)."""
         self.store = store
         self.members_of = members_of
         self.on_change = on_change
+        self.signed_only = signed_only
+        self._mismatched = set()
         self._clock = clock
         self._failing = set()
         # {l7 group: L7 contract version last seen}: empty in a new term.
@@ -240,8 +259,10 @@ class MembershipWatcher:
         for l7_group in self._l7_groups():
             try:
                 live = self.members_of(l7_group)
-                members = ready_members(live,
-                                        self.store.l7_unserved(l7_group))
+                members = ready_members(
+                    live, self.store.l7_reports(l7_group),
+                    signed_only=self.signed_only,
+                    on_mismatch=self._mismatch)
             except Exception as exc:  # noqa: BLE001 -- backend errors
                 if l7_group not in self._failing:
                     LOG.warning('L7 group %s: membership unreadable (%s); '
@@ -268,6 +289,16 @@ class MembershipWatcher:
         if bumped and self.on_change is not None:
             self.on_change()
         return bumped
+
+    def _mismatch(self, se_id, claimed, reported):
+        key = (se_id, tuple(sorted(claimed.items())))
+        if key in self._mismatched:
+            return
+        self._mismatched.add(key)
+        LOG.warning('L7 SE %s: the coordination backend gives tunnel '
+                    'addresses %s, its signed report %s: the L4 pools use '
+                    'the report\'s (docs/security.md)', auth.shown(se_id),
+                    auth.shown(claimed), reported)
 
     def _follow_contract(self, l7_group, live):
         """Note the group's L7 contract version; a new generation when it
@@ -315,7 +346,8 @@ class MembershipWatcher:
                 LOG.exception('L7 membership round failed; retrying')
 
 
-def start(store, members_of, on_change, leading, interval=POLL_INTERVAL):
+def start(store, members_of, on_change, leading, interval=POLL_INTERVAL,
+          signed_only=False):
     """The watcher in a thread of its own (the reporter's round can take
     seconds on a slow Octavia; membership must not wait for it), and the
     L7 documents' contract read from members_of.  Returns (thread, stop
@@ -323,7 +355,8 @@ def start(store, members_of, on_change, leading, interval=POLL_INTERVAL):
     # Every controller builds L7 documents (get_config), leading or not.
     l7_snapshot.contract_of = ContractReader(members_of)
     stop = threading.Event()
-    watcher = MembershipWatcher(store, members_of, on_change)
+    watcher = MembershipWatcher(store, members_of, on_change,
+                                signed_only=signed_only)
     thread = threading.Thread(target=watcher.run,
                               args=(stop, leading, interval),
                               name='tier2-membership', daemon=True)

@@ -112,6 +112,9 @@ def test_signed_document_applied_reported_and_published(lab):
     state = lab.controller.last('state')[1]
     assert state['applied_generation'] == 5 and state['error'] is None
     assert state['load_balancers']['lb1']['status'] == 'ACTIVE'
+    # Its tunnel addresses in the signed report too: the controller
+    # steers the L4 pools to these, not to tooz's.
+    assert state['tunnel_addresses'] == {'4': '198.18.7.2'}
     # m2's pool serves no listener: HAProxy does not run it.
     assert lab.controller.last('members') == (
         'members', 5, {'m1': 'NO_MONITOR', 'm2': 'OFFLINE'})

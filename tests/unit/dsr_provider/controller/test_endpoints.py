@@ -650,3 +650,16 @@ def test_a_report_from_before_a_clock_step_is_taken(store):
         'report_state', last - store_mod.REORDER_WINDOW - 1),
         applied_generation=3)
     assert agent_row(store, 'se1').applied_generation == 3
+
+
+def test_an_l7_ses_reported_tunnel_addresses_are_kept_if_well_formed(store):
+    ep = endpoints.AgentEndpoint(store)
+    ep.report_state({}, 'l7a', 'edge-l7', {'tunnel_addresses': {
+        '4': '198.18.7.1', '6': '2001:db8:7::1'}})
+    assert agent_row(store, 'l7a').tunnel_addresses == {
+        '4': '198.18.7.1', '6': '2001:db8:7::1'}
+    ep.report_state({}, 'l7a', 'edge-l7', {'tunnel_addresses': {
+        '4': '2001:db8:7::1', '6': 'nope', '5': '198.18.7.1'}})
+    assert agent_row(store, 'l7a').tunnel_addresses is None
+    ep.report_state({}, 'l7a', 'edge-l7', {'tunnel_addresses': ['x']})
+    assert agent_row(store, 'l7a').tunnel_addresses is None

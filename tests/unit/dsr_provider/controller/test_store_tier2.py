@@ -141,7 +141,7 @@ def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
                 for lid, lst in sorted(listeners.items())}
     assert pools() == {'l2': ['l7se:se-a@l2', 'l7se:se-c@l2'],
                        'l3': ['l7se:se-a@l3', 'l7se:se-c@l3']}
-    assert store.l7_unserved(L7G) == {}
+    assert store.l7_reports(L7G) == {}
 
     # se-c's HAProxy of lb2 failed; se-a's UDP listener l3 failed.
     store.record_agent('se-c', L7G, rejected_objects={
@@ -151,15 +151,17 @@ def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
     # Another group's reports are not this group's.
     store.record_agent('l4se', L4, rejected_objects={
         'loadbalancers': {'lb2': 'no'}})
-    unserved = store.l7_unserved(L7G)
-    assert unserved == {'se-a': {'listeners': ['l3']},
-                        'se-c': {'loadbalancers': ['lb2']}}
+    reported = store.l7_reports(L7G)
+    assert reported == {
+        'se-a': {'unserved': {'listeners': ['l3']}, 'tunnel_addresses': None},
+        'se-c': {'unserved': {'loadbalancers': ['lb2']},
+                 'tunnel_addresses': None}}
     before = store.snapshot(L4)['generation']
     assert store.set_l7_members(
         L7G, tier2.ready_members(
             {se: {'role': 'tier2', 'ready': True,
                   'tunnel_addresses': m['tunnel_addresses']}
-             for se, m in ready.items()}, unserved)) == [L4]
+             for se, m in ready.items()}, reported)) == [L4]
     assert store.snapshot(L4)['generation'] == before + 1
     assert pools() == {'l2': ['l7se:se-a@l2'], 'l3': []}
     assert store.l7_members(L7G)['se-c']['unserved'] == {
@@ -168,7 +170,7 @@ def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
     # Both recover: back in every pool, at a new generation.
     store.record_agent('se-c', L7G, rejected_objects=None)
     store.record_agent('se-a', L7G, rejected_objects=None)
-    assert store.l7_unserved(L7G) == {}
+    assert all(not r['unserved'] for r in store.l7_reports(L7G).values())
     assert store.set_l7_members(L7G, ready) == [L4]
     assert pools() == {'l2': ['l7se:se-a@l2', 'l7se:se-c@l2'],
                        'l3': ['l7se:se-a@l3', 'l7se:se-c@l3']}

@@ -19,6 +19,7 @@ may meet during an upgrade, with several controllers on the topic).
 """
 
 import collections
+import random
 import threading
 import time
 
@@ -68,7 +69,7 @@ class AnswerDeadline:
     FACTOR = 4
     SAMPLES = 8
 
-    def __init__(self, floor=2.0, ceiling=10.0):
+    def __init__(self, floor=3.0, ceiling=10.0):
         if not 0 < floor <= ceiling:
             raise ValueError(f'get_config deadline: floor {floor} must be '
                              f'above 0 and at most ceiling {ceiling}')
@@ -99,7 +100,7 @@ class ControllerClient:
     """What an agent calls on the controller."""
 
     def __init__(self, transport, timeout=10, signer=None, retry=None,
-                 timeout_floor=2.0):
+                 timeout_floor=3.0):
         """timeout: the longest a get_config waits for its answer;
         timeout_floor: the shortest (AnswerDeadline).
         signer: auth.Signer of this SE's key; every message carries its
@@ -130,8 +131,11 @@ class ControllerClient:
     def _timed_call(self, client, args):
         """get_config within the deadline, which learns from the answer."""
         started = time.monotonic()
+        # Up to a quarter more, at random: the SEs of a group that all
+        # time out in one change storm do not all ask again at once.
+        timeout = self.deadline.current() * (1 + random.random() / 4)
         try:
-            answer = client.prepare(timeout=self.deadline.current()).call(
+            answer = client.prepare(timeout=timeout).call(
                 self._ctxt('get_config', args), 'get_config', **args)
         except messaging.MessagingTimeout:
             self.deadline.timed_out()

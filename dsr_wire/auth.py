@@ -199,12 +199,19 @@ class Signer:
 
     # -------------------------------------------------- RPC context
     def context(self, method, args):
-        """The RPC context carrying the signature of (method, args).  Its
-        time never goes back between two messages of this signer: the
-        controller orders an SE's reports by it (a cast that overtook an
-        older one is not overwritten by it; Store.record_agent)."""
+        """The RPC context carrying the signature of (method, args).
+
+        The controller orders an SE's reports by its time (a cast that
+        overtook an older one is not overwritten by it; Store.record_agent),
+        so two messages never carry the same time and a small step back of
+        the clock (up to HOLD_FORWARD) is held over; a larger one is
+        taken: held, every message would be refused by its peers' window
+        until the clock caught up (the controller takes such a step for
+        what it is)."""
         with self._lock:
-            ts = self._last_ts = max(time.time(), self._last_ts + 1e-6)
+            now, last = time.time(), self._last_ts
+            ts = self._last_ts = last + 1e-6 \
+                if last - HOLD_FORWARD < now <= last else now
         nonce = uuid.uuid4().hex
         kid, sig = self.sign(canonical({'method': method,
                                         'args': normalized(args),
@@ -265,6 +272,10 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
     # wait in its queue longer than any in-memory window).
     if nonces is not None and not nonces.add(kid + ':' + nonce, ts):
         raise AuthError(f'replayed message (nonce {nonce} seen)')
+
+
+# Seconds a step back of the clock is held over by Signer.context.
+HOLD_FORWARD = 1.0
 
 
 def signed_at(ctxt):

@@ -37,6 +37,7 @@ import threading
 import time
 
 from oslo_log import log as logging
+import oslo_messaging as messaging
 
 from amphora_agent import control as control_mod
 from amphora_agent.l7 import engine as engine_mod
@@ -208,6 +209,7 @@ class L7Agent:
         self._entered = threading.Event()   # the worker is in the SE's ns
         self._go = threading.Event()        # published and listening: loop
         self._start_error = None
+        self._reported_dead = []
 
     # -- what the contract publishes ------------------------------------
 
@@ -225,6 +227,7 @@ class L7Agent:
                 l7_schema.CONTRACT_CAPABILITY: l7_schema.CONTRACT_VERSION}
 
     def state(self):
+        dead = self._dead()
         return {'role': 'tier2',
                 'applied_generation': self.engine.generation,
                 'error': self.last_error,
@@ -233,6 +236,12 @@ class L7Agent:
                 # Signed, unlike its tooz capabilities: the controller
                 # steers the L4 pools to these only (tier2.ready_members).
                 'tunnel_addresses': self._tunnel_addresses(),
+                # HAProxies that died and wait for their restart (a crash
+                # loop waits up to RETRY_INTERVAL): the controller leaves
+                # this SE out of their L4 pools meanwhile.
+                'helpers': {'haproxy': {
+                    'state': 'restarting' if dead else 'running',
+                    'not_running': dead}},
                 'load_balancers': self.engine.result,
                 # What the controller makes ERROR (with what is below it),
                 # as it does for the L4 SEs' rejections: a load balancer
@@ -306,6 +315,10 @@ class L7Agent:
         self.report()
         return True
 
+    def _dead(self):
+        """The load balancers whose HAProxy should run and does not."""
+        return self.engine.dead() if self._document is not None else []
+
     def supervise(self, udp=False):
         """Bring back what the applied generation runs and this SE lost:
         at once a HAProxy that died (crashed, killed), and every
@@ -319,6 +332,11 @@ class L7Agent:
             return False
         engine = self.engine
         dead = engine.dead()
+        # A death is reported at once (its L4 pools leave this SE), not at
+        # the next heartbeat; the restart below reports again.
+        if dead != self._reported_dead:
+            self._reported_dead = dead
+            self.report()
         if udp:
             dead += engine.udp_missing()
         failed = engine.failed()
@@ -443,6 +461,13 @@ class L7Agent:
             try:
                 if fetch:
                     self.sync()
+            except messaging.MessagingTimeout:
+                # Already waited (the call's deadline): ask again at once;
+                # the broker gives the call to a live controller.
+                LOG.warning('the controller did not answer get_config in '
+                            'time; asking again')
+                with self._lock:
+                    self._fetch_wanted = True
             except Exception:  # noqa: BLE001 -- keep the L7 SE running
                 LOG.exception('L7 sync failed; retrying')
                 with self._lock:

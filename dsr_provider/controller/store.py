@@ -1474,26 +1474,28 @@ class Store:
             return {m.se_id: _l7_member(m) for m in s.query(
                 models.L7SEMember).filter_by(l7_se_group=l7_group)}
 
-    def l7_reports(self, l7_group):
+    def l7_reports(self, l7_group, se_ids=None):
         """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
         [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None}} of
-        every L7 SE of l7_group that reported: what it left ERROR alone
-        (rejected_objects) and its tunnel addresses, from its last report
-        (signed when authentication is on)."""
+        the L7 SEs of l7_group that reported (those in `se_ids` only, when
+        given): what each does not serve -- left ERROR alone
+        (rejected_objects), or whose HAProxy waits for its restart
+        (helpers.haproxy.not_running) -- and its tunnel addresses, from
+        its last report (signed when authentication is on)."""
         with self.db.session() as s:
-            rows = s.query(models.AgentState.se_id,
-                           models.AgentState.rejected_objects,
-                           models.AgentState.tunnel_addresses).filter_by(
+            query = s.query(models.AgentState.se_id,
+                            models.AgentState.rejected_objects,
+                            models.AgentState.helpers,
+                            models.AgentState.tunnel_addresses).filter_by(
                 se_group=l7_group)
-            result = {}
-            for se_id, rejected, addresses in rows:
-                result[se_id] = {
-                    'unserved': {kind: sorted(rejected[kind])
-                                 for kind in UNSERVED_KINDS
-                                 if isinstance(rejected, dict)
-                                 and rejected.get(kind)},
-                    'tunnel_addresses': addresses}
-            return result
+            if se_ids is not None:
+                if not se_ids:
+                    return {}
+                query = query.filter(
+                    models.AgentState.se_id.in_(sorted(se_ids)))
+            return {se_id: {'unserved': _unserved(rejected, helpers),
+                            'tunnel_addresses': addresses}
+                    for se_id, rejected, helpers, addresses in query}
 
     def set_l7_members(self, l7_group, members):
         """Make the ready L7 SEs of l7_group exactly `members` ({se_id:
@@ -1563,9 +1565,10 @@ class Store:
         sent: (report kind, signing time) of a signed report.  Two reports
         of one kind may be stored in the other order (the controllers' RPC
         threads handle casts at once): one signed before the last stored
-        of its kind is dropped (False), unless by more than
-        REORDER_WINDOW (the SE's clock stepped back across a restart: it
-        is taken as new, or the SE's reports would wait for its clock).
+        of its kind is dropped (only the SE's sign of life is kept), unless
+        that last one was signed ahead of this controller's clock by more
+        than CLOCK_SKEW -- the SE's clock went back, and its reports from
+        now on are the newer ones (else they would wait for its clock).
         Each report is a whole state, so the newer one loses nothing."""
         try:
             return self._record_agent(se_id, se_group, fields, sent)
@@ -1581,15 +1584,23 @@ class Store:
             # Locked when its stats are replaced (or carried, below):
             # listener_totals.carry sees each report exactly once; and to
             # order signed reports (compare and set).
+            lock = 'stats' in fields or sent is not None
+            if lock and s.get_bind().dialect.name == 'sqlite':
+                # FOR UPDATE means nothing there, and pysqlite begins a
+                # transaction at the first write only: the read would see
+                # what a concurrent report is about to replace.
+                s.execute(sa.text('BEGIN IMMEDIATE'))
             row = s.get(models.AgentState, se_id,
-                        with_for_update=('stats' in fields
-                                         or sent is not None) or None)
+                        with_for_update=lock or None)
             if sent is not None and row is not None and \
-                    _overtaken(row.report_times, *sent):
+                    _overtaken(row.report_times, *sent, now):
                 LOG.info('SE %s: a %s signed %.3f s before the last one '
                          'stored arrived after it; dropped', se_id, sent[0],
                          row.report_times[sent[0]] - sent[1])
-                return False
+                # Still a sign of life (agent_ttl).
+                back = row.updated_at < now - self.agent_ttl
+                row.updated_at = now
+                return back
             news = row is None or row.se_group != se_group or \
                 row.updated_at < now - self.agent_ttl
             if row is None:
@@ -1680,17 +1691,20 @@ def _generation(value):
         and 0 <= value < 2 ** 62
 
 
-# Seconds a report may have been signed before the last stored of its kind
-# and still be taken for one that arrived late (Store.record_agent): casts
-# overtake each other by milliseconds to seconds.
-REORDER_WINDOW = 30.0
+# Seconds an SE's clock may run ahead of this controller's and its reports
+# still be ordered (Store.record_agent): a last report signed further ahead
+# means the SE's clock has gone back since.
+CLOCK_SKEW = 2.0
 
 
-def _overtaken(report_times, kind, signed):
+def _overtaken(report_times, kind, signed, now):
+    """A report signed before the last one stored of its kind, which was
+    not signed ahead of `now` (this controller's clock) by more than
+    CLOCK_SKEW."""
     last = (report_times or {}).get(kind) if isinstance(
         report_times, dict) else None
     return isinstance(last, (int, float)) and \
-        last - REORDER_WINDOW < signed < last
+        signed < last <= now + CLOCK_SKEW
 
 
 def _l7_member(row):
@@ -1705,6 +1719,19 @@ def _l7_member(row):
 # What an L7 SE can leave ERROR alone (its rejected_objects kinds) that its
 # L4 pools follow: a load balancer (all its listeners), a listener.
 UNSERVED_KINDS = ('loadbalancers', 'listeners')
+
+
+def _unserved(rejected, helpers):
+    """{kind: sorted ids} an L7 SE does not serve, from its report."""
+    found = {kind: set(rejected[kind]) for kind in UNSERVED_KINDS
+             if isinstance(rejected, dict)
+             and isinstance(rejected.get(kind), dict) and rejected[kind]}
+    haproxy = helpers.get('haproxy') if isinstance(helpers, dict) else None
+    dead = haproxy.get('not_running') if isinstance(haproxy, dict) else None
+    if isinstance(dead, list) and dead:
+        found.setdefault('loadbalancers', set()).update(
+            str(lb_id) for lb_id in dead)
+    return {kind: sorted(ids) for kind, ids in found.items()}
 
 
 def statuses_digest(row):

@@ -260,7 +260,7 @@ class MembershipWatcher:
             try:
                 live = self.members_of(l7_group)
                 members = ready_members(
-                    live, self.store.l7_reports(l7_group),
+                    live, self.store.l7_reports(l7_group, set(live)),
                     signed_only=self.signed_only,
                     on_mismatch=self._mismatch)
             except Exception as exc:  # noqa: BLE001 -- backend errors

@@ -355,7 +355,10 @@ def test_an_l7_se_that_fails_a_load_balancer_leaves_its_l4_pools(lab):
             served
     finally:
         netns.kill_proc(taker)
-    lab.openstack('loadbalancer', 'delete', '--cascade', 'lb-blocked')
+        if any(lb['name'] == 'lb-blocked'
+               for lb in h.api(lab, 'loadbalancers')['loadbalancers']):
+            lab.openstack('loadbalancer', 'delete', '--cascade',
+                          'lb-blocked')
     netns.wait_for(lambda: not any(
         lb['name'] == 'lb-blocked'
         for lb in h.api(lab, 'loadbalancers')['loadbalancers']), 60,

@@ -497,3 +497,33 @@ def test_a_crash_looping_haproxy_is_restarted_ever_more_slowly(
     assert len(applied) == 4
     clock[0] += agent_mod.CRASH_WINDOW + 1   # stable for a while: at once
     assert lab.agent.supervise()
+
+
+def test_a_haproxy_waiting_for_its_restart_is_reported_at_once(lab):
+    """A HAProxy that died and waits out its restart delay (a crash loop:
+    up to RETRY_INTERVAL) is reported at the round that sees it, so that
+    the controller takes this SE out of its L4 pools meanwhile; its
+    restart is reported too."""
+    p1 = free_port()
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', p1), se_group=GROUP, generation=3))
+    assert lab.agent.sync() is True
+    state = lab.controller.last('state')[1]
+    assert state['helpers'] == {'haproxy': {'state': 'running',
+                                            'not_running': []}}
+    lab.agent._restart_at = time.monotonic() + 3600     # in its delay
+    lab.engine.process('lb1').stop()
+    reports = len(lab.controller.casts)
+    assert lab.agent.supervise() is False               # not restarted yet
+    assert len(lab.controller.casts) > reports          # but reported
+    state = lab.controller.last('state')[1]
+    assert state['helpers'] == {'haproxy': {'state': 'restarting',
+                                            'not_running': ['lb1']}}
+    assert state['rejected_objects'] == {}              # not ERROR
+    reports = len(lab.controller.casts)
+    assert lab.agent.supervise() is False
+    assert len(lab.controller.casts) == reports         # said once
+    lab.agent._restart_at = 0.0
+    assert lab.agent.supervise() is True
+    assert lab.controller.last('state')[1]['helpers']['haproxy'] == {
+        'state': 'running', 'not_running': []}

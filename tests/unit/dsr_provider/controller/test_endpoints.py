@@ -1,5 +1,8 @@
 """ChangeEndpoint: which changes are applied, dropped or requeued."""
 
+import threading
+import time
+
 import oslo_messaging as messaging
 import pytest
 from sqlalchemy import exc as sa_exc
@@ -636,19 +639,62 @@ def test_a_report_that_arrives_after_a_newer_one_is_dropped(store, tmp_path):
     assert agent_row(store, 'se1').applied_generation == 7
 
 
-def test_a_report_from_before_a_clock_step_is_taken(store):
-    """Signed more than REORDER_WINDOW before the last stored: the SE's
-    clock went back across a restart, not a late cast: stored, or its
-    reports would wait for its clock to catch up."""
-    last = 1_000_000.0
-    assert store.record_agent('se1', 'g1', sent=('report_state', last),
+def test_a_report_after_the_ses_clock_went_back_is_taken(store):
+    """The last report was signed ahead of this controller's clock by more
+    than CLOCK_SKEW: the SE's clock was fast and has been set back, and
+    its reports from now on are the newer ones -- stored, or they would
+    wait for its clock.  A report that was merely late is dropped, and
+    still counts as a sign of life."""
+    now = time.time()
+    assert store.record_agent('se1', 'g1', sent=('report_state', now - 1),
                               applied_generation=5)
-    assert store.record_agent('se1', 'g1', sent=('report_state', last - 1),
+    store.agent_ttl = 0.0          # every stored report is "silent" at once
+    assert store.record_agent('se1', 'g1', sent=('report_state', now - 2),
+                              applied_generation=4) is True
+    row = agent_row(store, 'se1')
+    assert row.applied_generation == 5 and row.updated_at >= now
+    store.agent_ttl = 30.0
+    assert store.record_agent('se1', 'g1', sent=('report_state', now - 2),
                               applied_generation=4) is False
-    assert agent_row(store, 'se1').applied_generation == 5
-    store.record_agent('se1', 'g1', sent=(
-        'report_state', last - store_mod.REORDER_WINDOW - 1),
-        applied_generation=3)
+    # Fast by a minute, then set back.
+    store.record_agent('se1', 'g1', sent=('report_state', now + 60),
+                       applied_generation=6)
+    store.record_agent('se1', 'g1', sent=('report_state', now + 0.5),
+                       applied_generation=7)
+    assert agent_row(store, 'se1').applied_generation == 7
+
+
+def test_two_reports_at_once_keep_the_newer_on_sqlite(store, monkeypatch):
+    """The compare and set holds with two RPC threads at once on SQLite,
+    where FOR UPDATE means nothing: the older report's transaction is held
+    right after it read the row, the newer one runs meanwhile."""
+    now = time.time()
+    store.record_agent('se1', 'g1', sent=('report_state', now - 10),
+                       applied_generation=1)
+    real = store_mod._overtaken
+    read, resume = threading.Event(), threading.Event()
+
+    def overtaken(*args):
+        if args[2] == now - 2:          # the older report
+            read.set()
+            resume.wait(10)
+        return real(*args)
+    monkeypatch.setattr(store_mod, '_overtaken', overtaken)
+    older = threading.Thread(target=store.record_agent, args=(
+        'se1', 'g1'), kwargs={'sent': ('report_state', now - 2),
+                              'applied_generation': 2})
+    newer = threading.Thread(target=store.record_agent, args=(
+        'se1', 'g1'), kwargs={'sent': ('report_state', now - 1),
+                              'applied_generation': 3})
+    older.start()
+    assert read.wait(10)
+    newer.start()
+    # Without the write lock the newer one commits at once; with it, it
+    # waits for the older transaction.  Either way, go on within 1 s.
+    newer.join(1.0)
+    resume.set()
+    older.join(10)
+    newer.join(10)
     assert agent_row(store, 'se1').applied_generation == 3
 
 

@@ -171,6 +171,14 @@ def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
     store.record_agent('se-c', L7G, rejected_objects=None)
     store.record_agent('se-a', L7G, rejected_objects=None)
     assert all(not r['unserved'] for r in store.l7_reports(L7G).values())
+    # A HAProxy waiting for its restart is not served either (not ERROR).
+    store.record_agent('se-c', L7G, helpers={'haproxy': {
+        'state': 'restarting', 'not_running': ['lb2']}})
+    assert store.l7_reports(L7G, {'se-c'}) == {'se-c': {
+        'unserved': {'loadbalancers': ['lb2']}, 'tunnel_addresses': None}}
+    assert store.l7_reports(L7G, set()) == {}
+    store.record_agent('se-c', L7G, helpers={'haproxy': {
+        'state': 'running', 'not_running': []}})
     assert store.set_l7_members(L7G, ready) == [L4]
     assert pools() == {'l2': ['l7se:se-a@l2', 'l7se:se-c@l2'],
                        'l3': ['l7se:se-a@l3', 'l7se:se-c@l3']}

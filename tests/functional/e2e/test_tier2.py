@@ -92,6 +92,10 @@ def test_tier2_through_octavia(lab, store):
     # one below joins as the real agent does, enrolled in its group.
     enrolment.enrol(store.db, l7_group, 'l7se-1',
                     ed25519.Ed25519PrivateKey.generate().public_key())
+    # And only once it reported (signed), at the tunnel addresses of its
+    # report: as report_state stores it.
+    store.record_agent('l7se-1', l7_group, applied_generation=doc[
+        'generation'], tunnel_addresses={'4': lab.topo.members[0].ipv4})
     se = membership.Membership(
         lab.agents.redis_url, 'l7se-1', l7_group,
         {'role': 'tier2', 'ready': True, 'draining': False,

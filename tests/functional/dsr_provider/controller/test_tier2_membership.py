@@ -83,6 +83,12 @@ def test_l7_ses_join_drain_leave_and_expire(deployment):
     for se_id in ('se-a', 'se-b'):
         enrolment.enrol(store.db, L7G, se_id,
                         ed25519.Ed25519PrivateKey.generate().public_key())
+    # ... and only once they reported (signed), at the tunnel addresses
+    # of their report (docs/security.md): as stored from report_state.
+    for se_id, address in (('se-a', '198.51.100.1'),
+                           ('se-b', '198.51.100.2')):
+        store.record_agent(se_id, L7G, applied_generation=0,
+                           tunnel_addresses={'4': address})
     ctl = deployment.launch('ctl1')
     ctl.wait_for_line(r'^READY', 180)
     netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,

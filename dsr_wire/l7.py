@@ -292,8 +292,9 @@ def check_health_monitor(obj, prefix=''):
                                     _field(prefix, ['expected_codes']))
 
 
-def check_pool(obj, prefix='', vips=()):
-    """A pool with its members, persistence and monitor."""
+def check_pool(obj, prefix='', vips=(), members_checked=False):
+    """A pool with its members (unless the caller checked each already:
+    members_checked), persistence and monitor."""
     _structure('pool', obj, prefix)
     sp = obj.get('session_persistence')
     if sp is not None:
@@ -303,7 +304,7 @@ def check_pool(obj, prefix='', vips=()):
             raise Invalid(_field(sp_prefix, ['cookie_name']),
                           sp.get('cookie_name'),
                           'a cookie name (APP_COOKIE needs one)')
-    for i, member in enumerate(obj['members']):
+    for i, member in enumerate(() if members_checked else obj['members']):
         m_prefix = _field(prefix, ['members', i])
         _structure('member', member, m_prefix)
         schema.check_member(member, m_prefix, vips)
@@ -389,8 +390,9 @@ def check_listener(obj, prefix='', pool_ids=frozenset()):
                       pool_ids)
 
 
-def check_load_balancer(obj, prefix=''):
-    """Returns the VIP addresses (ipaddress objects)."""
+def check_load_balancer(obj, prefix='', members_checked=False):
+    """Returns the VIP addresses (ipaddress objects).  members_checked:
+    the caller checked each member already (check_pool)."""
     _structure('load_balancer', obj, prefix)
     vips = tuple(schema._ip(v['address'],
                             _field(prefix, ['vips', i, 'address']))
@@ -398,7 +400,7 @@ def check_load_balancer(obj, prefix=''):
     pool_ids = set()
     for i, pool in enumerate(obj['pools']):
         p_prefix = _field(prefix, ['pools', i])
-        check_pool(pool, p_prefix, vips)
+        check_pool(pool, p_prefix, vips, members_checked)
         if pool['id'] in pool_ids:
             raise Invalid(_field(p_prefix, ['id']), pool['id'],
                           'an id no other pool of the load balancer has')

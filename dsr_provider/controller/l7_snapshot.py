@@ -21,8 +21,11 @@ leader gives the group a new generation when that version changes
 (controller/tier2.py).
 """
 
-import copy
+import collections
+import copy as copy_mod
+import functools
 import ipaddress
+import json
 import re
 
 from oslo_log import log as logging
@@ -155,22 +158,58 @@ def _copy(obj_id, doc, fields):
     return result
 
 
-def _policies(session, listener_id):
-    policies = []
-    for row in session.query(models.L7Policy).filter_by(
-            listener_id=listener_id, rejected=None):
+def _policies_by_listener(session, lb_id):
+    """{listener id: its policies, each with its rules, in Octavia's
+    order}: two queries for the load balancer (one a listener made a
+    listener of 300 a pool change's slowest part)."""
+    of_lb = session.query(models.Listener.id).filter_by(
+        loadbalancer_id=lb_id)
+    rules = collections.defaultdict(list)
+    for r in session.query(models.L7Rule).join(
+            models.L7Policy,
+            models.L7Rule.l7policy_id == models.L7Policy.id).filter(
+                models.L7Policy.listener_id.in_(of_lb.scalar_subquery()),
+                models.L7Rule.rejected.is_(None)).order_by(models.L7Rule.id):
+        rules[r.l7policy_id].append(_copy(r.id, r.doc, _RULE_FIELDS))
+    policies = collections.defaultdict(list)
+    for row in session.query(models.L7Policy).filter(
+            models.L7Policy.listener_id.in_(of_lb.scalar_subquery()),
+            models.L7Policy.rejected.is_(None)):
         item = _copy(row.id, row.doc, _POLICY_FIELDS)
-        item['rules'] = [
-            _copy(r.id, r.doc, _RULE_FIELDS)
-            for r in session.query(models.L7Rule).filter_by(
-                l7policy_id=row.id, rejected=None).order_by(
-                    models.L7Rule.id)]
-        policies.append(item)
-    policies.sort(key=lambda p: (p.get('position', 2 ** 31), p['id']))
+        item['rules'] = rules.get(row.id, [])
+        policies[row.listener_id].append(item)
+    for items in policies.values():
+        items.sort(key=lambda p: (p.get('position', 2 ** 31), p['id']))
     return policies
 
 
-def _pool(session, row):
+def _pools(session, lb_id):
+    """The load balancer's pools with their members and monitors, in id
+    order: three queries, not three a pool."""
+    rows = session.query(models.Pool).filter_by(
+        loadbalancer_id=lb_id, rejected=None).order_by(models.Pool.id).all()
+    of_lb = session.query(models.Pool.id).filter_by(
+        loadbalancer_id=lb_id).scalar_subquery()
+    members = collections.defaultdict(list)
+    # Columns, not rows: thousands of ORM instances cost more than the
+    # documents.
+    for member_id, pool_id, doc in session.query(
+            models.Member.id, models.Member.pool_id,
+            models.Member.doc).filter(
+                models.Member.pool_id.in_(of_lb),
+                models.Member.rejected.is_(None)).order_by(models.Member.id):
+        members[pool_id].append(_copy(member_id, doc, _MEMBER_FIELDS))
+    monitors = {}
+    for hm in session.query(models.HealthMonitor).filter(
+            models.HealthMonitor.pool_id.in_(of_lb),
+            models.HealthMonitor.rejected.is_(None)).order_by(
+                models.HealthMonitor.id):
+        monitors.setdefault(hm.pool_id, hm)
+    return [_pool(row, members.get(row.id, []), monitors.get(row.id))
+            for row in rows]
+
+
+def _pool(row, members, hm):
     item = _copy(row.id, row.doc, _POOL_FIELDS)
     persistence = row.doc.get('session_persistence')
     item['session_persistence'] = {
@@ -178,12 +217,7 @@ def _pool(session, row):
         if k in ('type', 'cookie_name', 'persistence_timeout',
                  'persistence_granularity') and v is not None
     } if persistence else None
-    item['members'] = [
-        _copy(m.id, m.doc, _MEMBER_FIELDS)
-        for m in session.query(models.Member).filter_by(
-            pool_id=row.id, rejected=None).order_by(models.Member.id)]
-    hm = session.query(models.HealthMonitor).filter_by(
-        pool_id=row.id, rejected=None).first()
+    item['members'] = members
     monitor = None
     if hm is not None:
         monitor = _copy(hm.id, hm.doc, _MONITOR_FIELDS)
@@ -233,9 +267,9 @@ def l7_load_balancer(session, lb, contract=l7.CONTRACT_VERSION):
     """A tier-2 load balancer as L7 SEs of L7 contract `contract` run
     it."""
     newer = l7.listener_fields_above(contract)
-    pools = [_pool(session, p) for p in session.query(models.Pool).filter_by(
-        loadbalancer_id=lb.id, rejected=None).order_by(models.Pool.id)]
+    pools = _pools(session, lb.id)
     pool_ids = {p['id'] for p in pools}
+    policies = _policies_by_listener(session, lb.id)
     listeners = []
     for lst in _listeners(session, lb.id):
         item = _copy(lst.id, lst.doc, _LISTENER_FIELDS)
@@ -248,7 +282,7 @@ def l7_load_balancer(session, lb, contract=l7.CONTRACT_VERSION):
         item['protocol_port'] = lst.doc['protocol_port']
         if item.get('default_pool_id') not in pool_ids:
             item.pop('default_pool_id', None)   # rejected or deleted pool
-        item['l7policies'] = _policies(session, lst.id)
+        item['l7policies'] = policies.get(lst.id, [])
         listeners.append(item)
     return {'id': lb.id,
             'admin_state_up': lb.doc.get('admin_state_up', True),
@@ -288,14 +322,17 @@ def _culprit(item, field):
     return found
 
 
-def runnable(item):
+def runnable(item, copy=True):
     """Split load balancer document `item` (l7_load_balancer's) into what
     the L7 SEs can run and what they cannot, object by object: returns
     (item without the refused objects, [(kind, id, reason)]), or (None,
     reason) when the load balancer itself is refused.  One bad object (a
     policy on a TCP listener, a member at the VIP) no longer takes every
-    listener of its load balancer off the L7 SEs."""
-    item = copy.deepcopy(item)
+    listener of its load balancer off the L7 SEs.  copy=False: the
+    caller's item is taken apart instead of a copy (it has no other use
+    for it)."""
+    if copy:
+        item = copy_mod.deepcopy(item)
     refused = []
     try:
         vips = [v['address'] for v in item['vips']]
@@ -315,7 +352,7 @@ def runnable(item):
     # Each round takes one object out; a document has finitely many.
     while True:
         try:
-            l7.check_load_balancer(item)
+            l7.check_load_balancer(item, members_checked=True)
             return item, refused
         except schema.Invalid as exc:
             found = _culprit(item, exc.field)
@@ -334,9 +371,29 @@ def runnable(item):
                         lst.pop('default_pool_id')
 
 
+# Member checks remembered (by content and VIPs): a tier-2 change other
+# than a member's checks its load balancer's whole document, and nearly all
+# of its members are those checked the last time (300 listeners x 16
+# members: most of a pool change's cost, docs/benchmarks.md).
+MEMBER_CHECKS_KEPT = 65536
+
+
 def _member_refusal(member, vips):
     """Why the L7 SEs cannot run member (an L7 document's item), or
     None."""
+    try:
+        text = json.dumps(member, sort_keys=True)
+    except (TypeError, ValueError):
+        return _checked_member_refusal(member, vips)
+    return _remembered_member_refusal(text, tuple(vips))
+
+
+@functools.lru_cache(maxsize=MEMBER_CHECKS_KEPT)
+def _remembered_member_refusal(text, vips):
+    return _checked_member_refusal(json.loads(text), vips)
+
+
+def _checked_member_refusal(member, vips):
     try:
         l7._structure('member', member, 'member')
         schema.check_member(member, 'member', vips)

@@ -6,6 +6,7 @@ applied the change."""
 
 from amphora_agent import snapshot as snapshot_mod
 from dsr_provider.controller import endpoints
+from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -705,3 +706,28 @@ def test_a_member_batch_rejects_alone_the_members_the_l7_ses_cannot_run(
     (lb,) = store.snapshot(L7G)['load_balancers']
     (pool,) = lb['pools']
     assert [m['id'] for m in pool['members']] == ['m21', 'm22', 'm23']
+
+
+def test_remembered_member_checks_follow_content_and_vips():
+    """The L7 check remembers member verdicts by content and VIPs (a pool
+    change re-checks its load balancer's whole document): the same member
+    at another load balancer's VIP, or changed, is checked again."""
+    member = {'id': 'm1', 'address': '192.0.2.20', 'protocol_port': 8080,
+              'weight': 1, 'admin_state_up': True, 'backup': False}
+    assert l7_snapshot._member_refusal(member, ['192.0.2.9']) is None
+    assert 'VIP' in l7_snapshot._member_refusal(member, ['192.0.2.20'])
+    assert l7_snapshot._member_refusal(member, ['192.0.2.9']) is None
+    bad = dict(member, protocol_port=70000)
+    assert 'protocol_port' in l7_snapshot._member_refusal(bad, ['192.0.2.9'])
+    # The document's objects: a refused member leaves, the rest stays.
+    item = {'id': 'lb', 'admin_state_up': True,
+            'vips': [{'address': '192.0.2.20'}], 'listeners': [],
+            'pools': [{'id': 'p', 'protocol': 'HTTP',
+                       'lb_algorithm': 'ROUND_ROBIN',
+                       'session_persistence': None, 'healthmonitor': None,
+                       'members': [member, dict(member, id='m2',
+                                                address='198.19.1.2')]}]}
+    kept, refused = l7_snapshot.runnable(item)
+    assert [m['id'] for m in kept['pools'][0]['members']] == ['m2']
+    assert [(k, i) for k, i, _ in refused] == [('members', 'm1')]
+    assert len(item['pools'][0]['members']) == 2      # the caller's copy

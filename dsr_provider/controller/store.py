@@ -1584,11 +1584,20 @@ class Store:
             # listener_totals.carry sees each report exactly once; and to
             # order signed reports (compare and set).
             lock = 'stats' in fields or sent is not None
-            if lock and s.get_bind().dialect.name == 'sqlite':
+            dialect = s.get_bind().dialect.name
+            if lock and dialect == 'sqlite':
                 # FOR UPDATE means nothing there, and pysqlite begins a
                 # transaction at the first write only: the read would see
                 # what a concurrent report is about to replace.
                 s.execute(sa.text('BEGIN IMMEDIATE'))
+            elif lock and db_mod.is_mysql(dialect):
+                # No gap lock for the row of an SE not seen yet: under
+                # REPEATABLE READ two first reports of new SEs locked the
+                # same gap and deadlocked (retried, with a WARNING); under
+                # READ COMMITTED the second insert is a duplicate, which
+                # record_agent takes as "update the winner's row".
+                s.connection(execution_options={
+                    'isolation_level': 'READ COMMITTED'})
             row = s.get(models.AgentState, se_id,
                         with_for_update=lock or None)
             if sent is not None and row is not None and \

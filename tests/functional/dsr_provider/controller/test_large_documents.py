@@ -11,31 +11,17 @@ import uuid
 
 import pytest
 
-from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
-from tools.lab import product_lab
 
 LISTENERS = 10_000
 MEMBERS = LISTENERS * 16
 
 
 @pytest.fixture
-def store():
-    name = f'dsr_large_{uuid.uuid4().hex[:12]}'
-    out = product_lab.mysql(f'CREATE DATABASE {name}')
-    assert out.returncode == 0, out.stderr
-    database = None
-    try:
-        url = product_lab.db_url(name)
-        db_mod.upgrade(url)
-        database = db_mod.Database(url)
-        yield store_mod.Store(database, 'g1')
-    finally:
-        if database is not None:
-            database.engine.dispose()
-        product_lab.mysql(f'DROP DATABASE IF EXISTS {name}')
+def store(mariadb_store):
+    return mariadb_store
 
 
 def _ids(count):

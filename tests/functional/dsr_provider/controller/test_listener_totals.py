@@ -6,7 +6,6 @@ has its own Database, Store and Reporter (nothing of another one's
 memory), as separate processes would."""
 
 import threading
-import uuid
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
@@ -20,22 +19,13 @@ from dsr_provider.controller import store as store_mod
 from tests.unit.dsr_provider.controller.test_store import FakeDriverLib
 from tests.unit.dsr_provider.controller.test_store import graph
 from tests.unit.dsr_provider import fakes
-from tools.lab import product_lab
 
 LIVE = {'se1', 'se2', 'se3'}
 
 
 @pytest.fixture
-def database_url():
-    name = f'dsr_totals_{uuid.uuid4().hex[:12]}'
-    out = product_lab.mysql(f'CREATE DATABASE {name}')
-    assert out.returncode == 0, out.stderr
-    try:
-        url = product_lab.db_url(name)
-        db_mod.upgrade(url)
-        yield url
-    finally:
-        product_lab.mysql(f'DROP DATABASE IF EXISTS {name}')
+def database_url(mariadb_url):
+    return mariadb_url
 
 
 class Controller:

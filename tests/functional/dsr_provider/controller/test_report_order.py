@@ -7,28 +7,15 @@ in (Store.record_agent, docs/agent-protocol.md "Reports")."""
 import logging
 import threading
 import time
-import uuid
 
 import pytest
 
-from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import store as store_mod
-from tools.lab import product_lab
 
 
 @pytest.fixture
-def store():
-    name = f'dsr_order_{uuid.uuid4().hex[:12]}'
-    out = product_lab.mysql(f'CREATE DATABASE {name}')
-    assert out.returncode == 0, out.stderr
-    try:
-        url = product_lab.db_url(name)
-        db_mod.upgrade(url)
-        store = store_mod.Store(db_mod.Database(url), 'g1')
-        yield store
-        store.db.engine.dispose()
-    finally:
-        product_lab.mysql(f'DROP DATABASE IF EXISTS {name}')
+def store(mariadb_store):
+    return mariadb_store
 
 
 def at_once(calls):

@@ -61,9 +61,10 @@ class AnswerDeadline:
     controller.  A fixed 10 s held every change that long after a
     controller crash (e2e test_leader_killed_the_other_controller_takes_over
     in CI: 10.7 s).  As TCP's retransmission timer (RFC 6298): a multiple of
-    the slowest recent answer within [floor, ceiling], doubled after each
-    timeout until an answer comes, so a controller that has grown slow is
-    waited for longer instead of being asked again and again.
+    the slowest recent answer within [floor, ceiling] (the ceiling until an
+    answer has been seen), doubled after each timeout until an answer
+    comes, so a controller that has grown slow is waited for longer
+    instead of being asked again and again.
     """
 
     FACTOR = 4
@@ -81,8 +82,12 @@ class AnswerDeadline:
 
     def current(self):
         with self._lock:
-            base = max(self.floor,
-                       self.FACTOR * max(self._answers, default=0.0))
+            if not self._answers:
+                # Nothing learnt yet (the agent's first ask, perhaps of a
+                # group of 10,000 listeners): the longest, as TCP starts
+                # with a conservative timer.
+                return self.ceiling
+            base = max(self.floor, self.FACTOR * max(self._answers))
             return min(self.ceiling, base * self._backoff)
 
     def answered(self, seconds):

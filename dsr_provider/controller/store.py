@@ -1475,7 +1475,8 @@ class Store:
 
     def l7_reports(self, l7_group, se_ids=None):
         """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
-        [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None}} of
+        [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None,
+        'stated': bool}} of
         the L7 SEs of l7_group that reported (those in `se_ids` only, when
         given): what each does not serve -- left ERROR alone
         (rejected_objects), or whose HAProxy waits for its restart
@@ -1485,16 +1486,21 @@ class Store:
             query = s.query(models.AgentState.se_id,
                             models.AgentState.rejected_objects,
                             models.AgentState.helpers,
-                            models.AgentState.tunnel_addresses).filter_by(
+                            models.AgentState.tunnel_addresses,
+                            models.AgentState.report_times).filter_by(
                 se_group=l7_group)
             if se_ids is not None:
                 if not se_ids:
                     return {}
                 query = query.filter(
                     models.AgentState.se_id.in_(sorted(se_ids)))
+            # stated: a signed report_state of it is stored (another kind
+            # of report may have made the row first).
             return {se_id: {'unserved': _unserved(rejected, helpers),
-                            'tunnel_addresses': addresses}
-                    for se_id, rejected, helpers, addresses in query}
+                            'tunnel_addresses': addresses,
+                            'stated': isinstance(times, dict)
+                            and 'report_state' in times}
+                    for se_id, rejected, helpers, addresses, times in query}
 
     def set_l7_members(self, l7_group, members):
         """Make the ready L7 SEs of l7_group exactly `members` ({se_id:

@@ -58,6 +58,8 @@ POLL_INTERVAL = 0.25
 # change wakes the leader, which tells the watcher (groups_changed).
 GROUPS_REFRESH = 10.0
 ROLE = 'tier2'
+# L7 SEs whose tooz and signed addresses disagree, remembered to warn once.
+MISMATCHES_KEPT = 1024
 
 
 def _tunnel_addresses(se_id, caps):
@@ -121,12 +123,14 @@ def ready_members(capabilities, reported=None, signed_only=False,
     can write.  What an SE left ERROR alone is kept as the member's
     'unserved', and those objects' L4 pools leave it out
     (l7_snapshot.l4_load_balancer).  signed_only (authentication on): an
-    SE counts only once it has reported, at the tunnel addresses of its
-    report -- a tooz entry naming other addresses (an impostor, or an SE
-    whose new address is not reported yet) steers nothing there
+    SE counts only once its signed report_state is stored ('stated':
+    another kind of report may be stored first), and only while its tooz
+    entry names the addresses of that report -- an entry naming others
+    (an impostor, or an SE whose new address is not reported yet: its
+    old one may be dead or another host's) leaves it out
     (on_mismatch(se_id, claimed, reported) is told); an L7 agent from
-    before reported addresses (none in its report) is believed from
-    tooz, as before."""
+    before reported addresses (none in its state) is believed from tooz,
+    as before."""
     reported = reported or {}
     result = {}
     for se_id, caps in capabilities.items():
@@ -135,16 +139,16 @@ def ready_members(capabilities, reported=None, signed_only=False,
                 caps.get('draining') is not True):
             continue
         report = reported.get(se_id)
-        if signed_only and report is None:
-            continue        # not heard from over RPC yet
+        if signed_only and not (report or {}).get('stated'):
+            continue        # its state not heard from over RPC yet
         addresses = _tunnel_addresses(se_id, caps)
         if addresses is None:
             continue
         signed = (report or {}).get('tunnel_addresses')
-        if signed_only and signed:
-            if addresses != signed and on_mismatch is not None:
+        if signed_only and signed and addresses != signed:
+            if on_mismatch is not None:
                 on_mismatch(se_id, addresses, signed)
-            addresses = dict(signed)
+            continue
         result[se_id] = {'tunnel_addresses': addresses,
                          'draining': caps.get('draining') is True}
         if report and report.get('unserved'):
@@ -223,7 +227,8 @@ class MembershipWatcher:
         self.members_of = members_of
         self.on_change = on_change
         self.signed_only = signed_only
-        self._mismatched = set()
+        # {se_id: the tooz addresses last warned about}: one line a change.
+        self._mismatched = {}
         self._clock = clock
         self._failing = set()
         # {l7 group: L7 contract version last seen}: empty in a new term.
@@ -291,14 +296,15 @@ class MembershipWatcher:
         return bumped
 
     def _mismatch(self, se_id, claimed, reported):
-        key = (se_id, tuple(sorted(claimed.items())))
-        if key in self._mismatched:
+        if self._mismatched.get(se_id) == claimed:
             return
-        self._mismatched.add(key)
+        if len(self._mismatched) >= MISMATCHES_KEPT:
+            self._mismatched.clear()
+        self._mismatched[se_id] = claimed
         LOG.warning('L7 SE %s: the coordination backend gives tunnel '
-                    'addresses %s, its signed report %s: the L4 pools use '
-                    'the report\'s (docs/security.md)', auth.shown(se_id),
-                    auth.shown(claimed), reported)
+                    'addresses %s, its signed report %s: left out of the '
+                    'L4 pools until they agree (docs/security.md)',
+                    auth.shown(se_id), auth.shown(claimed), reported)
 
     def _follow_contract(self, l7_group, live):
         """Note the group's L7 contract version; a new generation when it

@@ -8,6 +8,8 @@ L7 SE that joins its tooz group enters the L4 SEs' rings; the same calls on
 a tier-1 load balancer are refused naming the tier; a cascade delete leaves
 nothing behind."""
 
+import time
+
 from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
 
@@ -94,8 +96,9 @@ def test_tier2_through_octavia(lab, store):
                     ed25519.Ed25519PrivateKey.generate().public_key())
     # And only once it reported (signed), at the tunnel addresses of its
     # report: as report_state stores it.
-    store.record_agent('l7se-1', l7_group, applied_generation=doc[
-        'generation'], tunnel_addresses={'4': lab.topo.members[0].ipv4})
+    store.record_agent('l7se-1', l7_group, sent=('report_state', time.time()),
+                       applied_generation=doc['generation'],
+                       tunnel_addresses={'4': lab.topo.members[0].ipv4})
     se = membership.Membership(
         lab.agents.redis_url, 'l7se-1', l7_group,
         {'role': 'tier2', 'ready': True, 'draining': False,

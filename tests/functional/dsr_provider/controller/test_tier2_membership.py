@@ -87,7 +87,8 @@ def test_l7_ses_join_drain_leave_and_expire(deployment):
     # of their report (docs/security.md): as stored from report_state.
     for se_id, address in (('se-a', '198.51.100.1'),
                            ('se-b', '198.51.100.2')):
-        store.record_agent(se_id, L7G, applied_generation=0,
+        store.record_agent(se_id, L7G, sent=('report_state', time.time()),
+                           applied_generation=0,
                            tunnel_addresses={'4': address})
     ctl = deployment.launch('ctl1')
     ctl.wait_for_line(r'^READY', 180)

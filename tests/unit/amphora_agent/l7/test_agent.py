@@ -527,3 +527,38 @@ def test_a_haproxy_waiting_for_its_restart_is_reported_at_once(lab):
     assert lab.agent.supervise() is True
     assert lab.controller.last('state')[1]['helpers']['haproxy'] == {
         'state': 'running', 'not_running': []}
+
+
+@pytest.mark.parametrize('error, pauses', [
+    (messaging.MessagingTimeout('no reply'), False),
+    (RuntimeError('refused'), True),
+])
+def test_an_unanswered_get_config_is_asked_again_at_once(lab, monkeypatch,
+                                                         error, pauses):
+    """A get_config that timed out already waited its deadline (a
+    controller killed holding it): the worker asks again at once; another
+    failure pauses a second first (a fast failure must not loop)."""
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=4))
+    answer = lab.controller.get_config
+    failures = [error]
+
+    def get_config(se_group, se_id):
+        if failures:
+            raise failures.pop()
+        return answer(se_group, se_id)
+    monkeypatch.setattr(lab.controller, 'get_config', get_config)
+    paused = []
+    stop_wait = lab.agent._stop.wait
+
+    def wait(timeout=None):
+        paused.append(timeout)
+        return stop_wait(timeout)
+    monkeypatch.setattr(lab.agent._stop, 'wait', wait)
+    lab.agent.publisher = None      # the fixture's publisher is running
+    lab.agent.start()
+    try:
+        worker_did(lambda: lab.engine.generation == 4)
+    finally:
+        lab.agent.stop(drain=False)
+    assert (1.0 in paused) is pauses, paused

@@ -5,6 +5,7 @@ import time
 
 import oslo_messaging as messaging
 import pytest
+import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 
 from dsr_provider.controller import endpoints
@@ -683,18 +684,37 @@ def test_two_reports_at_once_keep_the_newer_on_sqlite(store, monkeypatch):
     older = threading.Thread(target=store.record_agent, args=(
         'se1', 'g1'), kwargs={'sent': ('report_state', now - 2),
                               'applied_generation': 2})
-    newer = threading.Thread(target=store.record_agent, args=(
-        'se1', 'g1'), kwargs={'sent': ('report_state', now - 1),
-                              'applied_generation': 3})
-    older.start()
-    assert read.wait(10)
-    newer.start()
-    # Without the write lock the newer one commits at once; with it, it
-    # waits for the older transaction.  Either way, go on within 1 s.
-    newer.join(1.0)
-    resume.set()
-    older.join(10)
-    newer.join(10)
+    # The newer report either waits for the older one's transaction (it
+    # asks for SQLite's write lock) or, without that lock, is stored at
+    # once: the older one resumes at whichever comes first.
+    newer_went = threading.Event()
+
+    def newer_report():
+        try:
+            store.record_agent('se1', 'g1', sent=('report_state', now - 1),
+                               applied_generation=3)
+        finally:
+            newer_went.set()
+    newer = threading.Thread(target=newer_report)
+
+    def asks_for_the_lock(conn, cursor, statement, *args):
+        if threading.current_thread() is newer and \
+                statement.startswith('BEGIN IMMEDIATE'):
+            newer_went.set()
+    sa.event.listen(store.db.engine, 'before_cursor_execute',
+                    asks_for_the_lock)
+    try:
+        older.start()
+        assert read.wait(10)
+        newer.start()
+        assert newer_went.wait(10)
+        resume.set()
+        older.join(10)
+        newer.join(10)
+    finally:
+        resume.set()
+        sa.event.remove(store.db.engine, 'before_cursor_execute',
+                        asks_for_the_lock)
     assert agent_row(store, 'se1').applied_generation == 3
 
 

@@ -8,7 +8,6 @@ docs/agent-protocol.md).  They only write the database: the elected
 leader's Reporter does the rest.
 """
 
-import ipaddress
 import time
 
 from oslo_log import log as logging
@@ -19,6 +18,7 @@ import tenacity
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_provider.controller import tier2
 from dsr_wire import agent_rpc
 from dsr_wire import auth
 from dsr_wire import changes
@@ -440,22 +440,6 @@ def _ring_abi(value):
     return None
 
 
-def _tunnel_addresses(value):
-    """An L7 SE's {"4": address, "6": address}: each an address of its
-    family (else left out); None when none is."""
-    if not isinstance(value, dict):
-        return None
-    result = {}
-    for family in ('4', '6'):
-        try:
-            address = ipaddress.ip_address(value.get(family))
-        except (TypeError, ValueError):
-            continue
-        if str(address.version) == family:
-            result[family] = str(address)
-    return result or None
-
-
 def _bgp(state):
     """{'peers': {address: session state}, 'announced': [prefix]}: strings
     only, bounded (a malformed report must not break the fleet view)."""
@@ -551,7 +535,7 @@ class AgentEndpoint:
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),
             bgp=_bgp(state),
-            tunnel_addresses=_tunnel_addresses(
+            tunnel_addresses=tier2.tunnel_addresses(
                 state.get('tunnel_addresses')),
             generation_floor=state.get('generation_floor'))
 

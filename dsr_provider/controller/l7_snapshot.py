@@ -60,6 +60,11 @@ def _listeners(session, lb_id):
 
 # --------------------------------------------------------------- L4 group
 
+# What an L7 SE can leave ERROR alone (its rejected_objects kinds) that its
+# L4 pools follow: a load balancer (all its listeners), a listener.
+UNSERVED_KINDS = ('loadbalancers', 'listeners')
+
+
 def l7_se_members(session, l7_group, family):
     """The synthetic pool's members: the ready L7 SEs of l7_group, each at
     its tunnel address of `family` (4 or 6; the other when it has none),
@@ -78,8 +83,7 @@ def l7_se_members(session, l7_group, family):
                         'weight': 0 if row.draining else 1,
                         'admin_state_up': True, 'backup': False,
                         'unserved': frozenset(
-                            str(object_id)
-                            for kind in ('loadbalancers', 'listeners')
+                            str(object_id) for kind in UNSERVED_KINDS
                             for object_id in unserved.get(kind) or ())})
     return members
 
@@ -379,21 +383,15 @@ MEMBER_CHECKS_KEPT = 65536
 
 
 def _member_refusal(member, vips):
-    """Why the L7 SEs cannot run member (an L7 document's item), or
-    None."""
-    try:
-        text = json.dumps(member, sort_keys=True)
-    except (TypeError, ValueError):
-        return _checked_member_refusal(member, vips)
-    return _remembered_member_refusal(text, tuple(vips))
+    """Why the L7 SEs cannot run member (an L7 document's item, made of
+    a stored JSON document), or None."""
+    return _remembered_member_refusal(json.dumps(member, sort_keys=True),
+                                      tuple(vips))
 
 
 @functools.lru_cache(maxsize=MEMBER_CHECKS_KEPT)
 def _remembered_member_refusal(text, vips):
-    return _checked_member_refusal(json.loads(text), vips)
-
-
-def _checked_member_refusal(member, vips):
+    member = json.loads(text)
     try:
         l7._structure('member', member, 'member')
         schema.check_member(member, 'member', vips)

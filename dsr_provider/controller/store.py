@@ -1715,8 +1715,8 @@ def _overtaken(report_times, kind, signed, now):
     """A report signed before the last one stored of its kind, which was
     not signed ahead of `now` (this controller's clock) by more than
     CLOCK_SKEW."""
-    last = (report_times or {}).get(kind) if isinstance(
-        report_times, dict) else None
+    last = report_times.get(kind) if isinstance(report_times, dict) \
+        else None
     return isinstance(last, (int, float)) and \
         signed < last <= now + CLOCK_SKEW
 
@@ -1755,14 +1755,10 @@ def _l7_member(row):
     return member
 
 
-# What an L7 SE can leave ERROR alone (its rejected_objects kinds) that its
-# L4 pools follow: a load balancer (all its listeners), a listener.
-UNSERVED_KINDS = ('loadbalancers', 'listeners')
-
-
 def _unserved(rejected, helpers):
     """{kind: sorted ids} an L7 SE does not serve, from its report."""
-    found = {kind: set(rejected[kind]) for kind in UNSERVED_KINDS
+    found = {kind: set(rejected[kind])
+             for kind in l7_snapshot.UNSERVED_KINDS
              if isinstance(rejected, dict)
              and isinstance(rejected.get(kind), dict) and rejected[kind]}
     haproxy = helpers.get('haproxy') if isinstance(helpers, dict) else None

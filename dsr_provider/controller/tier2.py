@@ -62,9 +62,11 @@ ROLE = 'tier2'
 MISMATCHES_KEPT = 1024
 
 
-def _tunnel_addresses(se_id, caps):
-    """{"4": str, "6": str} with the families it has, or None (logged)."""
-    addresses = caps.get('tunnel_addresses')
+def tunnel_addresses(addresses, se_id=None):
+    """An L7 SE's tunnel addresses ({"4": str, "6": str} with the families
+    it has, from its tooz entry or its signed state) or None; a value that
+    is not an address of its family is left out (logged when se_id, the
+    SE it came from, is given)."""
     if not isinstance(addresses, dict):
         return None
     result = {}
@@ -77,8 +79,10 @@ def _tunnel_addresses(se_id, caps):
         except (TypeError, ValueError):
             address = None
         if address is None or str(address.version) != family:
-            LOG.warning('L7 SE %s: tunnel_addresses[%r] %r is not an IPv%s '
-                        'address; left out', se_id, family, value, family)
+            if se_id is not None:
+                LOG.warning('L7 SE %s: tunnel_addresses[%r] %r is not an '
+                            'IPv%s address; left out', se_id, family, value,
+                            family)
             continue
         result[family] = str(address)
     return result or None
@@ -141,7 +145,7 @@ def ready_members(capabilities, reported=None, signed_only=False,
         report = reported.get(se_id)
         if signed_only and not (report or {}).get('stated'):
             continue        # its state not heard from over RPC yet
-        addresses = _tunnel_addresses(se_id, caps)
+        addresses = tunnel_addresses(caps.get('tunnel_addresses'), se_id)
         if addresses is None:
             continue
         signed = (report or {}).get('tunnel_addresses')

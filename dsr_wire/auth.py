@@ -235,7 +235,8 @@ class Signer:
                 'sig': sig}
 
 
-def _verify(public_key, sig, data):
+def verify_signature(public_key, sig, data):
+    """Raises AuthError unless sig (base64) signs data with public_key."""
     try:
         public_key.verify(base64.b64decode(sig, validate=True), data)
     except (InvalidSignature, ValueError, binascii.Error, TypeError):
@@ -265,9 +266,9 @@ def verify_context(ctxt, method, args, key_for, window, nonces):
     public_key = key_for(kid)
     if public_key is None:
         raise AuthError(f'unknown key {kid}')
-    _verify(public_key, sig, canonical({'method': method,
-                                        'args': normalized(args),
-                                        'ts': auth['ts'], 'nonce': nonce}))
+    verify_signature(public_key, sig, canonical({
+        'method': method, 'args': normalized(args), 'ts': auth['ts'],
+        'nonce': nonce}))
     # None: the caller keeps the nonces (a change notification, which may
     # wait in its queue longer than any in-memory window).
     if nonces is not None and not nonces.add(kid + ':' + nonce, ts):
@@ -355,7 +356,7 @@ def open_envelope(envelope, key_for):
     public_key = key_for(str(envelope.get('key_id')))
     if public_key is None:
         raise AuthError(f'signed by unknown key {envelope.get("key_id")}')
-    _verify(public_key, envelope.get('sig'), payload.encode())
+    verify_signature(public_key, envelope.get('sig'), payload.encode())
     try:
         return unpack(payload) if fmt == PACKED_FORMAT \
             else json.loads(payload)

@@ -7,11 +7,14 @@ and where tunnels come from.  Membership expires when heartbeats stop.
 
 import json
 import threading
+import time
 from urllib import parse
 
 from oslo_log import log as logging
 import tooz
 from tooz import coordination
+
+from dsr_wire import capability_seal
 
 LOG = logging.getLogger(__name__)
 
@@ -95,14 +98,36 @@ def members(coordinator, group):
 
 
 class Membership:
-    def __init__(self, backend_url, se_id, se_group, capabilities):
+    def __init__(self, backend_url, se_id, se_group, capabilities,
+                 seal=None):
+        """seal: capabilities -> the same, signed
+        (dsr_wire.capability_seal.Sealer.seal); when given, every write is
+        sealed and the seal renewed every RESEAL_INTERVAL, so that the
+        controller can tell a live SE's entry from a copy of a dead one's.
+        """
         self.se_group = se_group
         self._group = group_id(se_group)
-        self._capabilities = json.dumps(capabilities).encode()
         self._member_id = se_id.encode()
         self._coordinator = coordinator(backend_url, self._member_id)
+        self._seal = seal
+        self._seal_renewable = seal is not None
+        self._write_lock = threading.Lock()
+        self._caps = capabilities
+        self._capabilities = self._encoded(capabilities)
+        self._sealed_at = time.monotonic()
         self._stop = threading.Event()
         self._watchdog = None
+
+    @property
+    def sealed(self):
+        """True when what it publishes is sealed."""
+        return self._seal is not None
+
+    def _encoded(self, capabilities):
+        if self._seal is not None:
+            capabilities = self._seal(capabilities)
+            self._sealed_at = time.monotonic()
+        return json.dumps(capabilities).encode()
 
     def start(self):
         self._coordinator.start(start_heart=True)
@@ -117,6 +142,9 @@ class Membership:
         failing = False
         while not self._stop.wait(REJOIN_CHECK_INTERVAL):
             try:
+                if self._seal_renewable and time.monotonic() - \
+                        self._sealed_at >= capability_seal.RESEAL_INTERVAL:
+                    self._reseal()
                 ensure_joined(self._coordinator, self._member_id,
                               self._group, self._capabilities)
                 if failing:
@@ -129,6 +157,25 @@ class Membership:
                     LOG.warning('coordination backend unavailable: %s', exc)
                 failing = True
 
+    def _reseal(self):
+        """The same capabilities with a new seal, written in place."""
+        with self._write_lock:
+            self._capabilities = self._encoded(self._caps)
+            try:
+                self._coordinator.update_capabilities(
+                    self._group, self._capabilities).get()
+            except tooz.NotImplemented:
+                # Leaving and joining every second would flap the
+                # membership (tooz's file:// driver): the seal goes stale.
+                LOG.warning('the coordination backend cannot update '
+                            'capabilities in place: their seal is not '
+                            'renewed, and a controller with '
+                            'authentication on leaves this SE out of the '
+                            'L4 pools (use redis://; docs/security.md)')
+                self._seal_renewable = False
+            except coordination.MemberNotJoined:
+                pass    # ensure_joined joins with them
+
     def members(self):
         """{se_id: capabilities} of the live members of the group."""
         return members(self._coordinator, self._group)
@@ -137,18 +184,20 @@ class Membership:
         """Publish new capabilities (an L7 SE becoming ready, draining);
         a later re-join uses them too.  Before start(): the ones it joins
         with."""
-        self._capabilities = json.dumps(capabilities).encode()
-        if self._watchdog is None:
-            return
-        try:
-            self._coordinator.update_capabilities(
-                self._group, self._capabilities).get()
-        except tooz.NotImplemented:
-            # tooz's file:// driver (one host, tests): leave and join.
-            self._coordinator.leave_group(self._group).get()
-            join(self._coordinator, self._group, self._capabilities)
-        except coordination.MemberNotJoined:
-            join(self._coordinator, self._group, self._capabilities)
+        with self._write_lock:
+            self._caps = capabilities
+            self._capabilities = self._encoded(capabilities)
+            if self._watchdog is None:
+                return
+            try:
+                self._coordinator.update_capabilities(
+                    self._group, self._capabilities).get()
+            except tooz.NotImplemented:
+                # tooz's file:// driver (one host, tests): leave and join.
+                self._coordinator.leave_group(self._group).get()
+                join(self._coordinator, self._group, self._capabilities)
+            except coordination.MemberNotJoined:
+                join(self._coordinator, self._group, self._capabilities)
 
     def stop(self):
         self._stop.set()

@@ -45,6 +45,7 @@ from amphora_agent.l7 import render
 from amphora_agent import trust as trust_mod
 from dsr_wire import agent_rpc as rpc
 from dsr_wire import auth
+from dsr_wire import capability_seal
 from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
 from dsr_wire.schema import Invalid
@@ -119,6 +120,11 @@ class CapabilityPublisher:
         self.membership.update(capabilities)    # joins with them
         self.membership.start()
         self.published = capabilities
+
+    @property
+    def seals(self):
+        """True when the capabilities go out sealed (signed)."""
+        return self.membership.sealed
 
     def publish(self, capabilities):
         if capabilities == self.published:
@@ -236,6 +242,10 @@ class L7Agent:
                 # Signed, unlike its tooz capabilities: the controller
                 # steers the L4 pools to these only (tier2.ready_members).
                 'tunnel_addresses': self._tunnel_addresses(),
+                # An unsealed tooz entry of an SE that seals is not its own
+                # (tier2.trusted_only).
+                'capability_seal': self.publisher is not None
+                and self.publisher.seals,
                 # HAProxies that died and wait for their restart (a crash
                 # loop waits up to RETRY_INTERVAL): the controller leaves
                 # this SE out of their L4 pools meanwhile.
@@ -570,9 +580,13 @@ def build(conf):
     transport = rpc.get_transport(conf)
     engine = engine_mod.Engine.from_conf(
         conf.l7, conf.dataplane.decap_pin_dir, conf.agent.se_id)
+    # Sealed with the SE's key: the coordination backend is not trusted
+    # (dsr_wire/capability_seal.py).
+    sealer = capability_seal.Sealer(signer, conf.agent.se_id,
+                                    conf.agent.se_group) if signer else None
     membership = membership_mod.Membership(
         conf.coordination.backend_url, conf.agent.se_id, conf.agent.se_group,
-        {'role': 'tier2'})
+        {'role': 'tier2'}, seal=sealer.seal if sealer else None)
     # A bounded retry: the loop that sends the reports also supervises
     # the UDP listeners' health checks, which must not wait for the
     # broker.  A report given up on goes again with the next heartbeat

@@ -537,6 +537,7 @@ class AgentEndpoint:
             bgp=_bgp(state),
             tunnel_addresses=tier2.tunnel_addresses(
                 state.get('tunnel_addresses')),
+            seals_capabilities=state.get('capability_seal') is True or None,
             generation_floor=state.get('generation_floor'))
 
     def report_member_status(self, ctxt, se_id, se_group, generation,

@@ -71,6 +71,14 @@ def list_ses(database, se_group=None):
                                         models.SEKey.se_id)]
 
 
+def keys_of(database, se_group):
+    """{se_id: public key} of the SEs enrolled in se_group."""
+    with database.session() as s:
+        return {se_id: _public_key(text) for se_id, text in s.query(
+            models.SEKey.se_id, models.SEKey.public_key).filter_by(
+            se_group=se_group)}
+
+
 def lookup(database, se_id, session=None):
     """(se_group, public key) of an enrolled SE, or None.  session: the
     caller's transaction (None: one of its own)."""

@@ -32,6 +32,7 @@ from tooz import coordination
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
+from dsr_provider.controller import enrolment
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import membership_recall
 from dsr_provider.controller import neutron_sync
@@ -100,6 +101,7 @@ class Controller:
             c.coordination_url, self.controller_id)
         self.driver_lib = driver_lib
         self._sockets_missing = False
+        self._strangers = {}    # group -> members logged as strangers
         # Controllers of one deployment elect their leader in this group.
         self.leader_group = c.leader_group.encode()
         self.election = election_mod.LeaderElection(
@@ -155,8 +157,23 @@ class Controller:
     def live_agents(self, se_group):
         def read(group):
             return dict.fromkeys(self.coordinator.get_members(group).get())
-        return set(self.recall.read(membership.group_id(se_group), read,
-                                    what='live agents'))
+        alive = set(self.recall.read(membership.group_id(se_group), read,
+                                     what='live agents'))
+        if self.signer is None:
+            return alive
+        # The backend is not authenticated: a stranger listed in the group
+        # would hold every change of it PENDING (then ERROR), a change
+        # waits for the enrolled SEs only.
+        enrolled = {row['se_id'] for row in enrolment.list_ses(
+            self.database, se_group)}
+        strangers = alive - enrolled
+        known = self._strangers.get(se_group, set())
+        for se_id in sorted(strangers - known):
+            LOG.warning('SE group %s: member %s of the coordination group '
+                        'is not enrolled in it; ignored (docs/security.md)',
+                        se_group, auth.shown(se_id))
+        self._strangers[se_group] = strangers
+        return alive & enrolled
 
     def start(self):
         self.coordinator.start(start_heart=True)
@@ -204,7 +221,9 @@ class Controller:
                                            signer=self.signer)
         members_of = tier2.tooz_members(self.coordinator, self.recall)
         if self.signer is not None:
-            members_of = tier2.enrolled_only(self.database, members_of)
+            members_of = tier2.trusted_only(
+                self.database, members_of, self.store.l7_reports,
+                window=c.auth_window)
         self._tier2 = tier2.start(
             self.store, members_of,
             self._tier2_changed(notifier), lambda: self.election.leading,

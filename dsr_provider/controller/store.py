@@ -1476,7 +1476,7 @@ class Store:
     def l7_reports(self, l7_group, se_ids=None):
         """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
         [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None,
-        'stated': bool}} of
+        'seals': bool, 'stated': bool}} of
         the L7 SEs of l7_group that reported (those in `se_ids` only, when
         given): what each does not serve -- left ERROR alone
         (rejected_objects), or whose HAProxy waits for its restart
@@ -1487,6 +1487,7 @@ class Store:
                             models.AgentState.rejected_objects,
                             models.AgentState.helpers,
                             models.AgentState.tunnel_addresses,
+                            models.AgentState.seals_capabilities,
                             models.AgentState.report_times).filter_by(
                 se_group=l7_group)
             if se_ids is not None:
@@ -1498,9 +1499,11 @@ class Store:
             # of report may have made the row first).
             return {se_id: {'unserved': _unserved(rejected, helpers),
                             'tunnel_addresses': addresses,
+                            'seals': seals is True,
                             'stated': isinstance(times, dict)
                             and 'report_state' in times}
-                    for se_id, rejected, helpers, addresses, times in query}
+                    for se_id, rejected, helpers, addresses, seals, times
+                    in query}
 
     def set_l7_members(self, l7_group, members):
         """Make the ready L7 SEs of l7_group exactly `members` ({se_id:

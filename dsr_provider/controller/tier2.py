@@ -42,7 +42,9 @@ from oslo_log import log as logging
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
+from dsr_provider.controller import store as store_mod
 from dsr_wire import auth
+from dsr_wire import capability_seal
 from dsr_wire import l7
 from dsr_wire import membership
 
@@ -60,6 +62,13 @@ GROUPS_REFRESH = 10.0
 ROLE = 'tier2'
 # L7 SEs whose tooz and signed addresses disagree, remembered to warn once.
 MISMATCHES_KEPT = 1024
+# Seconds a seal of an L7 SE's capabilities stays good when it does not
+# move on (capability_seal.RESEAL_INTERVAL is 1 s): how long a copy of a
+# dead SE's entry can keep it in the L4 pools.
+SEAL_STALE_AFTER = 5.0
+# Seconds either side of now a seal may have been signed (a new leader's
+# first look at an entry; then SealClock decides): the RPC window.
+SEAL_WINDOW = 60.0
 
 
 def tunnel_addresses(addresses, se_id=None):
@@ -88,28 +97,137 @@ def tunnel_addresses(addresses, se_id=None):
     return result or None
 
 
-def enrolled_only(database, members_of):
-    """members_of keeping only the SEs enrolled in that group ("dsr-manage
-    enrol-se"): the coordination backend is not authenticated -- anybody
-    who reaches it can join an L7 group claiming tunnel addresses (the L4
-    SEs would steer its load balancers' traffic there) or an old contract
-    (its TLS settings left out) -- while an enrolled SE's own messages are
-    signed with its key.  Others are logged once and left out."""
-    ignored = set()
+def trusted_only(database, members_of, reports_of=None,
+                 window=SEAL_WINDOW, clock=time.time):
+    """members_of believing, with authentication on, only what the SEs
+    enrolled in the group signed: the coordination backend is not
+    authenticated, and anybody who reaches it can join an L7 group
+    claiming tunnel addresses (the L4 SEs would steer its load balancers'
+    traffic there) or an old contract (its TLS settings left out), or
+    rewrite an enrolled SE's entry.
+
+    - A member not enrolled in the group: left out (logged once).
+    - A sealed entry (dsr_wire/capability_seal.py): what the SE signed,
+      with its Seal under SEAL_KEY for the watcher's SealClock, when the
+      seal is the SE's enrolled key's, for this SE and group, and signed
+      within `window` seconds; otherwise left out (logged once a reason).
+    - An unsealed entry: an L7 agent of an earlier release (they do not
+      seal) is believed as before, until it is upgraded -- unless the SE's
+      signed report_state says it seals (reports_of(group, ids) ->
+      Store.l7_reports): then the entry is not its own, and is left out.
+    """
+    warned = {}     # se_id -> the last reason logged
+
+    def warn_once(l7_group, se_id, reason):
+        if warned.get(se_id) == reason:
+            return
+        if len(warned) >= MISMATCHES_KEPT:
+            warned.clear()
+        warned[se_id] = reason
+        LOG.warning('L7 group %s: the coordination backend\'s entry of '
+                    'member %s is not believed: %s (docs/security.md)',
+                    l7_group, auth.shown(se_id), reason)
 
     def members(l7_group):
         live = members_of(l7_group)
-        enrolled = {row['se_id'] for row in enrolment.list_ses(
-            database, l7_group)}
-        for se_id in sorted(set(live) - enrolled - ignored):
-            LOG.warning('L7 group %s: member %s of the coordination group '
-                        'is not enrolled in it; ignored (docs/security.md)',
-                        l7_group, auth.shown(se_id))
-        ignored.update(set(live) - enrolled)
-        ignored.difference_update(enrolled)
-        return {se_id: caps for se_id, caps in live.items()
-                if se_id in enrolled}
+        keys = enrolment.keys_of(database, l7_group)
+        result, unsealed = {}, []
+        for se_id, caps in live.items():
+            key = keys.get(se_id)
+            if key is None:
+                warn_once(l7_group, se_id, 'not enrolled in this group')
+                continue
+            if not capability_seal.is_sealed(caps):
+                unsealed.append(se_id)
+                continue
+            try:
+                plain, seal = capability_seal.open_seal(
+                    caps, se_id, l7_group, key, window, clock=clock)
+            except auth.AuthError as exc:
+                warn_once(l7_group, se_id, f'its seal: {exc}')
+                continue
+            result[se_id] = dict(plain, **{capability_seal.SEAL_KEY: seal})
+            warned.pop(se_id, None)
+        if unsealed:
+            reports = reports_of(l7_group, set(unsealed)) \
+                if reports_of is not None else {}
+            for se_id in unsealed:
+                if (reports.get(se_id) or {}).get('seals'):
+                    warn_once(l7_group, se_id, 'unsealed, and its signed '
+                              'report says it seals')
+                    continue
+                result[se_id] = live[se_id]
+        return result
     return members
+
+
+class SealClock:
+    """Whether each L7 SE's seal moves on, on the controller's clock: a
+    live agent seals again every RESEAL_INTERVAL, a copy of a dead one's
+    entry does not move (docs/security.md).  An SE whose seal has not
+    moved on for `stale_after` seconds is left out of the L4 pools; an
+    SE's clock skew does not matter (only its boot and count are
+    compared; its time only decides between two boots)."""
+
+    def __init__(self, stale_after=None, clock=time.monotonic,
+                 wall=time.time):
+        self.stale_after = SEAL_STALE_AFTER if stale_after is None \
+            else stale_after
+        self._clock, self._wall = clock, wall
+        # (l7 group, se_id) -> (Seal last moved on to, when)
+        self._seen = {}
+        self._stale = set()     # left out, logged
+
+    def restart(self, l7_group):
+        """The group could not be read for a while: its SEs could not
+        seal meanwhile either, so their clocks start again."""
+        now = self._clock()
+        for key, (seal, _) in list(self._seen.items()):
+            if key[0] == l7_group:
+                self._seen[key] = (seal, now)
+
+    def fresh(self, l7_group, live):
+        """{se_id: capabilities} of the group's members (trusted_only's)
+        -> those whose seal moved on lately, and the unsealed (an earlier
+        release's, believed from tooz: its membership's expiry)."""
+        now = self._clock()
+        result = {}
+        for key in [k for k in self._seen
+                    if k[0] == l7_group and k[1] not in live]:
+            del self._seen[key]
+            self._stale.discard(key)
+        for se_id, caps in live.items():
+            seal = caps.get(capability_seal.SEAL_KEY) \
+                if isinstance(caps, dict) else None
+            if not isinstance(seal, capability_seal.Seal):
+                result[se_id] = caps
+                continue
+            key = (l7_group, se_id)
+            last = self._seen.get(key)
+            if last is None or self._moved_on(last[0], seal):
+                self._seen[key] = last = (seal, now)
+            if now - last[1] <= self.stale_after:
+                result[se_id] = caps
+                if key in self._stale:
+                    self._stale.discard(key)
+                    LOG.info('L7 SE %s: its capabilities are signed again',
+                             auth.shown(se_id))
+            elif key not in self._stale:
+                self._stale.add(key)
+                LOG.warning('L7 SE %s: its sealed capabilities have not '
+                            'been signed again for %.0f s (a copy of a '
+                            'dead SE\'s entry, or an agent that cannot '
+                            'reach the backend): left out of the L4 pools',
+                            auth.shown(se_id), now - last[1])
+        return result
+
+    def _moved_on(self, last, seal):
+        if seal.boot == last.boot:
+            return seal.seq > last.seq
+        # Another agent process: a later one, or one whose clock has been
+        # set back since the last (that one signed in our future).
+        return seal.ts > last.ts or \
+            last.ts > self._wall() + store_mod.CLOCK_SKEW
 
 
 def ready_members(capabilities, reported=None, signed_only=False,
@@ -231,6 +349,7 @@ class MembershipWatcher:
         self.members_of = members_of
         self.on_change = on_change
         self.signed_only = signed_only
+        self._seals = SealClock(clock=clock)
         # {se_id: the tooz addresses last warned about}: one line a change.
         self._mismatched = {}
         self._clock = clock
@@ -268,8 +387,14 @@ class MembershipWatcher:
         for l7_group in self._l7_groups():
             try:
                 live = self.members_of(l7_group)
+                if l7_group in self._failing:
+                    self._seals.restart(l7_group)
+                # With authentication on, a sealed entry counts while its
+                # seal moves on (a copy of a dead SE's does not).
+                serving = self._seals.fresh(l7_group, live) \
+                    if self.signed_only else live
                 members = ready_members(
-                    live, self.store.l7_reports(l7_group, set(live)),
+                    serving, self.store.l7_reports(l7_group, set(serving)),
                     signed_only=self.signed_only,
                     on_mismatch=self._mismatch)
             except Exception as exc:  # noqa: BLE001 -- backend errors

@@ -120,7 +120,7 @@ def test_the_controllers_live_agents_read_through_a_reset(deployment):
     from dsr_provider.controller import service as service_mod
     url, controller, make_se, reset = deployment
     svc = service_mod.Controller.__new__(service_mod.Controller)
-    svc.coordinator = controller
+    svc.coordinator, svc.signer = controller, None
     svc.recall = membership_recall.MembershipRecall(
         controller, LEADER_GROUP, 'ctl-1', grace=60)
     members_of = tier2.tooz_members(controller, svc.recall)
@@ -132,6 +132,45 @@ def test_the_controllers_live_agents_read_through_a_reset(deployment):
     assert svc.live_agents('g1') == {'se-1'}
     assert members_of('g1') == {'se-1': {'role': 'tier2'}}
     assert svc.live_agents('g1') == {'se-1'}
+
+
+def test_with_authentication_a_change_waits_for_enrolled_ses_only(
+        deployment, tmp_path, caplog):
+    """The backend is not authenticated: with authentication on, a member
+    of an SE group's tooz group that is not enrolled in that group (a
+    stranger, or an SE of another group) is not an SE a change waits for
+    -- it would hold every change of the group PENDING, then ERROR -- and
+    is logged once."""
+    import logging
+
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from dsr_provider.controller import db as db_mod
+    from dsr_provider.controller import enrolment
+    from dsr_provider.controller import service as service_mod
+    url, controller, make_se, reset = deployment
+    db_url = f'sqlite:///{tmp_path}/controller.db'
+    db_mod.upgrade(db_url)
+    database = db_mod.Database(db_url)
+    key = ed25519.Ed25519PrivateKey.generate().public_key()
+    enrolment.enrol(database, 'g1', 'se-1', key)
+    enrolment.enrol(database, 'g2', 'se-2', key)
+    svc = service_mod.Controller.__new__(service_mod.Controller)
+    svc.coordinator, svc.database, svc._strangers = controller, database, {}
+    svc.recall = membership_recall.MembershipRecall(
+        controller, LEADER_GROUP, 'ctl-1')
+    svc.signer = object()           # authentication on
+    for se_id in ('se-1', 'intruder', 'se-2'):
+        make_se(se_id)
+    with caplog.at_level(logging.WARNING):
+        assert svc.live_agents('g1') == {'se-1'}
+        assert svc.live_agents('g1') == {'se-1'}
+    assert caplog.text.count('member intruder of the coordination group '
+                             'is not enrolled') == 1
+    assert caplog.text.count('member se-2 of the coordination group') == 1
+    svc.signer = None               # authentication off: tooz is believed
+    assert svc.live_agents('g1') == {'se-1', 'intruder', 'se-2'}
+    database.engine.dispose()
 
 
 def test_a_reset_every_se_rejoined_from_is_found_all_the_same(

@@ -66,9 +66,13 @@ def _timed(predicate, bound, what, started=None):
 
 _MEMBER = textwrap.dedent('''
     import json, sys, threading
-    from dsr_wire import membership
+    from dsr_wire import auth, capability_seal, membership
+    seal = None
+    if len(sys.argv) > 5:       # the L7 agent's key: sealed, as it does
+        seal = capability_seal.Sealer(auth.Signer(sys.argv[5]), sys.argv[2],
+                                      sys.argv[3]).seal
     m = membership.Membership(sys.argv[1], sys.argv[2], sys.argv[3],
-                              json.loads(sys.argv[4]))
+                              json.loads(sys.argv[4]), seal=seal)
     m.start()
     print('joined', flush=True)
     threading.Event().wait()
@@ -146,3 +150,71 @@ def test_l7_ses_join_drain_leave_and_expire(deployment):
             return group.published_generation == group.generation >= 8
     netns.wait_for(told, BOUND, 'config_changed published')
     store.db.engine.dispose()
+
+
+def test_a_copy_of_a_dead_l7_ses_entry_does_not_keep_it_in_the_pools(
+        deployment, tmp_path):
+    """The coordination backend is not authenticated.  An L7 SE that seals
+    its capabilities (as the L7 agent does with authentication on) is
+    SIGKILLed, and whoever reaches Redis keeps its entry alive: joins as
+    that member with the last capabilities it published, and heartbeats.
+    The controller leaves it out of the L4 pools once its seal has not
+    moved on for SEAL_STALE_AFTER (before, it stayed for as long as the
+    copy was kept alive)."""
+    from dsr_provider.controller import tier2
+    from dsr_wire import auth
+    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
+    store.create_loadbalancer(graph())
+    key = str(tmp_path / 'se-c.key')
+    auth.generate_key(key)
+    enrolment.enrol(store.db, L7G, 'se-c',
+                    auth.load_private_key(key).public_key())
+    store.record_agent('se-c', L7G, sent=('report_state', time.time()),
+                       applied_generation=0, seals_capabilities=True,
+                       tunnel_addresses={'4': '198.51.100.3'})
+    ctl = deployment.launch('ctl1')
+    ctl.wait_for_line(r'^READY', 180)
+    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
+                   'the controller leading')
+    url = f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    proc = netns.Proc([sys.executable, '-c', _MEMBER, url, 'se-c', L7G,
+                       json.dumps(caps('198.51.100.3')), key],
+                      cwd=os.getcwd())
+    impostor = None
+    try:
+        proc.wait_for_line('^joined', 60)
+        netns.wait_for(lambda: _members(store) == {'l7se:se-c@l2': 1},
+                       BOUND, 'se-c in the L4 pool')
+        group = membership.group_id(L7G)
+        observer = membership.coordinator(url, b'observer')
+        observer.start()
+        try:
+            copy = observer.get_member_capabilities(group, b'se-c').get()
+        finally:
+            observer.stop()
+        assert b'dsr_seal' in copy
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        killed = time.monotonic()
+        impostor = membership.coordinator(url, b'se-c')
+        impostor.start(start_heart=True)
+        membership.join(impostor, group, copy)
+        # Still listed (the copy heartbeats) and the same entry ...
+        assert b'se-c' in impostor.get_members(group).get()
+        # ... out once the seal has not moved on for SEAL_STALE_AFTER.
+        gone = _timed(lambda: _members(store) == {},
+                      tier2.SEAL_STALE_AFTER + BOUND,
+                      'se-c out of the L4 pool', started=killed)
+        assert b'se-c' in impostor.get_members(group).get()
+        assert gone > tier2.SEAL_STALE_AFTER - 1.5, gone
+        netns.wait_for(lambda: 'have not been signed again' in
+                       deployment.log('ctl1'), BOUND, 'the warning')
+        print(f'a copied entry of a dead L7 SE left the pool after '
+              f'{gone:.2f} s')
+    finally:
+        if impostor is not None:
+            impostor.stop()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(30)
+        store.db.engine.dispose()

@@ -17,6 +17,7 @@ from amphora_agent.l7 import certs
 from amphora_agent.l7 import engine as engine_mod
 from amphora_agent import trust as trust_mod
 from dsr_wire import auth
+from dsr_wire import capability_seal
 from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
 from tests.unit.amphora_agent.l7.test_engine import free_port
@@ -115,11 +116,40 @@ def test_signed_document_applied_reported_and_published(lab):
     # Its tunnel addresses in the signed report too: the controller
     # steers the L4 pools to these, not to tooz's.
     assert state['tunnel_addresses'] == {'4': '198.18.7.2'}
+    assert state['capability_seal'] is False    # this lab's are not sealed
     # m2's pool serves no listener: HAProxy does not run it.
     assert lab.controller.last('members') == (
         'members', 5, {'m1': 'NO_MONITOR', 'm2': 'OFFLINE'})
     # The same generation again: nothing to do.
     assert lab.agent.sync() is False
+
+
+def test_with_a_key_the_capabilities_are_sealed_and_the_state_says_so(
+        lab):
+    """With authentication on, the L7 agent seals its tooz capabilities
+    with its key, and its signed state says it does: the controller then
+    takes an unsealed entry under its name for somebody else's."""
+    key = str(lab.tmp / 'l7se2.key')
+    auth.generate_key(key)
+    sealer = capability_seal.Sealer(auth.Signer(key), 'l7se2', GROUP)
+    publisher = agent_mod.CapabilityPublisher(membership_mod.Membership(
+        f'file://{lab.tmp}/tooz', 'l7se2', GROUP, {}, seal=sealer.seal))
+    conf = types.SimpleNamespace(agent=types.SimpleNamespace(
+        se_id='l7se2', se_group=GROUP, stats_interval=10.0,
+        resync_interval=60.0, drain_wait=0.1),
+        l7=types.SimpleNamespace(drain_timeout=30.0))
+    agent = agent_mod.L7Agent(conf, lab.engine, lab.controller,
+                              publisher=publisher)
+    publisher.start(agent.capabilities())
+    try:
+        assert agent.state()['capability_seal'] is True
+        plain, seal = capability_seal.open_seal(
+            lab.observer.members()['l7se2'], 'l7se2', GROUP,
+            auth.load_private_key(key).public_key(), 60)
+        assert plain == agent.capabilities()
+        assert seal.boot == sealer.boot
+    finally:
+        publisher.stop()
 
 
 def test_publishing_ready_is_logged_once(lab, caplog):

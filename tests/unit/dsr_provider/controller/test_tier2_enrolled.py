@@ -1,8 +1,11 @@
 """The coordination backend (tooz) is not authenticated: with
 authentication on, the controller believes the L7 group membership only of
-SEs enrolled in that group -- a stranger joining it cannot get the L4 SEs
-to steer tier-2 traffic to its address, nor hold the group's contract down
-(TLS settings left out).  Real enrolment table (SQLite)."""
+SEs enrolled in that group, and of those only what they sealed (signed)
+and keep sealing -- a stranger joining cannot get the L4 SEs to steer
+tier-2 traffic to its address, nor hold the group's contract down (TLS
+settings left out); a writer of the backend cannot alter an enrolled SE's
+entry, nor keep a dead SE in the pools with a copy of its entry.  Real
+enrolment table (SQLite), real keys and seals."""
 
 import logging
 
@@ -12,17 +15,26 @@ from dsr_provider.controller import endpoints
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import tier2
+from dsr_wire import capability_seal
 from dsr_wire import l7
 from tests.unit.dsr_provider.controller.test_guard import enrolled
 from tests.unit.dsr_provider.controller import test_store_tier2 as t2
 
 
-def caps(address, contract=None):
-    doc = {'role': tier2.ROLE, 'ready': True,
+def caps(address, contract=None, ready=True):
+    doc = {'role': tier2.ROLE, 'ready': ready,
            'tunnel_addresses': {'4': address}}
     if contract is not None:
         doc['l7_contract'] = contract
     return doc
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
 
 
 def test_only_enrolled_members_are_believed(store, caplog):
@@ -32,7 +44,7 @@ def test_only_enrolled_members_are_believed(store, caplog):
     live = {'l7a': caps('198.18.7.1', l7.CONTRACT_VERSION),
             'l7b': caps('198.18.7.2'),           # enrolled elsewhere
             'intruder': caps('203.0.113.66')}    # no contract: the oldest
-    members_of = tier2.enrolled_only(store.db, lambda group: dict(live))
+    members_of = tier2.trusted_only(store.db, lambda group: dict(live))
     with caplog.at_level(logging.WARNING):
         seen = members_of('edge-l7')
         members_of('edge-l7')
@@ -40,8 +52,177 @@ def test_only_enrolled_members_are_believed(store, caplog):
     assert set(tier2.ready_members(seen)) == {'l7a'}
     # The intruder's missing contract does not hold the group back.
     assert l7.group_contract(seen) == l7.CONTRACT_VERSION
-    assert caplog.text.count('member intruder of the coordination group '
-                             'is not enrolled') == 1
+    assert caplog.text.count("entry of member intruder is not believed: "
+                             "not enrolled in this group") == 1
+
+
+def test_a_sealed_entry_is_believed_only_as_its_se_signed_it(
+        store, tmp_path, caplog):
+    """Its seal is checked against the SE's enrolled key, for this SE and
+    group, signed within the window: an altered field, a seal moved to
+    another SE, another group's seal, another key's, an old seal -- each
+    is left out, and what is believed is what was signed."""
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),
+                                         ('l7b', 'edge-l7'),
+                                         ('l7c', 'other-l7')))
+    wall = Clock(5000.0)
+    sealers = {se: capability_seal.Sealer(signers[se], se, group,
+                                          clock=wall)
+               for se, group in (('l7a', 'edge-l7'), ('l7b', 'edge-l7'),
+                                 ('l7c', 'other-l7'))}
+    live = {}
+    members_of = tier2.trusted_only(store.db, lambda group: dict(live),
+                                    window=60.0, clock=wall)
+
+    good = sealers['l7a'].seal(caps('198.18.7.1', l7.CONTRACT_VERSION))
+    live['l7a'] = good
+    seen = members_of('edge-l7')
+    assert {k: v for k, v in seen['l7a'].items()
+            if k != capability_seal.SEAL_KEY} == caps(
+                '198.18.7.1', l7.CONTRACT_VERSION)
+    assert isinstance(seen['l7a'][capability_seal.SEAL_KEY],
+                      capability_seal.Seal)
+
+    def believed(entry, se='l7a', group='edge-l7'):
+        live.clear()
+        live[se] = entry
+        return se in members_of(group)
+
+    altered = dict(good, tunnel_addresses={'4': '203.0.113.66'})
+    assert not believed(altered)
+    assert not believed(dict(good, l7_contract=1))         # contract down
+    assert not believed(dict(good, ready=False))
+    # l7a's seal under l7b's name (both enrolled in the group).
+    assert not believed(good, se='l7b')
+    # Another group's SE's seal, copied into this group.
+    assert not believed(sealers['l7c'].seal(caps('198.18.7.3')), se='l7c')
+    # Signed by another key than the enrolled one.
+    assert not believed(sealers['l7b'].seal(caps('198.18.7.1')))
+    # Signed outside the window.
+    wall.now += 61
+    assert not believed(good)
+    assert believed(sealers['l7a'].seal(caps('198.18.7.1')))
+    assert 'its seal: bad signature' in caplog.text
+    assert 'outside the 60 s window' in caplog.text
+
+
+def test_an_unsealed_entry_counts_only_for_an_se_that_does_not_seal(
+        store, tmp_path):
+    """An L7 agent of an earlier release publishes unsealed capabilities
+    and is believed as before; once its signed report_state says it seals,
+    an unsealed entry under its name is somebody else's."""
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),
+                                         ('l7old', 'edge-l7')))
+    ep = endpoints.AgentEndpoint(store, guard=guard_mod.AgentGuard(store.db))
+    store.create_loadbalancer(t2.graph())
+
+    def report(se, state):
+        args = {'se_id': se, 'se_group': 'edge-l7', 'state': state}
+        ep.report_state(signers[se].context('report_state', args), **args)
+    report('l7a', {'applied_generation': 0, 'capability_seal': True,
+                   'tunnel_addresses': {'4': '198.18.7.1'}})
+    report('l7old', {'applied_generation': 0,
+                     'tunnel_addresses': {'4': '198.18.7.9'}})
+    live = {'l7a': caps('198.18.7.1', 1), 'l7old': caps('198.18.7.9', 1)}
+    members_of = tier2.trusted_only(store.db, lambda group: dict(live),
+                                    store.l7_reports)
+    assert set(members_of('edge-l7')) == {'l7old'}
+    # Its stripped entry does not hold the group's contract down either.
+    live = {'l7a': caps('198.18.7.1', 1)}
+    assert l7.group_contract(members_of('edge-l7')) == l7.CONTRACT_VERSION
+
+
+def _sealing_se_stated(store, tmp_path):
+    """A Sealer of L7 SE l7a, enrolled in edge-l7 (t2.graph()'s L7 group,
+    created), whose signed report_state says it seals."""
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),))
+    ep = endpoints.AgentEndpoint(store, guard=guard_mod.AgentGuard(store.db))
+    store.create_loadbalancer(t2.graph())
+    args = {'se_id': 'l7a', 'se_group': 'edge-l7',
+            'state': {'applied_generation': 0, 'capability_seal': True,
+                      'tunnel_addresses': {'4': '198.18.7.1'}}}
+    ep.report_state(signers['l7a'].context('report_state', args), **args)
+    return capability_seal.Sealer(signers['l7a'], 'l7a', 'edge-l7')
+
+
+def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
+                                                     caplog):
+    """The watcher believes a sealed entry while its seal moves on (the
+    agent seals again every second); a copy of an SE's last entry, written
+    back after it died, is out after SEAL_STALE_AFTER -- and a restarted
+    agent (a new boot) is back at once, an older boot's copy is not."""
+    clock = Clock()
+    sealer = _sealing_se_stated(store, tmp_path)
+    live = {'l7a': sealer.seal(caps('198.18.7.1'))}
+    watcher = tier2.MembershipWatcher(
+        store, tier2.trusted_only(store.db, lambda group: dict(live),
+                                  store.l7_reports),
+        clock=clock, signed_only=True)
+
+    def pool():
+        watcher.run_once()
+        return set(store.l7_members(t2.L7G))
+    assert pool() == {'l7a'}
+    for _ in range(10):                 # a live agent: sealed again
+        clock.now += 1.0
+        live['l7a'] = sealer.seal(caps('198.18.7.1'))
+        assert pool() == {'l7a'}
+    copy = live['l7a']                  # then it dies; its entry copied
+    clock.now += tier2.SEAL_STALE_AFTER
+    assert pool() == {'l7a'}
+    with caplog.at_level(logging.WARNING):
+        clock.now += 0.5
+        assert pool() == set()
+        clock.now += 10
+        assert pool() == set()
+    assert caplog.text.count('have not been signed again') == 1
+    # An older seal of the same boot does not bring it back.
+    live['l7a'] = sealer.seal(caps('198.18.7.1'))
+    older = live['l7a']
+    live['l7a'] = sealer.seal(caps('198.18.7.1'))
+    assert pool() == {'l7a'}
+    clock.now += tier2.SEAL_STALE_AFTER + 1
+    live['l7a'] = older
+    assert pool() == set()
+    # The agent restarted: a new boot, signed later.
+    restarted = capability_seal.Sealer(sealer.signer, 'l7a', 'edge-l7')
+    live['l7a'] = restarted.seal(caps('198.18.7.1'))
+    assert pool() == {'l7a'}
+    # The previous boot's copy, written back, is not a move on.
+    clock.now += tier2.SEAL_STALE_AFTER + 1
+    live['l7a'] = copy
+    assert pool() == set()
+
+
+def test_the_seal_clock_starts_again_after_the_backend_was_unreadable(
+        store, tmp_path):
+    """While the watcher cannot read the group, the agents cannot seal
+    either: when it reads again, their seals are not held against them
+    until they have had SEAL_STALE_AFTER to seal again."""
+    clock = Clock()
+    sealer = _sealing_se_stated(store, tmp_path)
+    live = {'l7a': sealer.seal(caps('198.18.7.1'))}
+    down = []
+
+    def read(group):
+        if down:
+            raise ConnectionError('backend down')
+        return dict(live)
+    watcher = tier2.MembershipWatcher(
+        store, tier2.trusted_only(store.db, read, store.l7_reports),
+        clock=clock, signed_only=True)
+    watcher.run_once()
+    assert set(store.l7_members(t2.L7G)) == {'l7a'}
+    down.append(True)
+    clock.now += 30
+    watcher.run_once()                  # unreadable: the pools are kept
+    assert set(store.l7_members(t2.L7G)) == {'l7a'}
+    down.clear()
+    watcher.run_once()                  # read again, not sealed again yet
+    assert set(store.l7_members(t2.L7G)) == {'l7a'}
+    clock.now += tier2.SEAL_STALE_AFTER + 1
+    watcher.run_once()                  # and never sealed again
+    assert set(store.l7_members(t2.L7G)) == set()
 
 
 def test_an_enrolled_ses_tooz_entry_steers_only_to_its_signed_addresses(
@@ -55,10 +236,14 @@ def test_an_enrolled_ses_tooz_entry_steers_only_to_its_signed_addresses(
     signers = enrolled(store, tmp_path,
                        (('l7a', 'edge-l7'), ('l7old', 'edge-l7')))
     ep = endpoints.AgentEndpoint(store, guard=guard_mod.AgentGuard(store.db))
-    live = {'l7a': caps('203.0.113.66'),            # rewritten by someone
+    sealer = capability_seal.Sealer(signers['l7a'], 'l7a', 'edge-l7')
+    # Sealed by l7a itself, with an address it does not report (an
+    # address changed and not reported yet).
+    live = {'l7a': sealer.seal(caps('203.0.113.66')),
             'l7old': caps('198.18.7.9')}
     watcher = tier2.MembershipWatcher(
-        store, tier2.enrolled_only(store.db, lambda group: dict(live)),
+        store, tier2.trusted_only(store.db, lambda group: dict(live),
+                                  store.l7_reports),
         signed_only=True)
     store.create_loadbalancer(t2.graph())           # names L7 group edge-l7
 
@@ -78,19 +263,19 @@ def test_an_enrolled_ses_tooz_entry_steers_only_to_its_signed_addresses(
     def report(se, state):
         args = {'se_id': se, 'se_group': 'edge-l7', 'state': state}
         ep.report_state(signers[se].context('report_state', args), **args)
-    report('l7a', {'applied_generation': 0,
+    report('l7a', {'applied_generation': 0, 'capability_seal': True,
                    'tunnel_addresses': {'4': '198.18.7.1'}})
     report('l7old', {'applied_generation': 0})
     with caplog.at_level(logging.WARNING):
         watcher.run_once()
         watcher.run_once()
     # l7a's entry names another address than its signed state: out until
-    # they agree (an impostor, or a new address not reported yet).
+    # they agree.
     assert pool() == {'l7old': {'tunnel_addresses': {'4': '198.18.7.9'},
                                 'draining': False}}
     assert caplog.text.count("L7 SE l7a: the coordination backend gives "
                              "tunnel addresses {'4': '203.0.113.66'}") == 1
-    live['l7a'] = caps('198.18.7.1')
+    live['l7a'] = sealer.seal(caps('198.18.7.1'))
     watcher.run_once()
     assert pool()['l7a'] == {'tunnel_addresses': {'4': '198.18.7.1'},
                              'draining': False}

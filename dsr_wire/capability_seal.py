@@ -1,0 +1,116 @@
+"""Signed tooz capabilities ("seals") of the L7 SEs.
+
+The coordination backend (tooz, Redis) is not authenticated: whoever
+reaches it can rewrite an L7 SE's capabilities (ready, draining, its L7
+contract) or copy a dead SE's entry back to keep it in the L4 pools.  So
+with authentication on, an L7 agent signs what it publishes with its
+enrolled key, and signs it again every RESEAL_INTERVAL:
+
+    {...capabilities..., "dsr_seal": {"v": 1, "key_id", "boot", "seq",
+                                      "ts", "sig"}}
+
+``sig`` is the Ed25519 signature of the canonical JSON of the
+capabilities (without ``dsr_seal``), the SE id, the group, ``boot`` (a
+random id per agent process), ``seq`` (counts the seals of that process)
+and ``ts`` (the signing time).  Altering any field, moving the entry to
+another SE or group, breaks it.  A copy is not fresh: the controller
+believes an SE's entry only while its seal moves on (a higher ``seq`` of
+the same ``boot``, or a later boot), measured on the controller's own
+clock (dsr_provider/controller/tier2.SealClock), so an SE's clock skew
+does not matter there; ``ts`` bounds how old a seal a new leader accepts
+(the authentication window, as for RPC messages).
+"""
+
+import math
+import threading
+import time
+import uuid
+
+from dsr_wire import auth
+
+SEAL_KEY = 'dsr_seal'
+VERSION = 1
+# Seconds between two seals of unchanged capabilities: the controller
+# leaves an L7 SE out of the pools when its seal has not moved on for
+# tier2.SEAL_STALE_AFTER (5 of these).
+RESEAL_INTERVAL = 1.0
+
+
+def _signed_bytes(capabilities, se_id, group, boot, seq, ts):
+    return auth.canonical({'capabilities': auth.normalized(capabilities),
+                           'se_id': se_id, 'group': group, 'boot': boot,
+                           'seq': seq, 'ts': ts})
+
+
+def unsealed(capabilities):
+    """The capabilities without their seal."""
+    return {k: v for k, v in capabilities.items() if k != SEAL_KEY}
+
+
+class Sealer:
+    """seal(capabilities) for one agent process: se_id in group, signed
+    with signer (auth.Signer, the key its enrolment holds)."""
+
+    def __init__(self, signer, se_id, group, clock=time.time):
+        self.signer = signer
+        self.se_id = se_id
+        self.group = group
+        self.boot = uuid.uuid4().hex
+        self._clock = clock
+        self._seq = 0
+        self._lock = threading.Lock()
+
+    def seal(self, capabilities):
+        capabilities = unsealed(capabilities)
+        with self._lock:
+            self._seq += 1
+            seq = self._seq
+        ts = self._clock()
+        kid, sig = self.signer.sign(_signed_bytes(
+            capabilities, self.se_id, self.group, self.boot, seq, ts))
+        return dict(capabilities, **{SEAL_KEY: {
+            'v': VERSION, 'key_id': kid, 'boot': self.boot, 'seq': seq,
+            'ts': ts, 'sig': sig}})
+
+
+class Seal:
+    """What a verified seal says: boot, seq, ts (see the module)."""
+    __slots__ = ('boot', 'seq', 'ts')
+
+    def __init__(self, boot, seq, ts):
+        self.boot, self.seq, self.ts = boot, seq, ts
+
+    def __repr__(self):
+        return f'Seal(boot={self.boot!r}, seq={self.seq}, ts={self.ts})'
+
+
+def is_sealed(capabilities):
+    return isinstance(capabilities, dict) and SEAL_KEY in capabilities
+
+
+def open_seal(capabilities, se_id, group, public_key, window,
+              clock=time.time):
+    """(capabilities without the seal, Seal) of a sealed entry of se_id in
+    group, checked against the SE's enrolled public_key and signed within
+    `window` seconds of now.  Raises auth.AuthError with the reason."""
+    block = capabilities.get(SEAL_KEY) if isinstance(capabilities, dict) \
+        else None
+    if not isinstance(block, dict):
+        raise auth.AuthError('capabilities not sealed')
+    try:
+        boot, seq, ts, sig = (block['boot'], block['seq'], block['ts'],
+                              block['sig'])
+    except KeyError:
+        raise auth.AuthError('malformed seal') from None
+    if block.get('v') != VERSION or not isinstance(boot, str) or \
+            isinstance(seq, bool) or not isinstance(seq, int) or \
+            isinstance(ts, bool) or not isinstance(ts, (int, float)) or \
+            not math.isfinite(ts):
+        raise auth.AuthError('malformed seal')
+    if abs(clock() - ts) > window:
+        raise auth.AuthError(f'seal signed at {ts:.0f}, outside the '
+                             f'{window:g} s window (a copy, or clock skew)')
+    plain = unsealed(capabilities)
+    auth.verify_signature(public_key, sig, _signed_bytes(
+        plain, se_id, group, boot, seq, ts))
+    return plain, Seal(boot, seq, ts)

@@ -184,7 +184,11 @@ coordination_opts = [
                     'redis://HOST:6379?membership_timeout=1&lock_timeout=1 '
                     'or file:///var/lib/octavia-dsr/coordination for a '
                     'single host. membership_timeout is how long a dead '
-                    'agent stays listed (tooz: 30 s when not given).'),
+                    'agent stays listed (tooz: 30 s when not given). With '
+                    '[auth] enabled, an L7 SE renews the seal of its '
+                    'capabilities every second in place, which file:// '
+                    'cannot do: tier 2 then needs redis:// '
+                    '(docs/security.md).'),
 ]
 
 

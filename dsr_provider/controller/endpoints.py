@@ -15,6 +15,7 @@ import oslo_messaging as messaging
 from sqlalchemy import exc as sa_exc
 import tenacity
 
+from dsr_provider.controller import config_flight
 from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
@@ -470,6 +471,8 @@ class AgentEndpoint:
         self.guard = guard
         self.signer = signer
         self.on_news = on_news
+        self._answers = config_flight.SingleFlight(
+            lambda se_group: self.store.snapshot(se_group), self._envelope)
 
     def _store_report(self, what, se_id, se_group, ctxt=None, kind=None,
                       **fields):
@@ -506,12 +509,16 @@ class AgentEndpoint:
         return self._answer(se_group, packed is True)
 
     def _answer(self, se_group, packed=False):
-        """The group's snapshot, signed, built for every ask.  An answer
-        cached per generation served a stale document: a snapshot built
-        while a change was being committed carried the new generation
-        without the change, and every later ask got it again (a new member
-        removed again by the SEs; e2e test_isolation caught it)."""
-        snapshot = self.store.snapshot(se_group)
+        """The group's snapshot, signed, from a build that started after
+        this ask arrived (asks arriving together share one: config_flight).
+        Never from a cache: an answer cached per generation served a stale
+        document: a snapshot built while a change was being committed
+        carried the new generation without the change, and every later ask
+        got it again (a new member removed again by the SEs; e2e
+        test_isolation caught it)."""
+        return self._answers.answer(se_group, packed)
+
+    def _envelope(self, snapshot, packed):
         if self.signer is None:
             return snapshot
         # An L4 document (an L7 one has a role) packed (auth.pack).

@@ -13,6 +13,9 @@ from dsr_provider.controller import guard as guard_mod
 from dsr_provider.controller import models
 from dsr_provider.controller import reporter as reporter_mod
 from dsr_provider.controller import store as store_mod
+from dsr_wire import auth
+from tests.unit.dsr_provider.controller import test_config_flight as \
+    flight_test
 from tests.unit.dsr_provider.controller.test_guard import enrolled
 from tests.unit.dsr_provider.controller.test_reporter import backdate
 from tests.unit.dsr_provider.controller.test_reporter import make
@@ -729,3 +732,91 @@ def test_an_l7_ses_reported_tunnel_addresses_are_kept_if_well_formed(store):
     assert agent_row(store, 'l7a').tunnel_addresses is None
     ep.report_state({}, 'l7a', 'edge-l7', {'tunnel_addresses': ['x']})
     assert agent_row(store, 'l7a').tunnel_addresses is None
+
+
+def members_of(document):
+    """The member ids of an L4 document, packed or not."""
+    ids = []
+    for lb in document['load_balancers']:
+        if isinstance(lb, str):     # a packed line
+            lb = auth.unpack_line(lb)
+        ids += [m['id'] for listener in lb['listeners']
+                for m in listener['pool']['members']]
+    return sorted(ids)
+
+
+@pytest.fixture
+def signer(tmp_path):
+    auth.generate_key(str(tmp_path / 'controller.key'))
+    return auth.Signer(str(tmp_path / 'controller.key'))
+
+
+def test_a_get_config_during_a_build_has_a_change_committed_before_it(
+        store, signer, monkeypatch):
+    """The stale answer of 939e801: an SE told of a change asks while a
+    build that read the database before the commit is under way.  It gets
+    the next build, whatever the variant it asks for."""
+    store.create_loadbalancer(graph())
+    ep = endpoints.AgentEndpoint(store, signer=signer)
+    read, resume = threading.Event(), threading.Event()
+    real = store.snapshot
+
+    def snapshot(se_group):
+        document = real(se_group)
+        if not read.is_set():
+            read.set()
+            assert resume.wait(flight_test.DEADLINE)
+        return document
+    monkeypatch.setattr(store, 'snapshot', snapshot)
+    before = flight_test.Ask(ep.get_config, {}, 'g1', 'se1', True)
+    assert read.wait(flight_test.DEADLINE)
+    generation = store.put_member({
+        'member_id': 'm3', 'pool_id': 'p1', 'address': '198.19.3.2',
+        'protocol_port': 80, 'weight': 1, 'admin_state_up': True})
+    after = [flight_test.Ask(ep.get_config, {}, 'g1', se, packed)
+             for se, packed in (('se2', True), ('se3', False))]
+    flight_test.wait_until(lambda: ep._answers.queued('g1') == 2)
+    resume.set()
+    public = signer._key.public_key()
+    old = auth.open_envelope(before.result(), lambda kid: public)
+    assert members_of(old) == ['m1', 'm2']
+    packed, whole = (ask.result() for ask in after)
+    assert (packed['format'], whole['format']) == (auth.PACKED_FORMAT,
+                                                   auth.SIGNED_FORMAT)
+    for answer in (packed, whole):
+        new = auth.open_envelope(answer, lambda kid: public)
+        assert new['generation'] == generation > old['generation']
+        assert members_of(new) == ['m1', 'm2', 'm3']
+
+
+class Documents:
+    def __init__(self, document):
+        self.document = document
+
+    def snapshot(self, se_group):
+        return dict(self.document, se_group=se_group)
+
+
+L4 = {'schema_version': 1, 'generation': 4, 'load_balancers': [
+    {'id': 'lb1', 'vips': [{'address': '192.0.2.1'}], 'listeners': []}]}
+L7 = {'schema_version': 1, 'role': 'tier2', 'generation': 4,
+      'load_balancers': []}
+
+
+@pytest.mark.parametrize('document', [L4, L7])
+@pytest.mark.parametrize('packed', [True, False])
+def test_each_get_config_variant_is_answered_as_asked(
+        signer, document, packed):
+    unsigned = endpoints.AgentEndpoint(Documents(document))
+    expected = dict(document, se_group='g1')
+    assert unsigned.get_config({}, 'g1', 'se1', packed) == expected
+    ep = endpoints.AgentEndpoint(Documents(document), signer=signer)
+    answer = ep.get_config({}, 'g1', 'se1', packed)
+    # Only an L4 document is ever packed.
+    assert answer['format'] == (auth.PACKED_FORMAT if packed and document
+                                is L4 else auth.SIGNED_FORMAT)
+    opened = auth.open_envelope(answer, lambda kid: signer._key.public_key())
+    if answer['format'] == auth.PACKED_FORMAT:
+        opened['load_balancers'] = [auth.unpack_line(line) for line in
+                                    opened['load_balancers']]
+    assert opened == expected

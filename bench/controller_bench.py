@@ -32,6 +32,7 @@ DSR_BENCH_RUNS (5).  No targets: the issue's targets are the agent's
 Last line: one JSON object.
 """
 
+import contextlib
 import itertools
 import os
 import statistics
@@ -89,20 +90,18 @@ def timed(fn, runs=RUNS):
     return statistics.median(times), result
 
 
-def main():
+@contextlib.contextmanager
+def group_store(out):
+    """A Store whose SE group g1 holds LBS load balancers (lb_doc), on
+    DB_URL, else on a MariaDB database of its own dropped at the end; out
+    gets the database's kind and the time of a create."""
     from dsr_provider.controller import db as db_mod
-    from dsr_provider.controller import reporter as reporter_mod
     from dsr_provider.controller import store as store_mod
-    from dsr_wire import auth
     from tools.lab.localstack import services
     from tools.lab.product_lab import mysql
 
-    t_start = time.monotonic()
-    out = {'bench': 'controller', 'load_balancers': LBS,
-           'members': MEMBERS, 'runs': RUNS, 'targets': {}}
     db_name = f'dsrbench_{uuid.uuid4().hex[:8]}'
     url = DB_URL
-    exc = None
     try:
         if url is None:
             services.ensure('mariadb')
@@ -116,6 +115,26 @@ def main():
             store.create_loadbalancer(lb_doc(i))
         out['create_each_ms'] = round(
             (time.perf_counter() - t0) / LBS * 1e3, 2)
+        yield store
+    finally:
+        if DB_URL is None:
+            try:
+                mysql(f'DROP DATABASE IF EXISTS {db_name}')
+            except Exception:  # noqa: BLE001 - the result matters more
+                pass
+
+
+def main():
+    from dsr_provider.controller import reporter as reporter_mod
+    from dsr_wire import auth
+
+    t_start = time.monotonic()
+    out = {'bench': 'controller', 'load_balancers': LBS,
+           'members': MEMBERS, 'runs': RUNS, 'targets': {}}
+    exc = None
+    stack = contextlib.ExitStack()
+    try:
+        store = stack.enter_context(group_store(out))
         store.record_agent('se1', 'g1', limits={
             'max_listeners': 10 * LBS, 'max_members': 10 * LBS * MEMBERS,
             'ring_size': 128021, 'conn_table_size': 262144,
@@ -184,11 +203,7 @@ def main():
     except BaseException as e:  # noqa: BLE001 - reported in the JSON line
         exc = e
     finally:
-        if DB_URL is None:
-            try:
-                mysql(f'DROP DATABASE IF EXISTS {db_name}')
-            except Exception:  # noqa: BLE001 - the result matters more
-                pass
+        stack.close()
     return finish(out, t_start, exc)
 
 

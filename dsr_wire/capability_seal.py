@@ -22,6 +22,7 @@ does not matter there; ``ts`` bounds how old a seal a new leader accepts
 """
 
 import math
+import re
 import threading
 import time
 import uuid
@@ -34,6 +35,16 @@ VERSION = 1
 # leaves an L7 SE out of the pools when its seal has not moved on for
 # tier2.SEAL_STALE_AFTER (5 of these).
 RESEAL_INTERVAL = 1.0
+
+
+# A boot id: uuid4().hex.
+_BOOT = re.compile('[0-9a-f]{32}')
+
+
+def boot_id(value):
+    """value when it is a boot id (Sealer.boot), else None."""
+    return value if isinstance(value, str) and _BOOT.fullmatch(value) \
+        else None
 
 
 def _signed_bytes(capabilities, se_id, group, boot, seq, ts):
@@ -102,16 +113,20 @@ def open_seal(capabilities, se_id, group, public_key, window,
                               block['sig'])
     except KeyError:
         raise auth.AuthError('malformed seal') from None
-    if block.get('v') != VERSION or not isinstance(boot, str) or \
+    if block.get('v') != VERSION or boot_id(boot) is None or \
             isinstance(seq, bool) or not isinstance(seq, int) or \
-            isinstance(ts, bool) or not isinstance(ts, (int, float)) or \
-            not math.isfinite(ts):
+            not isinstance(ts, float) or not math.isfinite(ts):
         raise auth.AuthError('malformed seal')
     seal = Seal(boot, seq, ts)
     check_window(seal, window, clock)
     plain = unsealed(capabilities)
-    auth.verify_signature(public_key, sig, _signed_bytes(
-        plain, se_id, group, boot, seq, ts))
+    try:
+        signed = _signed_bytes(plain, se_id, group, boot, seq, ts)
+    except (TypeError, ValueError, OverflowError):
+        # What canonical JSON refuses (a NaN written into a field): not
+        # anything an agent signed.
+        raise auth.AuthError('malformed capabilities') from None
+    auth.verify_signature(public_key, sig, signed)
     return plain, seal
 
 

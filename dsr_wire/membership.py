@@ -13,6 +13,7 @@ from urllib import parse
 from oslo_log import log as logging
 import tooz
 from tooz import coordination
+from tooz import utils as tooz_utils
 
 from dsr_wire import capability_seal
 
@@ -92,7 +93,10 @@ def members(coordinator, group):
         try:
             caps = coordinator.get_member_capabilities(group, member).get()
             result[member.decode()] = json.loads(caps)
-        except (coordination.MemberNotJoined, ValueError):
+        except (coordination.MemberNotJoined, ValueError,
+                tooz_utils.SerializationError):
+            # One member's entry is not readable (anybody who reaches the
+            # backend can write it): that member, not the group.
             continue
     return result
 
@@ -145,8 +149,11 @@ class Membership:
                 if self._seal_renewable and time.monotonic() - \
                         self._sealed_at >= capability_seal.RESEAL_INTERVAL:
                     self._reseal()
-                ensure_joined(self._coordinator, self._member_id,
-                              self._group, self._capabilities)
+                # Under the lock: a join with the bytes read before an
+                # update() would publish the older capabilities again.
+                with self._write_lock:
+                    ensure_joined(self._coordinator, self._member_id,
+                                  self._group, self._capabilities)
                 if failing:
                     LOG.info('coordination backend answers again')
                 failing = False

@@ -112,19 +112,17 @@ class CapabilityPublisher:
     (ready, draining): dsr_wire.membership.Membership joined with the
     capabilities of the moment, joined again when they change."""
 
-    def __init__(self, membership):
+    def __init__(self, membership, seal_boot=None):
+        """seal_boot: the boot id of the Sealer the membership seals with
+        (None: not sealed)."""
         self.membership = membership
+        self.seal_boot = seal_boot
         self.published = None
 
     def start(self, capabilities):
         self.membership.update(capabilities)    # joins with them
         self.membership.start()
         self.published = capabilities
-
-    @property
-    def seals(self):
-        """True when the capabilities go out sealed (signed)."""
-        return self.membership.sealed
 
     def publish(self, capabilities):
         if capabilities == self.published:
@@ -242,10 +240,10 @@ class L7Agent:
                 # Signed, unlike its tooz capabilities: the controller
                 # steers the L4 pools to these only (tier2.ready_members).
                 'tunnel_addresses': self._tunnel_addresses(),
-                # An unsealed tooz entry of an SE that seals is not its own
-                # (tier2.trusted_only).
-                'capability_seal': self.publisher is not None
-                and self.publisher.seals,
+                # The run whose seals are its own: another run's seal, or
+                # an unsealed entry, is not (tier2.trusted_only).
+                'capability_seal': self.publisher.seal_boot
+                if self.publisher is not None else None,
                 # HAProxies that died and wait for their restart (a crash
                 # loop waits up to RETRY_INTERVAL): the controller leaves
                 # this SE out of their L4 pools meanwhile.
@@ -599,6 +597,7 @@ def build(conf):
     return L7Agent(conf, engine,
                    control_mod.ControllerProxy(client, rpc_control,
                                                timeout=CONTROL_TIMEOUT),
-                   trust=trust, publisher=CapabilityPublisher(membership),
+                   trust=trust, publisher=CapabilityPublisher(
+                       membership, sealer.boot if sealer else None),
                    transport=transport, rpc_control=rpc_control,
                    coordination_control=control_mod.ControlThread())

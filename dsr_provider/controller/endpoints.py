@@ -22,6 +22,7 @@ from dsr_provider.controller import store as store_mod
 from dsr_provider.controller import tier2
 from dsr_wire import agent_rpc
 from dsr_wire import auth
+from dsr_wire import capability_seal
 from dsr_wire import changes
 
 LOG = logging.getLogger(__name__)
@@ -544,7 +545,7 @@ class AgentEndpoint:
             bgp=_bgp(state),
             tunnel_addresses=tier2.tunnel_addresses(
                 state.get('tunnel_addresses')),
-            seals_capabilities=state.get('capability_seal') is True or None,
+            seal_boot=capability_seal.boot_id(state.get('capability_seal')),
             generation_floor=state.get('generation_floor'))
 
     def report_member_status(self, ctxt, se_id, se_group, generation,

@@ -251,9 +251,10 @@ class AgentState(Base):
     # {"4": address, "6": address}: an L7 SE's tunnel addresses from its
     # signed report (null: an L4 SE, or an L7 agent from before 0017).
     tunnel_addresses = sa.Column(JSONText)
-    # True: the L7 SE seals its tooz capabilities (its signed report says
-    # so), and an unsealed entry of it is not its own (tier2.trusted_only).
-    seals_capabilities = sa.Column(sa.Boolean)
+    # The boot id of the L7 agent run that seals its tooz capabilities
+    # (its signed report says so; null: it does not seal): another run's
+    # seal, or an unsealed entry, is not its own (tier2.trusted_only).
+    seal_boot = sa.Column(sa.String(64))
     # {report kind: signing time (the SE's clock) of the last stored}:
     # an older report of a kind that arrives later is dropped
     # (Store.record_agent).

@@ -16,6 +16,7 @@ it refuses to start unless the schema is at this code's head ("dsr-db-manage
 upgrade" first), so controllers starting together never race on DDL.
 """
 
+import collections
 import faulthandler
 import os
 import signal
@@ -51,6 +52,10 @@ LOG = logging.getLogger(__name__)
 # Seconds between a standby controller's tries of the leadership lock, and
 # before the leader retries what a round left (reporter.run_statuses).
 STANDBY_INTERVAL = 0.1
+# Seconds between two reads of the enrolled SEs (Controller.read_enrolled):
+# an SE enrolled or revoked counts for the changes of its group this much
+# later at most.
+ENROLLED_REFRESH = 1.0
 
 
 def _warn_if_queue_not_durable(conf):
@@ -102,6 +107,7 @@ class Controller:
         self.driver_lib = driver_lib
         self._sockets_missing = False
         self._strangers = {}    # group -> members logged as strangers
+        self._enrolled = None   # group -> SE ids enrolled (read_enrolled)
         # Controllers of one deployment elect their leader in this group.
         self.leader_group = c.leader_group.encode()
         self.election = election_mod.LeaderElection(
@@ -159,23 +165,55 @@ class Controller:
             return dict.fromkeys(self.coordinator.get_members(group).get())
         alive = set(self.recall.read(membership.group_id(se_group), read,
                                      what='live agents'))
-        if self.signer is None:
-            return alive
+        if self.signer is None or self._enrolled is None:
+            return alive    # never read yet: the backend is believed
         # The backend is not authenticated: a stranger listed in the group
         # would hold every change of it PENDING (then ERROR), a change
         # waits for the enrolled SEs only.
-        enrolled = {row['se_id'] for row in enrolment.list_ses(
-            self.database, se_group)}
+        enrolled = self._enrolled.get(se_group, frozenset())
         strangers = alive - enrolled
-        known = self._strangers.get(se_group, set())
-        for se_id in sorted(strangers - known):
-            LOG.warning('SE group %s: member %s of the coordination group '
-                        'is not enrolled in it; ignored (docs/security.md)',
-                        se_group, auth.shown(se_id))
+        new = sorted(strangers - self._strangers.get(se_group, set()))
+        if new:
+            # A few names a line: anybody can add members by the thousand.
+            LOG.warning('SE group %s: %d member(s) of the coordination '
+                        'group not enrolled in it ignored (docs/security.md'
+                        '): %s%s', se_group, len(new),
+                        ', '.join(auth.shown(se_id) for se_id in new[:8]),
+                        ' ...' if len(new) > 8 else '')
         self._strangers[se_group] = strangers
         return alive & enrolled
 
+    def read_enrolled(self):
+        """Read which SEs are enrolled in which group, for live_agents.
+
+        Kept in memory and read again every ENROLLED_REFRESH by a thread
+        of its own: live_agents is called inside transactions (the
+        capacity check holds the group's row lock), and a second
+        connection taken there by every RPC thread at once emptied the
+        pool (SQLAlchemy's 5 + 10) -- each waited for a connection the
+        others held.  False when the database could not be read (the last
+        read stays)."""
+        try:
+            rows = enrolment.list_ses(self.database)
+        except Exception as exc:  # noqa: BLE001 -- the database is away
+            LOG.debug('enrolled SEs not read: %s', exc)
+            return False
+        enrolled = collections.defaultdict(set)
+        for row in rows:
+            enrolled[row['se_group']].add(row['se_id'])
+        self._enrolled = {group: frozenset(ids)
+                          for group, ids in enrolled.items()}
+        return True
+
+    def _keep_enrolled(self):
+        while not self._stop.wait(ENROLLED_REFRESH):
+            self.read_enrolled()
+
     def start(self):
+        if self.signer is not None:
+            self.read_enrolled()
+            threading.Thread(target=self._keep_enrolled, name='enrolled',
+                             daemon=True).start()
         self.coordinator.start(start_heart=True)
         try:
             self.coordinator.create_group(self.leader_group).get()

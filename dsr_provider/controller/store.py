@@ -1476,7 +1476,7 @@ class Store:
     def l7_reports(self, l7_group, se_ids=None):
         """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
         [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None,
-        'seals': bool, 'stated': bool}} of
+        'seal_boot': the boot id of its seals or None, 'stated': bool}} of
         the L7 SEs of l7_group that reported (those in `se_ids` only, when
         given): what each does not serve -- left ERROR alone
         (rejected_objects), or whose HAProxy waits for its restart
@@ -1487,7 +1487,7 @@ class Store:
                             models.AgentState.rejected_objects,
                             models.AgentState.helpers,
                             models.AgentState.tunnel_addresses,
-                            models.AgentState.seals_capabilities,
+                            models.AgentState.seal_boot,
                             models.AgentState.report_times).filter_by(
                 se_group=l7_group)
             if se_ids is not None:
@@ -1499,11 +1499,19 @@ class Store:
             # of report may have made the row first).
             return {se_id: {'unserved': _unserved(rejected, helpers),
                             'tunnel_addresses': addresses,
-                            'seals': seals is True,
+                            'seal_boot': boot,
                             'stated': isinstance(times, dict)
                             and 'report_state' in times}
-                    for se_id, rejected, helpers, addresses, seals, times
+                    for se_id, rejected, helpers, addresses, boot, times
                     in query}
+
+    def heard_since(self, se_group, since):
+        """The SEs of se_group whose last report (any kind) was stored at
+        or after `since` (epoch seconds)."""
+        with self.db.session() as s:
+            return set(s.execute(sa.select(models.AgentState.se_id).where(
+                models.AgentState.se_group == se_group,
+                models.AgentState.updated_at >= since)).scalars())
 
     def set_l7_members(self, l7_group, members):
         """Make the ready L7 SEs of l7_group exactly `members` ({se_id:

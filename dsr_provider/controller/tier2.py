@@ -18,7 +18,9 @@ follow within a poll and a fetch.  Membership is a hint only: what the L4
 SEs run is still the controller's signed snapshot.
 
 A group whose membership cannot be read (backend down) keeps its last
-known set: an outage of the coordination backend must not empty the rings.
+known set -- an outage of the coordination backend must not empty the
+rings -- but, with authentication on, for the L7 SEs not heard from over
+RPC within agent_ttl (MembershipWatcher._keep_heard).
 
 The L7 contract (dsr_wire.l7.group_contract): the L7 group's document
 carries only the fields every live L7 SE of the group understands -- the
@@ -42,7 +44,6 @@ from oslo_log import log as logging
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import l7_snapshot
 from dsr_provider.controller import models
-from dsr_provider.controller import store as store_mod
 from dsr_wire import auth
 from dsr_wire import capability_seal
 from dsr_wire import l7
@@ -104,22 +105,27 @@ def trusted_only(database, members_of, reports_of=None,
     authenticated, and anybody who reaches it can join an L7 group
     claiming tunnel addresses (the L4 SEs would steer its load balancers'
     traffic there) or an old contract (its TLS settings left out), or
-    rewrite an enrolled SE's entry.
+    rewrite an enrolled SE's entry.  reports_of(group, ids) ->
+    Store.l7_reports: the SEs' signed report_state.
 
     - A member not enrolled in the group: left out (logged once).
     - A sealed entry (dsr_wire/capability_seal.py): what the SE signed,
       with its Seal under SEAL_KEY for the watcher's SealClock, when the
-      seal is the SE's enrolled key's, for this SE and group, and signed
-      within `window` seconds; otherwise left out (logged once a reason).
+      seal is the SE's enrolled key's, for this SE and group, signed
+      within `window` seconds, and of the run of its agent that its signed
+      report_state names (when it names one: a previous run's seals are
+      not its own any more); otherwise left out (logged once a reason).
+      A malformed entry is left out, never taken for an unreadable group.
     - An unsealed entry: an L7 agent of an earlier release (they do not
-      seal) is believed as before, until it is upgraded -- unless the SE's
-      signed report_state says it seals (reports_of(group, ids) ->
-      Store.l7_reports): then the entry is not its own, and is left out.
+      seal) is believed as before, until it is upgraded -- once its
+      signed report_state is stored and names no run that seals; else it
+      is not its own, or not known to be, and is left out.  Without
+      reports_of, unsealed entries are believed.
     """
     warned = {}     # se_id -> the last reason logged
-    # se_id -> (its entry as read, what it opened to): an entry is read
-    # four times a second and sealed again once, and a signature check
-    # costs about 0.15 ms.
+    # (group, se_id) -> (its entry as read, key, what it opened to): an
+    # entry is read four times a second and sealed again once, and a
+    # signature check costs about 0.15 ms.
     opened = {}
 
     def warn_once(l7_group, se_id, reason):
@@ -135,40 +141,47 @@ def trusted_only(database, members_of, reports_of=None,
     def members(l7_group):
         live = members_of(l7_group)
         keys = enrolment.keys_of(database, l7_group)
-        result, unsealed = {}, []
-        for se_id, caps in live.items():
-            key = keys.get(se_id)
-            if key is None:
+        for se_id in live:
+            if se_id not in keys:
                 warn_once(l7_group, se_id, 'not enrolled in this group')
-                continue
+        enrolled = [se_id for se_id in live if se_id in keys]
+        reports = reports_of(l7_group, set(enrolled)) \
+            if reports_of is not None and enrolled else {}
+        result = {}
+        for se_id in enrolled:
+            caps, report = live[se_id], reports.get(se_id) or {}
+            stated_boot = report.get('seal_boot')
             if not capability_seal.is_sealed(caps):
-                unsealed.append(se_id)
+                if reports_of is not None and (
+                        not report.get('stated') or stated_boot):
+                    warn_once(l7_group, se_id, 'unsealed, and its signed '
+                              'report_state names a run that seals'
+                              if stated_boot else 'unsealed, and no '
+                              'signed report_state of it is stored yet')
+                    continue
+                result[se_id] = caps
                 continue
             try:
-                plain, seal = _opened(opened, caps, se_id, l7_group, key,
-                                      window, clock)
+                plain, seal = _opened(opened, caps, se_id, l7_group,
+                                      keys[se_id], window, clock)
             except auth.AuthError as exc:
                 warn_once(l7_group, se_id, f'its seal: {exc}')
                 continue
+            if stated_boot and seal.boot != stated_boot:
+                warn_once(l7_group, se_id, 'sealed by another run of its '
+                          'agent than its signed report_state names')
+                continue
             result[se_id] = dict(plain, **{capability_seal.SEAL_KEY: seal})
             warned.pop(se_id, None)
-        if unsealed:
-            reports = reports_of(l7_group, set(unsealed)) \
-                if reports_of is not None else {}
-            for se_id in unsealed:
-                if (reports.get(se_id) or {}).get('seals'):
-                    warn_once(l7_group, se_id, 'unsealed, and its signed '
-                              'report says it seals')
-                    continue
-                result[se_id] = live[se_id]
         return result
     return members
 
 
 def _opened(cache, caps, se_id, l7_group, key, window, clock):
-    """capability_seal.open_seal, its signature checked once per content
-    and key (cache: {se_id: (caps, key, result)}), its window each time."""
-    known = cache.get(se_id)
+    """capability_seal.open_seal, its signature checked once per content,
+    group and key (cache: {(group, se_id): (caps, key, result)}), its
+    window each time."""
+    known = cache.get((l7_group, se_id))
     if known is not None and known[0] == caps and known[1] is key:
         capability_seal.check_window(known[2][1], window, clock)
         return known[2]
@@ -176,40 +189,57 @@ def _opened(cache, caps, se_id, l7_group, key, window, clock):
                                        clock=clock)
     if len(cache) >= MISMATCHES_KEPT:
         cache.clear()
-    cache[se_id] = (caps, key, result)
+    cache[(l7_group, se_id)] = (caps, key, result)
     return result
+
+
+class _Sealed:
+    """What SealClock keeps of an L7 SE: its last seal that moved on, when
+    (controller's clock), the capabilities it came with, and the seal a
+    restart() last gave time to."""
+    __slots__ = ('seal', 'when', 'caps', 'granted')
+
+    def __init__(self, seal, when, caps):
+        self.seal, self.when, self.caps = seal, when, caps
+        self.granted = None
 
 
 class SealClock:
     """Whether each L7 SE's seal moves on, on the controller's clock: a
     live agent seals again every RESEAL_INTERVAL, a copy of a dead one's
     entry does not move (docs/security.md).  An SE whose seal has not
-    moved on for `stale_after` seconds is left out of the L4 pools; an
-    SE's clock skew does not matter (only its boot and count are
-    compared; its time only decides between two boots)."""
+    moved on for `stale_after` seconds is left out of the L4 pools, and
+    an older seal read back (a copy) gives the capabilities of the last
+    one that moved on, not its own.  The SEs' clocks are not compared
+    with ours: a seal moves on with its count within a run of the agent,
+    and to another run when the SE's signed report_state names it (when
+    none does, a run that signed later)."""
 
-    def __init__(self, stale_after=None, clock=time.monotonic,
-                 wall=time.time):
+    def __init__(self, stale_after=None, clock=time.monotonic):
         self.stale_after = SEAL_STALE_AFTER if stale_after is None \
             else stale_after
-        self._clock, self._wall = clock, wall
-        # (l7 group, se_id) -> (Seal last moved on to, when)
-        self._seen = {}
+        self._clock = clock
+        self._seen = {}         # (l7 group, se_id) -> _Sealed
         self._stale = set()     # left out, logged
 
     def restart(self, l7_group):
         """The group could not be read for a while: its SEs could not
-        seal meanwhile either, so their clocks start again."""
+        seal meanwhile either, so their clocks start again -- once per
+        seal, and not for those already stale, so that a backend made
+        unreadable now and then does not keep a copy fresh."""
         now = self._clock()
-        for key, (seal, _) in list(self._seen.items()):
-            if key[0] == l7_group:
-                self._seen[key] = (seal, now)
+        for key, sealed in self._seen.items():
+            if key[0] == l7_group and key not in self._stale and \
+                    sealed.granted is not sealed.seal:
+                sealed.when, sealed.granted = now, sealed.seal
 
-    def fresh(self, l7_group, live):
+    def fresh(self, l7_group, live, reports=None):
         """{se_id: capabilities} of the group's members (trusted_only's)
-        -> those whose seal moved on lately, and the unsealed (an earlier
-        release's, believed from tooz: its membership's expiry)."""
+        -> those whose seal moved on lately, with the capabilities of that
+        seal, and the unsealed (an earlier release's, believed from tooz:
+        its membership's expiry).  reports: Store.l7_reports."""
         now = self._clock()
+        reports = reports or {}
         result = {}
         for key in [k for k in self._seen
                     if k[0] == l7_group and k[1] not in live]:
@@ -222,11 +252,13 @@ class SealClock:
                 result[se_id] = caps
                 continue
             key = (l7_group, se_id)
-            last = self._seen.get(key)
-            if last is None or self._moved_on(last[0], seal):
-                self._seen[key] = last = (seal, now)
-            if now - last[1] <= self.stale_after:
-                result[se_id] = caps
+            sealed = self._seen.get(key)
+            if sealed is None or self._moved_on(
+                    sealed.seal, seal,
+                    (reports.get(se_id) or {}).get('seal_boot')):
+                self._seen[key] = sealed = _Sealed(seal, now, caps)
+            if now - sealed.when <= self.stale_after:
+                result[se_id] = sealed.caps
                 if key in self._stale:
                     self._stale.discard(key)
                     LOG.info('L7 SE %s: its capabilities are signed again',
@@ -237,16 +269,16 @@ class SealClock:
                             'been signed again for %.0f s (a copy of a '
                             'dead SE\'s entry, or an agent that cannot '
                             'reach the backend): left out of the L4 pools',
-                            auth.shown(se_id), now - last[1])
+                            auth.shown(se_id), now - sealed.when)
         return result
 
-    def _moved_on(self, last, seal):
+    @staticmethod
+    def _moved_on(last, seal, stated_boot):
         if seal.boot == last.boot:
             return seal.seq > last.seq
-        # Another agent process: a later one, or one whose clock has been
-        # set back since the last (that one signed in our future).
-        return seal.ts > last.ts or \
-            last.ts > self._wall() + store_mod.CLOCK_SKEW
+        if stated_boot:
+            return seal.boot == stated_boot
+        return seal.ts > last.ts
 
 
 def ready_members(capabilities, reported=None, signed_only=False,
@@ -406,22 +438,30 @@ class MembershipWatcher:
         for l7_group in self._l7_groups():
             try:
                 live = self.members_of(l7_group)
+                reports = self.store.l7_reports(l7_group, set(live))
                 if l7_group in self._failing:
                     self._seals.restart(l7_group)
                 # With authentication on, a sealed entry counts while its
                 # seal moves on (a copy of a dead SE's does not).
-                serving = self._seals.fresh(l7_group, live) \
+                serving = self._seals.fresh(l7_group, live, reports) \
                     if self.signed_only else live
                 members = ready_members(
-                    serving, self.store.l7_reports(l7_group, set(serving)),
-                    signed_only=self.signed_only,
+                    serving, reports, signed_only=self.signed_only,
                     on_mismatch=self._mismatch)
             except Exception as exc:  # noqa: BLE001 -- backend errors
                 if l7_group not in self._failing:
                     LOG.warning('L7 group %s: membership unreadable (%s); '
-                                'its L4 pools keep their L7 SEs', l7_group,
-                                exc)
+                                'its L4 pools keep their L7 SEs%s',
+                                l7_group, exc, ' that still report'
+                                if self.signed_only else '')
                 self._failing.add(l7_group)
+                if not self.signed_only:
+                    continue
+                try:
+                    bumped.extend(self._keep_heard(l7_group))
+                except Exception:  # noqa: BLE001 -- the database too
+                    LOG.debug('L7 group %s: reports unreadable', l7_group,
+                              exc_info=True)
                 continue
             self._failing.discard(l7_group)
             groups = self.store.set_l7_members(l7_group, members)
@@ -442,6 +482,26 @@ class MembershipWatcher:
         if bumped and self.on_change is not None:
             self.on_change()
         return bumped
+
+    def _keep_heard(self, l7_group):
+        """The group's membership cannot be read (authentication on: the
+        SEs' reports are signed): keep its L7 SEs -- an
+        outage of the backend must not empty the pools -- but only those
+        still heard from over RPC within agent_ttl; a dead one would stay
+        for as long as the backend stays unreadable (or is kept
+        unreadable by whoever writes it).  Returns the L4 groups
+        bumped."""
+        members = self.store.l7_members(l7_group)
+        heard = self.store.heard_since(
+            l7_group, time.time() - self.store.agent_ttl)
+        kept = {se_id: m for se_id, m in members.items() if se_id in heard}
+        if kept == members:
+            return []
+        LOG.warning('L7 group %s: membership unreadable; L7 SE(s) %s not '
+                    'heard from for %.0f s leave the L4 pools', l7_group,
+                    ', '.join(sorted(set(members) - set(kept))),
+                    self.store.agent_ttl)
+        return self.store.set_l7_members(l7_group, kept)
 
     def _mismatch(self, se_id, claimed, reported):
         if self._mismatched.get(se_id) == claimed:

@@ -118,3 +118,30 @@ def test_coordinator_url_keeps_its_options_and_an_executor_it_names(
         ('redis://127.0.0.1:6379?executor=threaded', b'c'),
         ('file:///var/lib/tooz?executor=synchronous', b'se2'),
     ]
+
+
+def test_a_member_whose_entry_cannot_be_read_is_left_out_alone():
+    """Anybody who reaches the backend can write a member's entry: one
+    that does not decode (tooz's SerializationError, or not JSON) leaves
+    out that member, and the group is read."""
+    from tooz import utils as tooz_utils
+
+    class Coordinator:
+        def get_members(self, group):
+            return _Done({b'se1', b'se2', b'se3'})
+
+        def get_member_capabilities(self, group, member):
+            if member == b'se2':
+                raise tooz_utils.SerializationError('not msgpack')
+            return _Done(b'{"role": "tier2"' if member == b'se3'
+                         else b'{"role": "tier2"}')
+    assert membership.members(Coordinator(), b'g') == {
+        'se1': {'role': 'tier2'}}
+
+
+class _Done:
+    def __init__(self, value):
+        self.value = value
+
+    def get(self):
+        return self.value

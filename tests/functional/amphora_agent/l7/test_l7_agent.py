@@ -19,6 +19,7 @@ import pytest
 
 from amphora_agent import processes
 from dsr_wire import auth
+from dsr_wire import capability_seal
 from dsr_wire import l7 as l7_schema
 from dsr_wire import membership as membership_mod
 from tests.functional.amphora_agent.l7.conftest import L7_SES
@@ -163,11 +164,13 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
                    ids.values())
     netns.wait_for(published, 30, 'both L7 SEs ready in the tooz group')
     caps = agents.observer.members()[ids['m1']]
-    assert caps == {'role': 'tier2',
-                    'tunnel_addresses': {'4': tier2.addr('m1'),
-                                         '6': tier2.addr('m1', 6)},
-                    'ready': True, 'draining': False,
-                    l7_schema.CONTRACT_CAPABILITY: l7_schema.CONTRACT_VERSION}
+    # Sealed with its key (authentication on; docs/security.md).
+    assert capability_seal.is_sealed(caps)
+    assert capability_seal.unsealed(caps) == {
+        'role': 'tier2',
+        'tunnel_addresses': {'4': tier2.addr('m1'), '6': tier2.addr('m1', 6)},
+        'ready': True, 'draining': False,
+        l7_schema.CONTRACT_CAPABILITY: l7_schema.CONTRACT_VERSION}
     netns.wait_for(lambda: agents.controller.statuses.get(ids['m1']), 30,
                    'member status from m1')
     assert agents.controller.statuses[ids['m1']] == {

@@ -116,7 +116,7 @@ def test_signed_document_applied_reported_and_published(lab):
     # Its tunnel addresses in the signed report too: the controller
     # steers the L4 pools to these, not to tooz's.
     assert state['tunnel_addresses'] == {'4': '198.18.7.2'}
-    assert state['capability_seal'] is False    # this lab's are not sealed
+    assert state['capability_seal'] is None     # this lab's are not sealed
     # m2's pool serves no listener: HAProxy does not run it.
     assert lab.controller.last('members') == (
         'members', 5, {'m1': 'NO_MONITOR', 'm2': 'OFFLINE'})
@@ -127,13 +127,15 @@ def test_signed_document_applied_reported_and_published(lab):
 def test_with_a_key_the_capabilities_are_sealed_and_the_state_says_so(
         lab):
     """With authentication on, the L7 agent seals its tooz capabilities
-    with its key, and its signed state says it does: the controller then
-    takes an unsealed entry under its name for somebody else's."""
+    with its key, and its signed state names the run that seals: the
+    controller then takes an unsealed entry, or another run's, under its
+    name for somebody else's."""
     key = str(lab.tmp / 'l7se2.key')
     auth.generate_key(key)
     sealer = capability_seal.Sealer(auth.Signer(key), 'l7se2', GROUP)
     publisher = agent_mod.CapabilityPublisher(membership_mod.Membership(
-        f'file://{lab.tmp}/tooz', 'l7se2', GROUP, {}, seal=sealer.seal))
+        f'file://{lab.tmp}/tooz', 'l7se2', GROUP, {}, seal=sealer.seal),
+        seal_boot=sealer.boot)
     conf = types.SimpleNamespace(agent=types.SimpleNamespace(
         se_id='l7se2', se_group=GROUP, stats_interval=10.0,
         resync_interval=60.0, drain_wait=0.1),
@@ -142,7 +144,7 @@ def test_with_a_key_the_capabilities_are_sealed_and_the_state_says_so(
                               publisher=publisher)
     publisher.start(agent.capabilities())
     try:
-        assert agent.state()['capability_seal'] is True
+        assert agent.state()['capability_seal'] == sealer.boot
         plain, seal = capability_seal.open_seal(
             lab.observer.members()['l7se2'], 'l7se2', GROUP,
             auth.load_private_key(key).public_key(), 60)

@@ -14,7 +14,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import guard as guard_mod
+from dsr_provider.controller import models
 from dsr_provider.controller import tier2
+from dsr_wire import auth
 from dsr_wire import capability_seal
 from dsr_wire import l7
 from tests.unit.dsr_provider.controller.test_guard import enrolled
@@ -119,7 +121,7 @@ def test_an_unsealed_entry_counts_only_for_an_se_that_does_not_seal(
     def report(se, state):
         args = {'se_id': se, 'se_group': 'edge-l7', 'state': state}
         ep.report_state(signers[se].context('report_state', args), **args)
-    report('l7a', {'applied_generation': 0, 'capability_seal': True,
+    report('l7a', {'applied_generation': 0, 'capability_seal': 'a' * 32,
                    'tunnel_addresses': {'4': '198.18.7.1'}})
     report('l7old', {'applied_generation': 0,
                      'tunnel_addresses': {'4': '198.18.7.9'}})
@@ -136,13 +138,21 @@ def _sealing_se_stated(store, tmp_path):
     """A Sealer of L7 SE l7a, enrolled in edge-l7 (t2.graph()'s L7 group,
     created), whose signed report_state says it seals."""
     signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),))
-    ep = endpoints.AgentEndpoint(store, guard=guard_mod.AgentGuard(store.db))
     store.create_loadbalancer(t2.graph())
-    args = {'se_id': 'l7a', 'se_group': 'edge-l7',
-            'state': {'applied_generation': 0, 'capability_seal': True,
-                      'tunnel_addresses': {'4': '198.18.7.1'}}}
-    ep.report_state(signers['l7a'].context('report_state', args), **args)
-    return capability_seal.Sealer(signers['l7a'], 'l7a', 'edge-l7')
+    sealer = capability_seal.Sealer(signers['l7a'], 'l7a', 'edge-l7')
+    state_names(store, sealer)
+    return sealer
+
+
+def state_names(store, sealer, address='198.18.7.1'):
+    """sealer's SE reports its state (signed, through the real guard),
+    naming sealer's run as the one that seals, and its tunnel address."""
+    ep = endpoints.AgentEndpoint(store, guard=guard_mod.AgentGuard(store.db))
+    args = {'se_id': sealer.se_id, 'se_group': sealer.group,
+            'state': {'applied_generation': 0,
+                      'capability_seal': sealer.boot,
+                      'tunnel_addresses': {'4': address}}}
+    ep.report_state(sealer.signer.context('report_state', args), **args)
 
 
 def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
@@ -184,22 +194,24 @@ def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
     clock.now += tier2.SEAL_STALE_AFTER + 1
     live['l7a'] = older
     assert pool() == set()
-    # The agent restarted: a new boot, signed later.
-    restarted = capability_seal.Sealer(sealer.signer, 'l7a', 'edge-l7')
+    # The agent restarted: a new run, in the pools once its signed state
+    # names it (it reports before it is ready) -- whatever its clock says.
+    restarted = capability_seal.Sealer(sealer.signer, 'l7a', 'edge-l7',
+                                       clock=lambda: copy['dsr_seal']['ts']
+                                       - 30.0)
     live['l7a'] = restarted.seal(caps('198.18.7.1'))
+    assert pool() == set()
+    state_names(store, restarted)
     assert pool() == {'l7a'}
-    # The previous boot's copy, written back, is not a move on.
-    clock.now += tier2.SEAL_STALE_AFTER + 1
+    # The previous run's copy, written back, is not its entry any more.
     live['l7a'] = copy
     assert pool() == set()
 
 
-def test_the_seal_clock_starts_again_after_the_backend_was_unreadable(
-        store, tmp_path):
-    """While the watcher cannot read the group, the agents cannot seal
-    either: when it reads again, their seals are not held against them
-    until they have had SEAL_STALE_AFTER to seal again."""
-    clock = Clock()
+def _watcher_of_a_backend_that_fails(store, tmp_path, clock):
+    """(down, watcher): a leader's watcher with authentication on, of
+    edge-l7 where l7a (stated) published one seal; the backend is
+    unreadable while down is not empty."""
     sealer = _sealing_se_stated(store, tmp_path)
     live = {'l7a': sealer.seal(caps('198.18.7.1'))}
     down = []
@@ -208,9 +220,18 @@ def test_the_seal_clock_starts_again_after_the_backend_was_unreadable(
         if down:
             raise ConnectionError('backend down')
         return dict(live)
-    watcher = tier2.MembershipWatcher(
+    return down, tier2.MembershipWatcher(
         store, tier2.trusted_only(store.db, read, store.l7_reports),
         clock=clock, signed_only=True)
+
+
+def test_the_seal_clock_starts_again_after_the_backend_was_unreadable(
+        store, tmp_path):
+    """While the watcher cannot read the group, the agents cannot seal
+    either: when it reads again, their seals are not held against them
+    until they have had SEAL_STALE_AFTER to seal again."""
+    clock = Clock()
+    down, watcher = _watcher_of_a_backend_that_fails(store, tmp_path, clock)
     watcher.run_once()
     assert set(store.l7_members(t2.L7G)) == {'l7a'}
     down.append(True)
@@ -263,7 +284,8 @@ def test_an_enrolled_ses_tooz_entry_steers_only_to_its_signed_addresses(
     def report(se, state):
         args = {'se_id': se, 'se_group': 'edge-l7', 'state': state}
         ep.report_state(signers[se].context('report_state', args), **args)
-    report('l7a', {'applied_generation': 0, 'capability_seal': True,
+    report('l7a', {'applied_generation': 0,
+                   'capability_seal': sealer.boot,
                    'tunnel_addresses': {'4': '198.18.7.1'}})
     report('l7old', {'applied_generation': 0})
     with caplog.at_level(logging.WARNING):
@@ -284,3 +306,137 @@ def test_an_enrolled_ses_tooz_entry_steers_only_to_its_signed_addresses(
     open_watcher = tier2.MembershipWatcher(store, lambda group: dict(live))
     open_watcher.run_once()
     assert pool()['l7a']['tunnel_addresses'] == {'4': '203.0.113.66'}
+
+
+def test_a_malformed_entry_is_left_out_alone(store, tmp_path, caplog):
+    """What canonical JSON cannot sign (a NaN written into a field), a
+    time that is not a float, an unreadable seal: that member is left out,
+    the group is read -- not taken for an unreadable group, whose pools
+    would be kept as they were."""
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),
+                                         ('l7b', 'edge-l7')))
+    good = capability_seal.Sealer(signers['l7b'], 'l7b', 'edge-l7').seal(
+        caps('198.18.7.2'))
+    sealed = capability_seal.Sealer(signers['l7a'], 'l7a', 'edge-l7').seal(
+        caps('198.18.7.1'))
+    live = {'l7b': good}
+    members_of = tier2.trusted_only(store.db, lambda group: dict(live))
+    for bad in (dict(sealed, x=float('nan')),
+                dict(sealed, dsr_seal=dict(sealed['dsr_seal'], ts=10**400)),
+                dict(sealed, dsr_seal=dict(sealed['dsr_seal'], ts='now')),
+                dict(sealed, dsr_seal=dict(sealed['dsr_seal'], boot=None)),
+                dict(sealed, dsr_seal=[1, 2])):
+        live['l7a'] = bad
+        assert set(members_of('edge-l7')) == {'l7b'}, bad
+    live['l7a'] = sealed
+    assert set(members_of('edge-l7')) == {'l7a', 'l7b'}
+
+
+def test_an_older_seal_read_back_gives_the_last_ones_capabilities(
+        store, tmp_path):
+    """A seal that does not move on (an older one of the same run, read
+    back) does not speak for the SE: its draining stays as it last signed
+    it, whatever the copy says."""
+    clock = Clock()
+    sealer = _sealing_se_stated(store, tmp_path)
+    ready = sealer.seal(caps('198.18.7.1'))
+    live = {'l7a': ready}
+    watcher = tier2.MembershipWatcher(
+        store, tier2.trusted_only(store.db, lambda group: dict(live),
+                                  store.l7_reports),
+        clock=clock, signed_only=True)
+    watcher.run_once()
+    assert store.l7_members(t2.L7G)['l7a']['draining'] is False
+    live['l7a'] = sealer.seal(dict(caps('198.18.7.1', ready=False),
+                                   draining=True))
+    watcher.run_once()
+    assert store.l7_members(t2.L7G)['l7a']['draining'] is True
+    for _ in range(3):
+        live['l7a'] = ready             # its ready seal, written back
+        clock.now += 1.0
+        watcher.run_once()
+        assert store.l7_members(t2.L7G)['l7a']['draining'] is True
+
+
+def test_a_backend_made_unreadable_now_and_then_does_not_keep_a_copy(
+        store, tmp_path):
+    """The clocks start again after an unreadable look once per seal:
+    alternating an unreadable group and a copy of a dead SE's entry does
+    not keep it in the pools."""
+    clock = Clock()
+    down, watcher = _watcher_of_a_backend_that_fails(store, tmp_path, clock)
+    watcher.run_once()
+    started = clock.now
+    while clock.now - started < 3 * tier2.SEAL_STALE_AFTER:
+        down[:] = [True]
+        watcher.run_once()
+        down.clear()
+        clock.now += 0.5
+        watcher.run_once()
+        if not store.l7_members(t2.L7G):
+            break
+    assert store.l7_members(t2.L7G) == {}
+    assert clock.now - started <= 2 * tier2.SEAL_STALE_AFTER + 1
+
+
+def test_an_unreadable_group_keeps_the_l7_ses_still_heard_from(
+        store, tmp_path):
+    """While the backend cannot be read, the pools keep their L7 SEs (an
+    outage must not empty them), but not one whose reports stopped for
+    agent_ttl: it would stay for as long as the backend is unreadable."""
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),
+                                         ('l7b', 'edge-l7')))
+    store.create_loadbalancer(t2.graph())
+    live = {}
+    for se, address in (('l7a', '198.18.7.1'), ('l7b', '198.18.7.2')):
+        sealer = capability_seal.Sealer(signers[se], se, 'edge-l7')
+        state_names(store, sealer, address)
+        live[se] = sealer.seal(caps(address))
+    down = []
+
+    def read(group):
+        if down:
+            raise ConnectionError('backend down')
+        return dict(live)
+    watcher = tier2.MembershipWatcher(
+        store, tier2.trusted_only(store.db, read, store.l7_reports),
+        signed_only=True)
+    watcher.run_once()
+    assert set(store.l7_members(t2.L7G)) == {'l7a', 'l7b'}
+    down.append(True)
+    watcher.run_once()
+    assert set(store.l7_members(t2.L7G)) == {'l7a', 'l7b'}
+    store.agent_ttl = 30.0
+    with store.db.session() as s:                    # l7b went quiet
+        s.get(models.AgentState, 'l7b').updated_at -= 31.0
+    assert watcher.run_once() == [t2.L4]
+    assert set(store.l7_members(t2.L7G)) == {'l7a'}
+
+
+def test_an_unsealed_entry_of_an_se_not_heard_from_does_not_count(
+        store, tmp_path):
+    """An unsealed entry counts only for an SE whose signed report_state
+    is stored and names no run that seals: one never heard from (enrolled,
+    not started) does not hold the group's contract down."""
+    enrolled(store, tmp_path, (('l7new', 'edge-l7'),))
+    live = {'l7new': caps('198.18.7.5', 1)}
+    members_of = tier2.trusted_only(store.db, lambda group: dict(live),
+                                    store.l7_reports)
+    assert members_of('edge-l7') == {}
+    assert l7.group_contract(members_of('edge-l7')) == l7.CONTRACT_VERSION
+
+
+def test_a_seal_of_another_group_is_not_believed_after_the_se_moved(
+        store, tmp_path):
+    """An SE enrolled again in another group, with the same key: a copy
+    of a seal it made for its first group is not believed in the second
+    (the signature check is remembered per group)."""
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),))
+    sealed = capability_seal.Sealer(signers['l7a'], 'l7a', 'edge-l7').seal(
+        caps('198.18.7.1'))
+    members_of = tier2.trusted_only(store.db, lambda group: {'l7a': sealed})
+    assert set(members_of('edge-l7')) == {'l7a'}
+    enrolment.enrol(store.db, 'other-l7', 'l7a',
+                    auth.load_private_key(str(tmp_path / 'l7a.key'))
+                    .public_key())
+    assert members_of('other-l7') == {}

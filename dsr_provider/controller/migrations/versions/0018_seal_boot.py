@@ -1,5 +1,6 @@
-"""Whether an L7 SE seals its tooz capabilities (dsr_wire/capability_seal.py),
-from its signed report_state: an unsealed entry of one that does was not
+"""The run of an L7 agent whose tooz capabilities are its own (the boot id
+of its seals, dsr_wire/capability_seal.py), from its signed report_state:
+another run's seal, or an unsealed entry of an SE that seals, was not
 written by it.
 
 Revision ID: 0018
@@ -17,10 +18,10 @@ depends_on = None
 
 def upgrade():
     with op.batch_alter_table('agent_states') as batch:
-        batch.add_column(sa.Column('seals_capabilities', sa.Boolean,
+        batch.add_column(sa.Column('seal_boot', sa.String(64),
                                    nullable=True))
 
 
 def downgrade():
     with op.batch_alter_table('agent_states') as batch:
-        batch.drop_column('seals_capabilities')
+        batch.drop_column('seal_boot')

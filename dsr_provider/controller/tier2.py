@@ -70,6 +70,9 @@ SEAL_STALE_AFTER = 5.0
 # Seconds either side of now a seal may have been signed (a new leader's
 # first look at an entry; then SealClock decides): the RPC window.
 SEAL_WINDOW = 60.0
+# Seconds a look at a group may take before the backend counts as stalled
+# (a read takes milliseconds): the agents' seals wait in it too.
+STALLED_READ = 1.0
 
 
 def tunnel_addresses(addresses, se_id=None):
@@ -195,13 +198,16 @@ def _opened(cache, caps, se_id, l7_group, key, window, clock):
 
 class _Sealed:
     """What SealClock keeps of an L7 SE: its last seal that moved on, when
-    (controller's clock), the capabilities it came with, and the seal a
-    restart() last gave time to."""
-    __slots__ = ('seal', 'when', 'caps', 'granted')
+    (controller's clock), the capabilities it came with, the seal a
+    restart() last gave time to, and the least lag seen of its run's
+    seals (our wall clock minus its signing time: its clock's offset plus
+    the delay of the backend)."""
+    __slots__ = ('seal', 'when', 'caps', 'granted', 'least_lag')
 
-    def __init__(self, seal, when, caps):
+    def __init__(self, seal, when, caps, least_lag):
         self.seal, self.when, self.caps = seal, when, caps
         self.granted = None
+        self.least_lag = least_lag
 
 
 class SealClock:
@@ -215,10 +221,11 @@ class SealClock:
     and to another run when the SE's signed report_state names it (when
     none does, a run that signed later)."""
 
-    def __init__(self, stale_after=None, clock=time.monotonic):
+    def __init__(self, stale_after=None, clock=time.monotonic,
+                 wall=time.time):
         self.stale_after = SEAL_STALE_AFTER if stale_after is None \
             else stale_after
-        self._clock = clock
+        self._clock, self._wall = clock, wall
         self._seen = {}         # (l7 group, se_id) -> _Sealed
         self._stale = set()     # left out, logged
 
@@ -237,10 +244,15 @@ class SealClock:
         """{se_id: capabilities} of the group's members (trusted_only's)
         -> those whose seal moved on lately, with the capabilities of that
         seal, and the unsealed (an earlier release's, believed from tooz:
-        its membership's expiry).  reports: Store.l7_reports."""
-        now = self._clock()
+        its membership's expiry).  reports: Store.l7_reports.
+
+        A seal moves on only while it does not fall behind: its lag (our
+        wall clock minus its signing time) more than stale_after over the
+        least lag of its run is a recording shown late by whoever keeps
+        the agent's own writes from the backend."""
+        now, wall = self._clock(), self._wall()
         reports = reports or {}
-        result = {}
+        result, stale = {}, {}
         for key in [k for k in self._seen
                     if k[0] == l7_group and k[1] not in live]:
             del self._seen[key]
@@ -253,17 +265,27 @@ class SealClock:
                 continue
             key = (l7_group, se_id)
             sealed = self._seen.get(key)
-            if sealed is None or self._moved_on(
-                    sealed.seal, seal,
-                    (reports.get(se_id) or {}).get('seal_boot')):
-                self._seen[key] = sealed = _Sealed(seal, now, caps)
+            lag = wall - seal.ts
+            if sealed is None or (
+                    seal.boot != sealed.seal.boot and self._moved_on(
+                        sealed.seal, seal,
+                        (reports.get(se_id) or {}).get('seal_boot'))):
+                self._seen[key] = sealed = _Sealed(seal, now, caps, lag)
+            elif self._moved_on(sealed.seal, seal, None) and \
+                    lag <= sealed.least_lag + self.stale_after:
+                self._seen[key] = sealed = _Sealed(
+                    seal, now, caps, min(lag, sealed.least_lag))
             if now - sealed.when <= self.stale_after:
                 result[se_id] = sealed.caps
                 if key in self._stale:
                     self._stale.discard(key)
                     LOG.info('L7 SE %s: its capabilities are signed again',
                              auth.shown(se_id))
-            elif key not in self._stale:
+            else:
+                stale[se_id] = sealed
+        for se_id, sealed in stale.items():
+            key = (l7_group, se_id)
+            if key not in self._stale:
                 self._stale.add(key)
                 LOG.warning('L7 SE %s: its sealed capabilities have not '
                             'been signed again for %.0f s (a copy of a '
@@ -391,7 +413,7 @@ def tooz_members(coordinator, recall=None):
 
 class MembershipWatcher:
     def __init__(self, store, members_of, on_change=None,
-                 clock=time.monotonic, signed_only=False):
+                 clock=time.monotonic, signed_only=False, wall=time.time):
         """members_of(l7_group) -> {se_id: capabilities}; on_change(): a
         generation was bumped (tell the agents now); signed_only: the L4
         pools steer to the addresses of the L7 SEs' signed reports
@@ -400,7 +422,7 @@ class MembershipWatcher:
         self.members_of = members_of
         self.on_change = on_change
         self.signed_only = signed_only
-        self._seals = SealClock(clock=clock)
+        self._seals = SealClock(clock=clock, wall=wall)
         # {se_id: the tooz addresses last warned about}: one line a change.
         self._mismatched = {}
         self._clock = clock
@@ -437,9 +459,13 @@ class MembershipWatcher:
         l7_bumped = []
         for l7_group in self._l7_groups():
             try:
+                asked = self._clock()
                 live = self.members_of(l7_group)
                 reports = self.store.l7_reports(l7_group, set(live))
-                if l7_group in self._failing:
+                if l7_group in self._failing or \
+                        self._clock() - asked > STALLED_READ:
+                    # The backend was away or stalled: the agents could
+                    # not seal meanwhile either.
                     self._seals.restart(l7_group)
                 # With authentication on, a sealed entry counts while its
                 # seal moves on (a copy of a dead SE's does not).

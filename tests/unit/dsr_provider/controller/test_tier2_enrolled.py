@@ -440,3 +440,63 @@ def test_a_seal_of_another_group_is_not_believed_after_the_se_moved(
                     auth.load_private_key(str(tmp_path / 'l7a.key'))
                     .public_key())
     assert members_of('other-l7') == {}
+
+
+def test_seals_shown_ever_later_are_not_a_move_on(store, tmp_path):
+    """Whoever keeps an L7 SE's own writes from the backend could show the
+    controller its recorded seals one by one, later and later, after it
+    died: a seal more than SEAL_STALE_AFTER behind the least lag of its
+    run does not move on.  An SE whose clock is far off (40 s behind),
+    sealing on time, is not behind anything."""
+    clock, wall = Clock(), Clock(50_000.0)
+    sealer = capability_seal.Sealer(     # its clock 40 s behind ours
+        _sealing_se_stated(store, tmp_path).signer, 'l7a', 'edge-l7',
+        clock=lambda: wall.now - 40.0)
+    state_names(store, sealer)
+    seals = []
+    live = {}
+    watcher = tier2.MembershipWatcher(
+        store, tier2.trusted_only(store.db, lambda group: dict(live),
+                                  store.l7_reports, clock=wall),
+        clock=clock, signed_only=True, wall=wall)
+
+    def tick(seconds=1.0):
+        clock.now += seconds
+        wall.now += seconds
+    for _ in range(10):                     # a seal a second, seen
+        live['l7a'] = sealer.seal(caps('198.18.7.1'))
+        watcher.run_once()
+        assert set(store.l7_members(t2.L7G)) == {'l7a'}
+        tick()
+    # Its writes kept from the backend: its seals, recorded, are shown
+    # half as fast as it makes them.
+    for n in range(40):
+        seals.append(sealer.seal(caps('198.18.7.1')))
+        live['l7a'] = seals[n // 2]
+        watcher.run_once()
+        if not store.l7_members(t2.L7G):
+            break
+        tick()
+    assert store.l7_members(t2.L7G) == {}
+    # Behind by 5 s after 10 s, then stale 5 s later.
+    assert n <= 2 * tier2.SEAL_STALE_AFTER + tier2.SEAL_STALE_AFTER + 2, n
+
+
+def test_a_stalled_read_starts_the_seal_clocks_again_once(
+        store, tmp_path, monkeypatch):
+    """A look that took longer than STALLED_READ (the backend stalled: the
+    agents' seals waited in it too) gives the SEs time to seal again --
+    once a seal, as after an unreadable look."""
+    clock = Clock()
+    down, watcher = _watcher_of_a_backend_that_fails(store, tmp_path, clock)
+    read = watcher.members_of
+
+    def slow(group):
+        clock.now += tier2.STALLED_READ + tier2.SEAL_STALE_AFTER
+        return read(group)
+    watcher.run_once()
+    watcher.members_of = slow
+    watcher.run_once()                      # stalled: not held against it
+    assert set(store.l7_members(t2.L7G)) == {'l7a'}
+    watcher.run_once()                      # the same seal: no second time
+    assert store.l7_members(t2.L7G) == {}

@@ -267,11 +267,12 @@ class SealClock:
             sealed = self._seen.get(key)
             lag = wall - seal.ts
             if sealed is None or (
-                    seal.boot != sealed.seal.boot and self._moved_on(
+                    seal.boot != sealed.seal.boot and self._later_run(
                         sealed.seal, seal,
                         (reports.get(se_id) or {}).get('seal_boot'))):
                 self._seen[key] = sealed = _Sealed(seal, now, caps, lag)
-            elif self._moved_on(sealed.seal, seal, None) and \
+            elif seal.boot == sealed.seal.boot and \
+                    seal.seq > sealed.seal.seq and \
                     lag <= sealed.least_lag + self.stale_after:
                 self._seen[key] = sealed = _Sealed(
                     seal, now, caps, min(lag, sealed.least_lag))
@@ -295,9 +296,8 @@ class SealClock:
         return result
 
     @staticmethod
-    def _moved_on(last, seal, stated_boot):
-        if seal.boot == last.boot:
-            return seal.seq > last.seq
+    def _later_run(last, seal, stated_boot):
+        """Whether seal, of another run than last, is a later run's."""
         if stated_boot:
             return seal.boot == stated_boot
         return seal.ts > last.ts

@@ -21,6 +21,7 @@ does not matter there; ``ts`` bounds how old a seal a new leader accepts
 (the authentication window, as for RPC messages).
 """
 
+import collections
 import math
 import re
 import threading
@@ -84,15 +85,8 @@ class Sealer:
             'ts': ts, 'sig': sig}})
 
 
-class Seal:
-    """What a verified seal says: boot, seq, ts (see the module)."""
-    __slots__ = ('boot', 'seq', 'ts')
-
-    def __init__(self, boot, seq, ts):
-        self.boot, self.seq, self.ts = boot, seq, ts
-
-    def __repr__(self):
-        return f'Seal(boot={self.boot!r}, seq={self.seq}, ts={self.ts})'
+# What a verified seal says (see the module).
+Seal = collections.namedtuple('Seal', 'boot seq ts')
 
 
 def is_sealed(capabilities):

@@ -103,33 +103,31 @@ def members(coordinator, group):
 
 class Membership:
     def __init__(self, backend_url, se_id, se_group, capabilities,
-                 seal=None):
-        """seal: capabilities -> the same, signed
-        (dsr_wire.capability_seal.Sealer.seal); when given, every write is
-        sealed and the seal renewed every RESEAL_INTERVAL, so that the
-        controller can tell a live SE's entry from a copy of a dead one's.
-        """
+                 sealer=None):
+        """sealer: a dsr_wire.capability_seal.Sealer; when given, every
+        write is sealed and the seal renewed every RESEAL_INTERVAL, so that
+        the controller can tell a live SE's entry from a copy of a dead
+        one's."""
         self.se_group = se_group
         self._group = group_id(se_group)
         self._member_id = se_id.encode()
         self._coordinator = coordinator(backend_url, self._member_id)
-        self._seal = seal
-        self._seal_renewable = seal is not None
+        self._sealer = sealer
+        self._seal_renewable = sealer is not None
         self._write_lock = threading.Lock()
         self._caps = capabilities
         self._capabilities = self._encoded(capabilities)
-        self._sealed_at = time.monotonic()
         self._stop = threading.Event()
         self._watchdog = None
 
     @property
-    def sealed(self):
-        """True when what it publishes is sealed."""
-        return self._seal is not None
+    def seal_boot(self):
+        """The run id its seals carry (None: not sealed)."""
+        return self._sealer.boot if self._sealer is not None else None
 
     def _encoded(self, capabilities):
-        if self._seal is not None:
-            capabilities = self._seal(capabilities)
+        if self._sealer is not None:
+            capabilities = self._sealer.seal(capabilities)
             self._sealed_at = time.monotonic()
         return json.dumps(capabilities).encode()
 
@@ -148,7 +146,8 @@ class Membership:
             try:
                 if self._seal_renewable and time.monotonic() - \
                         self._sealed_at >= capability_seal.RESEAL_INTERVAL:
-                    self._reseal()
+                    with self._write_lock:
+                        self._write(self._caps, renewal=True)
                 # Under the lock: a join with the bytes read before an
                 # update() would publish the older capabilities again.
                 with self._write_lock:
@@ -164,25 +163,6 @@ class Membership:
                     LOG.warning('coordination backend unavailable: %s', exc)
                 failing = True
 
-    def _reseal(self):
-        """The same capabilities with a new seal, written in place."""
-        with self._write_lock:
-            self._capabilities = self._encoded(self._caps)
-            try:
-                self._coordinator.update_capabilities(
-                    self._group, self._capabilities).get()
-            except tooz.NotImplemented:
-                # Leaving and joining every second would flap the
-                # membership (tooz's file:// driver): the seal goes stale.
-                LOG.warning('the coordination backend cannot update '
-                            'capabilities in place: their seal is not '
-                            'renewed, and a controller with '
-                            'authentication on leaves this SE out of the '
-                            'L4 pools (use redis://; docs/security.md)')
-                self._seal_renewable = False
-            except coordination.MemberNotJoined:
-                pass    # ensure_joined joins with them
-
     def members(self):
         """{se_id: capabilities} of the live members of the group."""
         return members(self._coordinator, self._group)
@@ -193,18 +173,34 @@ class Membership:
         with."""
         with self._write_lock:
             self._caps = capabilities
-            self._capabilities = self._encoded(capabilities)
             if self._watchdog is None:
+                self._capabilities = self._encoded(capabilities)
                 return
-            try:
-                self._coordinator.update_capabilities(
-                    self._group, self._capabilities).get()
-            except tooz.NotImplemented:
-                # tooz's file:// driver (one host, tests): leave and join.
-                self._coordinator.leave_group(self._group).get()
-                join(self._coordinator, self._group, self._capabilities)
-            except coordination.MemberNotJoined:
-                join(self._coordinator, self._group, self._capabilities)
+            self._write(capabilities)
+
+    def _write(self, capabilities, renewal=False):
+        """Publish capabilities (sealed afresh), in place; renewal: the
+        same ones again, for their seal.  Under the write lock."""
+        self._capabilities = self._encoded(capabilities)
+        try:
+            self._coordinator.update_capabilities(
+                self._group, self._capabilities).get()
+        except tooz.NotImplemented:
+            if renewal:
+                # Leaving and joining every second would flap the
+                # membership (tooz's file:// driver): the seal goes stale.
+                LOG.warning('the coordination backend cannot update '
+                            'capabilities in place: their seal is not '
+                            'renewed, and a controller with '
+                            'authentication on leaves this SE out of the '
+                            'L4 pools (use redis://; docs/security.md)')
+                self._seal_renewable = False
+                return
+            # tooz's file:// driver (one host, tests): leave and join.
+            self._coordinator.leave_group(self._group).get()
+            join(self._coordinator, self._group, self._capabilities)
+        except coordination.MemberNotJoined:
+            join(self._coordinator, self._group, self._capabilities)
 
     def stop(self):
         self._stop.set()

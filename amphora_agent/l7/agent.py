@@ -112,11 +112,8 @@ class CapabilityPublisher:
     (ready, draining): dsr_wire.membership.Membership joined with the
     capabilities of the moment, joined again when they change."""
 
-    def __init__(self, membership, seal_boot=None):
-        """seal_boot: the boot id of the Sealer the membership seals with
-        (None: not sealed)."""
+    def __init__(self, membership):
         self.membership = membership
-        self.seal_boot = seal_boot
         self.published = None
 
     def start(self, capabilities):
@@ -242,7 +239,7 @@ class L7Agent:
                 'tunnel_addresses': self._tunnel_addresses(),
                 # The run whose seals are its own: another run's seal, or
                 # an unsealed entry, is not (tier2.trusted_only).
-                'capability_seal': self.publisher.seal_boot
+                'capability_seal': self.publisher.membership.seal_boot
                 if self.publisher is not None else None,
                 # HAProxies that died and wait for their restart (a crash
                 # loop waits up to RETRY_INTERVAL): the controller leaves
@@ -584,7 +581,7 @@ def build(conf):
                                     conf.agent.se_group) if signer else None
     membership = membership_mod.Membership(
         conf.coordination.backend_url, conf.agent.se_id, conf.agent.se_group,
-        {'role': 'tier2'}, seal=sealer.seal if sealer else None)
+        {'role': 'tier2'}, sealer=sealer)
     # A bounded retry: the loop that sends the reports also supervises
     # the UDP listeners' health checks, which must not wait for the
     # broker.  A report given up on goes again with the next heartbeat
@@ -597,7 +594,6 @@ def build(conf):
     return L7Agent(conf, engine,
                    control_mod.ControllerProxy(client, rpc_control,
                                                timeout=CONTROL_TIMEOUT),
-                   trust=trust, publisher=CapabilityPublisher(
-                       membership, sealer.boot if sealer else None),
+                   trust=trust, publisher=CapabilityPublisher(membership),
                    transport=transport, rpc_control=rpc_control,
                    coordination_control=control_mod.ControlThread())

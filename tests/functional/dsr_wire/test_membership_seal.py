@@ -50,11 +50,11 @@ def test_a_sealed_membership_seals_again_while_it_lives(
     public = auth.load_private_key(key).public_key()
     sealer = capability_seal.Sealer(auth.Signer(key), 'l7a', 'edge')
     member = membership.Membership(url, 'l7a', 'edge', CAPS,
-                                   seal=sealer.seal)
+                                   sealer=sealer)
     observer = membership.coordinator(url, b'observer')
     observer.start()
     group = membership.group_id('edge')
-    assert member.sealed
+    assert member.seal_boot == sealer.boot
 
     def opened():
         caps = json.loads(observer.get_member_capabilities(

@@ -67,12 +67,12 @@ def _timed(predicate, bound, what, started=None):
 _MEMBER = textwrap.dedent('''
     import json, sys, threading
     from dsr_wire import auth, capability_seal, membership
-    seal = None
+    sealer = None
     if len(sys.argv) > 5:       # the L7 agent's key: sealed, as it does
-        seal = capability_seal.Sealer(auth.Signer(sys.argv[5]), sys.argv[2],
-                                      sys.argv[3]).seal
+        sealer = capability_seal.Sealer(auth.Signer(sys.argv[5]),
+                                        sys.argv[2], sys.argv[3])
     m = membership.Membership(sys.argv[1], sys.argv[2], sys.argv[3],
-                              json.loads(sys.argv[4]), seal=seal)
+                              json.loads(sys.argv[4]), sealer=sealer)
     m.start()
     print('joined', flush=True)
     threading.Event().wait()

@@ -134,8 +134,7 @@ def test_with_a_key_the_capabilities_are_sealed_and_the_state_says_so(
     auth.generate_key(key)
     sealer = capability_seal.Sealer(auth.Signer(key), 'l7se2', GROUP)
     publisher = agent_mod.CapabilityPublisher(membership_mod.Membership(
-        f'file://{lab.tmp}/tooz', 'l7se2', GROUP, {}, seal=sealer.seal),
-        seal_boot=sealer.boot)
+        f'file://{lab.tmp}/tooz', 'l7se2', GROUP, {}, sealer=sealer))
     conf = types.SimpleNamespace(agent=types.SimpleNamespace(
         se_id='l7se2', se_group=GROUP, stats_interval=10.0,
         resync_interval=60.0, drain_wait=0.1),

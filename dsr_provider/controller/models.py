@@ -138,6 +138,9 @@ class L7Policy(Base):
     listener_id = sa.Column(sa.String(36), nullable=False, index=True)
     doc = sa.Column(JSONText, nullable=False)
     rejected = sa.Column(sa.Text)
+    # As Listener.diverged: a refused update its L7 SEs could not run
+    # (the parent of its rules).
+    diverged = sa.Column(JSONText)
 
 
 class L7Rule(Base):
@@ -257,7 +260,8 @@ class AgentState(Base):
     seal_boot = sa.Column(sa.String(64))
     # {report kind: signing time (the SE's clock) of the last stored}:
     # an older report of a kind that arrives later is dropped
-    # (Store.record_agent).
+    # (Store.record_agent); and under 'lags', how late each was stored
+    # (store.report_lag).
     report_times = sa.Column(JSONText)
     # Digest of member_statuses, rejected_objects and serviceable (store.
     # statuses_digest): the leader's operating round compares digests, not

@@ -74,6 +74,10 @@ _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
                  'pools': 'pool', 'members': 'member',
                  'healthmonitors': 'healthmonitor', 'l7policies': 'l7policy',
                  'l7rules': 'l7rule'}
+# session.info key: {(kind, id): its `rejected` before the change, or
+# _CREATED} of the objects a change stored (Store._put).
+_BEFORE = 'dsr_before'
+_CREATED = 'created by this change'
 # Kinds the SEs have no health view of: ONLINE once applied, OFFLINE when
 # administratively down, as Octavia's amphora driver reports them
 # (MarkL7PolicyActiveInDB / MarkL7RuleActiveInDB).
@@ -199,6 +203,13 @@ class Status:
                 item['rejected'] = reason
                 if kept:
                     item['kept'] = True
+                else:
+                    item.pop('kept', None)
+
+    def refused(self, kind, obj_id):
+        """Whether the change refused the object."""
+        return any(item['id'] == obj_id and item.get('rejected')
+                   for item in self.doc.get(kind, ()))
 
     def settled(self):
         """True when every changed object was refused: nothing waits for
@@ -473,20 +484,23 @@ class Store:
             status=status.doc, wait_for=wait_for, created_at=time.time()))
         return group.generation
 
-    def _bump_lb(self, session, lb, status, wait_for=None, l4=True):
+    def _bump_lb(self, session, lb, status, wait_for=None, l4=True,
+                 keep=None):
         """Bump what serves load balancer row `lb`.  Tier 1: its SE group,
         which owes the status.  Tier 2: the L7 group, which runs every
         object and owes the status, and (l4: the change touches what the
         L4 SEs run -- VIPs, listeners) its L4 group too, whose agents the
-        status then also waits for."""
+        status then also waits for.  keep: _l7_savepoint's, for a change
+        of a running tier-2 object."""
         if not lb.l7_se_group:
             return self._bump(session, lb.se_group, status, wait_for)
         also = None
+        if not lb.rejected:
+            self._l7_rejections(session, lb, status, wait_for, keep)
         if lb.rejected:
             # Refused whole: nothing runs it, and its L7 group must not
             # become one (it may be somebody's L4 group).
             return self._bump(session, lb.se_group, status, wait_for)
-        self._l7_rejections(session, lb, status, wait_for)
         if l4:
             # Traffic flows once both tiers run it: the status waits for
             # the L4 SEs too.
@@ -495,15 +509,33 @@ class Store:
         group.role = l7_snapshot.ROLE
         return self._bump(session, lb.l7_se_group, status, wait_for, also)
 
-    def _l7_rejections(self, session, lb, status, changed):
-        """Tier 2: reject alone each object of load balancer row `lb` that
-        its L7 SEs cannot run (l7_snapshot.runnable: the L7 schema, which
-        the driver's checks may miss -- an object stored before they
+    @staticmethod
+    def _l7_savepoint(session, lb, kind, obj_id, sent):
+        """Tier 2: a savepoint before a change of running object (kind,
+        obj_id) of load balancer row `lb` (stored and not rejected), else
+        None.  Should the change leave its L7 SEs unable to run something
+        that runs (_l7_rejections), it is rolled back to it: what runs
+        goes on running its previous version and the change is ERROR, as
+        for capacity."""
+        if not lb.l7_se_group or lb.rejected is not None:
+            return None
+        row = session.get(_MODELS[kind], obj_id)
+        if row is None or row.rejected is not None:
+            return None
+        return _Keep(session.begin_nested(), kind, obj_id, sent)
+
+    def _l7_rejections(self, session, lb, status, changed, keep=None):
+        """Tier 2: reject alone each new object of load balancer row `lb`
+        that its L7 SEs cannot run (l7_snapshot.runnable: the L7 schema,
+        which the driver's checks may miss -- an object stored before they
         existed, a member at the VIP while the VIPs could not be looked
         up), with what is below it; and take back such a rejection of an
         object that runs now (fixed, or what it needed came back).  Before,
         one such object left the whole load balancer off the L7 SEs while
-        Octavia showed it ACTIVE.
+        Octavia showed it ACTIVE.  A change (keep: _l7_savepoint's) that
+        would leave something that runs unable to run changes nothing
+        instead: rolled back, ERROR, its fields diverged (_diverge).  A
+        load balancer refused whole is rejected (nothing runs it).
 
         changed: [kind, id] of the object the change is about.  A member
         is checked alone (a pool's many members change one by one); a
@@ -513,15 +545,36 @@ class Store:
             return
         if changed[0] == 'members':
             self._l7_member_rejections(session, lb, status, [
-                session.get(models.Member, changed[1])])
+                session.get(models.Member, changed[1])], keep)
             return
-        _clear_l7_refusals(session, lb.id)
+        cleared = _clear_l7_refusals(session, lb.id)
         item, refused = l7_snapshot.runnable(
             l7_snapshot.l7_load_balancer(session, lb), copy=False)
         if item is None:
-            reason = l7_snapshot.REFUSED + refused
-            LOG.error('loadbalancer %s: %s', lb.id, reason)
+            refused = [('loadbalancers', lb.id, refused)]
+        ran = [r for r in refused if _ran_before(session, r[0], r[1],
+                                                 cleared)]
+        if keep is not None:
+            if ran:
+                self._keep_previous(session, status, keep, ran)
+                # What ran before the change: refused as before (objects
+                # stored before the check are left out again).
+                self._l7_rejections(session, lb, status, changed)
+                return
+            keep.savepoint.commit()
+            if not status.refused(keep.kind, keep.obj_id):
+                _converge(session.get(_MODELS[keep.kind], keep.obj_id),
+                          keep.sent)
+        if item is None:
+            reason = l7_snapshot.REFUSED + refused[0][2]
+            LOG.error('loadbalancer %s rejected: %s', lb.id, reason)
+            lb.rejected = reason
             status.reject('loadbalancers', lb.id, reason)
+            for kind, items in status.doc.items():
+                for entry in items:
+                    if kind != 'loadbalancers' and entry.get('changed'):
+                        status.reject(kind, entry['id'], f'loadbalancer '
+                                      f'{lb.id} rejected: {reason}')
             return
         if not refused:
             return
@@ -534,8 +587,25 @@ class Store:
             self._refuse(status, kind, row, _below(rows, kind, obj_id),
                          l7_snapshot.REFUSED + why, (), set())
 
-    def _l7_member_rejections(self, session, lb, status, rows):
-        """_l7_rejections of member rows `rows` of load balancer `lb`."""
+    @staticmethod
+    def _keep_previous(session, status, keep, ran):
+        """Roll back a change that would leave `ran` ([(kind, id, why)]:
+        objects that ran before it) unable to run on the L7 SEs: the
+        change is ERROR, what it sent diverged (_diverge)."""
+        keep.savepoint.rollback()
+        reason = l7_snapshot.REFUSED + '; '.join(
+            why if (kind, obj_id) == (keep.kind, keep.obj_id)
+            else f'{_GET_RESOURCE[kind]} {obj_id} would not run: {why}'
+            for kind, obj_id, why in ran)
+        LOG.error('%s %s: update refused, its previous version runs: %s',
+                  _GET_RESOURCE[keep.kind], keep.obj_id, reason)
+        status.reject(keep.kind, keep.obj_id, reason, kept=True)
+        _diverge(session.get(_MODELS[keep.kind], keep.obj_id), keep.sent)
+
+    def _l7_member_rejections(self, session, lb, status, rows, keep=None):
+        """_l7_rejections of member rows `rows` of load balancer `lb`;
+        keep: _l7_savepoint's, for a change of the running member of
+        `rows` (one)."""
         vips = models.vip_addresses(lb.doc)
         for row in rows:
             if row is None:
@@ -545,9 +615,15 @@ class Store:
             if row.rejected is not None:
                 continue        # capacity, ports: not ours to take back
             why = l7_snapshot.member_refusal(row, vips)
+            if why and keep is not None:
+                self._keep_previous(session, status, keep,
+                                    [('members', row.id, why)])
+                return
             if why:
                 self._refuse(status, 'members', row, (),
                              l7_snapshot.REFUSED + why, (), set())
+        if keep is not None:
+            keep.savepoint.commit()
 
     # ---------------------------------------------------------- capacity
     def limits(self, session, se_group):
@@ -815,6 +891,9 @@ class Store:
         model = _MODELS[kind]
         obj_id = object_id(kind, doc)
         row = session.get(model, obj_id)
+        # What the object was before the change (_ran_before).
+        session.info.setdefault(_BEFORE, {}).setdefault(
+            (kind, obj_id), _CREATED if row is None else row.rejected)
         if row is None:
             # A redelivered create (or update) of a deleted object must
             # not bring it back onto the SEs.
@@ -969,6 +1048,8 @@ class Store:
                 old.doc.get('default_pool_id'), old.doc.get('protocol_port'))
             steered_by = None if before is None else (
                 before[1], models.l4_protocol(old.doc))
+            keep = self._l7_savepoint(s, lb, 'listeners', listener_id,
+                                      listener)
             savepoint = self._savepoint_if_running(
                 s, guard, 'listeners', listener_id, checked=True)
             row = self._put(s, 'listeners', listener, update,
@@ -996,7 +1077,8 @@ class Store:
             self._admit_change(s, guard, status, savepoint,
                                ('listeners', row, children), refusal,
                                sent=listener)
-            return self._bump_lb(s, lb, status, ['listeners', row.id])
+            return self._bump_lb(s, lb, status, ['listeners', row.id],
+                                 keep=keep)
 
     def delete_listener(self, listener_id):
         status = Status()
@@ -1020,6 +1102,8 @@ class Store:
         with self._change() as s:
             lb = self._lb(s, pool['loadbalancer_id'])
             guard = self._guard(s, lb.se_group)
+            keep = self._l7_savepoint(s, lb, 'pools',
+                                      object_id('pools', pool), pool)
             savepoint = self._savepoint_if_running(
                 s, guard, 'pools', object_id('pools', pool))
             row, children = self._put_pool_graph(s, lb.id, pool, status,
@@ -1037,7 +1121,8 @@ class Store:
             self._reject_misported(s, lb, [row.id], status)
             self._admit_change(s, guard, status, savepoint,
                                ('pools', row, children), sent=pool)
-            return self._bump_lb(s, lb, status, ['pools', row.id], l4=False)
+            return self._bump_lb(s, lb, status, ['pools', row.id], l4=False,
+                                 keep=keep)
 
     def delete_pool(self, pool_id):
         status = Status()
@@ -1077,13 +1162,14 @@ class Store:
         session.delete(row)
 
     # ------------------------------------- members and health monitors
-    def _bump_pool(self, session, pool, status, wait_for=None):
+    def _bump_pool(self, session, pool, status, wait_for=None, keep=None):
         """A change below a pool: the pool, its listeners and its load
         balancer are the parents Octavia locked."""
         status.parent('pools', pool.id)
         self._pool_parents(session, pool, status)
         lb = self._lb(session, pool.loadbalancer_id)
-        return self._bump_lb(session, lb, status, wait_for, l4=False)
+        return self._bump_lb(session, lb, status, wait_for, l4=False,
+                             keep=keep)
 
     def _pool_guard(self, session, pool):
         return self._guard(session, self._lb(session,
@@ -1094,6 +1180,8 @@ class Store:
         with self._change() as s:
             pool = self._get(s, 'pools', doc['pool_id'])
             guard = self._pool_guard(s, pool)
+            keep = self._l7_savepoint(s, self._lb(s, pool.loadbalancer_id),
+                                      kind, object_id(kind, doc), doc)
             savepoint = listeners = None
             if kind == 'members':
                 listeners = self._served_listeners(s, pool) if _tier1(
@@ -1112,7 +1200,7 @@ class Store:
                 self._admit_change(s, guard, status, savepoint,
                                    (kind, row, []),
                                    _port_refusal(row.doc, listeners))
-            return self._bump_pool(s, pool, status, [kind, row.id])
+            return self._bump_pool(s, pool, status, [kind, row.id], keep)
 
     def _delete_pool_child(self, kind, obj_id):
         status = Status()
@@ -1166,6 +1254,7 @@ class Store:
                         status.add(kind, obj_id, DELETED)
             s.flush()
             accepted = {}       # running member id -> its stored doc
+            updated = []        # rows of running members the batch changes
             for row in s.query(models.Member).filter_by(pool_id=pool_id):
                 if row.id not in wanted:
                     self._delete_row(s, 'members', row, status, lb)
@@ -1196,10 +1285,23 @@ class Store:
                     candidates.append(('members', row, []))
                     if refusal:
                         refusals[('members', member_id)] = refusal
+                else:
+                    updated.append(row)
             self._admit(s, guard, status, candidates, refusals=refusals)
             if lb.l7_se_group and lb.rejected is None:
                 self._l7_member_rejections(
                     s, lb, status, [row for _, row, _ in candidates])
+                vips = models.vip_addresses(lb.doc)
+                for row in updated:
+                    why = l7_snapshot.member_refusal(row, vips)
+                    if why:
+                        # A running member the change would take off the
+                        # L7 SEs keeps its document, as for ports.
+                        reason = l7_snapshot.REFUSED + why
+                        LOG.error('member %s rejected: %s', row.id, reason)
+                        row.doc = accepted[row.id]
+                        status.reject('members', row.id, reason, kept=True)
+                        _diverge(row, wanted[row.id])
             return self._bump_pool(s, pool, status)
 
     # ------------------------------------------- L7 policies and rules
@@ -1244,11 +1346,14 @@ class Store:
         status = Status()
         with self._change() as s:
             listener = self._get(s, 'listeners', policy['listener_id'])
+            keep = self._l7_savepoint(
+                s, self._lb(s, listener.loadbalancer_id), 'l7policies',
+                object_id('l7policies', policy), policy)
             row = self._put_policy_graph(s, listener.id, policy, status,
                                          update)
             lb = self._policy_parents(s, row, status)
             return self._bump_lb(s, lb, status, ['l7policies', row.id],
-                                 l4=False)
+                                 l4=False, keep=keep)
 
     def delete_l7policy(self, policy_id):
         status = Status()
@@ -1270,13 +1375,15 @@ class Store:
         status = Status()
         with self._change() as s:
             policy = self._get(s, 'l7policies', rule['l7policy_id'])
+            lb = self._policy_parents(s, policy, status)
+            keep = self._l7_savepoint(s, lb, 'l7rules',
+                                      object_id('l7rules', rule), rule)
             row = self._put(s, 'l7rules', rule, update,
                             l7policy_id=policy.id)
             status.add('l7rules', row.id, enabled=_enabled(row))
             status.parent('l7policies', policy.id, enabled=_enabled(policy))
-            lb = self._policy_parents(s, policy, status)
             return self._bump_lb(s, lb, status, ['l7rules', row.id],
-                                 l4=False)
+                                 l4=False, keep=keep)
 
     def delete_l7rule(self, rule_id):
         status = Status()
@@ -1734,27 +1841,50 @@ def _overtaken(report_times, kind, signed, now):
 
 def _clear_l7_refusals(session, lb_id):
     """Take back every L7 refusal (l7_snapshot.REFUSED) of the objects of
-    load balancer `lb_id`, in a statement a kind: the check that follows
-    makes again those that still hold.  (Reading every row of a load
-    balancer of 300 listeners x 16 members for it cost a third of a pool
-    change.)"""
+    load balancer `lb_id`, a statement or two a kind: the check that
+    follows makes again those that still hold.  (Reading every row of a
+    load balancer of 300 listeners x 16 members for it cost a third of a
+    pool change.)  Returns the (kind, id) taken back."""
     listeners = session.query(models.Listener.id).filter_by(
         loadbalancer_id=lb_id).scalar_subquery()
     pools = session.query(models.Pool.id).filter_by(
         loadbalancer_id=lb_id).scalar_subquery()
     policies = session.query(models.L7Policy.id).filter(
         models.L7Policy.listener_id.in_(listeners)).scalar_subquery()
-    for model, owned in (
-            (models.Listener, models.Listener.loadbalancer_id == lb_id),
-            (models.Pool, models.Pool.loadbalancer_id == lb_id),
-            (models.Member, models.Member.pool_id.in_(pools)),
-            (models.HealthMonitor, models.HealthMonitor.pool_id.in_(pools)),
-            (models.L7Policy, models.L7Policy.listener_id.in_(listeners)),
-            (models.L7Rule, models.L7Rule.l7policy_id.in_(policies))):
-        session.query(model).filter(
+    cleared = set()
+    for kind, owned in (
+            ('listeners', models.Listener.loadbalancer_id == lb_id),
+            ('pools', models.Pool.loadbalancer_id == lb_id),
+            ('members', models.Member.pool_id.in_(pools)),
+            ('healthmonitors', models.HealthMonitor.pool_id.in_(pools)),
+            ('l7policies', models.L7Policy.listener_id.in_(listeners)),
+            ('l7rules', models.L7Rule.l7policy_id.in_(policies))):
+        model = _MODELS[kind]
+        ids = [obj_id for (obj_id,) in session.query(model.id).filter(
             owned, model.rejected.startswith(l7_snapshot.REFUSED,
-                                             autoescape=True)).update(
-            {'rejected': None}, synchronize_session='fetch')
+                                             autoescape=True))]
+        if ids:
+            session.query(model).filter(model.id.in_(ids)).update(
+                {'rejected': None}, synchronize_session='fetch')
+            cleared.update((kind, obj_id) for obj_id in ids)
+    return cleared
+
+
+def _ran_before(session, kind, obj_id, cleared):
+    """Whether object (kind, obj_id), not rejected now, ran before the
+    change in `session`: stored and not rejected then.  cleared:
+    _clear_l7_refusals' (L7 refusals it took back, which the check then
+    made again)."""
+    before = session.info.get(_BEFORE, {})
+    if (kind, obj_id) in before:
+        return before[(kind, obj_id)] is None       # the change stored it
+    return (kind, obj_id) not in cleared
+
+
+class _Keep(collections.namedtuple('_Keep', 'savepoint kind obj_id sent')):
+    """Store._l7_savepoint's: the savepoint before a change of running
+    object (kind, obj_id) of a tier-2 load balancer, and the change's
+    document (_diverge)."""
 
 
 def _l7_member(row):

@@ -240,3 +240,21 @@ def test_concurrent_tier2_listeners_on_one_vip_and_port_of_one_l7_group(
     assert len(accepted) == 1
     assert [lst['id'] for lb in document['load_balancers']
             for lst in lb['listeners']] == accepted
+
+
+@pytest.mark.parametrize('scenario', [
+    'test_an_update_the_l7_ses_cannot_run_changes_nothing',
+    'test_a_rule_update_that_would_stop_its_running_policy_is_refused',
+    'test_a_member_update_the_l7_ses_cannot_run_changes_nothing',
+    'test_a_load_balancer_its_l7_ses_cannot_run_at_all_is_rejected'])
+def test_refused_tier2_updates_keep_what_runs(database_url, scenario):
+    """The unit tests' tier-2 refusals on the real MariaDB (READ
+    COMMITTED, the change rolled back to a savepoint under the group's
+    row lock, the listener's inside the port check's), not only SQLite."""
+    from tests.unit.dsr_provider.controller import test_store_tier2 as t2
+    db.upgrade(database_url)
+    store = store_mod.Store(db.Database(database_url), 'g1')
+    try:
+        getattr(t2, scenario)(store)
+    finally:
+        store.db.engine.dispose()

@@ -629,20 +629,31 @@ def test_an_object_the_l7_ses_cannot_run_is_rejected_alone(store):
     (pool,) = lb['pools']
     assert [m['id'] for m in pool['members']] == ['m21', 'm22']
 
-    # A pool it cannot run: its listener serves without it, until fixed.
-    bad = dict(graph()['pools'][0], session_persistence={
-        'type': 'SOURCE_IP', 'persistence_timeout': -1})
-    store.put_pool(bad, update=True)
-    assert _owed(store, 'pools', 'p2')[0] == 'ERROR'
-    (lb,) = store.snapshot(L7G)['load_balancers']
-    assert lb['pools'] == []
-    assert 'default_pool_id' not in {
-        i['id']: i for i in lb['listeners']}['l2']
-    store.put_pool(dict(bad, session_persistence={
-        'type': 'SOURCE_IP', 'persistence_timeout': 60}), update=True)
-    assert _owed(store, 'pools', 'p2') == ('ACTIVE', None)
+    # A new pool it cannot run is rejected alone, with its members; the
+    # listener it was created for serves without it, until fixed.
+    bad = {'pool_id': 'p9', 'loadbalancer_id': 'lb2', 'listener_id': 'l3',
+           'lb_algorithm': 'ROUND_ROBIN', 'protocol': 'UDP',
+           'admin_state_up': True,
+           'session_persistence': {'type': 'SOURCE_IP',
+                                   'persistence_timeout': -1},
+           'members': [{'member_id': 'm91', 'pool_id': 'p9',
+                        'address': '198.19.9.1', 'protocol_port': 53,
+                        'weight': 1, 'admin_state_up': True}]}
+    store.put_pool(bad)
+    status, reason = _owed(store, 'pools', 'p9')
+    assert status == 'ERROR' and 'persistence_timeout' in reason
+    assert _owed(store, 'members', 'm91')[0] == 'ERROR'
     (lb,) = store.snapshot(L7G)['load_balancers']
     assert [p['id'] for p in lb['pools']] == ['p2']
+    assert 'default_pool_id' not in {
+        i['id']: i for i in lb['listeners']}['l3']
+    store.put_pool(dict(bad, session_persistence={
+        'type': 'SOURCE_IP', 'persistence_timeout': 60}), update=True)
+    assert _owed(store, 'pools', 'p9') == ('ACTIVE', None)
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    assert [p['id'] for p in lb['pools']] == ['p2', 'p9']
+    assert {i['id']: i for i in lb['listeners']}['l3'][
+        'default_pool_id'] == 'p9'
     with store.db.session() as s:
         # Still at the VIP: still rejected; the policy too.
         assert s.get(models.Member, 'mv').rejected
@@ -733,3 +744,138 @@ def test_remembered_member_checks_follow_content_and_vips():
     assert [m['id'] for m in kept['pools'][0]['members']] == ['m2']
     assert [(k, i) for k, i, _ in refused] == [('members', 'm1')]
     assert len(item['pools'][0]['members']) == 2      # the caller's copy
+
+
+def _row(store, kind, obj_id):
+    """(rejected, diverged, doc) of a stored object."""
+    with store.db.session() as s:
+        row = s.get(store_mod._MODELS[kind], obj_id)
+        return row.rejected, getattr(row, 'diverged', None), dict(row.doc)
+
+
+def _l7_lb(store):
+    (lb,) = store.snapshot(L7G)['load_balancers']
+    return lb
+
+
+def test_an_update_the_l7_ses_cannot_run_changes_nothing(store):
+    """An update of a running tier-2 object that its L7 SEs could not run
+    is refused as capacity refuses one: what runs goes on running its
+    previous version, the update is ERROR and its fields are remembered
+    as diverged (docs/refusals.md).  Before, the object itself was
+    rejected: one bad update took a running pool off the L7 SEs."""
+    store.create_loadbalancer(graph())
+    pool = {k: v for k, v in graph()['pools'][0].items()
+            if k not in ('members', 'healthmonitor')}   # as Octavia sends
+    store.put_pool(dict(pool, session_persistence={
+        'type': 'SOURCE_IP', 'persistence_timeout': -1}), update=True)
+    status, reason = _owed(store, 'pools', 'p2')
+    assert status == 'ERROR' and 'persistence_timeout' in reason
+    assert pending(store)[-1][0] == 0           # settled: nothing applies
+    rejected, diverged, doc = _row(store, 'pools', 'p2')
+    assert rejected is None
+    assert diverged['session_persistence']['persistence_timeout'] == -1
+    assert doc['session_persistence']['type'] == 'HTTP_COOKIE'
+    (running,) = _l7_lb(store)['pools']
+    assert running['id'] == 'p2' and len(running['members']) == 2
+    assert running['session_persistence'] == {'type': 'HTTP_COOKIE'}
+    assert {i['id']: i for i in _l7_lb(store)['listeners']}['l2'][
+        'default_pool_id'] == 'p2'
+    # An accepted update sending the field again is served, and converges.
+    store.put_pool(dict(pool, session_persistence={
+        'type': 'SOURCE_IP', 'persistence_timeout': 60}), update=True)
+    assert _owed(store, 'pools', 'p2') == ('ACTIVE', None)
+    assert _row(store, 'pools', 'p2')[1] is None
+    assert _l7_lb(store)['pools'][0]['session_persistence'] == {
+        'type': 'SOURCE_IP', 'persistence_timeout': 60}
+    # A listener (with its port check's savepoint inside this one).
+    listener = {k: v for k, v in graph()['listeners'][0].items()
+                if k != 'l7policies'}
+    store.put_listener(dict(listener, timeout_client_data=-5), update=True)
+    status, reason = _owed(store, 'listeners', 'l2')
+    assert status == 'ERROR' and 'timeout_client_data' in reason
+    assert _row(store, 'listeners', 'l2')[:2] == (
+        None, {'timeout_client_data': -5})
+    l2 = {i['id']: i for i in _l7_lb(store)['listeners']}['l2']
+    assert l2['timeout_client_data'] == 50000 and l2['l7policies']
+
+
+def test_a_rule_update_that_would_stop_its_running_policy_is_refused(
+        store):
+    """A rule's problem is its policy's (the policy would match more
+    without it): an update of a rule that would take its running policy
+    off the L7 SEs is refused, the reason naming the policy."""
+    store.create_loadbalancer(graph())
+    rule = graph()['listeners'][0]['l7policies'][0]['rules'][0]
+    store.put_l7rule(dict(rule, type='HEADER', key=None), update=True)
+    status, reason = _owed(store, 'l7rules', 'r1')
+    assert status == 'ERROR' and 'l7policy pol1 would not run' in reason
+    rejected, _, doc = _row(store, 'l7rules', 'r1')
+    assert rejected is None and doc['type'] == 'PATH'
+    assert _row(store, 'l7policies', 'pol1')[0] is None
+    (running,) = {i['id']: i for i in _l7_lb(store)['listeners']}['l2'][
+        'l7policies']
+    assert [(r['id'], r['type']) for r in running['rules']] == [
+        ('r1', 'PATH')]
+    # The policy itself: kept, its refused fields diverged until an
+    # accepted update sends them again.
+    pol1 = {k: v for k, v in graph()['listeners'][0]['l7policies'][0]
+            .items() if k != 'rules'}
+    store.put_l7policy(dict(pol1, redirect_http_code=999), update=True)
+    status, reason = _owed(store, 'l7policies', 'pol1')
+    assert status == 'ERROR' and 'redirect_http_code' in reason
+    assert _row(store, 'l7policies', 'pol1')[:2] == (
+        None, {'redirect_http_code': 999})
+    assert {i['id']: i for i in _l7_lb(store)['listeners']}['l2'][
+        'l7policies'][0]['redirect_http_code'] == 302
+    store.put_l7policy(dict(pol1, redirect_http_code=301), update=True)
+    assert _owed(store, 'l7policies', 'pol1') == ('ACTIVE', None)
+    assert _row(store, 'l7policies', 'pol1')[1] is None
+    # A new rule it cannot run rejects its (new) policy alone, as before.
+    store.put_l7policy(policy('pol2', 2, listener_id='l2', rules=[{
+        'l7rule_id': 'r2', 'l7policy_id': 'pol2', 'type': 'HEADER',
+        'compare_type': 'EQUAL_TO', 'value': 'x'}]))
+    assert _owed(store, 'l7policies', 'pol2')[0] == 'ERROR'
+    assert _row(store, 'l7policies', 'pol2')[0].startswith(
+        l7_snapshot.REFUSED)
+
+
+def test_a_member_update_the_l7_ses_cannot_run_changes_nothing(store):
+    """Alone or in a batch, a running member's update its L7 SEs could
+    not run leaves it serving as it was (ERROR until its next update: a
+    member is nobody's parent, nothing to keep diverged)."""
+    store.create_loadbalancer(graph())
+    m21, m22 = graph()['pools'][0]['members']
+    store.put_member(dict(m21, monitor_port=70000), update=True)
+    status, reason = _owed(store, 'members', 'm21')
+    assert status == 'ERROR' and 'monitor_port' in reason
+    rejected, _, doc = _row(store, 'members', 'm21')
+    assert rejected is None and 'monitor_port' not in doc
+    store.batch_update_members('p2', [m21, dict(m22, monitor_port=70000)])
+    status, reason = _owed(store, 'members', 'm22')
+    assert status == 'ERROR' and 'monitor_port' in reason
+    rejected, _, doc = _row(store, 'members', 'm22')
+    assert rejected is None and 'monitor_port' not in doc
+    assert [m['id'] for m in _l7_lb(store)['pools'][0]['members']] == [
+        'm21', 'm22']
+    # A valid update is served.
+    store.put_member(dict(m21, monitor_port=9000), update=True)
+    assert _owed(store, 'members', 'm21') == ('ACTIVE', None)
+    assert _l7_lb(store)['pools'][0]['members'][0]['monitor_port'] == 9000
+
+
+def test_a_load_balancer_its_l7_ses_cannot_run_at_all_is_rejected(store):
+    """A tier-2 load balancer refused whole by the L7 schema (its VIPs) is
+    rejected with everything created with it -- ERROR, in neither
+    group's document -- not left ACTIVE while no L7 SE runs it and its L4
+    SEs steer its traffic there."""
+    bad = dict(graph(), vip_address=None, additional_vips=[])
+    store.create_loadbalancer(bad)
+    status, reason = _owed(store, 'loadbalancers', 'lb2')
+    assert status == 'ERROR' and reason.startswith(l7_snapshot.REFUSED)
+    assert _owed(store, 'listeners', 'l2')[0] == 'ERROR'
+    assert _owed(store, 'members', 'm21')[0] == 'ERROR'
+    assert pending(store)[-1][0] == 0
+    assert _row(store, 'loadbalancers', 'lb2')[0] == reason
+    assert store.snapshot(L7G)['load_balancers'] == []
+    assert not snapshot_mod.parse(store.snapshot(L4)).load_balancers

@@ -542,6 +542,8 @@ class Store:
         delete or a load balancer update (None) makes nothing new to
         check; anything else checks the load balancer's document."""
         if changed is None:
+            if keep is not None:
+                keep.savepoint.commit()
             return
         if changed[0] == 'members':
             self._l7_member_rejections(session, lb, status, [

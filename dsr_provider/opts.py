@@ -205,6 +205,23 @@ controller_opts = [
                  help='Seconds an agent message is valid either side of its '
                       'timestamp (replay window; clocks must agree within '
                       'it).'),
+    cfg.FloatOpt('l7_flap_half_life', default=60.0, min=0.0,
+                 help='Tier 2: seconds in which the flap penalty of an L7 '
+                      'SE halves. An L7 SE that leaves the L4 pools without '
+                      'draining first (it died, or stopped being ready) '
+                      'earns a penalty of 1; at l7_flap_suppress it is kept '
+                      'out of them when it rejoins, until the penalty has '
+                      'decayed below l7_flap_reuse -- unless no other L7 SE '
+                      'of its group serves (docs/tier2.md, "Flap '
+                      'damping"). 0: no damping.'),
+    cfg.FloatOpt('l7_flap_suppress', default=2.5, min=1.0,
+                 help='Tier 2: the flap penalty at which an L7 SE is kept '
+                      'out of the L4 pools (see l7_flap_half_life; 2.5: '
+                      'three deaths within about half a minute).'),
+    cfg.FloatOpt('l7_flap_reuse', default=1.5, min=0.01,
+                 help='Tier 2: the flap penalty below which a kept-out L7 '
+                      'SE is let back into the L4 pools; below '
+                      'l7_flap_suppress.'),
 ]
 
 

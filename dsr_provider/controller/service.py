@@ -35,6 +35,7 @@ from dsr_provider.controller import election as election_mod
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import guard as guard_mod
+from dsr_provider.controller import l7_damping
 from dsr_provider.controller import membership_recall
 from dsr_provider.controller import neutron_sync
 from dsr_provider.controller import reporter as reporter_mod
@@ -265,7 +266,9 @@ class Controller:
         self._tier2 = tier2.start(
             self.store, members_of,
             self._tier2_changed(notifier), lambda: self.election.leading,
-            signed_only=self.signer is not None)
+            signed_only=self.signer is not None,
+            damping=l7_damping.FlapDamping(
+                c.l7_flap_half_life, c.l7_flap_suppress, c.l7_flap_reuse))
 
     def _woken(self):
         """Something was stored, here or by another controller (wake.py):

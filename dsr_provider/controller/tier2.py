@@ -413,16 +413,18 @@ def tooz_members(coordinator, recall=None):
 
 class MembershipWatcher:
     def __init__(self, store, members_of, on_change=None,
-                 clock=time.monotonic, signed_only=False, wall=time.time):
+                 clock=time.monotonic, signed_only=False, wall=time.time,
+                 damping=None):
         """members_of(l7_group) -> {se_id: capabilities}; on_change(): a
         generation was bumped (tell the agents now); signed_only: the L4
         pools steer to the addresses of the L7 SEs' signed reports
-        (ready_members)."""
+        (ready_members); damping: l7_damping.FlapDamping (None: none)."""
         self.store = store
         self.members_of = members_of
         self.on_change = on_change
         self.signed_only = signed_only
         self._seals = SealClock(clock=clock, wall=wall)
+        self._damping = damping
         # {se_id: the tooz addresses last warned about}: one line a change.
         self._mismatched = {}
         self._clock = clock
@@ -474,6 +476,8 @@ class MembershipWatcher:
                 members = ready_members(
                     serving, reports, signed_only=self.signed_only,
                     on_mismatch=self._mismatch)
+                if self._damping is not None:
+                    members = self._damping.admit(l7_group, members)
             except Exception as exc:  # noqa: BLE001 -- backend errors
                 if l7_group not in self._failing:
                     LOG.warning('L7 group %s: membership unreadable (%s); '
@@ -587,7 +591,7 @@ class MembershipWatcher:
 
 
 def start(store, members_of, on_change, leading, interval=POLL_INTERVAL,
-          signed_only=False):
+          signed_only=False, damping=None):
     """The watcher in a thread of its own (the reporter's round can take
     seconds on a slow Octavia; membership must not wait for it), and the
     L7 documents' contract read from members_of.  Returns (thread, stop
@@ -596,7 +600,7 @@ def start(store, members_of, on_change, leading, interval=POLL_INTERVAL,
     l7_snapshot.contract_of = ContractReader(members_of)
     stop = threading.Event()
     watcher = MembershipWatcher(store, members_of, on_change,
-                                signed_only=signed_only)
+                                signed_only=signed_only, damping=damping)
     thread = threading.Thread(target=watcher.run,
                               args=(stop, leading, interval),
                               name='tier2-membership', daemon=True)

@@ -33,6 +33,7 @@ class FreshDeployment:
         self.db_url = f'mysql+pymysql://root@127.0.0.1:3306/{self.db_name}'
         self.key = os.path.join(root, 'controller.key')
         self.procs = []
+        self.controller_conf = ''   # more [dsr_controller] lines
 
     def prepare(self):
         out = product_lab.mysql(f'CREATE DATABASE {self.db_name}')
@@ -55,7 +56,8 @@ class FreshDeployment:
                     f'octavia_status_socket = {self.root}/no-status.sock\n'
                     f'octavia_stats_socket = {self.root}/no-stats.sock\n'
                     f'octavia_get_socket = {self.root}/no-get.sock\n'
-                    f'signing_key = {self.key}\n')
+                    f'signing_key = {self.key}\n'
+                    f'{self.controller_conf}')
         return path
 
     def log_path(self, name):

@@ -56,6 +56,20 @@ def _members(store):
     return {m['id']: m['weight'] for m in pool['members']}
 
 
+def _enrolled_and_stated(store):
+    """se-a (198.51.100.1) and se-b (.2) as the real L7 agents are: only
+    SEs enrolled in the L7 group count (docs/security.md), and only once
+    they reported (signed), at the tunnel addresses of their report -- as
+    stored from report_state."""
+    for se_id, address in (('se-a', '198.51.100.1'),
+                           ('se-b', '198.51.100.2')):
+        enrolment.enrol(store.db, L7G, se_id,
+                        ed25519.Ed25519PrivateKey.generate().public_key())
+        store.record_agent(se_id, L7G, sent=('report_state', time.time()),
+                           applied_generation=0,
+                           tunnel_addresses={'4': address})
+
+
 def _timed(predicate, bound, what, started=None):
     """Seconds from started (default: now) until predicate() holds; fails
     past bound."""
@@ -82,18 +96,7 @@ _MEMBER = textwrap.dedent('''
 def test_l7_ses_join_drain_leave_and_expire(deployment):
     store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
     store.create_loadbalancer(graph())
-    # Only SEs enrolled in the L7 group count (docs/security.md), as the
-    # real L7 agents are.
-    for se_id in ('se-a', 'se-b'):
-        enrolment.enrol(store.db, L7G, se_id,
-                        ed25519.Ed25519PrivateKey.generate().public_key())
-    # ... and only once they reported (signed), at the tunnel addresses
-    # of their report (docs/security.md): as stored from report_state.
-    for se_id, address in (('se-a', '198.51.100.1'),
-                           ('se-b', '198.51.100.2')):
-        store.record_agent(se_id, L7G, sent=('report_state', time.time()),
-                           applied_generation=0,
-                           tunnel_addresses={'4': address})
+    _enrolled_and_stated(store)
     ctl = deployment.launch('ctl1')
     ctl.wait_for_line(r'^READY', 180)
     netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
@@ -219,4 +222,66 @@ def test_a_copy_of_a_dead_l7_ses_entry_does_not_keep_it_in_the_pools(
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(30)
+        store.db.engine.dispose()
+
+
+def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
+    """Flap damping (l7_damping.py): an L7 SE that keeps leaving the L4
+    pools without draining is kept out of them when it rejoins, while
+    another L7 SE serves, until its penalty has decayed; before, each
+    cycle was two new generations of the L4 groups and a share of new
+    connections sent to an SE about to die.  Half-life 10 s, suppressed
+    at 2, back below 1 here (the defaults: 60 s, 2.5, 1.5)."""
+    deployment.controller_conf = ('l7_flap_half_life = 10\n'
+                                  'l7_flap_suppress = 2\n'
+                                  'l7_flap_reuse = 1\n')
+    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
+    store.create_loadbalancer(graph())
+    _enrolled_and_stated(store)
+    ctl = deployment.launch('ctl1')
+    ctl.wait_for_line(r'^READY', 180)
+    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
+                   'the controller leading')
+    url = f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    both = {'l7se:se-a@l2': 1, 'l7se:se-b@l2': 1}
+    stable = membership.Membership(url, 'se-a', L7G, caps('198.51.100.1'))
+    flappy = None
+    try:
+        stable.start()
+        netns.wait_for(lambda: _members(store) == {'l7se:se-a@l2': 1},
+                       BOUND, 'se-a in the L4 pool')
+        cycles = 0
+        while 'without draining again' not in deployment.log('ctl1'):
+            assert cycles < 6, deployment.log('ctl1')[-3000:]
+            cycles += 1
+            flappy = membership.Membership(url, 'se-b', L7G,
+                                           caps('198.51.100.2'))
+            flappy.start()
+            netns.wait_for(lambda: _members(store) == both, BOUND,
+                           f'se-b in the L4 pool ({cycles})')
+            flappy.stop()       # leaves without draining: a flap
+            flappy = None
+            netns.wait_for(
+                lambda: _members(store) == {'l7se:se-a@l2': 1}, BOUND,
+                f'se-b out of the L4 pool ({cycles})')
+        assert cycles >= 2
+        rejoined = time.monotonic()
+        flappy = membership.Membership(url, 'se-b', L7G,
+                                       caps('198.51.100.2'))
+        flappy.start()
+        netns.wait_for(lambda: 'se-b of L7 group' in deployment.log('ctl1')
+                       and 'is back: kept out' in deployment.log('ctl1'),
+                       BOUND, 'se-b seen and kept out')
+        assert _members(store) == {'l7se:se-a@l2': 1}
+        # Staying up, it is back once the penalty (2 to 3) decays below 1:
+        # 10 to 16 s.
+        back = _timed(lambda: _members(store) == both, 20.0,
+                      'se-b back in the L4 pool', started=rejoined)
+        assert back > 5.0, back
+        print(f'a crash loop of {cycles} deaths kept se-b out for '
+              f'{back:.1f} s')
+    finally:
+        if flappy is not None:
+            flappy.stop()
+        stable.stop()
         store.db.engine.dispose()

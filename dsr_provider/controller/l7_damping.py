@@ -1,0 +1,139 @@
+"""Flap damping of the L7 SEs in the L4 pools (tier 2).
+
+An L7 SE in a crash loop -- its agent or HAProxy dies, systemd starts it
+again, it joins ready, dies again -- would otherwise enter and leave the
+L4 pools on every cycle.  Each entry and exit is a new generation of every
+L4 group serving its L7 group (every L4 SE fetches and applies it), and
+while it is in, the L4 SEs hash a share of the new connections to it,
+which its next death breaks.
+
+The idea is BGP's route flap damping (RFC 2439): an L7 SE that leaves the
+pools without draining first (a death, or ready turned false) earns a
+penalty of 1, which halves every `half_life` seconds (60).  At
+`suppress_at` (2.5) it is kept out of the pools while it rejoins, until
+the penalty has decayed below `reuse_below` (1.5): three deaths within
+about half a minute keep it out for about a minute after the last one,
+and longer the more it flaps (the penalty is capped at MAX_PENALTY: at
+most about 2.4 half-lives).  A loop slower than a death every 40 s never
+adds up to it.  A planned stop drains first (the L7 agent says
+draining before it leaves): never a flap.  One restart costs nothing.
+Deaths while it is kept out count as well.
+
+A suppressed SE is still let in when the group would otherwise have no
+L7 SE serving (not draining) in its pools: a flapping SE serves some
+connections, none serves none.
+
+The penalties live in the leader's memory: a newly elected leader starts
+with none (docs/tier2.md)."""
+
+import math
+import time
+
+from oslo_log import log as logging
+
+LOG = logging.getLogger(__name__)
+
+MAX_PENALTY = 8.0
+
+
+class _Record:
+    __slots__ = ('penalty', 'at', 'suppressed', 'told')
+
+    def __init__(self, at):
+        self.penalty, self.at, self.suppressed = 0.0, at, False
+        self.told = False       # its return was logged while kept out
+
+    def decayed(self, now, half_life):
+        self.penalty *= math.pow(0.5, (now - self.at) / half_life)
+        self.at = now
+        return self.penalty
+
+
+class FlapDamping:
+    def __init__(self, half_life=60.0, suppress_at=2.5, reuse_below=1.5,
+                 clock=time.monotonic):
+        """half_life 0: no damping (admit() returns what it is given)."""
+        if half_life and not 0 < reuse_below < suppress_at:
+            raise ValueError('flap damping: reuse_below must be above 0 '
+                             f'and below suppress_at ({suppress_at}), not '
+                             f'{reuse_below}')
+        self.half_life = half_life
+        self.suppress_at, self.reuse_below = suppress_at, reuse_below
+        self._clock = clock
+        self._records = {}      # (l7 group, se_id) -> _Record
+        self._last = {}         # l7 group -> {se_id: draining} last look
+
+    def admit(self, l7_group, members):
+        """members: tier2.ready_members' {se_id: member} of one look ->
+        those the L4 pools get: without the suppressed L7 SEs, unless
+        none would serve then."""
+        if not self.half_life:
+            return members
+        now = self._clock()
+        last = self._last.get(l7_group, {})
+        for se_id, draining in last.items():
+            if not draining and se_id not in members:
+                self._flap(l7_group, se_id, now)
+        self._last[l7_group] = {se_id: m['draining']
+                                for se_id, m in members.items()}
+        suppressed = {se_id for se_id in members
+                      if self._suppressed(l7_group, se_id, now)}
+        self._forget(l7_group, now)
+        if not suppressed:
+            return members
+        kept = {se_id: m for se_id, m in members.items()
+                if se_id not in suppressed}
+        if not any(not m['draining'] for m in kept.values()):
+            LOG.warning('L7 group %s: flapping L7 SE(s) %s let into the L4 '
+                        'pools: no other L7 SE serves', l7_group,
+                        ', '.join(sorted(suppressed)))
+            return members
+        for se_id in sorted(suppressed):
+            rec = self._records[(l7_group, se_id)]
+            if not rec.told:
+                rec.told = True
+                LOG.warning('L7 SE %s of L7 group %s is back: kept out of '
+                            'the L4 pools while it flaps (penalty %.1f; in '
+                            'again in about %.0f s if it stays up)', se_id,
+                            l7_group, rec.penalty,
+                            self._reuse_in(rec.penalty))
+        return kept
+
+    def suppressed(self, l7_group):
+        """The SE ids of l7_group kept out now (for the logs and tests)."""
+        return sorted(se_id for (group, se_id), rec in self._records.items()
+                      if group == l7_group and rec.suppressed)
+
+    def _flap(self, l7_group, se_id, now):
+        rec = self._records.setdefault((l7_group, se_id), _Record(now))
+        rec.penalty = min(rec.decayed(now, self.half_life) + 1.0,
+                          MAX_PENALTY)
+        rec.told = False
+        if not rec.suppressed and rec.penalty >= self.suppress_at:
+            rec.suppressed = True
+            LOG.warning('L7 SE %s of L7 group %s left the L4 pools without '
+                        'draining again (flap penalty %.1f): kept out of '
+                        'them until it has stayed up for a while (about '
+                        '%.0f s from now)', se_id, l7_group, rec.penalty,
+                        self._reuse_in(rec.penalty))
+
+    def _suppressed(self, l7_group, se_id, now):
+        rec = self._records.get((l7_group, se_id))
+        if rec is None or not rec.suppressed:
+            return False
+        if rec.decayed(now, self.half_life) < self.reuse_below:
+            rec.suppressed = False
+            LOG.info('L7 SE %s of L7 group %s: no flap for a while; back '
+                     'in the L4 pools', se_id, l7_group)
+            return False
+        return True
+
+    def _reuse_in(self, penalty):
+        return self.half_life * math.log2(penalty / self.reuse_below)
+
+    def _forget(self, l7_group, now):
+        """Drop the records decayed to nothing (bounded memory)."""
+        for key in [k for k, rec in self._records.items()
+                    if k[0] == l7_group and not rec.suppressed and
+                    rec.decayed(now, self.half_life) < 0.01]:
+            del self._records[key]

@@ -78,6 +78,29 @@ _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
 # _CREATED} of the objects a change stored (Store._put).
 _BEFORE = 'dsr_before'
 _CREATED = 'created by this change'
+class _NotRunning(Exception):
+    """A change of a tier-2 load balancer met objects its L7 SEs cannot
+    run that are not rejected: Store._sweep_not_running, then again."""
+
+    def __init__(self, lb_id):
+        super().__init__(lb_id)
+        self.lb_id = lb_id
+
+
+def _sweeping(method):
+    """A tier-2 change that met objects stored before the L7 check (not
+    rejected, running nowhere): rejected on their own, then the change
+    again, once."""
+    @functools.wraps(method)
+    def change(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _NotRunning as exc:
+            self._sweep_not_running(exc.lb_id)
+        return method(self, *args, **kwargs)
+    return change
+
+
 # Kinds the SEs have no health view of: ONLINE once applied, OFFLINE when
 # administratively down, as Octavia's amphora driver reports them
 # (MarkL7PolicyActiveInDB / MarkL7RuleActiveInDB).
@@ -510,19 +533,29 @@ class Store:
         return self._bump(session, lb.l7_se_group, status, wait_for, also)
 
     @staticmethod
-    def _l7_savepoint(session, lb, kind, obj_id, sent):
+    def _l7_savepoint(session, lb, kind, obj_id, sent, parent=None,
+                      store_alone=None):
         """Tier 2: a savepoint before a change of running object (kind,
-        obj_id) of load balancer row `lb` (stored and not rejected), else
-        None.  Should the change leave its L7 SEs unable to run something
-        that runs (_l7_rejections), it is rolled back to it: what runs
-        goes on running its previous version and the change is ERROR, as
-        for capacity."""
+        obj_id) of load balancer row `lb` (stored, neither it nor what it
+        is below rejected), else None.  Should the change leave its L7 SEs
+        unable to run something that runs (_l7_rejections), it is rolled
+        back to it: what runs goes on running its previous version and the
+        change is ERROR, as for capacity.
+
+        parent, store_alone: for an object that does not run (new, or
+        rejected) whose problem may be its running parent's ((kind, row):
+        a rule's policy, which would match more without it): a savepoint
+        all the same, and store_alone(reason) stores it alone, rejected,
+        after the rollback."""
         if not lb.l7_se_group or lb.rejected is not None:
             return None
         row = session.get(_MODELS[kind], obj_id)
-        if row is None or row.rejected is not None:
-            return None
-        return _Keep(session.begin_nested(), kind, obj_id, sent)
+        if row is not None and _runs(session, kind, row):
+            return _Keep(session.begin_nested(), kind, obj_id, sent, None)
+        if store_alone is not None and _runs(session, *parent):
+            return _Keep(session.begin_nested(), kind, obj_id, sent,
+                         store_alone)
+        return None
 
     def _l7_rejections(self, session, lb, status, changed, keep=None):
         """Tier 2: reject alone each new object of load balancer row `lb`
@@ -542,32 +575,30 @@ class Store:
         delete or a load balancer update (None) makes nothing new to
         check; anything else checks the load balancer's document."""
         if changed is None:
-            if keep is not None:
-                keep.savepoint.commit()
             return
         if changed[0] == 'members':
             self._l7_member_rejections(session, lb, status, [
                 session.get(models.Member, changed[1])], keep)
             return
-        cleared = _clear_l7_refusals(session, lb.id)
-        item, refused = l7_snapshot.runnable(
-            l7_snapshot.l7_load_balancer(session, lb), copy=False)
-        if item is None:
-            refused = [('loadbalancers', lb.id, refused)]
-        ran = [r for r in refused if _ran_before(session, r[0], r[1],
-                                                 cleared)]
+        cleared, refused = _l7_check(session, lb)
         if keep is not None:
-            if ran:
-                self._keep_previous(session, status, keep, ran)
-                # What ran before the change: refused as before (objects
-                # stored before the check are left out again).
-                self._l7_rejections(session, lb, status, changed)
-                return
-            keep.savepoint.commit()
-            if not status.refused(keep.kind, keep.obj_id):
-                _converge(session.get(_MODELS[keep.kind], keep.obj_id),
-                          keep.sent)
-        if item is None:
+            ran = [r for r in refused
+                   if _ran_before(session, r[0], r[1], cleared)]
+            if not ran:
+                keep.savepoint.commit()
+            else:
+                keep.savepoint.rollback()
+                # Refused in the document before the change too (stored
+                # before the check, by an earlier release): it did not run
+                # either.
+                _, before = _l7_check(session, lb, clear=False)
+                displaced = [r for r in ran if r[:2] not in
+                             {b[:2] for b in before}]
+                if not displaced:
+                    raise _NotRunning(lb.id)
+                self._keep_previous(session, status, keep, displaced)
+                cleared, refused = set(), before
+        if refused and refused[0][0] == 'loadbalancers':
             reason = l7_snapshot.REFUSED + refused[0][2]
             LOG.error('loadbalancer %s rejected: %s', lb.id, reason)
             lb.rejected = reason
@@ -590,15 +621,32 @@ class Store:
                          l7_snapshot.REFUSED + why, (), set())
 
     @staticmethod
-    def _keep_previous(session, status, keep, ran):
-        """Roll back a change that would leave `ran` ([(kind, id, why)]:
-        objects that ran before it) unable to run on the L7 SEs: the
-        change is ERROR, what it sent diverged (_diverge)."""
-        keep.savepoint.rollback()
+    def _keep_previous(session, status, keep, displaced):
+        """Roll back (done) a change that would leave `displaced` ([(kind,
+        id, why)]: objects that ran before it) unable to run on the L7
+        SEs: the change is ERROR, what it sent diverged (_diverge); an
+        object that did not run is stored alone, rejected
+        (keep.store_alone).  What else the change stored is gone with it:
+        ERROR, or kept where it ran before."""
         reason = l7_snapshot.REFUSED + '; '.join(
             why if (kind, obj_id) == (keep.kind, keep.obj_id)
             else f'{_GET_RESOURCE[kind]} {obj_id} would not run: {why}'
-            for kind, obj_id, why in ran)
+            for kind, obj_id, why in displaced)
+        before = session.info.get(_BEFORE, {})
+        resource = _GET_RESOURCE[keep.kind]
+        for kind, items in status.doc.items():
+            for item in items:
+                key = (kind, item['id'])
+                if item.get('changed') and key != (keep.kind, keep.obj_id):
+                    status.reject(kind, item['id'], f'{resource} '
+                                  f'{keep.obj_id} refused: {reason}',
+                                  kept=before.get(key, _CREATED) is None)
+        if keep.store_alone is not None:
+            LOG.error('%s %s rejected: %s', _GET_RESOURCE[keep.kind],
+                      keep.obj_id, reason)
+            keep.store_alone(reason)
+            status.reject(keep.kind, keep.obj_id, reason)
+            return
         LOG.error('%s %s: update refused, its previous version runs: %s',
                   _GET_RESOURCE[keep.kind], keep.obj_id, reason)
         status.reject(keep.kind, keep.obj_id, reason, kept=True)
@@ -618,6 +666,7 @@ class Store:
                 continue        # capacity, ports: not ours to take back
             why = l7_snapshot.member_refusal(row, vips)
             if why and keep is not None:
+                keep.savepoint.rollback()
                 self._keep_previous(session, status, keep,
                                     [('members', row.id, why)])
                 return
@@ -626,6 +675,25 @@ class Store:
                              l7_snapshot.REFUSED + why, (), set())
         if keep is not None:
             keep.savepoint.commit()
+
+    def _sweep_not_running(self, lb_id):
+        """Mark REFUSED the objects of tier-2 load balancer `lb_id` its L7
+        SEs cannot run and that are not rejected (stored before the check,
+        or by an earlier release): left out of the L7 document already,
+        they run nowhere, and an update of something else must not be
+        refused for them (_NotRunning).  Octavia is not told: their
+        operating status says ERROR."""
+        with self.db.session() as s:
+            lb = s.get(models.LoadBalancer, lb_id)
+            if lb is None or lb.rejected is not None:
+                return
+            status = Status()
+            self._l7_rejections(s, lb, status, ['loadbalancers', lb_id])
+            LOG.warning('tier-2 load balancer %s: rejected what its L7 SEs '
+                        'cannot run, stored before: %s', lb_id, ', '.join(
+                            f'{_GET_RESOURCE[kind]} {item["id"]}'
+                            for kind, items in status.doc.items()
+                            for item in items if item.get('rejected')))
 
     # ---------------------------------------------------------- capacity
     def limits(self, session, se_group):
@@ -1038,6 +1106,7 @@ class Store:
             return self._bump_lb(s, row, status)
 
     # --------------------------------------------------------- listeners
+    @_sweeping
     def put_listener(self, listener, update=False):
         status = Status()
         with self._change() as s:
@@ -1099,6 +1168,7 @@ class Store:
         self._delete_row(session, 'listeners', listener, status, lb)
 
     # ------------------------------------------------------------- pools
+    @_sweeping
     def put_pool(self, pool, update=False):
         status = Status()
         with self._change() as s:
@@ -1177,6 +1247,7 @@ class Store:
         return self._guard(session, self._lb(session,
                                              pool.loadbalancer_id).se_group)
 
+    @_sweeping
     def _put_pool_child(self, kind, doc, update):
         status = Status()
         with self._change() as s:
@@ -1344,6 +1415,7 @@ class Store:
         status.parent('loadbalancers', lb.id)
         return lb
 
+    @_sweeping
     def put_l7policy(self, policy, update=False):
         status = Status()
         with self._change() as s:
@@ -1354,8 +1426,14 @@ class Store:
             row = self._put_policy_graph(s, listener.id, policy, status,
                                          update)
             lb = self._policy_parents(s, row, status)
-            return self._bump_lb(s, lb, status, ['l7policies', row.id],
-                                 l4=False, keep=keep)
+            generation = self._bump_lb(s, lb, status,
+                                       ['l7policies', row.id], l4=False,
+                                       keep=keep)
+            if not status.refused('l7policies', row.id):
+                # An accepted change takes back what it sends again (the
+                # L7 policy's diverged fields: _keep_previous).
+                _converge(s.get(models.L7Policy, row.id), policy)
+            return generation
 
     def delete_l7policy(self, policy_id):
         status = Status()
@@ -1373,13 +1451,21 @@ class Store:
             self._delete_row(session, 'l7rules', rule, status, lb)
         self._delete_row(session, 'l7policies', policy, status, lb)
 
+    @_sweeping
     def put_l7rule(self, rule, update=False):
         status = Status()
         with self._change() as s:
             policy = self._get(s, 'l7policies', rule['l7policy_id'])
             lb = self._policy_parents(s, policy, status)
-            keep = self._l7_savepoint(s, lb, 'l7rules',
-                                      object_id('l7rules', rule), rule)
+
+            def alone(reason):
+                # The running policy stays as it was; the rule is Octavia's.
+                row = self._put(s, 'l7rules', rule, update,
+                                l7policy_id=policy.id)
+                row.rejected = reason
+            keep = self._l7_savepoint(
+                s, lb, 'l7rules', object_id('l7rules', rule), rule,
+                parent=('l7policies', policy), store_alone=alone)
             row = self._put(s, 'l7rules', rule, update,
                             l7policy_id=policy.id)
             status.add('l7rules', row.id, enabled=_enabled(row))
@@ -1866,7 +1952,10 @@ def _clear_l7_refusals(session, lb_id):
             owned, model.rejected.startswith(l7_snapshot.REFUSED,
                                              autoescape=True))]
         if ids:
-            session.query(model).filter(model.id.in_(ids)).update(
+            session.query(model).filter(
+                model.id.in_(ids),
+                model.rejected.startswith(l7_snapshot.REFUSED,
+                                          autoescape=True)).update(
                 {'rejected': None}, synchronize_session='fetch')
             cleared.update((kind, obj_id) for obj_id in ids)
     return cleared
@@ -1883,10 +1972,35 @@ def _ran_before(session, kind, obj_id, cleared):
     return (kind, obj_id) not in cleared
 
 
-class _Keep(collections.namedtuple('_Keep', 'savepoint kind obj_id sent')):
-    """Store._l7_savepoint's: the savepoint before a change of running
-    object (kind, obj_id) of a tier-2 load balancer, and the change's
-    document (_diverge)."""
+class _Keep(collections.namedtuple(
+        '_Keep', 'savepoint kind obj_id sent store_alone')):
+    """Store._l7_savepoint's: the savepoint before a change of object
+    (kind, obj_id) of a tier-2 load balancer, the change's document
+    (_diverge), and None or how to store the object alone, rejected."""
+
+
+def _l7_check(session, lb, clear=True):
+    """(the L7 refusals taken back, [(kind, id, reason)] the L7 SEs
+    cannot run now) of tier-2 load balancer row `lb`; the load balancer
+    itself first and alone when it is refused whole.  clear=False: what
+    its L7 document holds (the rejected left out) -- what runs."""
+    cleared = _clear_l7_refusals(session, lb.id) if clear else set()
+    item, refused = l7_snapshot.runnable(
+        l7_snapshot.l7_load_balancer(session, lb), copy=False)
+    if item is None:
+        return cleared, [('loadbalancers', lb.id, refused)]
+    return cleared, refused
+
+
+def _runs(session, kind, row):
+    """Whether stored object `row` runs: neither it nor anything it is
+    below is rejected (its load balancer is checked by the caller)."""
+    while row is not None and row.rejected is None:
+        if kind in ('listeners', 'pools'):
+            return True     # right below the load balancer
+        kind, link = _PARENT[kind]
+        row = session.get(_MODELS[kind], getattr(row, link))
+    return False
 
 
 def _l7_member(row):

@@ -246,11 +246,16 @@ def test_concurrent_tier2_listeners_on_one_vip_and_port_of_one_l7_group(
     'test_an_update_the_l7_ses_cannot_run_changes_nothing',
     'test_a_rule_update_that_would_stop_its_running_policy_is_refused',
     'test_a_member_update_the_l7_ses_cannot_run_changes_nothing',
-    'test_a_load_balancer_its_l7_ses_cannot_run_at_all_is_rejected'])
+    'test_a_load_balancer_its_l7_ses_cannot_run_at_all_is_rejected',
+    'test_what_never_ran_does_not_refuse_an_update',
+    'test_a_new_rule_never_takes_its_running_policy_off',
+    'test_what_a_refused_update_carried_is_refused_with_it'])
 def test_refused_tier2_updates_keep_what_runs(database_url, scenario):
     """The unit tests' tier-2 refusals on the real MariaDB (READ
     COMMITTED, the change rolled back to a savepoint under the group's
-    row lock, the listener's inside the port check's), not only SQLite."""
+    row lock, the listener's inside the port check's; a change tried
+    again after the objects that never ran are rejected), not only
+    SQLite."""
     from tests.unit.dsr_provider.controller import test_store_tier2 as t2
     db.upgrade(database_url)
     store = store_mod.Store(db.Database(database_url), 'g1')

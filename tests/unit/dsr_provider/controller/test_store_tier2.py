@@ -879,3 +879,144 @@ def test_a_load_balancer_its_l7_ses_cannot_run_at_all_is_rejected(store):
     assert _row(store, 'loadbalancers', 'lb2')[0] == reason
     assert store.snapshot(L7G)['load_balancers'] == []
     assert not snapshot_mod.parse(store.snapshot(L4)).load_balancers
+
+
+def _pool_update(**fields):
+    """An update of pool p2 as Octavia sends it (no members, no
+    monitor)."""
+    pool = {k: v for k, v in graph()['pools'][0].items()
+            if k not in ('members', 'healthmonitor')}
+    return dict(pool, **fields)
+
+
+def test_what_never_ran_does_not_refuse_an_update(store):
+    """An object its L7 SEs cannot run, stored before the check (left out
+    of the L7 document, never marked): an update of something else goes
+    ahead, and that object is rejected on its own."""
+    store.create_loadbalancer(graph())
+    with store.db.session() as s:
+        s.add(models.L7Policy(id='old', listener_id='l3', doc={
+            'action': 'REJECT', 'position': 1, 'admin_state_up': True}))
+    store.put_pool(_pool_update(lb_algorithm='LEAST_CONNECTIONS'),
+                   update=True)
+    assert _owed(store, 'pools', 'p2') == ('ACTIVE', None)
+    assert _row(store, 'pools', 'p2')[1] is None
+    assert _l7_lb(store)['pools'][0]['lb_algorithm'] == 'LEAST_CONNECTIONS'
+    assert _row(store, 'l7policies', 'old')[0].startswith(
+        l7_snapshot.REFUSED)
+    # One rejected by the check before: the same.
+    store.put_l7policy(policy('polx', 1, listener_id='l3'))
+    assert _owed(store, 'l7policies', 'polx')[0] == 'ERROR'
+    store.put_pool(_pool_update(lb_algorithm='ROUND_ROBIN'), update=True)
+    assert _owed(store, 'pools', 'p2') == ('ACTIVE', None)
+
+
+def test_a_load_balancer_stored_without_vips_is_rejected_not_its_child(
+        store):
+    store.create_loadbalancer(graph())
+    with store.db.session() as s:
+        lb = s.get(models.LoadBalancer, 'lb2')
+        lb.doc = dict(lb.doc, vip_address=None, additional_vips=[])
+    store.put_pool(_pool_update(lb_algorithm='LEAST_CONNECTIONS'),
+                   update=True)
+    assert _row(store, 'loadbalancers', 'lb2')[0].startswith(
+        l7_snapshot.REFUSED)
+    assert _row(store, 'pools', 'p2')[:2] == (None, None)
+    assert store.snapshot(L7G)['load_balancers'] == []
+
+
+def test_a_new_rule_never_takes_its_running_policy_off(store):
+    """A rule's problem is its policy's: a new rule (or an update of a
+    rejected one) the L7 SEs cannot run is rejected alone; its policy
+    goes on running as it was."""
+    store.create_loadbalancer(graph())
+    bad = {'l7rule_id': 'r9', 'l7policy_id': 'pol1', 'type': 'HEADER',
+           'compare_type': 'EQUAL_TO', 'value': 'x', 'admin_state_up': True}
+    store.put_l7rule(bad)
+    status, reason = _owed(store, 'l7rules', 'r9')
+    assert status == 'ERROR' and 'l7policy pol1 would not run' in reason
+    assert _row(store, 'l7rules', 'r9')[0] == reason
+    assert _row(store, 'l7policies', 'pol1')[0] is None
+    (running,) = {i['id']: i for i in _l7_lb(store)['listeners']}['l2'][
+        'l7policies']
+    assert [r['id'] for r in running['rules']] == ['r1']
+    store.put_l7rule(dict(bad, compare_type='CONTAINS'), update=True)
+    assert _owed(store, 'l7rules', 'r9')[0] == 'ERROR'
+    assert _row(store, 'l7policies', 'pol1')[0] is None
+    store.put_l7rule(dict(bad, key='X-Key'), update=True)
+    assert _owed(store, 'l7rules', 'r9') == ('ACTIVE', None)
+    (running,) = {i['id']: i for i in _l7_lb(store)['listeners']}['l2'][
+        'l7policies']
+    assert [r['id'] for r in running['rules']] == ['r1', 'r9']
+
+
+def test_a_policy_converges_whether_it_ran_or_not(store):
+    store.create_loadbalancer(graph())
+    pol1 = {k: v for k, v in graph()['listeners'][0]['l7policies'][0]
+            .items() if k != 'rules'}
+    store.put_l7policy(dict(pol1, redirect_http_code=999), update=True)
+    assert _row(store, 'l7policies', 'pol1')[1] == {
+        'redirect_http_code': 999}
+    with store.db.session() as s:      # its listener refused meanwhile
+        s.get(models.Listener, 'l2').rejected = 'capacity'
+    store.put_l7policy(dict(pol1, redirect_http_code=301), update=True)
+    assert _owed(store, 'l7policies', 'pol1') == ('ACTIVE', None)
+    assert _row(store, 'l7policies', 'pol1')[1] is None
+
+
+def test_what_a_refused_update_carried_is_refused_with_it(store):
+    """A refused update of a listener that nested a new policy: the
+    policy was never stored, so it is ERROR too, not owed ACTIVE."""
+    store.create_loadbalancer(graph())
+    listener = {k: v for k, v in graph()['listeners'][0].items()
+                if k != 'l7policies'}
+    store.put_listener(dict(listener, timeout_client_data=-5, l7policies=[
+        policy('polN', 2, listener_id='l2')]), update=True)
+    assert _owed(store, 'listeners', 'l2')[0] == 'ERROR'
+    status, reason = _owed(store, 'l7policies', 'polN')
+    assert status == 'ERROR' and 'listener l2 refused' in reason
+    assert pending(store)[-1][0] == 0
+    with store.db.session() as s:
+        assert s.get(models.L7Policy, 'polN') is None
+
+
+def test_a_member_below_a_rejected_pool_is_not_kept(store):
+    """A member of a pool the L7 SEs do not run does not run either: its
+    refused update rejects it (no previous version runs)."""
+    store.create_loadbalancer(graph())
+    with store.db.session() as s:
+        s.get(models.Pool, 'p2').rejected = l7_snapshot.REFUSED + 'x'
+    m21 = graph()['pools'][0]['members'][0]
+    store.put_member(dict(m21, monitor_port=70000), update=True)
+    (item,) = [i for i in pending(store)[-1][1]['members']
+               if i['id'] == 'm21']
+    assert item['provisioning_status'] == 'ERROR' and 'kept' not in item
+    assert _row(store, 'members', 'm21')[0].startswith(l7_snapshot.REFUSED)
+
+
+def test_a_tier2_update_refused_for_its_port_stays_diverged(store):
+    """The L7 check's savepoint holds the port check's: an update refused
+    for a VIP clash keeps its diverged fields."""
+    store.create_loadbalancer(graph())
+    g = graph()
+    store.create_loadbalancer({
+        'loadbalancer_id': 'lb3', 'vip_address': '192.0.2.20',
+        'admin_state_up': True, 'flavor': g['flavor'], 'dsr': g['dsr'],
+        'listeners': [{'listener_id': 'l9', 'loadbalancer_id': 'lb3',
+                       'protocol': 'TCP', 'protocol_port': 8080,
+                       'admin_state_up': True, 'l7policies': []}],
+        'pools': []})
+    listener = {k: v for k, v in graph()['listeners'][0].items()
+                if k != 'l7policies'}
+    store.put_listener(dict(listener, protocol_port=8080), update=True)
+    assert _owed(store, 'listeners', 'l2')[0] == 'ERROR'
+    assert _row(store, 'listeners', 'l2')[1] == {'protocol_port': 8080}
+
+
+def test_a_later_verdict_that_keeps_nothing_is_not_kept():
+    status = store_mod.Status()
+    status.add('pools', 'p')
+    status.reject('pools', 'p', 'capacity', kept=True)
+    status.reject('pools', 'p', 'refused whole')
+    (item,) = status.doc['pools']
+    assert item['rejected'] == 'refused whole' and 'kept' not in item

@@ -78,29 +78,6 @@ _GET_RESOURCE = {'loadbalancers': 'loadbalancer', 'listeners': 'listener',
 # _CREATED} of the objects a change stored (Store._put).
 _BEFORE = 'dsr_before'
 _CREATED = 'created by this change'
-class _NotRunning(Exception):
-    """A change of a tier-2 load balancer met objects its L7 SEs cannot
-    run that are not rejected: Store._sweep_not_running, then again."""
-
-    def __init__(self, lb_id):
-        super().__init__(lb_id)
-        self.lb_id = lb_id
-
-
-def _sweeping(method):
-    """A tier-2 change that met objects stored before the L7 check (not
-    rejected, running nowhere): rejected on their own, then the change
-    again, once."""
-    @functools.wraps(method)
-    def change(self, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except _NotRunning as exc:
-            self._sweep_not_running(exc.lb_id)
-        return method(self, *args, **kwargs)
-    return change
-
-
 # Kinds the SEs have no health view of: ONLINE once applied, OFFLINE when
 # administratively down, as Octavia's amphora driver reports them
 # (MarkL7PolicyActiveInDB / MarkL7RuleActiveInDB).
@@ -131,6 +108,29 @@ COUNTED_LIMITS = {'max_listeners': 'listeners (VIP addresses x listeners)',
                   'max_cidrs': 'allowed_cidrs prefixes of one IP family '
                                '(per VIP address of that family and '
                                'listener)'}
+
+
+class _NotRunning(Exception):
+    """A change of a tier-2 load balancer met objects its L7 SEs cannot
+    run that are not rejected: Store._sweep_not_running, then again."""
+
+    def __init__(self, lb_id):
+        super().__init__(lb_id)
+        self.lb_id = lb_id
+
+
+def _sweeping(method):
+    """A tier-2 change that met objects stored before the L7 check (not
+    rejected, running nowhere): rejected on their own, then the change
+    again, once."""
+    @functools.wraps(method)
+    def change(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except _NotRunning as exc:
+            self._sweep_not_running(exc.lb_id)
+        return method(self, *args, **kwargs)
+    return change
 
 
 def object_id(kind, doc):
@@ -1671,7 +1671,8 @@ class Store:
     def l7_reports(self, l7_group, se_ids=None):
         """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
         [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None,
-        'seal_boot': the boot id of its seals or None, 'stated': bool}} of
+        'seal_boot': the boot id of its seals or None, 'state_lag':
+        report_lag of its report_state, 'stated': bool}} of
         the L7 SEs of l7_group that reported (those in `se_ids` only, when
         given): what each does not serve -- left ERROR alone
         (rejected_objects), or whose HAProxy waits for its restart
@@ -1695,6 +1696,7 @@ class Store:
             return {se_id: {'unserved': _unserved(rejected, helpers),
                             'tunnel_addresses': addresses,
                             'seal_boot': boot,
+                            'state_lag': report_lag(times, 'report_state'),
                             'stated': isinstance(times, dict)
                             and 'report_state' in times}
                     for se_id, rejected, helpers, addresses, boot, times
@@ -1859,8 +1861,11 @@ class Store:
             if STATUS_FIELDS.intersection(fields) or 'bgp' in fields:
                 row.statuses_digest = statuses_digest(row)
             if sent is not None:
-                row.report_times = dict(row.report_times or {},
-                                        **{sent[0]: sent[1]})
+                times = dict(row.report_times or {}, **{sent[0]: sent[1]})
+                # With how late it is stored (report_lag).
+                times[LAGS] = dict(times.get(LAGS) or {},
+                                   **{sent[0]: [sent[1], now - sent[1]]})
+                row.report_times = times
             row.updated_at = now
         return news
 
@@ -1915,6 +1920,25 @@ def _generation(value):
 # still be ordered (Store.record_agent): a last report signed further ahead
 # means the SE's clock has gone back since.
 CLOCK_SKEW = 2.0
+
+
+# report_times[LAGS]: {report kind: [signing time, lag]} of the last stored
+# of each kind (report_lag).
+LAGS = 'lags'
+
+
+def report_lag(report_times, kind):
+    """How late the last stored signed report of `kind` was stored: the
+    storing controller's clock minus its signing time -- the SE's clock
+    offset plus the way here, as a seal's lag (tier2.SealClock).  None:
+    none signed, or its time stored by a controller of an earlier release
+    (which keeps the lag of an earlier report)."""
+    entry = (report_times.get(LAGS) or {}).get(kind) \
+        if isinstance(report_times, dict) else None
+    if isinstance(entry, list) and len(entry) == 2 and \
+            entry[0] == report_times.get(kind):
+        return entry[1]
+    return None
 
 
 def _overtaken(report_times, kind, signed, now):

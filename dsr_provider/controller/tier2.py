@@ -249,7 +249,9 @@ class SealClock:
         A seal moves on only while it does not fall behind: its lag (our
         wall clock minus its signing time) more than stale_after over the
         least lag of its run is a recording shown late by whoever keeps
-        the agent's own writes from the backend."""
+        the agent's own writes from the backend.  A run's first seal seen
+        here is held to the lag of the SE's signed report_state when that
+        names the run (reports' 'state_lag'): it may be shown late too."""
         now, wall = self._clock(), self._wall()
         reports = reports or {}
         result, stale = {}, {}
@@ -266,11 +268,31 @@ class SealClock:
             key = (l7_group, se_id)
             sealed = self._seen.get(key)
             lag = wall - seal.ts
+            report = reports.get(se_id) or {}
             if sealed is None or (
                     seal.boot != sealed.seal.boot and self._later_run(
-                        sealed.seal, seal,
-                        (reports.get(se_id) or {}).get('seal_boot'))):
-                self._seen[key] = sealed = _Sealed(seal, now, caps, lag)
+                        sealed.seal, seal, report.get('seal_boot'))):
+                # A run first seen (a new leader's first look): its first
+                # seal is held to the lag of the signed report_state that
+                # names the run, else a seal shown late would set the
+                # run's least.  Only the first: that lag was measured on
+                # the clock of whichever controller stored the report,
+                # and a controller whose clock is behind the leader's
+                # must not keep the SE out for the whole run.
+                least = lag if report.get('seal_boot') != seal.boot or \
+                    report.get('state_lag') is None else \
+                    min(lag, report['state_lag'])
+                if lag <= least + self.stale_after:
+                    self._seen[key] = sealed = _Sealed(seal, now, caps,
+                                                       lag)
+                elif sealed is None:
+                    if key not in self._stale:
+                        self._stale.add(key)
+                        LOG.warning('L7 SE %s: its seal is shown %.0f s '
+                                    'later than its signed report_state '
+                                    '(a recording?): left out of the L4 '
+                                    'pools', auth.shown(se_id), lag - least)
+                    continue
             elif seal.boot == sealed.seal.boot and \
                     seal.seq > sealed.seal.seq and \
                     lag <= sealed.least_lag + self.stale_after:

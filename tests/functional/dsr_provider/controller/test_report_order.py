@@ -2,7 +2,8 @@
 RPC threads handle them: the first reports of many new SEs neither
 deadlock nor fail (READ COMMITTED: no gap lock for a row not there yet),
 and of two reports of one SE the newer stands whatever order they commit
-in (Store.record_agent, docs/agent-protocol.md "Reports")."""
+in (Store.record_agent, docs/agent-protocol.md "Reports"), with how late
+it was stored (tier2.SealClock's seed)."""
 
 import logging
 import threading
@@ -65,5 +66,9 @@ def test_the_newer_of_two_reports_at_once_stands(store):
                                        sent=('report_state', now - 1),
                                        applied_generation=2)]) == []
         with store.db.session() as s:
-            assert s.get(store_mod.models.AgentState,
-                         se).applied_generation == 2
+            row = s.get(store_mod.models.AgentState, se)
+            assert row.applied_generation == 2
+            # How late it was stored is the standing report's too.
+            signed, lag = row.report_times['lags']['report_state']
+        assert signed == now - 1 and lag >= 1
+        assert store.l7_reports('g1', {se})[se]['state_lag'] == lag

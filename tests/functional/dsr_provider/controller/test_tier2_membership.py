@@ -7,6 +7,7 @@ heartbeat expires: membership_timeout 1 s)."""
 
 import json
 import os
+import re
 import signal
 import sys
 import textwrap
@@ -68,6 +69,35 @@ def _enrolled_and_stated(store):
         store.record_agent(se_id, L7G, sent=('report_state', time.time()),
                            applied_generation=0,
                            tunnel_addresses={'4': address})
+
+
+def _sealing_se_c(deployment, tmp_path):
+    """(store, key file, tooz URL): lb2 stored, se-c enrolled in the L7
+    group with a key of its own (to seal with, as the L7 agent does), a
+    controller leading."""
+    from dsr_wire import auth
+    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
+    store.create_loadbalancer(graph())
+    key = str(tmp_path / 'se-c.key')
+    auth.generate_key(key)
+    enrolment.enrol(store.db, L7G, 'se-c',
+                    auth.load_private_key(key).public_key())
+    ctl = deployment.launch('ctl1')
+    ctl.wait_for_line(r'^READY', 180)
+    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
+                   'the controller leading')
+    return store, key, f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+
+
+def _end(store, proc, impostor):
+    """A test's end, failed or not: the impostor's tooz member, the L7 SE
+    process, the store's connections."""
+    if impostor is not None:
+        impostor.stop()
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+    store.db.engine.dispose()
 
 
 def _timed(predicate, bound, what, started=None):
@@ -165,18 +195,7 @@ def test_a_copy_of_a_dead_l7_ses_entry_does_not_keep_it_in_the_pools(
     moved on for SEAL_STALE_AFTER (before, it stayed for as long as the
     copy was kept alive)."""
     from dsr_provider.controller import tier2
-    from dsr_wire import auth
-    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
-    store.create_loadbalancer(graph())
-    key = str(tmp_path / 'se-c.key')
-    auth.generate_key(key)
-    enrolment.enrol(store.db, L7G, 'se-c',
-                    auth.load_private_key(key).public_key())
-    ctl = deployment.launch('ctl1')
-    ctl.wait_for_line(r'^READY', 180)
-    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
-                   'the controller leading')
-    url = f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    store, key, url = _sealing_se_c(deployment, tmp_path)
     proc = netns.Proc([sys.executable, '-c', _MEMBER, url, 'se-c', L7G,
                        json.dumps(caps('198.51.100.3')), key],
                       cwd=os.getcwd())
@@ -217,12 +236,7 @@ def test_a_copy_of_a_dead_l7_ses_entry_does_not_keep_it_in_the_pools(
         print(f'a copied entry of a dead L7 SE left the pool after '
               f'{gone:.2f} s')
     finally:
-        if impostor is not None:
-            impostor.stop()
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-        store.db.engine.dispose()
+        _end(store, proc, impostor)
 
 
 def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
@@ -285,3 +299,79 @@ def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
             flappy.stop()
         stable.stop()
         store.db.engine.dispose()
+
+
+def test_a_leader_new_to_a_run_is_not_shown_its_recorded_seals_late(
+        deployment, tmp_path):
+    """Whoever can write Redis and keep an L7 SE's own writes from it
+    records the SE's seals, and after it died shows them, one a second, to
+    a leader that never saw its run (elected since: here, a run sealed in
+    another namespace) 15 s late -- within auth_window.  The leader takes
+    the run's least lag from the SE's signed report_state: the SE stays
+    out of the L4 pools.  A live SE (a new run, reported) is in within
+    the bound: its seals are as late as its report, on the same clock."""
+    store, key, url = _sealing_se_c(deployment, tmp_path)
+    group = membership.group_id(L7G)
+
+    def sealing_se(namespace_url):
+        """(process, its first entry) of a sealing L7 SE se-c, reported
+        (signed state naming its run, stored now)."""
+        proc = netns.Proc([sys.executable, '-c', _MEMBER, namespace_url,
+                           'se-c', L7G, json.dumps(caps('198.51.100.3')),
+                           key], cwd=os.getcwd())
+        proc.wait_for_line('^joined', 60)
+        first = read(namespace_url)
+        store.record_agent('se-c', L7G, sent=('report_state', time.time()),
+                           applied_generation=0,
+                           seal_boot=json.loads(first)['dsr_seal']['boot'],
+                           tunnel_addresses={'4': '198.51.100.3'})
+        return proc, first
+
+    def read(namespace_url):
+        observer = membership.coordinator(namespace_url, b'observer')
+        observer.start()
+        try:
+            return observer.get_member_capabilities(group, b'se-c').get()
+        finally:
+            observer.stop()
+    recorded_url = f'{url}-recorded'
+    proc, first = sealing_se(recorded_url)
+    recording = [first]
+    impostor = None
+    try:
+        deadline = time.monotonic() + 8
+        while time.monotonic() < deadline:
+            entry = read(recorded_url)
+            if entry != recording[-1]:
+                recording.append(entry)
+            time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        assert len(recording) >= 6, len(recording)
+        time.sleep(15 - (time.time() -
+                         json.loads(first)['dsr_seal']['ts']))
+        impostor = membership.coordinator(url, b'se-c')
+        impostor.start(start_heart=True)
+        membership.join(impostor, group, recording[0])
+        shown = time.monotonic()
+        for entry in recording:
+            impostor.update_capabilities(group, entry).get()
+            moved_on = time.monotonic() + 1.0
+            while time.monotonic() < moved_on:
+                assert _members(store) == {}, (
+                    f'in the pool {time.monotonic() - shown:.2f} s after '
+                    f'its recording was first shown')
+                time.sleep(0.05)
+        assert re.search(r'its seal is shown 1\d s later',
+                         deployment.log('ctl1'))
+        impostor.stop()
+        impostor = None
+        # A live SE, a new run: in at once.
+        proc, _ = sealing_se(url)
+        joined = _timed(lambda: _members(store) == {'l7se:se-c@l2': 1},
+                        BOUND, 'the live se-c in the L4 pool')
+        print(f'{len(recording)} recorded seals shown 15 s late to a '
+              f'leader new to the run: never in the pool; a live SE in '
+              f'after {joined:.2f} s')
+    finally:
+        _end(store, proc, impostor)

@@ -8,8 +8,10 @@ entry, nor keep a dead SE in the pools with a copy of its entry.  Real
 enrolment table (SQLite), real keys and seals."""
 
 import logging
+import time
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
+import pytest
 
 from dsr_provider.controller import endpoints
 from dsr_provider.controller import enrolment
@@ -155,6 +157,16 @@ def state_names(store, sealer, address='198.18.7.1'):
     ep.report_state(sealer.signer.context('report_state', args), **args)
 
 
+def state_signed_at(store, sealer, signed, address='198.18.7.1'):
+    """state_names, signed at `signed` (the SE's clock, where it is not
+    ours: its signer signs with the real one), stored as the endpoint
+    stores it."""
+    store.record_agent(sealer.se_id, sealer.group,
+                       sent=('report_state', signed), applied_generation=0,
+                       seal_boot=sealer.boot,
+                       tunnel_addresses={'4': address})
+
+
 def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
                                                      caplog):
     """The watcher believes a sealed entry while its seal moves on (the
@@ -162,7 +174,10 @@ def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
     back after it died, is out after SEAL_STALE_AFTER -- and a restarted
     agent (a new boot) is back at once, an older boot's copy is not."""
     clock = Clock()
-    sealer = _sealing_se_stated(store, tmp_path)
+    sealer = capability_seal.Sealer(     # its clock 30 s fast
+        _sealing_se_stated(store, tmp_path).signer, 'l7a', 'edge-l7',
+        clock=lambda: time.time() + 30.0)
+    state_signed_at(store, sealer, time.time() + 30.0)
     live = {'l7a': sealer.seal(caps('198.18.7.1'))}
     watcher = tier2.MembershipWatcher(
         store, tier2.trusted_only(store.db, lambda group: dict(live),
@@ -195,11 +210,11 @@ def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
     live['l7a'] = older
     assert pool() == set()
     # The agent restarted: a new run, in the pools once its signed state
-    # names it (it reports before it is ready) -- whatever its clock says.
-    restarted = capability_seal.Sealer(sealer.signer, 'l7a', 'edge-l7',
-                                       clock=lambda: copy['dsr_seal']['ts']
-                                       - 30.0)
+    # names it (it reports before it is ready) -- whatever its clock says:
+    # set right meanwhile, it signs 30 s before its last run's copy.
+    restarted = capability_seal.Sealer(sealer.signer, 'l7a', 'edge-l7')
     live['l7a'] = restarted.seal(caps('198.18.7.1'))
+    assert live['l7a']['dsr_seal']['ts'] < copy['dsr_seal']['ts'] - 20
     assert pool() == set()
     state_names(store, restarted)
     assert pool() == {'l7a'}
@@ -448,11 +463,12 @@ def test_seals_shown_ever_later_are_not_a_move_on(store, tmp_path):
     died: a seal more than SEAL_STALE_AFTER behind the least lag of its
     run does not move on.  An SE whose clock is far off (40 s behind),
     sealing on time, is not behind anything."""
-    clock, wall = Clock(), Clock(50_000.0)
+    clock, wall = Clock(), Clock(time.time())   # the store's clock
+    signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),))
+    store.create_loadbalancer(t2.graph())
     sealer = capability_seal.Sealer(     # its clock 40 s behind ours
-        _sealing_se_stated(store, tmp_path).signer, 'l7a', 'edge-l7',
-        clock=lambda: wall.now - 40.0)
-    state_names(store, sealer)
+        signers['l7a'], 'l7a', 'edge-l7', clock=lambda: wall.now - 40.0)
+    state_signed_at(store, sealer, wall.now - 40.0)
     seals = []
     live = {}
     watcher = tier2.MembershipWatcher(
@@ -500,3 +516,188 @@ def test_a_stalled_read_starts_the_seal_clocks_again_once(
     assert set(store.l7_members(t2.L7G)) == {'l7a'}
     watcher.run_once()                      # the same seal: no second time
     assert store.l7_members(t2.L7G) == {}
+
+
+# -------------------------------------------- a run's first seal, seeded
+BOOT, OTHER_BOOT = 'b' * 32, 'c' * 32
+
+
+def sealed_caps(seq, ts, boot=BOOT):
+    return dict(caps('198.18.7.1'), **{
+        capability_seal.SEAL_KEY: capability_seal.Seal(boot, seq, ts)})
+
+
+def stated(state_lag, boot=BOOT):
+    """Store.l7_reports of l7a: its signed report_state names run `boot`
+    and was stored state_lag s after it was signed."""
+    return {'l7a': {'seal_boot': boot, 'state_lag': state_lag,
+                    'stated': True}}
+
+
+def test_a_new_leader_takes_a_runs_least_lag_from_its_signed_report(
+        caplog):
+    """A newly elected leader has seen no seal of the SE's run: its first
+    seal's lag would be the least -- one shown 50 s late (whoever keeps
+    the agent's writes from the backend, replaying its recording) kept
+    the SE in the pools for up to auth_window.  The lag of the SE's
+    signed report_state naming the run (its clock offset too) is the
+    least so far: a seal more than SEAL_STALE_AFTER behind it is not
+    fresh, until one that is not behind arrives."""
+    clock, wall = Clock(), Clock(10_000.0)
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    late = {'l7a': sealed_caps(7, wall.now - 50.0)}
+    with caplog.at_level(logging.WARNING):
+        assert seals.fresh('g', late, stated(0.3)) == {}
+        clock.now += 1
+        wall.now += 1
+        assert seals.fresh('g', {'l7a': sealed_caps(8, wall.now - 50.0)},
+                           stated(0.3)) == {}
+    assert caplog.text.count('its seal is shown 50 s later than its '
+                             'signed report_state') == 1
+    # Seals on time (the agent's own writes land again) are fresh; its
+    # run's least lag is then its seals' own (1 s), not the report's: a
+    # report stored by a controller whose clock is behind the leader's
+    # must not keep the SE out for the whole run.
+    assert set(seals.fresh('g', {'l7a': sealed_caps(9, wall.now - 1.0)},
+                           stated(0.3))) == {'l7a'}
+
+    def after(seconds, seq, lag):
+        clock.now += seconds
+        wall.now += seconds
+        return set(seals.fresh('g', {'l7a': sealed_caps(
+            seq, wall.now - lag)}, stated(0.3)))
+    bar = 1.0 + tier2.SEAL_STALE_AFTER
+    assert after(4.5, 10, bar - 0.2) == {'l7a'}     # moves on
+    assert after(4.5, 10, bar - 0.2) == {'l7a'}     # 9 s after seq 9
+    assert after(0.5, 11, bar + 0.2) == {'l7a'}     # does not ...
+    assert after(0.6, 11, bar + 0.2) == set()       # ... move on
+
+
+def test_a_controller_behind_the_leader_keeps_nobody_out_for_long():
+    """The report's lag is measured on the clock of the controller that
+    stored it: one 4.5 s behind the leader gives a lag too low by 4.5 s.
+    It holds the run's first seal only; then the run is held to its
+    seals' own lag (held to the report's, seals 0.6 s slower than the
+    first would never move on again).  8 s behind: the first seal waits
+    for a report stored by another controller."""
+    clock, wall = Clock(), Clock(10_000.0)
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    assert set(seals.fresh('g', {'l7a': sealed_caps(1, wall.now - 1.0)},
+                           stated(-3.5))) == {'l7a'}
+    for seq in range(2, 4 + 2 * int(tier2.SEAL_STALE_AFTER)):
+        clock.now += 1
+        wall.now += 1
+        assert set(seals.fresh('g', {'l7a': sealed_caps(
+            seq, wall.now - 1.6)}, stated(-3.5))) == {'l7a'}, seq
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    assert seals.fresh('g', {'l7a': sealed_caps(1, wall.now - 1.0)},
+                       stated(-7.0)) == {}
+    clock.now += 1
+    wall.now += 1
+    assert set(seals.fresh('g', {'l7a': sealed_caps(2, wall.now - 1.0)},
+                           stated(0.5))) == {'l7a'}
+
+
+def test_a_seeded_run_is_fresh_whatever_the_ses_clock_offset():
+    """An SE whose clock is 40 s behind ours: its report_state was stored
+    40 s after it was signed, as its seals are read 40-41 s after: fresh.
+    A report that took long on its way (a larger lag than the seals') is
+    no bar either: the least of the two counts."""
+    wall = Clock(10_000.0)
+    for state_lag in (40.05, 40.9, 55.0):
+        seals = tier2.SealClock(clock=Clock(), wall=wall)
+        assert set(seals.fresh('g', {'l7a': sealed_caps(
+            1, wall.now - 41.2)}, stated(state_lag))) == {'l7a'}, state_lag
+
+
+def test_without_a_report_lag_of_its_run_a_first_seal_sets_it():
+    """No report_state lag naming the run -- an L7 SE's reports stored by
+    a controller of an earlier release, an SE not stated yet, or a state
+    naming another run (trusted_only leaves that run's seals out
+    anyway): the first seal's lag is its run's least, as before."""
+    wall = Clock(10_000.0)
+    for reports in (None, {}, stated(None), stated(0.3, OTHER_BOOT),
+                    {'l7a': {'seal_boot': None, 'state_lag': 0.3,
+                             'stated': True}}):
+        seals = tier2.SealClock(clock=Clock(), wall=wall)
+        assert set(seals.fresh('g', {'l7a': sealed_caps(
+            1, wall.now - 50.0)}, reports)) == {'l7a'}, reports
+
+
+def test_a_later_run_shown_late_does_not_move_on():
+    """The same holds for a run a leader had not seen: an agent restarted
+    (its signed state names the new run), whose first seals are shown
+    late, is not fresh on them; the previous run's last seal ages out."""
+    clock, wall = Clock(), Clock(10_000.0)
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    assert set(seals.fresh('g', {'l7a': sealed_caps(
+        5, wall.now - 0.5, OTHER_BOOT)}, stated(0.3, OTHER_BOOT))) == \
+        {'l7a'}
+    for seq in range(1, int(tier2.SEAL_STALE_AFTER) + 3):
+        clock.now += 1
+        wall.now += 1
+        seen = seals.fresh('g', {'l7a': sealed_caps(seq, wall.now - 30.0)},
+                           stated(0.3))
+    assert seen == {}
+    assert set(seals.fresh('g', {'l7a': sealed_caps(seq + 1,
+                                                    wall.now - 0.5)},
+                           stated(0.3))) == {'l7a'}
+
+
+def test_a_new_leader_is_not_shown_a_dead_ses_recorded_seals_late(
+        store, tmp_path):
+    """Through the store and the watcher: an L7 SE reports its state
+    (signed, through the real guard: its lag is recorded) and seals; it
+    dies, and whoever keeps its writes from the backend shows a leader
+    elected 20 s later its recorded seals -- within auth_window, yet 20 s
+    behind its signed report: not in the pools."""
+    wall = Clock(time.time())               # the store's clock
+    sealer = _sealing_se_stated(store, tmp_path)
+    assert 0 <= store.l7_reports(t2.L7G)['l7a']['state_lag'] < 5
+    recording = [sealer.seal(caps('198.18.7.1')) for _ in range(30)]
+    live = {}
+
+    def leader():
+        return tier2.MembershipWatcher(
+            store, tier2.trusted_only(store.db, lambda group: dict(live),
+                                      store.l7_reports, clock=wall),
+            clock=Clock(), signed_only=True, wall=wall)
+    live['l7a'] = recording[0]
+    leader().run_once()
+    assert set(store.l7_members(t2.L7G)) == {'l7a'}
+    wall.now += 20
+    new = leader()
+    for seal in recording[1:]:
+        live['l7a'] = seal
+        new.run_once()
+        assert store.l7_members(t2.L7G) == {}
+
+
+def test_the_lag_of_a_signed_report_state_is_stored_with_it(
+        store, tmp_path):
+    """Store.record_agent keeps how late each signed report was stored
+    (its controller's clock minus its signing time), with the time it
+    describes; l7_reports gives the report_state's -- not another
+    report's, nor one dropped as overtaken, nor when a controller of an
+    earlier release stored the last report_state (its time alone)."""
+    sealer = _sealing_se_stated(store, tmp_path)    # the real guard
+    lag = store.l7_reports(t2.L7G)['l7a']['state_lag']
+    assert 0 <= lag < 5
+    now = time.time()
+    state_signed_at(store, sealer, now + 1.5)        # its clock ahead
+    assert store.l7_reports(t2.L7G)['l7a']['state_lag'] == \
+        pytest.approx(-1.5, abs=1.0)
+    store.record_agent('l7a', t2.L7G, sent=('report_stats', now - 3.0),
+                       stats={'listeners': {}})
+    state_signed_at(store, sealer, now - 3.0)        # overtaken: dropped
+    assert store.l7_reports(t2.L7G)['l7a']['state_lag'] == \
+        pytest.approx(-1.5, abs=1.0)
+    with store.db.session() as s:
+        times = s.get(models.AgentState, 'l7a').report_times
+        assert times['lags']['report_stats'][0] == now - 3.0
+        # An earlier release's controller stores the time alone.
+        s.get(models.AgentState, 'l7a').report_times = dict(
+            times, report_state=now + 1.6)
+    assert store.l7_reports(t2.L7G)['l7a']['state_lag'] is None
+    store.record_agent('l7b', t2.L7G, applied_generation=0)   # unsigned
+    assert store.l7_reports(t2.L7G)['l7b']['state_lag'] is None

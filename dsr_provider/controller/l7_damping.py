@@ -99,6 +99,13 @@ class FlapDamping:
                             self._reuse_in(rec.penalty))
         return kept
 
+    def new_term(self):
+        """Not leading (any more): what was seen is another term's -- an
+        SE that drained and left meanwhile must not count as a flap at
+        the next look."""
+        self._records.clear()
+        self._last.clear()
+
     def suppressed(self, l7_group):
         """The SE ids of l7_group kept out now (for the logs and tests)."""
         return sorted(se_id for (group, se_id), rec in self._records.items()

@@ -605,6 +605,8 @@ class MembershipWatcher:
         while not stop.wait(interval):
             if not leading():
                 self._groups = None     # a new term reads them afresh
+                if self._damping is not None:
+                    self._damping.new_term()
                 continue
             try:
                 self.run_once()

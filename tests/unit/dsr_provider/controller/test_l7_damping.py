@@ -135,3 +135,14 @@ def test_records_are_forgotten_once_decayed(damping, clock):
     assert damping._records
     look(damping, clock, STABLE, after=1200.0)
     assert not damping._records
+
+
+def test_a_new_term_starts_afresh(damping, clock):
+    """What the leader saw in a term it lost is not held against an SE
+    in the next one (it may have drained and left meanwhile)."""
+    crash(damping, clock, 3)
+    look(damping, clock, dict(STABLE, flappy=UP))
+    damping.new_term()
+    assert look(damping, clock, STABLE) == {'stable'}     # no flap
+    assert look(damping, clock, dict(STABLE, flappy=UP)) == {
+        'stable', 'flappy'}

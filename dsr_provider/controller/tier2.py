@@ -124,6 +124,10 @@ def trusted_only(database, members_of, reports_of=None,
       signed report_state is stored and names no run that seals; else it
       is not its own, or not known to be, and is left out.  Without
       reports_of, unsealed entries are believed.
+
+    The returned function's `reports` ({group: what reports_of gave at
+    its last call}) spares the watcher a second read of them in the same
+    look (MembershipWatcher.run_once).
     """
     warned = {}     # se_id -> the last reason logged
     # (group, se_id) -> (its entry as read, key, what it opened to): an
@@ -150,6 +154,8 @@ def trusted_only(database, members_of, reports_of=None,
         enrolled = [se_id for se_id in live if se_id in keys]
         reports = reports_of(l7_group, set(enrolled)) \
             if reports_of is not None and enrolled else {}
+        if reports_of is not None:
+            members.reports[l7_group] = reports
         result = {}
         for se_id in enrolled:
             caps, report = live[se_id], reports.get(se_id) or {}
@@ -177,6 +183,7 @@ def trusted_only(database, members_of, reports_of=None,
             result[se_id] = dict(plain, **{capability_seal.SEAL_KEY: seal})
             warned.pop(se_id, None)
         return result
+    members.reports = {}
     return members
 
 
@@ -485,7 +492,12 @@ class MembershipWatcher:
             try:
                 asked = self._clock()
                 live = self.members_of(l7_group)
-                reports = self.store.l7_reports(l7_group, set(live))
+                # Read by trusted_only in this look already (of every
+                # enrolled member: a superset of `live`), else here.
+                reports = getattr(self.members_of, 'reports', {}).pop(
+                    l7_group, None)
+                if reports is None:
+                    reports = self.store.l7_reports(l7_group, set(live))
                 if l7_group in self._failing or \
                         self._clock() - asked > STALLED_READ:
                     # The backend was away or stalled: the agents could

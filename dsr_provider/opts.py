@@ -214,10 +214,11 @@ controller_opts = [
                       'decayed below l7_flap_reuse -- unless no other L7 SE '
                       'of its group serves (docs/tier2.md, "Flap '
                       'damping"). 0: no damping.'),
-    cfg.FloatOpt('l7_flap_suppress', default=2.5, min=1.0,
+    cfg.FloatOpt('l7_flap_suppress', default=2.5, min=1.0, max=8.0,
                  help='Tier 2: the flap penalty at which an L7 SE is kept '
                       'out of the L4 pools (see l7_flap_half_life; 2.5: '
-                      'three deaths within about half a minute).'),
+                      'three deaths within about half a minute; at most 8, '
+                      'the most a penalty gets).'),
     cfg.FloatOpt('l7_flap_reuse', default=1.5, min=0.01,
                  help='Tier 2: the flap penalty below which a kept-out L7 '
                       'SE is let back into the L4 pools; below '

@@ -14,14 +14,17 @@ penalty of 1, which halves every `half_life` seconds (60).  At
 the penalty has decayed below `reuse_below` (1.5): three deaths within
 about half a minute keep it out for about a minute after the last one,
 and longer the more it flaps (the penalty is capped at MAX_PENALTY: at
-most about 2.4 half-lives).  A loop slower than a death every 40 s never
-adds up to it.  A planned stop drains first (the L7 agent says
+most about 2.4 half-lives).  A loop slower than about one death every 45
+s never adds up to it.  A planned stop drains first (the L7 agent says
 draining before it leaves): never a flap.  One restart costs nothing.
 Deaths while it is kept out count as well.
 
 A suppressed SE is still let in when the group would otherwise have no
-L7 SE serving (not draining) in its pools: a flapping SE serves some
-connections, none serves none.
+other L7 SE serving (not draining) everything in its pools -- one that
+left a load balancer or listener ERROR serves less: a flapping SE
+serves some connections, none serves none.  One that is in the pools
+already (let in so) and becomes suppressed again drains there (weight 0)
+instead of leaving them: its established connections stay.
 
 The penalties live in the leader's memory: a newly elected leader starts
 with none (docs/tier2.md)."""
@@ -53,51 +56,72 @@ class FlapDamping:
     def __init__(self, half_life=60.0, suppress_at=2.5, reuse_below=1.5,
                  clock=time.monotonic):
         """half_life 0: no damping (admit() returns what it is given)."""
-        if half_life and not 0 < reuse_below < suppress_at:
-            raise ValueError('flap damping: reuse_below must be above 0 '
-                             f'and below suppress_at ({suppress_at}), not '
-                             f'{reuse_below}')
+        if half_life and not 0 < reuse_below < suppress_at <= MAX_PENALTY:
+            raise ValueError(
+                f'flap damping: the reuse threshold ({reuse_below}) must be '
+                f'above 0 and below the suppress threshold ({suppress_at}), '
+                f'which is at most {MAX_PENALTY} (the most a penalty gets)')
         self.half_life = half_life
         self.suppress_at, self.reuse_below = suppress_at, reuse_below
         self._clock = clock
         self._records = {}      # (l7 group, se_id) -> _Record
         self._last = {}         # l7 group -> {se_id: draining} last look
+        self._admitted = {}     # l7 group -> SE ids its pools got
+        self._let_in = set()    # groups whose flapping SEs are let in
 
     def admit(self, l7_group, members):
         """members: tier2.ready_members' {se_id: member} of one look ->
-        those the L4 pools get: without the suppressed L7 SEs, unless
-        none would serve then."""
+        those the L4 pools get: without the suppressed L7 SEs that are not
+        in them yet; those already in (let in while no other served)
+        drain instead (weight 0: their established connections stay).
+        All are let in while no other L7 SE serves everything."""
         if not self.half_life:
             return members
         now = self._clock()
-        last = self._last.get(l7_group, {})
-        for se_id, draining in last.items():
+        for se_id, draining in self._last.get(l7_group, {}).items():
             if not draining and se_id not in members:
                 self._flap(l7_group, se_id, now)
         self._last[l7_group] = {se_id: m['draining']
                                 for se_id, m in members.items()}
         suppressed = {se_id for se_id in members
                       if self._suppressed(l7_group, se_id, now)}
-        self._forget(l7_group, now)
+        self._forget(now)
+        result = self._without(l7_group, members, suppressed)
+        self._admitted[l7_group] = set(result)
+        return result
+
+    def _without(self, l7_group, members, suppressed):
         if not suppressed:
+            self._let_in.discard(l7_group)
             return members
-        kept = {se_id: m for se_id, m in members.items()
-                if se_id not in suppressed}
-        if not any(not m['draining'] for m in kept.values()):
-            LOG.warning('L7 group %s: flapping L7 SE(s) %s let into the L4 '
-                        'pools: no other L7 SE serves', l7_group,
-                        ', '.join(sorted(suppressed)))
+        serving = [m for se_id, m in members.items()
+                   if se_id not in suppressed and not m['draining']]
+        # Another L7 SE serving each load balancer and listener: one that
+        # reports nothing left out (what each leaves out is per object).
+        if not any(not m.get('unserved') for m in serving):
+            if l7_group not in self._let_in:
+                self._let_in.add(l7_group)
+                LOG.warning('L7 group %s: flapping L7 SE(s) %s let into '
+                            'the L4 pools: no other L7 SE serves all its '
+                            'load balancers', l7_group,
+                            ', '.join(sorted(suppressed)))
             return members
-        for se_id in sorted(suppressed):
-            rec = self._records[(l7_group, se_id)]
-            if not rec.told:
-                rec.told = True
-                LOG.warning('L7 SE %s of L7 group %s is back: kept out of '
-                            'the L4 pools while it flaps (penalty %.1f; in '
-                            'again in about %.0f s if it stays up)', se_id,
-                            l7_group, rec.penalty,
-                            self._reuse_in(rec.penalty))
-        return kept
+        self._let_in.discard(l7_group)
+        admitted = self._admitted.get(l7_group, ())
+        result = {}
+        for se_id, member in members.items():
+            if se_id not in suppressed:
+                result[se_id] = member
+            elif se_id in admitted:
+                result[se_id] = dict(member, draining=True)
+            else:
+                self._tell(l7_group, se_id)
+        return result
+
+    def forget_look(self, l7_group):
+        """The group could not be read: who left meanwhile, and whether
+        they drained first, is unknown -- no flap is counted for it."""
+        self._last.pop(l7_group, None)
 
     def new_term(self):
         """Not leading (any more): what was seen is another term's -- an
@@ -105,11 +129,22 @@ class FlapDamping:
         the next look."""
         self._records.clear()
         self._last.clear()
+        self._admitted.clear()
+        self._let_in.clear()
 
     def suppressed(self, l7_group):
         """The SE ids of l7_group kept out now (for the logs and tests)."""
         return sorted(se_id for (group, se_id), rec in self._records.items()
                       if group == l7_group and rec.suppressed)
+
+    def _tell(self, l7_group, se_id):
+        rec = self._records[(l7_group, se_id)]
+        if not rec.told:
+            rec.told = True
+            LOG.warning('L7 SE %s of L7 group %s is back: kept out of the '
+                        'L4 pools while it flaps (penalty %.1f; in again '
+                        'in about %.0f s if it stays up)', se_id, l7_group,
+                        rec.penalty, self._reuse_in(rec.penalty))
 
     def _flap(self, l7_group, se_id, now):
         rec = self._records.setdefault((l7_group, se_id), _Record(now))
@@ -138,9 +173,13 @@ class FlapDamping:
     def _reuse_in(self, penalty):
         return self.half_life * math.log2(penalty / self.reuse_below)
 
-    def _forget(self, l7_group, now):
-        """Drop the records decayed to nothing (bounded memory)."""
-        for key in [k for k, rec in self._records.items()
-                    if k[0] == l7_group and not rec.suppressed and
-                    rec.decayed(now, self.half_life) < 0.01]:
-            del self._records[key]
+    def _forget(self, now):
+        """Records of SEs gone for good decay too: no longer kept out
+        below the reuse threshold, dropped near nothing (bounded
+        memory)."""
+        for key, rec in list(self._records.items()):
+            penalty = rec.decayed(now, self.half_life)
+            if rec.suppressed and penalty < self.reuse_below:
+                rec.suppressed = False
+            if not rec.suppressed and penalty < 0.01:
+                del self._records[key]

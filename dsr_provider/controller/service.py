@@ -86,6 +86,14 @@ class Controller:
     def __init__(self, conf, driver_lib=None):
         self.conf = conf
         c = conf.dsr_controller
+        # Before anything starts: a bad combination stops it here.
+        try:
+            self.damping = l7_damping.FlapDamping(
+                c.l7_flap_half_life, c.l7_flap_suppress, c.l7_flap_reuse)
+        except ValueError:
+            raise ValueError(
+                f'[dsr_controller] l7_flap_reuse ({c.l7_flap_reuse}) must be '
+                f'below l7_flap_suppress ({c.l7_flap_suppress})') from None
         self.controller_id = c.controller_id or \
             f'{socket.gethostname()}-{id(self):x}'
         self.database = db_mod.Database(c.database_connection)
@@ -267,8 +275,7 @@ class Controller:
             self.store, members_of,
             self._tier2_changed(notifier), lambda: self.election.leading,
             signed_only=self.signer is not None,
-            damping=l7_damping.FlapDamping(
-                c.l7_flap_half_life, c.l7_flap_suppress, c.l7_flap_reuse))
+            damping=self.damping)
 
     def _woken(self):
         """Something was stored, here or by another controller (wake.py):

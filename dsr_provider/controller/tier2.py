@@ -235,6 +235,7 @@ class SealClock:
         self._clock, self._wall = clock, wall
         self._seen = {}         # (l7 group, se_id) -> _Sealed
         self._stale = set()     # left out, logged
+        self._late = set()      # a run's first seal shown late, logged
 
     def restart(self, l7_group):
         """The group could not be read for a while: its SEs could not
@@ -262,10 +263,11 @@ class SealClock:
         now, wall = self._clock(), self._wall()
         reports = reports or {}
         result, stale = {}, {}
-        for key in [k for k in self._seen
+        for key in [k for k in self._seen.keys() | self._stale | self._late
                     if k[0] == l7_group and k[1] not in live]:
-            del self._seen[key]
+            self._seen.pop(key, None)
             self._stale.discard(key)
+            self._late.discard(key)
         for se_id, caps in live.items():
             seal = caps.get(capability_seal.SEAL_KEY) \
                 if isinstance(caps, dict) else None
@@ -292,14 +294,16 @@ class SealClock:
                 if lag <= least + self.stale_after:
                     self._seen[key] = sealed = _Sealed(seal, now, caps,
                                                        lag)
-                elif sealed is None:
-                    if key not in self._stale:
-                        self._stale.add(key)
+                    self._late.discard(key)
+                else:
+                    if key not in self._late:
+                        self._late.add(key)
                         LOG.warning('L7 SE %s: its seal is shown %.0f s '
                                     'later than its signed report_state '
-                                    '(a recording?): left out of the L4 '
-                                    'pools', auth.shown(se_id), lag - least)
-                    continue
+                                    '(a recording?): not taken for its '
+                                    'run\'s', auth.shown(se_id), lag - least)
+                    if sealed is None:
+                        continue    # nothing it signed moved on here
             elif seal.boot == sealed.seal.boot and \
                     seal.seq > sealed.seal.seq and \
                     lag <= sealed.least_lag + self.stale_after:
@@ -513,6 +517,8 @@ class MembershipWatcher:
                 if self._damping is not None:
                     members = self._damping.admit(l7_group, members)
             except Exception as exc:  # noqa: BLE001 -- backend errors
+                if self._damping is not None:
+                    self._damping.forget_look(l7_group)
                 if l7_group not in self._failing:
                     LOG.warning('L7 group %s: membership unreadable (%s); '
                                 'its L4 pools keep their L7 SEs%s',

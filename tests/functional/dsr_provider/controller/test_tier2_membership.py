@@ -308,8 +308,9 @@ def test_a_leader_new_to_a_run_is_not_shown_its_recorded_seals_late(
     a leader that never saw its run (elected since: here, a run sealed in
     another namespace) 10 s late -- within auth_window, twice
     SEAL_STALE_AFTER.  The leader holds the run's first seal to the lag
-    of the SE's signed report_state: the SE stays out of the L4 pools.  A live SE (a new run, reported) is in within
-    the bound: its seals are as late as its report, on the same clock."""
+    of the SE's signed report_state: the SE stays out of the L4 pools.
+    A live SE (a new run, reported) is in within the bound: its seals are
+    as late as its report, on the same clock."""
     store, key, url = _sealing_se_c(deployment, tmp_path)
     group = membership.group_id(L7G)
 

@@ -244,3 +244,22 @@ def test_a_change_queue_that_is_not_durable_is_warned_about(caplog):
         assert 'RabbitMQ restart' not in caplog.text
     finally:
         transport.cleanup()
+
+
+def test_flap_damping_thresholds_are_checked_before_anything_starts():
+    """A reuse threshold not below the suppress one is refused by name
+    in the constructor, before the database, the broker or the leader
+    group are touched."""
+    from dsr_provider import opts
+    conf = cfg.ConfigOpts()
+    opts.register_controller_opts(conf)
+    conf([], project='dsr-test')
+    conf.set_override('l7_flap_suppress', 2.0, 'dsr_controller')
+    conf.set_override('l7_flap_reuse', 2.0, 'dsr_controller')
+    try:
+        service.Controller(conf)
+    except ValueError as exc:
+        assert str(exc) == ('[dsr_controller] l7_flap_reuse (2.0) must be '
+                            'below l7_flap_suppress (2.0)')
+    else:
+        raise AssertionError('accepted')

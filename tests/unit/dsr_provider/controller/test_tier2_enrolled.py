@@ -723,3 +723,30 @@ def test_a_look_reads_the_l7_ses_reports_once(store, tmp_path):
     assert set(store.l7_members(t2.L7G)) == {'l7a'}
     watcher.run_once()
     assert len(reads) == 2, reads
+
+
+def test_a_late_first_seal_is_logged_each_time_it_comes_back(caplog):
+    """Left out at its first seal and gone, an SE shown late again is
+    logged again (what is logged about an SE goes when the SE does); a
+    later run's first seal shown late is logged too."""
+    clock, wall = Clock(), Clock(10_000.0)
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    late = 'its seal is shown 50 s later'
+    with caplog.at_level(logging.WARNING):
+        assert seals.fresh('g', {'l7a': sealed_caps(
+            1, wall.now - 50.0)}, stated(0.3)) == {}
+        assert seals.fresh('g', {}, stated(0.3)) == {}
+        clock.now += 100
+        wall.now += 100
+        assert seals.fresh('g', {'l7a': sealed_caps(
+            2, wall.now - 50.0)}, stated(0.3)) == {}
+        assert caplog.text.count(late) == 2
+        assert set(seals.fresh('g', {'l7a': sealed_caps(
+            3, wall.now - 0.5)}, stated(0.3))) == {'l7a'}
+        assert 'signed again' not in caplog.text
+        clock.now += 1
+        wall.now += 1
+        assert set(seals.fresh('g', {'l7a': sealed_caps(
+            1, wall.now - 50.0, OTHER_BOOT)}, stated(0.3, OTHER_BOOT))) == \
+            {'l7a'}         # the previous run's seal, until it ages out
+    assert caplog.text.count(late) == 3

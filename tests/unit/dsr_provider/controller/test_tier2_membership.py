@@ -342,3 +342,37 @@ def test_the_l7_groups_are_read_again_when_told_or_after_a_while(store):
     clock.now += tier2.GROUPS_REFRESH       # and anyway, now and then
     watcher.run_once()
     assert len(reads) == 3
+
+
+def test_the_watcher_damps_a_flapping_l7_se(store):
+    """The watcher's looks go through the damping: the third death in
+    a row keeps se-b out when it rejoins (se-a serves); an unreadable
+    look counts no flap; a term it stops leading in is forgotten."""
+    from dsr_provider.controller import l7_damping
+    store.create_loadbalancer(graph())
+    coord = FakeCoordinator()
+    coord.join(L7G, 'se-a', **ready())
+    damping = l7_damping.FlapDamping(half_life=60.0)
+    watcher = tier2.MembershipWatcher(store, tier2.tooz_members(coord),
+                                      damping=damping)
+    for _ in range(3):
+        coord.join(L7G, 'se-b', **ready('198.51.100.2'))
+        watcher.run_once()
+        coord.leave(L7G, 'se-b')
+        watcher.run_once()
+    coord.join(L7G, 'se-b', **ready('198.51.100.2'))
+    watcher.run_once()
+    assert [m[0] for m in l4_members(store)] == ['l7se:se-a@l2']
+    assert damping.suppressed(L7G) == ['se-b']
+    stop, leading = threading.Event(), iter([False, True])
+
+    def lead():
+        try:
+            return next(leading)
+        except StopIteration:
+            stop.set()
+            return True
+    watcher.run(stop, lead, interval=0)
+    assert damping.suppressed(L7G) == []
+    assert sorted(m[0] for m in l4_members(store)) == [
+        'l7se:se-a@l2', 'l7se:se-b@l2']

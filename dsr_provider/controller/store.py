@@ -681,8 +681,9 @@ class Store:
         SEs cannot run and that are not rejected (stored before the check,
         or by an earlier release): left out of the L7 document already,
         they run nowhere, and an update of something else must not be
-        refused for them (_NotRunning).  Octavia is not told: their
-        operating status says ERROR."""
+        refused for them (_NotRunning).  The change made again reports
+        them ERROR with its own status, as every tier-2 change reports
+        what the L7 check refuses."""
         with self.db.session() as s:
             lb = s.get(models.LoadBalancer, lb_id)
             if lb is None or lb.rejected is not None:

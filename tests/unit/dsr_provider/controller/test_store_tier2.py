@@ -905,6 +905,7 @@ def test_what_never_ran_does_not_refuse_an_update(store):
     assert _l7_lb(store)['pools'][0]['lb_algorithm'] == 'LEAST_CONNECTIONS'
     assert _row(store, 'l7policies', 'old')[0].startswith(
         l7_snapshot.REFUSED)
+    assert _owed(store, 'l7policies', 'old')[0] == 'ERROR'   # Octavia told
     # One rejected by the check before: the same.
     store.put_l7policy(policy('polx', 1, listener_id='l3'))
     assert _owed(store, 'l7policies', 'polx')[0] == 'ERROR'

@@ -1375,7 +1375,6 @@ class Store:
                         LOG.error('member %s rejected: %s', row.id, reason)
                         row.doc = accepted[row.id]
                         status.reject('members', row.id, reason, kept=True)
-                        _diverge(row, wanted[row.id])
             return self._bump_pool(s, pool, status)
 
     # ------------------------------------------- L7 policies and rules

@@ -282,16 +282,13 @@ class SealClock:
                     seal.boot != sealed.seal.boot and self._later_run(
                         sealed.seal, seal, report.get('seal_boot'))):
                 # A run first seen (a new leader's first look): its first
-                # seal is held to the lag of the signed report_state that
-                # names the run, else a seal shown late would set the
-                # run's least.  Only the first: that lag was measured on
-                # the clock of whichever controller stored the report,
-                # and a controller whose clock is behind the leader's
-                # must not keep the SE out for the whole run.
-                least = lag if report.get('seal_boot') != seal.boot or \
-                    report.get('state_lag') is None else \
-                    min(lag, report['state_lag'])
-                if lag <= least + self.stale_after:
+                # seal is held to the lag of the signed report_state naming
+                # the run, else a seal shown late would set the run's
+                # least.  The first only: that lag is on the clock of the
+                # controller that stored it, which may be behind ours.
+                stated = report.get('state_lag') \
+                    if report.get('seal_boot') == seal.boot else None
+                if stated is None or lag <= stated + self.stale_after:
                     self._seen[key] = sealed = _Sealed(seal, now, caps,
                                                        lag)
                     self._late.discard(key)
@@ -301,7 +298,7 @@ class SealClock:
                         LOG.warning('L7 SE %s: its seal is shown %.0f s '
                                     'later than its signed report_state '
                                     '(a recording?): not taken for its '
-                                    'run\'s', auth.shown(se_id), lag - least)
+                                    'run\'s', auth.shown(se_id), lag - stated)
                     if sealed is None:
                         continue    # nothing it signed moved on here
             elif seal.boot == sealed.seal.boot and \

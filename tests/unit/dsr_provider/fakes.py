@@ -113,6 +113,16 @@ def full_graph(members=None, **lb_kw):
     return loadbalancer(listeners=[the_listener], pools=[the_pool], **lb_kw)
 
 
+class Clock:
+    """A clock the test sets (time.monotonic / time.time stand-in)."""
+
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
 class FakeRPCClient:
     """Stands in for the oslo.messaging RPC client: records the casts."""
 

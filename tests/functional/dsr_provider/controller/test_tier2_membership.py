@@ -71,6 +71,15 @@ def _enrolled_and_stated(store):
                            tunnel_addresses={'4': address})
 
 
+def _leading(deployment):
+    """Launch controller ctl1 and wait for it to lead; its tooz URL."""
+    ctl = deployment.launch('ctl1')
+    ctl.wait_for_line(r'^READY', 180)
+    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
+                   'the controller leading')
+    return f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+
+
 def _sealing_se_c(deployment, tmp_path):
     """(store, key file, tooz URL): lb2 stored, se-c enrolled in the L7
     group with a key of its own (to seal with, as the L7 agent does), a
@@ -82,11 +91,7 @@ def _sealing_se_c(deployment, tmp_path):
     auth.generate_key(key)
     enrolment.enrol(store.db, L7G, 'se-c',
                     auth.load_private_key(key).public_key())
-    ctl = deployment.launch('ctl1')
-    ctl.wait_for_line(r'^READY', 180)
-    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
-                   'the controller leading')
-    return store, key, f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    return store, key, _leading(deployment)
 
 
 def _end(store, proc, impostor):
@@ -127,11 +132,7 @@ def test_l7_ses_join_drain_leave_and_expire(deployment):
     store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
     store.create_loadbalancer(graph())
     _enrolled_and_stated(store)
-    ctl = deployment.launch('ctl1')
-    ctl.wait_for_line(r'^READY', 180)
-    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
-                   'the controller leading')
-    url = f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    url = _leading(deployment)
     measured = {}
     se_a = membership.Membership(url, 'se-a', L7G, caps('198.51.100.1'))
     try:
@@ -252,11 +253,7 @@ def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
     store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
     store.create_loadbalancer(graph())
     _enrolled_and_stated(store)
-    ctl = deployment.launch('ctl1')
-    ctl.wait_for_line(r'^READY', 180)
-    netns.wait_for(lambda: 'is the leader' in deployment.log('ctl1'), 60,
-                   'the controller leading')
-    url = f'{agent_lab.REDIS}&namespace=dsrrt-{deployment.tag}'
+    url = _leading(deployment)
     both = {'l7se:se-a@l2': 1, 'l7se:se-b@l2': 1}
     stable = membership.Membership(url, 'se-a', L7G, caps('198.51.100.1'))
     flappy = None

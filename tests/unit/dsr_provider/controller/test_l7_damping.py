@@ -3,6 +3,7 @@
 import pytest
 
 from dsr_provider.controller import l7_damping
+from tests.unit.dsr_provider import fakes
 
 G = 'edge-l7'
 UP = {'tunnel_addresses': {'4': '198.51.100.1'}, 'draining': False}
@@ -10,17 +11,9 @@ DRAINING = dict(UP, draining=True)
 STABLE = {'stable': dict(UP, tunnel_addresses={'4': '198.51.100.9'})}
 
 
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return fakes.Clock()
 
 
 @pytest.fixture
@@ -59,22 +52,18 @@ def test_a_crash_loop_is_kept_out_until_it_stays_up(damping, clock):
     assert damping.suppressed(G) == []
 
 
-def test_deaths_while_kept_out_keep_it_out_longer(damping, clock):
-    crash(damping, clock, 6)
-    # Penalty 5.67: below 1.5 after 115 s.
-    assert look(damping, clock, dict(STABLE, flappy=UP), after=100.0) == {
-        'stable'}
-    assert look(damping, clock, dict(STABLE, flappy=UP), after=25.0) == {
-        'stable', 'flappy'}
-
-
-def test_the_penalty_is_capped(damping, clock):
-    crash(damping, clock, 50)
-    # From MAX_PENALTY (8) to 1.5: log2(8 / 1.5) = 2.4 half-lives, 145 s.
-    assert look(damping, clock, dict(STABLE, flappy=UP), after=140.0) == {
-        'stable'}
-    assert look(damping, clock, dict(STABLE, flappy=UP), after=10.0) == {
-        'stable', 'flappy'}
+@pytest.mark.parametrize('deaths, out_after, back_after', [
+    (6, 100.0, 25.0),       # penalty 5.67: below 1.5 after 115 s
+    (50, 140.0, 10.0),      # capped at 8: log2(8 / 1.5) half-lives, 145 s
+])
+def test_more_deaths_keep_it_out_longer_up_to_a_cap(
+        damping, clock, deaths, out_after, back_after):
+    """Deaths while kept out count too, up to MAX_PENALTY."""
+    crash(damping, clock, deaths)
+    assert look(damping, clock, dict(STABLE, flappy=UP),
+                after=out_after) == {'stable'}
+    assert look(damping, clock, dict(STABLE, flappy=UP),
+                after=back_after) == {'stable', 'flappy'}
 
 
 def test_a_drained_stop_is_no_flap(damping, clock):

@@ -23,6 +23,7 @@ from dsr_wire import capability_seal
 from dsr_wire import l7
 from tests.unit.dsr_provider.controller.test_guard import enrolled
 from tests.unit.dsr_provider.controller import test_store_tier2 as t2
+from tests.unit.dsr_provider import fakes
 
 
 def caps(address, contract=None, ready=True):
@@ -31,14 +32,6 @@ def caps(address, contract=None, ready=True):
     if contract is not None:
         doc['l7_contract'] = contract
     return doc
-
-
-class Clock:
-    def __init__(self, now=1000.0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
 
 
 def test_only_enrolled_members_are_believed(store, caplog):
@@ -69,7 +62,7 @@ def test_a_sealed_entry_is_believed_only_as_its_se_signed_it(
     signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),
                                          ('l7b', 'edge-l7'),
                                          ('l7c', 'other-l7')))
-    wall = Clock(5000.0)
+    wall = fakes.Clock(5000.0)
     sealers = {se: capability_seal.Sealer(signers[se], se, group,
                                           clock=wall)
                for se, group in (('l7a', 'edge-l7'), ('l7b', 'edge-l7'),
@@ -173,7 +166,7 @@ def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
     agent seals again every second); a copy of an SE's last entry, written
     back after it died, is out after SEAL_STALE_AFTER -- and a restarted
     agent (a new boot) is back at once, an older boot's copy is not."""
-    clock = Clock()
+    clock = fakes.Clock()
     sealer = capability_seal.Sealer(     # its clock 30 s fast
         _sealing_se_stated(store, tmp_path).signer, 'l7a', 'edge-l7',
         clock=lambda: time.time() + 30.0)
@@ -245,7 +238,7 @@ def test_the_seal_clock_starts_again_after_the_backend_was_unreadable(
     """While the watcher cannot read the group, the agents cannot seal
     either: when it reads again, their seals are not held against them
     until they have had SEAL_STALE_AFTER to seal again."""
-    clock = Clock()
+    clock = fakes.Clock()
     down, watcher = _watcher_of_a_backend_that_fails(store, tmp_path, clock)
     watcher.run_once()
     assert set(store.l7_members(t2.L7G)) == {'l7a'}
@@ -352,7 +345,7 @@ def test_an_older_seal_read_back_gives_the_last_ones_capabilities(
     """A seal that does not move on (an older one of the same run, read
     back) does not speak for the SE: its draining stays as it last signed
     it, whatever the copy says."""
-    clock = Clock()
+    clock = fakes.Clock()
     sealer = _sealing_se_stated(store, tmp_path)
     ready = sealer.seal(caps('198.18.7.1'))
     live = {'l7a': ready}
@@ -378,7 +371,7 @@ def test_a_backend_made_unreadable_now_and_then_does_not_keep_a_copy(
     """The clocks start again after an unreadable look once per seal:
     alternating an unreadable group and a copy of a dead SE's entry does
     not keep it in the pools."""
-    clock = Clock()
+    clock = fakes.Clock()
     down, watcher = _watcher_of_a_backend_that_fails(store, tmp_path, clock)
     watcher.run_once()
     started = clock.now
@@ -463,7 +456,7 @@ def test_seals_shown_ever_later_are_not_a_move_on(store, tmp_path):
     died: a seal more than SEAL_STALE_AFTER behind the least lag of its
     run does not move on.  An SE whose clock is far off (40 s behind),
     sealing on time, is not behind anything."""
-    clock, wall = Clock(), Clock(time.time())   # the store's clock
+    clock, wall = fakes.Clock(), fakes.Clock(time.time())   # the store's clock
     signers = enrolled(store, tmp_path, (('l7a', 'edge-l7'),))
     store.create_loadbalancer(t2.graph())
     sealer = capability_seal.Sealer(     # its clock 40 s behind ours
@@ -503,7 +496,7 @@ def test_a_stalled_read_starts_the_seal_clocks_again_once(
     """A look that took longer than STALLED_READ (the backend stalled: the
     agents' seals waited in it too) gives the SEs time to seal again --
     once a seal, as after an unreadable look."""
-    clock = Clock()
+    clock = fakes.Clock()
     down, watcher = _watcher_of_a_backend_that_fails(store, tmp_path, clock)
     read = watcher.members_of
 
@@ -543,7 +536,7 @@ def test_a_new_leader_takes_a_runs_least_lag_from_its_signed_report(
     signed report_state naming the run (its clock offset too) is the
     least so far: a seal more than SEAL_STALE_AFTER behind it is not
     fresh, until one that is not behind arrives."""
-    clock, wall = Clock(), Clock(10_000.0)
+    clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
     seals = tier2.SealClock(clock=clock, wall=wall)
     late = {'l7a': sealed_caps(7, wall.now - 50.0)}
     with caplog.at_level(logging.WARNING):
@@ -580,7 +573,7 @@ def test_a_controller_behind_the_leader_keeps_nobody_out_for_long():
     seals' own lag (held to the report's, seals 0.6 s slower than the
     first would never move on again).  8 s behind: the first seal waits
     for a report stored by another controller."""
-    clock, wall = Clock(), Clock(10_000.0)
+    clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
     seals = tier2.SealClock(clock=clock, wall=wall)
     assert set(seals.fresh('g', {'l7a': sealed_caps(1, wall.now - 1.0)},
                            stated(-3.5))) == {'l7a'}
@@ -603,9 +596,9 @@ def test_a_seeded_run_is_fresh_whatever_the_ses_clock_offset():
     40 s after it was signed, as its seals are read 40-41 s after: fresh.
     A report that took long on its way (a larger lag than the seals') is
     no bar either: the least of the two counts."""
-    wall = Clock(10_000.0)
+    wall = fakes.Clock(10_000.0)
     for state_lag in (40.05, 40.9, 55.0):
-        seals = tier2.SealClock(clock=Clock(), wall=wall)
+        seals = tier2.SealClock(clock=fakes.Clock(), wall=wall)
         assert set(seals.fresh('g', {'l7a': sealed_caps(
             1, wall.now - 41.2)}, stated(state_lag))) == {'l7a'}, state_lag
 
@@ -615,11 +608,11 @@ def test_without_a_report_lag_of_its_run_a_first_seal_sets_it():
     a controller of an earlier release, an SE not stated yet, or a state
     naming another run (trusted_only leaves that run's seals out
     anyway): the first seal's lag is its run's least, as before."""
-    wall = Clock(10_000.0)
+    wall = fakes.Clock(10_000.0)
     for reports in (None, {}, stated(None), stated(0.3, OTHER_BOOT),
                     {'l7a': {'seal_boot': None, 'state_lag': 0.3,
                              'stated': True}}):
-        seals = tier2.SealClock(clock=Clock(), wall=wall)
+        seals = tier2.SealClock(clock=fakes.Clock(), wall=wall)
         assert set(seals.fresh('g', {'l7a': sealed_caps(
             1, wall.now - 50.0)}, reports)) == {'l7a'}, reports
 
@@ -628,7 +621,7 @@ def test_a_later_run_shown_late_does_not_move_on():
     """The same holds for a run a leader had not seen: an agent restarted
     (its signed state names the new run), whose first seals are shown
     late, is not fresh on them; the previous run's last seal ages out."""
-    clock, wall = Clock(), Clock(10_000.0)
+    clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
     seals = tier2.SealClock(clock=clock, wall=wall)
     assert set(seals.fresh('g', {'l7a': sealed_caps(
         5, wall.now - 0.5, OTHER_BOOT)}, stated(0.3, OTHER_BOOT))) == \
@@ -651,7 +644,7 @@ def test_a_new_leader_is_not_shown_a_dead_ses_recorded_seals_late(
     dies, and whoever keeps its writes from the backend shows a leader
     elected 20 s later its recorded seals -- within auth_window, yet 20 s
     behind its signed report: not in the pools."""
-    wall = Clock(time.time())               # the store's clock
+    wall = fakes.Clock(time.time())               # the store's clock
     sealer = _sealing_se_stated(store, tmp_path)
     assert 0 <= store.l7_reports(t2.L7G)['l7a']['state_lag'] < 5
     recording = [sealer.seal(caps('198.18.7.1')) for _ in range(30)]
@@ -661,7 +654,7 @@ def test_a_new_leader_is_not_shown_a_dead_ses_recorded_seals_late(
         return tier2.MembershipWatcher(
             store, tier2.trusted_only(store.db, lambda group: dict(live),
                                       store.l7_reports, clock=wall),
-            clock=Clock(), signed_only=True, wall=wall)
+            clock=fakes.Clock(), signed_only=True, wall=wall)
     live['l7a'] = recording[0]
     leader().run_once()
     assert set(store.l7_members(t2.L7G)) == {'l7a'}
@@ -729,7 +722,7 @@ def test_a_late_first_seal_is_logged_each_time_it_comes_back(caplog):
     """Left out at its first seal and gone, an SE shown late again is
     logged again (what is logged about an SE goes when the SE does); a
     later run's first seal shown late is logged too."""
-    clock, wall = Clock(), Clock(10_000.0)
+    clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
     seals = tier2.SealClock(clock=clock, wall=wall)
     late = 'its seal is shown 50 s later'
     with caplog.at_level(logging.WARNING):

@@ -21,6 +21,7 @@ from tests.unit.dsr_provider.controller.test_l7_contract import tls_listener
 from tests.unit.dsr_provider.controller.test_store_tier2 import graph
 from tests.unit.dsr_provider.controller.test_store_tier2 import L4
 from tests.unit.dsr_provider.controller.test_store_tier2 import L7G
+from tests.unit.dsr_provider import fakes
 
 
 @pytest.fixture(autouse=True)
@@ -304,14 +305,6 @@ def test_the_contract_is_the_lowest_of_the_live_l7_ses():
         == l7.BASE_CONTRACT
 
 
-class Clock:
-    def __init__(self):
-        self.now = 100.0
-
-    def __call__(self):
-        return self.now
-
-
 def test_the_l7_groups_are_read_again_when_told_or_after_a_while(store):
     """Four looks a second must not each query the L7 groups: the list
     moves only with changes, and every change wakes the leader, which
@@ -324,7 +317,7 @@ def test_the_l7_groups_are_read_again_when_told_or_after_a_while(store):
         reads.append(1)
         return l7_groups()
     store.l7_groups = counted
-    coord, clock = FakeCoordinator(), Clock()
+    coord, clock = FakeCoordinator(), fakes.Clock()
     watcher = tier2.MembershipWatcher(store, tier2.tooz_members(coord),
                                       clock=clock)
     coord.join(L7G, 'se-a', **ready())

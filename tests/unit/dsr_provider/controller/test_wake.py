@@ -12,14 +12,7 @@ import pytest
 
 from dsr_provider.controller import wake
 from dsr_wire import auth
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
+from tests.unit.dsr_provider import fakes
 
 
 class Casts:
@@ -133,7 +126,7 @@ def test_without_authentication_wakes_are_unsigned_and_accepted():
 
 def test_a_rotation_needs_no_restart_and_a_retired_key_stops(keys):
     controller_key, _ = keys
-    clock = Clock()
+    clock = fakes.Clock()
     key_for = wake.ControllerKeys(controller_key, clock=clock)
     old_id = auth.Signer(controller_key).key_id
     assert key_for(old_id) is not None

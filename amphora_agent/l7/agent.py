@@ -42,6 +42,7 @@ import oslo_messaging as messaging
 from amphora_agent import control as control_mod
 from amphora_agent.l7 import engine as engine_mod
 from amphora_agent.l7 import render
+from amphora_agent.l7 import wall_steps
 from amphora_agent import trust as trust_mod
 from dsr_wire import agent_rpc as rpc
 from dsr_wire import auth
@@ -211,6 +212,7 @@ class L7Agent:
         self._go = threading.Event()        # published and listening: loop
         self._start_error = None
         self._reported_dead = []
+        self._wall_steps = wall_steps.WallSteps()
 
     # -- what the contract publishes ------------------------------------
 
@@ -482,6 +484,17 @@ class L7Agent:
             now = time.monotonic()
             resync = now >= next_resync
             self._safe(lambda: self.supervise(udp=resync))
+            moved = self._wall_steps.moved()
+            if moved:
+                # Its seals now look as late (or early) as its clock moved:
+                # the leader follows once a signed state as late is stored.
+                LOG.warning('the wall clock moved %+.1f s: reporting the '
+                            'state at once', moved)
+                self._safe(self.report)
+                if moved < 0:
+                    # Reports signed before the last one stored are dropped.
+                    next_stats = min(next_stats, now - moved +
+                                     wall_steps.STEP)
             if now >= next_stats:
                 next_stats = now + conf.stats_interval
                 self._safe(self.report_stats)

@@ -1672,7 +1672,8 @@ class Store:
         """{se_id: {'unserved': {'loadbalancers': [id, ...], 'listeners':
         [id, ...]}, 'tunnel_addresses': {"4": ..., "6": ...} or None,
         'seal_boot': the boot id of its seals or None, 'state_lag':
-        report_lag of its report_state, 'stated': bool}} of
+        report_lag of its report_state, 'state_stored': report_stored of
+        it, 'stated': bool}} of
         the L7 SEs of l7_group that reported (those in `se_ids` only, when
         given): what each does not serve -- left ERROR alone
         (rejected_objects), or whose HAProxy waits for its restart
@@ -1697,6 +1698,8 @@ class Store:
                             'tunnel_addresses': addresses,
                             'seal_boot': boot,
                             'state_lag': report_lag(times, 'report_state'),
+                            'state_stored': report_stored(times,
+                                                          'report_state'),
                             'stated': isinstance(times, dict)
                             and 'report_state' in times}
                     for se_id, rejected, helpers, addresses, boot, times
@@ -1939,6 +1942,14 @@ def report_lag(report_times, kind):
             entry[0] == report_times.get(kind):
         return entry[1]
     return None
+
+
+def report_stored(report_times, kind):
+    """When the last stored signed report of `kind` was stored, on the
+    storing controller's clock (its signing time plus report_lag), or
+    None as for report_lag."""
+    lag = report_lag(report_times, kind)
+    return None if lag is None else report_times[kind] + lag
 
 
 def _overtaken(report_times, kind, signed, now):

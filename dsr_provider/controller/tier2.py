@@ -209,12 +209,14 @@ class _Sealed:
     restart() last gave time to, and the least lag seen of its run's
     seals (our wall clock minus its signing time: its clock's offset plus
     the delay of the backend)."""
-    __slots__ = ('seal', 'when', 'caps', 'granted', 'least_lag')
+    __slots__ = ('seal', 'when', 'caps', 'granted', 'least_lag', 'lowered')
 
-    def __init__(self, seal, when, caps, least_lag):
+    def __init__(self, seal, when, caps, least_lag, lowered):
         self.seal, self.when, self.caps = seal, when, caps
         self.granted = None
-        self.least_lag = least_lag
+        # lowered: our wall clock when least_lag last fell (or was set): a
+        # report_state stored before then says nothing about what since.
+        self.least_lag, self.lowered = least_lag, lowered
 
 
 class SealClock:
@@ -257,7 +259,9 @@ class SealClock:
         A seal moves on only while it does not fall behind: its lag (our
         wall clock minus its signing time) more than stale_after over the
         least lag of its run is a recording shown late by whoever keeps
-        the agent's own writes from the backend.  A run's first seal seen
+        the agent's own writes from the backend -- unless the SE's signed
+        report_state, stored since, is as late (its clock went back: the
+        run is held to the new lag).  A run's first seal seen
         here is held to the lag of the SE's signed report_state when that
         names the run (reports' 'state_lag'): it may be shown late too."""
         now, wall = self._clock(), self._wall()
@@ -290,7 +294,7 @@ class SealClock:
                     if report.get('seal_boot') == seal.boot else None
                 if stated is None or lag <= stated + self.stale_after:
                     self._seen[key] = sealed = _Sealed(seal, now, caps,
-                                                       lag)
+                                                       lag, wall)
                     self._late.discard(key)
                 else:
                     if key not in self._late:
@@ -302,10 +306,20 @@ class SealClock:
                     if sealed is None:
                         continue    # nothing it signed moved on here
             elif seal.boot == sealed.seal.boot and \
-                    seal.seq > sealed.seal.seq and \
-                    lag <= sealed.least_lag + self.stale_after:
-                self._seen[key] = sealed = _Sealed(
-                    seal, now, caps, min(lag, sealed.least_lag))
+                    seal.seq > sealed.seal.seq:
+                if lag <= sealed.least_lag + self.stale_after:
+                    least = min(lag, sealed.least_lag)
+                    self._seen[key] = sealed = _Sealed(
+                        seal, now, caps, least,
+                        wall if least < sealed.least_lag else sealed.lowered)
+                elif self._clock_went_back(sealed, seal, lag, report):
+                    LOG.warning('L7 SE %s: its seals come %.0f s later than '
+                                'its run\'s least lag, and so does its '
+                                'signed report_state: its clock went back; '
+                                'its run is held to its new lag',
+                                auth.shown(se_id), lag - sealed.least_lag)
+                    self._seen[key] = sealed = _Sealed(seal, now, caps, lag,
+                                                       wall)
             if now - sealed.when <= self.stale_after:
                 result[se_id] = sealed.caps
                 if key in self._stale:
@@ -324,6 +338,18 @@ class SealClock:
                             'reach the backend): left out of the L4 pools',
                             auth.shown(se_id), now - sealed.when)
         return result
+
+    def _clock_went_back(self, sealed, seal, lag, report):
+        """Whether seal, later than its run's least lag allows, is as late
+        as the SE's signed report_state stored since that least was set:
+        the SE's own clock went back (stepped, or slewed by NTP), which a
+        recording shown late through the backend cannot make a report over
+        RPC say.  Without this an SE whose clock went back by more than
+        stale_after stayed out of the pools until its agent restarted."""
+        stated, stored = report.get('state_lag'), report.get('state_stored')
+        return report.get('seal_boot') == seal.boot and \
+            stated is not None and stored is not None and \
+            stored > sealed.lowered and lag <= stated + self.stale_after
 
     @staticmethod
     def _later_run(last, seal, stated_boot):

@@ -20,6 +20,7 @@ from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import models
 from dsr_provider.controller import store as store_mod
+from dsr_provider.controller import tier2
 from dsr_wire import membership
 from tests.functional.dsr_provider.controller.test_controller_runtime \
     import FreshDeployment
@@ -113,13 +114,32 @@ def _timed(predicate, bound, what, started=None):
     return time.monotonic() - started
 
 
+def _entry(namespace_url, se_id='se-c'):
+    """se_id's tooz entry in the L7 group, as the controller reads it."""
+    observer = membership.coordinator(namespace_url, b'observer')
+    observer.start()
+    try:
+        return observer.get_member_capabilities(
+            membership.group_id(L7G), se_id.encode()).get()
+    finally:
+        observer.stop()
+
+
+# An L7 SE's membership; with a key, sealed as the L7 agent seals; with a
+# file too, its clock is ahead of ours by the seconds the file says.
 _MEMBER = textwrap.dedent('''
-    import json, sys, threading
+    import json, sys, threading, time
     from dsr_wire import auth, capability_seal, membership
     sealer = None
     if len(sys.argv) > 5:       # the L7 agent's key: sealed, as it does
+        clock = time.time
+        if len(sys.argv) > 6:
+            def clock(path=sys.argv[6]):
+                with open(path) as f:
+                    return time.time() + float(f.read())
         sealer = capability_seal.Sealer(auth.Signer(sys.argv[5]),
-                                        sys.argv[2], sys.argv[3])
+                                        sys.argv[2], sys.argv[3],
+                                        clock=clock)
     m = membership.Membership(sys.argv[1], sys.argv[2], sys.argv[3],
                               json.loads(sys.argv[4]), sealer=sealer)
     m.start()
@@ -318,20 +338,13 @@ def test_a_leader_new_to_a_run_is_not_shown_its_recorded_seals_late(
                            'se-c', L7G, json.dumps(caps('198.51.100.3')),
                            key], cwd=os.getcwd())
         proc.wait_for_line('^joined', 60)
-        first = read(namespace_url)
+        first = _entry(namespace_url)
         store.record_agent('se-c', L7G, sent=('report_state', time.time()),
                            applied_generation=0,
                            seal_boot=json.loads(first)['dsr_seal']['boot'],
                            tunnel_addresses={'4': '198.51.100.3'})
         return proc, first
 
-    def read(namespace_url):
-        observer = membership.coordinator(namespace_url, b'observer')
-        observer.start()
-        try:
-            return observer.get_member_capabilities(group, b'se-c').get()
-        finally:
-            observer.stop()
     recorded_url = f'{url}-recorded'
     proc, first = sealing_se(recorded_url)
     recording = [first]
@@ -339,7 +352,7 @@ def test_a_leader_new_to_a_run_is_not_shown_its_recorded_seals_late(
     try:
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
-            entry = read(recorded_url)
+            entry = _entry(recorded_url)
             if entry != recording[-1]:
                 recording.append(entry)
             time.sleep(0.3)
@@ -373,3 +386,43 @@ def test_a_leader_new_to_a_run_is_not_shown_its_recorded_seals_late(
               f'after {joined:.2f} s')
     finally:
         _end(store, proc, impostor)
+
+
+def test_an_l7_se_whose_clock_goes_back_stays_in_the_pools(
+        deployment, tmp_path):
+    """An L7 SE whose clock ran 10 s ahead is set right (NTP steps it
+    back): its seals look 10 s late to the leader -- as a recording shown
+    late would -- and so does the signed report_state its agent sends at
+    once (amphora_agent/l7/wall_steps.py; stored here as the endpoint
+    stores it).  The leader follows the SE's new lag: it never leaves the
+    L4 pool.  Before, it left after SEAL_STALE_AFTER for good (until its
+    agent restarted)."""
+    store, key, url = _sealing_se_c(deployment, tmp_path)
+    ahead = tmp_path / 'ahead'
+    ahead.write_text('10')
+    proc = netns.Proc([sys.executable, '-c', _MEMBER, url, 'se-c', L7G,
+                       json.dumps(caps('198.51.100.3')), key, str(ahead)],
+                      cwd=os.getcwd())
+
+    def report():
+        store.record_agent('se-c', L7G, sent=(
+            'report_state', time.time() + float(ahead.read_text())),
+            applied_generation=0, seal_boot=boot,
+            tunnel_addresses={'4': '198.51.100.3'})
+    try:
+        proc.wait_for_line('^joined', 60)
+        boot = json.loads(_entry(url))['dsr_seal']['boot']
+        report()
+        _timed(lambda: _members(store) == {'l7se:se-c@l2': 1}, BOUND,
+               'se-c in the L4 pool')
+        ahead.write_text('0')
+        report()
+        stepped = time.monotonic()
+        while time.monotonic() < stepped + 3 * tier2.SEAL_STALE_AFTER:
+            assert _members(store) == {'l7se:se-c@l2': 1}, (
+                f'out of the pool {time.monotonic() - stepped:.2f} s after '
+                f'its clock went back')
+            time.sleep(0.05)
+        assert 'its clock went back' in deployment.log('ctl1')
+    finally:
+        _end(store, proc, None)

@@ -15,6 +15,7 @@ import pytest
 from amphora_agent.l7 import agent as agent_mod
 from amphora_agent.l7 import certs
 from amphora_agent.l7 import engine as engine_mod
+from amphora_agent.l7 import wall_steps
 from amphora_agent import trust as trust_mod
 from dsr_wire import auth
 from dsr_wire import capability_seal
@@ -240,6 +241,39 @@ def test_worker_thread_applies_and_stops(lab):
     finally:
         lab.agent.stop(drain=False)
     assert not lab.agent._thread.is_alive()
+
+
+def test_a_wall_clock_step_back_is_reported_at_once_and_again_past_it(
+        lab):
+    """The leader holds an L7 SE's seals to the lag of its run; after its
+    clock went back they look late until a signed state as late is stored
+    (dsr_provider/controller/tier2.SealClock).  The worker reports its
+    state at once, and again once its clock passed the last report's time
+    (the controller drops a report signed before the last it stored) --
+    not a stats_interval (60 s here) later."""
+    lab.agent.conf.agent.stats_interval = 60.0
+    offset = [0.0]
+    lab.agent._wall_steps = wall_steps.WallSteps(
+        wall=lambda: time.time() + offset[0])
+    lab.controller.answer = signed(lab, docs.document(
+        lb('lb1', free_port()), se_group=GROUP, generation=3))
+    lab.agent.publisher = None      # the fixture's publisher is running
+    lab.agent.start()
+
+    def states():
+        return sum(1 for c in lab.controller.casts if c[0] == 'state')
+    try:
+        worker_did(lambda: states() and lab.controller.last('state')[1][
+            'applied_generation'] == 3)     # the apply's report
+        before = states()
+        offset[0] = -2.0
+        stepped = time.monotonic()
+        worker_did(lambda: states() >= before + 1, timeout=15)
+        first = time.monotonic() - stepped
+        worker_did(lambda: states() >= before + 2, timeout=30)
+        assert time.monotonic() - stepped >= 2.0, first
+    finally:
+        lab.agent.stop(drain=False)
 
 
 def test_a_missing_namespace_fails_the_start_before_anything(lab):

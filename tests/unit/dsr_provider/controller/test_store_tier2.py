@@ -155,10 +155,11 @@ def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
     reported = store.l7_reports(L7G)
     assert reported == {
         'se-a': {'unserved': {'listeners': ['l3']}, 'tunnel_addresses': None,
-                 'seal_boot': None, 'state_lag': None, 'stated': False},
+                 'seal_boot': None, 'state_lag': None, 'state_stored': None,
+                 'stated': False},
         'se-c': {'unserved': {'loadbalancers': ['lb2']},
                  'tunnel_addresses': None, 'seal_boot': None,
-                 'state_lag': None, 'stated': False}}
+                 'state_lag': None, 'state_stored': None, 'stated': False}}
     before = store.snapshot(L4)['generation']
     assert store.set_l7_members(
         L7G, tier2.ready_members(
@@ -179,7 +180,8 @@ def test_an_l7_se_leaves_the_pools_of_what_it_left_error(store):
         'state': 'restarting', 'not_running': ['lb2']}})
     assert store.l7_reports(L7G, {'se-c'}) == {'se-c': {
         'unserved': {'loadbalancers': ['lb2']}, 'tunnel_addresses': None,
-        'seal_boot': None, 'state_lag': None, 'stated': False}}
+        'seal_boot': None, 'state_lag': None, 'state_stored': None,
+        'stated': False}}
     assert store.l7_reports(L7G, set()) == {}
     store.record_agent('se-c', L7G, helpers={'haproxy': {
         'state': 'running', 'not_running': []}})

@@ -520,10 +520,12 @@ def sealed_caps(seq, ts, boot=BOOT):
         capability_seal.SEAL_KEY: capability_seal.Seal(boot, seq, ts)})
 
 
-def stated(state_lag, boot=BOOT):
+def stated(state_lag, boot=BOOT, stored=None):
     """Store.l7_reports of l7a: its signed report_state names run `boot`
-    and was stored state_lag s after it was signed."""
+    and was stored state_lag s after it was signed, at `stored` (our wall
+    clock; None: long ago)."""
     return {'l7a': {'seal_boot': boot, 'state_lag': state_lag,
+                    'state_stored': -1.0 if stored is None else stored,
                     'stated': True}}
 
 
@@ -680,6 +682,9 @@ def test_the_lag_of_a_signed_report_state_is_stored_with_it(
     state_signed_at(store, sealer, now + 1.5)        # its clock ahead
     assert store.l7_reports(t2.L7G)['l7a']['state_lag'] == \
         pytest.approx(-1.5, abs=1.0)
+    # When it was stored, on the storing controller's clock.
+    assert store.l7_reports(t2.L7G)['l7a']['state_stored'] == \
+        pytest.approx(time.time(), abs=1.0)
     store.record_agent('l7a', t2.L7G, sent=('report_stats', now - 3.0),
                        stats={'listeners': {}})
     state_signed_at(store, sealer, now - 3.0)        # overtaken: dropped
@@ -692,8 +697,10 @@ def test_the_lag_of_a_signed_report_state_is_stored_with_it(
         s.get(models.AgentState, 'l7a').report_times = dict(
             times, report_state=now + 1.6)
     assert store.l7_reports(t2.L7G)['l7a']['state_lag'] is None
+    assert store.l7_reports(t2.L7G)['l7a']['state_stored'] is None
     store.record_agent('l7b', t2.L7G, applied_generation=0)   # unsigned
     assert store.l7_reports(t2.L7G)['l7b']['state_lag'] is None
+    assert store.l7_reports(t2.L7G)['l7b']['state_stored'] is None
 
 
 def test_a_look_reads_the_l7_ses_reports_once(store, tmp_path):
@@ -743,3 +750,64 @@ def test_a_late_first_seal_is_logged_each_time_it_comes_back(caplog):
             1, wall.now - 50.0, OTHER_BOOT)}, stated(0.3, OTHER_BOOT))) == \
             {'l7a'}         # the previous run's seal, until it ages out
     assert caplog.text.count(late) == 3
+
+
+# ------------------------------------------------- an SE's clock goes back
+def _run_at_lag(seals, clock, wall, lag, seqs, reports=None):
+    """Seals seqs of l7a, a second apart, each read `lag` s after it was
+    signed; the ids fresh after each."""
+    seen = []
+    for seq in seqs:
+        clock.now += 1
+        wall.now += 1
+        seen.append(set(seals.fresh('g', {'l7a': sealed_caps(
+            seq, wall.now - lag)}, reports if reports is not None
+            else stated(0.4))))
+    return seen
+
+
+def test_an_ses_clock_that_went_back_is_followed_once_its_report_says_so(
+        caplog):
+    """An L7 SE whose clock goes back 10 s (NTP corrects a clock that ran
+    ahead) signs its seals 10 s "late": they do not move on (a recording
+    shown late looks the same through the backend).  Its next signed
+    report_state, over RPC, is as late: the run is held to its new lag,
+    and the SE stays in the pools.  Before, it stayed out until its agent
+    restarted."""
+    clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    assert _run_at_lag(seals, clock, wall, 0.5, range(1, 4)) == [{'l7a'}] * 3
+    # Stepped back: its seals still count until the last one that moved on
+    # is stale_after old -- they do not move on.
+    late = _run_at_lag(seals, clock, wall, 10.5, range(4, 11))
+    assert late[:4] == [{'l7a'}] * 4 and late[-1] == set(), late
+    # Its report, signed after the step, stored now: followed.
+    with caplog.at_level(logging.WARNING):
+        assert _run_at_lag(seals, clock, wall, 10.5, range(11, 14),
+                           stated(10.4, stored=wall.now + 1)) == \
+            [{'l7a'}] * 3
+    assert caplog.text.count('its clock went back') == 1
+    # Held to its new lag: a recording shown 10 s later than that is not.
+    assert _run_at_lag(seals, clock, wall, 20.5, range(14, 22),
+                       stated(10.4, stored=wall.now - 3))[-1] == set()
+
+
+def test_a_report_stored_before_the_runs_least_lag_fell_is_no_excuse():
+    """An SE whose clock went forward 10 s: its seals' least lag falls by
+    10 s.  Its report_state stored before that (at the old lag) does not
+    excuse seals shown 10 s late since -- whoever keeps its writes from
+    the backend could replay them so; a report stored after it does, when
+    it is as late.  Nor does a report of another run, or without a stored
+    time (a controller of an earlier release)."""
+    for report, followed in (
+            (stated(0.4, stored=10_002.0), False),     # before the fall
+            (stated(0.4, OTHER_BOOT, stored=20_000.0), False),
+            ({'l7a': {'seal_boot': BOOT, 'state_lag': 0.4,
+                      'state_stored': None, 'stated': True}}, False),
+            (stated(0.4, stored=20_000.0), True)):
+        clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
+        seals = tier2.SealClock(clock=clock, wall=wall)
+        _run_at_lag(seals, clock, wall, 0.5, range(1, 3), report)
+        _run_at_lag(seals, clock, wall, -9.5, range(3, 5), report)
+        seen = _run_at_lag(seals, clock, wall, 0.5, range(5, 5 + 8), report)
+        assert (seen[-1] == {'l7a'}) is followed, report

@@ -462,6 +462,7 @@ class L7Agent:
         conf = self.conf.agent
         next_stats = time.monotonic() + conf.stats_interval
         next_resync = time.monotonic() + conf.resync_interval
+        report_again = None     # after a step of the wall clock
         while not self._stop.is_set():
             with self._lock:
                 fetch, self._fetch_wanted = self._fetch_wanted, False
@@ -489,12 +490,13 @@ class L7Agent:
                 # Its seals now look as late (or early) as its clock moved:
                 # the leader follows once a signed state as late is stored.
                 LOG.warning('the wall clock moved %+.1f s: reporting the '
-                            'state at once', moved)
+                            'state at once, and again in %.0f s', moved,
+                            wall_steps.again_after(moved))
                 self._safe(self.report)
-                if moved < 0:
-                    # Reports signed before the last one stored are dropped.
-                    next_stats = min(next_stats, now - moved +
-                                     wall_steps.STEP)
+                report_again = now + wall_steps.again_after(moved)
+            elif report_again is not None and now >= report_again:
+                report_again = None
+                self._safe(self.report)
             if now >= next_stats:
                 next_stats = now + conf.stats_interval
                 self._safe(self.report_stats)

@@ -318,8 +318,11 @@ class SealClock:
                                 'signed report_state: its clock went back; '
                                 'its run is held to its new lag',
                                 auth.shown(se_id), lag - sealed.least_lag)
-                    self._seen[key] = sealed = _Sealed(seal, now, caps, lag,
-                                                       wall)
+                    # The report's lag bounds it too: a seal shown late
+                    # (up to stale_after past the report's) must not raise
+                    # the bar for the next ones.
+                    self._seen[key] = sealed = _Sealed(
+                        seal, now, caps, min(lag, report['state_lag']), wall)
             if now - sealed.when <= self.stale_after:
                 result[se_id] = sealed.caps
                 if key in self._stale:
@@ -341,15 +344,22 @@ class SealClock:
 
     def _clock_went_back(self, sealed, seal, lag, report):
         """Whether seal, later than its run's least lag allows, is as late
-        as the SE's signed report_state stored since that least was set:
-        the SE's own clock went back (stepped, or slewed by NTP), which a
+        as the SE's signed report_state stored since that least was set,
+        and that report is itself late by more than half of stale_after
+        (a report sent on time never excuses a seal shown late): the SE's
+        own clock went back (stepped, or slewed by NTP), which a
         recording shown late through the backend cannot make a report over
         RPC say.  Without this an SE whose clock went back by more than
-        stale_after stayed out of the pools until its agent restarted."""
+        stale_after stayed out of the pools until its agent restarted.
+
+        `stored` is on the storing controller's clock, `lowered` on ours:
+        the controllers' clocks must agree (docs/operations.md, Clocks)."""
         stated, stored = report.get('state_lag'), report.get('state_stored')
         return report.get('seal_boot') == seal.boot and \
             stated is not None and stored is not None and \
-            stored > sealed.lowered and lag <= stated + self.stale_after
+            stored > sealed.lowered and \
+            stated > sealed.least_lag + self.stale_after / 2 and \
+            lag <= stated + self.stale_after
 
     @staticmethod
     def _later_run(last, seal, stated_boot):

@@ -16,6 +16,7 @@ import time
 from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
 
+from amphora_agent.l7 import wall_steps
 from dsr_provider.controller import db as db_mod
 from dsr_provider.controller import enrolment
 from dsr_provider.controller import models
@@ -390,16 +391,19 @@ def test_a_leader_new_to_a_run_is_not_shown_its_recorded_seals_late(
 
 def test_an_l7_se_whose_clock_goes_back_stays_in_the_pools(
         deployment, tmp_path):
-    """An L7 SE whose clock ran 10 s ahead is set right (NTP steps it
-    back): its seals look 10 s late to the leader -- as a recording shown
+    """An L7 SE whose clock ran 6 s ahead is set right (NTP steps it
+    back): its seals look 6 s late to the leader -- as a recording shown
     late would -- and so does the signed report_state its agent sends at
-    once (amphora_agent/l7/wall_steps.py; stored here as the endpoint
-    stores it).  The leader follows the SE's new lag: it never leaves the
-    L4 pool.  Before, it left after SEAL_STALE_AFTER for good (until its
-    agent restarted)."""
+    once and again 2 s later (amphora_agent/l7/wall_steps.py; stored here
+    as the endpoint stores it).  The leader follows the SE's new lag: it
+    never leaves the L4 pool.  Then its clock, right, is stepped back 6 s:
+    the controller drops its reports until its clock has passed the last
+    one's time (the agent reports again then), so it is out of the pool
+    for a few seconds, and back.  Before, it left after SEAL_STALE_AFTER
+    for good, until its agent restarted."""
     store, key, url = _sealing_se_c(deployment, tmp_path)
     ahead = tmp_path / 'ahead'
-    ahead.write_text('10')
+    ahead.write_text('6')
     proc = netns.Proc([sys.executable, '-c', _MEMBER, url, 'se-c', L7G,
                        json.dumps(caps('198.51.100.3')), key, str(ahead)],
                       cwd=os.getcwd())
@@ -409,21 +413,51 @@ def test_an_l7_se_whose_clock_goes_back_stays_in_the_pools(
             'report_state', time.time() + float(ahead.read_text())),
             applied_generation=0, seal_boot=boot,
             tunnel_addresses={'4': '198.51.100.3'})
+
+    def step(seconds):
+        """The SE's clock moved: its agent reports at once, and when
+        again (monotonic)."""
+        ahead.write_text(str(float(ahead.read_text()) + seconds))
+        report()
+        return time.monotonic() + wall_steps.again_after(seconds)
+
+    def in_pool():
+        return _members(store) == {'l7se:se-c@l2': 1}
     try:
         proc.wait_for_line('^joined', 60)
         boot = json.loads(_entry(url))['dsr_seal']['boot']
         report()
-        _timed(lambda: _members(store) == {'l7se:se-c@l2': 1}, BOUND,
-               'se-c in the L4 pool')
-        ahead.write_text('0')
-        report()
+        _timed(in_pool, BOUND, 'se-c in the L4 pool')
         stepped = time.monotonic()
-        # Twice the time after which it left before.
-        while time.monotonic() < stepped + 2 * tier2.SEAL_STALE_AFTER:
-            assert _members(store) == {'l7se:se-c@l2': 1}, (
-                f'out of the pool {time.monotonic() - stepped:.2f} s after '
-                f'its clock went back')
+        again = step(-6.0)
+        # Past the time after which it left before (5.2 s).
+        while again is not None or \
+                time.monotonic() < stepped + tier2.SEAL_STALE_AFTER + 2:
+            assert in_pool(), (
+                f'out of the pool {time.monotonic() - stepped:.2f} s '
+                f'after its clock went back')
+            if again is not None and time.monotonic() >= again:
+                report()
+                again = None
             time.sleep(0.1)
         assert 'its clock went back' in deployment.log('ctl1')
+        stepped = time.monotonic()
+        again = step(-6.0)
+        out = None
+        while out is None or not in_pool():
+            now = time.monotonic()
+            assert now < again + BOUND, (
+                f'not back in the pool {now - stepped:.2f} s after its '
+                f'clock, right, went back 6 s (out: {out})')
+            if out is None and not in_pool():
+                out = now
+            if now >= again:
+                report()
+                again = float('inf')
+            time.sleep(0.1)
+        print(f'a clock 6 s ahead set right: never out of the pool; a '
+              f'right clock stepped back 6 s: out {out - stepped:.2f} s '
+              f'after the step, back after '
+              f'{time.monotonic() - stepped:.2f} s')
     finally:
         _end(store, proc, None)

@@ -787,9 +787,31 @@ def test_an_ses_clock_that_went_back_is_followed_once_its_report_says_so(
                            stated(10.4, stored=wall.now + 1)) == \
             [{'l7a'}] * 3
     assert caplog.text.count('its clock went back') == 1
-    # Held to its new lag: a recording shown 10 s later than that is not.
-    assert _run_at_lag(seals, clock, wall, 20.5, range(14, 22),
+    # Held to its new lag -- the report's 10.4 s, the lesser: a seal shown
+    # more than 5 s later than that does not move on.
+    assert _run_at_lag(seals, clock, wall, 15.45, range(14, 22),
                        stated(10.4, stored=wall.now - 3))[-1] == set()
+
+
+@pytest.mark.parametrize('state_lag, seal_lag', [
+    (0.4, 10.5),        # a report on time: the seals are a recording
+    (2.5, 6.0),         # a report late by less than half of stale_after
+    (4.0, 10.5),        # seals later than the report by more than 5 s
+])
+def test_a_report_not_as_late_as_the_seals_is_no_excuse(state_lag,
+                                                        seal_lag):
+    """Seals shown later than the run's least lag allows are a clock that
+    went back only when the SE's signed report_state, stored since, is
+    late too -- by more than half of stale_after -- and the seals are
+    within stale_after of it."""
+    clock, wall = fakes.Clock(), fakes.Clock(10_000.0)
+    seals = tier2.SealClock(clock=clock, wall=wall)
+    _run_at_lag(seals, clock, wall, 0.5, range(1, 4))
+    seen = _run_at_lag(seals, clock, wall, seal_lag, range(4, 12), stated(
+        state_lag, stored=wall.now + 1))
+    # Out stale_after after its last seal that moved on (seq 3), as a
+    # recording: none of the late ones moved on.
+    assert seen[4] == {'l7a'} and seen[5] == set(), seen
 
 
 def test_a_report_stored_before_the_runs_least_lag_fell_is_no_excuse():

@@ -63,6 +63,17 @@ def _owners(session):
         for oid, pid in session.query(model.id, model.pool_id):
             if pid in pools:
                 owner[(kind, oid)] = pools[pid]
+    policies = {}
+    for pid, lid in session.query(models.L7Policy.id,
+                                  models.L7Policy.listener_id):
+        lb_id = owner.get(('listeners', lid))
+        if lb_id is not None:
+            policies[pid] = lb_id
+            owner[('l7policies', pid)] = lb_id
+    for rid, pid in session.query(models.L7Rule.id,
+                                  models.L7Rule.l7policy_id):
+        if pid in policies:
+            owner[('l7rules', rid)] = policies[pid]
     return owner
 
 
@@ -158,12 +169,33 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
     return view
 
 
+def _needed(session, se_group, pending):
+    """{load balancer id: the generation of se_group its SEs must have
+    applied to run it as desired}: its last change's
+    (LoadBalancer.changed_generation, per tier), else -- a load balancer
+    not changed since that was recorded -- what a change of it still
+    waiting for its status waits for."""
+    lbs = models.LoadBalancer
+    needed = dict(pending.get(se_group, {}))
+    for lb_id, l7_group, changed, l4_changed in session.query(
+            lbs.id, lbs.l7_se_group, lbs.changed_generation,
+            lbs.l4_changed_generation).filter(
+                sa.or_(lbs.se_group == se_group,
+                       lbs.l7_se_group == se_group)):
+        generation = l4_changed if l7_group and l7_group != se_group \
+            else changed
+        if generation:
+            needed[lb_id] = generation
+    return needed
+
+
 def _differing(session, se_group, rows, owners, pending, rejected,
                diverged=()):
     """[{'id': lb, 'reasons': [...]}] of the group's load balancers whose
     desired state is not what its SEs run."""
     reasons = collections.defaultdict(list)
-    for lb_id, generation in pending.get(se_group, {}).items():
+    for lb_id, generation in sorted(_needed(session, se_group,
+                                            pending).items()):
         behind = [r.se_id for r in rows
                   if (r.applied_generation or 0) < generation]
         refused = [r.se_id for r in rows
@@ -256,9 +288,20 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                              stale_after)
                     for se_id in enrolled.get(name, ())
                     if se_id not in reported]
+            # A silent SE stays in the checks below: its agent may be
+            # dead while its XDP program and BGP sessions still forward.
+            # A decommissioned one is forgotten by `dsr-manage revoke-se`.
             abis = {r.se_id: r.ring_abi for r in rows
                     if r.ring_abi is not None}
             tier2 = group is not None and group.role == 'tier2'
+            if tier2:
+                in_rings = {m['se_id'] for m in l7_ses.get(name, ())}
+                for se in ses:
+                    if se['reported'] and se['se_id'] not in in_rings \
+                            and se['last_report_age_s'] <= stale_after:
+                        # The leader left it out: not ready, draining done,
+                        # seal not fresh, flap damping (its log says).
+                        se['problems'].append('not in the L4 rings')
             result.append({
                 'se_group': name,
                 'role': 'tier2' if tier2 else 'tier1',
@@ -280,9 +323,11 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
 
 
 def _no_ready_l7_se(group):
-    """An L7 group serving load balancers with no L7 SE in the rings."""
-    return group.get('l7_ses_in_l4_rings') == [] and \
-        group['load_balancers'] > 0
+    """An L7 group serving load balancers with no L7 SE taking new flows
+    in the rings (none, or all draining)."""
+    ses = group.get('l7_ses_in_l4_rings')
+    return ses is not None and group['load_balancers'] > 0 and \
+        not any(not m['draining'] for m in ses)
 
 
 def needs_attention(view):
@@ -323,8 +368,10 @@ def render_table(view):
                           f'{", ".join(ids)})' for kind, ids in sorted(
                               m.get('unserved', {}).items()))
                 for m in g['l7_ses_in_l4_rings'])
-            lines.append('  L7 SEs in the L4 rings: ' + (
-                ready or '!! none ready (tier-2 VIPs have no L7 SE)'))
+            if _no_ready_l7_se(g):
+                ready += (' ' if ready else '') + \
+                    '!! none taking new flows (tier-2 VIPs have no L7 SE)'
+            lines.append('  L7 SEs in the L4 rings: ' + (ready or 'none'))
         if g['ring_abi_mismatch']:
             lines.append('  !! RING ABI MISMATCH: ' + ', '.join(
                 f'{se} runs {abi}' for se, abi in sorted(

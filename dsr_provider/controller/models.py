@@ -84,6 +84,12 @@ class LoadBalancer(Base):
     # sends those fields again (it is ERROR meanwhile, also as a
     # parent), or null.
     diverged = sa.Column(JSONText)
+    # The generation of its last accepted change of the group that runs
+    # every object (se_group; tier 2: l7_se_group), and tier 2, of its L4
+    # group when the change touched the L4 SEs: what each SE must have
+    # applied to run it as desired (dsr-status).  Null: none recorded.
+    changed_generation = sa.Column(sa.BigInteger)
+    l4_changed_generation = sa.Column(sa.BigInteger)
 
 
 class Listener(Base):

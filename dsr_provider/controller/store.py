@@ -516,7 +516,9 @@ class Store:
         status then also waits for.  keep: _l7_savepoint's, for a change
         of a running tier-2 object."""
         if not lb.l7_se_group:
-            return self._bump(session, lb.se_group, status, wait_for)
+            generation = self._bump(session, lb.se_group, status, wait_for)
+            _changed(session, lb, status, generation)
+            return generation
         also = None
         if not lb.rejected:
             self._l7_rejections(session, lb, status, wait_for, keep)
@@ -530,7 +532,10 @@ class Store:
             also = (lb.se_group, self._bump(session, lb.se_group, None))
         group = self._locked_group(session, lb.l7_se_group)
         group.role = l7_snapshot.ROLE
-        return self._bump(session, lb.l7_se_group, status, wait_for, also)
+        generation = self._bump(session, lb.l7_se_group, status, wait_for,
+                                also)
+        _changed(session, lb, status, generation, also and also[1])
+        return generation
 
     @staticmethod
     def _l7_savepoint(session, lb, kind, obj_id, sent, parent=None,
@@ -1942,6 +1947,18 @@ def report_lag(report_times, kind):
             entry[0] == report_times.get(kind):
         return entry[1]
     return None
+
+
+def _changed(session, lb, status, generation, l4_generation=None):
+    """Record on load balancer row `lb` the generation(s) its SEs must
+    apply to run this change (LoadBalancer.changed_generation): not for a
+    change refused whole (nothing changed), nor a row being deleted."""
+    if status is None or status.settled() or lb in session.deleted or \
+            sa.inspect(lb).deleted:
+        return
+    lb.changed_generation = generation
+    if l4_generation:
+        lb.l4_changed_generation = l4_generation
 
 
 def report_stored(report_times, kind):

@@ -7,6 +7,7 @@ import time
 
 from dsr_provider.cmd import status
 from dsr_provider.controller import endpoints
+from dsr_provider.controller import models
 
 
 def lb(i, listeners=1):
@@ -135,3 +136,29 @@ def test_an_error_an_se_reported_is_shown_escaped(store):
     text = status.render_table(status.fleet(store.db))
     assert '\x1b' not in text and '\x07' not in text
     assert 'boom\\x1b[2J' in text
+
+
+def test_a_change_an_se_does_not_run_stays_listed_after_its_status(store):
+    """The reporter sends a change's verdict (ERROR for an SE that refused
+    it or did not apply it in time) and forgets what it waited for; the
+    load balancer is still not as desired while an SE heard from runs
+    an older generation of it, and listed until that SE applies it."""
+    gen1 = store.create_loadbalancer(lb(1))
+    report(store, 'se1', gen1)
+    report(store, 'se2', gen1)
+    gen2 = store.create_loadbalancer(lb(2))
+    report(store, 'se1', gen2)
+    report(store, 'se2', gen1, rejected_generation=gen2,
+           error=f'generation {gen2} refused')
+    with store.db.session() as s:
+        s.query(models.PendingStatus).delete()      # the verdict was sent
+    (group,) = status.fleet(store.db)['se_groups']
+    (lb2,) = group['load_balancers_not_as_desired']
+    assert lb2 == {'id': 'lb2', 'reasons': [
+        f'generation {gen2} refused by se2']}
+    gen3 = store.create_loadbalancer(lb(3))
+    report(store, 'se2', gen3)
+    report(store, 'se1', gen3)
+    (group,) = status.fleet(store.db)['se_groups']
+    assert group['load_balancers_not_as_desired'] == []
+

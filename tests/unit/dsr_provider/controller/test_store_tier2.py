@@ -477,7 +477,10 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
     assert groups[L4]['role'] == 'tier1'
     assert groups[L4]['l7_ses_in_l4_rings'] is None
     assert status.needs_attention(view)
-    assert '!! none ready' in status.render_table(view)
+    assert '!! none taking new flows' in status.render_table(view)
+    # Every L7 SE in the rings draining: no new flow has one either.
+    store.set_l7_members(L7G, {'se-b': L7SE['se-b']})
+    assert status.needs_attention(status.fleet(store.db))
     store.set_l7_members(L7G, L7SE)
     view = status.fleet(store.db)
     text = status.render_table(view)
@@ -490,6 +493,21 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
     text = status.render_table(status.fleet(store.db))
     assert ('se-a 198.51.100.1/2001:db8:7::1 (not in the pools of '
             'loadbalancers lb2), se-b') in text
+    # An L7 SE that reports but the leader left out of the rings.
+    store.record_agent('se-c', L7G, applied_generation=store.snapshot(
+        L7G)['generation'])
+    view = status.fleet(store.db)
+    ses = {se['se_id']: se for g in view['se_groups'] for se in g['ses']}
+    assert ses['se-c']['problems'] == ['not in the L4 rings']
+    assert status.needs_attention(view)
+    # A refused L7 policy and rule are their load balancer's.
+    with store.db.session() as s:
+        s.get(models.L7Policy, 'pol1').rejected = 'policy refused'
+        s.get(models.L7Rule, 'r1').rejected = 'rule refused'
+    groups = {g['se_group']: g for g in status.fleet(store.db)['se_groups']}
+    (lb2,) = groups[L7G]['load_balancers_not_as_desired']
+    assert any('pol1' in r and 'policy refused' in r for r in lb2['reasons'])
+    assert any('r1' in r and 'rule refused' in r for r in lb2['reasons'])
 
 
 def test_listener_statistics_of_a_tier2_lb_come_from_its_l7_ses(store):
@@ -1024,3 +1042,25 @@ def test_a_later_verdict_that_keeps_nothing_is_not_kept():
     status.reject('pools', 'p', 'refused whole')
     (item,) = status.doc['pools']
     assert item['rejected'] == 'refused whole' and 'kept' not in item
+
+
+def test_a_change_records_the_generations_that_run_it(store):
+    """LoadBalancer.changed_generation (its L7 group's) and
+    l4_changed_generation (its L4 group's, when the change reached the
+    L4 SEs): what dsr-status compares with each SE's applied generation
+    once the change's status was sent."""
+    store.create_loadbalancer(graph())
+
+    def recorded():
+        with store.db.session() as s:
+            row = s.get(models.LoadBalancer, 'lb2')
+            return row.changed_generation, row.l4_changed_generation
+    l7_gen, l4_gen = (store.snapshot(L7G)['generation'],
+                      store.snapshot(L4)['generation'])
+    assert recorded() == (l7_gen, l4_gen)
+    # A member: the L7 SEs only.
+    store.put_member({'member_id': 'm23', 'pool_id': 'p2',
+                      'address': '198.19.3.2', 'protocol_port': 8080,
+                      'weight': 1, 'admin_state_up': True, 'backup': False})
+    assert recorded() == (store.snapshot(L7G)['generation'], l4_gen)
+    assert store.snapshot(L7G)['generation'] > l7_gen

@@ -11,8 +11,13 @@ shared across threads), the agent's applied plan (which Octavia listener
 and member each dataplane listener and member slot is), its snapshot (the
 load balancer and pool of each), the health checker, the BGP session
 cache (bgp/sessions.py) and the agent's state.  Only what nobody keeps is
-recorded here: health-probe latency (the checker's on_probe hook) and the
-agent's logged errors (a logging handler).
+recorded here: health-probe results and latency (the checker's on_probe
+hook) and the agent's logged errors (a logging handler).
+
+Series per monitored member: 3 (member_health, health_probes_total by
+result) plus 4 traffic series per dataplane member (one per VIP address of
+its listener); probe latency is a histogram per pool.  [metrics]
+member_series = false drops every per-member series.
 
 Names follow Prometheus conventions: the ``octavia_dsr_`` prefix, ``_total``
 for counters, base units (bytes, seconds), Octavia ids as labels ``lb``,
@@ -21,6 +26,7 @@ for counters, base units (bytes, seconds), Octavia ids as labels ``lb``,
 docs/observability.md lists every metric.
 """
 
+import bisect
 import logging
 import threading
 
@@ -36,8 +42,14 @@ PREFIX = 'octavia_dsr_'
 # bounded by the monitor's timeout.
 PROBE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                  0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_BUCKET_LABELS = tuple(map(repr, PROBE_BUCKETS)) + ('+Inf',)
 _SE_PACKETS = ('pass', 'steered', 'icmp_echo_reply', 'icmp_too_big_sent',
                'icmp_error_steered')
+# Loggers whose ERROR records agent_errors_total counts.
+ERROR_LOGGERS = ('amphora_agent', 'dsr_wire')
+# Set on the record of a failed scrape part: metrics_scrape_errors_total
+# counts it, agent_errors_total does not (once, not twice).
+SCRAPE_ERROR = 'dsr_metrics_scrape_error'
 
 
 def start(conf, agent):
@@ -51,7 +63,8 @@ def start(conf, agent):
     server = MetricsServer(agent, conf.dataplane.pin_dir,
                            host=opts.bind_host, port=opts.port,
                            certfile=opts.tls_cert_file,
-                           keyfile=opts.tls_key_file)
+                           keyfile=opts.tls_key_file,
+                           member_series=opts.member_series)
     try:
         server.start()
     except OSError as exc:
@@ -65,9 +78,9 @@ def start(conf, agent):
 
 class MetricsServer:
     def __init__(self, agent, pin_dir, host='127.0.0.1', port=0,
-                 certfile=None, keyfile=None):
+                 certfile=None, keyfile=None, member_series=True):
         self.registry = registry_mod.CollectorRegistry(auto_describe=True)
-        self.collector = AgentCollector(agent, pin_dir)
+        self.collector = AgentCollector(agent, pin_dir, member_series)
         self.registry.register(self.collector)
         process_collector.ProcessCollector(registry=self.registry)
         self.host, self.port = host, port
@@ -92,7 +105,8 @@ class MetricsServer:
 
 
 class _ErrorCounter(logging.Handler):
-    """Counts the agent's ERROR and CRITICAL log records by logger."""
+    """Counts the agent's ERROR and CRITICAL log records by logger (but
+    failed scrape parts: see SCRAPE_ERROR)."""
 
     def __init__(self):
         super().__init__(level=logging.ERROR)
@@ -100,40 +114,55 @@ class _ErrorCounter(logging.Handler):
         self._count_lock = threading.Lock()
 
     def emit(self, record):
+        if getattr(record, SCRAPE_ERROR, False):
+            return
         with self._count_lock:
             self.counts[record.name] = self.counts.get(record.name, 0) + 1
 
 
 class _ProbeStats:
-    """Per monitored member: probe results and a latency histogram."""
+    """Probe results per member, a latency histogram per pool.
 
-    def __init__(self):
+    ``pool_of(member)``: (lb id, pool id) or None; a probe of a member
+    the agent's snapshot does not have yet (a race with a change) is left
+    out of the histograms."""
+
+    def __init__(self, pool_of, per_member=True):
         self._lock = threading.Lock()
-        self._by_key = {}
+        self._pool_of = pool_of
+        self._per_member = per_member
+        self._results = {}      # member -> [ok, failed]
+        self._latency = {}      # (lb, pool) -> [sum, counts per bucket]
 
     def record(self, key, scheduled, started, finished, ok):
         duration = max(finished - started, 0.0)
+        where = self._pool_of(key)
+        # The last slot counts the probes above the largest bound.
+        index = bisect.bisect_left(PROBE_BUCKETS, duration)
         with self._lock:
-            entry = self._by_key.get(key)
-            if entry is None:
-                entry = self._by_key[key] = {
-                    'ok': 0, 'failed': 0, 'sum': 0.0,
-                    'buckets': [0] * len(PROBE_BUCKETS)}
-            entry['ok' if ok else 'failed'] += 1
-            entry['sum'] += duration
-            for i, bound in enumerate(PROBE_BUCKETS):
-                if duration <= bound:
-                    entry['buckets'][i] += 1
-                    break
+            if self._per_member:
+                results = self._results.get(key)
+                if results is None:
+                    results = self._results[key] = [0, 0]
+                results[0 if ok else 1] += 1
+            if where is not None:
+                latency = self._latency.get(where)
+                if latency is None:
+                    latency = self._latency[where] = [
+                        0.0, [0] * (len(PROBE_BUCKETS) + 1)]
+                latency[0] += duration
+                latency[1][index] += 1
 
-    def snapshot(self, keep):
-        """Copies of the entries of ``keep`` (others are forgotten: a
-        member no longer monitored has no series)."""
+    def snapshot(self, members, pools):
+        """({member: (ok, failed)}, {(lb, pool): (sum, counts)}), copies;
+        entries of other members and pools are forgotten."""
         with self._lock:
-            for key in [k for k in self._by_key if k not in keep]:
-                del self._by_key[key]
-            return {k: dict(v, buckets=list(v['buckets']))
-                    for k, v in self._by_key.items()}
+            for key in [k for k in self._results if k not in members]:
+                del self._results[key]
+            for key in [k for k in self._latency if k not in pools]:
+                del self._latency[key]
+            return ({k: tuple(v) for k, v in self._results.items()},
+                    {k: (v[0], list(v[1])) for k, v in self._latency.items()})
 
 
 class _Families:
@@ -166,27 +195,32 @@ class _Families:
 class AgentCollector(registry_mod.Collector):
     """Reads the agent and its dataplane at scrape time."""
 
-    def __init__(self, agent, pin_dir):
+    def __init__(self, agent, pin_dir, member_series=True):
         self.agent = agent
         self.pin_dir = pin_dir
+        self.member_series = member_series
         self.errors = _ErrorCounter()
-        self.probes = _ProbeStats()
+        self.probes = _ProbeStats(self._pool_of, per_member=member_series)
         self._lock = threading.Lock()   # scrapes may run concurrently
         self._dp = None
-        self._ids = (None, {}, {})      # (snapshot, listener->lb, member->)
+        self._ids = {}      # _ids_of's, by agent attribute
         self._scrape_errors = 0
+        self._evictions = 0             # conn_table_evictions_total
+        self._evictions_derived = None  # its derived value, last scrape
         self._hooked_health = None
 
     # ------------------------------------------------------------- hooks
     def hook(self):
-        logging.getLogger('amphora_agent').addHandler(self.errors)
+        for name in ERROR_LOGGERS:
+            logging.getLogger(name).addHandler(self.errors)
         health = getattr(self.agent, 'health', None)
         if health is not None and getattr(health, 'on_probe', 0) is None:
             health.on_probe = self.probes.record
             self._hooked_health = health
 
     def unhook(self):
-        logging.getLogger('amphora_agent').removeHandler(self.errors)
+        for name in ERROR_LOGGERS:
+            logging.getLogger(name).removeHandler(self.errors)
         if self._hooked_health is not None:
             self._hooked_health.on_probe = None
             self._hooked_health = None
@@ -211,15 +245,27 @@ class AgentCollector(registry_mod.Collector):
                     part(families)
                 except Exception:  # noqa: BLE001 -- a scrape must answer
                     self._scrape_errors += 1
-                    LOG.exception('metrics: %s failed', part.__name__)
+                    LOG.exception('metrics: %s failed', part.__name__,
+                                  extra={SCRAPE_ERROR: True})
             families.counter(
                 'metrics_scrape_errors', 'Parts of scrapes that failed '
-                '(logged by the agent).', [], [], self._scrape_errors)
+                '(logged as errors, not counted in agent_errors_total).',
+                [], [], self._scrape_errors)
             return list(families.items.values())
 
-    def _ids_of(self, snapshot):
-        """({listener id: lb id}, {member id: (lb id, pool id)})."""
-        if self._ids[0] is not snapshot:
+    def _ids_of(self, which='snapshot'):
+        """({listener id: lb id}, {member id: (lb id, pool id)}) of the
+        agent's newest ('snapshot') or applied ('_applied_snap') snapshot.
+
+        The health checker's loop calls it too (on_probe): an entry is
+        replaced whole, never changed."""
+        snapshot = getattr(self.agent, which, None)
+        cached = self._ids.get(which)
+        if cached is None or cached[0] is not snapshot:
+            # Usually the newest snapshot is the applied one: index it once.
+            cached = next((c for c in list(self._ids.values())
+                           if c[0] is snapshot), None)
+        if cached is None:
             listeners, members = {}, {}
             for lb in snapshot.load_balancers if snapshot else ():
                 for listener in lb.listeners:
@@ -227,8 +273,12 @@ class AgentCollector(registry_mod.Collector):
                     if listener.pool:
                         for m in listener.pool.members:
                             members[m.id] = (lb.id, listener.pool.id)
-            self._ids = (snapshot, listeners, members)
-        return self._ids[1], self._ids[2]
+            cached = (snapshot, listeners, members)
+        self._ids[which] = cached
+        return cached[1], cached[2]
+
+    def _pool_of(self, member):
+        return self._ids_of()[1].get(member)
 
     # ------------------------------------------------------------- agent
     def _agent_metrics(self, f):
@@ -261,7 +311,8 @@ class AgentCollector(registry_mod.Collector):
                     'this SE left out (invalid, over capacity, '
                     'unreachable).', ['kind'], [kind], len(items))
         counts = dict(self.errors.counts)
-        counts.setdefault('amphora_agent', 0)   # a series from the start
+        for name in ERROR_LOGGERS:
+            counts.setdefault(name, 0)          # a series from the start
         for logger, count in sorted(counts.items()):
             f.counter('agent_errors', 'Errors the agent logged (ERROR and '
                       'CRITICAL records), by logger.', ['logger'], [logger],
@@ -323,16 +374,22 @@ class AgentCollector(registry_mod.Collector):
             f.gauge('conn_table_size', 'Capacity of the connection table '
                     'of a family (entries).', ['family'], [str(family)],
                     limits.conn_table_size)
-        inserted = sum(item['new_flows'] for item in raw['listeners'])
-        f.counter('conn_table_evictions', 'Entries displaced from the '
-                  'connection tables: flows inserted minus entries present '
-                  '(LRU evictions, plus entries replaced in place when a '
-                  'flow was re-steered).', [], [],
-                  max(inserted - sum(entries.values()), 0))
+        derived = (sum(item['new_flows'] for item in raw['listeners'])
+                   - sum(entries.values()))
+        # The derived value drops when a listener goes (its inserts leave
+        # the sum, its entries stay): add only its rises, so that the
+        # counter never goes back (a counter reset to Prometheus).
+        last, self._evictions_derived = self._evictions_derived, derived
+        self._evictions += max(derived - (0 if last is None else last), 0)
+        f.counter('conn_table_evictions', 'Estimated entries displaced '
+                  'from the connection tables: the rises of flows inserted '
+                  'minus entries present (LRU evictions, plus entries '
+                  'replaced in place when a flow was re-steered).', [], [],
+                  self._evictions)
         plan = getattr(self.agent, '_plan', None)
         listener_ids = plan.listener_ids if plan else {}
         member_ids = plan.member_ids if plan else {}
-        lb_of, pool_of = self._ids_of(getattr(self.agent, 'snapshot', None))
+        lb_of, _ = self._ids_of()
         f.gauge('capacity_used', 'Dataplane objects in use, by resource.',
                 ['resource'], ['listeners'], len(raw['listeners']))
         f.gauge('capacity_used', '', ['resource'], ['members'],
@@ -394,7 +451,7 @@ class AgentCollector(registry_mod.Collector):
                         'counts against its connection_limit.', labels,
                         values, item['counted_flows'])
         labels = ['lb', 'listener', 'member', 'vip']
-        for item in raw['members']:
+        for item in raw['members'] if self.member_series else ():
             vip = item['listener']
             lkey = keys[vip]
             mid = member_ids.get((lkey, model.parse_address(
@@ -438,29 +495,45 @@ class AgentCollector(registry_mod.Collector):
         health = getattr(self.agent, 'health', None)
         if health is None:
             return
-        _, pool_of = self._ids_of(getattr(self.agent, 'snapshot', None))
+        _, pool_of = self._ids_of()
+        _, applied = self._ids_of('_applied_snap')
         statuses = health.statuses()
+        # Counts of a member briefly out of the checker's targets are kept
+        # while it is applied: it comes back without a counter reset.
+        results, latency = self.probes.snapshot(
+            statuses.keys() | applied.keys(),
+            set(pool_of.values()) | set(applied.values()))
         labels = ['lb', 'pool', 'member']
+        in_pool = {}
         for member, status in sorted(statuses.items()):
-            lb, pool = pool_of.get(member, ('', ''))
+            lb, pool = where = pool_of.get(member, ('', ''))
+            if pool:
+                key = where + (status,)
+                in_pool[key] = in_pool.get(key, 0) + 1
+            if not self.member_series:
+                continue
             f.gauge('member_health', 'A member\'s operating status by '
                     'its health monitor (value 1 on the current status).',
                     labels + ['status'], [lb, pool, member, status], 1)
-        for member, entry in sorted(self.probes.snapshot(statuses).items()):
-            lb, pool = pool_of.get(member, ('', ''))
-            values = [lb, pool, member]
-            for result in ('ok', 'failed'):
+            for result, count in zip(('ok', 'failed'),
+                                     results.get(member, ())):
                 f.counter('health_probes', 'Health probes of a member, by '
                           'result.', labels + ['result'],
-                          values + [result], entry[result])
+                          [lb, pool, member, result], count)
+        for (lb, pool, status), count in sorted(in_pool.items()):
+            f.gauge('pool_members', 'Members of a pool by their operating '
+                    'status (the health monitor\'s, NO_MONITOR without '
+                    'one).', ['lb', 'pool', 'status'], [lb, pool, status],
+                    count)
+        for (lb, pool), (seconds, counts) in sorted(latency.items()):
             cumulative, buckets = 0, []
-            for bound, count in zip(PROBE_BUCKETS, entry['buckets']):
+            for bound, count in zip(_BUCKET_LABELS, counts):
                 cumulative += count
-                buckets.append((repr(bound), cumulative))
-            buckets.append(('+Inf', entry['ok'] + entry['failed']))
+                buckets.append((bound, cumulative))
             f.histogram('health_probe_duration_seconds', 'Time a health '
-                        'probe took (to its answer or its timeout).',
-                        labels, values, buckets, entry['sum'])
+                        'probe of a pool\'s members took (to its answer or '
+                        'its timeout).', ['lb', 'pool'], [lb, pool], buckets,
+                        seconds)
         stats = health.stats() if hasattr(health, 'stats') else {}
         if 'skipped_slots' in stats:
             f.counter('health_skipped_probes', 'Probe slots skipped '

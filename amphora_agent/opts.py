@@ -281,6 +281,13 @@ metrics_opts = [
                     'tls_key_file.'),
     cfg.StrOpt('tls_key_file',
                help='Private key (PEM) of tls_cert_file.'),
+    cfg.BoolOpt('member_series', default=True,
+                help='Expose the per-member series: traffic per member '
+                     '(4 per member and VIP) and health state and probe '
+                     'results (3 per member). false leaves only the '
+                     'per-listener and per-pool series, for SEs with very '
+                     'large pools (docs/observability.md, "Series per '
+                     'member").'),
 ]
 
 # The L7 (tier-2) service engine (amphora_agent/l7/, docs/tier2.md).

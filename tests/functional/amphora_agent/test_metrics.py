@@ -1,7 +1,8 @@
 """The agent's Prometheus endpoint, scraped from a live lab agent while
 real traffic flows: the counters of the listener and members carrying it
 move by what was sent, drops by reason, BGP sessions and routes, health
-probes, generation and ring ABI are there."""
+probes (results per member, latency per pool: 7 series per member),
+generation and ring ABI are there."""
 
 import socket
 import urllib.request
@@ -31,16 +32,17 @@ def _free_port():
 class MetricsLab(agent_lab.AgentLab):
     """The agent lab with [metrics] on, one free port per SE."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, metrics_options='', **kwargs):
         super().__init__(*args, **kwargs)
         self.metrics_ports = {}
+        self.metrics_options = metrics_options
 
     def config_file(self, se):
         path = super().config_file(se)
         port = self.metrics_ports.setdefault(se, _free_port())
         with open(path, 'a') as f:
             f.write(f'\n[metrics]\nenabled = true\nbind_host = 127.0.0.1\n'
-                    f'port = {port}\n')
+                    f'port = {port}\n{self.metrics_options}')
         return path
 
     def scrape(self, se):
@@ -54,13 +56,29 @@ class MetricsLab(agent_lab.AgentLab):
 
 
 @pytest.fixture
-def lab(make_topology):
-    lab = MetricsLab(make_topology(n_se=1, n_members=2))
+def lab(make_topology, request):
+    """The lab; parametrized indirectly, lines added to [metrics]."""
+    lab = MetricsLab(make_topology(n_se=1, n_members=2),
+                     metrics_options=getattr(request, 'param', ''))
     try:
         lab.start()
         yield lab
     finally:
         lab.close()
+
+
+def serve_listener(lab):
+    """Listener l-tcp of lb1 on VIP4 with both members, monitored, applied
+    and announced; its members ONLINE."""
+    members = [member(f'm{m.index}', m.ipv4) for m in lab.topo.members]
+    lab.start_agents()
+    gen = lab.publish([load_balancer([VIP4], [
+        listener('l-tcp', 'TCP', 80, members, monitor=tcp_monitor())])])
+    lab.wait_applied(gen)
+    lab.wait_route(f'{VIP4}/32', ['se1'])
+    netns.wait_for(lambda: set(lab.statuses('se1').values()) == {'ONLINE'},
+                   10, 'members ONLINE')
+    return gen
 
 
 def value(samples, name, **labels):
@@ -79,14 +97,7 @@ def total(samples, name, **labels):
 
 
 def test_scraped_counters_follow_the_traffic(lab):
-    members = [member(f'm{m.index}', m.ipv4) for m in lab.topo.members]
-    lab.start_agents()
-    gen = lab.publish([load_balancer([VIP4], [
-        listener('l-tcp', 'TCP', 80, members, monitor=tcp_monitor())])])
-    lab.wait_applied(gen)
-    lab.wait_route(f'{VIP4}/32', ['se1'])
-    netns.wait_for(lambda: set(lab.statuses('se1').values()) == {'ONLINE'},
-                   10, 'members ONLINE')
+    gen = serve_listener(lab)
 
     first = lab.scrape('se1')
     assert value(first, 'octavia_dsr_applied_generation') == gen
@@ -169,19 +180,45 @@ def test_scraped_counters_follow_the_traffic(lab):
                 return None
         return samples
     probes = netns.wait_for(probed, 10, 'probes of m1 and m2 in the metrics')
+    pool = dict(lb='lb1', pool='pool-l-tcp')
+    ok = 0
     for name in ('m1', 'm2'):
-        labels = dict(lb='lb1', pool='pool-l-tcp', member=name)
+        labels = dict(pool, member=name)
         assert value(probes, 'octavia_dsr_member_health', status='ONLINE',
                      **labels) == 1
-        ok = value(probes, 'octavia_dsr_health_probes_total', result='ok',
-                   **labels)
-        assert ok >= 1
-        assert value(probes,
-                     'octavia_dsr_health_probe_duration_seconds_count',
-                     **labels) >= ok
-        seconds = value(probes,
-                        'octavia_dsr_health_probe_duration_seconds_sum',
-                        **labels)
-        assert 0 < seconds < ok      # each probe well under a second
+        ok += value(probes, 'octavia_dsr_health_probes_total', result='ok',
+                    **labels)
+        # 3 health series per member (the latency histogram is per pool)
+        # and 4 traffic series of its one dataplane member.
+        assert sum(1 for _n, ls in probes if ('member', name) in ls) == 7
+    assert value(probes, 'octavia_dsr_pool_members', status='ONLINE',
+                 **pool) == 2
+    # Probes of both members in their pool's histogram.
+    assert value(probes, 'octavia_dsr_health_probe_duration_seconds_count',
+                 **pool) >= ok >= 2
+    seconds = value(probes, 'octavia_dsr_health_probe_duration_seconds_sum',
+                    **pool)
+    assert 0 < seconds < ok      # each probe well under a second
     assert value(after, 'octavia_dsr_agent_error') == 0
     assert value(after, 'octavia_dsr_helper_up', helper='bgp') == 1
+
+
+@pytest.mark.parametrize('lab', ['member_series = false\n'],
+                         indirect=True)
+def test_member_series_off(lab):
+    serve_listener(lab)
+    for port in range(42000, 42005):
+        lab.topo.http_get(VIP4, source_port=port)
+    pool = dict(lb='lb1', pool='pool-l-tcp')
+
+    def probed():
+        samples = lab.scrape('se1')
+        return samples if total(
+            samples, 'octavia_dsr_health_probe_duration_seconds_count',
+            **pool) >= 2 else None
+    samples = netns.wait_for(probed, 10, 'probes in the pool histogram')
+    assert [n for n, ls in samples if any(k == 'member' for k, _ in ls)] \
+        == []
+    assert value(samples, 'octavia_dsr_listener_new_flows_total',
+                 lb='lb1', listener='l-tcp', vip=DL) == 5
+    assert total(samples, 'octavia_dsr_pool_members', **pool) == 2

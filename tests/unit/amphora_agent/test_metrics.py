@@ -1,9 +1,13 @@
-"""The metrics module without a dataplane: off by default, a scrape still
-answers when a part fails, probe latency and logged errors are counted,
-the BGP session cache asks ExaBGP at most once per max_age, and the
-sample Grafana dashboard only names metrics the agent exposes.  (The live
-scrape with traffic: tests/functional/amphora_agent/test_metrics.py.)"""
+"""The metrics module without a dataplane (or with a fake one): off by
+default, a scrape still answers when a part fails, probe latency and
+logged errors are counted, the series per member and [metrics]
+member_series, a conn-table evictions counter that never goes back, probe
+counts kept for a member briefly not monitored, the BGP session cache asks
+ExaBGP at most once per max_age, and the sample Grafana dashboard only
+names metrics and labels the agent exposes.  (The live scrape with
+traffic: tests/functional/amphora_agent/test_metrics.py.)"""
 
+import ipaddress
 import json
 import logging
 import pathlib
@@ -12,10 +16,13 @@ import types
 import urllib.request
 
 from oslo_config import cfg
+from prometheus_client import exposition
 from prometheus_client import parser
+from prometheus_client import registry as registry_mod
 
 from amphora_agent.bgp import sessions
 from amphora_agent.dataplane import maglev
+from amphora_agent.dataplane import model
 from amphora_agent import metrics
 from amphora_agent import opts
 
@@ -35,8 +42,11 @@ def _conf(**overrides):
 class FakeHealth:
     on_probe = None
 
+    def __init__(self, members=('m1',)):
+        self.members = dict.fromkeys(members, 'ONLINE')
+
     def statuses(self):
-        return {'m1': 'ONLINE'}
+        return dict(self.members)
 
     def report(self):
         return {'state': 'running', 'restarts': 1, 'last_error': None}
@@ -55,19 +65,80 @@ class FakeSpeaker:
                 '2001:db8:1:1::1': types.SimpleNamespace(state='active')}
 
 
-def _agent(conf, tmp_path):
-    snap = types.SimpleNamespace(generation=3, load_balancers=[
+def _snapshot(members=('m1',), generation=3):
+    return types.SimpleNamespace(generation=generation, load_balancers=[
         types.SimpleNamespace(id='lb1', listeners=[types.SimpleNamespace(
             id='l1', pool=types.SimpleNamespace(id='p1', members=[
-                types.SimpleNamespace(id='m1')]))])])
+                types.SimpleNamespace(id=m) for m in members]))])])
+
+
+def _agent(conf, tmp_path, members=('m1',)):
+    snap = _snapshot(members)
     speaker = FakeSpeaker()
     return types.SimpleNamespace(
         conf=conf, se_id='se-1', se_group='g1', applied_generation=3,
-        snapshot=snap, last_error=None, health=FakeHealth(), trust=None,
+        snapshot=snap, _applied_snap=snap, last_error=None,
+        health=FakeHealth(members), trust=None,
         announced={'192.0.2.10/32'}, _plan=None, _verdict=None,
         _bgp_sup=None, _applied_rejected={'members': {'m9': 'why'}},
         bgp=speaker,
         bgp_sessions=sessions.BgpSessions(lambda: speaker, max_age=60))
+
+
+VIP = '192.0.2.10:80/tcp'
+
+
+def _listener(vip=VIP, new_flows=0):
+    return dict(listener=vip, packets=10, bytes=1000, new_flows=new_flows,
+                flood_guarded=0, conn_hits=8, conn_misses=2,
+                drop_not_allowed=0, drop_conn_limit=0, drops=1,
+                connection_limit=100, counted_flows=2)
+
+
+class FakeDataplane:
+    """What the collector reads of a Dataplane: listeners' and members'
+    counters, the connection tables' census, the limits."""
+
+    limits = types.SimpleNamespace(conn_table_size=1000, max_listeners=8,
+                                   max_reals=65536)
+
+    def __init__(self, listeners, members=(), entries=0):
+        self.listeners, self.members = list(listeners), list(members)
+        self.entries = entries
+
+    def stats(self, conn_table_entries=True):
+        return {'se': {'pass': 1, 'steered': 10, 'drop_no_listener': 2},
+                'listeners': self.listeners, 'members': self.members}
+
+    def conn_census(self):
+        return {4: self.entries, 6: 0}, {
+            (m['listener'], m['address']): 1 for m in self.members}
+
+    def close(self):
+        pass
+
+
+def _with_dataplane(agent, members):
+    """agent's plan and a FakeDataplane: members ({id: address}) of
+    listener l1 on VIP."""
+    key = model.ListenerKey.parse(VIP)
+    agent._plan = types.SimpleNamespace(
+        listener_ids={key: 'l1'},
+        member_ids={(key, ipaddress.ip_address(a)): m
+                    for m, a in members.items()})
+    return FakeDataplane([_listener()], [
+        dict(listener=VIP, address=a, packets=5, bytes=500, new_flows=1)
+        for a in members.values()])
+
+
+def _collect(collector):
+    """{(name, frozenset(labels)): value} of one scrape of collector."""
+    registry = registry_mod.CollectorRegistry()
+    registry.register(collector)
+    text = exposition.generate_latest(registry).decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for f in parser.text_string_to_metric_families(text)
+            for s in f.samples}
 
 
 def _scrape(port):
@@ -97,7 +168,7 @@ def test_a_scrape_answers_without_a_dataplane(tmp_path):
         agent.health.on_probe('m1', 5.0, 5.0, 5.2, False)
         logging.getLogger('amphora_agent.test').error('something broke')
         samples = _scrape(server.port)
-        _scrape(server.port)
+        second = _scrape(server.port)
     finally:
         server.stop()
     assert agent.health.on_probe is None        # unhooked on stop
@@ -106,6 +177,12 @@ def test_a_scrape_answers_without_a_dataplane(tmp_path):
         return samples[(name, frozenset(labels.items()))]
     # The dataplane part failed (nothing pinned): counted, rest answered.
     assert v('octavia_dsr_metrics_scrape_errors_total') == 1
+    # ... once: not again as an error the agent logged.
+    assert second[('octavia_dsr_metrics_scrape_errors_total',
+                   frozenset())] == 2
+    assert not any(n == 'octavia_dsr_agent_errors_total'
+                   and ('logger', 'amphora_agent.metrics') in ls
+                   for n, ls in second)
     assert v('octavia_dsr_applied_generation') == 3
     assert v('octavia_dsr_ring_abi_version') == maglev.ABI_VERSION
     assert v('octavia_dsr_rejected_objects', kind='members') == 1
@@ -119,10 +196,17 @@ def test_a_scrape_answers_without_a_dataplane(tmp_path):
     assert v('octavia_dsr_health_probes_total', result='ok', **member) == 1
     assert v('octavia_dsr_health_probes_total', result='failed',
              **member) == 1
+    pool = dict(lb='lb1', pool='p1')
+    assert v('octavia_dsr_health_probe_duration_seconds_bucket', le='0.001',
+             **pool) == 0
     assert v('octavia_dsr_health_probe_duration_seconds_bucket', le='0.005',
-             **member) == 1
-    assert v('octavia_dsr_health_probe_duration_seconds_count',
-             **member) == 2
+             **pool) == 1
+    assert v('octavia_dsr_health_probe_duration_seconds_bucket', le='+Inf',
+             **pool) == 2
+    assert v('octavia_dsr_health_probe_duration_seconds_count', **pool) == 2
+    assert abs(v('octavia_dsr_health_probe_duration_seconds_sum', **pool)
+               - 0.203) < 1e-9
+    assert v('octavia_dsr_pool_members', status='ONLINE', **pool) == 1
     assert v('octavia_dsr_helper_restarts_total', helper='health') == 1
     assert ('process_resident_memory_bytes', frozenset()) in samples
 
@@ -141,7 +225,122 @@ def test_bgp_sessions_report_changes_once():
     assert sessions.BgpSessions(lambda: None).report() == {'peers': {}}
 
 
-def test_dashboard_names_only_exposed_metrics():
+def _series_of(samples, member):
+    return sorted((n, tuple(sorted(ls))) for n, ls in samples
+                  if ('member', member) in ls)
+
+
+def test_series_per_member_and_member_series_off(tmp_path):
+    conf = _conf()
+    assert conf.metrics.member_series is True
+    members = {f'm{i}': f'10.0.0.{i}' for i in range(1, 4)}
+    per_member = {}
+    for member_series in (True, False):
+        agent = _agent(conf, tmp_path, members=tuple(members))
+        collector = metrics.AgentCollector(agent, str(tmp_path),
+                                           member_series=member_series)
+        collector._dp = _with_dataplane(agent, members)
+        collector.hook()
+        try:
+            for m in members:
+                agent.health.on_probe(m, 0.0, 1.0, 1.002, True)
+                agent.health.on_probe(m, 2.0, 2.0, 2.5, False)
+            samples = _collect(collector)
+        finally:
+            collector.unhook()
+        per_member[member_series] = [len(_series_of(samples, m))
+                                     for m in members]
+        # Per listener and per pool whatever the option.
+        assert samples[('octavia_dsr_listener_packets_total', frozenset(
+            dict(lb='lb1', listener='l1', vip=VIP).items()))] == 10
+        pool = dict(lb='lb1', pool='p1')
+        assert samples[('octavia_dsr_health_probe_duration_seconds_count',
+                        frozenset(pool.items()))] == 2 * len(members)
+        assert samples[('octavia_dsr_pool_members', frozenset(
+            dict(pool, status='ONLINE').items()))] == len(members)
+    # member_health, health_probes_total ok|failed, and the 4 traffic
+    # series of its one dataplane member; none with member_series false.
+    assert per_member == {True: [3 + 4] * 3, False: [0] * 3}
+
+
+def test_conn_table_evictions_never_go_back(tmp_path):
+    agent = _agent(_conf(), tmp_path)
+    key_a, key_b = (model.ListenerKey.parse(v) for v in (
+        VIP, '192.0.2.10:443/tcp'))
+    agent._plan = types.SimpleNamespace(
+        listener_ids={key_a: 'l1', key_b: 'l2'}, member_ids={})
+    dp = FakeDataplane([_listener(VIP, 100),
+                        _listener('192.0.2.10:443/tcp', 100)], entries=150)
+    collector = metrics.AgentCollector(agent, str(tmp_path))
+    collector._dp = dp
+    name = ('octavia_dsr_conn_table_evictions_total', frozenset())
+    assert _collect(collector)[name] == 50    # 200 inserted, 150 present
+    # Listener l2 deleted: its 100 inserts leave the sum, its entries stay.
+    del dp.listeners[1]
+    assert _collect(collector)[name] == 50
+    # New flows of l1 evict 30 more entries (the table stays full).
+    dp.listeners[0]['new_flows'] = 130
+    assert _collect(collector)[name] == 80
+
+
+def test_probe_counts_kept_while_a_member_is_applied(tmp_path):
+    agent = _agent(_conf(), tmp_path, members=('m1', 'm2'))
+    collector = metrics.AgentCollector(agent, str(tmp_path))
+    collector.hook()
+    ok = ('octavia_dsr_health_probes_total', frozenset(dict(
+        lb='lb1', pool='p1', member='m1', result='ok').items()))
+
+    def probe_and_scrape():
+        agent.health.on_probe('m1', 0.0, 1.0, 1.001, True)
+        return _collect(collector).get(ok)
+
+    try:
+        assert probe_and_scrape() == 1
+        # m1 out of the checker's targets for a while (a newest snapshot
+        # without it), still applied: no series, its counts kept.
+        del agent.health.members['m1']
+        agent.snapshot = _snapshot(('m2',), generation=4)
+        assert ok not in _collect(collector)
+        agent.health.members['m1'] = 'ONLINE'
+        agent.snapshot = agent._applied_snap
+        assert probe_and_scrape() == 2
+        # Gone from the checker and the applied snapshot: forgotten.
+        del agent.health.members['m1']
+        agent.snapshot = agent._applied_snap = _snapshot(('m2',), 5)
+        _collect(collector)
+        agent.health.members['m1'] = 'ONLINE'
+        agent.snapshot = agent._applied_snap = _snapshot(('m1', 'm2'), 6)
+        assert probe_and_scrape() == 1
+    finally:
+        collector.unhook()
+
+
+def test_errors_of_dsr_wire_counted_and_scrape_errors_once(tmp_path):
+    agent = _agent(_conf(), tmp_path)
+    collector = metrics.AgentCollector(agent, str(tmp_path / 'no-pins'))
+    collector.hook()
+    try:
+        assert _collect(collector)[('octavia_dsr_agent_errors_total',
+                                    frozenset({('logger', 'dsr_wire')}))] == 0
+        logging.getLogger('dsr_wire.membership').error('lost the group')
+        samples = _collect(collector)     # its dataplane part fails
+    finally:
+        collector.unhook()
+
+    def errors(logger):
+        return samples.get(('octavia_dsr_agent_errors_total',
+                            frozenset({('logger', logger)})), 0)
+    assert errors('dsr_wire.membership') == 1
+    assert samples[('octavia_dsr_metrics_scrape_errors_total',
+                    frozenset())] == 2
+    assert errors('amphora_agent.metrics') == 0
+
+
+# Labels every series has in Prometheus besides its own.
+TARGET_LABELS = {'instance', 'job'}
+
+
+def test_dashboard_names_only_exposed_metrics_and_labels(tmp_path):
     source = (ROOT / 'amphora_agent' / 'metrics.py').read_text()
     exposed = set()
     for kind, name in re.findall(
@@ -150,10 +349,32 @@ def test_dashboard_names_only_exposed_metrics():
         exposed |= {base + '_total'} if kind == 'counter' else {base}
         if kind == 'histogram':
             exposed |= {base + s for s in ('_bucket', '_count', '_sum')}
+    # The labels of the metrics a scrape of every part has.
+    agent = _agent(_conf(), tmp_path)
+    collector = metrics.AgentCollector(agent, str(tmp_path))
+    collector._dp = _with_dataplane(agent, {'m1': '10.0.0.1'})
+    collector.hook()
+    try:
+        agent.health.on_probe('m1', 0.0, 1.0, 1.001, True)
+        samples = _collect(collector)
+    finally:
+        collector.unhook()
+    labels_of = {}
+    for name, labels in samples:
+        labels_of.setdefault(name, set()).update(k for k, _ in labels)
     dashboard = json.loads((ROOT / 'etc' / 'grafana' /
                             'octavia-dsr-agents.json').read_text())
-    used = set()
+    used, wrong = set(), []
     for panel in dashboard['panels']:
         for target in panel.get('targets', ()):
-            used |= set(re.findall(r'octavia_dsr_\w+', target['expr']))
+            expr = target['expr']
+            names = set(re.findall(r'octavia_dsr_\w+', expr))
+            used |= names
+            known = TARGET_LABELS.union(*(labels_of.get(n, ())
+                                          for n in names))
+            for group in re.findall(r'by \(([^)]*)\)', expr):
+                grouped = {g.strip() for g in group.split(',')}
+                if not grouped <= known:
+                    wrong.append((panel['title'], grouped - known))
     assert used and used <= exposed, used - exposed
+    assert not wrong, wrong

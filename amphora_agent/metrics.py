@@ -52,19 +52,22 @@ ERROR_LOGGERS = ('amphora_agent', 'dsr_wire')
 SCRAPE_ERROR = 'dsr_metrics_scrape_error'
 
 
-def start(conf, agent):
+def start(conf, agent, collector=None):
     """Serve the agent's metrics over HTTP; None when disabled.
+    collector: what to serve (an L7 SE's, amphora_agent/l7/metrics.py);
+    by default a tier-1 SE's AgentCollector.
 
     Call it from the thread (network namespace) the endpoint must live in:
     the agent's starting one, not the SE's."""
     opts = getattr(conf, 'metrics', None)   # None: options not registered
     if opts is None or not opts.enabled:
         return None
-    server = MetricsServer(agent, conf.dataplane.pin_dir,
-                           host=opts.bind_host, port=opts.port,
+    if collector is None:
+        collector = AgentCollector(agent, conf.dataplane.pin_dir,
+                                   opts.member_series)
+    server = MetricsServer(collector, host=opts.bind_host, port=opts.port,
                            certfile=opts.tls_cert_file,
-                           keyfile=opts.tls_key_file,
-                           member_series=opts.member_series)
+                           keyfile=opts.tls_key_file)
     try:
         server.start()
     except OSError as exc:
@@ -77,10 +80,13 @@ def start(conf, agent):
 
 
 class MetricsServer:
-    def __init__(self, agent, pin_dir, host='127.0.0.1', port=0,
-                 certfile=None, keyfile=None, member_series=True):
+    """collector: a registry Collector with hook(), unhook() and close()
+    (started and stopped with the endpoint)."""
+
+    def __init__(self, collector, host='127.0.0.1', port=0, certfile=None,
+                 keyfile=None):
         self.registry = registry_mod.CollectorRegistry(auto_describe=True)
-        self.collector = AgentCollector(agent, pin_dir, member_series)
+        self.collector = collector
         self.registry.register(self.collector)
         process_collector.ProcessCollector(registry=self.registry)
         self.host, self.port = host, port
@@ -104,7 +110,7 @@ class MetricsServer:
         self.collector.close()
 
 
-class _ErrorCounter(logging.Handler):
+class ErrorCounter(logging.Handler):
     """Counts the agent's ERROR and CRITICAL log records by logger (but
     failed scrape parts: see SCRAPE_ERROR)."""
 
@@ -165,7 +171,7 @@ class _ProbeStats:
                     {k: (v[0], list(v[1])) for k, v in self._latency.items()})
 
 
-class _Families:
+class Families:
     """The metric families of one scrape, created on first use."""
 
     def __init__(self):
@@ -192,55 +198,38 @@ class _Families:
             values, buckets, sum_value)
 
 
-class AgentCollector(registry_mod.Collector):
-    """Reads the agent and its dataplane at scrape time."""
+class ScrapeCollector(registry_mod.Collector):
+    """A collector that reads its agent at scrape time, part by part
+    (parts(): methods filling a Families): a part that fails is logged
+    and counted, and the scrape answers with the rest."""
 
-    def __init__(self, agent, pin_dir, member_series=True):
-        self.agent = agent
-        self.pin_dir = pin_dir
-        self.member_series = member_series
-        self.errors = _ErrorCounter()
-        self.probes = _ProbeStats(self._pool_of, per_member=member_series)
+    def __init__(self):
+        self.errors = ErrorCounter()
         self._lock = threading.Lock()   # scrapes may run concurrently
-        self._dp = None
-        self._ids = {}      # _ids_of's, by agent attribute
         self._scrape_errors = 0
-        self._evictions = 0             # conn_table_evictions_total
-        self._evictions_derived = None  # its derived value, last scrape
-        self._hooked_health = None
 
-    # ------------------------------------------------------------- hooks
     def hook(self):
         for name in ERROR_LOGGERS:
             logging.getLogger(name).addHandler(self.errors)
-        health = getattr(self.agent, 'health', None)
-        if health is not None and getattr(health, 'on_probe', 0) is None:
-            health.on_probe = self.probes.record
-            self._hooked_health = health
 
     def unhook(self):
         for name in ERROR_LOGGERS:
             logging.getLogger(name).removeHandler(self.errors)
-        if self._hooked_health is not None:
-            self._hooked_health.on_probe = None
-            self._hooked_health = None
 
     def close(self):
-        with self._lock:
-            if self._dp is not None:
-                self._dp.close()
-                self._dp = None
+        pass
 
-    # ----------------------------------------------------------- collect
     def describe(self):
         # Families depend on the live state; nothing to pre-register.
         return []
 
+    def parts(self):
+        raise NotImplementedError
+
     def collect(self):
         with self._lock:
-            families = _Families()
-            for part in (self._agent_metrics, self._dataplane_metrics,
-                         self._bgp_metrics, self._health_metrics):
+            families = Families()
+            for part in self.parts():
                 try:
                     part(families)
                 except Exception:  # noqa: BLE001 -- a scrape must answer
@@ -252,6 +241,77 @@ class AgentCollector(registry_mod.Collector):
                 '(logged as errors, not counted in agent_errors_total).',
                 [], [], self._scrape_errors)
             return list(families.items.values())
+
+    def identity_metrics(self, f, agent, applied, rejected):
+        """What every agent serves: who it is, the generation it applied
+        (None: none yet), its error, what it left out ({kind: {id:
+        reason}}), its logged errors and refused controller messages."""
+        f.gauge('agent_info', 'The SE this agent runs (value 1).',
+                ['se_id', 'se_group', 'role'],
+                [agent.se_id, agent.se_group,
+                 getattr(agent.conf.agent, 'role', '')], 1)
+        f.gauge('applied_generation', 'Snapshot generation applied to the '
+                'dataplane and BGP (L7 SE: to its HAProxies; -1: none '
+                'yet).', [], [], -1 if applied is None else applied)
+        f.gauge('agent_error', '1 while the agent reports an error (the '
+                'last apply failed or a snapshot was rejected).', [], [],
+                int(bool(agent.last_error)))
+        for kind, items in (rejected or {}).items():
+            f.gauge('rejected_objects', 'Objects of the applied generation '
+                    'this SE left out (invalid, over capacity, '
+                    'unreachable).', ['kind'], [kind], len(items))
+        counts = dict(self.errors.counts)
+        for name in ERROR_LOGGERS:
+            counts.setdefault(name, 0)          # a series from the start
+        for logger, count in sorted(counts.items()):
+            f.counter('agent_errors', 'Errors the agent logged (ERROR and '
+                      'CRITICAL records), by logger.', ['logger'], [logger],
+                      count)
+        trust = getattr(agent, 'trust', None)
+        if trust is not None:
+            f.counter('auth_refusals', 'Controller messages refused by '
+                      'signature checks.', [], [], trust.refusals.total())
+
+
+class AgentCollector(ScrapeCollector):
+    """Reads a tier-1 agent and its dataplane at scrape time."""
+
+    def __init__(self, agent, pin_dir, member_series=True):
+        super().__init__()
+        self.agent = agent
+        self.pin_dir = pin_dir
+        self.member_series = member_series
+        self.probes = _ProbeStats(self._pool_of, per_member=member_series)
+        self._dp = None
+        self._ids = {}      # _ids_of's, by agent attribute
+        self._evictions = 0             # conn_table_evictions_total
+        self._evictions_derived = None  # its derived value, last scrape
+        self._hooked_health = None
+
+    # ------------------------------------------------------------- hooks
+    def hook(self):
+        super().hook()
+        health = getattr(self.agent, 'health', None)
+        if health is not None and getattr(health, 'on_probe', 0) is None:
+            health.on_probe = self.probes.record
+            self._hooked_health = health
+
+    def unhook(self):
+        super().unhook()
+        if self._hooked_health is not None:
+            self._hooked_health.on_probe = None
+            self._hooked_health = None
+
+    def close(self):
+        with self._lock:
+            if self._dp is not None:
+                self._dp.close()
+                self._dp = None
+
+    # ----------------------------------------------------------- collect
+    def parts(self):
+        return (self._agent_metrics, self._dataplane_metrics,
+                self._bgp_metrics, self._health_metrics)
 
     def _ids_of(self, which='snapshot'):
         """({listener id: lb id}, {member id: (lb id, pool id)}) of the
@@ -284,43 +344,18 @@ class AgentCollector(registry_mod.Collector):
     def _agent_metrics(self, f):
         from amphora_agent.dataplane import maglev
         agent = self.agent
-        f.gauge('agent_info', 'The SE this agent runs (value 1).',
-                ['se_id', 'se_group', 'role'],
-                [agent.se_id, agent.se_group,
-                 getattr(agent.conf.agent, 'role', '')], 1)
+        self.identity_metrics(f, agent, agent.applied_generation,
+                              getattr(agent, '_applied_rejected', None))
         f.gauge('ring_abi_version', 'Maglev ring ABI this agent builds '
                 'rings with: every SE of a group must run the same one.',
                 [], [], maglev.ABI_VERSION)
         f.gauge('ring_builder_native', '1 when rings are built by the C '
                 'library, 0 with the slow pure-Python fallback.', [], [],
                 int(maglev.native_available()))
-        applied = agent.applied_generation
-        f.gauge('applied_generation', 'Snapshot generation applied to the '
-                'dataplane and BGP (-1: none yet).', [], [],
-                -1 if applied is None else applied)
         snap = agent.snapshot
         f.gauge('snapshot_generation', 'Newest snapshot generation taken '
                 'from the controller (-1: none yet).', [], [],
                 -1 if snap is None else snap.generation)
-        f.gauge('agent_error', '1 while the agent reports an error (the '
-                'last apply failed or a snapshot was rejected).', [], [],
-                int(bool(agent.last_error)))
-        for kind, items in (getattr(agent, '_applied_rejected', None)
-                            or {}).items():
-            f.gauge('rejected_objects', 'Objects of the applied generation '
-                    'this SE left out (invalid, over capacity, '
-                    'unreachable).', ['kind'], [kind], len(items))
-        counts = dict(self.errors.counts)
-        for name in ERROR_LOGGERS:
-            counts.setdefault(name, 0)          # a series from the start
-        for logger, count in sorted(counts.items()):
-            f.counter('agent_errors', 'Errors the agent logged (ERROR and '
-                      'CRITICAL records), by logger.', ['logger'], [logger],
-                      count)
-        trust = getattr(agent, 'trust', None)
-        if trust is not None:
-            f.counter('auth_refusals', 'Controller messages refused by '
-                      'signature checks.', [], [], trust.refusals.total())
         verdict = getattr(agent, '_verdict', None)
         f.gauge('serviceable', '1 when the SE can forward (uplink, tunnel '
                 'sources, routes to members); 0 withdraws every VIP.', [],

@@ -41,6 +41,7 @@ import oslo_messaging as messaging
 
 from amphora_agent import control as control_mod
 from amphora_agent.l7 import engine as engine_mod
+from amphora_agent.l7 import metrics as metrics_mod
 from amphora_agent.l7 import render
 from amphora_agent.l7 import wall_steps
 from amphora_agent import trust as trust_mod
@@ -74,14 +75,21 @@ def member_statuses(engine):
     return result
 
 
+def listener_stats_of_lbs(engine, udp=True):
+    """{listener id: (load balancer id, Octavia's listener statistics)}
+    (udp: with the UDP listeners')."""
+    result = {}
+    for lb_id, lb_stats in engine.stats(udp=udp).items():
+        for listener_id, listener in lb_stats.get('listeners', {}).items():
+            result[listener_id] = (lb_id, dict(listener['stats']))
+    return result
+
+
 def listener_stats(engine, udp=True):
     """{listener id: Octavia's listener statistics} (udp: with the UDP
     listeners')."""
-    result = {}
-    for lb_stats in engine.stats(udp=udp).values():
-        for listener_id, listener in lb_stats.get('listeners', {}).items():
-            result[listener_id] = dict(listener['stats'])
-    return result
+    return {listener_id: stats for listener_id, (_lb, stats) in
+            listener_stats_of_lbs(engine, udp).items()}
 
 
 def as_l7_document(document):
@@ -213,6 +221,12 @@ class L7Agent:
         self._start_error = None
         self._reported_dead = []
         self._wall_steps = wall_steps.WallSteps()
+        # What the worker last reported, for the metrics endpoint's thread
+        # (amphora_agent/l7/metrics.py): each replaced whole, never changed.
+        self.seen_ready = False
+        self.seen_members = {}      # member id: (load balancer id, status)
+        self.seen_listeners = {}    # listener id: (lb id, statistics)
+        self._metrics = None
 
     # -- what the contract publishes ------------------------------------
 
@@ -380,7 +394,8 @@ class L7Agent:
         # The signed state first (a cast, queued): with authentication on
         # the controller takes an L7 SE into the L4 pools only once it
         # reported, at the addresses of its report.
-        self.controller.report_state(self.se_id, self.se_group, self.state())
+        state = self.state()
+        self.controller.report_state(self.se_id, self.se_group, state)
         if self.publisher is not None:
             self._publish(self.capabilities())
         statuses = member_statuses(self.engine)
@@ -388,11 +403,18 @@ class L7Agent:
             self.controller.report_member_status(
                 self.se_id, self.se_group, self.engine.generation, statuses)
             self._reported_statuses = statuses
+        self.seen_ready = state['ready']
+        lbs = {m: lb_id for lb_id in self.engine.members
+               for m in self.engine.members_of(lb_id)}
+        self.seen_members = {m: (lbs.get(m, ''), status)
+                             for m, status in statuses.items()}
 
     def report_stats(self):
-        self.controller.report_stats(self.se_id, self.se_group,
-                                     {'listeners': listener_stats(
-                                         self.engine), 'members': {}})
+        listeners = listener_stats_of_lbs(self.engine)
+        self.controller.report_stats(self.se_id, self.se_group, {
+            'listeners': {lid: stats for lid, (_lb, stats) in
+                          listeners.items()}, 'members': {}})
+        self.seen_listeners = listeners
         # A heartbeat at the stats pace: the state again, changed or not
         # (a report lost on its way -- a cast while the controller's
         # database was away -- must not leave Octavia with an old status);
@@ -436,6 +458,8 @@ class L7Agent:
                                   verify=self.trust and
                                   self.trust.check_notification))
             self._rpc_server.start()
+        # Here, in the namespace the agent started in, not the SE's.
+        self._metrics = metrics_mod.start(self.conf, self)
         self._go.set()
 
     def _run(self):
@@ -540,6 +564,9 @@ class L7Agent:
             self._rpc_server.wait()
         if self.publisher is not None:
             self.publisher.stop()
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
         # The UDP tables stay (kernel state, as the HAProxies do); their
         # health checks stop with the agent.
         self._safe(lambda: self.engine.udp.stop(remove=False))

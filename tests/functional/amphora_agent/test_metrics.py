@@ -46,13 +46,18 @@ class MetricsLab(agent_lab.AgentLab):
         return path
 
     def scrape(self, se):
-        """{(name, frozenset(labels)): value} of one scrape."""
-        url = f'http://127.0.0.1:{self.metrics_ports[se]}/metrics'
-        with urllib.request.urlopen(url, timeout=10) as answer:
-            text = answer.read().decode()
-        return {(s.name, frozenset(s.labels.items())): s.value
-                for family in parser.text_string_to_metric_families(text)
-                for s in family.samples}
+        return scrape(self.metrics_ports[se])
+
+
+def scrape(port):
+    """{(name, frozenset(labels)): value} of one scrape of the endpoint
+    on 127.0.0.1 `port`."""
+    url = f'http://127.0.0.1:{port}/metrics'
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        text = answer.read().decode()
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in parser.text_string_to_metric_families(text)
+            for s in family.samples}
 
 
 @pytest.fixture

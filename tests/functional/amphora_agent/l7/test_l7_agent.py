@@ -25,6 +25,7 @@ from dsr_wire import membership as membership_mod
 from tests.functional.amphora_agent.l7.conftest import L7_SES
 from tests.functional.amphora_agent.l7.test_tier2_path import document
 from tests.functional.amphora_agent.l7.test_tier2_path import served_by
+from tests.functional.amphora_agent import test_metrics as metrics_lab
 from tools.lab import agent_lab
 from tools.lab import l7_ses
 from tools.lab import netns
@@ -63,6 +64,14 @@ def agents(tier2):
     observer.start()
     lab.observer = observer
 
+    lab.metrics_ports = {}
+
+    def metrics_section(name):
+        """[metrics] on, for an agent started here (its endpoint is in
+        this namespace, as it runs where the agent starts)."""
+        port = lab.metrics_ports[name] = metrics_lab._free_port()
+        return f'[metrics]\nenabled = true\nport = {port}'
+
     def config(name, netns_name=None):
         auth.generate_key(os.path.join(keys, f'{name}.key'))
         path = os.path.join(lab.root, f'{name}.conf')
@@ -79,6 +88,7 @@ stats_interval = 1
 resync_interval = 5
 drain_wait = 1.0
 {f'netns = {netns_name}' if netns_name else ''}
+{metrics_section(name) if netns_name else ''}
 [coordination]
 backend_url = {lab.redis}
 [auth]
@@ -157,6 +167,36 @@ def test_l7_agents_apply_signed_snapshot_and_publish_ready(tier2, agents):
                     .get('listeners', {}).get('li-http') or {})
         return listener.get('total_connections', 0) > 0
     netns.wait_for(m2_served, 60, 'a connection served by m2\'s HAProxy')
+
+    # m2's Prometheus endpoint: what it serves, and its counters follow
+    # the traffic (as of its last statistics report, every second here).
+    def scrape(name):
+        return metrics_lab.scrape(agents.metrics_ports[name])
+    samples = scrape('m2')
+    value = metrics_lab.value
+    assert value(samples, 'octavia_dsr_agent_info', role='tier2',
+                 se_id=ids['m2']) == 1
+    assert value(samples, 'octavia_dsr_applied_generation') == 1
+    assert value(samples, 'octavia_dsr_l7_load_balancers',
+                 status='ACTIVE') == 1
+    netns.wait_for(lambda: value(scrape('m2'), 'octavia_dsr_l7_ready') == 1,
+                   30, 'm2 ready, by its metrics')
+    assert metrics_lab.total(samples, 'octavia_dsr_l7_members') == 3
+
+    def connections():
+        return value(scrape('m2'), 'octavia_dsr_l7_listener_connections_'
+                     'total', listener='li-http')
+    before = connections()
+    assert before > 0
+    received = value(samples, 'octavia_dsr_l7_listener_received_bytes_'
+                     'total', listener='li-http')
+
+    def more_through_m2():
+        topo.http_get(netns.VIP4, source_port=next(ports))
+        return connections() > before
+    netns.wait_for(more_through_m2, 60, 'm2\'s connection counter to move')
+    assert value(scrape('m2'), 'octavia_dsr_l7_listener_received_bytes_'
+                 'total', listener='li-http') > received
 
     def published():
         members = agents.observer.members()

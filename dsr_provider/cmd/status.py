@@ -395,8 +395,9 @@ def render_table(view):
             issues = '; '.join(([auth.shown(se['error'], 300)]
                                 if se['error'] else []) +
                                [p for p in se['problems'] if p != 'error'])
-            rows.append((se['se_id'], se['applied_generation'],
-                         se['ring_abi'] or '?', bgp,
+            # '?': an older agent; '-': an L7 SE, which builds no ring.
+            abi = '-' if g['role'] == 'tier2' else se['ring_abi'] or '?'
+            rows.append((se['se_id'], se['applied_generation'], abi, bgp,
                          len(se['bgp']['announced']), capacity,
                          _age(se['last_report_age_s']), issues or '-'))
         if len(rows) > 1:

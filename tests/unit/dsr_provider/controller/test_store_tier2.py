@@ -500,6 +500,9 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
     ses = {se['se_id']: se for g in view['se_groups'] for se in g['ses']}
     assert ses['se-c']['problems'] == ['not in the L4 rings']
     assert status.needs_attention(view)
+    se_c = next(line for line in status.render_table(view).splitlines()
+                if line.strip().startswith('se-c'))
+    assert se_c.split()[2] == '-'           # an L7 SE builds no ring
     # A refused L7 policy and rule are their load balancer's.
     with store.db.session() as s:
         s.get(models.L7Policy, 'pol1').rejected = 'policy refused'

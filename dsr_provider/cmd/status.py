@@ -388,8 +388,14 @@ def render_table(view):
             peers = se['bgp']['peers']
             bgp = (f'{se["bgp"]["established"]}/{len(peers)} up'
                    if peers else 'no peers')
-            capacity = ' '.join(f'{c["used"]}/{c["limit"]}'
-                                for c in se['capacity'].values()) or '-'
+            # One column per limit, in the legend's order ('-': a limit
+            # this SE does not report), so that no value shifts under
+            # another's name.
+            capacity = ' '.join(
+                f'{c["used"]}/{c["limit"]}' if c else '-'
+                for c in (se['capacity'].get(label)
+                          for _key, label in _CAPACITY)) \
+                if se['capacity'] else '-'
             # What an SE reported is shown escaped (auth.shown): no
             # terminal control sequences from a report.
             issues = '; '.join(([auth.shown(se['error'], 300)]
@@ -405,8 +411,9 @@ def render_table(view):
         else:
             lines.append('  no SE')
         if g['ses']:
-            lines.append('  (capacity: listeners members largest-pool '
-                         'ring-slots, used/limit)')
+            lines.append('  (capacity: ' + ' '.join(
+                label.replace(' ', '-') for _key, label in _CAPACITY)
+                + ', used/limit as the controller counts them)')
         differing = g['load_balancers_not_as_desired']
         if differing:
             lines.append('  load balancers not as desired:')

@@ -73,6 +73,13 @@ def test_a_healthy_group(store):
     json.dumps(view)
     text = status.render_table(view)
     assert 'se1' in text and '1/1 up' in text and 'MISMATCH' not in text
+    # A column per limit, in the legend's order; '-' for allowed cidrs,
+    # which these SEs do not report.
+    se1_line = next(line for line in text.splitlines()
+                    if line.strip().startswith('se1'))
+    assert ' 2/8 2/100 1/65537 8002/20000 - ' in se1_line, se1_line
+    assert ('(capacity: listeners members largest-pool ring-slots '
+            'allowed-cidrs, used/limit') in text
 
 
 def test_ring_abi_mismatch_lagging_se_and_rejections_are_flagged(store):

@@ -23,8 +23,10 @@ from prometheus_client import registry as registry_mod
 from amphora_agent.bgp import sessions
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
+from amphora_agent.l7 import metrics as l7_metrics
 from amphora_agent import metrics
 from amphora_agent import opts
+from tests.unit.amphora_agent.l7 import test_metrics as test_l7_metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
 
@@ -359,8 +361,11 @@ def test_dashboard_names_only_exposed_metrics_and_labels(tmp_path):
         samples = _collect(collector)
     finally:
         collector.unhook()
+    # An L7 SE's (amphora_agent/l7/metrics.py), from a scrape.
+    l7_samples = _collect(l7_metrics.L7Collector(test_l7_metrics.agent()))
+    exposed |= {name for name, _labels in l7_samples}
     labels_of = {}
-    for name, labels in samples:
+    for name, labels in list(samples) + list(l7_samples):
         labels_of.setdefault(name, set()).update(k for k, _ in labels)
     dashboard = json.loads((ROOT / 'etc' / 'grafana' /
                             'octavia-dsr-agents.json').read_text())

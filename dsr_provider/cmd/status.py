@@ -263,6 +263,9 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                 'draining': m.draining,
                 # Left out of these objects' L4 pools (ERROR there).
                 'unserved': m.unserved or {}})
+        # Why the leader left L7 SEs out of the L4 rings (its last look).
+        left_out = {(r.l7_se_group, r.se_id): r for r in s.query(
+            models.L7SELeftOut)}
         owners = _owners(s)
         pending = _pending(s)
         rejected = _controller_rejections(s)
@@ -299,9 +302,14 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                 for se in ses:
                     if se['reported'] and se['se_id'] not in in_rings \
                             and se['last_report_age_s'] <= stale_after:
-                        # The leader left it out: not ready, draining done,
-                        # seal not fresh, flap damping (its log says).
-                        se['problems'].append('not in the L4 rings')
+                        why = left_out.get((name, se['se_id']))
+                        se['left_out'] = None if why is None else {
+                            'reason': why.reason, 'since': why.since}
+                        # The reason may quote a tooz entry: escaped.
+                        se['problems'].append(
+                            'not in the L4 rings' + ('' if why is None else
+                                                     ': ' + auth.shown(
+                                                         why.reason, 200)))
             result.append({
                 'se_group': name,
                 'role': 'tier2' if tier2 else 'tier1',

@@ -175,6 +175,19 @@ class L7SEMember(Base):
     unserved = sa.Column(JSONText)
 
 
+class L7SELeftOut(Base):
+    """Why the leader left an L7 SE of an L7 group out of the L4 pools at
+    its last look (controller/tier2.py), written when that changes: what
+    dsr-status shows of an L7 SE that reports but is not in the rings."""
+
+    __tablename__ = 'l7_se_left_out'
+    l7_se_group = sa.Column(sa.String(64), primary_key=True)
+    se_id = sa.Column(sa.String(128), primary_key=True)
+    reason = sa.Column(LONG_TEXT, nullable=False)
+    # When the leader first gave this reason (epoch seconds).
+    since = sa.Column(sa.Double, nullable=False)
+
+
 class PendingStatus(Base):
     """A provisioning status owed to Octavia once the agents applied
     `generation` (or rejected it)."""

@@ -1666,6 +1666,25 @@ class Store:
                 role=l7_snapshot.ROLE))
             return sorted(named)
 
+    def set_l7_left_out(self, l7_group, reasons):
+        """Record why the leader left L7 SEs of l7_group out of the L4
+        pools ({se_id: reason}, replacing the group's): a reason kept
+        keeps its time."""
+        now = time.time()
+        with self.db.session() as s:
+            rows = {r.se_id: r for r in s.query(
+                models.L7SELeftOut).filter_by(l7_se_group=l7_group)}
+            for se_id, row in rows.items():
+                if reasons.get(se_id) != row.reason:
+                    s.delete(row)
+            s.flush()
+            for se_id, reason in reasons.items():
+                kept = rows.get(se_id)
+                if kept is None or kept.reason != reason:
+                    s.add(models.L7SELeftOut(l7_se_group=l7_group,
+                                             se_id=se_id, reason=reason,
+                                             since=now))
+
     def l7_members(self, l7_group):
         """{se_id: {'tunnel_addresses': {...}, 'draining': bool}} as
         stored (what the L4 snapshots steer to)."""

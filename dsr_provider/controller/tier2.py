@@ -127,7 +127,8 @@ def trusted_only(database, members_of, reports_of=None,
 
     The returned function's `reports` ({group: what reports_of gave at
     its last call}) spares the watcher a second read of them in the same
-    look (MembershipWatcher.run_once).
+    look (MembershipWatcher.run_once); its `left_out` ({group: {se_id:
+    why}}) says whom its last call left out.
     """
     warned = {}     # se_id -> the last reason logged
     # (group, se_id) -> (its entry as read, key, what it opened to): an
@@ -135,7 +136,10 @@ def trusted_only(database, members_of, reports_of=None,
     # signature check costs about 0.15 ms.
     opened = {}
 
-    def warn_once(l7_group, se_id, reason):
+    def warn_once(l7_group, se_id, reason, enrolled=True):
+        if enrolled:    # a stranger's name is not recorded (any number)
+            members.left_out.setdefault(l7_group, {})[se_id] = \
+                f'its tooz entry is not believed: {reason}'
         if warned.get(se_id) == reason:
             return
         if len(warned) >= MISMATCHES_KEPT:
@@ -146,11 +150,13 @@ def trusted_only(database, members_of, reports_of=None,
                     l7_group, auth.shown(se_id), reason)
 
     def members(l7_group):
+        members.left_out[l7_group] = {}
         live = members_of(l7_group)
         keys = enrolment.keys_of(database, l7_group)
         for se_id in live:
             if se_id not in keys:
-                warn_once(l7_group, se_id, 'not enrolled in this group')
+                warn_once(l7_group, se_id, 'not enrolled in this group',
+                          enrolled=False)
         enrolled = [se_id for se_id in live if se_id in keys]
         reports = reports_of(l7_group, set(enrolled)) \
             if reports_of is not None and enrolled else {}
@@ -184,6 +190,7 @@ def trusted_only(database, members_of, reports_of=None,
             warned.pop(se_id, None)
         return result
     members.reports = {}
+    members.left_out = {}   # {group: {se_id: why}} of its last call
     return members
 
 
@@ -370,7 +377,7 @@ class SealClock:
 
 
 def ready_members(capabilities, reported=None, signed_only=False,
-                  on_mismatch=None):
+                  on_mismatch=None, left_out=None):
     """{se_id: capabilities} of a group's live members -> the L7 SEs of
     the L4 pools, {se_id: {'tunnel_addresses': {...}, 'draining': bool}}:
     the ready ones, and the draining ones (weight 0: no new flows, while
@@ -391,24 +398,36 @@ def ready_members(capabilities, reported=None, signed_only=False,
     old one may be dead or another host's) leaves it out
     (on_mismatch(se_id, claimed, reported) is told); an L7 agent from
     before reported addresses (none in its state) is believed from tooz,
-    as before."""
+    as before.  left_out: a dict given {se_id: why} of those left out.
+
+    """
     reported = reported or {}
+    left_out = {} if left_out is None else left_out
     result = {}
     for se_id, caps in capabilities.items():
-        if not isinstance(caps, dict) or caps.get('role') != ROLE or (
-                caps.get('ready') is not True and
-                caps.get('draining') is not True):
+        if not isinstance(caps, dict) or caps.get('role') != ROLE:
+            left_out[se_id] = 'not an L7 SE (its role is ' + repr(
+                caps.get('role') if isinstance(caps, dict) else None) + ')'
+            continue
+        if caps.get('ready') is not True and \
+                caps.get('draining') is not True:
+            left_out[se_id] = 'not ready'
             continue
         report = reported.get(se_id)
         if signed_only and not (report or {}).get('stated'):
-            continue        # its state not heard from over RPC yet
+            # Its state not heard from over RPC yet.
+            left_out[se_id] = 'no signed report_state of it stored yet'
+            continue
         addresses = tunnel_addresses(caps.get('tunnel_addresses'), se_id)
         if addresses is None:
+            left_out[se_id] = 'no usable tunnel address'
             continue
         signed = (report or {}).get('tunnel_addresses')
         if signed_only and signed and addresses != signed:
             if on_mismatch is not None:
                 on_mismatch(se_id, addresses, signed)
+            left_out[se_id] = ('its tooz entry names other tunnel addresses '
+                               'than its signed report_state')
             continue
         result[se_id] = {'tunnel_addresses': addresses,
                          'draining': caps.get('draining') is True}
@@ -498,6 +517,9 @@ class MembershipWatcher:
         # {l7 group: L7 contract version last seen}: empty in a new term.
         self._contracts = {}
         self._groups = None         # the L7 groups, as last read
+        # {l7 group: {se_id: why}} last written (Store.set_l7_left_out):
+        # empty in a new term, so that its first look writes them.
+        self._left_out = {}
         self._groups_read = 0.0
         self._groups_stale = False
 
@@ -540,15 +562,26 @@ class MembershipWatcher:
                     # The backend was away or stalled: the agents could
                     # not seal meanwhile either.
                     self._seals.restart(l7_group)
+                left_out = dict(getattr(self.members_of, 'left_out',
+                                        {}).pop(l7_group, None) or {})
                 # With authentication on, a sealed entry counts while its
                 # seal moves on (a copy of a dead SE's does not).
                 serving = self._seals.fresh(l7_group, live, reports) \
                     if self.signed_only else live
+                left_out.update(dict.fromkeys(
+                    set(live) - set(serving), 'its sealed capabilities did '
+                    'not move on lately (not signed again, or shown late: '
+                    'the leader\'s log says which)'))
                 members = ready_members(
                     serving, reports, signed_only=self.signed_only,
-                    on_mismatch=self._mismatch)
+                    on_mismatch=self._mismatch, left_out=left_out)
                 if self._damping is not None:
-                    members = self._damping.admit(l7_group, members)
+                    admitted = self._damping.admit(l7_group, members)
+                    left_out.update(dict.fromkeys(
+                        set(members) - set(admitted), 'kept out by flap '
+                        'damping (it left without draining too often '
+                        'lately)'))
+                    members = admitted
             except Exception as exc:  # noqa: BLE001 -- backend errors
                 if self._damping is not None:
                     self._damping.forget_look(l7_group)
@@ -568,6 +601,12 @@ class MembershipWatcher:
                 continue
             self._failing.discard(l7_group)
             groups = self.store.set_l7_members(l7_group, members)
+            if len(left_out) > MISMATCHES_KEPT:
+                # Bounded, whatever joins the group (unauthenticated).
+                left_out = dict(sorted(left_out.items())[:MISMATCHES_KEPT])
+            if self._left_out.get(l7_group) != left_out:
+                self.store.set_l7_left_out(l7_group, left_out)
+                self._left_out[l7_group] = left_out
             if groups:
                 LOG.info('L7 group %s: ready L7 SEs now %s (draining: %s; '
                          'not serving: %s); L4 group(s) %s get a new '

@@ -500,6 +500,12 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
     ses = {se['se_id']: se for g in view['se_groups'] for se in g['ses']}
     assert ses['se-c']['problems'] == ['not in the L4 rings']
     assert status.needs_attention(view)
+    # With the leader's reason, as its last look recorded it.
+    store.set_l7_left_out(L7G, {'se-c': 'kept out by flap damping'})
+    view = status.fleet(store.db)
+    ses = {se['se_id']: se for g in view['se_groups'] for se in g['ses']}
+    assert ses['se-c']['problems'] == [
+        'not in the L4 rings: kept out by flap damping']
     se_c = next(line for line in status.render_table(view).splitlines()
                 if line.strip().startswith('se-c'))
     assert se_c.split()[2] == '-'           # an L7 SE builds no ring

@@ -51,6 +51,9 @@ def test_only_enrolled_members_are_believed(store, caplog):
     assert l7.group_contract(seen) == l7.CONTRACT_VERSION
     assert caplog.text.count("entry of member intruder is not believed: "
                              "not enrolled in this group") == 1
+    # For the watcher, whom it left out of those enrolled: a stranger's
+    # name is not recorded (anybody can join with any number of names).
+    assert members_of.left_out == {'edge-l7': {}}
 
 
 def test_a_sealed_entry_is_believed_only_as_its_se_signed_it(
@@ -87,6 +90,8 @@ def test_a_sealed_entry_is_believed_only_as_its_se_signed_it(
 
     altered = dict(good, tunnel_addresses={'4': '203.0.113.66'})
     assert not believed(altered)
+    assert members_of.left_out == {'edge-l7': {   # for dsr-status
+        'l7a': 'its tooz entry is not believed: its seal: bad signature'}}
     assert not believed(dict(good, l7_contract=1))         # contract down
     assert not believed(dict(good, ready=False))
     # l7a's seal under l7b's name (both enrolled in the group).
@@ -194,6 +199,10 @@ def test_a_copy_of_a_dead_ses_entry_leaves_the_pools(store, tmp_path,
         clock.now += 10
         assert pool() == set()
     assert caplog.text.count('have not been signed again') == 1
+    with store.db.session() as s:       # what dsr-status shows of it
+        (why,) = s.query(models.L7SELeftOut).filter_by(se_id='l7a')
+        assert why.reason.startswith('its sealed capabilities did not '
+                                     'move on lately'), why.reason
     # An older seal of the same boot does not bring it back.
     live['l7a'] = sealer.seal(caps('198.18.7.1'))
     older = live['l7a']

@@ -156,6 +156,43 @@ def test_only_ready_tier2_members_with_a_tunnel_address_count(store):
                                                  'l7se:v6@l2']
 
 
+def left_out(store):
+    """{se_id: why} the leader recorded of L7G (Store.set_l7_left_out)."""
+    from dsr_provider.controller import models
+    with store.db.session() as s:
+        return {r.se_id: r.reason for r in s.query(
+            models.L7SELeftOut).filter_by(l7_se_group=L7G)}
+
+
+def test_the_leader_records_why_it_left_l7_ses_out(store):
+    """What dsr-status shows of an L7 SE that reports but is not in the
+    rings: the watcher's reason, written when it changes (not every
+    look), gone once the SE is in."""
+    store.create_loadbalancer(graph())
+    coord, watcher, _ = make(store)
+    coord.join(L7G, 'starting', **ready(ready=False))
+    coord.join(L7G, 'tier1', **ready(role='tier1'))
+    coord.join(L7G, 'no-address', **ready(address4='not-an-ip'))
+    coord.join(L7G, 'v6', **ready(address4=None, address6='2001:db8:7::6'))
+    writes = []
+    real = store.set_l7_left_out
+
+    def counted(*args):
+        writes.append(args)
+        return real(*args)
+    store.set_l7_left_out = counted
+    watcher.run_once()
+    assert left_out(store) == {
+        'starting': 'not ready', 'tier1': "not an L7 SE (its role is "
+        "'tier1')", 'no-address': 'no usable tunnel address'}
+    watcher.run_once()
+    assert len(writes) == 1                     # unchanged: not written
+    coord.join(L7G, 'starting', **ready())
+    watcher.run_once()
+    assert set(left_out(store)) == {'tier1', 'no-address'}
+    assert len(writes) == 2
+
+
 def test_an_unreadable_backend_keeps_the_last_set(store):
     store.create_loadbalancer(graph())
     coord, watcher, _ = make(store)
@@ -357,6 +394,8 @@ def test_the_watcher_damps_a_flapping_l7_se(store):
     watcher.run_once()
     assert [m[0] for m in l4_members(store)] == ['l7se:se-a@l2']
     assert damping.suppressed(L7G) == ['se-b']
+    assert left_out(store) == {'se-b': 'kept out by flap damping (it left '
+                               'without draining too often lately)'}
     stop, leading = threading.Event(), iter([False, True])
 
     def lead():

@@ -168,4 +168,3 @@ def test_a_change_an_se_does_not_run_stays_listed_after_its_status(store):
     report(store, 'se1', gen3)
     (group,) = status.fleet(store.db)['se_groups']
     assert group['load_balancers_not_as_desired'] == []
-

@@ -413,9 +413,12 @@ class AgentCollector(ScrapeCollector):
                    - sum(entries.values()))
         # The derived value drops when a listener goes (its inserts leave
         # the sum, its entries stay): add only its rises, so that the
-        # counter never goes back (a counter reset to Prometheus).
+        # counter never goes back (a counter reset to Prometheus).  It
+        # starts at 0 with the process, as counters do: the pinned
+        # dataplane's history is the baseline, not a first rise.
         last, self._evictions_derived = self._evictions_derived, derived
-        self._evictions += max(derived - (0 if last is None else last), 0)
+        if last is not None:
+            self._evictions += max(derived - last, 0)
         f.counter('conn_table_evictions', 'Estimated entries displaced '
                   'from the connection tables: the rises of flows inserted '
                   'minus entries present (LRU evictions, plus entries '

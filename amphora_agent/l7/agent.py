@@ -359,7 +359,8 @@ class L7Agent:
             self._reported_dead = dead
             self.report()
         if udp:
-            dead += engine.udp_missing()
+            # A new list: the reported one is the metrics' (read whole).
+            dead = dead + engine.udp_missing()
         failed = engine.failed()
         now = time.monotonic()
         retry = (failed or engine.unstopped) and now >= self._retry_at

@@ -56,7 +56,8 @@ class L7Collector(metrics.ScrapeCollector):
                               engine.rejected_objects())
         f.gauge('l7_ready', '1 while this L7 SE is ready (its HAProxies '
                 'run the applied generation, VIPs on lo, decapsulation '
-                'attached) and not draining.', [], [], int(agent.seen_ready))
+                'attached) and not draining.', [], [],
+                int(agent.seen_ready and not agent.draining))
         f.gauge('l7_draining', '1 while this L7 SE drains (weight 0 in '
                 'the L4 pools).', [], [], int(bool(agent.draining)))
         results = {}

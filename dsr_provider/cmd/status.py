@@ -174,7 +174,7 @@ def _needed(session, se_group, pending):
     applied to run it as desired}: its last change's
     (LoadBalancer.changed_generation, per tier), else -- a load balancer
     not changed since that was recorded -- what a change of it still
-    waiting for its status waits for."""
+    waiting for its status waits for (the later of the two)."""
     lbs = models.LoadBalancer
     needed = dict(pending.get(se_group, {}))
     for lb_id, l7_group, changed, l4_changed in session.query(
@@ -185,7 +185,7 @@ def _needed(session, se_group, pending):
         generation = l4_changed if l7_group and l7_group != se_group \
             else changed
         if generation:
-            needed[lb_id] = generation
+            needed[lb_id] = max(generation, needed.get(lb_id, 0))
     return needed
 
 

@@ -1923,6 +1923,19 @@ class Store:
                 p.generation = group.generation
             if p.also_se_group == se_group and p.also_generation:
                 p.also_generation = group.generation
+        # What the SEs run is not the restored desired state: each load
+        # balancer it serves is as desired once they apply the new one
+        # (dsr-status).
+        lbs = models.LoadBalancer
+        session.query(lbs).filter(sa.or_(
+            sa.and_(lbs.l7_se_group.is_(None), lbs.se_group == se_group),
+            lbs.l7_se_group == se_group)).update(
+                {lbs.changed_generation: group.generation},
+                synchronize_session=False)
+        session.query(lbs).filter(lbs.l7_se_group.isnot(None),
+                                  lbs.se_group == se_group).update(
+            {lbs.l4_changed_generation: group.generation},
+            synchronize_session=False)
         return True
 
 

@@ -276,13 +276,22 @@ def test_conn_table_evictions_never_go_back(tmp_path):
     collector = metrics.AgentCollector(agent, str(tmp_path))
     collector._dp = dp
     name = ('octavia_dsr_conn_table_evictions_total', frozenset())
-    assert _collect(collector)[name] == 50    # 200 inserted, 150 present
+    # 200 inserted, 150 present: the pinned dataplane's history is the
+    # baseline, the counter starts at 0 with the process (an agent
+    # restarted after a listener was deleted must not read less).
+    assert _collect(collector)[name] == 0
+    dp.listeners[0]['new_flows'] = 120      # 20 more evicted
+    assert _collect(collector)[name] == 20
     # Listener l2 deleted: its 100 inserts leave the sum, its entries stay.
     del dp.listeners[1]
-    assert _collect(collector)[name] == 50
+    assert _collect(collector)[name] == 20
     # New flows of l1 evict 30 more entries (the table stays full).
-    dp.listeners[0]['new_flows'] = 130
-    assert _collect(collector)[name] == 80
+    dp.listeners[0]['new_flows'] = 150
+    assert _collect(collector)[name] == 50
+    # A restarted agent (a new collector) over the same pins: from 0.
+    again = metrics.AgentCollector(agent, str(tmp_path))
+    again._dp = dp
+    assert _collect(again)[name] == 0
 
 
 def test_probe_counts_kept_while_a_member_is_applied(tmp_path):

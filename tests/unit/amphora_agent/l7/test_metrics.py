@@ -75,6 +75,15 @@ def test_member_series_can_be_turned_off(member_series):
         ('lb', 'lb1'), ('status', 'ERROR')})) in got
 
 
+def test_a_draining_se_is_not_ready_at_once():
+    """Ready is as of the last report; draining is now: not both."""
+    draining = agent()
+    draining.draining = True
+    got = samples(metrics.L7Collector(draining))
+    assert got[('octavia_dsr_l7_ready', frozenset())] == 0
+    assert got[('octavia_dsr_l7_draining', frozenset())] == 1
+
+
 def test_a_failing_part_is_counted_and_the_rest_answers():
     broken = agent()
     broken.seen_listeners = None            # not a dict: that part fails

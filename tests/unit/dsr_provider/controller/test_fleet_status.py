@@ -168,3 +168,26 @@ def test_a_change_an_se_does_not_run_stays_listed_after_its_status(store):
     report(store, 'se1', gen3)
     (group,) = status.fleet(store.db)['se_groups']
     assert group['load_balancers_not_as_desired'] == []
+
+
+def test_what_changes_nothing_records_no_generation(store):
+    """LoadBalancer.changed_generation moves with a change the SEs must
+    run, not with one refused whole (over capacity: nothing stored runs
+    differently), and a deleted load balancer records nothing."""
+    store.live_agents = lambda group: {'se1'}   # its limits enforced
+    gen = store.create_loadbalancer(lb(1, listeners=8))
+    report(store, 'se1', gen)
+
+    def changed():
+        with store.db.session() as s:
+            row = s.get(models.LoadBalancer, 'lb1')
+            return None if row is None else row.changed_generation
+    assert changed() == gen
+    store.put_listener({
+        'listener_id': 'l1-9', 'loadbalancer_id': 'lb1', 'protocol': 'TCP',
+        'protocol_port': 99, 'admin_state_up': True})
+    with store.db.session() as s:
+        assert s.get(models.Listener, 'l1-9').rejected
+    assert changed() == gen
+    store.delete_loadbalancer('lb1')
+    assert changed() is None

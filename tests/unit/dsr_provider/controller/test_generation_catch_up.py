@@ -106,3 +106,29 @@ def test_a_generation_out_of_range_is_ignored(store):
                            generation_floor=bogus)
     with store.db.session() as s:
         assert s.get(models.SEGroup, 'g1').generation == gen
+
+
+def test_after_a_catch_up_the_fleet_view_waits_for_the_new_generation(
+        store):
+    """dsr-status judges a load balancer by its last change's generation
+    (LoadBalancer.changed_generation): after a catch-up the SEs run what
+    the restored database does not hold, so every load balancer of the
+    group is as desired only once they apply the new generation -- and
+    one they refuse is listed, also after its status was sent."""
+    from dsr_provider.cmd import status
+    backup = store.create_loadbalancer(graph())
+    store.record_agent('se1', 'g1', applied_generation=backup + 5)  # ahead
+    with store.db.session() as s:
+        caught_up = s.get(models.SEGroup, 'g1').generation
+        assert s.get(models.LoadBalancer, 'lb1').changed_generation == \
+            caught_up == backup + 6
+    store.record_agent('se1', 'g1', applied_generation=backup + 5,
+                       rejected_generation=caught_up)
+    with store.db.session() as s:
+        s.query(models.PendingStatus).delete()      # the verdicts were sent
+    (group,) = status.fleet(store.db)['se_groups']
+    (lb1,) = group['load_balancers_not_as_desired']
+    assert lb1['reasons'] == [f'generation {caught_up} refused by se1']
+    store.record_agent('se1', 'g1', applied_generation=caught_up)
+    (group,) = status.fleet(store.db)['se_groups']
+    assert group['load_balancers_not_as_desired'] == []

@@ -138,7 +138,8 @@ class _ProbeStats:
         self._pool_of = pool_of
         self._per_member = per_member
         self._results = {}      # member -> [ok, failed]
-        self._latency = {}      # (lb, pool) -> [sum, counts per bucket]
+        # (lb, pool) -> [sum, counts per bucket, failed probes]
+        self._latency = {}
 
     def record(self, key, scheduled, started, finished, ok):
         duration = max(finished - started, 0.0)
@@ -155,20 +156,22 @@ class _ProbeStats:
                 latency = self._latency.get(where)
                 if latency is None:
                     latency = self._latency[where] = [
-                        0.0, [0] * (len(PROBE_BUCKETS) + 1)]
+                        0.0, [0] * (len(PROBE_BUCKETS) + 1), 0]
                 latency[0] += duration
                 latency[1][index] += 1
+                latency[2] += 0 if ok else 1
 
     def snapshot(self, members, pools):
-        """({member: (ok, failed)}, {(lb, pool): (sum, counts)}), copies;
-        entries of other members and pools are forgotten."""
+        """({member: (ok, failed)}, {(lb, pool): (sum, counts, failed)}),
+        copies; entries of other members and pools are forgotten."""
         with self._lock:
             for key in [k for k in self._results if k not in members]:
                 del self._results[key]
             for key in [k for k in self._latency if k not in pools]:
                 del self._latency[key]
             return ({k: tuple(v) for k, v in self._results.items()},
-                    {k: (v[0], list(v[1])) for k, v in self._latency.items()})
+                    {k: (v[0], list(v[1]), v[2])
+                     for k, v in self._latency.items()})
 
 
 class Families:
@@ -563,7 +566,8 @@ class AgentCollector(ScrapeCollector):
                     'status (the health monitor\'s, NO_MONITOR without '
                     'one).', ['lb', 'pool', 'status'], [lb, pool, status],
                     count)
-        for (lb, pool), (seconds, counts) in sorted(latency.items()):
+        for (lb, pool), (seconds, counts, failed) in sorted(
+                latency.items()):
             cumulative, buckets = 0, []
             for bound, count in zip(_BUCKET_LABELS, counts):
                 cumulative += count
@@ -572,6 +576,11 @@ class AgentCollector(ScrapeCollector):
                         'probe of a pool\'s members took (to its answer or '
                         'its timeout).', ['lb', 'pool'], [lb, pool], buckets,
                         seconds)
+            # Per pool as well: with member_series off, the only count of
+            # failures.
+            f.counter('health_pool_failed_probes', 'Health probes of a '
+                      'pool\'s members that failed.', ['lb', 'pool'],
+                      [lb, pool], failed)
         stats = health.stats() if hasattr(health, 'stats') else {}
         if 'skipped_slots' in stats:
             f.counter('health_skipped_probes', 'Probe slots skipped '

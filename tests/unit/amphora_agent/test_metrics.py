@@ -260,6 +260,8 @@ def test_series_per_member_and_member_series_off(tmp_path):
                         frozenset(pool.items()))] == 2 * len(members)
         assert samples[('octavia_dsr_pool_members', frozenset(
             dict(pool, status='ONLINE').items()))] == len(members)
+        assert samples[('octavia_dsr_health_pool_failed_probes_total',
+                        frozenset(pool.items()))] == len(members)
     # member_health, health_probes_total ok|failed, and the 4 traffic
     # series of its one dataplane member; none with member_series false.
     assert per_member == {True: [3 + 4] * 3, False: [0] * 3}

@@ -40,6 +40,10 @@ _CLI_OPTS = [
                       'seconds is flagged stale (agents report at least '
                       'every [agent] stats_interval, 10 s by default).'),
 ]
+# Seconds a report may seem stored ahead of this host's clock before the
+# skew is shown (the controllers' and this host's clocks on NTP agree
+# within milliseconds).
+CLOCK_SKEW = 5.0
 _CAPACITY = (('max_listeners', 'listeners'), ('max_members', 'members'),
              ('ring_size', 'largest pool'), ('ring_slots', 'ring slots'),
              ('max_cidrs', 'allowed cidrs'))
@@ -127,7 +131,7 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
     for key, label in _CAPACITY:
         if usage is not None and key in limits:
             capacity[label] = {'used': usage[key], 'limit': limits[key]}
-    age = max(now - row.updated_at, 0.0)
+    age = now - row.updated_at
     view = {
         'se_id': row.se_id, 'reported': True,
         'applied_generation': row.applied_generation,
@@ -145,7 +149,7 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
         'rejected_objects': sum(len(v) for v in
                                 (row.rejected_objects or {}).values()),
         'last_report': row.updated_at,
-        'last_report_age_s': round(age, 1),
+        'last_report_age_s': round(max(age, 0.0), 1),
     }
     problems = []
     if view['behind']:
@@ -156,6 +160,11 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
         problems.append('not serviceable')
     if age > stale_after:
         problems.append(f'no report for {age:.0f} s')
+    elif age < -CLOCK_SKEW:
+        # Stored by a controller whose clock is ahead of this host's (or
+        # this one's behind): what "last report" says is then wrong.
+        problems.append(f'last report stored {-age:.0f} s ahead of this '
+                        'host\'s clock (clock skew: NTP)')
     if peers and view['bgp']['established'] < len(peers):
         problems.append('BGP session down')
     for name, helper in sorted(view['helpers'].items()):

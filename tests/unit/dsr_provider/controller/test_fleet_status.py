@@ -122,6 +122,12 @@ def test_enrolled_silent_and_stale_ses(store):
     assert ses['se9'] == {'se_id': 'se9', 'reported': False,
                           'problems': ['enrolled, never reported']}
     assert any(p.startswith('no report for') for p in ses['se1']['problems'])
+    # This host's clock 60 s behind the controller's: said, not hidden.
+    view = status.fleet(store.db, stale_after=5, now=time.time() - 60)
+    (se1,) = [se for se in view['se_groups'][0]['ses']
+              if se['se_id'] == 'se1']
+    assert se1['last_report_age_s'] == 0
+    assert any('ahead of this host\'s clock' in p for p in se1['problems'])
     assert status.fleet(store.db, se_group='other')['se_groups'] == []
 
 

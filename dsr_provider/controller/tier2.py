@@ -695,6 +695,8 @@ class MembershipWatcher:
         while not stop.wait(interval):
             if not leading():
                 self._groups = None     # a new term reads them afresh
+                # Another leader may have written other reasons meanwhile.
+                self._left_out = {}
                 if self._damping is not None:
                     self._damping.new_term()
                 continue

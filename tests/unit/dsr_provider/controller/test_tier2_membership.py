@@ -191,6 +191,18 @@ def test_the_leader_records_why_it_left_l7_ses_out(store):
     watcher.run_once()
     assert set(left_out(store)) == {'tier1', 'no-address'}
     assert len(writes) == 2
+    # A term it did not lead: another leader may have written meanwhile,
+    # so its next term's first look writes again.
+    stop, leading = threading.Event(), iter([False, True])
+
+    def lead():
+        try:
+            return next(leading)
+        except StopIteration:
+            stop.set()
+            return False
+    watcher.run(stop, lead, interval=0)
+    assert len(writes) == 3
 
 
 def test_an_unreadable_backend_keeps_the_last_set(store):

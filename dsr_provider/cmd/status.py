@@ -316,9 +316,10 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                             'reason': why.reason, 'since': why.since}
                         # The reason may quote a tooz entry: escaped.
                         se['problems'].append(
-                            'not in the L4 rings' + ('' if why is None else
-                                                     ': ' + auth.shown(
-                                                         why.reason, 200)))
+                            'not in the L4 rings: ' + (
+                                'no reason recorded (not in the coordination '
+                                'group, or no leader yet)' if why is None
+                                else auth.shown(why.reason, 200)))
             result.append({
                 'se_group': name,
                 'role': 'tier2' if tier2 else 'tier1',

@@ -1675,12 +1675,12 @@ class Store:
             rows = {r.se_id: r for r in s.query(
                 models.L7SELeftOut).filter_by(l7_se_group=l7_group)}
             for se_id, row in rows.items():
-                if reasons.get(se_id) != row.reason:
+                if se_id not in reasons:
                     s.delete(row)
-            s.flush()
+                elif reasons[se_id] != row.reason:
+                    row.reason, row.since = reasons[se_id], now
             for se_id, reason in reasons.items():
-                kept = rows.get(se_id)
-                if kept is None or kept.reason != reason:
+                if se_id not in rows:
                     s.add(models.L7SELeftOut(l7_se_group=l7_group,
                                              se_id=se_id, reason=reason,
                                              since=now))
@@ -1927,12 +1927,13 @@ class Store:
         # balancer it serves is as desired once they apply the new one
         # (dsr-status).
         lbs = models.LoadBalancer
-        session.query(lbs).filter(sa.or_(
+        session.query(lbs).filter(lbs.rejected.is_(None), sa.or_(
             sa.and_(lbs.l7_se_group.is_(None), lbs.se_group == se_group),
             lbs.l7_se_group == se_group)).update(
                 {lbs.changed_generation: group.generation},
                 synchronize_session=False)
-        session.query(lbs).filter(lbs.l7_se_group.isnot(None),
+        session.query(lbs).filter(lbs.rejected.is_(None),
+                                  lbs.l7_se_group.isnot(None),
                                   lbs.se_group == se_group).update(
             {lbs.l4_changed_generation: group.generation},
             synchronize_session=False)

@@ -127,8 +127,8 @@ def trusted_only(database, members_of, reports_of=None,
 
     The returned function's `reports` ({group: what reports_of gave at
     its last call}) spares the watcher a second read of them in the same
-    look (MembershipWatcher.run_once); its `left_out` ({group: {se_id:
-    why}}) says whom its last call left out.
+    look (MembershipWatcher.run_once); its `left_out_of(group)` ({se_id:
+    why}) says whom its last call in this thread left out.
     """
     warned = {}     # se_id -> the last reason logged
     # (group, se_id) -> (its entry as read, key, what it opened to): an
@@ -138,8 +138,12 @@ def trusted_only(database, members_of, reports_of=None,
 
     def warn_once(l7_group, se_id, reason, enrolled=True):
         if enrolled:    # a stranger's name is not recorded (any number)
-            members.left_out.setdefault(l7_group, {})[se_id] = \
-                f'its tooz entry is not believed: {reason}'
+            # A fixed text (a seal's refusal names its time): the log
+            # says more.
+            local.left_out.setdefault(l7_group, {})[se_id] = \
+                'its tooz entry is not believed: ' + (
+                    'its seal does not verify' if reason.startswith(
+                        'its seal:') else reason)
         if warned.get(se_id) == reason:
             return
         if len(warned) >= MISMATCHES_KEPT:
@@ -150,7 +154,7 @@ def trusted_only(database, members_of, reports_of=None,
                     l7_group, auth.shown(se_id), reason)
 
     def members(l7_group):
-        members.left_out[l7_group] = {}
+        local.left_out = {l7_group: {}}
         live = members_of(l7_group)
         keys = enrolment.keys_of(database, l7_group)
         for se_id in live:
@@ -190,7 +194,11 @@ def trusted_only(database, members_of, reports_of=None,
             warned.pop(se_id, None)
         return result
     members.reports = {}
-    members.left_out = {}   # {group: {se_id: why}} of its last call
+    # Whom its last call in this thread left out ({se_id: why}): the
+    # contract reader calls it from RPC threads too.
+    local = threading.local()
+    members.left_out_of = lambda l7_group: dict(
+        getattr(local, 'left_out', {}).get(l7_group, {}))
     return members
 
 
@@ -406,8 +414,9 @@ def ready_members(capabilities, reported=None, signed_only=False,
     result = {}
     for se_id, caps in capabilities.items():
         if not isinstance(caps, dict) or caps.get('role') != ROLE:
-            left_out[se_id] = 'not an L7 SE (its role is ' + repr(
-                caps.get('role') if isinstance(caps, dict) else None) + ')'
+            left_out[se_id] = 'not an L7 SE (its role is ' + auth.shown(
+                repr(caps.get('role') if isinstance(caps, dict) else None),
+                40) + ')'
             continue
         if caps.get('ready') is not True and \
                 caps.get('draining') is not True:
@@ -517,8 +526,9 @@ class MembershipWatcher:
         # {l7 group: L7 contract version last seen}: empty in a new term.
         self._contracts = {}
         self._groups = None         # the L7 groups, as last read
-        # {l7 group: {se_id: why}} last written (Store.set_l7_left_out):
-        # empty in a new term, so that its first look writes them.
+        # {l7 group: ({se_id: why}, when)} last written
+        # (Store.set_l7_left_out): empty in a new term, so that its first
+        # look writes them.
         self._left_out = {}
         self._groups_read = 0.0
         self._groups_stale = False
@@ -562,8 +572,9 @@ class MembershipWatcher:
                     # The backend was away or stalled: the agents could
                     # not seal meanwhile either.
                     self._seals.restart(l7_group)
-                left_out = dict(getattr(self.members_of, 'left_out',
-                                        {}).pop(l7_group, None) or {})
+                left_out_of = getattr(self.members_of, 'left_out_of',
+                                      None)
+                left_out = left_out_of(l7_group) if left_out_of else {}
                 # With authentication on, a sealed entry counts while its
                 # seal moves on (a copy of a dead SE's does not).
                 serving = self._seals.fresh(l7_group, live, reports) \
@@ -601,12 +612,7 @@ class MembershipWatcher:
                 continue
             self._failing.discard(l7_group)
             groups = self.store.set_l7_members(l7_group, members)
-            if len(left_out) > MISMATCHES_KEPT:
-                # Bounded, whatever joins the group (unauthenticated).
-                left_out = dict(sorted(left_out.items())[:MISMATCHES_KEPT])
-            if self._left_out.get(l7_group) != left_out:
-                self.store.set_l7_left_out(l7_group, left_out)
-                self._left_out[l7_group] = left_out
+            self._record_left_out(l7_group, left_out, reports)
             if groups:
                 LOG.info('L7 group %s: ready L7 SEs now %s (draining: %s; '
                          'not serving: %s); L4 group(s) %s get a new '
@@ -624,6 +630,30 @@ class MembershipWatcher:
         if bumped and self.on_change is not None:
             self.on_change()
         return bumped
+
+    def _record_left_out(self, l7_group, left_out, reports):
+        """Store why the group's L7 SEs that report are out of the L4
+        pools (what dsr-status shows of them) when that changed, or every
+        GROUPS_REFRESH (another leader may have written meanwhile: a
+        failover and back).  Only SEs that report (a row each): whatever
+        joins the backend under any name is not written.  A failed write
+        (two leaders for a moment) is logged, never the look's end: the
+        pools were already stored."""
+        left_out = {se_id: reason for se_id, reason in left_out.items()
+                    if se_id in reports}
+        last = self._left_out.get(l7_group)
+        if last is not None and last[0] == left_out and \
+                self._clock() - last[1] < GROUPS_REFRESH:
+            return
+        try:
+            self.store.set_l7_left_out(l7_group, left_out)
+        except Exception as exc:  # noqa: BLE001 -- a status hint only
+            self._left_out.pop(l7_group, None)
+            LOG.warning('L7 group %s: why its L7 SEs are out of the L4 '
+                        'pools not recorded (%s); again at the next look',
+                        l7_group, exc)
+            return
+        self._left_out[l7_group] = (left_out, self._clock())
 
     def _keep_heard(self, l7_group):
         """The group's membership cannot be read (authentication on: the
@@ -696,7 +726,7 @@ class MembershipWatcher:
             if not leading():
                 self._groups = None     # a new term reads them afresh
                 # Another leader may have written other reasons meanwhile.
-                self._left_out = {}
+                self._left_out.clear()
                 if self._damping is not None:
                     self._damping.new_term()
                 continue

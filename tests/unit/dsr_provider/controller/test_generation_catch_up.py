@@ -132,3 +132,17 @@ def test_after_a_catch_up_the_fleet_view_waits_for_the_new_generation(
     store.record_agent('se1', 'g1', applied_generation=caught_up)
     (group,) = status.fleet(store.db)['se_groups']
     assert group['load_balancers_not_as_desired'] == []
+
+
+def test_a_catch_up_gives_no_generation_to_a_load_balancer_refused_whole(
+        store):
+    """Nothing runs a load balancer refused whole: a catch-up leaves it
+    without a generation to wait for (it is listed for its refusal)."""
+    backup = store.create_loadbalancer(graph())
+    with store.db.session() as s:
+        row = s.get(models.LoadBalancer, 'lb1')
+        row.rejected, row.changed_generation = 'over capacity', None
+    store.record_agent('se1', 'g1', applied_generation=backup + 5)
+    with store.db.session() as s:
+        assert s.get(models.SEGroup, 'g1').generation == backup + 6
+        assert s.get(models.LoadBalancer, 'lb1').changed_generation is None

@@ -498,7 +498,9 @@ def test_the_fleet_view_shows_the_l7_ses_in_the_l4_rings(store):
         L7G)['generation'])
     view = status.fleet(store.db)
     ses = {se['se_id']: se for g in view['se_groups'] for se in g['ses']}
-    assert ses['se-c']['problems'] == ['not in the L4 rings']
+    assert ses['se-c']['problems'] == [
+        'not in the L4 rings: no reason recorded (not in the coordination '
+        'group, or no leader yet)']
     assert status.needs_attention(view)
     # With the leader's reason, as its last look recorded it.
     store.set_l7_left_out(L7G, {'se-c': 'kept out by flap damping'})

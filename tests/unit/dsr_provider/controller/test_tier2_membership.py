@@ -12,6 +12,7 @@ import pytest
 from tooz import coordination
 
 from dsr_provider.controller import l7_snapshot
+from dsr_provider.controller import models
 from dsr_provider.controller import tier2
 from dsr_wire import l7
 from dsr_wire import membership
@@ -158,7 +159,6 @@ def test_only_ready_tier2_members_with_a_tunnel_address_count(store):
 
 def left_out(store):
     """{se_id: why} the leader recorded of L7G (Store.set_l7_left_out)."""
-    from dsr_provider.controller import models
     with store.db.session() as s:
         return {r.se_id: r.reason for r in s.query(
             models.L7SELeftOut).filter_by(l7_se_group=L7G)}
@@ -174,6 +174,9 @@ def test_the_leader_records_why_it_left_l7_ses_out(store):
     coord.join(L7G, 'tier1', **ready(role='tier1'))
     coord.join(L7G, 'no-address', **ready(address4='not-an-ip'))
     coord.join(L7G, 'v6', **ready(address4=None, address6='2001:db8:7::6'))
+    coord.join(L7G, 'stranger', **ready(ready=False))   # never reported
+    for se_id in ('starting', 'tier1', 'no-address', 'v6'):
+        store.record_agent(se_id, L7G, applied_generation=0)
     writes = []
     real = store.set_l7_left_out
 
@@ -203,6 +206,63 @@ def test_the_leader_records_why_it_left_l7_ses_out(store):
             return False
     watcher.run(stop, lead, interval=0)
     assert len(writes) == 3
+
+
+def test_recording_why_is_never_the_end_of_a_look(store):
+    """Writing the reasons is a hint for dsr-status: when it fails (two
+    leaders for a moment of a failover), the look still stores and
+    announces the pools, and the next look writes again; unchanged
+    reasons are written again every GROUPS_REFRESH (another leader may
+    have written others meanwhile)."""
+    from sqlalchemy import exc as sa_exc
+    store.create_loadbalancer(graph())
+    coord = FakeCoordinator()
+    clock = fakes.Clock()
+    changes = []
+    watcher = tier2.MembershipWatcher(store, tier2.tooz_members(coord),
+                                      on_change=lambda: changes.append(1),
+                                      clock=clock)
+    coord.join(L7G, 'se-a', **ready())
+    coord.join(L7G, 'starting', **ready(ready=False))
+    store.record_agent('starting', L7G, applied_generation=0)
+    real, calls = store.set_l7_left_out, []
+
+    def failing(*args):
+        calls.append(args)
+        raise sa_exc.IntegrityError('INSERT', {}, Exception('duplicate'))
+    store.set_l7_left_out = failing
+    assert watcher.run_once() == [L4] and changes == [1]
+    assert [m[0] for m in l4_members(store)] == ['l7se:se-a@l2']
+    store.set_l7_left_out = real
+    watcher.run_once()
+    assert left_out(store) == {'starting': 'not ready'}
+    with store.db.session() as s:       # another leader's, meanwhile
+        s.query(models.L7SELeftOut).delete()
+    watcher.run_once()
+    assert left_out(store) == {}        # not looked at yet
+    clock.now += tier2.GROUPS_REFRESH
+    watcher.run_once()
+    assert left_out(store) == {'starting': 'not ready'}
+
+
+def test_another_threads_call_does_not_change_whom_a_look_left_out(store):
+    """The contract reader calls the same trusted_only from RPC threads:
+    what a look reads of whom it left out is its own call's."""
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+    from dsr_provider.controller import enrolment
+    enrolment.enrol(store.db, L7G, 'se-a',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
+    live = {'se-a': ready()}            # unsealed: no signed state says so
+    members_of = tier2.trusted_only(store.db, lambda group: dict(live),
+                                    store.l7_reports)
+    members_of(L7G)
+    mine = members_of.left_out_of(L7G)
+    assert list(mine) == ['se-a']
+    other = threading.Thread(target=lambda: (live.clear(),
+                                             members_of(L7G)))
+    other.start()
+    other.join()
+    assert members_of.left_out_of(L7G) == mine
 
 
 def test_an_unreadable_backend_keeps_the_last_set(store):
@@ -394,6 +454,7 @@ def test_the_watcher_damps_a_flapping_l7_se(store):
     store.create_loadbalancer(graph())
     coord = FakeCoordinator()
     coord.join(L7G, 'se-a', **ready())
+    store.record_agent('se-b', L7G, applied_generation=0)   # it reports
     damping = l7_damping.FlapDamping(half_life=60.0)
     watcher = tier2.MembershipWatcher(store, tier2.tooz_members(coord),
                                       damping=damping)

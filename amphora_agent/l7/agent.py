@@ -85,13 +85,6 @@ def listener_stats_of_lbs(engine, udp=True):
     return result
 
 
-def listener_stats(engine, udp=True):
-    """{listener id: Octavia's listener statistics} (udp: with the UDP
-    listeners')."""
-    return {listener_id: stats for listener_id, (_lb, stats) in
-            listener_stats_of_lbs(engine, udp).items()}
-
-
 def as_l7_document(document):
     """The L7 document to apply for what get_config answered.
 
@@ -581,8 +574,8 @@ class L7Agent:
         them minutes after their last packet, and a UDP flow steered to
         another L7 SE is DNATed afresh there, not reset."""
         return sum(stats.get('active_connections', 0)
-                   for stats in listener_stats(self.engine,
-                                               udp=False).values())
+                   for _lb, stats in listener_stats_of_lbs(
+                       self.engine, udp=False).values())
 
     def _wait_idle(self, timeout):
         """Wait (at weight 0 in the L4 rings, no new flow arrives) until

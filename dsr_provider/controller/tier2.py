@@ -136,14 +136,13 @@ def trusted_only(database, members_of, reports_of=None,
     # signature check costs about 0.15 ms.
     opened = {}
 
-    def warn_once(l7_group, se_id, reason, enrolled=True):
-        if enrolled:    # a stranger's name is not recorded (any number)
-            # A fixed text (a seal's refusal names its time): the log
-            # says more.
+    def warn_once(l7_group, se_id, reason, recorded=True):
+        """Log `reason` once; recorded: what left_out_of says (a fixed
+        text; False: nothing -- a stranger's name, of any number)."""
+        if recorded:
             local.left_out.setdefault(l7_group, {})[se_id] = \
                 'its tooz entry is not believed: ' + (
-                    'its seal does not verify' if reason.startswith(
-                        'its seal:') else reason)
+                    reason if recorded is True else recorded)
         if warned.get(se_id) == reason:
             return
         if len(warned) >= MISMATCHES_KEPT:
@@ -160,7 +159,7 @@ def trusted_only(database, members_of, reports_of=None,
         for se_id in live:
             if se_id not in keys:
                 warn_once(l7_group, se_id, 'not enrolled in this group',
-                          enrolled=False)
+                          recorded=False)
         enrolled = [se_id for se_id in live if se_id in keys]
         reports = reports_of(l7_group, set(enrolled)) \
             if reports_of is not None and enrolled else {}
@@ -184,7 +183,9 @@ def trusted_only(database, members_of, reports_of=None,
                 plain, seal = _opened(opened, caps, se_id, l7_group,
                                       keys[se_id], window, clock)
             except auth.AuthError as exc:
-                warn_once(l7_group, se_id, f'its seal: {exc}')
+                # The refusal names the seal's time: recorded without it.
+                warn_once(l7_group, se_id, f'its seal: {exc}',
+                          recorded='its seal does not verify')
                 continue
             if stated_boot and seal.boot != stated_boot:
                 warn_once(l7_group, se_id, 'sealed by another run of its '
@@ -406,9 +407,7 @@ def ready_members(capabilities, reported=None, signed_only=False,
     old one may be dead or another host's) leaves it out
     (on_mismatch(se_id, claimed, reported) is told); an L7 agent from
     before reported addresses (none in its state) is believed from tooz,
-    as before.  left_out: a dict given {se_id: why} of those left out.
-
-    """
+    as before.  left_out: a dict given {se_id: why} of those left out."""
     reported = reported or {}
     left_out = {} if left_out is None else left_out
     result = {}

@@ -157,6 +157,18 @@ def test_only_ready_tier2_members_with_a_tunnel_address_count(store):
                                                  'l7se:v6@l2']
 
 
+def run_terms(watcher, answers):
+    """watcher.run with leading() answering `answers` one look each, the
+    last as the run stops (True: that look runs too)."""
+    stop, answers = threading.Event(), list(answers)
+
+    def lead():
+        if len(answers) == 1:
+            stop.set()
+        return answers.pop(0)
+    watcher.run(stop, lead, interval=0)
+
+
 def left_out(store):
     """{se_id: why} the leader recorded of L7G (Store.set_l7_left_out)."""
     with store.db.session() as s:
@@ -196,15 +208,7 @@ def test_the_leader_records_why_it_left_l7_ses_out(store):
     assert len(writes) == 2
     # A term it did not lead: another leader may have written meanwhile,
     # so its next term's first look writes again.
-    stop, leading = threading.Event(), iter([False, True])
-
-    def lead():
-        try:
-            return next(leading)
-        except StopIteration:
-            stop.set()
-            return False
-    watcher.run(stop, lead, interval=0)
+    run_terms(watcher, [False, True, False])
     assert len(writes) == 3
 
 
@@ -469,15 +473,7 @@ def test_the_watcher_damps_a_flapping_l7_se(store):
     assert damping.suppressed(L7G) == ['se-b']
     assert left_out(store) == {'se-b': 'kept out by flap damping (it left '
                                'without draining too often lately)'}
-    stop, leading = threading.Event(), iter([False, True])
-
-    def lead():
-        try:
-            return next(leading)
-        except StopIteration:
-            stop.set()
-            return True
-    watcher.run(stop, lead, interval=0)
+    run_terms(watcher, [False, True, True])
     assert damping.suppressed(L7G) == []
     assert sorted(m[0] for m in l4_members(store)) == [
         'l7se:se-a@l2', 'l7se:se-b@l2']

@@ -185,6 +185,10 @@ class Agent:
         self._rpc_server = None
         self._thread = None
         self._reported_statuses = {}
+        # Connection-table entries at the last statistics report: the
+        # state reports' flows held (a walk of the table is not made for
+        # every state report).
+        self._flows_held = None
         # The last state reported, and who sends it again while the
         # worker is inside a long step (heartbeat.py).
         self._last_state = None
@@ -660,6 +664,15 @@ class Agent:
                                conn_table_size=dpc.conn_table_size,
                                ring_slots=dpc.ring_slots)
 
+    def _held(self):
+        """What this SE's dataplane holds against each of its limits
+        (capacity.Limits keys; conn_table_size: flows at the last
+        statistics report), or None before its first apply."""
+        held = self.dp.held() if self.dp is not None else None
+        if held is not None and self._flows_held is not None:
+            held['conn_table_size'] = self._flows_held
+        return held
+
     def _check_tunnel_sources(self, snap):
         """A member of a family this SE has no tunnel source for cannot be
         reached: reject that member alone."""
@@ -1113,6 +1126,9 @@ class Agent:
                  'announced': sorted(self.announced),
                  'rejected_objects': self._applied_rejected,
                  'limits': self._limits().to_dict()}
+        held = self._held()
+        if held is not None:
+            state['held'] = held
         state.update(self._runtime_state())
         state['ring_abi'] = maglev.ABI_VERSION
         state['bgp'] = self.bgp_sessions.report()
@@ -1148,10 +1164,11 @@ class Agent:
         """
         if self._plan is None:
             return {'listeners': {}, 'members': {}}
-        # flows_by_member() walks the connection table once; stats() need
-        # not walk it again for its total.
+        # conn_census() walks the connection table once; stats() need not
+        # walk it again for its total.
         raw = self.dp.stats(conn_table_entries=False)
-        active = self.dp.flows_by_member()
+        entries, active = self.dp.conn_census()
+        self._flows_held = sum(entries.values())
         listeners, members = {}, {}
         for item in raw['listeners']:
             lkey = model.ListenerKey.parse(item['listener'])

@@ -1122,6 +1122,14 @@ class Dataplane:
             lid: [(r.index, r.real.gen, r.address.packed) for r in lst]
             for lid, lst in reals.items()}
 
+    def held(self):
+        """Written.held() of what this process last wrote; None when it
+        keeps none (before its first apply, after one raised): reading
+        every map for it would cost a report seconds at 10,000
+        listeners."""
+        written = self._written
+        return None if written is None else written.held()
+
     def stats(self, conn_table_entries=True):
         """Counters summed over CPUs: SE-wide, per listener, per member;
         with conn_table_entries, the size of the connection table (a walk

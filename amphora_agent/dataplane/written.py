@@ -140,6 +140,23 @@ class Written:
         self.specs[key] = spec
         self.by_spec[id(spec)] = (key, spec)
 
+    # ----------------------------------------------------------- capacity
+    def held(self):
+        """What the maps hold, under the capacity.Limits keys it counts
+        against: dataplane listeners, member slots in use (a leaving
+        member keeps its slot until the rings stop pointing at it), the
+        most members of one listener, ring slots allocated, the most
+        allow-list prefixes of one family (both tries have the limit)."""
+        per_family = {4: 0, 6: 0}
+        for (family, _tag), nets in self.acls.items():
+            per_family[family] = per_family.get(family, 0) + len(nets)
+        return {'max_listeners': len(self.listeners),
+                'max_members': sum(map(len, self.slots.values())),
+                'ring_size': max(map(len, self.slots.values()), default=0),
+                'ring_slots': sum(v.ring_size
+                                  for v in self.listeners.values()),
+                'max_cidrs': max(per_family.values())}
+
     # ---------------------------------------------------------- reconcile
     def differences(self, live):
         """What differs between this and `live` (read from the maps), in

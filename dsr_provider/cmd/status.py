@@ -44,9 +44,12 @@ _CLI_OPTS = [
 # skew is shown (the controllers' and this host's clocks on NTP agree
 # within milliseconds).
 CLOCK_SKEW = 5.0
+# (limit key, label): the SE's limits, what it holds against each (its
+# report) and what the controller counts of the group's desired state
+# against each (none for flows: no object count reaches the flow table).
 _CAPACITY = (('max_listeners', 'listeners'), ('max_members', 'members'),
              ('ring_size', 'largest pool'), ('ring_slots', 'ring slots'),
-             ('max_cidrs', 'allowed cidrs'))
+             ('max_cidrs', 'allowed cidrs'), ('conn_table_size', 'flows'))
 
 
 def _owners(session):
@@ -127,10 +130,13 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
     bgp = row.bgp or {}
     peers = bgp.get('peers') or {}
     limits = row.limits or {}
+    held = row.held or {}
     capacity = {}
     for key, label in _CAPACITY:
-        if usage is not None and key in limits:
-            capacity[label] = {'used': usage[key], 'limit': limits[key]}
+        if key in limits:
+            capacity[label] = {'held': held.get(key),
+                               'used': (usage or {}).get(key),
+                               'limit': limits[key]}
     age = now - row.updated_at
     view = {
         'se_id': row.se_id, 'reported': True,
@@ -172,7 +178,9 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
                 None, 'running', 'disabled'):
             problems.append(f'{name} {helper.get("state")}')
     for label, c in capacity.items():
-        if c['used'] > c['limit']:
+        # The desired state does not fit (the controller's count), or,
+        # whatever it counts, the SE holds more than its limit.
+        if max(c['used'] or 0, c['held'] or 0) > c['limit']:
             problems.append(f'{label} over capacity')
     view['problems'] = problems
     return view
@@ -331,6 +339,11 @@ def fleet(database, se_group=None, stale_after=30.0, now=None):
                 # L7 groups: the ready L7 SEs in the L4 rings.
                 'l7_ses_in_l4_rings': l7_ses.get(name, []) if tier2
                 else None,
+                # The same for every SE of the group: shown once (an L7
+                # group's SEs program no dataplane).
+                'desired_use': None if tier2 else {
+                    label: usage[key] for key, label in _CAPACITY
+                    if key in usage},
                 'ring_abis': abis,
                 'ring_abi_mismatch': len(set(abis.values())) > 1,
                 'ses': ses,
@@ -367,6 +380,13 @@ def _table(rows):
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return ['  '.join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()
             for r in rows]
+
+
+def _held(c):
+    """One capacity cell: what the SE holds against its limit."""
+    if not c:
+        return '-'
+    return f'{"?" if c["held"] is None else c["held"]}/{c["limit"]}'
 
 
 def render_table(view):
@@ -410,9 +430,8 @@ def render_table(view):
             # this SE does not report), so that no value shifts under
             # another's name.
             capacity = ' '.join(
-                f'{c["used"]}/{c["limit"]}' if c else '-'
-                for c in (se['capacity'].get(label)
-                          for _key, label in _CAPACITY)) \
+                _held(c) for c in (se['capacity'].get(label)
+                                   for _key, label in _CAPACITY)) \
                 if se['capacity'] else '-'
             # What an SE reported is shown escaped (auth.shown): no
             # terminal control sequences from a report.
@@ -428,10 +447,17 @@ def render_table(view):
             lines += ['  ' + line for line in _table(rows)]
         else:
             lines.append('  no SE')
+        counted = g.get('desired_use')
+        if counted:
+            lines.append('  desired state, as the controller counts it: '
+                         + ', '.join(f'{counted[label]} {label}'
+                                     for _key, label in _CAPACITY
+                                     if label in counted))
         if g['ses']:
             lines.append('  (capacity: ' + ' '.join(
                 label.replace(' ', '-') for _key, label in _CAPACITY)
-                + ', used/limit as the controller counts them)')
+                + ': what each SE holds/its limit; ? not reported, - no '
+                'such limit)')
         differing = g['load_balancers_not_as_desired']
         if differing:
             lines.append('  load balancers not as desired:')

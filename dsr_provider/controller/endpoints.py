@@ -425,13 +425,15 @@ def _listener_stats(stats):
     return {'listeners': listeners if isinstance(listeners, dict) else {}}
 
 
-def _limits(value):
-    """The agent's capacity: positive integers under known keys."""
+def _per_limit(value, least):
+    """{limit key: integer >= least} of a report's dict (anything else
+    dropped), or None: the agent's capacity (least 1) or what its
+    dataplane holds against it (least 0)."""
     if not isinstance(value, dict):
         return None
     result = {k: v for k, v in value.items()
               if k in store_mod.LIMIT_KEYS and isinstance(v, int)
-              and not isinstance(v, bool) and v > 0}
+              and not isinstance(v, bool) and v >= least}
     return result or None
 
 
@@ -538,7 +540,8 @@ class AgentEndpoint:
             rejected_generation=state.get('rejected_generation'),
             error=state.get('error'),
             rejected_objects=_rejected_objects(state.get('rejected_objects')),
-            limits=_limits(state.get('limits')),
+            limits=_per_limit(state.get('limits'), 1),
+            held=_per_limit(state.get('held'), 0),
             helpers=state.get('helpers') or None,
             serviceable=state.get('serviceable'),
             ring_abi=_ring_abi(state.get('ring_abi')),

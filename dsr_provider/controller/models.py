@@ -261,6 +261,10 @@ class AgentState(Base):
     # {'max_listeners': n, 'max_members': n, 'ring_size': n,
     #  'conn_table_size': n}
     limits = sa.Column(JSONText)
+    # The same keys: what the SE's dataplane holds against each limit, as
+    # it counts it (conn_table_size: flows in its connection table); null:
+    # not reported (an L7 SE, an older agent, before its first apply).
+    held = sa.Column(JSONText)
     # {'bgp': {...}, 'health': {...}}: the agent's supervised helpers.
     helpers = sa.Column(JSONText)
     # False: the SE cannot forward and announces nothing; null: not said.

@@ -115,12 +115,29 @@ def test_fleet_view_of_a_live_lab(lab):
         assert view['load_balancers_not_as_desired'] == []
         for se in view['ses']:
             assert se['problems'] == [], se
-            assert se['capacity']['listeners'] == {'used': 1, 'limit': 8}
+            # The report that said generation gen was applied said what
+            # the SE's maps hold: one listener of two members.
+            assert se['capacity']['listeners'] == {'used': 1, 'limit': 8,
+                                                   'held': 1}
+            assert se['capacity']['members']['held'] == 2
             assert se['last_report_age_s'] < 30
             assert se['helpers']['bgp']['state'] == 'running'
         table = lab.dsr_status().stdout
         assert f'SE group {group}: generation {gen}' in table
         assert all(se in table for se in ses)
+
+        # Connections through the VIP: the SEs they crossed count their
+        # flows (each SE its own connection table) at their next
+        # statistics report.
+        connections = 6
+        for port in range(41000, 41000 + connections):
+            assert 'member=' in lab.topo.http_get(VIP4, source_port=port)
+
+        def flows_held():
+            return sum(se['capacity']['flows']['held'] or 0
+                       for se in group_view()['ses'])
+        netns.wait_for(lambda: flows_held() >= connections, 30,
+                       f'{connections} flows held by the SEs')
 
         # More listeners than an SE holds: the SEs leave the last out.
         gen2 = store.create_loadbalancer(lb_doc('lb2', '192.0.2.11', members,
@@ -128,8 +145,14 @@ def test_fleet_view_of_a_live_lab(lab):
         netns.wait_for(lambda: all(se.get('applied_generation') == gen2
                                    for se in group_view()['ses']), 60,
                        f'generation {gen2} applied')
-        (lb2,) = group_view()['load_balancers_not_as_desired']
+        view = group_view()
+        (lb2,) = view['load_balancers_not_as_desired']
         assert lb2['id'] == 'lb2'
+        # The desired state counts 9 listeners; each SE holds the 8 it
+        # has room for.
+        assert view['desired_use']['listeners'] == 9
+        assert {se['se_id']: se['capacity']['listeners']['held']
+                for se in view['ses']} == {se: 8 for se in ses}
         # Exactly the last listener, by each SE.
         assert len(lb2['reasons']) == 2, lb2
         assert all(any('listener lb2-l7' in r and 'max_listeners 8' in r

@@ -66,6 +66,7 @@ class FakeDataplane:
         self.refuse = None  # refuse(state) -> True: InvalidConfig
         self.full = []      # the full argument of every apply
         self.flood_guard_rates = []
+        self.flows = 0      # connection-table entries
 
     def apply(self, state, full=False):
         self.full.append(full)
@@ -82,8 +83,14 @@ class FakeDataplane:
     def stats(self, conn_table_entries=True):
         return {'listeners': [], 'members': []}
 
-    def flows_by_member(self):
-        return {}
+    def conn_census(self):
+        return {4: self.flows, 6: 0}, {}
+
+    def held(self):
+        """As Written.held: None before an apply."""
+        if self.applied is None:
+            return None
+        return {'max_listeners': len(self.applied.listeners)}
 
     def set_flood_guard_rate(self, rate):
         self.flood_guard_rates.append(rate)
@@ -191,6 +198,15 @@ def test_a_bad_monitor_is_rejected_alone_and_everything_else_applies(
     assert state['limits'] == {'max_listeners': 16, 'max_members': 64,
                                'ring_size': 251, 'conn_table_size': 4096,
                                'ring_slots': 16 * 251, 'max_cidrs': 16384}
+    # What its dataplane holds; flows once a statistics report counted
+    # them.
+    assert state['held'] == {'max_listeners': 3}
+    agent.dp.flows = 12
+    agent.report_stats()
+    agent.dp.flows = 13
+    agent.report_stats()
+    assert agent.controller.states[-1]['held'] == {
+        'max_listeners': 3, 'conn_table_size': 12}
     # The pool of the rejected monitor runs unmonitored; the other one is
     # probed; targets come from validated objects only.
     targets = agent.health.targets

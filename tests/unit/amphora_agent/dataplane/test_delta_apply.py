@@ -171,6 +171,21 @@ def _edit(rng, state):
         tunnel_source6=source6, icmp_echo=rng.random() < 0.9)
 
 
+def held_by(state):
+    """Written.held() counted from a desired state the maps implement."""
+    cidrs = {4: 0, 6: 0}
+    for key, spec in state.listeners.items():
+        cidrs[key.vip.version] += len(spec.acl() or ())
+    return {'max_listeners': len(state.listeners),
+            'max_members': sum(len(s.members)
+                               for s in state.listeners.values()),
+            'ring_size': max((len(s.members)
+                              for s in state.listeners.values()), default=0),
+            'ring_slots': sum(s.ring_size(LIMITS.ring_size)
+                              for s in state.listeners.values()),
+            'max_cidrs': max(cidrs.values())}
+
+
 def _apply(dp, state, **kwargs):
     try:
         return dp.apply(state, **kwargs)
@@ -214,12 +229,17 @@ def test_delta_apply_equals_a_full_re_read(pair, seed):
         kept = delta._written
         if kept is not None:
             assert kept.differences(delta._read_written()) == [], step
+            # What it reports holding is what the applied state asks for.
+            assert delta.held() == held_by(state), f'step {step}'
     # The sequence reached both paths.
     assert applied > 20 and refused > 0, (applied, refused)
 
 
 def test_an_unchanged_state_reads_no_map(pair):
     delta, _ = pair
+    # Nothing written by this process yet: it says nothing of what the
+    # maps hold (reading them all for a report is not worth it).
+    assert delta.held() is None
     state = model.DesiredState(
         tunnel_source4=ipaddress.ip_address('198.18.0.1'))
     rng = random.Random(1)

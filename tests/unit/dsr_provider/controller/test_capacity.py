@@ -514,4 +514,8 @@ def test_an_agent_reports_max_cidrs_and_the_controller_keeps_it():
         max_listeners=8, ring_size=251, max_reals=65, conn_table_size=4096,
         max_cidrs=100)).to_dict()
     assert reported['max_cidrs'] == 100
-    assert endpoints._limits(reported)['max_cidrs'] == 100
+    assert endpoints._per_limit(reported, 1)['max_cidrs'] == 100
+    # A limit of 0 is no limit: dropped (what an SE holds may be 0).
+    assert 'max_cidrs' not in endpoints._per_limit(
+        dict(reported, max_cidrs=0), 1)
+    assert endpoints._per_limit({'max_cidrs': 0}, 0) == {'max_cidrs': 0}

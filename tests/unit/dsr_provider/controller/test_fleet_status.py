@@ -64,22 +64,75 @@ def test_a_healthy_group(store):
     assert se1['ring_abi'] == 2 and se1['behind'] == 0
     assert se1['bgp'] == {'peers': {'198.18.1.1': 'established'},
                           'established': 1, 'announced': ['192.0.2.1/32']}
-    assert se1['capacity']['listeners'] == {'used': 2, 'limit': 8}
+    # These agents say nothing of what they hold (older agents).
+    assert se1['capacity']['listeners'] == {'used': 2, 'limit': 8,
+                                            'held': None}
     # Two pools of one member: a first-tier ring (4001 slots) each.
     assert se1['capacity']['ring slots'] == {'used': 2 * 4001,
-                                             'limit': 20000}
+                                             'limit': 20000, 'held': None}
+    assert se1['capacity']['flows'] == {'used': None, 'limit': 1024,
+                                        'held': None}
     assert se1['problems'] == []
+    assert group['desired_use'] == {
+        'listeners': 2, 'members': 2, 'largest pool': 1,
+        'ring slots': 8002, 'allowed cidrs': 0}
     assert not status.needs_attention(view)
     json.dumps(view)
     text = status.render_table(view)
     assert 'se1' in text and '1/1 up' in text and 'MISMATCH' not in text
-    # A column per limit, in the legend's order; '-' for allowed cidrs,
-    # which these SEs do not report.
+    # A column per limit, in the legend's order: '?' for what an SE does
+    # not say it holds, '-' for allowed cidrs, a limit these SEs do not
+    # report.
     se1_line = next(line for line in text.splitlines()
                     if line.strip().startswith('se1'))
-    assert ' 2/8 2/100 1/65537 8002/20000 - ' in se1_line, se1_line
+    assert ' ?/8 ?/100 ?/65537 ?/20000 - ?/1024 ' in se1_line, se1_line
+    assert ('desired state, as the controller counts it: 2 listeners, '
+            '2 members, 1 largest pool, 8002 ring slots, 0 allowed cidrs'
+            ) in text
     assert ('(capacity: listeners members largest-pool ring-slots '
-            'allowed-cidrs, used/limit') in text
+            'allowed-cidrs flows: what each SE holds/its limit') in text
+
+
+def test_what_each_se_holds_is_its_own(store):
+    """Each SE's own count of what its dataplane holds, per limit: one
+    that left objects out holds less than the controller counts, and
+    flows are the SE's alone.  A malformed count is dropped."""
+    gen = store.create_loadbalancer(lb(1, listeners=2))
+    report(store, 'se1', gen, held={
+        'max_listeners': 2, 'max_members': 2, 'ring_size': 1,
+        'ring_slots': 8002, 'max_cidrs': 0, 'conn_table_size': 17})
+    report(store, 'se2', gen, held={
+        'max_listeners': 1, 'max_members': -1, 'ring_size': True,
+        'ring_slots': '4001', 'conn_table_size': 3, 'bogus': 5})
+    view = status.fleet(store.db)
+    se1, se2 = view['se_groups'][0]['ses']
+    assert se1['capacity']['flows'] == {'used': None, 'limit': 1024,
+                                        'held': 17}
+    assert se1['capacity']['members'] == {'used': 2, 'limit': 100,
+                                          'held': 2}
+    assert {label: c['held'] for label, c in se2['capacity'].items()} == {
+        'listeners': 1, 'members': None, 'largest pool': None,
+        'ring slots': None, 'flows': 3}
+    assert se1['problems'] == se2['problems'] == []
+    text = status.render_table(view)
+    lines = {line.split()[0]: line for line in text.splitlines()
+             if line.strip().startswith('se')}
+    assert ' 2/8 2/100 1/65537 8002/20000 - 17/1024 ' in lines['se1'], text
+    assert ' 1/8 ?/100 ?/65537 ?/20000 - 3/1024 ' in lines['se2'], text
+
+
+def test_an_se_holding_more_than_its_limit_is_flagged(store):
+    """Whatever the controller counts (here within the limit), an SE that
+    says it holds more than a limit needs an operator (a second writer of
+    its maps, a lowered limit)."""
+    gen = store.create_loadbalancer(lb(1))
+    report(store, 'se1', gen, held={'max_listeners': 9})
+    view = status.fleet(store.db)
+    (se1,) = view['se_groups'][0]['ses']
+    assert se1['capacity']['listeners'] == {'used': 1, 'limit': 8,
+                                            'held': 9}
+    assert se1['problems'] == ['listeners over capacity']
+    assert status.needs_attention(view)
 
 
 def test_ring_abi_mismatch_lagging_se_and_rejections_are_flagged(store):

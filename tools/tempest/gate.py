@@ -53,6 +53,13 @@ TEMPEST_MAX_LISTENERS = 64
 # tempest's build and check timeouts (tempest.conf), also the controller's
 # apply_timeout in the lab (TempestLab).
 TEMPEST_BUILD_TIMEOUT = 120
+# Seconds one API request may take (tempest's default is 60).  .ci/run
+# runs the tempest stages at an eighth of the CPU weight beside stages 1
+# and 2 (.ci/low-cpu), and there a load balancer create waited 44 s for
+# Neutron's VIP port and failed a class's set-up at 60 s (rehearsal 166,
+# docs/benchmarks.md "Session 41"); a request that is really stuck still
+# fails, within the stage's --timeout.
+TEMPEST_HTTP_TIMEOUT = 180
 # tooz's membership and lock timeouts of the tempest labs (TempestLab).
 TEMPEST_REDIS = (f'{agent_lab.REDIS_SERVER}'
                  '?membership_timeout=5&lock_timeout=5')
@@ -291,7 +298,7 @@ def write_tempest_conf(lab, workspace):
         az_capability=('se_group',
                        flavors.AVAILABILITY_ZONE_METADATA['se_group']),
         scenario=lab.scenario_options(), tier=lab.tier,
-        timeout=TEMPEST_BUILD_TIMEOUT)
+        timeout=TEMPEST_BUILD_TIMEOUT, http_timeout=TEMPEST_HTTP_TIMEOUT)
     path = os.path.join(workspace, 'etc', 'tempest.conf')
     tempest_conf.write(path, cfg)
     return path

@@ -55,11 +55,14 @@ NETWORKS = {
 
 def config(*, workspace, auth_url, admin_password, provider='dsr',
            provider_description='DSR', flavor_capability=None,
-           az_capability=None, scenario=None, timeout=60, tier=1):
+           az_capability=None, scenario=None, timeout=60, tier=1,
+           http_timeout=None):
     """{section: {option: value}}.
 
     tier: the tier of the load balancers the plugin creates (feature flags
     TIER_FEATURES[tier]).
+    http_timeout: seconds a request to a service may take (tempest's
+    [service-clients] http_timeout; None: tempest's 60).
     flavor_capability / az_capability: (name, description) the provider
     lists (octavia-tempest-plugin checks one of each).  scenario: options of
     [dsr_scenario] (dsr_provider/tempest/config.py), None: disabled.
@@ -111,6 +114,8 @@ def config(*, workspace, auth_url, admin_password, provider='dsr',
         'enforce_scope': {'octavia': 'true'},
         'dsr_scenario': dict(scenario or {'enabled': 'false'}),
     }
+    if http_timeout is not None:
+        cfg['service-clients'] = {'http_timeout': str(http_timeout)}
     return cfg
 
 

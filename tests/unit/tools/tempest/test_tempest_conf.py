@@ -45,3 +45,15 @@ def test_written_file_reads_back(tmp_path):
     assert parser['loadbalancer-feature-enabled'].getboolean(
         'l7_protocol_enabled')
     assert parser['dsr_scenario']['enabled'] == 'false'
+
+
+def test_the_request_timeout_is_tempests_unless_given(tmp_path):
+    assert 'service-clients' not in tempest_conf.config(
+        workspace='/w', auth_url='http://ks', admin_password='pw')
+    path = tmp_path / 'tempest.conf'
+    tempest_conf.write(str(path), tempest_conf.config(
+        workspace='/w', auth_url='http://ks', admin_password='pw',
+        http_timeout=180))
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    parser.read(path)
+    assert parser['service-clients'].getint('http_timeout') == 180

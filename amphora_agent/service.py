@@ -185,9 +185,10 @@ class Agent:
         self._rpc_server = None
         self._thread = None
         self._reported_statuses = {}
-        # Connection-table entries at the last statistics report: the
-        # state reports' flows held (a walk of the table is not made for
-        # every state report).
+        # Entries of the fuller connection table (one per family, each of
+        # conn_table_size) at the last statistics report: the state
+        # reports' flows held (a walk of the tables is not made for every
+        # state report).
         self._flows_held = None
         # The last state reported, and who sends it again while the
         # worker is inside a long step (heartbeat.py).
@@ -666,12 +667,13 @@ class Agent:
 
     def _held(self):
         """What this SE's dataplane holds against each of its limits
-        (capacity.Limits keys; conn_table_size: flows at the last
-        statistics report), or None before its first apply."""
-        held = self.dp.held() if self.dp is not None else None
-        if held is not None and self._flows_held is not None:
+        (capacity.Limits keys; conn_table_size: the fuller connection
+        table at the last statistics report), or None if nothing is
+        known."""
+        held = (self.dp.held() if self.dp is not None else None) or {}
+        if self._flows_held is not None:
             held['conn_table_size'] = self._flows_held
-        return held
+        return held or None
 
     def _check_tunnel_sources(self, snap):
         """A member of a family this SE has no tunnel source for cannot be
@@ -1168,7 +1170,7 @@ class Agent:
         # walk it again for its total.
         raw = self.dp.stats(conn_table_entries=False)
         entries, active = self.dp.conn_census()
-        self._flows_held = sum(entries.values())
+        self._flows_held = max(entries.values(), default=0)
         listeners, members = {}, {}
         for item in raw['listeners']:
             lkey = model.ListenerKey.parse(item['listener'])
@@ -1216,11 +1218,16 @@ class Agent:
         # (BGP sessions change without an event the worker sees, and a
         # report lost on its way -- a cast while the controller's database
         # was away -- must not leave Octavia with an old status).
-        self._report_state()
-        if self._plan is None:
-            return
-        self.controller.report_stats(self.se_id, self.se_group,
-                                     self.collect_stats())
+        # The statistics are read first, so that the state carries the
+        # flows just counted; the state is sent even if reading failed.
+        stats = None
+        try:
+            if self._plan is not None:
+                stats = self.collect_stats()
+        finally:
+            self._report_state()
+        if stats is not None:
+            self.controller.report_stats(self.se_id, self.se_group, stats)
 
 
 def _claimed_key(envelope):

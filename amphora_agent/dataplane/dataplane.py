@@ -176,6 +176,9 @@ class Dataplane:
         # What the last successful apply left in the maps (None: read them
         # on the next apply).
         self._written = None
+        # held() while there is no Written: what the maps held when a
+        # refused apply or a failed next-hop refresh dropped it.
+        self._held_before = None
         # {listener id: ((ring offset, size, hash of its members' slots
         # and weights), digest)} of the last ring this process built for
         # each listener (see _write_ring).
@@ -584,10 +587,18 @@ class Dataplane:
         a new one): apply skips a listener whose spec is the very object
         it wrote last time.
         """
+        previous = self._written
         try:
             return self._apply(desired, full)
-        except BaseException:
+        except model.InvalidConfig:
+            # Refused before anything was written: the maps hold what
+            # they held (the kept Written may have been changed).
+            if previous is not None:
+                self._held_before = previous.held()
             self._written = None
+            raise
+        except BaseException:
+            self._written = self._held_before = None
             raise
         finally:
             if self._resolver is not None:
@@ -1066,7 +1077,11 @@ class Dataplane:
         try:
             return self._refresh_nexthops()
         except BaseException:
-            self._written = None    # half written: re-read next apply
+            # Half written: re-read next apply.  Only next hops were
+            # written: listeners, members and allow lists are as held.
+            written, self._written = self._written, None
+            if written is not None:
+                self._held_before = written.held()
             raise
 
     def _refresh_nexthops(self):
@@ -1123,12 +1138,13 @@ class Dataplane:
             for lid, lst in reals.items()}
 
     def held(self):
-        """Written.held() of what this process last wrote; None when it
-        keeps none (before its first apply, after one raised): reading
-        every map for it would cost a report seconds at 10,000
-        listeners."""
+        """Written.held() of what this process last wrote, also after an
+        apply refused as InvalidConfig or a failed next-hop refresh
+        (neither changes what it counts); None before its first apply
+        and after one that failed half-way: reading every map for it
+        would cost a report seconds at 10,000 listeners."""
         written = self._written
-        return None if written is None else written.held()
+        return self._held_before if written is None else written.held()
 
     def stats(self, conn_table_entries=True):
         """Counters summed over CPUs: SE-wide, per listener, per member;

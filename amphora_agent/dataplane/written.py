@@ -143,10 +143,11 @@ class Written:
     # ----------------------------------------------------------- capacity
     def held(self):
         """What the maps hold, under the capacity.Limits keys it counts
-        against: dataplane listeners, member slots in use (a leaving
-        member keeps its slot until the rings stop pointing at it), the
-        most members of one listener, ring slots allocated, the most
-        allow-list prefixes of one family (both tries have the limit)."""
+        against: dataplane listeners, member slots in use, the most
+        members of one listener, ring slots allocated, the allow-list
+        prefixes of the fuller family (each family's trie has the
+        limit).  Members are those the agent programs: enabled, healthy,
+        backups only while they serve."""
         per_family = {4: 0, 6: 0}
         for (family, _tag), nets in self.acls.items():
             per_family[family] = per_family.get(family, 0) + len(nets)

@@ -178,10 +178,15 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
                 None, 'running', 'disabled'):
             problems.append(f'{name} {helper.get("state")}')
     for label, c in capacity.items():
-        # The desired state does not fit (the controller's count), or,
-        # whatever it counts, the SE holds more than its limit.
-        if max(c['used'] or 0, c['held'] or 0) > c['limit']:
-            problems.append(f'{label} over capacity')
+        # The desired state does not fit (the controller's count: what the
+        # SE left out is listed under its load balancer), or, whatever it
+        # counts, the SE holds more than its limit.
+        if (c['used'] or 0) > c['limit']:
+            problems.append(f'{label} over capacity (the desired state '
+                            f'needs {c["used"]} of {c["limit"]})')
+        elif (c['held'] or 0) > c['limit']:
+            problems.append(f'{label} over capacity (holds {c["held"]} '
+                            f'of {c["limit"]})')
     view['problems'] = problems
     return view
 

@@ -66,7 +66,7 @@ class FakeDataplane:
         self.refuse = None  # refuse(state) -> True: InvalidConfig
         self.full = []      # the full argument of every apply
         self.flood_guard_rates = []
-        self.flows = 0      # connection-table entries
+        self.flows = self.flows6 = 0    # connection-table entries
 
     def apply(self, state, full=False):
         self.full.append(full)
@@ -84,7 +84,7 @@ class FakeDataplane:
         return {'listeners': [], 'members': []}
 
     def conn_census(self):
-        return {4: self.flows, 6: 0}, {}
+        return {4: self.flows, 6: self.flows6}, {}
 
     def held(self):
         """As Written.held: None before an apply."""
@@ -199,14 +199,16 @@ def test_a_bad_monitor_is_rejected_alone_and_everything_else_applies(
                                'ring_size': 251, 'conn_table_size': 4096,
                                'ring_slots': 16 * 251, 'max_cidrs': 16384}
     # What its dataplane holds; flows once a statistics report counted
-    # them.
+    # them: the fuller of the two tables (each has conn_table_size).
     assert state['held'] == {'max_listeners': 3}
-    agent.dp.flows = 12
-    agent.report_stats()
-    agent.dp.flows = 13
+    agent.dp.flows, agent.dp.flows6 = 12, 5
     agent.report_stats()
     assert agent.controller.states[-1]['held'] == {
         'max_listeners': 3, 'conn_table_size': 12}
+    agent.dp.flows6 = 4000
+    agent.report_stats()
+    assert agent.controller.states[-1]['held'] == {
+        'max_listeners': 3, 'conn_table_size': 4000}
     # The pool of the rejected monitor runs unmonitored; the other one is
     # probed; targets come from validated objects only.
     targets = agent.health.targets
@@ -937,3 +939,22 @@ def test_an_unanswered_get_config_is_asked_again_at_once(make_agent, error,
     wait_for(lambda: agent._fetch_future.done(), 10, 'the second call')
     agent._fetch_and_reconcile(False, False)
     assert agent.snapshot.generation == 1
+
+
+def test_the_heartbeat_goes_when_the_statistics_cannot_be_read(make_agent):
+    """report_stats reads the statistics before the state (the state
+    carries the flows just counted), but a failed read must not stop the
+    heartbeat."""
+    agent = make_agent()
+    agent.controller.document = document(1, [lb(1, [member('a1',
+                                                           '198.19.1.2')])])
+    step(agent)
+    sent = len(agent.controller.states)
+
+    def broken(conn_table_entries=True):
+        raise dp_mod.DataplaneError('map read failed')
+    agent.dp.stats = broken
+    with pytest.raises(dp_mod.DataplaneError):
+        agent.report_stats()
+    assert len(agent.controller.states) == sent + 1
+    assert agent.controller.states[-1]['applied_generation'] == 1

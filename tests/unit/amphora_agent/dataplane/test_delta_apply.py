@@ -229,7 +229,9 @@ def test_delta_apply_equals_a_full_re_read(pair, seed):
         kept = delta._written
         if kept is not None:
             assert kept.differences(delta._read_written()) == [], step
-            # What it reports holding is what the applied state asks for.
+        if applied:
+            # What it reports holding is what the applied state asks for,
+            # also after a refused change (nothing written).
             assert delta.held() == held_by(state), f'step {step}'
     # The sequence reached both paths.
     assert applied > 20 and refused > 0, (applied, refused)

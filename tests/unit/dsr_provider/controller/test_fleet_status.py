@@ -131,7 +131,21 @@ def test_an_se_holding_more_than_its_limit_is_flagged(store):
     (se1,) = view['se_groups'][0]['ses']
     assert se1['capacity']['listeners'] == {'used': 1, 'limit': 8,
                                             'held': 9}
-    assert se1['problems'] == ['listeners over capacity']
+    assert se1['problems'] == ['listeners over capacity (holds 9 of 8)']
+    assert status.needs_attention(view)
+
+
+def test_a_desired_state_that_does_not_fit_is_flagged(store):
+    """The controller's count of the desired state over an SE's limit,
+    though the SE holds no more than its limit (it left the rest out)."""
+    gen = store.create_loadbalancer(lb(1, listeners=9))
+    report(store, 'se1', gen, held={'max_listeners': 8})
+    view = status.fleet(store.db)
+    (se1,) = view['se_groups'][0]['ses']
+    assert se1['capacity']['listeners'] == {'used': 9, 'limit': 8,
+                                            'held': 8}
+    assert se1['problems'][0] == (
+        'listeners over capacity (the desired state needs 9 of 8)')
     assert status.needs_attention(view)
 
 

@@ -439,6 +439,18 @@ class AgentCollector(ScrapeCollector):
                 ['resource'], ['listeners'], limits.max_listeners)
         f.gauge('capacity_limit', '', ['resource'], ['members'],
                 limits.max_reals - 1)
+        # The rest of what the agent last reported holding (its own
+        # count of what it wrote; this process's Dataplane keeps none).
+        held = self.agent.held_reported() if self.agent is not None else {}
+        for key, resource, limit in (
+                ('ring_slots', 'ring_slots', limits.total_ring_slots),
+                ('ring_size', 'largest_pool', limits.ring_size),
+                ('max_cidrs', 'allowed_cidrs', limits.max_cidrs)):
+            if key in held:
+                f.gauge('capacity_used', '', ['resource'], [resource],
+                        held[key])
+                f.gauge('capacity_limit', '', ['resource'], [resource],
+                        limit)
         active_by_listener = {}
         for (vip, _address), count in flows.items():
             active_by_listener[vip] = active_by_listener.get(vip, 0) + count

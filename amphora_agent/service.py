@@ -1146,6 +1146,15 @@ class Agent:
             self._heartbeat.sent()
             self.controller.report_state(self.se_id, self.se_group, state)
 
+    def held_reported(self):
+        """The `held` of the last state reported ({} if none): for the
+        metrics' scrape thread, which must not read the dataplane's
+        bookkeeping while the worker changes it (the reported dict is
+        never changed after)."""
+        with self._state_lock:
+            state = self._last_state
+        return dict((state or {}).get('held') or {})
+
     def _resend_state(self, busy_for):
         """The heartbeat while the worker is busy: the last state again,
         still true (the step has not applied anything yet), and how long

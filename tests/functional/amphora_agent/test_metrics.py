@@ -112,6 +112,13 @@ def test_scraped_counters_follow_the_traffic(lab):
                  prefix=f'{VIP4}/32') == 1
     assert value(first, 'octavia_dsr_capacity_used',
                  resource='listeners') == 1
+    # From the agent's report of what it holds: one ring sized for a
+    # pool of two.
+    assert value(first, 'octavia_dsr_capacity_used',
+                 resource='largest_pool') == 2
+    assert 0 < value(first, 'octavia_dsr_capacity_used',
+                     resource='ring_slots') <= value(
+        first, 'octavia_dsr_capacity_limit', resource='ring_slots')
     # Sessions are read from ExaBGP every few seconds: poll.
     host = lab.topo.host('se1')
     netns.wait_for(lambda: all(

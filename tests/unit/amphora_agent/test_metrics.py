@@ -84,7 +84,8 @@ def _agent(conf, tmp_path, members=('m1',)):
         announced={'192.0.2.10/32'}, _plan=None, _verdict=None,
         _bgp_sup=None, _applied_rejected={'members': {'m9': 'why'}},
         bgp=speaker,
-        bgp_sessions=sessions.BgpSessions(lambda: speaker, max_age=60))
+        bgp_sessions=sessions.BgpSessions(lambda: speaker, max_age=60),
+        held_reported=dict)
 
 
 VIP = '192.0.2.10:80/tcp'
@@ -102,7 +103,8 @@ class FakeDataplane:
     counters, the connection tables' census, the limits."""
 
     limits = types.SimpleNamespace(conn_table_size=1000, max_listeners=8,
-                                   max_reals=65536)
+                                   max_reals=65536, ring_size=5261,
+                                   total_ring_slots=8 * 5261, max_cidrs=64)
 
     def __init__(self, listeners, members=(), entries=0):
         self.listeners, self.members = list(listeners), list(members)
@@ -265,6 +267,32 @@ def test_series_per_member_and_member_series_off(tmp_path):
     # member_health, health_probes_total ok|failed, and the 4 traffic
     # series of its one dataplane member; none with member_series false.
     assert per_member == {True: [3 + 4] * 3, False: [0] * 3}
+
+
+def test_capacity_of_rings_and_allow_lists_is_what_the_agent_reported(
+        tmp_path):
+    """Ring slots, the largest pool and allow-list prefixes come from the
+    agent's last report of what it holds (the scrape's own Dataplane
+    keeps no account of them); none before it reported any."""
+    conf = _conf()
+    agent = _agent(conf, tmp_path)
+    collector = metrics.AgentCollector(agent, str(tmp_path))
+    collector._dp = _with_dataplane(agent, {'m1': '10.0.0.1'})
+
+    def capacity(samples, what):
+        return {r: samples.get((f'octavia_dsr_capacity_{what}',
+                                frozenset({('resource', r)})))
+                for r in ('ring_slots', 'largest_pool', 'allowed_cidrs')}
+    samples = _collect(collector)
+    assert capacity(samples, 'used') == dict.fromkeys(
+        ('ring_slots', 'largest_pool', 'allowed_cidrs'))
+    agent.held_reported = lambda: {'max_listeners': 1, 'ring_slots': 4001,
+                                   'ring_size': 1, 'max_cidrs': 3}
+    samples = _collect(collector)
+    assert capacity(samples, 'used') == {
+        'ring_slots': 4001, 'largest_pool': 1, 'allowed_cidrs': 3}
+    assert capacity(samples, 'limit') == {
+        'ring_slots': 8 * 5261, 'largest_pool': 5261, 'allowed_cidrs': 64}
 
 
 def test_conn_table_evictions_never_go_back(tmp_path):

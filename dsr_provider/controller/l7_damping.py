@@ -26,8 +26,13 @@ serves some connections, none serves none.  One that is in the pools
 already (let in so) and becomes suppressed again drains there (weight 0)
 instead of leaving them: its established connections stay.
 
-The penalties live in the leader's memory: a newly elected leader starts
-with none (docs/tier2.md)."""
+The leader keeps each penalty in the database when it changes (table
+l7_flap_penalties, StoreKeep); a newly elected leader goes on from them
+at its first look, decayed by the time since on the controllers' wall
+clocks, and an SE kept out that is in the pools then drains there, as
+under one leader.  What the previous leader saw of its last look (who
+was ready) is not kept: a death during the change of leader is not
+counted (docs/tier2.md)."""
 
 import math
 import time
@@ -52,10 +57,32 @@ class _Record:
         return self.penalty
 
 
+class StoreKeep:
+    """Where the leaders keep the penalties: the controller's database."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def load(self):
+        """[(l7 group, se_id, penalty, at (epoch s), suppressed)]."""
+        return self.store.flap_penalties()
+
+    def save(self, l7_group, se_id, penalty, at, suppressed):
+        """penalty None: forget it."""
+        self.store.set_flap_penalty(l7_group, se_id, penalty, at,
+                                    suppressed)
+
+    def in_pools(self, l7_group):
+        """The SE ids the L4 pools have of l7_group now."""
+        return set(self.store.l7_members(l7_group))
+
+
 class FlapDamping:
     def __init__(self, half_life=60.0, suppress_at=2.5, reuse_below=1.5,
-                 clock=time.monotonic):
-        """half_life 0: no damping (admit() returns what it is given)."""
+                 clock=time.monotonic, wall=time.time, keep=None):
+        """half_life 0: no damping (admit() returns what it is given).
+        keep: a StoreKeep (None: the penalties live in this process
+        only); wall: the clock the kept times are on."""
         if half_life and not 0 < reuse_below < suppress_at <= MAX_PENALTY:
             raise ValueError(
                 f'flap damping: the reuse threshold ({reuse_below}) must be '
@@ -63,7 +90,9 @@ class FlapDamping:
                 f'which is at most {MAX_PENALTY} (the most a penalty gets)')
         self.half_life = half_life
         self.suppress_at, self.reuse_below = suppress_at, reuse_below
-        self._clock = clock
+        self._clock, self._wall = clock, wall
+        self.keep = keep
+        self._loaded = False    # this term read the kept penalties
         self._records = {}      # (l7 group, se_id) -> _Record
         self._last = {}         # l7 group -> {se_id: draining} last look
         self._admitted = {}     # l7 group -> SE ids its pools got
@@ -78,6 +107,16 @@ class FlapDamping:
         if not self.half_life:
             return members
         now = self._clock()
+        if not self._loaded:
+            self._load(now)
+        if l7_group not in self._admitted and self.keep is not None:
+            # First look of the term: who is in the pools already (a
+            # kept-out SE there drains instead of leaving).
+            try:
+                self._admitted[l7_group] = self.keep.in_pools(l7_group)
+            except Exception as exc:  # noqa: BLE001 -- as if none
+                LOG.warning('flap damping: the L4 pools of L7 group %s '
+                            'could not be read (%s)', l7_group, exc)
         for se_id, draining in self._last.get(l7_group, {}).items():
             if not draining and se_id not in members:
                 self._flap(l7_group, se_id, now)
@@ -123,10 +162,55 @@ class FlapDamping:
         they drained first, is unknown -- no flap is counted for it."""
         self._last.pop(l7_group, None)
 
+    def _load(self, now):
+        """The penalties kept by the leaders before this term (those this
+        term already has stay): each decays from when it was kept."""
+        if self.keep is None:
+            self._loaded = True
+            return
+        try:
+            rows = self.keep.load()
+        except Exception as exc:  # noqa: BLE001 -- try at the next look
+            LOG.warning('flap damping: the kept penalties could not be '
+                        'read (%s); trying again at the next look', exc)
+            return
+        self._loaded = True
+        wall = self._wall()
+        went_on = []
+        for l7_group, se_id, penalty, at, suppressed in rows:
+            if (l7_group, se_id) in self._records:
+                continue
+            rec = _Record(now - max(wall - at, 0.0))
+            rec.penalty, rec.suppressed = penalty, suppressed
+            self._records[(l7_group, se_id)] = rec
+            if suppressed:
+                went_on.append(f'{se_id} of L7 group {l7_group}')
+        if went_on:
+            LOG.info('flap damping: L7 SE(s) %s kept out by a previous '
+                     'leader: still kept out until their penalty decays',
+                     ', '.join(sorted(went_on)))
+
+    def _keep(self, key, rec=None):
+        """Keep rec (as of its last decay) for the next leader; None:
+        forget it.  A failure costs only that: logged."""
+        if self.keep is None:
+            return
+        try:
+            if rec is None:
+                self.keep.save(*key, None, None, None)
+            else:
+                at = self._wall() - (self._clock() - rec.at)
+                self.keep.save(*key, rec.penalty, at, rec.suppressed)
+        except Exception as exc:  # noqa: BLE001 -- the look goes on
+            LOG.warning('flap damping: the penalty of L7 SE %s of L7 group '
+                        '%s could not be kept (%s): a next leader would '
+                        'not know it', key[1], key[0], exc)
+
     def new_term(self):
         """Not leading (any more): what was seen is another term's -- an
         SE that drained and left meanwhile must not count as a flap at
-        the next look."""
+        the next look.  The next term reads the kept penalties again."""
+        self._loaded = False
         self._records.clear()
         self._last.clear()
         self._admitted.clear()
@@ -158,6 +242,7 @@ class FlapDamping:
                         'them until it has stayed up for a while (about '
                         '%.0f s from now)', se_id, l7_group, rec.penalty,
                         self._reuse_in(rec.penalty))
+        self._keep((l7_group, se_id), rec)
 
     def _suppressed(self, l7_group, se_id, now):
         rec = self._records.get((l7_group, se_id))
@@ -167,6 +252,7 @@ class FlapDamping:
             rec.suppressed = False
             LOG.info('L7 SE %s of L7 group %s: no flap for a while; back '
                      'in the L4 pools', se_id, l7_group)
+            self._keep((l7_group, se_id), rec)
             return False
         return True
 
@@ -181,5 +267,7 @@ class FlapDamping:
             penalty = rec.decayed(now, self.half_life)
             if rec.suppressed and penalty < self.reuse_below:
                 rec.suppressed = False
+                self._keep(key, rec)
             if not rec.suppressed and penalty < 0.01:
                 del self._records[key]
+                self._keep(key)

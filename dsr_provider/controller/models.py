@@ -175,6 +175,21 @@ class L7SEMember(Base):
     unserved = sa.Column(JSONText)
 
 
+class L7FlapPenalty(Base):
+    """An L7 SE's flap penalty (controller/l7_damping.py), kept by the
+    leader when it changes so that the next leader goes on from it: a
+    crash-looping L7 SE stays out of the L4 pools across a leader
+    change."""
+
+    __tablename__ = 'l7_flap_penalties'
+    l7_se_group = sa.Column(sa.String(64), primary_key=True)
+    se_id = sa.Column(sa.String(128), primary_key=True)
+    penalty = sa.Column(sa.Double, nullable=False)
+    # When it was that (epoch seconds): it halves every half-life since.
+    at = sa.Column(sa.Double, nullable=False)
+    suppressed = sa.Column(sa.Boolean, nullable=False)
+
+
 class L7SELeftOut(Base):
     """Why the leader left an L7 SE of an L7 group out of the L4 pools at
     its last look (controller/tier2.py), written when that changes: what

@@ -271,6 +271,8 @@ class Controller:
             members_of = tier2.trusted_only(
                 self.database, members_of, self.store.l7_reports,
                 window=c.auth_window)
+        # The flap penalties go on from one leader to the next.
+        self.damping.keep = l7_damping.StoreKeep(self.store)
         self._tier2 = tier2.start(
             self.store, members_of,
             self._tier2_changed(notifier), lambda: self.election.leading,

@@ -1685,6 +1685,27 @@ class Store:
                                              se_id=se_id, reason=reason,
                                              since=now))
 
+    def flap_penalties(self):
+        """[(l7 group, se_id, penalty, at, suppressed)] kept by leaders
+        (l7_damping.StoreKeep)."""
+        with self.db.session() as s:
+            return [(r.l7_se_group, r.se_id, r.penalty, r.at, r.suppressed)
+                    for r in s.query(models.L7FlapPenalty)]
+
+    def set_flap_penalty(self, l7_group, se_id, penalty, at, suppressed):
+        """Keep an L7 SE's flap penalty (None: forget it)."""
+        with self.db.session() as s:
+            row = s.get(models.L7FlapPenalty, (l7_group, se_id))
+            if penalty is None:
+                if row is not None:
+                    s.delete(row)
+                return
+            if row is None:
+                row = models.L7FlapPenalty(l7_se_group=l7_group,
+                                           se_id=se_id)
+                s.add(row)
+            row.penalty, row.at, row.suppressed = penalty, at, suppressed
+
     def l7_members(self, l7_group):
         """{se_id: {'tunnel_addresses': {...}, 'draining': bool}} as
         stored (what the L4 snapshots steer to)."""

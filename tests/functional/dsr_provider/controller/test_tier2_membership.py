@@ -261,6 +261,50 @@ def test_a_copy_of_a_dead_l7_ses_entry_does_not_keep_it_in_the_pools(
         _end(store, proc, impostor)
 
 
+def _damping_deployment(deployment, half_life):
+    """(store, tooz URL, se-a's membership): flap damping of the given
+    half-life, suppressed at 2, back below 1 (the defaults: 60 s, 2.5,
+    1.5); lb2 stored, se-a and se-b enrolled and stated, ctl1 leading,
+    se-a in the L4 pool."""
+    deployment.controller_conf = (f'l7_flap_half_life = {half_life}\n'
+                                  'l7_flap_suppress = 2\n'
+                                  'l7_flap_reuse = 1\n')
+    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
+    store.create_loadbalancer(graph())
+    _enrolled_and_stated(store)
+    url = _leading(deployment)
+    stable = membership.Membership(url, 'se-a', L7G, caps('198.51.100.1'))
+    stable.start()
+    try:
+        netns.wait_for(lambda: _members(store) == {'l7se:se-a@l2': 1},
+                       BOUND, 'se-a in the L4 pool')
+    except BaseException:
+        stable.stop()
+        raise
+    return store, url, stable
+
+
+def _crash_until_kept_out(deployment, store, url, name='ctl1'):
+    """se-b joins ready and dies (no draining) until the leader `name`
+    keeps it out; returns the cycles it took."""
+    both = {'l7se:se-a@l2': 1, 'l7se:se-b@l2': 1}
+    cycles = 0
+    while 'without draining again' not in deployment.log(name):
+        assert cycles < 6, deployment.log(name)[-3000:]
+        cycles += 1
+        flappy = membership.Membership(url, 'se-b', L7G,
+                                       caps('198.51.100.2'))
+        flappy.start()
+        try:
+            netns.wait_for(lambda: _members(store) == both, BOUND,
+                           f'se-b in the L4 pool ({cycles})')
+        finally:
+            flappy.stop()       # leaves without draining: a flap
+        netns.wait_for(lambda: _members(store) == {'l7se:se-a@l2': 1},
+                       BOUND, f'se-b out of the L4 pool ({cycles})')
+    return cycles
+
+
 def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
     """Flap damping (l7_damping.py): an L7 SE that keeps leaving the L4
     pools without draining is kept out of them when it rejoins, while
@@ -268,34 +312,11 @@ def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
     cycle was two new generations of the L4 groups and a share of new
     connections sent to an SE about to die.  Half-life 4 s, suppressed
     at 2, back below 1 here (the defaults: 60 s, 2.5, 1.5)."""
-    deployment.controller_conf = ('l7_flap_half_life = 4\n'
-                                  'l7_flap_suppress = 2\n'
-                                  'l7_flap_reuse = 1\n')
-    store = store_mod.Store(db_mod.Database(deployment.db_url), 'default')
-    store.create_loadbalancer(graph())
-    _enrolled_and_stated(store)
-    url = _leading(deployment)
+    store, url, stable = _damping_deployment(deployment, half_life=4)
     both = {'l7se:se-a@l2': 1, 'l7se:se-b@l2': 1}
-    stable = membership.Membership(url, 'se-a', L7G, caps('198.51.100.1'))
     flappy = None
     try:
-        stable.start()
-        netns.wait_for(lambda: _members(store) == {'l7se:se-a@l2': 1},
-                       BOUND, 'se-a in the L4 pool')
-        cycles = 0
-        while 'without draining again' not in deployment.log('ctl1'):
-            assert cycles < 6, deployment.log('ctl1')[-3000:]
-            cycles += 1
-            flappy = membership.Membership(url, 'se-b', L7G,
-                                           caps('198.51.100.2'))
-            flappy.start()
-            netns.wait_for(lambda: _members(store) == both, BOUND,
-                           f'se-b in the L4 pool ({cycles})')
-            flappy.stop()       # leaves without draining: a flap
-            flappy = None
-            netns.wait_for(
-                lambda: _members(store) == {'l7se:se-a@l2': 1}, BOUND,
-                f'se-b out of the L4 pool ({cycles})')
+        cycles = _crash_until_kept_out(deployment, store, url)
         assert cycles >= 2
         rejoined = time.monotonic()
         flappy = membership.Membership(url, 'se-b', L7G,
@@ -312,6 +333,45 @@ def test_a_crash_looping_l7_se_is_kept_out_until_it_stays_up(deployment):
         assert back > 2.0, back
         print(f'a crash loop of {cycles} deaths kept se-b out for '
               f'{back:.1f} s')
+    finally:
+        if flappy is not None:
+            flappy.stop()
+        stable.stop()
+        store.db.engine.dispose()
+
+
+def test_a_new_leader_keeps_a_crash_looping_l7_se_out(deployment):
+    """The leader keeps the flap penalties in the database: after it dies,
+    the next leader goes on from them, and the crash-looping SE stays out
+    of the L4 pools for the rest of its penalty.  Before, the new leader
+    started with none and let it straight back in.  Half-life 8 s,
+    suppressed at 2, back below 1: about 8 to 13 s after the last death."""
+    store, url, stable = _damping_deployment(deployment, half_life=8)
+    flappy = None
+    try:
+        second = deployment.launch('ctl2')
+        second.wait_for_line(r'^READY', 180)
+        _crash_until_kept_out(deployment, store, url)
+        last_death = time.monotonic()
+        # Kept by the leader: se-b, kept out.
+        assert [(se_id, suppressed) for _g, se_id, _p, _at, suppressed
+                in store.flap_penalties()] == [('se-b', True)]
+        os.kill(deployment.procs[0].pid, signal.SIGKILL)
+        netns.wait_for(lambda: 'is the leader' in deployment.log('ctl2'),
+                       30, 'ctl2 leading')
+        flappy = membership.Membership(url, 'se-b', L7G,
+                                       caps('198.51.100.2'))
+        flappy.start()
+        netns.wait_for(lambda: 'kept out by a previous leader' in
+                       deployment.log('ctl2') and
+                       'is back: kept out' in deployment.log('ctl2'),
+                       BOUND + 3, 'ctl2 keeps se-b out')
+        assert _members(store) == {'l7se:se-a@l2': 1}
+        back = _timed(lambda: len(_members(store)) == 2, 20.0,
+                      'se-b back in the L4 pool', started=last_death)
+        assert back > 6.0, back
+        print(f'kept out {back:.1f} s after its last death, across a '
+              'change of leader')
     finally:
         if flappy is not None:
             flappy.stop()

@@ -187,3 +187,96 @@ def test_a_suppressed_se_gone_for_good_is_forgotten(damping, clock):
     suppress(damping, clock)
     look(damping, clock, STABLE, after=3600.0)
     assert damping.suppressed(G) == [] and not damping._records
+
+
+# --------------------------------------------- kept from leader to leader
+def leader(store, wall, clock=None):
+    """A leader's FlapDamping keeping its penalties in store (its own
+    monotonic clock; the controllers share the wall clock)."""
+    return l7_damping.FlapDamping(clock=clock or fakes.Clock(50.0),
+                                  wall=wall, keep=l7_damping.StoreKeep(store))
+
+
+def test_the_next_leader_goes_on_from_the_kept_penalties(store):
+    """A crash loop the old leader saw keeps the SE out under the new
+    one, for what is left of its penalty (decayed by the wall-clock time
+    since): before, a new leader let it straight back in."""
+    wall, old_clock = fakes.Clock(1_000_000.0), fakes.Clock()
+
+    def both_look(damping, clock, members, after=1.0):
+        wall.now += after
+        return look(damping, clock, members, after=after)
+    old = leader(store, wall, old_clock)
+    for _ in range(3):
+        both_look(old, old_clock, dict(STABLE, flappy=UP))
+        both_look(old, old_clock, STABLE)
+    assert old.suppressed(G) == ['flappy']
+    ((group, se_id, penalty, at, suppressed),) = store.flap_penalties()
+    assert (group, se_id, suppressed) == (G, 'flappy', True)
+    assert at == wall.now and 2.5 < penalty < 3.0
+    # The old leader dies; a new one leads 20 s later (another process:
+    # another monotonic clock).
+    new_clock = fakes.Clock(7.0)
+    new = leader(store, wall, new_clock)
+    wall.now += 20.0
+    assert both_look(new, new_clock, dict(STABLE, flappy=UP)) == {'stable'}
+    assert new.suppressed(G) == ['flappy']
+    # Below 1.5 about 58 s after its last death: 21 s have passed.
+    assert both_look(new, new_clock, dict(STABLE, flappy=UP),
+                     after=30.0) == {'stable'}
+    assert both_look(new, new_clock, dict(STABLE, flappy=UP),
+                     after=10.0) == {'stable', 'flappy'}
+    ((_, _, _, _, suppressed),) = store.flap_penalties()
+    assert suppressed is False
+
+
+def test_a_kept_out_se_in_the_pools_drains_under_the_new_leader(store):
+    """Let in by the old leader while no other SE served, then kept out
+    again: under a new leader it drains in the pools (its established
+    connections stay), as under one leader, instead of leaving them."""
+    wall = fakes.Clock(1_000_000.0)
+    store.set_flap_penalty(G, 'flappy', 3.0, wall.now, True)
+    store.set_l7_members(G, dict(STABLE, flappy=UP))
+    clock = fakes.Clock()
+    new = leader(store, wall, clock)
+    admitted = new.admit(G, dict(STABLE, flappy=UP))
+    assert admitted['flappy']['draining'] is True
+    assert admitted['stable']['draining'] is False
+
+
+def test_a_decayed_penalty_is_forgotten_by_the_store_too(store):
+    wall, clock = fakes.Clock(1_000_000.0), fakes.Clock()
+    damping = leader(store, wall, clock)
+    wall.now += 1
+    look(damping, clock, dict(STABLE, flappy=UP))
+    wall.now += 1
+    look(damping, clock, STABLE)
+    assert [r[1] for r in store.flap_penalties()] == ['flappy']
+    # 1 halves to below 0.01 in 7 half-lives.
+    wall.now += 480
+    look(damping, clock, STABLE, after=480.0)
+    assert store.flap_penalties() == []
+
+
+def test_a_store_that_fails_costs_only_the_keeping(clock, caplog):
+    """The look goes on (the pools are what matter); the failure is
+    logged, and the kept penalties are read again at the next look."""
+    class Broken:
+        reads = 0
+
+        def load(self):
+            self.reads += 1
+            raise RuntimeError('database away')
+
+        def save(self, *args):
+            raise RuntimeError('database away')
+
+        def in_pools(self, l7_group):
+            raise RuntimeError('database away')
+    keep = Broken()
+    damping = l7_damping.FlapDamping(clock=clock, keep=keep)
+    crash(damping, clock, 3)
+    assert damping.suppressed(G) == ['flappy']
+    assert look(damping, clock, dict(STABLE, flappy=UP)) == {'stable'}
+    assert keep.reads == 7      # one a look
+    assert 'could not be kept (database away)' in caplog.text

@@ -27,12 +27,12 @@ already (let in so) and becomes suppressed again drains there (weight 0)
 instead of leaving them: its established connections stay.
 
 The leader keeps each penalty in the database when it changes (table
-l7_flap_penalties, StoreKeep); a newly elected leader goes on from them
-at its first look, decayed by the time since on the controllers' wall
-clocks, and an SE kept out that is in the pools then drains there, as
-under one leader.  What the previous leader saw of its last look (who
-was ready) is not kept: a death during the change of leader is not
-counted (docs/tier2.md)."""
+l7_flap_penalties, StoreKeep; flush() after the pools are stored); a
+newly elected leader goes on from them at its first look, decayed by
+the time since on the controllers' wall clocks, and an SE kept out that
+is in the pools then drains there, as under one leader.  What the
+previous leader saw of its last look (who was ready) is not kept: a
+death during the change of leader is not counted (docs/tier2.md)."""
 
 import math
 import time
@@ -67,10 +67,10 @@ class StoreKeep:
         """[(l7 group, se_id, penalty, at (epoch s), suppressed)]."""
         return self.store.flap_penalties()
 
-    def save(self, l7_group, se_id, penalty, at, suppressed):
-        """penalty None: forget it."""
-        self.store.set_flap_penalty(l7_group, se_id, penalty, at,
-                                    suppressed)
+    def save(self, rows):
+        """[(l7 group, se_id, penalty, at, suppressed)], in one
+        transaction; penalty None: forget it."""
+        self.store.set_flap_penalties(rows)
 
     def in_pools(self, l7_group):
         """The SE ids the L4 pools have of l7_group now."""
@@ -93,6 +93,8 @@ class FlapDamping:
         self._clock, self._wall = clock, wall
         self.keep = keep
         self._loaded = False    # this term read the kept penalties
+        # (l7 group, se_id) -> the row to keep (flush), or None: forget.
+        self._dirty = {}
         self._records = {}      # (l7 group, se_id) -> _Record
         self._last = {}         # l7 group -> {se_id: draining} last look
         self._admitted = {}     # l7 group -> SE ids its pools got
@@ -107,16 +109,16 @@ class FlapDamping:
         if not self.half_life:
             return members
         now = self._clock()
+        # Until the kept penalties and the pools are read, nothing is
+        # counted: a failure raises, and the watcher keeps the group's
+        # pools as they are (an unreadable look), as for any database
+        # error; the next look reads them again.
         if not self._loaded:
             self._load(now)
         if l7_group not in self._admitted and self.keep is not None:
             # First look of the term: who is in the pools already (a
             # kept-out SE there drains instead of leaving).
-            try:
-                self._admitted[l7_group] = self.keep.in_pools(l7_group)
-            except Exception as exc:  # noqa: BLE001 -- as if none
-                LOG.warning('flap damping: the L4 pools of L7 group %s '
-                            'could not be read (%s)', l7_group, exc)
+            self._admitted[l7_group] = self.keep.in_pools(l7_group)
         for se_id, draining in self._last.get(l7_group, {}).items():
             if not draining and se_id not in members:
                 self._flap(l7_group, se_id, now)
@@ -163,54 +165,64 @@ class FlapDamping:
         self._last.pop(l7_group, None)
 
     def _load(self, now):
-        """The penalties kept by the leaders before this term (those this
-        term already has stay): each decays from when it was kept."""
-        if self.keep is None:
-            self._loaded = True
-            return
-        try:
-            rows = self.keep.load()
-        except Exception as exc:  # noqa: BLE001 -- try at the next look
-            LOG.warning('flap damping: the kept penalties could not be '
-                        'read (%s); trying again at the next look', exc)
-            return
+        """The penalties kept by the leaders before this term, each
+        decayed from when it was kept (a time ahead of this host's clock:
+        from now).  Raises when they cannot be read."""
+        if self.keep is not None:
+            wall = self._wall()
+            went_on = []
+            for l7_group, se_id, penalty, at, suppressed in self.keep.load():
+                if not (math.isfinite(penalty) and penalty > 0
+                        and math.isfinite(at)):
+                    continue
+                rec = _Record(now - max(wall - at, 0.0))
+                rec.penalty = min(penalty, MAX_PENALTY)
+                rec.suppressed = bool(suppressed)
+                self._records[(l7_group, se_id)] = rec
+                if rec.suppressed and rec.decayed(
+                        now, self.half_life) >= self.reuse_below:
+                    went_on.append(f'{se_id} of L7 group {l7_group}')
+            if went_on:
+                LOG.info('flap damping: L7 SE(s) %s kept out by a '
+                         'previous leader: still kept out until their '
+                         'penalty decays', ', '.join(sorted(went_on)))
         self._loaded = True
-        wall = self._wall()
-        went_on = []
-        for l7_group, se_id, penalty, at, suppressed in rows:
-            if (l7_group, se_id) in self._records:
-                continue
-            rec = _Record(now - max(wall - at, 0.0))
-            rec.penalty, rec.suppressed = penalty, suppressed
-            self._records[(l7_group, se_id)] = rec
-            if suppressed:
-                went_on.append(f'{se_id} of L7 group {l7_group}')
-        if went_on:
-            LOG.info('flap damping: L7 SE(s) %s kept out by a previous '
-                     'leader: still kept out until their penalty decays',
-                     ', '.join(sorted(went_on)))
 
     def _keep(self, key, rec=None):
-        """Keep rec (as of its last decay) for the next leader; None:
-        forget it.  A failure costs only that: logged."""
+        """Keep rec (as of its last decay) for the next leader at the
+        next flush(); None: forget it."""
         if self.keep is None:
             return
+        if rec is None:
+            self._dirty[key] = None
+        else:
+            at = self._wall() - (self._clock() - rec.at)
+            self._dirty[key] = (rec.penalty, at, rec.suppressed)
+
+    def flush(self):
+        """Write what changed since the last flush, in one transaction
+        (the watcher calls it after storing the pools: the writes never
+        delay taking a dead SE out of them).  A failure is logged and
+        retried at the next flush."""
+        if not self._dirty:
+            return
+        rows = [(group, se_id) + (value or (None, None, None))
+                for (group, se_id), value in self._dirty.items()]
         try:
-            if rec is None:
-                self.keep.save(*key, None, None, None)
-            else:
-                at = self._wall() - (self._clock() - rec.at)
-                self.keep.save(*key, rec.penalty, at, rec.suppressed)
-        except Exception as exc:  # noqa: BLE001 -- the look goes on
-            LOG.warning('flap damping: the penalty of L7 SE %s of L7 group '
-                        '%s could not be kept (%s): a next leader would '
-                        'not know it', key[1], key[0], exc)
+            self.keep.save(rows)
+        except Exception as exc:  # noqa: BLE001 -- the next flush
+            LOG.warning('flap damping: %d penalty(ies) could not be kept '
+                        '(%s); trying again at the next look', len(rows),
+                        exc)
+            return
+        self._dirty.clear()
 
     def new_term(self):
         """Not leading (any more): what was seen is another term's -- an
         SE that drained and left meanwhile must not count as a flap at
         the next look.  The next term reads the kept penalties again."""
         self._loaded = False
+        self._dirty.clear()     # the next leader keeps its own
         self._records.clear()
         self._last.clear()
         self._admitted.clear()

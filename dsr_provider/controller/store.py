@@ -1692,19 +1692,22 @@ class Store:
             return [(r.l7_se_group, r.se_id, r.penalty, r.at, r.suppressed)
                     for r in s.query(models.L7FlapPenalty)]
 
-    def set_flap_penalty(self, l7_group, se_id, penalty, at, suppressed):
-        """Keep an L7 SE's flap penalty (None: forget it)."""
+    def set_flap_penalties(self, rows):
+        """Keep L7 SEs' flap penalties: [(l7 group, se_id, penalty, at,
+        suppressed)], in one transaction (penalty None: forget it)."""
         with self.db.session() as s:
-            row = s.get(models.L7FlapPenalty, (l7_group, se_id))
-            if penalty is None:
-                if row is not None:
-                    s.delete(row)
-                return
-            if row is None:
-                row = models.L7FlapPenalty(l7_se_group=l7_group,
-                                           se_id=se_id)
-                s.add(row)
-            row.penalty, row.at, row.suppressed = penalty, at, suppressed
+            for l7_group, se_id, penalty, at, suppressed in rows:
+                row = s.get(models.L7FlapPenalty, (l7_group, se_id))
+                if penalty is None:
+                    if row is not None:
+                        s.delete(row)
+                    continue
+                if row is None:
+                    row = models.L7FlapPenalty(l7_se_group=l7_group,
+                                               se_id=se_id)
+                    s.add(row)
+                row.penalty, row.at, row.suppressed = (penalty, at,
+                                                       suppressed)
 
     def l7_members(self, l7_group):
         """{se_id: {'tunnel_addresses': {...}, 'draining': bool}} as

@@ -612,6 +612,8 @@ class MembershipWatcher:
             self._failing.discard(l7_group)
             groups = self.store.set_l7_members(l7_group, members)
             self._record_left_out(l7_group, left_out, reports)
+            if self._damping is not None:
+                self._damping.flush()
             if groups:
                 LOG.info('L7 group %s: ready L7 SEs now %s (draining: %s; '
                          'not serving: %s); L4 group(s) %s get a new '

@@ -197,19 +197,24 @@ def leader(store, wall, clock=None):
                                   wall=wall, keep=l7_damping.StoreKeep(store))
 
 
+def kept_look(damping, clock, wall, members, after=1.0):
+    """A look as the watcher makes it: admit, then (the pools stored)
+    flush; both clocks move on."""
+    wall.now += after
+    admitted = look(damping, clock, members, after=after)
+    damping.flush()
+    return admitted
+
+
 def test_the_next_leader_goes_on_from_the_kept_penalties(store):
     """A crash loop the old leader saw keeps the SE out under the new
     one, for what is left of its penalty (decayed by the wall-clock time
     since): before, a new leader let it straight back in."""
     wall, old_clock = fakes.Clock(1_000_000.0), fakes.Clock()
-
-    def both_look(damping, clock, members, after=1.0):
-        wall.now += after
-        return look(damping, clock, members, after=after)
     old = leader(store, wall, old_clock)
     for _ in range(3):
-        both_look(old, old_clock, dict(STABLE, flappy=UP))
-        both_look(old, old_clock, STABLE)
+        kept_look(old, old_clock, wall, dict(STABLE, flappy=UP))
+        kept_look(old, old_clock, wall, STABLE)
     assert old.suppressed(G) == ['flappy']
     ((group, se_id, penalty, at, suppressed),) = store.flap_penalties()
     assert (group, se_id, suppressed) == (G, 'flappy', True)
@@ -219,15 +224,41 @@ def test_the_next_leader_goes_on_from_the_kept_penalties(store):
     new_clock = fakes.Clock(7.0)
     new = leader(store, wall, new_clock)
     wall.now += 20.0
-    assert both_look(new, new_clock, dict(STABLE, flappy=UP)) == {'stable'}
+    assert kept_look(new, new_clock, wall, dict(STABLE, flappy=UP)) == {
+        'stable'}
     assert new.suppressed(G) == ['flappy']
     # Below 1.5 about 58 s after its last death: 21 s have passed.
-    assert both_look(new, new_clock, dict(STABLE, flappy=UP),
+    assert kept_look(new, new_clock, wall, dict(STABLE, flappy=UP),
                      after=30.0) == {'stable'}
-    assert both_look(new, new_clock, dict(STABLE, flappy=UP),
+    assert kept_look(new, new_clock, wall, dict(STABLE, flappy=UP),
                      after=10.0) == {'stable', 'flappy'}
     ((_, _, _, _, suppressed),) = store.flap_penalties()
     assert suppressed is False
+
+
+def test_leading_again_reads_what_another_leader_kept(store):
+    """A controller that stops leading forgets; when it leads again it
+    reads what the leader in between kept."""
+    wall, clock = fakes.Clock(1_000_000.0), fakes.Clock()
+    damping = leader(store, wall, clock)
+    assert kept_look(damping, clock, wall, dict(STABLE, flappy=UP)) == {
+        'stable', 'flappy'}
+    damping.new_term()
+    # Another leader kept flappy out meanwhile.
+    store.set_flap_penalties([(G, 'flappy', 3.0, wall.now, True)])
+    assert kept_look(damping, clock, wall, dict(STABLE, flappy=UP)) == {
+        'stable'}
+
+
+def test_a_kept_time_ahead_of_this_clock_decays_from_now(store):
+    """Kept by a leader whose clock was ahead: no decay is invented (a
+    negative age would raise the penalty)."""
+    wall, clock = fakes.Clock(1_000_000.0), fakes.Clock()
+    store.set_flap_penalties([(G, 'flappy', 3.0, wall.now + 30.0, True)])
+    damping = leader(store, wall, clock)
+    kept_look(damping, clock, wall, dict(STABLE, flappy=UP), after=0.0)
+    (rec,) = damping._records.values()
+    assert rec.penalty == 3.0
 
 
 def test_a_kept_out_se_in_the_pools_drains_under_the_new_leader(store):
@@ -235,7 +266,7 @@ def test_a_kept_out_se_in_the_pools_drains_under_the_new_leader(store):
     again: under a new leader it drains in the pools (its established
     connections stay), as under one leader, instead of leaving them."""
     wall = fakes.Clock(1_000_000.0)
-    store.set_flap_penalty(G, 'flappy', 3.0, wall.now, True)
+    store.set_flap_penalties([(G, 'flappy', 3.0, wall.now, True)])
     store.set_l7_members(G, dict(STABLE, flappy=UP))
     clock = fakes.Clock()
     new = leader(store, wall, clock)
@@ -247,36 +278,61 @@ def test_a_kept_out_se_in_the_pools_drains_under_the_new_leader(store):
 def test_a_decayed_penalty_is_forgotten_by_the_store_too(store):
     wall, clock = fakes.Clock(1_000_000.0), fakes.Clock()
     damping = leader(store, wall, clock)
-    wall.now += 1
-    look(damping, clock, dict(STABLE, flappy=UP))
-    wall.now += 1
-    look(damping, clock, STABLE)
+    kept_look(damping, clock, wall, dict(STABLE, flappy=UP))
+    kept_look(damping, clock, wall, STABLE)
     assert [r[1] for r in store.flap_penalties()] == ['flappy']
     # 1 halves to below 0.01 in 7 half-lives.
-    wall.now += 480
-    look(damping, clock, STABLE, after=480.0)
+    kept_look(damping, clock, wall, STABLE, after=480.0)
     assert store.flap_penalties() == []
 
 
-def test_a_store_that_fails_costs_only_the_keeping(clock, caplog):
-    """The look goes on (the pools are what matter); the failure is
-    logged, and the kept penalties are read again at the next look."""
-    class Broken:
-        reads = 0
+class Keep:
+    """A keep whose reads or writes fail on demand."""
 
-        def load(self):
-            self.reads += 1
-            raise RuntimeError('database away')
+    def __init__(self, rows=()):
+        self.rows, self.saved = list(rows), []
+        self.load_fails = self.save_fails = False
 
-        def save(self, *args):
+    def load(self):
+        if self.load_fails:
             raise RuntimeError('database away')
+        return self.rows
 
-        def in_pools(self, l7_group):
+    def save(self, rows):
+        if self.save_fails:
             raise RuntimeError('database away')
-    keep = Broken()
-    damping = l7_damping.FlapDamping(clock=clock, keep=keep)
-    crash(damping, clock, 3)
-    assert damping.suppressed(G) == ['flappy']
+        self.saved.append(rows)
+
+    def in_pools(self, l7_group):
+        return set()
+
+
+def test_nothing_is_counted_until_the_kept_penalties_are_read(clock):
+    """An unreadable store fails the look (the watcher keeps the pools as
+    they are): a flap counted meanwhile must not replace the penalty the
+    last leader kept, nor let the SE in."""
+    keep = Keep([(G, 'flappy', 3.0, 1000.0, True)])
+    damping = l7_damping.FlapDamping(clock=clock, wall=clock, keep=keep)
+    keep.load_fails = True
+    for members in (dict(STABLE, flappy=UP), STABLE):
+        with pytest.raises(RuntimeError):
+            look(damping, clock, members)
+    keep.load_fails = False
     assert look(damping, clock, dict(STABLE, flappy=UP)) == {'stable'}
-    assert keep.reads == 7      # one a look
+    assert damping.suppressed(G) == ['flappy']
+
+
+def test_a_failed_write_is_tried_again_at_the_next_flush(clock, caplog):
+    keep = Keep()
+    damping = l7_damping.FlapDamping(clock=clock, wall=clock, keep=keep)
+    keep.save_fails = True
+    look(damping, clock, dict(STABLE, flappy=UP))
+    look(damping, clock, STABLE)
+    damping.flush()
     assert 'could not be kept (database away)' in caplog.text
+    keep.save_fails = False
+    damping.flush()
+    ((row,),) = keep.saved
+    assert row[:2] == (G, 'flappy') and row[4] is False
+    damping.flush()
+    assert len(keep.saved) == 1         # nothing new: no write

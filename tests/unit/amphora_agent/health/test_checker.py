@@ -339,7 +339,11 @@ def test_slow_member_does_not_delay_others(make_checker):
     # a collection) delays a few starts of every member alike: the 95th
     # percentile, not the maximum (rehearsal 129: one start 0.27 s late).
     assert others[int(len(others) * 0.95)] < 0.1, others[-20:]
-    assert c.stats()['skipped_slots'] == 0
+    # Skipped slots are starts a whole delay (0.1 s) late: blocked, nearly
+    # every start would skip one; the same host stall skips a few
+    # (rehearsal 169: 2 of 300 and more).
+    assert c.stats()['skipped_slots'] <= len(others) * 0.05, (
+        c.stats()['skipped_slots'], len(others))
 
 
 class OverlapProber(FakeProber):

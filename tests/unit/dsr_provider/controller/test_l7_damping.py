@@ -336,3 +336,19 @@ def test_a_failed_write_is_tried_again_at_the_next_flush(clock, caplog):
     assert row[:2] == (G, 'flappy') and row[4] is False
     damping.flush()
     assert len(keep.saved) == 1         # nothing new: no write
+
+
+def test_the_end_of_a_suppression_is_kept_for_an_absent_se_too(store):
+    """Kept out, then gone (not in the membership): its penalty decays
+    all the same, and the end of its suppression is kept, so that a next
+    leader does not keep it out for a penalty it no longer has."""
+    wall, clock = fakes.Clock(1_000_000.0), fakes.Clock()
+    damping = leader(store, wall, clock)
+    for _ in range(3):
+        kept_look(damping, clock, wall, dict(STABLE, flappy=UP))
+        kept_look(damping, clock, wall, STABLE)
+    ((*_, suppressed),) = store.flap_penalties()
+    assert suppressed is True
+    kept_look(damping, clock, wall, STABLE, after=60.0)
+    ((*_, penalty, _at, suppressed),) = store.flap_penalties()
+    assert suppressed is False and penalty < 1.5

@@ -311,39 +311,40 @@ def test_checker_parameter_validation():
 # -- scheduler ---------------------------------------------------------------
 
 def test_slow_member_does_not_delay_others(make_checker):
-    """A member that never answers (each probe runs to its timeout) next to
-    50 healthy ones: the healthy ones keep their schedule."""
-    lags = collections.defaultdict(list)
+    """A member that never answers (its probe runs to a 2 s timeout) next
+    to 50 healthy ones probed every 0.1 s: while that probe waits, the
+    healthy ones keep being probed.  Judged by count, not by lateness:
+    blocked by the hanging probe they would start none in its window,
+    free they start about 20 each; a stall of the whole host (CI's other
+    stages on two cores) costs a few, never most (before, bounds on the
+    start lag failed rehearsals 169 and 171 at 2 skipped slots and a 95th
+    percentile of 0.2 s)."""
+    starts = collections.defaultdict(list)
+    window = []
 
     def on_probe(key, scheduled, started, finished, ok):
-        lags[key].append(started - scheduled)
+        if key == 'hang':
+            window.append((started, finished))
+        else:
+            starts[key].append(started)
 
     c, events = make_checker(on_probe=on_probe)
     with servers.HangServer() as hang, servers.TcpAcceptor() as tcp:
         targets = {'hang': hm.Target('127.0.0.1', hang.port, mon(
-            'HTTP', delay=0.2, timeout=0.2, fall=1))}
+            'HTTP', delay=0.2, timeout=2.0, fall=1))}
         for i in range(50):
             targets[f'tcp{i}'] = hm.Target('127.0.0.1', tcp.port,
                                            mon(delay=0.1, timeout=0.1))
         c.set_targets(targets)
         c.start()
-        events.wait('hang', ONLINE, ERROR, 5)
-        wait_until(lambda: all(len(lags[f'tcp{i}']) >= 6
-                               for i in range(50)), 10, 'probes')
+        events.wait('hang', ONLINE, ERROR, 10)
         c.stop()
     assert all(c.status(f'tcp{i}') == ONLINE for i in range(50))
-    others = sorted(lag for k, v in lags.items() if k != 'hang'
-                    for lag in v)
-    # Blocked by the hanging member, nearly every start would be late by
-    # its 0.2 s timeout.  One stall of the whole host (CI's other stages,
-    # a collection) delays a few starts of every member alike: the 95th
-    # percentile, not the maximum (rehearsal 129: one start 0.27 s late).
-    assert others[int(len(others) * 0.95)] < 0.1, others[-20:]
-    # Skipped slots are starts a whole delay (0.1 s) late: blocked, nearly
-    # every start would skip one; the same host stall skips a few
-    # (rehearsal 169: 2 of 300 and more).
-    assert c.stats()['skipped_slots'] <= len(others) * 0.05, (
-        c.stats()['skipped_slots'], len(others))
+    (opened, closed), *_ = window
+    assert closed - opened >= 1.9, window      # it did wait its timeout
+    inside = sorted(sum(1 for t in starts[f'tcp{i}'] if opened < t < closed)
+                    for i in range(50))
+    assert inside[0] >= 5, inside
 
 
 class OverlapProber(FakeProber):

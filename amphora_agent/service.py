@@ -670,8 +670,7 @@ class Agent:
         (capacity.Limits keys; conn_table_size: the fuller connection
         table at the last statistics report), or None if nothing is
         known."""
-        # A copy: the dataplane may hand out what it keeps.
-        held = dict((self.dp.held() if self.dp is not None else None) or {})
+        held = (self.dp.held() if self.dp is not None else None) or {}
         if self._flows_held is not None:
             held['conn_table_size'] = self._flows_held
         return held or None

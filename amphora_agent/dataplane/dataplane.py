@@ -1142,9 +1142,13 @@ class Dataplane:
         apply refused as InvalidConfig or a failed next-hop refresh
         (neither changes what it counts); None before its first apply
         and after one that failed half-way: reading every map for it
-        would cost a report seconds at 10,000 listeners."""
+        would cost a report seconds at 10,000 listeners.  The caller's
+        own dict (the agent adds its flows to it)."""
         written = self._written
-        return self._held_before if written is None else written.held()
+        if written is None:
+            return None if self._held_before is None \
+                else dict(self._held_before)
+        return written.held()
 
     def stats(self, conn_table_entries=True):
         """Counters summed over CPUs: SE-wide, per listener, per member;

@@ -150,7 +150,7 @@ class Written:
         backups only while they serve."""
         per_family = {4: 0, 6: 0}
         for (family, _tag), nets in self.acls.items():
-            per_family[family] = per_family.get(family, 0) + len(nets)
+            per_family[family] += len(nets)
         return {'max_listeners': len(self.listeners),
                 'max_members': sum(map(len, self.slots.values())),
                 'ring_size': max(map(len, self.slots.values()), default=0),

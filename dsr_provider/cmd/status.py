@@ -135,7 +135,7 @@ def _se_view(row, enrolled, group_generation, usage, now, stale_after):
     for key, label in _CAPACITY:
         if key in limits:
             capacity[label] = {'held': held.get(key),
-                               'used': (usage or {}).get(key),
+                               'used': usage.get(key),
                                'limit': limits[key]}
     age = now - row.updated_at
     view = {

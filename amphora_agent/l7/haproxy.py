@@ -44,6 +44,11 @@ class ConfigRejected(HaproxyError):
     """HAProxy refused a configuration; the message holds its alerts."""
 
 
+class ReloadFailed(HaproxyError):
+    """The master could not load a reloaded configuration and goes on with
+    the old worker; the message holds its alerts."""
+
+
 def version(binary):
     """('2', '6', '12') from ``haproxy -v``."""
     out = subprocess.run([binary, '-v'], capture_output=True, text=True,
@@ -105,6 +110,17 @@ def _alerts(log_path, offset, limit=3):
     alerts = [re.sub(r'^\[ALERT\]\s*\(\d+\)\s*:\s*', '', line).strip()
               for line in text.splitlines() if line.startswith('[ALERT]')]
     return '; '.join(alerts[:limit])
+
+
+def _loading_failed(log_path, offset):
+    """Whether the master logged, after offset, that it could not load a
+    reloaded configuration (it then goes on with the old worker)."""
+    try:
+        with open(log_path, 'rb') as f:
+            f.seek(offset)
+            return b'Loading failure!' in f.read(1 << 20)
+    except OSError:
+        return False
 
 
 def _wait(predicate, timeout, what):
@@ -237,6 +253,14 @@ class Process:
         def new_worker():
             pid = self.worker_pid()
             if not pid or pid == old:
+                if _loading_failed(log_path, start):
+                    # The master kept the old worker (a port it cannot
+                    # bind): no new one will come, say why now rather
+                    # than after the timeout.
+                    raise ReloadFailed(
+                        f'HAProxy for {self.lb_id} failed to load the new '
+                        f'configuration: {_alerts(log_path, start)} '
+                        f'(see {log_path})')
                 return None
             try:   # and the re-executed master's CLI is back
                 return pid if pid in self.workers()['current'] else None
@@ -245,6 +269,8 @@ class Process:
         try:
             return _wait(new_worker, self.timeout,
                          f'the new HAProxy worker of {self.lb_id}')
+        except ReloadFailed:
+            raise
         except HaproxyError as exc:
             # The master's alerts say why (a port another process holds):
             # the reason Octavia's status carries, as for a start.

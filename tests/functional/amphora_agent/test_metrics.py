@@ -4,7 +4,6 @@ move by what was sent, drops by reason, BGP sessions and routes, health
 probes (results per member, latency per pool: 7 series per member),
 generation and ring ABI are there."""
 
-import socket
 import urllib.request
 
 from prometheus_client import parser
@@ -17,6 +16,7 @@ from tools.lab.agent_lab import load_balancer
 from tools.lab.agent_lab import member
 from tools.lab.agent_lab import tcp_monitor
 from tools.lab import netns
+from tools.lab import ports
 
 VIP4 = netns.VIP4
 DL = f'{VIP4}:80/tcp'           # the dataplane listener of l-tcp
@@ -24,9 +24,7 @@ REQUESTS = 20
 
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    return ports.server_port()
 
 
 class MetricsLab(agent_lab.AgentLab):

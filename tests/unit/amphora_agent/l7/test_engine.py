@@ -20,6 +20,7 @@ from tests.unit.amphora_agent.l7 import test_udp
 from tests.unit.amphora_agent.l7 import tls
 from tools.lab import l7_docs as docs
 from tools.lab.netns import wait_for
+from tools.lab import ports
 
 HAPROXY = shutil.which('haproxy')
 pytestmark = pytest.mark.skipif(HAPROXY is None,
@@ -50,9 +51,9 @@ class RecordingHost:
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+    # Not bind(0): another test's socket took such a port before HAProxy
+    # bound it (lb2 failed to start, rehearsal 173).
+    return ports.server_port()
 
 
 @pytest.fixture
@@ -120,7 +121,9 @@ def test_an_unchanged_load_balancer_is_not_rendered_or_checked_again(
         return real_check(binary, path)
     monkeypatch.setattr(haproxy, 'check', check)
     p1, p2 = free_port(), free_port()
-    engine.apply(docs.document(lb('lb1', p1), lb('lb2', p2)))
+    result = engine.apply(docs.document(lb('lb1', p1), lb('lb2', p2)))
+    assert [result[i]['action'] for i in ('lb1', 'lb2')] == [
+        'started', 'started'], result
     assert sorted(checked) == ['lb1', 'lb2']
     checked.clear()
     workers = {i: engine.process(i).worker_pid() for i in ('lb1', 'lb2')}
@@ -129,9 +132,39 @@ def test_an_unchanged_load_balancer_is_not_rendered_or_checked_again(
         generation=2))
     assert checked == ['lb2']
     assert (result['lb1']['action'], result['lb2']['action']) == (
-        'unchanged', 'reloaded')
+        'unchanged', 'reloaded'), result
     assert engine.process('lb1').worker_pid() == workers['lb1']
     assert engine.ready
+
+
+def test_a_reload_that_cannot_bind_fails_at_once_and_the_old_worker_serves(
+        engine):
+    """The new configuration moves the listener to a port another process
+    holds: the master cannot load it and goes on with the old worker.  The
+    load balancer is ERROR with HAProxy's reason as soon as the master says
+    so (not after the engine's 60 s wait for a new worker), the old port
+    still serves, and the next apply, once the port is free, reloads."""
+    p1, p2 = free_port(), free_port()
+    engine.apply(docs.document(lb('lb1', p1)))
+    worker = engine.process('lb1').worker_pid()
+    holder = socket.socket()
+    holder.bind(('127.0.0.1', p2))
+    holder.listen()
+    try:
+        result = engine.apply(docs.document(lb('lb1', p2), generation=2))
+        assert result['lb1']['status'] == 'ERROR', result
+        error = result['lb1']['error']
+        assert 'failed to load the new configuration' in error, error
+        assert 'Address already in use' in error, error
+        assert 'timed out' not in error, error
+        assert engine.process('lb1').worker_pid() == worker
+        socket.create_connection(('127.0.0.1', p1), timeout=5).close()
+    finally:
+        holder.close()
+    result = engine.apply(docs.document(lb('lb1', p2), generation=3))
+    assert (result['lb1']['status'], result['lb1']['action']) == (
+        'ACTIVE', 'reloaded'), result
+    socket.create_connection(('127.0.0.1', p2), timeout=5).close()
 
 
 def test_an_unchanged_load_balancer_whose_haproxy_died_is_started(engine):

@@ -48,7 +48,10 @@ dataplane_opts = [
                     'to the sum of the rings the SE is to hold (10,000 '
                     'pools of 16 members: 10,000 x 16001), plus room for '
                     'the rings being resized in one change; a listener '
-                    'whose ring does not fit is rejected and reported.'),
+                    'whose ring does not fit is rejected and reported. '
+                    'Rings of listeners a change leaves alone are moved '
+                    '(hitlessly) when the free slots would hold a ring '
+                    'but no free run does.'),
     cfg.IntOpt('max_members', default=65535, min=1,
                help='Member capacity over all dataplane listeners (a member '
                     'of a load balancer with two VIP addresses counts '

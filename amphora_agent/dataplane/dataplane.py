@@ -25,6 +25,7 @@ import os
 import socket
 import time
 
+from amphora_agent.dataplane import grace
 from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
@@ -298,6 +299,18 @@ class Dataplane:
                        offset=first) as mem:
             mem[byte_offset - first:end - first] = data
 
+    def _copy_ring_memory(self, source, target, length):
+        """Copy `length` bytes of the rings map from one byte offset to
+        another (extents that do not overlap), a page-aligned window of
+        each mapped only while copying."""
+        first = source - source % mmap.PAGESIZE
+        end = source + length
+        size = end - first + (-(end - first) % mmap.PAGESIZE)
+        with mmap.mmap(self.maps['rings'].fd, size, mmap.MAP_SHARED,
+                       mmap.PROT_READ, offset=first) as mem:
+            data = mem[source - first:end - first]
+        self._write_ring_memory(target, data)
+
     def close(self):
         for m in self.maps.values():
             m.close()
@@ -535,27 +548,86 @@ class Dataplane:
                 f'{self.limits.max_reals - 1}')
         return wanted
 
-    def _check_ring_space(self, view, changed):
+    def _check_ring_space(self, view, changed, desired):
         """Extents for the new and resized rings of `changed` ({key:
         offset}), allocated while the rings they replace are still in
-        place (the order apply writes them in); InvalidConfig names the
-        first listener that does not fit.  The allocations are made in
-        view.space: a refused apply drops the view."""
-        offsets = {}
+        place (the order apply writes them in), in a copy of view.space
+        returned with them; InvalidConfig names the first listener that
+        does not fit.  Where no free run holds a ring, rings of listeners
+        the change leaves alone are to move out of the way: the moves come
+        back in steps ([[(key, old offset, new offset)]]), each to be
+        waited out (grace.wait) before the next.  Nothing is written."""
+        space = view.space.copy()
+        movable = None
+        offsets, steps = {}, []
         for key, spec, current in changed:
             size = spec.ring_size(self.limits.ring_size)
             if not size or (current is not None
                             and current.ring_size == size):
                 continue
             try:
-                offsets[key] = view.space.allocate(size)
+                try:
+                    offsets[key] = space.allocate(size)
+                    continue
+                except rings_mod.RingSpaceError:
+                    if space.free_slots() < size or not grace.available():
+                        raise
+                if movable is None:
+                    movable = self._movable_rings(view, changed, desired)
+                moves = space.make_room(size, movable)
             except rings_mod.RingSpaceError as exc:
                 raise model.InvalidConfig(
                     f'listener {key}: its ring of {size} slots (a pool of '
                     f'{max(spec.pool_members, len(spec.members))} members) '
                     f'does not fit in ring_slots {self.limits.ring_slots}: '
                     f'{exc}')
-        return offsets
+            for moved, _, new in moves:
+                movable[moved] = (new, movable[moved][1])
+            steps.append(moves)
+            offsets[key] = space.allocate(size)
+        return offsets, space, steps
+
+    def _movable_rings(self, view, changed, desired):
+        """{key: (offset, size)} of the live rings that stay where they
+        are through this apply: not those of listeners it removes or
+        resizes (live until it is done, then freed).  A ring it rewrites
+        in place (its members changed) may move first."""
+        resized = {key for key, spec, current in changed
+                   if current is not None and current.ring_size
+                   != spec.ring_size(self.limits.ring_size)}
+        return {key: (cur.ring_off, cur.ring_size)
+                for key, cur in view.listeners.items()
+                if cur.ring_size and key in desired.listeners
+                and key not in resized}
+
+    def _move_rings(self, view, steps):
+        """Carry out _check_ring_space's moves: each ring is copied to its
+        new extent before its listener entry switches to it (a packet
+        reads the old ring or the new, the same slots either way), and
+        each step is waited out: the next step, and the rings this apply
+        writes, may take the extents it left.  Returns the rings moved."""
+        count = 0
+        for moves in steps:
+            for key, old, new in moves:
+                current = view.listeners[key]
+                self._copy_ring_memory(old * 4, new * 4,
+                                       current.ring_size * 4)
+                moved = structs.Listener.from_buffer_copy(bytes(current))
+                moved.ring_off = new
+                self.maps['listeners'].update(bytes(_vip_key(key)),
+                                              bytes(moved))
+                view.listeners[key] = moved
+                built = self._rings_built.get(moved.id)
+                if built is not None and built[0][0] == old:
+                    self._rings_built[moved.id] = (
+                        (new,) + built[0][1:], built[1])
+                count += 1
+            grace.wait()
+        if count:
+            LOG.info('moved %d rings to make room for a larger one '
+                     '(%d free runs of the rings map left)', count,
+                     len(view.space.gaps()))
+        return count
 
     def _check_free_slots(self, view, changed):
         """The live members of each changed listener ({address: (slot,
@@ -696,13 +768,23 @@ class Dataplane:
         members = self._check_capacity(desired, view, changed, removed)
         acl_wanted = self._check_acl_capacity(desired, view, changed,
                                               removed)
-        offsets = self._check_ring_space(view, changed)
         lives = self._check_free_slots(view, changed)
+        # The last check: the moves it may call for are made only for an
+        # apply that goes ahead.
+        offsets, view.space, steps = self._check_ring_space(
+            view, changed, desired)
         changes = {'config_updated': 0, 'listeners_added': 0,
                    'listeners_removed': 0, 'listeners_updated': 0,
                    'members_added': 0, 'members_removed': 0,
                    'rings_written': 0, 'rings_resized': 0,
+                   'rings_moved': self._move_rings(view, steps),
                    'acls_written': 0}
+        if steps:
+            # A changed listener's ring that moved is where its entry
+            # points now.
+            changed = [(key, spec, view.listeners.get(key) if current
+                        is not None else None)
+                       for key, spec, current in changed]
         # (family, tag) of the allow lists written or kept by the changed
         # listeners; the lists the changed and removed ones had are deleted
         # unless kept, once no listener points at them.

@@ -8,6 +8,14 @@ between applies with them (written.Written).
 Best fit (the smallest gap that holds the ring, the lowest such gap on a
 tie) keeps large gaps for large rings; freed extents merge with their
 neighbours because the gaps are recomputed from what is in use.
+
+When no gap holds a ring although enough slots are free (rings removed and
+resized over time leave runs too short), make_room moves a few rings of
+listeners the change leaves alone out of one window (the window whose
+rings are the fewest slots to move) into gaps outside it.  A moved ring is
+the same ring at another offset, copied before its listener entry switches
+to it, so no flow notices; its old extent is reused only once no packet
+can still be reading it (dataplane.py waits for that).
 """
 
 import bisect
@@ -88,3 +96,79 @@ class RingSpace:
             self._drop_gap(*before)
             offset, size = before[0], before[1] + size
         self._add_gap(offset, size)
+
+    def copy(self):
+        other = RingSpace.__new__(RingSpace)
+        other.total = self.total
+        other._by_off = list(self._by_off)
+        other._by_size = list(self._by_size)
+        return other
+
+    def take(self, offset, size):
+        """Mark a given free run of slots in use."""
+        i = bisect.bisect_right(self._by_off, (offset, self.total + 1)) - 1
+        if i < 0 or size <= 0 or \
+                sum(self._by_off[i]) < offset + size:
+            raise RingSpaceError(f'ring extent {offset}+{size} is not free')
+        gap_off, gap = self._by_off[i]
+        self._drop_gap(gap_off, gap)
+        self._add_gap(gap_off, offset - gap_off)
+        self._add_gap(offset + size, gap_off + gap - offset - size)
+
+    def _windows(self, size, movable):
+        """(slots to move, offset, keys) of every run of `size` slots made
+        only of gaps and movable extents."""
+        segments = sorted([(off, n, None) for off, n in self._by_off] + [
+            (off, n, key) for key, (off, n) in movable.items() if n > 0])
+        found = []
+        for i, (start, _, _) in enumerate(segments):
+            end, at, cost, keys = start + size, start, 0, []
+            for j in range(i, len(segments)):
+                off, n, key = segments[j]
+                if off != at or at >= end:
+                    break
+                if key is not None:
+                    cost += n
+                    keys.append(key)
+                at = off + n
+            if at >= end and end <= self.total:
+                found.append((cost, start, keys))
+        return sorted(found, key=lambda w: w[:2])
+
+    def make_room(self, size, movable, tries=16):
+        """Free a run of `size` slots by moving extents of `movable`
+        ({key: (offset, size)}, extents in use whose content may move):
+        the window with the fewest slots to move whose extents all fit in
+        the gaps outside it, each best fit, the largest first.  Returns
+        [(key, old offset, new offset)]; the moved extents and the window
+        are free afterwards (the caller copies each ring and switches its
+        listener before anything is written there).  RingSpaceError, with
+        nothing changed, when no window works."""
+        for cost, start, keys in self._windows(size, movable)[:tries]:
+            trial = self.copy()
+            end = start + size
+            inside = [(max(off, start), min(off + n, end) - max(off, start))
+                      for off, n in self._by_off
+                      if off < end and off + n > start]
+            for off, n in inside:
+                trial.take(off, n)
+            moves = []
+            try:
+                for key in sorted(keys, key=lambda k: (-movable[k][1],
+                                                       movable[k][0])):
+                    old, n = movable[key]
+                    moves.append((key, old, trial.allocate(n)))
+            except RingSpaceError:
+                continue
+            for key, old, _ in moves:
+                trial.release(old, movable[key][1])
+            for off, n in inside:
+                trial.release(off, n)
+            self._by_off, self._by_size = trial._by_off, trial._by_size
+            return moves
+        largest = self._by_size[-1][0] if self._by_size else 0
+        raise RingSpaceError(
+            f'no room for a ring of {size} slots: {self.free_slots()} of '
+            f'{self.total} ring slots are free, the largest free run has '
+            f'{largest}, and moving the rings of unchanged listeners does '
+            'not make one')

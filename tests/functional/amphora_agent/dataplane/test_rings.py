@@ -14,6 +14,7 @@ import pytest
 
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
+from amphora_agent.dataplane import rings as rings_mod
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.test_consistency import flows
 from tests.functional.amphora_agent.dataplane.test_consistency import \
@@ -208,3 +209,170 @@ def test_a_ring_that_does_not_fit_changes_nothing_and_names_its_listener(
     assert third.ring_size == 1021
     offsets = sorted(v.ring_off for v in se.dp._live_listeners().values())
     assert offsets == [0, 1021, 2042]
+
+
+MOVE_MEMBERS = [ipaddress.ip_address(f'198.19.50.{i}') for i in range(1, 6)]
+
+
+class MovingRingsHarness(pc.SeHarness):
+    """Rings of 4001 slots (pools of up to 4) and 8009 (5 to 8), in a
+    rings map of five small rings and 4009 slots more."""
+
+    limits = dataclasses.replace(pc.LIMITS, ring_size=8009,
+                                 ring_slots=5 * 4001 + 4009)
+
+    @staticmethod
+    def base_state(icmp_echo=True):
+        return SmallRingsHarness.base_state(icmp_echo)
+
+
+@pytest.fixture
+def moving_rings():
+    harness = MovingRingsHarness()
+    try:
+        harness.setup()
+        yield harness
+    finally:
+        harness.teardown()
+
+
+def _with(se, members_by_port, weight=1):
+    state = se.state.copy()
+    for port, members in members_by_port.items():
+        key = model.ListenerKey(ipaddress.ip_address(pc.VIP4), port, 'tcp')
+        if members is None:
+            state.listeners.pop(key)
+            continue
+        state.listeners[key] = model.ListenerSpec(key, members={
+            a: model.Member(a, weight=weight) for a in members})
+    return state
+
+
+def _rings(se):
+    return {str(k): ring_in_map(se.dp, v)
+            for k, v in se.dp._live_listeners().items()}
+
+
+def _steered_to(se, port, sport):
+    res = se.run(pc.syn4(dport=port, sport=sport))
+    assert res.retval == pc.REDIRECT, res
+    return ipaddress.ip_address(pc.IP(res.data_out[14:34]).dst)
+
+
+def test_rings_of_unchanged_listeners_move_to_make_room_for_a_larger_one(
+        moving_rings):
+    """Rings removed leave free runs too short for a pool that grows past
+    4 members although enough slots are free: the apply moves a ring of a
+    listener it leaves alone (copied, then its entry switched) instead of
+    refusing the listener, and every flow keeps its member."""
+    se = moving_rings
+    four = MOVE_MEMBERS[:4]
+    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
+    se.apply(_with(se, {1002: None}))
+    live = se.dp._live_listeners()
+    space = rings_mod.RingSpace(
+        se.dp.limits.total_ring_slots,
+        [(v.ring_off, v.ring_size) for v in live.values()])
+    assert space.free_slots() >= 8009
+    assert max(n for _, n in space.gaps()) < 8009, space.gaps()
+    before = _rings(se)
+    flows_ = [(port, 41000 + i) for port in (80, 1001, 1003)
+              for i in range(40)]
+    served = {f: _steered_to(se, *f) for f in flows_}
+
+    changes = se.apply(_with(se, {1004: MOVE_MEMBERS}))
+
+    assert changes['rings_moved'] >= 1, changes
+    assert changes['listeners_added'] == 1, changes
+    after = _rings(se)
+    new_key = f'{pc.VIP4}:1004/tcp'
+    assert {k: after[k] for k in before} == before, 'a ring changed'
+    entries = sorted((v.ring_off, v.ring_size)
+                     for v in se.dp._live_listeners().values())
+    for (a, n), (b, _) in zip(entries, entries[1:]):
+        assert a + n <= b, f'extents overlap: {entries}'
+    moved = [k for k, v in se.dp._live_listeners().items()
+             if str(k) in before and v.ring_off != live[k].ring_off]
+    assert len(moved) == changes['rings_moved'], moved
+    # What the program does: the same member for every flow, and the new
+    # listener by its own ring.
+    assert {f: _steered_to(se, *f) for f in flows_} == served
+    new = se.listener(new_key)
+    assert new.ring_size == 8009
+    ring, _ = expected_ring(se.dp, new)
+    assert ring_in_map(se.dp, new) == ring
+    for sport in range(42000, 42040):
+        member = _steered_to(se, 1004, sport)
+        expected, _ = se.ring_member(
+            new_key, ipaddress.ip_address(pc.CLIENT4), sport, 6)
+        assert member == expected
+
+
+def test_a_ring_the_same_apply_removes_does_not_move_and_is_not_reused(
+        moving_rings):
+    """The same layout, but the listener whose ring had to move is removed
+    by the same apply: its ring is in use until the apply is done, nothing
+    else makes room, and the apply is refused, naming the listener, with
+    nothing moved or written.  The removal alone, then the addition, fit
+    without a move."""
+    se = moving_rings
+    four = MOVE_MEMBERS[:4]
+    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
+    se.apply(_with(se, {1002: None}))
+    before = se.dp.read_state()
+    rings_before = _rings(se)
+    with pytest.raises(model.InvalidConfig) as exc:
+        se.apply(_with(se, {1003: None, 1004: MOVE_MEMBERS}))
+    assert str(exc.value).startswith(
+        f'listener {pc.VIP4}:1004/tcp: its ring of 8009 slots'), exc.value
+    assert 'moving the rings of unchanged listeners does not make one' \
+        in str(exc.value)
+    assert se.dp.read_state() == before
+    assert _rings(se) == rings_before
+    se.apply(_with(se, {1003: None}))
+    changes = se.apply(_with(se, {1004: MOVE_MEMBERS}))
+    assert (changes['listeners_added'], changes['rings_moved']) == (1, 0)
+
+
+def test_a_ring_rewritten_by_the_same_apply_may_move_first(moving_rings):
+    """The listener whose ring moves also changes its members (a new
+    state object for every listener, as after a full resync): its ring
+    moves, then is rewritten where it went."""
+    se = moving_rings
+    four = MOVE_MEMBERS[:4]
+    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
+    se.apply(_with(se, {1002: None}))
+    state = _with(se, {1004: MOVE_MEMBERS}).copy()
+    key = model.ListenerKey(ipaddress.ip_address(pc.VIP4), 1003, 'tcp')
+    state.listeners[key] = model.ListenerSpec(key, members={
+        a: model.Member(a, weight=3 if a == four[0] else 1) for a in four})
+    changes = se.apply(state)
+    assert changes['rings_moved'] >= 1, changes
+    entries = sorted((v.ring_off, v.ring_size)
+                     for v in se.dp._live_listeners().values())
+    for (a, n), (b, _) in zip(entries, entries[1:]):
+        assert a + n <= b, f'extents overlap: {entries}'
+    for port in (80, 1001, 1003, 1004):
+        ent = se.listener(f'{pc.VIP4}:{port}/tcp')
+        ring, _ = expected_ring(se.dp, ent)
+        assert ring_in_map(se.dp, ent) == ring, port
+    weights = {se.real_of(f'{pc.VIP4}:1003/tcp', a)[1].weight for a in four}
+    assert weights == {1, 3}
+
+
+def test_without_a_grace_period_no_ring_moves(moving_rings, monkeypatch):
+    """A kernel that cannot wait out the readers of a moved ring's old
+    place (membarrier refused): the ring that does not fit is refused as
+    before, nothing moved."""
+    from amphora_agent.dataplane import grace
+    se = moving_rings
+    four = MOVE_MEMBERS[:4]
+    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
+    se.apply(_with(se, {1002: None}))
+    before = se.dp.read_state()
+    monkeypatch.setattr(grace, 'available', lambda: False)
+    with pytest.raises(model.InvalidConfig) as exc:
+        se.apply(_with(se, {1004: MOVE_MEMBERS}))
+    assert 'the largest free run has 4009' in str(exc.value)
+    assert 'moving' not in str(exc.value)
+    assert se.dp.read_state() == before

@@ -46,13 +46,16 @@ def enrol(database, se_group, se_id, public_key):
 def revoke(database, se_id):
     """True when se_id was enrolled (its messages are refused from now).
     Its last reported state goes too: a revoked SE must not vote in
-    operating statuses until it goes silent (agent_ttl).  Its listener
-    counters are carried: its traffic stays in the totals."""
+    operating statuses until it goes silent (agent_ttl); and an L7 SE's
+    kept flap penalties (an SE enrolled again under the name starts
+    afresh with the next leader).  Its listener counters are carried: its
+    traffic stays in the totals."""
     with database.session() as s:
         row = s.get(models.SEKey, se_id)
         if row is None:
             return False
         s.delete(row)
+        s.query(models.L7FlapPenalty).filter_by(se_id=se_id).delete()
         agent = s.get(models.AgentState, se_id, with_for_update=True)
         if agent is not None:
             listener_totals.carry(s, se_id, agent.se_group, agent.stats)

@@ -1,7 +1,9 @@
 """Flap damping of the L7 SEs in the L4 pools (l7_damping.py)."""
 
+from cryptography.hazmat.primitives.asymmetric import ed25519
 import pytest
 
+from dsr_provider.controller import enrolment
 from dsr_provider.controller import l7_damping
 from tests.unit.dsr_provider import fakes
 
@@ -352,3 +354,12 @@ def test_the_end_of_a_suppression_is_kept_for_an_absent_se_too(store):
     kept_look(damping, clock, wall, STABLE, after=60.0)
     ((*_, penalty, _at, suppressed),) = store.flap_penalties()
     assert suppressed is False and penalty < 1.5
+
+
+def test_a_revoked_se_leaves_no_kept_penalty(store):
+    enrolment.enrol(store.db, G, 'flappy',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
+    store.set_flap_penalties([(G, 'flappy', 3.0, 100.0, True),
+                              (G, 'stable', 0.5, 100.0, False)])
+    assert enrolment.revoke(store.db, 'flappy')
+    assert store.flap_penalties() == [(G, 'stable', 0.5, 100.0, False)]

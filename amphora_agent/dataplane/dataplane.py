@@ -184,6 +184,8 @@ class Dataplane:
         # and weights), digest)} of the last ring this process built for
         # each listener (see _write_ring).
         self._rings_built = {}
+        # Ring extents freed with no grace period since (_move_rings).
+        self._freed_unwaited = False
 
     # ----------------------------------------------------------- lifecycle
     @classmethod
@@ -600,29 +602,42 @@ class Dataplane:
                 if cur.ring_size and key in desired.listeners
                 and key not in resized}
 
-    def _move_rings(self, view, steps):
+    def _move_rings(self, view, steps, offsets):
         """Carry out _check_ring_space's moves: each ring is copied to its
         new extent before its listener entry switches to it (a packet
         reads the old ring or the new, the same slots either way), and
-        each step is waited out: the next step, and the rings this apply
-        writes, may take the extents it left.  Returns the rings moved."""
+        each switch is waited out (grace.wait): the next move, and the
+        rings this apply writes, may take the extent it left, and the
+        kernel may reuse the replaced entry's element for the next update
+        of the listeners map.  Extents the previous apply freed are waited
+        out too before this one writes a ring into new extents (offsets).
+        Returns the rings moved."""
         count = 0
+        if self._freed_unwaited and (offsets or steps) and \
+                grace.available():
+            grace.wait()
+            self._freed_unwaited = False
         for moves in steps:
             for key, old, new in moves:
-                current = view.listeners[key]
-                self._copy_ring_memory(old * 4, new * 4,
-                                       current.ring_size * 4)
-                moved = structs.Listener.from_buffer_copy(bytes(current))
-                moved.ring_off = new
-                self.maps['listeners'].update(bytes(_vip_key(key)),
-                                              bytes(moved))
-                view.listeners[key] = moved
+                try:
+                    current = view.listeners[key]
+                    self._copy_ring_memory(old * 4, new * 4,
+                                           current.ring_size * 4)
+                    moved = structs.Listener.from_buffer_copy(
+                        bytes(current))
+                    moved.ring_off = new
+                    self.maps['listeners'].update(bytes(_vip_key(key)),
+                                                  bytes(moved))
+                    view.listeners[key] = moved
+                finally:
+                    # Also after a failure half-way: the apply that reads
+                    # the maps again may write where this ring was.
+                    grace.wait()
                 built = self._rings_built.get(moved.id)
                 if built is not None and built[0][0] == old:
                     self._rings_built[moved.id] = (
                         (new,) + built[0][1:], built[1])
                 count += 1
-            grace.wait()
         if count:
             LOG.info('moved %d rings to make room for a larger one '
                      '(%d free runs of the rings map left)', count,
@@ -777,7 +792,7 @@ class Dataplane:
                    'listeners_removed': 0, 'listeners_updated': 0,
                    'members_added': 0, 'members_removed': 0,
                    'rings_written': 0, 'rings_resized': 0,
-                   'rings_moved': self._move_rings(view, steps),
+                   'rings_moved': self._move_rings(view, steps, offsets),
                    'acls_written': 0}
         if steps:
             # A changed listener's ring that moved is where its entry
@@ -975,6 +990,7 @@ class Dataplane:
         # apply, merged with their free neighbours.
         for offset, size in released:
             view.space.release(offset, size)
+        self._freed_unwaited |= bool(released)
         view.members, view.acl_wanted = members, acl_wanted
         view.sources, view.fresh = sources, False
         self._written = view

@@ -5,7 +5,10 @@ entry points at a new ring extent, a packet already in the program may
 still read the old one.  synchronize_rcu() waits for every such reader;
 userspace reaches it through membarrier(MEMBARRIER_CMD_GLOBAL), which the
 kernel implements as exactly that on a host with more than one CPU (with
-one, no program runs while this process does).
+one, no program runs while this process does -- not so on a PREEMPT_RT
+kernel, where softirqs are preemptible: not a kernel for an SE).  Where
+membarrier is missing (another architecture, compiled out, nohz_full), the
+dataplane does not move rings.
 """
 
 import ctypes
@@ -16,7 +19,8 @@ import platform
 MEMBARRIER_CMD_QUERY = 0
 MEMBARRIER_CMD_GLOBAL = 1
 # membarrier(2)'s number per architecture (asm/unistd.h).
-_SYSCALLS = {'x86_64': 324, 'aarch64': 283, 'ppc64le': 365, 's390x': 356}
+_SYSCALLS = {'x86_64': 324, 'aarch64': 283, 'riscv64': 283, 'armv7l': 389,
+             'ppc64le': 365, 's390x': 356}
 
 
 class GraceUnavailable(OSError):

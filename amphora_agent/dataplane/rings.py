@@ -19,6 +19,7 @@ can still be reading it (dataplane.py waits for that).
 """
 
 import bisect
+import itertools
 
 
 class RingSpaceError(Exception):
@@ -116,23 +117,36 @@ class RingSpace:
         self._add_gap(offset + size, gap_off + gap - offset - size)
 
     def _windows(self, size, movable):
-        """(slots to move, offset, keys) of every run of `size` slots made
-        only of gaps and movable extents."""
+        """(slots to move, offset, keys) of the runs of `size` slots made
+        only of gaps and movable extents that start where a segment (a gap
+        or a movable extent) starts or end where one ends: every window
+        that moves a given set of extents contains one of these."""
         segments = sorted([(off, n, None) for off, n in self._by_off] + [
             (off, n, key) for key, (off, n) in movable.items() if n > 0])
-        found = []
-        for i, (start, _, _) in enumerate(segments):
-            end, at, cost, keys = start + size, start, 0, []
-            for j in range(i, len(segments)):
-                off, n, key = segments[j]
-                if off != at or at >= end:
-                    break
-                if key is not None:
-                    cost += n
-                    keys.append(key)
-                at = off + n
-            if at >= end and end <= self.total:
+        found, first = [], 0
+        while first < len(segments):
+            # One run of touching segments: [first, last).
+            last = first + 1
+            while last < len(segments) and segments[last][0] == sum(
+                    segments[last - 1][:2]):
+                last += 1
+            run = segments[first:last]
+            run_start, run_end = run[0][0], sum(run[-1][:2])
+            offsets = [off for off, _, _ in run]
+            starts = {off for off in offsets} | {
+                off + n - size for off, n, _ in run}
+            for start in sorted(starts):
+                if start < run_start or start + size > run_end:
+                    continue
+                cost, keys = 0, []
+                j = bisect.bisect_right(offsets, start) - 1
+                while j < len(run) and run[j][0] < start + size:
+                    if run[j][2] is not None:
+                        cost += run[j][1]
+                        keys.append(run[j][2])
+                    j += 1
                 found.append((cost, start, keys))
+            first = last
         return sorted(found, key=lambda w: w[:2])
 
     def make_room(self, size, movable, tries=16):
@@ -144,12 +158,24 @@ class RingSpace:
         are free afterwards (the caller copies each ring and switches its
         listener before anything is written there).  RingSpaceError, with
         nothing changed, when no window works."""
-        for cost, start, keys in self._windows(size, movable)[:tries]:
-            trial = self.copy()
+        free, tried = self.free_slots(), 0
+        for cost, start, keys in self._windows(size, movable):
             end = start + size
-            inside = [(max(off, start), min(off + n, end) - max(off, start))
-                      for off, n in self._by_off
-                      if off < end and off + n > start]
+            i = max(bisect.bisect_right(self._by_off, (start, 0)) - 1, 0)
+            inside = []
+            for off, n in itertools.islice(self._by_off, i, None):
+                if off >= end:
+                    break
+                if off + n > start:
+                    inside.append((max(off, start),
+                                   min(off + n, end) - max(off, start)))
+            # The rings to move need as many free slots outside it.
+            if cost > free - sum(n for _, n in inside):
+                continue
+            tried += 1
+            if tried > tries:
+                break
+            trial = self.copy()
             for off, n in inside:
                 trial.take(off, n)
             moves = []

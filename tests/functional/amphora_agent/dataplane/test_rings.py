@@ -15,6 +15,7 @@ import pytest
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import rings as rings_mod
+from amphora_agent.dataplane import structs
 from tests.functional.amphora_agent.dataplane.conftest import listener
 from tests.functional.amphora_agent.dataplane.test_consistency import flows
 from tests.functional.amphora_agent.dataplane.test_consistency import \
@@ -376,3 +377,58 @@ def test_without_a_grace_period_no_ring_moves(moving_rings, monkeypatch):
     assert 'the largest free run has 4009' in str(exc.value)
     assert 'moving' not in str(exc.value)
     assert se.dp.read_state() == before
+
+
+def test_each_ring_is_copied_then_switched_then_waited_out(
+        moving_rings, monkeypatch):
+    """The order that keeps every packet on a whole ring: a moved ring's
+    copy is in place before its listener entry switches to it, each switch
+    is waited out (a grace period) before the next map write, and the new
+    ring is written only after the last wait.  The removal before leaves
+    extents a later apply may reuse: waited out before the first ring
+    written into a new extent."""
+    from amphora_agent.dataplane import grace
+    se = moving_rings
+    four = MOVE_MEMBERS[:4]
+    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
+    se.apply(_with(se, {1002: None}))
+    events = []
+    dp = se.dp
+    real_copy, real_write = dp._copy_ring_memory, dp._write_ring_memory
+    listeners = dp.maps['listeners']
+    real_update = listeners.update
+    copying = []
+
+    def copy(src, dst, n):
+        events.append(('copy', src // 4, dst // 4))
+        copying.append(True)
+        try:
+            return real_copy(src, dst, n)
+        finally:
+            copying.pop()
+
+    def write(off, data):
+        if not copying:             # a ring built, not a copy's write
+            events.append(('write', off // 4))
+        return real_write(off, data)
+    monkeypatch.setattr(dp, '_copy_ring_memory', copy)
+    monkeypatch.setattr(dp, '_write_ring_memory', write)
+    monkeypatch.setattr(listeners, 'update', lambda k, v: (
+        events.append(('switch', structs.Listener.from_bytes(v).ring_off)),
+        real_update(k, v))[1])
+    real_wait = grace.wait
+    monkeypatch.setattr(grace, 'wait', lambda: (
+        events.append(('wait',)), real_wait())[1])
+
+    se.apply(_with(se, {1004: MOVE_MEMBERS}))
+
+    copies = [i for i, e in enumerate(events) if e[0] == 'copy']
+    assert copies, events
+    # The freed extents of the removal, waited out before anything.
+    assert events[0] == ('wait',), events
+    for i in copies:
+        _, _, new = events[i]
+        assert events[i + 1] == ('switch', new), events
+        assert events[i + 2] == ('wait',), events
+    writes = [i for i, e in enumerate(events) if e[0] == 'write']
+    assert writes and min(writes) > copies[-1] + 2, events

@@ -23,3 +23,10 @@ def test_a_refusing_kernel_has_none(monkeypatch):
     leaves its bit out."""
     monkeypatch.setattr(grace, '_SYSCALLS', {grace.platform.machine(): -1})
     assert not grace.available()
+
+
+def test_a_kernel_without_the_global_command_has_none(monkeypatch):
+    """QUERY answers the commands the kernel supports: a nohz_full kernel
+    leaves MEMBARRIER_CMD_GLOBAL's bit out (and refuses it)."""
+    monkeypatch.setattr(grace, '_syscall', lambda cmd: 0b1000)
+    assert not grace.available()

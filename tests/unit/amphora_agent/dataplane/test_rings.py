@@ -158,3 +158,5 @@ def test_make_room_keeps_every_ring_whole_and_apart_under_churn():
         for (a, n), (b, _) in zip(taken, taken[1:]):
             assert a + n <= b, 'two rings overlap'
         assert space.free_slots() == total - sum(n for _, n in taken)
+        # The gaps are exactly what the rings leave (merged runs).
+        assert space.gaps() == rings.RingSpace(total, taken).gaps()

@@ -201,7 +201,8 @@ def test_an_unchanged_l7_membership_never_waits_for_a_changes_lock(
             assert locked.wait(10)
             started = time.monotonic()
             assert store.set_l7_members(t2.L7G, members) == []
-            assert time.monotonic() - started < 2.0, 'waited for the lock'
+            # The lock is held for up to 30 s.
+            assert time.monotonic() - started < 10.0, 'waited for the lock'
             waiting = pool.submit(store.set_l7_members, t2.L7G, moved)
             with pytest.raises(concurrent.futures.TimeoutError):
                 waiting.result(timeout=0.5)     # behind the change's lock

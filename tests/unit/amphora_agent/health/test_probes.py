@@ -147,7 +147,9 @@ def test_http_hang_times_out():
         elapsed = time.monotonic() - t0
     assert not ok
     assert reason == 'timeout after 0.3s'
-    assert 0.28 <= elapsed < 1.0
+    # Its own timeout, not a later one (the server never answers); the
+    # upper bound leaves room for a loaded host's stalls.
+    assert 0.28 <= elapsed < 3.0
 
 
 def test_https_without_verification():

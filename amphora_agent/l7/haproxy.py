@@ -112,13 +112,20 @@ def _alerts(log_path, offset, limit=3):
     return '; '.join(alerts[:limit])
 
 
-def _loading_failed(log_path, offset):
-    """Whether the master logged, after offset, that it could not load a
-    reloaded configuration (it then goes on with the old worker)."""
+# What the master logs when it takes a reload, and when it could not load
+# the reloaded configuration (it then goes on with the old worker).
+_RELOADING = b'Reloading HAProxy'
+_LOADING_FAILURE = b'Loading failure!'
+# Seconds without _RELOADING before a reload is sent again.
+RELOAD_RESEND = 5.0
+
+
+def _logged(log_path, offset, text):
+    """Whether the master logged text after offset."""
     try:
         with open(log_path, 'rb') as f:
             f.seek(offset)
-            return b'Loading failure!' in f.read(1 << 20)
+            return text in f.read(1 << 20)
     except OSError:
         return False
 
@@ -218,7 +225,15 @@ class Process:
                     f'HAProxy for {self.lb_id} exited with '
                     f'{self._child.returncode}'
                     f'{": " + alerts if alerts else ""} (see {log_path})')
-            return self.worker_pid()
+            pid = self.worker_pid()
+            # And the master's CLI knows it: a reload sent before the
+            # master took its worker's start in was lost (no "Reloading
+            # HAProxy", no new worker), about two in three sent at once.
+            try:
+                return pid if pid and pid in self.workers()['current'] \
+                    else None
+            except OSError:
+                return None
         return _wait(up, self.timeout, f'HAProxy for {self.lb_id} to start')
 
     def save_server_state(self):
@@ -236,6 +251,14 @@ class Process:
     def _log_path(self):
         return os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
 
+    def _send_reload(self):
+        try:
+            query(self.master_socket, 'reload', timeout=RELOAD_RESEND)
+        except OSError:
+            # The master closes its CLI when it re-executes: expected.
+            pass
+        return time.monotonic()
+
     def reload(self):
         """Hitless reload on the installed configuration; returns the new
         worker's pid once it answers."""
@@ -244,16 +267,20 @@ class Process:
         log_path = self._log_path()
         start = os.path.getsize(log_path) if os.path.exists(log_path) \
             else 0
-        try:
-            query(self.master_socket, 'reload', timeout=self.timeout)
-        except OSError:
-            # The master closes its CLI when it re-executes: expected.
-            pass
+        sent = [self._send_reload()]
 
         def new_worker():
             pid = self.worker_pid()
             if not pid or pid == old:
-                if _loading_failed(log_path, start):
+                if not _logged(log_path, start, _RELOADING) and \
+                        time.monotonic() - sent[-1] > RELOAD_RESEND:
+                    # The master did not take it (it says so at once):
+                    # a lost command must not cost the whole timeout.
+                    LOG.warning('HAProxy for %s: the master did not take '
+                                'the reload in %s s; sent again',
+                                self.lb_id, RELOAD_RESEND)
+                    sent.append(self._send_reload())
+                if _logged(log_path, start, _LOADING_FAILURE):
                     # The master kept the old worker (a port it cannot
                     # bind): no new one will come, say why now rather
                     # than after the timeout.

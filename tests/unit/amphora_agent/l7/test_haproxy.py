@@ -1,0 +1,103 @@
+"""amphora_agent.l7.haproxy.Process with a real HAProxy master on
+127.0.0.1: the reload handshake with the master."""
+
+import logging
+import os
+import shutil
+
+import pytest
+
+from amphora_agent.l7 import haproxy
+from tools.lab import ports
+
+HAPROXY = shutil.which('haproxy')
+pytestmark = pytest.mark.skipif(HAPROXY is None,
+                                reason='haproxy is not installed')
+
+
+class Paths:
+    """What Process needs of render.Paths, under one directory."""
+
+    def __init__(self, root):
+        self.root = str(root)
+
+    def lb_dir(self, lb_id):
+        return os.path.join(self.root, lb_id)
+
+    def config(self, lb_id):
+        return os.path.join(self.lb_dir(lb_id), 'haproxy.cfg')
+
+    def stats_socket(self, lb_id):
+        return os.path.join(self.lb_dir(lb_id), 'stats.sock')
+
+    def master_socket(self, lb_id):
+        return os.path.join(self.lb_dir(lb_id), 'master.sock')
+
+    def pidfile(self, lb_id):
+        return os.path.join(self.lb_dir(lb_id), 'haproxy.pid')
+
+
+@pytest.fixture
+def process(tmp_path):
+    paths = Paths(tmp_path)
+    os.makedirs(paths.lb_dir('lb'))
+    with open(paths.config('lb'), 'w') as f:
+        f.write(f'''global
+    stats socket {paths.stats_socket('lb')} mode 0600 level user
+defaults
+    mode tcp
+    timeout client 5s
+    timeout server 5s
+    timeout connect 5s
+frontend fe
+    bind 127.0.0.1:{ports.server_port()}
+    default_backend be
+backend be
+    server s1 127.0.0.1:9
+''')
+    # Longer than RELOAD_RESEND: a lost reload is sent again in time.
+    proc = haproxy.Process(HAPROXY, paths, 'lb', timeout=15)
+    yield proc
+    proc.stop()
+
+
+def _log(process):
+    with open(os.path.join(process.paths.lb_dir('lb'), 'haproxy.log')) as f:
+        return f.read()
+
+
+def test_a_reload_right_after_the_start_is_taken(process, caplog):
+    """start() returns once the master's CLI knows its worker: a reload
+    sent before then was lost (about two in three without the wait), and
+    had to be sent again (before that was built: the whole timeout and an
+    ERROR)."""
+    with caplog.at_level(logging.WARNING, logger=haproxy.__name__):
+        for _ in range(5):
+            first = process.start()
+            second = process.reload()
+            assert second != first
+            assert process.workers()['current'] == [second]
+            process.stop()
+    assert 'sent again' not in caplog.text
+
+
+def test_a_reload_the_master_did_not_take_is_sent_again(
+        process, monkeypatch, caplog):
+    """Whatever loses a reload command (here: the first one is not sent),
+    the master's silence ("Reloading HAProxy" is its first word) has it
+    sent again after RELOAD_RESEND, not the whole timeout later."""
+    process.start()
+    real_query, dropped = haproxy.query, []
+
+    def query(path, command, timeout=5.0):
+        if command == 'reload' and not dropped:
+            dropped.append(command)
+            return ''
+        return real_query(path, command, timeout)
+    monkeypatch.setattr(haproxy, 'query', query)
+    monkeypatch.setattr(haproxy, 'RELOAD_RESEND', 1.0)
+    with caplog.at_level(logging.WARNING, logger=haproxy.__name__):
+        new = process.reload()
+    assert dropped == ['reload']
+    assert process.workers()['current'] == [new]
+    assert 'did not take the reload in 1.0 s; sent again' in caplog.text

@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from amphora_agent.l7 import haproxy
+from amphora_agent.l7 import render
 from tools.lab import ports
 
 HAPROXY = shutil.which('haproxy')
@@ -15,31 +16,9 @@ pytestmark = pytest.mark.skipif(HAPROXY is None,
                                 reason='haproxy is not installed')
 
 
-class Paths:
-    """What Process needs of render.Paths, under one directory."""
-
-    def __init__(self, root):
-        self.root = str(root)
-
-    def lb_dir(self, lb_id):
-        return os.path.join(self.root, lb_id)
-
-    def config(self, lb_id):
-        return os.path.join(self.lb_dir(lb_id), 'haproxy.cfg')
-
-    def stats_socket(self, lb_id):
-        return os.path.join(self.lb_dir(lb_id), 'stats.sock')
-
-    def master_socket(self, lb_id):
-        return os.path.join(self.lb_dir(lb_id), 'master.sock')
-
-    def pidfile(self, lb_id):
-        return os.path.join(self.lb_dir(lb_id), 'haproxy.pid')
-
-
 @pytest.fixture
 def process(tmp_path):
-    paths = Paths(tmp_path)
+    paths = render.Paths(str(tmp_path))
     os.makedirs(paths.lb_dir('lb'))
     with open(paths.config('lb'), 'w') as f:
         f.write(f'''global

@@ -451,6 +451,13 @@ class AgentCollector(ScrapeCollector):
                         held[key])
                 f.gauge('capacity_limit', '', ['resource'], [resource],
                         limit)
+        if self.agent is not None:
+            for kind, count in sorted(self.agent.changes_total().items()):
+                f.counter('dataplane_changes', 'What the agent\'s applies '
+                          'changed in the dataplane maps since it started, '
+                          'by kind (listeners_added, rings_written, '
+                          'rings_moved: rings moved to make room, ...).',
+                          ['kind'], [kind], count)
         active_by_listener = {}
         for (vip, _address), count in flows.items():
             active_by_listener[vip] = active_by_listener.get(vip, 0) + count

@@ -15,6 +15,7 @@ re-reads the configuration; the worker applies the mutable options
 (reload(), docs/operations.md).
 """
 
+import collections
 import dataclasses
 import ipaddress
 import threading
@@ -182,6 +183,9 @@ class Agent:
         self._reload_wanted = False
         self._seen_generation = -1
         self._lock = threading.Lock()
+        # What the applies changed in the maps, by kind, summed since the
+        # agent started (dataplane_changes_total; under _lock).
+        self._changes_total = collections.Counter()
         self._rpc_server = None
         self._thread = None
         self._reported_statuses = {}
@@ -776,6 +780,9 @@ class Agent:
             if any(changes.values()):
                 LOG.info('generation %s applied: %s', snap.generation,
                          {k: v for k, v in changes.items() if v})
+                with self._lock:
+                    self._changes_total.update(
+                        {k: v for k, v in changes.items() if v})
             self._announce(plan.ready_vips)
         except Exception as exc:
             with self._lock:
@@ -1145,6 +1152,13 @@ class Agent:
             self._last_state = state
             self._heartbeat.sent()
             self.controller.report_state(self.se_id, self.se_group, state)
+
+    def changes_total(self):
+        """{kind: count} of what the applies of this process changed in
+        the dataplane's maps (listeners added, rings written, rings moved
+        to make room, ...), for the metrics' scrape thread."""
+        with self._lock:
+            return dict(self._changes_total)
 
     def held_reported(self):
         """The `held` of the last state reported ({} if none): for the

@@ -110,6 +110,11 @@ def test_scraped_counters_follow_the_traffic(lab):
                  prefix=f'{VIP4}/32') == 1
     assert value(first, 'octavia_dsr_capacity_used',
                  resource='listeners') == 1
+    # What the applies changed: the one listener added, its ring written.
+    assert value(first, 'octavia_dsr_dataplane_changes_total',
+                 kind='listeners_added') == 1
+    assert value(first, 'octavia_dsr_dataplane_changes_total',
+                 kind='rings_written') >= 1
     # From the agent's report of what it holds: one ring sized for a
     # pool of two.
     assert value(first, 'octavia_dsr_capacity_used',

@@ -85,7 +85,7 @@ def _agent(conf, tmp_path, members=('m1',)):
         _bgp_sup=None, _applied_rejected={'members': {'m9': 'why'}},
         bgp=speaker,
         bgp_sessions=sessions.BgpSessions(lambda: speaker, max_age=60),
-        held_reported=dict)
+        held_reported=dict, changes_total=dict)
 
 
 VIP = '192.0.2.10:80/tcp'
@@ -293,6 +293,17 @@ def test_capacity_of_rings_and_allow_lists_is_what_the_agent_reported(
         'ring_slots': 4001, 'largest_pool': 1, 'allowed_cidrs': 3}
     assert capacity(samples, 'limit') == {
         'ring_slots': 8 * 5261, 'largest_pool': 5261, 'allowed_cidrs': 64}
+
+
+def test_dataplane_changes_are_the_agents_counts_by_kind(tmp_path):
+    agent = _agent(_conf(), tmp_path)
+    collector = metrics.AgentCollector(agent, str(tmp_path))
+    collector._dp = _with_dataplane(agent, {'m1': '10.0.0.1'})
+    agent.changes_total = lambda: {'listeners_added': 3, 'rings_moved': 2}
+    samples = _collect(collector)
+    assert {dict(ls)['kind']: v for (n, ls), v in samples.items()
+            if n == 'octavia_dsr_dataplane_changes_total'} == {
+        'listeners_added': 3, 'rings_moved': 2}
 
 
 def test_conn_table_evictions_never_go_back(tmp_path):

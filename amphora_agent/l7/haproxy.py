@@ -252,17 +252,36 @@ class Process:
         return os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
 
     def _send_reload(self):
+        """Send `reload` to the master's CLI; (when, delivered).  Not
+        delivered: nothing listened (the master not yet, or no longer,
+        serving its CLI)."""
         try:
             query(self.master_socket, 'reload', timeout=RELOAD_RESEND)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return time.monotonic(), False
         except OSError:
             # The master closes its CLI when it re-executes: expected.
             pass
-        return time.monotonic()
+        return time.monotonic(), True
+
+    def _current_workers(self):
+        """The master's current workers, or None when its CLI does not
+        answer (re-executing)."""
+        try:
+            return self.workers()['current']
+        except OSError:
+            return None
 
     def reload(self):
         """Hitless reload on the installed configuration; returns the new
-        worker's pid once it answers."""
-        old = self.worker_pid()
+        worker's pid once it answers.  Judged by the master's own list of
+        workers: a worker it did not list before the reload, answering on
+        the stats socket."""
+        def listed():       # a tuple: an empty list is an answer too
+            current = self._current_workers()
+            return None if current is None else (current,)
+        before = set(_wait(listed, self.timeout,
+                           f'the HAProxy master of {self.lb_id}')[0])
         self.save_server_state()
         log_path = self._log_path()
         start = os.path.getsize(log_path) if os.path.exists(log_path) \
@@ -270,29 +289,39 @@ class Process:
         sent = [self._send_reload()]
 
         def new_worker():
-            pid = self.worker_pid()
-            if not pid or pid == old:
-                if not _logged(log_path, start, _RELOADING) and \
-                        time.monotonic() - sent[-1] > RELOAD_RESEND:
-                    # The master did not take it (it says so at once):
-                    # a lost command must not cost the whole timeout.
+            current = self._current_workers()
+            fresh = [] if current is None else \
+                [pid for pid in current if pid not in before]
+            if fresh:
+                pid = self.worker_pid()
+                return pid if pid in fresh else None
+            if _logged(log_path, start, _LOADING_FAILURE):
+                # The master goes on with the old worker (a port it cannot
+                # bind): no new one will come, say why now rather than
+                # after the timeout -- once the master lists the old one
+                # again (its listeners resumed).
+                try:
+                    _wait(lambda: before & set(self._current_workers()
+                                               or ()),
+                          self.timeout, f'the HAProxy master of {self.lb_id}')
+                except HaproxyError:
+                    pass        # the reason below is the one to report
+                raise ReloadFailed(
+                    f'HAProxy for {self.lb_id} failed to load the new '
+                    f'configuration: {_alerts(log_path, start)} '
+                    f'(see {log_path})')
+            when, delivered = sent[-1]
+            if not delivered or (
+                    not _logged(log_path, start, _RELOADING)
+                    and time.monotonic() - when > RELOAD_RESEND):
+                # Not taken (the master says "Reloading HAProxy" at
+                # once): a lost command must not cost the whole timeout.
+                if delivered:
                     LOG.warning('HAProxy for %s: the master did not take '
                                 'the reload in %s s; sent again',
                                 self.lb_id, RELOAD_RESEND)
-                    sent.append(self._send_reload())
-                if _logged(log_path, start, _LOADING_FAILURE):
-                    # The master kept the old worker (a port it cannot
-                    # bind): no new one will come, say why now rather
-                    # than after the timeout.
-                    raise ReloadFailed(
-                        f'HAProxy for {self.lb_id} failed to load the new '
-                        f'configuration: {_alerts(log_path, start)} '
-                        f'(see {log_path})')
-                return None
-            try:   # and the re-executed master's CLI is back
-                return pid if pid in self.workers()['current'] else None
-            except OSError:
-                return None
+                sent.append(self._send_reload())
+            return None
         try:
             return _wait(new_worker, self.timeout,
                          f'the new HAProxy worker of {self.lb_id}')

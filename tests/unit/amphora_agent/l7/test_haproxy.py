@@ -3,7 +3,9 @@
 
 import logging
 import os
+import re
 import shutil
+import socket
 
 import pytest
 
@@ -80,3 +82,47 @@ def test_a_reload_the_master_did_not_take_is_sent_again(
     assert dropped == ['reload']
     assert process.workers()['current'] == [new]
     assert 'did not take the reload in 1.0 s; sent again' in caplog.text
+
+
+def test_a_reload_the_master_took_is_not_sent_again(
+        process, monkeypatch, caplog):
+    """The master's "Reloading HAProxy" is the acknowledgement: a new
+    worker slower than RELOAD_RESEND (here 0 s: any) is waited for, not
+    asked for again."""
+    process.start()
+    monkeypatch.setattr(haproxy, 'RELOAD_RESEND', 0.0)
+    with caplog.at_level(logging.WARNING, logger=haproxy.__name__):
+        new = process.reload()
+    assert process.workers()['current'] == [new]
+    assert 'sent again' not in caplog.text
+    assert _log(process).count('Reloading HAProxy') == 1
+
+
+def test_a_reload_that_cannot_load_is_not_taken_for_the_old_worker(
+        process, monkeypatch):
+    """Success is a worker the master did not list before: the old worker
+    answering on the stats socket is not it, even when the stats socket
+    did not answer before the reload (a worker pid read as None there made
+    any worker look new)."""
+    old = process.start()
+    holder = socket.socket()
+    holder.bind(('127.0.0.1', ports.server_port()))
+    holder.listen()
+    try:
+        config = process.paths.config('lb')
+        with open(config) as f:
+            text = f.read()
+        port = holder.getsockname()[1]
+        with open(config, 'w') as f:
+            f.write(re.sub(r'bind 127\.0\.0\.1:\d+',
+                           f'bind 127.0.0.1:{port}', text))
+        real, calls = process.worker_pid, []
+        monkeypatch.setattr(process, 'worker_pid', lambda: (
+            calls.append(1), None if len(calls) == 1 else real())[1])
+        with pytest.raises(haproxy.ReloadFailed) as exc:
+            process.reload()
+        assert 'Address already in use' in str(exc.value)
+        # The old worker is listed again: it serves on.
+        assert process.workers()['current'] == [old]
+    finally:
+        holder.close()

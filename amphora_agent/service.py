@@ -15,7 +15,6 @@ re-reads the configuration; the worker applies the mutable options
 (reload(), docs/operations.md).
 """
 
-import collections
 import dataclasses
 import ipaddress
 import threading
@@ -185,7 +184,7 @@ class Agent:
         self._lock = threading.Lock()
         # What the applies changed in the maps, by kind, summed since the
         # agent started (dataplane_changes_total; under _lock).
-        self._changes_total = collections.Counter()
+        self._changes_total = dict.fromkeys(dp_mod.CHANGE_KINDS, 0)
         self._rpc_server = None
         self._thread = None
         self._reported_statuses = {}
@@ -773,16 +772,13 @@ class Agent:
             # at 10,000 load balancers, load 34).
             with gcpause.paused():
                 try:
-                    changes = self.dp.apply(plan.state, full=full)
+                    changes = self._apply(plan.state, full=full)
                 except model.InvalidConfig as exc:
                     snap, plan, changes = self._fit(snap, plan, exc)
             self._plan = plan
             if any(changes.values()):
                 LOG.info('generation %s applied: %s', snap.generation,
                          {k: v for k, v in changes.items() if v})
-                with self._lock:
-                    self._changes_total.update(
-                        {k: v for k, v in changes.items() if v})
             self._announce(plan.ready_vips)
         except Exception as exc:
             with self._lock:
@@ -821,7 +817,7 @@ class Agent:
         LOG.info('generation %s refused by the dataplane (%s): applying '
                  'its removals first', snap.generation, refusal)
         state = self._removals(plan.state)
-        self.dp.apply(state)
+        self._apply(state)
         # Made, whatever becomes of the rest of the generation: a VIP left
         # with no listener is withdrawn now, not announced to an SE that
         # no longer serves it.  (None: nothing announced by this agent
@@ -830,7 +826,7 @@ class Agent:
             self._announce(self._ready_vips
                            & {key.vip for key in state.listeners})
         try:
-            return snap, plan, self.dp.apply(plan.state)
+            return snap, plan, self._apply(plan.state)
         except model.InvalidConfig:
             pass
         rejected, held = self._reject_what_does_not_fit(plan, state)
@@ -866,7 +862,7 @@ class Agent:
             raise refusal
         self.snapshot = snap
         self._log_rejections(snap)
-        return snap, fitted, self.dp.apply(fitted.state)
+        return snap, fitted, self._apply(fitted.state)
 
     def _hold(self, snap, held):
         """snap with each listener of held ({listener id: reason}) as it
@@ -971,7 +967,7 @@ class Agent:
             trial = dataclasses.replace(
                 state, listeners={**state.listeners, key: spec})
             try:
-                self.dp.apply(trial)
+                self._apply(trial)
             except model.InvalidConfig as exc:
                 return exc
             state = trial
@@ -1152,6 +1148,16 @@ class Agent:
             self._last_state = state
             self._heartbeat.sent()
             self.controller.report_state(self.se_id, self.se_group, state)
+
+    def _apply(self, state, **kwargs):
+        """Dataplane.apply, its changes counted (changes_total): the
+        fitting path's applies write the maps too."""
+        changes = self.dp.apply(state, **kwargs)
+        with self._lock:
+            for kind, count in changes.items():
+                self._changes_total[kind] = \
+                    self._changes_total.get(kind, 0) + count
+        return changes
 
     def changes_total(self):
         """{kind: count} of what the applies of this process changed in

@@ -58,6 +58,11 @@ NEW_MAPS = ('conn_table_v4',)
 # the idle timeout (real.idle, listener_stats.conn_expired) and the flood
 # guard (se_config.flood_rate, listener_stats.flood_guarded): pins of an
 # older release cannot be reused (see open()).
+# What apply() counts of its changes (the keys of what it returns).
+CHANGE_KINDS = ('config_updated', 'listeners_added', 'listeners_removed',
+                'listeners_updated', 'members_added', 'members_removed',
+                'rings_written', 'rings_resized', 'rings_moved',
+                'acls_written')
 _LAYOUT = {'listeners': structs.Listener, 'conn_table': structs.Conn,
            'conn_table_v4': structs.Conn,
            'listener_stats': structs.ListenerStats, 'reals': structs.Real,
@@ -788,12 +793,8 @@ class Dataplane:
         # apply that goes ahead.
         offsets, view.space, steps = self._check_ring_space(
             view, changed, desired)
-        changes = {'config_updated': 0, 'listeners_added': 0,
-                   'listeners_removed': 0, 'listeners_updated': 0,
-                   'members_added': 0, 'members_removed': 0,
-                   'rings_written': 0, 'rings_resized': 0,
-                   'rings_moved': self._move_rings(view, steps, offsets),
-                   'acls_written': 0}
+        changes = dict.fromkeys(CHANGE_KINDS, 0)
+        changes['rings_moved'] = self._move_rings(view, steps, offsets)
         if steps:
             # A changed listener's ring that moved is where its entry
             # points now.

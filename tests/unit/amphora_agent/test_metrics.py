@@ -299,11 +299,12 @@ def test_dataplane_changes_are_the_agents_counts_by_kind(tmp_path):
     agent = _agent(_conf(), tmp_path)
     collector = metrics.AgentCollector(agent, str(tmp_path))
     collector._dp = _with_dataplane(agent, {'m1': '10.0.0.1'})
-    agent.changes_total = lambda: {'listeners_added': 3, 'rings_moved': 2}
+    agent.changes_total = lambda: {'listeners_added': 3, 'rings_moved': 2,
+                                   'acls_written': 0}
     samples = _collect(collector)
     assert {dict(ls)['kind']: v for (n, ls), v in samples.items()
             if n == 'octavia_dsr_dataplane_changes_total'} == {
-        'listeners_added': 3, 'rings_moved': 2}
+        'listeners_added': 3, 'rings_moved': 2, 'acls_written': 0}
 
 
 def test_conn_table_evictions_never_go_back(tmp_path):

@@ -958,3 +958,34 @@ def test_the_heartbeat_goes_when_the_statistics_cannot_be_read(make_agent):
         agent.report_stats()
     assert len(agent.controller.states) == sent + 1
     assert agent.controller.states[-1]['applied_generation'] == 1
+
+
+def test_changes_total_counts_every_apply_that_wrote_the_maps(make_agent):
+    """The dataplane_changes metric's source: the fitting path's applies
+    (removals first, each trial that fit) write the maps too, and are
+    counted; a refused one wrote nothing and is not."""
+    agent = make_agent()
+    assert set(agent.changes_total()) >= {'rings_moved', 'listeners_added'}
+    assert not any(agent.changes_total().values())
+    real, returned = agent.dp.apply, []
+
+    def apply(state, full=False):
+        changes = real(state, full)
+        returned.append(changes)
+        return changes
+    agent.dp.apply = apply
+    agent.controller.document = document(1, [
+        lb(1, [member('a1', '198.19.1.2')]),
+        lb(2, [member('b1', '198.19.2.2')])])
+    step(agent)
+    agent.dp.refuse = lambda state: any(
+        s.conn_limit == 7 for s in state.listeners.values())
+    new = lb(3, [member('c1', '198.19.3.2')])
+    new['listeners'][0]['connection_limit'] = 7
+    agent.controller.document = document(2, [
+        lb(1, [member('a1', '198.19.1.2')]),
+        lb(2, [member('b1', '198.19.2.2')]), new])
+    step(agent)
+    assert len(returned) > 2        # the fitting path applied more
+    assert agent.changes_total()['listeners_added'] == sum(
+        c['listeners_added'] for c in returned)

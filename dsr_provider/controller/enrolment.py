@@ -26,7 +26,10 @@ def _check_name(field, value, length):
 
 def enrol(database, se_group, se_id, public_key):
     """Enrol (or re-key) se_id in se_group; returns the key id.  An SE is
-    in one group only: enrolling it in another one moves it."""
+    in one group only: enrolling it in another one moves it.  A new
+    enrolment starts without kept L7 flap penalties (a leader that saw the
+    revoked SE of the name leave counted a flap and may have kept it after
+    the revoke deleted it)."""
     _check_name('se_group', se_group, 64)
     _check_name('se_id', se_id, 128)
     text = auth.public_to_text(public_key)
@@ -34,6 +37,7 @@ def enrol(database, se_group, se_id, public_key):
     with database.session() as s:
         row = s.get(models.SEKey, se_id)
         if row is None:
+            s.query(models.L7FlapPenalty).filter_by(se_id=se_id).delete()
             row = models.SEKey(se_id=se_id)
             s.add(row)
         row.se_group = se_group
@@ -47,9 +51,9 @@ def revoke(database, se_id):
     """True when se_id was enrolled (its messages are refused from now).
     Its last reported state goes too: a revoked SE must not vote in
     operating statuses until it goes silent (agent_ttl); and an L7 SE's
-    kept flap penalties (an SE enrolled again under the name starts
-    afresh with the next leader).  Its listener counters are carried: its
-    traffic stays in the totals."""
+    kept flap penalties (a running leader may keep one again: it counts
+    the SE's leaving as a flap; enrol() deletes them too).  Its listener
+    counters are carried: its traffic stays in the totals."""
     with database.session() as s:
         row = s.get(models.SEKey, se_id)
         if row is None:

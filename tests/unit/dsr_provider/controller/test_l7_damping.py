@@ -363,3 +363,14 @@ def test_a_revoked_se_leaves_no_kept_penalty(store):
                               (G, 'stable', 0.5, 100.0, False)])
     assert enrolment.revoke(store.db, 'flappy')
     assert store.flap_penalties() == [(G, 'stable', 0.5, 100.0, False)]
+    # A running leader saw it leave (a flap) and kept a penalty again:
+    # a new enrolment under the name starts without it; a re-key does
+    # not touch the penalties of an enrolled SE.
+    store.set_flap_penalties([(G, 'flappy', 1.0, 120.0, False)])
+    enrolment.enrol(store.db, G, 'flappy',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
+    assert store.flap_penalties() == [(G, 'stable', 0.5, 100.0, False)]
+    store.set_flap_penalties([(G, 'flappy', 1.0, 130.0, False)])
+    enrolment.enrol(store.db, G, 'flappy',
+                    ed25519.Ed25519PrivateKey.generate().public_key())
+    assert (G, 'flappy', 1.0, 130.0, False) in store.flap_penalties()

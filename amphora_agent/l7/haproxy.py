@@ -118,6 +118,9 @@ _RELOADING = b'Reloading HAProxy'
 _LOADING_FAILURE = b'Loading failure!'
 # Seconds without _RELOADING before a reload is sent again.
 RELOAD_RESEND = 5.0
+# haproxy.log is trimmed to its last LOG_KEEP bytes once over LOG_MAX.
+LOG_MAX = 1 << 20
+LOG_KEEP = 64 << 10
 
 
 def _logged(log_path, offset, text):
@@ -249,7 +252,23 @@ class Process:
         return True
 
     def _log_path(self):
-        return os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
+        """The master's stderr (its notices and alerts), trimmed to its
+        last LOG_KEEP bytes once over LOG_MAX: every reload adds to it,
+        for as long as the load balancer lives."""
+        path = os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
+        try:
+            if os.path.getsize(path) > LOG_MAX:
+                with open(path, 'rb') as f:
+                    f.seek(-LOG_KEEP, os.SEEK_END)
+                    tail = f.read()
+                # The master appends (O_APPEND): truncating is safe, and
+                # a line it writes in between is the only loss.
+                with open(path, 'r+b') as f:
+                    f.truncate(0)
+                    f.write(tail[tail.find(b'\n') + 1:])
+        except OSError:
+            pass
+        return path
 
     def _send_reload(self):
         """Send `reload` to the master's CLI; (when, delivered).  Not

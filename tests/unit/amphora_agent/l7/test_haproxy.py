@@ -126,3 +126,25 @@ def test_a_reload_that_cannot_load_is_not_taken_for_the_old_worker(
         assert process.workers()['current'] == [old]
     finally:
         holder.close()
+
+
+def test_the_masters_log_is_trimmed_and_still_read(process, monkeypatch):
+    """Every reload adds to haproxy.log for as long as the load balancer
+    lives: over LOG_MAX it keeps its last LOG_KEEP bytes (whole lines),
+    and the reload after reads what the master says next."""
+    monkeypatch.setattr(haproxy, 'LOG_MAX', 4096)
+    monkeypatch.setattr(haproxy, 'LOG_KEEP', 1024)
+    process.start()
+    path = os.path.join(process.paths.lb_dir('lb'), 'haproxy.log')
+    with open(path, 'ab') as f:
+        f.write(b''.join(b'[NOTICE] old line %05d\n' % i
+                         for i in range(1000)))
+    assert os.path.getsize(path) > 4096
+    monkeypatch.setattr(haproxy, 'RELOAD_RESEND', 0.0)
+    new = process.reload()
+    assert process.workers()['current'] == [new]
+    text = _log(process)
+    assert len(text) < 4096
+    assert text.startswith('[NOTICE] old line ')     # a whole line
+    assert 'old line 00999' in text and 'old line 00000' not in text
+    assert text.count('Reloading HAProxy') == 1

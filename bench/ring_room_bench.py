@@ -8,8 +8,10 @@ free run, so the apply must move rings out of one window.
 Measured (median of --rounds): planning the moves (make_room), against
 the same run's baseline of building the allocator from the live extents
 (RingSpace(total, used), what every apply after a restart does), and the
-slots moved.  No root, no BPF: the copy of each moved ring (64 KB) and the
-grace period (membarrier, about 10 ms here) come on top in the dataplane.
+slots moved.  And the grace period the dataplane waits after each moved
+ring's switch (grace.wait: membarrier(MEMBARRIER_CMD_GLOBAL)), median of
+--rounds.  No root, no BPF: the copy of each moved ring (64 KB) comes on
+top in the dataplane.
 
     .venv/bin/python bench/ring_room_bench.py
 
@@ -28,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
 
 from _common import finish  # noqa: E402
 from _common import log  # noqa: E402
+from amphora_agent.dataplane import grace  # noqa: E402
 from amphora_agent.dataplane import rings  # noqa: E402
 
 
@@ -57,18 +60,27 @@ def main():
             plans.append(time.perf_counter() - t)
             space.allocate(32003)
             moved = sum(movable[key][1] for key, _, _ in moves)
+        waits = []
+        if grace.available():
+            for _ in range(args.rounds):
+                t = time.perf_counter()
+                grace.wait()
+                waits.append(time.perf_counter() - t)
         out.update(
             free_runs=len(rings.RingSpace(total, used).gaps()),
             build_ms=round(statistics.median(builds) * 1000, 1),
             plan_ms=round(statistics.median(plans) * 1000, 1),
             plan_per_build=round(statistics.median(plans)
                                  / statistics.median(builds), 2),
-            rings_moved=len(moves), slots_moved=moved)
+            rings_moved=len(moves), slots_moved=moved,
+            grace_ms=round(statistics.median(waits) * 1000, 1)
+            if waits else None)
         log(f"{args.listeners} rings, {out['free_runs']} free runs: "
             f"allocator built in {out['build_ms']} ms; room for a 32003-slot"
             f" ring planned in {out['plan_ms']} ms "
             f"({out['plan_per_build']} x the build), "
-            f"{len(moves)} rings ({moved} slots) moved")
+            f"{len(moves)} rings ({moved} slots) moved; a grace period "
+            f"{out['grace_ms']} ms")
     except BaseException as exc:  # noqa: BLE001 -- recorded in the JSON
         return finish(out, t_start, exc)
     return finish(out, t_start)

@@ -13,6 +13,7 @@ dataplane does not move rings.
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 
@@ -27,13 +28,17 @@ class GraceUnavailable(OSError):
     """This kernel offers no way to wait for a grace period."""
 
 
+@functools.lru_cache(maxsize=1)
+def _libc():
+    return ctypes.CDLL(None, use_errno=True)
+
+
 def _syscall(cmd):
     number = _SYSCALLS.get(platform.machine())
     if number is None:
         raise GraceUnavailable(errno.ENOSYS, 'membarrier: unknown syscall '
                                f'number on {platform.machine()}')
-    libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.syscall(number, cmd, 0, 0)
+    result = _libc().syscall(number, cmd, 0, 0)
     if result < 0:
         err = ctypes.get_errno()
         raise GraceUnavailable(err, f'membarrier: {os.strerror(err)}')

@@ -206,7 +206,7 @@ class Process:
         for path in (self.stats_socket, self.master_socket):
             if os.path.exists(path):
                 os.unlink(path)
-        log_path = self._log_path()
+        log_path = self._trim_log()
         start = os.path.getsize(log_path) if os.path.exists(log_path) \
             else 0
         log = open(log_path, 'ab')
@@ -252,10 +252,14 @@ class Process:
         return True
 
     def _log_path(self):
-        """The master's stderr (its notices and alerts), trimmed to its
-        last LOG_KEEP bytes once over LOG_MAX: every reload adds to it,
-        for as long as the load balancer lives."""
-        path = os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
+        """The master's stderr (its notices and alerts)."""
+        return os.path.join(self.paths.lb_dir(self.lb_id), 'haproxy.log')
+
+    def _trim_log(self):
+        """Keep the last LOG_KEEP bytes of the master's log once it is
+        over LOG_MAX: every reload adds to it, for as long as the load
+        balancer lives.  Returns its path."""
+        path = self._log_path()
         try:
             if os.path.getsize(path) > LOG_MAX:
                 with open(path, 'rb') as f:
@@ -302,12 +306,13 @@ class Process:
         before = set(_wait(listed, self.timeout,
                            f'the HAProxy master of {self.lb_id}')[0])
         self.save_server_state()
-        log_path = self._log_path()
+        log_path = self._trim_log()
         start = os.path.getsize(log_path) if os.path.exists(log_path) \
             else 0
-        sent = [self._send_reload()]
+        sent, delivered = self._send_reload()
 
         def new_worker():
+            nonlocal sent, delivered
             current = self._current_workers()
             fresh = [] if current is None else \
                 [pid for pid in current if pid not in before]
@@ -329,17 +334,16 @@ class Process:
                     f'HAProxy for {self.lb_id} failed to load the new '
                     f'configuration: {_alerts(log_path, start)} '
                     f'(see {log_path})')
-            when, delivered = sent[-1]
             if not delivered or (
                     not _logged(log_path, start, _RELOADING)
-                    and time.monotonic() - when > RELOAD_RESEND):
+                    and time.monotonic() - sent > RELOAD_RESEND):
                 # Not taken (the master says "Reloading HAProxy" at
                 # once): a lost command must not cost the whole timeout.
                 if delivered:
                     LOG.warning('HAProxy for %s: the master did not take '
                                 'the reload in %s s; sent again',
                                 self.lb_id, RELOAD_RESEND)
-                sent.append(self._send_reload())
+                sent, delivered = self._send_reload()
             return None
         try:
             return _wait(new_worker, self.timeout,

@@ -229,15 +229,21 @@ class MovingRingsHarness(pc.SeHarness):
 
 @pytest.fixture
 def moving_rings():
+    """The harness with its map fragmented: three more rings of 4001
+    slots, the middle one removed -- 8010 slots free, in runs of 4001 and
+    4009."""
     harness = MovingRingsHarness()
     try:
         harness.setup()
+        four = MOVE_MEMBERS[:4]
+        harness.apply(_with(harness, {1001: four, 1002: four, 1003: four}))
+        harness.apply(_with(harness, {1002: None}))
         yield harness
     finally:
         harness.teardown()
 
 
-def _with(se, members_by_port, weight=1):
+def _with(se, members_by_port):
     state = se.state.copy()
     for port, members in members_by_port.items():
         key = model.ListenerKey(ipaddress.ip_address(pc.VIP4), port, 'tcp')
@@ -245,7 +251,7 @@ def _with(se, members_by_port, weight=1):
             state.listeners.pop(key)
             continue
         state.listeners[key] = model.ListenerSpec(key, members={
-            a: model.Member(a, weight=weight) for a in members})
+            a: model.Member(a) for a in members})
     return state
 
 
@@ -267,9 +273,6 @@ def test_rings_of_unchanged_listeners_move_to_make_room_for_a_larger_one(
     listener it leaves alone (copied, then its entry switched) instead of
     refusing the listener, and every flow keeps its member."""
     se = moving_rings
-    four = MOVE_MEMBERS[:4]
-    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
-    se.apply(_with(se, {1002: None}))
     live = se.dp._live_listeners()
     space = rings_mod.RingSpace(
         se.dp.limits.total_ring_slots,
@@ -317,9 +320,6 @@ def test_a_ring_the_same_apply_removes_does_not_move_and_is_not_reused(
     nothing moved or written.  The removal alone, then the addition, fit
     without a move."""
     se = moving_rings
-    four = MOVE_MEMBERS[:4]
-    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
-    se.apply(_with(se, {1002: None}))
     before = se.dp.read_state()
     rings_before = _rings(se)
     with pytest.raises(model.InvalidConfig) as exc:
@@ -341,8 +341,6 @@ def test_a_ring_rewritten_by_the_same_apply_may_move_first(moving_rings):
     moves, then is rewritten where it went."""
     se = moving_rings
     four = MOVE_MEMBERS[:4]
-    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
-    se.apply(_with(se, {1002: None}))
     state = _with(se, {1004: MOVE_MEMBERS}).copy()
     key = model.ListenerKey(ipaddress.ip_address(pc.VIP4), 1003, 'tcp')
     state.listeners[key] = model.ListenerSpec(key, members={
@@ -367,9 +365,6 @@ def test_without_a_grace_period_no_ring_moves(moving_rings, monkeypatch):
     before, nothing moved."""
     from amphora_agent.dataplane import grace
     se = moving_rings
-    four = MOVE_MEMBERS[:4]
-    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
-    se.apply(_with(se, {1002: None}))
     before = se.dp.read_state()
     monkeypatch.setattr(grace, 'available', lambda: False)
     with pytest.raises(model.InvalidConfig) as exc:
@@ -389,9 +384,6 @@ def test_each_ring_is_copied_then_switched_then_waited_out(
     written into a new extent."""
     from amphora_agent.dataplane import grace
     se = moving_rings
-    four = MOVE_MEMBERS[:4]
-    se.apply(_with(se, {1001: four, 1002: four, 1003: four}))
-    se.apply(_with(se, {1002: None}))
     events = []
     dp = se.dp
     real_copy, real_write = dp._copy_ring_memory, dp._write_ring_memory

@@ -47,13 +47,21 @@ DEFAULT_TTL = 64
 # 16-byte key, IPv6 flows under the 40-byte flow key.
 CONN_TABLES = {structs.FAMILY_V4: 'conn_table_v4',
                structs.FAMILY_V6: 'conn_table'}
-MAP_NAMES = ('listeners', 'vip_addrs', 'rings', 'reals', 'nexthops',
+# The listeners map: VIP, port and protocol -> structs.Listener, sealed
+# (structs.sealed: the program uses no entry whose check fails).
+LISTENER_MAP = 'listener_entries'
+MAP_NAMES = (LISTENER_MAP, 'vip_addrs', 'rings', 'reals', 'nexthops',
              'conn_table', 'conn_table_v4', 'se_config', 'listener_stats',
              'real_stats', 'se_stats', 'conn_slots', 'acl_v4', 'acl_v6',
              'flood_window')
 # Maps this release added: an SE of the previous release has every other
 # one pinned, and an upgrade in place creates these beside them (open()).
-NEW_MAPS = ('conn_table_v4',)
+NEW_MAPS = ('conn_table_v4', LISTENER_MAP)
+# Pins of an earlier release that a new map replaces: the map this
+# release's entries live in, and the value size the old one held.  open()
+# moves their entries over (Dataplane._adopt_retired_listeners) and
+# removes the pin.  listeners: the entries before listener.check.
+RETIRED_MAPS = {'listeners': (LISTENER_MAP, structs.Listener.check.offset)}
 # Maps whose value layout changed with connection_limit / allowed_cidrs,
 # the idle timeout (real.idle, listener_stats.conn_expired) and the flood
 # guard (se_config.flood_rate, listener_stats.flood_guarded): pins of an
@@ -63,7 +71,7 @@ CHANGE_KINDS = ('config_updated', 'listeners_added', 'listeners_removed',
                 'listeners_updated', 'members_added', 'members_removed',
                 'rings_written', 'rings_resized', 'rings_moved',
                 'acls_written')
-_LAYOUT = {'listeners': structs.Listener, 'conn_table': structs.Conn,
+_LAYOUT = {LISTENER_MAP: structs.Listener, 'conn_table': structs.Conn,
            'conn_table_v4': structs.Conn,
            'listener_stats': structs.ListenerStats, 'reals': structs.Real,
            'se_config': structs.SeConfig}
@@ -121,7 +129,7 @@ class Limits:
 
     def map_sizes(self):
         return {
-            'listeners': self.max_listeners,
+            LISTENER_MAP: self.max_listeners,
             'vip_addrs': self.max_listeners,
             # Two u32 slots per 8-byte element (see maps.h).
             'rings': self.total_ring_slots // 2,
@@ -241,11 +249,18 @@ class Dataplane:
                 m.close()
             raise
         dp = cls(pin_dir, maps, limits)
+        # Also when pinned: an agent that stopped between loading this
+        # release and removing the retired pin.
+        adopted = dp._adopt_retired_listeners() if create else None
         if upgrade:
             moved = dp._move_ipv4_flows()
             LOG.info('dataplane in %s upgraded in place: %s added, %d IPv4 '
-                     'flows moved to conn_table_v4', pin_dir,
-                     ', '.join(NEW_MAPS), moved)
+                     'flows moved to conn_table_v4, %s listener entries '
+                     'moved to %s', pin_dir, ', '.join(NEW_MAPS), moved,
+                     adopted or 0, LISTENER_MAP)
+        elif adopted is not None:
+            LOG.info('dataplane in %s: %d listener entries of the earlier '
+                     'release moved to %s', pin_dir, adopted, LISTENER_MAP)
         elif not pinned:
             # Ring size, TTL and flags of a fresh dataplane.
             dp._write_config(model.DesiredState())
@@ -277,7 +292,9 @@ class Dataplane:
     @staticmethod
     def _limits_of(maps):
         cfg = structs.SeConfig.from_bytes(maps['se_config'].lookup(_u32(0)))
-        return Limits(max_listeners=maps['listeners'].max_entries,
+        # vip_addrs has max_listeners entries too, and every release pins
+        # it (an upgrade opens the limits before LISTENER_MAP exists).
+        return Limits(max_listeners=maps['vip_addrs'].max_entries,
                       ring_size=cfg.ring_size,
                       max_reals=maps['reals'].max_entries,
                       max_nexthops=maps['nexthops'].max_entries,
@@ -335,7 +352,8 @@ class Dataplane:
     def destroy(self):
         """Remove every pin (the program must be detached first)."""
         self.close()
-        pins.remove(self.pin_dir, MAP_NAMES, SE_PROGRAM)
+        pins.remove(self.pin_dir, MAP_NAMES + tuple(RETIRED_MAPS),
+                    SE_PROGRAM)
 
     # ------------------------------------------------------------ attach
     def program(self):
@@ -389,7 +407,7 @@ class Dataplane:
 
     def _live_listeners(self):
         result = {}
-        for raw_key, raw_val in self.maps['listeners'].items():
+        for raw_key, raw_val in self.maps[LISTENER_MAP].items():
             key = structs.VipKey.from_bytes(raw_key)
             val = structs.Listener.from_bytes(raw_val)
             lkey = model.ListenerKey(
@@ -612,10 +630,10 @@ class Dataplane:
         new extent before its listener entry switches to it (a packet
         reads the old ring or the new, the same slots either way), and
         each switch is waited out (grace.wait): the next move, and the
-        rings this apply writes, may take the extent it left, and the
-        kernel may reuse the replaced entry's element for the next update
-        of the listeners map.  Extents the previous apply freed are waited
-        out too before this one writes a ring into new extents (offsets).
+        rings this apply writes, may take the extent it left, which a
+        packet holding a copy of the old entry still reads.  Extents the
+        previous apply freed are waited out too before this one writes a
+        ring into new extents (offsets).
         Returns the rings moved."""
         count = 0
         if self._freed_unwaited and (offsets or steps) and \
@@ -631,8 +649,9 @@ class Dataplane:
                     moved = structs.Listener.from_buffer_copy(
                         bytes(current))
                     moved.ring_off = new
-                    self.maps['listeners'].update(bytes(_vip_key(key)),
-                                                  bytes(moved))
+                    vip_key = _vip_key(key)
+                    self.maps[LISTENER_MAP].update(
+                        bytes(vip_key), bytes(structs.sealed(vip_key, moved)))
                     view.listeners[key] = moved
                 finally:
                     # Also after a failure half-way: the apply that reads
@@ -933,12 +952,11 @@ class Dataplane:
                                 'again', key)
                     changes['rings_written'] += 1
             view.slots[lid] = tuple(sorted(i for i, _ in slots.values()))
-            listener = structs.Listener(id=lid, hash_alg=spec.algorithm,
-                                        encap=spec.encap, flags=acl_flags,
-                                        conn_limit=spec.conn_limit,
-                                        idle_ms=spec.idle_timeout_ms,
-                                        ring_off=ring_off,
-                                        ring_size=ring_size)
+            listener = structs.sealed(_vip_key(key), structs.Listener(
+                id=lid, hash_alg=spec.algorithm, encap=spec.encap,
+                flags=acl_flags, conn_limit=spec.conn_limit,
+                idle_ms=spec.idle_timeout_ms, ring_off=ring_off,
+                ring_size=ring_size))
             if current is None:
                 changes['listeners_added'] += 1
                 listener_writes.append((key, spec, listener))
@@ -961,8 +979,8 @@ class Dataplane:
             self._delete_vip_addrs(view, vip_counts)
         self._add_vip_addrs(view, vip_counts)
         for key, spec, listener in listener_writes:
-            self.maps['listeners'].update(bytes(_vip_key(key)),
-                                          bytes(listener))
+            self.maps[LISTENER_MAP].update(bytes(_vip_key(key)),
+                                           bytes(listener))
             view.listeners[key] = listener
             view.remember(key, spec)
         if not early:
@@ -999,7 +1017,7 @@ class Dataplane:
 
     def _delete_listeners(self, view, gone):
         for key, _, _ in gone:
-            self.maps['listeners'].delete(bytes(_vip_key(key)))
+            self.maps[LISTENER_MAP].delete(bytes(_vip_key(key)))
             del view.listeners[key]
 
     def _put_real(self, view, index, real):
@@ -1307,6 +1325,34 @@ class Dataplane:
             v4.update_batch(b''.join(keys4[chunk]), b''.join(values[chunk]))
             table.delete_batch(b''.join(keys[chunk]))
         return len(keys)
+
+    def _adopt_retired_listeners(self):
+        """Move the entries of an earlier release's listeners map (no
+        check field) into LISTENER_MAP, sealed, and remove its pin; returns
+        how many, None when there is no such pin.  Runs before the new
+        program is attached: the old one reads the old map until the swap,
+        so no packet misses a listener."""
+        old_name = 'listeners'
+        new_name, old_size = RETIRED_MAPS[old_name]
+        path = os.path.join(self.pin_dir, old_name)
+        if not os.path.exists(path):
+            return None
+        with libbpf.Map.from_pin(path) as old:
+            if old.value_size != old_size:
+                raise DataplaneError(
+                    f'the dataplane pinned in {self.pin_dir} has the map '
+                    f'layout of another release ({old_name}: '
+                    f'{old.value_size}-byte values, expected {old_size}); '
+                    'drain this SE and run "dsrctl reset" (a restart of '
+                    'its flows)')
+            entries = list(old.items())
+        pad = bytes(ctypes.sizeof(structs.Listener) - old_size)
+        for raw_key, raw_value in entries:
+            listener = structs.Listener.from_bytes(raw_value + pad)
+            self.maps[new_name].update(raw_key, bytes(structs.sealed(
+                structs.VipKey.from_bytes(raw_key), listener)))
+        os.unlink(path)
+        return len(entries)
 
     def conn_entries(self):
         """{family: entries} of the connection tables (a batch walk)."""

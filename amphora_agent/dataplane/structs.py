@@ -4,6 +4,7 @@ import ctypes
 import enum
 import ipaddress
 import socket
+import struct
 
 FAMILY_V4 = 4
 FAMILY_V6 = 6
@@ -87,7 +88,31 @@ class Listener(_Struct):
     _fields_ = [('id', ctypes.c_uint32), ('hash_alg', ctypes.c_uint8),
                 ('encap', ctypes.c_uint8), ('flags', ctypes.c_uint16),
                 ('conn_limit', ctypes.c_uint32), ('idle_ms', ctypes.c_uint32),
-                ('ring_off', ctypes.c_uint32), ('ring_size', ctypes.c_uint32)]
+                ('ring_off', ctypes.c_uint32), ('ring_size', ctypes.c_uint32),
+                ('check', ctypes.c_uint32)]
+
+
+# bpf/listener.h: LISTENER_CHECK_SEED, LISTENER_CHECK_MUL.
+LISTENER_CHECK_SEED = 0x4c697374
+LISTENER_CHECK_MUL = 0x01000193
+
+
+def listener_check(key, listener):
+    """bpf/listener.h listener_check(): FNV-1a over the 32-bit words (host
+    order, as the program loads them) of the VipKey and of every Listener
+    field before check."""
+    raw = bytes(key) + bytes(listener)[:Listener.check.offset]
+    h = LISTENER_CHECK_SEED
+    for (word,) in struct.iter_unpack('=I', raw):
+        h = ((h ^ word) * LISTENER_CHECK_MUL) & 0xffffffff
+    return h
+
+
+def sealed(key, listener):
+    """listener (a Listener for VipKey key) with its check written: the
+    program uses no entry without it (bpf/listener.h)."""
+    listener.check = listener_check(key, listener)
+    return listener
 
 
 class Acl4Key(_Struct):

@@ -28,6 +28,7 @@
 #include "parse.h"
 #include "acl.h"
 #include "steer.h"
+#include "listener.h"
 
 #define DEFAULT_EPOCH_SHIFT 35 /* 2^35 ns = 34.4 s */
 #define MAX_CPUS 4096          /* bpf_loop bound; the walk stops at the last CPU */
@@ -136,7 +137,8 @@ static __always_inline __u32 conn_track(const struct pkt *p, struct conn *conn,
 					const struct se_config *cfg, __u32 lid)
 {
 	struct admission a;
-	const struct listener *l;
+	struct listener l;
+	enum listener_found found;
 	__u32 ep = conn->ep, e, err;
 
 	if (p->tcp_flags & (TCPF_FIN | TCPF_RST)) {
@@ -150,10 +152,12 @@ static __always_inline __u32 conn_track(const struct pkt *p, struct conn *conn,
 	if (ep == CONN_EP_CLOSED) {
 		if ((p->tcp_flags & (TCPF_SYN | TCPF_ACK)) != TCPF_SYN)
 			return 0;
-		l = find_listener(p);
-		if (!l)
+		found = find_listener(p, &l);
+		if (found == LISTENER_CHANGING)
+			return STAT_DROP_INTERNAL;
+		if (found == LISTENER_NONE)
 			return 0;
-		err = admit(p, l, cfg, CONN_EP_CLOSED, &a);
+		err = admit(p, &l, cfg, CONN_EP_CLOSED, &a);
 		if (err)
 			return err;
 		conn->ep = a.ep;

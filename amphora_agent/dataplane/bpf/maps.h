@@ -19,7 +19,7 @@ struct {
 	__type(key, struct vip_key);
 	__type(value, struct listener);
 	__uint(max_entries, DEFAULT_MAX_LISTENERS);
-} listeners SEC(".maps");
+} listener_entries SEC(".maps"); /* "listeners" before listener.check */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -9,6 +9,7 @@
 #include "maps.h"
 #include "parse.h"
 #include "steer.h"
+#include "listener.h"
 #include "encap.h"
 #include "icmp.h"
 #include "acl.h"
@@ -151,7 +152,8 @@ static __always_inline int steer_to(struct xdp_md *ctx, struct pkt *p, struct ch
 static __always_inline int se_process(struct xdp_md *ctx)
 {
 	struct pkt p = {};
-	struct listener *l = NULL;
+	struct listener entry, *l = &entry;
+	enum listener_found found = LISTENER_NONE;
 	struct se_config *cfg;
 	struct choice c = {};
 	struct admission adm = {};
@@ -173,16 +175,9 @@ static __always_inline int se_process(struct xdp_md *ctx)
 	if (verdict == V_DROP && !p.dst_known)
 		return drop_vip(&p, NULL, p.drop_stat);
 	if (verdict == V_STEER) {
-		l = find_listener(&p);
-		if (l) {
-			/* Not on the hit path: no entry is ever made for such
-			 * a source. */
-			if (unanswerable_source(&p))
-				return drop_vip(&p, bpf_map_lookup_elem(&listener_stats,
-									&l->id),
-						STAT_DROP_MALFORMED);
-			goto new_flow;
-		}
+		found = find_listener(&p, l);
+		if (found == LISTENER_FOUND)
+			goto listener_found;
 	}
 	/* No listener matched: only a VIP address's packets are ours. */
 	if (!is_vip_addr(p.flow.dst, p.flow.family)) {
@@ -191,8 +186,15 @@ static __always_inline int se_process(struct xdp_md *ctx)
 	}
 	if (verdict == V_DROP)
 		return drop_vip(&p, NULL, p.drop_stat);
-	if (verdict == V_STEER)
-		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
+	if (verdict == V_STEER) {
+		/* A miss can be an update's (listener.h): look once more. */
+		if (found == LISTENER_NONE)
+			found = find_listener(&p, l);
+		if (found == LISTENER_FOUND)
+			goto listener_found;
+		return drop_vip(&p, NULL, found == LISTENER_CHANGING ?
+					  STAT_DROP_INTERNAL : STAT_DROP_NO_LISTENER);
+	}
 
 	/* Echo replies and errors must not go to (or be about a packet
 	 * from) a source no host can have, nor to one of the SE's VIPs. */
@@ -210,10 +212,19 @@ static __always_inline int se_process(struct xdp_md *ctx)
 	icmp_err = 1;
 	if (conn_lookup(&p, &c, 0))
 		goto steer;
-	l = find_listener(&p);
-	if (!l)
-		return drop_vip(&p, NULL, STAT_DROP_NO_LISTENER);
+	found = find_listener(&p, l);
+	if (found == LISTENER_NONE)
+		found = find_listener(&p, l);
+	if (found != LISTENER_FOUND)
+		return drop_vip(&p, NULL, found == LISTENER_CHANGING ?
+					  STAT_DROP_INTERNAL : STAT_DROP_NO_LISTENER);
+	goto new_flow;
 
+listener_found:
+	/* Not on the hit path: no entry is ever made for such a source. */
+	if (unanswerable_source(&p))
+		return drop_vip(&p, bpf_map_lookup_elem(&listener_stats, &l->id),
+				STAT_DROP_MALFORMED);
 new_flow:
 	/* No live conn-table entry: allowed_cidrs and connection_limit
 	 * (ICMP errors create no flow: only the source check). */

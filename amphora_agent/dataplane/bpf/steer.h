@@ -31,17 +31,6 @@ struct choice {
 	__u8 guarded;  /* not remembered: over the flood guard's rate */
 };
 
-static __always_inline struct listener *find_listener(const struct pkt *p)
-{
-	struct vip_key vk = {};
-
-	__builtin_memcpy(vk.addr, p->flow.dst, 16);
-	vk.port = p->flow.dport;
-	vk.proto = p->flow.proto;
-	vk.family = p->flow.family;
-	return bpf_map_lookup_elem(&listeners, &vk);
-}
-
 static __always_inline __u32 flow_hash(const struct pkt *p, __u8 hash_alg)
 {
 	if (hash_alg == DSR_HASH_SOURCE_IP)

@@ -42,7 +42,7 @@ def member_of(se, sport):
 
 def maps_of(se):
     return {name: sorted(se.dp.maps[name].items())
-            for name in ('listeners', 'reals', 'vip_addrs')}
+            for name in (dataplane.LISTENER_MAP, 'reals', 'vip_addrs')}
 
 
 def test_full_check_repairs_a_listener_and_a_member_changed_behind_its_back(
@@ -56,7 +56,7 @@ def test_full_check_repairs_a_listener_and_a_member_changed_behind_its_back(
     other_key = f'[{pc.VIP6}]:80/tcp'
     index, real = se.real_of(other_key, pc.M6[0])
     with se.inside(), dataplane.Dataplane.open(se.pin_dir) as other:
-        other.maps['listeners'].delete(bytes(dataplane._vip_key(
+        other.maps[dataplane.LISTENER_MAP].delete(bytes(dataplane._vip_key(
             model.ListenerKey.parse(KEY))))
         real.weight = 7
         other.maps['reals'].update(index.to_bytes(4, 'little'), bytes(real))
@@ -81,7 +81,8 @@ def test_full_check_repairs_a_listener_and_a_member_changed_behind_its_back(
     assert member_of(se, 40104) in {ipaddress.ip_address(m) for m in pc.M4}
     after = maps_of(se)
     assert after['vip_addrs'] == before['vip_addrs']
-    assert len(after['listeners']) == len(before['listeners'])
+    assert len(after[dataplane.LISTENER_MAP]) == len(
+        before[dataplane.LISTENER_MAP])
     # Now the kept state is the maps: a second check finds nothing.
     caplog.clear()
     with caplog.at_level(logging.WARNING), se.inside():

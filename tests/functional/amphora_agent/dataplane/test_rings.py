@@ -12,6 +12,7 @@ import struct
 
 import pytest
 
+from amphora_agent.dataplane import dataplane
 from amphora_agent.dataplane import maglev
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import rings as rings_mod
@@ -387,7 +388,7 @@ def test_each_ring_is_copied_then_switched_then_waited_out(
     events = []
     dp = se.dp
     real_copy, real_write = dp._copy_ring_memory, dp._write_ring_memory
-    listeners = dp.maps['listeners']
+    listeners = dp.maps[dataplane.LISTENER_MAP]
     real_update = listeners.update
     copying = []
 

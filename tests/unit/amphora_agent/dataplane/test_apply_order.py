@@ -54,7 +54,7 @@ def dp():
     dp._resolver = delta.FakeResolver()
     saved = dict(dp.maps)
     dp.log = []
-    for name in ('listeners', 'vip_addrs'):
+    for name in (dp_mod.LISTENER_MAP, 'vip_addrs'):
         dp.maps[name] = Recorder(name, saved[name], dp.log)
     try:
         yield dp
@@ -97,7 +97,7 @@ def test_a_new_vip_is_known_before_its_listener(dp, full):
     del dp.log[:]
     dp.apply(desired(*[(OLD_VIP, p) for p in ports[1:]], (NEW_VIP, 443)))
     assert position(dp, 'vip_addrs', 'update', vip_key(NEW_VIP)) < \
-        position(dp, 'listeners', 'update', listener_key(NEW_VIP, 443))
+        position(dp, dp_mod.LISTENER_MAP, 'update', listener_key(NEW_VIP, 443))
     live = dp.read_state()
     assert {str(k.vip) for k in live.listeners} == (
         {OLD_VIP, NEW_VIP} if full else {NEW_VIP})
@@ -110,5 +110,6 @@ def test_a_leaving_vip_is_forgotten_after_its_last_listener(dp):
     dp.apply(desired((OLD_VIP, 80), (NEW_VIP, 443)))
     del dp.log[:]
     dp.apply(desired((OLD_VIP, 80)))
-    assert position(dp, 'listeners', 'delete', listener_key(NEW_VIP, 443)) \
+    assert position(dp, dp_mod.LISTENER_MAP, 'delete',
+                    listener_key(NEW_VIP, 443)) \
         < position(dp, 'vip_addrs', 'delete', vip_key(NEW_VIP))

@@ -40,8 +40,8 @@ MEMBERS4 = [f'198.19.0.{i}' for i in range(1, 9)]
 MEMBERS6 = [f'2001:db8:100::{i}' for i in range(1, 5)]
 CIDRS = ['203.0.113.0/24', '198.51.100.0/25', '2001:db8:c::/48',
          '203.0.113.128/25', '192.0.2.0/28']
-MAPS = ('listeners', 'vip_addrs', 'reals', 'nexthops', 'acl_v4', 'acl_v6',
-        'rings', 'se_config')
+MAPS = (dp_mod.LISTENER_MAP, 'vip_addrs', 'reals', 'nexthops', 'acl_v4',
+        'acl_v6', 'rings', 'se_config')
 
 
 class FakeResolver:

@@ -12,10 +12,12 @@ import os
 import random
 import secrets
 import shutil
+import subprocess
 
 import pytest
 
 from amphora_agent.dataplane import dataplane as dp_mod
+from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import percpu
 from amphora_agent.dataplane import structs
@@ -216,3 +218,94 @@ def test_an_upgrade_in_place_keeps_config_and_moves_ipv4_flows(dp):
         again.close()
     finally:
         upgraded.destroy()
+
+
+def _pin_old_listeners(pin_dir, entries, value_size=24):
+    """What the previous release pinned for its listeners: a hash of
+    VipKey -> the Listener fields before check (bpftool makes it, as
+    that release's loader did from its object)."""
+    path = os.path.join(pin_dir, 'listeners')
+    subprocess.run(['bpftool', 'map', 'create', path, 'type', 'hash',
+                    'key', '20', 'value', str(value_size), 'entries',
+                    str(LIMITS.max_listeners), 'name', 'listeners'],
+                   check=True)
+    with libbpf.Map.from_pin(path) as old:
+        for key, value in entries.items():
+            old.update(key, value[:value_size])
+    return path
+
+
+def test_an_upgrade_in_place_seals_the_listener_entries(dp):
+    """The previous release kept its listener entries, with no check, in
+    a map pinned as 'listeners'.  Opened by this release (the old program
+    still attached), the dataplane moves them into listener_entries, each
+    with the check the program wants, and removes the old pin; the same
+    state applied then changes no listener."""
+    dp.apply(_state())
+    entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
+    assert len(entries) == 3
+    pin_dir = dp.pin_dir
+    dp.close()
+    os.unlink(os.path.join(pin_dir, dp_mod.LISTENER_MAP))
+    old = _pin_old_listeners(pin_dir, entries)
+    assert not dp_mod.Dataplane.is_pinned(pin_dir)
+
+    upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+    try:
+        assert not os.path.exists(old)
+        assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == entries
+        for key, value in entries.items():
+            listener = structs.Listener.from_bytes(value)
+            assert listener.check == structs.listener_check(
+                structs.VipKey.from_bytes(key), listener) != 0
+        changes = upgraded.apply(_state())
+        assert (changes['listeners_added'], changes['listeners_updated'],
+                changes['listeners_removed']) == (0, 0, 0)
+        # An agent that stopped before removing the old pin: the next
+        # open moves the entries again (the same ones) and removes it.
+        upgraded.close()
+        _pin_old_listeners(pin_dir, entries)
+        assert dp_mod.Dataplane.is_pinned(pin_dir)
+        upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+        assert not os.path.exists(old)
+        assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == entries
+    finally:
+        upgraded.destroy()
+    assert not os.path.exists(old)
+
+
+def test_listeners_of_another_layout_are_refused_unchanged(dp):
+    dp.apply(_state())
+    entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
+    pin_dir = dp.pin_dir
+    dp.close()
+    old = _pin_old_listeners(pin_dir, entries, value_size=20)
+    with pytest.raises(dp_mod.DataplaneError, match='dsrctl reset'):
+        dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+    assert os.path.exists(old)
+    with dp_mod.Dataplane.open(pin_dir, create=False) as reader:
+        assert dict(reader.maps[dp_mod.LISTENER_MAP].items()) == entries
+
+
+def test_the_check_changes_with_every_field():
+    """listener_check(): a change to any one field or key word changes it
+    (FNV steps are bijections).  That it is the program's own is what
+    every functional test shows: an entry whose check the program does
+    not compute alike is never used (drop_internal)."""
+    key = structs.VipKey(port=80, proto=6, family=4)
+    key.addr[0] = 0x0100000a
+    base = structs.Listener(id=3, hash_alg=1, encap=1, flags=2,
+                            conn_limit=7, idle_ms=9, ring_off=11,
+                            ring_size=13)
+    seen = {structs.listener_check(key, base)}
+    for name, _ in structs.Listener._fields_[:-1]:
+        changed = structs.Listener.from_buffer_copy(bytes(base))
+        setattr(changed, name, getattr(base, name) + 1)
+        seen.add(structs.listener_check(key, changed))
+    other = structs.VipKey.from_buffer_copy(bytes(key))
+    other.port = 81
+    seen.add(structs.listener_check(other, base))
+    assert len(seen) == len(structs.Listener._fields_) + 1
+    # The check field itself is not hashed.
+    base.check = 12345
+    assert structs.listener_check(key, base) in seen

@@ -1,0 +1,120 @@
+"""A packet never reads another listener's entry while the agent updates
+the listeners map.
+
+The map is a preallocated hash: the kernel hands the element an update
+replaced (or a delete freed) to the very next update at once, with no
+grace period, so a packet that looked up listener A just before could read
+B's ring, id and policy in A's element a moment later.  The program
+copies the entry, checks the copy against its key (``listener.check``,
+bpf/listener.h) and looks it up again when the check fails
+(docs/dataplane.md, "Listener entries").
+
+One thread rewrites the map from one CPU with batch updates (a few hundred
+nanoseconds apart, so the reuse lands inside a packet's processing), while
+the other CPU runs SYNs to A through the loaded program.  A's member has no
+route, so every run is a new flow that reads A's entry, picks A's member by
+A's ring and is dropped there (drop_no_route) leaving the frame as it was:
+a test run repeats it many times.  B's member has a route: a run that read
+B's entry is steered to it (and, a new flow, remembered there).  Every
+run must be A's drop.  Deletes free elements the same way, to the next
+insert; from Python the syscalls between a delete and an insert are too far
+apart to race a packet here, so only replacements are raced.
+"""
+
+import os
+import threading
+import time
+
+import pytest
+
+from amphora_agent.dataplane import dataplane
+from amphora_agent.dataplane import libbpf
+from amphora_agent.dataplane import model
+from tests.functional.amphora_agent.dataplane import test_packet_corpus as pc
+from tests.functional.amphora_agent.dataplane import test_policy as tp
+
+CPUS = sorted(os.sched_getaffinity(0))
+pytestmark = pc.pytestmark + [
+    pytest.mark.skipif(len(CPUS) < 2, reason="needs two CPUs to race on")]
+
+KEY_A, KEY_B = f"{pc.VIP4}:5600/tcp", f"{pc.VIP4}:5601/tcp"
+MEMBER_A, MEMBER_B = pc.M4_NOROUTE, pc.M4[1]
+POLICY = {KEY_A: ((MEMBER_A,),), KEY_B: ((MEMBER_B,),),
+          # SeHarness.setup clears this one's next-hop cache slot.
+          f"{pc.VIP4}:7070/tcp": ((pc.M4_FIB,),)}
+RACE_SECONDS = 3.0
+REPEAT = 1000       # program runs per BPF_PROG_TEST_RUN call
+SOURCE = "203.0.113.9"
+PAIRS = 256         # (A, B) pairs per batch call of the writer
+
+
+@pytest.fixture(scope="module")
+def harness():
+    yield from tp.harness_of(tp.harness_class(POLICY, ()))
+
+
+@pytest.fixture
+def se(harness):
+    return tp.fresh(harness)
+
+
+def listener_stats(se, key):
+    stats = dict(se.listener_stats(key))
+    del stats["listener"]
+    return stats
+
+
+def test_a_packet_never_reads_another_listeners_entry(se):
+    listeners = se.dp.maps[dataplane.LISTENER_MAP]
+    ka, kb = (bytes(dataplane._vip_key(model.ListenerKey.parse(k)))
+              for k in (KEY_A, KEY_B))
+    va, vb = (listeners.lookup(k) for k in (ka, kb))
+    # Back to back in the kernel: B's update takes the element A's
+    # replaced a few hundred nanoseconds before.
+    keys, values = (ka + kb) * PAIRS, (va + vb) * PAIRS
+    frame = tp.tcp(KEY_A, SOURCE, 40001)
+    res = se.run(frame)
+    assert res.delta == {"drop_no_route": 1}, res.delta
+    before = (se.counters(), listener_stats(se, KEY_A),
+              listener_stats(se, KEY_B))
+    stop, errors, batches = threading.Event(), [], [0]
+
+    def writer():
+        try:
+            os.sched_setaffinity(0, {CPUS[0]})
+            while not stop.is_set():
+                listeners.update_batch(keys, values)
+                batches[0] += 1
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    runs = 0
+    saved = os.sched_getaffinity(0)
+    thread.start()
+    try:
+        os.sched_setaffinity(0, {CPUS[-1]})
+        deadline = time.monotonic() + RACE_SECONDS
+        with se.inside():
+            while time.monotonic() < deadline and not errors:
+                libbpf.prog_test_run(se.prog.fd, frame, repeat=REPEAT)
+                runs += REPEAT
+    finally:
+        stop.set()
+        thread.join(30)
+        os.sched_setaffinity(0, saved)
+    assert not errors, errors
+    assert not thread.is_alive()
+    # Each batch ends with both entries as they were.
+    assert (listeners.lookup(ka), listeners.lookup(kb)) == (va, vb)
+    assert batches[0] > 10, "the writer hardly ran: the race proves nothing"
+
+    counters = se.counters()
+    delta = {k: counters[k] - before[0][k] for k in counters
+             if counters[k] != before[0][k]}
+    assert listener_stats(se, KEY_B) == before[2], (
+        f"packets of {KEY_A} read {KEY_B}'s entry: {delta}")
+    # Nor did a lookup miss A while the bucket changed under it.
+    assert delta == {"drop_no_route": runs}
+    a = listener_stats(se, KEY_A)
+    assert a["drops"] - before[1]["drops"] == runs

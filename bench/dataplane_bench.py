@@ -36,8 +36,9 @@ built with the first N pieces of the conn-hit path removed
 the unchanged build in every round, for the 4in4 / 6in6 / GRE hits, and
 reported against the unchanged build and the encap floor (median of
 per-round ratios).  DSR_BENCH_ABLATE=a,b,...: the objects
-obj/bench_se_a_xdp.o, ... instead (any build of bench_se_xdp.c, e.g. the
-previous commit's, to compare a change in the same run).
+obj/bench_se_a_xdp.o, ... instead (any build of bench_se_xdp.c with this
+release's maps, e.g. one with a change undone, to compare the change in the
+same run), timed on the new-flow paths (4in4 miss, guarded, RST) as well.
 
 Method.  BPF_PROG_TEST_RUN(repeat=N) re-runs the program on the same,
 already modified buffer, so every SE measurement uses bench_rst_se
@@ -122,6 +123,12 @@ TARGET_MISS_X_HIT = 3.0  # new flow (miss + insert) <= 3 x the conn-hit path
 FLOORS = {'4in4_hit': 'bench_floor_4in4', '6in6_hit': 'bench_floor_6in6',
           'gre4in4_hit': 'bench_floor_gre4in4',
           'gre6in6_hit': 'bench_floor_gre6in6'}
+
+# Where the DSR_BENCH_ABLATE builds are timed, right after the unchanged
+# build: the hit paths (beside their floors) and, for builds named in the
+# variable (a change compared in the same run), the new-flow paths too.
+NEW_FLOWS = ('4in4_miss', '4in4_miss_guarded', '4in4_miss_rst')
+ABLATE_SCENARIOS = tuple(FLOORS) + (() if _ABL == '1' else NEW_FLOWS)
 
 GW_MAC = '02:00:00:00:18:01'
 TUN4 = ipaddress.ip_address('198.18.0.2')
@@ -577,8 +584,9 @@ class Bench:
                                    % (scen, res.retval))
             C.log('  %-13s XDP_TX -> member %s, outer headers + inner packet '
                   'OK' % (scen, member))
-            if scen in FLOORS:
+            if scen in ABLATE_SCENARIOS:
                 self.verify_ablation(scen, frame, lname)
+            if scen in FLOORS:
                 self.set_cfg(frame, 'hit')
                 res, _, _ = self.test_run(FLOORS[scen], frame, 3)
                 if res.retval != libbpf.XDP_TX:
@@ -695,6 +703,7 @@ class Bench:
                 if scen in FLOORS:
                     samples[scen]['floor'].append(
                         self.timed(FLOORS[scen], frame, scen, mode, lname))
+                if scen in ABLATE_SCENARIOS:
                     for v in ABLATE:
                         samples[scen][v].append(self.timed(
                             'bench_rst_se_' + v, frame, scen, mode, lname))
@@ -900,27 +909,34 @@ def report_ablation(samples, out):
     C.log('')
     C.log('hit-path ablation (cumulative; per core, medians of per-round '
           'figures; ns saved = unchanged - level, same round):')
-    for scen in FLOORS:
+    for scen in ABLATE_SCENARIOS:
         res = {}
         for v in ABLATE:
             net = [round_net(samples, scen, v, i) for i in range(ROUNDS)]
             base = [round_net(samples, scen, 'rst_se', i)
                     for i in range(ROUNDS)]
-            floor = [round_net(samples, scen, 'floor', i)
-                     for i in range(ROUNDS)]
             r = {'removed': ABLATE_WHAT.get(v, v),
                  'net_lb_ns': round(C.median(net), 2),
                  'saved_ns': round(C.median(
                      [b - n for b, n in zip(base, net)]), 2),
                  'x_unchanged': round(C.median(
                      [n / b for b, n in zip(base, net)]), 3),
-                 'x_floor': round(C.median(
-                     [n / f for f, n in zip(floor, net)]), 3)}
+                 'x_unchanged_range': [
+                     round(min(n / b for b, n in zip(base, net)), 3),
+                     round(max(n / b for b, n in zip(base, net)), 3)]}
+            floor = ''
+            if scen in FLOORS:
+                floors = [round_net(samples, scen, 'floor', i)
+                          for i in range(ROUNDS)]
+                r['x_floor'] = round(C.median(
+                    [n / f for f, n in zip(floors, net)]), 3)
+                floor = '  x %.3f floor' % r['x_floor']
             res[v] = r
-            C.log('  %-12s %-5s %6.1f ns  saved %+6.1f ns  x %.3f unchanged'
-                  '  x %.3f floor  (%s)' % (
+            C.log('  %-17s %-7s %6.1f ns  saved %+6.1f ns  x %.3f unchanged'
+                  ' (rounds %.3f..%.3f)%s  (%s)' % (
                       scen, v, r['net_lb_ns'], r['saved_ns'],
-                      r['x_unchanged'], r['x_floor'], r['removed']))
+                      r['x_unchanged'], *r['x_unchanged_range'], floor,
+                      r['removed']))
         out['ablation'][scen] = res
 
 

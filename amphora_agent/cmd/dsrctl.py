@@ -118,9 +118,10 @@ def cmd_detach(args):
 
 
 def cmd_reset(args):
-    if dp_mod.Dataplane.is_pinned(args.pin_dir):
-        dp_mod.Dataplane.open(args.pin_dir).destroy()
-    print(f'removed pins under {args.pin_dir}')
+    # By name, without opening them: also pins of another release.
+    removed = dp_mod.Dataplane.remove_pins(args.pin_dir)
+    print(f'removed {len(removed)} pins under {args.pin_dir}' if removed
+          else f'nothing pinned under {args.pin_dir}')
 
 
 def cmd_listener(args):

@@ -57,11 +57,13 @@ MAP_NAMES = (LISTENER_MAP, 'vip_addrs', 'rings', 'reals', 'nexthops',
 # Maps this release added: an SE of the previous release has every other
 # one pinned, and an upgrade in place creates these beside them (open()).
 NEW_MAPS = ('conn_table_v4', LISTENER_MAP)
-# Pins of an earlier release that a new map replaces: the map this
-# release's entries live in, and the value size the old one held.  open()
-# moves their entries over (Dataplane._adopt_retired_listeners) and
-# removes the pin.  listeners: the entries before listener.check.
-RETIRED_MAPS = {'listeners': (LISTENER_MAP, structs.Listener.check.offset)}
+# The pin of the previous release's listener entries (before
+# listener.check), and the value size it holds.  open() copies them into
+# LISTENER_MAP; until attach() swaps this release's program in, the old
+# program still reads them, so every listener write goes to both maps, and
+# attach() removes the old pin (docs/dataplane.md, "Map layout").
+RETIRED_LISTENER_MAP = 'listeners'
+RETIRED_LISTENER_SIZE = structs.Listener.check.offset
 # Maps whose value layout changed with connection_limit / allowed_cidrs,
 # the idle timeout (real.idle, listener_stats.conn_expired) and the flood
 # guard (se_config.flood_rate, listener_stats.flood_guarded): pins of an
@@ -183,6 +185,9 @@ class Dataplane:
         self.pin_dir = pin_dir
         self.maps = maps
         self.limits = limits
+        # The previous release's listener map while its program may still
+        # be attached (see RETIRED_LISTENER_MAP), else None.
+        self._retired = None
         self._resolver = None
         self._resolved = {}
         self._real_cache = {}
@@ -223,8 +228,13 @@ class Dataplane:
             raise DataplaneError(
                 f'no SE dataplane is pinned in {pin_dir}; load one with '
                 '"dsrctl attach IFACE" (or check --pin-dir)')
+        retired = os.path.join(pin_dir, RETIRED_LISTENER_MAP)
+        if create and not pinned and not upgrade and os.path.exists(retired):
+            # Left by a reset cut short: nothing else of that dataplane.
+            os.unlink(retired)
         maps = (pins.open_maps(pin_dir, MAP_NAMES) if pinned else
                 pins.open_maps(pin_dir, older) if upgrade else None)
+        dp = None
         try:
             if maps:
                 live = cls._limits_of(maps)
@@ -244,23 +254,23 @@ class Dataplane:
             if upgrade:
                 maps.update(pins.open_maps(pin_dir, NEW_MAPS))
             maps = maps or pins.open_maps(pin_dir, MAP_NAMES)
+            dp = cls(pin_dir, maps, limits)
+            adopted = dp._open_retired_listeners(copy=create)
         except BaseException:
+            if dp is not None:
+                dp.close()
             for m in (maps or {}).values():
                 m.close()
             raise
-        dp = cls(pin_dir, maps, limits)
-        # Also when pinned: an agent that stopped between loading this
-        # release and removing the retired pin.
-        adopted = dp._adopt_retired_listeners() if create else None
         if upgrade:
             moved = dp._move_ipv4_flows()
             LOG.info('dataplane in %s upgraded in place: %s added, %d IPv4 '
                      'flows moved to conn_table_v4, %s listener entries '
-                     'moved to %s', pin_dir, ', '.join(NEW_MAPS), moved,
+                     'copied to %s', pin_dir, ', '.join(NEW_MAPS), moved,
                      adopted or 0, LISTENER_MAP)
         elif adopted is not None:
             LOG.info('dataplane in %s: %d listener entries of the earlier '
-                     'release moved to %s', pin_dir, adopted, LISTENER_MAP)
+                     'release copied to %s', pin_dir, adopted, LISTENER_MAP)
         elif not pinned:
             # Ring size, TTL and flags of a fresh dataplane.
             dp._write_config(model.DesiredState())
@@ -272,17 +282,19 @@ class Dataplane:
     def _check_layout(pin_dir):
         """Refuse pins of a release whose map values differ: libbpf would
         fail to reuse them with a less helpful message."""
-        for name, cls_ in _LAYOUT.items():
+        sizes = {name: ctypes.sizeof(cls_) for name, cls_ in _LAYOUT.items()}
+        sizes[RETIRED_LISTENER_MAP] = RETIRED_LISTENER_SIZE
+        for name, expected in sizes.items():
             path = os.path.join(pin_dir, name)
             if not os.path.exists(path):
                 continue
             with libbpf.Map.from_pin(path) as m:
                 size = m.value_size
-            if size != ctypes.sizeof(cls_):
+            if size != expected:
                 raise DataplaneError(
                     f'the dataplane pinned in {pin_dir} has the map layout '
                     f'of another release ({name}: {size}-byte values, this '
-                    f'release uses {ctypes.sizeof(cls_)}); drain this SE '
+                    f'release uses {expected}); drain this SE '
                     'and run "dsrctl reset" (a restart of its flows)')
 
     @staticmethod
@@ -339,6 +351,9 @@ class Dataplane:
         for m in self.maps.values():
             m.close()
         self.maps = {}
+        if self._retired is not None:
+            self._retired.close()
+            self._retired = None
         if self._resolver:
             self._resolver.close()
             self._resolver = None
@@ -352,8 +367,20 @@ class Dataplane:
     def destroy(self):
         """Remove every pin (the program must be detached first)."""
         self.close()
-        pins.remove(self.pin_dir, MAP_NAMES + tuple(RETIRED_MAPS),
-                    SE_PROGRAM)
+        self.remove_pins(self.pin_dir)
+
+    @staticmethod
+    def remove_pins(pin_dir):
+        """Remove every pin of this release and the previous one's in
+        pin_dir, whatever of them is there (dsrctl reset); returns the
+        names removed."""
+        names = (RETIRED_LISTENER_MAP,) + MAP_NAMES
+        found = [n for n in names + (pins.prog_pin_name(SE_PROGRAM),)
+                 if os.path.exists(os.path.join(pin_dir, n))]
+        # The retired pin first: one left alone is taken for a reset cut
+        # short (open()), never for an SE to upgrade.
+        pins.remove(pin_dir, names, SE_PROGRAM)
+        return found
 
     # ------------------------------------------------------------ attach
     def program(self):
@@ -385,9 +412,11 @@ class Dataplane:
             for candidate in modes:
                 try:
                     libbpf.xdp_attach(ifindex, prog.fd, XDP_MODES[candidate])
-                    return candidate
                 except libbpf.BpfError as exc:
                     errors.append(f'{candidate}: {exc}')
+                    continue
+                self._retire_old_listeners()
+                return candidate
         raise DataplaneError(f'cannot attach XDP to {ifname}: '
                              + '; '.join(errors))
 
@@ -650,8 +679,8 @@ class Dataplane:
                         bytes(current))
                     moved.ring_off = new
                     vip_key = _vip_key(key)
-                    self.maps[LISTENER_MAP].update(
-                        bytes(vip_key), bytes(structs.sealed(vip_key, moved)))
+                    self._write_listener(bytes(vip_key),
+                                         structs.sealed(vip_key, moved))
                     view.listeners[key] = moved
                 finally:
                     # Also after a failure half-way: the apply that reads
@@ -979,8 +1008,7 @@ class Dataplane:
             self._delete_vip_addrs(view, vip_counts)
         self._add_vip_addrs(view, vip_counts)
         for key, spec, listener in listener_writes:
-            self.maps[LISTENER_MAP].update(bytes(_vip_key(key)),
-                                           bytes(listener))
+            self._write_listener(bytes(_vip_key(key)), listener)
             view.listeners[key] = listener
             view.remember(key, spec)
         if not early:
@@ -1017,7 +1045,7 @@ class Dataplane:
 
     def _delete_listeners(self, view, gone):
         for key, _, _ in gone:
-            self.maps[LISTENER_MAP].delete(bytes(_vip_key(key)))
+            self._delete_listener(bytes(_vip_key(key)))
             del view.listeners[key]
 
     def _put_real(self, view, index, real):
@@ -1326,33 +1354,56 @@ class Dataplane:
             table.delete_batch(b''.join(keys[chunk]))
         return len(keys)
 
-    def _adopt_retired_listeners(self):
-        """Move the entries of an earlier release's listeners map (no
-        check field) into LISTENER_MAP, sealed, and remove its pin; returns
-        how many, None when there is no such pin.  Runs before the new
-        program is attached: the old one reads the old map until the swap,
-        so no packet misses a listener."""
-        old_name = 'listeners'
-        new_name, old_size = RETIRED_MAPS[old_name]
-        path = os.path.join(self.pin_dir, old_name)
+    def _open_retired_listeners(self, copy):
+        """The previous release's listener map, when its pin is here:
+        kept open so that every listener write also goes to it (its program
+        may still be the attached one), and with copy, its entries copied
+        into LISTENER_MAP, sealed (the first open by this release; the two
+        maps hold the same entries from then on).  Returns how many were
+        copied, None when there is no such pin."""
+        path = os.path.join(self.pin_dir, RETIRED_LISTENER_MAP)
         if not os.path.exists(path):
             return None
-        with libbpf.Map.from_pin(path) as old:
-            if old.value_size != old_size:
-                raise DataplaneError(
-                    f'the dataplane pinned in {self.pin_dir} has the map '
-                    f'layout of another release ({old_name}: '
-                    f'{old.value_size}-byte values, expected {old_size}); '
-                    'drain this SE and run "dsrctl reset" (a restart of '
-                    'its flows)')
-            entries = list(old.items())
-        pad = bytes(ctypes.sizeof(structs.Listener) - old_size)
+        self._retired = libbpf.Map.from_pin(path)
+        if not copy:
+            return None
+        entries = list(self._retired.items())
+        pad = bytes(ctypes.sizeof(structs.Listener) - RETIRED_LISTENER_SIZE)
         for raw_key, raw_value in entries:
             listener = structs.Listener.from_bytes(raw_value + pad)
-            self.maps[new_name].update(raw_key, bytes(structs.sealed(
+            self.maps[LISTENER_MAP].update(raw_key, bytes(structs.sealed(
                 structs.VipKey.from_bytes(raw_key), listener)))
-        os.unlink(path)
+        LOG.warning('dataplane in %s: listener entries are written to %s '
+                    'and to the previous release\'s %s until this '
+                    'release\'s program is attached ("dsrctl attach '
+                    '--reload IFACE" where the agent has no [dataplane] '
+                    'interface)', self.pin_dir, LISTENER_MAP,
+                    RETIRED_LISTENER_MAP)
         return len(entries)
+
+    def _retire_old_listeners(self):
+        """This release's program is attached: the previous release's
+        listener map has no reader left; its pin goes."""
+        if self._retired is None:
+            return
+        path = os.path.join(self.pin_dir, RETIRED_LISTENER_MAP)
+        if os.path.exists(path):
+            os.unlink(path)
+            LOG.info('dataplane in %s: %s removed, this release\'s program '
+                     'attached', self.pin_dir, RETIRED_LISTENER_MAP)
+        self._retired.close()
+        self._retired = None
+
+    def _write_listener(self, raw_key, listener):
+        self.maps[LISTENER_MAP].update(raw_key, bytes(listener))
+        if self._retired is not None:
+            self._retired.update(raw_key,
+                                 bytes(listener)[:RETIRED_LISTENER_SIZE])
+
+    def _delete_listener(self, raw_key):
+        self.maps[LISTENER_MAP].delete(raw_key)
+        if self._retired is not None:
+            self._retired.delete(raw_key)
 
     def conn_entries(self):
         """{family: entries} of the connection tables (a batch walk)."""

@@ -204,9 +204,13 @@ def _what(mine, theirs):
         return 'removed'
     a, b = structs.Listener.from_bytes(mine), structs.Listener.from_bytes(
         theirs)
+    # check follows the other fields: named only when it alone differs
+    # (an entry another writer wrote without it).
     return ', '.join(f'{name} {getattr(a, name)} -> {getattr(b, name)}'
                      for name, _ in structs.Listener._fields_
-                     if getattr(a, name) != getattr(b, name))
+                     if name != 'check'
+                     and getattr(a, name) != getattr(b, name)) or \
+        f'check {a.check} -> {b.check}'
 
 
 def _slot(real):

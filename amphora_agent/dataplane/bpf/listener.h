@@ -21,8 +21,8 @@
 /* Mirrored by amphora_agent/dataplane/structs.py (listener_check). */
 #define LISTENER_CHECK_SEED 0x4c697374 /* "List" */
 #define LISTENER_CHECK_MUL 0x01000193  /* FNV-1a's 32-bit prime */
-/* Lookups before an entry that never checks is given up on: each failed
- * one means the element was rewritten during a copy of 28 bytes. */
+/* Lookups in all before an entry that never checks is given up on: each
+ * failed one means the element was rewritten during a copy of 28 bytes. */
 #define LISTENER_TRIES 4
 
 enum listener_found {
@@ -32,10 +32,12 @@ enum listener_found {
 };
 
 /* FNV-1a over 32-bit words.  Each step is a bijection of the running
- * value, so inputs that differ in one word always differ. */
+ * value, so inputs that differ in one word always differ.  Unrolled: n
+ * is a constant at both calls, and a loop would read the copy at a
+ * variable stack offset. */
 static __always_inline __u32 check_words(__u32 h, const __u32 *w, const int n)
 {
-#pragma unroll
+#pragma clang loop unroll(full)
 	for (int i = 0; i < n; i++)
 		h = (h ^ w[i]) * LISTENER_CHECK_MUL;
 	return h;

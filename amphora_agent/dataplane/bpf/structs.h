@@ -42,7 +42,7 @@ struct listener {
 			   * maglev.ring_size_for); 0 = no ring */
 	__u32 check;      /* listener_check() of its key and the fields above:
 			   * a reader tells this key's entry from a reused
-			   * element's (steer.h, find_listener) */
+			   * element's (listener.h, find_listener) */
 };
 
 /* allowed_cidrs: LPM trie keys.  The data is the listener's tag, then the

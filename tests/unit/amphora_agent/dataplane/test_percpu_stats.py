@@ -12,7 +12,6 @@ import os
 import random
 import secrets
 import shutil
-import subprocess
 
 import pytest
 
@@ -179,12 +178,15 @@ def test_the_applying_dataplane_reports_what_a_fresh_reader_reads(dp):
 
 
 def test_an_upgrade_in_place_keeps_config_and_moves_ipv4_flows(dp):
-    """The previous release pinned every map but conn_table_v4 and kept
-    IPv4 flows in conn_table.  Opened by this release, the dataplane is
-    loaded again beside its maps: its config stays, conn_table_v4 is
-    created, IPv4 entries move there (their members kept) and IPv6 entries
-    stay where they were."""
+    """The release two before this one pinned every map but conn_table_v4
+    and listener_entries, kept IPv4 flows in conn_table and its listener
+    entries, without check, in 'listeners'.  Opened by this release, the
+    dataplane is loaded again beside its maps: its config stays,
+    conn_table_v4 is created, IPv4 entries move there (their members kept),
+    IPv6 entries stay where they were, and the listener entries are copied
+    into listener_entries, sealed."""
     dp.apply(_state())
+    entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
     config = bytes(dp.config())
     assert dp.config().tunnel_src4    # what a fresh dataplane would reset
     flows = {}
@@ -197,8 +199,10 @@ def test_an_upgrade_in_place_keeps_config_and_moves_ipv4_flows(dp):
         flows[bytes(flow)] = conn
     pin_dir = dp.pin_dir
     dp.close()
-    # What an SE of the previous release has pinned.
+    # What an SE of that release has pinned.
     os.unlink(os.path.join(pin_dir, 'conn_table_v4'))
+    os.unlink(os.path.join(pin_dir, dp_mod.LISTENER_MAP))
+    _pin_old_listeners(pin_dir, entries)
     assert not dp_mod.Dataplane.is_pinned(pin_dir)
     with pytest.raises(dp_mod.DataplaneError):
         dp_mod.Dataplane.open(pin_dir, create=False)
@@ -212,6 +216,7 @@ def test_an_upgrade_in_place_keeps_config_and_moves_ipv4_flows(dp):
             assert bytes(upgraded.conn_lookup(flow)) == bytes(conn)
         assert upgraded.conn_entries() == {structs.FAMILY_V4: 3,
                                            structs.FAMILY_V6: 3}
+        assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == entries
         # Opened again: nothing left to move.
         again = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
         assert again.conn_entries() == upgraded.conn_entries()
@@ -221,38 +226,42 @@ def test_an_upgrade_in_place_keeps_config_and_moves_ipv4_flows(dp):
 
 
 def _pin_old_listeners(pin_dir, entries, value_size=24):
-    """What the previous release pinned for its listeners: a hash of
-    VipKey -> the Listener fields before check (bpftool makes it, as
-    that release's loader did from its object)."""
-    path = os.path.join(pin_dir, 'listeners')
-    subprocess.run(['bpftool', 'map', 'create', path, 'type', 'hash',
-                    'key', '20', 'value', str(value_size), 'entries',
-                    str(LIMITS.max_listeners), 'name', 'listeners'],
-                   check=True)
+    return se_object.pin_old_listeners(pin_dir, entries,
+                                       LIMITS.max_listeners, value_size)
+
+
+def _retired(pin_dir):
+    path = os.path.join(pin_dir, dp_mod.RETIRED_LISTENER_MAP)
+    if not os.path.exists(path):
+        return None
     with libbpf.Map.from_pin(path) as old:
-        for key, value in entries.items():
-            old.update(key, value[:value_size])
-    return path
+        return dict(old.items())
+
+
+def _unsealed(entries):
+    return {k: v[:dp_mod.RETIRED_LISTENER_SIZE] for k, v in entries.items()}
 
 
 def test_an_upgrade_in_place_seals_the_listener_entries(dp):
     """The previous release kept its listener entries, with no check, in
-    a map pinned as 'listeners'.  Opened by this release (the old program
-    still attached), the dataplane moves them into listener_entries, each
-    with the check the program wants, and removes the old pin; the same
-    state applied then changes no listener."""
+    a map pinned as 'listeners'.  Opened by this release, the dataplane
+    copies them into listener_entries, each with the check the program
+    wants; the same state applied then changes no listener.  Until this
+    release's program is attached (attach(): functional test), the old
+    program still reads 'listeners': every write goes to both maps, so
+    a read-only open, or an agent started again before the swap, sees
+    the same entries."""
     dp.apply(_state())
     entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
     assert len(entries) == 3
     pin_dir = dp.pin_dir
     dp.close()
     os.unlink(os.path.join(pin_dir, dp_mod.LISTENER_MAP))
-    old = _pin_old_listeners(pin_dir, entries)
+    _pin_old_listeners(pin_dir, entries)
     assert not dp_mod.Dataplane.is_pinned(pin_dir)
 
     upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
     try:
-        assert not os.path.exists(old)
         assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == entries
         for key, value in entries.items():
             listener = structs.Listener.from_bytes(value)
@@ -261,30 +270,67 @@ def test_an_upgrade_in_place_seals_the_listener_entries(dp):
         changes = upgraded.apply(_state())
         assert (changes['listeners_added'], changes['listeners_updated'],
                 changes['listeners_removed']) == (0, 0, 0)
-        # An agent that stopped before removing the old pin: the next
-        # open moves the entries again (the same ones) and removes it.
+        # Writes reach both maps: a listener removed, one changed.
+        state = _state()
+        first, second = sorted(state.listeners)[:2]
+        del state.listeners[first]
+        state.listeners[second].conn_limit = 5
+        changes = upgraded.apply(state)
+        assert (changes['listeners_updated'],
+                changes['listeners_removed']) == (1, 1)
+        now = dict(upgraded.maps[dp_mod.LISTENER_MAP].items())
+        assert len(now) == 2 and now != entries
+        assert _retired(pin_dir) == _unsealed(now)
+        # A read-only open writes through to both as well.
+        with dp_mod.Dataplane.open(pin_dir, create=False) as reader:
+            assert reader.apply(_state())['listeners_added'] == 1
+        now = dict(upgraded.maps[dp_mod.LISTENER_MAP].items())
+        assert len(now) == 3
+        assert _retired(pin_dir) == _unsealed(now)
+        # An agent started again before the swap: the same entries.
         upgraded.close()
-        _pin_old_listeners(pin_dir, entries)
-        assert dp_mod.Dataplane.is_pinned(pin_dir)
         upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
-        assert not os.path.exists(old)
-        assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == entries
+        assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == now
     finally:
         upgraded.destroy()
-    assert not os.path.exists(old)
+    assert _retired(pin_dir) is None
+    assert not os.path.exists(pin_dir)
 
 
-def test_listeners_of_another_layout_are_refused_unchanged(dp):
+def test_listeners_of_another_layout_are_refused_before_anything_loads(dp):
     dp.apply(_state())
     entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
     pin_dir = dp.pin_dir
+    tag = dp_mod.Dataplane.program_tag(pin_dir)
     dp.close()
+    os.unlink(os.path.join(pin_dir, dp_mod.LISTENER_MAP))
     old = _pin_old_listeners(pin_dir, entries, value_size=20)
+    before = sorted(os.listdir(pin_dir))
     with pytest.raises(dp_mod.DataplaneError, match='dsrctl reset'):
         dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
-    assert os.path.exists(old)
-    with dp_mod.Dataplane.open(pin_dir, create=False) as reader:
-        assert dict(reader.maps[dp_mod.LISTENER_MAP].items()) == entries
+    assert sorted(os.listdir(pin_dir)) == before
+    assert dp_mod.Dataplane.program_tag(pin_dir) == tag
+    # dsrctl reset removes it all, this release's pins and the old one.
+    removed = dp_mod.Dataplane.remove_pins(pin_dir)
+    assert dp_mod.RETIRED_LISTENER_MAP in removed
+    assert not os.path.exists(old) and not os.path.exists(pin_dir)
+
+
+def test_a_lone_old_listeners_pin_is_a_reset_cut_short(dp):
+    """Nothing else of a dataplane pinned: a fresh one is loaded, and the
+    stray pin's entries (of rings and members that are gone) are not."""
+    dp.apply(_state())
+    entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
+    pin_dir = dp.pin_dir
+    dp.destroy()
+    os.makedirs(pin_dir)
+    old = _pin_old_listeners(pin_dir, entries)
+    fresh = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+    try:
+        assert not os.path.exists(old)
+        assert dict(fresh.maps[dp_mod.LISTENER_MAP].items()) == {}
+    finally:
+        fresh.destroy()
 
 
 def test_the_check_changes_with_every_field():
@@ -297,15 +343,31 @@ def test_the_check_changes_with_every_field():
     base = structs.Listener(id=3, hash_alg=1, encap=1, flags=2,
                             conn_limit=7, idle_ms=9, ring_off=11,
                             ring_size=13)
+    # Pinned: FNV-1a of these 11 words (listener.h hashes the same ones).
+    assert structs.listener_check(key, base) == _fnv1a_words(
+        [0x0100000a, 0, 0, 0, 80 | 6 << 16 | 4 << 24,
+         3, 1 | 1 << 8 | 2 << 16, 7, 9, 11, 13])
     seen = {structs.listener_check(key, base)}
     for name, _ in structs.Listener._fields_[:-1]:
         changed = structs.Listener.from_buffer_copy(bytes(base))
         setattr(changed, name, getattr(base, name) + 1)
         seen.add(structs.listener_check(key, changed))
-    other = structs.VipKey.from_buffer_copy(bytes(key))
-    other.port = 81
-    seen.add(structs.listener_check(other, base))
-    assert len(seen) == len(structs.Listener._fields_) + 1
+    for word in range(4):
+        other = structs.VipKey.from_buffer_copy(bytes(key))
+        other.addr[word] ^= 0x80
+        seen.add(structs.listener_check(other, base))
+    for name in ('port', 'proto', 'family'):
+        other = structs.VipKey.from_buffer_copy(bytes(key))
+        setattr(other, name, getattr(key, name) + 1)
+        seen.add(structs.listener_check(other, base))
+    assert len(seen) == 1 + 8 + 4 + 3
     # The check field itself is not hashed.
     base.check = 12345
     assert structs.listener_check(key, base) in seen
+
+
+def _fnv1a_words(words):
+    h = 0x4c697374
+    for w in words:
+        h = ((h ^ w) * 0x01000193) % 2 ** 32
+    return h

@@ -134,10 +134,15 @@ def test_a_packet_never_reads_another_listeners_entry(se, frame_of):
              if counters[k] != before[0][k]}
     assert listener_stats(se, KEY_B) == before[2], (
         f"packets of {KEY_A} read {KEY_B}'s entry: {delta}")
-    # Nor did a lookup miss A while the bucket changed under it.
-    assert delta == {"drop_no_route": runs}
+    # Every run read A's entry (dropped at A's member), or, rarely, found
+    # no entry at all: two lookups in a row can miss a key whose bucket
+    # is rewritten back to back (docs/dataplane.md; 0-3 of ~110,000 runs
+    # on a loaded host, up to 21 in 3 s with a single lookup).
+    missed = delta.pop("drop_no_listener", 0)
+    assert delta == {"drop_no_route": runs - missed}
+    assert missed <= runs // 10_000, f"{missed} of {runs} runs missed A"
     a = listener_stats(se, KEY_A)
-    assert a["drops"] - before[1]["drops"] == runs
+    assert a["drops"] - before[1]["drops"] == runs - missed
 
 
 def test_the_old_listener_pin_goes_once_this_release_is_attached(harness):

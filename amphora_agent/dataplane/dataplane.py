@@ -219,19 +219,30 @@ class Dataplane:
         libbpf.ensure_bpffs()
         cls._check_layout(pin_dir)
         pinned = cls.is_pinned(pin_dir)
-        # The previous release's dataplane: loaded again, it keeps its
-        # maps (config, rings, flows, counters) and gains NEW_MAPS.
+        retired = os.path.join(pin_dir, RETIRED_LISTENER_MAP)
+        has_retired = os.path.exists(retired)
+        # An SE of an earlier release (its listener entries in the retired
+        # map): loaded again, it keeps its maps (config, rings, flows,
+        # counters) and gains the NEW_MAPS it lacks.
         older = [n for n in MAP_NAMES if n not in NEW_MAPS]
-        upgrade = (not pinned and create
+        earlier = (not pinned and has_retired
                    and pins.pinned(pin_dir, older, SE_PROGRAM))
+        upgrade = earlier and create
         if not pinned and not create:
             raise DataplaneError(
+                f'the SE dataplane in {pin_dir} is an earlier release\'s: '
+                'start this release\'s agent, or run "dsrctl attach '
+                '--reload IFACE"' if earlier else
                 f'no SE dataplane is pinned in {pin_dir}; load one with '
                 '"dsrctl attach IFACE" (or check --pin-dir)')
-        retired = os.path.join(pin_dir, RETIRED_LISTENER_MAP)
-        if create and not pinned and not upgrade and os.path.exists(retired):
-            # Left by a reset cut short: nothing else of that dataplane.
+        if create and not pinned and not upgrade and has_retired:
+            # Beside an incomplete dataplane: a fresh one is loaded, and
+            # the old entries (of rings and members that may be gone) are
+            # not copied into it.
             os.unlink(retired)
+            has_retired = False
+        created = [n for n in NEW_MAPS
+                   if not os.path.exists(os.path.join(pin_dir, n))]
         maps = (pins.open_maps(pin_dir, MAP_NAMES) if pinned else
                 pins.open_maps(pin_dir, older) if upgrade else None)
         dp = None
@@ -248,34 +259,41 @@ class Dataplane:
             if not maglev._is_prime(limits.ring_size):
                 raise DataplaneError(
                     f'ring size {limits.ring_size} is not a prime number')
-            if reload or not pinned:
+            # While the retired map is pinned, the pinned program may still
+            # be the earlier release's (a load killed half-way pins the
+            # maps, not the program): this release's is loaded, so that
+            # attach() never swaps in a program that reads the old map.
+            if reload or not pinned or (create and has_retired):
                 # Pinned maps are reused: open handles stay valid.
                 cls._load(pin_dir, limits, obj_dir or object_dir())
             if upgrade:
                 maps.update(pins.open_maps(pin_dir, NEW_MAPS))
             maps = maps or pins.open_maps(pin_dir, MAP_NAMES)
             dp = cls(pin_dir, maps, limits)
-            adopted = dp._open_retired_listeners(copy=create)
+            maps = None     # dp's now
+            copied = dp._open_retired_listeners()
+            if upgrade:
+                moved = dp._move_ipv4_flows()
+                LOG.info('dataplane in %s upgraded in place: %s created, '
+                         '%d IPv4 flows moved to conn_table_v4, %d listener '
+                         'entries copied to %s', pin_dir,
+                         ', '.join(created), moved, copied or 0,
+                         LISTENER_MAP)
+            elif copied:
+                LOG.info('dataplane in %s: %d listener entries of the '
+                         'earlier release copied to %s', pin_dir, copied,
+                         LISTENER_MAP)
+            elif not pinned:
+                # Ring size, TTL and flags of a fresh dataplane.
+                dp._write_config(model.DesiredState())
+            if flood_guard_rate is not None:
+                dp.set_flood_guard_rate(flood_guard_rate)
         except BaseException:
             if dp is not None:
                 dp.close()
             for m in (maps or {}).values():
                 m.close()
             raise
-        if upgrade:
-            moved = dp._move_ipv4_flows()
-            LOG.info('dataplane in %s upgraded in place: %s added, %d IPv4 '
-                     'flows moved to conn_table_v4, %s listener entries '
-                     'copied to %s', pin_dir, ', '.join(NEW_MAPS), moved,
-                     adopted or 0, LISTENER_MAP)
-        elif adopted is not None:
-            LOG.info('dataplane in %s: %d listener entries of the earlier '
-                     'release copied to %s', pin_dir, adopted, LISTENER_MAP)
-        elif not pinned:
-            # Ring size, TTL and flags of a fresh dataplane.
-            dp._write_config(model.DesiredState())
-        if flood_guard_rate is not None:
-            dp.set_flood_guard_rate(flood_guard_rate)
         return dp
 
     @staticmethod
@@ -375,10 +393,11 @@ class Dataplane:
         pin_dir, whatever of them is there (dsrctl reset); returns the
         names removed."""
         names = (RETIRED_LISTENER_MAP,) + MAP_NAMES
-        found = [n for n in names + (pins.prog_pin_name(SE_PROGRAM),)
+        found = [n for n in names + (pins.prog_pin_name(SE_PROGRAM),
+                                     pins.staged_pin_name(SE_PROGRAM))
                  if os.path.exists(os.path.join(pin_dir, n))]
-        # The retired pin first: one left alone is taken for a reset cut
-        # short (open()), never for an SE to upgrade.
+        # The retired pin first: what a reset cut short leaves is never
+        # taken for an SE of the earlier release (open()).
         pins.remove(pin_dir, names, SE_PROGRAM)
         return found
 
@@ -1354,20 +1373,21 @@ class Dataplane:
             table.delete_batch(b''.join(keys[chunk]))
         return len(keys)
 
-    def _open_retired_listeners(self, copy):
-        """The previous release's listener map, when its pin is here:
-        kept open so that every listener write also goes to it (its program
-        may still be the attached one), and with copy, its entries copied
-        into LISTENER_MAP, sealed (the first open by this release; the two
-        maps hold the same entries from then on).  Returns how many were
-        copied, None when there is no such pin."""
+    def _open_retired_listeners(self):
+        """The previous release's listener map, when its pin is here: kept
+        open so that every listener write also goes to it (its program
+        may still be the attached one), and its entries that LISTENER_MAP
+        lacks copied there, sealed -- all of them at the first open by
+        this release, none once the two hold the same keys (every write
+        reaches both, the old one first), so a copy never puts back what
+        a running agent has changed since.  Returns how many were copied,
+        None when there is no such pin."""
         path = os.path.join(self.pin_dir, RETIRED_LISTENER_MAP)
         if not os.path.exists(path):
             return None
         self._retired = libbpf.Map.from_pin(path)
-        if not copy:
-            return None
-        entries = list(self._retired.items())
+        have = set(self.maps[LISTENER_MAP].keys())
+        entries = [(k, v) for k, v in self._retired.items() if k not in have]
         pad = bytes(ctypes.sizeof(structs.Listener) - RETIRED_LISTENER_SIZE)
         for raw_key, raw_value in entries:
             listener = structs.Listener.from_bytes(raw_value + pad)
@@ -1386,24 +1406,29 @@ class Dataplane:
         listener map has no reader left; its pin goes."""
         if self._retired is None:
             return
-        path = os.path.join(self.pin_dir, RETIRED_LISTENER_MAP)
-        if os.path.exists(path):
-            os.unlink(path)
+        try:
+            os.unlink(os.path.join(self.pin_dir, RETIRED_LISTENER_MAP))
             LOG.info('dataplane in %s: %s removed, this release\'s program '
                      'attached', self.pin_dir, RETIRED_LISTENER_MAP)
+        except FileNotFoundError:
+            pass    # another process's attach removed it
         self._retired.close()
         self._retired = None
 
+    # The old map is written first: an agent stopped between the two
+    # writes leaves LISTENER_MAP short of a key (copied at the next open)
+    # or holding one the old map lost (deleted again by the next apply),
+    # never the old map holding a key the next open would copy back.
     def _write_listener(self, raw_key, listener):
-        self.maps[LISTENER_MAP].update(raw_key, bytes(listener))
         if self._retired is not None:
             self._retired.update(raw_key,
                                  bytes(listener)[:RETIRED_LISTENER_SIZE])
+        self.maps[LISTENER_MAP].update(raw_key, bytes(listener))
 
     def _delete_listener(self, raw_key):
-        self.maps[LISTENER_MAP].delete(raw_key)
         if self._retired is not None:
             self._retired.delete(raw_key)
+        self.maps[LISTENER_MAP].delete(raw_key)
 
     def conn_entries(self):
         """{family: entries} of the connection tables (a batch walk)."""

@@ -19,6 +19,7 @@ from amphora_agent.dataplane import dataplane as dp_mod
 from amphora_agent.dataplane import libbpf
 from amphora_agent.dataplane import model
 from amphora_agent.dataplane import percpu
+from amphora_agent.dataplane import pins
 from amphora_agent.dataplane import structs
 from tests.unit.amphora_agent.dataplane import se_object
 
@@ -287,7 +288,24 @@ def test_an_upgrade_in_place_seals_the_listener_entries(dp):
         now = dict(upgraded.maps[dp_mod.LISTENER_MAP].items())
         assert len(now) == 3
         assert _retired(pin_dir) == _unsealed(now)
-        # An agent started again before the swap: the same entries.
+        # An agent started again before the swap: the same entries, and
+        # this release's program loaded again (the pinned one might be the
+        # earlier release's: a load killed half-way pins maps, not it).
+        prog_id = _program_id(pin_dir)
+        upgraded.close()
+        upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
+        assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == now
+        assert _program_id(pin_dir) != prog_id
+        # A copy cut short (a key missing) is completed at the next open,
+        # and a key both maps hold is not copied again: the old map's
+        # value never overwrites what a running agent wrote since.
+        missing, kept = sorted(now)[:2]
+        upgraded.maps[dp_mod.LISTENER_MAP].delete(missing)
+        stale = structs.Listener.from_bytes(now[kept])
+        stale.ring_off += 1
+        with libbpf.Map.from_pin(os.path.join(
+                pin_dir, dp_mod.RETIRED_LISTENER_MAP)) as old:
+            old.update(kept, bytes(stale)[:dp_mod.RETIRED_LISTENER_SIZE])
         upgraded.close()
         upgraded = dp_mod.Dataplane.open(pin_dir, limits=LIMITS)
         assert dict(upgraded.maps[dp_mod.LISTENER_MAP].items()) == now
@@ -295,6 +313,18 @@ def test_an_upgrade_in_place_seals_the_listener_entries(dp):
         upgraded.destroy()
     assert _retired(pin_dir) is None
     assert not os.path.exists(pin_dir)
+
+
+def _program_id(pin_dir):
+    with pins.open_program(pin_dir, dp_mod.SE_PROGRAM) as prog:
+        return prog.info().id
+
+
+def test_without_the_old_pin_an_open_keeps_the_pinned_program(dp):
+    pin_dir = dp.pin_dir
+    prog_id = _program_id(pin_dir)
+    dp_mod.Dataplane.open(pin_dir, limits=LIMITS).close()
+    assert _program_id(pin_dir) == prog_id
 
 
 def test_listeners_of_another_layout_are_refused_before_anything_loads(dp):
@@ -316,9 +346,10 @@ def test_listeners_of_another_layout_are_refused_before_anything_loads(dp):
     assert not os.path.exists(old) and not os.path.exists(pin_dir)
 
 
-def test_a_lone_old_listeners_pin_is_a_reset_cut_short(dp):
-    """Nothing else of a dataplane pinned: a fresh one is loaded, and the
-    stray pin's entries (of rings and members that are gone) are not."""
+def test_an_old_listeners_pin_without_its_dataplane_is_not_copied(dp):
+    """Not beside an earlier release's whole dataplane: a fresh one is
+    loaded, and the stray pin's entries (of rings and members that may be
+    gone) are not copied into it."""
     dp.apply(_state())
     entries = dict(dp.maps[dp_mod.LISTENER_MAP].items())
     pin_dir = dp.pin_dir

@@ -272,17 +272,21 @@ class Dataplane:
             dp = cls(pin_dir, maps, limits)
             maps = None     # dp's now
             copied = dp._open_retired_listeners()
+            # Until the old pin goes (attach()), also at a later start: one
+            # cut short between the load and the move (an SE two releases
+            # old) left its IPv4 flows in conn_table.
+            moved = dp._move_ipv4_flows() if create and has_retired else 0
             if upgrade:
-                moved = dp._move_ipv4_flows()
                 LOG.info('dataplane in %s upgraded in place: %s created, '
                          '%d IPv4 flows moved to conn_table_v4, %d listener '
                          'entries copied to %s', pin_dir,
                          ', '.join(created), moved, copied or 0,
                          LISTENER_MAP)
-            elif copied:
+            elif copied or moved:
                 LOG.info('dataplane in %s: %d listener entries of the '
-                         'earlier release copied to %s', pin_dir, copied,
-                         LISTENER_MAP)
+                         'earlier release copied to %s, %d IPv4 flows moved '
+                         'to conn_table_v4', pin_dir, copied or 0,
+                         LISTENER_MAP, moved)
             elif not pinned:
                 # Ring size, TTL and flags of a fresh dataplane.
                 dp._write_config(model.DesiredState())

@@ -1,8 +1,9 @@
 /* A listener's entry, as a packet may use it.
  *
  * listener_entries is a preallocated hash.  The kernel hands the element an
- * update replaced, or a delete freed, to the very next update at once --
- * no RCU grace period -- so a pointer looked up a moment earlier can read
+ * update replaced to the CPU's next update of an existing key, and one a
+ * delete freed to the next insert, at once -- no RCU grace period -- so a
+ * pointer looked up a moment earlier can read
  * another listener's ring, id and policy, or a mix of two entries, while
  * this packet uses it; a connection-table entry made from that would hold
  * the flow on another listener's member for good.  So the entry is copied,

@@ -51,12 +51,13 @@ class Recorder:
 def dp():
     root = f'/sys/fs/bpf/octavia-dsr-test-{secrets.token_hex(4)}'
     dp = dp_mod.Dataplane.open(root, limits=LIMITS)
-    dp._resolver = delta.FakeResolver()
     saved = dict(dp.maps)
-    dp.log = []
-    for name in (dp_mod.LISTENER_MAP, 'vip_addrs'):
-        dp.maps[name] = Recorder(name, saved[name], dp.log)
     try:
+        # Inside the try: a set-up that fails leaves no pins either.
+        dp._resolver = delta.FakeResolver()
+        dp.log = []
+        for name in (dp_mod.LISTENER_MAP, 'vip_addrs'):
+            dp.maps[name] = Recorder(name, saved[name], dp.log)
         yield dp
     finally:
         dp.maps.update(saved)

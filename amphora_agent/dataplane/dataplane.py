@@ -219,7 +219,7 @@ class Dataplane:
         libbpf.ensure_bpffs()
         cls._check_layout(pin_dir)
         pinned = cls.is_pinned(pin_dir)
-        retired = os.path.join(pin_dir, RETIRED_LISTENER_MAP)
+        retired = _retired_pin(pin_dir)
         has_retired = os.path.exists(retired)
         # An SE of an earlier release (its listener entries in the retired
         # map): loaded again, it keeps its maps (config, rings, flows,
@@ -271,7 +271,7 @@ class Dataplane:
             maps = maps or pins.open_maps(pin_dir, MAP_NAMES)
             dp = cls(pin_dir, maps, limits)
             maps = None     # dp's now
-            copied = dp._open_retired_listeners()
+            copied = dp._open_retired_listeners() if has_retired else None
             # Until the old pin goes (attach()), also at a later start: one
             # cut short between the load and the move (an SE two releases
             # old) left its IPv4 flows in conn_table.
@@ -1378,18 +1378,15 @@ class Dataplane:
         return len(keys)
 
     def _open_retired_listeners(self):
-        """The previous release's listener map, when its pin is here: kept
+        """The previous release's listener map (its pin is here): kept
         open so that every listener write also goes to it (its program
         may still be the attached one), and its entries that LISTENER_MAP
         lacks copied there, sealed -- all of them at the first open by
         this release, none once the two hold the same keys (every write
         reaches both, the old one first), so a copy never puts back what
-        a running agent has changed since.  Returns how many were copied,
-        None when there is no such pin."""
-        path = os.path.join(self.pin_dir, RETIRED_LISTENER_MAP)
-        if not os.path.exists(path):
-            return None
-        self._retired = libbpf.Map.from_pin(path)
+        a running agent has changed since.  Returns how many were
+        copied."""
+        self._retired = libbpf.Map.from_pin(_retired_pin(self.pin_dir))
         have = set(self.maps[LISTENER_MAP].keys())
         entries = [(k, v) for k, v in self._retired.items() if k not in have]
         pad = bytes(ctypes.sizeof(structs.Listener) - RETIRED_LISTENER_SIZE)
@@ -1411,7 +1408,7 @@ class Dataplane:
         if self._retired is None:
             return
         try:
-            os.unlink(os.path.join(self.pin_dir, RETIRED_LISTENER_MAP))
+            os.unlink(_retired_pin(self.pin_dir))
             LOG.info('dataplane in %s: %s removed, this release\'s program '
                      'attached', self.pin_dir, RETIRED_LISTENER_MAP)
         except FileNotFoundError:
@@ -1549,6 +1546,10 @@ def _array_values(array_map):
 
 def _u32(value):
     return int(value).to_bytes(4, 'little')
+
+
+def _retired_pin(pin_dir):
+    return os.path.join(pin_dir, RETIRED_LISTENER_MAP)
 
 
 def _vip_key(key):

@@ -19,7 +19,8 @@
 #include "maps.h"
 #include "parse.h"
 
-/* Mirrored by amphora_agent/dataplane/structs.py (listener_check). */
+/* Mirrored by amphora_agent/dataplane/structs.py (listener_check: the
+ * key's words, then the entry's). */
 #define LISTENER_CHECK_SEED 0x4c697374 /* "List" */
 #define LISTENER_CHECK_MUL 0x01000193  /* FNV-1a's 32-bit prime */
 /* Lookups in all before an entry that never checks is given up on: each
@@ -44,14 +45,25 @@ static __always_inline __u32 check_words(__u32 h, const __u32 *w, const int n)
 	return h;
 }
 
-static __always_inline __u32 listener_check(const struct vip_key *k,
-					    const struct listener *l)
+/* An entry's check (structs.listener_check): entry_check(key_check(key),
+ * entry). */
+static __always_inline __u32 key_check(const struct vip_key *k)
 {
-	__u32 h = check_words(LISTENER_CHECK_SEED, (const __u32 *)k,
-			      sizeof(*k) / 4);
+	return check_words(LISTENER_CHECK_SEED, (const __u32 *)k,
+			   sizeof(*k) / 4);
+}
 
-	return check_words(h, (const __u32 *)l,
+static __always_inline __u32 entry_check(__u32 key_h, const struct listener *l)
+{
+	return check_words(key_h, (const __u32 *)l,
 			   __builtin_offsetof(struct listener, check) / 4);
+}
+
+/* The drop reason of a lookup that found no usable entry. */
+static __always_inline __u32 listener_miss(enum listener_found found)
+{
+	return found == LISTENER_CHANGING ? STAT_DROP_INTERNAL
+					  : STAT_DROP_NO_LISTENER;
 }
 
 static __always_inline enum listener_found find_listener(const struct pkt *p,
@@ -59,11 +71,13 @@ static __always_inline enum listener_found find_listener(const struct pkt *p,
 {
 	struct vip_key vk = {};
 	struct listener *l;
+	__u32 key_h;
 
 	__builtin_memcpy(vk.addr, p->flow.dst, 16);
 	vk.port = p->flow.dport;
 	vk.proto = p->flow.proto;
 	vk.family = p->flow.family;
+	key_h = key_check(&vk);   /* once: the key is the same every try */
 #pragma clang loop unroll(disable)
 	for (int i = 0; i < LISTENER_TRIES; i++) {
 		l = bpf_map_lookup_elem(&listener_entries, &vk);
@@ -72,7 +86,7 @@ static __always_inline enum listener_found find_listener(const struct pkt *p,
 		__builtin_memcpy(out, l, sizeof(*out));
 		/* The check is of the copy: nothing below reads *l again. */
 		asm volatile("" ::: "memory");
-		if (out->check == listener_check(&vk, out))
+		if (out->check == entry_check(key_h, out))
 			return LISTENER_FOUND;
 	}
 	return LISTENER_CHANGING;

@@ -192,8 +192,7 @@ static __always_inline int se_process(struct xdp_md *ctx)
 			found = find_listener(&p, l);
 		if (found == LISTENER_FOUND)
 			goto listener_found;
-		return drop_vip(&p, NULL, found == LISTENER_CHANGING ?
-					  STAT_DROP_INTERNAL : STAT_DROP_NO_LISTENER);
+		return drop_vip(&p, NULL, listener_miss(found));
 	}
 
 	/* Echo replies and errors must not go to (or be about a packet
@@ -216,8 +215,7 @@ static __always_inline int se_process(struct xdp_md *ctx)
 	if (found == LISTENER_NONE)
 		found = find_listener(&p, l);
 	if (found != LISTENER_FOUND)
-		return drop_vip(&p, NULL, found == LISTENER_CHANGING ?
-					  STAT_DROP_INTERNAL : STAT_DROP_NO_LISTENER);
+		return drop_vip(&p, NULL, listener_miss(found));
 	goto new_flow;
 
 listener_found:

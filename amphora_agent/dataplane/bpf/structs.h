@@ -40,7 +40,7 @@ struct listener {
 	__u32 ring_off;   /* first slot of its Maglev ring in the rings map */
 	__u32 ring_size;  /* slots of its ring (a prime sized by its pool,
 			   * maglev.ring_size_for); 0 = no ring */
-	__u32 check;      /* listener_check() of its key and the fields above:
+	__u32 check;      /* FNV-1a of its key and the fields above:
 			   * a reader tells this key's entry from a reused
 			   * element's (listener.h, find_listener) */
 };
